@@ -1,0 +1,107 @@
+//! Command-line interface: one `clap` parser; every option can also come from the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::db::DbOptions;
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(name = "skywarden", version, about = "Cloud security posture management and detection for AWS")]
+pub struct Cli {
+    #[command(flatten)]
+    pub db: DbOptions,
+    /// Log format on stderr.
+    #[arg(long, env = "SKYWARDEN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply database migrations (they also run at every start).
+    Migrate,
+    /// Import CloudTrail and VPC flow log files (plain or gzip; folders are searched).
+    Import(ImportArgs),
+    /// Serve the HTTP API.
+    Serve(ServeArgs),
+    /// Manage the embedded PostgreSQL cluster.
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+    },
+    /// Import the bundled sample incident into the embedded database and show what it holds.
+    Demo(DemoArgs),
+    /// Measure import speed against plain parallel COPY of the same rows.
+    BenchImport(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GeoArgs {
+    /// MaxMind DB file (GeoIP2/GeoLite2 City, Country, ASN, or ip-location-db); repeatable.
+    #[arg(long = "geoip", env = "SKYWARDEN_GEOIP", value_delimiter = ',')]
+    pub geoip: Vec<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// Files or folders to import.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub geo: GeoArgs,
+    /// Print one JSON summary object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Account id for records that name none.
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Field order of flow logs without a header line, e.g. "version interface-id srcaddr dstaddr".
+    #[arg(long)]
+    pub flow_format: Option<String>,
+    /// Files parsed in parallel.
+    #[arg(long, default_value_t = 2)]
+    pub parsers: usize,
+    /// Database connections writing in parallel.
+    #[arg(long, default_value_t = 2)]
+    pub writers: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address for the HTTP API.
+    #[arg(long, env = "SKYWARDEN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbAction {
+    /// Start the embedded cluster (initialising it on first use) and print its URL.
+    Start,
+    /// Stop the embedded cluster.
+    Stop,
+    /// Say whether the embedded cluster is running.
+    Status,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Folder of the sample incident.
+    #[arg(long, default_value = "samples/incident")]
+    pub samples: PathBuf,
+    #[command(flatten)]
+    pub geo: GeoArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Events to generate.
+    #[arg(long, default_value_t = 200_000)]
+    pub events: usize,
+    /// Folder for the generated file (a temporary folder by default).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+}

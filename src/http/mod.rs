@@ -1,0 +1,49 @@
+//! HTTP API. For now the health checks that load balancers and orchestrators probe; the
+//! authenticated API and the dashboard build on this router.
+
+use std::future::Future;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+#[derive(Clone)]
+pub struct ApiContext {
+    pub db: PgPool,
+}
+
+pub fn router(context: ApiContext) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(context)
+}
+
+/// Serves on an already bound listener until `shutdown` completes, so tests can bind port 0.
+pub async fn serve(
+    context: ApiContext,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!(address = %listener.local_addr()?, "HTTP API listening");
+    axum::serve(listener, router(context)).with_graceful_shutdown(shutdown).await
+}
+
+/// The process is up.
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// The process can reach its database.
+async fn readyz(State(context): State<ApiContext>) -> (StatusCode, &'static str) {
+    match sqlx::query_scalar!("SELECT 1 AS \"one!\"").fetch_one(&context.db).await {
+        Ok(_) => (StatusCode::OK, "ready"),
+        Err(error) => {
+            tracing::warn!(%error, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+        }
+    }
+}

@@ -1,0 +1,477 @@
+//! Ingest: parsers for each log source and the importer that streams files into PostgreSQL.
+//!
+//! The importer is a pipeline: blocking parser threads read files (never a whole file in
+//! memory), geolocate and encode rows into COPY batches; async writers send the batches to
+//! PostgreSQL on their own connections. A bad file or record is reported and skipped; only a
+//! database failure stops an import.
+
+pub mod cloudtrail;
+pub mod flowlogs;
+pub mod json_stream;
+pub mod source;
+pub mod store;
+
+use std::collections::VecDeque;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+
+use crate::db::partitions::{PartitionCache, PartitionedTable, month_start};
+use crate::geo::{GeoCache, GeoDb};
+use cloudtrail::{CloudTrailEvent, UNKNOWN_ACCOUNT};
+use flowlogs::{FlowFormat, FlowRecord};
+use source::ContentKind;
+use store::{Batch, BatchWriter, StoreError};
+
+/// Record errors listed per file before the rest are only counted.
+const MAX_ERRORS_PER_FILE: usize = 50;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot open a database connection for import")]
+    Connect(#[source] sqlx::Error),
+    #[error("import worker failed: {0}")]
+    Worker(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct ImportOptions {
+    pub paths: Vec<PathBuf>,
+    pub geo: Option<Arc<GeoDb>>,
+    /// Account for records that name none (flow logs without `account-id`, say).
+    pub default_account: Option<String>,
+    /// Field order for flow logs that have no header line.
+    pub flow_format: Option<FlowFormat>,
+    /// Files parsed at once.
+    pub parsers: usize,
+    /// Connections writing at once.
+    pub writers: usize,
+    /// Rows per COPY batch.
+    pub batch_rows: usize,
+    pub show_progress: bool,
+}
+
+impl ImportOptions {
+    pub fn new(paths: Vec<PathBuf>) -> Self {
+        Self {
+            paths,
+            geo: None,
+            default_account: None,
+            flow_format: None,
+            parsers: 2,
+            writers: 2,
+            batch_rows: 2_000,
+            show_progress: false,
+        }
+    }
+}
+
+/// A file that could not be imported, or had records that could not be.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct FileError {
+    pub file: String,
+    pub error: String,
+}
+
+/// What an import did. `cloudtrail_events` and `flow_records` count new rows stored.
+#[derive(Debug, Default, Serialize)]
+pub struct ImportSummary {
+    pub files: u64,
+    pub cloudtrail_events: u64,
+    pub flow_records: u64,
+    pub duplicates: u64,
+    /// Records that are not log data (CloudTrail digest files).
+    pub skipped: u64,
+    pub bytes_read: u64,
+    pub elapsed_ms: u64,
+    pub errors: Vec<FileError>,
+}
+
+/// Imports every file under `options.paths`.
+pub async fn import(pool: &PgPool, options: ImportOptions) -> Result<ImportSummary, ImportError> {
+    let started = Instant::now();
+    let (files, walk_errors) = source::list_files(&options.paths);
+    let total_bytes: u64 = files.iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum();
+    let bytes_read = Arc::new(AtomicU64::new(0));
+    let summary = Arc::new(Mutex::new(ImportSummary {
+        files: files.len() as u64,
+        errors: walk_errors.into_iter().map(|(file, error)| FileError { file: file.display().to_string(), error }).collect(),
+        ..Default::default()
+    }));
+    tracing::info!(files = files.len(), bytes = total_bytes, "import started");
+
+    let progress = progress_bar(options.show_progress, total_bytes);
+    let ticker = {
+        let (progress, bytes_read) = (progress.clone(), bytes_read.clone());
+        tokio::spawn(async move {
+            loop {
+                progress.set_position(bytes_read.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    let (batches, receiver) = mpsc::channel::<Batch>(options.writers.max(1) * 2);
+    let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
+    let partitions = Arc::new(PartitionCache::default());
+    let mut writers = Vec::new();
+    for _ in 0..options.writers.max(1) {
+        let mut writer = BatchWriter::connect(pool, partitions.clone()).await.map_err(ImportError::Connect)?;
+        let (receiver, summary) = (receiver.clone(), summary.clone());
+        writers.push(tokio::spawn(async move {
+            loop {
+                let batch = receiver.lock().await.recv().await;
+                let Some(batch) = batch else { return Ok(()) };
+                let outcome = match writer.write(&batch).await {
+                    Ok(outcome) => outcome,
+                    Err(error) => {
+                        // Unblock the parsers: nothing more will be written.
+                        receiver.lock().await.close();
+                        return Err(error);
+                    }
+                };
+                let mut summary = summary.lock().expect("summary poisoned");
+                match batch.table {
+                    PartitionedTable::CloudTrailEvents => summary.cloudtrail_events += outcome.inserted,
+                    PartitionedTable::FlowRecords => summary.flow_records += outcome.inserted,
+                }
+                summary.duplicates += outcome.duplicates;
+                for (position, reason) in outcome.rejected {
+                    summary.errors.push(FileError {
+                        file: batch.file.display().to_string(),
+                        error: format!("{position}: rejected by PostgreSQL: {reason}"),
+                    });
+                }
+            }
+        }));
+    }
+
+    let queue = Arc::new(Mutex::new(VecDeque::from(files)));
+    let context = Arc::new(ParseContext {
+        default_account: options.default_account.clone(),
+        flow_format: options.flow_format.clone(),
+        batch_rows: options.batch_rows.max(1),
+    });
+    let mut parsers = Vec::new();
+    for _ in 0..options.parsers.max(1) {
+        let (queue, context, batches, summary, bytes_read) =
+            (queue.clone(), context.clone(), batches.clone(), summary.clone(), bytes_read.clone());
+        let geo = options.geo.clone();
+        parsers.push(tokio::task::spawn_blocking(move || {
+            let mut geo = GeoCache::new(geo);
+            loop {
+                let Some(path) = queue.lock().expect("queue poisoned").pop_front() else { return };
+                let report = parse_file(&path, &context, &mut geo, &batches, bytes_read.clone());
+                let mut summary = summary.lock().expect("summary poisoned");
+                summary.skipped += report.skipped;
+                let file = path.display().to_string();
+                summary.errors.extend(report.errors.into_iter().map(|error| FileError { file: file.clone(), error }));
+                if report.aborted {
+                    return;
+                }
+            }
+        }));
+    }
+    drop(batches);
+
+    for parser in parsers {
+        parser.await.map_err(|e| ImportError::Worker(e.to_string()))?;
+    }
+    for writer in writers {
+        writer.await.map_err(|e| ImportError::Worker(e.to_string()))??;
+    }
+    ticker.abort();
+    progress.finish_and_clear();
+
+    let mut summary = Arc::try_unwrap(summary)
+        .map_err(|_| ImportError::Worker("summary still shared".into()))?
+        .into_inner()
+        .expect("summary poisoned");
+    summary.bytes_read = bytes_read.load(Ordering::Relaxed);
+    summary.elapsed_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(
+        files = summary.files,
+        cloudtrail_events = summary.cloudtrail_events,
+        flow_records = summary.flow_records,
+        duplicates = summary.duplicates,
+        errors = summary.errors.len(),
+        elapsed_ms = summary.elapsed_ms,
+        "import finished"
+    );
+    Ok(summary)
+}
+
+fn progress_bar(show: bool, total_bytes: u64) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(Some(total_bytes), indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}, {eta})",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+struct ParseContext {
+    default_account: Option<String>,
+    flow_format: Option<FlowFormat>,
+    batch_rows: usize,
+}
+
+#[derive(Default)]
+struct FileReport {
+    skipped: u64,
+    errors: Vec<String>,
+    /// The writers are gone (a database failure): stop parsing.
+    aborted: bool,
+}
+
+/// Parses one file into batches. Never fails: problems are listed in the report.
+fn parse_file(
+    path: &Path,
+    context: &ParseContext,
+    geo: &mut GeoCache,
+    batches: &mpsc::Sender<Batch>,
+    bytes_read: Arc<AtomicU64>,
+) -> FileReport {
+    let (reader, kind) = match source::open(path, bytes_read) {
+        Ok(opened) => opened,
+        Err(error) => return FileReport { errors: vec![format!("cannot read file: {error}")], ..Default::default() },
+    };
+    let file = Arc::new(path.to_path_buf());
+    let default_account = source::account_from_file_name(path).or_else(|| context.default_account.clone());
+    let mut sink = FileSink::new(file, default_account, context, geo, batches);
+    match kind {
+        ContentKind::Empty => {}
+        ContentKind::Json => {
+            if let Err(error) = json_stream::walk(reader, &mut sink) {
+                let reason = if error.is_io() {
+                    format!("read error after {} records: {error}", sink.records)
+                } else {
+                    format!("invalid JSON: {error}; the {} records before it were read", sink.records)
+                };
+                sink.report.errors.push(reason);
+            }
+        }
+        ContentKind::Text => read_flow_text(reader, &mut sink),
+    }
+    sink.finish()
+}
+
+/// Reads a flow log text file line by line.
+fn read_flow_text(mut reader: Box<dyn BufRead + Send>, sink: &mut FileSink<'_>) {
+    let mut line_bytes = Vec::new();
+    let mut line_no: u64 = 0;
+    let mut header: Option<FlowFormat> = None;
+    let mut recognised = false;
+    loop {
+        line_bytes.clear();
+        match reader.read_until(b'\n', &mut line_bytes) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(error) => {
+                sink.report.errors.push(format!("read error at line {}: {error}", line_no + 1));
+                return;
+            }
+        }
+        line_no += 1;
+        let line = String::from_utf8_lossy(&line_bytes);
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(format) = FlowFormat::from_header(line) {
+            header = Some(format);
+            recognised = true;
+            continue;
+        }
+        match sink.flow_line(line, header.as_ref(), line_no, None, None) {
+            Ok(()) => recognised = true,
+            Err(error) if !recognised => {
+                sink.report.errors.push(format!(
+                    "not a recognised log format: line {line_no} is neither a VPC flow log header nor a record ({error})"
+                ));
+                return;
+            }
+            Err(error) => sink.record_error(format!("line {line_no}: {error}")),
+        }
+        if sink.report.aborted {
+            return;
+        }
+    }
+}
+
+/// Collects one file's rows into batches and sends them to the writers.
+struct FileSink<'a> {
+    file: Arc<PathBuf>,
+    default_account: Option<String>,
+    context: &'a ParseContext,
+    geo: &'a mut GeoCache,
+    batches: &'a mpsc::Sender<Batch>,
+    events: Option<Batch>,
+    flows: Option<Batch>,
+    /// Flow format inferred from the field count of headerless lines, reused while it fits.
+    inferred_format: Option<FlowFormat>,
+    records: u64,
+    suppressed_errors: u64,
+    report: FileReport,
+}
+
+impl<'a> FileSink<'a> {
+    fn new(
+        file: Arc<PathBuf>,
+        default_account: Option<String>,
+        context: &'a ParseContext,
+        geo: &'a mut GeoCache,
+        batches: &'a mpsc::Sender<Batch>,
+    ) -> Self {
+        Self {
+            file,
+            default_account,
+            context,
+            geo,
+            batches,
+            events: None,
+            flows: None,
+            inferred_format: None,
+            records: 0,
+            suppressed_errors: 0,
+            report: FileReport::default(),
+        }
+    }
+
+    fn record_error(&mut self, error: String) {
+        if self.report.errors.len() < MAX_ERRORS_PER_FILE {
+            self.report.errors.push(error);
+        } else {
+            self.suppressed_errors += 1;
+        }
+    }
+
+    fn cloudtrail_event(&mut self, raw: &str, position: u64) {
+        let event = match CloudTrailEvent::parse(raw, self.default_account.as_deref()) {
+            Ok(event) => event,
+            Err(error) => return self.record_error(format!("record {position}: {error}")),
+        };
+        let geo = event.source_ip.and_then(|ip| self.geo.lookup(ip));
+        let (file, rows) = (&self.file, self.context.batch_rows);
+        let batch = self
+            .events
+            .get_or_insert_with(|| Batch::new(PartitionedTable::CloudTrailEvents, file.clone(), "record", rows * 2048));
+        event.write_row(geo.as_deref(), &mut batch.rows);
+        batch.row_positions.push(position);
+        batch.months.insert(month_start(event.event_time));
+        if !batch.accounts.contains(&event.account_id) {
+            batch.accounts.insert(event.account_id);
+        }
+        if batch.rows.rows() >= rows {
+            self.send(PartitionedTable::CloudTrailEvents);
+        }
+    }
+
+    /// Parses and queues one flow log line. `header` is the file's header format, if any.
+    fn flow_line(
+        &mut self,
+        line: &str,
+        header: Option<&FlowFormat>,
+        position: u64,
+        fallback_time: Option<DateTime<Utc>>,
+        owner: Option<&str>,
+    ) -> Result<(), flowlogs::FlowError> {
+        let format = match header.or(self.context.flow_format.as_ref()) {
+            Some(format) => format,
+            None => {
+                let count = line.split_ascii_whitespace().count();
+                if self.inferred_format.as_ref().is_none_or(|f| f.len() != count) {
+                    self.inferred_format = Some(FlowFormat::for_field_count(count)?);
+                }
+                self.inferred_format.as_ref().expect("just set")
+            }
+        };
+        let record = FlowRecord::parse(line, format)?;
+        let account = record
+            .account_id
+            .clone()
+            .or_else(|| owner.map(str::to_string))
+            .or_else(|| self.default_account.clone())
+            .unwrap_or_else(|| UNKNOWN_ACCOUNT.to_string());
+        let (file, rows) = (&self.file, self.context.batch_rows);
+        let batch = self
+            .flows
+            .get_or_insert_with(|| Batch::new(PartitionedTable::FlowRecords, file.clone(), "line", rows * 256));
+        record.write_row(&account, fallback_time, self.geo, &mut batch.rows);
+        batch.row_positions.push(position);
+        batch.months.insert(month_start(record.bucket_time(fallback_time)));
+        if !batch.accounts.contains(&account) {
+            batch.accounts.insert(account);
+        }
+        if batch.rows.rows() >= rows {
+            self.send(PartitionedTable::FlowRecords);
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, table: PartitionedTable) {
+        let slot = match table {
+            PartitionedTable::CloudTrailEvents => &mut self.events,
+            PartitionedTable::FlowRecords => &mut self.flows,
+        };
+        if let Some(batch) = slot.take().filter(|b| !b.rows.is_empty()) {
+            if self.batches.blocking_send(batch).is_err() {
+                self.report.aborted = true;
+            }
+        }
+    }
+
+    fn finish(mut self) -> FileReport {
+        self.send(PartitionedTable::CloudTrailEvents);
+        self.send(PartitionedTable::FlowRecords);
+        if self.suppressed_errors > 0 {
+            self.report.errors.push(format!("... and {} more record errors", self.suppressed_errors));
+        }
+        self.report
+    }
+}
+
+impl json_stream::JsonSink for FileSink<'_> {
+    fn event(&mut self, raw: &RawValue) {
+        self.records += 1;
+        self.cloudtrail_event(raw.get(), self.records);
+    }
+
+    fn log_message(&mut self, message: &str, timestamp_ms: Option<i64>, owner: Option<&str>) {
+        self.records += 1;
+        let position = self.records;
+        if message.trim_start().starts_with('{') {
+            // CloudTrail delivered to CloudWatch Logs: each message is an event.
+            return self.cloudtrail_event(message.trim(), position);
+        }
+        let fallback_time = timestamp_ms.and_then(|ms| Utc.timestamp_millis_opt(ms).single());
+        if let Err(error) = self.flow_line(message.trim(), None, position, fallback_time, owner) {
+            self.record_error(format!("record {position}: {error}"));
+        }
+    }
+
+    fn skipped(&mut self, what: &'static str) {
+        tracing::debug!(file = %self.file.display(), what, "skipped");
+        self.report.skipped += 1;
+    }
+
+    fn unrecognised(&mut self, description: String) {
+        self.records += 1;
+        let position = self.records;
+        self.record_error(format!("record {position}: {description}"));
+    }
+}
