@@ -1,0 +1,54 @@
+# Skywarden: two commands on a fresh machine (Rust and the PostgreSQL server package installed,
+# nothing running):
+#   make demo   embedded PostgreSQL, the sample incident imported, where to look
+#   make test   the whole test suite, starting what it needs
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -eu -o pipefail -c
+
+CARGO ?= cargo
+# Queries are checked at compile time against the committed .sqlx/ data; no database needed.
+export SQLX_OFFLINE := true
+
+CACHE_DIR := .cache
+GEOIP_PACKAGE := @ip-location-db/geo-whois-asn-country-mmdb
+GEOIP_DB := $(CACHE_DIR)/geoip/geo-whois-asn-country.mmdb
+DEMO_DATA_DIR ?= $(if $(filter 0,$(shell id -u)),/var/lib/skywarden-demo,$(HOME)/.local/share/skywarden-demo)
+TEST_PG_DIR ?= $(or $(TMPDIR),/tmp)/skywarden-make-test-$(shell id -u)
+BIN := target/release/skywarden
+
+.PHONY: demo test build geoip sqlx-prepare bench clean-test-db
+
+build:
+	$(CARGO) build --release --locked
+
+# The default GeoIP database: CC0 country data from the npm registry.
+geoip: $(GEOIP_DB)
+$(GEOIP_DB):
+	mkdir -p $(CACHE_DIR)/geoip/pkg
+	cd $(CACHE_DIR)/geoip && npm pack --silent $(GEOIP_PACKAGE) > package-name.txt
+	tar -xzf $(CACHE_DIR)/geoip/$$(cat $(CACHE_DIR)/geoip/package-name.txt) -C $(CACHE_DIR)/geoip/pkg
+	cp $(CACHE_DIR)/geoip/pkg/package/geo-whois-asn-country.mmdb $(GEOIP_DB)
+
+demo: build geoip
+	$(BIN) --data-dir $(DEMO_DATA_DIR) demo --samples samples/incident --geoip $(GEOIP_DB)
+
+test:
+	$(CARGO) build --locked --tests --bins
+	# One embedded PostgreSQL for the whole suite, off the standard port (socket only).
+	env -u DATABASE_URL target/debug/skywarden --data-dir $(TEST_PG_DIR) db start > $(TEST_PG_DIR).url
+	trap 'env -u DATABASE_URL target/debug/skywarden --data-dir $(TEST_PG_DIR) db stop; rm -rf $(TEST_PG_DIR) $(TEST_PG_DIR).url' EXIT
+	SKYWARDEN_TEST_DATABASE_URL=$$(cat $(TEST_PG_DIR).url) $(CARGO) test --locked -- --test-threads 2
+
+bench: build
+	$(BIN) --data-dir $(DEMO_DATA_DIR) bench-import --events 200000
+
+# Refresh .sqlx/ after changing a query. Uses the embedded cluster of an earlier debug build
+# and applies the migrations with psql, since the new code cannot build before .sqlx/ is fresh.
+sqlx-prepare:
+	url=$$(env -u DATABASE_URL target/debug/skywarden --data-dir $(TEST_PG_DIR) db start)
+	psql -q "$$url" -c 'DROP DATABASE IF EXISTS sqlx_prepare' -c 'CREATE DATABASE sqlx_prepare'
+	prepare_url=$${url/\/skywarden?//sqlx_prepare?}
+	for f in migrations/*.sql; do psql -q -v ON_ERROR_STOP=1 "$$prepare_url" -f $$f; done
+	rm -rf .sqlx && mkdir .sqlx && touch src/lib.rs
+	SQLX_OFFLINE=false SQLX_OFFLINE_DIR=$(CURDIR)/.sqlx DATABASE_URL=$$prepare_url $(CARGO) build --locked

@@ -1,0 +1,6 @@
+//! Integration tests, compiled into one binary (one link, one embedded cluster per run).
+
+mod import;
+mod interrupted_import;
+mod shared_fixtures;
+mod support;
