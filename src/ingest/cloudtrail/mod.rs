@@ -22,8 +22,8 @@ pub const UNKNOWN_ACCOUNT: &str = "unknown";
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum EventError {
-    #[error("not a JSON object: {0}")]
-    NotAnObject(String),
+    #[error("malformed event: {0}")]
+    Malformed(String),
     #[error("no eventTime (nor @timestamp)")]
     MissingTime,
     #[error("unreadable time {value:?} in {field}")]
@@ -69,8 +69,9 @@ struct EventFields<'a> {
     request_parameters: Option<&'a RawValue>,
     #[serde(rename = "responseElements", borrow)]
     response_elements: Option<&'a RawValue>,
+    /// Read leniently: hand-made events sometimes carry a string here.
     #[serde(borrow)]
-    resources: Option<Vec<EventResource<'a>>>,
+    resources: Option<&'a RawValue>,
     /// Set on a LookupEvents item (`{"EventId": …, "CloudTrailEvent": "<event JSON>"}`).
     #[serde(rename = "CloudTrailEvent", borrow)]
     lookup_event_json: Option<Cow<'a, str>>,
@@ -149,7 +150,7 @@ impl CloudTrailEvent {
     /// example the account in an S3 object key).
     pub fn parse(raw: &str, default_account: Option<&str>) -> Result<Self, EventError> {
         let fields: EventFields<'_> =
-            serde_json::from_str(raw).map_err(|e| EventError::NotAnObject(e.to_string()))?;
+            serde_json::from_str(raw).map_err(|e| EventError::Malformed(e.to_string()))?;
         if let Some(inner) = fields.lookup_event_json.as_deref() {
             if fields.event_name.is_none() {
                 return Self::parse(inner, default_account);
@@ -201,7 +202,9 @@ impl CloudTrailEvent {
                 collect_resource_ids(response, &mut resource_ids);
             }
         }
-        for resource in fields.resources.iter().flatten() {
+        let resources: Vec<EventResource<'_>> =
+            fields.resources.and_then(|r| serde_json::from_str(r.get()).ok()).unwrap_or_default();
+        for resource in &resources {
             if let Some(arn) = resource.arn.as_deref() {
                 push_unique(&mut resource_ids, arn);
             }
@@ -414,7 +417,7 @@ mod tests {
     fn rejects_records_that_are_not_events() {
         assert_eq!(CloudTrailEvent::parse(r#"{"eventName":"X"}"#, None).unwrap_err(), EventError::MissingTime);
         assert_eq!(CloudTrailEvent::parse(r#"{"foo":1}"#, None).unwrap_err(), EventError::NotAnEvent);
-        assert!(matches!(CloudTrailEvent::parse("[1]", None), Err(EventError::NotAnObject(_))));
+        assert!(matches!(CloudTrailEvent::parse("[1]", None), Err(EventError::Malformed(_))));
         assert!(matches!(
             CloudTrailEvent::parse(r#"{"eventName":"X","eventTime":"yesterday"}"#, None),
             Err(EventError::BadTime { field: "eventTime", .. })
