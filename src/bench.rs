@@ -13,9 +13,9 @@ use chrono::{TimeZone, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
+use crate::db::MIGRATOR;
 use crate::db::copy::CopyBuffer;
 use crate::db::partitions::{PartitionCache, PartitionedTable, month_start};
-use crate::db::MIGRATOR;
 use crate::ingest::cloudtrail::CloudTrailEvent;
 use crate::ingest::{self, ImportOptions};
 
@@ -121,8 +121,8 @@ fn encode_rows(file: &Path) -> Result<Vec<(CopyBuffer, Vec<chrono::DateTime<Utc>
         #[serde(rename = "Records")]
         records: Vec<Box<serde_json::value::RawValue>>,
     }
-    let document: Document = serde_json::from_reader(std::io::BufReader::new(std::fs::File::open(file)?))
-        .map_err(std::io::Error::other)?;
+    let document: Document =
+        serde_json::from_reader(std::io::BufReader::new(std::fs::File::open(file)?)).map_err(std::io::Error::other)?;
     let per_stream = document.records.len().div_ceil(STREAMS);
     let mut streams = Vec::new();
     for chunk in document.records.chunks(per_stream.max(1)) {
@@ -141,7 +141,10 @@ fn encode_rows(file: &Path) -> Result<Vec<(CopyBuffer, Vec<chrono::DateTime<Utc>
 }
 
 /// Plain COPY of pre-encoded rows on parallel connections, in batches of the importer's size.
-async fn time_raw_copy(pool: &PgPool, streams: &[(CopyBuffer, Vec<chrono::DateTime<Utc>>)]) -> Result<Duration, BenchError> {
+async fn time_raw_copy(
+    pool: &PgPool,
+    streams: &[(CopyBuffer, Vec<chrono::DateTime<Utc>>)],
+) -> Result<Duration, BenchError> {
     let partitions = PartitionCache::default();
     let mut conn = pool.acquire().await?;
     for (_, months) in streams {
@@ -201,12 +204,48 @@ pub fn generate_events(path: &Path, count: usize) -> std::io::Result<usize> {
         let user = ["alice", "bob", "carol", "deploy-bot", "dave"][i % 5];
         let ip = format!("{}.{}.{}.{}", 20 + i % 200, (i / 7) % 250, (i / 13) % 250, 1 + i % 250);
         let (source, name, request) = match i % 6 {
-            0 => ("ec2.amazonaws.com", "DescribeInstances", format!(r#"{{"instancesSet":{{"items":[{{"instanceId":"i-{:017x}"}}]}},"filterSet":{{}}}}"#, i)),
-            1 => ("ec2.amazonaws.com", "AuthorizeSecurityGroupIngress", format!(r#"{{"groupId":"sg-{:017x}","ipPermissions":{{"items":[{{"ipProtocol":"tcp","fromPort":443,"toPort":443,"groups":{{}},"ipRanges":{{"items":[{{"cidrIp":"10.0.0.0/16"}}]}}}}]}}}}"#, i % 97)),
-            2 => ("iam.amazonaws.com", "AttachRolePolicy", format!(r#"{{"roleName":"app-role-{}","policyArn":"arn:aws:iam::aws:policy/ReadOnlyAccess"}}"#, i % 31)),
-            3 => ("s3.amazonaws.com", "GetObject", format!(r#"{{"bucketName":"logs-{}","key":"2026/10/{}/part-{}.json","Host":"logs.s3.amazonaws.com"}}"#, i % 11, i % 28, i)),
-            4 => ("sts.amazonaws.com", "AssumeRole", format!(r#"{{"roleArn":"arn:aws:iam::111122223333:role/app-role-{}","roleSessionName":"session-{}","durationSeconds":3600}}"#, i % 31, i)),
-            _ => ("ec2.amazonaws.com", "DescribeSecurityGroups", r#"{"securityGroupSet":{},"ipPermissionsSet":{},"filterSet":{}}"#.to_string()),
+            0 => (
+                "ec2.amazonaws.com",
+                "DescribeInstances",
+                format!(r#"{{"instancesSet":{{"items":[{{"instanceId":"i-{:017x}"}}]}},"filterSet":{{}}}}"#, i),
+            ),
+            1 => (
+                "ec2.amazonaws.com",
+                "AuthorizeSecurityGroupIngress",
+                format!(
+                    r#"{{"groupId":"sg-{:017x}","ipPermissions":{{"items":[{{"ipProtocol":"tcp","fromPort":443,"toPort":443,"groups":{{}},"ipRanges":{{"items":[{{"cidrIp":"10.0.0.0/16"}}]}}}}]}}}}"#,
+                    i % 97
+                ),
+            ),
+            2 => (
+                "iam.amazonaws.com",
+                "AttachRolePolicy",
+                format!(r#"{{"roleName":"app-role-{}","policyArn":"arn:aws:iam::aws:policy/ReadOnlyAccess"}}"#, i % 31),
+            ),
+            3 => (
+                "s3.amazonaws.com",
+                "GetObject",
+                format!(
+                    r#"{{"bucketName":"logs-{}","key":"2026/10/{}/part-{}.json","Host":"logs.s3.amazonaws.com"}}"#,
+                    i % 11,
+                    i % 28,
+                    i
+                ),
+            ),
+            4 => (
+                "sts.amazonaws.com",
+                "AssumeRole",
+                format!(
+                    r#"{{"roleArn":"arn:aws:iam::111122223333:role/app-role-{}","roleSessionName":"session-{}","durationSeconds":3600}}"#,
+                    i % 31,
+                    i
+                ),
+            ),
+            _ => (
+                "ec2.amazonaws.com",
+                "DescribeSecurityGroups",
+                r#"{"securityGroupSet":{},"ipPermissionsSet":{},"filterSet":{}}"#.to_string(),
+            ),
         };
         let event = format!(
             concat!(

@@ -38,7 +38,12 @@ pub async fn print_story(pool: &PgPool) -> Result<(), sqlx::Error> {
     for row in logins {
         println!(
             "  {:<14} {}  {:>3} logins ({} failed)  {} .. {}",
-            row.user, row.country, row.logins, row.failed, row.first.format("%Y-%m-%d %H:%M"), row.last.format("%Y-%m-%d %H:%M")
+            row.user,
+            row.country,
+            row.logins,
+            row.failed,
+            row.first.format("%Y-%m-%d %H:%M"),
+            row.last.format("%Y-%m-%d %H:%M")
         );
     }
 
@@ -75,7 +80,10 @@ pub async fn print_story(pool: &PgPool) -> Result<(), sqlx::Error> {
     .fetch_all(pool)
     .await?;
     for row in flows {
-        println!("  {:<15} -> {:<15} {}  {:>12} bytes in {} records", row.src, row.dst, row.country, row.bytes, row.records);
+        println!(
+            "  {:<15} -> {:<15} {}  {:>12} bytes in {} records",
+            row.src, row.dst, row.country, row.bytes, row.records
+        );
     }
     Ok(())
 }

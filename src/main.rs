@@ -97,7 +97,8 @@ fn print_summary(summary: &ImportSummary) {
 
 async fn serve(db_options: &DbOptions, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let db = Database::open(db_options).await?;
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     http::serve(http::ApiContext { db: db.pool.clone() }, listener, shutdown_signal()).await?;
     db.close().await?;
     Ok(ExitCode::SUCCESS)

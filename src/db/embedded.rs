@@ -63,11 +63,8 @@ impl EmbeddedPostgres {
     /// Prepares (but does not start) the cluster kept under `data_dir`.
     pub fn new(data_dir: &Path) -> Result<Self, EmbeddedError> {
         let bin_dir = find_binaries().ok_or(EmbeddedError::BinariesNotFound)?;
-        let run_as = if running_as_root() {
-            Some(postgres_system_user().ok_or(EmbeddedError::NoPostgresUser)?)
-        } else {
-            None
-        };
+        let run_as =
+            if running_as_root() { Some(postgres_system_user().ok_or(EmbeddedError::NoPostgresUser)?) } else { None };
         Ok(Self { root: data_dir.join("postgres"), bin_dir, run_as, started_here: false })
     }
 
@@ -99,19 +96,12 @@ impl EmbeddedPostgres {
     }
 
     pub fn connect_options(&self, database: &str) -> PgConnectOptions {
-        PgConnectOptions::new()
-            .socket(self.socket_dir())
-            .port(SOCKET_PORT)
-            .username(SUPERUSER)
-            .database(database)
+        PgConnectOptions::new().socket(self.socket_dir()).port(SOCKET_PORT).username(SUPERUSER).database(database)
     }
 
     /// A `DATABASE_URL` for other processes (tests, psql) to reach the running cluster.
     pub fn database_url(&self, database: &str) -> String {
-        format!(
-            "postgres://{SUPERUSER}@localhost/{database}?host={}&port={SOCKET_PORT}",
-            self.socket_dir().display()
-        )
+        format!("postgres://{SUPERUSER}@localhost/{database}?host={}&port={SOCKET_PORT}", self.socket_dir().display())
     }
 
     /// Initialises the cluster on first use, starts it if it is not running, and creates the
@@ -133,19 +123,18 @@ impl EmbeddedPostgres {
         }
         if !self.is_running().await? {
             tracing::info!(socket = %self.socket_dir().display(), "starting embedded PostgreSQL");
-            let server_options = format!(
-                "-c listen_addresses='' -k {} -p {SOCKET_PORT}",
-                self.socket_dir().display()
-            );
+            let server_options = format!("-c listen_addresses='' -k {} -p {SOCKET_PORT}", self.socket_dir().display());
             let (cluster, log) = (self.cluster_dir(), self.log_file());
             self.run_checked(
                 "pg_ctl start",
-                Command::new(self.bin_dir.join("pg_ctl"))
-                    .arg("-D")
-                    .arg(&cluster)
-                    .arg("-l")
-                    .arg(&log)
-                    .args(["-w", "-t", "60", "-o", &server_options, "start"]),
+                Command::new(self.bin_dir.join("pg_ctl")).arg("-D").arg(&cluster).arg("-l").arg(&log).args([
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    &server_options,
+                    "start",
+                ]),
             )
             .await?;
             self.started_here = true;

@@ -9,9 +9,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
 
 pub use embedded::{EmbeddedError, EmbeddedPostgres};
 

@@ -34,11 +34,7 @@ impl GeoInfo {
     }
 
     fn fill_from(&mut self, record: MmdbRecord<'_>) {
-        let country = record
-            .country
-            .and_then(|c| c.iso_code)
-            .or(record.country_code)
-            .filter(|c| !c.is_empty());
+        let country = record.country.and_then(|c| c.iso_code).or(record.country_code).filter(|c| !c.is_empty());
         if self.country.is_none() {
             self.country = country.map(str::to_ascii_uppercase);
         }
@@ -214,7 +210,19 @@ mod tests {
 
     #[test]
     fn public_ranges() {
-        for private in ["10.1.2.3", "172.16.0.1", "192.168.1.1", "127.0.0.1", "169.254.169.254", "100.64.0.1", "::1", "fd00::1", "fe80::1", "2001:db8::1", "203.0.113.5"] {
+        for private in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "127.0.0.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "2001:db8::1",
+            "203.0.113.5",
+        ] {
             assert!(!is_public(private.parse().unwrap()), "{private} should not be public");
         }
         for public in ["81.2.69.142", "8.8.8.8", "2a02:d300::1"] {

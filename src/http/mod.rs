@@ -3,10 +3,10 @@
 
 use std::future::Future;
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::Router;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
@@ -16,10 +16,7 @@ pub struct ApiContext {
 }
 
 pub fn router(context: ApiContext) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(context)
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(context)
 }
 
 /// Serves on an already bound listener until `shutdown` completes, so tests can bind port 0.

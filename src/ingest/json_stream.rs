@@ -10,8 +10,8 @@
 use std::fmt;
 use std::io::Read;
 
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// Receives what the walker finds.
@@ -129,7 +129,8 @@ fn classify_object(fields: Vec<(String, Box<RawValue>)>, owner: Option<&str>, si
     let has = |name: &str| fields.iter().any(|(k, _)| k == name);
     if EVENT_KEYS.iter().any(|k| has(k)) {
         // Reassemble the object from its fields, which are kept verbatim.
-        let mut json = String::with_capacity(fields.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>() + 2);
+        let mut json =
+            String::with_capacity(fields.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>() + 2);
         json.push('{');
         for (i, (key, value)) in fields.iter().enumerate() {
             if i > 0 {
@@ -298,7 +299,14 @@ mod tests {
             r#"{"messageType":"DATA_MESSAGE","owner":"123456789010","logGroup":"g","logEvents":[{"id":"1","timestamp":1418530010000,"message":"2 123 eni-1 - - - - - - - 1 2 - NODATA"}]}"#,
         );
         r.unwrap();
-        assert_eq!(c.messages, [("2 123 eni-1 - - - - - - - 1 2 - NODATA".to_string(), Some(1418530010000), Some("123456789010".to_string()))]);
+        assert_eq!(
+            c.messages,
+            [(
+                "2 123 eni-1 - - - - - - - 1 2 - NODATA".to_string(),
+                Some(1418530010000),
+                Some("123456789010".to_string())
+            )]
+        );
         let (c, r) = collect(r#"{"message":"2 4 eni-0 - - - - - - - 1 2 - NODATA"}"#);
         r.unwrap();
         assert_eq!(c.messages.len(), 1);

@@ -105,7 +105,10 @@ pub async fn import(pool: &PgPool, options: ImportOptions) -> Result<ImportSumma
     let bytes_read = Arc::new(AtomicU64::new(0));
     let summary = Arc::new(Mutex::new(ImportSummary {
         files: files.len() as u64,
-        errors: walk_errors.into_iter().map(|(file, error)| FileError { file: file.display().to_string(), error }).collect(),
+        errors: walk_errors
+            .into_iter()
+            .map(|(file, error)| FileError { file: file.display().to_string(), error })
+            .collect(),
         ..Default::default()
     }));
     tracing::info!(files = files.len(), bytes = total_bytes, "import started");

@@ -33,7 +33,12 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn new(table: PartitionedTable, file: Arc<PathBuf>, position_unit: &'static str, capacity_bytes: usize) -> Self {
+    pub fn new(
+        table: PartitionedTable,
+        file: Arc<PathBuf>,
+        position_unit: &'static str,
+        capacity_bytes: usize,
+    ) -> Self {
         Self {
             table,
             rows: CopyBuffer::with_capacity(capacity_bytes),
@@ -135,7 +140,11 @@ impl BatchWriter {
         Ok(())
     }
 
-    fn copy_direct<'a>(&'a mut self, table: PartitionedTable, data: &'a [u8]) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+    fn copy_direct<'a>(
+        &'a mut self,
+        table: PartitionedTable,
+        data: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
         Box::pin(self.copy_direct_inner(table, data))
     }
 
@@ -152,7 +161,11 @@ impl BatchWriter {
     }
 
     /// COPY into a temporary staging table, then insert what is not already stored.
-    fn copy_deduplicated<'a>(&'a mut self, table: PartitionedTable, data: &'a [u8]) -> BoxFuture<'a, Result<u64, sqlx::Error>> {
+    fn copy_deduplicated<'a>(
+        &'a mut self,
+        table: PartitionedTable,
+        data: &'a [u8],
+    ) -> BoxFuture<'a, Result<u64, sqlx::Error>> {
         Box::pin(self.copy_deduplicated_inner(table, data))
     }
 

@@ -35,7 +35,11 @@ async fn imports_every_cloudtrail_shape_with_counts_per_file() {
         ("cloudtrail/lookup-events.json", 0, 2),
         // StopLogging is new; the console login is a repeat.
         ("cloudtrail/cloudwatch-subscription.json", 1, 1),
-        ("cloudtrail/111122223333_CloudTrail-Digest_us-east-1_management-trail_us-east-1_20261112T050000Z.json.gz", 0, 0),
+        (
+            "cloudtrail/111122223333_CloudTrail-Digest_us-east-1_management-trail_us-east-1_20261112T050000Z.json.gz",
+            0,
+            0,
+        ),
     ];
     for (file, new, duplicates) in cases {
         let (code, summary) = db.import_json(&[&fixture(file)]);
@@ -157,17 +161,27 @@ async fn corrupt_files_are_named_and_the_rest_is_imported() {
     let gzip = about("broken.json.gz");
     assert_eq!(gzip.len(), 1, "{errors:?}");
     let bad_lines = about("bad-lines.log");
-    assert_eq!(bad_lines, vec!["line 3: field dstaddr: invalid address \"not-an-address\"", "line 4: expected 14 fields (version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status), found 13"]);
+    assert_eq!(
+        bad_lines,
+        vec![
+            "line 3: field dstaddr: invalid address \"not-an-address\"",
+            "line 4: expected 14 fields (version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status), found 13"
+        ]
+    );
     let gzip_error = gzip[0];
     assert!(gzip_error.contains("deflate"), "{gzip_error}");
-    assert_eq!(db.count("SELECT count(*) FROM cloudtrail_events WHERE event_name = 'AuthorizeSecurityGroupIngress'").await, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM cloudtrail_events WHERE event_name = 'AuthorizeSecurityGroupIngress'").await,
+        1
+    );
     assert_eq!(db.count("SELECT count(*) FROM flow_records").await, 6);
 }
 
 #[tokio::test]
 async fn missing_paths_are_reported() {
     let db = TestDb::new().await;
-    let (code, summary) = db.import_json(&[Path::new("/nonexistent/skywarden-logs"), &fixture("flowlogs/headerless-v2.log")]);
+    let (code, summary) =
+        db.import_json(&[Path::new("/nonexistent/skywarden-logs"), &fixture("flowlogs/headerless-v2.log")]);
     assert_eq!(code, 2);
     assert_eq!(counts(&summary).1, 2);
     let errors = errors(&summary);
@@ -185,7 +199,9 @@ async fn geolocates_sources_and_flow_peers() {
         .insert("73.202.0.0", 16, &mmdb::city_record("US", "San Francisco", 37.7749, -122.4194))
         .write(&city);
     let asn = dir.path().join("asn.mmdb");
-    mmdb::MmdbWriter::new("GeoLite2-ASN").insert("176.36.0.0", 14, &mmdb::asn_record(21497, "PrJSC VF UKRAINE")).write(&asn);
+    mmdb::MmdbWriter::new("GeoLite2-ASN")
+        .insert("176.36.0.0", 14, &mmdb::asn_record(21497, "PrJSC VF UKRAINE"))
+        .write(&asn);
     let output = db.skywarden(&[
         "import",
         "--json",
@@ -212,7 +228,9 @@ async fn geolocates_sources_and_flow_peers() {
     .await
     .unwrap();
     assert_eq!(home, ("US".into(), None));
-    let unknown = db.count("SELECT count(*) FROM cloudtrail_events WHERE source_ip_text = '1.2.3.4' AND geo_country IS NULL").await;
+    let unknown = db
+        .count("SELECT count(*) FROM cloudtrail_events WHERE source_ip_text = '1.2.3.4' AND geo_country IS NULL")
+        .await;
     assert_eq!(unknown, 3, "addresses no database knows stay without geo");
     let exfil_countries = db
         .count("SELECT count(*) FROM flow_records WHERE dstaddr = '176.36.10.20' AND dst_country = 'UA' AND src_country IS NULL")
@@ -225,18 +243,24 @@ async fn reads_the_flat_country_schema() {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
     let flat = dir.path().join("geo-whois-asn-country.mmdb");
-    mmdb::MmdbWriter::new("geo-whois-asn-country").insert("176.36.0.0", 14, &mmdb::flat_country_record("UA")).write(&flat);
+    mmdb::MmdbWriter::new("geo-whois-asn-country")
+        .insert("176.36.0.0", 14, &mmdb::flat_country_record("UA"))
+        .write(&flat);
     let trail = dir.path().join("trail.json.gz");
     write_gzip(&trail, &std::fs::read(fixture("cloudtrail/lookup-events.json")).unwrap());
     let output = db.skywarden(&["import", "--json", "--geoip", flat.to_str().unwrap(), trail.to_str().unwrap()]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(db.count("SELECT count(*) FROM cloudtrail_events WHERE geo_country = 'UA' AND geo_city IS NULL").await, 2);
+    assert_eq!(
+        db.count("SELECT count(*) FROM cloudtrail_events WHERE geo_country = 'UA' AND geo_city IS NULL").await,
+        2
+    );
 }
 
 #[tokio::test]
 async fn a_bad_geoip_file_is_a_clear_error() {
     let db = TestDb::new().await;
-    let output = db.skywarden(&["import", "--geoip", "/nonexistent/city.mmdb", fixture("cloudtrail").to_str().unwrap()]);
+    let output =
+        db.skywarden(&["import", "--geoip", "/nonexistent/city.mmdb", fixture("cloudtrail").to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot open GeoIP database /nonexistent/city.mmdb"), "{stderr}");

@@ -26,10 +26,7 @@ async fn killed_import_rerun_gives_exact_counts() {
         assert!(Instant::now() < deadline, "no batch committed within two minutes");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert!(
-        (1..EVENTS as i64).contains(&stored_at_kill),
-        "killed mid-import: {stored_at_kill} of {EVENTS} stored"
-    );
+    assert!((1..EVENTS as i64).contains(&stored_at_kill), "killed mid-import: {stored_at_kill} of {EVENTS} stored");
 
     let (code, summary) = db.import_json(&[&file]);
     assert_eq!(code, 0, "{summary}");

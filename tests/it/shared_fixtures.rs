@@ -83,7 +83,9 @@ async fn stratus_red_team_detonation_logs() {
         .collect();
     assert_eq!(db.count("SELECT count(*) FROM cloudtrail_events").await, distinct.len() as i64);
     // 107 of the 310 source addresses are anonymised with leading zeros: kept as text.
-    let anonymised = db.count("SELECT count(*) FROM cloudtrail_events WHERE source_ip IS NULL AND source_ip_text ~ '(^|\\.)0[0-9]'").await;
+    let anonymised = db
+        .count("SELECT count(*) FROM cloudtrail_events WHERE source_ip IS NULL AND source_ip_text ~ '(^|\\.)0[0-9]'")
+        .await;
     assert!(anonymised > 0, "leading-zero addresses are stored as text");
     let open_to_world = db
         .count("SELECT count(*) FROM cloudtrail_events WHERE event_name = 'AuthorizeSecurityGroupIngress' AND raw::text LIKE '%/0\"%'")
@@ -129,7 +131,11 @@ async fn cloudtrail2sightings_with_a_malformed_file() {
     assert!(malformed[0]["error"].as_str().unwrap().contains("line 112"), "{summary}");
     // The other three files hold the 12 parseable events SOURCES.md lists; the malformed file's
     // first record is complete before the break and is kept.
-    assert_eq!(summary["cloudtrail_events"].as_u64().unwrap() + summary["duplicates"].as_u64().unwrap(), 13, "{summary}");
+    assert_eq!(
+        summary["cloudtrail_events"].as_u64().unwrap() + summary["duplicates"].as_u64().unwrap(),
+        13,
+        "{summary}"
+    );
     assert_eq!(db.count("SELECT count(*) FROM cloudtrail_events WHERE event_name = 'GetSecretValue'").await, 10);
 }
 
@@ -142,7 +148,9 @@ async fn panther_labelled_events_and_scenario() {
     let mut lines = Vec::new();
     for line in read_text(&tests).lines() {
         let test: Value = serde_json::from_str(line).unwrap();
-        let cloudtrail = test["log_types"].as_array().is_some_and(|t| t.iter().any(|t| t.as_str().unwrap_or("").contains("CloudTrail")));
+        let cloudtrail = test["log_types"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t.as_str().unwrap_or("").contains("CloudTrail")));
         if cloudtrail && test["log"].is_object() {
             lines.push(test["log"].to_string());
         }
@@ -178,7 +186,11 @@ async fn panther_labelled_events_and_scenario() {
             .map(|f| events_in(&scenario.join(f)).len() as u64)
             .sum::<u64>();
         assert_eq!(scenario_events, 16);
-        assert_eq!(summary["cloudtrail_events"].as_u64().unwrap() + summary["duplicates"].as_u64().unwrap(), 16, "{summary}");
+        assert_eq!(
+            summary["cloudtrail_events"].as_u64().unwrap() + summary["duplicates"].as_u64().unwrap(),
+            16,
+            "{summary}"
+        );
     }
 }
 
@@ -211,7 +223,11 @@ async fn vpc_flow_log_samples() {
         let errors = summary["errors"].as_array().unwrap().len();
         assert_eq!(code, if *record_errors > 0 { 2 } else { 0 }, "{file}: {summary}");
         assert_eq!(errors, *record_errors, "{file}: {summary}");
-        assert_eq!(summary["flow_records"].as_u64().unwrap() + summary["duplicates"].as_u64().unwrap(), *records, "{file}: {summary}");
+        assert_eq!(
+            summary["flow_records"].as_u64().unwrap() + summary["duplicates"].as_u64().unwrap(),
+            *records,
+            "{file}: {summary}"
+        );
         checked += 1;
     }
     if checked == 0 {
@@ -220,9 +236,18 @@ async fn vpc_flow_log_samples() {
     // The double space in the tcp-flags sample is still one separator.
     assert_eq!(db.count("SELECT count(*) FROM flow_records WHERE tcp_flags IS NOT NULL AND version = 3").await, 12);
     // The NAT gateway sample has no times: it is kept, in the epoch bucket.
-    assert_eq!(db.count("SELECT count(*) FROM flow_records WHERE bucket_time = 'epoch' AND pkt_srcaddr IS NOT NULL").await, 10);
+    assert_eq!(
+        db.count("SELECT count(*) FROM flow_records WHERE bucket_time = 'epoch' AND pkt_srcaddr IS NOT NULL").await,
+        10
+    );
     if let Some(custom) = require("vpc-flow-logs/otel-contrib/valid_vpc_flow_cw_custom.json") {
-        let output = db.skywarden(&["import", "--json", "--flow-format", "version interface-id srcaddr dstaddr", custom.to_str().unwrap()]);
+        let output = db.skywarden(&[
+            "import",
+            "--json",
+            "--flow-format",
+            "version interface-id srcaddr dstaddr",
+            custom.to_str().unwrap(),
+        ]);
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
         let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
         assert_eq!(summary["flow_records"], 2, "{summary}");

@@ -149,8 +149,7 @@ impl CloudTrailEvent {
     /// Parses one raw event. `default_account` is used when the event names no account (for
     /// example the account in an S3 object key).
     pub fn parse(raw: &str, default_account: Option<&str>) -> Result<Self, EventError> {
-        let fields: EventFields<'_> =
-            serde_json::from_str(raw).map_err(|e| EventError::Malformed(e.to_string()))?;
+        let fields: EventFields<'_> = serde_json::from_str(raw).map_err(|e| EventError::Malformed(e.to_string()))?;
         if let Some(inner) = fields.lookup_event_json.as_deref() {
             if fields.event_name.is_none() {
                 return Self::parse(inner, default_account);
@@ -160,8 +159,12 @@ impl CloudTrailEvent {
             return Err(EventError::NotAnEvent);
         }
         let event_time = match (&fields.event_time, &fields.at_timestamp) {
-            (Some(t), _) => parse_time(t).ok_or_else(|| EventError::BadTime { field: "eventTime", value: t.to_string() })?,
-            (None, Some(t)) => parse_time(t).ok_or_else(|| EventError::BadTime { field: "@timestamp", value: t.to_string() })?,
+            (Some(t), _) => {
+                parse_time(t).ok_or_else(|| EventError::BadTime { field: "eventTime", value: t.to_string() })?
+            }
+            (None, Some(t)) => {
+                parse_time(t).ok_or_else(|| EventError::BadTime { field: "@timestamp", value: t.to_string() })?
+            }
             (None, None) => return Err(EventError::MissingTime),
         };
         let identity = fields.user_identity.unwrap_or_default();
@@ -288,16 +291,38 @@ const RESOURCE_NAME_KEYS: &[&str] = &[
 
 /// Prefixes of EC2-style ids (`sg-0123abcd`, `i-0abc...`).
 const ID_PREFIXES: &[&str] = &[
-    "sg", "sgr", "i", "vpc", "subnet", "eni", "ami", "vol", "snap", "igw", "nat", "rtb", "acl", "vpce",
-    "pcx", "tgw", "tgw-attach", "eipalloc", "eipassoc", "lt", "fl", "iip-assoc", "key", "dopt", "cgw", "vgw",
+    "sg",
+    "sgr",
+    "i",
+    "vpc",
+    "subnet",
+    "eni",
+    "ami",
+    "vol",
+    "snap",
+    "igw",
+    "nat",
+    "rtb",
+    "acl",
+    "vpce",
+    "pcx",
+    "tgw",
+    "tgw-attach",
+    "eipalloc",
+    "eipassoc",
+    "lt",
+    "fl",
+    "iip-assoc",
+    "key",
+    "dopt",
+    "cgw",
+    "vgw",
 ];
 
 fn is_ec2_style_id(value: &str) -> bool {
     let Some(dash) = value.rfind('-') else { return false };
     let (prefix, hex) = (&value[..dash], &value[dash + 1..]);
-    (8..=17).contains(&hex.len())
-        && hex.bytes().all(|b| b.is_ascii_hexdigit())
-        && ID_PREFIXES.contains(&prefix)
+    (8..=17).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit()) && ID_PREFIXES.contains(&prefix)
 }
 
 fn push_unique(ids: &mut Vec<String>, value: &str) {

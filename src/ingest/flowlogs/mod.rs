@@ -17,30 +17,87 @@ pub const COLUMNS: &str = "account_id, bucket_time, record_hash, version, interf
 
 /// The default format (version 2).
 const DEFAULT_V2: &[&str] = &[
-    "version", "account-id", "interface-id", "srcaddr", "dstaddr", "srcport", "dstport", "protocol", "packets",
-    "bytes", "start", "end", "action", "log-status",
+    "version",
+    "account-id",
+    "interface-id",
+    "srcaddr",
+    "dstaddr",
+    "srcport",
+    "dstport",
+    "protocol",
+    "packets",
+    "bytes",
+    "start",
+    "end",
+    "action",
+    "log-status",
 ];
 
 /// Every field of versions 2 to 5, in the order AWS documents them.
 const ALL_V5: &[&str] = &[
-    "version", "account-id", "interface-id", "srcaddr", "dstaddr", "srcport", "dstport", "protocol", "packets",
-    "bytes", "start", "end", "action", "log-status", "vpc-id", "subnet-id", "instance-id", "tcp-flags", "type",
-    "pkt-srcaddr", "pkt-dstaddr", "region", "az-id", "sublocation-type", "sublocation-id", "pkt-src-aws-service",
-    "pkt-dst-aws-service", "flow-direction", "traffic-path",
+    "version",
+    "account-id",
+    "interface-id",
+    "srcaddr",
+    "dstaddr",
+    "srcport",
+    "dstport",
+    "protocol",
+    "packets",
+    "bytes",
+    "start",
+    "end",
+    "action",
+    "log-status",
+    "vpc-id",
+    "subnet-id",
+    "instance-id",
+    "tcp-flags",
+    "type",
+    "pkt-srcaddr",
+    "pkt-dstaddr",
+    "region",
+    "az-id",
+    "sublocation-type",
+    "sublocation-id",
+    "pkt-src-aws-service",
+    "pkt-dst-aws-service",
+    "flow-direction",
+    "traffic-path",
 ];
 
 /// Field names that show a line is a header rather than a record.
 const CORE_FIELDS: &[&str] = &[
-    "version", "account-id", "interface-id", "srcaddr", "dstaddr", "srcport", "dstport", "protocol", "packets",
-    "bytes", "start", "end", "action", "log-status", "vpc-id", "subnet-id", "instance-id", "tcp-flags", "type",
-    "pkt-srcaddr", "pkt-dstaddr",
+    "version",
+    "account-id",
+    "interface-id",
+    "srcaddr",
+    "dstaddr",
+    "srcport",
+    "dstport",
+    "protocol",
+    "packets",
+    "bytes",
+    "start",
+    "end",
+    "action",
+    "log-status",
+    "vpc-id",
+    "subnet-id",
+    "instance-id",
+    "tcp-flags",
+    "type",
+    "pkt-srcaddr",
+    "pkt-dstaddr",
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum FlowError {
     #[error("expected {expected} fields ({format}), found {found}")]
     FieldCount { expected: usize, found: usize, format: String },
-    #[error("{found} fields and no header line: not the default v2 (14) or v5 (29) layout; give the format with --flow-format")]
+    #[error(
+        "{found} fields and no header line: not the default v2 (14) or v5 (29) layout; give the format with --flow-format"
+    )]
     UnknownLayout { found: usize },
     #[error("field {field}: invalid {kind} {value:?}")]
     BadValue { field: String, kind: &'static str, value: String },
@@ -150,7 +207,11 @@ impl FlowRecord {
     pub fn parse(line: &str, format: &FlowFormat) -> Result<Self, FlowError> {
         let values: Vec<&str> = line.split_ascii_whitespace().collect();
         if values.len() != format.len() {
-            return Err(FlowError::FieldCount { expected: format.len(), found: values.len(), format: format.describe() });
+            return Err(FlowError::FieldCount {
+                expected: format.len(),
+                found: values.len(),
+                format: format.describe(),
+            });
         }
         let mut record = FlowRecord::default();
         let mut canonical: Vec<(&str, &str)> = Vec::with_capacity(values.len());
@@ -254,7 +315,8 @@ impl FlowRecord {
         out.opt_display(self.traffic_path);
         out.opt_text(self.pkt_src_aws_service.as_deref());
         out.opt_text(self.pkt_dst_aws_service.as_deref());
-        let country = |ip: Option<IpAddr>, geo: &mut GeoCache| ip.and_then(|ip| geo.lookup(ip)).and_then(|g| g.country.clone());
+        let country =
+            |ip: Option<IpAddr>, geo: &mut GeoCache| ip.and_then(|ip| geo.lookup(ip)).and_then(|g| g.country.clone());
         out.opt_text(country(self.srcaddr, geo).as_deref());
         out.opt_text(country(self.dstaddr, geo).as_deref());
         if self.extra.is_empty() {
@@ -269,18 +331,28 @@ impl FlowRecord {
 }
 
 fn number<T: std::str::FromStr>(field: &str, value: &str) -> Result<T, FlowError> {
-    value.parse().map_err(|_| FlowError::BadValue { field: field.to_string(), kind: "number", value: value.to_string() })
+    value.parse().map_err(|_| FlowError::BadValue {
+        field: field.to_string(),
+        kind: "number",
+        value: value.to_string(),
+    })
 }
 
 fn address(field: &str, value: &str) -> Result<IpAddr, FlowError> {
-    value.parse().map_err(|_| FlowError::BadValue { field: field.to_string(), kind: "address", value: value.to_string() })
+    value.parse().map_err(|_| FlowError::BadValue {
+        field: field.to_string(),
+        kind: "address",
+        value: value.to_string(),
+    })
 }
 
 fn epoch(field: &str, value: &str) -> Result<DateTime<Utc>, FlowError> {
     let seconds: i64 = number(field, value)?;
-    Utc.timestamp_opt(seconds, 0)
-        .single()
-        .ok_or_else(|| FlowError::BadValue { field: field.to_string(), kind: "time", value: value.to_string() })
+    Utc.timestamp_opt(seconds, 0).single().ok_or_else(|| FlowError::BadValue {
+        field: field.to_string(),
+        kind: "time",
+        value: value.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -300,7 +372,8 @@ mod tests {
         assert_eq!(record.bytes, Some(4249));
         assert_eq!(record.start.unwrap().timestamp(), 1_418_530_010);
         assert_eq!(record.action.as_deref(), Some("ACCEPT"));
-        let nodata = FlowRecord::parse("2 123456789010 eni-1 - - - - - - - 1431280876 1431280934 - NODATA", &format).unwrap();
+        let nodata =
+            FlowRecord::parse("2 123456789010 eni-1 - - - - - - - 1431280876 1431280934 - NODATA", &format).unwrap();
         assert_eq!(nodata.srcaddr, None);
         assert_eq!(nodata.log_status.as_deref(), Some("NODATA"));
         assert_ne!(record.hash, nodata.hash);
@@ -310,16 +383,24 @@ mod tests {
     fn reads_headers_and_custom_orders() {
         let header = "instance-id interface-id srcaddr dstaddr pkt-srcaddr pkt-dstaddr";
         let format = FlowFormat::from_header(header).expect("a header");
-        let record = FlowRecord::parse("- eni-1235b8ca123456789 10.0.1.5 10.0.0.220 10.0.1.5 203.0.113.5", &format).unwrap();
+        let record =
+            FlowRecord::parse("- eni-1235b8ca123456789 10.0.1.5 10.0.0.220 10.0.1.5 203.0.113.5", &format).unwrap();
         assert_eq!(record.pkt_dstaddr, Some("203.0.113.5".parse().unwrap()));
         assert_eq!(record.bucket_time(None), DateTime::UNIX_EPOCH);
-        assert!(FlowFormat::from_header("2 123456789010 eni-1235b8ca123456789 - - - - - - - 1431280876 1431280934 - NODATA").is_none());
+        assert!(
+            FlowFormat::from_header(
+                "2 123456789010 eni-1235b8ca123456789 - - - - - - - 1431280876 1431280934 - NODATA"
+            )
+            .is_none()
+        );
         assert!(FlowFormat::from_header("i-0123 eni-1235b8ca123456789").is_none());
     }
 
     #[test]
     fn same_record_in_another_layout_has_the_same_identity() {
-        let v2 = FlowRecord::parse("2 1 eni-1 10.0.0.1 10.0.0.2 1 2 6 3 4 100 200 ACCEPT OK", &FlowFormat::default_v2()).unwrap();
+        let v2 =
+            FlowRecord::parse("2 1 eni-1 10.0.0.1 10.0.0.2 1 2 6 3 4 100 200 ACCEPT OK", &FlowFormat::default_v2())
+                .unwrap();
         let reordered = FlowFormat::parse("account-id version interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status").unwrap();
         let other = FlowRecord::parse("1 2 eni-1 10.0.0.1 10.0.0.2 1 2 6 3 4 100 200 ACCEPT OK", &reordered).unwrap();
         assert_eq!(v2.hash, other.hash);
@@ -339,6 +420,9 @@ mod tests {
     fn unknown_fields_are_kept_as_extra() {
         let format = FlowFormat::parse("version srcaddr ecs-cluster-name tgw-id").unwrap();
         let record = FlowRecord::parse("5 10.0.0.1 my-cluster tgw-0abc", &format).unwrap();
-        assert_eq!(record.extra, vec![("ecs-cluster-name".into(), "my-cluster".into()), ("tgw-id".into(), "tgw-0abc".into())]);
+        assert_eq!(
+            record.extra,
+            vec![("ecs-cluster-name".into(), "my-cluster".into()), ("tgw-id".into(), "tgw-0abc".into())]
+        );
     }
 }

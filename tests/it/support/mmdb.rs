@@ -35,10 +35,7 @@ pub fn city_record(country: &str, city: &str, latitude: f64, longitude: f64) -> 
 
 /// A GeoLite2-ASN-shaped record.
 pub fn asn_record(asn: u32, organisation: &str) -> Value {
-    map([
-        ("autonomous_system_number", Value::U32(asn)),
-        ("autonomous_system_organization", s(organisation)),
-    ])
+    map([("autonomous_system_number", Value::U32(asn)), ("autonomous_system_organization", s(organisation))])
 }
 
 /// An ip-location-db-shaped (flat) record.

@@ -70,7 +70,10 @@ impl TestDb {
         let output = command.output().expect("running skywarden import");
         let stdout = String::from_utf8_lossy(&output.stdout);
         let summary: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-            panic!("import printed no JSON summary ({e}); stdout: {stdout}; stderr: {}", String::from_utf8_lossy(&output.stderr))
+            panic!(
+                "import printed no JSON summary ({e}); stdout: {stdout}; stderr: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
         });
         (output.status.code().unwrap_or(-1), summary)
     }
