@@ -190,7 +190,7 @@ fn split_rows(data: &[u8], rows: usize) -> Vec<&[u8]> {
 }
 
 /// Writes `count` realistic events (console logins, role sessions, EC2 and IAM calls, each
-/// about 1.5–2 KB like real CloudTrail records) as an S3 delivery document. Returns its size.
+/// about 1.7 KB like real CloudTrail records) as an S3 delivery document. Returns its size.
 pub fn generate_events(path: &Path, count: usize) -> std::io::Result<usize> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     let start = Utc.with_ymd_and_hms(2026, 10, 20, 0, 0, 0).single().expect("valid date");
@@ -256,7 +256,10 @@ pub fn generate_events(path: &Path, count: usize) -> std::io::Result<usize> {
                 r#""requestParameters":{request},"responseElements":null,"requestID":"{rid:08x}-5f4a-4202-b1ea-{rid:012x}","eventID":"{eid:08x}-98f8-4744-bd45-{eid:012x}","#,
                 r#""readOnly":{ro},"eventType":"AwsApiCall","managementEvent":true,"recipientAccountId":"111122223333","eventCategory":"Management","#,
                 r#""tlsDetails":{{"tlsVersion":"TLSv1.3","cipherSuite":"TLS_AES_128_GCM_SHA256","clientProvidedHostHeader":"{host}"}},"#,
-                r#""additionalEventData":{{"SignatureVersion":"SigV4","CipherSuite":"ECDHE-RSA-AES128-GCM-SHA256","bytesTransferredIn":0,"AuthenticationMethod":"AuthHeader"}}}}"#
+                r#""additionalEventData":{{"SignatureVersion":"SigV4","CipherSuite":"ECDHE-RSA-AES128-GCM-SHA256","bytesTransferredIn":0,"AuthenticationMethod":"AuthHeader","x-amz-id-2":"{amz_id}"}},"#,
+                r#""resources":[{{"accountId":"111122223333","type":"AWS::EC2::Instance","ARN":"arn:aws:ec2:eu-west-1:111122223333:instance/i-{rid:017x}"}},"#,
+                r#"{{"accountId":"111122223333","type":"AWS::IAM::Role","ARN":"arn:aws:iam::111122223333:role/app-role-{role}"}}],"#,
+                r#""sessionCredentialFromConsole":"false","vpcEndpointId":"vpce-{rid:017x}","vpcEndpointAccountId":"111122223333"}}"#
             ),
             id = i % 5,
             key = i % 9,
@@ -270,6 +273,8 @@ pub fn generate_events(path: &Path, count: usize) -> std::io::Result<usize> {
             eid = i,
             ro = matches!(i % 6, 0 | 3 | 5),
             host = source,
+            role = i % 31,
+            amz_id = "Xk2pL9qRv7TtYw3Zb8Nc1Md6Fe4Gh0Jj5Kk7Ll9Mm2Nn4Oo6Pp8Qq0Rr2Ss4Tt6Uu8Vv0Ww2Xx4Yy6Zz8=",
         );
         written += event.len();
         out.write_all(event.as_bytes())?;
