@@ -15,7 +15,9 @@ GEOIP_PACKAGE := @ip-location-db/geo-whois-asn-country-mmdb
 GEOIP_DB := $(CACHE_DIR)/geoip/geo-whois-asn-country.mmdb
 DEMO_DATA_DIR ?= $(if $(filter 0,$(shell id -u)),/var/lib/skywarden-demo,$(HOME)/.local/share/skywarden-demo)
 TEST_PG_DIR ?= $(or $(TMPDIR),/tmp)/skywarden-make-test-$(shell id -u)
-BIN := target/release/skywarden
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+BIN := $(TARGET_DIR)/release/skywarden
+DEBUG_BIN := $(TARGET_DIR)/debug/skywarden
 
 .PHONY: demo test build geoip sqlx-prepare bench clean-test-db
 
@@ -36,8 +38,8 @@ demo: build geoip
 test:
 	$(CARGO) build --locked --tests --bins
 	# One embedded PostgreSQL for the whole suite, off the standard port (socket only).
-	env -u DATABASE_URL target/debug/skywarden --data-dir $(TEST_PG_DIR) db start > $(TEST_PG_DIR).url
-	trap 'env -u DATABASE_URL target/debug/skywarden --data-dir $(TEST_PG_DIR) db stop; rm -rf $(TEST_PG_DIR) $(TEST_PG_DIR).url' EXIT
+	env -u DATABASE_URL $(DEBUG_BIN) --data-dir $(TEST_PG_DIR) db start > $(TEST_PG_DIR).url
+	trap 'env -u DATABASE_URL $(DEBUG_BIN) --data-dir $(TEST_PG_DIR) db stop; rm -rf $(TEST_PG_DIR) $(TEST_PG_DIR).url' EXIT
 	SKYWARDEN_TEST_DATABASE_URL=$$(cat $(TEST_PG_DIR).url) $(CARGO) test --locked -- --test-threads 2
 
 bench: build
@@ -46,7 +48,7 @@ bench: build
 # Refresh .sqlx/ after changing a query. Uses the embedded cluster of an earlier debug build
 # and applies the migrations with psql, since the new code cannot build before .sqlx/ is fresh.
 sqlx-prepare:
-	url=$$(env -u DATABASE_URL target/debug/skywarden --data-dir $(TEST_PG_DIR) db start)
+	url=$$(env -u DATABASE_URL $(DEBUG_BIN) --data-dir $(TEST_PG_DIR) db start)
 	psql -q "$$url" -c 'DROP DATABASE IF EXISTS sqlx_prepare' -c 'CREATE DATABASE sqlx_prepare'
 	prepare_url=$${url/\/skywarden?//sqlx_prepare?}
 	for f in migrations/*.sql; do psql -q -v ON_ERROR_STOP=1 "$$prepare_url" -f $$f; done
