@@ -41,6 +41,8 @@ test:
 	env -u DATABASE_URL $(DEBUG_BIN) --data-dir $(TEST_PG_DIR) db start > $(TEST_PG_DIR).url
 	trap 'env -u DATABASE_URL $(DEBUG_BIN) --data-dir $(TEST_PG_DIR) db stop; rm -rf $(TEST_PG_DIR) $(TEST_PG_DIR).url' EXIT
 	SKYWARDEN_TEST_DATABASE_URL=$$(cat $(TEST_PG_DIR).url) $(CARGO) test --locked -- --test-threads 2
+	if [ -d ../shared/fixtures ]; then echo "dataset tests ran over ../shared/fixtures"; \
+	else echo "NOTE: ../shared/fixtures is absent: the tests over public datasets checked nothing"; fi
 
 bench: build
 	$(BIN) --data-dir $(DEMO_DATA_DIR) bench-import --events 200000
