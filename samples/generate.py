@@ -675,7 +675,7 @@ account, person or log is in it.
   {flow_log}, {flow_records} records; default v2 format for 11-01..11-07, custom v5 (with
   flow-direction and traffic-path) for 11-08..11-14. ENIs: {victim_eni} (web host
   {victim_ip}, {victim}) and {db_eni} (database {db_ip}, internal only).
-- `incident/EXPECTED.json`: counts and ids a correct import and detection run must find,
+- `incident.expected.json`: counts and ids a correct import and detection run must find,
   computed from the written files.
 
 ## The cast
@@ -726,7 +726,7 @@ def main():
     write_flows(flows)
 
     exp = expected(attack_ids)
-    (OUT / "EXPECTED.json").write_text(json.dumps(exp, indent=2) + "\n")
+    (OUT.parent / "incident.expected.json").write_text(json.dumps(exp, indent=2) + "\n")
     (HERE / "README.md").write_text(README.format(
         **exp, **exp["attack_event_ids"], attacker=ATTACKER_IP, flow_log=FLOW_LOG_ID, victim_eni=VICTIM_ENI,
         victim_ip=VICTIM_IP, victim=VICTIM_INSTANCE, victim_sg=VICTIM_SG, db_eni=DB_ENI, db_ip=DB_IP,

@@ -155,6 +155,15 @@ async fn run_demo(db_options: &DbOptions, args: DemoArgs) -> anyhow::Result<Exit
     };
     db.close().await?;
     result?;
+    let data_dir = db_options.data_dir();
+    println!("\nWhere to look next:");
+    if db_options.database_url.is_none() {
+        println!("  skywarden --data-dir {} db start     # prints the URL to use with psql", data_dir.display());
+    }
+    println!("  tables: cloudtrail_events (audit trail, raw event in `raw`), flow_records, accounts");
+    if let Some(story) = args.samples.parent().map(|dir| dir.join("README.md")).filter(|p| p.exists()) {
+        println!("  the story behind the data: {}", story.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -147,8 +147,17 @@ impl EmbeddedPostgres {
         if !self.started_here {
             return Ok(());
         }
-        if self.other_clients().await.unwrap_or(0) > 0 {
-            tracing::info!("embedded PostgreSQL still has clients; leaving it running");
+        // Backends of a pool that was just closed take a moment to exit; give them that.
+        let mut others = self.other_clients().await.unwrap_or(0);
+        for _ in 0..20 {
+            if others == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            others = self.other_clients().await.unwrap_or(0);
+        }
+        if others > 0 {
+            tracing::info!(clients = others, "embedded PostgreSQL still has clients; leaving it running");
             return Ok(());
         }
         self.stop().await

@@ -2,5 +2,6 @@
 
 mod import;
 mod interrupted_import;
+mod sample_incident;
 mod shared_fixtures;
 mod support;

@@ -339,7 +339,8 @@ fn collect_resource_ids(raw: &RawValue, ids: &mut Vec<String>) {
     fn walk(value: &serde_json::Value, key: Option<&str>, ids: &mut Vec<String>) {
         match value {
             serde_json::Value::String(s) => {
-                if is_ec2_style_id(s) || key.is_some_and(|k| RESOURCE_NAME_KEYS.contains(&k)) {
+                let is_arn = s.starts_with("arn:aws");
+                if is_ec2_style_id(s) || is_arn || key.is_some_and(|k| RESOURCE_NAME_KEYS.contains(&k)) {
                     push_unique(ids, s);
                 }
             }
@@ -467,6 +468,9 @@ mod tests {
         let raw = r#"{"eventTime":"2026-11-02T09:00:00Z","eventSource":"iam.amazonaws.com","eventName":"AttachRolePolicy","requestParameters":{"roleName":"ssm-quick-setup","policyArn":"arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"}}"#;
         let event = CloudTrailEvent::parse(raw, None).unwrap();
         assert_eq!(event.resource_ids, vec!["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore", "ssm-quick-setup"]);
+        let raw = r#"{"eventTime":"2026-11-12T05:40:17Z","eventSource":"cloudtrail.amazonaws.com","eventName":"StopLogging","requestParameters":{"name":"arn:aws:cloudtrail:us-east-1:111122223333:trail/management-trail"}}"#;
+        let event = CloudTrailEvent::parse(raw, None).unwrap();
+        assert_eq!(event.resource_ids, vec!["arn:aws:cloudtrail:us-east-1:111122223333:trail/management-trail"]);
     }
 
     #[test]
