@@ -37,6 +37,76 @@ pub enum Command {
     Demo(DemoArgs),
     /// Measure import speed against plain parallel COPY of the same rows.
     BenchImport(BenchArgs),
+    /// List alerts, or change one's status.
+    Alerts(AlertsArgs),
+    /// Check, list and backtest the policies in the policies folder.
+    Policies {
+        #[command(flatten)]
+        policies: PolicyArgs,
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PolicyArgs {
+    /// Folder of policy files (Sigma rules, detector settings).
+    #[arg(long, env = "SKYWARDEN_POLICIES", default_value = "policies")]
+    pub policies: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyAction {
+    /// Load and compile every policy without running them; exit 1 if any is broken.
+    Lint,
+    /// One line per policy (JSON lines with --json).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// What a policy would have raised over stored events, without creating alerts.
+    Backtest {
+        /// Policy id.
+        id: String,
+        /// Start of the period (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+        #[arg(long)]
+        since: chrono::DateTime<chrono::Utc>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AlertsArgs {
+    #[command(subcommand)]
+    pub action: Option<AlertsAction>,
+    /// Only alerts in this status.
+    #[arg(long)]
+    pub status: Option<crate::alerts::AlertStatus>,
+    /// Only alerts of this policy.
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsAction {
+    /// Acknowledge, resolve, dismiss, snooze or reopen an alert.
+    SetStatus {
+        id: String,
+        status: crate::alerts::AlertStatus,
+        /// Why (kept in the alert's history).
+        #[arg(long)]
+        reason: String,
+        /// With `snoozed`: until when (RFC 3339).
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Who is making the change (default: the login name).
+        #[arg(long, env = "USER", default_value = "cli")]
+        actor: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -53,6 +123,11 @@ pub struct ImportArgs {
     pub paths: Vec<PathBuf>,
     #[command(flatten)]
     pub geo: GeoArgs,
+    #[command(flatten)]
+    pub policies: PolicyArgs,
+    /// Store only; do not run detection.
+    #[arg(long)]
+    pub no_detect: bool,
     /// Print one JSON summary object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -94,6 +169,8 @@ pub struct DemoArgs {
     pub samples: PathBuf,
     #[command(flatten)]
     pub geo: GeoArgs,
+    #[command(flatten)]
+    pub policies: PolicyArgs,
 }
 
 #[derive(Debug, clap::Args)]

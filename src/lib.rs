@@ -1,14 +1,18 @@
 //! Skywarden: cloud security posture management and detection for AWS.
 //!
 //! Data flows one way: `ingest` (parsers and importers) → `geo` (enrichment) → `db`
-//! (PostgreSQL storage) → detection and alerting (later) ; `http` reads what the others wrote.
+//! (PostgreSQL storage) → `detect` (`policy` rules and detectors) → `alerts`; `http` reads what
+//! the others wrote.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod bench;
 pub mod cli;
 pub mod db;
 pub mod demo;
+pub mod detect;
 pub mod geo;
 pub mod http;
 pub mod ingest;
+pub mod policy;
 pub mod telemetry;

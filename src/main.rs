@@ -7,11 +7,18 @@ use anyhow::Context;
 use clap::Parser;
 use sqlx::postgres::PgConnectOptions;
 
-use skywarden::cli::{BenchArgs, Cli, Command, DbAction, DemoArgs, GeoArgs, ImportArgs, ServeArgs};
+use serde::Serialize;
+use skywarden::alerts::store::{self as alert_store, AlertFilter};
+use skywarden::cli::{
+    AlertsAction, AlertsArgs, BenchArgs, Cli, Command, DbAction, DemoArgs, GeoArgs, ImportArgs, PolicyAction,
+    PolicyArgs, ServeArgs,
+};
 use skywarden::db::{Database, DbOptions, EmbeddedPostgres};
+use skywarden::detect::{self, DetectionSummary, Scope};
 use skywarden::geo::GeoDb;
 use skywarden::ingest::flowlogs::FlowFormat;
 use skywarden::ingest::{self, ImportOptions, ImportSummary};
+use skywarden::policy::PolicySet;
 use skywarden::{bench, demo, http, telemetry};
 
 /// Exit code when an import finished but some files or records could not be imported.
@@ -43,7 +50,39 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Db { action } => embedded(&cli.db, action).await,
         Command::Demo(args) => run_demo(&cli.db, args).await,
         Command::BenchImport(args) => bench_import(&cli.db, args).await,
+        Command::Alerts(args) => alerts(&cli.db, args).await,
+        Command::Policies { policies, action } => policies_command(&cli.db, &policies, action).await,
     }
+}
+
+/// Loads the policies; problems are logged, and a missing folder turns detection off.
+fn load_policies(args: &PolicyArgs) -> Option<PolicySet> {
+    if !args.policies.is_dir() {
+        tracing::warn!(folder = %args.policies.display(), "no policies folder: detection is off (set --policies)");
+        return None;
+    }
+    let policies = PolicySet::load(&args.policies);
+    for problem in &policies.problems {
+        tracing::warn!(%problem, "policy not loaded");
+    }
+    Some(policies)
+}
+
+/// Runs detection over what an import stored.
+async fn detect_after_import(
+    pool: &sqlx::PgPool,
+    policies: Option<&PolicySet>,
+    since: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Option<DetectionSummary>> {
+    let Some(policies) = policies else { return Ok(None) };
+    Ok(Some(detect::run(pool, policies, Scope::IngestedSince(since)).await.context("detection")?))
+}
+
+#[derive(Serialize)]
+struct ImportReport<'a> {
+    #[serde(flatten)]
+    import: &'a ImportSummary,
+    detection: Option<&'a DetectionSummary>,
 }
 
 fn open_geo(args: &GeoArgs) -> anyhow::Result<Option<Arc<GeoDb>>> {
@@ -56,7 +95,9 @@ fn open_geo(args: &GeoArgs) -> anyhow::Result<Option<Arc<GeoDb>>> {
 async fn import(db_options: &DbOptions, args: ImportArgs) -> anyhow::Result<ExitCode> {
     let geo = open_geo(&args.geo)?;
     let flow_format = args.flow_format.as_deref().map(FlowFormat::parse).transpose().context("--flow-format")?;
+    let policies = if args.no_detect { None } else { load_policies(&args.policies) };
     let db = Database::open(db_options).await?;
+    let started = detect::database_now(&db.pool).await?;
     let options = ImportOptions {
         geo,
         default_account: args.account,
@@ -67,12 +108,20 @@ async fn import(db_options: &DbOptions, args: ImportArgs) -> anyhow::Result<Exit
         ..ImportOptions::new(args.paths)
     };
     let summary = ingest::import(&db.pool, options).await;
+    let detection = match &summary {
+        Ok(_) => detect_after_import(&db.pool, policies.as_ref(), started).await,
+        Err(_) => Ok(None),
+    };
     db.close().await?;
     let summary = summary?;
+    let detection = detection?;
     if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+        println!("{}", serde_json::to_string(&ImportReport { import: &summary, detection: detection.as_ref() })?);
     } else {
         print_summary(&summary);
+        if let Some(detection) = &detection {
+            print_detection(detection);
+        }
     }
     Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PARTIAL_IMPORT) })
 }
@@ -93,6 +142,13 @@ fn print_summary(summary: &ImportSummary) {
             println!("  {}: {}", error.file, error.error);
         }
     }
+}
+
+fn print_detection(detection: &DetectionSummary) {
+    println!(
+        "Detection: {} events and {} console logins evaluated, {} findings, {} new alerts.",
+        detection.events_evaluated, detection.logins_evaluated, detection.findings, detection.new_alerts
+    );
 }
 
 async fn serve(db_options: &DbOptions, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -143,13 +199,21 @@ async fn embedded(db_options: &DbOptions, action: DbAction) -> anyhow::Result<Ex
 
 async fn run_demo(db_options: &DbOptions, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let geo = open_geo(&args.geo)?;
+    let policies = load_policies(&args.policies);
     let db = Database::open(db_options).await?;
+    let started = detect::database_now(&db.pool).await?;
     let options = ImportOptions { geo, show_progress: true, ..ImportOptions::new(vec![args.samples.clone()]) };
     let summary = ingest::import(&db.pool, options).await;
     let result = match summary {
         Ok(summary) => {
             print_summary(&summary);
-            demo::print_story(&db.pool).await.map_err(anyhow::Error::from)
+            match detect_after_import(&db.pool, policies.as_ref(), started).await {
+                Ok(detection) => {
+                    detection.iter().for_each(print_detection);
+                    demo::print_story(&db.pool).await.map_err(anyhow::Error::from)
+                }
+                Err(error) => Err(error),
+            }
         }
         Err(error) => Err(error.into()),
     };
@@ -179,4 +243,101 @@ async fn bench_import(db_options: &DbOptions, args: BenchArgs) -> anyhow::Result
     db.close().await?;
     println!("{}", report?);
     Ok(ExitCode::SUCCESS)
+}
+
+async fn alerts(db_options: &DbOptions, args: AlertsArgs) -> anyhow::Result<ExitCode> {
+    let db = Database::open(db_options).await?;
+    let result = match args.action {
+        Some(AlertsAction::SetStatus { id, status, reason, until, actor }) => {
+            alert_store::set_status(&db.pool, &id, status, until, &actor, &reason).await.map(|old| {
+                println!("alert {id}: {old} -> {status}");
+            })
+        }
+        None => {
+            let filter = AlertFilter { status: args.status, policy_id: args.policy };
+            alert_store::list(&db.pool, &filter).await.map(|alerts| {
+                for alert in alerts {
+                    if args.json {
+                        println!("{}", serde_json::to_string(&alert).unwrap_or_default());
+                    } else {
+                        println!(
+                            "{}  {:<8} {:<12} {}  {}  [{} events, {} .. {}]",
+                            alert.id,
+                            alert.severity,
+                            alert.status,
+                            alert.policy_id,
+                            alert.title,
+                            alert.event_count,
+                            alert.first_seen.format("%Y-%m-%d %H:%M"),
+                            alert.last_seen.format("%Y-%m-%d %H:%M"),
+                        );
+                    }
+                }
+            })
+        }
+    };
+    db.close().await?;
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn policies_command(db_options: &DbOptions, args: &PolicyArgs, action: PolicyAction) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.policies.is_dir(), "no policies folder at {}", args.policies.display());
+    let policies = PolicySet::load(&args.policies);
+    match action {
+        PolicyAction::Lint => {
+            for problem in &policies.problems {
+                println!("{problem}");
+            }
+            let listed = policies.list();
+            let enabled = listed.iter().filter(|p| p.enabled).count();
+            println!("{} policies ({} enabled), {} problems", listed.len(), enabled, policies.problems.len());
+            Ok(if policies.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        PolicyAction::List { json } => {
+            for policy in policies.list() {
+                if json {
+                    println!("{}", serde_json::to_string(&policy)?);
+                } else {
+                    let mitre: Vec<String> = policy.mitre.iter().map(|m| m.label()).collect();
+                    println!(
+                        "{:<45} {:<8} {:<8} {:<9} {}  [{}]",
+                        policy.id,
+                        policy.severity,
+                        if policy.enabled { "enabled" } else { "disabled" },
+                        format!("{:?}", policy.kind).to_lowercase(),
+                        policy.title,
+                        mitre.join(" ")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyAction::Backtest { id, since, json } => {
+            anyhow::ensure!(policies.knows(&id), "no policy with id {id}; see `skywarden policies list`");
+            let db = Database::open(db_options).await?;
+            let result = detect::evaluate(&db.pool, &policies, Scope::EventsSince(since), Some(&id)).await;
+            db.close().await?;
+            let (findings, summary) = result?;
+            // Fold findings the way the alert store would, to say how many alerts they make.
+            let mut alerts: std::collections::BTreeMap<String, (String, usize)> = Default::default();
+            for finding in &findings {
+                alerts.entry(finding.alert_id()).or_insert_with(|| (finding.title.clone(), 0)).1 += 1;
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"policy_id": id, "since": since, "events_evaluated": summary.events_evaluated,
+                        "findings": findings.len(), "alerts": alerts.len(),
+                        "titles": alerts.values().map(|(t, n)| serde_json::json!({"title": t, "findings": n})).collect::<Vec<_>>()})
+                );
+            } else {
+                println!("{id} since {since}: {} findings in {} alerts", findings.len(), alerts.len());
+                for (title, count) in alerts.values() {
+                    println!("  {title} ({count} findings)");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

@@ -2,6 +2,8 @@
 //! the flat `country_code` schema of the CC0 ip-location-db databases. Several databases can be
 //! loaded at once (say City and ASN); each field comes from the first database that has it.
 
+pub mod centroids;
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,241 @@
+//! Alerts in PostgreSQL: folding findings in, listing, and status changes with their history.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use super::{AlertStatus, Finding, Severity};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AlertStoreError {
+    #[error("database error")]
+    Db(#[from] sqlx::Error),
+    #[error("no alert with id {0}")]
+    NotFound(String),
+    #[error("alert id {0:?} is not a UUID")]
+    BadId(String),
+    #[error("a snoozed alert needs --until (a time in the future)")]
+    SnoozeWithoutUntil,
+}
+
+/// What folding a set of findings did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RecordOutcome {
+    /// Findings whose evidence was not yet on its alert.
+    pub new_evidence: u64,
+    /// Alerts that did not exist before.
+    pub new_alerts: u64,
+}
+
+/// Folds findings into alerts. Idempotent: a finding whose evidence is already recorded changes
+/// nothing, and the first-seen details come from the earliest evidence whatever the order.
+pub async fn record(pool: &PgPool, findings: &[Finding]) -> Result<RecordOutcome, AlertStoreError> {
+    let mut outcome = RecordOutcome::default();
+    let mut tx = pool.begin().await?;
+    for finding in findings {
+        let alert_id = finding.alert_id();
+        let dedup_key = finding.dedup_key();
+        let mitre: Vec<String> = finding.mitre.iter().map(|m| m.label()).collect();
+        let source_ip = finding.source_ip.map(|ip| ip.to_string());
+        let mut details = finding.details.clone();
+        if let serde_json::Value::Object(map) = &mut details {
+            map.insert("first_evidence".into(), finding.evidence_id.clone().into());
+        } else {
+            details = serde_json::json!({ "first_evidence": finding.evidence_id });
+        }
+        let inserted = sqlx::query_scalar!(
+            r#"INSERT INTO alerts (account_id, alert_id, policy_id, dedup_key, title, severity, principal, source_ip,
+                                   country, resources, first_seen, last_seen, event_count, mitre, details, session_key)
+               VALUES ($1, $2::text::uuid, $3, $4, $5, $6, $7, $8::text::inet, $9, $10, $11, $11, 0, $12, $13, $14)
+               ON CONFLICT (account_id, policy_id, dedup_key) DO UPDATE SET
+                   severity = greatest(alerts.severity, EXCLUDED.severity),
+                   resources = ARRAY(SELECT DISTINCT r FROM unnest(alerts.resources || EXCLUDED.resources) AS r ORDER BY r),
+                   mitre = ARRAY(SELECT DISTINCT m FROM unnest(alerts.mitre || EXCLUDED.mitre) AS m ORDER BY m),
+                   last_seen = greatest(alerts.last_seen, EXCLUDED.last_seen),
+                   -- The alert describes its earliest evidence, whatever order evidence arrives in.
+                   title = CASE WHEN (EXCLUDED.first_seen, EXCLUDED.details->>'first_evidence') < (alerts.first_seen, alerts.details->>'first_evidence')
+                                THEN EXCLUDED.title ELSE alerts.title END,
+                   principal = CASE WHEN (EXCLUDED.first_seen, EXCLUDED.details->>'first_evidence') < (alerts.first_seen, alerts.details->>'first_evidence')
+                                THEN EXCLUDED.principal ELSE alerts.principal END,
+                   source_ip = CASE WHEN (EXCLUDED.first_seen, EXCLUDED.details->>'first_evidence') < (alerts.first_seen, alerts.details->>'first_evidence')
+                                THEN EXCLUDED.source_ip ELSE alerts.source_ip END,
+                   country = CASE WHEN (EXCLUDED.first_seen, EXCLUDED.details->>'first_evidence') < (alerts.first_seen, alerts.details->>'first_evidence')
+                                THEN EXCLUDED.country ELSE alerts.country END,
+                   session_key = CASE WHEN (EXCLUDED.first_seen, EXCLUDED.details->>'first_evidence') < (alerts.first_seen, alerts.details->>'first_evidence')
+                                THEN EXCLUDED.session_key ELSE coalesce(alerts.session_key, EXCLUDED.session_key) END,
+                   details = CASE WHEN (EXCLUDED.first_seen, EXCLUDED.details->>'first_evidence') < (alerts.first_seen, alerts.details->>'first_evidence')
+                                THEN EXCLUDED.details ELSE alerts.details END,
+                   first_seen = least(alerts.first_seen, EXCLUDED.first_seen)
+               RETURNING (xmax = 0) AS "inserted!""#,
+            finding.account_id,
+            alert_id,
+            finding.policy_id,
+            dedup_key,
+            finding.title,
+            finding.severity as Severity,
+            finding.principal,
+            source_ip,
+            finding.country,
+            &finding.resources,
+            finding.time,
+            &mitre,
+            details,
+            finding.session_key,
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if inserted {
+            outcome.new_alerts += 1;
+        }
+        let evidence = sqlx::query!(
+            "INSERT INTO alert_evidence (account_id, alert_id, event_id, event_time) VALUES ($1, $2::text::uuid, $3, $4)
+             ON CONFLICT DO NOTHING",
+            finding.account_id,
+            alert_id,
+            finding.evidence_id,
+            finding.time,
+        )
+        .execute(&mut *tx)
+        .await?;
+        if evidence.rows_affected() > 0 {
+            outcome.new_evidence += 1;
+            sqlx::query!(
+                "UPDATE alerts SET event_count = (SELECT count(*) FROM alert_evidence e
+                                                   WHERE e.account_id = $1 AND e.alert_id = $2::text::uuid)
+                 WHERE account_id = $1 AND alert_id = $2::text::uuid",
+                finding.account_id,
+                alert_id,
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// An alert as the CLI and API show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertView {
+    pub id: String,
+    pub policy_id: String,
+    pub title: String,
+    pub severity: Severity,
+    pub status: AlertStatus,
+    pub snoozed_until: Option<DateTime<Utc>>,
+    pub account_id: String,
+    pub principal: Option<String>,
+    pub source_ip: Option<String>,
+    pub country: Option<String>,
+    pub resources: Vec<String>,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub event_count: i64,
+    pub evidence: Vec<String>,
+    pub mitre: Vec<String>,
+    pub incident_id: Option<String>,
+    pub details: serde_json::Value,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct AlertFilter {
+    pub status: Option<AlertStatus>,
+    pub policy_id: Option<String>,
+}
+
+pub async fn list(pool: &PgPool, filter: &AlertFilter) -> Result<Vec<AlertView>, AlertStoreError> {
+    let rows = sqlx::query!(
+        r#"SELECT a.alert_id::text AS "id!", a.policy_id, a.title, a.severity AS "severity: Severity",
+                  a.status AS "status: AlertStatus", a.snoozed_until, a.account_id, a.principal,
+                  host(a.source_ip) AS source_ip, a.country, a.resources, a.first_seen, a.last_seen, a.event_count,
+                  a.mitre, a.session_key, a.details,
+                  ARRAY(SELECT e.event_id FROM alert_evidence e WHERE e.account_id = a.account_id AND e.alert_id = a.alert_id
+                        ORDER BY e.event_time, e.event_id) AS "evidence!"
+           FROM alerts a
+           WHERE ($1::alert_status IS NULL OR a.status = $1) AND ($2::text IS NULL OR a.policy_id = $2)
+           ORDER BY a.first_seen, a.policy_id, a.alert_id"#,
+        filter.status as Option<AlertStatus>,
+        filter.policy_id,
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| AlertView {
+            incident_id: r.session_key.map(|key| incident_id(&r.account_id, &key)),
+            id: r.id,
+            policy_id: r.policy_id,
+            title: r.title,
+            severity: r.severity,
+            status: r.status,
+            snoozed_until: r.snoozed_until,
+            account_id: r.account_id,
+            principal: r.principal,
+            source_ip: r.source_ip,
+            country: r.country,
+            resources: r.resources,
+            first_seen: r.first_seen,
+            last_seen: r.last_seen,
+            event_count: r.event_count,
+            evidence: r.evidence,
+            mitre: r.mitre,
+            details: r.details,
+        })
+        .collect())
+}
+
+/// Alerts sharing a console or role session form one incident; its id derives from the session.
+pub fn incident_id(account_id: &str, session_key: &str) -> String {
+    let hash = xxhash_rust::xxh3::xxh3_64(format!("{account_id}\u{1f}{session_key}").as_bytes());
+    format!("inc-{hash:016x}")
+}
+
+/// Changes an alert's status and records who did it, when and why.
+pub async fn set_status(
+    pool: &PgPool,
+    alert_id: &str,
+    status: AlertStatus,
+    snoozed_until: Option<DateTime<Utc>>,
+    actor: &str,
+    reason: &str,
+) -> Result<AlertStatus, AlertStoreError> {
+    if alert_id.len() != 36 || !alert_id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return Err(AlertStoreError::BadId(alert_id.to_string()));
+    }
+    if status == AlertStatus::Snoozed && snoozed_until.is_none_or(|t| t <= Utc::now()) {
+        return Err(AlertStoreError::SnoozeWithoutUntil);
+    }
+    let snoozed_until = if status == AlertStatus::Snoozed { snoozed_until } else { None };
+    let mut tx = pool.begin().await?;
+    let old = sqlx::query!(
+        r#"SELECT account_id, status AS "status: AlertStatus" FROM alerts WHERE alert_id = $1::text::uuid FOR UPDATE"#,
+        alert_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| AlertStoreError::NotFound(alert_id.to_string()))?;
+    sqlx::query!(
+        "UPDATE alerts SET status = $3, snoozed_until = $4 WHERE account_id = $1 AND alert_id = $2::text::uuid",
+        old.account_id,
+        alert_id,
+        status as AlertStatus,
+        snoozed_until,
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "INSERT INTO alert_status_changes (account_id, alert_id, old_status, new_status, snoozed_until, actor, reason)
+         VALUES ($1, $2::text::uuid, $3, $4, $5, $6, $7)",
+        old.account_id,
+        alert_id,
+        old.status as AlertStatus,
+        status as AlertStatus,
+        snoozed_until,
+        actor,
+        reason,
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(old.status)
+}
