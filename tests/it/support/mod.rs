@@ -85,7 +85,11 @@ impl TestDb {
 
 pub fn skywarden_command(url: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_skywarden"));
-    command.env("DATABASE_URL", url).env("RUST_LOG", "warn").env_remove("SKYWARDEN_GEOIP");
+    command
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .env("SKYWARDEN_POLICIES", Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
+        .env_remove("SKYWARDEN_GEOIP");
     command
 }
 

@@ -1,0 +1,266 @@
+//! Detection end to end: the sample incident imported through the real binary raises the seed
+//! story's alerts and nothing else, whatever the file order, and re-imports add nothing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::support::{TestDb, mmdb};
+
+fn incident() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/incident")
+}
+
+fn expected() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/incident.expected.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// A country database for the sample's addresses (what the demo's CC0 database says of them).
+fn country_db(dir: &Path) -> PathBuf {
+    let path = dir.join("country.mmdb");
+    mmdb::MmdbWriter::new("geo-whois-asn-country")
+        .insert("176.36.0.0", 14, &mmdb::flat_country_record("UA"))
+        .insert("73.202.0.0", 16, &mmdb::flat_country_record("US"))
+        .insert("24.5.0.0", 16, &mmdb::flat_country_record("US"))
+        .insert("81.2.69.0", 24, &mmdb::flat_country_record("GB"))
+        .insert("52.94.0.0", 16, &mmdb::flat_country_record("US"))
+        .write(&path);
+    path
+}
+
+fn import(db: &TestDb, geo: &Path, paths: &[&Path]) -> Value {
+    let mut args = vec!["import".to_string(), "--json".into(), "--geoip".into(), geo.display().to_string()];
+    args.extend(paths.iter().map(|p| p.display().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = db.skywarden(&args);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn alerts(db: &TestDb, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["alerts", "--json"];
+    args.extend_from_slice(extra);
+    let output = db.skywarden(&args);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// What identifies an alert's content, independent of when it was created.
+fn fingerprint(alerts: &[Value]) -> Vec<String> {
+    let mut prints: Vec<String> = alerts
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {} {} {} {} {} {} {}",
+                a["policy_id"],
+                a["severity"],
+                a["principal"],
+                a["source_ip"],
+                a["country"],
+                a["first_seen"],
+                a["event_count"],
+                a["evidence"]
+            )
+        })
+        .collect();
+    prints.sort();
+    prints
+}
+
+fn by_policy(alerts: &[Value]) -> BTreeMap<String, Vec<&Value>> {
+    let mut map: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for alert in alerts {
+        map.entry(alert["policy_id"].as_str().unwrap().to_string()).or_default().push(alert);
+    }
+    map
+}
+
+#[tokio::test]
+async fn sample_incident_raises_the_seed_story_and_nothing_else() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let geo = country_db(dir.path());
+    let summary = import(&db, &geo, &[&incident()]);
+    assert!(summary["detection"]["new_alerts"].as_u64().unwrap() > 0, "{summary}");
+    let expected = expected();
+    let ids = &expected["attack_event_ids"];
+    let all = alerts(&db, &[]);
+    let policies = by_policy(&all);
+
+    let hijack = &policies["aws-account-hijacking-attempt"];
+    assert_eq!(hijack.len(), 1, "{hijack:?}");
+    assert_eq!(hijack[0]["evidence"], serde_json::json!([ids["hijack_login"]]));
+    assert_eq!(hijack[0]["principal"], "arn:aws:iam::111122223333:user/alice");
+    assert_eq!((hijack[0]["source_ip"].as_str(), hijack[0]["country"].as_str()), (Some("176.36.10.20"), Some("UA")));
+    assert_eq!(hijack[0]["details"]["baseline_countries"], serde_json::json!(["US"]));
+    assert_eq!(hijack[0]["mitre"], serde_json::json!(["TA0001/T1078.004"]));
+
+    assert_eq!(policies["aws-impossible-travel"].len(), 1);
+    let failures = &policies["aws-excessive-login-failures"];
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0]["event_count"], 11, "the attacker's 11 failures, not the users' typos");
+    let sg = &policies["aws-security-group-ingress-opened"];
+    assert_eq!(sg.len(), 1, "bob's private-range rule raises nothing: {sg:?}");
+    assert_eq!(sg[0]["evidence"], serde_json::json!([ids["security_group_ingress"]]));
+    assert_eq!(sg[0]["severity"], "high");
+    for (policy, id) in [
+        ("aws-iam-instance-profile-associated", "associate_instance_profile"),
+        ("aws-cloudtrail-logging-disabled", "stop_logging"),
+        ("aws-iam-user-created", "create_user"),
+    ] {
+        let found = &policies[policy];
+        assert_eq!(found.len(), 1, "{policy}");
+        assert_eq!(found[0]["evidence"], serde_json::json!([ids[id]]), "{policy}");
+    }
+    for policy in ["aws-iam-role-policy-attached", "aws-iam-access-key-created", "aws-ssm-session-started"] {
+        assert_eq!(policies[policy].len(), 1, "{policy}");
+        assert_eq!(policies[policy][0]["source_ip"], "176.36.10.20", "{policy}");
+    }
+    assert_eq!(policies["aws-iam-role-policy-attached"][0]["severity"], "high", "an SSM policy escalates");
+    let exfil = &policies["aws-flow-exfiltration-volume"];
+    assert_eq!(exfil.len(), 1);
+    assert_eq!((exfil[0]["source_ip"].as_str(), exfil[0]["country"].as_str()), (Some("176.36.10.20"), Some("UA")));
+    assert_eq!(exfil[0]["event_count"], 2, "two hours above 1 GB");
+    // Nothing for bob or carol, and no root usage.
+    assert!(!policies.contains_key("aws-root-account-usage"));
+    for alert in &all {
+        let principal = alert["principal"].as_str().unwrap_or("");
+        assert!(!principal.ends_with("/bob") && !principal.ends_with("/carol"), "{alert}");
+    }
+    // The attacker's alerts share one incident: the console session from 176.36.10.20.
+    let incidents: std::collections::BTreeSet<&str> = all
+        .iter()
+        .filter(|a| a["source_ip"] == "176.36.10.20" && a["principal"].is_string())
+        .map(|a| a["incident_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+
+    // Importing again changes nothing.
+    let again = import(&db, &geo, &[&incident()]);
+    assert_eq!(again["detection"]["new_alerts"], 0, "{again}");
+    assert_eq!(fingerprint(&alerts(&db, &[])), fingerprint(&all));
+}
+
+#[tokio::test]
+async fn file_order_does_not_change_the_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let geo = country_db(dir.path());
+    let in_one_go = TestDb::new().await;
+    import(&in_one_go, &geo, &[&incident()]);
+
+    // Newest files first, one import each, flows before CloudTrail: S3 order is not event order.
+    let reversed = TestDb::new().await;
+    let mut files: Vec<PathBuf> = walk(&incident());
+    files.sort_by(|a, b| b.file_name().cmp(&a.file_name()));
+    files.sort_by_key(|f| !f.to_string_lossy().contains("vpcflowlogs"));
+    for chunk in files.chunks(8) {
+        let paths: Vec<&Path> = chunk.iter().map(PathBuf::as_path).collect();
+        import(&reversed, &geo, &paths);
+    }
+    assert_eq!(fingerprint(&alerts(&reversed, &[])), fingerprint(&alerts(&in_one_go, &[])));
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[tokio::test]
+async fn triage_keeps_who_when_and_why() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    import(&db, &country_db(dir.path()), &[&incident()]);
+    let hijack = alerts(&db, &["--policy", "aws-account-hijacking-attempt"]).remove(0);
+    let id = hijack["id"].as_str().unwrap();
+    let output =
+        db.skywarden(&["alerts", "set-status", id, "acknowledged", "--reason", "calling alice", "--actor", "analyst1"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), format!("alert {id}: open -> acknowledged"));
+    let output = db.skywarden(&["alerts", "set-status", id, "snoozed", "--reason", "later"]);
+    assert!(!output.status.success(), "snoozing needs --until");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--until"));
+    let output =
+        db.skywarden(&["alerts", "set-status", "00000000-0000-0000-0000-000000000000", "resolved", "--reason", "x"]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no alert with id"));
+
+    let acknowledged = alerts(&db, &["--status", "acknowledged"]);
+    assert_eq!(acknowledged.len(), 1);
+    assert_eq!(acknowledged[0]["id"], hijack["id"]);
+    let history: (String, String, String, String) = sqlx::query_as(
+        "SELECT old_status::text, new_status::text, actor, reason FROM alert_status_changes WHERE alert_id = $1::uuid",
+    )
+    .bind(id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(history, ("open".into(), "acknowledged".into(), "analyst1".into(), "calling alice".into()));
+
+    // New evidence does not reopen or duplicate a triaged alert.
+    import(&db, &country_db(dir.path()), &[&incident()]);
+    assert_eq!(alerts(&db, &["--policy", "aws-account-hijacking-attempt"]).len(), 1);
+    assert_eq!(alerts(&db, &["--status", "acknowledged"]).len(), 1);
+}
+
+#[tokio::test]
+async fn policies_lint_names_a_broken_rule_and_loads_the_rest() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(policies.join("sigma")).unwrap();
+    let good = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/sigma/skywarden/iam_user_created.yml"),
+    )
+    .unwrap();
+    std::fs::write(policies.join("sigma/good.yml"), good).unwrap();
+    std::fs::write(policies.join("sigma/broken.yml"), "title: Broken\nid: x\ndetection:\n  condition: selection and\n")
+        .unwrap();
+    let output = db.skywarden(&["policies", "--policies", policies.to_str().unwrap(), "lint"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.lines().any(|l| l.contains("broken.yml")), "{stdout}");
+    assert!(!stdout.contains("good.yml"), "{stdout}");
+    assert!(stdout.contains("1 problems"), "{stdout}");
+
+    let output = db.skywarden(&["policies", "--policies", policies.to_str().unwrap(), "list"]);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("aws-iam-user-created"));
+}
+
+#[tokio::test]
+async fn backtest_reports_without_creating_alerts() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let geo = country_db(dir.path());
+    let output = db.skywarden(&[
+        "import",
+        "--no-detect",
+        "--json",
+        "--geoip",
+        geo.to_str().unwrap(),
+        incident().to_str().unwrap(),
+    ]);
+    assert!(output.status.success());
+    let output = db.skywarden(&[
+        "policies",
+        "backtest",
+        "aws-account-hijacking-attempt",
+        "--since",
+        "2026-11-01T00:00:00Z",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["alerts"], 1, "{report}");
+    assert!(alerts(&db, &[]).is_empty(), "a backtest stores nothing");
+    let output = db.skywarden(&["policies", "backtest", "no-such-policy", "--since", "2026-11-01T00:00:00Z"]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no policy with id no-such-policy"));
+}
