@@ -188,7 +188,7 @@ fn rule_meta(
             || set.contains(&stem)
             || rule.name.as_ref().is_some_and(|n| set.contains(n))
     };
-    let enabled = !named(disable) && (!vendored || named(enable));
+    let enabled = !named(disable) && (!vendored || enable.contains("*") || named(enable));
     Ok(PolicyMeta {
         id,
         title: rule.title.clone(),

@@ -287,3 +287,95 @@ async fn maxmind_test_databases() {
         .await;
     assert!(linkoping >= 1, "the elastic samples come from Linköping (SE, AS29518)");
 }
+
+#[tokio::test]
+async fn sigmahq_pack_over_stratus_red_team_logs() {
+    let Some(dir) = require("stratus-red-team-detonation-logs") else { return };
+    let policies_dir = tempfile::tempdir().unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    copy_dir(&shipped, policies_dir.path());
+    std::fs::write(policies_dir.path().join("skywarden.yaml"), "enable: ['*']\n").unwrap();
+    let policies = skywarden::policy::PolicySet::load(policies_dir.path());
+    assert!(policies.problems.is_empty(), "{:?}", policies.problems);
+    assert_eq!(policies.sigma.enabled_count(), 57 + 9, "all SigmaHQ rules load and compile");
+
+    let mut fired: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    for file in files_in(&dir, &[".json"]) {
+        let technique = file.file_stem().unwrap().to_string_lossy().to_string();
+        for raw in events_in(&file) {
+            let parsed = skywarden::ingest::cloudtrail::CloudTrailEvent::parse(&raw.to_string(), None).unwrap();
+            let event = skywarden::policy::PolicyEvent::from_parsed(&parsed, None).unwrap();
+            let findings = policies
+                .sigma
+                .evaluate(&event, None)
+                .into_iter()
+                .chain(policies.detectors.evaluate_event(&event, None));
+            for finding in findings {
+                fired.entry(technique.clone()).or_default().insert(finding.policy_id);
+            }
+        }
+    }
+    // Each detonation is caught by the SigmaHQ rule written for it and, where the seed story
+    // has one, by Skywarden's own policy.
+    let expectations: &[(&str, &[&str])] = &[
+        (
+            "aws.defense-evasion.cloudtrail-stop",
+            &["sigma-4db60cc0-36fb-42b7-9b58-a5b53019fb74", "aws-cloudtrail-logging-disabled"],
+        ),
+        (
+            "aws.defense-evasion.cloudtrail-delete",
+            &["sigma-4db60cc0-36fb-42b7-9b58-a5b53019fb74", "aws-cloudtrail-logging-disabled"],
+        ),
+        ("aws.defense-evasion.cloudtrail-event-selectors", &["aws-cloudtrail-logging-disabled"]),
+        ("aws.defense-evasion.vpc-remove-flow-logs", &["sigma-e386b9b5-af12-450e-afff-761730fb8a98"]),
+        ("aws.exfiltration.ec2-share-ebs-snapshot", &["sigma-abae8fec-57bd-4f87-aff6-6e3db989843d"]),
+        (
+            "aws.exfiltration.ec2-security-group-open-port-22-ingress",
+            &["sigma-6fb77778-040f-4015-9440-572aa9b6b580", "aws-security-group-ingress-opened"],
+        ),
+        (
+            "aws.initial-access.console-login-without-mfa",
+            &["sigma-77caf516-34e5-4df9-b4db-20744fea0a60", "aws-console-login-without-mfa"],
+        ),
+        (
+            "aws.persistence.iam-create-admin-user",
+            &["sigma-0a5177f4-6ca9-44c2-aacf-d3f3d8b6e4d2", "aws-iam-user-created", "aws-iam-access-key-created"],
+        ),
+        (
+            "aws.persistence.iam-backdoor-user",
+            &["sigma-0a5177f4-6ca9-44c2-aacf-d3f3d8b6e4d2", "aws-iam-access-key-created"],
+        ),
+        ("aws.persistence.iam-create-backdoor-role", &["aws-iam-role-policy-attached"]),
+        ("aws.persistence.lambda-layer-extension", &["sigma-97fbabf8-8e1b-47a2-b7d5-a418d2b95e3d"]),
+        ("aws.privilege-escalation.iam-update-user-login-profile", &["sigma-055fb148-60f8-462d-ad16-26926ce050f1"]),
+        ("aws.execution.ssm-start-session", &["aws-ssm-session-started"]),
+        ("aws.execution.ssm-send-command", &["sigma-38e7f511-3f74-41d4-836e-f57dfa18eead"]),
+    ];
+    for (technique, policies) in expectations {
+        let got = fired.get(*technique).cloned().unwrap_or_default();
+        for policy in *policies {
+            assert!(got.contains(*policy), "{technique}: expected {policy}, got {got:?}");
+        }
+    }
+    // Discovery-only detonations raise none of Skywarden's own alerts.
+    let own: Vec<&String> = fired
+        .get("aws.discovery.ec2-download-user-data")
+        .into_iter()
+        .flatten()
+        .filter(|p| p.starts_with("aws-"))
+        .collect();
+    assert!(own.is_empty(), "{own:?}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
