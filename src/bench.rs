@@ -283,3 +283,86 @@ pub fn generate_events(path: &Path, count: usize) -> std::io::Result<usize> {
     out.flush()?;
     Ok(written)
 }
+
+/// What `bench-detect` measured.
+#[derive(Debug)]
+pub struct DetectBenchReport {
+    pub events: usize,
+    pub rules: usize,
+    pub parse_rate: f64,
+    pub detect_rate: f64,
+    pub findings: usize,
+}
+
+impl std::fmt::Display for DetectBenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "events:                        {}", self.events)?;
+        writeln!(f, "Sigma rules enabled:           {}", self.rules)?;
+        writeln!(f, "parse only (baseline):         {:>10.0} events/s", self.parse_rate)?;
+        writeln!(f, "parse + rules + detectors:     {:>10.0} events/s", self.detect_rate)?;
+        writeln!(f, "ratio to parse only:           {:>10.2}", self.detect_rate / self.parse_rate)?;
+        write!(f, "findings:                      {}", self.findings)
+    }
+}
+
+/// Streams `file` through the parser alone, then through parser, Sigma rules and the event and
+/// login detectors (one thread each, best of two rounds), and reports both rates.
+pub fn detection(policies: &crate::policy::PolicySet, file: &Path) -> Result<DetectBenchReport, BenchError> {
+    use crate::ingest::json_stream::{self, JsonSink};
+    use crate::policy::PolicyEvent;
+
+    struct Sink<'p> {
+        policies: Option<&'p crate::policy::PolicySet>,
+        events: usize,
+        findings: usize,
+        logins: Vec<PolicyEvent>,
+    }
+    impl JsonSink for Sink<'_> {
+        fn event(&mut self, raw: &serde_json::value::RawValue) {
+            let Ok(event) = CloudTrailEvent::parse(raw.get(), None) else { return };
+            self.events += 1;
+            let Some(policies) = self.policies else { return };
+            let event = PolicyEvent::from_parsed(event, None);
+            self.findings += policies.sigma.evaluate(&event, None).len();
+            self.findings += policies.detectors.evaluate_event(&event, None).len();
+            if event.is_console_login() {
+                self.logins.push(event);
+            }
+        }
+        fn log_message(&mut self, _: &str, _: Option<i64>, _: Option<&str>) {}
+        fn skipped(&mut self, _: &'static str) {}
+        fn unrecognised(&mut self, _: String) {}
+    }
+
+    let run = |policies: Option<&crate::policy::PolicySet>| -> Result<(Duration, usize, usize), BenchError> {
+        let started = Instant::now();
+        let reader = std::io::BufReader::with_capacity(256 * 1024, std::fs::File::open(file)?);
+        let mut sink = Sink { policies, events: 0, findings: 0, logins: Vec::new() };
+        json_stream::walk(reader, &mut sink).map_err(std::io::Error::other)?;
+        if let Some(policies) = policies {
+            sink.logins.sort_by_key(|e| e.event_time);
+            let from = chrono::DateTime::UNIX_EPOCH;
+            sink.findings +=
+                crate::policy::detectors::logins::evaluate(&policies.detectors, &sink.logins, from, None).len();
+        }
+        Ok((started.elapsed(), sink.events, sink.findings))
+    };
+    let mut parse_best = Duration::MAX;
+    let mut detect_best = Duration::MAX;
+    let (mut events, mut findings) = (0, 0);
+    for _ in 0..ROUNDS {
+        let (elapsed, n, _) = run(None)?;
+        parse_best = parse_best.min(elapsed);
+        events = n;
+        let (elapsed, _, found) = run(Some(policies))?;
+        detect_best = detect_best.min(elapsed);
+        findings = found;
+    }
+    Ok(DetectBenchReport {
+        events,
+        rules: policies.sigma.enabled_count(),
+        parse_rate: events as f64 / parse_best.as_secs_f64(),
+        detect_rate: events as f64 / detect_best.as_secs_f64(),
+        findings,
+    })
+}

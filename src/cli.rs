@@ -37,6 +37,14 @@ pub enum Command {
     Demo(DemoArgs),
     /// Measure import speed against plain parallel COPY of the same rows.
     BenchImport(BenchArgs),
+    /// Measure detection speed: parse + Sigma rules (SigmaHQ pack on) + detectors, against parsing alone.
+    BenchDetect {
+        /// Events to generate.
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        #[command(flatten)]
+        policies: PolicyArgs,
+    },
     /// List alerts, or change one's status.
     Alerts(AlertsArgs),
     /// Check, list and backtest the policies in the policies folder.

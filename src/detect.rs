@@ -19,6 +19,7 @@ use crate::alerts::Finding;
 use crate::alerts::store::{self, AlertStoreError, RecordOutcome};
 use crate::policy::detectors::exfiltration::{self, HourlyVolume};
 use crate::policy::detectors::logins;
+use crate::policy::event::RawJson;
 use crate::policy::{PolicyEvent, PolicySet};
 
 #[derive(Debug, thiserror::Error)]
@@ -126,8 +127,8 @@ macro_rules! policy_event_query {
     ($pool:expr, $filter:literal, $($arg:expr),*) => {
         sqlx::query!(
             r#"SELECT account_id, event_id, event_time, event_source, event_name, principal_arn, principal_type,
-                      user_name, access_key_id, host(source_ip) AS source_ip, source_ip_text, error_code,
-                      resource_ids, geo_country, geo_city, geo_latitude, geo_longitude, geo_asn, raw
+                      user_name, access_key_id, host(source_ip) AS source_ip, source_ip_text, user_agent, error_code,
+                      resource_ids, geo_country, geo_city, geo_latitude, geo_longitude, geo_asn, raw::text AS "raw!"
                FROM cloudtrail_events "# + $filter + r#" ORDER BY event_time, event_id"#,
             $($arg),*
         )
@@ -144,6 +145,7 @@ macro_rules! policy_event_query {
             access_key_id: r.access_key_id,
             source_ip: r.source_ip.and_then(|ip| ip.parse::<IpAddr>().ok()),
             source_ip_text: r.source_ip_text,
+            user_agent: r.user_agent,
             error_code: r.error_code,
             resource_ids: r.resource_ids,
             geo_country: r.geo_country,
@@ -151,7 +153,7 @@ macro_rules! policy_event_query {
             geo_latitude: r.geo_latitude,
             geo_longitude: r.geo_longitude,
             geo_asn: r.geo_asn,
-            raw: r.raw,
+            raw: RawJson::new(r.raw),
         })
     };
 }

@@ -51,6 +51,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => run_demo(&cli.db, args).await,
         Command::BenchImport(args) => bench_import(&cli.db, args).await,
         Command::Alerts(args) => alerts(&cli.db, args).await,
+        Command::BenchDetect { events, policies } => {
+            anyhow::ensure!(policies.policies.is_dir(), "no policies folder at {}", policies.policies.display());
+            let set = PolicySet::load_with(&policies.policies, true);
+            let dir = tempfile_dir()?;
+            let file = dir.join("bench-detect-cloudtrail.json");
+            bench::generate_events(&file, events)?;
+            let report = tokio::task::spawn_blocking(move || bench::detection(&set, &file)).await?;
+            let _ = std::fs::remove_dir_all(&dir);
+            println!("{}", report?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Policies { policies, action } => policies_command(&cli.db, &policies, action).await,
     }
 }
@@ -243,6 +254,13 @@ async fn bench_import(db_options: &DbOptions, args: BenchArgs) -> anyhow::Result
     db.close().await?;
     println!("{}", report?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// A private scratch folder under the system temp dir.
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("skywarden-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 async fn alerts(db_options: &DbOptions, args: AlertsArgs) -> anyhow::Result<ExitCode> {

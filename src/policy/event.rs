@@ -2,6 +2,7 @@
 //! filled (geo included) and the raw event for rules that look deeper.
 
 use std::net::IpAddr;
+use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
 
@@ -21,6 +22,7 @@ pub struct PolicyEvent {
     pub access_key_id: Option<String>,
     pub source_ip: Option<IpAddr>,
     pub source_ip_text: Option<String>,
+    pub user_agent: Option<String>,
     pub error_code: Option<String>,
     pub resource_ids: Vec<String>,
     pub geo_country: Option<String>,
@@ -28,34 +30,58 @@ pub struct PolicyEvent {
     pub geo_latitude: Option<f64>,
     pub geo_longitude: Option<f64>,
     pub geo_asn: Option<i64>,
-    pub raw: serde_json::Value,
+    pub raw: RawJson,
+}
+
+/// The raw event as text, parsed into a JSON value only when a policy looks past the typed
+/// fields (most events never are: rules reject them on `eventSource`/`eventName`).
+#[derive(Clone, Debug)]
+pub struct RawJson {
+    text: String,
+    value: OnceLock<serde_json::Value>,
+}
+
+impl RawJson {
+    pub fn new(text: String) -> Self {
+        Self { text, value: OnceLock::new() }
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The parsed event (`null` if the text is not JSON, which the importer never stores).
+    pub fn value(&self) -> &serde_json::Value {
+        self.value.get_or_init(|| serde_json::from_str(&self.text).unwrap_or(serde_json::Value::Null))
+    }
 }
 
 impl PolicyEvent {
     /// The same view, built from a freshly parsed event (benchmarks and tests, which skip the
     /// database).
-    pub fn from_parsed(event: &CloudTrailEvent, geo: Option<&GeoInfo>) -> Result<Self, serde_json::Error> {
-        Ok(Self {
-            account_id: event.account_id.clone(),
-            event_id: event.event_id.clone(),
+    pub fn from_parsed(event: CloudTrailEvent, geo: Option<&GeoInfo>) -> Self {
+        Self {
+            account_id: event.account_id,
+            event_id: event.event_id,
             event_time: event.event_time,
-            event_source: event.event_source.clone(),
-            event_name: event.event_name.clone(),
-            principal_arn: event.principal_arn.clone(),
-            principal_type: event.principal_type.clone(),
-            user_name: event.user_name.clone(),
-            access_key_id: event.access_key_id.clone(),
+            event_source: event.event_source,
+            event_name: event.event_name,
+            principal_arn: event.principal_arn,
+            principal_type: event.principal_type,
+            user_name: event.user_name,
+            access_key_id: event.access_key_id,
             source_ip: event.source_ip,
-            source_ip_text: event.source_ip_text.clone(),
-            error_code: event.error_code.clone(),
-            resource_ids: event.resource_ids.clone(),
+            source_ip_text: event.source_ip_text,
+            user_agent: event.user_agent,
+            error_code: event.error_code,
+            resource_ids: event.resource_ids,
             geo_country: geo.and_then(|g| g.country.clone()),
             geo_city: geo.and_then(|g| g.city.clone()),
             geo_latitude: geo.and_then(|g| g.latitude),
             geo_longitude: geo.and_then(|g| g.longitude),
             geo_asn: geo.and_then(|g| g.asn.map(i64::from)),
-            raw: serde_json::from_str(&event.raw)?,
-        })
+            raw: RawJson::new(event.raw),
+        }
     }
 
     /// The acting principal as the event names it: its ARN, else its user name.
@@ -72,10 +98,10 @@ impl PolicyEvent {
         if !self.is_console_login() {
             return None;
         }
-        match self.raw.pointer("/responseElements/ConsoleLogin").and_then(|v| v.as_str()) {
+        match self.raw.value().pointer("/responseElements/ConsoleLogin").and_then(|v| v.as_str()) {
             Some("Success") => Some(true),
             Some("Failure") => Some(false),
-            _ => Some(self.error_code.is_none() && self.raw.get("errorMessage").is_none()),
+            _ => Some(self.error_code.is_none() && self.raw.value().get("errorMessage").is_none()),
         }
     }
 
@@ -84,7 +110,7 @@ impl PolicyEvent {
     /// source address; other temporary credentials by their access key.
     pub fn session_key(&self) -> Option<String> {
         let from_console = self.is_console_login()
-            || self.raw.get("sessionCredentialFromConsole").and_then(|v| v.as_str()) == Some("true");
+            || self.raw.value().get("sessionCredentialFromConsole").and_then(|v| v.as_str()) == Some("true");
         match (&self.access_key_id, from_console) {
             (Some(key), false) if key.starts_with("ASIA") => Some(format!("key:{key}")),
             _ => Some(format!("{}|{}", self.principal()?, self.source_ip_text.as_deref()?)),

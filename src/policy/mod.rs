@@ -129,6 +129,11 @@ pub struct PolicySet {
 impl PolicySet {
     /// Loads `dir`. Broken files are listed in `problems` and left out; the rest load.
     pub fn load(dir: &Path) -> Self {
+        Self::load_with(dir, false)
+    }
+
+    /// Loads `dir`, optionally with every vendored SigmaHQ rule switched on (benchmarks).
+    pub fn load_with(dir: &Path, enable_all_vendored: bool) -> Self {
         let mut problems = Vec::new();
         let selection_file = dir.join("skywarden.yaml");
         let selection: Selection = match std::fs::read_to_string(&selection_file) {
@@ -139,7 +144,10 @@ impl PolicySet {
             Err(_) => Selection::default(),
         };
         let disabled: BTreeSet<String> = selection.disable.into_iter().collect();
-        let enabled: BTreeSet<String> = selection.enable.into_iter().collect();
+        let mut enabled: BTreeSet<String> = selection.enable.into_iter().collect();
+        if enable_all_vendored {
+            enabled.insert("*".to_string());
+        }
         let sigma = sigma::SigmaPolicies::load(&dir.join("sigma"), &enabled, &disabled, &mut problems);
         let detectors = detectors::Detectors::load(&dir.join("detectors.yaml"), &disabled, &mut problems);
         Self { sigma, detectors, problems }

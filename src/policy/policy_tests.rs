@@ -57,7 +57,7 @@ fn login(user: &str, time: &str, ip: &str, success: bool, mfa: &str) -> Value {
 fn to_event(raw: &Value, country: Option<&str>) -> PolicyEvent {
     let parsed = CloudTrailEvent::parse(&raw.to_string(), None).unwrap();
     let geo = country.map(|c| GeoInfo { country: Some(c.to_string()), ..Default::default() });
-    PolicyEvent::from_parsed(&parsed, geo.as_ref()).unwrap()
+    PolicyEvent::from_parsed(parsed, geo.as_ref())
 }
 
 fn fired(set: &PolicySet, raw: &Value) -> Vec<(String, Severity)> {

@@ -9,13 +9,15 @@
 //!   window: 24h                           # findings on one subject within this fold into one alert
 //! ```
 
+use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use chrono::Duration;
 use rsigma_eval::Engine;
-use rsigma_eval::event::JsonEvent;
-use rsigma_parser::{Level, SigmaRule};
+use rsigma_eval::event::{Event, EventValue, JsonEvent};
+use rsigma_parser::{Detection, Level, SigmaRule};
 use serde::Deserialize;
 
 use super::{PolicyEvent, PolicyKind, PolicyMeta, PolicyProblem, Subject, mitre_from_tags, parse_duration};
@@ -89,7 +91,7 @@ impl SigmaPolicies {
                     continue;
                 }
                 if meta.enabled {
-                    if let Err(error) = engine.add_rule(rule) {
+                    if let Err(error) = engine.add_rule(&typed_fields_first(rule)) {
                         problems.push(problem(format!("cannot compile: {error}")));
                         continue;
                     }
@@ -111,7 +113,7 @@ impl SigmaPolicies {
 
     /// Every enabled rule that matches `event`, as findings.
     pub fn evaluate(&self, event: &PolicyEvent, only_policy: Option<&str>) -> Vec<Finding> {
-        let json = JsonEvent::borrow(&event.raw);
+        let json = LazyEvent { event, json: OnceCell::new() };
         let mut findings: Vec<Finding> = Vec::new();
         for result in self.engine.evaluate(&json) {
             let Some(meta) = result.header.rule_id.as_deref().and_then(|id| self.by_rule_id.get(id)) else { continue };
@@ -131,6 +133,78 @@ impl SigmaPolicies {
             }
         }
         findings
+    }
+}
+
+/// Fields [`LazyEvent`] answers without parsing the raw event.
+const TYPED_FIELDS: &[&str] =
+    &["eventSource", "eventName", "userIdentity.type", "userIdentity.arn", "sourceIPAddress", "userAgent"];
+
+/// The same rule with each AND group testing the typed fields first: AND is commutative, and a
+/// group that fails on `eventName` then never asks for (and never parses) anything else.
+fn typed_fields_first(rule: &SigmaRule) -> SigmaRule {
+    fn reorder(detection: &mut Detection) {
+        match detection {
+            Detection::AllOf(items) => items.sort_by_key(|item| {
+                let name = item.field.name.as_deref().unwrap_or_default();
+                TYPED_FIELDS.iter().position(|f| *f == name).unwrap_or(TYPED_FIELDS.len())
+            }),
+            Detection::AnyOf(branches) => branches.iter_mut().for_each(reorder),
+            _ => {}
+        }
+    }
+    let mut rule = rule.clone();
+    rule.detection.named.values_mut().for_each(reorder);
+    rule
+}
+
+/// The event as rules see it: `eventSource` and `eventName` (which nearly every CloudTrail
+/// rule tests first) come from the typed columns; anything else parses the raw event once.
+struct LazyEvent<'a> {
+    event: &'a PolicyEvent,
+    json: OnceCell<JsonEvent<'a>>,
+}
+
+impl<'a> LazyEvent<'a> {
+    fn json(&self) -> &JsonEvent<'a> {
+        self.json.get_or_init(|| JsonEvent::borrow(self.event.raw.value()))
+    }
+}
+
+impl Event for LazyEvent<'_> {
+    fn get_field(&self, path: &str) -> Option<EventValue<'_>> {
+        match path {
+            "eventSource" => self.event.event_source.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
+            "eventName" => self.event.event_name.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
+            "userIdentity.arn" => self.event.principal_arn.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
+            "userIdentity.type" => self.event.principal_type.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
+            "userAgent" => self.event.user_agent.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
+            "sourceIPAddress" => self.event.source_ip_text.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
+            _ => self.json().get_field(path),
+        }
+    }
+
+    fn any_string_value(&self, pred: &dyn Fn(&str) -> bool) -> bool {
+        self.json().any_string_value(pred)
+    }
+
+    fn all_string_values(&self) -> Vec<Cow<'_, str>> {
+        self.json().all_string_values()
+    }
+
+    fn visit_string_values(&self, visit: &mut dyn FnMut(&str)) {
+        self.json().visit_string_values(visit)
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        self.json().to_json()
+    }
+
+    // `top_level_keys` keeps its default (shape unknown): the candidate index then probes the
+    // indexed fields, which are the typed ones, instead of forcing a parse of every event.
+
+    fn field_keys(&self) -> Vec<Cow<'_, str>> {
+        self.json().field_keys()
     }
 }
 

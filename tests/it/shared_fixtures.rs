@@ -304,7 +304,7 @@ async fn sigmahq_pack_over_stratus_red_team_logs() {
         let technique = file.file_stem().unwrap().to_string_lossy().to_string();
         for raw in events_in(&file) {
             let parsed = skywarden::ingest::cloudtrail::CloudTrailEvent::parse(&raw.to_string(), None).unwrap();
-            let event = skywarden::policy::PolicyEvent::from_parsed(&parsed, None).unwrap();
+            let event = skywarden::policy::PolicyEvent::from_parsed(parsed, None);
             let findings = policies
                 .sigma
                 .evaluate(&event, None)

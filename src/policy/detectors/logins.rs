@@ -206,7 +206,7 @@ fn hijack(
         "asn": event.geo_asn,
         "latitude": event.geo_latitude,
         "longitude": event.geo_longitude,
-        "mfa_used": event.raw.pointer("/additionalEventData/MFAUsed"),
+        "mfa_used": event.raw.value().pointer("/additionalEventData/MFAUsed"),
     });
     Some(finding)
 }

@@ -108,7 +108,7 @@ fn items(value: &Value) -> Vec<&Value> {
 
 /// The address ranges an ingress call opens, from both API shapes.
 fn openings(event: &PolicyEvent) -> Vec<Opening> {
-    let params = &event.raw["requestParameters"];
+    let params = &event.raw.value()["requestParameters"];
     let mut found = Vec::new();
     match event.event_name.as_deref() {
         Some("AuthorizeSecurityGroupIngress") => {
@@ -181,9 +181,9 @@ pub(super) fn evaluate(detectors: &Detectors, event: &PolicyEvent) -> Vec<Findin
         .is_some_and(|c| !settings.home_countries.is_empty() && !settings.home_countries.iter().any(|h| h == c));
     let world = exposed.iter().any(|o| o.cidr.is_world());
     let severity = if !admin_ports.is_empty() || foreign { Severity::High } else { Severity::Medium };
-    let group = event.raw["requestParameters"]["groupId"]
+    let group = event.raw.value()["requestParameters"]["groupId"]
         .as_str()
-        .or_else(|| event.raw["requestParameters"]["ModifySecurityGroupRulesRequest"]["GroupId"].as_str())
+        .or_else(|| event.raw.value()["requestParameters"]["ModifySecurityGroupRulesRequest"]["GroupId"].as_str())
         .or(event.resource_ids.first().map(String::as_str))
         .unwrap_or("a security group")
         .to_string();
