@@ -318,8 +318,8 @@ pub fn detection(policies: &crate::policy::PolicySet, file: &Path) -> Result<Det
         logins: Vec<PolicyEvent>,
     }
     impl JsonSink for Sink<'_> {
-        fn event(&mut self, raw: &serde_json::value::RawValue) {
-            let Ok(event) = CloudTrailEvent::parse(raw.get(), None) else { return };
+        fn event(&mut self, raw: &str) {
+            let Ok(event) = CloudTrailEvent::parse(raw, None) else { return };
             self.events += 1;
             let Some(policies) = self.policies else { return };
             let event = PolicyEvent::from_parsed(event, None);

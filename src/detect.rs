@@ -153,6 +153,7 @@ macro_rules! policy_event_query {
             geo_latitude: r.geo_latitude,
             geo_longitude: r.geo_longitude,
             geo_asn: r.geo_asn,
+            console_session: None,
             raw: RawJson::new(r.raw),
         })
     };

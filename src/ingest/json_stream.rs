@@ -6,18 +6,23 @@
 //! - CloudWatch Logs subscription envelopes `{"owner": ..., "logEvents": [{"message": ...}]}`
 //!   and `aws logs filter-log-events` output `{"events": [...]}`;
 //! - one event per line, and `{"message": "<flow log line>"}` wrappers.
+//!
+//! A byte scanner finds where each record starts and ends (tracking strings, escapes and
+//! nesting) in a buffer filled by large reads; each record is then handed to serde_json as a
+//! slice. This is several times faster than deserialising from a reader byte by byte, and
+//! memory stays bounded by the largest record, not the file.
 
 use std::fmt;
-use std::io::Read;
+use std::io::{self, Read};
 
 use serde::Deserialize;
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::value::RawValue;
 
 /// Receives what the walker finds.
 pub trait JsonSink {
-    /// A CloudTrail event (or a LookupEvents item wrapping one).
-    fn event(&mut self, raw: &RawValue);
+    /// A CloudTrail event (or a LookupEvents item wrapping one), as its JSON text. Its bounds
+    /// are known but its content is not yet checked: the event parser does that, so one
+    /// malformed record costs only itself.
+    fn event(&mut self, raw: &str);
     /// A CloudWatch Logs message: a flow log line or an event's JSON.
     fn log_message(&mut self, message: &str, timestamp_ms: Option<i64>, owner: Option<&str>);
     /// A record that is not log data (a CloudTrail digest file, say).
@@ -26,188 +31,45 @@ pub trait JsonSink {
     fn unrecognised(&mut self, description: String);
 }
 
-/// Walks every top-level JSON value in `reader`. A syntax error stops the walk and is returned
-/// (with its line and column); what came before it has already reached the sink.
-pub fn walk<R: Read>(reader: R, sink: &mut dyn JsonSink) -> Result<(), serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_reader(reader);
-    loop {
-        TopLevel { sink: &mut *sink }.deserialize(&mut de)?;
-        // `end` succeeds only at end of input; otherwise the next value is still buffered.
-        if de.end().is_ok() {
-            return Ok(());
+/// Why a walk stopped early.
+#[derive(Debug)]
+pub enum WalkError {
+    Io(io::Error),
+    Syntax { line: usize, column: usize, message: String },
+}
+
+impl WalkError {
+    pub fn is_io(&self) -> bool {
+        matches!(self, Self::Io(_))
+    }
+
+    pub fn line(&self) -> usize {
+        match self {
+            Self::Syntax { line, .. } => *line,
+            Self::Io(_) => 0,
         }
     }
+}
+
+impl fmt::Display for WalkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io(error) => write!(f, "{error}"),
+            Self::Syntax { line, column, message } => write!(f, "{message} at line {line} column {column}"),
+        }
+    }
+}
+
+impl std::error::Error for WalkError {}
+
+/// Walks every top-level JSON value in `reader`. A syntax error stops the walk and is returned
+/// (with its line and column); what came before it has already reached the sink.
+pub fn walk<R: Read>(reader: R, sink: &mut dyn JsonSink) -> Result<(), WalkError> {
+    Scanner::new(reader).walk(sink)
 }
 
 const EVENT_KEYS: &[&str] = &["eventName", "eventSource", "eventTime", "eventID", "@timestamp", "CloudTrailEvent"];
-
-struct TopLevel<'s> {
-    sink: &'s mut dyn JsonSink,
-}
-
-impl<'de> DeserializeSeed<'de> for TopLevel<'_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for TopLevel<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object or array of log records")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
-        EventArray { sink: self.sink }.visit_seq(seq)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut fields: Vec<(String, Box<RawValue>)> = Vec::new();
-        let mut owner: Option<String> = None;
-        let mut streamed = false;
-        while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
-                "Records" | "Events" => {
-                    map.next_value_seed(EventArray { sink: &mut *self.sink })?;
-                    streamed = true;
-                }
-                "logEvents" | "events" => {
-                    map.next_value_seed(LogEventArray { sink: &mut *self.sink, owner: owner.as_deref() })?;
-                    streamed = true;
-                }
-                _ => {
-                    let value: Box<RawValue> = map.next_value()?;
-                    if key == "owner" {
-                        owner = serde_json::from_str::<String>(value.get()).ok();
-                    }
-                    fields.push((key, value));
-                }
-            }
-        }
-        if !streamed {
-            classify_object(fields, owner.as_deref(), self.sink);
-        }
-        Ok(())
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.sink.unrecognised("a JSON null".to_string());
-        Ok(())
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        self.sink.unrecognised("a JSON boolean".to_string());
-        Ok(())
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        self.sink.unrecognised("a JSON number".to_string());
-        Ok(())
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        self.sink.unrecognised("a JSON number".to_string());
-        Ok(())
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        self.sink.unrecognised("a JSON number".to_string());
-        Ok(())
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        self.sink.unrecognised("a JSON string".to_string());
-        Ok(())
-    }
-}
-
-/// Decides what a top-level object with no record array is: one event (JSON lines), a flow log
-/// message wrapper, a CloudTrail digest, or something else.
-fn classify_object(fields: Vec<(String, Box<RawValue>)>, owner: Option<&str>, sink: &mut dyn JsonSink) {
-    let has = |name: &str| fields.iter().any(|(k, _)| k == name);
-    if EVENT_KEYS.iter().any(|k| has(k)) {
-        // Reassemble the object from its fields, which are kept verbatim.
-        let mut json =
-            String::with_capacity(fields.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>() + 2);
-        json.push('{');
-        for (i, (key, value)) in fields.iter().enumerate() {
-            if i > 0 {
-                json.push(',');
-            }
-            json.push_str(&serde_json::to_string(key).unwrap_or_default());
-            json.push(':');
-            json.push_str(value.get());
-        }
-        json.push('}');
-        match RawValue::from_string(json) {
-            Ok(raw) => sink.event(&raw),
-            Err(error) => sink.unrecognised(format!("an object that cannot be reassembled: {error}")),
-        }
-        return;
-    }
-    if let Some((_, message)) = fields.iter().find(|(k, _)| k == "message") {
-        match serde_json::from_str::<String>(message.get()) {
-            Ok(message) => {
-                let timestamp = fields
-                    .iter()
-                    .find(|(k, _)| k == "timestamp")
-                    .and_then(|(_, v)| serde_json::from_str::<i64>(v.get()).ok());
-                sink.log_message(&message, timestamp, owner);
-            }
-            Err(_) => sink.unrecognised("an object whose \"message\" is not a string".to_string()),
-        }
-        return;
-    }
-    if has("digestStartTime") || has("digestEndTime") {
-        sink.skipped("CloudTrail digest file");
-        return;
-    }
-    let keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).take(8).collect();
-    sink.unrecognised(format!(
-        "a JSON object with keys [{}], which is not a CloudTrail event, a LookupEvents or S3 delivery \
-         document, or a CloudWatch Logs envelope",
-        keys.join(", ")
-    ));
-}
-
-/// `Records` / `Events` / a bare array: each element goes to the sink as one event.
-struct EventArray<'s> {
-    sink: &'s mut dyn JsonSink,
-}
-
-impl<'de> DeserializeSeed<'de> for EventArray<'_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for EventArray<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of CloudTrail events")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(raw) = seq.next_element::<Box<RawValue>>()? {
-            self.sink.event(&raw);
-        }
-        Ok(())
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        self.sink.unrecognised("an object where an array of events was expected".to_string());
-        Ok(())
-    }
-}
+const READ_SIZE: usize = 256 * 1024;
 
 #[derive(Deserialize)]
 struct LogEvent {
@@ -215,29 +77,375 @@ struct LogEvent {
     timestamp: Option<i64>,
 }
 
-/// CloudWatch Logs `logEvents` / `events`: each message goes to the sink.
-struct LogEventArray<'s, 'o> {
-    sink: &'s mut dyn JsonSink,
-    owner: Option<&'o str>,
+struct Scanner<R> {
+    reader: R,
+    buf: Vec<u8>,
+    /// Next unread byte in `buf`.
+    pos: usize,
+    eof: bool,
+    /// Line and column of `buf[line_mark]`, and that mark: positions are counted lazily.
+    line: usize,
+    line_start: usize,
+    counted_to: usize,
+    /// Bytes dropped from the front of `buf` so far (keeps column arithmetic absolute).
+    dropped: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for LogEventArray<'_, '_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_seq(self)
+impl<R: Read> Scanner<R> {
+    fn new(reader: R) -> Self {
+        Self {
+            reader,
+            buf: Vec::with_capacity(READ_SIZE),
+            pos: 0,
+            eof: false,
+            line: 1,
+            line_start: 0,
+            counted_to: 0,
+            dropped: 0,
+        }
     }
-}
 
-impl<'de> Visitor<'de> for LogEventArray<'_, '_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of CloudWatch Logs events")
+    /// Reads more input; false at end of input.
+    fn fill(&mut self) -> Result<bool, WalkError> {
+        if self.eof {
+            return Ok(false);
+        }
+        let len = self.buf.len();
+        self.buf.resize(len + READ_SIZE, 0);
+        let n = loop {
+            match self.reader.read(&mut self.buf[len..]) {
+                Ok(n) => break n,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    self.buf.truncate(len);
+                    return Err(WalkError::Io(error));
+                }
+            }
+        };
+        self.buf.truncate(len + n);
+        if n == 0 {
+            self.eof = true;
+        }
+        Ok(n > 0)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(event) = seq.next_element::<LogEvent>()? {
-            self.sink.log_message(&event.message, event.timestamp, self.owner);
+    /// Drops consumed bytes, when nothing before `pos` is still needed.
+    fn compact(&mut self) {
+        if self.pos > READ_SIZE {
+            self.count_lines_to(self.pos);
+            self.buf.drain(..self.pos);
+            self.dropped += self.pos;
+            self.line_start = self.line_start.saturating_sub(self.pos);
+            self.counted_to -= self.pos;
+            self.pos = 0;
+        }
+    }
+
+    fn count_lines_to(&mut self, end: usize) {
+        let end = end.min(self.buf.len());
+        if end <= self.counted_to {
+            return;
+        }
+        for index in memchr::memchr_iter(b'\n', &self.buf[self.counted_to..end]) {
+            self.line += 1;
+            self.line_start = self.counted_to + index + 1;
+        }
+        self.counted_to = end;
+    }
+
+    /// Line and column of `buf[at]`, counting on from what `compact` already counted.
+    fn position_of(&self, at: usize) -> (usize, usize) {
+        let (mut line, mut line_start) = (self.line, self.line_start);
+        let end = at.min(self.buf.len());
+        if end > self.counted_to {
+            for index in memchr::memchr_iter(b'\n', &self.buf[self.counted_to..end]) {
+                line += 1;
+                line_start = self.counted_to + index + 1;
+            }
+        }
+        (line, at.saturating_sub(line_start) + 1)
+    }
+
+    fn error_at(&self, at: usize, message: impl Into<String>) -> WalkError {
+        let (line, column) = self.position_of(at);
+        WalkError::Syntax { line, column, message: message.into() }
+    }
+
+    /// The next byte that is not white space, without consuming it.
+    fn peek(&mut self) -> Result<Option<u8>, WalkError> {
+        loop {
+            while self.pos < self.buf.len() {
+                let byte = self.buf[self.pos];
+                if byte.is_ascii_whitespace() {
+                    self.pos += 1;
+                } else if self.pos == 0 && self.dropped == 0 && self.buf.starts_with(&[0xef, 0xbb, 0xbf]) {
+                    self.pos = 3;
+                } else {
+                    return Ok(Some(byte));
+                }
+            }
+            if !self.fill()? {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn expect(&mut self, wanted: u8, what: &str) -> Result<(), WalkError> {
+        match self.peek()? {
+            Some(byte) if byte == wanted => {
+                self.pos += 1;
+                Ok(())
+            }
+            Some(_) => Err(self.error_at(self.pos, format!("expected {what}"))),
+            None => Err(self.error_at(self.pos, format!("EOF while expecting {what}"))),
+        }
+    }
+
+    /// Scans one complete value starting at `pos` and returns its byte range.
+    fn value(&mut self) -> Result<(usize, usize), WalkError> {
+        let start = match self.peek()? {
+            Some(_) => self.pos,
+            None => return Err(self.error_at(self.pos, "EOF while parsing a value")),
+        };
+        let mut at = start;
+        let mut depth = 0usize;
+        loop {
+            if at >= self.buf.len() {
+                if !self.fill()? {
+                    if depth == 0 && at > start && !matches!(self.buf[start], b'"' | b'{' | b'[') {
+                        break;
+                    }
+                    return Err(self.error_at(at, "EOF while parsing a value"));
+                }
+                continue;
+            }
+            match self.buf[at] {
+                b'"' => {
+                    at = self.string_end(at)?;
+                    if depth == 0 {
+                        break;
+                    }
+                    continue;
+                }
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' if depth > 0 => {
+                    depth -= 1;
+                    if depth == 0 {
+                        at += 1;
+                        break;
+                    }
+                }
+                b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r' if depth == 0 => break,
+                _ => {}
+            }
+            at += 1;
+        }
+        self.pos = at;
+        Ok((start, at))
+    }
+
+    /// Given a quote at `at`, returns the index just past the closing quote.
+    fn string_end(&mut self, mut at: usize) -> Result<usize, WalkError> {
+        at += 1;
+        loop {
+            match memchr::memchr2(b'"', b'\\', &self.buf[at.min(self.buf.len())..]) {
+                Some(offset) => {
+                    let index = at + offset;
+                    if self.buf[index] == b'"' {
+                        return Ok(index + 1);
+                    }
+                    // A backslash escapes the next byte, which may not be read yet.
+                    while index + 1 >= self.buf.len() {
+                        if !self.fill()? {
+                            return Err(self.error_at(index, "EOF while parsing a string"));
+                        }
+                    }
+                    at = index + 2;
+                }
+                None => {
+                    at = self.buf.len();
+                    if !self.fill()? {
+                        return Err(self.error_at(at, "EOF while parsing a string"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Parses `buf[range]` with serde; a syntax error gets its position in the file.
+    fn parse_or_fail<'b, T: Deserialize<'b>>(&'b self, range: (usize, usize)) -> Result<T, WalkError> {
+        let slice = &self.buf[range.0..range.1];
+        serde_json::from_slice(slice).map_err(|error| {
+            // serde counts lines and columns from the slice start; find the byte it means.
+            let mut offset = 0;
+            let mut line = 1;
+            for (index, byte) in slice.iter().enumerate() {
+                if line == error.line() {
+                    offset = index + error.column().saturating_sub(1);
+                    break;
+                }
+                if *byte == b'\n' {
+                    line += 1;
+                }
+            }
+            let message = error.to_string();
+            let message = message.split(" at line ").next().unwrap_or_default().to_string();
+            self.error_at(range.0 + offset, message)
+        })
+    }
+
+    fn emit_event(&self, range: (usize, usize), sink: &mut dyn JsonSink) {
+        match std::str::from_utf8(&self.buf[range.0..range.1]) {
+            Ok(text) => sink.event(text),
+            Err(_) => sink.unrecognised("a record that is not UTF-8 text".to_string()),
+        }
+    }
+
+    fn walk(&mut self, sink: &mut dyn JsonSink) -> Result<(), WalkError> {
+        loop {
+            self.compact();
+            match self.peek()? {
+                None => return Ok(()),
+                Some(b'[') => {
+                    self.pos += 1;
+                    self.event_array(sink)?;
+                }
+                Some(b'{') => self.object(sink)?,
+                Some(_) => {
+                    let range = self.value()?;
+                    let kind = match self.buf[range.0] {
+                        b'"' => "a JSON string",
+                        b'n' => "a JSON null",
+                        b't' | b'f' => "a JSON boolean",
+                        b'-' | b'0'..=b'9' => "a JSON number",
+                        _ => return Err(self.error_at(range.0, "expected value")),
+                    };
+                    sink.unrecognised(kind.to_string());
+                }
+            }
+        }
+    }
+
+    /// Elements of an array whose `[` was consumed, each an event.
+    fn event_array(&mut self, sink: &mut dyn JsonSink) -> Result<(), WalkError> {
+        self.array_elements(|scanner, range| {
+            scanner.emit_event(range, sink);
+            Ok(())
+        })
+    }
+
+    fn log_event_array(&mut self, sink: &mut dyn JsonSink, owner: Option<&str>) -> Result<(), WalkError> {
+        self.array_elements(|scanner, range| {
+            let event: LogEvent = scanner.parse_or_fail(range)?;
+            sink.log_message(&event.message, event.timestamp, owner);
+            Ok(())
+        })
+    }
+
+    fn array_elements(
+        &mut self,
+        mut each: impl FnMut(&mut Self, (usize, usize)) -> Result<(), WalkError>,
+    ) -> Result<(), WalkError> {
+        if self.peek()? == Some(b']') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            let range = self.value()?;
+            each(self, range)?;
+            match self.peek()? {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                Some(_) => return Err(self.error_at(self.pos, "expected `,` or `]`")),
+                None => return Err(self.error_at(self.pos, "EOF while parsing a list")),
+            }
+            // Records are independent: what came before this one is no longer needed.
+            self.compact();
+        }
+    }
+
+    /// A top-level object: a record document (streamed), or one record (JSON lines).
+    fn object(&mut self, sink: &mut dyn JsonSink) -> Result<(), WalkError> {
+        let start = self.pos;
+        self.pos += 1;
+        let mut keys: Vec<(String, (usize, usize))> = Vec::new();
+        let mut owner: Option<String> = None;
+        let mut streamed = false;
+        if self.peek()? == Some(b'}') {
+            self.pos += 1;
+        } else {
+            loop {
+                let key_range = match self.peek()? {
+                    Some(b'"') => self.value()?,
+                    Some(_) => return Err(self.error_at(self.pos, "key must be a string")),
+                    None => return Err(self.error_at(self.pos, "EOF while parsing an object")),
+                };
+                let key: String = self.parse_or_fail(key_range)?;
+                self.expect(b':', "`:`")?;
+                let list = self.peek()? == Some(b'[');
+                match key.as_str() {
+                    "Records" | "Events" if list => {
+                        self.pos += 1;
+                        self.event_array(sink)?;
+                        streamed = true;
+                    }
+                    "logEvents" | "events" if list => {
+                        self.pos += 1;
+                        self.log_event_array(sink, owner.as_deref())?;
+                        streamed = true;
+                    }
+                    _ => {
+                        let range = self.value()?;
+                        if key == "owner" {
+                            owner = serde_json::from_slice(&self.buf[range.0..range.1]).ok();
+                        }
+                        keys.push((key, range));
+                    }
+                }
+                match self.peek()? {
+                    Some(b',') => self.pos += 1,
+                    Some(b'}') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    Some(_) => return Err(self.error_at(self.pos, "expected `,` or `}`")),
+                    None => return Err(self.error_at(self.pos, "EOF while parsing an object")),
+                }
+            }
+        }
+        if streamed {
+            return Ok(());
+        }
+        // Nothing was streamed, so the buffer was not compacted: the object is still whole.
+        let whole = (start, self.pos);
+        let has = |name: &str| keys.iter().any(|(k, _)| k == name);
+        if EVENT_KEYS.iter().any(|k| has(k)) {
+            self.emit_event(whole, sink);
+        } else if let Some((_, range)) = keys.iter().find(|(k, _)| k == "message") {
+            match serde_json::from_slice::<String>(&self.buf[range.0..range.1]) {
+                Ok(message) => {
+                    let timestamp = keys
+                        .iter()
+                        .find(|(k, _)| k == "timestamp")
+                        .and_then(|(_, r)| serde_json::from_slice::<i64>(&self.buf[r.0..r.1]).ok());
+                    sink.log_message(&message, timestamp, owner.as_deref());
+                }
+                Err(_) => sink.unrecognised("an object whose \"message\" is not a string".to_string()),
+            }
+        } else if has("digestStartTime") || has("digestEndTime") {
+            sink.skipped("CloudTrail digest file");
+        } else if has("Records") || has("Events") || has("logEvents") {
+            sink.unrecognised("an object where an array of events was expected".to_string());
+        } else {
+            let names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).take(8).collect();
+            sink.unrecognised(format!(
+                "a JSON object with keys [{}], which is not a CloudTrail event, a LookupEvents or S3 delivery \
+                 document, or a CloudWatch Logs envelope",
+                names.join(", ")
+            ));
         }
         Ok(())
     }
@@ -256,8 +464,8 @@ mod tests {
     }
 
     impl JsonSink for Collected {
-        fn event(&mut self, raw: &RawValue) {
-            let value: serde_json::Value = serde_json::from_str(raw.get()).unwrap();
+        fn event(&mut self, raw: &str) {
+            let value: serde_json::Value = serde_json::from_str(raw).unwrap();
             self.events.push(value["eventID"].as_str().unwrap_or("?").to_string());
         }
         fn log_message(&mut self, message: &str, timestamp_ms: Option<i64>, owner: Option<&str>) {
@@ -271,7 +479,7 @@ mod tests {
         }
     }
 
-    fn collect(input: &str) -> (Collected, Result<(), serde_json::Error>) {
+    fn collect(input: &str) -> (Collected, Result<(), WalkError>) {
         let mut sink = Collected::default();
         let result = walk(input.as_bytes(), &mut sink);
         (sink, result)

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
-use serde_json::value::RawValue;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
@@ -449,9 +448,9 @@ impl<'a> FileSink<'a> {
 }
 
 impl json_stream::JsonSink for FileSink<'_> {
-    fn event(&mut self, raw: &RawValue) {
+    fn event(&mut self, raw: &str) {
         self.records += 1;
-        self.cloudtrail_event(raw.get(), self.records);
+        self.cloudtrail_event(raw, self.records);
     }
 
     fn log_message(&mut self, message: &str, timestamp_ms: Option<i64>, owner: Option<&str>) {

@@ -30,6 +30,8 @@ pub struct PolicyEvent {
     pub geo_latitude: Option<f64>,
     pub geo_longitude: Option<f64>,
     pub geo_asn: Option<i64>,
+    /// `sessionCredentialFromConsole`, when known without parsing the raw event.
+    pub console_session: Option<bool>,
     pub raw: RawJson,
 }
 
@@ -80,6 +82,7 @@ impl PolicyEvent {
             geo_latitude: geo.and_then(|g| g.latitude),
             geo_longitude: geo.and_then(|g| g.longitude),
             geo_asn: geo.and_then(|g| g.asn.map(i64::from)),
+            console_session: Some(event.console_session),
             raw: RawJson::new(event.raw),
         }
     }
@@ -110,7 +113,9 @@ impl PolicyEvent {
     /// source address; other temporary credentials by their access key.
     pub fn session_key(&self) -> Option<String> {
         let from_console = self.is_console_login()
-            || self.raw.value().get("sessionCredentialFromConsole").and_then(|v| v.as_str()) == Some("true");
+            || self.console_session.unwrap_or_else(|| {
+                self.raw.value().get("sessionCredentialFromConsole").and_then(|v| v.as_str()) == Some("true")
+            });
         match (&self.access_key_id, from_console) {
             (Some(key), false) if key.starts_with("ASIA") => Some(format!("key:{key}")),
             _ => Some(format!("{}|{}", self.principal()?, self.source_ip_text.as_deref()?)),

@@ -178,6 +178,8 @@ impl Event for LazyEvent<'_> {
             "eventName" => self.event.event_name.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
             "userIdentity.arn" => self.event.principal_arn.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
             "userIdentity.type" => self.event.principal_type.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
+            // Absent and null are alike to `errorCode: null`, the only way rules test it.
+            "errorCode" => self.event.error_code.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
             "userAgent" => self.event.user_agent.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
             "sourceIPAddress" => self.event.source_ip_text.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
             _ => self.json().get_field(path),

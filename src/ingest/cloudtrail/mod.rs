@@ -72,6 +72,9 @@ struct EventFields<'a> {
     /// Read leniently: hand-made events sometimes carry a string here.
     #[serde(borrow)]
     resources: Option<&'a RawValue>,
+    /// A string in real events, a boolean in some hand-made ones: read either.
+    #[serde(rename = "sessionCredentialFromConsole", borrow)]
+    console_session: Option<&'a RawValue>,
     /// Set on a LookupEvents item (`{"EventId": …, "CloudTrailEvent": "<event JSON>"}`).
     #[serde(rename = "CloudTrailEvent", borrow)]
     lookup_event_json: Option<Cow<'a, str>>,
@@ -141,6 +144,8 @@ pub struct CloudTrailEvent {
     pub error_message: Option<String>,
     pub read_only: Option<bool>,
     pub resource_ids: Vec<String>,
+    /// Whether the call was made from a console session (`sessionCredentialFromConsole`).
+    pub console_session: bool,
     /// The event JSON as received (the inner event for LookupEvents items).
     pub raw: String,
 }
@@ -233,6 +238,7 @@ impl CloudTrailEvent {
             error_message: fields.error_message.map(Cow::into_owned),
             read_only,
             resource_ids,
+            console_session: fields.console_session.is_some_and(|v| matches!(v.get(), "\"true\"" | "true")),
             raw: raw.to_string(),
         })
     }
@@ -331,23 +337,56 @@ fn push_unique(ids: &mut Vec<String>, value: &str) {
     }
 }
 
-/// Collects resource ids and names from a request or response object.
+/// Collects resource ids and names from a request or response object, in document order.
+/// A token scan of the (already validated) JSON text: no value tree is built, since this runs
+/// for every event imported.
 fn collect_resource_ids(raw: &RawValue, ids: &mut Vec<String>) {
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(raw.get()) else { return };
-    walk(&value, None, ids);
-
-    fn walk(value: &serde_json::Value, key: Option<&str>, ids: &mut Vec<String>) {
-        match value {
-            serde_json::Value::String(s) => {
-                let is_arn = s.starts_with("arn:aws");
-                if is_ec2_style_id(s) || is_arn || key.is_some_and(|k| RESOURCE_NAME_KEYS.contains(&k)) {
-                    push_unique(ids, s);
-                }
-            }
-            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, key, ids)),
-            serde_json::Value::Object(map) => map.iter().for_each(|(k, v)| walk(v, Some(k), ids)),
-            _ => {}
+    let text = raw.get();
+    let bytes = text.as_bytes();
+    let mut last_key: Option<Cow<'_, str>> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'"' {
+            i += 1;
+            continue;
         }
+        // Find the closing quote, stepping over escapes.
+        let mut end = i + 1;
+        let mut escaped = false;
+        while end < bytes.len() {
+            match bytes[end] {
+                b'\\' => {
+                    escaped = true;
+                    end += 2;
+                }
+                b'"' => break,
+                _ => end += 1,
+            }
+        }
+        if end >= bytes.len() {
+            return;
+        }
+        let value: Cow<'_, str> = if escaped {
+            match serde_json::from_str::<String>(&text[i..=end]) {
+                Ok(decoded) => Cow::Owned(decoded),
+                Err(_) => Cow::Borrowed(""),
+            }
+        } else {
+            Cow::Borrowed(&text[i + 1..end])
+        };
+        let mut next = end + 1;
+        while next < bytes.len() && bytes[next].is_ascii_whitespace() {
+            next += 1;
+        }
+        if bytes.get(next) == Some(&b':') {
+            last_key = Some(value);
+        } else if is_ec2_style_id(&value)
+            || value.starts_with("arn:aws")
+            || last_key.as_deref().is_some_and(|k| RESOURCE_NAME_KEYS.contains(&k))
+        {
+            push_unique(ids, &value);
+        }
+        i = end + 1;
     }
 }
 
@@ -440,6 +479,14 @@ mod tests {
     }
 
     #[test]
+    fn reads_console_session_flags_of_either_type() {
+        for (flag, expected) in [("\"true\"", true), ("true", true), ("\"false\"", false), ("null", false)] {
+            let raw = CONSOLE_LOGIN.replace("\"eventID\"", &format!("\"sessionCredentialFromConsole\":{flag},\"eventID\""));
+            assert_eq!(CloudTrailEvent::parse(&raw, None).unwrap().console_session, expected, "{flag}");
+        }
+    }
+
+    #[test]
     fn rejects_records_that_are_not_events() {
         assert_eq!(CloudTrailEvent::parse(r#"{"eventName":"X"}"#, None).unwrap_err(), EventError::MissingTime);
         assert_eq!(CloudTrailEvent::parse(r#"{"foo":1}"#, None).unwrap_err(), EventError::NotAnEvent);
@@ -467,7 +514,10 @@ mod tests {
         assert_eq!(event.resource_ids, vec!["sg-0a1b2c3d4e5f60718", "sgr-0123456789abcdef0"]);
         let raw = r#"{"eventTime":"2026-11-02T09:00:00Z","eventSource":"iam.amazonaws.com","eventName":"AttachRolePolicy","requestParameters":{"roleName":"ssm-quick-setup","policyArn":"arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"}}"#;
         let event = CloudTrailEvent::parse(raw, None).unwrap();
-        assert_eq!(event.resource_ids, vec!["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore", "ssm-quick-setup"]);
+        assert_eq!(event.resource_ids, vec!["ssm-quick-setup", "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]);
+        let raw = r#"{"eventTime":"2026-11-02T09:00:00Z","eventSource":"iam.amazonaws.com","eventName":"CreateUser","requestParameters":{"userName":"back\u0075p-admin","tags":[{"key":"team","value":"ops"}]}}"#;
+        let event = CloudTrailEvent::parse(raw, None).unwrap();
+        assert_eq!(event.resource_ids, vec!["backup-admin"], "escaped names are decoded");
         let raw = r#"{"eventTime":"2026-11-12T05:40:17Z","eventSource":"cloudtrail.amazonaws.com","eventName":"StopLogging","requestParameters":{"name":"arn:aws:cloudtrail:us-east-1:111122223333:trail/management-trail"}}"#;
         let event = CloudTrailEvent::parse(raw, None).unwrap();
         assert_eq!(event.resource_ids, vec!["arn:aws:cloudtrail:us-east-1:111122223333:trail/management-trail"]);
