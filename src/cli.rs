@@ -47,6 +47,11 @@ pub enum Command {
     },
     /// List alerts, or change one's status.
     Alerts(AlertsArgs),
+    /// Alerts linked into incidents (one console or role session), each with its timeline.
+    Incidents {
+        #[arg(long)]
+        json: bool,
+    },
     /// Check, list and backtest the policies in the policies folder.
     Policies {
         #[command(flatten)]

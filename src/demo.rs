@@ -3,6 +3,14 @@
 
 use sqlx::PgPool;
 
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("database error")]
+    Db(#[from] sqlx::Error),
+    #[error("reading alerts")]
+    Alerts(#[from] crate::alerts::store::AlertStoreError),
+}
+
 /// Write calls that change who can get in or what is logged.
 const NOTABLE_CHANGES: &[&str] = &[
     "AuthorizeSecurityGroupIngress",
@@ -24,7 +32,19 @@ const NOTABLE_CHANGES: &[&str] = &[
     "UpdateTrail",
 ];
 
-pub async fn print_story(pool: &PgPool) -> Result<(), sqlx::Error> {
+pub async fn print_story(pool: &PgPool) -> Result<(), DemoError> {
+    println!("\nAlerts (skywarden alerts --json for all fields):");
+    let alerts = crate::alerts::store::list(pool, &crate::alerts::store::AlertFilter::default()).await?;
+    for alert in alerts.iter().filter(|a| a.severity >= crate::alerts::Severity::Medium) {
+        println!(
+            "  {}  {:<8} {:<38} {}",
+            alert.first_seen.format("%Y-%m-%d %H:%M"),
+            alert.severity,
+            alert.policy_id,
+            alert.title
+        );
+    }
+
     println!("\nConsole logins by user and country:");
     let logins = sqlx::query!(
         r#"SELECT coalesce(user_name, principal_arn, '?') AS "user!", coalesce(geo_country, '??') AS "country!",

@@ -51,6 +51,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => run_demo(&cli.db, args).await,
         Command::BenchImport(args) => bench_import(&cli.db, args).await,
         Command::Alerts(args) => alerts(&cli.db, args).await,
+        Command::Incidents { json } => {
+            let db = Database::open(&cli.db).await?;
+            let incidents = alert_store::incidents(&db.pool).await;
+            db.close().await?;
+            for incident in incidents? {
+                if json {
+                    println!("{}", serde_json::to_string(&incident)?);
+                    continue;
+                }
+                println!(
+                    "{}  {}  {} from {}  {} .. {}",
+                    incident.id,
+                    incident.severity,
+                    incident.principal.as_deref().unwrap_or("?"),
+                    incident.source_ip.as_deref().unwrap_or("?"),
+                    incident.first_seen.format("%Y-%m-%d %H:%M"),
+                    incident.last_seen.format("%Y-%m-%d %H:%M")
+                );
+                for step in &incident.timeline {
+                    println!("    {}  {:<8} {}", step.time.format("%Y-%m-%d %H:%M:%S"), step.severity, step.title);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::BenchDetect { events, policies } => {
             anyhow::ensure!(policies.policies.is_dir(), "no policies folder at {}", policies.policies.display());
             let set = PolicySet::load_with(&policies.policies, true);

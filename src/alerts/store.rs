@@ -239,3 +239,81 @@ pub async fn set_status(
     tx.commit().await?;
     Ok(old.status)
 }
+
+/// Alerts of one intrusion: those raised in one console or role session, plus alerts on the
+/// session's source address (flow exfiltration, say) within a day of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentView {
+    pub id: String,
+    pub account_id: String,
+    pub principal: Option<String>,
+    pub source_ip: Option<String>,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub severity: Severity,
+    /// The alerts in the order they started: the story.
+    pub timeline: Vec<IncidentStep>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentStep {
+    pub time: DateTime<Utc>,
+    pub alert_id: String,
+    pub policy_id: String,
+    pub severity: Severity,
+    pub title: String,
+    pub mitre: Vec<String>,
+}
+
+/// Incidents with alerts of at least two policies, newest first.
+pub async fn incidents(pool: &PgPool) -> Result<Vec<IncidentView>, AlertStoreError> {
+    let alerts = list(pool, &AlertFilter::default()).await?;
+    let mut incidents: Vec<IncidentView> = Vec::new();
+    let step = |a: &AlertView| IncidentStep {
+        time: a.first_seen,
+        alert_id: a.id.clone(),
+        policy_id: a.policy_id.clone(),
+        severity: a.severity,
+        title: a.title.clone(),
+        mitre: a.mitre.clone(),
+    };
+    for alert in alerts.iter().filter(|a| a.incident_id.is_some()) {
+        let id = alert.incident_id.clone().unwrap_or_default();
+        match incidents.iter_mut().find(|i| i.id == id) {
+            Some(incident) => incident.timeline.push(step(alert)),
+            None => incidents.push(IncidentView {
+                id,
+                account_id: alert.account_id.clone(),
+                principal: alert.principal.clone(),
+                source_ip: alert.source_ip.clone(),
+                first_seen: alert.first_seen,
+                last_seen: alert.last_seen,
+                severity: alert.severity,
+                timeline: vec![step(alert)],
+            }),
+        }
+    }
+    // Alerts with no session (flows) join the incident of their address, if close in time.
+    for alert in alerts.iter().filter(|a| a.incident_id.is_none() && a.source_ip.is_some()) {
+        let near = |i: &&mut IncidentView| {
+            i.account_id == alert.account_id
+                && i.source_ip == alert.source_ip
+                && alert.first_seen >= i.first_seen - chrono::Duration::days(1)
+                && alert.first_seen <= i.last_seen + chrono::Duration::days(1)
+        };
+        if let Some(incident) = incidents.iter_mut().find(near) {
+            incident.timeline.push(step(alert));
+        }
+    }
+    // One policy firing again and again is not an intrusion story.
+    incidents.retain(|i| i.timeline.iter().any(|s| s.policy_id != i.timeline[0].policy_id));
+    for incident in &mut incidents {
+        incident.timeline.sort_by(|a, b| a.time.cmp(&b.time).then(a.policy_id.cmp(&b.policy_id)));
+        incident.first_seen = incident.timeline.iter().map(|s| s.time).min().unwrap_or(incident.first_seen);
+        incident.last_seen =
+            incident.timeline.iter().map(|s| s.time).max().unwrap_or(incident.last_seen).max(incident.last_seen);
+        incident.severity = incident.timeline.iter().map(|s| s.severity).max().unwrap_or(incident.severity);
+    }
+    incidents.sort_by(|a, b| b.first_seen.cmp(&a.first_seen));
+    Ok(incidents)
+}

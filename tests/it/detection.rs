@@ -137,6 +137,20 @@ async fn sample_incident_raises_the_seed_story_and_nothing_else() {
         .collect();
     assert_eq!(incidents.len(), 1, "{incidents:?}");
 
+    // ... and `skywarden incidents` tells it as one timeline, from the failures to StopLogging.
+    let output = db.skywarden(&["incidents", "--json"]);
+    let incidents: Vec<Value> =
+        String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    let steps: Vec<&str> =
+        incidents[0]["timeline"].as_array().unwrap().iter().map(|s| s["policy_id"].as_str().unwrap()).collect();
+    assert_eq!(steps.first(), Some(&"aws-excessive-login-failures"), "{steps:?}");
+    assert_eq!(steps.last(), Some(&"aws-cloudtrail-logging-disabled"), "{steps:?}");
+    for policy in ["aws-account-hijacking-attempt", "aws-security-group-ingress-opened", "aws-flow-exfiltration-volume"]
+    {
+        assert!(steps.contains(&policy), "{policy} in {steps:?}");
+    }
+
     // Importing again changes nothing.
     let again = import(&db, &geo, &[&incident()]);
     assert_eq!(again["detection"]["new_alerts"], 0, "{again}");

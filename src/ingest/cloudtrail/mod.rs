@@ -481,7 +481,8 @@ mod tests {
     #[test]
     fn reads_console_session_flags_of_either_type() {
         for (flag, expected) in [("\"true\"", true), ("true", true), ("\"false\"", false), ("null", false)] {
-            let raw = CONSOLE_LOGIN.replace("\"eventID\"", &format!("\"sessionCredentialFromConsole\":{flag},\"eventID\""));
+            let raw =
+                CONSOLE_LOGIN.replace("\"eventID\"", &format!("\"sessionCredentialFromConsole\":{flag},\"eventID\""));
             assert_eq!(CloudTrailEvent::parse(&raw, None).unwrap().console_session, expected, "{flag}");
         }
     }
