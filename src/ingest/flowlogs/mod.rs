@@ -15,24 +15,6 @@ pub const COLUMNS: &str = "account_id, bucket_time, record_hash, version, interf
     subnet_id, instance_id, tcp_flags, traffic_type, pkt_srcaddr, pkt_dstaddr, region, az_id, \
     flow_direction, traffic_path, pkt_src_aws_service, pkt_dst_aws_service, src_country, dst_country, extra";
 
-/// The default format (version 2).
-const DEFAULT_V2: &[&str] = &[
-    "version",
-    "account-id",
-    "interface-id",
-    "srcaddr",
-    "dstaddr",
-    "srcport",
-    "dstport",
-    "protocol",
-    "packets",
-    "bytes",
-    "start",
-    "end",
-    "action",
-    "log-status",
-];
-
 /// Every field of versions 2 to 5, in the order AWS documents them.
 const ALL_V5: &[&str] = &[
     "version",
@@ -66,30 +48,11 @@ const ALL_V5: &[&str] = &[
     "traffic-path",
 ];
 
-/// Field names that show a line is a header rather than a record.
-const CORE_FIELDS: &[&str] = &[
-    "version",
-    "account-id",
-    "interface-id",
-    "srcaddr",
-    "dstaddr",
-    "srcport",
-    "dstport",
-    "protocol",
-    "packets",
-    "bytes",
-    "start",
-    "end",
-    "action",
-    "log-status",
-    "vpc-id",
-    "subnet-id",
-    "instance-id",
-    "tcp-flags",
-    "type",
-    "pkt-srcaddr",
-    "pkt-dstaddr",
-];
+/// The default format (version 2): the first 14 fields.
+const DEFAULT_V2: &[&str] = ALL_V5.split_at(14).0;
+
+/// Field names that show a line is a header rather than a record (the v2 and v3 fields).
+const CORE_FIELDS: &[&str] = ALL_V5.split_at(21).0;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum FlowError {
