@@ -83,6 +83,11 @@ pub async fn evaluate(
 
     // Event rules, and the time span of new console logins.
     let mut login_span: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+    let api_activity = policies.detectors.settings.account_hijacking.include_api_activity
+        && policies.detectors.settings.account_hijacking.enabled
+        && only_policy.is_none_or(|p| p == crate::policy::detectors::HIJACK);
+    // The first call of each principal from each country, for the API-activity baseline.
+    let mut first_calls: Vec<PolicyEvent> = Vec::new();
     let mut rows = match scope {
         Scope::IngestedSince(since) => events_ingested_since(pool, since),
         Scope::EventsSince(since) => events_since(pool, since),
@@ -97,8 +102,39 @@ pub async fn evaluate(
         }
         findings.extend(policies.sigma.evaluate(&event, only_policy));
         findings.extend(policies.detectors.evaluate_event(&event, only_policy));
+        if api_activity && !event.is_console_login() && event.source_ip.is_some() && event.geo_country.is_some() {
+            let seen = first_calls.iter().any(|e| {
+                e.account_id == event.account_id
+                    && e.principal() == event.principal()
+                    && e.geo_country == event.geo_country
+            });
+            if !seen {
+                first_calls.push(event);
+            }
+        }
     }
     drop(rows);
+
+    let baseline = Duration::days(policies.detectors.settings.account_hijacking.baseline_days);
+    for event in &first_calls {
+        let Some(principal) = event.principal() else { continue };
+        let history = sqlx::query!(
+            r#"SELECT geo_country AS "country!", count(*) AS "events!" FROM cloudtrail_events
+               WHERE account_id = $1 AND coalesce(principal_arn, user_name) = $2
+                 AND event_time >= $3 AND event_time < $4 AND geo_country IS NOT NULL
+                 AND error_code IS NULL
+               GROUP BY geo_country"#,
+            event.account_id,
+            principal,
+            event.event_time - baseline,
+            event.event_time,
+        )
+        .fetch_all(pool)
+        .await?;
+        let countries = history.iter().map(|r| r.country.clone()).collect();
+        let prior = history.iter().map(|r| r.events as usize).sum();
+        findings.extend(logins::api_activity_from_new_country(&policies.detectors, event, &countries, prior));
+    }
 
     if let Some((first, last)) = login_span {
         let settings = &policies.detectors.settings;

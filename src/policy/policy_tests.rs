@@ -402,3 +402,21 @@ fn every_shipped_policy_has_mitre_and_a_stable_id() {
     // The SigmaHQ pack is loaded but off.
     assert_eq!(set.list().iter().filter(|p| p.id.starts_with("sigma-") && !p.enabled).count(), 57);
 }
+
+#[test]
+fn api_activity_from_a_new_country_is_optional() {
+    let set = policies();
+    let call =
+        to_event(&cloudtrail("alice", "ec2.amazonaws.com", "DescribeInstances", T, ATTACKER, json!({})), Some("UA"));
+    let usual: BTreeSet<String> = ["US".to_string()].into();
+    assert!(logins::api_activity_from_new_country(&set.detectors, &call, &usual, 50).is_none(), "off by default");
+
+    let settings: DetectorSettings = yaml_serde::from_str("account_hijacking: {include_api_activity: true}").unwrap();
+    let on = Detectors::new(settings, Path::new("t.yaml"), &BTreeSet::new(), &mut Vec::new());
+    let finding = logins::api_activity_from_new_country(&on, &call, &usual, 50).expect("a call from a new country");
+    assert_eq!(finding.policy_id, "aws-account-hijacking-attempt");
+    assert!(finding.title.contains("called DescribeInstances from UA"), "{}", finding.title);
+    let with_ua: BTreeSet<String> = ["US".to_string(), "UA".to_string()].into();
+    assert!(logins::api_activity_from_new_country(&on, &call, &with_ua, 50).is_none(), "a known country");
+    assert!(logins::api_activity_from_new_country(&on, &call, &usual, 1).is_none(), "no baseline yet");
+}

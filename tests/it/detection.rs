@@ -278,3 +278,71 @@ async fn backtest_reports_without_creating_alerts() {
     let output = db.skywarden(&["policies", "backtest", "no-such-policy", "--since", "2026-11-01T00:00:00Z"]);
     assert!(String::from_utf8_lossy(&output.stderr).contains("no policy with id no-such-policy"));
 }
+
+#[tokio::test]
+async fn api_calls_from_a_new_country_alert_only_when_enabled() {
+    let dir = tempfile::tempdir().unwrap();
+    // Stolen access keys, no console login: deploy-bot calls from the US for days, then from UA.
+    let call = |day: u32, ip: &str, id: &str| {
+        serde_json::json!({"eventVersion": "1.09", "eventTime": format!("2026-11-{day:02}T10:00:00Z"),
+            "eventSource": "s3.amazonaws.com", "eventName": "ListBuckets", "awsRegion": "us-east-1",
+            "sourceIPAddress": ip, "userAgent": "aws-cli/2.15", "eventID": id, "eventType": "AwsApiCall",
+            "recipientAccountId": "111122223333",
+            "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/deploy-bot",
+                "accountId": "111122223333", "userName": "deploy-bot", "accessKeyId": "AKIAEXAMPLEDEPLOY01"}})
+        .to_string()
+    };
+    let lines: Vec<String> = (1..=5)
+        .map(|day| call(day, "52.94.236.248", &format!("us-{day}")))
+        .chain([call(9, ATTACKER_IP, "ua-1")])
+        .collect();
+    let trail = dir.path().join("calls.jsonl");
+    std::fs::write(&trail, lines.join("\n")).unwrap();
+    let geo = country_db(dir.path());
+    let policies = dir.path().join("policies");
+    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"), &policies);
+
+    let run = |db: &TestDb| {
+        let output = db.skywarden(&[
+            "import",
+            "--json",
+            "--policies",
+            policies.to_str().unwrap(),
+            "--geoip",
+            geo.to_str().unwrap(),
+            trail.to_str().unwrap(),
+        ]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    };
+    let off = TestDb::new().await;
+    run(&off);
+    assert!(alerts(&off, &["--policy", "aws-account-hijacking-attempt"]).is_empty(), "off by default");
+
+    let settings = std::fs::read_to_string(policies.join("detectors.yaml")).unwrap();
+    std::fs::write(
+        policies.join("detectors.yaml"),
+        settings.replace("include_api_activity: false", "include_api_activity: true"),
+    )
+    .unwrap();
+    let on = TestDb::new().await;
+    run(&on);
+    let hijack = alerts(&on, &["--policy", "aws-account-hijacking-attempt"]);
+    assert_eq!(hijack.len(), 1, "{hijack:?}");
+    assert_eq!(hijack[0]["evidence"], serde_json::json!(["ua-1"]));
+    assert_eq!(hijack[0]["country"], "UA");
+}
+
+const ATTACKER_IP: &str = "176.36.10.20";
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

@@ -173,10 +173,7 @@ fn hijack(
     let settings = &detectors.settings.account_hijacking;
     let country = event.geo_country.as_deref()?;
     let principal = event.principal()?;
-    if settings.allow_countries.iter().any(|c| c.eq_ignore_ascii_case(country))
-        || settings.allow_principals.iter().any(|p| p == principal || event.user_name.as_deref() == Some(p.as_str()))
-        || event.source_ip.is_some_and(|ip| detectors.hijack_allowed.iter().any(|c| c.contains(ip)))
-    {
+    if hijack_allowed(detectors, event, country, principal) {
         return None;
     }
     let since = event.event_time - baseline;
@@ -207,6 +204,52 @@ fn hijack(
         "latitude": event.geo_latitude,
         "longitude": event.geo_longitude,
         "mfa_used": event.raw.value().pointer("/additionalEventData/MFAUsed"),
+    });
+    Some(finding)
+}
+
+fn hijack_allowed(detectors: &Detectors, event: &PolicyEvent, country: &str, principal: &str) -> bool {
+    let settings = &detectors.settings.account_hijacking;
+    settings.allow_countries.iter().any(|c| c.eq_ignore_ascii_case(country))
+        || settings.allow_principals.iter().any(|p| p == principal || event.user_name.as_deref() == Some(p.as_str()))
+        || event.source_ip.is_some_and(|ip| detectors.hijack_allowed.iter().any(|c| c.contains(ip)))
+}
+
+/// With `include_api_activity`: an API call from a country the principal has not used (for
+/// logins or calls) in the baseline window. `baseline` holds those countries and how many
+/// earlier events there were; the caller reads them from storage.
+pub fn api_activity_from_new_country(
+    detectors: &Detectors,
+    event: &PolicyEvent,
+    baseline_countries: &BTreeSet<String>,
+    prior_events: usize,
+) -> Option<Finding> {
+    let settings = &detectors.settings.account_hijacking;
+    let country = event.geo_country.as_deref()?;
+    let principal = event.principal()?;
+    if !settings.enabled
+        || !settings.include_api_activity
+        || event.is_console_login()
+        || prior_events < settings.min_prior_logins
+        || baseline_countries.contains(country)
+        || hijack_allowed(detectors, event, country, principal)
+    {
+        return None;
+    }
+    let who = event.user_name.as_deref().unwrap_or(principal);
+    let title = format!(
+        "Account hijacking attempt: {who} called {} from {country} ({}), never seen in {} days (usual: {})",
+        event.event_name.as_deref().unwrap_or("the API"),
+        event.source_ip_text.as_deref().unwrap_or("?"),
+        settings.baseline_days,
+        baseline_countries.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+    );
+    let mut finding = detectors.meta(HIJACK).finding_for(event, settings.severity, title);
+    finding.details = serde_json::json!({
+        "baseline_countries": baseline_countries,
+        "baseline_events": prior_events,
+        "baseline_days": settings.baseline_days,
+        "activity": "api",
     });
     Some(finding)
 }

@@ -59,6 +59,9 @@ pub struct HijackSettings {
     pub allow_countries: Vec<String>,
     pub allow_cidrs: Vec<String>,
     pub allow_principals: Vec<String>,
+    /// Also alert on API calls (not only console logins) from a country outside the
+    /// principal's baseline of logins and calls.
+    pub include_api_activity: bool,
     pub severity: Severity,
 }
 
@@ -71,6 +74,7 @@ impl Default for HijackSettings {
             allow_countries: vec![],
             allow_cidrs: vec![],
             allow_principals: vec![],
+            include_api_activity: false,
             severity: Severity::High,
         }
     }
