@@ -78,7 +78,8 @@ async fn demo_tells_the_story() {
     ]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    let login_line = stdout.lines().find(|l| l.contains("alice") && l.contains(" UA ")).expect(&stdout);
+    let login_line =
+        stdout.lines().find(|l| l.contains("alice") && l.contains(" UA ") && l.contains("logins")).expect(&stdout);
     assert!(login_line.contains("12 logins (11 failed)"), "{login_line}");
     let sg_line = stdout
         .lines()
@@ -86,4 +87,6 @@ async fn demo_tells_the_story() {
         .expect(&stdout);
     assert!(sg_line.contains("by alice") && sg_line.contains("176.36.10.20 (UA)"), "{sg_line}");
     assert!(stdout.contains("-> 176.36.10.20    UA    3201461741 bytes"), "{stdout}");
+    let alert_line = stdout.lines().find(|l| l.contains("aws-account-hijacking-attempt")).expect(&stdout);
+    assert!(alert_line.contains("high") && alert_line.contains("from UA (176.36.10.20)"), "{alert_line}");
 }
