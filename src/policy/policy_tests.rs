@@ -420,3 +420,31 @@ fn api_activity_from_a_new_country_is_optional() {
     assert!(logins::api_activity_from_new_country(&on, &call, &with_ua, 50).is_none(), "a known country");
     assert!(logins::api_activity_from_new_country(&on, &call, &usual, 1).is_none(), "no baseline yet");
 }
+
+#[test]
+fn the_lazy_view_matches_like_plain_json_on_the_sample_incident() {
+    use crate::ingest::json_stream::{self, JsonSink};
+    struct Compare<'p> {
+        set: &'p PolicySet,
+        events: usize,
+    }
+    impl JsonSink for Compare<'_> {
+        fn event(&mut self, raw: &str) {
+            let value: Value = serde_json::from_str(raw).unwrap();
+            let event = PolicyEvent::from_parsed(CloudTrailEvent::parse(raw, None).unwrap(), None);
+            assert_eq!(self.set.sigma.matching_rules(&event), self.set.sigma.matching_rules_plain(&value), "{raw}");
+            self.events += 1;
+        }
+        fn log_message(&mut self, _: &str, _: Option<i64>, _: Option<&str>) {}
+        fn skipped(&mut self, _: &'static str) {}
+        fn unrecognised(&mut self, _: String) {}
+    }
+    let set = PolicySet::load_with(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"), true);
+    let mut compare = Compare { set: &set, events: 0 };
+    let trails = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/incident/cloudtrail");
+    for entry in walkdir::WalkDir::new(trails).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()) {
+        let reader = flate2::read::GzDecoder::new(std::fs::File::open(entry.path()).unwrap());
+        json_stream::walk(reader, &mut compare).unwrap();
+    }
+    assert!(compare.events > 2000, "{}", compare.events);
+}

@@ -111,9 +111,26 @@ impl SigmaPolicies {
         self.by_rule_id.len()
     }
 
+    /// Ids of the rules that match `raw` seen as plain JSON, without the lazy typed view: the
+    /// reference the lazy view is checked against.
+    pub fn matching_rules_plain(&self, raw: &serde_json::Value) -> Vec<String> {
+        let mut ids: Vec<String> =
+            self.engine.evaluate(&JsonEvent::borrow(raw)).into_iter().filter_map(|r| r.header.rule_id).collect();
+        ids.sort();
+        ids
+    }
+
+    /// Ids of the rules that match `event` through the lazy view evaluation uses.
+    pub fn matching_rules(&self, event: &PolicyEvent) -> Vec<String> {
+        let mut ids: Vec<String> =
+            self.engine.evaluate(&LazyEvent::new(event)).into_iter().filter_map(|r| r.header.rule_id).collect();
+        ids.sort();
+        ids
+    }
+
     /// Every enabled rule that matches `event`, as findings.
     pub fn evaluate(&self, event: &PolicyEvent, only_policy: Option<&str>) -> Vec<Finding> {
-        let json = LazyEvent { event, json: OnceCell::new() };
+        let json = LazyEvent::new(event);
         let mut findings: Vec<Finding> = Vec::new();
         for result in self.engine.evaluate(&json) {
             let Some(meta) = result.header.rule_id.as_deref().and_then(|id| self.by_rule_id.get(id)) else { continue };
@@ -163,11 +180,46 @@ fn typed_fields_first(rule: &SigmaRule) -> SigmaRule {
 struct LazyEvent<'a> {
     event: &'a PolicyEvent,
     json: OnceCell<JsonEvent<'a>>,
+    /// The raw event's top-level keys and their unparsed values; each subtree is parsed the
+    /// first time a rule asks for a field under it (`None` if the text could not be split).
+    parts: OnceCell<Option<Vec<TopLevelPart<'a>>>>,
+}
+
+struct TopLevelPart<'a> {
+    key: &'a str,
+    raw: &'a serde_json::value::RawValue,
+    /// `{key: subtree}` as an event, so field lookups keep rsigma's own path semantics.
+    parsed: OnceCell<JsonEvent<'static>>,
 }
 
 impl<'a> LazyEvent<'a> {
+    fn new(event: &'a PolicyEvent) -> Self {
+        Self { event, json: OnceCell::new(), parts: OnceCell::new() }
+    }
+
     fn json(&self) -> &JsonEvent<'a> {
         self.json.get_or_init(|| JsonEvent::borrow(self.event.raw.value()))
+    }
+
+    /// Looks `path` up by parsing only the top-level subtree it lies under.
+    fn field_from_part(&self, path: &str) -> Option<Option<EventValue<'_>>> {
+        let parts = self.parts.get_or_init(|| {
+            let map: Vec<(&str, &serde_json::value::RawValue)> = serde_json::from_str::<
+                std::collections::BTreeMap<&str, &serde_json::value::RawValue>,
+            >(self.event.raw.text())
+            .ok()?
+            .into_iter()
+            .collect();
+            Some(map.into_iter().map(|(key, raw)| TopLevelPart { key, raw, parsed: OnceCell::new() }).collect())
+        });
+        let parts = parts.as_ref()?;
+        let top = path.split('.').next().unwrap_or(path);
+        let Some(part) = parts.iter().find(|p| p.key == top) else { return Some(None) };
+        let event = part.parsed.get_or_init(|| {
+            let value: serde_json::Value = serde_json::from_str(part.raw.get()).unwrap_or(serde_json::Value::Null);
+            JsonEvent::owned(serde_json::Value::Object([(part.key.to_string(), value)].into_iter().collect()))
+        });
+        Some(event.get_field(path))
     }
 }
 
@@ -182,7 +234,11 @@ impl Event for LazyEvent<'_> {
             "errorCode" => self.event.error_code.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
             "userAgent" => self.event.user_agent.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
             "sourceIPAddress" => self.event.source_ip_text.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
-            _ => self.json().get_field(path),
+            // Keys with escapes cannot be borrowed from the text: then parse it all.
+            _ => match self.field_from_part(path) {
+                Some(found) => found,
+                None => self.json().get_field(path),
+            },
         }
     }
 
