@@ -52,6 +52,19 @@ impl RawJson {
         &self.text
     }
 
+    /// Only `requestParameters`, parsed without building the rest of the event.
+    pub fn request_parameters(&self) -> serde_json::Value {
+        #[derive(serde::Deserialize)]
+        struct Request {
+            #[serde(rename = "requestParameters", default)]
+            parameters: serde_json::Value,
+        }
+        match self.value.get() {
+            Some(value) => value["requestParameters"].clone(),
+            None => serde_json::from_str::<Request>(&self.text).map(|r| r.parameters).unwrap_or_default(),
+        }
+    }
+
     /// The parsed event (`null` if the text is not JSON, which the importer never stores).
     pub fn value(&self) -> &serde_json::Value {
         self.value.get_or_init(|| serde_json::from_str(&self.text).unwrap_or(serde_json::Value::Null))

@@ -107,8 +107,7 @@ fn items(value: &Value) -> Vec<&Value> {
 }
 
 /// The address ranges an ingress call opens, from both API shapes.
-fn openings(event: &PolicyEvent) -> Vec<Opening> {
-    let params = &event.raw.value()["requestParameters"];
+fn openings(event: &PolicyEvent, params: &Value) -> Vec<Opening> {
     let mut found = Vec::new();
     match event.event_name.as_deref() {
         Some("AuthorizeSecurityGroupIngress") => {
@@ -160,7 +159,8 @@ pub(super) fn evaluate(detectors: &Detectors, event: &PolicyEvent) -> Vec<Findin
         return vec![];
     }
     let settings = &detectors.settings.security_group_ingress;
-    let exposed: Vec<Opening> = openings(event)
+    let params = event.raw.request_parameters();
+    let exposed: Vec<Opening> = openings(event, &params)
         .into_iter()
         .filter(|o| {
             o.cidr.is_world() || (is_public(o.cidr.address) && !detectors.trusted.iter().any(|t| o.cidr.within(t)))
@@ -181,9 +181,9 @@ pub(super) fn evaluate(detectors: &Detectors, event: &PolicyEvent) -> Vec<Findin
         .is_some_and(|c| !settings.home_countries.is_empty() && !settings.home_countries.iter().any(|h| h == c));
     let world = exposed.iter().any(|o| o.cidr.is_world());
     let severity = if !admin_ports.is_empty() || foreign { Severity::High } else { Severity::Medium };
-    let group = event.raw.value()["requestParameters"]["groupId"]
+    let group = params["groupId"]
         .as_str()
-        .or_else(|| event.raw.value()["requestParameters"]["ModifySecurityGroupRulesRequest"]["GroupId"].as_str())
+        .or_else(|| params["ModifySecurityGroupRulesRequest"]["GroupId"].as_str())
         .or(event.resource_ids.first().map(String::as_str))
         .unwrap_or("a security group")
         .to_string();
