@@ -47,7 +47,19 @@ pub struct DetectionSummary {
     pub findings: u64,
     pub new_alerts: u64,
     pub new_evidence: u64,
+    /// Login evidence withdrawn because data that arrived later changed the verdict.
+    pub retracted_evidence: u64,
+    /// The console logins the login detectors re-decided.
+    #[serde(skip)]
+    pub login_range: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
+
+/// Policies whose verdict on a login depends on other logins.
+const LOGIN_POLICIES: &[&str] = &[
+    crate::policy::detectors::HIJACK,
+    crate::policy::detectors::IMPOSSIBLE_TRAVEL,
+    crate::policy::detectors::LOGIN_FAILURES,
+];
 
 /// The database's clock, so "ingested since" compares like with like.
 pub async fn database_now(pool: &PgPool) -> Result<DateTime<Utc>, sqlx::Error> {
@@ -60,6 +72,16 @@ pub async fn run(pool: &PgPool, policies: &PolicySet, scope: Scope) -> Result<De
     let RecordOutcome { new_evidence, new_alerts } = store::record(pool, &findings).await?;
     summary.new_alerts = new_alerts;
     summary.new_evidence = new_evidence;
+    if let Some((from, to)) = summary.login_range {
+        // The login detectors re-decided every console login in this range: evidence they no
+        // longer find (an older file showed the "new" country was not new) is withdrawn.
+        let keep: Vec<(String, String)> = findings
+            .iter()
+            .filter(|f| LOGIN_POLICIES.contains(&f.policy_id.as_str()))
+            .map(|f| (f.alert_id(), f.evidence_id.clone()))
+            .collect();
+        summary.retracted_evidence = store::retract_login_evidence(pool, LOGIN_POLICIES, from, to, &keep).await?;
+    }
     tracing::info!(
         events = summary.events_evaluated,
         logins = summary.logins_evaluated,
@@ -144,6 +166,7 @@ pub async fn evaluate(
         let logins = console_logins(pool, first - reach, last + reach).await?;
         summary.logins_evaluated = logins.len() as u64;
         findings.extend(logins::evaluate(&policies.detectors, &logins, first, only_policy));
+        summary.login_range = Some((first, last + reach));
     }
 
     if only_policy.is_none_or(|p| p == crate::policy::detectors::EXFILTRATION) {

@@ -114,6 +114,69 @@ pub async fn record(pool: &PgPool, findings: &[Finding]) -> Result<RecordOutcome
     Ok(outcome)
 }
 
+/// Withdraws console-login evidence of `policies` in `[from, to]` that is not in `keep`
+/// (alert id, event id), then removes alerts left with no evidence that nobody has triaged, and
+/// recounts the rest. Returns how much evidence was withdrawn.
+pub async fn retract_login_evidence(
+    pool: &PgPool,
+    policies: &[&str],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    keep: &[(String, String)],
+) -> Result<u64, AlertStoreError> {
+    let policies: Vec<String> = policies.iter().map(|p| p.to_string()).collect();
+    let (keep_alerts, keep_events): (Vec<String>, Vec<String>) = keep.iter().cloned().unzip();
+    let mut tx = pool.begin().await?;
+    let withdrawn = sqlx::query!(
+        r#"DELETE FROM alert_evidence e
+           USING alerts a, cloudtrail_events c
+           WHERE a.account_id = e.account_id AND a.alert_id = e.alert_id AND a.policy_id = ANY($1)
+             AND c.account_id = e.account_id AND c.event_id = e.event_id AND c.event_time = e.event_time
+             AND c.event_name = 'ConsoleLogin'
+             AND e.event_time >= $2 AND e.event_time <= $3
+             AND NOT EXISTS (SELECT 1 FROM unnest($4::text[], $5::text[]) AS k(alert_id, event_id)
+                             WHERE k.alert_id::uuid = e.alert_id AND k.event_id = e.event_id)
+           RETURNING e.account_id, e.alert_id::text AS "alert_id!""#,
+        &policies,
+        from,
+        to,
+        &keep_alerts,
+        &keep_events,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in &withdrawn {
+        sqlx::query!(
+            r#"DELETE FROM alerts a
+               WHERE a.account_id = $1 AND a.alert_id = $2::text::uuid AND a.status = 'open'
+                 AND NOT EXISTS (SELECT 1 FROM alert_evidence e WHERE e.account_id = a.account_id AND e.alert_id = a.alert_id)
+                 AND NOT EXISTS (SELECT 1 FROM alert_status_changes s WHERE s.account_id = a.account_id AND s.alert_id = a.alert_id)"#,
+            row.account_id,
+            row.alert_id,
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            r#"UPDATE alerts a SET
+                   event_count = (SELECT count(*) FROM alert_evidence e WHERE e.account_id = a.account_id AND e.alert_id = a.alert_id),
+                   first_seen = coalesce((SELECT min(e.event_time) FROM alert_evidence e
+                                          WHERE e.account_id = a.account_id AND e.alert_id = a.alert_id), a.first_seen),
+                   last_seen = coalesce((SELECT max(e.event_time) FROM alert_evidence e
+                                         WHERE e.account_id = a.account_id AND e.alert_id = a.alert_id), a.last_seen)
+               WHERE a.account_id = $1 AND a.alert_id = $2::text::uuid"#,
+            row.account_id,
+            row.alert_id,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    if !withdrawn.is_empty() {
+        tracing::info!(evidence = withdrawn.len(), "login evidence withdrawn after re-evaluation");
+    }
+    Ok(withdrawn.len() as u64)
+}
+
 /// An alert as the CLI and API show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct AlertView {

@@ -346,3 +346,45 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[tokio::test]
+async fn an_older_file_imported_later_withdraws_a_verdict_it_disproves() {
+    let dir = tempfile::tempdir().unwrap();
+    let login = |day: u32, ip: &str| {
+        serde_json::json!({"eventVersion": "1.09", "eventTime": format!("2026-11-{day:02}T10:00:00Z"),
+            "eventSource": "signin.amazonaws.com", "eventName": "ConsoleLogin", "awsRegion": "us-east-1",
+            "sourceIPAddress": ip, "userAgent": "Mozilla/5.0", "eventID": format!("login-{day}"),
+            "eventType": "AwsConsoleSignIn", "recipientAccountId": "111122223333",
+            "responseElements": {"ConsoleLogin": "Success"}, "additionalEventData": {"MFAUsed": "Yes"},
+            "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/alice",
+                "accountId": "111122223333", "userName": "alice"}})
+        .to_string()
+    };
+    // Newer file: three logins from home, then one from Ukraine. Older file: a Ukrainian login
+    // in between, which makes the later one unremarkable.
+    let newer = dir.path().join("newer.jsonl");
+    std::fs::write(
+        &newer,
+        [login(1, "73.202.18.40"), login(2, "73.202.18.40"), login(3, "73.202.18.40"), login(12, ATTACKER_IP)]
+            .join("\n"),
+    )
+    .unwrap();
+    let older = dir.path().join("older.jsonl");
+    std::fs::write(&older, login(5, ATTACKER_IP)).unwrap();
+    let geo = country_db(dir.path());
+
+    let late = TestDb::new().await;
+    import(&late, &geo, &[&newer]);
+    let first_verdict = alerts(&late, &["--policy", "aws-account-hijacking-attempt"]);
+    assert_eq!(first_verdict.len(), 1);
+    assert_eq!(first_verdict[0]["evidence"], serde_json::json!(["login-12"]));
+    let summary = import(&late, &geo, &[&older]);
+    assert_eq!(summary["detection"]["retracted_evidence"], 1, "{summary}");
+
+    let together = TestDb::new().await;
+    import(&together, &geo, &[&newer, &older]);
+    let expected = alerts(&together, &["--policy", "aws-account-hijacking-attempt"]);
+    assert_eq!(expected.len(), 1);
+    assert_eq!(expected[0]["evidence"], serde_json::json!(["login-5"]), "the first Ukrainian login is the new one");
+    assert_eq!(fingerprint(&alerts(&late, &[])), fingerprint(&alerts(&together, &[])));
+}
