@@ -209,13 +209,18 @@ pub struct AlertFilter {
 pub async fn list(pool: &PgPool, filter: &AlertFilter) -> Result<Vec<AlertView>, AlertStoreError> {
     let rows = sqlx::query!(
         r#"SELECT a.alert_id::text AS "id!", a.policy_id, a.title, a.severity AS "severity: Severity",
-                  a.status AS "status: AlertStatus", a.snoozed_until, a.account_id, a.principal,
+                  -- A snooze that has run out shows the alert as open again.
+                  (CASE WHEN a.status = 'snoozed' AND a.snoozed_until <= now() THEN 'open' ELSE a.status END)
+                      AS "status!: AlertStatus",
+                  a.snoozed_until, a.account_id, a.principal,
                   host(a.source_ip) AS source_ip, a.country, a.resources, a.first_seen, a.last_seen, a.event_count,
                   a.mitre, a.session_key, a.details,
                   ARRAY(SELECT e.event_id FROM alert_evidence e WHERE e.account_id = a.account_id AND e.alert_id = a.alert_id
                         ORDER BY e.event_time, e.event_id) AS "evidence!"
            FROM alerts a
-           WHERE ($1::alert_status IS NULL OR a.status = $1) AND ($2::text IS NULL OR a.policy_id = $2)
+           WHERE ($1::alert_status IS NULL
+                  OR (CASE WHEN a.status = 'snoozed' AND a.snoozed_until <= now() THEN 'open' ELSE a.status END) = $1)
+             AND ($2::text IS NULL OR a.policy_id = $2)
            ORDER BY a.first_seen, a.policy_id, a.alert_id"#,
         filter.status as Option<AlertStatus>,
         filter.policy_id,

@@ -219,6 +219,29 @@ async fn triage_keeps_who_when_and_why() {
     .unwrap();
     assert_eq!(history, ("open".into(), "acknowledged".into(), "analyst1".into(), "calling alice".into()));
 
+    // A snooze hides an alert until its time, then it is open again.
+    let failures = alerts(&db, &["--policy", "aws-excessive-login-failures"]).remove(0);
+    let failures_id = failures["id"].as_str().unwrap();
+    let output = db.skywarden(&[
+        "alerts",
+        "set-status",
+        failures_id,
+        "snoozed",
+        "--reason",
+        "known pentest",
+        "--until",
+        "2099-01-01T00:00:00Z",
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(alerts(&db, &["--status", "snoozed"]).len(), 1);
+    sqlx::query("UPDATE alerts SET snoozed_until = now() - interval '1 minute' WHERE alert_id = $1::uuid")
+        .bind(failures_id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert!(alerts(&db, &["--status", "snoozed"]).is_empty());
+    assert!(alerts(&db, &["--status", "open"]).iter().any(|a| a["id"] == failures["id"]));
+
     // New evidence does not reopen or duplicate a triaged alert.
     import(&db, &country_db(dir.path()), &[&incident()]);
     assert_eq!(alerts(&db, &["--policy", "aws-account-hijacking-attempt"]).len(), 1);
