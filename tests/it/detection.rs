@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::support::{TestDb, mmdb};
+use crate::support::{TestDb, copy_dir, mmdb};
 
 fn incident() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/incident")
@@ -356,19 +356,6 @@ async fn api_calls_from_a_new_country_alert_only_when_enabled() {
 }
 
 const ATTACKER_IP: &str = "176.36.10.20";
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
 
 #[tokio::test]
 async fn an_older_file_imported_later_withdraws_a_verdict_it_disproves() {

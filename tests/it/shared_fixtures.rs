@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::support::{TestDb, shared_fixture};
+use crate::support::{TestDb, copy_dir, shared_fixture};
 
 fn require(path: &str) -> Option<PathBuf> {
     let found = shared_fixture(path);
@@ -365,17 +365,4 @@ async fn sigmahq_pack_over_stratus_red_team_logs() {
         .filter(|p| p.starts_with("aws-"))
         .collect();
     assert!(own.is_empty(), "{own:?}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }

@@ -131,3 +131,17 @@ pub fn write_gzip(path: &Path, content: &[u8]) {
     encoder.write_all(content).expect("writing gzip");
     encoder.finish().expect("finishing gzip");
 }
+
+/// Copies a folder tree (a policies folder to change in a test, say).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
