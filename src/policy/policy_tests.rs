@@ -156,7 +156,7 @@ fn users_keys_sessions_and_logging() {
         ("ssm.amazonaws.com", "StartSession", Some(("aws-ssm-session-started", Severity::Medium))),
         ("cloudtrail.amazonaws.com", "StopLogging", Some(("aws-cloudtrail-logging-disabled", Severity::High))),
         ("cloudtrail.amazonaws.com", "DeleteTrail", Some(("aws-cloudtrail-logging-disabled", Severity::High))),
-        ("cloudtrail.amazonaws.com", "PutEventSelectors", Some(("aws-cloudtrail-logging-disabled", Severity::High))),
+        ("cloudtrail.amazonaws.com", "PutEventSelectors", None),
         ("cloudtrail.amazonaws.com", "StartLogging", None),
         ("iam.amazonaws.com", "ListAccessKeys", None),
         ("ssm.amazonaws.com", "DescribeSessions", None),
@@ -447,4 +447,34 @@ fn the_lazy_view_matches_like_plain_json_on_the_sample_incident() {
         json_stream::walk(reader, &mut compare).unwrap();
     }
     assert!(compare.events > 2000, "{}", compare.events);
+}
+
+#[test]
+fn event_selectors_alert_only_when_they_reduce_logging() {
+    let set = policies();
+    let selectors = |selector: Value| {
+        cloudtrail(
+            "alice",
+            "cloudtrail.amazonaws.com",
+            "PutEventSelectors",
+            T,
+            ATTACKER,
+            json!({"requestParameters": {"trailName": "management-trail", "eventSelectors": [selector]}}),
+        )
+    };
+    let reduced = [
+        json!({"includeManagementEvents": false, "readWriteType": "All"}),
+        json!({"includeManagementEvents": true, "readWriteType": "ReadOnly"}),
+        json!({"includeManagementEvents": true, "readWriteType": "All", "excludeManagementEventSources": ["kms.amazonaws.com"]}),
+    ];
+    for selector in reduced {
+        assert_eq!(
+            fired(&set, &selectors(selector.clone())),
+            one("aws-cloudtrail-logging-disabled", Severity::High),
+            "{selector}"
+        );
+    }
+    let full = json!({"includeManagementEvents": true, "readWriteType": "All", "excludeManagementEventSources": [],
+                      "dataResources": [{"type": "AWS::S3::Object", "values": ["arn:aws:s3"]}]});
+    assert!(fired(&set, &selectors(full)).is_empty(), "adding data events reduces nothing");
 }
