@@ -52,8 +52,9 @@ bench: build
 # and applies the migrations with psql, since the new code cannot build before .sqlx/ is fresh.
 sqlx-prepare:
 	url=$$(env -u DATABASE_URL $(DEBUG_BIN) --data-dir $(TEST_PG_DIR) db start)
+	trap 'env -u DATABASE_URL $(DEBUG_BIN) --data-dir $(TEST_PG_DIR) db stop' EXIT
 	psql -q "$$url" -c 'DROP DATABASE IF EXISTS sqlx_prepare' -c 'CREATE DATABASE sqlx_prepare'
-	prepare_url=$${url/\/skywarden?//sqlx_prepare?}
+	prepare_url=$$(echo "$$url" | sed 's|/skywarden?host=|/sqlx_prepare?host=|')
 	for f in migrations/*.sql; do psql -q -v ON_ERROR_STOP=1 "$$prepare_url" -f $$f; done
 	rm -rf .sqlx && mkdir .sqlx && touch src/lib.rs
 	SQLX_OFFLINE=false SQLX_OFFLINE_DIR=$(CURDIR)/.sqlx DATABASE_URL=$$prepare_url $(CARGO) build --locked
