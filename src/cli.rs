@@ -47,6 +47,11 @@ pub enum Command {
     },
     /// List alerts, or change one's status.
     Alerts(AlertsArgs),
+    /// Create, list and revoke API tokens.
+    Tokens {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Alerts linked into incidents (one console or role session), each with its timeline.
     Incidents {
         #[arg(long)]
@@ -194,4 +199,19 @@ pub struct BenchArgs {
     /// Folder for the generated file (a temporary folder by default).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Create a token and print it (it is shown only this once).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: crate::auth::Role,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by id.
+    Revoke { id: String },
 }

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alerts;
+pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod db;

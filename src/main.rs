@@ -11,7 +11,7 @@ use serde::Serialize;
 use skywarden::alerts::store::{self as alert_store, AlertFilter};
 use skywarden::cli::{
     AlertsAction, AlertsArgs, BenchArgs, Cli, Command, DbAction, DemoArgs, GeoArgs, ImportArgs, PolicyAction,
-    PolicyArgs, ServeArgs,
+    PolicyArgs, ServeArgs, TokenAction,
 };
 use skywarden::db::{Database, DbOptions, EmbeddedPostgres};
 use skywarden::detect::{self, DetectionSummary, Scope};
@@ -51,6 +51,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => run_demo(&cli.db, args).await,
         Command::BenchImport(args) => bench_import(&cli.db, args).await,
         Command::Alerts(args) => alerts(&cli.db, args).await,
+        Command::Tokens { action } => {
+            let db = Database::open(&cli.db).await?;
+            let result = match action {
+                TokenAction::Create { name, role } => {
+                    skywarden::auth::create(&db.pool, &name, role).await.map(|(id, token)| {
+                        eprintln!("token {id} ({role}) created; it is shown only now:");
+                        println!("{token}");
+                    })
+                }
+                TokenAction::List => skywarden::auth::list(&db.pool).await.map(|tokens| {
+                    for t in tokens {
+                        let state = if t.revoked_at.is_some() { "revoked" } else { "active" };
+                        println!(
+                            "{}  {:<8} {:<8} {}  created {}",
+                            t.token_id,
+                            t.role,
+                            state,
+                            t.name,
+                            t.created_at.format("%Y-%m-%d")
+                        );
+                    }
+                }),
+                TokenAction::Revoke { id } => {
+                    skywarden::auth::revoke(&db.pool, &id).await.map(|()| println!("token {id} revoked"))
+                }
+            };
+            db.close().await?;
+            result?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Incidents { json } => {
             let db = Database::open(&cli.db).await?;
             let incidents = alert_store::incidents(&db.pool).await;

@@ -1,5 +1,10 @@
-//! HTTP API. For now the health checks that load balancers and orchestrators probe; the
-//! authenticated API and the dashboard build on this router.
+//! HTTP API. Health checks are open; everything under `/api/v1` needs a bearer token
+//! ([`extractor`]), and each resource module brings its own router.
+
+pub mod alerts;
+pub mod error;
+pub mod events;
+pub mod extractor;
 
 use std::future::Future;
 
@@ -16,7 +21,12 @@ pub struct ApiContext {
 }
 
 pub fn router(context: ApiContext) -> Router {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(context)
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(events::router())
+        .merge(alerts::router())
+        .with_state(context)
 }
 
 /// Serves on an already bound listener until `shutdown` completes, so tests can bind port 0.

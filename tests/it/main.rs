@@ -1,5 +1,6 @@
 //! Integration tests, compiled into one binary (one link, one embedded cluster per run).
 
+mod api;
 mod detection;
 mod import;
 mod interrupted_import;

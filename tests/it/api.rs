@@ -1,0 +1,197 @@
+//! The HTTP API through its real router against a real database: authentication, roles,
+//! the audit-trail filters and pagination, and bad input answered with 400s naming the field.
+
+use std::path::Path;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::Value;
+use tower::ServiceExt;
+
+use crate::support::{TestDb, mmdb};
+use skywarden::auth::{self, Role};
+use skywarden::http::{ApiContext, router};
+
+async fn call(db: &TestDb, method: &str, uri: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = match body {
+        Some(body) => request.header("content-type", "application/json").body(Body::from(body.to_string())),
+        None => request.body(Body::empty()),
+    }
+    .unwrap();
+    let response = router(ApiContext { db: db.pool.clone() }).oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 24).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())))
+}
+
+async fn with_sample_incident() -> TestDb {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let geo = dir.path().join("country.mmdb");
+    mmdb::MmdbWriter::new("geo-whois-asn-country")
+        .insert("176.36.0.0", 14, &mmdb::flat_country_record("UA"))
+        .insert("73.202.0.0", 16, &mmdb::flat_country_record("US"))
+        .write(&geo);
+    let incident = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/incident");
+    let output = db.skywarden(&["import", "--geoip", geo.to_str().unwrap(), incident.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    db
+}
+
+#[tokio::test]
+async fn every_api_route_needs_a_valid_token() {
+    let db = TestDb::new().await;
+    let (status, body) = call(&db, "GET", "/healthz", None, None).await;
+    assert_eq!((status, body), (StatusCode::OK, Value::String("ok".into())));
+    for uri in ["/api/v1/events", "/api/v1/alerts", "/api/v1/events/1/2"] {
+        let (status, body) = call(&db, "GET", uri, None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
+        assert_eq!(body["error"], "a bearer token is required");
+        let (status, _) = call(&db, "GET", uri, Some("swk_0000_wrong"), None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
+    }
+    let (id, token) = auth::create(&db.pool, "soc-dashboard", Role::Viewer).await.unwrap();
+    assert_eq!(call(&db, "GET", "/api/v1/events", Some(&token), None).await.0, StatusCode::OK);
+    // The right id with another secret is refused; so is a revoked token.
+    let forged = format!("swk_{id}_{}", "0".repeat(64));
+    assert_eq!(call(&db, "GET", "/api/v1/events", Some(&forged), None).await.0, StatusCode::UNAUTHORIZED);
+    auth::revoke(&db.pool, &id).await.unwrap();
+    assert_eq!(call(&db, "GET", "/api/v1/events", Some(&token), None).await.0, StatusCode::UNAUTHORIZED);
+    // Secrets are stored hashed: the token text is nowhere in the table.
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM api_tokens WHERE position($1 in secret_hash::text) > 0 OR name = $1")
+            .bind(&token)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, 0);
+}
+
+#[tokio::test]
+async fn audit_trail_filters_and_pages() {
+    let db = with_sample_incident().await;
+    let (_, token) = auth::create(&db.pool, "viewer", Role::Viewer).await.unwrap();
+    let get = |uri: String| {
+        let (db, token) = (&db, token.clone());
+        async move { call(db, "GET", &uri, Some(&token), None).await }
+    };
+
+    // Who changed sg-0a1b2c3d4e5f67890, when, from where.
+    let (status, page) = get("/api/v1/events?resource=sg-0a1b2c3d4e5f67890&read_only=false".into()).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{page}");
+    assert_eq!(events[0]["event_name"], "AuthorizeSecurityGroupIngress");
+    assert_eq!(
+        (events[0]["user_name"].as_str(), events[0]["source_ip"].as_str()),
+        (Some("alice"), Some("176.36.10.20"))
+    );
+    assert_eq!(events[0]["country"], "UA");
+
+    // Filters combine: the attacker's network, one principal, failures only.
+    let (_, failed) =
+        get("/api/v1/events?source_ip=176.36.0.0/14&principal=alice&event_name=ConsoleLogin&failed=true".into()).await;
+    assert_eq!(failed["events"].as_array().unwrap().len(), 11, "{failed}");
+    let (_, ua) =
+        get("/api/v1/events?country=ua&since=2026-11-12T00:00:00Z&until=2026-11-13T00:00:00Z&limit=1000".into()).await;
+    let from_ua = ua["events"].as_array().unwrap().len() as i64;
+    let expected: i64 = sqlx::query_scalar("SELECT count(*) FROM cloudtrail_events WHERE geo_country = 'UA'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(from_ua, expected);
+
+    // Keyset pages visit every event once, newest first.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut previous: Option<String> = None;
+    let mut uri = "/api/v1/events?limit=250".to_string();
+    loop {
+        let (status, page) = get(uri.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        for event in page["events"].as_array().unwrap() {
+            let time = event["event_time"].as_str().unwrap().to_string();
+            assert!(previous.as_ref().is_none_or(|p| *p >= time), "newest first");
+            previous = Some(time);
+            assert!(seen.insert(event["event_id"].as_str().unwrap().to_string()), "each event once");
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => uri = format!("/api/v1/events?limit=250&cursor={cursor}"),
+            None => break,
+        }
+    }
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM cloudtrail_events").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(seen.len() as i64, total);
+
+    // One event with its raw JSON; an unknown one is a 404.
+    let id = events[0]["event_id"].as_str().unwrap();
+    let (status, one) = get(format!("/api/v1/events/111122223333/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(one["raw"]["requestParameters"]["groupId"], "sg-0a1b2c3d4e5f67890");
+    assert_eq!(get("/api/v1/events/111122223333/nope".into()).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn bad_filters_are_400s_naming_the_field() {
+    let db = TestDb::new().await;
+    let (_, token) = auth::create(&db.pool, "viewer", Role::Viewer).await.unwrap();
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=1000000", "limit"),
+        ("limit=ten", "limit"),
+        ("cursor=zz", "cursor"),
+        ("cursor=6869", "cursor"),
+        ("since=yesterday", "since"),
+        ("until=2026-13-01", "until"),
+        ("failed=maybe", "failed"),
+        ("source_ip=10.0.0.0/33", "source_ip"),
+        ("colour=blue", "query"),
+    ] {
+        let (status, body) = call(&db, "GET", &format!("/api/v1/events?{query}"), Some(&token), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(body["field"], field, "{query}: {body}");
+    }
+    let (status, body) = call(&db, "GET", "/api/v1/alerts?status=gone", Some(&token), None).await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("status")));
+}
+
+#[tokio::test]
+async fn analysts_triage_and_viewers_only_read() {
+    let db = with_sample_incident().await;
+    let (_, viewer) = auth::create(&db.pool, "wallboard", Role::Viewer).await.unwrap();
+    let (analyst_id, analyst) = auth::create(&db.pool, "on-call", Role::Analyst).await.unwrap();
+    let (status, alerts) =
+        call(&db, "GET", "/api/v1/alerts?policy=aws-account-hijacking-attempt", Some(&viewer), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let id = alerts[0]["id"].as_str().unwrap().to_string();
+    let uri = format!("/api/v1/alerts/{id}/status");
+    let change = serde_json::json!({"status": "acknowledged", "reason": "calling alice"});
+
+    let (status, body) = call(&db, "POST", &uri, Some(&viewer), Some(change.clone())).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::FORBIDDEN, Some("this needs the analyst role")));
+    let (status, body) = call(&db, "POST", &uri, Some(&analyst), Some(change)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!((body["old_status"].as_str(), body["status"].as_str()), (Some("open"), Some("acknowledged")));
+    let actor: String = sqlx::query_scalar("SELECT actor FROM alert_status_changes WHERE alert_id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(actor, format!("token:{analyst_id} (on-call)"));
+
+    for (body, field) in [
+        (serde_json::json!({"status": "acknowledged", "reason": " "}), "reason"),
+        (serde_json::json!({"status": "snoozed", "reason": "later"}), "until"),
+        (serde_json::json!({"status": "gone", "reason": "x"}), "status"),
+        (serde_json::json!({"status": "open"}), "body"),
+    ] {
+        let (status, answer) = call(&db, "POST", &uri, Some(&analyst), Some(body.clone())).await;
+        assert_eq!((status, answer["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{body}: {answer}");
+    }
+    let missing = "/api/v1/alerts/00000000-0000-0000-0000-000000000000/status";
+    let change = serde_json::json!({"status": "resolved", "reason": "x"});
+    assert_eq!(call(&db, "POST", missing, Some(&analyst), Some(change)).await.0, StatusCode::NOT_FOUND);
+}
