@@ -195,3 +195,45 @@ async fn analysts_triage_and_viewers_only_read() {
     let change = serde_json::json!({"status": "resolved", "reason": "x"});
     assert_eq!(call(&db, "POST", missing, Some(&analyst), Some(change)).await.0, StatusCode::NOT_FOUND);
 }
+
+/// One HTTP/1.1 request over a plain TCP connection; returns the status line and body.
+fn http_get(address: &str, path: &str) -> std::io::Result<(String, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.lines().next().unwrap_or_default().to_string();
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+#[tokio::test]
+async fn serve_listens_answers_and_shuts_down_on_sigterm() {
+    let db = TestDb::new().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let address = format!("127.0.0.1:{port}");
+    let mut server = crate::support::skywarden_command(&db.url).args(["serve", "--listen", &address]).spawn().unwrap();
+    // Wait for the listener by polling the health check (bounded).
+    let mut health = None;
+    for _ in 0..200 {
+        if let Ok(answer) = http_get(&address, "/healthz") {
+            health = Some(answer);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (status, body) = health.expect("the server answers within 10 s");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body, "ok");
+    let (status, _) = http_get(&address, "/readyz").unwrap();
+    assert!(status.contains("200"), "{status}");
+    let (status, _) = http_get(&address, "/api/v1/events").unwrap();
+    assert!(status.contains("401"), "{status}");
+
+    let pid = server.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let exit = server.wait().unwrap();
+    assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
+}
