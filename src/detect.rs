@@ -110,6 +110,7 @@ pub async fn evaluate(
         && only_policy.is_none_or(|p| p == crate::policy::detectors::HIJACK);
     // The first call of each principal from each country, for the API-activity baseline.
     let mut first_calls: Vec<PolicyEvent> = Vec::new();
+    let mut seen_calls: std::collections::HashSet<(String, Option<String>, Option<String>)> = Default::default();
     let mut rows = match scope {
         Scope::IngestedSince(since) => events_ingested_since(pool, since),
         Scope::EventsSince(since) => events_since(pool, since),
@@ -125,12 +126,8 @@ pub async fn evaluate(
         findings.extend(policies.sigma.evaluate(&event, only_policy));
         findings.extend(policies.detectors.evaluate_event(&event, only_policy));
         if api_activity && !event.is_console_login() && event.source_ip.is_some() && event.geo_country.is_some() {
-            let seen = first_calls.iter().any(|e| {
-                e.account_id == event.account_id
-                    && e.principal() == event.principal()
-                    && e.geo_country == event.geo_country
-            });
-            if !seen {
+            let key = (event.account_id.clone(), event.principal().map(str::to_string), event.geo_country.clone());
+            if seen_calls.insert(key) {
                 first_calls.push(event);
             }
         }
