@@ -31,11 +31,7 @@ async fn call(db: &TestDb, method: &str, uri: &str, token: Option<&str>, body: O
 async fn with_sample_incident() -> TestDb {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let geo = dir.path().join("country.mmdb");
-    mmdb::MmdbWriter::new("geo-whois-asn-country")
-        .insert("176.36.0.0", 14, &mmdb::flat_country_record("UA"))
-        .insert("73.202.0.0", 16, &mmdb::flat_country_record("US"))
-        .write(&geo);
+    let geo = mmdb::sample_incident_countries(dir.path());
     let incident = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/incident");
     let output = db.skywarden(&["import", "--geoip", geo.to_str().unwrap(), incident.to_str().unwrap()]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

@@ -17,17 +17,8 @@ fn expected() -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
-/// A country database for the sample's addresses (what the demo's CC0 database says of them).
 fn country_db(dir: &Path) -> PathBuf {
-    let path = dir.join("country.mmdb");
-    mmdb::MmdbWriter::new("geo-whois-asn-country")
-        .insert("176.36.0.0", 14, &mmdb::flat_country_record("UA"))
-        .insert("73.202.0.0", 16, &mmdb::flat_country_record("US"))
-        .insert("24.5.0.0", 16, &mmdb::flat_country_record("US"))
-        .insert("81.2.69.0", 24, &mmdb::flat_country_record("GB"))
-        .insert("52.94.0.0", 16, &mmdb::flat_country_record("US"))
-        .write(&path);
-    path
+    mmdb::sample_incident_countries(dir)
 }
 
 fn import(db: &TestDb, geo: &Path, paths: &[&Path]) -> Value {

@@ -64,11 +64,7 @@ async fn sample_incident_imports_completely_and_once() {
 async fn demo_tells_the_story() {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let geo = dir.path().join("country.mmdb");
-    mmdb::MmdbWriter::new("geo-whois-asn-country")
-        .insert("176.36.0.0", 14, &mmdb::flat_country_record("UA"))
-        .insert("73.202.0.0", 16, &mmdb::flat_country_record("US"))
-        .write(&geo);
+    let geo = mmdb::sample_incident_countries(dir.path());
     let output = db.skywarden(&[
         "demo",
         "--samples",

@@ -191,3 +191,17 @@ fn encode(value: &Value, out: &mut Vec<u8>) {
         }
     }
 }
+
+/// A country database for the sample incident's addresses (what the demo's CC0 database says
+/// of them): the attacker in Ukraine, the users in the US and the UK.
+pub fn sample_incident_countries(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("country.mmdb");
+    MmdbWriter::new("geo-whois-asn-country")
+        .insert("176.36.0.0", 14, &flat_country_record("UA"))
+        .insert("73.202.0.0", 16, &flat_country_record("US"))
+        .insert("24.5.0.0", 16, &flat_country_record("US"))
+        .insert("81.2.69.0", 24, &flat_country_record("GB"))
+        .insert("52.94.0.0", 16, &flat_country_record("US"))
+        .write(&path);
+    path
+}
