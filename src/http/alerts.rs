@@ -18,7 +18,10 @@ use crate::alerts::store::{self, AlertFilter, AlertStoreError, AlertView};
 use crate::auth::Role;
 
 pub fn router() -> Router<ApiContext> {
-    Router::new().route("/api/v1/alerts", get(list)).route("/api/v1/alerts/{id}/status", post(set_status))
+    Router::new()
+        .route("/api/v1/alerts", get(list))
+        .route("/api/v1/alerts/{id}/status", post(set_status))
+        .route("/api/v1/incidents", get(incidents))
 }
 
 fn status_of(text: &str) -> Option<AlertStatus> {
@@ -44,6 +47,14 @@ async fn list(
     let filter = AlertFilter { status, policy_id: query.get("policy").cloned() };
     let alerts = store::list(&context.db, &filter).await.map_err(|e| ApiError::Internal(e.into()))?;
     Ok(Json(alerts))
+}
+
+/// Alerts of one session as timelines, newest incident first.
+async fn incidents(
+    _caller: Caller,
+    State(context): State<ApiContext>,
+) -> Result<Json<Vec<store::IncidentView>>, ApiError> {
+    Ok(Json(store::incidents(&context.db).await.map_err(|e| ApiError::Internal(e.into()))?))
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod error;
 pub mod events;
 pub mod extractor;
+pub mod flows;
 
 use std::future::Future;
 
@@ -26,6 +27,7 @@ pub fn router(context: ApiContext) -> Router {
         .route("/readyz", get(readyz))
         .merge(events::router())
         .merge(alerts::router())
+        .merge(flows::router())
         .with_state(context)
 }
 

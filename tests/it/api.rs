@@ -233,3 +233,46 @@ async fn serve_listens_answers_and_shuts_down_on_sigterm() {
     let exit = server.wait().unwrap();
     assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
 }
+
+#[tokio::test]
+async fn flows_and_incidents_for_the_investigation() {
+    let db = with_sample_incident().await;
+    let (_, token) = auth::create(&db.pool, "ir", Role::Viewer).await.unwrap();
+    let expected: Value = serde_json::from_slice(
+        &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/incident.expected.json")).unwrap(),
+    )
+    .unwrap();
+
+    // Who did the web host talk to most? The attacker, by far.
+    let (status, top) =
+        call(&db, "GET", "/api/v1/flows/top?instance=i-0a1b2c3d4e5f67890&limit=3", Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK, "{top}");
+    let first = &top[0];
+    assert_eq!((first["source"].as_str(), first["destination"].as_str()), (Some("10.0.1.25"), Some("176.36.10.20")));
+    assert_eq!(first["destination_country"], "UA");
+    // The instance-id field exists only in the v5 files: the exfiltration day is among them.
+    assert!(first["bytes"].as_i64().unwrap() >= 3_200_000_000, "{first}");
+    let (_, by_address) =
+        call(&db, "GET", "/api/v1/flows/top?address=176.36.10.20&limit=1000", Some(&token), None).await;
+    let to_attacker: i64 = by_address
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["destination"] == "176.36.10.20" && t["source"] == "10.0.1.25")
+        .map(|t| t["bytes"].as_i64().unwrap())
+        .sum();
+    assert_eq!(to_attacker, expected["exfil_bytes_to_attacker"].as_i64().unwrap());
+    for (query, field) in
+        [("limit=0", "limit"), ("address=nope", "address"), ("since=then", "since"), ("port=22", "query")]
+    {
+        let (status, body) = call(&db, "GET", &format!("/api/v1/flows/top?{query}"), Some(&token), None).await;
+        assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{query}");
+    }
+
+    let (status, incidents) = call(&db, "GET", "/api/v1/incidents", Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(incidents.as_array().unwrap().len(), 1, "{incidents}");
+    assert_eq!(incidents[0]["source_ip"], "176.36.10.20");
+    assert!(incidents[0]["timeline"].as_array().unwrap().len() >= 10);
+    assert_eq!(call(&db, "GET", "/api/v1/incidents", None, None).await.0, StatusCode::UNAUTHORIZED);
+}

@@ -1,0 +1,89 @@
+//! Network investigation: `GET /api/v1/flows/top` ranks who talked to whom by bytes, with the
+//! peer's country, filtered by time, account, interface, instance or address.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::ApiContext;
+use super::error::ApiError;
+use super::extractor::Caller;
+
+const FILTERS: &[&str] = &["account", "interface", "instance", "address", "since", "until", "limit"];
+
+pub fn router() -> Router<ApiContext> {
+    Router::new().route("/api/v1/flows/top", get(top))
+}
+
+#[derive(Debug, Serialize)]
+pub struct Talker {
+    pub account_id: String,
+    pub source: String,
+    pub destination: String,
+    pub destination_country: Option<String>,
+    pub bytes: i64,
+    pub packets: i64,
+    pub records: i64,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+}
+
+async fn top(
+    _caller: Caller,
+    State(context): State<ApiContext>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<Talker>>, ApiError> {
+    if let Some(unknown) = query.keys().find(|k| !FILTERS.contains(&k.as_str())) {
+        return Err(ApiError::bad("query", format!("unknown filter {unknown:?}; known: {}", FILTERS.join(", "))));
+    }
+    let text = |name: &str| query.get(name).filter(|v| !v.is_empty()).cloned();
+    let time = |name: &'static str| -> Result<Option<DateTime<Utc>>, ApiError> {
+        text(name)
+            .map(|v| v.parse().map_err(|_| ApiError::bad(name, format!("{name} must be an RFC 3339 time"))))
+            .transpose()
+    };
+    let limit: i64 = match text("limit") {
+        None => 20,
+        Some(v) => match v.parse() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => return Err(ApiError::bad("limit", "limit must be a whole number from 1 to 1000")),
+        },
+    };
+    let address = text("address");
+    if let Some(a) = &address {
+        a.parse::<std::net::IpAddr>().map_err(|_| ApiError::bad("address", "address must be an IP address"))?;
+    }
+    let talkers = sqlx::query_as!(
+        Talker,
+        r#"SELECT account_id, host(srcaddr) AS "source!", host(dstaddr) AS "destination!",
+                  max(dst_country) AS destination_country,
+                  coalesce(sum(bytes), 0)::bigint AS "bytes!", coalesce(sum(packets), 0)::bigint AS "packets!",
+                  count(*) AS "records!", min(bucket_time) AS "first_seen!", max(bucket_time) AS "last_seen!"
+           FROM flow_records
+           WHERE srcaddr IS NOT NULL AND dstaddr IS NOT NULL
+             AND ($1::text IS NULL OR account_id = $1)
+             AND ($2::text IS NULL OR interface_id = $2)
+             AND ($3::text IS NULL OR instance_id = $3)
+             AND ($4::text IS NULL OR srcaddr = $4::text::inet OR dstaddr = $4::text::inet)
+             AND ($5::timestamptz IS NULL OR bucket_time >= $5)
+             AND ($6::timestamptz IS NULL OR bucket_time < $6)
+           GROUP BY account_id, srcaddr, dstaddr
+           ORDER BY 5 DESC, 2, 3
+           LIMIT $7"#,
+        text("account"),
+        text("interface"),
+        text("instance"),
+        address,
+        time("since")?,
+        time("until")?,
+        limit,
+    )
+    .fetch_all(&context.db)
+    .await?;
+    Ok(Json(talkers))
+}
