@@ -9,9 +9,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool};
 
 pub use embedded::{EmbeddedError, EmbeddedPostgres};
 
@@ -110,8 +110,15 @@ impl Database {
                 (server.connect_options(embedded::DATABASE), target, Some(server))
             }
         };
+        // One direct connection first: it fails fast with the real reason (refused, auth,
+        // unknown database) where a pool would only report a timeout.
+        let probe = sqlx::PgConnection::connect_with(&connect)
+            .await
+            .map_err(|source| DbError::Connect { target: target.clone(), source })?;
+        probe.close().await.map_err(|source| DbError::Connect { target: target.clone(), source })?;
         let pool = PgPoolOptions::new()
             .max_connections(options.db_connections.max(2))
+            .acquire_timeout(std::time::Duration::from_secs(30))
             .connect_with(connect)
             .await
             .map_err(|source| DbError::Connect { target: target.clone(), source })?;

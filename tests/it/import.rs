@@ -265,3 +265,21 @@ async fn a_bad_geoip_file_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot open GeoIP database /nonexistent/city.mmdb"), "{stderr}");
 }
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_clear_error_without_the_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("postgres://app:s3cret-pass@127.0.0.1:{port}/skywarden");
+    let output = crate::support::skywarden_command(&url)
+        .args(["import", fixture("cloudtrail").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot connect to PostgreSQL at postgres://app:***@127.0.0.1:{port}/skywarden")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+    assert!(!stderr.contains("s3cret-pass"), "the password never reaches the output: {stderr}");
+}
