@@ -168,6 +168,9 @@ pub struct ServeArgs {
     /// Address for the HTTP API.
     #[arg(long, env = "SKYWARDEN_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Address for Prometheus metrics (`/metrics`), kept apart from the API. Off if unset.
+    #[arg(long, env = "SKYWARDEN_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]

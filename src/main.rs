@@ -220,7 +220,28 @@ async fn serve(db_options: &DbOptions, args: ServeArgs) -> anyhow::Result<ExitCo
     let db = Database::open(db_options).await?;
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-    http::serve(http::ApiContext { db: db.pool.clone() }, listener, shutdown_signal()).await?;
+    let context = http::ApiContext::new(db.pool.clone());
+    // One signal stops both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = receiver.wait_for(|stop| *stop).await;
+    };
+    let metrics = match args.metrics_listen {
+        Some(address) => {
+            let metrics_listener =
+                tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address}"))?;
+            Some(tokio::spawn(http::serve_metrics(context.clone(), metrics_listener, until_stopped(stopped.clone()))))
+        }
+        None => None,
+    };
+    http::serve(context, listener, until_stopped(stopped)).await?;
+    if let Some(metrics) = metrics {
+        metrics.await??;
+    }
     db.close().await?;
     Ok(ExitCode::SUCCESS)
 }

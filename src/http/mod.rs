@@ -6,6 +6,7 @@ pub mod error;
 pub mod events;
 pub mod extractor;
 pub mod flows;
+pub mod metrics;
 
 use std::future::Future;
 
@@ -19,6 +20,13 @@ use tokio::net::TcpListener;
 #[derive(Clone)]
 pub struct ApiContext {
     pub db: PgPool,
+    pub metrics: std::sync::Arc<metrics::Metrics>,
+}
+
+impl ApiContext {
+    pub fn new(db: PgPool) -> Self {
+        Self { db, metrics: Default::default() }
+    }
 }
 
 pub fn router(context: ApiContext) -> Router {
@@ -28,6 +36,7 @@ pub fn router(context: ApiContext) -> Router {
         .merge(events::router())
         .merge(alerts::router())
         .merge(flows::router())
+        .route_layer(axum::middleware::from_fn_with_state(context.clone(), metrics::track))
         .with_state(context)
 }
 
@@ -39,6 +48,16 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     tracing::info!(address = %listener.local_addr()?, "HTTP API listening");
     axum::serve(listener, router(context)).with_graceful_shutdown(shutdown).await
+}
+
+/// Serves `/metrics` on its own listener until `shutdown` completes.
+pub async fn serve_metrics(
+    context: ApiContext,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!(address = %listener.local_addr()?, "metrics listening");
+    axum::serve(listener, metrics::router(context)).with_graceful_shutdown(shutdown).await
 }
 
 /// The process is up.

@@ -22,7 +22,7 @@ async fn call(db: &TestDb, method: &str, uri: &str, token: Option<&str>, body: O
         None => request.body(Body::empty()),
     }
     .unwrap();
-    let response = router(ApiContext { db: db.pool.clone() }).oneshot(request).await.unwrap();
+    let response = router(ApiContext::new(db.pool.clone())).oneshot(request).await.unwrap();
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 24).await.unwrap();
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())))
@@ -208,9 +208,13 @@ fn http_get(address: &str, path: &str) -> std::io::Result<(String, String)> {
 #[tokio::test]
 async fn serve_listens_answers_and_shuts_down_on_sigterm() {
     let db = TestDb::new().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let address = format!("127.0.0.1:{port}");
-    let mut server = crate::support::skywarden_command(&db.url).args(["serve", "--listen", &address]).spawn().unwrap();
+    let free_port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let address = format!("127.0.0.1:{}", free_port());
+    let metrics_address = format!("127.0.0.1:{}", free_port());
+    let mut server = crate::support::skywarden_command(&db.url)
+        .args(["serve", "--listen", &address, "--metrics-listen", &metrics_address])
+        .spawn()
+        .unwrap();
     // Wait for the listener by polling the health check (bounded).
     let mut health = None;
     for _ in 0..200 {
@@ -227,6 +231,13 @@ async fn serve_listens_answers_and_shuts_down_on_sigterm() {
     assert!(status.contains("200"), "{status}");
     let (status, _) = http_get(&address, "/api/v1/events").unwrap();
     assert!(status.contains("401"), "{status}");
+    // Metrics live on their own listener only, and count by route template.
+    let (status, _) = http_get(&address, "/metrics").unwrap();
+    assert!(status.contains("404"), "no metrics on the API listener: {status}");
+    let (status, metrics) = http_get(&metrics_address, "/metrics").unwrap();
+    assert!(status.contains("200"), "{status}");
+    assert!(metrics.contains(r#"skywarden_http_requests_total{route="/api/v1/events",status="401"} 1"#), "{metrics}");
+    assert!(metrics.contains("skywarden_up 1"), "{metrics}");
 
     let pid = server.id().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());

@@ -1,0 +1,99 @@
+//! Prometheus metrics, served on a listener of their own so they are never exposed by accident
+//! with the API: HTTP requests and latency per route template, open alerts by severity, and
+//! (estimated) stored events and flow records.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::get;
+
+use super::ApiContext;
+
+/// Request counters, by route template and status (never the raw path: ids stay out).
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, u16), (u64, f64)>>,
+}
+
+impl Metrics {
+    fn observe(&self, route: &str, status: u16, seconds: f64) {
+        let mut requests = self.requests.lock().expect("metrics lock");
+        let entry = requests.entry((route.to_string(), status)).or_default();
+        entry.0 += 1;
+        entry.1 += seconds;
+    }
+}
+
+/// Middleware: a span per request with the route template, and the counters above.
+pub async fn track(State(context): State<ApiContext>, request: Request, next: Next) -> Response {
+    let route =
+        request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let method = request.method().clone();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let status = response.status().as_u16();
+    context.metrics.observe(&route, status, seconds);
+    if route.starts_with("/healthz") || route.starts_with("/readyz") {
+        tracing::debug!(%method, %route, status, seconds, "request");
+    } else {
+        tracing::info!(%method, %route, status, seconds, "request");
+    }
+    response
+}
+
+pub fn router(context: ApiContext) -> Router {
+    Router::new().route("/metrics", get(render)).with_state(context)
+}
+
+async fn render(State(context): State<ApiContext>) -> String {
+    let mut out = String::new();
+    out.push_str("# HELP skywarden_http_requests_total HTTP requests by route template and status.\n");
+    out.push_str("# TYPE skywarden_http_requests_total counter\n");
+    let requests = context.metrics.requests.lock().expect("metrics lock").clone();
+    for ((route, status), (count, _)) in &requests {
+        let _ = writeln!(out, "skywarden_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}");
+    }
+    out.push_str("# HELP skywarden_http_request_duration_seconds_sum Time spent answering, by route template.\n");
+    out.push_str("# TYPE skywarden_http_request_duration_seconds_sum counter\n");
+    for ((route, status), (_, seconds)) in &requests {
+        let _ = writeln!(
+            out,
+            "skywarden_http_request_duration_seconds_sum{{route=\"{route}\",status=\"{status}\"}} {seconds}"
+        );
+    }
+    let open = sqlx::query!(
+        r#"SELECT severity::text AS "severity!", count(*) AS "count!" FROM alerts
+           WHERE status = 'open' OR (status = 'snoozed' AND snoozed_until <= now()) GROUP BY 1"#
+    )
+    .fetch_all(&context.db)
+    .await;
+    let stored = sqlx::query!(
+        r#"SELECT coalesce(sum(reltuples) FILTER (WHERE c.relname LIKE 'cloudtrail\_events\_p%'), 0)::float8 AS "events!",
+                  coalesce(sum(reltuples) FILTER (WHERE c.relname LIKE 'flow\_records\_p%'), 0)::float8 AS "flows!"
+           FROM pg_class c WHERE c.relkind = 'r' AND c.reltuples > 0"#
+    )
+    .fetch_one(&context.db)
+    .await;
+    out.push_str("# HELP skywarden_up Whether the database answered this scrape.\n# TYPE skywarden_up gauge\n");
+    let _ = writeln!(out, "skywarden_up {}", u8::from(open.is_ok() && stored.is_ok()));
+    if let Ok(rows) = open {
+        out.push_str("# HELP skywarden_alerts_open Open alerts by severity.\n# TYPE skywarden_alerts_open gauge\n");
+        for row in rows {
+            let _ = writeln!(out, "skywarden_alerts_open{{severity=\"{}\"}} {}", row.severity, row.count);
+        }
+    }
+    if let Ok(row) = stored {
+        out.push_str("# HELP skywarden_events_stored Stored CloudTrail events (planner estimate).\n# TYPE skywarden_events_stored gauge\n");
+        let _ = writeln!(out, "skywarden_events_stored {}", row.events);
+        out.push_str("# HELP skywarden_flow_records_stored Stored flow records (planner estimate).\n# TYPE skywarden_flow_records_stored gauge\n");
+        let _ = writeln!(out, "skywarden_flow_records_stored {}", row.flows);
+    }
+    out
+}
