@@ -251,7 +251,7 @@ pub(crate) async fn alerts(db_options: &DbOptions, args: AlertsArgs) -> anyhow::
             })
         }
         None => {
-            let filter = AlertFilter { status: args.status, policy_id: args.policy };
+            let filter = AlertFilter { status: args.status, policy_id: args.policy, alert_id: None };
             alert_store::list(&db.pool, &filter).await.map(|alerts| {
                 for alert in alerts {
                     if args.json {

@@ -187,6 +187,14 @@ mod tests {
     }
 
     #[test]
+    fn alert_ids_are_uuids() {
+        assert!(store::is_alert_id(&finding("2026-11-12T03:00:00Z").alert_id()));
+        assert!(!store::is_alert_id("not-a-uuid"));
+        assert!(!store::is_alert_id("00000000-0000-0000-0000-00000000000g"));
+        assert!(!store::is_alert_id("000000000000000000000000000000000000"));
+    }
+
+    #[test]
     fn severities_order_and_parse() {
         assert!(Severity::Critical > Severity::High && Severity::Low > Severity::Info);
         assert_eq!("informational".parse::<Severity>(), Ok(Severity::Info));

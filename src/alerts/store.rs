@@ -204,6 +204,14 @@ pub struct AlertView {
 pub struct AlertFilter {
     pub status: Option<AlertStatus>,
     pub policy_id: Option<String>,
+    /// One alert, by id (a UUID; check with [`is_alert_id`] first).
+    pub alert_id: Option<String>,
+}
+
+/// Whether `text` has the shape of an alert id (a UUID).
+pub fn is_alert_id(text: &str) -> bool {
+    text.len() == 36
+        && text.char_indices().all(|(i, c)| if [8, 13, 18, 23].contains(&i) { c == '-' } else { c.is_ascii_hexdigit() })
 }
 
 pub async fn list(pool: &PgPool, filter: &AlertFilter) -> Result<Vec<AlertView>, AlertStoreError> {
@@ -221,9 +229,11 @@ pub async fn list(pool: &PgPool, filter: &AlertFilter) -> Result<Vec<AlertView>,
            WHERE ($1::alert_status IS NULL
                   OR (CASE WHEN a.status = 'snoozed' AND a.snoozed_until <= now() THEN 'open' ELSE a.status END) = $1)
              AND ($2::text IS NULL OR a.policy_id = $2)
+             AND ($3::text IS NULL OR a.alert_id = $3::text::uuid)
            ORDER BY a.first_seen, a.policy_id, a.alert_id"#,
         filter.status as Option<AlertStatus>,
         filter.policy_id,
+        filter.alert_id,
     )
     .fetch_all(pool)
     .await?;
@@ -267,7 +277,7 @@ pub async fn set_status(
     actor: &str,
     reason: &str,
 ) -> Result<AlertStatus, AlertStoreError> {
-    if alert_id.len() != 36 || !alert_id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+    if !is_alert_id(alert_id) {
         return Err(AlertStoreError::BadId(alert_id.to_string()));
     }
     if status == AlertStatus::Snoozed && snoozed_until.is_none_or(|t| t <= Utc::now()) {

@@ -20,6 +20,7 @@ use crate::auth::Role;
 pub fn router() -> Router<ApiContext> {
     Router::new()
         .route("/api/v1/alerts", get(list))
+        .route("/api/v1/alerts/{id}", get(one))
         .route("/api/v1/alerts/{id}/status", post(set_status))
         .route("/api/v1/incidents", get(incidents))
 }
@@ -44,9 +45,48 @@ async fn list(
             })
         })
         .transpose()?;
-    let filter = AlertFilter { status, policy_id: query.get("policy").cloned() };
+    let filter = AlertFilter { status, policy_id: query.get("policy").cloned(), alert_id: None };
     let alerts = store::list(&context.db, &filter).await.map_err(|e| ApiError::Internal(e.into()))?;
     Ok(Json(alerts))
+}
+
+/// One alert with the CloudTrail events behind it, in time order.
+async fn one(
+    _caller: Caller,
+    State(context): State<ApiContext>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if !store::is_alert_id(&id) {
+        return Err(ApiError::bad("id", "an alert id is a UUID"));
+    }
+    let filter = AlertFilter { alert_id: Some(id.clone()), ..Default::default() };
+    let alert = store::list(&context.db, &filter)
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .into_iter()
+        .next()
+        .ok_or(ApiError::NotFound)?;
+    let evidence = sqlx::query!(
+        r#"SELECT c.event_id, c.event_time, c.event_name, c.user_name, c.principal_arn, c.source_ip_text,
+                  c.geo_country, c.resource_ids
+           FROM alert_evidence e
+           JOIN cloudtrail_events c ON c.account_id = e.account_id AND c.event_id = e.event_id AND c.event_time = e.event_time
+           WHERE e.account_id = $1 AND e.alert_id = $2::text::uuid
+           ORDER BY c.event_time, c.event_id"#,
+        alert.account_id,
+        id
+    )
+    .fetch_all(&context.db)
+    .await?;
+    let events: Vec<serde_json::Value> = evidence
+        .into_iter()
+        .map(|e| {
+            serde_json::json!({"event_id": e.event_id, "event_time": e.event_time, "event_name": e.event_name,
+                "user_name": e.user_name, "principal_arn": e.principal_arn, "source_ip": e.source_ip_text,
+                "country": e.geo_country, "resource_ids": e.resource_ids})
+        })
+        .collect();
+    Ok(Json(serde_json::json!({"alert": alert, "evidence_events": events})))
 }
 
 /// Alerts of one session as timelines, newest incident first.

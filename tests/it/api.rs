@@ -163,6 +163,22 @@ async fn analysts_triage_and_viewers_only_read() {
         call(&db, "GET", "/api/v1/alerts?policy=aws-account-hijacking-attempt", Some(&viewer), None).await;
     assert_eq!(status, StatusCode::OK);
     let id = alerts[0]["id"].as_str().unwrap().to_string();
+
+    // One alert with the events behind it.
+    let (status, one) = call(&db, "GET", &format!("/api/v1/alerts/{id}"), Some(&viewer), None).await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    assert_eq!(one["alert"]["policy_id"], "aws-account-hijacking-attempt");
+    let evidence = one["evidence_events"].as_array().unwrap();
+    assert_eq!(evidence.len(), 1);
+    assert_eq!(
+        (evidence[0]["event_name"].as_str(), evidence[0]["country"].as_str()),
+        (Some("ConsoleLogin"), Some("UA"))
+    );
+    let (status, body) = call(&db, "GET", "/api/v1/alerts/not-a-uuid", Some(&viewer), None).await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("id")));
+    let unknown = "/api/v1/alerts/00000000-0000-0000-0000-000000000000";
+    assert_eq!(call(&db, "GET", unknown, Some(&viewer), None).await.0, StatusCode::NOT_FOUND);
+
     let uri = format!("/api/v1/alerts/{id}/status");
     let change = serde_json::json!({"status": "acknowledged", "reason": "calling alice"});
 
