@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::ApiContext;
 use super::error::ApiError;
 use super::extractor::{Caller, RequireRole};
+use super::params::Params;
 use crate::alerts::AlertStatus;
 use crate::alerts::store::{self, AlertFilter, AlertStoreError, AlertView};
 use crate::auth::Role;
@@ -34,18 +35,16 @@ async fn list(
     State(context): State<ApiContext>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Vec<AlertView>>, ApiError> {
-    if let Some(unknown) = query.keys().find(|k| !["status", "policy"].contains(&k.as_str())) {
-        return Err(ApiError::bad("query", format!("unknown filter {unknown:?}; known: status, policy")));
-    }
-    let status = query
-        .get("status")
+    let params = Params::new(&query, &["status", "policy"])?;
+    let status = params
+        .text("status")
         .map(|s| {
-            status_of(s).ok_or_else(|| {
+            status_of(&s).ok_or_else(|| {
                 ApiError::bad("status", "status must be open, acknowledged, resolved, dismissed or snoozed")
             })
         })
         .transpose()?;
-    let filter = AlertFilter { status, policy_id: query.get("policy").cloned(), alert_id: None };
+    let filter = AlertFilter { status, policy_id: params.text("policy"), alert_id: None };
     let alerts = store::list(&context.db, &filter).await.map_err(|e| ApiError::Internal(e.into()))?;
     Ok(Json(alerts))
 }

@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::ApiContext;
 use super::error::ApiError;
 use super::extractor::Caller;
+use super::params::Params;
 
 pub const MAX_LIMIT: i64 = 1000;
 const DEFAULT_LIMIT: i64 = 100;
@@ -56,30 +57,9 @@ struct EventFilter {
 impl EventFilter {
     /// Parses the query string, naming the field of the first bad value.
     fn parse(query: &HashMap<String, String>) -> Result<Self, ApiError> {
-        if let Some(unknown) = query.keys().find(|k| !FILTERS.contains(&k.as_str())) {
-            return Err(ApiError::bad("query", format!("unknown filter {unknown:?}; known: {}", FILTERS.join(", "))));
-        }
-        let text = |name: &str| query.get(name).filter(|v| !v.is_empty()).cloned();
-        let time = |name: &'static str| -> Result<Option<DateTime<Utc>>, ApiError> {
-            text(name)
-                .map(|v| {
-                    v.parse::<DateTime<Utc>>()
-                        .map_err(|_| ApiError::bad(name, format!("{name} must be an RFC 3339 time")))
-                })
-                .transpose()
-        };
-        let flag = |name: &'static str| -> Result<Option<bool>, ApiError> {
-            text(name)
-                .map(|v| v.parse::<bool>().map_err(|_| ApiError::bad(name, format!("{name} must be true or false"))))
-                .transpose()
-        };
-        let limit = match text("limit") {
-            None => DEFAULT_LIMIT,
-            Some(v) => match v.parse::<i64>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-                _ => return Err(ApiError::bad("limit", format!("limit must be a whole number from 1 to {MAX_LIMIT}"))),
-            },
-        };
+        let params = Params::new(query, FILTERS)?;
+        let text = |name: &str| params.text(name);
+        let limit = params.limit(DEFAULT_LIMIT, MAX_LIMIT)?;
         let source_ip = text("source_ip");
         if let Some(ip) = &source_ip {
             ip.parse::<crate::policy::detectors::security_group::Cidr>()
@@ -96,10 +76,10 @@ impl EventFilter {
             resource: text("resource"),
             source_ip,
             country: text("country").map(|c| c.to_ascii_uppercase()),
-            since: time("since")?,
-            until: time("until")?,
-            failed: flag("failed")?,
-            read_only: flag("read_only")?,
+            since: params.time("since")?,
+            until: params.time("until")?,
+            failed: params.flag("failed")?,
+            read_only: params.flag("read_only")?,
             limit,
             after,
         })

@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::ApiContext;
 use super::error::ApiError;
 use super::extractor::Caller;
+use super::params::Params;
 
 const FILTERS: &[&str] = &["account", "interface", "instance", "address", "since", "until", "limit"];
 
@@ -38,22 +39,9 @@ async fn top(
     State(context): State<ApiContext>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Vec<Talker>>, ApiError> {
-    if let Some(unknown) = query.keys().find(|k| !FILTERS.contains(&k.as_str())) {
-        return Err(ApiError::bad("query", format!("unknown filter {unknown:?}; known: {}", FILTERS.join(", "))));
-    }
-    let text = |name: &str| query.get(name).filter(|v| !v.is_empty()).cloned();
-    let time = |name: &'static str| -> Result<Option<DateTime<Utc>>, ApiError> {
-        text(name)
-            .map(|v| v.parse().map_err(|_| ApiError::bad(name, format!("{name} must be an RFC 3339 time"))))
-            .transpose()
-    };
-    let limit: i64 = match text("limit") {
-        None => 20,
-        Some(v) => match v.parse() {
-            Ok(n) if (1..=1000).contains(&n) => n,
-            _ => return Err(ApiError::bad("limit", "limit must be a whole number from 1 to 1000")),
-        },
-    };
+    let params = Params::new(&query, FILTERS)?;
+    let text = |name: &str| params.text(name);
+    let limit = params.limit(20, 1000)?;
     let address = text("address");
     if let Some(a) = &address {
         a.parse::<std::net::IpAddr>().map_err(|_| ApiError::bad("address", "address must be an IP address"))?;
@@ -79,8 +67,8 @@ async fn top(
         text("interface"),
         text("instance"),
         address,
-        time("since")?,
-        time("until")?,
+        params.time("since")?,
+        params.time("until")?,
         limit,
     )
     .fetch_all(&context.db)

@@ -7,6 +7,7 @@ pub mod events;
 pub mod extractor;
 pub mod flows;
 pub mod metrics;
+pub mod params;
 
 use std::future::Future;
 
