@@ -57,6 +57,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Onboard AWS accounts (role ARN + external ID), test them, and see their pollers.
+    Accounts {
+        #[command(subcommand)]
+        action: AccountsAction,
+    },
+    /// Run the pollers only (no API). Start several to share the work.
+    Worker(WorkerArgs),
     /// Check, list and backtest the policies in the policies folder.
     Policies {
         #[command(flatten)]
@@ -171,6 +178,100 @@ pub struct ServeArgs {
     /// Address for Prometheus metrics (`/metrics`), kept apart from the API. Off if unset.
     #[arg(long, env = "SKYWARDEN_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the API only; leave polling to `skywarden worker` processes.
+    #[arg(long, env = "SKYWARDEN_NO_POLLERS")]
+    pub no_pollers: bool,
+    #[command(flatten)]
+    pub worker: PollerArgs,
+}
+
+/// Settings of the pollers, shared by `serve` and `worker`.
+#[derive(Debug, clap::Args)]
+pub struct PollerArgs {
+    /// Jobs this process runs at once.
+    #[arg(long, env = "SKYWARDEN_POLL_CONCURRENCY", default_value_t = 4)]
+    pub poll_concurrency: usize,
+    #[command(flatten)]
+    pub geo: GeoArgs,
+    #[command(flatten)]
+    pub policies: PolicyArgs,
+    /// Store only; do not run detection on what the pollers bring in.
+    #[arg(long)]
+    pub no_detect: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// Run every due job once, print a JSON report per job, and exit.
+    #[arg(long)]
+    pub once: bool,
+    #[command(flatten)]
+    pub poller: PollerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsAction {
+    /// Onboard an account: store its role ARN, generate its external ID (shown once), create its
+    /// poll jobs, and try the role.
+    Add(AccountAddArgs),
+    /// Onboarded accounts (never their external IDs).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop polling an account and forget its role; its stored data stays.
+    Remove { account_id: String },
+    /// Assume the account's role and report who Skywarden is there.
+    Test {
+        account_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each poll job: last success, lag, last error.
+    Status {
+        account_id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the CloudFormation template of the read-only role.
+    Template,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AccountAddArgs {
+    /// arn:aws:iam::ACCOUNT:role/NAME
+    #[arg(long)]
+    pub role_arn: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Regions to poll, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "us-east-1")]
+    pub regions: Vec<String>,
+    /// Endpoint for this account's AWS calls (an emulator or VPC endpoint).
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+    /// Bucket with the account's CloudTrail files.
+    #[arg(long)]
+    pub trail_bucket: Option<String>,
+    /// Key prefix before `AWSLogs/` in the trail bucket (org trails: `PREFIX/o-ORGID`).
+    #[arg(long)]
+    pub trail_prefix: Option<String>,
+    /// Bucket with the account's VPC flow log files.
+    #[arg(long)]
+    pub flow_bucket: Option<String>,
+    #[arg(long)]
+    pub flow_prefix: Option<String>,
+    /// CloudWatch Logs group with VPC flow logs (repeatable).
+    #[arg(long = "flow-log-group")]
+    pub flow_log_groups: Vec<String>,
+    /// Region of the buckets, if not each job's region.
+    #[arg(long)]
+    pub bucket_region: Option<String>,
+    /// Do not try the role now (it does not exist yet).
+    #[arg(long)]
+    pub no_test: bool,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

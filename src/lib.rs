@@ -5,7 +5,9 @@
 //! the others wrote.
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod alerts;
+pub mod aws;
 pub mod auth;
 pub mod bench;
 pub mod cli;
@@ -16,4 +18,5 @@ pub mod geo;
 pub mod http;
 pub mod ingest;
 pub mod policy;
+pub mod pollers;
 pub mod telemetry;

@@ -16,6 +16,12 @@ impl CopyBuffer {
         Self { data: Vec::with_capacity(bytes), rows: 0, columns_in_row: 0 }
     }
 
+    /// Appends the complete rows of another buffer.
+    pub fn append(&mut self, other: &CopyBuffer) {
+        self.data.extend_from_slice(&other.data);
+        self.rows += other.rows;
+    }
+
     pub fn rows(&self) -> usize {
         self.rows
     }

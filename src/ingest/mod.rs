@@ -8,6 +8,7 @@
 pub mod cloudtrail;
 pub mod flowlogs;
 pub mod json_stream;
+pub mod snapshots;
 pub mod source;
 pub mod store;
 
@@ -226,16 +227,23 @@ fn progress_bar(show: bool, total_bytes: u64) -> indicatif::ProgressBar {
     bar
 }
 
-struct ParseContext {
-    default_account: Option<String>,
-    flow_format: Option<FlowFormat>,
-    batch_rows: usize,
+/// How to parse one source's content.
+pub struct ParseContext {
+    /// Account for records that name none.
+    pub default_account: Option<String>,
+    /// Field order for flow logs that have no header line.
+    pub flow_format: Option<FlowFormat>,
+    /// Rows per batch handed to the destination.
+    pub batch_rows: usize,
 }
 
+/// What parsing one file or object found besides its rows.
 #[derive(Default)]
-struct FileReport {
-    skipped: u64,
-    errors: Vec<String>,
+pub struct FileReport {
+    pub records: u64,
+    pub skipped: u64,
+    /// Problems, each naming its record or line.
+    pub errors: Vec<String>,
     /// The writers are gone (a database failure): stop parsing.
     aborted: bool,
 }
@@ -248,13 +256,26 @@ fn parse_file(
     batches: &mpsc::Sender<Batch>,
     bytes_read: Arc<AtomicU64>,
 ) -> FileReport {
-    let (reader, kind) = match source::open(path, bytes_read) {
+    let opened = match source::open(path, bytes_read) {
         Ok(opened) => opened,
         Err(error) => return FileReport { errors: vec![format!("cannot read file: {error}")], ..Default::default() },
     };
-    let file = Arc::new(path.to_path_buf());
     let default_account = source::account_from_file_name(path).or_else(|| context.default_account.clone());
-    let mut sink = FileSink::new(file, default_account, context, geo, batches);
+    let mut send = |batch: Batch| batches.blocking_send(batch).is_ok();
+    parse_content(opened, Arc::new(path.to_path_buf()), default_account, context, geo, &mut send)
+}
+
+/// Parses opened content (see `source::open_reader`) into batches for `send`, which returns
+/// false when no more batches are wanted. Never fails: problems are listed in the report.
+pub fn parse_content(
+    (reader, kind): (Box<dyn BufRead + Send>, ContentKind),
+    file: Arc<PathBuf>,
+    default_account: Option<String>,
+    context: &ParseContext,
+    geo: &mut GeoCache,
+    send: &mut dyn FnMut(Batch) -> bool,
+) -> FileReport {
+    let mut sink = FileSink::new(file, default_account, context, geo, send);
     match kind {
         ContentKind::Empty => {}
         ContentKind::Json => {
@@ -321,7 +342,7 @@ struct FileSink<'a> {
     default_account: Option<String>,
     context: &'a ParseContext,
     geo: &'a mut GeoCache,
-    batches: &'a mpsc::Sender<Batch>,
+    send: &'a mut dyn FnMut(Batch) -> bool,
     events: Option<Batch>,
     flows: Option<Batch>,
     /// Flow format inferred from the field count of headerless lines, reused while it fits.
@@ -337,14 +358,14 @@ impl<'a> FileSink<'a> {
         default_account: Option<String>,
         context: &'a ParseContext,
         geo: &'a mut GeoCache,
-        batches: &'a mpsc::Sender<Batch>,
+        send: &'a mut dyn FnMut(Batch) -> bool,
     ) -> Self {
         Self {
             file,
             default_account,
             context,
             geo,
-            batches,
+            send,
             events: None,
             flows: None,
             inferred_format: None,
@@ -431,7 +452,7 @@ impl<'a> FileSink<'a> {
             PartitionedTable::FlowRecords => &mut self.flows,
         };
         if let Some(batch) = slot.take().filter(|b| !b.rows.is_empty()) {
-            if self.batches.blocking_send(batch).is_err() {
+            if !(self.send)(batch) {
                 self.report.aborted = true;
             }
         }
@@ -443,6 +464,7 @@ impl<'a> FileSink<'a> {
         if self.suppressed_errors > 0 {
             self.report.errors.push(format!("... and {} more record errors", self.suppressed_errors));
         }
+        self.report.records = self.records;
         self.report
     }
 }
@@ -476,4 +498,21 @@ impl json_stream::JsonSink for FileSink<'_> {
         let position = self.records;
         self.record_error(format!("record {position}: {description}"));
     }
+}
+
+/// Parses CloudWatch Logs messages (flow log lines, or CloudTrail events when a trail sends to
+/// CloudWatch Logs) as the importer parses an exported log group.
+pub fn parse_log_messages<'m>(
+    messages: impl IntoIterator<Item = (&'m str, Option<i64>)>,
+    label: Arc<PathBuf>,
+    default_account: Option<String>,
+    context: &ParseContext,
+    geo: &mut GeoCache,
+    send: &mut dyn FnMut(Batch) -> bool,
+) -> FileReport {
+    let mut sink = FileSink::new(label, default_account, context, geo, send);
+    for (message, timestamp_ms) in messages {
+        json_stream::JsonSink::log_message(&mut sink, message, timestamp_ms, None);
+    }
+    sink.finish()
 }

@@ -38,7 +38,12 @@ impl<R: Read> Read for Counting<R> {
 
 /// Opens a log file, transparently decompressing gzip, and peeks at its content kind.
 pub fn open(path: &Path, progress: Arc<AtomicU64>) -> io::Result<(Box<dyn BufRead + Send>, ContentKind)> {
-    let mut file = BufReader::with_capacity(READ_BUFFER, Counting { inner: File::open(path)?, counter: progress });
+    open_reader(Counting { inner: File::open(path)?, counter: progress })
+}
+
+/// Like `open`, for content that is not a file (an S3 object's body).
+pub fn open_reader(inner: impl Read + Send + 'static) -> io::Result<(Box<dyn BufRead + Send>, ContentKind)> {
+    let mut file = BufReader::with_capacity(READ_BUFFER, inner);
     let gzip = file.fill_buf()?.starts_with(&GZIP_MAGIC);
     let mut reader: Box<dyn BufRead + Send> = if gzip {
         Box::new(BufReader::with_capacity(READ_BUFFER, flate2::bufread::MultiGzDecoder::new(file)))

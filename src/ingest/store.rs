@@ -249,3 +249,80 @@ fn is_data_error(error: &sqlx::Error) -> bool {
 fn database_message(error: &sqlx::Error) -> String {
     error.as_database_error().map(|e| e.message().to_string()).unwrap_or_else(|| error.to_string())
 }
+
+/// Stores rows inside the caller's transaction, skipping those already stored, so a poller can
+/// commit its data and its checkpoint together. Partitions must exist (they are created outside
+/// the transaction: see `PartitionCache::ensure`). A row PostgreSQL refuses costs only itself:
+/// the batch is retried row by row under savepoints.
+pub fn insert_in_transaction<'a>(
+    tx: &'a mut PgConnection,
+    table: PartitionedTable,
+    rows: &'a CopyBuffer,
+) -> BoxFuture<'a, Result<TransactionInsert, sqlx::Error>> {
+    Box::pin(async move {
+        let mut outcome = TransactionInsert::default();
+        if rows.is_empty() {
+            return Ok(outcome);
+        }
+        let stage = format!("stage_tx_{}", table.name());
+        let create =
+            format!("CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP", table.name());
+        sqlx::query(&create).execute(&mut *tx).await?;
+        sqlx::query("SAVEPOINT skywarden_rows").execute(&mut *tx).await?;
+        match stage_and_insert(tx, table, &stage, rows.as_bytes()).await {
+            Ok(inserted) => {
+                outcome.inserted = inserted;
+                sqlx::query("RELEASE SAVEPOINT skywarden_rows").execute(&mut *tx).await?;
+            }
+            Err(error) if is_data_error(&error) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT skywarden_rows").execute(&mut *tx).await?;
+                for (index, line) in split_lines(rows.as_bytes()).into_iter().enumerate() {
+                    sqlx::query("SAVEPOINT skywarden_row").execute(&mut *tx).await?;
+                    match stage_and_insert(tx, table, &stage, line).await {
+                        Ok(inserted) => {
+                            outcome.inserted += inserted;
+                            sqlx::query("RELEASE SAVEPOINT skywarden_row").execute(&mut *tx).await?;
+                        }
+                        Err(error) if is_data_error(&error) => {
+                            sqlx::query("ROLLBACK TO SAVEPOINT skywarden_row").execute(&mut *tx).await?;
+                            outcome.rejected.push((index, database_message(&error)));
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
+                sqlx::query("RELEASE SAVEPOINT skywarden_rows").execute(&mut *tx).await?;
+            }
+            Err(error) => return Err(error),
+        }
+        Ok(outcome)
+    })
+}
+
+/// What `insert_in_transaction` stored.
+#[derive(Debug, Default)]
+pub struct TransactionInsert {
+    pub inserted: u64,
+    /// Rows PostgreSQL refused: (index of the row in the batch, reason).
+    pub rejected: Vec<(usize, String)>,
+}
+
+async fn stage_and_insert(
+    tx: &mut PgConnection,
+    table: PartitionedTable,
+    stage: &str,
+    data: &[u8],
+) -> Result<u64, sqlx::Error> {
+    sqlx::query(&format!("TRUNCATE {stage}")).execute(&mut *tx).await?;
+    let mut copy = tx.copy_in_raw(&format!("COPY {stage} ({}) FROM STDIN", columns(table))).await?;
+    if let Err(error) = copy.send(data).await {
+        let _ = copy.abort("send failed").await;
+        return Err(error);
+    }
+    copy.finish().await?;
+    let insert = format!(
+        "INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT DO NOTHING",
+        table = table.name(),
+        cols = columns(table)
+    );
+    Ok(sqlx::query(&insert).execute(&mut *tx).await?.rows_affected())
+}

@@ -1,6 +1,7 @@
 //! Integration tests, compiled into one binary (one link, one embedded cluster per run).
 
 mod api;
+mod aws;
 mod detection;
 mod import;
 mod interrupted_import;

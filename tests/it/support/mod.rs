@@ -5,6 +5,7 @@
 //! and sets it); otherwise the tests start Skywarden's embedded cluster themselves in a private
 //! folder under the system temp dir.
 
+pub mod aws;
 pub mod mmdb;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,8 @@
 //! The commands behind the `skywarden` binary: each opens what it needs (database, GeoIP,
 //! policies), calls the library, and prints for a person or, with `--json`, for a program.
 
+pub(crate) mod accounts;
+
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -142,9 +144,19 @@ pub(crate) async fn serve(db_options: &DbOptions, args: ServeArgs) -> anyhow::Re
         }
         None => None,
     };
+    let pollers = if args.no_pollers {
+        None
+    } else {
+        let worker = accounts::build_worker(&db, &args.worker).await?;
+        tracing::info!(worker = %worker.id(), concurrency = args.worker.poll_concurrency, "pollers started");
+        Some(tokio::spawn(worker.run(args.worker.poll_concurrency, until_stopped(stopped.clone()))))
+    };
     http::serve(context, listener, until_stopped(stopped)).await?;
     if let Some(metrics) = metrics {
         metrics.await??;
+    }
+    if let Some(pollers) = pollers {
+        pollers.await?;
     }
     db.close().await?;
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,144 @@
+//! One error type for every AWS call, classified so callers can react (back off when throttled,
+//! tell the user to fix the role when denied) and so messages name the call that failed.
+
+use std::fmt;
+
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+/// What went wrong, as far as a caller needs to know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AwsErrorKind {
+    /// The caller's credentials do not allow the call (or the role cannot be assumed).
+    AccessDenied,
+    /// The service asked us to slow down.
+    Throttled,
+    /// The endpoint could not be reached or did not answer in time.
+    Unreachable,
+    /// The request was refused for another reason (bad parameter, missing resource ...).
+    Rejected,
+    /// Anything else, including malformed responses.
+    Other,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub struct AwsError {
+    /// The call, as `service:Operation` (the IAM action name).
+    pub operation: &'static str,
+    pub region: String,
+    pub kind: AwsErrorKind,
+    /// The service's error code, when it sent one.
+    pub code: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for AwsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} in {} failed", self.operation, self.region)?;
+        match &self.code {
+            Some(code) => write!(f, ": {code}: {}", self.message)?,
+            None => write!(f, ": {}", self.message)?,
+        }
+        match self.kind {
+            AwsErrorKind::AccessDenied if self.operation != "sts:AssumeRole" => {
+                write!(f, " (access denied: check the role's permissions)")
+            }
+            AwsErrorKind::Unreachable => write!(f, " (endpoint unreachable)"),
+            _ => Ok(()),
+        }
+    }
+}
+
+const ACCESS_DENIED_CODES: &[&str] = &[
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+    "UnauthorizedAccess",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "AuthFailure",
+    "SignatureDoesNotMatch",
+];
+
+const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "SlowDown",
+    "LimitExceededException",
+];
+
+impl AwsError {
+    /// Classifies an SDK error from `operation` (e.g. `"ec2:DescribeSecurityGroups"`).
+    pub fn from_sdk<E, R>(operation: &'static str, region: &str, error: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: fmt::Debug + Send + Sync + 'static,
+    {
+        use aws_smithy_runtime_api::client::result::SdkError;
+        let (kind, code, message) = match &error {
+            SdkError::ServiceError(service) => {
+                let inner = service.err();
+                let code = inner.code().map(str::to_owned);
+                let message = inner.message().map(str::to_owned).unwrap_or_else(|| DisplayErrorContext(inner).to_string());
+                (classify_code(code.as_deref()), code, message)
+            }
+            SdkError::TimeoutError(_) => (AwsErrorKind::Unreachable, None, "the request timed out".to_owned()),
+            SdkError::DispatchFailure(failure) => {
+                let kind = if failure.is_io() || failure.is_timeout() { AwsErrorKind::Unreachable } else { AwsErrorKind::Other };
+                (kind, None, DisplayErrorContext(&error).to_string())
+            }
+            _ => {
+                let code = error.code().map(str::to_owned);
+                (classify_code(code.as_deref()), code, DisplayErrorContext(&error).to_string())
+            }
+        };
+        Self { operation, region: region.to_owned(), kind, code, message }
+    }
+
+    pub fn is_throttling(&self) -> bool {
+        self.kind == AwsErrorKind::Throttled
+    }
+}
+
+fn classify_code(code: Option<&str>) -> AwsErrorKind {
+    match code {
+        Some(code) if ACCESS_DENIED_CODES.contains(&code) => AwsErrorKind::AccessDenied,
+        Some(code) if THROTTLING_CODES.contains(&code) => AwsErrorKind::Throttled,
+        Some(_) => AwsErrorKind::Rejected,
+        None => AwsErrorKind::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_classified() {
+        assert_eq!(classify_code(Some("ThrottlingException")), AwsErrorKind::Throttled);
+        assert_eq!(classify_code(Some("AccessDenied")), AwsErrorKind::AccessDenied);
+        assert_eq!(classify_code(Some("InvalidGroup.NotFound")), AwsErrorKind::Rejected);
+        assert_eq!(classify_code(None), AwsErrorKind::Other);
+    }
+
+    #[test]
+    fn message_names_the_call_and_the_region() {
+        let error = AwsError {
+            operation: "sts:AssumeRole",
+            region: "us-east-1".into(),
+            kind: AwsErrorKind::AccessDenied,
+            code: Some("AccessDenied".into()),
+            message: "not authorized".into(),
+        };
+        let text = error.to_string();
+        assert!(text.starts_with("sts:AssumeRole in us-east-1 failed: AccessDenied: not authorized"), "{text}");
+        assert!(text.contains("access denied"), "{text}");
+    }
+}

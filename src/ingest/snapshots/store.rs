@@ -1,0 +1,264 @@
+//! Resource versions and config changes in PostgreSQL.
+//!
+//! A snapshot is compared with the stored current state, resource by resource: an unchanged
+//! resource only has its `last_seen` moved; a changed, new or vanished one gets a new version
+//! and a change record with the diff. Change records are then linked to the CloudTrail event
+//! that explains them (the latest successful write that named the resource between the two
+//! snapshots), and again on later snapshots while events are still arriving.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+
+use super::ResourceConfig;
+use super::diff::{config_hash, diff};
+
+/// What recording one snapshot did.
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub struct SnapshotOutcome {
+    pub resources: u64,
+    pub created: u64,
+    pub modified: u64,
+    pub deleted: u64,
+    pub unchanged: u64,
+}
+
+impl SnapshotOutcome {
+    pub fn versions(&self) -> u64 {
+        self.created + self.modified + self.deleted
+    }
+}
+
+struct Stored {
+    version: i32,
+    hash: Vec<u8>,
+    config: Value,
+    deleted: bool,
+}
+
+/// Records one snapshot of `resource_types` in one account and region. With `baseline` (the
+/// first snapshot), new resources are stored without a `created` change: they were not created
+/// now, Skywarden just had not looked. `previous_at` is when the last snapshot was taken.
+pub async fn record_snapshot(
+    tx: &mut PgConnection,
+    account_id: &str,
+    region: &str,
+    resource_types: &[&'static str],
+    resources: &[ResourceConfig],
+    baseline: bool,
+    previous_at: Option<DateTime<Utc>>,
+) -> Result<SnapshotOutcome, sqlx::Error> {
+    let now = sqlx::query_scalar!(r#"SELECT now() AS "now!""#).fetch_one(&mut *tx).await?;
+    let types: Vec<String> = resource_types.iter().map(|t| (*t).to_owned()).collect();
+    let rows = sqlx::query!(
+        "SELECT resource_type, resource_id, version, config_hash, config, deleted_at IS NOT NULL AS \"deleted!\"
+         FROM resources WHERE account_id = $1 AND region = $2 AND resource_type = ANY($3)",
+        account_id,
+        region,
+        &types
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut stored: HashMap<(String, String), Stored> = rows
+        .into_iter()
+        .map(|r| {
+            (
+                (r.resource_type, r.resource_id),
+                Stored { version: r.version, hash: r.config_hash, config: r.config, deleted: r.deleted },
+            )
+        })
+        .collect();
+
+    let mut outcome = SnapshotOutcome::default();
+    let mut seen = HashSet::new();
+    for resource in resources {
+        outcome.resources += 1;
+        let key = (resource.resource_type.to_owned(), resource.resource_id.clone());
+        if !seen.insert(key.clone()) {
+            continue;
+        }
+        let hash = config_hash(&resource.config);
+        match stored.remove(&key) {
+            Some(current) if !current.deleted && current.hash == hash => {
+                sqlx::query!(
+                    "UPDATE resources SET last_seen = $4, config = $5, arn = $6, name = $7
+                     WHERE account_id = $1 AND resource_type = $2 AND resource_id = $3",
+                    account_id,
+                    resource.resource_type,
+                    resource.resource_id,
+                    now,
+                    resource.config,
+                    resource.arn,
+                    resource.name
+                )
+                .execute(&mut *tx)
+                .await?;
+                outcome.unchanged += 1;
+            }
+            Some(current) => {
+                let version = current.version + 1;
+                let (kind, old) = if current.deleted { ("created", json!({})) } else { ("modified", current.config) };
+                write_version(tx, account_id, resource, version, now, &hash).await?;
+                let changes = serde_json::to_value(diff(&old, &resource.config)).expect("diff serialises");
+                insert_change(tx, account_id, resource.resource_type, &resource.resource_id, region, version, kind, now, previous_at, changes).await?;
+                if kind == "created" {
+                    outcome.created += 1;
+                } else {
+                    outcome.modified += 1;
+                }
+            }
+            None => {
+                write_version(tx, account_id, resource, 1, now, &hash).await?;
+                if !baseline {
+                    let changes = serde_json::to_value(diff(&json!({}), &resource.config)).expect("diff serialises");
+                    insert_change(tx, account_id, resource.resource_type, &resource.resource_id, region, 1, "created", now, previous_at, changes).await?;
+                }
+                outcome.created += 1;
+            }
+        }
+    }
+
+    // What the snapshot did not see any more was deleted.
+    for ((resource_type, resource_id), current) in stored {
+        if current.deleted {
+            continue;
+        }
+        let version = current.version + 1;
+        sqlx::query!(
+            "INSERT INTO resource_versions (account_id, resource_type, resource_id, version, captured_at, config, config_hash)
+             VALUES ($1, $2, $3, $4, $5, NULL, NULL)",
+            account_id,
+            resource_type,
+            resource_id,
+            version,
+            now
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "UPDATE resources SET version = $4, deleted_at = $5, last_changed = $5
+             WHERE account_id = $1 AND resource_type = $2 AND resource_id = $3",
+            account_id,
+            resource_type,
+            resource_id,
+            version,
+            now
+        )
+        .execute(&mut *tx)
+        .await?;
+        let changes = serde_json::to_value(diff(&current.config, &json!({}))).expect("diff serialises");
+        insert_change(tx, account_id, &resource_type, &resource_id, region, version, "deleted", now, previous_at, changes).await?;
+        outcome.deleted += 1;
+    }
+    Ok(outcome)
+}
+
+async fn write_version(
+    tx: &mut PgConnection,
+    account_id: &str,
+    resource: &ResourceConfig,
+    version: i32,
+    now: DateTime<Utc>,
+    hash: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO resource_versions (account_id, resource_type, resource_id, version, captured_at, config, config_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        account_id,
+        resource.resource_type,
+        resource.resource_id,
+        version,
+        now,
+        resource.config,
+        hash
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "INSERT INTO resources (account_id, resource_type, resource_id, region, arn, name, version, config, config_hash,
+                                first_seen, last_seen, last_changed)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $10)
+         ON CONFLICT (account_id, resource_type, resource_id) DO UPDATE SET
+             region = EXCLUDED.region, arn = EXCLUDED.arn, name = EXCLUDED.name, version = EXCLUDED.version,
+             config = EXCLUDED.config, config_hash = EXCLUDED.config_hash, last_seen = EXCLUDED.last_seen,
+             last_changed = EXCLUDED.last_changed, deleted_at = NULL",
+        account_id,
+        resource.resource_type,
+        resource.resource_id,
+        resource.region,
+        resource.arn,
+        resource.name,
+        version,
+        resource.config,
+        hash,
+        now
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_change(
+    tx: &mut PgConnection,
+    account_id: &str,
+    resource_type: &str,
+    resource_id: &str,
+    region: &str,
+    version: i32,
+    kind: &str,
+    detected_at: DateTime<Utc>,
+    previous_at: Option<DateTime<Utc>>,
+    changes: Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO config_changes (account_id, resource_type, resource_id, region, version, kind, detected_at,
+                                     previous_at, diff)
+         VALUES ($1, $2, $3, $4, $5, $6::text::config_change_kind, $7, $8, $9)",
+        account_id,
+        resource_type,
+        resource_id,
+        region,
+        version,
+        kind,
+        detected_at,
+        previous_at,
+        changes
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Links recent unexplained changes of an account to the CloudTrail event that caused them: the
+/// latest successful, non-read-only event naming the resource between the previous snapshot
+/// (less a margin for clock skew) and the one that saw the change. Returns how many were linked.
+pub async fn link_changes(conn: &mut PgConnection, account_id: &str) -> Result<u64, sqlx::Error> {
+    let linked = sqlx::query!(
+        "WITH found AS (
+             SELECT c.change_id, e.event_time, e.event_id, e.event_name, e.principal_arn, e.source_ip_text
+             FROM config_changes c
+             CROSS JOIN LATERAL (
+                 SELECT event_time, event_id, event_name, principal_arn, source_ip_text
+                 FROM cloudtrail_events e
+                 WHERE e.account_id = c.account_id
+                   AND e.resource_ids @> ARRAY[c.resource_id]
+                   AND e.event_time <= c.detected_at
+                   AND e.event_time >= COALESCE(c.previous_at, c.detected_at - interval '1 day') - interval '5 minutes'
+                   AND e.read_only IS NOT TRUE AND e.error_code IS NULL
+                 ORDER BY e.event_time DESC
+                 LIMIT 1) e
+             WHERE c.account_id = $1 AND c.event_id IS NULL AND c.detected_at > now() - interval '2 days')
+         UPDATE config_changes c SET event_time = f.event_time, event_id = f.event_id, event_name = f.event_name,
+                principal_arn = f.principal_arn, source_ip = f.source_ip_text
+         FROM found f WHERE c.change_id = f.change_id",
+        account_id
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(linked)
+}

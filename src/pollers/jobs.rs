@@ -1,0 +1,266 @@
+//! Poll jobs in PostgreSQL: leases shared by any number of workers, checkpoints saved with the
+//! data they cover, and the status `accounts status` shows.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+
+use super::{PollError, Source};
+
+/// A job leased by one worker.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub job_id: i64,
+    pub account_id: String,
+    pub region: String,
+    pub source: Source,
+    pub target: String,
+    pub interval: Duration,
+    pub checkpoint: Value,
+    /// The worker holding the lease.
+    pub owner: String,
+    pub lease: Duration,
+    /// Throttling answers this run received (recorded even when the run fails).
+    pub throttled: u64,
+}
+
+/// Leases the most overdue job, if any is due. `FOR UPDATE SKIP LOCKED` lets workers claim at
+/// the same moment without waiting on each other; the lease makes the claim outlive this
+/// statement, and expires if the worker dies.
+pub async fn claim_due(pool: &PgPool, owner: &str, lease: Duration) -> Result<Option<Job>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"UPDATE poll_jobs SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2),
+                last_started_at = now()
+           WHERE job_id = (
+               SELECT p.job_id FROM poll_jobs p JOIN accounts a USING (account_id)
+               WHERE p.enabled AND a.enabled AND p.next_run_at <= now()
+                 AND (p.lease_expires_at IS NULL OR p.lease_expires_at < now())
+               ORDER BY p.next_run_at
+               LIMIT 1
+               FOR UPDATE OF p SKIP LOCKED)
+           RETURNING job_id, account_id, region, source, target, interval_seconds, checkpoint"#,
+        owner,
+        lease.as_secs_f64(),
+    )
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let Some(source) = Source::parse(&row.source) else {
+        // A job written by a newer release: leave it to a worker that knows it.
+        tracing::warn!(job_id = row.job_id, source = %row.source, "unknown poll job source; skipping");
+        release(pool, row.job_id, owner, Duration::from_secs(3600)).await?;
+        return Ok(None);
+    };
+    Ok(Some(Job {
+        job_id: row.job_id,
+        account_id: row.account_id,
+        region: row.region,
+        source,
+        target: row.target,
+        interval: Duration::from_secs(row.interval_seconds.max(1) as u64),
+        checkpoint: row.checkpoint,
+        owner: owner.to_owned(),
+        lease,
+        throttled: 0,
+    }))
+}
+
+async fn release(pool: &PgPool, job_id: i64, owner: &str, delay: Duration) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE poll_jobs SET lease_owner = NULL, lease_expires_at = NULL,
+                next_run_at = now() + make_interval(secs => $3)
+         WHERE job_id = $1 AND lease_owner = $2",
+        job_id,
+        owner,
+        delay.as_secs_f64()
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+impl Job {
+    /// Saves the checkpoint inside the transaction that stored the data it covers, and renews
+    /// the lease. Fails with `LeaseLost` if another worker took the job (our lease expired):
+    /// the caller's transaction must then roll back, so the data is stored once.
+    pub async fn save_checkpoint(
+        &mut self,
+        tx: &mut PgConnection,
+        checkpoint: Value,
+        covered_until: Option<DateTime<Utc>>,
+        items: u64,
+    ) -> Result<(), PollError> {
+        let updated = sqlx::query!(
+            "UPDATE poll_jobs SET checkpoint = $3, covered_until = COALESCE($4, covered_until),
+                    items_total = items_total + $5, lease_expires_at = now() + make_interval(secs => $6)
+             WHERE job_id = $1 AND lease_owner = $2 AND lease_expires_at > clock_timestamp()",
+            self.job_id,
+            self.owner,
+            checkpoint,
+            covered_until,
+            items as i64,
+            self.lease.as_secs_f64(),
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(PollError::LeaseLost);
+        }
+        self.checkpoint = checkpoint;
+        Ok(())
+    }
+
+    /// Records a finished run and schedules the next: at the interval, at once when the run
+    /// stopped with work left (a long backfill yields between runs), or after a back-off that
+    /// grows with consecutive failures.
+    pub async fn finish(&self, pool: &PgPool, result: &Result<RunOutcome, PollError>) -> Result<(), sqlx::Error> {
+        match result {
+            Ok(outcome) => {
+                let delay = if outcome.more_pending { Duration::ZERO } else { self.interval };
+                sqlx::query!(
+                    "UPDATE poll_jobs SET lease_owner = NULL, lease_expires_at = NULL, last_success_at = now(),
+                            last_error = NULL, consecutive_failures = 0, throttled_total = throttled_total + $3,
+                            next_run_at = now() + make_interval(secs => $4)
+                     WHERE job_id = $1 AND lease_owner = $2",
+                    self.job_id,
+                    self.owner,
+                    self.throttled as i64,
+                    delay.as_secs_f64(),
+                )
+                .execute(pool)
+                .await?;
+            }
+            Err(error) => {
+                sqlx::query!(
+                    "UPDATE poll_jobs SET lease_owner = NULL, lease_expires_at = NULL, last_error = $3,
+                            last_error_at = now(), consecutive_failures = consecutive_failures + 1,
+                            throttled_total = throttled_total + $5,
+                            next_run_at = now() + make_interval(secs => LEAST($4 * power(2, LEAST(consecutive_failures, 6)), 3600))
+                     WHERE job_id = $1 AND lease_owner = $2",
+                    self.job_id,
+                    self.owner,
+                    error.to_string(),
+                    RETRY_BASE.as_secs_f64(),
+                    self.throttled as i64,
+                )
+                .execute(pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// First delay after a failure; doubled for each further failure, up to an hour.
+const RETRY_BASE: Duration = Duration::from_secs(30);
+
+/// What one run of a job did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct RunOutcome {
+    /// New rows stored (events, flow records, resource versions).
+    pub stored: u64,
+    /// The run stopped before catching up; run again at once.
+    pub more_pending: bool,
+    /// Throttling answers received (and waited out).
+    pub throttled: u64,
+}
+
+/// The state of one job, for `accounts status` and the API.
+#[derive(Debug, Serialize)]
+pub struct JobStatus {
+    pub job_id: i64,
+    pub account_id: String,
+    pub region: String,
+    pub source: String,
+    pub target: String,
+    pub enabled: bool,
+    pub interval_seconds: i32,
+    pub next_run_at: DateTime<Utc>,
+    pub running_on: Option<String>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    pub consecutive_failures: i32,
+    pub covered_until: Option<DateTime<Utc>>,
+    /// Seconds between now and the newest data covered.
+    pub lag_seconds: Option<f64>,
+    pub items_total: i64,
+    pub throttled_total: i64,
+}
+
+pub async fn statuses(pool: &PgPool, account_id: Option<&str>) -> Result<Vec<JobStatus>, sqlx::Error> {
+    sqlx::query_as!(
+        JobStatus,
+        r#"SELECT job_id, account_id, region, source, target, enabled, interval_seconds, next_run_at,
+                  CASE WHEN lease_expires_at > now() THEN lease_owner END AS running_on,
+                  last_success_at, last_error, last_error_at, consecutive_failures, covered_until,
+                  EXTRACT(EPOCH FROM now() - covered_until)::float8 AS lag_seconds,
+                  items_total, throttled_total
+           FROM poll_jobs WHERE $1::text IS NULL OR account_id = $1
+           ORDER BY account_id, source, region, target"#,
+        account_id
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// A job to create for an account.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobSpec {
+    pub region: String,
+    pub source: Source,
+    pub target: String,
+    pub interval: Duration,
+}
+
+/// Creates the account's jobs that do not exist yet, and disables those no longer wanted
+/// (their checkpoints are kept in case they come back).
+pub async fn sync_jobs(conn: &mut PgConnection, account_id: &str, specs: &[JobSpec]) -> Result<(), sqlx::Error> {
+    let regions: Vec<String> = specs.iter().map(|s| s.region.clone()).collect();
+    let sources: Vec<String> = specs.iter().map(|s| s.source.as_str().to_owned()).collect();
+    let targets: Vec<String> = specs.iter().map(|s| s.target.clone()).collect();
+    let intervals: Vec<i32> = specs.iter().map(|s| s.interval.as_secs().min(i32::MAX as u64) as i32).collect();
+    sqlx::query!(
+        "INSERT INTO poll_jobs (account_id, region, source, target, interval_seconds)
+         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::int[])
+         ON CONFLICT (account_id, region, source, target)
+         DO UPDATE SET enabled = true, interval_seconds = EXCLUDED.interval_seconds",
+        account_id,
+        &regions,
+        &sources,
+        &targets,
+        &intervals
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE poll_jobs SET enabled = false
+         WHERE account_id = $1 AND (region, source, target) NOT IN
+             (SELECT * FROM unnest($2::text[], $3::text[], $4::text[]))",
+        account_id,
+        &regions,
+        &sources,
+        &targets
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Makes an account's jobs (of one source, or all) due now: "poll now" for users, and for
+/// tests that drive workers step by step.
+pub async fn run_now(pool: &PgPool, account_id: &str, source: Option<Source>) -> Result<u64, sqlx::Error> {
+    let source = source.map(Source::as_str);
+    Ok(sqlx::query!(
+        "UPDATE poll_jobs SET next_run_at = now() WHERE account_id = $1 AND ($2::text IS NULL OR source = $2)",
+        account_id,
+        source
+    )
+    .execute(pool)
+    .await?
+    .rows_affected())
+}

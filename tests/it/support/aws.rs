@@ -1,0 +1,336 @@
+//! AWS without AWS: a moto server (PyPI `moto[server]`) for the services it emulates, and small
+//! protocol-faithful fakes for what it cannot do: CloudTrail LookupEvents (moto answers 500) and
+//! an STS that refuses AssumeRole the way AWS does (moto never checks trust policies or
+//! external IDs). The real `aws-sdk-*` clients talk to both over loopback.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+use skywarden::aws::{AwsSettings, Service};
+
+static MOTO: OnceCell<String> = OnceCell::const_new();
+
+/// The moto server's URL: `SKYWARDEN_TEST_MOTO_URL` when `make test` started one, else one this
+/// test process starts (and that stops when the process ends).
+pub async fn moto_url() -> &'static str {
+    MOTO.get_or_init(|| async {
+        if let Ok(url) = std::env::var("SKYWARDEN_TEST_MOTO_URL") {
+            wait_for_port(&url).await;
+            return url;
+        }
+        let binary = std::env::var("SKYWARDEN_TEST_MOTO_BIN").unwrap_or_else(|_| "moto_server".into());
+        let port = free_port();
+        // A shell watches this test process and stops moto when it is gone.
+        let script = r#"
+            "$1" -H 127.0.0.1 -p "$2" >/dev/null 2>&1 & moto=$!
+            while kill -0 "$3" 2>/dev/null && kill -0 "$moto" 2>/dev/null; do sleep 1; done
+            kill "$moto" 2>/dev/null"#;
+        Command::new("sh")
+            .args(["-c", script, "sh", &binary, &port.to_string(), &std::process::id().to_string()])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary} (install it with `pip install 'moto[server]'`): {e}"));
+        let url = format!("http://127.0.0.1:{port}");
+        wait_for_port(&url).await;
+        url
+    })
+    .await
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+async fn wait_for_port(url: &str) {
+    let address = url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(&address).await.is_err() {
+        assert!(Instant::now() < deadline, "moto server at {url} did not start within 60 s (is `moto_server` installed?)");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A fresh random account id, so tests sharing one moto server never see each other's state.
+pub fn random_account_id() -> String {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("random bytes");
+    format!("{:012}", u64::from_le_bytes(bytes) % 900_000_000_000 + 100_000_000_000)
+}
+
+/// Settings that point every service at `url`, with static test credentials.
+pub fn settings_for(url: &str) -> AwsSettings {
+    AwsSettings {
+        endpoint_url: Some(url.to_owned()),
+        static_credentials: Some(aws_credential_types::Credentials::new("AKIDSKYWARDENTEST", "secret", None, None, "test")),
+        ..Default::default()
+    }
+}
+
+/// Like `settings_for(moto)`, with CloudTrail sent to `cloudtrail`.
+pub fn settings_with_cloudtrail(moto: &str, cloudtrail: &str) -> AwsSettings {
+    let mut settings = settings_for(moto);
+    settings.service_endpoints.insert(Service::CloudTrail, cloudtrail.to_owned());
+    settings
+}
+
+/// Environment for a `skywarden` subprocess that talks to `url`.
+pub fn aws_env(url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("SKYWARDEN_AWS_ENDPOINT_URL", url.to_owned()),
+        ("AWS_ACCESS_KEY_ID", "AKIDSKYWARDENTEST".into()),
+        ("AWS_SECRET_ACCESS_KEY", "secret".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ("AWS_CONFIG_FILE", "/nonexistent".into()),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent".into()),
+    ]
+}
+
+/// A CloudTrail event as CloudTrail writes it.
+pub fn cloudtrail_event(account: &str, id: &str, time: chrono::DateTime<chrono::Utc>, name: &str, request: Value) -> Value {
+    json!({
+        "eventVersion": "1.08",
+        "userIdentity": {"type": "IAMUser", "principalId": "AIDAEXAMPLE", "arn": format!("arn:aws:iam::{account}:user/alice"),
+                          "accountId": account, "userName": "alice"},
+        "eventTime": time.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "eventSource": "ec2.amazonaws.com",
+        "eventName": name,
+        "awsRegion": "us-east-1",
+        "sourceIPAddress": "203.0.113.7",
+        "userAgent": "aws-cli/2.15.0",
+        "requestParameters": request,
+        "responseElements": null,
+        "requestID": format!("req-{id}"),
+        "eventID": id,
+        "readOnly": false,
+        "eventType": "AwsApiCall",
+        "managementEvent": true,
+        "recipientAccountId": account,
+        "eventCategory": "Management"
+    })
+}
+
+/// What the fake CloudTrail was asked.
+#[derive(Clone, Debug)]
+pub struct LookupRequest {
+    pub at: Instant,
+    pub next_token: Option<String>,
+    pub start_time: Option<f64>,
+    pub end_time: Option<f64>,
+    /// The answer: "ok", "throttled" or "failed".
+    pub answer: &'static str,
+}
+
+#[derive(Default)]
+struct LookupState {
+    /// Raw events, any order; served newest first.
+    events: Vec<Value>,
+    throttle_next: u32,
+    /// Fail (HTTP 500) the request for this page number (1-based) once.
+    fail_page_once: Option<usize>,
+    requests: Vec<LookupRequest>,
+}
+
+/// A CloudTrail endpoint that serves LookupEvents over the JSON 1.1 protocol, as AWS does:
+/// `X-Amz-Target: CloudTrail_20131101.LookupEvents`, epoch
+/// seconds for times, `NextToken` pages of at most `MaxResults` (50), and
+/// `ThrottlingException` answers when told to throttle.
+#[derive(Clone)]
+pub struct FakeCloudTrail {
+    pub url: String,
+    state: Arc<Mutex<LookupState>>,
+}
+
+const PAGE_SIZE: usize = 50;
+
+impl FakeCloudTrail {
+    pub async fn start() -> Self {
+        let state = Arc::new(Mutex::new(LookupState::default()));
+        let app = Router::new().route("/", post(lookup_events)).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding the fake CloudTrail");
+        let address: SocketAddr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url: format!("http://{address}"), state }
+    }
+
+    pub fn add_events(&self, events: impl IntoIterator<Item = Value>) {
+        self.state.lock().unwrap().events.extend(events);
+    }
+
+    pub fn throttle_next(&self, count: u32) {
+        self.state.lock().unwrap().throttle_next = count;
+    }
+
+    pub fn fail_page_once(&self, page: usize) {
+        self.state.lock().unwrap().fail_page_once = Some(page);
+    }
+
+    pub fn requests(&self) -> Vec<LookupRequest> {
+        self.state.lock().unwrap().requests.clone()
+    }
+}
+
+fn aws_json_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/x-amz-json-1.1"), (header::HeaderName::from_static("x-amzn-errortype"), kind)],
+        json!({"__type": kind, "message": message}).to_string(),
+    )
+        .into_response()
+}
+
+fn epoch_seconds(event: &Value) -> f64 {
+    event["eventTime"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.timestamp() as f64)
+        .unwrap_or(0.0)
+}
+
+async fn lookup_events(
+    axum::extract::State(state): axum::extract::State<Arc<Mutex<LookupState>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    // Older SDKs prefix the target with the namespace.
+    if !target.ends_with("CloudTrail_20131101.LookupEvents") {
+        return aws_json_error(StatusCode::BAD_REQUEST, "UnknownOperationException", &format!("unsupported target {target}"));
+    }
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let next_token = request["NextToken"].as_str().map(str::to_owned);
+    let (start, end) = (request["StartTime"].as_f64(), request["EndTime"].as_f64());
+    let max = request["MaxResults"].as_u64().map(|m| m as usize).unwrap_or(PAGE_SIZE).min(PAGE_SIZE);
+    let mut state = state.lock().unwrap();
+    let mut record = LookupRequest { at: Instant::now(), next_token: next_token.clone(), start_time: start, end_time: end, answer: "ok" };
+    if state.throttle_next > 0 {
+        state.throttle_next -= 1;
+        record.answer = "throttled";
+        state.requests.push(record);
+        return aws_json_error(StatusCode::BAD_REQUEST, "ThrottlingException", "Rate exceeded");
+    }
+    let offset: usize = next_token.as_deref().and_then(|t| t.strip_prefix("page-")).and_then(|t| t.parse().ok()).unwrap_or(0);
+    let page_number = offset / max.max(1) + 1;
+    if state.fail_page_once == Some(page_number) {
+        state.fail_page_once = None;
+        record.answer = "failed";
+        state.requests.push(record);
+        return aws_json_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure", "injected failure");
+    }
+    state.requests.push(record);
+    let mut matching: Vec<&Value> = state
+        .events
+        .iter()
+        .filter(|e| {
+            let t = epoch_seconds(e);
+            start.is_none_or(|s| t >= s) && end.is_none_or(|e| t <= e)
+        })
+        .collect();
+    matching.sort_by(|a, b| epoch_seconds(b).total_cmp(&epoch_seconds(a)).then_with(|| b["eventID"].as_str().cmp(&a["eventID"].as_str())));
+    let page: Vec<Value> = matching
+        .iter()
+        .skip(offset)
+        .take(max)
+        .map(|event| {
+            json!({
+                "EventId": event["eventID"],
+                "EventName": event["eventName"],
+                "ReadOnly": event["readOnly"].to_string(),
+                "EventTime": epoch_seconds(event),
+                "EventSource": event["eventSource"],
+                "Username": event["userIdentity"]["userName"],
+                "Resources": [],
+                "CloudTrailEvent": event.to_string(),
+            })
+        })
+        .collect();
+    let mut response = json!({"Events": page});
+    if offset + max < matching.len() {
+        response["NextToken"] = json!(format!("page-{}", offset + max));
+    }
+    ([(header::CONTENT_TYPE, "application/x-amz-json-1.1")], response.to_string()).into_response()
+}
+
+/// An STS that knows some roles and their external IDs and answers AssumeRole as AWS does:
+/// credentials in the Query protocol's XML when the role exists and the external ID matches,
+/// `AccessDenied` otherwise.
+pub struct FakeSts {
+    pub url: String,
+}
+
+impl FakeSts {
+    pub async fn start(roles: HashMap<String, String>) -> Self {
+        let roles = Arc::new(roles);
+        let app = Router::new().route("/", post(assume_role)).with_state(roles);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding the fake STS");
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url: format!("http://{address}") }
+    }
+}
+
+async fn assume_role(axum::extract::State(roles): axum::extract::State<Arc<HashMap<String, String>>>, body: String) -> Response {
+    let form: HashMap<String, String> = body
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+        .collect();
+    let role = form.get("RoleArn").cloned().unwrap_or_default();
+    let external_id = form.get("ExternalId").cloned().unwrap_or_default();
+    let xml = |status: StatusCode, body: String| (status, [(header::CONTENT_TYPE, "text/xml")], body).into_response();
+    if form.get("Action").map(String::as_str) != Some("AssumeRole") || roles.get(&role) != Some(&external_id) {
+        return xml(
+            StatusCode::FORBIDDEN,
+            format!(
+                "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type>\
+                 <Code>AccessDenied</Code><Message>User: arn:aws:iam::123456789012:user/skywarden is not authorized to \
+                 perform: sts:AssumeRole on resource: {role}</Message></Error><RequestId>fake-1</RequestId></ErrorResponse>"
+            ),
+        );
+    }
+    let expiry = (chrono::Utc::now() + chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M:%SZ");
+    xml(
+        StatusCode::OK,
+        format!(
+            "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult>\
+             <Credentials><AccessKeyId>ASIAFAKE</AccessKeyId><SecretAccessKey>secret</SecretAccessKey>\
+             <SessionToken>token</SessionToken><Expiration>{expiry}</Expiration></Credentials>\
+             <AssumedRoleUser><AssumedRoleId>AROAFAKE:skywarden</AssumedRoleId><Arn>{role}</Arn></AssumedRoleUser>\
+             </AssumeRoleResult><ResponseMetadata><RequestId>fake-2</RequestId></ResponseMetadata></AssumeRoleResponse>"
+        ),
+    )
+}
+
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(byte) => {
+                        out.push(byte);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
