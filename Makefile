@@ -19,7 +19,12 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN := $(TARGET_DIR)/release/skywarden
 DEBUG_BIN := $(TARGET_DIR)/debug/skywarden
 
-.PHONY: demo test build geoip sqlx-prepare bench clean-test-db
+.PHONY: demo test build geoip sqlx-prepare bench clean-test-db moto
+
+# The AWS emulator for the tests (PyPI moto[server]): the one on PATH, else a private venv.
+MOTO_VENV := $(CACHE_DIR)/moto-venv
+MOTO_SPEC := moto[server]>=5.1,<6
+MOTO_BIN = $(shell command -v moto_server 2>/dev/null || echo $(MOTO_VENV)/bin/moto_server)
 
 build:
 	$(CARGO) build --release --locked
@@ -36,11 +41,22 @@ $(GEOIP_DB):
 demo: build geoip
 	$(BIN) --data-dir $(DEMO_DATA_DIR) demo --samples samples/incident --geoip $(GEOIP_DB)
 
-test:
+moto:
+	if ! command -v moto_server >/dev/null 2>&1 && [ ! -x $(MOTO_VENV)/bin/moto_server ]; then
+		python3 -m venv $(MOTO_VENV)
+		$(MOTO_VENV)/bin/pip install --quiet '$(MOTO_SPEC)'
+	fi
+
+test: moto
 	$(CARGO) build --locked --tests --bins
+	# moto server on a free loopback port, for every test that talks to "AWS".
+	moto_port=$$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	$(MOTO_BIN) -H 127.0.0.1 -p $$moto_port > $(TEST_PG_DIR).moto.log 2>&1 &
+	moto_pid=$$!
+	export SKYWARDEN_TEST_MOTO_URL=http://127.0.0.1:$$moto_port
 	# One embedded PostgreSQL for the whole suite, off the standard port (socket only).
 	env -u DATABASE_URL $(DEBUG_BIN) --data-dir $(TEST_PG_DIR) db start > $(TEST_PG_DIR).url
-	trap 'env -u DATABASE_URL $(DEBUG_BIN) --data-dir $(TEST_PG_DIR) db stop; rm -rf $(TEST_PG_DIR) $(TEST_PG_DIR).url' EXIT
+	trap 'kill $$moto_pid 2>/dev/null; env -u DATABASE_URL $(DEBUG_BIN) --data-dir $(TEST_PG_DIR) db stop; rm -rf $(TEST_PG_DIR) $(TEST_PG_DIR).url $(TEST_PG_DIR).moto.log' EXIT
 	SKYWARDEN_TEST_DATABASE_URL=$$(cat $(TEST_PG_DIR).url) $(CARGO) test --locked -- --test-threads 2
 	if [ -d ../shared/fixtures ]; then echo "dataset tests ran over ../shared/fixtures"; \
 	else echo "NOTE: ../shared/fixtures is absent: the tests over public datasets checked nothing"; fi

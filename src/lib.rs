@@ -7,8 +7,8 @@
 
 pub mod accounts;
 pub mod alerts;
-pub mod aws;
 pub mod auth;
+pub mod aws;
 pub mod bench;
 pub mod cli;
 pub mod db;

@@ -108,7 +108,12 @@ impl Account {
     /// The poll jobs this account needs.
     pub fn job_specs(&self, intervals: &PollIntervals) -> Vec<JobSpec> {
         let mut specs = Vec::new();
-        let spec = |region: &str, source, target: String, interval| JobSpec { region: region.to_owned(), source, target, interval };
+        let spec = |region: &str, source, target: String, interval| JobSpec {
+            region: region.to_owned(),
+            source,
+            target,
+            interval,
+        };
         specs.push(spec(GLOBAL_REGION, Source::ConfigSnapshot, String::new(), intervals.snapshot));
         for region in &self.regions {
             specs.push(spec(region, Source::CloudTrailLookup, String::new(), intervals.lookup));
@@ -192,7 +197,10 @@ fn validate_new(new: &NewAccount) -> Result<RoleArn, AccountError> {
     }
     if let Some(url) = &new.endpoint_url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(AccountError::Invalid { field: "endpoint_url", reason: format!("`{url}` is not an http(s) URL") });
+            return Err(AccountError::Invalid {
+                field: "endpoint_url",
+                reason: format!("`{url}` is not an http(s) URL"),
+            });
         }
     }
     for (field, bucket) in [("trail_bucket", &new.sources.trail_bucket), ("flow_bucket", &new.sources.flow_bucket)] {
@@ -220,7 +228,8 @@ pub async fn onboard(pool: &PgPool, new: &NewAccount, intervals: &PollIntervals)
     if let Some(Some(existing)) = existing {
         return Err(AccountError::AlreadyOnboarded(account_id, existing));
     }
-    let sources = serde_json::to_value(&new.sources).map_err(|e| AccountError::Invalid { field: "sources", reason: e.to_string() })?;
+    let sources = serde_json::to_value(&new.sources)
+        .map_err(|e| AccountError::Invalid { field: "sources", reason: e.to_string() })?;
     sqlx::query!(
         "INSERT INTO accounts (account_id, name, role_arn, external_id, regions, endpoint_url, sources, enabled)
          VALUES ($1, $2, $3, $4, $5, $6, $7, true)
@@ -319,7 +328,12 @@ pub struct TestResult {
 }
 
 /// Assumes the account's role and asks STS who we are; records the outcome on the account.
-pub async fn test(pool: &PgPool, base: &aws_types::SdkConfig, settings: &AwsSettings, account_id: &str) -> Result<TestResult, AccountError> {
+pub async fn test(
+    pool: &PgPool,
+    base: &aws_types::SdkConfig,
+    settings: &AwsSettings,
+    account_id: &str,
+) -> Result<TestResult, AccountError> {
     let account = load(pool, account_id).await?;
     let outcome = match AccountSession::assume(base, settings, &account.assume_target()).await {
         Ok(session) => session
@@ -333,7 +347,12 @@ pub async fn test(pool: &PgPool, base: &aws_types::SdkConfig, settings: &AwsSett
     };
     let result = match outcome {
         Ok(arn) => TestResult { account_id: account_id.to_owned(), ok: true, assumed_arn: arn, error: None },
-        Err(error) => TestResult { account_id: account_id.to_owned(), ok: false, assumed_arn: None, error: Some(error.to_string()) },
+        Err(error) => TestResult {
+            account_id: account_id.to_owned(),
+            ok: false,
+            assumed_arn: None,
+            error: Some(error.to_string()),
+        },
     };
     sqlx::query!(
         "UPDATE accounts SET verified_at = CASE WHEN $2 THEN now() ELSE verified_at END, verify_error = $3
@@ -382,8 +401,10 @@ mod tests {
         assert_eq!(specs.len(), 11);
         assert!(specs.iter().any(|s| s.source == Source::CloudTrailS3
             && s.target == "s3://org-trail/ct/o-abc/AWSLogs/111122223333/CloudTrail/eu-west-1/"));
-        assert!(specs.iter().any(|s| s.source == Source::FlowLogsS3
-            && s.target == "s3://flows/AWSLogs/111122223333/vpcflowlogs/us-east-1/"));
+        assert!(
+            specs.iter().any(|s| s.source == Source::FlowLogsS3
+                && s.target == "s3://flows/AWSLogs/111122223333/vpcflowlogs/us-east-1/")
+        );
     }
 
     #[test]
@@ -395,7 +416,11 @@ mod tests {
 
     #[test]
     fn bad_onboarding_input_names_the_field() {
-        let mut new = NewAccount { role_arn: "arn:aws:iam::111122223333:role/x".into(), regions: vec!["us-east-1".into()], ..Default::default() };
+        let mut new = NewAccount {
+            role_arn: "arn:aws:iam::111122223333:role/x".into(),
+            regions: vec!["us-east-1".into()],
+            ..Default::default()
+        };
         assert!(validate_new(&new).is_ok());
         new.regions = vec!["mars".into()];
         assert!(validate_new(&new).unwrap_err().to_string().contains("mars"));

@@ -44,7 +44,8 @@ pub struct RoleArn {
     name: String,
 }
 
-const PARTITIONS: &[&str] = &["aws", "aws-us-gov", "aws-cn", "aws-iso", "aws-iso-b", "aws-iso-e", "aws-iso-f", "aws-eusc"];
+const PARTITIONS: &[&str] =
+    &["aws", "aws-us-gov", "aws-cn", "aws-iso", "aws-iso-b", "aws-iso-e", "aws-iso-f", "aws-eusc"];
 /// Characters IAM allows in role names and paths.
 fn is_role_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "+=,.@_-".contains(c)

@@ -76,7 +76,11 @@ const THROTTLING_CODES: &[&str] = &[
 
 impl AwsError {
     /// Classifies an SDK error from `operation` (e.g. `"ec2:DescribeSecurityGroups"`).
-    pub fn from_sdk<E, R>(operation: &'static str, region: &str, error: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> Self
+    pub fn from_sdk<E, R>(
+        operation: &'static str,
+        region: &str,
+        error: aws_smithy_runtime_api::client::result::SdkError<E, R>,
+    ) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: fmt::Debug + Send + Sync + 'static,
@@ -86,12 +90,17 @@ impl AwsError {
             SdkError::ServiceError(service) => {
                 let inner = service.err();
                 let code = inner.code().map(str::to_owned);
-                let message = inner.message().map(str::to_owned).unwrap_or_else(|| DisplayErrorContext(inner).to_string());
+                let message =
+                    inner.message().map(str::to_owned).unwrap_or_else(|| DisplayErrorContext(inner).to_string());
                 (classify_code(code.as_deref()), code, message)
             }
             SdkError::TimeoutError(_) => (AwsErrorKind::Unreachable, None, "the request timed out".to_owned()),
             SdkError::DispatchFailure(failure) => {
-                let kind = if failure.is_io() || failure.is_timeout() { AwsErrorKind::Unreachable } else { AwsErrorKind::Other };
+                let kind = if failure.is_io() || failure.is_timeout() {
+                    AwsErrorKind::Unreachable
+                } else {
+                    AwsErrorKind::Other
+                };
                 (kind, None, DisplayErrorContext(&error).to_string())
             }
             _ => {

@@ -36,7 +36,8 @@ pub enum Service {
 }
 
 impl Service {
-    pub const ALL: [Service; 6] = [Service::Sts, Service::CloudTrail, Service::Ec2, Service::Iam, Service::S3, Service::Logs];
+    pub const ALL: [Service; 6] =
+        [Service::Sts, Service::CloudTrail, Service::Ec2, Service::Iam, Service::S3, Service::Logs];
 
     /// The suffix of its endpoint variable, as in the AWS SDKs' `AWS_ENDPOINT_URL_<SERVICE>`.
     pub fn env_suffix(self) -> &'static str {
@@ -80,8 +81,11 @@ impl AwsSettings {
     /// Settings from `SKYWARDEN_AWS_ENDPOINT_URL[_<SERVICE>]` and `SKYWARDEN_AWS_HOME_REGION`.
     pub fn from_env() -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let mut settings =
-            Self { endpoint_url: var("SKYWARDEN_AWS_ENDPOINT_URL"), home_region: var("SKYWARDEN_AWS_HOME_REGION"), ..Default::default() };
+        let mut settings = Self {
+            endpoint_url: var("SKYWARDEN_AWS_ENDPOINT_URL"),
+            home_region: var("SKYWARDEN_AWS_HOME_REGION"),
+            ..Default::default()
+        };
         for service in Service::ALL {
             if let Some(url) = var(&format!("SKYWARDEN_AWS_ENDPOINT_URL_{}", service.env_suffix())) {
                 settings.service_endpoints.insert(service, url);
@@ -101,9 +105,8 @@ impl AwsSettings {
     /// Skywarden's own AWS configuration: its credentials from the standard chain (environment,
     /// profile, SSO, web identity, container or instance role) unless static ones are set.
     pub async fn load(&self) -> SdkConfig {
-        let http_client = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-            .build_https();
+        let http_client =
+            aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https();
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(Duration::from_secs(5))
             .read_timeout(Duration::from_secs(60))
@@ -157,7 +160,11 @@ const SESSION_NAME_PREFIX: &str = "skywarden-";
 impl AccountSession {
     /// Assumes the account's role with its external ID and returns a session for its clients.
     #[tracing::instrument(skip_all, fields(role_arn = %target.role_arn))]
-    pub async fn assume(base: &SdkConfig, settings: &AwsSettings, target: &AssumeRoleTarget<'_>) -> Result<Self, AwsError> {
+    pub async fn assume(
+        base: &SdkConfig,
+        settings: &AwsSettings,
+        target: &AssumeRoleTarget<'_>,
+    ) -> Result<Self, AwsError> {
         let endpoint = target.endpoint_url.or(settings.endpoint_for(Service::Sts));
         let mut config = aws_sdk_sts::config::Builder::from(base);
         if let Some(endpoint) = endpoint {
@@ -268,7 +275,8 @@ impl AccountSession {
     }
 
     pub fn logs(&self, region: &str) -> aws_sdk_cloudwatchlogs::Client {
-        let mut config = aws_sdk_cloudwatchlogs::config::Builder::from(&self.base).region(Region::new(region.to_owned()));
+        let mut config =
+            aws_sdk_cloudwatchlogs::config::Builder::from(&self.base).region(Region::new(region.to_owned()));
         if let Some(url) = self.endpoint(Service::Logs) {
             config = config.endpoint_url(url);
         }

@@ -8,8 +8,8 @@ use anyhow::Context;
 use skywarden::accounts::{self, LogSources, NewAccount, PollIntervals};
 use skywarden::aws::AwsSettings;
 use skywarden::cli::{AccountAddArgs, AccountsAction, PollerArgs, WorkerArgs};
-use skywarden::db::{Database, DbOptions};
 use skywarden::db::partitions::PartitionCache;
+use skywarden::db::{Database, DbOptions};
 use skywarden::pollers::jobs;
 use skywarden::pollers::worker::Worker;
 use skywarden::pollers::{PollContext, PollOptions};
@@ -75,7 +75,10 @@ pub(crate) async fn run(db_options: &DbOptions, action: AccountsAction) -> anyho
                     continue;
                 }
                 let lag = status.lag_seconds.map(|s| format!("{:.0}s", s.max(0.0))).unwrap_or_else(|| "-".into());
-                let last = status.last_success_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "never".into());
+                let last = status
+                    .last_success_at
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_else(|| "never".into());
                 let target = if status.target.is_empty() { String::new() } else { format!(" {}", status.target) };
                 println!(
                     "{} {:<14} {:<20}{target}  last success {last}  lag {lag}  items {}{}{}",
@@ -84,7 +87,11 @@ pub(crate) async fn run(db_options: &DbOptions, action: AccountsAction) -> anyho
                     status.source,
                     status.items_total,
                     status.running_on.as_deref().map(|w| format!("  running on {w}")).unwrap_or_default(),
-                    status.last_error.as_deref().map(|e| format!("\n    last error ({} in a row): {e}", status.consecutive_failures)).unwrap_or_default(),
+                    status
+                        .last_error
+                        .as_deref()
+                        .map(|e| format!("\n    last error ({} in a row): {e}", status.consecutive_failures))
+                        .unwrap_or_default(),
                 );
             }
             ExitCode::SUCCESS
@@ -135,7 +142,10 @@ async fn add(db: &Database, args: AccountAddArgs) -> anyhow::Result<ExitCode> {
                 result.error.as_deref().unwrap_or(""),
                 account.account_id
             ),
-            None => println!("role check skipped; run `skywarden accounts test {}` once the role exists", account.account_id),
+            None => println!(
+                "role check skipped; run `skywarden accounts test {}` once the role exists",
+                account.account_id
+            ),
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -126,7 +126,9 @@ pub(crate) async fn serve(db_options: &DbOptions, args: ServeArgs) -> anyhow::Re
     let db = Database::open(db_options).await?;
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-    let context = http::ApiContext::new(db.pool.clone());
+    let aws_settings = skywarden::aws::AwsSettings::from_env();
+    let aws_base = aws_settings.load().await;
+    let context = http::ApiContext::new(db.pool.clone()).with_aws(aws_settings, aws_base);
     // One signal stops both listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

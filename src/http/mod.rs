@@ -1,6 +1,7 @@
 //! HTTP API. Health checks are open; everything under `/api/v1` needs a bearer token
 //! ([`extractor`]), and each resource module brings its own router.
 
+pub mod accounts;
 pub mod alerts;
 pub mod error;
 pub mod events;
@@ -22,11 +23,18 @@ use tokio::net::TcpListener;
 pub struct ApiContext {
     pub db: PgPool,
     pub metrics: std::sync::Arc<metrics::Metrics>,
+    /// Skywarden's own AWS configuration, for checking an account's role.
+    pub aws: Option<std::sync::Arc<(crate::aws::AwsSettings, aws_types::SdkConfig)>>,
 }
 
 impl ApiContext {
     pub fn new(db: PgPool) -> Self {
-        Self { db, metrics: Default::default() }
+        Self { db, metrics: Default::default(), aws: None }
+    }
+
+    pub fn with_aws(mut self, settings: crate::aws::AwsSettings, base: aws_types::SdkConfig) -> Self {
+        self.aws = Some(std::sync::Arc::new((settings, base)));
+        self
     }
 }
 
@@ -37,6 +45,7 @@ pub fn router(context: ApiContext) -> Router {
         .merge(events::router())
         .merge(alerts::router())
         .merge(flows::router())
+        .merge(accounts::router())
         .route_layer(axum::middleware::from_fn_with_state(context.clone(), metrics::track))
         .with_state(context)
 }

@@ -265,8 +265,10 @@ pub fn insert_in_transaction<'a>(
             return Ok(outcome);
         }
         let stage = format!("stage_tx_{}", table.name());
-        let create =
-            format!("CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP", table.name());
+        let create = format!(
+            "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP",
+            table.name()
+        );
         sqlx::query(&create).execute(&mut *tx).await?;
         sqlx::query("SAVEPOINT skywarden_rows").execute(&mut *tx).await?;
         match stage_and_insert(tx, table, &stage, rows.as_bytes()).await {

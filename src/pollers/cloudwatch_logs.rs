@@ -62,17 +62,27 @@ pub async fn run(ctx: &PollContext, session: &AccountSession, job: &mut Job) -> 
             .map_err(|e| AwsError::from_sdk("logs:FilterLogEvents", &job.region, e))?;
         let mut rows = PageRows::default();
         let messages = page.events().iter().filter_map(|e| Some((e.message()?, e.timestamp())));
-        let report = parse_log_messages(messages, label.clone(), Some(job.account_id.clone()), &context, &mut geo, &mut |batch| {
-            rows.add_batch(batch);
-            true
-        });
+        let report = parse_log_messages(
+            messages,
+            label.clone(),
+            Some(job.account_id.clone()),
+            &context,
+            &mut geo,
+            &mut |batch| {
+                rows.add_batch(batch);
+                true
+            },
+        );
         for error in report.errors {
             rows.reject(format!("{}: {error}", label.display()));
         }
         let next_token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
         let (next, covered) = match &next_token {
             Some(token) => (
-                Checkpoint { covered_until, window: Some(Window { next_token: Some(token.clone()), ..window.clone() }) },
+                Checkpoint {
+                    covered_until,
+                    window: Some(Window { next_token: Some(token.clone()), ..window.clone() }),
+                },
                 None,
             ),
             None => (Checkpoint { covered_until: Some(window.end), window: None }, Some(window.end)),
@@ -80,7 +90,8 @@ pub async fn run(ctx: &PollContext, session: &AccountSession, job: &mut Job) -> 
         rows.prepare(ctx).await?;
         let mut tx = ctx.pool.begin().await?;
         let stored = rows.store(&mut tx).await?;
-        job.save_checkpoint(&mut tx, serde_json::to_value(&next).expect("checkpoint serialises"), covered, stored).await?;
+        job.save_checkpoint(&mut tx, serde_json::to_value(&next).expect("checkpoint serialises"), covered, stored)
+            .await?;
         tx.commit().await?;
         rows.log_rejected(job);
         outcome.stored += stored;

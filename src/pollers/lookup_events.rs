@@ -82,7 +82,12 @@ pub async fn run(ctx: &PollContext, session: &AccountSession, job: &mut Job) -> 
                     outcome.throttled += 1;
                     job.throttled += 1;
                     let delay = with_jitter(ctx.options.throttle_backoff * 2u32.saturating_pow(attempt));
-                    tracing::info!(job_id = job.job_id, attempt, delay_ms = delay.as_millis() as u64, "LookupEvents throttled; backing off");
+                    tracing::info!(
+                        job_id = job.job_id,
+                        attempt,
+                        delay_ms = delay.as_millis() as u64,
+                        "LookupEvents throttled; backing off"
+                    );
                     attempt += 1;
                     tokio::time::sleep(delay).await;
                 }
@@ -103,7 +108,10 @@ pub async fn run(ctx: &PollContext, session: &AccountSession, job: &mut Job) -> 
         let next_token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
         let (next_checkpoint, covered) = match &next_token {
             Some(token) => (
-                Checkpoint { covered_until, window: Some(Window { next_token: Some(token.clone()), ..window.clone() }) },
+                Checkpoint {
+                    covered_until,
+                    window: Some(Window { next_token: Some(token.clone()), ..window.clone() }),
+                },
                 None,
             ),
             None => (Checkpoint { covered_until: Some(window.end), window: None }, Some(window.end)),

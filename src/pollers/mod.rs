@@ -49,9 +49,15 @@ impl Source {
     }
 
     pub fn parse(value: &str) -> Option<Self> {
-        [Source::CloudTrailLookup, Source::CloudTrailS3, Source::FlowLogsS3, Source::FlowLogsCloudWatch, Source::ConfigSnapshot]
-            .into_iter()
-            .find(|s| s.as_str() == value)
+        [
+            Source::CloudTrailLookup,
+            Source::CloudTrailS3,
+            Source::FlowLogsS3,
+            Source::FlowLogsCloudWatch,
+            Source::ConfigSnapshot,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == value)
     }
 }
 
@@ -131,7 +137,13 @@ mod tests {
 
     #[test]
     fn sources_round_trip_their_names() {
-        for source in [Source::CloudTrailLookup, Source::CloudTrailS3, Source::FlowLogsS3, Source::FlowLogsCloudWatch, Source::ConfigSnapshot] {
+        for source in [
+            Source::CloudTrailLookup,
+            Source::CloudTrailS3,
+            Source::FlowLogsS3,
+            Source::FlowLogsCloudWatch,
+            Source::ConfigSnapshot,
+        ] {
             assert_eq!(Source::parse(source.as_str()), Some(source));
         }
         assert_eq!(Source::parse("nope"), None);

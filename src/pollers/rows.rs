@@ -37,7 +37,13 @@ impl PageRows {
         self.events.accounts.insert(event.account_id.clone());
     }
 
-    pub fn add_flow(&mut self, record: &FlowRecord, account: &str, fallback_time: Option<DateTime<Utc>>, geo: &mut GeoCache) {
+    pub fn add_flow(
+        &mut self,
+        record: &FlowRecord,
+        account: &str,
+        fallback_time: Option<DateTime<Utc>>,
+        geo: &mut GeoCache,
+    ) {
         record.write_row(account, fallback_time, geo, &mut self.flows.rows);
         self.flows.months.insert(month_start(record.bucket_time(fallback_time)));
         self.flows.accounts.insert(account.to_owned());
@@ -77,15 +83,20 @@ impl PageRows {
     /// as existing.
     pub async fn prepare(&self, ctx: &PollContext) -> Result<(), sqlx::Error> {
         let mut conn = ctx.pool.acquire().await?;
-        for (table, rows) in [(PartitionedTable::CloudTrailEvents, &self.events), (PartitionedTable::FlowRecords, &self.flows)] {
+        for (table, rows) in
+            [(PartitionedTable::CloudTrailEvents, &self.events), (PartitionedTable::FlowRecords, &self.flows)]
+        {
             if rows.rows.is_empty() {
                 continue;
             }
             ctx.partitions.ensure(&mut conn, table, rows.months.iter().copied().collect()).await?;
             let accounts: Vec<String> = rows.accounts.iter().cloned().collect();
-            sqlx::query!("INSERT INTO accounts (account_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", &accounts)
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query!(
+                "INSERT INTO accounts (account_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+                &accounts
+            )
+            .execute(&mut *conn)
+            .await?;
         }
         Ok(())
     }
@@ -93,7 +104,9 @@ impl PageRows {
     /// Stores the rows not stored yet; returns how many were new.
     pub async fn store(&mut self, tx: &mut PgConnection) -> Result<u64, sqlx::Error> {
         let mut stored = 0;
-        for (table, rows) in [(PartitionedTable::CloudTrailEvents, &self.events), (PartitionedTable::FlowRecords, &self.flows)] {
+        for (table, rows) in
+            [(PartitionedTable::CloudTrailEvents, &self.events), (PartitionedTable::FlowRecords, &self.flows)]
+        {
             let outcome = store::insert_in_transaction(tx, table, &rows.rows).await?;
             stored += outcome.inserted;
             for (index, reason) in outcome.rejected {

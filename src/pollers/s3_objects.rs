@@ -27,7 +27,8 @@ struct Checkpoint {
 
 /// A job target: `s3://BUCKET/PREFIX`.
 pub fn parse_target(target: &str) -> Result<(&str, &str), PollError> {
-    let rest = target.strip_prefix("s3://").ok_or_else(|| PollError::Target(format!("`{target}` is not an s3:// URL")))?;
+    let rest =
+        target.strip_prefix("s3://").ok_or_else(|| PollError::Target(format!("`{target}` is not an s3:// URL")))?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     if bucket.is_empty() {
         return Err(PollError::Target(format!("`{target}` names no bucket")));
@@ -52,7 +53,12 @@ struct Listed {
     modified: Option<DateTime<Utc>>,
 }
 
-pub async fn run(ctx: &PollContext, session: &AccountSession, account: &Account, job: &mut Job) -> Result<RunOutcome, PollError> {
+pub async fn run(
+    ctx: &PollContext,
+    session: &AccountSession,
+    account: &Account,
+    job: &mut Job,
+) -> Result<RunOutcome, PollError> {
     let (bucket, prefix) = parse_target(&job.target)?;
     let (bucket, prefix) = (bucket.to_owned(), prefix.to_owned());
     let region = account.sources.bucket_region.clone().unwrap_or_else(|| job.region.clone());
@@ -93,7 +99,8 @@ pub async fn run(ctx: &PollContext, session: &AccountSession, account: &Account,
     .fetch_all(&ctx.pool)
     .await?;
     let done: std::collections::HashSet<(String, String)> = done.into_iter().map(|r| (r.object_key, r.etag)).collect();
-    let mut pending: Vec<Listed> = listed.into_iter().filter(|o| !done.contains(&(o.key.clone(), o.etag.clone()))).collect();
+    let mut pending: Vec<Listed> =
+        listed.into_iter().filter(|o| !done.contains(&(o.key.clone(), o.etag.clone()))).collect();
     pending.sort_by(|a, b| a.key.cmp(&b.key));
 
     let mut outcome = RunOutcome::default();
@@ -110,23 +117,25 @@ pub async fn run(ctx: &PollContext, session: &AccountSession, account: &Account,
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("s3:GetObject", &region, e))?;
-        let body = response.body.collect().await.map_err(|e| PollError::Target(format!(
-            "s3://{bucket}/{}: reading the object failed: {e}",
-            object.key
-        )))?;
+        let body =
+            response.body.collect().await.map_err(|e| {
+                PollError::Target(format!("s3://{bucket}/{}: reading the object failed: {e}", object.key))
+            })?;
         let bytes = body.into_bytes();
         let label = Arc::new(PathBuf::from(format!("s3://{bucket}/{}", object.key)));
         let account_id = job.account_id.clone();
         let geo = ctx.geo.clone();
-        let (mut rows, errors) = tokio::task::spawn_blocking(move || parse_object(bytes.to_vec(), label, account_id, geo))
-            .await
-            .map_err(|e| PollError::Target(format!("parsing failed: {e}")))?;
+        let (mut rows, errors) =
+            tokio::task::spawn_blocking(move || parse_object(bytes.to_vec(), label, account_id, geo))
+                .await
+                .map_err(|e| PollError::Target(format!("parsing failed: {e}")))?;
 
         last_key = Some(match last_key {
             Some(previous) if previous > object.key => previous,
             _ => object.key.clone(),
         });
-        let checkpoint = serde_json::to_value(Checkpoint { last_key: last_key.clone() }).expect("checkpoint serialises");
+        let checkpoint =
+            serde_json::to_value(Checkpoint { last_key: last_key.clone() }).expect("checkpoint serialises");
         rows.prepare(ctx).await?;
         let mut tx = ctx.pool.begin().await?;
         let stored = rows.store(&mut tx).await?;
@@ -156,7 +165,12 @@ pub async fn run(ctx: &PollContext, session: &AccountSession, account: &Account,
 }
 
 /// Parses one object with the importer's parser: the same formats as `skywarden import`.
-fn parse_object(bytes: Vec<u8>, label: Arc<PathBuf>, account_id: String, geo: Option<Arc<crate::geo::GeoDb>>) -> (PageRows, Vec<String>) {
+fn parse_object(
+    bytes: Vec<u8>,
+    label: Arc<PathBuf>,
+    account_id: String,
+    geo: Option<Arc<crate::geo::GeoDb>>,
+) -> (PageRows, Vec<String>) {
     let mut rows = PageRows::default();
     let opened = match source::open_reader(std::io::Cursor::new(bytes)) {
         Ok(opened) => opened,
@@ -181,7 +195,10 @@ mod tests {
     fn listing_restarts_the_day_before_the_last_key() {
         let prefix = "AWSLogs/111122223333/CloudTrail/us-east-1/";
         let key = format!("{prefix}2026/03/01/111122223333_CloudTrail_us-east-1_20260301T0005Z_abc.json.gz");
-        assert_eq!(list_start(prefix, Some(&key)).as_deref(), Some("AWSLogs/111122223333/CloudTrail/us-east-1/2026/02/28"));
+        assert_eq!(
+            list_start(prefix, Some(&key)).as_deref(),
+            Some("AWSLogs/111122223333/CloudTrail/us-east-1/2026/02/28")
+        );
         assert_eq!(list_start(prefix, None), None);
         assert_eq!(list_start(prefix, Some("elsewhere/x")), None);
     }

@@ -52,8 +52,13 @@ pub async fn run(ctx: &PollContext, session: &AccountSession, job: &mut Job) -> 
     let linked = store::link_changes(&mut tx, &job.account_id).await?;
     let now = Utc::now();
     let next = Checkpoint { snapshots: checkpoint.snapshots + 1, last_captured_at: Some(now) };
-    job.save_checkpoint(&mut tx, serde_json::to_value(&next).expect("checkpoint serialises"), Some(now), recorded.versions())
-        .await?;
+    job.save_checkpoint(
+        &mut tx,
+        serde_json::to_value(&next).expect("checkpoint serialises"),
+        Some(now),
+        recorded.versions(),
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(
         job_id = job.job_id,

@@ -9,7 +9,9 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 use tracing::Instrument;
 
-use super::{Job, PollContext, PollError, RunOutcome, Source, cloudwatch_logs, jobs, lookup_events, s3_objects, snapshot};
+use super::{
+    Job, PollContext, PollError, RunOutcome, Source, cloudwatch_logs, jobs, lookup_events, s3_objects, snapshot,
+};
 use crate::accounts::{self, Account};
 use crate::aws::AccountSession;
 use crate::detect::{self, Scope};
@@ -48,7 +50,9 @@ impl Worker {
 
     /// A worker id unique to this process: host, process id and a random suffix.
     pub fn default_id() -> String {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into());
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "host".into());
         let mut bytes = [0u8; 3];
         let _ = getrandom::fill(&mut bytes);
         format!("{host}-{}-{:02x}{:02x}{:02x}", std::process::id(), bytes[0], bytes[1], bytes[2])
@@ -186,7 +190,8 @@ impl Worker {
     /// The account's assumed-role session, reused while fresh and while the account's role,
     /// external ID and endpoint are unchanged.
     async fn session(&self, account: &Account) -> Result<AccountSession, PollError> {
-        let key = format!("{}|{}|{}", account.role_arn, account.external_id, account.endpoint_url.as_deref().unwrap_or(""));
+        let key =
+            format!("{}|{}|{}", account.role_arn, account.external_id, account.endpoint_url.as_deref().unwrap_or(""));
         let mut sessions = self.sessions.lock().await;
         if let Some((created, cached_key, session)) = sessions.get(&account.account_id) {
             if *cached_key == key && created.elapsed() < SESSION_REUSE {

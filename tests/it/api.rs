@@ -303,3 +303,71 @@ async fn flows_and_incidents_for_the_investigation() {
     assert!(incidents[0]["timeline"].as_array().unwrap().len() >= 10);
     assert_eq!(call(&db, "GET", "/api/v1/incidents", None, None).await.0, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn accounts_are_onboarded_and_watched_through_the_api_by_admins_only() {
+    let db = TestDb::new().await;
+    let (_, viewer) = auth::create(&db.pool, "wall-screen", Role::Viewer).await.unwrap();
+    let (_, analyst) = auth::create(&db.pool, "tier-1", Role::Analyst).await.unwrap();
+    let (_, admin) = auth::create(&db.pool, "cloud-team", Role::Admin).await.unwrap();
+    let request = serde_json::json!({"role_arn": "arn:aws:iam::111122223333:role/SkywardenReadOnly", "regions": ["us-east-1"],
+        "sources": {"trail_bucket": "org-trail-logs"}});
+
+    assert_eq!(call(&db, "POST", "/api/v1/accounts", None, Some(request.clone())).await.0, StatusCode::UNAUTHORIZED);
+    for token in [&viewer, &analyst] {
+        assert_eq!(
+            call(&db, "POST", "/api/v1/accounts", Some(token), Some(request.clone())).await.0,
+            StatusCode::FORBIDDEN
+        );
+    }
+    let (status, body) = call(
+        &db,
+        "POST",
+        "/api/v1/accounts",
+        Some(&admin),
+        Some(serde_json::json!({"role_arn": "arn:aws:iam::1:role/x", "regions": ["us-east-1"]})),
+    )
+    .await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("role_arn")), "{body}");
+    let (status, body) = call(
+        &db,
+        "POST",
+        "/api/v1/accounts",
+        Some(&admin),
+        Some(serde_json::json!({"role_arn": "arn:aws:iam::111122223333:role/x", "regions": ["moon-1"]})),
+    )
+    .await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("regions")), "{body}");
+    let (status, body) = call(&db, "POST", "/api/v1/accounts", Some(&admin), Some(serde_json::json!({"role_arn": "arn:aws:iam::111122223333:role/x", "regions": ["us-east-1"], "endpoint_url": "http://attacker.example"}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "API callers cannot redirect AWS calls: {body}");
+
+    let (status, created) = call(&db, "POST", "/api/v1/accounts", Some(&admin), Some(request.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let external_id = created["external_id"].as_str().unwrap().to_owned();
+    assert!(external_id.starts_with("skywarden-"));
+    assert_eq!(call(&db, "POST", "/api/v1/accounts", Some(&admin), Some(request)).await.0, StatusCode::CONFLICT);
+
+    let (status, listed) = call(&db, "GET", "/api/v1/accounts", Some(&viewer), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed[0]["account_id"], "111122223333");
+    assert!(!listed.to_string().contains(&external_id), "the external ID is shown only when onboarding");
+    let (status, jobs) = call(&db, "GET", "/api/v1/accounts/111122223333/status", Some(&viewer), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let sources: Vec<&str> = jobs.as_array().unwrap().iter().map(|j| j["source"].as_str().unwrap()).collect();
+    assert!(sources.contains(&"cloudtrail-lookup") && sources.contains(&"cloudtrail-s3"), "{sources:?}");
+    assert_eq!(call(&db, "GET", "/api/v1/accounts/12/status", Some(&viewer), None).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(call(&db, "GET", "/api/v1/accounts/999999999999", Some(&viewer), None).await.0, StatusCode::NOT_FOUND);
+    let (status, template) = call(&db, "GET", "/api/v1/accounts/template", Some(&viewer), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(template.as_str().unwrap().contains("sts:ExternalId"));
+
+    assert_eq!(
+        call(&db, "DELETE", "/api/v1/accounts/111122223333", Some(&analyst), None).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(call(&db, "DELETE", "/api/v1/accounts/111122223333", Some(&admin), None).await.0, StatusCode::OK);
+    assert_eq!(
+        call(&db, "GET", "/api/v1/accounts/111122223333/status", Some(&viewer), None).await.0,
+        StatusCode::NOT_FOUND
+    );
+}

@@ -80,7 +80,10 @@ async fn accounts_are_onboarded_with_a_generated_external_id_from_the_command_li
     let external_id = added["external_id"].as_str().unwrap();
     assert!(external_id.starts_with("skywarden-") && external_id.len() == 50, "{external_id}");
     assert_eq!(added["test"]["ok"], json!(true), "{added}");
-    assert_eq!(added["test"]["assumed_arn"].as_str().unwrap(), format!("arn:aws:sts::{account}:assumed-role/SkywardenReadOnly/skywarden-{account}"));
+    assert_eq!(
+        added["test"]["assumed_arn"].as_str().unwrap(),
+        format!("arn:aws:sts::{account}:assumed-role/SkywardenReadOnly/skywarden-{account}")
+    );
 
     let again = run(&["accounts", "add", "--role-arn", &role]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("already onboarded"));
@@ -112,7 +115,7 @@ async fn accounts_are_onboarded_with_a_generated_external_id_from_the_command_li
 async fn snapshots_store_resources_and_each_change_with_its_diff_and_cause() {
     let db = TestDb::new().await;
     let moto = fake::moto_url().await;
-    let cloudtrail = FakeCloudTrail::start().await;
+    let cloudtrail = FakeCloudTrail::start(moto).await;
     let ctx = context(&db, fake::settings_with_cloudtrail(moto, &cloudtrail.url)).await;
     let account_id = fake::random_account_id();
     let account = onboard(&db, &account_id, LogSources::default(), None).await;
@@ -151,22 +154,34 @@ async fn snapshots_store_resources_and_each_change_with_its_diff_and_cause() {
         .await
         .unwrap();
     let event_time = Utc::now() - chrono::Duration::seconds(5);
-    cloudtrail.add_events([fake::cloudtrail_event(&account_id, "evt-open-ssh", event_time, "AuthorizeSecurityGroupIngress", json!({"groupId": group}))]);
+    cloudtrail.add_events([fake::cloudtrail_event(
+        &account_id,
+        "evt-open-ssh",
+        event_time,
+        "AuthorizeSecurityGroupIngress",
+        json!({"groupId": group}),
+    )]);
     owner.iam().delete_user().user_name("deploy-bot").send().await.unwrap();
 
     jobs::run_now(&db.pool, &account_id, None).await.unwrap();
     let second = worker.run_once().await.unwrap();
     assert!(second.iter().all(|r| r.error.is_none()), "{second:?}");
 
-    let (kind, diff, event_id, event_name, principal): (String, Value, Option<String>, Option<String>, Option<String>) = sqlx::query_as(
-        "SELECT kind::text, diff, event_id, event_name, principal_arn FROM config_changes WHERE resource_id = $1",
-    )
-    .bind(&group)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let (kind, diff, event_id, event_name, principal): (String, Value, Option<String>, Option<String>, Option<String>) =
+        sqlx::query_as(
+            "SELECT kind::text, diff, event_id, event_name, principal_arn FROM config_changes WHERE resource_id = $1",
+        )
+        .bind(&group)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(kind, "modified");
-    let added = diff.as_array().unwrap().iter().find(|c| c["path"] == "ingress[]" && c["op"] == "added").expect("an ingress rule added");
+    let added = diff
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["path"] == "ingress[]" && c["op"] == "added")
+        .expect("an ingress rule added");
     assert_eq!(added["new"]["from_port"], json!(22));
     assert_eq!(added["new"]["cidr_ipv4"], json!("0.0.0.0/0"));
     assert_eq!(event_id.as_deref(), Some("evt-open-ssh"), "the change is linked to the event that made it");
@@ -192,7 +207,13 @@ fn lookup_events(account: &str, count: usize) -> Vec<Value> {
     (0..count)
         .map(|i| {
             let time = now - chrono::Duration::seconds(60 + i as i64 * 7);
-            fake::cloudtrail_event(account, &format!("evt-{i:04}"), time, "DescribeInstances", json!({"instancesSet": {}}))
+            fake::cloudtrail_event(
+                account,
+                &format!("evt-{i:04}"),
+                time,
+                "DescribeInstances",
+                json!({"instancesSet": {}}),
+            )
         })
         .collect()
 }
@@ -201,7 +222,7 @@ fn lookup_events(account: &str, count: usize) -> Vec<Value> {
 async fn lookup_events_pages_back_off_when_throttled_and_resume_after_a_failure() {
     let db = TestDb::new().await;
     let moto = fake::moto_url().await;
-    let cloudtrail = FakeCloudTrail::start().await;
+    let cloudtrail = FakeCloudTrail::start(moto).await;
     let ctx = context(&db, fake::settings_with_cloudtrail(moto, &cloudtrail.url)).await;
     let account_id = fake::random_account_id();
     onboard(&db, &account_id, LogSources::default(), None).await;
@@ -263,7 +284,7 @@ async fn lookup_events_pages_back_off_when_throttled_and_resume_after_a_failure(
 async fn two_workers_share_the_jobs_and_store_each_record_once() {
     let db = TestDb::new().await;
     let moto = fake::moto_url().await;
-    let cloudtrail = FakeCloudTrail::start().await;
+    let cloudtrail = FakeCloudTrail::start(moto).await;
     let ctx = context(&db, fake::settings_with_cloudtrail(moto, &cloudtrail.url)).await;
     let mut accounts = Vec::new();
     for _ in 0..3 {
@@ -294,11 +315,12 @@ async fn two_workers_share_the_jobs_and_store_each_record_once() {
 async fn trail_and_flow_log_files_in_s3_are_read_once_including_late_ones() {
     let db = TestDb::new().await;
     let moto = fake::moto_url().await;
-    let cloudtrail = FakeCloudTrail::start().await;
+    let cloudtrail = FakeCloudTrail::start(moto).await;
     let ctx = context(&db, fake::settings_with_cloudtrail(moto, &cloudtrail.url)).await;
     let account_id = fake::random_account_id();
     let bucket = format!("trail-{account_id}");
-    let sources = LogSources { trail_bucket: Some(bucket.clone()), flow_bucket: Some(bucket.clone()), ..Default::default() };
+    let sources =
+        LogSources { trail_bucket: Some(bucket.clone()), flow_bucket: Some(bucket.clone()), ..Default::default() };
     let account = onboard(&db, &account_id, sources, None).await;
     let s3 = owner_session(&ctx, &account).await.s3("us-east-1");
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
@@ -313,13 +335,25 @@ async fn trail_and_flow_log_files_in_s3_are_read_once_including_late_ones() {
         encoder.write_all(value.to_string().as_bytes()).unwrap();
         encoder.finish().unwrap()
     };
-    let records = |ids: std::ops::Range<usize>| {
-        json!({"Records": ids.map(|i| fake::cloudtrail_event(&account_id, &format!("s3-{i}"), Utc::now() - chrono::Duration::minutes(30), "RunInstances", json!({}))).collect::<Vec<_>>()})
-    };
-    put(format!("{trail_prefix}/2026/11/28/{account_id}_CloudTrail_us-east-1_20261128T2355Z_a.json.gz"), gzip(&records(0..30))).await;
-    put(format!("{trail_prefix}/2026/11/29/{account_id}_CloudTrail_us-east-1_20261129T0005Z_b.json.gz"), gzip(&records(30..40))).await;
-    put(format!("{trail_prefix}/2026/11/29/{account_id}_CloudTrail_us-east-1_20261129T0010Z_corrupt.json.gz"), b"{\"Records\": [".to_vec()).await;
-    let flow_key = format!("AWSLogs/{account_id}/vpcflowlogs/us-east-1/2026/11/29/{account_id}_vpcflowlogs_us-east-1_fl-1_20261129T0000Z_x.log.gz");
+    let records = |ids: std::ops::Range<usize>| json!({"Records": ids.map(|i| fake::cloudtrail_event(&account_id, &format!("s3-{i}"), Utc::now() - chrono::Duration::minutes(30), "RunInstances", json!({}))).collect::<Vec<_>>()});
+    put(
+        format!("{trail_prefix}/2026/11/28/{account_id}_CloudTrail_us-east-1_20261128T2355Z_a.json.gz"),
+        gzip(&records(0..30)),
+    )
+    .await;
+    put(
+        format!("{trail_prefix}/2026/11/29/{account_id}_CloudTrail_us-east-1_20261129T0005Z_b.json.gz"),
+        gzip(&records(30..40)),
+    )
+    .await;
+    put(
+        format!("{trail_prefix}/2026/11/29/{account_id}_CloudTrail_us-east-1_20261129T0010Z_corrupt.json.gz"),
+        b"{\"Records\": [".to_vec(),
+    )
+    .await;
+    let flow_key = format!(
+        "AWSLogs/{account_id}/vpcflowlogs/us-east-1/2026/11/29/{account_id}_vpcflowlogs_us-east-1_fl-1_20261129T0000Z_x.log.gz"
+    );
     let flow_text = format!(
         "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status\n\
          2 {account_id} eni-1 10.0.0.5 198.51.100.9 443 51000 6 10 8000 1795910400 1795910460 ACCEPT OK\n\
@@ -335,14 +369,19 @@ async fn trail_and_flow_log_files_in_s3_are_read_once_including_late_ones() {
     let s3_events = "SELECT count(*) FROM cloudtrail_events WHERE event_id LIKE 's3-%'";
     assert_eq!(db.count(s3_events).await, 40);
     assert_eq!(db.count(&format!("SELECT count(*) FROM flow_records WHERE account_id = '{account_id}'")).await, 2);
-    let corrupt: Vec<String> = sqlx::query_scalar("SELECT unnest(errors) FROM ingested_objects WHERE object_key LIKE '%corrupt%'")
-        .fetch_all(&db.pool)
-        .await
-        .unwrap();
+    let corrupt: Vec<String> =
+        sqlx::query_scalar("SELECT unnest(errors) FROM ingested_objects WHERE object_key LIKE '%corrupt%'")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
     assert!(corrupt.iter().any(|e| e.contains("corrupt.json.gz") && e.contains("JSON")), "{corrupt:?}");
 
     // A file for an earlier time arrives late (its key sorts before the last one read).
-    put(format!("{trail_prefix}/2026/11/29/{account_id}_CloudTrail_us-east-1_20261129T0001Z_late.json.gz"), gzip(&records(40..45))).await;
+    put(
+        format!("{trail_prefix}/2026/11/29/{account_id}_CloudTrail_us-east-1_20261129T0001Z_late.json.gz"),
+        gzip(&records(40..45)),
+    )
+    .await;
     jobs::run_now(&db.pool, &account_id, None).await.unwrap();
     let again = worker.run_once().await.unwrap();
     assert!(again.iter().all(|r| r.error.is_none()), "{again:?}");
@@ -354,7 +393,7 @@ async fn trail_and_flow_log_files_in_s3_are_read_once_including_late_ones() {
 async fn flow_logs_in_cloudwatch_logs_are_polled_without_duplicates() {
     let db = TestDb::new().await;
     let moto = fake::moto_url().await;
-    let cloudtrail = FakeCloudTrail::start().await;
+    let cloudtrail = FakeCloudTrail::start(moto).await;
     let ctx = context(&db, fake::settings_with_cloudtrail(moto, &cloudtrail.url)).await;
     let account_id = fake::random_account_id();
     let sources = LogSources { flow_log_groups: vec!["vpc-flow-logs".into()], ..Default::default() };
@@ -366,10 +405,27 @@ async fn flow_logs_in_cloudwatch_logs_are_polled_without_duplicates() {
     let now_s = now_ms / 1000;
     let mut events = Vec::new();
     for i in 0..5 {
-        let line = format!("2 {account_id} eni-1 10.0.0.5 203.0.113.{i} 443 5000{i} 6 10 {} {} {} ACCEPT OK", 1000 * (i + 1), now_s - 120, now_s - 60);
-        events.push(aws_sdk_cloudwatchlogs::types::InputLogEvent::builder().timestamp(now_ms - 60_000).message(line).build().unwrap());
+        let line = format!(
+            "2 {account_id} eni-1 10.0.0.5 203.0.113.{i} 443 5000{i} 6 10 {} {} {} ACCEPT OK",
+            1000 * (i + 1),
+            now_s - 120,
+            now_s - 60
+        );
+        events.push(
+            aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                .timestamp(now_ms - 60_000)
+                .message(line)
+                .build()
+                .unwrap(),
+        );
     }
-    logs.put_log_events().log_group_name("vpc-flow-logs").log_stream_name("eni-1-all").set_log_events(Some(events)).send().await.unwrap();
+    logs.put_log_events()
+        .log_group_name("vpc-flow-logs")
+        .log_stream_name("eni-1-all")
+        .set_log_events(Some(events))
+        .send()
+        .await
+        .unwrap();
 
     let worker = Worker::new(ctx.clone(), "worker-a", None);
     let reports = worker.run_once().await.unwrap();
@@ -385,7 +441,7 @@ async fn flow_logs_in_cloudwatch_logs_are_polled_without_duplicates() {
 async fn broken_accounts_fail_clearly_and_the_others_keep_polling() {
     let db = TestDb::new().await;
     let moto = fake::moto_url().await;
-    let cloudtrail = FakeCloudTrail::start().await;
+    let cloudtrail = FakeCloudTrail::start(moto).await;
     let ctx = context(&db, fake::settings_with_cloudtrail(moto, &cloudtrail.url)).await;
 
     let healthy = fake::random_account_id();
@@ -415,7 +471,10 @@ async fn broken_accounts_fail_clearly_and_the_others_keep_polling() {
     for account in [&wrong_external_id, &missing_role] {
         for report in by_account(account) {
             let error = report.error.as_deref().unwrap_or_default();
-            assert!(error.contains("sts:AssumeRole") && error.contains("AccessDenied") && error.contains("external ID"), "{error}");
+            assert!(
+                error.contains("sts:AssumeRole") && error.contains("AccessDenied") && error.contains("external ID"),
+                "{error}"
+            );
         }
     }
     for report in by_account(&unreachable) {
@@ -424,7 +483,9 @@ async fn broken_accounts_fail_clearly_and_the_others_keep_polling() {
     }
     // The failures are recorded per job for `accounts status`, and retried later, not now.
     let statuses = jobs::statuses(&db.pool, Some(&unreachable)).await.unwrap();
-    assert!(statuses.iter().all(|s| s.consecutive_failures == 1 && s.last_error.is_some() && s.next_run_at > Utc::now()));
+    assert!(
+        statuses.iter().all(|s| s.consecutive_failures == 1 && s.last_error.is_some() && s.next_run_at > Utc::now())
+    );
 
     // `accounts test` tells the user the same.
     let result = accounts::test(&db.pool, &ctx.base, &ctx.settings, &wrong_external_id).await.unwrap();

@@ -51,7 +51,9 @@ pub fn diff(old: &Value, new: &Value) -> Vec<Change> {
 fn compare(path: &str, old: Option<&Value>, new: Option<&Value>, changes: &mut Vec<Change>) {
     match (old, new) {
         (None, None) => {}
-        (None, Some(new)) => changes.push(Change { path: path.into(), op: ChangeOp::Added, old: None, new: Some(new.clone()) }),
+        (None, Some(new)) => {
+            changes.push(Change { path: path.into(), op: ChangeOp::Added, old: None, new: Some(new.clone()) })
+        }
         (Some(old), None) => {
             changes.push(Change { path: path.into(), op: ChangeOp::Removed, old: Some(old.clone()), new: None })
         }
@@ -83,7 +85,12 @@ fn compare(path: &str, old: Option<&Value>, new: Option<&Value>, changes: &mut V
             for item in new {
                 if let Some(found) = remaining.iter().position(|candidate| std::ptr::eq(*candidate, item)) {
                     remaining.swap_remove(found);
-                    changes.push(Change { path: item_path.clone(), op: ChangeOp::Added, old: None, new: Some(item.clone()) });
+                    changes.push(Change {
+                        path: item_path.clone(),
+                        op: ChangeOp::Added,
+                        old: None,
+                        new: Some(item.clone()),
+                    });
                 }
             }
         }

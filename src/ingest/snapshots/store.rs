@@ -103,7 +103,19 @@ pub async fn record_snapshot(
                 let (kind, old) = if current.deleted { ("created", json!({})) } else { ("modified", current.config) };
                 write_version(tx, account_id, resource, version, now, &hash).await?;
                 let changes = serde_json::to_value(diff(&old, &resource.config)).expect("diff serialises");
-                insert_change(tx, account_id, resource.resource_type, &resource.resource_id, region, version, kind, now, previous_at, changes).await?;
+                insert_change(
+                    tx,
+                    account_id,
+                    resource.resource_type,
+                    &resource.resource_id,
+                    region,
+                    version,
+                    kind,
+                    now,
+                    previous_at,
+                    changes,
+                )
+                .await?;
                 if kind == "created" {
                     outcome.created += 1;
                 } else {
@@ -114,7 +126,19 @@ pub async fn record_snapshot(
                 write_version(tx, account_id, resource, 1, now, &hash).await?;
                 if !baseline {
                     let changes = serde_json::to_value(diff(&json!({}), &resource.config)).expect("diff serialises");
-                    insert_change(tx, account_id, resource.resource_type, &resource.resource_id, region, 1, "created", now, previous_at, changes).await?;
+                    insert_change(
+                        tx,
+                        account_id,
+                        resource.resource_type,
+                        &resource.resource_id,
+                        region,
+                        1,
+                        "created",
+                        now,
+                        previous_at,
+                        changes,
+                    )
+                    .await?;
                 }
                 outcome.created += 1;
             }
@@ -150,7 +174,19 @@ pub async fn record_snapshot(
         .execute(&mut *tx)
         .await?;
         let changes = serde_json::to_value(diff(&current.config, &json!({}))).expect("diff serialises");
-        insert_change(tx, account_id, &resource_type, &resource_id, region, version, "deleted", now, previous_at, changes).await?;
+        insert_change(
+            tx,
+            account_id,
+            &resource_type,
+            &resource_id,
+            region,
+            version,
+            "deleted",
+            now,
+            previous_at,
+            changes,
+        )
+        .await?;
         outcome.deleted += 1;
     }
     Ok(outcome)

@@ -56,7 +56,10 @@ async fn wait_for_port(url: &str) {
     let address = url.trim_start_matches("http://").trim_end_matches('/').to_owned();
     let deadline = Instant::now() + Duration::from_secs(60);
     while tokio::net::TcpStream::connect(&address).await.is_err() {
-        assert!(Instant::now() < deadline, "moto server at {url} did not start within 60 s (is `moto_server` installed?)");
+        assert!(
+            Instant::now() < deadline,
+            "moto server at {url} did not start within 60 s (is `moto_server` installed?)"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -72,7 +75,13 @@ pub fn random_account_id() -> String {
 pub fn settings_for(url: &str) -> AwsSettings {
     AwsSettings {
         endpoint_url: Some(url.to_owned()),
-        static_credentials: Some(aws_credential_types::Credentials::new("AKIDSKYWARDENTEST", "secret", None, None, "test")),
+        static_credentials: Some(aws_credential_types::Credentials::new(
+            "AKIDSKYWARDENTEST",
+            "secret",
+            None,
+            None,
+            "test",
+        )),
         ..Default::default()
     }
 }
@@ -98,7 +107,13 @@ pub fn aws_env(url: &str) -> Vec<(&'static str, String)> {
 }
 
 /// A CloudTrail event as CloudTrail writes it.
-pub fn cloudtrail_event(account: &str, id: &str, time: chrono::DateTime<chrono::Utc>, name: &str, request: Value) -> Value {
+pub fn cloudtrail_event(
+    account: &str,
+    id: &str,
+    time: chrono::DateTime<chrono::Utc>,
+    name: &str,
+    request: Value,
+) -> Value {
     json!({
         "eventVersion": "1.08",
         "userIdentity": {"type": "IAMUser", "principalId": "AIDAEXAMPLE", "arn": format!("arn:aws:iam::{account}:user/alice"),
@@ -134,6 +149,8 @@ pub struct LookupRequest {
 
 #[derive(Default)]
 struct LookupState {
+    /// Where the operations other than LookupEvents go (moto).
+    forward_to: String,
     /// Raw events, any order; served newest first.
     events: Vec<Value>,
     throttle_next: u32,
@@ -155,8 +172,9 @@ pub struct FakeCloudTrail {
 const PAGE_SIZE: usize = 50;
 
 impl FakeCloudTrail {
-    pub async fn start() -> Self {
-        let state = Arc::new(Mutex::new(LookupState::default()));
+    /// Serves LookupEvents and forwards every other CloudTrail operation to `moto`.
+    pub async fn start(moto: &str) -> Self {
+        let state = Arc::new(Mutex::new(LookupState { forward_to: moto.to_owned(), ..Default::default() }));
         let app = Router::new().route("/", post(lookup_events)).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding the fake CloudTrail");
         let address: SocketAddr = listener.local_addr().unwrap();
@@ -184,7 +202,10 @@ impl FakeCloudTrail {
 fn aws_json_error(status: StatusCode, kind: &str, message: &str) -> Response {
     (
         status,
-        [(header::CONTENT_TYPE, "application/x-amz-json-1.1"), (header::HeaderName::from_static("x-amzn-errortype"), kind)],
+        [
+            (header::CONTENT_TYPE, "application/x-amz-json-1.1"),
+            (header::HeaderName::from_static("x-amzn-errortype"), kind),
+        ],
         json!({"__type": kind, "message": message}).to_string(),
     )
         .into_response()
@@ -206,21 +227,29 @@ async fn lookup_events(
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default();
     // Older SDKs prefix the target with the namespace.
     if !target.ends_with("CloudTrail_20131101.LookupEvents") {
-        return aws_json_error(StatusCode::BAD_REQUEST, "UnknownOperationException", &format!("unsupported target {target}"));
+        let forward_to = state.lock().unwrap().forward_to.clone();
+        return forward(&forward_to, headers, body).await;
     }
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let next_token = request["NextToken"].as_str().map(str::to_owned);
     let (start, end) = (request["StartTime"].as_f64(), request["EndTime"].as_f64());
     let max = request["MaxResults"].as_u64().map(|m| m as usize).unwrap_or(PAGE_SIZE).min(PAGE_SIZE);
     let mut state = state.lock().unwrap();
-    let mut record = LookupRequest { at: Instant::now(), next_token: next_token.clone(), start_time: start, end_time: end, answer: "ok" };
+    let mut record = LookupRequest {
+        at: Instant::now(),
+        next_token: next_token.clone(),
+        start_time: start,
+        end_time: end,
+        answer: "ok",
+    };
     if state.throttle_next > 0 {
         state.throttle_next -= 1;
         record.answer = "throttled";
         state.requests.push(record);
         return aws_json_error(StatusCode::BAD_REQUEST, "ThrottlingException", "Rate exceeded");
     }
-    let offset: usize = next_token.as_deref().and_then(|t| t.strip_prefix("page-")).and_then(|t| t.parse().ok()).unwrap_or(0);
+    let offset: usize =
+        next_token.as_deref().and_then(|t| t.strip_prefix("page-")).and_then(|t| t.parse().ok()).unwrap_or(0);
     let page_number = offset / max.max(1) + 1;
     if state.fail_page_once == Some(page_number) {
         state.fail_page_once = None;
@@ -237,7 +266,9 @@ async fn lookup_events(
             start.is_none_or(|s| t >= s) && end.is_none_or(|e| t <= e)
         })
         .collect();
-    matching.sort_by(|a, b| epoch_seconds(b).total_cmp(&epoch_seconds(a)).then_with(|| b["eventID"].as_str().cmp(&a["eventID"].as_str())));
+    matching.sort_by(|a, b| {
+        epoch_seconds(b).total_cmp(&epoch_seconds(a)).then_with(|| b["eventID"].as_str().cmp(&a["eventID"].as_str()))
+    });
     let page: Vec<Value> = matching
         .iter()
         .skip(offset)
@@ -262,6 +293,25 @@ async fn lookup_events(
     ([(header::CONTENT_TYPE, "application/x-amz-json-1.1")], response.to_string()).into_response()
 }
 
+/// Sends a request on to moto unchanged (its signature names the service) and returns its answer.
+async fn forward(base: &str, headers: HeaderMap, body: Bytes) -> Response {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut request = axum::http::Request::post(format!("{base}/"));
+    for (name, value) in headers.iter().filter(|(name, _)| *name != header::HOST) {
+        request = request.header(name, value);
+    }
+    let response = match client.request(request.body(Full::new(body)).unwrap()).await {
+        Ok(response) => response,
+        Err(error) => return aws_json_error(StatusCode::BAD_GATEWAY, "InternalFailure", &format!("moto: {error}")),
+    };
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
 /// An STS that knows some roles and their external IDs and answers AssumeRole as AWS does:
 /// credentials in the Query protocol's XML when the role exists and the external ID matches,
 /// `AccessDenied` otherwise.
@@ -280,7 +330,10 @@ impl FakeSts {
     }
 }
 
-async fn assume_role(axum::extract::State(roles): axum::extract::State<Arc<HashMap<String, String>>>, body: String) -> Response {
+async fn assume_role(
+    axum::extract::State(roles): axum::extract::State<Arc<HashMap<String, String>>>,
+    body: String,
+) -> Response {
     let form: HashMap<String, String> = body
         .split('&')
         .filter_map(|pair| pair.split_once('='))
