@@ -139,15 +139,18 @@ mod tests {
 
     #[test]
     fn message_names_the_call_and_the_region() {
-        let error = AwsError {
-            operation: "sts:AssumeRole",
+        let mut error = AwsError {
+            operation: "ec2:DescribeInstances",
             region: "us-east-1".into(),
             kind: AwsErrorKind::AccessDenied,
-            code: Some("AccessDenied".into()),
+            code: Some("UnauthorizedOperation".into()),
             message: "not authorized".into(),
         };
         let text = error.to_string();
-        assert!(text.starts_with("sts:AssumeRole in us-east-1 failed: AccessDenied: not authorized"), "{text}");
-        assert!(text.contains("access denied"), "{text}");
+        assert!(text.starts_with("ec2:DescribeInstances in us-east-1 failed: UnauthorizedOperation: not authorized"), "{text}");
+        assert!(text.ends_with("(access denied: check the role's permissions)"), "{text}");
+        // A refused AssumeRole is about the trust policy, which its own message explains.
+        error.operation = "sts:AssumeRole";
+        assert!(!error.to_string().contains("role's permissions"));
     }
 }
