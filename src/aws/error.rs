@@ -147,7 +147,10 @@ mod tests {
             message: "not authorized".into(),
         };
         let text = error.to_string();
-        assert!(text.starts_with("ec2:DescribeInstances in us-east-1 failed: UnauthorizedOperation: not authorized"), "{text}");
+        assert!(
+            text.starts_with("ec2:DescribeInstances in us-east-1 failed: UnauthorizedOperation: not authorized"),
+            "{text}"
+        );
         assert!(text.ends_with("(access denied: check the role's permissions)"), "{text}");
         // A refused AssumeRole is about the trust policy, which its own message explains.
         error.operation = "sts:AssumeRole";

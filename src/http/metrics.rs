@@ -89,6 +89,32 @@ async fn render(State(context): State<ApiContext>) -> String {
             let _ = writeln!(out, "skywarden_alerts_open{{severity=\"{}\"}} {}", row.severity, row.count);
         }
     }
+    if let Ok(jobs) = crate::pollers::jobs::statuses(&context.db, None).await {
+        out.push_str("# HELP skywarden_poll_lag_seconds Age of the newest data a poll job has covered.\n# TYPE skywarden_poll_lag_seconds gauge\n");
+        let label = |text: &str| text.replace('\\', "\\\\").replace('"', "\\\"");
+        let labels = |job: &crate::pollers::jobs::JobStatus| {
+            format!(
+                "account=\"{}\",region=\"{}\",source=\"{}\",target=\"{}\"",
+                label(&job.account_id),
+                label(&job.region),
+                label(&job.source),
+                label(&job.target)
+            )
+        };
+        for job in jobs.iter().filter(|j| j.enabled) {
+            if let Some(lag) = job.lag_seconds {
+                let _ = writeln!(out, "skywarden_poll_lag_seconds{{{}}} {lag}", labels(job));
+            }
+        }
+        out.push_str("# HELP skywarden_poll_failures Consecutive failed runs of a poll job.\n# TYPE skywarden_poll_failures gauge\n");
+        for job in jobs.iter().filter(|j| j.enabled) {
+            let _ = writeln!(out, "skywarden_poll_failures{{{}}} {}", labels(job), job.consecutive_failures);
+        }
+        out.push_str("# HELP skywarden_poll_items_total Records a poll job has stored.\n# TYPE skywarden_poll_items_total counter\n");
+        for job in jobs.iter().filter(|j| j.enabled) {
+            let _ = writeln!(out, "skywarden_poll_items_total{{{}}} {}", labels(job), job.items_total);
+        }
+    }
     if let Ok(row) = stored {
         out.push_str("# HELP skywarden_events_stored Stored CloudTrail events (planner estimate).\n# TYPE skywarden_events_stored gauge\n");
         let _ = writeln!(out, "skywarden_events_stored {}", row.events);

@@ -9,6 +9,7 @@ pub mod extractor;
 pub mod flows;
 pub mod metrics;
 pub mod params;
+pub mod resources;
 
 use std::future::Future;
 
@@ -46,6 +47,7 @@ pub fn router(context: ApiContext) -> Router {
         .merge(alerts::router())
         .merge(flows::router())
         .merge(accounts::router())
+        .merge(resources::router())
         .route_layer(axum::middleware::from_fn_with_state(context.clone(), metrics::track))
         .with_state(context)
 }

@@ -264,3 +264,18 @@ pub async fn run_now(pool: &PgPool, account_id: &str, source: Option<Source>) ->
     .await?
     .rows_affected())
 }
+
+/// Extends a lease this worker still holds; false if it was lost.
+pub async fn renew_lease(pool: &PgPool, job_id: i64, owner: &str, lease: Duration) -> Result<bool, sqlx::Error> {
+    let renewed = sqlx::query!(
+        "UPDATE poll_jobs SET lease_expires_at = now() + make_interval(secs => $3)
+         WHERE job_id = $1 AND lease_owner = $2 AND lease_expires_at > now()",
+        job_id,
+        owner,
+        lease.as_secs_f64()
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(renewed == 1)
+}

@@ -127,7 +127,23 @@ impl Worker {
     async fn run_claimed(&self, mut job: Job) -> Result<JobReport, sqlx::Error> {
         let span = tracing::info_span!("poll", job_id = job.job_id, account_id = %job.account_id, region = %job.region, source = job.source.as_str());
         let started = Instant::now();
+        // Renew the lease while the run lasts, so a long run (a large IAM snapshot, a backfill)
+        // is not taken over by another worker; a dead worker stops renewing and its job frees up.
+        let heartbeat = {
+            let (pool, job_id, owner, lease) = (self.ctx.pool.clone(), job.job_id, job.owner.clone(), job.lease);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(lease / 3).await;
+                    match jobs::renew_lease(&pool, job_id, &owner, lease).await {
+                        Ok(true) => {}
+                        Ok(false) => return tracing::warn!(job_id, "lease lost"),
+                        Err(error) => tracing::warn!(job_id, error = %error, "lease renewal failed"),
+                    }
+                }
+            })
+        };
         let mut result = self.run_job(&mut job).instrument(span).await;
+        heartbeat.abort();
         if let Ok(outcome) = &result {
             if outcome.stored > 0 && matches!(job.source, Source::CloudTrailLookup | Source::CloudTrailS3) {
                 // New events may explain config changes a snapshot saw before they arrived.

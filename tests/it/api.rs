@@ -12,7 +12,13 @@ use crate::support::{TestDb, mmdb};
 use skywarden::auth::{self, Role};
 use skywarden::http::{ApiContext, router};
 
-async fn call(db: &TestDb, method: &str, uri: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+pub(crate) async fn call(
+    db: &TestDb,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let mut request = Request::builder().method(method).uri(uri);
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
@@ -227,10 +233,21 @@ async fn serve_listens_answers_and_shuts_down_on_sigterm() {
     let free_port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let address = format!("127.0.0.1:{}", free_port());
     let metrics_address = format!("127.0.0.1:{}", free_port());
-    let mut server = crate::support::skywarden_command(&db.url)
-        .args(["serve", "--listen", &address, "--metrics-listen", &metrics_address])
-        .spawn()
-        .unwrap();
+    // An onboarded account, so the pollers `serve` runs beside the API have work.
+    let moto = crate::support::aws::moto_url().await;
+    let account = crate::support::aws::random_account_id();
+    let new = skywarden::accounts::NewAccount {
+        role_arn: format!("arn:aws:iam::{account}:role/SkywardenReadOnly"),
+        regions: vec!["us-east-1".into()],
+        ..Default::default()
+    };
+    skywarden::accounts::onboard(&db.pool, &new, &Default::default()).await.unwrap();
+    let mut command = crate::support::skywarden_command(&db.url);
+    command.args(["serve", "--listen", &address, "--metrics-listen", &metrics_address]);
+    for (key, value) in crate::support::aws::aws_env(moto) {
+        command.env(key, value);
+    }
+    let mut server = command.spawn().unwrap();
     // Wait for the listener by polling the health check (bounded).
     let mut health = None;
     for _ in 0..200 {
@@ -254,6 +271,19 @@ async fn serve_listens_answers_and_shuts_down_on_sigterm() {
     assert!(status.contains("200"), "{status}");
     assert!(metrics.contains(r#"skywarden_http_requests_total{route="/api/v1/events",status="401"} 1"#), "{metrics}");
     assert!(metrics.contains("skywarden_up 1"), "{metrics}");
+    // The pollers ran: the IAM snapshot's lag is exported (bounded wait for the first run).
+    let expected = format!(
+        r#"skywarden_poll_lag_seconds{{account="{account}",region="global",source="config-snapshot",target=""}}"#
+    );
+    let mut seen = false;
+    for _ in 0..300 {
+        if http_get(&metrics_address, "/metrics").is_ok_and(|(_, m)| m.contains(&expected)) {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(seen, "serve polled the onboarded account within 30 s");
 
     let pid = server.id().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());

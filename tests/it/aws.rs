@@ -196,6 +196,27 @@ async fn snapshots_store_resources_and_each_change_with_its_diff_and_cause() {
         .unwrap();
     assert_eq!(deleted, "deleted");
 
+    // The API shows the inventory, the history and who made the change.
+    let (_, token) = skywarden::auth::create(&db.pool, "analyst", skywarden::auth::Role::Viewer).await.unwrap();
+    let uri = format!("/api/v1/resources?account={account_id}&type=ec2:security-group&q=web");
+    let (status, listed) = crate::api::call(&db, "GET", &uri, Some(&token), None).await;
+    assert_eq!(status, axum::http::StatusCode::OK, "{listed}");
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["resource_id"], json!(group));
+    let uri = format!("/api/v1/resources/{account_id}/ec2:security-group/{group}");
+    let (status, one) = crate::api::call(&db, "GET", &uri, Some(&token), None).await;
+    assert_eq!(status, axum::http::StatusCode::OK, "{one}");
+    assert_eq!(one["versions"].as_array().unwrap().len(), 2);
+    assert_eq!(one["changes"][0]["event"]["event_name"], json!("AuthorizeSecurityGroupIngress"));
+    assert_eq!(one["changes"][0]["event"]["source_ip"], json!("203.0.113.7"));
+    assert_eq!(one["events"][0]["event_id"], json!("evt-open-ssh"), "the events that named the group");
+    let (_, recent) =
+        crate::api::call(&db, "GET", &format!("/api/v1/changes?account={account_id}"), Some(&token), None).await;
+    let kinds: Vec<&str> = recent.as_array().unwrap().iter().map(|c| c["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"modified") && kinds.contains(&"deleted"), "{recent}");
+    let missing = format!("/api/v1/resources/{account_id}/ec2:security-group/sg-00000000");
+    assert_eq!(crate::api::call(&db, "GET", &missing, Some(&token), None).await.0, axum::http::StatusCode::NOT_FOUND);
+
     // Nothing changed: a third snapshot adds no version.
     jobs::run_now(&db.pool, &account_id, Some(Source::ConfigSnapshot)).await.unwrap();
     worker.run_once().await.unwrap();
@@ -490,4 +511,52 @@ async fn broken_accounts_fail_clearly_and_the_others_keep_polling() {
     // `accounts test` tells the user the same.
     let result = accounts::test(&db.pool, &ctx.base, &ctx.settings, &wrong_external_id).await.unwrap();
     assert!(!result.ok && result.error.unwrap().contains("external ID"));
+}
+
+#[tokio::test]
+async fn a_worker_killed_between_pages_loses_and_repeats_nothing() {
+    let db = TestDb::new().await;
+    let moto = fake::moto_url().await;
+    let cloudtrail = FakeCloudTrail::start(moto).await;
+    let account_id = fake::random_account_id();
+    let ctx = context(&db, fake::settings_with_cloudtrail(moto, &cloudtrail.url)).await;
+    onboard(&db, &account_id, LogSources::default(), None).await;
+    // Only the LookupEvents job runs in this test.
+    sqlx::query("UPDATE poll_jobs SET enabled = false WHERE source <> 'cloudtrail-lookup'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    cloudtrail.add_events(lookup_events(&account_id, 120));
+    // Page 2 hangs long enough for the test to kill the worker while it waits.
+    cloudtrail.delay_page(2, Duration::from_secs(120));
+
+    let mut command = crate::support::skywarden_command(&db.url);
+    command.args(["worker", "--once", "--no-detect"]);
+    for (key, value) in fake::aws_env(moto) {
+        command.env(key, value);
+    }
+    command.env("SKYWARDEN_AWS_ENDPOINT_URL_CLOUDTRAIL", &cloudtrail.url);
+    let mut worker = command.spawn().expect("starting skywarden worker");
+    let events = format!("SELECT count(*) FROM cloudtrail_events WHERE account_id = '{account_id}'");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while cloudtrail.requests().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the worker never asked for page 2");
+        assert!(worker.try_wait().unwrap().is_none(), "the worker exited early");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    assert_eq!(db.count(&events).await, 50, "page 1 was committed before the kill");
+
+    // The dead worker's lease runs out (here: is made to), and another worker takes the job.
+    sqlx::query("UPDATE poll_jobs SET lease_expires_at = now() - interval '1 second' WHERE lease_owner IS NOT NULL")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    cloudtrail.delay_page(0, Duration::ZERO);
+    let reports = Worker::new(ctx, "worker-b", None).run_once().await.unwrap();
+    assert!(reports.iter().all(|r| r.error.is_none()), "{reports:?}");
+    assert_eq!(db.count(&events).await, 120, "no gap and no duplicate");
+    let tokens: Vec<Option<String>> = cloudtrail.requests().into_iter().map(|r| r.next_token).collect();
+    assert_eq!(tokens, vec![None, Some("page-50".into()), Some("page-50".into()), Some("page-100".into())]);
 }

@@ -101,8 +101,8 @@ pub fn aws_env(url: &str) -> Vec<(&'static str, String)> {
         ("AWS_SECRET_ACCESS_KEY", "secret".into()),
         ("AWS_REGION", "us-east-1".into()),
         ("AWS_EC2_METADATA_DISABLED", "true".into()),
-        ("AWS_CONFIG_FILE", "/nonexistent".into()),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent".into()),
+        ("AWS_CONFIG_FILE", "/dev/null".into()),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()),
     ]
 }
 
@@ -156,6 +156,8 @@ struct LookupState {
     throttle_next: u32,
     /// Fail (HTTP 500) the request for this page number (1-based) once.
     fail_page_once: Option<usize>,
+    /// Answer the request for this page number only after this long.
+    delay_page: Option<(usize, Duration)>,
     requests: Vec<LookupRequest>,
 }
 
@@ -192,6 +194,10 @@ impl FakeCloudTrail {
 
     pub fn fail_page_once(&self, page: usize) {
         self.state.lock().unwrap().fail_page_once = Some(page);
+    }
+
+    pub fn delay_page(&self, page: usize, delay: Duration) {
+        self.state.lock().unwrap().delay_page = Some((page, delay));
     }
 
     pub fn requests(&self) -> Vec<LookupRequest> {
@@ -234,30 +240,36 @@ async fn lookup_events(
     let next_token = request["NextToken"].as_str().map(str::to_owned);
     let (start, end) = (request["StartTime"].as_f64(), request["EndTime"].as_f64());
     let max = request["MaxResults"].as_u64().map(|m| m as usize).unwrap_or(PAGE_SIZE).min(PAGE_SIZE);
-    let mut state = state.lock().unwrap();
-    let mut record = LookupRequest {
-        at: Instant::now(),
-        next_token: next_token.clone(),
-        start_time: start,
-        end_time: end,
-        answer: "ok",
-    };
-    if state.throttle_next > 0 {
-        state.throttle_next -= 1;
-        record.answer = "throttled";
-        state.requests.push(record);
-        return aws_json_error(StatusCode::BAD_REQUEST, "ThrottlingException", "Rate exceeded");
-    }
     let offset: usize =
         next_token.as_deref().and_then(|t| t.strip_prefix("page-")).and_then(|t| t.parse().ok()).unwrap_or(0);
     let page_number = offset / max.max(1) + 1;
+    // Record the request as it arrives, so a test sees a request that is still being answered.
+    let (index, delay) = {
+        let mut state = state.lock().unwrap();
+        let record = LookupRequest {
+            at: Instant::now(),
+            next_token: next_token.clone(),
+            start_time: start,
+            end_time: end,
+            answer: "ok",
+        };
+        state.requests.push(record);
+        (state.requests.len() - 1, state.delay_page.filter(|(page, _)| *page == page_number).map(|(_, delay)| delay))
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    let mut state = state.lock().unwrap();
+    if state.throttle_next > 0 {
+        state.throttle_next -= 1;
+        state.requests[index].answer = "throttled";
+        return aws_json_error(StatusCode::BAD_REQUEST, "ThrottlingException", "Rate exceeded");
+    }
     if state.fail_page_once == Some(page_number) {
         state.fail_page_once = None;
-        record.answer = "failed";
-        state.requests.push(record);
+        state.requests[index].answer = "failed";
         return aws_json_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure", "injected failure");
     }
-    state.requests.push(record);
     let mut matching: Vec<&Value> = state
         .events
         .iter()

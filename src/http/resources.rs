@@ -1,0 +1,197 @@
+//! Inventory and config history: `GET /api/v1/resources` (filter by account, type, region, id or
+//! name), one resource with every version, the diff of each change and the CloudTrail events
+//! that touched it, and `GET /api/v1/changes`, the newest config changes with who made them.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::ApiContext;
+use super::error::ApiError;
+use super::extractor::Caller;
+use super::params::Params;
+
+pub fn router() -> Router<ApiContext> {
+    Router::new()
+        .route("/api/v1/resources", get(list))
+        .route("/api/v1/resources/{account}/{resource_type}/{*resource_id}", get(one))
+        .route("/api/v1/changes", get(changes))
+}
+
+#[derive(Debug, Serialize)]
+pub struct ResourceSummary {
+    pub account_id: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub region: String,
+    pub name: Option<String>,
+    pub arn: Option<String>,
+    pub version: i32,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub last_changed: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+async fn list(
+    _caller: Caller,
+    State(context): State<ApiContext>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<ResourceSummary>>, ApiError> {
+    let params = Params::new(&query, &["account", "type", "region", "q", "deleted", "limit"])?;
+    let limit = params.limit(200, 5000)?;
+    let deleted = params.flag("deleted")?;
+    let search =
+        params.text("q").map(|q| format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+    let rows = sqlx::query_as!(
+        ResourceSummary,
+        r#"SELECT account_id, resource_type, resource_id, region, name, arn, version, first_seen, last_seen,
+                  last_changed, deleted_at
+           FROM resources
+           WHERE ($1::text IS NULL OR account_id = $1)
+             AND ($2::text IS NULL OR resource_type = $2)
+             AND ($3::text IS NULL OR region = $3)
+             AND ($4::text IS NULL OR resource_id ILIKE $4 OR name ILIKE $4 OR arn ILIKE $4)
+             AND ($5::bool IS NULL OR (deleted_at IS NOT NULL) = $5)
+           ORDER BY account_id, resource_type, resource_id
+           LIMIT $6"#,
+        params.text("account"),
+        params.text("type"),
+        params.text("region"),
+        search,
+        deleted,
+        limit
+    )
+    .fetch_all(&context.db)
+    .await?;
+    Ok(Json(rows))
+}
+
+/// One resource: its current configuration, every version, each change with its diff and the
+/// event that caused it, and the latest CloudTrail events that named it.
+async fn one(
+    _caller: Caller,
+    State(context): State<ApiContext>,
+    Path((account, resource_type, resource_id)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let current = sqlx::query!(
+        "SELECT region, name, arn, version, config, first_seen, last_seen, last_changed, deleted_at
+         FROM resources WHERE account_id = $1 AND resource_type = $2 AND resource_id = $3",
+        account,
+        resource_type,
+        resource_id
+    )
+    .fetch_optional(&context.db)
+    .await?
+    .ok_or(ApiError::NotFound)?;
+    let versions = sqlx::query!(
+        "SELECT version, captured_at, config FROM resource_versions
+         WHERE account_id = $1 AND resource_type = $2 AND resource_id = $3 ORDER BY version DESC",
+        account,
+        resource_type,
+        resource_id
+    )
+    .fetch_all(&context.db)
+    .await?;
+    let changes = sqlx::query!(
+        r#"SELECT version, kind::text AS "kind!", detected_at, previous_at, diff, event_time, event_id, event_name,
+                  principal_arn, source_ip
+           FROM config_changes WHERE account_id = $1 AND resource_type = $2 AND resource_id = $3
+           ORDER BY version DESC"#,
+        account,
+        resource_type,
+        resource_id
+    )
+    .fetch_all(&context.db)
+    .await?;
+    let events = sqlx::query!(
+        r#"SELECT event_id, event_time, event_name, event_source, principal_arn, user_name, source_ip_text,
+                  geo_country, error_code, read_only
+           FROM cloudtrail_events WHERE account_id = $1 AND resource_ids @> ARRAY[$2]
+           ORDER BY event_time DESC LIMIT 200"#,
+        account,
+        resource_id
+    )
+    .fetch_all(&context.db)
+    .await?;
+    Ok(Json(json!({
+        "account_id": account,
+        "resource_type": resource_type,
+        "resource_id": resource_id,
+        "region": current.region,
+        "name": current.name,
+        "arn": current.arn,
+        "version": current.version,
+        "config": current.config,
+        "first_seen": current.first_seen,
+        "last_seen": current.last_seen,
+        "last_changed": current.last_changed,
+        "deleted_at": current.deleted_at,
+        "versions": versions.into_iter().map(|v| json!({"version": v.version, "captured_at": v.captured_at, "config": v.config})).collect::<Vec<_>>(),
+        "changes": changes.into_iter().map(|c| json!({
+            "version": c.version, "kind": c.kind, "detected_at": c.detected_at, "previous_at": c.previous_at,
+            "diff": c.diff, "event": c.event_id.as_ref().map(|id| json!({"event_id": id, "event_time": c.event_time,
+                "event_name": c.event_name, "principal_arn": c.principal_arn, "source_ip": c.source_ip}))
+        })).collect::<Vec<_>>(),
+        "events": events.into_iter().map(|e| json!({
+            "event_id": e.event_id, "event_time": e.event_time, "event_name": e.event_name, "event_source": e.event_source,
+            "principal_arn": e.principal_arn, "user_name": e.user_name, "source_ip": e.source_ip_text,
+            "country": e.geo_country, "error_code": e.error_code, "read_only": e.read_only
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChangeView {
+    pub account_id: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub region: String,
+    pub version: i32,
+    pub kind: String,
+    pub detected_at: DateTime<Utc>,
+    pub diff: Value,
+    pub event_id: Option<String>,
+    pub event_time: Option<DateTime<Utc>>,
+    pub event_name: Option<String>,
+    pub principal_arn: Option<String>,
+    pub source_ip: Option<String>,
+}
+
+/// The newest config changes, optionally of one account, type or resource, in a time range.
+async fn changes(
+    _caller: Caller,
+    State(context): State<ApiContext>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<ChangeView>>, ApiError> {
+    let params = Params::new(&query, &["account", "type", "resource", "since", "until", "limit"])?;
+    let limit = params.limit(100, 1000)?;
+    let rows = sqlx::query_as!(
+        ChangeView,
+        r#"SELECT account_id, resource_type, resource_id, region, version, kind::text AS "kind!", detected_at, diff,
+                  event_id, event_time, event_name, principal_arn, source_ip
+           FROM config_changes
+           WHERE ($1::text IS NULL OR account_id = $1)
+             AND ($2::text IS NULL OR resource_type = $2)
+             AND ($3::text IS NULL OR resource_id = $3)
+             AND ($4::timestamptz IS NULL OR detected_at >= $4)
+             AND ($5::timestamptz IS NULL OR detected_at < $5)
+           ORDER BY detected_at DESC, change_id DESC
+           LIMIT $6"#,
+        params.text("account"),
+        params.text("type"),
+        params.text("resource"),
+        params.time("since")?,
+        params.time("until")?,
+        limit
+    )
+    .fetch_all(&context.db)
+    .await?;
+    Ok(Json(rows))
+}
