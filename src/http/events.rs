@@ -29,12 +29,18 @@ const FILTERS: &[&str] = &[
     "until",
     "failed",
     "read_only",
+    "q",
     "limit",
     "cursor",
 ];
+/// Rows one export may hold.
+pub const EXPORT_MAX: i64 = 100_000;
 
 pub fn router() -> Router<ApiContext> {
-    Router::new().route("/api/v1/events", get(list)).route("/api/v1/events/{account}/{event_id}", get(one))
+    Router::new()
+        .route("/api/v1/events", get(list))
+        .route("/api/v1/events/export", get(export))
+        .route("/api/v1/events/{account}/{event_id}", get(one))
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +56,8 @@ struct EventFilter {
     until: Option<DateTime<Utc>>,
     failed: Option<bool>,
     read_only: Option<bool>,
+    /// Text anywhere in the raw event (a scan: the last resort when no field filter fits).
+    text: Option<String>,
     limit: i64,
     after: Option<(DateTime<Utc>, String, String)>,
 }
@@ -57,9 +65,22 @@ struct EventFilter {
 impl EventFilter {
     /// Parses the query string, naming the field of the first bad value.
     fn parse(query: &HashMap<String, String>) -> Result<Self, ApiError> {
-        let params = Params::new(query, FILTERS)?;
+        Self::parse_with(query, FILTERS, DEFAULT_LIMIT, MAX_LIMIT)
+    }
+
+    fn parse_with(
+        query: &HashMap<String, String>,
+        known: &[&str],
+        default_limit: i64,
+        max_limit: i64,
+    ) -> Result<Self, ApiError> {
+        let params = Params::new(query, known)?;
         let text = |name: &str| params.text(name);
-        let limit = params.limit(DEFAULT_LIMIT, MAX_LIMIT)?;
+        let limit = params.limit(default_limit, max_limit)?;
+        let full_text = text("q");
+        if full_text.as_ref().is_some_and(|q| q.chars().count() < 3 || q.len() > 200) {
+            return Err(ApiError::bad("q", "q must be 3 to 200 characters"));
+        }
         let source_ip = text("source_ip");
         if let Some(ip) = &source_ip {
             ip.parse::<crate::policy::detectors::security_group::Cidr>()
@@ -80,6 +101,7 @@ impl EventFilter {
             until: params.time("until")?,
             failed: params.flag("failed")?,
             read_only: params.flag("read_only")?,
+            text: full_text.map(|q| format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))),
             limit,
             after,
         })
@@ -140,11 +162,19 @@ async fn list(
 ) -> Result<Json<EventPage>, ApiError> {
     let filter = EventFilter::parse(&query)?;
     tracing::debug!(token = %caller.token_id, ?filter, "event search");
+    let events = search(&context.db, &filter).await?;
+    let next_cursor = (events.len() as i64 == filter.limit)
+        .then(|| events.last().map(|e| encode_cursor(e.event_time, &e.account_id, &e.event_id)))
+        .flatten();
+    Ok(Json(EventPage { events, next_cursor }))
+}
+
+async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Vec<EventSummary>, sqlx::Error> {
     let (after_time, after_account, after_id) = match filter.after.clone() {
         Some((t, a, i)) => (Some(t), Some(a), Some(i)),
         None => (None, None, None),
     };
-    let events = sqlx::query_as!(
+    sqlx::query_as!(
         EventSummary,
         r#"SELECT account_id, event_id, event_time, region, event_source, event_name, principal_arn, user_name,
                   source_ip_text AS source_ip, user_agent, error_code, read_only, resource_ids,
@@ -162,6 +192,7 @@ async fn list(
              AND ($10::bool IS NULL OR (error_code IS NOT NULL OR error_message IS NOT NULL) = $10)
              AND ($11::bool IS NULL OR read_only = $11)
              AND ($12::timestamptz IS NULL OR (event_time, account_id, event_id) < ($12, $13::text, $14::text))
+             AND ($16::text IS NULL OR raw::text ILIKE $16)
            ORDER BY event_time DESC, account_id DESC, event_id DESC
            LIMIT $15"#,
         filter.account,
@@ -179,13 +210,102 @@ async fn list(
         after_account,
         after_id,
         filter.limit,
+        filter.text,
     )
-    .fetch_all(&context.db)
-    .await?;
-    let next_cursor = (events.len() as i64 == filter.limit)
-        .then(|| events.last().map(|e| encode_cursor(e.event_time, &e.account_id, &e.event_id)))
-        .flatten();
-    Ok(Json(EventPage { events, next_cursor }))
+    .fetch_all(db)
+    .await
+}
+
+/// The search as a file: `format=csv` (for spreadsheets) or `format=jsonl` (for tools), up to
+/// `EXPORT_MAX` events, newest first.
+async fn export(
+    caller: Caller,
+    State(context): State<ApiContext>,
+    Query(mut query): Query<HashMap<String, String>>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let format = query.remove("format").unwrap_or_else(|| "csv".into());
+    if format != "csv" && format != "jsonl" {
+        return Err(ApiError::bad("format", "format must be csv or jsonl"));
+    }
+    let known: Vec<&str> = FILTERS.iter().copied().filter(|f| *f != "cursor").collect();
+    let filter = EventFilter::parse_with(&query, &known, EXPORT_MAX, EXPORT_MAX)?;
+    let events = search(&context.db, &filter).await?;
+    tracing::info!(token = %caller.token_id, rows = events.len(), format, "event export");
+    let (content_type, body) = if format == "csv" {
+        ("text/csv; charset=utf-8", events_csv(&events))
+    } else {
+        let mut body = String::new();
+        for event in &events {
+            body.push_str(&serde_json::to_string(event).map_err(|e| ApiError::Internal(e.into()))?);
+            body.push('\n');
+        }
+        ("application/x-ndjson", body)
+    };
+    let disposition = format!("attachment; filename=\"skywarden-events.{format}\"");
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, content_type.to_owned()),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+const CSV_HEADER: &str = "event_time,account_id,region,event_source,event_name,principal_arn,user_name,source_ip,country,city,user_agent,error_code,read_only,resource_ids,event_id";
+
+fn events_csv(events: &[EventSummary]) -> String {
+    let mut out = String::with_capacity(events.len() * 256 + CSV_HEADER.len() + 1);
+    out.push_str(CSV_HEADER);
+    out.push('\n');
+    for e in events {
+        let time = e.event_time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let read_only = e.read_only.map(|r| r.to_string());
+        let resources = e.resource_ids.join(";");
+        let fields: [Option<&str>; 15] = [
+            Some(&time),
+            Some(&e.account_id),
+            e.region.as_deref(),
+            e.event_source.as_deref(),
+            e.event_name.as_deref(),
+            e.principal_arn.as_deref(),
+            e.user_name.as_deref(),
+            e.source_ip.as_deref(),
+            e.country.as_deref(),
+            e.city.as_deref(),
+            e.user_agent.as_deref(),
+            e.error_code.as_deref(),
+            read_only.as_deref(),
+            Some(&resources),
+            Some(&e.event_id),
+        ];
+        for (i, field) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            csv_field(field.unwrap_or(""), &mut out);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Quotes a CSV field when needed, and defuses values a spreadsheet would run as a formula
+/// (attacker-controlled text such as a user agent must never become one).
+fn csv_field(value: &str, out: &mut String) {
+    let formula = value.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let quote = formula || value.contains([',', '"', '\n', '\r']);
+    if !quote {
+        out.push_str(value);
+        return;
+    }
+    out.push('"');
+    if formula {
+        out.push('\'');
+    }
+    out.push_str(&value.replace('"', "\"\""));
+    out.push('"');
 }
 
 async fn one(
@@ -210,6 +330,17 @@ async fn one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_and_formulas_defused() {
+        let mut out = String::new();
+        csv_field("plain", &mut out);
+        out.push('|');
+        csv_field("a,b \"c\"", &mut out);
+        out.push('|');
+        csv_field("=HYPERLINK(\"http://x\")", &mut out);
+        assert_eq!(out, "plain|\"a,b \"\"c\"\"\"|\"'=HYPERLINK(\"\"http://x\"\")\"");
+    }
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {

@@ -401,3 +401,44 @@ async fn accounts_are_onboarded_and_watched_through_the_api_by_admins_only() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn the_audit_trail_exports_as_csv_and_json_lines_and_searches_raw_text() {
+    let db = with_sample_incident().await;
+    let (_, token) = auth::create(&db.pool, "viewer", Role::Viewer).await.unwrap();
+    let filter = "source_ip=176.36.0.0/14&principal=alice&event_name=ConsoleLogin&failed=true";
+    let (status, csv) =
+        call(&db, "GET", &format!("/api/v1/events/export?format=csv&{filter}"), Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let csv = csv.as_str().unwrap().to_owned();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("event_time,account_id,region"), "{}", lines[0]);
+    assert_eq!(lines.len(), 1 + 11, "a header and the 11 failed logins");
+    assert!(lines[1..].iter().all(|l| l.contains(",ConsoleLogin,") && l.contains("176.36.")), "{csv}");
+
+    let (status, jsonl) =
+        call(&db, "GET", &format!("/api/v1/events/export?format=jsonl&{filter}"), Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let rows: Vec<Value> = jsonl.as_str().unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 11);
+    assert!(rows.iter().all(|r| r["user_name"] == "alice"));
+
+    // Full text over the raw event: a value with no column of its own.
+    let (status, found) =
+        call(&db, "GET", "/api/v1/events?q=176.36.10.20/32&read_only=false", Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> =
+        found["events"].as_array().unwrap().iter().filter_map(|e| e["event_name"].as_str()).collect();
+    assert!(names.contains(&"AuthorizeSecurityGroupIngress"), "{names:?}");
+
+    for (uri, field) in [
+        ("/api/v1/events/export?format=xml", "format"),
+        ("/api/v1/events/export?cursor=00", "query"),
+        ("/api/v1/events/export?limit=100001", "limit"),
+        ("/api/v1/events?q=ab", "q"),
+    ] {
+        let (status, body) = call(&db, "GET", uri, Some(&token), None).await;
+        assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{uri}: {body}");
+    }
+    assert_eq!(call(&db, "GET", "/api/v1/events/export", None, None).await.0, StatusCode::UNAUTHORIZED);
+}
