@@ -62,6 +62,11 @@ pub enum Command {
         #[command(subcommand)]
         action: AccountsAction,
     },
+    /// Dashboard users (user name, password, role).
+    Users {
+        #[command(subcommand)]
+        action: UserAction,
+    },
     /// Run the pollers only (no API). Start several to share the work.
     Worker(WorkerArgs),
     /// Check, list and backtest the policies in the policies folder.
@@ -318,4 +323,16 @@ pub enum TokenAction {
     List,
     /// Revoke a token by id.
     Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Create a dashboard user. The password is read from SKYWARDEN_USER_PASSWORD, or from the
+    /// first line of standard input, never from the command line (where `ps` would show it).
+    Create {
+        #[arg(long)]
+        username: String,
+        #[arg(long, value_enum)]
+        role: crate::auth::Role,
+    },
 }

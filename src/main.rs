@@ -41,6 +41,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Incidents { json } => commands::incidents(&cli.db, json).await,
         Command::BenchDetect { events, policies } => commands::bench_detect(events, &policies).await,
         Command::Accounts { action } => commands::accounts::run(&cli.db, action).await,
+        Command::Users { action } => commands::users(&cli.db, action).await,
         Command::Worker(args) => commands::accounts::worker(&cli.db, args).await,
         Command::Policies { policies, action } => commands::policies_command(&cli.db, &policies, action).await,
     }

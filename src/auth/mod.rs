@@ -1,6 +1,10 @@
 //! API tokens and roles. A token is `swk_<id>_<secret>`: the id finds the row, the secret is
 //! checked against its stored SHA-256 hash in constant time. Tokens are shown once.
 
+pub mod audit;
+pub mod sessions;
+pub mod users;
+
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -39,6 +43,10 @@ pub enum AuthError {
     Random(#[from] getrandom::Error),
     #[error("no token with id {0}")]
     NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("password hashing failed: {0}")]
+    Password(String),
 }
 
 /// A token that was checked: who is calling.
@@ -47,6 +55,13 @@ pub struct Caller {
     pub token_id: String,
     pub name: String,
     pub role: Role,
+}
+
+impl Caller {
+    /// Who this is in the audit log: `token:ID`, `user:NAME`, or a session's principal.
+    pub fn actor(&self) -> String {
+        if self.token_id.contains(':') { self.token_id.clone() } else { format!("token:{}", self.token_id) }
+    }
 }
 
 fn random_hex(bytes: usize) -> Result<String, getrandom::Error> {

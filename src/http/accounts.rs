@@ -99,6 +99,16 @@ async fn onboard(
     };
     let account = accounts::onboard(&context.db, &new, &PollIntervals::default()).await.map_err(account_error)?;
     tracing::info!(account_id = %account.account_id, by = %caller.name, "account onboarded through the API");
+    let details = json!({"role_arn": account.role_arn.as_str(), "regions": account.regions});
+    crate::auth::audit::record(
+        &context.db,
+        &caller.actor(),
+        "account.onboard",
+        Some(&account.account_id),
+        None,
+        details,
+    )
+    .await;
     let mut body = serde_json::to_value(&account).map_err(|e| ApiError::Internal(e.into()))?;
     body["external_id"] = json!(account.external_id);
     Ok((axum::http::StatusCode::CREATED, Json(body)))
@@ -115,7 +125,10 @@ async fn test(
         return Err(ApiError::Internal(anyhow::anyhow!("this server has no AWS configuration")));
     };
     let (settings, base) = &*aws;
-    Ok(Json(accounts::test(&context.db, base, settings, &id).await.map_err(account_error)?))
+    let result = accounts::test(&context.db, base, settings, &id).await.map_err(account_error)?;
+    crate::auth::audit::record(&context.db, &caller.actor(), "account.test", Some(&id), None, json!({"ok": result.ok}))
+        .await;
+    Ok(Json(result))
 }
 
 async fn remove(
@@ -127,5 +140,6 @@ async fn remove(
     valid_account_id(&id)?;
     accounts::remove(&context.db, &id).await.map_err(account_error)?;
     tracing::info!(account_id = %id, by = %caller.name, "account removed through the API");
+    crate::auth::audit::record(&context.db, &caller.actor(), "account.remove", Some(&id), None, json!({})).await;
     Ok(Json(json!({"removed": id})))
 }

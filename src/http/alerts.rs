@@ -126,5 +126,14 @@ async fn set_status(
                 other => ApiError::Internal(other.into()),
             },
         )?;
+    crate::auth::audit::record(
+        &context.db,
+        &caller.actor(),
+        "alert.status",
+        Some(&id),
+        None,
+        serde_json::json!({"from": old, "to": status, "reason": change.reason}),
+    )
+    .await;
     Ok(Json(serde_json::json!({"id": id, "old_status": old, "status": status})))
 }

@@ -18,6 +18,12 @@ pub enum ApiError {
     NotFound,
     #[error("{0}")]
     Conflict(String),
+    #[error("wrong user name, password or token")]
+    LoginFailed,
+    #[error("the CSRF token is missing or wrong")]
+    Csrf,
+    #[error("too many failed logins; try again later")]
+    TooManyRequests(i64),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -34,6 +40,9 @@ impl ApiError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Csrf => StatusCode::FORBIDDEN,
+            Self::LoginFailed => StatusCode::UNAUTHORIZED,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -55,6 +64,11 @@ impl IntoResponse for ApiError {
             other => json!({"error": other.to_string()}),
         };
         let mut response = (self.status(), Json(body)).into_response();
+        if let Self::TooManyRequests(seconds) = &self {
+            if let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert("retry-after", value);
+            }
+        }
         if matches!(self, Self::Unauthorized) {
             response.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
         }

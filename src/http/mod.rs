@@ -10,6 +10,7 @@ pub mod flows;
 pub mod metrics;
 pub mod params;
 pub mod resources;
+pub mod session;
 
 use std::future::Future;
 
@@ -48,6 +49,7 @@ pub fn router(context: ApiContext) -> Router {
         .merge(flows::router())
         .merge(accounts::router())
         .merge(resources::router())
+        .merge(session::router())
         .route_layer(axum::middleware::from_fn_with_state(context.clone(), metrics::track))
         .with_state(context)
 }
@@ -59,7 +61,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tracing::info!(address = %listener.local_addr()?, "HTTP API listening");
-    axum::serve(listener, router(context)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(context).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Serves `/metrics` on its own listener until `shutdown` completes.

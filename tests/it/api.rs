@@ -442,3 +442,135 @@ async fn the_audit_trail_exports_as_csv_and_json_lines_and_searches_raw_text() {
     }
     assert_eq!(call(&db, "GET", "/api/v1/events/export", None, None).await.0, StatusCode::UNAUTHORIZED);
 }
+
+/// A request with any headers; returns status, headers and JSON body.
+async fn send(
+    db: &TestDb,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = match body {
+        Some(body) => request.header("content-type", "application/json").body(Body::from(body.to_string())),
+        None => request.body(Body::empty()),
+    }
+    .unwrap();
+    let response = router(ApiContext::new(db.pool.clone())).oneshot(request).await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 24).await.unwrap();
+    (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn dashboard_sessions_need_csrf_for_changes_and_failed_logins_are_throttled() {
+    let db = TestDb::new().await;
+    let create = |name: &str, role: &str, password: &str| {
+        let mut command = crate::support::skywarden_command(&db.url);
+        command.args(["users", "create", "--username", name, "--role", role]).env("SKYWARDEN_USER_PASSWORD", password);
+        command.output().unwrap()
+    };
+    assert!(!create("shorty", "viewer", "short").status.success(), "passwords have 12 characters at least");
+    assert!(create("maria", "analyst", "correct horse battery staple").status.success());
+    assert!(create("root-admin", "admin", "another long passphrase").status.success());
+    let stored: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE username = 'maria'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(stored.starts_with("$argon2id$") && !stored.contains("staple"));
+
+    let login = |user: &'static str, password: &'static str| {
+        let db = &db;
+        async move {
+            send(db, "POST", "/api/v1/session", &[], Some(serde_json::json!({"username": user, "password": password})))
+                .await
+        }
+    };
+    // Wrong passwords: 401 five times, then 429 even for the right one.
+    for _ in 0..5 {
+        let (status, _, body) = login("maria", "wrong password!").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert_eq!(body["error"], "wrong user name, password or token");
+    }
+    let (status, headers, _) = login("maria", "correct horse battery staple").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(headers.get("retry-after").is_some());
+    // An unknown user is refused like a wrong password.
+    assert_eq!(login("nobody", "whatever it is").await.0, StatusCode::UNAUTHORIZED);
+
+    let (status, headers, session) = login("root-admin", "another long passphrase").await;
+    assert_eq!(status, StatusCode::OK, "{session}");
+    let cookie_header = headers.get("set-cookie").unwrap().to_str().unwrap().to_owned();
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(cookie_header.contains(attribute), "{cookie_header}");
+    }
+    let cookie = cookie_header.split(';').next().unwrap().to_owned();
+    let csrf = session["csrf_token"].as_str().unwrap().to_owned();
+    assert_eq!(session["role"], "admin");
+
+    // Reads need only the cookie; changes need the CSRF token too.
+    assert_eq!(send(&db, "GET", "/api/v1/alerts", &[("cookie", &cookie)], None).await.0, StatusCode::OK);
+    let (status, _, me) = send(&db, "GET", "/api/v1/session", &[("cookie", &cookie)], None).await;
+    assert_eq!((status, me["csrf_token"].as_str()), (StatusCode::OK, Some(csrf.as_str())));
+    let onboarding =
+        serde_json::json!({"role_arn": "arn:aws:iam::111122223333:role/SkywardenReadOnly", "regions": ["us-east-1"]});
+    let (status, _, body) =
+        send(&db, "POST", "/api/v1/accounts", &[("cookie", &cookie)], Some(onboarding.clone())).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::FORBIDDEN, Some("the CSRF token is missing or wrong")));
+    let (status, _, _) = send(
+        &db,
+        "POST",
+        "/api/v1/accounts",
+        &[("cookie", &cookie), ("x-csrf-token", "0".repeat(64).as_str())],
+        Some(onboarding.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, body) =
+        send(&db, "POST", "/api/v1/accounts", &[("cookie", &cookie), ("x-csrf-token", &csrf)], Some(onboarding)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // An API token can open a dashboard session too.
+    let (_, viewer_token) = auth::create(&db.pool, "wallboard", Role::Viewer).await.unwrap();
+    let (status, headers, body) =
+        send(&db, "POST", "/api/v1/session", &[], Some(serde_json::json!({"token": viewer_token}))).await;
+    assert_eq!((status, body["role"].as_str()), (StatusCode::OK, Some("viewer")));
+    let viewer_cookie = headers.get("set-cookie").unwrap().to_str().unwrap().split(';').next().unwrap().to_owned();
+    assert_eq!(
+        send(&db, "GET", "/api/v1/audit-log", &[("cookie", &viewer_cookie)], None).await.0,
+        StatusCode::FORBIDDEN
+    );
+
+    // Skywarden's own audit log, for admins.
+    let (status, _, log) = send(&db, "GET", "/api/v1/audit-log?limit=100", &[("cookie", &cookie)], None).await;
+    assert_eq!(status, StatusCode::OK, "{log}");
+    let actions: Vec<(String, String)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap().to_owned(), e["action"].as_str().unwrap().to_owned()))
+        .collect();
+    for expected in [
+        ("user:maria", "login.failed"),
+        ("user:maria", "login.blocked"),
+        ("user:root-admin", "login"),
+        ("user:root-admin", "account.onboard"),
+        ("user:nobody", "login.failed"),
+    ] {
+        assert!(actions.iter().any(|(a, b)| a == expected.0 && b == expected.1), "{expected:?} in {actions:?}");
+    }
+    assert!(actions.iter().any(|(a, b)| a.starts_with("cli:") && b == "user.create"), "{actions:?}");
+    assert!(!log.to_string().contains("passphrase") && !log.to_string().contains(&csrf), "no secret in the audit log");
+
+    // Logging out needs the CSRF token, and ends the session.
+    assert_eq!(send(&db, "DELETE", "/api/v1/session", &[("cookie", &cookie)], None).await.0, StatusCode::FORBIDDEN);
+    let (status, headers, _) =
+        send(&db, "DELETE", "/api/v1/session", &[("cookie", &cookie), ("x-csrf-token", &csrf)], None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(headers.get("set-cookie").unwrap().to_str().unwrap().contains("Max-Age=0"));
+    assert_eq!(send(&db, "GET", "/api/v1/alerts", &[("cookie", &cookie)], None).await.0, StatusCode::UNAUTHORIZED);
+}

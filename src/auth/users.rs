@@ -1,0 +1,88 @@
+//! Dashboard users: a user name, an Argon2id password hash and a role.
+
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use sqlx::PgPool;
+
+use super::{AuthError, Role};
+
+/// Shortest password accepted.
+pub const MIN_PASSWORD_LENGTH: usize = 12;
+
+fn valid_username(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
+}
+
+pub fn hash_password(password: &str) -> Result<String, AuthError> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|hash| hash.to_string())
+        .map_err(|e| AuthError::Password(e.to_string()))
+}
+
+/// A hash of a password nobody has, checked when the user does not exist so that an unknown
+/// name takes as long to refuse as a wrong password.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| hash_password("skywarden-no-such-user").unwrap_or_default())
+}
+
+pub async fn create(pool: &PgPool, username: &str, password: &str, role: Role) -> Result<(), AuthError> {
+    if !valid_username(username) {
+        return Err(AuthError::Invalid("a user name is 1 to 64 letters, digits, or . _ @ -".into()));
+    }
+    if password.chars().count() < MIN_PASSWORD_LENGTH {
+        return Err(AuthError::Invalid(format!("a password has at least {MIN_PASSWORD_LENGTH} characters")));
+    }
+    let hash = hash_password(password)?;
+    let inserted = sqlx::query!(
+        "INSERT INTO users (username, password_hash, role) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        username,
+        hash,
+        role as Role
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Err(AuthError::Invalid(format!("user {username} exists")));
+    }
+    Ok(())
+}
+
+/// The user's role if the password is right and the user is enabled.
+pub async fn verify(pool: &PgPool, username: &str, password: &str) -> Result<Option<Role>, AuthError> {
+    let row = sqlx::query!(
+        r#"SELECT password_hash, role AS "role: Role" FROM users WHERE username = $1 AND disabled_at IS NULL"#,
+        username
+    )
+    .fetch_optional(pool)
+    .await?;
+    let (stored, role) = match &row {
+        Some(row) => (row.password_hash.as_str(), Some(row.role)),
+        None => (dummy_hash(), None),
+    };
+    let matches = Argon2::default().verify_password(password.as_bytes(), stored).is_ok();
+    Ok(if matches { role } else { None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_hash_with_salt_and_verify() {
+        let a = hash_password("correct horse battery").unwrap();
+        let b = hash_password("correct horse battery").unwrap();
+        assert!(a.starts_with("$argon2id$"), "{a}");
+        assert_ne!(a, b, "salted");
+        assert!(Argon2::default().verify_password(b"correct horse battery", a.as_str()).is_ok());
+        assert!(Argon2::default().verify_password(b"wrong", a.as_str()).is_err());
+    }
+
+    #[test]
+    fn user_names_are_plain() {
+        assert!(valid_username("alice.smith@corp"));
+        assert!(!valid_username("alice smith"));
+        assert!(!valid_username(""));
+    }
+}
