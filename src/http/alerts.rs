@@ -67,7 +67,7 @@ async fn one(
         .ok_or(ApiError::NotFound)?;
     let evidence = sqlx::query!(
         r#"SELECT c.event_id, c.event_time, c.event_name, c.user_name, c.principal_arn, c.source_ip_text,
-                  c.geo_country, c.resource_ids
+                  c.geo_country, c.geo_city, c.geo_latitude, c.geo_longitude, c.user_agent, c.error_code, c.resource_ids
            FROM alert_evidence e
            JOIN cloudtrail_events c ON c.account_id = e.account_id AND c.event_id = e.event_id AND c.event_time = e.event_time
            WHERE e.account_id = $1 AND e.alert_id = $2::text::uuid
@@ -80,9 +80,19 @@ async fn one(
     let events: Vec<serde_json::Value> = evidence
         .into_iter()
         .map(|e| {
+            // Only the country known: place the point at the country's centroid.
+            let (latitude, longitude) = match (e.geo_latitude, e.geo_longitude) {
+                (Some(lat), Some(lon)) => (Some(lat), Some(lon)),
+                _ => e
+                    .geo_country
+                    .as_deref()
+                    .and_then(crate::geo::centroids::country_centroid)
+                    .map_or((None, None), |(a, b)| (Some(a), Some(b))),
+            };
             serde_json::json!({"event_id": e.event_id, "event_time": e.event_time, "event_name": e.event_name,
                 "user_name": e.user_name, "principal_arn": e.principal_arn, "source_ip": e.source_ip_text,
-                "country": e.geo_country, "resource_ids": e.resource_ids})
+                "country": e.geo_country, "city": e.geo_city, "latitude": latitude, "longitude": longitude,
+                "user_agent": e.user_agent, "error_code": e.error_code, "resource_ids": e.resource_ids})
         })
         .collect();
     Ok(Json(serde_json::json!({"alert": alert, "evidence_events": events})))

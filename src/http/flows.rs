@@ -18,7 +18,7 @@ use super::params::Params;
 const FILTERS: &[&str] = &["account", "interface", "instance", "address", "since", "until", "limit"];
 
 pub fn router() -> Router<ApiContext> {
-    Router::new().route("/api/v1/flows/top", get(top))
+    Router::new().route("/api/v1/flows/top", get(top)).route("/api/v1/flows/timeline", get(timeline))
 }
 
 #[derive(Debug, Serialize)]
@@ -74,4 +74,82 @@ async fn top(
     .fetch_all(&context.db)
     .await?;
     Ok(Json(talkers))
+}
+
+#[derive(Debug, Serialize)]
+pub struct HourlyBytes {
+    pub hour: DateTime<Utc>,
+    pub bytes: i64,
+    pub records: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CountryBytes {
+    pub country: Option<String>,
+    pub bytes: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Timeline {
+    pub hours: Vec<HourlyBytes>,
+    /// Bytes sent to each destination country (private and unknown peers under `null`).
+    pub destinations: Vec<CountryBytes>,
+}
+
+/// Bytes by hour, and by destination country, for the same filters as `top`.
+async fn timeline(
+    _caller: Caller,
+    State(context): State<ApiContext>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Timeline>, ApiError> {
+    let params = Params::new(&query, &["account", "interface", "instance", "address", "since", "until"])?;
+    let address = params.text("address");
+    if let Some(a) = &address {
+        a.parse::<std::net::IpAddr>().map_err(|_| ApiError::bad("address", "address must be an IP address"))?;
+    }
+    let (since, until) = (params.time("since")?, params.time("until")?);
+    let hours = sqlx::query_as!(
+        HourlyBytes,
+        r#"SELECT date_trunc('hour', bucket_time) AS "hour!", coalesce(sum(bytes), 0)::bigint AS "bytes!",
+                  count(*) AS "records!"
+           FROM flow_records
+           WHERE ($1::text IS NULL OR account_id = $1)
+             AND ($2::text IS NULL OR interface_id = $2)
+             AND ($3::text IS NULL OR instance_id = $3)
+             AND ($4::text IS NULL OR srcaddr = $4::text::inet OR dstaddr = $4::text::inet)
+             AND ($5::timestamptz IS NULL OR bucket_time >= $5)
+             AND ($6::timestamptz IS NULL OR bucket_time < $6)
+           GROUP BY 1 ORDER BY 1
+           LIMIT 5000"#,
+        params.text("account"),
+        params.text("interface"),
+        params.text("instance"),
+        address,
+        since,
+        until,
+    )
+    .fetch_all(&context.db)
+    .await?;
+    let destinations = sqlx::query_as!(
+        CountryBytes,
+        r#"SELECT dst_country AS country, coalesce(sum(bytes), 0)::bigint AS "bytes!"
+           FROM flow_records
+           WHERE ($1::text IS NULL OR account_id = $1)
+             AND ($2::text IS NULL OR interface_id = $2)
+             AND ($3::text IS NULL OR instance_id = $3)
+             AND ($4::text IS NULL OR srcaddr = $4::text::inet OR dstaddr = $4::text::inet)
+             AND ($5::timestamptz IS NULL OR bucket_time >= $5)
+             AND ($6::timestamptz IS NULL OR bucket_time < $6)
+           GROUP BY 1 ORDER BY 2 DESC
+           LIMIT 50"#,
+        params.text("account"),
+        params.text("interface"),
+        params.text("instance"),
+        address,
+        since,
+        until,
+    )
+    .fetch_all(&context.db)
+    .await?;
+    Ok(Json(Timeline { hours, destinations }))
 }

@@ -11,6 +11,8 @@ pub mod metrics;
 pub mod params;
 pub mod resources;
 pub mod session;
+pub mod stats;
+pub mod web;
 
 use std::future::Future;
 
@@ -50,6 +52,8 @@ pub fn router(context: ApiContext) -> Router {
         .merge(accounts::router())
         .merge(resources::router())
         .merge(session::router())
+        .merge(stats::router())
+        .merge(web::router())
         .route_layer(axum::middleware::from_fn_with_state(context.clone(), metrics::track))
         .with_state(context)
 }

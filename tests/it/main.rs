@@ -2,6 +2,7 @@
 
 mod api;
 mod aws;
+mod dashboard;
 mod detection;
 mod import;
 mod interrupted_import;

@@ -6,6 +6,7 @@
 //! folder under the system temp dir.
 
 pub mod aws;
+pub mod browser;
 pub mod mmdb;
 
 use std::path::{Path, PathBuf};
@@ -144,5 +145,16 @@ pub fn copy_dir(from: &Path, to: &Path) {
         } else {
             std::fs::copy(entry.path(), target).unwrap();
         }
+    }
+}
+
+/// A child process that is killed when the guard goes out of scope, so a failing test leaves no
+/// server behind (one would keep the test's output pipe open).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -1,0 +1,151 @@
+//! Figures for the dashboard: the overview (open alerts by severity, events per hour, console
+//! logins by country) and where a principal usually logs in from, for the alert map.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::routing::get;
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+use super::ApiContext;
+use super::error::ApiError;
+use super::extractor::Caller;
+use super::params::Params;
+use crate::geo::centroids::country_centroid;
+
+pub fn router() -> Router<ApiContext> {
+    Router::new()
+        .route("/api/v1/stats/overview", get(overview))
+        .route("/api/v1/stats/login-locations", get(login_locations))
+}
+
+#[derive(Debug, Serialize)]
+pub struct SeverityCount {
+    pub severity: String,
+    pub count: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HourCount {
+    pub hour: DateTime<Utc>,
+    pub events: i64,
+    pub failed: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CountryLogins {
+    pub country: Option<String>,
+    pub logins: i64,
+    pub failed: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Overview {
+    /// The period shown: the 7 days up to the newest event, unless `since`/`until` say otherwise
+    /// (an imported incident is shown as it was, not as an empty "last 7 days").
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub open_alerts: Vec<SeverityCount>,
+    pub events_per_hour: Vec<HourCount>,
+    pub logins_by_country: Vec<CountryLogins>,
+}
+
+async fn overview(
+    _caller: Caller,
+    State(context): State<ApiContext>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Overview>, ApiError> {
+    let params = Params::new(&query, &["since", "until"])?;
+    let newest = sqlx::query_scalar!("SELECT max(event_time) FROM cloudtrail_events").fetch_one(&context.db).await?;
+    let until = params.time("until")?.or(newest.map(|t| t + Duration::seconds(1))).unwrap_or_else(Utc::now);
+    let since = params.time("since")?.unwrap_or(until - Duration::days(7));
+    if since >= until {
+        return Err(ApiError::bad("since", "since must be before until"));
+    }
+    let open_alerts = sqlx::query_as!(
+        SeverityCount,
+        r#"SELECT severity::text AS "severity!", count(*) AS "count!" FROM alerts
+           WHERE status = 'open' OR (status = 'snoozed' AND snoozed_until <= now())
+           GROUP BY severity ORDER BY severity DESC"#
+    )
+    .fetch_all(&context.db)
+    .await?;
+    let events_per_hour = sqlx::query_as!(
+        HourCount,
+        r#"SELECT date_trunc('hour', event_time) AS "hour!", count(*) AS "events!",
+                  count(*) FILTER (WHERE error_code IS NOT NULL) AS "failed!"
+           FROM cloudtrail_events WHERE event_time >= $1 AND event_time < $2
+           GROUP BY 1 ORDER BY 1"#,
+        since,
+        until
+    )
+    .fetch_all(&context.db)
+    .await?;
+    let logins_by_country = sqlx::query_as!(
+        CountryLogins,
+        r#"SELECT geo_country AS country, count(*) AS "logins!",
+                  count(*) FILTER (WHERE error_code IS NOT NULL OR error_message IS NOT NULL) AS "failed!"
+           FROM cloudtrail_events
+           WHERE event_name = 'ConsoleLogin' AND event_time >= $1 AND event_time < $2
+           GROUP BY 1 ORDER BY 2 DESC LIMIT 50"#,
+        since,
+        until
+    )
+    .fetch_all(&context.db)
+    .await?;
+    Ok(Json(Overview { since, until, open_alerts, events_per_hour, logins_by_country }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct LoginLocation {
+    pub country: Option<String>,
+    pub city: Option<String>,
+    /// The city's coordinates, or the country's centroid when only the country is known.
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    pub logins: i64,
+    pub failed: i64,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+}
+
+/// Where a principal (ARN or user name) has logged in from to the console.
+async fn login_locations(
+    _caller: Caller,
+    State(context): State<ApiContext>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<LoginLocation>>, ApiError> {
+    let params = Params::new(&query, &["principal", "account", "since", "until"])?;
+    let principal =
+        params.text("principal").ok_or_else(|| ApiError::bad("principal", "name a principal (ARN or user name)"))?;
+    let mut rows = sqlx::query_as!(
+        LoginLocation,
+        r#"SELECT geo_country AS country, geo_city AS city, avg(geo_latitude) AS latitude, avg(geo_longitude) AS longitude,
+                  count(*) AS "logins!",
+                  count(*) FILTER (WHERE error_code IS NOT NULL OR error_message IS NOT NULL) AS "failed!",
+                  min(event_time) AS "first_seen!", max(event_time) AS "last_seen!"
+           FROM cloudtrail_events
+           WHERE event_name = 'ConsoleLogin' AND (principal_arn = $1 OR user_name = $1)
+             AND ($2::text IS NULL OR account_id = $2)
+             AND ($3::timestamptz IS NULL OR event_time >= $3)
+             AND ($4::timestamptz IS NULL OR event_time < $4)
+           GROUP BY 1, 2 ORDER BY 5 DESC LIMIT 200"#,
+        principal,
+        params.text("account"),
+        params.time("since")?,
+        params.time("until")?
+    )
+    .fetch_all(&context.db)
+    .await?;
+    for row in &mut rows {
+        if row.latitude.is_none() {
+            if let Some((lat, lon)) = row.country.as_deref().and_then(country_centroid) {
+                (row.latitude, row.longitude) = (Some(lat), Some(lon));
+            }
+        }
+    }
+    Ok(Json(rows))
+}
