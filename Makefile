@@ -19,12 +19,17 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN := $(TARGET_DIR)/release/skywarden
 DEBUG_BIN := $(TARGET_DIR)/debug/skywarden
 
-.PHONY: demo test build geoip sqlx-prepare bench clean-test-db moto
+.PHONY: demo test build geoip sqlx-prepare bench clean-test-db test-tools
 
-# The AWS emulator for the tests (PyPI moto[server]): the one on PATH, else a private venv.
-MOTO_VENV := $(CACHE_DIR)/moto-venv
+# Test tools from PyPI: the AWS emulator (moto server) and the API fuzzer (schemathesis). The
+# ones on PATH, else a private venv.
+TEST_VENV := $(CACHE_DIR)/test-venv
 MOTO_SPEC := moto[server]>=5.1,<6
-MOTO_BIN = $(shell command -v moto_server 2>/dev/null || echo $(MOTO_VENV)/bin/moto_server)
+SCHEMATHESIS_SPEC := schemathesis>=4.0,<5
+MOTO_BIN = $(shell command -v moto_server 2>/dev/null || echo $(TEST_VENV)/bin/moto_server)
+SCHEMATHESIS_BIN = $(shell command -v schemathesis 2>/dev/null || echo $(TEST_VENV)/bin/schemathesis)
+FREE_PORT := python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+
 
 build:
 	$(CARGO) build --release --locked
@@ -41,22 +46,40 @@ $(GEOIP_DB):
 demo: build geoip
 	$(BIN) --data-dir $(DEMO_DATA_DIR) demo --samples samples/incident --geoip $(GEOIP_DB)
 
-moto:
-	if ! command -v moto_server >/dev/null 2>&1 && [ ! -x $(MOTO_VENV)/bin/moto_server ]; then
-		python3 -m venv $(MOTO_VENV)
-		$(MOTO_VENV)/bin/pip install --quiet '$(MOTO_SPEC)'
+test-tools:
+	if ! command -v moto_server >/dev/null 2>&1 && [ ! -x $(TEST_VENV)/bin/moto_server ]; then
+		[ -x $(TEST_VENV)/bin/pip ] || python3 -m venv $(TEST_VENV)
+		$(TEST_VENV)/bin/pip install --quiet '$(MOTO_SPEC)'
+	fi
+	if ! command -v schemathesis >/dev/null 2>&1 && [ ! -x $(TEST_VENV)/bin/schemathesis ]; then
+		[ -x $(TEST_VENV)/bin/pip ] || python3 -m venv $(TEST_VENV)
+		$(TEST_VENV)/bin/pip install --quiet '$(SCHEMATHESIS_SPEC)'
 	fi
 
-test: moto
+test: test-tools
 	$(CARGO) build --locked --tests --bins
 	# moto server on a free loopback port, for every test that talks to "AWS".
-	moto_port=$$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	moto_port=$$($(FREE_PORT))
 	$(MOTO_BIN) -H 127.0.0.1 -p $$moto_port > $(TEST_PG_DIR).moto.log 2>&1 &
 	moto_pid=$$!
+	serve_pid=
 	export SKYWARDEN_TEST_MOTO_URL=http://127.0.0.1:$$moto_port
 	# One embedded PostgreSQL for the whole suite, off the standard port (socket only).
 	env -u DATABASE_URL $(DEBUG_BIN) --data-dir $(TEST_PG_DIR) db start > $(TEST_PG_DIR).url
-	trap 'kill $$moto_pid 2>/dev/null; env -u DATABASE_URL $(DEBUG_BIN) --data-dir $(TEST_PG_DIR) db stop; rm -rf $(TEST_PG_DIR) $(TEST_PG_DIR).url $(TEST_PG_DIR).moto.log' EXIT
+	trap 'kill $$moto_pid $$serve_pid 2>/dev/null; env -u DATABASE_URL $(DEBUG_BIN) --data-dir $(TEST_PG_DIR) db stop; rm -rf $(TEST_PG_DIR) $(TEST_PG_DIR).url $(TEST_PG_DIR).moto.log $(TEST_PG_DIR).serve.log' EXIT
+	# Schemathesis: requests generated from the OpenAPI document, against a server holding the
+	# sample incident, must never get a server error (fixed seed: a failure is reproducible).
+	api_db=$$(cat $(TEST_PG_DIR).url)
+	DATABASE_URL=$$api_db $(DEBUG_BIN) import samples/incident > /dev/null
+	api_token=$$(DATABASE_URL=$$api_db $(DEBUG_BIN) tokens create --name schemathesis --role admin 2>/dev/null)
+	api_port=$$($(FREE_PORT))
+	DATABASE_URL=$$api_db $(DEBUG_BIN) serve --listen 127.0.0.1:$$api_port --no-pollers > $(TEST_PG_DIR).serve.log 2>&1 &
+	serve_pid=$$!
+	for _ in $$(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$$api_port) 2>/dev/null && break; sleep 0.1; done
+	$(SCHEMATHESIS_BIN) run http://127.0.0.1:$$api_port/api/v1/openapi.json -H "Authorization: Bearer $$api_token" \
+		--checks not_a_server_error --max-examples 50 --workers 2 --seed 20261129 \
+		|| { echo "server log:"; tail -n 40 $(TEST_PG_DIR).serve.log; exit 1; }
+	kill $$serve_pid
 	SKYWARDEN_TEST_DATABASE_URL=$$(cat $(TEST_PG_DIR).url) $(CARGO) test --locked -- --test-threads 2
 	if [ -d ../shared/fixtures ]; then echo "dataset tests ran over ../shared/fixtures"; \
 	else echo "NOTE: ../shared/fixtures is absent: the tests over public datasets checked nothing"; fi

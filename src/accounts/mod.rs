@@ -36,7 +36,7 @@ pub enum AccountError {
 }
 
 /// Where an account's trail files and flow logs are, besides LookupEvents and snapshots.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct LogSources {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trail_bucket: Option<String>,
@@ -65,11 +65,12 @@ pub struct NewAccount {
 }
 
 /// An onboarded account.
-#[derive(Clone, Serialize)]
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 pub struct Account {
     pub account_id: String,
     pub name: Option<String>,
     #[serde(serialize_with = "serialize_display")]
+    #[schema(value_type = String)]
     pub role_arn: RoleArn,
     #[serde(skip)]
     pub external_id: String,
@@ -189,6 +190,28 @@ fn validate_region(region: &str) -> Result<(), AccountError> {
 
 fn validate_new(new: &NewAccount) -> Result<RoleArn, AccountError> {
     let role_arn = RoleArn::parse(&new.role_arn)?;
+    if new.name.as_ref().is_some_and(|n| n.chars().any(char::is_control) || n.len() > 256) {
+        return Err(AccountError::Invalid {
+            field: "name",
+            reason: "a name is at most 256 characters, without control characters".into(),
+        });
+    }
+    for group in &new.sources.flow_log_groups {
+        if group.is_empty() || group.len() > 512 || group.chars().any(char::is_control) {
+            return Err(AccountError::Invalid {
+                field: "sources",
+                reason: format!("`{group}` is not a log group name"),
+            });
+        }
+    }
+    for prefix in [&new.sources.trail_prefix, &new.sources.flow_prefix].into_iter().flatten() {
+        if prefix.len() > 512 || prefix.chars().any(char::is_control) {
+            return Err(AccountError::Invalid {
+                field: "sources",
+                reason: "a prefix is at most 512 characters, without control characters".into(),
+            });
+        }
+    }
     if new.regions.is_empty() {
         return Err(AccountError::Invalid { field: "regions", reason: "name at least one region".into() });
     }
@@ -318,7 +341,7 @@ pub async fn remove(pool: &PgPool, account_id: &str) -> Result<(), AccountError>
 }
 
 /// What `test` found.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TestResult {
     pub account_id: String,
     pub ok: bool,

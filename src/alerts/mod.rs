@@ -15,7 +15,9 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 /// How urgent an alert is. Ordered: `Info < Low < ... < Critical`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[sqlx(type_name = "alert_severity", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -60,7 +62,7 @@ impl FromStr for Severity {
 }
 
 /// Where an alert is in triage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, sqlx::Type, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, sqlx::Type, clap::ValueEnum, utoipa::ToSchema)]
 #[sqlx(type_name = "alert_status", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum AlertStatus {

@@ -178,7 +178,7 @@ pub async fn retract_login_evidence(
 }
 
 /// An alert as the CLI and API show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AlertView {
     pub id: String,
     pub policy_id: String,
@@ -320,7 +320,7 @@ pub async fn set_status(
 
 /// Alerts of one intrusion: those raised in one console or role session, plus alerts on the
 /// session's source address (flow exfiltration, say) within a day of it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IncidentView {
     pub id: String,
     pub account_id: String,
@@ -333,7 +333,7 @@ pub struct IncidentView {
     pub timeline: Vec<IncidentStep>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IncidentStep {
     pub time: DateTime<Utc>,
     pub alert_id: String,

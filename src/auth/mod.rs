@@ -16,7 +16,9 @@ const PREFIX: &str = "swk_";
 
 /// What a token may do. Ordered: a viewer reads, an analyst also triages, an admin also
 /// manages accounts, tokens and settings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, sqlx::Type, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, sqlx::Type, clap::ValueEnum, utoipa::ToSchema,
+)]
 #[sqlx(type_name = "api_role", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum Role {

@@ -11,11 +11,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::ApiContext;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extractor::{Caller, RequireRole};
-use crate::accounts::{self, AccountError, LogSources, NewAccount, PollIntervals};
+use crate::accounts::{self, Account, AccountError, LogSources, NewAccount, PollIntervals, TestResult};
 use crate::auth::Role;
-use crate::pollers::jobs;
+use crate::pollers::jobs::{self, JobStatus};
 
 pub fn router() -> Router<ApiContext> {
     Router::new()
@@ -41,10 +41,12 @@ fn valid_account_id(id: &str) -> Result<(), ApiError> {
     crate::aws::AccountId::parse(id).map(|_| ()).map_err(|e| ApiError::bad("id", e.to_string()))
 }
 
+#[utoipa::path(get, path = "/api/v1/accounts", tag = "accounts", responses((status = 200, description = "OK", body = Vec<Account>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn list(_caller: Caller, State(context): State<ApiContext>) -> Result<Json<Vec<accounts::Account>>, ApiError> {
     Ok(Json(accounts::list(&context.db).await.map_err(account_error)?))
 }
 
+#[utoipa::path(get, path = "/api/v1/accounts/{id}", tag = "accounts", params(("id" = String, Path, description = "12-digit account id")), responses((status = 200, description = "OK", body = Object), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn one(
     _caller: Caller,
     State(context): State<ApiContext>,
@@ -56,6 +58,7 @@ async fn one(
     Ok(Json(json!({"account": account, "jobs": jobs})))
 }
 
+#[utoipa::path(get, path = "/api/v1/accounts/{id}/status", tag = "accounts", params(("id" = String, Path)), responses((status = 200, description = "OK", body = Vec<JobStatus>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn status(
     _caller: Caller,
     State(context): State<ApiContext>,
@@ -66,11 +69,12 @@ async fn status(
     Ok(Json(jobs::statuses(&context.db, Some(&id)).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/accounts/template", tag = "accounts", responses((status = 200, description = "OK", body = String), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn template(_caller: Caller) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/yaml")], accounts::ROLE_TEMPLATE)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Onboarding {
     role_arn: String,
@@ -81,6 +85,7 @@ struct Onboarding {
 }
 
 /// Onboards an account. The answer carries the external ID: the only time the API shows it.
+#[utoipa::path(post, path = "/api/v1/accounts", tag = "accounts", request_body = Onboarding, responses((status = 201, description = "Onboarded; the answer carries the external ID, shown only now", body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, description = "Already onboarded", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn onboard(
     caller: Caller,
     State(context): State<ApiContext>,
@@ -114,6 +119,7 @@ async fn onboard(
     Ok((axum::http::StatusCode::CREATED, Json(body)))
 }
 
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/test", tag = "accounts", params(("id" = String, Path)), responses((status = 200, description = "OK", body = TestResult), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role is too low, or the CSRF token is missing", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn test(
     caller: Caller,
     State(context): State<ApiContext>,
@@ -131,6 +137,7 @@ async fn test(
     Ok(Json(result))
 }
 
+#[utoipa::path(delete, path = "/api/v1/accounts/{id}", tag = "accounts", params(("id" = String, Path)), responses((status = 200, description = "OK", body = Object), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role is too low, or the CSRF token is missing", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn remove(
     caller: Caller,
     State(context): State<ApiContext>,

@@ -11,11 +11,11 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::ApiContext;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extractor::{Caller, RequireRole};
 use super::params::Params;
 use crate::alerts::AlertStatus;
-use crate::alerts::store::{self, AlertFilter, AlertStoreError, AlertView};
+use crate::alerts::store::{self, AlertFilter, AlertStoreError, AlertView, IncidentView};
 use crate::auth::Role;
 
 pub fn router() -> Router<ApiContext> {
@@ -30,6 +30,7 @@ fn status_of(text: &str) -> Option<AlertStatus> {
     <AlertStatus as clap::ValueEnum>::from_str(text, true).ok()
 }
 
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(("status" = Option<String>, Query, description = "open, acknowledged, resolved, dismissed or snoozed"), ("policy" = Option<String>, Query, description = "")), responses((status = 200, description = "OK", body = Vec<AlertView>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn list(
     _caller: Caller,
     State(context): State<ApiContext>,
@@ -50,6 +51,7 @@ async fn list(
 }
 
 /// One alert with the CloudTrail events behind it, in time order.
+#[utoipa::path(get, path = "/api/v1/alerts/{id}", tag = "alerts", params(("id" = String, Path, description = "a UUID")), responses((status = 200, description = "OK", body = Object), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn one(
     _caller: Caller,
     State(context): State<ApiContext>,
@@ -99,14 +101,12 @@ async fn one(
 }
 
 /// Alerts of one session as timelines, newest incident first.
-async fn incidents(
-    _caller: Caller,
-    State(context): State<ApiContext>,
-) -> Result<Json<Vec<store::IncidentView>>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/incidents", tag = "alerts", responses((status = 200, description = "OK", body = Vec<IncidentView>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn incidents(_caller: Caller, State(context): State<ApiContext>) -> Result<Json<Vec<IncidentView>>, ApiError> {
     Ok(Json(store::incidents(&context.db).await.map_err(|e| ApiError::Internal(e.into()))?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StatusChange {
     status: String,
@@ -114,6 +114,7 @@ struct StatusChange {
     until: Option<DateTime<Utc>>,
 }
 
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/status", tag = "alerts", params(("id" = String, Path)), request_body = StatusChange, responses((status = 200, description = "OK", body = Object), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role is too low, or the CSRF token is missing", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn set_status(
     caller: Caller,
     State(context): State<ApiContext>,
@@ -123,6 +124,9 @@ async fn set_status(
     caller.require(Role::Analyst)?;
     let Json(change) = body.map_err(|e| ApiError::bad("body", e.body_text()))?;
     let status = status_of(&change.status).ok_or_else(|| ApiError::bad("status", "unknown status"))?;
+    if change.reason.contains('\0') || change.reason.len() > 2000 {
+        return Err(ApiError::bad("reason", "the reason must be text of at most 2000 bytes"));
+    }
     if change.reason.trim().is_empty() {
         return Err(ApiError::bad("reason", "say why the status changes"));
     }

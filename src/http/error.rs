@@ -28,6 +28,16 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
+/// The body of every error answer.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    /// What went wrong, for a person.
+    error: String,
+    /// The request field (query parameter or body member) that was wrong, on a 400.
+    field: Option<String>,
+}
+
 impl ApiError {
     pub fn bad(field: &'static str, message: impl Into<String>) -> Self {
         Self::BadRequest { field, message: message.into() }
@@ -50,7 +60,15 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        Self::Internal(error.into())
+        // A value PostgreSQL cannot hold as text (a NUL character, invalid UTF-8) is the
+        // client's mistake, wherever it came from (path, query or body).
+        let code = error.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned());
+        match code.as_deref() {
+            Some("22021") | Some("22P05") => {
+                Self::bad("body", "a value contains a character PostgreSQL cannot store (NUL)")
+            }
+            _ => Self::Internal(error.into()),
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::ApiContext;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extractor::Caller;
 use super::params::Params;
 
@@ -70,7 +70,7 @@ impl EventFilter {
 
     fn parse_with(
         query: &HashMap<String, String>,
-        known: &[&str],
+        known: &[&'static str],
         default_limit: i64,
         max_limit: i64,
     ) -> Result<Self, ApiError> {
@@ -130,7 +130,7 @@ fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, String, String)> {
     parts.next().is_none().then_some((time, account, event_id))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventSummary {
     pub account_id: String,
     pub event_id: String,
@@ -149,12 +149,13 @@ pub struct EventSummary {
     pub city: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventPage {
     pub events: Vec<EventSummary>,
     pub next_cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/events", tag = "audit trail", params(("account" = Option<String>, Query, description = ""), ("principal" = Option<String>, Query, description = "ARN or user name"), ("event_name" = Option<String>, Query, description = ""), ("event_source" = Option<String>, Query, description = ""), ("resource" = Option<String>, Query, description = "a resource id such as sg-… or i-…"), ("source_ip" = Option<String>, Query, description = "address or CIDR"), ("country" = Option<String>, Query, description = "ISO 3166 alpha-2"), ("since" = Option<String>, Query, description = "RFC 3339"), ("until" = Option<String>, Query, description = "RFC 3339"), ("failed" = Option<bool>, Query, description = ""), ("read_only" = Option<bool>, Query, description = ""), ("q" = Option<String>, Query, description = "text anywhere in the raw event, 3 to 200 characters"), ("limit" = Option<i64>, Query, description = "1 to 1000"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "OK", body = EventPage), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn list(
     caller: Caller,
     State(context): State<ApiContext>,
@@ -218,6 +219,7 @@ async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Vec<EventSumm
 
 /// The search as a file: `format=csv` (for spreadsheets) or `format=jsonl` (for tools), up to
 /// `EXPORT_MAX` events, newest first.
+#[utoipa::path(get, path = "/api/v1/events/export", tag = "audit trail", params(("format" = Option<String>, Query, description = "csv or jsonl"), ("account" = Option<String>, Query, description = ""), ("principal" = Option<String>, Query, description = ""), ("event_name" = Option<String>, Query, description = ""), ("event_source" = Option<String>, Query, description = ""), ("resource" = Option<String>, Query, description = ""), ("source_ip" = Option<String>, Query, description = ""), ("country" = Option<String>, Query, description = ""), ("since" = Option<String>, Query, description = ""), ("until" = Option<String>, Query, description = ""), ("failed" = Option<bool>, Query, description = ""), ("read_only" = Option<bool>, Query, description = ""), ("q" = Option<String>, Query, description = ""), ("limit" = Option<i64>, Query, description = "1 to 100000")), responses((status = 200, description = "OK", body = String), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn export(
     caller: Caller,
     State(context): State<ApiContext>,
@@ -228,7 +230,7 @@ async fn export(
     if format != "csv" && format != "jsonl" {
         return Err(ApiError::bad("format", "format must be csv or jsonl"));
     }
-    let known: Vec<&str> = FILTERS.iter().copied().filter(|f| *f != "cursor").collect();
+    let known: Vec<&'static str> = FILTERS.iter().copied().filter(|f| *f != "cursor").collect();
     let filter = EventFilter::parse_with(&query, &known, EXPORT_MAX, EXPORT_MAX)?;
     let events = search(&context.db, &filter).await?;
     tracing::info!(token = %caller.token_id, rows = events.len(), format, "event export");
@@ -308,6 +310,7 @@ fn csv_field(value: &str, out: &mut String) {
     out.push('"');
 }
 
+#[utoipa::path(get, path = "/api/v1/events/{account}/{event_id}", tag = "audit trail", params(("account" = String, Path), ("event_id" = String, Path)), responses((status = 200, description = "OK", body = Object), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn one(
     _caller: Caller,
     State(context): State<ApiContext>,

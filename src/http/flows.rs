@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::ApiContext;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extractor::Caller;
 use super::params::Params;
 
@@ -21,7 +21,7 @@ pub fn router() -> Router<ApiContext> {
     Router::new().route("/api/v1/flows/top", get(top)).route("/api/v1/flows/timeline", get(timeline))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Talker {
     pub account_id: String,
     pub source: String,
@@ -34,6 +34,7 @@ pub struct Talker {
     pub last_seen: DateTime<Utc>,
 }
 
+#[utoipa::path(get, path = "/api/v1/flows/top", tag = "network", params(("account" = Option<String>, Query, description = ""), ("interface" = Option<String>, Query, description = ""), ("instance" = Option<String>, Query, description = ""), ("address" = Option<String>, Query, description = "an IP address"), ("since" = Option<String>, Query, description = ""), ("until" = Option<String>, Query, description = ""), ("limit" = Option<i64>, Query, description = "")), responses((status = 200, description = "OK", body = Vec<Talker>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn top(
     _caller: Caller,
     State(context): State<ApiContext>,
@@ -76,20 +77,20 @@ async fn top(
     Ok(Json(talkers))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HourlyBytes {
     pub hour: DateTime<Utc>,
     pub bytes: i64,
     pub records: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CountryBytes {
     pub country: Option<String>,
     pub bytes: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Timeline {
     pub hours: Vec<HourlyBytes>,
     /// Bytes sent to each destination country (private and unknown peers under `null`).
@@ -97,6 +98,7 @@ pub struct Timeline {
 }
 
 /// Bytes by hour, and by destination country, for the same filters as `top`.
+#[utoipa::path(get, path = "/api/v1/flows/timeline", tag = "network", params(("account" = Option<String>, Query, description = ""), ("interface" = Option<String>, Query, description = ""), ("instance" = Option<String>, Query, description = ""), ("address" = Option<String>, Query, description = ""), ("since" = Option<String>, Query, description = ""), ("until" = Option<String>, Query, description = "")), responses((status = 200, description = "OK", body = Timeline), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn timeline(
     _caller: Caller,
     State(context): State<ApiContext>,

@@ -8,6 +8,7 @@ pub mod events;
 pub mod extractor;
 pub mod flows;
 pub mod metrics;
+pub mod openapi;
 pub mod params;
 pub mod resources;
 pub mod session;
@@ -54,6 +55,7 @@ pub fn router(context: ApiContext) -> Router {
         .merge(session::router())
         .merge(stats::router())
         .merge(web::router())
+        .merge(openapi::router())
         .route_layer(axum::middleware::from_fn_with_state(context.clone(), metrics::track))
         .with_state(context)
 }
@@ -81,11 +83,13 @@ pub async fn serve_metrics(
 }
 
 /// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process is up", body = String)))]
 async fn healthz() -> &'static str {
     "ok"
 }
 
 /// The process can reach its database.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = String), (status = 503, description = "The database is unreachable", body = String)))]
 async fn readyz(State(context): State<ApiContext>) -> (StatusCode, &'static str) {
     match sqlx::query_scalar!("SELECT 1 AS \"one!\"").fetch_one(&context.db).await {
         Ok(_) => (StatusCode::OK, "ready"),

@@ -13,9 +13,15 @@ pub struct Params<'q> {
 
 impl<'q> Params<'q> {
     /// Accepts `query` if every name in it is one of `known`.
-    pub fn new(query: &'q HashMap<String, String>, known: &[&str]) -> Result<Self, ApiError> {
+    pub fn new(query: &'q HashMap<String, String>, known: &[&'static str]) -> Result<Self, ApiError> {
         if let Some(unknown) = query.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(ApiError::bad("query", format!("unknown filter {unknown:?}; known: {}", known.join(", "))));
+        }
+        // PostgreSQL text cannot hold NUL; say which parameter had one rather than fail later.
+        for name in known {
+            if query.get(*name).is_some_and(|value| value.contains('\0')) {
+                return Err(ApiError::bad(name, format!("{name} contains a NUL character")));
+            }
         }
         Ok(Self { query })
     }

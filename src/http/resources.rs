@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::ApiContext;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extractor::Caller;
 use super::params::Params;
 
@@ -24,7 +24,7 @@ pub fn router() -> Router<ApiContext> {
         .route("/api/v1/changes", get(changes))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ResourceSummary {
     pub account_id: String,
     pub resource_type: String,
@@ -39,6 +39,7 @@ pub struct ResourceSummary {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
+#[utoipa::path(get, path = "/api/v1/resources", tag = "inventory", params(("account" = Option<String>, Query, description = ""), ("type" = Option<String>, Query, description = "e.g. ec2:security-group"), ("region" = Option<String>, Query, description = ""), ("q" = Option<String>, Query, description = "part of an id, name or ARN"), ("deleted" = Option<bool>, Query, description = ""), ("limit" = Option<i64>, Query, description = "")), responses((status = 200, description = "OK", body = Vec<ResourceSummary>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn list(
     _caller: Caller,
     State(context): State<ApiContext>,
@@ -75,6 +76,7 @@ async fn list(
 
 /// One resource: its current configuration, every version, each change with its diff and the
 /// event that caused it, and the latest CloudTrail events that named it.
+#[utoipa::path(get, path = "/api/v1/resources/{account}/{resource_type}/{resource_id}", tag = "inventory", params(("account" = String, Path), ("resource_type" = String, Path), ("resource_id" = String, Path)), responses((status = 200, description = "OK", body = Object), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn one(
     _caller: Caller,
     State(context): State<ApiContext>,
@@ -147,7 +149,7 @@ async fn one(
     })))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ChangeView {
     pub account_id: String,
     pub resource_type: String,
@@ -165,6 +167,7 @@ pub struct ChangeView {
 }
 
 /// The newest config changes, optionally of one account, type or resource, in a time range.
+#[utoipa::path(get, path = "/api/v1/changes", tag = "inventory", params(("account" = Option<String>, Query, description = ""), ("type" = Option<String>, Query, description = ""), ("resource" = Option<String>, Query, description = ""), ("since" = Option<String>, Query, description = ""), ("until" = Option<String>, Query, description = ""), ("limit" = Option<i64>, Query, description = "")), responses((status = 200, description = "OK", body = Vec<ChangeView>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn changes(
     _caller: Caller,
     State(context): State<ApiContext>,

@@ -16,9 +16,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::ApiContext;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extractor::{Caller, RequireRole, SESSION_COOKIE, session_cookie};
 use super::params::Params;
+use crate::auth::audit::AuditEntry;
 use crate::auth::{self, Role, audit, sessions, users};
 
 pub fn router() -> Router<ApiContext> {
@@ -27,7 +28,7 @@ pub fn router() -> Router<ApiContext> {
         .route("/api/v1/audit-log", get(audit_log))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Login {
     username: Option<String>,
@@ -40,12 +41,18 @@ pub fn client_of(connect: Option<&ConnectInfo<SocketAddr>>) -> String {
     connect.map(|c| c.0.ip().to_string()).unwrap_or_else(|| "unknown".into())
 }
 
+#[utoipa::path(post, path = "/api/v1/session", tag = "session", request_body = Login, responses((status = 200, description = "Signed in; sets the session cookie", body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, description = "Too many failed logins", body = ErrorBody)))]
 async fn login(
     State(context): State<ApiContext>,
     extensions: axum::http::Extensions,
     body: Result<Json<Login>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(login) = body.map_err(|e| ApiError::bad("body", e.body_text()))?;
+    for (field, value) in [("username", &login.username), ("password", &login.password), ("token", &login.token)] {
+        if value.as_ref().is_some_and(|v| v.contains('\0') || v.len() > 1024) {
+            return Err(ApiError::bad(field, format!("{field} is not a valid value")));
+        }
+    }
     let client = client_of(extensions.get::<ConnectInfo<SocketAddr>>());
     let internal = |e: auth::AuthError| ApiError::Internal(e.into());
     let (principal, display, role) = match (&login.username, &login.password, &login.token) {
@@ -115,6 +122,7 @@ async fn login(
 }
 
 /// The session behind the cookie, with its CSRF token (the page reloads it after a refresh).
+#[utoipa::path(get, path = "/api/v1/session", tag = "session", responses((status = 200, body = Object), (status = 401, body = ErrorBody)), security(("session" = [])))]
 async fn current(State(context): State<ApiContext>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
     let cookie = session_cookie(&headers).ok_or(ApiError::Unauthorized)?;
     let (caller, csrf) = sessions::verify(&context.db, &cookie)
@@ -124,6 +132,7 @@ async fn current(State(context): State<ApiContext>, headers: HeaderMap) -> Resul
     Ok(Json(json!({"user": caller.name, "role": caller.role, "csrf_token": csrf})))
 }
 
+#[utoipa::path(delete, path = "/api/v1/session", tag = "session", responses((status = 204, description = "Signed out"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn logout(caller: Caller, State(context): State<ApiContext>, headers: HeaderMap) -> Result<Response, ApiError> {
     if let Some(cookie) = session_cookie(&headers) {
         sessions::delete(&context.db, &cookie).await.map_err(|e| ApiError::Internal(e.into()))?;
@@ -137,6 +146,7 @@ async fn logout(caller: Caller, State(context): State<ApiContext>, headers: Head
     Ok(response)
 }
 
+#[utoipa::path(get, path = "/api/v1/audit-log", tag = "session", params(("actor" = Option<String>, Query, description = ""), ("action" = Option<String>, Query, description = ""), ("limit" = Option<i64>, Query, description = "")), responses((status = 200, description = "OK", body = Vec<AuditEntry>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role is too low, or the CSRF token is missing", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn audit_log(
     caller: Caller,
     State(context): State<ApiContext>,

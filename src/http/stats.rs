@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use super::ApiContext;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extractor::Caller;
 use super::params::Params;
 use crate::geo::centroids::country_centroid;
@@ -22,27 +22,27 @@ pub fn router() -> Router<ApiContext> {
         .route("/api/v1/stats/login-locations", get(login_locations))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SeverityCount {
     pub severity: String,
     pub count: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HourCount {
     pub hour: DateTime<Utc>,
     pub events: i64,
     pub failed: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CountryLogins {
     pub country: Option<String>,
     pub logins: i64,
     pub failed: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Overview {
     /// The period shown: the 7 days up to the newest event, unless `since`/`until` say otherwise
     /// (an imported incident is shown as it was, not as an empty "last 7 days").
@@ -53,6 +53,7 @@ pub struct Overview {
     pub logins_by_country: Vec<CountryLogins>,
 }
 
+#[utoipa::path(get, path = "/api/v1/stats/overview", tag = "overview", params(("since" = Option<String>, Query, description = ""), ("until" = Option<String>, Query, description = "")), responses((status = 200, description = "OK", body = Overview), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn overview(
     _caller: Caller,
     State(context): State<ApiContext>,
@@ -99,7 +100,7 @@ async fn overview(
     Ok(Json(Overview { since, until, open_alerts, events_per_hour, logins_by_country }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LoginLocation {
     pub country: Option<String>,
     pub city: Option<String>,
@@ -113,6 +114,7 @@ pub struct LoginLocation {
 }
 
 /// Where a principal (ARN or user name) has logged in from to the console.
+#[utoipa::path(get, path = "/api/v1/stats/login-locations", tag = "overview", params(("principal" = String, Query, description = "ARN or user name"), ("account" = Option<String>, Query, description = ""), ("since" = Option<String>, Query, description = ""), ("until" = Option<String>, Query, description = "")), responses((status = 200, description = "OK", body = Vec<LoginLocation>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn login_locations(
     _caller: Caller,
     State(context): State<ApiContext>,

@@ -170,7 +170,7 @@ pub struct RunOutcome {
 }
 
 /// The state of one job, for `accounts status` and the API.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobStatus {
     pub job_id: i64,
     pub account_id: String,

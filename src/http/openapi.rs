@@ -1,0 +1,87 @@
+//! The OpenAPI 3 document of the API at `GET /api/v1/openapi.json`, generated from the handlers'
+//! own annotations so that it cannot drift from the code.
+
+use axum::Json;
+use axum::Router;
+use axum::routing::get;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::ApiContext;
+use super::extractor::Caller;
+use super::{accounts, alerts, events, flows, resources, session, stats};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Skywarden API", description = "Cloud security posture management and detection for AWS."),
+    paths(
+        super::healthz,
+        super::readyz,
+        events::list,
+        events::export,
+        events::one,
+        alerts::list,
+        alerts::one,
+        alerts::set_status,
+        alerts::incidents,
+        flows::top,
+        flows::timeline,
+        resources::list,
+        resources::one,
+        resources::changes,
+        accounts::list,
+        accounts::onboard,
+        accounts::template,
+        accounts::one,
+        accounts::status,
+        accounts::test,
+        accounts::remove,
+        session::login,
+        session::current,
+        session::logout,
+        session::audit_log,
+        stats::overview,
+        stats::login_locations,
+        document,
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "audit trail", description = "CloudTrail events: who did what, when, from where"),
+        (name = "alerts", description = "Detections, their evidence and triage"),
+        (name = "inventory", description = "Resources, their versions and config changes"),
+        (name = "network", description = "VPC flow logs"),
+        (name = "accounts", description = "Onboarded AWS accounts and their pollers"),
+        (name = "session", description = "Dashboard sign-in and Skywarden's own audit log"),
+    )
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("swk_<id>_<secret>").build(),
+            ),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                super::extractor::SESSION_COOKIE,
+                "Dashboard session; changes also need the X-CSRF-Token header",
+            ))),
+        );
+    }
+}
+
+pub fn router() -> Router<ApiContext> {
+    Router::new().route("/api/v1/openapi.json", get(document))
+}
+
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "session", responses((status = 200, description = "This document", body = Object), (status = 401, body = super::error::ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn document(_caller: Caller) -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
