@@ -45,6 +45,18 @@ pub enum Command {
         #[command(flatten)]
         policies: PolicyArgs,
     },
+    /// Measure audit-trail query latency (p50/p95 per filter) over generated events.
+    BenchQueries {
+        /// Events in the scratch table.
+        #[arg(long, default_value_t = 10_000_000)]
+        events: i64,
+        /// Queries per filter.
+        #[arg(long, default_value_t = 40)]
+        samples: usize,
+        /// Keep using the scratch database of an earlier run if it has enough events.
+        #[arg(long)]
+        reuse: bool,
+    },
     /// List alerts, or change one's status.
     Alerts(AlertsArgs),
     /// Create, list and revoke API tokens.

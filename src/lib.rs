@@ -10,6 +10,7 @@ pub mod alerts;
 pub mod auth;
 pub mod aws;
 pub mod bench;
+pub mod bench_queries;
 pub mod cli;
 pub mod db;
 pub mod demo;

@@ -36,6 +36,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Db { action } => commands::embedded(&cli.db, action).await,
         Command::Demo(args) => commands::run_demo(&cli.db, args).await,
         Command::BenchImport(args) => commands::bench_import(&cli.db, args).await,
+        Command::BenchQueries { events, samples, reuse } => {
+            commands::bench_queries(&cli.db, events, samples, reuse).await
+        }
         Command::Alerts(args) => commands::alerts(&cli.db, args).await,
         Command::Tokens { action } => commands::tokens(&cli.db, action).await,
         Command::Incidents { json } => commands::incidents(&cli.db, json).await,

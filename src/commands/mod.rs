@@ -250,6 +250,21 @@ pub(crate) async fn bench_import(db_options: &DbOptions, args: BenchArgs) -> any
     Ok(ExitCode::SUCCESS)
 }
 
+pub(crate) async fn bench_queries(
+    db_options: &DbOptions,
+    events: i64,
+    samples: usize,
+    reuse: bool,
+) -> anyhow::Result<ExitCode> {
+    // Works in its own scratch database on the same server, never in Skywarden's own.
+    let db = Database::open(db_options).await?;
+    let server: PgConnectOptions = db.pool.connect_options().as_ref().clone();
+    let report = skywarden::bench_queries::run(&server, events, samples, reuse).await;
+    db.close().await?;
+    println!("{}", report?);
+    Ok(ExitCode::SUCCESS)
+}
+
 /// A private scratch folder under the system temp dir.
 pub(crate) fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("skywarden-bench-{}", std::process::id()));

@@ -43,23 +43,24 @@ pub fn router() -> Router<ApiContext> {
         .route("/api/v1/events/{account}/{event_id}", get(one))
 }
 
-#[derive(Debug, Default)]
-struct EventFilter {
-    account: Option<String>,
-    principal: Option<String>,
-    event_name: Option<String>,
-    event_source: Option<String>,
-    resource: Option<String>,
-    source_ip: Option<String>,
-    country: Option<String>,
-    since: Option<DateTime<Utc>>,
-    until: Option<DateTime<Utc>>,
-    failed: Option<bool>,
-    read_only: Option<bool>,
+/// An audit-trail search (the query string of `GET /api/v1/events`, parsed).
+#[derive(Debug, Default, Clone)]
+pub struct EventFilter {
+    pub account: Option<String>,
+    pub principal: Option<String>,
+    pub event_name: Option<String>,
+    pub event_source: Option<String>,
+    pub resource: Option<String>,
+    pub source_ip: Option<String>,
+    pub country: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub failed: Option<bool>,
+    pub read_only: Option<bool>,
     /// Text anywhere in the raw event (a scan: the last resort when no field filter fits).
-    text: Option<String>,
-    limit: i64,
-    after: Option<(DateTime<Utc>, String, String)>,
+    pub text: Option<String>,
+    pub limit: i64,
+    pub after: Option<(DateTime<Utc>, String, String)>,
 }
 
 impl EventFilter {
@@ -170,7 +171,8 @@ async fn list(
     Ok(Json(EventPage { events, next_cursor }))
 }
 
-async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Vec<EventSummary>, sqlx::Error> {
+/// Runs a search: the query behind the audit trail (and its benchmark).
+pub async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Vec<EventSummary>, sqlx::Error> {
     let (after_time, after_account, after_id) = match filter.after.clone() {
         Some((t, a, i)) => (Some(t), Some(a), Some(i)),
         None => (None, None, None),
