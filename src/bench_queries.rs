@@ -86,6 +86,7 @@ pub async fn run(
         sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")).execute(&mut admin).await?;
         sqlx::raw_sql(&format!("CREATE DATABASE {DATABASE}")).execute(&mut admin).await?;
     }
+    // The same connection settings as Skywarden's own pool.
     let pool = PgPoolOptions::new().max_connections(2).connect_with(server.clone().database(DATABASE)).await?;
     MIGRATOR.run(&pool).await?;
     let start = Utc.with_ymd_and_hms(2026, 8, 1, 0, 0, 0).single().expect("a valid date");

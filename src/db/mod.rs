@@ -110,6 +110,10 @@ impl Database {
                 (server.connect_options(embedded::DATABASE), target, Some(server))
             }
         };
+        // The audit-trail queries take optional filters (`$1 IS NULL OR col = $1`); a generic
+        // plan, which PostgreSQL may switch to after five runs of a prepared statement, cannot
+        // know which filters are set and picks bad plans. Plan every run for its values.
+        let connect = connect.options([("plan_cache_mode", "force_custom_plan")]);
         // One direct connection first: it fails fast with the real reason (refused, auth,
         // unknown database) where a pool would only report a timeout.
         let probe = sqlx::PgConnection::connect_with(&connect)

@@ -180,18 +180,7 @@ impl BatchWriter {
             self.staging_ready.insert(table);
         }
         let mut tx = self.conn.begin().await?;
-        let mut copy = tx.copy_in_raw(&format!("COPY {stage} ({}) FROM STDIN", columns(table))).await?;
-        if let Err(error) = copy.send(data).await {
-            let _ = copy.abort("send failed").await;
-            return Err(error);
-        }
-        copy.finish().await?;
-        let insert = format!(
-            "INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT DO NOTHING",
-            table = table.name(),
-            cols = columns(table)
-        );
-        let inserted = sqlx::query(&insert).execute(&mut *tx).await?.rows_affected();
+        let inserted = stage_and_insert(&mut tx, table, &stage, data).await?;
         tx.commit().await?;
         Ok(inserted)
     }
@@ -308,6 +297,8 @@ pub struct TransactionInsert {
     pub rejected: Vec<(usize, String)>,
 }
 
+/// Loads `data` into the (temporary) staging table with COPY, then stores the rows not already
+/// stored. Runs inside the caller's transaction.
 async fn stage_and_insert(
     tx: &mut PgConnection,
     table: PartitionedTable,

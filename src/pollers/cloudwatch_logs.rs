@@ -1,50 +1,25 @@
 //! VPC flow logs (or CloudTrail events) in a CloudWatch Logs group, read with FilterLogEvents.
 //!
-//! Like LookupEvents: each run reads a window from the last covered time less an overlap (log
-//! events can be ingested after their timestamp) to the run's start, checkpointing the window
-//! and page token with each page's records. Records read twice are dropped by their hash key.
+//! Like LookupEvents, a window at a time (see `window`; log events can be ingested after their
+//! timestamp). Records read twice are dropped by their hash key.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
 
 use super::{Job, PollContext, PollError, RunOutcome};
 use crate::aws::{AccountSession, AwsError};
 use crate::geo::GeoCache;
 use crate::ingest::{ParseContext, parse_log_messages};
 use crate::pollers::rows::PageRows;
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Checkpoint {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    covered_until: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    window: Option<Window>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Window {
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    next_token: Option<String>,
-}
+use crate::pollers::window::WindowCheckpoint;
 
 pub async fn run(ctx: &PollContext, session: &AccountSession, job: &mut Job) -> Result<RunOutcome, PollError> {
     let client = session.logs(&job.region);
     let group = job.target.clone();
-    let checkpoint: Checkpoint = serde_json::from_value(job.checkpoint.clone()).unwrap_or_default();
-    let covered_until = checkpoint.covered_until;
-    let mut window = checkpoint.window.unwrap_or_else(|| {
-        let end = Utc::now();
-        let start = match covered_until {
-            Some(covered) => covered - ctx.options.overlap,
-            None => end - ctx.options.lookback,
-        };
-        Window { start, end, next_token: None }
-    });
+    let checkpoint = WindowCheckpoint::load(&job.checkpoint);
+    let mut window = checkpoint.window(&ctx.options, Utc::now());
     let label = Arc::new(PathBuf::from(format!("cloudwatch-logs://{}/{group}", job.region)));
     let context = ParseContext { default_account: Some(job.account_id.clone()), flow_format: None, batch_rows: 10_000 };
     let mut geo = GeoCache::new(ctx.geo.clone());
@@ -77,21 +52,11 @@ pub async fn run(ctx: &PollContext, session: &AccountSession, job: &mut Job) -> 
             rows.reject(format!("{}: {error}", label.display()));
         }
         let next_token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
-        let (next, covered) = match &next_token {
-            Some(token) => (
-                Checkpoint {
-                    covered_until,
-                    window: Some(Window { next_token: Some(token.clone()), ..window.clone() }),
-                },
-                None,
-            ),
-            None => (Checkpoint { covered_until: Some(window.end), window: None }, Some(window.end)),
-        };
+        let (saved, covered) = checkpoint.after_page(&window, next_token.as_deref());
         rows.prepare(ctx).await?;
         let mut tx = ctx.pool.begin().await?;
         let stored = rows.store(&mut tx).await?;
-        job.save_checkpoint(&mut tx, serde_json::to_value(&next).expect("checkpoint serialises"), covered, stored)
-            .await?;
+        job.save_checkpoint(&mut tx, saved, covered, stored).await?;
         tx.commit().await?;
         rows.log_rejected(job);
         outcome.stored += stored;

@@ -1,15 +1,13 @@
 //! CloudTrail LookupEvents: management events of one region, newest first, 50 a page.
 //!
-//! Each run reads a window [start, end): from the last covered time less an overlap (CloudTrail
-//! can make an event visible several minutes after it happened) up to the run's start. The
-//! window and the page token are checkpointed after every page, with that page's events, so a
-//! run killed between pages resumes at the next page. Events read twice are dropped by the
-//! events table's key.
+//! Each run reads a window (see `window`): from the last covered time less an overlap
+//! (CloudTrail can make an event visible several minutes after it happened) up to the run's
+//! start, checkpointing window and page token with every page's events. Events read twice are
+//! dropped by the events table's key.
 
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
 
 use super::{PollContext, PollError, RunOutcome, with_jitter};
 use crate::aws::{AccountSession, AwsError};
@@ -17,39 +15,14 @@ use crate::geo::GeoCache;
 use crate::ingest::cloudtrail::CloudTrailEvent;
 use crate::pollers::Job;
 use crate::pollers::rows::PageRows;
-
-#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
-struct Checkpoint {
-    /// Every event before this time has been read.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    covered_until: Option<DateTime<Utc>>,
-    /// The window being read, if a run stopped inside one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    window: Option<Window>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct Window {
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    next_token: Option<String>,
-}
+use crate::pollers::window::WindowCheckpoint;
 
 const PAGE_SIZE: i32 = 50;
 
 pub async fn run(ctx: &PollContext, session: &AccountSession, job: &mut Job) -> Result<RunOutcome, PollError> {
     let client = session.cloudtrail_without_retries(&job.region);
-    let checkpoint: Checkpoint = serde_json::from_value(job.checkpoint.clone()).unwrap_or_default();
-    let covered_until = checkpoint.covered_until;
-    let mut window = checkpoint.window.unwrap_or_else(|| {
-        let end = Utc::now();
-        let start = match covered_until {
-            Some(covered) => covered - ctx.options.overlap,
-            None => end - ctx.options.lookback,
-        };
-        Window { start, end, next_token: None }
-    });
+    let checkpoint = WindowCheckpoint::load(&job.checkpoint);
+    let mut window = checkpoint.window(&ctx.options, Utc::now());
     let mut outcome = RunOutcome::default();
     let mut geo = GeoCache::new(ctx.geo.clone());
     let mut last_request: Option<Instant> = None;
@@ -106,21 +79,11 @@ pub async fn run(ctx: &PollContext, session: &AccountSession, job: &mut Job) -> 
             }
         }
         let next_token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
-        let (next_checkpoint, covered) = match &next_token {
-            Some(token) => (
-                Checkpoint {
-                    covered_until,
-                    window: Some(Window { next_token: Some(token.clone()), ..window.clone() }),
-                },
-                None,
-            ),
-            None => (Checkpoint { covered_until: Some(window.end), window: None }, Some(window.end)),
-        };
-        let checkpoint = serde_json::to_value(&next_checkpoint).expect("checkpoint serialises");
+        let (saved, covered) = checkpoint.after_page(&window, next_token.as_deref());
         rows.prepare(ctx).await?;
         let mut tx = ctx.pool.begin().await?;
         let stored = rows.store(&mut tx).await?;
-        job.save_checkpoint(&mut tx, checkpoint, covered, stored).await?;
+        job.save_checkpoint(&mut tx, saved, covered, stored).await?;
         tx.commit().await?;
         rows.log_rejected(job);
         outcome.stored += stored;

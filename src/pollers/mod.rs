@@ -8,6 +8,7 @@ pub mod lookup_events;
 pub mod rows;
 pub mod s3_objects;
 pub mod snapshot;
+pub mod window;
 pub mod worker;
 
 use std::sync::Arc;
