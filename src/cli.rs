@@ -310,6 +310,12 @@ pub struct DemoArgs {
     pub geo: GeoArgs,
     #[command(flatten)]
     pub policies: PolicyArgs,
+    /// Where the dashboard listens once the incident is loaded.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Print the story and exit, without serving the dashboard.
+    #[arg(long)]
+    pub no_dashboard: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -66,6 +66,11 @@ impl Caller {
     }
 }
 
+/// A random secret of `bytes` bytes, hex-encoded.
+pub fn random_secret(bytes: usize) -> Result<String, AuthError> {
+    Ok(random_hex(bytes)?)
+}
+
 fn random_hex(bytes: usize) -> Result<String, getrandom::Error> {
     let mut buffer = vec![0u8; bytes];
     getrandom::fill(&mut buffer)?;

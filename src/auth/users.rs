@@ -49,6 +49,25 @@ pub async fn create(pool: &PgPool, username: &str, password: &str, role: Role) -
     Ok(())
 }
 
+/// Creates the user, or gives an existing one this password and role (the demo's user).
+pub async fn upsert(pool: &PgPool, username: &str, password: &str, role: Role) -> Result<(), AuthError> {
+    if !valid_username(username) || password.chars().count() < MIN_PASSWORD_LENGTH {
+        return Err(AuthError::Invalid("bad user name or password".into()));
+    }
+    let hash = hash_password(password)?;
+    sqlx::query!(
+        "INSERT INTO users (username, password_hash, role) VALUES ($1, $2, $3)
+         ON CONFLICT (username) DO UPDATE SET password_hash = EXCLUDED.password_hash, role = EXCLUDED.role,
+             disabled_at = NULL",
+        username,
+        hash,
+        role as Role
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// The user's role if the password is right and the user is enabled.
 pub async fn verify(pool: &PgPool, username: &str, password: &str) -> Result<Option<Role>, AuthError> {
     let row = sqlx::query!(

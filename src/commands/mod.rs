@@ -222,8 +222,21 @@ pub(crate) async fn run_demo(db_options: &DbOptions, args: DemoArgs) -> anyhow::
         }
         Err(error) => Err(error.into()),
     };
+    if let Err(error) = result {
+        db.close().await?;
+        return Err(error);
+    }
+    if !args.no_dashboard {
+        // A fresh password for the demo's analyst at every run, shown only here.
+        let password = format!("demo-{}", skywarden::auth::random_secret(12)?);
+        skywarden::auth::users::upsert(&db.pool, "analyst", &password, skywarden::auth::Role::Admin).await?;
+        let listener =
+            tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+        println!("\nDashboard: http://{}/  (user: analyst, password: {password})", args.listen);
+        println!("Press Ctrl-C to stop.");
+        http::serve(http::ApiContext::new(db.pool.clone()), listener, shutdown_signal()).await?;
+    }
     db.close().await?;
-    result?;
     let data_dir = db_options.data_dir();
     println!("\nWhere to look next:");
     if db_options.database_url.is_none() {
