@@ -61,19 +61,56 @@ async fn sample_incident_imports_completely_and_once() {
 }
 
 #[tokio::test]
-async fn demo_tells_the_story() {
+async fn demo_tells_the_story_then_serves_the_dashboard() {
+    use std::io::BufRead;
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
     let geo = mmdb::sample_incident_countries(dir.path());
-    let output = db.skywarden(&[
-        "demo",
-        "--samples",
-        samples().join("incident").to_str().unwrap(),
-        "--geoip",
-        geo.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut demo = crate::support::skywarden_command(&db.url)
+        .args(["demo", "--samples", samples().join("incident").to_str().unwrap(), "--geoip", geo.to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Read the story until the dashboard line, on a thread (the demo keeps serving).
+    let reader = std::io::BufReader::new(demo.stdout.take().unwrap());
+    let (lines, received) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in reader.lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut story = Vec::new();
+    let password = loop {
+        let line =
+            received.recv_timeout(std::time::Duration::from_secs(120)).expect("the demo prints its dashboard line");
+        story.push(line.clone());
+        if let Some(rest) = line.split("password: ").nth(1) {
+            break rest.trim_end_matches(')').to_owned();
+        }
+    };
+    // The printed credentials open a dashboard session.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let body = serde_json::json!({"username": "analyst", "password": password}).to_string();
+    let request = format!(
+        "POST /api/v1/session HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("skywarden_session="), "{answer}");
+    assert!(std::process::Command::new("kill").args(["-TERM", &demo.id().to_string()]).status().unwrap().success());
+    let output_status = demo.wait().unwrap();
+    while let Ok(line) = received.recv_timeout(std::time::Duration::from_secs(5)) {
+        story.push(line);
+    }
+    let stdout = story.join("\n");
+    assert!(output_status.success(), "{stdout}");
     let login_line =
         stdout.lines().find(|l| l.contains("alice") && l.contains(" UA ") && l.contains("logins")).expect(&stdout);
     assert!(login_line.contains("12 logins (11 failed)"), "{login_line}");
