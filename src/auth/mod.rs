@@ -17,7 +17,18 @@ const PREFIX: &str = "swk_";
 /// What a token may do. Ordered: a viewer reads, an analyst also triages, an admin also
 /// manages accounts, tokens and settings.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, sqlx::Type, clap::ValueEnum, utoipa::ToSchema,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    serde::Deserialize,
+    sqlx::Type,
+    clap::ValueEnum,
+    utoipa::ToSchema,
 )]
 #[sqlx(type_name = "api_role", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
@@ -121,7 +132,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub token_id: String,
     pub name: String,

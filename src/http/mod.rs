@@ -13,6 +13,7 @@ pub mod params;
 pub mod resources;
 pub mod session;
 pub mod stats;
+pub mod tokens;
 pub mod web;
 
 use std::future::Future;
@@ -54,6 +55,7 @@ pub fn router(context: ApiContext) -> Router {
         .merge(resources::router())
         .merge(session::router())
         .merge(stats::router())
+        .merge(tokens::router())
         .merge(web::router())
         .merge(openapi::router())
         .route_layer(axum::middleware::from_fn_with_state(context.clone(), metrics::track))

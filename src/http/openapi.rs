@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::ApiContext;
 use super::extractor::Caller;
-use super::{accounts, alerts, events, flows, resources, session, stats};
+use super::{accounts, alerts, events, flows, resources, session, stats, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -42,6 +42,9 @@ use super::{accounts, alerts, events, flows, resources, session, stats};
         session::audit_log,
         stats::overview,
         stats::login_locations,
+        tokens::list,
+        tokens::create,
+        tokens::revoke,
         document,
     ),
     modifiers(&Security),

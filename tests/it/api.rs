@@ -624,3 +624,38 @@ async fn the_openapi_document_describes_every_route_and_needs_a_token() {
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
 }
+
+#[tokio::test]
+async fn admins_manage_tokens_through_the_api() {
+    let db = TestDb::new().await;
+    let (_, admin) = auth::create(&db.pool, "root", Role::Admin).await.unwrap();
+    let (_, analyst) = auth::create(&db.pool, "tier-1", Role::Analyst).await.unwrap();
+    let request = serde_json::json!({"name": "soar-playbooks", "role": "viewer"});
+    assert_eq!(
+        call(&db, "POST", "/api/v1/tokens", Some(&analyst), Some(request.clone())).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(call(&db, "GET", "/api/v1/tokens", Some(&analyst), None).await.0, StatusCode::FORBIDDEN);
+    let (status, body) =
+        call(&db, "POST", "/api/v1/tokens", Some(&admin), Some(serde_json::json!({"name": "x", "role": "root"}))).await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("body")), "{body}");
+    let (status, created) = call(&db, "POST", "/api/v1/tokens", Some(&admin), Some(request)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let token = created["token"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(call(&db, "GET", "/api/v1/events", Some(&token), None).await.0, StatusCode::OK);
+    assert_eq!(
+        call(&db, "POST", "/api/v1/tokens", Some(&token), Some(serde_json::json!({"name": "y", "role": "admin"})))
+            .await
+            .0,
+        StatusCode::FORBIDDEN,
+        "a viewer cannot mint an admin"
+    );
+    let (_, listed) = call(&db, "GET", "/api/v1/tokens", Some(&admin), None).await;
+    assert!(listed.to_string().contains("soar-playbooks") && !listed.to_string().contains(&token), "{listed}");
+    assert_eq!(call(&db, "DELETE", &format!("/api/v1/tokens/{id}"), Some(&admin), None).await.0, StatusCode::OK);
+    assert_eq!(call(&db, "GET", "/api/v1/events", Some(&token), None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&db, "DELETE", "/api/v1/tokens/nosuchtoken", Some(&admin), None).await.0, StatusCode::NOT_FOUND);
+    let (_, log) = call(&db, "GET", "/api/v1/audit-log?action=token.create", Some(&admin), None).await;
+    assert_eq!(log.as_array().unwrap().len(), 1, "{log}");
+}
