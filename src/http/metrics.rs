@@ -89,6 +89,21 @@ async fn render(State(context): State<ApiContext>) -> String {
             let _ = writeln!(out, "skywarden_alerts_open{{severity=\"{}\"}} {}", row.severity, row.count);
         }
     }
+    let raised =
+        sqlx::query!(r#"SELECT policy_id, count(*) AS "count!" FROM alerts GROUP BY policy_id ORDER BY policy_id"#)
+            .fetch_all(&context.db)
+            .await;
+    if let Ok(rows) = raised {
+        out.push_str("# HELP skywarden_alerts_raised_total Alerts raised, by policy.\n# TYPE skywarden_alerts_raised_total counter\n");
+        for row in rows {
+            let _ = writeln!(
+                out,
+                "skywarden_alerts_raised_total{{policy=\"{}\"}} {}",
+                row.policy_id.replace('"', ""),
+                row.count
+            );
+        }
+    }
     if let Ok(jobs) = crate::pollers::jobs::statuses(&context.db, None).await {
         out.push_str("# HELP skywarden_poll_lag_seconds Age of the newest data a poll job has covered.\n# TYPE skywarden_poll_lag_seconds gauge\n");
         let label = |text: &str| text.replace('\\', "\\\\").replace('"', "\\\"");

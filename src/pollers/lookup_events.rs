@@ -80,13 +80,7 @@ pub async fn run(ctx: &PollContext, session: &AccountSession, job: &mut Job) -> 
         }
         let next_token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
         let (saved, covered) = checkpoint.after_page(&window, next_token.as_deref());
-        rows.prepare(ctx).await?;
-        let mut tx = ctx.pool.begin().await?;
-        let stored = rows.store(&mut tx).await?;
-        job.save_checkpoint(&mut tx, saved, covered, stored).await?;
-        tx.commit().await?;
-        rows.log_rejected(job);
-        outcome.stored += stored;
+        outcome.stored += rows.commit_with_checkpoint(ctx, job, saved, covered).await?;
         match next_token {
             Some(token) => window.next_token = Some(token),
             None => return Ok(outcome),

@@ -101,6 +101,24 @@ impl PageRows {
         Ok(())
     }
 
+    /// Stores the page and the job's checkpoint in one transaction; returns how many rows were
+    /// new.
+    pub async fn commit_with_checkpoint(
+        mut self,
+        ctx: &PollContext,
+        job: &mut Job,
+        checkpoint: serde_json::Value,
+        covered_until: Option<DateTime<Utc>>,
+    ) -> Result<u64, super::PollError> {
+        self.prepare(ctx).await?;
+        let mut tx = ctx.pool.begin().await?;
+        let stored = self.store(&mut tx).await?;
+        job.save_checkpoint(&mut tx, checkpoint, covered_until, stored).await?;
+        tx.commit().await?;
+        self.log_rejected(job);
+        Ok(stored)
+    }
+
     /// Stores the rows not stored yet; returns how many were new.
     pub async fn store(&mut self, tx: &mut PgConnection) -> Result<u64, sqlx::Error> {
         let mut stored = 0;
