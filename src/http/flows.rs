@@ -90,9 +90,19 @@ pub struct CountryBytes {
     pub bytes: i64,
 }
 
+/// Bytes sent to one destination country in one hour.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CountryHour {
+    pub hour: DateTime<Utc>,
+    pub country: Option<String>,
+    pub bytes: i64,
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Timeline {
     pub hours: Vec<HourlyBytes>,
+    /// Bytes per destination country and hour (public peers only), for a chart over time.
+    pub country_hours: Vec<CountryHour>,
     /// Bytes sent to each destination country (private and unknown peers under `null`).
     pub destinations: Vec<CountryBytes>,
 }
@@ -153,5 +163,28 @@ async fn timeline(
     )
     .fetch_all(&context.db)
     .await?;
-    Ok(Json(Timeline { hours, destinations }))
+    let country_hours = sqlx::query_as!(
+        CountryHour,
+        r#"SELECT date_trunc('hour', bucket_time) AS "hour!", dst_country AS country,
+                  coalesce(sum(bytes), 0)::bigint AS "bytes!"
+           FROM flow_records
+           WHERE dst_country IS NOT NULL
+             AND ($1::text IS NULL OR account_id = $1)
+             AND ($2::text IS NULL OR interface_id = $2)
+             AND ($3::text IS NULL OR instance_id = $3)
+             AND ($4::text IS NULL OR srcaddr = $4::text::inet OR dstaddr = $4::text::inet)
+             AND ($5::timestamptz IS NULL OR bucket_time >= $5)
+             AND ($6::timestamptz IS NULL OR bucket_time < $6)
+           GROUP BY 1, 2 ORDER BY 1, 2
+           LIMIT 20000"#,
+        params.text("account"),
+        params.text("interface"),
+        params.text("instance"),
+        address,
+        since,
+        until,
+    )
+    .fetch_all(&context.db)
+    .await?;
+    Ok(Json(Timeline { hours, country_hours, destinations }))
 }

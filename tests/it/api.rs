@@ -319,6 +319,20 @@ async fn flows_and_incidents_for_the_investigation() {
         .map(|t| t["bytes"].as_i64().unwrap())
         .sum();
     assert_eq!(to_attacker, expected["exfil_bytes_to_attacker"].as_i64().unwrap());
+    // Over time: the attacker's address, hour by hour and by destination country.
+    let (status, timeline) = call(&db, "GET", "/api/v1/flows/timeline?address=176.36.10.20", Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK, "{timeline}");
+    let hourly: i64 = timeline["hours"].as_array().unwrap().iter().map(|h| h["bytes"].as_i64().unwrap()).sum();
+    assert!(hourly >= to_attacker, "{hourly} < {to_attacker}");
+    let ua_by_hour: i64 = timeline["country_hours"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["country"] == "UA")
+        .map(|h| h["bytes"].as_i64().unwrap())
+        .sum();
+    assert!(ua_by_hour >= to_attacker, "{timeline}");
+    assert_eq!(timeline["destinations"][0]["country"], "UA", "{timeline}");
     for (query, field) in
         [("limit=0", "limit"), ("address=nope", "address"), ("since=then", "since"), ("port=22", "query")]
     {
