@@ -71,7 +71,9 @@ async fn status(
 
 #[utoipa::path(get, path = "/api/v1/accounts/template", tag = "accounts", responses((status = 200, description = "OK", body = String), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn template(_caller: Caller) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/yaml")], accounts::ROLE_TEMPLATE)
+    // Plain text: CloudFormation tags (!Ref, !Sub) are not generic YAML, so no YAML parser
+    // should be invited to read it.
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], accounts::ROLE_TEMPLATE)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -177,6 +177,13 @@ pub async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Vec<Event
         Some((t, a, i)) => (Some(t), Some(a), Some(i)),
         None => (None, None, None),
     };
+    // A principal is an ARN or a user name, never both: one condition each lets the planner
+    // walk one index in time order (an OR of two columns cannot).
+    let (principal_arn, user_name) = match &filter.principal {
+        Some(p) if p.starts_with("arn:") => (Some(p.as_str()), None),
+        Some(p) => (None, Some(p.as_str())),
+        None => (None, None),
+    };
     sqlx::query_as!(
         EventSummary,
         // The page's keys first, from the narrowest rows the indexes give, then its columns:
@@ -185,7 +192,8 @@ pub async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Vec<Event
                SELECT account_id, event_time, event_id
                FROM cloudtrail_events
                WHERE ($1::text IS NULL OR account_id = $1)
-                 AND ($2::text IS NULL OR principal_arn = $2 OR user_name = $2)
+                 AND ($2::text IS NULL OR principal_arn = $2)
+                 AND ($17::text IS NULL OR user_name = $17)
                  AND ($3::text IS NULL OR event_name = $3)
                  AND ($4::text IS NULL OR event_source = $4)
                  AND ($5::text IS NULL OR resource_ids @> ARRAY[$5::text])
@@ -209,7 +217,7 @@ pub async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Vec<Event
            FROM cloudtrail_events c JOIN page USING (account_id, event_time, event_id)
            ORDER BY c.event_time DESC, c.account_id DESC, c.event_id DESC"#,
         filter.account,
-        filter.principal,
+        principal_arn,
         filter.event_name,
         filter.event_source,
         filter.resource,
@@ -224,6 +232,7 @@ pub async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Vec<Event
         after_id,
         filter.limit,
         filter.text,
+        user_name,
     )
     .fetch_all(db)
     .await
