@@ -72,9 +72,23 @@ async fn an_analyst_follows_the_hijack_from_alert_to_map_to_audit_trail() {
     browser.wait_for_text("main h1", "Who changed sg-0a1b2c3d4e5f67890").await;
     let rows = browser.wait_for_text("#events", "AuthorizeSecurityGroupIngress").await;
     assert!(rows.contains("alice") && rows.contains("176.36.10.20"), "{rows}");
+    // Resource ids are links to their own audit trail, shown as the id.
+    let links = browser.script("return [...document.querySelectorAll('#events tr.event-row a')].map(a => a.textContent)").await;
+    assert!(links.as_array().unwrap().iter().any(|l| l == "sg-0a1b2c3d4e5f67890"), "{links}");
     browser.click("#events tr.event-row").await;
     browser.wait_for_text("#events pre.raw", "cidrIp").await;
     browser.screenshot("05-audit-trail-security-group").await;
+
+    // The other pages render their data.
+    browser.goto(&format!("{base}/#/network?address=176.36.10.20")).await;
+    browser.wait_for_text("main", "Top talkers").await;
+    browser.wait_for_text("main table", "10.0.1.25").await;
+    browser.screenshot("06-network").await;
+    browser.goto(&format!("{base}/#/inventory")).await;
+    browser.wait_for_text("main h1", "Inventory").await;
+    browser.goto(&format!("{base}/#/accounts")).await;
+    browser.wait_for_text("main h1", "Accounts").await;
+    browser.screenshot("07-accounts").await;
 
     // Nothing was fetched from anywhere but this server.
     let origins =
