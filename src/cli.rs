@@ -270,9 +270,12 @@ pub struct AccountAddArgs {
     /// Bucket with the account's CloudTrail files.
     #[arg(long)]
     pub trail_bucket: Option<String>,
-    /// Key prefix before `AWSLogs/` in the trail bucket (org trails: `PREFIX/o-ORGID`).
+    /// Key prefix before `AWSLogs/` in the trail bucket.
     #[arg(long)]
     pub trail_prefix: Option<String>,
+    /// For an organization trail: the organization id (`o-…`).
+    #[arg(long)]
+    pub organization_id: Option<String>,
     /// Bucket with the account's VPC flow log files.
     #[arg(long)]
     pub flow_bucket: Option<String>,

@@ -40,9 +40,12 @@ pub enum AccountError {
 pub struct LogSources {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trail_bucket: Option<String>,
-    /// Prefix before `AWSLogs/` (the trail's S3 key prefix, plus `o-ORGID/` for org trails).
+    /// The trail's S3 key prefix (before `AWSLogs/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trail_prefix: Option<String>,
+    /// For an organization trail: the organization id (`o-…`), which AWS puts after `AWSLogs/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow_bucket: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,8 +123,9 @@ impl Account {
             specs.push(spec(region, Source::CloudTrailLookup, String::new(), intervals.lookup));
             specs.push(spec(region, Source::ConfigSnapshot, String::new(), intervals.snapshot));
             if let Some(bucket) = &self.sources.trail_bucket {
+                let organization = self.sources.organization_id.as_deref().map(|o| format!("{o}/")).unwrap_or_default();
                 let prefix = format!(
-                    "{}AWSLogs/{}/CloudTrail/{region}/",
+                    "{}AWSLogs/{organization}{}/CloudTrail/{region}/",
                     normalise_prefix(self.sources.trail_prefix.as_deref()),
                     self.account_id
                 );
@@ -215,8 +219,27 @@ fn validate_new(new: &NewAccount) -> Result<RoleArn, AccountError> {
     if new.regions.is_empty() {
         return Err(AccountError::Invalid { field: "regions", reason: "name at least one region".into() });
     }
-    for region in &new.regions {
+    for region in new.regions.iter().chain(&new.sources.bucket_region) {
         validate_region(region)?;
+    }
+    if let Some(organization) = &new.sources.organization_id {
+        let ok = organization.len() >= 12
+            && organization.len() <= 34
+            && organization.starts_with("o-")
+            && organization[2..].bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !ok {
+            return Err(AccountError::Invalid {
+                field: "sources",
+                reason: format!("`{organization}` is not an organization id (o-…)"),
+            });
+        }
+    }
+    let unique = |items: &[String]| items.iter().collect::<std::collections::HashSet<_>>().len() == items.len();
+    if !unique(&new.regions) {
+        return Err(AccountError::Invalid { field: "regions", reason: "a region is named twice".into() });
+    }
+    if !unique(&new.sources.flow_log_groups) {
+        return Err(AccountError::Invalid { field: "sources", reason: "a log group is named twice".into() });
     }
     if let Some(url) = &new.endpoint_url {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -245,6 +268,10 @@ pub async fn onboard(pool: &PgPool, new: &NewAccount, intervals: &PollIntervals)
     let account_id = role_arn.account().to_string();
     let external_id = generate_external_id()?;
     let mut tx = pool.begin().await?;
+    // Two onboardings of one new account at once: the second waits, then finds the first.
+    sqlx::query!("SELECT pg_advisory_xact_lock(hashtext('skywarden-onboard:' || $1))", account_id)
+        .fetch_one(&mut *tx)
+        .await?;
     let existing = sqlx::query_scalar!("SELECT role_arn FROM accounts WHERE account_id = $1 FOR UPDATE", account_id)
         .fetch_optional(&mut *tx)
         .await?;
@@ -415,7 +442,8 @@ mod tests {
         assert_eq!(plain.len(), 5, "global snapshot + (lookup, snapshot) per region: {plain:?}");
         let sources = LogSources {
             trail_bucket: Some("org-trail".into()),
-            trail_prefix: Some("/ct/o-abc/".into()),
+            trail_prefix: Some("/ct/".into()),
+            organization_id: Some("o-abc123def4".into()),
             flow_bucket: Some("flows".into()),
             flow_log_groups: vec!["vpc-flows".into()],
             ..Default::default()
@@ -423,7 +451,7 @@ mod tests {
         let specs = account(sources).job_specs(&PollIntervals::default());
         assert_eq!(specs.len(), 11);
         assert!(specs.iter().any(|s| s.source == Source::CloudTrailS3
-            && s.target == "s3://org-trail/ct/o-abc/AWSLogs/111122223333/CloudTrail/eu-west-1/"));
+            && s.target == "s3://org-trail/ct/AWSLogs/o-abc123def4/111122223333/CloudTrail/eu-west-1/"));
         assert!(
             specs.iter().any(|s| s.source == Source::FlowLogsS3
                 && s.target == "s3://flows/AWSLogs/111122223333/vpcflowlogs/us-east-1/")

@@ -115,17 +115,15 @@ pub async fn verify(pool: &PgPool, presented: &str) -> Result<Option<Caller>, Au
         return Ok(None);
     };
     let row = sqlx::query!(
-        r#"UPDATE api_tokens SET last_used_at = now() WHERE token_id = $1 AND revoked_at IS NULL
-           RETURNING name, role AS "role: Role", secret_hash"#,
+        r#"SELECT name, role AS "role: Role", secret_hash FROM api_tokens WHERE token_id = $1 AND revoked_at IS NULL"#,
         id
     )
     .fetch_optional(pool)
     .await?;
-    Ok(row.filter(|r| constant_time_eq(&r.secret_hash, &hash(secret))).map(|r| Caller {
-        token_id: id.to_string(),
-        name: r.name,
-        role: r.role,
-    }))
+    let Some(row) = row.filter(|r| constant_time_eq(&r.secret_hash, &hash(secret))) else { return Ok(None) };
+    // Only a use with the right secret counts as use.
+    sqlx::query!("UPDATE api_tokens SET last_used_at = now() WHERE token_id = $1", id).execute(pool).await?;
+    Ok(Some(Caller { token_id: id.to_string(), name: row.name, role: row.role }))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -160,6 +158,8 @@ pub async fn revoke(pool: &PgPool, token_id: &str) -> Result<(), AuthError> {
     if done.rows_affected() == 0 {
         return Err(AuthError::NotFound(token_id.to_string()));
     }
+    // Dashboard sessions opened with the token end with it.
+    sqlx::query!("DELETE FROM sessions WHERE principal = 'token:' || $1", token_id).execute(pool).await?;
     Ok(())
 }
 

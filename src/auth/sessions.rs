@@ -51,6 +51,9 @@ pub async fn verify(pool: &PgPool, cookie: &str) -> Result<Option<(Caller, Strin
         r#"UPDATE sessions SET last_seen_at = now(),
                   expires_at = LEAST(now() + make_interval(mins => $2), created_at + make_interval(hours => $3))
            WHERE session_hash = $1 AND expires_at > now()
+             -- A session lives only as long as its user or token.
+             AND (EXISTS (SELECT 1 FROM users u WHERE 'user:' || u.username = sessions.principal AND u.disabled_at IS NULL)
+                  OR EXISTS (SELECT 1 FROM api_tokens t WHERE 'token:' || t.token_id = sessions.principal AND t.revoked_at IS NULL))
            RETURNING principal, display_name, role AS "role: Role", csrf_token"#,
         hash(cookie),
         IDLE_MINUTES as i32,

@@ -80,7 +80,16 @@ pub async fn verify(pool: &PgPool, username: &str, password: &str) -> Result<Opt
         Some(row) => (row.password_hash.as_str(), Some(row.role)),
         None => (dummy_hash(), None),
     };
-    let matches = Argon2::default().verify_password(password.as_bytes(), stored).is_ok();
+    // Argon2 is deliberately slow: run it off the async workers, two at a time at most, so a
+    // burst of logins cannot stall the API and the pollers.
+    static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+    let _permit = HASHING.acquire().await.map_err(|e| AuthError::Password(e.to_string()))?;
+    let (stored, password) = (stored.to_owned(), password.to_owned());
+    let matches = tokio::task::spawn_blocking(move || {
+        Argon2::default().verify_password(password.as_bytes(), stored.as_str()).is_ok()
+    })
+    .await
+    .map_err(|e| AuthError::Password(e.to_string()))?;
     Ok(if matches { role } else { None })
 }
 

@@ -76,23 +76,32 @@ const THROTTLING_CODES: &[&str] = &[
 
 impl AwsError {
     /// Classifies an SDK error from `operation` (e.g. `"ec2:DescribeSecurityGroups"`).
-    pub fn from_sdk<E, R>(
+    pub fn from_sdk<E>(
         operation: &'static str,
         region: &str,
-        error: aws_smithy_runtime_api::client::result::SdkError<E, R>,
+        error: aws_smithy_runtime_api::client::result::SdkError<E, aws_smithy_runtime_api::http::Response>,
     ) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: fmt::Debug + Send + Sync + 'static,
     {
         use aws_smithy_runtime_api::client::result::SdkError;
         let (kind, code, message) = match &error {
             SdkError::ServiceError(service) => {
                 let inner = service.err();
                 let code = inner.code().map(str::to_owned);
-                let message =
-                    inner.message().map(str::to_owned).unwrap_or_else(|| DisplayErrorContext(inner).to_string());
-                (classify_code(code.as_deref()), code, message)
+                let status = service.raw().status().as_u16();
+                let message = match (inner.message(), &code) {
+                    (Some(message), _) => message.to_owned(),
+                    // No AWS error in the answer (a proxy's or an emulator's error page, say).
+                    (None, None) => format!("HTTP {status} with no AWS error in the body"),
+                    (None, Some(_)) => DisplayErrorContext(inner).to_string(),
+                };
+                // A server-side failure is not a refusal of the request.
+                let kind = match classify_code(code.as_deref()) {
+                    AwsErrorKind::Rejected if status >= 500 => AwsErrorKind::Other,
+                    kind => kind,
+                };
+                (kind, code, message)
             }
             SdkError::TimeoutError(_) => (AwsErrorKind::Unreachable, None, "the request timed out".to_owned()),
             SdkError::DispatchFailure(failure) => {

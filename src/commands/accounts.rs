@@ -111,6 +111,7 @@ async fn add(db: &Database, args: AccountAddArgs) -> anyhow::Result<ExitCode> {
         sources: LogSources {
             trail_bucket: args.trail_bucket,
             trail_prefix: args.trail_prefix,
+            organization_id: args.organization_id,
             flow_bucket: args.flow_bucket,
             flow_prefix: args.flow_prefix,
             flow_log_groups: args.flow_log_groups,

@@ -33,6 +33,7 @@ fn account_error(error: AccountError) -> ApiError {
         AccountError::Invalid { field, reason } => ApiError::bad(field, reason),
         AccountError::AlreadyOnboarded(..) => ApiError::Conflict(error.to_string()),
         AccountError::NotOnboarded(_) => ApiError::NotFound,
+        AccountError::Database(error) => ApiError::from(error),
         other => ApiError::Internal(other.into()),
     }
 }

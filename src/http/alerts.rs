@@ -130,7 +130,7 @@ async fn set_status(
     if change.reason.trim().is_empty() {
         return Err(ApiError::bad("reason", "say why the status changes"));
     }
-    let actor = format!("token:{} ({})", caller.token_id, caller.name);
+    let actor = format!("{} ({})", caller.actor(), caller.name);
     let old =
         store::set_status(&context.db, &id, status, change.until, &actor, &change.reason).await.map_err(
             |e| match e {

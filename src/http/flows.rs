@@ -131,7 +131,7 @@ async fn timeline(
              AND ($4::text IS NULL OR srcaddr = $4::text::inet OR dstaddr = $4::text::inet)
              AND ($5::timestamptz IS NULL OR bucket_time >= $5)
              AND ($6::timestamptz IS NULL OR bucket_time < $6)
-           GROUP BY 1 ORDER BY 1
+           GROUP BY 1 ORDER BY 1 DESC
            LIMIT 5000"#,
         params.text("account"),
         params.text("interface"),
@@ -175,7 +175,7 @@ async fn timeline(
              AND ($4::text IS NULL OR srcaddr = $4::text::inet OR dstaddr = $4::text::inet)
              AND ($5::timestamptz IS NULL OR bucket_time >= $5)
              AND ($6::timestamptz IS NULL OR bucket_time < $6)
-           GROUP BY 1, 2 ORDER BY 1, 2
+           GROUP BY 1, 2 ORDER BY 1 DESC, 2
            LIMIT 20000"#,
         params.text("account"),
         params.text("interface"),
@@ -186,5 +186,9 @@ async fn timeline(
     )
     .fetch_all(&context.db)
     .await?;
+    // The newest hours were kept when the limits cut; the chart reads oldest first.
+    let (mut hours, mut country_hours) = (hours, country_hours);
+    hours.reverse();
+    country_hours.reverse();
     Ok(Json(Timeline { hours, country_hours, destinations }))
 }

@@ -32,9 +32,16 @@ impl<'q> Params<'q> {
     }
 
     pub fn time(&self, name: &'static str) -> Result<Option<DateTime<Utc>>, ApiError> {
-        self.text(name)
+        use chrono::Datelike;
+        let time: Option<DateTime<Utc>> = self
+            .text(name)
             .map(|v| v.parse().map_err(|_| ApiError::bad(name, format!("{name} must be an RFC 3339 time"))))
-            .transpose()
+            .transpose()?;
+        // chrono reads years PostgreSQL cannot store (and date arithmetic would overflow).
+        if time.is_some_and(|t| !(1970..=9999).contains(&t.year())) {
+            return Err(ApiError::bad(name, format!("{name} must be between the years 1970 and 9999")));
+        }
+        Ok(time)
     }
 
     pub fn flag(&self, name: &'static str) -> Result<Option<bool>, ApiError> {

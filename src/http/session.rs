@@ -88,7 +88,16 @@ async fn login(
         }
         (None, None, Some(token)) => {
             // Rate-limited under the token's id, so guessing secrets for one id is slowed too.
-            let id = token.split('_').nth(1).unwrap_or("?").to_owned();
+            // Only the id part of a well-formed token: a pasted secret must never become a name
+            // in the audit log.
+            let id = token
+                .trim()
+                .strip_prefix("swk_")
+                .and_then(|rest| rest.split_once('_'))
+                .map(|(id, _)| id)
+                .filter(|id| (1..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric()))
+                .unwrap_or("malformed")
+                .to_owned();
             if sessions::login_blocked(&context.db, &format!("token:{id}"), &client).await.map_err(internal)? {
                 return Err(ApiError::TooManyRequests(sessions::FAILURE_WINDOW_MINUTES * 60));
             }

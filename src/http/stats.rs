@@ -62,7 +62,10 @@ async fn overview(
     let params = Params::new(&query, &["since", "until"])?;
     let newest = sqlx::query_scalar!("SELECT max(event_time) FROM cloudtrail_events").fetch_one(&context.db).await?;
     let until = params.time("until")?.or(newest.map(|t| t + Duration::seconds(1))).unwrap_or_else(Utc::now);
-    let since = params.time("since")?.unwrap_or(until - Duration::days(7));
+    let since = match params.time("since")? {
+        Some(since) => since,
+        None => until.checked_sub_signed(Duration::days(7)).unwrap_or(until),
+    };
     if since >= until {
         return Err(ApiError::bad("since", "since must be before until"));
     }

@@ -26,15 +26,25 @@ pub async fn run(ctx: &PollContext, session: &AccountSession, job: &mut Job) -> 
     let mut outcome = RunOutcome::default();
 
     for _ in 0..ctx.options.max_pages_per_run.max(1) {
-        let page = client
-            .filter_log_events()
-            .log_group_name(&group)
-            .start_time(window.start.timestamp_millis())
-            .end_time(window.end.timestamp_millis())
-            .set_next_token(window.next_token.clone())
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("logs:FilterLogEvents", &job.region, e))?;
+        let page = loop {
+            let sent = client
+                .filter_log_events()
+                .log_group_name(&group)
+                .start_time(window.start.timestamp_millis())
+                .end_time(window.end.timestamp_millis())
+                .set_next_token(window.next_token.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(page) => break page,
+                Err(error) => {
+                    let error = AwsError::from_sdk("logs:FilterLogEvents", &job.region, error);
+                    if !window.refused_token(&error, job.job_id) {
+                        return Err(error.into());
+                    }
+                }
+            }
+        };
         let mut rows = PageRows::default();
         let messages = page.events().iter().filter_map(|e| Some((e.message()?, e.timestamp())));
         let report = parse_log_messages(

@@ -94,7 +94,7 @@ impl Job {
         items: u64,
     ) -> Result<(), PollError> {
         let updated = sqlx::query!(
-            "UPDATE poll_jobs SET checkpoint = $3, covered_until = COALESCE($4, covered_until),
+            "UPDATE poll_jobs SET checkpoint = $3, covered_until = GREATEST(covered_until, $4),
                     items_total = items_total + $5, lease_expires_at = now() + make_interval(secs => $6)
              WHERE job_id = $1 AND lease_owner = $2 AND lease_expires_at > clock_timestamp()",
             self.job_id,

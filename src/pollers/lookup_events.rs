@@ -49,6 +49,9 @@ pub async fn run(ctx: &PollContext, session: &AccountSession, job: &mut Job) -> 
                 Ok(page) => break page,
                 Err(error) => {
                     let error = AwsError::from_sdk("cloudtrail:LookupEvents", &job.region, error);
+                    if window.refused_token(&error, job.job_id) {
+                        continue;
+                    }
                     if !error.is_throttling() || attempt >= ctx.options.max_throttle_retries {
                         return Err(error.into());
                     }

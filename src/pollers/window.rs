@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::PollOptions;
+use crate::aws::{AwsError, AwsErrorKind};
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WindowCheckpoint {
@@ -25,6 +26,24 @@ pub struct Window {
     pub end: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
+}
+
+impl Window {
+    /// Whether `error` is the service refusing the saved page token (page tokens expire: a
+    /// FilterLogEvents token after 24 hours). If so the token is dropped and the window is read
+    /// again from its start (records read twice are dropped by their keys); a refusal without a
+    /// token is a real error.
+    pub fn refused_token(&mut self, error: &AwsError, job_id: i64) -> bool {
+        const TOKEN_REFUSALS: &[&str] = &["InvalidNextTokenException", "InvalidParameterException", "InvalidNextToken"];
+        let refused =
+            error.kind == AwsErrorKind::Rejected && error.code.as_deref().is_some_and(|c| TOKEN_REFUSALS.contains(&c));
+        if !refused || self.next_token.is_none() {
+            return false;
+        }
+        tracing::warn!(job_id, error = %error, "page token refused; reading the window again from its start");
+        self.next_token = None;
+        true
+    }
 }
 
 impl WindowCheckpoint {

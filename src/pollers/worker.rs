@@ -208,14 +208,14 @@ impl Worker {
     async fn session(&self, account: &Account) -> Result<AccountSession, PollError> {
         let key =
             format!("{}|{}|{}", account.role_arn, account.external_id, account.endpoint_url.as_deref().unwrap_or(""));
-        let mut sessions = self.sessions.lock().await;
-        if let Some((created, cached_key, session)) = sessions.get(&account.account_id) {
+        if let Some((created, cached_key, session)) = self.sessions.lock().await.get(&account.account_id) {
             if *cached_key == key && created.elapsed() < SESSION_REUSE {
                 return Ok(session.clone());
             }
         }
+        // Not under the lock: a slow STS for one account must not hold up the others.
         let session = AccountSession::assume(&self.ctx.base, &self.ctx.settings, &account.assume_target()).await?;
-        sessions.insert(account.account_id.clone(), (Instant::now(), key, session.clone()));
+        self.sessions.lock().await.insert(account.account_id.clone(), (Instant::now(), key, session.clone()));
         Ok(session)
     }
 

@@ -450,6 +450,8 @@ async fn the_audit_trail_exports_as_csv_and_json_lines_and_searches_raw_text() {
         ("/api/v1/events/export?cursor=00", "query"),
         ("/api/v1/events/export?limit=100001", "limit"),
         ("/api/v1/events?q=ab", "q"),
+        ("/api/v1/events?since=-5000-01-01T00:00:00Z", "since"),
+        ("/api/v1/stats/overview?until=-262143-01-01T00:00:00Z", "until"),
     ] {
         let (status, body) = call(&db, "GET", uri, Some(&token), None).await;
         assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{uri}: {body}");
@@ -667,8 +669,22 @@ async fn admins_manage_tokens_through_the_api() {
     );
     let (_, listed) = call(&db, "GET", "/api/v1/tokens", Some(&admin), None).await;
     assert!(listed.to_string().contains("soar-playbooks") && !listed.to_string().contains(&token), "{listed}");
+    // A dashboard session opened with the token ends when the token is revoked.
+    let (status, headers, _) =
+        send(&db, "POST", "/api/v1/session", &[], Some(serde_json::json!({"token": token}))).await;
+    assert_eq!(status, StatusCode::OK);
+    let cookie = headers.get("set-cookie").unwrap().to_str().unwrap().split(';').next().unwrap().to_owned();
+    assert_eq!(send(&db, "GET", "/api/v1/alerts", &[("cookie", &cookie)], None).await.0, StatusCode::OK);
     assert_eq!(call(&db, "DELETE", &format!("/api/v1/tokens/{id}"), Some(&admin), None).await.0, StatusCode::OK);
     assert_eq!(call(&db, "GET", "/api/v1/events", Some(&token), None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(send(&db, "GET", "/api/v1/alerts", &[("cookie", &cookie)], None).await.0, StatusCode::UNAUTHORIZED);
+    // A secret pasted without its `swk_<id>_` part never becomes a name in the audit log.
+    let secret = token.rsplit('_').next().unwrap().to_owned();
+    let (status, _, _) =
+        send(&db, "POST", "/api/v1/session", &[], Some(serde_json::json!({"token": format!("{id}_{secret}")}))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (_, failures) = call(&db, "GET", "/api/v1/audit-log?action=login.failed", Some(&admin), None).await;
+    assert!(!failures.to_string().contains(&secret) && failures.to_string().contains("token:malformed"), "{failures}");
     assert_eq!(call(&db, "DELETE", "/api/v1/tokens/nosuchtoken", Some(&admin), None).await.0, StatusCode::NOT_FOUND);
     let (_, log) = call(&db, "GET", "/api/v1/audit-log?action=token.create", Some(&admin), None).await;
     assert_eq!(log.as_array().unwrap().len(), 1, "{log}");

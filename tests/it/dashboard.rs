@@ -73,7 +73,8 @@ async fn an_analyst_follows_the_hijack_from_alert_to_map_to_audit_trail() {
     let rows = browser.wait_for_text("#events", "AuthorizeSecurityGroupIngress").await;
     assert!(rows.contains("alice") && rows.contains("176.36.10.20"), "{rows}");
     // Resource ids are links to their own audit trail, shown as the id.
-    let links = browser.script("return [...document.querySelectorAll('#events tr.event-row a')].map(a => a.textContent)").await;
+    let links =
+        browser.script("return [...document.querySelectorAll('#events tr.event-row a')].map(a => a.textContent)").await;
     assert!(links.as_array().unwrap().iter().any(|l| l == "sg-0a1b2c3d4e5f67890"), "{links}");
     browser.click("#events tr.event-row").await;
     browser.wait_for_text("#events pre.raw", "cidrIp").await;
