@@ -25,7 +25,7 @@ DEBUG_BIN := $(TARGET_DIR)/debug/skywarden
 # ones on PATH, else a private venv.
 TEST_VENV := $(CACHE_DIR)/test-venv
 MOTO_SPEC := moto[server]>=5.1,<6
-SCHEMATHESIS_SPEC := schemathesis>=4.0,<5
+SCHEMATHESIS_SPEC := schemathesis>=4.32,<5
 MOTO_BIN = $(shell command -v moto_server 2>/dev/null || echo $(TEST_VENV)/bin/moto_server)
 SCHEMATHESIS_BIN = $(shell command -v schemathesis 2>/dev/null || echo $(TEST_VENV)/bin/schemathesis)
 FREE_PORT := python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -68,7 +68,8 @@ test: test-tools
 	env -u DATABASE_URL $(DEBUG_BIN) --data-dir $(TEST_PG_DIR) db start > $(TEST_PG_DIR).url
 	trap 'kill $$moto_pid $$serve_pid 2>/dev/null; env -u DATABASE_URL $(DEBUG_BIN) --data-dir $(TEST_PG_DIR) db stop; rm -rf $(TEST_PG_DIR) $(TEST_PG_DIR).url $(TEST_PG_DIR).moto.log $(TEST_PG_DIR).serve.log' EXIT
 	# Schemathesis: requests generated from the OpenAPI document, against a server holding the
-	# sample incident, must never get a server error (fixed seed: a failure is reproducible).
+	# sample incident, must never get a server error (fixed seed: a failure is reproducible; one
+	# worker: schemathesis's threaded runner hit a Python-internal error here once).
 	api_db=$$(cat $(TEST_PG_DIR).url)
 	DATABASE_URL=$$api_db $(DEBUG_BIN) import samples/incident > /dev/null
 	api_token=$$(DATABASE_URL=$$api_db $(DEBUG_BIN) tokens create --name schemathesis --role admin 2>/dev/null)
@@ -77,7 +78,7 @@ test: test-tools
 	serve_pid=$$!
 	for _ in $$(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$$api_port) 2>/dev/null && break; sleep 0.1; done
 	$(SCHEMATHESIS_BIN) run http://127.0.0.1:$$api_port/api/v1/openapi.json -H "Authorization: Bearer $$api_token" \
-		--checks not_a_server_error --max-examples 50 --workers 2 --seed 20261129 \
+		--checks not_a_server_error --max-examples 50 --workers 1 --seed 20261129 \
 		|| { echo "server log:"; tail -n 40 $(TEST_PG_DIR).serve.log; exit 1; }
 	kill $$serve_pid
 	SKYWARDEN_TEST_DATABASE_URL=$$(cat $(TEST_PG_DIR).url) $(CARGO) test --locked -- --test-threads 2
