@@ -18,6 +18,7 @@ pub mod detect;
 pub mod geo;
 pub mod http;
 pub mod ingest;
+pub mod notify;
 pub mod policy;
 pub mod pollers;
 pub mod telemetry;

@@ -86,6 +86,16 @@ pub async fn record(pool: &PgPool, findings: &[Finding]) -> Result<RecordOutcome
         .await?;
         if inserted {
             outcome.new_alerts += 1;
+            // In the alert's transaction: a crash cannot keep the alert and lose its notification.
+            crate::notify::outbox::enqueue_new_alert(
+                &mut tx,
+                &finding.account_id,
+                &alert_id,
+                &finding.policy_id,
+                finding.severity,
+                &mitre,
+            )
+            .await?;
         }
         let evidence = sqlx::query!(
             "INSERT INTO alert_evidence (account_id, alert_id, event_id, event_time) VALUES ($1, $2::text::uuid, $3, $4)
@@ -314,6 +324,9 @@ pub async fn set_status(
     )
     .execute(&mut *tx)
     .await?;
+    if old.status != status {
+        crate::notify::outbox::enqueue_status_change(&mut tx, &old.account_id, alert_id, status, actor, reason).await?;
+    }
     tx.commit().await?;
     Ok(old.status)
 }

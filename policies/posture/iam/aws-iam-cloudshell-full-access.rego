@@ -1,0 +1,36 @@
+# METADATA
+# title: AWSCloudShellFullAccess is not attached
+# description: >-
+#   Account-level check: users, groups and roles with the AWS managed policy
+#   AWSCloudShellFullAccess, which lets them upload and download files through CloudShell, a
+#   path around data-egress controls. CIS marks 1.22 manual; the attachment itself is automated
+#   here, the judgement of who may keep it is not.
+# custom:
+#   id: aws-iam-cloudshell-full-access
+#   severity: medium
+#   resource_type: "aws:account"
+#   remediation: >-
+#     Detach AWSCloudShellFullAccess (aws iam detach-user-policy, detach-group-policy,
+#     detach-role-policy) and grant a policy that denies cloudshell:GetFileUploadUrls and
+#     cloudshell:GetFileDownloadUrls where CloudShell is still needed.
+#   frameworks:
+#     cis-aws-3.0: ["1.22"]
+#   mitre: ["TA0002", "TA0010"]
+package skywarden.posture.aws_iam_cloudshell_full_access
+
+import rego.v1
+
+kinds := {"iam:user": "user", "iam:group": "group", "iam:role": "role"}
+
+cloudshell_policy(arn) if {
+	is_string(arn)
+	startswith(arn, "arn:")
+	endswith(arn, ":iam::aws:policy/AWSCloudShellFullAccess")
+}
+
+deny contains sprintf("%s %s has AWSCloudShellFullAccess attached", [kind, entity.id]) if {
+	some type, kind in kinds
+	some entity in input.account.resources[type]
+	some arn in entity.config.attached_policies
+	cloudshell_policy(arn)
+}

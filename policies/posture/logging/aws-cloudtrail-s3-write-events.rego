@@ -1,0 +1,94 @@
+# METADATA
+# title: S3 object-level write events are logged
+# description: >-
+#   Account-level check: a logging multi-region trail records S3 data events of write (PutObject, DeleteObject, ...)
+#   type for all buckets, by a basic selector (data resource AWS::S3::Object with the
+#   all-buckets value arn:aws:s3 or arn:aws:s3:::, read/write type All or WriteOnly) or an advanced
+#   selector (eventCategory Data, resources.type AWS::S3::Object, no filter but readOnly
+#   false or an all-buckets resources.ARN prefix). Buckets are not collected, so selectors
+#   naming single buckets cannot be matched against the bucket list and do not count. Not judged
+#   when the account's trails were not collected.
+# custom:
+#   id: aws-cloudtrail-s3-write-events
+#   severity: low
+#   resource_type: "aws:account"
+#   remediation: >-
+#     Add S3 data events to a multi-region trail, e.g. aws cloudtrail put-event-selectors
+#     --trail-name <trail> --advanced-event-selectors with eventCategory = Data and
+#     resources.type = AWS::S3::Object (data events are billed per event).
+#   frameworks:
+#     cis-aws-3.0: ["3.8"]
+#     cis-aws-1.5: ["3.10"]
+#   mitre: ["TA0040"]
+package skywarden.posture.aws_cloudtrail_s3_write_events
+
+import rego.v1
+
+read_write_types := {"All", "WriteOnly"}
+
+read_only_value := "false"
+
+trails := t if {
+	t := input.account.resources["cloudtrail:trail"]
+	is_array(t)
+}
+
+# arn:aws:s3 or arn:aws:s3::: (in any partition) stands for every bucket.
+all_buckets(value) if {
+	is_string(value)
+	startswith(value, "arn:")
+	some suffix in [":s3", ":s3:::"]
+	endswith(value, suffix)
+}
+
+records_objects(selectors) if {
+	some selector in selectors.event_selectors
+	selector.read_write_type in read_write_types
+	some resource in selector.data_resources
+	resource.type == "AWS::S3::Object"
+	some value in resource.values
+	all_buckets(value)
+}
+
+records_objects(selectors) if {
+	some selector in selectors.advanced_event_selectors
+	some category in selector.field_selectors
+	category.field == "eventCategory"
+	category.equals == ["Data"]
+	some type in selector.field_selectors
+	type.field == "resources.type"
+	type.equals == ["AWS::S3::Object"]
+	every field in selector.field_selectors {
+		keeps_all_objects(field)
+	}
+}
+
+keeps_all_objects(field) if field.field in {"eventCategory", "resources.type"}
+
+keeps_all_objects(field) if {
+	field.field == "readOnly"
+	field.equals == [read_only_value]
+}
+
+keeps_all_objects(field) if {
+	field.field == "resources.ARN"
+	count(field.starts_with) > 0
+	every prefix in field.starts_with {
+		all_buckets(prefix)
+	}
+	every other in ["equals", "ends_with", "not_equals", "not_starts_with", "not_ends_with"] {
+		count(object.get(field, other, [])) == 0
+	}
+}
+
+any_recording if {
+	some trail in trails
+	trail.config.is_multi_region == true
+	trail.config.is_logging == true
+	records_objects(trail.config.event_selectors)
+}
+
+deny contains "no logging multi-region trail records S3 object-level write events for all buckets" if {
+	is_array(trails)
+	not any_recording
+}

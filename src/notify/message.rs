@@ -1,0 +1,205 @@
+//! What a notification says about an alert, whatever the channel: who, what, where (address and
+//! country), when, a link back to the alert page, and what to do next.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::alerts::store::AlertView;
+use crate::alerts::{AlertStatus, Severity};
+
+/// An alert as every channel renders it.
+#[derive(Clone, Debug, Serialize)]
+pub struct AlertMessage {
+    pub id: String,
+    pub url: String,
+    pub policy_id: String,
+    pub title: String,
+    pub severity: Severity,
+    pub status: AlertStatus,
+    pub account_id: String,
+    pub principal: Option<String>,
+    pub source_ip: Option<String>,
+    pub country: Option<String>,
+    pub resources: Vec<String>,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub event_count: i64,
+    pub mitre: Vec<String>,
+    pub next_step: String,
+    /// Stable for the alert: receivers use it to drop repeated deliveries.
+    pub dedup_key: String,
+    /// A message sent from the channel's test button, not a real alert.
+    pub is_test: bool,
+}
+
+impl AlertMessage {
+    pub fn from_alert(alert: &AlertView, public_url: &str) -> Self {
+        Self {
+            url: alert_url(public_url, &alert.id),
+            dedup_key: dedup_key(&alert.id),
+            id: alert.id.clone(),
+            policy_id: alert.policy_id.clone(),
+            title: alert.title.clone(),
+            severity: alert.severity,
+            status: alert.status,
+            account_id: alert.account_id.clone(),
+            principal: alert.principal.clone(),
+            source_ip: alert.source_ip.clone(),
+            country: alert.country.clone(),
+            resources: alert.resources.clone(),
+            first_seen: alert.first_seen,
+            last_seen: alert.last_seen,
+            event_count: alert.event_count,
+            mitre: alert.mitre.clone(),
+            next_step: next_step(&alert.policy_id).to_string(),
+            is_test: false,
+        }
+    }
+
+    /// The sample a channel's test button sends: shaped like the hijack alert of the seed story.
+    pub fn sample(public_url: &str) -> Self {
+        let id = "00000000-0000-4000-8000-000000000000".to_string();
+        let now = Utc::now();
+        Self {
+            url: alert_url(public_url, &id),
+            dedup_key: format!("skywarden-test-{}", now.timestamp()),
+            id,
+            policy_id: "aws-account-hijacking-attempt".into(),
+            title: "[Test] Console login from a country new for the user".into(),
+            severity: Severity::High,
+            status: AlertStatus::Open,
+            account_id: "123456789012".into(),
+            principal: Some("alice".into()),
+            source_ip: Some("203.0.113.10".into()),
+            country: Some("RU".into()),
+            resources: vec![],
+            first_seen: now,
+            last_seen: now,
+            event_count: 1,
+            mitre: vec!["TA0001/T1078.004".into()],
+            next_step: "This is a test message from Skywarden; nothing needs doing.".into(),
+            is_test: true,
+        }
+    }
+
+    /// "who, from where": `alice from 203.0.113.10 (RU)`.
+    pub fn who_and_where(&self) -> String {
+        let who = self.principal.as_deref().unwrap_or("unknown principal");
+        match (&self.source_ip, &self.country) {
+            (Some(ip), Some(country)) => format!("{who} from {ip} ({country})"),
+            (Some(ip), None) => format!("{who} from {ip}"),
+            (None, _) => who.to_string(),
+        }
+    }
+
+    /// One line for chat titles, ticket summaries and email subjects.
+    pub fn summary(&self) -> String {
+        format!("[{}] {}: {}", self.severity.as_str().to_uppercase(), self.title, self.who_and_where())
+    }
+
+    /// The facts, one per line, for plain-text bodies.
+    pub fn facts(&self) -> Vec<(&'static str, String)> {
+        let mut facts = vec![
+            ("Severity", self.severity.to_string()),
+            ("Policy", self.policy_id.clone()),
+            ("Account", self.account_id.clone()),
+            ("Who", self.principal.clone().unwrap_or_else(|| "unknown".into())),
+            ("Source IP", self.source_ip.clone().unwrap_or_else(|| "-".into())),
+            ("Country", self.country.clone().unwrap_or_else(|| "-".into())),
+            ("When", format_time(self.first_seen)),
+        ];
+        if self.last_seen != self.first_seen {
+            facts.push(("Last seen", format_time(self.last_seen)));
+        }
+        if self.event_count > 1 {
+            facts.push(("Events", self.event_count.to_string()));
+        }
+        if !self.resources.is_empty() {
+            facts.push(("Resources", self.resources.join(", ")));
+        }
+        if !self.mitre.is_empty() {
+            facts.push(("MITRE ATT&CK", self.mitre.join(", ")));
+        }
+        facts
+    }
+
+    /// A plain-text body: the facts, the next step and the link.
+    pub fn text(&self) -> String {
+        let mut text = format!("{}\n\n", self.summary());
+        for (name, value) in self.facts() {
+            text.push_str(&format!("{name}: {value}\n"));
+        }
+        text.push_str(&format!("\nNext step: {}\n\nOpen the alert: {}\n", self.next_step, self.url));
+        text
+    }
+}
+
+/// The receiver-visible dedup key of an alert.
+pub fn dedup_key(alert_id: &str) -> String {
+    format!("skywarden-{alert_id}")
+}
+
+pub fn alert_url(public_url: &str, alert_id: &str) -> String {
+    format!("{}/#/alert/{alert_id}", public_url.trim_end_matches('/'))
+}
+
+pub fn format_time(time: DateTime<Utc>) -> String {
+    time.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// A sentence on what to do when a status changes: `acknowledged by bob: looking into it`.
+pub fn status_line(status: AlertStatus, actor: &str, reason: &str) -> String {
+    if reason.trim().is_empty() { format!("{status} by {actor}") } else { format!("{status} by {actor}: {reason}") }
+}
+
+/// What a responder does first, per policy.
+pub fn next_step(policy_id: &str) -> &'static str {
+    match policy_id {
+        "aws-account-hijacking-attempt" | "aws-impossible-travel" => {
+            "Confirm with the user that they signed in from there; if not, disable their console password and \
+             access keys, revoke active sessions, and review what the session did."
+        }
+        "aws-excessive-login-failures" => {
+            "Check whether any login from the same source succeeded afterwards; block the source address if it keeps trying."
+        }
+        "aws-security-group-ingress-opened" => {
+            "Check who opened the rule and why; revoke ingress from the internet or a foreign address unless it is approved."
+        }
+        "aws-iam-user-created" | "aws-iam-access-key-created" => {
+            "Confirm the new user or key was requested; if not, delete it and review the creator's session."
+        }
+        "aws-iam-role-policy-attached" | "aws-iam-instance-profile-associated" => {
+            "Confirm the role change was intended; an attacker attaches roles to gain privileges or persistence."
+        }
+        "aws-cloudtrail-logging-disabled" => {
+            "Turn logging back on at once, then find out who stopped it and what happened while it was off."
+        }
+        "aws-flow-exfiltration-volume" => {
+            "Identify the instance and the destination; isolate the instance if the transfer is not expected."
+        }
+        "aws-root-account-usage" => {
+            "Confirm the root user's use with the account owner; root should almost never sign in."
+        }
+        _ => "Open the alert, review the evidence events, then acknowledge or resolve it.",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_says_who_and_where() {
+        let message = AlertMessage::sample("https://skywarden.example.com/");
+        assert_eq!(message.who_and_where(), "alice from 203.0.113.10 (RU)");
+        assert_eq!(message.url, "https://skywarden.example.com/#/alert/00000000-0000-4000-8000-000000000000");
+        assert!(message.text().contains("Next step: "));
+        assert!(message.summary().starts_with("[HIGH] [Test] "));
+    }
+
+    #[test]
+    fn status_lines_include_the_reason_when_given() {
+        assert_eq!(status_line(AlertStatus::Resolved, "bob", " "), "resolved by bob");
+        assert_eq!(status_line(AlertStatus::Acknowledged, "bob", "on it"), "acknowledged by bob: on it");
+    }
+}

@@ -1,0 +1,17 @@
+//! Alert routing: channels (Slack, Teams, PagerDuty, webhooks, Jira, ServiceNow, email), routes
+//! that pick which alerts go where, and an outbox that the alert store writes in the same
+//! transaction as the alert, drained by [`sender::Sender`] with retries and dead letters.
+//!
+//! Data flows alerts → outbox → sender → receiver; the HTTP API manages channels and routes and
+//! shows deliveries.
+
+pub mod channels;
+pub mod config;
+pub mod http_client;
+pub mod message;
+pub mod network;
+pub mod outbox;
+pub mod routes;
+pub mod secrets;
+pub mod sender;
+pub mod targets;

@@ -1,0 +1,218 @@
+//! Where Skywarden may send notifications: public addresses, and the private networks an admin
+//! lists in `SKYWARDEN_NOTIFY_ALLOW_NETWORKS`. A channel URL is someone's input; without this a
+//! webhook could read the instance metadata service or poke at internal hosts.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use sqlx::types::ipnetwork::IpNetwork;
+
+/// Which non-public networks notification targets may reach.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NetworkPolicy {
+    allowed: Vec<IpNetwork>,
+}
+
+/// Why an address was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{address} is {reason}; notification targets must be public unless an admin allows the network in SKYWARDEN_NOTIFY_ALLOW_NETWORKS"
+)]
+pub struct Refused {
+    pub address: IpAddr,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("SKYWARDEN_NOTIFY_ALLOW_NETWORKS: {0:?} is not a network (e.g. 10.0.0.0/8, 127.0.0.1/32, fd00::/8)")]
+pub struct BadNetwork(String);
+
+impl NetworkPolicy {
+    /// Public addresses only.
+    pub fn public_only() -> Self {
+        Self::default()
+    }
+
+    /// Parses a comma-separated list of networks (`10.0.0.0/8,127.0.0.1`).
+    pub fn allowing(list: &str) -> Result<Self, BadNetwork> {
+        let allowed = list
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(|item| IpNetwork::from_str(item).map_err(|_| BadNetwork(item.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { allowed })
+    }
+
+    /// Reads `SKYWARDEN_NOTIFY_ALLOW_NETWORKS`.
+    pub fn from_env() -> Result<Self, BadNetwork> {
+        Self::allowing(&std::env::var("SKYWARDEN_NOTIFY_ALLOW_NETWORKS").unwrap_or_default())
+    }
+
+    pub fn allowed_networks(&self) -> &[IpNetwork] {
+        &self.allowed
+    }
+
+    /// Whether an admin allowed `address` explicitly.
+    pub fn is_allowed(&self, address: IpAddr) -> bool {
+        let address = canonical(address);
+        self.allowed.iter().any(|network| network.contains(address))
+    }
+
+    /// Accepts a public address, or one in an allowed network.
+    pub fn check(&self, address: IpAddr) -> Result<(), Refused> {
+        let address = canonical(address);
+        match non_public_reason(address) {
+            Some(reason) if !self.is_allowed(address) => Err(Refused { address, reason }),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for NetworkPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.allowed.is_empty() {
+            return f.write_str("public addresses only");
+        }
+        let list: Vec<String> = self.allowed.iter().map(ToString::to_string).collect();
+        write!(f, "public addresses and {}", list.join(", "))
+    }
+}
+
+/// An IPv4 address written as IPv6 (`::ffff:127.0.0.1`) is checked as the IPv4 address it is.
+fn canonical(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Why an address is not a public internet address, if it is not.
+pub fn non_public_reason(address: IpAddr) -> Option<&'static str> {
+    match canonical(address) {
+        IpAddr::V4(v4) => v4_reason(v4),
+        IpAddr::V6(v6) => v6_reason(v6),
+    }
+}
+
+fn v4_reason(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, c, _] = ip.octets();
+    if ip == Ipv4Addr::new(169, 254, 169, 254) {
+        return Some("the cloud instance metadata service");
+    }
+    match (a, b) {
+        _ if ip.is_unspecified() || a == 0 => Some("an unspecified address"),
+        (127, _) => Some("a loopback address"),
+        (10, _) | (192, 168) => Some("a private address"),
+        (172, b) if (16..32).contains(&b) => Some("a private address"),
+        (169, 254) => Some("a link-local address"),
+        (100, b) if (64..128).contains(&b) => Some("a carrier-grade NAT address"),
+        (192, 0) if c == 0 || c == 2 => Some("a reserved address"),
+        (198, 18 | 19) => Some("a benchmarking address"),
+        (198, 51) if c == 100 => Some("a documentation address"),
+        (203, 0) if c == 113 => Some("a documentation address"),
+        _ if a >= 224 => Some("a multicast or reserved address"),
+        _ => None,
+    }
+}
+
+fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
+    let segments = ip.segments();
+    if ip.is_unspecified() {
+        return Some("an unspecified address");
+    }
+    if ip.is_loopback() {
+        return Some("a loopback address");
+    }
+    // fd00:ec2::254 is EC2's IPv6 metadata service, inside the unique-local range.
+    if segments == [0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254] {
+        return Some("the cloud instance metadata service");
+    }
+    match segments[0] {
+        s if s & 0xfe00 == 0xfc00 => Some("a private (unique-local) address"),
+        s if s & 0xffc0 == 0xfe80 => Some("a link-local address"),
+        s if s & 0xff00 == 0xff00 => Some("a multicast address"),
+        // 6to4 and NAT64 carry an IPv4 address that may be private.
+        0x2002 => v4_reason(Ipv4Addr::new(
+            (segments[1] >> 8) as u8,
+            segments[1] as u8,
+            (segments[2] >> 8) as u8,
+            segments[2] as u8,
+        )),
+        0x0064 if segments[1] == 0xff9b => v4_reason(Ipv4Addr::new(
+            (segments[6] >> 8) as u8,
+            segments[6] as u8,
+            (segments[7] >> 8) as u8,
+            segments[7] as u8,
+        )),
+        0x2001 if segments[1] == 0x0db8 => Some("a documentation address"),
+        0 => Some("a reserved address"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn internal_addresses_are_refused() {
+        let policy = NetworkPolicy::public_only();
+        for address in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "169.254.1.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00:ec2::254",
+            "fc00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "2002:7f00:1::1",
+            "64:ff9b::a00:1",
+        ] {
+            assert!(policy.check(ip(address)).is_err(), "{address} should be refused");
+        }
+    }
+
+    #[test]
+    fn public_addresses_pass() {
+        let policy = NetworkPolicy::public_only();
+        for address in ["52.94.76.1", "172.32.0.1", "8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8", "2002:808:808::1"] {
+            assert_eq!(policy.check(ip(address)), Ok(()), "{address} should pass");
+        }
+    }
+
+    #[test]
+    fn the_metadata_service_is_named_as_such() {
+        let refused = NetworkPolicy::public_only().check(ip("169.254.169.254")).unwrap_err();
+        assert_eq!(refused.reason, "the cloud instance metadata service");
+        assert!(refused.to_string().contains("SKYWARDEN_NOTIFY_ALLOW_NETWORKS"));
+    }
+
+    #[test]
+    fn an_admin_can_allow_a_network() {
+        let policy = NetworkPolicy::allowing("127.0.0.1/32, 10.0.0.0/8").unwrap();
+        assert_eq!(policy.check(ip("127.0.0.1")), Ok(()));
+        assert_eq!(policy.check(ip("::ffff:127.0.0.1")), Ok(()));
+        assert_eq!(policy.check(ip("10.9.9.9")), Ok(()));
+        assert!(policy.check(ip("127.0.0.2")).is_err());
+        assert!(policy.check(ip("169.254.169.254")).is_err());
+        assert!(NetworkPolicy::allowing("10.0.0.0/33").is_err());
+        assert!(NetworkPolicy::allowing("localhost").is_err());
+        assert_eq!(NetworkPolicy::allowing(" ").unwrap(), NetworkPolicy::public_only());
+    }
+}

@@ -1,0 +1,315 @@
+//! The sender: claims due outbox rows, renders each for its channel, sends it and records the
+//! outcome: delivered, retried after an exponential back-off (or the receiver's Retry-After),
+//! or dead after the last attempt. [`Sender::deliver_due`] is one step, for tests and
+//! `skywarden notifications deliver`; [`Sender::run`] loops until shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use sqlx::PgPool;
+
+use super::channels::{self, Channel, ChannelKind};
+use super::http_client::{HttpError, SafeHttpClient};
+use super::message::AlertMessage;
+use super::outbox::{self, Claimed};
+use super::secrets::SecretKey;
+use super::targets::{self, Envelope, Notification, email};
+use crate::alerts::store::{self as alert_store, AlertFilter};
+
+/// How the sender behaves; every value has a production default.
+#[derive(Debug, Clone)]
+pub struct SenderOptions {
+    /// Where links in messages point: the dashboard's address as analysts reach it.
+    pub public_url: String,
+    /// Attempts before a delivery is dead.
+    pub max_attempts: i32,
+    /// The first retry waits this long; each next one twice as long (with jitter).
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// How long a claimed row is held before another sender may take it.
+    pub lease: Duration,
+    /// Rows claimed per step, and sent at once.
+    pub batch: i64,
+    pub concurrency: usize,
+    /// How often the loop looks for due rows.
+    pub poll_interval: Duration,
+}
+
+impl Default for SenderOptions {
+    fn default() -> Self {
+        Self {
+            public_url: "http://127.0.0.1:8080".into(),
+            max_attempts: 10,
+            retry_base: Duration::from_secs(30),
+            retry_max: Duration::from_secs(3600),
+            lease: Duration::from_secs(120),
+            batch: 50,
+            concurrency: 8,
+            poll_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What one step did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct StepReport {
+    pub digests: u64,
+    pub delivered: u64,
+    pub retrying: u64,
+    pub dead: u64,
+}
+
+/// The outcome of one attempt.
+#[derive(Debug)]
+pub enum Attempt {
+    Delivered {
+        http_status: Option<u16>,
+        remote_ref: Option<String>,
+        note: Option<String>,
+    },
+    /// Worth another try, after `after` if the receiver said so.
+    Failed {
+        http_status: Option<u16>,
+        error: String,
+        after: Option<Duration>,
+    },
+    /// Will fail again until someone changes something.
+    Rejected {
+        http_status: Option<u16>,
+        error: String,
+    },
+}
+
+#[derive(Clone)]
+pub struct Sender {
+    pool: PgPool,
+    key: Arc<SecretKey>,
+    client: SafeHttpClient,
+    options: Arc<SenderOptions>,
+}
+
+impl Sender {
+    pub fn new(pool: PgPool, key: Arc<SecretKey>, client: SafeHttpClient, options: SenderOptions) -> Self {
+        Self { pool, key, client, options: Arc::new(options) }
+    }
+
+    pub fn options(&self) -> &SenderOptions {
+        &self.options
+    }
+
+    /// Flushes due digests, then sends what is due, once.
+    pub async fn deliver_due(&self) -> Result<StepReport, sqlx::Error> {
+        let mut report = StepReport { digests: outbox::flush_digests(&self.pool).await?, ..Default::default() };
+        let lease = self.options.lease.as_secs_f64();
+        let claimed = outbox::claim(&self.pool, self.options.batch, lease).await?;
+        let outcomes: Vec<Result<&'static str, sqlx::Error>> = futures_util::stream::iter(claimed)
+            .map(|row| async move { self.deliver(&row).await })
+            .buffer_unordered(self.options.concurrency.max(1))
+            .collect()
+            .await;
+        for outcome in outcomes {
+            match outcome? {
+                "delivered" => report.delivered += 1,
+                "retrying" => report.retrying += 1,
+                _ => report.dead += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    /// Loops until `shutdown` completes.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        tracing::info!(public_url = %self.options.public_url, network = %self.client.policy(), "notification sender started");
+        loop {
+            match self.deliver_due().await {
+                Ok(report) if report != StepReport::default() => tracing::info!(?report, "notifications"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "notification step failed"),
+            }
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(self.options.poll_interval) => {}
+            }
+        }
+        tracing::info!("notification sender stopped");
+    }
+
+    async fn deliver(&self, row: &Claimed) -> Result<&'static str, sqlx::Error> {
+        let attempt = self.attempt(row).await;
+        let channel_id = row.channel_id;
+        match attempt {
+            Attempt::Delivered { http_status, remote_ref, note } => {
+                outbox::mark_delivered(&self.pool, row, http_status, remote_ref.as_deref(), note.as_deref()).await?;
+                tracing::info!(delivery = row.id, channel_id, event = %row.event, attempts = row.attempts, "notification delivered");
+                Ok("delivered")
+            }
+            Attempt::Failed { http_status, error, after } if row.attempts < self.options.max_attempts => {
+                let wait = after.unwrap_or_else(|| self.backoff(row.attempts)).min(self.options.retry_max);
+                outbox::mark_failed(&self.pool, row, http_status, &error, Some(wait)).await?;
+                tracing::warn!(delivery = row.id, channel_id, attempts = row.attempts, retry_in = ?wait, %error, "notification failed; will retry");
+                Ok("retrying")
+            }
+            Attempt::Failed { http_status, error, .. } | Attempt::Rejected { http_status, error } => {
+                outbox::mark_failed(&self.pool, row, http_status, &error, None).await?;
+                tracing::error!(delivery = row.id, channel_id, attempts = row.attempts, %error, "notification gave up (dead letter)");
+                Ok("dead")
+            }
+        }
+    }
+
+    /// Exponential back-off with up to 25% jitter, so many failed rows do not retry in step.
+    fn backoff(&self, attempts: i32) -> Duration {
+        let exponent = (attempts - 1).clamp(0, 20) as u32;
+        let base = self.options.retry_base.saturating_mul(2u32.saturating_pow(exponent)).min(self.options.retry_max);
+        let mut jitter = [0u8; 1];
+        let _ = getrandom::fill(&mut jitter);
+        base + base.mul_f64(f64::from(jitter[0]) / 255.0 * 0.25)
+    }
+
+    async fn attempt(&self, row: &Claimed) -> Attempt {
+        let channel = match channels::load(&self.pool, row.channel_id, &self.key).await {
+            Ok(channel) => channel,
+            Err(error) => return Attempt::Rejected { http_status: None, error: format!("channel: {error}") },
+        };
+        let envelope = Envelope { delivery_id: row.id.to_string(), dedup_key: row.dedup_key.clone() };
+        match row.event.as_str() {
+            "digest" => {
+                let mut alerts = Vec::with_capacity(row.digest_alerts.len());
+                for id in &row.digest_alerts {
+                    match self.alert(id).await {
+                        Ok(Some(alert)) => alerts.push(alert),
+                        Ok(None) => {}
+                        Err(error) => {
+                            return Attempt::Failed { http_status: None, error: error.to_string(), after: None };
+                        }
+                    }
+                }
+                if alerts.is_empty() {
+                    return Attempt::Delivered {
+                        http_status: None,
+                        remote_ref: None,
+                        note: Some("every alert of the digest was withdrawn".into()),
+                    };
+                }
+                let period = self.digest_period(row.route_id).await;
+                self.send(&channel, &Notification::Digest { alerts: &alerts, period_minutes: period }, &envelope).await
+            }
+            event => {
+                let Some(alert_id) = row.alert_id.as_deref() else {
+                    return Attempt::Rejected { http_status: None, error: "an alert message without an alert".into() };
+                };
+                let alert = match self.alert(alert_id).await {
+                    Ok(Some(alert)) => alert,
+                    Ok(None) => {
+                        return Attempt::Delivered {
+                            http_status: None,
+                            remote_ref: None,
+                            note: Some("the alert was withdrawn".into()),
+                        };
+                    }
+                    Err(error) => return Attempt::Failed { http_status: None, error: error.to_string(), after: None },
+                };
+                if event == "alert.opened" {
+                    return self.send(&channel, &Notification::Opened(&alert), &envelope).await;
+                }
+                let remote = match outbox::remote_ref(&self.pool, channel.id, &alert.account_id, &alert.id).await {
+                    Ok(remote) => remote,
+                    Err(error) => return Attempt::Failed { http_status: None, error: error.to_string(), after: None },
+                };
+                let Some(status) = row.alert_status else {
+                    return Attempt::Rejected { http_status: None, error: "a status change without a status".into() };
+                };
+                let notification = Notification::StatusChanged {
+                    alert: &alert,
+                    status,
+                    actor: row.status_actor.as_deref().unwrap_or("someone"),
+                    reason: row.status_reason.as_deref().unwrap_or(""),
+                    remote_ref: remote.as_deref(),
+                };
+                self.send(&channel, &notification, &envelope).await
+            }
+        }
+    }
+
+    async fn alert(&self, id: &str) -> Result<Option<AlertMessage>, alert_store::AlertStoreError> {
+        let filter = AlertFilter { alert_id: Some(id.to_string()), ..Default::default() };
+        Ok(alert_store::list(&self.pool, &filter)
+            .await?
+            .first()
+            .map(|a| AlertMessage::from_alert(a, &self.options.public_url)))
+    }
+
+    async fn digest_period(&self, route_id: Option<i64>) -> i32 {
+        let Some(route_id) = route_id else { return 0 };
+        sqlx::query_scalar!("SELECT digest_minutes FROM notification_routes WHERE id = $1", route_id)
+            .fetch_optional(&self.pool)
+            .await
+            .ok()
+            .flatten()
+            .flatten()
+            .unwrap_or(0)
+    }
+
+    /// Sends one notification to one channel and classifies the answer.
+    pub async fn send(&self, channel: &Channel, notification: &Notification<'_>, envelope: &Envelope) -> Attempt {
+        if channel.kind == ChannelKind::Email {
+            return match email::send(channel, notification, &envelope.dedup_key, self.client.policy()).await {
+                Ok(reply) => {
+                    Attempt::Delivered { http_status: None, remote_ref: None, note: Some(format!("relay: {reply}")) }
+                }
+                Err(email::EmailError::Transient(error)) => Attempt::Failed { http_status: None, error, after: None },
+                Err(email::EmailError::Resolve { host, message }) => Attempt::Failed {
+                    http_status: None,
+                    error: format!("cannot resolve {host}: {message}"),
+                    after: None,
+                },
+                Err(error) => Attempt::Rejected { http_status: None, error: error.to_string() },
+            };
+        }
+        let request = match targets::http_request(channel, notification, envelope) {
+            Ok(Some(request)) => request,
+            Ok(None) => {
+                return Attempt::Delivered {
+                    http_status: None,
+                    remote_ref: None,
+                    note: Some(format!("nothing to send to {} for this event", channel.kind)),
+                };
+            }
+            Err(error) => return Attempt::Rejected { http_status: None, error: error.to_string() },
+        };
+        match self.client.send(&request).await {
+            Ok(reply) if (200..300).contains(&reply.status) => Attempt::Delivered {
+                http_status: Some(reply.status),
+                remote_ref: targets::remote_ref(channel.kind, &reply),
+                note: None,
+            },
+            // Throttled or a server-side problem: the same request can succeed later.
+            Ok(reply) if reply.status == 408 || reply.status == 429 || reply.status >= 500 => Attempt::Failed {
+                http_status: Some(reply.status),
+                error: format!("HTTP {}: {}", reply.status, reply.body_text()),
+                after: reply.retry_after,
+            },
+            Ok(reply) => Attempt::Rejected {
+                http_status: Some(reply.status),
+                error: format!("HTTP {}: {}", reply.status, reply.body_text()),
+            },
+            Err(HttpError::Refused(refused)) => {
+                Attempt::Rejected { http_status: None, error: format!("refused target: {refused}") }
+            }
+            Err(HttpError::BadUrl(error)) => {
+                Attempt::Rejected { http_status: None, error: format!("bad target URL: {error}") }
+            }
+            Err(error) => Attempt::Failed { http_status: None, error: error.to_string(), after: None },
+        }
+    }
+
+    /// The test button: sends a sample alert to a channel now, outside the outbox.
+    pub async fn send_test(&self, channel_id: i64) -> Result<Attempt, channels::ChannelError> {
+        let channel = channels::load(&self.pool, channel_id, &self.key).await?;
+        let sample = AlertMessage::sample(&self.options.public_url);
+        let envelope = Envelope { delivery_id: "test".into(), dedup_key: sample.dedup_key.clone() };
+        Ok(self.send(&channel, &Notification::Opened(&sample), &envelope).await)
+    }
+}

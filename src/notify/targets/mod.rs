@@ -1,0 +1,140 @@
+//! One module per receiver kind, each turning a [`Notification`] into the request the service
+//! documents. Request building is pure (tested on the exact shapes); sending happens in
+//! [`super::sender`].
+
+pub mod email;
+pub mod jira;
+pub mod pagerduty;
+pub mod servicenow;
+pub mod slack;
+pub mod teams;
+pub mod webhook;
+
+use super::channels::{Channel, ChannelError, ChannelKind};
+use super::http_client::{OutgoingRequest, Reply};
+use super::message::AlertMessage;
+use crate::alerts::AlertStatus;
+
+/// What is being announced.
+#[derive(Debug, Clone, Copy)]
+pub enum Notification<'a> {
+    Opened(&'a AlertMessage),
+    StatusChanged {
+        alert: &'a AlertMessage,
+        status: AlertStatus,
+        actor: &'a str,
+        reason: &'a str,
+        /// What this channel called the alert when it was opened (Jira key, ServiceNow sys_id).
+        remote_ref: Option<&'a str>,
+    },
+    Digest {
+        alerts: &'a [AlertMessage],
+        period_minutes: i32,
+    },
+}
+
+impl Notification<'_> {
+    /// The event name receivers see (`alert.opened`, `alert.status_changed`, `digest`).
+    pub fn event(&self) -> &'static str {
+        match self {
+            Self::Opened(_) => "alert.opened",
+            Self::StatusChanged { .. } => "alert.status_changed",
+            Self::Digest { .. } => "digest",
+        }
+    }
+}
+
+/// Identifies one delivery to the receiver.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub delivery_id: String,
+    pub dedup_key: String,
+}
+
+/// The HTTP request for a notification, or `None` when this kind has nothing to say about it
+/// (PagerDuty on a snooze, Jira on a status change of an alert it never got).
+pub fn http_request(
+    channel: &Channel,
+    notification: &Notification<'_>,
+    envelope: &Envelope,
+) -> Result<Option<OutgoingRequest>, ChannelError> {
+    match channel.kind {
+        ChannelKind::Slack => slack::request(channel, notification).map(Some),
+        ChannelKind::Teams => teams::request(channel, notification).map(Some),
+        ChannelKind::Pagerduty => pagerduty::request(channel, notification, envelope),
+        ChannelKind::Webhook => webhook::request(channel, notification, envelope, chrono::Utc::now()).map(Some),
+        ChannelKind::Jira => jira::request(channel, notification, envelope),
+        ChannelKind::Servicenow => servicenow::request(channel, notification, envelope),
+        ChannelKind::Email => Err(ChannelError::invalid("kind", "email is sent over SMTP, not HTTP")),
+    }
+}
+
+/// What the receiver called the new alert, from its answer.
+pub fn remote_ref(kind: ChannelKind, reply: &Reply) -> Option<String> {
+    match kind {
+        ChannelKind::Jira => jira::issue_key(reply),
+        ChannelKind::Servicenow => servicenow::sys_id(reply),
+        _ => None,
+    }
+}
+
+/// Cuts `text` to at most `max` characters, marking the cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// Plain-text lines of a digest.
+pub fn digest_lines(alerts: &[AlertMessage]) -> Vec<String> {
+    alerts
+        .iter()
+        .map(|a| format!("[{}] {}: {} ({})", a.severity.as_str().to_uppercase(), a.title, a.who_and_where(), a.url))
+        .collect()
+}
+
+pub fn digest_title(alerts: &[AlertMessage], period_minutes: i32) -> String {
+    let highest = alerts.iter().map(|a| a.severity).max().map(|s| s.as_str().to_uppercase()).unwrap_or_default();
+    format!("Skywarden: {} new alerts in the last {} minutes (highest: {highest})", alerts.len(), period_minutes)
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::notify::secrets::Secret;
+
+    pub fn channel(kind: ChannelKind, settings: serde_json::Value, secrets: &[(&str, &str)]) -> Channel {
+        Channel {
+            id: 1,
+            name: "test".into(),
+            kind,
+            settings,
+            secrets: secrets.iter().map(|(k, v)| (k.to_string(), Secret::new(*v))).collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    pub fn hijack() -> AlertMessage {
+        let mut alert = AlertMessage::sample("https://skywarden.example.com");
+        alert.is_test = false;
+        alert.title = "Console login from a country new for the user".into();
+        alert.id = "5f1e2d3c-4b5a-4978-8867-5a4b3c2d1e0f".into();
+        alert.dedup_key = "skywarden-5f1e2d3c-4b5a-4978-8867-5a4b3c2d1e0f".into();
+        alert.url = "https://skywarden.example.com/#/alert/5f1e2d3c-4b5a-4978-8867-5a4b3c2d1e0f".into();
+        alert.first_seen = "2026-11-12T03:04:05Z".parse().unwrap();
+        alert.last_seen = alert.first_seen;
+        alert
+    }
+
+    pub fn envelope() -> Envelope {
+        Envelope { delivery_id: "42".into(), dedup_key: hijack().dedup_key }
+    }
+
+    pub fn body(request: &OutgoingRequest) -> serde_json::Value {
+        serde_json::from_slice(&request.body).unwrap()
+    }
+}
