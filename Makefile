@@ -21,13 +21,15 @@ DEBUG_BIN := $(TARGET_DIR)/debug/skywarden
 
 .PHONY: demo test build geoip sqlx-prepare bench clean-test-db test-tools
 
-# Test tools from PyPI: the AWS emulator (moto server) and the API fuzzer (schemathesis). The
-# ones on PATH, else a private venv.
+# Test tools from PyPI: the AWS emulator (moto server), the API fuzzer (schemathesis) and the
+# SMTP server the email tests talk to (aiosmtpd). The ones on PATH, else a private venv.
 TEST_VENV := $(CACHE_DIR)/test-venv
 MOTO_SPEC := moto[server]>=5.1,<6
 SCHEMATHESIS_SPEC := schemathesis>=4.32,<5
+AIOSMTPD_SPEC := aiosmtpd>=1.4,<2
 MOTO_BIN = $(shell command -v moto_server 2>/dev/null || echo $(TEST_VENV)/bin/moto_server)
 SCHEMATHESIS_BIN = $(shell command -v schemathesis 2>/dev/null || echo $(TEST_VENV)/bin/schemathesis)
+SMTP_PYTHON = $(shell python3 -c 'import aiosmtpd' 2>/dev/null && command -v python3 || echo $(TEST_VENV)/bin/python)
 FREE_PORT := python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 
 
@@ -55,6 +57,10 @@ test-tools:
 		[ -x $(TEST_VENV)/bin/pip ] || python3 -m venv $(TEST_VENV)
 		$(TEST_VENV)/bin/pip install --quiet '$(SCHEMATHESIS_SPEC)'
 	fi
+	if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1 && ! $(TEST_VENV)/bin/python -c 'import aiosmtpd' >/dev/null 2>&1; then
+		[ -x $(TEST_VENV)/bin/pip ] || python3 -m venv $(TEST_VENV)
+		$(TEST_VENV)/bin/pip install --quiet '$(AIOSMTPD_SPEC)'
+	fi
 
 test: test-tools
 	$(CARGO) build --locked --tests --bins
@@ -64,6 +70,8 @@ test: test-tools
 	moto_pid=$$!
 	serve_pid=
 	export SKYWARDEN_TEST_MOTO_URL=http://127.0.0.1:$$moto_port
+	# The email tests start tests/support/smtp_sink.py (aiosmtpd) with this Python.
+	export SKYWARDEN_TEST_PYTHON=$(SMTP_PYTHON)
 	# One embedded PostgreSQL for the whole suite, off the standard port (socket only).
 	env -u DATABASE_URL $(DEBUG_BIN) --data-dir $(TEST_PG_DIR) db start > $(TEST_PG_DIR).url
 	trap 'kill $$moto_pid $$serve_pid 2>/dev/null; env -u DATABASE_URL $(DEBUG_BIN) --data-dir $(TEST_PG_DIR) db stop; rm -rf $(TEST_PG_DIR) $(TEST_PG_DIR).url $(TEST_PG_DIR).moto.log $(TEST_PG_DIR).serve.log' EXIT

@@ -88,6 +88,11 @@ pub enum Command {
         #[command(subcommand)]
         action: PolicyAction,
     },
+    /// Alert routing: send due notifications, see deliveries, apply the config file.
+    Notifications {
+        #[command(subcommand)]
+        action: NotificationsAction,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -200,6 +205,52 @@ pub struct ServeArgs {
     pub no_pollers: bool,
     #[command(flatten)]
     pub worker: PollerArgs,
+    #[command(flatten)]
+    pub notify: NotifyArgs,
+}
+
+/// Alert routing: where links point, which private networks receivers may be on, retries.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NotifyArgs {
+    /// The dashboard's address as analysts reach it; messages link to alerts there
+    /// (default: http://<listen address>).
+    #[arg(long, env = "SKYWARDEN_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// A YAML file of notification channels and routes (secrets as env:NAME or file:/path).
+    #[arg(long, env = "SKYWARDEN_NOTIFICATIONS")]
+    pub notifications: Option<PathBuf>,
+    /// Private networks receivers may be on, comma-separated (e.g. 10.0.0.0/8); by default only
+    /// public addresses, never loopback, link-local or the metadata service.
+    #[arg(long, env = "SKYWARDEN_NOTIFY_ALLOW_NETWORKS", default_value = "")]
+    pub notify_allow_networks: String,
+    /// Attempts before a delivery gives up and becomes a dead letter.
+    #[arg(long, env = "SKYWARDEN_NOTIFY_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(i32).range(1..=100))]
+    pub notify_max_attempts: i32,
+    /// The first retry's wait (500ms, 30s, 5m); each next one doubles, up to an hour.
+    #[arg(long, env = "SKYWARDEN_NOTIFY_RETRY_BASE", default_value = "30s", value_parser = parse_wait)]
+    pub notify_retry_base: std::time::Duration,
+    /// How long a sender holds a delivery before another process may take it over.
+    #[arg(long, env = "SKYWARDEN_NOTIFY_LEASE", default_value = "120s", value_parser = parse_wait)]
+    pub notify_lease: std::time::Duration,
+    /// Send no notifications from this process (another `serve` or `notifications deliver` does).
+    #[arg(long, env = "SKYWARDEN_NO_NOTIFICATIONS")]
+    pub no_notifications: bool,
+}
+
+/// `500ms`, `30s`, `5m`, `1h`.
+pub fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or("add a unit: ms, s, m or h")?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 30s"))?;
+    let millis = match unit {
+        "ms" => n,
+        "s" => n.saturating_mul(1000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        _ => return Err(format!("{text:?}: the unit is ms, s, m or h")),
+    };
+    Ok(std::time::Duration::from_millis(millis))
 }
 
 /// Settings of the pollers, shared by `serve` and `worker`.
@@ -319,6 +370,29 @@ pub struct DemoArgs {
     /// Print the story and exit, without serving the dashboard.
     #[arg(long)]
     pub no_dashboard: bool,
+    #[command(flatten)]
+    pub notify: NotifyArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotificationsAction {
+    /// Send due notifications: once, or until stopped (for a process apart from `serve`).
+    Deliver {
+        #[arg(long)]
+        once: bool,
+        #[command(flatten)]
+        notify: NotifyArgs,
+    },
+    /// Deliveries by state, and the dead letters.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a notifications config file and apply it to the database.
+    Apply {
+        #[command(flatten)]
+        notify: NotifyArgs,
+    },
 }
 
 #[derive(Debug, clap::Args)]

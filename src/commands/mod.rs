@@ -2,6 +2,7 @@
 //! policies), calls the library, and prints for a person or, with `--json`, for a program.
 
 pub(crate) mod accounts;
+pub(crate) mod notifications;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -129,7 +130,8 @@ pub(crate) async fn serve(db_options: &DbOptions, args: ServeArgs) -> anyhow::Re
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let aws_settings = skywarden::aws::AwsSettings::from_env();
     let aws_base = aws_settings.load().await;
-    let context = http::ApiContext::new(db.pool.clone()).with_aws(aws_settings, aws_base);
+    let (key, sender) = notifications::set_up(db_options, &db, &args.notify, Some(args.listen)).await?;
+    let context = http::ApiContext::new(db.pool.clone()).with_aws(aws_settings, aws_base).with_notify(key, sender.clone());
     // One signal stops both listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -154,7 +156,15 @@ pub(crate) async fn serve(db_options: &DbOptions, args: ServeArgs) -> anyhow::Re
         tracing::info!(worker = %worker.id(), concurrency = args.worker.poll_concurrency, "pollers started");
         Some(tokio::spawn(worker.run(args.worker.poll_concurrency, until_stopped(stopped.clone()))))
     };
+    let notifications = if args.notify.no_notifications {
+        None
+    } else {
+        Some(tokio::spawn(sender.run(until_stopped(stopped.clone()))))
+    };
     http::serve(context, listener, until_stopped(stopped)).await?;
+    if let Some(notifications) = notifications {
+        notifications.await?;
+    }
     if let Some(metrics) = metrics {
         metrics.await??;
     }
@@ -206,6 +216,8 @@ pub(crate) async fn run_demo(db_options: &DbOptions, args: DemoArgs) -> anyhow::
     let geo = open_geo(&args.geo)?;
     let policies = load_policies(&args.policies);
     let db = Database::open(db_options).await?;
+    // Before the import: routes from a notifications config file apply to the sample's alerts.
+    let (key, sender) = notifications::set_up(db_options, &db, &args.notify, Some(args.listen)).await?;
     let started = detect::database_now(&db.pool).await?;
     let options = ImportOptions { geo, show_progress: true, ..ImportOptions::new(vec![args.samples.clone()]) };
     let summary = ingest::import(&db.pool, options).await;
@@ -234,7 +246,22 @@ pub(crate) async fn run_demo(db_options: &DbOptions, args: DemoArgs) -> anyhow::
             tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
         println!("\nDashboard: http://{}/  (user: analyst, password: {password})", args.listen);
         println!("Press Ctrl-C to stop.");
-        http::serve(http::ApiContext::new(db.pool.clone()), listener, shutdown_signal()).await?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let notifications = (!args.notify.no_notifications).then(|| {
+            let mut stopped = stopped.clone();
+            tokio::spawn(sender.clone().run(async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }))
+        });
+        let context = http::ApiContext::new(db.pool.clone()).with_notify(key, sender);
+        http::serve(context, listener, async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        })
+        .await?;
+        if let Some(notifications) = notifications {
+            notifications.await?;
+        }
     }
     db.close().await?;
     let data_dir = db_options.data_dir();

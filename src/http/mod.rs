@@ -8,6 +8,7 @@ pub mod events;
 pub mod extractor;
 pub mod flows;
 pub mod metrics;
+pub mod notifications;
 pub mod openapi;
 pub mod params;
 pub mod resources;
@@ -31,15 +32,34 @@ pub struct ApiContext {
     pub metrics: std::sync::Arc<metrics::Metrics>,
     /// Skywarden's own AWS configuration, for checking an account's role.
     pub aws: Option<std::sync::Arc<(crate::aws::AwsSettings, aws_types::SdkConfig)>>,
+    /// The key that seals channel secrets and the sender the test button uses.
+    pub notify: Option<std::sync::Arc<NotifyContext>>,
+}
+
+/// What the notification routes need besides the database.
+pub struct NotifyContext {
+    pub key: std::sync::Arc<crate::notify::secrets::SecretKey>,
+    pub sender: crate::notify::sender::Sender,
+}
+
+impl NotifyContext {
+    pub fn sender_policy(&self) -> &crate::notify::network::NetworkPolicy {
+        self.sender.policy()
+    }
 }
 
 impl ApiContext {
     pub fn new(db: PgPool) -> Self {
-        Self { db, metrics: Default::default(), aws: None }
+        Self { db, metrics: Default::default(), aws: None, notify: None }
     }
 
     pub fn with_aws(mut self, settings: crate::aws::AwsSettings, base: aws_types::SdkConfig) -> Self {
         self.aws = Some(std::sync::Arc::new((settings, base)));
+        self
+    }
+
+    pub fn with_notify(mut self, key: std::sync::Arc<crate::notify::secrets::SecretKey>, sender: crate::notify::sender::Sender) -> Self {
+        self.notify = Some(std::sync::Arc::new(NotifyContext { key, sender }));
         self
     }
 }
@@ -56,6 +76,7 @@ pub fn router(context: ApiContext) -> Router {
         .merge(session::router())
         .merge(stats::router())
         .merge(tokens::router())
+        .merge(notifications::router())
         .merge(web::router())
         .merge(openapi::router())
         .route_layer(axum::middleware::from_fn_with_state(context.clone(), metrics::track))

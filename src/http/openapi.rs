@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::ApiContext;
 use super::extractor::Caller;
-use super::{accounts, alerts, events, flows, resources, session, stats, tokens};
+use super::{accounts, alerts, events, flows, notifications, resources, session, stats, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -45,6 +45,17 @@ use super::{accounts, alerts, events, flows, resources, session, stats, tokens};
         tokens::list,
         tokens::create,
         tokens::revoke,
+        notifications::list_channels,
+        notifications::create_channel,
+        notifications::update_channel,
+        notifications::delete_channel,
+        notifications::test_channel,
+        notifications::list_routes,
+        notifications::create_route,
+        notifications::replace_route,
+        notifications::delete_route,
+        notifications::list_deliveries,
+        notifications::retry_delivery,
         document,
     ),
     modifiers(&Security),
@@ -55,6 +66,7 @@ use super::{accounts, alerts, events, flows, resources, session, stats, tokens};
         (name = "network", description = "VPC flow logs"),
         (name = "accounts", description = "Onboarded AWS accounts and their pollers"),
         (name = "session", description = "Dashboard sign-in and Skywarden's own audit log"),
+        (name = "notifications", description = "Alert routing: channels, routes and deliveries"),
     )
 )]
 pub struct ApiDoc;

@@ -180,6 +180,12 @@ impl SafeHttpClient {
         &self.policy
     }
 
+    /// Caps every call (connect, request, reading the answer) at `timeout`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     /// Checks a target URL before it is stored: http(s), a host, and not a refused literal
     /// address. Plain HTTP only to networks an admin allowed. Names are checked again at send
     /// time, when they are resolved.

@@ -98,6 +98,10 @@ impl Sender {
         &self.options
     }
 
+    pub fn policy(&self) -> &super::network::NetworkPolicy {
+        self.client.policy()
+    }
+
     /// Flushes due digests, then sends what is due, once.
     pub async fn deliver_due(&self) -> Result<StepReport, sqlx::Error> {
         let mut report = StepReport { digests: outbox::flush_digests(&self.pool).await?, ..Default::default() };

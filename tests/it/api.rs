@@ -19,6 +19,17 @@ pub(crate) async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
+    call_with(&ApiContext::new(db.pool.clone()), method, uri, token, body).await
+}
+
+/// One request through the router with a given context (notifications, AWS).
+pub(crate) async fn call_with(
+    context: &ApiContext,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let mut request = Request::builder().method(method).uri(uri);
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
@@ -28,7 +39,7 @@ pub(crate) async fn call(
         None => request.body(Body::empty()),
     }
     .unwrap();
-    let response = router(ApiContext::new(db.pool.clone())).oneshot(request).await.unwrap();
+    let response = router(context.clone()).oneshot(request).await.unwrap();
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 24).await.unwrap();
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())))

@@ -6,6 +6,7 @@ mod dashboard;
 mod detection;
 mod import;
 mod interrupted_import;
+mod notifications;
 mod sample_incident;
 mod shared_fixtures;
 mod support;

@@ -19,6 +19,14 @@ package skywarden.posture.aws_iam_access_key_rotation
 
 import rego.v1
 
+# The value if it is an array or an object, else []: regorus fails on `some x in null` where OPA
+# would leave the expression undefined.
+items(value) := value if {
+	is_array(value)
+} else := value if {
+	is_object(value)
+} else := []
+
 max_days := 90
 
 config := c if {
@@ -32,8 +40,9 @@ days_since(timestamp) := days if {
 	days := (time.parse_rfc3339_ns(input.now) - time.parse_rfc3339_ns(timestamp)) / 86400000000000
 }
 
-deny contains sprintf("access key %s is active and was created on %s, more than %d days ago", [key.access_key_id, key.create_date, max_days]) if {
-	some key in config.access_keys
+deny contains msg if {
+	some key in items(config.access_keys)
 	key.status == "Active"
 	days_since(key.create_date) > max_days
+	msg := sprintf("access key %s is active and was created on %s, more than %d days ago", [key.access_key_id, key.create_date, max_days])
 }

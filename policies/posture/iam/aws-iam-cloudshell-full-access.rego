@@ -20,6 +20,14 @@ package skywarden.posture.aws_iam_cloudshell_full_access
 
 import rego.v1
 
+# The value if it is an array or an object, else []: regorus fails on `some x in null` where OPA
+# would leave the expression undefined.
+items(value) := value if {
+	is_array(value)
+} else := value if {
+	is_object(value)
+} else := []
+
 kinds := {"iam:user": "user", "iam:group": "group", "iam:role": "role"}
 
 cloudshell_policy(arn) if {
@@ -28,9 +36,10 @@ cloudshell_policy(arn) if {
 	endswith(arn, ":iam::aws:policy/AWSCloudShellFullAccess")
 }
 
-deny contains sprintf("%s %s has AWSCloudShellFullAccess attached", [kind, entity.id]) if {
+deny contains msg if {
 	some type, kind in kinds
-	some entity in input.account.resources[type]
-	some arn in entity.config.attached_policies
+	some entity in items(input.account.resources[type])
+	some arn in items(entity.config.attached_policies)
 	cloudshell_policy(arn)
+	msg := sprintf("%s %s has AWSCloudShellFullAccess attached", [kind, entity.id])
 }

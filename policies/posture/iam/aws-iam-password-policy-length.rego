@@ -33,9 +33,10 @@ deny contains "no IAM password policy is set" if {
 	count(policies) == 0
 }
 
-deny contains sprintf("password policy minimum length is %d, less than %d", [length, minimum]) if {
+deny contains msg if {
 	some policy in policies
 	length := policy.config.minimum_password_length
 	is_number(length)
 	length < minimum
+	msg := sprintf("password policy minimum length is %d, less than %d", [length, minimum])
 }

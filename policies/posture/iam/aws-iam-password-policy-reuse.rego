@@ -39,9 +39,10 @@ deny contains "password policy does not prevent password reuse" if {
 	object.get(policy.config, "password_reuse_prevention", "not collected") == null
 }
 
-deny contains sprintf("password policy remembers %d previous passwords, fewer than %d", [n, remembered]) if {
+deny contains msg if {
 	some policy in policies
 	n := policy.config.password_reuse_prevention
 	is_number(n)
 	n < remembered
+	msg := sprintf("password policy remembers %d previous passwords, fewer than %d", [n, remembered])
 }

@@ -50,8 +50,9 @@ label(statement, index) := sprintf("statement %s", [statement.Sid]) if {
 	statement.Sid != ""
 } else := sprintf("statement #%d", [index + 1])
 
-deny contains sprintf("%s allows all actions on all resources", [label(statement, index)]) if {
+deny contains msg if {
 	config.attachment_count > 0
 	some index, statement in statements(config.document)
 	allows_everything(statement)
+	msg := sprintf("%s allows all actions on all resources", [label(statement, index)])
 }

@@ -19,6 +19,14 @@ package skywarden.posture.aws_iam_role_inline_full_admin
 
 import rego.v1
 
+# The value if it is an array or an object, else []: regorus fails on `some x in null` where OPA
+# would leave the expression undefined.
+items(value) := value if {
+	is_array(value)
+} else := value if {
+	is_object(value)
+} else := []
+
 config := c if {
 	c := input.resource.config
 	is_object(c)
@@ -40,8 +48,9 @@ allows_everything(statement) if {
 	resource == "*"
 }
 
-deny contains sprintf("inline policy %s allows all actions on all resources", [name]) if {
-	some name, document in config.inline_policies
+deny contains msg if {
+	some name, document in items(config.inline_policies)
 	some statement in statements(document)
 	allows_everything(statement)
+	msg := sprintf("inline policy %s allows all actions on all resources", [name])
 }

@@ -25,7 +25,8 @@ config := c if {
 } else := {}
 
 # The report names the two key slots access_key_1 and access_key_2.
-deny contains sprintf("root user access key %d is active", [slot]) if {
+deny contains msg if {
 	some slot in [1, 2]
 	config[sprintf("access_key_%d_active", [slot])] == true
+	msg := sprintf("root user access key %d is active", [slot])
 }

@@ -39,13 +39,15 @@ days_since(timestamp) := days if {
 }
 
 # Messages name the date rather than an age, so they do not change from one run to the next.
-deny contains sprintf("root password used on %s, within the last %d days", [used, window_days]) if {
+deny contains msg if {
 	used := observed.password_last_used
 	days_since(used) < window_days
+	msg := sprintf("root password used on %s, within the last %d days", [used, window_days])
 }
 
-deny contains sprintf("root access key %d used on %s, within the last %d days", [slot, used, window_days]) if {
+deny contains msg if {
 	some slot in [1, 2]
 	used := observed[sprintf("access_key_%d_last_used_date", [slot])]
 	days_since(used) < window_days
+	msg := sprintf("root access key %d used on %s, within the last %d days", [slot, used, window_days])
 }

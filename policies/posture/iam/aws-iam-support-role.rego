@@ -21,6 +21,14 @@ package skywarden.posture.aws_iam_support_role
 
 import rego.v1
 
+# The value if it is an array or an object, else []: regorus fails on `some x in null` where OPA
+# would leave the expression undefined.
+items(value) := value if {
+	is_array(value)
+} else := value if {
+	is_object(value)
+} else := []
+
 roles := r if {
 	r := input.account.resources["iam:role"]
 	is_array(r)
@@ -35,7 +43,7 @@ support_policy(arn) if {
 
 has_support_role if {
 	some role in roles
-	some arn in role.config.attached_policies
+	some arn in items(role.config.attached_policies)
 	support_policy(arn)
 }
 

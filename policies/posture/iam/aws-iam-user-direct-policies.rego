@@ -18,15 +18,25 @@ package skywarden.posture.aws_iam_user_direct_policies
 
 import rego.v1
 
+# The value if it is an array or an object, else []: regorus fails on `some x in null` where OPA
+# would leave the expression undefined.
+items(value) := value if {
+	is_array(value)
+} else := value if {
+	is_object(value)
+} else := []
+
 config := c if {
 	c := input.resource.config
 	is_object(c)
 } else := {}
 
-deny contains sprintf("managed policy %s is attached to the user", [arn]) if {
-	some arn in config.attached_policies
+deny contains msg if {
+	some arn in items(config.attached_policies)
+	msg := sprintf("managed policy %s is attached to the user", [arn])
 }
 
-deny contains sprintf("inline policy %s is defined on the user", [name]) if {
-	some name, _ in config.inline_policies
+deny contains msg if {
+	some name, _ in items(config.inline_policies)
+	msg := sprintf("inline policy %s is defined on the user", [name])
 }

@@ -18,17 +18,27 @@ package skywarden.posture.aws_iam_user_multiple_active_keys
 
 import rego.v1
 
+# The value if it is an array or an object, else []: regorus fails on `some x in null` where OPA
+# would leave the expression undefined.
+items(value) := value if {
+	is_array(value)
+} else := value if {
+	is_object(value)
+} else := []
+
 config := c if {
 	c := input.resource.config
 	is_object(c)
 } else := {}
 
 active := sort([id |
-	some key in config.access_keys
+	some key in items(config.access_keys)
 	key.status == "Active"
 	id := key.access_key_id
+	is_string(id)
 ])
 
-deny contains sprintf("%d access keys are active: %s", [count(active), concat(", ", active)]) if {
+deny contains msg if {
 	count(active) > 1
+	msg := sprintf("%d access keys are active: %s", [count(active), concat(", ", active)])
 }

@@ -22,6 +22,14 @@ package skywarden.posture.aws_iam_user_unused_credentials
 
 import rego.v1
 
+# The value if it is an array or an object, else []: regorus fails on `some x in null` where OPA
+# would leave the expression undefined.
+items(value) := value if {
+	is_array(value)
+} else := value if {
+	is_object(value)
+} else := []
+
 max_days := 45
 
 config := c if {
@@ -42,10 +50,11 @@ days_since(timestamp) := days if {
 
 # Console password ------------------------------------------------------------------------------
 
-deny contains sprintf("console password unused since %s", [used]) if {
+deny contains msg if {
 	config.password_enabled == true
 	used := observed.password_last_used
 	days_since(used) >= max_days
+	msg := sprintf("console password unused since %s", [used])
 }
 
 # Never used (or not since October 2014, which the report also shows as no date): judged from
@@ -54,16 +63,17 @@ password_set := observed.password_last_changed if {
 	is_string(observed.password_last_changed)
 } else := config.create_date
 
-deny contains sprintf("console password never used since it was set on %s", [password_set]) if {
+deny contains msg if {
 	config.password_enabled == true
 	not is_string(observed.password_last_used)
 	days_since(password_set) >= max_days
+	msg := sprintf("console password never used since it was set on %s", [password_set])
 }
 
 # Access keys -----------------------------------------------------------------------------------
 
 active_keys contains key if {
-	some key in config.access_keys
+	some key in items(config.access_keys)
 	key.status == "Active"
 }
 
@@ -80,17 +90,19 @@ last_used(key) := key.last_used_date if {
 	"last_used_date" in object.keys(key)
 } else := latest_slot_use
 
-deny contains sprintf("access key %s unused since %s", [key.access_key_id, used]) if {
+deny contains msg if {
 	some key in active_keys
 	days_since(key.create_date) >= max_days
 	used := last_used(key)
 	days_since(used) >= max_days
+	msg := sprintf("access key %s unused since %s", [key.access_key_id, used])
 }
 
-deny contains sprintf("access key %s never used since it was created on %s", [key.access_key_id, key.create_date]) if {
+deny contains msg if {
 	some key in active_keys
 	days_since(key.create_date) >= max_days
 	not has_use(key)
+	msg := sprintf("access key %s never used since it was created on %s", [key.access_key_id, key.create_date])
 }
 
 has_use(key) if is_string(last_used(key))

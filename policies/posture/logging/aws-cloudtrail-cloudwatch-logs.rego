@@ -34,10 +34,11 @@ deny contains "trail does not deliver to CloudWatch Logs" if {
 	object.get(config, "cloud_watch_logs_log_group_arn", "not collected") == null
 }
 
-deny contains sprintf("last delivery to CloudWatch Logs was on %s, more than a day ago", [delivered]) if {
+deny contains msg if {
 	is_string(config.cloud_watch_logs_log_group_arn)
 	delivered := observed.latest_cloud_watch_logs_delivery_time
 	is_string(delivered)
 	is_string(input.now)
 	time.parse_rfc3339_ns(input.now) - time.parse_rfc3339_ns(delivered) > 86400000000000
+	msg := sprintf("last delivery to CloudWatch Logs was on %s, more than a day ago", [delivered])
 }

@@ -23,6 +23,14 @@ package skywarden.posture.aws_cloudtrail_multi_region
 
 import rego.v1
 
+# The value if it is an array or an object, else []: regorus fails on `some x in null` where OPA
+# would leave the expression undefined.
+items(value) := value if {
+	is_array(value)
+} else := value if {
+	is_object(value)
+} else := []
+
 trails := t if {
 	t := input.account.resources["cloudtrail:trail"]
 	is_array(t)
@@ -31,21 +39,21 @@ trails := t if {
 records_management_events(selectors) if selectors == null
 
 records_management_events(selectors) if {
-	some selector in selectors.event_selectors
+	some selector in items(selectors.event_selectors)
 	selector.include_management_events == true
 	selector.read_write_type == "All"
 }
 
 records_management_events(selectors) if {
-	some selector in selectors.advanced_event_selectors
-	some field in selector.field_selectors
+	some selector in items(selectors.advanced_event_selectors)
+	some field in items(selector.field_selectors)
 	field.field == "eventCategory"
-	"Management" in field.equals
+	"Management" in items(field.equals)
 	not filters_read_only(selector)
 }
 
 filters_read_only(selector) if {
-	some field in selector.field_selectors
+	some field in items(selector.field_selectors)
 	field.field == "readOnly"
 }
 

@@ -24,6 +24,14 @@ package skywarden.posture.aws_cloudtrail_s3_write_events
 
 import rego.v1
 
+# The value if it is an array or an object, else []: regorus fails on `some x in null` where OPA
+# would leave the expression undefined.
+items(value) := value if {
+	is_array(value)
+} else := value if {
+	is_object(value)
+} else := []
+
 read_write_types := {"All", "WriteOnly"}
 
 read_only_value := "false"
@@ -42,23 +50,23 @@ all_buckets(value) if {
 }
 
 records_objects(selectors) if {
-	some selector in selectors.event_selectors
+	some selector in items(selectors.event_selectors)
 	selector.read_write_type in read_write_types
-	some resource in selector.data_resources
+	some resource in items(selector.data_resources)
 	resource.type == "AWS::S3::Object"
-	some value in resource.values
+	some value in items(resource.values)
 	all_buckets(value)
 }
 
 records_objects(selectors) if {
-	some selector in selectors.advanced_event_selectors
-	some category in selector.field_selectors
+	some selector in items(selectors.advanced_event_selectors)
+	some category in items(selector.field_selectors)
 	category.field == "eventCategory"
 	category.equals == ["Data"]
-	some type in selector.field_selectors
+	some type in items(selector.field_selectors)
 	type.field == "resources.type"
 	type.equals == ["AWS::S3::Object"]
-	every field in selector.field_selectors {
+	every field in items(selector.field_selectors) {
 		keeps_all_objects(field)
 	}
 }
@@ -72,12 +80,12 @@ keeps_all_objects(field) if {
 
 keeps_all_objects(field) if {
 	field.field == "resources.ARN"
-	count(field.starts_with) > 0
-	every prefix in field.starts_with {
+	count(items(field.starts_with)) > 0
+	every prefix in items(field.starts_with) {
 		all_buckets(prefix)
 	}
 	every other in ["equals", "ends_with", "not_equals", "not_starts_with", "not_ends_with"] {
-		count(object.get(field, other, [])) == 0
+		count(items(object.get(field, other, []))) == 0
 	}
 }
 

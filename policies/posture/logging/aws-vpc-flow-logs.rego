@@ -44,16 +44,18 @@ deny contains "no flow log is attached to the VPC" if {
 }
 
 # The VPC has flow logs, but none records rejected traffic: say what is wrong with each.
-deny contains sprintf("flow log %s is %s, not ACTIVE", [log.id, log.config.flow_log_status]) if {
+deny contains msg if {
 	not any_records_rejects
 	some log in vpc_logs
 	log.config.flow_log_status != "ACTIVE"
+	msg := sprintf("flow log %s is %s, not ACTIVE", [log.id, log.config.flow_log_status])
 }
 
-deny contains sprintf("flow log %s records %s traffic only", [log.id, log.config.traffic_type]) if {
+deny contains msg if {
 	not any_records_rejects
 	some log in vpc_logs
 	log.config.traffic_type == "ACCEPT"
+	msg := sprintf("flow log %s records %s traffic only", [log.id, log.config.traffic_type])
 }
 
 any_records_rejects if {

@@ -18,6 +18,14 @@ package skywarden.posture.aws_ec2_default_sg_traffic
 
 import rego.v1
 
+# The value if it is an array or an object, else []: regorus fails on `some x in null` where OPA
+# would leave the expression undefined.
+items(value) := value if {
+	is_array(value)
+} else := value if {
+	is_object(value)
+} else := []
+
 config := c if {
 	c := input.resource.config
 	is_object(c)
@@ -31,9 +39,10 @@ is_default if {
 traffic(rule) := "all traffic" if {
 	rule.protocol in {"all", "-1"}
 } else := sprintf("%s %d-%d", [rule.protocol, rule.from_port, rule.to_port]) if {
+	rule.protocol in {"tcp", "udp", "6", "17"}
 	is_number(rule.from_port)
 	is_number(rule.to_port)
-} else := sprintf("protocol %s", [rule.protocol])
+} else := sprintf("%s", [rule.protocol])
 
 # The one source a flattened rule carries.
 peer(rule) := rule.cidr_ipv4 if {
@@ -46,12 +55,16 @@ peer(rule) := rule.cidr_ipv4 if {
 	is_string(rule.prefix_list_id)
 } else := "no source"
 
-deny contains sprintf("ingress %s from %s", [traffic(rule), peer(rule)]) if {
+deny contains msg if {
 	is_default
-	some rule in config.ingress
+	some rule in items(config.ingress)
+	is_object(rule)
+	msg := sprintf("ingress %s from %s", [traffic(rule), peer(rule)])
 }
 
-deny contains sprintf("egress %s to %s", [traffic(rule), peer(rule)]) if {
+deny contains msg if {
 	is_default
-	some rule in config.egress
+	some rule in items(config.egress)
+	is_object(rule)
+	msg := sprintf("egress %s to %s", [traffic(rule), peer(rule)])
 }

@@ -18,6 +18,14 @@ package skywarden.posture.aws_ec2_sg_admin_ports_ipv4
 
 import rego.v1
 
+# The value if it is an array or an object, else []: regorus fails on `some x in null` where OPA
+# would leave the expression undefined.
+items(value) := value if {
+	is_array(value)
+} else := value if {
+	is_object(value)
+} else := []
+
 open_source := "0.0.0.0/0"
 
 admin_ports := [22, 3389]
@@ -45,8 +53,9 @@ traffic(rule) := "all traffic" if {
 	rule.protocol in all_protocols
 } else := sprintf("%s %d-%d", [rule.protocol, rule.from_port, rule.to_port])
 
-deny contains sprintf("ingress %s from %s", [traffic(rule), open_source]) if {
-	some rule in config.ingress
+deny contains msg if {
+	some rule in items(config.ingress)
 	rule.cidr_ipv4 == open_source
 	reaches_admin_port(rule)
+	msg := sprintf("ingress %s from %s", [traffic(rule), open_source])
 }

@@ -8,6 +8,8 @@
 pub mod aws;
 pub mod browser;
 pub mod mmdb;
+pub mod receiver;
+pub mod smtp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
