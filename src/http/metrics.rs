@@ -105,6 +105,14 @@ async fn render(State(context): State<ApiContext>) -> String {
         }
     }
     if let Ok(jobs) = crate::pollers::jobs::statuses(&context.db, None).await {
+        // Dead letters are what an operator alerts on: deliveries that gave up.
+        if let Ok(counts) = crate::notify::outbox::counts(&context.db).await {
+            out.push_str("# HELP skywarden_notifications Notification deliveries by state (dead: gave up).\n# TYPE skywarden_notifications gauge\n");
+            for state in ["pending", "sending", "delivered", "dead"] {
+                let count = counts.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
+                let _ = writeln!(out, "skywarden_notifications{{state=\"{state}\"}} {count}");
+            }
+        }
         out.push_str("# HELP skywarden_poll_lag_seconds Age of the newest data a poll job has covered.\n# TYPE skywarden_poll_lag_seconds gauge\n");
         let label = |text: &str| text.replace('\\', "\\\\").replace('"', "\\\"");
         let labels = |job: &crate::pollers::jobs::JobStatus| {

@@ -130,4 +130,19 @@ mod tests {
         assert_eq!(file.channel_specs()[0].secrets["webhook_url"], SecretInput::Reference("env:SLACK_URL".into()));
         assert!(NotificationsFile::parse("n.yaml", "channels:\n  - name: x\n    kind: fax\n").is_err());
     }
+
+    #[test]
+    fn the_shipped_example_is_valid() {
+        let text = include_str!("../../deploy/notifications.example.yaml");
+        let file = NotificationsFile::parse("notifications.example.yaml", text).unwrap();
+        let public = NetworkPolicy::public_only();
+        for spec in file.channel_specs() {
+            channels::validate(&spec, &public).unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+        }
+        for route in &file.routes {
+            routes::validate(route).unwrap();
+            let channel = file.channels.iter().find(|c| c.name == route.channel).expect("the route's channel");
+            assert!(route.digest_minutes.is_none() || channel.kind.takes_digests(), "{}", route.name);
+        }
+    }
 }

@@ -429,6 +429,15 @@ async fn deliveries_give_up_into_dead_letters_that_analysts_retry() {
     let slack_dead = dead.iter().find(|d| d["channel_id"] == id).unwrap();
     assert_eq!((slack_dead["attempts"].as_i64(), slack_dead["last_http_status"].as_i64()), (Some(3), Some(503)));
     assert!(slack_dead["last_error"].as_str().unwrap().contains("HTTP 503"));
+    // Operators see dead letters in the metrics too.
+    let scrape = tower::ServiceExt::oneshot(
+        skywarden::http::metrics::router(context.clone()),
+        axum::http::Request::get("/metrics").body(axum::body::Body::empty()).unwrap(),
+    )
+    .await
+    .unwrap();
+    let scrape = axum::body::to_bytes(scrape.into_body(), 1 << 20).await.unwrap();
+    assert!(String::from_utf8_lossy(&scrape).contains("skywarden_notifications{state=\"dead\"} 2"));
 
     receiver.script([Answer::status(200, "ok")]);
     let uri = format!("/api/v1/deliveries/{}/retry", slack_dead["id"]);
