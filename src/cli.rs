@@ -88,6 +88,13 @@ pub enum Command {
         #[command(subcommand)]
         action: PolicyAction,
     },
+    /// Posture: evaluate the Rego checks over the latest snapshots, list findings, suppress.
+    Posture {
+        #[command(flatten)]
+        policies: PolicyArgs,
+        #[command(subcommand)]
+        action: PostureAction,
+    },
     /// Alert routing: send due notifications, see deliveries, apply the config file.
     Notifications {
         #[command(subcommand)]
@@ -104,7 +111,8 @@ pub struct PolicyArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyAction {
-    /// Load and compile every policy without running them; exit 1 if any is broken.
+    /// Load and compile every policy and posture check without running them; exit 1 if any is
+    /// broken (each problem names its file and check).
     Lint,
     /// One line per policy (JSON lines with --json).
     List {
@@ -266,6 +274,8 @@ pub struct PollerArgs {
     /// Store only; do not run detection on what the pollers bring in.
     #[arg(long)]
     pub no_detect: bool,
+    #[command(flatten)]
+    pub posture: PostureAlertArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -372,6 +382,64 @@ pub struct DemoArgs {
     pub no_dashboard: bool,
     #[command(flatten)]
     pub notify: NotifyArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PostureAction {
+    /// Evaluate every posture check over the accounts' current resources and record findings.
+    Run {
+        /// Only this account (repeatable); every account with a snapshot by default.
+        #[arg(long = "account")]
+        accounts: Vec<String>,
+        #[command(flatten)]
+        alerts: PostureAlertArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Findings: open by default.
+    Findings {
+        /// open, resolved or all.
+        #[arg(long, default_value = "open")]
+        status: String,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        check: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept a failing check (on one resource, one account, or everywhere) with a reason.
+    Suppress {
+        check: String,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        resource: Option<String>,
+        #[arg(long)]
+        reason: String,
+        /// When the suppression ends (RFC 3339); never by default.
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long, env = "USER", default_value = "cli")]
+        actor: String,
+    },
+    /// The score per account and section at the latest run.
+    Scores {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which new posture findings raise alerts (routed like event alerts).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PostureAlertArgs {
+    /// Findings of at least this severity raise an alert; `off` for none.
+    #[arg(long = "posture-alert-severity", env = "SKYWARDEN_POSTURE_ALERT_SEVERITY", default_value = "high", value_parser = parse_alert_severity)]
+    pub alert_severity: Option<crate::alerts::Severity>,
+}
+
+fn parse_alert_severity(text: &str) -> Result<Option<crate::alerts::Severity>, String> {
+    if text.eq_ignore_ascii_case("off") { Ok(None) } else { text.parse().map(Some) }
 }
 
 #[derive(Debug, Subcommand)]

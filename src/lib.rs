@@ -21,4 +21,5 @@ pub mod ingest;
 pub mod notify;
 pub mod policy;
 pub mod pollers;
+pub mod posture;
 pub mod telemetry;

@@ -47,6 +47,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Users { action } => commands::users(&cli.db, action).await,
         Command::Worker(args) => commands::accounts::worker(&cli.db, args).await,
         Command::Policies { policies, action } => commands::policies_command(&cli.db, &policies, action).await,
+        Command::Posture { policies, action } => commands::posture::run(&cli.db, &policies, action).await,
         Command::Notifications { action } => commands::notifications::run(&cli.db, action).await,
     }
 }

@@ -166,7 +166,12 @@ pub(crate) async fn build_worker(db: &Database, args: &PollerArgs) -> anyhow::Re
         geo,
         partitions: Arc::new(PartitionCache::default()),
     };
-    Ok(Arc::new(Worker::new(context, Worker::default_id(), policies)))
+    let checks = skywarden::posture::checks::CheckSet::load(&skywarden::posture::checks_dir(&args.policies.policies));
+    for problem in &checks.problems {
+        tracing::warn!(file = %problem.file, check = ?problem.check, problem = %problem.message, "posture check not loaded");
+    }
+    let worker = Worker::new(context, Worker::default_id(), policies).with_posture(checks, args.posture.alert_severity);
+    Ok(Arc::new(worker))
 }
 
 pub(crate) async fn worker(db_options: &DbOptions, args: WorkerArgs) -> anyhow::Result<ExitCode> {

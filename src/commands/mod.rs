@@ -3,6 +3,7 @@
 
 pub(crate) mod accounts;
 pub(crate) mod notifications;
+pub(crate) mod posture;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -131,7 +132,8 @@ pub(crate) async fn serve(db_options: &DbOptions, args: ServeArgs) -> anyhow::Re
     let aws_settings = skywarden::aws::AwsSettings::from_env();
     let aws_base = aws_settings.load().await;
     let (key, sender) = notifications::set_up(db_options, &db, &args.notify, Some(args.listen)).await?;
-    let context = http::ApiContext::new(db.pool.clone()).with_aws(aws_settings, aws_base).with_notify(key, sender.clone());
+    let context =
+        http::ApiContext::new(db.pool.clone()).with_aws(aws_settings, aws_base).with_notify(key, sender.clone());
     // One signal stops both listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -363,7 +365,14 @@ pub(crate) async fn policies_command(
             let listed = policies.list();
             let enabled = listed.iter().filter(|p| p.enabled).count();
             println!("{} policies ({} enabled), {} problems", listed.len(), enabled, policies.problems.len());
-            Ok(if policies.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            // Posture checks: each broken one named; the others still load.
+            let checks = skywarden::posture::checks::CheckSet::load(&skywarden::posture::checks_dir(&args.policies));
+            for problem in &checks.problems {
+                println!("{}: {}: {}", problem.file, problem.check.as_deref().unwrap_or("?"), problem.message);
+            }
+            println!("{} posture checks, {} problems", checks.checks.len(), checks.problems.len());
+            let clean = policies.problems.is_empty() && checks.problems.is_empty();
+            Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         PolicyAction::List { json } => {
             for policy in policies.list() {

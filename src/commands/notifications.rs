@@ -22,7 +22,8 @@ pub(crate) async fn set_up(
     args: &NotifyArgs,
     listen: Option<SocketAddr>,
 ) -> anyhow::Result<(Arc<SecretKey>, Sender)> {
-    let key = Arc::new(SecretKey::load(&db_options.data_dir()).context("opening the key that seals notification secrets")?);
+    let key =
+        Arc::new(SecretKey::load(&db_options.data_dir()).context("opening the key that seals notification secrets")?);
     let policy = NetworkPolicy::allowing(&args.notify_allow_networks)?;
     if let Some(path) = &args.notifications {
         let file = NotificationsFile::load(path)?;
@@ -87,7 +88,10 @@ pub(crate) async fn run(db_options: &DbOptions, action: NotificationsAction) -> 
             }
         }
         NotificationsAction::Apply { notify } => {
-            anyhow::ensure!(notify.notifications.is_some(), "give the file with --notifications or SKYWARDEN_NOTIFICATIONS");
+            anyhow::ensure!(
+                notify.notifications.is_some(),
+                "give the file with --notifications or SKYWARDEN_NOTIFICATIONS"
+            );
             set_up(db_options, &db, &notify, None).await?;
             println!("applied {}", notify.notifications.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
         }

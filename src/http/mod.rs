@@ -58,7 +58,11 @@ impl ApiContext {
         self
     }
 
-    pub fn with_notify(mut self, key: std::sync::Arc<crate::notify::secrets::SecretKey>, sender: crate::notify::sender::Sender) -> Self {
+    pub fn with_notify(
+        mut self,
+        key: std::sync::Arc<crate::notify::secrets::SecretKey>,
+        sender: crate::notify::sender::Sender,
+    ) -> Self {
         self.notify = Some(std::sync::Arc::new(NotifyContext { key, sender }));
         self
     }

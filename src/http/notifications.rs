@@ -47,7 +47,10 @@ fn channel_error(error: ChannelError) -> ApiError {
 }
 
 fn notifier(context: &ApiContext) -> Result<&crate::http::NotifyContext, ApiError> {
-    context.notify.as_deref().ok_or_else(|| ApiError::Internal(anyhow::anyhow!("notifications are not configured in this process")))
+    context
+        .notify
+        .as_deref()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("notifications are not configured in this process")))
 }
 
 fn path_id(text: &str) -> Result<i64, ApiError> {
@@ -113,7 +116,8 @@ async fn create_channel(
         secrets: secret_values(request.secrets),
         enabled: request.enabled,
     };
-    let view = channels::create(&context.db, &spec, &notify.key, notify.sender_policy()).await.map_err(channel_error)?;
+    let view =
+        channels::create(&context.db, &spec, &notify.key, notify.sender_policy()).await.map_err(channel_error)?;
     audit::record(
         &context.db,
         &caller.actor(),
@@ -144,7 +148,8 @@ async fn update_channel(
         secrets: secret_values(request.secrets),
         enabled: request.enabled,
     };
-    let view = channels::update(&context.db, id, &change, &notify.key, notify.sender_policy()).await.map_err(channel_error)?;
+    let view =
+        channels::update(&context.db, id, &change, &notify.key, notify.sender_policy()).await.map_err(channel_error)?;
     audit::record(
         &context.db,
         &caller.actor(),
@@ -158,23 +163,34 @@ async fn update_channel(
 }
 
 #[utoipa::path(delete, path = "/api/v1/channels/{id}", tag = "notifications", params(("id" = i64, Path)), responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
-async fn delete_channel(caller: Caller, State(context): State<ApiContext>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn delete_channel(
+    caller: Caller,
+    State(context): State<ApiContext>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Admin)?;
     let id = path_id(&id)?;
     let name = channels::delete(&context.db, id).await.map_err(channel_error)?;
-    audit::record(&context.db, &caller.actor(), "channel.delete", Some(&id.to_string()), None, json!({"name": name})).await;
+    audit::record(&context.db, &caller.actor(), "channel.delete", Some(&id.to_string()), None, json!({"name": name}))
+        .await;
     Ok(Json(json!({"deleted": id, "name": name})))
 }
 
 /// Sends a sample alert to the channel now and says how the receiver answered.
 #[utoipa::path(post, path = "/api/v1/channels/{id}/test", tag = "notifications", params(("id" = i64, Path)), responses((status = 200, description = "`delivered` says whether the receiver took it; `error` says why not", body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
-async fn test_channel(caller: Caller, State(context): State<ApiContext>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn test_channel(
+    caller: Caller,
+    State(context): State<ApiContext>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Admin)?;
     let id = path_id(&id)?;
     let notify = notifier(&context)?;
     let attempt = notify.sender.send_test(id).await.map_err(channel_error)?;
     let answer = match attempt {
-        Attempt::Delivered { http_status, note, .. } => json!({"delivered": true, "http_status": http_status, "note": note}),
+        Attempt::Delivered { http_status, note, .. } => {
+            json!({"delivered": true, "http_status": http_status, "note": note})
+        }
         Attempt::Failed { http_status, error, .. } | Attempt::Rejected { http_status, error } => {
             json!({"delivered": false, "http_status": http_status, "error": error})
         }
@@ -218,11 +234,16 @@ async fn replace_route(
 }
 
 #[utoipa::path(delete, path = "/api/v1/routes/{id}", tag = "notifications", params(("id" = i64, Path)), responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
-async fn delete_route(caller: Caller, State(context): State<ApiContext>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn delete_route(
+    caller: Caller,
+    State(context): State<ApiContext>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Admin)?;
     let id = path_id(&id)?;
     let name = routes::delete(&context.db, id).await.map_err(channel_error)?;
-    audit::record(&context.db, &caller.actor(), "route.delete", Some(&id.to_string()), None, json!({"name": name})).await;
+    audit::record(&context.db, &caller.actor(), "route.delete", Some(&id.to_string()), None, json!({"name": name}))
+        .await;
     Ok(Json(json!({"deleted": id, "name": name})))
 }
 
@@ -253,7 +274,12 @@ async fn list_deliveries(
     }
     let limit = params
         .text("limit")
-        .map(|l| l.parse::<i64>().ok().filter(|l| (1..=1000).contains(l)).ok_or_else(|| ApiError::bad("limit", "limit is 1 to 1000")))
+        .map(|l| {
+            l.parse::<i64>()
+                .ok()
+                .filter(|l| (1..=1000).contains(l))
+                .ok_or_else(|| ApiError::bad("limit", "limit is 1 to 1000"))
+        })
         .transpose()?
         .unwrap_or(200);
     let filter = DeliveryFilter { state, channel_id, alert_id, limit };
@@ -261,7 +287,11 @@ async fn list_deliveries(
 }
 
 #[utoipa::path(post, path = "/api/v1/deliveries/{id}/retry", tag = "notifications", params(("id" = i64, Path)), responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, description = "No dead delivery with this id", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
-async fn retry_delivery(caller: Caller, State(context): State<ApiContext>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn retry_delivery(
+    caller: Caller,
+    State(context): State<ApiContext>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Analyst)?;
     let id = path_id(&id)?;
     if !outbox::retry(&context.db, id).await.map_err(|e| ApiError::Internal(e.into()))? {

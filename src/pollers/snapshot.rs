@@ -19,7 +19,7 @@ struct Checkpoint {
 
 pub async fn run(ctx: &PollContext, session: &AccountSession, job: &mut Job) -> Result<RunOutcome, PollError> {
     let collected: Vec<Collected> = if job.region == GLOBAL_REGION {
-        collect::collect_global(&session.iam()).await
+        collect::collect_global(&session.iam(), &job.account_id).await
     } else {
         collect::collect_regional(&session.ec2(&job.region), &session.cloudtrail(&job.region), &job.region).await
     };

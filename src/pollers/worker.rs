@@ -39,13 +39,26 @@ pub struct Worker {
     ctx: PollContext,
     id: String,
     policies: Option<Arc<PolicySet>>,
+    /// Posture checks, evaluated over an account after each of its snapshots, and the severity
+    /// from which new findings raise alerts.
+    posture: Option<(Mutex<crate::posture::checks::CheckSet>, Option<crate::alerts::Severity>)>,
     sessions: Mutex<HashMap<String, (Instant, String, AccountSession)>>,
 }
 
 impl Worker {
     /// `id` names the worker in leases (`accounts status` shows where a job runs).
     pub fn new(ctx: PollContext, id: impl Into<String>, policies: Option<Arc<PolicySet>>) -> Self {
-        Self { ctx, id: id.into(), policies, sessions: Mutex::new(HashMap::new()) }
+        Self { ctx, id: id.into(), policies, posture: None, sessions: Mutex::new(HashMap::new()) }
+    }
+
+    /// Evaluates `checks` over an account after each snapshot of it.
+    pub fn with_posture(
+        mut self,
+        checks: crate::posture::checks::CheckSet,
+        alert_at: Option<crate::alerts::Severity>,
+    ) -> Self {
+        self.posture = Some((Mutex::new(checks), alert_at));
+        self
     }
 
     /// A worker id unique to this process: host, process id and a random suffix.
@@ -154,6 +167,9 @@ impl Worker {
             }
         }
         job.finish(&self.ctx.pool, &result).await?;
+        if job.source == Source::ConfigSnapshot && result.is_ok() {
+            self.evaluate_posture(&job.account_id).await;
+        }
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match &result {
             Ok(outcome) => tracing::info!(
@@ -217,6 +233,16 @@ impl Worker {
         let session = AccountSession::assume(&self.ctx.base, &self.ctx.settings, &account.assume_target()).await?;
         self.sessions.lock().await.insert(account.account_id.clone(), (Instant::now(), key, session.clone()));
         Ok(session)
+    }
+
+    /// Posture findings follow the snapshot they judge: a broken check shows up at once.
+    async fn evaluate_posture(&self, account_id: &str) {
+        let Some((checks, alert_at)) = &self.posture else { return };
+        let mut checks = checks.lock().await;
+        match crate::posture::run(&self.ctx.pool, &mut checks, &[account_id.to_string()], *alert_at).await {
+            Ok(report) => tracing::debug!(account_id, ?report.accounts, "posture after snapshot"),
+            Err(error) => tracing::warn!(account_id, %error, "posture evaluation after snapshot failed"),
+        }
     }
 
     async fn detect(&self, scope: Scope) {

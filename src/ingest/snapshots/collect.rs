@@ -28,6 +28,10 @@ pub const IAM_GROUP: &str = "iam:group";
 pub const IAM_ROLE: &str = "iam:role";
 pub const IAM_INSTANCE_PROFILE: &str = "iam:instance-profile";
 pub const IAM_POLICY: &str = "iam:policy";
+/// The root user, from the credential report's `<root_account>` row; its id is the account id.
+pub const IAM_ROOT_ACCOUNT: &str = "iam:root-account";
+/// The account password policy (absent when none is set); its id is the account id.
+pub const IAM_PASSWORD_POLICY: &str = "iam:password-policy";
 
 /// Large pages: fewer calls, and EC2 allows up to 1000 results per describe call.
 const EC2_PAGE_SIZE: i32 = 1000;
@@ -70,10 +74,20 @@ pub async fn collect_regional(
     collected
 }
 
-/// Global IAM resources: users, groups, roles, instance profiles and customer managed policies.
-pub async fn collect_global(iam: &aws_sdk_iam::Client) -> Vec<Collected> {
-    let (details, profiles, role_settings, report) =
-        tokio::join!(authorization_details(iam), instance_profiles(iam), role_settings(iam), credential_report(iam));
+/// Global IAM resources: users, groups, roles, instance profiles, customer managed policies, the
+/// root user and the password policy.
+pub async fn collect_global(iam: &aws_sdk_iam::Client, account_id: &str) -> Vec<Collected> {
+    let (details, profiles, role_settings, report, password_policy) = tokio::join!(
+        authorization_details(iam),
+        instance_profiles(iam),
+        role_settings(iam),
+        credential_report(iam),
+        password_policy(iam, account_id)
+    );
+    let root = match &report {
+        Ok(report) => Ok(root_account(report, account_id).into_iter().collect()),
+        Err(error) => Err(copy_error(error)),
+    };
 
     let (users, groups, roles, policies) = match details {
         Ok(details) => {
@@ -97,6 +111,8 @@ pub async fn collect_global(iam: &aws_sdk_iam::Client) -> Vec<Collected> {
         Collected { resource_type: IAM_ROLE, result: roles },
         Collected { resource_type: IAM_INSTANCE_PROFILE, result: profiles },
         Collected { resource_type: IAM_POLICY, result: policies },
+        Collected { resource_type: IAM_ROOT_ACCOUNT, result: root },
+        Collected { resource_type: IAM_PASSWORD_POLICY, result: password_policy },
     ];
     log_collected(GLOBAL_REGION, &collected);
     collected
@@ -750,6 +766,76 @@ async fn credential_report(iam: &aws_sdk_iam::Client) -> Result<CredentialReport
         .map_err(|e| AwsError::from_sdk("iam:GetCredentialReport", GLOBAL_REGION, e))?;
     let content = report.content().map(|c| String::from_utf8_lossy(c.as_ref()).into_owned()).unwrap_or_default();
     Ok(CredentialReport { generated_at: time(report.generated_time()), rows: parse_credential_report(&content) })
+}
+
+/// The root user's row of the credential report (`<root_account>`). Key rotation dates stay in
+/// the compared config: they move only when someone creates a root key.
+fn root_account(report: &CredentialReport, account_id: &str) -> Option<ResourceConfig> {
+    let row = report.rows.get("<root_account>");
+    row?;
+    let config = json!({
+        "arn": report_text(row, "arn"),
+        "user_creation_time": report_date(row, "user_creation_time"),
+        "mfa_active": report_bool(row, "mfa_active"),
+        "access_key_1_active": report_bool(row, "access_key_1_active"),
+        "access_key_1_last_rotated": report_date(row, "access_key_1_last_rotated"),
+        "access_key_2_active": report_bool(row, "access_key_2_active"),
+        "access_key_2_last_rotated": report_date(row, "access_key_2_last_rotated"),
+        "cert_1_active": report_bool(row, "cert_1_active"),
+        "cert_2_active": report_bool(row, "cert_2_active"),
+        "observed": {
+            "credential_report_generated_at": report.generated_at,
+            "password_last_used": report_date(row, "password_last_used"),
+            "access_key_1_last_used_date": report_date(row, "access_key_1_last_used_date"),
+            "access_key_1_last_used_region": report_text(row, "access_key_1_last_used_region"),
+            "access_key_1_last_used_service": report_text(row, "access_key_1_last_used_service"),
+            "access_key_2_last_used_date": report_date(row, "access_key_2_last_used_date"),
+            "access_key_2_last_used_region": report_text(row, "access_key_2_last_used_region"),
+            "access_key_2_last_used_service": report_text(row, "access_key_2_last_used_service"),
+        },
+    });
+    Some(ResourceConfig {
+        resource_type: IAM_ROOT_ACCOUNT,
+        resource_id: account_id.to_owned(),
+        region: GLOBAL_REGION.to_owned(),
+        arn: report_text(row, "arn").as_str().map(str::to_owned),
+        name: Some("<root_account>".to_owned()),
+        config,
+    })
+}
+
+/// The password policy; none set (NoSuchEntity) is an empty, successful collection.
+async fn password_policy(iam: &aws_sdk_iam::Client, account_id: &str) -> Result<Vec<ResourceConfig>, AwsError> {
+    let output = match iam.get_account_password_policy().send().await {
+        Ok(output) => output,
+        Err(error) => {
+            let error = AwsError::from_sdk("iam:GetAccountPasswordPolicy", GLOBAL_REGION, error);
+            return if is_no_such_entity(&error) { Ok(Vec::new()) } else { Err(error) };
+        }
+    };
+    Ok(output.password_policy().map(|policy| password_policy_config(policy, account_id)).into_iter().collect())
+}
+
+fn password_policy_config(policy: &aws_sdk_iam::types::PasswordPolicy, account_id: &str) -> ResourceConfig {
+    ResourceConfig {
+        resource_type: IAM_PASSWORD_POLICY,
+        resource_id: account_id.to_owned(),
+        region: GLOBAL_REGION.to_owned(),
+        arn: None,
+        name: None,
+        config: json!({
+            "minimum_password_length": policy.minimum_password_length(),
+            "require_symbols": policy.require_symbols(),
+            "require_numbers": policy.require_numbers(),
+            "require_uppercase_characters": policy.require_uppercase_characters(),
+            "require_lowercase_characters": policy.require_lowercase_characters(),
+            "allow_users_to_change_password": policy.allow_users_to_change_password(),
+            "expire_passwords": policy.expire_passwords(),
+            "max_password_age": policy.max_password_age(),
+            "password_reuse_prevention": policy.password_reuse_prevention(),
+            "hard_expiry": policy.hard_expiry(),
+        }),
+    }
 }
 
 /// Parses the report's CSV: a header line, then one line per user. The report never quotes

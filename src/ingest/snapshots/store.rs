@@ -53,6 +53,18 @@ pub async fn record_snapshot(
 ) -> Result<SnapshotOutcome, sqlx::Error> {
     let now = sqlx::query_scalar!(r#"SELECT now() AS "now!""#).fetch_one(&mut *tx).await?;
     let types: Vec<String> = resource_types.iter().map(|t| (*t).to_owned()).collect();
+    // Posture checks that fail on an absence ("no trail") look only at types collected here.
+    sqlx::query!(
+        "INSERT INTO resource_collections (account_id, region, resource_type, collected_at)
+         SELECT $1, $2, t, $4 FROM unnest($3::text[]) AS t
+         ON CONFLICT (account_id, region, resource_type) DO UPDATE SET collected_at = EXCLUDED.collected_at",
+        account_id,
+        region,
+        &types,
+        now,
+    )
+    .execute(&mut *tx)
+    .await?;
     let rows = sqlx::query!(
         "SELECT resource_type, resource_id, version, config_hash, config, deleted_at IS NOT NULL AS \"deleted!\"
          FROM resources WHERE account_id = $1 AND region = $2 AND resource_type = ANY($3)",

@@ -1,0 +1,60 @@
+//! Posture: Rego checks (`policies/posture/`) over the configuration snapshots store, mapped to
+//! the CIS AWS Foundations Benchmark and ATT&CK tactics, with findings that open, resolve and
+//! reopen as snapshots change.
+//!
+//! [`checks`] loads and lints the Rego files, [`evaluate`] runs them over one account's current
+//! resources (pure), [`findings`] keeps the findings' lifecycle, suppressions and scores.
+
+pub mod checks;
+pub mod evaluate;
+pub mod findings;
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::alerts::Severity;
+use checks::{CheckProblem, CheckSet};
+use evaluate::AccountResources;
+use findings::{FindingsError, RecordOutcome};
+
+/// The posture checks folder inside a policies folder.
+pub fn checks_dir(policies: &Path) -> std::path::PathBuf {
+    policies.join("posture")
+}
+
+/// What one posture run did, per account.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub evaluated_at: DateTime<Utc>,
+    pub checks: usize,
+    pub accounts: Vec<(String, RecordOutcome)>,
+    pub problems: Vec<CheckProblem>,
+}
+
+/// Evaluates every check over `accounts` (all accounts with a snapshot when empty) and records
+/// the findings; new findings at or above `alert_at` raise alerts.
+pub async fn run(
+    pool: &PgPool,
+    checks: &mut CheckSet,
+    accounts: &[String],
+    alert_at: Option<Severity>,
+) -> Result<RunReport, FindingsError> {
+    let evaluated_at = crate::detect::database_now(pool).await?;
+    let metas = checks.metas();
+    findings::save_checks(pool, &metas).await?;
+    let accounts = if accounts.is_empty() { AccountResources::accounts(pool).await? } else { accounts.to_vec() };
+    let mut report =
+        RunReport { evaluated_at, checks: metas.len(), accounts: Vec::new(), problems: checks.problems.clone() };
+    for account in accounts {
+        let resources = AccountResources::load(pool, &account).await?;
+        let evaluation = evaluate::evaluate_account(checks, &resources, evaluated_at);
+        report.problems.extend(evaluation.problems.iter().cloned());
+        let outcome = findings::record(pool, &evaluation, &metas, evaluated_at, alert_at).await?;
+        tracing::info!(account_id = %account, ?outcome, "posture evaluated");
+        report.accounts.push((account, outcome));
+    }
+    Ok(report)
+}
