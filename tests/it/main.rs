@@ -7,6 +7,7 @@ mod detection;
 mod import;
 mod interrupted_import;
 mod notifications;
+mod posture;
 mod sample_incident;
 mod shared_fixtures;
 mod support;

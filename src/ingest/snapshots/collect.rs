@@ -150,7 +150,7 @@ async fn security_groups(ec2: &aws_sdk_ec2::Client, region: &str) -> Result<Vec<
     Ok(found)
 }
 
-fn security_group_config(group: &aws_sdk_ec2::types::SecurityGroup, region: &str) -> Option<ResourceConfig> {
+pub fn security_group_config(group: &aws_sdk_ec2::types::SecurityGroup, region: &str) -> Option<ResourceConfig> {
     let Some(group_id) = group.group_id() else {
         tracing::warn!(region, "a security group without an id was skipped");
         return None;
@@ -766,6 +766,12 @@ async fn credential_report(iam: &aws_sdk_iam::Client) -> Result<CredentialReport
         .map_err(|e| AwsError::from_sdk("iam:GetCredentialReport", GLOBAL_REGION, e))?;
     let content = report.content().map(|c| String::from_utf8_lossy(c.as_ref()).into_owned()).unwrap_or_default();
     Ok(CredentialReport { generated_at: time(report.generated_time()), rows: parse_credential_report(&content) })
+}
+
+/// The root user from a credential report's CSV text (tests feed saved reports through it).
+pub fn root_account_from_report(csv: &str, generated_at: &Value, account_id: &str) -> Option<ResourceConfig> {
+    let report = CredentialReport { generated_at: generated_at.clone(), rows: parse_credential_report(csv) };
+    root_account(&report, account_id)
 }
 
 /// The root user's row of the credential report (`<root_account>`). Key rotation dates stay in
