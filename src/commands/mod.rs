@@ -132,8 +132,12 @@ pub(crate) async fn serve(db_options: &DbOptions, args: ServeArgs) -> anyhow::Re
     let aws_settings = skywarden::aws::AwsSettings::from_env();
     let aws_base = aws_settings.load().await;
     let (key, sender) = notifications::set_up(db_options, &db, &args.notify, Some(args.listen)).await?;
-    let context =
-        http::ApiContext::new(db.pool.clone()).with_aws(aws_settings, aws_base).with_notify(key, sender.clone());
+    let checks =
+        skywarden::posture::checks::CheckSet::load(&skywarden::posture::checks_dir(&args.worker.policies.policies));
+    let context = http::ApiContext::new(db.pool.clone())
+        .with_aws(aws_settings, aws_base)
+        .with_notify(key, sender.clone())
+        .with_posture(checks, args.worker.posture.alert_severity);
     // One signal stops both listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod notifications;
 pub mod openapi;
 pub mod params;
+pub mod posture;
 pub mod resources;
 pub mod session;
 pub mod stats;
@@ -34,6 +35,13 @@ pub struct ApiContext {
     pub aws: Option<std::sync::Arc<(crate::aws::AwsSettings, aws_types::SdkConfig)>>,
     /// The key that seals channel secrets and the sender the test button uses.
     pub notify: Option<std::sync::Arc<NotifyContext>>,
+    /// Posture checks for `POST /api/v1/posture/run`.
+    pub posture: Option<std::sync::Arc<PostureContext>>,
+}
+
+pub struct PostureContext {
+    pub checks: tokio::sync::Mutex<crate::posture::checks::CheckSet>,
+    pub alert_at: Option<crate::alerts::Severity>,
 }
 
 /// What the notification routes need besides the database.
@@ -50,11 +58,20 @@ impl NotifyContext {
 
 impl ApiContext {
     pub fn new(db: PgPool) -> Self {
-        Self { db, metrics: Default::default(), aws: None, notify: None }
+        Self { db, metrics: Default::default(), aws: None, notify: None, posture: None }
     }
 
     pub fn with_aws(mut self, settings: crate::aws::AwsSettings, base: aws_types::SdkConfig) -> Self {
         self.aws = Some(std::sync::Arc::new((settings, base)));
+        self
+    }
+
+    pub fn with_posture(
+        mut self,
+        checks: crate::posture::checks::CheckSet,
+        alert_at: Option<crate::alerts::Severity>,
+    ) -> Self {
+        self.posture = Some(std::sync::Arc::new(PostureContext { checks: tokio::sync::Mutex::new(checks), alert_at }));
         self
     }
 
@@ -81,6 +98,7 @@ pub fn router(context: ApiContext) -> Router {
         .merge(stats::router())
         .merge(tokens::router())
         .merge(notifications::router())
+        .merge(posture::router())
         .merge(web::router())
         .merge(openapi::router())
         .route_layer(axum::middleware::from_fn_with_state(context.clone(), metrics::track))

@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::ApiContext;
 use super::extractor::Caller;
-use super::{accounts, alerts, events, flows, notifications, resources, session, stats, tokens};
+use super::{accounts, alerts, events, flows, notifications, posture, resources, session, stats, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -56,6 +56,14 @@ use super::{accounts, alerts, events, flows, notifications, resources, session, 
         notifications::delete_route,
         notifications::list_deliveries,
         notifications::retry_delivery,
+        posture::scores,
+        posture::list_findings,
+        posture::one_finding,
+        posture::checks,
+        posture::list_suppressions,
+        posture::create_suppression,
+        posture::delete_suppression,
+        posture::run_now,
         document,
     ),
     modifiers(&Security),
@@ -67,6 +75,7 @@ use super::{accounts, alerts, events, flows, notifications, resources, session, 
         (name = "accounts", description = "Onboarded AWS accounts and their pollers"),
         (name = "session", description = "Dashboard sign-in and Skywarden's own audit log"),
         (name = "notifications", description = "Alert routing: channels, routes and deliveries"),
+        (name = "posture", description = "Compliance: posture checks, findings, suppressions and scores"),
     )
 )]
 pub struct ApiDoc;

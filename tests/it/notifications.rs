@@ -49,12 +49,22 @@ fn routing(db: &TestDb, policy: NetworkPolicy, max_attempts: i32) -> Routing {
 }
 
 impl Routing {
-    async fn channel(&self, db: &TestDb, name: &str, kind: ChannelKind, settings: Value, secrets: &[(&str, &str)]) -> i64 {
+    async fn channel(
+        &self,
+        db: &TestDb,
+        name: &str,
+        kind: ChannelKind,
+        settings: Value,
+        secrets: &[(&str, &str)],
+    ) -> i64 {
         let spec = ChannelSpec {
             name: name.into(),
             kind,
             settings,
-            secrets: secrets.iter().map(|(k, v)| (k.to_string(), SecretInput::Value(Secret::new(*v)))).collect::<BTreeMap<_, _>>(),
+            secrets: secrets
+                .iter()
+                .map(|(k, v)| (k.to_string(), SecretInput::Value(Secret::new(*v))))
+                .collect::<BTreeMap<_, _>>(),
             enabled: true,
         };
         channels::create(&db.pool, &spec, &self.key, &loopback()).await.expect("creating a channel").id
@@ -128,10 +138,26 @@ async fn slack_teams_and_webhooks_get_the_documented_shapes() {
     let slack = Receiver::start(Answer::status(200, "ok")).await;
     let teams = Receiver::start(Answer::status(202, "")).await;
     let hooks = Receiver::start(Answer::status(204, "")).await;
-    routing.channel(&db, "slack", ChannelKind::Slack, json!({}), &[("webhook_url", &slack.url("/services/T0/B0/secretpath"))]).await;
-    routing.channel(&db, "teams", ChannelKind::Teams, json!({}), &[("webhook_url", &teams.url("/webhookb2/abc"))]).await;
     routing
-        .channel(&db, "siem", ChannelKind::Webhook, json!({"url": hooks.url("/skywarden"), "format": "ocsf"}), &[("signing_secret", "whsec-1")])
+        .channel(
+            &db,
+            "slack",
+            ChannelKind::Slack,
+            json!({}),
+            &[("webhook_url", &slack.url("/services/T0/B0/secretpath"))],
+        )
+        .await;
+    routing
+        .channel(&db, "teams", ChannelKind::Teams, json!({}), &[("webhook_url", &teams.url("/webhookb2/abc"))])
+        .await;
+    routing
+        .channel(
+            &db,
+            "siem",
+            ChannelKind::Webhook,
+            json!({"url": hooks.url("/skywarden"), "format": "ocsf"}),
+            &[("signing_secret", "whsec-1")],
+        )
         .await;
     for channel in ["slack", "teams", "siem"] {
         route(&db, &format!("to-{channel}"), channel, json!({"min_severity": "high"})).await;
@@ -155,7 +181,10 @@ async fn slack_teams_and_webhooks_get_the_documented_shapes() {
     let card = teams.wait_for(1).await.remove(0).json();
     assert_eq!(card["attachments"][0]["contentType"], "application/vnd.microsoft.card.adaptive");
     let facts = card["attachments"][0]["content"]["body"][2]["facts"].as_array().unwrap().clone();
-    assert!(facts.contains(&json!({"title": "Who", "value": "alice"})) && facts.contains(&json!({"title": "Country", "value": "RU"})));
+    assert!(
+        facts.contains(&json!({"title": "Who", "value": "alice"}))
+            && facts.contains(&json!({"title": "Country", "value": "RU"}))
+    );
 
     let hook = hooks.wait_for(1).await.remove(0);
     // The receiver's own check of the signature: HMAC-SHA256 over "timestamp.body".
@@ -184,20 +213,32 @@ async fn pagerduty_is_triggered_then_acknowledged_and_resolved_on_the_same_key()
     let routing = routing(&db, loopback(), 5);
     let pagerduty = Receiver::start(Answer::status(202, r#"{"status":"success","message":"Event processed"}"#)).await;
     routing
-        .channel(&db, "pager", ChannelKind::Pagerduty, json!({"events_url": pagerduty.url("/v2/enqueue")}), &[("routing_key", "R0UTINGKEY0123456789")])
+        .channel(
+            &db,
+            "pager",
+            ChannelKind::Pagerduty,
+            json!({"events_url": pagerduty.url("/v2/enqueue")}),
+            &[("routing_key", "R0UTINGKEY0123456789")],
+        )
         .await;
     route(&db, "hijack-pages", "pager", json!({"policies": ["aws-account-*"], "tags": ["TA0001"]})).await;
     alert_store::record(&db.pool, &[hijack("alice", 4)]).await.unwrap();
     let alert = alert_id(&db, "alice").await;
     routing.drain().await;
     alert_store::set_status(&db.pool, &alert, AlertStatus::Acknowledged, None, "bob", "looking").await.unwrap();
-    alert_store::set_status(&db.pool, &alert, AlertStatus::Resolved, None, "bob", "user confirmed travel").await.unwrap();
+    alert_store::set_status(&db.pool, &alert, AlertStatus::Resolved, None, "bob", "user confirmed travel")
+        .await
+        .unwrap();
     routing.drain().await;
 
     let events: Vec<Value> = pagerduty.wait_for(3).await.iter().map(|r| r.json()).collect();
     let actions: Vec<&str> = events.iter().map(|e| e["event_action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["trigger", "acknowledge", "resolve"]);
-    assert!(events.iter().all(|e| e["dedup_key"] == format!("skywarden-{alert}") && e["routing_key"] == "R0UTINGKEY0123456789"));
+    assert!(
+        events
+            .iter()
+            .all(|e| e["dedup_key"] == format!("skywarden-{alert}") && e["routing_key"] == "R0UTINGKEY0123456789")
+    );
     let trigger = &events[0]["payload"];
     assert_eq!(trigger["severity"], "error");
     assert_eq!(trigger["custom_details"]["Who"], "alice");
@@ -213,7 +254,10 @@ async fn jira_and_servicenow_tickets_get_follow_ups_on_their_own_ids() {
     let jira = Receiver::start(Answer::status(201, "{}")).await;
     jira.script([Answer::status(201, r#"{"id":"10001","key":"SEC-42","self":"x"}"#)]);
     let snow = Receiver::start(Answer::status(200, r#"{"result":{}}"#)).await;
-    snow.script([Answer::status(201, r#"{"result":{"sys_id":"46d44a5dc0a8010e0032c5c2d35c2e5b","number":"INC0010002"}}"#)]);
+    snow.script([Answer::status(
+        201,
+        r#"{"result":{"sys_id":"46d44a5dc0a8010e0032c5c2d35c2e5b","number":"INC0010002"}}"#,
+    )]);
     routing
         .channel(
             &db,
@@ -247,7 +291,10 @@ async fn jira_and_servicenow_tickets_get_follow_ups_on_their_own_ids() {
     assert_eq!(issue["fields"]["project"]["key"], "SEC");
     assert_eq!(issue["fields"]["issuetype"]["name"], "Task");
     assert!(issue["fields"]["description"].as_str().unwrap().contains("Country: RU"));
-    assert_eq!((jira_requests[1].method.as_str(), jira_requests[1].path.as_str()), ("POST", "/rest/api/2/issue/SEC-42/comment"));
+    assert_eq!(
+        (jira_requests[1].method.as_str(), jira_requests[1].path.as_str()),
+        ("POST", "/rest/api/2/issue/SEC-42/comment")
+    );
     assert!(jira_requests[1].json()["body"].as_str().unwrap().contains("resolved by bob: false positive"));
 
     let snow_requests = snow.wait_for(2).await;
@@ -256,16 +303,20 @@ async fn jira_and_servicenow_tickets_get_follow_ups_on_their_own_ids() {
     let incident = snow_requests[0].json();
     assert_eq!(incident["correlation_id"], format!("skywarden-{alert}"));
     assert!(incident["description"].as_str().unwrap().contains("Source IP: 203.0.113.10"));
-    assert_eq!((snow_requests[1].method.as_str(), snow_requests[1].path.as_str()), ("PATCH", "/api/now/table/incident/46d44a5dc0a8010e0032c5c2d35c2e5b"));
+    assert_eq!(
+        (snow_requests[1].method.as_str(), snow_requests[1].path.as_str()),
+        ("PATCH", "/api/now/table/incident/46d44a5dc0a8010e0032c5c2d35c2e5b")
+    );
     let update = snow_requests[1].json();
     assert_eq!(update["state"], "6");
     assert!(update["work_notes"].as_str().unwrap().contains("resolved by bob"));
 
-    let refs: Vec<Option<String>> =
-        sqlx::query_scalar("SELECT remote_ref FROM notification_outbox WHERE event = 'alert.opened' ORDER BY channel_id")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
+    let refs: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT remote_ref FROM notification_outbox WHERE event = 'alert.opened' ORDER BY channel_id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
     assert_eq!(refs, [Some("SEC-42".to_string()), Some("46d44a5dc0a8010e0032c5c2d35c2e5b".to_string())]);
 }
 
@@ -300,7 +351,10 @@ async fn email_goes_over_starttls_with_auth_to_a_real_smtp_server() {
     assert_eq!(first["mail_from"], "skywarden@acme.example");
     assert_eq!(first["rcpt_tos"], json!(["soc@acme.example"]));
     let data = first["data"].as_str().unwrap().replace("\r\n ", " ");
-    assert!(data.contains("Subject: [HIGH] Console login from a country new for the user: alice from 203.0.113.10 (RU)"), "{data}");
+    assert!(
+        data.contains("Subject: [HIGH] Console login from a country new for the user: alice from 203.0.113.10 (RU)"),
+        "{data}"
+    );
     assert!(data.contains(&format!("Message-ID: <skywarden-{alert}@skywarden>")));
     // The body is quoted-printable: undo soft line breaks and the escaped `=`.
     let body = data.replace("=\r\n", "").replace("=3D", "=");
@@ -334,7 +388,15 @@ async fn a_receiver_down_then_up_gets_the_alert_once() {
     let db = TestDb::new().await;
     let routing = routing(&db, loopback(), 8);
     let port = closed_port();
-    routing.channel(&db, "slack", ChannelKind::Slack, json!({}), &[("webhook_url", &format!("http://127.0.0.1:{port}/hook"))]).await;
+    routing
+        .channel(
+            &db,
+            "slack",
+            ChannelKind::Slack,
+            json!({}),
+            &[("webhook_url", &format!("http://127.0.0.1:{port}/hook"))],
+        )
+        .await;
     route(&db, "all", "slack", json!({})).await;
     alert_store::record(&db.pool, &[hijack("alice", 4)]).await.unwrap();
 
@@ -403,7 +465,8 @@ async fn deliveries_give_up_into_dead_letters_that_analysts_retry() {
     let db = TestDb::new().await;
     let routing = routing(&db, loopback(), 3);
     let receiver = Receiver::start(Answer::status(503, "down")).await;
-    let id = routing.channel(&db, "slack", ChannelKind::Slack, json!({}), &[("webhook_url", &receiver.url("/hook"))]).await;
+    let id =
+        routing.channel(&db, "slack", ChannelKind::Slack, json!({}), &[("webhook_url", &receiver.url("/hook"))]).await;
     let bad_request = Receiver::start(Answer::status(400, "invalid_payload")).await;
     routing.channel(&db, "broken", ChannelKind::Slack, json!({}), &[("webhook_url", &bad_request.url("/hook"))]).await;
     route(&db, "all", "slack", json!({})).await;
@@ -422,7 +485,8 @@ async fn deliveries_give_up_into_dead_letters_that_analysts_retry() {
 
     let (_, analyst) = auth::create(&db.pool, "analyst", Role::Analyst).await.unwrap();
     let context = ApiContext::new(db.pool.clone()).with_notify(routing.key.clone(), routing.sender.clone());
-    let (status, dead) = crate::api::call_with(&context, "GET", "/api/v1/deliveries?state=dead", Some(&analyst), None).await;
+    let (status, dead) =
+        crate::api::call_with(&context, "GET", "/api/v1/deliveries?state=dead", Some(&analyst), None).await;
     assert_eq!(status, 200);
     let dead = dead.as_array().unwrap().clone();
     assert_eq!(dead.len(), 2);
@@ -444,7 +508,11 @@ async fn deliveries_give_up_into_dead_letters_that_analysts_retry() {
     assert_eq!(crate::api::call_with(&context, "POST", &uri, Some(&analyst), None).await.0, 200);
     assert_eq!(routing.drain().await.delivered, 1);
     assert_eq!(receiver.received().len(), 4);
-    assert_eq!(crate::api::call_with(&context, "POST", &uri, Some(&analyst), None).await.0, 404, "only dead rows retry");
+    assert_eq!(
+        crate::api::call_with(&context, "POST", &uri, Some(&analyst), None).await.0,
+        404,
+        "only dead rows retry"
+    );
 }
 
 #[tokio::test]
@@ -452,34 +520,68 @@ async fn internal_targets_are_refused() {
     let db = TestDb::new().await;
     let key = Arc::new(SecretKey::generate());
     let (_, admin) = auth::create(&db.pool, "admin", Role::Admin).await.unwrap();
-    let public = Sender::new(db.pool.clone(), key.clone(), SafeHttpClient::new(NetworkPolicy::public_only()), SenderOptions::default());
+    let public = Sender::new(
+        db.pool.clone(),
+        key.clone(),
+        SafeHttpClient::new(NetworkPolicy::public_only()),
+        SenderOptions::default(),
+    );
     let context = ApiContext::new(db.pool.clone()).with_notify(key.clone(), public.clone());
     for (kind, settings, secrets) in [
-        ("webhook", json!({"url": "http://169.254.169.254/latest/meta-data/iam/security-credentials/"}), json!({"signing_secret": "s"})),
+        (
+            "webhook",
+            json!({"url": "http://169.254.169.254/latest/meta-data/iam/security-credentials/"}),
+            json!({"signing_secret": "s"}),
+        ),
         ("slack", json!({}), json!({"webhook_url": "https://127.0.0.1:8443/hook"})),
-        ("jira", json!({"base_url": "https://[::1]/", "project_key": "SEC", "email": "a@b.example"}), json!({"api_token": "t"})),
+        (
+            "jira",
+            json!({"base_url": "https://[::1]/", "project_key": "SEC", "email": "a@b.example"}),
+            json!({"api_token": "t"}),
+        ),
         ("servicenow", json!({"instance_url": "https://10.0.0.8", "username": "u"}), json!({"password": "p"})),
         ("email", json!({"host": "169.254.169.254", "from": "a@b.example", "to": ["c@d.example"]}), json!({})),
     ] {
         let body = json!({"name": format!("bad-{kind}"), "kind": kind, "settings": settings, "secrets": secrets});
-        let (status, answer) = crate::api::call_with(&context, "POST", "/api/v1/channels", Some(&admin), Some(body)).await;
+        let (status, answer) =
+            crate::api::call_with(&context, "POST", "/api/v1/channels", Some(&admin), Some(body)).await;
         assert_eq!(status, 400, "{kind}: {answer}");
         let error = answer["error"].as_str().unwrap();
         assert!(error.contains("SKYWARDEN_NOTIFY_ALLOW_NETWORKS"), "{kind}: {error}");
     }
-    assert_eq!(sqlx::query_scalar::<_, i64>("SELECT count(*) FROM notification_channels").fetch_one(&db.pool).await.unwrap(), 0);
+    assert_eq!(
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM notification_channels").fetch_one(&db.pool).await.unwrap(),
+        0
+    );
 
     // A target stored while an admin allowed loopback is refused once that is withdrawn, and
     // nothing reaches it.
     let receiver = Receiver::start(Answer::status(200, "ok")).await;
     let allowed = routing(&db, loopback(), 5);
-    let routing = Routing { key: allowed.key.clone(), sender: Sender::new(db.pool.clone(), allowed.key.clone(), SafeHttpClient::new(NetworkPolicy::public_only()), SenderOptions::default()) };
-    routing.channel(&db, "was-allowed", ChannelKind::Webhook, json!({"url": receiver.url("/hook")}), &[("signing_secret", "s")]).await;
+    let routing = Routing {
+        key: allowed.key.clone(),
+        sender: Sender::new(
+            db.pool.clone(),
+            allowed.key.clone(),
+            SafeHttpClient::new(NetworkPolicy::public_only()),
+            SenderOptions::default(),
+        ),
+    };
+    routing
+        .channel(
+            &db,
+            "was-allowed",
+            ChannelKind::Webhook,
+            json!({"url": receiver.url("/hook")}),
+            &[("signing_secret", "s")],
+        )
+        .await;
     route(&db, "all", "was-allowed", json!({})).await;
     alert_store::record(&db.pool, &[hijack("alice", 4)]).await.unwrap();
     let report = routing.drain().await;
     assert_eq!(report.dead, 1);
-    let error: String = sqlx::query_scalar("SELECT last_error FROM notification_outbox").fetch_one(&db.pool).await.unwrap();
+    let error: String =
+        sqlx::query_scalar("SELECT last_error FROM notification_outbox").fetch_one(&db.pool).await.unwrap();
     assert!(error.contains("refused target") && error.contains("loopback"), "{error}");
     assert!(receiver.received().is_empty());
 }
@@ -494,8 +596,12 @@ async fn channels_keep_secrets_sealed_and_the_test_button_sends_a_sample() {
     let context = ApiContext::new(db.pool.clone()).with_notify(routing.key.clone(), routing.sender.clone());
     let secret_url = receiver.url("/services/T0/B0/very-secret-path");
     let body = json!({"name": "soc-slack", "kind": "slack", "secrets": {"webhook_url": secret_url}});
-    assert_eq!(crate::api::call_with(&context, "POST", "/api/v1/channels", Some(&analyst), Some(body.clone())).await.0, 403);
-    let (status, created) = crate::api::call_with(&context, "POST", "/api/v1/channels", Some(&admin), Some(body.clone())).await;
+    assert_eq!(
+        crate::api::call_with(&context, "POST", "/api/v1/channels", Some(&analyst), Some(body.clone())).await.0,
+        403
+    );
+    let (status, created) =
+        crate::api::call_with(&context, "POST", "/api/v1/channels", Some(&admin), Some(body.clone())).await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["secrets"], json!(["webhook_url"]));
     assert_eq!(crate::api::call_with(&context, "POST", "/api/v1/channels", Some(&admin), Some(body)).await.0, 409);
@@ -514,7 +620,8 @@ async fn channels_keep_secrets_sealed_and_the_test_button_sends_a_sample() {
     .unwrap();
     assert_eq!(leaks, 0);
 
-    let (status, answer) = crate::api::call_with(&context, "POST", &format!("/api/v1/channels/{id}/test"), Some(&admin), None).await;
+    let (status, answer) =
+        crate::api::call_with(&context, "POST", &format!("/api/v1/channels/{id}/test"), Some(&admin), None).await;
     assert_eq!((status.as_u16(), answer["delivered"].as_bool()), (200, Some(true)), "{answer}");
     let sample = receiver.wait_for(1).await.remove(0);
     assert_eq!(sample.path, "/services/T0/B0/very-secret-path");
@@ -522,14 +629,19 @@ async fn channels_keep_secrets_sealed_and_the_test_button_sends_a_sample() {
 
     // Renaming keeps the secret; a new secret replaces it.
     let change = json!({"name": "soc-chat"});
-    let (status, renamed) = crate::api::call_with(&context, "PATCH", &format!("/api/v1/channels/{id}"), Some(&admin), Some(change)).await;
+    let (status, renamed) =
+        crate::api::call_with(&context, "PATCH", &format!("/api/v1/channels/{id}"), Some(&admin), Some(change)).await;
     assert_eq!((status.as_u16(), renamed["name"].as_str()), (200, Some("soc-chat")));
-    assert_eq!(crate::api::call_with(&context, "POST", &format!("/api/v1/channels/{id}/test"), Some(&admin), None).await.1["delivered"], true);
+    assert_eq!(
+        crate::api::call_with(&context, "POST", &format!("/api/v1/channels/{id}/test"), Some(&admin), None).await.1["delivered"],
+        true
+    );
     assert_eq!(receiver.received().len(), 2);
 
     // Routes name their channel; a PagerDuty route cannot be a digest.
     let route = json!({"name": "hijacks", "channel": "soc-chat", "policies": ["aws-account-hijacking-attempt"], "min_severity": "high"});
-    let (status, created_route) = crate::api::call_with(&context, "POST", "/api/v1/routes", Some(&admin), Some(route)).await;
+    let (status, created_route) =
+        crate::api::call_with(&context, "POST", "/api/v1/routes", Some(&admin), Some(route)).await;
     assert_eq!(status, 201, "{created_route}");
     let bad = json!({"name": "x", "channel": "nope"});
     let (status, answer) = crate::api::call_with(&context, "POST", "/api/v1/routes", Some(&admin), Some(bad)).await;
@@ -546,7 +658,10 @@ async fn digest_routes_send_one_message_for_many_alerts() {
     route(&db, "hourly", "slack", json!({"digest_minutes": 60})).await;
     alert_store::record(&db.pool, &[hijack("alice", 4), hijack("bob", 5), hijack("carol", 6)]).await.unwrap();
     assert_eq!(routing.drain().await, StepReport::default(), "nothing before the period ends");
-    sqlx::query("UPDATE notification_digest_items SET added_at = added_at - interval '61 minutes'").execute(&db.pool).await.unwrap();
+    sqlx::query("UPDATE notification_digest_items SET added_at = added_at - interval '61 minutes'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
     let report = routing.drain().await;
     assert_eq!((report.digests, report.delivered), (1, 1));
     let body = receiver.wait_for(1).await.remove(0).json();
@@ -624,7 +739,10 @@ async fn the_sample_hijack_alert_reaches_slack_and_pagerduty_after_a_crash() {
     let incident = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/incident");
     let output = db.skywarden(&["import", "--geoip", geo.to_str().unwrap(), incident.to_str().unwrap()]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM notification_outbox WHERE state = 'pending'").fetch_one(&db.pool).await.unwrap();
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM notification_outbox WHERE state = 'pending'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert!(queued >= 2, "the import queued the hijack alert for both channels ({queued})");
 
     let serve = |log: &Path| {
@@ -643,7 +761,10 @@ async fn the_sample_hijack_alert_reaches_slack_and_pagerduty_after_a_crash() {
     // Killed hard while both deliveries are in flight.
     first.0.kill().unwrap();
     first.0.wait().unwrap();
-    let sending: i64 = sqlx::query_scalar("SELECT count(*) FROM notification_outbox WHERE state = 'sending'").fetch_one(&db.pool).await.unwrap();
+    let sending: i64 = sqlx::query_scalar("SELECT count(*) FROM notification_outbox WHERE state = 'sending'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert!(sending >= 2, "deliveries were in flight when the process died");
 
     let second_log = dir.path().join("second.log");
@@ -651,16 +772,22 @@ async fn the_sample_hijack_alert_reaches_slack_and_pagerduty_after_a_crash() {
     let slack_requests = slack.wait_for(2).await;
     let pager_requests = pagerduty.wait_for(2).await;
     for _ in 0..100 {
-        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM notification_outbox WHERE state <> 'delivered'").fetch_one(&db.pool).await.unwrap();
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM notification_outbox WHERE state <> 'delivered'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
         if left == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let hijack = alert_store::list(&db.pool, &AlertFilter { policy_id: Some("aws-account-hijacking-attempt".into()), ..Default::default() })
-        .await
-        .unwrap()
-        .remove(0);
+    let hijack = alert_store::list(
+        &db.pool,
+        &AlertFilter { policy_id: Some("aws-account-hijacking-attempt".into()), ..Default::default() },
+    )
+    .await
+    .unwrap()
+    .remove(0);
     let (principal, ip, country) = (hijack.principal.unwrap(), hijack.source_ip.unwrap(), hijack.country.unwrap());
 
     // At least once, with the same dedup key: the repeat is recognisable.
@@ -684,8 +811,20 @@ async fn the_sample_hijack_alert_reaches_slack_and_pagerduty_after_a_crash() {
     }
     // Channels from the file cannot be changed through the API.
     let (_, admin) = auth::create(&db.pool, "admin", Role::Admin).await.unwrap();
-    let id: i64 = sqlx::query_scalar("SELECT id FROM notification_channels WHERE name = 'oncall'").fetch_one(&db.pool).await.unwrap();
-    let context = ApiContext::new(db.pool.clone()).with_notify(Arc::new(SecretKey::generate()), Sender::new(db.pool.clone(), Arc::new(SecretKey::generate()), SafeHttpClient::new(loopback()), SenderOptions::default()));
-    let (status, _) = crate::api::call_with(&context, "DELETE", &format!("/api/v1/channels/{id}"), Some(&admin), None).await;
+    let id: i64 = sqlx::query_scalar("SELECT id FROM notification_channels WHERE name = 'oncall'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let context = ApiContext::new(db.pool.clone()).with_notify(
+        Arc::new(SecretKey::generate()),
+        Sender::new(
+            db.pool.clone(),
+            Arc::new(SecretKey::generate()),
+            SafeHttpClient::new(loopback()),
+            SenderOptions::default(),
+        ),
+    );
+    let (status, _) =
+        crate::api::call_with(&context, "DELETE", &format!("/api/v1/channels/{id}"), Some(&admin), None).await;
     assert_eq!(status, 409);
 }

@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use crate::support::aws::{self as fake, FakeCloudTrail};
 use crate::support::{TestDb, fixture, shared_fixture};
 use skywarden::accounts::{self, LogSources, NewAccount, PollIntervals};
+use skywarden::auth::{self, Role};
 use skywarden::aws::AccountSession;
+use skywarden::http::ApiContext;
 use skywarden::pollers::worker::Worker;
 use skywarden::pollers::{PollContext, PollOptions, jobs};
 use skywarden::posture::checks::CheckSet;
@@ -259,6 +261,73 @@ async fn findings_open_on_a_bad_setup_and_resolve_when_it_is_fixed() {
     assert!(ssh.alert_id.is_some(), "a high finding raised an alert");
     let scores = findings::scores(&db.pool, Some(&account_id), true).await.unwrap();
     assert!(scores.iter().any(|s| s.section == "networking" && s.failed > 0), "{scores:?}");
+
+    // The same through the API: viewers read, analysts suppress with a reason.
+    let (_, viewer) = auth::create(&db.pool, "viewer", Role::Viewer).await.unwrap();
+    let (_, analyst) = auth::create(&db.pool, "analyst", Role::Analyst).await.unwrap();
+    let api = ApiContext::new(db.pool.clone());
+    let (status, listed) = crate::api::call_with(
+        &api,
+        "GET",
+        &format!("/api/v1/posture/findings?account={account_id}"),
+        Some(&viewer),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(listed.as_array().unwrap().len(), open.len());
+    let (status, one) =
+        crate::api::call_with(&api, "GET", &format!("/api/v1/posture/findings/{}", ssh.id), Some(&viewer), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(one["history"][0]["event"], "opened");
+    assert_eq!(one["finding"]["remediation"].as_str().map(|r| r.is_empty()), Some(false));
+    let (status, checks_listed) =
+        crate::api::call_with(&api, "GET", "/api/v1/posture/checks", Some(&viewer), None).await;
+    assert_eq!(status, 200);
+    assert!(
+        checks_listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == "aws-vpc-flow-logs" && c["frameworks"]["cis-aws-3.0"] == json!(["3.7"]))
+    );
+    let suppression = json!({"check": "aws-vpc-flow-logs", "account": account_id, "resource": vpc, "reason": "lab VPC, no traffic", "until": "2099-01-01T00:00:00Z"});
+    assert_eq!(
+        crate::api::call_with(&api, "POST", "/api/v1/posture/suppressions", Some(&viewer), Some(suppression.clone()))
+            .await
+            .0,
+        403
+    );
+    let (status, created) =
+        crate::api::call_with(&api, "POST", "/api/v1/posture/suppressions", Some(&analyst), Some(suppression)).await;
+    assert_eq!(status, 201, "{created}");
+    let no_reason = json!({"check": "aws-vpc-flow-logs", "reason": " "});
+    assert_eq!(
+        crate::api::call_with(&api, "POST", "/api/v1/posture/suppressions", Some(&analyst), Some(no_reason)).await.0,
+        400
+    );
+    let flow = findings::list(
+        &db.pool,
+        &FindingFilter {
+            check_id: Some("aws-vpc-flow-logs".into()),
+            resource_id: Some(vpc.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .remove(0);
+    assert!(flow.suppressed && flow.suppression.as_deref() == Some("lab VPC, no traffic"));
+    let (status, trend) = crate::api::call_with(
+        &api,
+        "GET",
+        &format!("/api/v1/posture/scores?account={account_id}&trend=true"),
+        Some(&viewer),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(!trend.as_array().unwrap().is_empty());
 
     // Fixed: the rule revoked, flow logs on, MFA... the console password removed, a 14-character policy.
     ec2.revoke_security_group_ingress()

@@ -1,0 +1,183 @@
+//! Posture over HTTP: scores per account and section (with the trend), findings with their
+//! cause and history, the checks and their framework controls, suppressions, and a run now.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::ApiContext;
+use super::error::{ApiError, ErrorBody};
+use super::extractor::{Caller, RequireRole};
+use super::params::Params;
+use crate::auth::{Role, audit};
+use crate::posture::findings::{self, FindingFilter, FindingView, FindingsError, ScoreView, Suppression};
+
+pub fn router() -> Router<ApiContext> {
+    Router::new()
+        .route("/api/v1/posture/scores", get(scores))
+        .route("/api/v1/posture/findings", get(list_findings))
+        .route("/api/v1/posture/findings/{id}", get(one_finding))
+        .route("/api/v1/posture/checks", get(checks))
+        .route("/api/v1/posture/suppressions", get(list_suppressions).post(create_suppression))
+        .route("/api/v1/posture/suppressions/{id}", delete(delete_suppression))
+        .route("/api/v1/posture/run", post(run_now))
+}
+
+fn internal(error: impl Into<anyhow::Error>) -> ApiError {
+    ApiError::Internal(error.into())
+}
+
+/// Latest score per account and section; `trend=true` gives every evaluation, oldest first.
+#[utoipa::path(get, path = "/api/v1/posture/scores", tag = "posture", params(("account" = Option<String>, Query), ("trend" = Option<bool>, Query, description = "every evaluation instead of the latest")), responses((status = 200, body = Vec<ScoreView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn scores(
+    _caller: Caller,
+    State(context): State<ApiContext>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<ScoreView>>, ApiError> {
+    let params = Params::new(&query, &["account", "trend"])?;
+    let trend = match params.text("trend").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::bad("trend", "trend is true or false")),
+    };
+    let account = params.text("account");
+    Ok(Json(findings::scores(&context.db, account.as_deref(), !trend).await.map_err(internal)?))
+}
+
+#[utoipa::path(get, path = "/api/v1/posture/findings", tag = "posture", params(("status" = Option<String>, Query, description = "open (default), resolved or all"), ("account" = Option<String>, Query), ("check" = Option<String>, Query), ("section" = Option<String>, Query), ("resource" = Option<String>, Query)), responses((status = 200, body = Vec<FindingView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn list_findings(
+    _caller: Caller,
+    State(context): State<ApiContext>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<FindingView>>, ApiError> {
+    let params = Params::new(&query, &["status", "account", "check", "section", "resource"])?;
+    let status = match params.text("status").as_deref() {
+        None | Some("open") => Some("open".to_string()),
+        Some("resolved") => Some("resolved".to_string()),
+        Some("all") => None,
+        Some(_) => return Err(ApiError::bad("status", "status is open, resolved or all")),
+    };
+    let filter = FindingFilter {
+        status,
+        account_id: params.text("account"),
+        check_id: params.text("check"),
+        section: params.text("section"),
+        resource_id: params.text("resource"),
+    };
+    Ok(Json(findings::list(&context.db, &filter).await.map_err(internal)?))
+}
+
+/// One finding with its history (opened, changed, resolved, reopened).
+#[utoipa::path(get, path = "/api/v1/posture/findings/{id}", tag = "posture", params(("id" = i64, Path)), responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn one_finding(
+    _caller: Caller,
+    State(context): State<ApiContext>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id: i64 = id.parse().map_err(|_| ApiError::bad("id", "a finding id is an integer"))?;
+    let all = findings::list(&context.db, &FindingFilter::default()).await.map_err(internal)?;
+    let finding = all.into_iter().find(|f| f.id == id).ok_or(ApiError::NotFound)?;
+    let history = findings::history_of(&context.db, id).await.map_err(internal)?;
+    Ok(Json(json!({"finding": finding, "history": history})))
+}
+
+#[utoipa::path(get, path = "/api/v1/posture/checks", tag = "posture", responses((status = 200, description = "Every check with its severity, resource type, remediation and framework controls", body = Vec<Object>), (status = 401, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn checks(_caller: Caller, State(context): State<ApiContext>) -> Result<Json<Vec<Value>>, ApiError> {
+    Ok(Json(findings::stored_checks(&context.db).await.map_err(internal)?))
+}
+
+#[utoipa::path(get, path = "/api/v1/posture/suppressions", tag = "posture", responses((status = 200, body = Vec<Suppression>), (status = 401, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn list_suppressions(
+    _caller: Caller,
+    State(context): State<ApiContext>,
+) -> Result<Json<Vec<Suppression>>, ApiError> {
+    Ok(Json(findings::suppressions(&context.db).await.map_err(internal)?))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewSuppression {
+    check: String,
+    /// One account; every account when absent.
+    account: Option<String>,
+    /// One resource; every resource when absent.
+    resource: Option<String>,
+    reason: String,
+    /// When it ends; never when absent.
+    until: Option<DateTime<Utc>>,
+}
+
+#[utoipa::path(post, path = "/api/v1/posture/suppressions", tag = "posture", request_body = NewSuppression, responses((status = 201, body = Suppression), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn create_suppression(
+    caller: Caller,
+    State(context): State<ApiContext>,
+    body: Result<Json<NewSuppression>, JsonRejection>,
+) -> Result<(StatusCode, Json<Suppression>), ApiError> {
+    caller.require(Role::Analyst)?;
+    let Json(request) = body.map_err(|e| ApiError::bad("body", e.body_text()))?;
+    if request.reason.len() > 2000 || request.reason.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(ApiError::bad("reason", "a reason is up to 2000 characters"));
+    }
+    let suppression = findings::suppress(
+        &context.db,
+        &request.check,
+        request.account.as_deref(),
+        request.resource.as_deref(),
+        &request.reason,
+        request.until,
+        &caller.actor(),
+    )
+    .await
+    .map_err(|error| match error {
+        FindingsError::Invalid(message) => ApiError::bad("body", message),
+        FindingsError::NotFound(_) => ApiError::NotFound,
+        other => internal(other),
+    })?;
+    audit::record(
+        &context.db,
+        &caller.actor(),
+        "posture.suppress",
+        Some(&suppression.id.to_string()),
+        None,
+        json!(suppression),
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(suppression)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/posture/suppressions/{id}", tag = "posture", params(("id" = i64, Path)), responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn delete_suppression(
+    caller: Caller,
+    State(context): State<ApiContext>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Analyst)?;
+    let id: i64 = id.parse().map_err(|_| ApiError::bad("id", "a suppression id is an integer"))?;
+    if !findings::unsuppress(&context.db, id).await.map_err(internal)? {
+        return Err(ApiError::NotFound);
+    }
+    audit::record(&context.db, &caller.actor(), "posture.unsuppress", Some(&id.to_string()), None, json!({})).await;
+    Ok(Json(json!({"deleted": id})))
+}
+
+/// Evaluates every check now over the latest snapshots (admins).
+#[utoipa::path(post, path = "/api/v1/posture/run", tag = "posture", responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn run_now(caller: Caller, State(context): State<ApiContext>) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Admin)?;
+    let Some(posture) = context.posture.clone() else {
+        return Err(ApiError::Conflict("this server has no posture checks loaded".into()));
+    };
+    let mut checks = posture.checks.lock().await;
+    let report = crate::posture::run(&context.db, &mut checks, &[], posture.alert_at).await.map_err(internal)?;
+    audit::record(&context.db, &caller.actor(), "posture.run", None, None, json!({"accounts": report.accounts.len()}))
+        .await;
+    Ok(Json(serde_json::to_value(&report).map_err(internal)?))
+}
