@@ -435,11 +435,19 @@ pub enum PostureAction {
 pub struct PostureAlertArgs {
     /// Findings of at least this severity raise an alert; `off` for none.
     #[arg(long = "posture-alert-severity", env = "SKYWARDEN_POSTURE_ALERT_SEVERITY", default_value = "high", value_parser = parse_alert_severity)]
-    pub alert_severity: Option<crate::alerts::Severity>,
+    pub alert_severity: AlertThreshold,
 }
 
-fn parse_alert_severity(text: &str) -> Result<Option<crate::alerts::Severity>, String> {
-    if text.eq_ignore_ascii_case("off") { Ok(None) } else { text.parse().map(Some) }
+/// A severity from which something raises alerts, or none (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlertThreshold(pub Option<crate::alerts::Severity>);
+
+fn parse_alert_severity(text: &str) -> Result<AlertThreshold, String> {
+    if text.eq_ignore_ascii_case("off") {
+        Ok(AlertThreshold(None))
+    } else {
+        text.parse().map(|s| AlertThreshold(Some(s)))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -498,4 +506,38 @@ pub enum UserAction {
         #[arg(long, value_enum)]
         role: crate::auth::Role,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("skywarden").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn every_command_line_parses_into_its_types() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        match parse(&["serve", "--notify-retry-base", "500ms", "--posture-alert-severity", "off"]).command {
+            Command::Serve(args) => {
+                assert_eq!(args.notify.notify_retry_base, std::time::Duration::from_millis(500));
+                assert_eq!(args.worker.posture.alert_severity, AlertThreshold(None));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["worker", "--once"]).command {
+            Command::Worker(args) => {
+                assert_eq!(args.poller.posture.alert_severity, AlertThreshold(Some(crate::alerts::Severity::High)))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parse(&["posture", "run", "--account", "111122223333"]).command, Command::Posture { .. }));
+        assert!(matches!(parse(&["notifications", "deliver", "--once"]).command, Command::Notifications { .. }));
+        assert!(matches!(parse(&["demo", "--no-dashboard"]).command, Command::Demo(_)));
+        assert!(Cli::try_parse_from(["skywarden", "serve", "--notify-retry-base", "30"]).is_err());
+        assert!(Cli::try_parse_from(["skywarden", "serve", "--posture-alert-severity", "urgent"]).is_err());
+    }
 }

@@ -170,7 +170,8 @@ pub(crate) async fn build_worker(db: &Database, args: &PollerArgs) -> anyhow::Re
     for problem in &checks.problems {
         tracing::warn!(file = %problem.file, check = ?problem.check, problem = %problem.message, "posture check not loaded");
     }
-    let worker = Worker::new(context, Worker::default_id(), policies).with_posture(checks, args.posture.alert_severity);
+    let worker =
+        Worker::new(context, Worker::default_id(), policies).with_posture(checks, args.posture.alert_severity.0);
     Ok(Arc::new(worker))
 }
 

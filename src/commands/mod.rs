@@ -137,7 +137,7 @@ pub(crate) async fn serve(db_options: &DbOptions, args: ServeArgs) -> anyhow::Re
     let context = http::ApiContext::new(db.pool.clone())
         .with_aws(aws_settings, aws_base)
         .with_notify(key, sender.clone())
-        .with_posture(checks, args.worker.posture.alert_severity);
+        .with_posture(checks, args.worker.posture.alert_severity.0);
     // One signal stops both listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -21,7 +21,7 @@ pub(crate) async fn run(
                 "no posture checks in {}",
                 dir.display()
             );
-            let report = posture::run(&db.pool, &mut checks, &accounts, alerts.alert_severity).await?;
+            let report = posture::run(&db.pool, &mut checks, &accounts, alerts.alert_severity.0).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
