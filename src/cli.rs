@@ -423,6 +423,12 @@ pub enum PostureAction {
         #[arg(long, env = "USER", default_value = "cli")]
         actor: String,
     },
+    /// Record the configuration snapshots of a dump file (skywarden.snapshot/v1), then evaluate.
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        alerts: PostureAlertArgs,
+    },
     /// The score per account and section at the latest run.
     Scores {
         #[arg(long)]

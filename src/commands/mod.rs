@@ -218,6 +218,31 @@ pub(crate) async fn embedded(db_options: &DbOptions, action: DbAction) -> anyhow
     Ok(ExitCode::SUCCESS)
 }
 
+/// The sample's configuration snapshots (`<samples>.config.json`), recorded after its logs so
+/// their changes link to the CloudTrail events, then the posture checks over them.
+async fn demo_posture(db: &Database, args: &DemoArgs) -> anyhow::Result<()> {
+    let file = args.samples.with_extension("config.json");
+    if !file.exists() {
+        return Ok(());
+    }
+    let dump = skywarden::ingest::snapshots::dump::SnapshotDump::load(&file)?;
+    let mut checks =
+        skywarden::posture::checks::CheckSet::load(&skywarden::posture::checks_dir(&args.policies.policies));
+    let high = Some(skywarden::alerts::Severity::High);
+    let report = posture::import_and_evaluate(&db.pool, &dump, &mut checks, high).await?;
+    for (account, outcome) in &report.accounts {
+        println!(
+            "Posture of {account} after {} snapshots: {} checks on {} resources; {} failing ({} raised alerts).",
+            dump.snapshots.len(),
+            report.checks,
+            outcome.evaluated,
+            outcome.failed,
+            outcome.alerts
+        );
+    }
+    Ok(())
+}
+
 pub(crate) async fn run_demo(db_options: &DbOptions, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let geo = open_geo(&args.geo)?;
     let policies = load_policies(&args.policies);
@@ -233,7 +258,10 @@ pub(crate) async fn run_demo(db_options: &DbOptions, args: DemoArgs) -> anyhow::
             match detect_after_import(&db.pool, policies.as_ref(), started).await {
                 Ok(detection) => {
                     detection.iter().for_each(print_detection);
-                    demo::print_story(&db.pool).await.map_err(anyhow::Error::from)
+                    match demo_posture(&db, &args).await {
+                        Ok(()) => demo::print_story(&db.pool).await.map_err(anyhow::Error::from),
+                        Err(error) => Err(error),
+                    }
                 }
                 Err(error) => Err(error),
             }

@@ -24,6 +24,9 @@ pub struct CheckMeta {
     pub frameworks: BTreeMap<String, Vec<String>>,
     /// ATT&CK tactic ids.
     pub mitre: Vec<String>,
+    /// For account-level checks: the resource types the verdict rests on, whose latest change
+    /// is taken as the cause of a new failure.
+    pub depends_on: Vec<String>,
     /// The folder it lives in: `iam`, `logging`, `networking`.
     pub section: String,
     #[schema(value_type = String)]
@@ -65,6 +68,8 @@ struct CustomMetadata {
     frameworks: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     mitre: Vec<String>,
+    #[serde(default)]
+    depends_on: Vec<String>,
 }
 
 /// The `# METADATA` block at the top of a Rego file, with the comment markers removed.
@@ -124,6 +129,7 @@ impl Check {
             remediation: block.custom.remediation.trim().to_string(),
             frameworks: block.custom.frameworks,
             mitre: block.custom.mitre,
+            depends_on: block.custom.depends_on,
             section: section.to_string(),
             file: path.to_path_buf(),
         };

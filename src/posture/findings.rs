@@ -89,6 +89,18 @@ pub async fn record(
         .map(|r| ((r.check_id, r.resource_type, r.resource_id), (r.id, r.status, r.messages)))
         .collect();
     let suppressions = active_suppressions(&mut tx, account).await?;
+    // Changes newer than those the previous evaluation saw can explain a new failure; at the
+    // first evaluation every failure is the baseline, with no cause.
+    let seen_changes = sqlx::query!(
+        "SELECT max_change_id FROM posture_evaluations WHERE account_id = $1 ORDER BY evaluated_at DESC LIMIT 1",
+        account
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let newest_change = sqlx::query_scalar!("SELECT max(change_id) FROM config_changes WHERE account_id = $1", account)
+        .fetch_one(&mut *tx)
+        .await?;
+    let causes_after: Option<i64> = seen_changes.map(|row| row.max_change_id.unwrap_or(0));
     let mut newly_failing: Vec<(i64, &str, &str, &str, &[String])> = Vec::new();
     let mut scores: HashMap<String, (i32, i32, i32)> = HashMap::new();
 
@@ -117,7 +129,7 @@ pub async fn record(
         }
         match by_key.remove(&key) {
             None => {
-                let change_id = latest_change(&mut tx, account, &result.resource_type, &result.resource_id).await?;
+                let change_id = cause_of(&mut tx, check, result, causes_after).await?;
                 let id = sqlx::query_scalar!(
                     "INSERT INTO posture_findings (account_id, check_id, resource_type, resource_id, region, severity, status,
                                                    messages, first_failed_at, last_seen_at, change_id)
@@ -147,7 +159,7 @@ pub async fn record(
                 }
             }
             Some((id, status, messages)) if status == "resolved" => {
-                let change_id = latest_change(&mut tx, account, &result.resource_type, &result.resource_id).await?;
+                let change_id = cause_of(&mut tx, check, result, causes_after).await?;
                 sqlx::query!(
                     "UPDATE posture_findings SET status = 'open', messages = $2, first_failed_at = $3, last_seen_at = $3,
                             resolved_at = NULL, change_id = $4, alert_id = NULL, severity = $5
@@ -199,6 +211,15 @@ pub async fn record(
             outcome.resolved += 1;
         }
     }
+    sqlx::query!(
+        "INSERT INTO posture_evaluations (account_id, evaluated_at, max_change_id) VALUES ($1, $2, $3)
+         ON CONFLICT (account_id, evaluated_at) DO UPDATE SET max_change_id = EXCLUDED.max_change_id",
+        account,
+        now,
+        newest_change,
+    )
+    .execute(&mut *tx)
+    .await?;
     for (section, (passed, failed, suppressed)) in &scores {
         sqlx::query!(
             "INSERT INTO posture_scores (evaluated_at, account_id, section, passed, failed, suppressed) VALUES ($1, $2, $3, $4, $5, $6)
@@ -296,19 +317,47 @@ async fn history(
     Ok(())
 }
 
-/// The resource's most recent configuration change: what most likely broke the check.
+/// What made `result` fail: the resource's latest change, or for an account-level check the
+/// latest change of the types it depends on, since the previous evaluation.
+async fn cause_of(
+    tx: &mut sqlx::PgConnection,
+    check: &CheckMeta,
+    result: &super::evaluate::CheckResult,
+    after: Option<i64>,
+) -> Result<Option<i64>, sqlx::Error> {
+    if result.resource_type != super::evaluate::ACCOUNT_TYPE {
+        return latest_change(tx, &result.account_id, &result.resource_type, &result.resource_id, after).await;
+    }
+    let Some(after) = after else { return Ok(None) };
+    sqlx::query_scalar!(
+        "SELECT change_id FROM config_changes WHERE account_id = $1 AND resource_type = ANY($2) AND change_id > $3
+         ORDER BY change_id DESC LIMIT 1",
+        result.account_id,
+        &check.depends_on,
+        after,
+    )
+    .fetch_optional(&mut *tx)
+    .await
+}
+
+/// The resource's most recent configuration change since the previous evaluation (`after`):
+/// what broke the check. `None` after: the first evaluation, a baseline without causes.
 async fn latest_change(
     tx: &mut sqlx::PgConnection,
     account: &str,
     resource_type: &str,
     resource_id: &str,
+    after: Option<i64>,
 ) -> Result<Option<i64>, sqlx::Error> {
+    let Some(after) = after else { return Ok(None) };
     sqlx::query_scalar!(
         "SELECT change_id FROM config_changes WHERE account_id = $1 AND resource_type = $2 AND resource_id = $3
+           AND change_id > $4
          ORDER BY version DESC LIMIT 1",
         account,
         resource_type,
-        resource_id
+        resource_id,
+        after,
     )
     .fetch_optional(&mut *tx)
     .await
@@ -453,7 +502,9 @@ pub async fn list(pool: &PgPool, filter: &FindingFilter) -> Result<Vec<FindingVi
                                              'principal_arn', ch.principal_arn, 'source_ip', ch.source_ip, 'diff', ch.diff)
                    FROM config_changes ch WHERE ch.change_id = f.change_id) AS cause,
                   ARRAY(SELECT a.alert_id::text FROM alerts a
-                        WHERE a.account_id = f.account_id AND f.resource_id = ANY(a.resources) AND a.policy_id NOT LIKE 'posture:%'
+                        WHERE a.account_id = f.account_id AND a.policy_id NOT LIKE 'posture:%'
+                          AND (f.resource_id = ANY(a.resources)
+                               OR (SELECT ch.resource_id FROM config_changes ch WHERE ch.change_id = f.change_id) = ANY(a.resources))
                           AND a.first_seen >= coalesce((SELECT coalesce(ch.event_time, ch.detected_at) FROM config_changes ch
                                                         WHERE ch.change_id = f.change_id), f.first_failed_at) - interval '1 day'
                           AND a.first_seen <= f.first_failed_at + interval '1 hour'

@@ -464,3 +464,54 @@ async fn an_opened_security_group_is_an_event_alert_at_once_and_a_linked_finding
     assert_eq!(cause["event_id"], "evt-open-rdp");
     assert_eq!(cause["event_name"], "AuthorizeSecurityGroupIngress");
 }
+
+/// The sample incident's configuration snapshots, imported after its logs: the stopped trail
+/// is a finding whose cause is alice's StopLogging call and whose related alert is the event
+/// alert; the instance role the attacker attached resolves the "no role" finding.
+#[tokio::test]
+async fn a_snapshot_dump_replays_the_sample_incident_with_causes() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let geo = crate::support::mmdb::sample_incident_countries(dir.path());
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+    let output =
+        db.skywarden(&["import", "--geoip", geo.to_str().unwrap(), samples.join("incident").to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = db.skywarden(&["posture", "import", samples.join("incident.config.json").to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let all =
+        findings::list(&db.pool, &FindingFilter { account_id: Some("111122223333".into()), ..Default::default() })
+            .await
+            .unwrap();
+    let trail = all.iter().find(|f| f.check_id == "aws-cloudtrail-multi-region").expect("the stopped trail");
+    let cause = trail.cause.as_ref().expect("a cause");
+    assert_eq!(cause["event_name"], "StopLogging");
+    assert_eq!(cause["event_id"], "3414bf35-2340-4f4a-84ee-6d252633c7f9");
+    assert_eq!(cause["source_ip"], "176.36.10.20");
+    let logging_alert: String =
+        sqlx::query_scalar("SELECT alert_id::text FROM alerts WHERE policy_id = 'aws-cloudtrail-logging-disabled'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(trail.related_alerts, [logging_alert]);
+    assert!(trail.alert_id.is_some(), "a high finding raised its own alert");
+    // Findings present in the first snapshot are the baseline: no cause.
+    let mfa = all.iter().find(|f| f.check_id == "aws-iam-user-console-mfa" && f.resource_id == "alice").unwrap();
+    assert!(mfa.cause.is_none());
+    let resolved = findings::list(&db.pool, &FindingFilter { status: Some("resolved".into()), ..Default::default() })
+        .await
+        .unwrap();
+    assert!(
+        resolved.iter().any(|f| f.check_id == "aws-ec2-instance-role" && f.resource_id == "i-0a1b2c3d4e5f67890"),
+        "{resolved:?}"
+    );
+
+    // A broken dump names what is wrong and records nothing.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"format": "skywarden.snapshot/v1", "account_id": "111122223333", "snapshots": [{"captured_at": "2026-11-12T00:00:00Z", "regions": {"us-east-1": {"collected": ["ec2:lambda"], "resources": []}}}]}"#).unwrap();
+    let output = db.skywarden(&["posture", "import", bad.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bad.json") && stderr.contains("unknown resource type \"ec2:lambda\""), "{stderr}");
+}

@@ -16,6 +16,7 @@
 #   frameworks:
 #     cis-aws-3.0: ["1.22"]
 #   mitre: ["TA0002", "TA0010"]
+#   depends_on: ["iam:user", "iam:group", "iam:role"]
 package skywarden.posture.aws_iam_cloudshell_full_access
 
 import rego.v1

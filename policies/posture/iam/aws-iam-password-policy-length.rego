@@ -17,6 +17,7 @@
 #     cis-aws-3.0: ["1.8"]
 #     cis-aws-1.5: ["1.8"]
 #   mitre: ["TA0006"]
+#   depends_on: ["iam:password-policy"]
 package skywarden.posture.aws_iam_password_policy_length
 
 import rego.v1

@@ -17,6 +17,7 @@
 #     cis-aws-3.0: ["1.17"]
 #     cis-aws-1.5: ["1.17"]
 #   mitre: []
+#   depends_on: ["iam:role"]
 package skywarden.posture.aws_iam_support_role
 
 import rego.v1

@@ -19,6 +19,7 @@
 #     cis-aws-3.0: ["3.1"]
 #     cis-aws-1.5: ["3.1"]
 #   mitre: ["TA0005"]
+#   depends_on: ["cloudtrail:trail"]
 package skywarden.posture.aws_cloudtrail_multi_region
 
 import rego.v1

@@ -20,6 +20,7 @@
 #     cis-aws-3.0: ["3.9"]
 #     cis-aws-1.5: ["3.11"]
 #   mitre: ["TA0009", "TA0010"]
+#   depends_on: ["cloudtrail:trail"]
 package skywarden.posture.aws_cloudtrail_s3_read_events
 
 import rego.v1

@@ -20,6 +20,7 @@
 #     cis-aws-3.0: ["3.8"]
 #     cis-aws-1.5: ["3.10"]
 #   mitre: ["TA0040"]
+#   depends_on: ["cloudtrail:trail"]
 package skywarden.posture.aws_cloudtrail_s3_write_events
 
 import rego.v1

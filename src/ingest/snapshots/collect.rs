@@ -33,6 +33,22 @@ pub const IAM_ROOT_ACCOUNT: &str = "iam:root-account";
 /// The account password policy (absent when none is set); its id is the account id.
 pub const IAM_PASSWORD_POLICY: &str = "iam:password-policy";
 
+/// Every resource type a snapshot collects.
+pub const RESOURCE_TYPES: [&str; 12] = [
+    SECURITY_GROUP,
+    INSTANCE,
+    VPC,
+    FLOW_LOG,
+    TRAIL,
+    IAM_USER,
+    IAM_GROUP,
+    IAM_ROLE,
+    IAM_INSTANCE_PROFILE,
+    IAM_POLICY,
+    IAM_ROOT_ACCOUNT,
+    IAM_PASSWORD_POLICY,
+];
+
 /// Large pages: fewer calls, and EC2 allows up to 1000 results per describe call.
 const EC2_PAGE_SIZE: i32 = 1000;
 /// GenerateCredentialReport is asked again while the report is being built.

@@ -3,6 +3,7 @@
 
 pub mod collect;
 pub mod diff;
+pub mod dump;
 pub mod store;
 
 use serde_json::Value;

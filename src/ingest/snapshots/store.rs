@@ -51,7 +51,25 @@ pub async fn record_snapshot(
     baseline: bool,
     previous_at: Option<DateTime<Utc>>,
 ) -> Result<SnapshotOutcome, sqlx::Error> {
-    let now = sqlx::query_scalar!(r#"SELECT now() AS "now!""#).fetch_one(&mut *tx).await?;
+    record_snapshot_at(tx, account_id, region, resource_types, resources, baseline, previous_at, None).await
+}
+
+/// [`record_snapshot`] for a snapshot taken at `captured_at` (an imported dump), not now.
+#[allow(clippy::too_many_arguments)]
+pub async fn record_snapshot_at(
+    tx: &mut PgConnection,
+    account_id: &str,
+    region: &str,
+    resource_types: &[&'static str],
+    resources: &[ResourceConfig],
+    baseline: bool,
+    previous_at: Option<DateTime<Utc>>,
+    captured_at: Option<DateTime<Utc>>,
+) -> Result<SnapshotOutcome, sqlx::Error> {
+    let now = match captured_at {
+        Some(at) => at,
+        None => sqlx::query_scalar!(r#"SELECT now() AS "now!""#).fetch_one(&mut *tx).await?,
+    };
     let types: Vec<String> = resource_types.iter().map(|t| (*t).to_owned()).collect();
     // Posture checks that fail on an absence ("no trail") look only at types collected here.
     sqlx::query!(
@@ -285,6 +303,15 @@ async fn insert_change(
 /// latest successful, non-read-only event naming the resource between the previous snapshot
 /// (less a margin for clock skew) and the one that saw the change. Returns how many were linked.
 pub async fn link_changes(conn: &mut PgConnection, account_id: &str) -> Result<u64, sqlx::Error> {
+    link_changes_since(conn, account_id, None).await
+}
+
+/// [`link_changes`] for changes detected after `since` (default: the last two days).
+pub async fn link_changes_since(
+    conn: &mut PgConnection,
+    account_id: &str,
+    since: Option<DateTime<Utc>>,
+) -> Result<u64, sqlx::Error> {
     let linked = sqlx::query!(
         "WITH found AS (
              SELECT c.change_id, e.event_time, e.event_id, e.event_name, e.principal_arn, e.source_ip_text
@@ -299,11 +326,12 @@ pub async fn link_changes(conn: &mut PgConnection, account_id: &str) -> Result<u
                    AND e.read_only IS NOT TRUE AND e.error_code IS NULL
                  ORDER BY e.event_time DESC
                  LIMIT 1) e
-             WHERE c.account_id = $1 AND c.event_id IS NULL AND c.detected_at > now() - interval '2 days')
+             WHERE c.account_id = $1 AND c.event_id IS NULL AND c.detected_at > coalesce($2, now() - interval '2 days'))
          UPDATE config_changes c SET event_time = f.event_time, event_id = f.event_id, event_name = f.event_name,
                 principal_arn = f.principal_arn, source_ip = f.source_ip_text
          FROM found f WHERE c.change_id = f.change_id",
-        account_id
+        account_id,
+        since,
     )
     .execute(&mut *conn)
     .await?
