@@ -828,3 +828,17 @@ async fn the_sample_hijack_alert_reaches_slack_and_pagerduty_after_a_crash() {
         crate::api::call_with(&context, "DELETE", &format!("/api/v1/channels/{id}"), Some(&admin), None).await;
     assert_eq!(status, 409);
 }
+
+#[tokio::test]
+async fn answers_are_read_up_to_a_bound_and_calls_time_out() {
+    use skywarden::notify::http_client::{HttpError, MAX_RESPONSE_BYTES, OutgoingRequest};
+    let big = Receiver::start(Answer::status(200, &"x".repeat(1 << 20))).await;
+    let client = SafeHttpClient::new(loopback());
+    let reply = client.send(&OutgoingRequest::post_json(big.url("/big"), &json!({}))).await.unwrap();
+    assert_eq!((reply.status, reply.body.len()), (200, MAX_RESPONSE_BYTES));
+
+    let silent = Receiver::start(Answer::Hang).await;
+    let client = SafeHttpClient::new(loopback()).with_timeout(Duration::from_millis(300));
+    let error = client.send(&OutgoingRequest::post_json(silent.url("/slow"), &json!({}))).await.unwrap_err();
+    assert!(matches!(error, HttpError::Timeout(_)), "the call gives up instead of hanging: {error}");
+}

@@ -515,3 +515,26 @@ async fn a_snapshot_dump_replays_the_sample_incident_with_causes() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("bad.json") && stderr.contains("unknown resource type \"ec2:lambda\""), "{stderr}");
 }
+
+#[test]
+fn policies_lint_names_a_broken_check_and_loads_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    crate::support::copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"), &policies);
+    let good = std::fs::read_to_string(policies.join("posture/networking/aws-ec2-imdsv2.rego")).unwrap();
+    let broken = good
+        .replace("aws-ec2-imdsv2", "aws-ec2-broken")
+        .replace("aws_ec2_imdsv2", "aws_ec2_broken")
+        .replace("import rego.v1", "import rego.v1\n\ndeny contains msg if {");
+    std::fs::write(policies.join("posture/networking/aws-ec2-broken.rego"), broken).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_skywarden"))
+        .args(["policies", "--policies", policies.to_str().unwrap(), "lint"])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.lines().any(|l| l.contains("aws-ec2-broken.rego: aws-ec2-broken: Rego")), "{stdout}");
+    let loaded = checks().checks.len();
+    assert!(stdout.contains(&format!("{loaded} posture checks, 1 problems")), "the others load: {stdout}");
+}
