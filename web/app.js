@@ -530,6 +530,362 @@ async function auditLogPage() {
   ], entries));
 }
 
+// ---------------------------------------------------------------- notifications
+
+// What each channel kind takes, as the server checks it: `secret` fields go in `secrets` (sealed
+// by the server; only their names ever come back), the others in `settings`. Empty fields are
+// left out, so the server's defaults apply.
+const CHANNEL_FIELDS = {
+  slack: [{ name: "webhook_url", secret: true, placeholder: "https://hooks.slack.com/services/…" }],
+  teams: [{ name: "webhook_url", secret: true, placeholder: "https://….webhook.office.com/…" }],
+  pagerduty: [
+    { name: "events_url", optional: true, placeholder: "https://events.pagerduty.com/v2/enqueue" },
+    { name: "routing_key", secret: true },
+  ],
+  webhook: [
+    { name: "url", placeholder: "https://siem.example.com/skywarden" },
+    { name: "format", options: ["skywarden", "ocsf"] },
+    { name: "signing_secret", secret: true },
+  ],
+  jira: [
+    { name: "base_url", placeholder: "https://yourcompany.atlassian.net" },
+    { name: "project_key", placeholder: "SEC", size: 8 },
+    { name: "issue_type", value: "Task", size: 10 },
+    { name: "email", placeholder: "the API token's account" },
+    { name: "api_version", options: ["3", "2"], number: true },
+    { name: "labels", list: true, optional: true, placeholder: "skywarden, aws" },
+    { name: "api_token", secret: true },
+  ],
+  servicenow: [
+    { name: "instance_url", placeholder: "https://yourinstance.service-now.com" },
+    { name: "username" },
+    { name: "assignment_group", optional: true },
+    { name: "close_on_resolve", checkbox: true },
+    { name: "password", secret: true },
+  ],
+  email: [
+    { name: "host", placeholder: "smtp.example.com" },
+    { name: "port", number: true, value: "587", size: 6 },
+    { name: "security", options: ["starttls", "tls", "none"] },
+    { name: "username", optional: true },
+    { name: "from", placeholder: "skywarden@example.com" },
+    { name: "to", list: true, placeholder: "soc@example.com, oncall@example.com" },
+    { name: "ca_file", optional: true, placeholder: "/etc/skywarden/relay-ca.pem" },
+    { name: "password", secret: true, optional: true },
+  ],
+};
+const SEVERITIES = ["info", "low", "medium", "high", "critical"];
+const DELIVERY_STATES = ["pending", "sending", "delivered", "dead"];
+
+// A 400 names the field in its text already ("secrets.webhook_url: …"); other fields are added.
+function errorText(error) {
+  const message = error.message || String(error);
+  return error.field && error.field !== "body" && !message.startsWith(error.field) ? `${error.field}: ${message}` : message;
+}
+
+// "HTTP 503: down", without saying the status twice when the text starts with it (sender errors do).
+function withStatus(status, text) {
+  const http = status ? `HTTP ${status}` : null;
+  if (!text) return http || "";
+  return http && !text.startsWith(http) ? `${http}: ${text}` : text;
+}
+
+function commaList(text) {
+  return text.split(",").map((item) => item.trim()).filter(Boolean);
+}
+
+function fieldInput(field) {
+  const id = `channel-${field.name}`;
+  if (field.checkbox) return el("input", { id, name: field.name, type: "checkbox" });
+  if (field.options) return el("select", { id, name: field.name }, field.options.map((o) => el("option", { value: o }, o)));
+  return el("input", {
+    id,
+    name: field.name,
+    type: field.secret ? "password" : field.number ? "number" : "text",
+    autocomplete: field.secret ? "off" : null,
+    required: !field.optional,
+    value: field.value,
+    placeholder: field.placeholder,
+    size: field.size || (field.placeholder && field.placeholder.length > 20 ? 30 : 16),
+  });
+}
+
+// The value to send, or undefined to leave the field out.
+function fieldValue(field, input) {
+  if (field.checkbox) return input.checked;
+  const text = input.value.trim();
+  if (!text) return undefined;
+  if (field.list) return commaList(text);
+  // A number the browser cannot read goes as typed, so the server's error names the field.
+  if (field.number) return Number.isFinite(Number(text)) ? Number(text) : text;
+  return text;
+}
+
+function settingsSummary(settings) {
+  const entries = Object.entries(settings || {}).filter(([, v]) => v !== null && v !== "" && !(Array.isArray(v) && !v.length));
+  if (!entries.length) return el("span", { class: "muted" }, "—");
+  return el("div", { class: "mono settings" },
+    entries.map(([key, value]) => el("div", {}, `${key}: ${Array.isArray(value) ? value.join(", ") : value}`)));
+}
+
+function channelsTable(channels, routes) {
+  const rows = channels.map((channel) => {
+    const result = el("span", { class: "result" });
+    const show = (kind, text) => { result.className = `result ${kind}`; result.textContent = text; };
+    const buttons = [];
+    if (can("admin")) {
+      const test = el("button", {
+        type: "button",
+        class: "secondary test",
+        title: "send a sample alert now",
+        onclick: async () => {
+          test.disabled = true;
+          show("muted", "sending…");
+          try {
+            const answer = await api(`/api/v1/channels/${channel.id}/test`, { method: "POST" });
+            const detail = withStatus(answer.http_status, answer.delivered ? answer.note : answer.error);
+            show(answer.delivered ? "ok" : "error", [answer.delivered ? "delivered" : "failed", detail].filter(Boolean).join(" · "));
+          } catch (error) {
+            show("error", errorText(error));
+          } finally {
+            test.disabled = false;
+          }
+        },
+      }, "Test");
+      buttons.push(test);
+      if (channel.managed_by !== "file") {
+        const used = routes.filter((r) => r.channel_id === channel.id).length;
+        buttons.push(el("button", {
+          type: "button",
+          class: "danger delete",
+          onclick: async () => {
+            const also = used ? ` Its ${used} route(s) and its deliveries go with it.` : " Its deliveries go with it.";
+            if (!confirm(`Delete the channel "${channel.name}"?${also}`)) return;
+            try {
+              await api(`/api/v1/channels/${channel.id}`, { method: "DELETE" });
+              route();
+            } catch (error) {
+              show("error", errorText(error));
+            }
+          },
+        }, "Delete"));
+      }
+    }
+    return el("tr", { "data-channel": channel.name, class: channel.enabled ? null : "disabled" },
+      el("td", {}, channel.name),
+      el("td", {}, channel.kind),
+      el("td", {}, settingsSummary(channel.settings)),
+      el("td", { class: "mono" }, channel.secrets.length ? channel.secrets.join(", ") : "—"),
+      el("td", {}, channel.managed_by === "file" ? el("span", { title: "from the notifications config file; change it there" }, "file (read-only)") : channel.managed_by),
+      el("td", {}, channel.enabled ? "yes" : "no"),
+      el("td", { class: "row-actions" }, buttons, result));
+  });
+  return el("table", { id: "channels" },
+    el("thead", {}, el("tr", {}, ["Name", "Kind", "Settings", "Secrets set", "Managed by", "Enabled", ""].map((t) => el("th", {}, t)))),
+    el("tbody", {}, rows));
+}
+
+function channelForm() {
+  const name = el("input", { id: "channel-name", name: "name", required: true, placeholder: "e.g. soc-slack" });
+  const kind = el("select", { id: "channel-kind", name: "kind" }, Object.keys(CHANNEL_FIELDS).map((k) => el("option", { value: k }, k)));
+  const fields = el("div", { class: "fields" });
+  let inputs = [];
+  const showFields = () => {
+    inputs = CHANNEL_FIELDS[kind.value].map((field) => ({ field, input: fieldInput(field) }));
+    fields.replaceChildren(...inputs.map(({ field, input }) => el("label", { class: field.checkbox ? "check" : null },
+      field.secret ? `${field.name} (secret${field.optional ? ", optional" : ""})` : field.optional ? `${field.name} (optional)` : field.name,
+      input)));
+  };
+  kind.addEventListener("change", showFields);
+  showFields();
+  const message = el("p", { class: "error", role: "alert", id: "channel-error" });
+  const form = el("form", {
+    class: "filters",
+    id: "new-channel",
+    onsubmit: async (event) => {
+      event.preventDefault();
+      message.textContent = "";
+      const settings = {};
+      const secrets = {};
+      for (const { field, input } of inputs) {
+        const value = fieldValue(field, input);
+        if (value !== undefined) (field.secret ? secrets : settings)[field.name] = value;
+      }
+      try {
+        await api("/api/v1/channels", { method: "POST", body: { name: name.value.trim(), kind: kind.value, settings, secrets } });
+        route();
+      } catch (error) {
+        message.textContent = errorText(error);
+      }
+    },
+  },
+  el("label", {}, "Name", name),
+  el("label", {}, "Kind", kind),
+  fields,
+  el("button", { type: "submit", id: "create-channel" }, "Create channel"));
+  return el("div", { class: "panel new" }, el("h2", {}, "New channel"), form, message,
+    el("p", { class: "muted" }, "Secrets are sealed by the server and never shown again; only their names are listed."));
+}
+
+function routesTable(routes) {
+  const list = (items) => (items.length ? items.join(", ") : el("span", { class: "muted" }, "any"));
+  return el("table", { id: "routes" },
+    el("thead", {}, el("tr", {}, ["Name", "Channel", "Policies", "Accounts", "Tags", "Min severity", "Delivery", "Status updates", "Managed by", "Enabled", ""].map((t) => el("th", {}, t)))),
+    el("tbody", {}, routes.map((r) => {
+      const result = el("span", { class: "result error" });
+      const remove = can("admin") && r.managed_by !== "file" ? el("button", {
+        type: "button",
+        class: "danger delete",
+        onclick: async () => {
+          if (!confirm(`Delete the route "${r.name}"?`)) return;
+          try {
+            await api(`/api/v1/routes/${r.id}`, { method: "DELETE" });
+            route();
+          } catch (error) {
+            result.textContent = errorText(error);
+          }
+        },
+      }, "Delete") : null;
+      return el("tr", { "data-route": r.name, class: r.enabled ? null : "disabled" },
+        el("td", {}, r.name),
+        el("td", {}, r.channel),
+        el("td", { class: "mono" }, list(r.policies)),
+        el("td", { class: "mono" }, list(r.accounts)),
+        el("td", { class: "mono" }, list(r.tags)),
+        el("td", {}, sev(r.min_severity), " and above"),
+        el("td", {}, r.digest_minutes == null ? "one message per alert" : `digest every ${r.digest_minutes} min`),
+        el("td", {}, r.status_updates ? "yes" : "no"),
+        el("td", {}, r.managed_by === "file" ? "file (read-only)" : r.managed_by),
+        el("td", {}, r.enabled ? "yes" : "no"),
+        el("td", { class: "row-actions" }, remove, result));
+    })));
+}
+
+function routeForm(channels) {
+  const name = el("input", { id: "route-name", name: "name", required: true, placeholder: "e.g. high-to-slack" });
+  const channel = el("select", { id: "route-channel", name: "channel", required: true },
+    channels.map((c) => el("option", { value: c.name }, `${c.name} (${c.kind})`)));
+  const policies = el("input", { id: "route-policies", name: "policies", size: 24, placeholder: "aws-iam-*, aws-root-login" });
+  const accounts = el("input", { id: "route-accounts", name: "accounts", size: 24, placeholder: "123456789012, …" });
+  const tags = el("input", { id: "route-tags", name: "tags", size: 16, placeholder: "TA0001, T1078" });
+  const minSeverity = el("select", { id: "route-min-severity", name: "min_severity" }, SEVERITIES.map((s) => el("option", { value: s }, s)));
+  const digest = el("input", { id: "route-digest", name: "digest_minutes", type: "number", min: 1, max: 10080, size: 6, placeholder: "off" });
+  const statusUpdates = el("input", { id: "route-status-updates", name: "status_updates", type: "checkbox", checked: true });
+  const message = el("p", { class: "error", role: "alert", id: "route-error" });
+  const form = el("form", {
+    class: "filters",
+    id: "new-route",
+    onsubmit: async (event) => {
+      event.preventDefault();
+      message.textContent = "";
+      const body = {
+        name: name.value.trim(),
+        channel: channel.value,
+        policies: commaList(policies.value),
+        accounts: commaList(accounts.value),
+        tags: commaList(tags.value),
+        min_severity: minSeverity.value,
+        digest_minutes: digest.value.trim() ? Number(digest.value) : null,
+        status_updates: statusUpdates.checked,
+      };
+      try {
+        await api("/api/v1/routes", { method: "POST", body });
+        route();
+      } catch (error) {
+        message.textContent = errorText(error);
+      }
+    },
+  },
+  el("label", {}, "Name", name),
+  el("label", {}, "Channel", channel),
+  el("label", {}, "Policies (* wildcard; empty: all)", policies),
+  el("label", {}, "Accounts (empty: all)", accounts),
+  el("label", {}, "ATT&CK tags (empty: any)", tags),
+  el("label", {}, "Min severity", minSeverity),
+  el("label", {}, "Digest minutes (empty: one per alert)", digest),
+  el("label", { class: "check" }, "Status updates", statusUpdates),
+  el("button", { type: "submit", id: "create-route", disabled: !channels.length }, "Create route"));
+  return el("div", { class: "panel new" }, el("h2", {}, "New route"), form, message,
+    channels.length ? null : el("p", { class: "muted" }, "Create a channel first."));
+}
+
+function deliveryAlert(d) {
+  if (d.alert_id) return el("a", { href: `#/alert/${encodeURIComponent(d.alert_id)}` }, d.alert_title || d.alert_id);
+  if (d.digest_alerts.length) {
+    return el("span", {}, `digest of ${d.digest_alerts.length}: `,
+      d.digest_alerts.map((id, i) => [i ? " " : "", el("a", { href: `#/alert/${encodeURIComponent(id)}`, class: "mono" }, id.slice(0, 8))]));
+  }
+  return el("span", { class: "muted" }, "—");
+}
+
+function deliveriesTable(deliveries) {
+  return el("table", { id: "deliveries" },
+    el("thead", {}, el("tr", {}, ["Created", "State", "Channel", "Route", "Event", "Alert", "Attempts", "Last error", "Next attempt / delivered", "Remote ref", ""].map((t) => el("th", {}, t)))),
+    el("tbody", {}, deliveries.map((d) => {
+      const result = el("span", { class: "result error" });
+      const retry = d.state === "dead" ? el("button", {
+        type: "button",
+        class: "retry",
+        onclick: async () => {
+          try {
+            await api(`/api/v1/deliveries/${d.id}/retry`, { method: "POST" });
+            route();
+          } catch (error) {
+            result.textContent = errorText(error);
+          }
+        },
+      }, "Retry") : null;
+      return el("tr", { "data-delivery": d.id, class: `delivery ${d.state}` },
+        el("td", {}, fmtTime(d.created_at)),
+        el("td", {}, el("span", { class: `state ${d.state}` }, d.state)),
+        el("td", {}, d.channel),
+        el("td", {}, d.route || "—"),
+        el("td", {}, d.event, d.alert_status ? ` (${d.alert_status})` : ""),
+        el("td", {}, deliveryAlert(d)),
+        el("td", {}, d.attempts),
+        el("td", { class: "last-error" }, withStatus(d.last_http_status, d.last_error)),
+        el("td", {}, d.state === "delivered" ? fmtTime(d.delivered_at) : d.state === "dead" ? "gave up" : fmtTime(d.next_attempt_at)),
+        el("td", { class: "mono" }, d.remote_ref || ""),
+        el("td", { class: "row-actions" }, retry, result));
+    })));
+}
+
+async function notificationsPage(params) {
+  const filter = DELIVERY_STATES.includes(params.get("state")) ? params.get("state") : "";
+  // Counted apart from the list so the summary holds whatever the filter shows.
+  const [channels, routes, deliveries, dead, pending] = await Promise.all([
+    api("/api/v1/channels"),
+    api("/api/v1/routes"),
+    api("/api/v1/deliveries" + query({ state: filter, limit: 100 })),
+    api("/api/v1/deliveries?state=dead&limit=1000"),
+    api("/api/v1/deliveries?state=pending&limit=1000"),
+  ]);
+  const count = (list) => (list.length >= 1000 ? "1000+" : String(list.length));
+  const stateSelect = el("select", { id: "delivery-state", name: "state" },
+    ["", "pending", "dead", "delivered", "sending"].map((s) => el("option", { value: s, selected: s === filter }, s || "all")));
+  stateSelect.addEventListener("change", () => { location.hash = "#/notifications" + query({ state: stateSelect.value }); });
+  render(
+    el("h1", {}, "Notifications"),
+    el("div", { class: "cards", id: "delivery-summary" },
+      el("a", { class: `card${dead.length ? " alarm" : ""}`, href: "#/notifications?state=dead", id: "dead-count" },
+        el("div", { class: "n" }, count(dead)), el("div", { class: "muted" }, "dead letters (gave up)")),
+      el("a", { class: "card", href: "#/notifications?state=pending" },
+        el("div", { class: "n" }, count(pending)), el("div", { class: "muted" }, "pending")),
+      el("div", { class: "card" }, el("div", { class: "n" }, channels.length), el("div", { class: "muted" }, "channels")),
+      el("div", { class: "card" }, el("div", { class: "n" }, routes.length), el("div", { class: "muted" }, "routes"))),
+    el("h2", {}, "Channels"),
+    channels.length ? channelsTable(channels, routes) : el("p", { class: "muted" }, "No channel yet."),
+    can("admin") ? channelForm() : el("p", { class: "muted" }, "Adding, testing and deleting channels and routes needs the admin role."),
+    el("h2", {}, "Routes"),
+    routes.length ? routesTable(routes) : el("p", { class: "muted" }, "No route yet: no alert is sent anywhere."),
+    can("admin") ? routeForm(channels) : null,
+    el("h2", {}, "Deliveries"),
+    el("form", { class: "filters", onsubmit: (e) => { e.preventDefault(); location.hash = "#/notifications" + query({ state: stateSelect.value }); } },
+      el("label", {}, "State", stateSelect), el("button", { type: "submit" }, "Filter")),
+    deliveries.length ? deliveriesTable(deliveries) : el("p", { class: "muted" }, filter ? `No ${filter} deliveries.` : "Nothing sent yet."),
+  );
+}
+
 // ---------------------------------------------------------------- routing
 
 async function route() {
@@ -557,6 +913,7 @@ async function route() {
       case "network": return await networkPage(params);
       case "accounts": return await accountsPage();
       case "audit-log": return await auditLogPage();
+      case "notifications": return await notificationsPage(params);
       default: return await overviewPage();
     }
   } catch (error) {

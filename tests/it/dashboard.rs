@@ -1,32 +1,43 @@
 //! The dashboard in a real browser (headless Chromium) against `skywarden serve` with the sample
-//! incident: sign in, the alerts, the hijack alert's map, and the audit trail of a security group.
+//! incident: sign in, the alerts, the hijack alert's map, and the audit trail of a security group;
+//! then an admin wires alerts to a real HTTP receiver on the notifications page.
 //! Screenshots are kept in `target/test-artifacts/dashboard/`.
 
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::browser::{Browser, artifacts_dir};
-use crate::support::{TestDb, mmdb};
+use serde_json::json;
 
-#[tokio::test]
-async fn an_analyst_follows_the_hijack_from_alert_to_map_to_audit_trail() {
-    let db = TestDb::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    let geo = mmdb::sample_incident_countries(dir.path());
+use crate::support::browser::{Browser, artifacts_dir};
+use crate::support::receiver::{Answer, Receiver};
+use crate::support::{KillOnDrop, TestDb, mmdb, skywarden_command};
+use skywarden::notify::channels::{self, ChannelKind, ChannelSpec, SecretInput};
+use skywarden::notify::network::NetworkPolicy;
+use skywarden::notify::secrets::{Secret, SecretKey};
+
+const PASSWORD: &str = "a long enough passphrase";
+
+/// Imports the sample incident (with countries, for the map) and adds a user with `role`.
+fn sample_incident_with_user(db: &TestDb, dir: &Path, user: &str, role: &str) {
+    let geo = mmdb::sample_incident_countries(dir);
     let incident = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/incident");
     let imported = db.skywarden(&["import", "--geoip", geo.to_str().unwrap(), incident.to_str().unwrap()]);
     assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
-    let mut create = crate::support::skywarden_command(&db.url);
-    create
-        .args(["users", "create", "--username", "maria", "--role", "analyst"])
-        .env("SKYWARDEN_USER_PASSWORD", "a long enough passphrase");
+    let mut create = skywarden_command(&db.url);
+    create.args(["users", "create", "--username", user, "--role", role]).env("SKYWARDEN_USER_PASSWORD", PASSWORD);
     assert!(create.output().unwrap().status.success());
+}
 
+/// `skywarden serve` on a free port, its secret key in `dir`, loopback receivers allowed; returns
+/// the process guard and the base URL once it listens.
+async fn serve(db: &TestDb, dir: &Path, extra: &[&str]) -> (KillOnDrop, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _server = crate::support::KillOnDrop(
-        crate::support::skywarden_command(&db.url)
+    let server = KillOnDrop(
+        skywarden_command(&db.url)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--no-pollers"])
+            .args(extra)
+            .env("SKYWARDEN_NOTIFY_ALLOW_NETWORKS", "127.0.0.1/32")
+            .env("SKYWARDEN_SECRET_KEY_FILE", dir.join("secret.key"))
             .spawn()
             .unwrap(),
     );
@@ -35,6 +46,24 @@ async fn an_analyst_follows_the_hijack_from_alert_to_map_to_audit_trail() {
         assert!(std::time::Instant::now() < deadline, "serve did not listen within 20 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    (server, format!("http://127.0.0.1:{port}"))
+}
+
+async fn sign_in(browser: &Browser, base: &str, user: &str, role: &str) {
+    browser.goto(&format!("{base}/#/login")).await;
+    browser.type_into("#username", user).await;
+    browser.type_into("#password", PASSWORD).await;
+    browser.click("#sign-in").await;
+    browser.wait_for_text("main h1", "Overview").await;
+    browser.wait_for_text("#who", &format!("{user} ({role})")).await;
+}
+
+#[tokio::test]
+async fn an_analyst_follows_the_hijack_from_alert_to_map_to_audit_trail() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    sample_incident_with_user(&db, dir.path(), "maria", "analyst");
+    let (_server, base) = serve(&db, dir.path(), &[]).await;
 
     let browser = Browser::start(artifacts_dir("dashboard")).await;
     browser.goto(&format!("{base}/#/login")).await;
@@ -44,7 +73,7 @@ async fn an_analyst_follows_the_hijack_from_alert_to_map_to_audit_trail() {
     browser.wait_for_text("[role=alert]", "wrong user name, password or token").await;
     browser.screenshot("01-login-refused").await;
     browser.type_into("#username", "maria").await;
-    browser.type_into("#password", "a long enough passphrase").await;
+    browser.type_into("#password", PASSWORD).await;
     browser.click("#sign-in").await;
     browser.wait_for_text("main h1", "Overview").await;
     browser.wait_for_text("#who", "maria (analyst)").await;
@@ -90,6 +119,11 @@ async fn an_analyst_follows_the_hijack_from_alert_to_map_to_audit_trail() {
     browser.goto(&format!("{base}/#/accounts")).await;
     browser.wait_for_text("main h1", "Accounts").await;
     browser.screenshot("07-accounts").await;
+    // An analyst reads the notifications page; changing channels and routes is for admins.
+    browser.goto(&format!("{base}/#/notifications")).await;
+    browser.wait_for_text("main", "needs the admin role").await;
+    assert_eq!(browser.count("#new-channel").await, 0);
+    assert_eq!(browser.count("#new-route").await, 0);
 
     // Nothing was fetched from anywhere but this server.
     let origins =
@@ -103,4 +137,167 @@ async fn an_analyst_follows_the_hijack_from_alert_to_map_to_audit_trail() {
             .await
             .unwrap();
     assert_eq!(status, "acknowledged");
+}
+
+#[tokio::test]
+async fn an_admin_routes_alerts_to_a_slack_receiver_and_retries_a_dead_letter() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    sample_incident_with_user(&db, dir.path(), "ana", "admin");
+    let receiver = Receiver::start(Answer::status(200, "ok")).await;
+
+    // A channel and a dead letter for the hijack alert, as the sender leaves one when it gives up.
+    // The last error carries markup: the page must show it as text.
+    let key = SecretKey::load_or_create_file(&dir.path().join("secret.key")).unwrap();
+    let spec = ChannelSpec {
+        name: "siem-webhook".into(),
+        kind: ChannelKind::Webhook,
+        settings: json!({"url": receiver.url("/siem"), "format": "ocsf"}),
+        secrets: [("signing_secret".to_string(), SecretInput::Value(Secret::new("not shown anywhere")))].into(),
+        enabled: true,
+    };
+    let loopback = NetworkPolicy::allowing("127.0.0.1/32").unwrap();
+    let siem = channels::create(&db.pool, &spec, &key, &loopback).await.unwrap().id;
+    let (account_id, alert_id, alert_title): (String, String, String) = sqlx::query_as(
+        "SELECT account_id, alert_id::text, title FROM alerts WHERE policy_id = 'aws-account-hijacking-attempt'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let dead: i64 = sqlx::query_scalar(
+        "INSERT INTO notification_outbox
+             (channel_id, event, account_id, alert_id, dedup_key, state, attempts, last_error, last_http_status)
+         VALUES ($1, 'alert.opened', $2, $3::uuid, 'skywarden-test-dead', 'dead', 10,
+                 'HTTP 503: <img src=x id=injected>upstream down', 503)
+         RETURNING id",
+    )
+    .bind(siem)
+    .bind(&account_id)
+    .bind(&alert_id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+
+    // No sender in this process: the retried dead letter stays pending for the check below.
+    let (_server, base) = serve(&db, dir.path(), &["--no-notifications"]).await;
+    let browser = Browser::start(artifacts_dir("dashboard")).await;
+    sign_in(&browser, &base, "ana", "admin").await;
+    browser.goto(&format!("{base}/#/notifications")).await;
+    browser.wait_for_text("main h1", "Notifications").await;
+    // The operator sees at once that something gave up.
+    let summary = browser.wait_for_text("#dead-count", "dead letters").await;
+    assert!(summary.starts_with('1'), "{summary}");
+    assert_eq!(browser.count("#delivery-summary .card.alarm").await, 1);
+
+    // (a) The metadata service is refused, and the page says why.
+    browser.type_into("#channel-name", "metadata").await;
+    browser.click("#channel-kind option[value='slack']").await;
+    browser.type_into("#channel-webhook_url", "http://169.254.169.254/").await;
+    browser.click("#create-channel").await;
+    let refused = browser.wait_for_text("#channel-error", "secrets.webhook_url").await;
+    assert!(refused.contains("SKYWARDEN_NOTIFY_ALLOW_NETWORKS"), "{refused}");
+    browser.screenshot("08-notifications-channel-refused").await;
+    assert_eq!(db.count("SELECT count(*) FROM notification_channels WHERE name = 'metadata'").await, 0);
+
+    // A Slack channel whose webhook is the local receiver; its URL is a secret, never shown.
+    let hook = receiver.url("/services/T000/B000/slack-hook");
+    browser.type_into("#channel-name", "soc-slack").await;
+    browser.type_into("#channel-webhook_url", &hook).await;
+    browser.click("#create-channel").await;
+    let channels = browser.wait_for_text("#channels", "soc-slack").await;
+    assert!(channels.contains("webhook_url") && channels.contains("siem-webhook"), "{channels}");
+    let page = browser.text("main").await;
+    assert!(!page.contains("slack-hook") && !page.contains("not shown anywhere"), "a secret is on the page: {page}");
+    let secret_type = browser.script("return document.getElementById('channel-webhook_url').type").await;
+    assert_eq!(secret_type, json!("password"));
+
+    // The fields follow the kind: a Jira channel's comma list and version go as JSON array and number.
+    browser.click("#channel-kind option[value='jira']").await;
+    browser.type_into("#channel-name", "sec-jira").await;
+    browser.type_into("#channel-base_url", &receiver.url("/jira")).await;
+    browser.type_into("#channel-project_key", "SEC").await;
+    browser.type_into("#channel-email", "soc@example.com").await;
+    browser.type_into("#channel-labels", "skywarden, aws").await;
+    browser.type_into("#channel-api_token", "jira token").await;
+    browser.click("#create-channel").await;
+    browser.wait_for_text("#channels", "sec-jira").await;
+    let settings: serde_json::Value =
+        sqlx::query_scalar("SELECT settings FROM notification_channels WHERE name = 'sec-jira'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        settings,
+        json!({"base_url": receiver.url("/jira"), "project_key": "SEC", "issue_type": "Task",
+               "email": "soc@example.com", "api_version": 3, "labels": ["skywarden", "aws"]})
+    );
+
+    // (b) The Test button sends a sample alert to the receiver and shows how it answered.
+    browser.click("tr[data-channel='soc-slack'] button.test").await;
+    let result = browser.wait_for_text("tr[data-channel='soc-slack'] .result", "delivered").await;
+    assert!(result.contains("HTTP 200"), "{result}");
+    browser.screenshot("09-notifications-test-delivered").await;
+    let received = receiver.wait_for(1).await;
+    let test = received.iter().find(|r| r.path == "/services/T000/B000/slack-hook").expect("the test message");
+    assert_eq!(test.method, "POST");
+    assert!(test.json().to_string().contains("[Test]"), "{}", test.json());
+
+    // (c) A route through the form, to the new channel.
+    browser.type_into("#route-name", "hijacks-to-slack").await;
+    browser.click("#route-channel option[value='soc-slack']").await;
+    browser.type_into("#route-policies", "aws-account-*, aws-root-login").await;
+    browser.type_into("#route-accounts", &account_id).await;
+    browser.type_into("#route-tags", "TA0001").await;
+    browser.click("#route-min-severity option[value='high']").await;
+    browser.click("#create-route").await;
+    let routes = browser.wait_for_text("#routes", "hijacks-to-slack").await;
+    assert!(
+        routes.contains("soc-slack") && routes.contains("aws-account-*") && routes.contains(&account_id),
+        "{routes}"
+    );
+    assert!(routes.contains("one message per alert"), "{routes}");
+    let (channel, severity, policies, digest, status_updates): (String, String, Vec<String>, Option<i32>, bool) =
+        sqlx::query_as(
+            "SELECT c.name, r.min_severity::text, r.policy_ids, r.digest_minutes, r.status_updates
+             FROM notification_routes r JOIN notification_channels c ON c.id = r.channel_id
+             WHERE r.name = 'hijacks-to-slack'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!((channel.as_str(), severity.as_str()), ("soc-slack", "high"));
+    assert_eq!(policies, ["aws-account-*", "aws-root-login"]);
+    assert_eq!((digest, status_updates), (None, true));
+    browser.screenshot("10-notifications-route").await;
+
+    // (d) The dead letter: highlighted, linked to its alert, its error as text, with Retry.
+    let row = format!("#deliveries tr.dead[data-delivery='{dead}']");
+    let text = browser.wait_for_text(&row, "upstream down").await;
+    assert!(text.contains("HTTP 503: <img src=x id=injected>upstream down") && text.contains("siem-webhook"), "{text}");
+    assert_eq!(browser.count("#injected").await, 0, "an error string became markup");
+    let link = browser.text(&format!("{row} a[href='#/alert/{alert_id}']")).await;
+    assert_eq!(link, alert_title);
+    browser.script("document.getElementById('deliveries').scrollIntoView(); return null").await;
+    browser.screenshot("11-notifications-dead-letter").await;
+    browser.click(&format!("{row} button.retry")).await;
+    browser.wait_for_text(&format!("#deliveries tr[data-delivery='{dead}']"), "pending").await;
+    let (state, attempts): (String, i32) =
+        sqlx::query_as("SELECT state, attempts FROM notification_outbox WHERE id = $1")
+            .bind(dead)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), attempts), ("pending", 0));
+    assert_eq!(browser.count(&format!("#deliveries tr[data-delivery='{dead}'] button.retry")).await, 0);
+    assert!(browser.text("#dead-count").await.starts_with('0'));
+    browser.click("#delivery-state option[value='dead']").await;
+    browser.wait_for_text("main", "No dead deliveries.").await;
+
+    // Deleting asks first.
+    browser.goto(&format!("{base}/#/notifications")).await;
+    browser.find(&format!("#deliveries tr[data-delivery='{dead}']")).await; // the unfiltered page is drawn
+    browser.click("tr[data-route='hijacks-to-slack'] button.delete").await;
+    browser.accept_dialog().await;
+    browser.wait_for_text("main", "No route yet").await;
+    assert_eq!(db.count("SELECT count(*) FROM notification_routes").await, 0);
 }

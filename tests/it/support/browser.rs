@@ -182,6 +182,16 @@ impl Browser {
         }
     }
 
+    /// Accepts the `confirm()` (or `alert()`) the page just opened, waiting up to 5 s for it.
+    pub async fn accept_dialog(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.session_call("GET", "/alert/text", None).await.is_err() {
+            assert!(Instant::now() < deadline, "no dialog opened within 5 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.session_call("POST", "/alert/accept", Some(json!({}))).await.expect("accepting the dialog");
+    }
+
     pub async fn script(&self, script: &str) -> Value {
         let result = self.session_call("POST", "/execute/sync", Some(json!({"script": script, "args": []}))).await;
         result.expect("running a script")["value"].clone()
