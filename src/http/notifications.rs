@@ -31,6 +31,7 @@ pub fn router() -> Router<ApiContext> {
         .route("/api/v1/routes", get(list_routes).post(create_route))
         .route("/api/v1/routes/{id}", put(replace_route).delete(delete_route))
         .route("/api/v1/deliveries", get(list_deliveries))
+        .route("/api/v1/deliveries/counts", get(delivery_counts))
         .route("/api/v1/deliveries/{id}/retry", post(retry_delivery))
 }
 
@@ -284,6 +285,18 @@ async fn list_deliveries(
         .unwrap_or(200);
     let filter = DeliveryFilter { state, channel_id, alert_id, limit };
     Ok(Json(outbox::list(&context.db, &filter).await.map_err(|e| ApiError::Internal(e.into()))?))
+}
+
+/// How many deliveries are in each state (dead: gave up).
+#[utoipa::path(get, path = "/api/v1/deliveries/counts", tag = "notifications", responses((status = 200, description = "pending, sending, delivered and dead counts", body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn delivery_counts(caller: Caller, State(context): State<ApiContext>) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Analyst)?;
+    let counts = outbox::counts(&context.db).await.map_err(|e| ApiError::Internal(e.into()))?;
+    let mut answer = json!({"pending": 0, "sending": 0, "delivered": 0, "dead": 0});
+    for (state, count) in counts {
+        answer[state] = json!(count);
+    }
+    Ok(Json(answer))
 }
 
 #[utoipa::path(post, path = "/api/v1/deliveries/{id}/retry", tag = "notifications", params(("id" = i64, Path)), responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, description = "No dead delivery with this id", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]

@@ -502,6 +502,8 @@ async fn deliveries_give_up_into_dead_letters_that_analysts_retry() {
     .unwrap();
     let scrape = axum::body::to_bytes(scrape.into_body(), 1 << 20).await.unwrap();
     assert!(String::from_utf8_lossy(&scrape).contains("skywarden_notifications{state=\"dead\"} 2"));
+    let (_, counts) = crate::api::call_with(&context, "GET", "/api/v1/deliveries/counts", Some(&analyst), None).await;
+    assert_eq!(counts["dead"], 2);
 
     receiver.script([Answer::status(200, "ok")]);
     let uri = format!("/api/v1/deliveries/{}/retry", slack_dead["id"]);
