@@ -2,7 +2,7 @@
 // Every value shown comes from the API and is written with textContent, never as HTML.
 "use strict";
 
-const state = { csrf: null, user: null, role: null, world: null };
+const state = { csrf: null, user: null, role: null, world: null, flash: null };
 const ROLE_RANK = { viewer: 1, analyst: 2, admin: 3 };
 
 // ---------------------------------------------------------------- helpers
@@ -88,7 +88,8 @@ function table(columns, rows, onClick) {
 
 function render(...nodes) {
   const main = document.getElementById("main");
-  main.replaceChildren(...nodes);
+  // Pages pass `cond ? node : null`; replaceChildren would show those as the text "null".
+  main.replaceChildren(...nodes.flat(Infinity).filter((node) => node !== null && node !== undefined && node !== false));
 }
 
 function showError(error) {
@@ -853,24 +854,22 @@ function deliveriesTable(deliveries) {
 async function notificationsPage(params) {
   const filter = DELIVERY_STATES.includes(params.get("state")) ? params.get("state") : "";
   // Counted apart from the list so the summary holds whatever the filter shows.
-  const [channels, routes, deliveries, dead, pending] = await Promise.all([
+  const [channels, routes, deliveries, counts] = await Promise.all([
     api("/api/v1/channels"),
     api("/api/v1/routes"),
     api("/api/v1/deliveries" + query({ state: filter, limit: 100 })),
-    api("/api/v1/deliveries?state=dead&limit=1000"),
-    api("/api/v1/deliveries?state=pending&limit=1000"),
+    api("/api/v1/deliveries/counts"),
   ]);
-  const count = (list) => (list.length >= 1000 ? "1000+" : String(list.length));
   const stateSelect = el("select", { id: "delivery-state", name: "state" },
     ["", "pending", "dead", "delivered", "sending"].map((s) => el("option", { value: s, selected: s === filter }, s || "all")));
   stateSelect.addEventListener("change", () => { location.hash = "#/notifications" + query({ state: stateSelect.value }); });
   render(
     el("h1", {}, "Notifications"),
     el("div", { class: "cards", id: "delivery-summary" },
-      el("a", { class: `card${dead.length ? " alarm" : ""}`, href: "#/notifications?state=dead", id: "dead-count" },
-        el("div", { class: "n" }, count(dead)), el("div", { class: "muted" }, "dead letters (gave up)")),
-      el("a", { class: "card", href: "#/notifications?state=pending" },
-        el("div", { class: "n" }, count(pending)), el("div", { class: "muted" }, "pending")),
+      el("a", { class: `card${counts.dead ? " alarm" : ""}`, href: "#/notifications?state=dead", id: "dead-count" },
+        el("div", { class: "n" }, counts.dead), el("div", { class: "muted" }, "dead letters (gave up)")),
+      el("a", { class: "card", href: "#/notifications?state=pending", id: "pending-count" },
+        el("div", { class: "n" }, counts.pending), el("div", { class: "muted" }, "pending")),
       el("div", { class: "card" }, el("div", { class: "n" }, channels.length), el("div", { class: "muted" }, "channels")),
       el("div", { class: "card" }, el("div", { class: "n" }, routes.length), el("div", { class: "muted" }, "routes"))),
     el("h2", {}, "Channels"),
@@ -883,6 +882,362 @@ async function notificationsPage(params) {
     el("form", { class: "filters", onsubmit: (e) => { e.preventDefault(); location.hash = "#/notifications" + query({ state: stateSelect.value }); } },
       el("label", {}, "State", stateSelect), el("button", { type: "submit" }, "Filter")),
     deliveries.length ? deliveriesTable(deliveries) : el("p", { class: "muted" }, filter ? `No ${filter} deliveries.` : "Nothing sent yet."),
+  );
+}
+
+// ---------------------------------------------------------------- compliance
+
+// CIS sections in the benchmark's order; a section the checks add later goes after them.
+const SECTIONS = ["iam", "logging", "networking"];
+const FINDING_STATUSES = ["open", "resolved", "all"];
+
+function bySection(a, b) {
+  const rank = (s) => (SECTIONS.includes(s) ? SECTIONS.indexOf(s) : SECTIONS.length);
+  return rank(a) - rank(b) || a.localeCompare(b);
+}
+
+// Rounded down, so a section with any failure never shows 100%.
+function percent(score) {
+  return `${Math.floor(score * 10) / 10}%`;
+}
+
+function scoreClass(score) {
+  return score >= 90 ? "good" : score >= 70 ? "fair" : "poor";
+}
+
+// Passed (suppressed counted as passing) over evaluated, as the API computes a section's score.
+function totals(rows) {
+  const t = { passed: 0, failed: 0, suppressed: 0 };
+  for (const r of rows) { t.passed += r.passed; t.failed += r.failed; t.suppressed += r.suppressed; }
+  const all = t.passed + t.failed + t.suppressed;
+  t.score = all ? ((t.passed + t.suppressed) * 100) / all : 100;
+  return t;
+}
+
+function resourceRef(f) {
+  if (f.resource_type === "aws:account") return el("span", {}, el("span", { class: "muted" }, "account "), f.resource_id);
+  return el("span", {}, el("span", { class: "muted" }, `${f.resource_type} `),
+    el("a", { href: `#/resource/${f.account_id}/${f.resource_type}/${encodeURIComponent(f.resource_id)}`, class: "resource-link" }, f.resource_id));
+}
+
+function cisControls(frameworks) {
+  // The newest benchmark version first.
+  const cis = Object.entries(frameworks || {}).filter(([name, controls]) => name.startsWith("cis-") && controls.length)
+    .sort(([a], [b]) => b.localeCompare(a, undefined, { numeric: true }));
+  if (!cis.length) return el("span", { class: "muted" }, "—");
+  return el("div", { class: "controls" }, cis.map(([name, controls]) =>
+    el("div", { title: name }, el("span", { class: "muted" }, `${name.replace(/^cis-aws-/, "v")} `), controls.join(", "))));
+}
+
+function suppressedBadge(f) {
+  if (!f.suppressed) return null;
+  return el("span", { class: "suppressed-note" }, el("span", { class: "badge suppressed", title: f.suppression }, "suppressed"),
+    el("span", { class: "reason" }, f.suppression));
+}
+
+// The score of every evaluation, oldest first: the account's overall line (thick) over one thin
+// line per section, on a fixed 0–100% scale so accounts compare at a glance.
+function trendChart(rows) {
+  const W = 340, H = 96, left = 34, right = 8, top = 6, bottom = 16;
+  const times = [...new Set(rows.map((r) => r.evaluated_at))].sort();
+  const chart = svg("svg", { class: "trend", viewBox: `0 0 ${W} ${H}`, "data-points": times.length, role: "img" },
+    svg("title", {}, "score per evaluation"));
+  const x = (i) => (times.length > 1 ? left + (i * (W - left - right)) / (times.length - 1) : (left + W - right) / 2);
+  const y = (score) => top + ((100 - score) * (H - top - bottom)) / 100;
+  for (const level of [0, 50, 100]) {
+    chart.append(svg("line", { class: "gridline", x1: left, x2: W - right, y1: y(level), y2: y(level) }),
+      svg("text", { x: left - 4, y: y(level) + 3, "text-anchor": "end" }, `${level}%`));
+  }
+  const line = (points, cls) => {
+    if (points.length > 1) chart.append(svg("polyline", { class: cls, points: points.map(([px, py]) => `${px.toFixed(1)},${py.toFixed(1)}`).join(" ") }));
+  };
+  const sections = [...new Set(rows.map((r) => r.section))].sort(bySection);
+  for (const section of sections) {
+    const points = [];
+    times.forEach((t, i) => {
+      const row = rows.find((r) => r.evaluated_at === t && r.section === section);
+      if (row) points.push([x(i), y(row.score)]);
+    });
+    line(points, `section s-${section}`);
+  }
+  const overall = times.map((t) => totals(rows.filter((r) => r.evaluated_at === t)));
+  line(overall.map((o, i) => [x(i), y(o.score)]), "overall");
+  overall.forEach((o, i) => chart.append(svg("circle", { class: "overall", cx: x(i), cy: y(o.score), r: 3 },
+    svg("title", {}, `${fmtTime(times[i])}: ${percent(o.score)} (${o.failed} failed, ${o.passed} passed, ${o.suppressed} suppressed)`))));
+  if (times.length) {
+    chart.append(svg("text", { x: left, y: H - 3 }, fmtTime(times[0])));
+    if (times.length > 1) chart.append(svg("text", { x: W - right, y: H - 3, "text-anchor": "end" }, fmtTime(times[times.length - 1])));
+  }
+  const legend = el("div", { class: "legend trend-legend" },
+    el("span", {}, el("i", { class: "swatch overall" }), "overall"),
+    sections.map((s) => el("span", {}, el("i", { class: `swatch s-${s}` }), s)));
+  return el("div", { class: "trend-box" }, chart, legend);
+}
+
+function scoreCards(account, latest, trend) {
+  const overall = totals(latest);
+  const sections = latest.slice().sort((a, b) => bySection(a.section, b.section));
+  const evaluated = latest.map((r) => r.evaluated_at).sort().pop();
+  return el("div", { class: "panel posture-account", "data-account": account },
+    el("div", {},
+      el("div", { class: "posture-head" },
+        el("h2", {}, `Account ${account}`),
+        el("span", { class: "muted" }, `evaluated ${fmtTime(evaluated)} · ${trend.length ? new Set(trend.map((r) => r.evaluated_at)).size : 0} evaluations`)),
+      el("div", { class: "cards" },
+        el("a", { class: "card score overall", href: "#/compliance" + query({ account }), "data-section": "overall" },
+          el("div", { class: "muted" }, "overall"),
+          el("div", { class: `n ${scoreClass(overall.score)}` }, percent(overall.score)),
+          el("div", { class: "counts" }, `${overall.failed} failed · ${overall.passed + overall.suppressed} of ${overall.passed + overall.failed + overall.suppressed} pass`)),
+        sections.map((s) => el("a", { class: "card score", href: "#/compliance" + query({ account, section: s.section }), "data-section": s.section, "data-score": s.score },
+          el("div", { class: "muted" }, s.section),
+          el("div", { class: `n ${scoreClass(s.score)}` }, percent(s.score)),
+          el("div", { class: "counts" }, `${s.failed} failed`, s.suppressed ? ` · ${s.suppressed} suppressed` : "", ` · ${s.passed} passed`))))),
+    trendChart(trend));
+}
+
+function findingsTable(findings) {
+  const rows = findings.map((f) => {
+    const row = el("tr", {
+      class: `clickable finding ${f.status}${f.suppressed ? " is-suppressed" : ""}`,
+      "data-finding": f.id,
+      "data-check": f.check_id,
+      "data-resource": f.resource_id,
+      onclick: () => { location.hash = `#/finding/${f.id}`; },
+    },
+    el("td", {}, sev(f.severity)),
+    el("td", {}, el("a", { href: `#/finding/${f.id}` }, f.title), el("div", { class: "mono muted" }, f.check_id)),
+    el("td", { class: "resource" }, resourceRef(f), f.resource_type === "aws:account" ? null : el("div", { class: "muted" }, `${f.account_id} · ${f.region}`)),
+    el("td", { class: "messages" }, f.messages.map((m) => el("div", {}, m))),
+    el("td", {}, cisControls(f.frameworks)),
+    el("td", { class: "when" }, fmtTime(f.first_failed_at), el("div", { class: "muted" }, f.resolved_at ? `resolved ${fmtTime(f.resolved_at)}` : `seen ${fmtTime(f.last_seen_at)}`)),
+    el("td", {}, el("span", { class: `status ${f.status}` }, f.status), suppressedBadge(f)));
+    for (const link of row.querySelectorAll("a")) link.addEventListener("click", (e) => e.stopPropagation());
+    return row;
+  });
+  return el("table", { id: "findings" },
+    el("thead", {}, el("tr", {}, ["Severity", "Check", "Resource", "What fails", "CIS controls", "First failed / last seen", "Status"].map((t) => el("th", {}, t)))),
+    el("tbody", {}, rows));
+}
+
+function runNowButton() {
+  const result = el("span", { class: "result", id: "run-result" });
+  const button = el("button", {
+    type: "button",
+    id: "run-now",
+    title: "evaluate every check over the latest snapshots now",
+    onclick: async () => {
+      button.disabled = true;
+      result.className = "result muted";
+      result.textContent = "evaluating…";
+      try {
+        const report = await api("/api/v1/posture/run", { method: "POST" });
+        const sum = (key) => report.accounts.reduce((n, [, outcome]) => n + outcome[key], 0);
+        state.flash = `Evaluated ${report.checks} checks over ${report.accounts.length} account(s) at ${fmtTime(report.evaluated_at)}: `
+          + `${sum("opened")} opened, ${sum("reopened")} reopened, ${sum("resolved")} resolved`
+          + (report.problems.length ? `; ${report.problems.length} problem(s) in checks` : "");
+        route();
+      } catch (error) {
+        result.className = "result error";
+        result.textContent = errorText(error);
+        button.disabled = false;
+      }
+    },
+  }, "Run now");
+  return el("span", { class: "run-now" }, button, result);
+}
+
+async function compliancePage(params) {
+  const status = FINDING_STATUSES.includes(params.get("status")) ? params.get("status") : "open";
+  const filters = { account: params.get("account") || "", section: params.get("section") || "", check: params.get("check") || "" };
+  const severity = SEVERITIES.includes(params.get("severity")) ? params.get("severity") : "";
+  const q = params.get("q") || "";
+  const [scores, checks, findings] = await Promise.all([
+    api("/api/v1/posture/scores"),
+    api("/api/v1/posture/checks"),
+    api("/api/v1/posture/findings" + query({ status, ...filters })),
+  ]);
+  const accounts = [...new Set(scores.map((s) => s.account_id))].sort();
+  const trends = await Promise.all(accounts.map((account) => api("/api/v1/posture/scores" + query({ account, trend: "true" }))));
+  // Severity and the resource search are applied here: the API filters by exact values only.
+  const needle = q.trim().toLowerCase();
+  const shown = findings.filter((f) => (!severity || f.severity === severity) && (!needle || f.resource_id.toLowerCase().includes(needle)));
+
+  const select = (name, value, options, any) => el("select", { name, id: `filter-${name}` },
+    any !== undefined ? el("option", { value: "" }, any) : null,
+    options.map(([v, text]) => el("option", { value: v, selected: v === value }, text)));
+  const sections = [...new Set([...SECTIONS, ...checks.map((c) => c.section)])].sort(bySection);
+  const statusSelect = select("status", status, FINDING_STATUSES.map((s) => [s, s]));
+  const sectionSelect = select("section", filters.section, sections.map((s) => [s, s]), "any section");
+  const severitySelect = select("severity", severity, SEVERITIES.slice().reverse().map((s) => [s, s]), "any severity");
+  const accountSelect = select("account", filters.account,
+    [...new Set([...accounts, filters.account].filter(Boolean))].map((a) => [a, a]), "any account");
+  const checkSelect = select("check", filters.check, checks.map((c) => [c.id, c.id]), "any check");
+  const search = el("input", { name: "q", id: "filter-q", value: q, placeholder: "resource id contains", size: 22 });
+  const apply = (e) => {
+    e.preventDefault();
+    location.hash = "#/compliance" + query({
+      status: statusSelect.value === "open" ? "" : statusSelect.value, section: sectionSelect.value, severity: severitySelect.value,
+      account: accountSelect.value, check: checkSelect.value, q: search.value.trim(),
+    });
+  };
+  const flash = state.flash;
+  state.flash = null;
+  const latest = scores.map((s) => s.evaluated_at).sort().pop();
+  const heading = status === "open" ? "Failing resources" : status === "resolved" ? "Resolved findings" : "All findings";
+  render(
+    el("h1", {}, "Compliance"),
+    el("p", { class: "muted page-meta" },
+      latest ? `CIS AWS Foundations checks over the config snapshots; last evaluated ${fmtTime(latest)}. Suppressed findings count as passing from the next evaluation.`
+        : "No evaluation yet.",
+      can("admin") ? runNowButton() : null),
+    flash ? el("p", { class: "flash", id: "run-report" }, flash) : null,
+    accounts.length
+      ? el("div", { id: "scores" }, accounts.map((account, i) => scoreCards(account, scores.filter((s) => s.account_id === account), trends[i])))
+      : el("p", { class: "muted" }, "No posture evaluation yet: checks run over onboarded accounts' config snapshots (or `skywarden posture import` a snapshot dump)."),
+    el("h2", {}, heading),
+    el("form", { class: "filters", id: "finding-filters", onsubmit: apply },
+      el("label", {}, "Status", statusSelect), el("label", {}, "Section", sectionSelect), el("label", {}, "Severity", severitySelect),
+      el("label", {}, "Account", accountSelect), el("label", {}, "Check", checkSelect), el("label", {}, "Resource", search),
+      el("button", { type: "submit" }, "Filter")),
+    el("p", { class: "muted", id: "finding-count" }, shown.length === findings.length ? `${shown.length} findings` : `${shown.length} of ${findings.length} findings`),
+    shown.length ? findingsTable(shown) : el("p", { class: "muted" }, status === "open" ? "Nothing fails with these filters." : "No finding matches."),
+  );
+}
+
+// The audit trail around the event that made the change, narrowed to that event by its id.
+function eventLink(cause) {
+  const at = new Date(cause.event_time).getTime();
+  const filters = {
+    event_name: cause.event_name,
+    since: new Date(at).toISOString(),
+    until: new Date(at + 1000).toISOString(),
+    q: cause.event_id,
+  };
+  return el("a", { href: "#/audit" + query(filters), class: "event-link", title: `event ${cause.event_id}` }, cause.event_name);
+}
+
+function causePanel(cause) {
+  if (!cause) {
+    return el("p", { class: "muted" }, "No cause recorded: the check already failed at the first evaluation (the baseline), or nothing changed since the previous one.");
+  }
+  const who = cause.principal_arn
+    ? el("p", { class: "cause-line" }, "Changed by ", el("strong", { class: "mono" }, cause.principal_arn),
+      " from ", el("strong", {}, cause.source_ip || "an unknown address"), " at ", fmtTime(cause.event_time),
+      " via ", cause.event_id && cause.event_time ? eventLink(cause) : cause.event_name || "an unknown call")
+    : el("p", { class: "cause-line" }, "The event that made this change is not linked yet.");
+  return el("div", {}, who,
+    el("p", { class: "muted" }, `Configuration change #${cause.change_id} (${cause.kind}) detected ${fmtTime(cause.detected_at)}`),
+    Array.isArray(cause.diff) && cause.diff.length ? diffList(cause.diff) : null);
+}
+
+async function alertLinks(ids) {
+  const alerts = await Promise.all(ids.map((id) => api(`/api/v1/alerts/${encodeURIComponent(id)}`).then((a) => a.alert, () => null)));
+  return ids.map((id, i) => el("li", {}, alerts[i] ? sev(alerts[i].severity) : null, " ",
+    el("a", { href: `#/alert/${encodeURIComponent(id)}`, "data-alert": id }, alerts[i] ? alerts[i].title : id),
+    alerts[i] ? el("span", { class: "muted" }, ` · ${alerts[i].status} · first seen ${fmtTime(alerts[i].first_seen)}`) : null));
+}
+
+function suppressForm(f) {
+  const reason = el("input", { id: "suppress-reason", name: "reason", size: 48, placeholder: "why this failure is accepted (kept with the suppression)" });
+  const until = el("input", { id: "suppress-until", name: "until", type: "date" });
+  // An account-level check has one resource, the account: both scopes would mean the same.
+  const scope = el("select", { id: "suppress-scope", name: "scope" },
+    f.resource_type === "aws:account"
+      ? el("option", { value: "resource" }, `account ${f.account_id} (an account-level check)`)
+      : [el("option", { value: "resource" }, `this resource (${f.resource_id})`),
+        el("option", { value: "account" }, `every resource in account ${f.account_id}`)]);
+  const message = el("p", { class: "error", role: "alert", id: "suppress-error" });
+  const form = el("form", {
+    class: "filters",
+    id: "suppress",
+    onsubmit: async (event) => {
+      event.preventDefault();
+      message.textContent = "";
+      // The reason goes as typed: the server says what it needs.
+      const body = { check: f.check_id, account: f.account_id, reason: reason.value };
+      if (scope.value === "resource") body.resource = f.resource_id;
+      if (until.value) body.until = `${until.value}T00:00:00Z`;
+      try {
+        await api("/api/v1/posture/suppressions", { method: "POST", body });
+        route();
+      } catch (error) {
+        message.textContent = errorText(error);
+      }
+    },
+  },
+  el("label", {}, "Reason", reason),
+  el("label", {}, "Until (00:00 UTC; empty: no end)", until),
+  el("label", {}, "Scope", scope),
+  el("button", { type: "submit", id: "suppress-submit" }, "Suppress"));
+  return el("div", { class: "panel new" }, el("h2", {}, "Suppress"), form, message,
+    el("p", { class: "muted" }, "A suppressed finding stays listed with its reason; it no longer raises alerts and counts as passing from the next evaluation."));
+}
+
+function suppressionsTable(list) {
+  return el("table", { id: "suppressions" },
+    el("thead", {}, el("tr", {}, ["Scope", "Reason", "Until", "By", ""].map((t) => el("th", {}, t)))),
+    el("tbody", {}, list.map((s) => {
+      const result = el("span", { class: "result error" });
+      const remove = can("analyst") ? el("button", {
+        type: "button",
+        class: "danger delete",
+        onclick: async () => {
+          if (!confirm(`Remove the suppression "${s.reason}"?`)) return;
+          try {
+            await api(`/api/v1/posture/suppressions/${s.id}`, { method: "DELETE" });
+            route();
+          } catch (error) {
+            result.textContent = errorText(error);
+          }
+        },
+      }, "Remove") : null;
+      return el("tr", { "data-suppression": s.id },
+        el("td", {}, s.resource_id ? `resource ${s.resource_id}` : s.account_id ? `every resource in ${s.account_id}` : "every account"),
+        el("td", {}, s.reason),
+        el("td", {}, s.expires_at ? fmtTime(s.expires_at) : "no end"),
+        el("td", {}, s.created_by, el("div", { class: "muted" }, fmtTime(s.created_at))),
+        el("td", { class: "row-actions" }, remove, result));
+    })));
+}
+
+async function findingPage(id) {
+  const [{ finding: f, history }, suppressions] = await Promise.all([
+    api(`/api/v1/posture/findings/${encodeURIComponent(id)}`),
+    api("/api/v1/posture/suppressions"),
+  ]);
+  const now = Date.now();
+  const covering = suppressions.filter((s) => s.check_id === f.check_id && (!s.account_id || s.account_id === f.account_id)
+    && (!s.resource_id || s.resource_id === f.resource_id) && (!s.expires_at || new Date(s.expires_at).getTime() > now));
+  const alertIds = f.alert_id ? [f.alert_id] : [];
+  const [own, related] = await Promise.all([alertLinks(alertIds), alertLinks(f.related_alerts)]);
+  render(
+    el("p", { class: "crumbs" }, el("a", { href: "#/compliance" }, "← Compliance")),
+    el("h1", {}, sev(f.severity), " ", f.title),
+    el("p", { class: "muted" }, `${f.check_id} · ${f.section} · account ${f.account_id} · ${f.region} · MITRE ${f.mitre.join(", ") || "—"}`),
+    el("div", { class: "grid finding-detail" },
+      el("div", { class: "panel", id: "finding-summary" },
+        el("p", {}, "Resource: ", resourceRef(f)),
+        el("p", {}, "Status: ", el("span", { class: `status ${f.status}` }, f.status),
+          f.resolved_at ? ` ${fmtTime(f.resolved_at)}` : "", " ", suppressedBadge(f)),
+        el("p", {}, "First failed: ", fmtTime(f.first_failed_at), " · last seen: ", fmtTime(f.last_seen_at)),
+        el("div", {}, "What fails:", el("ul", { class: "messages" }, f.messages.length ? f.messages.map((m) => el("li", {}, m)) : el("li", { class: "muted" }, "nothing now"))),
+        el("div", {}, "CIS controls: ", cisControls(f.frameworks))),
+      el("div", { class: "panel", id: "finding-cause" }, el("h2", {}, "What made it fail"), causePanel(f.cause)),
+      el("div", { class: "panel", id: "finding-alerts" },
+        el("h2", {}, "Alerts"),
+        own.length ? el("div", {}, el("p", { class: "muted" }, "Raised by this finding:"), el("ul", { id: "finding-alert" }, own))
+          : el("p", { class: "muted" }, "This finding raised no alert (below the alert threshold, suppressed, or from the baseline)."),
+        related.length ? el("div", {}, el("p", { class: "muted" }, "Event alerts on the same resource around the change:"), el("ul", { id: "related-alerts" }, related))
+          : el("p", { class: "muted" }, "No related event alert."))),
+    el("h2", {}, "Remediation"),
+    el("div", { class: "panel remediation", id: "remediation" }, f.remediation || "—"),
+    el("h2", {}, "History"),
+    el("ol", { class: "timeline", id: "history" }, history.map((h) => el("li", { class: h.event },
+      el("span", { class: "when" }, fmtTime(h.at)), el("span", { class: `event ${h.event}` }, h.event),
+      h.messages.length ? el("div", { class: "messages" }, h.messages.map((m) => el("div", {}, m))) : null))),
+    el("h2", {}, "Suppressions"),
+    covering.length ? suppressionsTable(covering) : el("p", { class: "muted" }, "None covers this finding."),
+    can("analyst") ? suppressForm(f) : el("p", { class: "muted" }, "Suppressing a finding needs the analyst role."),
   );
 }
 
@@ -901,7 +1256,9 @@ async function route() {
       return loginPage();
     }
   }
-  for (const link of document.querySelectorAll("nav a")) link.classList.toggle("active", link.getAttribute("href") === `#/${parts[0]}`);
+  // A finding belongs to the compliance page.
+  const page = parts[0] === "finding" ? "compliance" : parts[0];
+  for (const link of document.querySelectorAll("nav a")) link.classList.toggle("active", link.getAttribute("href") === `#/${page}`);
   try {
     switch (parts[0]) {
       case "login": return await loginPage();
@@ -914,6 +1271,8 @@ async function route() {
       case "accounts": return await accountsPage();
       case "audit-log": return await auditLogPage();
       case "notifications": return await notificationsPage(params);
+      case "compliance": return await compliancePage(params);
+      case "finding": return await findingPage(parts[1]);
       default: return await overviewPage();
     }
   } catch (error) {

@@ -1,6 +1,7 @@
 //! The dashboard in a real browser (headless Chromium) against `skywarden serve` with the sample
 //! incident: sign in, the alerts, the hijack alert's map, and the audit trail of a security group;
-//! then an admin wires alerts to a real HTTP receiver on the notifications page.
+//! then an admin wires alerts to a real HTTP receiver on the notifications page; and the
+//! compliance page over the sample incident's configuration snapshots.
 //! Screenshots are kept in `target/test-artifacts/dashboard/`.
 
 use std::path::Path;
@@ -23,6 +24,10 @@ fn sample_incident_with_user(db: &TestDb, dir: &Path, user: &str, role: &str) {
     let incident = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/incident");
     let imported = db.skywarden(&["import", "--geoip", geo.to_str().unwrap(), incident.to_str().unwrap()]);
     assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    add_user(db, user, role);
+}
+
+fn add_user(db: &TestDb, user: &str, role: &str) {
     let mut create = skywarden_command(&db.url);
     create.args(["users", "create", "--username", user, "--role", role]).env("SKYWARDEN_USER_PASSWORD", PASSWORD);
     assert!(create.output().unwrap().status.success());
@@ -300,4 +305,197 @@ async fn an_admin_routes_alerts_to_a_slack_receiver_and_retries_a_dead_letter() 
     browser.accept_dialog().await;
     browser.wait_for_text("main", "No route yet").await;
     assert_eq!(db.count("SELECT count(*) FROM notification_routes").await, 0);
+}
+
+/// The compliance score of posture counts as the page shows it: passing (suppressed included)
+/// over evaluated, rounded down to a tenth of a percent.
+fn percent(passed: i32, failed: i32, suppressed: i32) -> String {
+    let total = passed + failed + suppressed;
+    let score = if total == 0 { 100.0 } else { f64::from(passed + suppressed) * 100.0 / f64::from(total) };
+    format!("{}%", (score * 10.0).floor() / 10.0)
+}
+
+/// The latest score per section of `account`, from the table the evaluations write.
+async fn latest_scores(db: &TestDb, account: &str) -> Vec<(String, i32, i32, i32)> {
+    sqlx::query_as(
+        "SELECT section, passed, failed, suppressed FROM posture_scores s
+         WHERE account_id = $1 AND evaluated_at = (SELECT max(evaluated_at) FROM posture_scores WHERE account_id = $1)
+         ORDER BY section",
+    )
+    .bind(account)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// Each section's card and the account's overall card show the percentages of the latest
+/// evaluation in the database.
+async fn assert_score_cards(browser: &Browser, db: &TestDb, account: &str) -> Vec<(String, i32, i32, i32)> {
+    let scores = latest_scores(db, account).await;
+    let sections: Vec<&str> = scores.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(sections, ["iam", "logging", "networking"]);
+    let card =
+        |section: &str| format!(".posture-account[data-account='{account}'] .card.score[data-section='{section}']");
+    for (section, passed, failed, suppressed) in &scores {
+        let shown = browser.text(&format!("{} .n", card(section))).await;
+        assert_eq!(shown, percent(*passed, *failed, *suppressed), "{section}");
+        let counts = browser.text(&format!("{} .counts", card(section))).await;
+        assert!(counts.starts_with(&format!("{failed} failed")), "{section}: {counts}");
+    }
+    let sum = |pick: fn(&(String, i32, i32, i32)) -> i32| scores.iter().map(pick).sum::<i32>();
+    let overall = percent(sum(|s| s.1), sum(|s| s.2), sum(|s| s.3));
+    assert_eq!(browser.text(&format!("{} .n", card("overall"))).await, overall);
+    scores
+}
+
+#[tokio::test]
+async fn an_analyst_follows_a_failing_check_to_its_cause_and_suppresses_it() {
+    const ACCOUNT: &str = "111122223333";
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    sample_incident_with_user(&db, dir.path(), "maria", "analyst");
+    add_user(&db, "ana", "admin");
+    add_user(&db, "vic", "viewer");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/incident.config.json");
+    let imported = db.skywarden(&["posture", "import", config.to_str().unwrap()]);
+    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    let trail: (i64, Option<String>) = sqlx::query_as(
+        "SELECT id, alert_id::text FROM posture_findings
+         WHERE account_id = $1 AND check_id = 'aws-cloudtrail-multi-region' AND status = 'open'",
+    )
+    .bind(ACCOUNT)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let (trail, own_alert) = (trail.0, trail.1.expect("the high finding raised an alert"));
+    let (related_alert, related_title): (String, String) =
+        sqlx::query_as("SELECT alert_id::text, title FROM alerts WHERE policy_id = 'aws-cloudtrail-logging-disabled'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+
+    let (_server, base) = serve(&db, dir.path(), &["--no-notifications"]).await;
+    let browser = Browser::start(artifacts_dir("dashboard")).await;
+    sign_in(&browser, &base, "maria", "analyst").await;
+    browser.click("nav a[href='#/compliance']").await;
+    browser.wait_for_text("main h1", "Compliance").await;
+    browser.wait_for_text("#findings", "aws-cloudtrail-multi-region").await;
+
+    // (1) One card per section and the account's overall score, as the evaluations recorded them,
+    // and a trend with a point per evaluation (the dump holds two snapshots).
+    assert_score_cards(&browser, &db, ACCOUNT).await;
+    let evaluations = db.count("SELECT count(DISTINCT evaluated_at) FROM posture_scores").await;
+    assert_eq!(evaluations, 2);
+    let trend = format!(".posture-account[data-account='{ACCOUNT}'] svg.trend");
+    assert_eq!(browser.count(&format!("{trend} circle.overall")).await, 2);
+    assert_eq!(browser.count(&format!("{trend} polyline")).await, 4, "the overall line and one per section");
+    // An analyst cannot run the checks.
+    assert_eq!(browser.count("#run-now").await, 0);
+
+    // (2) The failing resources: open findings, worst first, with their CIS controls.
+    let row = format!("#findings tr[data-finding='{trail}']");
+    let text = browser.text(&row).await;
+    assert!(text.contains("A multi-region trail logs all management events"), "{text}");
+    assert!(text.contains("no multi-region trail is logging") && text.contains("v3.0 3.1"), "{text}");
+    let open = db.count("SELECT count(*) FROM posture_findings WHERE status = 'open'").await;
+    assert_eq!(browser.count("#findings tbody tr").await as i64, open);
+    assert_eq!(browser.count("#findings tr.resolved").await, 0);
+    browser.screenshot("12-compliance").await;
+
+    // (3) Its detail: the cause (alice's StopLogging call), the alerts, the remediation and history.
+    browser.click(&format!("{row} a[href='#/finding/{trail}']")).await;
+    browser.wait_for_text("main h1", "A multi-region trail logs all management events").await;
+    let cause = browser.wait_for_text("#finding-cause", "StopLogging").await;
+    assert!(cause.contains("Changed by") && cause.contains("alice") && cause.contains("from 176.36.10.20"), "{cause}");
+    let related = browser.text(&format!("#related-alerts a[href='#/alert/{related_alert}']")).await;
+    assert_eq!(related, related_title);
+    browser.find(&format!("#finding-alert a[href='#/alert/{own_alert}']")).await;
+    assert!(browser.text("#remediation").await.contains("start-logging"));
+    assert!(browser.text("#history").await.contains("opened"));
+    assert!(browser.text("nav a.active").await == "Compliance");
+    browser.screenshot("13-compliance-finding").await;
+
+    // (4) Suppressing needs a reason: the API's refusal is shown and nothing is stored.
+    browser.click("#suppress-submit").await;
+    browser.wait_for_text("#suppress-error", "a suppression needs a reason").await;
+    browser.script("document.getElementById('suppress').scrollIntoView(); return null").await;
+    assert_eq!(db.count("SELECT count(*) FROM posture_suppressions").await, 0);
+    browser.screenshot("14-compliance-suppress-refused").await;
+    // With one (markup stays text), on this resource, until a date.
+    let reason = "rebuilt in CHG-1042 <b id=injected>this week</b>";
+    browser.type_into("#suppress-reason", reason).await;
+    browser.script("document.getElementById('suppress-until').value = '2099-01-31'; return null").await;
+    browser.click("#suppress-submit").await;
+    browser.wait_for_text("#finding-summary", "suppressed").await;
+    assert!(browser.text("#suppressions").await.contains(reason));
+    assert_eq!(browser.count("#injected").await, 0, "a reason became markup");
+    let (check, account, resource, stored_reason, until, by): (String, String, String, String, String, String) =
+        sqlx::query_as(
+            "SELECT check_id, account_id, resource_id, reason,
+                    to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), created_by
+             FROM posture_suppressions",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(check, "aws-cloudtrail-multi-region");
+    // The account-level check's resource is the account itself.
+    assert_eq!((account.as_str(), resource.as_str()), (ACCOUNT, ACCOUNT));
+    assert_eq!((stored_reason.as_str(), until.as_str()), (reason, "2099-01-31 00:00"));
+    assert!(by.contains("maria"), "{by}");
+    // The failing table shows it suppressed, with the reason.
+    browser.click(".crumbs a").await;
+    let suppressed = browser.wait_for_text(&format!("{row} .suppressed-note"), "suppressed").await;
+    assert!(suppressed.contains("CHG-1042"), "{suppressed}");
+    assert_eq!(browser.count("#findings tr.is-suppressed").await, 1);
+    browser.screenshot("15-compliance-suppressed").await;
+
+    // Severity and the resource search narrow the list in the page.
+    browser.click("#filter-severity option[value='high']").await;
+    browser.type_into("#filter-q", "ALI").await;
+    browser.click("#finding-filters button[type=submit]").await;
+    browser.wait_for_text("#finding-count", &format!("1 of {open} findings")).await;
+    assert_eq!(browser.count("#findings tr[data-check='aws-iam-user-console-mfa'][data-resource='alice']").await, 1);
+    browser.click("#filter-severity option[value='']").await;
+    browser.type_into("#filter-q", "").await;
+
+    // Resolved findings: the instance role the attacker attached, linked to the inventory.
+    browser.click("#filter-status option[value='resolved']").await;
+    browser.click("#finding-filters button[type=submit]").await;
+    let resolved = browser.wait_for_text("#findings", "i-0a1b2c3d4e5f67890").await;
+    assert!(resolved.contains("aws-ec2-instance-role") && resolved.contains("resolved"), "{resolved}");
+    assert_eq!(browser.count("#findings tr.open").await, 0);
+    let instance =
+        "#findings tr[data-check='aws-ec2-instance-role'][data-resource='i-0a1b2c3d4e5f67890'] a.resource-link";
+    browser.click(instance).await;
+    browser.wait_for_text("main h1", "i-0a1b2c3d4e5f67890").await;
+
+    // The cause links to its event in the audit trail.
+    browser.goto(&format!("{base}/#/finding/{trail}")).await;
+    browser.click("#finding-cause a.event-link").await;
+    browser.wait_for_text("#events", "StopLogging").await;
+    assert_eq!(browser.count("#events tr.event-row").await, 1, "the link finds that one event");
+    let row_text = browser.text("#events tr.event-row").await;
+    assert!(row_text.contains("alice") && row_text.contains("176.36.10.20"), "{row_text}");
+
+    // A viewer reads the finding but gets no form.
+    sign_in(&browser, &base, "vic", "viewer").await;
+    browser.goto(&format!("{base}/#/finding/{trail}")).await;
+    browser.wait_for_text("main", "needs the analyst role").await;
+    assert_eq!(browser.count("#suppress").await, 0);
+    assert_eq!(browser.count("#suppressions button.delete").await, 0);
+
+    // An admin runs the checks now: the suppressed failure counts as passing in the new scores.
+    sign_in(&browser, &base, "ana", "admin").await;
+    browser.goto(&format!("{base}/#/compliance")).await;
+    browser.click("#run-now").await;
+    let report = browser.wait_for_text("#run-report", "Evaluated").await;
+    assert!(report.contains("1 account(s)"), "{report}");
+    assert_eq!(db.count("SELECT count(DISTINCT evaluated_at) FROM posture_scores").await, 3);
+    browser.wait_for_text("#findings", "aws-cloudtrail-multi-region").await;
+    let scores = assert_score_cards(&browser, &db, ACCOUNT).await;
+    let logging = scores.iter().find(|s| s.0 == "logging").unwrap();
+    assert_eq!(logging.3, 1, "the suppressed trail finding");
+    assert_eq!(browser.count(&format!("{trend} circle.overall")).await, 3);
+    browser.screenshot("16-compliance-run-now").await;
 }
