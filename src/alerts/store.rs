@@ -30,8 +30,15 @@ pub struct RecordOutcome {
 /// Folds findings into alerts. Idempotent: a finding whose evidence is already recorded changes
 /// nothing, and the first-seen details come from the earliest evidence whatever the order.
 pub async fn record(pool: &PgPool, findings: &[Finding]) -> Result<RecordOutcome, AlertStoreError> {
-    let mut outcome = RecordOutcome::default();
     let mut tx = pool.begin().await?;
+    let outcome = record_in(&mut tx, findings).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// [`record`] inside the caller's transaction (posture findings and their alerts commit together).
+pub async fn record_in(tx: &mut sqlx::PgConnection, findings: &[Finding]) -> Result<RecordOutcome, AlertStoreError> {
+    let mut outcome = RecordOutcome::default();
     for finding in findings {
         let alert_id = finding.alert_id();
         let dedup_key = finding.dedup_key();
@@ -88,7 +95,7 @@ pub async fn record(pool: &PgPool, findings: &[Finding]) -> Result<RecordOutcome
             outcome.new_alerts += 1;
             // In the alert's transaction: a crash cannot keep the alert and lose its notification.
             crate::notify::outbox::enqueue_new_alert(
-                &mut tx,
+                &mut *tx,
                 &finding.account_id,
                 &alert_id,
                 &finding.policy_id,
@@ -120,7 +127,6 @@ pub async fn record(pool: &PgPool, findings: &[Finding]) -> Result<RecordOutcome
             .await?;
         }
     }
-    tx.commit().await?;
     Ok(outcome)
 }
 
@@ -295,6 +301,20 @@ pub async fn set_status(
     }
     let snoozed_until = if status == AlertStatus::Snoozed { snoozed_until } else { None };
     let mut tx = pool.begin().await?;
+    let old = set_status_in(&mut tx, alert_id, status, snoozed_until, actor, reason).await?;
+    tx.commit().await?;
+    Ok(old)
+}
+
+/// [`set_status`] inside the caller's transaction; the id must already be checked.
+pub async fn set_status_in(
+    tx: &mut sqlx::PgConnection,
+    alert_id: &str,
+    status: AlertStatus,
+    snoozed_until: Option<DateTime<Utc>>,
+    actor: &str,
+    reason: &str,
+) -> Result<AlertStatus, AlertStoreError> {
     let old = sqlx::query!(
         r#"SELECT account_id, status AS "status: AlertStatus" FROM alerts WHERE alert_id = $1::text::uuid FOR UPDATE"#,
         alert_id
@@ -325,9 +345,9 @@ pub async fn set_status(
     .execute(&mut *tx)
     .await?;
     if old.status != status {
-        crate::notify::outbox::enqueue_status_change(&mut tx, &old.account_id, alert_id, status, actor, reason).await?;
+        crate::notify::outbox::enqueue_status_change(&mut *tx, &old.account_id, alert_id, status, actor, reason)
+            .await?;
     }
-    tx.commit().await?;
     Ok(old.status)
 }
 

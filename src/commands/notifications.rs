@@ -35,6 +35,9 @@ pub(crate) async fn set_up(
         .clone()
         .or_else(|| listen.map(|address| format!("http://{address}")))
         .unwrap_or_else(|| SenderOptions::default().public_url);
+    if args.public_url.is_none() {
+        tracing::warn!(%public_url, "SKYWARDEN_PUBLIC_URL is not set: links in notifications point at the listen address");
+    }
     let options = SenderOptions {
         public_url,
         max_attempts: args.notify_max_attempts,

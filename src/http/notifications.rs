@@ -51,7 +51,7 @@ fn notifier(context: &ApiContext) -> Result<&crate::http::NotifyContext, ApiErro
     context
         .notify
         .as_deref()
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("notifications are not configured in this process")))
+        .ok_or_else(|| ApiError::Conflict("notifications are not configured in this process".into()))
 }
 
 fn path_id(text: &str) -> Result<i64, ApiError> {
@@ -70,7 +70,8 @@ struct NewChannel {
     /// Secret values by name (`webhook_url`, `routing_key`, `signing_secret`, `api_token`,
     /// `password`); stored sealed, never shown again.
     #[serde(default)]
-    secrets: BTreeMap<String, String>,
+    #[schema(value_type = BTreeMap<String, String>)]
+    secrets: BTreeMap<String, Secret>,
     #[serde(default = "yes")]
     enabled: bool,
 }
@@ -87,12 +88,13 @@ struct ChannelChange {
     settings: Option<Value>,
     /// Secrets to replace; those not named stay as they are.
     #[serde(default)]
-    secrets: BTreeMap<String, String>,
+    #[schema(value_type = BTreeMap<String, String>)]
+    secrets: BTreeMap<String, Secret>,
     enabled: Option<bool>,
 }
 
-fn secret_values(secrets: BTreeMap<String, String>) -> BTreeMap<String, SecretInput> {
-    secrets.into_iter().map(|(k, v)| (k, SecretInput::Value(Secret::new(v)))).collect()
+fn secret_values(secrets: BTreeMap<String, Secret>) -> BTreeMap<String, SecretInput> {
+    secrets.into_iter().map(|(k, v)| (k, SecretInput::Value(v))).collect()
 }
 
 #[utoipa::path(get, path = "/api/v1/channels", tag = "notifications", responses((status = 200, body = Vec<ChannelView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
@@ -299,7 +301,7 @@ async fn delivery_counts(caller: Caller, State(context): State<ApiContext>) -> R
     Ok(Json(answer))
 }
 
-#[utoipa::path(post, path = "/api/v1/deliveries/{id}/retry", tag = "notifications", params(("id" = i64, Path)), responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, description = "No dead delivery with this id", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+#[utoipa::path(post, path = "/api/v1/deliveries/{id}/retry", tag = "notifications", params(("id" = i64, Path)), responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, description = "No dead delivery with this id", body = ErrorBody), (status = 409, description = "A later status change was already delivered", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn retry_delivery(
     caller: Caller,
     State(context): State<ApiContext>,
@@ -307,8 +309,15 @@ async fn retry_delivery(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Analyst)?;
     let id = path_id(&id)?;
-    if !outbox::retry(&context.db, id).await.map_err(|e| ApiError::Internal(e.into()))? {
-        return Err(ApiError::NotFound);
+    match outbox::retry(&context.db, id).await.map_err(|e| ApiError::Internal(e.into()))? {
+        outbox::Retry::Retrying => {}
+        outbox::Retry::NotDead => return Err(ApiError::NotFound),
+        outbox::Retry::Superseded => {
+            return Err(ApiError::Conflict(
+                "a later status change of this alert was already delivered to this channel; sending this now would reopen it"
+                    .into(),
+            ));
+        }
     }
     audit::record(&context.db, &caller.actor(), "delivery.retry", Some(&id.to_string()), None, json!({})).await;
     Ok(Json(json!({"retrying": id})))

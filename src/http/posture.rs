@@ -71,6 +71,7 @@ async fn list_findings(
         check_id: params.text("check"),
         section: params.text("section"),
         resource_id: params.text("resource"),
+        id: None,
     };
     Ok(Json(findings::list(&context.db, &filter).await.map_err(internal)?))
 }
@@ -83,8 +84,9 @@ async fn one_finding(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id: i64 = id.parse().map_err(|_| ApiError::bad("id", "a finding id is an integer"))?;
-    let all = findings::list(&context.db, &FindingFilter::default()).await.map_err(internal)?;
-    let finding = all.into_iter().find(|f| f.id == id).ok_or(ApiError::NotFound)?;
+    let filter = FindingFilter { id: Some(id), ..Default::default() };
+    let finding =
+        findings::list(&context.db, &filter).await.map_err(internal)?.into_iter().next().ok_or(ApiError::NotFound)?;
     let history = findings::history_of(&context.db, id).await.map_err(internal)?;
     Ok(Json(json!({"finding": finding, "history": history})))
 }
@@ -125,6 +127,11 @@ async fn create_suppression(
     let Json(request) = body.map_err(|e| ApiError::bad("body", e.body_text()))?;
     if request.reason.len() > 2000 || request.reason.chars().any(|c| c.is_control() && c != '\n') {
         return Err(ApiError::bad("reason", "a reason is up to 2000 characters"));
+    }
+    if let Some(account) = &request.account
+        && (account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(ApiError::bad("account", "an account id is 12 digits"));
     }
     let suppression = findings::suppress(
         &context.db,

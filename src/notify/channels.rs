@@ -384,6 +384,7 @@ pub struct ChannelView {
 pub struct Channel {
     pub id: i64,
     pub name: String,
+    pub enabled: bool,
     pub kind: ChannelKind,
     pub settings: Value,
     pub secrets: BTreeMap<String, Secret>,
@@ -560,7 +561,7 @@ pub async fn view(pool: &PgPool, id: i64) -> Result<ChannelView, ChannelError> {
 /// Loads a channel with its secrets opened, to send.
 pub async fn load(pool: &PgPool, id: i64, key: &SecretKey) -> Result<Channel, ChannelError> {
     let row = sqlx::query!(
-        "SELECT id, name, kind, settings, sealed_secrets, secret_refs FROM notification_channels WHERE id = $1",
+        "SELECT id, name, kind, enabled, settings, sealed_secrets, secret_refs FROM notification_channels WHERE id = $1",
         id
     )
     .fetch_optional(pool)
@@ -575,7 +576,14 @@ pub async fn load(pool: &PgPool, id: i64, key: &SecretKey) -> Result<Channel, Ch
             secrets.insert(name.clone(), resolve_reference(reference.as_str().unwrap_or_default())?);
         }
     }
-    Ok(Channel { id: row.id, name: row.name, kind: row.kind.parse()?, settings: row.settings, secrets })
+    Ok(Channel {
+        id: row.id,
+        name: row.name,
+        enabled: row.enabled,
+        kind: row.kind.parse()?,
+        settings: row.settings,
+        secrets,
+    })
 }
 
 /// Replaces the channels owned by the config file with `specs`, keeping the ids (and so the

@@ -107,8 +107,8 @@ impl NotificationsFile {
     ) -> Result<(usize, usize), ConfigError> {
         let invalid = |source| ConfigError::Invalid { path: path.into(), source };
         let mut tx = pool.begin().await.map_err(|e| invalid(e.into()))?;
-        // Routes first: a removed channel must not be referenced by a kept route.
-        routes::sync_file_routes(&mut tx, &[]).await.map_err(invalid)?;
+        // Upserts by name keep ids, so queued deliveries and waiting digest items keep their
+        // route; a channel that left the file takes its routes with it (ON DELETE CASCADE).
         channels::sync_file_channels(&mut tx, &self.channel_specs(), key, policy).await.map_err(invalid)?;
         routes::sync_file_routes(&mut tx, &self.routes).await.map_err(invalid)?;
         tx.commit().await.map_err(|e| invalid(e.into()))?;

@@ -180,6 +180,10 @@ impl SafeHttpClient {
         &self.policy
     }
 
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Caps every call (connect, request, reading the answer) at `timeout`.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;

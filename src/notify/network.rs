@@ -60,9 +60,14 @@ impl NetworkPolicy {
         self.allowed.iter().any(|network| network.contains(address))
     }
 
-    /// Accepts a public address, or one in an allowed network.
+    /// Accepts a public address, or one in an allowed network. Cloud credential endpoints
+    /// are refused even inside an allowed network: allowing `169.254.0.0/16` or `fd00::/8` for an
+    /// internal service must not open the instance's credentials.
     pub fn check(&self, address: IpAddr) -> Result<(), Refused> {
         let address = canonical(address);
+        if let Some(reason) = credential_endpoint(address) {
+            return Err(Refused { address, reason });
+        }
         match non_public_reason(address) {
             Some(reason) if !self.is_allowed(address) => Err(Refused { address, reason }),
             _ => Ok(()),
@@ -86,6 +91,18 @@ fn canonical(address: IpAddr) -> IpAddr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
         v4 => v4,
     }
+}
+
+/// Metadata and credential services of cloud platforms: never a notification target.
+fn credential_endpoint(address: IpAddr) -> Option<&'static str> {
+    const ENDPOINTS: [IpAddr; 5] = [
+        IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254)), // EC2, GCE, Azure instance metadata
+        IpAddr::V4(Ipv4Addr::new(169, 254, 170, 2)),   // ECS task credentials
+        IpAddr::V4(Ipv4Addr::new(169, 254, 170, 23)),  // EKS pod identity
+        IpAddr::V4(Ipv4Addr::new(100, 100, 100, 200)), // Alibaba Cloud metadata
+        IpAddr::V6(Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254)), // EC2 over IPv6
+    ];
+    ENDPOINTS.contains(&address).then_some("the cloud instance metadata service")
 }
 
 /// Why an address is not a public internet address, if it is not.
@@ -211,6 +228,19 @@ mod tests {
         assert_eq!(policy.check(ip("10.9.9.9")), Ok(()));
         assert!(policy.check(ip("127.0.0.2")).is_err());
         assert!(policy.check(ip("169.254.169.254")).is_err());
+        // Allowing a whole link-local or unique-local range never opens a credential endpoint.
+        let wide = NetworkPolicy::allowing("169.254.0.0/16,fd00::/8,100.64.0.0/10").unwrap();
+        assert_eq!(wide.check(ip("169.254.10.10")), Ok(()));
+        for endpoint in [
+            "169.254.169.254",
+            "169.254.170.2",
+            "169.254.170.23",
+            "fd00:ec2::254",
+            "::ffff:169.254.169.254",
+            "100.100.100.200",
+        ] {
+            assert!(wide.check(ip(endpoint)).is_err(), "{endpoint}");
+        }
         assert!(NetworkPolicy::allowing("10.0.0.0/33").is_err());
         assert!(NetworkPolicy::allowing("localhost").is_err());
         assert_eq!(NetworkPolicy::allowing(" ").unwrap(), NetworkPolicy::public_only());

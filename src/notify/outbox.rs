@@ -94,7 +94,11 @@ pub async fn flush_digests(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let flushed = sqlx::query!(
         r#"WITH due AS (
                SELECT i.route_id
-               FROM notification_digest_items i JOIN notification_routes r ON r.id = i.route_id
+               FROM notification_digest_items i
+               JOIN notification_routes r ON r.id = i.route_id
+               JOIN notification_channels c ON c.id = r.channel_id
+               -- A disabled route or channel keeps its items until it is enabled again.
+               WHERE r.enabled AND c.enabled
                GROUP BY i.route_id, r.digest_minutes
                HAVING min(i.added_at) <= now() - make_interval(mins => coalesce(r.digest_minutes, 0))
            ),
@@ -335,14 +339,35 @@ pub async fn counts(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
     Ok(rows.into_iter().map(|r| (r.state, r.count)).collect())
 }
 
-/// Sends a dead delivery again from scratch. Returns false when there is no such dead row.
-pub async fn retry(pool: &PgPool, id: i64) -> Result<bool, sqlx::Error> {
+/// What asking to retry a delivery did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    Retrying,
+    /// No dead delivery has this id.
+    NotDead,
+    /// A later status change of the alert already reached this channel: sending the opening
+    /// message now would reopen what was resolved (a PagerDuty trigger after its resolve).
+    Superseded,
+}
+
+/// Sends a dead delivery again from scratch.
+pub async fn retry(pool: &PgPool, id: i64) -> Result<Retry, sqlx::Error> {
     let updated = sqlx::query!(
-        "UPDATE notification_outbox SET state = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL
-         WHERE id = $1 AND state = 'dead'",
+        "UPDATE notification_outbox o SET state = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL
+         WHERE o.id = $1 AND o.state = 'dead'
+           AND NOT EXISTS (SELECT 1 FROM notification_outbox l
+                           WHERE l.channel_id = o.channel_id AND l.account_id = o.account_id AND l.alert_id = o.alert_id
+                             AND l.id > o.id AND l.state = 'delivered')",
         id
     )
     .execute(pool)
     .await?;
-    Ok(updated.rows_affected() == 1)
+    if updated.rows_affected() == 1 {
+        return Ok(Retry::Retrying);
+    }
+    let dead =
+        sqlx::query_scalar!("SELECT count(*) AS \"n!\" FROM notification_outbox WHERE id = $1 AND state = 'dead'", id)
+            .fetch_one(pool)
+            .await?;
+    Ok(if dead > 0 { Retry::Superseded } else { Retry::NotDead })
 }

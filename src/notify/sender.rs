@@ -17,6 +17,18 @@ use super::secrets::SecretKey;
 use super::targets::{self, Envelope, Notification, email};
 use crate::alerts::store::{self as alert_store, AlertFilter};
 
+/// An error with its causes, one after the other.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
 /// How the sender behaves; every value has a production default.
 #[derive(Debug, Clone)]
 pub struct SenderOptions {
@@ -106,7 +118,9 @@ impl Sender {
     pub async fn deliver_due(&self) -> Result<StepReport, sqlx::Error> {
         let mut report = StepReport { digests: outbox::flush_digests(&self.pool).await?, ..Default::default() };
         let lease = self.options.lease.as_secs_f64();
-        let claimed = outbox::claim(&self.pool, self.options.batch, lease).await?;
+        // Only as many rows as are sent at once: each starts right away, well within its lease.
+        let claimed =
+            outbox::claim(&self.pool, self.options.batch.min(self.options.concurrency.max(1) as i64), lease).await?;
         let outcomes: Vec<Result<&'static str, sqlx::Error>> = futures_util::stream::iter(claimed)
             .map(|row| async move { self.deliver(&row).await })
             .buffer_unordered(self.options.concurrency.max(1))
@@ -174,8 +188,23 @@ impl Sender {
 
     async fn attempt(&self, row: &Claimed) -> Attempt {
         let channel = match channels::load(&self.pool, row.channel_id, &self.key).await {
+            Ok(channel) if !channel.enabled => {
+                return Attempt::Rejected {
+                    http_status: None,
+                    error: "the channel is disabled; retry after enabling it".into(),
+                };
+            }
             Ok(channel) => channel,
-            Err(error) => return Attempt::Rejected { http_status: None, error: format!("channel: {error}") },
+            Err(channels::ChannelError::Db(error)) => {
+                return Attempt::Failed {
+                    http_status: None,
+                    error: format!("loading the channel: {error}"),
+                    after: None,
+                };
+            }
+            Err(error) => {
+                return Attempt::Rejected { http_status: None, error: format!("channel: {}", error_chain(&error)) };
+            }
         };
         let envelope = Envelope { delivery_id: row.id.to_string(), dedup_key: row.dedup_key.clone() };
         match row.event.as_str() {
@@ -259,7 +288,15 @@ impl Sender {
     /// Sends one notification to one channel and classifies the answer.
     pub async fn send(&self, channel: &Channel, notification: &Notification<'_>, envelope: &Envelope) -> Attempt {
         if channel.kind == ChannelKind::Email {
-            return match email::send(channel, notification, &envelope.dedup_key, self.client.policy()).await {
+            return match email::send(
+                channel,
+                notification,
+                &envelope.dedup_key,
+                self.client.policy(),
+                self.client.timeout(),
+            )
+            .await
+            {
                 Ok(reply) => {
                     Attempt::Delivered { http_status: None, remote_ref: None, note: Some(format!("relay: {reply}")) }
                 }

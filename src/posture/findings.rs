@@ -12,7 +12,7 @@ use sqlx::PgPool;
 
 use super::checks::CheckMeta;
 use super::evaluate::AccountEvaluation;
-use crate::alerts::{Finding, Mitre, Severity};
+use crate::alerts::{AlertStatus, Finding, Mitre, Severity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FindingsError {
@@ -78,6 +78,11 @@ pub async fn record(
     let account = evaluation.account_id.as_str();
     let mut outcome = RecordOutcome::default();
     let mut tx = pool.begin().await?;
+    // One evaluation of an account at a time (worker, API, CLI): rows not yet inserted cannot
+    // be locked with FOR UPDATE.
+    sqlx::query!("SELECT pg_advisory_xact_lock(hashtext('skywarden posture ' || $1))", account)
+        .execute(&mut *tx)
+        .await?;
     let existing = sqlx::query!(
         "SELECT id, check_id, resource_type, resource_id, status, messages FROM posture_findings WHERE account_id = $1 FOR UPDATE",
         account
@@ -235,9 +240,8 @@ pub async fn record(
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
-
-    // Alerts go through the alert store, which queues their notifications in its transaction.
+    // Alerts go through the alert store (which queues their notifications) in this same
+    // transaction: a finding is never left open without the alert it called for.
     if let Some(threshold) = alert_at {
         let mut findings = Vec::new();
         let mut ids = Vec::new();
@@ -251,8 +255,8 @@ pub async fn record(
                 title: format!("{} ({resource_id})", check.title),
                 severity: check.severity,
                 account_id: account.to_string(),
-                subject: format!("{resource_type}/{resource_id}"),
-                // One alert per failing period of a finding: a reopened finding alerts again.
+                // One alert per failing period: a reopened finding has a new start, so a new alert.
+                subject: format!("{resource_type}/{resource_id}@{}", now.timestamp()),
                 dedup_window: chrono::Duration::days(3650),
                 principal: None,
                 source_ip: None,
@@ -275,27 +279,50 @@ pub async fn record(
             findings.push(finding);
         }
         if !findings.is_empty() {
-            crate::alerts::store::record(pool, &findings).await?;
+            outcome.alerts = crate::alerts::store::record_in(&mut tx, &findings).await?.new_alerts;
             for (id, alert_id) in ids {
                 sqlx::query!("UPDATE posture_findings SET alert_id = $2::text::uuid WHERE id = $1", id, alert_id)
-                    .execute(pool)
+                    .execute(&mut *tx)
                     .await?;
-                outcome.alerts += 1;
             }
         }
     }
+    tx.commit().await?;
     Ok(outcome)
 }
 
-async fn resolve(tx: &mut sqlx::PgConnection, id: i64, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "UPDATE posture_findings SET status = 'resolved', resolved_at = $2, last_seen_at = $2 WHERE id = $1",
+/// Resolves a finding, and the alert it raised if nobody closed it yet (so PagerDuty resolves
+/// and tickets get their comment).
+async fn resolve(tx: &mut sqlx::PgConnection, id: i64, now: DateTime<Utc>) -> Result<(), FindingsError> {
+    let alert = sqlx::query_scalar!(
+        "UPDATE posture_findings SET status = 'resolved', resolved_at = $2, last_seen_at = $2 WHERE id = $1
+         RETURNING alert_id::text",
         id,
         now
     )
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
-    history(tx, id, "resolved", &[], now).await
+    history(tx, id, "resolved", &[], now).await?;
+    if let Some(alert_id) = alert {
+        let open = sqlx::query_scalar!(
+            "SELECT count(*) AS \"n!\" FROM alerts WHERE alert_id = $1::text::uuid AND status IN ('open', 'acknowledged')",
+            alert_id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if open > 0 {
+            crate::alerts::store::set_status_in(
+                tx,
+                &alert_id,
+                AlertStatus::Resolved,
+                None,
+                "posture",
+                "the check passes again",
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 async fn history(
@@ -485,6 +512,7 @@ pub struct FindingFilter {
     pub check_id: Option<String>,
     pub section: Option<String>,
     pub resource_id: Option<String>,
+    pub id: Option<i64>,
 }
 
 pub async fn list(pool: &PgPool, filter: &FindingFilter) -> Result<Vec<FindingView>, sqlx::Error> {
@@ -515,12 +543,14 @@ pub async fn list(pool: &PgPool, filter: &FindingFilter) -> Result<Vec<FindingVi
              AND ($3::text IS NULL OR f.check_id = $3)
              AND ($4::text IS NULL OR c.section = $4)
              AND ($5::text IS NULL OR f.resource_id = $5)
+             AND ($6::bigint IS NULL OR f.id = $6)
            ORDER BY f.severity DESC, f.check_id, f.resource_id"#,
         filter.status,
         filter.account_id,
         filter.check_id,
         filter.section,
         filter.resource_id,
+        filter.id,
     )
     .fetch_all(pool)
     .await?;

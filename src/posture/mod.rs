@@ -50,7 +50,15 @@ pub async fn run(
         RunReport { evaluated_at, checks: metas.len(), accounts: Vec::new(), problems: checks.problems.clone() };
     for account in accounts {
         let resources = AccountResources::load(pool, &account).await?;
-        let evaluation = evaluate::evaluate_account(checks, &resources, evaluated_at);
+        // Rego is CPU work: off the async workers, which serve the API meanwhile.
+        let mut owned = std::mem::take(checks);
+        let (owned, evaluation) = tokio::task::spawn_blocking(move || {
+            let evaluation = evaluate::evaluate_account(&mut owned, &resources, evaluated_at);
+            (owned, evaluation)
+        })
+        .await
+        .map_err(|e| FindingsError::Invalid(format!("posture evaluation stopped: {e}")))?;
+        *checks = owned;
         report.problems.extend(evaluation.problems.iter().cloned());
         let outcome = findings::record(pool, &evaluation, &metas, evaluated_at, alert_at).await?;
         tracing::info!(account_id = %account, ?outcome, "posture evaluated");

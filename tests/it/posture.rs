@@ -538,3 +538,76 @@ fn policies_lint_names_a_broken_check_and_loads_the_others() {
     let loaded = checks().checks.len();
     assert!(stdout.contains(&format!("{loaded} posture checks, 1 problems")), "the others load: {stdout}");
 }
+
+/// A finding that fails, passes and fails again: its alert resolves with it, and the reopened
+/// finding raises a new alert.
+#[tokio::test]
+async fn a_reopened_finding_alerts_again_and_a_resolved_one_resolves_its_alert() {
+    use skywarden::posture::evaluate::{AccountEvaluation, CheckResult};
+    let db = TestDb::new().await;
+    let set = checks();
+    let metas = set.metas();
+    findings::save_checks(&db.pool, &metas).await.unwrap();
+    let result = |messages: &[&str]| AccountEvaluation {
+        account_id: "111122223333".into(),
+        results: vec![CheckResult {
+            check_id: "aws-ec2-sg-admin-ports-ipv4".into(),
+            account_id: "111122223333".into(),
+            resource_type: "ec2:security-group".into(),
+            resource_id: "sg-0a1b2c3d4e5f67890".into(),
+            region: "us-east-1".into(),
+            messages: messages.iter().map(|m| m.to_string()).collect(),
+        }],
+        checks_run: vec!["aws-ec2-sg-admin-ports-ipv4".into()],
+        ..Default::default()
+    };
+    let high = Some(skywarden::alerts::Severity::High);
+    let t = |s: &str| -> chrono::DateTime<Utc> { s.parse().unwrap() };
+    let first = findings::record(
+        &db.pool,
+        &result(&["ingress tcp 22-22 from 0.0.0.0/0"]),
+        &metas,
+        t("2026-11-20T10:00:00Z"),
+        high,
+    )
+    .await
+    .unwrap();
+    assert_eq!((first.opened, first.alerts), (1, 1));
+    let pool = db.pool.clone();
+    let alert_status = |n: usize| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT status::text FROM alerts WHERE policy_id = 'posture:aws-ec2-sg-admin-ports-ipv4' ORDER BY first_seen",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .get(n)
+            .cloned()
+        }
+    };
+    let passed = findings::record(&db.pool, &result(&[]), &metas, t("2026-11-21T10:00:00Z"), high).await.unwrap();
+    assert_eq!(passed.resolved, 1);
+    assert_eq!(alert_status(0).await.as_deref(), Some("resolved"), "the finding's alert resolves with it");
+    let again = findings::record(
+        &db.pool,
+        &result(&["ingress tcp 22-22 from 0.0.0.0/0"]),
+        &metas,
+        t("2026-11-22T10:00:00Z"),
+        high,
+    )
+    .await
+    .unwrap();
+    assert_eq!((again.reopened, again.alerts), (1, 1), "the reopened finding raises a new alert");
+    assert_eq!(alert_status(1).await.as_deref(), Some("open"));
+    let finding = findings::list(&db.pool, &FindingFilter::default()).await.unwrap().remove(0);
+    let events: Vec<String> = findings::history_of(&db.pool, finding.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| h["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(events, ["opened", "resolved", "reopened"]);
+    assert_eq!(finding.first_failed_at, t("2026-11-22T10:00:00Z"));
+}

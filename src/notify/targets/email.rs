@@ -89,15 +89,35 @@ async fn checked_address(settings: &EmailSettings, policy: &NetworkPolicy) -> Re
     addresses.first().map(|a| a.ip()).ok_or_else(|| resolve("no address".into()))
 }
 
+/// Sends within `timeout` overall (resolving, connecting, every SMTP command).
 pub async fn send(
     channel: &Channel,
     notification: &Notification<'_>,
     dedup_key: &str,
     policy: &NetworkPolicy,
+    timeout: Duration,
+) -> Result<String, EmailError> {
+    tokio::time::timeout(timeout, send_now(channel, notification, dedup_key, policy, timeout))
+        .await
+        .map_err(|_| EmailError::Transient(format!("no answer from the relay within {timeout:?}")))?
+}
+
+async fn send_now(
+    channel: &Channel,
+    notification: &Notification<'_>,
+    dedup_key: &str,
+    policy: &NetworkPolicy,
+    timeout: Duration,
 ) -> Result<String, EmailError> {
     let settings: EmailSettings = channel.typed()?;
     let email = message(&settings, notification, dedup_key)?;
     let address = checked_address(&settings, policy).await?;
+    // A password in clear goes only to a relay on a network an admin allowed.
+    if settings.security == SmtpSecurity::None && !policy.is_allowed(address) {
+        return Err(EmailError::Permanent(format!(
+            "unencrypted SMTP to {address} refused: only relays on networks allowed in SKYWARDEN_NOTIFY_ALLOW_NETWORKS"
+        )));
+    }
     let tls = match settings.security {
         SmtpSecurity::None => Tls::None,
         security => {
@@ -117,7 +137,7 @@ pub async fn send(
     let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(address.to_string())
         .port(settings.port)
         .tls(tls)
-        .timeout(Some(SMTP_TIMEOUT));
+        .timeout(Some(SMTP_TIMEOUT.min(timeout)));
     if let Some(username) = &settings.username {
         let password = channel.secrets.get("password").map(|s| s.expose().to_string()).unwrap_or_default();
         builder = builder.credentials(Credentials::new(username.clone(), password));

@@ -78,6 +78,10 @@ pub fn remote_ref(kind: ChannelKind, reply: &Reply) -> Option<String> {
     }
 }
 
+/// Alerts listed in one chat digest; the rest are counted ("…and N more"), since Slack and
+/// Teams refuse large messages.
+pub const DIGEST_SHOWN: usize = 25;
+
 /// Cuts `text` to at most `max` characters, marking the cut.
 pub fn truncate(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
@@ -112,6 +116,7 @@ pub(crate) mod test_support {
         Channel {
             id: 1,
             name: "test".into(),
+            enabled: true,
             kind,
             settings,
             secrets: secrets.iter().map(|(k, v)| (k.to_string(), Secret::new(*v))).collect::<BTreeMap<_, _>>(),

@@ -35,11 +35,11 @@ fn alert_blocks(alert: &AlertMessage) -> Vec<Value> {
 
 pub fn payload(notification: &Notification<'_>) -> Value {
     match notification {
-        Notification::Opened(alert) => json!({"text": alert.summary(), "blocks": alert_blocks(alert)}),
+        Notification::Opened(alert) => json!({"text": escape(&alert.summary()), "blocks": alert_blocks(alert)}),
         Notification::StatusChanged { alert, status, actor, reason, .. } => {
             let line = status_line(*status, actor, reason);
             json!({
-                "text": format!("{}: {line}", alert.title),
+                "text": escape(&format!("{}: {line}", alert.title)),
                 "blocks": [
                     {"type": "section", "text": {"type": "mrkdwn", "text":
                         format!("*{}* was {}\n<{}|Open alert>", escape(&alert.title), escape(&line), alert.url)}},
@@ -48,7 +48,8 @@ pub fn payload(notification: &Notification<'_>) -> Value {
             })
         }
         Notification::Digest { alerts, period_minutes } => {
-            let lines: Vec<String> = alerts
+            let shown = &alerts[..alerts.len().min(super::DIGEST_SHOWN)];
+            let mut lines: Vec<String> = shown
                 .iter()
                 .map(|a| {
                     format!(
@@ -60,8 +61,11 @@ pub fn payload(notification: &Notification<'_>) -> Value {
                     )
                 })
                 .collect();
+            if alerts.len() > shown.len() {
+                lines.push(format!("…and {} more", alerts.len() - shown.len()));
+            }
             json!({
-                "text": format!("{}\n{}", digest_title(alerts, *period_minutes), digest_lines(alerts).join("\n")),
+                "text": escape(&format!("{}\n{}", digest_title(alerts, *period_minutes), digest_lines(shown).join("\n"))),
                 "blocks": [
                     {"type": "header", "text": {"type": "plain_text", "text": truncate(&digest_title(alerts, *period_minutes), 150)}},
                     {"type": "section", "text": {"type": "mrkdwn", "text": truncate(&lines.join("\n"), 2900)}}

@@ -28,6 +28,18 @@ fn card(body: Vec<Value>, url: Option<&str>) -> Value {
     })
 }
 
+/// Adaptive Card text blocks render Markdown: a user name like `[x](https://evil)` must stay text.
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\\' | '*' | '_' | '[' | ']' | '(' | ')' | '#' | '`' | '~' | '>' | '<' | '!' | '|') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn text_block(text: &str, emphasis: bool) -> Value {
     if emphasis {
         json!({"type": "TextBlock", "text": text, "wrap": true, "size": "Large", "weight": "Bolder"})
@@ -42,39 +54,36 @@ pub fn payload(notification: &Notification<'_>) -> Value {
             let facts: Vec<Value> = alert
                 .facts()
                 .into_iter()
-                .map(|(title, value)| json!({"title": title, "value": truncate(&value, 500)}))
+                .map(|(title, value)| json!({"title": title, "value": plain(&truncate(&value, 500))}))
                 .collect();
             card(
                 vec![
-                    text_block(&alert.title, true),
-                    text_block(&alert.who_and_where(), false),
+                    text_block(&plain(&alert.title), true),
+                    text_block(&plain(&alert.who_and_where()), false),
                     json!({"type": "FactSet", "facts": facts}),
-                    text_block(&format!("Next step: {}", alert.next_step), false),
+                    text_block(&format!("Next step: {}", plain(&alert.next_step)), false),
                 ],
                 Some(&alert.url),
             )
         }
         Notification::StatusChanged { alert, status, actor, reason, .. } => card(
             vec![
-                text_block(&alert.title, true),
-                text_block(&format!("The alert was {}", status_line(*status, actor, reason)), false),
+                text_block(&plain(&alert.title), true),
+                text_block(&plain(&format!("The alert was {}", status_line(*status, actor, reason))), false),
             ],
             Some(&alert.url),
         ),
         Notification::Digest { alerts, period_minutes } => {
             let mut body = vec![text_block(&digest_title(alerts, *period_minutes), true)];
-            body.extend(alerts.iter().map(|a| {
-                text_block(
-                    &format!(
-                        "**{}** [{}]({}): {}",
-                        a.severity.as_str().to_uppercase(),
-                        a.title,
-                        a.url,
-                        a.who_and_where()
-                    ),
-                    false,
-                )
+            let shown = &alerts[..alerts.len().min(super::DIGEST_SHOWN)];
+            body.extend(shown.iter().map(|a| {
+                let severity = a.severity.as_str().to_uppercase();
+                let line = format!("**{severity}** [{}]({}): {}", plain(&a.title), a.url, plain(&a.who_and_where()));
+                text_block(&line, false)
             }));
+            if alerts.len() > shown.len() {
+                body.push(text_block(&format!("…and {} more", alerts.len() - shown.len()), false));
+            }
             card(body, None)
         }
     }
@@ -106,5 +115,14 @@ mod tests {
         assert_eq!(attachment["content"]["actions"][0]["url"], alert.url);
         let facts = attachment["content"]["body"][2]["facts"].as_array().unwrap();
         assert!(facts.contains(&json!({"title": "Source IP", "value": "203.0.113.10"})));
+    }
+
+    #[test]
+    fn markdown_in_alert_fields_stays_text() {
+        let mut alert = hijack();
+        alert.principal = Some("[click](https://evil.example)".into());
+        let body = payload(&Notification::Opened(&alert));
+        let who = body["attachments"][0]["content"]["body"][1]["text"].as_str().unwrap();
+        assert!(who.starts_with("\\[click\\]\\(https://evil.example\\)"), "{who}");
     }
 }
