@@ -47,7 +47,7 @@ impl ChannelKind {
         match self {
             Self::Slack | Self::Teams => &[("webhook_url", true)],
             Self::Pagerduty => &[("routing_key", true)],
-            Self::Webhook => &[("signing_secret", true)],
+            Self::Webhook => &[("signing_secret", true), ("url", false)],
             Self::Jira => &[("api_token", true)],
             Self::Servicenow => &[("password", true)],
             Self::Email => &[("password", false)],
@@ -127,7 +127,10 @@ pub enum WebhookFormat {
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSettings {
-    pub url: String,
+    /// The receiver's URL, when it carries no credential; one that does (a token in the path
+    /// or query) goes in the `url` secret instead, sealed and never shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     #[serde(default)]
     pub format: WebhookFormat,
 }
@@ -268,7 +271,22 @@ pub fn validate(spec: &ChannelSpec, policy: &NetworkPolicy) -> Result<Value, Cha
         }
         ChannelKind::Webhook => {
             let settings = parse_settings::<WebhookSettings>(&spec.settings)?;
-            check_target(policy, "settings.url", settings["url"].as_str().unwrap_or_default())?;
+            match (settings.get("url").and_then(Value::as_str), spec.secrets.contains_key("url")) {
+                (Some(url), false) => check_target(policy, "settings.url", url)?,
+                (None, true) => {} // checked with the other secrets below
+                (Some(_), true) => {
+                    return Err(ChannelError::invalid(
+                        "settings.url",
+                        "give the URL once: in settings, or as the url secret",
+                    ));
+                }
+                (None, false) => {
+                    return Err(ChannelError::invalid(
+                        "settings.url",
+                        "required (or as the url secret when it carries a token)",
+                    ));
+                }
+            }
             settings
         }
         ChannelKind::Jira => {
@@ -347,7 +365,7 @@ pub fn validate(spec: &ChannelSpec, policy: &NetworkPolicy) -> Result<Value, Cha
             Some(SecretInput::Value(value)) if value.expose().is_empty() || value.expose().len() > 4096 => {
                 return Err(ChannelError::invalid(format!("secrets.{name}"), "1 to 4096 characters"));
             }
-            Some(SecretInput::Value(value)) if *name == "webhook_url" => {
+            Some(SecretInput::Value(value)) if *name == "webhook_url" || *name == "url" => {
                 check_target(policy, &format!("secrets.{name}"), value.expose())?;
             }
             Some(SecretInput::Reference(reference))
@@ -706,6 +724,30 @@ mod tests {
             )),
             "secrets.token"
         );
+    }
+
+    #[test]
+    fn a_webhook_url_is_a_setting_or_a_secret_but_not_both() {
+        let public = NetworkPolicy::public_only();
+        let as_secret = spec(
+            ChannelKind::Webhook,
+            json!({}),
+            &[("signing_secret", "s"), ("url", "https://hooks.example.com/t/abc")],
+        );
+        let settings = validate(&as_secret, &public).unwrap();
+        assert!(settings.get("url").is_none(), "the secret URL is not stored in the settings");
+        let both = spec(
+            ChannelKind::Webhook,
+            json!({"url": "https://a.example.com"}),
+            &[("signing_secret", "s"), ("url", "https://b.example.com")],
+        );
+        assert_eq!(field_of(validate(&both, &public)), "settings.url");
+        assert_eq!(
+            field_of(validate(&spec(ChannelKind::Webhook, json!({}), &[("signing_secret", "s")]), &public)),
+            "settings.url"
+        );
+        let internal = spec(ChannelKind::Webhook, json!({}), &[("signing_secret", "s"), ("url", "http://10.0.0.1/")]);
+        assert_eq!(field_of(validate(&internal, &public)), "secrets.url");
     }
 
     #[test]

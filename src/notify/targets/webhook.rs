@@ -155,7 +155,11 @@ pub fn request(
         WebhookFormat::Skywarden => skywarden_body(notification, envelope, now),
         WebhookFormat::Ocsf => ocsf_body(notification, now),
     };
-    let request = OutgoingRequest::post_json(settings.url, &body);
+    let url = match settings.url {
+        Some(url) => url,
+        None => channel.secret("url")?.expose().to_string(),
+    };
+    let request = OutgoingRequest::post_json(url, &body);
     let timestamp = now.timestamp();
     let signed = signature(channel.secret("signing_secret")?.expose(), timestamp, &request.body);
     let name = |text: &'static str| http::HeaderName::from_static(text);
@@ -201,6 +205,18 @@ mod tests {
         assert_eq!(body["alert"]["principal"], "alice");
         assert_eq!(body["alert"]["country"], "RU");
         assert_eq!(body["dedup_key"], alert.dedup_key);
+    }
+
+    #[test]
+    fn a_secret_url_is_used_when_the_settings_have_none() {
+        let hidden = channel(
+            ChannelKind::Webhook,
+            json!({"format": "skywarden"}),
+            &[("signing_secret", "s"), ("url", "https://hooks.example.com/t/SECRET")],
+        );
+        let alert = hijack();
+        let request = request(&hidden, &Notification::Opened(&alert), &envelope(), Utc::now()).unwrap();
+        assert_eq!(request.url, "https://hooks.example.com/t/SECRET");
     }
 
     #[test]
