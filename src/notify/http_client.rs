@@ -55,6 +55,10 @@ impl OutgoingRequest {
         }
     }
 
+    pub fn get(url: impl Into<String>) -> Self {
+        Self { method: http::Method::GET, url: url.into(), headers: Vec::new(), body: Vec::new() }
+    }
+
     pub fn with_header(mut self, name: http::HeaderName, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
         self

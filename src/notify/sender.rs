@@ -206,7 +206,8 @@ impl Sender {
                 return Attempt::Rejected { http_status: None, error: format!("channel: {}", error_chain(&error)) };
             }
         };
-        let envelope = Envelope { delivery_id: row.id.to_string(), dedup_key: row.dedup_key.clone() };
+        let envelope =
+            Envelope { delivery_id: row.id.to_string(), dedup_key: row.dedup_key.clone(), attempt: row.attempts };
         match row.event.as_str() {
             "digest" => {
                 let mut alerts = Vec::with_capacity(row.digest_alerts.len());
@@ -309,6 +310,28 @@ impl Sender {
                 Err(error) => Attempt::Rejected { http_status: None, error: error.to_string() },
             };
         }
+        // A retried ticket may exist already: an earlier attempt can have been created on the
+        // receiver's side and lost on ours (a timeout, a crash). Look before creating again.
+        if envelope.attempt > 1
+            && matches!(notification, Notification::Opened(_))
+            && let Ok(Some(lookup)) = targets::lookup_request(channel, envelope)
+        {
+            match self.client.send(&lookup).await {
+                Ok(reply) if (200..300).contains(&reply.status) => {
+                    if let Some(found) = targets::lookup_ref(channel.kind, &reply) {
+                        return Attempt::Delivered {
+                            http_status: Some(reply.status),
+                            remote_ref: Some(found),
+                            note: Some("found the ticket an earlier attempt created".into()),
+                        };
+                    }
+                }
+                Ok(reply) => {
+                    tracing::warn!(channel = %channel.name, status = reply.status, "ticket lookup failed; creating")
+                }
+                Err(error) => tracing::warn!(channel = %channel.name, %error, "ticket lookup failed; creating"),
+            }
+        }
         let request = match targets::http_request(channel, notification, envelope) {
             Ok(Some(request)) => request,
             Ok(None) => {
@@ -350,7 +373,7 @@ impl Sender {
     pub async fn send_test(&self, channel_id: i64) -> Result<Attempt, channels::ChannelError> {
         let channel = channels::load(&self.pool, channel_id, &self.key).await?;
         let sample = AlertMessage::sample(&self.options.public_url);
-        let envelope = Envelope { delivery_id: "test".into(), dedup_key: sample.dedup_key.clone() };
+        let envelope = Envelope { delivery_id: "test".into(), dedup_key: sample.dedup_key.clone(), attempt: 1 };
         Ok(self.send(&channel, &Notification::Opened(&sample), &envelope).await)
     }
 }

@@ -926,3 +926,71 @@ async fn reapplying_the_config_file_keeps_routes_and_waiting_digests() {
         .unwrap();
     assert_eq!(db.count("SELECT count(*) FROM notification_routes").await, 0);
 }
+
+/// A create that timed out or failed on our side may have worked on theirs: the retry looks for
+/// the ticket by its dedup key before creating another.
+#[tokio::test]
+async fn a_retried_ticket_is_found_before_it_is_created_twice() {
+    let db = TestDb::new().await;
+    let routing = routing(&db, loopback(), 5);
+    let jira = Receiver::start(Answer::status(201, r#"{"key":"SEC-99"}"#)).await;
+    // The first create "fails" (the issue was made but the answer lost); the search finds it.
+    jira.script([
+        Answer::status(502, "bad gateway"),
+        Answer::status(200, r#"{"issues":[{"id":"10009","key":"SEC-9"}]}"#),
+    ]);
+    let snow = Receiver::start(Answer::status(201, r#"{"result":{"sys_id":"new"}}"#)).await;
+    snow.script([Answer::status(503, "busy"), Answer::status(200, r#"{"result":[]}"#)]);
+    routing
+        .channel(
+            &db,
+            "jira",
+            ChannelKind::Jira,
+            json!({"base_url": jira.url(""), "project_key": "SEC", "email": "a@acme.example"}),
+            &[("api_token", "t")],
+        )
+        .await;
+    routing
+        .channel(
+            &db,
+            "snow",
+            ChannelKind::Servicenow,
+            json!({"instance_url": snow.url(""), "username": "u"}),
+            &[("password", "p")],
+        )
+        .await;
+    route(&db, "jira-all", "jira", json!({})).await;
+    route(&db, "snow-all", "snow", json!({})).await;
+    alert_store::record(&db.pool, &[hijack("alice", 4)]).await.unwrap();
+    let alert = alert_id(&db, "alice").await;
+    assert_eq!(routing.sender.deliver_due().await.unwrap().retrying, 2);
+    sqlx::query("UPDATE notification_outbox SET next_attempt_at = now()").execute(&db.pool).await.unwrap();
+    assert_eq!(routing.drain().await.delivered, 2);
+
+    let jira_requests = jira.received();
+    let calls: Vec<(String, String)> = jira_requests.iter().map(|r| (r.method.clone(), r.path.clone())).collect();
+    assert_eq!(calls[0], ("POST".to_string(), "/rest/api/3/issue".to_string()));
+    assert_eq!(
+        calls[1],
+        (
+            "GET".to_string(),
+            format!("/rest/api/3/search/jql?jql=labels%20%3D%20%22skywarden-{alert}%22&fields=key&maxResults=1")
+        )
+    );
+    assert_eq!(calls.len(), 2, "found, not created twice: {calls:?}");
+    assert!(jira_requests[1].header("authorization").is_some_and(|a| a.starts_with("Basic ")));
+    // ServiceNow's search finds nothing, so the incident is created.
+    let snow_calls: Vec<String> = snow.received().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    assert_eq!(snow_calls.len(), 3, "{snow_calls:?}");
+    assert!(
+        snow_calls[1]
+            .starts_with(&format!("GET /api/now/table/incident?sysparm_query=correlation_id%3Dskywarden-{alert}"))
+    );
+    assert!(snow_calls[2].starts_with("POST /api/now/table/incident"));
+    let refs: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT remote_ref FROM notification_outbox ORDER BY channel_id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(refs, [Some("SEC-9".to_string()), Some("new".to_string())]);
+}

@@ -36,11 +36,33 @@ fn authorised(
     url: String,
     body: &Value,
 ) -> Result<OutgoingRequest, ChannelError> {
+    with_auth(settings, channel, OutgoingRequest::post_json(url, body))
+}
+
+fn with_auth(
+    settings: &JiraSettings,
+    channel: &Channel,
+    request: OutgoingRequest,
+) -> Result<OutgoingRequest, ChannelError> {
     let credentials = format!("{}:{}", settings.email, channel.secret("api_token")?.expose());
     let basic = base64::engine::general_purpose::STANDARD.encode(credentials);
-    Ok(OutgoingRequest::post_json(url, body)
+    Ok(request
         .with_header(http::header::AUTHORIZATION, format!("Basic {basic}"))
         .with_header(http::header::ACCEPT, "application/json"))
+}
+
+/// The issue labelled with the dedup key (REST API 3 on Cloud has `search/jql`; 2 has `search`).
+pub fn lookup(channel: &Channel, envelope: &Envelope) -> Result<OutgoingRequest, ChannelError> {
+    let settings: JiraSettings = channel.typed()?;
+    let base = settings.base_url.trim_end_matches('/');
+    let search = if settings.api_version == 3 { "3/search/jql" } else { "2/search" };
+    // Dedup keys are letters, digits and dashes: only the JQL around them needs escaping.
+    let jql = format!("labels%20%3D%20%22{}%22", envelope.dedup_key);
+    with_auth(
+        &settings,
+        channel,
+        OutgoingRequest::get(format!("{base}/rest/api/{search}?jql={jql}&fields=key&maxResults=1")),
+    )
 }
 
 pub fn request(

@@ -49,6 +49,8 @@ impl Notification<'_> {
 pub struct Envelope {
     pub delivery_id: String,
     pub dedup_key: String,
+    /// 1 for the first attempt.
+    pub attempt: i32,
 }
 
 /// The HTTP request for a notification, or `None` when this kind has nothing to say about it
@@ -66,6 +68,26 @@ pub fn http_request(
         ChannelKind::Jira => jira::request(channel, notification, envelope),
         ChannelKind::Servicenow => servicenow::request(channel, notification, envelope),
         ChannelKind::Email => Err(ChannelError::invalid("kind", "email is sent over SMTP, not HTTP")),
+    }
+}
+
+/// A search for the ticket an earlier attempt may have created (it can succeed on the receiver's
+/// side and still time out on ours): Jira by the dedup-key label, ServiceNow by correlation_id.
+pub fn lookup_request(channel: &Channel, envelope: &Envelope) -> Result<Option<OutgoingRequest>, ChannelError> {
+    match channel.kind {
+        ChannelKind::Jira => jira::lookup(channel, envelope).map(Some),
+        ChannelKind::Servicenow => servicenow::lookup(channel, envelope).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// The ticket a lookup found, if any.
+pub fn lookup_ref(kind: ChannelKind, reply: &Reply) -> Option<String> {
+    let body: serde_json::Value = serde_json::from_slice(&reply.body).ok()?;
+    match kind {
+        ChannelKind::Jira => body["issues"][0]["key"].as_str().map(str::to_string),
+        ChannelKind::Servicenow => body["result"][0]["sys_id"].as_str().map(str::to_string),
+        _ => None,
     }
 }
 
@@ -136,7 +158,7 @@ pub(crate) mod test_support {
     }
 
     pub fn envelope() -> Envelope {
-        Envelope { delivery_id: "42".into(), dedup_key: hijack().dedup_key }
+        Envelope { delivery_id: "42".into(), dedup_key: hijack().dedup_key, attempt: 1 }
     }
 
     pub fn body(request: &OutgoingRequest) -> serde_json::Value {

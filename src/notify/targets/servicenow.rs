@@ -78,6 +78,17 @@ pub fn request(
     }
 }
 
+/// The incident whose correlation_id is the dedup key.
+pub fn lookup(channel: &Channel, envelope: &Envelope) -> Result<OutgoingRequest, ChannelError> {
+    let settings: ServiceNowSettings = channel.typed()?;
+    let table = format!("{}/api/now/table/incident", settings.instance_url.trim_end_matches('/'));
+    let url = format!(
+        "{table}?sysparm_query=correlation_id%3D{}&sysparm_fields=sys_id,number&sysparm_limit=1",
+        envelope.dedup_key
+    );
+    authorised(&settings, channel, OutgoingRequest::get(url))
+}
+
 /// The new incident's `sys_id` from the 201 answer (`{"result": {...}}`).
 pub fn sys_id(reply: &Reply) -> Option<String> {
     let body: Value = serde_json::from_slice(&reply.body).ok()?;
