@@ -43,6 +43,10 @@ fn channel_error(error: ChannelError) -> ApiError {
         }
         ChannelError::NotFound(_) => ApiError::NotFound,
         ChannelError::Conflict(message) => ApiError::Conflict(message),
+        // Two requests racing for one name: the loser hears what a lone request would have.
+        ChannelError::Db(sqlx::Error::Database(error)) if error.code().as_deref() == Some("23505") => {
+            ApiError::Conflict("a channel or route with this name exists".into())
+        }
         other => ApiError::Internal(other.into()),
     }
 }

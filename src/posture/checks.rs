@@ -118,8 +118,10 @@ impl Check {
         }
         let mut engine = regorus::Engine::new();
         engine.add_policy(file.clone(), text).map_err(|e| problem(Some(&id), format!("Rego: {e}")))?;
-        // A date a check cannot parse fails that one comparison, not the whole check.
-        engine.set_strict_builtin_errors(false);
+        // Builtin errors stay errors (regorus's default): a date a check cannot parse makes the
+        // resource "not evaluated" (its finding kept as it was, the problem reported) rather
+        // than an undefined rule that would read as a pass and resolve the finding.
+        engine.set_strict_builtin_errors(true);
         let meta = CheckMeta {
             id: id.clone(),
             title: block.title,
