@@ -50,8 +50,10 @@ pub async fn record_in(tx: &mut sqlx::PgConnection, findings: &[Finding]) -> Res
         } else {
             details = serde_json::json!({ "first_evidence": finding.evidence_id });
         }
-        let inserted = sqlx::query_scalar!(
-            r#"INSERT INTO alerts (account_id, alert_id, policy_id, dedup_key, title, severity, principal, source_ip,
+        // `before` reads the row as it was before this statement: an escalation is seen.
+        let upserted = sqlx::query!(
+            r#"WITH before AS (SELECT severity FROM alerts WHERE account_id = $1 AND policy_id = $3 AND dedup_key = $4)
+               INSERT INTO alerts (account_id, alert_id, policy_id, dedup_key, title, severity, principal, source_ip,
                                    country, resources, first_seen, last_seen, event_count, mitre, details, session_key)
                VALUES ($1, $2::text::uuid, $3, $4, $5, $6, $7, $8::text::inet, $9, $10, $11, $11, 0, $12, $13, $14)
                ON CONFLICT (account_id, policy_id, dedup_key) DO UPDATE SET
@@ -73,7 +75,8 @@ pub async fn record_in(tx: &mut sqlx::PgConnection, findings: &[Finding]) -> Res
                    details = CASE WHEN (EXCLUDED.first_seen, EXCLUDED.details->>'first_evidence') < (alerts.first_seen, alerts.details->>'first_evidence')
                                 THEN EXCLUDED.details ELSE alerts.details END,
                    first_seen = least(alerts.first_seen, EXCLUDED.first_seen)
-               RETURNING (xmax = 0) AS "inserted!""#,
+               RETURNING (xmax = 0) AS "inserted!", (SELECT severity FROM before) AS "old_severity?: Severity",
+                         severity AS "severity!: Severity""#,
             finding.account_id,
             alert_id,
             finding.policy_id,
@@ -91,7 +94,7 @@ pub async fn record_in(tx: &mut sqlx::PgConnection, findings: &[Finding]) -> Res
         )
         .fetch_one(&mut *tx)
         .await?;
-        if inserted {
+        if upserted.inserted {
             outcome.new_alerts += 1;
             // In the alert's transaction: a crash cannot keep the alert and lose its notification.
             crate::notify::outbox::enqueue_new_alert(
@@ -101,6 +104,19 @@ pub async fn record_in(tx: &mut sqlx::PgConnection, findings: &[Finding]) -> Res
                 &finding.policy_id,
                 finding.severity,
                 &mitre,
+                None,
+            )
+            .await?;
+        } else if let Some(old) = upserted.old_severity.filter(|old| *old < upserted.severity) {
+            // Escalated: routes it now reaches for the first time hear of it.
+            crate::notify::outbox::enqueue_new_alert(
+                &mut *tx,
+                &finding.account_id,
+                &alert_id,
+                &finding.policy_id,
+                upserted.severity,
+                &mitre,
+                Some(old),
             )
             .await?;
         }

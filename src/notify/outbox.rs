@@ -10,7 +10,8 @@ use sqlx::{PgConnection, PgPool};
 use crate::alerts::{AlertStatus, Severity};
 
 /// Queues the opening message of a new alert for every route it matches (one per channel), or
-/// adds it to the digests of matching digest routes.
+/// adds it to the digests of matching digest routes. With `escalated_from`, only routes whose
+/// minimum severity the alert has just reached (channels told before are not told again).
 pub async fn enqueue_new_alert(
     tx: &mut PgConnection,
     account_id: &str,
@@ -18,6 +19,7 @@ pub async fn enqueue_new_alert(
     policy_id: &str,
     severity: Severity,
     mitre: &[String],
+    escalated_from: Option<Severity>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         r#"WITH matching AS (
@@ -25,6 +27,7 @@ pub async fn enqueue_new_alert(
                FROM notification_routes r JOIN notification_channels c ON c.id = r.channel_id
                WHERE r.enabled AND c.enabled
                  AND $4 >= r.min_severity
+                 AND ($6::alert_severity IS NULL OR $6 < r.min_severity)
                  AND (cardinality(r.account_ids) = 0 OR $1 = ANY(r.account_ids))
                  -- Policy patterns: `*` is the only wildcard; LIKE's own are escaped.
                  AND (cardinality(r.policy_ids) = 0 OR EXISTS (
@@ -52,6 +55,7 @@ pub async fn enqueue_new_alert(
         policy_id,
         severity as Severity,
         mitre,
+        escalated_from as Option<Severity>,
     )
     .execute(&mut *tx)
     .await?;

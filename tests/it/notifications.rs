@@ -994,3 +994,33 @@ async fn a_retried_ticket_is_found_before_it_is_created_twice() {
             .unwrap();
     assert_eq!(refs, [Some("SEC-9".to_string()), Some("new".to_string())]);
 }
+
+#[tokio::test]
+async fn an_alert_that_escalates_reaches_the_routes_of_its_new_severity_once() {
+    let db = TestDb::new().await;
+    let routing = routing(&db, loopback(), 5);
+    let chat = Receiver::start(Answer::status(200, "ok")).await;
+    let pager = Receiver::start(Answer::status(202, "{}")).await;
+    routing.channel(&db, "chat", ChannelKind::Slack, json!({}), &[("webhook_url", &chat.url("/hook"))]).await;
+    routing
+        .channel(
+            &db,
+            "pager",
+            ChannelKind::Pagerduty,
+            json!({"events_url": pager.url("/v2/enqueue")}),
+            &[("routing_key", "K")],
+        )
+        .await;
+    route(&db, "medium-chat", "chat", json!({"min_severity": "medium"})).await;
+    route(&db, "high-pager", "pager", json!({"min_severity": "high"})).await;
+    let mut first = hijack("alice", 4);
+    first.severity = Severity::Medium;
+    alert_store::record(&db.pool, &[first]).await.unwrap();
+    routing.drain().await;
+    assert_eq!((chat.received().len(), pager.received().len()), (1, 0));
+    // Later evidence of the same alert is high: the pager hears of it now, the chat not again.
+    alert_store::record(&db.pool, &[hijack("alice", 9)]).await.unwrap();
+    routing.drain().await;
+    assert_eq!((chat.received().len(), pager.received().len()), (1, 1));
+    assert_eq!(pager.received()[0].json()["payload"]["severity"], "error");
+}
