@@ -193,22 +193,28 @@ async fn context(db: &TestDb, moto: &str, cloudtrail: &str) -> PollContext {
     }
 }
 
-#[tokio::test]
-async fn findings_open_on_a_bad_setup_and_resolve_when_it_is_fixed() {
-    let db = TestDb::new().await;
-    let moto = fake::moto_url().await;
-    let cloudtrail = FakeCloudTrail::start(moto).await;
-    let ctx = context(&db, moto, &cloudtrail.url).await;
+/// A fresh account onboarded in moto, and a session as its owner to set up its state.
+async fn onboarded(db: &TestDb, ctx: &PollContext) -> (String, AccountSession) {
     let account_id = fake::random_account_id();
     let new = NewAccount {
         role_arn: format!("arn:aws:iam::{account_id}:role/SkywardenReadOnly"),
-        name: Some("posture".into()),
+        name: None,
         regions: vec!["us-east-1".into()],
         endpoint_url: None,
         sources: LogSources::default(),
     };
     let account = accounts::onboard(&db.pool, &new, &PollIntervals::default()).await.unwrap();
     let owner = AccountSession::assume(&ctx.base, &ctx.settings, &account.assume_target()).await.unwrap();
+    (account_id, owner)
+}
+
+#[tokio::test]
+async fn findings_open_on_a_bad_setup_and_resolve_when_it_is_fixed() {
+    let db = TestDb::new().await;
+    let moto = fake::moto_url().await;
+    let cloudtrail = FakeCloudTrail::start(moto).await;
+    let ctx = context(&db, moto, &cloudtrail.url).await;
+    let (account_id, owner) = onboarded(&db, &ctx).await;
     let ec2 = owner.ec2("us-east-1");
     let iam = owner.iam();
 
@@ -385,16 +391,7 @@ async fn an_opened_security_group_is_an_event_alert_at_once_and_a_linked_finding
     let moto = fake::moto_url().await;
     let cloudtrail = FakeCloudTrail::start(moto).await;
     let ctx = context(&db, moto, &cloudtrail.url).await;
-    let account_id = fake::random_account_id();
-    let new = NewAccount {
-        role_arn: format!("arn:aws:iam::{account_id}:role/SkywardenReadOnly"),
-        name: None,
-        regions: vec!["us-east-1".into()],
-        endpoint_url: None,
-        sources: LogSources::default(),
-    };
-    let account = accounts::onboard(&db.pool, &new, &PollIntervals::default()).await.unwrap();
-    let owner = AccountSession::assume(&ctx.base, &ctx.settings, &account.assume_target()).await.unwrap();
+    let (account_id, owner) = onboarded(&db, &ctx).await;
     let ec2 = owner.ec2("us-east-1");
     let vpc = ec2.create_vpc().cidr_block("10.7.0.0/16").send().await.unwrap().vpc.unwrap().vpc_id.unwrap();
     let group = ec2
