@@ -394,7 +394,7 @@ async fn a_receiver_down_then_up_gets_the_alert_once() {
             "slack",
             ChannelKind::Slack,
             json!({}),
-            &[("webhook_url", &format!("http://127.0.0.1:{port}/hook"))],
+            &[("webhook_url", &format!("http://127.0.0.1:{port}/services/T0/B0/SECRETPATH"))],
         )
         .await;
     route(&db, "all", "slack", json!({})).await;
@@ -404,7 +404,9 @@ async fn a_receiver_down_then_up_gets_the_alert_once() {
     assert_eq!(first.retrying, 1);
     let (_, error): (i32, Option<String>) =
         sqlx::query_as("SELECT attempts, last_error FROM notification_outbox").fetch_one(&db.pool).await.unwrap();
-    assert!(error.unwrap().contains("cannot reach the receiver"));
+    let error = error.unwrap();
+    assert!(error.contains("cannot reach the receiver"), "{error}");
+    assert!(!error.contains("SECRETPATH"), "the error names no secret: {error}");
 
     let receiver = Receiver::start_on(port, Answer::status(200, "ok")).await;
     let mut delivered = 0;

@@ -139,6 +139,40 @@ fn the_cloudmapper_demo_account_produces_the_findings_its_data_implies() {
             config.config,
         ));
     }
+    use aws_sdk_ec2::types::{
+        GroupIdentifier, HttpTokensState, Instance, InstanceMetadataOptionsResponse, InstanceState, InstanceStateName,
+    };
+    for reservation in read("ec2-describe-instances.json")["Reservations"].as_array().unwrap() {
+        for instance in reservation["Instances"].as_array().unwrap() {
+            let mut sdk = Instance::builder()
+                .instance_id(instance["InstanceId"].as_str().unwrap())
+                .set_vpc_id(instance["VpcId"].as_str().map(str::to_string))
+                .state(
+                    InstanceState::builder()
+                        .name(InstanceStateName::from(instance["State"]["Name"].as_str().unwrap()))
+                        .build(),
+                );
+            for group in instance["SecurityGroups"].as_array().into_iter().flatten() {
+                sdk = sdk
+                    .security_groups(GroupIdentifier::builder().group_id(group["GroupId"].as_str().unwrap()).build());
+            }
+            if let Some(options) = instance.get("MetadataOptions") {
+                sdk = sdk.metadata_options(
+                    InstanceMetadataOptionsResponse::builder()
+                        .http_tokens(HttpTokensState::from(options["HttpTokens"].as_str().unwrap()))
+                        .build(),
+                );
+            }
+            let config = collect::instance_config(&sdk.build(), reservation["OwnerId"].as_str(), "us-east-1")
+                .expect("a running instance");
+            resources.by_type.entry(config.resource_type.into()).or_default().push(resource(
+                config.resource_type,
+                &config.resource_id,
+                "us-east-1",
+                config.config,
+            ));
+        }
+    }
     let report = read("iam-get-credential-report.json");
     let csv = report["Content"].as_str().unwrap();
     // The describe output keeps the report as text here (the API returns it base64-encoded).
@@ -173,6 +207,15 @@ fn the_cloudmapper_demo_account_produces_the_findings_its_data_implies() {
         [("123456789012".to_string(), vec!["root user access key 1 is active".to_string()])]
     );
     assert!(evaluation.results.iter().any(|r| r.check_id == "aws-iam-root-mfa" && r.messages.is_empty()));
+    // No instance has a role; two of the three accept IMDSv1.
+    let mut no_role: Vec<String> = failing("aws-ec2-instance-role").into_iter().map(|(id, _)| id).collect();
+    no_role.sort();
+    assert_eq!(no_role, ["i-00000000000000000", "i-00000000000000001", "i-00000000000000002"]);
+    let imds: Vec<String> = failing("aws-ec2-imdsv2").into_iter().map(|(id, _)| id).collect();
+    assert!(
+        imds.contains(&"i-00000000000000001".to_string()) && imds.contains(&"i-00000000000000002".to_string()),
+        "{imds:?}"
+    );
 }
 
 fn decode_base64(text: &str) -> Vec<u8> {

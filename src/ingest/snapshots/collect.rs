@@ -256,7 +256,7 @@ async fn instances(ec2: &aws_sdk_ec2::Client, region: &str) -> Result<Vec<Resour
 
 /// A terminated instance is left out, so its deletion is recorded when it is terminated rather
 /// than when EC2 stops listing it an hour later.
-fn instance_config(
+pub fn instance_config(
     instance: &aws_sdk_ec2::types::Instance,
     owner_id: Option<&str>,
     region: &str,
