@@ -167,7 +167,9 @@ impl Worker {
             }
         }
         job.finish(&self.ctx.pool, &result).await?;
-        if job.source == Source::ConfigSnapshot && result.is_ok() {
+        // After a failed snapshot too: it stored the types it could read, and a sibling job that
+        // keeps failing must not hold the account's evaluation back.
+        if job.source == Source::ConfigSnapshot {
             self.evaluate_posture(&job.account_id).await;
         }
         let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -238,6 +240,25 @@ impl Worker {
     /// Posture findings follow the snapshot they judge: a broken check shows up at once.
     async fn evaluate_posture(&self, account_id: &str) {
         let Some((checks, alert_at)) = &self.posture else { return };
+        // One evaluation per snapshot cycle: while another snapshot job of the account (another
+        // region, IAM) runs or is due, the last of them evaluates. Jobs finish before they
+        // check, so the last to check always sees the others done.
+        let others = sqlx::query_scalar!(
+            r#"SELECT count(*) AS "n!" FROM poll_jobs
+               WHERE account_id = $1 AND source = $2 AND enabled
+                 AND ((lease_owner IS NOT NULL AND lease_expires_at > now()) OR next_run_at <= now())"#,
+            account_id,
+            Source::ConfigSnapshot.as_str(),
+        )
+        .fetch_one(&self.ctx.pool)
+        .await;
+        match others {
+            Ok(0) => {}
+            Ok(_) => return tracing::debug!(account_id, "posture waits for the account's other snapshots"),
+            Err(error) => {
+                tracing::warn!(account_id, %error, "cannot see the account's other snapshot jobs; evaluating")
+            }
+        }
         let mut checks = checks.lock().await;
         match crate::posture::run(&self.ctx.pool, &mut checks, &[account_id.to_string()], *alert_at).await {
             Ok(report) => tracing::debug!(account_id, ?report.accounts, "posture after snapshot"),

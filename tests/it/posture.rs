@@ -292,6 +292,9 @@ async fn findings_open_on_a_bad_setup_and_resolve_when_it_is_fixed() {
     let reports = worker.run_once().await.unwrap();
     assert!(reports.iter().all(|r| r.error.is_none()), "{reports:?}");
 
+    // Two snapshot jobs (the region and IAM), one evaluation: the last job to finish runs it.
+    let evaluations = format!("SELECT count(*) FROM posture_evaluations WHERE account_id = '{account_id}'");
+    assert_eq!(db.count(&evaluations).await, 1);
     let open = findings::list(
         &db.pool,
         &FindingFilter { status: Some("open".into()), account_id: Some(account_id.clone()), ..Default::default() },
@@ -409,6 +412,7 @@ async fn findings_open_on_a_bad_setup_and_resolve_when_it_is_fixed() {
     let reports = worker.run_once().await.unwrap();
     assert!(reports.iter().all(|r| r.error.is_none()), "{reports:?}");
 
+    assert_eq!(db.count(&evaluations).await, 2);
     let all = findings::list(&db.pool, &FindingFilter { account_id: Some(account_id.clone()), ..Default::default() })
         .await
         .unwrap();
