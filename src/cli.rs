@@ -38,6 +38,16 @@ pub enum Command {
     /// Measure import speed against plain parallel COPY of the same rows.
     BenchImport(BenchArgs),
     /// Measure detection speed: parse + Sigma rules (SigmaHQ pack on) + detectors, against parsing alone.
+    /// Time the posture checks over a large account (the sample snapshot, copied), against a
+    /// baseline that only builds the inputs.
+    BenchPosture {
+        #[arg(long, default_value_t = 5_000)]
+        resources: usize,
+        #[arg(long, default_value = "samples/incident.config.json")]
+        snapshot: PathBuf,
+        #[command(flatten)]
+        policies: PolicyArgs,
+    },
     BenchDetect {
         /// Events to generate.
         #[arg(long, default_value_t = 100_000)]

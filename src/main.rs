@@ -43,6 +43,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tokens { action } => commands::tokens(&cli.db, action).await,
         Command::Incidents { json } => commands::incidents(&cli.db, json).await,
         Command::BenchDetect { events, policies } => commands::bench_detect(events, &policies).await,
+        Command::BenchPosture { resources, snapshot, policies } => {
+            commands::posture::bench(resources, &snapshot, &policies).await
+        }
         Command::Accounts { action } => commands::accounts::run(&cli.db, action).await,
         Command::Users { action } => commands::users(&cli.db, action).await,
         Command::Worker(args) => commands::accounts::worker(&cli.db, args).await,

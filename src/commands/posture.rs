@@ -140,3 +140,17 @@ pub(crate) async fn run(
     db.close().await?;
     Ok(code)
 }
+
+pub(crate) async fn bench(
+    resources: usize,
+    snapshot: &std::path::Path,
+    policies: &PolicyArgs,
+) -> anyhow::Result<ExitCode> {
+    let dump = SnapshotDump::load(snapshot)?;
+    let account = posture::bench::account(&dump, resources)?;
+    let mut checks = CheckSet::load(&posture::checks_dir(&policies.policies));
+    anyhow::ensure!(checks.problems.is_empty(), "posture checks with problems; run `skywarden policies lint`");
+    let report = tokio::task::spawn_blocking(move || posture::bench::run(&mut checks, &account)).await?;
+    println!("{report}");
+    Ok(ExitCode::SUCCESS)
+}

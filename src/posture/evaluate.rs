@@ -120,6 +120,37 @@ pub struct AccountEvaluation {
     pub not_evaluated: Vec<(String, String, String)>,
 }
 
+/// The input of one check on one resource: the resource, the account around it, and now.
+fn input(resource: &PostureResource, account: &regorus::Value, now: &regorus::Value) -> regorus::Value {
+    let mut input = regorus::Value::new_object();
+    let object = input.as_object_mut().expect("a new object");
+    object.insert(
+        regorus::Value::from("resource"),
+        regorus::Value::from(serde_json::to_value(resource).expect("serialises")),
+    );
+    object.insert(regorus::Value::from("account"), account.clone());
+    object.insert(regorus::Value::from("now"), now.clone());
+    input
+}
+
+fn resources_of<'a>(kind: &str, account: &'a AccountResources, itself: &'a [PostureResource]) -> &'a [PostureResource] {
+    if kind == ACCOUNT_TYPE { itself } else { account.by_type.get(kind).map(Vec::as_slice).unwrap_or(&[]) }
+}
+
+/// Every input `evaluate_account` would evaluate, built and not evaluated (the benchmark's
+/// baseline).
+pub fn build_inputs(checks: &CheckSet, account: &AccountResources, now: DateTime<Utc>) -> Vec<regorus::Value> {
+    let account_value = regorus::Value::from(account.account_value());
+    let now_value = regorus::Value::from(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let itself = [account.account_itself()];
+    checks
+        .checks
+        .iter()
+        .flat_map(|check| resources_of(&check.meta.resource_type, account, &itself).iter())
+        .map(|resource| input(resource, &account_value, &now_value))
+        .collect()
+}
+
 /// Runs every check over the account. Pure: tests call it with fixture resources.
 pub fn evaluate_account(checks: &mut CheckSet, account: &AccountResources, now: DateTime<Utc>) -> AccountEvaluation {
     let account_value = regorus::Value::from(account.account_value());
@@ -128,20 +159,8 @@ pub fn evaluate_account(checks: &mut CheckSet, account: &AccountResources, now: 
     let mut evaluation = AccountEvaluation { account_id: account.account_id.clone(), ..Default::default() };
     for check in &mut checks.checks {
         evaluation.checks_run.push(check.meta.id.clone());
-        let resources: &[PostureResource] = if check.meta.resource_type == ACCOUNT_TYPE {
-            &itself
-        } else {
-            account.by_type.get(&check.meta.resource_type).map(Vec::as_slice).unwrap_or(&[])
-        };
-        for resource in resources {
-            let mut input = regorus::Value::new_object();
-            let object = input.as_object_mut().expect("a new object");
-            object.insert(
-                regorus::Value::from("resource"),
-                regorus::Value::from(serde_json::to_value(resource).expect("serialises")),
-            );
-            object.insert(regorus::Value::from("account"), account_value.clone());
-            object.insert(regorus::Value::from("now"), now_value.clone());
+        for resource in resources_of(&check.meta.resource_type, account, &itself) {
+            let input = input(resource, &account_value, &now_value);
             match check.evaluate(&input) {
                 Ok(messages) => evaluation.results.push(CheckResult {
                     check_id: check.meta.id.clone(),

@@ -5,6 +5,7 @@
 //! [`checks`] loads and lints the Rego files, [`evaluate`] runs them over one account's current
 //! resources (pure), [`findings`] keeps the findings' lifecycle, suppressions and scores.
 
+pub mod bench;
 pub mod checks;
 pub mod evaluate;
 pub mod findings;
