@@ -141,14 +141,23 @@ impl Sender {
         tokio::pin!(shutdown);
         tracing::info!(public_url = %self.options.public_url, network = %self.client.policy(), "notification sender started");
         loop {
-            match self.deliver_due().await {
-                Ok(report) if report != StepReport::default() => tracing::info!(?report, "notifications"),
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "notification step failed"),
-            }
+            // A step that sent something goes straight on: a burst of alerts drains at the
+            // receivers' pace, not one batch per poll interval.
+            let busy = match self.deliver_due().await {
+                Ok(report) if report != StepReport::default() => {
+                    tracing::info!(?report, "notifications");
+                    true
+                }
+                Ok(_) => false,
+                Err(error) => {
+                    tracing::warn!(%error, "notification step failed");
+                    false
+                }
+            };
+            let pause = if busy { std::time::Duration::ZERO } else { self.options.poll_interval };
             tokio::select! {
                 _ = &mut shutdown => break,
-                _ = tokio::time::sleep(self.options.poll_interval) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
         }
         tracing::info!("notification sender stopped");

@@ -121,16 +121,19 @@ pub struct AccountEvaluation {
 }
 
 /// The input of one check on one resource: the resource, the account around it, and now.
-fn input(resource: &PostureResource, account: &regorus::Value, now: &regorus::Value) -> regorus::Value {
+fn input(resource: &regorus::Value, account: &regorus::Value, now: &regorus::Value) -> regorus::Value {
     let mut input = regorus::Value::new_object();
     let object = input.as_object_mut().expect("a new object");
-    object.insert(
-        regorus::Value::from("resource"),
-        regorus::Value::from(serde_json::to_value(resource).expect("serialises")),
-    );
+    object.insert(regorus::Value::from("resource"), resource.clone());
     object.insert(regorus::Value::from("account"), account.clone());
     object.insert(regorus::Value::from("now"), now.clone());
     input
+}
+
+/// Each resource as a Rego value, converted once however many checks read it (clones share
+/// their contents).
+fn rego_values(resources: &[PostureResource]) -> Vec<regorus::Value> {
+    resources.iter().map(|r| regorus::Value::from(serde_json::to_value(r).expect("serialises"))).collect()
 }
 
 fn resources_of<'a>(kind: &str, account: &'a AccountResources, itself: &'a [PostureResource]) -> &'a [PostureResource] {
@@ -143,12 +146,14 @@ pub fn build_inputs(checks: &CheckSet, account: &AccountResources, now: DateTime
     let account_value = regorus::Value::from(account.account_value());
     let now_value = regorus::Value::from(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     let itself = [account.account_itself()];
-    checks
-        .checks
-        .iter()
-        .flat_map(|check| resources_of(&check.meta.resource_type, account, &itself).iter())
-        .map(|resource| input(resource, &account_value, &now_value))
-        .collect()
+    let mut converted: std::collections::HashMap<&str, Vec<regorus::Value>> = std::collections::HashMap::new();
+    let mut inputs = Vec::new();
+    for check in &checks.checks {
+        let kind = check.meta.resource_type.as_str();
+        let values = converted.entry(kind).or_insert_with(|| rego_values(resources_of(kind, account, &itself)));
+        inputs.extend(values.iter().map(|value| input(value, &account_value, &now_value)));
+    }
+    inputs
 }
 
 /// Runs every check over the account. Pure: tests call it with fixture resources.
@@ -157,10 +162,13 @@ pub fn evaluate_account(checks: &mut CheckSet, account: &AccountResources, now: 
     let now_value = regorus::Value::from(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     let itself = [account.account_itself()];
     let mut evaluation = AccountEvaluation { account_id: account.account_id.clone(), ..Default::default() };
+    let mut converted: std::collections::HashMap<String, Vec<regorus::Value>> = std::collections::HashMap::new();
     for check in &mut checks.checks {
         evaluation.checks_run.push(check.meta.id.clone());
-        for resource in resources_of(&check.meta.resource_type, account, &itself) {
-            let input = input(resource, &account_value, &now_value);
+        let resources = resources_of(&check.meta.resource_type, account, &itself);
+        let values = converted.entry(check.meta.resource_type.clone()).or_insert_with(|| rego_values(resources));
+        for (resource, value) in resources.iter().zip(values.iter()) {
+            let input = input(value, &account_value, &now_value);
             match check.evaluate(&input) {
                 Ok(messages) => evaluation.results.push(CheckResult {
                     check_id: check.meta.id.clone(),
