@@ -294,14 +294,7 @@ fn connect_error(error: hyper_util::client::legacy::Error) -> HttpError {
         }
         cause = current.source();
     }
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    HttpError::Unreachable(text)
+    HttpError::Unreachable(super::error_chain(&error))
 }
 
 /// `Retry-After`: seconds, or an HTTP date.

@@ -15,3 +15,15 @@ pub mod routes;
 pub mod secrets;
 pub mod sender;
 pub mod targets;
+
+/// An error with its causes, `outer: inner: innermost`, for delivery errors an operator reads.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}

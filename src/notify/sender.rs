@@ -10,24 +10,13 @@ use futures_util::StreamExt;
 use sqlx::PgPool;
 
 use super::channels::{self, Channel, ChannelKind};
+use super::error_chain;
 use super::http_client::{HttpError, SafeHttpClient};
 use super::message::AlertMessage;
 use super::outbox::{self, Claimed};
 use super::secrets::SecretKey;
 use super::targets::{self, Envelope, Notification, email};
 use crate::alerts::store::{self as alert_store, AlertFilter};
-
-/// An error with its causes, one after the other.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
-}
 
 /// How the sender behaves; every value has a production default.
 #[derive(Debug, Clone)]

@@ -163,7 +163,7 @@ pub async fn record(
                     ));
                 }
             }
-            Some((id, status, messages)) if status == "resolved" => {
+            Some((id, status, _)) if status == "resolved" => {
                 let change_id = cause_of(&mut tx, check, result, causes_after).await?;
                 sqlx::query!(
                     "UPDATE posture_findings SET status = 'open', messages = $2, first_failed_at = $3, last_seen_at = $3,
@@ -179,7 +179,6 @@ pub async fn record(
                 .await?;
                 history(&mut tx, id, "reopened", &result.messages, now).await?;
                 outcome.reopened += 1;
-                let _ = messages;
                 if !suppressed {
                     newly_failing.push((
                         id,

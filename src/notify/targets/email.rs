@@ -145,20 +145,9 @@ async fn send_now(
     let transport = builder.build();
     match transport.send(email).await {
         Ok(response) => Ok(response.message().collect::<Vec<_>>().join(" ")),
-        Err(error) if error.is_permanent() => Err(EmailError::Permanent(error_text(&error))),
-        Err(error) => Err(EmailError::Transient(error_text(&error))),
+        Err(error) if error.is_permanent() => Err(EmailError::Permanent(crate::notify::error_chain(&error))),
+        Err(error) => Err(EmailError::Transient(crate::notify::error_chain(&error))),
     }
-}
-
-fn error_text(error: &lettre::transport::smtp::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 #[cfg(test)]
