@@ -35,7 +35,7 @@ const NOTABLE_CHANGES: &[&str] = &[
 pub async fn print_story(pool: &PgPool) -> Result<(), DemoError> {
     println!("\nAlerts (skywarden alerts --json for all fields):");
     let alerts = crate::alerts::store::list(pool, &crate::alerts::store::AlertFilter::default()).await?;
-    for alert in alerts.iter().filter(|a| a.severity >= crate::alerts::Severity::Medium) {
+    for alert in alerts.iter().filter(|a| a.severity >= crate::model::Severity::Medium) {
         println!(
             "  {}  {:<8} {:<38} {}",
             alert.first_seen.format("%Y-%m-%d %H:%M"),

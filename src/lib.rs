@@ -9,17 +9,20 @@ pub mod accounts;
 pub mod alerts;
 pub mod auth;
 pub mod aws;
-pub mod bench;
-pub mod bench_queries;
-pub mod cli;
+
+
+
 pub mod db;
 pub mod demo;
 pub mod detect;
 pub mod geo;
 pub mod http;
 pub mod ingest;
+pub mod inventory;
+pub mod model;
+pub mod net;
 pub mod notify;
-pub mod policy;
+
 pub mod pollers;
 pub mod posture;
 pub mod telemetry;

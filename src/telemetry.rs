@@ -2,7 +2,7 @@
 
 use tracing_subscriber::{EnvFilter, fmt};
 
-#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LogFormat {
     #[default]
     Text,

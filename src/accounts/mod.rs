@@ -7,10 +7,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use crate::aws::{AccountSession, ArnError, AssumeRoleTarget, AwsError, AwsSettings, RoleArn};
-use crate::ingest::snapshots::GLOBAL_REGION;
-use crate::pollers::Source;
-use crate::pollers::jobs::{self, JobSpec};
+use crate::aws::{AccountSession, ArnError, AssumeRoleTarget, AwsError, AwsSettings, GLOBAL_REGION, RoleArn};
+
+pub mod schedule;
+
+use schedule::{JobSpec, Source};
 
 /// The read-only role, as a CloudFormation template (`skywarden accounts template`).
 pub const ROLE_TEMPLATE: &str = include_str!("../../deploy/skywarden-readonly-role.yaml");
@@ -298,7 +299,7 @@ pub async fn onboard(pool: &PgPool, new: &NewAccount, intervals: &PollIntervals)
     .execute(&mut *tx)
     .await?;
     let account = load_in(&mut tx, &account_id).await?;
-    jobs::sync_jobs(&mut tx, &account_id, &account.job_specs(intervals)).await?;
+    schedule::sync_jobs(&mut tx, &account_id, &account.job_specs(intervals)).await?;
     tx.commit().await?;
     tracing::info!(account_id, role_arn = %role_arn, regions = ?new.regions, "account onboarded");
     Ok(account)
@@ -463,7 +464,11 @@ mod tests {
     #[test]
     fn the_role_template_allows_exactly_the_calls_the_pollers_make() {
         let sources = [
-            include_str!("../ingest/snapshots/collect.rs"),
+            include_str!("../inventory/collect/mod.rs"),
+            include_str!("../inventory/collect/cloudtrail.rs"),
+            include_str!("../inventory/collect/credentials.rs"),
+            include_str!("../inventory/collect/ec2.rs"),
+            include_str!("../inventory/collect/iam.rs"),
             include_str!("../pollers/lookup_events.rs"),
             include_str!("../pollers/s3_objects.rs"),
             include_str!("../pollers/cloudwatch_logs.rs"),

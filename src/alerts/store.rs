@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use super::{AlertStatus, Finding, Severity};
+use crate::model::{AlertStatus, Finding, Severity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AlertStoreError {
@@ -19,24 +19,36 @@ pub enum AlertStoreError {
 }
 
 /// What folding a set of findings did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct RecordOutcome {
     /// Findings whose evidence was not yet on its alert.
     pub new_evidence: u64,
     /// Alerts that did not exist before.
     pub new_alerts: u64,
+    /// What routes must hear of, for the caller to queue in the same transaction.
+    #[serde(skip)]
+    pub changes: Vec<AlertChange>,
 }
 
-/// Folds findings into alerts. Idempotent: a finding whose evidence is already recorded changes
-/// nothing, and the first-seen details come from the earliest evidence whatever the order.
-pub async fn record(pool: &PgPool, findings: &[Finding]) -> Result<RecordOutcome, AlertStoreError> {
-    let mut tx = pool.begin().await?;
-    let outcome = record_in(&mut tx, findings).await?;
-    tx.commit().await?;
-    Ok(outcome)
+/// A change to an alert that notification routes care about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlertChange {
+    /// A new alert, or one whose severity rose (`escalated_from`).
+    Raised {
+        account_id: String,
+        alert_id: String,
+        policy_id: String,
+        severity: Severity,
+        mitre: Vec<String>,
+        escalated_from: Option<Severity>,
+    },
+    /// An analyst (or posture) moved the alert to another status.
+    StatusChanged { account_id: String, alert_id: String, status: AlertStatus, actor: String, reason: String },
 }
 
-/// [`record`] inside the caller's transaction (posture findings and their alerts commit together).
+/// Folds findings into alerts inside the caller's transaction. Idempotent: a finding whose
+/// evidence is already recorded changes nothing, and the first-seen details come from the
+/// earliest evidence whatever the order.
 pub async fn record_in(tx: &mut sqlx::PgConnection, findings: &[Finding]) -> Result<RecordOutcome, AlertStoreError> {
     let mut outcome = RecordOutcome::default();
     for finding in findings {
@@ -94,31 +106,17 @@ pub async fn record_in(tx: &mut sqlx::PgConnection, findings: &[Finding]) -> Res
         )
         .fetch_one(&mut *tx)
         .await?;
-        if upserted.inserted {
-            outcome.new_alerts += 1;
-            // In the alert's transaction: a crash cannot keep the alert and lose its notification.
-            crate::notify::outbox::enqueue_new_alert(
-                &mut *tx,
-                &finding.account_id,
-                &alert_id,
-                &finding.policy_id,
-                finding.severity,
-                &mitre,
-                None,
-            )
-            .await?;
-        } else if let Some(old) = upserted.old_severity.filter(|old| *old < upserted.severity) {
-            // Escalated: routes it now reaches for the first time hear of it.
-            crate::notify::outbox::enqueue_new_alert(
-                &mut *tx,
-                &finding.account_id,
-                &alert_id,
-                &finding.policy_id,
-                upserted.severity,
-                &mitre,
-                Some(old),
-            )
-            .await?;
+        let escalated_from = upserted.old_severity.filter(|old| *old < upserted.severity);
+        if upserted.inserted || escalated_from.is_some() {
+            outcome.new_alerts += u64::from(upserted.inserted);
+            outcome.changes.push(AlertChange::Raised {
+                account_id: finding.account_id.clone(),
+                alert_id: alert_id.clone(),
+                policy_id: finding.policy_id.clone(),
+                severity: upserted.severity,
+                mitre: mitre.clone(),
+                escalated_from,
+            });
         }
         let evidence = sqlx::query!(
             "INSERT INTO alert_evidence (account_id, alert_id, event_id, event_time) VALUES ($1, $2::text::uuid, $3, $4)
@@ -236,14 +234,8 @@ pub struct AlertView {
 pub struct AlertFilter {
     pub status: Option<AlertStatus>,
     pub policy_id: Option<String>,
-    /// One alert, by id (a UUID; check with [`is_alert_id`] first).
+    /// One alert, by id (a UUID; check with [`is_alert_id`](crate::model::is_alert_id) first).
     pub alert_id: Option<String>,
-}
-
-/// Whether `text` has the shape of an alert id (a UUID).
-pub fn is_alert_id(text: &str) -> bool {
-    text.len() == 36
-        && text.char_indices().all(|(i, c)| if [8, 13, 18, 23].contains(&i) { c == '-' } else { c.is_ascii_hexdigit() })
 }
 
 pub async fn list(pool: &PgPool, filter: &AlertFilter) -> Result<Vec<AlertView>, AlertStoreError> {
@@ -300,29 +292,32 @@ pub fn incident_id(account_id: &str, session_key: &str) -> String {
     format!("inc-{hash:016x}")
 }
 
-/// Changes an alert's status and records who did it, when and why.
-pub async fn set_status(
-    pool: &PgPool,
+/// Checks a status change before it is applied: a well-formed id, and a future time for a
+/// snooze. Returns the snooze time to store (none unless snoozed).
+pub fn check_status_change(
     alert_id: &str,
     status: AlertStatus,
     snoozed_until: Option<DateTime<Utc>>,
-    actor: &str,
-    reason: &str,
-) -> Result<AlertStatus, AlertStoreError> {
-    if !is_alert_id(alert_id) {
+) -> Result<Option<DateTime<Utc>>, AlertStoreError> {
+    if !crate::model::is_alert_id(alert_id) {
         return Err(AlertStoreError::BadId(alert_id.to_string()));
     }
     if status == AlertStatus::Snoozed && snoozed_until.is_none_or(|t| t <= Utc::now()) {
         return Err(AlertStoreError::SnoozeWithoutUntil);
     }
-    let snoozed_until = if status == AlertStatus::Snoozed { snoozed_until } else { None };
-    let mut tx = pool.begin().await?;
-    let old = set_status_in(&mut tx, alert_id, status, snoozed_until, actor, reason).await?;
-    tx.commit().await?;
-    Ok(old)
+    Ok(if status == AlertStatus::Snoozed { snoozed_until } else { None })
 }
 
-/// [`set_status`] inside the caller's transaction; the id must already be checked.
+/// What a status change did: the status before, and the change routes must hear of (none when
+/// the status stayed the same).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusOutcome {
+    pub old: AlertStatus,
+    pub change: Option<AlertChange>,
+}
+
+/// Changes an alert's status inside the caller's transaction and records who did it, when and
+/// why; the id must already be checked ([`check_status_change`]).
 pub async fn set_status_in(
     tx: &mut sqlx::PgConnection,
     alert_id: &str,
@@ -330,7 +325,7 @@ pub async fn set_status_in(
     snoozed_until: Option<DateTime<Utc>>,
     actor: &str,
     reason: &str,
-) -> Result<AlertStatus, AlertStoreError> {
+) -> Result<StatusOutcome, AlertStoreError> {
     let old = sqlx::query!(
         r#"SELECT account_id, status AS "status: AlertStatus" FROM alerts WHERE alert_id = $1::text::uuid FOR UPDATE"#,
         alert_id
@@ -360,11 +355,14 @@ pub async fn set_status_in(
     )
     .execute(&mut *tx)
     .await?;
-    if old.status != status {
-        crate::notify::outbox::enqueue_status_change(&mut *tx, &old.account_id, alert_id, status, actor, reason)
-            .await?;
-    }
-    Ok(old.status)
+    let change = (old.status != status).then(|| AlertChange::StatusChanged {
+        account_id: old.account_id,
+        alert_id: alert_id.to_string(),
+        status,
+        actor: actor.to_string(),
+        reason: reason.to_string(),
+    });
+    Ok(StatusOutcome { old: old.status, change })
 }
 
 /// Alerts of one intrusion: those raised in one console or role session, plus alerts on the

@@ -27,7 +27,6 @@ const PREFIX: &str = "swk_";
     Serialize,
     serde::Deserialize,
     sqlx::Type,
-    clap::ValueEnum,
     utoipa::ToSchema,
 )]
 #[sqlx(type_name = "api_role", rename_all = "lowercase")]
@@ -45,6 +44,18 @@ impl fmt::Display for Role {
             Self::Analyst => "analyst",
             Self::Admin => "admin",
         })
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.to_ascii_lowercase().as_str() {
+            "viewer" => Ok(Self::Viewer),
+            "analyst" => Ok(Self::Analyst),
+            "admin" => Ok(Self::Admin),
+            other => Err(format!("unknown role {other:?} (viewer, analyst, admin)")),
+        }
     }
 }
 

@@ -77,6 +77,9 @@ impl fmt::Debug for AwsSettings {
 
 pub const DEFAULT_HOME_REGION: &str = "us-east-1";
 
+/// The region name Skywarden uses for global services (IAM).
+pub const GLOBAL_REGION: &str = "global";
+
 impl AwsSettings {
     /// Settings from `SKYWARDEN_AWS_ENDPOINT_URL[_<SERVICE>]` and `SKYWARDEN_AWS_HOME_REGION`.
     pub fn from_env() -> Self {

@@ -70,16 +70,13 @@ fn url_password_span(url: &str) -> Option<(usize, usize)> {
 }
 
 /// Where the data lives: a server the user runs, or the embedded cluster.
-#[derive(Clone, Debug, clap::Args)]
+#[derive(Clone, Debug)]
 pub struct DbOptions {
-    /// PostgreSQL URL. Without it, Skywarden runs its own embedded cluster in --data-dir.
-    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    /// PostgreSQL URL. Without it, Skywarden runs its own embedded cluster in `data_dir`.
     pub database_url: Option<DatabaseUrl>,
     /// Folder for the embedded PostgreSQL cluster and other local state.
-    #[arg(long, env = "SKYWARDEN_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
     /// Connections in the pool (bulk import uses two of them for parallel COPY).
-    #[arg(long, env = "SKYWARDEN_DB_CONNECTIONS", default_value_t = 4, global = true)]
     pub db_connections: u32,
 }
 

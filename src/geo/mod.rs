@@ -12,6 +12,8 @@ use std::sync::Arc;
 use maxminddb::Reader;
 use serde::Deserialize;
 
+use crate::net::is_public;
+
 #[derive(Debug, thiserror::Error)]
 pub enum GeoError {
     #[error("cannot open GeoIP database {path}")]
@@ -171,64 +173,5 @@ impl GeoCache {
         }
         self.memo.insert(ip, value.clone());
         value
-    }
-}
-
-/// Whether an address is routable on the internet (not private, loopback, link-local,
-/// shared, documentation-only or multicast).
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            !(v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || (a == 100 && (64..128).contains(&b))
-                || a == 0
-                || a >= 240)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments()[1] == 0x0db8)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn public_ranges() {
-        for private in [
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "127.0.0.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "2001:db8::1",
-            "203.0.113.5",
-        ] {
-            assert!(!is_public(private.parse().unwrap()), "{private} should not be public");
-        }
-        for public in ["81.2.69.142", "8.8.8.8", "2a02:d300::1"] {
-            assert!(is_public(public.parse().unwrap()), "{public} should be public");
-        }
     }
 }

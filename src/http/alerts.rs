@@ -14,7 +14,7 @@ use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
 use super::extractor::{Caller, RequireRole};
 use super::params::Params;
-use crate::alerts::AlertStatus;
+use crate::model::AlertStatus;
 use crate::alerts::store::{self, AlertFilter, AlertStoreError, AlertView, IncidentView};
 use crate::auth::Role;
 
@@ -27,7 +27,7 @@ pub fn router() -> Router<ApiContext> {
 }
 
 fn status_of(text: &str) -> Option<AlertStatus> {
-    <AlertStatus as clap::ValueEnum>::from_str(text, true).ok()
+    text.parse().ok()
 }
 
 #[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(("status" = Option<String>, Query, description = "open, acknowledged, resolved, dismissed or snoozed"), ("policy" = Option<String>, Query, description = "")), responses((status = 200, description = "OK", body = Vec<AlertView>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
@@ -57,7 +57,7 @@ async fn one(
     State(context): State<ApiContext>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if !store::is_alert_id(&id) {
+    if !crate::model::is_alert_id(&id) {
         return Err(ApiError::bad("id", "an alert id is a UUID"));
     }
     let filter = AlertFilter { alert_id: Some(id.clone()), ..Default::default() };
@@ -132,7 +132,7 @@ async fn set_status(
     }
     let actor = format!("{} ({})", caller.actor(), caller.name);
     let old =
-        store::set_status(&context.db, &id, status, change.until, &actor, &change.reason).await.map_err(
+        crate::notify::outbox::set_alert_status(&context.db, &id, status, change.until, &actor, &change.reason).await.map_err(
             |e| match e {
                 AlertStoreError::NotFound(_) => ApiError::NotFound,
                 AlertStoreError::BadId(_) => ApiError::bad("id", "an alert id is a UUID"),

@@ -41,7 +41,7 @@ pub struct ApiContext {
 
 pub struct PostureContext {
     pub checks: tokio::sync::Mutex<crate::posture::checks::CheckSet>,
-    pub alert_at: Option<crate::alerts::Severity>,
+    pub alert_at: Option<crate::model::Severity>,
 }
 
 /// What the notification routes need besides the database.
@@ -69,7 +69,7 @@ impl ApiContext {
     pub fn with_posture(
         mut self,
         checks: crate::posture::checks::CheckSet,
-        alert_at: Option<crate::alerts::Severity>,
+        alert_at: Option<crate::model::Severity>,
     ) -> Self {
         self.posture = Some(std::sync::Arc::new(PostureContext { checks: tokio::sync::Mutex::new(checks), alert_at }));
         self

@@ -275,7 +275,7 @@ async fn list_deliveries(
         .transpose()?;
     let alert_id = params.text("alert");
     if let Some(alert) = &alert_id
-        && !crate::alerts::store::is_alert_id(alert)
+        && !crate::model::is_alert_id(alert)
     {
         return Err(ApiError::bad("alert", "an alert id is a UUID"));
     }

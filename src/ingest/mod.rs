@@ -8,7 +8,6 @@
 pub mod cloudtrail;
 pub mod flowlogs;
 pub mod json_stream;
-pub mod snapshots;
 pub mod source;
 pub mod store;
 

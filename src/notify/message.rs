@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::alerts::store::AlertView;
-use crate::alerts::{AlertStatus, Severity};
+use crate::model::{AlertStatus, Severity};
 
 /// An alert as every channel renders it.
 #[derive(Clone, Debug, Serialize)]

@@ -8,6 +8,8 @@ use std::str::FromStr;
 
 use sqlx::types::ipnetwork::IpNetwork;
 
+use crate::net::{canonical, non_public_reason};
+
 /// Which non-public networks notification targets may reach.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NetworkPolicy {
@@ -85,14 +87,6 @@ impl fmt::Display for NetworkPolicy {
     }
 }
 
-/// An IPv4 address written as IPv6 (`::ffff:127.0.0.1`) is checked as the IPv4 address it is.
-fn canonical(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 /// Metadata and credential services of cloud platforms: never a notification target.
 fn credential_endpoint(address: IpAddr) -> Option<&'static str> {
     const ENDPOINTS: [IpAddr; 5] = [
@@ -103,70 +97,6 @@ fn credential_endpoint(address: IpAddr) -> Option<&'static str> {
         IpAddr::V6(Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254)), // EC2 over IPv6
     ];
     ENDPOINTS.contains(&address).then_some("the cloud instance metadata service")
-}
-
-/// Why an address is not a public internet address, if it is not.
-pub fn non_public_reason(address: IpAddr) -> Option<&'static str> {
-    match canonical(address) {
-        IpAddr::V4(v4) => v4_reason(v4),
-        IpAddr::V6(v6) => v6_reason(v6),
-    }
-}
-
-fn v4_reason(ip: Ipv4Addr) -> Option<&'static str> {
-    let [a, b, c, _] = ip.octets();
-    if ip == Ipv4Addr::new(169, 254, 169, 254) {
-        return Some("the cloud instance metadata service");
-    }
-    match (a, b) {
-        _ if ip.is_unspecified() || a == 0 => Some("an unspecified address"),
-        (127, _) => Some("a loopback address"),
-        (10, _) | (192, 168) => Some("a private address"),
-        (172, b) if (16..32).contains(&b) => Some("a private address"),
-        (169, 254) => Some("a link-local address"),
-        (100, b) if (64..128).contains(&b) => Some("a carrier-grade NAT address"),
-        (192, 0) if c == 0 || c == 2 => Some("a reserved address"),
-        (198, 18 | 19) => Some("a benchmarking address"),
-        (198, 51) if c == 100 => Some("a documentation address"),
-        (203, 0) if c == 113 => Some("a documentation address"),
-        _ if a >= 224 => Some("a multicast or reserved address"),
-        _ => None,
-    }
-}
-
-fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
-    let segments = ip.segments();
-    if ip.is_unspecified() {
-        return Some("an unspecified address");
-    }
-    if ip.is_loopback() {
-        return Some("a loopback address");
-    }
-    // fd00:ec2::254 is EC2's IPv6 metadata service, inside the unique-local range.
-    if segments == [0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254] {
-        return Some("the cloud instance metadata service");
-    }
-    match segments[0] {
-        s if s & 0xfe00 == 0xfc00 => Some("a private (unique-local) address"),
-        s if s & 0xffc0 == 0xfe80 => Some("a link-local address"),
-        s if s & 0xff00 == 0xff00 => Some("a multicast address"),
-        // 6to4 and NAT64 carry an IPv4 address that may be private.
-        0x2002 => v4_reason(Ipv4Addr::new(
-            (segments[1] >> 8) as u8,
-            segments[1] as u8,
-            (segments[2] >> 8) as u8,
-            segments[2] as u8,
-        )),
-        0x0064 if segments[1] == 0xff9b => v4_reason(Ipv4Addr::new(
-            (segments[6] >> 8) as u8,
-            segments[6] as u8,
-            (segments[7] >> 8) as u8,
-            segments[7] as u8,
-        )),
-        0x2001 if segments[1] == 0x0db8 => Some("a documentation address"),
-        0 => Some("a reserved address"),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

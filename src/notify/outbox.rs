@@ -7,12 +7,56 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
-use crate::alerts::{AlertStatus, Severity};
+use crate::alerts::store::{self as alert_store, AlertChange, AlertStoreError, RecordOutcome};
+use crate::model::{AlertStatus, Finding, Severity};
+
+/// Folds findings into alerts and queues what routes must hear of, in one transaction: a crash
+/// cannot keep an alert and lose its notification.
+pub async fn record_alerts(pool: &PgPool, findings: &[Finding]) -> Result<RecordOutcome, AlertStoreError> {
+    let mut tx = pool.begin().await?;
+    let outcome = alert_store::record_in(&mut tx, findings).await?;
+    enqueue(&mut tx, &outcome.changes).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Changes an alert's status (who, when, why) and queues the status messages, in one
+/// transaction. Returns the status before.
+pub async fn set_alert_status(
+    pool: &PgPool,
+    alert_id: &str,
+    status: AlertStatus,
+    snoozed_until: Option<DateTime<Utc>>,
+    actor: &str,
+    reason: &str,
+) -> Result<AlertStatus, AlertStoreError> {
+    let snoozed_until = alert_store::check_status_change(alert_id, status, snoozed_until)?;
+    let mut tx = pool.begin().await?;
+    let outcome = alert_store::set_status_in(&mut tx, alert_id, status, snoozed_until, actor, reason).await?;
+    enqueue(&mut tx, outcome.change.as_slice()).await?;
+    tx.commit().await?;
+    Ok(outcome.old)
+}
+
+/// Queues the notifications for what an alert write changed, inside its transaction.
+pub async fn enqueue(tx: &mut PgConnection, changes: &[AlertChange]) -> Result<(), sqlx::Error> {
+    for change in changes {
+        match change {
+            AlertChange::Raised { account_id, alert_id, policy_id, severity, mitre, escalated_from } => {
+                enqueue_new_alert(tx, account_id, alert_id, policy_id, *severity, mitre, *escalated_from).await?
+            }
+            AlertChange::StatusChanged { account_id, alert_id, status, actor, reason } => {
+                enqueue_status_change(tx, account_id, alert_id, *status, actor, reason).await?;
+            }
+        }
+    }
+    Ok(())
+}
 
 /// Queues the opening message of a new alert for every route it matches (one per channel), or
 /// adds it to the digests of matching digest routes. With `escalated_from`, only routes whose
 /// minimum severity the alert has just reached (channels told before are not told again).
-pub async fn enqueue_new_alert(
+async fn enqueue_new_alert(
     tx: &mut PgConnection,
     account_id: &str,
     alert_id: &str,
@@ -64,7 +108,7 @@ pub async fn enqueue_new_alert(
 
 /// Queues a status change for every channel that was told about the alert, unless its route
 /// asked for no status updates.
-pub async fn enqueue_status_change(
+async fn enqueue_status_change(
     tx: &mut PgConnection,
     account_id: &str,
     alert_id: &str,

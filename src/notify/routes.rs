@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use super::channels::{ChannelError, ChannelKind};
-use crate::alerts::Severity;
+use crate::model::Severity;
 
 /// A route as submitted.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]

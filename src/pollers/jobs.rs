@@ -208,49 +208,6 @@ pub async fn statuses(pool: &PgPool, account_id: Option<&str>) -> Result<Vec<Job
     .await
 }
 
-/// A job to create for an account.
-#[derive(Clone, Debug, PartialEq)]
-pub struct JobSpec {
-    pub region: String,
-    pub source: Source,
-    pub target: String,
-    pub interval: Duration,
-}
-
-/// Creates the account's jobs that do not exist yet, and disables those no longer wanted
-/// (their checkpoints are kept in case they come back).
-pub async fn sync_jobs(conn: &mut PgConnection, account_id: &str, specs: &[JobSpec]) -> Result<(), sqlx::Error> {
-    let regions: Vec<String> = specs.iter().map(|s| s.region.clone()).collect();
-    let sources: Vec<String> = specs.iter().map(|s| s.source.as_str().to_owned()).collect();
-    let targets: Vec<String> = specs.iter().map(|s| s.target.clone()).collect();
-    let intervals: Vec<i32> = specs.iter().map(|s| s.interval.as_secs().min(i32::MAX as u64) as i32).collect();
-    sqlx::query!(
-        "INSERT INTO poll_jobs (account_id, region, source, target, interval_seconds)
-         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::int[])
-         ON CONFLICT (account_id, region, source, target)
-         DO UPDATE SET enabled = true, interval_seconds = EXCLUDED.interval_seconds",
-        account_id,
-        &regions,
-        &sources,
-        &targets,
-        &intervals
-    )
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query!(
-        "UPDATE poll_jobs SET enabled = false
-         WHERE account_id = $1 AND (region, source, target) NOT IN
-             (SELECT * FROM unnest($2::text[], $3::text[], $4::text[]))",
-        account_id,
-        &regions,
-        &sources,
-        &targets
-    )
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
 /// Makes an account's jobs (of one source, or all) due now: "poll now" for users, and for
 /// tests that drive workers step by step.
 pub async fn run_now(pool: &PgPool, account_id: &str, source: Option<Source>) -> Result<u64, sqlx::Error> {

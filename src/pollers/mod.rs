@@ -22,45 +22,7 @@ use crate::aws::{AwsError, AwsSettings};
 use crate::db::partitions::PartitionCache;
 use crate::geo::GeoDb;
 pub use jobs::{Job, RunOutcome};
-
-/// What a job polls.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Source {
-    /// Management events from CloudTrail's LookupEvents API.
-    CloudTrailLookup,
-    /// Trail files delivered to S3.
-    CloudTrailS3,
-    /// VPC flow log files delivered to S3.
-    FlowLogsS3,
-    /// VPC flow logs in a CloudWatch Logs group.
-    FlowLogsCloudWatch,
-    /// Security groups, instances, VPCs, flow-log settings, trails (regional) or IAM (global).
-    ConfigSnapshot,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::CloudTrailLookup => "cloudtrail-lookup",
-            Source::CloudTrailS3 => "cloudtrail-s3",
-            Source::FlowLogsS3 => "flowlogs-s3",
-            Source::FlowLogsCloudWatch => "flowlogs-cloudwatch",
-            Source::ConfigSnapshot => "config-snapshot",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        [
-            Source::CloudTrailLookup,
-            Source::CloudTrailS3,
-            Source::FlowLogsS3,
-            Source::FlowLogsCloudWatch,
-            Source::ConfigSnapshot,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == value)
-    }
-}
+pub use crate::accounts::schedule::Source;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Job, PollContext, PollError, RunOutcome};
 use crate::aws::AccountSession;
-use crate::ingest::snapshots::collect::{self, Collected};
-use crate::ingest::snapshots::{GLOBAL_REGION, ResourceConfig, store};
+use crate::inventory::collect::{self, Collected};
+use crate::inventory::{GLOBAL_REGION, ResourceConfig, store};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Checkpoint {

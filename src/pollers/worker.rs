@@ -15,8 +15,8 @@ use super::{
 use crate::accounts::{self, Account};
 use crate::aws::AccountSession;
 use crate::detect::{self, Scope};
-use crate::ingest::snapshots::store as snapshot_store;
-use crate::policy::PolicySet;
+use crate::inventory::store as snapshot_store;
+use crate::detect::PolicySet;
 
 /// Assumed-role sessions are reused for this long (their credentials last an hour).
 const SESSION_REUSE: Duration = Duration::from_secs(45 * 60);
@@ -41,7 +41,7 @@ pub struct Worker {
     policies: Option<Arc<PolicySet>>,
     /// Posture checks, evaluated over an account after each of its snapshots, and the severity
     /// from which new findings raise alerts.
-    posture: Option<(Mutex<crate::posture::checks::CheckSet>, Option<crate::alerts::Severity>)>,
+    posture: Option<(Mutex<crate::posture::checks::CheckSet>, Option<crate::model::Severity>)>,
     sessions: Mutex<HashMap<String, (Instant, String, AccountSession)>>,
 }
 
@@ -55,7 +55,7 @@ impl Worker {
     pub fn with_posture(
         mut self,
         checks: crate::posture::checks::CheckSet,
-        alert_at: Option<crate::alerts::Severity>,
+        alert_at: Option<crate::model::Severity>,
     ) -> Self {
         self.posture = Some((Mutex::new(checks), alert_at));
         self

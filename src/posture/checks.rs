@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::alerts::Severity;
+use crate::model::Severity;
 
 /// What a check declares about itself.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]

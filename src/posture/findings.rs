@@ -12,7 +12,7 @@ use sqlx::PgPool;
 
 use super::checks::CheckMeta;
 use super::evaluate::AccountEvaluation;
-use crate::alerts::{AlertStatus, Finding, Mitre, Severity};
+use crate::model::{AlertStatus, Finding, Mitre, Severity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FindingsError {
@@ -278,7 +278,9 @@ pub async fn record(
             findings.push(finding);
         }
         if !findings.is_empty() {
-            outcome.alerts = crate::alerts::store::record_in(&mut tx, &findings).await?.new_alerts;
+            let recorded = crate::alerts::store::record_in(&mut tx, &findings).await?;
+            crate::notify::outbox::enqueue(&mut tx, &recorded.changes).await?;
+            outcome.alerts = recorded.new_alerts;
             for (id, alert_id) in ids {
                 sqlx::query!("UPDATE posture_findings SET alert_id = $2::text::uuid WHERE id = $1", id, alert_id)
                     .execute(&mut *tx)
@@ -310,7 +312,7 @@ async fn resolve(tx: &mut sqlx::PgConnection, id: i64, now: DateTime<Utc>) -> Re
         .fetch_one(&mut *tx)
         .await?;
         if open > 0 {
-            crate::alerts::store::set_status_in(
+            let resolved = crate::alerts::store::set_status_in(
                 tx,
                 &alert_id,
                 AlertStatus::Resolved,
@@ -319,6 +321,7 @@ async fn resolve(tx: &mut sqlx::PgConnection, id: i64, now: DateTime<Utc>) -> Re
                 "the check passes again",
             )
             .await?;
+            crate::notify::outbox::enqueue(tx, resolved.change.as_slice()).await?;
         }
     }
     Ok(())

@@ -5,7 +5,6 @@
 //! [`checks`] loads and lints the Rego files, [`evaluate`] runs them over one account's current
 //! resources (pure), [`findings`] keeps the findings' lifecycle, suppressions and scores.
 
-pub mod bench;
 pub mod checks;
 pub mod evaluate;
 pub mod findings;
@@ -16,10 +15,12 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::alerts::Severity;
+use crate::model::Severity;
 use checks::{CheckProblem, CheckSet};
 use evaluate::AccountResources;
 use findings::{FindingsError, RecordOutcome};
+
+use crate::inventory::dump::{DumpError, SnapshotDump};
 
 /// The posture checks folder inside a policies folder.
 pub fn checks_dir(policies: &Path) -> std::path::PathBuf {
@@ -66,4 +67,32 @@ pub async fn run(
         report.accounts.push((account, outcome));
     }
     Ok(report)
+}
+
+/// Why a snapshot dump could not be replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error(transparent)]
+    Dump(#[from] DumpError),
+    #[error(transparent)]
+    Findings(#[from] FindingsError),
+    #[error("the dump holds no snapshot")]
+    Empty,
+}
+
+/// Records a dump's snapshots one by one with a posture evaluation after each, as polling
+/// would: a finding that a later snapshot causes names the change (and event) behind it.
+/// Returns the last evaluation's report.
+pub async fn import_dump(
+    pool: &PgPool,
+    dump: &SnapshotDump,
+    checks: &mut CheckSet,
+    alert_at: Option<Severity>,
+) -> Result<RunReport, ImportError> {
+    let mut last = None;
+    for index in 0..dump.snapshots.len() {
+        dump.record_one(pool, index).await?;
+        last = Some(run(pool, checks, std::slice::from_ref(&dump.account_id), alert_at).await?);
+    }
+    last.ok_or(ImportError::Empty)
 }

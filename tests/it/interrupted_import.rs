@@ -10,7 +10,7 @@ async fn killed_import_rerun_gives_exact_counts() {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("big-trail.json");
-    skywarden::bench::generate_events(&file, EVENTS).unwrap();
+    crate::support::synthetic::generate_events(&file, EVENTS).unwrap();
 
     let mut child = skywarden_command(&db.url).args(["import", "--json"]).arg(&file).spawn().unwrap();
     // Wait until some batches are committed, then kill without warning.

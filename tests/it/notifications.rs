@@ -14,12 +14,13 @@ use crate::support::receiver::{Answer, Receiver, closed_port};
 use crate::support::smtp::{self, SmtpSink};
 use crate::support::{KillOnDrop, TestDb, mmdb, skywarden_command};
 use skywarden::alerts::store::{self as alert_store, AlertFilter};
-use skywarden::alerts::{AlertStatus, Finding, Mitre, Severity};
+use skywarden::model::{AlertStatus, Finding, Mitre, Severity};
 use skywarden::auth::{self, Role};
 use skywarden::http::ApiContext;
 use skywarden::notify::channels::{self, ChannelKind, ChannelSpec, SecretInput};
 use skywarden::notify::http_client::SafeHttpClient;
 use skywarden::notify::network::NetworkPolicy;
+use skywarden::notify::outbox;
 use skywarden::notify::routes::{self, RouteSpec};
 use skywarden::notify::secrets::{Secret, SecretKey};
 use skywarden::notify::sender::{Sender, SenderOptions, StepReport};
@@ -165,7 +166,7 @@ async fn slack_teams_and_webhooks_get_the_documented_shapes() {
     // A low alert matches no route.
     let mut low = hijack("carol", 1);
     low.severity = Severity::Low;
-    alert_store::record(&db.pool, &[hijack("alice", 4), low]).await.unwrap();
+    outbox::record_alerts(&db.pool, &[hijack("alice", 4), low]).await.unwrap();
     let alert = alert_id(&db, "alice").await;
 
     let report = routing.drain().await;
@@ -222,11 +223,11 @@ async fn pagerduty_is_triggered_then_acknowledged_and_resolved_on_the_same_key()
         )
         .await;
     route(&db, "hijack-pages", "pager", json!({"policies": ["aws-account-*"], "tags": ["TA0001"]})).await;
-    alert_store::record(&db.pool, &[hijack("alice", 4)]).await.unwrap();
+    outbox::record_alerts(&db.pool, &[hijack("alice", 4)]).await.unwrap();
     let alert = alert_id(&db, "alice").await;
     routing.drain().await;
-    alert_store::set_status(&db.pool, &alert, AlertStatus::Acknowledged, None, "bob", "looking").await.unwrap();
-    alert_store::set_status(&db.pool, &alert, AlertStatus::Resolved, None, "bob", "user confirmed travel")
+    outbox::set_alert_status(&db.pool, &alert, AlertStatus::Acknowledged, None, "bob", "looking").await.unwrap();
+    outbox::set_alert_status(&db.pool, &alert, AlertStatus::Resolved, None, "bob", "user confirmed travel")
         .await
         .unwrap();
     routing.drain().await;
@@ -278,10 +279,10 @@ async fn jira_and_servicenow_tickets_get_follow_ups_on_their_own_ids() {
         .await;
     route(&db, "tickets-jira", "jira", json!({})).await;
     route(&db, "tickets-snow", "snow", json!({"accounts": ["111122223333"]})).await;
-    alert_store::record(&db.pool, &[hijack("alice", 4)]).await.unwrap();
+    outbox::record_alerts(&db.pool, &[hijack("alice", 4)]).await.unwrap();
     let alert = alert_id(&db, "alice").await;
     routing.drain().await;
-    alert_store::set_status(&db.pool, &alert, AlertStatus::Resolved, None, "bob", "false positive").await.unwrap();
+    outbox::set_alert_status(&db.pool, &alert, AlertStatus::Resolved, None, "bob", "false positive").await.unwrap();
     routing.drain().await;
 
     let jira_requests = jira.wait_for(2).await;
@@ -337,11 +338,11 @@ async fn email_goes_over_starttls_with_auth_to_a_real_smtp_server() {
         )
         .await;
     route(&db, "mail-all", "mail", json!({})).await;
-    alert_store::record(&db.pool, &[hijack("alice", 4)]).await.unwrap();
+    outbox::record_alerts(&db.pool, &[hijack("alice", 4)]).await.unwrap();
     let alert = alert_id(&db, "alice").await;
     let report = routing.drain().await;
     assert_eq!(report.delivered, 1, "{:?}", states(&db).await);
-    alert_store::set_status(&db.pool, &alert, AlertStatus::Acknowledged, None, "bob", "").await.unwrap();
+    outbox::set_alert_status(&db.pool, &alert, AlertStatus::Acknowledged, None, "bob", "").await.unwrap();
     routing.drain().await;
 
     let messages = sink.wait_for(2).await;
@@ -377,7 +378,7 @@ async fn email_goes_over_starttls_with_auth_to_a_real_smtp_server() {
         )
         .await;
     route(&db, "mail-all", "mail", json!({})).await;
-    alert_store::record(&db.pool, &[hijack("alice", 4)]).await.unwrap();
+    outbox::record_alerts(&db.pool, &[hijack("alice", 4)]).await.unwrap();
     let report = routing.drain().await;
     assert_eq!(report.dead, 1, "{:?}", states(&db).await);
     assert_eq!(sink.messages().len(), 2);
@@ -398,7 +399,7 @@ async fn a_receiver_down_then_up_gets_the_alert_once() {
         )
         .await;
     route(&db, "all", "slack", json!({})).await;
-    alert_store::record(&db.pool, &[hijack("alice", 4)]).await.unwrap();
+    outbox::record_alerts(&db.pool, &[hijack("alice", 4)]).await.unwrap();
 
     let first = routing.sender.deliver_due().await.unwrap();
     assert_eq!(first.retrying, 1);
@@ -435,7 +436,7 @@ async fn server_errors_and_throttling_are_retried_honouring_retry_after() {
     ]);
     routing.channel(&db, "slack", ChannelKind::Slack, json!({}), &[("webhook_url", &receiver.url("/hook"))]).await;
     route(&db, "all", "slack", json!({})).await;
-    alert_store::record(&db.pool, &[hijack("alice", 4)]).await.unwrap();
+    outbox::record_alerts(&db.pool, &[hijack("alice", 4)]).await.unwrap();
 
     assert_eq!(routing.sender.deliver_due().await.unwrap().retrying, 1);
     // The back-off has passed (moved in the database rather than waited for).
@@ -467,7 +468,7 @@ async fn deliveries_give_up_into_dead_letters_that_analysts_retry() {
     routing.channel(&db, "broken", ChannelKind::Slack, json!({}), &[("webhook_url", &bad_request.url("/hook"))]).await;
     route(&db, "all", "slack", json!({})).await;
     route(&db, "all-broken", "broken", json!({})).await;
-    alert_store::record(&db.pool, &[hijack("alice", 4)]).await.unwrap();
+    outbox::record_alerts(&db.pool, &[hijack("alice", 4)]).await.unwrap();
     for _ in 0..100 {
         routing.sender.deliver_due().await.unwrap();
         if states(&db).await.iter().all(|(_, state, _)| state == "dead") {
@@ -575,7 +576,7 @@ async fn internal_targets_are_refused() {
         )
         .await;
     route(&db, "all", "was-allowed", json!({})).await;
-    alert_store::record(&db.pool, &[hijack("alice", 4)]).await.unwrap();
+    outbox::record_alerts(&db.pool, &[hijack("alice", 4)]).await.unwrap();
     let report = routing.drain().await;
     assert_eq!(report.dead, 1);
     let error: String =
@@ -654,7 +655,7 @@ async fn digest_routes_send_one_message_for_many_alerts() {
     let receiver = Receiver::start(Answer::status(200, "ok")).await;
     routing.channel(&db, "slack", ChannelKind::Slack, json!({}), &[("webhook_url", &receiver.url("/hook"))]).await;
     route(&db, "hourly", "slack", json!({"digest_minutes": 60})).await;
-    alert_store::record(&db.pool, &[hijack("alice", 4), hijack("bob", 5), hijack("carol", 6)]).await.unwrap();
+    outbox::record_alerts(&db.pool, &[hijack("alice", 4), hijack("bob", 5), hijack("carol", 6)]).await.unwrap();
     assert_eq!(routing.drain().await, StepReport::default(), "nothing before the period ends");
     sqlx::query("UPDATE notification_digest_items SET added_at = added_at - interval '61 minutes'")
         .execute(&db.pool)
@@ -857,7 +858,7 @@ async fn disabled_channels_hold_their_deliveries_and_resolved_alerts_are_not_reo
         .await;
     route(&db, "all", "pager", json!({})).await;
     // Queued while enabled, then the channel is disabled: nothing goes out.
-    alert_store::record(&db.pool, &[hijack("alice", 4)]).await.unwrap();
+    outbox::record_alerts(&db.pool, &[hijack("alice", 4)]).await.unwrap();
     channels::update(
         &db.pool,
         id,
@@ -869,7 +870,7 @@ async fn disabled_channels_hold_their_deliveries_and_resolved_alerts_are_not_reo
     .unwrap();
     assert_eq!(routing.drain().await.dead, 1);
     // A disabled channel gets nothing new queued at all.
-    alert_store::record(&db.pool, &[hijack("bob", 5)]).await.unwrap();
+    outbox::record_alerts(&db.pool, &[hijack("bob", 5)]).await.unwrap();
     assert_eq!(db.count("SELECT count(*) FROM notification_outbox").await, 1);
     let error: String =
         sqlx::query_scalar("SELECT last_error FROM notification_outbox").fetch_one(&db.pool).await.unwrap();
@@ -888,7 +889,7 @@ async fn disabled_channels_hold_their_deliveries_and_resolved_alerts_are_not_reo
     .await
     .unwrap();
     let alert = alert_id(&db, "alice").await;
-    alert_store::set_status(&db.pool, &alert, AlertStatus::Resolved, None, "bob", "done").await.unwrap();
+    outbox::set_alert_status(&db.pool, &alert, AlertStatus::Resolved, None, "bob", "done").await.unwrap();
     let report = routing.drain().await;
     assert_eq!(report.delivered, 1, "{report:?} {:?}", states(&db).await);
     let dead: i64 = sqlx::query_scalar("SELECT id FROM notification_outbox WHERE state = 'dead'")
@@ -914,7 +915,7 @@ async fn reapplying_the_config_file_keeps_routes_and_waiting_digests() {
     let file = NotificationsFile::parse("n.yaml", text).unwrap();
     file.apply("n.yaml", &db.pool, &key, &loopback()).await.unwrap();
     let route_before: i64 = sqlx::query_scalar("SELECT id FROM notification_routes").fetch_one(&db.pool).await.unwrap();
-    alert_store::record(&db.pool, &[hijack("alice", 4)]).await.unwrap();
+    outbox::record_alerts(&db.pool, &[hijack("alice", 4)]).await.unwrap();
     assert_eq!(db.count("SELECT count(*) FROM notification_digest_items").await, 1);
     file.apply("n.yaml", &db.pool, &key, &loopback()).await.unwrap();
     let route_after: i64 = sqlx::query_scalar("SELECT id FROM notification_routes").fetch_one(&db.pool).await.unwrap();
@@ -963,7 +964,7 @@ async fn a_retried_ticket_is_found_before_it_is_created_twice() {
         .await;
     route(&db, "jira-all", "jira", json!({})).await;
     route(&db, "snow-all", "snow", json!({})).await;
-    alert_store::record(&db.pool, &[hijack("alice", 4)]).await.unwrap();
+    outbox::record_alerts(&db.pool, &[hijack("alice", 4)]).await.unwrap();
     let alert = alert_id(&db, "alice").await;
     assert_eq!(routing.sender.deliver_due().await.unwrap().retrying, 2);
     sqlx::query("UPDATE notification_outbox SET next_attempt_at = now()").execute(&db.pool).await.unwrap();
@@ -1017,11 +1018,11 @@ async fn an_alert_that_escalates_reaches_the_routes_of_its_new_severity_once() {
     route(&db, "high-pager", "pager", json!({"min_severity": "high"})).await;
     let mut first = hijack("alice", 4);
     first.severity = Severity::Medium;
-    alert_store::record(&db.pool, &[first]).await.unwrap();
+    outbox::record_alerts(&db.pool, &[first]).await.unwrap();
     routing.drain().await;
     assert_eq!((chat.received().len(), pager.received().len()), (1, 0));
     // Later evidence of the same alert is high: the pager hears of it now, the chat not again.
-    alert_store::record(&db.pool, &[hijack("alice", 9)]).await.unwrap();
+    outbox::record_alerts(&db.pool, &[hijack("alice", 9)]).await.unwrap();
     routing.drain().await;
     assert_eq!((chat.received().len(), pager.received().len()), (1, 1));
     assert_eq!(pager.received()[0].json()["payload"]["severity"], "error");

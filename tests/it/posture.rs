@@ -86,7 +86,7 @@ fn the_cloudmapper_demo_account_produces_the_findings_its_data_implies() {
         return;
     };
     use aws_sdk_ec2::types::{IpPermission, IpRange, Ipv6Range, SecurityGroup, UserIdGroupPair};
-    use skywarden::ingest::snapshots::collect;
+    use skywarden::inventory::collect;
 
     let read =
         |name: &str| -> Value { serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap() };
@@ -288,7 +288,7 @@ async fn findings_open_on_a_bad_setup_and_resolve_when_it_is_fixed() {
     iam.update_account_password_policy().minimum_password_length(8).send().await.unwrap();
 
     let worker = Worker::new(ctx.clone(), "posture-worker", None)
-        .with_posture(checks(), Some(skywarden::alerts::Severity::High));
+        .with_posture(checks(), Some(skywarden::model::Severity::High));
     let reports = worker.run_once().await.unwrap();
     assert!(reports.iter().all(|r| r.error.is_none()), "{reports:?}");
 
@@ -451,9 +451,9 @@ async fn an_opened_security_group_is_an_event_alert_at_once_and_a_linked_finding
         .unwrap()
         .group_id
         .unwrap();
-    let policies = skywarden::policy::PolicySet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"));
+    let policies = skywarden::detect::PolicySet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"));
     let worker = Worker::new(ctx.clone(), "linking-worker", Some(std::sync::Arc::new(policies)))
-        .with_posture(checks(), Some(skywarden::alerts::Severity::High));
+        .with_posture(checks(), Some(skywarden::model::Severity::High));
     worker.run_once().await.unwrap();
 
     // Someone opens RDP to the world; CloudTrail has the call.
@@ -605,7 +605,7 @@ async fn a_reopened_finding_alerts_again_and_a_resolved_one_resolves_its_alert()
         checks_run: vec!["aws-ec2-sg-admin-ports-ipv4".into()],
         ..Default::default()
     };
-    let high = Some(skywarden::alerts::Severity::High);
+    let high = Some(skywarden::model::Severity::High);
     let t = |s: &str| -> chrono::DateTime<Utc> { s.parse().unwrap() };
     let first = findings::record(
         &db.pool,

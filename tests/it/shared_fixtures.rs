@@ -295,7 +295,7 @@ async fn sigmahq_pack_over_stratus_red_team_logs() {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     copy_dir(&shipped, policies_dir.path());
     std::fs::write(policies_dir.path().join("skywarden.yaml"), "enable: ['*']\n").unwrap();
-    let policies = skywarden::policy::PolicySet::load(policies_dir.path());
+    let policies = skywarden::detect::PolicySet::load(policies_dir.path());
     assert!(policies.problems.is_empty(), "{:?}", policies.problems);
     assert_eq!(policies.sigma.enabled_count(), 57 + 9, "all SigmaHQ rules load and compile");
 
@@ -304,7 +304,7 @@ async fn sigmahq_pack_over_stratus_red_team_logs() {
         let technique = file.file_stem().unwrap().to_string_lossy().to_string();
         for raw in events_in(&file) {
             let parsed = skywarden::ingest::cloudtrail::CloudTrailEvent::parse(&raw.to_string(), None).unwrap();
-            let event = skywarden::policy::PolicyEvent::from_parsed(parsed, None);
+            let event = skywarden::detect::PolicyEvent::from_parsed(parsed, None);
             let findings = policies
                 .sigma
                 .evaluate(&event, None)

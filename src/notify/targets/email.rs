@@ -154,7 +154,7 @@ async fn send_now(
 mod tests {
     use super::super::test_support::*;
     use super::*;
-    use crate::alerts::AlertStatus;
+    use crate::model::AlertStatus;
 
     fn settings() -> EmailSettings {
         serde_json::from_value(serde_json::json!({"host": "smtp.example.com", "from": "Skywarden <skywarden@example.com>", "to": ["soc@example.com", "oncall@example.com"]})).unwrap()

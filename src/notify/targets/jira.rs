@@ -110,7 +110,7 @@ pub fn issue_key(reply: &Reply) -> Option<String> {
 mod tests {
     use super::super::test_support::*;
     use super::*;
-    use crate::alerts::AlertStatus;
+    use crate::model::AlertStatus;
     use crate::notify::channels::ChannelKind;
 
     fn jira(version: u8) -> Channel {

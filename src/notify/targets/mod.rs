@@ -13,7 +13,7 @@ pub mod webhook;
 use super::channels::{Channel, ChannelError, ChannelKind};
 use super::http_client::{OutgoingRequest, Reply};
 use super::message::AlertMessage;
-use crate::alerts::AlertStatus;
+use crate::model::AlertStatus;
 
 /// What is being announced.
 #[derive(Debug, Clone, Copy)]

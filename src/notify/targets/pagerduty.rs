@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::{Envelope, Notification, truncate};
-use crate::alerts::{AlertStatus, Severity};
+use crate::model::{AlertStatus, Severity};
 use crate::notify::channels::{Channel, ChannelError, PagerDutySettings};
 use crate::notify::http_client::OutgoingRequest;
 

@@ -6,7 +6,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 use super::{Envelope, Notification, truncate};
-use crate::alerts::{AlertStatus, Severity};
+use crate::model::{AlertStatus, Severity};
 use crate::notify::channels::{Channel, ChannelError, ServiceNowSettings};
 use crate::notify::http_client::{OutgoingRequest, Reply};
 use crate::notify::message::status_line;

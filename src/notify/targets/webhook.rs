@@ -7,7 +7,7 @@ use ring::hmac;
 use serde_json::{Value, json};
 
 use super::{Envelope, Notification};
-use crate::alerts::{AlertStatus, Severity};
+use crate::model::{AlertStatus, Severity};
 use crate::notify::channels::{Channel, ChannelError, WebhookFormat, WebhookSettings};
 use crate::notify::http_client::OutgoingRequest;
 use crate::notify::message::AlertMessage;

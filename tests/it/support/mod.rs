@@ -10,6 +10,9 @@ pub mod browser;
 pub mod mmdb;
 pub mod receiver;
 pub mod smtp;
+// The benchmarks' generator of realistic CloudTrail, shared with the tests by path.
+#[path = "../../../bench/src/synthetic.rs"]
+pub mod synthetic;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

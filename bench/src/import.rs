@@ -1,0 +1,192 @@
+//! `skywarden-bench import`: import speed against the raw speed of PostgreSQL COPY.
+//!
+//! Generates realistic CloudTrail events into an S3-shaped file, imports it with the real
+//! importer, then loads the very same rows with plain COPY on the same number of connections
+//! into the same schema (no parsing, no deduplication). Both run in one process against a
+//! scratch database, twice each, alternating, and the best of each is compared.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+use skywarden::db::MIGRATOR;
+use skywarden::db::copy::CopyBuffer;
+use skywarden::db::partitions::{PartitionCache, PartitionedTable, month_start};
+use skywarden::ingest::cloudtrail::CloudTrailEvent;
+use skywarden::ingest::{self, ImportOptions};
+
+use crate::synthetic::generate_events;
+
+const BENCH_DATABASE: &str = "skywarden_bench";
+const STREAMS: usize = 2;
+pub(crate) const ROUNDS: usize = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("database error")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("import failed")]
+    Import(#[from] ingest::ImportError),
+    #[error("writing the generated file")]
+    Io(#[from] std::io::Error),
+    #[error("the import reported errors: {0}")]
+    ImportErrors(String),
+}
+
+#[derive(Debug)]
+pub struct BenchReport {
+    pub events: usize,
+    pub average_event_bytes: usize,
+    pub import_rate: f64,
+    pub copy_rate: f64,
+}
+
+impl BenchReport {
+    pub fn ratio(&self) -> f64 {
+        self.import_rate / self.copy_rate
+    }
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "events:               {} (~{} bytes each)", self.events, self.average_event_bytes)?;
+        writeln!(f, "raw COPY ({STREAMS} streams):   {:>10.0} events/s", self.copy_rate)?;
+        writeln!(f, "skywarden import:     {:>10.0} events/s", self.import_rate)?;
+        write!(f, "ratio import/COPY:    {:>10.2}", self.ratio())
+    }
+}
+
+/// Runs the benchmark on a scratch database next to `server` (dropped afterwards).
+pub async fn run(server: &PgConnectOptions, events: usize, work_dir: &Path) -> Result<BenchReport, BenchError> {
+    let admin = server.clone().database("postgres");
+    let mut admin_conn = admin.connect().await?;
+    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")).execute(&mut admin_conn).await?;
+    sqlx::raw_sql(&format!("CREATE DATABASE {BENCH_DATABASE}")).execute(&mut admin_conn).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(STREAMS as u32 + 1)
+        .connect_with(server.clone().database(BENCH_DATABASE))
+        .await?;
+    MIGRATOR.run(&pool).await?;
+
+    let file = work_dir.join("bench-cloudtrail.json");
+    let bytes = generate_events(&file, events)?;
+    let rows = encode_rows(&file)?;
+
+    let mut best_import = Duration::MAX;
+    let mut best_copy = Duration::MAX;
+    for round in 0..ROUNDS {
+        reset(&pool).await?;
+        let copy = time_raw_copy(&pool, &rows).await?;
+        reset(&pool).await?;
+        let import = time_import(&pool, &file, events).await?;
+        tracing::info!(round, copy_ms = copy.as_millis() as u64, import_ms = import.as_millis() as u64, "bench round");
+        best_copy = best_copy.min(copy);
+        best_import = best_import.min(import);
+    }
+    pool.close().await;
+    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")).execute(&mut admin_conn).await?;
+    let _ = std::fs::remove_file(&file);
+
+    Ok(BenchReport {
+        events,
+        average_event_bytes: bytes / events.max(1),
+        import_rate: events as f64 / best_import.as_secs_f64(),
+        copy_rate: events as f64 / best_copy.as_secs_f64(),
+    })
+}
+
+async fn reset(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql("TRUNCATE cloudtrail_events, accounts; CHECKPOINT").execute(pool).await?;
+    Ok(())
+}
+
+async fn time_import(pool: &PgPool, file: &Path, events: usize) -> Result<Duration, BenchError> {
+    let started = Instant::now();
+    let summary = ingest::import(pool, ImportOptions::new(vec![file.to_path_buf()])).await?;
+    let elapsed = started.elapsed();
+    if !summary.errors.is_empty() || summary.cloudtrail_events != events as u64 {
+        return Err(BenchError::ImportErrors(format!("{:?}, stored {}", summary.errors, summary.cloudtrail_events)));
+    }
+    Ok(elapsed)
+}
+
+/// The same rows the importer stores, as COPY text, split into one buffer per stream.
+fn encode_rows(file: &Path) -> Result<Vec<(CopyBuffer, Vec<chrono::DateTime<Utc>>)>, BenchError> {
+    #[derive(serde::Deserialize)]
+    struct Document {
+        #[serde(rename = "Records")]
+        records: Vec<Box<serde_json::value::RawValue>>,
+    }
+    let document: Document =
+        serde_json::from_reader(std::io::BufReader::new(std::fs::File::open(file)?)).map_err(std::io::Error::other)?;
+    let per_stream = document.records.len().div_ceil(STREAMS);
+    let mut streams = Vec::new();
+    for chunk in document.records.chunks(per_stream.max(1)) {
+        let mut buffer = CopyBuffer::with_capacity(chunk.len() * 2048);
+        let mut months = Vec::new();
+        for raw in chunk {
+            let event = CloudTrailEvent::parse(raw.get(), None).map_err(std::io::Error::other)?;
+            months.push(month_start(event.event_time));
+            event.write_row(None, &mut buffer);
+        }
+        months.sort();
+        months.dedup();
+        streams.push((buffer, months));
+    }
+    Ok(streams)
+}
+
+/// Plain COPY of pre-encoded rows on parallel connections, in batches of the importer's size.
+async fn time_raw_copy(
+    pool: &PgPool,
+    streams: &[(CopyBuffer, Vec<chrono::DateTime<Utc>>)],
+) -> Result<Duration, BenchError> {
+    let partitions = PartitionCache::default();
+    let mut conn = pool.acquire().await?;
+    for (_, months) in streams {
+        partitions.ensure(&mut conn, PartitionedTable::CloudTrailEvents, months.clone()).await?;
+    }
+    drop(conn);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (buffer, _) in streams {
+        let pool = pool.clone();
+        let data = buffer.as_bytes().to_vec();
+        tasks.push(tokio::spawn(async move {
+            for chunk in split_rows(&data, 2_000) {
+                ingest::store::copy_raw(&pool, PartitionedTable::CloudTrailEvents, chunk).await?;
+            }
+            Ok::<(), sqlx::Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await.map_err(std::io::Error::other)??;
+    }
+    Ok(started.elapsed())
+}
+
+/// Splits COPY text into chunks of `rows` lines.
+fn split_rows(data: &[u8], rows: usize) -> Vec<&[u8]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut count) = (0, 0);
+    for (i, byte) in data.iter().enumerate() {
+        if *byte == b'\n' {
+            count += 1;
+            if count == rows {
+                chunks.push(&data[start..=i]);
+                start = i + 1;
+                count = 0;
+            }
+        }
+    }
+    if start < data.len() {
+        chunks.push(&data[start..]);
+    }
+    chunks
+}
+

@@ -1,0 +1,145 @@
+//! `skywarden-bench`: Skywarden's benchmarks, kept out of the product binary. Each measures a
+//! baseline in the same run and prints its ratio to it; `make bench` runs them at full size,
+//! `make test` at a tiny size so none can rot.
+
+mod detect;
+mod import;
+mod posture;
+mod queries;
+mod synthetic;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use skywarden::db::{Database, DbOptions};
+use skywarden::detect::PolicySet;
+use skywarden::inventory::dump::SnapshotDump;
+use skywarden::posture::checks::CheckSet;
+use sqlx::postgres::PgConnectOptions;
+
+#[derive(Debug, Parser)]
+#[command(name = "skywarden-bench", about = "Skywarden's benchmarks, each against a baseline measured in the same run")]
+struct Cli {
+    /// PostgreSQL server to work on (each benchmark uses its own scratch database there).
+    /// Without it, the embedded cluster in --data-dir.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<skywarden::db::DatabaseUrl>,
+    /// Folder of the embedded PostgreSQL cluster.
+    #[arg(long, env = "SKYWARDEN_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Import speed against plain parallel COPY of the same rows.
+    Import {
+        /// Events to generate.
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        /// Folder for the generated file (the system's temporary folder by default).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
+    /// Detection speed: parse + Sigma rules (SigmaHQ pack on) + detectors, against parsing alone.
+    Detect {
+        /// Events to generate.
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        /// Folder of policy files.
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+    },
+    /// The posture checks over a large account (the sample snapshot, copied), against a
+    /// baseline that only builds the inputs.
+    Posture {
+        /// Resources in the account.
+        #[arg(long, default_value_t = 5_000)]
+        resources: usize,
+        /// Snapshot dump to copy resources from.
+        #[arg(long, default_value = "samples/incident.config.json")]
+        snapshot: PathBuf,
+        /// Folder of policy files (the Rego checks are in its `posture/`).
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+    },
+    /// Audit-trail query latency (p50/p95 per filter) over generated events, against the lookup
+    /// of one event by key.
+    Queries {
+        /// Events in the scratch table.
+        #[arg(long, default_value_t = 10_000_000)]
+        events: i64,
+        /// Queries per filter.
+        #[arg(long, default_value_t = 40)]
+        samples: usize,
+        /// Keep using the scratch database of an earlier run if it has enough events.
+        #[arg(long)]
+        reuse: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let db_options = DbOptions { database_url: cli.database_url, data_dir: cli.data_dir, db_connections: 4 };
+    match cli.command {
+        Bench::Import { events, work_dir } => {
+            let work_dir = work_dir.unwrap_or_else(std::env::temp_dir);
+            let report = with_server(&db_options, async |server| Ok(import::run(server, events, &work_dir).await?)).await?;
+            println!("{report}");
+        }
+        Bench::Queries { events, samples, reuse } => {
+            let report =
+                with_server(&db_options, async |server| Ok(queries::run(server, events, samples, reuse).await?)).await?;
+            println!("{report}");
+        }
+        Bench::Detect { events, policies } => println!("{}", detect_bench(events, policies).await?),
+        Bench::Posture { resources, snapshot, policies } => {
+            let dump = SnapshotDump::load(&snapshot)?;
+            let account = posture::account(&dump, resources)?;
+            let mut checks = CheckSet::load(&skywarden::posture::checks_dir(&policies));
+            anyhow::ensure!(checks.problems.is_empty(), "posture checks with problems; run `skywarden policies lint`");
+            let report = tokio::task::spawn_blocking(move || posture::run(&mut checks, &account)).await?;
+            println!("{report}");
+        }
+    }
+    Ok(())
+}
+
+/// Runs `work` with the server's connection options (benchmarks make their own scratch
+/// database there, never touching Skywarden's), and closes the database whatever happens.
+async fn with_server<T>(
+    options: &DbOptions,
+    work: impl AsyncFnOnce(&PgConnectOptions) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let db = Database::open(options).await?;
+    let server: PgConnectOptions = db.pool.connect_options().as_ref().clone();
+    let result = work(&server).await;
+    db.close().await?;
+    result
+}
+
+async fn detect_bench(events: usize, policies: PathBuf) -> anyhow::Result<detect::DetectBenchReport> {
+    anyhow::ensure!(policies.is_dir(), "no policies folder at {}", policies.display());
+    let set = PolicySet::load_with(&policies, true);
+    let dir = std::env::temp_dir().join(format!("skywarden-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let file = dir.join("bench-detect-cloudtrail.json");
+    synthetic::generate_events(&file, events)?;
+    let report = tokio::task::spawn_blocking(move || detect::detection(&set, &file)).await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(report?)
+}

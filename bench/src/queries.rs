@@ -1,0 +1,365 @@
+//! `skywarden-bench queries`: audit-trail query latency at scale.
+//!
+//! Fills a scratch database with generated events (default 10 million, over 90 days, 50
+//! accounts, 500 principals, 200 event names, 70,000 resource ids, 10 countries), then runs each
+//! kind of audit-trail filter many times with varied values through the API's own search
+//! function, and prints p50 and p95 per filter. The baseline, measured in the same run, is the
+//! lookup of one event by its key (`GET /api/v1/events/{account}/{event_id}`).
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+use skywarden::db::MIGRATOR;
+use skywarden::http::events::{EventFilter, search};
+
+const DATABASE: &str = "skywarden_bench_queries";
+const CHUNK: i64 = 500_000;
+const DAYS: i64 = 90;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryBenchError {
+    #[error("database error")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// One filter's latencies.
+pub struct FilterTiming {
+    pub name: &'static str,
+    pub p50: Duration,
+    pub p95: Duration,
+    pub rows: usize,
+}
+
+pub struct QueryBenchReport {
+    pub events: i64,
+    pub generate_seconds: Option<f64>,
+    pub baseline_p50: Duration,
+    pub timings: Vec<FilterTiming>,
+}
+
+impl std::fmt::Display for QueryBenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "events in the table:  {}", self.events)?;
+        if let Some(seconds) = self.generate_seconds {
+            writeln!(f, "generated in:         {seconds:.0} s")?;
+        }
+        writeln!(f, "baseline (one event by key) p50: {:.2} ms", ms(self.baseline_p50))?;
+        writeln!(f, "{:<34} {:>9} {:>9} {:>10} {:>6}", "filter", "p50 ms", "p95 ms", "p95/base", "rows")?;
+        for t in &self.timings {
+            writeln!(
+                f,
+                "{:<34} {:>9.2} {:>9.2} {:>10.1} {:>6}",
+                t.name,
+                ms(t.p50),
+                ms(t.p95),
+                t.p95.as_secs_f64() / self.baseline_p50.as_secs_f64().max(1e-9),
+                t.rows
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Runs the benchmark in a scratch database next to `server`. With `reuse`, an existing scratch
+/// database with at least `events` rows is used as it is (generation takes minutes).
+pub async fn run(
+    server: &PgConnectOptions,
+    events: i64,
+    samples: usize,
+    reuse: bool,
+) -> Result<QueryBenchReport, QueryBenchError> {
+    let mut admin = server.clone().database("postgres").connect().await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(DATABASE)
+        .fetch_one(&mut admin)
+        .await?;
+    if !(reuse && exists) {
+        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")).execute(&mut admin).await?;
+        sqlx::raw_sql(&format!("CREATE DATABASE {DATABASE}")).execute(&mut admin).await?;
+    }
+    // The same connection settings as Skywarden's own pool.
+    let pool = PgPoolOptions::new().max_connections(2).connect_with(server.clone().database(DATABASE)).await?;
+    MIGRATOR.run(&pool).await?;
+    let start = Utc.with_ymd_and_hms(2026, 8, 1, 0, 0, 0).single().expect("a valid date");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM cloudtrail_events").fetch_one(&pool).await?;
+    let generate_seconds = if stored < events {
+        let started = Instant::now();
+        generate(&pool, start, stored, events).await?;
+        Some(started.elapsed().as_secs_f64())
+    } else {
+        None
+    };
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM cloudtrail_events").fetch_one(&pool).await?;
+    let report = measure(&pool, start, total, samples.max(5)).await?;
+    pool.close().await;
+    Ok(QueryBenchReport { events: total, generate_seconds, ..report })
+}
+
+/// Inserts events `from+1 ..= to` in chunks. Secondary indexes are dropped first and rebuilt
+/// after (much faster than maintaining them row by row), from their own stored definitions.
+async fn generate(pool: &PgPool, start: DateTime<Utc>, from: i64, to: i64) -> Result<(), sqlx::Error> {
+    for month in 0..4 {
+        let first = start + chrono::Months::new(month);
+        sqlx::query("SELECT skywarden_ensure_month_partition('cloudtrail_events', $1)")
+            .bind(first)
+            .execute(pool)
+            .await?;
+    }
+    let indexes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'cloudtrail_events' AND indexname NOT LIKE '%pkey'",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (name, _) in &indexes {
+        sqlx::raw_sql(&format!("DROP INDEX IF EXISTS {name}")).execute(pool).await?;
+    }
+    let mut next = from + 1;
+    while next <= to {
+        let last = (next + CHUNK - 1).min(to);
+        sqlx::query(GENERATE_SQL).bind(next).bind(last).bind(to).bind(start).execute(pool).await?;
+        tracing::info!(generated = last, of = to, "bench-queries: events generated");
+        next = last + 1;
+    }
+    for (name, definition) in &indexes {
+        tracing::info!(index = %name, "bench-queries: building index");
+        // pg_indexes shows a partitioned table's index as `ON ONLY`, which would build it for
+        // the parent alone; without ONLY it is built on every partition.
+        sqlx::raw_sql(&definition.replace(" ON ONLY ", " ON ")).execute(pool).await?;
+    }
+    sqlx::raw_sql("ANALYZE cloudtrail_events").execute(pool).await?;
+    Ok(())
+}
+
+/// Event g of N: spread evenly over the 90 days, with values drawn from fixed vocabularies by
+/// cheap hashes of g so that every filter has many matches and many non-matches.
+const GENERATE_SQL: &str = r#"
+INSERT INTO cloudtrail_events (account_id, event_time, event_id, region, event_source, event_name, event_type,
+    principal_arn, principal_type, user_name, source_ip, source_ip_text, user_agent, error_code, read_only,
+    resource_ids, geo_country, raw)
+SELECT account, time, 'evt-' || g, region, source, name, 'AwsApiCall',
+       'arn:aws:iam::' || account || ':user/' || principal, 'IAMUser', principal, ip::inet, ip, 'aws-cli/2.15.0',
+       CASE WHEN g % 40 = 0 THEN 'AccessDenied' END, g % 3 <> 0,
+       ARRAY['sg-' || lpad(to_hex((g * 7) % 20000), 17, '0'), 'i-' || lpad(to_hex((g * 11) % 50000), 17, '0')],
+       country,
+       jsonb_build_object('eventID', 'evt-' || g, 'eventName', name, 'eventSource', source, 'awsRegion', region,
+                          'sourceIPAddress', ip, 'userAgent', 'aws-cli/2.15.0',
+                          'userIdentity', jsonb_build_object('type', 'IAMUser', 'userName', principal),
+                          'requestParameters', jsonb_build_object('groupId', 'sg-' || lpad(to_hex((g * 7) % 20000), 17, '0')))
+FROM (
+    SELECT g,
+           '1111222233' || lpad((g % 50)::text, 2, '0') AS account,
+           $4::timestamptz + (g::float8 / $3::float8) * interval '90 days' AS time,
+           (ARRAY['us-east-1', 'eu-west-1', 'us-west-2', 'ap-southeast-1'])[1 + g % 4] AS region,
+           (ARRAY['ec2.amazonaws.com', 'iam.amazonaws.com', 's3.amazonaws.com', 'sts.amazonaws.com', 'signin.amazonaws.com'])[1 + (g / 7) % 5] AS source,
+           'Event' || ((g * 7919) % 200) AS name,
+           'user' || ((g * 31) % 500) AS principal,
+           (ARRAY['81.2.', '176.36.', '24.5.', '203.0.', '91.198.', '5.188.'])[1 + (g * 13) % 6] || ((g * 17) % 256) || '.' || ((g * 19) % 256) AS ip,
+           (ARRAY['US', 'GB', 'DE', 'FR', 'UA', 'CN', 'BR', 'IN', 'JP', 'CA'])[1 + (g * 3) % 10] AS country
+    FROM generate_series($1::bigint, $2::bigint) AS g
+) e
+"#;
+
+/// A cheap deterministic sequence of varied values (no dependency on a random source).
+fn pick(i: usize, modulo: usize) -> usize {
+    (i.wrapping_mul(2_654_435_761) >> 7) % modulo
+}
+
+async fn measure(
+    pool: &PgPool,
+    start: DateTime<Utc>,
+    total: i64,
+    samples: usize,
+) -> Result<QueryBenchReport, QueryBenchError> {
+    let account = |i: usize| format!("1111222233{:02}", pick(i, 50));
+    let day = move |i: usize| start + chrono::Duration::days(pick(i, DAYS as usize) as i64);
+    // Warm up the caches the same way for every filter.
+    search(pool, &EventFilter { limit: 100, ..Default::default() }).await?;
+
+    let mut baseline = Vec::new();
+    for i in 0..samples {
+        let id = format!("evt-{}", 1 + pick(i, total.max(1) as usize));
+        let g: i64 = id[4..].parse().unwrap_or(1);
+        let account = format!("1111222233{:02}", g % 50);
+        let started = Instant::now();
+        sqlx::query("SELECT raw FROM cloudtrail_events WHERE account_id = $1 AND event_id = $2 LIMIT 1")
+            .bind(&account)
+            .bind(&id)
+            .fetch_optional(pool)
+            .await?;
+        baseline.push(started.elapsed());
+    }
+    let baseline_p50 = percentile(&mut baseline, 50);
+
+    type Make = Box<dyn Fn(usize) -> EventFilter>;
+    let base = EventFilter { limit: 100, ..Default::default() };
+    let filters: Vec<(&'static str, Make)> = vec![
+        (
+            "newest page (no filter)",
+            Box::new({
+                let b = base.clone();
+                move |_| b.clone()
+            }),
+        ),
+        (
+            "account",
+            Box::new({
+                let b = base.clone();
+                move |i| EventFilter { account: Some(account(i)), ..b.clone() }
+            }),
+        ),
+        (
+            "principal (user name)",
+            Box::new({
+                let b = base.clone();
+                move |i| EventFilter { principal: Some(format!("user{}", pick(i, 500))), ..b.clone() }
+            }),
+        ),
+        (
+            "event name",
+            Box::new({
+                let b = base.clone();
+                move |i| EventFilter { event_name: Some(format!("Event{}", pick(i, 200))), ..b.clone() }
+            }),
+        ),
+        (
+            "resource id (sg-…)",
+            Box::new({
+                let b = base.clone();
+                move |i| EventFilter { resource: Some(format!("sg-{:017x}", pick(i, 20000))), ..b.clone() }
+            }),
+        ),
+        (
+            "source ip CIDR /24",
+            Box::new({
+                let b = base.clone();
+                move |i| EventFilter { source_ip: Some(format!("176.36.{}.0/24", pick(i, 256))), ..b.clone() }
+            }),
+        ),
+        (
+            "country",
+            Box::new({
+                let b = base.clone();
+                move |i| EventFilter { country: Some(["US", "UA", "CN", "BR", "JP"][pick(i, 5)].into()), ..b.clone() }
+            }),
+        ),
+        (
+            "one day",
+            Box::new({
+                let b = base.clone();
+                move |i| EventFilter {
+                    since: Some(day(i)),
+                    until: Some(day(i) + chrono::Duration::days(1)),
+                    ..b.clone()
+                }
+            }),
+        ),
+        (
+            "failed only",
+            Box::new({
+                let b = base.clone();
+                move |_| EventFilter { failed: Some(true), ..b.clone() }
+            }),
+        ),
+        (
+            "principal + writes only",
+            Box::new({
+                let b = base.clone();
+                move |i| EventFilter {
+                    principal: Some(format!("user{}", pick(i, 500))),
+                    read_only: Some(false),
+                    ..b.clone()
+                }
+            }),
+        ),
+        (
+            "account + event name + 7 days",
+            Box::new({
+                let b = base.clone();
+                move |i| EventFilter {
+                    account: Some(account(i)),
+                    event_name: Some(format!("Event{}", pick(i + 7, 200))),
+                    since: Some(day(i)),
+                    until: Some(day(i) + chrono::Duration::days(7)),
+                    ..b.clone()
+                }
+            }),
+        ),
+        (
+            "resource + failed (rare)",
+            Box::new({
+                let b = base.clone();
+                move |i| EventFilter {
+                    resource: Some(format!("i-{:017x}", pick(i, 50000))),
+                    failed: Some(true),
+                    ..b.clone()
+                }
+            }),
+        ),
+        (
+            "full text, one day (scan)",
+            Box::new({
+                let b = base.clone();
+                move |i| EventFilter {
+                    text: Some(format!("%sg-{:017x}%", pick(i, 20000))),
+                    since: Some(day(i)),
+                    until: Some(day(i) + chrono::Duration::days(1)),
+                    ..b.clone()
+                }
+            }),
+        ),
+    ];
+    let mut timings = Vec::new();
+    for (name, make) in filters {
+        let mut times = Vec::new();
+        let mut rows = 0;
+        for i in 0..samples {
+            let filter = make(i);
+            let started = Instant::now();
+            let found = search(pool, &filter).await?;
+            times.push(started.elapsed());
+            rows = rows.max(found.len());
+            // The next page of the same search, through the cursor.
+            if i == 0 {
+                if let Some(last) = found.last() {
+                    let next = EventFilter {
+                        after: Some((last.event_time, last.account_id.clone(), last.event_id.clone())),
+                        ..filter.clone()
+                    };
+                    search(pool, &next).await?;
+                }
+            }
+        }
+        let p50 = percentile(&mut times, 50);
+        let p95 = percentile(&mut times, 95);
+        timings.push(FilterTiming { name, p50, p95, rows });
+    }
+    Ok(QueryBenchReport { events: total, generate_seconds: None, baseline_p50, timings })
+}
+
+fn percentile(values: &mut [Duration], p: usize) -> Duration {
+    values.sort();
+    let index = ((values.len() * p).div_ceil(100)).saturating_sub(1).min(values.len().saturating_sub(1));
+    values.get(index).copied().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_right_rank() {
+        let mut values: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&mut values, 50), Duration::from_millis(50));
+        assert_eq!(percentile(&mut values, 95), Duration::from_millis(95));
+        assert_eq!(percentile(&mut [Duration::from_millis(3)], 95), Duration::from_millis(3));
+    }
+}

@@ -1,0 +1,559 @@
+//! Command-line interface: one `clap` parser; every option can also come from the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use skywarden::auth::Role;
+use skywarden::model::{AlertStatus, Severity};
+
+use skywarden::db::{DatabaseUrl, DbOptions};
+use skywarden::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(name = "skywarden", version, about = "Cloud security posture management and detection for AWS")]
+pub struct Cli {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Log format on stderr: text or json.
+    #[arg(long, env = "SKYWARDEN_LOG_FORMAT", default_value = "text", value_parser = parse_log_format, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the data lives: a server the user runs, or the embedded cluster.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DbArgs {
+    /// PostgreSQL URL. Without it, Skywarden runs its own embedded cluster in --data-dir.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<DatabaseUrl>,
+    /// Folder for the embedded PostgreSQL cluster and other local state.
+    #[arg(long, env = "SKYWARDEN_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Connections in the pool (bulk import uses two of them for parallel COPY).
+    #[arg(long, env = "SKYWARDEN_DB_CONNECTIONS", default_value_t = 4, global = true)]
+    pub db_connections: u32,
+}
+
+impl From<DbArgs> for DbOptions {
+    fn from(args: DbArgs) -> Self {
+        DbOptions { database_url: args.database_url, data_dir: args.data_dir, db_connections: args.db_connections }
+    }
+}
+
+fn parse_log_format(text: &str) -> Result<LogFormat, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!("{text:?}: text or json")),
+    }
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    text.parse()
+}
+
+fn parse_status(text: &str) -> Result<AlertStatus, String> {
+    text.parse()
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply database migrations (they also run at every start).
+    Migrate,
+    /// Import CloudTrail and VPC flow log files (plain or gzip; folders are searched).
+    Import(ImportArgs),
+    /// Serve the HTTP API.
+    Serve(ServeArgs),
+    /// Manage the embedded PostgreSQL cluster.
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+    },
+    /// Import the bundled sample incident into the embedded database and show what it holds.
+    Demo(DemoArgs),
+    /// List alerts, or change one's status.
+    Alerts(AlertsArgs),
+    /// Create, list and revoke API tokens.
+    Tokens {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Alerts linked into incidents (one console or role session), each with its timeline.
+    Incidents {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Onboard AWS accounts (role ARN + external ID), test them, and see their pollers.
+    Accounts {
+        #[command(subcommand)]
+        action: AccountsAction,
+    },
+    /// Dashboard users (user name, password, role).
+    Users {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Run the pollers only (no API). Start several to share the work.
+    Worker(WorkerArgs),
+    /// Check, list and backtest the policies in the policies folder.
+    Policies {
+        #[command(flatten)]
+        policies: PolicyArgs,
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+    /// Posture: evaluate the Rego checks over the latest snapshots, list findings, suppress.
+    Posture {
+        #[command(flatten)]
+        policies: PolicyArgs,
+        #[command(subcommand)]
+        action: PostureAction,
+    },
+    /// Alert routing: send due notifications, see deliveries, apply the config file.
+    Notifications {
+        #[command(subcommand)]
+        action: NotificationsAction,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PolicyArgs {
+    /// Folder of policy files (Sigma rules, detector settings).
+    #[arg(long, env = "SKYWARDEN_POLICIES", default_value = "policies")]
+    pub policies: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyAction {
+    /// Load and compile every policy and posture check without running them; exit 1 if any is
+    /// broken (each problem names its file and check).
+    Lint,
+    /// One line per policy (JSON lines with --json).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// What a policy would have raised over stored events, without creating alerts.
+    Backtest {
+        /// Policy id.
+        id: String,
+        /// Start of the period (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+        #[arg(long)]
+        since: chrono::DateTime<chrono::Utc>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AlertsArgs {
+    #[command(subcommand)]
+    pub action: Option<AlertsAction>,
+    /// Only alerts in this status (open, acknowledged, resolved, dismissed, snoozed).
+    #[arg(long, value_parser = parse_status)]
+    pub status: Option<AlertStatus>,
+    /// Only alerts of this policy.
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsAction {
+    /// Acknowledge, resolve, dismiss, snooze or reopen an alert.
+    SetStatus {
+        id: String,
+        /// open, acknowledged, resolved, dismissed or snoozed.
+        #[arg(value_parser = parse_status)]
+        status: AlertStatus,
+        /// Why (kept in the alert's history).
+        #[arg(long)]
+        reason: String,
+        /// With `snoozed`: until when (RFC 3339).
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Who is making the change (default: the login name).
+        #[arg(long, env = "USER", default_value = "cli")]
+        actor: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GeoArgs {
+    /// MaxMind DB file (GeoIP2/GeoLite2 City, Country, ASN, or ip-location-db); repeatable.
+    #[arg(long = "geoip", env = "SKYWARDEN_GEOIP", value_delimiter = ',')]
+    pub geoip: Vec<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// Files or folders to import.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub geo: GeoArgs,
+    #[command(flatten)]
+    pub policies: PolicyArgs,
+    /// Store only; do not run detection.
+    #[arg(long)]
+    pub no_detect: bool,
+    /// Print one JSON summary object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Account id for records that name none.
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Field order of flow logs without a header line, e.g. "version interface-id srcaddr dstaddr".
+    #[arg(long)]
+    pub flow_format: Option<String>,
+    /// Files parsed in parallel.
+    #[arg(long, default_value_t = 2)]
+    pub parsers: usize,
+    /// Database connections writing in parallel.
+    #[arg(long, default_value_t = 2)]
+    pub writers: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address for the HTTP API.
+    #[arg(long, env = "SKYWARDEN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Address for Prometheus metrics (`/metrics`), kept apart from the API. Off if unset.
+    #[arg(long, env = "SKYWARDEN_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Serve the API only; leave polling to `skywarden worker` processes.
+    #[arg(long, env = "SKYWARDEN_NO_POLLERS")]
+    pub no_pollers: bool,
+    #[command(flatten)]
+    pub worker: PollerArgs,
+    #[command(flatten)]
+    pub notify: NotifyArgs,
+}
+
+/// Alert routing: where links point, which private networks receivers may be on, retries.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NotifyArgs {
+    /// The dashboard's address as analysts reach it; messages link to alerts there
+    /// (default: http://<listen address>).
+    #[arg(long, env = "SKYWARDEN_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// A YAML file of notification channels and routes (secrets as env:NAME or file:/path).
+    #[arg(long, env = "SKYWARDEN_NOTIFICATIONS")]
+    pub notifications: Option<PathBuf>,
+    /// Private networks receivers may be on, comma-separated (e.g. 10.0.0.0/8); by default only
+    /// public addresses, never loopback, link-local or the metadata service.
+    #[arg(long, env = "SKYWARDEN_NOTIFY_ALLOW_NETWORKS", default_value = "")]
+    pub notify_allow_networks: String,
+    /// Attempts before a delivery gives up and becomes a dead letter.
+    #[arg(long, env = "SKYWARDEN_NOTIFY_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(i32).range(1..=100))]
+    pub notify_max_attempts: i32,
+    /// The first retry's wait (500ms, 30s, 5m); each next one doubles, up to an hour.
+    #[arg(long, env = "SKYWARDEN_NOTIFY_RETRY_BASE", default_value = "30s", value_parser = parse_wait)]
+    pub notify_retry_base: std::time::Duration,
+    /// How long a sender holds a delivery before another process may take it over.
+    #[arg(long, env = "SKYWARDEN_NOTIFY_LEASE", default_value = "120s", value_parser = parse_wait)]
+    pub notify_lease: std::time::Duration,
+    /// Send no notifications from this process (another `serve` or `notifications deliver` does).
+    #[arg(long, env = "SKYWARDEN_NO_NOTIFICATIONS")]
+    pub no_notifications: bool,
+}
+
+/// `500ms`, `30s`, `5m`, `1h`.
+pub fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or("add a unit: ms, s, m or h")?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 30s"))?;
+    let millis = match unit {
+        "ms" => n,
+        "s" => n.saturating_mul(1000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        _ => return Err(format!("{text:?}: the unit is ms, s, m or h")),
+    };
+    Ok(std::time::Duration::from_millis(millis))
+}
+
+/// Settings of the pollers, shared by `serve` and `worker`.
+#[derive(Debug, clap::Args)]
+pub struct PollerArgs {
+    /// Jobs this process runs at once.
+    #[arg(long, env = "SKYWARDEN_POLL_CONCURRENCY", default_value_t = 4)]
+    pub poll_concurrency: usize,
+    #[command(flatten)]
+    pub geo: GeoArgs,
+    #[command(flatten)]
+    pub policies: PolicyArgs,
+    /// Store only; do not run detection on what the pollers bring in.
+    #[arg(long)]
+    pub no_detect: bool,
+    #[command(flatten)]
+    pub posture: PostureAlertArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// Run every due job once, print a JSON report per job, and exit.
+    #[arg(long)]
+    pub once: bool,
+    #[command(flatten)]
+    pub poller: PollerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsAction {
+    /// Onboard an account: store its role ARN, generate its external ID (shown once), create its
+    /// poll jobs, and try the role.
+    Add(AccountAddArgs),
+    /// Onboarded accounts (never their external IDs).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop polling an account and forget its role; its stored data stays.
+    Remove { account_id: String },
+    /// Assume the account's role and report who Skywarden is there.
+    Test {
+        account_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each poll job: last success, lag, last error.
+    Status {
+        account_id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the CloudFormation template of the read-only role.
+    Template,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AccountAddArgs {
+    /// arn:aws:iam::ACCOUNT:role/NAME
+    #[arg(long)]
+    pub role_arn: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Regions to poll, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "us-east-1")]
+    pub regions: Vec<String>,
+    /// Endpoint for this account's AWS calls (an emulator or VPC endpoint).
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+    /// Bucket with the account's CloudTrail files.
+    #[arg(long)]
+    pub trail_bucket: Option<String>,
+    /// Key prefix before `AWSLogs/` in the trail bucket.
+    #[arg(long)]
+    pub trail_prefix: Option<String>,
+    /// For an organization trail: the organization id (`o-…`).
+    #[arg(long)]
+    pub organization_id: Option<String>,
+    /// Bucket with the account's VPC flow log files.
+    #[arg(long)]
+    pub flow_bucket: Option<String>,
+    #[arg(long)]
+    pub flow_prefix: Option<String>,
+    /// CloudWatch Logs group with VPC flow logs (repeatable).
+    #[arg(long = "flow-log-group")]
+    pub flow_log_groups: Vec<String>,
+    /// Region of the buckets, if not each job's region.
+    #[arg(long)]
+    pub bucket_region: Option<String>,
+    /// Do not try the role now (it does not exist yet).
+    #[arg(long)]
+    pub no_test: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbAction {
+    /// Start the embedded cluster (initialising it on first use) and print its URL.
+    Start,
+    /// Stop the embedded cluster.
+    Stop,
+    /// Say whether the embedded cluster is running.
+    Status,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Folder of the sample incident.
+    #[arg(long, default_value = "samples/incident")]
+    pub samples: PathBuf,
+    #[command(flatten)]
+    pub geo: GeoArgs,
+    #[command(flatten)]
+    pub policies: PolicyArgs,
+    /// Where the dashboard listens once the incident is loaded.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Print the story and exit, without serving the dashboard.
+    #[arg(long)]
+    pub no_dashboard: bool,
+    #[command(flatten)]
+    pub notify: NotifyArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PostureAction {
+    /// Evaluate every posture check over the accounts' current resources and record findings.
+    Run {
+        /// Only this account (repeatable); every account with a snapshot by default.
+        #[arg(long = "account")]
+        accounts: Vec<String>,
+        #[command(flatten)]
+        alerts: PostureAlertArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Findings: open by default.
+    Findings {
+        /// open, resolved or all.
+        #[arg(long, default_value = "open")]
+        status: String,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        check: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept a failing check (on one resource, one account, or everywhere) with a reason.
+    Suppress {
+        check: String,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        resource: Option<String>,
+        #[arg(long)]
+        reason: String,
+        /// When the suppression ends (RFC 3339); never by default.
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long, env = "USER", default_value = "cli")]
+        actor: String,
+    },
+    /// Record the configuration snapshots of a dump file (skywarden.snapshot/v1), then evaluate.
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        alerts: PostureAlertArgs,
+    },
+    /// The score per account and section at the latest run.
+    Scores {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which new posture findings raise alerts (routed like event alerts).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PostureAlertArgs {
+    /// Findings of at least this severity raise an alert; `off` for none.
+    #[arg(long = "posture-alert-severity", env = "SKYWARDEN_POSTURE_ALERT_SEVERITY", default_value = "high", value_parser = parse_alert_severity)]
+    pub alert_severity: AlertThreshold,
+}
+
+/// A severity from which something raises alerts, or none (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlertThreshold(pub Option<Severity>);
+
+fn parse_alert_severity(text: &str) -> Result<AlertThreshold, String> {
+    if text.eq_ignore_ascii_case("off") {
+        Ok(AlertThreshold(None))
+    } else {
+        text.parse().map(|s| AlertThreshold(Some(s)))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotificationsAction {
+    /// Send due notifications: once, or until stopped (for a process apart from `serve`).
+    Deliver {
+        #[arg(long)]
+        once: bool,
+        #[command(flatten)]
+        notify: NotifyArgs,
+    },
+    /// Deliveries by state, and the dead letters.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a notifications config file and apply it to the database.
+    Apply {
+        #[command(flatten)]
+        notify: NotifyArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Create a token and print it (it is shown only this once).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// viewer, analyst or admin.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by id.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Create a dashboard user. The password is read from SKYWARDEN_USER_PASSWORD, or from the
+    /// first line of standard input, never from the command line (where `ps` would show it).
+    Create {
+        #[arg(long)]
+        username: String,
+        /// viewer, analyst or admin.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("skywarden").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn every_command_line_parses_into_its_types() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        match parse(&["serve", "--notify-retry-base", "500ms", "--posture-alert-severity", "off"]).command {
+            Command::Serve(args) => {
+                assert_eq!(args.notify.notify_retry_base, std::time::Duration::from_millis(500));
+                assert_eq!(args.worker.posture.alert_severity, AlertThreshold(None));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["worker", "--once"]).command {
+            Command::Worker(args) => {
+                assert_eq!(args.poller.posture.alert_severity, AlertThreshold(Some(Severity::High)))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parse(&["posture", "run", "--account", "111122223333"]).command, Command::Posture { .. }));
+        assert!(matches!(parse(&["notifications", "deliver", "--once"]).command, Command::Notifications { .. }));
+        assert!(matches!(parse(&["demo", "--no-dashboard"]).command, Command::Demo(_)));
+        assert!(Cli::try_parse_from(["skywarden", "serve", "--notify-retry-base", "30"]).is_err());
+        assert!(Cli::try_parse_from(["skywarden", "serve", "--posture-alert-severity", "urgent"]).is_err());
+    }
+}

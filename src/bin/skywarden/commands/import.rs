@@ -1,0 +1,86 @@
+//! `skywarden import`: log files into the database, then detection over what was stored.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde::Serialize;
+use skywarden::db::DbOptions;
+use skywarden::detect::{self, DetectionSummary, PolicySet, Scope};
+use skywarden::ingest::flowlogs::FlowFormat;
+use skywarden::ingest::{self, ImportOptions, ImportSummary};
+
+use super::{EXIT_PARTIAL, load_policies, open_geo, with_db};
+use crate::cli::ImportArgs;
+
+/// Runs detection over what an import stored.
+pub(crate) async fn detect_after_import(
+    pool: &sqlx::PgPool,
+    policies: Option<&PolicySet>,
+    since: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Option<DetectionSummary>> {
+    let Some(policies) = policies else { return Ok(None) };
+    Ok(Some(detect::run(pool, policies, Scope::IngestedSince(since)).await.context("detection")?))
+}
+
+#[derive(Serialize)]
+struct ImportReport<'a> {
+    #[serde(flatten)]
+    import: &'a ImportSummary,
+    detection: Option<&'a DetectionSummary>,
+}
+
+pub(crate) async fn import(db_options: &DbOptions, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let geo = open_geo(&args.geo)?;
+    let flow_format = args.flow_format.as_deref().map(FlowFormat::parse).transpose().context("--flow-format")?;
+    let policies = if args.no_detect { None } else { load_policies(&args.policies) };
+    let options = ImportOptions {
+        geo,
+        default_account: args.account,
+        flow_format,
+        parsers: args.parsers,
+        writers: args.writers,
+        show_progress: !args.json,
+        ..ImportOptions::new(args.paths)
+    };
+    let (summary, detection) = with_db(db_options, async |db| {
+        let started = detect::database_now(&db.pool).await?;
+        let summary = ingest::import(&db.pool, options).await?;
+        let detection = detect_after_import(&db.pool, policies.as_ref(), started).await?;
+        Ok((summary, detection))
+    })
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&ImportReport { import: &summary, detection: detection.as_ref() })?);
+    } else {
+        print_summary(&summary);
+        if let Some(detection) = &detection {
+            print_detection(detection);
+        }
+    }
+    Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PARTIAL) })
+}
+
+pub(crate) fn print_summary(summary: &ImportSummary) {
+    println!(
+        "Imported {} files in {:.1}s: {} new CloudTrail events, {} new flow records, {} duplicates skipped{}.",
+        summary.files,
+        summary.elapsed_ms as f64 / 1000.0,
+        summary.cloudtrail_events,
+        summary.flow_records,
+        summary.duplicates,
+        if summary.skipped > 0 { format!(", {} non-log records skipped", summary.skipped) } else { String::new() },
+    );
+    if !summary.errors.is_empty() {
+        println!("{} problems:", summary.errors.len());
+        for error in &summary.errors {
+            println!("  {}: {}", error.file, error.error);
+        }
+    }
+}
+
+pub(crate) fn print_detection(detection: &DetectionSummary) {
+    println!(
+        "Detection: {} events and {} console logins evaluated, {} findings, {} new alerts.",
+        detection.events_evaluated, detection.logins_evaluated, detection.findings, detection.new_alerts
+    );
+}

@@ -1,0 +1,144 @@
+//! `skywarden posture run|findings|suppress|import|scores`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use skywarden::db::{Database, DbOptions};
+use skywarden::inventory::dump::SnapshotDump;
+use skywarden::model::Severity;
+use skywarden::posture::{self, RunReport, checks::CheckSet, findings};
+
+use super::{EXIT_PARTIAL, with_db};
+use crate::cli::{PolicyArgs, PostureAction};
+
+pub(crate) async fn run(
+    db_options: &DbOptions,
+    policies: &PolicyArgs,
+    action: PostureAction,
+) -> anyhow::Result<ExitCode> {
+    with_db(db_options, async |db| match action {
+        PostureAction::Run { accounts, alerts, json } => {
+            evaluate(db, &policies.policies, &accounts, alerts.alert_severity.0, json).await
+        }
+        PostureAction::Findings { status, account, check, json } => {
+            list_findings(db, status, account, check, json).await
+        }
+        PostureAction::Suppress { check, account, resource, reason, until, actor } => {
+            let suppression =
+                findings::suppress(&db.pool, &check, account.as_deref(), resource.as_deref(), &reason, until, &actor)
+                    .await?;
+            println!("suppression {} of {} recorded", suppression.id, suppression.check_id);
+            Ok(ExitCode::SUCCESS)
+        }
+        PostureAction::Import { file, alerts } => import(db, &policies.policies, &file, alerts.alert_severity.0).await,
+        PostureAction::Scores { json } => scores(db, json).await,
+    })
+    .await
+}
+
+async fn evaluate(
+    db: &Database,
+    policies: &Path,
+    accounts: &[String],
+    alert_at: Option<Severity>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let dir = posture::checks_dir(policies);
+    let mut checks = CheckSet::load(&dir);
+    anyhow::ensure!(!checks.checks.is_empty() || !checks.problems.is_empty(), "no posture checks in {}", dir.display());
+    let report = posture::run(&db.pool, &mut checks, accounts, alert_at).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PARTIAL) })
+}
+
+fn print_report(report: &RunReport) {
+    for problem in &report.problems {
+        println!("problem: {}: {}: {}", problem.file, problem.check.as_deref().unwrap_or("?"), problem.message);
+    }
+    for (account, outcome) in &report.accounts {
+        println!(
+            "{account}: {} evaluations, {} passed, {} failed; {} opened, {} reopened, {} resolved; {} alerts",
+            outcome.evaluated,
+            outcome.passed,
+            outcome.failed,
+            outcome.opened,
+            outcome.reopened,
+            outcome.resolved,
+            outcome.alerts
+        );
+    }
+    println!("{} checks over {} accounts", report.checks, report.accounts.len());
+}
+
+async fn list_findings(
+    db: &Database,
+    status: String,
+    account: Option<String>,
+    check: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let status = match status.as_str() {
+        "all" => None,
+        "open" | "resolved" => Some(status),
+        other => anyhow::bail!("--status is open, resolved or all, not {other:?}"),
+    };
+    let filter = findings::FindingFilter { status, account_id: account, check_id: check, ..Default::default() };
+    let list = findings::list(&db.pool, &filter).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for f in &list {
+        println!(
+            "{:<8} {:<9} {:<40} {} {}{}: {}",
+            f.severity,
+            f.status,
+            f.check_id,
+            f.account_id,
+            f.resource_id,
+            if f.suppressed { " (suppressed)" } else { "" },
+            f.messages.join("; ")
+        );
+    }
+    println!("{} findings", list.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn import(db: &Database, policies: &Path, file: &Path, alert_at: Option<Severity>) -> anyhow::Result<ExitCode> {
+    let dump = SnapshotDump::load(file)?;
+    let mut checks = CheckSet::load(&posture::checks_dir(policies));
+    let report = posture::import_dump(&db.pool, &dump, &mut checks, alert_at).await?;
+    let filter = findings::FindingFilter {
+        status: Some("open".into()),
+        account_id: Some(dump.account_id.clone()),
+        ..Default::default()
+    };
+    let open = findings::list(&db.pool, &filter).await?;
+    println!(
+        "{}: {} snapshots recorded; {} checks; {} findings open",
+        file.display(),
+        dump.snapshots.len(),
+        report.checks,
+        open.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn scores(db: &Database, json: bool) -> anyhow::Result<ExitCode> {
+    let scores = findings::scores(&db.pool, None, true).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&scores)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for s in &scores {
+        println!(
+            "{} {:<12} {:>5.1}%  {} passed, {} failed, {} suppressed",
+            s.account_id, s.section, s.score, s.passed, s.failed, s.suppressed
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

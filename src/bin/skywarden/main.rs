@@ -1,0 +1,47 @@
+//! The `skywarden` binary: parse the command line, set up logging, dispatch to a command.
+//!
+//! The command line ([`cli`]) and the commands belong to the binary; the library has no clap.
+
+mod cli;
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use skywarden::db::DbOptions;
+use skywarden::telemetry;
+
+use cli::{Cli, Command};
+use commands::{accounts, alerts, auth, db, demo, import, notifications, policies, posture, serve, worker};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match run(cli.command, cli.db.into()).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, db: DbOptions) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Migrate => db::migrate(&db).await,
+        Command::Import(args) => import::import(&db, args).await,
+        Command::Serve(args) => serve::serve(&db, args).await,
+        Command::Db { action } => db::embedded(&db, action).await,
+        Command::Demo(args) => demo::run_demo(&db, args).await,
+        Command::Alerts(args) => alerts::alerts(&db, args).await,
+        Command::Tokens { action } => auth::tokens(&db, action).await,
+        Command::Incidents { json } => alerts::incidents(&db, json).await,
+        Command::Accounts { action } => accounts::run(&db, action).await,
+        Command::Users { action } => auth::users(&db, action).await,
+        Command::Worker(args) => worker::worker(&db, args).await,
+        Command::Policies { policies, action } => policies::run(&db, &policies, action).await,
+        Command::Posture { policies, action } => posture::run(&db, &policies, action).await,
+        Command::Notifications { action } => notifications::run(&db, action).await,
+    }
+}

@@ -1,0 +1,227 @@
+//! `aws-security-group-ingress-opened`: `AuthorizeSecurityGroupIngress` or
+//! `ModifySecurityGroupRules` that lets in the whole internet (`0.0.0.0/0`, `::/0`, any `/0`) or
+//! a public address outside the trusted ranges. Private ranges are never exposure. Severity is
+//! high for admin ports (or all ports) and for a source in a foreign country.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde_json::Value;
+
+use super::{Detectors, SG_INGRESS};
+use crate::model::{Finding, Severity};
+use crate::net::is_public;
+use crate::detect::PolicyEvent;
+
+/// An address range, `address/prefix`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub address: IpAddr,
+    pub prefix: u8,
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (address, prefix) = match text.trim().split_once('/') {
+            Some((a, p)) => (a, p.parse::<u8>().map_err(|_| format!("bad prefix in {text:?}"))?),
+            None => (text.trim(), if text.contains(':') { 128 } else { 32 }),
+        };
+        let address: IpAddr = address.parse().map_err(|_| format!("bad address in {text:?}"))?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return Err(format!("prefix longer than {max} in {text:?}"));
+        }
+        Ok(Self { address, prefix })
+    }
+}
+
+impl Cidr {
+    pub fn is_world(&self) -> bool {
+        self.prefix == 0
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.address, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the whole range lies inside `other`.
+    pub fn within(&self, other: &Cidr) -> bool {
+        self.prefix >= other.prefix && other.contains(self.address)
+    }
+}
+
+/// One permission the call adds.
+#[derive(Debug, PartialEq)]
+struct Opening {
+    cidr: Cidr,
+    protocol: String,
+    from_port: Option<i64>,
+    to_port: Option<i64>,
+}
+
+impl Opening {
+    fn covers_port(&self, port: u16) -> bool {
+        let all_protocols = self.protocol == "-1" || self.protocol.eq_ignore_ascii_case("all");
+        let port = i64::from(port);
+        all_protocols
+            || match (self.from_port, self.to_port) {
+                (Some(from), Some(to)) => (from == -1 && to == -1) || (from <= port && port <= to),
+                _ => false,
+            }
+    }
+
+    fn ports(&self) -> String {
+        match (self.protocol.as_str(), self.from_port, self.to_port) {
+            ("-1", _, _) => "all traffic".to_string(),
+            (p, Some(from), Some(to)) if from == to => format!("{p}/{from}"),
+            (p, Some(from), Some(to)) => format!("{p}/{from}-{to}"),
+            (p, _, _) => p.to_string(),
+        }
+    }
+}
+
+fn number(value: &Value) -> Option<i64> {
+    value.as_i64().or_else(|| value.as_str()?.parse().ok())
+}
+
+fn items(value: &Value) -> Vec<&Value> {
+    match value {
+        Value::Array(items) => items.iter().collect(),
+        Value::Object(map) => match map.get("items") {
+            Some(Value::Array(items)) => items.iter().collect(),
+            _ => vec![value],
+        },
+        _ => vec![],
+    }
+}
+
+/// The address ranges an ingress call opens, from both API shapes.
+fn openings(event: &PolicyEvent, params: &Value) -> Vec<Opening> {
+    let mut found = Vec::new();
+    match event.event_name.as_deref() {
+        Some("AuthorizeSecurityGroupIngress") => {
+            // Old single-rule form: cidrIp with ipProtocol/fromPort/toPort at the top.
+            if let Some(cidr) = params["cidrIp"].as_str().and_then(|c| c.parse().ok()) {
+                found.push(Opening {
+                    cidr,
+                    protocol: params["ipProtocol"].as_str().unwrap_or("-1").to_string(),
+                    from_port: number(&params["fromPort"]),
+                    to_port: number(&params["toPort"]),
+                });
+            }
+            for permission in items(&params["ipPermissions"]) {
+                let protocol = permission["ipProtocol"].as_str().unwrap_or("-1").to_string();
+                let ranges = items(&permission["ipRanges"]).into_iter().filter_map(|r| r["cidrIp"].as_str());
+                let ranges6 = items(&permission["ipv6Ranges"]).into_iter().filter_map(|r| r["cidrIpv6"].as_str());
+                for cidr in ranges.chain(ranges6).filter_map(|c| c.parse().ok()) {
+                    found.push(Opening {
+                        cidr,
+                        protocol: protocol.clone(),
+                        from_port: number(&permission["fromPort"]),
+                        to_port: number(&permission["toPort"]),
+                    });
+                }
+            }
+        }
+        Some("ModifySecurityGroupRules") => {
+            let request = &params["ModifySecurityGroupRulesRequest"];
+            for rule in items(&request["SecurityGroupRule"]) {
+                let rule = &rule["SecurityGroupRule"];
+                let cidr = rule["CidrIpv4"].as_str().or(rule["CidrIpv6"].as_str()).and_then(|c| c.parse().ok());
+                if let Some(cidr) = cidr {
+                    found.push(Opening {
+                        cidr,
+                        protocol: rule["IpProtocol"].as_str().unwrap_or("-1").to_string(),
+                        from_port: number(&rule["FromPort"]),
+                        to_port: number(&rule["ToPort"]),
+                    });
+                }
+            }
+        }
+        _ => {}
+    }
+    found
+}
+
+pub(super) fn evaluate(detectors: &Detectors, event: &PolicyEvent) -> Vec<Finding> {
+    if event.error_code.is_some() || event.event_source.as_deref() != Some("ec2.amazonaws.com") {
+        return vec![];
+    }
+    let settings = &detectors.settings.security_group_ingress;
+    let params = event.raw.request_parameters();
+    let exposed: Vec<Opening> = openings(event, &params)
+        .into_iter()
+        .filter(|o| {
+            o.cidr.is_world() || (is_public(o.cidr.address) && !detectors.trusted.iter().any(|t| o.cidr.within(t)))
+        })
+        .collect();
+    if exposed.is_empty() {
+        return vec![];
+    }
+    let admin_ports: Vec<u16> =
+        settings.admin_ports.iter().copied().filter(|p| exposed.iter().any(|o| o.covers_port(*p))).collect();
+    // A single address is judged by where it is; the country of a /0 means nothing.
+    let source_country = exposed
+        .iter()
+        .find(|o| !o.cidr.is_world())
+        .and(event.geo_country.as_deref())
+        .filter(|_| exposed.iter().any(|o| !o.cidr.is_world() && Some(o.cidr.address) == event.source_ip));
+    let foreign = source_country
+        .is_some_and(|c| !settings.home_countries.is_empty() && !settings.home_countries.iter().any(|h| h == c));
+    let world = exposed.iter().any(|o| o.cidr.is_world());
+    let severity = if !admin_ports.is_empty() || foreign { Severity::High } else { Severity::Medium };
+    let group = params["groupId"]
+        .as_str()
+        .or_else(|| params["ModifySecurityGroupRulesRequest"]["GroupId"].as_str())
+        .or(event.resource_ids.first().map(String::as_str))
+        .unwrap_or("a security group")
+        .to_string();
+    let ranges: Vec<String> =
+        exposed.iter().map(|o| format!("{}/{} ({})", o.cidr.address, o.cidr.prefix, o.ports())).collect();
+    let title = if world {
+        format!("{group} opened to the internet: {}", ranges.join(", "))
+    } else {
+        format!("{group} opened to a public address: {}", ranges.join(", "))
+    };
+    let meta = detectors.meta(SG_INGRESS);
+    let mut finding = meta.finding_for(event, severity, title);
+    finding.subject = group.clone();
+    if !finding.resources.contains(&group) {
+        finding.resources.insert(0, group);
+    }
+    finding.details = serde_json::json!({
+        "ranges": ranges,
+        "open_to_world": world,
+        "admin_ports": admin_ports,
+        "foreign_source": foreign,
+    });
+    vec![finding]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs() {
+        let net: Cidr = "10.0.0.0/8".parse().unwrap();
+        assert!(net.contains("10.1.2.3".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        assert!("10.1.0.0/16".parse::<Cidr>().unwrap().within(&net));
+        assert!("208.236.235.254/0".parse::<Cidr>().unwrap().is_world());
+        assert!("::/0".parse::<Cidr>().unwrap().is_world());
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert_eq!("176.36.10.20".parse::<Cidr>().unwrap().prefix, 32);
+    }
+}

@@ -1,0 +1,336 @@
+//! Event rules in Sigma, compiled once with `rsigma` and matched against each event's raw JSON.
+//!
+//! Skywarden reads one optional block of its own in a rule (top level, ignored by other Sigma
+//! tools):
+//! ```yaml
+//! skywarden:
+//!   policy: aws-iam-role-policy-attached  # policy id (default: the rule's name, else sigma-<id>)
+//!   subject: principal                    # principal | resource | source_ip: what alerts fold on
+//!   window: 24h                           # findings on one subject within this fold into one alert
+//! ```
+
+use std::borrow::Cow;
+use std::cell::OnceCell;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use chrono::Duration;
+use rsigma_eval::Engine;
+use rsigma_eval::event::{Event, EventValue, JsonEvent};
+use rsigma_parser::{Detection, Level, SigmaRule};
+use serde::Deserialize;
+
+use super::{PolicyEvent, PolicyKind, PolicyMeta, PolicyProblem, Subject, mitre_from_tags, parse_duration};
+use crate::model::{Finding, Severity};
+
+/// Folder of the vendored SigmaHQ rules, which are off unless enabled one by one.
+const SIGMAHQ_DIR: &str = "sigmahq";
+const DEFAULT_WINDOW_HOURS: i64 = 24;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SkywardenBlock {
+    policy: Option<String>,
+    #[serde(default)]
+    subject: Subject,
+    window: Option<String>,
+}
+
+pub struct SigmaPolicies {
+    engine: Engine,
+    /// Metadata by Sigma rule id (rsigma reports matches by rule id).
+    by_rule_id: HashMap<String, PolicyMeta>,
+    /// Every rule's metadata, enabled or not.
+    all: Vec<PolicyMeta>,
+}
+
+impl SigmaPolicies {
+    pub fn load(
+        dir: &Path,
+        enable: &BTreeSet<String>,
+        disable: &BTreeSet<String>,
+        problems: &mut Vec<PolicyProblem>,
+    ) -> Self {
+        let mut files: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .map(|e| e.into_path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yml" || x == "yaml"))
+            .collect();
+        files.sort();
+        let mut engine = Engine::new();
+        let mut by_rule_id = HashMap::new();
+        let mut all = Vec::new();
+        let mut seen_rule_ids = BTreeSet::new();
+        for file in files {
+            let problem = |problem: String| PolicyProblem { file: file.display().to_string(), problem };
+            let collection = match std::fs::read_to_string(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|text| rsigma_parser::parse_sigma_yaml(&text).map_err(|e| e.to_string()))
+            {
+                Ok(collection) => collection,
+                Err(error) => {
+                    problems.push(problem(error));
+                    continue;
+                }
+            };
+            problems.extend(collection.errors.iter().map(|e| problem(e.clone())));
+            for rule in &collection.rules {
+                let meta = match rule_meta(rule, &file, dir, enable, disable) {
+                    Ok(meta) => meta,
+                    Err(error) => {
+                        problems.push(problem(error));
+                        continue;
+                    }
+                };
+                let rule_id = rule.id.clone().unwrap_or_default();
+                if !seen_rule_ids.insert(rule_id.clone()) {
+                    problems.push(problem(format!("rule id {rule_id} is used by another rule")));
+                    continue;
+                }
+                if meta.enabled {
+                    if let Err(error) = engine.add_rule(&typed_fields_first(rule)) {
+                        problems.push(problem(format!("cannot compile: {error}")));
+                        continue;
+                    }
+                    by_rule_id.insert(rule_id, meta.clone());
+                }
+                all.push(meta);
+            }
+        }
+        Self { engine, by_rule_id, all }
+    }
+
+    pub fn metas(&self) -> impl Iterator<Item = &PolicyMeta> {
+        self.all.iter()
+    }
+
+    pub fn enabled_count(&self) -> usize {
+        self.by_rule_id.len()
+    }
+
+    /// Ids of the rules that match `raw` seen as plain JSON, without the lazy typed view: the
+    /// reference the lazy view is checked against.
+    pub fn matching_rules_plain(&self, raw: &serde_json::Value) -> Vec<String> {
+        let mut ids: Vec<String> =
+            self.engine.evaluate(&JsonEvent::borrow(raw)).into_iter().filter_map(|r| r.header.rule_id).collect();
+        ids.sort();
+        ids
+    }
+
+    /// Ids of the rules that match `event` through the lazy view evaluation uses.
+    pub fn matching_rules(&self, event: &PolicyEvent) -> Vec<String> {
+        let mut ids: Vec<String> =
+            self.engine.evaluate(&LazyEvent::new(event)).into_iter().filter_map(|r| r.header.rule_id).collect();
+        ids.sort();
+        ids
+    }
+
+    /// Every enabled rule that matches `event`, as findings.
+    pub fn evaluate(&self, event: &PolicyEvent, only_policy: Option<&str>) -> Vec<Finding> {
+        let json = LazyEvent::new(event);
+        let mut findings: Vec<Finding> = Vec::new();
+        for result in self.engine.evaluate(&json) {
+            let Some(meta) = result.header.rule_id.as_deref().and_then(|id| self.by_rule_id.get(id)) else { continue };
+            if only_policy.is_some_and(|p| p != meta.id) {
+                continue;
+            }
+            let severity = result.header.level.map(severity_of).unwrap_or(meta.severity);
+            // Two rules of one policy (a base rule and an escalation) give one finding, the
+            // more severe.
+            match findings.iter_mut().find(|f| f.policy_id == meta.id) {
+                Some(existing) if existing.severity >= severity => {}
+                Some(existing) => {
+                    existing.severity = severity;
+                    existing.title = describe(&result.header.rule_title, event);
+                }
+                None => findings.push(meta.finding_for(event, severity, describe(&result.header.rule_title, event))),
+            }
+        }
+        findings
+    }
+}
+
+/// Fields [`LazyEvent`] answers without parsing the raw event.
+const TYPED_FIELDS: &[&str] =
+    &["eventSource", "eventName", "userIdentity.type", "userIdentity.arn", "sourceIPAddress", "userAgent"];
+
+/// The same rule with each AND group testing the typed fields first: AND is commutative, and a
+/// group that fails on `eventName` then never asks for (and never parses) anything else.
+fn typed_fields_first(rule: &SigmaRule) -> SigmaRule {
+    fn reorder(detection: &mut Detection) {
+        match detection {
+            Detection::AllOf(items) => items.sort_by_key(|item| {
+                let name = item.field.name.as_deref().unwrap_or_default();
+                TYPED_FIELDS.iter().position(|f| *f == name).unwrap_or(TYPED_FIELDS.len())
+            }),
+            Detection::AnyOf(branches) => branches.iter_mut().for_each(reorder),
+            _ => {}
+        }
+    }
+    let mut rule = rule.clone();
+    rule.detection.named.values_mut().for_each(reorder);
+    rule
+}
+
+/// The event as rules see it: `eventSource` and `eventName` (which nearly every CloudTrail
+/// rule tests first) come from the typed columns; anything else parses the raw event once.
+struct LazyEvent<'a> {
+    event: &'a PolicyEvent,
+    json: OnceCell<JsonEvent<'a>>,
+    /// The raw event's top-level keys and their unparsed values; each subtree is parsed the
+    /// first time a rule asks for a field under it (`None` if the text could not be split).
+    parts: OnceCell<Option<Vec<TopLevelPart<'a>>>>,
+}
+
+struct TopLevelPart<'a> {
+    key: &'a str,
+    raw: &'a serde_json::value::RawValue,
+    /// `{key: subtree}` as an event, so field lookups keep rsigma's own path semantics.
+    parsed: OnceCell<JsonEvent<'static>>,
+}
+
+impl<'a> LazyEvent<'a> {
+    fn new(event: &'a PolicyEvent) -> Self {
+        Self { event, json: OnceCell::new(), parts: OnceCell::new() }
+    }
+
+    fn json(&self) -> &JsonEvent<'a> {
+        self.json.get_or_init(|| JsonEvent::borrow(self.event.raw.value()))
+    }
+
+    /// Looks `path` up by parsing only the top-level subtree it lies under.
+    fn field_from_part(&self, path: &str) -> Option<Option<EventValue<'_>>> {
+        let parts = self.parts.get_or_init(|| {
+            let map: Vec<(&str, &serde_json::value::RawValue)> = serde_json::from_str::<
+                std::collections::BTreeMap<&str, &serde_json::value::RawValue>,
+            >(self.event.raw.text())
+            .ok()?
+            .into_iter()
+            .collect();
+            Some(map.into_iter().map(|(key, raw)| TopLevelPart { key, raw, parsed: OnceCell::new() }).collect())
+        });
+        let parts = parts.as_ref()?;
+        let top = path.split('.').next().unwrap_or(path);
+        let Some(part) = parts.iter().find(|p| p.key == top) else { return Some(None) };
+        let event = part.parsed.get_or_init(|| {
+            let value: serde_json::Value = serde_json::from_str(part.raw.get()).unwrap_or(serde_json::Value::Null);
+            JsonEvent::owned(serde_json::Value::Object([(part.key.to_string(), value)].into_iter().collect()))
+        });
+        Some(event.get_field(path))
+    }
+}
+
+impl Event for LazyEvent<'_> {
+    fn get_field(&self, path: &str) -> Option<EventValue<'_>> {
+        match path {
+            "eventSource" => self.event.event_source.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
+            "eventName" => self.event.event_name.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
+            "userIdentity.arn" => self.event.principal_arn.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
+            "userIdentity.type" => self.event.principal_type.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
+            // Absent and null are alike to `errorCode: null`, the only way rules test it.
+            "errorCode" => self.event.error_code.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
+            "userAgent" => self.event.user_agent.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
+            "sourceIPAddress" => self.event.source_ip_text.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
+            // Keys with escapes cannot be borrowed from the text: then parse it all.
+            _ => match self.field_from_part(path) {
+                Some(found) => found,
+                None => self.json().get_field(path),
+            },
+        }
+    }
+
+    fn any_string_value(&self, pred: &dyn Fn(&str) -> bool) -> bool {
+        self.json().any_string_value(pred)
+    }
+
+    fn all_string_values(&self) -> Vec<Cow<'_, str>> {
+        self.json().all_string_values()
+    }
+
+    fn visit_string_values(&self, visit: &mut dyn FnMut(&str)) {
+        self.json().visit_string_values(visit)
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        self.json().to_json()
+    }
+
+    // `top_level_keys` keeps its default (shape unknown): the candidate index then probes the
+    // indexed fields, which are the typed ones, instead of forcing a parse of every event.
+
+    fn field_keys(&self) -> Vec<Cow<'_, str>> {
+        self.json().field_keys()
+    }
+}
+
+/// The rule's title with who, from where and on what, so an alert reads on its own.
+fn describe(title: &str, event: &PolicyEvent) -> String {
+    let mut text = title.to_string();
+    if !event.resource_ids.is_empty() {
+        let shown: Vec<&str> = event.resource_ids.iter().take(2).map(String::as_str).collect();
+        text.push_str(&format!(": {}", shown.join(", ")));
+    }
+    if let Some(who) = event.user_name.as_deref().or(event.principal()) {
+        text.push_str(&format!(" by {who}"));
+    }
+    if let Some(source) = event.source_ip_text.as_deref() {
+        text.push_str(&format!(" from {source}"));
+        if let Some(country) = event.geo_country.as_deref() {
+            text.push_str(&format!(" ({country})"));
+        }
+    }
+    text
+}
+
+fn severity_of(level: Level) -> Severity {
+    match level {
+        Level::Informational => Severity::Info,
+        Level::Low => Severity::Low,
+        Level::Medium => Severity::Medium,
+        Level::High => Severity::High,
+        Level::Critical => Severity::Critical,
+    }
+}
+
+fn rule_meta(
+    rule: &SigmaRule,
+    file: &Path,
+    root: &Path,
+    enable: &BTreeSet<String>,
+    disable: &BTreeSet<String>,
+) -> Result<PolicyMeta, String> {
+    let block: SkywardenBlock = match rule.custom_attributes.get("skywarden") {
+        Some(value) => yaml_serde::from_value(value.clone()).map_err(|e| format!("skywarden block: {e}"))?,
+        None => SkywardenBlock::default(),
+    };
+    let rule_id = rule.id.clone().ok_or("a rule needs an id")?;
+    let id = block.policy.clone().or_else(|| rule.name.clone()).unwrap_or_else(|| format!("sigma-{rule_id}"));
+    let window = match &block.window {
+        Some(text) => parse_duration(text).ok_or_else(|| format!("skywarden.window {text:?}: use 30m, 1h or 1d"))?,
+        None => Duration::hours(DEFAULT_WINDOW_HOURS),
+    };
+    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+    let vendored = file.strip_prefix(root).is_ok_and(|p| p.starts_with(SIGMAHQ_DIR));
+    let named = |set: &BTreeSet<String>| {
+        set.contains(&id)
+            || set.contains(&rule_id)
+            || set.contains(&stem)
+            || rule.name.as_ref().is_some_and(|n| set.contains(n))
+    };
+    let enabled = !named(disable) && (!vendored || enable.contains("*") || named(enable));
+    Ok(PolicyMeta {
+        id,
+        title: rule.title.clone(),
+        severity: rule.level.map(severity_of).unwrap_or(Severity::Medium),
+        kind: PolicyKind::Sigma,
+        file: file.to_path_buf(),
+        enabled,
+        mitre: mitre_from_tags(&rule.tags),
+        description: rule.description.clone(),
+        subject: block.subject,
+        dedup_window: window,
+    })
+}

@@ -1,0 +1,203 @@
+//! Address ranges: which addresses are on the public internet, and why the others are not.
+//!
+//! One table for every stage: enrichment geolocates public addresses only, exfiltration counts
+//! bytes that leave for public ones, and notification targets must be public unless an admin
+//! allows a network. This module imports nothing from the crate.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use sqlx::types::ipnetwork::IpNetwork;
+
+/// A non-public range and why it is not public. The first matching range names the reason.
+struct Range {
+    network: IpAddr,
+    prefix: u8,
+    reason: &'static str,
+}
+
+const fn v4(a: u8, b: u8, c: u8, d: u8, prefix: u8, reason: &'static str) -> Range {
+    Range { network: IpAddr::V4(Ipv4Addr::new(a, b, c, d)), prefix, reason }
+}
+
+const fn v6(first: u16, second: u16, prefix: u8, reason: &'static str) -> Range {
+    Range { network: IpAddr::V6(Ipv6Addr::new(first, second, 0, 0, 0, 0, 0, 0)), prefix, reason }
+}
+
+const METADATA: &str = "the cloud instance metadata service";
+const PRIVATE: &str = "a private address";
+const CGNAT: &str = "a carrier-grade NAT address";
+const UNIQUE_LOCAL: &str = "a private (unique-local) address";
+
+/// Every range that is not the public internet (IANA special-purpose registries), metadata
+/// services first so they are named as such.
+const NON_PUBLIC: &[Range] = &[
+    v4(169, 254, 169, 254, 32, METADATA),
+    v4(0, 0, 0, 0, 8, "an unspecified address"),
+    v4(10, 0, 0, 0, 8, PRIVATE),
+    v4(100, 64, 0, 0, 10, CGNAT),
+    v4(127, 0, 0, 0, 8, "a loopback address"),
+    v4(169, 254, 0, 0, 16, "a link-local address"),
+    v4(172, 16, 0, 0, 12, PRIVATE),
+    v4(192, 0, 0, 0, 24, "a reserved address"),
+    v4(192, 0, 2, 0, 24, "a documentation address"),
+    v4(192, 168, 0, 0, 16, PRIVATE),
+    v4(198, 18, 0, 0, 15, "a benchmarking address"),
+    v4(198, 51, 100, 0, 24, "a documentation address"),
+    v4(203, 0, 113, 0, 24, "a documentation address"),
+    v4(224, 0, 0, 0, 3, "a multicast or reserved address"),
+    Range { network: IpAddr::V6(Ipv6Addr::UNSPECIFIED), prefix: 128, reason: "an unspecified address" },
+    Range { network: IpAddr::V6(Ipv6Addr::LOCALHOST), prefix: 128, reason: "a loopback address" },
+    // fd00:ec2::254 is EC2's IPv6 metadata service, inside the unique-local range.
+    Range { network: IpAddr::V6(Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254)), prefix: 128, reason: METADATA },
+    v6(0, 0, 16, "a reserved address"),
+    v6(0x2001, 0x0db8, 32, "a documentation address"),
+    v6(0xfc00, 0, 7, UNIQUE_LOCAL),
+    v6(0xfe80, 0, 10, "a link-local address"),
+    v6(0xff00, 0, 8, "a multicast address"),
+];
+
+/// The ranges a VPC numbers its interfaces from: traffic from these is "ours".
+const INTERNAL: &[Range] = &[
+    v4(10, 0, 0, 0, 8, PRIVATE),
+    v4(172, 16, 0, 0, 12, PRIVATE),
+    v4(192, 168, 0, 0, 16, PRIVATE),
+    v4(100, 64, 0, 0, 10, CGNAT),
+    v6(0xfc00, 0, 7, UNIQUE_LOCAL),
+];
+
+impl Range {
+    fn contains(&self, address: IpAddr) -> bool {
+        match (self.network, address) {
+            (IpAddr::V4(network), IpAddr::V4(address)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(network) & mask == u32::from(address) & mask
+            }
+            (IpAddr::V6(network), IpAddr::V6(address)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(network) & mask == u128::from(address) & mask
+            }
+            _ => false,
+        }
+    }
+
+    fn to_network(&self) -> IpNetwork {
+        IpNetwork::new(self.network, self.prefix).expect("the tables hold valid prefixes")
+    }
+}
+
+/// An IPv4 address written as IPv6 (`::ffff:127.0.0.1`) is the IPv4 address it is.
+pub fn canonical(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Why an address is not a public internet address, if it is not. 6to4 (`2002::/16`) and
+/// NAT64 (`64:ff9b::/96`) addresses are judged by the IPv4 address they carry.
+pub fn non_public_reason(address: IpAddr) -> Option<&'static str> {
+    let address = canonical(address);
+    if let Some(embedded) = embedded_v4(address) {
+        return non_public_reason(IpAddr::V4(embedded));
+    }
+    NON_PUBLIC.iter().find(|range| range.contains(address)).map(|range| range.reason)
+}
+
+/// Whether an address is routable on the internet.
+pub fn is_public(address: IpAddr) -> bool {
+    non_public_reason(address).is_none()
+}
+
+/// Whether an address is in the private ranges a VPC uses (RFC 1918, shared, unique-local).
+pub fn is_internal(address: IpAddr) -> bool {
+    let address = canonical(address);
+    INTERNAL.iter().any(|range| range.contains(address))
+}
+
+/// The non-public ranges, for queries that classify addresses in PostgreSQL (`<<= ANY(...)`).
+pub fn non_public_networks() -> Vec<IpNetwork> {
+    NON_PUBLIC.iter().map(Range::to_network).collect()
+}
+
+/// The internal ranges of [`is_internal`], for PostgreSQL.
+pub fn internal_networks() -> Vec<IpNetwork> {
+    INTERNAL.iter().map(Range::to_network).collect()
+}
+
+fn embedded_v4(address: IpAddr) -> Option<Ipv4Addr> {
+    let IpAddr::V6(v6) = address else { return None };
+    let s = v6.segments();
+    let join = |high: u16, low: u16| Ipv4Addr::from((u32::from(high) << 16) | u32::from(low));
+    match s {
+        [0x2002, high, low, ..] => Some(join(high, low)),
+        [0x0064, 0xff9b, 0, 0, 0, 0, high, low] => Some(join(high, low)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn non_public_ranges_are_named() {
+        for (address, reason) in [
+            ("127.0.0.1", "a loopback address"),
+            ("10.1.2.3", PRIVATE),
+            ("172.16.0.1", PRIVATE),
+            ("172.31.255.255", PRIVATE),
+            ("192.168.1.1", PRIVATE),
+            ("169.254.169.254", METADATA),
+            ("169.254.1.1", "a link-local address"),
+            ("100.64.0.1", CGNAT),
+            ("0.0.0.0", "an unspecified address"),
+            ("198.18.0.1", "a benchmarking address"),
+            ("198.19.255.255", "a benchmarking address"),
+            ("192.0.2.10", "a documentation address"),
+            ("224.0.0.1", "a multicast or reserved address"),
+            ("255.255.255.255", "a multicast or reserved address"),
+            ("::1", "a loopback address"),
+            ("::", "an unspecified address"),
+            ("fe80::1", "a link-local address"),
+            ("fd00:ec2::254", METADATA),
+            ("fc00::1", UNIQUE_LOCAL),
+            ("ff02::1", "a multicast address"),
+            ("2001:db8::1", "a documentation address"),
+            ("::ffff:127.0.0.1", "a loopback address"),
+            ("2002:7f00:1::1", "a loopback address"),
+            ("64:ff9b::a00:1", PRIVATE),
+        ] {
+            assert_eq!(non_public_reason(ip(address)), Some(reason), "{address}");
+            assert!(!is_public(ip(address)), "{address}");
+        }
+    }
+
+    #[test]
+    fn public_addresses_are_public() {
+        for address in
+            ["52.94.76.1", "172.32.0.1", "8.8.8.8", "198.20.0.1", "100.128.0.1", "2606:4700::1111", "::ffff:8.8.8.8", "2002:808:808::1"]
+        {
+            assert!(is_public(ip(address)), "{address}");
+        }
+    }
+
+    #[test]
+    fn internal_is_what_a_vpc_uses() {
+        assert!(is_internal(ip("10.0.1.5")) && is_internal(ip("100.64.3.2")) && is_internal(ip("fd12::1")));
+        assert!(!is_internal(ip("127.0.0.1")) && !is_internal(ip("8.8.8.8")) && !is_internal(ip("169.254.1.1")));
+    }
+
+    #[test]
+    fn the_query_tables_match_the_rust_tables() {
+        let networks = non_public_networks();
+        for address in ["10.1.2.3", "198.18.0.1", "fc00::1", "224.0.0.1"] {
+            assert!(networks.iter().any(|n| n.contains(ip(address))), "{address}");
+        }
+        assert!(!networks.iter().any(|n| n.contains(ip("8.8.8.8"))));
+        assert_eq!(internal_networks().len(), INTERNAL.len());
+    }
+}
