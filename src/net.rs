@@ -5,22 +5,74 @@
 //! allows a network. This module imports nothing from the crate.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
 
 use sqlx::types::ipnetwork::IpNetwork;
 
+/// An address range, `address/prefix`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub address: IpAddr,
+    pub prefix: u8,
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (address, prefix) = match text.trim().split_once('/') {
+            Some((a, p)) => (a, p.parse::<u8>().map_err(|_| format!("bad prefix in {text:?}"))?),
+            None => (text.trim(), if text.contains(':') { 128 } else { 32 }),
+        };
+        let address: IpAddr = address.parse().map_err(|_| format!("bad address in {text:?}"))?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return Err(format!("prefix longer than {max} in {text:?}"));
+        }
+        Ok(Self { address, prefix })
+    }
+}
+
+impl Cidr {
+    pub fn is_world(&self) -> bool {
+        self.prefix == 0
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.address, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the whole range lies inside `other`.
+    pub fn within(&self, other: &Cidr) -> bool {
+        self.prefix >= other.prefix && other.contains(self.address)
+    }
+}
+
 /// A non-public range and why it is not public. The first matching range names the reason.
 struct Range {
-    network: IpAddr,
-    prefix: u8,
+    cidr: Cidr,
     reason: &'static str,
 }
 
+const fn range(address: IpAddr, prefix: u8, reason: &'static str) -> Range {
+    Range { cidr: Cidr { address, prefix }, reason }
+}
+
 const fn v4(a: u8, b: u8, c: u8, d: u8, prefix: u8, reason: &'static str) -> Range {
-    Range { network: IpAddr::V4(Ipv4Addr::new(a, b, c, d)), prefix, reason }
+    range(IpAddr::V4(Ipv4Addr::new(a, b, c, d)), prefix, reason)
 }
 
 const fn v6(first: u16, second: u16, prefix: u8, reason: &'static str) -> Range {
-    Range { network: IpAddr::V6(Ipv6Addr::new(first, second, 0, 0, 0, 0, 0, 0)), prefix, reason }
+    range(IpAddr::V6(Ipv6Addr::new(first, second, 0, 0, 0, 0, 0, 0)), prefix, reason)
 }
 
 const METADATA: &str = "the cloud instance metadata service";
@@ -45,10 +97,10 @@ const NON_PUBLIC: &[Range] = &[
     v4(198, 51, 100, 0, 24, "a documentation address"),
     v4(203, 0, 113, 0, 24, "a documentation address"),
     v4(224, 0, 0, 0, 3, "a multicast or reserved address"),
-    Range { network: IpAddr::V6(Ipv6Addr::UNSPECIFIED), prefix: 128, reason: "an unspecified address" },
-    Range { network: IpAddr::V6(Ipv6Addr::LOCALHOST), prefix: 128, reason: "a loopback address" },
+    range(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 128, "an unspecified address"),
+    range(IpAddr::V6(Ipv6Addr::LOCALHOST), 128, "a loopback address"),
     // fd00:ec2::254 is EC2's IPv6 metadata service, inside the unique-local range.
-    Range { network: IpAddr::V6(Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254)), prefix: 128, reason: METADATA },
+    range(IpAddr::V6(Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254)), 128, METADATA),
     v6(0, 0, 16, "a reserved address"),
     v6(0x2001, 0x0db8, 32, "a documentation address"),
     v6(0xfc00, 0, 7, UNIQUE_LOCAL),
@@ -67,21 +119,11 @@ const INTERNAL: &[Range] = &[
 
 impl Range {
     fn contains(&self, address: IpAddr) -> bool {
-        match (self.network, address) {
-            (IpAddr::V4(network), IpAddr::V4(address)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
-                u32::from(network) & mask == u32::from(address) & mask
-            }
-            (IpAddr::V6(network), IpAddr::V6(address)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
-                u128::from(network) & mask == u128::from(address) & mask
-            }
-            _ => false,
-        }
+        self.cidr.contains(address)
     }
 
     fn to_network(&self) -> IpNetwork {
-        IpNetwork::new(self.network, self.prefix).expect("the tables hold valid prefixes")
+        IpNetwork::new(self.cidr.address, self.cidr.prefix).expect("the tables hold valid prefixes")
     }
 }
 

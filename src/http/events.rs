@@ -84,7 +84,7 @@ impl EventFilter {
         }
         let source_ip = text("source_ip");
         if let Some(ip) = &source_ip {
-            ip.parse::<crate::detect::detectors::security_group::Cidr>()
+            ip.parse::<crate::net::Cidr>()
                 .map_err(|_| ApiError::bad("source_ip", "source_ip must be an address or CIDR"))?;
         }
         let after = text("cursor")

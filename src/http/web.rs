@@ -1,6 +1,9 @@
 //! The dashboard: static files compiled into the binary (no CDN, no tile server). They hold no
 //! data; every figure comes from the API behind the session cookie. Served with a strict
 //! Content-Security-Policy: scripts, styles and connections only from this origin.
+//!
+//! `index.html` is served at `/`; every other file under `web/` at `/assets/<its path there>`
+//! (`/assets/pages/alerts.js`), from the list `build.rs` writes.
 
 use axum::Router;
 use axum::extract::Path;
@@ -16,15 +19,8 @@ struct Asset {
     body: &'static [u8],
 }
 
-const ASSETS: &[Asset] = &[
-    Asset { path: "app.js", content_type: "text/javascript; charset=utf-8", body: include_bytes!("../../web/app.js") },
-    Asset { path: "app.css", content_type: "text/css; charset=utf-8", body: include_bytes!("../../web/app.css") },
-    Asset {
-        path: "countries-110m.json",
-        content_type: "application/json",
-        body: include_bytes!("../../web/vendor/world-atlas/countries-110m.json"),
-    },
-];
+// `const ASSETS: &[Asset]`, one entry per file under `web/`.
+include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
 
 const INDEX: &[u8] = include_bytes!("../../web/index.html");
 
@@ -32,7 +28,11 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
                    connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 pub fn router() -> Router<ApiContext> {
-    Router::new().route("/", get(index)).route("/assets/{name}", get(asset))
+    routes()
+}
+
+fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new().route("/", get(index)).route("/assets/{*path}", get(asset))
 }
 
 fn with_headers(content_type: &'static str, body: &'static [u8]) -> Response {
@@ -51,9 +51,44 @@ async fn index() -> Response {
     with_headers("text/html; charset=utf-8", INDEX)
 }
 
-async fn asset(Path(name): Path<String>) -> Response {
-    match ASSETS.iter().find(|a| a.path == name) {
+async fn asset(Path(path): Path<String>) -> Response {
+    match ASSETS.iter().find(|a| a.path == path) {
         Some(asset) => with_headers(asset.content_type, asset.body),
         None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn fetch(uri: &str) -> Response {
+        let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
+        routes::<()>().oneshot(request).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_files_under_web_are_served_at_their_paths_there() {
+        let js = "text/javascript; charset=utf-8";
+        for (uri, content_type) in [
+            ("/assets/app.js", js),
+            ("/assets/pages/alerts.js", js),
+            ("/assets/app.css", "text/css; charset=utf-8"),
+            ("/assets/vendor/world-atlas/countries-110m.json", "application/json"),
+        ] {
+            let response = fetch(uri).await;
+            assert_eq!(response.status(), StatusCode::OK, "{uri}");
+            assert_eq!(response.headers()[header::CONTENT_TYPE], content_type, "{uri}");
+            assert!(response.headers().contains_key(header::CONTENT_SECURITY_POLICY), "{uri}");
+        }
+        let index = fetch("/").await;
+        assert_eq!(index.headers()[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        for uri in ["/assets/index.html", "/assets/README.md", "/assets/countries-110m.json", "/assets/pages/none.js"] {
+            assert_eq!(fetch(uri).await.status(), StatusCode::NOT_FOUND, "{uri}");
+        }
     }
 }

@@ -151,8 +151,8 @@ impl Default for ExfiltrationSettings {
 pub struct Detectors {
     pub settings: DetectorSettings,
     metas: Vec<PolicyMeta>,
-    pub(crate) trusted: Vec<security_group::Cidr>,
-    pub(crate) hijack_allowed: Vec<security_group::Cidr>,
+    pub(crate) trusted: Vec<crate::net::Cidr>,
+    pub(crate) hijack_allowed: Vec<crate::net::Cidr>,
 }
 
 impl Detectors {
@@ -173,7 +173,7 @@ impl Detectors {
         disable: &BTreeSet<String>,
         problems: &mut Vec<PolicyProblem>,
     ) -> Self {
-        let mut cidrs = |list: &[String], field: &str| -> Vec<security_group::Cidr> {
+        let mut cidrs = |list: &[String], field: &str| -> Vec<crate::net::Cidr> {
             list.iter()
                 .filter_map(|text| match text.parse() {
                     Ok(cidr) => Some(cidr),

@@ -3,63 +3,13 @@
 //! a public address outside the trusted ranges. Private ranges are never exposure. Severity is
 //! high for admin ports (or all ports) and for a source in a foreign country.
 
-use std::net::IpAddr;
-use std::str::FromStr;
 
 use serde_json::Value;
 
 use super::{Detectors, SG_INGRESS};
 use crate::model::{Finding, Severity};
-use crate::net::is_public;
+use crate::net::{Cidr, is_public};
 use crate::detect::PolicyEvent;
-
-/// An address range, `address/prefix`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    pub address: IpAddr,
-    pub prefix: u8,
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (address, prefix) = match text.trim().split_once('/') {
-            Some((a, p)) => (a, p.parse::<u8>().map_err(|_| format!("bad prefix in {text:?}"))?),
-            None => (text.trim(), if text.contains(':') { 128 } else { 32 }),
-        };
-        let address: IpAddr = address.parse().map_err(|_| format!("bad address in {text:?}"))?;
-        let max = if address.is_ipv4() { 32 } else { 128 };
-        if prefix > max {
-            return Err(format!("prefix longer than {max} in {text:?}"));
-        }
-        Ok(Self { address, prefix })
-    }
-}
-
-impl Cidr {
-    pub fn is_world(&self) -> bool {
-        self.prefix == 0
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.address, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-
-    /// Whether the whole range lies inside `other`.
-    pub fn within(&self, other: &Cidr) -> bool {
-        self.prefix >= other.prefix && other.contains(self.address)
-    }
-}
 
 /// One permission the call adds.
 #[derive(Debug, PartialEq)]
