@@ -1,5 +1,7 @@
 //! What `skywarden demo` prints after importing the sample incident: the questions a SOC
 //! analyst asks first, answered from the stored data.
+//!
+//! Reads alerts and events; imports `alerts`, `db` and `model`.
 
 use sqlx::PgPool;
 

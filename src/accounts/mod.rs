@@ -1,5 +1,8 @@
 //! Onboarded AWS accounts: the role Skywarden assumes in each, the external ID it generated for
 //! it, where its logs are, and the poll jobs that follow from that.
+//!
+//! Imports `aws` (to try the role) and `db`; [`schedule`] says which poll jobs an account has,
+//! `pollers` runs them. Accounts never import `pollers`.
 
 use std::time::Duration;
 

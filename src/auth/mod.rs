@@ -1,5 +1,7 @@
 //! API tokens and roles. A token is `swk_<id>_<secret>`: the id finds the row, the secret is
 //! checked against its stored SHA-256 hash in constant time. Tokens are shown once.
+//!
+//! Imports `db` only; `http` turns tokens and sessions into callers.
 
 pub mod audit;
 pub mod sessions;

@@ -4,6 +4,9 @@
 //! Every client can be pointed at another endpoint (an emulator, a VPC endpoint) with
 //! `SKYWARDEN_AWS_ENDPOINT_URL`, per service with `SKYWARDEN_AWS_ENDPOINT_URL_<SERVICE>`, or per
 //! account.
+//!
+//! The only module that builds SDK clients and assumes roles. Imports `model`; it must not
+//! know about accounts in the database, logs or alerts.
 
 pub mod arn;
 pub mod error;

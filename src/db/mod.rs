@@ -1,5 +1,8 @@
 //! PostgreSQL storage: connection (a server from `DATABASE_URL` or the embedded cluster),
 //! migrations, monthly partitions and the COPY encoder used by bulk ingest.
+//!
+//! Underneath everything: imports only `model`. Knows tables and connections, not what the
+//! rows mean.
 
 pub mod copy;
 pub mod embedded;
@@ -90,6 +93,11 @@ impl DbOptions {
 pub struct Database {
     pub pool: PgPool,
     embedded: Option<EmbeddedPostgres>,
+}
+
+/// The database's clock, so "stored since" compares like with like across machines.
+pub async fn now(pool: &PgPool) -> Result<chrono::DateTime<chrono::Utc>, sqlx::Error> {
+    sqlx::query_scalar!(r#"SELECT now() AS "now!""#).fetch_one(pool).await
 }
 
 impl Database {

@@ -1,6 +1,8 @@
 //! IP geolocation at ingest, from MaxMind DB files: GeoIP2/GeoLite2 City, Country and ASN, and
 //! the flat `country_code` schema of the CC0 ip-location-db databases. Several databases can be
 //! loaded at once (say City and ASN); each field comes from the first database that has it.
+//!
+//! Enrichment only: imports `net` (which addresses are public), nothing that stores or decides.
 
 pub mod centroids;
 

@@ -1,5 +1,10 @@
 //! Config snapshots: the current state of security groups, instances, VPCs, flow-log
 //! configurations, trails and IAM, stored as resource versions with a diff for each change.
+//!
+//! The inventory: [`collect`] reads AWS (one file per service) and converts SDK types into
+//! [`ResourceConfig`]s (pure conversion), [`store`] versions them, [`diff`] compares versions,
+//! [`dump`] replays snapshots kept in a file. Imports `aws`, `db` and `model`; never `ingest`,
+//! `detect` or `posture` (they read the inventory, not the reverse).
 
 pub mod collect;
 pub mod diff;

@@ -1,6 +1,10 @@
 //! Pollers keep onboarded accounts current: one job per (account, region, source), leased by
 //! whichever worker is free (see `jobs`), each run resuming from a checkpoint that is committed
 //! with the data it covers, so a crash never loses or repeats records.
+//!
+//! The orchestration layer under `serve` and `worker`: it imports the stages it drives
+//! (`accounts`, `aws`, `ingest`, `inventory`, `detect`, `posture`) and nothing imports it but
+//! `http` and the binary.
 
 pub mod cloudwatch_logs;
 pub mod jobs;

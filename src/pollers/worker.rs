@@ -78,7 +78,7 @@ impl Worker {
     /// Runs due jobs until none is due, then runs detection over what they stored. Public so
     /// tests drive pollers without sleeping.
     pub async fn run_once(&self) -> Result<Vec<JobReport>, sqlx::Error> {
-        let started = detect::database_now(&self.ctx.pool).await?;
+        let started = crate::db::now(&self.ctx.pool).await?;
         let mut reports = Vec::new();
         while let Some(job) = jobs::claim_due(&self.ctx.pool, &self.id, self.ctx.options.lease).await? {
             reports.push(self.run_claimed(job).await?);
@@ -129,7 +129,7 @@ impl Worker {
         let Some(job) = jobs::claim_due(&self.ctx.pool, &self.id, self.ctx.options.lease).await? else {
             return Ok(false);
         };
-        let started = detect::database_now(&self.ctx.pool).await?;
+        let started = crate::db::now(&self.ctx.pool).await?;
         let report = self.run_claimed(job).await?;
         if report.outcome.as_ref().is_some_and(|o| o.stored > 0) {
             self.detect(Scope::IngestedSince(started)).await;

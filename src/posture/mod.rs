@@ -44,7 +44,7 @@ pub async fn run(
     accounts: &[String],
     alert_at: Option<Severity>,
 ) -> Result<RunReport, FindingsError> {
-    let evaluated_at = crate::detect::database_now(pool).await?;
+    let evaluated_at = crate::db::now(pool).await?;
     let metas = checks.metas();
     findings::save_checks(pool, &metas).await?;
     let accounts = if accounts.is_empty() { AccountResources::accounts(pool).await? } else { accounts.to_vec() };
