@@ -29,4 +29,5 @@ pub mod net;
 pub mod notify;
 pub mod pollers;
 pub mod posture;
+pub mod search;
 pub mod telemetry;

@@ -1,11 +1,9 @@
 //! Alerts: `GET /api/v1/alerts` (viewers) and `POST /api/v1/alerts/{id}/status` (analysts),
 //! which records who changed the status and why.
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -13,10 +11,10 @@ use serde::Deserialize;
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
 use super::extractor::{Caller, RequireRole};
-use super::params::Params;
-use crate::model::AlertStatus;
+use super::query::{TypedQuery, parsed};
 use crate::alerts::store::{self, AlertFilter, AlertStoreError, AlertView, IncidentView};
 use crate::auth::Role;
+use crate::model::AlertStatus;
 
 pub fn router() -> Router<ApiContext> {
     Router::new()
@@ -30,22 +28,24 @@ fn status_of(text: &str) -> Option<AlertStatus> {
     text.parse().ok()
 }
 
-#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(("status" = Option<String>, Query, description = "open, acknowledged, resolved, dismissed or snoozed"), ("policy" = Option<String>, Query, description = "")), responses((status = 200, description = "OK", body = Vec<AlertView>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct AlertQuery {
+    /// Only alerts in this status (either case).
+    #[serde(default, deserialize_with = "parsed::<_, AlertStatus>")]
+    status: Option<AlertStatus>,
+    /// Only alerts of this policy (its id).
+    policy: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(AlertQuery), responses((status = 200, description = "OK", body = Vec<AlertView>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn list(
     _caller: Caller,
     State(context): State<ApiContext>,
-    Query(query): Query<HashMap<String, String>>,
+    TypedQuery(query): TypedQuery<AlertQuery>,
 ) -> Result<Json<Vec<AlertView>>, ApiError> {
-    let params = Params::new(&query, &["status", "policy"])?;
-    let status = params
-        .text("status")
-        .map(|s| {
-            status_of(&s).ok_or_else(|| {
-                ApiError::bad("status", "status must be open, acknowledged, resolved, dismissed or snoozed")
-            })
-        })
-        .transpose()?;
-    let filter = AlertFilter { status, policy_id: params.text("policy"), alert_id: None };
+    let filter = AlertFilter { status: query.status, policy_id: query.policy, alert_id: None };
     let alerts = store::list(&context.db, &filter).await.map_err(|e| ApiError::Internal(e.into()))?;
     Ok(Json(alerts))
 }
@@ -131,15 +131,14 @@ async fn set_status(
         return Err(ApiError::bad("reason", "say why the status changes"));
     }
     let actor = format!("{} ({})", caller.actor(), caller.name);
-    let old =
-        crate::notify::outbox::set_alert_status(&context.db, &id, status, change.until, &actor, &change.reason).await.map_err(
-            |e| match e {
-                AlertStoreError::NotFound(_) => ApiError::NotFound,
-                AlertStoreError::BadId(_) => ApiError::bad("id", "an alert id is a UUID"),
-                AlertStoreError::SnoozeWithoutUntil => ApiError::bad("until", "snoozing needs a future `until`"),
-                other => ApiError::Internal(other.into()),
-            },
-        )?;
+    let old = crate::notify::outbox::set_alert_status(&context.db, &id, status, change.until, &actor, &change.reason)
+        .await
+        .map_err(|e| match e {
+            AlertStoreError::NotFound(_) => ApiError::NotFound,
+            AlertStoreError::BadId(_) => ApiError::bad("id", "an alert id is a UUID"),
+            AlertStoreError::SnoozeWithoutUntil => ApiError::bad("until", "snoozing needs a future `until`"),
+            other => ApiError::Internal(other.into()),
+        })?;
     crate::auth::audit::record(
         &context.db,
         &caller.actor(),

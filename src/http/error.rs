@@ -82,10 +82,10 @@ impl IntoResponse for ApiError {
             other => json!({"error": other.to_string()}),
         };
         let mut response = (self.status(), Json(body)).into_response();
-        if let Self::TooManyRequests(seconds) = &self {
-            if let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string()) {
-                response.headers_mut().insert("retry-after", value);
-            }
+        if let Self::TooManyRequests(seconds) = &self
+            && let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string())
+        {
+            response.headers_mut().insert("retry-after", value);
         }
         if matches!(self, Self::Unauthorized) {
             response.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));

@@ -1,40 +1,28 @@
-//! The audit trail: `GET /api/v1/events` with filters and keyset pagination, and one event with
-//! its raw JSON at `GET /api/v1/events/{account}/{event_id}`.
-
-use std::collections::HashMap;
+//! The audit trail: `GET /api/v1/events` with filters and keyset pagination, the same search as
+//! a file at `GET /api/v1/events/export`, and one event with its raw JSON at
+//! `GET /api/v1/events/{account}/{event_id}`. The search itself is [`crate::search::events`].
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
 use super::extractor::Caller;
-use super::params::Params;
+use super::query::{Limit, TypedQuery, checked, time};
+use crate::net::Cidr;
+use crate::search::contains_pattern;
+use crate::search::events::{EventFilter, EventKey, EventSummary, search};
 
 pub const MAX_LIMIT: i64 = 1000;
 const DEFAULT_LIMIT: i64 = 100;
-const FILTERS: &[&str] = &[
-    "account",
-    "principal",
-    "event_name",
-    "event_source",
-    "resource",
-    "source_ip",
-    "country",
-    "since",
-    "until",
-    "failed",
-    "read_only",
-    "q",
-    "limit",
-    "cursor",
-];
 /// Rows one export may hold.
 pub const EXPORT_MAX: i64 = 100_000;
+type PageLimit = Limit<MAX_LIMIT, DEFAULT_LIMIT>;
+type ExportLimit = Limit<EXPORT_MAX, EXPORT_MAX>;
 
 pub fn router() -> Router<ApiContext> {
     Router::new()
@@ -43,70 +31,167 @@ pub fn router() -> Router<ApiContext> {
         .route("/api/v1/events/{account}/{event_id}", get(one))
 }
 
-/// An audit-trail search (the query string of `GET /api/v1/events`, parsed).
-#[derive(Debug, Default, Clone)]
-pub struct EventFilter {
-    pub account: Option<String>,
-    pub principal: Option<String>,
-    pub event_name: Option<String>,
-    pub event_source: Option<String>,
-    pub resource: Option<String>,
-    pub source_ip: Option<String>,
-    pub country: Option<String>,
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-    pub failed: Option<bool>,
-    pub read_only: Option<bool>,
-    /// Text anywhere in the raw event (a scan: the last resort when no field filter fits).
-    pub text: Option<String>,
-    pub limit: i64,
-    pub after: Option<(DateTime<Utc>, String, String)>,
+/// The filters of `GET /api/v1/events`; they combine (AND).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct EventQuery {
+    /// A 12-digit account id.
+    account: Option<String>,
+    /// An ARN (`arn:…`) or a user name.
+    principal: Option<String>,
+    /// e.g. `ConsoleLogin`.
+    event_name: Option<String>,
+    /// e.g. `ec2.amazonaws.com`.
+    event_source: Option<String>,
+    /// A resource id such as `sg-…` or `i-…`.
+    resource: Option<String>,
+    /// An address or CIDR.
+    #[serde(default, deserialize_with = "checked::<_, Cidr>")]
+    source_ip: Option<String>,
+    /// ISO 3166 alpha-2, either case.
+    country: Option<String>,
+    /// From this time on (RFC 3339).
+    #[serde(default, deserialize_with = "time")]
+    since: Option<DateTime<Utc>>,
+    /// Before this time (RFC 3339).
+    #[serde(default, deserialize_with = "time")]
+    until: Option<DateTime<Utc>>,
+    /// Only events that failed (an error code or message), or only those that did not.
+    failed: Option<bool>,
+    /// Only reads, or only changes.
+    read_only: Option<bool>,
+    /// Text anywhere in the raw event, 3 to 200 characters (a scan: slow over much data).
+    #[serde(default, deserialize_with = "full_text")]
+    q: Option<String>,
+    /// Events per page.
+    #[serde(default)]
+    #[param(inline)]
+    limit: PageLimit,
+    /// `next_cursor` of the previous page.
+    #[serde(default, deserialize_with = "cursor")]
+    #[param(value_type = Option<String>)]
+    cursor: Option<EventKey>,
 }
 
-impl EventFilter {
-    /// Parses the query string, naming the field of the first bad value.
-    fn parse(query: &HashMap<String, String>) -> Result<Self, ApiError> {
-        Self::parse_with(query, FILTERS, DEFAULT_LIMIT, MAX_LIMIT)
+impl From<EventQuery> for EventFilter {
+    fn from(query: EventQuery) -> Self {
+        Self {
+            account: query.account,
+            principal: query.principal,
+            event_name: query.event_name,
+            event_source: query.event_source,
+            resource: query.resource,
+            source_ip: query.source_ip,
+            country: query.country.map(|c| c.to_ascii_uppercase()),
+            since: query.since,
+            until: query.until,
+            failed: query.failed,
+            read_only: query.read_only,
+            text: query.q.as_deref().map(contains_pattern),
+            limit: query.limit.0,
+            after: query.cursor,
+        }
     }
+}
 
-    fn parse_with(
-        query: &HashMap<String, String>,
-        known: &[&'static str],
-        default_limit: i64,
-        max_limit: i64,
-    ) -> Result<Self, ApiError> {
-        let params = Params::new(query, known)?;
-        let text = |name: &str| params.text(name);
-        let limit = params.limit(default_limit, max_limit)?;
-        let full_text = text("q");
-        if full_text.as_ref().is_some_and(|q| q.chars().count() < 3 || q.len() > 200) {
-            return Err(ApiError::bad("q", "q must be 3 to 200 characters"));
+/// What an export is written as.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum ExportFormat {
+    /// For spreadsheets.
+    #[default]
+    Csv,
+    /// One JSON object a line, for tools.
+    Jsonl,
+}
+
+impl ExportFormat {
+    fn extension(self) -> &'static str {
+        match self {
+            Self::Csv => "csv",
+            Self::Jsonl => "jsonl",
         }
-        let source_ip = text("source_ip");
-        if let Some(ip) = &source_ip {
-            ip.parse::<crate::net::Cidr>()
-                .map_err(|_| ApiError::bad("source_ip", "source_ip must be an address or CIDR"))?;
-        }
-        let after = text("cursor")
-            .map(|c| decode_cursor(&c).ok_or_else(|| ApiError::bad("cursor", "cursor is not one this API gave")))
-            .transpose()?;
-        Ok(Self {
-            account: text("account"),
-            principal: text("principal"),
-            event_name: text("event_name"),
-            event_source: text("event_source"),
-            resource: text("resource"),
-            source_ip,
-            country: text("country").map(|c| c.to_ascii_uppercase()),
-            since: params.time("since")?,
-            until: params.time("until")?,
-            failed: params.flag("failed")?,
-            read_only: params.flag("read_only")?,
-            text: full_text.map(|q| format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))),
-            limit,
-            after,
-        })
     }
+}
+
+/// The filters of `GET /api/v1/events/export`: those of the audit trail without its paging,
+/// and the file format.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ExportQuery {
+    /// `csv` (the default) or `jsonl`.
+    #[serde(default)]
+    #[param(inline)]
+    format: ExportFormat,
+    /// A 12-digit account id.
+    account: Option<String>,
+    /// An ARN (`arn:…`) or a user name.
+    principal: Option<String>,
+    /// e.g. `ConsoleLogin`.
+    event_name: Option<String>,
+    /// e.g. `ec2.amazonaws.com`.
+    event_source: Option<String>,
+    /// A resource id such as `sg-…` or `i-…`.
+    resource: Option<String>,
+    /// An address or CIDR.
+    #[serde(default, deserialize_with = "checked::<_, Cidr>")]
+    source_ip: Option<String>,
+    /// ISO 3166 alpha-2, either case.
+    country: Option<String>,
+    /// From this time on (RFC 3339).
+    #[serde(default, deserialize_with = "time")]
+    since: Option<DateTime<Utc>>,
+    /// Before this time (RFC 3339).
+    #[serde(default, deserialize_with = "time")]
+    until: Option<DateTime<Utc>>,
+    /// Only events that failed (an error code or message), or only those that did not.
+    failed: Option<bool>,
+    /// Only reads, or only changes.
+    read_only: Option<bool>,
+    /// Text anywhere in the raw event, 3 to 200 characters (a scan: slow over much data).
+    #[serde(default, deserialize_with = "full_text")]
+    q: Option<String>,
+    /// Events in the file, newest first.
+    #[serde(default)]
+    #[param(inline)]
+    limit: ExportLimit,
+}
+
+impl From<ExportQuery> for EventFilter {
+    fn from(query: ExportQuery) -> Self {
+        Self {
+            account: query.account,
+            principal: query.principal,
+            event_name: query.event_name,
+            event_source: query.event_source,
+            resource: query.resource,
+            source_ip: query.source_ip,
+            country: query.country.map(|c| c.to_ascii_uppercase()),
+            since: query.since,
+            until: query.until,
+            failed: query.failed,
+            read_only: query.read_only,
+            text: query.q.as_deref().map(contains_pattern),
+            limit: query.limit.0,
+            after: None,
+        }
+    }
+}
+
+/// `q`: 3 to 200 characters.
+fn full_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.chars().count() < 3 || text.len() > 200 {
+        return Err(serde::de::Error::invalid_value(serde::de::Unexpected::Str(&text), &"3 to 200 characters"));
+    }
+    Ok(Some(text))
+}
+
+fn cursor<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<EventKey>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    decode_cursor(&text).map(Some).ok_or_else(|| serde::de::Error::custom("cursor is not one this API gave"))
 }
 
 /// Cursors are opaque to clients: the position of the last event returned, hex-encoded.
@@ -117,8 +202,8 @@ fn encode_cursor(time: DateTime<Utc>, account: &str, event_id: &str) -> String {
         .collect()
 }
 
-fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, String, String)> {
-    if cursor.len() % 2 != 0 || cursor.len() > 2048 {
+fn decode_cursor(cursor: &str) -> Option<EventKey> {
+    if !cursor.len().is_multiple_of(2) || cursor.len() > 2048 {
         return None;
     }
     let bytes: Option<Vec<u8>> =
@@ -132,37 +217,18 @@ fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, String, String)> {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct EventSummary {
-    pub account_id: String,
-    pub event_id: String,
-    pub event_time: DateTime<Utc>,
-    pub region: Option<String>,
-    pub event_source: Option<String>,
-    pub event_name: Option<String>,
-    pub principal_arn: Option<String>,
-    pub user_name: Option<String>,
-    pub source_ip: Option<String>,
-    pub user_agent: Option<String>,
-    pub error_code: Option<String>,
-    pub read_only: Option<bool>,
-    pub resource_ids: Vec<String>,
-    pub country: Option<String>,
-    pub city: Option<String>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventPage {
     pub events: Vec<EventSummary>,
     pub next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/events", tag = "audit trail", params(("account" = Option<String>, Query, description = ""), ("principal" = Option<String>, Query, description = "ARN or user name"), ("event_name" = Option<String>, Query, description = ""), ("event_source" = Option<String>, Query, description = ""), ("resource" = Option<String>, Query, description = "a resource id such as sg-… or i-…"), ("source_ip" = Option<String>, Query, description = "address or CIDR"), ("country" = Option<String>, Query, description = "ISO 3166 alpha-2"), ("since" = Option<String>, Query, description = "RFC 3339"), ("until" = Option<String>, Query, description = "RFC 3339"), ("failed" = Option<bool>, Query, description = ""), ("read_only" = Option<bool>, Query, description = ""), ("q" = Option<String>, Query, description = "text anywhere in the raw event, 3 to 200 characters"), ("limit" = Option<i64>, Query, description = "1 to 1000"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")), responses((status = 200, description = "OK", body = EventPage), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+#[utoipa::path(get, path = "/api/v1/events", tag = "audit trail", params(EventQuery), responses((status = 200, description = "OK", body = EventPage), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn list(
     caller: Caller,
     State(context): State<ApiContext>,
-    Query(query): Query<HashMap<String, String>>,
+    TypedQuery(query): TypedQuery<EventQuery>,
 ) -> Result<Json<EventPage>, ApiError> {
-    let filter = EventFilter::parse(&query)?;
+    let filter = EventFilter::from(query);
     tracing::debug!(token = %caller.token_id, ?filter, "event search");
     let events = search(&context.db, &filter).await?;
     let next_cursor = (events.len() as i64 == filter.limit)
@@ -171,91 +237,20 @@ async fn list(
     Ok(Json(EventPage { events, next_cursor }))
 }
 
-/// Runs a search: the query behind the audit trail (and its benchmark).
-pub async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Vec<EventSummary>, sqlx::Error> {
-    let (after_time, after_account, after_id) = match filter.after.clone() {
-        Some((t, a, i)) => (Some(t), Some(a), Some(i)),
-        None => (None, None, None),
-    };
-    // A principal is an ARN or a user name, never both: one condition each lets the planner
-    // walk one index in time order (an OR of two columns cannot).
-    let (principal_arn, user_name) = match &filter.principal {
-        Some(p) if p.starts_with("arn:") => (Some(p.as_str()), None),
-        Some(p) => (None, Some(p.as_str())),
-        None => (None, None),
-    };
-    sqlx::query_as!(
-        EventSummary,
-        // The page's keys first, from the narrowest rows the indexes give, then its columns:
-        // sorting thousands of matches by time needs only their keys.
-        r#"WITH page AS (
-               SELECT account_id, event_time, event_id
-               FROM cloudtrail_events
-               WHERE ($1::text IS NULL OR account_id = $1)
-                 AND ($2::text IS NULL OR principal_arn = $2)
-                 AND ($17::text IS NULL OR user_name = $17)
-                 AND ($3::text IS NULL OR event_name = $3)
-                 AND ($4::text IS NULL OR event_source = $4)
-                 AND ($5::text IS NULL OR resource_ids @> ARRAY[$5::text])
-                 AND ($6::text IS NULL OR (source_ip <<= $6::text::inet
-                      -- The same as a range, which the planner can estimate from its statistics (it
-                      -- cannot for <<=): an address nobody used is then found absent at once.
-                      AND source_ip >= set_masklen(network($6::text::inet), CASE family($6::text::inet) WHEN 4 THEN 32 ELSE 128 END)
-                      AND source_ip <= set_masklen(broadcast($6::text::inet), CASE family($6::text::inet) WHEN 4 THEN 32 ELSE 128 END)))
-                 AND ($7::text IS NULL OR geo_country = $7)
-                 AND ($8::timestamptz IS NULL OR event_time >= $8)
-                 AND ($9::timestamptz IS NULL OR event_time < $9)
-                 AND ($10::bool IS NULL OR (error_code IS NOT NULL OR error_message IS NOT NULL) = $10)
-                 AND ($11::bool IS NULL OR read_only = $11)
-                 AND ($12::timestamptz IS NULL OR (event_time, account_id, event_id) < ($12, $13::text, $14::text))
-                 AND ($16::text IS NULL OR raw::text ILIKE $16)
-               ORDER BY event_time DESC, account_id DESC, event_id DESC
-               LIMIT $15)
-           SELECT c.account_id, c.event_id, c.event_time, c.region, c.event_source, c.event_name, c.principal_arn,
-                  c.user_name, c.source_ip_text AS source_ip, c.user_agent, c.error_code, c.read_only, c.resource_ids,
-                  c.geo_country AS country, c.geo_city AS city
-           FROM cloudtrail_events c JOIN page USING (account_id, event_time, event_id)
-           ORDER BY c.event_time DESC, c.account_id DESC, c.event_id DESC"#,
-        filter.account,
-        principal_arn,
-        filter.event_name,
-        filter.event_source,
-        filter.resource,
-        filter.source_ip,
-        filter.country,
-        filter.since,
-        filter.until,
-        filter.failed,
-        filter.read_only,
-        after_time,
-        after_account,
-        after_id,
-        filter.limit,
-        filter.text,
-        user_name,
-    )
-    .fetch_all(db)
-    .await
-}
-
 /// The search as a file: `format=csv` (for spreadsheets) or `format=jsonl` (for tools), up to
 /// `EXPORT_MAX` events, newest first.
-#[utoipa::path(get, path = "/api/v1/events/export", tag = "audit trail", params(("format" = Option<String>, Query, description = "csv or jsonl"), ("account" = Option<String>, Query, description = ""), ("principal" = Option<String>, Query, description = ""), ("event_name" = Option<String>, Query, description = ""), ("event_source" = Option<String>, Query, description = ""), ("resource" = Option<String>, Query, description = ""), ("source_ip" = Option<String>, Query, description = ""), ("country" = Option<String>, Query, description = ""), ("since" = Option<String>, Query, description = ""), ("until" = Option<String>, Query, description = ""), ("failed" = Option<bool>, Query, description = ""), ("read_only" = Option<bool>, Query, description = ""), ("q" = Option<String>, Query, description = ""), ("limit" = Option<i64>, Query, description = "1 to 100000")), responses((status = 200, description = "OK", body = String), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+#[utoipa::path(get, path = "/api/v1/events/export", tag = "audit trail", params(ExportQuery), responses((status = 200, description = "OK", body = String), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn export(
     caller: Caller,
     State(context): State<ApiContext>,
-    Query(mut query): Query<HashMap<String, String>>,
+    TypedQuery(query): TypedQuery<ExportQuery>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    let format = query.remove("format").unwrap_or_else(|| "csv".into());
-    if format != "csv" && format != "jsonl" {
-        return Err(ApiError::bad("format", "format must be csv or jsonl"));
-    }
-    let known: Vec<&'static str> = FILTERS.iter().copied().filter(|f| *f != "cursor").collect();
-    let filter = EventFilter::parse_with(&query, &known, EXPORT_MAX, EXPORT_MAX)?;
+    let format = query.format;
+    let filter = EventFilter::from(query);
     let events = search(&context.db, &filter).await?;
-    tracing::info!(token = %caller.token_id, rows = events.len(), format, "event export");
-    let (content_type, body) = if format == "csv" {
+    tracing::info!(token = %caller.token_id, rows = events.len(), format = format.extension(), "event export");
+    let (content_type, body) = if format == ExportFormat::Csv {
         ("text/csv; charset=utf-8", events_csv(&events))
     } else {
         let mut body = String::new();
@@ -265,7 +260,7 @@ async fn export(
         }
         ("application/x-ndjson", body)
     };
-    let disposition = format!("attachment; filename=\"skywarden-events.{format}\"");
+    let disposition = format!("attachment; filename=\"skywarden-events.{}\"", format.extension());
     Ok((
         [
             (axum::http::header::CONTENT_TYPE, content_type.to_owned()),

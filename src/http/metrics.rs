@@ -13,7 +13,10 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::get;
 
+use sqlx::PgPool;
+
 use super::ApiContext;
+use crate::pollers::jobs::JobStatus;
 
 /// Request counters, by route template and status (never the raw path: ids stay out).
 #[derive(Default)]
@@ -54,9 +57,36 @@ pub fn router(context: ApiContext) -> Router {
 
 async fn render(State(context): State<ApiContext>) -> String {
     let mut out = String::new();
+    write_requests(&mut out, &context.metrics);
+    let open = open_alerts(&context.db).await;
+    let stored = stored_rows(&context.db).await;
+    out.push_str("# HELP skywarden_up Whether the database answered this scrape.\n# TYPE skywarden_up gauge\n");
+    let _ = writeln!(out, "skywarden_up {}", u8::from(open.is_ok() && stored.is_ok()));
+    if let Ok(rows) = open {
+        out.push_str("# HELP skywarden_alerts_open Open alerts by severity.\n# TYPE skywarden_alerts_open gauge\n");
+        for (severity, count) in rows {
+            let _ = writeln!(out, "skywarden_alerts_open{{severity=\"{severity}\"}} {count}");
+        }
+    }
+    write_alerts_raised(&mut out, &context.db).await;
+    if let Ok(jobs) = crate::pollers::jobs::statuses(&context.db, None).await {
+        write_notifications(&mut out, &context.db).await;
+        write_poll_jobs(&mut out, &jobs);
+    }
+    if let Ok((events, flows)) = stored {
+        out.push_str("# HELP skywarden_events_stored Stored CloudTrail events (planner estimate).\n# TYPE skywarden_events_stored gauge\n");
+        let _ = writeln!(out, "skywarden_events_stored {events}");
+        out.push_str("# HELP skywarden_flow_records_stored Stored flow records (planner estimate).\n# TYPE skywarden_flow_records_stored gauge\n");
+        let _ = writeln!(out, "skywarden_flow_records_stored {flows}");
+    }
+    out
+}
+
+/// Requests and the time spent answering them, from this process's counters.
+fn write_requests(out: &mut String, metrics: &Metrics) {
     out.push_str("# HELP skywarden_http_requests_total HTTP requests by route template and status.\n");
     out.push_str("# TYPE skywarden_http_requests_total counter\n");
-    let requests = context.metrics.requests.lock().expect("metrics lock").clone();
+    let requests = metrics.requests.lock().expect("metrics lock").clone();
     for ((route, status), (count, _)) in &requests {
         let _ = writeln!(out, "skywarden_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}");
     }
@@ -68,30 +98,35 @@ async fn render(State(context): State<ApiContext>) -> String {
             "skywarden_http_request_duration_seconds_sum{{route=\"{route}\",status=\"{status}\"}} {seconds}"
         );
     }
-    let open = sqlx::query!(
+}
+
+/// Open alerts (and snoozes that ran out) by severity.
+async fn open_alerts(db: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let rows = sqlx::query!(
         r#"SELECT severity::text AS "severity!", count(*) AS "count!" FROM alerts
            WHERE status = 'open' OR (status = 'snoozed' AND snoozed_until <= now()) GROUP BY 1"#
     )
-    .fetch_all(&context.db)
-    .await;
-    let stored = sqlx::query!(
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.severity, row.count)).collect())
+}
+
+/// Stored events and flow records, as the planner estimates them (a count would scan).
+async fn stored_rows(db: &PgPool) -> Result<(f64, f64), sqlx::Error> {
+    let row = sqlx::query!(
         r#"SELECT coalesce(sum(reltuples) FILTER (WHERE c.relname LIKE 'cloudtrail\_events\_p%'), 0)::float8 AS "events!",
                   coalesce(sum(reltuples) FILTER (WHERE c.relname LIKE 'flow\_records\_p%'), 0)::float8 AS "flows!"
            FROM pg_class c WHERE c.relkind = 'r' AND c.reltuples > 0"#
     )
-    .fetch_one(&context.db)
-    .await;
-    out.push_str("# HELP skywarden_up Whether the database answered this scrape.\n# TYPE skywarden_up gauge\n");
-    let _ = writeln!(out, "skywarden_up {}", u8::from(open.is_ok() && stored.is_ok()));
-    if let Ok(rows) = open {
-        out.push_str("# HELP skywarden_alerts_open Open alerts by severity.\n# TYPE skywarden_alerts_open gauge\n");
-        for row in rows {
-            let _ = writeln!(out, "skywarden_alerts_open{{severity=\"{}\"}} {}", row.severity, row.count);
-        }
-    }
+    .fetch_one(db)
+    .await?;
+    Ok((row.events, row.flows))
+}
+
+async fn write_alerts_raised(out: &mut String, db: &PgPool) {
     let raised =
         sqlx::query!(r#"SELECT policy_id, count(*) AS "count!" FROM alerts GROUP BY policy_id ORDER BY policy_id"#)
-            .fetch_all(&context.db)
+            .fetch_all(db)
             .await;
     if let Ok(rows) = raised {
         out.push_str("# HELP skywarden_alerts_raised_total Alerts raised, by policy.\n# TYPE skywarden_alerts_raised_total counter\n");
@@ -104,45 +139,47 @@ async fn render(State(context): State<ApiContext>) -> String {
             );
         }
     }
-    if let Ok(jobs) = crate::pollers::jobs::statuses(&context.db, None).await {
-        // Dead letters are what an operator alerts on: deliveries that gave up.
-        if let Ok(counts) = crate::notify::outbox::counts(&context.db).await {
-            out.push_str("# HELP skywarden_notifications Notification deliveries by state (dead: gave up).\n# TYPE skywarden_notifications gauge\n");
-            for state in ["pending", "sending", "delivered", "dead"] {
-                let count = counts.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
-                let _ = writeln!(out, "skywarden_notifications{{state=\"{state}\"}} {count}");
-            }
-        }
-        out.push_str("# HELP skywarden_poll_lag_seconds Age of the newest data a poll job has covered.\n# TYPE skywarden_poll_lag_seconds gauge\n");
-        let label = |text: &str| text.replace('\\', "\\\\").replace('"', "\\\"");
-        let labels = |job: &crate::pollers::jobs::JobStatus| {
-            format!(
-                "account=\"{}\",region=\"{}\",source=\"{}\",target=\"{}\"",
-                label(&job.account_id),
-                label(&job.region),
-                label(&job.source),
-                label(&job.target)
-            )
-        };
-        for job in jobs.iter().filter(|j| j.enabled) {
-            if let Some(lag) = job.lag_seconds {
-                let _ = writeln!(out, "skywarden_poll_lag_seconds{{{}}} {lag}", labels(job));
-            }
-        }
-        out.push_str("# HELP skywarden_poll_failures Consecutive failed runs of a poll job.\n# TYPE skywarden_poll_failures gauge\n");
-        for job in jobs.iter().filter(|j| j.enabled) {
-            let _ = writeln!(out, "skywarden_poll_failures{{{}}} {}", labels(job), job.consecutive_failures);
-        }
-        out.push_str("# HELP skywarden_poll_items_total Records a poll job has stored.\n# TYPE skywarden_poll_items_total counter\n");
-        for job in jobs.iter().filter(|j| j.enabled) {
-            let _ = writeln!(out, "skywarden_poll_items_total{{{}}} {}", labels(job), job.items_total);
+}
+
+async fn write_notifications(out: &mut String, db: &PgPool) {
+    // Dead letters are what an operator alerts on: deliveries that gave up.
+    if let Ok(counts) = crate::notify::outbox::counts(db).await {
+        out.push_str("# HELP skywarden_notifications Notification deliveries by state (dead: gave up).\n# TYPE skywarden_notifications gauge\n");
+        for state in ["pending", "sending", "delivered", "dead"] {
+            let count = counts.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
+            let _ = writeln!(out, "skywarden_notifications{{state=\"{state}\"}} {count}");
         }
     }
-    if let Ok(row) = stored {
-        out.push_str("# HELP skywarden_events_stored Stored CloudTrail events (planner estimate).\n# TYPE skywarden_events_stored gauge\n");
-        let _ = writeln!(out, "skywarden_events_stored {}", row.events);
-        out.push_str("# HELP skywarden_flow_records_stored Stored flow records (planner estimate).\n# TYPE skywarden_flow_records_stored gauge\n");
-        let _ = writeln!(out, "skywarden_flow_records_stored {}", row.flows);
+}
+
+/// Lag, failures and items of each enabled poll job.
+fn write_poll_jobs(out: &mut String, jobs: &[JobStatus]) {
+    out.push_str("# HELP skywarden_poll_lag_seconds Age of the newest data a poll job has covered.\n# TYPE skywarden_poll_lag_seconds gauge\n");
+    let label = |text: &str| text.replace('\\', "\\\\").replace('"', "\\\"");
+    let labels = |job: &JobStatus| {
+        format!(
+            "account=\"{}\",region=\"{}\",source=\"{}\",target=\"{}\"",
+            label(&job.account_id),
+            label(&job.region),
+            label(&job.source),
+            label(&job.target)
+        )
+    };
+    for job in jobs.iter().filter(|j| j.enabled) {
+        if let Some(lag) = job.lag_seconds {
+            let _ = writeln!(out, "skywarden_poll_lag_seconds{{{}}} {lag}", labels(job));
+        }
     }
-    out
+    out.push_str(
+        "# HELP skywarden_poll_failures Consecutive failed runs of a poll job.\n# TYPE skywarden_poll_failures gauge\n",
+    );
+    for job in jobs.iter().filter(|j| j.enabled) {
+        let _ = writeln!(out, "skywarden_poll_failures{{{}}} {}", labels(job), job.consecutive_failures);
+    }
+    out.push_str(
+        "# HELP skywarden_poll_items_total Records a poll job has stored.\n# TYPE skywarden_poll_items_total counter\n",
+    );
+    for job in jobs.iter().filter(|j| j.enabled) {
+        let _ = writeln!(out, "skywarden_poll_items_total{{{}}} {}", labels(job), job.items_total);
+    }
 }

@@ -1,12 +1,12 @@
 //! Alert routing over HTTP: channels (admins change them; secrets go in and never come out),
 //! routes, the test button, and deliveries with their dead letters (analysts retry them).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use serde::Deserialize;
@@ -15,8 +15,9 @@ use serde_json::{Value, json};
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
 use super::extractor::{Caller, RequireRole};
-use super::params::Params;
+use super::query::{Limit, TypedQuery};
 use crate::auth::{Role, audit};
+use crate::notify::channel_schema::{self, ChannelSchema};
 use crate::notify::channels::{self, ChannelError, ChannelKind, ChannelSpec, ChannelUpdate, ChannelView, SecretInput};
 use crate::notify::outbox::{self, DeliveryFilter, DeliveryView};
 use crate::notify::routes::{self, RouteSpec, RouteView};
@@ -26,6 +27,8 @@ use crate::notify::sender::Attempt;
 pub fn router() -> Router<ApiContext> {
     Router::new()
         .route("/api/v1/channels", get(list_channels).post(create_channel))
+        // Static, so it is never taken for a channel id.
+        .route("/api/v1/channels/schema", get(channel_form))
         .route("/api/v1/channels/{id}", axum::routing::patch(update_channel).delete(delete_channel))
         .route("/api/v1/channels/{id}/test", post(test_channel))
         .route("/api/v1/routes", get(list_routes).post(create_route))
@@ -105,6 +108,13 @@ fn secret_values(secrets: BTreeMap<String, Secret>) -> BTreeMap<String, SecretIn
 async fn list_channels(caller: Caller, State(context): State<ApiContext>) -> Result<Json<Vec<ChannelView>>, ApiError> {
     caller.require(Role::Analyst)?;
     Ok(Json(channels::list(&context.db).await.map_err(channel_error)?))
+}
+
+/// The form of each channel kind: its settings and secrets, how to ask for each, their choices,
+/// defaults and hints (the dashboard builds its channel form from it).
+#[utoipa::path(get, path = "/api/v1/channels/schema", tag = "notifications", responses((status = 200, body = ChannelSchema), (status = 401, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn channel_form(_caller: Caller) -> Json<ChannelSchema> {
+    Json(channel_schema::schema())
 }
 
 #[utoipa::path(post, path = "/api/v1/channels", tag = "notifications", request_body = NewChannel, responses((status = 201, body = ChannelView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
@@ -254,42 +264,71 @@ async fn delete_route(
     Ok(Json(json!({"deleted": id, "name": name})))
 }
 
+/// Where a delivery is.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum DeliveryState {
+    Pending,
+    Sending,
+    Delivered,
+    /// Gave up.
+    Dead,
+}
+
+impl DeliveryState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sending => "sending",
+            Self::Delivered => "delivered",
+            Self::Dead => "dead",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct DeliveryQuery {
+    /// Only deliveries in this state.
+    #[param(inline)]
+    state: Option<DeliveryState>,
+    /// Only deliveries to this channel (its id).
+    channel: Option<i64>,
+    /// Only deliveries of this alert (its id, a UUID).
+    #[serde(default, deserialize_with = "alert_id")]
+    alert: Option<String>,
+    /// How many, newest first.
+    #[serde(default)]
+    #[param(inline)]
+    limit: DeliveryLimit,
+}
+
+type DeliveryLimit = Limit<1000, 200>;
+
+fn alert_id<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let id = String::deserialize(deserializer)?;
+    if !crate::model::is_alert_id(&id) {
+        return Err(serde::de::Error::custom("an alert id is a UUID"));
+    }
+    Ok(Some(id))
+}
+
 /// Deliveries, newest first; `state=dead` lists what gave up.
-#[utoipa::path(get, path = "/api/v1/deliveries", tag = "notifications", params(("state" = Option<String>, Query, description = "pending, sending, delivered or dead"), ("channel" = Option<i64>, Query), ("alert" = Option<String>, Query, description = "an alert id"), ("limit" = Option<i64>, Query, description = "1 to 1000, default 200")), responses((status = 200, body = Vec<DeliveryView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+#[utoipa::path(get, path = "/api/v1/deliveries", tag = "notifications", params(DeliveryQuery), responses((status = 200, body = Vec<DeliveryView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn list_deliveries(
     caller: Caller,
     State(context): State<ApiContext>,
-    Query(query): Query<HashMap<String, String>>,
+    query: Result<TypedQuery<DeliveryQuery>, ApiError>,
 ) -> Result<Json<Vec<DeliveryView>>, ApiError> {
     caller.require(Role::Analyst)?;
-    let params = Params::new(&query, &["state", "channel", "alert", "limit"])?;
-    let state = params.text("state");
-    if let Some(state) = &state
-        && !["pending", "sending", "delivered", "dead"].contains(&state.as_str())
-    {
-        return Err(ApiError::bad("state", "state is pending, sending, delivered or dead"));
-    }
-    let channel_id = params
-        .text("channel")
-        .map(|c| c.parse::<i64>().map_err(|_| ApiError::bad("channel", "a channel id is an integer")))
-        .transpose()?;
-    let alert_id = params.text("alert");
-    if let Some(alert) = &alert_id
-        && !crate::model::is_alert_id(alert)
-    {
-        return Err(ApiError::bad("alert", "an alert id is a UUID"));
-    }
-    let limit = params
-        .text("limit")
-        .map(|l| {
-            l.parse::<i64>()
-                .ok()
-                .filter(|l| (1..=1000).contains(l))
-                .ok_or_else(|| ApiError::bad("limit", "limit is 1 to 1000"))
-        })
-        .transpose()?
-        .unwrap_or(200);
-    let filter = DeliveryFilter { state, channel_id, alert_id, limit };
+    let TypedQuery(query) = query?;
+    let filter = DeliveryFilter {
+        state: query.state.map(|s| s.as_str().to_owned()),
+        channel_id: query.channel,
+        alert_id: query.alert,
+        limit: query.limit.0,
+    };
     Ok(Json(outbox::list(&context.db, &filter).await.map_err(|e| ApiError::Internal(e.into()))?))
 }
 

@@ -1,12 +1,10 @@
 //! Posture over HTTP: scores per account and section (with the trend), findings with their
 //! cause and history, the checks and their framework controls, suppressions, and a run now.
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use chrono::{DateTime, Utc};
@@ -16,7 +14,7 @@ use serde_json::{Value, json};
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
 use super::extractor::{Caller, RequireRole};
-use super::params::Params;
+use super::query::TypedQuery;
 use crate::auth::{Role, audit};
 use crate::posture::findings::{self, FindingFilter, FindingView, FindingsError, ScoreView, Suppression};
 
@@ -35,42 +33,72 @@ fn internal(error: impl Into<anyhow::Error>) -> ApiError {
     ApiError::Internal(error.into())
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ScoreQuery {
+    /// Only this account (12 digits).
+    account: Option<String>,
+    /// Every evaluation instead of the latest.
+    #[serde(default)]
+    trend: bool,
+}
+
 /// Latest score per account and section; `trend=true` gives every evaluation, oldest first.
-#[utoipa::path(get, path = "/api/v1/posture/scores", tag = "posture", params(("account" = Option<String>, Query), ("trend" = Option<bool>, Query, description = "every evaluation instead of the latest")), responses((status = 200, body = Vec<ScoreView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+#[utoipa::path(get, path = "/api/v1/posture/scores", tag = "posture", params(ScoreQuery), responses((status = 200, body = Vec<ScoreView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn scores(
     _caller: Caller,
     State(context): State<ApiContext>,
-    Query(query): Query<HashMap<String, String>>,
+    TypedQuery(query): TypedQuery<ScoreQuery>,
 ) -> Result<Json<Vec<ScoreView>>, ApiError> {
-    let params = Params::new(&query, &["account", "trend"])?;
-    let trend = match params.text("trend").as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(_) => return Err(ApiError::bad("trend", "trend is true or false")),
-    };
-    let account = params.text("account");
-    Ok(Json(findings::scores(&context.db, account.as_deref(), !trend).await.map_err(internal)?))
+    Ok(Json(findings::scores(&context.db, query.account.as_deref(), !query.trend).await.map_err(internal)?))
 }
 
-#[utoipa::path(get, path = "/api/v1/posture/findings", tag = "posture", params(("status" = Option<String>, Query, description = "open (default), resolved or all"), ("account" = Option<String>, Query), ("check" = Option<String>, Query), ("section" = Option<String>, Query), ("resource" = Option<String>, Query)), responses((status = 200, body = Vec<FindingView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+/// Which findings, by where they stand.
+#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum FindingStatus {
+    #[default]
+    Open,
+    Resolved,
+    All,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct FindingQuery {
+    /// `open` (the default), `resolved` or `all`.
+    #[serde(default)]
+    #[param(inline)]
+    status: FindingStatus,
+    /// Only this account (12 digits).
+    account: Option<String>,
+    /// Only this check (its id).
+    check: Option<String>,
+    /// Only checks of this section.
+    section: Option<String>,
+    /// Only this resource (its id).
+    resource: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/posture/findings", tag = "posture", params(FindingQuery), responses((status = 200, body = Vec<FindingView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn list_findings(
     _caller: Caller,
     State(context): State<ApiContext>,
-    Query(query): Query<HashMap<String, String>>,
+    TypedQuery(query): TypedQuery<FindingQuery>,
 ) -> Result<Json<Vec<FindingView>>, ApiError> {
-    let params = Params::new(&query, &["status", "account", "check", "section", "resource"])?;
-    let status = match params.text("status").as_deref() {
-        None | Some("open") => Some("open".to_string()),
-        Some("resolved") => Some("resolved".to_string()),
-        Some("all") => None,
-        Some(_) => return Err(ApiError::bad("status", "status is open, resolved or all")),
+    let status = match query.status {
+        FindingStatus::Open => Some("open".to_string()),
+        FindingStatus::Resolved => Some("resolved".to_string()),
+        FindingStatus::All => None,
     };
     let filter = FindingFilter {
         status,
-        account_id: params.text("account"),
-        check_id: params.text("check"),
-        section: params.text("section"),
-        resource_id: params.text("resource"),
+        account_id: query.account,
+        check_id: query.check,
+        section: query.section,
+        resource_id: query.resource,
         id: None,
     };
     Ok(Json(findings::list(&context.db, &filter).await.map_err(internal)?))

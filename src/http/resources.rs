@@ -2,20 +2,22 @@
 //! name), one resource with every version, the diff of each change and the CloudTrail events
 //! that touched it, and `GET /api/v1/changes`, the newest config changes with who made them.
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
 use super::extractor::Caller;
-use super::params::Params;
+use super::query::{Limit, TypedQuery, time};
+use crate::search::contains_pattern;
+
+type ResourceLimit = Limit<5000, 200>;
+type ChangeLimit = Limit<1000, 100>;
 
 pub fn router() -> Router<ApiContext> {
     Router::new()
@@ -39,17 +41,35 @@ pub struct ResourceSummary {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
-#[utoipa::path(get, path = "/api/v1/resources", tag = "inventory", params(("account" = Option<String>, Query, description = ""), ("type" = Option<String>, Query, description = "e.g. ec2:security-group"), ("region" = Option<String>, Query, description = ""), ("q" = Option<String>, Query, description = "part of an id, name or ARN"), ("deleted" = Option<bool>, Query, description = ""), ("limit" = Option<i64>, Query, description = "")), responses((status = 200, description = "OK", body = Vec<ResourceSummary>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+/// The filters of `GET /api/v1/resources`; they combine (AND).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ResourceQuery {
+    /// A 12-digit account id.
+    account: Option<String>,
+    /// A resource type, e.g. `ec2:security-group`.
+    #[serde(rename = "type")]
+    resource_type: Option<String>,
+    /// e.g. `eu-west-1`.
+    region: Option<String>,
+    /// Part of an id, name or ARN.
+    q: Option<String>,
+    /// Only deleted resources, or only those that still exist.
+    deleted: Option<bool>,
+    /// How many, in account, type and id order.
+    #[serde(default)]
+    #[param(inline)]
+    limit: ResourceLimit,
+}
+
+#[utoipa::path(get, path = "/api/v1/resources", tag = "inventory", params(ResourceQuery), responses((status = 200, description = "OK", body = Vec<ResourceSummary>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn list(
     _caller: Caller,
     State(context): State<ApiContext>,
-    Query(query): Query<HashMap<String, String>>,
+    TypedQuery(query): TypedQuery<ResourceQuery>,
 ) -> Result<Json<Vec<ResourceSummary>>, ApiError> {
-    let params = Params::new(&query, &["account", "type", "region", "q", "deleted", "limit"])?;
-    let limit = params.limit(200, 5000)?;
-    let deleted = params.flag("deleted")?;
-    let search =
-        params.text("q").map(|q| format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+    let search = query.q.as_deref().map(contains_pattern);
     let rows = sqlx::query_as!(
         ResourceSummary,
         r#"SELECT account_id, resource_type, resource_id, region, name, arn, version, first_seen, last_seen,
@@ -62,12 +82,12 @@ async fn list(
              AND ($5::bool IS NULL OR (deleted_at IS NOT NULL) = $5)
            ORDER BY account_id, resource_type, resource_id
            LIMIT $6"#,
-        params.text("account"),
-        params.text("type"),
-        params.text("region"),
+        query.account,
+        query.resource_type,
+        query.region,
         search,
-        deleted,
-        limit
+        query.deleted,
+        query.limit.0
     )
     .fetch_all(&context.db)
     .await?;
@@ -166,15 +186,37 @@ pub struct ChangeView {
     pub source_ip: Option<String>,
 }
 
+/// The filters of `GET /api/v1/changes`; they combine (AND).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ChangeQuery {
+    /// A 12-digit account id.
+    account: Option<String>,
+    /// A resource type, e.g. `ec2:security-group`.
+    #[serde(rename = "type")]
+    resource_type: Option<String>,
+    /// A resource id.
+    resource: Option<String>,
+    /// Detected from this time on (RFC 3339).
+    #[serde(default, deserialize_with = "time")]
+    since: Option<DateTime<Utc>>,
+    /// Detected before this time (RFC 3339).
+    #[serde(default, deserialize_with = "time")]
+    until: Option<DateTime<Utc>>,
+    /// How many, newest first.
+    #[serde(default)]
+    #[param(inline)]
+    limit: ChangeLimit,
+}
+
 /// The newest config changes, optionally of one account, type or resource, in a time range.
-#[utoipa::path(get, path = "/api/v1/changes", tag = "inventory", params(("account" = Option<String>, Query, description = ""), ("type" = Option<String>, Query, description = ""), ("resource" = Option<String>, Query, description = ""), ("since" = Option<String>, Query, description = ""), ("until" = Option<String>, Query, description = ""), ("limit" = Option<i64>, Query, description = "")), responses((status = 200, description = "OK", body = Vec<ChangeView>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+#[utoipa::path(get, path = "/api/v1/changes", tag = "inventory", params(ChangeQuery), responses((status = 200, description = "OK", body = Vec<ChangeView>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn changes(
     _caller: Caller,
     State(context): State<ApiContext>,
-    Query(query): Query<HashMap<String, String>>,
+    TypedQuery(query): TypedQuery<ChangeQuery>,
 ) -> Result<Json<Vec<ChangeView>>, ApiError> {
-    let params = Params::new(&query, &["account", "type", "resource", "since", "until", "limit"])?;
-    let limit = params.limit(100, 1000)?;
     let rows = sqlx::query_as!(
         ChangeView,
         r#"SELECT account_id, resource_type, resource_id, region, version, kind::text AS "kind!", detected_at, diff,
@@ -187,12 +229,12 @@ async fn changes(
              AND ($5::timestamptz IS NULL OR detected_at < $5)
            ORDER BY detected_at DESC, change_id DESC
            LIMIT $6"#,
-        params.text("account"),
-        params.text("type"),
-        params.text("resource"),
-        params.time("since")?,
-        params.time("until")?,
-        limit
+        query.account,
+        query.resource_type,
+        query.resource,
+        query.since,
+        query.until,
+        query.limit.0
     )
     .fetch_all(&context.db)
     .await?;

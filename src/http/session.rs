@@ -3,22 +3,22 @@
 //! sends back in `X-CSRF-Token` on every change. Failed logins are rate-limited per user name and
 //! per client. `GET /api/v1/audit-log` shows Skywarden's own audit log to admins.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
+use sqlx::PgPool;
 
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
 use super::extractor::{Caller, RequireRole, SESSION_COOKIE, session_cookie};
-use super::params::Params;
+use super::query::{Limit, TypedQuery};
 use crate::auth::audit::AuditEntry;
 use crate::auth::{self, Role, audit, sessions, users};
 
@@ -48,73 +48,87 @@ async fn login(
     body: Result<Json<Login>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(login) = body.map_err(|e| ApiError::bad("body", e.body_text()))?;
+    check_login_fields(&login)?;
+    let client = client_of(extensions.get::<ConnectInfo<SocketAddr>>());
+    let signed_in = match (&login.username, &login.password, &login.token) {
+        (Some(username), Some(password), None) => password_login(&context.db, username, password, &client).await?,
+        (None, None, Some(token)) => token_login(&context.db, token, &client).await?,
+        _ => return Err(ApiError::bad("body", "send a username and password, or a token")),
+    };
+    start_session(&context.db, signed_in, &client).await
+}
+
+/// Who signed in: the principal the audit log names, the name shown, and the role.
+struct SignedIn {
+    principal: String,
+    display: String,
+    role: Role,
+}
+
+fn internal(error: auth::AuthError) -> ApiError {
+    ApiError::Internal(error.into())
+}
+
+fn check_login_fields(login: &Login) -> Result<(), ApiError> {
     for (field, value) in [("username", &login.username), ("password", &login.password), ("token", &login.token)] {
         if value.as_ref().is_some_and(|v| v.contains('\0') || v.len() > 1024) {
             return Err(ApiError::bad(field, format!("{field} is not a valid value")));
         }
     }
-    let client = client_of(extensions.get::<ConnectInfo<SocketAddr>>());
-    let internal = |e: auth::AuthError| ApiError::Internal(e.into());
-    let (principal, display, role) = match (&login.username, &login.password, &login.token) {
-        (Some(username), Some(password), None) => {
-            if sessions::login_blocked(&context.db, username, &client).await.map_err(internal)? {
-                audit::record(
-                    &context.db,
-                    &format!("user:{username}"),
-                    "login.blocked",
-                    None,
-                    Some(&client),
-                    json!({}),
-                )
-                .await;
-                return Err(ApiError::TooManyRequests(sessions::FAILURE_WINDOW_MINUTES * 60));
-            }
-            match users::verify(&context.db, username, password).await.map_err(internal)? {
-                Some(role) => (format!("user:{username}"), username.clone(), role),
-                None => {
-                    sessions::record_failure(&context.db, username, &client).await.map_err(internal)?;
-                    audit::record(
-                        &context.db,
-                        &format!("user:{username}"),
-                        "login.failed",
-                        None,
-                        Some(&client),
-                        json!({}),
-                    )
-                    .await;
-                    return Err(ApiError::LoginFailed);
-                }
-            }
+    Ok(())
+}
+
+async fn password_login(db: &PgPool, username: &str, password: &str, client: &str) -> Result<SignedIn, ApiError> {
+    let principal = format!("user:{username}");
+    if sessions::login_blocked(db, username, client).await.map_err(internal)? {
+        audit::record(db, &principal, "login.blocked", None, Some(client), json!({})).await;
+        return Err(ApiError::TooManyRequests(sessions::FAILURE_WINDOW_MINUTES * 60));
+    }
+    match users::verify(db, username, password).await.map_err(internal)? {
+        Some(role) => Ok(SignedIn { principal, display: username.to_owned(), role }),
+        None => {
+            sessions::record_failure(db, username, client).await.map_err(internal)?;
+            audit::record(db, &principal, "login.failed", None, Some(client), json!({})).await;
+            Err(ApiError::LoginFailed)
         }
-        (None, None, Some(token)) => {
-            // Rate-limited under the token's id, so guessing secrets for one id is slowed too.
-            // Only the id part of a well-formed token: a pasted secret must never become a name
-            // in the audit log.
-            let id = token
-                .trim()
-                .strip_prefix("swk_")
-                .and_then(|rest| rest.split_once('_'))
-                .map(|(id, _)| id)
-                .filter(|id| (1..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric()))
-                .unwrap_or("malformed")
-                .to_owned();
-            if sessions::login_blocked(&context.db, &format!("token:{id}"), &client).await.map_err(internal)? {
-                return Err(ApiError::TooManyRequests(sessions::FAILURE_WINDOW_MINUTES * 60));
-            }
-            match auth::verify(&context.db, token.trim()).await.map_err(internal)? {
-                Some(caller) => (format!("token:{}", caller.token_id), caller.name, caller.role),
-                None => {
-                    sessions::record_failure(&context.db, &format!("token:{id}"), &client).await.map_err(internal)?;
-                    audit::record(&context.db, &format!("token:{id}"), "login.failed", None, Some(&client), json!({}))
-                        .await;
-                    return Err(ApiError::LoginFailed);
-                }
-            }
+    }
+}
+
+/// The id part of a well-formed token, or `malformed`: a pasted secret must never become a
+/// name in the audit log.
+fn token_id(token: &str) -> &str {
+    token
+        .trim()
+        .strip_prefix("swk_")
+        .and_then(|rest| rest.split_once('_'))
+        .map(|(id, _)| id)
+        .filter(|id| (1..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .unwrap_or("malformed")
+}
+
+async fn token_login(db: &PgPool, token: &str, client: &str) -> Result<SignedIn, ApiError> {
+    // Rate-limited under the token's id, so guessing secrets for one id is slowed too.
+    let name = format!("token:{}", token_id(token));
+    if sessions::login_blocked(db, &name, client).await.map_err(internal)? {
+        return Err(ApiError::TooManyRequests(sessions::FAILURE_WINDOW_MINUTES * 60));
+    }
+    match auth::verify(db, token.trim()).await.map_err(internal)? {
+        Some(caller) => {
+            Ok(SignedIn { principal: format!("token:{}", caller.token_id), display: caller.name, role: caller.role })
         }
-        _ => return Err(ApiError::bad("body", "send a username and password, or a token")),
-    };
-    let session = sessions::create(&context.db, &principal, &display, role).await.map_err(internal)?;
-    audit::record(&context.db, &principal, "login", None, Some(&client), json!({"role": role})).await;
+        None => {
+            sessions::record_failure(db, &name, client).await.map_err(internal)?;
+            audit::record(db, &name, "login.failed", None, Some(client), json!({})).await;
+            Err(ApiError::LoginFailed)
+        }
+    }
+}
+
+/// Creates the session, records the login and answers with the cookie and the CSRF token.
+async fn start_session(db: &PgPool, signed_in: SignedIn, client: &str) -> Result<Response, ApiError> {
+    let SignedIn { principal, display, role } = signed_in;
+    let session = sessions::create(db, &principal, &display, role).await.map_err(internal)?;
+    audit::record(db, &principal, "login", None, Some(client), json!({"role": role})).await;
     let cookie = format!(
         "{SESSION_COOKIE}={}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
         session.cookie,
@@ -155,14 +169,29 @@ async fn logout(caller: Caller, State(context): State<ApiContext>, headers: Head
     Ok(response)
 }
 
-#[utoipa::path(get, path = "/api/v1/audit-log", tag = "session", params(("actor" = Option<String>, Query, description = ""), ("action" = Option<String>, Query, description = ""), ("limit" = Option<i64>, Query, description = "")), responses((status = 200, description = "OK", body = Vec<AuditEntry>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role is too low, or the CSRF token is missing", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+type AuditLogLimit = Limit<1000, 100>;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct AuditLogQuery {
+    /// Only entries by this actor (`user:…` or `token:…`).
+    actor: Option<String>,
+    /// Only this action, e.g. `login.failed`.
+    action: Option<String>,
+    /// How many, newest first.
+    #[serde(default)]
+    #[param(inline)]
+    limit: AuditLogLimit,
+}
+
+#[utoipa::path(get, path = "/api/v1/audit-log", tag = "session", params(AuditLogQuery), responses((status = 200, description = "OK", body = Vec<AuditEntry>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role is too low, or the CSRF token is missing", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn audit_log(
     caller: Caller,
     State(context): State<ApiContext>,
-    Query(query): Query<HashMap<String, String>>,
+    query: Result<TypedQuery<AuditLogQuery>, ApiError>,
 ) -> Result<Json<Vec<audit::AuditEntry>>, ApiError> {
     caller.require(Role::Admin)?;
-    let params = Params::new(&query, &["actor", "action", "limit"])?;
-    let limit = params.limit(100, 1000)?;
-    Ok(Json(audit::list(&context.db, params.text("actor").as_deref(), params.text("action").as_deref(), limit).await?))
+    let TypedQuery(query) = query?;
+    Ok(Json(audit::list(&context.db, query.actor.as_deref(), query.action.as_deref(), query.limit.0).await?))
 }

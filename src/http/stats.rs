@@ -1,19 +1,17 @@
 //! Figures for the dashboard: the overview (open alerts by severity, events per hour, console
 //! logins by country) and where a principal usually logs in from, for the alert map.
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use chrono::{DateTime, Duration, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
 use super::extractor::Caller;
-use super::params::Params;
+use super::query::{TypedQuery, time};
 use crate::geo::centroids::country_centroid;
 
 pub fn router() -> Router<ApiContext> {
@@ -53,16 +51,27 @@ pub struct Overview {
     pub logins_by_country: Vec<CountryLogins>,
 }
 
-#[utoipa::path(get, path = "/api/v1/stats/overview", tag = "overview", params(("since" = Option<String>, Query, description = ""), ("until" = Option<String>, Query, description = "")), responses((status = 200, description = "OK", body = Overview), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct OverviewQuery {
+    /// The start of the period (RFC 3339); 7 days before `until` when absent.
+    #[serde(default, deserialize_with = "time")]
+    since: Option<DateTime<Utc>>,
+    /// The end of the period (RFC 3339); just after the newest event when absent.
+    #[serde(default, deserialize_with = "time")]
+    until: Option<DateTime<Utc>>,
+}
+
+#[utoipa::path(get, path = "/api/v1/stats/overview", tag = "overview", params(OverviewQuery), responses((status = 200, description = "OK", body = Overview), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn overview(
     _caller: Caller,
     State(context): State<ApiContext>,
-    Query(query): Query<HashMap<String, String>>,
+    TypedQuery(query): TypedQuery<OverviewQuery>,
 ) -> Result<Json<Overview>, ApiError> {
-    let params = Params::new(&query, &["since", "until"])?;
     let newest = sqlx::query_scalar!("SELECT max(event_time) FROM cloudtrail_events").fetch_one(&context.db).await?;
-    let until = params.time("until")?.or(newest.map(|t| t + Duration::seconds(1))).unwrap_or_else(Utc::now);
-    let since = match params.time("since")? {
+    let until = query.until.or(newest.map(|t| t + Duration::seconds(1))).unwrap_or_else(Utc::now);
+    let since = match query.since {
         Some(since) => since,
         None => until.checked_sub_signed(Duration::days(7)).unwrap_or(until),
     };
@@ -116,16 +125,29 @@ pub struct LoginLocation {
     pub last_seen: DateTime<Utc>,
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct LoginLocationQuery {
+    /// An ARN or a user name.
+    principal: String,
+    /// Only this account (12 digits).
+    account: Option<String>,
+    /// From this time on (RFC 3339).
+    #[serde(default, deserialize_with = "time")]
+    since: Option<DateTime<Utc>>,
+    /// Before this time (RFC 3339).
+    #[serde(default, deserialize_with = "time")]
+    until: Option<DateTime<Utc>>,
+}
+
 /// Where a principal (ARN or user name) has logged in from to the console.
-#[utoipa::path(get, path = "/api/v1/stats/login-locations", tag = "overview", params(("principal" = String, Query, description = "ARN or user name"), ("account" = Option<String>, Query, description = ""), ("since" = Option<String>, Query, description = ""), ("until" = Option<String>, Query, description = "")), responses((status = 200, description = "OK", body = Vec<LoginLocation>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+#[utoipa::path(get, path = "/api/v1/stats/login-locations", tag = "overview", params(LoginLocationQuery), responses((status = 200, description = "OK", body = Vec<LoginLocation>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn login_locations(
     _caller: Caller,
     State(context): State<ApiContext>,
-    Query(query): Query<HashMap<String, String>>,
+    TypedQuery(query): TypedQuery<LoginLocationQuery>,
 ) -> Result<Json<Vec<LoginLocation>>, ApiError> {
-    let params = Params::new(&query, &["principal", "account", "since", "until"])?;
-    let principal =
-        params.text("principal").ok_or_else(|| ApiError::bad("principal", "name a principal (ARN or user name)"))?;
     let mut rows = sqlx::query_as!(
         LoginLocation,
         r#"SELECT geo_country AS country, geo_city AS city, avg(geo_latitude) AS latitude, avg(geo_longitude) AS longitude,
@@ -138,18 +160,18 @@ async fn login_locations(
              AND ($3::timestamptz IS NULL OR event_time >= $3)
              AND ($4::timestamptz IS NULL OR event_time < $4)
            GROUP BY 1, 2 ORDER BY 5 DESC LIMIT 200"#,
-        principal,
-        params.text("account"),
-        params.time("since")?,
-        params.time("until")?
+        query.principal,
+        query.account,
+        query.since,
+        query.until
     )
     .fetch_all(&context.db)
     .await?;
     for row in &mut rows {
-        if row.latitude.is_none() {
-            if let Some((lat, lon)) = row.country.as_deref().and_then(country_centroid) {
-                (row.latitude, row.longitude) = (Some(lat), Some(lon));
-            }
+        if row.latitude.is_none()
+            && let Some((lat, lon)) = row.country.as_deref().and_then(country_centroid)
+        {
+            (row.latitude, row.longitude) = (Some(lat), Some(lon));
         }
     }
     Ok(Json(rows))

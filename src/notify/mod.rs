@@ -5,6 +5,7 @@
 //! Data flows alerts → outbox → sender → receiver; the HTTP API manages channels and routes and
 //! shows deliveries.
 
+pub mod channel_schema;
 pub mod channels;
 pub mod config;
 pub mod http_client;

@@ -169,6 +169,34 @@ async fn bad_filters_are_400s_naming_the_field() {
     }
     let (status, body) = call(&db, "GET", "/api/v1/alerts?status=gone", Some(&token), None).await;
     assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("status")));
+    // Every route reads its query the same way: the message names the field too.
+    for (uri, field, message) in [
+        ("/api/v1/events?colour=blue", "query", "unknown filter \"colour\"; known: account, principal, event_name"),
+        ("/api/v1/events?account=a%00b", "account", "account contains a NUL character"),
+        ("/api/v1/events?read_only=yes", "read_only", "read_only must be true or false"),
+        ("/api/v1/events?limit=1001", "limit", "limit must be a whole number from 1 to 1000"),
+        ("/api/v1/flows/timeline?limit=5", "query", "unknown filter \"limit\""),
+        ("/api/v1/resources?deleted=maybe", "deleted", "deleted must be true or false"),
+        ("/api/v1/resources?limit=5001", "limit", "limit must be a whole number from 1 to 5000"),
+        ("/api/v1/changes?until=soon", "until", "until must be an RFC 3339 time"),
+        ("/api/v1/posture/scores?trend=1", "trend", "trend must be true or false"),
+        ("/api/v1/posture/findings?status=closed", "status", "status must be open, resolved or all"),
+        ("/api/v1/stats/login-locations?account=1", "principal", "principal is required"),
+        ("/api/v1/alerts?status=OPENED", "status", "status must be open, acknowledged, resolved, dismissed or snoozed"),
+    ] {
+        let (status, body) = call(&db, "GET", uri, Some(&token), None).await;
+        assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{uri}: {body}");
+        assert!(body["error"].as_str().unwrap().starts_with(message), "{uri}: {body}");
+    }
+    // Empty values count as absent; an alert status reads in any case.
+    for uri in
+        ["/api/v1/events?account=&limit=&failed=", "/api/v1/alerts?status=OPEN", "/api/v1/posture/findings?status="]
+    {
+        assert_eq!(call(&db, "GET", uri, Some(&token), None).await.0, StatusCode::OK, "{uri}");
+    }
+    // A viewer hears about the role before the query.
+    let (status, _) = call(&db, "GET", "/api/v1/audit-log?limit=0", Some(&token), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
@@ -632,10 +660,24 @@ async fn the_openapi_document_describes_every_route_and_needs_a_token() {
         ("/api/v1/audit-log", "get"),
         ("/api/v1/stats/overview", "get"),
         ("/api/v1/stats/login-locations", "get"),
+        ("/api/v1/channels/schema", "get"),
         ("/healthz", "get"),
     ] {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is documented");
     }
+    // Query parameters come from the routes' own types: names, descriptions, ranges, choices.
+    let parameter = |path: &str, name: &str| {
+        let parameters = paths[path]["get"]["parameters"].as_array().unwrap();
+        parameters.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("{path}: no {name}")).clone()
+    };
+    let limit = parameter("/api/v1/events", "limit");
+    assert_eq!((limit["in"].as_str(), limit["required"].as_bool()), (Some("query"), Some(false)), "{limit}");
+    assert_eq!((limit["schema"]["maximum"].as_i64(), limit["schema"]["default"].as_i64()), (Some(1000), Some(100)));
+    assert!(parameter("/api/v1/events", "source_ip")["description"].as_str().unwrap().contains("CIDR"));
+    assert_eq!(parameter("/api/v1/events/export", "format")["schema"]["enum"], serde_json::json!(["csv", "jsonl"]));
+    assert_eq!(parameter("/api/v1/resources", "type")["in"], "query");
+    assert_eq!(parameter("/api/v1/stats/login-locations", "principal")["required"], true);
+    assert_eq!(parameter("/api/v1/changes", "since")["schema"]["format"], "date-time");
     // Each documented route answers (here: with some status other than 404/405 for a viewer).
     for (path, item) in paths {
         if path.contains('{') {
@@ -650,6 +692,21 @@ async fn the_openapi_document_describes_every_route_and_needs_a_token() {
         }
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+#[tokio::test]
+async fn the_channel_form_schema_is_for_every_signed_in_role() {
+    let db = TestDb::new().await;
+    assert_eq!(call(&db, "GET", "/api/v1/channels/schema", None, None).await.0, StatusCode::UNAUTHORIZED);
+    let (_, viewer) = auth::create(&db.pool, "wallboard", Role::Viewer).await.unwrap();
+    let (status, schema) = call(&db, "GET", "/api/v1/channels/schema", Some(&viewer), None).await;
+    assert_eq!(status, StatusCode::OK, "{schema}");
+    let slack = &schema["kinds"][0];
+    assert_eq!(slack["kind"], "slack", "{schema}");
+    assert_eq!(slack["fields"][0]["name"], "webhook_url");
+    assert_eq!(slack["fields"][0]["secret"], true);
+    let kinds: Vec<&str> = schema["kinds"].as_array().unwrap().iter().filter_map(|k| k["kind"].as_str()).collect();
+    assert_eq!(kinds, ["slack", "teams", "pagerduty", "webhook", "jira", "servicenow", "email"]);
 }
 
 #[tokio::test]
