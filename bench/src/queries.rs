@@ -13,7 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
 use skywarden::db::MIGRATOR;
-use skywarden::http::events::{EventFilter, search};
+use skywarden::search::events::{EventFilter, search};
 
 const DATABASE: &str = "skywarden_bench_queries";
 const CHUNK: i64 = 500_000;
@@ -179,11 +179,18 @@ async fn measure(
     total: i64,
     samples: usize,
 ) -> Result<QueryBenchReport, QueryBenchError> {
-    let account = |i: usize| format!("1111222233{:02}", pick(i, 50));
-    let day = move |i: usize| start + chrono::Duration::days(pick(i, DAYS as usize) as i64);
     // Warm up the caches the same way for every filter.
     search(pool, &EventFilter { limit: 100, ..Default::default() }).await?;
+    let baseline_p50 = measure_baseline(pool, total, samples).await?;
+    let mut timings = Vec::new();
+    for (name, make) in filters(start) {
+        timings.push(time_filter(pool, name, &make, samples).await?);
+    }
+    Ok(QueryBenchReport { events: total, generate_seconds: None, baseline_p50, timings })
+}
 
+/// The p50 of looking up one event by its key.
+async fn measure_baseline(pool: &PgPool, total: i64, samples: usize) -> Result<Duration, QueryBenchError> {
     let mut baseline = Vec::new();
     for i in 0..samples {
         let id = format!("evt-{}", 1 + pick(i, total.max(1) as usize));
@@ -197,152 +204,124 @@ async fn measure(
             .await?;
         baseline.push(started.elapsed());
     }
-    let baseline_p50 = percentile(&mut baseline, 50);
+    Ok(percentile(&mut baseline, 50))
+}
 
-    type Make = Box<dyn Fn(usize) -> EventFilter>;
-    let base = EventFilter { limit: 100, ..Default::default() };
-    let filters: Vec<(&'static str, Make)> = vec![
-        (
-            "newest page (no filter)",
-            Box::new({
-                let b = base.clone();
-                move |_| b.clone()
-            }),
-        ),
-        (
-            "account",
-            Box::new({
-                let b = base.clone();
-                move |i| EventFilter { account: Some(account(i)), ..b.clone() }
-            }),
-        ),
+/// Makes the `i`th sample of a filter.
+type Make = Box<dyn Fn(usize) -> EventFilter>;
+
+/// One page of the newest events: what every filter adds to.
+fn page() -> EventFilter {
+    EventFilter { limit: 100, ..Default::default() }
+}
+
+fn account(i: usize) -> String {
+    format!("1111222233{:02}", pick(i, 50))
+}
+
+fn day(start: DateTime<Utc>, i: usize) -> DateTime<Utc> {
+    start + chrono::Duration::days(pick(i, DAYS as usize) as i64)
+}
+
+/// Each kind of audit-trail filter, by name.
+fn filters(start: DateTime<Utc>) -> Vec<(&'static str, Make)> {
+    let days = move |i: usize, n: i64| (Some(day(start, i)), Some(day(start, i) + chrono::Duration::days(n)));
+    vec![
+        ("newest page (no filter)", Box::new(|_| page())),
+        ("account", Box::new(|i| EventFilter { account: Some(account(i)), ..page() })),
         (
             "principal (user name)",
-            Box::new({
-                let b = base.clone();
-                move |i| EventFilter { principal: Some(format!("user{}", pick(i, 500))), ..b.clone() }
-            }),
+            Box::new(|i| EventFilter { principal: Some(format!("user{}", pick(i, 500))), ..page() }),
         ),
-        (
-            "event name",
-            Box::new({
-                let b = base.clone();
-                move |i| EventFilter { event_name: Some(format!("Event{}", pick(i, 200))), ..b.clone() }
-            }),
-        ),
+        ("event name", Box::new(|i| EventFilter { event_name: Some(format!("Event{}", pick(i, 200))), ..page() })),
         (
             "resource id (sg-…)",
-            Box::new({
-                let b = base.clone();
-                move |i| EventFilter { resource: Some(format!("sg-{:017x}", pick(i, 20000))), ..b.clone() }
-            }),
+            Box::new(|i| EventFilter { resource: Some(format!("sg-{:017x}", pick(i, 20000))), ..page() }),
         ),
         (
             "source ip CIDR /24",
-            Box::new({
-                let b = base.clone();
-                move |i| EventFilter { source_ip: Some(format!("176.36.{}.0/24", pick(i, 256))), ..b.clone() }
-            }),
+            Box::new(|i| EventFilter { source_ip: Some(format!("176.36.{}.0/24", pick(i, 256))), ..page() }),
         ),
         (
             "country",
-            Box::new({
-                let b = base.clone();
-                move |i| EventFilter { country: Some(["US", "UA", "CN", "BR", "JP"][pick(i, 5)].into()), ..b.clone() }
-            }),
+            Box::new(|i| EventFilter { country: Some(["US", "UA", "CN", "BR", "JP"][pick(i, 5)].into()), ..page() }),
         ),
         (
             "one day",
-            Box::new({
-                let b = base.clone();
-                move |i| EventFilter {
-                    since: Some(day(i)),
-                    until: Some(day(i) + chrono::Duration::days(1)),
-                    ..b.clone()
-                }
+            Box::new(move |i| {
+                let (since, until) = days(i, 1);
+                EventFilter { since, until, ..page() }
             }),
         ),
-        (
-            "failed only",
-            Box::new({
-                let b = base.clone();
-                move |_| EventFilter { failed: Some(true), ..b.clone() }
-            }),
-        ),
+        ("failed only", Box::new(|_| EventFilter { failed: Some(true), ..page() })),
         (
             "principal + writes only",
-            Box::new({
-                let b = base.clone();
-                move |i| EventFilter {
-                    principal: Some(format!("user{}", pick(i, 500))),
-                    read_only: Some(false),
-                    ..b.clone()
-                }
+            Box::new(|i| EventFilter {
+                principal: Some(format!("user{}", pick(i, 500))),
+                read_only: Some(false),
+                ..page()
             }),
         ),
         (
             "account + event name + 7 days",
-            Box::new({
-                let b = base.clone();
-                move |i| EventFilter {
+            Box::new(move |i| {
+                let (since, until) = days(i, 7);
+                EventFilter {
                     account: Some(account(i)),
                     event_name: Some(format!("Event{}", pick(i + 7, 200))),
-                    since: Some(day(i)),
-                    until: Some(day(i) + chrono::Duration::days(7)),
-                    ..b.clone()
+                    since,
+                    until,
+                    ..page()
                 }
             }),
         ),
         (
             "resource + failed (rare)",
-            Box::new({
-                let b = base.clone();
-                move |i| EventFilter {
-                    resource: Some(format!("i-{:017x}", pick(i, 50000))),
-                    failed: Some(true),
-                    ..b.clone()
-                }
+            Box::new(|i| EventFilter {
+                resource: Some(format!("i-{:017x}", pick(i, 50000))),
+                failed: Some(true),
+                ..page()
             }),
         ),
         (
             "full text, one day (scan)",
-            Box::new({
-                let b = base.clone();
-                move |i| EventFilter {
-                    text: Some(format!("%sg-{:017x}%", pick(i, 20000))),
-                    since: Some(day(i)),
-                    until: Some(day(i) + chrono::Duration::days(1)),
-                    ..b.clone()
-                }
+            Box::new(move |i| {
+                let (since, until) = days(i, 1);
+                EventFilter { text: Some(format!("%sg-{:017x}%", pick(i, 20000))), since, until, ..page() }
             }),
         ),
-    ];
-    let mut timings = Vec::new();
-    for (name, make) in filters {
-        let mut times = Vec::new();
-        let mut rows = 0;
-        for i in 0..samples {
-            let filter = make(i);
-            let started = Instant::now();
-            let found = search(pool, &filter).await?;
-            times.push(started.elapsed());
-            rows = rows.max(found.len());
-            // The next page of the same search, through the cursor.
-            if i == 0 {
-                if let Some(last) = found.last() {
-                    let next = EventFilter {
-                        after: Some((last.event_time, last.account_id.clone(), last.event_id.clone())),
-                        ..filter.clone()
-                    };
-                    search(pool, &next).await?;
-                }
-            }
+    ]
+}
+
+/// Runs `samples` searches of one filter; the first also fetches its next page, through the
+/// cursor.
+async fn time_filter(
+    pool: &PgPool,
+    name: &'static str,
+    make: &Make,
+    samples: usize,
+) -> Result<FilterTiming, QueryBenchError> {
+    let mut times = Vec::new();
+    let mut rows = 0;
+    for i in 0..samples {
+        let filter = make(i);
+        let started = Instant::now();
+        let found = search(pool, &filter).await?;
+        times.push(started.elapsed());
+        rows = rows.max(found.len());
+        if i == 0
+            && let Some(last) = found.last()
+        {
+            let next = EventFilter {
+                after: Some((last.event_time, last.account_id.clone(), last.event_id.clone())),
+                ..filter.clone()
+            };
+            search(pool, &next).await?;
         }
-        let p50 = percentile(&mut times, 50);
-        let p95 = percentile(&mut times, 95);
-        timings.push(FilterTiming { name, p50, p95, rows });
     }
-    Ok(QueryBenchReport { events: total, generate_seconds: None, baseline_p50, timings })
+    let p50 = percentile(&mut times, 50);
+    let p95 = percentile(&mut times, 95);
+    Ok(FilterTiming { name, p50, p95, rows })
 }
 
 fn percentile(values: &mut [Duration], p: usize) -> Duration {

@@ -53,18 +53,52 @@ pub async fn record_in(tx: &mut sqlx::PgConnection, findings: &[Finding]) -> Res
     let mut outcome = RecordOutcome::default();
     for finding in findings {
         let alert_id = finding.alert_id();
-        let dedup_key = finding.dedup_key();
         let mitre: Vec<String> = finding.mitre.iter().map(|m| m.label()).collect();
-        let source_ip = finding.source_ip.map(|ip| ip.to_string());
-        let mut details = finding.details.clone();
-        if let serde_json::Value::Object(map) = &mut details {
-            map.insert("first_evidence".into(), finding.evidence_id.clone().into());
-        } else {
-            details = serde_json::json!({ "first_evidence": finding.evidence_id });
+        let upserted = upsert_alert(tx, finding, &alert_id, &mitre).await?;
+        let escalated_from = upserted.old_severity.filter(|old| *old < upserted.severity);
+        if upserted.inserted || escalated_from.is_some() {
+            outcome.new_alerts += u64::from(upserted.inserted);
+            outcome.changes.push(AlertChange::Raised {
+                account_id: finding.account_id.clone(),
+                alert_id: alert_id.clone(),
+                policy_id: finding.policy_id.clone(),
+                severity: upserted.severity,
+                mitre: mitre.clone(),
+                escalated_from,
+            });
         }
-        // `before` reads the row as it was before this statement: an escalation is seen.
-        let upserted = sqlx::query!(
-            r#"WITH before AS (SELECT severity FROM alerts WHERE account_id = $1 AND policy_id = $3 AND dedup_key = $4)
+        if add_evidence(tx, finding, &alert_id).await? {
+            outcome.new_evidence += 1;
+        }
+    }
+    Ok(outcome)
+}
+
+/// What upserting an alert found and left.
+struct Upserted {
+    inserted: bool,
+    /// The severity before, if the alert existed.
+    old_severity: Option<Severity>,
+    severity: Severity,
+}
+
+/// Creates the finding's alert, or folds the finding into it.
+async fn upsert_alert(
+    tx: &mut sqlx::PgConnection,
+    finding: &Finding,
+    alert_id: &str,
+    mitre: &[String],
+) -> Result<Upserted, sqlx::Error> {
+    let source_ip = finding.source_ip.map(|ip| ip.to_string());
+    let mut details = finding.details.clone();
+    if let serde_json::Value::Object(map) = &mut details {
+        map.insert("first_evidence".into(), finding.evidence_id.clone().into());
+    } else {
+        details = serde_json::json!({ "first_evidence": finding.evidence_id });
+    }
+    // `before` reads the row as it was before this statement: an escalation is seen.
+    let row = sqlx::query!(
+        r#"WITH before AS (SELECT severity FROM alerts WHERE account_id = $1 AND policy_id = $3 AND dedup_key = $4)
                INSERT INTO alerts (account_id, alert_id, policy_id, dedup_key, title, severity, principal, source_ip,
                                    country, resources, first_seen, last_seen, event_count, mitre, details, session_key)
                VALUES ($1, $2::text::uuid, $3, $4, $5, $6, $7, $8::text::inet, $9, $10, $11, $11, 0, $12, $13, $14)
@@ -89,59 +123,51 @@ pub async fn record_in(tx: &mut sqlx::PgConnection, findings: &[Finding]) -> Res
                    first_seen = least(alerts.first_seen, EXCLUDED.first_seen)
                RETURNING (xmax = 0) AS "inserted!", (SELECT severity FROM before) AS "old_severity?: Severity",
                          severity AS "severity!: Severity""#,
-            finding.account_id,
-            alert_id,
-            finding.policy_id,
-            dedup_key,
-            finding.title,
-            finding.severity as Severity,
-            finding.principal,
-            source_ip,
-            finding.country,
-            &finding.resources,
-            finding.time,
-            &mitre,
-            details,
-            finding.session_key,
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        let escalated_from = upserted.old_severity.filter(|old| *old < upserted.severity);
-        if upserted.inserted || escalated_from.is_some() {
-            outcome.new_alerts += u64::from(upserted.inserted);
-            outcome.changes.push(AlertChange::Raised {
-                account_id: finding.account_id.clone(),
-                alert_id: alert_id.clone(),
-                policy_id: finding.policy_id.clone(),
-                severity: upserted.severity,
-                mitre: mitre.clone(),
-                escalated_from,
-            });
-        }
-        let evidence = sqlx::query!(
-            "INSERT INTO alert_evidence (account_id, alert_id, event_id, event_time) VALUES ($1, $2::text::uuid, $3, $4)
+        finding.account_id,
+        alert_id,
+        finding.policy_id,
+        finding.dedup_key(),
+        finding.title,
+        finding.severity as Severity,
+        finding.principal,
+        source_ip,
+        finding.country,
+        &finding.resources,
+        finding.time,
+        mitre,
+        details,
+        finding.session_key,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(Upserted { inserted: row.inserted, old_severity: row.old_severity, severity: row.severity })
+}
+
+/// Adds the finding's evidence to its alert and recounts it; false if it was there already.
+async fn add_evidence(tx: &mut sqlx::PgConnection, finding: &Finding, alert_id: &str) -> Result<bool, sqlx::Error> {
+    let evidence = sqlx::query!(
+        "INSERT INTO alert_evidence (account_id, alert_id, event_id, event_time) VALUES ($1, $2::text::uuid, $3, $4)
              ON CONFLICT DO NOTHING",
-            finding.account_id,
-            alert_id,
-            finding.evidence_id,
-            finding.time,
-        )
-        .execute(&mut *tx)
-        .await?;
-        if evidence.rows_affected() > 0 {
-            outcome.new_evidence += 1;
-            sqlx::query!(
-                "UPDATE alerts SET event_count = (SELECT count(*) FROM alert_evidence e
+        finding.account_id,
+        alert_id,
+        finding.evidence_id,
+        finding.time,
+    )
+    .execute(&mut *tx)
+    .await?;
+    if evidence.rows_affected() == 0 {
+        return Ok(false);
+    }
+    sqlx::query!(
+        "UPDATE alerts SET event_count = (SELECT count(*) FROM alert_evidence e
                                                    WHERE e.account_id = $1 AND e.alert_id = $2::text::uuid)
                  WHERE account_id = $1 AND alert_id = $2::text::uuid",
-                finding.account_id,
-                alert_id,
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
-    }
-    Ok(outcome)
+        finding.account_id,
+        alert_id,
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(true)
 }
 
 /// Withdraws console-login evidence of `policies` in `[from, to]` that is not in `keep`
@@ -439,6 +465,6 @@ pub async fn incidents(pool: &PgPool) -> Result<Vec<IncidentView>, AlertStoreErr
             incident.timeline.iter().map(|s| s.time).max().unwrap_or(incident.last_seen).max(incident.last_seen);
         incident.severity = incident.timeline.iter().map(|s| s.severity).max().unwrap_or(incident.severity);
     }
-    incidents.sort_by(|a, b| b.first_seen.cmp(&a.first_seen));
+    incidents.sort_by_key(|incident| std::cmp::Reverse(incident.first_seen));
     Ok(incidents)
 }

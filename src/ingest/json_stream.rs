@@ -371,56 +371,72 @@ impl<R: Read> Scanner<R> {
     fn object(&mut self, sink: &mut dyn JsonSink) -> Result<(), WalkError> {
         let start = self.pos;
         self.pos += 1;
-        let mut keys: Vec<(String, (usize, usize))> = Vec::new();
-        let mut owner: Option<String> = None;
-        let mut streamed = false;
+        let members = self.members(sink)?;
+        if !members.streamed {
+            // Nothing was streamed, so the buffer was not compacted: the object is still whole.
+            self.single_object((start, self.pos), &members, sink);
+        }
+        Ok(())
+    }
+
+    /// Reads an object's members, after its `{` up to its `}`, streaming arrays of records to
+    /// `sink` and keeping the other values' ranges.
+    fn members(&mut self, sink: &mut dyn JsonSink) -> Result<Members, WalkError> {
+        let mut members = Members::default();
         if self.peek()? == Some(b'}') {
             self.pos += 1;
-        } else {
-            loop {
-                let key_range = match self.peek()? {
-                    Some(b'"') => self.value()?,
-                    Some(_) => return Err(self.error_at(self.pos, "key must be a string")),
-                    None => return Err(self.error_at(self.pos, "EOF while parsing an object")),
-                };
-                let key: String = self.parse_or_fail(key_range)?;
-                self.expect(b':', "`:`")?;
-                let list = self.peek()? == Some(b'[');
-                match key.as_str() {
-                    "Records" | "Events" if list => {
-                        self.pos += 1;
-                        self.event_array(sink)?;
-                        streamed = true;
-                    }
-                    "logEvents" | "events" if list => {
-                        self.pos += 1;
-                        self.log_event_array(sink, owner.as_deref())?;
-                        streamed = true;
-                    }
-                    _ => {
-                        let range = self.value()?;
-                        if key == "owner" {
-                            owner = serde_json::from_slice(&self.buf[range.0..range.1]).ok();
-                        }
-                        keys.push((key, range));
-                    }
+            return Ok(members);
+        }
+        loop {
+            let key_range = match self.peek()? {
+                Some(b'"') => self.value()?,
+                Some(_) => return Err(self.error_at(self.pos, "key must be a string")),
+                None => return Err(self.error_at(self.pos, "EOF while parsing an object")),
+            };
+            let key: String = self.parse_or_fail(key_range)?;
+            self.expect(b':', "`:`")?;
+            self.member(key, &mut members, sink)?;
+            match self.peek()? {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(members);
                 }
-                match self.peek()? {
-                    Some(b',') => self.pos += 1,
-                    Some(b'}') => {
-                        self.pos += 1;
-                        break;
-                    }
-                    Some(_) => return Err(self.error_at(self.pos, "expected `,` or `}`")),
-                    None => return Err(self.error_at(self.pos, "EOF while parsing an object")),
-                }
+                Some(_) => return Err(self.error_at(self.pos, "expected `,` or `}`")),
+                None => return Err(self.error_at(self.pos, "EOF while parsing an object")),
             }
         }
-        if streamed {
-            return Ok(());
+    }
+
+    /// One member's value: an array of records is streamed, anything else kept.
+    fn member(&mut self, key: String, members: &mut Members, sink: &mut dyn JsonSink) -> Result<(), WalkError> {
+        let list = self.peek()? == Some(b'[');
+        match key.as_str() {
+            "Records" | "Events" if list => {
+                self.pos += 1;
+                self.event_array(sink)?;
+                members.streamed = true;
+            }
+            "logEvents" | "events" if list => {
+                self.pos += 1;
+                self.log_event_array(sink, members.owner.as_deref())?;
+                members.streamed = true;
+            }
+            _ => {
+                let range = self.value()?;
+                if key == "owner" {
+                    members.owner = serde_json::from_slice(&self.buf[range.0..range.1]).ok();
+                }
+                members.kept.push((key, range));
+            }
         }
-        // Nothing was streamed, so the buffer was not compacted: the object is still whole.
-        let whole = (start, self.pos);
+        Ok(())
+    }
+
+    /// An object that streamed nothing, at `whole`: one event, one log message, a digest, or
+    /// none of the known shapes.
+    fn single_object(&self, whole: (usize, usize), members: &Members, sink: &mut dyn JsonSink) {
+        let keys = &members.kept;
         let has = |name: &str| keys.iter().any(|(k, _)| k == name);
         if EVENT_KEYS.iter().any(|k| has(k)) {
             self.emit_event(whole, sink);
@@ -431,7 +447,7 @@ impl<R: Read> Scanner<R> {
                         .iter()
                         .find(|(k, _)| k == "timestamp")
                         .and_then(|(_, r)| serde_json::from_slice::<i64>(&self.buf[r.0..r.1]).ok());
-                    sink.log_message(&message, timestamp, owner.as_deref());
+                    sink.log_message(&message, timestamp, members.owner.as_deref());
                 }
                 Err(_) => sink.unrecognised("an object whose \"message\" is not a string".to_string()),
             }
@@ -447,8 +463,18 @@ impl<R: Read> Scanner<R> {
                 names.join(", ")
             ));
         }
-        Ok(())
     }
+}
+
+/// What reading an object's members found.
+#[derive(Default)]
+struct Members {
+    /// The members not streamed: key and the byte range of the value.
+    kept: Vec<(String, (usize, usize))>,
+    /// A CloudWatch Logs envelope's `owner`, for its log events.
+    owner: Option<String>,
+    /// An array of records went to the sink (and the buffer may have been compacted since).
+    streamed: bool,
 }
 
 #[cfg(test)]

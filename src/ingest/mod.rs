@@ -22,13 +22,14 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::db::partitions::{PartitionCache, PartitionedTable, month_start};
 use crate::geo::{GeoCache, GeoDb};
 use cloudtrail::{CloudTrailEvent, UNKNOWN_ACCOUNT};
 use flowlogs::{FlowFormat, FlowRecord};
 use source::ContentKind;
-use store::{Batch, BatchWriter, StoreError};
+use store::{Batch, BatchOutcome, BatchWriter, StoreError};
 
 /// Record errors listed per file before the rest are only counted.
 const MAX_ERRORS_PER_FILE: usize = 50;
@@ -113,78 +114,11 @@ pub async fn import(pool: &PgPool, options: ImportOptions) -> Result<ImportSumma
     tracing::info!(files = files.len(), bytes = total_bytes, "import started");
 
     let progress = progress_bar(options.show_progress, total_bytes);
-    let ticker = {
-        let (progress, bytes_read) = (progress.clone(), bytes_read.clone());
-        tokio::spawn(async move {
-            loop {
-                progress.set_position(bytes_read.load(Ordering::Relaxed));
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
-
+    let ticker = spawn_ticker(progress.clone(), bytes_read.clone());
     let (batches, receiver) = mpsc::channel::<Batch>(options.writers.max(1) * 2);
-    let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
-    let partitions = Arc::new(PartitionCache::default());
-    let mut writers = Vec::new();
-    for _ in 0..options.writers.max(1) {
-        let mut writer = BatchWriter::connect(pool, partitions.clone()).await.map_err(ImportError::Connect)?;
-        let (receiver, summary) = (receiver.clone(), summary.clone());
-        writers.push(tokio::spawn(async move {
-            loop {
-                let batch = receiver.lock().await.recv().await;
-                let Some(batch) = batch else { return Ok(()) };
-                let outcome = match writer.write(&batch).await {
-                    Ok(outcome) => outcome,
-                    Err(error) => {
-                        // Unblock the parsers: nothing more will be written.
-                        receiver.lock().await.close();
-                        return Err(error);
-                    }
-                };
-                let mut summary = summary.lock().expect("summary poisoned");
-                match batch.table {
-                    PartitionedTable::CloudTrailEvents => summary.cloudtrail_events += outcome.inserted,
-                    PartitionedTable::FlowRecords => summary.flow_records += outcome.inserted,
-                }
-                summary.duplicates += outcome.duplicates;
-                for (position, reason) in outcome.rejected {
-                    summary.errors.push(FileError {
-                        file: batch.file.display().to_string(),
-                        error: format!("{position}: rejected by PostgreSQL: {reason}"),
-                    });
-                }
-            }
-        }));
-    }
-
-    let queue = Arc::new(Mutex::new(VecDeque::from(files)));
-    let context = Arc::new(ParseContext {
-        default_account: options.default_account.clone(),
-        flow_format: options.flow_format.clone(),
-        batch_rows: options.batch_rows.max(1),
-    });
-    let mut parsers = Vec::new();
-    for _ in 0..options.parsers.max(1) {
-        let (queue, context, batches, summary, bytes_read) =
-            (queue.clone(), context.clone(), batches.clone(), summary.clone(), bytes_read.clone());
-        let geo = options.geo.clone();
-        parsers.push(tokio::task::spawn_blocking(move || {
-            let mut geo = GeoCache::new(geo);
-            loop {
-                let Some(path) = queue.lock().expect("queue poisoned").pop_front() else { return };
-                let report = parse_file(&path, &context, &mut geo, &batches, bytes_read.clone());
-                let mut summary = summary.lock().expect("summary poisoned");
-                summary.skipped += report.skipped;
-                let file = path.display().to_string();
-                summary.errors.extend(report.errors.into_iter().map(|error| FileError { file: file.clone(), error }));
-                if report.aborted {
-                    return;
-                }
-            }
-        }));
-    }
-    drop(batches);
+    let writers = spawn_writers(pool, options.writers.max(1), receiver, &summary).await?;
+    // The parsers hold the only senders: the writers stop once every parser is done.
+    let parsers = spawn_parsers(&options, files, batches, &summary, &bytes_read);
 
     for parser in parsers {
         parser.await.map_err(|e| ImportError::Worker(e.to_string()))?;
@@ -194,7 +128,125 @@ pub async fn import(pool: &PgPool, options: ImportOptions) -> Result<ImportSumma
     }
     ticker.abort();
     progress.finish_and_clear();
+    finish(summary, &bytes_read, started)
+}
 
+/// Moves the progress bar along with the bytes read, until aborted.
+fn spawn_ticker(progress: indicatif::ProgressBar, bytes_read: Arc<AtomicU64>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            progress.set_position(bytes_read.load(Ordering::Relaxed));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+/// Opens `count` connections, each writing the batches it takes from `receiver`.
+async fn spawn_writers(
+    pool: &PgPool,
+    count: usize,
+    receiver: mpsc::Receiver<Batch>,
+    summary: &Arc<Mutex<ImportSummary>>,
+) -> Result<Vec<JoinHandle<Result<(), StoreError>>>, ImportError> {
+    let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
+    let partitions = Arc::new(PartitionCache::default());
+    let mut writers = Vec::new();
+    for _ in 0..count {
+        let writer = BatchWriter::connect(pool, partitions.clone()).await.map_err(ImportError::Connect)?;
+        writers.push(tokio::spawn(write_batches(writer, receiver.clone(), summary.clone())));
+    }
+    Ok(writers)
+}
+
+/// One writer: writes batches until there are no more, or until the database fails.
+async fn write_batches(
+    mut writer: BatchWriter,
+    receiver: Arc<tokio::sync::Mutex<mpsc::Receiver<Batch>>>,
+    summary: Arc<Mutex<ImportSummary>>,
+) -> Result<(), StoreError> {
+    loop {
+        let batch = receiver.lock().await.recv().await;
+        let Some(batch) = batch else { return Ok(()) };
+        let outcome = match writer.write(&batch).await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                // Unblock the parsers: nothing more will be written.
+                receiver.lock().await.close();
+                return Err(error);
+            }
+        };
+        count_written(&mut summary.lock().expect("summary poisoned"), &batch, outcome);
+    }
+}
+
+fn count_written(summary: &mut ImportSummary, batch: &Batch, outcome: BatchOutcome) {
+    match batch.table {
+        PartitionedTable::CloudTrailEvents => summary.cloudtrail_events += outcome.inserted,
+        PartitionedTable::FlowRecords => summary.flow_records += outcome.inserted,
+    }
+    summary.duplicates += outcome.duplicates;
+    for (position, reason) in outcome.rejected {
+        summary.errors.push(FileError {
+            file: batch.file.display().to_string(),
+            error: format!("{position}: rejected by PostgreSQL: {reason}"),
+        });
+    }
+}
+
+/// Starts the parser threads, which take files from a shared queue and send their batches.
+fn spawn_parsers(
+    options: &ImportOptions,
+    files: Vec<PathBuf>,
+    batches: mpsc::Sender<Batch>,
+    summary: &Arc<Mutex<ImportSummary>>,
+    bytes_read: &Arc<AtomicU64>,
+) -> Vec<JoinHandle<()>> {
+    let queue = Arc::new(Mutex::new(VecDeque::from(files)));
+    let context = Arc::new(ParseContext {
+        default_account: options.default_account.clone(),
+        flow_format: options.flow_format.clone(),
+        batch_rows: options.batch_rows.max(1),
+    });
+    (0..options.parsers.max(1))
+        .map(|_| {
+            let (queue, context, batches, summary, bytes_read) =
+                (queue.clone(), context.clone(), batches.clone(), summary.clone(), bytes_read.clone());
+            let geo = options.geo.clone();
+            tokio::task::spawn_blocking(move || {
+                parse_files(&queue, &context, GeoCache::new(geo), &batches, &summary, &bytes_read)
+            })
+        })
+        .collect()
+}
+
+/// One parser thread: parses files from `queue` until it is empty or the writers are gone.
+fn parse_files(
+    queue: &Mutex<VecDeque<PathBuf>>,
+    context: &ParseContext,
+    mut geo: GeoCache,
+    batches: &mpsc::Sender<Batch>,
+    summary: &Mutex<ImportSummary>,
+    bytes_read: &Arc<AtomicU64>,
+) {
+    loop {
+        let Some(path) = queue.lock().expect("queue poisoned").pop_front() else { return };
+        let report = parse_file(&path, context, &mut geo, batches, bytes_read.clone());
+        let mut summary = summary.lock().expect("summary poisoned");
+        summary.skipped += report.skipped;
+        let file = path.display().to_string();
+        summary.errors.extend(report.errors.into_iter().map(|error| FileError { file: file.clone(), error }));
+        if report.aborted {
+            return;
+        }
+    }
+}
+
+/// The summary, once every worker is done, with the bytes read and the time taken.
+fn finish(
+    summary: Arc<Mutex<ImportSummary>>,
+    bytes_read: &AtomicU64,
+    started: Instant,
+) -> Result<ImportSummary, ImportError> {
     let mut summary = Arc::try_unwrap(summary)
         .map_err(|_| ImportError::Worker("summary still shared".into()))?
         .into_inner()
@@ -450,10 +502,10 @@ impl<'a> FileSink<'a> {
             PartitionedTable::CloudTrailEvents => &mut self.events,
             PartitionedTable::FlowRecords => &mut self.flows,
         };
-        if let Some(batch) = slot.take().filter(|b| !b.rows.is_empty()) {
-            if !(self.send)(batch) {
-                self.report.aborted = true;
-            }
+        if let Some(batch) = slot.take().filter(|b| !b.rows.is_empty())
+            && !(self.send)(batch)
+        {
+            self.report.aborted = true;
         }
     }
 

@@ -39,6 +39,22 @@ struct Stored {
     deleted: bool,
 }
 
+/// Where and when a snapshot was taken: what the versions and changes it writes carry.
+struct Snapshot<'a> {
+    account_id: &'a str,
+    region: &'a str,
+    now: DateTime<Utc>,
+    previous_at: Option<DateTime<Utc>>,
+}
+
+/// What a snapshot did to a resource it saw.
+enum Seen {
+    Unchanged,
+    /// New, or back after its deletion.
+    Created,
+    Modified,
+}
+
 /// Records one snapshot of `resource_types` in one account and region. With `baseline` (the
 /// first snapshot), new resources are stored without a `created` change: they were not created
 /// now, Skywarden just had not looked. `previous_at` is when the last snapshot was taken.
@@ -70,37 +86,10 @@ pub async fn record_snapshot_at(
         Some(at) => at,
         None => sqlx::query_scalar!(r#"SELECT now() AS "now!""#).fetch_one(&mut *tx).await?,
     };
+    let snapshot = Snapshot { account_id, region, now, previous_at };
     let types: Vec<String> = resource_types.iter().map(|t| (*t).to_owned()).collect();
-    // Posture checks that fail on an absence ("no trail") look only at types collected here.
-    sqlx::query!(
-        "INSERT INTO resource_collections (account_id, region, resource_type, collected_at)
-         SELECT $1, $2, t, $4 FROM unnest($3::text[]) AS t
-         ON CONFLICT (account_id, region, resource_type) DO UPDATE SET collected_at = EXCLUDED.collected_at",
-        account_id,
-        region,
-        &types,
-        now,
-    )
-    .execute(&mut *tx)
-    .await?;
-    let rows = sqlx::query!(
-        "SELECT resource_type, resource_id, version, config_hash, config, deleted_at IS NOT NULL AS \"deleted!\"
-         FROM resources WHERE account_id = $1 AND region = $2 AND resource_type = ANY($3)",
-        account_id,
-        region,
-        &types
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut stored: HashMap<(String, String), Stored> = rows
-        .into_iter()
-        .map(|r| {
-            (
-                (r.resource_type, r.resource_id),
-                Stored { version: r.version, hash: r.config_hash, config: r.config, deleted: r.deleted },
-            )
-        })
-        .collect();
+    mark_collected(tx, &snapshot, &types).await?;
+    let mut stored = stored_resources(tx, &snapshot, &types).await?;
 
     let mut outcome = SnapshotOutcome::default();
     let mut seen = HashSet::new();
@@ -110,116 +99,161 @@ pub async fn record_snapshot_at(
         if !seen.insert(key.clone()) {
             continue;
         }
-        let hash = config_hash(&resource.config);
-        match stored.remove(&key) {
-            Some(current) if !current.deleted && current.hash == hash => {
-                sqlx::query!(
-                    "UPDATE resources SET last_seen = $4, config = $5, arn = $6, name = $7
-                     WHERE account_id = $1 AND resource_type = $2 AND resource_id = $3",
-                    account_id,
-                    resource.resource_type,
-                    resource.resource_id,
-                    now,
-                    resource.config,
-                    resource.arn,
-                    resource.name
-                )
-                .execute(&mut *tx)
-                .await?;
-                outcome.unchanged += 1;
-            }
-            Some(current) => {
-                let version = current.version + 1;
-                let (kind, old) = if current.deleted { ("created", json!({})) } else { ("modified", current.config) };
-                write_version(tx, account_id, resource, version, now, &hash).await?;
-                let changes = serde_json::to_value(diff(&old, &resource.config)).expect("diff serialises");
-                insert_change(
-                    tx,
-                    account_id,
-                    resource.resource_type,
-                    &resource.resource_id,
-                    region,
-                    version,
-                    kind,
-                    now,
-                    previous_at,
-                    changes,
-                )
-                .await?;
-                if kind == "created" {
-                    outcome.created += 1;
-                } else {
-                    outcome.modified += 1;
-                }
-            }
-            None => {
-                write_version(tx, account_id, resource, 1, now, &hash).await?;
-                if !baseline {
-                    let changes = serde_json::to_value(diff(&json!({}), &resource.config)).expect("diff serialises");
-                    insert_change(
-                        tx,
-                        account_id,
-                        resource.resource_type,
-                        &resource.resource_id,
-                        region,
-                        1,
-                        "created",
-                        now,
-                        previous_at,
-                        changes,
-                    )
-                    .await?;
-                }
-                outcome.created += 1;
-            }
+        match record_seen(tx, &snapshot, resource, stored.remove(&key), baseline).await? {
+            Seen::Unchanged => outcome.unchanged += 1,
+            Seen::Created => outcome.created += 1,
+            Seen::Modified => outcome.modified += 1,
         }
     }
-
     // What the snapshot did not see any more was deleted.
     for ((resource_type, resource_id), current) in stored {
-        if current.deleted {
-            continue;
+        if !current.deleted {
+            record_deletion(tx, &snapshot, &resource_type, &resource_id, current).await?;
+            outcome.deleted += 1;
         }
-        let version = current.version + 1;
-        sqlx::query!(
-            "INSERT INTO resource_versions (account_id, resource_type, resource_id, version, captured_at, config, config_hash)
-             VALUES ($1, $2, $3, $4, $5, NULL, NULL)",
-            account_id,
-            resource_type,
-            resource_id,
-            version,
-            now
-        )
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query!(
-            "UPDATE resources SET version = $4, deleted_at = $5, last_changed = $5
-             WHERE account_id = $1 AND resource_type = $2 AND resource_id = $3",
-            account_id,
-            resource_type,
-            resource_id,
-            version,
-            now
-        )
-        .execute(&mut *tx)
-        .await?;
-        let changes = serde_json::to_value(diff(&current.config, &json!({}))).expect("diff serialises");
-        insert_change(
-            tx,
-            account_id,
-            &resource_type,
-            &resource_id,
-            region,
-            version,
-            "deleted",
-            now,
-            previous_at,
-            changes,
-        )
-        .await?;
-        outcome.deleted += 1;
     }
     Ok(outcome)
+}
+
+/// Posture checks that fail on an absence ("no trail") look only at types collected here.
+async fn mark_collected(tx: &mut PgConnection, snapshot: &Snapshot<'_>, types: &[String]) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO resource_collections (account_id, region, resource_type, collected_at)
+         SELECT $1, $2, t, $4 FROM unnest($3::text[]) AS t
+         ON CONFLICT (account_id, region, resource_type) DO UPDATE SET collected_at = EXCLUDED.collected_at",
+        snapshot.account_id,
+        snapshot.region,
+        types,
+        snapshot.now,
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// The current state of the snapshot's resource types, by (type, id).
+async fn stored_resources(
+    tx: &mut PgConnection,
+    snapshot: &Snapshot<'_>,
+    types: &[String],
+) -> Result<HashMap<(String, String), Stored>, sqlx::Error> {
+    let rows = sqlx::query!(
+        "SELECT resource_type, resource_id, version, config_hash, config, deleted_at IS NOT NULL AS \"deleted!\"
+         FROM resources WHERE account_id = $1 AND region = $2 AND resource_type = ANY($3)",
+        snapshot.account_id,
+        snapshot.region,
+        types
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                (r.resource_type, r.resource_id),
+                Stored { version: r.version, hash: r.config_hash, config: r.config, deleted: r.deleted },
+            )
+        })
+        .collect())
+}
+
+/// Records a resource the snapshot saw, against its `stored` state.
+async fn record_seen(
+    tx: &mut PgConnection,
+    snapshot: &Snapshot<'_>,
+    resource: &ResourceConfig,
+    stored: Option<Stored>,
+    baseline: bool,
+) -> Result<Seen, sqlx::Error> {
+    let hash = config_hash(&resource.config);
+    let (resource_type, resource_id) = (resource.resource_type, resource.resource_id.as_str());
+    match stored {
+        Some(current) if !current.deleted && current.hash == hash => {
+            sqlx::query!(
+                "UPDATE resources SET last_seen = $4, config = $5, arn = $6, name = $7
+                     WHERE account_id = $1 AND resource_type = $2 AND resource_id = $3",
+                snapshot.account_id,
+                resource_type,
+                resource_id,
+                snapshot.now,
+                resource.config,
+                resource.arn,
+                resource.name
+            )
+            .execute(&mut *tx)
+            .await?;
+            Ok(Seen::Unchanged)
+        }
+        Some(current) => {
+            let version = current.version + 1;
+            let (seen, kind, old) = if current.deleted {
+                (Seen::Created, "created", json!({}))
+            } else {
+                (Seen::Modified, "modified", current.config)
+            };
+            write_version(tx, snapshot.account_id, resource, version, snapshot.now, &hash).await?;
+            insert_change(tx, snapshot, resource_type, resource_id, version, kind, changes(&old, &resource.config))
+                .await?;
+            Ok(seen)
+        }
+        None => {
+            write_version(tx, snapshot.account_id, resource, 1, snapshot.now, &hash).await?;
+            if !baseline {
+                insert_change(
+                    tx,
+                    snapshot,
+                    resource_type,
+                    resource_id,
+                    1,
+                    "created",
+                    changes(&json!({}), &resource.config),
+                )
+                .await?;
+            }
+            Ok(Seen::Created)
+        }
+    }
+}
+
+/// Records that a resource the snapshot did not see any more was deleted.
+async fn record_deletion(
+    tx: &mut PgConnection,
+    snapshot: &Snapshot<'_>,
+    resource_type: &str,
+    resource_id: &str,
+    current: Stored,
+) -> Result<(), sqlx::Error> {
+    let (account_id, now) = (snapshot.account_id, snapshot.now);
+    let version = current.version + 1;
+    sqlx::query!(
+        "INSERT INTO resource_versions (account_id, resource_type, resource_id, version, captured_at, config, config_hash)
+             VALUES ($1, $2, $3, $4, $5, NULL, NULL)",
+        account_id,
+        resource_type,
+        resource_id,
+        version,
+        now
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "UPDATE resources SET version = $4, deleted_at = $5, last_changed = $5
+             WHERE account_id = $1 AND resource_type = $2 AND resource_id = $3",
+        account_id,
+        resource_type,
+        resource_id,
+        version,
+        now
+    )
+    .execute(&mut *tx)
+    .await?;
+    insert_change(tx, snapshot, resource_type, resource_id, version, "deleted", changes(&current.config, &json!({})))
+        .await
+}
+
+/// The diff of a change, as stored.
+fn changes(old: &Value, new: &Value) -> Value {
+    serde_json::to_value(diff(old, new)).expect("diff serialises")
 }
 
 async fn write_version(
@@ -267,31 +301,27 @@ async fn write_version(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn insert_change(
     tx: &mut PgConnection,
-    account_id: &str,
+    snapshot: &Snapshot<'_>,
     resource_type: &str,
     resource_id: &str,
-    region: &str,
     version: i32,
     kind: &str,
-    detected_at: DateTime<Utc>,
-    previous_at: Option<DateTime<Utc>>,
     changes: Value,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "INSERT INTO config_changes (account_id, resource_type, resource_id, region, version, kind, detected_at,
                                      previous_at, diff)
          VALUES ($1, $2, $3, $4, $5, $6::text::config_change_kind, $7, $8, $9)",
-        account_id,
+        snapshot.account_id,
         resource_type,
         resource_id,
-        region,
+        snapshot.region,
         version,
         kind,
-        detected_at,
-        previous_at,
+        snapshot.now,
+        snapshot.previous_at,
         changes
     )
     .execute(&mut *tx)

@@ -264,89 +264,100 @@ pub fn validate(spec: &ChannelSpec, policy: &NetworkPolicy) -> Result<Value, Cha
     check_text("name", &spec.name, 128)?;
     let settings = match spec.kind {
         ChannelKind::Slack | ChannelKind::Teams => parse_settings::<ChatSettings>(&spec.settings)?,
-        ChannelKind::Pagerduty => {
-            let settings = parse_settings::<PagerDutySettings>(&spec.settings)?;
-            check_target(policy, "settings.events_url", settings["events_url"].as_str().unwrap_or_default())?;
-            settings
-        }
-        ChannelKind::Webhook => {
-            let settings = parse_settings::<WebhookSettings>(&spec.settings)?;
-            match (settings.get("url").and_then(Value::as_str), spec.secrets.contains_key("url")) {
-                (Some(url), false) => check_target(policy, "settings.url", url)?,
-                (None, true) => {} // checked with the other secrets below
-                (Some(_), true) => {
-                    return Err(ChannelError::invalid(
-                        "settings.url",
-                        "give the URL once: in settings, or as the url secret",
-                    ));
-                }
-                (None, false) => {
-                    return Err(ChannelError::invalid(
-                        "settings.url",
-                        "required (or as the url secret when it carries a token)",
-                    ));
-                }
-            }
-            settings
-        }
-        ChannelKind::Jira => {
-            let settings = parse_settings::<JiraSettings>(&spec.settings)?;
-            check_target(policy, "settings.base_url", settings["base_url"].as_str().unwrap_or_default())?;
-            let typed: JiraSettings = serde_json::from_value(settings.clone()).expect("just parsed");
-            if !typed.project_key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || typed.project_key.is_empty()
-            {
-                return Err(ChannelError::invalid(
-                    "settings.project_key",
-                    "a Jira project key is letters, digits and _",
-                ));
-            }
-            if ![2, 3].contains(&typed.api_version) {
-                return Err(ChannelError::invalid("settings.api_version", "the Jira REST API version is 2 or 3"));
-            }
-            check_text("settings.email", &typed.email, 256)?;
-            check_text("settings.issue_type", &typed.issue_type, 64)?;
-            for label in &typed.labels {
-                if label.is_empty() || label.chars().any(char::is_whitespace) {
-                    return Err(ChannelError::invalid("settings.labels", "Jira labels have no spaces"));
-                }
-            }
-            settings
-        }
-        ChannelKind::Servicenow => {
-            let settings = parse_settings::<ServiceNowSettings>(&spec.settings)?;
-            check_target(policy, "settings.instance_url", settings["instance_url"].as_str().unwrap_or_default())?;
-            check_text("settings.username", settings["username"].as_str().unwrap_or_default(), 256)?;
-            settings
-        }
-        ChannelKind::Email => {
-            let settings = parse_settings::<EmailSettings>(&spec.settings)?;
-            let typed: EmailSettings = serde_json::from_value(settings.clone()).expect("just parsed");
-            check_text("settings.host", &typed.host, 253)?;
-            if typed.to.is_empty() {
-                return Err(ChannelError::invalid("settings.to", "at least one recipient"));
-            }
-            for (field, address) in
-                std::iter::once(("settings.from", &typed.from)).chain(typed.to.iter().map(|a| ("settings.to", a)))
-            {
-                address
-                    .parse::<lettre::message::Mailbox>()
-                    .map_err(|e| ChannelError::invalid(field, format!("{address:?} is not an email address ({e})")))?;
-            }
-            if typed.security == SmtpSecurity::None
-                && let Ok(address) = typed.host.parse::<std::net::IpAddr>()
-                && !policy.is_allowed(address)
-            {
-                return Err(ChannelError::invalid(
-                    "settings.security",
-                    "unencrypted SMTP is only for a relay on a network allowed in SKYWARDEN_NOTIFY_ALLOW_NETWORKS",
-                ));
-            }
-            if let Ok(address) = typed.host.parse::<std::net::IpAddr>() {
-                policy.check(address).map_err(|refused| ChannelError::invalid("settings.host", refused.to_string()))?;
-            }
-            settings
-        }
+        ChannelKind::Pagerduty => validate_pagerduty(&spec.settings, policy)?,
+        ChannelKind::Webhook => validate_webhook(spec, policy)?,
+        ChannelKind::Jira => validate_jira(&spec.settings, policy)?,
+        ChannelKind::Servicenow => validate_servicenow(&spec.settings, policy)?,
+        ChannelKind::Email => validate_email(&spec.settings, policy)?,
     };
+    validate_secrets(spec, policy)?;
+    Ok(settings)
+}
+
+fn validate_pagerduty(settings: &Value, policy: &NetworkPolicy) -> Result<Value, ChannelError> {
+    let settings = parse_settings::<PagerDutySettings>(settings)?;
+    check_target(policy, "settings.events_url", settings["events_url"].as_str().unwrap_or_default())?;
+    Ok(settings)
+}
+
+/// The URL is in the settings, or in the `url` secret when it carries a token: once.
+fn validate_webhook(spec: &ChannelSpec, policy: &NetworkPolicy) -> Result<Value, ChannelError> {
+    let settings = parse_settings::<WebhookSettings>(&spec.settings)?;
+    match (settings.get("url").and_then(Value::as_str), spec.secrets.contains_key("url")) {
+        (Some(url), false) => check_target(policy, "settings.url", url)?,
+        (None, true) => {} // checked with the other secrets
+        (Some(_), true) => {
+            return Err(ChannelError::invalid("settings.url", "give the URL once: in settings, or as the url secret"));
+        }
+        (None, false) => {
+            return Err(ChannelError::invalid(
+                "settings.url",
+                "required (or as the url secret when it carries a token)",
+            ));
+        }
+    }
+    Ok(settings)
+}
+
+fn validate_jira(settings: &Value, policy: &NetworkPolicy) -> Result<Value, ChannelError> {
+    let settings = parse_settings::<JiraSettings>(settings)?;
+    check_target(policy, "settings.base_url", settings["base_url"].as_str().unwrap_or_default())?;
+    let typed: JiraSettings = serde_json::from_value(settings.clone()).expect("just parsed");
+    if !typed.project_key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || typed.project_key.is_empty() {
+        return Err(ChannelError::invalid("settings.project_key", "a Jira project key is letters, digits and _"));
+    }
+    if ![2, 3].contains(&typed.api_version) {
+        return Err(ChannelError::invalid("settings.api_version", "the Jira REST API version is 2 or 3"));
+    }
+    check_text("settings.email", &typed.email, 256)?;
+    check_text("settings.issue_type", &typed.issue_type, 64)?;
+    for label in &typed.labels {
+        if label.is_empty() || label.chars().any(char::is_whitespace) {
+            return Err(ChannelError::invalid("settings.labels", "Jira labels have no spaces"));
+        }
+    }
+    Ok(settings)
+}
+
+fn validate_servicenow(settings: &Value, policy: &NetworkPolicy) -> Result<Value, ChannelError> {
+    let settings = parse_settings::<ServiceNowSettings>(settings)?;
+    check_target(policy, "settings.instance_url", settings["instance_url"].as_str().unwrap_or_default())?;
+    check_text("settings.username", settings["username"].as_str().unwrap_or_default(), 256)?;
+    Ok(settings)
+}
+
+fn validate_email(settings: &Value, policy: &NetworkPolicy) -> Result<Value, ChannelError> {
+    let settings = parse_settings::<EmailSettings>(settings)?;
+    let typed: EmailSettings = serde_json::from_value(settings.clone()).expect("just parsed");
+    check_text("settings.host", &typed.host, 253)?;
+    if typed.to.is_empty() {
+        return Err(ChannelError::invalid("settings.to", "at least one recipient"));
+    }
+    for (field, address) in
+        std::iter::once(("settings.from", &typed.from)).chain(typed.to.iter().map(|a| ("settings.to", a)))
+    {
+        address
+            .parse::<lettre::message::Mailbox>()
+            .map_err(|e| ChannelError::invalid(field, format!("{address:?} is not an email address ({e})")))?;
+    }
+    if typed.security == SmtpSecurity::None
+        && let Ok(address) = typed.host.parse::<std::net::IpAddr>()
+        && !policy.is_allowed(address)
+    {
+        return Err(ChannelError::invalid(
+            "settings.security",
+            "unencrypted SMTP is only for a relay on a network allowed in SKYWARDEN_NOTIFY_ALLOW_NETWORKS",
+        ));
+    }
+    if let Ok(address) = typed.host.parse::<std::net::IpAddr>() {
+        policy.check(address).map_err(|refused| ChannelError::invalid("settings.host", refused.to_string()))?;
+    }
+    Ok(settings)
+}
+
+/// Only the kind's secrets, the required ones present, values of sane length (URLs allowed by
+/// the network policy), references in a known form.
+fn validate_secrets(spec: &ChannelSpec, policy: &NetworkPolicy) -> Result<(), ChannelError> {
     let known = spec.kind.secret_names();
     for name in spec.secrets.keys() {
         if !known.iter().any(|(known, _)| known == name) {
@@ -379,7 +390,7 @@ pub fn validate(spec: &ChannelSpec, policy: &NetworkPolicy) -> Result<Value, Cha
             _ => {}
         }
     }
-    Ok(settings)
+    Ok(())
 }
 
 /// A channel as the API shows it: settings, and the names of its secrets (never their values).

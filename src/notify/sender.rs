@@ -11,7 +11,7 @@ use sqlx::PgPool;
 
 use super::channels::{self, Channel, ChannelKind};
 use super::error_chain;
-use super::http_client::{HttpError, SafeHttpClient};
+use super::http_client::{HttpError, Reply, SafeHttpClient};
 use super::message::AlertMessage;
 use super::outbox::{self, Claimed};
 use super::secrets::SecretKey;
@@ -287,48 +287,10 @@ impl Sender {
     /// Sends one notification to one channel and classifies the answer.
     pub async fn send(&self, channel: &Channel, notification: &Notification<'_>, envelope: &Envelope) -> Attempt {
         if channel.kind == ChannelKind::Email {
-            return match email::send(
-                channel,
-                notification,
-                &envelope.dedup_key,
-                self.client.policy(),
-                self.client.timeout(),
-            )
-            .await
-            {
-                Ok(reply) => {
-                    Attempt::Delivered { http_status: None, remote_ref: None, note: Some(format!("relay: {reply}")) }
-                }
-                Err(email::EmailError::Transient(error)) => Attempt::Failed { http_status: None, error, after: None },
-                Err(email::EmailError::Resolve { host, message }) => Attempt::Failed {
-                    http_status: None,
-                    error: format!("cannot resolve {host}: {message}"),
-                    after: None,
-                },
-                Err(error) => Attempt::Rejected { http_status: None, error: error.to_string() },
-            };
+            return self.send_email(channel, notification, envelope).await;
         }
-        // A retried ticket may exist already: an earlier attempt can have been created on the
-        // receiver's side and lost on ours (a timeout, a crash). Look before creating again.
-        if envelope.attempt > 1
-            && matches!(notification, Notification::Opened(_))
-            && let Ok(Some(lookup)) = targets::lookup_request(channel, envelope)
-        {
-            match self.client.send(&lookup).await {
-                Ok(reply) if (200..300).contains(&reply.status) => {
-                    if let Some(found) = targets::lookup_ref(channel.kind, &reply) {
-                        return Attempt::Delivered {
-                            http_status: Some(reply.status),
-                            remote_ref: Some(found),
-                            note: Some("found the ticket an earlier attempt created".into()),
-                        };
-                    }
-                }
-                Ok(reply) => {
-                    tracing::warn!(channel = %channel.name, status = reply.status, "ticket lookup failed; creating")
-                }
-                Err(error) => tracing::warn!(channel = %channel.name, %error, "ticket lookup failed; creating"),
-            }
+        if let Some(found) = self.earlier_ticket(channel, notification, envelope).await {
+            return found;
         }
         let request = match targets::http_request(channel, notification, envelope) {
             Ok(Some(request)) => request,
@@ -341,29 +303,53 @@ impl Sender {
             }
             Err(error) => return Attempt::Rejected { http_status: None, error: error.to_string() },
         };
-        match self.client.send(&request).await {
-            Ok(reply) if (200..300).contains(&reply.status) => Attempt::Delivered {
-                http_status: Some(reply.status),
-                remote_ref: targets::remote_ref(channel.kind, &reply),
-                note: None,
-            },
-            // Throttled or a server-side problem: the same request can succeed later.
-            Ok(reply) if reply.status == 408 || reply.status == 429 || reply.status >= 500 => Attempt::Failed {
-                http_status: Some(reply.status),
-                error: format!("HTTP {}: {}", reply.status, reply.body_text()),
-                after: reply.retry_after,
-            },
-            Ok(reply) => Attempt::Rejected {
-                http_status: Some(reply.status),
-                error: format!("HTTP {}: {}", reply.status, reply.body_text()),
-            },
-            Err(HttpError::Refused(refused)) => {
-                Attempt::Rejected { http_status: None, error: format!("refused target: {refused}") }
+        http_attempt(channel.kind, self.client.send(&request).await)
+    }
+
+    async fn send_email(&self, channel: &Channel, notification: &Notification<'_>, envelope: &Envelope) -> Attempt {
+        match email::send(channel, notification, &envelope.dedup_key, self.client.policy(), self.client.timeout()).await
+        {
+            Ok(reply) => {
+                Attempt::Delivered { http_status: None, remote_ref: None, note: Some(format!("relay: {reply}")) }
             }
-            Err(HttpError::BadUrl(error)) => {
-                Attempt::Rejected { http_status: None, error: format!("bad target URL: {error}") }
+            Err(email::EmailError::Transient(error)) => Attempt::Failed { http_status: None, error, after: None },
+            Err(email::EmailError::Resolve { host, message }) => {
+                Attempt::Failed { http_status: None, error: format!("cannot resolve {host}: {message}"), after: None }
             }
-            Err(error) => Attempt::Failed { http_status: None, error: error.to_string(), after: None },
+            Err(error) => Attempt::Rejected { http_status: None, error: error.to_string() },
+        }
+    }
+
+    /// A retried ticket may exist already: an earlier attempt can have been created on the
+    /// receiver's side and lost on ours (a timeout, a crash). Looks before creating again: the
+    /// delivery, if the ticket is found.
+    async fn earlier_ticket(
+        &self,
+        channel: &Channel,
+        notification: &Notification<'_>,
+        envelope: &Envelope,
+    ) -> Option<Attempt> {
+        if envelope.attempt <= 1 || !matches!(notification, Notification::Opened(_)) {
+            return None;
+        }
+        let Ok(Some(lookup)) = targets::lookup_request(channel, envelope) else { return None };
+        match self.client.send(&lookup).await {
+            Ok(reply) if (200..300).contains(&reply.status) => {
+                let found = targets::lookup_ref(channel.kind, &reply)?;
+                Some(Attempt::Delivered {
+                    http_status: Some(reply.status),
+                    remote_ref: Some(found),
+                    note: Some("found the ticket an earlier attempt created".into()),
+                })
+            }
+            Ok(reply) => {
+                tracing::warn!(channel = %channel.name, status = reply.status, "ticket lookup failed; creating");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(channel = %channel.name, %error, "ticket lookup failed; creating");
+                None
+            }
         }
     }
 
@@ -373,5 +359,33 @@ impl Sender {
         let sample = AlertMessage::sample(&self.options.public_url);
         let envelope = Envelope { delivery_id: "test".into(), dedup_key: sample.dedup_key.clone(), attempt: 1 };
         Ok(self.send(&channel, &Notification::Opened(&sample), &envelope).await)
+    }
+}
+
+/// Classifies the receiver's answer to a notification.
+fn http_attempt(kind: ChannelKind, sent: Result<Reply, HttpError>) -> Attempt {
+    match sent {
+        Ok(reply) if (200..300).contains(&reply.status) => Attempt::Delivered {
+            http_status: Some(reply.status),
+            remote_ref: targets::remote_ref(kind, &reply),
+            note: None,
+        },
+        // Throttled or a server-side problem: the same request can succeed later.
+        Ok(reply) if reply.status == 408 || reply.status == 429 || reply.status >= 500 => Attempt::Failed {
+            http_status: Some(reply.status),
+            error: format!("HTTP {}: {}", reply.status, reply.body_text()),
+            after: reply.retry_after,
+        },
+        Ok(reply) => Attempt::Rejected {
+            http_status: Some(reply.status),
+            error: format!("HTTP {}: {}", reply.status, reply.body_text()),
+        },
+        Err(HttpError::Refused(refused)) => {
+            Attempt::Rejected { http_status: None, error: format!("refused target: {refused}") }
+        }
+        Err(HttpError::BadUrl(error)) => {
+            Attempt::Rejected { http_status: None, error: format!("bad target URL: {error}") }
+        }
+        Err(error) => Attempt::Failed { http_status: None, error: error.to_string(), after: None },
     }
 }

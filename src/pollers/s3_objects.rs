@@ -53,6 +53,13 @@ struct Listed {
     modified: Option<DateTime<Utc>>,
 }
 
+/// The bucket a job reads, with its client and region.
+struct Bucket {
+    client: aws_sdk_s3::Client,
+    name: String,
+    region: String,
+}
+
 pub async fn run(
     ctx: &PollContext,
     session: &AccountSession,
@@ -62,20 +69,42 @@ pub async fn run(
     let (bucket, prefix) = parse_target(&job.target)?;
     let (bucket, prefix) = (bucket.to_owned(), prefix.to_owned());
     let region = account.sources.bucket_region.clone().unwrap_or_else(|| job.region.clone());
-    let client = session.s3(&region);
+    let bucket = Bucket { client: session.s3(&region), name: bucket, region };
     let checkpoint: Checkpoint = serde_json::from_value(job.checkpoint.clone()).unwrap_or_default();
     let mut last_key = checkpoint.last_key;
 
+    let listed = list_objects(&bucket, &prefix, list_start(&prefix, last_key.as_deref())).await?;
+    let mut pending = not_ingested(ctx, &job.account_id, &bucket.name, listed).await?;
+    let mut outcome = RunOutcome::default();
+    let limit = ctx.options.max_pages_per_run.max(1);
+    if pending.len() > limit {
+        outcome.more_pending = true;
+        pending.truncate(limit);
+    }
+    for object in pending {
+        let (rows, errors) = fetch_and_parse(ctx, &bucket, &job.account_id, &object).await?;
+        last_key = Some(match last_key {
+            Some(previous) if previous > object.key => previous,
+            _ => object.key.clone(),
+        });
+        outcome.stored += store_object(ctx, job, &bucket.name, &object, rows, errors, last_key.clone()).await?;
+    }
+    Ok(outcome)
+}
+
+/// The log files under `prefix` after `start_after`: no folders, no digest files.
+async fn list_objects(bucket: &Bucket, prefix: &str, start_after: Option<String>) -> Result<Vec<Listed>, PollError> {
     let mut listed = Vec::new();
-    let mut pages = client
+    let mut pages = bucket
+        .client
         .list_objects_v2()
-        .bucket(&bucket)
-        .prefix(&prefix)
-        .set_start_after(list_start(&prefix, last_key.as_deref()))
+        .bucket(&bucket.name)
+        .prefix(prefix)
+        .set_start_after(start_after)
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| AwsError::from_sdk("s3:ListBucket", &region, e))?;
+        let page = page.map_err(|e| AwsError::from_sdk("s3:ListBucket", &bucket.region, e))?;
         for object in page.contents() {
             let Some(key) = object.key() else { continue };
             if key.ends_with('/') || key.contains("/CloudTrail-Digest/") {
@@ -89,10 +118,20 @@ pub async fn run(
             });
         }
     }
+    Ok(listed)
+}
+
+/// The listed objects not stored yet (a new ETag is a new object), in key order.
+async fn not_ingested(
+    ctx: &PollContext,
+    account_id: &str,
+    bucket: &str,
+    listed: Vec<Listed>,
+) -> Result<Vec<Listed>, sqlx::Error> {
     let keys: Vec<String> = listed.iter().map(|o| o.key.clone()).collect();
     let done = sqlx::query!(
         "SELECT object_key, etag FROM ingested_objects WHERE account_id = $1 AND bucket = $2 AND object_key = ANY($3)",
-        job.account_id,
+        account_id,
         bucket,
         &keys
     )
@@ -102,66 +141,75 @@ pub async fn run(
     let mut pending: Vec<Listed> =
         listed.into_iter().filter(|o| !done.contains(&(o.key.clone(), o.etag.clone()))).collect();
     pending.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(pending)
+}
 
-    let mut outcome = RunOutcome::default();
-    let limit = ctx.options.max_pages_per_run.max(1);
-    if pending.len() > limit {
-        outcome.more_pending = true;
-        pending.truncate(limit);
-    }
-    for object in pending {
-        let response = client
-            .get_object()
-            .bucket(&bucket)
-            .key(&object.key)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("s3:GetObject", &region, e))?;
-        let body =
-            response.body.collect().await.map_err(|e| {
-                PollError::Target(format!("s3://{bucket}/{}: reading the object failed: {e}", object.key))
-            })?;
-        let bytes = body.into_bytes();
-        let label = Arc::new(PathBuf::from(format!("s3://{bucket}/{}", object.key)));
-        let account_id = job.account_id.clone();
-        let geo = ctx.geo.clone();
-        let (mut rows, errors) =
-            tokio::task::spawn_blocking(move || parse_object(bytes.to_vec(), label, account_id, geo))
-                .await
-                .map_err(|e| PollError::Target(format!("parsing failed: {e}")))?;
+/// Downloads one object and parses it (on a blocking thread): its rows and record errors.
+async fn fetch_and_parse(
+    ctx: &PollContext,
+    bucket: &Bucket,
+    account_id: &str,
+    object: &Listed,
+) -> Result<(PageRows, Vec<String>), PollError> {
+    let name = &bucket.name;
+    let response = bucket
+        .client
+        .get_object()
+        .bucket(name)
+        .key(&object.key)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("s3:GetObject", &bucket.region, e))?;
+    let body = response
+        .body
+        .collect()
+        .await
+        .map_err(|e| PollError::Target(format!("s3://{name}/{}: reading the object failed: {e}", object.key)))?;
+    let bytes = body.into_bytes();
+    let label = Arc::new(PathBuf::from(format!("s3://{name}/{}", object.key)));
+    let account_id = account_id.to_owned();
+    let geo = ctx.geo.clone();
+    tokio::task::spawn_blocking(move || parse_object(bytes.to_vec(), label, account_id, geo))
+        .await
+        .map_err(|e| PollError::Target(format!("parsing failed: {e}")))
+}
 
-        last_key = Some(match last_key {
-            Some(previous) if previous > object.key => previous,
-            _ => object.key.clone(),
-        });
-        let checkpoint =
-            serde_json::to_value(Checkpoint { last_key: last_key.clone() }).expect("checkpoint serialises");
-        rows.prepare(ctx).await?;
-        let mut tx = ctx.pool.begin().await?;
-        let stored = rows.store(&mut tx).await?;
-        let mut all_errors = errors;
-        all_errors.extend(rows.rejected.iter().cloned());
-        sqlx::query!(
-            "INSERT INTO ingested_objects (account_id, bucket, object_key, etag, size, records, errors)
+/// Stores one object's rows, marks it ingested and moves the checkpoint to `last_key`, in one
+/// transaction. Returns how many rows were stored.
+async fn store_object(
+    ctx: &PollContext,
+    job: &mut Job,
+    bucket: &str,
+    object: &Listed,
+    mut rows: PageRows,
+    errors: Vec<String>,
+    last_key: Option<String>,
+) -> Result<u64, PollError> {
+    let checkpoint = serde_json::to_value(Checkpoint { last_key }).expect("checkpoint serialises");
+    rows.prepare(ctx).await?;
+    let mut tx = ctx.pool.begin().await?;
+    let stored = rows.store(&mut tx).await?;
+    let mut all_errors = errors;
+    all_errors.extend(rows.rejected.iter().cloned());
+    sqlx::query!(
+        "INSERT INTO ingested_objects (account_id, bucket, object_key, etag, size, records, errors)
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            job.account_id,
-            bucket,
-            object.key,
-            object.etag,
-            object.size,
-            rows.len() as i64,
-            &all_errors
-        )
-        .execute(&mut *tx)
-        .await?;
-        job.save_checkpoint(&mut tx, checkpoint, object.modified, stored).await?;
-        tx.commit().await?;
-        for error in &all_errors {
-            tracing::warn!(job_id = job.job_id, bucket, key = %object.key, error, "object record not stored");
-        }
-        outcome.stored += stored;
+        job.account_id,
+        bucket,
+        object.key,
+        object.etag,
+        object.size,
+        rows.len() as i64,
+        &all_errors
+    )
+    .execute(&mut *tx)
+    .await?;
+    job.save_checkpoint(&mut tx, checkpoint, object.modified, stored).await?;
+    tx.commit().await?;
+    for error in &all_errors {
+        tracing::warn!(job_id = job.job_id, bucket, key = %object.key, error, "object record not stored");
     }
-    Ok(outcome)
+    Ok(stored)
 }
 
 /// Parses one object with the importer's parser: the same formats as `skywarden import`.

@@ -11,7 +11,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::checks::CheckMeta;
-use super::evaluate::AccountEvaluation;
+use super::evaluate::{AccountEvaluation, CheckResult};
 use crate::model::{AlertStatus, Finding, Mitre, Severity};
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +65,66 @@ pub async fn save_checks(pool: &PgPool, checks: &[CheckMeta]) -> Result<(), sqlx
     Ok(())
 }
 
+/// A finding as it stood before this evaluation.
+struct Current {
+    id: i64,
+    status: String,
+    messages: Vec<String>,
+}
+
+/// What a finding is about: (check, resource type, resource id).
+type FindingKey = (String, String, String);
+
+/// What one evaluation result does to the finding of its check on its resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transition {
+    /// Passes, with no open finding.
+    StillPassing,
+    /// Passes: its open finding resolves.
+    Resolve(i64),
+    /// Fails, with no finding yet.
+    Open,
+    /// Fails again after its finding resolved.
+    Reopen(i64),
+    /// Keeps failing: the finding stays open, its messages and last-seen time updated.
+    StillFailing { id: i64, messages_changed: bool },
+}
+
+impl Transition {
+    fn of(result: &CheckResult, current: Option<Current>) -> Transition {
+        match (result.messages.is_empty(), current) {
+            (true, Some(finding)) if finding.status == "open" => Transition::Resolve(finding.id),
+            (true, _) => Transition::StillPassing,
+            (false, None) => Transition::Open,
+            (false, Some(finding)) if finding.status == "resolved" => Transition::Reopen(finding.id),
+            (false, Some(finding)) => {
+                Transition::StillFailing { id: finding.id, messages_changed: finding.messages != result.messages }
+            }
+        }
+    }
+
+    fn passes(self) -> bool {
+        matches!(self, Transition::StillPassing | Transition::Resolve(_))
+    }
+}
+
+/// One evaluation result of a known check, and what it does.
+struct Step<'a> {
+    check: &'a CheckMeta,
+    result: &'a CheckResult,
+    /// A suppression covers it: out of the score's failures and of the alerts.
+    suppressed: bool,
+    transition: Transition,
+}
+
+/// A finding that opened or reopened in this evaluation, with no suppression: it may raise an
+/// alert.
+struct NewFailure<'a> {
+    id: i64,
+    check: &'a CheckMeta,
+    result: &'a CheckResult,
+}
+
 /// Applies one account's evaluation to its findings, records the score, and raises alerts for
 /// new findings at or above `alert_at` that no suppression covers.
 pub async fn record(
@@ -74,28 +134,66 @@ pub async fn record(
     now: DateTime<Utc>,
     alert_at: Option<Severity>,
 ) -> Result<RecordOutcome, FindingsError> {
-    let meta: HashMap<&str, &CheckMeta> = checks.iter().map(|c| (c.id.as_str(), c)).collect();
     let account = evaluation.account_id.as_str();
-    let mut outcome = RecordOutcome::default();
     let mut tx = pool.begin().await?;
-    // One evaluation of an account at a time (worker, API, CLI): rows not yet inserted cannot
-    // be locked with FOR UPDATE.
+    lock_account(&mut tx, account).await?;
+    let mut current = current_findings(&mut tx, account).await?;
+    let suppressions = active_suppressions(&mut tx, account).await?;
+    let (causes_after, newest_change) = change_window(&mut tx, account).await?;
+
+    let steps = classify(evaluation, checks, &suppressions, &mut current);
+    let gone = gone_findings(evaluation, current);
+    let mut outcome = count(evaluation, &steps, &gone);
+    let mut new_failures = Vec::new();
+    for step in &steps {
+        if let Some(id) = apply(&mut tx, account, step, causes_after, now).await?
+            && !step.suppressed
+        {
+            new_failures.push(NewFailure { id, check: step.check, result: step.result });
+        }
+    }
+    for &id in &gone {
+        resolve(&mut tx, id, now).await?;
+    }
+    save_scores(&mut tx, account, now, newest_change, &section_scores(&steps)).await?;
+    if let Some(threshold) = alert_at {
+        outcome.alerts = raise_alerts(&mut tx, account, &new_failures, threshold, now).await?;
+    }
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// One evaluation of an account at a time (worker, API, CLI): rows not yet inserted cannot be
+/// locked with FOR UPDATE.
+async fn lock_account(tx: &mut sqlx::PgConnection, account: &str) -> Result<(), sqlx::Error> {
     sqlx::query!("SELECT pg_advisory_xact_lock(hashtext('skywarden posture ' || $1))", account)
         .execute(&mut *tx)
         .await?;
+    Ok(())
+}
+
+async fn current_findings(
+    tx: &mut sqlx::PgConnection,
+    account: &str,
+) -> Result<HashMap<FindingKey, Current>, sqlx::Error> {
     let existing = sqlx::query!(
         "SELECT id, check_id, resource_type, resource_id, status, messages FROM posture_findings WHERE account_id = $1 FOR UPDATE",
         account
     )
     .fetch_all(&mut *tx)
     .await?;
-    let mut by_key: HashMap<(String, String, String), (i64, String, Vec<String>)> = existing
+    Ok(existing
         .into_iter()
-        .map(|r| ((r.check_id, r.resource_type, r.resource_id), (r.id, r.status, r.messages)))
-        .collect();
-    let suppressions = active_suppressions(&mut tx, account).await?;
-    // Changes newer than those the previous evaluation saw can explain a new failure; at the
-    // first evaluation every failure is the baseline, with no cause.
+        .map(|r| {
+            ((r.check_id, r.resource_type, r.resource_id), Current { id: r.id, status: r.status, messages: r.messages })
+        })
+        .collect())
+}
+
+/// Changes newer than those the previous evaluation saw can explain a new failure (`None`: the
+/// first evaluation, where every failure is the baseline, with no cause); and the newest change,
+/// which this evaluation has seen.
+async fn change_window(tx: &mut sqlx::PgConnection, account: &str) -> Result<(Option<i64>, Option<i64>), sqlx::Error> {
     let seen_changes = sqlx::query!(
         "SELECT max_change_id FROM posture_evaluations WHERE account_id = $1 ORDER BY evaluated_at DESC LIMIT 1",
         account
@@ -105,116 +203,188 @@ pub async fn record(
     let newest_change = sqlx::query_scalar!("SELECT max(change_id) FROM config_changes WHERE account_id = $1", account)
         .fetch_one(&mut *tx)
         .await?;
-    let causes_after: Option<i64> = seen_changes.map(|row| row.max_change_id.unwrap_or(0));
-    let mut newly_failing: Vec<(i64, &str, &str, &str, &[String])> = Vec::new();
-    let mut scores: HashMap<String, (i32, i32, i32)> = HashMap::new();
+    Ok((seen_changes.map(|row| row.max_change_id.unwrap_or(0)), newest_change))
+}
 
-    for result in &evaluation.results {
-        outcome.evaluated += 1;
-        let Some(check) = meta.get(result.check_id.as_str()) else { continue };
-        let key = (result.check_id.clone(), result.resource_type.clone(), result.resource_id.clone());
-        let section = scores.entry(check.section.clone()).or_default();
-        let suppressed = suppressions.iter().any(|s| s.covers(&result.check_id, &result.resource_id));
-        if result.messages.is_empty() {
+/// What each result of a known check does, in the evaluation's order. The findings it matches
+/// are taken out of `current`, which is left with those no result matched.
+fn classify<'a>(
+    evaluation: &'a AccountEvaluation,
+    checks: &'a [CheckMeta],
+    suppressions: &[Suppression],
+    current: &mut HashMap<FindingKey, Current>,
+) -> Vec<Step<'a>> {
+    let meta: HashMap<&str, &CheckMeta> = checks.iter().map(|c| (c.id.as_str(), c)).collect();
+    evaluation
+        .results
+        .iter()
+        .filter_map(|result| {
+            let check = *meta.get(result.check_id.as_str())?;
+            let key = (result.check_id.clone(), result.resource_type.clone(), result.resource_id.clone());
+            Some(Step {
+                check,
+                result,
+                suppressed: suppressions.iter().any(|s| s.covers(&result.check_id, &result.resource_id)),
+                transition: Transition::of(result, current.remove(&key)),
+            })
+        })
+        .collect()
+}
+
+/// Open findings of checks that ran, on resources that were not evaluated: the resource is
+/// gone (or no longer of the check's type). A check that errored on a resource keeps it.
+fn gone_findings(evaluation: &AccountEvaluation, unmatched: HashMap<FindingKey, Current>) -> Vec<i64> {
+    let ran: HashSet<&str> = evaluation.checks_run.iter().map(String::as_str).collect();
+    let errored: HashSet<&FindingKey> = evaluation.not_evaluated.iter().collect();
+    unmatched
+        .into_iter()
+        .filter(|(key, finding)| finding.status == "open" && ran.contains(key.0.as_str()) && !errored.contains(key))
+        .map(|(_, finding)| finding.id)
+        .collect()
+}
+
+/// The outcome's counts (all but alerts) of `steps` and of the `gone` findings resolved.
+fn count(evaluation: &AccountEvaluation, steps: &[Step], gone: &[i64]) -> RecordOutcome {
+    let mut outcome = RecordOutcome {
+        evaluated: evaluation.results.len() as u64,
+        resolved: gone.len() as u64,
+        ..RecordOutcome::default()
+    };
+    for step in steps {
+        if step.transition.passes() {
             outcome.passed += 1;
-            section.0 += 1;
-            if let Some((id, status, _)) = by_key.remove(&key)
-                && status == "open"
-            {
-                resolve(&mut tx, id, now).await?;
-                outcome.resolved += 1;
-            }
-            continue;
+        } else {
+            outcome.failed += 1;
         }
-        outcome.failed += 1;
-        if suppressed {
+        match step.transition {
+            Transition::Resolve(_) => outcome.resolved += 1,
+            Transition::Open => outcome.opened += 1,
+            Transition::Reopen(_) => outcome.reopened += 1,
+            Transition::StillPassing | Transition::StillFailing { .. } => {}
+        }
+    }
+    outcome
+}
+
+/// Writes one step. Returns the finding's id when it starts failing (opened or reopened).
+async fn apply(
+    tx: &mut sqlx::PgConnection,
+    account: &str,
+    step: &Step<'_>,
+    causes_after: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>, FindingsError> {
+    let Step { check, result, .. } = *step;
+    match step.transition {
+        Transition::StillPassing => Ok(None),
+        Transition::Resolve(id) => {
+            resolve(tx, id, now).await?;
+            Ok(None)
+        }
+        Transition::Open => {
+            let change_id = cause_of(tx, check, result, causes_after).await?;
+            let id = open(tx, account, check, result, change_id, now).await?;
+            history(tx, id, "opened", &result.messages, now).await?;
+            Ok(Some(id))
+        }
+        Transition::Reopen(id) => {
+            let change_id = cause_of(tx, check, result, causes_after).await?;
+            reopen(tx, id, check, result, change_id, now).await?;
+            history(tx, id, "reopened", &result.messages, now).await?;
+            Ok(Some(id))
+        }
+        Transition::StillFailing { id, messages_changed } => {
+            sqlx::query!(
+                "UPDATE posture_findings SET messages = $2, last_seen_at = $3, severity = $4 WHERE id = $1",
+                id,
+                &result.messages,
+                now,
+                check.severity as Severity,
+            )
+            .execute(&mut *tx)
+            .await?;
+            if messages_changed {
+                history(tx, id, "changed", &result.messages, now).await?;
+            }
+            Ok(None)
+        }
+    }
+}
+
+async fn open(
+    tx: &mut sqlx::PgConnection,
+    account: &str,
+    check: &CheckMeta,
+    result: &CheckResult,
+    change_id: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        "INSERT INTO posture_findings (account_id, check_id, resource_type, resource_id, region, severity, status,
+                                                   messages, first_failed_at, last_seen_at, change_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8, $8, $9) RETURNING id",
+        account,
+        result.check_id,
+        result.resource_type,
+        result.resource_id,
+        result.region,
+        check.severity as Severity,
+        &result.messages,
+        now,
+        change_id,
+    )
+    .fetch_one(&mut *tx)
+    .await
+}
+
+/// A new failing period of a resolved finding: a new start, cause and alert.
+async fn reopen(
+    tx: &mut sqlx::PgConnection,
+    id: i64,
+    check: &CheckMeta,
+    result: &CheckResult,
+    change_id: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE posture_findings SET status = 'open', messages = $2, first_failed_at = $3, last_seen_at = $3,
+                            resolved_at = NULL, change_id = $4, alert_id = NULL, severity = $5
+                     WHERE id = $1",
+        id,
+        &result.messages,
+        now,
+        change_id,
+        check.severity as Severity,
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// (passed, failed, suppressed) per section.
+fn section_scores<'a>(steps: &[Step<'a>]) -> HashMap<&'a str, (i32, i32, i32)> {
+    let mut scores: HashMap<&str, (i32, i32, i32)> = HashMap::new();
+    for step in steps {
+        let section = scores.entry(step.check.section.as_str()).or_default();
+        if step.transition.passes() {
+            section.0 += 1;
+        } else if step.suppressed {
             section.2 += 1;
         } else {
             section.1 += 1;
         }
-        match by_key.remove(&key) {
-            None => {
-                let change_id = cause_of(&mut tx, check, result, causes_after).await?;
-                let id = sqlx::query_scalar!(
-                    "INSERT INTO posture_findings (account_id, check_id, resource_type, resource_id, region, severity, status,
-                                                   messages, first_failed_at, last_seen_at, change_id)
-                     VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8, $8, $9) RETURNING id",
-                    account,
-                    result.check_id,
-                    result.resource_type,
-                    result.resource_id,
-                    result.region,
-                    check.severity as Severity,
-                    &result.messages,
-                    now,
-                    change_id,
-                )
-                .fetch_one(&mut *tx)
-                .await?;
-                history(&mut tx, id, "opened", &result.messages, now).await?;
-                outcome.opened += 1;
-                if !suppressed {
-                    newly_failing.push((
-                        id,
-                        &result.check_id,
-                        &result.resource_id,
-                        &result.resource_type,
-                        &result.messages,
-                    ));
-                }
-            }
-            Some((id, status, _)) if status == "resolved" => {
-                let change_id = cause_of(&mut tx, check, result, causes_after).await?;
-                sqlx::query!(
-                    "UPDATE posture_findings SET status = 'open', messages = $2, first_failed_at = $3, last_seen_at = $3,
-                            resolved_at = NULL, change_id = $4, alert_id = NULL, severity = $5
-                     WHERE id = $1",
-                    id,
-                    &result.messages,
-                    now,
-                    change_id,
-                    check.severity as Severity,
-                )
-                .execute(&mut *tx)
-                .await?;
-                history(&mut tx, id, "reopened", &result.messages, now).await?;
-                outcome.reopened += 1;
-                if !suppressed {
-                    newly_failing.push((
-                        id,
-                        &result.check_id,
-                        &result.resource_id,
-                        &result.resource_type,
-                        &result.messages,
-                    ));
-                }
-            }
-            Some((id, _, messages)) => {
-                sqlx::query!(
-                    "UPDATE posture_findings SET messages = $2, last_seen_at = $3, severity = $4 WHERE id = $1",
-                    id,
-                    &result.messages,
-                    now,
-                    check.severity as Severity,
-                )
-                .execute(&mut *tx)
-                .await?;
-                if messages != result.messages {
-                    history(&mut tx, id, "changed", &result.messages, now).await?;
-                }
-            }
-        }
     }
-    // Open findings of checks that ran, on resources that were not evaluated: the resource is
-    // gone (or no longer of the check's type). A check that errored on a resource keeps it.
-    let ran: HashSet<&str> = evaluation.checks_run.iter().map(String::as_str).collect();
-    let errored: HashSet<&(String, String, String)> = evaluation.not_evaluated.iter().collect();
-    for (key, (id, status, _)) in by_key {
-        if status == "open" && ran.contains(key.0.as_str()) && !errored.contains(&key) {
-            resolve(&mut tx, id, now).await?;
-            outcome.resolved += 1;
-        }
-    }
+    scores
+}
+
+/// Records the evaluation (with the newest change it saw) and its score per section.
+async fn save_scores(
+    tx: &mut sqlx::PgConnection,
+    account: &str,
+    now: DateTime<Utc>,
+    newest_change: Option<i64>,
+    scores: &HashMap<&str, (i32, i32, i32)>,
+) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "INSERT INTO posture_evaluations (account_id, evaluated_at, max_change_id) VALUES ($1, $2, $3)
          ON CONFLICT (account_id, evaluated_at) DO UPDATE SET max_change_id = EXCLUDED.max_change_id",
@@ -224,7 +394,7 @@ pub async fn record(
     )
     .execute(&mut *tx)
     .await?;
-    for (section, (passed, failed, suppressed)) in &scores {
+    for (section, (passed, failed, suppressed)) in scores {
         sqlx::query!(
             "INSERT INTO posture_scores (evaluated_at, account_id, section, passed, failed, suppressed) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (account_id, section, evaluated_at) DO UPDATE SET passed = EXCLUDED.passed, failed = EXCLUDED.failed,
@@ -239,57 +409,69 @@ pub async fn record(
         .execute(&mut *tx)
         .await?;
     }
-    // Alerts go through the alert store (which queues their notifications) in this same
-    // transaction: a finding is never left open without the alert it called for.
-    if let Some(threshold) = alert_at {
-        let mut findings = Vec::new();
-        let mut ids = Vec::new();
-        for (id, check_id, resource_id, resource_type, messages) in newly_failing {
-            let Some(check) = meta.get(check_id) else { continue };
-            if check.severity < threshold {
-                continue;
-            }
-            let finding = Finding {
-                policy_id: format!("posture:{check_id}"),
-                title: format!("{} ({resource_id})", check.title),
-                severity: check.severity,
-                account_id: account.to_string(),
-                // One alert per failing period: a reopened finding has a new start, so a new alert.
-                subject: format!("{resource_type}/{resource_id}@{}", now.timestamp()),
-                dedup_window: chrono::Duration::days(3650),
-                principal: None,
-                source_ip: None,
-                country: None,
-                resources: vec![resource_id.to_string()],
-                evidence_id: format!("posture-finding-{id}@{}", now.timestamp()),
-                time: now,
-                mitre: check.mitre.iter().map(|tactic| Mitre::new(tactic, "")).collect(),
-                session_key: None,
-                details: serde_json::json!({
-                    "posture_finding": id,
-                    "check": check_id,
-                    "resource_type": resource_type,
-                    "messages": messages,
-                    "remediation": check.remediation,
-                    "frameworks": check.frameworks,
-                }),
-            };
-            ids.push((id, finding.alert_id()));
-            findings.push(finding);
-        }
-        if !findings.is_empty() {
-            let recorded = crate::alerts::store::record_in(&mut tx, &findings).await?;
-            crate::notify::outbox::enqueue(&mut tx, &recorded.changes).await?;
-            outcome.alerts = recorded.new_alerts;
-            for (id, alert_id) in ids {
-                sqlx::query!("UPDATE posture_findings SET alert_id = $2::text::uuid WHERE id = $1", id, alert_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
+    Ok(())
+}
+
+/// Raises alerts for the new failures at or above `threshold`; returns how many alerts are new.
+/// They go through the alert store (which queues their notifications) in the caller's
+/// transaction: a finding is never left open without the alert it called for.
+async fn raise_alerts(
+    tx: &mut sqlx::PgConnection,
+    account: &str,
+    new_failures: &[NewFailure<'_>],
+    threshold: Severity,
+    now: DateTime<Utc>,
+) -> Result<u64, FindingsError> {
+    let (ids, findings): (Vec<_>, Vec<_>) = new_failures
+        .iter()
+        .filter(|failure| failure.check.severity >= threshold)
+        .map(|failure| {
+            let finding = alert_finding(account, failure, now);
+            ((failure.id, finding.alert_id()), finding)
+        })
+        .unzip();
+    if findings.is_empty() {
+        return Ok(0);
     }
-    tx.commit().await?;
-    Ok(outcome)
+    let recorded = crate::alerts::store::record_in(tx, &findings).await?;
+    crate::notify::outbox::enqueue(tx, &recorded.changes).await?;
+    for (id, alert_id) in ids {
+        sqlx::query!("UPDATE posture_findings SET alert_id = $2::text::uuid WHERE id = $1", id, alert_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(recorded.new_alerts)
+}
+
+/// The alert finding of a posture finding that started failing.
+fn alert_finding(account: &str, failure: &NewFailure, now: DateTime<Utc>) -> Finding {
+    let NewFailure { id, check, result } = *failure;
+    let CheckResult { check_id, resource_type, resource_id, messages, .. } = result;
+    Finding {
+        policy_id: format!("posture:{check_id}"),
+        title: format!("{} ({resource_id})", check.title),
+        severity: check.severity,
+        account_id: account.to_string(),
+        // One alert per failing period: a reopened finding has a new start, so a new alert.
+        subject: format!("{resource_type}/{resource_id}@{}", now.timestamp()),
+        dedup_window: chrono::Duration::days(3650),
+        principal: None,
+        source_ip: None,
+        country: None,
+        resources: vec![resource_id.to_string()],
+        evidence_id: format!("posture-finding-{id}@{}", now.timestamp()),
+        time: now,
+        mitre: check.mitre.iter().map(|tactic| Mitre::new(tactic, "")).collect(),
+        session_key: None,
+        details: serde_json::json!({
+            "posture_finding": id,
+            "check": check_id,
+            "resource_type": resource_type,
+            "messages": messages,
+            "remediation": check.remediation,
+            "frameworks": check.frameworks,
+        }),
+    }
 }
 
 /// Resolves a finding, and the alert it raised if nobody closed it yet (so PagerDuty resolves
@@ -351,7 +533,7 @@ async fn history(
 async fn cause_of(
     tx: &mut sqlx::PgConnection,
     check: &CheckMeta,
-    result: &super::evaluate::CheckResult,
+    result: &CheckResult,
     after: Option<i64>,
 ) -> Result<Option<i64>, sqlx::Error> {
     if result.resource_type != super::evaluate::ACCOUNT_TYPE {
@@ -655,4 +837,59 @@ pub async fn stored_checks(pool: &PgPool) -> Result<Vec<serde_json::Value>, sqlx
                                "frameworks": r.frameworks, "mitre": r.mitre})
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(messages: &[&str]) -> CheckResult {
+        CheckResult {
+            check_id: "c".into(),
+            account_id: "111122223333".into(),
+            resource_type: "t".into(),
+            resource_id: "r".into(),
+            region: "eu-west-1".into(),
+            messages: messages.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+
+    fn current(status: &str, messages: &[&str]) -> Option<Current> {
+        Some(Current { id: 7, status: status.into(), messages: messages.iter().map(|m| m.to_string()).collect() })
+    }
+
+    #[test]
+    fn each_result_moves_its_finding() {
+        assert_eq!(Transition::of(&result(&[]), None), Transition::StillPassing);
+        assert_eq!(Transition::of(&result(&[]), current("resolved", &[])), Transition::StillPassing);
+        assert_eq!(Transition::of(&result(&[]), current("open", &["x"])), Transition::Resolve(7));
+        assert_eq!(Transition::of(&result(&["x"]), None), Transition::Open);
+        assert_eq!(Transition::of(&result(&["x"]), current("resolved", &[])), Transition::Reopen(7));
+        assert_eq!(
+            Transition::of(&result(&["x"]), current("open", &["x"])),
+            Transition::StillFailing { id: 7, messages_changed: false }
+        );
+        assert_eq!(
+            Transition::of(&result(&["y"]), current("open", &["x"])),
+            Transition::StillFailing { id: 7, messages_changed: true }
+        );
+    }
+
+    #[test]
+    fn unmatched_open_findings_of_checks_that_ran_are_gone() {
+        let evaluation = AccountEvaluation {
+            checks_run: vec!["ran".into()],
+            not_evaluated: vec![("ran".into(), "t".into(), "errored".into())],
+            ..Default::default()
+        };
+        let key = |check: &str, id: &str| (check.to_string(), "t".to_string(), id.to_string());
+        let finding = |id, status: &str| Current { id, status: status.into(), messages: vec![] };
+        let unmatched = HashMap::from([
+            (key("ran", "deleted"), finding(1, "open")),
+            (key("ran", "errored"), finding(2, "open")),
+            (key("ran", "old"), finding(3, "resolved")),
+            (key("other", "deleted"), finding(4, "open")),
+        ]);
+        assert_eq!(gone_findings(&evaluation, unmatched), [1]);
+    }
 }

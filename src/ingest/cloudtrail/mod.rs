@@ -120,6 +120,74 @@ struct EventResource<'a> {
     arn: Option<Cow<'a, str>>,
 }
 
+impl EventFields<'_> {
+    /// `eventTime`, else `@timestamp`.
+    fn time(&self) -> Result<DateTime<Utc>, EventError> {
+        match (&self.event_time, &self.at_timestamp) {
+            (Some(t), _) => {
+                parse_time(t).ok_or_else(|| EventError::BadTime { field: "eventTime", value: t.to_string() })
+            }
+            (None, Some(t)) => {
+                parse_time(t).ok_or_else(|| EventError::BadTime { field: "@timestamp", value: t.to_string() })
+            }
+            (None, None) => Err(EventError::MissingTime),
+        }
+    }
+
+    /// Events without an id (hand-made samples) get a stable one from their content, so a
+    /// re-import still deduplicates.
+    fn id(&self, raw: &str) -> String {
+        match self.event_id.as_deref().filter(|id| !id.is_empty()) {
+            Some(id) => id.to_string(),
+            None => format!("sw-{:032x}", xxhash_rust::xxh3::xxh3_128(raw.as_bytes())),
+        }
+    }
+
+    /// `readOnly` as a boolean or a string, else guessed from the event name.
+    fn read_only(&self) -> Option<bool> {
+        match &self.read_only {
+            Some(serde_json::Value::Bool(b)) => Some(*b),
+            Some(serde_json::Value::String(s)) => s.parse::<bool>().ok(),
+            _ => self.event_name.as_deref().map(is_read_only_name),
+        }
+    }
+
+    /// The resources the call named: in its parameters, its response (unless it only read)
+    /// and its `resources` list.
+    fn resource_ids(&self, read_only: Option<bool>) -> Vec<String> {
+        let mut resource_ids = Vec::new();
+        if let Some(params) = self.request_parameters {
+            collect_resource_ids(params, &mut resource_ids);
+        }
+        // A read call's response lists what it read, not what it touched.
+        if read_only != Some(true)
+            && let Some(response) = self.response_elements
+        {
+            collect_resource_ids(response, &mut resource_ids);
+        }
+        let resources: Vec<EventResource<'_>> =
+            self.resources.and_then(|r| serde_json::from_str(r.get()).ok()).unwrap_or_default();
+        for resource in &resources {
+            if let Some(arn) = resource.arn.as_deref() {
+                push_unique(&mut resource_ids, arn);
+            }
+        }
+        resource_ids.truncate(MAX_RESOURCE_IDS);
+        resource_ids
+    }
+}
+
+impl UserIdentity<'_> {
+    /// The user name, else the role a session was issued by, else "root" for the root user.
+    fn display_name(&self) -> Option<String> {
+        self.user_name
+            .as_deref()
+            .or_else(|| self.session_context.as_ref()?.session_issuer.as_ref()?.user_name.as_deref())
+            .or_else(|| (self.kind.as_deref() == Some("Root")).then_some("root"))
+            .map(str::to_string)
+    }
+}
+
 /// One CloudTrail event, ready to store.
 #[derive(Debug, Clone)]
 pub struct CloudTrailEvent {
@@ -154,25 +222,18 @@ impl CloudTrailEvent {
     /// Parses one raw event. `default_account` is used when the event names no account (for
     /// example the account in an S3 object key).
     pub fn parse(raw: &str, default_account: Option<&str>) -> Result<Self, EventError> {
-        let fields: EventFields<'_> = serde_json::from_str(raw).map_err(|e| EventError::Malformed(e.to_string()))?;
-        if let Some(inner) = fields.lookup_event_json.as_deref() {
-            if fields.event_name.is_none() {
-                return Self::parse(inner, default_account);
-            }
+        let mut fields: EventFields<'_> =
+            serde_json::from_str(raw).map_err(|e| EventError::Malformed(e.to_string()))?;
+        if let Some(inner) = fields.lookup_event_json.as_deref()
+            && fields.event_name.is_none()
+        {
+            return Self::parse(inner, default_account);
         }
         if fields.event_name.is_none() && fields.event_source.is_none() {
             return Err(EventError::NotAnEvent);
         }
-        let event_time = match (&fields.event_time, &fields.at_timestamp) {
-            (Some(t), _) => {
-                parse_time(t).ok_or_else(|| EventError::BadTime { field: "eventTime", value: t.to_string() })?
-            }
-            (None, Some(t)) => {
-                parse_time(t).ok_or_else(|| EventError::BadTime { field: "@timestamp", value: t.to_string() })?
-            }
-            (None, None) => return Err(EventError::MissingTime),
-        };
-        let identity = fields.user_identity.unwrap_or_default();
+        let event_time = fields.time()?;
+        let identity = fields.user_identity.take().unwrap_or_default();
         let account_id = fields
             .recipient_account_id
             .as_deref()
@@ -181,43 +242,10 @@ impl CloudTrailEvent {
             .or(default_account)
             .unwrap_or(UNKNOWN_ACCOUNT)
             .to_string();
-        // Events without an id (hand-made samples) get a stable one from their content, so a
-        // re-import still deduplicates.
-        let event_id = match fields.event_id.as_deref().filter(|id| !id.is_empty()) {
-            Some(id) => id.to_string(),
-            None => format!("sw-{:032x}", xxhash_rust::xxh3::xxh3_128(raw.as_bytes())),
-        };
-        let user_name = identity
-            .user_name
-            .as_deref()
-            .or_else(|| identity.session_context.as_ref()?.session_issuer.as_ref()?.user_name.as_deref())
-            .or_else(|| (identity.kind.as_deref() == Some("Root")).then_some("root"))
-            .map(str::to_string);
-        let source_ip_text = fields.source_ip.as_deref().map(str::to_string);
-        let source_ip = fields.source_ip.as_deref().and_then(|s| s.parse::<IpAddr>().ok());
-        let read_only = match &fields.read_only {
-            Some(serde_json::Value::Bool(b)) => Some(*b),
-            Some(serde_json::Value::String(s)) => s.parse::<bool>().ok(),
-            _ => fields.event_name.as_deref().map(is_read_only_name),
-        };
-        let mut resource_ids = Vec::new();
-        if let Some(params) = fields.request_parameters {
-            collect_resource_ids(params, &mut resource_ids);
-        }
-        // A read call's response lists what it read, not what it touched.
-        if read_only != Some(true) {
-            if let Some(response) = fields.response_elements {
-                collect_resource_ids(response, &mut resource_ids);
-            }
-        }
-        let resources: Vec<EventResource<'_>> =
-            fields.resources.and_then(|r| serde_json::from_str(r.get()).ok()).unwrap_or_default();
-        for resource in &resources {
-            if let Some(arn) = resource.arn.as_deref() {
-                push_unique(&mut resource_ids, arn);
-            }
-        }
-        resource_ids.truncate(MAX_RESOURCE_IDS);
+        let event_id = fields.id(raw);
+        let user_name = identity.display_name();
+        let read_only = fields.read_only();
+        let resource_ids = fields.resource_ids(read_only);
         Ok(Self {
             account_id,
             event_time,
@@ -231,8 +259,8 @@ impl CloudTrailEvent {
             principal_id: identity.principal_id.map(Cow::into_owned),
             user_name,
             access_key_id: identity.access_key_id.map(Cow::into_owned),
-            source_ip,
-            source_ip_text,
+            source_ip: fields.source_ip.as_deref().and_then(|s| s.parse::<IpAddr>().ok()),
+            source_ip_text: fields.source_ip.map(Cow::into_owned),
             user_agent: fields.user_agent.map(Cow::into_owned),
             error_code: fields.error_code.map(Cow::into_owned),
             error_message: fields.error_message.map(Cow::into_owned),
