@@ -29,8 +29,15 @@ TEST_VENV := $(CACHE_DIR)/test-venv
 MOTO_SPEC := moto[server]>=5.1,<6
 SCHEMATHESIS_SPEC := schemathesis>=4.32,<5
 AIOSMTPD_SPEC := aiosmtpd>=1.4,<2
+# pyarrow writes and checks Parquet flow logs in the tests; cfn-lint checks the CloudFormation
+# templates in deploy/.
+PYARROW_SPEC := pyarrow>=17,<23
+CFN_LINT_SPEC := cfn-lint>=1.20,<2
 MOTO_BIN = $(shell command -v moto_server 2>/dev/null || echo $(TEST_VENV)/bin/moto_server)
 SCHEMATHESIS_BIN = $(shell command -v schemathesis 2>/dev/null || echo $(TEST_VENV)/bin/schemathesis)
+# The CloudFormation templates users deploy; cfn-lint checks each in make test.
+CFN_TEMPLATES := deploy/skywarden-readonly-role.yaml
+CFN_LINT_BIN = $(shell command -v cfn-lint 2>/dev/null || echo $(TEST_VENV)/bin/cfn-lint)
 SMTP_PYTHON = $(shell python3 -c 'import aiosmtpd' 2>/dev/null && command -v python3 || echo $(TEST_VENV)/bin/python)
 FREE_PORT := python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 
@@ -63,10 +70,19 @@ test-tools:
 		[ -x $(TEST_VENV)/bin/pip ] || python3 -m venv $(TEST_VENV)
 		$(TEST_VENV)/bin/pip install --quiet '$(AIOSMTPD_SPEC)'
 	fi
+	if ! $(TEST_VENV)/bin/python -c 'import pyarrow' >/dev/null 2>&1; then
+		[ -x $(TEST_VENV)/bin/pip ] || python3 -m venv $(TEST_VENV)
+		$(TEST_VENV)/bin/pip install --quiet '$(PYARROW_SPEC)'
+	fi
+	if ! command -v cfn-lint >/dev/null 2>&1 && [ ! -x $(TEST_VENV)/bin/cfn-lint ]; then
+		[ -x $(TEST_VENV)/bin/pip ] || python3 -m venv $(TEST_VENV)
+		$(TEST_VENV)/bin/pip install --quiet '$(CFN_LINT_SPEC)'
+	fi
 
 test: test-tools
 	# Style and lint gates first: they fail fast and share nothing with the test build.
 	$(CARGO) fmt --all --check
+	$(CFN_LINT_BIN) $(CFN_TEMPLATES)
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	$(CARGO) build --locked --workspace --tests --bins
 	# moto server on a free loopback port, for every test that talks to "AWS".
@@ -77,6 +93,8 @@ test: test-tools
 	export SKYWARDEN_TEST_MOTO_URL=http://127.0.0.1:$$moto_port
 	# The email tests start tests/support/smtp_sink.py (aiosmtpd) with this Python.
 	export SKYWARDEN_TEST_PYTHON=$(SMTP_PYTHON)
+	# The Parquet tests write their files with pyarrow from the test venv.
+	export SKYWARDEN_TEST_PYARROW_PYTHON=$(TEST_VENV)/bin/python
 	# One embedded PostgreSQL for the whole suite, off the standard port (socket only).
 	env -u DATABASE_URL $(DEBUG_BIN) --data-dir $(TEST_PG_DIR) db start > $(TEST_PG_DIR).url
 	trap 'kill $$moto_pid $$serve_pid 2>/dev/null; env -u DATABASE_URL $(DEBUG_BIN) --data-dir $(TEST_PG_DIR) db stop; rm -rf $(TEST_PG_DIR) $(TEST_PG_DIR).url $(TEST_PG_DIR).moto.log $(TEST_PG_DIR).serve.log' EXIT

@@ -11,6 +11,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("model", &[]),
     ("net", &[]),
     ("telemetry", &[]),
+    // The policy files (built in, overridable): what detect and posture load.
+    ("policy_files", &[]),
     ("db", &["model"]),
     ("geo", &["net"]),
     ("aws", &["model"]),
@@ -20,8 +22,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("ingest", &["db", "geo", "model", "net"]),
     ("alerts", &["db", "model"]),
     ("notify", &["alerts", "db", "model", "net"]),
-    ("detect", &["alerts", "db", "geo", "ingest", "model", "net", "notify"]),
-    ("posture", &["alerts", "db", "inventory", "model", "notify"]),
+    ("detect", &["alerts", "db", "geo", "ingest", "model", "net", "notify", "policy_files"]),
+    ("posture", &["alerts", "db", "inventory", "model", "notify", "policy_files"]),
     ("search", &["db", "geo", "model", "net"]),
     ("pollers", &["accounts", "alerts", "aws", "db", "detect", "geo", "ingest", "inventory", "model", "net", "notify", "posture"]),
     ("demo", &["alerts", "db", "model"]),
@@ -29,7 +31,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "http",
         &[
             "accounts", "alerts", "auth", "aws", "db", "detect", "geo", "ingest", "inventory", "model", "net", "notify",
-            "pollers", "posture", "search",
+            "policy_files", "pollers", "posture", "search",
         ],
     ),
 ];
