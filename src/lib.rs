@@ -27,6 +27,7 @@ pub mod inventory;
 pub mod model;
 pub mod net;
 pub mod notify;
+pub mod policy_files;
 pub mod pollers;
 pub mod posture;
 pub mod search;

@@ -1,11 +1,12 @@
-//! Detection: the policies (rules as files in `policies/`, loaded, validated and compiled once)
-//! and the runner that evaluates them over stored events and flows.
+//! Detection: the policies (rules as files, built into the binary from `policies/` and
+//! optionally overridden from a folder, see [`crate::policy_files`]; loaded, validated and
+//! compiled once) and the runner that evaluates them over stored events and flows.
 //!
-//! - `policies/sigma/**.yml`: event rules in Sigma, evaluated with `rsigma`. Skywarden's own
-//!   rules are on by default; the vendored SigmaHQ pack (`policies/sigma/sigmahq/`) is off until
-//!   a rule is listed in `policies/skywarden.yaml`.
-//! - `policies/detectors.yaml`: settings of the behavioural detectors written in Rust (they
-//!   need state and geography that rule languages do not have).
+//! - `sigma/**.yml`: event rules in Sigma, evaluated with `rsigma`. Skywarden's own rules are
+//!   on by default; the vendored SigmaHQ pack (`sigma/sigmahq/`) is off until a rule is listed
+//!   in `skywarden.yaml`.
+//! - `detectors.yaml`: settings of the behavioural detectors written in Rust (they need state
+//!   and geography that rule languages do not have).
 //!
 //! Policies see stored events ([`PolicyEvent`]) and produce [`Finding`]s; [`runner`] feeds them
 //! in event-time order and stores the findings as alerts.
@@ -28,22 +29,11 @@ use chrono::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Finding, Mitre, Severity};
+pub use crate::policy_files::PolicyProblem;
+use crate::policy_files::{Origin, PolicyFiles};
 pub use detectors::DetectorSettings;
 pub use event::PolicyEvent;
 pub use runner::{DetectError, DetectionSummary, Scope, database_now, evaluate, run};
-
-/// A problem with one policy file; the other policies still load.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct PolicyProblem {
-    pub file: String,
-    pub problem: String,
-}
-
-impl std::fmt::Display for PolicyProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.file, self.problem)
-    }
-}
 
 /// What a finding deduplicates on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -73,7 +63,10 @@ pub struct PolicyMeta {
     pub title: String,
     pub severity: Severity,
     pub kind: PolicyKind,
+    /// Its file's path in the policy tree (`sigma/skywarden/iam_user_created.yml`).
     pub file: PathBuf,
+    /// `builtin`, or the overriding file's path.
+    pub origin: Origin,
     pub enabled: bool,
     pub mitre: Vec<Mitre>,
     pub description: Option<String>,
@@ -113,7 +106,14 @@ impl PolicyMeta {
     }
 }
 
-/// `policies/skywarden.yaml`: which policies run.
+/// The selection file's path in the policy tree.
+const SELECTION_FILE: &str = "skywarden.yaml";
+/// The detector settings' path in the policy tree.
+const DETECTORS_FILE: &str = "detectors.yaml";
+/// The folder of Sigma rules in the policy tree.
+const SIGMA_FOLDER: &str = "sigma";
+
+/// `skywarden.yaml`: which policies run.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Selection {
@@ -125,6 +125,18 @@ struct Selection {
     disable: Vec<String>,
 }
 
+impl Selection {
+    /// The tree's selection file; without one, the defaults (a broken one is a problem).
+    fn load(files: &PolicyFiles, problems: &mut Vec<PolicyProblem>) -> Self {
+        problems.extend(files.unreadable_at(SELECTION_FILE).cloned());
+        let Some(file) = files.get(SELECTION_FILE) else { return Self::default() };
+        yaml_serde::from_str(&file.text).unwrap_or_else(|error| {
+            problems.push(PolicyProblem { file: file.location(), problem: error.to_string() });
+            Self::default()
+        })
+    }
+}
+
 /// Every policy, compiled.
 pub struct PolicySet {
     pub sigma: sigma::SigmaPolicies,
@@ -133,30 +145,42 @@ pub struct PolicySet {
 }
 
 impl PolicySet {
-    /// Loads `dir`. Broken files are listed in `problems` and left out; the rest load.
-    pub fn load(dir: &Path) -> Self {
-        Self::load_with(dir, false)
+    /// Loads the policies of `files`. Broken files are listed in `problems` and left out; the
+    /// rest load.
+    pub fn from_files(files: &PolicyFiles) -> Self {
+        Self::from_files_with(files, false)
     }
 
-    /// Loads `dir`, optionally with every vendored SigmaHQ rule switched on (benchmarks).
-    pub fn load_with(dir: &Path, enable_all_vendored: bool) -> Self {
+    /// Loads `files`, optionally with every vendored SigmaHQ rule switched on (benchmarks).
+    pub fn from_files_with(files: &PolicyFiles, enable_all_vendored: bool) -> Self {
         let mut problems = Vec::new();
-        let selection_file = dir.join("skywarden.yaml");
-        let selection: Selection = match std::fs::read_to_string(&selection_file) {
-            Ok(text) => yaml_serde::from_str(&text).unwrap_or_else(|error| {
-                problems.push(PolicyProblem { file: selection_file.display().to_string(), problem: error.to_string() });
-                Selection::default()
-            }),
-            Err(_) => Selection::default(),
-        };
+        let selection = Selection::load(files, &mut problems);
         let disabled: BTreeSet<String> = selection.disable.into_iter().collect();
         let mut enabled: BTreeSet<String> = selection.enable.into_iter().collect();
         if enable_all_vendored {
             enabled.insert("*".to_string());
         }
-        let sigma = sigma::SigmaPolicies::load(&dir.join("sigma"), &enabled, &disabled, &mut problems);
-        let detectors = detectors::Detectors::load(&dir.join("detectors.yaml"), &disabled, &mut problems);
+        let sigma = sigma::SigmaPolicies::from_files(files, SIGMA_FOLDER, &enabled, &disabled, &mut problems);
+        problems.extend(files.unreadable_at(DETECTORS_FILE).cloned());
+        let detectors = detectors::Detectors::from_files(files, DETECTORS_FILE, &disabled, &mut problems);
         Self { sigma, detectors, problems }
+    }
+
+    /// The policies built into the binary.
+    pub fn builtin() -> Self {
+        Self::from_files(&PolicyFiles::builtin())
+    }
+
+    /// Loads the policy files in `dir` alone, without the built-in ones (tests and benchmarks
+    /// that point at a folder; a missing folder is no rules and default detector settings).
+    pub fn load(dir: &Path) -> Self {
+        Self::load_with(dir, false)
+    }
+
+    /// [`PolicySet::load`], optionally with every vendored SigmaHQ rule switched on.
+    pub fn load_with(dir: &Path, enable_all_vendored: bool) -> Self {
+        let files = PolicyFiles::from_dir(dir).unwrap_or_default();
+        Self::from_files_with(&files, enable_all_vendored)
     }
 
     /// Metadata of every policy, enabled or not, sorted by id.
@@ -230,6 +254,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy_files::PolicyFile;
 
     #[test]
     fn reads_attack_tags() {
@@ -239,6 +264,70 @@ mod tests {
             .collect();
         let mitre = mitre_from_tags(&tags);
         assert_eq!(mitre, vec![Mitre::new("TA0001", "T1078.004"), Mitre::new("TA0003", "T1078.004")]);
+    }
+
+    /// The built-in policies with `files` (path, text) of a folder `/mine` laid over them.
+    fn with_overrides(files: &[(&str, &str)]) -> PolicySet {
+        let mut top = PolicyFiles::default();
+        for (path, text) in files {
+            top.insert(PolicyFile::new(*path, text.to_string(), Origin::File(Path::new("/mine").join(path))));
+        }
+        PolicySet::from_files(&PolicyFiles::builtin().overlay(top))
+    }
+
+    fn builtin_text(path: &str) -> String {
+        PolicyFiles::builtin().get(path).unwrap().text.to_string()
+    }
+
+    fn meta<'a>(set: &'a PolicySet, id: &str) -> &'a PolicyMeta {
+        set.sigma.metas().chain(set.detectors.metas()).find(|m| m.id == id).unwrap()
+    }
+
+    #[test]
+    fn the_builtin_policies_load_without_problems() {
+        let set = PolicySet::builtin();
+        assert!(set.problems.is_empty(), "{:?}", set.problems);
+        assert!(set.list().iter().all(|m| m.origin == Origin::Builtin));
+        assert_eq!(meta(&set, "aws-iam-user-created").file, Path::new("sigma/skywarden/iam_user_created.yml"));
+    }
+
+    #[test]
+    fn a_rule_with_a_builtin_rule_id_wins_wherever_it_lives() {
+        let mine = builtin_text("sigma/skywarden/iam_user_created.yml").replace("level: medium", "level: low");
+        let set = with_overrides(&[("sigma/team/users.yml", &mine)]);
+        assert!(set.problems.is_empty(), "{:?}", set.problems);
+        let created = meta(&set, "aws-iam-user-created");
+        assert_eq!(created.origin, Origin::File("/mine/sigma/team/users.yml".into()));
+        assert_eq!(created.severity, Severity::Low);
+        assert_eq!(set.list().iter().filter(|m| m.id == "aws-iam-user-created").count(), 1);
+        assert_eq!(set.sigma.enabled_count(), PolicySet::builtin().sigma.enabled_count());
+    }
+
+    #[test]
+    fn a_file_at_a_builtin_path_replaces_it_and_a_new_rule_adds() {
+        let settings = builtin_text("detectors.yaml").replace("threshold: 10", "threshold: 3");
+        let new_rule = "title: Bucket policy deleted\nid: 0b5f0b3c-6f1e-4c55-9d0c-9a4d2c6b1a01\nname: my-bucket-policy-deleted\n\
+                        logsource: {product: aws, service: cloudtrail}\n\
+                        detection:\n  selection: {eventSource: s3.amazonaws.com, eventName: DeleteBucketPolicy}\n  condition: selection\n\
+                        level: high\n";
+        let set = with_overrides(&[("detectors.yaml", &settings), ("sigma/mine/bucket.yml", new_rule)]);
+        assert!(set.problems.is_empty(), "{:?}", set.problems);
+        assert_eq!(set.detectors.settings.login_failures.threshold, 3);
+        assert_eq!(meta(&set, detectors::LOGIN_FAILURES).origin, Origin::File("/mine/detectors.yaml".into()));
+        let added = meta(&set, "my-bucket-policy-deleted");
+        assert_eq!((added.enabled, added.file.as_path()), (true, Path::new("sigma/mine/bucket.yml")));
+        assert_eq!(set.sigma.enabled_count(), PolicySet::builtin().sigma.enabled_count() + 1);
+    }
+
+    #[test]
+    fn a_broken_override_is_reported_with_its_file() {
+        let broken = builtin_text("sigma/skywarden/iam_user_created.yml")
+            .replace("condition: selection", "condition: selection and");
+        let set = with_overrides(&[("sigma/team/users.yml", &broken), ("skywarden.yaml", "enable: [\n")]);
+        let files: Vec<&str> = set.problems.iter().map(|p| p.file.as_str()).collect();
+        assert_eq!(files, ["/mine/skywarden.yaml", "/mine/sigma/team/users.yml"], "{:?}", set.problems);
+        // The override meant to change the rule: the built-in one does not run in its place.
+        assert!(!set.knows("aws-iam-user-created"));
     }
 
     #[test]

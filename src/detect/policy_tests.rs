@@ -1,5 +1,5 @@
 //! Every shipped policy against real-shaped CloudTrail events, positive and negative. The
-//! policies come from the project's own `policies/` folder, as users run them.
+//! policies are the ones built into the binary, as users run them.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -10,14 +10,21 @@ use serde_json::{Value, json};
 use super::detectors::exfiltration::{self, HourlyVolume};
 use super::detectors::{DetectorSettings, Detectors, logins};
 use super::{PolicyEvent, PolicySet};
-use crate::model::{Finding, Severity};
 use crate::geo::GeoInfo;
 use crate::ingest::cloudtrail::CloudTrailEvent;
+use crate::model::{Finding, Severity};
+use crate::policy_files::{Origin, PolicyFile, PolicyFiles};
 
 fn policies() -> PolicySet {
-    let set = PolicySet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"));
+    let set = PolicySet::builtin();
     assert!(set.problems.is_empty(), "{:?}", set.problems);
     set
+}
+
+/// The detectors with `settings`, as if read from a settings file.
+fn detectors_with(settings: DetectorSettings) -> Detectors {
+    let file = PolicyFile::new("detectors.yaml", "", Origin::Builtin);
+    Detectors::new(settings, &file, &BTreeSet::new(), &mut Vec::new())
 }
 
 const ACCOUNT: &str = "111122223333";
@@ -223,7 +230,7 @@ fn security_group_ingress() {
     let settings: DetectorSettings =
         yaml_serde::from_str("security_group_ingress: {trusted_cidrs: ['176.36.0.0/14'], home_countries: [US]}")
             .unwrap();
-    let detectors = Detectors::new(settings, Path::new("test.yaml"), &BTreeSet::new(), &mut Vec::new());
+    let detectors = detectors_with(settings);
     let trusted = to_event(&ingress("176.36.10.20/32", "tcp", 22, 22), Some("UA"));
     assert!(detectors.evaluate_event(&trusted, None).is_empty());
     let foreign = to_event(
@@ -290,11 +297,11 @@ fn new_country_login_needs_a_baseline_and_respects_allowlists() {
     assert_eq!(ids(&run_logins(&set.detectors, &long_ago)), ["aws-account-hijacking-attempt"]);
 
     let settings: DetectorSettings = yaml_serde::from_str("account_hijacking: {allow_countries: [UA]}").unwrap();
-    let allowing = Detectors::new(settings, Path::new("t.yaml"), &BTreeSet::new(), &mut Vec::new());
+    let allowing = detectors_with(settings);
     assert!(ids(&run_logins(&allowing, &events)).iter().all(|id| *id != "aws-account-hijacking-attempt"));
     let settings: DetectorSettings =
         yaml_serde::from_str("account_hijacking: {allow_cidrs: ['176.36.0.0/14']}").unwrap();
-    let allowing = Detectors::new(settings, Path::new("t.yaml"), &BTreeSet::new(), &mut Vec::new());
+    let allowing = detectors_with(settings);
     assert!(ids(&run_logins(&allowing, &events)).iter().all(|id| *id != "aws-account-hijacking-attempt"));
 }
 
@@ -302,7 +309,7 @@ fn new_country_login_needs_a_baseline_and_respects_allowlists() {
 fn impossible_travel_uses_speed() {
     let set = policies();
     let settings: DetectorSettings = yaml_serde::from_str("account_hijacking: {enabled: false}").unwrap();
-    let travel_only = Detectors::new(settings, Path::new("t.yaml"), &BTreeSet::new(), &mut Vec::new());
+    let travel_only = detectors_with(settings);
     let us = (login("alice", "2026-11-11T22:48:00Z", "73.202.18.40", true, "No"), "US");
     let fast = (login("alice", "2026-11-12T03:17:42Z", ATTACKER, true, "No"), "UA");
     let found = run_logins(&travel_only, &[us.clone(), fast]);
@@ -412,7 +419,7 @@ fn api_activity_from_a_new_country_is_optional() {
     assert!(logins::api_activity_from_new_country(&set.detectors, &call, &usual, 50).is_none(), "off by default");
 
     let settings: DetectorSettings = yaml_serde::from_str("account_hijacking: {include_api_activity: true}").unwrap();
-    let on = Detectors::new(settings, Path::new("t.yaml"), &BTreeSet::new(), &mut Vec::new());
+    let on = detectors_with(settings);
     let finding = logins::api_activity_from_new_country(&on, &call, &usual, 50).expect("a call from a new country");
     assert_eq!(finding.policy_id, "aws-account-hijacking-attempt");
     assert!(finding.title.contains("called DescribeInstances from UA"), "{}", finding.title);
@@ -439,7 +446,7 @@ fn the_lazy_view_matches_like_plain_json_on_the_sample_incident() {
         fn skipped(&mut self, _: &'static str) {}
         fn unrecognised(&mut self, _: String) {}
     }
-    let set = PolicySet::load_with(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"), true);
+    let set = PolicySet::from_files_with(&PolicyFiles::builtin(), true);
     let mut compare = Compare { set: &set, events: 0 };
     let trails = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/incident/cloudtrail");
     for entry in walkdir::WalkDir::new(trails).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()) {

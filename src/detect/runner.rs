@@ -15,12 +15,12 @@ use futures_util::TryStreamExt;
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::model::Finding;
 use crate::alerts::store::{self, AlertStoreError, RecordOutcome};
 use crate::detect::detectors::exfiltration::{self, HourlyVolume};
 use crate::detect::detectors::logins;
 use crate::detect::event::RawJson;
 use crate::detect::{PolicyEvent, PolicySet};
+use crate::model::Finding;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
@@ -101,41 +101,78 @@ pub async fn evaluate(
     only_policy: Option<&str>,
 ) -> Result<(Vec<Finding>, DetectionSummary), DetectError> {
     let mut summary = DetectionSummary::default();
-    let mut findings = Vec::new();
+    let scanned = scan_events(pool, policies, scope, only_policy).await?;
+    summary.events_evaluated = scanned.events;
+    let mut findings = scanned.findings;
+    findings.extend(api_activity_findings(pool, policies, &scanned.first_calls).await?);
+    if let Some(span) = scanned.login_span {
+        findings.extend(login_findings(pool, policies, span, only_policy, &mut summary).await?);
+    }
+    if only_policy.is_none_or(|p| p == crate::detect::detectors::EXFILTRATION) {
+        findings.extend(flow_findings(pool, policies, scope, &mut summary).await?);
+    }
+    summary.findings = findings.len() as u64;
+    Ok((findings, summary))
+}
 
-    // Event rules, and the time span of new console logins.
-    let mut login_span: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
+/// What one pass over the events in scope found, and what the later steps need from it.
+#[derive(Default)]
+struct EventScan {
+    events: u64,
+    /// What event rules and the stateless detectors found.
+    findings: Vec<Finding>,
+    /// The time span of new console logins.
+    login_span: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// The first call of each principal from each country, for the API-activity baseline (only
+    /// when that option is on).
+    first_calls: Vec<PolicyEvent>,
+}
+
+/// Runs the event rules over every event in scope, in event-time order.
+async fn scan_events(
+    pool: &PgPool,
+    policies: &PolicySet,
+    scope: Scope,
+    only_policy: Option<&str>,
+) -> Result<EventScan, DetectError> {
+    let mut scan = EventScan::default();
     let api_activity = policies.detectors.settings.account_hijacking.include_api_activity
         && policies.detectors.settings.account_hijacking.enabled
         && only_policy.is_none_or(|p| p == crate::detect::detectors::HIJACK);
-    // The first call of each principal from each country, for the API-activity baseline.
-    let mut first_calls: Vec<PolicyEvent> = Vec::new();
     let mut seen_calls: std::collections::HashSet<(String, Option<String>, Option<String>)> = Default::default();
     let mut rows = match scope {
         Scope::IngestedSince(since) => events_ingested_since(pool, since),
         Scope::EventsSince(since) => events_since(pool, since),
     };
     while let Some(event) = rows.try_next().await? {
-        summary.events_evaluated += 1;
+        scan.events += 1;
         if event.is_console_login() {
-            login_span = Some(match login_span {
+            scan.login_span = Some(match scan.login_span {
                 None => (event.event_time, event.event_time),
                 Some((first, last)) => (first.min(event.event_time), last.max(event.event_time)),
             });
         }
-        findings.extend(policies.sigma.evaluate(&event, only_policy));
-        findings.extend(policies.detectors.evaluate_event(&event, only_policy));
+        scan.findings.extend(policies.sigma.evaluate(&event, only_policy));
+        scan.findings.extend(policies.detectors.evaluate_event(&event, only_policy));
         if api_activity && !event.is_console_login() && event.source_ip.is_some() && event.geo_country.is_some() {
             let key = (event.account_id.clone(), event.principal().map(str::to_string), event.geo_country.clone());
             if seen_calls.insert(key) {
-                first_calls.push(event);
+                scan.first_calls.push(event);
             }
         }
     }
-    drop(rows);
+    Ok(scan)
+}
 
+/// API calls from a country outside each caller's baseline of the preceding days.
+async fn api_activity_findings(
+    pool: &PgPool,
+    policies: &PolicySet,
+    first_calls: &[PolicyEvent],
+) -> Result<Vec<Finding>, DetectError> {
+    let mut findings = Vec::new();
     let baseline = Duration::days(policies.detectors.settings.account_hijacking.baseline_days);
-    for event in &first_calls {
+    for event in first_calls {
         let Some(principal) = event.principal() else { continue };
         let history = sqlx::query!(
             r#"SELECT geo_country AS "country!", count(*) AS "events!" FROM cloudtrail_events
@@ -154,29 +191,41 @@ pub async fn evaluate(
         let prior = history.iter().map(|r| r.events as usize).sum();
         findings.extend(logins::api_activity_from_new_country(&policies.detectors, event, &countries, prior));
     }
+    Ok(findings)
+}
 
-    if let Some((first, last)) = login_span {
-        let settings = &policies.detectors.settings;
-        let reach = Duration::days(settings.account_hijacking.baseline_days)
-            .max(Duration::minutes(settings.login_failures.window_minutes))
-            .max(Duration::days(1));
-        let logins = console_logins(pool, first - reach, last + reach).await?;
-        summary.logins_evaluated = logins.len() as u64;
-        findings.extend(logins::evaluate(&policies.detectors, &logins, first, only_policy));
-        summary.login_range = Some((first, last + reach));
-    }
+/// The login detectors over every console login within reach of the new ones (`first`..`last`).
+async fn login_findings(
+    pool: &PgPool,
+    policies: &PolicySet,
+    (first, last): (DateTime<Utc>, DateTime<Utc>),
+    only_policy: Option<&str>,
+    summary: &mut DetectionSummary,
+) -> Result<Vec<Finding>, DetectError> {
+    let settings = &policies.detectors.settings;
+    let reach = Duration::days(settings.account_hijacking.baseline_days)
+        .max(Duration::minutes(settings.login_failures.window_minutes))
+        .max(Duration::days(1));
+    let logins = console_logins(pool, first - reach, last + reach).await?;
+    summary.logins_evaluated = logins.len() as u64;
+    summary.login_range = Some((first, last + reach));
+    Ok(logins::evaluate(&policies.detectors, &logins, first, only_policy))
+}
 
-    if only_policy.is_none_or(|p| p == crate::detect::detectors::EXFILTRATION) {
-        let hours = flow_hours(pool, scope).await?;
-        summary.flow_hours_evaluated = hours.len() as u64;
-        if !hours.is_empty() {
-            let volumes =
-                hourly_volumes(pool, &hours, policies.detectors.settings.flow_exfiltration.bytes_per_hour).await?;
-            findings.extend(exfiltration::evaluate(&policies.detectors, &volumes));
-        }
+/// The exfiltration detector over the clock hours with new flow records.
+async fn flow_findings(
+    pool: &PgPool,
+    policies: &PolicySet,
+    scope: Scope,
+    summary: &mut DetectionSummary,
+) -> Result<Vec<Finding>, DetectError> {
+    let hours = flow_hours(pool, scope).await?;
+    summary.flow_hours_evaluated = hours.len() as u64;
+    if hours.is_empty() {
+        return Ok(Vec::new());
     }
-    summary.findings = findings.len() as u64;
-    Ok((findings, summary))
+    let volumes = hourly_volumes(pool, &hours, policies.detectors.settings.flow_exfiltration.bytes_per_hour).await?;
+    Ok(exfiltration::evaluate(&policies.detectors, &volumes))
 }
 
 macro_rules! policy_event_query {

@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::Duration;
 use rsigma_eval::Engine;
@@ -22,9 +22,11 @@ use serde::Deserialize;
 
 use super::{PolicyEvent, PolicyKind, PolicyMeta, PolicyProblem, Subject, mitre_from_tags, parse_duration};
 use crate::model::{Finding, Severity};
+use crate::policy_files::{PolicyFile, PolicyFiles, ids_declared_by_overrides};
 
-/// Folder of the vendored SigmaHQ rules, which are off unless enabled one by one.
-const SIGMAHQ_DIR: &str = "sigmahq";
+/// Folder of the vendored SigmaHQ rules in the policy tree, which are off unless enabled one by
+/// one.
+const SIGMAHQ_DIR: &str = "sigma/sigmahq/";
 const DEFAULT_WINDOW_HOURS: i64 = 24;
 
 #[derive(Debug, Default, Deserialize)]
@@ -44,63 +46,57 @@ pub struct SigmaPolicies {
     all: Vec<PolicyMeta>,
 }
 
+/// One rule as its file declares it.
+struct Declared<'a> {
+    file: &'a PolicyFile,
+    rule: SigmaRule,
+}
+
 impl SigmaPolicies {
-    pub fn load(
-        dir: &Path,
+    /// Loads every `.yml`/`.yaml` under `folder` of `files`: a file that does not parse, a
+    /// rule without id or with a broken `skywarden:` block, a second rule with one id and a
+    /// rule that does not compile are problems, and the rest load. An overriding file's rule
+    /// replaces the built-in rule with its id (see [`crate::policy_files`]).
+    pub fn from_files(
+        files: &PolicyFiles,
+        folder: &str,
         enable: &BTreeSet<String>,
         disable: &BTreeSet<String>,
         problems: &mut Vec<PolicyProblem>,
     ) -> Self {
-        let mut files: Vec<PathBuf> = walkdir::WalkDir::new(dir)
-            .sort_by_file_name()
-            .into_iter()
-            .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_file())
-            .map(|e| e.into_path())
-            .filter(|p| p.extension().is_some_and(|x| x == "yml" || x == "yaml"))
-            .collect();
-        files.sort();
-        let mut engine = Engine::new();
-        let mut by_rule_id = HashMap::new();
-        let mut all = Vec::new();
+        problems.extend(files.unreadable_at(folder).cloned());
+        let declared = overrides_win(parse_files(files, folder, problems), files, folder);
+        let mut policies = Self { engine: Engine::new(), by_rule_id: HashMap::new(), all: Vec::new() };
         let mut seen_rule_ids = BTreeSet::new();
-        for file in files {
-            let problem = |problem: String| PolicyProblem { file: file.display().to_string(), problem };
-            let collection = match std::fs::read_to_string(&file)
-                .map_err(|e| e.to_string())
-                .and_then(|text| rsigma_parser::parse_sigma_yaml(&text).map_err(|e| e.to_string()))
-            {
-                Ok(collection) => collection,
+        for Declared { file, rule } in declared {
+            let problem = |problem: String| PolicyProblem { file: file.location(), problem };
+            let meta = match rule_meta(&rule, file, enable, disable) {
+                Ok(meta) => meta,
                 Err(error) => {
                     problems.push(problem(error));
                     continue;
                 }
             };
-            problems.extend(collection.errors.iter().map(|e| problem(e.clone())));
-            for rule in &collection.rules {
-                let meta = match rule_meta(rule, &file, dir, enable, disable) {
-                    Ok(meta) => meta,
-                    Err(error) => {
-                        problems.push(problem(error));
-                        continue;
-                    }
-                };
-                let rule_id = rule.id.clone().unwrap_or_default();
-                if !seen_rule_ids.insert(rule_id.clone()) {
-                    problems.push(problem(format!("rule id {rule_id} is used by another rule")));
-                    continue;
-                }
-                if meta.enabled {
-                    if let Err(error) = engine.add_rule(&typed_fields_first(rule)) {
-                        problems.push(problem(format!("cannot compile: {error}")));
-                        continue;
-                    }
-                    by_rule_id.insert(rule_id, meta.clone());
-                }
-                all.push(meta);
+            let rule_id = rule.id.clone().unwrap_or_default();
+            if !seen_rule_ids.insert(rule_id.clone()) {
+                problems.push(problem(format!("rule id {rule_id} is used by another rule")));
+                continue;
+            }
+            if let Err(error) = policies.add(&rule, rule_id, meta) {
+                problems.push(problem(format!("cannot compile: {error}")));
             }
         }
-        Self { engine, by_rule_id, all }
+        policies
+    }
+
+    /// Compiles `rule` if it is enabled, and lists it.
+    fn add(&mut self, rule: &SigmaRule, rule_id: String, meta: PolicyMeta) -> Result<(), String> {
+        if meta.enabled {
+            self.engine.add_rule(&typed_fields_first(rule)).map_err(|e| e.to_string())?;
+            self.by_rule_id.insert(rule_id, meta.clone());
+        }
+        self.all.push(meta);
+        Ok(())
     }
 
     pub fn metas(&self) -> impl Iterator<Item = &PolicyMeta> {
@@ -151,6 +147,60 @@ impl SigmaPolicies {
         }
         findings
     }
+}
+
+/// Every rule of the Sigma files under `folder`, by path; files that do not parse are problems.
+fn parse_files<'a>(files: &'a PolicyFiles, folder: &str, problems: &mut Vec<PolicyProblem>) -> Vec<Declared<'a>> {
+    let mut declared = Vec::new();
+    for file in files.under(folder).filter(|f| is_rule_file(f)) {
+        let problem = |problem: String| PolicyProblem { file: file.location(), problem };
+        match rsigma_parser::parse_sigma_yaml(&file.text) {
+            Ok(collection) => {
+                problems.extend(collection.errors.iter().map(|e| problem(e.clone())));
+                declared.extend(collection.rules.into_iter().map(|rule| Declared { file, rule }));
+            }
+            Err(error) => problems.push(problem(error.to_string())),
+        }
+    }
+    declared
+}
+
+/// Leaves out the built-in rules whose id a rule file of an overriding folder declares, also
+/// when that file is broken (its ids are read without parsing it as Sigma).
+fn overrides_win<'a>(declared: Vec<Declared<'a>>, files: &PolicyFiles, folder: &str) -> Vec<Declared<'a>> {
+    let overriding = files.under(folder).filter(|f| is_rule_file(f) && !f.origin.is_builtin());
+    let overridden =
+        ids_declared_by_overrides(overriding.flat_map(|f| declared_ids(&f.text).into_iter().map(|id| (id, &f.origin))));
+    declared
+        .into_iter()
+        .filter(|d| {
+            let replaced = d.file.origin.is_builtin() && d.rule.id.as_ref().is_some_and(|id| overridden.contains(id));
+            if replaced {
+                tracing::debug!(file = %d.file.location(), rule = ?d.rule.id, "built-in rule overridden by id");
+            }
+            !replaced
+        })
+        .collect()
+}
+
+/// The `id` of each YAML document of a rule file, read leniently: a rule that is not valid
+/// Sigma still says which rule it means to be.
+fn declared_ids(text: &str) -> Vec<String> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: Option<String>,
+    }
+    let mut ids = Vec::new();
+    for document in yaml_serde::Deserializer::from_str(text) {
+        // After a syntax error the stream is in no known state: stop there.
+        let Ok(IdOnly { id }) = IdOnly::deserialize(document) else { break };
+        ids.extend(id);
+    }
+    ids
+}
+
+fn is_rule_file(file: &PolicyFile) -> bool {
+    matches!(file.extension(), "yml" | "yaml")
 }
 
 /// Fields [`LazyEvent`] answers without parsing the raw event.
@@ -297,8 +347,7 @@ fn severity_of(level: Level) -> Severity {
 
 fn rule_meta(
     rule: &SigmaRule,
-    file: &Path,
-    root: &Path,
+    file: &PolicyFile,
     enable: &BTreeSet<String>,
     disable: &BTreeSet<String>,
 ) -> Result<PolicyMeta, String> {
@@ -312,8 +361,8 @@ fn rule_meta(
         Some(text) => parse_duration(text).ok_or_else(|| format!("skywarden.window {text:?}: use 30m, 1h or 1d"))?,
         None => Duration::hours(DEFAULT_WINDOW_HOURS),
     };
-    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
-    let vendored = file.strip_prefix(root).is_ok_and(|p| p.starts_with(SIGMAHQ_DIR));
+    let stem = file.stem().to_string();
+    let vendored = file.path.starts_with(SIGMAHQ_DIR);
     let named = |set: &BTreeSet<String>| {
         set.contains(&id)
             || set.contains(&rule_id)
@@ -326,7 +375,8 @@ fn rule_meta(
         title: rule.title.clone(),
         severity: rule.level.map(severity_of).unwrap_or(Severity::Medium),
         kind: PolicyKind::Sigma,
-        file: file.to_path_buf(),
+        file: PathBuf::from(&file.path),
+        origin: file.origin.clone(),
         enabled,
         mitre: mitre_from_tags(&rule.tags),
         description: rule.description.clone(),

@@ -1,7 +1,8 @@
-//! Loading posture checks: one Rego file per check under `policies/posture/<section>/`, its
-//! `# METADATA` comment block read as YAML (id, severity, resource type, remediation, framework
-//! controls, ATT&CK tactics). A broken check is reported by file and id and left out; the others
-//! load.
+//! Loading posture checks: one Rego file per check under `posture/<section>/` of the policy
+//! files (built in, optionally overridden from a folder: see [`crate::policy_files`]),
+//! its `# METADATA` comment block read as YAML (id, severity, resource type, remediation,
+//! framework controls, ATT&CK tactics). A broken check is reported by file and id and left out;
+//! the others load.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::model::Severity;
+use crate::policy_files::{Origin, PolicyFile, PolicyFiles, ids_declared_by_overrides};
+
+/// The folder of posture checks in the policy tree.
+pub const CHECKS_FOLDER: &str = "posture";
 
 /// What a check declares about itself.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
@@ -29,8 +34,12 @@ pub struct CheckMeta {
     pub depends_on: Vec<String>,
     /// The folder it lives in: `iam`, `logging`, `networking`.
     pub section: String,
+    /// Where its file is: the overriding file's path, or `builtin:<path in the policy tree>`.
     #[schema(value_type = String)]
     pub file: PathBuf,
+    /// `builtin`, or the overriding file's path.
+    #[schema(value_type = String)]
+    pub origin: Origin,
 }
 
 /// A loaded check, ready to evaluate.
@@ -92,23 +101,23 @@ fn package_of(text: &str) -> Option<String> {
 }
 
 impl Check {
-    /// Parses, compiles and smoke-tests one check file.
-    pub fn load(path: &Path, section: &str) -> Result<Check, CheckProblem> {
-        let file = path.display().to_string();
+    /// Parses, compiles and smoke-tests one check file of the section `section`.
+    pub fn from_file(source: &PolicyFile, section: &str) -> Result<Check, CheckProblem> {
+        let file = source.location();
         let problem = |check: Option<&str>, message: String| CheckProblem {
             file: file.clone(),
             check: check.map(str::to_string),
             message,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| problem(None, format!("cannot read: {e}")))?;
-        let yaml = metadata_yaml(&text).ok_or_else(|| problem(None, "no `# METADATA` block at the top".into()))?;
+        let text = source.text.as_ref();
+        let yaml = metadata_yaml(text).ok_or_else(|| problem(None, "no `# METADATA` block at the top".into()))?;
         let block: MetadataBlock = yaml_serde::from_str(&yaml).map_err(|e| problem(None, format!("METADATA: {e}")))?;
         let id = block.custom.id.clone();
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let stem = source.stem();
         if id != stem {
             return Err(problem(Some(&id), format!("the id must be the file name ({stem})")));
         }
-        let package = package_of(&text).ok_or_else(|| problem(Some(&id), "no package line".into()))?;
+        let package = package_of(text).ok_or_else(|| problem(Some(&id), "no package line".into()))?;
         let expected = format!("skywarden.posture.{}", id.replace('-', "_"));
         if package != expected {
             return Err(problem(Some(&id), format!("the package must be {expected}")));
@@ -117,7 +126,7 @@ impl Check {
             return Err(problem(Some(&id), "resource_type is a type like ec2:security-group, or aws:account".into()));
         }
         let mut engine = regorus::Engine::new();
-        engine.add_policy(file.clone(), text).map_err(|e| problem(Some(&id), format!("Rego: {e}")))?;
+        engine.add_policy(file.clone(), text.to_string()).map_err(|e| problem(Some(&id), format!("Rego: {e}")))?;
         // Builtin errors stay errors (regorus's default): a date a check cannot parse makes the
         // resource "not evaluated" (its finding kept as it was, the problem reported) rather
         // than an undefined rule that would read as a pass and resolve the finding.
@@ -133,20 +142,23 @@ impl Check {
             mitre: block.custom.mitre,
             depends_on: block.custom.depends_on,
             section: section.to_string(),
-            file: path.to_path_buf(),
+            file: PathBuf::from(&file),
+            origin: source.origin.clone(),
         };
         let mut check = Check { meta, rule: format!("data.{package}.deny"), engine };
-        // An empty resource must evaluate: this catches unknown functions and rules that error.
+        check.probe().map_err(|e| problem(Some(&id), format!("evaluating an empty resource: {e}")))?;
+        Ok(check)
+    }
+
+    /// Evaluates an empty resource: this catches unknown functions and rules that error.
+    fn probe(&mut self) -> Result<Vec<String>, String> {
         let probe = serde_json::json!({
-            "resource": {"type": check.meta.resource_type, "id": "probe", "region": "global", "account_id": "000000000000",
+            "resource": {"type": self.meta.resource_type, "id": "probe", "region": "global", "account_id": "000000000000",
                          "arn": null, "name": null, "config": {}},
             "account": {"account_id": "000000000000", "resources": {}},
             "now": "2026-01-01T00:00:00Z"
         });
-        check
-            .evaluate(&regorus::Value::from(probe))
-            .map_err(|e| problem(Some(&id), format!("evaluating an empty resource: {e}")))?;
-        Ok(check)
+        self.evaluate(&regorus::Value::from(probe))
     }
 
     /// What is wrong with `input.resource` (empty: it passes), sorted.
@@ -175,42 +187,73 @@ pub struct CheckSet {
     pub problems: Vec<CheckProblem>,
 }
 
+/// The section of a check: the folder it lies in under `posture/` (`general` directly there).
+fn section_of(file: &PolicyFile) -> &str {
+    file.folder_under(CHECKS_FOLDER).and_then(|folder| folder.rsplit('/').next()).unwrap_or("general")
+}
+
 impl CheckSet {
-    /// Loads every `*.rego` under `dir` (`policies/posture`); a missing folder is no checks.
-    pub fn load(dir: &Path) -> CheckSet {
+    /// Loads every `*.rego` under `posture/` of `files`. A check of an overriding file wins over
+    /// the built-in check with its id, also when it is broken (see
+    /// [`crate::policy_files`]); two checks of one origin with one id are a problem.
+    pub fn from_files(files: &PolicyFiles) -> CheckSet {
         let mut set = CheckSet::default();
-        if !dir.exists() {
-            return set;
-        }
-        let mut files: Vec<PathBuf> = walkdir::WalkDir::new(dir)
-            .into_iter()
-            .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "rego"))
-            .map(|e| e.into_path())
+        set.problems.extend(files.unreadable_at(CHECKS_FOLDER).map(|p| CheckProblem {
+            file: p.file.clone(),
+            check: None,
+            message: p.problem.clone(),
+        }));
+        let loaded: Vec<(&PolicyFile, Result<Check, CheckProblem>)> = files
+            .under(CHECKS_FOLDER)
+            .filter(|file| file.extension() == "rego")
+            .map(|file| (file, Check::from_file(file, section_of(file))))
             .collect();
-        files.sort();
-        for file in files {
-            let section = file
-                .parent()
-                .filter(|parent| *parent != dir)
-                .and_then(|p| p.file_name())
-                .and_then(|n| n.to_str())
-                .unwrap_or("general")
-                .to_string();
-            match Check::load(&file, &section) {
-                Ok(check) if set.checks.iter().any(|c| c.meta.id == check.meta.id) => set.problems.push(CheckProblem {
-                    file: file.display().to_string(),
-                    check: Some(check.meta.id.clone()),
-                    message: "another check has this id".into(),
-                }),
-                Ok(check) => set.checks.push(check),
-                Err(problem) => {
-                    tracing::warn!(file = %problem.file, check = ?problem.check, problem = %problem.message, "posture check not loaded");
-                    set.problems.push(problem);
-                }
+        // The id a file declares, loaded or not (a broken override still replaces the built-in):
+        // what its metadata says, else its file name, which a check's id must be.
+        let declared_id = |file: &PolicyFile, result: &Result<Check, CheckProblem>| match result {
+            Ok(check) => check.meta.id.clone(),
+            Err(problem) => problem.check.clone().unwrap_or_else(|| file.stem().to_string()),
+        };
+        let overridden =
+            ids_declared_by_overrides(loaded.iter().map(|(file, result)| (declared_id(file, result), &file.origin)));
+        for (file, result) in loaded {
+            if file.origin.is_builtin() && overridden.contains(&declared_id(file, &result)) {
+                tracing::debug!(file = %file.location(), "built-in posture check overridden by id");
+                continue;
             }
+            set.add(result);
         }
         set
+    }
+
+    /// Keeps a loaded check, or its problem.
+    fn add(&mut self, result: Result<Check, CheckProblem>) {
+        match result {
+            Ok(check) if self.checks.iter().any(|c| c.meta.id == check.meta.id) => self.problems.push(CheckProblem {
+                file: check.meta.file.display().to_string(),
+                check: Some(check.meta.id.clone()),
+                message: "another check has this id".into(),
+            }),
+            Ok(check) => self.checks.push(check),
+            Err(problem) => {
+                tracing::debug!(file = %problem.file, check = ?problem.check, problem = %problem.message, "posture check not loaded");
+                self.problems.push(problem);
+            }
+        }
+    }
+
+    /// The checks built into the binary.
+    pub fn builtin() -> CheckSet {
+        Self::from_files(&PolicyFiles::builtin())
+    }
+
+    /// Loads every `*.rego` under `dir` (a `posture` folder) alone, without the built-in checks
+    /// (tests and benchmarks that point at a folder); a missing folder is no checks.
+    pub fn load(dir: &Path) -> CheckSet {
+        match PolicyFiles::from_dir(dir) {
+            Ok(files) => Self::from_files(&files.mounted_at(CHECKS_FOLDER)),
+            Err(_) => CheckSet::default(),
+        }
     }
 
     pub fn metas(&self) -> Vec<CheckMeta> {
@@ -230,9 +273,11 @@ mod tests {
         assert_eq!(package_of(text).as_deref(), Some("skywarden.posture.x"));
     }
 
-    fn write(dir: &Path, name: &str, text: &str) {
-        std::fs::create_dir_all(dir.join("net")).unwrap();
-        std::fs::write(dir.join("net").join(name), text).unwrap();
+    /// A check file of the section `net`, from an overriding folder unless `builtin`.
+    fn rego(name: &str, text: String, builtin: bool) -> PolicyFile {
+        let path = format!("posture/net/{name}");
+        let origin = if builtin { Origin::Builtin } else { Origin::File(PathBuf::from("/mine").join(&path)) };
+        PolicyFile::new(path, text, origin)
     }
 
     const GOOD: &str = r#"# METADATA
@@ -255,25 +300,24 @@ deny contains msg if {
 }
 "#;
 
+    /// [`GOOD`] as check `id`.
+    fn good_as(id: &str) -> String {
+        GOOD.replace("test-described", id).replace("test_described", &id.replace('-', "_"))
+    }
+
     #[test]
     fn a_broken_check_is_reported_by_name_and_the_others_load() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "test-described.rego", GOOD);
+        let write = |name: &str, text: &str| {
+            std::fs::create_dir_all(dir.path().join("net")).unwrap();
+            std::fs::write(dir.path().join("net").join(name), text).unwrap();
+        };
+        write("test-described.rego", GOOD);
+        write("test-syntax.rego", &good_as("test-syntax").replace("deny contains msg if {", "deny contains msg if {{"));
+        write("test-wrong-id.rego", GOOD);
         write(
-            dir.path(),
-            "test-syntax.rego",
-            &GOOD
-                .replace("test-described", "test-syntax")
-                .replace("test_described", "test_syntax")
-                .replace("deny contains msg if {", "deny contains msg if {{"),
-        );
-        write(dir.path(), "test-wrong-id.rego", GOOD);
-        write(
-            dir.path(),
             "test-undefined.rego",
-            &GOOD
-                .replace("test-described", "test-undefined")
-                .replace("test_described", "test_undefined")
+            &good_as("test-undefined")
                 .replace("not input.resource.config.description", "no_such_function(input.resource)"),
         );
         let set = CheckSet::load(dir.path());
@@ -291,5 +335,84 @@ deny contains msg if {
         assert_eq!(check.evaluate(&regorus::Value::from(input)).unwrap(), ["sg-1 has no description"]);
         let input = serde_json::json!({"resource": {"id": "sg-1", "config": {"description": "web"}}});
         assert!(check.evaluate(&regorus::Value::from(input)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn every_builtin_check_loads() {
+        let set = CheckSet::builtin();
+        assert!(set.problems.is_empty(), "{:?}", set.problems);
+        assert_eq!(
+            set.checks.len(),
+            PolicyFiles::builtin().under(CHECKS_FOLDER).filter(|f| f.extension() == "rego").count()
+        );
+        assert!(
+            set.checks.iter().all(|c| c.meta.origin == Origin::Builtin && c.meta.file.starts_with("builtin:posture/"))
+        );
+    }
+
+    #[test]
+    fn an_override_with_a_builtin_id_wins_and_a_new_one_adds() {
+        let mut files = PolicyFiles::default();
+        files.insert(rego("test-described.rego", GOOD.to_string(), true));
+        files.insert(rego("test-other.rego", good_as("test-other"), true));
+        // The same id in another folder of the override: it replaces the built-in check.
+        let mine = good_as("test-described").replace("has no description", "needs a description");
+        let mut top = PolicyFiles::default();
+        top.insert(PolicyFile::new(
+            "posture/custom/test-described.rego",
+            mine,
+            Origin::File("/mine/posture/custom/test-described.rego".into()),
+        ));
+        top.insert(rego("test-new.rego", good_as("test-new"), false));
+        let set = CheckSet::from_files(&files.overlay(top));
+        assert!(set.problems.is_empty(), "{:?}", set.problems);
+        let loaded: Vec<(&str, &str, String)> = set
+            .checks
+            .iter()
+            .map(|c| (c.meta.id.as_str(), c.meta.section.as_str(), c.meta.origin.to_string()))
+            .collect();
+        assert_eq!(
+            loaded,
+            [
+                ("test-described", "custom", "/mine/posture/custom/test-described.rego".to_string()),
+                ("test-new", "net", "/mine/posture/net/test-new.rego".to_string()),
+                ("test-other", "net", "builtin".to_string()),
+            ]
+        );
+        let mut check = set.checks[0].clone();
+        let input = serde_json::json!({"resource": {"id": "sg-1", "config": {}}});
+        assert_eq!(check.evaluate(&regorus::Value::from(input)).unwrap(), ["sg-1 needs a description"]);
+    }
+
+    #[test]
+    fn a_broken_override_is_reported_with_its_file_and_the_builtin_does_not_run_instead() {
+        let mut files = PolicyFiles::default();
+        files.insert(rego("test-described.rego", GOOD.to_string(), true));
+        files.insert(rego("test-other.rego", good_as("test-other"), true));
+        let mut top = PolicyFiles::default();
+        let broken = GOOD.replace("deny contains msg if {", "deny contains msg if {{");
+        top.insert(PolicyFile::new("posture/mine/test-described.rego", broken, Origin::File("/mine/x.rego".into())));
+        // The same path: this one replaces the built-in file.
+        top.insert(rego("test-other.rego", "package nothing\n".into(), false));
+        let set = CheckSet::from_files(&files.overlay(top));
+        assert!(set.checks.is_empty(), "{:?}", set.metas());
+        let problems: Vec<(&str, Option<&str>)> =
+            set.problems.iter().map(|p| (p.file.as_str(), p.check.as_deref())).collect();
+        assert_eq!(problems, [("/mine/x.rego", Some("test-described")), ("/mine/posture/net/test-other.rego", None)]);
+    }
+
+    #[test]
+    fn two_checks_of_one_origin_with_one_id_are_a_problem() {
+        let mut files = PolicyFiles::default();
+        files.insert(rego("test-described.rego", GOOD.to_string(), false));
+        files.insert(PolicyFile::new(
+            "posture/other/test-described.rego",
+            GOOD,
+            Origin::File("/mine/posture/other/test-described.rego".into()),
+        ));
+        let set = CheckSet::from_files(&files);
+        assert_eq!(set.checks.len(), 1);
+        assert_eq!(set.problems.len(), 1);
+        assert_eq!(set.problems[0].message, "another check has this id");
     }
 }

@@ -1,6 +1,6 @@
-//! Posture: Rego checks (`policies/posture/`) over the configuration snapshots store, mapped to
-//! the CIS AWS Foundations Benchmark and ATT&CK tactics, with findings that open, resolve and
-//! reopen as snapshots change.
+//! Posture: Rego checks (`posture/` of the policy files, built into the binary) over the
+//! configuration snapshots store, mapped to the CIS AWS Foundations Benchmark and ATT&CK
+//! tactics, with findings that open, resolve and reopen as snapshots change.
 //!
 //! [`checks`] loads and lints the Rego files, [`evaluate`] runs them over one account's current
 //! resources (pure), [`findings`] keeps the findings' lifecycle, suppressions and scores.
@@ -22,7 +22,7 @@ use findings::{FindingsError, RecordOutcome};
 
 use crate::inventory::dump::{DumpError, SnapshotDump};
 
-/// The posture checks folder inside a policies folder.
+/// The posture checks folder inside a policies folder (for [`CheckSet::load`] of a folder alone).
 pub fn checks_dir(policies: &Path) -> std::path::PathBuf {
     policies.join("posture")
 }

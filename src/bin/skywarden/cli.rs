@@ -97,7 +97,7 @@ pub enum Command {
     },
     /// Run the pollers only (no API). Start several to share the work.
     Worker(WorkerArgs),
-    /// Check, list and backtest the policies in the policies folder.
+    /// Check, list and backtest the policies (built in, and those of --policies).
     Policies {
         #[command(flatten)]
         policies: PolicyArgs,
@@ -118,11 +118,18 @@ pub enum Command {
     },
 }
 
+/// Which policies run: the built-in ones, and a folder that adds to or overrides them.
 #[derive(Debug, clap::Args)]
 pub struct PolicyArgs {
-    /// Folder of policy files (Sigma rules, detector settings).
-    #[arg(long, env = "SKYWARDEN_POLICIES", default_value = "policies")]
-    pub policies: PathBuf,
+    /// Folder of policy files laid over the built-in ones (same layout as the repository's
+    /// `policies/`): a file at the same path replaces the built-in file, a rule or check with a
+    /// built-in one's id replaces it, any other file adds. Built-in policies only without it.
+    #[arg(long, env = "SKYWARDEN_POLICIES")]
+    pub policies: Option<PathBuf>,
+    /// Start even if policy files are broken: log each problem as a warning and leave the
+    /// broken policies out (by default a broken policy stops the command).
+    #[arg(long, env = "SKYWARDEN_ALLOW_BROKEN_POLICIES")]
+    pub allow_broken_policies: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -309,7 +316,7 @@ pub struct WorkerArgs {
 pub enum AccountsAction {
     /// Onboard an account: store its role ARN, generate its external ID (shown once), create its
     /// poll jobs, and try the role.
-    Add(AccountAddArgs),
+    Add(Box<AccountAddArgs>),
     /// Onboarded accounts (never their external IDs).
     List {
         #[arg(long)]
@@ -553,6 +560,13 @@ mod tests {
         assert!(matches!(parse(&["posture", "run", "--account", "111122223333"]).command, Command::Posture { .. }));
         assert!(matches!(parse(&["notifications", "deliver", "--once"]).command, Command::Notifications { .. }));
         assert!(matches!(parse(&["demo", "--no-dashboard"]).command, Command::Demo(_)));
+        match parse(&["import", "--policies", "mine", "--allow-broken-policies", "logs"]).command {
+            Command::Import(args) => {
+                assert_eq!(args.policies.policies.as_deref(), Some(std::path::Path::new("mine")));
+                assert!(args.policies.allow_broken_policies);
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(Cli::try_parse_from(["skywarden", "serve", "--notify-retry-base", "30"]).is_err());
         assert!(Cli::try_parse_from(["skywarden", "serve", "--posture-alert-severity", "urgent"]).is_err());
     }

@@ -13,9 +13,9 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use chrono::{DateTime, Duration, Utc};
 
 use super::{Detectors, HIJACK, IMPOSSIBLE_TRAVEL, LOGIN_FAILURES};
-use crate::model::Finding;
-use crate::geo::centroids::country_centroid;
 use crate::detect::PolicyEvent;
+use crate::geo::centroids::country_centroid;
+use crate::model::Finding;
 
 struct SuccessfulLogin {
     time: DateTime<Utc>,
@@ -91,17 +91,18 @@ pub fn evaluate(
 
         let history = successes.entry(key).or_default();
         let (here, city_level) = position(event);
-        if emit && hijack_on {
-            if let Some(finding) = hijack(detectors, event, history, baseline) {
-                findings.push(finding);
-            }
+        if emit
+            && hijack_on
+            && let Some(finding) = hijack(detectors, event, history, baseline)
+        {
+            findings.push(finding);
         }
-        if emit && travel_on {
-            if let (Some(previous), Some(here)) = (history.last(), here) {
-                if let Some(finding) = travel(detectors, event, previous, here, city_level) {
-                    findings.push(finding);
-                }
-            }
+        if emit
+            && travel_on
+            && let (Some(previous), Some(here)) = (history.last(), here)
+            && let Some(finding) = travel(detectors, event, previous, here, city_level)
+        {
+            findings.push(finding);
         }
         history.push(SuccessfulLogin {
             time: event.event_time,

@@ -1,4 +1,4 @@
-//! Behavioural detectors in Rust, configured by `policies/detectors.yaml`. They need state
+//! Behavioural detectors in Rust, configured by `detectors.yaml` of the policies. They need state
 //! (login baselines, sliding windows) or address arithmetic that Sigma rules do not have.
 //!
 //! - `aws-security-group-ingress-opened`: a rule opened to the internet or a public address.
@@ -11,13 +11,14 @@ pub mod logins;
 pub mod security_group;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::Duration;
 use serde::Deserialize;
 
 use super::{PolicyEvent, PolicyKind, PolicyMeta, PolicyProblem, Subject};
 use crate::model::{Finding, Mitre, Severity};
+use crate::policy_files::{Origin, PolicyFile, PolicyFiles};
 
 pub const HIJACK: &str = "aws-account-hijacking-attempt";
 pub const IMPOSSIBLE_TRAVEL: &str = "aws-impossible-travel";
@@ -26,7 +27,7 @@ pub const SG_INGRESS: &str = "aws-security-group-ingress-opened";
 pub const EXFILTRATION: &str = "aws-flow-exfiltration-volume";
 
 /// Everything `detectors.yaml` can set; every field has a default.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectorSettings {
     pub account_hijacking: HijackSettings,
@@ -34,18 +35,6 @@ pub struct DetectorSettings {
     pub login_failures: FailureSettings,
     pub security_group_ingress: IngressSettings,
     pub flow_exfiltration: ExfiltrationSettings,
-}
-
-impl Default for DetectorSettings {
-    fn default() -> Self {
-        Self {
-            account_hijacking: HijackSettings::default(),
-            impossible_travel: TravelSettings::default(),
-            login_failures: FailureSettings::default(),
-            security_group_ingress: IngressSettings::default(),
-            flow_exfiltration: ExfiltrationSettings::default(),
-        }
-    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -147,6 +136,42 @@ impl Default for ExfiltrationSettings {
     }
 }
 
+impl Declaration {
+    fn meta(&self, settings: &DetectorSettings, file: &PolicyFile) -> PolicyMeta {
+        PolicyMeta {
+            id: self.id.to_string(),
+            title: self.title.to_string(),
+            severity: settings.severity(self.id),
+            kind: PolicyKind::Detector,
+            file: PathBuf::from(&file.path),
+            origin: file.origin.clone(),
+            enabled: settings.enabled(self.id),
+            mitre: vec![Mitre::new(self.mitre.0, self.mitre.1)],
+            description: None,
+            subject: self.subject,
+            dedup_window: Duration::hours(self.window_hours),
+        }
+    }
+}
+
+/// The ranges of a settings list; each one that does not parse is a problem of `field`.
+fn parse_cidrs(
+    list: &[String],
+    field: &str,
+    file: &PolicyFile,
+    problems: &mut Vec<PolicyProblem>,
+) -> Vec<crate::net::Cidr> {
+    list.iter()
+        .filter_map(|text| match text.parse() {
+            Ok(cidr) => Some(cidr),
+            Err(error) => {
+                problems.push(PolicyProblem { file: file.location(), problem: format!("{field}: {error}") });
+                None
+            }
+        })
+        .collect()
+}
+
 /// The detectors, configured.
 pub struct Detectors {
     pub settings: DetectorSettings,
@@ -155,106 +180,124 @@ pub struct Detectors {
     pub(crate) hijack_allowed: Vec<crate::net::Cidr>,
 }
 
-impl Detectors {
-    pub fn load(file: &Path, disable: &BTreeSet<String>, problems: &mut Vec<PolicyProblem>) -> Self {
-        let settings = match std::fs::read_to_string(file) {
-            Ok(text) => yaml_serde::from_str(&text).unwrap_or_else(|error| {
-                problems.push(PolicyProblem { file: file.display().to_string(), problem: error.to_string() });
-                DetectorSettings::default()
-            }),
-            Err(_) => DetectorSettings::default(),
-        };
-        Self::new(settings, file, disable, problems)
+/// What each detector declares, but its severity and whether it is on (from the settings).
+struct Declaration {
+    id: &'static str,
+    title: &'static str,
+    subject: Subject,
+    window_hours: i64,
+    /// ATT&CK tactic and technique.
+    mitre: (&'static str, &'static str),
+}
+
+const DECLARATIONS: &[Declaration] = &[
+    Declaration {
+        id: HIJACK,
+        title: "Account hijacking attempt: console login from a new country",
+        subject: Subject::Principal,
+        window_hours: 24,
+        mitre: ("TA0001", "T1078.004"),
+    },
+    Declaration {
+        id: IMPOSSIBLE_TRAVEL,
+        title: "Impossible travel between console logins",
+        subject: Subject::Principal,
+        window_hours: 24,
+        mitre: ("TA0001", "T1078.004"),
+    },
+    Declaration {
+        id: LOGIN_FAILURES,
+        title: "Excessive console login failures",
+        subject: Subject::Principal,
+        window_hours: 1,
+        mitre: ("TA0006", "T1110.001"),
+    },
+    Declaration {
+        id: SG_INGRESS,
+        title: "Security group opened to the internet or a public address",
+        subject: Subject::Resource,
+        window_hours: 24,
+        mitre: ("TA0005", "T1562.007"),
+    },
+    Declaration {
+        id: EXFILTRATION,
+        title: "Large data transfer from the VPC to one external address",
+        subject: Subject::SourceIp,
+        window_hours: 24,
+        mitre: ("TA0010", "T1048"),
+    },
+];
+
+impl DetectorSettings {
+    fn enabled(&self, id: &str) -> bool {
+        match id {
+            HIJACK => self.account_hijacking.enabled,
+            IMPOSSIBLE_TRAVEL => self.impossible_travel.enabled,
+            LOGIN_FAILURES => self.login_failures.enabled,
+            SG_INGRESS => self.security_group_ingress.enabled,
+            EXFILTRATION => self.flow_exfiltration.enabled,
+            _ => false,
+        }
     }
 
-    pub fn new(
-        mut settings: DetectorSettings,
-        file: &Path,
+    fn switch_off(&mut self, id: &str) {
+        match id {
+            HIJACK => self.account_hijacking.enabled = false,
+            IMPOSSIBLE_TRAVEL => self.impossible_travel.enabled = false,
+            LOGIN_FAILURES => self.login_failures.enabled = false,
+            SG_INGRESS => self.security_group_ingress.enabled = false,
+            EXFILTRATION => self.flow_exfiltration.enabled = false,
+            _ => {}
+        }
+    }
+
+    /// The severity of detector `id`'s findings (the security group detector decides per
+    /// finding; medium is what it declares).
+    fn severity(&self, id: &str) -> Severity {
+        match id {
+            HIJACK => self.account_hijacking.severity,
+            IMPOSSIBLE_TRAVEL => self.impossible_travel.severity,
+            LOGIN_FAILURES => self.login_failures.severity,
+            EXFILTRATION => self.flow_exfiltration.severity,
+            _ => Severity::Medium,
+        }
+    }
+}
+
+impl Detectors {
+    /// Configures the detectors from the settings file at `path` in `files`; without one, the
+    /// defaults (a broken one is a problem, and the defaults apply).
+    pub fn from_files(
+        files: &PolicyFiles,
+        path: &str,
         disable: &BTreeSet<String>,
         problems: &mut Vec<PolicyProblem>,
     ) -> Self {
-        let mut cidrs = |list: &[String], field: &str| -> Vec<crate::net::Cidr> {
-            list.iter()
-                .filter_map(|text| match text.parse() {
-                    Ok(cidr) => Some(cidr),
-                    Err(error) => {
-                        problems.push(PolicyProblem {
-                            file: file.display().to_string(),
-                            problem: format!("{field}: {error}"),
-                        });
-                        None
-                    }
-                })
-                .collect()
+        let Some(file) = files.get(path) else {
+            let defaults = PolicyFile::new(path, "", Origin::Builtin);
+            return Self::new(DetectorSettings::default(), &defaults, disable, problems);
         };
+        let settings = yaml_serde::from_str(&file.text).unwrap_or_else(|error| {
+            problems.push(PolicyProblem { file: file.location(), problem: error.to_string() });
+            DetectorSettings::default()
+        });
+        Self::new(settings, file, disable, problems)
+    }
+
+    /// The detectors with `settings` (read from `file`), less those `disable` names.
+    pub fn new(
+        mut settings: DetectorSettings,
+        file: &PolicyFile,
+        disable: &BTreeSet<String>,
+        problems: &mut Vec<PolicyProblem>,
+    ) -> Self {
+        let mut cidrs = |list: &[String], field: &str| parse_cidrs(list, field, file, problems);
         let trusted = cidrs(&settings.security_group_ingress.trusted_cidrs, "security_group_ingress.trusted_cidrs");
         let hijack_allowed = cidrs(&settings.account_hijacking.allow_cidrs, "account_hijacking.allow_cidrs");
-        settings.account_hijacking.enabled &= !disable.contains(HIJACK);
-        settings.impossible_travel.enabled &= !disable.contains(IMPOSSIBLE_TRAVEL);
-        settings.login_failures.enabled &= !disable.contains(LOGIN_FAILURES);
-        settings.security_group_ingress.enabled &= !disable.contains(SG_INGRESS);
-        settings.flow_exfiltration.enabled &= !disable.contains(EXFILTRATION);
-        let meta =
-            |id: &str, title: &str, severity, enabled, subject, window: Duration, mitre: Vec<Mitre>| PolicyMeta {
-                id: id.to_string(),
-                title: title.to_string(),
-                severity,
-                kind: PolicyKind::Detector,
-                file: PathBuf::from(file),
-                enabled,
-                mitre,
-                description: None,
-                subject,
-                dedup_window: window,
-            };
-        let s = &settings;
-        let metas = vec![
-            meta(
-                HIJACK,
-                "Account hijacking attempt: console login from a new country",
-                s.account_hijacking.severity,
-                s.account_hijacking.enabled,
-                Subject::Principal,
-                Duration::hours(24),
-                vec![Mitre::new("TA0001", "T1078.004")],
-            ),
-            meta(
-                IMPOSSIBLE_TRAVEL,
-                "Impossible travel between console logins",
-                s.impossible_travel.severity,
-                s.impossible_travel.enabled,
-                Subject::Principal,
-                Duration::hours(24),
-                vec![Mitre::new("TA0001", "T1078.004")],
-            ),
-            meta(
-                LOGIN_FAILURES,
-                "Excessive console login failures",
-                s.login_failures.severity,
-                s.login_failures.enabled,
-                Subject::Principal,
-                Duration::hours(1),
-                vec![Mitre::new("TA0006", "T1110.001")],
-            ),
-            meta(
-                SG_INGRESS,
-                "Security group opened to the internet or a public address",
-                Severity::Medium,
-                s.security_group_ingress.enabled,
-                Subject::Resource,
-                Duration::hours(24),
-                vec![Mitre::new("TA0005", "T1562.007")],
-            ),
-            meta(
-                EXFILTRATION,
-                "Large data transfer from the VPC to one external address",
-                s.flow_exfiltration.severity,
-                s.flow_exfiltration.enabled,
-                Subject::SourceIp,
-                Duration::hours(24),
-                vec![Mitre::new("TA0010", "T1048")],
-            ),
-        ];
+        for declaration in DECLARATIONS.iter().filter(|d| disable.contains(d.id)) {
+            settings.switch_off(declaration.id);
+        }
+        let metas = DECLARATIONS.iter().map(|declaration| declaration.meta(&settings, file)).collect();
         Self { settings, metas, trusted, hijack_allowed }
     }
 

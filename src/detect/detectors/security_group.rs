@@ -3,13 +3,12 @@
 //! a public address outside the trusted ranges. Private ranges are never exposure. Severity is
 //! high for admin ports (or all ports) and for a source in a foreign country.
 
-
 use serde_json::Value;
 
 use super::{Detectors, SG_INGRESS};
+use crate::detect::PolicyEvent;
 use crate::model::{Finding, Severity};
 use crate::net::{Cidr, is_public};
-use crate::detect::PolicyEvent;
 
 /// One permission the call adds.
 #[derive(Debug, PartialEq)]

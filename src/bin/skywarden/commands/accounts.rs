@@ -16,7 +16,7 @@ pub(crate) async fn run(db_options: &DbOptions, action: AccountsAction) -> anyho
         return Ok(ExitCode::SUCCESS);
     }
     with_db(db_options, async |db| match action {
-        AccountsAction::Add(args) => add(db, args).await,
+        AccountsAction::Add(args) => add(db, *args).await,
         AccountsAction::List { json } => list(db, json).await,
         AccountsAction::Remove { account_id } => {
             accounts::remove(&db.pool, &account_id).await?;
@@ -78,10 +78,8 @@ async fn status(db: &Database, account_id: Option<&str>, json: bool) -> anyhow::
             continue;
         }
         let lag = status.lag_seconds.map(|s| format!("{:.0}s", s.max(0.0))).unwrap_or_else(|| "-".into());
-        let last = status
-            .last_success_at
-            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-            .unwrap_or_else(|| "never".into());
+        let last =
+            status.last_success_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "never".into());
         let target = if status.target.is_empty() { String::new() } else { format!(" {}", status.target) };
         println!(
             "{} {:<14} {:<20}{target}  last success {last}  lag {lag}  items {}{}{}",
@@ -149,4 +147,3 @@ async fn add(db: &Database, args: AccountAddArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
-

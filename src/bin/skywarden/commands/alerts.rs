@@ -11,7 +11,8 @@ use crate::cli::{AlertsAction, AlertsArgs};
 pub(crate) async fn alerts(db_options: &DbOptions, args: AlertsArgs) -> anyhow::Result<ExitCode> {
     with_db(db_options, async |db| match args.action {
         Some(AlertsAction::SetStatus { id, status, reason, until, actor }) => {
-            let old = skywarden::notify::outbox::set_alert_status(&db.pool, &id, status, until, &actor, &reason).await?;
+            let old =
+                skywarden::notify::outbox::set_alert_status(&db.pool, &id, status, until, &actor, &reason).await?;
             println!("alert {id}: {old} -> {status}");
             Ok(ExitCode::SUCCESS)
         }

@@ -6,22 +6,21 @@ use anyhow::Context;
 use skywarden::db::{Database, DbOptions};
 use skywarden::detect;
 use skywarden::ingest::{self, ImportOptions};
+use skywarden::posture::checks::CheckSet;
 use skywarden::{demo, http};
 
 use super::import::{detect_after_import, print_detection, print_summary};
-use super::{load_policies, notifications, open_geo, shutdown_signal};
+use super::{load_checks, load_policies, notifications, open_geo, shutdown_signal};
 use crate::cli::DemoArgs;
 
 /// The sample's configuration snapshots (`<samples>.config.json`), recorded after its logs so
 /// their changes link to the CloudTrail events, then the posture checks over them.
-async fn demo_posture(db: &Database, args: &DemoArgs) -> anyhow::Result<()> {
+async fn demo_posture(db: &Database, args: &DemoArgs, mut checks: CheckSet) -> anyhow::Result<()> {
     let file = args.samples.with_extension("config.json");
     if !file.exists() {
         return Ok(());
     }
     let dump = skywarden::inventory::dump::SnapshotDump::load(&file)?;
-    let mut checks =
-        skywarden::posture::checks::CheckSet::load(&skywarden::posture::checks_dir(&args.policies.policies));
     let high = Some(skywarden::model::Severity::High);
     let report = skywarden::posture::import_dump(&db.pool, &dump, &mut checks, high).await?;
     for (account, outcome) in &report.accounts {
@@ -39,7 +38,8 @@ async fn demo_posture(db: &Database, args: &DemoArgs) -> anyhow::Result<()> {
 
 pub(crate) async fn run_demo(db_options: &DbOptions, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let geo = open_geo(&args.geo)?;
-    let policies = load_policies(&args.policies);
+    let policies = Some(load_policies(&args.policies)?);
+    let checks = load_checks(&args.policies)?;
     let db = Database::open(db_options).await?;
     // Before the import: routes from a notifications config file apply to the sample's alerts.
     let (key, sender) = notifications::set_up(db_options, &db, &args.notify, Some(args.listen)).await?;
@@ -52,7 +52,7 @@ pub(crate) async fn run_demo(db_options: &DbOptions, args: DemoArgs) -> anyhow::
             match detect_after_import(&db.pool, policies.as_ref(), started).await {
                 Ok(detection) => {
                     detection.iter().for_each(print_detection);
-                    match demo_posture(&db, &args).await {
+                    match demo_posture(&db, &args, checks).await {
                         Ok(()) => demo::print_story(&db.pool).await.map_err(anyhow::Error::from),
                         Err(error) => Err(error),
                     }

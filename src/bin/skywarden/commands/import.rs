@@ -32,7 +32,7 @@ struct ImportReport<'a> {
 pub(crate) async fn import(db_options: &DbOptions, args: ImportArgs) -> anyhow::Result<ExitCode> {
     let geo = open_geo(&args.geo)?;
     let flow_format = args.flow_format.as_deref().map(FlowFormat::parse).transpose().context("--flow-format")?;
-    let policies = if args.no_detect { None } else { load_policies(&args.policies) };
+    let policies = if args.no_detect { None } else { Some(load_policies(&args.policies)?) };
     let options = ImportOptions {
         geo,
         default_account: args.account,

@@ -19,6 +19,8 @@ use std::sync::Arc;
 use skywarden::db::{Database, DbOptions};
 use skywarden::detect::PolicySet;
 use skywarden::geo::GeoDb;
+use skywarden::policy_files::PolicyFiles;
+use skywarden::posture::checks::{CheckProblem, CheckSet};
 
 use crate::cli::{GeoArgs, PolicyArgs};
 
@@ -39,17 +41,63 @@ pub(crate) async fn with_db<T>(
     Ok(value)
 }
 
-/// Loads the policies; problems are logged, and a missing folder turns detection off.
-pub(crate) fn load_policies(args: &PolicyArgs) -> Option<PolicySet> {
-    if !args.policies.is_dir() {
-        tracing::warn!(folder = %args.policies.display(), "no policies folder: detection is off (set --policies)");
-        return None;
+/// The policy files: the built-in ones, with `--policies` laid over them. A `--policies` folder
+/// that is not there is an error.
+pub(crate) fn policy_files(args: &PolicyArgs) -> anyhow::Result<PolicyFiles> {
+    Ok(PolicyFiles::builtin_with(args.policies.as_deref())?)
+}
+
+/// Loads the detection policies for a command that runs them. Broken policy files stop it (each
+/// problem printed with its file), unless `--allow-broken-policies`: then each is logged as a
+/// warning and the rest run.
+pub(crate) fn load_policies(args: &PolicyArgs) -> anyhow::Result<PolicySet> {
+    let policies = PolicySet::from_files(&policy_files(args)?);
+    let problems: Vec<String> = policies.problems.iter().map(ToString::to_string).collect();
+    allow_problems(args, "policy", &problems)?;
+    tracing::info!(
+        policies = policies.list().len(),
+        sigma_rules = policies.sigma.enabled_count(),
+        overrides = ?args.policies,
+        "detection policies loaded"
+    );
+    Ok(policies)
+}
+
+/// Loads the posture checks for a command that evaluates them: broken ones as for
+/// [`load_policies`], and no check at all is an error whatever the flag says.
+pub(crate) fn load_checks(args: &PolicyArgs) -> anyhow::Result<CheckSet> {
+    let checks = CheckSet::from_files(&policy_files(args)?);
+    let problems: Vec<String> = checks.problems.iter().map(check_problem).collect();
+    allow_problems(args, "posture check", &problems)?;
+    anyhow::ensure!(!checks.checks.is_empty(), "no posture checks loaded: posture would evaluate nothing");
+    tracing::info!(checks = checks.checks.len(), overrides = ?args.policies, "posture checks loaded");
+    Ok(checks)
+}
+
+/// `file: check: message`, as `policies lint` prints it.
+pub(crate) fn check_problem(problem: &CheckProblem) -> String {
+    format!("{}: {}: {}", problem.file, problem.check.as_deref().unwrap_or("?"), problem.message)
+}
+
+/// Prints each problem and fails, or with `--allow-broken-policies` logs each as a warning.
+fn allow_problems(args: &PolicyArgs, what: &str, problems: &[String]) -> anyhow::Result<()> {
+    if problems.is_empty() {
+        return Ok(());
     }
-    let policies = PolicySet::load(&args.policies);
-    for problem in &policies.problems {
-        tracing::warn!(%problem, "policy not loaded");
+    if args.allow_broken_policies {
+        for problem in problems {
+            tracing::warn!(%problem, "{what} not loaded (--allow-broken-policies)");
+        }
+        return Ok(());
     }
-    Some(policies)
+    for problem in problems {
+        eprintln!("{what} problem: {problem}");
+    }
+    anyhow::bail!(
+        "{} {what} problems; fix the files (`skywarden policies lint` lists them) or start with \
+         --allow-broken-policies to run without the broken ones",
+        problems.len()
+    )
 }
 
 pub(crate) fn open_geo(args: &GeoArgs) -> anyhow::Result<Option<Arc<GeoDb>>> {

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
 use crate::cli::{NotificationsAction, NotifyArgs};
+use anyhow::Context;
 use skywarden::db::{Database, DbOptions};
 use skywarden::notify::config::NotificationsFile;
 use skywarden::notify::http_client::SafeHttpClient;

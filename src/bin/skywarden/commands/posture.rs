@@ -8,7 +8,7 @@ use skywarden::inventory::dump::SnapshotDump;
 use skywarden::model::Severity;
 use skywarden::posture::{self, RunReport, checks::CheckSet, findings};
 
-use super::{EXIT_PARTIAL, with_db};
+use super::{EXIT_PARTIAL, check_problem, load_checks, with_db};
 use crate::cli::{PolicyArgs, PostureAction};
 
 pub(crate) async fn run(
@@ -16,9 +16,15 @@ pub(crate) async fn run(
     policies: &PolicyArgs,
     action: PostureAction,
 ) -> anyhow::Result<ExitCode> {
+    // The commands that evaluate checks load them first: a broken or missing check stops them
+    // before they touch the database.
+    let checks = match &action {
+        PostureAction::Run { .. } | PostureAction::Import { .. } => load_checks(policies)?,
+        _ => CheckSet::default(),
+    };
     with_db(db_options, async |db| match action {
         PostureAction::Run { accounts, alerts, json } => {
-            evaluate(db, &policies.policies, &accounts, alerts.alert_severity.0, json).await
+            evaluate(db, checks, &accounts, alerts.alert_severity.0, json).await
         }
         PostureAction::Findings { status, account, check, json } => {
             list_findings(db, status, account, check, json).await
@@ -30,7 +36,7 @@ pub(crate) async fn run(
             println!("suppression {} of {} recorded", suppression.id, suppression.check_id);
             Ok(ExitCode::SUCCESS)
         }
-        PostureAction::Import { file, alerts } => import(db, &policies.policies, &file, alerts.alert_severity.0).await,
+        PostureAction::Import { file, alerts } => import(db, checks, &file, alerts.alert_severity.0).await,
         PostureAction::Scores { json } => scores(db, json).await,
     })
     .await
@@ -38,14 +44,11 @@ pub(crate) async fn run(
 
 async fn evaluate(
     db: &Database,
-    policies: &Path,
+    mut checks: CheckSet,
     accounts: &[String],
     alert_at: Option<Severity>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let dir = posture::checks_dir(policies);
-    let mut checks = CheckSet::load(&dir);
-    anyhow::ensure!(!checks.checks.is_empty() || !checks.problems.is_empty(), "no posture checks in {}", dir.display());
     let report = posture::run(&db.pool, &mut checks, accounts, alert_at).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -57,7 +60,7 @@ async fn evaluate(
 
 fn print_report(report: &RunReport) {
     for problem in &report.problems {
-        println!("problem: {}: {}: {}", problem.file, problem.check.as_deref().unwrap_or("?"), problem.message);
+        println!("problem: {}", check_problem(problem));
     }
     for (account, outcome) in &report.accounts {
         println!(
@@ -108,9 +111,13 @@ async fn list_findings(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn import(db: &Database, policies: &Path, file: &Path, alert_at: Option<Severity>) -> anyhow::Result<ExitCode> {
+async fn import(
+    db: &Database,
+    mut checks: CheckSet,
+    file: &Path,
+    alert_at: Option<Severity>,
+) -> anyhow::Result<ExitCode> {
     let dump = SnapshotDump::load(file)?;
-    let mut checks = CheckSet::load(&posture::checks_dir(policies));
     let report = posture::import_dump(&db.pool, &dump, &mut checks, alert_at).await?;
     let filter = findings::FindingFilter {
         status: Some("open".into()),

@@ -7,22 +7,23 @@ use anyhow::Context;
 use skywarden::db::{Database, DbOptions};
 use skywarden::http;
 
-use super::{notifications, shutdown_signal, worker};
+use super::worker::{self, WorkerPolicies};
+use super::{notifications, shutdown_signal};
 use crate::cli::ServeArgs;
 
 pub(crate) async fn serve(db_options: &DbOptions, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    // Before anything starts: broken policies stop the command.
+    let loaded = WorkerPolicies::load(&args.worker)?;
     let db = Database::open(db_options).await?;
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let aws_settings = skywarden::aws::AwsSettings::from_env();
     let aws_base = aws_settings.load().await;
     let (key, sender) = notifications::set_up(db_options, &db, &args.notify, Some(args.listen)).await?;
-    let checks =
-        skywarden::posture::checks::CheckSet::load(&skywarden::posture::checks_dir(&args.worker.policies.policies));
     let context = http::ApiContext::new(db.pool.clone())
         .with_aws(aws_settings, aws_base)
         .with_notify(key, sender.clone())
-        .with_posture(checks, args.worker.posture.alert_severity.0);
+        .with_posture(loaded.checks.clone(), args.worker.posture.alert_severity.0);
     // One signal stops both listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -43,7 +44,7 @@ pub(crate) async fn serve(db_options: &DbOptions, args: ServeArgs) -> anyhow::Re
     let pollers = if args.no_pollers {
         None
     } else {
-        let worker = worker::build_worker(&db, &args.worker).await?;
+        let worker = worker::build_worker(&db, &args.worker, loaded).await?;
         tracing::info!(worker = %worker.id(), concurrency = args.worker.poll_concurrency, "pollers started");
         Some(tokio::spawn(worker.run(args.worker.poll_concurrency, until_stopped(stopped.clone()))))
     };
