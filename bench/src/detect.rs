@@ -35,8 +35,8 @@ impl std::fmt::Display for DetectBenchReport {
 /// Streams `file` through the parser alone, then through parser, Sigma rules and the event and
 /// login detectors (one thread each, best of two rounds), and reports both rates.
 pub fn detection(policies: &skywarden::detect::PolicySet, file: &Path) -> Result<DetectBenchReport, BenchError> {
-    use skywarden::ingest::json_stream::{self, JsonSink};
     use skywarden::detect::PolicyEvent;
+    use skywarden::ingest::json_stream::{self, JsonSink};
 
     struct Sink<'p> {
         policies: Option<&'p skywarden::detect::PolicySet>,
@@ -110,8 +110,8 @@ fn detection_parallel(
     file: &Path,
     workers: usize,
 ) -> Result<(Duration, usize), BenchError> {
-    use skywarden::ingest::json_stream::{self, JsonSink};
     use skywarden::detect::PolicyEvent;
+    use skywarden::ingest::json_stream::{self, JsonSink};
     use std::sync::{Mutex, mpsc};
 
     const BATCH: usize = 512;

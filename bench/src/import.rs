@@ -115,8 +115,11 @@ async fn time_import(pool: &PgPool, file: &Path, events: usize) -> Result<Durati
     Ok(elapsed)
 }
 
+/// One stream's COPY text and the event times in it (for the partitions it needs).
+type StreamRows = (CopyBuffer, Vec<chrono::DateTime<Utc>>);
+
 /// The same rows the importer stores, as COPY text, split into one buffer per stream.
-fn encode_rows(file: &Path) -> Result<Vec<(CopyBuffer, Vec<chrono::DateTime<Utc>>)>, BenchError> {
+fn encode_rows(file: &Path) -> Result<Vec<StreamRows>, BenchError> {
     #[derive(serde::Deserialize)]
     struct Document {
         #[serde(rename = "Records")]
@@ -189,4 +192,3 @@ fn split_rows(data: &[u8], rows: usize) -> Vec<&[u8]> {
     }
     chunks
 }
-

@@ -98,12 +98,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Bench::Import { events, work_dir } => {
             let work_dir = work_dir.unwrap_or_else(std::env::temp_dir);
-            let report = with_server(&db_options, async |server| Ok(import::run(server, events, &work_dir).await?)).await?;
+            let report =
+                with_server(&db_options, async |server| Ok(import::run(server, events, &work_dir).await?)).await?;
             println!("{report}");
         }
         Bench::Queries { events, samples, reuse } => {
             let report =
-                with_server(&db_options, async |server| Ok(queries::run(server, events, samples, reuse).await?)).await?;
+                with_server(&db_options, async |server| Ok(queries::run(server, events, samples, reuse).await?))
+                    .await?;
             println!("{report}");
         }
         Bench::Detect { events, policies } => println!("{}", detect_bench(events, policies).await?),

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use chrono::Utc;
 
+use skywarden::inventory::dump::SnapshotDump;
 use skywarden::posture::checks::CheckSet;
 use skywarden::posture::evaluate::{self, AccountResources, PostureResource};
-use skywarden::inventory::dump::SnapshotDump;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {

@@ -19,17 +19,7 @@ const PREFIX: &str = "swk_";
 /// What a token may do. Ordered: a viewer reads, an analyst also triages, an admin also
 /// manages accounts, tokens and settings.
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Serialize,
-    serde::Deserialize,
-    sqlx::Type,
-    utoipa::ToSchema,
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize, sqlx::Type, utoipa::ToSchema,
 )]
 #[sqlx(type_name = "api_role", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]

@@ -47,11 +47,13 @@ impl GeoInfo {
         if self.city.is_none() {
             self.city = record.city.and_then(|c| c.names).and_then(|n| n.get("en").map(|s| s.to_string()));
         }
-        if let Some(location) = record.location {
-            if self.latitude.is_none() && location.latitude.is_some() && location.longitude.is_some() {
-                self.latitude = location.latitude;
-                self.longitude = location.longitude;
-            }
+        if let Some(location) = record.location
+            && self.latitude.is_none()
+            && location.latitude.is_some()
+            && location.longitude.is_some()
+        {
+            self.latitude = location.latitude;
+            self.longitude = location.longitude;
         }
         if self.asn.is_none() {
             self.asn = record.autonomous_system_number;

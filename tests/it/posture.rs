@@ -287,8 +287,8 @@ async fn findings_open_on_a_bad_setup_and_resolve_when_it_is_fixed() {
     iam.create_login_profile().user_name("maria").password("Correct-Horse-1").send().await.unwrap();
     iam.update_account_password_policy().minimum_password_length(8).send().await.unwrap();
 
-    let worker = Worker::new(ctx.clone(), "posture-worker", None)
-        .with_posture(checks(), Some(skywarden::model::Severity::High));
+    let worker =
+        Worker::new(ctx.clone(), "posture-worker", None).with_posture(checks(), Some(skywarden::model::Severity::High));
     let reports = worker.run_once().await.unwrap();
     assert!(reports.iter().all(|r| r.error.is_none()), "{reports:?}");
 
@@ -503,7 +503,7 @@ async fn an_opened_security_group_is_an_event_alert_at_once_and_a_linked_finding
     .unwrap()
     .remove(0);
     assert_eq!(finding.status, "open");
-    assert_eq!(finding.related_alerts, [event_alert.0.clone()], "the finding links the event alert");
+    assert_eq!(finding.related_alerts, std::slice::from_ref(&event_alert.0), "the finding links the event alert");
     let cause = finding.cause.expect("the change that broke the check");
     assert_eq!(cause["event_id"], "evt-open-rdp");
     assert_eq!(cause["event_name"], "AuthorizeSecurityGroupIngress");

@@ -73,10 +73,10 @@ impl Browser {
             Self { driver, base: format!("http://127.0.0.1:{port}"), session: String::new(), client, artifacts };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(status) = browser.call("GET", "/status", None).await {
-                if status["value"]["ready"] == json!(true) {
-                    break;
-                }
+            if let Ok(status) = browser.call("GET", "/status", None).await
+                && status["value"]["ready"] == json!(true)
+            {
+                break;
             }
             assert!(Instant::now() < deadline, "chromedriver did not become ready within 30 s");
             tokio::time::sleep(Duration::from_millis(100)).await;
