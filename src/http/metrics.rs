@@ -73,6 +73,9 @@ async fn render(State(context): State<ApiContext>) -> String {
         write_notifications(&mut out, &context.db).await;
         write_poll_jobs(&mut out, &jobs);
     }
+    if let Ok(counts) = crate::pollers::s3_objects::failure_counts(&context.db).await {
+        write_s3_failures(&mut out, &counts);
+    }
     if let Ok((events, flows)) = stored {
         out.push_str("# HELP skywarden_events_stored Stored CloudTrail events (planner estimate).\n# TYPE skywarden_events_stored gauge\n");
         let _ = writeln!(out, "skywarden_events_stored {events}");
@@ -181,5 +184,31 @@ fn write_poll_jobs(out: &mut String, jobs: &[JobStatus]) {
     );
     for job in jobs.iter().filter(|j| j.enabled) {
         let _ = writeln!(out, "skywarden_poll_items_total{{{}}} {}", labels(job), job.items_total);
+    }
+}
+
+/// S3 objects that could not be read, by account and source: being retried, and given up
+/// (an operator alerts on the latter; `s3_objects::failed_objects` names them).
+fn write_s3_failures(out: &mut String, counts: &[(String, String, i64, i64)]) {
+    let label = |text: &str| text.replace('\\', "\\\\").replace('"', "\\\"");
+    out.push_str("# HELP skywarden_s3_objects_failed S3 objects given up after every try.\n");
+    out.push_str("# TYPE skywarden_s3_objects_failed gauge\n");
+    for (account, source, _, failed) in counts {
+        let _ = writeln!(
+            out,
+            "skywarden_s3_objects_failed{{account=\"{}\",source=\"{}\"}} {failed}",
+            label(account),
+            label(source)
+        );
+    }
+    out.push_str("# HELP skywarden_s3_objects_retrying S3 objects that failed and will be tried again.\n");
+    out.push_str("# TYPE skywarden_s3_objects_retrying gauge\n");
+    for (account, source, retrying, _) in counts {
+        let _ = writeln!(
+            out,
+            "skywarden_s3_objects_retrying{{account=\"{}\",source=\"{}\"}} {retrying}",
+            label(account),
+            label(source)
+        );
     }
 }

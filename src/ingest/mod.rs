@@ -33,6 +33,9 @@ use store::{Batch, BatchOutcome, BatchWriter, StoreError};
 
 /// Record errors listed per file before the rest are only counted.
 const MAX_ERRORS_PER_FILE: usize = 50;
+/// Largest gzip-wrapped Parquet file the importer decompresses to disk (a plain Parquet file
+/// is read where it lies).
+const MAX_IMPORT_SPOOL_BYTES: u64 = 64 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -205,7 +208,9 @@ fn spawn_parsers(
     let context = Arc::new(ParseContext {
         default_account: options.default_account.clone(),
         flow_format: options.flow_format.clone(),
+        known_formats: Vec::new(),
         batch_rows: options.batch_rows.max(1),
+        max_spool_bytes: MAX_IMPORT_SPOOL_BYTES,
     });
     (0..options.parsers.max(1))
         .map(|_| {
@@ -282,10 +287,30 @@ fn progress_bar(show: bool, total_bytes: u64) -> indicatif::ProgressBar {
 pub struct ParseContext {
     /// Account for records that name none.
     pub default_account: Option<String>,
-    /// Field order for flow logs that have no header line.
+    /// Field order of every flow log line without a header (the user's `--flow-format`).
     pub flow_format: Option<FlowFormat>,
+    /// Formats the flow logs delivering here were created with (their `LogFormat`): a line
+    /// without a header takes the one with its field count; a line that fits none is read by
+    /// its count, as the default layouts are.
+    pub known_formats: Vec<FlowFormat>,
     /// Rows per batch handed to the destination.
     pub batch_rows: usize,
+    /// Largest Parquet content copied to a temporary file to be read (Parquet needs random
+    /// access); more is a failure of the file.
+    pub max_spool_bytes: u64,
+}
+
+impl ParseContext {
+    /// A context for content from AWS (objects, log events): no user format.
+    pub fn for_account(account_id: &str, known_formats: Vec<FlowFormat>, max_spool_bytes: u64) -> Self {
+        Self {
+            default_account: Some(account_id.to_owned()),
+            flow_format: None,
+            known_formats,
+            batch_rows: 10_000,
+            max_spool_bytes,
+        }
+    }
 }
 
 /// What parsing one file or object found besides its rows.
@@ -295,8 +320,20 @@ pub struct FileReport {
     pub skipped: u64,
     /// Problems, each naming its record or line.
     pub errors: Vec<String>,
+    /// The content as a whole could not be read (an I/O or decompression error, a Parquet file
+    /// that is not readable): also in `errors`. An S3 object with a failure is retried, never
+    /// recorded as read.
+    pub failure: Option<String>,
+    /// Flow log lines whose field layout is unknown (no header, no known format fits).
+    pub unknown_layouts: u64,
     /// The writers are gone (a database failure): stop parsing.
     aborted: bool,
+}
+
+impl FileReport {
+    fn failed(reason: String) -> Self {
+        Self { errors: vec![reason.clone()], failure: Some(reason), ..Default::default() }
+    }
 }
 
 /// Parses one file into batches. Never fails: problems are listed in the report.
@@ -307,13 +344,22 @@ fn parse_file(
     batches: &mpsc::Sender<Batch>,
     bytes_read: Arc<AtomicU64>,
 ) -> FileReport {
-    let opened = match source::open(path, bytes_read) {
-        Ok(opened) => opened,
-        Err(error) => return FileReport { errors: vec![format!("cannot read file: {error}")], ..Default::default() },
-    };
     let default_account = source::account_from_file_name(path).or_else(|| context.default_account.clone());
     let mut send = |batch: Batch| batches.blocking_send(batch).is_ok();
-    parse_content(opened, Arc::new(path.to_path_buf()), default_account, context, geo, &mut send)
+    let label = Arc::new(path.to_path_buf());
+    if source::is_parquet_file(path) {
+        let file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(error) => return FileReport::failed(format!("cannot read file: {error}")),
+        };
+        bytes_read.fetch_add(file.metadata().map_or(0, |m| m.len()), Ordering::Relaxed);
+        return parse_parquet(file, label, default_account, context, geo, &mut send);
+    }
+    let opened = match source::open(path, bytes_read) {
+        Ok(opened) => opened,
+        Err(error) => return FileReport::failed(format!("cannot read file: {error}")),
+    };
+    parse_content(opened, label, default_account, context, geo, &mut send)
 }
 
 /// Parses opened content (see `source::open_reader`) into batches for `send`, which returns
@@ -326,22 +372,60 @@ pub fn parse_content(
     geo: &mut GeoCache,
     send: &mut dyn FnMut(Batch) -> bool,
 ) -> FileReport {
+    let named_parquet = file.extension().is_some_and(|e| e == "parquet");
     let mut sink = FileSink::new(file, default_account, context, geo, send);
     match kind {
+        _ if named_parquet && kind != ContentKind::Parquet => {
+            sink.fail("named .parquet but not a Parquet file (no PAR1 magic bytes)".into())
+        }
         ContentKind::Empty => {}
         ContentKind::Json => {
             if let Err(error) = json_stream::walk(reader, &mut sink) {
-                let reason = if error.is_io() {
-                    format!("read error after {} records: {error}", sink.records)
+                if error.is_io() {
+                    sink.fail(format!("read error after {} records: {error}", sink.records));
                 } else {
-                    format!("invalid JSON: {error}; the {} records before it were read", sink.records)
-                };
-                sink.report.errors.push(reason);
+                    let reason = format!("invalid JSON: {error}; the {} records before it were read", sink.records);
+                    sink.report.errors.push(reason);
+                }
             }
         }
         ContentKind::Text => read_flow_text(reader, &mut sink),
+        ContentKind::Parquet => {
+            let mut reader = reader;
+            match source::spool(&mut reader, sink.context.max_spool_bytes) {
+                Ok(spooled) => read_parquet(spooled, &mut sink),
+                Err(error) => sink.fail(format!("cannot read the Parquet content: {error}")),
+            }
+        }
     }
     sink.finish()
+}
+
+/// Parses a Parquet flow log file (see `flowlogs::parquet`) into batches for `send`.
+pub fn parse_parquet(
+    parquet: std::fs::File,
+    file: Arc<PathBuf>,
+    default_account: Option<String>,
+    context: &ParseContext,
+    geo: &mut GeoCache,
+    send: &mut dyn FnMut(Batch) -> bool,
+) -> FileReport {
+    let mut sink = FileSink::new(file, default_account, context, geo, send);
+    read_parquet(parquet, &mut sink);
+    sink.finish()
+}
+
+fn read_parquet(parquet: std::fs::File, sink: &mut FileSink<'_>) {
+    let read = flowlogs::parquet::read_records(parquet, &mut |row, record| {
+        match record {
+            Ok(record) => sink.flow_record(&record, row, None, None),
+            Err(error) => sink.record_error(format!("row {row}: {error}")),
+        }
+        !sink.report.aborted
+    });
+    if let Err(error) = read {
+        sink.fail(error.to_string());
+    }
 }
 
 /// Reads a flow log text file line by line.
@@ -356,7 +440,7 @@ fn read_flow_text(mut reader: Box<dyn BufRead + Send>, sink: &mut FileSink<'_>) 
             Ok(0) => return,
             Ok(_) => {}
             Err(error) => {
-                sink.report.errors.push(format!("read error at line {}: {error}", line_no + 1));
+                sink.fail(format!("read error at line {}: {error}", line_no + 1));
                 return;
             }
         }
@@ -426,6 +510,12 @@ impl<'a> FileSink<'a> {
         }
     }
 
+    /// The content as a whole cannot be read.
+    fn fail(&mut self, reason: String) {
+        self.report.errors.push(reason.clone());
+        self.report.failure.get_or_insert(reason);
+    }
+
     fn record_error(&mut self, error: String) {
         if self.report.errors.len() < MAX_ERRORS_PER_FILE {
             self.report.errors.push(error);
@@ -464,17 +554,45 @@ impl<'a> FileSink<'a> {
         fallback_time: Option<DateTime<Utc>>,
         owner: Option<&str>,
     ) -> Result<(), flowlogs::FlowError> {
-        let format = match header.or(self.context.flow_format.as_ref()) {
-            Some(format) => format,
-            None => {
-                let count = line.split_ascii_whitespace().count();
-                if self.inferred_format.as_ref().is_none_or(|f| f.len() != count) {
-                    self.inferred_format = Some(FlowFormat::for_field_count(count)?);
-                }
-                self.inferred_format.as_ref().expect("just set")
+        let record = match self.line_format(line, header) {
+            Ok(format) => FlowRecord::parse(line, format)?,
+            Err(error) => {
+                self.report.unknown_layouts += 1;
+                return Err(error);
             }
         };
-        let record = FlowRecord::parse(line, format)?;
+        self.flow_record(&record, position, fallback_time, owner);
+        Ok(())
+    }
+
+    /// The format of a flow log line: the file's header, the user's format, the known format
+    /// with the line's field count, else the default layout with that count.
+    fn line_format<'s>(
+        &'s mut self,
+        line: &str,
+        header: Option<&'s FlowFormat>,
+    ) -> Result<&'s FlowFormat, flowlogs::FlowError> {
+        if let Some(format) = header.or(self.context.flow_format.as_ref()) {
+            return Ok(format);
+        }
+        let count = line.split_ascii_whitespace().count();
+        if let Some(format) = self.context.known_formats.iter().find(|f| f.len() == count) {
+            return Ok(format);
+        }
+        if self.inferred_format.as_ref().is_none_or(|f| f.len() != count) {
+            self.inferred_format = Some(FlowFormat::for_field_count(count)?);
+        }
+        Ok(self.inferred_format.as_ref().expect("just set"))
+    }
+
+    /// Queues one flow record; `owner` is the account of the log it came from, if known.
+    fn flow_record(
+        &mut self,
+        record: &FlowRecord,
+        position: u64,
+        fallback_time: Option<DateTime<Utc>>,
+        owner: Option<&str>,
+    ) {
         let account = record
             .account_id
             .clone()
@@ -494,7 +612,6 @@ impl<'a> FileSink<'a> {
         if batch.rows.rows() >= rows {
             self.send(PartitionedTable::FlowRecords);
         }
-        Ok(())
     }
 
     fn send(&mut self, table: PartitionedTable) {

@@ -1,8 +1,9 @@
 //! Opening log files: gzip is recognised by its magic bytes, not its name, and the kind of log
-//! (JSON CloudTrail/CloudWatch shapes, or flow log text) by the first byte of content.
+//! (JSON CloudTrail/CloudWatch shapes, flow log text, or Parquet flow logs) by the first bytes
+//! of content.
 
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use walkdir::WalkDir;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// Parquet files start (and end) with these bytes.
+pub const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
 const READ_BUFFER: usize = 256 * 1024;
 
 /// What the first bytes of a file say it holds.
@@ -19,6 +22,8 @@ pub enum ContentKind {
     Json,
     /// Text lines (VPC flow logs).
     Text,
+    /// An Apache Parquet file (VPC flow logs delivered with `FileFormat=parquet`).
+    Parquet,
     Empty,
 }
 
@@ -56,6 +61,9 @@ pub fn open_reader(inner: impl Read + Send + 'static) -> io::Result<(Box<dyn Buf
 
 /// Skips a UTF-8 byte-order mark and leading white space, then classifies by the next byte.
 fn peek_kind(reader: &mut Box<dyn BufRead + Send>) -> io::Result<ContentKind> {
+    if reader.fill_buf()?.starts_with(PARQUET_MAGIC) {
+        return Ok(ContentKind::Parquet);
+    }
     loop {
         let buf = reader.fill_buf()?;
         if buf.is_empty() {
@@ -75,6 +83,44 @@ fn peek_kind(reader: &mut Box<dyn BufRead + Send>) -> io::Result<ContentKind> {
             _ => ContentKind::Text,
         });
     }
+}
+
+/// Copies `reader` to a temporary file, for content that must be read at random (Parquet keeps
+/// its index at the end), and rewinds it. The file is unlinked at once, so nothing is left
+/// behind whatever happens; more than `limit` bytes is an error, not a full disk.
+pub fn spool(reader: &mut dyn Read, limit: u64) -> io::Result<File> {
+    let mut file = anonymous_file()?;
+    let copied = io::copy(&mut reader.take(limit.saturating_add(1)), &mut file)?;
+    if copied > limit {
+        return Err(io::Error::other(format!("the content is larger than the {limit} bytes allowed")));
+    }
+    file.seek(SeekFrom::Start(0))?;
+    Ok(file)
+}
+
+/// A new file in the temporary folder that no path names any more.
+fn anonymous_file() -> io::Result<File> {
+    let directory = std::env::temp_dir();
+    for _ in 0..16 {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).map_err(|e| io::Error::other(e.to_string()))?;
+        let path = directory.join(format!(".skywarden-spool-{}", u64::from_le_bytes(bytes)));
+        match OpenOptions::new().read(true).write(true).create_new(true).open(&path) {
+            Ok(file) => {
+                std::fs::remove_file(&path)?;
+                return Ok(file);
+            }
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    Err(io::Error::other("no free temporary file name"))
+}
+
+/// Whether a file starts with the Parquet magic bytes (read where it lies, not copied).
+pub fn is_parquet_file(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == PARQUET_MAGIC
 }
 
 /// Every regular file under the given paths (recursing into folders), sorted so that imports
@@ -121,5 +167,20 @@ mod tests {
         let path = Path::new("AWSLogs/111111111111_CloudTrail_eu-central-1_20171211T1505Z_A6kvhMoVeCsc7v8U.json.gz");
         assert_eq!(account_from_file_name(path).as_deref(), Some("111111111111"));
         assert_eq!(account_from_file_name(Path::new("events.json")), None);
+    }
+
+    #[test]
+    fn parquet_is_recognised_also_inside_gzip_and_spooled_within_a_limit() {
+        let (_, kind) = open_reader(std::io::Cursor::new(b"PAR1\x15\x04rest".to_vec())).unwrap();
+        assert_eq!(kind, ContentKind::Parquet);
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gzip, b"PAR1 more").unwrap();
+        let (mut reader, kind) = open_reader(std::io::Cursor::new(gzip.finish().unwrap())).unwrap();
+        assert_eq!(kind, ContentKind::Parquet);
+        let mut spooled = String::new();
+        spool(&mut reader, 9).unwrap().read_to_string(&mut spooled).unwrap();
+        assert_eq!(spooled, "PAR1 more");
+        let error = spool(&mut std::io::Cursor::new(vec![0u8; 10]), 9).unwrap_err();
+        assert!(error.to_string().contains("larger than the 9 bytes"), "{error}");
     }
 }

@@ -9,6 +9,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use crate::db::copy::CopyBuffer;
 use crate::geo::GeoCache;
 
+pub mod layout;
+pub mod parquet;
+
 /// Columns written by [`FlowRecord::write_row`], in order.
 pub const COLUMNS: &str = "account_id, bucket_time, record_hash, version, interface_id, srcaddr, dstaddr, \
     srcport, dstport, protocol, packets, bytes, start_time, end_time, action, log_status, vpc_id, \
@@ -176,9 +179,15 @@ impl FlowRecord {
                 format: format.describe(),
             });
         }
+        Self::from_fields(format.fields.iter().map(String::as_str).zip(values))
+    }
+
+    /// A record from (field name, value) pairs, `-` for a missing value: the text layouts and
+    /// Parquet columns all come through here, so a record has one identity whatever its layout.
+    pub fn from_fields<'v>(fields: impl IntoIterator<Item = (&'v str, &'v str)>) -> Result<Self, FlowError> {
         let mut record = FlowRecord::default();
-        let mut canonical: Vec<(&str, &str)> = Vec::with_capacity(values.len());
-        for (name, &value) in format.fields.iter().zip(&values) {
+        let mut canonical: Vec<(&str, &str)> = Vec::new();
+        for (name, value) in fields {
             if value != "-" {
                 canonical.push((name, value));
             }
