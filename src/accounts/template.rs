@@ -23,7 +23,6 @@ mod tests {
     /// Actions the role grants that no `from_sdk` call names, and why.
     const GRANTED_NOT_CALLED: &[(&str, &str)] = &[
         ("kms:Decrypt", "S3 and CloudWatch Logs call it on Skywarden's behalf to read encrypted logs"),
-        ("s3:GetBucketLocation", "pending (regions discovery / bucket region: being added)"),
     ];
 
     fn rust_files(dir: &Path, files: &mut Vec<PathBuf>) {

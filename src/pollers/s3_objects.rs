@@ -252,7 +252,9 @@ async fn open_bucket(
 }
 
 /// Asks S3 where a bucket lives. HeadBucket (allowed by `s3:ListBucket`) answers from any
-/// region with `x-amz-bucket-region`, also when it redirects (301) or refuses (403).
+/// region with `x-amz-bucket-region`, also when it redirects (301) or refuses (403); the role's
+/// prefix condition refuses it, so without that header GetBucketLocation (granted on its own)
+/// decides.
 async fn discover_region(session: &AccountSession, probe_region: &str, bucket: &str) -> Result<String, AwsError> {
     match session.s3(probe_region).head_bucket().bucket(bucket).send().await {
         Ok(head) => Ok(head.bucket_region().unwrap_or(probe_region).to_owned()),
@@ -260,10 +262,28 @@ async fn discover_region(session: &AccountSession, probe_region: &str, bucket: &
             let header = error.raw_response().and_then(|r| r.headers().get("x-amz-bucket-region"));
             match header {
                 Some(region) if !region.is_empty() => Ok(region.to_owned()),
-                _ => Err(AwsError::from_sdk("s3:ListBucket", probe_region, error)),
+                _ => bucket_location(session, bucket).await,
             }
         }
     }
+}
+
+/// GetBucketLocation, asked in us-east-1 (which answers for every bucket); no constraint means
+/// us-east-1 and the legacy `EU` means eu-west-1.
+async fn bucket_location(session: &AccountSession, bucket: &str) -> Result<String, AwsError> {
+    const GLOBAL_ENDPOINT_REGION: &str = "us-east-1";
+    let answer = session
+        .s3(GLOBAL_ENDPOINT_REGION)
+        .get_bucket_location()
+        .bucket(bucket)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("s3:GetBucketLocation", GLOBAL_ENDPOINT_REGION, e))?;
+    Ok(match answer.location_constraint().map(|c| c.as_str()) {
+        None | Some("") => GLOBAL_ENDPOINT_REGION.to_owned(),
+        Some("EU") => "eu-west-1".to_owned(),
+        Some(region) => region.to_owned(),
+    })
 }
 
 /// Forgets a bucket's region when S3 says the request went to the wrong one.
