@@ -101,7 +101,8 @@ pub async fn run(server: &PgConnectOptions, events: usize, work_dir: &Path) -> R
 }
 
 async fn reset(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::raw_sql("TRUNCATE cloudtrail_events, accounts; CHECKPOINT").execute(pool).await?;
+    // CASCADE: in the scratch database, whatever references accounts goes too.
+    sqlx::raw_sql("TRUNCATE cloudtrail_events, accounts CASCADE; CHECKPOINT").execute(pool).await?;
     Ok(())
 }
 
