@@ -4,17 +4,21 @@
 //! Imports `aws` (to try the role) and `db`; [`schedule`] says which poll jobs an account has,
 //! `pollers` runs them. Accounts never import `pollers`.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use crate::aws::{AccountSession, ArnError, AssumeRoleTarget, AwsError, AwsSettings, GLOBAL_REGION, RoleArn};
+use crate::aws::{
+    AccountSession, ArnError, AssumeRoleTarget, AwsError, AwsSettings, GLOBAL_REGION, RoleArn, global_events_region,
+    is_region_name,
+};
 
+pub mod intervals;
+pub mod regions;
 pub mod schedule;
 
-use schedule::{JobSpec, Source};
+pub use intervals::PollIntervals;
+use schedule::{GLOBAL_SERVICES_TARGET, JobSpec, Source};
 
 pub mod template;
 
@@ -36,6 +40,10 @@ pub enum AccountError {
     AssumeRole(#[source] AwsError),
     #[error("cannot generate an external ID: {0}")]
     Random(String),
+    #[error("ec2:DescribeRegions named no enabled region; the account's regions were left as they were")]
+    NoRegions,
+    #[error("cannot discover the account's regions: {0}")]
+    DescribeRegions(#[source] AwsError),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -67,6 +75,7 @@ pub struct LogSources {
 pub struct NewAccount {
     pub role_arn: String,
     pub name: Option<String>,
+    /// Regions to poll, if not every enabled one (empty: every region the account enabled).
     pub regions: Vec<String>,
     pub endpoint_url: Option<String>,
     pub sources: LogSources,
@@ -82,7 +91,17 @@ pub struct Account {
     pub role_arn: RoleArn,
     #[serde(skip)]
     pub external_id: String,
+    /// The regions the user restricted polling to; empty: every enabled region.
     pub regions: Vec<String>,
+    /// The regions the account has enabled, from its last discovery (absent before the first).
+    pub enabled_regions: Option<Vec<String>>,
+    pub regions_discovered_at: Option<DateTime<Utc>>,
+    /// The regions its regional jobs poll: the enabled ones within the restriction (before the
+    /// first discovery: the restriction).
+    pub polled_regions: Vec<String>,
+    /// Poll intervals the account chose, in seconds by source; other sources use the defaults.
+    #[schema(value_type = std::collections::BTreeMap<String, u64>)]
+    pub intervals: PollIntervals,
     pub endpoint_url: Option<String>,
     pub sources: LogSources,
     pub enabled: bool,
@@ -114,41 +133,84 @@ impl Account {
         }
     }
 
-    /// The poll jobs this account needs.
-    pub fn job_specs(&self, intervals: &PollIntervals) -> Vec<JobSpec> {
-        let mut specs = Vec::new();
-        let spec = |region: &str, source, target: String, interval| JobSpec {
+    /// The poll jobs this account needs: its regions job and IAM-and-trails snapshot, each polled
+    /// region's jobs, and the global services' events from their region if it is not polled.
+    pub fn job_specs(&self) -> Vec<JobSpec> {
+        let spec = |region: &str, source: Source, target: String| JobSpec {
             region: region.to_owned(),
             source,
             target,
-            interval,
+            interval: self.intervals.get(source),
         };
-        specs.push(spec(GLOBAL_REGION, Source::ConfigSnapshot, String::new(), intervals.snapshot));
-        for region in &self.regions {
-            specs.push(spec(region, Source::CloudTrailLookup, String::new(), intervals.lookup));
-            specs.push(spec(region, Source::ConfigSnapshot, String::new(), intervals.snapshot));
-            if let Some(bucket) = &self.sources.trail_bucket {
-                let organization = self.sources.organization_id.as_deref().map(|o| format!("{o}/")).unwrap_or_default();
-                let prefix = format!(
-                    "{}AWSLogs/{organization}{}/CloudTrail/{region}/",
-                    normalise_prefix(self.sources.trail_prefix.as_deref()),
-                    self.account_id
-                );
-                specs.push(spec(region, Source::CloudTrailS3, format!("s3://{bucket}/{prefix}"), intervals.s3));
-            }
-            if let Some(bucket) = &self.sources.flow_bucket {
-                let prefix = format!(
-                    "{}AWSLogs/{}/vpcflowlogs/{region}/",
-                    normalise_prefix(self.sources.flow_prefix.as_deref()),
-                    self.account_id
-                );
-                specs.push(spec(region, Source::FlowLogsS3, format!("s3://{bucket}/{prefix}"), intervals.s3));
-            }
-            for group in &self.sources.flow_log_groups {
-                specs.push(spec(region, Source::FlowLogsCloudWatch, group.clone(), intervals.logs));
+        let mut specs = vec![
+            spec(GLOBAL_REGION, Source::Regions, String::new()),
+            spec(GLOBAL_REGION, Source::ConfigSnapshot, String::new()),
+        ];
+        for region in &self.polled_regions {
+            specs.push(spec(region, Source::CloudTrailLookup, String::new()));
+            specs.push(spec(region, Source::ConfigSnapshot, String::new()));
+            for (source, target) in self.log_targets(region) {
+                specs.push(spec(region, source, target));
             }
         }
+        if let Some(region) = self.global_events_job_region() {
+            specs.push(spec(region, Source::CloudTrailLookup, GLOBAL_SERVICES_TARGET.to_owned()));
+        }
         specs
+    }
+
+    /// The trail files, flow-log files and log groups of one region.
+    fn log_targets(&self, region: &str) -> Vec<(Source, String)> {
+        let mut targets = Vec::new();
+        if let Some(bucket) = &self.sources.trail_bucket {
+            let organization = self.sources.organization_id.as_deref().map(|o| format!("{o}/")).unwrap_or_default();
+            let prefix = format!(
+                "{}AWSLogs/{organization}{}/CloudTrail/{region}/",
+                normalise_prefix(self.sources.trail_prefix.as_deref()),
+                self.account_id
+            );
+            targets.push((Source::CloudTrailS3, format!("s3://{bucket}/{prefix}")));
+        }
+        if let Some(bucket) = &self.sources.flow_bucket {
+            let prefix = format!(
+                "{}AWSLogs/{}/vpcflowlogs/{region}/",
+                normalise_prefix(self.sources.flow_prefix.as_deref()),
+                self.account_id
+            );
+            targets.push((Source::FlowLogsS3, format!("s3://{bucket}/{prefix}")));
+        }
+        for group in &self.sources.flow_log_groups {
+            targets.push((Source::FlowLogsCloudWatch, group.clone()));
+        }
+        targets
+    }
+
+    /// The region where CloudTrail shows global services' events (us-east-1), when the account
+    /// does not poll it: a job there reads those events only. None before the account's regions
+    /// are known (the first discovery decides), or when the region is polled anyway.
+    fn global_events_job_region(&self) -> Option<&'static str> {
+        let region = global_events_region(self.role_arn.partition())?;
+        let known = self.enabled_regions.is_some() || !self.regions.is_empty();
+        (known && !self.polled_regions.iter().any(|r| r == region)).then_some(region)
+    }
+
+    /// The regions whose trails the account-wide snapshot reads: the polled ones and the
+    /// global-events region (where every multi-region trail shows, whatever its home region).
+    pub fn trail_regions(&self) -> Vec<String> {
+        let mut regions = self.polled_regions.clone();
+        regions.extend(global_events_region(self.role_arn.partition()).map(str::to_owned));
+        regions.sort();
+        regions.dedup();
+        regions
+    }
+}
+
+/// The enabled regions within the restriction; before the first discovery, the restriction.
+fn polled_regions(restriction: &[String], enabled: Option<&[String]>) -> Vec<String> {
+    match enabled {
+        Some(enabled) if restriction.is_empty() => enabled.to_vec(),
+        Some(enabled) => restriction.iter().filter(|r| enabled.contains(r)).cloned().collect(),
+        None => restriction.to_vec(),
     }
 }
 
@@ -156,26 +218,6 @@ fn normalise_prefix(prefix: Option<&str>) -> String {
     match prefix.map(|p| p.trim_matches('/')) {
         Some(p) if !p.is_empty() => format!("{p}/"),
         _ => String::new(),
-    }
-}
-
-/// How often each kind of job runs.
-#[derive(Clone, Debug)]
-pub struct PollIntervals {
-    pub lookup: Duration,
-    pub snapshot: Duration,
-    pub s3: Duration,
-    pub logs: Duration,
-}
-
-impl Default for PollIntervals {
-    fn default() -> Self {
-        Self {
-            lookup: Duration::from_secs(300),
-            snapshot: Duration::from_secs(900),
-            s3: Duration::from_secs(300),
-            logs: Duration::from_secs(300),
-        }
     }
 }
 
@@ -189,12 +231,22 @@ pub fn generate_external_id() -> Result<String, AccountError> {
 }
 
 fn validate_region(region: &str) -> Result<(), AccountError> {
-    // e.g. us-east-1, ap-southeast-4, us-gov-west-1, eu-isoe-west-1
-    let parts: Vec<&str> = region.split('-').collect();
-    let ok = parts.len() >= 3
-        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
-        && parts.last().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
-    if ok { Ok(()) } else { Err(AccountError::Region(region.to_owned())) }
+    if is_region_name(region) { Ok(()) } else { Err(AccountError::Region(region.to_owned())) }
+}
+
+fn unique(items: &[String]) -> bool {
+    items.iter().collect::<std::collections::HashSet<_>>().len() == items.len()
+}
+
+/// A restriction to some regions: region names, each once (empty: no restriction).
+fn validate_regions(regions: &[String]) -> Result<(), AccountError> {
+    for region in regions {
+        validate_region(region)?;
+    }
+    if !unique(regions) {
+        return Err(AccountError::Invalid { field: "regions", reason: "a region is named twice".into() });
+    }
+    Ok(())
 }
 
 fn validate_new(new: &NewAccount) -> Result<RoleArn, AccountError> {
@@ -221,10 +273,8 @@ fn validate_new(new: &NewAccount) -> Result<RoleArn, AccountError> {
             });
         }
     }
-    if new.regions.is_empty() {
-        return Err(AccountError::Invalid { field: "regions", reason: "name at least one region".into() });
-    }
-    for region in new.regions.iter().chain(&new.sources.bucket_region) {
+    validate_regions(&new.regions)?;
+    if let Some(region) = &new.sources.bucket_region {
         validate_region(region)?;
     }
     if let Some(organization) = &new.sources.organization_id {
@@ -239,20 +289,13 @@ fn validate_new(new: &NewAccount) -> Result<RoleArn, AccountError> {
             });
         }
     }
-    let unique = |items: &[String]| items.iter().collect::<std::collections::HashSet<_>>().len() == items.len();
-    if !unique(&new.regions) {
-        return Err(AccountError::Invalid { field: "regions", reason: "a region is named twice".into() });
-    }
     if !unique(&new.sources.flow_log_groups) {
         return Err(AccountError::Invalid { field: "sources", reason: "a log group is named twice".into() });
     }
-    if let Some(url) = &new.endpoint_url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(AccountError::Invalid {
-                field: "endpoint_url",
-                reason: format!("`{url}` is not an http(s) URL"),
-            });
-        }
+    if let Some(url) = &new.endpoint_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(AccountError::Invalid { field: "endpoint_url", reason: format!("`{url}` is not an http(s) URL") });
     }
     for (field, bucket) in [("trail_bucket", &new.sources.trail_bucket), ("flow_bucket", &new.sources.flow_bucket)] {
         if let Some(bucket) = bucket {
@@ -285,25 +328,30 @@ pub async fn onboard(pool: &PgPool, new: &NewAccount, intervals: &PollIntervals)
     }
     let sources = serde_json::to_value(&new.sources)
         .map_err(|e| AccountError::Invalid { field: "sources", reason: e.to_string() })?;
+    // Regions found for an earlier onboarding of this account are forgotten: the new role
+    // discovers them again.
     sqlx::query!(
-        "INSERT INTO accounts (account_id, name, role_arn, external_id, regions, endpoint_url, sources, enabled)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, true)
+        "INSERT INTO accounts (account_id, name, role_arn, external_id, regions, endpoint_url, sources, poll_intervals,
+                               enabled)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, true)
          ON CONFLICT (account_id) DO UPDATE SET name = COALESCE(EXCLUDED.name, accounts.name),
              role_arn = EXCLUDED.role_arn, external_id = EXCLUDED.external_id, regions = EXCLUDED.regions,
-             endpoint_url = EXCLUDED.endpoint_url, sources = EXCLUDED.sources, enabled = true,
-             verified_at = NULL, verify_error = NULL",
+             endpoint_url = EXCLUDED.endpoint_url, sources = EXCLUDED.sources,
+             poll_intervals = EXCLUDED.poll_intervals, enabled = true, verified_at = NULL, verify_error = NULL,
+             enabled_regions = NULL, regions_discovered_at = NULL",
         account_id,
         new.name,
         role_arn.as_str(),
         external_id,
         &new.regions,
         new.endpoint_url,
-        sources
+        sources,
+        intervals.to_stored()
     )
     .execute(&mut *tx)
     .await?;
     let account = load_in(&mut tx, &account_id).await?;
-    schedule::sync_jobs(&mut tx, &account_id, &account.job_specs(intervals)).await?;
+    schedule::sync_jobs(&mut tx, &account_id, &account.job_specs()).await?;
     tx.commit().await?;
     tracing::info!(account_id, role_arn = %role_arn, regions = ?new.regions, "account onboarded");
     Ok(account)
@@ -317,8 +365,8 @@ pub async fn load(pool: &PgPool, account_id: &str) -> Result<Account, AccountErr
 
 async fn load_in(conn: &mut sqlx::PgConnection, account_id: &str) -> Result<Account, AccountError> {
     let row = sqlx::query!(
-        "SELECT account_id, name, role_arn, external_id, regions, endpoint_url, sources, enabled, verified_at,
-                verify_error, created_at
+        "SELECT account_id, name, role_arn, external_id, regions, enabled_regions, regions_discovered_at,
+                poll_intervals, endpoint_url, sources, enabled, verified_at, verify_error, created_at
          FROM accounts WHERE account_id = $1 AND role_arn IS NOT NULL",
         account_id
     )
@@ -330,7 +378,11 @@ async fn load_in(conn: &mut sqlx::PgConnection, account_id: &str) -> Result<Acco
         name: row.name,
         role_arn: RoleArn::parse(row.role_arn.as_deref().unwrap_or_default())?,
         external_id: row.external_id.unwrap_or_default(),
+        polled_regions: polled_regions(&row.regions, row.enabled_regions.as_deref()),
         regions: row.regions,
+        enabled_regions: row.enabled_regions,
+        regions_discovered_at: row.regions_discovered_at,
+        intervals: PollIntervals::from_stored(row.poll_intervals),
         endpoint_url: row.endpoint_url,
         sources: serde_json::from_value(row.sources).unwrap_or_default(),
         enabled: row.enabled,
@@ -380,9 +432,15 @@ pub struct TestResult {
     /// The identity the assumed role has (`sts:GetCallerIdentity`).
     pub assumed_arn: Option<String>,
     pub error: Option<String>,
+    /// The account's enabled regions, discovered with the role (when it could be assumed).
+    pub enabled_regions: Option<Vec<String>>,
+    /// Why the regions could not be discovered (a role without `ec2:DescribeRegions`); the
+    /// account keeps the regions it had.
+    pub regions_error: Option<String>,
 }
 
-/// Assumes the account's role and asks STS who we are; records the outcome on the account.
+/// Assumes the account's role and asks STS who we are; records the outcome on the account. With
+/// a working role, also discovers the account's enabled regions and sets its jobs to match.
 pub async fn test(
     pool: &PgPool,
     base: &aws_types::SdkConfig,
@@ -390,25 +448,22 @@ pub async fn test(
     account_id: &str,
 ) -> Result<TestResult, AccountError> {
     let account = load(pool, account_id).await?;
-    let outcome = match AccountSession::assume(base, settings, &account.assume_target()).await {
-        Ok(session) => session
-            .sts()
-            .get_caller_identity()
-            .send()
-            .await
-            .map(|identity| identity.arn().map(str::to_owned))
-            .map_err(|e| AwsError::from_sdk("sts:GetCallerIdentity", settings.home_region(), e)),
-        Err(error) => Err(error),
+    let (outcome, session) = match AccountSession::assume(base, settings, &account.assume_target()).await {
+        Ok(session) => (caller_arn(&session, settings).await, Some(session)),
+        Err(error) => (Err(error), None),
     };
-    let result = match outcome {
-        Ok(arn) => TestResult { account_id: account_id.to_owned(), ok: true, assumed_arn: arn, error: None },
-        Err(error) => TestResult {
-            account_id: account_id.to_owned(),
-            ok: false,
-            assumed_arn: None,
-            error: Some(error.to_string()),
-        },
+    let mut result = TestResult {
+        account_id: account_id.to_owned(),
+        ok: outcome.is_ok(),
+        assumed_arn: None,
+        error: None,
+        enabled_regions: None,
+        regions_error: None,
     };
+    match outcome {
+        Ok(arn) => result.assumed_arn = arn,
+        Err(error) => result.error = Some(error.to_string()),
+    }
     sqlx::query!(
         "UPDATE accounts SET verified_at = CASE WHEN $2 THEN now() ELSE verified_at END, verify_error = $3
          WHERE account_id = $1",
@@ -418,7 +473,62 @@ pub async fn test(
     )
     .execute(pool)
     .await?;
+    if let (true, Some(session)) = (result.ok, session) {
+        match regions::discover_and_record(pool, &session, settings.home_region(), account_id).await {
+            Ok(change) => result.enabled_regions = Some(change.enabled),
+            Err(error @ (AccountError::DescribeRegions(_) | AccountError::NoRegions)) => {
+                result.regions_error = Some(error.to_string())
+            }
+            Err(error) => return Err(error),
+        }
+    }
     Ok(result)
+}
+
+async fn caller_arn(session: &AccountSession, settings: &AwsSettings) -> Result<Option<String>, AwsError> {
+    let identity = session
+        .sts()
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("sts:GetCallerIdentity", settings.home_region(), e))?;
+    Ok(identity.arn().map(str::to_owned))
+}
+
+/// What an account's settings change may change: its region restriction and poll intervals.
+#[derive(Clone, Debug, Default)]
+pub struct AccountChange {
+    /// The new restriction; `Some(vec![])` lifts it (every enabled region).
+    pub regions: Option<Vec<String>>,
+    /// The new intervals (replacing the account's choices).
+    pub intervals: Option<PollIntervals>,
+}
+
+/// Changes an onboarded account's regions or intervals, and its jobs to match (jobs no longer
+/// wanted are disabled with their checkpoints kept).
+pub async fn configure(pool: &PgPool, account_id: &str, change: &AccountChange) -> Result<Account, AccountError> {
+    if let Some(regions) = &change.regions {
+        validate_regions(regions)?;
+    }
+    let mut tx = pool.begin().await?;
+    let updated = sqlx::query!(
+        "UPDATE accounts SET regions = COALESCE($2, regions), poll_intervals = COALESCE($3, poll_intervals)
+         WHERE account_id = $1 AND role_arn IS NOT NULL",
+        account_id,
+        change.regions.as_deref(),
+        change.intervals.as_ref().map(PollIntervals::to_stored)
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Err(AccountError::NotOnboarded(account_id.to_owned()));
+    }
+    let account = load_in(&mut tx, account_id).await?;
+    schedule::sync_jobs(&mut tx, account_id, &account.job_specs()).await?;
+    tx.commit().await?;
+    tracing::info!(account_id, regions = ?account.regions, intervals = ?account.intervals, "account settings changed");
+    Ok(account)
 }
 
 #[cfg(test)]
@@ -426,12 +536,17 @@ mod tests {
     use super::*;
 
     fn account(sources: LogSources) -> Account {
+        let regions: Vec<String> = vec!["us-east-1".into(), "eu-west-1".into()];
         Account {
             account_id: "111122223333".into(),
             name: None,
             role_arn: RoleArn::parse("arn:aws:iam::111122223333:role/SkywardenReadOnly").unwrap(),
             external_id: "x".into(),
-            regions: vec!["us-east-1".into(), "eu-west-1".into()],
+            polled_regions: regions.clone(),
+            regions,
+            enabled_regions: None,
+            regions_discovered_at: None,
+            intervals: PollIntervals::default(),
             endpoint_url: None,
             sources,
             enabled: true,
@@ -441,10 +556,22 @@ mod tests {
         }
     }
 
+    /// The account after a discovery found `enabled`.
+    fn discovered(mut account: Account, enabled: &[&str]) -> Account {
+        let enabled: Vec<String> = enabled.iter().map(|r| (*r).to_owned()).collect();
+        account.polled_regions = polled_regions(&account.regions, Some(&enabled));
+        account.enabled_regions = Some(enabled);
+        account
+    }
+
+    fn regions_of(specs: &[JobSpec], source: Source) -> Vec<(&str, &str)> {
+        specs.iter().filter(|s| s.source == source).map(|s| (s.region.as_str(), s.target.as_str())).collect()
+    }
+
     #[test]
     fn jobs_follow_regions_and_sources() {
-        let plain = account(LogSources::default()).job_specs(&PollIntervals::default());
-        assert_eq!(plain.len(), 5, "global snapshot + (lookup, snapshot) per region: {plain:?}");
+        let plain = account(LogSources::default()).job_specs();
+        assert_eq!(plain.len(), 6, "regions + global snapshot + (lookup, snapshot) per region: {plain:?}");
         let sources = LogSources {
             trail_bucket: Some("org-trail".into()),
             trail_prefix: Some("/ct/".into()),
@@ -453,14 +580,54 @@ mod tests {
             flow_log_groups: vec!["vpc-flows".into()],
             ..Default::default()
         };
-        let specs = account(sources).job_specs(&PollIntervals::default());
-        assert_eq!(specs.len(), 11);
+        let specs = account(sources).job_specs();
+        assert_eq!(specs.len(), 12);
         assert!(specs.iter().any(|s| s.source == Source::CloudTrailS3
             && s.target == "s3://org-trail/ct/AWSLogs/o-abc123def4/111122223333/CloudTrail/eu-west-1/"));
         assert!(
             specs.iter().any(|s| s.source == Source::FlowLogsS3
                 && s.target == "s3://flows/AWSLogs/111122223333/vpcflowlogs/us-east-1/")
         );
+    }
+
+    #[test]
+    fn without_a_restriction_every_enabled_region_is_polled_once_discovered() {
+        let mut open = account(LogSources::default());
+        open.regions.clear();
+        open.polled_regions.clear();
+        let before = open.job_specs();
+        let sources: Vec<(&str, Source)> = before.iter().map(|s| (s.region.as_str(), s.source)).collect();
+        assert_eq!(sources, [(GLOBAL_REGION, Source::Regions), (GLOBAL_REGION, Source::ConfigSnapshot)]);
+        assert_eq!(open.trail_regions(), ["us-east-1"]);
+        let after = discovered(open, &["ap-east-1", "eu-west-1", "us-east-1"]).job_specs();
+        assert_eq!(
+            regions_of(&after, Source::CloudTrailLookup),
+            [("ap-east-1", ""), ("eu-west-1", ""), ("us-east-1", "")],
+            "us-east-1 is polled whole, so it needs no job for global services"
+        );
+        assert_eq!(after.iter().find(|s| s.source == Source::Regions).unwrap().interval.as_secs(), 86_400);
+    }
+
+    #[test]
+    fn a_restriction_keeps_the_global_services_events_and_drops_regions_not_enabled() {
+        let mut restricted = account(LogSources::default());
+        restricted.regions = vec!["eu-west-1".into(), "me-south-1".into()];
+        restricted.polled_regions = restricted.regions.clone();
+        restricted.intervals.set(Source::CloudTrailLookup, std::time::Duration::from_secs(60)).unwrap();
+        let before = restricted.job_specs();
+        assert_eq!(
+            regions_of(&before, Source::CloudTrailLookup),
+            [("eu-west-1", ""), ("me-south-1", ""), ("us-east-1", GLOBAL_SERVICES_TARGET)]
+        );
+        assert!(before.iter().filter(|s| s.source == Source::CloudTrailLookup).all(|s| s.interval.as_secs() == 60));
+        let after = discovered(restricted, &["eu-west-1", "us-east-1"]);
+        assert_eq!(after.polled_regions, ["eu-west-1"]);
+        assert_eq!(
+            regions_of(&after.job_specs(), Source::CloudTrailLookup),
+            [("eu-west-1", ""), ("us-east-1", GLOBAL_SERVICES_TARGET)]
+        );
+        assert_eq!(regions_of(&after.job_specs(), Source::ConfigSnapshot), [(GLOBAL_REGION, ""), ("eu-west-1", "")]);
+        assert_eq!(after.trail_regions(), ["eu-west-1", "us-east-1"]);
     }
 
     #[test]
@@ -481,6 +648,8 @@ mod tests {
         new.regions = vec!["mars".into()];
         assert!(validate_new(&new).unwrap_err().to_string().contains("mars"));
         new.regions = vec![];
+        assert!(validate_new(&new).is_ok(), "no restriction: every enabled region");
+        new.regions = vec!["eu-west-1".into(), "eu-west-1".into()];
         assert!(validate_new(&new).unwrap_err().to_string().starts_with("regions"));
         new.regions = vec!["us-east-1".into()];
         new.sources.trail_bucket = Some("Bad_Bucket".into());

@@ -6,7 +6,7 @@ use std::time::Duration;
 use sqlx::PgConnection;
 
 /// What a job polls.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Source {
     /// Management events from CloudTrail's LookupEvents API.
     CloudTrailLookup,
@@ -16,11 +16,26 @@ pub enum Source {
     FlowLogsS3,
     /// VPC flow logs in a CloudWatch Logs group.
     FlowLogsCloudWatch,
-    /// Security groups, instances, VPCs, flow-log settings, trails (regional) or IAM (global).
+    /// Security groups, instances, VPCs, flow-log settings (regional) or IAM and trails (global).
     ConfigSnapshot,
+    /// The account's enabled regions (`ec2:DescribeRegions`), which decide its regional jobs.
+    Regions,
 }
 
+/// The target of the LookupEvents job in the global-events region when the account does not
+/// poll that region: it keeps only the events of global services (IAM, STS, sign-in, ...).
+pub const GLOBAL_SERVICES_TARGET: &str = "global-services";
+
 impl Source {
+    pub const ALL: [Source; 6] = [
+        Source::CloudTrailLookup,
+        Source::CloudTrailS3,
+        Source::FlowLogsS3,
+        Source::FlowLogsCloudWatch,
+        Source::ConfigSnapshot,
+        Source::Regions,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Source::CloudTrailLookup => "cloudtrail-lookup",
@@ -28,19 +43,22 @@ impl Source {
             Source::FlowLogsS3 => "flowlogs-s3",
             Source::FlowLogsCloudWatch => "flowlogs-cloudwatch",
             Source::ConfigSnapshot => "config-snapshot",
+            Source::Regions => "regions",
         }
     }
 
     pub fn parse(value: &str) -> Option<Self> {
-        [
-            Source::CloudTrailLookup,
-            Source::CloudTrailS3,
-            Source::FlowLogsS3,
-            Source::FlowLogsCloudWatch,
-            Source::ConfigSnapshot,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == value)
+        Source::ALL.into_iter().find(|s| s.as_str() == value)
+    }
+
+    /// How often its jobs run unless the account says otherwise.
+    pub fn default_interval(self) -> Duration {
+        Duration::from_secs(match self {
+            Source::CloudTrailLookup | Source::CloudTrailS3 | Source::FlowLogsS3 | Source::FlowLogsCloudWatch => 300,
+            Source::ConfigSnapshot => 900,
+            // Regions are enabled rarely, and a new one is caught within a day.
+            Source::Regions => 24 * 3600,
+        })
     }
 }
 
@@ -54,7 +72,8 @@ pub struct JobSpec {
 }
 
 /// Creates the account's jobs that do not exist yet, and disables those no longer wanted
-/// (their checkpoints are kept in case they come back).
+/// (their checkpoints are kept in case they come back). A job that comes back is due at once,
+/// and resumes from its checkpoint; a shorter interval applies from now, not after the next run.
 pub async fn sync_jobs(conn: &mut PgConnection, account_id: &str, specs: &[JobSpec]) -> Result<(), sqlx::Error> {
     let regions: Vec<String> = specs.iter().map(|s| s.region.clone()).collect();
     let sources: Vec<String> = specs.iter().map(|s| s.source.as_str().to_owned()).collect();
@@ -64,7 +83,9 @@ pub async fn sync_jobs(conn: &mut PgConnection, account_id: &str, specs: &[JobSp
         "INSERT INTO poll_jobs (account_id, region, source, target, interval_seconds)
          SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::int[])
          ON CONFLICT (account_id, region, source, target)
-         DO UPDATE SET enabled = true, interval_seconds = EXCLUDED.interval_seconds",
+         DO UPDATE SET enabled = true, interval_seconds = EXCLUDED.interval_seconds,
+             next_run_at = CASE WHEN NOT poll_jobs.enabled THEN now()
+                 ELSE LEAST(poll_jobs.next_run_at, now() + make_interval(secs => EXCLUDED.interval_seconds)) END",
         account_id,
         &regions,
         &sources,
@@ -86,4 +107,3 @@ pub async fn sync_jobs(conn: &mut PgConnection, account_id: &str, specs: &[JobSp
     .await?;
     Ok(())
 }
-

@@ -83,6 +83,50 @@ pub const DEFAULT_HOME_REGION: &str = "us-east-1";
 /// The region name Skywarden uses for global services (IAM).
 pub const GLOBAL_REGION: &str = "global";
 
+/// Whether `name` has the shape of a region name: `us-east-1`, `ap-southeast-4`,
+/// `us-gov-west-1`, `eu-isoe-west-1` (lowercase words and a final number, hyphen-separated).
+pub fn is_region_name(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('-').collect();
+    parts.len() >= 3
+        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && parts.last().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Where CloudTrail's LookupEvents shows the events of global services (IAM, STS's global
+/// endpoint, console sign-in, CloudFront, Route 53, Organizations): one region per partition.
+/// `None` for partitions whose global-events region Skywarden does not know; their accounts
+/// see global events only in the regions they poll.
+pub fn global_events_region(partition: &str) -> Option<&'static str> {
+    match partition {
+        "aws" => Some("us-east-1"),
+        "aws-us-gov" => Some("us-gov-west-1"),
+        "aws-cn" => Some("cn-north-1"),
+        _ => None,
+    }
+}
+
+/// The event sources of global services, which record in the global-events region only. An
+/// account that does not poll that region still gets these events from it, and no others.
+pub const GLOBAL_SERVICE_EVENT_SOURCES: &[&str] = &[
+    "signin.amazonaws.com",
+    "iam.amazonaws.com",
+    "sts.amazonaws.com",
+    "cloudfront.amazonaws.com",
+    "route53.amazonaws.com",
+    "route53domains.amazonaws.com",
+    "organizations.amazonaws.com",
+    "account.amazonaws.com",
+    "waf.amazonaws.com",
+    "shield.amazonaws.com",
+    "health.amazonaws.com",
+    "support.amazonaws.com",
+    "trustedadvisor.amazonaws.com",
+    "billingconsole.amazonaws.com",
+    "aws-portal.amazonaws.com",
+    "ce.amazonaws.com",
+    "budgets.amazonaws.com",
+];
+
 impl AwsSettings {
     /// Settings from `SKYWARDEN_AWS_ENDPOINT_URL[_<SERVICE>]` and `SKYWARDEN_AWS_HOME_REGION`.
     pub fn from_env() -> Self {

@@ -1,8 +1,10 @@
-//! Accounts: onboarding (admins), the list and each poll job's health (viewers), the role check
-//! and removal (admins), and the CloudFormation template of the role.
+//! Accounts: onboarding and settings (admins), the list and each poll job's health (viewers),
+//! "poll now" (analysts), the role check and removal (admins), and the CloudFormation template
+//! of the role.
 
 use axum::Json;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -13,17 +15,19 @@ use serde_json::{Value, json};
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
 use super::extractor::{Caller, RequireRole};
-use crate::accounts::{self, Account, AccountError, LogSources, NewAccount, PollIntervals, TestResult};
+use crate::accounts::{self, Account, AccountChange, AccountError, LogSources, NewAccount, PollIntervals, TestResult};
 use crate::auth::Role;
+use crate::pollers::Source;
 use crate::pollers::jobs::{self, JobStatus};
 
 pub fn router() -> Router<ApiContext> {
     Router::new()
         .route("/api/v1/accounts", get(list).post(onboard))
         .route("/api/v1/accounts/template", get(template))
-        .route("/api/v1/accounts/{id}", get(one).delete(remove))
+        .route("/api/v1/accounts/{id}", get(one).patch(configure).delete(remove))
         .route("/api/v1/accounts/{id}/status", get(status))
         .route("/api/v1/accounts/{id}/test", post(test))
+        .route("/api/v1/accounts/{id}/poll-now", post(poll_now))
 }
 
 fn account_error(error: AccountError) -> ApiError {
@@ -31,6 +35,7 @@ fn account_error(error: AccountError) -> ApiError {
         AccountError::Arn(e) => ApiError::bad("role_arn", e.to_string()),
         AccountError::Region(_) => ApiError::bad("regions", error.to_string()),
         AccountError::Invalid { field, reason } => ApiError::bad(field, reason),
+        AccountError::NoRegions | AccountError::DescribeRegions(_) => ApiError::Conflict(error.to_string()),
         AccountError::AlreadyOnboarded(..) => ApiError::Conflict(error.to_string()),
         AccountError::NotOnboarded(_) => ApiError::NotFound,
         AccountError::Database(error) => ApiError::from(error),
@@ -82,9 +87,29 @@ async fn template(_caller: Caller) -> impl IntoResponse {
 struct Onboarding {
     role_arn: String,
     name: Option<String>,
+    /// Poll only these regions; absent or empty: every region the account has enabled.
+    #[serde(default)]
     regions: Vec<String>,
     #[serde(default)]
     sources: LogSources,
+    /// Poll intervals in seconds by source (`{"cloudtrail-lookup": 60}`); other sources keep
+    /// their defaults.
+    #[serde(default)]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, u64>>)]
+    intervals: PollIntervals,
+}
+
+/// Reads a JSON body, naming `body` in the 400 when it is not one.
+fn json_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let message = e.to_string();
+        // Serde names the member in its message ("intervals: …" from our own checks).
+        let field = if message.starts_with("intervals") { "intervals" } else { "body" };
+        ApiError::bad(field, message)
+    })
 }
 
 /// Onboards an account. The answer carries the external ID: the only time the API shows it.
@@ -95,7 +120,11 @@ async fn onboard(
     body: Result<Json<Onboarding>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
     caller.require(Role::Admin)?;
-    let Json(request) = body.map_err(|e| ApiError::bad("body", e.body_text()))?;
+    let Json(request) = body.map_err(|e| {
+        let text = e.body_text();
+        // The intervals' own check (a source name, a range) names its member.
+        if text.contains("intervals: ") { ApiError::bad("intervals", text) } else { ApiError::bad("body", text) }
+    })?;
     // Endpoint overrides are for operators and tests (CLI), not for API callers: an API-set
     // endpoint would let a token holder point AssumeRole at a server of theirs.
     let new = NewAccount {
@@ -105,9 +134,10 @@ async fn onboard(
         endpoint_url: None,
         sources: request.sources,
     };
-    let account = accounts::onboard(&context.db, &new, &PollIntervals::default()).await.map_err(account_error)?;
+    let account = accounts::onboard(&context.db, &new, &request.intervals).await.map_err(account_error)?;
     tracing::info!(account_id = %account.account_id, by = %caller.name, "account onboarded through the API");
-    let details = json!({"role_arn": account.role_arn.as_str(), "regions": account.regions});
+    let details =
+        json!({"role_arn": account.role_arn.as_str(), "regions": account.regions, "intervals": account.intervals});
     crate::auth::audit::record(
         &context.db,
         &caller.actor(),
@@ -152,4 +182,81 @@ async fn remove(
     tracing::info!(account_id = %id, by = %caller.name, "account removed through the API");
     crate::auth::audit::record(&context.db, &caller.actor(), "account.remove", Some(&id), None, json!({})).await;
     Ok(Json(json!({"removed": id})))
+}
+
+/// A change of an account's settings; members left out stay as they are.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Configuration {
+    /// Poll only these regions; `[]`: every region the account has enabled.
+    regions: Option<Vec<String>>,
+    /// Poll intervals in seconds by source, replacing the account's earlier choices (`{}`: the
+    /// defaults for every source).
+    #[schema(value_type = Option<std::collections::BTreeMap<String, u64>>)]
+    intervals: Option<PollIntervals>,
+}
+
+/// Changes an account's region restriction or poll intervals; its jobs follow (jobs no longer
+/// wanted are disabled, their checkpoints kept).
+#[utoipa::path(patch, path = "/api/v1/accounts/{id}", tag = "accounts", params(("id" = String, Path, description = "12-digit account id")), request_body = Configuration, responses((status = 200, description = "The account as it is now", body = Account), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role is too low, or the CSRF token is missing", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn configure(
+    caller: Caller,
+    State(context): State<ApiContext>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Account>, ApiError> {
+    caller.require(Role::Admin)?;
+    valid_account_id(&id)?;
+    let request: Configuration = json_body(&body)?;
+    let change = AccountChange { regions: request.regions, intervals: request.intervals };
+    let account = accounts::configure(&context.db, &id, &change).await.map_err(account_error)?;
+    let details = json!({"regions": change.regions, "intervals": change.intervals});
+    crate::auth::audit::record(&context.db, &caller.actor(), "account.configure", Some(&id), None, details).await;
+    Ok(Json(account))
+}
+
+/// Which jobs to run now.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct PollNowRequest {
+    /// Only the jobs of this source (`cloudtrail-lookup`, `cloudtrail-s3`, `flowlogs-s3`,
+    /// `flowlogs-cloudwatch`, `config-snapshot`, `regions`); absent: every job.
+    source: Option<String>,
+}
+
+/// How many jobs were made due.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct PollNowAnswer {
+    account_id: String,
+    source: Option<String>,
+    /// Enabled jobs made due now; the next free worker runs them (a running one runs again
+    /// when it ends).
+    jobs: u64,
+}
+
+/// Makes the account's jobs (all, or one source's) due now, for analysts and admins. The body
+/// is optional.
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/poll-now", tag = "accounts", params(("id" = String, Path, description = "12-digit account id")), request_body(content = PollNowRequest, description = "Optional: which source to poll"), responses((status = 200, description = "The jobs made due", body = PollNowAnswer), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role is too low, or the CSRF token is missing", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn poll_now(
+    caller: Caller,
+    State(context): State<ApiContext>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<PollNowAnswer>, ApiError> {
+    caller.require(Role::Analyst)?;
+    valid_account_id(&id)?;
+    let request: PollNowRequest = json_body(&body)?;
+    let source = match request.source.as_deref() {
+        Some(name) => Some(Source::parse(name).ok_or_else(|| {
+            let known: Vec<&str> = Source::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::bad("source", format!("`{name}` is not a poll source (one of {})", known.join(", ")))
+        })?),
+        None => None,
+    };
+    accounts::load(&context.db, &id).await.map_err(account_error)?;
+    let count = jobs::poll_now(&context.db, Some(&id), source).await?;
+    tracing::info!(account_id = %id, source = ?request.source, jobs = count, by = %caller.name, "poll now");
+    let details = json!({"source": request.source, "jobs": count});
+    crate::auth::audit::record(&context.db, &caller.actor(), "account.poll_now", Some(&id), None, details).await;
+    Ok(Json(PollNowAnswer { account_id: id, source: request.source, jobs: count }))
 }

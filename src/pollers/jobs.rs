@@ -115,8 +115,8 @@ impl Job {
     }
 
     /// Records a finished run and schedules the next: at the interval, at once when the run
-    /// stopped with work left (a long backfill yields between runs), or after a back-off that
-    /// grows with consecutive failures.
+    /// stopped with work left (a long backfill yields between runs) or a user asked for a run
+    /// while this one ran ("poll now"), or after a back-off that grows with consecutive failures.
     pub async fn finish(&self, pool: &PgPool, result: &Result<RunOutcome, PollError>) -> Result<(), sqlx::Error> {
         match result {
             Ok(outcome) => {
@@ -124,7 +124,8 @@ impl Job {
                 sqlx::query!(
                     "UPDATE poll_jobs SET lease_owner = NULL, lease_expires_at = NULL, last_success_at = now(),
                             last_error = NULL, consecutive_failures = 0, throttled_total = throttled_total + $3,
-                            next_run_at = now() + make_interval(secs => $4)
+                            next_run_at = CASE WHEN run_requested_at > last_started_at THEN now()
+                                               ELSE now() + make_interval(secs => $4) END
                      WHERE job_id = $1 AND lease_owner = $2",
                     self.job_id,
                     self.owner,
@@ -139,7 +140,8 @@ impl Job {
                     "UPDATE poll_jobs SET lease_owner = NULL, lease_expires_at = NULL, last_error = $3,
                             last_error_at = now(), consecutive_failures = consecutive_failures + 1,
                             throttled_total = throttled_total + $5,
-                            next_run_at = now() + make_interval(secs => LEAST($4 * power(2, LEAST(consecutive_failures, 6)), 3600))
+                            next_run_at = CASE WHEN run_requested_at > last_started_at THEN now()
+                                ELSE now() + make_interval(secs => LEAST($4 * power(2, LEAST(consecutive_failures, 6)), 3600)) END
                      WHERE job_id = $1 AND lease_owner = $2",
                     self.job_id,
                     self.owner,
@@ -179,8 +181,12 @@ pub struct JobStatus {
     pub target: String,
     pub enabled: bool,
     pub interval_seconds: i32,
+    /// When the job runs next (a disabled job does not run).
     pub next_run_at: DateTime<Utc>,
+    /// The worker running it now.
     pub running_on: Option<String>,
+    /// The last "poll now" asked of it.
+    pub run_requested_at: Option<DateTime<Utc>>,
     pub last_success_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
@@ -196,7 +202,7 @@ pub async fn statuses(pool: &PgPool, account_id: Option<&str>) -> Result<Vec<Job
     sqlx::query_as!(
         JobStatus,
         r#"SELECT job_id, account_id, region, source, target, enabled, interval_seconds, next_run_at,
-                  CASE WHEN lease_expires_at > now() THEN lease_owner END AS running_on,
+                  CASE WHEN lease_expires_at > now() THEN lease_owner END AS running_on, run_requested_at,
                   last_success_at, last_error, last_error_at, consecutive_failures, covered_until,
                   EXTRACT(EPOCH FROM now() - covered_until)::float8 AS lag_seconds,
                   items_total, throttled_total
@@ -208,12 +214,20 @@ pub async fn statuses(pool: &PgPool, account_id: Option<&str>) -> Result<Vec<Job
     .await
 }
 
-/// Makes an account's jobs (of one source, or all) due now: "poll now" for users, and for
-/// tests that drive workers step by step.
+/// Makes an account's enabled jobs (of one source, or all) due now: "poll now" for users, and
+/// for tests that drive workers step by step. Returns how many jobs were made due.
 pub async fn run_now(pool: &PgPool, account_id: &str, source: Option<Source>) -> Result<u64, sqlx::Error> {
+    poll_now(pool, Some(account_id), source).await
+}
+
+/// "Poll now": makes the enabled jobs of one account (or of every account), of one source (or
+/// all), due now; the next free worker runs them. A job running now runs again once it ends.
+/// Returns how many jobs were made due.
+pub async fn poll_now(pool: &PgPool, account_id: Option<&str>, source: Option<Source>) -> Result<u64, sqlx::Error> {
     let source = source.map(Source::as_str);
     Ok(sqlx::query!(
-        "UPDATE poll_jobs SET next_run_at = now() WHERE account_id = $1 AND ($2::text IS NULL OR source = $2)",
+        "UPDATE poll_jobs SET next_run_at = now(), run_requested_at = now()
+         WHERE enabled AND ($1::text IS NULL OR account_id = $1) AND ($2::text IS NULL OR source = $2)",
         account_id,
         source
     )

@@ -3,14 +3,20 @@
 //! Each run reads a window (see `window`): from the last covered time less an overlap
 //! (CloudTrail can make an event visible several minutes after it happened) up to the run's
 //! start, checkpointing window and page token with every page's events. Events read twice are
-//! dropped by the events table's key.
+//! dropped by the events table's key (account, event time, event id), so an event that also
+//! arrives in a trail file, or through another job, is stored once.
+//!
+//! The job whose target is `global-services` reads the global-events region (us-east-1) for an
+//! account that does not poll it, and keeps only global services' events (IAM, STS, sign-in,
+//! CloudFront, ...), which CloudTrail shows in that region alone.
 
 use std::time::Instant;
 
 use chrono::Utc;
 
 use super::{PollContext, PollError, RunOutcome, with_jitter};
-use crate::aws::{AccountSession, AwsError};
+use crate::accounts::schedule::GLOBAL_SERVICES_TARGET;
+use crate::aws::{AccountSession, AwsError, GLOBAL_SERVICE_EVENT_SOURCES};
 use crate::geo::GeoCache;
 use crate::ingest::cloudtrail::CloudTrailEvent;
 use crate::pollers::Job;
@@ -26,6 +32,7 @@ pub async fn run(ctx: &PollContext, session: &AccountSession, job: &mut Job) -> 
     let mut outcome = RunOutcome::default();
     let mut geo = GeoCache::new(ctx.geo.clone());
     let mut last_request: Option<Instant> = None;
+    let global_services_only = job.target == GLOBAL_SERVICES_TARGET;
 
     for _ in 0..ctx.options.max_pages_per_run.max(1) {
         let mut attempt = 0;
@@ -72,6 +79,9 @@ pub async fn run(ctx: &PollContext, session: &AccountSession, job: &mut Job) -> 
 
         let mut rows = PageRows::default();
         for event in page.events() {
+            if global_services_only && !is_global_service(event) {
+                continue;
+            }
             let Some(raw) = event.cloud_trail_event() else {
                 rows.reject(format!("event {} has no CloudTrailEvent", event.event_id().unwrap_or("?")));
                 continue;
@@ -91,4 +101,9 @@ pub async fn run(ctx: &PollContext, session: &AccountSession, job: &mut Job) -> 
     }
     outcome.more_pending = true;
     Ok(outcome)
+}
+
+/// Whether an event comes from a global service (IAM, STS, sign-in, ...), by its source.
+fn is_global_service(event: &aws_sdk_cloudtrail::types::Event) -> bool {
+    event.event_source().is_some_and(|source| GLOBAL_SERVICE_EVENT_SOURCES.contains(&source))
 }

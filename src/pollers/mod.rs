@@ -9,6 +9,7 @@
 pub mod cloudwatch_logs;
 pub mod jobs;
 pub mod lookup_events;
+pub mod regions;
 pub mod rows;
 pub mod s3_objects;
 pub mod snapshot;
@@ -22,11 +23,11 @@ use aws_types::SdkConfig;
 use sqlx::PgPool;
 
 use crate::accounts::AccountError;
+pub use crate::accounts::schedule::Source;
 use crate::aws::{AwsError, AwsSettings};
 use crate::db::partitions::PartitionCache;
 use crate::geo::GeoDb;
 pub use jobs::{Job, RunOutcome};
-pub use crate::accounts::schedule::Source;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
@@ -104,13 +105,7 @@ mod tests {
 
     #[test]
     fn sources_round_trip_their_names() {
-        for source in [
-            Source::CloudTrailLookup,
-            Source::CloudTrailS3,
-            Source::FlowLogsS3,
-            Source::FlowLogsCloudWatch,
-            Source::ConfigSnapshot,
-        ] {
+        for source in Source::ALL {
             assert_eq!(Source::parse(source.as_str()), Some(source));
         }
         assert_eq!(Source::parse("nope"), None);

@@ -10,13 +10,14 @@ use tokio::sync::Mutex;
 use tracing::Instrument;
 
 use super::{
-    Job, PollContext, PollError, RunOutcome, Source, cloudwatch_logs, jobs, lookup_events, s3_objects, snapshot,
+    Job, PollContext, PollError, RunOutcome, Source, cloudwatch_logs, jobs, lookup_events, regions, s3_objects,
+    snapshot,
 };
 use crate::accounts::{self, Account};
 use crate::aws::AccountSession;
+use crate::detect::PolicySet;
 use crate::detect::{self, Scope};
 use crate::inventory::store as snapshot_store;
-use crate::detect::PolicySet;
 
 /// Assumed-role sessions are reused for this long (their credentials last an hour).
 const SESSION_REUSE: Duration = Duration::from_secs(45 * 60);
@@ -24,7 +25,7 @@ const SESSION_REUSE: Duration = Duration::from_secs(45 * 60);
 const IDLE_POLL: Duration = Duration::from_secs(5);
 
 /// What one job run did, for logs, tests and `skywarden worker --once`.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct JobReport {
     pub job_id: i64,
     pub account_id: String,
@@ -157,13 +158,14 @@ impl Worker {
         };
         let mut result = self.run_job(&mut job).instrument(span).await;
         heartbeat.abort();
-        if let Ok(outcome) = &result {
-            if outcome.stored > 0 && matches!(job.source, Source::CloudTrailLookup | Source::CloudTrailS3) {
-                // New events may explain config changes a snapshot saw before they arrived.
-                let mut conn = self.ctx.pool.acquire().await?;
-                if let Err(error) = snapshot_store::link_changes(&mut conn, &job.account_id).await {
-                    result = Err(error.into());
-                }
+        if let Ok(outcome) = &result
+            && outcome.stored > 0
+            && matches!(job.source, Source::CloudTrailLookup | Source::CloudTrailS3)
+        {
+            // New events may explain config changes a snapshot saw before they arrived.
+            let mut conn = self.ctx.pool.acquire().await?;
+            if let Err(error) = snapshot_store::link_changes(&mut conn, &job.account_id).await {
+                result = Err(error.into());
             }
         }
         job.finish(&self.ctx.pool, &result).await?;
@@ -217,7 +219,8 @@ impl Worker {
             Source::CloudTrailLookup => lookup_events::run(&self.ctx, &session, job).await,
             Source::CloudTrailS3 | Source::FlowLogsS3 => s3_objects::run(&self.ctx, &session, &account, job).await,
             Source::FlowLogsCloudWatch => cloudwatch_logs::run(&self.ctx, &session, job).await,
-            Source::ConfigSnapshot => snapshot::run(&self.ctx, &session, job).await,
+            Source::ConfigSnapshot => snapshot::run(&self.ctx, &session, &account, job).await,
+            Source::Regions => regions::run(&self.ctx, &session, job).await,
         }
     }
 
@@ -226,10 +229,11 @@ impl Worker {
     async fn session(&self, account: &Account) -> Result<AccountSession, PollError> {
         let key =
             format!("{}|{}|{}", account.role_arn, account.external_id, account.endpoint_url.as_deref().unwrap_or(""));
-        if let Some((created, cached_key, session)) = self.sessions.lock().await.get(&account.account_id) {
-            if *cached_key == key && created.elapsed() < SESSION_REUSE {
-                return Ok(session.clone());
-            }
+        if let Some((created, cached_key, session)) = self.sessions.lock().await.get(&account.account_id)
+            && *cached_key == key
+            && created.elapsed() < SESSION_REUSE
+        {
+            return Ok(session.clone());
         }
         // Not under the lock: a slow STS for one account must not hold up the others.
         let session = AccountSession::assume(&self.ctx.base, &self.ctx.settings, &account.assume_target()).await?;

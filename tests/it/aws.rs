@@ -50,7 +50,7 @@ async fn owner_session(ctx: &PollContext, account: &accounts::Account) -> Accoun
     AccountSession::assume(&ctx.base, &ctx.settings, &account.assume_target()).await.expect("assuming the role in moto")
 }
 
-fn failed<'a>(reports: &'a [JobReport], source: Source) -> Vec<&'a JobReport> {
+fn failed(reports: &[JobReport], source: Source) -> Vec<&JobReport> {
     reports.iter().filter(|r| r.source == source.as_str() && r.error.is_some()).collect()
 }
 
@@ -84,6 +84,10 @@ async fn accounts_are_onboarded_with_a_generated_external_id_from_the_command_li
         added["test"]["assumed_arn"].as_str().unwrap(),
         format!("arn:aws:sts::{account}:assumed-role/SkywardenReadOnly/skywarden-{account}")
     );
+    // The role check discovers the enabled regions at once (moto enables the commercial ones).
+    let enabled: Vec<&str> =
+        added["test"]["enabled_regions"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    assert!(enabled.contains(&"eu-west-1") && enabled.contains(&"us-east-1"), "{added}");
 
     let again = run(&["accounts", "add", "--role-arn", &role]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("already onboarded"));
@@ -97,7 +101,7 @@ async fn accounts_are_onboarded_with_a_generated_external_id_from_the_command_li
         .unwrap();
     assert_eq!(stored, external_id);
     let jobs = db.count(&format!("SELECT count(*) FROM poll_jobs WHERE account_id = '{account}'")).await;
-    assert_eq!(jobs, 5, "global snapshot, and lookup + snapshot in each of two regions");
+    assert_eq!(jobs, 6, "regions, global snapshot, and lookup + snapshot in each of the two regions named");
 
     let template = String::from_utf8_lossy(&run(&["accounts", "template"]).stdout).into_owned();
     assert!(template.contains("sts:ExternalId") && template.contains("cloudtrail:LookupEvents"));
@@ -323,7 +327,7 @@ async fn two_workers_share_the_jobs_and_store_each_record_once() {
     ran.sort();
     ran.dedup();
     assert_eq!(ran.len(), total, "no job ran twice");
-    assert_eq!(total, 9, "3 accounts x (lookup, regional snapshot, global snapshot)");
+    assert_eq!(total, 12, "3 accounts x (regions, lookup, regional snapshot, global snapshot)");
     assert!(ra.iter().chain(rb.iter()).all(|r| r.error.is_none()), "{ra:?} {rb:?}");
     // The fake serves every account's events to every caller, so each lookup job stores all
     // 180; the key keeps one copy of each.

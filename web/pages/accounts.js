@@ -1,33 +1,99 @@
-// Onboarded accounts with their pollers' status, and onboarding for admins.
-import { api } from "../api.js";
+// Onboarded accounts with their pollers' status, "Poll now" for analysts, and onboarding for admins.
+import { api, errorText } from "../api.js";
 import { el, fmtTime, render, table } from "../dom.js";
 
 export async function accountsPage(ctx) {
   const accounts = await api("/api/v1/accounts");
   const sections = [];
-  for (const account of accounts) {
-    const jobs = await api(`/api/v1/accounts/${account.account_id}/status`);
-    sections.push(el("div", { class: "panel" },
-      el("h2", {}, `${account.account_id} ${account.name || ""}`),
-      el("p", { class: "muted" }, `${account.role_arn} · regions ${account.regions.join(", ")} · `,
-        account.verify_error ? el("span", { class: "error" }, account.verify_error) : account.verified_at ? `role verified ${fmtTime(account.verified_at)}` : "role not verified yet"),
-      table([
-        { title: "Source", value: (j) => j.source },
-        { title: "Region", value: (j) => j.region },
-        { title: "Last success", value: (j) => fmtTime(j.last_success_at) },
-        { title: "Lag", value: (j) => (j.lag_seconds == null ? "—" : `${Math.round(j.lag_seconds)} s`) },
-        { title: "Items", value: (j) => j.items_total },
-        { title: "Last error", value: (j) => (j.last_error ? el("span", { class: "error" }, j.last_error) : "") },
-      ], jobs)));
-  }
+  for (const account of accounts) sections.push(await accountPanel(ctx, account));
   const onboarding = ctx.can("admin") ? await onboardingForm() : null;
   render(el("h1", {}, "Accounts"), accounts.length ? sections : el("p", { class: "muted" }, "No account onboarded yet."), onboarding);
+}
+
+// Which regions are polled: every enabled one, or those the restriction names.
+function regionsText(account) {
+  const polled = account.polled_regions.length ? account.polled_regions.join(", ") : "none yet";
+  const scope = account.regions.length ? `restricted to ${account.regions.join(", ")}` : "every enabled region";
+  const found = account.regions_discovered_at ? `enabled regions found ${fmtTime(account.regions_discovered_at)}` : "enabled regions not discovered yet";
+  return `regions polled: ${polled} (${scope}; ${found})`;
+}
+
+async function accountPanel(ctx, account) {
+  const id = account.account_id;
+  const jobs = el("div", { class: "jobs" }, jobsTable(await api(`/api/v1/accounts/${id}/status`)));
+  return el("div", { class: "panel", "data-account": id },
+    el("h2", {}, `${id} ${account.name || ""}`),
+    el("p", { class: "muted" }, `${account.role_arn} · `,
+      account.verify_error ? el("span", { class: "error" }, account.verify_error) : account.verified_at ? `role verified ${fmtTime(account.verified_at)}` : "role not verified yet"),
+    el("p", { class: "muted regions" }, regionsText(account)),
+    ctx.can("analyst") ? pollNowButton(id, jobs) : null,
+    jobs);
+}
+
+function seconds(value) {
+  if (value == null) return "—";
+  const s = Math.max(0, Math.round(value));
+  if (s < 120) return `${s} s`;
+  if (s < 7200) return `${Math.round(s / 60)} min`;
+  if (s < 172800) return `${Math.round(s / 3600)} h`;
+  return `${Math.round(s / 86400)} d`;
+}
+
+// When a job runs next, in words a person reads at a glance.
+function nextRun(job) {
+  if (!job.enabled) return "retired";
+  if (job.running_on) return `running on ${job.running_on}`;
+  const wait = (new Date(job.next_run_at) - Date.now()) / 1000;
+  return wait <= 0 ? "due now" : `in ${seconds(wait)} (${fmtTime(job.next_run_at)})`;
+}
+
+function jobsTable(jobs) {
+  return table([
+    { title: "Source", value: (j) => j.source },
+    { title: "Region", value: (j) => j.region },
+    { title: "Target", value: (j) => j.target, class: "mono" },
+    { title: "Every", value: (j) => seconds(j.interval_seconds) },
+    { title: "Last success", value: (j) => fmtTime(j.last_success_at) },
+    { title: "Next run", value: (j) => nextRun(j) },
+    { title: "Lag", value: (j) => seconds(j.lag_seconds) },
+    { title: "Items", value: (j) => j.items_total },
+    { title: "Last error", value: (j) => (j.last_error ? el("span", { class: "error" }, `${j.last_error} (${j.consecutive_failures} in a row)`) : "") },
+  ], jobs);
+}
+
+// Makes every job of the account due now; the pollers run them within seconds.
+function pollNowButton(id, jobs) {
+  const result = el("span", { class: "result", id: `poll-result-${id}`, role: "status" });
+  const button = el("button", {
+    type: "button",
+    class: "poll-now",
+    "data-account": id,
+    "aria-describedby": `poll-result-${id}`,
+    title: "run every poll job of this account now",
+    onclick: async () => {
+      button.disabled = true;
+      result.className = "result muted";
+      result.textContent = "asking…";
+      try {
+        const answer = await api(`/api/v1/accounts/${id}/poll-now`, { method: "POST" });
+        result.className = "result ok";
+        result.textContent = answer.jobs === 1 ? "1 job due now" : `${answer.jobs} jobs due now`;
+        jobs.replaceChildren(jobsTable(await api(`/api/v1/accounts/${id}/status`)));
+      } catch (error) {
+        result.className = "result error";
+        result.textContent = errorText(error);
+      } finally {
+        button.disabled = false;
+      }
+    },
+  }, "Poll now");
+  return el("p", { class: "run-now" }, button, result);
 }
 
 async function onboardingForm() {
   const roleArn = el("input", { name: "role_arn", size: 50, placeholder: "arn:aws:iam::123456789012:role/SkywardenReadOnly" });
   const name = el("input", { name: "name" });
-  const regions = el("input", { name: "regions", value: "us-east-1" });
+  const regions = el("input", { name: "regions", placeholder: "every enabled region" });
   const result = el("div", {});
   const form = el("form", {
     class: "filters",
@@ -41,9 +107,9 @@ async function onboardingForm() {
           el("p", { class: "muted" }, "Deploy this CloudFormation template with ExternalId set to it, then the pollers start on their own."),
           el("pre", {}, template));
       } catch (error) {
-        result.replaceChildren(el("p", { class: "error" }, error.field ? `${error.field}: ${error.message}` : error.message));
+        result.replaceChildren(el("p", { class: "error" }, errorText(error)));
       }
     },
-  }, el("label", {}, "Role ARN", roleArn), el("label", {}, "Name", name), el("label", {}, "Regions", regions), el("button", { type: "submit" }, "Onboard"));
+  }, el("label", {}, "Role ARN", roleArn), el("label", {}, "Name", name), el("label", {}, "Only these regions (optional)", regions), el("button", { type: "submit" }, "Onboard"));
   return el("div", {}, el("h2", {}, "Onboard an account"), form, result);
 }

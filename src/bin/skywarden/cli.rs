@@ -330,9 +330,39 @@ pub enum AccountsAction {
         #[arg(long)]
         json: bool,
     },
-    /// Each poll job: last success, lag, last error.
+    /// Each poll job: last success, next run, lag, last error.
     Status {
         account_id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make poll jobs due now (the running workers pick them up within seconds).
+    PollNow {
+        /// Only this account; every account by default.
+        #[arg(long)]
+        account: Option<String>,
+        /// Only this source: cloudtrail-lookup, cloudtrail-s3, flowlogs-s3, flowlogs-cloudwatch,
+        /// config-snapshot or regions.
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change an account's region restriction or poll intervals; its jobs follow.
+    Configure {
+        account_id: String,
+        /// Poll only these regions, comma-separated.
+        #[arg(long, value_delimiter = ',', conflicts_with = "all_regions")]
+        regions: Option<Vec<String>>,
+        /// Lift the restriction: poll every region the account has enabled.
+        #[arg(long)]
+        all_regions: bool,
+        /// SOURCE=DURATION, e.g. cloudtrail-lookup=1m (repeatable; replaces the earlier choices).
+        #[arg(long = "poll-interval", value_name = "SOURCE=DURATION")]
+        poll_intervals: Vec<String>,
+        /// Forget the chosen intervals: every source at its default.
+        #[arg(long, conflicts_with = "poll_intervals")]
+        default_intervals: bool,
         #[arg(long)]
         json: bool,
     },
@@ -347,9 +377,15 @@ pub struct AccountAddArgs {
     pub role_arn: String,
     #[arg(long)]
     pub name: Option<String>,
-    /// Regions to poll, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "us-east-1")]
+    /// Poll only these regions, comma-separated. By default every region the account has
+    /// enabled, discovered with ec2:DescribeRegions (us-east-1 is always read for the events of
+    /// global services: IAM, STS, console sign-in).
+    #[arg(long, value_delimiter = ',')]
     pub regions: Vec<String>,
+    /// How often a source's jobs run, as SOURCE=DURATION (repeatable): cloudtrail-lookup=1m,
+    /// config-snapshot=1h. Defaults: 5 min for logs, 15 min for snapshots, a day for regions.
+    #[arg(long = "poll-interval", value_name = "SOURCE=DURATION")]
+    pub poll_intervals: Vec<String>,
     /// Endpoint for this account's AWS calls (an emulator or VPC endpoint).
     #[arg(long)]
     pub endpoint_url: Option<String>,

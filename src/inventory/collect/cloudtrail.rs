@@ -1,48 +1,136 @@
-//! CloudTrail: the trails whose home is the region, with their status and event selectors.
+//! CloudTrail: every trail of the account, once, with its status and event selectors.
+//!
+//! A trail is one resource, keyed by its ARN and recorded by the account-wide (`global`)
+//! snapshot, whatever regions it shows in. DescribeTrails with shadow trails lists a
+//! multi-region trail in every region, and an organization trail in every member account, so
+//! it is asked in each region the account polls and in the global-events region, and the
+//! answers are merged by ARN. Recording a trail in each region that shows it would make one
+//! resource per region with conflicting state (resources are keyed by ARN alone); recording it
+//! only in its home region's snapshot loses it when that region is not polled (a restriction,
+//! or an organization trail homed in the management account's region), and then the
+//! multi-region check fails on a correctly configured account.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_cloudtrail::types::Trail;
+use futures_util::future::try_join_all;
 
 use super::*;
+use crate::aws::is_region_name;
 
-pub(super) async fn trails(cloudtrail: &aws_sdk_cloudtrail::Client, region: &str) -> Result<Vec<ResourceConfig>, AwsError> {
-    // DescribeTrails is not paginated: it returns every trail visible in the region at once.
-    let described = cloudtrail
-        .describe_trails()
-        .send()
-        .await
-        .map_err(|e| AwsError::from_sdk("cloudtrail:DescribeTrails", region, e))?;
+/// DescribeTrails calls in flight at once, one region each.
+const REGIONS_IN_FLIGHT: usize = 4;
+
+/// The account's trails as seen from `regions`, each once. One region failing fails the whole
+/// type, so the stored trails are kept rather than some of them marked deleted.
+pub(super) async fn trails(
+    client_for: &(dyn Fn(&str) -> aws_sdk_cloudtrail::Client + Sync),
+    regions: &[String],
+) -> Result<Vec<ResourceConfig>, AwsError> {
+    let mut answers: Vec<(String, Vec<Trail>)> = Vec::with_capacity(regions.len());
+    for batch in regions.chunks(REGIONS_IN_FLIGHT) {
+        answers.extend(try_join_all(batch.iter().map(|r| describe_trails(client_for(r), r.clone()))).await?);
+    }
     let mut found = Vec::new();
-    for trail in described.trail_list() {
-        if trail.home_region() != Some(region) {
-            continue;
-        }
-        let Some(arn) = trail.trail_arn() else {
-            tracing::warn!(region, name = trail.name(), "a trail without an ARN was skipped");
-            continue;
-        };
-        // The ARN, not the name: a member account must name an organization trail by its ARN.
-        let status = cloudtrail
-            .get_trail_status()
-            .name(arn)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("cloudtrail:GetTrailStatus", region, e))?;
-        let selectors = match cloudtrail.get_event_selectors().trail_name(arn).send().await {
-            Ok(selectors) => event_selectors(&selectors),
-            Err(error) => {
-                let error = AwsError::from_sdk("cloudtrail:GetEventSelectors", region, error);
-                // A member account may see an organization trail without being allowed to read
-                // its selectors; that refusal is stable, so `null` does not flap between runs.
-                let refused = matches!(error.kind, AwsErrorKind::AccessDenied | AwsErrorKind::Rejected);
-                if trail.is_organization_trail() == Some(true) && refused {
-                    tracing::debug!(region, trail = arn, %error, "event selectors of an organization trail not readable");
-                    Value::Null
-                } else {
-                    return Err(error);
-                }
-            }
-        };
-        found.extend(trail_config(trail, &status, selectors, region));
+    for (trail, seen_in) in merge_by_arn(answers) {
+        found.extend(trail_resource(client_for, &trail, &seen_in).await?);
     }
     Ok(found)
+}
+
+/// The trails visible in `region`. Owned arguments: the futures of several regions are awaited
+/// together.
+async fn describe_trails(
+    cloudtrail: aws_sdk_cloudtrail::Client,
+    region: String,
+) -> Result<(String, Vec<Trail>), AwsError> {
+    // Not paginated: every trail visible in the region at once. Shadow trails are the default;
+    // said here because the account-wide view depends on them.
+    let described = cloudtrail
+        .describe_trails()
+        .include_shadow_trails(true)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("cloudtrail:DescribeTrails", &region, e))?;
+    Ok((region, described.trail_list().to_vec()))
+}
+
+/// Each trail once, by ARN, with the regions that showed it. The description from the trail's
+/// home region is preferred (a shadow carries the same settings), so the value is the same
+/// whichever regions answered.
+pub(super) fn merge_by_arn(answers: Vec<(String, Vec<Trail>)>) -> Vec<(Trail, Vec<String>)> {
+    let mut by_arn: BTreeMap<String, (Trail, Vec<String>)> = BTreeMap::new();
+    for (region, trails) in answers {
+        for trail in trails {
+            let Some(arn) = trail.trail_arn().map(str::to_owned) else {
+                tracing::warn!(region, name = trail.name(), "a trail without an ARN was skipped");
+                continue;
+            };
+            let home = trail.home_region() == Some(region.as_str());
+            let entry = by_arn.entry(arn).or_insert_with(|| (trail.clone(), Vec::new()));
+            if home {
+                entry.0 = trail;
+            }
+            entry.1.push(region.clone());
+        }
+    }
+    by_arn.into_values().collect()
+}
+
+/// Status and selectors of one trail, read where it lives (its home region, which need not be
+/// polled), or else in a region that showed it (a shadow answers by ARN): an organization
+/// trail's home region may be one the member account has not enabled.
+async fn trail_resource(
+    client_for: &(dyn Fn(&str) -> aws_sdk_cloudtrail::Client + Sync),
+    trail: &Trail,
+    seen_in: &[String],
+) -> Result<Option<ResourceConfig>, AwsError> {
+    let Some(arn) = trail.trail_arn() else { return Ok(None) };
+    let home = trail.home_region().filter(|r| is_region_name(r));
+    let candidates = home.into_iter().chain(seen_in.iter().map(String::as_str).filter(|r| Some(*r) != home));
+    let mut last_error = None;
+    for region in candidates {
+        let cloudtrail = client_for(region);
+        // The ARN, not the name: a member account must name an organization trail by its ARN.
+        match cloudtrail.get_trail_status().name(arn).send().await {
+            Ok(status) => {
+                let selectors = event_selectors_of(&cloudtrail, trail, arn, region).await?;
+                return Ok(trail_config(trail, &status, selectors, GLOBAL_REGION));
+            }
+            Err(error) => {
+                let error = AwsError::from_sdk("cloudtrail:GetTrailStatus", region, error);
+                tracing::debug!(trail = arn, region, %error, "trail status not readable here; trying the next region");
+                last_error = Some(error);
+            }
+        }
+    }
+    match last_error {
+        Some(error) => Err(error),
+        None => Ok(None),
+    }
+}
+
+async fn event_selectors_of(
+    cloudtrail: &aws_sdk_cloudtrail::Client,
+    trail: &Trail,
+    arn: &str,
+    region: &str,
+) -> Result<Value, AwsError> {
+    match cloudtrail.get_event_selectors().trail_name(arn).send().await {
+        Ok(selectors) => Ok(event_selectors(&selectors)),
+        Err(error) => {
+            let error = AwsError::from_sdk("cloudtrail:GetEventSelectors", region, error);
+            // A member account may see an organization trail without being allowed to read
+            // its selectors; that refusal is stable, so `null` does not flap between runs.
+            let refused = matches!(error.kind, AwsErrorKind::AccessDenied | AwsErrorKind::Rejected);
+            if trail.is_organization_trail() == Some(true) && refused {
+                tracing::debug!(region, trail = arn, %error, "event selectors of an organization trail not readable");
+                Ok(Value::Null)
+            } else {
+                Err(error)
+            }
+        }
+    }
 }
 
 pub(super) fn trail_config(
@@ -96,7 +184,9 @@ pub(super) fn trail_config(
 
 /// Basic and advanced selectors as AWS returns them (the user's order), with the value lists
 /// inside each selector sorted, since they are sets.
-pub(super) fn event_selectors(output: &aws_sdk_cloudtrail::operation::get_event_selectors::GetEventSelectorsOutput) -> Value {
+pub(super) fn event_selectors(
+    output: &aws_sdk_cloudtrail::operation::get_event_selectors::GetEventSelectorsOutput,
+) -> Value {
     let basic: Vec<Value> = output
         .event_selectors()
         .iter()

@@ -80,7 +80,10 @@ pub(super) fn root_account(report: &CredentialReport, account_id: &str) -> Optio
 }
 
 /// The password policy; none set (NoSuchEntity) is an empty, successful collection.
-pub(super) async fn password_policy(iam: &aws_sdk_iam::Client, account_id: &str) -> Result<Vec<ResourceConfig>, AwsError> {
+pub(super) async fn password_policy(
+    iam: &aws_sdk_iam::Client,
+    account_id: &str,
+) -> Result<Vec<ResourceConfig>, AwsError> {
     let output = match iam.get_account_password_policy().send().await {
         Ok(output) => output,
         Err(error) => {

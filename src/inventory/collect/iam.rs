@@ -113,7 +113,10 @@ pub(super) fn group_config(group: &aws_sdk_iam::types::GroupDetail) -> Option<Re
     })
 }
 
-pub(super) fn role_config(role: &aws_sdk_iam::types::RoleDetail, settings: Option<&RoleSettings>) -> Option<ResourceConfig> {
+pub(super) fn role_config(
+    role: &aws_sdk_iam::types::RoleDetail,
+    settings: Option<&RoleSettings>,
+) -> Option<ResourceConfig> {
     let Some(name) = role.role_name() else {
         tracing::warn!("an IAM role without a name was skipped");
         return None;
@@ -184,7 +187,6 @@ pub(super) fn policy_config(policy: &aws_sdk_iam::types::ManagedPolicyDetail) ->
         config,
     })
 }
-
 
 pub(super) fn attached_policy_arns(policies: &[aws_sdk_iam::types::AttachedPolicy]) -> Value {
     sorted_strings(policies.iter().filter_map(|p| p.policy_arn()))

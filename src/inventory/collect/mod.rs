@@ -1,5 +1,5 @@
-//! Reads the current configuration of one region's EC2 and CloudTrail resources, or of the
-//! account's IAM, and turns it into `ResourceConfig` values for `store` to version and `diff` to
+//! Reads the current configuration of one region's EC2 resources, or of the account's IAM and
+//! trails, and turns it into `ResourceConfig` values for `store` to version and `diff` to
 //! compare.
 //!
 //! The SDK types do not serialise, so every config is built here by hand, with snake_case keys,
@@ -24,11 +24,11 @@ mod iam;
 #[cfg(test)]
 mod tests;
 
-pub use self::credentials::root_account_from_report;
-pub use self::ec2::{instance_config, security_group_config};
 use self::cloudtrail::*;
+pub use self::credentials::root_account_from_report;
 use self::credentials::*;
 use self::ec2::*;
+pub use self::ec2::{instance_config, security_group_config};
 use self::iam::*;
 use crate::aws::{AwsError, AwsErrorKind};
 
@@ -79,28 +79,30 @@ pub struct Collected {
     pub result: Result<Vec<ResourceConfig>, AwsError>,
 }
 
-/// Regional resources of one region: security groups, instances, VPCs, flow logs and the trails
-/// whose home region this is (a multi-region trail is recorded once, in its home region).
-pub async fn collect_regional(
-    ec2: &aws_sdk_ec2::Client,
-    cloudtrail: &aws_sdk_cloudtrail::Client,
-    region: &str,
-) -> Vec<Collected> {
-    let (groups, instances, vpcs, flow_logs, trails) = tokio::join!(
-        security_groups(ec2, region),
-        instances(ec2, region),
-        vpcs(ec2, region),
-        flow_logs(ec2, region),
-        trails(cloudtrail, region),
-    );
+/// Regional resources of one region: security groups, instances, VPCs and flow logs. Trails
+/// are account-wide: see [`collect_trails`].
+pub async fn collect_regional(ec2: &aws_sdk_ec2::Client, region: &str) -> Vec<Collected> {
+    let (groups, instances, vpcs, flow_logs) =
+        tokio::join!(security_groups(ec2, region), instances(ec2, region), vpcs(ec2, region), flow_logs(ec2, region));
     let collected = vec![
         Collected { resource_type: SECURITY_GROUP, result: groups },
         Collected { resource_type: INSTANCE, result: instances },
         Collected { resource_type: VPC, result: vpcs },
         Collected { resource_type: FLOW_LOG, result: flow_logs },
-        Collected { resource_type: TRAIL, result: trails },
     ];
     log_collected(region, &collected);
+    collected
+}
+
+/// The account's trails, each once (with `global` as its region), as seen from `regions`
+/// (shadow trails included): a multi-region or organization trail is known whatever its home
+/// region. `client_for` gives a CloudTrail client for a region.
+pub async fn collect_trails(
+    client_for: &(dyn Fn(&str) -> aws_sdk_cloudtrail::Client + Sync),
+    regions: &[String],
+) -> Collected {
+    let collected = Collected { resource_type: TRAIL, result: trails(client_for, regions).await };
+    log_collected(GLOBAL_REGION, std::slice::from_ref(&collected));
     collected
 }
 

@@ -91,8 +91,8 @@ fn instance_config_sorts_groups_and_puts_state_under_observed() {
         .launch_time(DateTime::from_secs(1_700_000_000))
         .build();
     let reservation = Reservation::builder().owner_id("111122223333").instances(instance).build();
-    let resource = instance_config(&reservation.instances()[0], reservation.owner_id(), "cn-north-1")
-        .expect("a running instance");
+    let resource =
+        instance_config(&reservation.instances()[0], reservation.owner_id(), "cn-north-1").expect("a running instance");
     assert_eq!(resource.config["security_group_ids"], json!(["sg-a", "sg-b"]));
     assert_eq!(resource.config["observed"]["state"], json!("running"));
     assert_eq!(resource.config["observed"]["launch_time"], json!("2023-11-14T22:13:20Z"));
@@ -219,11 +219,7 @@ fn trail_config_splits_status_into_config_and_observed() {
     let selector = AdvancedEventSelector::builder()
         .name("management")
         .field_selectors(
-            AdvancedFieldSelector::builder()
-                .field("eventCategory")
-                .equals("Management")
-                .build()
-                .expect("field is set"),
+            AdvancedFieldSelector::builder().field("eventCategory").equals("Management").build().expect("field is set"),
         )
         .build()
         .expect("field selectors are set");

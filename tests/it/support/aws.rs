@@ -1,7 +1,10 @@
 //! AWS without AWS: a moto server (PyPI `moto[server]`) for the services it emulates, and small
-//! protocol-faithful fakes for what it cannot do: CloudTrail LookupEvents (moto answers 500) and
+//! protocol-faithful fakes for what it cannot do: CloudTrail LookupEvents (moto answers 500),
 //! an STS that refuses AssumeRole the way AWS does (moto never checks trust policies or
-//! external IDs). The real `aws-sdk-*` clients talk to both over loopback.
+//! external IDs), and EC2 DescribeRegions with an account's own opt-in regions (moto lists the
+//! same regions for every account, ignores `AllRegions`, never says `opted-in` and cannot
+//! fail). The real `aws-sdk-*` clients talk to all of them over loopback. docs/aws.md lists
+//! what these fakes stand in for.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,11 +39,13 @@ pub async fn moto_url() -> &'static str {
             "$1" -H 127.0.0.1 -p "$2" >/dev/null 2>&1 & moto=$!
             while kill -0 "$3" 2>/dev/null && kill -0 "$moto" 2>/dev/null; do sleep 1; done
             kill "$moto" 2>/dev/null"#;
-        Command::new("sh")
+        let mut watcher = Command::new("sh")
             .args(["-c", script, "sh", &binary, &port.to_string(), &std::process::id().to_string()])
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {binary} (install it with `pip install 'moto[server]'`): {e}"));
+        // Reaped when it ends (with moto), so it leaves no zombie behind.
+        std::thread::spawn(move || watcher.wait());
         let url = format!("http://127.0.0.1:{port}");
         wait_for_port(&url).await;
         url
@@ -93,6 +98,20 @@ pub fn settings_with_cloudtrail(moto: &str, cloudtrail: &str) -> AwsSettings {
     settings
 }
 
+/// Like `settings_with_cloudtrail`, with EC2 sent to `ec2` too.
+pub fn settings_with_fakes(moto: &str, cloudtrail: &str, ec2: &str) -> AwsSettings {
+    let mut settings = settings_with_cloudtrail(moto, cloudtrail);
+    settings.service_endpoints.insert(Service::Ec2, ec2.to_owned());
+    settings
+}
+
+/// The region a SigV4-signed request was signed for (its credential scope), as AWS routes it.
+fn signed_region(headers: &HeaderMap) -> Option<String> {
+    let authorization = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let credential = authorization.split("Credential=").nth(1)?.split(',').next()?;
+    credential.split('/').nth(2).map(str::to_owned)
+}
+
 /// Environment for a `skywarden` subprocess that talks to `url`.
 pub fn aws_env(url: &str) -> Vec<(&'static str, String)> {
     vec![
@@ -143,6 +162,8 @@ pub struct LookupRequest {
     pub next_token: Option<String>,
     pub start_time: Option<f64>,
     pub end_time: Option<f64>,
+    /// The region the request was signed for.
+    pub region: Option<String>,
     /// The answer: "ok", "throttled" or "failed".
     pub answer: &'static str,
 }
@@ -164,7 +185,8 @@ struct LookupState {
 /// A CloudTrail endpoint that serves LookupEvents over the JSON 1.1 protocol, as AWS does:
 /// `X-Amz-Target: CloudTrail_20131101.LookupEvents`, epoch
 /// seconds for times, `NextToken` pages of at most `MaxResults` (50), and
-/// `ThrottlingException` answers when told to throttle.
+/// `ThrottlingException` answers when told to throttle. Each region shows the events recorded
+/// in it (`awsRegion`), as in AWS: global services' events only in us-east-1.
 #[derive(Clone)]
 pub struct FakeCloudTrail {
     pub url: String,
@@ -239,6 +261,7 @@ async fn lookup_events(
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let next_token = request["NextToken"].as_str().map(str::to_owned);
     let (start, end) = (request["StartTime"].as_f64(), request["EndTime"].as_f64());
+    let region = signed_region(&headers);
     let max = request["MaxResults"].as_u64().map(|m| m as usize).unwrap_or(PAGE_SIZE).min(PAGE_SIZE);
     let offset: usize =
         next_token.as_deref().and_then(|t| t.strip_prefix("page-")).and_then(|t| t.parse().ok()).unwrap_or(0);
@@ -251,6 +274,7 @@ async fn lookup_events(
             next_token: next_token.clone(),
             start_time: start,
             end_time: end,
+            region: region.clone(),
             answer: "ok",
         };
         state.requests.push(record);
@@ -275,7 +299,8 @@ async fn lookup_events(
         .iter()
         .filter(|e| {
             let t = epoch_seconds(e);
-            start.is_none_or(|s| t >= s) && end.is_none_or(|e| t <= e)
+            let here = region.as_deref().is_none_or(|r| e["awsRegion"].as_str() == Some(r));
+            here && start.is_none_or(|s| t >= s) && end.is_none_or(|e| t <= e)
         })
         .collect();
     matching.sort_by(|a, b| {
@@ -398,4 +423,128 @@ fn percent_decode(value: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// How the fake EC2 answers DescribeRegions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegionsAnswer {
+    /// The regions as set, with their opt-in status.
+    Regions,
+    /// `UnauthorizedOperation` (HTTP 403), as for a role without `ec2:DescribeRegions`.
+    Denied,
+    /// `Unavailable` (HTTP 503), the service failing.
+    Failed,
+    /// A well-formed answer naming no region.
+    Empty,
+}
+
+struct RegionsState {
+    forward_to: String,
+    /// (region, opt-in status) as DescribeRegions with AllRegions lists them.
+    regions: Vec<(String, String)>,
+    answer: RegionsAnswer,
+    /// The DescribeRegions requests, as (signed region, form).
+    requests: Vec<(Option<String>, HashMap<String, String>)>,
+}
+
+/// An EC2 endpoint that answers DescribeRegions in the EC2 Query protocol as AWS does (XML,
+/// `regionInfo` items with `optInStatus`; with `AllRegions=true` every region, otherwise the
+/// enabled ones only), from regions and statuses a test sets, or fails it as told. Every other
+/// EC2 call goes on to moto.
+#[derive(Clone)]
+pub struct FakeEc2 {
+    pub url: String,
+    state: Arc<Mutex<RegionsState>>,
+}
+
+impl FakeEc2 {
+    pub async fn start(moto: &str, regions: &[(&str, &str)]) -> Self {
+        let state = Arc::new(Mutex::new(RegionsState {
+            forward_to: moto.to_owned(),
+            regions: Vec::new(),
+            answer: RegionsAnswer::Regions,
+            requests: Vec::new(),
+        }));
+        let app = Router::new().route("/", post(ec2_request)).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding the fake EC2");
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let fake = Self { url: format!("http://{address}"), state };
+        fake.set_regions(regions);
+        fake
+    }
+
+    /// The regions and their opt-in status (`opt-in-not-required`, `opted-in`, `not-opted-in`).
+    pub fn set_regions(&self, regions: &[(&str, &str)]) {
+        self.state.lock().unwrap().regions = regions.iter().map(|(r, s)| ((*r).to_owned(), (*s).to_owned())).collect();
+    }
+
+    pub fn answer(&self, answer: RegionsAnswer) {
+        self.state.lock().unwrap().answer = answer;
+    }
+
+    /// The DescribeRegions requests: the region each was signed for, and its parameters.
+    pub fn requests(&self) -> Vec<(Option<String>, HashMap<String, String>)> {
+        self.state.lock().unwrap().requests.clone()
+    }
+}
+
+fn ec2_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message>\
+         </Error></Errors><RequestID>fake-ec2-error</RequestID></Response>"
+    );
+    (status, [(header::CONTENT_TYPE, "text/xml;charset=UTF-8")], body).into_response()
+}
+
+async fn ec2_request(
+    axum::extract::State(state): axum::extract::State<Arc<Mutex<RegionsState>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form: HashMap<String, String> = String::from_utf8_lossy(&body)
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+        .collect();
+    if form.get("Action").map(String::as_str) != Some("DescribeRegions") {
+        let forward_to = state.lock().unwrap().forward_to.clone();
+        return forward(&forward_to, headers, body).await;
+    }
+    let (answer, regions) = {
+        let mut state = state.lock().unwrap();
+        state.requests.push((signed_region(&headers), form.clone()));
+        (state.answer, state.regions.clone())
+    };
+    match answer {
+        RegionsAnswer::Denied => {
+            return ec2_error(
+                StatusCode::FORBIDDEN,
+                "UnauthorizedOperation",
+                "You are not authorized to perform this operation. User: arn:aws:sts::123456789012:assumed-role/\
+                 SkywardenReadOnly/skywarden is not authorized to perform: ec2:DescribeRegions",
+            );
+        }
+        RegionsAnswer::Failed => {
+            return ec2_error(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", "The service is unavailable.");
+        }
+        RegionsAnswer::Regions | RegionsAnswer::Empty => {}
+    }
+    let all = form.get("AllRegions").is_some_and(|v| v == "true");
+    let items: String = regions
+        .iter()
+        .filter(|_| answer == RegionsAnswer::Regions)
+        .filter(|(_, status)| all || status != "not-opted-in")
+        .map(|(name, status)| {
+            format!(
+                "<item><regionName>{name}</regionName><regionEndpoint>ec2.{name}.amazonaws.com</regionEndpoint>\
+                 <optInStatus>{status}</optInStatus></item>"
+            )
+        })
+        .collect();
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DescribeRegionsResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">\
+         <requestId>fake-ec2-regions</requestId><regionInfo>{items}</regionInfo></DescribeRegionsResponse>"
+    );
+    ([(header::CONTENT_TYPE, "text/xml;charset=UTF-8")], body).into_response()
 }

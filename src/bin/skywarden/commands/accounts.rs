@@ -1,11 +1,11 @@
-//! `skywarden accounts add|list|remove|test|status|template`.
+//! `skywarden accounts add|list|remove|test|status|poll-now|configure|template`.
 
 use std::process::ExitCode;
 
-use skywarden::accounts::{self, LogSources, NewAccount, PollIntervals};
+use skywarden::accounts::{self, AccountChange, LogSources, NewAccount, PollIntervals};
 use skywarden::aws::AwsSettings;
 use skywarden::db::{Database, DbOptions};
-use skywarden::pollers::jobs;
+use skywarden::pollers::{Source, jobs};
 
 use super::with_db;
 use crate::cli::{AccountAddArgs, AccountsAction};
@@ -25,6 +25,18 @@ pub(crate) async fn run(db_options: &DbOptions, action: AccountsAction) -> anyho
         }
         AccountsAction::Test { account_id, json } => test(db, &account_id, json).await,
         AccountsAction::Status { account_id, json } => status(db, account_id.as_deref(), json).await,
+        AccountsAction::PollNow { account, source, json } => {
+            poll_now(db, account.as_deref(), source.as_deref(), json).await
+        }
+        AccountsAction::Configure { account_id, regions, all_regions, poll_intervals, default_intervals, json } => {
+            let regions = if all_regions { Some(Vec::new()) } else { regions };
+            let intervals = match (default_intervals, poll_intervals.is_empty()) {
+                (true, _) => Some(PollIntervals::default()),
+                (false, true) => None,
+                (false, false) => Some(intervals_from(&poll_intervals)?),
+            };
+            configure(db, &account_id, AccountChange { regions, intervals }, json).await
+        }
         AccountsAction::Template => unreachable!("handled above"),
     })
     .await
@@ -46,7 +58,7 @@ async fn list(db: &Database, json: bool) -> anyhow::Result<ExitCode> {
                 account.account_id,
                 account.name.as_deref().unwrap_or("-"),
                 account.role_arn,
-                account.regions.join(",")
+                regions_text(account)
             );
         }
     }
@@ -64,6 +76,7 @@ async fn test(db: &Database, account_id: &str, json: bool) -> anyhow::Result<Exi
         println!("{}", serde_json::to_string(&result)?);
     } else if result.ok {
         println!("ok: assumed {}", result.assumed_arn.as_deref().unwrap_or("the role"));
+        print_regions(&result);
     } else {
         println!("failed: {}", result.error.as_deref().unwrap_or("unknown error"));
     }
@@ -72,28 +85,121 @@ async fn test(db: &Database, account_id: &str, json: bool) -> anyhow::Result<Exi
 
 async fn status(db: &Database, account_id: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
     let statuses = jobs::statuses(&db.pool, account_id).await?;
+    let now = chrono::Utc::now();
     for status in &statuses {
         if json {
             println!("{}", serde_json::to_string(status)?);
             continue;
         }
-        let lag = status.lag_seconds.map(|s| format!("{:.0}s", s.max(0.0))).unwrap_or_else(|| "-".into());
+        let lag = status.lag_seconds.map(|s| human(s.max(0.0) as i64)).unwrap_or_else(|| "-".into());
         let last =
             status.last_success_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "never".into());
+        let next = match (&status.running_on, (status.next_run_at - now).num_seconds()) {
+            _ if !status.enabled => "retired".to_owned(),
+            (Some(worker), _) => format!("running on {worker}"),
+            (None, wait) if wait <= 0 => "due now".to_owned(),
+            (None, wait) => format!("in {}", human(wait)),
+        };
         let target = if status.target.is_empty() { String::new() } else { format!(" {}", status.target) };
         println!(
-            "{} {:<14} {:<20}{target}  last success {last}  lag {lag}  items {}{}{}",
+            "{} {:<14} {:<20}{target}  every {}  last success {last}  next run {next}  lag {lag}  items {}{}",
             status.account_id,
             status.region,
             status.source,
+            human(i64::from(status.interval_seconds)),
             status.items_total,
-            status.running_on.as_deref().map(|w| format!("  running on {w}")).unwrap_or_default(),
             status
                 .last_error
                 .as_deref()
                 .map(|e| format!("\n    last error ({} in a row): {e}", status.consecutive_failures))
                 .unwrap_or_default(),
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the role check found of the account's regions.
+fn print_regions(result: &accounts::TestResult) {
+    if let Some(enabled) = &result.enabled_regions {
+        println!("enabled regions: {}", enabled.join(","));
+    }
+    if let Some(error) = &result.regions_error {
+        println!(
+            "warning: {error}
+  the account keeps the regions it had; the role needs ec2:DescribeRegions"
+        );
+    }
+}
+
+/// `45s`, `12m`, `3h`, `2d`: a duration read at a glance (rounded to the unit shown).
+fn human(seconds: i64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", (s + 30) / 60),
+        s if s < 2 * 86_400 => format!("{}h", (s + 1800) / 3600),
+        s => format!("{}d", (s + 43_200) / 86_400),
+    }
+}
+
+/// The regions polled, and whether a restriction chose them.
+fn regions_text(account: &accounts::Account) -> String {
+    let polled =
+        if account.polled_regions.is_empty() { "none yet".to_owned() } else { account.polled_regions.join(",") };
+    if account.regions.is_empty() {
+        format!("{polled} (every enabled region)")
+    } else {
+        format!("{polled} (restricted)")
+    }
+}
+
+fn intervals_from(settings: &[String]) -> anyhow::Result<PollIntervals> {
+    let mut intervals = PollIntervals::default();
+    for setting in settings {
+        intervals.set_from_text(setting)?;
+    }
+    Ok(intervals)
+}
+
+async fn poll_now(db: &Database, account: Option<&str>, source: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+    let source = match source {
+        Some(name) => Some(Source::parse(name).ok_or_else(|| {
+            let known: Vec<&str> = Source::ALL.iter().map(|s| s.as_str()).collect();
+            anyhow::anyhow!("`{name}` is not a poll source (one of {})", known.join(", "))
+        })?),
+        None => None,
+    };
+    if let Some(account) = account {
+        accounts::load(&db.pool, account).await?;
+    }
+    let count = jobs::poll_now(&db.pool, account, source).await?;
+    if json {
+        let answer = serde_json::json!({"account_id": account, "source": source.map(Source::as_str), "jobs": count});
+        println!("{answer}");
+    } else if count == 0 {
+        println!("no enabled job matches; nothing to poll");
+    } else {
+        println!(
+            "{count} job(s) due now; a running `skywarden serve` or `skywarden worker` picks them up within seconds"
+        );
+    }
+    Ok(if count == 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+async fn configure(db: &Database, account_id: &str, change: AccountChange, json: bool) -> anyhow::Result<ExitCode> {
+    if change.regions.is_none() && change.intervals.is_none() {
+        anyhow::bail!("nothing to change: give --regions, --all-regions, --poll-interval or --default-intervals");
+    }
+    let account = accounts::configure(&db.pool, account_id, &change).await?;
+    if json {
+        println!("{}", serde_json::to_string(&account)?);
+    } else {
+        println!("account {account_id}: regions {}", regions_text(&account));
+        let chosen: Vec<String> = account
+            .intervals
+            .chosen()
+            .map(|(source, every)| format!("{}={}", source.as_str(), human(every.as_secs() as i64)))
+            .collect();
+        println!("  intervals: {}", if chosen.is_empty() { "the defaults".to_owned() } else { chosen.join(", ") });
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -114,7 +220,7 @@ async fn add(db: &Database, args: AccountAddArgs) -> anyhow::Result<ExitCode> {
             bucket_region: args.bucket_region,
         },
     };
-    let account = accounts::onboard(&db.pool, &new, &PollIntervals::default()).await?;
+    let account = accounts::onboard(&db.pool, &new, &intervals_from(&args.poll_intervals)?).await?;
     let test = if args.no_test {
         None
     } else {
@@ -128,12 +234,20 @@ async fn add(db: &Database, args: AccountAddArgs) -> anyhow::Result<ExitCode> {
         value["test"] = serde_json::to_value(&test)?;
         println!("{value}");
     } else {
-        println!("account {} onboarded (regions {})", account.account_id, account.regions.join(","));
+        let regions = if account.regions.is_empty() {
+            "every enabled region, discovered with the role".to_owned()
+        } else {
+            format!("only {}", account.regions.join(","))
+        };
+        println!("account {} onboarded (regions: {regions})", account.account_id);
         println!("external ID (shown only now): {}", account.external_id);
         println!("create the role with: skywarden accounts template > role.yaml, then deploy it with");
         println!("  ExternalId={} and SkywardenPrincipalArn=<the principal Skywarden runs as>", account.external_id);
         match &test {
-            Some(result) if result.ok => println!("role check: ok ({})", result.assumed_arn.as_deref().unwrap_or("")),
+            Some(result) if result.ok => {
+                println!("role check: ok ({})", result.assumed_arn.as_deref().unwrap_or(""));
+                print_regions(result);
+            }
             Some(result) => println!(
                 "role check: failed: {}\n  polling starts once the role can be assumed; re-check with `skywarden accounts test {}`",
                 result.error.as_deref().unwrap_or(""),
