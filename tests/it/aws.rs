@@ -354,6 +354,10 @@ async fn trail_and_flow_log_files_in_s3_are_read_once_including_late_ones() {
         async move { s3.put_object().bucket(bucket).key(key).body(body.into()).send().await.unwrap() }
     };
     let trail_prefix = format!("AWSLogs/{account_id}/CloudTrail/us-east-1");
+    // Keys dated yesterday and today: the poller's first run looks back a bounded window.
+    let (yesterday, today) = (Utc::now() - chrono::Duration::days(1), Utc::now());
+    let (d1, d2) = (yesterday.format("%Y/%m/%d").to_string(), today.format("%Y/%m/%d").to_string());
+    let (t1, t2) = (yesterday.format("%Y%m%d").to_string(), today.format("%Y%m%d").to_string());
     let gzip = |value: &Value| {
         use std::io::Write;
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -361,23 +365,17 @@ async fn trail_and_flow_log_files_in_s3_are_read_once_including_late_ones() {
         encoder.finish().unwrap()
     };
     let records = |ids: std::ops::Range<usize>| json!({"Records": ids.map(|i| fake::cloudtrail_event(&account_id, &format!("s3-{i}"), Utc::now() - chrono::Duration::minutes(30), "RunInstances", json!({}))).collect::<Vec<_>>()});
+    put(format!("{trail_prefix}/{d1}/{account_id}_CloudTrail_us-east-1_{t1}T2355Z_a.json.gz"), gzip(&records(0..30)))
+        .await;
+    put(format!("{trail_prefix}/{d2}/{account_id}_CloudTrail_us-east-1_{t2}T0005Z_b.json.gz"), gzip(&records(30..40)))
+        .await;
     put(
-        format!("{trail_prefix}/2026/11/28/{account_id}_CloudTrail_us-east-1_20261128T2355Z_a.json.gz"),
-        gzip(&records(0..30)),
-    )
-    .await;
-    put(
-        format!("{trail_prefix}/2026/11/29/{account_id}_CloudTrail_us-east-1_20261129T0005Z_b.json.gz"),
-        gzip(&records(30..40)),
-    )
-    .await;
-    put(
-        format!("{trail_prefix}/2026/11/29/{account_id}_CloudTrail_us-east-1_20261129T0010Z_corrupt.json.gz"),
+        format!("{trail_prefix}/{d2}/{account_id}_CloudTrail_us-east-1_{t2}T0010Z_corrupt.json.gz"),
         b"{\"Records\": [".to_vec(),
     )
     .await;
     let flow_key = format!(
-        "AWSLogs/{account_id}/vpcflowlogs/us-east-1/2026/11/29/{account_id}_vpcflowlogs_us-east-1_fl-1_20261129T0000Z_x.log.gz"
+        "AWSLogs/{account_id}/vpcflowlogs/us-east-1/{d2}/{account_id}_vpcflowlogs_us-east-1_fl-1_{t2}T0000Z_x.log.gz"
     );
     let flow_text = format!(
         "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status\n\
@@ -403,7 +401,7 @@ async fn trail_and_flow_log_files_in_s3_are_read_once_including_late_ones() {
 
     // A file for an earlier time arrives late (its key sorts before the last one read).
     put(
-        format!("{trail_prefix}/2026/11/29/{account_id}_CloudTrail_us-east-1_20261129T0001Z_late.json.gz"),
+        format!("{trail_prefix}/{d2}/{account_id}_CloudTrail_us-east-1_{t2}T0001Z_late.json.gz"),
         gzip(&records(40..45)),
     )
     .await;
