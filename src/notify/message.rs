@@ -4,8 +4,17 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::limits;
+use super::targets::{Notification, digest_lines, digest_title};
 use crate::alerts::store::AlertView;
 use crate::model::{AlertStatus, Severity};
+
+/// Attacker-controlled values are cut to these many characters in every message (IAM names are at
+/// most 64 characters and session ARNs about 200: longer values are noise or an attack).
+const TITLE_MAX: usize = 200;
+const PRINCIPAL_MAX: usize = 256;
+const SHORT_MAX: usize = 64;
+const FACT_MAX: usize = 1000;
 
 /// An alert as every channel renders it.
 #[derive(Clone, Debug, Serialize)]
@@ -82,22 +91,31 @@ impl AlertMessage {
         }
     }
 
-    /// "who, from where": `alice from 203.0.113.10 (RU)`.
+    /// The title on one line, cut for chat headers and ticket summaries.
+    pub fn title_line(&self) -> String {
+        limits::truncate(&limits::single_line(&self.title), TITLE_MAX)
+    }
+
+    /// "who, from where": `alice from 203.0.113.10 (RU)`, on one line.
     pub fn who_and_where(&self) -> String {
-        let who = self.principal.as_deref().unwrap_or("unknown principal");
+        let who = match &self.principal {
+            Some(principal) => limits::truncate(&limits::single_line(principal), PRINCIPAL_MAX),
+            None => "unknown principal".to_string(),
+        };
+        let short = |text: &str| limits::truncate(&limits::single_line(text), SHORT_MAX);
         match (&self.source_ip, &self.country) {
-            (Some(ip), Some(country)) => format!("{who} from {ip} ({country})"),
-            (Some(ip), None) => format!("{who} from {ip}"),
-            (None, _) => who.to_string(),
+            (Some(ip), Some(country)) => format!("{who} from {} ({})", short(ip), short(country)),
+            (Some(ip), None) => format!("{who} from {}", short(ip)),
+            (None, _) => who,
         }
     }
 
     /// One line for chat titles, ticket summaries and email subjects.
     pub fn summary(&self) -> String {
-        format!("[{}] {}: {}", self.severity.as_str().to_uppercase(), self.title, self.who_and_where())
+        format!("[{}] {}: {}", self.severity.as_str().to_uppercase(), self.title_line(), self.who_and_where())
     }
 
-    /// The facts, one per line, for plain-text bodies.
+    /// The facts, one line each (alert data cannot forge another line), for plain-text bodies.
     pub fn facts(&self) -> Vec<(&'static str, String)> {
         let mut facts = vec![
             ("Severity", self.severity.to_string()),
@@ -121,16 +139,54 @@ impl AlertMessage {
             facts.push(("MITRE ATT&CK", self.mitre.join(", ")));
         }
         facts
+            .into_iter()
+            .map(|(name, value)| (name, limits::truncate(&limits::single_line(&value), FACT_MAX)))
+            .collect()
     }
 
-    /// A plain-text body: the facts, the next step and the link.
-    pub fn text(&self) -> String {
+    /// The alert data of a plain-text body: the summary, then one line per fact.
+    pub fn text_head(&self) -> String {
         let mut text = format!("{}\n\n", self.summary());
         for (name, value) in self.facts() {
             text.push_str(&format!("{name}: {value}\n"));
         }
-        text.push_str(&format!("\nNext step: {}\n\nOpen the alert: {}\n", self.next_step, self.url));
         text
+    }
+
+    /// What ends every body: the next step and the link back to the alert.
+    fn text_tail(&self) -> String {
+        format!("\nNext step: {}\n\nOpen the alert: {}\n", self.next_step, self.url)
+    }
+
+    /// A plain-text body: the facts, the next step and the link.
+    pub fn text(&self) -> String {
+        self.text_head() + &self.text_tail()
+    }
+
+    /// [`Self::text`] within `max` characters: the alert data is cut (marked), never the next
+    /// step or the link.
+    pub fn text_within(&self, max: usize) -> String {
+        let tail = self.text_tail();
+        let room = max.saturating_sub(tail.chars().count());
+        limits::truncate(&self.text_head(), room) + &tail
+    }
+}
+
+/// Subject and plain-text body of an email: a one-line subject within [`limits::EMAIL_SUBJECT`],
+/// alert data that cannot forge body lines, and digests cut at whole alerts with "…and N more".
+pub fn email_subject_and_body(notification: &Notification<'_>) -> (String, String) {
+    let subject = |text: String| limits::truncate(&limits::single_line(&text), limits::EMAIL_SUBJECT);
+    match notification {
+        Notification::Opened(alert) => (subject(alert.summary()), alert.text()),
+        Notification::StatusChanged { alert, status, actor, reason, .. } => (
+            subject(format!("Re: {}", alert.summary())),
+            format!("The alert was {}.\n\n{}", status_line(*status, actor, reason), alert.text()),
+        ),
+        Notification::Digest { alerts, period_minutes } => {
+            let lines = digest_lines(alerts);
+            let body = limits::join_within(&lines, usize::MAX, "\n", limits::EMAIL_DIGEST_BODY);
+            (subject(digest_title(alerts, *period_minutes)), format!("{body}\n"))
+        }
     }
 }
 
@@ -147,9 +203,12 @@ pub fn format_time(time: DateTime<Utc>) -> String {
     time.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
-/// A sentence on what to do when a status changes: `acknowledged by bob: looking into it`.
+/// A sentence on what to do when a status changes: `acknowledged by bob: looking into it`, on one
+/// line.
 pub fn status_line(status: AlertStatus, actor: &str, reason: &str) -> String {
-    if reason.trim().is_empty() { format!("{status} by {actor}") } else { format!("{status} by {actor}: {reason}") }
+    let actor = limits::truncate(&limits::single_line(actor), PRINCIPAL_MAX);
+    let reason = limits::truncate(&limits::single_line(reason), FACT_MAX);
+    if reason.is_empty() { format!("{status} by {actor}") } else { format!("{status} by {actor}: {reason}") }
 }
 
 /// What a responder does first, per policy.
@@ -201,5 +260,31 @@ mod tests {
     fn status_lines_include_the_reason_when_given() {
         assert_eq!(status_line(AlertStatus::Resolved, "bob", " "), "resolved by bob");
         assert_eq!(status_line(AlertStatus::Acknowledged, "bob", "on it"), "acknowledged by bob: on it");
+    }
+
+    #[test]
+    fn alert_data_cannot_forge_lines_or_grow_without_bound() {
+        let alert = crate::notify::targets::test_support::hostile();
+        assert!(!alert.summary().contains(['\r', '\n']));
+        let text = alert.text();
+        assert!(!text.lines().any(|line| line.starts_with("Severity: low")), "{text}");
+        assert!(alert.facts().iter().all(|(_, value)| value.chars().count() <= FACT_MAX));
+        let line = status_line(AlertStatus::Resolved, "bob\r\nroot", &"ok\r\nSeverity: low ".repeat(1000));
+        assert!(!line.contains('\n') && line.chars().count() <= FACT_MAX + PRINCIPAL_MAX + 20);
+    }
+
+    #[test]
+    fn emails_have_one_line_subjects_and_digests_cut_at_whole_alerts() {
+        let alert = crate::notify::targets::test_support::hostile();
+        let (subject, body) = email_subject_and_body(&Notification::Opened(&alert));
+        assert!(subject.chars().count() <= limits::EMAIL_SUBJECT && !subject.contains(['\r', '\n']));
+        assert!(body.ends_with(&format!("Open the alert: {}\n", alert.url)));
+        let alerts = vec![alert; 500];
+        let (subject, body) = email_subject_and_body(&Notification::Digest { alerts: &alerts, period_minutes: 60 });
+        assert!(subject.starts_with("Skywarden: 500 new alerts"));
+        assert!(body.chars().count() <= limits::EMAIL_DIGEST_BODY + 1);
+        let last = body.trim_end().lines().last().unwrap();
+        assert!(last.starts_with("…and ") && last.ends_with(" more"), "{last}");
+        assert!(body.lines().filter(|l| !l.starts_with('…')).all(|l| l.ends_with(&format!("({})", alerts[0].url))));
     }
 }

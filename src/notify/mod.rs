@@ -9,6 +9,7 @@ pub mod channel_schema;
 pub mod channels;
 pub mod config;
 pub mod http_client;
+pub mod limits;
 pub mod message;
 pub mod network;
 pub mod outbox;

@@ -2,17 +2,18 @@
 //! relay), with `lettre`. The relay's address is checked against the network policy like any
 //! webhook target, and the connection goes to the address that was checked.
 
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lettre::message::header::ContentType;
+use lettre::message::header::{ContentType, MIME_VERSION_1_0};
 use lettre::message::{Mailbox, Message};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use super::{Notification, digest_lines, digest_title};
-use crate::notify::channels::{Channel, ChannelError, EmailSettings, SmtpSecurity};
-use crate::notify::message::status_line;
+use super::Notification;
+use crate::notify::channels::{Channel, ChannelError, EmailSettings, SmtpSecurity, is_file_name};
 use crate::notify::network::NetworkPolicy;
 
 const SMTP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -37,18 +38,10 @@ pub enum EmailError {
     Permanent(String),
 }
 
-/// Subject and plain-text body.
+/// Subject and plain-text body: a one-line subject, body lines alert data cannot forge, digests
+/// cut at whole alerts.
 pub fn subject_and_body(notification: &Notification<'_>) -> (String, String) {
-    match notification {
-        Notification::Opened(alert) => (alert.summary(), alert.text()),
-        Notification::StatusChanged { alert, status, actor, reason, .. } => (
-            format!("Re: {}", alert.summary()),
-            format!("The alert was {}.\n\n{}", status_line(*status, actor, reason), alert.text()),
-        ),
-        Notification::Digest { alerts, period_minutes } => {
-            (digest_title(alerts, *period_minutes), format!("{}\n", digest_lines(alerts).join("\n")))
-        }
-    }
+    crate::notify::message::email_subject_and_body(notification)
 }
 
 fn message_id(dedup_key: &str) -> String {
@@ -68,13 +61,12 @@ pub fn message(
     }
     // Status changes thread under the alert's first message in mail clients.
     builder = match notification {
-        Notification::Opened(_) => builder.message_id(Some(message_id(dedup_key))),
+        Notification::Opened(_) | Notification::Digest { .. } => builder.message_id(Some(message_id(dedup_key))),
         Notification::StatusChanged { .. } => {
             builder.in_reply_to(message_id(dedup_key)).references(message_id(dedup_key))
         }
-        Notification::Digest { .. } => builder,
     };
-    builder.header(ContentType::TEXT_PLAIN).body(body).map_err(|e| bad(&e))
+    builder.header(MIME_VERSION_1_0).header(ContentType::TEXT_PLAIN).body(body).map_err(|e| bad(&e))
 }
 
 async fn checked_address(settings: &EmailSettings, policy: &NetworkPolicy) -> Result<std::net::IpAddr, EmailError> {
@@ -87,6 +79,79 @@ async fn checked_address(settings: &EmailSettings, policy: &NetworkPolicy) -> Re
         policy.check(address.ip()).map_err(EmailError::Refused)?;
     }
     addresses.first().map(|a| a.ip()).ok_or_else(|| resolve("no address".into()))
+}
+
+/// The largest CA file read: a certificate bundle is far smaller.
+pub const MAX_CA_FILE_BYTES: u64 = 1024 * 1024;
+
+async fn tls(settings: &EmailSettings, policy: &NetworkPolicy) -> Result<Tls, EmailError> {
+    if settings.security == SmtpSecurity::None {
+        return Ok(Tls::None);
+    }
+    // The certificate is checked against the configured host name, not the address.
+    let mut parameters = TlsParameters::builder(settings.host.clone());
+    if let Some(name) = &settings.ca_file {
+        parameters = parameters.add_root_certificate(load_ca(name, policy.ca_dir()).await?);
+    }
+    let parameters = parameters.build_rustls().map_err(|e| EmailError::Permanent(format!("TLS set-up: {e}")))?;
+    Ok(if settings.security == SmtpSecurity::Tls { Tls::Wrapper(parameters) } else { Tls::Required(parameters) })
+}
+
+/// The relay's CA certificate: `name` in the CA directory (an absolute path only comes from the
+/// config file). Read off the async workers, up to [`MAX_CA_FILE_BYTES`], regular files only.
+/// Whatever is wrong, the error says the same, so it reveals nothing about the server's files;
+/// the log has the cause.
+pub async fn load_ca(name: &str, ca_dir: Option<PathBuf>) -> Result<Certificate, EmailError> {
+    let path = match ca_dir {
+        _ if Path::new(name).is_absolute() => Some(PathBuf::from(name)),
+        Some(dir) if is_file_name(name) => Some(dir.join(name)),
+        _ => None,
+    };
+    let read = match path {
+        Some(path) => tokio::task::spawn_blocking(move || read_bounded(&path))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))),
+        None => Err(std::io::Error::other("not a file name in SKYWARDEN_NOTIFY_CA_DIR (is it set?)")),
+    };
+    let certificate = read.and_then(|pem| {
+        check_has_certificate(&pem)?;
+        Certificate::from_pem(&pem).map_err(std::io::Error::other)
+    });
+    certificate.map_err(|error| {
+        tracing::warn!(ca_file = name, %error, "the relay's CA file cannot be used");
+        EmailError::CaFile {
+            path: name.to_owned(),
+            message: format!(
+                "cannot be used: it must be a PEM file of at most {} KiB in SKYWARDEN_NOTIFY_CA_DIR (the log says why)",
+                MAX_CA_FILE_BYTES / 1024
+            ),
+        }
+    })
+}
+
+/// `lettre` takes a file without any certificate (and then trusts nothing it was meant to).
+fn check_has_certificate(pem: &[u8]) -> std::io::Result<()> {
+    use rustls::pki_types::pem::PemObject;
+    let certificates = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| std::io::Error::other(format!("not PEM: {e}")))?;
+    if certificates.is_empty() {
+        return Err(std::io::Error::other("no certificate in it"));
+    }
+    Ok(())
+}
+
+/// A regular file's bytes, refused beyond the limit (a device or a pipe is never opened).
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(MAX_CA_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CA_FILE_BYTES {
+        return Err(std::io::Error::other(format!("larger than {MAX_CA_FILE_BYTES} bytes")));
+    }
+    Ok(bytes)
 }
 
 /// Sends within `timeout` overall (resolving, connecting, every SMTP command).
@@ -118,22 +183,7 @@ async fn send_now(
             "unencrypted SMTP to {address} refused: only relays on networks allowed in SKYWARDEN_NOTIFY_ALLOW_NETWORKS"
         )));
     }
-    let tls = match settings.security {
-        SmtpSecurity::None => Tls::None,
-        security => {
-            // The certificate is checked against the configured host name, not the address.
-            let mut parameters = TlsParameters::builder(settings.host.clone());
-            if let Some(path) = &settings.ca_file {
-                let ca_error = |message: String| EmailError::CaFile { path: path.clone(), message };
-                let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
-                parameters =
-                    parameters.add_root_certificate(Certificate::from_pem(&pem).map_err(|e| ca_error(e.to_string()))?);
-            }
-            let parameters =
-                parameters.build_rustls().map_err(|e| EmailError::Permanent(format!("TLS set-up: {e}")))?;
-            if security == SmtpSecurity::Tls { Tls::Wrapper(parameters) } else { Tls::Required(parameters) }
-        }
-    };
+    let tls = tls(&settings, policy).await?;
     let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(address.to_string())
         .port(settings.port)
         .tls(tls)
@@ -158,6 +208,35 @@ mod tests {
 
     fn settings() -> EmailSettings {
         serde_json::from_value(serde_json::json!({"host": "smtp.example.com", "from": "Skywarden <skywarden@example.com>", "to": ["soc@example.com", "oncall@example.com"]})).unwrap()
+    }
+
+    #[tokio::test]
+    async fn ca_files_are_read_bounded_and_their_errors_reveal_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/smtp/ca.pem")).unwrap();
+        std::fs::write(dir.path().join("relay.pem"), &pem).unwrap();
+        std::fs::write(dir.path().join("big.pem"), vec![b'-'; MAX_CA_FILE_BYTES as usize + 1]).unwrap();
+        std::fs::write(dir.path().join("text.pem"), "not a certificate").unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.pem")).unwrap();
+        std::fs::create_dir(dir.path().join("folder.pem")).unwrap();
+        let ca_dir = Some(dir.path().to_path_buf());
+        assert!(load_ca("relay.pem", ca_dir.clone()).await.is_ok());
+        let message = |error: EmailError| match error {
+            EmailError::CaFile { message, .. } => message,
+            other => panic!("{other}"),
+        };
+        let mut messages = Vec::new();
+        for name in ["missing.pem", "big.pem", "text.pem", "zero.pem", "folder.pem", "../relay.pem", "a/b.pem"] {
+            messages.push(message(load_ca(name, ca_dir.clone()).await.expect_err(name)));
+        }
+        // Without a CA directory a name means nothing; an absolute path (the config file's
+        // form) is read with the same bounds.
+        messages.push(message(load_ca("relay.pem", None).await.unwrap_err()));
+        messages.push(message(load_ca("/dev/zero", None).await.unwrap_err()));
+        messages.push(message(load_ca("/no/such/file.pem", None).await.unwrap_err()));
+        assert!(messages.iter().all(|m| *m == messages[0]), "{messages:#?}");
+        let absolute = dir.path().join("relay.pem");
+        assert!(load_ca(absolute.to_str().unwrap(), None).await.is_ok());
     }
 
     #[test]

@@ -6,10 +6,11 @@
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::{Envelope, Notification, truncate};
+use super::{Envelope, Notification};
 use crate::notify::channels::{Channel, ChannelError, JiraSettings};
 use crate::notify::http_client::{OutgoingRequest, Reply};
-use crate::notify::message::status_line;
+use crate::notify::limits::{self, JIRA_SUMMARY, JIRA_TEXT};
+use crate::notify::message::{AlertMessage, status_line};
 
 /// Plain text as an ADF document: one paragraph per line.
 fn adf(text: &str) -> Value {
@@ -26,8 +27,44 @@ fn adf(text: &str) -> Value {
     json!({"type": "doc", "version": 1, "content": content})
 }
 
-fn rich_text(settings: &JiraSettings, text: &str) -> Value {
-    if settings.api_version == 3 { adf(text) } else { Value::String(text.to_string()) }
+/// Wiki markup (REST API 2) starts with these characters; Jira renders one after a backslash as
+/// text.
+fn wiki_char(c: char, out: &mut String) {
+    match c {
+        // An alert's own backslash would pair with ours (`\\` is a line break and voids the escape
+        // after it): a zero-width space after it keeps it a plain backslash.
+        '\\' => out.push_str("\\\u{200b}"),
+        '-' | '#' | '*' | '_' | '+' | '?' | '^' | '~' | '|' | '%' | '{' | '}' | '[' | ']' | '(' | ')' | '!' | '@' => {
+            out.push('\\');
+            out.push(c);
+        }
+        c => out.push(c),
+    }
+}
+
+fn wiki(text: &str, max: usize) -> String {
+    limits::escape_within(text, max, wiki_char)
+}
+
+/// The issue's description: ADF for REST API 3 (text stays text), escaped wiki markup for 2, with
+/// the alert data cut so the whole stays within Jira's limit and the next step and link stay.
+fn description(settings: &JiraSettings, alert: &AlertMessage) -> Value {
+    if settings.api_version == 3 {
+        return adf(&alert.text_within(JIRA_TEXT));
+    }
+    let tail = format!("\nNext step: {}\n\nOpen the alert: {}\n", wiki(&alert.next_step, JIRA_TEXT), alert.url);
+    let room = JIRA_TEXT.saturating_sub(tail.chars().count());
+    Value::String(wiki(&alert.text_head(), room) + &tail)
+}
+
+/// A comment: "Skywarden: the alert was …" and the link.
+fn comment(settings: &JiraSettings, sentence: &str, url: &str) -> Value {
+    let room = JIRA_TEXT.saturating_sub(url.chars().count() + 1);
+    if settings.api_version == 3 {
+        adf(&format!("{}\n{url}", limits::truncate(sentence, room)))
+    } else {
+        Value::String(format!("{}\n{url}", wiki(sentence, room)))
+    }
 }
 
 fn authorised(
@@ -81,9 +118,9 @@ pub fn request(
                 "fields": {
                     "project": {"key": settings.project_key},
                     "issuetype": {"name": settings.issue_type},
-                    // Jira caps summaries at 255 characters.
-                    "summary": truncate(&alert.summary(), 255),
-                    "description": rich_text(&settings, &alert.text()),
+                    // Jira refuses a summary with a line break or over 255 characters.
+                    "summary": limits::truncate(&limits::single_line(&alert.summary()), JIRA_SUMMARY),
+                    "description": description(&settings, alert),
                     "labels": labels
                 }
             });
@@ -92,8 +129,8 @@ pub fn request(
         Notification::StatusChanged { alert, status, actor, reason, remote_ref } => {
             // No issue was created (the opening delivery gave up): nothing to comment on.
             let Some(key) = remote_ref else { return Ok(None) };
-            let text = format!("Skywarden: the alert was {}.\n{}", status_line(*status, actor, reason), alert.url);
-            let body = json!({"body": rich_text(&settings, &text)});
+            let sentence = format!("Skywarden: the alert was {}.", status_line(*status, actor, reason));
+            let body = json!({"body": comment(&settings, &sentence, &alert.url)});
             authorised(&settings, channel, format!("{base}/rest/api/{api}/issue/{key}/comment"), &body).map(Some)
         }
         Notification::Digest { .. } => Ok(None),
@@ -182,5 +219,66 @@ mod tests {
                 .to_vec(),
         };
         assert_eq!(issue_key(&reply).as_deref(), Some("SEC-24"));
+    }
+
+    /// Wiki text where every markup character is escaped (and every backslash defused).
+    pub(crate) fn assert_inert_wiki(text: &str) {
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                let next = chars.next().unwrap_or(' ');
+                assert!(next == '\u{200b}' || "-#*_+?^~|%{}[]()!@".contains(next), "a stray backslash in {text}");
+            } else {
+                assert!(!"-#*_+?^~|%{}[]()!@".contains(c), "unescaped {c:?} in {text}");
+            }
+        }
+    }
+
+    /// The ADF shape Jira accepts: a doc of version 1 whose paragraphs hold non-empty text nodes.
+    pub(crate) fn assert_adf(doc: &Value) -> usize {
+        assert_eq!((doc["type"].as_str(), doc["version"].as_i64()), (Some("doc"), Some(1)), "{doc}");
+        let mut length = 0;
+        for paragraph in doc["content"].as_array().unwrap() {
+            assert_eq!(paragraph["type"], "paragraph");
+            for node in paragraph["content"].as_array().unwrap() {
+                assert_eq!(node["type"], "text");
+                let text = node["text"].as_str().unwrap();
+                assert!(!text.is_empty() && !text.contains(['\n', '\r']));
+                length += text.chars().count();
+            }
+        }
+        length
+    }
+
+    #[test]
+    fn hostile_alerts_give_one_line_summaries_and_inert_descriptions() {
+        let alert = hostile();
+        for version in [2, 3] {
+            let body = body(&request(&jira(version), &Notification::Opened(&alert), &envelope()).unwrap().unwrap());
+            let summary = body["fields"]["summary"].as_str().unwrap();
+            assert!(summary.chars().count() <= JIRA_SUMMARY && !summary.contains(['\r', '\n']), "{summary}");
+            assert!(summary.ends_with(limits::MARKER));
+            let description = &body["fields"]["description"];
+            if version == 3 {
+                assert!(assert_adf(description) <= JIRA_TEXT);
+                continue;
+            }
+            let description = description.as_str().unwrap();
+            assert!(description.chars().count() <= JIRA_TEXT);
+            // Alert data cannot forge a line: the principal's CR/LF became spaces.
+            assert!(description.contains("Who: alice  Severity: low  <\\!channel> & \\[\\~admin\\] \\{color:red\\}"));
+            let (data, tail) = description.split_once("\nNext step: ").unwrap();
+            assert_inert_wiki(data);
+            assert!(tail.ends_with(&format!("Open the alert: {}\n", alert.url)), "the link stays whole");
+        }
+    }
+
+    #[test]
+    fn descriptions_keep_the_next_step_and_link_when_cut() {
+        let alert = hostile();
+        let text = alert.text_within(2000);
+        assert!(text.chars().count() <= 2000);
+        assert!(text.contains(limits::MARKER) && text.ends_with(&format!("Open the alert: {}\n", alert.url)));
+        assert!(text.contains(&format!("Next step: {}", alert.next_step)));
     }
 }

@@ -104,21 +104,13 @@ pub fn remote_ref(kind: ChannelKind, reply: &Reply) -> Option<String> {
 /// Teams refuse large messages.
 pub const DIGEST_SHOWN: usize = 25;
 
-/// Cuts `text` to at most `max` characters, marking the cut.
-pub fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
-}
-
-/// Plain-text lines of a digest.
+/// Plain-text lines of a digest, one per alert (each field on one line and cut; the link whole).
 pub fn digest_lines(alerts: &[AlertMessage]) -> Vec<String> {
     alerts
         .iter()
-        .map(|a| format!("[{}] {}: {} ({})", a.severity.as_str().to_uppercase(), a.title, a.who_and_where(), a.url))
+        .map(|a| {
+            format!("[{}] {}: {} ({})", a.severity.as_str().to_uppercase(), a.title_line(), a.who_and_where(), a.url)
+        })
         .collect()
 }
 
@@ -154,6 +146,17 @@ pub(crate) mod test_support {
         alert.url = "https://skywarden.example.com/#/alert/5f1e2d3c-4b5a-4978-8867-5a4b3c2d1e0f".into();
         alert.first_seen = "2026-11-12T03:04:05Z".parse().unwrap();
         alert.last_seen = alert.first_seen;
+        alert
+    }
+
+    /// The hijack alert with hostile fields: 10 KB values, CR/LF, markup of every receiver.
+    pub fn hostile() -> AlertMessage {
+        let big = |unit: &str| unit.repeat(10 * 1024 / unit.len() + 1);
+        let mut alert = hijack();
+        alert.title = big("Console <b>&amp;</b> *login* [x](https://evil.example) \r\n");
+        alert.principal = Some(format!("alice\r\nSeverity: low\r\n{}", big("<!channel> & [~admin] {color:red} \\*_|")));
+        alert.country = Some(big("R\nU"));
+        alert.resources = (0..300).map(|i| format!("arn:aws:s3:::bucket-{i}|<x>")).collect();
         alert
     }
 

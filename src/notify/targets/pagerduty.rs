@@ -4,10 +4,11 @@
 
 use serde_json::{Value, json};
 
-use super::{Envelope, Notification, truncate};
+use super::{Envelope, Notification};
 use crate::model::{AlertStatus, Severity};
 use crate::notify::channels::{Channel, ChannelError, PagerDutySettings};
 use crate::notify::http_client::OutgoingRequest;
+use crate::notify::limits::{self, PAGERDUTY_SUMMARY};
 
 /// PagerDuty's severities are critical, error, warning and info.
 fn severity(severity: Severity) -> &'static str {
@@ -30,7 +31,7 @@ pub fn event(routing_key: &str, notification: &Notification<'_>, envelope: &Enve
                 "event_action": "trigger",
                 "dedup_key": envelope.dedup_key,
                 "payload": {
-                    "summary": truncate(&alert.summary(), 1024),
+                    "summary": limits::truncate(&limits::single_line(&alert.summary()), PAGERDUTY_SUMMARY),
                     "source": format!("aws:{}", alert.account_id),
                     "severity": severity(alert.severity),
                     "timestamp": alert.first_seen.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -116,5 +117,14 @@ mod tests {
             resolve,
             json!({"routing_key": "R0UT1NGKEY", "event_action": "resolve", "dedup_key": alert.dedup_key})
         );
+    }
+
+    #[test]
+    fn hostile_summaries_stay_one_line_within_the_limit() {
+        let mut alert = hostile();
+        alert.title = "x".repeat(5000);
+        let body = event("R0UT1NGKEY", &Notification::Opened(&alert), &envelope()).unwrap();
+        let summary = body["payload"]["summary"].as_str().unwrap();
+        assert!(summary.chars().count() <= PAGERDUTY_SUMMARY && !summary.contains(['\r', '\n']), "{summary}");
     }
 }

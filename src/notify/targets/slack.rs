@@ -3,75 +3,104 @@
 
 use serde_json::{Value, json};
 
-use super::{Notification, digest_lines, digest_title, truncate};
+use super::{DIGEST_SHOWN, Notification, digest_title};
 use crate::notify::channels::{Channel, ChannelError};
 use crate::notify::http_client::OutgoingRequest;
+use crate::notify::limits::{self, SLACK_FIELD_TEXT, SLACK_FIELDS, SLACK_HEADER_TEXT, SLACK_SECTION_TEXT, SLACK_TEXT};
 use crate::notify::message::{AlertMessage, status_line};
 
+/// A fact's value in a field: short enough that ten fit a message comfortably.
+const FIELD_VALUE: usize = 500;
+/// A digest line's title and who-and-where.
+const DIGEST_PART: usize = 200;
+
 /// Slack's mrkdwn treats `&`, `<` and `>` as control characters.
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+fn escape_char(c: char, out: &mut String) {
+    match c {
+        '&' => out.push_str("&amp;"),
+        '<' => out.push_str("&lt;"),
+        '>' => out.push_str("&gt;"),
+        c => out.push(c),
+    }
+}
+
+/// `text` escaped for mrkdwn, then cut to `max` characters (never inside an escape).
+fn escape(text: &str, max: usize) -> String {
+    limits::escape_within(text, max, escape_char)
+}
+
+fn section(text: String) -> Value {
+    json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+}
+
+fn header(text: &str) -> Value {
+    json!({"type": "header", "text": {"type": "plain_text", "text": limits::truncate(text, SLACK_HEADER_TEXT)}})
+}
+
+fn context(alert: &AlertMessage) -> Value {
+    json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("Skywarden · {}", alert.dedup_key)}]})
 }
 
 fn alert_blocks(alert: &AlertMessage) -> Vec<Value> {
-    // Slack allows ten fields per section.
     let fields: Vec<Value> = alert
         .facts()
         .into_iter()
-        .take(10)
-        .map(|(name, value)| json!({"type": "mrkdwn", "text": format!("*{name}*\n{}", escape(&truncate(&value, 500)))}))
+        .take(SLACK_FIELDS)
+        .map(|(name, value)| {
+            let name = format!("*{}*\n", escape(name, SLACK_HEADER_TEXT));
+            let room = (SLACK_FIELD_TEXT - name.chars().count()).min(FIELD_VALUE);
+            json!({"type": "mrkdwn", "text": format!("{name}{}", escape(&value, room))})
+        })
         .collect();
     vec![
-        json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&alert.title, 150)}}),
-        json!({"type": "section", "text": {"type": "mrkdwn", "text": escape(&alert.who_and_where())}}),
+        header(&alert.title_line()),
+        section(escape(&alert.who_and_where(), SLACK_SECTION_TEXT)),
         json!({"type": "section", "fields": fields}),
-        json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Next step:* {}", escape(&alert.next_step))}}),
+        section(format!("*Next step:* {}", escape(&alert.next_step, SLACK_SECTION_TEXT - 13))),
         json!({"type": "actions", "elements": [
             {"type": "button", "text": {"type": "plain_text", "text": "Open alert"}, "url": alert.url, "style": "danger"}
         ]}),
-        json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("Skywarden · {}", alert.dedup_key)}]}),
+        context(alert),
     ]
+}
+
+fn status_payload(alert: &AlertMessage, line: &str) -> Value {
+    let link = format!("\n<{}|Open alert>", alert.url);
+    let title = escape(&alert.title_line(), DIGEST_PART);
+    let room = SLACK_SECTION_TEXT.saturating_sub(title.chars().count() + link.chars().count() + "** was ".len());
+    json!({
+        "text": escape(&format!("{}: {line}", alert.title_line()), SLACK_TEXT),
+        "blocks": [section(format!("*{title}* was {}{link}", escape(line, room))), context(alert)]
+    })
+}
+
+/// The digest as whole lines (a link is never cut) within the section limit, then "…and N more";
+/// the fallback text lists the same way within Slack's limit for `text`.
+fn digest_payload(alerts: &[AlertMessage], period_minutes: i32) -> Value {
+    let (mut lines, mut fallback) = (Vec::new(), Vec::new());
+    for alert in alerts {
+        let severity = alert.severity.as_str().to_uppercase();
+        let (title, who) = (escape(&alert.title_line(), DIGEST_PART), escape(&alert.who_and_where(), DIGEST_PART));
+        lines.push(format!("• *{severity}* <{}|{title}>: {who}", alert.url));
+        fallback.push(format!("[{severity}] {title}: {who} ({})", alert.url));
+    }
+    let title = digest_title(alerts, period_minutes);
+    let room = SLACK_TEXT - title.chars().count() - 1;
+    json!({
+        "text": format!("{title}\n{}", limits::join_within(&fallback, DIGEST_SHOWN, "\n", room)),
+        "blocks": [header(&title), section(limits::join_within(&lines, DIGEST_SHOWN, "\n", SLACK_SECTION_TEXT))]
+    })
 }
 
 pub fn payload(notification: &Notification<'_>) -> Value {
     match notification {
-        Notification::Opened(alert) => json!({"text": escape(&alert.summary()), "blocks": alert_blocks(alert)}),
+        Notification::Opened(alert) => {
+            json!({"text": escape(&alert.summary(), SLACK_TEXT), "blocks": alert_blocks(alert)})
+        }
         Notification::StatusChanged { alert, status, actor, reason, .. } => {
-            let line = status_line(*status, actor, reason);
-            json!({
-                "text": escape(&format!("{}: {line}", alert.title)),
-                "blocks": [
-                    {"type": "section", "text": {"type": "mrkdwn", "text":
-                        format!("*{}* was {}\n<{}|Open alert>", escape(&alert.title), escape(&line), alert.url)}},
-                    {"type": "context", "elements": [{"type": "mrkdwn", "text": format!("Skywarden · {}", alert.dedup_key)}]}
-                ]
-            })
+            status_payload(alert, &status_line(*status, actor, reason))
         }
-        Notification::Digest { alerts, period_minutes } => {
-            let shown = &alerts[..alerts.len().min(super::DIGEST_SHOWN)];
-            let mut lines: Vec<String> = shown
-                .iter()
-                .map(|a| {
-                    format!(
-                        "• *{}* <{}|{}>: {}",
-                        a.severity.as_str().to_uppercase(),
-                        a.url,
-                        escape(&a.title),
-                        escape(&a.who_and_where())
-                    )
-                })
-                .collect();
-            if alerts.len() > shown.len() {
-                lines.push(format!("…and {} more", alerts.len() - shown.len()));
-            }
-            json!({
-                "text": escape(&format!("{}\n{}", digest_title(alerts, *period_minutes), digest_lines(shown).join("\n"))),
-                "blocks": [
-                    {"type": "header", "text": {"type": "plain_text", "text": truncate(&digest_title(alerts, *period_minutes), 150)}},
-                    {"type": "section", "text": {"type": "mrkdwn", "text": truncate(&lines.join("\n"), 2900)}}
-                ]
-            })
-        }
+        Notification::Digest { alerts, period_minutes } => digest_payload(alerts, *period_minutes),
     }
 }
 
@@ -108,5 +137,60 @@ mod tests {
         alert.principal = Some("<!channel> & co".into());
         let body = payload(&Notification::Opened(&alert));
         assert!(body["blocks"][1]["text"]["text"].as_str().unwrap().starts_with("&lt;!channel&gt; &amp; co"));
+    }
+
+    fn texts(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(text)) = map.get("text") {
+                    out.push(text.clone());
+                }
+                map.values().for_each(|v| texts(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| texts(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn hostile_fields_are_escaped_then_cut_within_block_kit_limits() {
+        let alert = hostile();
+        let body = payload(&Notification::Opened(&alert));
+        let blocks = body["blocks"].as_array().unwrap();
+        let count = |v: &Value| v.as_str().unwrap().chars().count();
+        assert!(count(&blocks[0]["text"]["text"]) <= SLACK_HEADER_TEXT);
+        assert!(count(&blocks[1]["text"]["text"]) <= SLACK_SECTION_TEXT);
+        let fields = blocks[2]["fields"].as_array().unwrap();
+        assert!(fields.len() <= SLACK_FIELDS && fields.iter().all(|f| count(&f["text"]) <= SLACK_FIELD_TEXT));
+        assert!(count(&body["text"]) <= SLACK_TEXT);
+        let who = blocks[1]["text"]["text"].as_str().unwrap();
+        assert!(who.starts_with("alice  Severity: low  &lt;!channel&gt; &amp; "), "{who}");
+        let mut all = Vec::new();
+        texts(&body, &mut all);
+        assert!(all.iter().any(|t| t.ends_with(limits::MARKER)), "a visible cut");
+        // No raw control characters, no unescaped mention anywhere.
+        assert!(all.iter().all(|t| !t.contains('\r') && !t.contains("<!channel>")));
+    }
+
+    #[test]
+    fn hostile_digests_list_whole_lines_and_count_the_rest() {
+        let alerts: Vec<_> = (0..500).map(|_| hostile()).collect();
+        let body = payload(&Notification::Digest { alerts: &alerts, period_minutes: 60 });
+        let section = body["blocks"][1]["text"]["text"].as_str().unwrap();
+        assert!(section.chars().count() <= SLACK_SECTION_TEXT);
+        let lines: Vec<&str> = section.lines().collect();
+        assert!(lines.len() >= 2, "{section}");
+        assert_eq!(*lines.last().unwrap(), format!("…and {} more", 500 - (lines.len() - 1)));
+        // Every link is whole: `<url|title>` with its closing bracket.
+        for line in &lines[..lines.len() - 1] {
+            assert!(line.starts_with("• *HIGH* <https://") && line.matches('<').count() == 1, "{line}");
+            assert!(line.contains(&format!("{}|", alerts[0].url)) && line.contains('>'), "{line}");
+        }
+        let text = body["text"].as_str().unwrap();
+        assert!(text.chars().count() <= SLACK_TEXT);
+        assert!(text.lines().last().unwrap().starts_with("…and "), "the fallback counts the rest too");
+        assert!(
+            text.lines().skip(1).filter(|l| !l.starts_with('…')).all(|l| l.ends_with(&format!("({})", alerts[0].url)))
+        );
     }
 }

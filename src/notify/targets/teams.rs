@@ -4,10 +4,15 @@
 
 use serde_json::{Value, json};
 
-use super::{Notification, digest_title, truncate};
+use super::{DIGEST_SHOWN, Notification, digest_title};
 use crate::notify::channels::{Channel, ChannelError};
 use crate::notify::http_client::OutgoingRequest;
-use crate::notify::message::status_line;
+use crate::notify::limits::{self, TEAMS_PAYLOAD_BYTES};
+use crate::notify::message::{AlertMessage, status_line};
+
+/// How long a title, who-and-where or fact value may be, from the most to the least: the card
+/// takes the first that fits [`TEAMS_PAYLOAD_BYTES`] (multi-byte text and escapes weigh more).
+const VALUE_LIMITS: [usize; 4] = [500, 200, 80, 30];
 
 fn card(body: Vec<Value>, url: Option<&str>) -> Value {
     let actions: Vec<Value> =
@@ -29,15 +34,16 @@ fn card(body: Vec<Value>, url: Option<&str>) -> Value {
 }
 
 /// Adaptive Card text blocks render Markdown: a user name like `[x](https://evil)` must stay text.
-fn plain(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '\\' | '*' | '_' | '[' | ']' | '(' | ')' | '#' | '`' | '~' | '>' | '<' | '!' | '|') {
-            out.push('\\');
-        }
-        out.push(c);
+fn escape_char(c: char, out: &mut String) {
+    if matches!(c, '\\' | '*' | '_' | '[' | ']' | '(' | ')' | '#' | '`' | '~' | '>' | '<' | '!' | '|') {
+        out.push('\\');
     }
-    out
+    out.push(c);
+}
+
+/// `text` as Markdown-inert text, cut after escaping to `max` characters.
+fn plain(text: &str, max: usize) -> String {
+    limits::escape_within(text, max, escape_char)
 }
 
 fn text_block(text: &str, emphasis: bool) -> Value {
@@ -48,44 +54,78 @@ fn text_block(text: &str, emphasis: bool) -> Value {
     }
 }
 
+fn size(value: &Value) -> usize {
+    serde_json::to_vec(value).map(|bytes| bytes.len()).unwrap_or(usize::MAX)
+}
+
+/// The first card `build` makes within the size limit, trying ever shorter values.
+fn fitted(build: impl Fn(usize) -> Value) -> Value {
+    let mut card = Value::Null;
+    for max in VALUE_LIMITS {
+        card = build(max);
+        if size(&card) <= TEAMS_PAYLOAD_BYTES {
+            break;
+        }
+    }
+    card
+}
+
+fn opened(alert: &AlertMessage, max: usize) -> Value {
+    let facts: Vec<Value> =
+        alert.facts().into_iter().map(|(title, value)| json!({"title": title, "value": plain(&value, max)})).collect();
+    card(
+        vec![
+            text_block(&plain(&alert.title_line(), max), true),
+            text_block(&plain(&alert.who_and_where(), max), false),
+            json!({"type": "FactSet", "facts": facts}),
+            text_block(&format!("Next step: {}", plain(&alert.next_step, usize::MAX)), false),
+        ],
+        Some(&alert.url),
+    )
+}
+
+/// Whole alerts while the card stays within the size limit (at most [`DIGEST_SHOWN`]), then
+/// "…and N more".
+fn digest(alerts: &[AlertMessage], period_minutes: i32, max: usize) -> Value {
+    let title = text_block(&digest_title(alerts, period_minutes), true);
+    // Room for the card around the lines and for the count of the rest at its longest.
+    let mut used = size(&card(vec![title.clone(), text_block(&limits::and_more(alerts.len()), false)], None));
+    let mut body = vec![title];
+    for alert in alerts.iter().take(DIGEST_SHOWN) {
+        let severity = alert.severity.as_str().to_uppercase();
+        let line = format!(
+            "**{severity}** [{}]({}): {}",
+            plain(&alert.title_line(), max),
+            alert.url,
+            plain(&alert.who_and_where(), max)
+        );
+        let block = text_block(&line, false);
+        let added = size(&block) + 1;
+        if used + added > TEAMS_PAYLOAD_BYTES {
+            break;
+        }
+        used += added;
+        body.push(block);
+    }
+    let shown = body.len() - 1;
+    if alerts.len() > shown {
+        body.push(text_block(&limits::and_more(alerts.len() - shown), false));
+    }
+    card(body, None)
+}
+
 pub fn payload(notification: &Notification<'_>) -> Value {
     match notification {
-        Notification::Opened(alert) => {
-            let facts: Vec<Value> = alert
-                .facts()
-                .into_iter()
-                .map(|(title, value)| json!({"title": title, "value": plain(&truncate(&value, 500))}))
-                .collect();
+        Notification::Opened(alert) => fitted(|max| opened(alert, max)),
+        Notification::StatusChanged { alert, status, actor, reason, .. } => fitted(|max| {
+            let line = format!("The alert was {}", status_line(*status, actor, reason));
             card(
-                vec![
-                    text_block(&plain(&alert.title), true),
-                    text_block(&plain(&alert.who_and_where()), false),
-                    json!({"type": "FactSet", "facts": facts}),
-                    text_block(&format!("Next step: {}", plain(&alert.next_step)), false),
-                ],
+                vec![text_block(&plain(&alert.title_line(), max), true), text_block(&plain(&line, max * 4), false)],
                 Some(&alert.url),
             )
-        }
-        Notification::StatusChanged { alert, status, actor, reason, .. } => card(
-            vec![
-                text_block(&plain(&alert.title), true),
-                text_block(&plain(&format!("The alert was {}", status_line(*status, actor, reason))), false),
-            ],
-            Some(&alert.url),
-        ),
-        Notification::Digest { alerts, period_minutes } => {
-            let mut body = vec![text_block(&digest_title(alerts, *period_minutes), true)];
-            let shown = &alerts[..alerts.len().min(super::DIGEST_SHOWN)];
-            body.extend(shown.iter().map(|a| {
-                let severity = a.severity.as_str().to_uppercase();
-                let line = format!("**{severity}** [{}]({}): {}", plain(&a.title), a.url, plain(&a.who_and_where()));
-                text_block(&line, false)
-            }));
-            if alerts.len() > shown.len() {
-                body.push(text_block(&format!("…and {} more", alerts.len() - shown.len()), false));
-            }
-            card(body, None)
-        }
+        }),
+        // Digest lines are cut shorter: more alerts fit.
+        Notification::Digest { alerts, period_minutes } => digest(alerts, *period_minutes, VALUE_LIMITS[1]),
     }
 }
 
@@ -124,5 +164,27 @@ mod tests {
         let body = payload(&Notification::Opened(&alert));
         let who = body["attachments"][0]["content"]["body"][1]["text"].as_str().unwrap();
         assert!(who.starts_with("\\[click\\]\\(https://evil.example\\)"), "{who}");
+    }
+
+    #[test]
+    fn hostile_cards_and_digests_fit_the_webhook_limit() {
+        let alert = hostile();
+        let body = payload(&Notification::Opened(&alert));
+        assert!(size(&body) <= TEAMS_PAYLOAD_BYTES);
+        let title = body["attachments"][0]["content"]["body"][0]["text"].as_str().unwrap();
+        assert!(title.chars().count() <= 500 && title.ends_with("…\\(truncated\\)"), "{title}");
+        // Multi-byte values take the shorter limits.
+        let mut wide = hostile();
+        wide.principal = Some("ε".repeat(10_000));
+        wide.resources = (0..300).map(|i| format!("{i}{}", "漢".repeat(300))).collect();
+        assert!(size(&payload(&Notification::Opened(&wide))) <= TEAMS_PAYLOAD_BYTES);
+
+        let alerts: Vec<_> = (0..500).map(|_| hostile()).collect();
+        let digest = payload(&Notification::Digest { alerts: &alerts, period_minutes: 60 });
+        assert!(size(&digest) <= TEAMS_PAYLOAD_BYTES, "{}", size(&digest));
+        let blocks = digest["attachments"][0]["content"]["body"].as_array().unwrap();
+        let shown = blocks.len() - 2;
+        assert!(shown >= 1);
+        assert_eq!(blocks.last().unwrap()["text"], format!("…and {} more", 500 - shown));
     }
 }

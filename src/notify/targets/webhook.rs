@@ -10,6 +10,7 @@ use super::{Envelope, Notification};
 use crate::model::{AlertStatus, Severity};
 use crate::notify::channels::{Channel, ChannelError, WebhookFormat, WebhookSettings};
 use crate::notify::http_client::OutgoingRequest;
+use crate::notify::limits::{self, OCSF_STRING};
 use crate::notify::message::AlertMessage;
 
 pub const SCHEMA: &str = "skywarden.notification/v1";
@@ -62,7 +63,25 @@ fn ocsf_severity(severity: Severity) -> (i64, &'static str) {
     }
 }
 
-/// OCSF 1.1.0 Detection Finding (class 2004) for one alert.
+/// Who did it and from where, as OCSF evidence: a Detection Finding has no `actor` without the
+/// host profile and no `src_endpoint` at all, while `evidences[]` takes both.
+fn ocsf_evidence(alert: &AlertMessage) -> Option<Value> {
+    let mut evidence = serde_json::Map::new();
+    if let Some(principal) = &alert.principal {
+        evidence.insert("actor".into(), json!({"user": {"name": limits::truncate(principal, OCSF_STRING)}}));
+    }
+    if let Some(ip) = &alert.source_ip {
+        let mut endpoint = json!({"ip": ip});
+        if let Some(country) = &alert.country {
+            endpoint["location"] = json!({"country": limits::truncate(country, OCSF_STRING)});
+        }
+        evidence.insert("src_endpoint".into(), endpoint);
+    }
+    (!evidence.is_empty()).then_some(Value::Object(evidence))
+}
+
+/// OCSF 1.1.0 Detection Finding (class 2004) for one alert, with the cloud profile (the AWS
+/// account it happened in) declared in `metadata.profiles`.
 pub fn ocsf_finding(alert: &AlertMessage, activity: (i64, &str), status: AlertStatus, now: DateTime<Utc>) -> Value {
     let (severity_id, severity) = ocsf_severity(alert.severity);
     let (status_id, status_name) = match status {
@@ -92,16 +111,17 @@ pub fn ocsf_finding(alert: &AlertMessage, activity: (i64, &str), status: AlertSt
         "severity": severity,
         "status_id": status_id,
         "status": status_name,
-        "message": alert.summary(),
+        "message": limits::truncate(&alert.summary(), OCSF_STRING),
         "metadata": {
             "version": "1.1.0",
+            "profiles": ["cloud"],
             "product": {"name": "Skywarden", "vendor_name": "Skywarden", "version": env!("CARGO_PKG_VERSION")},
             "uid": alert.dedup_key
         },
         "finding_info": {
             "uid": alert.id,
-            "title": alert.title,
-            "desc": alert.text(),
+            "title": limits::truncate(&alert.title, OCSF_STRING),
+            "desc": limits::truncate(&alert.text(), OCSF_STRING),
             "src_url": alert.url,
             "types": [alert.policy_id],
             "created_time": alert.first_seen.timestamp_millis(),
@@ -114,14 +134,8 @@ pub fn ocsf_finding(alert: &AlertMessage, activity: (i64, &str), status: AlertSt
         "resources": alert.resources.iter().map(|r| json!({"uid": r})).collect::<Vec<_>>(),
         "remediation": {"desc": alert.next_step}
     });
-    if let Some(principal) = &alert.principal {
-        finding["actor"] = json!({"user": {"name": principal}});
-    }
-    if let Some(ip) = &alert.source_ip {
-        finding["src_endpoint"] = json!({"ip": ip});
-        if let Some(country) = &alert.country {
-            finding["src_endpoint"]["location"] = json!({"country": country});
-        }
+    if let Some(evidence) = ocsf_evidence(alert) {
+        finding["evidences"] = json!([evidence]);
     }
     finding
 }
@@ -238,7 +252,17 @@ mod tests {
         assert_eq!(body["severity_id"], 4);
         assert_eq!(body["finding_info"]["uid"], alert.id);
         assert_eq!(body["finding_info"]["attacks"][0]["technique"]["uid"], "T1078.004");
-        assert_eq!(body["src_endpoint"], json!({"ip": "203.0.113.10", "location": {"country": "RU"}}));
+        assert_eq!(body["metadata"]["profiles"], json!(["cloud"]));
+        assert_eq!(body["cloud"]["account"]["uid"], "123456789012");
+        assert_eq!(
+            body["evidences"],
+            json!([{"actor": {"user": {"name": "alice"}}, "src_endpoint": {"ip": "203.0.113.10", "location": {"country": "RU"}}}])
+        );
+        // A Detection Finding has neither at the top level (1.1.0, without the host profile).
+        assert!(body.get("src_endpoint").is_none() && body.get("actor").is_none());
+        let mut unknown = alert.clone();
+        (unknown.principal, unknown.source_ip) = (None, None);
+        assert!(ocsf_finding(&unknown, (1, "Create"), AlertStatus::Open, now).get("evidences").is_none());
         let closed = ocsf_body(
             &Notification::StatusChanged {
                 alert: &alert,
