@@ -33,10 +33,11 @@ AIOSMTPD_SPEC := aiosmtpd>=1.4,<2
 # templates in deploy/.
 PYARROW_SPEC := pyarrow>=17,<23
 CFN_LINT_SPEC := cfn-lint>=1.20,<2
+OCSF_SCHEMA_SPEC := 'ocsf-json-schema>=1.2,<2' 'jsonschema-rs>=0.20,<1'
 MOTO_BIN = $(shell command -v moto_server 2>/dev/null || echo $(TEST_VENV)/bin/moto_server)
 SCHEMATHESIS_BIN = $(shell command -v schemathesis 2>/dev/null || echo $(TEST_VENV)/bin/schemathesis)
 # The CloudFormation templates users deploy; cfn-lint checks each in make test.
-CFN_TEMPLATES := deploy/skywarden-readonly-role.yaml
+CFN_TEMPLATES := deploy/skywarden-readonly-role.yaml deploy/skywarden-readonly-stackset.yaml
 CFN_LINT_BIN = $(shell command -v cfn-lint 2>/dev/null || echo $(TEST_VENV)/bin/cfn-lint)
 SMTP_PYTHON = $(shell python3 -c 'import aiosmtpd' 2>/dev/null && command -v python3 || echo $(TEST_VENV)/bin/python)
 FREE_PORT := python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -78,6 +79,12 @@ test-tools:
 		[ -x $(TEST_VENV)/bin/pip ] || python3 -m venv $(TEST_VENV)
 		$(TEST_VENV)/bin/pip install --quiet '$(CFN_LINT_SPEC)'
 	fi
+	# The OCSF 1.1.0 JSON schema (generated from the schema the package ships) and a validator,
+	# for the tests of OCSF webhook findings.
+	if ! $(TEST_VENV)/bin/python -c 'import ocsf_json_schema, jsonschema_rs' >/dev/null 2>&1; then
+		[ -x $(TEST_VENV)/bin/pip ] || python3 -m venv $(TEST_VENV)
+		$(TEST_VENV)/bin/pip install --quiet $(OCSF_SCHEMA_SPEC)
+	fi
 
 test: test-tools
 	# Style and lint gates first: they fail fast and share nothing with the test build.
@@ -118,6 +125,7 @@ test: test-tools
 	$(BENCH_DEBUG_BIN) detect --events 2000 --policies policies
 	$(BENCH_DEBUG_BIN) posture --resources 100
 	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) queries --events 20000 --samples 3
+	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) latency --objects 2 --listing-interval 30
 	if [ -d ../shared/fixtures ]; then echo "dataset tests ran over ../shared/fixtures"; \
 	else echo "NOTE: ../shared/fixtures is absent: the tests over public datasets checked nothing"; fi
 
@@ -129,6 +137,14 @@ bench:
 	$(BENCH_BIN) detect --events 100000 --policies policies
 	$(BENCH_BIN) posture --resources 5000
 	$(BENCH_BIN) --data-dir $(DEMO_DATA_DIR) queries --events 1000000
+	# Object written -> alert raised, through SQS against the listing, in a moto server of its own.
+	moto_port=$$($(FREE_PORT))
+	$(MOTO_BIN) -H 127.0.0.1 -p $$moto_port > /dev/null 2>&1 &
+	moto_pid=$$!
+	trap 'kill $$moto_pid 2>/dev/null' EXIT
+	for _ in $$(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$$moto_port) 2>/dev/null && break; sleep 0.1; done
+	$(BENCH_BIN) --data-dir $(DEMO_DATA_DIR) latency --objects 20 --listing-interval 60 \
+		--moto-url http://127.0.0.1:$$moto_port
 
 # Refresh .sqlx/ after changing a query. Uses the embedded cluster of an earlier debug build
 # and applies the migrations with psql, since the new code cannot build before .sqlx/ is fresh.

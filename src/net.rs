@@ -72,13 +72,22 @@ const fn v4(a: u8, b: u8, c: u8, d: u8, prefix: u8, reason: &'static str) -> Ran
 }
 
 const fn v6(first: u16, second: u16, prefix: u8, reason: &'static str) -> Range {
-    range(IpAddr::V6(Ipv6Addr::new(first, second, 0, 0, 0, 0, 0, 0)), prefix, reason)
+    v6_long([first, second, 0, 0], prefix, reason)
+}
+
+/// An IPv6 range whose prefix reaches past the second group.
+const fn v6_long(groups: [u16; 4], prefix: u8, reason: &'static str) -> Range {
+    let [a, b, c, d] = groups;
+    range(IpAddr::V6(Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0)), prefix, reason)
 }
 
 const METADATA: &str = "the cloud instance metadata service";
 const PRIVATE: &str = "a private address";
 const CGNAT: &str = "a carrier-grade NAT address";
 const UNIQUE_LOCAL: &str = "a private (unique-local) address";
+const DOCUMENTATION: &str = "a documentation address";
+const ORCHID: &str = "an ORCHID identifier";
+const OUTSIDE_GLOBAL_UNICAST: &str = "outside the global unicast range (2000::/3)";
 
 /// Every range that is not the public internet (IANA special-purpose registries), metadata
 /// services first so they are named as such.
@@ -91,21 +100,38 @@ const NON_PUBLIC: &[Range] = &[
     v4(169, 254, 0, 0, 16, "a link-local address"),
     v4(172, 16, 0, 0, 12, PRIVATE),
     v4(192, 0, 0, 0, 24, "a reserved address"),
-    v4(192, 0, 2, 0, 24, "a documentation address"),
+    v4(192, 0, 2, 0, 24, DOCUMENTATION),
     v4(192, 168, 0, 0, 16, PRIVATE),
     v4(198, 18, 0, 0, 15, "a benchmarking address"),
-    v4(198, 51, 100, 0, 24, "a documentation address"),
-    v4(203, 0, 113, 0, 24, "a documentation address"),
+    v4(198, 51, 100, 0, 24, DOCUMENTATION),
+    v4(203, 0, 113, 0, 24, DOCUMENTATION),
     v4(224, 0, 0, 0, 3, "a multicast or reserved address"),
     range(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 128, "an unspecified address"),
     range(IpAddr::V6(Ipv6Addr::LOCALHOST), 128, "a loopback address"),
     // fd00:ec2::254 is EC2's IPv6 metadata service, inside the unique-local range.
     range(IpAddr::V6(Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254)), 128, METADATA),
     v6(0, 0, 16, "a reserved address"),
-    v6(0x2001, 0x0db8, 32, "a documentation address"),
+    // 64:ff9b::/96 is judged by the IPv4 address it carries; this one is for local use only.
+    v6_long([0x0064, 0xff9b, 0x0001, 0], 48, "a local-use IPv4/IPv6 translation address"),
+    v6_long([0x0100, 0, 0, 0], 64, "a discard-only address"),
+    v6_long([0x0100, 0, 0, 1], 64, "a dummy address"),
+    // Teredo reaches an IPv4 host through a tunnel: its address cannot be judged from here.
+    v6(0x2001, 0x0000, 32, "a Teredo tunnel address"),
+    v6_long([0x2001, 0x0002, 0, 0], 48, "a benchmarking address"),
+    v6(0x2001, 0x0010, 28, ORCHID),
+    v6(0x2001, 0x0020, 28, ORCHID),
+    v6(0x2001, 0x0030, 28, "a drone remote ID tag"),
+    v6(0x2001, 0x0db8, 32, DOCUMENTATION),
+    v6(0x3fff, 0, 20, DOCUMENTATION),
+    v6(0x5f00, 0, 16, "an SRv6 segment identifier"),
     v6(0xfc00, 0, 7, UNIQUE_LOCAL),
     v6(0xfe80, 0, 10, "a link-local address"),
+    v6(0xfec0, 0, 10, "a site-local address (deprecated)"),
     v6(0xff00, 0, 8, "a multicast address"),
+    // Last, so the ranges above name their reason: everything outside 2000::/3.
+    v6(0, 0, 3, OUTSIDE_GLOBAL_UNICAST),
+    v6(0x4000, 0, 2, OUTSIDE_GLOBAL_UNICAST),
+    v6(0x8000, 0, 1, OUTSIDE_GLOBAL_UNICAST),
 ];
 
 /// The ranges a VPC numbers its interfaces from: traffic from these is "ours".
@@ -199,7 +225,7 @@ mod tests {
             ("0.0.0.0", "an unspecified address"),
             ("198.18.0.1", "a benchmarking address"),
             ("198.19.255.255", "a benchmarking address"),
-            ("192.0.2.10", "a documentation address"),
+            ("192.0.2.10", DOCUMENTATION),
             ("224.0.0.1", "a multicast or reserved address"),
             ("255.255.255.255", "a multicast or reserved address"),
             ("::1", "a loopback address"),
@@ -208,7 +234,7 @@ mod tests {
             ("fd00:ec2::254", METADATA),
             ("fc00::1", UNIQUE_LOCAL),
             ("ff02::1", "a multicast address"),
-            ("2001:db8::1", "a documentation address"),
+            ("2001:db8::1", DOCUMENTATION),
             ("::ffff:127.0.0.1", "a loopback address"),
             ("2002:7f00:1::1", "a loopback address"),
             ("64:ff9b::a00:1", PRIVATE),
@@ -216,6 +242,43 @@ mod tests {
             assert_eq!(non_public_reason(ip(address)), Some(reason), "{address}");
             assert!(!is_public(ip(address)), "{address}");
         }
+    }
+
+    #[test]
+    fn every_special_purpose_ipv6_range_is_not_public() {
+        for (address, reason) in [
+            ("fec0::1", "a site-local address (deprecated)"),
+            ("feff:ffff::1", "a site-local address (deprecated)"),
+            ("2001::1", "a Teredo tunnel address"),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "a Teredo tunnel address"),
+            ("100::1", "a discard-only address"),
+            ("100::ffff:ffff:ffff:ffff", "a discard-only address"),
+            ("100:0:0:1::1", "a dummy address"),
+            ("2001:2::1", "a benchmarking address"),
+            ("2001:10::1", ORCHID),
+            ("2001:1f::1", ORCHID),
+            ("2001:20::1", ORCHID),
+            ("2001:2f:ffff::1", ORCHID),
+            ("2001:30::1", "a drone remote ID tag"),
+            ("3fff::1", DOCUMENTATION),
+            ("3fff:fff::1", DOCUMENTATION),
+            ("5f00::1", "an SRv6 segment identifier"),
+            ("64:ff9b:1::a00:1", "a local-use IPv4/IPv6 translation address"),
+            ("64:ff9b:1::808:808", "a local-use IPv4/IPv6 translation address"),
+            // Outside 2000::/3 nothing is assigned for global unicast.
+            ("4000::1", OUTSIDE_GLOBAL_UNICAST),
+            ("8000::1", OUTSIDE_GLOBAL_UNICAST),
+            ("1::1", OUTSIDE_GLOBAL_UNICAST),
+            ("fb00::1", OUTSIDE_GLOBAL_UNICAST),
+        ] {
+            assert_eq!(non_public_reason(ip(address)), Some(reason), "{address}");
+        }
+        // Neighbours of those ranges stay public.
+        for address in ["2001:1::1", "2001:3::1", "2001:4:112::1", "2001:40::1", "2001:200::1", "2400::1"] {
+            assert!(is_public(ip(address)), "{address}");
+        }
+        assert!(non_public_networks().iter().any(|n| n.contains(ip("fec0::1"))));
+        assert!(non_public_networks().iter().any(|n| n.contains(ip("2001::1"))));
     }
 
     #[test]

@@ -14,6 +14,8 @@ use crate::aws::{
 };
 
 pub mod intervals;
+pub mod log_archive;
+pub mod organization;
 pub mod regions;
 pub mod schedule;
 
@@ -44,6 +46,10 @@ pub enum AccountError {
     NoRegions,
     #[error("cannot discover the account's regions: {0}")]
     DescribeRegions(#[source] AwsError),
+    #[error("cannot list the organization's accounts: {0}")]
+    Organizations(#[source] AwsError),
+    #[error("organizations:ListAccounts named no account; the organization's members were left as they were")]
+    NoMembers,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -68,6 +74,13 @@ pub struct LogSources {
     /// Region of the buckets, when it is not the job's region.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket_region: Option<String>,
+    /// SQS queue that S3 event notifications (or an EventBridge rule) fill with new trail files:
+    /// read within seconds, the bucket listing stays as the safety net.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trail_queue_url: Option<String>,
+    /// SQS queue announcing new flow log files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_queue_url: Option<String>,
 }
 
 /// What a user gives to onboard an account.
@@ -81,10 +94,46 @@ pub struct NewAccount {
     pub sources: LogSources,
 }
 
+/// What an entry of the accounts list stands for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccountKind {
+    /// An AWS account, polled with its role.
+    #[default]
+    Account,
+    /// An organization, through a role in its management or delegated-admin account: its job
+    /// onboards the members and stops polling those no longer active.
+    Organization,
+    /// A central trail bucket, through a role in the account holding it: its one job reads
+    /// every member's trail files.
+    LogArchive,
+}
+
+impl AccountKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::Account => "account",
+            AccountKind::Organization => "organization",
+            AccountKind::LogArchive => "log-archive",
+        }
+    }
+
+    fn parse(value: &str) -> Self {
+        match value {
+            "organization" => AccountKind::Organization,
+            "log-archive" => AccountKind::LogArchive,
+            _ => AccountKind::Account,
+        }
+    }
+}
+
 /// An onboarded account.
 #[derive(Clone, Serialize, utoipa::ToSchema)]
 pub struct Account {
+    /// The AWS account id; `organization:<account>` for an organization, `log-archive:<bucket>`
+    /// for a log archive.
     pub account_id: String,
+    pub kind: AccountKind,
     pub name: Option<String>,
     #[serde(serialize_with = "serialize_display")]
     #[schema(value_type = String)]
@@ -104,10 +153,63 @@ pub struct Account {
     pub intervals: PollIntervals,
     pub endpoint_url: Option<String>,
     pub sources: LogSources,
+    /// An organization's member role name, the same in every member.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member_role_name: Option<String>,
+    /// A member onboarded from an organization: the organization's entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    /// A member's status as ListAccounts last gave it (ACTIVE, SUSPENDED, PENDING_CLOSURE,
+    /// CLOSED, or REMOVED when no longer listed); a member not ACTIVE is not polled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member_status: Option<String>,
     pub enabled: bool,
     pub verified_at: Option<DateTime<Utc>>,
     pub verify_error: Option<String>,
     pub created_at: DateTime<Utc>,
+}
+
+/// A queue URL: http(s), with a host and a path (`https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`).
+fn validate_queue_url(url: &str) -> Result<(), AccountError> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    let ok = rest.and_then(|r| r.split_once('/')).is_some_and(|(host, path)| !host.is_empty() && !path.is_empty())
+        && url.len() <= 1024
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(AccountError::Invalid { field: "sources", reason: format!("`{url}` is not an SQS queue URL") })
+    }
+}
+
+/// The queue URLs a change sets (a string) or removes (null), as a JSON object to merge into
+/// the account's sources; none when it changes neither.
+fn queue_changes(change: &AccountChange) -> Result<Option<serde_json::Value>, AccountError> {
+    let mut merged = serde_json::Map::new();
+    for (name, url) in [("trail_queue_url", &change.trail_queue_url), ("flow_queue_url", &change.flow_queue_url)] {
+        match url.as_deref() {
+            None => {}
+            Some("") => {
+                merged.insert(name.to_owned(), serde_json::Value::Null);
+            }
+            Some(url) => {
+                validate_queue_url(url)?;
+                merged.insert(name.to_owned(), url.into());
+            }
+        }
+    }
+    Ok((!merged.is_empty()).then_some(serde_json::Value::Object(merged)))
+}
+
+/// The region in an SQS queue URL (`https://sqs.REGION.amazonaws.com/…`, a VPC endpoint's
+/// `https://vpce-….sqs.REGION.vpce.amazonaws.com/…`, or the legacy
+/// `https://REGION.queue.amazonaws.com/…`); none for an emulator's URL.
+pub fn queue_region(url: &str) -> Option<&str> {
+    let host = url.split("://").nth(1)?.split(['/', ':']).next()?;
+    let labels: Vec<&str> = host.split('.').collect();
+    let after_sqs = labels.iter().position(|l| *l == "sqs").and_then(|i| labels.get(i + 1));
+    let region = after_sqs.or_else(|| labels.first().filter(|_| labels.get(1) == Some(&"queue")))?;
+    is_region_name(region).then_some(*region)
 }
 
 fn serialize_display<S: serde::Serializer>(value: &RoleArn, serializer: S) -> Result<S::Ok, S::Error> {
@@ -133,9 +235,29 @@ impl Account {
         }
     }
 
-    /// The poll jobs this account needs: its regions job and IAM-and-trails snapshot, each polled
-    /// region's jobs, and the global services' events from their region if it is not polled.
+    /// A member whose organization no longer lists it as active is not polled.
+    pub fn is_active_member(&self) -> bool {
+        self.member_status.as_deref().is_none_or(|status| status == organization::ACTIVE)
+    }
+
+    fn spec(&self, region: &str, source: Source, target: String) -> JobSpec {
+        JobSpec { region: region.to_owned(), source, target, interval: self.intervals.get(source) }
+    }
+
+    /// The poll jobs this entry needs: an organization's member listing, a log archive's
+    /// reading, or an account's own jobs (none for a member no longer active).
     pub fn job_specs(&self) -> Vec<JobSpec> {
+        match self.kind {
+            AccountKind::Organization => vec![self.spec(GLOBAL_REGION, Source::Organization, String::new())],
+            AccountKind::LogArchive => log_archive::job_specs(self),
+            AccountKind::Account if !self.is_active_member() => Vec::new(),
+            AccountKind::Account => self.account_job_specs(),
+        }
+    }
+
+    /// An account's jobs: its regions job and IAM-and-trails snapshot, each polled region's
+    /// jobs, and the global services' events from their region if it is not polled.
+    fn account_job_specs(&self) -> Vec<JobSpec> {
         let spec = |region: &str, source: Source, target: String| JobSpec {
             region: region.to_owned(),
             source,
@@ -155,6 +277,16 @@ impl Account {
         }
         if let Some(region) = self.global_events_job_region() {
             specs.push(spec(region, Source::CloudTrailLookup, GLOBAL_SERVICES_TARGET.to_owned()));
+        }
+        // One job per queue, in the queue's region (S3 notifies queues of its own region).
+        let queues = [
+            (Source::CloudTrailSqs, &self.sources.trail_queue_url),
+            (Source::FlowLogsSqs, &self.sources.flow_queue_url),
+        ];
+        for (source, url) in queues {
+            if let Some(url) = url {
+                specs.push(spec(queue_region(url).unwrap_or(crate::aws::DEFAULT_HOME_REGION), source, url.clone()));
+            }
         }
         specs
     }
@@ -251,6 +383,9 @@ fn validate_regions(regions: &[String]) -> Result<(), AccountError> {
 
 fn validate_new(new: &NewAccount) -> Result<RoleArn, AccountError> {
     let role_arn = RoleArn::parse(&new.role_arn)?;
+    for url in [&new.sources.trail_queue_url, &new.sources.flow_queue_url].into_iter().flatten() {
+        validate_queue_url(url)?;
+    }
     if new.name.as_ref().is_some_and(|n| n.chars().any(char::is_control) || n.len() > 256) {
         return Err(AccountError::Invalid {
             field: "name",
@@ -316,6 +451,7 @@ pub async fn onboard(pool: &PgPool, new: &NewAccount, intervals: &PollIntervals)
     let account_id = role_arn.account().to_string();
     let external_id = generate_external_id()?;
     let mut tx = pool.begin().await?;
+    log_archive::refuse_double_reading(&mut tx, &new.sources).await?;
     // Two onboardings of one new account at once: the second waits, then finds the first.
     sqlx::query!("SELECT pg_advisory_xact_lock(hashtext('skywarden-onboard:' || $1))", account_id)
         .fetch_one(&mut *tx)
@@ -338,7 +474,8 @@ pub async fn onboard(pool: &PgPool, new: &NewAccount, intervals: &PollIntervals)
              role_arn = EXCLUDED.role_arn, external_id = EXCLUDED.external_id, regions = EXCLUDED.regions,
              endpoint_url = EXCLUDED.endpoint_url, sources = EXCLUDED.sources,
              poll_intervals = EXCLUDED.poll_intervals, enabled = true, verified_at = NULL, verify_error = NULL,
-             enabled_regions = NULL, regions_discovered_at = NULL",
+             enabled_regions = NULL, regions_discovered_at = NULL, kind = 'account', member_role_name = NULL,
+             organization = NULL, member_status = NULL",
         account_id,
         new.name,
         role_arn.as_str(),
@@ -366,7 +503,8 @@ pub async fn load(pool: &PgPool, account_id: &str) -> Result<Account, AccountErr
 async fn load_in(conn: &mut sqlx::PgConnection, account_id: &str) -> Result<Account, AccountError> {
     let row = sqlx::query!(
         "SELECT account_id, name, role_arn, external_id, regions, enabled_regions, regions_discovered_at,
-                poll_intervals, endpoint_url, sources, enabled, verified_at, verify_error, created_at
+                poll_intervals, endpoint_url, sources, enabled, verified_at, verify_error, created_at, kind,
+                member_role_name, organization, member_status
          FROM accounts WHERE account_id = $1 AND role_arn IS NOT NULL",
         account_id
     )
@@ -375,6 +513,7 @@ async fn load_in(conn: &mut sqlx::PgConnection, account_id: &str) -> Result<Acco
     .ok_or_else(|| AccountError::NotOnboarded(account_id.to_owned()))?;
     Ok(Account {
         account_id: row.account_id,
+        kind: AccountKind::parse(&row.kind),
         name: row.name,
         role_arn: RoleArn::parse(row.role_arn.as_deref().unwrap_or_default())?,
         external_id: row.external_id.unwrap_or_default(),
@@ -385,6 +524,9 @@ async fn load_in(conn: &mut sqlx::PgConnection, account_id: &str) -> Result<Acco
         intervals: PollIntervals::from_stored(row.poll_intervals),
         endpoint_url: row.endpoint_url,
         sources: serde_json::from_value(row.sources).unwrap_or_default(),
+        member_role_name: row.member_role_name,
+        organization: row.organization,
+        member_status: row.member_status,
         enabled: row.enabled,
         verified_at: row.verified_at,
         verify_error: row.verify_error,
@@ -473,7 +615,8 @@ pub async fn test(
     )
     .execute(pool)
     .await?;
-    if let (true, Some(session)) = (result.ok, session) {
+    // Only an account has regions: an organization's or a log archive's role reads no EC2.
+    if let (true, Some(session), AccountKind::Account) = (result.ok, session, account.kind) {
         match regions::discover_and_record(pool, &session, settings.home_region(), account_id).await {
             Ok(change) => result.enabled_regions = Some(change.enabled),
             Err(error @ (AccountError::DescribeRegions(_) | AccountError::NoRegions)) => {
@@ -502,6 +645,10 @@ pub struct AccountChange {
     pub regions: Option<Vec<String>>,
     /// The new intervals (replacing the account's choices).
     pub intervals: Option<PollIntervals>,
+    /// The queue announcing trail files; `Some("")` removes it.
+    pub trail_queue_url: Option<String>,
+    /// The queue announcing flow log files; `Some("")` removes it.
+    pub flow_queue_url: Option<String>,
 }
 
 /// Changes an onboarded account's regions or intervals, and its jobs to match (jobs no longer
@@ -510,6 +657,7 @@ pub async fn configure(pool: &PgPool, account_id: &str, change: &AccountChange) 
     if let Some(regions) = &change.regions {
         validate_regions(regions)?;
     }
+    let queues = queue_changes(change)?;
     let mut tx = pool.begin().await?;
     let updated = sqlx::query!(
         "UPDATE accounts SET regions = COALESCE($2, regions), poll_intervals = COALESCE($3, poll_intervals)
@@ -523,6 +671,15 @@ pub async fn configure(pool: &PgPool, account_id: &str, change: &AccountChange) 
     .rows_affected();
     if updated == 0 {
         return Err(AccountError::NotOnboarded(account_id.to_owned()));
+    }
+    if let Some(queues) = queues {
+        sqlx::query!(
+            "UPDATE accounts SET sources = jsonb_strip_nulls(sources || $2) WHERE account_id = $1",
+            account_id,
+            queues
+        )
+        .execute(&mut *tx)
+        .await?;
     }
     let account = load_in(&mut tx, account_id).await?;
     schedule::sync_jobs(&mut tx, account_id, &account.job_specs()).await?;
@@ -539,6 +696,7 @@ mod tests {
         let regions: Vec<String> = vec!["us-east-1".into(), "eu-west-1".into()];
         Account {
             account_id: "111122223333".into(),
+            kind: AccountKind::Account,
             name: None,
             role_arn: RoleArn::parse("arn:aws:iam::111122223333:role/SkywardenReadOnly").unwrap(),
             external_id: "x".into(),
@@ -549,6 +707,9 @@ mod tests {
             intervals: PollIntervals::default(),
             endpoint_url: None,
             sources,
+            member_role_name: None,
+            organization: None,
+            member_status: None,
             enabled: true,
             verified_at: None,
             verify_error: None,
@@ -628,6 +789,38 @@ mod tests {
         );
         assert_eq!(regions_of(&after.job_specs(), Source::ConfigSnapshot), [(GLOBAL_REGION, ""), ("eu-west-1", "")]);
         assert_eq!(after.trail_regions(), ["eu-west-1", "us-east-1"]);
+    }
+
+    #[test]
+    fn organizations_list_members_archives_read_once_and_stopped_members_poll_nothing() {
+        let mut organization = account(LogSources::default());
+        organization.kind = AccountKind::Organization;
+        let specs = organization.job_specs();
+        assert_eq!(regions_of(&specs, Source::Organization), [(GLOBAL_REGION, "")]);
+        assert_eq!(specs.len(), 1);
+        assert_eq!(specs[0].interval.as_secs(), 86_400);
+
+        let mut archive = account(LogSources {
+            trail_bucket: Some("org-trail".into()),
+            trail_prefix: Some("ct".into()),
+            organization_id: Some("o-abc123def4".into()),
+            ..Default::default()
+        });
+        archive.kind = AccountKind::LogArchive;
+        assert_eq!(
+            regions_of(&archive.job_specs(), Source::CloudTrailArchive),
+            [(GLOBAL_REGION, "s3://org-trail/ct/AWSLogs/o-abc123def4/")],
+            "one job for every account under the prefix"
+        );
+        archive.sources.bucket_region = Some("eu-west-1".into());
+        assert_eq!(archive.job_specs()[0].region, "eu-west-1");
+
+        let mut member = account(LogSources::default());
+        member.organization = Some("organization:999988887777".into());
+        member.member_status = Some("ACTIVE".into());
+        assert!(!member.job_specs().is_empty());
+        member.member_status = Some("SUSPENDED".into());
+        assert!(member.job_specs().is_empty(), "a suspended member is not polled");
     }
 
     #[test]

@@ -20,6 +20,16 @@ pub enum Source {
     ConfigSnapshot,
     /// The account's enabled regions (`ec2:DescribeRegions`), which decide its regional jobs.
     Regions,
+    /// Trail files announced on an SQS queue by S3 event notifications (near-real-time).
+    CloudTrailSqs,
+    /// Flow log files announced on an SQS queue.
+    FlowLogsSqs,
+    /// An organization's member accounts (`organizations:ListAccounts`), which decide the
+    /// members onboarded and those suspended.
+    Organization,
+    /// A central log archive's trail files: every member's, read once, each event stored under
+    /// its own account.
+    CloudTrailArchive,
 }
 
 /// The target of the LookupEvents job in the global-events region when the account does not
@@ -27,13 +37,17 @@ pub enum Source {
 pub const GLOBAL_SERVICES_TARGET: &str = "global-services";
 
 impl Source {
-    pub const ALL: [Source; 6] = [
+    pub const ALL: [Source; 10] = [
         Source::CloudTrailLookup,
         Source::CloudTrailS3,
         Source::FlowLogsS3,
         Source::FlowLogsCloudWatch,
         Source::ConfigSnapshot,
         Source::Regions,
+        Source::CloudTrailSqs,
+        Source::FlowLogsSqs,
+        Source::Organization,
+        Source::CloudTrailArchive,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +58,10 @@ impl Source {
             Source::FlowLogsCloudWatch => "flowlogs-cloudwatch",
             Source::ConfigSnapshot => "config-snapshot",
             Source::Regions => "regions",
+            Source::CloudTrailSqs => "cloudtrail-sqs",
+            Source::FlowLogsSqs => "flowlogs-sqs",
+            Source::Organization => "organization",
+            Source::CloudTrailArchive => "cloudtrail-archive",
         }
     }
 
@@ -54,10 +72,18 @@ impl Source {
     /// How often its jobs run unless the account says otherwise.
     pub fn default_interval(self) -> Duration {
         Duration::from_secs(match self {
-            Source::CloudTrailLookup | Source::CloudTrailS3 | Source::FlowLogsS3 | Source::FlowLogsCloudWatch => 300,
+            Source::CloudTrailLookup
+            | Source::CloudTrailS3
+            | Source::FlowLogsS3
+            | Source::FlowLogsCloudWatch
+            | Source::CloudTrailArchive => 300,
             Source::ConfigSnapshot => 900,
             // Regions are enabled rarely, and a new one is caught within a day.
-            Source::Regions => 24 * 3600,
+            // Accounts join and leave an organization rarely; a new one is caught within a day.
+            Source::Regions | Source::Organization => 24 * 3600,
+            // A queue job is due again a second after a run: its runs are long-polls, so it
+            // waits on the queue, not on the schedule (see `pollers::sqs`).
+            Source::CloudTrailSqs | Source::FlowLogsSqs => 1,
         })
     }
 }

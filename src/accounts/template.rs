@@ -21,9 +21,8 @@ mod tests {
     ];
 
     /// Actions the role grants that no `from_sdk` call names, and why.
-    const GRANTED_NOT_CALLED: &[(&str, &str)] = &[
-        ("kms:Decrypt", "S3 and CloudWatch Logs call it on Skywarden's behalf to read encrypted logs"),
-    ];
+    const GRANTED_NOT_CALLED: &[(&str, &str)] =
+        &[("kms:Decrypt", "S3, CloudWatch Logs and SQS call it on Skywarden's behalf to read encrypted logs")];
 
     fn rust_files(dir: &Path, files: &mut Vec<PathBuf>) {
         for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
@@ -108,11 +107,19 @@ mod tests {
         granted
     }
 
+    /// The calls made with the organization role (deploy/skywarden-readonly-stackset.yaml), not
+    /// with the member role.
+    fn is_organization_call(action: &str) -> bool {
+        action.starts_with("organizations:")
+    }
+
+    const STACKSET_TEMPLATE: &str = include_str!("../../deploy/skywarden-readonly-stackset.yaml");
+
     /// Every AWS call the code makes (named in its `AwsError::from_sdk`) is allowed by the role,
     /// and the role allows nothing the code does not call, but for the listed exceptions.
     #[test]
     fn the_role_template_allows_exactly_the_calls_the_code_makes() {
-        let called = called_actions();
+        let called: BTreeSet<String> = called_actions().into_iter().filter(|a| !is_organization_call(a)).collect();
         assert!(called.len() >= 15, "{called:?}");
         let granted = granted_actions();
         let missing: Vec<_> = called
@@ -127,6 +134,37 @@ mod tests {
         assert!(unused.is_empty(), "the role allows calls Skywarden never makes: {unused:?}");
         for (action, _) in GRANTED_NOT_CALLED {
             assert!(granted.contains(*action), "stale exception: the role no longer grants {action}");
+        }
+    }
+
+    /// The organization role allows exactly the Organizations calls the code makes, trusts only
+    /// the named principal with the external ID, and the StackSet deploys the one role template
+    /// with parameters it has.
+    #[test]
+    fn the_organization_role_allows_exactly_the_organization_calls() {
+        let stackset: Value = yaml_serde::from_str(STACKSET_TEMPLATE).expect("the StackSet template is YAML");
+        let role = &stackset["Resources"]["SkywardenOrganizationRole"]["Properties"];
+        let granted: BTreeSet<String> = statements(&role["Policies"])
+            .into_iter()
+            .flat_map(actions)
+            .inspect(|action| assert!(is_action(action), "`{action}` is not service:Action"))
+            .map(str::to_owned)
+            .collect();
+        let called: BTreeSet<String> = called_actions().into_iter().filter(|a| is_organization_call(a)).collect();
+        assert!(called.contains("organizations:ListAccounts"), "{called:?}");
+        assert_eq!(granted, called, "the organization role grants exactly what the code calls");
+        let trust = statements(&role["AssumeRolePolicyDocument"]);
+        assert_eq!(trust.len(), 1);
+        assert_eq!(strings(&trust[0]["Principal"]["AWS"]), ["SkywardenPrincipalArn"]);
+        assert_eq!(strings(&trust[0]["Condition"]["StringEquals"]["sts:ExternalId"]), ["ExternalId"]);
+        let role_parameters = &template()["Parameters"];
+        let stackset = &stackset["Resources"]["SkywardenMemberRoles"]["Properties"];
+        assert_eq!(stackset["PermissionModel"], "SERVICE_MANAGED");
+        assert_eq!(strings(&stackset["TemplateURL"]), ["MemberRoleTemplateURL"], "the role template, not a copy");
+        let Value::Sequence(passed) = &stackset["Parameters"] else { panic!("no StackSet parameters") };
+        for parameter in passed {
+            let key = parameter["ParameterKey"].as_str().expect("a parameter key");
+            assert!(!role_parameters[key].is_null(), "the role template has no parameter {key}");
         }
     }
 
@@ -160,12 +198,12 @@ mod tests {
             assert!(!via.is_empty(), "kms:Decrypt without kms:ViaService");
             services.extend(via.iter().filter_map(|v| v.split_once('.')).map(|(service, _)| service.to_owned()));
         }
-        assert_eq!(services, BTreeSet::from(["logs".to_owned(), "s3".to_owned()]));
+        assert_eq!(services, BTreeSet::from(["logs".to_owned(), "s3".to_owned(), "sqs".to_owned()]));
         for statement in &all {
             let star = strings(&statement["Resource"]) == ["*"];
             let scoped = actions(statement)
                 .iter()
-                .any(|a| a.starts_with("s3:") || a.starts_with("logs:") || a.starts_with("kms:"));
+                .any(|a| ["s3:", "logs:", "kms:", "sqs:"].iter().any(|service| a.starts_with(service)));
             assert!(!(star && scoped), "{:?} on every resource", actions(statement));
         }
     }

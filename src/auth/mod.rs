@@ -59,6 +59,8 @@ pub enum AuthError {
     Random(#[from] getrandom::Error),
     #[error("no token with id {0}")]
     NotFound(String),
+    #[error("no user {0}")]
+    NoUser(String),
     #[error("{0}")]
     Invalid(String),
     #[error("password hashing failed: {0}")]

@@ -1,6 +1,7 @@
 //! Dashboard sessions: a random cookie value whose SHA-256 finds the session row, a CSRF token
 //! the page sends back on every change, and an expiry. Failed logins are counted per user name
-//! and per client, and refused for a while past a threshold.
+//! and per client, and refused for a while past a threshold; an attempt is counted before its
+//! password is checked, so parallel guesses cannot outrun the count.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -71,24 +72,48 @@ pub async fn delete(pool: &PgPool, cookie: &str) -> Result<(), AuthError> {
     Ok(())
 }
 
-/// Whether logins for this user name or from this client are refused for now.
-pub async fn login_blocked(pool: &PgPool, username: &str, client: &str) -> Result<bool, AuthError> {
-    let row = sqlx::query!(
-        r#"SELECT count(*) FILTER (WHERE username = $1) AS "user!", count(*) FILTER (WHERE client = $2) AS "client!"
-           FROM login_failures WHERE at > now() - make_interval(mins => $3) AND (username = $1 OR client = $2)"#,
+/// A login attempt counted before its password is checked: a failure already, until the
+/// password proves right and [`release`] takes it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation(i64);
+
+/// Counts one attempt for this user name and client, or refuses it (`None`) when either has
+/// reached its limit. Attempts for one name (and one client) are counted one at a time, under
+/// transaction-scoped advisory locks, so that parallel guesses cannot all pass a check made
+/// before any of them is recorded.
+pub async fn reserve_attempt(pool: &PgPool, username: &str, client: &str) -> Result<Option<Reservation>, AuthError> {
+    let mut tx = pool.begin().await?;
+    // Always user before client, so two attempts never wait for each other in a circle.
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended('skywarden.login.user:' || $1, 0)),
+                pg_advisory_xact_lock(hashtextextended('skywarden.login.client:' || $2, 0))",
+        username,
+        client
+    )
+    .execute(&mut *tx)
+    .await?;
+    // A statement of its own, after the locks: its snapshot sees every attempt counted before.
+    let reserved = sqlx::query_scalar!(
+        "INSERT INTO login_failures (username, client)
+         SELECT $1, $2 WHERE
+             (SELECT count(*) FROM login_failures WHERE username = $1 AND at > now() - make_interval(mins => $3)) < $4
+         AND (SELECT count(*) FROM login_failures WHERE client = $2 AND at > now() - make_interval(mins => $3)) < $5
+         RETURNING id",
         username,
         client,
-        FAILURE_WINDOW_MINUTES as i32
+        FAILURE_WINDOW_MINUTES as i32,
+        MAX_FAILURES_PER_USER,
+        MAX_FAILURES_PER_CLIENT
     )
-    .fetch_one(pool)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(row.user >= MAX_FAILURES_PER_USER || row.client >= MAX_FAILURES_PER_CLIENT)
+    tx.commit().await?;
+    sqlx::query!("DELETE FROM login_failures WHERE at < now() - interval '1 day'").execute(pool).await?;
+    Ok(reserved.map(Reservation))
 }
 
-pub async fn record_failure(pool: &PgPool, username: &str, client: &str) -> Result<(), AuthError> {
-    sqlx::query!("INSERT INTO login_failures (username, client) VALUES ($1, $2)", username, client)
-        .execute(pool)
-        .await?;
-    sqlx::query!("DELETE FROM login_failures WHERE at < now() - interval '1 day'").execute(pool).await?;
+/// Takes back an attempt whose password was right: it was no failure.
+pub async fn release(pool: &PgPool, reservation: Reservation) -> Result<(), AuthError> {
+    sqlx::query!("DELETE FROM login_failures WHERE id = $1", reservation.0).execute(pool).await?;
     Ok(())
 }

@@ -1,6 +1,8 @@
-//! Dashboard users: a user name, an Argon2id password hash and a role.
+//! Dashboard users: a user name, an Argon2id password hash and a role; a disabled user cannot
+//! sign in, and disabling one ends their sessions.
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::{AuthError, Role};
@@ -91,6 +93,56 @@ pub async fn verify(pool: &PgPool, username: &str, password: &str) -> Result<Opt
     .await
     .map_err(|e| AuthError::Password(e.to_string()))?;
     Ok(if matches { role } else { None })
+}
+
+/// A dashboard user as admins see it: never the password hash.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct UserInfo {
+    pub username: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    pub disabled: bool,
+    pub disabled_at: Option<DateTime<Utc>>,
+    /// Live dashboard sessions.
+    pub sessions: i64,
+}
+
+pub async fn list(pool: &PgPool) -> Result<Vec<UserInfo>, AuthError> {
+    Ok(sqlx::query_as!(
+        UserInfo,
+        r#"SELECT u.username, u.role AS "role: Role", u.created_at, u.disabled_at IS NOT NULL AS "disabled!", u.disabled_at,
+                  (SELECT count(*) FROM sessions s WHERE s.principal = 'user:' || u.username AND s.expires_at > now()) AS "sessions!"
+           FROM users u ORDER BY u.username"#
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Disables a user and ends their sessions at once (in one transaction), or enables them
+/// again. `NotFound` if there is no such user; disabling a disabled user changes nothing.
+pub async fn set_disabled(pool: &PgPool, username: &str, disabled: bool) -> Result<(), AuthError> {
+    let mut tx = pool.begin().await?;
+    let found = sqlx::query!(
+        "UPDATE users SET disabled_at = CASE WHEN $2 THEN coalesce(disabled_at, now()) END WHERE username = $1",
+        username,
+        disabled
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if found == 0 {
+        return Err(AuthError::NoUser(username.to_owned()));
+    }
+    if disabled {
+        sqlx::query!("DELETE FROM sessions WHERE principal = 'user:' || $1", username).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Whether a text is a well-formed user name (the API checks path segments with it).
+pub fn is_username(name: &str) -> bool {
+    valid_username(name)
 }
 
 #[cfg(test)]

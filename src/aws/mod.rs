@@ -36,11 +36,19 @@ pub enum Service {
     Iam,
     S3,
     Logs,
+    Organizations,
 }
 
 impl Service {
-    pub const ALL: [Service; 6] =
-        [Service::Sts, Service::CloudTrail, Service::Ec2, Service::Iam, Service::S3, Service::Logs];
+    pub const ALL: [Service; 7] = [
+        Service::Sts,
+        Service::CloudTrail,
+        Service::Ec2,
+        Service::Iam,
+        Service::S3,
+        Service::Logs,
+        Service::Organizations,
+    ];
 
     /// The suffix of its endpoint variable, as in the AWS SDKs' `AWS_ENDPOINT_URL_<SERVICE>`.
     pub fn env_suffix(self) -> &'static str {
@@ -51,6 +59,7 @@ impl Service {
             Service::Iam => "IAM",
             Service::S3 => "S3",
             Service::Logs => "CLOUDWATCH_LOGS",
+            Service::Organizations => "ORGANIZATIONS",
         }
     }
 }
@@ -331,5 +340,25 @@ impl AccountSession {
             config = config.endpoint_url(url);
         }
         aws_sdk_cloudwatchlogs::Client::from_conf(config.build())
+    }
+
+    /// An SQS client for the queue at `endpoint`, the origin of its URL: SQS serves a queue at
+    /// its URL's host (AWS, a VPC endpoint, an emulator).
+    pub fn sqs(&self, region: &str, endpoint: &str) -> aws_sdk_sqs::Client {
+        let config = aws_sdk_sqs::config::Builder::from(&self.base)
+            .region(Region::new(region.to_owned()))
+            .endpoint_url(endpoint);
+        aws_sdk_sqs::Client::from_conf(config.build())
+    }
+
+    /// Organizations is a global service: asked in the home region, its endpoint resolver
+    /// picks the partition's single endpoint.
+    pub fn organizations(&self) -> aws_sdk_organizations::Client {
+        let mut config = aws_sdk_organizations::config::Builder::from(&self.base)
+            .region(Region::new(self.settings.home_region().to_owned()));
+        if let Some(url) = self.endpoint(Service::Organizations) {
+            config = config.endpoint_url(url);
+        }
+        aws_sdk_organizations::Client::from_conf(config.build())
     }
 }

@@ -41,12 +41,9 @@ impl DatabaseUrl {
         &self.0
     }
 
-    /// The URL with any password replaced, for logs and error messages.
+    /// The URL with every password replaced, for logs and error messages.
     pub fn redacted(&self) -> String {
-        match url_password_span(&self.0) {
-            Some((start, end)) => format!("{}***{}", &self.0[..start], &self.0[end..]),
-            None => self.0.clone(),
-        }
+        redact_url(&self.0)
     }
 }
 
@@ -63,13 +60,54 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
-/// Byte range of the password in `scheme://user:password@host...`, if there is one.
-fn url_password_span(url: &str) -> Option<(usize, usize)> {
-    let authority_start = url.find("://")? + 3;
-    let rest = &url[authority_start..];
-    let at = rest.find('@')?;
-    let colon = rest[..at].find(':')?;
-    Some((authority_start + colon + 1, authority_start + at))
+const HIDDEN: &str = "***";
+
+/// A query parameter whose value is a secret (`password`, `sslpassword`, ...).
+fn secret_parameter(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["pass", "secret", "token"].iter().any(|word| name.contains(word))
+}
+
+/// The URL parsed as the PostgreSQL client parses it (the last `@` ends the user part), with the
+/// user part's password, every password-like query parameter and any fragment (the rest of an
+/// unencoded `#` in a password) replaced. What does not parse as a URL is not shown at all.
+fn redact_url(text: &str) -> String {
+    let Ok(mut url) = url::Url::parse(text.trim()) else {
+        return "(a DATABASE_URL that is not a URL; not shown)".into();
+    };
+    if url.password().is_some() && url.set_password(Some(HIDDEN)).is_err() {
+        return "(a DATABASE_URL whose password cannot be hidden; not shown)".into();
+    }
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if secret_parameter(&name) { HIDDEN.to_owned() } else { value.into_owned() };
+                (name.into_owned(), value)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    if url.fragment().is_some() {
+        url.set_fragment(Some(HIDDEN));
+    }
+    url.to_string()
+}
+
+/// The URL for sqlx without the password-like parameters it does not know: it would log such
+/// a parameter with its value.
+fn for_sqlx(text: &str) -> String {
+    let Ok(mut url) = url::Url::parse(text.trim()) else { return text.to_owned() };
+    if url.query().is_none() {
+        return text.to_owned();
+    }
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(name, _)| name == "password" || !secret_parameter(name))
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    url.query_pairs_mut().clear().extend_pairs(pairs);
+    url.to_string()
 }
 
 /// Where the data lives: a server the user runs, or the embedded cluster.
@@ -105,7 +143,7 @@ impl Database {
     pub async fn open(options: &DbOptions) -> Result<Self, DbError> {
         let (connect, target, embedded) = match &options.database_url {
             Some(url) => {
-                let connect = PgConnectOptions::from_str(url.expose()).map_err(DbError::InvalidUrl)?;
+                let connect = PgConnectOptions::from_str(&for_sqlx(url.expose())).map_err(DbError::InvalidUrl)?;
                 (connect, url.redacted(), None)
             }
             None => {
@@ -162,5 +200,53 @@ mod tests {
         assert!(!format!("{url:?}").contains("s3cret"));
         let no_password: DatabaseUrl = "postgres://app@db/skywarden".parse().unwrap();
         assert_eq!(no_password.redacted(), "postgres://app@db/skywarden");
+    }
+
+    #[test]
+    fn redacts_every_form_of_password() {
+        for (text, secret) in [
+            ("postgres://app:p@ss@word@db:5432/skywarden", "ss@word"),
+            ("postgres://app:p%40ss@db/skywarden", "p%40ss"),
+            ("postgres://db/skywarden?user=app&password=hunter2", "hunter2"),
+            ("postgresql://db/skywarden?sslmode=require&password=hun%26ter2", "hun%26ter2"),
+            ("postgres:///skywarden?host=/run/postgresql&password=hunter2", "hunter2"),
+            ("postgres://app:first@db/skywarden?password=hunter2&sslpassword=keypass", "keypass"),
+            ("postgres://app:first@db/skywarden?PassWord=hunter2", "hunter2"),
+            ("postgres://app:first@db/skywarden#hunter2", "hunter2"),
+            ("host=db user=app password=hunter2 dbname=skywarden", "hunter2"),
+            ("postgres://app:pass/word@db/skywarden", "word"),
+        ] {
+            let url: DatabaseUrl = text.parse().unwrap();
+            let shown = url.redacted();
+            assert!(!shown.contains(secret) && !shown.contains("first"), "{text} shown as {shown}");
+            assert!(!format!("{url:?}").contains(secret), "{text}");
+        }
+        let url: DatabaseUrl = "postgres://app:s3cret@db:5432/skywarden?sslmode=require&password=x".parse().unwrap();
+        assert_eq!(url.redacted(), "postgres://app:***@db:5432/skywarden?sslmode=require&password=***");
+    }
+
+    /// A real failed connection: the error chain names the server but never the password.
+    #[tokio::test]
+    async fn a_failed_connection_does_not_print_the_password() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        for text in [
+            format!("postgres://app:p@ss-word@127.0.0.1:{port}/skywarden"),
+            format!("postgres://app@127.0.0.1:{port}/skywarden?password=hunter2-secret"),
+            format!("postgres://127.0.0.1:{port}/skywarden?user=app&password=hunter2%40secret"),
+        ] {
+            let options = DbOptions { database_url: Some(text.parse().unwrap()), data_dir: None, db_connections: 2 };
+            let error = Database::open(&options).await.err().expect("nothing listens on the port");
+            let mut chain = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                chain.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            let shown = format!("{chain} {error:?}");
+            assert!(shown.contains("127.0.0.1"), "{shown}");
+            for secret in ["ss-word", "hunter2"] {
+                assert!(!shown.contains(secret), "{text}: {shown}");
+            }
+        }
     }
 }

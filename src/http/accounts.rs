@@ -24,6 +24,8 @@ pub fn router() -> Router<ApiContext> {
     Router::new()
         .route("/api/v1/accounts", get(list).post(onboard))
         .route("/api/v1/accounts/template", get(template))
+        .route("/api/v1/accounts/organizations", post(onboard_organization))
+        .route("/api/v1/accounts/log-archives", post(add_log_archive))
         .route("/api/v1/accounts/{id}", get(one).patch(configure).delete(remove))
         .route("/api/v1/accounts/{id}/status", get(status))
         .route("/api/v1/accounts/{id}/test", post(test))
@@ -36,6 +38,7 @@ fn account_error(error: AccountError) -> ApiError {
         AccountError::Region(_) => ApiError::bad("regions", error.to_string()),
         AccountError::Invalid { field, reason } => ApiError::bad(field, reason),
         AccountError::NoRegions | AccountError::DescribeRegions(_) => ApiError::Conflict(error.to_string()),
+        AccountError::NoMembers | AccountError::Organizations(_) => ApiError::Conflict(error.to_string()),
         AccountError::AlreadyOnboarded(..) => ApiError::Conflict(error.to_string()),
         AccountError::NotOnboarded(_) => ApiError::NotFound,
         AccountError::Database(error) => ApiError::from(error),
@@ -43,7 +46,16 @@ fn account_error(error: AccountError) -> ApiError {
     }
 }
 
+/// A 12-digit account id, or an organization's or a log archive's entry.
 fn valid_account_id(id: &str) -> Result<(), ApiError> {
+    if let Some(account) = id.strip_prefix(accounts::organization::ENTRY_PREFIX) {
+        return valid_account_id(account);
+    }
+    if let Some(bucket) = id.strip_prefix(accounts::log_archive::ENTRY_PREFIX) {
+        let ok = (3..=63).contains(&bucket.len())
+            && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        return if ok { Ok(()) } else { Err(ApiError::bad("id", format!("`{bucket}` is not an S3 bucket name"))) };
+    }
     crate::aws::AccountId::parse(id).map(|_| ()).map_err(|e| ApiError::bad("id", e.to_string()))
 }
 
@@ -194,6 +206,10 @@ struct Configuration {
     /// defaults for every source).
     #[schema(value_type = Option<std::collections::BTreeMap<String, u64>>)]
     intervals: Option<PollIntervals>,
+    /// SQS queue announcing new trail files (near-real-time); `""` removes it.
+    trail_queue_url: Option<String>,
+    /// SQS queue announcing new flow log files; `""` removes it.
+    flow_queue_url: Option<String>,
 }
 
 /// Changes an account's region restriction or poll intervals; its jobs follow (jobs no longer
@@ -208,9 +224,15 @@ async fn configure(
     caller.require(Role::Admin)?;
     valid_account_id(&id)?;
     let request: Configuration = json_body(&body)?;
-    let change = AccountChange { regions: request.regions, intervals: request.intervals };
+    let change = AccountChange {
+        regions: request.regions,
+        intervals: request.intervals,
+        trail_queue_url: request.trail_queue_url,
+        flow_queue_url: request.flow_queue_url,
+    };
     let account = accounts::configure(&context.db, &id, &change).await.map_err(account_error)?;
-    let details = json!({"regions": change.regions, "intervals": change.intervals});
+    let details = json!({"regions": change.regions, "intervals": change.intervals,
+                         "trail_queue_url": change.trail_queue_url, "flow_queue_url": change.flow_queue_url});
     crate::auth::audit::record(&context.db, &caller.actor(), "account.configure", Some(&id), None, details).await;
     Ok(Json(account))
 }
@@ -220,7 +242,8 @@ async fn configure(
 #[serde(deny_unknown_fields)]
 struct PollNowRequest {
     /// Only the jobs of this source (`cloudtrail-lookup`, `cloudtrail-s3`, `flowlogs-s3`,
-    /// `flowlogs-cloudwatch`, `config-snapshot`, `regions`); absent: every job.
+    /// `flowlogs-cloudwatch`, `config-snapshot`, `regions`, `organization`,
+    /// `cloudtrail-archive`, ...); absent: every job.
     source: Option<String>,
 }
 
@@ -259,4 +282,128 @@ async fn poll_now(
     let details = json!({"source": request.source, "jobs": count});
     crate::auth::audit::record(&context.db, &caller.actor(), "account.poll_now", Some(&id), None, details).await;
     Ok(Json(PollNowAnswer { account_id: id, source: request.source, jobs: count }))
+}
+
+/// An organization to onboard through a role in its management or delegated-admin account.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct OrganizationOnboarding {
+    /// The role that may call organizations:ListAccounts and DescribeOrganization.
+    role_arn: String,
+    /// The role every member has (deployed by the StackSet); default `SkywardenReadOnly`.
+    member_role_name: Option<String>,
+    name: Option<String>,
+    /// Poll intervals in seconds by source, given to every member too.
+    #[serde(default)]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, u64>>)]
+    intervals: PollIntervals,
+}
+
+fn json_request<T>(body: Result<Json<T>, axum::extract::rejection::JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(request)| request).map_err(|e| {
+        let text = e.body_text();
+        if text.contains("intervals: ") { ApiError::bad("intervals", text) } else { ApiError::bad("body", text) }
+    })
+}
+
+/// Onboards an organization, then lists and onboards its active members when the server has an
+/// AWS configuration (else, or when the roles do not exist yet, its daily job does). The answer
+/// carries the external ID of the management role and every member role: the only time the API
+/// shows it.
+#[utoipa::path(post, path = "/api/v1/accounts/organizations", tag = "accounts", request_body = OrganizationOnboarding, responses((status = 201, description = "Onboarded; the answer carries the external ID, shown only now, and the members found", body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, description = "Already onboarded", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn onboard_organization(
+    caller: Caller,
+    State(context): State<ApiContext>,
+    body: Result<Json<OrganizationOnboarding>, axum::extract::rejection::JsonRejection>,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    caller.require(Role::Admin)?;
+    let request = json_request(body)?;
+    let new = accounts::organization::NewOrganization {
+        role_arn: request.role_arn,
+        member_role_name: request.member_role_name.unwrap_or_else(|| "SkywardenReadOnly".into()),
+        name: request.name,
+        endpoint_url: None,
+    };
+    let entry = accounts::organization::onboard(&context.db, &new, &request.intervals).await.map_err(account_error)?;
+    let members = match context.aws.clone() {
+        Some(aws) => {
+            let (settings, base) = &*aws;
+            match accounts::organization::sync(&context.db, base, settings, &entry.account_id).await {
+                Ok(change) => json!(change),
+                Err(error) => json!({"error": error.to_string()}),
+            }
+        }
+        None => Value::Null,
+    };
+    let details = json!({"role_arn": entry.role_arn.as_str(), "member_role_name": new.member_role_name});
+    crate::auth::audit::record(
+        &context.db,
+        &caller.actor(),
+        "organization.onboard",
+        Some(&entry.account_id),
+        None,
+        details,
+    )
+    .await;
+    let mut body = serde_json::to_value(&entry).map_err(|e| ApiError::Internal(e.into()))?;
+    body["external_id"] = json!(entry.external_id);
+    body["members"] = members;
+    Ok((axum::http::StatusCode::CREATED, Json(body)))
+}
+
+/// A central log archive to add.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct LogArchiveRequest {
+    /// The role in the account holding the bucket.
+    role_arn: String,
+    bucket: String,
+    /// The key prefix before `AWSLogs/`.
+    prefix: Option<String>,
+    /// An organization trail's organization id (`o-…`).
+    organization_id: Option<String>,
+    /// The bucket's region, if known.
+    bucket_region: Option<String>,
+    name: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, u64>>)]
+    intervals: PollIntervals,
+}
+
+/// Adds a log archive: one trail bucket read once for every account under it, each event stored
+/// under its own account. Accounts whose own jobs read the same files stop (`replaced`). The
+/// answer carries the external ID, shown only now.
+#[utoipa::path(post, path = "/api/v1/accounts/log-archives", tag = "accounts", request_body = LogArchiveRequest, responses((status = 201, description = "Added; the answer carries the external ID, shown only now", body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, description = "Already added", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn add_log_archive(
+    caller: Caller,
+    State(context): State<ApiContext>,
+    body: Result<Json<LogArchiveRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    caller.require(Role::Admin)?;
+    let request = json_request(body)?;
+    let new = accounts::log_archive::NewLogArchive {
+        role_arn: request.role_arn,
+        bucket: request.bucket,
+        prefix: request.prefix,
+        organization_id: request.organization_id,
+        bucket_region: request.bucket_region,
+        name: request.name,
+        endpoint_url: None,
+    };
+    let added = accounts::log_archive::add(&context.db, &new, &request.intervals).await.map_err(account_error)?;
+    let archive = &added.archive;
+    let details = json!({"role_arn": archive.role_arn.as_str(), "bucket": new.bucket, "replaced": added.replaced});
+    crate::auth::audit::record(
+        &context.db,
+        &caller.actor(),
+        "log_archive.add",
+        Some(&archive.account_id),
+        None,
+        details,
+    )
+    .await;
+    let mut body = serde_json::to_value(archive).map_err(|e| ApiError::Internal(e.into()))?;
+    body["external_id"] = json!(archive.external_id);
+    body["replaced"] = json!(added.replaced);
+    Ok((axum::http::StatusCode::CREATED, Json(body)))
 }

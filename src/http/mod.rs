@@ -16,6 +16,7 @@ pub mod resources;
 pub mod session;
 pub mod stats;
 pub mod tokens;
+pub mod users;
 pub mod web;
 
 use std::future::Future;
@@ -97,6 +98,7 @@ pub fn router(context: ApiContext) -> Router {
         .merge(session::router())
         .merge(stats::router())
         .merge(tokens::router())
+        .merge(users::router())
         .merge(notifications::router())
         .merge(posture::router())
         .merge(web::router())

@@ -41,8 +41,9 @@ pub fn router() -> Router<ApiContext> {
 fn channel_error(error: ChannelError) -> ApiError {
     match error {
         ChannelError::Invalid { field, message } => {
-            // Field names are dynamic (`secrets.webhook_url`); the error body carries them in the text.
-            ApiError::bad("body", format!("{field}: {message}"))
+            // Field names are dynamic (`secrets.webhook_url`): `field` is the request member they
+            // are in, and the text names them in full.
+            ApiError::bad(request_member(&field), format!("{field}: {message}"))
         }
         ChannelError::NotFound(_) => ApiError::NotFound,
         ChannelError::Conflict(message) => ApiError::Conflict(message),
@@ -50,8 +51,30 @@ fn channel_error(error: ChannelError) -> ApiError {
         ChannelError::Db(sqlx::Error::Database(error)) if error.code().as_deref() == Some("23505") => {
             ApiError::Conflict("a channel or route with this name exists".into())
         }
+        ChannelError::Db(error) => ApiError::from(error),
         other => ApiError::Internal(other.into()),
     }
+}
+
+/// The member of a channel or route request that a dynamic field name (`settings.base_url`)
+/// is in; `body` for anything else.
+fn request_member(field: &str) -> &'static str {
+    const MEMBERS: [&str; 12] = [
+        "name",
+        "kind",
+        "settings",
+        "secrets",
+        "enabled",
+        "channel",
+        "policies",
+        "accounts",
+        "tags",
+        "min_severity",
+        "digest_minutes",
+        "status_updates",
+    ];
+    let top = field.split('.').next().unwrap_or_default();
+    MEMBERS.into_iter().find(|member| *member == top).unwrap_or("body")
 }
 
 fn notifier(context: &ApiContext) -> Result<&crate::http::NotifyContext, ApiError> {

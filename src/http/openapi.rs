@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::ApiContext;
 use super::extractor::Caller;
-use super::{accounts, alerts, events, flows, notifications, posture, resources, session, stats, tokens};
+use super::{accounts, alerts, events, flows, notifications, posture, resources, session, stats, tokens, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,6 +31,8 @@ use super::{accounts, alerts, events, flows, notifications, posture, resources, 
         resources::changes,
         accounts::list,
         accounts::onboard,
+        accounts::onboard_organization,
+        accounts::add_log_archive,
         accounts::template,
         accounts::one,
         accounts::status,
@@ -47,6 +49,9 @@ use super::{accounts, alerts, events, flows, notifications, posture, resources, 
         tokens::list,
         tokens::create,
         tokens::revoke,
+        users::list,
+        users::disable,
+        users::enable,
         notifications::list_channels,
         notifications::channel_form,
         notifications::create_channel,

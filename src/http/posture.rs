@@ -33,6 +33,19 @@ fn internal(error: impl Into<anyhow::Error>) -> ApiError {
     ApiError::Internal(error.into())
 }
 
+/// An id or name from the client: bounded, and without control characters (PostgreSQL cannot
+/// even store a NUL).
+fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.is_empty() || value.len() > max || value.chars().any(char::is_control) {
+        return Err(ApiError::bad(field, format!("{field} is 1 to {max} characters, without control characters")));
+    }
+    Ok(())
+}
+
+fn check_optional(field: &'static str, value: Option<&str>, max: usize) -> Result<(), ApiError> {
+    value.map_or(Ok(()), |value| check_text(field, value, max))
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -51,6 +64,7 @@ async fn scores(
     State(context): State<ApiContext>,
     TypedQuery(query): TypedQuery<ScoreQuery>,
 ) -> Result<Json<Vec<ScoreView>>, ApiError> {
+    check_optional("account", query.account.as_deref(), 64)?;
     Ok(Json(findings::scores(&context.db, query.account.as_deref(), !query.trend).await.map_err(internal)?))
 }
 
@@ -88,6 +102,10 @@ async fn list_findings(
     State(context): State<ApiContext>,
     TypedQuery(query): TypedQuery<FindingQuery>,
 ) -> Result<Json<Vec<FindingView>>, ApiError> {
+    check_optional("account", query.account.as_deref(), 64)?;
+    check_optional("check", query.check.as_deref(), MAX_CHECK_ID)?;
+    check_optional("section", query.section.as_deref(), 256)?;
+    check_optional("resource", query.resource.as_deref(), MAX_RESOURCE_ID)?;
     let status = match query.status {
         FindingStatus::Open => Some("open".to_string()),
         FindingStatus::Resolved => Some("resolved".to_string()),
@@ -132,6 +150,10 @@ async fn list_suppressions(
     Ok(Json(findings::suppressions(&context.db).await.map_err(internal)?))
 }
 
+/// The longest check id and resource id (an ARN) a suppression or a filter takes.
+const MAX_CHECK_ID: usize = 200;
+const MAX_RESOURCE_ID: usize = 2048;
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewSuppression {
@@ -153,14 +175,7 @@ async fn create_suppression(
 ) -> Result<(StatusCode, Json<Suppression>), ApiError> {
     caller.require(Role::Analyst)?;
     let Json(request) = body.map_err(|e| ApiError::bad("body", e.body_text()))?;
-    if request.reason.len() > 2000 || request.reason.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(ApiError::bad("reason", "a reason is up to 2000 characters"));
-    }
-    if let Some(account) = &request.account
-        && (account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return Err(ApiError::bad("account", "an account id is 12 digits"));
-    }
+    check_suppression(&request)?;
     let suppression = findings::suppress(
         &context.db,
         &request.check,
@@ -174,6 +189,7 @@ async fn create_suppression(
     .map_err(|error| match error {
         FindingsError::Invalid(message) => ApiError::bad("body", message),
         FindingsError::NotFound(_) => ApiError::NotFound,
+        FindingsError::Db(error) => ApiError::from(error),
         other => internal(other),
     })?;
     audit::record(
@@ -186,6 +202,20 @@ async fn create_suppression(
     )
     .await;
     Ok((StatusCode::CREATED, Json(suppression)))
+}
+
+fn check_suppression(request: &NewSuppression) -> Result<(), ApiError> {
+    check_text("check", &request.check, MAX_CHECK_ID)?;
+    check_optional("resource", request.resource.as_deref(), MAX_RESOURCE_ID)?;
+    if request.reason.len() > 2000 || request.reason.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(ApiError::bad("reason", "a reason is up to 2000 characters"));
+    }
+    if let Some(account) = &request.account
+        && (account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(ApiError::bad("account", "an account id is 12 digits"));
+    }
+    Ok(())
 }
 
 #[utoipa::path(delete, path = "/api/v1/posture/suppressions/{id}", tag = "posture", params(("id" = i64, Path)), responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]

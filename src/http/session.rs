@@ -1,7 +1,8 @@
 //! Dashboard login: `POST /api/v1/session` with a user name and password (or an API token)
 //! sets a session cookie (HttpOnly, Secure, SameSite=Strict) and returns the CSRF token the page
 //! sends back in `X-CSRF-Token` on every change. Failed logins are rate-limited per user name and
-//! per client. `GET /api/v1/audit-log` shows Skywarden's own audit log to admins.
+//! per client, each attempt counted before its password or token is checked. `GET
+//! /api/v1/audit-log` shows Skywarden's own audit log to admins.
 
 use std::net::SocketAddr;
 
@@ -78,16 +79,20 @@ fn check_login_fields(login: &Login) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Counts the attempt before the password is checked (refusing it past the limit), and takes
+/// the count back only when the password is right.
 async fn password_login(db: &PgPool, username: &str, password: &str, client: &str) -> Result<SignedIn, ApiError> {
     let principal = format!("user:{username}");
-    if sessions::login_blocked(db, username, client).await.map_err(internal)? {
+    let Some(attempt) = sessions::reserve_attempt(db, username, client).await.map_err(internal)? else {
         audit::record(db, &principal, "login.blocked", None, Some(client), json!({})).await;
         return Err(ApiError::TooManyRequests(sessions::FAILURE_WINDOW_MINUTES * 60));
-    }
+    };
     match users::verify(db, username, password).await.map_err(internal)? {
-        Some(role) => Ok(SignedIn { principal, display: username.to_owned(), role }),
+        Some(role) => {
+            sessions::release(db, attempt).await.map_err(internal)?;
+            Ok(SignedIn { principal, display: username.to_owned(), role })
+        }
         None => {
-            sessions::record_failure(db, username, client).await.map_err(internal)?;
             audit::record(db, &principal, "login.failed", None, Some(client), json!({})).await;
             Err(ApiError::LoginFailed)
         }
@@ -109,15 +114,16 @@ fn token_id(token: &str) -> &str {
 async fn token_login(db: &PgPool, token: &str, client: &str) -> Result<SignedIn, ApiError> {
     // Rate-limited under the token's id, so guessing secrets for one id is slowed too.
     let name = format!("token:{}", token_id(token));
-    if sessions::login_blocked(db, &name, client).await.map_err(internal)? {
+    let Some(attempt) = sessions::reserve_attempt(db, &name, client).await.map_err(internal)? else {
+        audit::record(db, &name, "login.blocked", None, Some(client), json!({})).await;
         return Err(ApiError::TooManyRequests(sessions::FAILURE_WINDOW_MINUTES * 60));
-    }
+    };
     match auth::verify(db, token.trim()).await.map_err(internal)? {
         Some(caller) => {
+            sessions::release(db, attempt).await.map_err(internal)?;
             Ok(SignedIn { principal: format!("token:{}", caller.token_id), display: caller.name, role: caller.role })
         }
         None => {
-            sessions::record_failure(db, &name, client).await.map_err(internal)?;
             audit::record(db, &name, "login.failed", None, Some(client), json!({})).await;
             Err(ApiError::LoginFailed)
         }

@@ -54,6 +54,25 @@ impl ChannelKind {
         }
     }
 
+    /// The settings that say where this kind's secrets go: changing one moves the channel, and
+    /// its stored secrets do not follow it.
+    pub fn target_settings(self) -> &'static [&'static str] {
+        match self {
+            Self::Slack | Self::Teams => &[],
+            Self::Pagerduty => &["events_url"],
+            Self::Webhook => &["url"],
+            Self::Jira => &["base_url"],
+            Self::Servicenow => &["instance_url"],
+            // Where the password goes, and how it is protected on the way.
+            Self::Email => &["host", "port", "security", "ca_file"],
+        }
+    }
+
+    /// Secrets that are themselves the target (a URL): a new value moves the channel.
+    fn is_target_secret(self, name: &str) -> bool {
+        matches!((self, name), (Self::Slack | Self::Teams, "webhook_url") | (Self::Webhook, "url"))
+    }
+
     /// Whether a digest (one message for many alerts) makes sense here; paging and ticketing
     /// want one incident per alert.
     pub fn takes_digests(self) -> bool {
@@ -258,10 +277,47 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), ChannelError> 
     Ok(())
 }
 
+/// The largest settings object, as JSON, and the longest text in it.
+pub const MAX_SETTINGS_BYTES: usize = 16 * 1024;
+pub const MAX_SETTING_BYTES: usize = 2 * 1024;
+
+/// Bounds the settings before anything reads them: each text in it (a member's name too),
+/// which must also be free of control characters, then the whole object.
+fn check_settings_size(settings: &Value) -> Result<(), ChannelError> {
+    check_setting_texts("settings", settings)?;
+    let size = serde_json::to_string(settings).map_or(usize::MAX, |text| text.len());
+    if size > MAX_SETTINGS_BYTES {
+        return Err(ChannelError::invalid(
+            "settings",
+            format!("at most {MAX_SETTINGS_BYTES} bytes as JSON, not {size}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_setting_texts(path: &str, value: &Value) -> Result<(), ChannelError> {
+    let bad = |path: &str| {
+        ChannelError::invalid(path, format!("at most {MAX_SETTING_BYTES} bytes, without control characters"))
+    };
+    match value {
+        Value::String(text) if text.len() > MAX_SETTING_BYTES || text.chars().any(char::is_control) => Err(bad(path)),
+        Value::Array(items) => items.iter().try_for_each(|item| check_setting_texts(path, item)),
+        Value::Object(members) => members.iter().try_for_each(|(name, member)| {
+            let inner = format!("{path}.{name}");
+            if name.len() > MAX_SETTING_BYTES || name.chars().any(char::is_control) {
+                return Err(bad(path));
+            }
+            check_setting_texts(&inner, member)
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Validates a channel and returns its settings with defaults filled in. Secret values that are
 /// URLs (chat webhooks) are checked against the network policy like any target.
 pub fn validate(spec: &ChannelSpec, policy: &NetworkPolicy) -> Result<Value, ChannelError> {
     check_text("name", &spec.name, 128)?;
+    check_settings_size(&spec.settings)?;
     let settings = match spec.kind {
         ChannelKind::Slack | ChannelKind::Teams => parse_settings::<ChatSettings>(&spec.settings)?,
         ChannelKind::Pagerduty => validate_pagerduty(&spec.settings, policy)?,
@@ -352,7 +408,48 @@ fn validate_email(settings: &Value, policy: &NetworkPolicy) -> Result<Value, Cha
     if let Ok(address) = typed.host.parse::<std::net::IpAddr>() {
         policy.check(address).map_err(|refused| ChannelError::invalid("settings.host", refused.to_string()))?;
     }
+    if let Some(ca_file) = &typed.ca_file
+        && !std::path::Path::new(ca_file).is_absolute()
+        && !is_file_name(ca_file)
+    {
+        return Err(ChannelError::invalid(
+            "settings.ca_file",
+            "the name of a file in SKYWARDEN_NOTIFY_CA_DIR (or, in the config file, an absolute path)",
+        ));
+    }
     Ok(settings)
+}
+
+/// A plain file name: no folder, no way out of one.
+pub fn is_file_name(name: &str) -> bool {
+    (1..=255).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\'])
+        && !name.chars().any(char::is_control)
+}
+
+/// Through the API, a CA file is only ever the name of a file an admin of the server put in
+/// SKYWARDEN_NOTIFY_CA_DIR: never a path, so no API user can make the server read its files.
+fn check_api_ca_file(settings: &Value, previous: Option<&Value>, policy: &NetworkPolicy) -> Result<(), ChannelError> {
+    let Some(ca_file) = settings.get("ca_file").filter(|v| !v.is_null()) else { return Ok(()) };
+    // A channel keeps the CA file it had (set before this rule) until it changes.
+    if previous.and_then(|p| p.get("ca_file")) == Some(ca_file) {
+        return Ok(());
+    }
+    if policy.ca_dir().is_none() {
+        return Err(ChannelError::invalid(
+            "settings.ca_file",
+            "no CA directory is configured: an admin of the server sets SKYWARDEN_NOTIFY_CA_DIR, then channels name a file in it",
+        ));
+    }
+    if !ca_file.as_str().is_some_and(is_file_name) {
+        return Err(ChannelError::invalid(
+            "settings.ca_file",
+            "the name of a file in SKYWARDEN_NOTIFY_CA_DIR, not a path",
+        ));
+    }
+    Ok(())
 }
 
 /// Only the kind's secrets, the required ones present, values of sane length (URLs allowed by
@@ -429,8 +526,21 @@ impl Channel {
     }
 }
 
-/// Sealed secret values, references, and the names of all secrets.
-fn split_secrets(spec: &ChannelSpec, key: &SecretKey) -> (Option<Vec<u8>>, Value, Vec<String>) {
+/// Where sealed secrets may go (the kind's target settings, as JSON text). It is sealed with
+/// them, so that secrets never reach a target they were not given for, even if the settings
+/// change behind the API's back.
+fn target_of(kind: ChannelKind, settings: &Value) -> String {
+    let target: Vec<Value> =
+        kind.target_settings().iter().map(|name| settings.get(*name).cloned().unwrap_or(Value::Null)).collect();
+    Value::Array(target).to_string()
+}
+
+/// The member of the sealed object that holds the target; no secret has this name.
+const SEALED_TARGET: &str = "@target";
+
+/// Sealed secret values (bound to the target in `settings`), references, and the names of all
+/// secrets.
+fn split_secrets(spec: &ChannelSpec, settings: &Value, key: &SecretKey) -> (Option<Vec<u8>>, Value, Vec<String>) {
     let mut values = serde_json::Map::new();
     let mut references = serde_json::Map::new();
     for (name, input) in &spec.secrets {
@@ -443,7 +553,10 @@ fn split_secrets(spec: &ChannelSpec, key: &SecretKey) -> (Option<Vec<u8>>, Value
             }
         }
     }
-    let sealed = (!values.is_empty()).then(|| key.seal(&serde_json::to_vec(&Value::Object(values)).expect("JSON")));
+    let sealed = (!values.is_empty()).then(|| {
+        values.insert(SEALED_TARGET.into(), Value::String(target_of(spec.kind, settings)));
+        key.seal(&serde_json::to_vec(&Value::Object(values)).expect("JSON"))
+    });
     (sealed, Value::Object(references), spec.secrets.keys().cloned().collect())
 }
 
@@ -455,7 +568,10 @@ pub async fn create(
     policy: &NetworkPolicy,
 ) -> Result<ChannelView, ChannelError> {
     let settings = validate(spec, policy)?;
-    let (sealed, references, names) = split_secrets(spec, key);
+    if spec.kind == ChannelKind::Email {
+        check_api_ca_file(&settings, None, policy)?;
+    }
+    let (sealed, references, names) = split_secrets(spec, &settings, key);
     let id = sqlx::query_scalar!(
         "INSERT INTO notification_channels (name, kind, settings, sealed_secrets, secret_refs, secret_names, enabled)
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING RETURNING id",
@@ -483,7 +599,9 @@ pub struct ChannelUpdate {
     pub enabled: Option<bool>,
 }
 
-/// Changes a channel owned by the API.
+/// Changes a channel owned by the API. A change of target (see
+/// [`ChannelKind::target_settings`]) must give the stored secrets again: they never follow a
+/// channel to a new target.
 pub async fn update(
     pool: &PgPool,
     id: i64,
@@ -505,20 +623,29 @@ pub async fn update(
             row.name
         )));
     }
-    let mut secrets: BTreeMap<String, SecretInput> = match &row.sealed_secrets {
-        Some(sealed) => open_values(key, sealed)?.into_iter().map(|(k, v)| (k, SecretInput::Value(v))).collect(),
-        None => BTreeMap::new(),
+    let kind: ChannelKind = row.kind.parse()?;
+    let (stored, sealed_for) = match &row.sealed_secrets {
+        Some(sealed) => open_values(key, sealed)?,
+        None => (BTreeMap::new(), None),
     };
+    // Sealed before targets were sealed with them: bound to the stored settings.
+    let sealed_for = sealed_for.unwrap_or_else(|| target_of(kind, &row.settings));
+    let mut secrets: BTreeMap<String, SecretInput> =
+        stored.iter().map(|(k, v)| (k.clone(), SecretInput::Value(v.clone()))).collect();
     secrets.extend(change.secrets.clone());
     let spec = ChannelSpec {
         name: change.name.clone().unwrap_or(row.name),
-        kind: row.kind.parse()?,
-        settings: change.settings.clone().unwrap_or(row.settings),
+        kind,
+        settings: change.settings.clone().unwrap_or_else(|| row.settings.clone()),
         secrets,
         enabled: change.enabled.unwrap_or(row.enabled),
     };
     let settings = validate(&spec, policy)?;
-    let (sealed, _, names) = split_secrets(&spec, key);
+    if kind == ChannelKind::Email {
+        check_api_ca_file(&settings, Some(&row.settings), policy)?;
+    }
+    check_secrets_follow(kind, &sealed_for, &settings, &stored, &change.secrets)?;
+    let (sealed, _, names) = split_secrets(&spec, &settings, key);
     let renamed = sqlx::query!(
         "UPDATE notification_channels SET name = $2, settings = $3, sealed_secrets = $4, secret_names = $5, enabled = $6
          WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM notification_channels o WHERE o.name = $2 AND o.id <> $1)",
@@ -538,6 +665,40 @@ pub async fn update(
     view(pool, id).await
 }
 
+/// Refuses a change that moves the channel (new target settings, or a new target URL secret)
+/// while keeping a stored secret: each must be given again in the same change.
+fn check_secrets_follow(
+    kind: ChannelKind,
+    sealed_for: &str,
+    settings: &Value,
+    stored: &BTreeMap<String, Secret>,
+    given: &BTreeMap<String, SecretInput>,
+) -> Result<(), ChannelError> {
+    let mut moved: Vec<String> = Vec::new();
+    if target_of(kind, settings) != sealed_for {
+        moved.extend(kind.target_settings().iter().map(|name| format!("settings.{name}")));
+    }
+    for (name, input) in given {
+        let same = matches!(input, SecretInput::Value(new) if stored.get(name) == Some(new));
+        if kind.is_target_secret(name) && !same {
+            moved.push(format!("secrets.{name}"));
+        }
+    }
+    let kept: Vec<String> =
+        stored.keys().filter(|name| !given.contains_key(*name)).map(|name| format!("secrets.{name}")).collect();
+    match kept.first() {
+        Some(first) if !moved.is_empty() => Err(ChannelError::invalid(
+            first.clone(),
+            format!(
+                "the channel's target changes ({}): give {} again in the same request; stored secrets never follow a channel to a new target",
+                moved.join(", "),
+                kept.join(", ")
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub async fn delete(pool: &PgPool, id: i64) -> Result<String, ChannelError> {
     let row = sqlx::query!("SELECT name, managed_by FROM notification_channels WHERE id = $1", id)
         .fetch_optional(pool)
@@ -553,10 +714,13 @@ pub async fn delete(pool: &PgPool, id: i64) -> Result<String, ChannelError> {
     Ok(row.name)
 }
 
-fn open_values(key: &SecretKey, sealed: &[u8]) -> Result<BTreeMap<String, Secret>, ChannelError> {
+/// The sealed secrets, and the target they were sealed for (none if sealed before targets were).
+fn open_values(key: &SecretKey, sealed: &[u8]) -> Result<(BTreeMap<String, Secret>, Option<String>), ChannelError> {
     let plaintext = key.open(sealed)?;
-    let values: BTreeMap<String, String> = serde_json::from_slice(&plaintext).map_err(|_| SecretError::CannotOpen)?;
-    Ok(values.into_iter().map(|(k, v)| (k, Secret::new(v))).collect())
+    let mut values: BTreeMap<String, String> =
+        serde_json::from_slice(&plaintext).map_err(|_| SecretError::CannotOpen)?;
+    let target = values.remove(SEALED_TARGET);
+    Ok((values.into_iter().map(|(k, v)| (k, Secret::new(v))).collect(), target))
 }
 
 pub async fn list(pool: &PgPool) -> Result<Vec<ChannelView>, ChannelError> {
@@ -596,8 +760,18 @@ pub async fn load(pool: &PgPool, id: i64, key: &SecretKey) -> Result<Channel, Ch
     .fetch_optional(pool)
     .await?
     .ok_or_else(|| ChannelError::NotFound(id.to_string()))?;
+    let kind: ChannelKind = row.kind.parse()?;
     let mut secrets = match &row.sealed_secrets {
-        Some(sealed) => open_values(key, sealed)?,
+        Some(sealed) => {
+            let (values, sealed_for) = open_values(key, sealed)?;
+            if sealed_for.is_some_and(|target| target != target_of(kind, &row.settings)) {
+                return Err(ChannelError::invalid(
+                    "secrets",
+                    "the channel's target changed after its secrets were given; they are not sent there: give them again",
+                ));
+            }
+            values
+        }
         None => BTreeMap::new(),
     };
     if let Some(references) = row.secret_refs.as_object() {
@@ -605,14 +779,7 @@ pub async fn load(pool: &PgPool, id: i64, key: &SecretKey) -> Result<Channel, Ch
             secrets.insert(name.clone(), resolve_reference(reference.as_str().unwrap_or_default())?);
         }
     }
-    Ok(Channel {
-        id: row.id,
-        name: row.name,
-        enabled: row.enabled,
-        kind: row.kind.parse()?,
-        settings: row.settings,
-        secrets,
-    })
+    Ok(Channel { id: row.id, name: row.name, enabled: row.enabled, kind, settings: row.settings, secrets })
 }
 
 /// Replaces the channels owned by the config file with `specs`, keeping the ids (and so the
@@ -634,7 +801,7 @@ pub async fn sync_file_channels(
             }
             other => other,
         })?;
-        let (sealed, references, names) = split_secrets(spec, key);
+        let (sealed, references, names) = split_secrets(spec, &settings, key);
         let updated = sqlx::query!(
             "INSERT INTO notification_channels (name, kind, settings, sealed_secrets, secret_refs, secret_names, enabled, managed_by)
              VALUES ($1, $2, $3, $4, $5, $6, $7, 'file')

@@ -324,6 +324,10 @@ mod tests {
             "https://api.localhost/hook",
             "https://metadata.google.internal/computeMetadata/v1/",
             "https://10.0.0.5/hook",
+            "https://[fec0::1]/hook",
+            "https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/hook",
+            "https://[64:ff9b:1::a9fe:a9fe]/hook",
+            "https://[5f00::1]/hook",
         ] {
             assert!(matches!(check_url(&public, refused), Err(HttpError::Refused(_))), "{refused}");
         }

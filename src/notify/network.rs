@@ -4,17 +4,23 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use sqlx::types::ipnetwork::IpNetwork;
 
 use crate::net::{canonical, non_public_reason};
 
-/// Which non-public networks notification targets may reach.
+/// Which non-public networks notification targets may reach, and the directory of CA
+/// certificates channels may trust.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NetworkPolicy {
     allowed: Vec<IpNetwork>,
+    ca_dir: Option<PathBuf>,
 }
+
+/// The environment variable naming the directory of CA files email channels may name.
+pub const CA_DIR_VARIABLE: &str = "SKYWARDEN_NOTIFY_CA_DIR";
 
 /// Why an address was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -44,7 +50,21 @@ impl NetworkPolicy {
             .filter(|item| !item.is_empty())
             .map(|item| IpNetwork::from_str(item).map_err(|_| BadNetwork(item.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { allowed })
+        Ok(Self { allowed, ca_dir: None })
+    }
+
+    /// The directory whose files email channels may name as their relay's CA (`ca_file`).
+    pub fn with_ca_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.ca_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// The CA directory: as set with [`Self::with_ca_dir`], else `SKYWARDEN_NOTIFY_CA_DIR`.
+    /// Only an admin of the server sets it; API users name files in it, never a path.
+    pub fn ca_dir(&self) -> Option<PathBuf> {
+        self.ca_dir
+            .clone()
+            .or_else(|| std::env::var_os(CA_DIR_VARIABLE).filter(|dir| !dir.is_empty()).map(PathBuf::from))
     }
 
     /// Reads `SKYWARDEN_NOTIFY_ALLOW_NETWORKS`.
@@ -130,6 +150,18 @@ mod tests {
             "::ffff:169.254.169.254",
             "2002:7f00:1::1",
             "64:ff9b::a00:1",
+            // Deprecated site-local, Teredo, and the other IANA special-purpose IPv6 ranges.
+            "fec0::1",
+            "fec0::a9fe:a9fe",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "100::1",
+            "2001:2::1",
+            "2001:10::1",
+            "2001:20::1",
+            "3fff::1",
+            "5f00::1",
+            "64:ff9b:1::7f00:1",
         ] {
             assert!(policy.check(ip(address)).is_err(), "{address} should be refused");
         }

@@ -61,12 +61,33 @@ fn invalid(field: &str, message: impl Into<String>) -> ChannelError {
     ChannelError::invalid(field, message)
 }
 
+/// The most entries a route's lists take.
+pub const MAX_POLICIES: usize = 500;
+pub const MAX_ACCOUNTS: usize = 1000;
+pub const MAX_TAGS: usize = 200;
+
+fn check_name(field: &str, value: &str) -> Result<(), ChannelError> {
+    let value = value.trim();
+    if value.is_empty() || value.len() > 128 || value.chars().any(char::is_control) {
+        return Err(invalid(field, "1 to 128 characters, without control characters"));
+    }
+    Ok(())
+}
+
+fn check_count(field: &str, count: usize, max: usize) -> Result<(), ChannelError> {
+    if count > max {
+        return Err(invalid(field, format!("at most {max} entries, not {count}")));
+    }
+    Ok(())
+}
+
 /// Checks a route's own fields; the channel is checked against the database.
 pub fn validate(spec: &RouteSpec) -> Result<(), ChannelError> {
-    let name = spec.name.trim();
-    if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
-        return Err(invalid("name", "1 to 128 characters, without control characters"));
-    }
+    check_name("name", &spec.name)?;
+    check_name("channel", &spec.channel)?;
+    check_count("policies", spec.policies.len(), MAX_POLICIES)?;
+    check_count("accounts", spec.accounts.len(), MAX_ACCOUNTS)?;
+    check_count("tags", spec.tags.len(), MAX_TAGS)?;
     for policy in &spec.policies {
         if policy.is_empty() || policy.len() > 200 || policy.chars().any(|c| c.is_control() || c.is_whitespace()) {
             return Err(invalid("policies", format!("{policy:?} is not a policy id or pattern")));
@@ -296,6 +317,11 @@ mod tests {
             serde_json::json!({"name": "a", "channel": "soc", "tags": ["initial-access"]}),
             serde_json::json!({"name": "a", "channel": "soc", "digest_minutes": 0}),
             serde_json::json!({"name": "a", "channel": "soc", "policies": ["two words"]}),
+            serde_json::json!({"name": "a", "channel": "x".repeat(129)}),
+            serde_json::json!({"name": "a", "channel": "so\u{0}c"}),
+            serde_json::json!({"name": "a", "channel": "soc", "policies": vec!["aws-*"; MAX_POLICIES + 1]}),
+            serde_json::json!({"name": "a", "channel": "soc", "accounts": vec!["111122223333"; MAX_ACCOUNTS + 1]}),
+            serde_json::json!({"name": "a", "channel": "soc", "tags": vec!["T1078"; MAX_TAGS + 1]}),
         ];
         for spec in bad {
             assert!(validate(&route(spec.clone())).is_err(), "{spec}");

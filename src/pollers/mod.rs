@@ -8,11 +8,14 @@
 
 pub mod cloudwatch_logs;
 pub mod jobs;
+pub mod log_archive;
 pub mod lookup_events;
+pub mod organization;
 pub mod regions;
 pub mod rows;
 pub mod s3_objects;
 pub mod snapshot;
+pub mod sqs;
 pub mod window;
 pub mod worker;
 

@@ -17,7 +17,7 @@
 //!
 //! Each object's records, its `ingested_objects` row and the checkpoint commit together.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 
 use super::{Job, PollContext, PollError, RunOutcome, Source};
 use crate::accounts::Account;
-use crate::aws::{AccountSession, AwsError, AwsErrorKind, Service};
+use crate::aws::{AccountSession, AwsError, AwsErrorKind, GLOBAL_REGION, Service};
 use crate::geo::GeoCache;
 use crate::ingest::flowlogs::layout::{self, KeyLayout};
 use crate::ingest::{ParseContext, parse_content, source};
@@ -106,11 +106,17 @@ struct Checkpoint {
     /// The Hive-compatible prefix of the same flow logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     hive: Option<Cursor>,
+    /// A log archive's prefixes, one per account and region, by prefix.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    prefixes: BTreeMap<String, Cursor>,
 }
 
 impl Checkpoint {
-    fn cursor(&mut self, layout: KeyLayout) -> &mut Cursor {
-        match layout {
+    fn cursor(&mut self, listing: &Listing) -> &mut Cursor {
+        if listing.own_cursor {
+            return self.prefixes.entry(listing.prefix.clone()).or_default();
+        }
+        match listing.layout {
             KeyLayout::Classic => &mut self.classic,
             KeyLayout::Hive => self.hive.get_or_insert_with(Cursor::default),
         }
@@ -133,19 +139,21 @@ pub fn parse_target(target: &str) -> Result<(&str, &str), PollError> {
 }
 
 /// A prefix the job lists, and how its keys are laid out.
-struct Listing {
-    layout: KeyLayout,
-    prefix: String,
+pub(crate) struct Listing {
+    pub(crate) layout: KeyLayout,
+    pub(crate) prefix: String,
+    /// Its cursor is its own, by prefix (a log archive lists one prefix per account and region).
+    pub(crate) own_cursor: bool,
 }
 
 /// The job's prefix, and for flow logs the Hive-compatible prefix of the same account and
 /// region (a flow log writes one or the other; both are listed, an empty one costs a request).
 fn listings(job: &Job, prefix: &str) -> Vec<Listing> {
-    let mut listings = vec![Listing { layout: KeyLayout::Classic, prefix: prefix.to_owned() }];
+    let mut listings = vec![Listing { layout: KeyLayout::Classic, prefix: prefix.to_owned(), own_cursor: false }];
     if job.source == Source::FlowLogsS3
         && let Some(hive) = layout::hive_prefix(prefix)
     {
-        listings.push(Listing { layout: KeyLayout::Hive, prefix: hive });
+        listings.push(Listing { layout: KeyLayout::Hive, prefix: hive, own_cursor: false });
     }
     listings
 }
@@ -168,19 +176,20 @@ fn start_after(listing: &Listing, cursor: &Cursor, now: DateTime<Utc>, lookback:
     Some(layout::day_position(listing.layout, &listing.prefix, first_day))
 }
 
-#[derive(Clone)]
-struct Listed {
-    key: String,
-    etag: String,
-    size: i64,
-    modified: Option<DateTime<Utc>>,
+/// An object to read: listed, or announced by a queue (`pollers::sqs`).
+#[derive(Clone, Debug)]
+pub(crate) struct Listed {
+    pub(crate) key: String,
+    pub(crate) etag: String,
+    pub(crate) size: i64,
+    pub(crate) modified: Option<DateTime<Utc>>,
 }
 
 /// The bucket a job reads, with a client in its region.
-struct Bucket {
-    client: aws_sdk_s3::Client,
-    name: String,
-    region: String,
+pub(crate) struct Bucket {
+    pub(crate) client: aws_sdk_s3::Client,
+    pub(crate) name: String,
+    pub(crate) region: String,
     /// Its entry in the region cache.
     cache_key: String,
 }
@@ -202,18 +211,30 @@ pub async fn run(
     let (name, prefix) = parse_target(&job.target)?;
     let (name, prefix) = (name.to_owned(), prefix.to_owned());
     let bucket = open_bucket(ctx, session, account, job, &name).await?;
+    let listings = listings(job, &prefix);
+    read_listings(ctx, job, &bucket, listings).await
+}
+
+/// Retries the job's failed objects that are due, then lists each prefix from its cursor and
+/// reads what is new, within one run's budget.
+pub(crate) async fn read_listings(
+    ctx: &PollContext,
+    job: &mut Job,
+    bucket: &Bucket,
+    listings: Vec<Listing>,
+) -> Result<RunOutcome, PollError> {
     let mut state = RunState {
         checkpoint: serde_json::from_value(job.checkpoint.clone()).unwrap_or_default(),
         budget: ctx.options.max_pages_per_run.max(1),
         outcome: RunOutcome::default(),
     };
-    retry_due(ctx, job, &bucket, &mut state).await?;
-    for listing in listings(job, &prefix) {
+    retry_due(ctx, job, bucket, &mut state).await?;
+    for listing in listings {
         if state.budget == 0 {
             state.outcome.more_pending = true;
             break;
         }
-        scan(ctx, job, &bucket, &listing, &mut state).await?;
+        scan(ctx, job, bucket, &listing, &mut state).await?;
     }
     Ok(state.outcome)
 }
@@ -224,7 +245,7 @@ pub async fn run(
 /// Bucket regions found, by endpoint and bucket name: a bucket does not move.
 static BUCKET_REGIONS: LazyLock<Mutex<HashMap<String, String>>> = LazyLock::new(Default::default);
 
-async fn open_bucket(
+pub(crate) async fn open_bucket(
     ctx: &PollContext,
     session: &AccountSession,
     account: &Account,
@@ -240,7 +261,9 @@ async fn open_bucket(
             match cached {
                 Some(region) => region,
                 None => {
-                    let region = discover_region(session, &job.region, name).await?;
+                    // A job of no region (a log archive's) asks in the home region.
+                    let probe = if job.region == GLOBAL_REGION { ctx.settings.home_region() } else { &job.region };
+                    let region = discover_region(session, probe, name).await?;
                     tracing::info!(bucket = name, region, "bucket region found");
                     BUCKET_REGIONS.lock().expect("region cache").insert(cache_key.clone(), region.clone());
                     region
@@ -287,7 +310,7 @@ async fn bucket_location(session: &AccountSession, bucket: &str) -> Result<Strin
 }
 
 /// Forgets a bucket's region when S3 says the request went to the wrong one.
-fn forget_region_if_moved(bucket: &Bucket, error: &AwsError) {
+pub(crate) fn forget_region_if_moved(bucket: &Bucket, error: &AwsError) {
     const WRONG_REGION: &[&str] =
         &["PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"];
     if error.code.as_deref().is_some_and(|c| WRONG_REGION.contains(&c)) {
@@ -332,7 +355,7 @@ async fn list_page(
     let mut objects = Vec::new();
     for object in page.contents() {
         let Some(key) = object.key() else { continue };
-        if key.ends_with('/') || key.contains("/CloudTrail-Digest/") {
+        if !is_log_file(key) {
             continue;
         }
         objects.push(Listed {
@@ -347,6 +370,11 @@ async fn list_page(
     Ok(Page { objects, last_key: page.contents().last().and_then(|o| o.key()).map(str::to_owned), next_token })
 }
 
+/// Whether a key names a log file: not a folder, not a CloudTrail digest.
+pub(crate) fn is_log_file(key: &str) -> bool {
+    !key.ends_with('/') && !key.contains("/CloudTrail-Digest/")
+}
+
 /// Lists one prefix from its cursor and reads what is new, within the run's budget.
 async fn scan(
     ctx: &PollContext,
@@ -355,7 +383,7 @@ async fn scan(
     listing: &Listing,
     state: &mut RunState,
 ) -> Result<(), PollError> {
-    let start = start_after(listing, state.checkpoint.cursor(listing.layout), Utc::now(), OPTIONS.lookback);
+    let start = start_after(listing, state.checkpoint.cursor(listing), Utc::now(), OPTIONS.lookback);
     let max_keys = ctx.options.max_pages_per_run.clamp(1, 1000) as i32;
     let mut token = None;
     for _ in 0..MAX_LIST_PAGES {
@@ -371,7 +399,7 @@ async fn scan(
                 return Ok(());
             }
             state.budget -= 1;
-            let cursor = state.checkpoint.cursor(listing.layout);
+            let cursor = state.checkpoint.cursor(listing);
             if cursor.last_key.as_ref().is_none_or(|last| *last < object.key) {
                 cursor.last_key = Some(object.key.clone());
             }
@@ -380,27 +408,27 @@ async fn scan(
         }
         match page.next_token {
             Some(next) => token = Some(next),
-            None => return save_position(ctx, job, state, listing.layout, None).await,
+            None => return save_position(ctx, job, state, listing, None).await,
         }
         if let Some(last) = page.last_key {
-            state.checkpoint.cursor(listing.layout).resume_after = Some(last);
+            state.checkpoint.cursor(listing).resume_after = Some(last);
         }
     }
     // A long listing: the next run goes on from the last key listed.
     state.outcome.more_pending = true;
-    let resume = state.checkpoint.cursor(listing.layout).resume_after.clone();
-    save_position(ctx, job, state, listing.layout, resume).await
+    let resume = state.checkpoint.cursor(listing).resume_after.clone();
+    save_position(ctx, job, state, listing, resume).await
 }
 
-/// Saves where the listing of `layout` stands, when that changed.
+/// Saves where the listing stands, when that changed.
 async fn save_position(
     ctx: &PollContext,
     job: &mut Job,
     state: &mut RunState,
-    layout: KeyLayout,
+    listing: &Listing,
     resume_after: Option<String>,
 ) -> Result<(), PollError> {
-    state.checkpoint.cursor(layout).resume_after = resume_after;
+    state.checkpoint.cursor(listing).resume_after = resume_after;
     let checkpoint = state.checkpoint.to_value();
     if checkpoint == job.checkpoint {
         return Ok(());
@@ -470,9 +498,35 @@ async fn read_object(
     state: &mut RunState,
 ) -> Result<(), PollError> {
     let checkpoint = state.checkpoint.to_value();
-    match fetch_and_parse(ctx, bucket, &job.account_id, object).await {
+    if let ObjectRead::Stored(stored) = ingest_object(ctx, job, bucket, object, checkpoint).await? {
+        state.outcome.stored += stored;
+    }
+    Ok(())
+}
+
+/// What became of an object read.
+#[derive(Debug, PartialEq)]
+pub(crate) enum ObjectRead {
+    /// Its records are stored (this many), it is recorded as read.
+    Stored(u64),
+    /// It was deleted meanwhile.
+    Gone,
+    /// It could not be read: recorded in `s3_object_failures`.
+    Failed,
+}
+
+/// Reads one object and, in one transaction with `checkpoint`, stores its records and marks it
+/// read, or records why it could not be read (or that it is gone).
+pub(crate) async fn ingest_object(
+    ctx: &PollContext,
+    job: &mut Job,
+    bucket: &Bucket,
+    object: &Listed,
+    checkpoint: serde_json::Value,
+) -> Result<ObjectRead, PollError> {
+    match fetch_and_parse(ctx, bucket, default_account(job, &object.key), object).await {
         Ok((rows, errors)) => {
-            state.outcome.stored += store_object(ctx, job, &bucket.name, object, rows, errors, checkpoint).await?;
+            Ok(ObjectRead::Stored(store_object(ctx, job, &bucket.name, object, rows, errors, checkpoint).await?))
         }
         Err(ObjectError::Gone) => {
             tracing::info!(job_id = job.job_id, bucket = %bucket.name, key = %object.key, "object deleted since listed");
@@ -480,11 +534,65 @@ async fn read_object(
             forget_failures(&mut tx, &job.account_id, &bucket.name, &object.key).await?;
             job.save_checkpoint(&mut tx, checkpoint, None, 0).await?;
             tx.commit().await?;
+            Ok(ObjectRead::Gone)
         }
-        Err(ObjectError::Failed(reason)) => record_failure(ctx, job, &bucket.name, object, &reason, checkpoint).await?,
-        Err(ObjectError::Run(error)) => return Err(error),
+        Err(ObjectError::Failed(reason)) => {
+            record_failure(ctx, job, &bucket.name, object, &reason, checkpoint).await?;
+            Ok(ObjectRead::Failed)
+        }
+        Err(ObjectError::Run(error)) => Err(error),
     }
-    Ok(())
+}
+
+/// Where an object stands: the same test the listing makes, for one object.
+#[derive(Debug, PartialEq)]
+pub(crate) enum ObjectState {
+    New,
+    /// Read already (this ETag).
+    Read,
+    /// Failed, to be tried again.
+    Retrying,
+    /// Failed on its last try.
+    GivenUp,
+}
+
+pub(crate) async fn object_state(
+    ctx: &PollContext,
+    account_id: &str,
+    bucket: &str,
+    object: &Listed,
+) -> Result<ObjectState, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"SELECT EXISTS (SELECT 1 FROM ingested_objects
+                          WHERE account_id = $1 AND bucket = $2 AND object_key = $3 AND etag = $4) AS "read!",
+                  (SELECT next_attempt_at IS NULL FROM s3_object_failures
+                   WHERE account_id = $1 AND bucket = $2 AND object_key = $3 AND etag = $4) AS given_up"#,
+        account_id,
+        bucket,
+        object.key,
+        object.etag
+    )
+    .fetch_one(&ctx.pool)
+    .await?;
+    Ok(match (row.read, row.given_up) {
+        (true, _) => ObjectState::Read,
+        (false, Some(true)) => ObjectState::GivenUp,
+        (false, Some(false)) => ObjectState::Retrying,
+        (false, None) => ObjectState::New,
+    })
+}
+
+/// The account of records that name none: the job's, or in a log archive the account the key
+/// is under (`…/<account>/CloudTrail/…`). Events name theirs (`recipientAccountId`), which wins.
+fn default_account<'a>(job: &'a Job, key: &'a str) -> &'a str {
+    if job.source != Source::CloudTrailArchive {
+        return &job.account_id;
+    }
+    let parts: Vec<&str> = key.split('/').collect();
+    parts
+        .windows(2)
+        .find(|pair| pair[1] == "CloudTrail" && pair[0].len() == 12 && pair[0].bytes().all(|b| b.is_ascii_digit()))
+        .map_or(&job.account_id, |pair| pair[0])
 }
 
 /// Downloads one object, streaming it into the parser on a blocking thread: its rows and
@@ -714,24 +822,48 @@ async fn forget_failures(
     Ok(())
 }
 
+/// Tries again the failed objects of a job that reads no listing (a queue job), in one bucket,
+/// whose back-off is over: their messages may have gone to the dead-letter queue.
+pub(crate) async fn retry_failed(
+    ctx: &PollContext,
+    session: &AccountSession,
+    account: &Account,
+    job: &mut Job,
+    bucket: &str,
+) -> Result<RunOutcome, PollError> {
+    let bucket = open_bucket(ctx, session, account, job, bucket).await?;
+    let mut outcome = RunOutcome::default();
+    for object in due_failures(ctx, job, &bucket, ctx.options.max_pages_per_run.max(1)).await? {
+        let checkpoint = job.checkpoint.clone();
+        if let ObjectRead::Stored(stored) = ingest_object(ctx, job, &bucket, &object, checkpoint).await? {
+            outcome.stored += stored;
+        }
+    }
+    Ok(outcome)
+}
+
 /// Tries again the job's failed objects whose back-off is over, within the run's budget.
 async fn retry_due(ctx: &PollContext, job: &mut Job, bucket: &Bucket, state: &mut RunState) -> Result<(), PollError> {
+    for object in due_failures(ctx, job, bucket, state.budget).await? {
+        state.budget -= 1;
+        read_object(ctx, job, bucket, &object, state).await?;
+    }
+    Ok(())
+}
+
+/// The job's failed objects in `bucket` whose back-off is over, at most `limit`.
+async fn due_failures(ctx: &PollContext, job: &Job, bucket: &Bucket, limit: usize) -> Result<Vec<Listed>, sqlx::Error> {
     let due = sqlx::query!(
         "SELECT object_key, etag, size FROM s3_object_failures
          WHERE job_id = $1 AND bucket = $2 AND next_attempt_at <= now()
          ORDER BY next_attempt_at LIMIT $3",
         job.job_id,
         bucket.name,
-        state.budget as i64
+        limit as i64
     )
     .fetch_all(&ctx.pool)
     .await?;
-    for row in due {
-        state.budget -= 1;
-        let object = Listed { key: row.object_key, etag: row.etag, size: row.size, modified: None };
-        read_object(ctx, job, bucket, &object, state).await?;
-    }
-    Ok(())
+    Ok(due.into_iter().map(|r| Listed { key: r.object_key, etag: r.etag, size: r.size, modified: None }).collect())
 }
 
 /// An object that could not be read: being retried, or given up.
@@ -787,8 +919,11 @@ mod tests {
 
     #[test]
     fn listing_restarts_the_day_before_the_last_key() {
-        let listing =
-            Listing { layout: KeyLayout::Classic, prefix: "AWSLogs/111122223333/CloudTrail/us-east-1/".into() };
+        let listing = Listing {
+            layout: KeyLayout::Classic,
+            prefix: "AWSLogs/111122223333/CloudTrail/us-east-1/".into(),
+            own_cursor: false,
+        };
         let key = format!("{}2026/03/01/111122223333_CloudTrail_us-east-1_20260301T0005Z_abc.json.gz", listing.prefix);
         let cursor = Cursor { last_key: Some(key.clone()), resume_after: None };
         let week = Duration::from_secs(7 * 86_400);
@@ -803,7 +938,11 @@ mod tests {
     #[test]
     fn a_first_run_lists_from_the_lookback_window_in_either_layout() {
         let week = Duration::from_secs(7 * 86_400);
-        let classic = Listing { layout: KeyLayout::Classic, prefix: "AWSLogs/1/vpcflowlogs/us-east-1/".into() };
+        let classic = Listing {
+            layout: KeyLayout::Classic,
+            prefix: "AWSLogs/1/vpcflowlogs/us-east-1/".into(),
+            own_cursor: false,
+        };
         assert_eq!(
             start_after(&classic, &Cursor::default(), now(), week).as_deref(),
             Some("AWSLogs/1/vpcflowlogs/us-east-1/2026/11/23")
@@ -811,6 +950,7 @@ mod tests {
         let hive = Listing {
             layout: KeyLayout::Hive,
             prefix: "AWSLogs/aws-account-id=1/aws-service=vpcflowlogs/aws-region=us-east-1/".into(),
+            own_cursor: false,
         };
         assert_eq!(
             start_after(&hive, &Cursor::default(), now(), week).as_deref(),
@@ -827,7 +967,8 @@ mod tests {
         assert_eq!(old.classic.last_key.as_deref(), Some("k"));
         assert!(old.hive.is_none());
         let mut new = Checkpoint::default();
-        new.cursor(KeyLayout::Hive).resume_after = Some("h".into());
+        let hive = Listing { layout: KeyLayout::Hive, prefix: "p/".into(), own_cursor: false };
+        new.cursor(&hive).resume_after = Some("h".into());
         assert_eq!(new.to_value(), serde_json::json!({"hive": {"resume_after": "h"}}));
     }
 
@@ -849,6 +990,38 @@ mod tests {
                 Err(error) => assert!(!whole && error.to_string().contains("more than the 9 bytes allowed"), "{error}"),
             }
         }
+    }
+
+    #[test]
+    fn a_log_archive_keeps_a_cursor_per_prefix_and_files_records_under_the_key_account() {
+        let mut checkpoint = Checkpoint::default();
+        let prefix = |account: &str| format!("AWSLogs/o-abc123def4/{account}/CloudTrail/eu-west-1/");
+        let alpha = Listing { layout: KeyLayout::Classic, prefix: prefix("111122223333"), own_cursor: true };
+        let beta = Listing { layout: KeyLayout::Classic, prefix: prefix("444455556666"), own_cursor: true };
+        checkpoint.cursor(&alpha).last_key = Some("a".into());
+        checkpoint.cursor(&beta).resume_after = Some("b".into());
+        assert_eq!(checkpoint.cursor(&alpha).last_key.as_deref(), Some("a"));
+        assert_eq!(checkpoint.classic, Cursor::default(), "the job's own cursor is not touched");
+        let saved: Checkpoint = serde_json::from_value(checkpoint.to_value()).unwrap();
+        assert_eq!(saved.prefixes.len(), 2);
+
+        let mut job = Job {
+            job_id: 1,
+            account_id: "log-archive:org-trail".into(),
+            region: "eu-west-1".into(),
+            source: Source::CloudTrailArchive,
+            target: "s3://org-trail/AWSLogs/o-abc123def4/".into(),
+            interval: Duration::from_secs(300),
+            checkpoint: serde_json::Value::Null,
+            owner: String::new(),
+            lease: Duration::from_secs(300),
+            throttled: 0,
+        };
+        let key = format!("{}2026/11/30/111122223333_CloudTrail_eu-west-1_x.json.gz", alpha.prefix);
+        assert_eq!(default_account(&job, &key), "111122223333");
+        assert_eq!(default_account(&job, "AWSLogs/o-abc123def4/not-an-account/CloudTrail/x"), "log-archive:org-trail");
+        job.source = Source::CloudTrailS3;
+        assert_eq!(default_account(&job, &key), "log-archive:org-trail", "an account's own job: its account");
     }
 
     #[test]

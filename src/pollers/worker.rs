@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use super::{
     Job, PollContext, PollError, RunOutcome, Source, cloudwatch_logs, jobs, lookup_events, regions, s3_objects,
-    snapshot,
+    snapshot, sqs,
 };
 use crate::accounts::{self, Account};
 use crate::aws::AccountSession;
@@ -160,7 +160,7 @@ impl Worker {
         heartbeat.abort();
         if let Ok(outcome) = &result
             && outcome.stored > 0
-            && matches!(job.source, Source::CloudTrailLookup | Source::CloudTrailS3)
+            && matches!(job.source, Source::CloudTrailLookup | Source::CloudTrailS3 | Source::CloudTrailSqs)
         {
             // New events may explain config changes a snapshot saw before they arrived.
             let mut conn = self.ctx.pool.acquire().await?;
@@ -221,6 +221,9 @@ impl Worker {
             Source::FlowLogsCloudWatch => cloudwatch_logs::run(&self.ctx, &session, job).await,
             Source::ConfigSnapshot => snapshot::run(&self.ctx, &session, &account, job).await,
             Source::Regions => regions::run(&self.ctx, &session, job).await,
+            Source::CloudTrailSqs | Source::FlowLogsSqs => sqs::run(&self.ctx, &session, &account, job).await,
+            Source::Organization => super::organization::run(&self.ctx, &session, job).await,
+            Source::CloudTrailArchive => super::log_archive::run(&self.ctx, &session, &account, job).await,
         }
     }
 

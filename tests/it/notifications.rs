@@ -28,7 +28,9 @@ use skywarden::notify::sender::{Sender, SenderOptions, StepReport};
 const PUBLIC_URL: &str = "https://skywarden.example.com";
 
 fn loopback() -> NetworkPolicy {
-    NetworkPolicy::allowing("127.0.0.1/32").unwrap()
+    // The SMTP test server's CA is in the fixtures: channels name it as `ca.pem`.
+    let ca_dir = smtp::ca_file().parent().unwrap().to_path_buf();
+    NetworkPolicy::allowing("127.0.0.1/32").unwrap().with_ca_dir(ca_dir)
 }
 
 struct Routing {
@@ -200,8 +202,9 @@ async fn slack_teams_and_webhooks_get_the_documented_shapes() {
     assert_eq!(hook.header("x-skywarden-event"), Some("alert.opened"));
     let finding = hook.json();
     assert_eq!((finding["class_uid"].as_i64(), finding["activity_id"].as_i64()), (Some(2004), Some(1)));
-    assert_eq!(finding["actor"]["user"]["name"], "alice");
-    assert_eq!(finding["src_endpoint"]["location"]["country"], "RU");
+    // Who and from where are evidence: a Detection Finding has no top-level actor or endpoint.
+    assert_eq!(finding["evidences"][0]["actor"]["user"]["name"], "alice");
+    assert_eq!(finding["evidences"][0]["src_endpoint"]["location"]["country"], "RU");
 
     // Nothing more to send: each alert went once to each channel.
     assert_eq!(routing.drain().await, StepReport::default());
@@ -333,7 +336,7 @@ async fn email_goes_over_starttls_with_auth_to_a_real_smtp_server() {
             ChannelKind::Email,
             json!({"host": "127.0.0.1", "port": sink.port, "security": "starttls", "username": smtp::USER,
                    "from": "Skywarden <skywarden@acme.example>", "to": ["soc@acme.example"],
-                   "ca_file": smtp::ca_file().display().to_string()}),
+                   "ca_file": "ca.pem"}),
             &[("password", smtp::PASSWORD)],
         )
         .await;
@@ -373,7 +376,7 @@ async fn email_goes_over_starttls_with_auth_to_a_real_smtp_server() {
             "mail",
             ChannelKind::Email,
             json!({"host": "127.0.0.1", "port": sink.port, "username": smtp::USER, "from": "skywarden@acme.example",
-                   "to": ["soc@acme.example"], "ca_file": smtp::ca_file().display().to_string()}),
+                   "to": ["soc@acme.example"], "ca_file": "ca.pem"}),
             &[("password", "wrong")],
         )
         .await;

@@ -90,7 +90,7 @@ pub enum Command {
         #[command(subcommand)]
         action: AccountsAction,
     },
-    /// Dashboard users (user name, password, role).
+    /// Dashboard users (user name, password, role): create, list, disable, enable.
     Users {
         #[command(subcommand)]
         action: UserAction,
@@ -315,8 +315,12 @@ pub struct WorkerArgs {
 #[derive(Debug, Subcommand)]
 pub enum AccountsAction {
     /// Onboard an account: store its role ARN, generate its external ID (shown once), create its
-    /// poll jobs, and try the role.
+    /// poll jobs, and try the role. With --organization: onboard every active member account of
+    /// the organization whose management (or delegated-admin) account the role is in.
     Add(Box<AccountAddArgs>),
+    /// Add a central log archive: one trail bucket read once for every account under it, each
+    /// event stored under its own account.
+    AddLogArchive(Box<LogArchiveArgs>),
     /// Onboarded accounts (never their external IDs).
     List {
         #[arg(long)]
@@ -342,7 +346,7 @@ pub enum AccountsAction {
         #[arg(long)]
         account: Option<String>,
         /// Only this source: cloudtrail-lookup, cloudtrail-s3, flowlogs-s3, flowlogs-cloudwatch,
-        /// config-snapshot or regions.
+        /// config-snapshot, regions, organization or cloudtrail-archive.
         #[arg(long)]
         source: Option<String>,
         #[arg(long)]
@@ -363,6 +367,12 @@ pub enum AccountsAction {
         /// Forget the chosen intervals: every source at its default.
         #[arg(long, conflicts_with = "poll_intervals")]
         default_intervals: bool,
+        /// SQS queue announcing new trail files (near-real-time); "" removes it.
+        #[arg(long)]
+        trail_queue_url: Option<String>,
+        /// SQS queue announcing new flow log files; "" removes it.
+        #[arg(long)]
+        flow_queue_url: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -409,6 +419,54 @@ pub struct AccountAddArgs {
     /// Region of the buckets, if not each job's region.
     #[arg(long)]
     pub bucket_region: Option<String>,
+    /// SQS queue that S3 event notifications (or an EventBridge rule) fill with new trail
+    /// files: they are read within seconds; the bucket listing stays as the safety net.
+    #[arg(long)]
+    pub trail_queue_url: Option<String>,
+    /// SQS queue announcing new flow log files.
+    #[arg(long)]
+    pub flow_queue_url: Option<String>,
+    /// The role is in an organization's management (or delegated-admin) account: onboard each
+    /// active member with --member-role-name and one external ID; a daily job onboards new
+    /// members and stops polling suspended or closed ones.
+    #[arg(long, conflicts_with_all = ["regions", "trail_bucket", "flow_bucket", "flow_log_groups", "trail_queue_url", "flow_queue_url"])]
+    pub organization: bool,
+    /// The role every member account has (deployed by deploy/skywarden-readonly-stackset.yaml).
+    #[arg(long, requires = "organization", default_value = "SkywardenReadOnly")]
+    pub member_role_name: String,
+    /// Do not try the role now (it does not exist yet).
+    #[arg(long)]
+    pub no_test: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogArchiveArgs {
+    /// The trail bucket (an organization trail's, usually in a log-archive account).
+    #[arg(long)]
+    pub bucket: String,
+    /// Key prefix before `AWSLogs/`.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// An organization trail's organization id (`o-…`): files under `AWSLogs/o-…/<account>/`.
+    #[arg(long)]
+    pub organization_id: Option<String>,
+    /// arn:aws:iam::LOG-ARCHIVE-ACCOUNT:role/NAME, the read-only role deployed in the account
+    /// that holds the bucket, with TrailBucketName set.
+    #[arg(long)]
+    pub role_arn: String,
+    /// The bucket's region, if known (else found once with HeadBucket or GetBucketLocation).
+    #[arg(long)]
+    pub bucket_region: Option<String>,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Endpoint for the archive's AWS calls (an emulator or VPC endpoint).
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+    /// cloudtrail-archive=DURATION (default 5m).
+    #[arg(long = "poll-interval", value_name = "SOURCE=DURATION")]
+    pub poll_intervals: Vec<String>,
     /// Do not try the role now (it does not exist yet).
     #[arg(long)]
     pub no_test: bool,
@@ -564,6 +622,18 @@ pub enum UserAction {
         /// viewer, analyst or admin.
         #[arg(long, value_parser = parse_role)]
         role: Role,
+    },
+    /// Every dashboard user with their role, state and live sessions.
+    List,
+    /// Refuse the user's logins and end their dashboard sessions at once.
+    Disable {
+        /// The user name.
+        username: String,
+    },
+    /// Let a disabled user sign in again.
+    Enable {
+        /// The user name.
+        username: String,
     },
 }
 

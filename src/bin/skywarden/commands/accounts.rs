@@ -1,14 +1,16 @@
-//! `skywarden accounts add|list|remove|test|status|poll-now|configure|template`.
+//! `skywarden accounts add|add-log-archive|list|remove|test|status|poll-now|configure|template`.
 
 use std::process::ExitCode;
 
-use skywarden::accounts::{self, AccountChange, LogSources, NewAccount, PollIntervals};
+use skywarden::accounts::log_archive::NewLogArchive;
+use skywarden::accounts::organization::{self, NewOrganization};
+use skywarden::accounts::{self, AccountChange, AccountKind, LogSources, NewAccount, PollIntervals};
 use skywarden::aws::AwsSettings;
 use skywarden::db::{Database, DbOptions};
 use skywarden::pollers::{Source, jobs};
 
 use super::with_db;
-use crate::cli::{AccountAddArgs, AccountsAction};
+use crate::cli::{AccountAddArgs, AccountsAction, LogArchiveArgs};
 
 pub(crate) async fn run(db_options: &DbOptions, action: AccountsAction) -> anyhow::Result<ExitCode> {
     if let AccountsAction::Template = action {
@@ -16,7 +18,9 @@ pub(crate) async fn run(db_options: &DbOptions, action: AccountsAction) -> anyho
         return Ok(ExitCode::SUCCESS);
     }
     with_db(db_options, async |db| match action {
+        AccountsAction::Add(args) if args.organization => add_organization(db, *args).await,
         AccountsAction::Add(args) => add(db, *args).await,
+        AccountsAction::AddLogArchive(args) => add_log_archive(db, *args).await,
         AccountsAction::List { json } => list(db, json).await,
         AccountsAction::Remove { account_id } => {
             accounts::remove(&db.pool, &account_id).await?;
@@ -28,14 +32,24 @@ pub(crate) async fn run(db_options: &DbOptions, action: AccountsAction) -> anyho
         AccountsAction::PollNow { account, source, json } => {
             poll_now(db, account.as_deref(), source.as_deref(), json).await
         }
-        AccountsAction::Configure { account_id, regions, all_regions, poll_intervals, default_intervals, json } => {
+        AccountsAction::Configure {
+            account_id,
+            regions,
+            all_regions,
+            poll_intervals,
+            default_intervals,
+            trail_queue_url,
+            flow_queue_url,
+            json,
+        } => {
             let regions = if all_regions { Some(Vec::new()) } else { regions };
             let intervals = match (default_intervals, poll_intervals.is_empty()) {
                 (true, _) => Some(PollIntervals::default()),
                 (false, true) => None,
                 (false, false) => Some(intervals_from(&poll_intervals)?),
             };
-            configure(db, &account_id, AccountChange { regions, intervals }, json).await
+            let change = AccountChange { regions, intervals, trail_queue_url, flow_queue_url };
+            configure(db, &account_id, change, json).await
         }
         AccountsAction::Template => unreachable!("handled above"),
     })
@@ -54,11 +68,11 @@ async fn list(db: &Database, json: bool) -> anyhow::Result<ExitCode> {
                 (None, None) => "role not verified yet".into(),
             };
             println!(
-                "{}  {:<20}  {}  regions={}  {state}",
+                "{}  {:<20}  {}  {}  {state}",
                 account.account_id,
                 account.name.as_deref().unwrap_or("-"),
                 account.role_arn,
-                regions_text(account)
+                what_is_polled(account)
             );
         }
     }
@@ -141,6 +155,31 @@ fn human(seconds: i64) -> String {
     }
 }
 
+/// For `accounts list`: an account's regions (and its member status), an organization's
+/// member role, a log archive's files.
+fn what_is_polled(account: &accounts::Account) -> String {
+    match account.kind {
+        AccountKind::Organization => {
+            format!("organization, member role {}", account.member_role_name.as_deref().unwrap_or("-"))
+        }
+        AccountKind::LogArchive => format!(
+            "log archive s3://{}/{}",
+            account.sources.trail_bucket.as_deref().unwrap_or_default(),
+            account.sources.organization_id.as_deref().unwrap_or_default()
+        ),
+        AccountKind::Account => {
+            let member = match (&account.organization, &account.member_status) {
+                (Some(organization), Some(status)) if !account.is_active_member() => {
+                    format!("  {} in {organization}: not polled, data kept", status.to_lowercase())
+                }
+                (Some(organization), _) => format!("  member of {organization}"),
+                _ => String::new(),
+            };
+            format!("regions={}{member}", regions_text(account))
+        }
+    }
+}
+
 /// The regions polled, and whether a restriction chose them.
 fn regions_text(account: &accounts::Account) -> String {
     let polled =
@@ -218,6 +257,8 @@ async fn add(db: &Database, args: AccountAddArgs) -> anyhow::Result<ExitCode> {
             flow_prefix: args.flow_prefix,
             flow_log_groups: args.flow_log_groups,
             bucket_region: args.bucket_region,
+            trail_queue_url: args.trail_queue_url,
+            flow_queue_url: args.flow_queue_url,
         },
     };
     let account = accounts::onboard(&db.pool, &new, &intervals_from(&args.poll_intervals)?).await?;
@@ -258,6 +299,107 @@ async fn add(db: &Database, args: AccountAddArgs) -> anyhow::Result<ExitCode> {
                 account.account_id
             ),
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `accounts add --organization`: the organization's entry and external ID, then (unless
+/// --no-test) its members, listed and onboarded at once.
+async fn add_organization(db: &Database, args: AccountAddArgs) -> anyhow::Result<ExitCode> {
+    let new = NewOrganization {
+        role_arn: args.role_arn,
+        member_role_name: args.member_role_name,
+        name: args.name,
+        endpoint_url: args.endpoint_url,
+    };
+    let entry = organization::onboard(&db.pool, &new, &intervals_from(&args.poll_intervals)?).await?;
+    let members = if args.no_test {
+        None
+    } else {
+        let settings = AwsSettings::from_env();
+        let base = settings.load().await;
+        Some(organization::sync(&db.pool, &base, &settings, &entry.account_id).await.map_err(|e| e.to_string()))
+    };
+    if args.json {
+        let mut value = serde_json::to_value(&entry)?;
+        value["external_id"] = serde_json::Value::String(entry.external_id.clone());
+        value["members"] = match &members {
+            Some(Ok(change)) => serde_json::to_value(change)?,
+            Some(Err(error)) => serde_json::json!({"error": error}),
+            None => serde_json::Value::Null,
+        };
+        println!("{value}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("organization {} onboarded (member role {})", entry.account_id, new.member_role_name);
+    println!("external ID for the management role and every member role (shown only now): {}", entry.external_id);
+    println!(
+        "deploy deploy/skywarden-readonly-stackset.yaml in the management account with it (docs/organizations.md)"
+    );
+    match members {
+        Some(Ok(change)) => {
+            println!("members polled: {}", change.active.len());
+            for (what, ids) in
+                [("onboarded", &change.onboarded), ("onboarded on their own, left as they are", &change.separate)]
+            {
+                if !ids.is_empty() {
+                    println!("  {what}: {}", ids.join(","));
+                }
+            }
+        }
+        Some(Err(error)) => println!(
+            "listing the members failed: {error}\n  the organization job retries daily; once the roles exist run\n  \
+             `skywarden accounts poll-now --account {} --source organization`",
+            entry.account_id
+        ),
+        None => println!(
+            "members not listed yet; once the roles exist run `skywarden accounts poll-now --account {} --source organization`",
+            entry.account_id
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `accounts add-log-archive`: the archive's entry, external ID and job; the accounts whose own
+/// trail-file jobs it replaces.
+async fn add_log_archive(db: &Database, args: LogArchiveArgs) -> anyhow::Result<ExitCode> {
+    let new = NewLogArchive {
+        role_arn: args.role_arn,
+        bucket: args.bucket,
+        prefix: args.prefix,
+        organization_id: args.organization_id,
+        bucket_region: args.bucket_region,
+        name: args.name,
+        endpoint_url: args.endpoint_url,
+    };
+    let added = accounts::log_archive::add(&db.pool, &new, &intervals_from(&args.poll_intervals)?).await?;
+    let entry = &added.archive;
+    let test = if args.no_test {
+        None
+    } else {
+        let settings = AwsSettings::from_env();
+        let base = settings.load().await;
+        Some(accounts::test(&db.pool, &base, &settings, &entry.account_id).await?)
+    };
+    if args.json {
+        let mut value = serde_json::to_value(entry)?;
+        value["external_id"] = serde_json::Value::String(entry.external_id.clone());
+        value["replaced"] = serde_json::to_value(&added.replaced)?;
+        value["test"] = serde_json::to_value(&test)?;
+        println!("{value}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("log archive {} added: every account's trail files under it are read once", entry.account_id);
+    println!("external ID (shown only now): {}", entry.external_id);
+    println!("deploy the read-only role (skywarden accounts template) in the bucket's account with this external ID");
+    println!("  and TrailBucketName={}", new.bucket);
+    if !added.replaced.is_empty() {
+        println!("these accounts no longer read the bucket themselves: {}", added.replaced.join(","));
+    }
+    match &test {
+        Some(result) if result.ok => println!("role check: ok ({})", result.assumed_arn.as_deref().unwrap_or("")),
+        Some(result) => println!("role check: failed: {}", result.error.as_deref().unwrap_or("")),
+        None => println!("role check skipped; run `skywarden accounts test {}` once the role exists", entry.account_id),
     }
     Ok(ExitCode::SUCCESS)
 }
