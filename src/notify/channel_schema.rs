@@ -164,7 +164,7 @@ fn email() -> Vec<FieldSchema> {
         FieldSchema::text("username").optional(),
         FieldSchema::text("from").placeholder("skywarden@example.com"),
         FieldSchema::new("to", FieldInput::List).placeholder("soc@example.com, oncall@example.com"),
-        FieldSchema::text("ca_file").optional().placeholder("/etc/skywarden/relay-ca.pem"),
+        FieldSchema::text("ca_file").optional().placeholder("relay-ca.pem (a file in SKYWARDEN_NOTIFY_CA_DIR)"),
     ]
 }
 

@@ -195,7 +195,7 @@ pub struct ServiceNowSettings {
 }
 
 fn default_close_code() -> String {
-    "Solved (Permanently)".into()
+    super::targets::servicenow::DEFAULT_CLOSE_CODE.into()
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
