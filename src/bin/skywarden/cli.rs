@@ -345,8 +345,9 @@ pub enum AccountsAction {
         /// Only this account; every account by default.
         #[arg(long)]
         account: Option<String>,
-        /// Only this source: cloudtrail-lookup, cloudtrail-s3, flowlogs-s3, flowlogs-cloudwatch,
-        /// config-snapshot, regions, organization or cloudtrail-archive.
+        /// Only this source: cloudtrail-lookup, cloudtrail-s3, cloudtrail-sqs, flowlogs-s3,
+        /// flowlogs-sqs, flowlogs-cloudwatch, config-snapshot, regions, organization or
+        /// cloudtrail-archive.
         #[arg(long)]
         source: Option<String>,
         #[arg(long)]
