@@ -4,6 +4,7 @@
 
 mod detect;
 mod import;
+mod latency;
 mod posture;
 mod queries;
 mod synthetic;
@@ -66,6 +67,20 @@ enum Bench {
         #[arg(long, default_value = "policies")]
         policies: PathBuf,
     },
+    /// From a trail file written to S3 to the alert it raises (p50/p95): through an SQS queue
+    /// that S3 event notifications fill, against the bucket listing alone, in moto.
+    Latency {
+        /// Objects written per path.
+        #[arg(long, default_value_t = 20)]
+        objects: usize,
+        /// The moto server (S3, SQS, STS, EC2).
+        #[arg(long, env = "SKYWARDEN_TEST_MOTO_URL")]
+        moto_url: String,
+        /// Seconds between two runs of the listing job in the baseline (the product's default
+        /// is 300; at least 30).
+        #[arg(long, default_value_t = 60)]
+        listing_interval: u64,
+    },
     /// Audit-trail query latency (p50/p95 per filter) over generated events, against the lookup
     /// of one event by key.
     Queries {
@@ -106,6 +121,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let report =
                 with_server(&db_options, async |server| Ok(queries::run(server, events, samples, reuse).await?))
                     .await?;
+            println!("{report}");
+        }
+        Bench::Latency { objects, moto_url, listing_interval } => {
+            let settings = latency::Settings {
+                objects: objects.max(1),
+                moto_url,
+                listing_interval: std::time::Duration::from_secs(listing_interval),
+            };
+            let report = with_server(&db_options, async |server| Ok(latency::run(server, &settings).await?)).await?;
             println!("{report}");
         }
         Bench::Detect { events, policies } => println!("{}", detect_bench(events, policies).await?),
