@@ -90,6 +90,30 @@ impl TestDb {
     }
 }
 
+/// A passing test's database is dropped, so a long suite does not fill the disk the cluster
+/// lives on; a failing test's is kept to look at.
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let Ok(options) = PgConnectOptions::from_str(&self.url) else { return };
+        let Some(name) = options.get_database().map(str::to_owned) else { return };
+        // The test's runtime may be shutting down: a thread with a runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let mut admin = options.database("postgres").connect().await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await.ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            eprintln!("NOTE: the test database could not be dropped");
+        }
+    }
+}
+
 pub fn skywarden_command(url: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_skywarden"));
     command
