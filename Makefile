@@ -119,12 +119,17 @@ test: test-tools
 		--checks not_a_server_error --max-examples 50 --workers 1 --seed 20261129 \
 		|| { echo "server log:"; tail -n 40 $(TEST_PG_DIR).serve.log; exit 1; }
 	kill $$serve_pid
-	SKYWARDEN_TEST_DATABASE_URL=$$(cat $(TEST_PG_DIR).url) $(CARGO) test --locked --workspace -- --test-threads 2
+	# Free space where the cluster and the build live, before and after (a full disk fails tests
+	# in ways that look like bugs).
+	df -h $(TEST_PG_DIR) target || true
+	SKYWARDEN_TEST_DATABASE_URL=$$(cat $(TEST_PG_DIR).url) $(CARGO) test --locked --workspace -- --test-threads 2 \
+		|| { df -h $(TEST_PG_DIR) target; exit 1; }
 	# Every benchmark at a tiny size, so none can rot (the ratios printed mean nothing at this size).
 	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) import --events 2000
 	$(BENCH_DEBUG_BIN) detect --events 2000 --policies policies
 	$(BENCH_DEBUG_BIN) posture --resources 100
 	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) queries --events 20000 --samples 3
+	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) spray --events 10000
 	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) latency --objects 2 --listing-interval 30
 	if [ -d ../shared/fixtures ]; then echo "dataset tests ran over ../shared/fixtures"; \
 	else echo "NOTE: ../shared/fixtures is absent: the tests over public datasets checked nothing"; fi
@@ -137,6 +142,7 @@ bench:
 	$(BENCH_BIN) detect --events 100000 --policies policies
 	$(BENCH_BIN) posture --resources 5000
 	$(BENCH_BIN) --data-dir $(DEMO_DATA_DIR) queries --events 1000000
+	$(BENCH_BIN) --data-dir $(DEMO_DATA_DIR) spray --events 500000
 	# Object written -> alert raised, through SQS against the listing, in a moto server of its own.
 	moto_port=$$($(FREE_PORT))
 	$(MOTO_BIN) -H 127.0.0.1 -p $$moto_port > /dev/null 2>&1 &

@@ -11,6 +11,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("model", &[]),
     ("net", &[]),
     ("telemetry", &[]),
+    // Catching panics in long-running work.
+    ("supervise", &[]),
     // The policy files (built in, overridable): what detect and posture load.
     ("policy_files", &[]),
     ("db", &["model"]),
@@ -21,10 +23,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("inventory", &["aws", "db", "model"]),
     ("ingest", &["db", "geo", "model", "net"]),
     ("alerts", &["db", "model"]),
-    ("notify", &["alerts", "db", "model", "net"]),
+    ("notify", &["alerts", "db", "model", "net", "supervise"]),
     ("detect", &["alerts", "db", "geo", "ingest", "model", "net", "notify", "policy_files"]),
-    ("posture", &["alerts", "db", "inventory", "model", "notify", "policy_files"]),
+    ("posture", &["alerts", "db", "inventory", "model", "notify", "policy_files", "supervise"]),
     ("search", &["db", "geo", "model", "net"]),
+    // Fuzz target bodies (fuzz/ and tests/fuzz_corpus.rs): the readers of outside input.
+    ("fuzzing", &["detect", "geo", "ingest", "inventory", "policy_files", "posture"]),
     (
         "pollers",
         &[
@@ -40,6 +44,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "net",
             "notify",
             "posture",
+            "supervise",
         ],
     ),
     ("demo", &["alerts", "db", "model"]),

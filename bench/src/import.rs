@@ -32,10 +32,14 @@ pub enum BenchError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("import failed")]
     Import(#[from] ingest::ImportError),
+    #[error("detection failed")]
+    Detect(#[from] skywarden::detect::DetectError),
     #[error("writing the generated file")]
     Io(#[from] std::io::Error),
     #[error("the import reported errors: {0}")]
     ImportErrors(String),
+    #[error("a benchmark run in a child process failed: {0}")]
+    Child(String),
 }
 
 #[derive(Debug)]

@@ -7,6 +7,7 @@ mod import;
 mod latency;
 mod posture;
 mod queries;
+mod spray;
 mod synthetic;
 
 use std::path::PathBuf;
@@ -67,6 +68,30 @@ enum Bench {
         #[arg(long, default_value = "policies")]
         policies: PathBuf,
     },
+    /// Import + detection under a password spray and on the realistic mix, at N and 2N events:
+    /// the time ratio against the doubling, peak memory, findings and evidence rows.
+    Spray {
+        /// Events at the smaller size (the larger is twice this).
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        /// Folder of policy files (the built-in policies without it).
+        #[arg(long)]
+        policies: Option<PathBuf>,
+        /// Folder for the generated files (the system's temporary folder by default).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
+    /// One run of `spray` (a child process, so its peak memory is its own): imports `file` into
+    /// the spray benchmark's scratch database, detects, prints what it measured as JSON.
+    #[command(hide = true)]
+    SprayRun {
+        #[arg(long)]
+        events: usize,
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        policies: Option<PathBuf>,
+    },
     /// From a trail file written to S3 to the alert it raises (p50/p95): through an SQS queue
     /// that S3 event notifications fill, against the bucket listing alone, in moto.
     Latency {
@@ -122,6 +147,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 with_server(&db_options, async |server| Ok(queries::run(server, events, samples, reuse).await?))
                     .await?;
             println!("{report}");
+        }
+        Bench::Spray { events, policies, work_dir } => {
+            let work_dir = work_dir.unwrap_or_else(std::env::temp_dir);
+            let child = spray::ChildCommand {
+                database_url: db_options.database_url.as_ref().map(|url| url.expose().to_string()),
+                data_dir: db_options.data_dir.clone(),
+                policies,
+            };
+            let report =
+                with_server(&db_options, async |server| Ok(spray::run(server, events, &work_dir, &child).await?))
+                    .await?;
+            println!("{report}");
+        }
+        Bench::SprayRun { events, file, policies } => {
+            let policies = policies.map_or_else(PolicySet::builtin, |dir| PolicySet::load(&dir));
+            anyhow::ensure!(policies.problems.is_empty(), "policies with problems; run `skywarden policies lint`");
+            let run =
+                with_server(&db_options, async |server| Ok(spray::run_one(server, &file, events, &policies).await?))
+                    .await?;
+            println!("{}", serde_json::to_string(&run)?);
         }
         Bench::Latency { objects, moto_url, listing_interval } => {
             let settings = latency::Settings {

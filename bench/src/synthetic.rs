@@ -9,6 +9,28 @@ use chrono::{DateTime, TimeZone, Utc};
 /// Writes `count` realistic events (console logins, role sessions, EC2 and IAM calls, each
 /// about 1.7 KB like real CloudTrail records) as an S3 delivery document. Returns its size.
 pub fn generate_events(path: &Path, count: usize) -> std::io::Result<usize> {
+    // Spread over two weeks.
+    write_document(path, count, 14 * 86_400, event)
+}
+
+/// The principal a password spray targets, and the address it comes from.
+pub const SPRAY_USER: &str = "admin";
+pub const SPRAY_SOURCE: &str = "185.220.101.7";
+
+/// The password-spray shape: `count` events over one day, every fifth a failed console login
+/// of [`SPRAY_USER`] from [`SPRAY_SOURCE`], the rest the realistic mix. The day stays the same
+/// whatever `count`, so more events mean a denser attack (what an attacker controls).
+pub fn generate_spray(path: &Path, count: usize) -> std::io::Result<usize> {
+    write_document(path, count, 86_400, |i, time| if i % 5 == 0 { failed_login(i, time) } else { event(i, time) })
+}
+
+/// Writes `count` events from `make`, evenly over `span_seconds`, as an S3 delivery document.
+fn write_document(
+    path: &Path,
+    count: usize,
+    span_seconds: i64,
+    make: impl Fn(usize, DateTime<Utc>) -> String,
+) -> std::io::Result<usize> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     let start = Utc.with_ymd_and_hms(2026, 10, 20, 0, 0, 0).single().expect("valid date");
     let mut written = 0;
@@ -17,15 +39,35 @@ pub fn generate_events(path: &Path, count: usize) -> std::io::Result<usize> {
         if i > 0 {
             out.write_all(b",")?;
         }
-        // Spread over two weeks.
-        let time = start + chrono::Duration::seconds((i as i64 * 14 * 86_400) / count.max(1) as i64);
-        let event = event(i, time);
+        let time = start + chrono::Duration::seconds((i as i64 * span_seconds) / count.max(1) as i64);
+        let event = make(i, time);
         written += event.len();
         out.write_all(event.as_bytes())?;
     }
     out.write_all(b"]}\n")?;
     out.flush()?;
     Ok(written)
+}
+
+/// The `i`th event as a failed console login of the spray's target.
+fn failed_login(i: usize, time: DateTime<Utc>) -> String {
+    format!(
+        concat!(
+            r#"{{"eventVersion":"1.09","userIdentity":{{"type":"IAMUser","principalId":"AIDA0000000000000SPRAY","#,
+            r#""arn":"arn:aws:iam::111122223333:user/{user}","accountId":"111122223333","userName":"{user}"}},"#,
+            r#""eventTime":"{time}","eventSource":"signin.amazonaws.com","eventName":"ConsoleLogin","awsRegion":"us-east-1","#,
+            r#""sourceIPAddress":"{ip}","userAgent":"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0","#,
+            r#""errorMessage":"Failed authentication","requestParameters":null,"responseElements":{{"ConsoleLogin":"Failure"}},"#,
+            r#""additionalEventData":{{"LoginTo":"https://console.aws.amazon.com/console/home","MobileVersion":"No","MFAUsed":"No"}},"#,
+            r#""eventID":"{eid:08x}-98f8-4744-bd45-{eid:012x}","readOnly":false,"eventType":"AwsConsoleSignIn","#,
+            r#""managementEvent":true,"recipientAccountId":"111122223333","eventCategory":"Management","#,
+            r#""tlsDetails":{{"tlsVersion":"TLSv1.3","cipherSuite":"TLS_AES_128_GCM_SHA256","clientProvidedHostHeader":"signin.aws.amazon.com"}}}}"#
+        ),
+        user = SPRAY_USER,
+        time = time.format("%Y-%m-%dT%H:%M:%SZ"),
+        ip = SPRAY_SOURCE,
+        eid = i,
+    )
 }
 
 /// The `i`th call: event source, event name and request parameters (JSON).

@@ -6,4 +6,5 @@
 //! another order, leaves the same alerts. Writing an alert returns what changed; the caller
 //! queues the notifications in the same transaction (`notify` imports `alerts`, never the reverse).
 
+pub mod pages;
 pub mod store;

@@ -1,7 +1,7 @@
 //! Alerts in PostgreSQL: folding findings in, listing, and status changes with their history.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use crate::model::{AlertStatus, Finding, Severity};
@@ -46,49 +46,193 @@ pub enum AlertChange {
     StatusChanged { account_id: String, alert_id: String, status: AlertStatus, actor: String, reason: String },
 }
 
-/// Folds findings into alerts inside the caller's transaction. Idempotent: a finding whose
-/// evidence is already recorded changes nothing, and the first-seen details come from the
-/// earliest evidence whatever the order.
-pub async fn record_in(tx: &mut sqlx::PgConnection, findings: &[Finding]) -> Result<RecordOutcome, AlertStoreError> {
-    let mut outcome = RecordOutcome::default();
-    for finding in findings {
-        let alert_id = finding.alert_id();
-        let mitre: Vec<String> = finding.mitre.iter().map(|m| m.label()).collect();
-        let upserted = upsert_alert(tx, finding, &alert_id, &mitre).await?;
-        let escalated_from = upserted.old_severity.filter(|old| *old < upserted.severity);
-        if upserted.inserted || escalated_from.is_some() {
-            outcome.new_alerts += u64::from(upserted.inserted);
-            outcome.changes.push(AlertChange::Raised {
-                account_id: finding.account_id.clone(),
-                alert_id: alert_id.clone(),
-                policy_id: finding.policy_id.clone(),
-                severity: upserted.severity,
-                mitre: mitre.clone(),
-                escalated_from,
-            });
-        }
-        if add_evidence(tx, finding, &alert_id).await? {
-            outcome.new_evidence += 1;
+/// How many evidence events a burst keeps at each end: the first and the last this many.
+pub const BURST_SAMPLE: usize = 10;
+
+/// Many events of one alert folded into one finding (a burst of failed logins, say): the true
+/// count, the span, and a bounded sample of the events for the analyst to open. A finding carries
+/// it in its `details` ([`Burst::attach`]); the store keeps the count on the alert and only the
+/// sample as evidence rows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Burst {
+    pub count: i64,
+    pub first: DateTime<Utc>,
+    pub last: DateTime<Utc>,
+    /// (event id, event time) of the first and the last [`BURST_SAMPLE`] events, in time order.
+    pub sample: Vec<(String, DateTime<Utc>)>,
+}
+
+impl Burst {
+    const KEY: &'static str = "burst";
+
+    /// Puts the burst into the finding, for [`record_in`] to fold as one.
+    pub fn attach(&self, finding: &mut Finding) {
+        let value = serde_json::to_value(self).unwrap_or_default();
+        match &mut finding.details {
+            serde_json::Value::Object(map) => {
+                map.insert(Self::KEY.into(), value);
+            }
+            details => *details = serde_json::json!({ Self::KEY: value }),
         }
     }
+
+    /// The burst a finding carries, if any, and its details without it.
+    pub fn of(finding: &Finding) -> Option<(Burst, serde_json::Value)> {
+        let burst = serde_json::from_value(finding.details.get(Self::KEY)?.clone()).ok()?;
+        let mut details = finding.details.clone();
+        if let serde_json::Value::Object(map) = &mut details {
+            map.remove(Self::KEY);
+        }
+        Some((burst, details))
+    }
+}
+
+/// At most this many resources on one alert (the first in sort order): an alert over thousands
+/// of events must not rewrite a list of thousands on every fold.
+pub const MAX_ALERT_RESOURCES: usize = 100;
+
+/// Folds findings into alerts inside the caller's transaction. Idempotent: a finding whose
+/// evidence is already recorded changes nothing, and the first-seen details come from the
+/// earliest evidence whatever the order. The findings of one alert fold in one write (as if one
+/// at a time: the same alert and the same changes); a finding with a [`Burst`] folds as a whole.
+pub async fn record_in(tx: &mut sqlx::PgConnection, findings: &[Finding]) -> Result<RecordOutcome, AlertStoreError> {
+    let mut outcome = RecordOutcome::default();
+    let mut changes: Vec<(usize, AlertChange)> = Vec::new();
+    for (alert_id, group) in by_alert(findings) {
+        let mut plain = Vec::new();
+        for (index, finding) in group {
+            let Some((burst, details)) = Burst::of(finding) else {
+                plain.push((index, finding));
+                continue;
+            };
+            let upserted = upsert_burst(tx, finding, &alert_id, &burst, details).await?;
+            outcome.new_alerts += u64::from(upserted.inserted);
+            outcome.new_evidence += upserted.new_evidence;
+            changes.extend(raised(&alert_id, &[(index, finding)], &upserted));
+        }
+        if plain.is_empty() {
+            continue;
+        }
+        let upserted = upsert_alert(tx, &Folded::of(&plain), &alert_id).await?;
+        outcome.new_alerts += u64::from(upserted.inserted);
+        changes.extend(raised(&alert_id, &plain, &upserted));
+        outcome.new_evidence += add_evidence(tx, &alert_id, &plain).await?;
+    }
+    // In the order of the findings, as one-at-a-time folding would give them.
+    changes.sort_by_key(|(index, _)| *index);
+    outcome.changes = changes.into_iter().map(|(_, change)| change).collect();
     Ok(outcome)
 }
 
-/// What upserting an alert found and left.
+/// The findings per alert, with their positions, in the order alerts first appear.
+fn by_alert(findings: &[Finding]) -> Vec<(String, Vec<(usize, &Finding)>)> {
+    let mut groups: Vec<(String, Vec<(usize, &Finding)>)> = Vec::new();
+    let mut position: std::collections::HashMap<String, usize> = Default::default();
+    for (index, finding) in findings.iter().enumerate() {
+        let alert_id = finding.alert_id();
+        match position.get(&alert_id) {
+            Some(&at) => groups[at].1.push((index, finding)),
+            None => {
+                position.insert(alert_id.clone(), groups.len());
+                groups.push((alert_id, vec![(index, finding)]));
+            }
+        }
+    }
+    groups
+}
+
+/// What routes hear of for `group` folded into its alert, as if folded one at a time: a new
+/// alert, then each rise in severity.
+fn raised(alert_id: &str, group: &[(usize, &Finding)], upserted: &Upserted) -> Vec<(usize, AlertChange)> {
+    let mut severity = if upserted.inserted { None } else { upserted.old_severity };
+    let mut changes = Vec::new();
+    for (index, finding) in group {
+        let now = severity.map_or(finding.severity, |before| before.max(finding.severity));
+        if severity.is_none_or(|before| now > before) {
+            changes.push((
+                *index,
+                AlertChange::Raised {
+                    account_id: finding.account_id.clone(),
+                    alert_id: alert_id.to_string(),
+                    policy_id: finding.policy_id.clone(),
+                    severity: now,
+                    mitre: finding.mitre.iter().map(|m| m.label()).collect(),
+                    escalated_from: severity,
+                },
+            ));
+        }
+        severity = Some(now);
+    }
+    changes
+}
+
+/// What upserting an alert found.
 struct Upserted {
     inserted: bool,
     /// The severity before, if the alert existed.
     old_severity: Option<Severity>,
-    severity: Severity,
+    /// Evidence the upsert itself added (a burst's growth).
+    new_evidence: u64,
 }
 
-/// Creates the finding's alert, or folds the finding into it.
+/// The findings of one alert as one: what folding them in one at a time would leave.
+struct Folded<'f> {
+    /// The earliest evidence (the first of equals): the alert describes it.
+    first: &'f Finding,
+    severity: Severity,
+    resources: Vec<String>,
+    mitre: Vec<String>,
+    last_seen: DateTime<Utc>,
+    /// The session key when `first` is the alert's earliest evidence ...
+    session_key: Option<String>,
+    /// ... and what fills an empty one otherwise.
+    any_session_key: Option<String>,
+}
+
+impl<'f> Folded<'f> {
+    fn of(group: &[(usize, &'f Finding)]) -> Self {
+        let earliest = |f: &Finding| (f.time, f.evidence_id.clone());
+        let (at, first) = group
+            .iter()
+            .map(|(_, finding)| *finding)
+            .enumerate()
+            .min_by_key(|(_, finding)| earliest(finding))
+            .expect("a group has findings");
+        let session_key = |from: usize| group[from..].iter().find_map(|(_, f)| f.session_key.clone());
+        let labels = |f: &Finding| f.mitre.iter().map(|m| m.label()).collect::<Vec<_>>();
+        // One finding is stored as it is; more merge sorted, as the upsert merges them.
+        let (resources, mitre) = match group {
+            [(_, only)] => (only.resources.clone(), labels(only)),
+            _ => {
+                let mut resources: Vec<String> = group.iter().flat_map(|(_, f)| f.resources.clone()).collect();
+                resources.sort();
+                resources.dedup();
+                resources.truncate(MAX_ALERT_RESOURCES);
+                let mut mitre: Vec<String> = group.iter().flat_map(|(_, f)| labels(f)).collect();
+                mitre.sort();
+                mitre.dedup();
+                (resources, mitre)
+            }
+        };
+        Self {
+            first,
+            severity: group.iter().map(|(_, f)| f.severity).max().unwrap_or(first.severity),
+            resources,
+            mitre,
+            last_seen: group.iter().map(|(_, f)| f.time).max().unwrap_or(first.time),
+            session_key: first.session_key.clone().or_else(|| session_key(at + 1)),
+            any_session_key: session_key(0),
+        }
+    }
+}
+
+/// Creates the alert of `folded`, or folds it into the alert.
 async fn upsert_alert(
     tx: &mut sqlx::PgConnection,
-    finding: &Finding,
+    folded: &Folded<'_>,
     alert_id: &str,
-    mitre: &[String],
 ) -> Result<Upserted, sqlx::Error> {
+    let finding = folded.first;
     let source_ip = finding.source_ip.map(|ip| ip.to_string());
     let mut details = finding.details.clone();
     if let serde_json::Value::Object(map) = &mut details {
@@ -101,10 +245,11 @@ async fn upsert_alert(
         r#"WITH before AS (SELECT severity FROM alerts WHERE account_id = $1 AND policy_id = $3 AND dedup_key = $4)
                INSERT INTO alerts (account_id, alert_id, policy_id, dedup_key, title, severity, principal, source_ip,
                                    country, resources, first_seen, last_seen, event_count, mitre, details, session_key)
-               VALUES ($1, $2::text::uuid, $3, $4, $5, $6, $7, $8::text::inet, $9, $10, $11, $11, 0, $12, $13, $14)
+               VALUES ($1, $2::text::uuid, $3, $4, $5, $6, $7, $8::text::inet, $9, $10, $11, $15, 0, $12, $13, $14)
                ON CONFLICT (account_id, policy_id, dedup_key) DO UPDATE SET
                    severity = greatest(alerts.severity, EXCLUDED.severity),
-                   resources = ARRAY(SELECT DISTINCT r FROM unnest(alerts.resources || EXCLUDED.resources) AS r ORDER BY r),
+                   resources = ARRAY(SELECT DISTINCT r FROM unnest(alerts.resources || EXCLUDED.resources) AS r
+                                     ORDER BY r LIMIT $16),
                    mitre = ARRAY(SELECT DISTINCT m FROM unnest(alerts.mitre || EXCLUDED.mitre) AS m ORDER BY m),
                    last_seen = greatest(alerts.last_seen, EXCLUDED.last_seen),
                    -- The alert describes its earliest evidence, whatever order evidence arrives in.
@@ -117,12 +262,70 @@ async fn upsert_alert(
                    country = CASE WHEN (EXCLUDED.first_seen, EXCLUDED.details->>'first_evidence') < (alerts.first_seen, alerts.details->>'first_evidence')
                                 THEN EXCLUDED.country ELSE alerts.country END,
                    session_key = CASE WHEN (EXCLUDED.first_seen, EXCLUDED.details->>'first_evidence') < (alerts.first_seen, alerts.details->>'first_evidence')
-                                THEN EXCLUDED.session_key ELSE coalesce(alerts.session_key, EXCLUDED.session_key) END,
+                                THEN EXCLUDED.session_key ELSE coalesce(alerts.session_key, $17) END,
                    details = CASE WHEN (EXCLUDED.first_seen, EXCLUDED.details->>'first_evidence') < (alerts.first_seen, alerts.details->>'first_evidence')
                                 THEN EXCLUDED.details ELSE alerts.details END,
                    first_seen = least(alerts.first_seen, EXCLUDED.first_seen)
+               RETURNING (xmax = 0) AS "inserted!", (SELECT severity FROM before) AS "old_severity?: Severity""#,
+        finding.account_id,
+        alert_id,
+        finding.policy_id,
+        finding.dedup_key(),
+        finding.title,
+        folded.severity as Severity,
+        finding.principal,
+        source_ip,
+        finding.country,
+        &folded.resources,
+        finding.time,
+        &folded.mitre,
+        details,
+        folded.session_key,
+        folded.last_seen,
+        MAX_ALERT_RESOURCES as i64,
+        folded.any_session_key,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(Upserted { inserted: row.inserted, old_severity: row.old_severity, new_evidence: 0 })
+}
+
+/// Folds a burst into its alert. A burst only grows as more of its events arrive, so the alert
+/// keeps the largest count seen, the widest span and the description of the fullest burst,
+/// whatever order evaluations come in; its evidence rows are the first and last
+/// [`BURST_SAMPLE`] of all the samples folded in.
+async fn upsert_burst(
+    tx: &mut sqlx::PgConnection,
+    finding: &Finding,
+    alert_id: &str,
+    burst: &Burst,
+    details: serde_json::Value,
+) -> Result<Upserted, sqlx::Error> {
+    let source_ip = finding.source_ip.map(|ip| ip.to_string());
+    let mitre: Vec<String> = finding.mitre.iter().map(|m| m.label()).collect();
+    let row = sqlx::query!(
+        r#"WITH before AS (SELECT severity, event_count FROM alerts
+                           WHERE account_id = $1 AND policy_id = $3 AND dedup_key = $4)
+               INSERT INTO alerts (account_id, alert_id, policy_id, dedup_key, title, severity, principal, source_ip,
+                                   country, resources, first_seen, last_seen, event_count, mitre, details, session_key)
+               VALUES ($1, $2::text::uuid, $3, $4, $5, $6, $7, $8::text::inet, $9, $10, $11, $12, $13, $14, $15, $16)
+               ON CONFLICT (account_id, policy_id, dedup_key) DO UPDATE SET
+                   severity = greatest(alerts.severity, EXCLUDED.severity),
+                   resources = ARRAY(SELECT DISTINCT r FROM unnest(alerts.resources || EXCLUDED.resources) AS r
+                                     ORDER BY r LIMIT $17),
+                   mitre = ARRAY(SELECT DISTINCT m FROM unnest(alerts.mitre || EXCLUDED.mitre) AS m ORDER BY m),
+                   title = CASE WHEN EXCLUDED.event_count >= alerts.event_count THEN EXCLUDED.title ELSE alerts.title END,
+                   principal = CASE WHEN EXCLUDED.event_count >= alerts.event_count THEN EXCLUDED.principal ELSE alerts.principal END,
+                   source_ip = CASE WHEN EXCLUDED.event_count >= alerts.event_count THEN EXCLUDED.source_ip ELSE alerts.source_ip END,
+                   country = CASE WHEN EXCLUDED.event_count >= alerts.event_count THEN EXCLUDED.country ELSE alerts.country END,
+                   session_key = CASE WHEN EXCLUDED.event_count >= alerts.event_count
+                                      THEN coalesce(EXCLUDED.session_key, alerts.session_key) ELSE alerts.session_key END,
+                   details = CASE WHEN EXCLUDED.event_count >= alerts.event_count THEN EXCLUDED.details ELSE alerts.details END,
+                   event_count = greatest(alerts.event_count, EXCLUDED.event_count),
+                   first_seen = least(alerts.first_seen, EXCLUDED.first_seen),
+                   last_seen = greatest(alerts.last_seen, EXCLUDED.last_seen)
                RETURNING (xmax = 0) AS "inserted!", (SELECT severity FROM before) AS "old_severity?: Severity",
-                         severity AS "severity!: Severity""#,
+                         (SELECT event_count FROM before) AS "old_count?""#,
         finding.account_id,
         alert_id,
         finding.policy_id,
@@ -133,41 +336,82 @@ async fn upsert_alert(
         source_ip,
         finding.country,
         &finding.resources,
-        finding.time,
-        mitre,
+        burst.first,
+        burst.last,
+        burst.count,
+        &mitre,
         details,
         finding.session_key,
+        MAX_ALERT_RESOURCES as i64,
     )
     .fetch_one(&mut *tx)
     .await?;
-    Ok(Upserted { inserted: row.inserted, old_severity: row.old_severity, severity: row.severity })
+    keep_sample(tx, &finding.account_id, alert_id, &burst.sample).await?;
+    let new_evidence = (burst.count - row.old_count.unwrap_or(0)).max(0) as u64;
+    Ok(Upserted { inserted: row.inserted, old_severity: row.old_severity, new_evidence })
 }
 
-/// Adds the finding's evidence to its alert and recounts it; false if it was there already.
-async fn add_evidence(tx: &mut sqlx::PgConnection, finding: &Finding, alert_id: &str) -> Result<bool, sqlx::Error> {
-    let evidence = sqlx::query!(
-        "INSERT INTO alert_evidence (account_id, alert_id, event_id, event_time) VALUES ($1, $2::text::uuid, $3, $4)
-             ON CONFLICT DO NOTHING",
-        finding.account_id,
-        alert_id,
-        finding.evidence_id,
-        finding.time,
-    )
-    .execute(&mut *tx)
-    .await?;
-    if evidence.rows_affected() == 0 {
-        return Ok(false);
-    }
+/// Adds `sample` to the alert's evidence, then keeps only the first and last [`BURST_SAMPLE`].
+async fn keep_sample(
+    tx: &mut sqlx::PgConnection,
+    account_id: &str,
+    alert_id: &str,
+    sample: &[(String, DateTime<Utc>)],
+) -> Result<(), sqlx::Error> {
+    let (ids, times): (Vec<String>, Vec<DateTime<Utc>>) = sample.iter().cloned().unzip();
     sqlx::query!(
-        "UPDATE alerts SET event_count = (SELECT count(*) FROM alert_evidence e
-                                                   WHERE e.account_id = $1 AND e.alert_id = $2::text::uuid)
-                 WHERE account_id = $1 AND alert_id = $2::text::uuid",
-        finding.account_id,
+        "INSERT INTO alert_evidence (account_id, alert_id, event_id, event_time)
+         SELECT $1, $2::text::uuid, e.id, e.time FROM unnest($3::text[], $4::timestamptz[]) AS e(id, time)
+         ON CONFLICT DO NOTHING",
+        account_id,
         alert_id,
+        &ids,
+        &times,
     )
     .execute(&mut *tx)
     .await?;
-    Ok(true)
+    sqlx::query!(
+        r#"DELETE FROM alert_evidence e
+           USING (SELECT event_id, row_number() OVER (ORDER BY event_time, event_id) AS position,
+                         count(*) OVER () AS total
+                  FROM alert_evidence WHERE account_id = $1 AND alert_id = $2::text::uuid) ranked
+           WHERE e.account_id = $1 AND e.alert_id = $2::text::uuid AND e.event_id = ranked.event_id
+             AND ranked.position > $3 AND ranked.position <= ranked.total - $3"#,
+        account_id,
+        alert_id,
+        BURST_SAMPLE as i64,
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Adds the group's evidence to its alert and counts what was not there already.
+async fn add_evidence(
+    tx: &mut sqlx::PgConnection,
+    alert_id: &str,
+    group: &[(usize, &Finding)],
+) -> Result<u64, sqlx::Error> {
+    let account_id = &group[0].1.account_id;
+    let (ids, times): (Vec<String>, Vec<DateTime<Utc>>) =
+        group.iter().map(|(_, f)| (f.evidence_id.clone(), f.time)).unzip();
+    // The count grows by the rows added (counting them all again would be quadratic).
+    let added = sqlx::query_scalar!(
+        r#"WITH added AS (
+               INSERT INTO alert_evidence (account_id, alert_id, event_id, event_time)
+               SELECT $1, $2::text::uuid, e.id, e.time FROM unnest($3::text[], $4::timestamptz[]) AS e(id, time)
+               ON CONFLICT DO NOTHING RETURNING 1)
+           UPDATE alerts SET event_count = event_count + (SELECT count(*) FROM added)
+           WHERE account_id = $1 AND alert_id = $2::text::uuid AND EXISTS (SELECT 1 FROM added)
+           RETURNING (SELECT count(*) FROM added) AS "added!""#,
+        account_id,
+        alert_id,
+        &ids,
+        &times,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(added.unwrap_or(0) as u64)
 }
 
 /// Withdraws console-login evidence of `policies` in `[from, to]` that is not in `keep`

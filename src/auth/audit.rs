@@ -48,14 +48,27 @@ pub async fn list(
     action: Option<&str>,
     limit: i64,
 ) -> Result<Vec<AuditEntry>, sqlx::Error> {
+    list_before(pool, actor, action, None, limit).await
+}
+
+/// Entries newest first, older than the entry `before` (a page's last), at most `limit`.
+pub async fn list_before(
+    pool: &PgPool,
+    actor: Option<&str>,
+    action: Option<&str>,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<AuditEntry>, sqlx::Error> {
     sqlx::query_as!(
         AuditEntry,
         "SELECT id, at, actor, action, target, client, details FROM audit_log
          WHERE ($1::text IS NULL OR actor = $1) AND ($2::text IS NULL OR action = $2)
+           AND ($4::bigint IS NULL OR id < $4)
          ORDER BY id DESC LIMIT $3",
         actor,
         action,
-        limit
+        limit,
+        before
     )
     .fetch_all(pool)
     .await

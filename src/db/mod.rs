@@ -129,8 +129,34 @@ impl DbOptions {
 
 /// An open, migrated database, and the embedded server behind it if there is one.
 pub struct Database {
+    /// The pool of background work (pollers, the notification sender, posture, imports): no
+    /// statement timeout, since a backfill may run long.
     pub pool: PgPool,
+    /// How to reach the database again, for pools of other kinds ([`Self::pool_with`]).
+    connect: PgConnectOptions,
     embedded: Option<EmbeddedPostgres>,
+}
+
+/// A pool of its own: its size, how long a caller waits for a connection, and how long one
+/// statement may run before PostgreSQL cancels it (none: no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub connections: u32,
+    pub acquire_timeout: std::time::Duration,
+    pub statement_timeout: Option<std::time::Duration>,
+}
+
+/// A pool on `connect` with `settings`; connections open when first needed.
+pub fn pool_with(connect: PgConnectOptions, settings: &PoolSettings) -> PgPool {
+    let connect = match settings.statement_timeout.filter(|t| !t.is_zero()) {
+        // Set when each connection starts, so no statement on the pool runs without it.
+        Some(timeout) => connect.options([("statement_timeout", format!("{}ms", timeout.as_millis().max(1)))]),
+        None => connect,
+    };
+    PgPoolOptions::new()
+        .max_connections(settings.connections.max(1))
+        .acquire_timeout(settings.acquire_timeout)
+        .connect_lazy_with(connect)
 }
 
 /// The database's clock, so "stored since" compares like with like across machines.
@@ -166,12 +192,18 @@ impl Database {
         let pool = PgPoolOptions::new()
             .max_connections(options.db_connections.max(2))
             .acquire_timeout(std::time::Duration::from_secs(30))
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .map_err(|source| DbError::Connect { target: target.clone(), source })?;
         MIGRATOR.run(&pool).await?;
         tracing::debug!(%target, "database ready");
-        Ok(Self { pool, embedded })
+        Ok(Self { pool, connect, embedded })
+    }
+
+    /// Another pool on the same database, apart from [`Self::pool`]: the API's, so a burst of
+    /// requests cannot starve the pollers and the sender (nor they the API).
+    pub fn pool_with(&self, settings: &PoolSettings) -> PgPool {
+        pool_with(self.connect.clone(), settings)
     }
 
     /// Closes the pool and stops the embedded server if this process started it.

@@ -33,7 +33,7 @@ pub use crate::policy_files::PolicyProblem;
 use crate::policy_files::{Origin, PolicyFiles};
 pub use detectors::DetectorSettings;
 pub use event::PolicyEvent;
-pub use runner::{DetectError, DetectionSummary, Scope, database_now, evaluate, run};
+pub use runner::{DetectError, DetectionSummary, Scope, database_now, evaluate, run, run_pending};
 
 /// What a finding deduplicates on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]

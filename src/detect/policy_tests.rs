@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::detectors::exfiltration::{self, HourlyVolume};
 use super::detectors::{DetectorSettings, Detectors, logins};
 use super::{PolicyEvent, PolicySet};
+use crate::alerts::store::{BURST_SAMPLE, Burst};
 use crate::geo::GeoInfo;
 use crate::ingest::cloudtrail::CloudTrailEvent;
 use crate::model::{Finding, Severity};
@@ -347,14 +348,67 @@ fn login_failure_bursts() {
     let alice = |_| "alice".to_string();
     let burst = run_logins(&set.detectors, &failures(11, 40, alice));
     assert_eq!(ids(&burst), ["aws-excessive-login-failures"]);
-    let evidence: BTreeSet<&str> = burst.iter().map(|f| f.evidence_id.as_str()).collect();
-    assert_eq!(evidence.len(), 11, "every failure in the burst is evidence");
+    assert_eq!(burst.len(), 1, "one finding for the alert, not one per failure");
+    let (folded, _) = Burst::of(&burst[0]).expect("the finding carries its burst");
+    assert_eq!(folded.count, 11, "every failure in the burst is counted");
+    assert_eq!(folded.sample.len(), 11, "and, this few, kept as evidence");
+    assert_eq!((folded.first, folded.last), (burst[0].time, burst[0].time + Duration::seconds(400)));
+    assert_eq!(burst[0].details["failures"], 11);
+    assert_eq!(burst[0].details["sources"], json!([{"address": ATTACKER, "failures": 11}]));
+    assert!(
+        burst[0].title.starts_with(&format!("11 failed console logins for alice from {ATTACKER}")),
+        "{}",
+        burst[0].title
+    );
     assert!(run_logins(&set.detectors, &failures(9, 40, alice)).is_empty(), "below the threshold");
     assert!(run_logins(&set.detectors, &failures(10, 180, alice)).is_empty(), "spread over 30 minutes");
     // Password spraying: one source, many principals, none above the threshold alone.
     let spray = run_logins(&set.detectors, &failures(10, 30, |i| format!("user{}", i % 5)));
     assert_eq!(ids(&spray), ["aws-excessive-login-failures"]);
     assert!(spray.iter().all(|f| f.subject == format!("source:{ATTACKER}")));
+    assert_eq!(spray[0].details["principal_count"], 5);
+}
+
+#[test]
+fn a_long_spray_is_one_finding_per_hour_with_a_bounded_sample() {
+    let set = policies();
+    // Four hours of failures every 5 seconds: 2,880 of them.
+    let events: Vec<(Value, &str)> = (0..2_880)
+        .map(|i| (login("alice", &at("2026-11-12T00:00:00Z", Duration::seconds(i * 5)), ATTACKER, false, "No"), "UA"))
+        .collect();
+    let found = run_logins(&set.detectors, &events);
+    assert_eq!(found.len(), 4, "one per alert hour");
+    for finding in &found {
+        let (burst, _) = Burst::of(finding).unwrap();
+        assert_eq!(burst.count, 720);
+        assert_eq!(burst.sample.len(), 2 * BURST_SAMPLE);
+        assert!(burst.sample.windows(2).all(|pair| pair[0].1 <= pair[1].1), "in time order");
+        assert_eq!(burst.sample[0].1, burst.first);
+        assert_eq!(burst.sample[2 * BURST_SAMPLE - 1].1, burst.last);
+    }
+    let alerts: BTreeSet<String> = found.iter().map(Finding::alert_id).collect();
+    assert_eq!(alerts.len(), 4);
+}
+
+#[test]
+fn failures_that_reach_the_threshold_late_count_from_the_first() {
+    let set = policies();
+    // Nine slow failures, then a tenth within ten minutes of the first: all ten are the burst;
+    // the ones before the new data (emit_from) count too, those far before do not.
+    let base = "2026-11-12T03:00:00Z";
+    let mut events: Vec<PolicyEvent> = (0..10)
+        .map(|i| to_event(&login("alice", &at(base, Duration::seconds(i * 60)), ATTACKER, false, "No"), Some("UA")))
+        .collect();
+    events.insert(0, to_event(&login("alice", &at(base, Duration::minutes(-30)), ATTACKER, false, "No"), Some("UA")));
+    let emit_from = events[10].event_time;
+    let found = logins::evaluate(&set.detectors, &events, emit_from, None);
+    assert_eq!(found.len(), 1);
+    let (burst, _) = Burst::of(&found[0]).unwrap();
+    assert_eq!(burst.count, 10);
+    assert_eq!(burst.first, events[1].event_time);
+    // Nothing new near it: nothing to report.
+    let later = events[10].event_time + Duration::hours(3);
+    assert!(logins::evaluate(&set.detectors, &events, later, None).is_empty());
 }
 
 #[test]

@@ -1,10 +1,12 @@
 //! Runs the policies over stored data in event-time order and folds what they find into alerts.
 //!
 //! After each import (or poll), the rows it stored are evaluated: event rules on each new event;
-//! login detectors over every console login around the new ones (from a baseline's length before
-//! the earliest to a baseline's length after the latest, so a late-arriving old file re-decides
-//! the logins it could change); the flow detector over the clock hours that got new records.
-//! Alerts are keyed by policy, subject and fixed window and evidence is recorded once, so the
+//! login detectors over the console logins around the new ones, streamed in time order
+//! (successful ones from a baseline's length before the earliest to a baseline's length after the
+//! latest, so a late-arriving old file re-decides the logins it could change; failed ones only as
+//! far as a burst of failures reaches, so an attack's failures are not read again and again); the
+//! flow detector over the clock hours that got new records. Alerts are keyed by policy, subject
+//! and fixed window and evidence is recorded once (a burst of failures as one count), so the
 //! result does not depend on file order or on running twice.
 
 use std::collections::BTreeSet;
@@ -13,7 +15,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, Duration, Utc};
 use futures_util::TryStreamExt;
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::alerts::store::{self, AlertStoreError, RecordOutcome};
 use crate::detect::detectors::exfiltration::{self, HourlyVolume};
@@ -54,42 +56,65 @@ pub struct DetectionSummary {
     pub login_range: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
-/// Policies whose verdict on a login depends on other logins.
-const LOGIN_POLICIES: &[&str] = &[
-    crate::detect::detectors::HIJACK,
-    crate::detect::detectors::IMPOSSIBLE_TRAVEL,
-    crate::detect::detectors::LOGIN_FAILURES,
-];
+/// Policies whose verdict on a login later data can withdraw. (Failure bursts only grow as more
+/// failures arrive; the store keeps their largest count.)
+const WITHDRAWABLE_POLICIES: &[&str] = &[crate::detect::detectors::HIJACK, crate::detect::detectors::IMPOSSIBLE_TRAVEL];
 
 /// The database's clock, so "ingested since" compares like with like.
 pub async fn database_now(pool: &PgPool) -> Result<DateTime<Utc>, sqlx::Error> {
     sqlx::query_scalar!(r#"SELECT now() AS "now!""#).fetch_one(pool).await
 }
 
-/// Evaluates `scope` and stores the findings as alerts.
+/// Findings stored at a time by [`run`]: memory holds this many, not all an import raised.
+const RECORD_CHUNK: usize = 10_000;
+
+/// Evaluates `scope` and stores the findings as alerts, with their messages, as they are found
+/// ([`RECORD_CHUNK`] at a time, each chunk in one transaction; folding is idempotent and does
+/// not depend on order, so chunks give the alerts and changes one write would).
 pub async fn run(pool: &PgPool, policies: &PolicySet, scope: Scope) -> Result<DetectionSummary, DetectError> {
-    let (findings, mut summary) = evaluate(pool, policies, scope, None).await?;
-    let RecordOutcome { new_evidence, new_alerts, .. } = crate::notify::outbox::record_alerts(pool, &findings).await?;
-    summary.new_alerts = new_alerts;
-    summary.new_evidence = new_evidence;
+    let mut found = Found::storing(pool);
+    let mut summary = evaluate_into(pool, policies, scope, None, &mut found).await?;
+    found.flush().await?;
+    summary.new_alerts = found.recorded.new_alerts;
+    summary.new_evidence = found.recorded.new_evidence;
     if let Some((from, to)) = summary.login_range {
         // The login detectors re-decided every console login in this range: evidence they no
         // longer find (an older file showed the "new" country was not new) is withdrawn.
-        let keep: Vec<(String, String)> = findings
-            .iter()
-            .filter(|f| LOGIN_POLICIES.contains(&f.policy_id.as_str()))
-            .map(|f| (f.alert_id(), f.evidence_id.clone()))
-            .collect();
-        summary.retracted_evidence = store::retract_login_evidence(pool, LOGIN_POLICIES, from, to, &keep).await?;
+        summary.retracted_evidence =
+            store::retract_login_evidence(pool, WITHDRAWABLE_POLICIES, from, to, &found.kept).await?;
     }
     tracing::info!(
         events = summary.events_evaluated,
         logins = summary.logins_evaluated,
         flow_hours = summary.flow_hours_evaluated,
         findings = summary.findings,
-        new_alerts,
+        new_alerts = summary.new_alerts,
         "detection finished"
     );
+    Ok(summary)
+}
+
+/// Detection over what a run that began at `started` (the database's clock) stored, and over
+/// whatever an earlier run stored but never got through detection (its detection failed, or
+/// the process died between storing and detecting). The durable mark moves on only once this
+/// succeeds. Detection is idempotent, so the little it evaluates twice changes nothing.
+pub async fn run_pending(
+    pool: &PgPool,
+    policies: &PolicySet,
+    started: DateTime<Utc>,
+) -> Result<DetectionSummary, DetectError> {
+    let scan_start = database_now(pool).await?;
+    let pending = sqlx::query_scalar!("SELECT pending_since FROM detection_watermark").fetch_optional(pool).await?;
+    let since = pending.map_or(started, |pending| pending.min(started));
+    let summary = run(pool, policies, Scope::IngestedSince(since)).await?;
+    sqlx::query!(
+        "INSERT INTO detection_watermark (pending_since) VALUES ($1)
+         ON CONFLICT (only_row) DO UPDATE
+         SET pending_since = GREATEST(detection_watermark.pending_since, EXCLUDED.pending_since)",
+        scan_start
+    )
+    .execute(pool)
+    .await?;
     Ok(summary)
 }
 
@@ -100,27 +125,78 @@ pub async fn evaluate(
     scope: Scope,
     only_policy: Option<&str>,
 ) -> Result<(Vec<Finding>, DetectionSummary), DetectError> {
-    let mut summary = DetectionSummary::default();
-    let scanned = scan_events(pool, policies, scope, only_policy).await?;
-    summary.events_evaluated = scanned.events;
-    let mut findings = scanned.findings;
-    findings.extend(api_activity_findings(pool, policies, &scanned.first_calls).await?);
-    if let Some(span) = scanned.login_span {
-        findings.extend(login_findings(pool, policies, span, only_policy, &mut summary).await?);
-    }
-    if only_policy.is_none_or(|p| p == crate::detect::detectors::EXFILTRATION) {
-        findings.extend(flow_findings(pool, policies, scope, &mut summary).await?);
-    }
-    summary.findings = findings.len() as u64;
-    Ok((findings, summary))
+    let mut found = Found::default();
+    let summary = evaluate_into(pool, policies, scope, only_policy, &mut found).await?;
+    Ok((found.pending, summary))
 }
 
-/// What one pass over the events in scope found, and what the later steps need from it.
+async fn evaluate_into(
+    pool: &PgPool,
+    policies: &PolicySet,
+    scope: Scope,
+    only_policy: Option<&str>,
+    found: &mut Found<'_>,
+) -> Result<DetectionSummary, DetectError> {
+    let mut summary = DetectionSummary::default();
+    let scanned = scan_events(pool, policies, scope, only_policy, found).await?;
+    summary.events_evaluated = scanned.events;
+    found.add(api_activity_findings(pool, policies, &scanned.first_calls).await?).await?;
+    if let Some(span) = scanned.login_span {
+        found.add(login_findings(pool, policies, span, only_policy, &mut summary).await?).await?;
+    }
+    if only_policy.is_none_or(|p| p == crate::detect::detectors::EXFILTRATION) {
+        found.add(flow_findings(pool, policies, scope, &mut summary).await?).await?;
+    }
+    summary.findings = found.count;
+    Ok(summary)
+}
+
+/// Where findings go as they are found: kept for the caller, or stored as alerts.
+#[derive(Default)]
+struct Found<'p> {
+    /// Store findings here every [`RECORD_CHUNK`] (without it, keep them all in `pending`).
+    store: Option<&'p PgPool>,
+    pending: Vec<Finding>,
+    count: u64,
+    recorded: RecordOutcome,
+    /// The withdrawable login verdicts stored: (alert id, event id).
+    kept: Vec<(String, String)>,
+}
+
+impl<'p> Found<'p> {
+    fn storing(pool: &'p PgPool) -> Self {
+        Self { store: Some(pool), ..Self::default() }
+    }
+
+    async fn add(&mut self, findings: Vec<Finding>) -> Result<(), DetectError> {
+        self.count += findings.len() as u64;
+        self.pending.extend(findings);
+        if self.pending.len() >= RECORD_CHUNK {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Stores what is pending, if storing.
+    async fn flush(&mut self) -> Result<(), DetectError> {
+        let Some(pool) = self.store else { return Ok(()) };
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::take(&mut self.pending);
+        let withdrawable = chunk.iter().filter(|f| WITHDRAWABLE_POLICIES.contains(&f.policy_id.as_str()));
+        self.kept.extend(withdrawable.map(|f| (f.alert_id(), f.evidence_id.clone())));
+        let outcome = crate::notify::outbox::record_alerts(pool, &chunk).await?;
+        self.recorded.new_alerts += outcome.new_alerts;
+        self.recorded.new_evidence += outcome.new_evidence;
+        Ok(())
+    }
+}
+
+/// What one pass over the events in scope saw that the later steps need.
 #[derive(Default)]
 struct EventScan {
     events: u64,
-    /// What event rules and the stateless detectors found.
-    findings: Vec<Finding>,
     /// The time span of new console logins.
     login_span: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// The first call of each principal from each country, for the API-activity baseline (only
@@ -128,21 +204,25 @@ struct EventScan {
     first_calls: Vec<PolicyEvent>,
 }
 
-/// Runs the event rules over every event in scope, in event-time order.
+/// Runs the event rules over every event in scope, in event-time order, into `found`.
 async fn scan_events(
     pool: &PgPool,
     policies: &PolicySet,
     scope: Scope,
     only_policy: Option<&str>,
+    found: &mut Found<'_>,
 ) -> Result<EventScan, DetectError> {
     let mut scan = EventScan::default();
     let api_activity = policies.detectors.settings.account_hijacking.include_api_activity
         && policies.detectors.settings.account_hijacking.enabled
         && only_policy.is_none_or(|p| p == crate::detect::detectors::HIJACK);
     let mut seen_calls: std::collections::HashSet<(String, Option<String>, Option<String>)> = Default::default();
+    // Findings are stored mid-scan: reading on a pool connection while waiting for another to
+    // write could take the whole pool when several detections run at once.
+    let mut reader = PgConnection::connect_with(&pool.connect_options()).await?;
     let mut rows = match scope {
-        Scope::IngestedSince(since) => events_ingested_since(pool, since),
-        Scope::EventsSince(since) => events_since(pool, since),
+        Scope::IngestedSince(since) => events_ingested_since(&mut reader, since),
+        Scope::EventsSince(since) => events_since(&mut reader, since),
     };
     while let Some(event) = rows.try_next().await? {
         scan.events += 1;
@@ -152,8 +232,11 @@ async fn scan_events(
                 Some((first, last)) => (first.min(event.event_time), last.max(event.event_time)),
             });
         }
-        scan.findings.extend(policies.sigma.evaluate(&event, only_policy));
-        scan.findings.extend(policies.detectors.evaluate_event(&event, only_policy));
+        let mut findings = policies.sigma.evaluate(&event, only_policy);
+        findings.extend(policies.detectors.evaluate_event(&event, only_policy));
+        if !findings.is_empty() {
+            found.add(findings).await?;
+        }
         if api_activity && !event.is_console_login() && event.source_ip.is_some() && event.geo_country.is_some() {
             let key = (event.account_id.clone(), event.principal().map(str::to_string), event.geo_country.clone());
             if seen_calls.insert(key) {
@@ -161,6 +244,8 @@ async fn scan_events(
             }
         }
     }
+    drop(rows);
+    reader.close().await?;
     Ok(scan)
 }
 
@@ -194,7 +279,8 @@ async fn api_activity_findings(
     Ok(findings)
 }
 
-/// The login detectors over every console login within reach of the new ones (`first`..`last`).
+/// The login detectors over every console login within reach of the new ones (`first`..`last`),
+/// streamed: memory holds the detectors' windows, not the logins.
 async fn login_findings(
     pool: &PgPool,
     policies: &PolicySet,
@@ -202,14 +288,17 @@ async fn login_findings(
     only_policy: Option<&str>,
     summary: &mut DetectionSummary,
 ) -> Result<Vec<Finding>, DetectError> {
-    let settings = &policies.detectors.settings;
-    let reach = Duration::days(settings.account_hijacking.baseline_days)
-        .max(Duration::minutes(settings.login_failures.window_minutes))
-        .max(Duration::days(1));
-    let logins = console_logins(pool, first - reach, last + reach).await?;
-    summary.logins_evaluated = logins.len() as u64;
+    let (success_reach, failure_reach) = logins::reach(&policies.detectors);
+    let reach = success_reach.max(failure_reach);
+    let mut detectors = logins::LoginDetectors::new(&policies.detectors, first, Some(last), only_policy);
+    let failures = (first - failure_reach, last + failure_reach);
+    let mut rows = console_logins(pool, (first - reach, last + reach), failures);
+    while let Some(login) = rows.try_next().await? {
+        summary.logins_evaluated += 1;
+        detectors.push(&login);
+    }
     summary.login_range = Some((first, last + reach));
-    Ok(logins::evaluate(&policies.detectors, &logins, first, only_policy))
+    Ok(detectors.finish())
 }
 
 /// The exfiltration detector over the clock hours with new flow records.
@@ -266,22 +355,69 @@ macro_rules! policy_event_query {
 
 type EventStream<'a> = futures_util::stream::BoxStream<'a, Result<PolicyEvent, sqlx::Error>>;
 
-fn events_ingested_since(pool: &PgPool, since: DateTime<Utc>) -> EventStream<'_> {
-    Box::pin(policy_event_query!(pool, "WHERE ingested_at >= $1", since))
+fn events_ingested_since(conn: &mut PgConnection, since: DateTime<Utc>) -> EventStream<'_> {
+    Box::pin(policy_event_query!(conn, "WHERE ingested_at >= $1", since))
 }
 
-fn events_since(pool: &PgPool, since: DateTime<Utc>) -> EventStream<'_> {
-    Box::pin(policy_event_query!(pool, "WHERE event_time >= $1", since))
+fn events_since(conn: &mut PgConnection, since: DateTime<Utc>) -> EventStream<'_> {
+    Box::pin(policy_event_query!(conn, "WHERE event_time >= $1", since))
 }
 
-async fn console_logins(
+/// Console logins in `range`, failed ones only within `failures`, in time order. Their raw event
+/// is cut to what the login detectors read (the outcome and whether MFA was used): a spray's
+/// failures are many, and each raw event is kilobytes.
+fn console_logins(
     pool: &PgPool,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> Result<Vec<PolicyEvent>, sqlx::Error> {
-    policy_event_query!(pool, "WHERE event_name = 'ConsoleLogin' AND event_time >= $1 AND event_time <= $2", from, to)
-        .try_collect()
-        .await
+    range: (DateTime<Utc>, DateTime<Utc>),
+    failures: (DateTime<Utc>, DateTime<Utc>),
+) -> EventStream<'_> {
+    Box::pin(
+        sqlx::query!(
+            r#"SELECT account_id, event_id, event_time, event_source, event_name, principal_arn, principal_type,
+                      user_name, access_key_id, host(source_ip) AS source_ip, source_ip_text, user_agent, error_code,
+                      resource_ids, geo_country, geo_city, geo_latitude, geo_longitude, geo_asn,
+                      jsonb_build_object(
+                          'responseElements', jsonb_build_object('ConsoleLogin', CASE WHEN succeeded THEN 'Success' ELSE 'Failure' END),
+                          'additionalEventData', jsonb_build_object('MFAUsed', raw->'additionalEventData'->'MFAUsed')
+                      )::text AS "raw!"
+               FROM cloudtrail_events,
+                    -- PolicyEvent::login_succeeded, in SQL.
+                    LATERAL (SELECT CASE raw->'responseElements'->>'ConsoleLogin'
+                                        WHEN 'Success' THEN true WHEN 'Failure' THEN false
+                                        ELSE error_code IS NULL AND raw->'errorMessage' IS NULL END AS succeeded) AS outcome
+               WHERE event_name = 'ConsoleLogin' AND event_time >= $1 AND event_time <= $2
+                 AND (succeeded OR (event_time >= $3 AND event_time <= $4))
+               ORDER BY event_time, event_id"#,
+            range.0,
+            range.1,
+            failures.0,
+            failures.1,
+        )
+        .fetch(pool)
+        .map_ok(|r| PolicyEvent {
+            account_id: r.account_id,
+            event_id: r.event_id,
+            event_time: r.event_time,
+            event_source: r.event_source,
+            event_name: r.event_name,
+            principal_arn: r.principal_arn,
+            principal_type: r.principal_type,
+            user_name: r.user_name,
+            access_key_id: r.access_key_id,
+            source_ip: r.source_ip.and_then(|ip| ip.parse::<IpAddr>().ok()),
+            source_ip_text: r.source_ip_text,
+            user_agent: r.user_agent,
+            error_code: r.error_code,
+            resource_ids: r.resource_ids,
+            geo_country: r.geo_country,
+            geo_city: r.geo_city,
+            geo_latitude: r.geo_latitude,
+            geo_longitude: r.geo_longitude,
+            geo_asn: r.geo_asn,
+            console_session: None,
+            raw: RawJson::new(r.raw),
+        }),
+    )
 }
 
 /// The clock hours (per account) that have flow records in scope.

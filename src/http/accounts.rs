@@ -1,6 +1,7 @@
 //! Accounts: onboarding and settings (admins), the list and each poll job's health (viewers),
-//! "poll now" (analysts), the role check and removal (admins), and the CloudFormation template
-//! of the role.
+//! the S3 objects its jobs could not read (viewers) and "retry now" for them (analysts), "poll
+//! now" (analysts), the role check and removal (admins), and the CloudFormation template of the
+//! role.
 
 use axum::Json;
 use axum::Router;
@@ -15,10 +16,12 @@ use serde_json::{Value, json};
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
 use super::extractor::{Caller, RequireRole};
+use super::query::{Limit, TypedQuery};
 use crate::accounts::{self, Account, AccountChange, AccountError, LogSources, NewAccount, PollIntervals, TestResult};
 use crate::auth::Role;
 use crate::pollers::Source;
 use crate::pollers::jobs::{self, JobStatus};
+use crate::pollers::s3_objects::{self, FailedObject};
 
 pub fn router() -> Router<ApiContext> {
     Router::new()
@@ -30,6 +33,8 @@ pub fn router() -> Router<ApiContext> {
         .route("/api/v1/accounts/{id}/status", get(status))
         .route("/api/v1/accounts/{id}/test", post(test))
         .route("/api/v1/accounts/{id}/poll-now", post(poll_now))
+        .route("/api/v1/accounts/{id}/failed-objects", get(failed_objects))
+        .route("/api/v1/accounts/{id}/failed-objects/retry", post(retry_failed_objects))
 }
 
 fn account_error(error: AccountError) -> ApiError {
@@ -76,6 +81,8 @@ async fn one(
     Ok(Json(json!({"account": account, "jobs": jobs})))
 }
 
+/// Each job's health: last success, next run, lag, last error, whether it is parked after
+/// panicking, and the S3 objects it could not read (given up, retrying, the newest failure).
 #[utoipa::path(get, path = "/api/v1/accounts/{id}/status", tag = "accounts", params(("id" = String, Path)), responses((status = 200, description = "OK", body = Vec<JobStatus>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn status(
     _caller: Caller,
@@ -85,6 +92,98 @@ async fn status(
     valid_account_id(&id)?;
     accounts::load(&context.db, &id).await.map_err(account_error)?;
     Ok(Json(jobs::statuses(&context.db, Some(&id)).await?))
+}
+
+/// The parameters of `GET /api/v1/accounts/{id}/failed-objects`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct FailedObjectQuery {
+    /// How many, given up first.
+    #[serde(default)]
+    #[param(inline)]
+    limit: FailedObjectLimit,
+}
+
+type FailedObjectLimit = Limit<1000, 100>;
+
+/// The S3 objects the account's jobs could not read: those given up after their last try (never
+/// read until retried) first, then those waiting for their next try.
+#[utoipa::path(get, path = "/api/v1/accounts/{id}/failed-objects", tag = "accounts", params(("id" = String, Path, description = "12-digit account id, or a log archive's entry"), FailedObjectQuery), responses((status = 200, description = "OK", body = Vec<FailedObject>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn failed_objects(
+    _caller: Caller,
+    State(context): State<ApiContext>,
+    Path(id): Path<String>,
+    TypedQuery(query): TypedQuery<FailedObjectQuery>,
+) -> Result<Json<Vec<FailedObject>>, ApiError> {
+    valid_account_id(&id)?;
+    accounts::load(&context.db, &id).await.map_err(account_error)?;
+    Ok(Json(s3_objects::failed_objects(&context.db, Some(&id), query.limit.0).await?))
+}
+
+/// Which given-up objects to try again; without members, all of the account's.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RetryRequest {
+    /// Only the objects in this bucket.
+    bucket: Option<String>,
+    /// Only this object (with `bucket`).
+    key: Option<String>,
+}
+
+/// How many given-up objects will be tried again.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct RetryAnswer {
+    account_id: String,
+    bucket: Option<String>,
+    key: Option<String>,
+    /// Objects due for one more try; their jobs run next.
+    objects: u64,
+}
+
+impl RetryRequest {
+    /// Bucket names and keys as S3 allows them (PostgreSQL text holds no NUL).
+    fn check(&self) -> Result<(), ApiError> {
+        if let Some(bucket) = &self.bucket
+            && !((3..=63).contains(&bucket.len())
+                && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'))
+        {
+            return Err(ApiError::bad("bucket", format!("`{bucket}` is not an S3 bucket name")));
+        }
+        match &self.key {
+            Some(_) if self.bucket.is_none() => Err(ApiError::bad("bucket", "a key needs its bucket")),
+            Some(key) if key.is_empty() || key.len() > 1024 || key.contains('\0') => {
+                Err(ApiError::bad("key", "an S3 key is 1 to 1024 bytes, without NUL"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// "Retry now" for analysts and admins: the account's given-up objects (all, one bucket's, or
+/// one) get one more try at their job's next run, which is made due now. The body is optional.
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/failed-objects/retry", tag = "accounts", params(("id" = String, Path, description = "12-digit account id, or a log archive's entry")), request_body(content = RetryRequest, description = "Optional: which objects"), responses((status = 200, description = "The objects made due", body = RetryAnswer), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role is too low, or the CSRF token is missing", body = ErrorBody), (status = 404, description = "No such account, or no such given-up object", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn retry_failed_objects(
+    caller: Caller,
+    State(context): State<ApiContext>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<RetryAnswer>, ApiError> {
+    caller.require(Role::Analyst)?;
+    valid_account_id(&id)?;
+    let request: RetryRequest = json_body(&body)?;
+    request.check()?;
+    accounts::load(&context.db, &id).await.map_err(account_error)?;
+    let (bucket, key) = (request.bucket.as_deref(), request.key.as_deref());
+    let objects = s3_objects::retry_now(&context.db, &id, bucket, key).await?;
+    if objects == 0 && key.is_some() {
+        return Err(ApiError::NotFound);
+    }
+    tracing::info!(account_id = %id, bucket, key, objects, by = %caller.name, "failed S3 objects retried");
+    let details = json!({"bucket": bucket, "key": key, "objects": objects});
+    crate::auth::audit::record(&context.db, &caller.actor(), "account.retry_failed_objects", Some(&id), None, details)
+        .await;
+    Ok(Json(RetryAnswer { account_id: id, bucket: request.bucket, key: request.key, objects }))
 }
 
 #[utoipa::path(get, path = "/api/v1/accounts/template", tag = "accounts", responses((status = 200, description = "OK", body = String), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
@@ -253,12 +352,12 @@ struct PollNowAnswer {
     account_id: String,
     source: Option<String>,
     /// Enabled jobs made due now; the next free worker runs them (a running one runs again
-    /// when it ends).
+    /// when it ends, a parked one is un-parked for one more try).
     jobs: u64,
 }
 
-/// Makes the account's jobs (all, or one source's) due now, for analysts and admins. The body
-/// is optional.
+/// Makes the account's jobs (all, or one source's) due now, for analysts and admins; a job
+/// parked after panicking gets one more try. The body is optional.
 #[utoipa::path(post, path = "/api/v1/accounts/{id}/poll-now", tag = "accounts", params(("id" = String, Path, description = "12-digit account id")), request_body(content = PollNowRequest, description = "Optional: which source to poll"), responses((status = 200, description = "The jobs made due", body = PollNowAnswer), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role is too low, or the CSRF token is missing", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn poll_now(
     caller: Caller,

@@ -1,18 +1,21 @@
-//! Alerts: `GET /api/v1/alerts` (viewers) and `POST /api/v1/alerts/{id}/status` (analysts),
-//! which records who changed the status and why.
+//! Alerts: `GET /api/v1/alerts` (viewers; a page at a time, each alert with a bounded sample of
+//! its evidence), one alert with its evidence events (paged at `/api/v1/alerts/{id}/evidence`),
+//! incidents (paged), and `POST /api/v1/alerts/{id}/status` (analysts), which records who
+//! changed the status and why.
 
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
 use super::extractor::{Caller, RequireRole};
-use super::query::{TypedQuery, parsed};
-use crate::alerts::store::{self, AlertFilter, AlertStoreError, AlertView, IncidentView};
+use super::query::{Cursor, CursorKey, Limit, TypedQuery, page, parsed};
+use crate::alerts::pages::{self, AlertKey, EvidenceEvent, EvidenceKey, IncidentEntry, IncidentKey};
+use crate::alerts::store::{AlertFilter, AlertStoreError, AlertView, IncidentView};
 use crate::auth::Role;
 use crate::model::AlertStatus;
 
@@ -20,12 +23,29 @@ pub fn router() -> Router<ApiContext> {
     Router::new()
         .route("/api/v1/alerts", get(list))
         .route("/api/v1/alerts/{id}", get(one))
+        .route("/api/v1/alerts/{id}/evidence", get(evidence))
         .route("/api/v1/alerts/{id}/status", post(set_status))
         .route("/api/v1/incidents", get(incidents))
 }
 
 fn status_of(text: &str) -> Option<AlertStatus> {
     text.parse().ok()
+}
+
+fn internal(error: AlertStoreError) -> ApiError {
+    ApiError::Internal(error.into())
+}
+
+impl CursorKey for AlertKey {
+    const KIND: &'static str = "alerts";
+}
+
+impl CursorKey for EvidenceKey {
+    const KIND: &'static str = "evidence";
+}
+
+impl CursorKey for IncidentKey {
+    const KIND: &'static str = "incidents";
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -37,73 +57,165 @@ struct AlertQuery {
     status: Option<AlertStatus>,
     /// Only alerts of this policy (its id).
     policy: Option<String>,
+    /// Alerts per page, newest first.
+    #[serde(default)]
+    #[param(inline)]
+    limit: Limit<500, 100>,
+    /// `next_cursor` of the previous page.
+    #[serde(default)]
+    #[param(value_type = Option<String>)]
+    cursor: Option<Cursor<AlertKey>>,
 }
 
-#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(AlertQuery), responses((status = 200, description = "OK", body = Vec<AlertView>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+/// A page of alerts, newest first. Each alert carries its first evidence ids only (`event_count`
+/// says how many events there are; `/api/v1/alerts/{id}/evidence` pages them all).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AlertPage {
+    pub alerts: Vec<AlertView>,
+    /// The next page's `cursor`; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(AlertQuery), responses((status = 200, description = "OK", body = AlertPage), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn list(
     _caller: Caller,
     State(context): State<ApiContext>,
     TypedQuery(query): TypedQuery<AlertQuery>,
-) -> Result<Json<Vec<AlertView>>, ApiError> {
+) -> Result<Json<AlertPage>, ApiError> {
+    check_text("policy", query.policy.as_deref())?;
     let filter = AlertFilter { status: query.status, policy_id: query.policy, alert_id: None };
-    let alerts = store::list(&context.db, &filter).await.map_err(|e| ApiError::Internal(e.into()))?;
-    Ok(Json(alerts))
+    let after = query.cursor.map(|c| c.0);
+    let rows = pages::alerts(&context.db, &filter, after.as_ref(), query.limit.0 + 1).await.map_err(internal)?;
+    let (alerts, next_cursor) = page(rows, query.limit.0, AlertKey::of);
+    Ok(Json(AlertPage { alerts, next_cursor }))
 }
 
-/// One alert with the CloudTrail events behind it, in time order.
-#[utoipa::path(get, path = "/api/v1/alerts/{id}", tag = "alerts", params(("id" = String, Path, description = "a UUID")), responses((status = 200, description = "OK", body = Object), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+/// A filter value: bounded, and without control characters.
+fn check_text(field: &'static str, value: Option<&str>) -> Result<(), ApiError> {
+    match value {
+        Some(value) if value.len() > 512 || value.chars().any(char::is_control) => {
+            Err(ApiError::bad(field, format!("{field} is at most 512 characters, without control characters")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Evidence events the one-alert answer holds; the rest are a page away.
+const EVIDENCE_FIRST: i64 = 100;
+
+/// One alert with the first CloudTrail events behind it, in time order (`evidence_next_cursor`
+/// continues them at `/api/v1/alerts/{id}/evidence`).
+#[utoipa::path(get, path = "/api/v1/alerts/{id}", tag = "alerts", params(("id" = String, Path, description = "a UUID")), responses((status = 200, description = "`alert`, `evidence_events` (the first 100) and `evidence_next_cursor`", body = Object), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn one(
     _caller: Caller,
     State(context): State<ApiContext>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if !crate::model::is_alert_id(&id) {
+    let alert = find(&context, &id).await?;
+    let rows =
+        pages::evidence(&context.db, &alert.account_id, &id, None, EVIDENCE_FIRST + 1).await.map_err(internal)?;
+    let (events, next_cursor) = page(rows, EVIDENCE_FIRST, EvidenceEvent::key);
+    let events: Vec<EvidenceEvent> = events.into_iter().map(placed).collect();
+    Ok(Json(serde_json::json!({"alert": alert, "evidence_events": events, "evidence_next_cursor": next_cursor})))
+}
+
+async fn find(context: &ApiContext, id: &str) -> Result<AlertView, ApiError> {
+    if !crate::model::is_alert_id(id) {
         return Err(ApiError::bad("id", "an alert id is a UUID"));
     }
-    let filter = AlertFilter { alert_id: Some(id.clone()), ..Default::default() };
-    let alert = store::list(&context.db, &filter)
+    pages::alert(&context.db, id).await.map_err(internal)?.ok_or(ApiError::NotFound)
+}
+
+/// Only the country known: the point at the country's centroid.
+fn placed(mut event: EvidenceEvent) -> EvidenceEvent {
+    if event.latitude.is_none() || event.longitude.is_none() {
+        let centroid = event.country.as_deref().and_then(crate::geo::centroids::country_centroid);
+        (event.latitude, event.longitude) = centroid.map_or((None, None), |(a, b)| (Some(a), Some(b)));
+    }
+    event
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct EvidenceQuery {
+    /// Events per page, oldest first.
+    #[serde(default)]
+    #[param(inline)]
+    limit: Limit<1000, 100>,
+    /// `next_cursor` of the previous page (or the alert's `evidence_next_cursor`).
+    #[serde(default)]
+    #[param(value_type = Option<String>)]
+    cursor: Option<Cursor<EvidenceKey>>,
+}
+
+/// A page of the CloudTrail events behind an alert, oldest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EvidencePage {
+    pub events: Vec<EvidenceEvent>,
+    /// The next page's `cursor`; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/alerts/{id}/evidence", tag = "alerts", params(("id" = String, Path, description = "a UUID"), EvidenceQuery), responses((status = 200, description = "OK", body = EvidencePage), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn evidence(
+    _caller: Caller,
+    State(context): State<ApiContext>,
+    Path(id): Path<String>,
+    TypedQuery(query): TypedQuery<EvidenceQuery>,
+) -> Result<Json<EvidencePage>, ApiError> {
+    let alert = find(&context, &id).await?;
+    let after = query.cursor.map(|c| c.0);
+    let rows = pages::evidence(&context.db, &alert.account_id, &id, after.as_ref(), query.limit.0 + 1)
         .await
-        .map_err(|e| ApiError::Internal(e.into()))?
-        .into_iter()
-        .next()
-        .ok_or(ApiError::NotFound)?;
-    let evidence = sqlx::query!(
-        r#"SELECT c.event_id, c.event_time, c.event_name, c.user_name, c.principal_arn, c.source_ip_text,
-                  c.geo_country, c.geo_city, c.geo_latitude, c.geo_longitude, c.user_agent, c.error_code, c.resource_ids
-           FROM alert_evidence e
-           JOIN cloudtrail_events c ON c.account_id = e.account_id AND c.event_id = e.event_id AND c.event_time = e.event_time
-           WHERE e.account_id = $1 AND e.alert_id = $2::text::uuid
-           ORDER BY c.event_time, c.event_id"#,
-        alert.account_id,
-        id
-    )
-    .fetch_all(&context.db)
-    .await?;
-    let events: Vec<serde_json::Value> = evidence
-        .into_iter()
-        .map(|e| {
-            // Only the country known: place the point at the country's centroid.
-            let (latitude, longitude) = match (e.geo_latitude, e.geo_longitude) {
-                (Some(lat), Some(lon)) => (Some(lat), Some(lon)),
-                _ => e
-                    .geo_country
-                    .as_deref()
-                    .and_then(crate::geo::centroids::country_centroid)
-                    .map_or((None, None), |(a, b)| (Some(a), Some(b))),
-            };
-            serde_json::json!({"event_id": e.event_id, "event_time": e.event_time, "event_name": e.event_name,
-                "user_name": e.user_name, "principal_arn": e.principal_arn, "source_ip": e.source_ip_text,
-                "country": e.geo_country, "city": e.geo_city, "latitude": latitude, "longitude": longitude,
-                "user_agent": e.user_agent, "error_code": e.error_code, "resource_ids": e.resource_ids})
-        })
-        .collect();
-    Ok(Json(serde_json::json!({"alert": alert, "evidence_events": events})))
+        .map_err(internal)?;
+    let (events, next_cursor) = page(rows, query.limit.0, EvidenceEvent::key);
+    Ok(Json(EvidencePage { events: events.into_iter().map(placed).collect(), next_cursor }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct IncidentQuery {
+    /// Incidents per page, newest first.
+    #[serde(default)]
+    #[param(inline)]
+    limit: Limit<200, 50>,
+    /// `next_cursor` of the previous page.
+    #[serde(default)]
+    #[param(value_type = Option<String>)]
+    cursor: Option<Cursor<IncidentKey>>,
+}
+
+/// An incident, with how many alerts it has (`timeline` holds the first 500).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct IncidentSummary {
+    #[serde(flatten)]
+    pub incident: IncidentView,
+    pub alert_count: i64,
+}
+
+/// A page of incidents, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct IncidentPage {
+    pub incidents: Vec<IncidentSummary>,
+    /// The next page's `cursor`; absent on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// Alerts of one session as timelines, newest incident first.
-#[utoipa::path(get, path = "/api/v1/incidents", tag = "alerts", responses((status = 200, description = "OK", body = Vec<IncidentView>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
-async fn incidents(_caller: Caller, State(context): State<ApiContext>) -> Result<Json<Vec<IncidentView>>, ApiError> {
-    Ok(Json(store::incidents(&context.db).await.map_err(|e| ApiError::Internal(e.into()))?))
+#[utoipa::path(get, path = "/api/v1/incidents", tag = "alerts", params(IncidentQuery), responses((status = 200, description = "OK", body = IncidentPage), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn incidents(
+    _caller: Caller,
+    State(context): State<ApiContext>,
+    TypedQuery(query): TypedQuery<IncidentQuery>,
+) -> Result<Json<IncidentPage>, ApiError> {
+    let after = query.cursor.map(|c| c.0);
+    let rows = pages::incidents(&context.db, after.as_ref(), query.limit.0 + 1).await.map_err(internal)?;
+    let (entries, next_cursor) = page(rows, query.limit.0, |e: &IncidentEntry| e.key.clone());
+    let incidents =
+        entries.into_iter().map(|e| IncidentSummary { incident: e.incident, alert_count: e.alert_count }).collect();
+    Ok(Json(IncidentPage { incidents, next_cursor }))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -228,17 +228,26 @@ async fn list(
     State(context): State<ApiContext>,
     TypedQuery(query): TypedQuery<EventQuery>,
 ) -> Result<Json<EventPage>, ApiError> {
-    let filter = EventFilter::from(query);
+    let mut filter = EventFilter::from(query);
     tracing::debug!(token = %caller.token_id, ?filter, "event search");
-    let events = search(&context.db, &filter).await?;
-    let next_cursor = (events.len() as i64 == filter.limit)
-        .then(|| events.last().map(|e| encode_cursor(e.event_time, &e.account_id, &e.event_id)))
-        .flatten();
+    // One more than the page: a cursor only when an event follows, so the last page has none.
+    let limit = filter.limit;
+    filter.limit += 1;
+    let mut events = search(&context.db, &filter).await?;
+    let more = events.len() as i64 > limit;
+    events.truncate(usize::try_from(limit).unwrap_or(0));
+    let next_cursor =
+        more.then(|| events.last().map(|e| encode_cursor(e.event_time, &e.account_id, &e.event_id))).flatten();
     Ok(Json(EventPage { events, next_cursor }))
 }
 
+/// Events an export reads from the database at a time: its memory is one such page, whatever
+/// the export's size.
+const EXPORT_PAGE: i64 = 1000;
+
 /// The search as a file: `format=csv` (for spreadsheets) or `format=jsonl` (for tools), up to
-/// `EXPORT_MAX` events, newest first.
+/// `EXPORT_MAX` events, newest first. Streamed a page at a time; a failure after the first page
+/// aborts the transfer (the client sees an incomplete download, never a short file).
 #[utoipa::path(get, path = "/api/v1/events/export", tag = "audit trail", params(ExportQuery), responses((status = 200, description = "OK", body = String), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn export(
     caller: Caller,
@@ -247,18 +256,18 @@ async fn export(
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     let format = query.format;
-    let filter = EventFilter::from(query);
-    let events = search(&context.db, &filter).await?;
-    tracing::info!(token = %caller.token_id, rows = events.len(), format = format.extension(), "event export");
-    let (content_type, body) = if format == ExportFormat::Csv {
-        ("text/csv; charset=utf-8", events_csv(&events))
-    } else {
-        let mut body = String::new();
-        for event in &events {
-            body.push_str(&serde_json::to_string(event).map_err(|e| ApiError::Internal(e.into()))?);
-            body.push('\n');
-        }
-        ("application/x-ndjson", body)
+    let mut filter = EventFilter::from(query);
+    let total = filter.limit;
+    filter.limit = EXPORT_PAGE.min(total);
+    // The first page before the answer starts, so a bad filter or a timeout is a proper error.
+    let first = search(&context.db, &filter).await?;
+    tracing::info!(token = %caller.token_id, format = format.extension(), "event export");
+    let export = Export { db: context.db.clone(), filter, format, total, sent: 0, first: true };
+    let steps = futures_util::stream::unfold(Some(ExportStep::Page(Box::new(export), first)), next_chunk);
+    let body = axum::body::Body::from_stream(steps);
+    let content_type = match format {
+        ExportFormat::Csv => "text/csv; charset=utf-8",
+        ExportFormat::Jsonl => "application/x-ndjson",
     };
     let disposition = format!("attachment; filename=\"skywarden-events.{}\"", format.extension());
     Ok((
@@ -271,12 +280,75 @@ async fn export(
         .into_response())
 }
 
+/// An export under way: where it is, and what is left.
+struct Export {
+    db: sqlx::PgPool,
+    filter: EventFilter,
+    format: ExportFormat,
+    /// Events asked for, and events written.
+    total: i64,
+    sent: i64,
+    first: bool,
+}
+
+type ExportChunk = Result<axum::body::Bytes, std::io::Error>;
+
+/// Where an export stream is: a page to write (and the export, to read the next), or a failed
+/// read to report.
+enum ExportStep {
+    Page(Box<Export>, Vec<EventSummary>),
+    Failed,
+}
+
+/// Writes a page as one chunk and reads the next page, until the search or the limit ends.
+async fn next_chunk(step: Option<ExportStep>) -> Option<(ExportChunk, Option<ExportStep>)> {
+    let (mut export, page) = match step? {
+        ExportStep::Page(export, page) => (export, page),
+        // Already answering 200: an error cuts the transfer, which the client sees.
+        ExportStep::Failed => {
+            return Some((Err(std::io::Error::other("the export stopped on a database error")), None));
+        }
+    };
+    let chunk = match export.format {
+        ExportFormat::Csv => events_csv(&page, export.first),
+        ExportFormat::Jsonl => events_jsonl(&page),
+    };
+    export.first = false;
+    export.sent += page.len() as i64;
+    let done = (page.len() as i64) < export.filter.limit || export.sent >= export.total;
+    let Some(last) = page.last().filter(|_| !done) else {
+        tracing::info!(rows = export.sent, "event export finished");
+        return Some((Ok(chunk.into()), None));
+    };
+    export.filter.after = Some((last.event_time, last.account_id.clone(), last.event_id.clone()));
+    export.filter.limit = EXPORT_PAGE.min(export.total - export.sent);
+    match search(&export.db, &export.filter).await {
+        Ok(next) => Some((Ok(chunk.into()), Some(ExportStep::Page(export, next)))),
+        Err(error) => {
+            tracing::warn!(%error, rows = export.sent, "event export stopped");
+            Some((Ok(chunk.into()), Some(ExportStep::Failed)))
+        }
+    }
+}
+
 const CSV_HEADER: &str = "event_time,account_id,region,event_source,event_name,principal_arn,user_name,source_ip,country,city,user_agent,error_code,read_only,resource_ids,event_id";
 
-fn events_csv(events: &[EventSummary]) -> String {
+fn events_jsonl(events: &[EventSummary]) -> String {
+    let mut out = String::with_capacity(events.len() * 384);
+    for event in events {
+        // A summary is plain data: serialising it cannot fail.
+        out.push_str(&serde_json::to_string(event).unwrap_or_default());
+        out.push('\n');
+    }
+    out
+}
+
+fn events_csv(events: &[EventSummary], header: bool) -> String {
     let mut out = String::with_capacity(events.len() * 256 + CSV_HEADER.len() + 1);
-    out.push_str(CSV_HEADER);
-    out.push('\n');
+    if header {
+        out.push_str(CSV_HEADER);
+        out.push('\n');
+    }
     for e in events {
         let time = e.event_time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let read_only = e.read_only.map(|r| r.to_string());

@@ -76,6 +76,7 @@ async fn render(State(context): State<ApiContext>) -> String {
     if let Ok(counts) = crate::pollers::s3_objects::failure_counts(&context.db).await {
         write_s3_failures(&mut out, &counts);
     }
+    write_posture_problems(&mut out, &context.db).await;
     if let Ok((events, flows)) = stored {
         out.push_str("# HELP skywarden_events_stored Stored CloudTrail events (planner estimate).\n# TYPE skywarden_events_stored gauge\n");
         let _ = writeln!(out, "skywarden_events_stored {events}");
@@ -83,6 +84,11 @@ async fn render(State(context): State<ApiContext>) -> String {
         let _ = writeln!(out, "skywarden_flow_records_stored {flows}");
     }
     out
+}
+
+/// A label value with its backslashes and quotes escaped.
+fn label(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 /// Requests and the time spent answering them, from this process's counters.
@@ -158,7 +164,6 @@ async fn write_notifications(out: &mut String, db: &PgPool) {
 /// Lag, failures and items of each enabled poll job.
 fn write_poll_jobs(out: &mut String, jobs: &[JobStatus]) {
     out.push_str("# HELP skywarden_poll_lag_seconds Age of the newest data a poll job has covered.\n# TYPE skywarden_poll_lag_seconds gauge\n");
-    let label = |text: &str| text.replace('\\', "\\\\").replace('"', "\\\"");
     let labels = |job: &JobStatus| {
         format!(
             "account=\"{}\",region=\"{}\",source=\"{}\",target=\"{}\"",
@@ -185,12 +190,52 @@ fn write_poll_jobs(out: &mut String, jobs: &[JobStatus]) {
     for job in jobs.iter().filter(|j| j.enabled) {
         let _ = writeln!(out, "skywarden_poll_items_total{{{}}} {}", labels(job), job.items_total);
     }
+    write_parked_jobs(out, jobs);
+}
+
+/// Jobs parked after panicking, by account and source (0 where none is): they do not run until
+/// someone asks, so an operator alerts on any above 0.
+fn write_parked_jobs(out: &mut String, jobs: &[JobStatus]) {
+    let mut parked: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for job in jobs.iter().filter(|j| j.enabled) {
+        *parked.entry((&job.account_id, &job.source)).or_default() += u64::from(job.parked_at.is_some());
+    }
+    out.push_str(
+        "# HELP skywarden_poll_jobs_parked Poll jobs parked after panicking in a row; poll-now runs them again.\n",
+    );
+    out.push_str("# TYPE skywarden_poll_jobs_parked gauge\n");
+    for ((account, source), count) in parked {
+        let _ = writeln!(
+            out,
+            "skywarden_poll_jobs_parked{{account=\"{}\",source=\"{}\"}} {count}",
+            label(account),
+            label(source)
+        );
+    }
+}
+
+/// Problems of the last posture evaluation a worker ran after a snapshot, by account: checks
+/// that failed or panicked on a resource, or an evaluation that stopped.
+async fn write_posture_problems(out: &mut String, db: &PgPool) {
+    let rows = sqlx::query!("SELECT account_id, problems FROM posture_evaluation_problems ORDER BY account_id")
+        .fetch_all(db)
+        .await;
+    let Ok(rows) = rows else { return };
+    out.push_str("# HELP skywarden_posture_check_problems Problems of the last posture evaluation after a snapshot (checks not evaluated).\n");
+    out.push_str("# TYPE skywarden_posture_check_problems gauge\n");
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "skywarden_posture_check_problems{{account=\"{}\"}} {}",
+            label(&row.account_id),
+            row.problems
+        );
+    }
 }
 
 /// S3 objects that could not be read, by account and source: being retried, and given up
 /// (an operator alerts on the latter; `s3_objects::failed_objects` names them).
 fn write_s3_failures(out: &mut String, counts: &[(String, String, i64, i64)]) {
-    let label = |text: &str| text.replace('\\', "\\\\").replace('"', "\\\"");
     out.push_str("# HELP skywarden_s3_objects_failed S3 objects given up after every try.\n");
     out.push_str("# TYPE skywarden_s3_objects_failed gauge\n");
     for (account, source, _, failed) in counts {

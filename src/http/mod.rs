@@ -7,6 +7,7 @@ pub mod error;
 pub mod events;
 pub mod extractor;
 pub mod flows;
+pub mod limits;
 pub mod metrics;
 pub mod notifications;
 pub mod openapi;
@@ -38,6 +39,8 @@ pub struct ApiContext {
     pub notify: Option<std::sync::Arc<NotifyContext>>,
     /// Posture checks for `POST /api/v1/posture/run`.
     pub posture: Option<std::sync::Arc<PostureContext>>,
+    /// The request timeout and the concurrency limit, with the slots in use.
+    pub limiter: std::sync::Arc<limits::Limiter>,
 }
 
 pub struct PostureContext {
@@ -59,7 +62,12 @@ impl NotifyContext {
 
 impl ApiContext {
     pub fn new(db: PgPool) -> Self {
-        Self { db, metrics: Default::default(), aws: None, notify: None, posture: None }
+        Self { db, metrics: Default::default(), aws: None, notify: None, posture: None, limiter: Default::default() }
+    }
+
+    pub fn with_limits(mut self, limits: limits::ApiLimits) -> Self {
+        self.limiter = std::sync::Arc::new(limits::Limiter::new(limits));
+        self
     }
 
     pub fn with_aws(mut self, settings: crate::aws::AwsSettings, base: aws_types::SdkConfig) -> Self {
@@ -103,6 +111,8 @@ pub fn router(context: ApiContext) -> Router {
         .merge(posture::router())
         .merge(web::router())
         .merge(openapi::router())
+        // Inside the metrics, so refusals and timeouts are counted too.
+        .route_layer(axum::middleware::from_fn_with_state(context.clone(), limits::guard))
         .route_layer(axum::middleware::from_fn_with_state(context.clone(), metrics::track))
         .with_state(context)
 }

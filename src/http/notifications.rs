@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
 use super::extractor::{Caller, RequireRole};
-use super::query::{Limit, TypedQuery};
+use super::query::{Cursor, CursorKey, Limit, TypedQuery, page};
 use crate::auth::{Role, audit};
 use crate::notify::channel_schema::{self, ChannelSchema};
 use crate::notify::channels::{self, ChannelError, ChannelKind, ChannelSpec, ChannelUpdate, ChannelView, SecretInput};
@@ -321,13 +321,33 @@ struct DeliveryQuery {
     /// Only deliveries of this alert (its id, a UUID).
     #[serde(default, deserialize_with = "alert_id")]
     alert: Option<String>,
-    /// How many, newest first.
+    /// Deliveries per page, newest first.
     #[serde(default)]
     #[param(inline)]
     limit: DeliveryLimit,
+    /// `next_cursor` of the previous page.
+    #[serde(default)]
+    #[param(value_type = Option<String>)]
+    cursor: Option<Cursor<DeliveryKey>>,
 }
 
 type DeliveryLimit = Limit<1000, 200>;
+
+/// A delivery's position: its id (newest first).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+struct DeliveryKey(i64);
+
+impl CursorKey for DeliveryKey {
+    const KIND: &'static str = "deliveries";
+}
+
+/// A page of deliveries, newest first.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct DeliveryPage {
+    pub deliveries: Vec<DeliveryView>,
+    /// The next page's `cursor`; absent on the last page.
+    pub next_cursor: Option<String>,
+}
 
 fn alert_id<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
     let id = String::deserialize(deserializer)?;
@@ -338,21 +358,24 @@ fn alert_id<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<
 }
 
 /// Deliveries, newest first; `state=dead` lists what gave up.
-#[utoipa::path(get, path = "/api/v1/deliveries", tag = "notifications", params(DeliveryQuery), responses((status = 200, body = Vec<DeliveryView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+#[utoipa::path(get, path = "/api/v1/deliveries", tag = "notifications", params(DeliveryQuery), responses((status = 200, body = DeliveryPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn list_deliveries(
     caller: Caller,
     State(context): State<ApiContext>,
     query: Result<TypedQuery<DeliveryQuery>, ApiError>,
-) -> Result<Json<Vec<DeliveryView>>, ApiError> {
+) -> Result<Json<DeliveryPage>, ApiError> {
     caller.require(Role::Analyst)?;
     let TypedQuery(query) = query?;
     let filter = DeliveryFilter {
         state: query.state.map(|s| s.as_str().to_owned()),
         channel_id: query.channel,
         alert_id: query.alert,
-        limit: query.limit.0,
+        limit: query.limit.0 + 1,
     };
-    Ok(Json(outbox::list(&context.db, &filter).await.map_err(|e| ApiError::Internal(e.into()))?))
+    let before = query.cursor.map(|c| c.0.0);
+    let rows = outbox::list_before(&context.db, &filter, before).await?;
+    let (deliveries, next_cursor) = page(rows, query.limit.0, |d: &DeliveryView| DeliveryKey(d.id));
+    Ok(Json(DeliveryPage { deliveries, next_cursor }))
 }
 
 /// How many deliveries are in each state (dead: gave up).

@@ -22,6 +22,7 @@ use super::{accounts, alerts, events, flows, notifications, posture, resources, 
         events::one,
         alerts::list,
         alerts::one,
+        alerts::evidence,
         alerts::set_status,
         alerts::incidents,
         flows::top,
@@ -40,6 +41,8 @@ use super::{accounts, alerts, events, flows, notifications, posture, resources, 
         accounts::remove,
         accounts::configure,
         accounts::poll_now,
+        accounts::failed_objects,
+        accounts::retry_failed_objects,
         session::login,
         session::current,
         session::logout,
@@ -75,7 +78,7 @@ use super::{accounts, alerts, events, flows, notifications, posture, resources, 
         posture::run_now,
         document,
     ),
-    modifiers(&Security),
+    modifiers(&Security, &Unavailable),
     tags(
         (name = "audit trail", description = "CloudTrail events: who did what, when, from where"),
         (name = "alerts", description = "Detections, their evidence and triage"),
@@ -107,6 +110,31 @@ impl Modify for Security {
                 "Dashboard session; changes also need the X-CSRF-Token header",
             ))),
         );
+    }
+}
+
+/// Every API route can answer 503: at the concurrency limit, past the request timeout, or when
+/// a query ran past the statement timeout. Health checks are exempt.
+struct Unavailable;
+
+impl Modify for Unavailable {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let response = ResponseBuilder::new()
+            .description(
+                "Busy (the concurrency limit; see Retry-After), or the request or one of its queries ran past its timeout",
+            )
+            .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+            .build();
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/api/") {
+                continue;
+            }
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                operation.responses.responses.entry("503".into()).or_insert_with(|| response.clone().into());
+            }
+        }
     }
 }
 

@@ -8,15 +8,17 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
 use super::extractor::{Caller, RequireRole};
-use super::query::TypedQuery;
+use super::query::{Cursor, CursorKey, Limit, TypedQuery, page};
 use crate::auth::{Role, audit};
-use crate::posture::findings::{self, FindingFilter, FindingView, FindingsError, ScoreView, Suppression};
+use crate::posture::findings::{
+    self, FindingFilter, FindingPageKey, FindingView, FindingsError, ScoreKey, ScoreView, Suppression,
+};
 
 pub fn router() -> Router<ApiContext> {
     Router::new()
@@ -55,17 +57,56 @@ struct ScoreQuery {
     /// Every evaluation instead of the latest.
     #[serde(default)]
     trend: bool,
+    /// Scores per page, by account, section and time.
+    #[serde(default)]
+    #[param(inline)]
+    limit: Limit<5000, 1000>,
+    /// `next_cursor` of the previous page.
+    #[serde(default)]
+    #[param(value_type = Option<String>)]
+    cursor: Option<Cursor<ScoreKey>>,
 }
 
-/// Latest score per account and section; `trend=true` gives every evaluation, oldest first.
-#[utoipa::path(get, path = "/api/v1/posture/scores", tag = "posture", params(ScoreQuery), responses((status = 200, body = Vec<ScoreView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+impl CursorKey for ScoreKey {
+    const KIND: &'static str = "scores";
+}
+
+impl CursorKey for FindingPageKey {
+    const KIND: &'static str = "findings";
+}
+
+/// A suppression's position: its id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct SuppressionKey(i64);
+
+impl CursorKey for SuppressionKey {
+    const KIND: &'static str = "suppressions";
+}
+
+/// A page of scores, by account, section and evaluation time.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ScorePage {
+    pub scores: Vec<ScoreView>,
+    /// The next page's `cursor`; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Latest score per account and section; `trend=true` gives every evaluation, oldest first
+/// within each account and section. A page at a time.
+#[utoipa::path(get, path = "/api/v1/posture/scores", tag = "posture", params(ScoreQuery), responses((status = 200, body = ScorePage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn scores(
     _caller: Caller,
     State(context): State<ApiContext>,
     TypedQuery(query): TypedQuery<ScoreQuery>,
-) -> Result<Json<Vec<ScoreView>>, ApiError> {
+) -> Result<Json<ScorePage>, ApiError> {
     check_optional("account", query.account.as_deref(), 64)?;
-    Ok(Json(findings::scores(&context.db, query.account.as_deref(), !query.trend).await.map_err(internal)?))
+    let after = query.cursor.map(|c| c.0);
+    let limit = query.limit.0;
+    let rows = findings::scores_page(&context.db, query.account.as_deref(), !query.trend, after.as_ref(), limit + 1)
+        .await
+        .map_err(internal)?;
+    let (scores, next_cursor) = page(rows, limit, ScoreKey::of);
+    Ok(Json(ScorePage { scores, next_cursor }))
 }
 
 /// Which findings, by where they stand.
@@ -94,14 +135,30 @@ struct FindingQuery {
     section: Option<String>,
     /// Only this resource (its id).
     resource: Option<String>,
+    /// Findings per page, highest severity first.
+    #[serde(default)]
+    #[param(inline)]
+    limit: Limit<1000, 200>,
+    /// `next_cursor` of the previous page.
+    #[serde(default)]
+    #[param(value_type = Option<String>)]
+    cursor: Option<Cursor<FindingPageKey>>,
 }
 
-#[utoipa::path(get, path = "/api/v1/posture/findings", tag = "posture", params(FindingQuery), responses((status = 200, body = Vec<FindingView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+/// A page of findings, highest severity first, then by check and resource.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FindingPage {
+    pub findings: Vec<FindingView>,
+    /// The next page's `cursor`; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/posture/findings", tag = "posture", params(FindingQuery), responses((status = 200, body = FindingPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn list_findings(
     _caller: Caller,
     State(context): State<ApiContext>,
     TypedQuery(query): TypedQuery<FindingQuery>,
-) -> Result<Json<Vec<FindingView>>, ApiError> {
+) -> Result<Json<FindingPage>, ApiError> {
     check_optional("account", query.account.as_deref(), 64)?;
     check_optional("check", query.check.as_deref(), MAX_CHECK_ID)?;
     check_optional("section", query.section.as_deref(), 256)?;
@@ -119,7 +176,11 @@ async fn list_findings(
         resource_id: query.resource,
         id: None,
     };
-    Ok(Json(findings::list(&context.db, &filter).await.map_err(internal)?))
+    let after = query.cursor.map(|c| c.0);
+    let limit = query.limit.0;
+    let rows = findings::page(&context.db, &filter, after.as_ref(), limit + 1).await.map_err(internal)?;
+    let (findings, next_cursor) = page(rows, limit, FindingPageKey::of);
+    Ok(Json(FindingPage { findings, next_cursor }))
 }
 
 /// One finding with its history (opened, changed, resolved, reopened).
@@ -131,8 +192,12 @@ async fn one_finding(
 ) -> Result<Json<Value>, ApiError> {
     let id: i64 = id.parse().map_err(|_| ApiError::bad("id", "a finding id is an integer"))?;
     let filter = FindingFilter { id: Some(id), ..Default::default() };
-    let finding =
-        findings::list(&context.db, &filter).await.map_err(internal)?.into_iter().next().ok_or(ApiError::NotFound)?;
+    let finding = findings::page(&context.db, &filter, None, 1)
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .next()
+        .ok_or(ApiError::NotFound)?;
     let history = findings::history_of(&context.db, id).await.map_err(internal)?;
     Ok(Json(json!({"finding": finding, "history": history})))
 }
@@ -142,12 +207,43 @@ async fn checks(_caller: Caller, State(context): State<ApiContext>) -> Result<Js
     Ok(Json(findings::stored_checks(&context.db).await.map_err(internal)?))
 }
 
-#[utoipa::path(get, path = "/api/v1/posture/suppressions", tag = "posture", responses((status = 200, body = Vec<Suppression>), (status = 401, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct SuppressionQuery {
+    /// Only suppressions of this check (its id).
+    check: Option<String>,
+    /// Suppressions per page, oldest first.
+    #[serde(default)]
+    #[param(inline)]
+    limit: Limit<1000, 200>,
+    /// `next_cursor` of the previous page.
+    #[serde(default)]
+    #[param(value_type = Option<String>)]
+    cursor: Option<Cursor<SuppressionKey>>,
+}
+
+/// A page of suppressions, oldest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SuppressionPage {
+    pub suppressions: Vec<Suppression>,
+    /// The next page's `cursor`; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/posture/suppressions", tag = "posture", params(SuppressionQuery), responses((status = 200, body = SuppressionPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn list_suppressions(
     _caller: Caller,
     State(context): State<ApiContext>,
-) -> Result<Json<Vec<Suppression>>, ApiError> {
-    Ok(Json(findings::suppressions(&context.db).await.map_err(internal)?))
+    TypedQuery(query): TypedQuery<SuppressionQuery>,
+) -> Result<Json<SuppressionPage>, ApiError> {
+    check_optional("check", query.check.as_deref(), MAX_CHECK_ID)?;
+    let after = query.cursor.map(|c| c.0.0);
+    let limit = query.limit.0;
+    let rows =
+        findings::suppressions_page(&context.db, query.check.as_deref(), after, limit + 1).await.map_err(internal)?;
+    let (suppressions, next_cursor) = page(rows, limit, |s: &Suppression| SuppressionKey(s.id));
+    Ok(Json(SuppressionPage { suppressions, next_cursor }))
 }
 
 /// The longest check id and resource id (an ARN) a suppression or a filter takes.

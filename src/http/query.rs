@@ -326,6 +326,59 @@ impl<const MAX: i64, const DEFAULT: i64> utoipa::PartialSchema for Limit<MAX, DE
     }
 }
 
+/// The sort key of a paged list's rows: what a cursor holds. `KIND` names the list, so a cursor
+/// one list gave is refused by another.
+pub trait CursorKey: serde::Serialize + DeserializeOwned {
+    const KIND: &'static str;
+}
+
+/// `cursor`: the position after which the next page starts, as the API gave it in `next_cursor`
+/// (opaque to clients). Mark the field `#[serde(default)]` and
+/// `#[param(value_type = Option<String>)]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor<K>(pub K);
+
+/// The longest cursor read; every key the API gives is far shorter.
+const MAX_CURSOR: usize = 4096;
+
+impl<K: CursorKey> Cursor<K> {
+    /// The text a client sends back: base64url of `[kind, key]`.
+    pub fn encode(key: &K) -> String {
+        use base64::Engine;
+        let json = serde_json::to_vec(&(K::KIND, key)).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    fn decode(text: &str) -> Option<K> {
+        use base64::Engine;
+        if text.len() > MAX_CURSOR {
+            return None;
+        }
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok()?;
+        let (kind, key): (String, K) = serde_json::from_slice(&json).ok()?;
+        (kind == K::KIND).then_some(key)
+    }
+}
+
+impl<'de, K: CursorKey> Deserialize<'de> for Cursor<K> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::decode(&text).map(Cursor).ok_or_else(|| de::Error::custom("cursor is not one this API gave"))
+    }
+}
+
+/// One page of a list read with `LIMIT limit + 1`: at most `limit` rows, and the cursor of the
+/// next page only when there is a row after them (so the last page has none).
+pub fn page<T, K: CursorKey>(mut rows: Vec<T>, limit: i64, key: impl Fn(&T) -> K) -> (Vec<T>, Option<String>) {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    if rows.len() <= limit {
+        return (rows, None);
+    }
+    rows.truncate(limit);
+    let next = rows.last().map(|row| Cursor::encode(&key(row)));
+    (rows, next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,6 +464,46 @@ mod tests {
         ] {
             assert_eq!(error(query), (field, message.to_string()), "{query}");
         }
+    }
+
+    impl CursorKey for (String, i64) {
+        const KIND: &'static str = "sample";
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Paged {
+        #[serde(default)]
+        cursor: Option<Cursor<(String, i64)>>,
+    }
+
+    #[test]
+    fn cursors_round_trip_and_refuse_what_the_api_did_not_give() {
+        let key = ("a b/é".to_string(), -7);
+        let text = Cursor::encode(&key);
+        assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{text}");
+        let paged: Paged = parse(&format!("cursor={text}")).unwrap();
+        assert_eq!(paged.cursor, Some(Cursor(key)));
+        use base64::Engine;
+        let other_kind = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"["other",["a",1]]"#);
+        for bad in ["zz!", "AAAA", other_kind.as_str(), &"A".repeat(5000)] {
+            match parse::<Paged>(&format!("cursor={bad}")) {
+                Err(ApiError::BadRequest { field, message }) => {
+                    assert_eq!((field, message.as_str()), ("cursor", "cursor is not one this API gave"), "{bad}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_page_has_a_cursor_only_when_rows_follow() {
+        let key = |n: &i64| ("k".to_string(), *n);
+        assert_eq!(page(vec![1, 2, 3], 3, key), (vec![1, 2, 3], None));
+        let (rows, next) = page(vec![1, 2, 3, 4], 3, key);
+        assert_eq!(rows, vec![1, 2, 3]);
+        assert_eq!(Cursor::<(String, i64)>::decode(&next.unwrap()), Some(("k".to_string(), 3)));
+        assert_eq!(page(Vec::<i64>::new(), 3, key), (vec![], None));
     }
 
     #[test]

@@ -13,11 +13,30 @@ use serde_json::{Value, json};
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
 use super::extractor::Caller;
-use super::query::{Limit, TypedQuery, time};
+use super::query::{Cursor, CursorKey, Limit, TypedQuery, page, time};
 use crate::search::contains_pattern;
 
 type ResourceLimit = Limit<5000, 200>;
 type ChangeLimit = Limit<1000, 100>;
+
+/// Versions and changes one resource's answer holds (the newest); `/api/v1/changes` pages them.
+const HISTORY_SHOWN: i64 = 100;
+
+/// A resource's position: its key, in the list's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ResourceKey(String, String, String);
+
+impl CursorKey for ResourceKey {
+    const KIND: &'static str = "resources";
+}
+
+/// A change's position in the newest-first order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ChangeKey(DateTime<Utc>, i64);
+
+impl CursorKey for ChangeKey {
+    const KIND: &'static str = "changes";
+}
 
 pub fn router() -> Router<ApiContext> {
     Router::new()
@@ -57,19 +76,33 @@ struct ResourceQuery {
     q: Option<String>,
     /// Only deleted resources, or only those that still exist.
     deleted: Option<bool>,
-    /// How many, in account, type and id order.
+    /// Resources per page, in account, type and id order.
     #[serde(default)]
     #[param(inline)]
     limit: ResourceLimit,
+    /// `next_cursor` of the previous page.
+    #[serde(default)]
+    #[param(value_type = Option<String>)]
+    cursor: Option<Cursor<ResourceKey>>,
 }
 
-#[utoipa::path(get, path = "/api/v1/resources", tag = "inventory", params(ResourceQuery), responses((status = 200, description = "OK", body = Vec<ResourceSummary>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+/// A page of resources, in account, type and id order.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ResourcePage {
+    pub resources: Vec<ResourceSummary>,
+    /// The next page's `cursor`; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/resources", tag = "inventory", params(ResourceQuery), responses((status = 200, description = "OK", body = ResourcePage), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn list(
     _caller: Caller,
     State(context): State<ApiContext>,
     TypedQuery(query): TypedQuery<ResourceQuery>,
-) -> Result<Json<Vec<ResourceSummary>>, ApiError> {
+) -> Result<Json<ResourcePage>, ApiError> {
     let search = query.q.as_deref().map(contains_pattern);
+    let ResourceKey(after_account, after_type, after_id) =
+        query.cursor.map_or_else(|| ResourceKey(String::new(), String::new(), String::new()), |c| c.0);
     let rows = sqlx::query_as!(
         ResourceSummary,
         r#"SELECT account_id, resource_type, resource_id, region, name, arn, version, first_seen, last_seen,
@@ -80,6 +113,7 @@ async fn list(
              AND ($3::text IS NULL OR region = $3)
              AND ($4::text IS NULL OR resource_id ILIKE $4 OR name ILIKE $4 OR arn ILIKE $4)
              AND ($5::bool IS NULL OR (deleted_at IS NOT NULL) = $5)
+             AND (account_id, resource_type, resource_id) > ($7, $8, $9)
            ORDER BY account_id, resource_type, resource_id
            LIMIT $6"#,
         query.account,
@@ -87,15 +121,22 @@ async fn list(
         query.region,
         search,
         query.deleted,
-        query.limit.0
+        query.limit.0 + 1,
+        after_account,
+        after_type,
+        after_id,
     )
     .fetch_all(&context.db)
     .await?;
-    Ok(Json(rows))
+    let (resources, next_cursor) = page(rows, query.limit.0, |r: &ResourceSummary| {
+        ResourceKey(r.account_id.clone(), r.resource_type.clone(), r.resource_id.clone())
+    });
+    Ok(Json(ResourcePage { resources, next_cursor }))
 }
 
-/// One resource: its current configuration, every version, each change with its diff and the
-/// event that caused it, and the latest CloudTrail events that named it.
+/// One resource: its current configuration, its newest 100 versions and changes (each with its
+/// diff and the event that caused it; `/api/v1/changes?resource=` pages them all), and the
+/// latest 200 CloudTrail events that named it.
 #[utoipa::path(get, path = "/api/v1/resources/{account}/{resource_type}/{resource_id}", tag = "inventory", params(("account" = String, Path), ("resource_type" = String, Path), ("resource_id" = String, Path)), responses((status = 200, description = "OK", body = Object), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn one(
     _caller: Caller,
@@ -114,10 +155,11 @@ async fn one(
     .ok_or(ApiError::NotFound)?;
     let versions = sqlx::query!(
         "SELECT version, captured_at, config FROM resource_versions
-         WHERE account_id = $1 AND resource_type = $2 AND resource_id = $3 ORDER BY version DESC",
+         WHERE account_id = $1 AND resource_type = $2 AND resource_id = $3 ORDER BY version DESC LIMIT $4",
         account,
         resource_type,
-        resource_id
+        resource_id,
+        HISTORY_SHOWN
     )
     .fetch_all(&context.db)
     .await?;
@@ -125,10 +167,11 @@ async fn one(
         r#"SELECT version, kind::text AS "kind!", detected_at, previous_at, diff, event_time, event_id, event_name,
                   principal_arn, source_ip
            FROM config_changes WHERE account_id = $1 AND resource_type = $2 AND resource_id = $3
-           ORDER BY version DESC"#,
+           ORDER BY version DESC LIMIT $4"#,
         account,
         resource_type,
-        resource_id
+        resource_id,
+        HISTORY_SHOWN
     )
     .fetch_all(&context.db)
     .await?;
@@ -204,29 +247,42 @@ struct ChangeQuery {
     /// Detected before this time (RFC 3339).
     #[serde(default, deserialize_with = "time")]
     until: Option<DateTime<Utc>>,
-    /// How many, newest first.
+    /// Changes per page, newest first.
     #[serde(default)]
     #[param(inline)]
     limit: ChangeLimit,
+    /// `next_cursor` of the previous page.
+    #[serde(default)]
+    #[param(value_type = Option<String>)]
+    cursor: Option<Cursor<ChangeKey>>,
+}
+
+/// A page of config changes, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ChangePage {
+    pub changes: Vec<ChangeView>,
+    /// The next page's `cursor`; absent on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// The newest config changes, optionally of one account, type or resource, in a time range.
-#[utoipa::path(get, path = "/api/v1/changes", tag = "inventory", params(ChangeQuery), responses((status = 200, description = "OK", body = Vec<ChangeView>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+#[utoipa::path(get, path = "/api/v1/changes", tag = "inventory", params(ChangeQuery), responses((status = 200, description = "OK", body = ChangePage), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn changes(
     _caller: Caller,
     State(context): State<ApiContext>,
     TypedQuery(query): TypedQuery<ChangeQuery>,
-) -> Result<Json<Vec<ChangeView>>, ApiError> {
-    let rows = sqlx::query_as!(
-        ChangeView,
-        r#"SELECT account_id, resource_type, resource_id, region, version, kind::text AS "kind!", detected_at, diff,
-                  event_id, event_time, event_name, principal_arn, source_ip
+) -> Result<Json<ChangePage>, ApiError> {
+    let after = query.cursor.map(|c| c.0);
+    let rows = sqlx::query!(
+        r#"SELECT change_id, account_id, resource_type, resource_id, region, version, kind::text AS "kind!", detected_at,
+                  diff, event_id, event_time, event_name, principal_arn, source_ip
            FROM config_changes
            WHERE ($1::text IS NULL OR account_id = $1)
              AND ($2::text IS NULL OR resource_type = $2)
              AND ($3::text IS NULL OR resource_id = $3)
              AND ($4::timestamptz IS NULL OR detected_at >= $4)
              AND ($5::timestamptz IS NULL OR detected_at < $5)
+             AND ($7::timestamptz IS NULL OR (detected_at, change_id) < ($7, $8::bigint))
            ORDER BY detected_at DESC, change_id DESC
            LIMIT $6"#,
         query.account,
@@ -234,9 +290,30 @@ async fn changes(
         query.resource,
         query.since,
         query.until,
-        query.limit.0
+        query.limit.0 + 1,
+        after.as_ref().map(|k| k.0),
+        after.as_ref().map(|k| k.1),
     )
     .fetch_all(&context.db)
     .await?;
-    Ok(Json(rows))
+    let (rows, next_cursor) = page(rows, query.limit.0, |r| ChangeKey(r.detected_at, r.change_id));
+    let changes = rows
+        .into_iter()
+        .map(|r| ChangeView {
+            account_id: r.account_id,
+            resource_type: r.resource_type,
+            resource_id: r.resource_id,
+            region: r.region,
+            version: r.version,
+            kind: r.kind,
+            detected_at: r.detected_at,
+            diff: r.diff,
+            event_id: r.event_id,
+            event_time: r.event_time,
+            event_name: r.event_name,
+            principal_arn: r.principal_arn,
+            source_ip: r.source_ip,
+        })
+        .collect();
+    Ok(Json(ChangePage { changes, next_cursor }))
 }

@@ -19,7 +19,7 @@ use sqlx::PgPool;
 use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
 use super::extractor::{Caller, RequireRole, SESSION_COOKIE, session_cookie};
-use super::query::{Limit, TypedQuery};
+use super::query::{Cursor, CursorKey, Limit, TypedQuery, page};
 use crate::auth::audit::AuditEntry;
 use crate::auth::{self, Role, audit, sessions, users};
 
@@ -185,19 +185,42 @@ struct AuditLogQuery {
     actor: Option<String>,
     /// Only this action, e.g. `login.failed`.
     action: Option<String>,
-    /// How many, newest first.
+    /// Entries per page, newest first.
     #[serde(default)]
     #[param(inline)]
     limit: AuditLogLimit,
+    /// `next_cursor` of the previous page.
+    #[serde(default)]
+    #[param(value_type = Option<String>)]
+    cursor: Option<Cursor<AuditKey>>,
 }
 
-#[utoipa::path(get, path = "/api/v1/audit-log", tag = "session", params(AuditLogQuery), responses((status = 200, description = "OK", body = Vec<AuditEntry>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role is too low, or the CSRF token is missing", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+/// An entry's position: its id (newest first).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+struct AuditKey(i64);
+
+impl CursorKey for AuditKey {
+    const KIND: &'static str = "audit-log";
+}
+
+/// A page of Skywarden's audit log, newest first.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AuditLogPage {
+    pub entries: Vec<AuditEntry>,
+    /// The next page's `cursor`; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/audit-log", tag = "session", params(AuditLogQuery), responses((status = 200, description = "OK", body = AuditLogPage), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role is too low, or the CSRF token is missing", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn audit_log(
     caller: Caller,
     State(context): State<ApiContext>,
     query: Result<TypedQuery<AuditLogQuery>, ApiError>,
-) -> Result<Json<Vec<audit::AuditEntry>>, ApiError> {
+) -> Result<Json<AuditLogPage>, ApiError> {
     caller.require(Role::Admin)?;
     let TypedQuery(query) = query?;
-    Ok(Json(audit::list(&context.db, query.actor.as_deref(), query.action.as_deref(), query.limit.0).await?))
+    let (actor, action, before) = (query.actor.as_deref(), query.action.as_deref(), query.cursor.map(|c| c.0.0));
+    let rows = audit::list_before(&context.db, actor, action, before, query.limit.0 + 1).await?;
+    let (entries, next_cursor) = page(rows, query.limit.0, |e: &AuditEntry| AuditKey(e.id));
+    Ok(Json(AuditLogPage { entries, next_cursor }))
 }

@@ -10,7 +10,8 @@
 //! A byte scanner finds where each record starts and ends (tracking strings, escapes and
 //! nesting) in a buffer filled by large reads; each record is then handed to serde_json as a
 //! slice. This is several times faster than deserialising from a reader byte by byte, and
-//! memory stays bounded by the largest record, not the file.
+//! memory stays bounded by the largest record, not the file; a record larger than the limit
+//! (one event, one JSON line, one array element) is reported and skipped without being held.
 
 use std::fmt;
 use std::io::{self, Read};
@@ -29,13 +30,33 @@ pub trait JsonSink {
     fn skipped(&mut self, what: &'static str);
     /// A top-level value that is none of the known shapes.
     fn unrecognised(&mut self, description: String);
+    /// A record larger than the limit, at a byte offset of the (decompressed) content: skipped
+    /// without being read into memory; the walk goes on after it.
+    fn too_large(&mut self, offset: u64, line: usize, limit: usize) {
+        self.unrecognised(too_large_message(offset, line, limit));
+    }
+}
+
+/// How a record over the size limit is described.
+pub fn too_large_message(offset: u64, line: usize, limit: usize) -> String {
+    format!("the record at byte {offset} (line {line}) is larger than the limit of {limit} bytes; skipped")
 }
 
 /// Why a walk stopped early.
 #[derive(Debug)]
 pub enum WalkError {
     Io(io::Error),
-    Syntax { line: usize, column: usize, message: String },
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A value over the record size limit where it cannot be skipped (an object key, say).
+    TooLarge {
+        offset: u64,
+        line: usize,
+        limit: usize,
+    },
 }
 
 impl WalkError {
@@ -45,7 +66,7 @@ impl WalkError {
 
     pub fn line(&self) -> usize {
         match self {
-            Self::Syntax { line, .. } => *line,
+            Self::Syntax { line, .. } | Self::TooLarge { line, .. } => *line,
             Self::Io(_) => 0,
         }
     }
@@ -56,16 +77,29 @@ impl fmt::Display for WalkError {
         match self {
             Self::Io(error) => write!(f, "{error}"),
             Self::Syntax { line, column, message } => write!(f, "{message} at line {line} column {column}"),
+            Self::TooLarge { offset, line, limit } => {
+                write!(f, "a value at byte {offset} (line {line}) is larger than the limit of {limit} bytes")
+            }
         }
     }
 }
 
 impl std::error::Error for WalkError {}
 
+/// Largest record the scanner holds by default: CloudTrail events are under 256 KB.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 16 << 20;
+
 /// Walks every top-level JSON value in `reader`. A syntax error stops the walk and is returned
-/// (with its line and column); what came before it has already reached the sink.
+/// (with its line and column); what came before it has already reached the sink. Records are
+/// limited to [`DEFAULT_MAX_RECORD_BYTES`].
 pub fn walk<R: Read>(reader: R, sink: &mut dyn JsonSink) -> Result<(), WalkError> {
-    Scanner::new(reader).walk(sink)
+    walk_limited(reader, DEFAULT_MAX_RECORD_BYTES, sink)
+}
+
+/// [`walk`] with a record size limit: a larger record goes to [`JsonSink::too_large`] and is
+/// skipped, so the scanner never holds much more than `max_record_bytes`.
+pub fn walk_limited<R: Read>(reader: R, max_record_bytes: usize, sink: &mut dyn JsonSink) -> Result<(), WalkError> {
+    Scanner::new(reader, max_record_bytes.max(1)).walk(sink)
 }
 
 const EVENT_KEYS: &[&str] = &["eventName", "eventSource", "eventTime", "eventID", "@timestamp", "CloudTrailEvent"];
@@ -89,10 +123,14 @@ struct Scanner<R> {
     counted_to: usize,
     /// Bytes dropped from the front of `buf` so far (keeps column arithmetic absolute).
     dropped: usize,
+    /// Start of a top-level object held whole (one record, not a streamed document): nothing
+    /// from there on may be dropped.
+    hold: Option<usize>,
+    max_record: usize,
 }
 
 impl<R: Read> Scanner<R> {
-    fn new(reader: R) -> Self {
+    fn new(reader: R, max_record: usize) -> Self {
         Self {
             reader,
             buf: Vec::with_capacity(READ_SIZE),
@@ -102,13 +140,31 @@ impl<R: Read> Scanner<R> {
             line_start: 0,
             counted_to: 0,
             dropped: 0,
+            hold: None,
+            max_record,
         }
     }
 
-    /// Reads more input; false at end of input.
+    /// Where the record being read starts: the buffer holds nothing needed before it.
+    fn record_start(&self) -> usize {
+        self.hold.unwrap_or(self.pos)
+    }
+
+    /// The record being read is over the limit.
+    fn too_large(&self) -> WalkError {
+        let start = self.record_start();
+        let (line, _) = self.position_of(start);
+        WalkError::TooLarge { offset: (self.dropped + start) as u64, line, limit: self.max_record }
+    }
+
+    /// Reads more input; false at end of input. Refuses to grow the record being read past
+    /// the limit, which bounds the buffer.
     fn fill(&mut self) -> Result<bool, WalkError> {
         if self.eof {
             return Ok(false);
+        }
+        if self.buf.len() - self.record_start() > self.max_record {
+            return Err(self.too_large());
         }
         let len = self.buf.len();
         self.buf.resize(len + READ_SIZE, 0);
@@ -129,9 +185,9 @@ impl<R: Read> Scanner<R> {
         Ok(n > 0)
     }
 
-    /// Drops consumed bytes, when nothing before `pos` is still needed.
+    /// Drops consumed bytes, when nothing before `pos` is still needed (no object is held).
     fn compact(&mut self) {
-        if self.pos > READ_SIZE {
+        if self.pos > READ_SIZE && self.hold.is_none() {
             self.count_lines_to(self.pos);
             self.buf.drain(..self.pos);
             self.dropped += self.pos;
@@ -184,6 +240,8 @@ impl<R: Read> Scanner<R> {
                     return Ok(Some(byte));
                 }
             }
+            // White space between records is not kept (a held object keeps its own).
+            self.compact();
             if !self.fill()? {
                 return Ok(None);
             }
@@ -239,6 +297,9 @@ impl<R: Read> Scanner<R> {
                 _ => {}
             }
             at += 1;
+        }
+        if at - start > self.max_record {
+            return Err(self.too_large());
         }
         self.pos = at;
         Ok((start, at))
@@ -304,55 +365,138 @@ impl<R: Read> Scanner<R> {
     fn walk(&mut self, sink: &mut dyn JsonSink) -> Result<(), WalkError> {
         loop {
             self.compact();
-            match self.peek()? {
+            let (read, skippable) = match self.peek()? {
                 None => return Ok(()),
                 Some(b'[') => {
                     self.pos += 1;
-                    self.event_array(sink)?;
+                    (self.event_array(sink), false)
                 }
-                Some(b'{') => self.object(sink)?,
-                Some(_) => {
-                    let range = self.value()?;
-                    let kind = match self.buf[range.0] {
-                        b'"' => "a JSON string",
-                        b'n' => "a JSON null",
-                        b't' | b'f' => "a JSON boolean",
-                        b'-' | b'0'..=b'9' => "a JSON number",
-                        _ => return Err(self.error_at(range.0, "expected value")),
-                    };
-                    sink.unrecognised(kind.to_string());
+                // An object held whole is one record (a JSON line); a streamed one is not.
+                Some(b'{') => (self.object(sink), self.hold.is_some()),
+                Some(_) => (self.top_level_scalar(sink), true),
+            };
+            match read {
+                Err(WalkError::TooLarge { offset, line, limit }) if skippable => {
+                    self.skip_record(sink, (offset, line, limit))?
                 }
+                other => other?,
             }
+        }
+    }
+
+    fn top_level_scalar(&mut self, sink: &mut dyn JsonSink) -> Result<(), WalkError> {
+        let range = self.value()?;
+        let kind = match self.buf[range.0] {
+            b'"' => "a JSON string",
+            b'n' => "a JSON null",
+            b't' | b'f' => "a JSON boolean",
+            b'-' | b'0'..=b'9' => "a JSON number",
+            _ => return Err(self.error_at(range.0, "expected value")),
+        };
+        sink.unrecognised(kind.to_string());
+        Ok(())
+    }
+
+    /// Tells the sink of a record over the limit, then skips it from where it starts without
+    /// holding it.
+    fn skip_record(
+        &mut self,
+        sink: &mut dyn JsonSink,
+        (offset, line, limit): (u64, usize, usize),
+    ) -> Result<(), WalkError> {
+        sink.too_large(offset, line, limit);
+        self.pos = self.record_start();
+        self.hold = None;
+        self.skip_value()
+    }
+
+    /// Scans past the value at `pos`, dropping bytes as it goes (strings, escapes and nesting
+    /// tracked as in [`Scanner::value`]).
+    fn skip_value(&mut self) -> Result<(), WalkError> {
+        let scalar = !matches!(self.buf[self.pos], b'"' | b'{' | b'[');
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        loop {
+            if self.pos >= self.buf.len() {
+                self.compact();
+                if !self.fill()? {
+                    if scalar {
+                        return Ok(());
+                    }
+                    return Err(self.error_at(self.pos, "EOF while skipping a record over the size limit"));
+                }
+                continue;
+            }
+            if escaped {
+                self.pos += 1;
+                escaped = false;
+                continue;
+            }
+            if in_string {
+                match memchr::memchr2(b'"', b'\\', &self.buf[self.pos..]) {
+                    None => self.pos = self.buf.len(),
+                    Some(offset) => {
+                        let index = self.pos + offset;
+                        self.pos = index + 1;
+                        if self.buf[index] == b'\\' {
+                            escaped = true;
+                        } else {
+                            in_string = false;
+                            if depth == 0 {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            match self.buf[self.pos] {
+                b'"' => in_string = true,
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' if depth > 1 => depth -= 1,
+                b'}' | b']' if depth == 1 => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r' if depth == 0 => return Ok(()),
+                _ => {}
+            }
+            self.pos += 1;
         }
     }
 
     /// Elements of an array whose `[` was consumed, each an event.
     fn event_array(&mut self, sink: &mut dyn JsonSink) -> Result<(), WalkError> {
-        self.array_elements(|scanner, range| {
+        self.array_elements(sink, |scanner, sink, range| {
             scanner.emit_event(range, sink);
             Ok(())
         })
     }
 
     fn log_event_array(&mut self, sink: &mut dyn JsonSink, owner: Option<&str>) -> Result<(), WalkError> {
-        self.array_elements(|scanner, range| {
+        self.array_elements(sink, |scanner, sink, range| {
             let event: LogEvent = scanner.parse_or_fail(range)?;
             sink.log_message(&event.message, event.timestamp, owner);
             Ok(())
         })
     }
 
+    /// Elements of an array of records (never inside a held object).
     fn array_elements(
         &mut self,
-        mut each: impl FnMut(&mut Self, (usize, usize)) -> Result<(), WalkError>,
+        sink: &mut dyn JsonSink,
+        mut each: impl FnMut(&mut Self, &mut dyn JsonSink, (usize, usize)) -> Result<(), WalkError>,
     ) -> Result<(), WalkError> {
         if self.peek()? == Some(b']') {
             self.pos += 1;
             return Ok(());
         }
         loop {
-            let range = self.value()?;
-            each(self, range)?;
+            match self.value() {
+                Ok(range) => each(self, sink, range)?,
+                // An element over the limit is one record: skip it, go on with the next.
+                Err(WalkError::TooLarge { offset, line, limit }) => self.skip_record(sink, (offset, line, limit))?,
+                Err(error) => return Err(error),
+            }
             match self.peek()? {
                 Some(b',') => self.pos += 1,
                 Some(b']') => {
@@ -370,12 +514,17 @@ impl<R: Read> Scanner<R> {
     /// A top-level object: a record document (streamed), or one record (JSON lines).
     fn object(&mut self, sink: &mut dyn JsonSink) -> Result<(), WalkError> {
         let start = self.pos;
+        self.hold = Some(start);
         self.pos += 1;
         let members = self.members(sink)?;
         if !members.streamed {
-            // Nothing was streamed, so the buffer was not compacted: the object is still whole.
+            if self.pos - start > self.max_record {
+                return Err(self.too_large());
+            }
+            // Nothing was streamed, so the buffer was held: the object is still whole.
             self.single_object((start, self.pos), &members, sink);
         }
+        self.hold = None;
         Ok(())
     }
 
@@ -413,17 +562,25 @@ impl<R: Read> Scanner<R> {
         let list = self.peek()? == Some(b'[');
         match key.as_str() {
             "Records" | "Events" if list => {
+                // A document of records: each record is held, not the document.
+                (self.hold, members.streamed) = (None, true);
                 self.pos += 1;
                 self.event_array(sink)?;
-                members.streamed = true;
             }
             "logEvents" | "events" if list => {
+                (self.hold, members.streamed) = (None, true);
                 self.pos += 1;
                 self.log_event_array(sink, members.owner.as_deref())?;
-                members.streamed = true;
             }
             _ => {
-                let range = self.value()?;
+                let range = match self.value() {
+                    Ok(range) => range,
+                    // Beside the records of a document (nothing is held): skipped like a record.
+                    Err(WalkError::TooLarge { offset, line, limit }) if self.hold.is_none() => {
+                        return self.skip_record(sink, (offset, line, limit));
+                    }
+                    Err(error) => return Err(error),
+                };
                 if key == "owner" {
                     members.owner = serde_json::from_slice(&self.buf[range.0..range.1]).ok();
                 }
@@ -555,6 +712,103 @@ mod tests {
         r.unwrap();
         assert_eq!(c.unrecognised.len(), 1);
         assert!(c.unrecognised[0].contains("hello"));
+    }
+
+    fn collect_limited(input: &[u8], limit: usize) -> (Collected, Result<(), WalkError>) {
+        let mut sink = Collected::default();
+        let result = walk_limited(input, limit, &mut sink);
+        (sink, result)
+    }
+
+    /// `{"eventID":"<id>","pad":"<n bytes, with escaped quotes and brackets>"}`
+    fn padded_event(id: &str, pad: usize) -> String {
+        let filler: String = r#"x\"}]{["#.chars().cycle().take(pad).collect();
+        // Never end the padding inside an escape.
+        let filler = filler.trim_end_matches('\\');
+        format!(r#"{{"eventID":"{id}","pad":"{filler}"}}"#)
+    }
+
+    #[test]
+    fn records_over_the_limit_are_skipped_with_their_offset_and_line() {
+        let big = padded_event("big", 5_000);
+        let input = format!("{{\"Records\":[\n{},\n{big},\n{}]}}", padded_event("a", 10), padded_event("b", 10));
+        let (c, r) = collect_limited(input.as_bytes(), 1_000);
+        r.unwrap();
+        assert_eq!(c.events, ["a", "b"]);
+        let offset = input.find(&big).unwrap();
+        assert_eq!(c.unrecognised, [too_large_message(offset as u64, 3, 1_000)]);
+    }
+
+    #[test]
+    fn the_limit_is_exact_for_records_and_json_lines() {
+        let event = padded_event("e", 50);
+        for (limit, read) in [(event.len(), true), (event.len() - 1, false)] {
+            let (c, r) = collect_limited(format!("[{event}]").as_bytes(), limit);
+            r.unwrap();
+            assert_eq!(c.events.len(), usize::from(read), "array element, limit {limit}");
+            let line = event.replace(r#""eventID""#, r#""eventName":"X","eventID""#);
+            let lines = format!("{line}\n{}\n", r#"{"eventID":"next","eventName":"Y"}"#);
+            let (c, r) = collect_limited(lines.as_bytes(), limit + 16);
+            r.unwrap();
+            let expected: &[&str] = if read { &["e", "next"] } else { &["next"] };
+            assert_eq!(c.events, expected, "JSON lines, limit {limit}");
+            assert_eq!(c.unrecognised.len(), usize::from(!read));
+        }
+    }
+
+    #[test]
+    fn a_document_with_a_huge_member_before_its_records_is_skipped_whole() {
+        let input = format!(
+            "{{\"junk\":\"{}\",\"Records\":[{{\"eventID\":\"lost\"}}]}}\n{}",
+            "j".repeat(3_000),
+            r#"{"eventID":"after","eventName":"X"}"#
+        );
+        let (c, r) = collect_limited(input.as_bytes(), 1_000);
+        r.unwrap();
+        assert_eq!(c.events, ["after"]);
+        assert_eq!(c.unrecognised, [too_large_message(0, 1, 1_000)]);
+    }
+
+    /// Never-ending input: `prefix`, then `filler` until `total` bytes.
+    struct Endless {
+        prefix: &'static [u8],
+        filler: u8,
+        served: usize,
+        total: usize,
+    }
+
+    impl Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.total - self.served);
+            for (i, byte) in buf[..n].iter_mut().enumerate() {
+                *byte = self.prefix.get(self.served + i).copied().unwrap_or(self.filler);
+            }
+            self.served += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn memory_stays_bounded_by_the_limit_whatever_the_input() {
+        let limit = 1 << 20;
+        let cases: [(&'static [u8], u8, &str); 3] = [
+            (b"{\"Records\":[{\"eventID\":\"", b'a', "EOF while skipping"),
+            (b"{\"eventName\":\"X\",\"p\":[", b'[', "EOF while skipping"),
+            (b"", b' ', ""),
+        ];
+        for (prefix, filler, error) in cases {
+            let reader = Endless { prefix, filler, served: 0, total: 64 << 20 };
+            let mut scanner = Scanner::new(reader, limit);
+            let mut sink = Collected::default();
+            let result = scanner.walk(&mut sink);
+            // The record, what precedes it before a compaction and one read; doubled by Vec.
+            assert!(scanner.buf.capacity() <= 2 * limit + 4 * READ_SIZE, "{} bytes held", scanner.buf.capacity());
+            match result {
+                Ok(()) => assert!(error.is_empty()),
+                Err(e) => assert!(e.to_string().contains(error) && !error.is_empty(), "{e}"),
+            }
+            assert_eq!(sink.unrecognised.len(), usize::from(!error.is_empty()), "{:?}", sink.unrecognised);
+        }
     }
 
     #[test]

@@ -62,6 +62,12 @@ pub struct ImportOptions {
     /// Rows per COPY batch.
     pub batch_rows: usize,
     pub show_progress: bool,
+    /// Largest record (JSON event, JSON line, flow log line) held in memory; a larger one is
+    /// reported with its byte offset and skipped.
+    pub max_record_bytes: usize,
+    /// Largest ratio of decompressed to compressed size for gzip content, past its first
+    /// 64 MiB (0: no limit); more is refused as a likely gzip bomb.
+    pub max_gzip_ratio: u64,
 }
 
 impl ImportOptions {
@@ -75,6 +81,8 @@ impl ImportOptions {
             writers: 2,
             batch_rows: 2_000,
             show_progress: false,
+            max_record_bytes: json_stream::DEFAULT_MAX_RECORD_BYTES,
+            max_gzip_ratio: source::DEFAULT_MAX_GZIP_RATIO,
         }
     }
 }
@@ -211,6 +219,8 @@ fn spawn_parsers(
         known_formats: Vec::new(),
         batch_rows: options.batch_rows.max(1),
         max_spool_bytes: MAX_IMPORT_SPOOL_BYTES,
+        max_record_bytes: options.max_record_bytes.max(1),
+        max_gzip_ratio: options.max_gzip_ratio,
     });
     (0..options.parsers.max(1))
         .map(|_| {
@@ -298,6 +308,11 @@ pub struct ParseContext {
     /// Largest Parquet content copied to a temporary file to be read (Parquet needs random
     /// access); more is a failure of the file.
     pub max_spool_bytes: u64,
+    /// Largest record held in memory (see [`ImportOptions::max_record_bytes`]).
+    pub max_record_bytes: usize,
+    /// Largest decompression ratio of gzip files opened by path (see
+    /// [`ImportOptions::max_gzip_ratio`]); content opened by the caller is limited there.
+    pub max_gzip_ratio: u64,
 }
 
 impl ParseContext {
@@ -309,6 +324,8 @@ impl ParseContext {
             known_formats,
             batch_rows: 10_000,
             max_spool_bytes,
+            max_record_bytes: json_stream::DEFAULT_MAX_RECORD_BYTES,
+            max_gzip_ratio: source::DEFAULT_MAX_GZIP_RATIO,
         }
     }
 }
@@ -355,7 +372,7 @@ fn parse_file(
         bytes_read.fetch_add(file.metadata().map_or(0, |m| m.len()), Ordering::Relaxed);
         return parse_parquet(file, label, default_account, context, geo, &mut send);
     }
-    let opened = match source::open(path, bytes_read) {
+    let opened = match source::open(path, bytes_read, context.max_gzip_ratio) {
         Ok(opened) => opened,
         Err(error) => return FileReport::failed(format!("cannot read file: {error}")),
     };
@@ -380,10 +397,15 @@ pub fn parse_content(
         }
         ContentKind::Empty => {}
         ContentKind::Json => {
-            if let Err(error) = json_stream::walk(reader, &mut sink) {
-                if error.is_io() {
-                    sink.fail(format!("read error after {} records: {error}", sink.records));
-                } else {
+            let limit = sink.context.max_record_bytes;
+            match json_stream::walk_limited(reader, limit, &mut sink) {
+                Ok(()) => {}
+                Err(error) if error.is_io() => sink.fail(format!("read error after {} records: {error}", sink.records)),
+                Err(error @ json_stream::WalkError::TooLarge { .. }) => {
+                    let reason = format!("{error}; the {} records before it were read", sink.records);
+                    sink.report.errors.push(reason);
+                }
+                Err(error) => {
                     let reason = format!("invalid JSON: {error}; the {} records before it were read", sink.records);
                     sink.report.errors.push(reason);
                 }
@@ -432,19 +454,31 @@ fn read_parquet(parquet: std::fs::File, sink: &mut FileSink<'_>) {
 fn read_flow_text(mut reader: Box<dyn BufRead + Send>, sink: &mut FileSink<'_>) {
     let mut line_bytes = Vec::new();
     let mut line_no: u64 = 0;
+    let mut offset: u64 = 0;
     let mut header: Option<FlowFormat> = None;
     let mut recognised = false;
+    let limit = sink.context.max_record_bytes;
     loop {
-        line_bytes.clear();
-        match reader.read_until(b'\n', &mut line_bytes) {
-            Ok(0) => return,
-            Ok(_) => {}
+        let read = match source::read_line_limited(&mut reader, &mut line_bytes, limit) {
+            Ok(read) => read,
             Err(error) => {
-                sink.fail(format!("read error at line {}: {error}", line_no + 1));
+                sink.fail(format!("read error at line {} (byte {offset}): {error}", line_no + 1));
                 return;
             }
-        }
+        };
         line_no += 1;
+        let start = offset;
+        offset += read.length;
+        match read.kind {
+            source::LineKind::End => return,
+            source::LineKind::Line => {}
+            source::LineKind::TooLong => {
+                sink.record_error(format!(
+                    "line {line_no} (byte {start}) is longer than the limit of {limit} bytes; skipped"
+                ));
+                continue;
+            }
+        }
         let line = String::from_utf8_lossy(&line_bytes);
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -683,4 +717,59 @@ pub fn parse_log_messages<'m>(
         json_stream::JsonSink::log_message(&mut sink, message, timestamp_ms, None);
     }
     sink.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses `content` as the importer does with a record limit: the rows' positions and the
+    /// report.
+    fn parse(content: &[u8], limit: usize) -> (Vec<u64>, FileReport) {
+        let mut context = ParseContext::for_account("111122223333", Vec::new(), 1 << 20);
+        context.max_record_bytes = limit;
+        let mut positions = Vec::new();
+        let opened = source::open_reader(std::io::Cursor::new(content.to_vec())).unwrap();
+        let report = parse_content(
+            opened,
+            Arc::new(PathBuf::from("test.log")),
+            None,
+            &context,
+            &mut GeoCache::new(None),
+            &mut |batch| {
+                positions.extend(batch.row_positions);
+                true
+            },
+        );
+        (positions, report)
+    }
+
+    #[test]
+    fn a_flow_log_line_over_the_limit_is_named_and_skipped() {
+        let record =
+            "2 111122223333 eni-0a1b2c3d 10.0.0.5 203.0.113.9 443 49152 6 10 840 1762905600 1762905660 ACCEPT OK";
+        let long = format!("{record} {}", "x".repeat(300));
+        let content = format!("{record}\n{long}\n{record}\n");
+        let (positions, report) = parse(content.as_bytes(), 200);
+        assert_eq!(positions, [1, 3]);
+        let offset = record.len() + 1;
+        assert_eq!(report.errors, [format!("line 2 (byte {offset}) is longer than the limit of 200 bytes; skipped")]);
+        assert!(report.failure.is_none());
+    }
+
+    #[test]
+    fn a_cloudtrail_record_over_the_limit_is_named_and_the_others_read() {
+        let event = |id: &str, pad: usize| {
+            format!(
+                r#"{{"eventTime":"2026-11-12T04:00:00Z","eventSource":"iam.amazonaws.com","eventName":"ListUsers","eventID":"{id}","pad":"{}"}}"#,
+                "p".repeat(pad)
+            )
+        };
+        let big = event("big", 2_000);
+        let content = format!("{{\"Records\":[{},{big},{}]}}", event("a", 0), event("b", 0));
+        let (positions, report) = parse(content.as_bytes(), 1_000);
+        assert_eq!(positions, [1, 3], "{:?}", report.errors);
+        let offset = content.find(&big).unwrap();
+        assert_eq!(report.errors, [format!("record 2: {}", json_stream::too_large_message(offset as u64, 1, 1_000))]);
+    }
 }

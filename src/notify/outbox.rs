@@ -331,6 +331,16 @@ pub struct DeliveryFilter {
 }
 
 pub async fn list(pool: &PgPool, filter: &DeliveryFilter) -> Result<Vec<DeliveryView>, sqlx::Error> {
+    list_before(pool, filter, None).await
+}
+
+/// Deliveries matching `filter`, newest first, older than the delivery `before` (a page's
+/// last), at most `filter.limit`.
+pub async fn list_before(
+    pool: &PgPool,
+    filter: &DeliveryFilter,
+    before: Option<i64>,
+) -> Result<Vec<DeliveryView>, sqlx::Error> {
     let rows = sqlx::query!(
         r#"SELECT o.id, o.channel_id, c.name AS channel, r.name AS "route?", o.event, o.account_id,
                   o.alert_id::text AS alert_id, a.title AS "alert_title?", o.alert_status AS "alert_status: AlertStatus",
@@ -343,12 +353,14 @@ pub async fn list(pool: &PgPool, filter: &DeliveryFilter) -> Result<Vec<Delivery
            WHERE ($1::text IS NULL OR o.state = $1)
              AND ($2::bigint IS NULL OR o.channel_id = $2)
              AND ($3::text IS NULL OR o.alert_id = $3::text::uuid)
+             AND ($5::bigint IS NULL OR o.id < $5)
            ORDER BY o.id DESC
            LIMIT $4"#,
         filter.state,
         filter.channel_id,
         filter.alert_id,
-        filter.limit.clamp(1, 1000),
+        filter.limit.clamp(1, 1001),
+        before,
     )
     .fetch_all(pool)
     .await?;

@@ -111,7 +111,7 @@ impl Sender {
         let claimed =
             outbox::claim(&self.pool, self.options.batch.min(self.options.concurrency.max(1) as i64), lease).await?;
         let outcomes: Vec<Result<&'static str, sqlx::Error>> = futures_util::stream::iter(claimed)
-            .map(|row| async move { self.deliver(&row).await })
+            .map(|row| async move { self.deliver_supervised(&row).await })
             .buffer_unordered(self.options.concurrency.max(1))
             .collect()
             .await;
@@ -132,14 +132,19 @@ impl Sender {
         loop {
             // A step that sent something goes straight on: a burst of alerts drains at the
             // receivers' pace, not one batch per poll interval.
-            let busy = match self.deliver_due().await {
-                Ok(report) if report != StepReport::default() => {
+            let busy = match crate::supervise::catch_panic(self.deliver_due()).await {
+                Ok(Ok(report)) if report != StepReport::default() => {
                     tracing::info!(?report, "notifications");
                     true
                 }
-                Ok(_) => false,
-                Err(error) => {
+                Ok(Ok(_)) => false,
+                Ok(Err(error)) => {
                     tracing::warn!(%error, "notification step failed");
+                    false
+                }
+                // A digest that panics: logged, and the loop goes on after the usual pause.
+                Err(panic) => {
+                    tracing::error!(%panic, "notification step panicked");
                     false
                 }
             };
@@ -152,8 +157,18 @@ impl Sender {
         tracing::info!("notification sender stopped");
     }
 
-    async fn deliver(&self, row: &Claimed) -> Result<&'static str, sqlx::Error> {
-        let attempt = self.attempt(row).await;
+    /// [`Self::deliver`], where a panic while building or sending the message counts as a
+    /// failed attempt: the row is retried with back-off and ends a dead letter, visible, rather
+    /// than panicking every sender that claims it.
+    async fn deliver_supervised(&self, row: &Claimed) -> Result<&'static str, sqlx::Error> {
+        let attempt = crate::supervise::catch_panic(self.attempt(row)).await.unwrap_or_else(|panic| {
+            tracing::error!(delivery = row.id, channel_id = row.channel_id, %panic, "sending a notification panicked");
+            Attempt::Failed { http_status: None, error: format!("internal error (a panic): {panic}"), after: None }
+        });
+        self.record(row, attempt).await
+    }
+
+    async fn record(&self, row: &Claimed, attempt: Attempt) -> Result<&'static str, sqlx::Error> {
         let channel_id = row.channel_id;
         match attempt {
             Attempt::Delivered { http_status, remote_ref, note } => {

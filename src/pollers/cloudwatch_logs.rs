@@ -9,12 +9,11 @@
 //! - a group is read in the region it lives in: flow logs deliver to a group of their own
 //!   region, so the job of another region skips a group the inventory places elsewhere;
 //! - FilterLogEvents is paced per account and region, within its quota (5 requests per second),
-//!   by every job of this process.
+//!   by every job of every worker process (see [`super::pacing`]).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -93,7 +92,8 @@ async fn filter_page(
 ) -> Result<aws_sdk_cloudwatchlogs::operation::filter_log_events::FilterLogEventsOutput, PollError> {
     let mut attempt = 0;
     loop {
-        pace(&job.account_id, &job.region).await;
+        super::pacing::pace(&ctx.pool, "logs:FilterLogEvents", &job.account_id, &job.region, FILTER_MIN_INTERVAL)
+            .await?;
         let sent = client
             .filter_log_events()
             .log_group_name(group)
@@ -119,29 +119,6 @@ async fn filter_page(
         attempt += 1;
         tokio::time::sleep(delay).await;
     }
-}
-
-/// When each (account, region) may send its next FilterLogEvents.
-static NEXT_REQUEST: LazyLock<Mutex<HashMap<(String, String), Instant>>> = LazyLock::new(Default::default);
-
-/// Waits for the account and region's next request slot.
-async fn pace(account_id: &str, region: &str) {
-    let wait = {
-        let mut next = NEXT_REQUEST.lock().expect("pacer lock");
-        let now = Instant::now();
-        let slot = next.entry((account_id.to_owned(), region.to_owned())).or_insert(now);
-        reserve(slot, now, FILTER_MIN_INTERVAL)
-    };
-    if !wait.is_zero() {
-        tokio::time::sleep(wait).await;
-    }
-}
-
-/// Takes the next slot at least `interval` after the previous one; returns the wait for it.
-fn reserve(next: &mut Instant, now: Instant, interval: Duration) -> Duration {
-    let slot = (*next).max(now);
-    *next = slot + interval;
-    slot - now
 }
 
 /// What the inventory says of a log group: where its flow logs are, and their formats.
@@ -205,19 +182,6 @@ impl GroupHome {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn requests_are_spaced_within_the_quota() {
-        let start = Instant::now();
-        let mut next = start;
-        let waits: Vec<Duration> = (0..6).map(|_| reserve(&mut next, start, FILTER_MIN_INTERVAL)).collect();
-        assert_eq!(waits.iter().map(Duration::as_millis).collect::<Vec<_>>(), vec![0, 200, 400, 600, 800, 1000]);
-        // Five requests in any second, however many jobs share the account and region.
-        assert!(waits.windows(5).all(|w| w[4] - w[0] >= Duration::from_millis(800)));
-        // An idle pacer does not make a later request wait.
-        let later = start + Duration::from_secs(5);
-        assert_eq!(reserve(&mut next, later, FILTER_MIN_INTERVAL), Duration::ZERO);
-    }
 
     #[test]
     fn a_group_known_in_other_regions_only_is_skipped() {

@@ -27,16 +27,16 @@ pub struct Job {
     pub throttled: u64,
 }
 
-/// Leases the most overdue job, if any is due. `FOR UPDATE SKIP LOCKED` lets workers claim at
-/// the same moment without waiting on each other; the lease makes the claim outlive this
-/// statement, and expires if the worker dies.
+/// Leases the most overdue job, if any is due and not parked. `FOR UPDATE SKIP LOCKED` lets
+/// workers claim at the same moment without waiting on each other; the lease makes the claim
+/// outlive this statement, and expires if the worker dies.
 pub async fn claim_due(pool: &PgPool, owner: &str, lease: Duration) -> Result<Option<Job>, sqlx::Error> {
     let row = sqlx::query!(
         r#"UPDATE poll_jobs SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2),
                 last_started_at = now()
            WHERE job_id = (
                SELECT p.job_id FROM poll_jobs p JOIN accounts a USING (account_id)
-               WHERE p.enabled AND a.enabled AND p.next_run_at <= now()
+               WHERE p.enabled AND a.enabled AND p.parked_at IS NULL AND p.next_run_at <= now()
                  AND (p.lease_expires_at IS NULL OR p.lease_expires_at < now())
                ORDER BY p.next_run_at
                LIMIT 1
@@ -123,7 +123,8 @@ impl Job {
                 let delay = if outcome.more_pending { Duration::ZERO } else { self.interval };
                 sqlx::query!(
                     "UPDATE poll_jobs SET lease_owner = NULL, lease_expires_at = NULL, last_success_at = now(),
-                            last_error = NULL, consecutive_failures = 0, throttled_total = throttled_total + $3,
+                            last_error = NULL, consecutive_failures = 0, consecutive_panics = 0,
+                            throttled_total = throttled_total + $3,
                             next_run_at = CASE WHEN run_requested_at > last_started_at THEN now()
                                                ELSE now() + make_interval(secs => $4) END
                      WHERE job_id = $1 AND lease_owner = $2",
@@ -139,7 +140,7 @@ impl Job {
                 sqlx::query!(
                     "UPDATE poll_jobs SET lease_owner = NULL, lease_expires_at = NULL, last_error = $3,
                             last_error_at = now(), consecutive_failures = consecutive_failures + 1,
-                            throttled_total = throttled_total + $5,
+                            consecutive_panics = 0, throttled_total = throttled_total + $5,
                             next_run_at = CASE WHEN run_requested_at > last_started_at THEN now()
                                 ELSE now() + make_interval(secs => LEAST($4 * power(2, LEAST(consecutive_failures, 6)), 3600)) END
                      WHERE job_id = $1 AND lease_owner = $2",
@@ -155,10 +156,39 @@ impl Job {
         }
         Ok(())
     }
+
+    /// Records a run that panicked: a failure like any other (lease released, back-off, the
+    /// panic as `last_error`), and the [`PARK_AFTER_PANICS`]th panic in a row parks the job.
+    /// Returns whether it is parked now.
+    pub async fn finish_panicked(&self, pool: &PgPool, error: &str) -> Result<bool, sqlx::Error> {
+        let parked = sqlx::query_scalar!(
+            r#"UPDATE poll_jobs SET lease_owner = NULL, lease_expires_at = NULL, last_error = $3,
+                      last_error_at = now(), consecutive_failures = consecutive_failures + 1,
+                      consecutive_panics = consecutive_panics + 1, throttled_total = throttled_total + $5,
+                      parked_at = CASE WHEN consecutive_panics + 1 >= $6 THEN now() END,
+                      next_run_at = CASE WHEN run_requested_at > last_started_at THEN now()
+                          ELSE now() + make_interval(secs => LEAST($4 * power(2, LEAST(consecutive_failures, 6)), 3600)) END
+               WHERE job_id = $1 AND lease_owner = $2
+               RETURNING parked_at IS NOT NULL AS "parked!""#,
+            self.job_id,
+            self.owner,
+            error,
+            RETRY_BASE.as_secs_f64(),
+            self.throttled as i64,
+            PARK_AFTER_PANICS,
+        )
+        .fetch_optional(pool)
+        .await?;
+        Ok(parked.unwrap_or(false))
+    }
 }
 
 /// First delay after a failure; doubled for each further failure, up to an hour.
 const RETRY_BASE: Duration = Duration::from_secs(30);
+
+/// Panics in a row after which a job is parked: a bug that a job's input sets off every time is
+/// not retried for ever, and shows as parked, with its panic, until someone asks for a run.
+pub const PARK_AFTER_PANICS: i32 = 3;
 
 /// What one run of a job did.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -191,23 +221,52 @@ pub struct JobStatus {
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
     pub consecutive_failures: i32,
+    /// Runs in a row that panicked; [`PARK_AFTER_PANICS`] of them park the job.
+    pub consecutive_panics: i32,
+    /// When the job was parked after panicking: it does not run until "poll now" asks for it.
+    pub parked_at: Option<DateTime<Utc>>,
     pub covered_until: Option<DateTime<Utc>>,
     /// Seconds between now and the newest data covered.
     pub lag_seconds: Option<f64>,
     pub items_total: i64,
     pub throttled_total: i64,
+    /// S3 objects given up after their last try: never read, until retried.
+    pub objects_failed: i64,
+    /// The most tries an object given up had.
+    pub objects_failed_tries: Option<i32>,
+    /// S3 objects that failed and wait for their next try.
+    pub objects_retrying: i64,
+    /// The object that failed last (`s3://bucket/key`), its error and when.
+    pub newest_failure_object: Option<String>,
+    pub newest_failure_error: Option<String>,
+    pub newest_failure_at: Option<DateTime<Utc>>,
 }
 
+/// Every job's state (of one account, or all), with the S3 objects it failed to read.
 pub async fn statuses(pool: &PgPool, account_id: Option<&str>) -> Result<Vec<JobStatus>, sqlx::Error> {
     sqlx::query_as!(
         JobStatus,
-        r#"SELECT job_id, account_id, region, source, target, enabled, interval_seconds, next_run_at,
-                  CASE WHEN lease_expires_at > now() THEN lease_owner END AS running_on, run_requested_at,
-                  last_success_at, last_error, last_error_at, consecutive_failures, covered_until,
-                  EXTRACT(EPOCH FROM now() - covered_until)::float8 AS lag_seconds,
-                  items_total, throttled_total
-           FROM poll_jobs WHERE $1::text IS NULL OR account_id = $1
-           ORDER BY account_id, source, region, target"#,
+        r#"SELECT j.job_id, j.account_id, j.region, j.source, j.target, j.enabled, j.interval_seconds, j.next_run_at,
+                  CASE WHEN j.lease_expires_at > now() THEN j.lease_owner END AS running_on, j.run_requested_at,
+                  j.last_success_at, j.last_error, j.last_error_at, j.consecutive_failures, j.consecutive_panics,
+                  j.parked_at, j.covered_until,
+                  EXTRACT(EPOCH FROM now() - j.covered_until)::float8 AS lag_seconds,
+                  j.items_total, j.throttled_total,
+                  f.failed AS "objects_failed!", f.tries AS objects_failed_tries, f.retrying AS "objects_retrying!",
+                  n.object AS "newest_failure_object?", n.last_error AS "newest_failure_error?",
+                  n.last_failed_at AS "newest_failure_at?"
+           FROM poll_jobs j
+           CROSS JOIN LATERAL (
+               SELECT count(*) FILTER (WHERE next_attempt_at IS NULL) AS failed,
+                      max(attempts) FILTER (WHERE next_attempt_at IS NULL) AS tries,
+                      count(*) FILTER (WHERE next_attempt_at IS NOT NULL) AS retrying
+               FROM s3_object_failures WHERE job_id = j.job_id) f
+           LEFT JOIN LATERAL (
+               SELECT 's3://' || bucket || '/' || object_key AS object, last_error, last_failed_at
+               FROM s3_object_failures WHERE job_id = j.job_id
+               ORDER BY last_failed_at DESC LIMIT 1) n ON true
+           WHERE $1::text IS NULL OR j.account_id = $1
+           ORDER BY j.account_id, j.source, j.region, j.target"#,
         account_id
     )
     .fetch_all(pool)
@@ -221,19 +280,26 @@ pub async fn run_now(pool: &PgPool, account_id: &str, source: Option<Source>) ->
 }
 
 /// "Poll now": makes the enabled jobs of one account (or of every account), of one source (or
-/// all), due now; the next free worker runs them. A job running now runs again once it ends.
-/// Returns how many jobs were made due.
+/// all), due now; the next free worker runs them. A job running now runs again once it ends. A
+/// parked job is un-parked for one more try: it keeps its count of panics, so one more panic
+/// parks it again. Returns how many jobs were made due.
 pub async fn poll_now(pool: &PgPool, account_id: Option<&str>, source: Option<Source>) -> Result<u64, sqlx::Error> {
     let source = source.map(Source::as_str);
-    Ok(sqlx::query!(
-        "UPDATE poll_jobs SET next_run_at = now(), run_requested_at = now()
-         WHERE enabled AND ($1::text IS NULL OR account_id = $1) AND ($2::text IS NULL OR source = $2)",
+    let made_due = sqlx::query!(
+        r#"UPDATE poll_jobs p SET next_run_at = now(), run_requested_at = now(), parked_at = NULL
+           FROM poll_jobs before
+           WHERE before.job_id = p.job_id AND p.enabled
+             AND ($1::text IS NULL OR p.account_id = $1) AND ($2::text IS NULL OR p.source = $2)
+           RETURNING p.job_id, p.account_id, p.source, before.parked_at IS NOT NULL AS "was_parked!""#,
         account_id,
         source
     )
-    .execute(pool)
-    .await?
-    .rows_affected())
+    .fetch_all(pool)
+    .await?;
+    for job in made_due.iter().filter(|job| job.was_parked) {
+        tracing::info!(job_id = job.job_id, account_id = %job.account_id, source = %job.source, "parked poll job un-parked by poll now");
+    }
+    Ok(made_due.len() as u64)
 }
 
 /// Extends a lease this worker still holds; false if it was lost.

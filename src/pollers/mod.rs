@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod log_archive;
 pub mod lookup_events;
 pub mod organization;
+pub mod pacing;
 pub mod regions;
 pub mod rows;
 pub mod s3_objects;

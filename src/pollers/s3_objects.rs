@@ -883,18 +883,54 @@ pub struct FailedObject {
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
-/// The objects that failed, of one account or all, given up first.
-pub async fn failed_objects(pool: &sqlx::PgPool, account_id: Option<&str>) -> Result<Vec<FailedObject>, sqlx::Error> {
+/// The objects that failed, of one account or all, at most `limit`: given up first, then the
+/// next due; the newest failure first within each.
+pub async fn failed_objects(
+    pool: &sqlx::PgPool,
+    account_id: Option<&str>,
+    limit: i64,
+) -> Result<Vec<FailedObject>, sqlx::Error> {
     sqlx::query_as!(
         FailedObject,
         r#"SELECT account_id, job_id, source, bucket, object_key AS key, size, attempts, last_error, first_failed_at,
                   last_failed_at, next_attempt_at
            FROM s3_object_failures WHERE $1::text IS NULL OR account_id = $1
-           ORDER BY next_attempt_at NULLS FIRST, account_id, bucket, object_key"#,
-        account_id
+           ORDER BY next_attempt_at NULLS FIRST, last_failed_at DESC, bucket, object_key
+           LIMIT $2"#,
+        account_id,
+        limit
     )
     .fetch_all(pool)
     .await
+}
+
+/// "Retry now": makes an account's given-up objects (all, those of a bucket, or one) due for
+/// one more try, and their jobs due now. Each keeps its count of tries, so one more failure
+/// gives it up again. Objects of a retired job stay given up. Returns how many were made due.
+pub async fn retry_now(
+    pool: &sqlx::PgPool,
+    account_id: &str,
+    bucket: Option<&str>,
+    key: Option<&str>,
+) -> Result<u64, sqlx::Error> {
+    let retried = sqlx::query_scalar!(
+        r#"WITH retried AS (
+               UPDATE s3_object_failures SET next_attempt_at = now()
+               WHERE account_id = $1 AND next_attempt_at IS NULL
+                 AND ($2::text IS NULL OR bucket = $2) AND ($3::text IS NULL OR object_key = $3)
+                 AND job_id IN (SELECT job_id FROM poll_jobs WHERE enabled)
+               RETURNING job_id),
+           due AS (
+               UPDATE poll_jobs SET next_run_at = now(), run_requested_at = now()
+               WHERE job_id IN (SELECT job_id FROM retried))
+           SELECT count(*) AS "retried!" FROM retried"#,
+        account_id,
+        bucket,
+        key
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(retried as u64)
 }
 
 /// Failed objects by account and source: (account, source, retrying, given up).

@@ -167,9 +167,19 @@ pub fn evaluate_account(checks: &mut CheckSet, account: &AccountResources, now: 
         evaluation.checks_run.push(check.meta.id.clone());
         let resources = resources_of(&check.meta.resource_type, account, &itself);
         let values = converted.entry(check.meta.resource_type.clone()).or_insert_with(|| rego_values(resources));
+        // A panic leaves a regorus engine broken (it believes it is still inside the rule):
+        // the check goes on from a copy taken before.
+        let spare = (!resources.is_empty()).then(|| check.clone());
         for (resource, value) in resources.iter().zip(values.iter()) {
             let input = input(value, &account_value, &now_value);
-            match check.evaluate(&input) {
+            // A check that panics on one resource is reported like one that fails; the others run.
+            let evaluated = crate::supervise::catch_panic_blocking(|| check.evaluate(&input)).unwrap_or_else(|panic| {
+                if let Some(spare) = &spare {
+                    *check = spare.clone();
+                }
+                Err(format!("the evaluation panicked: {panic}"))
+            });
+            match evaluated {
                 Ok(messages) => evaluation.results.push(CheckResult {
                     check_id: check.meta.id.clone(),
                     account_id: account.account_id.clone(),

@@ -821,6 +821,186 @@ pub async fn scores(pool: &PgPool, account_id: Option<&str>, latest_only: bool) 
         .collect())
 }
 
+/// A finding's position in the list order: highest severity first, then check, resource, id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct FindingPageKey {
+    pub severity: Severity,
+    pub check_id: String,
+    pub resource_id: String,
+    pub id: i64,
+}
+
+impl FindingPageKey {
+    pub fn of(finding: &FindingView) -> Self {
+        Self {
+            severity: finding.severity,
+            check_id: finding.check_id.clone(),
+            resource_id: finding.resource_id.clone(),
+            id: finding.id,
+        }
+    }
+}
+
+/// Findings matching `filter` after `after` (in [`FindingPageKey`] order), at most `limit`: the
+/// page's ids first, then their cause and related alerts for those rows only.
+pub async fn page(
+    pool: &PgPool,
+    filter: &FindingFilter,
+    after: Option<&FindingPageKey>,
+    limit: i64,
+) -> Result<Vec<FindingView>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"WITH page AS (
+               SELECT f.id FROM posture_findings f LEFT JOIN posture_checks c ON c.id = f.check_id
+               WHERE ($1::text IS NULL OR f.status = $1)
+                 AND ($2::text IS NULL OR f.account_id = $2)
+                 AND ($3::text IS NULL OR f.check_id = $3)
+                 AND ($4::text IS NULL OR c.section = $4)
+                 AND ($5::text IS NULL OR f.resource_id = $5)
+                 AND ($11::bigint IS NULL OR f.id = $11)
+                 AND ($6::alert_severity IS NULL OR f.severity < $6
+                      OR (f.severity = $6 AND (f.check_id, f.resource_id, f.id) > ($7::text, $8::text, $9::bigint)))
+               ORDER BY f.severity DESC, f.check_id, f.resource_id, f.id
+               LIMIT $10)
+           SELECT f.id, f.account_id, f.check_id, coalesce(c.title, f.check_id) AS "title!", coalesce(c.section, '') AS "section!",
+                  f.severity AS "severity: Severity", f.status, f.resource_type, f.resource_id, f.region, f.messages,
+                  f.first_failed_at, f.last_seen_at, f.resolved_at, coalesce(c.remediation, '') AS "remediation!",
+                  coalesce(c.frameworks, '{}') AS "frameworks!", coalesce(c.mitre, '{}') AS "mitre!", f.alert_id::text AS alert_id,
+                  (SELECT s.reason FROM posture_suppressions s
+                   WHERE s.check_id = f.check_id AND (s.account_id IS NULL OR s.account_id = f.account_id)
+                     AND (s.resource_id IS NULL OR s.resource_id = f.resource_id) AND (s.expires_at IS NULL OR s.expires_at > now())
+                   ORDER BY s.id LIMIT 1) AS suppression,
+                  (SELECT jsonb_build_object('change_id', ch.change_id, 'detected_at', ch.detected_at, 'kind', ch.kind,
+                                             'event_time', ch.event_time, 'event_id', ch.event_id, 'event_name', ch.event_name,
+                                             'principal_arn', ch.principal_arn, 'source_ip', ch.source_ip, 'diff', ch.diff)
+                   FROM config_changes ch WHERE ch.change_id = f.change_id) AS cause,
+                  ARRAY(SELECT a.alert_id::text FROM alerts a
+                        WHERE a.account_id = f.account_id AND a.policy_id NOT LIKE 'posture:%'
+                          AND (f.resource_id = ANY(a.resources)
+                               OR (SELECT ch.resource_id FROM config_changes ch WHERE ch.change_id = f.change_id) = ANY(a.resources))
+                          AND a.first_seen >= coalesce((SELECT coalesce(ch.event_time, ch.detected_at) FROM config_changes ch
+                                                        WHERE ch.change_id = f.change_id), f.first_failed_at) - interval '1 day'
+                          AND a.first_seen <= f.first_failed_at + interval '1 hour'
+                        ORDER BY a.first_seen LIMIT 100) AS "related_alerts!"
+           FROM page JOIN posture_findings f USING (id) LEFT JOIN posture_checks c ON c.id = f.check_id
+           ORDER BY f.severity DESC, f.check_id, f.resource_id, f.id"#,
+        filter.status,
+        filter.account_id,
+        filter.check_id,
+        filter.section,
+        filter.resource_id,
+        after.map(|k| k.severity) as Option<Severity>,
+        after.map(|k| k.check_id.as_str()),
+        after.map(|k| k.resource_id.as_str()),
+        after.map(|k| k.id),
+        limit,
+        filter.id,
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| FindingView {
+            id: r.id,
+            account_id: r.account_id,
+            check_id: r.check_id,
+            title: r.title,
+            section: r.section,
+            severity: r.severity,
+            status: r.status,
+            suppressed: r.suppression.is_some(),
+            suppression: r.suppression,
+            resource_type: r.resource_type,
+            resource_id: r.resource_id,
+            region: r.region,
+            messages: r.messages,
+            first_failed_at: r.first_failed_at,
+            last_seen_at: r.last_seen_at,
+            resolved_at: r.resolved_at,
+            remediation: r.remediation,
+            frameworks: r.frameworks,
+            mitre: r.mitre,
+            cause: r.cause,
+            alert_id: r.alert_id,
+            related_alerts: r.related_alerts,
+        })
+        .collect())
+}
+
+/// A score's position: account, section, evaluation time (the table's key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ScoreKey {
+    pub account_id: String,
+    pub section: String,
+    pub evaluated_at: DateTime<Utc>,
+}
+
+impl ScoreKey {
+    pub fn of(score: &ScoreView) -> Self {
+        Self { account_id: score.account_id.clone(), section: score.section.clone(), evaluated_at: score.evaluated_at }
+    }
+}
+
+/// Scores as [`scores`] gives them, after `after`, at most `limit`.
+pub async fn scores_page(
+    pool: &PgPool,
+    account_id: Option<&str>,
+    latest_only: bool,
+    after: Option<&ScoreKey>,
+    limit: i64,
+) -> Result<Vec<ScoreView>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"SELECT s.account_id, s.section, s.evaluated_at, s.passed, s.failed, s.suppressed
+           FROM posture_scores s
+           WHERE ($1::text IS NULL OR s.account_id = $1)
+             AND (NOT $2 OR s.evaluated_at = (SELECT max(l.evaluated_at) FROM posture_scores l
+                                             WHERE l.account_id = s.account_id AND l.section = s.section))
+             AND ($3::text IS NULL OR (s.account_id, s.section, s.evaluated_at) > ($3, $4::text, $5::timestamptz))
+           ORDER BY s.account_id, s.section, s.evaluated_at
+           LIMIT $6"#,
+        account_id,
+        latest_only,
+        after.map(|k| k.account_id.as_str()),
+        after.map(|k| k.section.as_str()),
+        after.map(|k| k.evaluated_at),
+        limit,
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| score_view(r.account_id, r.section, r.evaluated_at, (r.passed, r.failed, r.suppressed)))
+        .collect())
+}
+
+/// A score row with its percentage: (passed + suppressed) over evaluated.
+fn score_view(account_id: String, section: String, evaluated_at: DateTime<Utc>, counts: (i32, i32, i32)) -> ScoreView {
+    let (passed, failed, suppressed) = counts;
+    let total = passed + failed + suppressed;
+    let score = if total == 0 { 100.0 } else { f64::from(passed + suppressed) * 100.0 / f64::from(total) };
+    ScoreView { account_id, section, evaluated_at, passed, failed, suppressed, score }
+}
+
+/// Suppressions (of one check, if given) after the id `after`, in id order, at most `limit`.
+pub async fn suppressions_page(
+    pool: &PgPool,
+    check_id: Option<&str>,
+    after: Option<i64>,
+    limit: i64,
+) -> Result<Vec<Suppression>, sqlx::Error> {
+    sqlx::query_as!(
+        Suppression,
+        "SELECT id, check_id, account_id, resource_id, reason, expires_at, created_by, created_at FROM posture_suppressions
+         WHERE ($1::text IS NULL OR check_id = $1) AND ($2::bigint IS NULL OR id > $2)
+         ORDER BY id LIMIT $3",
+        check_id,
+        after,
+        limit,
+    )
+    .fetch_all(pool)
+    .await
+}
+
 /// Loaded checks as stored by the last run.
 pub async fn stored_checks(pool: &PgPool) -> Result<Vec<serde_json::Value>, sqlx::Error> {
     let rows = sqlx::query!(

@@ -50,17 +50,48 @@ pub async fn run(
     let accounts = if accounts.is_empty() { AccountResources::accounts(pool).await? } else { accounts.to_vec() };
     let mut report =
         RunReport { evaluated_at, checks: metas.len(), accounts: Vec::new(), problems: checks.problems.clone() };
+    // A panic can leave a check's Rego engine unusable (regorus 0.14 keeps the rule it was in
+    // as active, so every later evaluation of it reports a cycle): after an evaluation that met
+    // any problem, the checks go on as they were before it.
+    let pristine = checks.clone();
     for account in accounts {
         let resources = AccountResources::load(pool, &account).await?;
-        // Rego is CPU work: off the async workers, which serve the API meanwhile.
+        // Rego is CPU work: off the async workers, which serve the API meanwhile. The checks
+        // come back even when the evaluation panics: posture never loses them.
         let mut owned = std::mem::take(checks);
-        let (owned, evaluation) = tokio::task::spawn_blocking(move || {
-            let evaluation = evaluate::evaluate_account(&mut owned, &resources, evaluated_at);
+        let joined = tokio::task::spawn_blocking(move || {
+            let evaluation = crate::supervise::catch_panic_blocking(|| {
+                evaluate::evaluate_account(&mut owned, &resources, evaluated_at)
+            });
             (owned, evaluation)
         })
-        .await
-        .map_err(|e| FindingsError::Invalid(format!("posture evaluation stopped: {e}")))?;
-        *checks = owned;
+        .await;
+        let evaluation = match joined {
+            Ok((owned, evaluation)) => {
+                *checks = owned;
+                evaluation
+            }
+            Err(error) => {
+                *checks = pristine;
+                return Err(FindingsError::Invalid(format!("posture evaluation stopped: {error}")));
+            }
+        };
+        if !matches!(&evaluation, Ok(evaluation) if evaluation.problems.is_empty()) {
+            *checks = pristine.clone();
+        }
+        let evaluation = match evaluation {
+            Ok(evaluation) => evaluation,
+            Err(panic) => {
+                // Nothing is recorded for the account: an empty evaluation would resolve its findings.
+                tracing::error!(account_id = %account, %panic, "posture evaluation panicked; the account's findings are kept as they were");
+                report.problems.push(CheckProblem {
+                    file: String::new(),
+                    check: None,
+                    message: format!("evaluating account {account} panicked: {panic}"),
+                });
+                continue;
+            }
+        };
         report.problems.extend(evaluation.problems.iter().cloned());
         let outcome = findings::record(pool, &evaluation, &metas, evaluated_at, alert_at).await?;
         tracing::info!(account_id = %account, ?outcome, "posture evaluated");

@@ -207,7 +207,7 @@ async fn analysts_triage_and_viewers_only_read() {
     let (status, alerts) =
         call(&db, "GET", "/api/v1/alerts?policy=aws-account-hijacking-attempt", Some(&viewer), None).await;
     assert_eq!(status, StatusCode::OK);
-    let id = alerts[0]["id"].as_str().unwrap().to_string();
+    let id = alerts["alerts"][0]["id"].as_str().unwrap().to_string();
 
     // One alert with the events behind it.
     let (status, one) = call(&db, "GET", &format!("/api/v1/alerts/{id}"), Some(&viewer), None).await;
@@ -379,11 +379,15 @@ async fn flows_and_incidents_for_the_investigation() {
         assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{query}");
     }
 
-    let (status, incidents) = call(&db, "GET", "/api/v1/incidents", Some(&token), None).await;
+    let (status, page) = call(&db, "GET", "/api/v1/incidents", Some(&token), None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(incidents.as_array().unwrap().len(), 1, "{incidents}");
+    let incidents = &page["incidents"];
+    assert_eq!(incidents.as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(page["next_cursor"], Value::Null);
     assert_eq!(incidents[0]["source_ip"], "176.36.10.20");
-    assert!(incidents[0]["timeline"].as_array().unwrap().len() >= 10);
+    let steps = incidents[0]["timeline"].as_array().unwrap().len();
+    assert!(steps >= 10, "{page}");
+    assert_eq!(incidents[0]["alert_count"].as_u64(), Some(steps as u64));
     assert_eq!(call(&db, "GET", "/api/v1/incidents", None, None).await.0, StatusCode::UNAUTHORIZED);
 }
 
@@ -603,7 +607,7 @@ async fn dashboard_sessions_need_csrf_for_changes_and_failed_logins_are_throttle
     // Skywarden's own audit log, for admins.
     let (status, _, log) = send(&db, "GET", "/api/v1/audit-log?limit=100", &[("cookie", &cookie)], None).await;
     assert_eq!(status, StatusCode::OK, "{log}");
-    let actions: Vec<(String, String)> = log
+    let actions: Vec<(String, String)> = log["entries"]
         .as_array()
         .unwrap()
         .iter()
@@ -755,5 +759,686 @@ async fn admins_manage_tokens_through_the_api() {
     assert!(!failures.to_string().contains(&secret) && failures.to_string().contains("token:malformed"), "{failures}");
     assert_eq!(call(&db, "DELETE", "/api/v1/tokens/nosuchtoken", Some(&admin), None).await.0, StatusCode::NOT_FOUND);
     let (_, log) = call(&db, "GET", "/api/v1/audit-log?action=token.create", Some(&admin), None).await;
-    assert_eq!(log.as_array().unwrap().len(), 1, "{log}");
+    assert_eq!(log["entries"].as_array().unwrap().len(), 1, "{log}");
+}
+
+/// Seven or more rows in every list that grows with data, with ties in the sort keys, so a
+/// small `limit` needs several pages.
+async fn fill_every_list(db: &TestDb) -> String {
+    let account = "111122223333";
+    let base: chrono::DateTime<chrono::Utc> = "2026-11-12T00:00:00Z".parse().unwrap();
+    let hours = |h: i64| base + chrono::Duration::hours(h);
+    let alert = |policy: &str, session: Option<String>, ip: String, first: chrono::DateTime<chrono::Utc>| {
+        let (pool, policy) = (db.pool.clone(), policy.to_string());
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "INSERT INTO alerts (account_id, alert_id, policy_id, dedup_key, title, severity, principal, source_ip,
+                                     first_seen, last_seen, session_key)
+                 VALUES ($1, gen_random_uuid(), $2, gen_random_uuid()::text, 'paging test', 'high', 'alice', $3::inet,
+                         $4, $4 + interval '10 minutes', $5)
+                 RETURNING alert_id::text",
+            )
+            .bind(account)
+            .bind(policy)
+            .bind(ip)
+            .bind(first)
+            .bind(session)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    // Five incidents (two policies per session; sessions 1 and 2 start at once), a session of one
+    // policy (no incident), and a flow alert that joins session 0 by its address.
+    let mut first_alert = None;
+    for i in 0..5 {
+        let start = hours([0, 3, 3, 5, 8][i]);
+        let (session, ip) = (format!("alice|203.0.113.{}", 10 + i), format!("203.0.113.{}", 10 + i));
+        let id = alert("paging-login", Some(session.clone()), ip.clone(), start).await;
+        first_alert.get_or_insert(id);
+        alert("paging-change", Some(session), ip, start + chrono::Duration::minutes(30)).await;
+    }
+    for _ in 0..2 {
+        alert("paging-login", Some("bob|198.51.100.1".into()), "198.51.100.1".into(), hours(1)).await;
+    }
+    alert("paging-flow", None, "203.0.113.10".into(), hours(2)).await;
+    let first_alert = first_alert.unwrap();
+
+    // Seven events, five of them the first alert's evidence.
+    let mut conn = db.pool.acquire().await.unwrap();
+    let partitions = skywarden::db::partitions::PartitionCache::default();
+    let month = skywarden::db::partitions::month_start(base);
+    partitions
+        .ensure(&mut conn, skywarden::db::partitions::PartitionedTable::CloudTrailEvents, vec![month])
+        .await
+        .unwrap();
+    drop(conn);
+    for i in 0..7 {
+        let time = base + chrono::Duration::minutes(i / 2);
+        sqlx::query("INSERT INTO cloudtrail_events (account_id, event_time, event_id, event_name, raw) VALUES ($1, $2, $3, 'ConsoleLogin', '{}')")
+            .bind(account)
+            .bind(time)
+            .bind(format!("ev-{i}"))
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        if i < 5 {
+            sqlx::query(
+                "INSERT INTO alert_evidence (account_id, alert_id, event_id, event_time) VALUES ($1, $2::uuid, $3, $4)",
+            )
+            .bind(account)
+            .bind(&first_alert)
+            .bind(format!("ev-{i}"))
+            .bind(time)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        }
+    }
+    for (i, severity) in ["high", "high", "low", "critical", "medium", "high", "low"].iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO posture_findings (account_id, check_id, resource_type, resource_id, region, severity, status,
+                                           messages, first_failed_at, last_seen_at)
+             VALUES ($1, $2, 'aws:s3-bucket', $3, 'eu-west-1', $4::alert_severity, 'open', '{}', now(), now())",
+        )
+        .bind(account)
+        .bind(format!("chk-{}", i % 3))
+        .bind(format!("r-{}", 6 - i))
+        .bind(*severity)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        let section = ["iam", "iam", "iam", "logging", "logging", "networking", "networking"][i];
+        sqlx::query("INSERT INTO posture_scores (evaluated_at, account_id, section, passed, failed, suppressed) VALUES ($1, $2, $3, $4, 1, 0)")
+            .bind(hours(i as i64))
+            .bind(account)
+            .bind(section)
+            .bind(i as i32)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO posture_suppressions (check_id, reason, created_by) VALUES ('chk-0', 'paging', 'test')",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO resources (account_id, resource_type, resource_id, region, version, config, config_hash,
+                                    first_seen, last_seen, last_changed)
+             VALUES ($1, $2, $3, 'eu-west-1', 1, '{}', '\\x00', now(), now(), now())",
+        )
+        .bind(account)
+        .bind(if i % 2 == 0 { "ec2:security-group" } else { "iam:user" })
+        .bind(format!("res-{i}"))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO config_changes (account_id, resource_type, resource_id, region, version, kind, detected_at, diff)
+             VALUES ($1, 'ec2:security-group', $2, 'eu-west-1', 1, 'modified', $3, '[]')",
+        )
+        .bind(account)
+        .bind(format!("chg-{i}"))
+        .bind(hours(i as i64 / 2))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        skywarden::auth::audit::record(&db.pool, "test", "paging.test", Some(&i.to_string()), None, Value::Null).await;
+    }
+    let channel: i64 =
+        sqlx::query_scalar("INSERT INTO notification_channels (name, kind) VALUES ('paging', 'webhook') RETURNING id")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    for i in 0..7 {
+        sqlx::query("INSERT INTO notification_outbox (channel_id, event, dedup_key) VALUES ($1, 'digest', $2)")
+            .bind(channel)
+            .bind(format!("d-{i}"))
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    first_alert
+}
+
+/// Follows `next_cursor` from `uri` (which has a `limit`): every page but the last is full and
+/// has a cursor, the last has none; returns the rows under `key`, in the order given.
+async fn every_page(db: &TestDb, token: &str, uri: &str, key: &str, limit: usize) -> Vec<Value> {
+    let mut rows = Vec::new();
+    let mut next = uri.to_string();
+    for _ in 0..100 {
+        let (status, page) = call(db, "GET", &next, Some(token), None).await;
+        assert_eq!(status, StatusCode::OK, "{next}: {page}");
+        let got = page[key].as_array().unwrap_or_else(|| panic!("{next}: no {key} in {page}"));
+        assert!(got.len() <= limit, "{next}: {} rows over the limit {limit}", got.len());
+        rows.extend(got.iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(cursor) => {
+                assert_eq!(got.len(), limit, "{next}: a page before the last is full");
+                let separator = if uri.contains('?') { '&' } else { '?' };
+                next = format!("{uri}{separator}cursor={cursor}");
+            }
+            None => {
+                assert_eq!(page["next_cursor"], Value::Null, "{next}: the last page has no cursor");
+                return rows;
+            }
+        }
+    }
+    panic!("{uri}: more than 100 pages");
+}
+
+/// The values of `field` in the rows, as text.
+fn texts(rows: &[Value], field: &str) -> Vec<String> {
+    rows.iter().map(|r| r[field].as_str().map(str::to_owned).unwrap_or_else(|| r[field].to_string())).collect()
+}
+
+async fn column(db: &TestDb, sql: &str) -> Vec<String> {
+    sqlx::query_scalar::<_, String>(sql).fetch_all(&db.pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn every_list_route_pages_completely_in_order_and_refuses_bad_cursors() {
+    let db = TestDb::new().await;
+    let first_alert = fill_every_list(&db).await;
+    let (_, viewer) = auth::create(&db.pool, "wallboard", Role::Viewer).await.unwrap();
+    let (_, admin) = auth::create(&db.pool, "root", Role::Admin).await.unwrap();
+    let evidence = format!("/api/v1/alerts/{first_alert}/evidence");
+    // (route, rows' member, id field, the order the API promises, as SQL, who may read it)
+    let routes: Vec<(String, &str, &str, &str, &str)> = vec![
+        (
+            "/api/v1/alerts".into(),
+            "alerts",
+            "id",
+            "SELECT alert_id::text FROM alerts ORDER BY first_seen DESC, alert_id DESC",
+            &viewer,
+        ),
+        (
+            evidence.clone(),
+            "events",
+            "event_id",
+            "SELECT event_id FROM alert_evidence ORDER BY event_time, event_id",
+            &viewer,
+        ),
+        (
+            "/api/v1/events".into(),
+            "events",
+            "event_id",
+            "SELECT event_id FROM cloudtrail_events ORDER BY event_time DESC, account_id DESC, event_id DESC",
+            &viewer,
+        ),
+        (
+            "/api/v1/posture/findings?status=all".into(),
+            "findings",
+            "id",
+            "SELECT id::text FROM posture_findings ORDER BY severity DESC, check_id, resource_id, id",
+            &viewer,
+        ),
+        (
+            "/api/v1/posture/scores?trend=true".into(),
+            "scores",
+            "passed",
+            "SELECT passed::text FROM posture_scores ORDER BY account_id, section, evaluated_at",
+            &viewer,
+        ),
+        (
+            "/api/v1/posture/suppressions".into(),
+            "suppressions",
+            "id",
+            "SELECT id::text FROM posture_suppressions ORDER BY id",
+            &viewer,
+        ),
+        (
+            "/api/v1/resources".into(),
+            "resources",
+            "resource_id",
+            "SELECT resource_id FROM resources ORDER BY account_id, resource_type, resource_id",
+            &viewer,
+        ),
+        (
+            "/api/v1/changes".into(),
+            "changes",
+            "resource_id",
+            "SELECT resource_id FROM config_changes ORDER BY detected_at DESC, change_id DESC",
+            &viewer,
+        ),
+        (
+            "/api/v1/deliveries".into(),
+            "deliveries",
+            "id",
+            "SELECT id::text FROM notification_outbox ORDER BY id DESC",
+            &admin,
+        ),
+        (
+            "/api/v1/audit-log?action=paging.test".into(),
+            "entries",
+            "id",
+            "SELECT id::text FROM audit_log WHERE action = 'paging.test' ORDER BY id DESC",
+            &admin,
+        ),
+    ];
+    for (uri, key, id, order, token) in &routes {
+        let expected = column(&db, order).await;
+        assert!(expected.len() >= 5, "{uri}: the fixture has rows for several pages");
+        for limit in [1, 2, 3] {
+            let separator = if uri.contains('?') { '&' } else { '?' };
+            let rows = every_page(&db, token, &format!("{uri}{separator}limit={limit}"), key, limit).await;
+            // Disjoint, complete and in order: exactly the rows, each once, in the promised order.
+            assert_eq!(texts(&rows, id), expected, "{uri} limit={limit}");
+        }
+        // A bad cursor, another list's cursor and a limit over the maximum are 400s naming the field.
+        let separator = if uri.contains('?') { '&' } else { '?' };
+        let (_, page) = call(&db, "GET", &format!("{uri}{separator}limit=1"), Some(token), None).await;
+        let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+        for other in routes.iter().filter(|r| r.0 != *uri && r.0 != "/api/v1/events") {
+            let other_separator = if other.0.contains('?') { '&' } else { '?' };
+            let (_, theirs) =
+                call(&db, "GET", &format!("{}{other_separator}limit=1", other.0), Some(other.4), None).await;
+            let theirs = theirs["next_cursor"].as_str().unwrap().to_owned();
+            let (status, body) = call(&db, "GET", &format!("{uri}{separator}cursor={theirs}"), Some(token), None).await;
+            assert_eq!(
+                (status, body["field"].as_str()),
+                (StatusCode::BAD_REQUEST, Some("cursor")),
+                "{uri} with {}'s cursor: {body}",
+                other.0
+            );
+        }
+        for (query, field) in [
+            ("cursor=not-a-cursor".to_string(), "cursor"),
+            (format!("cursor={}", &cursor[..cursor.len() - 1]), "cursor"),
+            ("limit=0".into(), "limit"),
+            ("limit=100001".into(), "limit"),
+        ] {
+            let (status, body) = call(&db, "GET", &format!("{uri}{separator}{query}"), Some(token), None).await;
+            assert_eq!(
+                (status, body["field"].as_str()),
+                (StatusCode::BAD_REQUEST, Some(field)),
+                "{uri} {query}: {body}"
+            );
+        }
+        let (status, body) = call(&db, "GET", &format!("{uri}{separator}cursor={cursor}"), None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}: {body}");
+    }
+    // Each maximum is stated and enforced: one over it is refused, it itself is taken.
+    for (uri, max) in [
+        ("/api/v1/alerts", 500),
+        (evidence.as_str(), 1000),
+        ("/api/v1/incidents", 200),
+        ("/api/v1/posture/findings", 1000),
+        ("/api/v1/posture/scores", 5000),
+        ("/api/v1/posture/suppressions", 1000),
+        ("/api/v1/resources", 5000),
+        ("/api/v1/changes", 1000),
+    ] {
+        let (status, body) = call(&db, "GET", &format!("{uri}?limit={}", max + 1), Some(&viewer), None).await;
+        assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("limit")), "{uri}: {body}");
+        assert!(body["error"].as_str().unwrap().contains(&format!("from 1 to {max}")), "{uri}: {body}");
+        assert_eq!(
+            call(&db, "GET", &format!("{uri}?limit={max}"), Some(&viewer), None).await.0,
+            StatusCode::OK,
+            "{uri}"
+        );
+    }
+    // A viewer never reads deliveries or Skywarden's own audit log, paged or not.
+    assert_eq!(call(&db, "GET", "/api/v1/deliveries?limit=1", Some(&viewer), None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(call(&db, "GET", "/api/v1/audit-log?limit=1", Some(&viewer), None).await.0, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn incidents_page_as_the_store_groups_them_and_alerts_carry_bounded_evidence() {
+    let db = TestDb::new().await;
+    let first_alert = fill_every_list(&db).await;
+    let (_, viewer) = auth::create(&db.pool, "wallboard", Role::Viewer).await.unwrap();
+    let mut pages = Vec::new();
+    for limit in [1, 2, 5] {
+        let rows = every_page(&db, &viewer, &format!("/api/v1/incidents?limit={limit}"), "incidents", limit).await;
+        pages.push(rows);
+    }
+    assert!(pages.windows(2).all(|w| w[0] == w[1]), "the same incidents whatever the page size");
+    let incidents = &pages[0];
+    // Newest first, and the incidents the store's own grouping finds, with the same steps.
+    let starts = texts(incidents, "first_seen");
+    assert!(starts.windows(2).all(|w| w[0] >= w[1]), "{starts:?}");
+    let store = skywarden::alerts::store::incidents(&db.pool).await.unwrap();
+    let steps = |timeline: Vec<String>| {
+        let mut timeline = timeline;
+        timeline.sort();
+        timeline
+    };
+    let mut expected: Vec<(String, Vec<String>)> =
+        store.iter().map(|i| (i.id.clone(), steps(i.timeline.iter().map(|s| s.alert_id.clone()).collect()))).collect();
+    let mut got: Vec<(String, Vec<String>)> = incidents
+        .iter()
+        .map(|i| (i["id"].as_str().unwrap().to_owned(), steps(texts(i["timeline"].as_array().unwrap(), "alert_id"))))
+        .collect();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected);
+    assert_eq!(got.len(), 5, "five sessions of two policies; one of a single policy is no incident");
+    let with_flow = incidents.iter().find(|i| i["source_ip"] == "203.0.113.10").unwrap();
+    let policies = texts(with_flow["timeline"].as_array().unwrap(), "policy_id");
+    assert_eq!(
+        policies,
+        ["paging-login", "paging-change", "paging-flow"],
+        "the flow from the address joins, in time order"
+    );
+    assert_eq!(with_flow["alert_count"], 3);
+    let (_, first) = call(&db, "GET", "/api/v1/incidents?limit=1", Some(&viewer), None).await;
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let (_, alerts) = call(&db, "GET", "/api/v1/alerts?limit=1", Some(&viewer), None).await;
+    for bad in [&cursor[..cursor.len() - 1], alerts["next_cursor"].as_str().unwrap(), "zz"] {
+        let (status, body) = call(&db, "GET", &format!("/api/v1/incidents?cursor={bad}"), Some(&viewer), None).await;
+        assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("cursor")), "{bad}: {body}");
+    }
+    assert_eq!(
+        call(&db, "GET", &format!("/api/v1/incidents?cursor={cursor}"), None, None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // An alert in a list carries its first evidence ids only; its own answer the first events
+    // and a cursor to the rest, which its evidence route pages.
+    sqlx::query(
+        "INSERT INTO alert_evidence (account_id, alert_id, event_id, event_time)
+         SELECT '111122223333', $1::uuid, 'extra-' || g, timestamptz '2026-11-12T05:00:00Z' + g * interval '1 second'
+         FROM generate_series(1, 200) g",
+    )
+    .bind(&first_alert)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let (_, page) = call(&db, "GET", "/api/v1/alerts?limit=500", Some(&viewer), None).await;
+    let listed = page["alerts"].as_array().unwrap().iter().find(|a| a["id"] == first_alert.as_str()).unwrap().clone();
+    assert_eq!(listed["evidence"].as_array().unwrap().len(), 20, "{listed}");
+    assert_eq!(listed["evidence"][0], "ev-0");
+    let (status, one) = call(&db, "GET", &format!("/api/v1/alerts/{first_alert}"), Some(&viewer), None).await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    assert_eq!(one["alert"]["evidence"].as_array().unwrap().len(), 20);
+    // Only the five evidence rows with a stored event are events; the first page holds them.
+    assert_eq!(one["evidence_events"].as_array().unwrap().len(), 5, "{one}");
+    assert_eq!(one["evidence_next_cursor"], Value::Null);
+}
+
+/// A pool as `serve` gives the API, with its statement timeout.
+fn api_pool(db: &TestDb, statement_timeout: std::time::Duration) -> sqlx::PgPool {
+    let connect: sqlx::postgres::PgConnectOptions = db.url.parse().unwrap();
+    skywarden::db::pool_with(
+        connect,
+        &skywarden::db::PoolSettings {
+            connections: 2,
+            acquire_timeout: std::time::Duration::from_secs(10),
+            statement_timeout: Some(statement_timeout),
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_viewers_raw_text_scan_is_cancelled_at_the_statement_timeout_and_the_api_keeps_serving() {
+    let db = TestDb::new().await;
+    // 150,000 events of ~600 bytes: a scan of their raw text takes far longer than 40 ms.
+    let base: chrono::DateTime<chrono::Utc> = "2026-11-01T00:00:00Z".parse().unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    let partitions = skywarden::db::partitions::PartitionCache::default();
+    partitions
+        .ensure(&mut conn, skywarden::db::partitions::PartitionedTable::CloudTrailEvents, vec![base])
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO cloudtrail_events (account_id, event_time, event_id, event_name, raw)
+         SELECT '111122223333', $1 + g * interval '10 seconds', 'e-' || g, 'DescribeInstances',
+                jsonb_build_object('eventName', 'DescribeInstances', 'userAgent', repeat('aws-cli/2.15 Python/3.11 ', 8),
+                                   'requestParameters', jsonb_build_object('filter', repeat('x', 300), 'n', g))
+         FROM generate_series(1, 150000) g",
+    )
+    .bind(base)
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE cloudtrail_events").execute(&mut *conn).await.unwrap();
+    drop(conn);
+    let (_, viewer) = auth::create(&db.pool, "wallboard", Role::Viewer).await.unwrap();
+    let api = ApiContext::new(api_pool(&db, std::time::Duration::from_millis(40)));
+    let scan = "/api/v1/events?q=nowhere-in-any-event";
+    for uri in [scan, "/api/v1/events/export?q=nowhere-in-any-event"] {
+        let (status, body) = call_with(&api, "GET", uri, Some(&viewer), None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{uri}: {body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains("statement timeout") && error.contains("narrow the filters"), "{uri}: {error}");
+    }
+    // The same pool answers at once afterwards: the cancelled statement left nothing behind.
+    for uri in ["/api/v1/alerts", "/api/v1/events?limit=5", "/healthz", "/readyz"] {
+        assert_eq!(call_with(&api, "GET", uri, Some(&viewer), None).await.0, StatusCode::OK, "{uri}");
+    }
+    // Without the timeout (the background pool has none) the scan runs to its end: empty.
+    let (status, page) = call(&db, "GET", scan, Some(&viewer), None).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["events"], serde_json::json!([]));
+}
+
+/// Holds `table` locked (ACCESS EXCLUSIVE) until the returned transaction ends, so a request that
+/// reads it waits, for as long as the test wants, without any sleep.
+async fn lock(db: &TestDb, table: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = db.pool.begin().await.unwrap();
+    sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")).execute(&mut *tx).await.unwrap();
+    tx
+}
+
+/// Waits (bounded) until a statement of this database waits on a lock.
+async fn until_a_query_waits_on_a_lock(db: &TestDb) {
+    for _ in 0..400 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("no request reached the locked table within 10 s");
+}
+
+#[tokio::test]
+async fn past_the_concurrency_limit_requests_get_a_quick_503_and_health_checks_still_answer() {
+    let db = TestDb::new().await;
+    let (_, viewer) = auth::create(&db.pool, "wallboard", Role::Viewer).await.unwrap();
+    let limits =
+        skywarden::http::limits::ApiLimits { request_timeout: std::time::Duration::from_secs(120), max_concurrent: 1 };
+    let api = ApiContext::new(db.pool.clone()).with_limits(limits);
+    let locked = lock(&db, "alerts").await;
+    // The one slot: a request held open by the lock.
+    let held = tokio::spawn({
+        let (api, viewer) = (api.clone(), viewer.clone());
+        async move { call_with(&api, "GET", "/api/v1/alerts", Some(&viewer), None).await }
+    });
+    until_a_query_waits_on_a_lock(&db).await;
+    let started = std::time::Instant::now();
+    let (status, body) = call_with(&api, "GET", "/api/v1/events", Some(&viewer), None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("1 requests already, its limit"), "{body}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "refused at once, not queued");
+    let (status, headers, _) =
+        send_with(&api, "GET", "/api/v1/events", &[("authorization", &format!("Bearer {viewer}"))]).await;
+    assert_eq!(
+        (status, headers.get("retry-after").and_then(|v| v.to_str().ok())),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("1"))
+    );
+    for health in ["/healthz", "/readyz"] {
+        assert_eq!(call_with(&api, "GET", health, None, None).await.0, StatusCode::OK, "{health} is never limited");
+    }
+    locked.rollback().await.unwrap();
+    let (status, body) = held.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "the held request completes: {body}");
+    assert_eq!(
+        call_with(&api, "GET", "/api/v1/events", Some(&viewer), None).await.0,
+        StatusCode::OK,
+        "its slot is free again"
+    );
+}
+
+#[tokio::test]
+async fn a_request_past_the_request_timeout_gets_a_503_and_the_next_one_is_answered() {
+    let db = TestDb::new().await;
+    let (_, viewer) = auth::create(&db.pool, "wallboard", Role::Viewer).await.unwrap();
+    let timeout = std::time::Duration::from_millis(300);
+    let limits = skywarden::http::limits::ApiLimits { request_timeout: timeout, max_concurrent: 8 };
+    let api = ApiContext::new(db.pool.clone()).with_limits(limits);
+    let locked = lock(&db, "alerts").await;
+    let started = std::time::Instant::now();
+    let (status, body) = call_with(&api, "GET", "/api/v1/alerts", Some(&viewer), None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("request timeout"), "{body}");
+    let waited = started.elapsed();
+    assert!(waited >= timeout && waited < std::time::Duration::from_secs(30), "{waited:?}");
+    locked.rollback().await.unwrap();
+    for uri in ["/api/v1/alerts", "/api/v1/events", "/api/v1/incidents"] {
+        assert_eq!(call_with(&api, "GET", uri, Some(&viewer), None).await.0, StatusCode::OK, "{uri}");
+    }
+}
+
+/// A request through `context`'s router with any headers; returns status, headers and body (JSON,
+/// or else the text).
+async fn send_with(
+    context: &ApiContext,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = router(context.clone()).oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 24).await.unwrap();
+    (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())))
+}
+
+#[tokio::test]
+async fn an_export_of_several_database_pages_is_streamed_whole_and_in_order() {
+    let db = TestDb::new().await;
+    let base: chrono::DateTime<chrono::Utc> = "2026-11-01T00:00:00Z".parse().unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    let partitions = skywarden::db::partitions::PartitionCache::default();
+    partitions
+        .ensure(&mut conn, skywarden::db::partitions::PartitionedTable::CloudTrailEvents, vec![base])
+        .await
+        .unwrap();
+    // 2,500 events, pairs of them at the same second: the pages' keys have ties.
+    sqlx::query(
+        "INSERT INTO cloudtrail_events (account_id, event_time, event_id, event_name, user_name, raw)
+         SELECT '111122223333', $1 + (g / 2) * interval '1 second', 'e-' || lpad(g::text, 5, '0'), 'GetObject', 'svc', '{}'
+         FROM generate_series(1, 2500) g",
+    )
+    .bind(base)
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    drop(conn);
+    let expected =
+        column(&db, "SELECT event_id FROM cloudtrail_events ORDER BY event_time DESC, account_id DESC, event_id DESC")
+            .await;
+    let (_, viewer) = auth::create(&db.pool, "wallboard", Role::Viewer).await.unwrap();
+    let export = |uri: &'static str| {
+        let (db, viewer) = (&db, viewer.clone());
+        async move {
+            send_with(&ApiContext::new(db.pool.clone()), "GET", uri, &[("authorization", &format!("Bearer {viewer}"))])
+                .await
+        }
+    };
+    let (status, headers, body) = export("/api/v1/events/export?format=jsonl").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers.get("content-length").is_none(), "streamed, not built whole: {headers:?}");
+    let text = body.as_str().unwrap_or_default().to_owned();
+    let ids: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, expected, "every event once, newest first");
+    let (status, _, body) = export("/api/v1/events/export?format=csv&limit=2301").await;
+    assert_eq!(status, StatusCode::OK);
+    let csv = body.as_str().unwrap_or_default().to_owned();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("event_time,"), "one header: {}", lines[0]);
+    assert_eq!(lines.len(), 1 + 2301, "the limit, across three database pages");
+    let ids: Vec<&str> = lines[1..].iter().map(|l| l.rsplit(',').next().unwrap()).collect();
+    assert_eq!(ids, expected[..2301].iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(lines.iter().filter(|l| l.starts_with("event_time,")).count(), 1);
+}
+
+/// Waits (20 s at most) until `css` matches `count` elements in the browser.
+async fn until_count(browser: &crate::support::browser::Browser, css: &str, count: usize) {
+    for _ in 0..200 {
+        if browser.count(css).await == count {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let shot = browser.screenshot("count-not-reached").await;
+    panic!("{css} never matched {count} elements (it matches {}; {})", browser.count(css).await, shot.display());
+}
+
+#[tokio::test]
+async fn the_dashboard_loads_the_next_pages_of_a_long_list_on_demand() {
+    let db = TestDb::new().await;
+    // 130 alerts (the page holds 100) and 250 audit-log entries (the page holds 200).
+    sqlx::query(
+        "INSERT INTO alerts (account_id, alert_id, policy_id, dedup_key, title, severity, first_seen, last_seen)
+         SELECT '111122223333', gen_random_uuid(), 'paging-' || g, 'k' || g, 'Paging alert ' || g, 'medium',
+                timestamptz '2026-11-12T00:00:00Z' + g * interval '1 minute', timestamptz '2026-11-12T06:00:00Z'
+         FROM generate_series(1, 130) g",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    for i in 0..250 {
+        skywarden::auth::audit::record(&db.pool, "test", "paging.test", Some(&i.to_string()), None, Value::Null).await;
+    }
+    let password = "a long enough passphrase";
+    let mut create = crate::support::skywarden_command(&db.url);
+    create.args(["users", "create", "--username", "ines", "--role", "admin"]).env("SKYWARDEN_USER_PASSWORD", password);
+    assert!(create.output().unwrap().status.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _server = crate::support::KillOnDrop(
+        crate::support::skywarden_command(&db.url)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--no-pollers", "--no-notifications"])
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let browser = crate::support::browser::Browser::start(crate::support::browser::artifacts_dir("paging")).await;
+    browser.goto(&format!("{base}/#/login")).await;
+    browser.type_into("#username", "ines").await;
+    browser.type_into("#password", password).await;
+    browser.click("#sign-in").await;
+    browser.wait_for_text("#who", "ines (admin)").await;
+
+    browser.goto(&format!("{base}/#/alerts")).await;
+    browser.wait_for_text("#alerts", "Paging alert 130").await;
+    until_count(&browser, "#alerts tbody tr", 100).await;
+    browser.click("#more-alerts").await;
+    until_count(&browser, "#alerts tbody tr", 130).await;
+    let titles =
+        browser.script("return [...document.querySelectorAll('#alerts tbody tr a')].map(a => a.textContent)").await;
+    let expected: Vec<String> = (1..=130).rev().map(|i| format!("Paging alert {i}")).collect();
+    assert_eq!(titles, serde_json::json!(expected), "newest first, each once");
+    assert_eq!(browser.script("return document.getElementById('more-alerts').closest('p').hidden").await, true);
+    browser.screenshot("alerts-all-loaded").await;
+
+    browser.goto(&format!("{base}/#/audit-log")).await;
+    browser.wait_for_text("#audit-log", "paging.test").await;
+    until_count(&browser, "#audit-log tbody tr", 200).await;
+    browser.click("#more-audit-log").await;
+    // The 250, and what the sign-in and the user's creation added.
+    let total = db.count("SELECT count(*) FROM audit_log").await;
+    assert!((251..400).contains(&total), "{total}");
+    until_count(&browser, "#audit-log tbody tr", total as usize).await;
+    assert_eq!(browser.script("return document.getElementById('more-audit-log').closest('p').hidden").await, true);
 }

@@ -205,8 +205,8 @@ async fn snapshots_store_resources_and_each_change_with_its_diff_and_cause() {
     let uri = format!("/api/v1/resources?account={account_id}&type=ec2:security-group&q=web");
     let (status, listed) = crate::api::call(&db, "GET", &uri, Some(&token), None).await;
     assert_eq!(status, axum::http::StatusCode::OK, "{listed}");
-    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
-    assert_eq!(listed[0]["resource_id"], json!(group));
+    assert_eq!(listed["resources"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["resources"][0]["resource_id"], json!(group));
     let uri = format!("/api/v1/resources/{account_id}/ec2:security-group/{group}");
     let (status, one) = crate::api::call(&db, "GET", &uri, Some(&token), None).await;
     assert_eq!(status, axum::http::StatusCode::OK, "{one}");
@@ -216,7 +216,7 @@ async fn snapshots_store_resources_and_each_change_with_its_diff_and_cause() {
     assert_eq!(one["events"][0]["event_id"], json!("evt-open-ssh"), "the events that named the group");
     let (_, recent) =
         crate::api::call(&db, "GET", &format!("/api/v1/changes?account={account_id}"), Some(&token), None).await;
-    let kinds: Vec<&str> = recent.as_array().unwrap().iter().map(|c| c["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = recent["changes"].as_array().unwrap().iter().map(|c| c["kind"].as_str().unwrap()).collect();
     assert!(kinds.contains(&"modified") && kinds.contains(&"deleted"), "{recent}");
     let missing = format!("/api/v1/resources/{account_id}/ec2:security-group/sg-00000000");
     assert_eq!(crate::api::call(&db, "GET", &missing, Some(&token), None).await.0, axum::http::StatusCode::NOT_FOUND);
@@ -561,4 +561,28 @@ async fn a_worker_killed_between_pages_loses_and_repeats_nothing() {
     assert_eq!(db.count(&events).await, 120, "no gap and no duplicate");
     let tokens: Vec<Option<String>> = cloudtrail.requests().into_iter().map(|r| r.next_token).collect();
     assert_eq!(tokens, vec![None, Some("page-50".into()), Some("page-50".into()), Some("page-100".into())]);
+}
+
+/// FilterLogEvents slots are shared by every worker process: reservations made at once through
+/// two pools (two workers) for one account and region are spaced by the quota's interval, and
+/// another region has slots of its own.
+#[tokio::test]
+async fn filter_log_events_slots_are_shared_by_every_worker() {
+    use skywarden::pollers::pacing;
+    let db = TestDb::new().await;
+    let other = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(&db.url).await.unwrap();
+    let interval = Duration::from_millis(200);
+    let reservations = (0..10).map(|i| {
+        let pool = if i % 2 == 0 { db.pool.clone() } else { other.clone() };
+        async move { pacing::reserve(&pool, "logs:FilterLogEvents", "111122223333", "eu-west-1", interval).await }
+    });
+    let mut slots: Vec<_> =
+        futures_util::future::join_all(reservations).await.into_iter().map(|slot| slot.unwrap().at).collect();
+    slots.sort();
+    for pair in slots.windows(2) {
+        assert!(pair[1] - pair[0] >= chrono::Duration::milliseconds(200), "{slots:?}");
+    }
+    let elsewhere = pacing::reserve(&db.pool, "logs:FilterLogEvents", "111122223333", "us-east-1", interval).await;
+    assert_eq!(elsewhere.unwrap().wait, Duration::ZERO, "a region's first request does not wait");
+    other.close().await;
 }

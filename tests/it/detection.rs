@@ -60,6 +60,13 @@ fn fingerprint(alerts: &[Value]) -> Vec<String> {
     prints
 }
 
+/// The same fingerprints, naming only those that differ.
+fn assert_same(found: &[String], expected: &[String]) {
+    let missing: Vec<&String> = expected.iter().filter(|e| !found.contains(e)).collect();
+    let unexpected: Vec<&String> = found.iter().filter(|f| !expected.contains(f)).collect();
+    assert!(missing.is_empty() && unexpected.is_empty(), "missing: {missing:#?}\nunexpected: {unexpected:#?}");
+}
+
 fn by_policy(alerts: &[Value]) -> BTreeMap<String, Vec<&Value>> {
     let mut map: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
     for alert in alerts {
@@ -92,6 +99,7 @@ async fn sample_incident_raises_the_seed_story_and_nothing_else() {
     let failures = &policies["aws-excessive-login-failures"];
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0]["event_count"], 11, "the attacker's 11 failures, not the users' typos");
+    assert_eq!(failures[0]["evidence"].as_array().unwrap().len(), 11, "few enough to keep every one");
     let sg = &policies["aws-security-group-ingress-opened"];
     assert_eq!(sg.len(), 1, "bob's private-range rule raises nothing: {sg:?}");
     assert_eq!(sg[0]["evidence"], serde_json::json!([ids["security_group_ingress"]]));
@@ -388,4 +396,239 @@ async fn an_older_file_imported_later_withdraws_a_verdict_it_disproves() {
     assert_eq!(expected.len(), 1);
     assert_eq!(expected[0]["evidence"], serde_json::json!(["login-5"]), "the first Ukrainian login is the new one");
     assert_eq!(fingerprint(&alerts(&late, &[])), fingerprint(&alerts(&together, &[])));
+}
+
+/// A password spray: every fifth of 12,000 events over a day is a failed login of one principal
+/// from one address (about 17 in every ten minutes).
+fn spray_file(dir: &Path) -> PathBuf {
+    let file = dir.join("spray.json");
+    crate::support::synthetic::generate_spray(&file, 12_000).unwrap();
+    file
+}
+
+#[tokio::test]
+async fn a_password_spray_is_one_alert_an_hour_with_its_count_span_source_and_a_sample() {
+    use crate::support::synthetic::{SPRAY_SOURCE, SPRAY_USER};
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new().await;
+    let summary = import(&db, &country_db(dir.path()), &[&spray_file(dir.path())]);
+    let failures = alerts(&db, &["--policy", "aws-excessive-login-failures"]);
+    assert_eq!(failures.len(), 24, "one alert per hour of the day: {summary}");
+    let total: i64 = failures.iter().map(|a| a["event_count"].as_i64().unwrap()).sum();
+    assert_eq!(total, 2_400, "every failure is counted");
+    for alert in &failures {
+        assert_eq!(alert["principal"], format!("arn:aws:iam::111122223333:user/{SPRAY_USER}"));
+        assert_eq!(alert["source_ip"], SPRAY_SOURCE);
+        assert_eq!(alert["details"]["failures"], alert["event_count"]);
+        assert_eq!(alert["details"]["sources"][0]["address"], SPRAY_SOURCE);
+        assert_eq!(alert["details"]["burst_start"], alert["first_seen"]);
+        assert_eq!(alert["details"]["burst_end"], alert["last_seen"]);
+        let evidence = alert["evidence"].as_array().unwrap();
+        assert_eq!(evidence.len(), 20, "the first and last ten failures, not one row each: {alert}");
+    }
+    let rows = db.count("SELECT count(*) FROM alert_evidence e JOIN alerts a USING (account_id, alert_id) WHERE a.policy_id = 'aws-excessive-login-failures'").await;
+    assert_eq!(rows, 24 * 20);
+    // The sample links to stored events.
+    let linked = db
+        .count(
+            "SELECT count(*) FROM alert_evidence e JOIN cloudtrail_events c USING (account_id, event_id, event_time)",
+        )
+        .await;
+    assert_eq!(linked, db.count("SELECT count(*) FROM alert_evidence").await);
+
+    // Importing again changes nothing.
+    let before = fingerprint(&alerts(&db, &[]));
+    let again = import(&db, &country_db(dir.path()), &[&spray_file(dir.path())]);
+    assert_eq!(again["detection"]["new_alerts"], 0, "{again}");
+    assert_eq!(fingerprint(&alerts(&db, &[])), before);
+}
+
+#[tokio::test]
+async fn a_password_spray_imported_in_pieces_out_of_order_gives_the_same_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let geo = country_db(dir.path());
+    let file = spray_file(dir.path());
+    let in_one_go = TestDb::new().await;
+    import(&in_one_go, &geo, &[&file]);
+
+    // The same events in four files, imported newest first, each on its own. (Raw, as written:
+    // what the importer takes for an event's first resource depends on key order.)
+    #[derive(serde::Deserialize)]
+    struct Document<'a> {
+        #[serde(rename = "Records", borrow)]
+        records: Vec<&'a serde_json::value::RawValue>,
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    let document: Document = serde_json::from_str(&text).unwrap();
+    let pieces: Vec<PathBuf> = document
+        .records
+        .chunks(document.records.len().div_ceil(4))
+        .enumerate()
+        .map(|(i, chunk)| {
+            let piece = dir.path().join(format!("piece-{i}.json"));
+            let records: Vec<&str> = chunk.iter().map(|r| r.get()).collect();
+            std::fs::write(&piece, format!("{{\"Records\":[{}]}}", records.join(","))).unwrap();
+            piece
+        })
+        .collect();
+    let pieces_db = TestDb::new().await;
+    for piece in pieces.iter().rev() {
+        import(&pieces_db, &geo, &[piece]);
+    }
+    assert_same(&fingerprint(&alerts(&pieces_db, &[])), &fingerprint(&alerts(&in_one_go, &[])));
+}
+
+/// A finding of one alert, at `minute`, with `severity`.
+fn finding(minute: u32, severity: skywarden::model::Severity, resource: &str) -> skywarden::model::Finding {
+    skywarden::model::Finding {
+        policy_id: "aws-iam-role-policy-attached".into(),
+        title: format!("attached at minute {minute}"),
+        severity,
+        account_id: "111122223333".into(),
+        subject: "arn:aws:iam::111122223333:role/app".into(),
+        dedup_window: chrono::Duration::hours(24),
+        principal: Some(format!("user-{minute}")),
+        source_ip: None,
+        country: None,
+        resources: vec![resource.into(), "arn:aws:iam::111122223333:role/app".into()],
+        evidence_id: format!("evt-{minute:02}"),
+        time: format!("2026-11-12T03:{minute:02}:00Z").parse().unwrap(),
+        mitre: vec![skywarden::model::Mitre::new("TA0004", "T1098")],
+        session_key: (minute > 20).then(|| format!("session-{minute}")),
+        details: serde_json::json!({}),
+    }
+}
+
+#[tokio::test]
+async fn findings_of_one_alert_fold_in_one_write_as_if_one_at_a_time() {
+    use skywarden::alerts::store::{self, AlertChange, AlertFilter, MAX_ALERT_RESOURCES};
+    use skywarden::model::Severity;
+    let record = async |db: &TestDb, findings: &[skywarden::model::Finding]| {
+        let mut tx = db.pool.begin().await.unwrap();
+        let outcome = store::record_in(&mut tx, findings).await.unwrap();
+        tx.commit().await.unwrap();
+        outcome
+    };
+    let severities = |changes: &[AlertChange]| -> Vec<(Severity, Option<Severity>)> {
+        changes
+            .iter()
+            .map(|c| match c {
+                AlertChange::Raised { severity, escalated_from, .. } => (*severity, *escalated_from),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    let many: Vec<_> =
+        (0..150).map(|i| finding(30 + i % 29, Severity::Medium, &format!("arn:aws:ec2:::instance/i-{i:03}"))).collect();
+    let mut findings = vec![finding(40, Severity::Low, "i-x"), finding(10, Severity::Medium, "i-y")];
+    findings.push(finding(50, Severity::High, "i-z"));
+    findings.extend(many);
+
+    let together = TestDb::new().await;
+    let outcome = record(&together, &findings).await;
+    assert_eq!(outcome.new_alerts, 1);
+    assert_eq!(outcome.new_evidence, 30, "minutes 30 to 58, and 10");
+    assert_eq!(
+        severities(&outcome.changes),
+        [(Severity::Low, None), (Severity::Medium, Some(Severity::Low)), (Severity::High, Some(Severity::Medium))],
+        "a new alert, then each rise, in the order of the findings"
+    );
+    let again = record(&together, &findings).await;
+    assert_eq!((again.new_alerts, again.new_evidence, again.changes.len()), (0, 0, 0), "idempotent");
+
+    // One at a time leaves the same alert (but for the resources, now bounded).
+    let one_by_one = TestDb::new().await;
+    for finding in &findings {
+        record(&one_by_one, std::slice::from_ref(finding)).await;
+    }
+    let alert = |db: &TestDb| {
+        let pool = db.pool.clone();
+        async move { store::list(&pool, &AlertFilter::default()).await.unwrap().remove(0) }
+    };
+    let (a, b) = (alert(&together).await, alert(&one_by_one).await);
+    assert_eq!(a.title, "attached at minute 10", "the earliest evidence describes it");
+    assert_eq!(a.principal.as_deref(), Some("user-10"));
+    assert_eq!(a.incident_id, b.incident_id, "the session key too");
+    assert!(a.incident_id.is_some());
+    assert_eq!(
+        (&a.title, &a.principal, a.severity, a.first_seen, a.last_seen, a.event_count, &a.evidence, &a.mitre),
+        (&b.title, &b.principal, b.severity, b.first_seen, b.last_seen, b.event_count, &b.evidence, &b.mitre)
+    );
+    assert_eq!(a.resources.len(), MAX_ALERT_RESOURCES);
+    assert_eq!(a.resources, b.resources);
+}
+
+/// A trail file of failed console logins, `(user, seconds after 2026-11-12T10:00:00Z)` each,
+/// all from `source`; event ids `fail-{user}-{seconds}`.
+fn failed_logins(path: &Path, source: &str, logins: &[(&str, i64)]) -> PathBuf {
+    let start: chrono::DateTime<chrono::Utc> = "2026-11-12T10:00:00Z".parse().unwrap();
+    let lines: Vec<String> = logins
+        .iter()
+        .map(|(user, seconds)| {
+            let time = (start + chrono::Duration::seconds(*seconds)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+            serde_json::json!({"eventVersion": "1.09", "eventTime": time,
+                "eventSource": "signin.amazonaws.com", "eventName": "ConsoleLogin", "awsRegion": "us-east-1",
+                "sourceIPAddress": source, "userAgent": "Mozilla/5.0", "eventID": format!("fail-{user}-{seconds}"),
+                "eventType": "AwsConsoleSignIn", "recipientAccountId": "111122223333",
+                "errorMessage": "Failed authentication",
+                "responseElements": {"ConsoleLogin": "Failure"}, "additionalEventData": {"MFAUsed": "No"},
+                "userIdentity": {"type": "IAMUser", "arn": format!("arn:aws:iam::111122223333:user/{user}"),
+                    "accountId": "111122223333", "userName": user}})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(path, lines.join("\n")).unwrap();
+    path.to_path_buf()
+}
+
+#[tokio::test]
+async fn a_burst_of_failures_is_one_alert_counting_them_and_a_later_import_grows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let geo = country_db(dir.path());
+    let db = TestDb::new().await;
+    // 30 failures of carol, one every 15 seconds from 10:00; later 25 more, from 10:08 on.
+    let first: Vec<(&str, i64)> = (0..30).map(|i| ("carol", i * 15)).collect();
+    let more: Vec<(&str, i64)> = (0..25).map(|i| ("carol", 480 + i * 15)).collect();
+    let summary = import(&db, &geo, &[&failed_logins(&dir.path().join("first.jsonl"), ATTACKER_IP, &first)]);
+    assert_eq!(summary["detection"]["new_alerts"], 1, "{summary}");
+    let alert = alerts(&db, &["--policy", "aws-excessive-login-failures"]);
+    assert_eq!(alert.len(), 1, "{alert:?}");
+    assert_eq!(alert[0]["event_count"], 30);
+    assert_eq!(alert[0]["details"]["failures"], 30);
+    let ids =
+        |range: std::ops::Range<i64>| -> Vec<String> { range.map(|i| format!("fail-carol-{}", i * 15)).collect() };
+    let sample: Vec<String> = [ids(0..10), ids(20..30)].concat();
+    assert_eq!(alert[0]["evidence"], serde_json::json!(sample), "the first and last ten, not thirty rows");
+
+    let summary = import(&db, &geo, &[&failed_logins(&dir.path().join("more.jsonl"), ATTACKER_IP, &more)]);
+    assert_eq!(summary["detection"]["new_alerts"], 0, "{summary}");
+    let grown = alerts(&db, &["--policy", "aws-excessive-login-failures"]);
+    assert_eq!(grown.len(), 1, "{grown:?}");
+    assert_eq!(grown[0]["id"], alert[0]["id"], "the same alert");
+    assert_eq!(grown[0]["event_count"], 55);
+    assert_eq!(grown[0]["first_seen"], alert[0]["first_seen"]);
+    assert_eq!(grown[0]["last_seen"], "2026-11-12T10:14:00Z");
+    let last: Vec<String> = (15..25).map(|i| format!("fail-carol-{}", 480 + i * 15)).collect();
+    assert_eq!(grown[0]["evidence"], serde_json::json!([ids(0..10), last].concat()));
+    let rows = db.count("SELECT count(*) FROM alert_evidence").await;
+    assert_eq!(rows, 20, "evidence rows stay bounded");
+}
+
+#[tokio::test]
+async fn a_spray_across_principals_is_one_alert_for_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new().await;
+    // Twelve failures from one address against four users in six minutes (three each, below
+    // the per-user threshold), and a user's two typos from elsewhere.
+    let mut logins: Vec<(&str, i64)> = (0..12).map(|i| (["ann", "ben", "cid", "dee"][i % 4], i as i64 * 30)).collect();
+    let spray = failed_logins(&dir.path().join("spray.jsonl"), ATTACKER_IP, &logins);
+    logins = vec![("ann", 100), ("ann", 130)];
+    let typos = failed_logins(&dir.path().join("typos.jsonl"), "73.202.18.40", &logins);
+    import(&db, &country_db(dir.path()), &[&spray, &typos]);
+    let found = alerts(&db, &["--policy", "aws-excessive-login-failures"]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["event_count"], 12);
+    assert_eq!(found[0]["source_ip"], ATTACKER_IP);
+    assert_eq!(found[0]["details"]["principal_count"], 4);
+    assert_eq!(found[0]["evidence"].as_array().unwrap().len(), 12, "few enough to keep every one");
 }

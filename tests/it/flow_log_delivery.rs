@@ -1,7 +1,7 @@
 //! Flow logs as AWS delivers them, against moto with the real SDK clients: Parquet in
 //! Hive-compatible per-hour prefixes (written with pyarrow) in a bucket of another region than
 //! the job's, stored once and exactly as the same records in text; a corrupt object retried
-//! then shown as failed; a large backlog listed in bounded pages; CloudWatch Logs lines in a
+//! then shown as failed (`accounts status`, the API, the dashboard) and retried on demand; a large backlog listed in bounded pages; CloudWatch Logs lines in a
 //! custom format read with their flow log's `LogFormat`, in the group's own region.
 //!
 //! A small proxy stands between the pollers and moto, to see the requests and to answer as AWS
@@ -19,14 +19,18 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 
+use serde_json::{Value, json};
 use skywarden::accounts::{self, LogSources, NewAccount, PollIntervals};
+use skywarden::auth::{self, Role};
 use skywarden::aws::{AccountSession, AwsSettings, Service};
 use skywarden::db::partitions::PartitionCache;
 use skywarden::pollers::worker::{JobReport, Worker};
 use skywarden::pollers::{PollContext, PollOptions, Source, jobs, s3_objects};
 
-use crate::support::TestDb;
+use crate::api::call;
 use crate::support::aws::{self as fake, FakeCloudTrail};
+use crate::support::browser::{Browser, artifacts_dir};
+use crate::support::{KillOnDrop, TestDb, skywarden_command};
 
 /// One request the proxy saw.
 #[derive(Clone, Debug)]
@@ -463,6 +467,15 @@ async fn a_corrupt_parquet_object_is_retried_then_shown_as_failed_while_the_good
             .count()
     };
     assert_eq!(gets(&s), 1);
+    let (_, viewer) = auth::create(&s.db.pool, "wall-screen", Role::Viewer).await.unwrap();
+    let status_uri = format!("/api/v1/accounts/{id}/status");
+    let flow_job = |statuses: &Value| {
+        let job = statuses.as_array().unwrap().iter().find(|j| j["source"] == "flowlogs-s3").cloned();
+        job.unwrap_or_else(|| panic!("the flow log job: {statuses}"))
+    };
+    let (_, statuses) = call(&s.db, "GET", &status_uri, Some(&viewer), None).await;
+    let job = flow_job(&statuses);
+    assert_eq!((job["objects_failed"].as_i64(), job["objects_retrying"].as_i64()), (Some(0), Some(1)), "{job}");
     for attempt in 2..=5 {
         // Time passes: the back-off is over.
         sqlx::query("UPDATE s3_object_failures SET next_attempt_at = now() WHERE next_attempt_at IS NOT NULL")
@@ -472,7 +485,7 @@ async fn a_corrupt_parquet_object_is_retried_then_shown_as_failed_while_the_good
         no_errors(&s.poll(Source::FlowLogsS3).await);
         assert_eq!(gets(&s), attempt, "tried again after its back-off");
     }
-    let failed = s3_objects::failed_objects(&s.db.pool, Some(&id)).await.unwrap();
+    let failed = s3_objects::failed_objects(&s.db.pool, Some(&id), 10).await.unwrap();
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!((failed[0].key.as_str(), failed[0].attempts), (corrupt_key.as_str(), 5));
     assert_eq!(failed[0].next_attempt_at, None, "given up");
@@ -487,6 +500,148 @@ async fn a_corrupt_parquet_object_is_retried_then_shown_as_failed_while_the_good
     no_errors(&s.poll(Source::FlowLogsS3).await);
     assert_eq!(gets(&s), 5);
     assert_eq!(s.flows().await, 5);
+
+    // Shown as failed: `accounts status`, in JSON and in words, under the job.
+    let object = format!("s3://{bucket}/{corrupt_key}");
+    let output = s.db.skywarden(&["accounts", "status", &id, "--json"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<Value> =
+        String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let job = flow_job(&Value::Array(lines));
+    assert_failed_once(&job, &object, 5);
+    let output = s.db.skywarden(&["accounts", "status", &id]);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let line = format!("\n    1 object failed after 5 tries; newest: {object}: not a readable Parquet file");
+    assert!(text.contains(&line) && text.matches(&object).count() == 1, "{text}");
+    let job_line = text.lines().position(|l| l.contains("flowlogs-s3")).unwrap();
+    assert!(text.lines().nth(job_line + 1).unwrap().contains("1 object failed"), "under its job: {text}");
+
+    // The API: the job's status and the account's failed objects, bounded, for token holders.
+    let (status, statuses) = call(&s.db, "GET", &status_uri, Some(&viewer), None).await;
+    assert_eq!(status, StatusCode::OK, "{statuses}");
+    assert_failed_once(&flow_job(&statuses), &object, 5);
+    let failed_uri = format!("/api/v1/accounts/{id}/failed-objects");
+    let (status, listed) = call(&s.db, "GET", &failed_uri, Some(&viewer), None).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let listed = &listed[0];
+    assert_eq!(
+        (listed["bucket"].as_str(), listed["key"].as_str()),
+        (Some(bucket.as_str()), Some(corrupt_key.as_str()))
+    );
+    assert_eq!((listed["attempts"].as_i64(), listed["next_attempt_at"].clone()), (Some(5), Value::Null), "{listed}");
+    assert!(listed["last_error"].as_str().unwrap().contains("not a readable Parquet file"), "{listed}");
+    for uri in [&failed_uri, &status_uri] {
+        assert_eq!(call(&s.db, "GET", uri, None, None).await.0, StatusCode::UNAUTHORIZED, "{uri}");
+    }
+    for (query, field) in [("limit=0", "limit"), ("limit=1001", "limit"), ("state=dead", "query")] {
+        let (status, body) = call(&s.db, "GET", &format!("{failed_uri}?{query}"), Some(&viewer), None).await;
+        assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{query}: {body}");
+    }
+    let missing = "/api/v1/accounts/999999999999/failed-objects";
+    assert_eq!(call(&s.db, "GET", missing, Some(&viewer), None).await.0, StatusCode::NOT_FOUND);
+
+    // "Retry": analysts give a given-up object one more try, audit-logged.
+    let (analyst_id, analyst) = auth::create(&s.db.pool, "tier-1", Role::Analyst).await.unwrap();
+    let retry_uri = format!("{failed_uri}/retry");
+    let this_one = json!({"bucket": bucket, "key": corrupt_key});
+    assert_eq!(call(&s.db, "POST", &retry_uri, None, None).await.0, StatusCode::UNAUTHORIZED);
+    let (status, _) = call(&s.db, "POST", &retry_uri, Some(&viewer), Some(this_one.clone())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = call(&s.db, "POST", &retry_uri, Some(&analyst), Some(json!({"key": corrupt_key}))).await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("bucket")), "{body}");
+    let other = json!({"bucket": bucket, "key": "AWSLogs/not-failed.log.gz"});
+    assert_eq!(call(&s.db, "POST", &retry_uri, Some(&analyst), Some(other)).await.0, StatusCode::NOT_FOUND);
+    let (status, body) = call(&s.db, "POST", &retry_uri, Some(&analyst), Some(this_one)).await;
+    assert_eq!((status, body["objects"].as_u64()), (StatusCode::OK, Some(1)), "{body}");
+    let log = auth::audit::list(&s.db.pool, None, Some("account.retry_failed_objects"), 10).await.unwrap();
+    assert_eq!(log.len(), 1, "{log:?}");
+    let actor = format!("token:{analyst_id}");
+    assert_eq!((log[0].actor.as_str(), log[0].target.as_deref()), (actor.as_str(), Some(id.as_str())));
+    let (_, statuses) = call(&s.db, "GET", &status_uri, Some(&viewer), None).await;
+    let job = flow_job(&statuses);
+    assert_eq!((job["objects_failed"].as_i64(), job["objects_retrying"].as_i64()), (Some(0), Some(1)), "{job}");
+    assert!(job["run_requested_at"].is_string(), "its job is made due: {job}");
+    // One more try, still corrupt: given up again, its tries counted on.
+    let reports = Worker::new(s.ctx.clone(), "worker-a", None).run_once().await.unwrap();
+    no_errors(&reports.into_iter().filter(|r| r.source == "flowlogs-s3").collect::<Vec<_>>());
+    assert_eq!(gets(&s), 6);
+    let (_, statuses) = call(&s.db, "GET", &status_uri, Some(&viewer), None).await;
+    assert_failed_once(&flow_job(&statuses), &object, 6);
+
+    // The dashboard shows it under the account, with its error; analysts retry it there.
+    let dashboard = Dashboard::start(&s.db).await;
+    dashboard.sign_in("vic", "viewer").await;
+    let browser = &dashboard.browser;
+    let jobs_table = format!("div[data-account='{id}'] .jobs table");
+    let jobs = browser.wait_for_text(&jobs_table, "1 object failed after 6 tries").await;
+    let newest = format!("newest: {object}: not a readable Parquet file");
+    assert!(jobs.contains(&newest) && jobs.matches(&object).count() == 1, "{jobs}");
+    let listed = browser.text(&format!(".failed-objects[data-account='{id}'] table")).await;
+    assert!(listed.contains(&object) && listed.contains("given up"), "{listed}");
+    assert!(listed.contains("not a readable Parquet file") && listed.matches(&object).count() == 1, "{listed}");
+    assert_eq!(browser.count(&format!("div[data-account='{id}'] .objects-not-read.error")).await, 1, "as an error");
+    assert_eq!(browser.count("button.retry-object").await, 0, "viewers cannot retry");
+    browser.screenshot("accounts-failed-object").await;
+    dashboard.sign_in("ana", "analyst").await;
+    browser.click(&format!("button.retry-object[data-key='{corrupt_key}']")).await;
+    browser.wait_for_text(&jobs_table, "1 object retrying").await;
+    let log = auth::audit::list(&s.db.pool, None, Some("account.retry_failed_objects"), 10).await.unwrap();
+    assert!(log.len() == 2 && log[0].actor.contains("ana"), "{log:?}");
+}
+
+/// The given-up object's tries, as the job's status names them.
+fn assert_failed_once(job: &Value, object: &str, tries: i64) {
+    assert_eq!((job["objects_failed"].as_i64(), job["objects_retrying"].as_i64()), (Some(1), Some(0)), "{job}");
+    assert_eq!(job["objects_failed_tries"].as_i64(), Some(tries), "{job}");
+    assert_eq!(job["newest_failure_object"].as_str(), Some(object), "{job}");
+    assert!(job["newest_failure_error"].as_str().unwrap().contains("not a readable Parquet file"), "{job}");
+    assert!(job["newest_failure_at"].is_string(), "{job}");
+}
+
+/// `skywarden serve` over a test database (no pollers), and a browser on it.
+struct Dashboard {
+    browser: Browser,
+    base: String,
+    db_url: String,
+    _server: KillOnDrop,
+    _dir: tempfile::TempDir,
+}
+
+impl Dashboard {
+    const PASSWORD: &str = "a long enough passphrase";
+
+    async fn start(db: &TestDb) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let server = KillOnDrop(
+            skywarden_command(&db.url)
+                .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--no-pollers"])
+                .env("SKYWARDEN_SECRET_KEY_FILE", dir.path().join("secret.key"))
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "serve did not listen within 20 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let browser = Browser::start(artifacts_dir("flow-log-delivery")).await;
+        Self { browser, base: format!("http://127.0.0.1:{port}"), db_url: db.url.clone(), _server: server, _dir: dir }
+    }
+
+    /// Creates the user, signs in as them and opens the accounts page.
+    async fn sign_in(&self, user: &str, role: &str) {
+        let mut create = skywarden_command(&self.db_url);
+        create.args(["users", "create", "--username", user, "--role", role]);
+        assert!(create.env("SKYWARDEN_USER_PASSWORD", Self::PASSWORD).output().unwrap().status.success());
+        self.browser.goto(&format!("{}/#/login", self.base)).await;
+        self.browser.type_into("#username", user).await;
+        self.browser.type_into("#password", Self::PASSWORD).await;
+        self.browser.click("#sign-in").await;
+        self.browser.wait_for_text("main h1", "Overview").await;
+        self.browser.goto(&format!("{}/#/accounts", self.base)).await;
+    }
 }
 
 #[tokio::test]

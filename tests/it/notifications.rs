@@ -488,7 +488,7 @@ async fn deliveries_give_up_into_dead_letters_that_analysts_retry() {
     let (status, dead) =
         crate::api::call_with(&context, "GET", "/api/v1/deliveries?state=dead", Some(&analyst), None).await;
     assert_eq!(status, 200);
-    let dead = dead.as_array().unwrap().clone();
+    let dead = dead["deliveries"].as_array().unwrap().clone();
     assert_eq!(dead.len(), 2);
     let slack_dead = dead.iter().find(|d| d["channel_id"] == id).unwrap();
     assert_eq!((slack_dead["attempts"].as_i64(), slack_dead["last_http_status"].as_i64()), (Some(3), Some(503)));

@@ -3,7 +3,8 @@
 //! ListAccounts; S3 in several regions) with the real SDK clients: members onboarded with the
 //! member role and one external ID, a new member picked up and a suspended or removed one
 //! stopped at the next organization poll; an organization trail bucket in eu-west-1 read once,
-//! each event stored under its own account, and the hijack alert fired from it.
+//! each event stored under its own account, the hijack alert fired from it, and a member's
+//! configuration change explained by an event the archive delivered after the snapshot saw it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -316,6 +317,87 @@ async fn a_log_archive_is_read_once_and_each_event_lands_in_its_own_account() {
     assert_eq!(db.count(&read).await, 3);
     let events = format!("SELECT count(*) FROM cloudtrail_events WHERE account_id IN ('{alpha}', '{beta}')");
     assert_eq!(db.count(&events).await, 7);
+}
+
+/// Only `account`'s configuration snapshots are due, and run; none fails.
+async fn snapshot(db: &TestDb, worker: &Worker, account: &str) {
+    sqlx::query("UPDATE poll_jobs SET next_run_at = now() + interval '1 day'").execute(&db.pool).await.unwrap();
+    assert!(jobs::run_now(&db.pool, account, Some(Source::ConfigSnapshot)).await.unwrap() > 0);
+    let reports = worker.run_once().await.unwrap();
+    assert!(!reports.is_empty() && reports.iter().all(|r| r.error.is_none()), "{reports:?}");
+}
+
+#[tokio::test]
+async fn an_event_read_later_from_the_archive_explains_a_change_in_a_member_account() {
+    let db = TestDb::new().await;
+    let moto = fake::moto_url().await;
+    let ctx = context(&db, fake::settings_for(moto), None).await;
+    let (archive_account, member) = (fake::random_account_id(), fake::random_account_id());
+    let organization_id = "o-abc123def4";
+    let bucket = format!("org-trail-{archive_account}");
+    let s3 = owner(&ctx, &archive_account, "SkywardenReadOnly").await.s3("eu-west-1");
+    let location = aws_sdk_s3::types::CreateBucketConfiguration::builder()
+        .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuWest1)
+        .build();
+    s3.create_bucket().bucket(&bucket).create_bucket_configuration(location).send().await.unwrap();
+    let new_member = NewAccount {
+        role_arn: format!("arn:aws:iam::{member}:role/SkywardenReadOnly"),
+        regions: vec!["us-east-1".into()],
+        ..Default::default()
+    };
+    accounts::onboard(&db.pool, &new_member, &PollIntervals::default()).await.unwrap();
+    let new = NewLogArchive {
+        role_arn: format!("arn:aws:iam::{archive_account}:role/SkywardenReadOnly"),
+        bucket: bucket.clone(),
+        organization_id: Some(organization_id.into()),
+        bucket_region: Some("eu-west-1".into()),
+        ..Default::default()
+    };
+    let entry = accounts::log_archive::add(&db.pool, &new, &PollIntervals::default()).await.unwrap().archive.account_id;
+
+    // The member's security group, in a first snapshot; then someone opens SSH to the world and
+    // the next snapshot sees the change, before the archive has the event that made it.
+    let ec2 = owner(&ctx, &member, "SkywardenReadOnly").await.ec2("us-east-1");
+    let vpc = ec2.create_vpc().cidr_block("10.2.0.0/16").send().await.unwrap().vpc.unwrap().vpc_id.unwrap();
+    let create = ec2.create_security_group().group_name("bastion").description("bastion").vpc_id(&vpc);
+    let group = create.send().await.unwrap().group_id.unwrap();
+    let worker = Worker::new(ctx.clone(), "late-event-worker", None);
+    snapshot(&db, &worker, &member).await;
+    let ingress = ec2.authorize_security_group_ingress().group_id(&group).ip_protocol("tcp");
+    ingress.from_port(22).to_port(22).cidr_ip("0.0.0.0/0").send().await.unwrap();
+    let opened_at = Utc::now() - chrono::Duration::seconds(30);
+    snapshot(&db, &worker, &member).await;
+    let cause = || {
+        sqlx::query_as::<_, (Option<String>, Option<String>, Option<String>)>(
+            "SELECT event_id, event_name, principal_arn FROM config_changes WHERE account_id = $1 AND resource_id = $2",
+        )
+        .bind(&member)
+        .bind(&group)
+        .fetch_one(&db.pool)
+    };
+    assert_eq!(cause().await.unwrap(), (None, None, None), "the change is seen; its cause is not known yet");
+
+    // The organization trail's file arrives in the archive; the archive's job reads it.
+    let event = fake::cloudtrail_event(
+        &member,
+        "evt-open-ssh",
+        opened_at,
+        "AuthorizeSecurityGroupIngress",
+        json!({"groupId": group}),
+    );
+    let body = gzip(&json!({"Records": [event]}));
+    let key = trail_key(organization_id, &member, "us-east-1", 1);
+    s3.put_object().bucket(&bucket).key(key).body(body.into()).send().await.unwrap();
+    only_due(&db, &entry).await;
+    let reports = worker.run_once().await.unwrap();
+    assert!(reports.len() == 1 && reports[0].error.is_none(), "{reports:?}");
+    assert_eq!(reports[0].outcome.as_ref().map(|o| o.stored), Some(1), "{reports:?}");
+    let principal = format!("arn:aws:iam::{member}:user/alice");
+    assert_eq!(
+        cause().await.unwrap(),
+        (Some("evt-open-ssh".into()), Some("AuthorizeSecurityGroupIngress".into()), Some(principal)),
+        "the member's change is linked to the event the archive stored under the member"
+    );
 }
 
 #[tokio::test]

@@ -231,6 +231,15 @@ async fn the_accounts_page_shows_each_job_and_polls_now_for_analysts() {
         .execute(&db.pool)
         .await
         .unwrap();
+    // The IAM snapshot is parked after panicking three times in a row (as a worker parks it).
+    sqlx::query(
+        "UPDATE poll_jobs SET last_error = 'the run panicked (a bug; please report it): index out of bounds',
+                consecutive_failures = 3, consecutive_panics = 3, parked_at = now()
+         WHERE source = 'config-snapshot' AND region = 'global'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
     add_user(&db, "ana", "analyst");
     add_user(&db, "vic", "viewer");
     let dir = tempfile::tempdir().unwrap();
@@ -255,10 +264,21 @@ async fn the_accounts_page_shows_each_job_and_polls_now_for_analysts() {
     let panel = browser.wait_for_text(&format!("div[data-account='{ACCOUNT}']"), "production").await;
     assert!(panel.contains("restricted to eu-west-1"), "{panel}");
     let table = browser.text(&format!("div[data-account='{ACCOUNT}'] table")).await;
-    for expected in ["Next run", "Last success", "Lag", "Last error", "in 10 min", "6 min", "AccessDenied (2 in a row)"]
-    {
+    for expected in [
+        "Next run",
+        "Last success",
+        "Lag",
+        "Last error",
+        "in 10 min",
+        "6 min",
+        "AccessDenied (2 in a row)",
+        "parked after 3 panics in a row",
+        "panicked (a bug; please report it): index out of bounds (3 in a row)",
+    ] {
         assert!(table.contains(expected), "{expected}: {table}");
     }
+    assert_eq!(browser.count(&format!("div[data-account='{ACCOUNT}'] table .parked")).await, 1);
+    browser.screenshot("accounts-parked-job").await;
     assert_eq!(browser.count("button.poll-now").await, 0, "viewers cannot poll now");
 
     sign_in(&browser, &base, "ana").await;
@@ -268,6 +288,9 @@ async fn the_accounts_page_shows_each_job_and_polls_now_for_analysts() {
     assert!(result.contains("5 jobs due now"), "{result}");
     browser.wait_for_text(&format!("div[data-account='{ACCOUNT}'] table"), "due now").await;
     browser.screenshot("accounts-poll-now").await;
+    // "Poll now" un-parked the IAM snapshot too.
+    assert_eq!(browser.count(&format!("div[data-account='{ACCOUNT}'] table .parked")).await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM poll_jobs WHERE parked_at IS NOT NULL").await, 0);
     let asked =
         db.count("SELECT count(*) FROM poll_jobs WHERE run_requested_at IS NOT NULL AND next_run_at <= now()").await;
     assert_eq!(asked, 5);

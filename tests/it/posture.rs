@@ -327,7 +327,7 @@ async fn findings_open_on_a_bad_setup_and_resolve_when_it_is_fixed() {
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(listed.as_array().unwrap().len(), open.len());
+    assert_eq!(listed["findings"].as_array().unwrap().len(), open.len());
     let (status, one) =
         crate::api::call_with(&api, "GET", &format!("/api/v1/posture/findings/{}", ssh.id), Some(&viewer), None).await;
     assert_eq!(status, 200);
@@ -379,7 +379,7 @@ async fn findings_open_on_a_bad_setup_and_resolve_when_it_is_fixed() {
     )
     .await;
     assert_eq!(status, 200);
-    assert!(!trend.as_array().unwrap().is_empty());
+    assert!(!trend["scores"].as_array().unwrap().is_empty());
 
     // Fixed: the rule revoked, flow logs on, MFA... the console password removed, a 14-character policy.
     ec2.revoke_security_group_ingress()

@@ -457,7 +457,7 @@ async fn admins_disable_a_user_and_the_sessions_end_at_once() {
     assert_eq!(call_with(&context, "POST", "/api/v1/users/maria/enable", Some(&admin), None).await.0, 200);
     assert!(sign_in(&context, "maria").await.is_some(), "enabled again");
     let (_, log) = call_with(&context, "GET", "/api/v1/audit-log?limit=100", Some(&admin), None).await;
-    let actions: Vec<(String, String)> = log
+    let actions: Vec<(String, String)> = log["entries"]
         .as_array()
         .unwrap()
         .iter()

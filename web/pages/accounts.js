@@ -1,4 +1,5 @@
-// Onboarded accounts with their pollers' status, "Poll now" for analysts, and onboarding for admins.
+// Onboarded accounts with their pollers' status and the S3 objects they could not read, "Poll
+// now" and "Retry" for analysts, and onboarding for admins.
 import { api, errorText } from "../api.js";
 import { el, fmtTime, render, table } from "../dom.js";
 
@@ -20,14 +21,23 @@ function regionsText(account) {
 
 async function accountPanel(ctx, account) {
   const id = account.account_id;
-  const jobs = el("div", { class: "jobs" }, jobsTable(await api(`/api/v1/accounts/${id}/status`)));
+  const jobs = el("div", { class: "jobs" });
+  const failed = el("div", { class: "failed-objects", "data-account": id });
+  // The jobs and the objects they failed, as they are now.
+  const refresh = async () => {
+    const [statuses, objects] = await Promise.all([api(`/api/v1/accounts/${id}/status`), api(`/api/v1/accounts/${id}/failed-objects`)]);
+    jobs.replaceChildren(jobsTable(statuses));
+    failed.replaceChildren(...failedObjects(ctx, id, statuses, objects, refresh));
+  };
+  await refresh();
   return el("div", { class: "panel", "data-account": id },
     el("h2", {}, `${id} ${account.name || ""}`),
     el("p", { class: "muted" }, `${account.role_arn} · `,
       account.verify_error ? el("span", { class: "error" }, account.verify_error) : account.verified_at ? `role verified ${fmtTime(account.verified_at)}` : "role not verified yet"),
     el("p", { class: "muted regions" }, regionsText(account)),
-    ctx.can("analyst") ? pollNowButton(id, jobs) : null,
-    jobs);
+    ctx.can("analyst") ? pollNowButton(id, refresh) : null,
+    jobs,
+    failed);
 }
 
 function seconds(value) {
@@ -43,6 +53,8 @@ function seconds(value) {
 function nextRun(job) {
   if (!job.enabled) return "retired";
   if (job.running_on) return `running on ${job.running_on}`;
+  // Parked after panicking in a row: it does not run until someone presses "Poll now".
+  if (job.parked_at) return el("span", { class: "error parked", title: `parked ${fmtTime(job.parked_at)}` }, `parked after ${job.consecutive_panics} panics in a row; "Poll now" runs it again`);
   const wait = (new Date(job.next_run_at) - Date.now()) / 1000;
   return wait <= 0 ? "due now" : `in ${seconds(wait)} (${fmtTime(job.next_run_at)})`;
 }
@@ -58,11 +70,72 @@ function jobsTable(jobs) {
     { title: "Lag", value: (j) => seconds(j.lag_seconds) },
     { title: "Items", value: (j) => j.items_total },
     { title: "Last error", value: (j) => (j.last_error ? el("span", { class: "error" }, `${j.last_error} (${j.consecutive_failures} in a row)`) : "") },
+    { title: "Objects not read", value: objectsNotRead },
   ], jobs);
 }
 
+function objects(n) {
+  return n === 1 ? "1 object" : `${n} objects`;
+}
+
+// The S3 objects a job could not read: given up (never read until retried) and retrying.
+function objectsNotRead(job) {
+  if (!job.objects_failed && !job.objects_retrying) return "";
+  const parts = [];
+  if (job.objects_failed) parts.push(`${objects(job.objects_failed)} failed${job.objects_failed_tries ? ` after ${job.objects_failed_tries} tries` : ""}`);
+  if (job.objects_retrying) parts.push(`${job.objects_failed ? job.objects_retrying : objects(job.objects_retrying)} retrying`);
+  return el("span", { class: "error objects-not-read" }, parts.join(", "),
+    job.newest_failure_object ? [el("br"), "newest: ", el("span", { class: "mono" }, job.newest_failure_object), `: ${withoutObject(job.newest_failure_error, job.newest_failure_object)}`] : null);
+}
+
+// An object's error, without its name when it begins with it (the name is shown beside it).
+function withoutObject(error, object) {
+  return error.startsWith(`${object}: `) ? error.slice(object.length + 2) : error;
+}
+
+// The account's failed objects (as many as the API gives), with "Retry" on those given up.
+function failedObjects(ctx, id, statuses, list, refresh) {
+  if (!list.length) return [];
+  const total = statuses.reduce((sum, j) => sum + j.objects_failed + j.objects_retrying, 0);
+  const columns = [
+    { title: "Object", value: (o) => `s3://${o.bucket}/${o.key}`, class: "mono" },
+    { title: "Source", value: (o) => o.source },
+    { title: "Tries", value: (o) => o.attempts },
+    { title: "Last error", value: (o) => el("span", { class: "error" }, withoutObject(o.last_error, `s3://${o.bucket}/${o.key}`)) },
+    { title: "Last failed", value: (o) => fmtTime(o.last_failed_at) },
+    { title: "Next try", value: (o) => (o.next_attempt_at ? fmtTime(o.next_attempt_at) : el("span", { class: "error" }, "given up")) },
+  ];
+  if (ctx.can("analyst")) columns.push({ title: "", value: (o) => (o.next_attempt_at ? "" : retryButton(id, o, refresh)) });
+  const shown = el("h3", {}, "S3 objects not read");
+  if (total <= list.length) return [shown, table(columns, list)];
+  return [shown, el("p", { class: "muted" }, `the first ${list.length} of ${total}`), table(columns, list)];
+}
+
+// One more try of a given-up object, at its job's next run (made due now).
+function retryButton(id, object, refresh) {
+  const result = el("span", { class: "result", role: "status" });
+  const button = el("button", {
+    type: "button",
+    class: "retry-object",
+    "data-key": object.key,
+    title: "try this object again now",
+    onclick: async () => {
+      button.disabled = true;
+      try {
+        await api(`/api/v1/accounts/${id}/failed-objects/retry`, { method: "POST", body: { bucket: object.bucket, key: object.key } });
+        await refresh();
+      } catch (error) {
+        result.className = "result error";
+        result.textContent = errorText(error);
+        button.disabled = false;
+      }
+    },
+  }, "Retry");
+  return el("span", {}, button, result);
+}
+
 // Makes every job of the account due now; the pollers run them within seconds.
-function pollNowButton(id, jobs) {
+function pollNowButton(id, refresh) {
   const result = el("span", { class: "result", id: `poll-result-${id}`, role: "status" });
   const button = el("button", {
     type: "button",
@@ -78,7 +151,7 @@ function pollNowButton(id, jobs) {
         const answer = await api(`/api/v1/accounts/${id}/poll-now`, { method: "POST" });
         result.className = "result ok";
         result.textContent = answer.jobs === 1 ? "1 job due now" : `${answer.jobs} jobs due now`;
-        jobs.replaceChildren(jobsTable(await api(`/api/v1/accounts/${id}/status`)));
+        await refresh();
       } catch (error) {
         result.className = "result error";
         result.textContent = errorText(error);

@@ -3,6 +3,7 @@
 import { api, errorText } from "../api.js";
 import { diffList, el, fmtTime, query, render, sev } from "../dom.js";
 import { cisControls, resourceRef, suppressedBadge } from "../posture.js";
+import { allPages } from "./paging.js";
 
 // The audit trail around the event that made the change, narrowed to that event by its id.
 function eventLink(cause) {
@@ -101,10 +102,8 @@ function suppressionsTable(ctx, list) {
 }
 
 export async function findingPage(ctx, id) {
-  const [{ finding: f, history }, suppressions] = await Promise.all([
-    api(`/api/v1/posture/findings/${encodeURIComponent(id)}`),
-    api("/api/v1/posture/suppressions"),
-  ]);
+  const { finding: f, history } = await api(`/api/v1/posture/findings/${encodeURIComponent(id)}`);
+  const { rows: suppressions } = await allPages("/api/v1/posture/suppressions", { check: f.check_id, limit: 1000 }, "suppressions");
   const now = Date.now();
   const covering = suppressions.filter((s) => s.check_id === f.check_id && (!s.account_id || s.account_id === f.account_id)
     && (!s.resource_id || s.resource_id === f.resource_id) && (!s.expires_at || new Date(s.expires_at).getTime() > now));

@@ -1,26 +1,35 @@
 // The inventory of resources and one resource: its changes, configuration and events.
 import { api } from "../api.js";
 import { diffList, el, fmtTime, query, render, resourceLink, table } from "../dom.js";
+import { appendRows, loadMore } from "./paging.js";
+
+const RESOURCE_COLUMNS = [
+  { title: "Type", value: (r) => r.resource_type },
+  { title: "Id", value: (r) => el("a", { href: `#/resource/${r.account_id}/${r.resource_type}/${encodeURIComponent(r.resource_id)}` }, r.resource_id) },
+  { title: "Name", value: (r) => r.name || "" },
+  { title: "Region", value: (r) => r.region },
+  { title: "Version", value: (r) => r.version },
+  { title: "Last changed", value: (r) => fmtTime(r.last_changed) },
+  { title: "State", value: (r) => (r.deleted_at ? `deleted ${fmtTime(r.deleted_at)}` : "present") },
+];
 
 export async function inventoryPage(params) {
   const type = params.get("type") || "";
   const q = params.get("q") || "";
-  const resources = await api("/api/v1/resources" + query({ type, q, limit: 500 }));
+  const first = await api("/api/v1/resources" + query({ type, q, limit: 500 }));
   const typeInput = el("input", { name: "type", value: type, placeholder: "e.g. ec2:security-group" });
   const qInput = el("input", { name: "q", value: q, placeholder: "id or name" });
+  const drawn = table(RESOURCE_COLUMNS, first.resources);
+  drawn.id = "resources";
   render(
     el("h1", {}, "Inventory"),
     el("form", { class: "filters", onsubmit: (e) => { e.preventDefault(); location.hash = "#/inventory" + query({ type: typeInput.value, q: qInput.value }); } },
       el("label", {}, "Type", typeInput), el("label", {}, "Search", qInput), el("button", { type: "submit" }, "Filter")),
-    resources.length ? table([
-      { title: "Type", value: (r) => r.resource_type },
-      { title: "Id", value: (r) => el("a", { href: `#/resource/${r.account_id}/${r.resource_type}/${encodeURIComponent(r.resource_id)}` }, r.resource_id) },
-      { title: "Name", value: (r) => r.name || "" },
-      { title: "Region", value: (r) => r.region },
-      { title: "Version", value: (r) => r.version },
-      { title: "Last changed", value: (r) => fmtTime(r.last_changed) },
-      { title: "State", value: (r) => (r.deleted_at ? `deleted ${fmtTime(r.deleted_at)}` : "present") },
-    ], resources) : el("p", { class: "muted" }, "No resources yet: onboard an account and its config snapshots fill the inventory."),
+    first.resources.length ? drawn : el("p", { class: "muted" }, "No resources yet: onboard an account and its config snapshots fill the inventory."),
+    loadMore({
+      path: "/api/v1/resources", params: { type, q, limit: 500 }, key: "resources", nextCursor: first.next_cursor, id: "more-resources",
+      append: (rows) => appendRows(drawn, RESOURCE_COLUMNS, rows),
+    }),
   );
 }
 
@@ -31,6 +40,7 @@ export async function resourcePage(account, type, id) {
     el("p", { class: "muted" }, `${r.name || ""} · ${r.region} · account ${r.account_id} · version ${r.version}`, r.deleted_at ? ` · deleted ${fmtTime(r.deleted_at)}` : ""),
     el("p", {}, resourceLink(r.resource_id), " (every event that named it)"),
     el("h2", {}, "Changes"),
+    r.changes.length >= 100 ? el("p", { class: "muted" }, "The 100 newest changes.") : null,
     r.changes.length ? table([
       { title: "Detected", value: (c) => fmtTime(c.detected_at) },
       { title: "Kind", value: (c) => c.kind },

@@ -3,6 +3,7 @@
 import { api, errorText, withStatus } from "../api.js";
 import { el, fmtTime, query, render } from "../dom.js";
 import { channelForm, channelsTable } from "./channels.js";
+import { loadMore } from "./paging.js";
 import { routeForm, routesTable } from "./routes.js";
 
 const DELIVERY_STATES = ["pending", "sending", "delivered", "dead"];
@@ -19,33 +20,35 @@ function deliveryAlert(d) {
 function deliveriesTable(ctx, deliveries) {
   return el("table", { id: "deliveries" },
     el("thead", {}, el("tr", {}, ["Created", "State", "Channel", "Route", "Event", "Alert", "Attempts", "Last error", "Next attempt / delivered", "Remote ref", ""].map((t) => el("th", {}, t)))),
-    el("tbody", {}, deliveries.map((d) => {
-      const result = el("span", { class: "result error" });
-      const retry = d.state === "dead" ? el("button", {
-        type: "button",
-        class: "retry",
-        onclick: async () => {
-          try {
-            await api(`/api/v1/deliveries/${d.id}/retry`, { method: "POST" });
-            ctx.refresh();
-          } catch (error) {
-            result.textContent = errorText(error);
-          }
-        },
-      }, "Retry") : null;
-      return el("tr", { "data-delivery": d.id, class: `delivery ${d.state}` },
-        el("td", {}, fmtTime(d.created_at)),
-        el("td", {}, el("span", { class: `state ${d.state}` }, d.state)),
-        el("td", {}, d.channel),
-        el("td", {}, d.route || "—"),
-        el("td", {}, d.event, d.alert_status ? ` (${d.alert_status})` : ""),
-        el("td", {}, deliveryAlert(d)),
-        el("td", {}, d.attempts),
-        el("td", { class: "last-error" }, withStatus(d.last_http_status, d.last_error)),
-        el("td", {}, d.state === "delivered" ? fmtTime(d.delivered_at) : d.state === "dead" ? "gave up" : fmtTime(d.next_attempt_at)),
-        el("td", { class: "mono" }, d.remote_ref || ""),
-        el("td", { class: "row-actions" }, retry, result));
-    })));
+    el("tbody", {}, deliveries.map((d) => deliveryRow(ctx, d))));
+}
+
+function deliveryRow(ctx, d) {
+  const result = el("span", { class: "result error" });
+  const retry = d.state === "dead" ? el("button", {
+    type: "button",
+    class: "retry",
+    onclick: async () => {
+      try {
+        await api(`/api/v1/deliveries/${d.id}/retry`, { method: "POST" });
+        ctx.refresh();
+      } catch (error) {
+        result.textContent = errorText(error);
+      }
+    },
+  }, "Retry") : null;
+  return el("tr", { "data-delivery": d.id, class: `delivery ${d.state}` },
+    el("td", {}, fmtTime(d.created_at)),
+    el("td", {}, el("span", { class: `state ${d.state}` }, d.state)),
+    el("td", {}, d.channel),
+    el("td", {}, d.route || "—"),
+    el("td", {}, d.event, d.alert_status ? ` (${d.alert_status})` : ""),
+    el("td", {}, deliveryAlert(d)),
+    el("td", {}, d.attempts),
+    el("td", { class: "last-error" }, withStatus(d.last_http_status, d.last_error)),
+    el("td", {}, d.state === "delivered" ? fmtTime(d.delivered_at) : d.state === "dead" ? "gave up" : fmtTime(d.next_attempt_at)),
+    el("td", { class: "mono" }, d.remote_ref || ""),
+    el("td", { class: "row-actions" }, retry, result));
 }
 
 export async function notificationsPage(ctx, params) {
@@ -53,15 +56,17 @@ export async function notificationsPage(ctx, params) {
   const admin = ctx.can("admin");
   // Counted apart from the list so the summary holds whatever the filter shows. The channel
   // schema is for the admins' form; without it the rest of the page still shows.
+  let nextDeliveries = null;
   const [channels, routes, deliveries, counts, schema] = await Promise.all([
     api("/api/v1/channels"),
     api("/api/v1/routes"),
-    api("/api/v1/deliveries" + query({ state: filter, limit: 100 })),
+    api("/api/v1/deliveries" + query({ state: filter, limit: 100 })).then((page) => { nextDeliveries = page.next_cursor; return page.deliveries; }),
     api("/api/v1/deliveries/counts"),
     admin ? api("/api/v1/channels/schema").catch((error) => ({ error })) : null,
   ]);
   const stateSelect = el("select", { id: "delivery-state", name: "state" },
     ["", "pending", "dead", "delivered", "sending"].map((s) => el("option", { value: s, selected: s === filter }, s || "all")));
+  const drawn = deliveriesTable(ctx, deliveries);
   stateSelect.addEventListener("change", () => { location.hash = "#/notifications" + query({ state: stateSelect.value }); });
   render(
     el("h1", {}, "Notifications"),
@@ -81,6 +86,10 @@ export async function notificationsPage(ctx, params) {
     el("h2", {}, "Deliveries"),
     el("form", { class: "filters", onsubmit: (e) => { e.preventDefault(); location.hash = "#/notifications" + query({ state: stateSelect.value }); } },
       el("label", {}, "State", stateSelect), el("button", { type: "submit" }, "Filter")),
-    deliveries.length ? deliveriesTable(ctx, deliveries) : el("p", { class: "muted" }, filter ? `No ${filter} deliveries.` : "Nothing sent yet."),
+    deliveries.length ? drawn : el("p", { class: "muted" }, filter ? `No ${filter} deliveries.` : "Nothing sent yet."),
+    loadMore({
+      path: "/api/v1/deliveries", params: { state: filter, limit: 100 }, key: "deliveries", nextCursor: nextDeliveries, id: "more-deliveries",
+      append: (rows) => drawn.tBodies[0].append(...rows.map((d) => deliveryRow(ctx, d))),
+    }),
   );
 }

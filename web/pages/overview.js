@@ -4,10 +4,10 @@ import { barChart } from "../charts.js";
 import { el, fmtTime, query, render, sev, table } from "../dom.js";
 
 export async function overviewPage() {
-  const [overview, changes, incidents] = await Promise.all([
+  const [overview, { changes }, { incidents, next_cursor: moreIncidents }] = await Promise.all([
     api("/api/v1/stats/overview"),
     api("/api/v1/changes?limit=10"),
-    api("/api/v1/incidents"),
+    api("/api/v1/incidents?limit=20"),
   ]);
   const open = overview.open_alerts;
   render(
@@ -35,9 +35,10 @@ export async function overviewPage() {
           { title: "Severity", value: (r) => sev(r.severity) },
           { title: "Principal", value: (r) => r.principal || "—" },
           { title: "From", value: (r) => r.source_ip || "—" },
-          { title: "Alerts", value: (r) => r.timeline.length },
+          { title: "Alerts", value: (r) => r.alert_count },
           { title: "Started", value: (r) => fmtTime(r.first_seen) },
-        ], incidents)),
+        ], incidents),
+        moreIncidents ? el("p", { class: "muted" }, "The 20 newest incidents.") : null),
       el("div", {}, el("h2", {}, "Recent configuration changes"),
         changes.length ? table([
           { title: "When", value: (r) => fmtTime(r.detected_at) },

@@ -223,6 +223,14 @@ pub struct ImportArgs {
     /// Database connections writing in parallel.
     #[arg(long, default_value_t = 2)]
     pub writers: usize,
+    /// Largest record held in memory, in MiB (a JSON event or line, a flow log line); a larger
+    /// one is reported with its file and byte offset and skipped.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_record_mb: u64,
+    /// Largest ratio of decompressed to compressed size for gzip files, past their first
+    /// 64 MiB; more is refused as a likely gzip bomb. 0 for no limit.
+    #[arg(long, default_value_t = skywarden::ingest::source::DEFAULT_MAX_GZIP_RATIO)]
+    pub max_gzip_ratio: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -237,9 +245,39 @@ pub struct ServeArgs {
     #[arg(long, env = "SKYWARDEN_NO_POLLERS")]
     pub no_pollers: bool,
     #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(flatten)]
     pub worker: PollerArgs,
     #[command(flatten)]
     pub notify: NotifyArgs,
+}
+
+/// What one client can take from the API: time, requests at once, database connections.
+/// Pollers, the sender and posture keep the --db-connections pool, without a statement timeout.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiArgs {
+    /// Longest a request may take to be answered (a 503 after that).
+    #[arg(long, env = "SKYWARDEN_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_positive_wait)]
+    pub request_timeout: std::time::Duration,
+    /// Requests answered at once; more get a 503 at once (health checks are not counted).
+    #[arg(long, env = "SKYWARDEN_MAX_CONCURRENT_REQUESTS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_concurrent_requests: u32,
+    /// Connections of the API's own database pool.
+    #[arg(long, env = "SKYWARDEN_API_DB_CONNECTIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub api_db_connections: u32,
+    /// Longest one API query may run before PostgreSQL cancels it (a 503 naming the timeout);
+    /// 0s for none.
+    #[arg(long, env = "SKYWARDEN_API_STATEMENT_TIMEOUT", default_value = "15s", value_parser = parse_wait)]
+    pub api_statement_timeout: std::time::Duration,
+}
+
+/// A duration above zero (`30s`).
+fn parse_positive_wait(text: &str) -> Result<std::time::Duration, String> {
+    let wait = parse_wait(text)?;
+    if wait.is_zero() {
+        return Err(format!("{text:?}: must be more than zero"));
+    }
+    Ok(wait)
 }
 
 /// Alert routing: where links point, which private networks receivers may be on, retries.

@@ -6,23 +6,74 @@
 //! - `aws-impossible-travel`: two successful logins whose implied speed is too high, using city
 //!   coordinates when the GeoIP data has them and country centroids otherwise.
 //! - `aws-excessive-login-failures`: too many failed logins for one principal in a window, or
-//!   from one source against several principals (password spraying).
+//!   from one source against several principals (password spraying); see [`super::failures`].
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use chrono::{DateTime, Duration, Utc};
 
+use super::failures::FailureBursts;
 use super::{Detectors, HIJACK, IMPOSSIBLE_TRAVEL, LOGIN_FAILURES};
 use crate::detect::PolicyEvent;
 use crate::geo::centroids::country_centroid;
 use crate::model::Finding;
 
+#[derive(Clone)]
 struct SuccessfulLogin {
     time: DateTime<Utc>,
     country: Option<String>,
     position: Option<(f64, f64)>,
     city_level: bool,
     source: Option<String>,
+}
+
+/// One principal's successful logins: those within the baseline, with a count per country (so
+/// a login is judged without walking its history), and the latest however old.
+#[derive(Default)]
+struct History {
+    recent: VecDeque<SuccessfulLogin>,
+    countries: BTreeMap<String, usize>,
+    last: Option<SuccessfulLogin>,
+}
+
+impl History {
+    /// Forgets logins before `since`.
+    fn prune(&mut self, since: DateTime<Utc>) {
+        while let Some(oldest) = self.recent.front().filter(|l| l.time < since) {
+            if let Some(country) = &oldest.country
+                && let Some(count) = self.countries.get_mut(country)
+            {
+                *count -= 1;
+                if *count == 0 {
+                    self.countries.remove(country);
+                }
+            }
+            self.recent.pop_front();
+        }
+    }
+
+    /// How many kept logins came before `time`, and their countries.
+    fn before(&self, time: DateTime<Utc>) -> (usize, BTreeSet<&str>) {
+        // Logins are pushed in time order: only the newest can share `time`.
+        let same_time: Vec<&SuccessfulLogin> = self.recent.iter().rev().take_while(|l| l.time >= time).collect();
+        let countries = self
+            .countries
+            .iter()
+            .filter(|(country, count)| {
+                **count > same_time.iter().filter(|l| l.country.as_deref() == Some(country.as_str())).count()
+            })
+            .map(|(country, _)| country.as_str())
+            .collect();
+        (self.recent.len() - same_time.len(), countries)
+    }
+
+    fn push(&mut self, login: SuccessfulLogin) {
+        if let Some(country) = &login.country {
+            *self.countries.entry(country.clone()).or_default() += 1;
+        }
+        self.last = Some(login.clone());
+        self.recent.push_back(login);
+    }
 }
 
 fn position(event: &PolicyEvent) -> (Option<(f64, f64)>, bool) {
@@ -43,66 +94,92 @@ pub fn haversine_km((lat1, lon1): (f64, f64), (lat2, lon2): (f64, f64)) -> f64 {
 }
 
 /// Runs the login detectors over `logins` (sorted by time). Findings are produced only for
-/// logins at or after `emit_from`; earlier ones build state.
+/// successful logins at or after `emit_from`, and for failure bursts that reach within a window
+/// of it; earlier logins build state.
 pub fn evaluate(
     detectors: &Detectors,
     logins: &[PolicyEvent],
     emit_from: DateTime<Utc>,
     only_policy: Option<&str>,
 ) -> Vec<Finding> {
-    let wants = |id: &str| only_policy.is_none_or(|p| p == id);
-    let settings = &detectors.settings;
-    let hijack_on = settings.account_hijacking.enabled && wants(HIJACK);
-    let travel_on = settings.impossible_travel.enabled && wants(IMPOSSIBLE_TRAVEL);
-    let failures_on = settings.login_failures.enabled && wants(LOGIN_FAILURES);
-    let baseline = Duration::days(settings.account_hijacking.baseline_days);
-    let failure_window = Duration::minutes(settings.login_failures.window_minutes);
-
-    let mut successes: HashMap<(String, String), Vec<SuccessfulLogin>> = HashMap::new();
-    let mut failures_by_principal: HashMap<(String, String), VecDeque<&PolicyEvent>> = HashMap::new();
-    let mut failures_by_source: HashMap<(String, String), VecDeque<&PolicyEvent>> = HashMap::new();
-    let mut findings = Vec::new();
-
+    let mut state = LoginDetectors::new(detectors, emit_from, None, only_policy);
     for event in logins {
-        let (Some(succeeded), Some(principal)) = (event.login_succeeded(), event.principal()) else { continue };
-        let key = (event.account_id.clone(), principal.to_string());
-        let emit = event.event_time >= emit_from;
-        if !succeeded {
-            if !failures_on {
-                continue;
-            }
-            let window = failures_by_principal.entry(key.clone()).or_default();
-            slide(window, event, failure_window);
-            if emit && window.len() >= settings.login_failures.threshold {
-                let who = event.user_name.as_deref().unwrap_or(principal);
-                findings.extend(failure_findings(detectors, window, who, None, settings.login_failures.threshold));
-            }
-            if let Some(source) = &event.source_ip_text {
-                let window = failures_by_source.entry((event.account_id.clone(), source.clone())).or_default();
-                slide(window, event, failure_window);
-                let principals: BTreeSet<&str> = window.iter().filter_map(|e| e.principal()).collect();
-                if emit && window.len() >= settings.login_failures.threshold && principals.len() > 1 {
-                    let threshold = settings.login_failures.threshold;
-                    findings.extend(failure_findings(detectors, window, source, Some(principals.len()), threshold));
-                }
-            }
-            continue;
-        }
+        state.push(event);
+    }
+    state.finish()
+}
 
-        let history = successes.entry(key).or_default();
+/// How far around new logins the detectors must see: successful logins a baseline (at least a
+/// day, for travel) each side, failed ones [`FailureBursts::reach`] each side.
+pub fn reach(detectors: &Detectors) -> (Duration, Duration) {
+    let baseline = Duration::days(detectors.settings.account_hijacking.baseline_days).max(Duration::days(1));
+    (baseline, FailureBursts::reach(detectors))
+}
+
+/// The login detectors fed one console login at a time, in event-time order, so a caller can
+/// stream logins from storage. State per principal stays within the baseline and per failure
+/// window within the window, whatever the number of logins.
+pub struct LoginDetectors<'d> {
+    detectors: &'d Detectors,
+    emit_from: DateTime<Utc>,
+    hijack_on: bool,
+    travel_on: bool,
+    baseline: Duration,
+    successes: HashMap<(String, String), History>,
+    failures: Option<FailureBursts<'d>>,
+    findings: Vec<Finding>,
+}
+
+impl<'d> LoginDetectors<'d> {
+    /// Findings for logins at or after `emit_from`; failure bursts for the alerts that failures
+    /// between `emit_from` and `emit_until` (open-ended without it) can change.
+    pub fn new(
+        detectors: &'d Detectors,
+        emit_from: DateTime<Utc>,
+        emit_until: Option<DateTime<Utc>>,
+        only_policy: Option<&str>,
+    ) -> Self {
+        let wants = |id: &str| only_policy.is_none_or(|p| p == id);
+        let settings = &detectors.settings;
+        let failures_on = settings.login_failures.enabled && wants(LOGIN_FAILURES);
+        Self {
+            detectors,
+            emit_from,
+            hijack_on: settings.account_hijacking.enabled && wants(HIJACK),
+            travel_on: settings.impossible_travel.enabled && wants(IMPOSSIBLE_TRAVEL),
+            baseline: Duration::days(settings.account_hijacking.baseline_days),
+            successes: HashMap::new(),
+            failures: failures_on.then(|| FailureBursts::new(detectors, emit_from, emit_until)),
+            findings: Vec::new(),
+        }
+    }
+
+    /// The next console login (not earlier than the one before).
+    pub fn push(&mut self, event: &PolicyEvent) {
+        let (Some(succeeded), Some(principal)) = (event.login_succeeded(), event.principal()) else { return };
+        if !succeeded {
+            if let Some(failures) = &mut self.failures {
+                failures.push(event);
+            }
+            return;
+        }
+        let key = (event.account_id.clone(), principal.to_string());
+        let emit = event.event_time >= self.emit_from;
+        let history = self.successes.entry(key).or_default();
+        history.prune(event.event_time - self.baseline);
         let (here, city_level) = position(event);
         if emit
-            && hijack_on
-            && let Some(finding) = hijack(detectors, event, history, baseline)
+            && self.hijack_on
+            && let Some(finding) = hijack(self.detectors, event, history)
         {
-            findings.push(finding);
+            self.findings.push(finding);
         }
         if emit
-            && travel_on
-            && let (Some(previous), Some(here)) = (history.last(), here)
-            && let Some(finding) = travel(detectors, event, previous, here, city_level)
+            && self.travel_on
+            && let (Some(previous), Some(here)) = (&history.last, here)
+            && let Some(finding) = travel(self.detectors, event, previous, here, city_level)
         {
-            findings.push(finding);
+            self.findings.push(finding);
         }
         history.push(SuccessfulLogin {
             time: event.event_time,
@@ -112,78 +189,28 @@ pub fn evaluate(
             source: event.source_ip_text.clone(),
         });
     }
-    findings
-}
 
-fn slide<'a>(window: &mut VecDeque<&'a PolicyEvent>, event: &'a PolicyEvent, length: Duration) {
-    window.push_back(event);
-    while window.front().is_some_and(|first| first.event_time < event.event_time - length) {
-        window.pop_front();
+    /// What the detectors found.
+    pub fn finish(mut self) -> Vec<Finding> {
+        if let Some(failures) = self.failures {
+            self.findings.extend(failures.finish());
+        }
+        self.findings
     }
 }
 
-fn failure_findings(
-    detectors: &Detectors,
-    window: &VecDeque<&PolicyEvent>,
-    subject: &str,
-    spraying_principals: Option<usize>,
-    threshold: usize,
-) -> Vec<Finding> {
-    let settings = &detectors.settings.login_failures;
-    let meta = detectors.meta(LOGIN_FAILURES);
-    let first = window.front().expect("window is not empty");
-    let title = match spraying_principals {
-        None => {
-            format!("{} failed console logins for {subject} within {} minutes", window.len(), settings.window_minutes)
-        }
-        Some(n) => format!(
-            "{} failed console logins from {subject} against {n} principals within {} minutes",
-            window.len(),
-            settings.window_minutes
-        ),
-    };
-    // Every failure in the window is evidence; they fold into one alert per subject and hour.
-    // When the threshold is first reached the whole window is evidence, after that each new
-    // failure (the earlier ones are recorded already).
-    let newest = if window.len() == threshold { window.len() } else { 1 };
-    window
-        .iter()
-        .skip(window.len() - newest)
-        .map(|event| {
-            let mut finding = meta.finding_for(event, settings.severity, title.clone());
-            // Per-principal bursts fold with the principal's other alerts; sprays by source.
-            if spraying_principals.is_some() {
-                finding.subject = format!("source:{subject}");
-            }
-            finding.details = serde_json::json!({
-                "failures_in_window": window.len(),
-                "window_minutes": settings.window_minutes,
-                "window_start": first.event_time,
-            });
-            finding
-        })
-        .collect()
-}
-
-fn hijack(
-    detectors: &Detectors,
-    event: &PolicyEvent,
-    history: &[SuccessfulLogin],
-    baseline: Duration,
-) -> Option<Finding> {
+/// A login from a country outside the principal's baseline (`history`, pruned to it).
+fn hijack(detectors: &Detectors, event: &PolicyEvent, history: &History) -> Option<Finding> {
     let settings = &detectors.settings.account_hijacking;
     let country = event.geo_country.as_deref()?;
     let principal = event.principal()?;
     if hijack_allowed(detectors, event, country, principal) {
         return None;
     }
-    let since = event.event_time - baseline;
-    let prior: Vec<&SuccessfulLogin> =
-        history.iter().filter(|l| l.time >= since && l.time < event.event_time).collect();
-    if prior.len() < settings.min_prior_logins {
+    let (prior, countries) = history.before(event.event_time);
+    if prior < settings.min_prior_logins {
         return None;
     }
-    let countries: BTreeSet<&str> = prior.iter().filter_map(|l| l.country.as_deref()).collect();
     if countries.contains(country) {
         return None;
     }
@@ -198,7 +225,7 @@ fn hijack(
     let mut finding = meta.finding_for(event, settings.severity, title);
     finding.details = serde_json::json!({
         "baseline_countries": countries,
-        "baseline_logins": prior.len(),
+        "baseline_logins": prior,
         "baseline_days": settings.baseline_days,
         "city": event.geo_city,
         "asn": event.geo_asn,

@@ -7,6 +7,7 @@
 //! - `aws-flow-exfiltration-volume`: bytes from the VPC to one external address per hour.
 
 pub mod exfiltration;
+mod failures;
 pub mod logins;
 pub mod security_group;
 

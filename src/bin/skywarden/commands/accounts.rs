@@ -111,6 +111,7 @@ async fn status(db: &Database, account_id: Option<&str>, json: bool) -> anyhow::
         let next = match (&status.running_on, (status.next_run_at - now).num_seconds()) {
             _ if !status.enabled => "retired".to_owned(),
             (Some(worker), _) => format!("running on {worker}"),
+            _ if status.parked_at.is_some() => "never: PARKED (poll-now runs it again)".to_owned(),
             (None, wait) if wait <= 0 => "due now".to_owned(),
             (None, wait) => format!("in {}", human(wait)),
         };
@@ -128,8 +129,48 @@ async fn status(db: &Database, account_id: Option<&str>, json: bool) -> anyhow::
                 .map(|e| format!("\n    last error ({} in a row): {e}", status.consecutive_failures))
                 .unwrap_or_default(),
         );
+        if let Some(at) = status.parked_at {
+            println!(
+                "    parked {} after {} panics in a row: `skywarden accounts poll-now --account {} --source {}` runs it again",
+                at.format("%Y-%m-%d %H:%M:%S UTC"),
+                status.consecutive_panics,
+                status.account_id,
+                status.source
+            );
+        }
+        if let Some(line) = failed_objects_line(status) {
+            println!("    {line}");
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The S3 objects a job could not read, for the line under it: `2 objects failed after 5 tries,
+/// 1 retrying; newest: s3://bucket/key: error`. None when every object was read.
+fn failed_objects_line(status: &jobs::JobStatus) -> Option<String> {
+    let objects = |n: i64| if n == 1 { "1 object".to_owned() } else { format!("{n} objects") };
+    let mut parts = Vec::new();
+    if status.objects_failed > 0 {
+        let tries = status.objects_failed_tries.map(|t| format!(" after {t} tries")).unwrap_or_default();
+        parts.push(format!("{} failed{tries}", objects(status.objects_failed)));
+    }
+    if status.objects_retrying > 0 {
+        let retrying =
+            if parts.is_empty() { objects(status.objects_retrying) } else { status.objects_retrying.to_string() };
+        parts.push(format!("{retrying} retrying"));
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    let newest = match (&status.newest_failure_object, &status.newest_failure_error) {
+        // Errors of reading an object often begin with its name already.
+        (Some(object), Some(error)) => {
+            let error = error.strip_prefix(&format!("{object}: ")).unwrap_or(error).replace('\n', " ");
+            format!("; newest: {object}: {error}")
+        }
+        _ => String::new(),
+    };
+    Some(format!("{}{newest}", parts.join(", ")))
 }
 
 /// What the role check found of the account's regions.

@@ -5,21 +5,22 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde::Serialize;
 use skywarden::db::DbOptions;
-use skywarden::detect::{self, DetectionSummary, PolicySet, Scope};
+use skywarden::detect::{self, DetectionSummary, PolicySet};
 use skywarden::ingest::flowlogs::FlowFormat;
 use skywarden::ingest::{self, ImportOptions, ImportSummary};
 
 use super::{EXIT_PARTIAL, load_policies, open_geo, with_db};
 use crate::cli::ImportArgs;
 
-/// Runs detection over what an import stored.
+/// Runs detection over what an import stored, and over what an earlier import or poll stored
+/// but never evaluated (one killed half-way).
 pub(crate) async fn detect_after_import(
     pool: &sqlx::PgPool,
     policies: Option<&PolicySet>,
     since: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<Option<DetectionSummary>> {
     let Some(policies) = policies else { return Ok(None) };
-    Ok(Some(detect::run(pool, policies, Scope::IngestedSince(since)).await.context("detection")?))
+    Ok(Some(detect::run_pending(pool, policies, since).await.context("detection")?))
 }
 
 #[derive(Serialize)]
@@ -40,6 +41,8 @@ pub(crate) async fn import(db_options: &DbOptions, args: ImportArgs) -> anyhow::
         parsers: args.parsers,
         writers: args.writers,
         show_progress: !args.json,
+        max_record_bytes: (args.max_record_mb << 20) as usize,
+        max_gzip_ratio: args.max_gzip_ratio,
         ..ImportOptions::new(args.paths)
     };
     let (summary, detection) = with_db(db_options, async |db| {

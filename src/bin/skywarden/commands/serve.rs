@@ -4,12 +4,38 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use skywarden::db::{Database, DbOptions};
+use skywarden::db::{Database, DbOptions, PoolSettings};
 use skywarden::http;
 
 use super::worker::{self, WorkerPolicies};
 use super::{notifications, shutdown_signal};
-use crate::cli::ServeArgs;
+use crate::cli::{ApiArgs, ServeArgs};
+
+/// The API's own pool: the background pool (`db.pool`) stays for pollers, the sender and
+/// posture, and API queries are cancelled at the statement timeout.
+fn api_pool(db: &Database, args: &ApiArgs) -> sqlx::PgPool {
+    let statement_timeout = Some(args.api_statement_timeout).filter(|t| !t.is_zero());
+    if statement_timeout.is_none_or(|t| t >= args.request_timeout) {
+        tracing::warn!(
+            statement_timeout = ?args.api_statement_timeout,
+            request_timeout = ?args.request_timeout,
+            "the API statement timeout is not below the request timeout: a slow query ends as a request timeout"
+        );
+    }
+    db.pool_with(&PoolSettings {
+        connections: args.api_db_connections,
+        // Waiting longer than a request may take is pointless.
+        acquire_timeout: args.request_timeout.min(std::time::Duration::from_secs(10)),
+        statement_timeout,
+    })
+}
+
+fn api_limits(args: &ApiArgs) -> http::limits::ApiLimits {
+    http::limits::ApiLimits {
+        request_timeout: args.request_timeout,
+        max_concurrent: usize::try_from(args.max_concurrent_requests).unwrap_or(usize::MAX),
+    }
+}
 
 pub(crate) async fn serve(db_options: &DbOptions, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Before anything starts: broken policies stop the command.
@@ -20,7 +46,9 @@ pub(crate) async fn serve(db_options: &DbOptions, args: ServeArgs) -> anyhow::Re
     let aws_settings = skywarden::aws::AwsSettings::from_env();
     let aws_base = aws_settings.load().await;
     let (key, sender) = notifications::set_up(db_options, &db, &args.notify, Some(args.listen)).await?;
-    let context = http::ApiContext::new(db.pool.clone())
+    let api_db = api_pool(&db, &args.api);
+    let context = http::ApiContext::new(api_db.clone())
+        .with_limits(api_limits(&args.api))
         .with_aws(aws_settings, aws_base)
         .with_notify(key, sender.clone())
         .with_posture(loaded.checks.clone(), args.worker.posture.alert_severity.0);
@@ -63,6 +91,7 @@ pub(crate) async fn serve(db_options: &DbOptions, args: ServeArgs) -> anyhow::Re
     if let Some(pollers) = pollers {
         pollers.await?;
     }
+    api_db.close().await;
     db.close().await?;
     Ok(ExitCode::SUCCESS)
 }

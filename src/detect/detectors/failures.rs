@@ -1,0 +1,365 @@
+//! `aws-excessive-login-failures`: too many failed console logins within a sliding window, for
+//! one principal, or from one source address against several principals (password spraying).
+//!
+//! A failure belongs to a burst when some window of `window_minutes` that holds it has at least
+//! `threshold` failures (of more than one principal, for a source). Each window keeps only the
+//! failures inside it and counts as it slides, so the work per failure does not grow with the
+//! attack. The failures of a burst fold per alert (subject and the policy's hour) into one
+//! finding that carries the count, the span, where they came from and a bounded sample of
+//! evidence: a million failures make one alert an hour, not a million evidence rows.
+//!
+//! A burst only grows as more failures arrive (windows only gain failures), so a finding is the
+//! whole alert as far as the failures seen say; the alert store keeps the largest.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::{Detectors, LOGIN_FAILURES};
+use crate::alerts::store::{BURST_SAMPLE, Burst};
+use crate::detect::PolicyEvent;
+use crate::detect::event::RawJson;
+use crate::model::Finding;
+
+/// How many source addresses or principals an alert names (with how many failures each).
+const NAMED: usize = 10;
+
+/// The failure windows and the bursts found so far.
+pub(super) struct FailureBursts<'d> {
+    detectors: &'d Detectors,
+    threshold: usize,
+    window: Duration,
+    bucket_seconds: i64,
+    /// Failures in this span can change a burst (new failures, and a window either side of
+    /// them): only the alerts of such bursts are reported.
+    changed: (DateTime<Utc>, Option<DateTime<Utc>>),
+    by_principal: HashMap<(String, String), Window>,
+    by_source: HashMap<(String, String), Window>,
+    /// When windows with nothing inside the window length were last dropped.
+    swept: Option<DateTime<Utc>>,
+    /// Per account, spraying or not, subject and alert bucket.
+    bursts: BTreeMap<(String, bool, String, i64), Accumulated>,
+}
+
+impl<'d> FailureBursts<'d> {
+    /// Bursts that failures from `from` to `until` (open-ended without it) can change.
+    pub(super) fn new(detectors: &'d Detectors, from: DateTime<Utc>, until: Option<DateTime<Utc>>) -> Self {
+        let settings = &detectors.settings.login_failures;
+        let window = Duration::minutes(settings.window_minutes);
+        Self {
+            detectors,
+            threshold: settings.threshold.max(1),
+            window,
+            bucket_seconds: detectors.meta(LOGIN_FAILURES).dedup_window.num_seconds().max(1),
+            changed: (from - window, until.map(|until| until + window)),
+            by_principal: HashMap::new(),
+            by_source: HashMap::new(),
+            swept: None,
+            bursts: BTreeMap::new(),
+        }
+    }
+
+    /// How far around new failures the failures must be seen to report whole alerts: a failure
+    /// can change the verdict on those a window either side, whose alert bucket spans an hour,
+    /// whose failures need a window either side again.
+    pub(super) fn reach(detectors: &Detectors) -> Duration {
+        let window = Duration::minutes(detectors.settings.login_failures.window_minutes.max(0));
+        window * 2 + detectors.meta(LOGIN_FAILURES).dedup_window
+    }
+
+    /// The next failed login (not earlier than the one before).
+    pub(super) fn push(&mut self, event: &PolicyEvent) {
+        let Some(principal) = event.principal() else { return };
+        self.sweep(event.event_time);
+        let failure = Arc::new(compact(event));
+        let window = self.by_principal.entry((event.account_id.clone(), principal.to_string())).or_default();
+        window.slide(&failure, self.window, false);
+        for qualified in window.take_burst(self.threshold, false) {
+            self.add(false, principal, &qualified);
+        }
+        if let Some(source) = &event.source_ip_text {
+            let window = self.by_source.entry((event.account_id.clone(), source.clone())).or_default();
+            window.slide(&failure, self.window, true);
+            let subject = format!("source:{source}");
+            for qualified in window.take_burst(self.threshold, true) {
+                self.add(true, &subject, &qualified);
+            }
+        }
+    }
+
+    /// Drops the windows whose failures all lie before `now`'s window (the next failure of their
+    /// key would empty them anyway), once per window length: failures from many addresses must
+    /// not keep a window each for the whole run.
+    fn sweep(&mut self, now: DateTime<Utc>) {
+        if self.swept.is_some_and(|at| now - at < self.window) {
+            return;
+        }
+        self.swept = Some(now);
+        let start = now - self.window;
+        let live = |window: &Window| window.failures.back().is_some_and(|f| f.event_time >= start);
+        self.by_principal.retain(|_, window| live(window));
+        self.by_source.retain(|_, window| live(window));
+    }
+
+    fn add(&mut self, spray: bool, subject: &str, failure: &PolicyEvent) {
+        let time = failure.event_time;
+        let bucket = time.timestamp().div_euclid(self.bucket_seconds) * self.bucket_seconds;
+        let changed = time >= self.changed.0 && self.changed.1.is_none_or(|until| time <= until);
+        let detectors = self.detectors;
+        self.bursts
+            .entry((failure.account_id.clone(), spray, subject.to_string(), bucket))
+            .or_insert_with(|| {
+                let meta = detectors.meta(LOGIN_FAILURES);
+                let mut finding = meta.finding_for(failure, detectors.settings.login_failures.severity, String::new());
+                // Per-principal bursts fold with the principal's other alerts; sprays by source.
+                finding.subject = subject.to_string();
+                let who = failure.user_name.as_deref().or(failure.principal()).unwrap_or("?").to_string();
+                Accumulated::new(finding, spray, who)
+            })
+            .add(failure, changed);
+    }
+
+    /// One finding per alert that the failures in the changed span reached.
+    pub(super) fn finish(self) -> Vec<Finding> {
+        let settings = &self.detectors.settings.login_failures;
+        self.bursts
+            .into_values()
+            .filter(|burst| burst.changed)
+            .map(|burst| burst.into_finding(settings.threshold, settings.window_minutes))
+            .collect()
+    }
+}
+
+/// What a window keeps of a failure: the fields a finding names, not the raw event.
+fn compact(event: &PolicyEvent) -> PolicyEvent {
+    PolicyEvent {
+        account_id: event.account_id.clone(),
+        event_id: event.event_id.clone(),
+        event_time: event.event_time,
+        event_source: None,
+        event_name: event.event_name.clone(),
+        principal_arn: event.principal_arn.clone(),
+        principal_type: event.principal_type.clone(),
+        user_name: event.user_name.clone(),
+        access_key_id: None,
+        source_ip: event.source_ip,
+        source_ip_text: event.source_ip_text.clone(),
+        user_agent: None,
+        error_code: None,
+        resource_ids: event.resource_ids.clone(),
+        geo_country: event.geo_country.clone(),
+        geo_city: event.geo_city.clone(),
+        geo_latitude: event.geo_latitude,
+        geo_longitude: event.geo_longitude,
+        geo_asn: event.geo_asn,
+        console_session: event.console_session,
+        raw: RawJson::new(String::new()),
+    }
+}
+
+/// The failures of one principal, or from one source, within the window length.
+#[derive(Default)]
+struct Window {
+    failures: VecDeque<Arc<PolicyEvent>>,
+    /// How many of the newest failures no window of a burst has held yet.
+    pending: usize,
+    /// Failures per principal (kept for sources: spraying means more than one).
+    principals: HashMap<String, usize>,
+}
+
+impl Window {
+    fn slide(&mut self, failure: &Arc<PolicyEvent>, length: Duration, count_principals: bool) {
+        self.failures.push_back(Arc::clone(failure));
+        self.pending += 1;
+        if count_principals && let Some(principal) = failure.principal() {
+            *self.principals.entry(principal.to_string()).or_default() += 1;
+        }
+        let start = failure.event_time - length;
+        while let Some(oldest) = self.failures.front().filter(|f| f.event_time < start) {
+            if self.pending == self.failures.len() {
+                self.pending -= 1;
+            }
+            if count_principals
+                && let Some(principal) = oldest.principal()
+                && let Some(count) = self.principals.get_mut(principal)
+            {
+                *count -= 1;
+                if *count == 0 {
+                    self.principals.remove(principal);
+                }
+            }
+            self.failures.pop_front();
+        }
+    }
+
+    /// When the window holds a burst, the failures in it not yet part of one (the newest).
+    fn take_burst(&mut self, threshold: usize, spray: bool) -> Vec<Arc<PolicyEvent>> {
+        if self.failures.len() < threshold || (spray && self.principals.len() < 2) {
+            return Vec::new();
+        }
+        let pending = std::mem::take(&mut self.pending);
+        self.failures.range(self.failures.len() - pending..).cloned().collect()
+    }
+}
+
+/// One alert's burst so far.
+struct Accumulated {
+    /// The finding of its first failure.
+    finding: Finding,
+    spray: bool,
+    /// Whom the first failure names (its user name, else its principal).
+    who: String,
+    count: i64,
+    last: DateTime<Utc>,
+    /// The first and the last failures, at most [`BURST_SAMPLE`] each.
+    head: Vec<(String, DateTime<Utc>)>,
+    tail: VecDeque<(String, DateTime<Utc>)>,
+    sources: HashMap<String, i64>,
+    principals: HashMap<String, i64>,
+    /// Whether a failure in the changed span is part of it.
+    changed: bool,
+}
+
+impl Accumulated {
+    fn new(finding: Finding, spray: bool, who: String) -> Self {
+        Self {
+            last: finding.time,
+            finding,
+            spray,
+            who,
+            count: 0,
+            head: Vec::new(),
+            tail: VecDeque::new(),
+            sources: HashMap::new(),
+            principals: HashMap::new(),
+            changed: false,
+        }
+    }
+
+    fn add(&mut self, failure: &PolicyEvent, changed: bool) {
+        self.count += 1;
+        self.last = failure.event_time;
+        self.changed |= changed;
+        let evidence = (failure.event_id.clone(), failure.event_time);
+        if self.head.len() < BURST_SAMPLE {
+            self.head.push(evidence);
+        } else {
+            if self.tail.len() == BURST_SAMPLE {
+                self.tail.pop_front();
+            }
+            self.tail.push_back(evidence);
+        }
+        let source = failure.source_ip_text.clone().unwrap_or_else(|| "?".into());
+        *self.sources.entry(source).or_default() += 1;
+        let who = failure.user_name.as_deref().or(failure.principal()).unwrap_or("?");
+        if let Some(count) = self.principals.get_mut(who) {
+            *count += 1;
+        } else {
+            self.principals.insert(who.to_string(), 1);
+        }
+    }
+
+    fn into_finding(self, threshold: usize, window_minutes: i64) -> Finding {
+        let Self { mut finding, spray, who, count, last, head, tail, sources, principals, .. } = self;
+        let (sources, source_count) = most(sources);
+        let (principals, principal_count) = most(principals);
+        let within = format!("at least {threshold} within {window_minutes} minutes");
+        finding.title = if spray {
+            let source = finding.subject.trim_start_matches("source:");
+            format!("{count} failed console logins from {source} against {principal_count} principals ({within})")
+        } else {
+            let from = match sources.as_slice() {
+                [(only, _)] => only.clone(),
+                _ => format!("{source_count} addresses"),
+            };
+            format!("{count} failed console logins for {who} from {from} ({within})")
+        };
+        let named = |list: Vec<(String, i64)>, what: &str| -> Vec<serde_json::Value> {
+            list.into_iter().map(|(name, failures)| serde_json::json!({ what: name, "failures": failures })).collect()
+        };
+        finding.details = serde_json::json!({
+            "failures": count,
+            "burst_start": finding.time,
+            "burst_end": last,
+            "threshold": threshold,
+            "window_minutes": window_minutes,
+            "sources": named(sources, "address"),
+            "source_count": source_count,
+            "principals": named(principals, "principal"),
+            "principal_count": principal_count,
+        });
+        let burst = Burst { count, first: finding.time, last, sample: head.into_iter().chain(tail).collect() };
+        burst.attach(&mut finding);
+        finding
+    }
+}
+
+/// The [`NAMED`] names with the most failures (ties by name), and how many names there are.
+fn most(counts: HashMap<String, i64>) -> (Vec<(String, i64)>, usize) {
+    let total = counts.len();
+    let mut list: Vec<(String, i64)> = counts.into_iter().collect();
+    list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    list.truncate(NAMED);
+    (list, total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(user: &str, source: &str, time: DateTime<Utc>) -> PolicyEvent {
+        PolicyEvent {
+            account_id: "111122223333".into(),
+            event_id: format!("{user}-{}", time.timestamp()),
+            event_time: time,
+            event_source: Some("signin.amazonaws.com".into()),
+            event_name: Some("ConsoleLogin".into()),
+            principal_arn: Some(format!("arn:aws:iam::111122223333:user/{user}")),
+            principal_type: Some("IAMUser".into()),
+            user_name: Some(user.into()),
+            access_key_id: None,
+            source_ip: source.parse().ok(),
+            source_ip_text: Some(source.into()),
+            user_agent: None,
+            error_code: None,
+            resource_ids: Vec::new(),
+            geo_country: None,
+            geo_city: None,
+            geo_latitude: None,
+            geo_longitude: None,
+            geo_asn: None,
+            console_session: None,
+            raw: RawJson::new(r#"{"responseElements":{"ConsoleLogin":"Failure"}}"#.into()),
+        }
+    }
+
+    #[test]
+    fn windows_that_ended_are_dropped_and_live_ones_kept() {
+        let set = crate::detect::PolicySet::builtin();
+        let start: DateTime<Utc> = "2026-11-12T05:00:00Z".parse().unwrap();
+        // For an hour, one failure a second of a new user from a new address; alice fails five
+        // times from minute 5 and five more from minute 11, across a sweep at minute 10.
+        let mut events: Vec<PolicyEvent> = (0..3600)
+            .map(|s| {
+                failure(&format!("user{s}"), &format!("10.0.{}.{}", s / 250, s % 250), start + Duration::seconds(s))
+            })
+            .collect();
+        let alice =
+            [5, 6, 7, 8, 9, 11, 12, 13, 14, 15].map(|m| failure("alice", "176.36.10.20", start + Duration::minutes(m)));
+        events.extend(alice);
+        events.sort_by_key(|e| e.event_time);
+        let mut bursts = FailureBursts::new(&set.detectors, start, None);
+        let mut most = 0;
+        for event in &events {
+            bursts.push(event);
+            most = most.max(bursts.by_source.len() + bursts.by_principal.len());
+        }
+        // A window's failures (600 s) either side of the last sweep, for principals and sources.
+        assert!(most <= 4 * 602, "{most} windows at most for 7,200 keys");
+        let found = bursts.finish();
+        assert_eq!(found.len(), 1, "{found:?}");
+        let (burst, _) = Burst::of(&found[0]).unwrap();
+        assert_eq!((burst.count, burst.first), (10, start + Duration::minutes(5)), "the live window was kept");
+    }
+}
