@@ -21,7 +21,7 @@ DEBUG_BIN := $(TARGET_DIR)/debug/skywarden
 BENCH_BIN := $(TARGET_DIR)/release/skywarden-bench
 BENCH_DEBUG_BIN := $(TARGET_DIR)/debug/skywarden-bench
 
-.PHONY: demo test build geoip sqlx-prepare bench clean-test-db test-tools
+.PHONY: demo test build geoip sqlx-prepare bench clean-test-db test-tools fuzz
 
 # Test tools from PyPI: the AWS emulator (moto server), the API fuzzer (schemathesis) and the
 # SMTP server the email tests talk to (aiosmtpd). The ones on PATH, else a private venv.
@@ -162,3 +162,17 @@ sqlx-prepare:
 	for f in migrations/*.sql; do psql -q -v ON_ERROR_STOP=1 "$$prepare_url" -f $$f; done
 	rm -rf .sqlx && mkdir .sqlx && touch src/lib.rs
 	SQLX_OFFLINE=false SQLX_OFFLINE_DIR=$(CURDIR)/.sqlx DATABASE_URL=$$prepare_url $(CARGO) build --locked
+
+# Fuzzing (nightly toolchain and cargo-fuzz): each target for FUZZ_SECONDS over a copy of its
+# corpus; `make test` replays the corpus and mutations of it on stable (tests/fuzz_corpus.rs).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := json_stream cloudtrail flow_logs snapshot_dump sigma_rule rego_check
+fuzz:
+	command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	cd fuzz
+	for target in $(FUZZ_TARGETS); do
+		mkdir -p target/corpus/$$target
+		cp corpus/$$target/* target/corpus/$$target/
+		$(CARGO) +nightly fuzz run $$target target/corpus/$$target -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 2>&1 \
+			| tee target/$$target.log | grep -E '^#[0-9]+ +DONE|stat::number_of_executed_units|ERROR|SUMMARY'
+	done
