@@ -121,9 +121,9 @@ test: test-tools
 	kill $$serve_pid
 	# Free space where the cluster and the build live, before and after (a full disk fails tests
 	# in ways that look like bugs).
-	df -h $(TEST_PG_DIR) target || true
+	df -h $(TEST_PG_DIR) $(TARGET_DIR) || true
 	SKYWARDEN_TEST_DATABASE_URL=$$(cat $(TEST_PG_DIR).url) $(CARGO) test --locked --workspace -- --test-threads 2 \
-		|| { df -h $(TEST_PG_DIR) target; exit 1; }
+		|| { df -h $(TEST_PG_DIR) $(TARGET_DIR); exit 1; }
 	# Every benchmark at a tiny size, so none can rot (the ratios printed mean nothing at this size).
 	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) import --events 2000
 	$(BENCH_DEBUG_BIN) detect --events 2000 --policies policies
