@@ -317,9 +317,62 @@ async fn flow_findings(
     Ok(exfiltration::evaluate(&policies.detectors, &volumes))
 }
 
+/// A `cloudtrail_events` row as the detectors read it.
+struct EventRow {
+    account_id: String,
+    event_id: String,
+    event_time: DateTime<Utc>,
+    event_source: Option<String>,
+    event_name: Option<String>,
+    principal_arn: Option<String>,
+    principal_type: Option<String>,
+    user_name: Option<String>,
+    access_key_id: Option<String>,
+    source_ip: Option<String>,
+    source_ip_text: Option<String>,
+    user_agent: Option<String>,
+    error_code: Option<String>,
+    resource_ids: Vec<String>,
+    geo_country: Option<String>,
+    geo_city: Option<String>,
+    geo_latitude: Option<f64>,
+    geo_longitude: Option<f64>,
+    geo_asn: Option<i64>,
+    raw: String,
+}
+
+impl EventRow {
+    fn into_event(self) -> PolicyEvent {
+        PolicyEvent {
+            account_id: self.account_id,
+            event_id: self.event_id,
+            event_time: self.event_time,
+            event_source: self.event_source,
+            event_name: self.event_name,
+            principal_arn: self.principal_arn,
+            principal_type: self.principal_type,
+            user_name: self.user_name,
+            access_key_id: self.access_key_id,
+            source_ip: self.source_ip.and_then(|ip| ip.parse::<IpAddr>().ok()),
+            source_ip_text: self.source_ip_text,
+            user_agent: self.user_agent,
+            error_code: self.error_code,
+            resource_ids: self.resource_ids,
+            geo_country: self.geo_country,
+            geo_city: self.geo_city,
+            geo_latitude: self.geo_latitude,
+            geo_longitude: self.geo_longitude,
+            geo_asn: self.geo_asn,
+            console_session: None,
+            raw: RawJson::new(self.raw),
+        }
+    }
+}
+
 macro_rules! policy_event_query {
     ($pool:expr, $filter:literal, $($arg:expr),*) => {
-        sqlx::query!(
+        sqlx::query_as!(
+            EventRow,
             r#"SELECT account_id, event_id, event_time, event_source, event_name, principal_arn, principal_type,
                       user_name, access_key_id, host(source_ip) AS source_ip, source_ip_text, user_agent, error_code,
                       resource_ids, geo_country, geo_city, geo_latitude, geo_longitude, geo_asn, raw::text AS "raw!"
@@ -327,29 +380,7 @@ macro_rules! policy_event_query {
             $($arg),*
         )
         .fetch($pool)
-        .map_ok(|r| PolicyEvent {
-            account_id: r.account_id,
-            event_id: r.event_id,
-            event_time: r.event_time,
-            event_source: r.event_source,
-            event_name: r.event_name,
-            principal_arn: r.principal_arn,
-            principal_type: r.principal_type,
-            user_name: r.user_name,
-            access_key_id: r.access_key_id,
-            source_ip: r.source_ip.and_then(|ip| ip.parse::<IpAddr>().ok()),
-            source_ip_text: r.source_ip_text,
-            user_agent: r.user_agent,
-            error_code: r.error_code,
-            resource_ids: r.resource_ids,
-            geo_country: r.geo_country,
-            geo_city: r.geo_city,
-            geo_latitude: r.geo_latitude,
-            geo_longitude: r.geo_longitude,
-            geo_asn: r.geo_asn,
-            console_session: None,
-            raw: RawJson::new(r.raw),
-        })
+        .map_ok(EventRow::into_event)
     };
 }
 
@@ -372,7 +403,8 @@ fn console_logins(
     failures: (DateTime<Utc>, DateTime<Utc>),
 ) -> EventStream<'_> {
     Box::pin(
-        sqlx::query!(
+        sqlx::query_as!(
+            EventRow,
             r#"SELECT account_id, event_id, event_time, event_source, event_name, principal_arn, principal_type,
                       user_name, access_key_id, host(source_ip) AS source_ip, source_ip_text, user_agent, error_code,
                       resource_ids, geo_country, geo_city, geo_latitude, geo_longitude, geo_asn,
@@ -394,29 +426,7 @@ fn console_logins(
             failures.1,
         )
         .fetch(pool)
-        .map_ok(|r| PolicyEvent {
-            account_id: r.account_id,
-            event_id: r.event_id,
-            event_time: r.event_time,
-            event_source: r.event_source,
-            event_name: r.event_name,
-            principal_arn: r.principal_arn,
-            principal_type: r.principal_type,
-            user_name: r.user_name,
-            access_key_id: r.access_key_id,
-            source_ip: r.source_ip.and_then(|ip| ip.parse::<IpAddr>().ok()),
-            source_ip_text: r.source_ip_text,
-            user_agent: r.user_agent,
-            error_code: r.error_code,
-            resource_ids: r.resource_ids,
-            geo_country: r.geo_country,
-            geo_city: r.geo_city,
-            geo_latitude: r.geo_latitude,
-            geo_longitude: r.geo_longitude,
-            geo_asn: r.geo_asn,
-            console_session: None,
-            raw: RawJson::new(r.raw),
-        }),
+        .map_ok(EventRow::into_event),
     )
 }
 

@@ -699,72 +699,9 @@ pub struct FindingFilter {
     pub id: Option<i64>,
 }
 
+/// Every finding `filter` selects, in the order of [`page`] (the command line lists them all).
 pub async fn list(pool: &PgPool, filter: &FindingFilter) -> Result<Vec<FindingView>, sqlx::Error> {
-    let rows = sqlx::query!(
-        r#"SELECT f.id, f.account_id, f.check_id, coalesce(c.title, f.check_id) AS "title!", coalesce(c.section, '') AS "section!",
-                  f.severity AS "severity: Severity", f.status, f.resource_type, f.resource_id, f.region, f.messages,
-                  f.first_failed_at, f.last_seen_at, f.resolved_at, coalesce(c.remediation, '') AS "remediation!",
-                  coalesce(c.frameworks, '{}') AS "frameworks!", coalesce(c.mitre, '{}') AS "mitre!", f.alert_id::text AS alert_id,
-                  (SELECT s.reason FROM posture_suppressions s
-                   WHERE s.check_id = f.check_id AND (s.account_id IS NULL OR s.account_id = f.account_id)
-                     AND (s.resource_id IS NULL OR s.resource_id = f.resource_id) AND (s.expires_at IS NULL OR s.expires_at > now())
-                   ORDER BY s.id LIMIT 1) AS suppression,
-                  (SELECT jsonb_build_object('change_id', ch.change_id, 'detected_at', ch.detected_at, 'kind', ch.kind,
-                                             'event_time', ch.event_time, 'event_id', ch.event_id, 'event_name', ch.event_name,
-                                             'principal_arn', ch.principal_arn, 'source_ip', ch.source_ip, 'diff', ch.diff)
-                   FROM config_changes ch WHERE ch.change_id = f.change_id) AS cause,
-                  ARRAY(SELECT a.alert_id::text FROM alerts a
-                        WHERE a.account_id = f.account_id AND a.policy_id NOT LIKE 'posture:%'
-                          AND (f.resource_id = ANY(a.resources)
-                               OR (SELECT ch.resource_id FROM config_changes ch WHERE ch.change_id = f.change_id) = ANY(a.resources))
-                          AND a.first_seen >= coalesce((SELECT coalesce(ch.event_time, ch.detected_at) FROM config_changes ch
-                                                        WHERE ch.change_id = f.change_id), f.first_failed_at) - interval '1 day'
-                          AND a.first_seen <= f.first_failed_at + interval '1 hour'
-                        ORDER BY a.first_seen) AS "related_alerts!"
-           FROM posture_findings f LEFT JOIN posture_checks c ON c.id = f.check_id
-           WHERE ($1::text IS NULL OR f.status = $1)
-             AND ($2::text IS NULL OR f.account_id = $2)
-             AND ($3::text IS NULL OR f.check_id = $3)
-             AND ($4::text IS NULL OR c.section = $4)
-             AND ($5::text IS NULL OR f.resource_id = $5)
-             AND ($6::bigint IS NULL OR f.id = $6)
-           ORDER BY f.severity DESC, f.check_id, f.resource_id"#,
-        filter.status,
-        filter.account_id,
-        filter.check_id,
-        filter.section,
-        filter.resource_id,
-        filter.id,
-    )
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| FindingView {
-            id: r.id,
-            account_id: r.account_id,
-            check_id: r.check_id,
-            title: r.title,
-            section: r.section,
-            severity: r.severity,
-            status: r.status,
-            suppressed: r.suppression.is_some(),
-            suppression: r.suppression,
-            resource_type: r.resource_type,
-            resource_id: r.resource_id,
-            region: r.region,
-            messages: r.messages,
-            first_failed_at: r.first_failed_at,
-            last_seen_at: r.last_seen_at,
-            resolved_at: r.resolved_at,
-            remediation: r.remediation,
-            frameworks: r.frameworks,
-            mitre: r.mitre,
-            cause: r.cause,
-            alert_id: r.alert_id,
-            related_alerts: r.related_alerts,
-        })
-        .collect())
+    page(pool, filter, None, i64::MAX).await
 }
 
 /// One finding's history: opened, changed, resolved, reopened.
