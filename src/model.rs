@@ -219,3 +219,6 @@ mod tests {
         assert!("urgent".parse::<Severity>().is_err());
     }
 }
+
+/// The region name Skywarden uses for global services (IAM).
+pub const GLOBAL_REGION: &str = "global";

@@ -89,8 +89,7 @@ impl fmt::Debug for AwsSettings {
 
 pub const DEFAULT_HOME_REGION: &str = "us-east-1";
 
-/// The region name Skywarden uses for global services (IAM).
-pub const GLOBAL_REGION: &str = "global";
+pub use crate::model::GLOBAL_REGION;
 
 /// Whether `name` has the shape of a region name: `us-east-1`, `ap-southeast-4`,
 /// `us-gov-west-1`, `eu-isoe-west-1` (lowercase words and a final number, hyphen-separated).

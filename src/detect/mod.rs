@@ -16,6 +16,7 @@
 
 pub mod detectors;
 pub mod event;
+pub mod health;
 pub mod runner;
 pub mod sigma;
 

@@ -21,7 +21,7 @@ use crate::alerts::store::{self, AlertStoreError, RecordOutcome};
 use crate::detect::detectors::exfiltration::{self, HourlyVolume};
 use crate::detect::detectors::logins;
 use crate::detect::event::RawJson;
-use crate::detect::{PolicyEvent, PolicySet};
+use crate::detect::{PolicyEvent, PolicySet, health};
 use crate::model::Finding;
 
 #[derive(Debug, thiserror::Error)]
@@ -106,16 +106,35 @@ pub async fn run_pending(
     let scan_start = database_now(pool).await?;
     let pending = sqlx::query_scalar!("SELECT pending_since FROM detection_watermark").fetch_optional(pool).await?;
     let since = pending.map_or(started, |pending| pending.min(started));
-    let summary = run(pool, policies, Scope::IngestedSince(since)).await?;
+    let summary = match run(pool, policies, Scope::IngestedSince(since)).await {
+        Ok(summary) => summary,
+        Err(error) => {
+            health::record_failure(pool, &error_chain(&error)).await;
+            return Err(error);
+        }
+    };
     sqlx::query!(
-        "INSERT INTO detection_watermark (pending_since) VALUES ($1)
+        "INSERT INTO detection_watermark (pending_since, last_success_at) VALUES ($1, now())
          ON CONFLICT (only_row) DO UPDATE
-         SET pending_since = GREATEST(detection_watermark.pending_since, EXCLUDED.pending_since)",
+         SET pending_since = GREATEST(detection_watermark.pending_since, EXCLUDED.pending_since),
+             last_success_at = now(), failing_since = NULL, consecutive_failures = 0, last_error = NULL",
         scan_start
     )
     .execute(pool)
     .await?;
     Ok(summary)
+}
+
+/// An error with its causes, on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Evaluates `scope` (all policies, or one) and returns the findings without storing them.

@@ -77,6 +77,9 @@ async fn render(State(context): State<ApiContext>) -> String {
         write_s3_failures(&mut out, &counts);
     }
     write_posture_problems(&mut out, &context.db).await;
+    if let Ok(health) = crate::detect::health::read(&context.db).await {
+        write_detection_health(&mut out, &health);
+    }
     if let Ok((events, flows)) = stored {
         out.push_str("# HELP skywarden_events_stored Stored CloudTrail events (planner estimate).\n# TYPE skywarden_events_stored gauge\n");
         let _ = writeln!(out, "skywarden_events_stored {events}");
@@ -84,6 +87,21 @@ async fn render(State(context): State<ApiContext>) -> String {
         let _ = writeln!(out, "skywarden_flow_records_stored {flows}");
     }
     out
+}
+
+/// Whether detection after imports and polls keeps up: failed runs in a row (0 when the last
+/// succeeded) and when one last succeeded.
+fn write_detection_health(out: &mut String, health: &crate::detect::health::DetectionHealth) {
+    out.push_str(
+        "# HELP skywarden_detection_consecutive_failures Detection runs that failed in a row (0: the last one succeeded).\n",
+    );
+    out.push_str("# TYPE skywarden_detection_consecutive_failures gauge\n");
+    let _ = writeln!(out, "skywarden_detection_consecutive_failures {}", health.consecutive_failures);
+    if let Some(success) = health.last_success_at {
+        out.push_str("# HELP skywarden_detection_last_success_timestamp_seconds When a detection run last succeeded (Unix time).\n");
+        out.push_str("# TYPE skywarden_detection_last_success_timestamp_seconds gauge\n");
+        let _ = writeln!(out, "skywarden_detection_last_success_timestamp_seconds {}", success.timestamp());
+    }
 }
 
 /// A label value with its backslashes and quotes escaped.

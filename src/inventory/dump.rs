@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sqlx::PgPool;
 
-use super::collect::RESOURCE_TYPES;
+use super::resource_types::RESOURCE_TYPES;
 use super::{ResourceConfig, store};
 
 pub const FORMAT: &str = "skywarden.snapshot/v1";

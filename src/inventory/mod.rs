@@ -6,9 +6,11 @@
 //! [`dump`] replays snapshots kept in a file. Imports `aws`, `db` and `model`; never `ingest`,
 //! `detect` or `posture` (they read the inventory, not the reverse).
 
+#[cfg(feature = "aws")]
 pub mod collect;
 pub mod diff;
 pub mod dump;
+pub mod resource_types;
 pub mod store;
 
 use serde_json::Value;
@@ -32,4 +34,4 @@ pub struct ResourceConfig {
     pub config: Value,
 }
 
-pub use crate::aws::GLOBAL_REGION;
+pub use crate::model::GLOBAL_REGION;

@@ -595,6 +595,43 @@ async fn an_import_that_fills_the_disk_half_way_fails_naming_the_cause_and_a_rer
     assert_eq!(alerts, expected.2, "the same alerts as one clean import");
 }
 
+#[tokio::test]
+async fn a_failed_detection_run_shows_in_metrics_until_a_run_succeeds_and_covers_its_events() {
+    let trail = vec![incident("cloudtrail")];
+    let expected = clean_trail_import(&trail).await;
+    let db = TestDb::new().await;
+    // Events store, alerts do not: detection fails after the import, as it would after a poll.
+    sqlx::raw_sql(
+        r#"CREATE FUNCTION refuse_alerts() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN RAISE EXCEPTION 'alerts refused by the test'; END $$;
+           CREATE TRIGGER refuse_alerts BEFORE INSERT ON alerts FOR EACH ROW EXECUTE FUNCTION refuse_alerts();"#,
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    for run in 1..=2 {
+        let failed = import(&db.url, &trail);
+        assert!(!failed.status.success());
+        assert!(stderr(&failed).contains("alerts refused by the test"), "{}", stderr(&failed));
+        let health = skywarden::detect::health::read(&db.pool).await.unwrap();
+        assert_eq!(health.consecutive_failures, run, "{health:?}");
+        assert!(health.failing_since.is_some() && health.last_error.as_deref().unwrap_or("").contains("alerts refused"));
+        let metrics = scrape_metrics(&db.pool).await;
+        assert!(metrics.contains(&format!("skywarden_detection_consecutive_failures {run}\n")), "{metrics}");
+    }
+    sqlx::raw_sql("DROP TRIGGER refuse_alerts ON alerts").execute(&db.pool).await.unwrap();
+
+    let rerun = import(&db.url, &trail);
+    assert!(rerun.status.success(), "{}", stderr(&rerun));
+    assert_eq!(stored(&db.pool).await, expected, "the rerun raised every alert the failed runs missed");
+    let health = skywarden::detect::health::read(&db.pool).await.unwrap();
+    assert_eq!((health.consecutive_failures, health.failing_since, health.last_error), (0, None, None));
+    assert!(health.last_success_at.is_some());
+    let metrics = scrape_metrics(&db.pool).await;
+    assert!(metrics.contains("skywarden_detection_consecutive_failures 0\n"), "{metrics}");
+    assert!(metrics.contains("skywarden_detection_last_success_timestamp_seconds "), "{metrics}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // PostgreSQL killed and restarted under `serve`.
 
