@@ -17,6 +17,7 @@
 pub mod detectors;
 pub mod event;
 pub mod health;
+pub mod lint;
 pub mod runner;
 pub mod sigma;
 

@@ -100,6 +100,32 @@ fn console_login_without_mfa() {
     let mut federated = login("alice", T, ATTACKER, true, "No");
     federated["userIdentity"]["type"] = json!("AssumedRole");
     assert!(fired(&set, &federated).is_empty());
+    // SAML federation: MFA happens at the identity provider; CloudTrail still says MFAUsed No.
+    let mut saml = login("alice", T, ATTACKER, true, "No");
+    saml["additionalEventData"]["SamlProviderArn"] = json!(format!("arn:aws:iam::{ACCOUNT}:saml-provider/Okta"));
+    assert!(fired(&set, &saml).is_empty());
+}
+
+/// The shipped policies with every SigmaHQ rule enabled (they are off by default).
+fn sigmahq_enabled() -> PolicySet {
+    let set = PolicySet::from_files_with(&PolicyFiles::builtin(), true);
+    assert!(set.problems.is_empty(), "{:?}", set.problems);
+    set
+}
+
+#[test]
+fn a_string_modifier_on_an_object_field_matches_its_serialised_text_as_reference_engines_do() {
+    let set = sigmahq_enabled();
+    let versioning = |status: &str| {
+        cloudtrail("alice", "s3.amazonaws.com", "PutBucketVersioning", T, ATTACKER,
+            json!({"requestParameters": {"bucketName": "logs", "VersioningConfiguration": {"Status": status, "xmlns": "http://s3.amazonaws.com/doc/2006-03-01/"}}}))
+    };
+    let suspended = to_event(&versioning("Suspended"), None);
+    let rule = "a136ac98-b2bc-4189-a14d-f0d0388e57a7";
+    assert!(set.sigma.matching_rules(&suspended).iter().any(|id| id == rule), "{:?}", set.sigma.matching_rules(&suspended));
+    assert_eq!(set.sigma.matching_rules(&suspended), set.sigma.matching_rules_plain(&versioning("Suspended")));
+    let enabled = to_event(&versioning("Enabled"), None);
+    assert!(!set.sigma.matching_rules(&enabled).iter().any(|id| id == rule));
 }
 
 #[test]

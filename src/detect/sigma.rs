@@ -20,6 +20,7 @@ use rsigma_eval::event::{Event, EventValue, JsonEvent};
 use rsigma_parser::{Detection, Level, SigmaRule};
 use serde::Deserialize;
 
+use super::lint::RuleFields;
 use super::{PolicyEvent, PolicyKind, PolicyMeta, PolicyProblem, Subject, mitre_from_tags, parse_duration};
 use crate::model::{Finding, Severity};
 use crate::policy_files::{PolicyFile, PolicyFiles, ids_declared_by_overrides};
@@ -44,6 +45,8 @@ pub struct SigmaPolicies {
     by_rule_id: HashMap<String, PolicyMeta>,
     /// Every rule's metadata, enabled or not.
     all: Vec<PolicyMeta>,
+    /// The fields each enabled rule tests, for `policies lint`.
+    fields: Vec<RuleFields>,
 }
 
 /// One rule as its file declares it.
@@ -66,7 +69,7 @@ impl SigmaPolicies {
     ) -> Self {
         problems.extend(files.unreadable_at(folder).cloned());
         let declared = overrides_win(parse_files(files, folder, problems), files, folder);
-        let mut policies = Self { engine: Engine::new(), by_rule_id: HashMap::new(), all: Vec::new() };
+        let mut policies = Self { engine: Engine::new(), by_rule_id: HashMap::new(), all: Vec::new(), fields: Vec::new() };
         let mut seen_rule_ids = BTreeSet::new();
         for Declared { file, rule } in declared {
             let problem = |problem: String| PolicyProblem { file: file.location(), problem };
@@ -93,6 +96,7 @@ impl SigmaPolicies {
     fn add(&mut self, rule: &SigmaRule, rule_id: String, meta: PolicyMeta) -> Result<(), String> {
         if meta.enabled {
             self.engine.add_rule(&typed_fields_first(rule)).map_err(|e| e.to_string())?;
+            self.fields.push(RuleFields::of(rule, &meta.id, &meta.file.to_string_lossy()));
             self.by_rule_id.insert(rule_id, meta.clone());
         }
         self.all.push(meta);
@@ -103,6 +107,11 @@ impl SigmaPolicies {
         self.all.iter()
     }
 
+    /// What each enabled rule tests (see [`super::lint`]).
+    pub fn rule_fields(&self) -> &[RuleFields] {
+        &self.fields
+    }
+
     pub fn enabled_count(&self) -> usize {
         self.by_rule_id.len()
     }
@@ -110,8 +119,8 @@ impl SigmaPolicies {
     /// Ids of the rules that match `raw` seen as plain JSON, without the lazy typed view: the
     /// reference the lazy view is checked against.
     pub fn matching_rules_plain(&self, raw: &serde_json::Value) -> Vec<String> {
-        let mut ids: Vec<String> =
-            self.engine.evaluate(&JsonEvent::borrow(raw)).into_iter().filter_map(|r| r.header.rule_id).collect();
+        let event = ObjectsAsText(JsonEvent::borrow(raw));
+        let mut ids: Vec<String> = self.engine.evaluate(&event).into_iter().filter_map(|r| r.header.rule_id).collect();
         ids.sort();
         ids
     }
@@ -286,8 +295,8 @@ impl Event for LazyEvent<'_> {
             "sourceIPAddress" => self.event.source_ip_text.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
             // Keys with escapes cannot be borrowed from the text: then parse it all.
             _ => match self.field_from_part(path) {
-                Some(found) => found,
-                None => self.json().get_field(path),
+                Some(found) => found.map(objects_as_text),
+                None => self.json().get_field(path).map(objects_as_text),
             },
         }
     }
@@ -313,6 +322,53 @@ impl Event for LazyEvent<'_> {
 
     fn field_keys(&self) -> Vec<Cow<'_, str>> {
         self.json().field_keys()
+    }
+}
+
+/// A field whose value is an object is matched by its compact JSON text, as the reference Sigma
+/// backends match it (`requestParameters|contains: 'Suspended'` finds a suspended state anywhere
+/// under it); rsigma alone matches no string against an object. Objects inside a list likewise.
+fn objects_as_text(value: EventValue<'_>) -> EventValue<'_> {
+    let as_text = |value: EventValue<'_>| EventValue::Str(Cow::Owned(value.to_json().to_string()));
+    match value {
+        EventValue::Map(_) => as_text(value),
+        EventValue::Array(items) => EventValue::Array(
+            items.into_iter().map(|item| if matches!(item, EventValue::Map(_)) { as_text(item) } else { item }).collect(),
+        ),
+        other => other,
+    }
+}
+
+/// Any event, with objects matched as text (see [`objects_as_text`]).
+struct ObjectsAsText<E>(E);
+
+impl<E: Event> Event for ObjectsAsText<E> {
+    fn get_field(&self, path: &str) -> Option<EventValue<'_>> {
+        self.0.get_field(path).map(objects_as_text)
+    }
+
+    fn any_string_value(&self, pred: &dyn Fn(&str) -> bool) -> bool {
+        self.0.any_string_value(pred)
+    }
+
+    fn all_string_values(&self) -> Vec<Cow<'_, str>> {
+        self.0.all_string_values()
+    }
+
+    fn visit_string_values(&self, visit: &mut dyn FnMut(&str)) {
+        self.0.visit_string_values(visit)
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        self.0.to_json()
+    }
+
+    fn field_keys(&self) -> Vec<Cow<'_, str>> {
+        self.0.field_keys()
+    }
+
+    fn top_level_keys(&self) -> Option<Vec<Cow<'_, str>>> {
+        self.0.top_level_keys()
     }
 }
 
