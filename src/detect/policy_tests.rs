@@ -205,6 +205,38 @@ fn users_keys_sessions_and_logging() {
     }
 }
 
+#[test]
+fn guardduty_and_security_hub_switched_off() {
+    let set = policies();
+    let guardduty = ("aws-guardduty-disabled", Severity::High);
+    let hub = ("aws-security-hub-disabled", Severity::High);
+    let cases = [
+        ("guardduty.amazonaws.com", "DeleteDetector", json!({"detectorId": "d1"}), Some(guardduty)),
+        ("guardduty.amazonaws.com", "UpdateDetector", json!({"detectorId": "d1", "enable": false}), Some(guardduty)),
+        ("guardduty.amazonaws.com", "UpdateDetector", json!({"detectorId": "d1", "enable": true}), None),
+        ("guardduty.amazonaws.com", "DisassociateFromAdministratorAccount", json!({"detectorId": "d1"}), Some(guardduty)),
+        ("guardduty.amazonaws.com", "ListFindings", json!({"detectorId": "d1"}), None),
+        ("securityhub.amazonaws.com", "DisableSecurityHub", json!({}), Some(hub)),
+        ("securityhub.amazonaws.com", "BatchDisableStandards", json!({"standardsSubscriptionArns": ["arn:x"]}), Some(hub)),
+        (
+            "securityhub.amazonaws.com",
+            "UpdateStandardsControl",
+            json!({"standardsControlArn": "arn:c", "controlStatus": "DISABLED", "disabledReason": "noise"}),
+            Some(hub),
+        ),
+        ("securityhub.amazonaws.com", "UpdateStandardsControl", json!({"standardsControlArn": "arn:c", "controlStatus": "ENABLED"}), None),
+        ("securityhub.amazonaws.com", "GetFindings", json!({}), None),
+    ];
+    for (source, name, parameters, expected) in cases {
+        let event = cloudtrail("alice", source, name, T, ATTACKER, json!({"requestParameters": parameters}));
+        let expected: Vec<_> = expected.map(|(p, s)| (p.to_string(), s)).into_iter().collect();
+        assert_eq!(fired(&set, &event), expected, "{name} {parameters}");
+        let mut failed = event.clone();
+        failed["errorCode"] = json!("AccessDenied");
+        assert!(fired(&set, &failed).is_empty(), "{name} that failed");
+    }
+}
+
 fn ingress(cidr: &str, protocol: &str, from: i64, to: i64) -> Value {
     let range = if cidr.contains(':') {
         json!({"ipv6Ranges": {"items": [{"cidrIpv6": cidr}]}})
