@@ -422,9 +422,15 @@ fn login_failure_bursts() {
     assert!(run_logins(&set.detectors, &failures(10, 180, alice)).is_empty(), "spread over 30 minutes");
     // Password spraying: one source, many principals, none above the threshold alone.
     let spray = run_logins(&set.detectors, &failures(10, 30, |i| format!("user{}", i % 5)));
-    assert_eq!(ids(&spray), ["aws-excessive-login-failures"]);
-    assert!(spray.iter().all(|f| f.subject == format!("source:{ATTACKER}")));
+    assert_eq!(ids(&spray), ["aws-password-spray"]);
+    assert_eq!(spray.len(), 1, "{spray:?}");
+    assert_eq!((spray[0].subject.clone(), spray[0].severity), (format!("source:{ATTACKER}"), Severity::High));
     assert_eq!(spray[0].details["principal_count"], 5);
+    assert!(spray[0].title.contains("against 5 principals (at least 5 principals within 30 minutes)"), "{}", spray[0].title);
+    // Four principals from one address is a user's typos across accounts, not a spray.
+    assert!(run_logins(&set.detectors, &failures(8, 30, |i| format!("user{}", i % 4))).is_empty());
+    // Five principals, but spread over more than the window.
+    assert!(run_logins(&set.detectors, &failures(5, 600, |i| format!("user{i}"))).is_empty());
 }
 
 #[test]

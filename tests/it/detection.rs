@@ -618,17 +618,19 @@ async fn a_burst_of_failures_is_one_alert_counting_them_and_a_later_import_grows
 async fn a_spray_across_principals_is_one_alert_for_the_source() {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new().await;
-    // Twelve failures from one address against four users in six minutes (three each, below
+    // Twelve failures from one address against six users in six minutes (two each, below
     // the per-user threshold), and a user's two typos from elsewhere.
-    let mut logins: Vec<(&str, i64)> = (0..12).map(|i| (["ann", "ben", "cid", "dee"][i % 4], i as i64 * 30)).collect();
+    let users = ["ann", "ben", "cid", "dee", "eve", "fay"];
+    let mut logins: Vec<(&str, i64)> = (0..12).map(|i| (users[i % 6], i as i64 * 30)).collect();
     let spray = failed_logins(&dir.path().join("spray.jsonl"), ATTACKER_IP, &logins);
     logins = vec![("ann", 100), ("ann", 130)];
     let typos = failed_logins(&dir.path().join("typos.jsonl"), "73.202.18.40", &logins);
     import(&db, &country_db(dir.path()), &[&spray, &typos]);
-    let found = alerts(&db, &["--policy", "aws-excessive-login-failures"]);
+    let found = alerts(&db, &["--policy", "aws-password-spray"]);
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0]["event_count"], 12);
     assert_eq!(found[0]["source_ip"], ATTACKER_IP);
-    assert_eq!(found[0]["details"]["principal_count"], 4);
+    assert_eq!(found[0]["details"]["principal_count"], 6);
     assert_eq!(found[0]["evidence"].as_array().unwrap().len(), 12, "few enough to keep every one");
+    assert!(alerts(&db, &["--policy", "aws-excessive-login-failures"]).is_empty(), "no user failed ten times");
 }

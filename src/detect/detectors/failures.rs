@@ -1,9 +1,10 @@
-//! `aws-excessive-login-failures`: too many failed console logins within a sliding window, for
-//! one principal, or from one source address against several principals (password spraying).
+//! `aws-excessive-login-failures`: too many failed console logins of one principal within a
+//! sliding window; `aws-password-spray`: failed logins from one source address against many
+//! principals within a window.
 //!
-//! A failure belongs to a burst when some window of `window_minutes` that holds it has at least
-//! `threshold` failures (of more than one principal, for a source). Each window keeps only the
-//! failures inside it and counts as it slides, so the work per failure does not grow with the
+//! A failure belongs to a burst when some window that holds it qualifies (`threshold` failures
+//! for a principal; `min_principals` distinct principals for a source). Each window keeps only
+//! the failures inside it and counts as it slides, so the work per failure does not grow with the
 //! attack. The failures of a burst fold per alert (subject and the policy's hour) into one
 //! finding that carries the count, the span, where they came from and a bounded sample of
 //! evidence: a million failures make one alert an hour, not a million evidence rows.
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::{Detectors, LOGIN_FAILURES};
+use super::{Detectors, LOGIN_FAILURES, PASSWORD_SPRAY};
 use crate::alerts::store::{BURST_SAMPLE, Burst};
 use crate::detect::PolicyEvent;
 use crate::detect::event::RawJson;
@@ -25,12 +26,42 @@ use crate::model::Finding;
 /// How many source addresses or principals an alert names (with how many failures each).
 const NAMED: usize = 10;
 
+/// One policy's bursts: per principal (excessive failures) or per source (spraying).
+struct Kind {
+    on: bool,
+    policy: &'static str,
+    window: Duration,
+    /// Failures a window needs (per principal), or distinct principals (per source).
+    needs: usize,
+    bucket_seconds: i64,
+}
+
+impl Kind {
+    fn new(detectors: &Detectors, spray: bool, on: bool) -> Self {
+        let (policy, minutes, needs) = if spray {
+            let settings = &detectors.settings.password_spray;
+            (PASSWORD_SPRAY, settings.window_minutes, settings.min_principals)
+        } else {
+            let settings = &detectors.settings.login_failures;
+            (LOGIN_FAILURES, settings.window_minutes, settings.threshold)
+        };
+        let bucket_seconds = detectors.meta(policy).dedup_window.num_seconds().max(1);
+        Self { on, policy, window: Duration::minutes(minutes.max(0)), needs: needs.max(1), bucket_seconds }
+    }
+
+    /// How far around new failures the failures must be seen to report whole alerts: a failure
+    /// can change the verdict on those a window either side, whose alert bucket spans an hour,
+    /// whose failures need a window either side again.
+    fn reach(&self) -> Duration {
+        self.window * 2 + Duration::seconds(self.bucket_seconds)
+    }
+}
+
 /// The failure windows and the bursts found so far.
 pub(super) struct FailureBursts<'d> {
     detectors: &'d Detectors,
-    threshold: usize,
-    window: Duration,
-    bucket_seconds: i64,
+    principal: Kind,
+    spray: Kind,
     /// Failures in this span can change a burst (new failures, and a window either side of
     /// them): only the alerts of such bursts are reported.
     changed: (DateTime<Utc>, Option<DateTime<Utc>>),
@@ -43,15 +74,21 @@ pub(super) struct FailureBursts<'d> {
 }
 
 impl<'d> FailureBursts<'d> {
-    /// Bursts that failures from `from` to `until` (open-ended without it) can change.
-    pub(super) fn new(detectors: &'d Detectors, from: DateTime<Utc>, until: Option<DateTime<Utc>>) -> Self {
-        let settings = &detectors.settings.login_failures;
-        let window = Duration::minutes(settings.window_minutes);
+    /// Bursts (per principal, per source: which are on) that failures from `from` to `until`
+    /// (open-ended without it) can change.
+    pub(super) fn new(
+        detectors: &'d Detectors,
+        (per_principal, per_source): (bool, bool),
+        from: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+    ) -> Self {
+        let principal = Kind::new(detectors, false, per_principal);
+        let spray = Kind::new(detectors, true, per_source);
+        let window = principal.window.max(spray.window);
         Self {
             detectors,
-            threshold: settings.threshold.max(1),
-            window,
-            bucket_seconds: detectors.meta(LOGIN_FAILURES).dedup_window.num_seconds().max(1),
+            principal,
+            spray,
             changed: (from - window, until.map(|until| until + window)),
             by_principal: HashMap::new(),
             by_source: HashMap::new(),
@@ -60,12 +97,9 @@ impl<'d> FailureBursts<'d> {
         }
     }
 
-    /// How far around new failures the failures must be seen to report whole alerts: a failure
-    /// can change the verdict on those a window either side, whose alert bucket spans an hour,
-    /// whose failures need a window either side again.
+    /// How far around new failures the failures must be seen to report whole alerts.
     pub(super) fn reach(detectors: &Detectors) -> Duration {
-        let window = Duration::minutes(detectors.settings.login_failures.window_minutes.max(0));
-        window * 2 + detectors.meta(LOGIN_FAILURES).dedup_window
+        Kind::new(detectors, false, true).reach().max(Kind::new(detectors, true, true).reach())
     }
 
     /// The next failed login (not earlier than the one before).
@@ -73,16 +107,20 @@ impl<'d> FailureBursts<'d> {
         let Some(principal) = event.principal() else { return };
         self.sweep(event.event_time);
         let failure = Arc::new(compact(event));
-        let window = self.by_principal.entry((event.account_id.clone(), principal.to_string())).or_default();
-        window.slide(&failure, self.window, false);
-        for qualified in window.take_burst(self.threshold, false) {
-            self.add(false, principal, &qualified);
+        if self.principal.on {
+            let window = self.by_principal.entry((event.account_id.clone(), principal.to_string())).or_default();
+            window.slide(&failure, self.principal.window, false);
+            for qualified in window.take_burst(self.principal.needs, 0) {
+                self.add(false, principal, &qualified);
+            }
         }
-        if let Some(source) = &event.source_ip_text {
+        if self.spray.on
+            && let Some(source) = &event.source_ip_text
+        {
             let window = self.by_source.entry((event.account_id.clone(), source.clone())).or_default();
-            window.slide(&failure, self.window, true);
+            window.slide(&failure, self.spray.window, true);
             let subject = format!("source:{source}");
-            for qualified in window.take_burst(self.threshold, true) {
+            for qualified in window.take_burst(1, self.spray.needs) {
                 self.add(true, &subject, &qualified);
             }
         }
@@ -92,26 +130,28 @@ impl<'d> FailureBursts<'d> {
     /// key would empty them anyway), once per window length: failures from many addresses must
     /// not keep a window each for the whole run.
     fn sweep(&mut self, now: DateTime<Utc>) {
-        if self.swept.is_some_and(|at| now - at < self.window) {
+        let every = self.principal.window.min(self.spray.window);
+        if self.swept.is_some_and(|at| now - at < every) {
             return;
         }
         self.swept = Some(now);
-        let start = now - self.window;
-        let live = |window: &Window| window.failures.back().is_some_and(|f| f.event_time >= start);
-        self.by_principal.retain(|_, window| live(window));
-        self.by_source.retain(|_, window| live(window));
+        let live = |start: DateTime<Utc>| move |_: &_, window: &mut Window| window.failures.back().is_some_and(|f| f.event_time >= start);
+        self.by_principal.retain(live(now - self.principal.window));
+        self.by_source.retain(live(now - self.spray.window));
     }
 
     fn add(&mut self, spray: bool, subject: &str, failure: &PolicyEvent) {
+        let kind = if spray { &self.spray } else { &self.principal };
         let time = failure.event_time;
-        let bucket = time.timestamp().div_euclid(self.bucket_seconds) * self.bucket_seconds;
+        let bucket = time.timestamp().div_euclid(kind.bucket_seconds) * kind.bucket_seconds;
         let changed = time >= self.changed.0 && self.changed.1.is_none_or(|until| time <= until);
         let detectors = self.detectors;
+        let policy = kind.policy;
         self.bursts
             .entry((failure.account_id.clone(), spray, subject.to_string(), bucket))
             .or_insert_with(|| {
-                let meta = detectors.meta(LOGIN_FAILURES);
-                let mut finding = meta.finding_for(failure, detectors.settings.login_failures.severity, String::new());
+                let meta = detectors.meta(policy);
+                let mut finding = meta.finding_for(failure, meta.severity, String::new());
                 // Per-principal bursts fold with the principal's other alerts; sprays by source.
                 finding.subject = subject.to_string();
                 let who = failure.user_name.as_deref().or(failure.principal()).unwrap_or("?").to_string();
@@ -122,11 +162,14 @@ impl<'d> FailureBursts<'d> {
 
     /// One finding per alert that the failures in the changed span reached.
     pub(super) fn finish(self) -> Vec<Finding> {
-        let settings = &self.detectors.settings.login_failures;
+        let (principal, spray) = (self.principal, self.spray);
         self.bursts
             .into_values()
             .filter(|burst| burst.changed)
-            .map(|burst| burst.into_finding(settings.threshold, settings.window_minutes))
+            .map(|burst| {
+                let kind = if burst.spray { &spray } else { &principal };
+                burst.into_finding(kind.needs, kind.window.num_minutes())
+            })
             .collect()
     }
 }
@@ -193,9 +236,10 @@ impl Window {
         }
     }
 
-    /// When the window holds a burst, the failures in it not yet part of one (the newest).
-    fn take_burst(&mut self, threshold: usize, spray: bool) -> Vec<Arc<PolicyEvent>> {
-        if self.failures.len() < threshold || (spray && self.principals.len() < 2) {
+    /// When the window holds a burst (`failures` failures of `principals` distinct principals at
+    /// least), the failures in it not yet part of one (the newest).
+    fn take_burst(&mut self, failures: usize, principals: usize) -> Vec<Arc<PolicyEvent>> {
+        if self.failures.len() < failures || self.principals.len() < principals {
             return Vec::new();
         }
         let pending = std::mem::take(&mut self.pending);
@@ -260,15 +304,18 @@ impl Accumulated {
         }
     }
 
-    fn into_finding(self, threshold: usize, window_minutes: i64) -> Finding {
+    /// The finding of the whole burst; `needs` is what a window needed (failures of a
+    /// principal, or distinct principals of a source).
+    fn into_finding(self, needs: usize, window_minutes: i64) -> Finding {
         let Self { mut finding, spray, who, count, last, head, tail, sources, principals, .. } = self;
         let (sources, source_count) = most(sources);
         let (principals, principal_count) = most(principals);
-        let within = format!("at least {threshold} within {window_minutes} minutes");
         finding.title = if spray {
             let source = finding.subject.trim_start_matches("source:");
+            let within = format!("at least {needs} principals within {window_minutes} minutes");
             format!("{count} failed console logins from {source} against {principal_count} principals ({within})")
         } else {
+            let within = format!("at least {needs} within {window_minutes} minutes");
             let from = match sources.as_slice() {
                 [(only, _)] => only.clone(),
                 _ => format!("{source_count} addresses"),
@@ -282,7 +329,7 @@ impl Accumulated {
             "failures": count,
             "burst_start": finding.time,
             "burst_end": last,
-            "threshold": threshold,
+            "threshold": needs,
             "window_minutes": window_minutes,
             "sources": named(sources, "address"),
             "source_count": source_count,
@@ -349,14 +396,15 @@ mod tests {
             [5, 6, 7, 8, 9, 11, 12, 13, 14, 15].map(|m| failure("alice", "176.36.10.20", start + Duration::minutes(m)));
         events.extend(alice);
         events.sort_by_key(|e| e.event_time);
-        let mut bursts = FailureBursts::new(&set.detectors, start, None);
+        let mut bursts = FailureBursts::new(&set.detectors, (true, true), start, None);
         let mut most = 0;
         for event in &events {
             bursts.push(event);
             most = most.max(bursts.by_source.len() + bursts.by_principal.len());
         }
-        // A window's failures (600 s) either side of the last sweep, for principals and sources.
-        assert!(most <= 4 * 602, "{most} windows at most for 7,200 keys");
+        // A window's failures either side of the last sweep: 600 s for principals, 1,800 s for
+        // sources (one failure a second, one key each).
+        assert!(most <= 2 * 602 + 2 * 1802, "{most} windows at most for 7,200 keys");
         let found = bursts.finish();
         assert_eq!(found.len(), 1, "{found:?}");
         let (burst, _) = Burst::of(&found[0]).unwrap();

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use chrono::{DateTime, Duration, Utc};
 
 use super::failures::FailureBursts;
-use super::{Detectors, HIJACK, IMPOSSIBLE_TRAVEL, LOGIN_FAILURES};
+use super::{Detectors, HIJACK, IMPOSSIBLE_TRAVEL, LOGIN_FAILURES, PASSWORD_SPRAY};
 use crate::detect::PolicyEvent;
 use crate::geo::centroids::country_centroid;
 use crate::model::Finding;
@@ -141,7 +141,8 @@ impl<'d> LoginDetectors<'d> {
     ) -> Self {
         let wants = |id: &str| only_policy.is_none_or(|p| p == id);
         let settings = &detectors.settings;
-        let failures_on = settings.login_failures.enabled && wants(LOGIN_FAILURES);
+        let per_principal = settings.login_failures.enabled && wants(LOGIN_FAILURES);
+        let per_source = settings.password_spray.enabled && wants(PASSWORD_SPRAY);
         Self {
             detectors,
             emit_from,
@@ -149,7 +150,8 @@ impl<'d> LoginDetectors<'d> {
             travel_on: settings.impossible_travel.enabled && wants(IMPOSSIBLE_TRAVEL),
             baseline: Duration::days(settings.account_hijacking.baseline_days),
             successes: HashMap::new(),
-            failures: failures_on.then(|| FailureBursts::new(detectors, emit_from, emit_until)),
+            failures: (per_principal || per_source)
+                .then(|| FailureBursts::new(detectors, (per_principal, per_source), emit_from, emit_until)),
             findings: Vec::new(),
         }
     }

@@ -2,8 +2,8 @@
 //! (login baselines, sliding windows) or address arithmetic that Sigma rules do not have.
 //!
 //! - `aws-security-group-ingress-opened`: a rule opened to the internet or a public address.
-//! - `aws-account-hijacking-attempt`, `aws-impossible-travel`, `aws-excessive-login-failures`:
-//!   console logins, evaluated in event-time order.
+//! - `aws-account-hijacking-attempt`, `aws-impossible-travel`, `aws-excessive-login-failures`,
+//!   `aws-password-spray`: console logins, evaluated in event-time order.
 //! - `aws-flow-exfiltration-volume`: bytes from the VPC to one external address per hour.
 
 pub mod exfiltration;
@@ -24,6 +24,7 @@ use crate::policy_files::{Origin, PolicyFile, PolicyFiles};
 pub const HIJACK: &str = "aws-account-hijacking-attempt";
 pub const IMPOSSIBLE_TRAVEL: &str = "aws-impossible-travel";
 pub const LOGIN_FAILURES: &str = "aws-excessive-login-failures";
+pub const PASSWORD_SPRAY: &str = "aws-password-spray";
 pub const SG_INGRESS: &str = "aws-security-group-ingress-opened";
 pub const EXFILTRATION: &str = "aws-flow-exfiltration-volume";
 
@@ -34,6 +35,7 @@ pub struct DetectorSettings {
     pub account_hijacking: HijackSettings,
     pub impossible_travel: TravelSettings,
     pub login_failures: FailureSettings,
+    pub password_spray: SpraySettings,
     pub security_group_ingress: IngressSettings,
     pub flow_exfiltration: ExfiltrationSettings,
 }
@@ -98,6 +100,23 @@ pub struct FailureSettings {
 impl Default for FailureSettings {
     fn default() -> Self {
         Self { enabled: true, threshold: 10, window_minutes: 10, severity: Severity::Medium }
+    }
+}
+
+/// Failed console logins from one source address against many principals.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpraySettings {
+    pub enabled: bool,
+    /// Distinct principals whose logins failed from one address within the window.
+    pub min_principals: usize,
+    pub window_minutes: i64,
+    pub severity: Severity,
+}
+
+impl Default for SpraySettings {
+    fn default() -> Self {
+        Self { enabled: true, min_principals: 5, window_minutes: 30, severity: Severity::High }
     }
 }
 
@@ -214,6 +233,13 @@ const DECLARATIONS: &[Declaration] = &[
         mitre: ("TA0006", "T1110.001"),
     },
     Declaration {
+        id: PASSWORD_SPRAY,
+        title: "Password spray: failed console logins for many principals from one address",
+        subject: Subject::SourceIp,
+        window_hours: 1,
+        mitre: ("TA0006", "T1110.003"),
+    },
+    Declaration {
         id: SG_INGRESS,
         title: "Security group opened to the internet or a public address",
         subject: Subject::Resource,
@@ -235,6 +261,7 @@ impl DetectorSettings {
             HIJACK => self.account_hijacking.enabled,
             IMPOSSIBLE_TRAVEL => self.impossible_travel.enabled,
             LOGIN_FAILURES => self.login_failures.enabled,
+            PASSWORD_SPRAY => self.password_spray.enabled,
             SG_INGRESS => self.security_group_ingress.enabled,
             EXFILTRATION => self.flow_exfiltration.enabled,
             _ => false,
@@ -246,6 +273,7 @@ impl DetectorSettings {
             HIJACK => self.account_hijacking.enabled = false,
             IMPOSSIBLE_TRAVEL => self.impossible_travel.enabled = false,
             LOGIN_FAILURES => self.login_failures.enabled = false,
+            PASSWORD_SPRAY => self.password_spray.enabled = false,
             SG_INGRESS => self.security_group_ingress.enabled = false,
             EXFILTRATION => self.flow_exfiltration.enabled = false,
             _ => {}
@@ -259,6 +287,7 @@ impl DetectorSettings {
             HIJACK => self.account_hijacking.severity,
             IMPOSSIBLE_TRAVEL => self.impossible_travel.severity,
             LOGIN_FAILURES => self.login_failures.severity,
+            PASSWORD_SPRAY => self.password_spray.severity,
             EXFILTRATION => self.flow_exfiltration.severity,
             _ => Severity::Medium,
         }
