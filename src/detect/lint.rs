@@ -76,13 +76,16 @@ pub fn object_fields<'a>(rules: &[RuleFields], events: impl IntoIterator<Item = 
                     continue;
                 }
                 let text = |name: &str| event[name].as_str().unwrap_or("").to_owned();
-                found.insert(key, ObjectField {
-                    policy_id: rule.policy_id.clone(),
-                    file: rule.file.clone(),
-                    field: field.clone(),
-                    event_name: text("eventName"),
-                    event_id: text("eventID"),
-                });
+                found.insert(
+                    key,
+                    ObjectField {
+                        policy_id: rule.policy_id.clone(),
+                        file: rule.file.clone(),
+                        field: field.clone(),
+                        event_name: text("eventName"),
+                        event_id: text("eventID"),
+                    },
+                );
             }
         }
     }

@@ -117,12 +117,22 @@ fn sigmahq_enabled() -> PolicySet {
 fn a_string_modifier_on_an_object_field_matches_its_serialised_text_as_reference_engines_do() {
     let set = sigmahq_enabled();
     let versioning = |status: &str| {
-        cloudtrail("alice", "s3.amazonaws.com", "PutBucketVersioning", T, ATTACKER,
-            json!({"requestParameters": {"bucketName": "logs", "VersioningConfiguration": {"Status": status, "xmlns": "http://s3.amazonaws.com/doc/2006-03-01/"}}}))
+        cloudtrail(
+            "alice",
+            "s3.amazonaws.com",
+            "PutBucketVersioning",
+            T,
+            ATTACKER,
+            json!({"requestParameters": {"bucketName": "logs", "VersioningConfiguration": {"Status": status, "xmlns": "http://s3.amazonaws.com/doc/2006-03-01/"}}}),
+        )
     };
     let suspended = to_event(&versioning("Suspended"), None);
     let rule = "a136ac98-b2bc-4189-a14d-f0d0388e57a7";
-    assert!(set.sigma.matching_rules(&suspended).iter().any(|id| id == rule), "{:?}", set.sigma.matching_rules(&suspended));
+    assert!(
+        set.sigma.matching_rules(&suspended).iter().any(|id| id == rule),
+        "{:?}",
+        set.sigma.matching_rules(&suspended)
+    );
     assert_eq!(set.sigma.matching_rules(&suspended), set.sigma.matching_rules_plain(&versioning("Suspended")));
     let enabled = to_event(&versioning("Enabled"), None);
     assert!(!set.sigma.matching_rules(&enabled).iter().any(|id| id == rule));
@@ -214,17 +224,32 @@ fn guardduty_and_security_hub_switched_off() {
         ("guardduty.amazonaws.com", "DeleteDetector", json!({"detectorId": "d1"}), Some(guardduty)),
         ("guardduty.amazonaws.com", "UpdateDetector", json!({"detectorId": "d1", "enable": false}), Some(guardduty)),
         ("guardduty.amazonaws.com", "UpdateDetector", json!({"detectorId": "d1", "enable": true}), None),
-        ("guardduty.amazonaws.com", "DisassociateFromAdministratorAccount", json!({"detectorId": "d1"}), Some(guardduty)),
+        (
+            "guardduty.amazonaws.com",
+            "DisassociateFromAdministratorAccount",
+            json!({"detectorId": "d1"}),
+            Some(guardduty),
+        ),
         ("guardduty.amazonaws.com", "ListFindings", json!({"detectorId": "d1"}), None),
         ("securityhub.amazonaws.com", "DisableSecurityHub", json!({}), Some(hub)),
-        ("securityhub.amazonaws.com", "BatchDisableStandards", json!({"standardsSubscriptionArns": ["arn:x"]}), Some(hub)),
+        (
+            "securityhub.amazonaws.com",
+            "BatchDisableStandards",
+            json!({"standardsSubscriptionArns": ["arn:x"]}),
+            Some(hub),
+        ),
         (
             "securityhub.amazonaws.com",
             "UpdateStandardsControl",
             json!({"standardsControlArn": "arn:c", "controlStatus": "DISABLED", "disabledReason": "noise"}),
             Some(hub),
         ),
-        ("securityhub.amazonaws.com", "UpdateStandardsControl", json!({"standardsControlArn": "arn:c", "controlStatus": "ENABLED"}), None),
+        (
+            "securityhub.amazonaws.com",
+            "UpdateStandardsControl",
+            json!({"standardsControlArn": "arn:c", "controlStatus": "ENABLED"}),
+            None,
+        ),
         ("securityhub.amazonaws.com", "GetFindings", json!({}), None),
     ];
     for (source, name, parameters, expected) in cases {
@@ -426,7 +451,11 @@ fn login_failure_bursts() {
     assert_eq!(spray.len(), 1, "{spray:?}");
     assert_eq!((spray[0].subject.clone(), spray[0].severity), (format!("source:{ATTACKER}"), Severity::High));
     assert_eq!(spray[0].details["principal_count"], 5);
-    assert!(spray[0].title.contains("against 5 principals (at least 5 principals within 30 minutes)"), "{}", spray[0].title);
+    assert!(
+        spray[0].title.contains("against 5 principals (at least 5 principals within 30 minutes)"),
+        "{}",
+        spray[0].title
+    );
     // Four principals from one address is a user's typos across accounts, not a spray.
     assert!(run_logins(&set.detectors, &failures(8, 30, |i| format!("user{}", i % 4))).is_empty());
     // Five principals, but spread over more than the window.

@@ -20,6 +20,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use crate::alerts::store::{self, AlertStoreError, RecordOutcome};
 use crate::detect::detectors::exfiltration::{self, HourlyVolume};
 use crate::detect::detectors::logins;
+use crate::detect::detectors::recon::{self, ReconBursts};
 use crate::detect::event::RawJson;
 use crate::detect::{PolicyEvent, PolicySet, health};
 use crate::model::Finding;
@@ -163,6 +164,12 @@ async fn evaluate_into(
     if let Some(span) = scanned.login_span {
         found.add(login_findings(pool, policies, span, only_policy, &mut summary).await?).await?;
     }
+    if let Some(span) = scanned.refusal_span
+        && policies.detectors.settings.reconnaissance.enabled
+        && only_policy.is_none_or(|p| p == crate::detect::detectors::RECON_BURST)
+    {
+        found.add(recon_findings(pool, policies, span).await?).await?;
+    }
     if only_policy.is_none_or(|p| p == crate::detect::detectors::EXFILTRATION) {
         found.add(flow_findings(pool, policies, scope, &mut summary).await?).await?;
     }
@@ -218,6 +225,8 @@ struct EventScan {
     events: u64,
     /// The time span of new console logins.
     login_span: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// The time span of new refused calls.
+    refusal_span: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// The first call of each principal from each country, for the API-activity baseline (only
     /// when that option is on).
     first_calls: Vec<PolicyEvent>,
@@ -246,10 +255,10 @@ async fn scan_events(
     while let Some(event) = rows.try_next().await? {
         scan.events += 1;
         if event.is_console_login() {
-            scan.login_span = Some(match scan.login_span {
-                None => (event.event_time, event.event_time),
-                Some((first, last)) => (first.min(event.event_time), last.max(event.event_time)),
-            });
+            widen(&mut scan.login_span, event.event_time);
+        }
+        if event.error_code.as_deref().is_some_and(recon::is_refusal) {
+            widen(&mut scan.refusal_span, event.event_time);
         }
         let mut findings = policies.sigma.evaluate(&event, only_policy);
         findings.extend(policies.detectors.evaluate_event(&event, only_policy));
@@ -318,6 +327,29 @@ async fn login_findings(
     }
     summary.login_range = Some((first, last + reach));
     Ok(detectors.finish())
+}
+
+/// The reconnaissance detector over every refused call within reach of the new ones.
+async fn recon_findings(
+    pool: &PgPool,
+    policies: &PolicySet,
+    (first, last): (DateTime<Utc>, DateTime<Utc>),
+) -> Result<Vec<Finding>, DetectError> {
+    let reach = ReconBursts::reach(&policies.detectors);
+    let mut bursts = ReconBursts::new(&policies.detectors, first, last);
+    let mut rows = refusals(pool, (first - reach, last + reach));
+    while let Some(refusal) = rows.try_next().await? {
+        bursts.push(&refusal);
+    }
+    Ok(bursts.finish())
+}
+
+/// Widens `span` to hold `time`.
+fn widen(span: &mut Option<(DateTime<Utc>, DateTime<Utc>)>, time: DateTime<Utc>) {
+    *span = Some(match *span {
+        None => (time, time),
+        Some((first, last)) => (first.min(time), last.max(time)),
+    });
 }
 
 /// The exfiltration detector over the clock hours with new flow records.
@@ -443,6 +475,28 @@ fn console_logins(
             range.1,
             failures.0,
             failures.1,
+        )
+        .fetch(pool)
+        .map_ok(EventRow::into_event),
+    )
+}
+
+/// Refused calls (`recon::is_refusal`, in SQL) in `range`, in time order, without their raw
+/// event (the detector reads the typed columns only).
+fn refusals(pool: &PgPool, range: (DateTime<Utc>, DateTime<Utc>)) -> EventStream<'_> {
+    Box::pin(
+        sqlx::query_as!(
+            EventRow,
+            r#"SELECT account_id, event_id, event_time, event_source, event_name, principal_arn, principal_type,
+                      user_name, access_key_id, host(source_ip) AS source_ip, source_ip_text, user_agent, error_code,
+                      resource_ids, geo_country, geo_city, geo_latitude, geo_longitude, geo_asn, '{}' AS "raw!"
+               FROM cloudtrail_events
+               WHERE event_time >= $1 AND event_time <= $2
+                 AND (error_code IN ('AccessDenied', 'AccessDeniedException', 'UnauthorizedAccess', 'AuthorizationError')
+                      OR error_code LIKE '%UnauthorizedOperation')
+               ORDER BY event_time, event_id"#,
+            range.0,
+            range.1,
         )
         .fetch(pool)
         .map_ok(EventRow::into_event),

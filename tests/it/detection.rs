@@ -634,3 +634,62 @@ async fn a_spray_across_principals_is_one_alert_for_the_source() {
     assert_eq!(found[0]["evidence"].as_array().unwrap().len(), 12, "few enough to keep every one");
     assert!(alerts(&db, &["--policy", "aws-excessive-login-failures"]).is_empty(), "no user failed ten times");
 }
+
+/// A trail file of calls of `user` refused with AccessDenied, `(api, seconds after
+/// 2026-11-12T10:00:00Z)` each (api as `service:Call`); event ids `denied-{api}-{seconds}`.
+fn refused_calls(path: &Path, user: &str, calls: &[(&str, i64)]) -> PathBuf {
+    let start: chrono::DateTime<chrono::Utc> = "2026-11-12T10:00:00Z".parse().unwrap();
+    let lines: Vec<String> = calls
+        .iter()
+        .map(|(api, seconds)| {
+            let (service, name) = api.split_once(':').unwrap();
+            let time = (start + chrono::Duration::seconds(*seconds)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+            serde_json::json!({"eventVersion": "1.09", "eventTime": time,
+                "eventSource": format!("{service}.amazonaws.com"), "eventName": name, "awsRegion": "us-east-1",
+                "sourceIPAddress": ATTACKER_IP, "userAgent": "aws-cli/2.15", "eventID": format!("denied-{api}-{seconds}"),
+                "eventType": "AwsApiCall", "recipientAccountId": "111122223333", "errorCode": "AccessDenied",
+                "errorMessage": format!("User: arn:aws:iam::111122223333:user/{user} is not authorized to perform: {service}:{name}"),
+                "userIdentity": {"type": "IAMUser", "arn": format!("arn:aws:iam::111122223333:user/{user}"),
+                    "accountId": "111122223333", "userName": user, "accessKeyId": "AKIAEXAMPLEKEY"}})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(path, lines.join("\n")).unwrap();
+    path.to_path_buf()
+}
+
+#[tokio::test]
+async fn reconnaissance_split_over_two_imports_is_one_alert_with_every_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let geo = country_db(dir.path());
+    let db = TestDb::new().await;
+    let apis = [
+        "iam:ListUsers",
+        "iam:ListRoles",
+        "s3:ListBuckets",
+        "ec2:DescribeInstances",
+        "kms:ListKeys",
+        "secretsmanager:ListSecrets",
+        "lambda:ListFunctions",
+        "rds:DescribeDBInstances",
+        "cloudtrail:DescribeTrails",
+        "guardduty:ListDetectors",
+        "sts:GetSessionToken",
+        "ssm:DescribeParameters",
+    ];
+    let calls: Vec<(&str, i64)> = apis.iter().enumerate().map(|(i, api)| (*api, i as i64 * 30)).collect();
+    // Six APIs: not yet reconnaissance.
+    import(&db, &geo, &[&refused_calls(&dir.path().join("first.jsonl"), "mallory", &calls[..6])]);
+    assert!(alerts(&db, &["--policy", "aws-reconnaissance-burst"]).is_empty());
+    // Six more within the window, imported later: the burst holds all twelve.
+    import(&db, &geo, &[&refused_calls(&dir.path().join("more.jsonl"), "mallory", &calls[6..])]);
+    let found = alerts(&db, &["--policy", "aws-reconnaissance-burst"]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["event_count"], 12);
+    assert_eq!(found[0]["details"]["api_count"], 12);
+    assert_eq!(found[0]["principal"], "arn:aws:iam::111122223333:user/mallory");
+    assert_eq!(found[0]["evidence"].as_array().unwrap().len(), 12);
+    // Importing both again changes nothing.
+    import(&db, &geo, &[&dir.path().join("first.jsonl"), &dir.path().join("more.jsonl")]);
+    assert_eq!(alerts(&db, &["--policy", "aws-reconnaissance-burst"]), found);
+}

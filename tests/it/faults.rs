@@ -615,7 +615,9 @@ async fn a_failed_detection_run_shows_in_metrics_until_a_run_succeeds_and_covers
         assert!(stderr(&failed).contains("alerts refused by the test"), "{}", stderr(&failed));
         let health = skywarden::detect::health::read(&db.pool).await.unwrap();
         assert_eq!(health.consecutive_failures, run, "{health:?}");
-        assert!(health.failing_since.is_some() && health.last_error.as_deref().unwrap_or("").contains("alerts refused"));
+        assert!(
+            health.failing_since.is_some() && health.last_error.as_deref().unwrap_or("").contains("alerts refused")
+        );
         let metrics = scrape_metrics(&db.pool).await;
         assert!(metrics.contains(&format!("skywarden_detection_consecutive_failures {run}\n")), "{metrics}");
     }

@@ -135,7 +135,9 @@ impl<'d> FailureBursts<'d> {
             return;
         }
         self.swept = Some(now);
-        let live = |start: DateTime<Utc>| move |_: &_, window: &mut Window| window.failures.back().is_some_and(|f| f.event_time >= start);
+        let live = |start: DateTime<Utc>| {
+            move |_: &_, window: &mut Window| window.failures.back().is_some_and(|f| f.event_time >= start)
+        };
         self.by_principal.retain(live(now - self.principal.window));
         self.by_source.retain(live(now - self.spray.window));
     }

@@ -4,11 +4,13 @@
 //! - `aws-security-group-ingress-opened`: a rule opened to the internet or a public address.
 //! - `aws-account-hijacking-attempt`, `aws-impossible-travel`, `aws-excessive-login-failures`,
 //!   `aws-password-spray`: console logins, evaluated in event-time order.
+//! - `aws-reconnaissance-burst`: refused calls of one principal, in event-time order.
 //! - `aws-flow-exfiltration-volume`: bytes from the VPC to one external address per hour.
 
 pub mod exfiltration;
 mod failures;
 pub mod logins;
+pub mod recon;
 pub mod security_group;
 
 use std::collections::BTreeSet;
@@ -25,6 +27,7 @@ pub const HIJACK: &str = "aws-account-hijacking-attempt";
 pub const IMPOSSIBLE_TRAVEL: &str = "aws-impossible-travel";
 pub const LOGIN_FAILURES: &str = "aws-excessive-login-failures";
 pub const PASSWORD_SPRAY: &str = "aws-password-spray";
+pub const RECON_BURST: &str = "aws-reconnaissance-burst";
 pub const SG_INGRESS: &str = "aws-security-group-ingress-opened";
 pub const EXFILTRATION: &str = "aws-flow-exfiltration-volume";
 
@@ -36,6 +39,7 @@ pub struct DetectorSettings {
     pub impossible_travel: TravelSettings,
     pub login_failures: FailureSettings,
     pub password_spray: SpraySettings,
+    pub reconnaissance: ReconSettings,
     pub security_group_ingress: IngressSettings,
     pub flow_exfiltration: ExfiltrationSettings,
 }
@@ -117,6 +121,23 @@ pub struct SpraySettings {
 impl Default for SpraySettings {
     fn default() -> Self {
         Self { enabled: true, min_principals: 5, window_minutes: 30, severity: Severity::High }
+    }
+}
+
+/// Calls of one principal refused on many distinct APIs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconSettings {
+    pub enabled: bool,
+    /// Distinct APIs (service and call) refused to one principal within the window.
+    pub min_apis: usize,
+    pub window_minutes: i64,
+    pub severity: Severity,
+}
+
+impl Default for ReconSettings {
+    fn default() -> Self {
+        Self { enabled: true, min_apis: 10, window_minutes: 10, severity: Severity::Medium }
     }
 }
 
@@ -240,6 +261,13 @@ const DECLARATIONS: &[Declaration] = &[
         mitre: ("TA0006", "T1110.003"),
     },
     Declaration {
+        id: RECON_BURST,
+        title: "Reconnaissance: one principal refused on many different APIs",
+        subject: Subject::Principal,
+        window_hours: 1,
+        mitre: ("TA0007", "T1526"),
+    },
+    Declaration {
         id: SG_INGRESS,
         title: "Security group opened to the internet or a public address",
         subject: Subject::Resource,
@@ -262,6 +290,7 @@ impl DetectorSettings {
             IMPOSSIBLE_TRAVEL => self.impossible_travel.enabled,
             LOGIN_FAILURES => self.login_failures.enabled,
             PASSWORD_SPRAY => self.password_spray.enabled,
+            RECON_BURST => self.reconnaissance.enabled,
             SG_INGRESS => self.security_group_ingress.enabled,
             EXFILTRATION => self.flow_exfiltration.enabled,
             _ => false,
@@ -274,6 +303,7 @@ impl DetectorSettings {
             IMPOSSIBLE_TRAVEL => self.impossible_travel.enabled = false,
             LOGIN_FAILURES => self.login_failures.enabled = false,
             PASSWORD_SPRAY => self.password_spray.enabled = false,
+            RECON_BURST => self.reconnaissance.enabled = false,
             SG_INGRESS => self.security_group_ingress.enabled = false,
             EXFILTRATION => self.flow_exfiltration.enabled = false,
             _ => {}
@@ -288,6 +318,7 @@ impl DetectorSettings {
             IMPOSSIBLE_TRAVEL => self.impossible_travel.severity,
             LOGIN_FAILURES => self.login_failures.severity,
             PASSWORD_SPRAY => self.password_spray.severity,
+            RECON_BURST => self.reconnaissance.severity,
             EXFILTRATION => self.flow_exfiltration.severity,
             _ => Severity::Medium,
         }
