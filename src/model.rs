@@ -169,6 +169,9 @@ pub fn is_alert_id(text: &str) -> bool {
         && text.char_indices().all(|(i, c)| if [8, 13, 18, 23].contains(&i) { c == '-' } else { c.is_ascii_hexdigit() })
 }
 
+/// The region name Skywarden uses for global services (IAM).
+pub const GLOBAL_REGION: &str = "global";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +222,3 @@ mod tests {
         assert!("urgent".parse::<Severity>().is_err());
     }
 }
-
-/// The region name Skywarden uses for global services (IAM).
-pub const GLOBAL_REGION: &str = "global";
