@@ -7,7 +7,7 @@ use skywarden::ingest::cloudtrail::CloudTrailEvent;
 
 use crate::import::{BenchError, ROUNDS};
 
-/// What `bench-detect` measured.
+/// What `skywarden-bench detect` measured.
 #[derive(Debug)]
 pub struct DetectBenchReport {
     pub events: usize,

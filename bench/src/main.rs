@@ -85,10 +85,13 @@ enum Bench {
     /// the spray benchmark's scratch database, detects, prints what it measured as JSON.
     #[command(hide = true)]
     SprayRun {
+        /// Events in the generated file (for the report).
         #[arg(long)]
         events: usize,
+        /// The generated trail file to import.
         #[arg(long)]
         file: PathBuf,
+        /// A policies folder over the built-in ones (default: built-in only).
         #[arg(long)]
         policies: Option<PathBuf>,
     },

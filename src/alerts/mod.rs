@@ -6,5 +6,6 @@
 //! another order, leaves the same alerts. Writing an alert returns what changed; the caller
 //! queues the notifications in the same transaction (`notify` imports `alerts`, never the reverse).
 
+pub mod investigate;
 pub mod pages;
 pub mod store;

@@ -550,7 +550,7 @@ pub async fn list(pool: &PgPool, filter: &AlertFilter) -> Result<Vec<AlertView>,
             last_seen: r.last_seen,
             event_count: r.event_count,
             evidence: r.evidence,
-            mitre: r.mitre,
+            mitre: r.mitre.into_iter().map(super::pages::mitre_label).collect(),
             details: r.details,
         })
         .collect())

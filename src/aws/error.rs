@@ -3,7 +3,6 @@
 
 use std::fmt;
 
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 /// What went wrong, as far as a caller needs to know.
@@ -94,7 +93,7 @@ impl AwsError {
                     (Some(message), _) => message.to_owned(),
                     // No AWS error in the answer (a proxy's or an emulator's error page, say).
                     (None, None) => format!("HTTP {status} with no AWS error in the body"),
-                    (None, Some(_)) => DisplayErrorContext(inner).to_string(),
+                    (None, Some(_)) => display_chain(inner),
                 };
                 // A server-side failure is not a refusal of the request.
                 let kind = match classify_code(code.as_deref()) {
@@ -110,11 +109,11 @@ impl AwsError {
                 } else {
                     AwsErrorKind::Other
                 };
-                (kind, None, DisplayErrorContext(&error).to_string())
+                (kind, None, display_chain(&error))
             }
             _ => {
                 let code = error.code().map(str::to_owned);
-                (classify_code(code.as_deref()), code, DisplayErrorContext(&error).to_string())
+                (classify_code(code.as_deref()), code, display_chain(&error))
             }
         };
         Self { operation, region: region.to_owned(), kind, code, message }
@@ -123,6 +122,21 @@ impl AwsError {
     pub fn is_throttling(&self) -> bool {
         self.kind == AwsErrorKind::Throttled
     }
+}
+
+/// The error and each of its causes, each once: what the SDK's `DisplayErrorContext` shows,
+/// without the `Debug` dump it appends (kilobytes for a failed credential chain).
+pub fn display_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn classify_code(code: Option<&str>) -> AwsErrorKind {
@@ -164,5 +178,18 @@ mod tests {
         // A refused AssumeRole is about the trust policy, which its own message explains.
         error.operation = "sts:AssumeRole";
         assert!(!error.to_string().contains("role's permissions"));
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("dispatch failure")]
+    struct Outer(#[source] Middle);
+    #[derive(Debug, thiserror::Error)]
+    #[error("other: no credentials found in chain")]
+    struct Middle(#[source] std::io::Error);
+
+    #[test]
+    fn a_chain_shows_each_cause_once_and_no_debug_dump() {
+        let error = Outer(Middle(std::io::Error::other("no credentials found in chain")));
+        assert_eq!(display_chain(&error), "dispatch failure: other: no credentials found in chain");
     }
 }

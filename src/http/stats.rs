@@ -20,6 +20,9 @@ pub fn router() -> Router<ApiContext> {
         .route("/api/v1/stats/login-locations", get(login_locations))
 }
 
+/// The longest period the overview covers.
+const MAX_OVERVIEW_DAYS: i64 = 92;
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SeverityCount {
     pub severity: String,
@@ -55,7 +58,8 @@ pub struct Overview {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct OverviewQuery {
-    /// The start of the period (RFC 3339); 7 days before `until` when absent.
+    /// The start of the period (RFC 3339); 7 days before `until` when absent. At most 92 days
+    /// before `until`.
     #[serde(default, deserialize_with = "time")]
     since: Option<DateTime<Utc>>,
     /// The end of the period (RFC 3339); just after the newest event when absent.
@@ -78,6 +82,10 @@ async fn overview(
     if since >= until {
         return Err(ApiError::bad("since", "since must be before until"));
     }
+    // One bar per hour, empty hours included: the period is bounded.
+    if until - since > Duration::days(MAX_OVERVIEW_DAYS) {
+        return Err(ApiError::bad("since", format!("the period is at most {MAX_OVERVIEW_DAYS} days")));
+    }
     let open_alerts = sqlx::query_as!(
         SeverityCount,
         r#"SELECT severity::text AS "severity!", count(*) AS "count!" FROM alerts
@@ -86,12 +94,20 @@ async fn overview(
     )
     .fetch_all(&context.db)
     .await?;
+    // Every hour of the period, those without events as zero: a gap (logging stopped) shows.
     let events_per_hour = sqlx::query_as!(
         HourCount,
-        r#"SELECT date_trunc('hour', event_time) AS "hour!", count(*) AS "events!",
-                  count(*) FILTER (WHERE error_code IS NOT NULL) AS "failed!"
-           FROM cloudtrail_events WHERE event_time >= $1 AND event_time < $2
-           GROUP BY 1 ORDER BY 1"#,
+        r#"WITH counted AS (
+               SELECT date_trunc('hour', event_time) AS hour, count(*) AS events,
+                      count(*) FILTER (WHERE error_code IS NOT NULL OR error_message IS NOT NULL
+                                       OR raw->'responseElements'->>'ConsoleLogin' = 'Failure') AS failed
+               FROM cloudtrail_events WHERE event_time >= $1 AND event_time < $2
+               GROUP BY 1)
+           SELECT h.hour AS "hour!", coalesce(c.events, 0) AS "events!", coalesce(c.failed, 0) AS "failed!"
+           FROM generate_series(date_trunc('hour', $1::timestamptz), $2::timestamptz - interval '1 microsecond',
+                                interval '1 hour') AS h(hour)
+           LEFT JOIN counted c ON c.hour = h.hour
+           ORDER BY 1"#,
         since,
         until
     )
@@ -100,7 +116,8 @@ async fn overview(
     let logins_by_country = sqlx::query_as!(
         CountryLogins,
         r#"SELECT geo_country AS country, count(*) AS "logins!",
-                  count(*) FILTER (WHERE error_code IS NOT NULL OR error_message IS NOT NULL) AS "failed!"
+                  count(*) FILTER (WHERE error_code IS NOT NULL OR error_message IS NOT NULL
+                                   OR raw->'responseElements'->>'ConsoleLogin' = 'Failure') AS "failed!"
            FROM cloudtrail_events
            WHERE event_name = 'ConsoleLogin' AND event_time >= $1 AND event_time < $2
            GROUP BY 1 ORDER BY 2 DESC LIMIT 50"#,

@@ -256,6 +256,9 @@ fn compose_starts_the_database_serve_and_scalable_workers() {
     let worker = &services["worker"];
     assert!(worker["container_name"].is_null() && worker["ports"].is_null(), "{worker}");
     assert_eq!(worker["healthcheck"]["disable"], true);
+    // Workers send notifications: they need serve's sealing key, from the same volume.
+    let data = |service: &Value| service["volumes"].as_array().cloned().unwrap_or_default();
+    assert!(data(worker).iter().any(|volume| data(serve).contains(volume)), "{worker}");
 }
 
 /// `docker compose config` validates the file when the client has the compose plugin; that

@@ -11,7 +11,12 @@ use skywarden::db::{DatabaseUrl, DbOptions};
 use skywarden::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
-#[command(name = "skywarden", version, about = "Cloud security posture management and detection for AWS")]
+#[command(
+    name = "skywarden",
+    version,
+    about = "Cloud security posture management and detection for AWS",
+    after_help = ENVIRONMENT_HELP
+)]
 pub struct Cli {
     #[command(flatten)]
     pub db: DbArgs,
@@ -21,6 +26,44 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// Variables read from the environment that have no flag of their own (flags show theirs).
+pub const ENVIRONMENT_HELP: &str = "\
+Environment (besides the variables each flag names):
+  SKYWARDEN_AWS_ENDPOINT_URL            send every AWS call to this endpoint (an emulator, a VPC endpoint)
+  SKYWARDEN_AWS_ENDPOINT_URL_<SERVICE>  the same for one service: STS, CLOUDTRAIL, EC2, IAM, S3,
+                                        CLOUDWATCH_LOGS, ORGANIZATIONS
+  SKYWARDEN_AWS_HOME_REGION             region of STS and IAM calls (default us-east-1)
+  AWS credentials                       Skywarden's own, from the AWS SDK's default chain:
+                                        AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN;
+                                        AWS_PROFILE with AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE
+                                        (~/.aws/config, ~/.aws/credentials; SSO and credential_process);
+                                        AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN;
+                                        AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI (ECS, EKS);
+                                        the EC2 instance metadata service (AWS_EC2_METADATA_DISABLED=true
+                                        turns it off)
+  SKYWARDEN_SECRET_KEY, SKYWARDEN_SECRET_KEY_FILE
+                                        the key sealing notification secrets (default <data dir>/secret.key)
+  SKYWARDEN_USER_PASSWORD               the password of `users create` (else read from standard input)
+  RUST_LOG                              log filter on stderr (default info); the AWS SDK's own logs
+                                        show from warn in serve, worker, demo and deliver, and only
+                                        as errors in other commands
+
+--json prints JSON lines: one compact JSON object per line. Reference: docs/cli.md";
+
+/// Exit codes of `worker`.
+const WORKER_EXIT_CODES: &str = "\
+Exit codes:
+  0  stopped by SIGINT or SIGTERM; with --once: every due job ran without error
+  1  the worker could not start (database, policies, secret key, notifications file)
+  2  with --once: at least one job failed (its report line has an \"error\"); the others ran";
+
+/// Exit codes of `import`.
+const IMPORT_EXIT_CODES: &str = "\
+Exit codes:
+  0  every file imported
+  1  nothing imported: the database, the policies or the options were wrong
+  2  imported, but some files or records were not (listed in `errors`, or under \"problems\")";
 
 /// Where the data lives: a server the user runs, or the embedded cluster.
 #[derive(Clone, Debug, clap::Args)]
@@ -63,6 +106,7 @@ pub enum Command {
     /// Apply database migrations (they also run at every start).
     Migrate,
     /// Import CloudTrail and VPC flow log files (plain or gzip; folders are searched).
+    #[command(after_help = IMPORT_EXIT_CODES)]
     Import(ImportArgs),
     /// Serve the HTTP API.
     Serve(ServeArgs),
@@ -82,10 +126,12 @@ pub enum Command {
     },
     /// Alerts linked into incidents (one console or role session), each with its timeline.
     Incidents {
+        /// One JSON object per incident, one per line.
         #[arg(long)]
         json: bool,
     },
     /// Onboard AWS accounts (role ARN + external ID), test them, and see their pollers.
+    #[command(after_help = ENVIRONMENT_HELP)]
     Accounts {
         #[command(subcommand)]
         action: AccountsAction,
@@ -95,7 +141,13 @@ pub enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
-    /// Run the pollers only (no API). Start several to share the work.
+    /// Run the pollers and the notification sender (no API). Start several to share the work.
+    ///
+    /// Poll jobs and outbox rows are leased in PostgreSQL, so any number of workers and `serve`
+    /// processes share them. A worker sends notifications with the secret key `serve` uses
+    /// (SKYWARDEN_SECRET_KEY, SKYWARDEN_SECRET_KEY_FILE or <data dir>/secret.key) and never makes
+    /// one: without it, it sends nothing and logs why. --no-notifications leaves sending to others.
+    #[command(after_help = WORKER_EXIT_CODES)]
     Worker(WorkerArgs),
     /// Check, list and backtest the policies (built in, and those of --policies).
     Policies {
@@ -104,14 +156,14 @@ pub enum Command {
         #[command(subcommand)]
         action: PolicyAction,
     },
-    /// Posture: evaluate the Rego checks over the latest snapshots, list findings, suppress.
+    /// Posture: evaluate the Rego checks over the stored snapshots, list findings, suppress.
     Posture {
         #[command(flatten)]
         policies: PolicyArgs,
         #[command(subcommand)]
         action: PostureAction,
     },
-    /// Alert routing: send due notifications, see deliveries, apply the config file.
+    /// Alert routing: send due notifications, see deliveries, retry dead letters, apply the config file.
     Notifications {
         #[command(subcommand)]
         action: NotificationsAction,
@@ -139,6 +191,7 @@ pub enum PolicyAction {
     Lint,
     /// One line per policy (JSON lines with --json).
     List {
+        /// One JSON object per policy, one per line.
         #[arg(long)]
         json: bool,
     },
@@ -149,6 +202,7 @@ pub enum PolicyAction {
         /// Start of the period (RFC 3339, e.g. 2026-11-01T00:00:00Z).
         #[arg(long)]
         since: chrono::DateTime<chrono::Utc>,
+        /// One JSON object with the counts and the alert titles.
         #[arg(long)]
         json: bool,
     },
@@ -173,6 +227,7 @@ pub struct AlertsArgs {
 pub enum AlertsAction {
     /// Acknowledge, resolve, dismiss, snooze or reopen an alert.
     SetStatus {
+        /// The alert's id (a UUID, as `skywarden alerts` lists it).
         id: String,
         /// open, acknowledged, resolved, dismissed or snoozed.
         #[arg(value_parser = parse_status)]
@@ -303,7 +358,8 @@ pub struct NotifyArgs {
     /// How long a sender holds a delivery before another process may take it over.
     #[arg(long, env = "SKYWARDEN_NOTIFY_LEASE", default_value = "120s", value_parser = parse_wait)]
     pub notify_lease: std::time::Duration,
-    /// Send no notifications from this process (another `serve` or `notifications deliver` does).
+    /// Send no notifications from this process (another `serve`, `worker` or `notifications
+    /// deliver` does).
     #[arg(long, env = "SKYWARDEN_NO_NOTIFICATIONS")]
     pub no_notifications: bool,
 }
@@ -343,11 +399,14 @@ pub struct PollerArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
-    /// Run every due job once, print a JSON report per job, and exit.
+    /// Run every due job once, print a JSON report per job (JSON lines), send the notifications
+    /// due, and exit.
     #[arg(long)]
     pub once: bool,
     #[command(flatten)]
     pub poller: PollerArgs,
+    #[command(flatten)]
+    pub notify: NotifyArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -355,26 +414,37 @@ pub enum AccountsAction {
     /// Onboard an account: store its role ARN, generate its external ID (shown once), create its
     /// poll jobs, and try the role. With --organization: onboard every active member account of
     /// the organization whose management (or delegated-admin) account the role is in.
+    #[command(after_help = ENVIRONMENT_HELP)]
     Add(Box<AccountAddArgs>),
     /// Add a central log archive: one trail bucket read once for every account under it, each
     /// event stored under its own account.
+    #[command(after_help = ENVIRONMENT_HELP)]
     AddLogArchive(Box<LogArchiveArgs>),
     /// Onboarded accounts (never their external IDs).
     List {
+        /// One JSON object per account, one per line.
         #[arg(long)]
         json: bool,
     },
     /// Stop polling an account and forget its role; its stored data stays.
-    Remove { account_id: String },
-    /// Assume the account's role and report who Skywarden is there.
-    Test {
+    Remove {
+        /// The account id (12 digits; `organization:…` or `log-archive:…` for those entries).
         account_id: String,
+    },
+    /// Assume the account's role and report who Skywarden is there.
+    #[command(after_help = ENVIRONMENT_HELP)]
+    Test {
+        /// The account id (12 digits).
+        account_id: String,
+        /// One JSON object with the outcome.
         #[arg(long)]
         json: bool,
     },
     /// Each poll job: last success, next run, lag, last error.
     Status {
+        /// Only this account's jobs; every account's by default.
         account_id: Option<String>,
+        /// One JSON object per job, one per line.
         #[arg(long)]
         json: bool,
     },
@@ -388,11 +458,13 @@ pub enum AccountsAction {
         /// cloudtrail-archive.
         #[arg(long)]
         source: Option<String>,
+        /// One JSON object with the number of jobs made due.
         #[arg(long)]
         json: bool,
     },
     /// Change an account's region restriction or poll intervals; its jobs follow.
     Configure {
+        /// The account id (12 digits).
         account_id: String,
         /// Poll only these regions, comma-separated.
         #[arg(long, value_delimiter = ',', conflicts_with = "all_regions")]
@@ -412,6 +484,7 @@ pub enum AccountsAction {
         /// SQS queue announcing new flow log files; "" removes it.
         #[arg(long)]
         flow_queue_url: Option<String>,
+        /// One JSON object with the account as configured.
         #[arg(long)]
         json: bool,
     },
@@ -424,6 +497,7 @@ pub struct AccountAddArgs {
     /// arn:aws:iam::ACCOUNT:role/NAME
     #[arg(long)]
     pub role_arn: String,
+    /// A name for people (shown by `accounts list` and the dashboard); the account id by default.
     #[arg(long)]
     pub name: Option<String>,
     /// Poll only these regions, comma-separated. By default every region the account has
@@ -450,6 +524,7 @@ pub struct AccountAddArgs {
     /// Bucket with the account's VPC flow log files.
     #[arg(long)]
     pub flow_bucket: Option<String>,
+    /// Key prefix before `AWSLogs/` in the flow log bucket.
     #[arg(long)]
     pub flow_prefix: Option<String>,
     /// CloudWatch Logs group with VPC flow logs (repeatable).
@@ -473,9 +548,11 @@ pub struct AccountAddArgs {
     /// The role every member account has (deployed by deploy/skywarden-readonly-stackset.yaml).
     #[arg(long, requires = "organization", default_value = "SkywardenReadOnly")]
     pub member_role_name: String,
-    /// Do not try the role now (it does not exist yet).
-    #[arg(long)]
-    pub no_test: bool,
+    /// Neither check Skywarden's own AWS credentials nor try the role now (they do not exist
+    /// yet); without it, missing credentials stop the command before anything is stored.
+    #[arg(long, visible_alias = "no-test")]
+    pub skip_test: bool,
+    /// One JSON object with the account, its external ID and the role check.
     #[arg(long)]
     pub json: bool,
 }
@@ -498,6 +575,7 @@ pub struct LogArchiveArgs {
     /// The bucket's region, if known (else found once with HeadBucket or GetBucketLocation).
     #[arg(long)]
     pub bucket_region: Option<String>,
+    /// A name for people (shown by `accounts list`).
     #[arg(long)]
     pub name: Option<String>,
     /// Endpoint for the archive's AWS calls (an emulator or VPC endpoint).
@@ -506,9 +584,11 @@ pub struct LogArchiveArgs {
     /// cloudtrail-archive=DURATION (default 5m).
     #[arg(long = "poll-interval", value_name = "SOURCE=DURATION")]
     pub poll_intervals: Vec<String>,
-    /// Do not try the role now (it does not exist yet).
-    #[arg(long)]
-    pub no_test: bool,
+    /// Neither check Skywarden's own AWS credentials nor try the role now (they do not exist
+    /// yet); without it, missing credentials stop the command before anything is stored.
+    #[arg(long, visible_alias = "no-test")]
+    pub skip_test: bool,
+    /// One JSON object with the account, its external ID and the role check.
     #[arg(long)]
     pub json: bool,
 }
@@ -544,13 +624,23 @@ pub struct DemoArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum PostureAction {
-    /// Evaluate every posture check over the accounts' current resources and record findings.
+    /// Evaluate every posture check over the configuration snapshots already stored (by the
+    /// pollers' config-snapshot jobs or `posture import`) and record findings; reads nothing
+    /// from AWS unless --collect.
+    #[command(after_help = ENVIRONMENT_HELP)]
     Run {
-        /// Only this account (repeatable); every account with a snapshot by default.
+        /// Only this account (repeatable); every account with a snapshot by default (with
+        /// --collect: every onboarded account).
         #[arg(long = "account")]
         accounts: Vec<String>,
+        /// First take a fresh snapshot of the accounts from AWS (their config-snapshot poll
+        /// jobs, run now in this process; a job another worker is running is left to it), then
+        /// evaluate. Needs Skywarden's AWS credentials.
+        #[arg(long)]
+        collect: bool,
         #[command(flatten)]
         alerts: PostureAlertArgs,
+        /// One JSON object with the evaluation (and, with --collect, each snapshot job's outcome).
         #[arg(long)]
         json: bool,
     },
@@ -559,36 +649,46 @@ pub enum PostureAction {
         /// open, resolved or all.
         #[arg(long, default_value = "open")]
         status: String,
+        /// Only this account's findings.
         #[arg(long)]
         account: Option<String>,
+        /// Only this check's findings (its id, e.g. aws-vpc-flow-logs).
         #[arg(long)]
         check: Option<String>,
+        /// One JSON object per finding, one per line.
         #[arg(long)]
         json: bool,
     },
     /// Accept a failing check (on one resource, one account, or everywhere) with a reason.
     Suppress {
+        /// The check's id (e.g. aws-vpc-flow-logs; `policies list` and `posture findings` show them).
         check: String,
+        /// Only in this account; every account by default.
         #[arg(long)]
         account: Option<String>,
+        /// Only on this resource (its id: sg-…, vpc-…, a user or role name); every resource by default.
         #[arg(long)]
         resource: Option<String>,
+        /// Why the failure is accepted (kept with the suppression).
         #[arg(long)]
         reason: String,
         /// When the suppression ends (RFC 3339); never by default.
         #[arg(long)]
         until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Who accepts it (default: the login name).
         #[arg(long, env = "USER", default_value = "cli")]
         actor: String,
     },
     /// Record the configuration snapshots of a dump file (skywarden.snapshot/v1), then evaluate.
     Import {
+        /// The dump file (e.g. samples/incident.config.json).
         file: PathBuf,
         #[command(flatten)]
         alerts: PostureAlertArgs,
     },
     /// The score per account and section at the latest run.
     Scores {
+        /// One JSON object per account and section, one per line.
         #[arg(long)]
         json: bool,
     },
@@ -616,8 +716,10 @@ fn parse_alert_severity(text: &str) -> Result<AlertThreshold, String> {
 
 #[derive(Debug, Subcommand)]
 pub enum NotificationsAction {
-    /// Send due notifications: once, or until stopped (for a process apart from `serve`).
+    /// Send due notifications: once, or until stopped (for a process apart from `serve` and
+    /// `worker`, which send too).
     Deliver {
+        /// Send what is due now, print what happened, and exit.
         #[arg(long)]
         once: bool,
         #[command(flatten)]
@@ -625,11 +727,36 @@ pub enum NotificationsAction {
     },
     /// Deliveries by state, and the dead letters.
     Status {
+        /// One JSON object: the counts by state and the latest dead letters.
         #[arg(long)]
         json: bool,
     },
+    /// Deliveries, newest first: `--status dead` lists the dead letters to retry.
+    Deliveries {
+        /// Only deliveries in this state: pending, sending, delivered or dead.
+        #[arg(long, value_parser = ["pending", "sending", "delivered", "dead"])]
+        status: Option<String>,
+        /// Only deliveries of this alert (its id, a UUID).
+        #[arg(long)]
+        alert: Option<String>,
+        /// At most this many (1 to 1000).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=1000))]
+        limit: i64,
+        /// One JSON object per delivery, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a dead letter again from scratch (its attempts start over); audit-logged like the
+    /// dashboard's retry. A running sender (`serve`, `worker`, `notifications deliver`) sends it.
+    Retry {
+        /// The delivery's id (`notifications deliveries --status dead` lists them).
+        delivery_id: i64,
+    },
     /// Check a notifications config file and apply it to the database.
     Apply {
+        /// The YAML file (or give it with --notifications / SKYWARDEN_NOTIFICATIONS).
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
         #[command(flatten)]
         notify: NotifyArgs,
     },
@@ -639,6 +766,7 @@ pub enum NotificationsAction {
 pub enum TokenAction {
     /// Create a token and print it (it is shown only this once).
     Create {
+        /// What the token is for (shown by `tokens list` and in the audit log).
         #[arg(long)]
         name: String,
         /// viewer, analyst or admin.
@@ -648,7 +776,10 @@ pub enum TokenAction {
     /// List tokens (never their secrets).
     List,
     /// Revoke a token by id.
-    Revoke { id: String },
+    Revoke {
+        /// The token's id, as `tokens list` shows it.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -656,6 +787,7 @@ pub enum UserAction {
     /// Create a dashboard user. The password is read from SKYWARDEN_USER_PASSWORD, or from the
     /// first line of standard input, never from the command line (where `ps` would show it).
     Create {
+        /// The user name to sign in with.
         #[arg(long)]
         username: String,
         /// viewer, analyst or admin.
@@ -714,5 +846,92 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["skywarden", "serve", "--notify-retry-base", "30"]).is_err());
         assert!(Cli::try_parse_from(["skywarden", "serve", "--posture-alert-severity", "urgent"]).is_err());
+    }
+
+    #[test]
+    fn new_spellings_parse_and_old_ones_still_do() {
+        let apply = |args: &[&str]| match parse(args).command {
+            Command::Notifications { action: NotificationsAction::Apply { file, notify } } => {
+                (file, notify.notifications)
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(apply(&["notifications", "apply", "n.yaml"]), (Some(PathBuf::from("n.yaml")), None));
+        assert_eq!(apply(&["notifications", "apply", "--notifications", "n.yaml"]).1, Some(PathBuf::from("n.yaml")));
+        assert!(matches!(
+            parse(&["notifications", "retry", "42"]).command,
+            Command::Notifications { action: NotificationsAction::Retry { delivery_id: 42 } }
+        ));
+        assert!(Cli::try_parse_from(["skywarden", "notifications", "retry", "forty-two"]).is_err());
+        assert!(Cli::try_parse_from(["skywarden", "notifications", "deliveries", "--status", "gone"]).is_err());
+        match parse(&["worker", "--no-notifications"]).command {
+            Command::Worker(args) => assert!(args.notify.no_notifications),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["posture", "run", "--collect"]).command,
+            Command::Posture { action: PostureAction::Run { collect: true, .. }, .. }
+        ));
+        for flag in ["--skip-test", "--no-test"] {
+            match parse(&["accounts", "add", "--role-arn", "arn:aws:iam::111122223333:role/R", flag]).command {
+                Command::Accounts { action: AccountsAction::Add(args) } => assert!(args.skip_test, "{flag}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    /// Every argument and every subcommand, at every depth, has a help line.
+    #[test]
+    fn every_argument_and_subcommand_has_help() {
+        use clap::CommandFactory;
+        fn without_help(command: &clap::Command, path: &str, found: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    found.push(format!("{path}: argument {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                    found.push(format!("{sub_path}: subcommand"));
+                }
+                without_help(sub, &sub_path, found);
+            }
+        }
+        let mut command = Cli::command();
+        command.build();
+        let mut found = Vec::new();
+        without_help(&command, "skywarden", &mut found);
+        assert!(found.is_empty(), "without help text:\n{}", found.join("\n"));
+    }
+
+    /// Variables without a flag of their own are named where they matter.
+    #[test]
+    fn help_names_the_aws_environment_and_the_exit_codes() {
+        use clap::CommandFactory;
+        let help = |path: &[&str]| {
+            let mut command = Cli::command();
+            command.build();
+            let mut command = &mut command;
+            for name in path {
+                command = command.find_subcommand_mut(name).unwrap_or_else(|| panic!("{path:?}"));
+            }
+            command.render_long_help().to_string()
+        };
+        for path in [&[][..], &["accounts"], &["accounts", "add"], &["accounts", "test"], &["posture", "run"]] {
+            let text = help(path);
+            for variable in
+                ["SKYWARDEN_AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_EC2_METADATA_DISABLED"]
+            {
+                assert!(text.contains(variable), "{path:?} help lacks {variable}:\n{text}");
+            }
+        }
+        for path in [&["worker"][..], &["import"]] {
+            let text = help(path);
+            assert!(text.contains("Exit codes:") && text.contains("  2  "), "{path:?}:\n{text}");
+        }
+        let worker = help(&["worker"]);
+        assert!(worker.contains("--no-notifications") && worker.contains("notification sender"), "{worker}");
+        assert!(help(&["posture", "run"]).contains("already stored"));
     }
 }

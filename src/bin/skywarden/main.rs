@@ -4,20 +4,20 @@
 
 mod cli;
 mod commands;
+mod logging;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use skywarden::db::DbOptions;
-use skywarden::telemetry;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, NotificationsAction};
 use commands::{accounts, alerts, auth, db, demo, import, notifications, policies, posture, serve, worker};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    logging::init(cli.log_format, is_long_running(&cli.command));
     match run(cli.command, cli.db.into()).await {
         Ok(code) => code,
         Err(error) => {
@@ -25,6 +25,18 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Processes that run until stopped, whose logs an operator reads later: they may ask
+/// `RUST_LOG` for the AWS SDK's own logs. One-shot commands never show them.
+fn is_long_running(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Serve(_)
+            | Command::Worker(_)
+            | Command::Demo(_)
+            | Command::Notifications { action: NotificationsAction::Deliver { once: false, .. } }
+    )
 }
 
 async fn run(command: Command, db: DbOptions) -> anyhow::Result<ExitCode> {

@@ -2,15 +2,35 @@
 
 use std::process::ExitCode;
 
+use aws_types::SdkConfig;
 use skywarden::accounts::log_archive::NewLogArchive;
 use skywarden::accounts::organization::{self, NewOrganization};
 use skywarden::accounts::{self, AccountChange, AccountKind, LogSources, NewAccount, PollIntervals};
-use skywarden::aws::AwsSettings;
+use skywarden::aws::{AwsSettings, RoleArn};
 use skywarden::db::{Database, DbOptions};
 use skywarden::pollers::{Source, jobs};
 
+use super::aws_credentials;
 use super::with_db;
 use crate::cli::{AccountAddArgs, AccountsAction, LogArchiveArgs};
+
+/// How to go on when Skywarden has no AWS credentials of its own.
+const ADD_WITHOUT_CREDENTIALS: &str =
+    "nothing was stored; give Skywarden credentials, or add it with --skip-test to check later";
+
+/// Skywarden's AWS configuration with its credentials checked, unless --skip-test.
+async fn aws_unless_skipped(skip_test: bool) -> anyhow::Result<Option<(AwsSettings, SdkConfig)>> {
+    if skip_test {
+        return Ok(None);
+    }
+    Ok(Some(aws_credentials::load_checked(ADD_WITHOUT_CREDENTIALS).await?))
+}
+
+/// A role ARN that cannot be one is named before anything else is checked.
+fn check_role_arn(role_arn: &str) -> anyhow::Result<()> {
+    RoleArn::parse(role_arn)?;
+    Ok(())
+}
 
 pub(crate) async fn run(db_options: &DbOptions, action: AccountsAction) -> anyhow::Result<ExitCode> {
     if let AccountsAction::Template = action {
@@ -83,8 +103,8 @@ async fn list(db: &Database, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 async fn test(db: &Database, account_id: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let settings = AwsSettings::from_env();
-    let base = settings.load().await;
+    accounts::load(&db.pool, account_id).await?;
+    let (settings, base) = aws_credentials::load_checked("the role cannot be tried without them").await?;
     let result = accounts::test(&db.pool, &base, &settings, account_id).await?;
     if json {
         println!("{}", serde_json::to_string(&result)?);
@@ -285,6 +305,9 @@ async fn configure(db: &Database, account_id: &str, change: AccountChange, json:
 }
 
 async fn add(db: &Database, args: AccountAddArgs) -> anyhow::Result<ExitCode> {
+    check_role_arn(&args.role_arn)?;
+    // Before anything is stored: without credentials the role check could only fail.
+    let aws = aws_unless_skipped(args.skip_test).await?;
     let new = NewAccount {
         role_arn: args.role_arn,
         name: args.name,
@@ -303,12 +326,9 @@ async fn add(db: &Database, args: AccountAddArgs) -> anyhow::Result<ExitCode> {
         },
     };
     let account = accounts::onboard(&db.pool, &new, &intervals_from(&args.poll_intervals)?).await?;
-    let test = if args.no_test {
-        None
-    } else {
-        let settings = AwsSettings::from_env();
-        let base = settings.load().await;
-        Some(accounts::test(&db.pool, &base, &settings, &account.account_id).await?)
+    let test = match &aws {
+        Some((settings, base)) => Some(accounts::test(&db.pool, base, settings, &account.account_id).await?),
+        None => None,
     };
     if args.json {
         let mut value = serde_json::to_value(&account)?;
@@ -347,6 +367,8 @@ async fn add(db: &Database, args: AccountAddArgs) -> anyhow::Result<ExitCode> {
 /// `accounts add --organization`: the organization's entry and external ID, then (unless
 /// --no-test) its members, listed and onboarded at once.
 async fn add_organization(db: &Database, args: AccountAddArgs) -> anyhow::Result<ExitCode> {
+    check_role_arn(&args.role_arn)?;
+    let aws = aws_unless_skipped(args.skip_test).await?;
     let new = NewOrganization {
         role_arn: args.role_arn,
         member_role_name: args.member_role_name,
@@ -354,12 +376,11 @@ async fn add_organization(db: &Database, args: AccountAddArgs) -> anyhow::Result
         endpoint_url: args.endpoint_url,
     };
     let entry = organization::onboard(&db.pool, &new, &intervals_from(&args.poll_intervals)?).await?;
-    let members = if args.no_test {
-        None
-    } else {
-        let settings = AwsSettings::from_env();
-        let base = settings.load().await;
-        Some(organization::sync(&db.pool, &base, &settings, &entry.account_id).await.map_err(|e| e.to_string()))
+    let members = match &aws {
+        Some((settings, base)) => {
+            Some(organization::sync(&db.pool, base, settings, &entry.account_id).await.map_err(|e| e.to_string()))
+        }
+        None => None,
     };
     if args.json {
         let mut value = serde_json::to_value(&entry)?;
@@ -404,6 +425,8 @@ async fn add_organization(db: &Database, args: AccountAddArgs) -> anyhow::Result
 /// `accounts add-log-archive`: the archive's entry, external ID and job; the accounts whose own
 /// trail-file jobs it replaces.
 async fn add_log_archive(db: &Database, args: LogArchiveArgs) -> anyhow::Result<ExitCode> {
+    check_role_arn(&args.role_arn)?;
+    let aws = aws_unless_skipped(args.skip_test).await?;
     let new = NewLogArchive {
         role_arn: args.role_arn,
         bucket: args.bucket,
@@ -415,12 +438,9 @@ async fn add_log_archive(db: &Database, args: LogArchiveArgs) -> anyhow::Result<
     };
     let added = accounts::log_archive::add(&db.pool, &new, &intervals_from(&args.poll_intervals)?).await?;
     let entry = &added.archive;
-    let test = if args.no_test {
-        None
-    } else {
-        let settings = AwsSettings::from_env();
-        let base = settings.load().await;
-        Some(accounts::test(&db.pool, &base, &settings, &entry.account_id).await?)
+    let test = match &aws {
+        Some((settings, base)) => Some(accounts::test(&db.pool, base, settings, &entry.account_id).await?),
+        None => None,
     };
     if args.json {
         let mut value = serde_json::to_value(entry)?;

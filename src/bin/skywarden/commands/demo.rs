@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use skywarden::auth::Role;
 use skywarden::db::{Database, DbOptions};
 use skywarden::detect;
 use skywarden::ingest::{self, ImportOptions};
@@ -36,6 +37,13 @@ async fn demo_posture(db: &Database, args: &DemoArgs, mut checks: CheckSet) -> a
     Ok(())
 }
 
+/// A demo user with a fresh password at every run, shown only when the dashboard starts.
+async fn demo_user(db: &Database, username: &str, role: Role) -> anyhow::Result<String> {
+    let password = format!("demo-{}", skywarden::auth::random_secret(12)?);
+    skywarden::auth::users::upsert(&db.pool, username, &password, role).await?;
+    Ok(password)
+}
+
 pub(crate) async fn run_demo(db_options: &DbOptions, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let geo = open_geo(&args.geo)?;
     let policies = Some(load_policies(&args.policies)?);
@@ -67,12 +75,12 @@ pub(crate) async fn run_demo(db_options: &DbOptions, args: DemoArgs) -> anyhow::
         return Err(error);
     }
     if !args.no_dashboard {
-        // A fresh password for the demo's analyst at every run, shown only here.
-        let password = format!("demo-{}", skywarden::auth::random_secret(12)?);
-        skywarden::auth::users::upsert(&db.pool, "analyst", &password, skywarden::auth::Role::Admin).await?;
+        let analyst = demo_user(&db, "analyst", Role::Analyst).await?;
+        let admin = demo_user(&db, "admin", Role::Admin).await?;
         let listener =
             tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-        println!("\nDashboard: http://{}/  (user: analyst, password: {password})", args.listen);
+        println!("\nDashboard: http://{}/  (user: analyst, password: {analyst})", args.listen);
+        println!("  for channels, routes, tokens, users and the audit log: (user: admin, password: {admin})");
         println!("Press Ctrl-C to stop.");
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let notifications = (!args.notify.no_notifications).then(|| {

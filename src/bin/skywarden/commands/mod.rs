@@ -5,6 +5,8 @@
 pub(crate) mod accounts;
 pub(crate) mod alerts;
 pub(crate) mod auth;
+pub(crate) mod aws_credentials;
+pub(crate) mod collect;
 pub(crate) mod db;
 pub(crate) mod demo;
 pub(crate) mod import;

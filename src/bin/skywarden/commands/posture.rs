@@ -8,6 +8,7 @@ use skywarden::inventory::dump::SnapshotDump;
 use skywarden::model::Severity;
 use skywarden::posture::{self, RunReport, checks::CheckSet, findings};
 
+use super::collect::{self, Collected};
 use super::{EXIT_PARTIAL, check_problem, load_checks, with_db};
 use crate::cli::{PolicyArgs, PostureAction};
 
@@ -23,8 +24,9 @@ pub(crate) async fn run(
         _ => CheckSet::default(),
     };
     with_db(db_options, async |db| match action {
-        PostureAction::Run { accounts, alerts, json } => {
-            evaluate(db, checks, &accounts, alerts.alert_severity.0, json).await
+        PostureAction::Run { accounts, collect, alerts, json } => {
+            let collected = if collect { Some(collect::collect(db, &accounts).await?) } else { None };
+            evaluate(db, checks, &accounts, alerts.alert_severity.0, collected, json).await
         }
         PostureAction::Findings { status, account, check, json } => {
             list_findings(db, status, account, check, json).await
@@ -42,20 +44,43 @@ pub(crate) async fn run(
     .await
 }
 
+/// `posture run --json`: the evaluation, and with --collect what each snapshot job did.
+#[derive(serde::Serialize)]
+struct RunOutput<'a> {
+    #[serde(flatten)]
+    report: &'a RunReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    collected: Option<&'a [Collected]>,
+}
+
+/// Evaluates the stored snapshots (after collecting fresh ones with --collect); exits 2 when a
+/// check or a collection failed.
 async fn evaluate(
     db: &Database,
     mut checks: CheckSet,
     accounts: &[String],
     alert_at: Option<Severity>,
+    collected: Option<Vec<Collected>>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let report = posture::run(&db.pool, &mut checks, accounts, alert_at).await?;
+    let collected = collected.as_deref();
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string(&RunOutput { report: &report, collected })?);
     } else {
+        collected.into_iter().flatten().for_each(print_collected);
         print_report(&report);
     }
-    Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PARTIAL) })
+    let collect_failed = collected.is_some_and(|c| c.iter().any(|job| job.error.is_some()));
+    Ok(if report.problems.is_empty() && !collect_failed { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PARTIAL) })
+}
+
+fn print_collected(job: &Collected) {
+    let region = if job.region.is_empty() { String::new() } else { format!(" {}", job.region) };
+    match &job.error {
+        None => println!("snapshot {}{region}: {} resource versions stored", job.account_id, job.stored),
+        Some(error) => println!("snapshot {}{region} failed: {error}", job.account_id),
+    }
 }
 
 fn print_report(report: &RunReport) {
@@ -92,7 +117,9 @@ async fn list_findings(
     let filter = findings::FindingFilter { status, account_id: account, check_id: check, ..Default::default() };
     let list = findings::list(&db.pool, &filter).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        for finding in &list {
+            println!("{}", serde_json::to_string(finding)?);
+        }
         return Ok(ExitCode::SUCCESS);
     }
     for f in &list {
@@ -138,7 +165,9 @@ async fn import(
 async fn scores(db: &Database, json: bool) -> anyhow::Result<ExitCode> {
     let scores = findings::scores(&db.pool, None, true).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&scores)?);
+        for score in &scores {
+            println!("{}", serde_json::to_string(score)?);
+        }
         return Ok(ExitCode::SUCCESS);
     }
     for s in &scores {

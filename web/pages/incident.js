@@ -1,0 +1,265 @@
+// Incidents: the list (newest first) and one incident's story: who, from where, what they did in
+// order, the ATT&CK chain, the resources touched as the latest snapshot has them, the flows, and
+// triage of all its alerts at once. Also the widgets the alert pages share (outcome badges,
+// ATT&CK labels, event, flow and resource tables, the triage form).
+import { api, errorText } from "../api.js";
+import { worldMap } from "../charts.js";
+import { el, fmtBytes, fmtTime, query, render, sev, table } from "../dom.js";
+import { addressLink, alertLink, eventLink, incidentLink, principalLink, resourceEntityLink } from "../links.js";
+import { appendRows, loadMore } from "./paging.js";
+
+// ATT&CK Enterprise tactics in kill-chain order.
+const TACTICS = [
+  ["TA0043", "Reconnaissance"], ["TA0042", "Resource Development"], ["TA0001", "Initial Access"],
+  ["TA0002", "Execution"], ["TA0003", "Persistence"], ["TA0004", "Privilege Escalation"],
+  ["TA0005", "Defense Evasion"], ["TA0006", "Credential Access"], ["TA0007", "Discovery"],
+  ["TA0008", "Lateral Movement"], ["TA0009", "Collection"], ["TA0011", "Command and Control"],
+  ["TA0010", "Exfiltration"], ["TA0040", "Impact"],
+];
+const TACTIC_NAME = Object.fromEntries(TACTICS);
+const TACTIC_ORDER = Object.fromEntries(TACTICS.map(([id], i) => [id, i]));
+
+// "TA0001/T1078.004" (or "TA0001", or "TA0001/") as "TA0001 Initial Access · T1078.004".
+export function mitreText(label) {
+  const [tactic, technique] = String(label).split("/");
+  const name = TACTIC_NAME[tactic];
+  return [name ? `${tactic} ${name}` : tactic, technique].filter(Boolean).join(" · ");
+}
+
+export function mitreList(labels) {
+  return labels.length ? labels.map(mitreText).join(", ") : "—";
+}
+
+// A success or failure badge (a failed console login has no error code, only its outcome).
+export function outcomeBadge(outcome) {
+  const failed = outcome === "failure";
+  return el("span", { class: `badge outcome ${failed ? "failure" : "success"}`, "data-outcome": outcome }, failed ? "failed" : "ok");
+}
+
+function place(e) {
+  return [addressLink(e.source_ip), e.country || e.city ? ` ${[e.city, e.country].filter(Boolean).join(", ")}` : ""];
+}
+
+// CloudTrail events as a table: when, what, who, from where, what was asked, the outcome and
+// (with `alertColumn`) the alerts each one is evidence of.
+export function eventsTable(events, { alertColumn, marked } = {}) {
+  const columns = [
+    { title: "Time", value: (e) => fmtTime(e.event_time), class: "when" },
+    { title: "Event", value: (e) => eventLink(e.event_id, e.event_name || e.event_id) },
+    { title: "Who", value: (e) => principalLink(e.principal_arn || e.user_name) },
+    { title: "From", value: place },
+    { title: "Request", value: (e) => e.request || "", class: "request mono" },
+    { title: "Outcome", value: (e) => [outcomeBadge(e.outcome), e.error_code ? ` ${e.error_code}` : ""] },
+  ];
+  if (alertColumn) columns.push({ title: "Alerts", value: (e) => e.alert_ids.map((id) => [alertLink(id), " "]) });
+  if (marked) columns.push({ title: "In alert", value: (e) => (e.alert_ids.includes(marked) ? "●" : ""), class: "in-alert" });
+  const drawn = table(columns, events);
+  drawn.classList.add("events");
+  for (const [i, row] of [...drawn.tBodies[0].rows].entries()) {
+    row.dataset.eventId = events[i].event_id;
+    row.dataset.outcome = events[i].outcome;
+    if (events[i].alert_ids.length) row.classList.add("evidence");
+  }
+  return drawn;
+}
+
+const PROTOCOLS = { 6: "tcp", 17: "udp", 1: "icmp" };
+
+export function flowsTable(flows) {
+  const drawn = table([
+    { title: "From", value: (f) => addressLink(f.srcaddr) },
+    { title: "To", value: (f) => addressLink(f.dstaddr) },
+    { title: "Port", value: (f) => [PROTOCOLS[f.protocol] || f.protocol || "", f.dstport != null ? ` ${f.dstport}` : ""] },
+    { title: "Action", value: (f) => f.action || "—" },
+    { title: "Bytes", value: (f) => fmtBytes(f.bytes) },
+    { title: "Records", value: (f) => f.records },
+    { title: "First", value: (f) => fmtTime(f.first_seen) },
+    { title: "Last", value: (f) => fmtTime(f.last_seen) },
+    { title: "Interface", value: (f) => f.interface_id || "—", class: "mono" },
+  ], flows);
+  drawn.id = "flows";
+  return drawn;
+}
+
+// A security-group rule as a request line reads: "tcp 22 from 176.36.10.20/32".
+function ruleText(rule) {
+  const ports = rule.from_port == null ? "" : rule.from_port === rule.to_port ? ` ${rule.from_port}` : ` ${rule.from_port}-${rule.to_port}`;
+  const from = rule.cidr_ipv4 || rule.cidr_ipv6 || rule.source_group || rule.prefix_list || "—";
+  return `${rule.protocol === "-1" ? "all" : rule.protocol}${ports} from ${from}`;
+}
+
+// What the latest snapshot says of a resource, in a line.
+function resourceState(r) {
+  if (r.deleted_at) return `deleted (seen gone ${fmtTime(r.deleted_at)})`;
+  const c = r.config || {};
+  if (Array.isArray(c.ingress)) return `ingress: ${c.ingress.map(ruleText).join("; ") || "none"}`;
+  if (c.instance_id) return `instance profile: ${c.iam_instance_profile_arn || "none"}`;
+  if (c.is_logging !== undefined) return `logging ${c.is_logging ? "on" : "off"}`;
+  if (Array.isArray(c.attached_policies)) return `policies: ${c.attached_policies.join(", ") || "none"}`;
+  return r.name || "";
+}
+
+export function resourcesTable(resources) {
+  const drawn = table([
+    { title: "Resource", value: (r) => resourceEntityLink(r.account_id, r.resource_type, r.resource_id) },
+    { title: "Type", value: (r) => r.resource_type },
+    { title: "Latest snapshot", value: (r) => resourceState(r), class: "state-line" },
+    { title: "Snapshot time", value: (r) => fmtTime(r.snapshot_at), class: "when" },
+    { title: "Last changed", value: (r) => fmtTime(r.last_changed), class: "when" },
+  ], resources);
+  drawn.id = "resources";
+  for (const [i, row] of [...drawn.tBodies[0].rows].entries()) row.dataset.resource = resources[i].resource_id;
+  return drawn;
+}
+
+// The status form: one reason for every alert in `ids()`; snoozing asks until when.
+// `buttonIds` names buttons otherwise than `<prefix>-<status>`.
+export function triageForm(ids, done, prefix = "triage", buttonIds = {}) {
+  const reason = el("input", { name: "reason", placeholder: "why (kept in the history)", size: 36, id: `${prefix}-reason` });
+  const until = el("input", { type: "datetime-local", id: `${prefix}-until`, "aria-label": "snooze until (UTC)" });
+  const message = el("span", { class: "result", id: `${prefix}-result`, role: "status" });
+  const apply = (status) => async () => {
+    const chosen = ids();
+    message.className = "result";
+    if (!chosen.length) { message.textContent = "select alerts first"; return; }
+    if (!reason.value.trim()) { reason.focus(); message.textContent = "a reason is required"; return; }
+    const body = { ids: chosen, status, reason: reason.value };
+    if (status === "snoozed") {
+      if (!until.value) { until.focus(); message.textContent = "snoozing needs a time"; return; }
+      body.until = new Date(until.value + "Z").toISOString();
+    }
+    try {
+      await api("/api/v1/alerts/status", { method: "POST", body });
+      done();
+    } catch (error) {
+      message.className = "result error";
+      message.textContent = errorText(error);
+    }
+  };
+  const button = (status, text, cls) => el("button", { type: "button", class: cls, id: buttonIds[status] || `${prefix}-${status}`, onclick: apply(status) }, text);
+  return el("div", { class: "actions triage" }, reason,
+    button("acknowledged", "Acknowledge"), button("resolved", "Resolve", "secondary"),
+    button("dismissed", "Dismiss", "secondary"), button("open", "Reopen", "secondary"),
+    el("span", { class: "snooze" }, until, button("snoozed", "Snooze", "secondary")), message);
+}
+
+export async function incidentsPage(ctx, params) {
+  const open = params.get("open") === "true";
+  const first = await api("/api/v1/incidents" + query({ open: open ? "true" : "", limit: 50 }));
+  const columns = [
+    { title: "Severity", value: (i) => sev(i.severity) },
+    { title: "Incident", value: (i) => incidentLink(i.id, `${i.timeline[0] ? i.timeline[0].title : i.id}`) },
+    { title: "Principal", value: (i) => principalLink(i.principal) },
+    { title: "From", value: (i) => addressLink(i.source_ip) },
+    { title: "Alerts", value: (i) => `${i.alert_count} (${i.open_count} open)` },
+    { title: "Started", value: (i) => fmtTime(i.first_seen), class: "when" },
+    { title: "Last seen", value: (i) => fmtTime(i.last_seen), class: "when" },
+  ];
+  const drawn = table(columns, first.incidents);
+  drawn.id = "incidents";
+  render(
+    el("h1", {}, open ? "Open incidents" : "Incidents"),
+    el("p", { class: "muted" }, "Alerts of one console or role session, and the flows of its address, newest first. ",
+      open ? el("a", { href: "#/incidents" }, "Show all") : el("a", { href: "#/incidents?open=true" }, "Only those with open alerts")),
+    first.incidents.length ? drawn : el("p", { class: "muted" }, "No incident."),
+    loadMore({
+      path: "/api/v1/incidents", params: { open: open ? "true" : "", limit: 50 }, key: "incidents",
+      nextCursor: first.next_cursor, id: "more-incidents", append: (rows) => appendRows(drawn, columns, rows),
+    }),
+  );
+}
+
+// The ATT&CK chain: the incident's tactics in kill-chain order, each with its techniques and alerts.
+function attackChain(alerts) {
+  const tactics = new Map();
+  for (const a of alerts) {
+    for (const label of a.mitre) {
+      const [tactic, technique] = label.split("/");
+      if (!tactics.has(tactic)) tactics.set(tactic, { techniques: new Set(), alerts: new Map() });
+      if (technique) tactics.get(tactic).techniques.add(technique);
+      tactics.get(tactic).alerts.set(a.id, a);
+    }
+  }
+  const ordered = [...tactics.entries()].sort(([a], [b]) => (TACTIC_ORDER[a] ?? 99) - (TACTIC_ORDER[b] ?? 99));
+  return el("ol", { class: "attack-chain", id: "attack-chain" }, ordered.map(([tactic, t]) =>
+    el("li", { "data-tactic": tactic },
+      el("strong", {}, mitreText(tactic)), " ", el("span", { class: "mono" }, [...t.techniques].join(", ")),
+      el("div", { class: "chain-alerts" }, [...t.alerts.values()].map((a) => [alertLink(a.id, a.title), " "])))));
+}
+
+// The four questions of an on-call analyst, answered from the incident.
+function keyFacts(detail) {
+  const login = detail.events.find((e) => e.event_name === "ConsoleLogin" && e.outcome === "success");
+  const failed = detail.events.filter((e) => e.event_name === "ConsoleLogin" && e.outcome === "failure").length;
+  const groups = detail.resources.filter((r) => r.resource_type === "ec2:security-group");
+  const opened = groups.map((group) => {
+    const changes = detail.events.filter((e) => e.event_name === "AuthorizeSecurityGroupIngress" && e.resource_ids.includes(group.resource_id));
+    const asked = changes.flatMap((e) => (e.request || "").split(", ").filter(Boolean));
+    const rules = (group.config && group.config.ingress || []).map(ruleText);
+    const still = asked.filter((rule) => rules.includes(rule));
+    return { group, changes, asked, still };
+  }).filter((o) => o.changes.length);
+  return el("dl", { class: "facts", id: "incident-facts" },
+    el("dt", {}, "Console login"),
+    el("dd", { id: "fact-login" }, login
+      ? [principalLink(login.principal_arn || login.user_name), " at ", el("time", { datetime: login.event_time }, fmtTime(login.event_time)),
+        " from ", place(login), failed ? ` after ${failed} failed attempts` : ""]
+      : "none in this incident"),
+    el("dt", {}, "Then"),
+    el("dd", {}, `${detail.events.filter((e) => e.read_only === false && e.event_name !== "ConsoleLogin").length} changes, listed in order below`),
+    opened.length ? opened.map((o) => [
+      el("dt", {}, "Security group opened"),
+      el("dd", { class: "fact-opened", "data-group": o.group.resource_id },
+        resourceEntityLink(o.group.account_id, o.group.resource_type, o.group.resource_id), ": ", o.asked.join(", "),
+        " at ", fmtTime(o.changes[0].event_time)),
+      el("dt", {}, "Still open?"),
+      el("dd", { class: "fact-still-open", "data-group": o.group.resource_id, "data-open": o.still.length ? "yes" : "no" },
+        o.still.length ? `yes: ${o.still.join(", ")}` : "no: the rule is gone",
+        ` in the latest snapshot, ${fmtTime(o.group.snapshot_at)}`),
+    ]) : [el("dt", {}, "Security groups"), el("dd", {}, "none opened")],
+  );
+}
+
+function incidentAlerts(alerts) {
+  const drawn = table([
+    { title: "Started", value: (a) => fmtTime(a.first_seen), class: "when" },
+    { title: "Severity", value: (a) => sev(a.severity) },
+    { title: "Alert", value: (a) => alertLink(a.id, a.title) },
+    { title: "Status", value: (a) => el("span", { class: `status ${a.status}` }, a.status) },
+    { title: "ATT&CK", value: (a) => mitreList(a.mitre) },
+  ], alerts);
+  drawn.id = "incident-alerts";
+  return drawn;
+}
+
+export async function incidentPage(ctx, id) {
+  const detail = await api(`/api/v1/incidents/${encodeURIComponent(id)}`);
+  const seen = new Set();
+  const points = detail.events.filter((e) => {
+    const key = `${e.source_ip} ${e.city} ${e.country}`;
+    if (e.latitude == null || seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+  const map = points.length ? await worldMap([], points) : null;
+  const ids = detail.alerts.map((a) => a.id);
+  render(
+    el("h1", {}, sev(detail.severity), " Incident ", el("span", { class: "mono" }, detail.id)),
+    el("p", { class: "muted" }, `account ${detail.account_id} · ${fmtTime(detail.first_seen)} to ${fmtTime(detail.last_seen)} · `,
+      `${detail.alert_count} alerts, ${detail.open_count} open`),
+    el("div", { class: "grid" },
+      el("div", { class: "panel" }, keyFacts(detail),
+        ctx.can("analyst") ? [el("h2", {}, "Triage every alert of the incident"), triageForm(() => ids, () => ctx.refresh(), "incident")] : null),
+      map ? el("div", {}, el("div", { class: "legend" }, el("span", {}, el("i", { class: "dot alert" }), "where the incident came from")), map) : null),
+    el("h2", {}, "ATT&CK chain"),
+    attackChain(detail.alerts),
+    el("h2", {}, "Alerts"),
+    incidentAlerts(detail.alerts),
+    el("h2", {}, "What happened, in order"),
+    el("p", { class: "muted" }, "Events from the incident's address while it lasted, and its alerts' evidence."),
+    (() => { const t = eventsTable(detail.events, { alertColumn: true }); t.id = "incident-events"; return t; })(),
+    detail.events_truncated ? el("p", { class: "muted" }, "The first 500 events.") : null,
+    detail.resources.length ? [el("h2", {}, "Resources touched"), resourcesTable(detail.resources)] : null,
+    detail.flows.length ? [el("h2", {}, "Flows of the address"), flowsTable(detail.flows)] : null,
+  );
+}
