@@ -272,6 +272,40 @@ async fn policies_lint_names_a_broken_rule_and_loads_the_rest() {
 }
 
 #[tokio::test]
+async fn policies_lint_warns_of_a_rule_field_that_holds_an_object_in_real_events() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    // The vendored SigmaHQ rule tests `requestParameters|contains: 'Suspended'`.
+    std::fs::write(policies.join("skywarden.yaml"), "enable: [aws_disable_bucket_versioning]\n").unwrap();
+    let event = |name: &str, id: &str| {
+        serde_json::json!({"eventVersion": "1.09", "eventTime": "2026-11-12T10:00:00Z", "eventSource": "s3.amazonaws.com",
+            "eventName": name, "awsRegion": "us-east-1", "sourceIPAddress": ATTACKER_IP, "eventID": id,
+            "recipientAccountId": "111122223333", "userIdentity": {"type": "IAMUser", "userName": "alice"},
+            "requestParameters": {"bucketName": "logs", "VersioningConfiguration": {"Status": "Suspended"}}})
+    };
+    let events = dir.path().join("events.json");
+    let records = serde_json::json!({"Records": [event("GetBucketAcl", "e1"), event("PutBucketVersioning", "e2")]});
+    std::fs::write(&events, records.to_string()).unwrap();
+    let policies = policies.to_str().unwrap();
+    let output = db.skywarden(&["policies", "--policies", policies, "lint", "--events", events.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "a warning is not a problem: {stdout}");
+    let warnings: Vec<&str> = stdout.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{stdout}");
+    assert!(warnings[0].contains("aws_disable_bucket_versioning.yml"), "{stdout}");
+    assert!(
+        warnings[0].contains("field `requestParameters` holds an object in PutBucketVersioning events (e.g. e2)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2 events checked, 1 fields that hold objects"), "{stdout}");
+    // Without events, lint reads none and warns of nothing.
+    let output = db.skywarden(&["policies", "--policies", policies, "lint"]);
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("warning:"));
+}
+
+#[tokio::test]
 async fn backtest_reports_without_creating_alerts() {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();

@@ -188,7 +188,13 @@ pub struct PolicyArgs {
 pub enum PolicyAction {
     /// Load and compile every policy and posture check without running them; exit 1 if any is
     /// broken (each problem names its file and check).
-    Lint,
+    Lint {
+        /// CloudTrail files (JSON, JSON lines, gzip) to check the rules against: a warning for
+        /// each rule field that holds an object in events the rule applies to (rules match an
+        /// object by its JSON text). Reads at most 100,000 events.
+        #[arg(long = "events", value_name = "FILE")]
+        events: Vec<std::path::PathBuf>,
+    },
     /// One line per policy (JSON lines with --json).
     List {
         /// One JSON object per policy, one per line.

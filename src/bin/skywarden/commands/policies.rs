@@ -1,6 +1,12 @@
 //! `skywarden policies lint|list|backtest`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use anyhow::Context;
+use serde_json::Value;
+use skywarden::ingest::json_stream::{self, JsonSink};
+use skywarden::ingest::source;
 
 use skywarden::db::{Database, DbOptions};
 use skywarden::detect::{self, PolicySet, Scope};
@@ -14,7 +20,11 @@ pub(crate) async fn run(db_options: &DbOptions, args: &PolicyArgs, action: Polic
     let files = policy_files(args)?;
     let policies = PolicySet::from_files(&files);
     match action {
-        PolicyAction::Lint => Ok(lint(&files, &policies)),
+        PolicyAction::Lint { events } => {
+            let code = lint(&files, &policies);
+            warn_object_fields(&policies, &events)?;
+            Ok(code)
+        }
         PolicyAction::List { json } => list(&policies, json),
         PolicyAction::Backtest { id, since, json } => backtest(db_options, &policies, id, since, json).await,
     }
@@ -37,6 +47,73 @@ fn lint(files: &PolicyFiles, policies: &PolicySet) -> ExitCode {
     println!("{} posture checks, {} problems", checks.checks.len(), checks.problems.len());
     let clean = policies.problems.is_empty() && checks.problems.is_empty() && !checks.checks.is_empty();
     if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// The most events `policies lint --events` reads, over all its files.
+const MAX_LINT_EVENTS: usize = 100_000;
+/// The largest record it reads (as import's default).
+const MAX_LINT_RECORD_BYTES: usize = 16 << 20;
+
+/// A warning for each rule field that holds an object in the events of `paths` the rule applies
+/// to (see `detect::lint`).
+fn warn_object_fields(policies: &PolicySet, paths: &[PathBuf]) -> anyhow::Result<()> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let mut sink = EventSample::default();
+    for path in paths {
+        let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+        let (reader, _) = source::open_reader(file).with_context(|| format!("{}", path.display()))?;
+        json_stream::walk_limited(reader, MAX_LINT_RECORD_BYTES, &mut sink)
+            .with_context(|| format!("{}: reading events", path.display()))?;
+        if sink.events.len() >= MAX_LINT_EVENTS {
+            println!("read the first {MAX_LINT_EVENTS} events only (up to {})", path.display());
+            break;
+        }
+    }
+    let found = detect::lint::object_fields(policies.sigma.rule_fields(), &sink.events);
+    for field in &found {
+        println!(
+            "warning: {}: {}: field `{}` holds an object in {} events (e.g. {}); the rule matches it by \
+             its JSON text: name the member it means",
+            field.file, field.policy_id, field.field, field.event_name, field.event_id
+        );
+    }
+    println!("{} events checked, {} fields that hold objects", sink.events.len(), found.len());
+    Ok(())
+}
+
+/// The events of CloudTrail files, parsed (LookupEvents items unwrapped), up to
+/// [`MAX_LINT_EVENTS`].
+#[derive(Default)]
+struct EventSample {
+    events: Vec<Value>,
+}
+
+impl JsonSink for EventSample {
+    fn event(&mut self, raw: &str) {
+        if self.events.len() >= MAX_LINT_EVENTS {
+            return;
+        }
+        let Ok(value) = serde_json::from_str::<Value>(raw) else { return };
+        let event = match value.get("CloudTrailEvent").and_then(Value::as_str) {
+            Some(inner) => serde_json::from_str(inner).unwrap_or(Value::Null),
+            None => value,
+        };
+        if event.is_object() {
+            self.events.push(event);
+        }
+    }
+
+    fn log_message(&mut self, message: &str, _timestamp_ms: Option<i64>, _owner: Option<&str>) {
+        if message.trim_start().starts_with('{') {
+            self.event(message);
+        }
+    }
+
+    fn skipped(&mut self, _what: &'static str) {}
+
+    fn unrecognised(&mut self, _description: String) {}
 }
 
 /// One line per policy with where it came from (`builtin` or its file).
