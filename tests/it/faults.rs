@@ -620,6 +620,11 @@ async fn a_failed_detection_run_shows_in_metrics_until_a_run_succeeds_and_covers
         );
         let metrics = scrape_metrics(&db.pool).await;
         assert!(metrics.contains(&format!("skywarden_detection_consecutive_failures {run}\n")), "{metrics}");
+        let text = String::from_utf8_lossy(&db.skywarden(&["accounts", "status"]).stdout).into_owned();
+        assert!(text.starts_with("detection: FAILING since ") && text.contains("alerts refused by the test"), "{text}");
+        let json = String::from_utf8_lossy(&db.skywarden(&["accounts", "status", "--json"]).stdout).into_owned();
+        let first: Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+        assert_eq!(first["detection"]["consecutive_failures"], run, "{json}");
     }
     sqlx::raw_sql("DROP TRIGGER refuse_alerts ON alerts").execute(&db.pool).await.unwrap();
 
@@ -632,6 +637,8 @@ async fn a_failed_detection_run_shows_in_metrics_until_a_run_succeeds_and_covers
     let metrics = scrape_metrics(&db.pool).await;
     assert!(metrics.contains("skywarden_detection_consecutive_failures 0\n"), "{metrics}");
     assert!(metrics.contains("skywarden_detection_last_success_timestamp_seconds "), "{metrics}");
+    let text = String::from_utf8_lossy(&db.skywarden(&["accounts", "status"]).stdout).into_owned();
+    assert!(text.starts_with("detection: ok, last run "), "{text}");
 }
 
 // ---------------------------------------------------------------------------------------------

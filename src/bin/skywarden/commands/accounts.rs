@@ -120,6 +120,12 @@ async fn test(db: &Database, account_id: &str, json: bool) -> anyhow::Result<Exi
 async fn status(db: &Database, account_id: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
     let statuses = jobs::statuses(&db.pool, account_id).await?;
     let now = chrono::Utc::now();
+    let detection = skywarden::detect::health::read(&db.pool).await?;
+    if json {
+        println!("{}", serde_json::json!({ "detection": detection }));
+    } else {
+        println!("{}", detection_line(&detection));
+    }
     for status in &statuses {
         if json {
             println!("{}", serde_json::to_string(status)?);
@@ -163,6 +169,26 @@ async fn status(db: &Database, account_id: Option<&str>, json: bool) -> anyhow::
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether detection after imports and polls keeps up, on one line: a failing detection stores
+/// events that raise no alert until a run succeeds.
+fn detection_line(health: &skywarden::detect::health::DetectionHealth) -> String {
+    let at = |time: Option<chrono::DateTime<chrono::Utc>>| {
+        time.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_else(|| "never".into())
+    };
+    if health.failing() {
+        format!(
+            "detection: FAILING since {} ({} runs in a row; last success {}): {}\n    events are stored but raise no \
+             alert until a run succeeds; the next import or poll retries them",
+            at(health.failing_since),
+            health.consecutive_failures,
+            at(health.last_success_at),
+            health.last_error.as_deref().unwrap_or("unknown error").replace('\n', " ")
+        )
+    } else {
+        format!("detection: ok, last run {}", at(health.last_success_at))
+    }
 }
 
 /// The S3 objects a job could not read, for the line under it: `2 objects failed after 5 tries,
