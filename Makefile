@@ -40,6 +40,10 @@ SCHEMATHESIS_BIN = $(shell command -v schemathesis 2>/dev/null || echo $(TEST_VE
 CFN_TEMPLATES := deploy/skywarden-readonly-role.yaml deploy/skywarden-readonly-stackset.yaml
 CFN_LINT_BIN = $(shell command -v cfn-lint 2>/dev/null || echo $(TEST_VENV)/bin/cfn-lint)
 SMTP_PYTHON = $(shell python3 -c 'import aiosmtpd' 2>/dev/null && command -v python3 || echo $(TEST_VENV)/bin/python)
+# axe-core (from the npm registry) for the dashboard's accessibility test, which injects it into
+# each page; pinned, unpacked into .cache/.
+AXE_CORE_VERSION := 4.10.3
+AXE_CORE_JS := $(CACHE_DIR)/axe-core-$(AXE_CORE_VERSION)/axe.min.js
 FREE_PORT := python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 
 
@@ -84,6 +88,12 @@ test-tools:
 	if ! $(TEST_VENV)/bin/python -c 'import ocsf_json_schema, jsonschema_rs' >/dev/null 2>&1; then
 		[ -x $(TEST_VENV)/bin/pip ] || python3 -m venv $(TEST_VENV)
 		$(TEST_VENV)/bin/pip install --quiet $(OCSF_SCHEMA_SPEC)
+	fi
+	if [ ! -f $(AXE_CORE_JS) ]; then
+		mkdir -p $(CACHE_DIR)/axe-core-$(AXE_CORE_VERSION)
+		(cd $(CACHE_DIR)/axe-core-$(AXE_CORE_VERSION) && npm pack --silent axe-core@$(AXE_CORE_VERSION) > package-name.txt)
+		tar -xzf $(CACHE_DIR)/axe-core-$(AXE_CORE_VERSION)/$$(tail -n 1 $(CACHE_DIR)/axe-core-$(AXE_CORE_VERSION)/package-name.txt) \
+			-C $(CACHE_DIR)/axe-core-$(AXE_CORE_VERSION) --strip-components=1 package/axe.min.js
 	fi
 
 test: test-tools

@@ -3,6 +3,24 @@
 
 let csrfToken = null;
 let onUnauthorized = () => {};
+// The current page load: a new navigation aborts the reads of the one before, so a slow page that
+// answers after the user moved on never replaces the page they moved to.
+let navigation = new AbortController();
+
+// Starts a page load, cancelling the previous one; returns its signal.
+export function beginNavigation() {
+  navigation.abort();
+  navigation = new AbortController();
+  return navigation.signal;
+}
+
+// Thrown instead of an answer that arrived for a page the user has left.
+export class Cancelled extends Error {
+  constructor() {
+    super("cancelled: the user moved on");
+    this.name = "AbortError";
+  }
+}
 
 export class ApiError extends Error {
   constructor(status, body) {
@@ -22,7 +40,11 @@ export function whenUnauthorized(handler) {
   onUnauthorized = handler;
 }
 
+// Reads (GET) belong to the page load they started in and are cancelled with it; changes are not.
 export async function api(path, options = {}) {
+  const reading = !options.method || options.method === "GET";
+  const signal = options.signal || (reading ? navigation.signal : undefined);
+  if (signal && signal.aborted) throw new Cancelled();
   const headers = { Accept: "application/json" };
   if (options.body !== undefined) headers["Content-Type"] = "application/json";
   if (options.method && options.method !== "GET" && csrfToken) headers["X-CSRF-Token"] = csrfToken;
@@ -31,8 +53,10 @@ export async function api(path, options = {}) {
     headers,
     body: options.body === undefined ? undefined : JSON.stringify(options.body),
     credentials: "same-origin",
+    signal,
   });
   const text = await response.text();
+  if (signal && signal.aborted) throw new Cancelled();
   let body = null;
   try { body = text ? JSON.parse(text) : null; } catch { body = text; }
   if (response.status === 401 && path !== "/api/v1/session") onUnauthorized();

@@ -69,7 +69,8 @@ impl SigmaPolicies {
     ) -> Self {
         problems.extend(files.unreadable_at(folder).cloned());
         let declared = overrides_win(parse_files(files, folder, problems), files, folder);
-        let mut policies = Self { engine: Engine::new(), by_rule_id: HashMap::new(), all: Vec::new(), fields: Vec::new() };
+        let mut policies =
+            Self { engine: Engine::new(), by_rule_id: HashMap::new(), all: Vec::new(), fields: Vec::new() };
         let mut seen_rule_ids = BTreeSet::new();
         for Declared { file, rule } in declared {
             let problem = |problem: String| PolicyProblem { file: file.location(), problem };
@@ -333,7 +334,10 @@ fn objects_as_text(value: EventValue<'_>) -> EventValue<'_> {
     match value {
         EventValue::Map(_) => as_text(value),
         EventValue::Array(items) => EventValue::Array(
-            items.into_iter().map(|item| if matches!(item, EventValue::Map(_)) { as_text(item) } else { item }).collect(),
+            items
+                .into_iter()
+                .map(|item| if matches!(item, EventValue::Map(_)) { as_text(item) } else { item })
+                .collect(),
         ),
         other => other,
     }

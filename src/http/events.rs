@@ -1,6 +1,12 @@
-//! The audit trail: `GET /api/v1/events` with filters and keyset pagination, the same search as
-//! a file at `GET /api/v1/events/export`, and one event with its raw JSON at
-//! `GET /api/v1/events/{account}/{event_id}`. The search itself is [`crate::search::events`].
+//! The audit trail: `GET /api/v1/events` with filters, a match count and keyset pagination both
+//! ways, the same search as a file at `GET /api/v1/events/export` (JSON lines carry the raw
+//! event; a cut file says so), and one event with its raw JSON at `GET /api/v1/events/{event_id}`
+//! (with the alerts it is evidence of) or `GET /api/v1/events/{account}/{event_id}`. The
+//! investigation pages' summaries of a principal (`GET /api/v1/principals/activity`) and of an
+//! address (`GET /api/v1/addresses/{address}`) live here too. The queries are
+//! [`crate::search::events`] and [`crate::search::entities`].
+
+use std::collections::HashMap;
 
 use axum::Json;
 use axum::Router;
@@ -15,7 +21,8 @@ use super::extractor::Caller;
 use super::query::{Limit, TypedQuery, checked, time};
 use crate::net::Cidr;
 use crate::search::contains_pattern;
-use crate::search::events::{EventFilter, EventKey, EventSummary, search};
+use crate::search::entities::{self, AddressActivity, EventDetail, PrincipalActivity};
+use crate::search::events::{self as event_search, EventFilter, EventKey, EventSummary, search};
 
 pub const MAX_LIMIT: i64 = 1000;
 const DEFAULT_LIMIT: i64 = 100;
@@ -28,8 +35,14 @@ pub fn router() -> Router<ApiContext> {
     Router::new()
         .route("/api/v1/events", get(list))
         .route("/api/v1/events/export", get(export))
+        .route("/api/v1/events/{event_id}", get(detail))
         .route("/api/v1/events/{account}/{event_id}", get(one))
+        .route("/api/v1/principals/activity", get(principal_activity))
+        .route("/api/v1/addresses/{address}", get(address_activity))
 }
+
+/// Matches counted at most: past this the audit trail says "more than".
+pub const COUNT_CAP: i64 = 10_000;
 
 /// The filters of `GET /api/v1/events`; they combine (AND).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -49,7 +62,8 @@ struct EventQuery {
     /// An address or CIDR.
     #[serde(default, deserialize_with = "checked::<_, Cidr>")]
     source_ip: Option<String>,
-    /// ISO 3166 alpha-2, either case.
+    /// ISO 3166 alpha-2, either case (`UA`).
+    #[serde(default, deserialize_with = "country_code")]
     country: Option<String>,
     /// From this time on (RFC 3339).
     #[serde(default, deserialize_with = "time")]
@@ -68,14 +82,19 @@ struct EventQuery {
     #[serde(default)]
     #[param(inline)]
     limit: PageLimit,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page: the page of older events.
     #[serde(default, deserialize_with = "cursor")]
     #[param(value_type = Option<String>)]
     cursor: Option<EventKey>,
+    /// `previous_cursor` of a page: the page of newer events before it.
+    #[serde(default, deserialize_with = "cursor")]
+    #[param(value_type = Option<String>)]
+    before: Option<EventKey>,
 }
 
 impl From<EventQuery> for EventFilter {
     fn from(query: EventQuery) -> Self {
+        // `before` is read by the handler; a filter pages one way.
         Self {
             account: query.account,
             principal: query.principal,
@@ -138,7 +157,8 @@ struct ExportQuery {
     /// An address or CIDR.
     #[serde(default, deserialize_with = "checked::<_, Cidr>")]
     source_ip: Option<String>,
-    /// ISO 3166 alpha-2, either case.
+    /// ISO 3166 alpha-2, either case (`UA`).
+    #[serde(default, deserialize_with = "country_code")]
     country: Option<String>,
     /// From this time on (RFC 3339).
     #[serde(default, deserialize_with = "time")]
@@ -180,6 +200,18 @@ impl From<ExportQuery> for EventFilter {
     }
 }
 
+/// `country`: two letters, upper-cased.
+fn country_code<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.len() != 2 || !text.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(serde::de::Error::invalid_value(
+            serde::de::Unexpected::Str(&text),
+            &"an ISO 3166 alpha-2 country code such as UA",
+        ));
+    }
+    Ok(Some(text.to_ascii_uppercase()))
+}
+
 /// `q`: 3 to 200 characters.
 fn full_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
     let text = String::deserialize(deserializer)?;
@@ -216,10 +248,22 @@ fn decode_cursor(cursor: &str) -> Option<EventKey> {
     parts.next().is_none().then_some((time, account, event_id))
 }
 
+/// A page of events, newest first.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventPage {
     pub events: Vec<EventSummary>,
+    /// The `cursor` of the page of older events; absent on the oldest page.
     pub next_cursor: Option<String>,
+    /// The `before` of the page of newer events; absent on the newest page.
+    pub previous_cursor: Option<String>,
+    /// Events matching the filters, counted up to `COUNT_CAP` (10,000).
+    pub total: i64,
+    /// True when there are more matches than `total`.
+    pub total_is_lower_bound: bool,
+}
+
+fn key_cursor(event: &EventSummary) -> String {
+    encode_cursor(event.event_time, &event.account_id, &event.event_id)
 }
 
 #[utoipa::path(get, path = "/api/v1/events", tag = "audit trail", params(EventQuery), responses((status = 200, description = "OK", body = EventPage), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
@@ -228,17 +272,46 @@ async fn list(
     State(context): State<ApiContext>,
     TypedQuery(query): TypedQuery<EventQuery>,
 ) -> Result<Json<EventPage>, ApiError> {
+    if query.cursor.is_some() && query.before.is_some() {
+        return Err(ApiError::bad("before", "give cursor (older) or before (newer), not both"));
+    }
+    let before = query.before.clone();
     let mut filter = EventFilter::from(query);
     tracing::debug!(token = %caller.token_id, ?filter, "event search");
     // One more than the page: a cursor only when an event follows, so the last page has none.
     let limit = filter.limit;
+    let paged_back = filter.after.is_some();
     filter.limit += 1;
-    let mut events = search(&context.db, &filter).await?;
-    let more = events.len() as i64 > limit;
-    events.truncate(usize::try_from(limit).unwrap_or(0));
-    let next_cursor =
-        more.then(|| events.last().map(|e| encode_cursor(e.event_time, &e.account_id, &e.event_id))).flatten();
-    Ok(Json(EventPage { events, next_cursor }))
+    let page_size = usize::try_from(limit).unwrap_or(0);
+    let (events, next_cursor, previous_cursor) = match &before {
+        Some(key) => {
+            let mut events = event_search::search_newer(&context.db, &filter, key).await?;
+            let more = events.len() > page_size;
+            if more {
+                events.remove(0);
+            }
+            let previous = more.then(|| events.first().map(key_cursor)).flatten();
+            let next = events.last().map(key_cursor);
+            (events, next, previous)
+        }
+        None => {
+            let mut events = search(&context.db, &filter).await?;
+            let more = events.len() > page_size;
+            events.truncate(page_size);
+            let next = more.then(|| events.last().map(key_cursor)).flatten();
+            let previous = paged_back.then(|| events.first().map(key_cursor)).flatten();
+            (events, next, previous)
+        }
+    };
+    filter.after = None;
+    let counted = event_search::count(&context.db, &filter, COUNT_CAP + 1).await?;
+    Ok(Json(EventPage {
+        events,
+        next_cursor,
+        previous_cursor,
+        total: counted.min(COUNT_CAP),
+        total_is_lower_bound: counted > COUNT_CAP,
+    }))
 }
 
 /// Events an export reads from the database at a time: its memory is one such page, whatever
@@ -309,14 +382,24 @@ async fn next_chunk(step: Option<ExportStep>) -> Option<(ExportChunk, Option<Exp
             return Some((Err(std::io::Error::other("the export stopped on a database error")), None));
         }
     };
-    let chunk = match export.format {
+    let mut chunk = match export.format {
         ExportFormat::Csv => events_csv(&page, export.first),
-        ExportFormat::Jsonl => events_jsonl(&page),
+        ExportFormat::Jsonl => match event_search::raw_records(&export.db, &page).await {
+            Ok(raw) => events_jsonl(&page, &raw),
+            Err(error) => {
+                tracing::warn!(%error, rows = export.sent, "event export stopped");
+                return Some((Err(std::io::Error::other("the export stopped on a database error")), None));
+            }
+        },
     };
     export.first = false;
     export.sent += page.len() as i64;
     let done = (page.len() as i64) < export.filter.limit || export.sent >= export.total;
     let Some(last) = page.last().filter(|_| !done) else {
+        // Only the server's own bound is a silent cut: a smaller limit is what the caller asked.
+        if let Some(last) = page.last().filter(|_| export.sent >= export.total && export.total == EXPORT_MAX) {
+            chunk.push_str(&truncation_note(&export, last).await);
+        }
         tracing::info!(rows = export.sent, "event export finished");
         return Some((Ok(chunk.into()), None));
     };
@@ -333,11 +416,38 @@ async fn next_chunk(step: Option<ExportStep>) -> Option<(ExportChunk, Option<Exp
 
 const CSV_HEADER: &str = "event_time,account_id,region,event_source,event_name,principal_arn,user_name,source_ip,country,city,user_agent,error_code,read_only,resource_ids,event_id";
 
-fn events_jsonl(events: &[EventSummary]) -> String {
-    let mut out = String::with_capacity(events.len() * 384);
+/// The last line of an export `EXPORT_MAX` cut while events were left: it says so, in the file's
+/// own format, so a cut file is never mistaken for the whole search. Empty when nothing was left.
+async fn truncation_note(export: &Export, last: &EventSummary) -> String {
+    let mut probe = export.filter.clone();
+    probe.after = Some((last.event_time, last.account_id.clone(), last.event_id.clone()));
+    probe.limit = 1;
+    // A failed probe says "may": the file is still cut at the limit.
+    let left = search(&export.db, &probe).await.map(|rows| !rows.is_empty()).unwrap_or(true);
+    if !left {
+        return String::new();
+    }
+    let message = format!(
+        "truncated: this export stops at {} events and more match; narrow the filters (a shorter time range) for the rest",
+        export.sent
+    );
+    match export.format {
+        ExportFormat::Csv => format!("# {message}\n"),
+        ExportFormat::Jsonl => {
+            format!("{}\n", serde_json::json!({"truncated": true, "events": export.sent, "message": message}))
+        }
+    }
+}
+
+/// One JSON object a line: the event's fields and, under `raw`, the record CloudTrail wrote.
+fn events_jsonl(events: &[EventSummary], raw: &HashMap<(String, String), serde_json::Value>) -> String {
+    let mut out = String::with_capacity(events.len() * 1024);
     for event in events {
         // A summary is plain data: serialising it cannot fail.
-        out.push_str(&serde_json::to_string(event).unwrap_or_default());
+        let mut line = serde_json::to_value(event).unwrap_or_default();
+        let record = raw.get(&(event.account_id.clone(), event.event_id.clone())).cloned();
+        line["raw"] = record.unwrap_or(serde_json::Value::Null);
+        out.push_str(&line.to_string());
         out.push('\n');
     }
     out
@@ -416,6 +526,74 @@ async fn one(
         "account_id": account, "event_id": event_id, "event_time": row.event_time,
         "event_name": row.event_name, "raw": row.raw,
     })))
+}
+
+/// The filters of `GET /api/v1/events/{event_id}`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct DetailQuery {
+    /// The account, when an event id repeats across accounts (else the newest such event).
+    account: Option<String>,
+}
+
+/// One event: every stored field, its raw record and the alerts it is evidence of.
+#[utoipa::path(get, path = "/api/v1/events/{event_id}", tag = "audit trail", params(("event_id" = String, Path, description = "CloudTrail's eventID"), DetailQuery), responses((status = 200, description = "OK", body = EventDetail), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn detail(
+    _caller: Caller,
+    State(context): State<ApiContext>,
+    Path(event_id): Path<String>,
+    TypedQuery(query): TypedQuery<DetailQuery>,
+) -> Result<Json<EventDetail>, ApiError> {
+    bounded_text("event_id", &event_id)?;
+    if let Some(account) = &query.account {
+        bounded_text("account", account)?;
+    }
+    let event = entities::event(&context.db, &event_id, query.account.as_deref()).await?;
+    Ok(Json(event.ok_or(ApiError::NotFound)?))
+}
+
+/// A value from the path or query: at most 512 characters, without control characters.
+fn bounded_text(field: &'static str, value: &str) -> Result<(), ApiError> {
+    if value.is_empty() || value.len() > 512 || value.chars().any(char::is_control) {
+        return Err(ApiError::bad(field, format!("{field} must be 1 to 512 characters, without control characters")));
+    }
+    Ok(())
+}
+
+/// The parameter of `GET /api/v1/principals/activity`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct PrincipalQuery {
+    /// An ARN (`arn:…`) or a user name, in any case.
+    #[param(min_length = 1, max_length = 512)]
+    principal: String,
+}
+
+/// A principal's activity: first and last seen, events, failures, countries, addresses, console
+/// logins (with outcome and country) and the alerts about it.
+#[utoipa::path(get, path = "/api/v1/principals/activity", tag = "audit trail", params(PrincipalQuery), responses((status = 200, description = "OK", body = PrincipalActivity), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn principal_activity(
+    _caller: Caller,
+    State(context): State<ApiContext>,
+    TypedQuery(query): TypedQuery<PrincipalQuery>,
+) -> Result<Json<PrincipalActivity>, ApiError> {
+    bounded_text("principal", &query.principal)?;
+    Ok(Json(entities::principal(&context.db, &query.principal).await?))
+}
+
+/// An address's activity: its country, city and network (ASN), first and last seen, who called
+/// AWS from it, the bytes of its flows, and the alerts about it.
+#[utoipa::path(get, path = "/api/v1/addresses/{address}", tag = "network", params(("address" = String, Path, description = "An IP address")), responses((status = 200, description = "OK", body = AddressActivity), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn address_activity(
+    _caller: Caller,
+    State(context): State<ApiContext>,
+    Path(address): Path<String>,
+) -> Result<Json<AddressActivity>, ApiError> {
+    let ip: std::net::IpAddr =
+        address.parse().map_err(|_| ApiError::bad("address", "address must be an IP address"))?;
+    Ok(Json(entities::address(&context.db, &ip.to_string()).await?))
 }
 
 #[cfg(test)]

@@ -16,13 +16,58 @@ use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
 use super::extractor::Caller;
 use super::query::{Limit, TypedQuery, checked, time};
-use crate::search::flows::{self, CountryBytes, CountryHour, FlowFilter, HourlyBytes, Talker};
+use crate::search::flows::{self, CountryBytes, CountryHour, FlowFilter, FlowRecordView, HourlyBytes, Talker};
 
 /// Pairs of addresses `top` ranks.
 type TopLimit = Limit<1000, 20>;
 
 pub fn router() -> Router<ApiContext> {
-    Router::new().route("/api/v1/flows/top", get(top)).route("/api/v1/flows/timeline", get(timeline))
+    Router::new()
+        .route("/api/v1/flows/top", get(top))
+        .route("/api/v1/flows/timeline", get(timeline))
+        .route("/api/v1/flows/records", get(records))
+}
+
+/// Flow records `records` lists.
+type RecordLimit = Limit<1000, 100>;
+
+/// The filters of `GET /api/v1/flows/records`: those of `top`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct RecordQuery {
+    /// A 12-digit account id.
+    account: Option<String>,
+    /// A network interface id (`eni-…`).
+    interface: Option<String>,
+    /// An instance id (`i-…`).
+    instance: Option<String>,
+    /// An IP address, at either end of the flow.
+    #[serde(default, deserialize_with = "checked::<_, IpAddr>")]
+    address: Option<String>,
+    /// From this time on (RFC 3339).
+    #[serde(default, deserialize_with = "time")]
+    since: Option<DateTime<Utc>>,
+    /// Before this time (RFC 3339).
+    #[serde(default, deserialize_with = "time")]
+    until: Option<DateTime<Utc>>,
+    /// How many records, newest first.
+    #[serde(default)]
+    #[param(inline)]
+    limit: RecordLimit,
+}
+
+/// The newest flow records: both ends with their ports and countries, protocol, ACCEPT or
+/// REJECT, bytes.
+#[utoipa::path(get, path = "/api/v1/flows/records", tag = "network", params(RecordQuery), responses((status = 200, description = "OK", body = Vec<FlowRecordView>), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn records(
+    _caller: Caller,
+    State(context): State<ApiContext>,
+    TypedQuery(query): TypedQuery<RecordQuery>,
+) -> Result<Json<Vec<FlowRecordView>>, ApiError> {
+    let RecordQuery { account, interface, instance, address, since, until, limit } = query;
+    let filter = FlowFilter { account, interface, instance, address, since, until };
+    Ok(Json(flows::records(&context.db, &filter, limit.0).await?))
 }
 
 /// The filters of `GET /api/v1/flows/top`; they combine (AND).

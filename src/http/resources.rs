@@ -1,6 +1,9 @@
 //! Inventory and config history: `GET /api/v1/resources` (filter by account, type, region, id or
 //! name), one resource with every version, the diff of each change and the CloudTrail events
 //! that touched it, and `GET /api/v1/changes`, the newest config changes with who made them.
+//! A resource's configuration is as of its last snapshot (`as_of`, the snapshot's own time): the
+//! changes CloudTrail recorded after it (`changed_since`) are listed beside it, with the posture
+//! findings and alerts on the resource.
 
 use axum::Json;
 use axum::Router;
@@ -175,17 +178,15 @@ async fn one(
     )
     .fetch_all(&context.db)
     .await?;
-    let events = sqlx::query!(
-        r#"SELECT event_id, event_time, event_name, event_source, principal_arn, user_name, source_ip_text,
-                  geo_country, error_code, read_only
-           FROM cloudtrail_events WHERE account_id = $1 AND resource_ids @> ARRAY[$2]
-           ORDER BY event_time DESC LIMIT 200"#,
-        account,
-        resource_id
-    )
-    .fetch_all(&context.db)
-    .await?;
+    let events = events_naming(&context, &account, &resource_id).await?;
+    let names = [Some(resource_id.clone()), current.arn.clone(), current.name.clone()];
+    let since = changed_since(&context, &account, &names, current.last_seen).await?;
+    let related = related_findings_and_alerts(&context, &account, &resource_type, &resource_id).await?;
     Ok(Json(json!({
+        "as_of": current.last_seen,
+        "changed_since": since,
+        "findings": related.0,
+        "alerts": related.1,
         "account_id": account,
         "resource_type": resource_type,
         "resource_id": resource_id,
@@ -204,12 +205,106 @@ async fn one(
             "diff": c.diff, "event": c.event_id.as_ref().map(|id| json!({"event_id": id, "event_time": c.event_time,
                 "event_name": c.event_name, "principal_arn": c.principal_arn, "source_ip": c.source_ip}))
         })).collect::<Vec<_>>(),
-        "events": events.into_iter().map(|e| json!({
-            "event_id": e.event_id, "event_time": e.event_time, "event_name": e.event_name, "event_source": e.event_source,
-            "principal_arn": e.principal_arn, "user_name": e.user_name, "source_ip": e.source_ip_text,
-            "country": e.geo_country, "error_code": e.error_code, "read_only": e.read_only
-        })).collect::<Vec<_>>(),
+        "events": events,
     })))
+}
+
+/// The latest 200 CloudTrail events that named the resource by its id.
+async fn events_naming(context: &ApiContext, account: &str, resource_id: &str) -> Result<Vec<Value>, ApiError> {
+    let events = sqlx::query!(
+        r#"SELECT event_id, event_time, event_name, event_source, principal_arn, user_name, source_ip_text,
+                  geo_country, error_code, read_only
+           FROM cloudtrail_events WHERE account_id = $1 AND resource_ids @> ARRAY[$2]
+           ORDER BY event_time DESC LIMIT 200"#,
+        account,
+        resource_id
+    )
+    .fetch_all(&context.db)
+    .await?;
+    Ok(events
+        .into_iter()
+        .map(|e| {
+            json!({"event_id": e.event_id, "event_time": e.event_time, "event_name": e.event_name,
+                   "event_source": e.event_source, "principal_arn": e.principal_arn, "user_name": e.user_name,
+                   "source_ip": e.source_ip_text, "country": e.geo_country, "error_code": e.error_code,
+                   "read_only": e.read_only})
+        })
+        .collect())
+}
+
+/// The changes CloudTrail recorded on a resource (by id, ARN or name) after `as_of`, its last
+/// snapshot: what its shown configuration does not include yet. The oldest 50, failed calls
+/// left out.
+async fn changed_since(
+    context: &ApiContext,
+    account: &str,
+    names: &[Option<String>],
+    as_of: DateTime<Utc>,
+) -> Result<Vec<Value>, ApiError> {
+    let names: Vec<String> = names.iter().flatten().cloned().collect();
+    let rows = sqlx::query!(
+        r#"SELECT event_id, event_time, event_name, principal_arn, user_name, source_ip_text
+           FROM cloudtrail_events
+           WHERE account_id = $1 AND resource_ids && $2::text[] AND event_time > $3
+             AND read_only IS NOT TRUE AND error_code IS NULL
+           ORDER BY event_time LIMIT 50"#,
+        account,
+        &names,
+        as_of,
+    )
+    .fetch_all(&context.db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|e| {
+            json!({"event_id": e.event_id, "event_time": e.event_time, "event_name": e.event_name,
+                   "principal_arn": e.principal_arn, "user_name": e.user_name, "source_ip": e.source_ip_text})
+        })
+        .collect())
+}
+
+/// The posture findings on a resource and the alerts that name it (the newest 100 each).
+async fn related_findings_and_alerts(
+    context: &ApiContext,
+    account: &str,
+    resource_type: &str,
+    resource_id: &str,
+) -> Result<(Vec<Value>, Vec<Value>), ApiError> {
+    let findings = sqlx::query!(
+        r#"SELECT id, check_id, severity::text AS "severity!", status, messages, first_failed_at, resolved_at
+           FROM posture_findings WHERE account_id = $1 AND resource_type = $2 AND resource_id = $3
+           ORDER BY (status = 'open') DESC, id DESC LIMIT 100"#,
+        account,
+        resource_type,
+        resource_id,
+    )
+    .fetch_all(&context.db)
+    .await?;
+    let alerts = sqlx::query!(
+        r#"SELECT alert_id::text AS "alert_id!", policy_id, title, severity::text AS "severity!", status::text AS "status!",
+                  last_seen
+           FROM alerts WHERE account_id = $1 AND resources @> ARRAY[$2]
+           ORDER BY last_seen DESC LIMIT 100"#,
+        account,
+        resource_id,
+    )
+    .fetch_all(&context.db)
+    .await?;
+    let findings = findings
+        .into_iter()
+        .map(|f| {
+            json!({"id": f.id, "check_id": f.check_id, "severity": f.severity, "status": f.status,
+                   "messages": f.messages, "first_failed_at": f.first_failed_at, "resolved_at": f.resolved_at})
+        })
+        .collect();
+    let alerts = alerts
+        .into_iter()
+        .map(|a| {
+            json!({"alert_id": a.alert_id, "policy_id": a.policy_id, "title": a.title, "severity": a.severity,
+                   "status": a.status, "last_seen": a.last_seen})
+        })
+        .collect();
+    Ok((findings, alerts))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

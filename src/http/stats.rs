@@ -18,6 +18,7 @@ pub fn router() -> Router<ApiContext> {
     Router::new()
         .route("/api/v1/stats/overview", get(overview))
         .route("/api/v1/stats/login-locations", get(login_locations))
+        .route("/api/v1/detection/health", get(detection_health))
 }
 
 /// The longest period the overview covers.
@@ -192,4 +193,15 @@ async fn login_locations(
         }
     }
     Ok(Json(rows))
+}
+
+/// Whether detection after imports and polls keeps up: when a run last succeeded, and since when
+/// and how often runs have failed, with the last error. While it fails, events are stored but
+/// raise no alert.
+#[utoipa::path(get, path = "/api/v1/detection/health", tag = "stats", responses((status = 200, description = "OK", body = crate::detect::health::DetectionHealth), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn detection_health(
+    _caller: Caller,
+    State(context): State<ApiContext>,
+) -> Result<Json<crate::detect::health::DetectionHealth>, ApiError> {
+    Ok(Json(crate::detect::health::read(&context.db).await?))
 }

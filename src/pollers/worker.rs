@@ -415,7 +415,9 @@ impl Worker {
         match catch_panic(detect::run_pending(&self.ctx.pool, policies, started)).await {
             Ok(Ok(summary)) => tracing::info!(new_alerts = summary.new_alerts, "detection after polling"),
             // Recorded by `run_pending` for `accounts status`, the API and `/metrics`.
-            Ok(Err(error)) => tracing::warn!(error = %detect::runner::error_chain(&error), "detection after polling failed"),
+            Ok(Err(error)) => {
+                tracing::warn!(error = %detect::runner::error_chain(&error), "detection after polling failed")
+            }
             // The events stay stored; the next import's or run's detection covers them again.
             Err(panic) => {
                 tracing::error!(%panic, "detection after polling panicked");

@@ -55,6 +55,7 @@ pub async fn run(
     // any problem, the checks go on as they were before it.
     let pristine = checks.clone();
     for account in accounts {
+        let evaluated_at = snapshot_time(pool, &account, evaluated_at).await?;
         let resources = AccountResources::load(pool, &account).await?;
         // Rego is CPU work: off the async workers, which serve the API meanwhile. The checks
         // come back even when the evaluation panics: posture never loses them.
@@ -98,6 +99,25 @@ pub async fn run(
         report.accounts.push((account, outcome));
     }
     Ok(report)
+}
+
+/// When an account's evaluation happened, as findings and scores record it: the time of the
+/// snapshot it judges (so replayed snapshots give a trend over their own times, and a finding
+/// first failed when its snapshot was taken), or `now` when that snapshot was already evaluated
+/// (a re-run after a change of checks or suppressions is a point of its own).
+async fn snapshot_time(pool: &PgPool, account: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, sqlx::Error> {
+    let times = sqlx::query!(
+        r#"SELECT (SELECT max(collected_at) FROM resource_collections WHERE account_id = $1) AS snapshot,
+                  (SELECT max(evaluated_at) FROM posture_evaluations WHERE account_id = $1) AS evaluated"#,
+        account
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(match (times.snapshot, times.evaluated) {
+        (Some(snapshot), Some(evaluated)) if snapshot > evaluated && snapshot <= now => snapshot,
+        (Some(snapshot), None) if snapshot <= now => snapshot,
+        _ => now,
+    })
 }
 
 /// Why a snapshot dump could not be replayed.

@@ -1,5 +1,7 @@
 //! The audit-trail search: CloudTrail events by account, principal, name, source, resource,
-//! address, country, time, outcome and raw text, a page at a time (keyset pagination).
+//! address, country, time, outcome and raw text, a page at a time (keyset pagination, both
+//! ways), how many events match (up to a cap), and the raw records of a page for exports.
+//! Principals and event names match in any case.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -28,6 +30,22 @@ pub struct EventFilter {
     pub limit: i64,
     /// Where the previous page ended.
     pub after: Option<EventKey>,
+}
+
+impl EventFilter {
+    /// A principal is an ARN or a user name, never both: one condition each lets the planner
+    /// walk one index in time order (an OR of two columns cannot). Lower-cased, as indexed.
+    fn principal_columns(&self) -> (Option<String>, Option<String>) {
+        match &self.principal {
+            Some(p) if p.to_ascii_lowercase().starts_with("arn:") => (Some(p.to_lowercase()), None),
+            Some(p) => (None, Some(p.to_lowercase())),
+            None => (None, None),
+        }
+    }
+
+    fn event_name_lower(&self) -> Option<String> {
+        self.event_name.as_deref().map(str::to_lowercase)
+    }
 }
 
 /// An event's position in the newest-first order: `(event_time, account_id, event_id)`.
@@ -59,13 +77,7 @@ pub async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Vec<Event
         Some((t, a, i)) => (Some(t), Some(a), Some(i)),
         None => (None, None, None),
     };
-    // A principal is an ARN or a user name, never both: one condition each lets the planner
-    // walk one index in time order (an OR of two columns cannot).
-    let (principal_arn, user_name) = match &filter.principal {
-        Some(p) if p.starts_with("arn:") => (Some(p.as_str()), None),
-        Some(p) => (None, Some(p.as_str())),
-        None => (None, None),
-    };
+    let (principal_arn, user_name) = filter.principal_columns();
     sqlx::query_as!(
         EventSummary,
         // The page's keys first, from the narrowest rows the indexes give, then its columns:
@@ -74,9 +86,9 @@ pub async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Vec<Event
                SELECT account_id, event_time, event_id
                FROM cloudtrail_events
                WHERE ($1::text IS NULL OR account_id = $1)
-                 AND ($2::text IS NULL OR principal_arn = $2)
-                 AND ($17::text IS NULL OR user_name = $17)
-                 AND ($3::text IS NULL OR event_name = $3)
+                 AND ($2::text IS NULL OR lower(principal_arn) = $2)
+                 AND ($17::text IS NULL OR lower(user_name) = $17)
+                 AND ($3::text IS NULL OR lower(event_name) = $3)
                  AND ($4::text IS NULL OR event_source = $4)
                  AND ($5::text IS NULL OR resource_ids @> ARRAY[$5::text])
                  AND ($6::text IS NULL OR (source_ip <<= $6::text::inet
@@ -100,7 +112,7 @@ pub async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Vec<Event
            ORDER BY c.event_time DESC, c.account_id DESC, c.event_id DESC"#,
         filter.account,
         principal_arn,
-        filter.event_name,
+        filter.event_name_lower(),
         filter.event_source,
         filter.resource,
         filter.source_ip,
@@ -118,4 +130,124 @@ pub async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Vec<Event
     )
     .fetch_all(db)
     .await
+}
+
+/// The page of events just newer than `before` (the first event of the page shown), newest
+/// first, as [`search`] would show them: the audit trail's "newer" link.
+pub async fn search_newer(
+    db: &sqlx::PgPool,
+    filter: &EventFilter,
+    before: &EventKey,
+) -> Result<Vec<EventSummary>, sqlx::Error> {
+    let (principal_arn, user_name) = filter.principal_columns();
+    let (before_time, before_account, before_id) = before.clone();
+    let mut events = sqlx::query_as!(
+        EventSummary,
+        r#"WITH page AS (
+               SELECT account_id, event_time, event_id
+               FROM cloudtrail_events
+               WHERE ($1::text IS NULL OR account_id = $1)
+                 AND ($2::text IS NULL OR lower(principal_arn) = $2)
+                 AND ($16::text IS NULL OR lower(user_name) = $16)
+                 AND ($3::text IS NULL OR lower(event_name) = $3)
+                 AND ($4::text IS NULL OR event_source = $4)
+                 AND ($5::text IS NULL OR resource_ids @> ARRAY[$5::text])
+                 AND ($6::text IS NULL OR source_ip <<= $6::text::inet)
+                 AND ($7::text IS NULL OR geo_country = $7)
+                 AND ($8::timestamptz IS NULL OR event_time >= $8)
+                 AND ($9::timestamptz IS NULL OR event_time < $9)
+                 AND ($10::bool IS NULL OR (error_code IS NOT NULL OR error_message IS NOT NULL) = $10)
+                 AND ($11::bool IS NULL OR read_only = $11)
+                 AND (event_time, account_id, event_id) > ($12, $13::text, $14::text)
+                 AND ($15::text IS NULL OR raw::text ILIKE $15)
+               ORDER BY event_time, account_id, event_id
+               LIMIT $17)
+           SELECT c.account_id, c.event_id, c.event_time, c.region, c.event_source, c.event_name, c.principal_arn,
+                  c.user_name, c.source_ip_text AS source_ip, c.user_agent, c.error_code, c.read_only, c.resource_ids,
+                  c.geo_country AS country, c.geo_city AS city
+           FROM cloudtrail_events c JOIN page USING (account_id, event_time, event_id)
+           ORDER BY c.event_time, c.account_id, c.event_id"#,
+        filter.account,
+        principal_arn,
+        filter.event_name_lower(),
+        filter.event_source,
+        filter.resource,
+        filter.source_ip,
+        filter.country,
+        filter.since,
+        filter.until,
+        filter.failed,
+        filter.read_only,
+        before_time,
+        before_account,
+        before_id,
+        filter.text,
+        user_name,
+        filter.limit,
+    )
+    .fetch_all(db)
+    .await?;
+    events.reverse();
+    Ok(events)
+}
+
+/// How many events match the filter (its paging aside), counting no further than `cap`.
+pub async fn count(db: &sqlx::PgPool, filter: &EventFilter, cap: i64) -> Result<i64, sqlx::Error> {
+    let (principal_arn, user_name) = filter.principal_columns();
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM (
+               SELECT 1 FROM cloudtrail_events
+               WHERE ($1::text IS NULL OR account_id = $1)
+                 AND ($2::text IS NULL OR lower(principal_arn) = $2)
+                 AND ($13::text IS NULL OR lower(user_name) = $13)
+                 AND ($3::text IS NULL OR lower(event_name) = $3)
+                 AND ($4::text IS NULL OR event_source = $4)
+                 AND ($5::text IS NULL OR resource_ids @> ARRAY[$5::text])
+                 AND ($6::text IS NULL OR source_ip <<= $6::text::inet)
+                 AND ($7::text IS NULL OR geo_country = $7)
+                 AND ($8::timestamptz IS NULL OR event_time >= $8)
+                 AND ($9::timestamptz IS NULL OR event_time < $9)
+                 AND ($10::bool IS NULL OR (error_code IS NOT NULL OR error_message IS NOT NULL) = $10)
+                 AND ($11::bool IS NULL OR read_only = $11)
+                 AND ($12::text IS NULL OR raw::text ILIKE $12)
+               LIMIT $14) matching"#,
+        filter.account,
+        principal_arn,
+        filter.event_name_lower(),
+        filter.event_source,
+        filter.resource,
+        filter.source_ip,
+        filter.country,
+        filter.since,
+        filter.until,
+        filter.failed,
+        filter.read_only,
+        filter.text,
+        user_name,
+        cap,
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// The raw records of `events`, keyed by `(account_id, event_id)`: what an export adds to each
+/// line.
+pub async fn raw_records(
+    db: &sqlx::PgPool,
+    events: &[EventSummary],
+) -> Result<std::collections::HashMap<(String, String), serde_json::Value>, sqlx::Error> {
+    let accounts: Vec<String> = events.iter().map(|e| e.account_id.clone()).collect();
+    let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.event_time).collect();
+    let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+    let rows = sqlx::query!(
+        r#"SELECT c.account_id, c.event_id, c.raw
+           FROM unnest($1::text[], $2::timestamptz[], $3::text[]) AS k(account_id, event_time, event_id)
+           JOIN cloudtrail_events c USING (account_id, event_time, event_id)"#,
+        &accounts,
+        &times,
+        &ids,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| ((r.account_id, r.event_id), r.raw)).collect())
 }

@@ -4,6 +4,7 @@
 //!
 //! Imports `db`, `geo`, `model` and `net` at most; never the pipeline above them.
 
+pub mod entities;
 pub mod events;
 pub mod flows;
 

@@ -600,6 +600,8 @@ async fn a_failed_detection_run_shows_in_metrics_until_a_run_succeeds_and_covers
     let trail = vec![incident("cloudtrail")];
     let expected = clean_trail_import(&trail).await;
     let db = TestDb::new().await;
+    let (_, token) = skywarden::auth::create(&db.pool, "viewer", skywarden::auth::Role::Viewer).await.unwrap();
+    assert_eq!(crate::api::call(&db, "GET", "/api/v1/detection/health", None, None).await.0.as_u16(), 401);
     // Events store, alerts do not: detection fails after the import, as it would after a poll.
     sqlx::raw_sql(
         r#"CREATE FUNCTION refuse_alerts() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -625,6 +627,9 @@ async fn a_failed_detection_run_shows_in_metrics_until_a_run_succeeds_and_covers
         let json = String::from_utf8_lossy(&db.skywarden(&["accounts", "status", "--json"]).stdout).into_owned();
         let first: Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
         assert_eq!(first["detection"]["consecutive_failures"], run, "{json}");
+        let (status, health) = crate::api::call(&db, "GET", "/api/v1/detection/health", Some(&token), None).await;
+        assert_eq!((status.as_u16(), &health["consecutive_failures"]), (200, &Value::from(run)), "{health}");
+        assert!(health["last_error"].as_str().unwrap().contains("alerts refused by the test"), "{health}");
     }
     sqlx::raw_sql("DROP TRIGGER refuse_alerts ON alerts").execute(&db.pool).await.unwrap();
 

@@ -1,14 +1,35 @@
 // Onboarded accounts with their pollers' status and the S3 objects they could not read, "Poll
-// now" and "Retry" for analysts, and onboarding for admins.
+// now" and "Retry" for analysts, "Test" and "Remove" and onboarding (role, regions, the trail's
+// and flow logs' S3 buckets, flow log groups) for admins. The one-time external ID stays on the
+// page, with a copy button, until the admin leaves it; pressing Onboard again never hides it.
 import { api, errorText } from "../api.js";
-import { el, fmtTime, render, table } from "../dom.js";
+import { el, field, fmtTime, render, showFieldError, table } from "../dom.js";
+
+// The external ID of the account just onboarded, kept while the page is redrawn to list it.
+let justOnboarded = null;
 
 export async function accountsPage(ctx) {
-  const accounts = await api("/api/v1/accounts");
+  const [accounts, detection] = await Promise.all([api("/api/v1/accounts"), api("/api/v1/detection/health")]);
   const sections = [];
   for (const account of accounts) sections.push(await accountPanel(ctx, account));
-  const onboarding = ctx.can("admin") ? await onboardingForm() : null;
-  render(el("h1", {}, "Accounts"), accounts.length ? sections : el("p", { class: "muted" }, "No account onboarded yet."), onboarding);
+  const shown = justOnboarded;
+  justOnboarded = null;
+  const onboarding = ctx.can("admin") ? await onboardingForm(ctx, shown) : null;
+  render(el("h1", {}, "Accounts"), detectionHealth(detection),
+    accounts.length ? sections : el("p", { class: "muted", id: "no-accounts" }, "No account onboarded yet."), onboarding);
+}
+
+// Whether detection after imports and polls keeps up: while it fails, events are stored but
+// raise no alert, so it is said first and loudly.
+function detectionHealth(health) {
+  if (health.consecutive_failures > 0) {
+    return el("div", { class: "panel error", id: "detection-health", role: "alert", "data-failing": "true" },
+      el("strong", {}, `Detection is failing since ${fmtTime(health.failing_since)}`),
+      ` (${health.consecutive_failures} runs in a row; last success ${fmtTime(health.last_success_at)}): `,
+      el("span", { class: "mono" }, health.last_error || "unknown error"),
+      el("p", {}, "Events are stored but raise no alert until a run succeeds; the next import or poll retries them."));
+  }
+  return el("p", { class: "muted", id: "detection-health", "data-failing": "false" }, `Detection: ok, last run ${fmtTime(health.last_success_at)}.`);
 }
 
 // Which regions are polled: every enabled one, or those the restriction names.
@@ -36,8 +57,40 @@ async function accountPanel(ctx, account) {
       account.verify_error ? el("span", { class: "error" }, account.verify_error) : account.verified_at ? `role verified ${fmtTime(account.verified_at)}` : "role not verified yet"),
     el("p", { class: "muted regions" }, regionsText(account)),
     ctx.can("analyst") ? pollNowButton(id, refresh) : null,
+    ctx.can("admin") ? adminButtons(ctx, id) : null,
     jobs,
     failed);
+}
+
+// "Test" assumes the role now and says what happened; "Remove" stops polling (after a confirm).
+function adminButtons(ctx, id) {
+  const result = el("span", { class: "result", id: `admin-result-${id}`, role: "status" });
+  const test = el("button", { type: "button", class: "secondary test-role", "data-account": id, "aria-describedby": result.id, onclick: async () => {
+    test.disabled = true;
+    result.className = "result muted";
+    result.textContent = "assuming the role…";
+    try {
+      const answer = await api(`/api/v1/accounts/${id}/test`, { method: "POST" });
+      result.className = answer.ok ? "result ok" : "result error";
+      result.textContent = answer.ok ? `role works: ${answer.assumed_arn}${answer.regions_error ? ` (regions: ${answer.regions_error})` : ""}` : `role refused: ${answer.error}`;
+    } catch (error) {
+      result.className = "result error";
+      result.textContent = errorText(error);
+    } finally {
+      test.disabled = false;
+    }
+  } }, "Test role");
+  const remove = el("button", { type: "button", class: "danger remove-account", "data-account": id, onclick: async () => {
+    if (!confirm(`Stop polling account ${id}? Its stored events, alerts and findings stay.`)) return;
+    try {
+      await api(`/api/v1/accounts/${id}`, { method: "DELETE" });
+      ctx.refresh();
+    } catch (error) {
+      result.className = "result error";
+      result.textContent = errorText(error);
+    }
+  } }, "Remove");
+  return el("p", { class: "actions" }, test, remove, result);
 }
 
 function seconds(value) {
@@ -163,26 +216,65 @@ function pollNowButton(id, refresh) {
   return el("p", { class: "run-now" }, button, result);
 }
 
-async function onboardingForm() {
-  const roleArn = el("input", { name: "role_arn", size: 50, placeholder: "arn:aws:iam::123456789012:role/SkywardenReadOnly" });
-  const name = el("input", { name: "name" });
-  const regions = el("input", { name: "regions", placeholder: "every enabled region" });
-  const result = el("div", {});
+// The external ID to give the role's trust policy, with a copy button, and the template.
+function externalIdPanel(shown) {
+  const copied = el("span", { class: "result", role: "status" });
+  const copy = el("button", { type: "button", class: "secondary", id: "copy-external-id", onclick: async () => {
+    try {
+      await navigator.clipboard.writeText(shown.external_id);
+      copied.textContent = "copied";
+    } catch {
+      copied.textContent = "select the ID and copy it by hand";
+    }
+  } }, "Copy");
+  return el("section", { class: "notice", id: "onboarded", "aria-labelledby": "onboarded-title" },
+    el("h2", { id: "onboarded-title" }, `Account ${shown.account_id} onboarded`),
+    el("p", {}, "External ID (shown only on this page, until you leave it): ",
+      el("strong", { class: "mono", id: "external-id" }, shown.external_id), " ", copy, " ", copied),
+    el("p", { class: "muted" }, "Deploy this CloudFormation template with ExternalId set to it, then press Test role: the pollers start on their own."),
+    el("pre", { tabindex: "0", "aria-label": "CloudFormation template" }, shown.template));
+}
+
+async function onboardingForm(ctx, shown) {
+  const input = (id, attrs) => el("input", { id, name: id.replace("onboard-", ""), autocomplete: "off", ...attrs });
+  const roleArn = input("onboard-role_arn", { size: 50, placeholder: "arn:aws:iam::123456789012:role/SkywardenReadOnly", required: true });
+  const name = input("onboard-name", {});
+  const regions = input("onboard-regions", { placeholder: "every enabled region" });
+  const trailBucket = input("onboard-trail_bucket", { placeholder: "optional" });
+  const trailPrefix = input("onboard-trail_prefix", { placeholder: "optional" });
+  const flowBucket = input("onboard-flow_bucket", { placeholder: "optional" });
+  const logGroups = input("onboard-flow_log_groups", { placeholder: "optional, comma separated" });
+  const controls = { role_arn: roleArn, name, regions, trail_bucket: trailBucket, trail_prefix: trailPrefix, flow_bucket: flowBucket, flow_log_groups: logGroups };
+  const button = el("button", { type: "submit", id: "onboard-submit" }, "Onboard");
+  const list = (text) => text.split(",").map((r) => r.trim()).filter(Boolean);
   const form = el("form", {
     class: "filters",
+    id: "onboard-form",
+    "aria-label": "Onboard an account",
     onsubmit: async (e) => {
       e.preventDefault();
+      for (const control of Object.values(controls)) showFieldError(control, null);
+      button.disabled = true;
+      const sources = {};
+      if (trailBucket.value.trim()) sources.trail_bucket = trailBucket.value.trim();
+      if (trailPrefix.value.trim()) sources.trail_prefix = trailPrefix.value.trim();
+      if (flowBucket.value.trim()) sources.flow_bucket = flowBucket.value.trim();
+      if (list(logGroups.value).length) sources.flow_log_groups = list(logGroups.value);
       try {
-        const created = await api("/api/v1/accounts", { method: "POST", body: { role_arn: roleArn.value, name: name.value || null, regions: regions.value.split(",").map((r) => r.trim()).filter(Boolean) } });
+        const created = await api("/api/v1/accounts", { method: "POST", body: { role_arn: roleArn.value.trim(), name: name.value || null, regions: list(regions.value), sources } });
         const template = await fetch("/api/v1/accounts/template", { credentials: "same-origin" }).then((r) => r.text());
-        result.replaceChildren(
-          el("p", {}, "External ID (shown only now): ", el("strong", { class: "mono", id: "external-id" }, created.external_id)),
-          el("p", { class: "muted" }, "Deploy this CloudFormation template with ExternalId set to it, then the pollers start on their own."),
-          el("pre", {}, template));
+        justOnboarded = { account_id: created.account_id, external_id: created.external_id, template };
+        ctx.refresh();
       } catch (error) {
-        result.replaceChildren(el("p", { class: "error" }, errorText(error)));
+        // Next to the field it names (the role, a bucket), the external ID shown above stays.
+        const key = error.field && Object.keys(controls).find((k) => error.field === k || error.field.endsWith(`.${k}`) || error.field.startsWith(k));
+        showFieldError(controls[key] || roleArn, errorText(error));
+        button.disabled = false;
       }
     },
-  }, el("label", {}, "Role ARN", roleArn), el("label", {}, "Name", name), el("label", {}, "Only these regions (optional)", regions), el("button", { type: "submit" }, "Onboard"));
-  return el("div", {}, el("h2", {}, "Onboard an account"), form, result);
+  },
+  field("Role ARN", roleArn), field("Name", name), field("Only these regions (optional)", regions),
+  field("CloudTrail S3 bucket", trailBucket), field("CloudTrail key prefix", trailPrefix),
+  field("Flow logs S3 bucket", flowBucket), field("Flow log groups (CloudWatch Logs)", logGroups), button);
+  return el("div", {}, shown ? externalIdPanel(shown) : null, el("h2", {}, "Onboard an account"), form);
 }

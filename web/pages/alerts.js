@@ -11,7 +11,6 @@ const FILTERS = ["status", "severity", "policy", "account", "principal", "sort"]
 const SORTS = [["newest", "newest first"], ["oldest", "oldest first"], ["severity", "most severe first"], ["last_seen", "last seen first"]];
 
 // Draws the current page again (the router listens to hash changes).
-const redraw = () => window.dispatchEvent(new HashChangeEvent("hashchange"));
 
 function filterForm(values) {
   const select = (name, options) => el("select", { name, id: `filter-${name}` },
@@ -34,12 +33,12 @@ function filterForm(values) {
     el("button", { type: "submit", id: "apply-filters" }, "Filter"));
 }
 
-export async function alertsPage(params) {
+export async function alertsPage(ctx, params) {
   const values = Object.fromEntries(FILTERS.map((f) => [f, params.get(f) || ""]));
   if (!values.sort) values.sort = "newest";
   const filters = { ...values, sort: values.sort === "newest" ? "" : values.sort };
-  const [first, me] = await Promise.all([api("/api/v1/alerts" + query(filters)), api("/api/v1/session")]);
-  const analyst = me.role === "analyst" || me.role === "admin";
+  const first = await api("/api/v1/alerts" + query(filters));
+  const analyst = ctx.can("analyst");
   const selected = new Set();
   const count = el("span", { id: "selected-count" }, "0 selected");
   const pick = (a) => el("input", {
@@ -70,7 +69,7 @@ export async function alertsPage(params) {
   render(
     el("h1", {}, "Alerts"),
     filterForm(values),
-    analyst ? el("div", { class: "panel bulk", id: "bulk" }, el("strong", {}, "Selected alerts: "), count, triageForm(() => [...selected], redraw, "bulk")) : null,
+    analyst ? el("div", { class: "panel bulk", id: "bulk" }, el("strong", {}, "Selected alerts: "), count, triageForm(() => [...selected], ctx.refresh, "bulk")) : null,
     alerts,
     first.alerts.length ? null : el("p", { class: "muted" }, "No alert matches."),
     loadMore({

@@ -17,7 +17,7 @@ function scoreCards(account, latest, trend, trendCut) {
     el("div", {},
       el("div", { class: "posture-head" },
         el("h2", {}, `Account ${account}`),
-        el("span", { class: "muted" }, `evaluated ${fmtTime(evaluated)} · ${trend.length ? new Set(trend.map((r) => r.evaluated_at)).size : 0} evaluations`)),
+        el("span", { class: "muted", "data-evaluated": evaluated }, `as of the snapshot of ${fmtTime(evaluated)} · ${trend.length ? new Set(trend.map((r) => r.evaluated_at)).size : 0} evaluations`)),
       el("div", { class: "cards" },
         el("a", { class: "card score overall", href: "#/compliance" + query({ account }), "data-section": "overall" },
           el("div", { class: "muted" }, "overall"),

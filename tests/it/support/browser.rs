@@ -197,6 +197,43 @@ impl Browser {
         result.expect("running a script")["value"].clone()
     }
 
+    /// Runs an asynchronous script: it ends by calling its last argument with the result.
+    pub async fn script_async(&self, script: &str) -> Value {
+        let result = self.session_call("POST", "/execute/async", Some(json!({"script": script, "args": []}))).await;
+        result.expect("running an asynchronous script")["value"].clone()
+    }
+
+    /// Waits up to `seconds` for the script to return true; false if it never did.
+    pub async fn wait_until(&self, script: &str, seconds: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        loop {
+            let done = self.session_call("POST", "/execute/sync", Some(json!({"script": script, "args": []}))).await;
+            if done.is_ok_and(|v| v["value"] == json!(true)) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sends keys to the element (WebDriver key codes such as `\u{E007}` for Enter).
+    pub async fn send_keys(&self, css: &str, keys: &str) {
+        let element = self.find(css).await;
+        self.session_call("POST", &format!("/element/{element}/value"), Some(json!({"text": keys})))
+            .await
+            .expect("sending keys");
+    }
+
+    /// Presses a key (a WebDriver key code such as `\u{E007}` for Enter) wherever the focus is.
+    pub async fn press_key(&self, key: &str) {
+        let actions = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+            {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}
+        ]}]});
+        self.session_call("POST", "/actions", Some(actions)).await.expect("pressing a key");
+    }
+
     /// Saves a PNG screenshot as `<artifacts>/<name>.png` and returns its path.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let shot = self.session_call("GET", "/screenshot", None).await.expect("taking a screenshot");
