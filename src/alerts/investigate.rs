@@ -62,7 +62,7 @@ pub async fn window_events(pool: &PgPool, window: &EventWindow<'_>) -> Result<Ve
                   c.source_ip_text AS source_ip, c.geo_country AS country, c.geo_city AS city,
                   c.geo_latitude AS latitude, c.geo_longitude AS longitude,
                   (CASE WHEN c.error_code IS NOT NULL OR c.error_message IS NOT NULL
-                             OR c.raw->'responseElements'->>'ConsoleLogin' = 'Failure'
+                             OR (c.event_name = 'ConsoleLogin' AND c.raw->'responseElements'->>'ConsoleLogin' = 'Failure')
                         THEN 'failure' ELSE 'success' END) AS "outcome!",
                   c.error_code, c.error_message, c.read_only, c.resource_ids, c.raw->'requestParameters' AS request,
                   ARRAY(SELECT e.alert_id::text FROM alert_evidence e

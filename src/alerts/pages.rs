@@ -313,7 +313,7 @@ pub async fn evidence(
                   c.geo_country AS country, c.geo_city AS city, c.geo_latitude AS latitude, c.geo_longitude AS longitude,
                   c.user_agent, c.error_code, c.error_message, c.resource_ids,
                   (CASE WHEN c.error_code IS NOT NULL OR c.error_message IS NOT NULL
-                             OR c.raw->'responseElements'->>'ConsoleLogin' = 'Failure'
+                             OR (c.event_name = 'ConsoleLogin' AND c.raw->'responseElements'->>'ConsoleLogin' = 'Failure')
                         THEN 'failure' ELSE 'success' END) AS "outcome!"
            FROM alert_evidence e
            JOIN cloudtrail_events c ON c.account_id = e.account_id AND c.event_id = e.event_id AND c.event_time = e.event_time

@@ -16,7 +16,8 @@ pub struct RuleFields {
     pub file: String,
     /// Every field a detection item names.
     pub fields: BTreeSet<String>,
-    /// The `eventName` values the rule is limited to (empty: any event).
+    /// The `eventName` values (lower case) the rule is limited to (empty: any event). Taken from
+    /// every selection, filters included: a lint may look at a few events too many.
     pub event_names: BTreeSet<String>,
 }
 
@@ -31,7 +32,9 @@ impl RuleFields {
     }
 
     fn applies_to(&self, event: &Value) -> bool {
-        self.event_names.is_empty() || event["eventName"].as_str().is_some_and(|name| self.event_names.contains(name))
+        // Sigma matches without regard to case.
+        self.event_names.is_empty()
+            || event["eventName"].as_str().is_some_and(|name| self.event_names.contains(&name.to_lowercase()))
     }
 }
 
@@ -43,7 +46,7 @@ fn collect(detection: &Detection, fields: &mut BTreeSet<String>, event_names: &m
                 fields.insert(name.to_owned());
                 if name == "eventName" && item.field.modifiers.is_empty() {
                     event_names.extend(item.values.iter().filter_map(|value| match value {
-                        SigmaValue::String(text) => text.as_plain(),
+                        SigmaValue::String(text) => text.as_plain().map(|name| name.to_lowercase()),
                         _ => None,
                     }));
                 }

@@ -458,6 +458,17 @@ fn login_failure_bursts() {
     );
     // Four principals from one address is a user's typos across accounts, not a spray.
     assert!(run_logins(&set.detectors, &failures(8, 30, |i| format!("user{}", i % 4))).is_empty());
+    // Guessed names that are no IAM user: CloudTrail hides each as the same name; still a spray.
+    let hidden = |i: i64| -> Value {
+        let mut event = login("x", &at("2026-11-12T03:05:00Z", Duration::seconds(i * 30)), ATTACKER, false, "No");
+        event["userIdentity"] = json!({"type": "IAMUser", "principalId": "", "accountId": ACCOUNT, "accessKeyId": "",
+                                       "userName": "HIDDEN_DUE_TO_SECURITY_REASONS"});
+        event["eventID"] = json!(format!("hidden-{i}"));
+        event
+    };
+    let guesses: Vec<(Value, &str)> = (0..12).map(|i| (hidden(i), "UA")).collect();
+    let found = run_logins(&set.detectors, &guesses);
+    assert_eq!(ids(&found), ["aws-password-spray"], "not one principal failing twelve times: {found:?}");
     // Five principals, but spread over more than the window.
     assert!(run_logins(&set.detectors, &failures(5, 600, |i| format!("user{i}"))).is_empty());
 }

@@ -44,6 +44,13 @@ fn internal(error: AlertStoreError) -> ApiError {
 
 impl CursorKey for AlertKey {
     const KIND: &'static str = "alerts";
+
+    /// The id is cast to a uuid and the time added to the epoch in SQL: both must be in range.
+    fn is_plausible(&self) -> bool {
+        // Within ±10,000 years of 1970, negated for the oldest-first order.
+        const MAX_MICROS: i64 = 10_000 * 366 * 86_400 * 1_000_000;
+        crate::model::is_alert_id(&self.alert_id) && self.micros.abs() <= MAX_MICROS
+    }
 }
 
 impl QueryValue for Severity {

@@ -330,6 +330,12 @@ impl<const MAX: i64, const DEFAULT: i64> utoipa::PartialSchema for Limit<MAX, DE
 /// one list gave is refused by another.
 pub trait CursorKey: serde::Serialize + DeserializeOwned {
     const KIND: &'static str;
+
+    /// Whether a decoded key is one the API could have given (a client can send anything that
+    /// parses: ids the database would refuse to cast, times out of range).
+    fn is_plausible(&self) -> bool {
+        true
+    }
 }
 
 /// `cursor`: the position after which the next page starts, as the API gave it in `next_cursor`
@@ -356,7 +362,7 @@ impl<K: CursorKey> Cursor<K> {
         }
         let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok()?;
         let (kind, key): (String, K) = serde_json::from_slice(&json).ok()?;
-        (kind == K::KIND).then_some(key)
+        (kind == K::KIND && key.is_plausible()).then_some(key)
     }
 }
 

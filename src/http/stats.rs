@@ -101,7 +101,8 @@ async fn overview(
         r#"WITH counted AS (
                SELECT date_trunc('hour', event_time) AS hour, count(*) AS events,
                       count(*) FILTER (WHERE error_code IS NOT NULL OR error_message IS NOT NULL
-                                       OR raw->'responseElements'->>'ConsoleLogin' = 'Failure') AS failed
+                                       OR (event_name = 'ConsoleLogin'
+                                           AND raw->'responseElements'->>'ConsoleLogin' = 'Failure')) AS failed
                FROM cloudtrail_events WHERE event_time >= $1 AND event_time < $2
                GROUP BY 1)
            SELECT h.hour AS "hour!", coalesce(c.events, 0) AS "events!", coalesce(c.failed, 0) AS "failed!"

@@ -204,19 +204,22 @@ const MAX_NESTING: usize = 10;
 /// strings and comments) nest deeper than [`MAX_NESTING`].
 fn too_deeply_nested(text: &str) -> Option<String> {
     let mut depth = 0usize;
+    // A raw string (backticks) may span lines; a "…" string and a comment end with theirs.
+    let mut raw = false;
     for (number, line) in text.lines().enumerate() {
         let mut chars = line.chars();
-        let mut quote: Option<char> = None;
+        let mut quoted = false;
         while let Some(c) = chars.next() {
-            match (quote, c) {
-                (Some('"'), '\\') => {
+            match c {
+                '`' if !quoted => raw = !raw,
+                _ if raw => {}
+                '\\' if quoted => {
                     chars.next();
                 }
-                (Some(open), c) if c == open => quote = None,
-                (Some(_), _) => {}
-                (None, '#') => break,
-                (None, '"' | '`') => quote = Some(c),
-                (None, '[' | '{') => {
+                '"' => quoted = !quoted,
+                _ if quoted => {}
+                '#' => break,
+                '[' | '{' => {
                     depth += 1;
                     if depth > MAX_NESTING {
                         return Some(format!(
@@ -225,7 +228,7 @@ fn too_deeply_nested(text: &str) -> Option<String> {
                         ));
                     }
                 }
-                (None, ']' | '}') => depth = depth.saturating_sub(1),
+                ']' | '}' => depth = depth.saturating_sub(1),
                 _ => {}
             }
         }
@@ -362,6 +365,13 @@ deny contains msg if {
         assert!(refused.message.starts_with("line 16: brackets nested more than 10 deep"), "{}", refused.message);
         let unclosed = good_as("test-nested").replace("not input", &format!("co{}nfig", "[".repeat(28)));
         assert!(load(unclosed).err().expect("unclosed brackets too").message.contains("nested more than"));
+        // A raw string spans lines: a bracket after its closing backtick counts.
+        let raw = good_as("test-nested")
+            .replace("not input", &format!("x := `a\n[[{{\n`\n\tco{}nfig\n\tnot input", "[".repeat(28)));
+        assert!(load(raw).err().expect("brackets after a raw string count").message.contains("nested more than"));
+        let template =
+            good_as("test-nested").replace("not input", &format!("x := `\n{}\n`\n\tnot input", "[{".repeat(20)));
+        assert!(load(template).is_ok(), "brackets inside a raw string over lines do not count");
         // Brackets in strings and comments do not count.
         let quoted =
             good_as("test-nested").replace("has no description", &"[{".repeat(20)) + &format!("# {}\n", "[".repeat(30));

@@ -1442,3 +1442,21 @@ async fn the_dashboard_loads_the_next_pages_of_a_long_list_on_demand() {
     until_count(&browser, "#audit-log tbody tr", total as usize).await;
     assert_eq!(browser.script("return document.getElementById('more-audit-log').closest('p').hidden").await, true);
 }
+
+#[tokio::test]
+async fn a_tampered_alert_cursor_is_a_400_naming_it_not_a_server_error() {
+    use skywarden::alerts::pages::{AlertKey, AlertSort};
+    use skywarden::http::query::Cursor;
+    let db = TestDb::new().await;
+    let (_, token) = auth::create(&db.pool, "viewer", Role::Viewer).await.unwrap();
+    let key =
+        |alert_id: &str, micros: i64| AlertKey { sort: AlertSort::Newest, rank: 0, micros, alert_id: alert_id.into() };
+    let good = Cursor::encode(&key("00000000-0000-4000-8000-000000000001", 1_700_000_000_000_000));
+    let (status, _) = call(&db, "GET", &format!("/api/v1/alerts?cursor={good}"), Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK);
+    for tampered in [key("not-a-uuid'", 0), key("00000000-0000-4000-8000-000000000001", i64::MAX)] {
+        let cursor = Cursor::encode(&tampered);
+        let (status, body) = call(&db, "GET", &format!("/api/v1/alerts?cursor={cursor}"), Some(&token), None).await;
+        assert_eq!((status, &body["field"]), (StatusCode::BAD_REQUEST, &Value::from("cursor")), "{tampered:?}: {body}");
+    }
+}

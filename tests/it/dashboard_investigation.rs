@@ -511,6 +511,8 @@ async fn an_admin_onboards_an_account_and_keeps_its_external_id_on_the_page() {
     .execute(&db.pool)
     .await
     .unwrap();
+    // Away and back: the same address twice would not draw the page again.
+    assert!(open(&browser, &base, "#/overview").await);
     assert!(open(&browser, &base, "#/accounts").await);
     assert_eq!(browser.script("return document.querySelector('#detection-health').dataset.failing").await, "true");
     let banner = browser.text("#detection-health").await;

@@ -40,7 +40,8 @@ impl Kind {
     fn new(detectors: &Detectors, spray: bool, on: bool) -> Self {
         let (policy, minutes, needs) = if spray {
             let settings = &detectors.settings.password_spray;
-            (PASSWORD_SPRAY, settings.window_minutes, settings.min_principals)
+            // One principal failing is the per-principal detector's; a spray is two at least.
+            (PASSWORD_SPRAY, settings.window_minutes, settings.min_principals.max(2))
         } else {
             let settings = &detectors.settings.login_failures;
             (LOGIN_FAILURES, settings.window_minutes, settings.threshold)
@@ -107,7 +108,8 @@ impl<'d> FailureBursts<'d> {
         let Some(principal) = event.principal() else { return };
         self.sweep(event.event_time);
         let failure = Arc::new(compact(event));
-        if self.principal.on {
+        // A name that is no IAM user is hidden by CloudTrail: such failures are not one principal.
+        if self.principal.on && !is_hidden(event) {
             let window = self.by_principal.entry((event.account_id.clone(), principal.to_string())).or_default();
             window.slide(&failure, self.principal.window, false);
             for qualified in window.take_burst(self.principal.needs, 0) {
@@ -176,6 +178,23 @@ impl<'d> FailureBursts<'d> {
     }
 }
 
+/// The user name CloudTrail writes for a failed console login whose name is no IAM user (so a
+/// log does not collect the passwords people type into the user name field).
+const HIDDEN_USER: &str = "HIDDEN_DUE_TO_SECURITY_REASONS";
+
+fn is_hidden(event: &PolicyEvent) -> bool {
+    event.principal_arn.is_none() && event.user_name.as_deref() == Some(HIDDEN_USER)
+}
+
+/// Whom a failure counts as for spraying: its principal, or, for a hidden name, a name of its
+/// own (a spray of guessed names is many principals, not one).
+fn distinct_principal(failure: &PolicyEvent) -> Option<String> {
+    if is_hidden(failure) {
+        return Some(format!("{HIDDEN_USER}:{}", failure.event_id));
+    }
+    failure.principal().map(str::to_owned)
+}
+
 /// What a window keeps of a failure: the fields a finding names, not the raw event.
 fn compact(event: &PolicyEvent) -> PolicyEvent {
     PolicyEvent {
@@ -217,8 +236,8 @@ impl Window {
     fn slide(&mut self, failure: &Arc<PolicyEvent>, length: Duration, count_principals: bool) {
         self.failures.push_back(Arc::clone(failure));
         self.pending += 1;
-        if count_principals && let Some(principal) = failure.principal() {
-            *self.principals.entry(principal.to_string()).or_default() += 1;
+        if count_principals && let Some(principal) = distinct_principal(failure) {
+            *self.principals.entry(principal).or_default() += 1;
         }
         let start = failure.event_time - length;
         while let Some(oldest) = self.failures.front().filter(|f| f.event_time < start) {
@@ -226,12 +245,12 @@ impl Window {
                 self.pending -= 1;
             }
             if count_principals
-                && let Some(principal) = oldest.principal()
-                && let Some(count) = self.principals.get_mut(principal)
+                && let Some(principal) = distinct_principal(oldest)
+                && let Some(count) = self.principals.get_mut(&principal)
             {
                 *count -= 1;
                 if *count == 0 {
-                    self.principals.remove(principal);
+                    self.principals.remove(&principal);
                 }
             }
             self.failures.pop_front();
@@ -298,7 +317,11 @@ impl Accumulated {
         }
         let source = failure.source_ip_text.clone().unwrap_or_else(|| "?".into());
         *self.sources.entry(source).or_default() += 1;
-        let who = failure.user_name.as_deref().or(failure.principal()).unwrap_or("?");
+        let who = if is_hidden(failure) {
+            "(names that are no IAM user)"
+        } else {
+            failure.user_name.as_deref().or(failure.principal()).unwrap_or("?")
+        };
         if let Some(count) = self.principals.get_mut(who) {
             *count += 1;
         } else {

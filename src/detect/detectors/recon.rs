@@ -26,6 +26,17 @@ pub fn is_refusal(error_code: &str) -> bool {
         || error_code.ends_with("UnauthorizedOperation")
 }
 
+/// Whether AWS itself made the call (a service principal, or a service calling on someone's
+/// behalf): services probe what they may read, and refusals of theirs are configuration, not an
+/// intruder.
+fn by_aws(event: &PolicyEvent) -> bool {
+    event.principal_type.as_deref() == Some("AWSService")
+        || event
+            .source_ip_text
+            .as_deref()
+            .is_some_and(|source| source.ends_with(".amazonaws.com") || source == "AWS Internal")
+}
+
 /// One refusal as a window keeps it.
 #[derive(Clone)]
 struct Refusal {
@@ -163,7 +174,7 @@ impl<'d> ReconBursts<'d> {
     /// The next refused call (not earlier than the one before); other events are ignored.
     pub fn push(&mut self, event: &PolicyEvent) {
         let (Some(principal), Some(code)) = (event.principal(), event.error_code.as_deref()) else { return };
-        if !is_refusal(code) {
+        if !is_refusal(code) || by_aws(event) {
             return;
         }
         self.sweep(event.event_time);
@@ -328,6 +339,10 @@ mod tests {
             .map(|(i, api)| call(&format!("user{i}"), api, i as i64 * 10, Some("AccessDenied")))
             .collect();
         assert!(run(&spread).is_empty(), "each principal refused once");
+        let mut by_service: Vec<_> =
+            APIS.iter().enumerate().map(|(i, api)| call("config", api, i as i64 * 10, Some("AccessDenied"))).collect();
+        by_service.iter_mut().for_each(|e| e.source_ip_text = Some("config.amazonaws.com".into()));
+        assert!(run(&by_service).is_empty(), "a service reading on the account's behalf");
     }
 
     #[test]
