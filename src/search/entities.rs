@@ -131,6 +131,9 @@ pub struct Login {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PrincipalActivity {
     pub principal: String,
+    /// The counts and lists cover [`ACTIVITY_WINDOW_DAYS`] up to the last event: from here to
+    /// `last_seen` (none when no event names it).
+    pub window_start: Option<DateTime<Utc>>,
     pub first_seen: Option<DateTime<Utc>>,
     pub last_seen: Option<DateTime<Utc>>,
     pub events: i64,
@@ -143,6 +146,17 @@ pub struct PrincipalActivity {
     pub alerts: Vec<AlertRef>,
 }
 
+/// How far back from an entity's last event its page looks: a busy principal or address has
+/// years of events, and the page must answer within the API's statement timeout. Relative to
+/// the last event, not to now, so an incident imported long after it happened still shows.
+pub const ACTIVITY_WINDOW_DAYS: i64 = 90;
+
+/// The window ending at `last` (or an empty one at now when there is nothing).
+fn window(last: Option<DateTime<Utc>>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let until = last.unwrap_or_else(Utc::now);
+    (until - chrono::Duration::days(ACTIVITY_WINDOW_DAYS), until)
+}
+
 /// Lower-cased ARN or user name, as the audit trail matches principals.
 fn principal_columns(principal: &str) -> (Option<String>, Option<String>) {
     let lower = principal.to_lowercase();
@@ -152,15 +166,27 @@ fn principal_columns(principal: &str) -> (Option<String>, Option<String>) {
 /// Everything the principal page shows of `principal` (an ARN or a user name, any case).
 pub async fn principal(db: &PgPool, principal: &str) -> Result<PrincipalActivity, sqlx::Error> {
     let (arn, user) = principal_columns(principal);
+    let last = sqlx::query_scalar!(
+        r#"SELECT max(event_time) FROM cloudtrail_events
+           WHERE ($1::text IS NULL OR lower(principal_arn) = $1) AND ($2::text IS NULL OR lower(user_name) = $2)"#,
+        arn,
+        user,
+    )
+    .fetch_one(db)
+    .await?;
+    let (since, until) = window(last);
     let totals = sqlx::query!(
         r#"SELECT min(event_time) AS first_seen, max(event_time) AS last_seen, count(*) AS "events!",
                   count(*) FILTER (WHERE error_code IS NOT NULL OR error_message IS NOT NULL) AS "failed!",
                   coalesce((array_agg(DISTINCT principal_arn) FILTER (WHERE principal_arn IS NOT NULL))[1:20], '{}') AS "arns!",
                   coalesce((array_agg(DISTINCT user_name) FILTER (WHERE user_name IS NOT NULL))[1:20], '{}') AS "users!"
            FROM cloudtrail_events
-           WHERE ($1::text IS NULL OR lower(principal_arn) = $1) AND ($2::text IS NULL OR lower(user_name) = $2)"#,
+           WHERE ($1::text IS NULL OR lower(principal_arn) = $1) AND ($2::text IS NULL OR lower(user_name) = $2)
+             AND event_time >= $3 AND event_time <= $4"#,
         arn,
         user,
+        since,
+        until,
     )
     .fetch_one(db)
     .await?;
@@ -168,9 +194,12 @@ pub async fn principal(db: &PgPool, principal: &str) -> Result<PrincipalActivity
         ValueCount,
         r#"SELECT geo_country AS value, count(*) AS "events!" FROM cloudtrail_events
            WHERE ($1::text IS NULL OR lower(principal_arn) = $1) AND ($2::text IS NULL OR lower(user_name) = $2)
+             AND event_time >= $3 AND event_time <= $4
            GROUP BY 1 ORDER BY 2 DESC LIMIT 50"#,
         arn,
         user,
+        since,
+        until,
     )
     .fetch_all(db)
     .await?;
@@ -178,9 +207,12 @@ pub async fn principal(db: &PgPool, principal: &str) -> Result<PrincipalActivity
         ValueCount,
         r#"SELECT source_ip_text AS value, count(*) AS "events!" FROM cloudtrail_events
            WHERE ($1::text IS NULL OR lower(principal_arn) = $1) AND ($2::text IS NULL OR lower(user_name) = $2)
+             AND event_time >= $3 AND event_time <= $4
            GROUP BY 1 ORDER BY 2 DESC LIMIT 50"#,
         arn,
         user,
+        since,
+        until,
     )
     .fetch_all(db)
     .await?;
@@ -192,9 +224,12 @@ pub async fn principal(db: &PgPool, principal: &str) -> Result<PrincipalActivity
            FROM cloudtrail_events
            WHERE event_name = 'ConsoleLogin'
              AND ($1::text IS NULL OR lower(principal_arn) = $1) AND ($2::text IS NULL OR lower(user_name) = $2)
+             AND event_time >= $3 AND event_time <= $4
            ORDER BY event_time DESC LIMIT 200"#,
         arn,
         user,
+        since,
+        until,
     )
     .fetch_all(db)
     .await?;
@@ -203,6 +238,7 @@ pub async fn principal(db: &PgPool, principal: &str) -> Result<PrincipalActivity
     let alerts = principal_alerts(db, &identities).await?;
     Ok(PrincipalActivity {
         principal: principal.to_owned(),
+        window_start: last.map(|_| since),
         first_seen: totals.first_seen,
         last_seen: totals.last_seen,
         events: totals.events,
@@ -234,6 +270,9 @@ async fn principal_alerts(db: &PgPool, identities: &[String]) -> Result<Vec<Aler
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AddressActivity {
     pub address: String,
+    /// The counts and lists cover [`ACTIVITY_WINDOW_DAYS`] up to the last event or flow: from
+    /// here to `last_seen` (none when nothing names it).
+    pub window_start: Option<DateTime<Utc>>,
     pub country: Option<String>,
     pub city: Option<String>,
     pub asn: Option<i64>,
@@ -252,20 +291,35 @@ pub struct AddressActivity {
 
 /// Everything the address page shows of `address` (an IP address, checked by the caller).
 pub async fn address(db: &PgPool, address: &str) -> Result<AddressActivity, sqlx::Error> {
+    let last = sqlx::query!(
+        r#"SELECT (SELECT max(event_time) FROM cloudtrail_events WHERE source_ip = $1::text::inet) AS event,
+                  (SELECT max(bucket_time) FROM flow_records WHERE srcaddr = $1::text::inet) AS sent,
+                  (SELECT max(bucket_time) FROM flow_records WHERE dstaddr = $1::text::inet) AS received"#,
+        address,
+    )
+    .fetch_one(db)
+    .await?;
+    let last = [last.event, last.sent, last.received].into_iter().flatten().max();
+    let (since, until) = window(last);
     let events = sqlx::query!(
         r#"SELECT min(event_time) AS first_seen, max(event_time) AS last_seen, count(*) AS "events!",
                   count(*) FILTER (WHERE error_code IS NOT NULL OR error_message IS NOT NULL) AS "failed!",
                   max(geo_country) AS country, max(geo_city) AS city, max(geo_asn) AS asn, max(geo_as_org) AS as_org
-           FROM cloudtrail_events WHERE source_ip = $1::text::inet"#,
+           FROM cloudtrail_events WHERE source_ip = $1::text::inet AND event_time >= $2 AND event_time <= $3"#,
         address,
+        since,
+        until,
     )
     .fetch_one(db)
     .await?;
     let principals = sqlx::query_as!(
         ValueCount,
         r#"SELECT coalesce(user_name, principal_arn) AS value, count(*) AS "events!" FROM cloudtrail_events
-           WHERE source_ip = $1::text::inet GROUP BY 1 ORDER BY 2 DESC LIMIT 50"#,
+           WHERE source_ip = $1::text::inet AND event_time >= $2 AND event_time <= $3
+           GROUP BY 1 ORDER BY 2 DESC LIMIT 50"#,
         address,
+        since,
+        until,
     )
     .fetch_all(db)
     .await?;
@@ -274,8 +328,11 @@ pub async fn address(db: &PgPool, address: &str) -> Result<AddressActivity, sqlx
                   coalesce(sum(bytes) FILTER (WHERE dstaddr = $1::text::inet), 0)::bigint AS "received!",
                   count(*) AS "records!", min(bucket_time) AS first_seen, max(bucket_time) AS last_seen,
                   max(CASE WHEN srcaddr = $1::text::inet THEN src_country ELSE dst_country END) AS country
-           FROM flow_records WHERE srcaddr = $1::text::inet OR dstaddr = $1::text::inet"#,
+           FROM flow_records
+           WHERE (srcaddr = $1::text::inet OR dstaddr = $1::text::inet) AND bucket_time >= $2 AND bucket_time <= $3"#,
         address,
+        since,
+        until,
     )
     .fetch_one(db)
     .await?;
@@ -283,9 +340,11 @@ pub async fn address(db: &PgPool, address: &str) -> Result<AddressActivity, sqlx
         AlertRef,
         r#"SELECT account_id, alert_id::text AS "alert_id!", policy_id, title, severity::text AS "severity!",
                   status::text AS "status!", first_seen, last_seen
-           FROM alerts WHERE source_ip = $1::text::inet OR details::text LIKE '%"' || $1 || '"%'
+           FROM alerts
+           WHERE (source_ip = $1::text::inet OR details::text LIKE '%"' || $1 || '"%') AND last_seen >= $2
            ORDER BY last_seen DESC LIMIT 200"#,
         address,
+        since,
     )
     .fetch_all(db)
     .await?;
@@ -293,6 +352,7 @@ pub async fn address(db: &PgPool, address: &str) -> Result<AddressActivity, sqlx
     let last_seen = [events.last_seen, flows.last_seen].into_iter().flatten().max();
     Ok(AddressActivity {
         address: address.to_owned(),
+        window_start: last.map(|_| since),
         country: events.country.or(flows.country),
         city: events.city,
         asn: events.asn,

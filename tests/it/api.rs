@@ -1460,3 +1460,42 @@ async fn a_tampered_alert_cursor_is_a_400_naming_it_not_a_server_error() {
         assert_eq!((status, &body["field"]), (StatusCode::BAD_REQUEST, &Value::from("cursor")), "{tampered:?}: {body}");
     }
 }
+
+#[tokio::test]
+async fn entity_pages_cover_the_ninety_days_up_to_the_last_event_not_all_time() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    // carol from one address: once in January, then twice in November.
+    let event = |id: &str, time: &str| {
+        serde_json::json!({"eventVersion": "1.09", "eventTime": time, "eventSource": "s3.amazonaws.com",
+            "eventName": "ListBuckets", "awsRegion": "us-east-1", "sourceIPAddress": "203.0.113.9", "eventID": id,
+            "eventType": "AwsApiCall", "recipientAccountId": "111122223333",
+            "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/carol",
+                             "accountId": "111122223333", "userName": "carol"}})
+        .to_string()
+    };
+    let file = dir.path().join("carol.jsonl");
+    let lines = [
+        event("old", "2026-01-05T10:00:00Z"),
+        event("new-1", "2026-11-10T10:00:00Z"),
+        event("new-2", "2026-11-12T10:00:00Z"),
+    ];
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let (code, _) = db.import_json(&[&file]);
+    assert_eq!(code, 0);
+    let (_, token) = auth::create(&db.pool, "viewer", Role::Viewer).await.unwrap();
+    let (status, principal) = call(&db, "GET", "/api/v1/principals/activity?principal=CAROL", Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK, "{principal}");
+    assert_eq!(principal["events"], 2, "January lies outside the window: {principal}");
+    assert_eq!(
+        (principal["first_seen"].as_str(), principal["last_seen"].as_str()),
+        (Some("2026-11-10T10:00:00Z"), Some("2026-11-12T10:00:00Z"))
+    );
+    assert_eq!(principal["window_start"], "2026-08-14T10:00:00Z");
+    let (status, address) = call(&db, "GET", "/api/v1/addresses/203.0.113.9", Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK, "{address}");
+    assert_eq!((address["events"].as_i64(), address["window_start"].as_str()), (Some(2), Some("2026-08-14T10:00:00Z")));
+    // Nothing names an unknown principal: no window, nothing counted.
+    let (_, nobody) = call(&db, "GET", "/api/v1/principals/activity?principal=nobody", Some(&token), None).await;
+    assert_eq!((nobody["events"].as_i64(), &nobody["window_start"]), (Some(0), &Value::Null), "{nobody}");
+}

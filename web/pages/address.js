@@ -18,6 +18,7 @@ export async function addressPage(ctx, ip) {
       ["City", a.city],
       ["Network", a.asn ? `AS${a.asn} ${a.as_org || ""}` : "unknown"],
       ["First seen", fmtTime(a.first_seen)],
+      ["Covers", a.window_start ? `the 90 days up to the last event: from ${fmtTime(a.window_start)}` : null],
       ["Last seen", fmtTime(a.last_seen)],
       ["CloudTrail events", el("a", { href: "#/audit" + query({ source_ip: ip }) }, `${a.events} events (${a.failed} failed)`)],
       ["Flows", el("a", { href: "#/network" + query({ address: ip }) }, `${a.flows} records: ${fmtBytes(a.bytes_sent)} sent, ${fmtBytes(a.bytes_received)} received`)],

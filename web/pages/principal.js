@@ -15,6 +15,7 @@ export async function principalPage(ctx, principal) {
     el("h1", {}, `Principal ${principal}`),
     facts([
       ["First seen", fmtTime(p.first_seen)],
+      ["Covers", p.window_start ? `the 90 days up to the last event: from ${fmtTime(p.window_start)}` : null],
       ["Last seen", fmtTime(p.last_seen)],
       ["Events", el("a", { href: trail }, `${p.events} events`)],
       ["Failed calls", el("a", { href: "#/audit" + query({ principal, failed: "true" }) }, String(p.failed))],
