@@ -216,23 +216,7 @@ pub async fn principal(db: &PgPool, principal: &str) -> Result<PrincipalActivity
     )
     .fetch_all(db)
     .await?;
-    let logins = sqlx::query_as!(
-        Login,
-        r#"SELECT account_id, event_id, event_time, coalesce(user_name, principal_arn) AS principal,
-                  source_ip_text AS source_ip, geo_country AS country, geo_city AS city,
-                  raw #>> '{responseElements,ConsoleLogin}' AS outcome, raw #>> '{additionalEventData,MFAUsed}' AS mfa_used
-           FROM cloudtrail_events
-           WHERE event_name = 'ConsoleLogin'
-             AND ($1::text IS NULL OR lower(principal_arn) = $1) AND ($2::text IS NULL OR lower(user_name) = $2)
-             AND event_time >= $3 AND event_time <= $4
-           ORDER BY event_time DESC LIMIT 200"#,
-        arn,
-        user,
-        since,
-        until,
-    )
-    .fetch_all(db)
-    .await?;
+    let logins = principal_logins(db, (arn.as_deref(), user.as_deref()), (since, until)).await?;
     let mut identities = totals.arns;
     identities.extend(totals.users);
     let alerts = principal_alerts(db, &identities).await?;
@@ -249,6 +233,31 @@ pub async fn principal(db: &PgPool, principal: &str) -> Result<PrincipalActivity
         logins,
         alerts,
     })
+}
+
+/// The principal's latest console logins (200 at most) within the window, newest first.
+async fn principal_logins(
+    db: &PgPool,
+    (arn, user): (Option<&str>, Option<&str>),
+    (since, until): (DateTime<Utc>, DateTime<Utc>),
+) -> Result<Vec<Login>, sqlx::Error> {
+    sqlx::query_as!(
+        Login,
+        r#"SELECT account_id, event_id, event_time, coalesce(user_name, principal_arn) AS principal,
+                  source_ip_text AS source_ip, geo_country AS country, geo_city AS city,
+                  raw #>> '{responseElements,ConsoleLogin}' AS outcome, raw #>> '{additionalEventData,MFAUsed}' AS mfa_used
+           FROM cloudtrail_events
+           WHERE event_name = 'ConsoleLogin'
+             AND ($1::text IS NULL OR lower(principal_arn) = $1) AND ($2::text IS NULL OR lower(user_name) = $2)
+             AND event_time >= $3 AND event_time <= $4
+           ORDER BY event_time DESC LIMIT 200"#,
+        arn,
+        user,
+        since,
+        until,
+    )
+    .fetch_all(db)
+    .await
 }
 
 /// Alerts whose subject is one of these ARNs or user names (any case).
