@@ -65,6 +65,22 @@ pub struct Burst {
 impl Burst {
     const KEY: &'static str = "burst";
 
+    /// A burst about to receive its first event, at `first`.
+    pub fn starting(first: DateTime<Utc>) -> Self {
+        Self { count: 0, first, last: first, sample: Vec::new() }
+    }
+
+    /// The next event of the burst (in time order): counted, and kept while it is among the
+    /// first or the last [`BURST_SAMPLE`].
+    pub fn push(&mut self, event_id: String, time: DateTime<Utc>) {
+        self.count += 1;
+        self.last = time;
+        if self.sample.len() == 2 * BURST_SAMPLE {
+            self.sample.remove(BURST_SAMPLE);
+        }
+        self.sample.push((event_id, time));
+    }
+
     /// Puts the burst into the finding, for [`record_in`] to fold as one.
     pub fn attach(&self, finding: &mut Finding) {
         let value = serde_json::to_value(self).unwrap_or_default();

@@ -110,7 +110,7 @@ pub async fn run_pending(
     let summary = match run(pool, policies, Scope::IngestedSince(since)).await {
         Ok(summary) => summary,
         Err(error) => {
-            health::record_failure(pool, &error_chain(&error)).await;
+            health::record_failure(pool, &crate::notify::error_chain(&error)).await;
             return Err(error);
         }
     };
@@ -124,18 +124,6 @@ pub async fn run_pending(
     .execute(pool)
     .await?;
     Ok(summary)
-}
-
-/// An error with its causes, on one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Evaluates `scope` (all policies, or one) and returns the findings without storing them.

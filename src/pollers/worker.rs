@@ -416,7 +416,7 @@ impl Worker {
             Ok(Ok(summary)) => tracing::info!(new_alerts = summary.new_alerts, "detection after polling"),
             // Recorded by `run_pending` for `accounts status`, the API and `/metrics`.
             Ok(Err(error)) => {
-                tracing::warn!(error = %detect::runner::error_chain(&error), "detection after polling failed")
+                tracing::warn!(error = %crate::notify::error_chain(&error), "detection after polling failed")
             }
             // The events stay stored; the next import's or run's detection covers them again.
             Err(panic) => {

@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
+use super::principal_columns;
+
 /// An alert as the entity pages list it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AlertRef {
@@ -155,12 +157,6 @@ pub const ACTIVITY_WINDOW_DAYS: i64 = 90;
 fn window(last: Option<DateTime<Utc>>) -> (DateTime<Utc>, DateTime<Utc>) {
     let until = last.unwrap_or_else(Utc::now);
     (until - chrono::Duration::days(ACTIVITY_WINDOW_DAYS), until)
-}
-
-/// Lower-cased ARN or user name, as the audit trail matches principals.
-fn principal_columns(principal: &str) -> (Option<String>, Option<String>) {
-    let lower = principal.to_lowercase();
-    if lower.starts_with("arn:") { (Some(lower), None) } else { (None, Some(lower)) }
 }
 
 /// Everything the principal page shows of `principal` (an ARN or a user name, any case).

@@ -6,6 +6,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::principal_columns;
+
 /// An audit-trail search: every filter is optional; `limit` is the page size and `after` the
 /// position of the previous page's last event (newest first).
 #[derive(Debug, Default, Clone)]
@@ -36,11 +38,7 @@ impl EventFilter {
     /// A principal is an ARN or a user name, never both: one condition each lets the planner
     /// walk one index in time order (an OR of two columns cannot). Lower-cased, as indexed.
     fn principal_columns(&self) -> (Option<String>, Option<String>) {
-        match &self.principal {
-            Some(p) if p.to_ascii_lowercase().starts_with("arn:") => (Some(p.to_lowercase()), None),
-            Some(p) => (None, Some(p.to_lowercase())),
-            None => (None, None),
-        }
+        self.principal.as_deref().map_or((None, None), principal_columns)
     }
 
     fn event_name_lower(&self) -> Option<String> {
@@ -152,7 +150,10 @@ pub async fn search_newer(
                  AND ($3::text IS NULL OR lower(event_name) = $3)
                  AND ($4::text IS NULL OR event_source = $4)
                  AND ($5::text IS NULL OR resource_ids @> ARRAY[$5::text])
-                 AND ($6::text IS NULL OR source_ip <<= $6::text::inet)
+                 AND ($6::text IS NULL OR (source_ip <<= $6::text::inet
+                      -- As in `search`: the same as a range, which the planner can estimate.
+                      AND source_ip >= set_masklen(network($6::text::inet), CASE family($6::text::inet) WHEN 4 THEN 32 ELSE 128 END)
+                      AND source_ip <= set_masklen(broadcast($6::text::inet), CASE family($6::text::inet) WHEN 4 THEN 32 ELSE 128 END)))
                  AND ($7::text IS NULL OR geo_country = $7)
                  AND ($8::timestamptz IS NULL OR event_time >= $8)
                  AND ($9::timestamptz IS NULL OR event_time < $9)
@@ -203,7 +204,10 @@ pub async fn count(db: &sqlx::PgPool, filter: &EventFilter, cap: i64) -> Result<
                  AND ($3::text IS NULL OR lower(event_name) = $3)
                  AND ($4::text IS NULL OR event_source = $4)
                  AND ($5::text IS NULL OR resource_ids @> ARRAY[$5::text])
-                 AND ($6::text IS NULL OR source_ip <<= $6::text::inet)
+                 AND ($6::text IS NULL OR (source_ip <<= $6::text::inet
+                      -- As in `search`: the same as a range, which the planner can estimate.
+                      AND source_ip >= set_masklen(network($6::text::inet), CASE family($6::text::inet) WHEN 4 THEN 32 ELSE 128 END)
+                      AND source_ip <= set_masklen(broadcast($6::text::inet), CASE family($6::text::inet) WHEN 4 THEN 32 ELSE 128 END)))
                  AND ($7::text IS NULL OR geo_country = $7)
                  AND ($8::timestamptz IS NULL OR event_time >= $8)
                  AND ($9::timestamptz IS NULL OR event_time < $9)

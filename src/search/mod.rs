@@ -13,6 +13,13 @@ pub fn contains_pattern(text: &str) -> String {
     format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
 }
 
+/// A principal as the columns it is matched on, lower-cased (matching ignores case): an ARN, or
+/// else a user name.
+fn principal_columns(principal: &str) -> (Option<String>, Option<String>) {
+    let lower = principal.to_lowercase();
+    if lower.starts_with("arn:") { (Some(lower), None) } else { (None, Some(lower)) }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

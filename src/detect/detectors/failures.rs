@@ -18,7 +18,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 
 use super::{Detectors, LOGIN_FAILURES, PASSWORD_SPRAY};
-use crate::alerts::store::{BURST_SAMPLE, Burst};
+use crate::alerts::store::Burst;
 use crate::detect::PolicyEvent;
 use crate::detect::event::RawJson;
 use crate::model::Finding;
@@ -275,11 +275,8 @@ struct Accumulated {
     spray: bool,
     /// Whom the first failure names (its user name, else its principal).
     who: String,
-    count: i64,
-    last: DateTime<Utc>,
-    /// The first and the last failures, at most [`BURST_SAMPLE`] each.
-    head: Vec<(String, DateTime<Utc>)>,
-    tail: VecDeque<(String, DateTime<Utc>)>,
+    /// The failures: count, span and sample.
+    burst: Burst,
     sources: HashMap<String, i64>,
     principals: HashMap<String, i64>,
     /// Whether a failure in the changed span is part of it.
@@ -289,13 +286,10 @@ struct Accumulated {
 impl Accumulated {
     fn new(finding: Finding, spray: bool, who: String) -> Self {
         Self {
-            last: finding.time,
+            burst: Burst::starting(finding.time),
             finding,
             spray,
             who,
-            count: 0,
-            head: Vec::new(),
-            tail: VecDeque::new(),
             sources: HashMap::new(),
             principals: HashMap::new(),
             changed: false,
@@ -303,18 +297,8 @@ impl Accumulated {
     }
 
     fn add(&mut self, failure: &PolicyEvent, changed: bool) {
-        self.count += 1;
-        self.last = failure.event_time;
+        self.burst.push(failure.event_id.clone(), failure.event_time);
         self.changed |= changed;
-        let evidence = (failure.event_id.clone(), failure.event_time);
-        if self.head.len() < BURST_SAMPLE {
-            self.head.push(evidence);
-        } else {
-            if self.tail.len() == BURST_SAMPLE {
-                self.tail.pop_front();
-            }
-            self.tail.push_back(evidence);
-        }
         let source = failure.source_ip_text.clone().unwrap_or_else(|| "?".into());
         *self.sources.entry(source).or_default() += 1;
         let who = if is_hidden(failure) {
@@ -332,7 +316,8 @@ impl Accumulated {
     /// The finding of the whole burst; `needs` is what a window needed (failures of a
     /// principal, or distinct principals of a source).
     fn into_finding(self, needs: usize, window_minutes: i64) -> Finding {
-        let Self { mut finding, spray, who, count, last, head, tail, sources, principals, .. } = self;
+        let Self { mut finding, spray, who, burst, sources, principals, .. } = self;
+        let count = burst.count;
         let (sources, source_count) = most(sources);
         let (principals, principal_count) = most(principals);
         finding.title = if spray {
@@ -353,7 +338,7 @@ impl Accumulated {
         finding.details = serde_json::json!({
             "failures": count,
             "burst_start": finding.time,
-            "burst_end": last,
+            "burst_end": burst.last,
             "threshold": needs,
             "window_minutes": window_minutes,
             "sources": named(sources, "address"),
@@ -361,7 +346,6 @@ impl Accumulated {
             "principals": named(principals, "principal"),
             "principal_count": principal_count,
         });
-        let burst = Burst { count, first: finding.time, last, sample: head.into_iter().chain(tail).collect() };
         burst.attach(&mut finding);
         finding
     }

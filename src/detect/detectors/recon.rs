@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use chrono::{DateTime, Duration, Utc};
 
 use super::{Detectors, RECON_BURST};
-use crate::alerts::store::{BURST_SAMPLE, Burst};
+use crate::alerts::store::Burst;
 use crate::detect::PolicyEvent;
 use crate::model::Finding;
 
@@ -84,33 +84,22 @@ impl Window {
 /// One alert's burst so far.
 struct Accumulated {
     finding: Finding,
-    count: i64,
-    last: DateTime<Utc>,
-    head: Vec<(String, DateTime<Utc>)>,
-    tail: VecDeque<(String, DateTime<Utc>)>,
+    /// The refusals: count, span and sample.
+    burst: Burst,
     apis: HashMap<String, i64>,
     changed: bool,
 }
 
 impl Accumulated {
     fn add(&mut self, refusal: Refusal, changed: bool) {
-        self.count += 1;
-        self.last = refusal.time;
+        self.burst.push(refusal.event_id, refusal.time);
         self.changed |= changed;
-        let evidence = (refusal.event_id, refusal.time);
-        if self.head.len() < BURST_SAMPLE {
-            self.head.push(evidence);
-        } else {
-            if self.tail.len() == BURST_SAMPLE {
-                self.tail.pop_front();
-            }
-            self.tail.push_back(evidence);
-        }
         *self.apis.entry(refusal.api).or_default() += 1;
     }
 
     fn into_finding(self, who: &str, min_apis: usize, window_minutes: i64) -> Finding {
-        let Self { mut finding, count, last, head, tail, apis, .. } = self;
+        let Self { mut finding, burst, apis, .. } = self;
+        let count = burst.count;
         let api_count = apis.len();
         let mut named: Vec<(String, i64)> = apis.into_iter().collect();
         named.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -124,11 +113,11 @@ impl Accumulated {
             "api_count": api_count,
             "apis": named.into_iter().map(|(api, refusals)| serde_json::json!({"api": api, "refusals": refusals})).collect::<Vec<_>>(),
             "burst_start": finding.time,
-            "burst_end": last,
+            "burst_end": burst.last,
             "min_apis": min_apis,
             "window_minutes": window_minutes,
         });
-        Burst { count, first: finding.time, last, sample: head.into_iter().chain(tail).collect() }.attach(&mut finding);
+        burst.attach(&mut finding);
         finding
     }
 }
@@ -214,15 +203,7 @@ impl<'d> ReconBursts<'d> {
                 finding.time = time;
                 finding.evidence_id = refusal.event_id.clone();
                 let who = event.user_name.as_deref().unwrap_or(principal).to_owned();
-                let burst = Accumulated {
-                    last: time,
-                    finding,
-                    count: 0,
-                    head: Vec::new(),
-                    tail: VecDeque::new(),
-                    apis: HashMap::new(),
-                    changed: false,
-                };
+                let burst = Accumulated { finding, burst: Burst::starting(time), apis: HashMap::new(), changed: false };
                 (who, burst)
             });
         burst.add(refusal, changed);
@@ -243,6 +224,7 @@ impl<'d> ReconBursts<'d> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alerts::store::BURST_SAMPLE;
     use crate::detect::event::RawJson;
 
     const START: &str = "2026-11-12T05:00:00Z";
