@@ -119,6 +119,27 @@ impl Mitre {
     }
 }
 
+/// The name of an ATT&CK Enterprise tactic, by id (`TA0001` → "Initial Access").
+pub fn tactic_name(id: &str) -> Option<&'static str> {
+    Some(match id {
+        "TA0043" => "Reconnaissance",
+        "TA0042" => "Resource Development",
+        "TA0001" => "Initial Access",
+        "TA0002" => "Execution",
+        "TA0003" => "Persistence",
+        "TA0004" => "Privilege Escalation",
+        "TA0005" => "Defense Evasion",
+        "TA0006" => "Credential Access",
+        "TA0007" => "Discovery",
+        "TA0008" => "Lateral Movement",
+        "TA0009" => "Collection",
+        "TA0011" => "Command and Control",
+        "TA0010" => "Exfiltration",
+        "TA0040" => "Impact",
+        _ => return None,
+    })
+}
+
 /// One policy match: an event (or an observation over flows) that a policy flags.
 #[derive(Clone, Debug, Serialize)]
 pub struct Finding {

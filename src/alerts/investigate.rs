@@ -331,3 +331,50 @@ mod tests {
         assert_eq!(request_line(&json!(null)), None);
     }
 }
+
+/// A configuration change of a resource an incident touched, with the call that caused it when
+/// CloudTrail named one.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct IncidentConfigChange {
+    pub resource_type: String,
+    pub resource_id: String,
+    pub version: i32,
+    pub kind: String,
+    pub detected_at: DateTime<Utc>,
+    pub diff: serde_json::Value,
+    pub event_time: Option<DateTime<Utc>>,
+    pub event_id: Option<String>,
+    pub event_name: Option<String>,
+    pub principal_arn: Option<String>,
+}
+
+/// Changes at most one answer holds (the first).
+pub const MAX_CONFIG_CHANGES: i64 = 100;
+
+/// Configuration changes of `ids` (resource ids) detected or caused in `[since, until]`, oldest
+/// first.
+pub async fn config_changes(
+    pool: &PgPool,
+    account_id: &str,
+    ids: &[String],
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Vec<IncidentConfigChange>, AlertStoreError> {
+    Ok(sqlx::query_as!(
+        IncidentConfigChange,
+        r#"SELECT resource_type, resource_id, version, kind::text AS "kind!", detected_at, diff, event_time, event_id,
+                  event_name, principal_arn
+           FROM config_changes
+           WHERE account_id = $1 AND resource_id = ANY($2)
+             AND coalesce(event_time, detected_at) BETWEEN $3 AND $4
+           ORDER BY coalesce(event_time, detected_at), change_id
+           LIMIT $5"#,
+        account_id,
+        ids,
+        since,
+        until,
+        MAX_CONFIG_CHANGES,
+    )
+    .fetch_all(pool)
+    .await?)
+}

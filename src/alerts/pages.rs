@@ -1,12 +1,12 @@
-//! Alerts, their evidence and incidents a page at a time, for the API: keyset pages (the sort key
+//! Alerts and their evidence a page at a time, for the API: keyset pages (the sort key
 //! of the previous page's last row, never an offset), each alert with a bounded sample of its
-//! evidence ids, and incidents grouped in SQL in one pass over the alerts.
+//! evidence ids.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use super::store::{AlertStoreError, AlertView, IncidentStep, IncidentView, incident_id};
+use super::store::{AlertStoreError, AlertView};
 use crate::model::{AlertStatus, Severity};
 
 /// Evidence ids an alert of a list carries (the first, in time order); `event_count` says how
@@ -99,7 +99,7 @@ struct AlertRow {
     last_seen: DateTime<Utc>,
     event_count: i64,
     mitre: Vec<String>,
-    session_key: Option<String>,
+    incident_id: Option<String>,
     details: serde_json::Value,
     rank: i32,
     micros: i64,
@@ -111,7 +111,7 @@ impl AlertRow {
         ListedAlert {
             key: AlertKey { sort, rank: self.rank, micros: self.micros, alert_id: self.id.clone() },
             alert: AlertView {
-                incident_id: self.session_key.map(|key| incident_id(&self.account_id, &key)),
+                incident_id: self.incident_id,
                 id: self.id,
                 policy_id: self.policy_id,
                 title: self.title,
@@ -163,7 +163,7 @@ async fn newest_alerts(
                       AS "status!: AlertStatus",
                   a.snoozed_until, a.account_id, a.principal,
                   host(a.source_ip) AS source_ip, a.country, a.resources, a.first_seen, a.last_seen, a.event_count,
-                  a.mitre, a.session_key, a.details, 0 AS "rank!",
+                  a.mitre, a.incident_id, a.details, 0 AS "rank!",
                   (extract(epoch FROM a.first_seen) * 1000000)::bigint AS "micros!",
                   ARRAY(SELECT e.event_id FROM alert_evidence e WHERE e.account_id = a.account_id AND e.alert_id = a.alert_id
                         ORDER BY e.event_time, e.event_id LIMIT $7) AS "evidence!"
@@ -222,7 +222,7 @@ async fn sorted_alerts(
                   k.severity AS "severity!: Severity", k.shown_status AS "status!: AlertStatus",
                   k.snoozed_until, k.account_id AS "account_id!", k.principal,
                   host(k.source_ip) AS source_ip, k.country, k.resources AS "resources!", k.first_seen AS "first_seen!",
-                  k.last_seen AS "last_seen!", k.event_count AS "event_count!", k.mitre AS "mitre!", k.session_key,
+                  k.last_seen AS "last_seen!", k.event_count AS "event_count!", k.mitre AS "mitre!", k.incident_id,
                   k.details AS "details!", k.rank AS "rank!", k.micros AS "micros!",
                   ARRAY(SELECT e.event_id FROM alert_evidence e WHERE e.account_id = k.account_id AND e.alert_id = k.alert_id
                         ORDER BY e.event_time, e.event_id LIMIT $7) AS "evidence!"
@@ -329,175 +329,4 @@ pub async fn evidence(
     )
     .fetch_all(pool)
     .await?)
-}
-
-/// An incident's position in the newest-first order (its session as a hash: a session key
-/// can hold an access key id, which a cursor must not show).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IncidentKey {
-    pub first_seen: DateTime<Utc>,
-    pub account_id: String,
-    pub session_hash: String,
-}
-
-/// An incident of a page: the incident, its position, and how many alerts it has (its
-/// timeline holds the first [`MAX_TIMELINE`]).
-#[derive(Debug, Clone)]
-pub struct IncidentEntry {
-    pub incident: IncidentView,
-    pub key: IncidentKey,
-    pub alert_count: i64,
-    /// Alerts still open (a snooze that ran out counts as open).
-    pub open_count: i64,
-}
-
-/// Which incidents a page holds.
-#[derive(Debug, Clone, Default)]
-pub struct IncidentFilter {
-    /// Only the incident of this (account, session key).
-    pub session: Option<(String, String)>,
-    /// Only incidents with at least one open alert.
-    pub open_only: bool,
-}
-
-/// The (account, session key) of the incident with this id, if there is one.
-pub async fn incident_session(pool: &PgPool, id: &str) -> Result<Option<(String, String)>, AlertStoreError> {
-    // The id is a hash of the session: hash the sessions there are (one row each, from an index).
-    let sessions = sqlx::query!(
-        r#"SELECT DISTINCT account_id, session_key AS "session_key!" FROM alerts WHERE session_key IS NOT NULL"#
-    )
-    .fetch_all(pool)
-    .await?;
-    Ok(sessions
-        .into_iter()
-        .find(|s| incident_id(&s.account_id, &s.session_key) == id)
-        .map(|s| (s.account_id, s.session_key)))
-}
-
-/// Incidents (alerts of at least two policies in one session, and the flows from its address
-/// within a day of it), newest first, after `after`, at most `limit`. One query: sessions are
-/// grouped, sessionless alerts joined to the first session of their address, incidents paged,
-/// then the page's steps read in order.
-pub async fn incidents(
-    pool: &PgPool,
-    filter: &IncidentFilter,
-    after: Option<&IncidentKey>,
-    limit: i64,
-) -> Result<Vec<IncidentEntry>, AlertStoreError> {
-    let rows = sqlx::query_as!(
-        IncidentRow,
-        r#"WITH sessions AS (
-               SELECT account_id, session_key, min(first_seen) AS first_seen, max(last_seen) AS last_seen,
-                      (array_agg(host(source_ip) ORDER BY first_seen, policy_id, alert_id))[1] AS source_ip,
-                      (array_agg(principal ORDER BY first_seen, policy_id, alert_id))[1] AS principal
-               FROM alerts WHERE session_key IS NOT NULL GROUP BY account_id, session_key),
-           members AS (
-               SELECT a.account_id, a.session_key, a.alert_id, a.policy_id, a.severity, a.title, a.mitre,
-                      a.first_seen, a.last_seen, a.status, a.snoozed_until
-               FROM alerts a WHERE a.session_key IS NOT NULL
-               UNION ALL
-               -- Alerts with no session (flows) join the first session of their address, if close in time.
-               SELECT * FROM (
-                   SELECT DISTINCT ON (a.account_id, a.alert_id)
-                          s.account_id, s.session_key, a.alert_id, a.policy_id, a.severity, a.title, a.mitre,
-                          a.first_seen, a.last_seen, a.status, a.snoozed_until
-                   FROM alerts a JOIN sessions s ON s.account_id = a.account_id AND s.source_ip = host(a.source_ip)
-                   WHERE a.session_key IS NULL
-                     AND a.first_seen >= s.first_seen - interval '1 day' AND a.first_seen <= s.last_seen + interval '1 day'
-                   ORDER BY a.account_id, a.alert_id, s.first_seen, s.session_key) flows),
-           incidents AS (
-               SELECT m.account_id, m.session_key, md5(m.session_key) AS session_hash, min(m.first_seen) AS first_seen,
-                      max(m.last_seen) AS last_seen, max(m.severity) AS severity,
-                      count(*) AS alert_count,
-                      count(*) FILTER (WHERE m.status = 'open' OR (m.status = 'snoozed' AND m.snoozed_until <= now()))
-                          AS open_count
-               FROM members m
-               WHERE $6::text IS NULL OR (m.account_id = $6 AND m.session_key = $7)
-               GROUP BY m.account_id, m.session_key
-               -- One policy firing again and again is not an intrusion story.
-               HAVING count(DISTINCT m.policy_id) > 1),
-           page AS (
-               SELECT i.*, s.source_ip, s.principal FROM incidents i JOIN sessions s USING (account_id, session_key)
-               WHERE ($1::timestamptz IS NULL
-                      OR (i.first_seen < $1) OR (i.first_seen = $1 AND (i.account_id, i.session_hash) > ($2::text, $3::text)))
-                 AND (NOT $8 OR i.open_count > 0)
-               ORDER BY i.first_seen DESC, i.account_id, i.session_hash
-               LIMIT $4)
-           SELECT p.account_id AS "account_id!", p.session_key AS "session_key!", p.session_hash AS "session_hash!",
-                  p.first_seen AS "first_seen!", p.last_seen AS "last_seen!", p.severity AS "severity!: Severity",
-                  p.alert_count AS "alert_count!", p.open_count AS "open_count!", p.source_ip, p.principal,
-                  m.alert_id::text AS "step_alert_id!", m.first_seen AS "step_time!", m.policy_id AS "step_policy!",
-                  m.severity AS "step_severity!: Severity", m.title AS "step_title!", m.mitre AS "step_mitre!"
-           FROM page p
-           JOIN LATERAL (SELECT * FROM members m WHERE m.account_id = p.account_id AND m.session_key = p.session_key
-                         ORDER BY m.first_seen, m.policy_id, m.alert_id LIMIT $5) m ON true
-           ORDER BY p.first_seen DESC, p.account_id, p.session_hash, m.first_seen, m.policy_id, m.alert_id"#,
-        after.map(|k| k.first_seen),
-        after.map(|k| k.account_id.as_str()),
-        after.map(|k| k.session_hash.as_str()),
-        limit,
-        MAX_TIMELINE,
-        filter.session.as_ref().map(|(account, _)| account.as_str()),
-        filter.session.as_ref().map(|(_, session)| session.as_str()),
-        filter.open_only,
-    )
-    .fetch_all(pool)
-    .await?;
-    Ok(grouped(rows))
-}
-
-/// A row of the incidents query: an incident and one of its steps.
-struct IncidentRow {
-    account_id: String,
-    session_key: String,
-    session_hash: String,
-    first_seen: DateTime<Utc>,
-    last_seen: DateTime<Utc>,
-    severity: Severity,
-    alert_count: i64,
-    open_count: i64,
-    source_ip: Option<String>,
-    principal: Option<String>,
-    step_alert_id: String,
-    step_time: DateTime<Utc>,
-    step_policy: String,
-    step_severity: Severity,
-    step_title: String,
-    step_mitre: Vec<String>,
-}
-
-/// Rows come incident by incident: one linear pass groups them.
-fn grouped(rows: Vec<IncidentRow>) -> Vec<IncidentEntry> {
-    let mut entries: Vec<IncidentEntry> = Vec::new();
-    for r in rows {
-        let step = IncidentStep {
-            time: r.step_time,
-            alert_id: r.step_alert_id,
-            policy_id: r.step_policy,
-            severity: r.step_severity,
-            title: r.step_title,
-            mitre: r.step_mitre.into_iter().map(mitre_label).collect(),
-        };
-        match entries.last_mut() {
-            Some(entry) if entry.incident.account_id == r.account_id && entry.key.session_hash == r.session_hash => {
-                entry.incident.timeline.push(step)
-            }
-            _ => entries.push(IncidentEntry {
-                incident: IncidentView {
-                    id: incident_id(&r.account_id, &r.session_key),
-                    account_id: r.account_id.clone(),
-                    principal: r.principal,
-                    source_ip: r.source_ip,
-                    first_seen: r.first_seen,
-                    last_seen: r.last_seen,
-                    severity: r.severity,
-                    timeline: vec![step],
-                },
-                key: IncidentKey { first_seen: r.first_seen, account_id: r.account_id, session_hash: r.session_hash },
-                alert_count: r.alert_count,
-                open_count: r.open_count,
-            }),
-        }
-    }
-    entries
 }

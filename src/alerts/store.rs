@@ -16,6 +16,8 @@ pub enum AlertStoreError {
     BadId(String),
     #[error("a snoozed alert needs --until (a time in the future)")]
     SnoozeWithoutUntil,
+    #[error("{0:?} is not an enabled dashboard user: an incident's owner must be one")]
+    UnknownOwner(String),
 }
 
 /// What folding a set of findings did.
@@ -532,7 +534,7 @@ pub async fn list(pool: &PgPool, filter: &AlertFilter) -> Result<Vec<AlertView>,
                       AS "status!: AlertStatus",
                   a.snoozed_until, a.account_id, a.principal,
                   host(a.source_ip) AS source_ip, a.country, a.resources, a.first_seen, a.last_seen, a.event_count,
-                  a.mitre, a.session_key, a.details,
+                  a.mitre, a.incident_id, a.details,
                   ARRAY(SELECT e.event_id FROM alert_evidence e WHERE e.account_id = a.account_id AND e.alert_id = a.alert_id
                         ORDER BY e.event_time, e.event_id) AS "evidence!"
            FROM alerts a
@@ -550,7 +552,7 @@ pub async fn list(pool: &PgPool, filter: &AlertFilter) -> Result<Vec<AlertView>,
     Ok(rows
         .into_iter()
         .map(|r| AlertView {
-            incident_id: r.session_key.map(|key| incident_id(&r.account_id, &key)),
+            incident_id: r.incident_id,
             id: r.id,
             policy_id: r.policy_id,
             title: r.title,
@@ -570,12 +572,6 @@ pub async fn list(pool: &PgPool, filter: &AlertFilter) -> Result<Vec<AlertView>,
             details: r.details,
         })
         .collect())
-}
-
-/// Alerts sharing a console or role session form one incident; its id derives from the session.
-pub fn incident_id(account_id: &str, session_key: &str) -> String {
-    let hash = xxhash_rust::xxh3::xxh3_64(format!("{account_id}\u{1f}{session_key}").as_bytes());
-    format!("inc-{hash:016x}")
 }
 
 /// Checks a status change before it is applied: a well-formed id, and a future time for a
@@ -649,82 +645,4 @@ pub async fn set_status_in(
         reason: reason.to_string(),
     });
     Ok(StatusOutcome { old: old.status, change })
-}
-
-/// Alerts of one intrusion: those raised in one console or role session, plus alerts on the
-/// session's source address (flow exfiltration, say) within a day of it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct IncidentView {
-    pub id: String,
-    pub account_id: String,
-    pub principal: Option<String>,
-    pub source_ip: Option<String>,
-    pub first_seen: DateTime<Utc>,
-    pub last_seen: DateTime<Utc>,
-    pub severity: Severity,
-    /// The alerts in the order they started: the story.
-    pub timeline: Vec<IncidentStep>,
-}
-
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct IncidentStep {
-    pub time: DateTime<Utc>,
-    pub alert_id: String,
-    pub policy_id: String,
-    pub severity: Severity,
-    pub title: String,
-    pub mitre: Vec<String>,
-}
-
-/// Incidents with alerts of at least two policies, newest first.
-pub async fn incidents(pool: &PgPool) -> Result<Vec<IncidentView>, AlertStoreError> {
-    let alerts = list(pool, &AlertFilter::default()).await?;
-    let mut incidents: Vec<IncidentView> = Vec::new();
-    let step = |a: &AlertView| IncidentStep {
-        time: a.first_seen,
-        alert_id: a.id.clone(),
-        policy_id: a.policy_id.clone(),
-        severity: a.severity,
-        title: a.title.clone(),
-        mitre: a.mitre.clone(),
-    };
-    for alert in alerts.iter().filter(|a| a.incident_id.is_some()) {
-        let id = alert.incident_id.clone().unwrap_or_default();
-        match incidents.iter_mut().find(|i| i.id == id) {
-            Some(incident) => incident.timeline.push(step(alert)),
-            None => incidents.push(IncidentView {
-                id,
-                account_id: alert.account_id.clone(),
-                principal: alert.principal.clone(),
-                source_ip: alert.source_ip.clone(),
-                first_seen: alert.first_seen,
-                last_seen: alert.last_seen,
-                severity: alert.severity,
-                timeline: vec![step(alert)],
-            }),
-        }
-    }
-    // Alerts with no session (flows) join the incident of their address, if close in time.
-    for alert in alerts.iter().filter(|a| a.incident_id.is_none() && a.source_ip.is_some()) {
-        let near = |i: &&mut IncidentView| {
-            i.account_id == alert.account_id
-                && i.source_ip == alert.source_ip
-                && alert.first_seen >= i.first_seen - chrono::Duration::days(1)
-                && alert.first_seen <= i.last_seen + chrono::Duration::days(1)
-        };
-        if let Some(incident) = incidents.iter_mut().find(near) {
-            incident.timeline.push(step(alert));
-        }
-    }
-    // One policy firing again and again is not an intrusion story.
-    incidents.retain(|i| i.timeline.iter().any(|s| s.policy_id != i.timeline[0].policy_id));
-    for incident in &mut incidents {
-        incident.timeline.sort_by(|a, b| a.time.cmp(&b.time).then(a.policy_id.cmp(&b.policy_id)));
-        incident.first_seen = incident.timeline.iter().map(|s| s.time).min().unwrap_or(incident.first_seen);
-        incident.last_seen =
-            incident.timeline.iter().map(|s| s.time).max().unwrap_or(incident.last_seen).max(incident.last_seen);
-        incident.severity = incident.timeline.iter().map(|s| s.severity).max().unwrap_or(incident.severity);
-    }
-    incidents.sort_by_key(|incident| std::cmp::Reverse(incident.first_seen));
-    Ok(incidents)
 }

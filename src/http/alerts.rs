@@ -1,7 +1,7 @@
 //! Alerts: `GET /api/v1/alerts` (viewers; filtered, sorted, a page at a time, each alert with a
 //! bounded sample of its evidence), one alert with its evidence events (paged at
 //! `/api/v1/alerts/{id}/evidence`), its principal's activity around it, its flows, resources and
-//! triage history; incidents (paged) and one incident with its story; and status changes
+//! triage history; and status changes
 //! (analysts) for one alert or many at once, each recorded with who, when and why.
 
 use axum::Json;
@@ -16,10 +16,8 @@ use super::error::{ApiError, ErrorBody};
 use super::extractor::{Caller, RequireRole};
 use super::query::{Cursor, CursorKey, Limit, QueryValue, TypedQuery, page, parsed};
 use crate::alerts::investigate::{self, EventWindow, FlowSummary, StatusChangeView, TouchedResource, WindowEvent};
-use crate::alerts::pages::{
-    self, AlertKey, AlertListFilter, AlertSort, EvidenceEvent, EvidenceKey, IncidentEntry, IncidentFilter, IncidentKey,
-};
-use crate::alerts::store::{AlertStoreError, AlertView, IncidentView};
+use crate::alerts::pages::{self, AlertKey, AlertListFilter, AlertSort, EvidenceEvent, EvidenceKey};
+use crate::alerts::store::{AlertStoreError, AlertView};
 use crate::auth::Role;
 use crate::model::{AlertStatus, Severity};
 
@@ -30,15 +28,13 @@ pub fn router() -> Router<ApiContext> {
         .route("/api/v1/alerts/{id}/evidence", get(evidence))
         .route("/api/v1/alerts/{id}/status", post(set_status))
         .route("/api/v1/alerts/status", post(set_statuses))
-        .route("/api/v1/incidents", get(incidents))
-        .route("/api/v1/incidents/{id}", get(incident))
 }
 
 fn status_of(text: &str) -> Option<AlertStatus> {
     text.parse().ok()
 }
 
-fn internal(error: AlertStoreError) -> ApiError {
+pub(super) fn internal(error: AlertStoreError) -> ApiError {
     ApiError::Internal(error.into())
 }
 
@@ -59,10 +55,6 @@ impl QueryValue for Severity {
 
 impl CursorKey for EvidenceKey {
     const KIND: &'static str = "evidence";
-}
-
-impl CursorKey for IncidentKey {
-    const KIND: &'static str = "incidents";
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -238,7 +230,7 @@ fn placed(mut event: EvidenceEvent) -> EvidenceEvent {
 }
 
 /// The same for an event of a window.
-fn placed_event(mut event: WindowEvent) -> WindowEvent {
+pub(super) fn placed_event(mut event: WindowEvent) -> WindowEvent {
     if event.latitude.is_none() || event.longitude.is_none() {
         let centroid = event.country.as_deref().and_then(crate::geo::centroids::country_centroid);
         (event.latitude, event.longitude) = centroid.map_or((None, None), |(a, b)| (Some(a), Some(b)));
@@ -282,128 +274,6 @@ async fn evidence(
         .map_err(internal)?;
     let (events, next_cursor) = page(rows, query.limit.0, EvidenceEvent::key);
     Ok(Json(EvidencePage { events: events.into_iter().map(placed).collect(), next_cursor }))
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct IncidentQuery {
-    /// `true`: only incidents with at least one open alert.
-    open: Option<bool>,
-    /// Incidents per page, newest first.
-    #[serde(default)]
-    #[param(inline)]
-    limit: Limit<200, 50>,
-    /// `next_cursor` of the previous page.
-    #[serde(default)]
-    #[param(value_type = Option<String>)]
-    cursor: Option<Cursor<IncidentKey>>,
-}
-
-/// An incident, with how many alerts it has (`timeline` holds the first 500).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct IncidentSummary {
-    #[serde(flatten)]
-    pub incident: IncidentView,
-    pub alert_count: i64,
-    /// Its alerts still open (a snooze that ran out counts as open).
-    pub open_count: i64,
-}
-
-/// A page of incidents, newest first.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct IncidentPage {
-    pub incidents: Vec<IncidentSummary>,
-    /// The next page's `cursor`; absent on the last page.
-    pub next_cursor: Option<String>,
-}
-
-/// Alerts of one session as timelines, newest incident first.
-#[utoipa::path(get, path = "/api/v1/incidents", tag = "alerts", params(IncidentQuery), responses((status = 200, description = "OK", body = IncidentPage), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
-async fn incidents(
-    _caller: Caller,
-    State(context): State<ApiContext>,
-    TypedQuery(query): TypedQuery<IncidentQuery>,
-) -> Result<Json<IncidentPage>, ApiError> {
-    let after = query.cursor.map(|c| c.0);
-    let filter = IncidentFilter { session: None, open_only: query.open.unwrap_or(false) };
-    let rows = pages::incidents(&context.db, &filter, after.as_ref(), query.limit.0 + 1).await.map_err(internal)?;
-    let (entries, next_cursor) = page(rows, query.limit.0, |e: &IncidentEntry| e.key.clone());
-    Ok(Json(IncidentPage { incidents: entries.into_iter().map(summary).collect(), next_cursor }))
-}
-
-fn summary(entry: IncidentEntry) -> IncidentSummary {
-    IncidentSummary { incident: entry.incident, alert_count: entry.alert_count, open_count: entry.open_count }
-}
-
-/// One incident and its story.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct IncidentDetail {
-    #[serde(flatten)]
-    pub summary: IncidentSummary,
-    /// Its alerts (those of the timeline) as they are now: status, principal, address, resources.
-    pub alerts: Vec<AlertView>,
-    /// The events of its address (or principal) while it lasted, plus its alerts' evidence, oldest
-    /// first; `alert_ids` names the alerts each event is evidence of.
-    pub events: Vec<WindowEvent>,
-    /// True when there were more than the 500 events shown.
-    pub events_truncated: bool,
-    /// The flows to or from its address while it lasted, largest first.
-    pub flows: Vec<FlowSummary>,
-    /// The resources its alerts and changes name, as the latest configuration snapshot has them.
-    pub resources: Vec<TouchedResource>,
-}
-
-/// One incident: its timeline of alerts, the events behind it, its flows and the resources it
-/// touched with their latest snapshot.
-#[utoipa::path(get, path = "/api/v1/incidents/{id}", tag = "alerts", params(("id" = String, Path, description = "an incident id (`inc-` and 16 hex digits)")), responses((status = 200, description = "OK", body = IncidentDetail), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
-async fn incident(
-    _caller: Caller,
-    State(context): State<ApiContext>,
-    Path(id): Path<String>,
-) -> Result<Json<IncidentDetail>, ApiError> {
-    let well_formed = id.len() == 20 && id.starts_with("inc-") && id[4..].bytes().all(|b| b.is_ascii_hexdigit());
-    if !well_formed {
-        return Err(ApiError::bad("id", "an incident id is `inc-` and 16 hex digits"));
-    }
-    let db = &context.db;
-    let session = pages::incident_session(db, &id).await.map_err(internal)?.ok_or(ApiError::NotFound)?;
-    let filter = IncidentFilter { session: Some(session), open_only: false };
-    let entry = pages::incidents(db, &filter, None, 1).await.map_err(internal)?.pop().ok_or(ApiError::NotFound)?;
-    let incident = &entry.incident;
-    let ids: Vec<String> = incident.timeline.iter().map(|s| s.alert_id.clone()).collect();
-    let alerts = pages::alerts_by_id(db, &ids).await.map_err(internal)?;
-    let window = EventWindow {
-        account_id: &incident.account_id,
-        since: incident.first_seen,
-        until: incident.last_seen,
-        principal: if incident.source_ip.is_none() { incident.principal.as_deref() } else { None },
-        source_ip: incident.source_ip.as_deref(),
-        alert_ids: &ids,
-        limit: investigate::MAX_WINDOW_EVENTS + 1,
-    };
-    let mut events: Vec<WindowEvent> =
-        investigate::window_events(db, &window).await.map_err(internal)?.into_iter().map(placed_event).collect();
-    let events_truncated = events.len() as i64 > investigate::MAX_WINDOW_EVENTS;
-    events.truncate(investigate::MAX_WINDOW_EVENTS as usize);
-    let flows = match &incident.source_ip {
-        Some(address) => investigate::address_flows(
-            db,
-            &incident.account_id,
-            address,
-            incident.first_seen,
-            incident.last_seen + chrono::Duration::hours(1),
-        )
-        .await
-        .map_err(internal)?,
-        None => Vec::new(),
-    };
-    let mut named: Vec<String> = alerts.iter().flat_map(|a| a.resources.iter().cloned()).collect();
-    named.extend(events.iter().filter(|e| e.read_only == Some(false)).flat_map(|e| e.resource_ids.iter().cloned()));
-    named.sort();
-    named.dedup();
-    let resources = investigate::touched_resources(db, &incident.account_id, &named).await.map_err(internal)?;
-    Ok(Json(IncidentDetail { summary: summary(entry), alerts, events, events_truncated, flows, resources }))
 }
 
 /// Alerts one status change may name at once.
@@ -477,7 +347,7 @@ async fn set_statuses(
     Ok(Json(BulkStatusChanged { changed }))
 }
 
-fn check_reason(reason: &str) -> Result<(), ApiError> {
+pub(super) fn check_reason(reason: &str) -> Result<(), ApiError> {
     if reason.contains('\0') || reason.len() > 2000 {
         return Err(ApiError::bad("reason", "the reason must be text of at most 2000 bytes"));
     }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod events;
 pub mod extractor;
 pub mod flows;
+pub mod incidents;
 pub mod limits;
 pub mod metrics;
 pub mod notifications;
@@ -100,6 +101,7 @@ pub fn router(context: ApiContext) -> Router {
         .route("/readyz", get(readyz))
         .merge(events::router())
         .merge(alerts::router())
+        .merge(incidents::router())
         .merge(flows::router())
         .merge(accounts::router())
         .merge(resources::router())

@@ -9,7 +9,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::ApiContext;
 use super::extractor::Caller;
-use super::{accounts, alerts, events, flows, notifications, posture, resources, session, stats, tokens, users};
+use super::{accounts, alerts, events, flows, incidents, notifications, posture, resources, session, stats, tokens, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,8 +27,9 @@ use super::{accounts, alerts, events, flows, notifications, posture, resources, 
         alerts::one,
         alerts::evidence,
         alerts::set_status,
-        alerts::incidents,
-        alerts::incident,
+        incidents::incidents,
+        incidents::incident,
+        incidents::update,
         alerts::set_statuses,
         flows::top,
         flows::timeline,
@@ -89,6 +90,7 @@ use super::{accounts, alerts, events, flows, notifications, posture, resources, 
     tags(
         (name = "audit trail", description = "CloudTrail events: who did what, when, from where"),
         (name = "alerts", description = "Detections, their evidence and triage"),
+        (name = "incidents", description = "Intrusions: alerts linked by session, address, keys and resources"),
         (name = "inventory", description = "Resources, their versions and config changes"),
         (name = "network", description = "VPC flow logs"),
         (name = "accounts", description = "Onboarded AWS accounts and their pollers"),

@@ -7,14 +7,22 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
+use crate::alerts::incidents;
 use crate::alerts::store::{self as alert_store, AlertChange, AlertStoreError, RecordOutcome};
 use crate::model::{AlertStatus, Finding, Severity};
 
-/// Folds findings into alerts and queues what routes must hear of, in one transaction: a crash
+/// Unlinked alerts linked into incidents per recording, at most (more wait for the next).
+const INCIDENT_LINKS_PER_RECORD: i64 = 2_000;
+
+/// Folds findings into alerts, links them into incidents and queues what routes must hear of, in one transaction: a crash
 /// cannot keep an alert and lose its notification.
 pub async fn record_alerts(pool: &PgPool, findings: &[Finding]) -> Result<RecordOutcome, AlertStoreError> {
     let mut tx = pool.begin().await?;
+    // The linking lock first: taken after the alert rows it could wait on a linker that waits
+    // on those rows.
+    incidents::lock_linking(&mut tx).await?;
     let outcome = alert_store::record_in(&mut tx, findings).await?;
+    incidents::link_pending_in(&mut tx, INCIDENT_LINKS_PER_RECORD).await?;
     enqueue(&mut tx, &outcome.changes).await?;
     tx.commit().await?;
     Ok(outcome)

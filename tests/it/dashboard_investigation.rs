@@ -557,3 +557,59 @@ async fn compliance_dates_findings_by_their_snapshot_and_rates_a_direct_administ
     let head = browser.text(&format!(".posture-account[data-account='{ACCOUNT}'] .posture-head")).await;
     assert!(head.contains("as of the snapshot of 2026-11-12 06:00:00Z") && head.contains("2 evaluations"), "{head}");
 }
+
+#[tokio::test]
+async fn an_analyst_takes_an_incident_and_its_history_says_so() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    sample_incident_with_snapshots(&db, dir.path());
+    let (_server, base) = serve(&db, dir.path()).await;
+    let browser = signed_in_browser(&base).await;
+    let incidents = api_json(&browser, "/api/v1/incidents?limit=1").await;
+    let incident = incidents["incidents"][0]["id"].as_str().expect("the sample's incident").to_owned();
+    assert!(open(&browser, &base, &format!("#/incident/{incident}")).await);
+    assert_eq!(browser.text("#incident-state").await, "open");
+    // The alerts say why they joined; the chain is in the order the intrusion reached it.
+    let reasons = browser
+        .script("return [...document.querySelectorAll('#incident-alerts td.link-reason')].map((td) => td.textContent)")
+        .await;
+    let reasons: Vec<&str> = reasons.as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert_eq!(reasons.iter().filter(|r| **r == "first alert").count(), 1, "{reasons:?}");
+    assert!(reasons.iter().all(|r| *r != "—"), "{reasons:?}");
+    let chain = browser
+        .script("return [...document.querySelectorAll('#attack-chain > li')].map((li) => li.dataset.tactic)")
+        .await;
+    let expected: Vec<Value> = api_json(&browser, &format!("/api/v1/incidents/{incident}")).await["tactics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].clone())
+        .collect();
+    assert_eq!(chain, Value::Array(expected));
+
+    // A reason is required; then status and owner change together.
+    browser.click("#incident-status option[value='investigating']").await;
+    browser.type_into("#incident-owner", "ana").await;
+    browser.click("#incident-save").await;
+    assert_eq!(browser.wait_for_text("#incident-result", "required").await, "a reason is required");
+    browser.type_into("#incident-reason", "taking it").await;
+    browser.click("#incident-save").await;
+    assert!(
+        browser
+            .wait_until("return document.getElementById('incident-state')?.textContent === 'investigating'", 10)
+            .await
+    );
+    assert_eq!(browser.text("#incident-owner-name").await, "ana");
+    let history = browser.text("#incident-history").await;
+    assert!(history.contains("status open → investigating (taking it)"), "{history}");
+    assert!(history.contains("owner — → ana (taking it)"), "{history}");
+    let audit = db.count("SELECT count(*) FROM audit_log WHERE action = 'incident.update'").await;
+    assert_eq!(audit, 1);
+    // An owner who is no user is refused, and said so.
+    browser.type_into("#incident-owner", "-mallory").await;
+    browser.type_into("#incident-reason", " again").await;
+    browser.click("#incident-save").await;
+    let refused = browser.wait_for_text("#incident-result", "user").await;
+    assert!(refused.contains("enabled dashboard user"), "{refused}");
+    browser.screenshot("incident-taken").await;
+}

@@ -15,6 +15,7 @@ mod detection;
 mod faults;
 mod flow_log_delivery;
 mod import;
+mod incidents;
 mod input_bounds;
 mod interrupted_import;
 mod near_real_time;

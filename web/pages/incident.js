@@ -1,5 +1,5 @@
-// Incidents: the list (newest first) and one incident's story: who, from where, what they did in
-// order, the ATT&CK chain, the resources touched as the latest snapshot has them, the flows, and
+// Incidents: the list (newest first) and one incident's story: its status and owner, who, from
+// where, what they did in order, the ATT&CK chain in the order reached, the resources touched as the latest snapshot has them, the flows, and
 // triage of all its alerts at once. Also the widgets the alert pages share (outcome badges,
 // ATT&CK labels, event, flow and resource tables, the triage form).
 import { api, errorText } from "../api.js";
@@ -151,6 +151,9 @@ export async function incidentsPage(ctx, params) {
     { title: "Incident", value: (i) => incidentLink(i.id, `${i.timeline[0] ? i.timeline[0].title : i.id}`) },
     { title: "Principal", value: (i) => principalLink(i.principal) },
     { title: "From", value: (i) => addressLink(i.source_ip) },
+    { title: "Status", value: (i) => el("span", { class: `status ${i.status}` }, i.status) },
+    { title: "Owner", value: (i) => i.owner || "—" },
+    { title: "Tactics", value: (i) => i.tactics.map((t) => t.name).join(" → ") || "—", class: "tactics" },
     { title: "Alerts", value: (i) => `${i.alert_count} (${i.open_count} open)` },
     { title: "Started", value: (i) => fmtTime(i.first_seen), class: "when" },
     { title: "Last seen", value: (i) => fmtTime(i.last_seen), class: "when" },
@@ -159,8 +162,9 @@ export async function incidentsPage(ctx, params) {
   drawn.id = "incidents";
   render(
     el("h1", {}, open ? "Open incidents" : "Incidents"),
-    el("p", { class: "muted" }, "Alerts of one console or role session, and the flows of its address, newest first. ",
-      open ? el("a", { href: "#/incidents" }, "Show all") : el("a", { href: "#/incidents?open=true" }, "Only those with open alerts")),
+    el("p", { class: "muted" }, "Alerts of one intrusion, linked by session, address, the keys and users it created and the ",
+      "instances it took over (their flows included), newest first. ",
+      open ? el("a", { href: "#/incidents" }, "Show all") : el("a", { href: "#/incidents?open=true" }, "Only those not resolved or dismissed")),
     first.incidents.length ? drawn : el("p", { class: "muted" }, "No incident."),
     loadMore({
       path: "/api/v1/incidents", params: { open: open ? "true" : "", limit: 50 }, key: "incidents",
@@ -169,8 +173,9 @@ export async function incidentsPage(ctx, params) {
   );
 }
 
-// The ATT&CK chain: the incident's tactics in kill-chain order, each with its techniques and alerts.
-function attackChain(alerts) {
+// The ATT&CK chain: the incident's tactics in the order the intrusion reached them (the API's
+// `tactics`), each with its techniques and alerts.
+function attackChain(alerts, reached) {
   const tactics = new Map();
   for (const a of alerts) {
     for (const label of a.mitre) {
@@ -180,7 +185,9 @@ function attackChain(alerts) {
       tactics.get(tactic).alerts.set(a.id, a);
     }
   }
-  const ordered = [...tactics.entries()].sort(([a], [b]) => (TACTIC_ORDER[a] ?? 99) - (TACTIC_ORDER[b] ?? 99));
+  const when = Object.fromEntries(reached.map((t, i) => [t.id, i]));
+  const rank = (id) => when[id] ?? 100 + (TACTIC_ORDER[id] ?? 99);
+  const ordered = [...tactics.entries()].sort(([a], [b]) => rank(a) - rank(b));
   return el("ol", { class: "attack-chain", id: "attack-chain" }, ordered.map(([tactic, t]) =>
     el("li", { "data-tactic": tactic },
       el("strong", {}, mitreText(tactic)), " ", el("span", { class: "mono" }, [...t.techniques].join(", ")),
@@ -220,15 +227,64 @@ function keyFacts(detail) {
   );
 }
 
-function incidentAlerts(alerts) {
+function incidentAlerts(alerts, timeline) {
+  const why = Object.fromEntries(timeline.map((s) => [s.alert_id, s.link_reason]));
   const drawn = table([
     { title: "Started", value: (a) => fmtTime(a.first_seen), class: "when" },
     { title: "Severity", value: (a) => sev(a.severity) },
     { title: "Alert", value: (a) => alertLink(a.id, a.title) },
     { title: "Status", value: (a) => el("span", { class: `status ${a.status}` }, a.status) },
     { title: "ATT&CK", value: (a) => mitreList(a.mitre) },
+    { title: "Joined because", value: (a) => why[a.id] || "—", class: "link-reason" },
   ], alerts);
   drawn.id = "incident-alerts";
+  return drawn;
+}
+
+// Status and owner of the incident (analysts), with the reason kept in its history.
+function incidentForm(detail, done) {
+  const status = el("select", { id: "incident-status", "aria-label": "incident status" },
+    ["open", "investigating", "contained", "resolved", "dismissed"].map((s) =>
+      el("option", { value: s, selected: s === detail.status ? "selected" : null }, s)));
+  const owner = el("input", { id: "incident-owner", value: detail.owner || "", placeholder: "owner (user name)", size: 16, "aria-label": "owner" });
+  const reason = el("input", { id: "incident-reason", placeholder: "why (kept in the history)", size: 30, "aria-label": "reason" });
+  const message = el("span", { class: "result", id: "incident-result", role: "status" });
+  const save = async () => {
+    message.className = "result";
+    if (!reason.value.trim()) { reason.focus(); message.textContent = "a reason is required"; return; }
+    const body = { reason: reason.value };
+    if (status.value !== detail.status) body.status = status.value;
+    if (owner.value.trim() !== (detail.owner || "")) body.owner = owner.value.trim();
+    if (!body.status && body.owner === undefined) { message.textContent = "nothing changed"; return; }
+    try {
+      await api(`/api/v1/incidents/${encodeURIComponent(detail.id)}`, { method: "PATCH", body });
+      done();
+    } catch (error) {
+      message.className = "result error";
+      message.textContent = errorText(error);
+    }
+  };
+  return el("div", { class: "actions incident-form" }, status, owner, reason,
+    el("button", { type: "button", id: "incident-save", onclick: save }, "Save"), message);
+}
+
+function historyList(history) {
+  if (!history.length) return el("p", { class: "muted", id: "incident-history" }, "No change yet.");
+  return el("ol", { id: "incident-history", class: "history" }, history.map((c) =>
+    el("li", {}, el("time", { datetime: c.changed_at }, fmtTime(c.changed_at)), " ", c.actor, ": ", c.field, " ",
+      c.old_value || "—", " → ", c.new_value || "—", c.reason ? ` (${c.reason})` : "")));
+}
+
+function configChangesTable(changes) {
+  const drawn = table([
+    { title: "When", value: (c) => fmtTime(c.event_time || c.detected_at), class: "when" },
+    { title: "Resource", value: (c) => c.resource_id, class: "mono" },
+    { title: "Change", value: (c) => c.kind },
+    { title: "Call", value: (c) => c.event_id ? eventLink(c.event_id, c.event_name || c.event_id) : "—" },
+    { title: "By", value: (c) => principalLink(c.principal_arn) },
+    { title: "Diff", value: (c) => el("code", {}, JSON.stringify(c.diff).slice(0, 300)), class: "diff" },
+  ], changes);
+  drawn.id = "incident-config-changes";
   return drawn;
 }
 
@@ -244,22 +300,28 @@ export async function incidentPage(ctx, id) {
   const map = points.length ? await worldMap([], points) : null;
   const ids = detail.alerts.map((a) => a.id);
   render(
-    el("h1", {}, sev(detail.severity), " Incident ", el("span", { class: "mono" }, detail.id)),
+    el("h1", {}, sev(detail.severity), " Incident ", el("span", { class: "mono" }, detail.id), " ",
+      el("span", { class: `status ${detail.status}`, id: "incident-state" }, detail.status)),
+    detail.merged_from ? el("p", { class: "notice", id: "merged-from" }, `${detail.merged_from} was merged into this incident: they were one intrusion.`) : null,
     el("p", { class: "muted" }, `account ${detail.account_id} · ${fmtTime(detail.first_seen)} to ${fmtTime(detail.last_seen)} · `,
-      `${detail.alert_count} alerts, ${detail.open_count} open`),
+      `${detail.alert_count} alerts, ${detail.open_count} open · owner `, el("span", { id: "incident-owner-name" }, detail.owner || "none")),
+    ctx.can("analyst") ? incidentForm(detail, () => ctx.refresh()) : null,
     el("div", { class: "grid" },
       el("div", { class: "panel" }, keyFacts(detail),
         ctx.can("analyst") ? [el("h2", {}, "Triage every alert of the incident"), triageForm(() => ids, () => ctx.refresh(), "incident")] : null),
       map ? el("div", {}, el("div", { class: "legend" }, el("span", {}, el("i", { class: "dot alert" }), "where the incident came from")), map) : null),
     el("h2", {}, "ATT&CK chain"),
-    attackChain(detail.alerts),
+    attackChain(detail.alerts, detail.tactics),
     el("h2", {}, "Alerts"),
-    incidentAlerts(detail.alerts),
+    incidentAlerts(detail.alerts, detail.timeline),
     el("h2", {}, "What happened, in order"),
     el("p", { class: "muted" }, "Events from the incident's address while it lasted, and its alerts' evidence."),
     (() => { const t = eventsTable(detail.events, { alertColumn: true }); t.id = "incident-events"; return t; })(),
     detail.events_truncated ? el("p", { class: "muted" }, "The first 500 events.") : null,
+    detail.config_changes.length ? [el("h2", {}, "Configuration changes"), configChangesTable(detail.config_changes)] : null,
     detail.resources.length ? [el("h2", {}, "Resources touched"), resourcesTable(detail.resources)] : null,
-    detail.flows.length ? [el("h2", {}, "Flows of the address"), flowsTable(detail.flows)] : null,
+    detail.flows.length ? [el("h2", {}, "Flows of its addresses"), flowsTable(detail.flows)] : null,
+    el("h2", {}, "History"),
+    historyList(detail.history),
   );
 }

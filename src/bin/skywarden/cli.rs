@@ -124,12 +124,9 @@ pub enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
-    /// Alerts linked into incidents (one console or role session), each with its timeline.
-    Incidents {
-        /// One JSON object per incident, one per line.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Incidents (alerts of one intrusion), each with its timeline; show one, or change its
+    /// status or owner.
+    Incidents(IncidentsArgs),
     /// Onboard AWS accounts (role ARN + external ID), test them, and see their pollers.
     #[command(after_help = ENVIRONMENT_HELP)]
     Accounts {
@@ -244,6 +241,47 @@ pub enum AlertsAction {
         /// With `snoozed`: until when (RFC 3339).
         #[arg(long)]
         until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Who is making the change (default: the login name).
+        #[arg(long, env = "USER", default_value = "cli")]
+        actor: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IncidentsArgs {
+    #[command(subcommand)]
+    pub action: Option<IncidentsAction>,
+    /// Only incidents not resolved or dismissed.
+    #[arg(long)]
+    pub open: bool,
+    /// One JSON object per incident, one per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IncidentsAction {
+    /// One incident: its tactics, timeline, history and why each alert joined.
+    Show {
+        /// The incident's id (`inc-` and 16 hex digits).
+        id: String,
+        /// As one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change an incident's status or owner (or both).
+    Set {
+        /// The incident's id.
+        id: String,
+        /// open, investigating, contained, resolved or dismissed.
+        #[arg(long)]
+        status: Option<String>,
+        /// The dashboard user who owns it ("" clears the owner).
+        #[arg(long)]
+        owner: Option<String>,
+        /// Why (kept in the incident's history).
+        #[arg(long)]
+        reason: String,
         /// Who is making the change (default: the login name).
         #[arg(long, env = "USER", default_value = "cli")]
         actor: String,

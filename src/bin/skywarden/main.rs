@@ -12,7 +12,7 @@ use clap::Parser;
 use skywarden::db::DbOptions;
 
 use cli::{Cli, Command, NotificationsAction};
-use commands::{accounts, alerts, auth, db, demo, import, notifications, policies, posture, serve, worker};
+use commands::{accounts, alerts, auth, db, demo, import, incidents, notifications, policies, posture, serve, worker};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -48,7 +48,7 @@ async fn run(command: Command, db: DbOptions) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run_demo(&db, args).await,
         Command::Alerts(args) => alerts::alerts(&db, args).await,
         Command::Tokens { action } => auth::tokens(&db, action).await,
-        Command::Incidents { json } => alerts::incidents(&db, json).await,
+        Command::Incidents(args) => incidents::run(&db, args).await,
         Command::Accounts { action } => accounts::run(&db, action).await,
         Command::Users { action } => auth::users(&db, action).await,
         Command::Worker(args) => worker::worker(&db, args).await,

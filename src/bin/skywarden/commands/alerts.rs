@@ -1,4 +1,4 @@
-//! `skywarden alerts` (list, set-status) and `skywarden incidents`.
+//! `skywarden alerts` (list, set-status).
 
 use std::process::ExitCode;
 
@@ -41,27 +41,4 @@ pub(crate) async fn alerts(db_options: &DbOptions, args: AlertsArgs) -> anyhow::
         }
     })
     .await
-}
-
-pub(crate) async fn incidents(db_options: &DbOptions, json: bool) -> anyhow::Result<ExitCode> {
-    let incidents = with_db(db_options, async |db| Ok(alert_store::incidents(&db.pool).await?)).await?;
-    for incident in incidents {
-        if json {
-            println!("{}", serde_json::to_string(&incident)?);
-            continue;
-        }
-        println!(
-            "{}  {}  {} from {}  {} .. {}",
-            incident.id,
-            incident.severity,
-            incident.principal.as_deref().unwrap_or("?"),
-            incident.source_ip.as_deref().unwrap_or("?"),
-            incident.first_seen.format("%Y-%m-%d %H:%M"),
-            incident.last_seen.format("%Y-%m-%d %H:%M")
-        );
-        for step in &incident.timeline {
-            println!("    {}  {:<8} {}", step.time.format("%Y-%m-%d %H:%M:%S"), step.severity, step.title);
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }

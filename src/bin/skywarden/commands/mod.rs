@@ -10,6 +10,7 @@ pub(crate) mod collect;
 pub(crate) mod db;
 pub(crate) mod demo;
 pub(crate) mod import;
+pub(crate) mod incidents;
 pub(crate) mod notifications;
 pub(crate) mod policies;
 pub(crate) mod posture;

@@ -1,0 +1,411 @@
+//! The incident engine: every alert joins exactly one incident, the one of the intrusion it is
+//! part of. An alert joins the incidents whose keys ([`link_keys`](super::link_keys)) it shares
+//! while they are valid; if it ties several, they were one intrusion all along and are merged
+//! into the oldest (the others keep answering, pointing there). Alerts are linked in the order
+//! they started, under one lock, so re-running detection changes nothing (an alert is linked
+//! once) and importing older data can merge incidents but never split one.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
+
+use super::link_keys::{self, LinkKey, LinkedAlert, Strength};
+use super::store::AlertStoreError;
+
+/// Alerts linked per transaction.
+const LINK_CHUNK: i64 = 200;
+
+/// The advisory lock that makes one writer link at a time (two workers recording alerts at once
+/// would otherwise open two incidents for one intrusion).
+const LINK_LOCK: i64 = 0x736b_7977_696e_6331;
+
+/// Where an incident stands, as an analyst sets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentStatus {
+    Open,
+    Investigating,
+    Contained,
+    Resolved,
+    Dismissed,
+    /// Folded into another incident (set by the engine only).
+    Merged,
+}
+
+impl IncidentStatus {
+    pub const SETTABLE: [IncidentStatus; 5] =
+        [Self::Open, Self::Investigating, Self::Contained, Self::Resolved, Self::Dismissed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Investigating => "investigating",
+            Self::Contained => "contained",
+            Self::Resolved => "resolved",
+            Self::Dismissed => "dismissed",
+            Self::Merged => "merged",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Open, Self::Investigating, Self::Contained, Self::Resolved, Self::Dismissed, Self::Merged]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+
+    /// Whether the incident is closed (a new alert reopens it).
+    pub fn is_closed(self) -> bool {
+        matches!(self, Self::Resolved | Self::Dismissed)
+    }
+}
+
+/// The incident id of an alert that opens one: stable, so the same alerts give the same ids.
+pub fn incident_id_for(alert_id: &str) -> String {
+    format!("inc-{:016x}", xxhash_rust::xxh3::xxh3_64(alert_id.as_bytes()))
+}
+
+/// Whether `text` has the shape of an incident id.
+pub fn is_incident_id(text: &str) -> bool {
+    text.len() == 20 && text.starts_with("inc-") && text[4..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// What a linking run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct LinkOutcome {
+    pub linked: u64,
+    pub opened: u64,
+    pub merged: u64,
+    pub reopened: u64,
+}
+
+/// Links every alert not yet in an incident, in chunks of its own transactions.
+pub async fn link_pending(pool: &PgPool) -> Result<LinkOutcome, AlertStoreError> {
+    let mut total = LinkOutcome::default();
+    loop {
+        let mut tx = pool.begin().await?;
+        let outcome = link_pending_in(&mut tx, LINK_CHUNK).await?;
+        tx.commit().await?;
+        let done = outcome.linked < LINK_CHUNK as u64;
+        total.linked += outcome.linked;
+        total.opened += outcome.opened;
+        total.merged += outcome.merged;
+        total.reopened += outcome.reopened;
+        if done {
+            return Ok(total);
+        }
+    }
+}
+
+/// Links up to `limit` unlinked alerts, oldest first, inside the caller's transaction (the one
+/// that recorded them, so an alert is never seen without its incident for long).
+pub async fn link_pending_in(tx: &mut PgConnection, limit: i64) -> Result<LinkOutcome, AlertStoreError> {
+    lock_linking(tx).await?;
+    let rows = sqlx::query!(
+        r#"SELECT account_id, alert_id::text AS "alert_id!", policy_id, principal, source_ip, resources,
+                  session_key, first_seen, last_seen
+           FROM alerts WHERE incident_id IS NULL ORDER BY first_seen, alert_id LIMIT $1"#,
+        limit
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut outcome = LinkOutcome::default();
+    for r in rows {
+        let alert = LinkedAlert {
+            account_id: r.account_id,
+            alert_id: r.alert_id,
+            policy_id: r.policy_id,
+            principal: r.principal,
+            source_ip: r.source_ip.map(|net| net.ip()),
+            resources: r.resources,
+            session_key: r.session_key,
+            first_seen: r.first_seen,
+            last_seen: r.last_seen,
+        };
+        link_one(tx, &alert, &mut outcome).await?;
+    }
+    Ok(outcome)
+}
+
+/// Takes the linking lock until the transaction ends (taking it twice is harmless).
+pub async fn lock_linking(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query!("SELECT pg_advisory_xact_lock($1)", LINK_LOCK).execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// Every key of an alert: its own, its evidence's, its session's, and the interfaces of the
+/// instances among them.
+async fn all_keys(tx: &mut PgConnection, alert: &LinkedAlert) -> Result<Vec<LinkKey>, sqlx::Error> {
+    let mut keys = link_keys::own_keys(alert);
+    keys.extend(link_keys::evidence_keys(tx, alert).await?);
+    keys.extend(link_keys::derived_keys(tx, alert).await?);
+    let interfaces = link_keys::interface_keys(tx, &alert.account_id, &keys).await?;
+    keys.extend(interfaces);
+    Ok(merge_windows(keys))
+}
+
+/// One entry per key, valid over the union of its windows (strongest use wins; kept if any use
+/// keeps it).
+fn merge_windows(keys: Vec<LinkKey>) -> Vec<LinkKey> {
+    let mut by_key: BTreeMap<String, LinkKey> = BTreeMap::new();
+    for k in keys {
+        match by_key.get_mut(&k.key) {
+            Some(seen) => {
+                seen.valid_from = seen.valid_from.min(k.valid_from);
+                seen.valid_until = seen.valid_until.max(k.valid_until);
+                seen.kept |= k.kept;
+                if k.strength == Strength::Strong {
+                    seen.strength = Strength::Strong;
+                }
+            }
+            None => {
+                by_key.insert(k.key.clone(), k);
+            }
+        }
+    }
+    by_key.into_values().collect()
+}
+
+/// An incident one of the alert's keys found, and the key.
+struct KeyMatch {
+    incident_id: String,
+    first_seen: DateTime<Utc>,
+    link_key: String,
+}
+
+/// The incidents the alert belongs to, with why: a strong key, or an interface together with
+/// the network it talked to.
+async fn matching(
+    tx: &mut PgConnection,
+    alert: &LinkedAlert,
+    keys: &[LinkKey],
+) -> Result<BTreeMap<String, (DateTime<Utc>, String)>, sqlx::Error> {
+    let names: Vec<String> = keys.iter().map(|k| k.key.clone()).collect();
+    let found = sqlx::query_as!(
+        KeyMatch,
+        r#"SELECT k.incident_id, i.first_seen, k.link_key
+           FROM incident_keys k JOIN incidents i ON i.incident_id = k.incident_id
+           WHERE k.link_key = ANY($1) AND k.valid_from <= $3 AND k.valid_until >= $2 AND i.merged_into IS NULL
+           ORDER BY i.first_seen, k.incident_id, k.link_key"#,
+        &names,
+        alert.first_seen,
+        alert.last_seen,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let strength = |name: &str| keys.iter().find(|k| k.key == name).map(|k| k.strength);
+    let mut incidents: BTreeMap<String, (DateTime<Utc>, String)> = BTreeMap::new();
+    for m in &found {
+        let by = |s: Strength| found.iter().any(|o| o.incident_id == m.incident_id && strength(&o.link_key) == Some(s));
+        let accepted = match strength(&m.link_key) {
+            Some(Strength::Strong) => true,
+            Some(Strength::Interface) => by(Strength::Network),
+            _ => false,
+        };
+        if accepted {
+            incidents.entry(m.incident_id.clone()).or_insert((m.first_seen, reason(&m.link_key)));
+        }
+    }
+    Ok(incidents)
+}
+
+/// Why an alert joined, from the key that tied it, for the analyst.
+fn reason(link_key: &str) -> String {
+    let (kind, value) = link_key.split_once(':').unwrap_or(("", link_key));
+    let what = match kind {
+        "s" => return "same session".to_string(),
+        "pi" => "same principal and address",
+        "ip" => "address",
+        "k" => "access key",
+        "p" => "principal created or assumed in the intrusion",
+        "r" => "resource touched in the intrusion",
+        "sid" => "source identity",
+        _ => "key",
+    };
+    let shown = value.rsplit('|').next().unwrap_or(value);
+    format!("{what} {shown}")
+}
+
+/// Links one alert: into the incident(s) it matches (merging them), else a new one.
+async fn link_one(tx: &mut PgConnection, alert: &LinkedAlert, outcome: &mut LinkOutcome) -> Result<(), sqlx::Error> {
+    let keys = all_keys(tx, alert).await?;
+    let found = matching(tx, alert, &keys).await?;
+    // The oldest incident survives a merge.
+    let mut ordered: Vec<(&String, &(DateTime<Utc>, String))> = found.iter().collect();
+    ordered.sort_by(|a, b| (a.1.0, a.0).cmp(&(b.1.0, b.0)));
+    let (incident_id, link_reason) = match ordered.first() {
+        Some((id, (_, why))) => ((*id).clone(), why.clone()),
+        None => {
+            let id = incident_id_for(&alert.alert_id);
+            open_incident(tx, &id, alert).await?;
+            outcome.opened += 1;
+            (id, "first alert".to_string())
+        }
+    };
+    for (absorbed, _) in ordered.iter().skip(1) {
+        merge(tx, &incident_id, absorbed, alert).await?;
+        outcome.merged += 1;
+    }
+    sqlx::query!(
+        "UPDATE alerts SET incident_id = $3, link_reason = $4 WHERE account_id = $1 AND alert_id = $2::text::uuid",
+        alert.account_id,
+        alert.alert_id,
+        incident_id,
+        link_reason,
+    )
+    .execute(&mut *tx)
+    .await?;
+    keep_keys(tx, &incident_id, &keys).await?;
+    if widen_and_reopen(tx, &incident_id, alert).await? {
+        outcome.reopened += 1;
+    }
+    outcome.linked += 1;
+    Ok(())
+}
+
+async fn open_incident(tx: &mut PgConnection, id: &str, alert: &LinkedAlert) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO incidents (incident_id, account_id, first_seen, last_seen) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (incident_id) DO NOTHING",
+        id,
+        alert.account_id,
+        alert.first_seen,
+        alert.last_seen,
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Stores the keys the incident keeps (widening the windows of keys it has).
+async fn keep_keys(tx: &mut PgConnection, incident_id: &str, keys: &[LinkKey]) -> Result<(), sqlx::Error> {
+    let kept: Vec<&LinkKey> = keys.iter().filter(|k| k.kept).collect();
+    let names: Vec<String> = kept.iter().map(|k| k.key.clone()).collect();
+    let from: Vec<DateTime<Utc>> = kept.iter().map(|k| k.valid_from).collect();
+    let until: Vec<DateTime<Utc>> = kept.iter().map(|k| k.valid_until).collect();
+    sqlx::query!(
+        "INSERT INTO incident_keys (link_key, incident_id, valid_from, valid_until)
+         SELECT k, $1, f, u FROM unnest($2::text[], $3::timestamptz[], $4::timestamptz[]) AS t(k, f, u)
+         ON CONFLICT (link_key, incident_id) DO UPDATE
+         SET valid_from = LEAST(incident_keys.valid_from, EXCLUDED.valid_from),
+             valid_until = GREATEST(incident_keys.valid_until, EXCLUDED.valid_until)",
+        incident_id,
+        &names,
+        &from,
+        &until,
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Widens the incident to the alert's time; a closed incident that gets a new alert is open
+/// again (the intrusion goes on), and its history says why.
+async fn widen_and_reopen(tx: &mut PgConnection, incident_id: &str, alert: &LinkedAlert) -> Result<bool, sqlx::Error> {
+    let old = sqlx::query_scalar!(
+        "UPDATE incidents i SET first_seen = LEAST(i.first_seen, $2), last_seen = GREATEST(i.last_seen, $3),
+                status = CASE WHEN i.status IN ('resolved', 'dismissed') THEN 'open' ELSE i.status END
+         FROM incidents before WHERE before.incident_id = i.incident_id AND i.incident_id = $1
+         RETURNING before.status",
+        incident_id,
+        alert.first_seen,
+        alert.last_seen,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let reopened = IncidentStatus::parse(&old).is_some_and(IncidentStatus::is_closed);
+    if reopened {
+        let why = format!("new alert {} ({})", alert.alert_id, alert.policy_id);
+        record_change(tx, incident_id, "skywarden", "status", Some(&old), Some("open"), &why).await?;
+    }
+    Ok(reopened)
+}
+
+/// Folds `absorbed` into `survivor`: its alerts, keys and owner (if the survivor has none).
+async fn merge(tx: &mut PgConnection, survivor: &str, absorbed: &str, alert: &LinkedAlert) -> Result<(), sqlx::Error> {
+    sqlx::query!("UPDATE alerts SET incident_id = $1 WHERE incident_id = $2", survivor, absorbed)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query!(
+        "INSERT INTO incident_keys (link_key, incident_id, valid_from, valid_until)
+         SELECT link_key, $1, valid_from, valid_until FROM incident_keys WHERE incident_id = $2
+         ON CONFLICT (link_key, incident_id) DO UPDATE
+         SET valid_from = LEAST(incident_keys.valid_from, EXCLUDED.valid_from),
+             valid_until = GREATEST(incident_keys.valid_until, EXCLUDED.valid_until)",
+        survivor,
+        absorbed,
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!("DELETE FROM incident_keys WHERE incident_id = $1", absorbed).execute(&mut *tx).await?;
+    sqlx::query!(
+        "UPDATE incidents s SET first_seen = LEAST(s.first_seen, a.first_seen), last_seen = GREATEST(s.last_seen, a.last_seen),
+                owner = coalesce(s.owner, a.owner)
+         FROM incidents a WHERE s.incident_id = $1 AND a.incident_id = $2",
+        survivor,
+        absorbed,
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "UPDATE incidents SET merged_into = $1, status = 'merged' WHERE incident_id = $2 OR merged_into = $2",
+        survivor,
+        absorbed,
+    )
+    .execute(&mut *tx)
+    .await?;
+    let why = format!("alert {} ({}) tied it to {survivor}", alert.alert_id, alert.policy_id);
+    record_change(tx, absorbed, "skywarden", "merged_into", None, Some(survivor), &why).await?;
+    let why = format!("alert {} ({}) tied {absorbed} to it", alert.alert_id, alert.policy_id);
+    record_change(tx, survivor, "skywarden", "merged", None, Some(absorbed), &why).await
+}
+
+/// Records a change of an incident: who, which field, from what to what, why.
+pub async fn record_change(
+    tx: &mut PgConnection,
+    incident_id: &str,
+    actor: &str,
+    field: &str,
+    old: Option<&str>,
+    new: Option<&str>,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO incident_changes (incident_id, actor, field, old_value, new_value, reason)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        incident_id,
+        actor,
+        field,
+        old,
+        new,
+        reason,
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_read_back_and_ids_are_stable() {
+        for status in IncidentStatus::SETTABLE {
+            assert_eq!(IncidentStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(IncidentStatus::parse("closed"), None);
+        let id = incident_id_for("3f2b1c4e-0000-0000-0000-000000000001");
+        assert!(is_incident_id(&id), "{id}");
+        assert_eq!(id, incident_id_for("3f2b1c4e-0000-0000-0000-000000000001"));
+        assert!(!is_incident_id("inc-xyz"));
+    }
+
+    #[test]
+    fn reasons_name_what_tied_the_alert() {
+        assert_eq!(reason("ip:198.51.100.7"), "address 198.51.100.7");
+        assert_eq!(reason("s:111122223333|alice|198.51.100.7"), "same session");
+        assert_eq!(reason("pi:arn:aws:iam::1:user/alice|198.51.100.7"), "same principal and address 198.51.100.7");
+    }
+}

@@ -1,0 +1,348 @@
+//! What can tie an alert to an intrusion: its keys. An alert's own keys (its session, its
+//! principal at its address, its address, the access keys and resources it names), the keys of
+//! its evidence events, and the keys its session *derived*: the role sessions it assumed, the
+//! users and access keys it created, the instances and security groups it changed and their
+//! network interfaces. Each key is valid for a time: an address links alerts a day apart, an
+//! access key the intruder created links for a month.
+//!
+//! Keys are strings with a kind prefix: `s:` session, `pi:` principal at an address, `ip:`
+//! address, `n24:` its /24 (or /48) network, `k:` access key, `p:` principal, `r:` resource,
+//! `sid:` source identity.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Duration, Utc};
+use sqlx::PgConnection;
+
+use crate::net::is_internal;
+
+/// Whether an address can tie alerts together: any address outside the VPC's own ranges,
+/// loopback, link-local and multicast. Documentation ranges count (test and sample data use
+/// them as the internet).
+pub fn is_linkable(ip: IpAddr) -> bool {
+    let special = match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.is_multicast(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified() || v6.is_multicast() || v6.is_unicast_link_local(),
+    };
+    !special && !is_internal(ip)
+}
+
+/// How one key may link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strength {
+    /// Enough on its own.
+    Strong,
+    /// A network interface: links a flow alert only together with a [`Strength::Network`] key of
+    /// the same incident (the interface talked to the intruder's network).
+    Interface,
+    /// A /24: links only with an interface (a whole network is too wide alone).
+    Network,
+}
+
+/// One key of an alert, and while it links.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkKey {
+    pub key: String,
+    pub valid_from: DateTime<Utc>,
+    pub valid_until: DateTime<Utc>,
+    pub strength: Strength,
+    /// Whether the incident keeps the key: a principal alone is only looked up (a principal's
+    /// own alerts a day apart are not one intrusion unless something else ties them), but a
+    /// principal the intruder created or assumed is kept.
+    pub kept: bool,
+}
+
+/// An alert as the engine sees it.
+#[derive(Clone, Debug)]
+pub struct LinkedAlert {
+    pub account_id: String,
+    pub alert_id: String,
+    pub policy_id: String,
+    pub principal: Option<String>,
+    pub source_ip: Option<IpAddr>,
+    pub resources: Vec<String>,
+    pub session_key: Option<String>,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+}
+
+/// How long each kind of key links after (and before) it was seen.
+pub fn window(kind: &str, value: &str) -> Duration {
+    match kind {
+        // Temporary keys live hours (36 at most).
+        "k" if value.starts_with("ASIA") => Duration::hours(36),
+        // What the intruder created lasts: a backdoor user or key can be used weeks later.
+        "k" | "p" => Duration::days(30),
+        "r" => Duration::days(7),
+        _ => Duration::hours(24),
+    }
+}
+
+fn key(kind: &str, value: &str, from: DateTime<Utc>, until: DateTime<Utc>, strength: Strength) -> LinkKey {
+    let w = window(kind, value);
+    LinkKey { key: format!("{kind}:{value}"), valid_from: from - w, valid_until: until + w, strength, kept: true }
+}
+
+/// The /24 of an IPv4 address, the /48 of an IPv6 one.
+pub fn network_of(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{a}.{b}.{c}.0/24")
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+        }
+    }
+}
+
+/// Resources that identify what an intruder touched: instances, interfaces, security groups,
+/// access keys. (Buckets and roles are shared by too much benign work to tie alerts alone.)
+pub fn is_link_resource(id: &str) -> bool {
+    ["i-", "eni-", "sg-", "AKIA", "ASIA"].iter().any(|p| id.starts_with(p))
+}
+
+fn resource_key(id: &str, from: DateTime<Utc>, until: DateTime<Utc>) -> LinkKey {
+    if id.starts_with("AKIA") || id.starts_with("ASIA") {
+        key("k", id, from, until, Strength::Strong)
+    } else if id.starts_with("eni-") {
+        key("r", id, from, until, Strength::Interface)
+    } else {
+        key("r", id, from, until, Strength::Strong)
+    }
+}
+
+/// The instance whose credentials a role session is (`…:assumed-role/ROLE/i-0abc…`).
+pub fn session_instance(principal: &str) -> Option<&str> {
+    let session = principal.rsplit('/').next()?;
+    (principal.contains(":assumed-role/") && session.starts_with("i-")).then_some(session)
+}
+
+/// The alert's own keys: nothing read from the database.
+pub fn own_keys(alert: &LinkedAlert) -> Vec<LinkKey> {
+    let (from, until) = (alert.first_seen, alert.last_seen);
+    let mut keys = Vec::new();
+    if let Some(session) = &alert.session_key {
+        keys.push(key("s", &format!("{}|{session}", alert.account_id), from, until, Strength::Strong));
+        if let Some(access_key) = session.strip_prefix("key:") {
+            keys.push(key("k", access_key, from, until, Strength::Strong));
+        }
+    }
+    let public = alert.source_ip.filter(|ip| is_linkable(*ip));
+    if let Some(ip) = public {
+        keys.push(key("ip", &ip.to_string(), from, until, Strength::Strong));
+        keys.push(key("n24", &network_of(ip), from, until, Strength::Network));
+    }
+    if let Some(principal) = &alert.principal {
+        if let Some(ip) = public {
+            keys.push(key("pi", &format!("{principal}|{ip}"), from, until, Strength::Strong));
+        }
+        keys.push(LinkKey { kept: false, ..key("p", principal, from, until, Strength::Strong) });
+        if let Some(instance) = session_instance(principal) {
+            keys.push(LinkKey { kept: false, ..key("r", instance, from, until, Strength::Strong) });
+        }
+    }
+    for resource in alert.resources.iter().filter(|r| is_link_resource(r)) {
+        keys.push(resource_key(resource, from, until));
+    }
+    keys
+}
+
+/// Events read per alert, at most (an alert's evidence, or its session's changes).
+const MAX_EVENTS: i64 = 500;
+
+/// Keys of the alert's evidence events: the access keys they were signed with, the source
+/// identity a role chain carries.
+pub async fn evidence_keys(tx: &mut PgConnection, alert: &LinkedAlert) -> Result<Vec<LinkKey>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"SELECT c.event_time, c.access_key_id,
+                  c.raw #>> '{userIdentity,sessionContext,sourceIdentity}' AS source_identity
+           FROM alert_evidence e
+           JOIN cloudtrail_events c ON c.account_id = e.account_id AND c.event_time = e.event_time AND c.event_id = e.event_id
+           WHERE e.account_id = $1 AND e.alert_id = $2::text::uuid
+           LIMIT $3"#,
+        alert.account_id,
+        alert.alert_id,
+        MAX_EVENTS,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut keys = Vec::new();
+    for row in rows {
+        if let Some(access_key) = row.access_key_id.filter(|k| !k.is_empty()) {
+            keys.push(key("k", &access_key, row.event_time, row.event_time, Strength::Strong));
+        }
+        if let Some(identity) = row.source_identity.filter(|s| !s.is_empty()) {
+            keys.push(key("sid", &identity, row.event_time, row.event_time, Strength::Strong));
+        }
+    }
+    Ok(keys)
+}
+
+/// Keys the alert's session derived: what the same principal, from the same address (or with
+/// the same temporary key), created, assumed or changed around the alert. The principal's own
+/// work from elsewhere is not the intruder's.
+pub async fn derived_keys(tx: &mut PgConnection, alert: &LinkedAlert) -> Result<Vec<LinkKey>, sqlx::Error> {
+    let session_key = alert.session_key.as_deref().and_then(|s| s.strip_prefix("key:"));
+    let public = alert.source_ip.filter(|ip| is_linkable(*ip));
+    if alert.principal.is_none() || (public.is_none() && session_key.is_none()) {
+        return Ok(Vec::new());
+    }
+    let around = Duration::hours(24);
+    let rows = sqlx::query!(
+        r#"SELECT event_time, event_name, resource_ids,
+                  raw #>> '{responseElements,accessKey,accessKeyId}' AS created_key,
+                  raw #>> '{responseElements,credentials,accessKeyId}' AS assumed_key,
+                  raw #>> '{responseElements,assumedRoleUser,arn}' AS assumed_arn,
+                  raw #>> '{requestParameters,userName}' AS user_name
+           FROM cloudtrail_events
+           WHERE account_id = $1 AND principal_arn = $2 AND event_time BETWEEN $3 AND $4
+             AND error_code IS NULL AND read_only IS NOT TRUE
+             AND (source_ip = $5::text::inet OR access_key_id = $6)
+           ORDER BY event_time
+           LIMIT $7"#,
+        alert.account_id,
+        alert.principal,
+        alert.first_seen - around,
+        alert.last_seen + around,
+        public.map(|ip| ip.to_string()),
+        session_key,
+        MAX_EVENTS,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut keys = Vec::new();
+    for row in rows {
+        let at = row.event_time;
+        for resource in row.resource_ids.iter().filter(|r| is_link_resource(r)) {
+            keys.push(resource_key(resource, at, at));
+        }
+        for access_key in [row.created_key, row.assumed_key].into_iter().flatten() {
+            keys.push(key("k", &access_key, at, at, Strength::Strong));
+        }
+        if let Some(arn) = row.assumed_arn {
+            keys.push(key("p", &arn, at, at, Strength::Strong));
+        }
+        let creates_user = matches!(
+            row.event_name.as_deref(),
+            Some("CreateUser" | "CreateLoginProfile" | "UpdateLoginProfile" | "CreateAccessKey")
+        );
+        if let (true, Some(user)) = (creates_user, row.user_name) {
+            keys.push(key("p", &format!("arn:aws:iam::{}:user/{user}", alert.account_id), at, at, Strength::Strong));
+        }
+    }
+    Ok(keys)
+}
+
+/// The network interfaces of the instances among `keys`, from the inventory and from flow
+/// records that name their instance, as interface keys valid while the instance key is.
+pub async fn interface_keys(
+    tx: &mut PgConnection,
+    account_id: &str,
+    keys: &[LinkKey],
+) -> Result<Vec<LinkKey>, sqlx::Error> {
+    let instances: Vec<&LinkKey> = keys.iter().filter(|k| k.key.starts_with("r:i-")).collect();
+    if instances.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = instances.iter().map(|k| k.key[2..].to_string()).collect();
+    let from = instances.iter().map(|k| k.valid_from).min().unwrap_or_default();
+    let until = instances.iter().map(|k| k.valid_until).max().unwrap_or_default();
+    let rows = sqlx::query!(
+        r#"SELECT DISTINCT instance AS "instance!", interface AS "interface!" FROM (
+               SELECT r.resource_id AS instance, n ->> 'NetworkInterfaceId' AS interface
+               FROM resources r, jsonb_array_elements(coalesce(r.config -> 'NetworkInterfaces', '[]')) n
+               WHERE r.account_id = $1 AND r.resource_id = ANY($2)
+               UNION
+               SELECT instance_id, interface_id FROM flow_records
+               WHERE account_id = $1 AND instance_id = ANY($2) AND bucket_time BETWEEN $3 AND $4) found
+           WHERE interface LIKE 'eni-%'
+           LIMIT $5"#,
+        account_id,
+        &ids,
+        from,
+        until,
+        MAX_EVENTS,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| {
+            let instance = instances.iter().find(|k| k.key[2..] == row.instance)?;
+            Some(LinkKey {
+                key: format!("r:{}", row.interface),
+                valid_from: instance.valid_from,
+                valid_until: instance.valid_until,
+                strength: Strength::Interface,
+                kept: true,
+            })
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(principal: &str, ip: &str, session: Option<&str>, resources: &[&str]) -> LinkedAlert {
+        let at: DateTime<Utc> = "2026-03-01T10:00:00Z".parse().unwrap();
+        LinkedAlert {
+            account_id: "111122223333".into(),
+            alert_id: "00000000-0000-0000-0000-000000000001".into(),
+            policy_id: "p".into(),
+            principal: Some(principal.into()),
+            source_ip: ip.parse().ok(),
+            resources: resources.iter().map(|r| r.to_string()).collect(),
+            session_key: session.map(str::to_string),
+            first_seen: at,
+            last_seen: at,
+        }
+    }
+
+    fn names(keys: &[LinkKey]) -> Vec<(&str, Strength, bool)> {
+        keys.iter().map(|k| (k.key.as_str(), k.strength, k.kept)).collect()
+    }
+
+    #[test]
+    fn a_console_alert_keys_its_session_address_and_principal() {
+        let user = "arn:aws:iam::111122223333:user/alice";
+        let a = alert(user, "198.51.100.7", Some("key:ASIAEXAMPLE"), &["sg-0abc", "my-bucket", "eni-1"]);
+        let keys = own_keys(&a);
+        assert_eq!(
+            names(&keys),
+            [
+                ("s:111122223333|key:ASIAEXAMPLE", Strength::Strong, true),
+                ("k:ASIAEXAMPLE", Strength::Strong, true),
+                ("ip:198.51.100.7", Strength::Strong, true),
+                ("n24:198.51.100.0/24", Strength::Network, true),
+                ("pi:arn:aws:iam::111122223333:user/alice|198.51.100.7", Strength::Strong, true),
+                ("p:arn:aws:iam::111122223333:user/alice", Strength::Strong, false),
+                ("r:sg-0abc", Strength::Strong, true),
+                ("r:eni-1", Strength::Interface, true),
+            ]
+        );
+        // An address links a day either side; what the intruder touched, a week.
+        let ip = keys.iter().find(|k| k.key.starts_with("ip:")).unwrap();
+        assert_eq!(ip.valid_until - ip.valid_from, Duration::hours(48));
+        let sg = keys.iter().find(|k| k.key == "r:sg-0abc").unwrap();
+        assert_eq!(sg.valid_until - a.last_seen, Duration::days(7));
+    }
+
+    #[test]
+    fn private_addresses_and_instance_sessions() {
+        let role = "arn:aws:sts::111122223333:assumed-role/app/i-0123456789abcdef0";
+        let keys = own_keys(&alert(role, "10.0.1.5", None, &[]));
+        assert_eq!(
+            names(&keys),
+            [
+                ("p:arn:aws:sts::111122223333:assumed-role/app/i-0123456789abcdef0", Strength::Strong, false),
+                ("r:i-0123456789abcdef0", Strength::Strong, false),
+            ],
+            "a private address ties nothing; an instance's credentials point at the instance"
+        );
+        assert_eq!(session_instance("arn:aws:sts::1:assumed-role/app/alice"), None);
+        assert_eq!(network_of("2001:db8:1:2::5".parse().unwrap()), "2001:db8:1::/48");
+    }
+}

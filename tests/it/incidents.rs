@@ -1,0 +1,483 @@
+//! The incident engine on generated data: two intrusions (one that creates a backdoor user and
+//! key and exfiltrates from an instance it took over, one that escalates through an assumed
+//! role from a second address) mixed with three weeks of benign work. Each intrusion must be
+//! exactly one incident holding all its alerts, flows included; benign alerts never join one;
+//! re-running detection changes nothing; importing the intrusion's later half first and its
+//! start afterwards ends with the same single incident (merged, never split).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Value, json};
+use skywarden::alerts::incident_pages::{self, IncidentFilter, IncidentUpdate};
+use skywarden::alerts::incidents::IncidentStatus;
+
+use crate::support::TestDb;
+
+const ACCOUNT: &str = "111122223333";
+const DAY: &str = "2026-03-10T00:00:00Z";
+/// Intrusion A: console login, then a backdoor used from elsewhere, and exfiltration to the
+/// login's network.
+const A_LOGIN_IP: &str = "185.193.88.20";
+const A_EXFIL_IP: &str = "185.193.88.77";
+const A_BACKDOOR_IP: &str = "91.92.109.14";
+const A_INSTANCE: &str = "i-0aaaa1111bbbb2222";
+const A_ENI: &str = "eni-0aaaa1111bbbb2222";
+const BACKDOOR_KEY: &str = "AKIAFAKEBACKDOOR0001";
+/// Intrusion B: a stolen key escalates to an admin role, whose session is used from a second
+/// address.
+const B_IP: &str = "45.133.1.9";
+const B_SECOND_IP: &str = "80.94.95.112";
+const B_ROLE_KEY: &str = "ASIAFAKEPWNSESSION01";
+const OFFICE_IP: &str = "81.2.69.160";
+
+fn at(offset: Duration) -> DateTime<Utc> {
+    DAY.parse::<DateTime<Utc>>().unwrap() + offset
+}
+
+fn hours(h: i64) -> DateTime<Utc> {
+    at(Duration::hours(h))
+}
+
+fn user_arn(name: &str) -> String {
+    format!("arn:aws:iam::{ACCOUNT}:user/{name}")
+}
+
+/// A CloudTrail record as AWS writes it (the fields the engine and the rules read).
+fn event(time: DateTime<Utc>, name: &str, source: &str, identity: Value, ip: &str, extra: Value) -> Value {
+    let mut record = json!({
+        "eventVersion": "1.09",
+        "userIdentity": identity,
+        "eventTime": time.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "eventSource": source,
+        "eventName": name,
+        "awsRegion": "us-east-1",
+        "sourceIPAddress": ip,
+        "userAgent": "aws-cli/2.15.0",
+        "requestParameters": null,
+        "responseElements": null,
+        "eventID": uuid_like(time, name, ip),
+        "readOnly": name.starts_with("Describe") || name.starts_with("Get") || name.starts_with("List"),
+        "eventType": "AwsApiCall",
+        "managementEvent": true,
+        "recipientAccountId": ACCOUNT,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        record[k] = v.clone();
+    }
+    record
+}
+
+fn uuid_like(time: DateTime<Utc>, name: &str, ip: &str) -> String {
+    let hash = xxhash_rust::xxh3::xxh3_128(format!("{time}{name}{ip}").as_bytes());
+    let hex = format!("{hash:032x}");
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+fn iam_user(name: &str, key: &str, console: bool) -> Value {
+    let mut identity = json!({
+        "type": "IAMUser", "principalId": format!("AIDA{}", name.to_uppercase()), "arn": user_arn(name),
+        "accountId": ACCOUNT, "accessKeyId": key, "userName": name,
+    });
+    if console {
+        identity["sessionContext"] =
+            json!({"attributes": {"creationDate": DAY, "mfaAuthenticated": "false"}, "sessionIssuer": {}});
+    }
+    identity
+}
+
+fn console(time: DateTime<Utc>, user: &str, ip: &str, mfa: bool) -> Value {
+    let identity = json!({"type": "IAMUser", "principalId": format!("AIDA{}", user.to_uppercase()),
+                          "arn": user_arn(user), "accountId": ACCOUNT, "userName": user});
+    event(
+        time,
+        "ConsoleLogin",
+        "signin.amazonaws.com",
+        identity,
+        ip,
+        json!({"eventType": "AwsConsoleSignIn", "readOnly": false, "responseElements": {"ConsoleLogin": "Success"},
+               "additionalEventData": {"MFAUsed": if mfa { "Yes" } else { "No" }, "MobileVersion": "No"}}),
+    )
+}
+
+/// A call made from the console (a temporary key of the user's own session,
+/// `sessionCredentialFromConsole`).
+fn console_call(time: DateTime<Utc>, user: &str, ip: &str, name: &str, source: &str, extra: Value) -> Value {
+    let key = format!("ASIACONSOLE{:0>9}", user.to_uppercase());
+    let mut record = event(time, name, source, iam_user(user, &key, true), ip, extra);
+    record["sessionCredentialFromConsole"] = json!("true");
+    record
+}
+
+fn intrusion_a_start() -> Vec<Value> {
+    let iam = "iam.amazonaws.com";
+    vec![
+        console(hours(9), "alice", A_LOGIN_IP, false),
+        console_call(
+            hours(9) + Duration::minutes(5),
+            "alice",
+            A_LOGIN_IP,
+            "CreateUser",
+            iam,
+            json!({"readOnly": false, "requestParameters": {"userName": "svc-backup"},
+                   "responseElements": {"user": {"userName": "svc-backup", "arn": user_arn("svc-backup")}}}),
+        ),
+        console_call(
+            hours(9) + Duration::minutes(6),
+            "alice",
+            A_LOGIN_IP,
+            "CreateAccessKey",
+            iam,
+            json!({"readOnly": false, "requestParameters": {"userName": "svc-backup"},
+                   "responseElements": {"accessKey": {"accessKeyId": BACKDOOR_KEY, "status": "Active",
+                                                      "userName": "svc-backup"}}}),
+        ),
+        console_call(
+            hours(9) + Duration::minutes(10),
+            "alice",
+            A_LOGIN_IP,
+            "AssociateIamInstanceProfile",
+            "ec2.amazonaws.com",
+            json!({"readOnly": false,
+                   "requestParameters": {"AssociateIamInstanceProfileRequest": {"InstanceId": A_INSTANCE,
+                       "IamInstanceProfile": {"Name": "ssm-admin"}}},
+                   "responseElements": {"AssociateIamInstanceProfileResponse": {"iamInstanceProfileAssociation": {
+                       "associationId": "iip-assoc-0aaa", "instanceId": A_INSTANCE, "state": "associating"}}}}),
+        ),
+        console_call(
+            hours(9) + Duration::minutes(12),
+            "alice",
+            A_LOGIN_IP,
+            "AuthorizeSecurityGroupIngress",
+            "ec2.amazonaws.com",
+            json!({"readOnly": false,
+                   "requestParameters": {"groupId": "sg-0aaaa1111", "ipPermissions": {"items": [{
+                       "ipProtocol": "tcp", "fromPort": 22, "toPort": 22,
+                       "ipRanges": {"items": [{"cidrIp": format!("{A_LOGIN_IP}/32")}]}}]}},
+                   "responseElements": {"_return": true}}),
+        ),
+    ]
+}
+
+/// The backdoor key used two hours later from another address, and the flow log of the
+/// instance sending 2 GB to the login's network.
+fn intrusion_a_later() -> (Vec<Value>, String) {
+    let events = vec![event(
+        hours(11),
+        "StopLogging",
+        "cloudtrail.amazonaws.com",
+        iam_user("svc-backup", BACKDOOR_KEY, false),
+        A_BACKDOOR_IP,
+        json!({"readOnly": false, "requestParameters": {"name": format!("arn:aws:cloudtrail:us-east-1:{ACCOUNT}:trail/main")}}),
+    )];
+    let mut flows = String::from(
+        "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status vpc-id subnet-id instance-id\n",
+    );
+    for i in 0..4 {
+        let start = hours(12) + Duration::minutes(10 * i);
+        flows.push_str(&format!(
+            "5 {ACCOUNT} {A_ENI} 10.0.1.25 {A_EXFIL_IP} 44321 443 6 400000 600000000 {} {} ACCEPT OK vpc-0a1 subnet-0a1 {A_INSTANCE}\n",
+            start.timestamp(),
+            (start + Duration::minutes(9)).timestamp()
+        ));
+    }
+    (events, flows)
+}
+
+fn intrusion_b() -> Vec<Value> {
+    let role_session = format!("arn:aws:sts::{ACCOUNT}:assumed-role/ops/pwn");
+    let assumed = json!({
+        "type": "AssumedRole", "principalId": "AROAOPS:pwn", "arn": role_session, "accountId": ACCOUNT,
+        "accessKeyId": B_ROLE_KEY,
+        "sessionContext": {"sessionIssuer": {"type": "Role", "principalId": "AROAOPS",
+            "arn": format!("arn:aws:iam::{ACCOUNT}:role/ops"), "accountId": ACCOUNT, "userName": "ops"},
+            "attributes": {"creationDate": DAY, "mfaAuthenticated": "false"}},
+    });
+    vec![
+        event(
+            hours(14),
+            "AttachRolePolicy",
+            "iam.amazonaws.com",
+            iam_user("bob", "AKIAFAKEBOBKEY000001", false),
+            B_IP,
+            json!({"readOnly": false, "requestParameters": {"roleName": "ops",
+                   "policyArn": "arn:aws:iam::aws:policy/AdministratorAccess"}}),
+        ),
+        event(
+            hours(14) + Duration::minutes(2),
+            "AssumeRole",
+            "sts.amazonaws.com",
+            iam_user("bob", "AKIAFAKEBOBKEY000001", false),
+            B_IP,
+            json!({"readOnly": false,
+                   "requestParameters": {"roleArn": format!("arn:aws:iam::{ACCOUNT}:role/ops"), "roleSessionName": "pwn"},
+                   "responseElements": {"credentials": {"accessKeyId": B_ROLE_KEY, "expiration": "Mar 10, 2026, 3:02:00 PM",
+                                                        "sessionToken": "IQoJb3JpZ2luX2VjEXAMPLE"},
+                                        "assumedRoleUser": {"assumedRoleId": "AROAOPS:pwn", "arn": role_session}}}),
+        ),
+        event(
+            hours(14) + Duration::minutes(45),
+            "DeleteDetector",
+            "guardduty.amazonaws.com",
+            assumed.clone(),
+            B_SECOND_IP,
+            json!({"readOnly": false, "requestParameters": {"detectorId": "12abc34d567e8fa901bc2d34e56789f0"}}),
+        ),
+        event(
+            hours(14) + Duration::minutes(50),
+            "StartSession",
+            "ssm.amazonaws.com",
+            assumed,
+            B_SECOND_IP,
+            json!({"readOnly": false, "requestParameters": {"target": "i-0bbbb3333cccc4444"},
+                   "responseElements": {"sessionId": "pwn-0b1c2d3e4f", "streamUrl": "wss://ssmmessages.us-east-1.amazonaws.com/v1/data-channel/pwn-0b1c2d3e4f"}}),
+        ),
+    ]
+}
+
+/// Three weeks of benign work from the office, and an administrator who creates a deploy user
+/// and its key (alert-worthy, but no intrusion).
+fn benign() -> Vec<Value> {
+    let mut events = Vec::new();
+    for day in -14..7 {
+        let morning = hours(24 * day + 8);
+        for user in ["carol", "dave"] {
+            events.push(console(morning, user, OFFICE_IP, true));
+            for (i, name) in ["DescribeInstances", "DescribeSecurityGroups", "ListBuckets", "GetCallerIdentity"]
+                .into_iter()
+                .enumerate()
+            {
+                let mut record = console_call(
+                    morning + Duration::minutes(5 + i as i64),
+                    user,
+                    OFFICE_IP,
+                    name,
+                    "ec2.amazonaws.com",
+                    json!({}),
+                );
+                record["userIdentity"]["sessionContext"]["attributes"]["mfaAuthenticated"] = json!("true");
+                events.push(record);
+            }
+        }
+    }
+    let iam = "iam.amazonaws.com";
+    let when = hours(24 + 10);
+    events.push(console(when, "erin", OFFICE_IP, true));
+    events.push(console_call(
+        when + Duration::minutes(3),
+        "erin",
+        OFFICE_IP,
+        "CreateUser",
+        iam,
+        json!({"readOnly": false, "requestParameters": {"userName": "deploy-bot"}}),
+    ));
+    events.push(console_call(
+        when + Duration::minutes(4),
+        "erin",
+        OFFICE_IP,
+        "CreateAccessKey",
+        iam,
+        json!({"readOnly": false, "requestParameters": {"userName": "deploy-bot"},
+               "responseElements": {"accessKey": {"accessKeyId": "AKIAFAKEDEPLOYBOT001", "userName": "deploy-bot"}}}),
+    ));
+    events
+}
+
+fn write_trail(dir: &Path, name: &str, records: Vec<Value>) -> PathBuf {
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_vec(&json!({"Records": records})).unwrap()).unwrap();
+    path
+}
+
+fn import(db: &TestDb, paths: &[&Path]) {
+    let (code, summary) = db.import_json(paths);
+    assert_eq!(code, 0, "{summary}");
+}
+
+/// Alert ids grouped by the incident they are linked to.
+async fn incidents_of_alerts(db: &TestDb) -> BTreeMap<String, BTreeSet<String>> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT incident_id, alert_id::text FROM alerts WHERE incident_id IS NOT NULL")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (incident, alert) in rows {
+        groups.entry(incident).or_default().insert(alert);
+    }
+    groups
+}
+
+/// The alerts raised on events from these addresses, and the flow alert to `flow_to`.
+async fn alerts_from(db: &TestDb, addresses: &[&str]) -> BTreeSet<String> {
+    let addresses: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+    sqlx::query_scalar("SELECT alert_id::text FROM alerts WHERE host(source_ip) = ANY($1)")
+        .bind(&addresses)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+async fn policies_of(db: &TestDb, alerts: &BTreeSet<String>) -> BTreeSet<String> {
+    let ids: Vec<String> = alerts.iter().cloned().collect();
+    sqlx::query_scalar("SELECT policy_id FROM alerts WHERE alert_id::text = ANY($1)")
+        .bind(&ids)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+fn write_all(dir: &Path) -> Vec<PathBuf> {
+    let (later, flows) = intrusion_a_later();
+    let flow_path = dir.join("flows.log");
+    std::fs::write(&flow_path, flows).unwrap();
+    vec![
+        write_trail(dir, "benign", benign()),
+        write_trail(dir, "a-start", intrusion_a_start()),
+        write_trail(dir, "a-later", later),
+        flow_path,
+        write_trail(dir, "b", intrusion_b()),
+    ]
+}
+
+#[tokio::test]
+async fn each_intrusion_is_one_incident_with_all_its_alerts() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_all(dir.path());
+    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    import(&db, &refs);
+
+    let a_alerts = alerts_from(&db, &[A_LOGIN_IP, A_BACKDOOR_IP, A_EXFIL_IP]).await;
+    let b_alerts = alerts_from(&db, &[B_IP, B_SECOND_IP]).await;
+    let benign_alerts = alerts_from(&db, &[OFFICE_IP]).await;
+    let a_policies = policies_of(&db, &a_alerts).await;
+    for policy in ["aws-console-login-without-mfa", "aws-flow-exfiltration-volume", "aws-cloudtrail-logging-disabled"] {
+        assert!(a_policies.iter().any(|p| p == policy), "intrusion A raised {policy}: {a_policies:?}");
+    }
+    assert!(b_alerts.len() >= 3, "intrusion B: the policy, GuardDuty and SSM alerts: {b_alerts:?}");
+    assert!(!benign_alerts.is_empty(), "the administrator's new user and key raise alerts");
+
+    let groups = incidents_of_alerts(&db).await;
+    let holding = |alerts: &BTreeSet<String>| -> BTreeSet<String> {
+        groups.iter().filter(|(_, members)| !members.is_disjoint(alerts)).map(|(id, _)| id.clone()).collect()
+    };
+    let (a_incidents, b_incidents) = (holding(&a_alerts), holding(&b_alerts));
+    assert_eq!(a_incidents.len(), 1, "intrusion A is one incident: {groups:#?}");
+    assert_eq!(b_incidents.len(), 1, "intrusion B is one incident: {groups:#?}");
+    let a_id = a_incidents.first().unwrap();
+    let b_id = b_incidents.first().unwrap();
+    assert_eq!(&groups[a_id], &a_alerts, "A's incident holds exactly A's alerts (the flow alert among them)");
+    assert_eq!(&groups[b_id], &b_alerts, "B's incident holds exactly B's alerts");
+    assert!(holding(&benign_alerts).is_disjoint(&[a_id.clone(), b_id.clone()].into()));
+
+    // Listed as incidents, with the tactic chain in time order and why each alert joined.
+    let listed = incident_pages::incidents(&db.pool, &IncidentFilter::default(), None, 50).await.unwrap();
+    let a = listed.iter().find(|e| &e.incident.id == a_id).expect("A is listed");
+    assert_eq!(a.alert_count as usize, a_alerts.len());
+    assert_eq!(a.incident.tactics.first().map(|t| t.name.as_str()), Some("Initial Access"), "{:?}", a.incident.tactics);
+    assert!(a.incident.tactics.iter().any(|t| t.name == "Exfiltration"), "{:?}", a.incident.tactics);
+    let reasons: Vec<&str> = a.incident.timeline.iter().filter_map(|s| s.link_reason.as_deref()).collect();
+    assert!(
+        reasons.iter().any(|r| r.starts_with("access key AKIAFAKEBACKDOOR0001") || r.contains("svc-backup")),
+        "the backdoor's use joined through the key or user the intrusion created: {reasons:?}"
+    );
+    let b = listed.iter().find(|e| &e.incident.id == b_id).expect("B is listed");
+    assert_eq!(b.incident.severity, *b.incident.timeline.iter().map(|s| &s.severity).max().unwrap());
+
+    // Re-running detection over everything changes no incident.
+    let policies = skywarden::detect::PolicySet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"));
+    let epoch = DateTime::<Utc>::from_timestamp(0, 0).unwrap();
+    skywarden::detect::runner::run(&db.pool, &policies, skywarden::detect::runner::Scope::EventsSince(epoch))
+        .await
+        .unwrap();
+    assert_eq!(incidents_of_alerts(&db).await, groups, "re-running detection splits or moves nothing");
+    let count = db.count("SELECT count(*) FROM incidents").await;
+    assert_eq!(count as usize, groups.len(), "and opens no incident");
+}
+
+#[tokio::test]
+async fn older_data_imported_later_merges_into_one_incident() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (later, flows) = intrusion_a_later();
+    let flow_path = dir.path().join("flows.log");
+    std::fs::write(&flow_path, flows).unwrap();
+    let later_path = write_trail(dir.path(), "a-later", later);
+    import(&db, &[&later_path, &flow_path]);
+    let before = incidents_of_alerts(&db).await;
+    assert_eq!(before.len(), 2, "alone, the backdoor's use and the exfiltration tie to nothing: {before:#?}");
+    let early = before.keys().cloned().collect::<Vec<_>>();
+
+    // An analyst starts on one of them; then the intrusion's start arrives.
+    let update = IncidentUpdate { status: Some(IncidentStatus::Investigating), owner: None };
+    assert!(incident_pages::update(&db.pool, &early[0], &update, "test", "looking").await.unwrap());
+    let start_path = write_trail(dir.path(), "a-start", intrusion_a_start());
+    import(&db, &[&start_path]);
+
+    let after = incidents_of_alerts(&db).await;
+    assert_eq!(after.len(), 1, "one incident once the start is known: {after:#?}");
+    let (survivor, members) = after.into_iter().next().unwrap();
+    let all = alerts_from(&db, &[A_LOGIN_IP, A_BACKDOOR_IP, A_EXFIL_IP]).await;
+    assert_eq!(members, all);
+    // The survivor is an id the analyst already had (ids shown never change), the status they
+    // set is kept, and an import in time order groups the same alerts.
+    assert!(early.contains(&survivor), "{survivor} is one of {early:?}");
+    let in_order = {
+        let db = TestDb::new().await;
+        import(&db, &[&start_path, &later_path, &flow_path]);
+        incidents_of_alerts(&db).await.into_values().collect::<Vec<_>>()
+    };
+    assert_eq!(in_order, [members]);
+    // The earlier ids still answer, pointing at the survivor, and say so in their history.
+    for id in early.iter().filter(|id| **id != survivor) {
+        assert_eq!(incident_pages::resolve_id(&db.pool, id).await.unwrap().as_deref(), Some(survivor.as_str()));
+        let history = incident_pages::history(&db.pool, id).await.unwrap();
+        assert!(history.iter().any(|c| c.field == "merged_into" && c.new_value.as_deref() == Some(&survivor)));
+    }
+}
+
+#[tokio::test]
+async fn a_closed_incident_reopens_when_the_intrusion_goes_on() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let start_path = write_trail(dir.path(), "a-start", intrusion_a_start());
+    import(&db, &[&start_path]);
+    let id = incidents_of_alerts(&db).await.into_keys().next().unwrap();
+    let (_, _) = skywarden::auth::create(&db.pool, "x", skywarden::auth::Role::Viewer).await.unwrap();
+    skywarden::auth::users::create(&db.pool, "maria", "a long enough password", skywarden::auth::Role::Analyst)
+        .await
+        .unwrap();
+    let unknown = IncidentUpdate { status: None, owner: Some(Some("nobody".into())) };
+    assert!(incident_pages::update(&db.pool, &id, &unknown, "test", "assign").await.is_err(), "owners are users");
+    let resolve = IncidentUpdate { status: Some(IncidentStatus::Resolved), owner: Some(Some("maria".into())) };
+    assert!(incident_pages::update(&db.pool, &id, &resolve, "cli:maria", "key rotated").await.unwrap());
+
+    let (later, _) = intrusion_a_later();
+    let later_path = write_trail(dir.path(), "a-later", later);
+    import(&db, &[&later_path]);
+    let entry =
+        incident_pages::incidents(&db.pool, &IncidentFilter { id: Some(id.clone()), open_only: false }, None, 1)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+    assert_eq!(entry.incident.status, IncidentStatus::Open, "the backdoor's use reopens it");
+    assert_eq!(entry.incident.owner.as_deref(), Some("maria"));
+    let history = incident_pages::history(&db.pool, &id).await.unwrap();
+    let fields: Vec<(&str, &str, Option<&str>)> =
+        history.iter().map(|c| (c.actor.as_str(), c.field.as_str(), c.new_value.as_deref())).collect();
+    assert_eq!(
+        fields,
+        [
+            ("cli:maria", "status", Some("resolved")),
+            ("cli:maria", "owner", Some("maria")),
+            ("skywarden", "status", Some("open"))
+        ]
+    );
+}
