@@ -13,7 +13,12 @@ FROM node:20-bookworm-slim AS geoip
 WORKDIR /geoip
 RUN npm pack --silent @ip-location-db/geo-whois-asn-country-mmdb > name.txt \
     && tar -xzf "$(cat name.txt)" \
-    && cp package/geo-whois-asn-country.mmdb package/NRO_LICENSE /geoip/
+    && cp package/geo-whois-asn-country.mmdb package/NRO_LICENSE /geoip/ \
+    && rm -rf package \
+    && npm pack --silent @ip-location-db/asn > asn-name.txt \
+    && tar -xzf "$(cat asn-name.txt)" \
+    && cp package/asn-ipv4.csv package/asn-ipv6.csv package/ROUTEVIEWS-LICENSE package/DBIP-LICENSE /geoip/ \
+    && rm -rf package ./*.tgz name.txt asn-name.txt
 
 FROM debian:bookworm-slim
 # curl for the health check. A fixed numeric user, so orchestrators can tell it is not root.
@@ -28,7 +33,7 @@ COPY --from=geoip /geoip/ /usr/share/skywarden/geoip/
 # keep it on a volume.
 ENV SKYWARDEN_LISTEN=0.0.0.0:8080 \
     SKYWARDEN_DATA_DIR=/var/lib/skywarden \
-    SKYWARDEN_GEOIP=/usr/share/skywarden/geoip/geo-whois-asn-country.mmdb
+    SKYWARDEN_GEOIP=/usr/share/skywarden/geoip/geo-whois-asn-country.mmdb,/usr/share/skywarden/geoip/asn-ipv4.csv,/usr/share/skywarden/geoip/asn-ipv6.csv
 USER 10001:10001
 WORKDIR /var/lib/skywarden
 EXPOSE 8080

@@ -13,6 +13,11 @@ export SQLX_OFFLINE := true
 CACHE_DIR := .cache
 GEOIP_PACKAGE := @ip-location-db/geo-whois-asn-country-mmdb
 GEOIP_DB := $(CACHE_DIR)/geoip/geo-whois-asn-country.mmdb
+# AS numbers and organisations (CC BY 4.0: RouteViews, DB-IP), as ip-location-db's CSV tables.
+GEOIP_ASN_PACKAGE := @ip-location-db/asn
+GEOIP_ASN_V4 := $(CACHE_DIR)/geoip/asn-ipv4.csv
+GEOIP_ASN_V6 := $(CACHE_DIR)/geoip/asn-ipv6.csv
+GEOIP_ALL := $(GEOIP_DB),$(GEOIP_ASN_V4),$(GEOIP_ASN_V6)
 DEMO_DATA_DIR ?= $(if $(filter 0,$(shell id -u)),/var/lib/skywarden-demo,$(HOME)/.local/share/skywarden-demo)
 TEST_PG_DIR ?= $(or $(TMPDIR),/tmp)/skywarden-make-test-$(shell id -u)
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
@@ -37,7 +42,7 @@ OCSF_SCHEMA_SPEC := 'ocsf-json-schema>=1.2,<2' 'jsonschema-rs>=0.20,<1'
 MOTO_BIN = $(shell command -v moto_server 2>/dev/null || echo $(TEST_VENV)/bin/moto_server)
 SCHEMATHESIS_BIN = $(shell command -v schemathesis 2>/dev/null || echo $(TEST_VENV)/bin/schemathesis)
 # The CloudFormation templates users deploy; cfn-lint checks each in make test.
-CFN_TEMPLATES := deploy/skywarden-readonly-role.yaml deploy/skywarden-readonly-stackset.yaml
+CFN_TEMPLATES := deploy/skywarden-readonly-role.yaml deploy/skywarden-readonly-stackset.yaml deploy/skywarden-responder-role.yaml
 CFN_LINT_BIN = $(shell command -v cfn-lint 2>/dev/null || echo $(TEST_VENV)/bin/cfn-lint)
 SMTP_PYTHON = $(shell python3 -c 'import aiosmtpd' 2>/dev/null && command -v python3 || echo $(TEST_VENV)/bin/python)
 # axe-core (from the npm registry) for the dashboard's accessibility test, which injects it into
@@ -59,8 +64,18 @@ $(GEOIP_DB):
 	cp $(CACHE_DIR)/geoip/pkg/package/geo-whois-asn-country.mmdb $(GEOIP_DB)
 	cp $(CACHE_DIR)/geoip/pkg/package/NRO_LICENSE $(CACHE_DIR)/geoip/
 
+# The default ASN tables, beside the country database.
+geoip: $(GEOIP_ASN_V4)
+$(GEOIP_ASN_V4):
+	mkdir -p $(CACHE_DIR)/geoip/asn-pkg
+	(cd $(CACHE_DIR)/geoip && npm pack --silent $(GEOIP_ASN_PACKAGE) > asn-package-name.txt)
+	tar -xzf $(CACHE_DIR)/geoip/$$(tail -n 1 $(CACHE_DIR)/geoip/asn-package-name.txt) -C $(CACHE_DIR)/geoip/asn-pkg
+	cp $(CACHE_DIR)/geoip/asn-pkg/package/asn-ipv6.csv $(GEOIP_ASN_V6)
+	cp $(CACHE_DIR)/geoip/asn-pkg/package/ROUTEVIEWS-LICENSE $(CACHE_DIR)/geoip/asn-pkg/package/DBIP-LICENSE $(CACHE_DIR)/geoip/
+	cp $(CACHE_DIR)/geoip/asn-pkg/package/asn-ipv4.csv $(GEOIP_ASN_V4)
+
 demo: build geoip
-	$(BIN) --data-dir $(DEMO_DATA_DIR) demo --samples samples/incident --geoip $(GEOIP_DB)
+	$(BIN) --data-dir $(DEMO_DATA_DIR) demo --samples samples/incident --geoip $(GEOIP_ALL)
 
 test-tools:
 	if ! command -v moto_server >/dev/null 2>&1 && [ ! -x $(TEST_VENV)/bin/moto_server ]; then

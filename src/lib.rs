@@ -39,6 +39,9 @@ pub mod policy_files;
 #[cfg(feature = "aws")]
 pub mod pollers;
 pub mod posture;
+pub mod report;
+#[cfg(feature = "aws")]
+pub mod respond;
 pub mod search;
 pub mod supervise;
 pub mod telemetry;

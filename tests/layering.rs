@@ -27,6 +27,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("detect", &["alerts", "db", "geo", "ingest", "model", "net", "notify", "policy_files"]),
     ("posture", &["alerts", "db", "inventory", "model", "notify", "policy_files", "supervise"]),
     ("search", &["db", "geo", "model", "net"]),
+    // Incident reports (HTML, OCSF): read alerts, render, write nothing.
+    ("report", &["alerts", "geo", "model", "notify"]),
     // Fuzz target bodies (fuzz/ and tests/fuzz_corpus.rs): the readers of outside input.
     ("fuzzing", &["detect", "geo", "ingest", "inventory", "policy_files", "posture"]),
     (
@@ -48,6 +50,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("demo", &["alerts", "db", "model"]),
+    // Containment actions through the responder role; on top, beside http and the CLI.
+    ("respond", &["accounts", "alerts", "auth", "aws", "db", "inventory", "model"]),
     (
         "http",
         &[
@@ -66,6 +70,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "policy_files",
             "pollers",
             "posture",
+            "report",
+            "respond",
             "search",
         ],
     ),

@@ -17,6 +17,7 @@ pub mod intervals;
 pub mod log_archive;
 pub mod organization;
 pub mod regions;
+pub mod responder;
 pub mod schedule;
 
 pub use intervals::PollIntervals;
@@ -81,6 +82,13 @@ pub struct LogSources {
     /// SQS queue announcing new flow log files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow_queue_url: Option<String>,
+    /// Import GuardDuty findings of every polled region as alerts (`pollers::findings`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub guardduty_findings: bool,
+    /// Import Security Hub findings of every polled region as alerts; with GuardDuty's own
+    /// import on too, the GuardDuty findings Security Hub relays are left out (read once).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub security_hub_findings: bool,
 }
 
 /// What a user gives to onboard an account.
@@ -182,8 +190,8 @@ fn validate_queue_url(url: &str) -> Result<(), AccountError> {
     }
 }
 
-/// The queue URLs a change sets (a string) or removes (null), as a JSON object to merge into
-/// the account's sources; none when it changes neither.
+/// The queue URLs a change sets (a string) or removes (null), and the findings imports it turns
+/// on or off, as a JSON object to merge into the account's sources; none when it changes none.
 fn queue_changes(change: &AccountChange) -> Result<Option<serde_json::Value>, AccountError> {
     let mut merged = serde_json::Map::new();
     for (name, url) in [("trail_queue_url", &change.trail_queue_url), ("flow_queue_url", &change.flow_queue_url)] {
@@ -196,6 +204,14 @@ fn queue_changes(change: &AccountChange) -> Result<Option<serde_json::Value>, Ac
                 validate_queue_url(url)?;
                 merged.insert(name.to_owned(), url.into());
             }
+        }
+    }
+    // Findings imports: on is stored, off is removed (the default).
+    let findings =
+        [("guardduty_findings", change.guardduty_findings), ("security_hub_findings", change.security_hub_findings)];
+    for (name, on) in findings {
+        if let Some(on) = on {
+            merged.insert(name.to_owned(), if on { true.into() } else { serde_json::Value::Null });
         }
     }
     Ok((!merged.is_empty()).then_some(serde_json::Value::Object(merged)))
@@ -274,6 +290,9 @@ impl Account {
             for (source, target) in self.log_targets(region) {
                 specs.push(spec(region, source, target));
             }
+            for (source, target) in self.findings_targets() {
+                specs.push(spec(region, source, target));
+            }
         }
         if let Some(region) = self.global_events_job_region() {
             specs.push(spec(region, Source::CloudTrailLookup, GLOBAL_SERVICES_TARGET.to_owned()));
@@ -289,6 +308,19 @@ impl Account {
             }
         }
         specs
+    }
+
+    /// The findings imports of each polled region (see `pollers::findings` for the targets).
+    fn findings_targets(&self) -> Vec<(Source, String)> {
+        let mut targets = Vec::new();
+        if self.sources.guardduty_findings {
+            targets.push((Source::GuardDutyFindings, String::new()));
+        }
+        if self.sources.security_hub_findings {
+            let target = if self.sources.guardduty_findings { schedule::WITHOUT_GUARDDUTY_TARGET } else { "" };
+            targets.push((Source::SecurityHubFindings, target.to_owned()));
+        }
+        targets
     }
 
     /// The trail files, flow-log files and log groups of one region.
@@ -649,6 +681,10 @@ pub struct AccountChange {
     pub trail_queue_url: Option<String>,
     /// The queue announcing flow log files; `Some("")` removes it.
     pub flow_queue_url: Option<String>,
+    /// Turns the GuardDuty findings import on or off.
+    pub guardduty_findings: Option<bool>,
+    /// Turns the Security Hub findings import on or off.
+    pub security_hub_findings: Option<bool>,
 }
 
 /// Changes an onboarded account's regions or intervals, and its jobs to match (jobs no longer

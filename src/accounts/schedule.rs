@@ -30,14 +30,22 @@ pub enum Source {
     /// A central log archive's trail files: every member's, read once, each event stored under
     /// its own account.
     CloudTrailArchive,
+    /// GuardDuty findings of one region (`pollers::findings`), imported as alerts.
+    GuardDutyFindings,
+    /// Security Hub findings (ASFF) of one region, imported as alerts.
+    SecurityHubFindings,
 }
+
+/// The target of a Security Hub findings job that leaves out the GuardDuty findings Security Hub
+/// relays, because the account imports them from GuardDuty itself.
+pub const WITHOUT_GUARDDUTY_TARGET: &str = "without-guardduty";
 
 /// The target of the LookupEvents job in the global-events region when the account does not
 /// poll that region: it keeps only the events of global services (IAM, STS, sign-in, ...).
 pub const GLOBAL_SERVICES_TARGET: &str = "global-services";
 
 impl Source {
-    pub const ALL: [Source; 10] = [
+    pub const ALL: [Source; 12] = [
         Source::CloudTrailLookup,
         Source::CloudTrailS3,
         Source::FlowLogsS3,
@@ -48,6 +56,8 @@ impl Source {
         Source::FlowLogsSqs,
         Source::Organization,
         Source::CloudTrailArchive,
+        Source::GuardDutyFindings,
+        Source::SecurityHubFindings,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +72,8 @@ impl Source {
             Source::FlowLogsSqs => "flowlogs-sqs",
             Source::Organization => "organization",
             Source::CloudTrailArchive => "cloudtrail-archive",
+            Source::GuardDutyFindings => "guardduty-findings",
+            Source::SecurityHubFindings => "securityhub-findings",
         }
     }
 
@@ -76,7 +88,9 @@ impl Source {
             | Source::CloudTrailS3
             | Source::FlowLogsS3
             | Source::FlowLogsCloudWatch
-            | Source::CloudTrailArchive => 300,
+            | Source::CloudTrailArchive
+            | Source::GuardDutyFindings
+            | Source::SecurityHubFindings => 300,
             Source::ConfigSnapshot => 900,
             // Regions are enabled rarely, and a new one is caught within a day.
             // Accounts join and leave an organization rarely; a new one is caught within a day.

@@ -41,7 +41,10 @@ mod tests {
         let mut files = Vec::new();
         rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
         let mut called = BTreeSet::new();
-        for file in files {
+        // The responder's writes are the responder role's (its own template and test), never the
+        // read-only role's.
+        let responder = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/respond");
+        for file in files.into_iter().filter(|f| !f.starts_with(&responder)) {
             let source = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             for piece in source.split("from_sdk(\"").skip(1) {
                 let action = piece.split('"').next().unwrap_or_default();

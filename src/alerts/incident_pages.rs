@@ -56,18 +56,31 @@ pub struct TacticStep {
     pub first_seen: DateTime<Utc>,
 }
 
-/// The tactics of a timeline (in time order), each once, in the order first reached.
+/// ATT&CK Enterprise tactics in kill-chain order: how tactics first reached at the same time
+/// are ordered.
+const KILL_CHAIN: [&str; 14] = [
+    "TA0043", "TA0042", "TA0001", "TA0002", "TA0003", "TA0004", "TA0005", "TA0006", "TA0007", "TA0008", "TA0009",
+    "TA0011", "TA0010", "TA0040",
+];
+
+/// The tactics of a timeline, each once, in the order first reached (ties in kill-chain order).
 pub fn tactic_chain(timeline: &[IncidentStep]) -> Vec<TacticStep> {
     let mut chain: Vec<TacticStep> = Vec::new();
     for step in timeline {
         for label in &step.mitre {
             let id = label.split('/').next().unwrap_or_default();
-            if id.starts_with("TA") && !chain.iter().any(|t| t.id == id) {
-                let name = tactic_name(id).unwrap_or(id).to_string();
-                chain.push(TacticStep { id: id.to_string(), name, first_seen: step.time });
+            match chain.iter_mut().find(|t| t.id == id) {
+                Some(seen) => seen.first_seen = seen.first_seen.min(step.time),
+                None if id.starts_with("TA") => {
+                    let name = tactic_name(id).unwrap_or(id).to_string();
+                    chain.push(TacticStep { id: id.to_string(), name, first_seen: step.time });
+                }
+                None => {}
             }
         }
     }
+    let rank = |id: &str| KILL_CHAIN.iter().position(|t| *t == id).unwrap_or(KILL_CHAIN.len());
+    chain.sort_by_key(|t| (t.first_seen, rank(&t.id)));
     chain
 }
 
@@ -331,7 +344,7 @@ mod tests {
     fn tactics_chain_in_the_order_first_reached() {
         let timeline = [
             step(1, &["TA0001/T1078.004"]),
-            step(2, &["TA0003/T1098", "TA0004/T1098"]),
+            step(2, &["TA0004/T1098", "TA0003/T1098"]),
             step(3, &["TA0001/T1078"]),
             step(4, &["T1560"]),
             step(5, &["TA0010/T1537"]),

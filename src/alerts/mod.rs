@@ -10,6 +10,7 @@
 //! ties alerts together); [`incident_pages`] reads incidents and applies analysts' changes.
 
 pub mod incident_pages;
+pub mod incident_story;
 pub mod incidents;
 pub mod investigate;
 pub mod link_keys;

@@ -37,10 +37,12 @@ pub enum Service {
     S3,
     Logs,
     Organizations,
+    GuardDuty,
+    SecurityHub,
 }
 
 impl Service {
-    pub const ALL: [Service; 7] = [
+    pub const ALL: [Service; 9] = [
         Service::Sts,
         Service::CloudTrail,
         Service::Ec2,
@@ -48,6 +50,8 @@ impl Service {
         Service::S3,
         Service::Logs,
         Service::Organizations,
+        Service::GuardDuty,
+        Service::SecurityHub,
     ];
 
     /// The suffix of its endpoint variable, as in the AWS SDKs' `AWS_ENDPOINT_URL_<SERVICE>`.
@@ -60,6 +64,8 @@ impl Service {
             Service::S3 => "S3",
             Service::Logs => "CLOUDWATCH_LOGS",
             Service::Organizations => "ORGANIZATIONS",
+            Service::GuardDuty => "GUARDDUTY",
+            Service::SecurityHub => "SECURITYHUB",
         }
     }
 }
@@ -348,6 +354,22 @@ impl AccountSession {
             .region(Region::new(region.to_owned()))
             .endpoint_url(endpoint);
         aws_sdk_sqs::Client::from_conf(config.build())
+    }
+
+    pub fn guardduty(&self, region: &str) -> aws_sdk_guardduty::Client {
+        let mut config = aws_sdk_guardduty::config::Builder::from(&self.base).region(Region::new(region.to_owned()));
+        if let Some(url) = self.endpoint(Service::GuardDuty) {
+            config = config.endpoint_url(url);
+        }
+        aws_sdk_guardduty::Client::from_conf(config.build())
+    }
+
+    pub fn securityhub(&self, region: &str) -> aws_sdk_securityhub::Client {
+        let mut config = aws_sdk_securityhub::config::Builder::from(&self.base).region(Region::new(region.to_owned()));
+        if let Some(url) = self.endpoint(Service::SecurityHub) {
+            config = config.endpoint_url(url);
+        }
+        aws_sdk_securityhub::Client::from_conf(config.build())
     }
 
     /// Organizations is a global service: asked in the home region, its endpoint resolver

@@ -30,9 +30,53 @@ pub struct PolicyEvent {
     pub geo_latitude: Option<f64>,
     pub geo_longitude: Option<f64>,
     pub geo_asn: Option<i64>,
+    /// The rest of the source address's network context, stored at ingest.
+    pub network: SourceNetwork,
     /// `sessionCredentialFromConsole`, when known without parsing the raw event.
     pub console_session: Option<bool>,
     pub raw: RawJson,
+}
+
+/// What ingest knew of the source address's network besides its AS number: point-in-time
+/// facts, `None` where nothing loaded could say (see docs/network-context.md).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct SourceNetwork {
+    pub as_org: Option<String>,
+    pub is_tor: Option<bool>,
+    pub is_vpn: Option<bool>,
+    pub is_hosting: Option<bool>,
+    /// In AWS's published `ip-ranges.json` (when one was given).
+    pub is_aws: Option<bool>,
+}
+
+impl SourceNetwork {
+    pub fn from_geo(geo: Option<&GeoInfo>) -> Self {
+        Self {
+            as_org: geo.and_then(|g| g.as_org.clone()),
+            is_tor: geo.and_then(|g| g.is_tor),
+            is_vpn: geo.and_then(|g| g.is_vpn),
+            is_hosting: geo.and_then(|g| g.is_hosting),
+            is_aws: geo.and_then(|g| g.is_aws),
+        }
+    }
+
+    /// A Tor exit, VPN or hosting address.
+    pub fn is_anonymising(&self) -> bool {
+        [self.is_tor, self.is_vpn, self.is_hosting].contains(&Some(true))
+    }
+}
+
+/// The event fields policies can test that are no part of the raw CloudTrail record: the
+/// source address's network context, from the columns ingest filled. Sigma rules name them
+/// like any field (`source_is_tor: true`); `policies lint` knows them.
+pub const NETWORK_FIELDS: &[&str] =
+    &["source_asn", "source_as_org", "source_is_tor", "source_is_vpn", "source_is_hosting", "source_is_aws"];
+
+/// The value of a network field (`None`: unknown, or not a network field).
+pub enum NetworkValue<'a> {
+    Number(i64),
+    Text(&'a str),
+    Flag(bool),
 }
 
 /// The raw event as text, parsed into a JSON value only when a policy looks past the typed
@@ -95,9 +139,36 @@ impl PolicyEvent {
             geo_latitude: geo.and_then(|g| g.latitude),
             geo_longitude: geo.and_then(|g| g.longitude),
             geo_asn: geo.and_then(|g| g.asn.map(i64::from)),
+            network: SourceNetwork::from_geo(geo),
             console_session: Some(event.console_session),
             raw: RawJson::new(event.raw),
         }
+    }
+
+    /// One of [`NETWORK_FIELDS`].
+    pub fn network_field(&self, name: &str) -> Option<NetworkValue<'_>> {
+        let n = &self.network;
+        match name {
+            "source_asn" => self.geo_asn.map(NetworkValue::Number),
+            "source_as_org" => n.as_org.as_deref().map(NetworkValue::Text),
+            "source_is_tor" => n.is_tor.map(NetworkValue::Flag),
+            "source_is_vpn" => n.is_vpn.map(NetworkValue::Flag),
+            "source_is_hosting" => n.is_hosting.map(NetworkValue::Flag),
+            "source_is_aws" => n.is_aws.map(NetworkValue::Flag),
+            _ => None,
+        }
+    }
+
+    /// The network context alerts carry in their details (`None` when nothing is known).
+    pub fn network_details(&self) -> Option<serde_json::Value> {
+        let n = &self.network;
+        if self.geo_asn.is_none() && *n == SourceNetwork::default() {
+            return None;
+        }
+        Some(serde_json::json!({
+            "asn": self.geo_asn, "as_org": n.as_org, "is_tor": n.is_tor,
+            "is_vpn": n.is_vpn, "is_hosting": n.is_hosting, "is_aws": n.is_aws,
+        }))
     }
 
     /// The acting principal as the event names it: its ARN, else its user name.
@@ -133,5 +204,61 @@ impl PolicyEvent {
             (Some(key), false) if key.starts_with("ASIA") => Some(format!("key:{key}")),
             _ => Some(format!("{}|{}", self.principal()?, self.source_ip_text.as_deref()?)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::PolicySet;
+    use crate::policy_files::{Origin, PolicyFile, PolicyFiles};
+
+    const RULE: &str = "title: Console login from Tor or a hosting AS\nid: 7d0c1c52-2f77-4d1e-9a57-0c61a7b1f001\n\
+        name: test-network-fields\nlogsource: {product: aws, service: cloudtrail}\ndetection:\n  \
+        login: {eventName: ConsoleLogin}\n  tor: {source_is_tor: true}\n  hosting: {source_asn: [14061, 16276]}\n  \
+        org: {source_as_org|contains: 'Hosting'}\n  condition: login and (tor or hosting or org)\nlevel: high\n";
+
+    fn login(geo: GeoInfo) -> PolicyEvent {
+        let raw = r#"{"eventTime":"2026-11-12T05:00:00Z","eventSource":"signin.amazonaws.com","eventName":"ConsoleLogin",
+            "userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/alice","userName":"alice"},
+            "sourceIPAddress":"185.220.101.4","responseElements":{"ConsoleLogin":"Success"},"eventID":"e1"}"#;
+        PolicyEvent::from_parsed(CloudTrailEvent::parse(raw, None).unwrap(), Some(&geo))
+    }
+
+    fn matches(set: &PolicySet, geo: GeoInfo) -> bool {
+        set.sigma.evaluate(&login(geo), Some("test-network-fields")).len() == 1
+    }
+
+    #[test]
+    fn sigma_rules_read_the_network_fields() {
+        let mut top = PolicyFiles::default();
+        top.insert(PolicyFile::new("sigma/mine/network.yml", RULE.to_string(), Origin::Builtin));
+        let set = PolicySet::from_files(&PolicyFiles::builtin().overlay(top));
+        assert!(set.problems.is_empty(), "{:?}", set.problems);
+        assert!(matches(&set, GeoInfo { is_tor: Some(true), ..Default::default() }));
+        assert!(matches(&set, GeoInfo { asn: Some(14061), ..Default::default() }));
+        assert!(matches(
+            &set,
+            GeoInfo { asn: Some(1), as_org: Some("Example Hosting Ltd".into()), ..Default::default() }
+        ));
+        assert!(!matches(&set, GeoInfo { is_tor: Some(false), asn: Some(3320), ..Default::default() }));
+        assert!(!matches(&set, GeoInfo::default()), "unknown is no match");
+        // The fields are the columns', never the raw record's.
+        let lint = crate::detect::lint::object_fields(
+            set.sigma.rule_fields(),
+            &[login(GeoInfo::default()).raw.value().clone()],
+        );
+        assert!(lint.is_empty(), "{lint:?}");
+    }
+
+    #[test]
+    fn network_details_only_when_something_is_known() {
+        assert_eq!(login(GeoInfo::default()).network_details(), None);
+        let details =
+            login(GeoInfo { asn: Some(60729), is_tor: Some(true), ..Default::default() }).network_details().unwrap();
+        assert_eq!(
+            (details["asn"].as_i64(), details["is_tor"].as_bool(), details["is_vpn"].as_bool()),
+            (Some(60729), Some(true), None)
+        );
     }
 }

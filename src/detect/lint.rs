@@ -73,7 +73,8 @@ pub fn object_fields<'a>(rules: &[RuleFields], events: impl IntoIterator<Item = 
     let mut found: BTreeMap<(String, String), ObjectField> = BTreeMap::new();
     for event in events {
         for rule in rules.iter().filter(|rule| rule.applies_to(event)) {
-            for field in &rule.fields {
+            // The network fields come from columns, never from the record.
+            for field in rule.fields.iter().filter(|f| !super::event::NETWORK_FIELDS.contains(&f.as_str())) {
                 let key = (rule.policy_id.clone(), field.clone());
                 if found.contains_key(&key) || !at_path(event, field).is_some_and(Value::is_object) {
                     continue;

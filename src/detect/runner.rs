@@ -15,13 +15,14 @@ use std::net::IpAddr;
 use chrono::{DateTime, Duration, Utc};
 use futures_util::TryStreamExt;
 use serde::Serialize;
+use sqlx::types::ipnetwork::IpNetwork;
 use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::alerts::store::{self, AlertStoreError, RecordOutcome};
 use crate::detect::detectors::exfiltration::{self, HourlyVolume};
-use crate::detect::detectors::logins;
 use crate::detect::detectors::recon::{self, ReconBursts};
-use crate::detect::event::RawJson;
+use crate::detect::detectors::{self, logins, network};
+use crate::detect::event::{RawJson, SourceNetwork};
 use crate::detect::{PolicyEvent, PolicySet, health};
 use crate::model::Finding;
 
@@ -149,6 +150,7 @@ async fn evaluate_into(
     let scanned = scan_events(pool, policies, scope, only_policy, found).await?;
     summary.events_evaluated = scanned.events;
     found.add(api_activity_findings(pool, policies, &scanned.first_calls).await?).await?;
+    found.add(network_findings(pool, policies, &scanned.network).await?).await?;
     if let Some(span) = scanned.login_span {
         found.add(login_findings(pool, policies, span, only_policy, &mut summary).await?).await?;
     }
@@ -197,7 +199,8 @@ impl<'p> Found<'p> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let chunk = std::mem::take(&mut self.pending);
+        let mut chunk = std::mem::take(&mut self.pending);
+        attach_network(pool, &mut chunk).await?;
         let withdrawable = chunk.iter().filter(|f| WITHDRAWABLE_POLICIES.contains(&f.policy_id.as_str()));
         self.kept.extend(withdrawable.map(|f| (f.alert_id(), f.evidence_id.clone())));
         let outcome = crate::notify::outbox::record_alerts(pool, &chunk).await?;
@@ -218,6 +221,48 @@ struct EventScan {
     /// The first call of each principal from each country, for the API-activity baseline (only
     /// when that option is on).
     first_calls: Vec<PolicyEvent>,
+    network: NetworkCandidates,
+}
+
+/// Events the network detectors would alert on, pending what only the database knows (the
+/// account's own addresses, the principal's baseline).
+#[derive(Default)]
+struct NetworkCandidates {
+    /// The first use of each instance session from each address.
+    instance_credentials: Vec<PolicyEvent>,
+    /// The first call from an anonymising network of each principal (role sessions by role).
+    anonymizing: Vec<PolicyEvent>,
+    seen: std::collections::HashSet<(String, String, String)>,
+}
+
+impl NetworkCandidates {
+    /// Candidates one run keeps; more are left to the next run (they stay in the database).
+    const MAX: usize = 10_000;
+
+    fn note(&mut self, policies: &PolicySet, only_policy: Option<&str>, event: &PolicyEvent) {
+        let detectors = &policies.detectors;
+        let wanted = |id: &str| only_policy.is_none_or(|p| p == id);
+        if self.seen.len() >= Self::MAX {
+            return;
+        }
+        if wanted(detectors::INSTANCE_CREDENTIALS) && network::instance_credentials_candidate(detectors, event) {
+            let key = (
+                event.account_id.clone(),
+                event.principal_arn.clone().unwrap_or_default(),
+                event.source_ip_text.clone().unwrap_or_default(),
+            );
+            if self.seen.insert(key) {
+                self.instance_credentials.push(event.clone());
+            }
+        }
+        if wanted(detectors::ANONYMIZING_NETWORK)
+            && network::anonymizing_candidate(detectors, event)
+            && let Some(pattern) = network::baseline_pattern(event)
+            && self.seen.insert((event.account_id.clone(), pattern, String::new()))
+        {
+            self.anonymizing.push(event.clone());
+        }
+    }
 }
 
 /// Runs the event rules over every event in scope, in event-time order, into `found`.
@@ -250,7 +295,11 @@ async fn scan_events(
         }
         let mut findings = policies.sigma.evaluate(&event, only_policy);
         findings.extend(policies.detectors.evaluate_event(&event, only_policy));
+        scan.network.note(policies, only_policy, &event);
         if !findings.is_empty() {
+            if let Some(network) = event.network_details() {
+                findings.iter_mut().for_each(|finding| set_network(finding, network.clone()));
+            }
             found.add(findings).await?;
         }
         if api_activity && !event.is_console_login() && event.source_ip.is_some() && event.geo_country.is_some() {
@@ -293,6 +342,109 @@ async fn api_activity_findings(
         findings.extend(logins::api_activity_from_new_country(&policies.detectors, event, &countries, prior));
     }
     Ok(findings)
+}
+
+/// The network detectors' candidates, less the account's own addresses and the principals
+/// that used an anonymising network before.
+async fn network_findings(
+    pool: &PgPool,
+    policies: &PolicySet,
+    candidates: &NetworkCandidates,
+) -> Result<Vec<Finding>, DetectError> {
+    let detectors = &policies.detectors;
+    let mut findings = Vec::new();
+    for event in &candidates.instance_credentials {
+        // An address one of the account's instances had (in any snapshot) is the account's own.
+        let own = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM resource_versions WHERE account_id = $1 AND resource_type = 'ec2:instance'
+                                AND config->>'public_ip' = $2) AS "own!""#,
+            event.account_id,
+            event.source_ip.map(|ip| ip.to_string()),
+        )
+        .fetch_one(pool)
+        .await?;
+        if !own {
+            findings.extend(network::instance_credentials_finding(detectors, event));
+        }
+    }
+    let settings = &detectors.settings.anonymizing_network;
+    let ignored_asns: Vec<i64> = settings
+        .allow_asns
+        .iter()
+        .chain(&detectors.settings.instance_credentials.aws_asns)
+        .map(|&a| i64::from(a))
+        .collect();
+    let ignored_ranges: Vec<IpNetwork> =
+        detectors.anonymizing_allowed.cidrs.iter().filter_map(|c| IpNetwork::new(c.address, c.prefix).ok()).collect();
+    for event in &candidates.anonymizing {
+        let Some(pattern) = network::baseline_pattern(event) else { continue };
+        let used_before = sqlx::query_scalar!(
+            r#"SELECT EXISTS (
+                   SELECT 1 FROM cloudtrail_events
+                   WHERE account_id = $1 AND coalesce(principal_arn, user_name) LIKE $2
+                     AND event_time >= $3 AND event_time < $4
+                     AND (source_is_tor OR source_is_vpn OR source_is_hosting) AND source_is_aws IS NOT TRUE
+                     AND (geo_asn IS NULL OR geo_asn <> ALL($5)) AND NOT source_ip <<= ANY($6::inet[])
+               ) AS "used!""#,
+            event.account_id,
+            pattern,
+            event.event_time - Duration::days(settings.baseline_days),
+            event.event_time,
+            &ignored_asns,
+            &ignored_ranges,
+        )
+        .fetch_one(pool)
+        .await?;
+        if !used_before {
+            findings.push(network::anonymizing_finding(detectors, event));
+        }
+    }
+    Ok(findings)
+}
+
+/// Puts the source's network context in a finding's details.
+fn set_network(finding: &mut Finding, network: serde_json::Value) {
+    match &mut finding.details {
+        serde_json::Value::Object(map) => {
+            map.entry("network").or_insert(network);
+        }
+        details => *details = serde_json::json!({ "network": network }),
+    }
+}
+
+/// Gives the findings that name an address but carry no network context (those of the login
+/// and reconnaissance detectors) the context stored with their evidence event.
+async fn attach_network(pool: &PgPool, findings: &mut [Finding]) -> Result<(), sqlx::Error> {
+    let missing: Vec<String> = findings
+        .iter()
+        .filter(|f| f.source_ip.is_some() && f.details.get("network").is_none())
+        .map(|f| f.evidence_id.clone())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let rows = sqlx::query_as!(
+        EventRow,
+        r#"SELECT account_id, event_id, event_time, event_source, event_name, principal_arn, principal_type,
+                  user_name, access_key_id, host(source_ip) AS source_ip, source_ip_text, user_agent, error_code,
+                  resource_ids, geo_country, geo_city, geo_latitude, geo_longitude, geo_asn,
+                  geo_as_org, source_is_tor, source_is_vpn, source_is_hosting, source_is_aws, '{}' AS "raw!"
+           FROM cloudtrail_events WHERE event_id = ANY($1)"#,
+        &missing,
+    )
+    .fetch_all(pool)
+    .await?;
+    let known: std::collections::HashMap<(String, String), serde_json::Value> = rows
+        .into_iter()
+        .map(EventRow::into_event)
+        .filter_map(|e| Some(((e.account_id.clone(), e.event_id.clone()), e.network_details()?)))
+        .collect();
+    for finding in findings.iter_mut().filter(|f| f.source_ip.is_some() && f.details.get("network").is_none()) {
+        if let Some(network) = known.get(&(finding.account_id.clone(), finding.evidence_id.clone())) {
+            set_network(finding, network.clone());
+        }
+    }
+    Ok(())
 }
 
 /// The login detectors over every console login within reach of the new ones (`first`..`last`),
@@ -377,6 +529,11 @@ struct EventRow {
     geo_latitude: Option<f64>,
     geo_longitude: Option<f64>,
     geo_asn: Option<i64>,
+    geo_as_org: Option<String>,
+    source_is_tor: Option<bool>,
+    source_is_vpn: Option<bool>,
+    source_is_hosting: Option<bool>,
+    source_is_aws: Option<bool>,
     raw: String,
 }
 
@@ -402,6 +559,13 @@ impl EventRow {
             geo_latitude: self.geo_latitude,
             geo_longitude: self.geo_longitude,
             geo_asn: self.geo_asn,
+            network: SourceNetwork {
+                as_org: self.geo_as_org,
+                is_tor: self.source_is_tor,
+                is_vpn: self.source_is_vpn,
+                is_hosting: self.source_is_hosting,
+                is_aws: self.source_is_aws,
+            },
             console_session: None,
             raw: RawJson::new(self.raw),
         }
@@ -414,7 +578,8 @@ macro_rules! policy_event_query {
             EventRow,
             r#"SELECT account_id, event_id, event_time, event_source, event_name, principal_arn, principal_type,
                       user_name, access_key_id, host(source_ip) AS source_ip, source_ip_text, user_agent, error_code,
-                      resource_ids, geo_country, geo_city, geo_latitude, geo_longitude, geo_asn, raw::text AS "raw!"
+                      resource_ids, geo_country, geo_city, geo_latitude, geo_longitude, geo_asn,
+                      geo_as_org, source_is_tor, source_is_vpn, source_is_hosting, source_is_aws, raw::text AS "raw!"
                FROM cloudtrail_events "# + $filter + r#" ORDER BY event_time, event_id"#,
             $($arg),*
         )
@@ -447,6 +612,7 @@ fn console_logins(
             r#"SELECT account_id, event_id, event_time, event_source, event_name, principal_arn, principal_type,
                       user_name, access_key_id, host(source_ip) AS source_ip, source_ip_text, user_agent, error_code,
                       resource_ids, geo_country, geo_city, geo_latitude, geo_longitude, geo_asn,
+                      geo_as_org, source_is_tor, source_is_vpn, source_is_hosting, source_is_aws,
                       jsonb_build_object(
                           'responseElements', jsonb_build_object('ConsoleLogin', CASE WHEN succeeded THEN 'Success' ELSE 'Failure' END),
                           'additionalEventData', jsonb_build_object('MFAUsed', raw->'additionalEventData'->'MFAUsed')
@@ -477,7 +643,8 @@ fn refusals(pool: &PgPool, range: (DateTime<Utc>, DateTime<Utc>)) -> EventStream
             EventRow,
             r#"SELECT account_id, event_id, event_time, event_source, event_name, principal_arn, principal_type,
                       user_name, access_key_id, host(source_ip) AS source_ip, source_ip_text, user_agent, error_code,
-                      resource_ids, geo_country, geo_city, geo_latitude, geo_longitude, geo_asn, '{}' AS "raw!"
+                      resource_ids, geo_country, geo_city, geo_latitude, geo_longitude, geo_asn,
+                      geo_as_org, source_is_tor, source_is_vpn, source_is_hosting, source_is_aws, '{}' AS "raw!"
                FROM cloudtrail_events
                WHERE event_time >= $1 AND event_time <= $2
                  AND (error_code IN ('AccessDenied', 'AccessDeniedException', 'UnauthorizedAccess', 'AuthorizationError')

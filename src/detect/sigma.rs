@@ -20,6 +20,7 @@ use rsigma_eval::event::{Event, EventValue, JsonEvent};
 use rsigma_parser::{Detection, Level, SigmaRule};
 use serde::Deserialize;
 
+use super::event::{NETWORK_FIELDS, NetworkValue};
 use super::lint::RuleFields;
 use super::{PolicyEvent, PolicyKind, PolicyMeta, PolicyProblem, Subject, mitre_from_tags, parse_duration};
 use crate::model::{Finding, Severity};
@@ -294,6 +295,12 @@ impl Event for LazyEvent<'_> {
             "errorCode" => self.event.error_code.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
             "userAgent" => self.event.user_agent.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
             "sourceIPAddress" => self.event.source_ip_text.as_deref().map(|v| EventValue::Str(Cow::Borrowed(v))),
+            // The source's network context, from the columns ingest filled (not in the record).
+            name if NETWORK_FIELDS.contains(&name) => self.event.network_field(name).map(|value| match value {
+                NetworkValue::Number(n) => EventValue::Int(n),
+                NetworkValue::Text(text) => EventValue::Str(Cow::Borrowed(text)),
+                NetworkValue::Flag(flag) => EventValue::Bool(flag),
+            }),
             // Keys with escapes cannot be borrowed from the text: then parse it all.
             _ => match self.field_from_part(path) {
                 Some(found) => found.map(objects_as_text),

@@ -309,6 +309,10 @@ struct Configuration {
     trail_queue_url: Option<String>,
     /// SQS queue announcing new flow log files; `""` removes it.
     flow_queue_url: Option<String>,
+    /// Import GuardDuty findings as alerts (true) or stop (false).
+    guardduty_findings: Option<bool>,
+    /// Import Security Hub findings as alerts (true) or stop (false).
+    security_hub_findings: Option<bool>,
 }
 
 /// Changes an account's region restriction or poll intervals; its jobs follow (jobs no longer
@@ -328,6 +332,8 @@ async fn configure(
         intervals: request.intervals,
         trail_queue_url: request.trail_queue_url,
         flow_queue_url: request.flow_queue_url,
+        guardduty_findings: request.guardduty_findings,
+        security_hub_findings: request.security_hub_findings,
     };
     let account = accounts::configure(&context.db, &id, &change).await.map_err(account_error)?;
     let details = json!({"regions": change.regions, "intervals": change.intervals,

@@ -2,9 +2,8 @@
 //! with its whole story (alerts, events, configuration changes, flows, resources, history), and
 //! analysts' changes to its status and owner, each recorded with who, when and why.
 
-use std::collections::BTreeSet;
-
 use axum::extract::{Path, State};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -14,19 +13,18 @@ use super::alerts::{check_reason, internal, placed_event};
 use super::error::{ApiError, ErrorBody};
 use super::extractor::{Caller, RequireRole};
 use super::query::{Cursor, CursorKey, Limit, TypedQuery, page};
-use crate::alerts::incident_pages::{
-    self, IncidentChangeView, IncidentEntry, IncidentFilter, IncidentKey, IncidentUpdate, IncidentView,
-};
+use crate::alerts::incident_pages::{self, IncidentEntry, IncidentFilter, IncidentKey, IncidentUpdate, IncidentView};
+use crate::alerts::incident_story::{self, IncidentStory};
 use crate::alerts::incidents::{IncidentStatus, is_incident_id};
-use crate::alerts::investigate::{self, EventWindow, FlowSummary, IncidentConfigChange, TouchedResource, WindowEvent};
-use crate::alerts::pages;
-use crate::alerts::store::{AlertStoreError, AlertView};
+use crate::alerts::store::AlertStoreError;
 use crate::auth::Role;
+use crate::report::ReportFormat;
 
 pub fn router() -> Router<ApiContext> {
     Router::new()
         .route("/api/v1/incidents", get(incidents))
         .route("/api/v1/incidents/{id}", get(incident).patch(update))
+        .route("/api/v1/incidents/{id}/report", get(report))
 }
 
 impl CursorKey for IncidentKey {
@@ -90,135 +88,79 @@ fn summary(entry: IncidentEntry) -> IncidentSummary {
     IncidentSummary { incident: entry.incident, alert_count: entry.alert_count, open_count: entry.open_count }
 }
 
-/// One incident and its story.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct IncidentDetail {
-    #[serde(flatten)]
-    pub summary: IncidentSummary,
-    /// The id asked for, when it was merged into this incident.
-    pub merged_from: Option<String>,
-    /// Its alerts (those of the timeline) as they are now: status, principal, address, resources.
-    pub alerts: Vec<AlertView>,
-    /// The events of its first address (or principal) while it lasted, plus its alerts'
-    /// evidence, oldest first; `alert_ids` names the alerts each event is evidence of.
-    pub events: Vec<WindowEvent>,
-    /// True when there were more than the 500 events shown.
-    pub events_truncated: bool,
-    /// Configuration changes of the resources it touched while it lasted (and a day after).
-    pub config_changes: Vec<IncidentConfigChange>,
-    /// The flows to or from its public addresses while it lasted, largest first.
-    pub flows: Vec<FlowSummary>,
-    /// The resources its alerts and changes name, as the latest configuration snapshot has them.
-    pub resources: Vec<TouchedResource>,
-    /// Who changed its status or owner, and the engine's merges and reopenings, oldest first.
-    pub history: Vec<IncidentChangeView>,
-}
-
-/// Public addresses of one incident whose flows are read, at most.
-const MAX_FLOW_ADDRESSES: usize = 10;
-
 /// One incident: its timeline of alerts, the events behind it, the configuration changes and
 /// flows, the resources it touched with their latest snapshot, and its history. A merged id
 /// answers with the incident it was merged into.
-#[utoipa::path(get, path = "/api/v1/incidents/{id}", tag = "incidents", params(("id" = String, Path, description = "an incident id (`inc-` and 16 hex digits)")), responses((status = 200, description = "OK", body = IncidentDetail), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+#[utoipa::path(get, path = "/api/v1/incidents/{id}", tag = "incidents", params(("id" = String, Path, description = "an incident id (`inc-` and 16 hex digits)")), responses((status = 200, description = "OK", body = IncidentStory), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn incident(
     _caller: Caller,
     State(context): State<ApiContext>,
     Path(id): Path<String>,
-) -> Result<Json<IncidentDetail>, ApiError> {
-    let (entry, merged_from) = find(&context, &id).await?;
-    let db = &context.db;
-    let incident = &entry.incident;
-    let ids: Vec<String> = incident.timeline.iter().map(|s| s.alert_id.clone()).collect();
-    let alerts = pages::alerts_by_id(db, &ids).await.map_err(internal)?;
-    let (events, events_truncated) = story_events(&context, incident, &ids).await?;
-    let flows = incident_flows(&context, incident, &alerts).await?;
-    let mut named: BTreeSet<String> = alerts.iter().flat_map(|a| a.resources.iter().cloned()).collect();
-    named.extend(events.iter().filter(|e| e.read_only == Some(false)).flat_map(|e| e.resource_ids.iter().cloned()));
-    let named: Vec<String> = named.into_iter().collect();
-    let (since, until) =
-        (incident.first_seen - chrono::Duration::hours(1), incident.last_seen + chrono::Duration::days(1));
-    let config_changes =
-        investigate::config_changes(db, &incident.account_id, &named, since, until).await.map_err(internal)?;
-    let resources = investigate::touched_resources(db, &incident.account_id, &named).await.map_err(internal)?;
-    let history = incident_pages::history(db, &incident.id).await.map_err(internal)?;
-    Ok(Json(IncidentDetail {
-        summary: summary(entry),
-        merged_from,
-        alerts,
-        events,
-        events_truncated,
-        config_changes,
-        flows,
-        resources,
-        history,
-    }))
+) -> Result<Json<IncidentStory>, ApiError> {
+    checked_id(&id)?;
+    let mut story = incident_story::story(&context.db, &id).await.map_err(internal)?.ok_or(ApiError::NotFound)?;
+    story.events = std::mem::take(&mut story.events).into_iter().map(placed_event).collect();
+    Ok(Json(story))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ReportQuery {
+    /// `html` (a self-contained page: timeline, map, evidence, diffs, flows, history) or `ocsf`
+    /// (OCSF 1.1.0: an Incident Finding and a Detection Finding per alert). Default `html`.
+    format: Option<String>,
+}
+
+/// The incident as a report to hand over, downloaded as a file.
+#[utoipa::path(get, path = "/api/v1/incidents/{id}/report", tag = "incidents", params(("id" = String, Path), ReportQuery), responses((status = 200, description = "The report (text/html or application/json)", body = String), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+async fn report(
+    caller: Caller,
+    State(context): State<ApiContext>,
+    Path(id): Path<String>,
+    TypedQuery(query): TypedQuery<ReportQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    let format = ReportFormat::parse(query.format.as_deref().unwrap_or("html"))
+        .ok_or_else(|| ApiError::bad("format", "the format is html or ocsf"))?;
+    checked_id(&id)?;
+    let mut story = incident_story::story(&context.db, &id).await.map_err(internal)?.ok_or(ApiError::NotFound)?;
+    story.events = std::mem::take(&mut story.events).into_iter().map(placed_event).collect();
+    let now = chrono::Utc::now();
+    let body = match format {
+        ReportFormat::Html => crate::report::html::report(&story, now),
+        ReportFormat::Ocsf => {
+            let public_url = std::env::var("SKYWARDEN_PUBLIC_URL").unwrap_or_default();
+            crate::report::ocsf::incident_findings(&story, &public_url, now).to_string()
+        }
+    };
+    crate::auth::audit::record(
+        &context.db,
+        &caller.actor(),
+        "incident.report",
+        Some(&story.incident.id),
+        None,
+        serde_json::json!({"format": format.extension()}),
+    )
+    .await;
+    let disposition = format!("attachment; filename=\"{}.{}\"", story.incident.id, format.extension());
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, format.content_type().to_string()),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+fn checked_id(id: &str) -> Result<(), ApiError> {
+    if is_incident_id(id) { Ok(()) } else { Err(ApiError::bad("id", "an incident id is `inc-` and 16 hex digits")) }
 }
 
 /// The incident an id names (or was merged into), and the id asked for if it was merged.
 async fn find(context: &ApiContext, id: &str) -> Result<(IncidentEntry, Option<String>), ApiError> {
-    if !is_incident_id(id) {
-        return Err(ApiError::bad("id", "an incident id is `inc-` and 16 hex digits"));
-    }
-    let current = incident_pages::resolve_id(&context.db, id).await.map_err(internal)?.ok_or(ApiError::NotFound)?;
-    let filter = IncidentFilter { id: Some(current.clone()), open_only: false };
-    let entry = incident_pages::incidents(&context.db, &filter, None, 1)
-        .await
-        .map_err(internal)?
-        .pop()
-        .ok_or(ApiError::NotFound)?;
-    Ok((entry, (current != id).then(|| id.to_string())))
-}
-
-/// The events of the incident's first address (or its principal) while it lasted, and every
-/// alert's evidence.
-async fn story_events(
-    context: &ApiContext,
-    incident: &IncidentView,
-    alert_ids: &[String],
-) -> Result<(Vec<WindowEvent>, bool), ApiError> {
-    let window = EventWindow {
-        account_id: &incident.account_id,
-        since: incident.first_seen,
-        until: incident.last_seen,
-        principal: if incident.source_ip.is_none() { incident.principal.as_deref() } else { None },
-        source_ip: incident.source_ip.as_deref(),
-        alert_ids,
-        limit: investigate::MAX_WINDOW_EVENTS + 1,
-    };
-    let mut events: Vec<WindowEvent> = investigate::window_events(&context.db, &window)
-        .await
-        .map_err(internal)?
-        .into_iter()
-        .map(placed_event)
-        .collect();
-    let truncated = events.len() as i64 > investigate::MAX_WINDOW_EVENTS;
-    events.truncate(investigate::MAX_WINDOW_EVENTS as usize);
-    Ok((events, truncated))
-}
-
-/// The flows to or from every outside address of the incident's alerts, largest first.
-async fn incident_flows(
-    context: &ApiContext,
-    incident: &IncidentView,
-    alerts: &[AlertView],
-) -> Result<Vec<FlowSummary>, ApiError> {
-    let addresses: BTreeSet<&str> = alerts
-        .iter()
-        .filter_map(|a| a.source_ip.as_deref())
-        .filter(|ip| ip.parse().is_ok_and(crate::alerts::link_keys::is_linkable))
-        .collect();
-    let until = incident.last_seen + chrono::Duration::hours(1);
-    let mut flows = Vec::new();
-    for address in addresses.into_iter().take(MAX_FLOW_ADDRESSES) {
-        let found = investigate::address_flows(&context.db, &incident.account_id, address, incident.first_seen, until)
-            .await
-            .map_err(internal)?;
-        flows.extend(found);
-    }
-    flows.sort_by(|a, b| b.bytes.cmp(&a.bytes));
-    flows.truncate(investigate::MAX_FLOWS as usize);
-    Ok(flows)
+    checked_id(id)?;
+    incident_story::find(&context.db, id).await.map_err(internal)?.ok_or(ApiError::NotFound)
 }
 
 /// An analyst's change to an incident: its status, its owner, or both, and why.

@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod posture;
 pub mod query;
 pub mod resources;
+pub mod respond;
 pub mod session;
 pub mod stats;
 pub mod tokens;
@@ -111,6 +112,7 @@ pub fn router(context: ApiContext) -> Router {
         .merge(users::router())
         .merge(notifications::router())
         .merge(posture::router())
+        .merge(respond::router())
         .merge(web::router())
         .merge(openapi::router())
         // Inside the metrics, so refusals and timeouts are counted too.

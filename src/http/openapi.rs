@@ -9,7 +9,9 @@ use utoipa::{Modify, OpenApi};
 
 use super::ApiContext;
 use super::extractor::Caller;
-use super::{accounts, alerts, events, flows, incidents, notifications, posture, resources, session, stats, tokens, users};
+use super::{
+    accounts, alerts, events, flows, incidents, notifications, posture, resources, session, stats, tokens, users,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -30,6 +32,7 @@ use super::{accounts, alerts, events, flows, incidents, notifications, posture, 
         incidents::incidents,
         incidents::incident,
         incidents::update,
+        incidents::report,
         alerts::set_statuses,
         flows::top,
         flows::timeline,
@@ -84,6 +87,15 @@ use super::{accounts, alerts, events, flows, incidents, notifications, posture, 
         posture::create_suppression,
         posture::delete_suppression,
         posture::run_now,
+        super::respond::for_alert,
+        super::respond::list,
+        super::respond::one,
+        super::respond::plan,
+        super::respond::apply,
+        super::respond::undo,
+        super::respond::approve,
+        super::respond::approval_kinds,
+        super::respond::set_approval,
         document,
     ),
     modifiers(&Security, &Unavailable),
@@ -97,6 +109,7 @@ use super::{accounts, alerts, events, flows, incidents, notifications, posture, 
         (name = "session", description = "Dashboard sign-in and Skywarden's own audit log"),
         (name = "notifications", description = "Alert routing: channels, routes and deliveries"),
         (name = "posture", description = "Compliance: posture checks, findings, suppressions and scores"),
+        (name = "response", description = "Containment actions through the responder role: dry run, apply, undo"),
     )
 )]
 pub struct ApiDoc;

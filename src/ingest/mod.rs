@@ -6,6 +6,7 @@
 //! database failure stops an import.
 
 pub mod cloudtrail;
+pub mod findings;
 pub mod flowlogs;
 pub mod json_stream;
 pub mod source;

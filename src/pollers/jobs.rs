@@ -240,6 +240,9 @@ pub struct JobStatus {
     pub newest_failure_object: Option<String>,
     pub newest_failure_error: Option<String>,
     pub newest_failure_at: Option<DateTime<Utc>>,
+    /// What the job found at its source, when it says (`not-enabled`: GuardDuty or Security Hub
+    /// is off in the region, which is not an error).
+    pub state: Option<String>,
 }
 
 /// Every job's state (of one account, or all), with the S3 objects it failed to read.
@@ -254,7 +257,7 @@ pub async fn statuses(pool: &PgPool, account_id: Option<&str>) -> Result<Vec<Job
                   j.items_total, j.throttled_total,
                   f.failed AS "objects_failed!", f.tries AS objects_failed_tries, f.retrying AS "objects_retrying!",
                   n.object AS "newest_failure_object?", n.last_error AS "newest_failure_error?",
-                  n.last_failed_at AS "newest_failure_at?"
+                  n.last_failed_at AS "newest_failure_at?", j.checkpoint->>'state' AS state
            FROM poll_jobs j
            CROSS JOIN LATERAL (
                SELECT count(*) FILTER (WHERE next_attempt_at IS NULL) AS failed,

@@ -7,6 +7,7 @@
 //! `http` and the binary.
 
 pub mod cloudwatch_logs;
+pub mod findings;
 pub mod jobs;
 pub mod log_archive;
 pub mod lookup_events;

@@ -324,6 +324,8 @@ impl Worker {
             Source::CloudTrailSqs | Source::FlowLogsSqs => sqs::run(&self.ctx, &session, &account, job).await,
             Source::Organization => super::organization::run(&self.ctx, &session, job).await,
             Source::CloudTrailArchive => super::log_archive::run(&self.ctx, &session, &account, job).await,
+            Source::GuardDutyFindings => super::findings::run_guardduty(&self.ctx, &session, job).await,
+            Source::SecurityHubFindings => super::findings::run_security_hub(&self.ctx, &session, job).await,
         }
     }
 

@@ -45,6 +45,12 @@ pub struct EventDetail {
     pub city: Option<String>,
     pub asn: Option<i64>,
     pub as_org: Option<String>,
+    /// Tor exit, VPN, hosting provider, in AWS's published ranges: as known when stored
+    /// (`null`: nothing loaded could say).
+    pub is_tor: Option<bool>,
+    pub is_vpn: Option<bool>,
+    pub is_hosting: Option<bool>,
+    pub is_aws: Option<bool>,
     /// The event as CloudTrail wrote it.
     #[schema(value_type = Object)]
     pub raw: serde_json::Value,
@@ -57,7 +63,8 @@ pub async fn event(db: &PgPool, event_id: &str, account: Option<&str>) -> Result
     let found = sqlx::query!(
         r#"SELECT account_id, event_id, event_time, region, event_source, event_name, event_type, principal_arn,
                   principal_type, user_name, access_key_id, source_ip_text, user_agent, error_code, error_message,
-                  read_only, resource_ids, geo_country, geo_city, geo_asn, geo_as_org, raw, ingested_at
+                  read_only, resource_ids, geo_country, geo_city, geo_asn, geo_as_org, raw, ingested_at,
+                  source_is_tor, source_is_vpn, source_is_hosting, source_is_aws
            FROM cloudtrail_events WHERE event_id = $1 AND ($2::text IS NULL OR account_id = $2)
            ORDER BY event_time DESC LIMIT 1"#,
         event_id,
@@ -100,6 +107,10 @@ pub async fn event(db: &PgPool, event_id: &str, account: Option<&str>) -> Result
         city: r.geo_city,
         asn: r.geo_asn,
         as_org: r.geo_as_org,
+        is_tor: r.source_is_tor,
+        is_vpn: r.source_is_vpn,
+        is_hosting: r.source_is_hosting,
+        is_aws: r.source_is_aws,
         raw: r.raw,
         ingested_at: r.ingested_at,
         alerts,
@@ -282,6 +293,10 @@ pub struct AddressActivity {
     pub city: Option<String>,
     pub asn: Option<i64>,
     pub as_org: Option<String>,
+    /// Whether any event from it was stored as from a Tor exit, a VPN, a hosting provider.
+    pub is_tor: Option<bool>,
+    pub is_vpn: Option<bool>,
+    pub is_hosting: Option<bool>,
     pub first_seen: Option<DateTime<Utc>>,
     pub last_seen: Option<DateTime<Utc>>,
     pub events: i64,
@@ -294,8 +309,8 @@ pub struct AddressActivity {
     pub alerts: Vec<AlertRef>,
 }
 
-/// Everything the address page shows of `address` (an IP address, checked by the caller).
-pub async fn address(db: &PgPool, address: &str) -> Result<AddressActivity, sqlx::Error> {
+/// When `address` was last seen in an event or a flow.
+async fn last_seen_address(db: &PgPool, address: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     let last = sqlx::query!(
         r#"SELECT (SELECT max(event_time) FROM cloudtrail_events WHERE source_ip = $1::text::inet) AS event,
                   (SELECT max(bucket_time) FROM flow_records WHERE srcaddr = $1::text::inet) AS sent,
@@ -304,12 +319,18 @@ pub async fn address(db: &PgPool, address: &str) -> Result<AddressActivity, sqlx
     )
     .fetch_one(db)
     .await?;
-    let last = [last.event, last.sent, last.received].into_iter().flatten().max();
+    Ok([last.event, last.sent, last.received].into_iter().flatten().max())
+}
+
+/// Everything the address page shows of `address` (an IP address, checked by the caller).
+pub async fn address(db: &PgPool, address: &str) -> Result<AddressActivity, sqlx::Error> {
+    let last = last_seen_address(db, address).await?;
     let (since, until) = window(last);
     let events = sqlx::query!(
         r#"SELECT min(event_time) AS first_seen, max(event_time) AS last_seen, count(*) AS "events!",
                   count(*) FILTER (WHERE error_code IS NOT NULL OR error_message IS NOT NULL) AS "failed!",
-                  max(geo_country) AS country, max(geo_city) AS city, max(geo_asn) AS asn, max(geo_as_org) AS as_org
+                  max(geo_country) AS country, max(geo_city) AS city, max(geo_asn) AS asn, max(geo_as_org) AS as_org,
+                  bool_or(source_is_tor) AS is_tor, bool_or(source_is_vpn) AS is_vpn, bool_or(source_is_hosting) AS is_hosting
            FROM cloudtrail_events WHERE source_ip = $1::text::inet AND event_time >= $2 AND event_time <= $3"#,
         address,
         since,
@@ -362,6 +383,9 @@ pub async fn address(db: &PgPool, address: &str) -> Result<AddressActivity, sqlx
         city: events.city,
         asn: events.asn,
         as_org: events.as_org,
+        is_tor: events.is_tor,
+        is_vpn: events.is_vpn,
+        is_hosting: events.is_hosting,
         first_seen,
         last_seen,
         events: events.events,

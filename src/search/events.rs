@@ -67,6 +67,19 @@ pub struct EventSummary {
     pub resource_ids: Vec<String>,
     pub country: Option<String>,
     pub city: Option<String>,
+    /// The source's network, as known when the event was stored (see docs/network-context.md);
+    /// left out where unknown, so exports of events without context do not grow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asn: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub as_org: Option<String>,
+    /// Tor exit, VPN, hosting provider: absent where nothing loaded could say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_tor: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_vpn: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_hosting: Option<bool>,
 }
 
 /// Runs a search: the query behind the audit trail (and its benchmark), newest first.
@@ -105,7 +118,8 @@ pub async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Vec<Event
                LIMIT $15)
            SELECT c.account_id, c.event_id, c.event_time, c.region, c.event_source, c.event_name, c.principal_arn,
                   c.user_name, c.source_ip_text AS source_ip, c.user_agent, c.error_code, c.read_only, c.resource_ids,
-                  c.geo_country AS country, c.geo_city AS city
+                  c.geo_country AS country, c.geo_city AS city, c.geo_asn AS asn, c.geo_as_org AS as_org,
+                  c.source_is_tor AS is_tor, c.source_is_vpn AS is_vpn, c.source_is_hosting AS is_hosting
            FROM cloudtrail_events c JOIN page USING (account_id, event_time, event_id)
            ORDER BY c.event_time DESC, c.account_id DESC, c.event_id DESC"#,
         filter.account,
@@ -165,7 +179,8 @@ pub async fn search_newer(
                LIMIT $17)
            SELECT c.account_id, c.event_id, c.event_time, c.region, c.event_source, c.event_name, c.principal_arn,
                   c.user_name, c.source_ip_text AS source_ip, c.user_agent, c.error_code, c.read_only, c.resource_ids,
-                  c.geo_country AS country, c.geo_city AS city
+                  c.geo_country AS country, c.geo_city AS city, c.geo_asn AS asn, c.geo_as_org AS as_org,
+                  c.source_is_tor AS is_tor, c.source_is_vpn AS is_vpn, c.source_is_hosting AS is_hosting
            FROM cloudtrail_events c JOIN page USING (account_id, event_time, event_id)
            ORDER BY c.event_time, c.account_id, c.event_id"#,
         filter.account,

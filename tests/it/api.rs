@@ -389,6 +389,36 @@ async fn flows_and_incidents_for_the_investigation() {
     assert!(steps >= 10, "{page}");
     assert_eq!(incidents[0]["alert_count"].as_u64(), Some(steps as u64));
     assert_eq!(call(&db, "GET", "/api/v1/incidents", None, None).await.0, StatusCode::UNAUTHORIZED);
+
+    // The report: a viewer downloads it; a change needs an analyst and a reason.
+    let id = incidents[0]["id"].as_str().unwrap().to_owned();
+    let auth = format!("Bearer {token}");
+    let uri = format!("/api/v1/incidents/{id}/report");
+    let (status, headers, _) = send(&db, "GET", &uri, &[("authorization", &auth)], None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert!(headers["content-disposition"].to_str().unwrap().contains(&format!("{id}.html")));
+    let (status, findings) = call(&db, "GET", &format!("{uri}?format=ocsf"), Some(&token), None).await;
+    assert_eq!((status, findings[0]["class_uid"].as_i64()), (StatusCode::OK, Some(2005)));
+    let (status, body) = call(&db, "GET", &format!("{uri}?format=pdf"), Some(&token), None).await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("format")));
+    assert_eq!(send(&db, "GET", &uri, &[], None).await.0, StatusCode::UNAUTHORIZED);
+    let change = serde_json::json!({"status": "investigating", "reason": "mine"});
+    let path = format!("/api/v1/incidents/{id}");
+    assert_eq!(call(&db, "PATCH", &path, Some(&token), Some(change.clone())).await.0, StatusCode::FORBIDDEN);
+    let (_, analyst) = auth::create(&db.pool, "oncall", Role::Analyst).await.unwrap();
+    let (status, body) =
+        call(&db, "PATCH", &path, Some(&analyst), Some(serde_json::json!({"status": "investigating", "reason": " "})))
+            .await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("reason")));
+    let (status, body) =
+        call(&db, "PATCH", &path, Some(&analyst), Some(serde_json::json!({"status": "merged", "reason": "x"}))).await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("status")));
+    let (status, body) = call(&db, "PATCH", &path, Some(&analyst), Some(change)).await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("investigating")), "{body}");
+    let (_, story) = call(&db, "GET", &path, Some(&token), None).await;
+    assert_eq!(story["history"][0]["new_value"], "investigating");
+    assert!(story["history"][0]["actor"].as_str().unwrap().contains("oncall"));
 }
 
 #[tokio::test]

@@ -179,7 +179,16 @@ async fn the_on_call_analyst_answers_the_four_questions_from_the_overview() {
             .await,
     )
     .unwrap();
-    assert_eq!(chain, ["TA0001", "TA0002", "TA0003", "TA0004", "TA0005", "TA0006", "TA0010"]);
+    // In the order the intrusion reached them (as the API says): the password guessing first,
+    // the exfiltration before the trail is stopped.
+    let listed = skywarden::alerts::incident_pages::incidents(&db.pool, &Default::default(), None, 1).await.unwrap();
+    let reached: Vec<String> = listed[0].incident.tactics.iter().map(|t| t.id.clone()).collect();
+    assert_eq!(chain, reached);
+    let at = |id: &str| chain.iter().position(|t| t == id).unwrap();
+    assert!(at("TA0006") < at("TA0001") && at("TA0001") < at("TA0010") && at("TA0010") < at("TA0005"), "{chain:?}");
+    let mut sorted = chain.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["TA0001", "TA0002", "TA0003", "TA0004", "TA0005", "TA0006", "TA0010"]);
     let clicks_next = analyst.clicks;
     analyst.browser.script("document.getElementById('incident-events').scrollIntoView(); return null").await;
     analyst.browser.screenshot("02-incident-what-next").await;

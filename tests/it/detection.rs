@@ -577,12 +577,15 @@ async fn findings_of_one_alert_fold_in_one_write_as_if_one_at_a_time() {
     }
     let alert = |db: &TestDb| {
         let pool = db.pool.clone();
-        async move { store::list(&pool, &AlertFilter::default()).await.unwrap().remove(0) }
+        async move {
+            skywarden::alerts::incidents::link_pending(&pool).await.unwrap();
+            store::list(&pool, &AlertFilter::default()).await.unwrap().remove(0)
+        }
     };
     let (a, b) = (alert(&together).await, alert(&one_by_one).await);
     assert_eq!(a.title, "attached at minute 10", "the earliest evidence describes it");
     assert_eq!(a.principal.as_deref(), Some("user-10"));
-    assert_eq!(a.incident_id, b.incident_id, "the session key too");
+    assert_eq!(a.incident_id, b.incident_id, "and the incident");
     assert!(a.incident_id.is_some());
     assert_eq!(
         (&a.title, &a.principal, a.severity, a.first_seen, a.last_seen, a.event_count, &a.evidence, &a.mitre),

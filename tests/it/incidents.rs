@@ -481,3 +481,71 @@ async fn a_closed_incident_reopens_when_the_intrusion_goes_on() {
         ]
     );
 }
+
+/// Every error of each event against its OCSF 1.1.0 class (Incident or Detection Finding).
+const OCSF_CHECK: &str = r#"
+import json, sys
+import jsonschema_rs
+from ocsf_json_schema import OcsfJsonSchemaEmbedded, get_ocsf_schema
+
+schema = OcsfJsonSchemaEmbedded(get_ocsf_schema(version="1.1.0"))
+names = {2004: "detection_finding", 2005: "incident_finding"}
+errors = []
+for index, event in enumerate(json.load(sys.stdin)):
+    profiles = sorted(event.get("metadata", {}).get("profiles", []))
+    class_schema = schema.get_class_schema(names[event["class_uid"]], profiles=profiles)
+    validator = jsonschema_rs.Draft202012Validator(class_schema, validate_formats=False)
+    for error in validator.iter_errors(event):
+        errors.append("event %d at %s: %s" % (index, list(error.instance_path), error.message[:300]))
+json.dump(errors, sys.stdout)
+"#;
+
+#[tokio::test]
+async fn an_incident_is_handed_over_as_html_and_as_ocsf() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let geo = crate::support::mmdb::sample_incident_countries(dir.path());
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/incident");
+    let imported = db.skywarden(&["import", "--geoip", geo.to_str().unwrap(), sample.to_str().unwrap()]);
+    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    let listed = incident_pages::incidents(&db.pool, &IncidentFilter::default(), None, 10).await.unwrap();
+    assert_eq!(listed.len(), 1, "the sample is one intrusion");
+    let id = listed[0].incident.id.clone();
+    // A hostile title must come out as text.
+    sqlx::query("UPDATE alerts SET title = title || ' <script>alert(1)</script>' WHERE incident_id = $1")
+        .bind(&id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    let html_path = dir.path().join("report.html");
+    let out = db.skywarden(&["incidents", "report", &id, "--output", html_path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert!(html.contains("Content-Security-Policy") && !html.contains("<script"), "no script runs in it");
+    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "it asks nothing of the network");
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    let story = skywarden::alerts::incident_story::story(&db.pool, &id).await.unwrap().unwrap();
+    for alert in &story.alerts {
+        assert!(html.contains(&alert.id), "alert {} is in the report", alert.id);
+    }
+    for event in &story.events {
+        assert!(html.contains(&event.event_id), "event {} is in the report", event.event_id);
+    }
+    assert!(html.contains("<circle class=\"place\"") && html.contains("176.36.10.20"), "the map places the intruder");
+    assert!(html.contains("id=\"flows\"") && html.contains("id=\"config-changes\""));
+
+    let out =
+        db.skywarden(&["incidents", "report", &id, "--format", "ocsf", "--public-url", "https://skywarden.example"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let events: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let events = events.as_array().unwrap();
+    assert_eq!(events[0]["class_uid"], 2005);
+    assert_eq!(events[0]["metadata"]["uid"], id.as_str());
+    assert_eq!(events[0]["finding_info_list"].as_array().unwrap().len(), story.alerts.len());
+    assert_eq!(events[0]["src_url"], format!("https://skywarden.example/#/incident/{id}"));
+    assert_eq!(events.len(), 1 + story.alerts.len(), "and a Detection Finding per alert");
+    assert!(events[1..].iter().all(|e| e["class_uid"] == 2004));
+    let errors = crate::outbound_limits::run_python(OCSF_CHECK, &Value::Array(events.clone()));
+    assert_eq!(errors, json!([]), "OCSF 1.1.0 schema errors");
+}

@@ -162,7 +162,7 @@ fn python() -> String {
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.cache/test-venv/bin/python").to_owned())
 }
 
-fn run_python(script: &str, input: &Value) -> Value {
+pub(crate) fn run_python(script: &str, input: &Value) -> Value {
     let python = python();
     let mut child = Command::new(&python)
         .args(["-c", script])

@@ -3,6 +3,7 @@
 import { api } from "../api.js";
 import { captioned, countryName, el, facts, fmtBytes, fmtTime, protocolName, query, render, sev } from "../dom.js";
 import { addressLink, alertLink, eventLink, principalLink } from "../links.js";
+import { networkText } from "./event.js";
 
 export async function addressPage(ctx, ip) {
   const [a, flows, recent] = await Promise.all([
@@ -16,7 +17,7 @@ export async function addressPage(ctx, ip) {
     facts([
       ["Country", countryName(a.country)],
       ["City", a.city],
-      ["Network", a.asn ? `AS${a.asn} ${a.as_org || ""}` : "unknown"],
+      ["Network", networkText(a) || "unknown"],
       ["First seen", fmtTime(a.first_seen)],
       ["Covers", a.window_start ? `the 90 days up to the last event: from ${fmtTime(a.window_start)}` : null],
       ["Last seen", fmtTime(a.last_seen)],

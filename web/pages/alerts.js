@@ -6,6 +6,7 @@ import { SEVERITIES, el, fmtTime, query, render, resourceLink, sev, table } from
 import { addressLink, eventLink, findingLink, incidentLink, principalLink, resourceEntityLink } from "../links.js";
 import { eventsTable, flowsTable, mitreList, outcomeBadge, resourcesTable, triageForm } from "./incident.js";
 import { appendRows, loadMore } from "./paging.js";
+import { networkNote, networkText } from "./event.js";
 
 const FILTERS = ["status", "severity", "policy", "account", "principal", "sort"];
 const SORTS = [["newest", "newest first"], ["oldest", "oldest first"], ["severity", "most severe first"], ["last_seen", "last seen first"]];
@@ -52,7 +53,7 @@ export async function alertsPage(ctx, params) {
     { title: "Alert", value: (a) => el("a", { href: `#/alert/${a.id}`, "data-policy": a.policy_id, class: "entity alert-link" }, a.title) },
     { title: "Status", value: (a) => [el("span", { class: `status ${a.status}` }, a.status), a.status === "snoozed" ? ` until ${fmtTime(a.snoozed_until)}` : ""] },
     { title: "Principal", value: (a) => principalLink(a.principal) },
-    { title: "Source", value: (a) => [addressLink(a.source_ip), a.country ? ` (${a.country})` : ""] },
+    { title: "Source", value: (a) => [addressLink(a.source_ip), a.country ? ` (${a.country})` : "", networkNote((a.details || {}).network)] },
     { title: "Account", value: (a) => a.account_id, class: "mono" },
     { title: "First seen", value: (a) => fmtTime(a.first_seen), class: "when" },
     { title: "Last seen", value: (a) => fmtTime(a.last_seen), class: "when" },
@@ -125,6 +126,7 @@ function summaryPanel(ctx, alert, resources) {
     el("dl", { class: "facts" },
       el("dt", {}, "Principal"), el("dd", {}, principalLink(alert.principal)),
       el("dt", {}, "From"), el("dd", {}, addressLink(alert.source_ip), alert.country ? ` (${alert.country})` : ""),
+      (alert.details || {}).network ? [el("dt", {}, "Network"), el("dd", { id: "alert-network" }, networkText(alert.details.network))] : null,
       el("dt", {}, "Seen"), el("dd", {}, fmtTime(alert.first_seen), " to ", fmtTime(alert.last_seen)),
       el("dt", {}, "Resources"), el("dd", {}, alert.resources.length ? alert.resources.map((id) => {
         const known = inInventory(id);

@@ -4,6 +4,7 @@
 import { ApiError, api } from "../api.js";
 import { countries, countryCode, countryName, el, field, fmtTime, query, render, resourceLink, showFieldError } from "../dom.js";
 import { eventLink } from "../links.js";
+import { networkNote } from "./event.js";
 
 // Filters the API takes as they are; `range` is the page's own (a preset turned into `since`).
 const TEXT_FILTERS = ["principal", "event_name", "event_source", "resource", "source_ip", "q"];
@@ -152,7 +153,7 @@ function eventRows(event) {
     el("td", {}, eventLink(event.event_id, fmtTime(event.event_time))),
     el("td", {}, event.event_name),
     el("td", {}, event.user_name || event.principal_arn || "—"),
-    el("td", {}, event.source_ip || "—"),
+    el("td", {}, event.source_ip || "—", networkNote(event)),
     el("td", {}, [event.city, event.country ? countryName(event.country) : null].filter(Boolean).join(", ") || "—"),
     el("td", {}, event.error_code || ""),
     el("td", {}, event.resource_ids.map((r) => [resourceLink(r), " "])),

@@ -23,7 +23,7 @@ export async function eventPage(ctx, id) {
       ["Access key", e.access_key_id],
       ["Source address", e.source_ip ? addressLink(e.source_ip) : "—"],
       ["Location", [e.city, e.country ? countryName(e.country) : null].filter(Boolean).join(", ") || "—"],
-      ["Network", e.asn ? `AS${e.asn} ${e.as_org || ""}` : null],
+      ["Network", networkText(e) || "unknown"],
       ["User agent", e.user_agent],
       ["Read only", e.read_only === null ? "unknown" : e.read_only ? "yes (a read)" : "no (a change)"],
       ["Region", e.region],
@@ -31,6 +31,8 @@ export async function eventPage(ctx, id) {
       ["Event id", e.event_id],
       ["Imported", fmtTime(e.ingested_at)],
     ]),
+    e.asn ? el("p", { class: "muted", id: "network-attribution" }, "AS data: RouteViews and ",
+      el("a", { href: "https://db-ip.com" }, "IP Geolocation by DB-IP"), " (CC BY 4.0) when the default ASN table is loaded.") : null,
     el("h2", {}, "Resources it named"),
     e.resource_ids.length
       ? el("ul", { id: "event-resources" }, e.resource_ids.map((r) => el("li", {}, resourceLink(r), " · ",
@@ -52,4 +54,22 @@ export async function eventPage(ctx, id) {
 function consoleOutcome(e) {
   const login = e.raw && e.raw.responseElements && e.raw.responseElements.ConsoleLogin;
   return login ? `ConsoleLogin: ${login}` : null;
+}
+
+// The source's network as stored with an event or alert: "AS60729 Example Org · Tor exit · VPN".
+// Flags are facts of the time it was stored; an unknown flag (null) is not shown.
+export function networkText(n) {
+  if (!n) return null;
+  const parts = [];
+  if (n.asn) parts.push(`AS${n.asn}${n.as_org ? " " + n.as_org : ""}`);
+  if (n.is_tor) parts.push("Tor exit");
+  if (n.is_vpn) parts.push("VPN");
+  if (n.is_hosting) parts.push("hosting provider");
+  return parts.length ? parts.join(" · ") : null;
+}
+
+// The same, as a small line under an address in a table.
+export function networkNote(n) {
+  const text = networkText(n);
+  return text ? el("div", { class: "muted network" }, text) : null;
 }

@@ -243,12 +243,12 @@ function incidentAlerts(alerts, timeline) {
 
 // Status and owner of the incident (analysts), with the reason kept in its history.
 function incidentForm(detail, done) {
-  const status = el("select", { id: "incident-status", "aria-label": "incident status" },
+  const status = el("select", { id: "case-status", "aria-label": "incident status" },
     ["open", "investigating", "contained", "resolved", "dismissed"].map((s) =>
       el("option", { value: s, selected: s === detail.status ? "selected" : null }, s)));
-  const owner = el("input", { id: "incident-owner", value: detail.owner || "", placeholder: "owner (user name)", size: 16, "aria-label": "owner" });
-  const reason = el("input", { id: "incident-reason", placeholder: "why (kept in the history)", size: 30, "aria-label": "reason" });
-  const message = el("span", { class: "result", id: "incident-result", role: "status" });
+  const owner = el("input", { id: "case-owner", value: detail.owner || "", placeholder: "owner (user name)", size: 16, "aria-label": "owner" });
+  const reason = el("input", { id: "case-reason", placeholder: "why (kept in the history)", size: 30, "aria-label": "reason" });
+  const message = el("span", { class: "result", id: "case-result", role: "status" });
   const save = async () => {
     message.className = "result";
     if (!reason.value.trim()) { reason.focus(); message.textContent = "a reason is required"; return; }
@@ -265,7 +265,7 @@ function incidentForm(detail, done) {
     }
   };
   return el("div", { class: "actions incident-form" }, status, owner, reason,
-    el("button", { type: "button", id: "incident-save", onclick: save }, "Save"), message);
+    el("button", { type: "button", id: "case-save", onclick: save }, "Save"), message);
 }
 
 function historyList(history) {
@@ -305,6 +305,9 @@ export async function incidentPage(ctx, id) {
     detail.merged_from ? el("p", { class: "notice", id: "merged-from" }, `${detail.merged_from} was merged into this incident: they were one intrusion.`) : null,
     el("p", { class: "muted" }, `account ${detail.account_id} · ${fmtTime(detail.first_seen)} to ${fmtTime(detail.last_seen)} · `,
       `${detail.alert_count} alerts, ${detail.open_count} open · owner `, el("span", { id: "incident-owner-name" }, detail.owner || "none")),
+    el("p", { class: "downloads" }, "Hand it over: ",
+      el("a", { id: "report-html", href: `/api/v1/incidents/${encodeURIComponent(detail.id)}/report?format=html`, download: "" }, "report (HTML, prints to PDF)"),
+      " · ", el("a", { id: "report-ocsf", href: `/api/v1/incidents/${encodeURIComponent(detail.id)}/report?format=ocsf`, download: "" }, "OCSF JSON")),
     ctx.can("analyst") ? incidentForm(detail, () => ctx.refresh()) : null,
     el("div", { class: "grid" },
       el("div", { class: "panel" }, keyFacts(detail),

@@ -165,6 +165,12 @@ pub enum Command {
         #[command(subcommand)]
         action: NotificationsAction,
     },
+    /// Contain an intrusion through an account's responder role: list, plan (dry run), apply, undo.
+    #[command(after_help = ENVIRONMENT_HELP)]
+    Respond {
+        #[command(subcommand)]
+        action: crate::commands::respond::RespondAction,
+    },
 }
 
 /// Which policies run: the built-in ones, and a folder that adds to or overrides them.
@@ -269,6 +275,20 @@ pub enum IncidentsAction {
         #[arg(long)]
         json: bool,
     },
+    /// The incident as a report to hand over: a self-contained HTML page or OCSF 1.1.0 JSON.
+    Report {
+        /// The incident's id.
+        id: String,
+        /// html or ocsf.
+        #[arg(long, default_value = "html")]
+        format: String,
+        /// Where to write it (default: standard output).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Skywarden's address as users reach it, for the links back (OCSF `src_url`).
+        #[arg(long, env = "SKYWARDEN_PUBLIC_URL", default_value = "")]
+        public_url: String,
+    },
     /// Change an incident's status or owner (or both).
     Set {
         /// The incident's id.
@@ -293,6 +313,19 @@ pub struct GeoArgs {
     /// MaxMind DB file (GeoIP2/GeoLite2 City, Country, ASN, or ip-location-db); repeatable.
     #[arg(long = "geoip", env = "SKYWARDEN_GEOIP", value_delimiter = ',')]
     pub geoip: Vec<PathBuf>,
+    /// Tor exit nodes: one address a line (the bulk exit list) or Tor's exit-addresses format;
+    /// read again when it changes.
+    #[arg(long, env = "SKYWARDEN_TOR_EXITS")]
+    pub tor_exits: Option<PathBuf>,
+    /// VPN providers: a CIDR or `AS<number>` a line; read again when it changes.
+    #[arg(long, env = "SKYWARDEN_VPN_RANGES")]
+    pub vpn_ranges: Option<PathBuf>,
+    /// Hosting providers: a CIDR or `AS<number>` a line; read again when it changes.
+    #[arg(long, env = "SKYWARDEN_HOSTING_RANGES")]
+    pub hosting_ranges: Option<PathBuf>,
+    /// A downloaded copy of AWS's ip-ranges.json: its prefixes are AWS's addresses.
+    #[arg(long, env = "SKYWARDEN_AWS_IP_RANGES")]
+    pub aws_ip_ranges: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -313,6 +346,10 @@ pub struct ImportArgs {
     /// Account id for records that name none.
     #[arg(long)]
     pub account: Option<String>,
+    /// The files are GuardDuty or Security Hub findings saved from `get-findings` (JSON),
+    /// imported as alerts (docs/aws-findings.md).
+    #[arg(long)]
+    pub findings: bool,
     /// Field order of flow logs without a header line, e.g. "version interface-id srcaddr dstaddr".
     #[arg(long)]
     pub flow_format: Option<String>,
@@ -528,12 +565,23 @@ pub enum AccountsAction {
         /// SQS queue announcing new flow log files; "" removes it.
         #[arg(long)]
         flow_queue_url: Option<String>,
+        /// Import GuardDuty findings as alerts (true) or stop (false).
+        #[arg(long)]
+        guardduty_findings: Option<bool>,
+        /// Import Security Hub findings as alerts (true) or stop (false).
+        #[arg(long)]
+        security_hub_findings: Option<bool>,
         /// One JSON object with the account as configured.
         #[arg(long)]
         json: bool,
     },
     /// Print the CloudFormation template of the read-only role.
     Template,
+    /// The optional responder role that `skywarden respond` acts through: set or clear it.
+    Responder {
+        #[command(subcommand)]
+        action: crate::commands::respond::ResponderAction,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -584,6 +632,12 @@ pub struct AccountAddArgs {
     /// SQS queue announcing new flow log files.
     #[arg(long)]
     pub flow_queue_url: Option<String>,
+    /// Import GuardDuty findings of every polled region as alerts.
+    #[arg(long)]
+    pub guardduty_findings: bool,
+    /// Import Security Hub findings (ASFF) of every polled region as alerts.
+    #[arg(long)]
+    pub security_hub_findings: bool,
     /// The role is in an organization's management (or delegated-admin) account: onboard each
     /// active member with --member-role-name and one external ID; a daily job onboards new
     /// members and stops polling suspended or closed ones.

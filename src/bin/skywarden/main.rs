@@ -55,5 +55,8 @@ async fn run(command: Command, db: DbOptions) -> anyhow::Result<ExitCode> {
         Command::Policies { policies, action } => policies::run(&db, &policies, action).await,
         Command::Posture { policies, action } => posture::run(&db, &policies, action).await,
         Command::Notifications { action } => notifications::run(&db, action).await,
+        Command::Respond { action } => {
+            commands::with_db(&db, async |db| commands::respond::run(db, action).await).await
+        }
     }
 }

@@ -217,6 +217,7 @@ fn compact(event: &PolicyEvent) -> PolicyEvent {
         geo_latitude: event.geo_latitude,
         geo_longitude: event.geo_longitude,
         geo_asn: event.geo_asn,
+        network: event.network.clone(),
         console_session: event.console_session,
         raw: RawJson::new(String::new()),
     }
@@ -385,6 +386,7 @@ mod tests {
             geo_latitude: None,
             geo_longitude: None,
             geo_asn: None,
+            network: Default::default(),
             console_session: None,
             raw: RawJson::new(r#"{"responseElements":{"ConsoleLogin":"Failure"}}"#.into()),
         }

@@ -6,10 +6,13 @@
 //!   `aws-password-spray`: console logins, evaluated in event-time order.
 //! - `aws-reconnaissance-burst`: refused calls of one principal, in event-time order.
 //! - `aws-flow-exfiltration-volume`: bytes from the VPC to one external address per hour.
+//! - `aws-instance-credentials-used-outside`, `aws-login-from-anonymizing-network`: the network
+//!   a call came from ([`network`]).
 
 pub mod exfiltration;
 mod failures;
 pub mod logins;
+pub mod network;
 pub mod recon;
 pub mod security_group;
 
@@ -30,6 +33,8 @@ pub const PASSWORD_SPRAY: &str = "aws-password-spray";
 pub const RECON_BURST: &str = "aws-reconnaissance-burst";
 pub const SG_INGRESS: &str = "aws-security-group-ingress-opened";
 pub const EXFILTRATION: &str = "aws-flow-exfiltration-volume";
+pub const INSTANCE_CREDENTIALS: &str = "aws-instance-credentials-used-outside";
+pub const ANONYMIZING_NETWORK: &str = "aws-login-from-anonymizing-network";
 
 /// Everything `detectors.yaml` can set; every field has a default.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -42,6 +47,8 @@ pub struct DetectorSettings {
     pub reconnaissance: ReconSettings,
     pub security_group_ingress: IngressSettings,
     pub flow_exfiltration: ExfiltrationSettings,
+    pub instance_credentials: InstanceCredentialSettings,
+    pub anonymizing_network: AnonymizingSettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -177,6 +184,75 @@ impl Default for ExfiltrationSettings {
     }
 }
 
+/// An EC2 instance's role credentials used from outside AWS and the account.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InstanceCredentialSettings {
+    pub enabled: bool,
+    /// AS numbers whose addresses are AWS's (besides the ranges of `--aws-ip-ranges`).
+    pub aws_asns: Vec<u32>,
+    /// Public ranges of the account's own (NAT gateways, Elastic IPs, offices): never alerted on.
+    pub allow_cidrs: Vec<String>,
+    pub allow_asns: Vec<u32>,
+    pub severity: Severity,
+}
+
+impl Default for InstanceCredentialSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            aws_asns: network::AWS_ASNS.to_vec(),
+            allow_cidrs: vec![],
+            allow_asns: vec![],
+            severity: Severity::High,
+        }
+    }
+}
+
+/// A principal's first call or login from Tor, a VPN or a hosting provider.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnonymizingSettings {
+    pub enabled: bool,
+    /// How far back a principal's earlier use of such networks is looked for.
+    pub baseline_days: i64,
+    pub include_tor: bool,
+    pub include_vpn: bool,
+    pub include_hosting: bool,
+    /// User names or ARNs never alerted on.
+    pub allow_principals: Vec<String>,
+    /// Source ranges and AS numbers never alerted on (the company's own VPN provider).
+    pub allow_cidrs: Vec<String>,
+    pub allow_asns: Vec<u32>,
+    pub severity: Severity,
+    /// The severity when the source is a Tor exit.
+    pub tor_severity: Severity,
+}
+
+impl Default for AnonymizingSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            baseline_days: 90,
+            include_tor: true,
+            include_vpn: true,
+            include_hosting: true,
+            allow_principals: vec![],
+            allow_cidrs: vec![],
+            allow_asns: vec![],
+            severity: Severity::Medium,
+            tor_severity: Severity::High,
+        }
+    }
+}
+
+/// Source ranges and AS numbers a detector never alerts on.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct NetworkAllowlist {
+    pub(crate) cidrs: Vec<crate::net::Cidr>,
+    pub(crate) asns: Vec<u32>,
+}
+
 impl Declaration {
     fn meta(&self, settings: &DetectorSettings, file: &PolicyFile) -> PolicyMeta {
         PolicyMeta {
@@ -219,6 +295,8 @@ pub struct Detectors {
     metas: Vec<PolicyMeta>,
     pub(crate) trusted: Vec<crate::net::Cidr>,
     pub(crate) hijack_allowed: Vec<crate::net::Cidr>,
+    pub(crate) instance_allowed: NetworkAllowlist,
+    pub(crate) anonymizing_allowed: NetworkAllowlist,
 }
 
 /// What each detector declares, but its severity and whether it is on (from the settings).
@@ -281,6 +359,21 @@ const DECLARATIONS: &[Declaration] = &[
         window_hours: 24,
         mitre: ("TA0010", "T1048"),
     },
+    Declaration {
+        id: INSTANCE_CREDENTIALS,
+        title: "EC2 instance credentials used from outside AWS",
+        subject: Subject::Principal,
+        window_hours: 24,
+        // Unsecured credentials: cloud instance metadata API.
+        mitre: ("TA0006", "T1552.005"),
+    },
+    Declaration {
+        id: ANONYMIZING_NETWORK,
+        title: "Login or API call from an anonymising network (Tor, VPN, hosting) new for the principal",
+        subject: Subject::Principal,
+        window_hours: 24,
+        mitre: ("TA0001", "T1078.004"),
+    },
 ];
 
 impl DetectorSettings {
@@ -293,6 +386,8 @@ impl DetectorSettings {
             RECON_BURST => self.reconnaissance.enabled,
             SG_INGRESS => self.security_group_ingress.enabled,
             EXFILTRATION => self.flow_exfiltration.enabled,
+            INSTANCE_CREDENTIALS => self.instance_credentials.enabled,
+            ANONYMIZING_NETWORK => self.anonymizing_network.enabled,
             _ => false,
         }
     }
@@ -306,6 +401,8 @@ impl DetectorSettings {
             RECON_BURST => self.reconnaissance.enabled = false,
             SG_INGRESS => self.security_group_ingress.enabled = false,
             EXFILTRATION => self.flow_exfiltration.enabled = false,
+            INSTANCE_CREDENTIALS => self.instance_credentials.enabled = false,
+            ANONYMIZING_NETWORK => self.anonymizing_network.enabled = false,
             _ => {}
         }
     }
@@ -320,6 +417,8 @@ impl DetectorSettings {
             PASSWORD_SPRAY => self.password_spray.severity,
             RECON_BURST => self.reconnaissance.severity,
             EXFILTRATION => self.flow_exfiltration.severity,
+            INSTANCE_CREDENTIALS => self.instance_credentials.severity,
+            ANONYMIZING_NETWORK => self.anonymizing_network.severity,
             _ => Severity::Medium,
         }
     }
@@ -355,11 +454,19 @@ impl Detectors {
         let mut cidrs = |list: &[String], field: &str| parse_cidrs(list, field, file, problems);
         let trusted = cidrs(&settings.security_group_ingress.trusted_cidrs, "security_group_ingress.trusted_cidrs");
         let hijack_allowed = cidrs(&settings.account_hijacking.allow_cidrs, "account_hijacking.allow_cidrs");
+        let instance_allowed = NetworkAllowlist {
+            cidrs: cidrs(&settings.instance_credentials.allow_cidrs, "instance_credentials.allow_cidrs"),
+            asns: settings.instance_credentials.allow_asns.clone(),
+        };
+        let anonymizing_allowed = NetworkAllowlist {
+            cidrs: cidrs(&settings.anonymizing_network.allow_cidrs, "anonymizing_network.allow_cidrs"),
+            asns: settings.anonymizing_network.allow_asns.clone(),
+        };
         for declaration in DECLARATIONS.iter().filter(|d| disable.contains(d.id)) {
             settings.switch_off(declaration.id);
         }
         let metas = DECLARATIONS.iter().map(|declaration| declaration.meta(&settings, file)).collect();
-        Self { settings, metas, trusted, hijack_allowed }
+        Self { settings, metas, trusted, hijack_allowed, instance_allowed, anonymizing_allowed }
     }
 
     pub fn metas(&self) -> impl Iterator<Item = &PolicyMeta> {

@@ -253,6 +253,7 @@ mod tests {
             geo_latitude: None,
             geo_longitude: None,
             geo_asn: None,
+            network: Default::default(),
             console_session: None,
             raw: RawJson::new("{}".into()),
         }

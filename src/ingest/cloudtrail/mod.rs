@@ -15,7 +15,8 @@ use crate::geo::GeoInfo;
 pub const COLUMNS: &str = "account_id, event_time, event_id, region, event_source, event_name, event_type, \
     principal_arn, principal_type, principal_id, user_name, access_key_id, source_ip, source_ip_text, \
     user_agent, error_code, error_message, read_only, resource_ids, geo_country, geo_city, \
-    geo_latitude, geo_longitude, geo_asn, geo_as_org, raw";
+    geo_latitude, geo_longitude, geo_asn, geo_as_org, source_is_tor, source_is_vpn, source_is_hosting, \
+    source_is_aws, raw";
 
 /// Account id used when neither the event nor its file names one.
 pub const UNKNOWN_ACCOUNT: &str = "unknown";
@@ -298,6 +299,10 @@ impl CloudTrailEvent {
         out.opt_display(geo.and_then(|g| g.longitude));
         out.opt_display(geo.and_then(|g| g.asn));
         out.opt_text(geo.and_then(|g| g.as_org.as_deref()));
+        out.bool(geo.and_then(|g| g.is_tor));
+        out.bool(geo.and_then(|g| g.is_vpn));
+        out.bool(geo.and_then(|g| g.is_hosting));
+        out.bool(geo.and_then(|g| g.is_aws));
         out.text(&jsonb_safe(&self.raw));
         out.end_row();
     }

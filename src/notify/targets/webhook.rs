@@ -53,7 +53,7 @@ fn skywarden_body(notification: &Notification<'_>, envelope: &Envelope, now: Dat
     body
 }
 
-fn ocsf_severity(severity: Severity) -> (i64, &'static str) {
+pub fn ocsf_severity(severity: Severity) -> (i64, &'static str) {
     match severity {
         Severity::Info => (1, "Informational"),
         Severity::Low => (2, "Low"),

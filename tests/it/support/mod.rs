@@ -7,6 +7,7 @@
 
 pub mod aws;
 pub mod browser;
+pub mod guardduty;
 pub mod mmdb;
 pub mod receiver;
 pub mod smtp;

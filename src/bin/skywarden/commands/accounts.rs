@@ -60,6 +60,8 @@ pub(crate) async fn run(db_options: &DbOptions, action: AccountsAction) -> anyho
             default_intervals,
             trail_queue_url,
             flow_queue_url,
+            guardduty_findings,
+            security_hub_findings,
             json,
         } => {
             let regions = if all_regions { Some(Vec::new()) } else { regions };
@@ -68,10 +70,18 @@ pub(crate) async fn run(db_options: &DbOptions, action: AccountsAction) -> anyho
                 (false, true) => None,
                 (false, false) => Some(intervals_from(&poll_intervals)?),
             };
-            let change = AccountChange { regions, intervals, trail_queue_url, flow_queue_url };
+            let change = AccountChange {
+                regions,
+                intervals,
+                trail_queue_url,
+                flow_queue_url,
+                guardduty_findings,
+                security_hub_findings,
+            };
             configure(db, &account_id, change, json).await
         }
         AccountsAction::Template => unreachable!("handled above"),
+        AccountsAction::Responder { action } => super::respond::responder(db, action).await,
     })
     .await
 }
@@ -155,6 +165,9 @@ async fn status(db: &Database, account_id: Option<&str>, json: bool) -> anyhow::
                 .map(|e| format!("\n    last error ({} in a row): {e}", status.consecutive_failures))
                 .unwrap_or_default(),
         );
+        if status.state.as_deref() == Some(skywarden::pollers::findings::NOT_ENABLED) {
+            println!("    not enabled in this region: nothing to import (not an error)");
+        }
         if let Some(at) = status.parked_at {
             println!(
                 "    parked {} after {} panics in a row: `skywarden accounts poll-now --account {} --source {}` runs it again",
@@ -349,6 +362,8 @@ async fn add(db: &Database, args: AccountAddArgs) -> anyhow::Result<ExitCode> {
             bucket_region: args.bucket_region,
             trail_queue_url: args.trail_queue_url,
             flow_queue_url: args.flow_queue_url,
+            guardduty_findings: args.guardduty_findings,
+            security_hub_findings: args.security_hub_findings,
         },
     };
     let account = accounts::onboard(&db.pool, &new, &intervals_from(&args.poll_intervals)?).await?;

@@ -31,6 +31,9 @@ struct ImportReport<'a> {
 }
 
 pub(crate) async fn import(db_options: &DbOptions, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    if args.findings {
+        return import_findings(db_options, args).await;
+    }
     let geo = open_geo(&args.geo)?;
     let flow_format = args.flow_format.as_deref().map(FlowFormat::parse).transpose().context("--flow-format")?;
     let policies = if args.no_detect { None } else { Some(load_policies(&args.policies)?) };
@@ -86,4 +89,23 @@ pub(crate) fn print_detection(detection: &DetectionSummary) {
         "Detection: {} events and {} console logins evaluated, {} findings, {} new alerts.",
         detection.events_evaluated, detection.logins_evaluated, detection.findings, detection.new_alerts
     );
+}
+
+/// `import --findings`: GuardDuty or Security Hub findings saved from `get-findings`, as alerts.
+async fn import_findings(db_options: &DbOptions, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let paths = args.paths;
+    let summary =
+        with_db(db_options, async |db| Ok(skywarden::pollers::findings::import_files(&db.pool, &paths).await?)).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "{} findings from {} files; {} raised or updated an alert",
+            summary.findings, summary.files, summary.folded
+        );
+        for error in &summary.errors {
+            eprintln!("error: {error}");
+        }
+    }
+    Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PARTIAL) })
 }

@@ -4,8 +4,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use skywarden::alerts::incident_pages::{self, IncidentEntry, IncidentFilter, IncidentUpdate};
+use skywarden::alerts::incident_story;
 use skywarden::alerts::incidents::{IncidentStatus, is_incident_id};
 use skywarden::db::DbOptions;
+use skywarden::report::ReportFormat;
 
 use super::with_db;
 use crate::cli::{IncidentsAction, IncidentsArgs};
@@ -17,6 +19,9 @@ pub(crate) async fn run(db_options: &DbOptions, args: IncidentsArgs) -> anyhow::
     with_db(db_options, async |db| match args.action {
         None => list(&db.pool, args.open, args.json).await,
         Some(IncidentsAction::Show { id, json }) => show(&db.pool, &id, json).await,
+        Some(IncidentsAction::Report { id, format, output, public_url }) => {
+            report(&db.pool, &id, &format, output.as_deref(), &public_url).await
+        }
         Some(IncidentsAction::Set { id, status, owner, reason, actor }) => {
             set(&db.pool, &id, status.as_deref(), owner, &reason, &actor).await
         }
@@ -98,14 +103,42 @@ async fn show(pool: &sqlx::PgPool, id: &str, json: bool) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+async fn report(
+    pool: &sqlx::PgPool,
+    id: &str,
+    format: &str,
+    output: Option<&std::path::Path>,
+    public_url: &str,
+) -> anyhow::Result<ExitCode> {
+    let format = ReportFormat::parse(format).with_context(|| format!("unknown format {format:?}: html or ocsf"))?;
+    if !is_incident_id(id) {
+        bail!("{id:?} is not an incident id (`inc-` and 16 hex digits)");
+    }
+    let story = incident_story::story(pool, id).await?.with_context(|| format!("no incident {id}"))?;
+    let now = chrono::Utc::now();
+    let body = match format {
+        ReportFormat::Html => skywarden::report::html::report(&story, now),
+        ReportFormat::Ocsf => {
+            serde_json::to_string_pretty(&skywarden::report::ocsf::incident_findings(&story, public_url, now))?
+        }
+    };
+    match output {
+        Some(path) => {
+            std::fs::write(path, body).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("incident {} written to {}", story.incident.id, path.display());
+        }
+        None => println!("{body}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The incident an id names, or the one it was merged into.
 async fn find(pool: &sqlx::PgPool, id: &str) -> anyhow::Result<IncidentEntry> {
     if !is_incident_id(id) {
         bail!("{id:?} is not an incident id (`inc-` and 16 hex digits)");
     }
-    let current = incident_pages::resolve_id(pool, id).await?.with_context(|| format!("no incident {id}"))?;
-    let filter = IncidentFilter { id: Some(current), open_only: false };
-    incident_pages::incidents(pool, &filter, None, 1).await?.pop().with_context(|| format!("no incident {id}"))
+    let found = incident_story::find(pool, id).await?.with_context(|| format!("no incident {id}"))?;
+    Ok(found.0)
 }
 
 async fn set(

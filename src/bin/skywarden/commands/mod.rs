@@ -14,6 +14,7 @@ pub(crate) mod incidents;
 pub(crate) mod notifications;
 pub(crate) mod policies;
 pub(crate) mod posture;
+pub(crate) mod respond;
 pub(crate) mod serve;
 pub(crate) mod worker;
 
@@ -104,10 +105,16 @@ fn allow_problems(args: &PolicyArgs, what: &str, problems: &[String]) -> anyhow:
 }
 
 pub(crate) fn open_geo(args: &GeoArgs) -> anyhow::Result<Option<Arc<GeoDb>>> {
-    if args.geoip.is_empty() {
+    let lists = skywarden::geo::NetworkLists::open(
+        args.tor_exits.as_deref(),
+        args.vpn_ranges.as_deref(),
+        args.hosting_ranges.as_deref(),
+        args.aws_ip_ranges.as_deref(),
+    )?;
+    if args.geoip.is_empty() && lists.is_empty() {
         return Ok(None);
     }
-    Ok(Some(Arc::new(GeoDb::open(&args.geoip)?)))
+    Ok(Some(Arc::new(GeoDb::open_with(&args.geoip, lists)?)))
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -1,0 +1,272 @@
+//! `skywarden respond list|plan|apply|undo` and `skywarden accounts responder set|clear`:
+//! containment actions through an account's responder role, each recorded and audited.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use skywarden::accounts::responder;
+use skywarden::db::Database;
+use skywarden::respond::{self, Action, ApplyRequest, ResponseContext, ResponseRecord};
+
+use super::{aws_credentials, cli_actor};
+
+#[derive(Debug, Subcommand)]
+pub enum RespondAction {
+    /// Recorded actions, newest first; with --alert, the actions that fit that alert.
+    List {
+        /// The actions that fit this alert (and those already run for it).
+        #[arg(long)]
+        alert: Option<String>,
+        /// Only this account's recorded actions.
+        #[arg(long)]
+        account: Option<String>,
+        /// At most this many recorded actions.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dry run: the exact calls and the live state they would change; changes nothing.
+    Plan(ActionArgs),
+    /// Apply an action (once per --idempotency-key); a reason is required.
+    Apply {
+        #[command(flatten)]
+        action: ActionArgs,
+        /// Why, for the record and the audit log.
+        #[arg(long)]
+        reason: String,
+        /// Replaying a request with the same key does nothing again (a fresh key by default).
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// The alert this action contains.
+        #[arg(long)]
+        alert: Option<String>,
+    },
+    /// Undo an applied action: restores exactly the state recorded before it.
+    Undo {
+        /// The action's id (from `respond list` or `apply`).
+        id: String,
+        /// Why, for the record and the audit log.
+        #[arg(long)]
+        reason: String,
+        /// One JSON object with the record.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve (and so run) an action awaiting a second person's approval.
+    Approve {
+        /// The action's id.
+        id: String,
+        /// Why, for the record and the audit log.
+        #[arg(long)]
+        reason: String,
+        /// One JSON object with the record.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Require (or stop requiring) a second person's approval for a kind of action; without
+    /// arguments, list the kinds that need one.
+    Approval {
+        /// The kind of action.
+        kind: Option<String>,
+        /// Stop requiring approval for it.
+        #[arg(long, requires = "kind")]
+        off: bool,
+    },
+}
+
+/// `ACCOUNT KIND TARGET [--region R]`.
+#[derive(Debug, clap::Args)]
+pub struct ActionArgs {
+    /// The account id (12 digits).
+    pub account_id: String,
+    /// revoke-ingress-rule, deactivate-access-key, delete-login-profile, quarantine,
+    /// detach-role-policy, disassociate-instance-profile, stop-instance or start-logging.
+    pub kind: String,
+    /// sgr-…; USER:AKIA…; USER; user/NAME or role/NAME; ROLE:POLICY_ARN; i-…; i-…; trail name or ARN.
+    pub target: String,
+    /// The resource's region (EC2 and CloudTrail actions).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// One JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ResponderAction {
+    /// Record the account's responder role (deploy/skywarden-responder-role.yaml). Its external
+    /// ID is generated unless given, and shown once.
+    Set {
+        /// The account id (12 digits).
+        account_id: String,
+        /// arn:aws:iam::ACCOUNT:role/SkywardenResponder
+        #[arg(long)]
+        role_arn: String,
+        /// The ExternalId the role's stack was deployed with (generated when absent).
+        #[arg(long)]
+        external_id: Option<String>,
+    },
+    /// Forget the account's responder role: no action runs on it any more.
+    Clear {
+        /// The account id (12 digits).
+        account_id: String,
+    },
+}
+
+pub(crate) async fn responder(db: &Database, action: ResponderAction) -> anyhow::Result<ExitCode> {
+    let actor = cli_actor();
+    match action {
+        ResponderAction::Set { account_id, role_arn, external_id } => {
+            let stored = responder::set(&db.pool, &account_id, &role_arn, external_id.as_deref()).await?;
+            let details = serde_json::json!({"role_arn": role_arn});
+            skywarden::auth::audit::record(&db.pool, &actor, "account.responder_set", Some(&account_id), None, details)
+                .await;
+            println!("responder role {role_arn} recorded for {account_id}");
+            if external_id.is_none() {
+                println!("its external ID (shown only now; deploy the role's stack with it): {stored}");
+            }
+        }
+        ResponderAction::Clear { account_id } => {
+            let cleared = responder::clear(&db.pool, &account_id).await?;
+            let details = serde_json::json!({"cleared": cleared});
+            skywarden::auth::audit::record(
+                &db.pool,
+                &actor,
+                "account.responder_clear",
+                Some(&account_id),
+                None,
+                details,
+            )
+            .await;
+            println!("{}", if cleared { "responder role forgotten" } else { "no responder role was recorded" });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn context(db: &Database) -> anyhow::Result<ResponseContext> {
+    let (settings, base) = aws_credentials::load_checked("no action can run without them").await?;
+    Ok(ResponseContext { pool: db.pool.clone(), settings, base })
+}
+
+fn parse(args: &ActionArgs) -> anyhow::Result<Action> {
+    Ok(Action::parse(&args.kind, &args.target, args.region.as_deref())?)
+}
+
+pub(crate) async fn run(db: &Database, action: RespondAction) -> anyhow::Result<ExitCode> {
+    match action {
+        RespondAction::List { alert: Some(alert), json, .. } => suggestions(db, &alert, json).await,
+        RespondAction::List { alert: None, account, limit, json } => {
+            let records = respond::record::list(&db.pool, account.as_deref(), None, limit.clamp(1, 1000)).await?;
+            for record in &records {
+                print_record(record, json)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RespondAction::Plan(args) => plan(db, &args).await,
+        RespondAction::Apply { action, reason, idempotency_key, alert } => {
+            let key = match idempotency_key {
+                Some(key) => key,
+                None => skywarden::auth::random_secret(16)?,
+            };
+            let request = ApplyRequest {
+                account_id: action.account_id.clone(),
+                action: parse(&action)?,
+                actor: cli_actor(),
+                reason,
+                idempotency_key: key,
+                alert_id: alert,
+            };
+            let record = respond::run::apply(&context(db).await?, &request).await?;
+            print_record(&record, action.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        RespondAction::Approve { id, reason, json } => {
+            let record = respond::run::approve(&context(db).await?, &id, &cli_actor(), &reason).await?;
+            print_record(&record, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        RespondAction::Approval { kind, off } => approval(db, kind, off).await,
+        RespondAction::Undo { id, reason, json } => {
+            let record = respond::run::undo(&context(db).await?, &id, &cli_actor(), &reason).await?;
+            print_record(&record, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn approval(db: &Database, kind: Option<String>, off: bool) -> anyhow::Result<ExitCode> {
+    if let Some(kind) = kind {
+        respond::record::set_approval(&db.pool, &kind, !off, &cli_actor()).await?;
+        let details = serde_json::json!({"kind": kind, "required": !off});
+        skywarden::auth::audit::record(&db.pool, &cli_actor(), "response.approval_setting", None, None, details).await;
+    }
+    for kind in respond::record::approval_kinds(&db.pool).await? {
+        println!("{kind}: needs a second person's approval");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn suggestions(db: &Database, alert: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let Some(applicable) = respond::suggest::for_alert(&db.pool, alert).await? else {
+        anyhow::bail!("no alert {alert}");
+    };
+    if json {
+        println!("{}", serde_json::to_string(&applicable)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(command) = &applicable.enable_command {
+        println!("not enabled for account {}: {command}", applicable.account_id);
+    }
+    for action in &applicable.actions {
+        let region = action.region.as_deref().map(|r| format!(" --region {r}")).unwrap_or_default();
+        println!("{} {} {}{region}  ({})", applicable.account_id, action.kind, action.target, action.why);
+    }
+    for record in &applicable.recorded {
+        print_record(record, false)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn plan(db: &Database, args: &ActionArgs) -> anyhow::Result<ExitCode> {
+    let action = parse(args)?;
+    let plan = respond::run::plan(&context(db).await?, &args.account_id, &action).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&plan)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{} {} on {} ({})", plan.kind, plan.target, plan.account_id, plan.region);
+    println!("now: {}", plan.current);
+    if plan.protected {
+        println!("REFUSED: the resource is tagged {}", respond::PROTECTED_TAG);
+    } else if plan.calls.is_empty() {
+        println!("nothing to change");
+    }
+    for call in &plan.calls {
+        println!("would call {} {}", call.operation, call.params);
+    }
+    println!("undo: {}", serde_json::to_value(plan.undo)?["how"].as_str().unwrap_or_default());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_record(record: &ResponseRecord, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(record)?);
+    } else {
+        println!(
+            "{}  {}  {:<8}  {} {} on {} by {}: {}{}",
+            record.id,
+            record.created_at.format("%Y-%m-%d %H:%M:%S"),
+            record.status,
+            record.kind,
+            record.target,
+            record.account_id,
+            record.actor,
+            record.reason,
+            record.error.as_deref().map(|e| format!(" (error: {e})")).unwrap_or_default()
+        );
+    }
+    Ok(())
+}

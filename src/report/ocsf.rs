@@ -1,0 +1,123 @@
+//! An incident as OCSF 1.1.0: an Incident Finding (class 2005) that lists every alert's finding
+//! info, its ATT&CK chain, status, owner and span, followed by each alert as a Detection Finding
+//! (class 2004, as the OCSF webhook sends them), in one JSON array.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use crate::alerts::incident_pages::IncidentView;
+use crate::alerts::incident_story::IncidentStory;
+use crate::alerts::incidents::IncidentStatus;
+use crate::notify::message::AlertMessage;
+use crate::notify::targets::webhook::{ocsf_finding, ocsf_severity};
+
+/// OCSF incident status: New, In Progress, On Hold, Resolved, Closed (and Other).
+fn status(status: IncidentStatus) -> (i64, &'static str) {
+    match status {
+        IncidentStatus::Open => (1, "New"),
+        IncidentStatus::Investigating => (2, "In Progress"),
+        IncidentStatus::Contained => (99, "Contained"),
+        IncidentStatus::Resolved => (4, "Resolved"),
+        IncidentStatus::Dismissed | IncidentStatus::Merged => (5, "Closed"),
+    }
+}
+
+/// The incident and its alerts as OCSF events; `public_url` makes the links back.
+pub fn incident_findings(story: &IncidentStory, public_url: &str, now: DateTime<Utc>) -> Value {
+    let mut events = vec![incident_finding(story, public_url, now)];
+    for alert in &story.alerts {
+        let message = AlertMessage::from_alert(alert, public_url);
+        events.push(ocsf_finding(&message, (1, "Create"), alert.status, now));
+    }
+    Value::Array(events)
+}
+
+fn incident_finding(story: &IncidentStory, public_url: &str, now: DateTime<Utc>) -> Value {
+    let incident = &story.incident;
+    let (severity_id, severity) = ocsf_severity(incident.severity);
+    let (status_id, status_name) = status(incident.status);
+    let findings: Vec<Value> = incident
+        .timeline
+        .iter()
+        .map(|step| {
+            json!({
+                "uid": step.alert_id,
+                "title": step.title,
+                "types": [step.policy_id],
+                "created_time": step.time.timestamp_millis(),
+                "first_seen_time": step.time.timestamp_millis(),
+                "analytic": {"uid": step.policy_id, "name": step.policy_id, "type_id": 1, "type": "Rule"},
+                "desc": step.link_reason.as_deref().map(|r| format!("joined the incident by: {r}")),
+            })
+        })
+        .collect();
+    let mut finding = json!({
+        "class_uid": 2005,
+        "class_name": "Incident Finding",
+        "category_uid": 2,
+        "category_name": "Findings",
+        "activity_id": 1,
+        "activity_name": "Create",
+        "type_uid": 200501,
+        "time": now.timestamp_millis(),
+        "start_time": incident.first_seen.timestamp_millis(),
+        "end_time": incident.last_seen.timestamp_millis(),
+        "severity_id": severity_id,
+        "severity": severity,
+        "status_id": status_id,
+        "status": status_name,
+        "count": story.alert_count,
+        "desc": summary(incident, story.alert_count),
+        "src_url": format!("{}/#/incident/{}", public_url.trim_end_matches('/'), incident.id),
+        "finding_info_list": findings,
+        "attacks": attacks(incident),
+        "metadata": {
+            "version": "1.1.0",
+            "product": {"name": "Skywarden", "vendor_name": "Skywarden", "version": env!("CARGO_PKG_VERSION")},
+            "uid": incident.id,
+        },
+    });
+    // OCSF needs an assignee or a group: an incident nobody owns yet says so.
+    match &incident.owner {
+        Some(owner) => finding["assignee"] = json!({"name": owner}),
+        None => finding["assignee_group"] = json!({"name": "unassigned", "desc": "no owner set in Skywarden yet"}),
+    }
+    finding
+}
+
+fn summary(incident: &IncidentView, alerts: i64) -> String {
+    let chain: Vec<&str> = incident.tactics.iter().map(|t| t.name.as_str()).collect();
+    format!(
+        "{alerts} alerts in account {} from {} ({}), {} to {}; tactics: {}",
+        incident.account_id,
+        incident.principal.as_deref().unwrap_or("an unknown principal"),
+        incident.source_ip.as_deref().unwrap_or("no address"),
+        incident.first_seen.to_rfc3339(),
+        incident.last_seen.to_rfc3339(),
+        if chain.is_empty() { "none".to_string() } else { chain.join(" -> ") }
+    )
+}
+
+/// The ATT&CK tactics in the order reached, each with the techniques its alerts named.
+fn attacks(incident: &IncidentView) -> Vec<Value> {
+    let mut attacks = Vec::new();
+    for tactic in &incident.tactics {
+        let mut techniques: Vec<&str> = incident
+            .timeline
+            .iter()
+            .flat_map(|s| s.mitre.iter())
+            .filter_map(|label| label.split_once('/').filter(|(t, _)| *t == tactic.id).map(|(_, tech)| tech))
+            .filter(|tech| !tech.is_empty())
+            .collect();
+        techniques.sort_unstable();
+        techniques.dedup();
+        let tactic_object = json!({"uid": tactic.id, "name": tactic.name});
+        if techniques.is_empty() {
+            attacks.push(json!({"tactic": tactic_object, "version": "14"}));
+        }
+        for technique in techniques {
+            attacks.push(json!({"tactic": tactic_object, "technique": {"uid": technique}, "version": "14"}));
+        }
+    }
+    attacks
+}

@@ -1,0 +1,320 @@
+//! The containment actions: what each changes, named the way the CLI and API take it
+//! (`KIND TARGET [REGION]`), parsed once so that holding an [`Action`] means it is well formed.
+
+use serde::{Deserialize, Serialize};
+
+use super::RespondError;
+use crate::aws::{GLOBAL_REGION, is_region_name};
+
+/// One containment action on one resource.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Action {
+    /// Revoke one security-group ingress rule, by its rule id.
+    RevokeIngressRule { region: String, rule_id: String },
+    /// Make an access key inactive.
+    DeactivateAccessKey { user_name: String, access_key_id: String },
+    /// Delete a user's console password.
+    DeleteLoginProfile { user_name: String },
+    /// Attach an explicit deny-all inline policy to a user or role.
+    Quarantine { principal: Principal },
+    /// Detach a managed policy from a role.
+    DetachRolePolicy { role_name: String, policy_arn: String },
+    /// Take the instance profile (and so the role's credentials) away from an instance.
+    DisassociateInstanceProfile { region: String, instance_id: String },
+    /// Snapshot every EBS volume of an instance, then stop (never terminate) it.
+    StopInstance { region: String, instance_id: String },
+    /// Restart the logging of a trail that StopLogging stopped.
+    StartLogging { region: String, trail: String },
+}
+
+/// A user or a role, by name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "name", rename_all = "lowercase")]
+pub enum Principal {
+    User(String),
+    Role(String),
+}
+
+impl Principal {
+    pub fn label(&self) -> String {
+        match self {
+            Principal::User(name) => format!("user/{name}"),
+            Principal::Role(name) => format!("role/{name}"),
+        }
+    }
+}
+
+/// Every kind, as the CLI and API name it.
+pub const KINDS: [&str; 8] = [
+    "revoke-ingress-rule",
+    "deactivate-access-key",
+    "delete-login-profile",
+    "quarantine",
+    "detach-role-policy",
+    "disassociate-instance-profile",
+    "stop-instance",
+    "start-logging",
+];
+
+/// The name of the inline policy quarantine attaches (and the only one its undo removes).
+pub const QUARANTINE_POLICY_NAME: &str = "SkywardenQuarantine";
+
+/// Its document: deny everything. An explicit deny wins over every allow, at once, also for
+/// sessions already open.
+pub const QUARANTINE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"SkywardenQuarantine","Effect":"Deny","Action":"*","Resource":"*"}]}"#;
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> RespondError {
+    RespondError::Invalid { field, reason: reason.into() }
+}
+
+/// `PREFIX-` followed by 8 to 32 lowercase hex digits (`sgr-…`, `i-…`).
+fn check_aws_id(field: &'static str, value: &str, prefix: &str) -> Result<String, RespondError> {
+    let ok = value
+        .strip_prefix(prefix)
+        .is_some_and(|hex| (8..=32).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    if ok { Ok(value.to_owned()) } else { Err(invalid(field, format!("`{value}` is not a {prefix}… id"))) }
+}
+
+/// An IAM user or role name: 1 to 64 characters of `[\w+=,.@-]`.
+fn check_iam_name(field: &'static str, value: &str) -> Result<String, RespondError> {
+    let ok =
+        (1..=64).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b));
+    if ok { Ok(value.to_owned()) } else { Err(invalid(field, format!("`{value}` is not an IAM user or role name"))) }
+}
+
+fn check_access_key(value: &str) -> Result<String, RespondError> {
+    let ok = (16..=128).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    if ok { Ok(value.to_owned()) } else { Err(invalid("target", format!("`{value}` is not an access key id"))) }
+}
+
+/// A managed policy ARN: `arn:PARTITION:iam::ACCOUNT|aws:policy/[PATH/]NAME`.
+fn check_policy_arn(value: &str) -> Result<String, RespondError> {
+    let parts: Vec<&str> = value.splitn(6, ':').collect();
+    let ok = parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "iam"
+        && parts[3].is_empty()
+        && (parts[4] == "aws" || (parts[4].len() == 12 && parts[4].bytes().all(|b| b.is_ascii_digit())))
+        && parts[5].strip_prefix("policy/").is_some_and(|name| {
+            (1..=512).contains(&name.len())
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-/".contains(&b))
+        });
+    if ok { Ok(value.to_owned()) } else { Err(invalid("target", format!("`{value}` is not a managed policy ARN"))) }
+}
+
+/// A trail name (3 to 128 of `[A-Za-z0-9._-]`) or a trail ARN.
+fn check_trail(value: &str) -> Result<String, RespondError> {
+    let name_ok = |name: &str| {
+        (3..=128).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    };
+    let ok = match value.strip_prefix("arn:") {
+        Some(rest) => rest.contains(":cloudtrail:") && rest.split_once(":trail/").is_some_and(|(_, n)| name_ok(n)),
+        None => name_ok(value),
+    };
+    if ok { Ok(value.to_owned()) } else { Err(invalid("target", format!("`{value}` is not a trail name or ARN"))) }
+}
+
+fn check_region(region: Option<&str>, kind: &str) -> Result<String, RespondError> {
+    match region {
+        Some(region) if is_region_name(region) => Ok(region.to_owned()),
+        Some(region) => Err(invalid("region", format!("`{region}` is not an AWS region name"))),
+        None => Err(invalid("region", format!("{kind} needs the region of its resource"))),
+    }
+}
+
+/// Splits `A:B` at the first `:` (IAM names never hold one).
+fn pair<'a>(target: &'a str, shape: &str) -> Result<(&'a str, &'a str), RespondError> {
+    target.split_once(':').ok_or_else(|| invalid("target", format!("expected {shape}, got `{target}`")))
+}
+
+impl Action {
+    /// Parses `KIND TARGET [REGION]`; the target's shape depends on the kind (see [`KINDS`]
+    /// and docs/response.md).
+    pub fn parse(kind: &str, target: &str, region: Option<&str>) -> Result<Self, RespondError> {
+        let target = target.trim();
+        Ok(match kind {
+            "revoke-ingress-rule" => Action::RevokeIngressRule {
+                region: check_region(region, kind)?,
+                rule_id: check_aws_id("target", target, "sgr-")?,
+            },
+            "deactivate-access-key" => {
+                let (user, key) = pair(target, "USER:ACCESS_KEY_ID")?;
+                Action::DeactivateAccessKey {
+                    user_name: check_iam_name("target", user)?,
+                    access_key_id: check_access_key(key)?,
+                }
+            }
+            "delete-login-profile" => Action::DeleteLoginProfile { user_name: check_iam_name("target", target)? },
+            "quarantine" => Action::Quarantine {
+                principal: match target.split_once('/') {
+                    Some(("user", name)) => Principal::User(check_iam_name("target", name)?),
+                    Some(("role", name)) => Principal::Role(check_iam_name("target", name)?),
+                    _ => return Err(invalid("target", format!("expected user/NAME or role/NAME, got `{target}`"))),
+                },
+            },
+            "detach-role-policy" => {
+                let (role, policy) = pair(target, "ROLE:POLICY_ARN")?;
+                Action::DetachRolePolicy {
+                    role_name: check_iam_name("target", role)?,
+                    policy_arn: check_policy_arn(policy)?,
+                }
+            }
+            "disassociate-instance-profile" => Action::DisassociateInstanceProfile {
+                region: check_region(region, kind)?,
+                instance_id: check_aws_id("target", target, "i-")?,
+            },
+            "stop-instance" => Action::StopInstance {
+                region: check_region(region, kind)?,
+                instance_id: check_aws_id("target", target, "i-")?,
+            },
+            "start-logging" => {
+                Action::StartLogging { region: check_region(region, kind)?, trail: check_trail(target)? }
+            }
+            other => return Err(invalid("kind", format!("`{other}` is not an action (one of {})", KINDS.join(", ")))),
+        })
+    }
+
+    /// Checks a stored or deserialized action as `parse` would.
+    pub fn validated(self) -> Result<Self, RespondError> {
+        let region = self.region();
+        let region = (region != GLOBAL_REGION).then_some(region);
+        Self::parse(self.kind(), &self.target(), region)
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::RevokeIngressRule { .. } => KINDS[0],
+            Action::DeactivateAccessKey { .. } => KINDS[1],
+            Action::DeleteLoginProfile { .. } => KINDS[2],
+            Action::Quarantine { .. } => KINDS[3],
+            Action::DetachRolePolicy { .. } => KINDS[4],
+            Action::DisassociateInstanceProfile { .. } => KINDS[5],
+            Action::StopInstance { .. } => KINDS[6],
+            Action::StartLogging { .. } => KINDS[7],
+        }
+    }
+
+    /// The target as `parse` takes it.
+    pub fn target(&self) -> String {
+        match self {
+            Action::RevokeIngressRule { rule_id, .. } => rule_id.clone(),
+            Action::DeactivateAccessKey { user_name, access_key_id } => format!("{user_name}:{access_key_id}"),
+            Action::DeleteLoginProfile { user_name } => user_name.clone(),
+            Action::Quarantine { principal } => principal.label(),
+            Action::DetachRolePolicy { role_name, policy_arn } => format!("{role_name}:{policy_arn}"),
+            Action::DisassociateInstanceProfile { instance_id, .. } | Action::StopInstance { instance_id, .. } => {
+                instance_id.clone()
+            }
+            Action::StartLogging { trail, .. } => trail.clone(),
+        }
+    }
+
+    /// The region of its resource; `global` for IAM.
+    pub fn region(&self) -> &str {
+        match self {
+            Action::RevokeIngressRule { region, .. }
+            | Action::DisassociateInstanceProfile { region, .. }
+            | Action::StopInstance { region, .. }
+            | Action::StartLogging { region, .. } => region,
+            _ => GLOBAL_REGION,
+        }
+    }
+
+    /// The resource its lease covers: two actions on one user, role or instance never run at
+    /// once, whatever their kinds.
+    pub fn resource(&self) -> String {
+        match self {
+            Action::RevokeIngressRule { region, rule_id } => format!("{region}/{rule_id}"),
+            Action::DeactivateAccessKey { user_name, .. } | Action::DeleteLoginProfile { user_name } => {
+                format!("iam/user/{user_name}")
+            }
+            Action::Quarantine { principal } => format!("iam/{}", principal.label()),
+            Action::DetachRolePolicy { role_name, .. } => format!("iam/role/{role_name}"),
+            Action::DisassociateInstanceProfile { region, instance_id }
+            | Action::StopInstance { region, instance_id } => format!("{region}/{instance_id}"),
+            Action::StartLogging { region, trail } => format!("{region}/trail/{trail}"),
+        }
+    }
+
+    /// What undo does, or why there is none.
+    pub fn undo(&self) -> Undo {
+        match self {
+            Action::RevokeIngressRule { .. } => Undo::Possible("re-authorizes exactly the revoked rule"),
+            Action::DeactivateAccessKey { .. } => Undo::Possible("makes the key active again"),
+            Action::DeleteLoginProfile { .. } => Undo::Impossible(
+                "a console password cannot be restored without knowing it; the user needs a new one from an administrator",
+            ),
+            Action::Quarantine { .. } => Undo::Possible("removes exactly the quarantine policy Skywarden attached"),
+            Action::DetachRolePolicy { .. } => Undo::Possible("re-attaches the detached policy"),
+            Action::DisassociateInstanceProfile { .. } => Undo::Possible("re-associates the recorded instance profile"),
+            Action::StopInstance { .. } => {
+                Undo::Possible("starts the instance again if it was running (the snapshots are kept)")
+            }
+            Action::StartLogging { .. } => {
+                Undo::Impossible("Skywarden never stops logging; stop it yourself if it must be off")
+            }
+        }
+    }
+}
+
+/// Whether an action can be undone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(tag = "undo", content = "how", rename_all = "lowercase")]
+pub enum Undo {
+    Possible(&'static str),
+    Impossible(&'static str),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_parses_its_target_and_prints_it_back() {
+        let cases = [
+            ("revoke-ingress-rule", "sgr-0123456789abcdef0", Some("eu-west-1")),
+            ("deactivate-access-key", "alice:AKIAIOSFODNN7EXAMPLE", None),
+            ("delete-login-profile", "alice", None),
+            ("quarantine", "role/admin-2", None),
+            ("detach-role-policy", "ci:arn:aws:iam::aws:policy/AdministratorAccess", None),
+            ("disassociate-instance-profile", "i-0123456789abcdef0", Some("us-east-1")),
+            ("stop-instance", "i-0123456789abcdef0", Some("us-east-1")),
+            ("start-logging", "arn:aws:cloudtrail:us-east-1:111122223333:trail/main", Some("us-east-1")),
+        ];
+        for (kind, target, region) in cases {
+            let action = Action::parse(kind, target, region).unwrap();
+            assert_eq!((action.kind(), action.target()), (kind, target.to_owned()));
+            let stored = serde_json::to_value(&action).unwrap();
+            let back: Action = serde_json::from_value(stored).unwrap();
+            assert_eq!(back.clone().validated().unwrap(), action);
+        }
+        assert_eq!(KINDS.len(), cases.len());
+    }
+
+    #[test]
+    fn bad_targets_name_the_field() {
+        let field = |kind, target, region| match Action::parse(kind, target, region) {
+            Err(RespondError::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field("revoke-ingress-rule", "sg-0123456789abcdef0", Some("us-east-1")), "target");
+        assert_eq!(field("revoke-ingress-rule", "sgr-0123456789abcdef0", None), "region");
+        assert_eq!(field("quarantine", "group/x", None), "target");
+        assert_eq!(field("deactivate-access-key", "alice", None), "target");
+        assert_eq!(field("detach-role-policy", "ci:arn:aws:s3:::bucket", None), "target");
+        assert_eq!(field("terminate-instance", "i-0123456789abcdef0", Some("us-east-1")), "kind");
+        assert_eq!(field("quarantine", "user/al ice", None), "target");
+    }
+
+    #[test]
+    fn one_principal_or_instance_is_one_leased_resource_whatever_the_action() {
+        let key = Action::parse("deactivate-access-key", "bob:AKIAIOSFODNN7EXAMPLE", None).unwrap();
+        let quarantine = Action::parse("quarantine", "user/bob", None).unwrap();
+        assert_eq!(key.resource(), quarantine.resource());
+        let stop = Action::parse("stop-instance", "i-0123456789abcdef0", Some("us-east-1")).unwrap();
+        let profile = Action::parse("disassociate-instance-profile", "i-0123456789abcdef0", Some("us-east-1")).unwrap();
+        assert_eq!(stop.resource(), profile.resource());
+    }
+}

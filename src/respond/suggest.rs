@@ -1,0 +1,235 @@
+//! The actions that apply to an alert, read from the CloudTrail events behind it: the rule it
+//! opened, the key or password it created, the policy it attached, the trail it stopped, and the
+//! principal who did it.
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgPool;
+
+use super::record::{self, ResponseRecord};
+use super::{Action, RespondError, Undo};
+use crate::accounts::responder;
+
+/// At most this many evidence events are read for suggestions.
+const MAX_EVENTS: i64 = 500;
+
+/// One action that fits an alert, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Suggestion {
+    pub kind: &'static str,
+    pub target: String,
+    /// The resource's region (none for IAM).
+    pub region: Option<String>,
+    pub why: String,
+    pub undo: Undo,
+}
+
+/// What the alert page shows: the actions, whether the account can run them, and those run.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Applicable {
+    pub alert_id: String,
+    pub account_id: String,
+    /// Whether the account has a responder role; without one nothing runs.
+    pub enabled: bool,
+    /// How to enable response, when it is not.
+    pub enable_command: Option<String>,
+    pub actions: Vec<Suggestion>,
+    /// Actions already recorded for the alert, newest first.
+    pub recorded: Vec<ResponseRecord>,
+}
+
+fn suggestion(kind: &str, target: &str, region: Option<&str>, why: String) -> Option<(Action, String)> {
+    Action::parse(kind, target, region).ok().map(|action| (action, why))
+}
+
+/// The acting principal: quarantine the user or the role's issuer, and a long-term key.
+fn by_principal(event: &Value) -> Vec<(Action, String)> {
+    let identity = &event["userIdentity"];
+    let mut found = Vec::new();
+    match identity["type"].as_str() {
+        Some("IAMUser") => {
+            let Some(user) = identity["userName"].as_str() else { return found };
+            found.extend(suggestion("quarantine", &format!("user/{user}"), None, format!("{user} made the calls")));
+            // Long-term keys (AKIA…) only: a session's key (ASIA…) ends with its session.
+            if let Some(key) = identity["accessKeyId"].as_str().filter(|k| k.starts_with("AKIA")) {
+                let why = format!("{user} made the calls with this key");
+                found.extend(suggestion("deactivate-access-key", &format!("{user}:{key}"), None, why));
+            }
+        }
+        Some("AssumedRole") => {
+            let issuer = &identity["sessionContext"]["sessionIssuer"];
+            if let (Some("Role"), Some(role)) = (issuer["type"].as_str(), issuer["userName"].as_str()) {
+                let why = format!("a session of role {role} made the calls");
+                found.extend(suggestion("quarantine", &format!("role/{role}"), None, why));
+            }
+        }
+        _ => {}
+    }
+    found
+}
+
+/// What the call created or changed.
+fn by_call(event: &Value) -> Vec<(Action, String)> {
+    let (request, response) = (&event["requestParameters"], &event["responseElements"]);
+    let region = event["awsRegion"].as_str();
+    let name = event["eventName"].as_str().unwrap_or_default();
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    let mut found = Vec::new();
+    match name {
+        "AuthorizeSecurityGroupIngress" => {
+            for rule in response["securityGroupRuleSet"]["items"].as_array().into_iter().flatten() {
+                if rule["isEgress"] == Value::Bool(true) {
+                    continue;
+                }
+                if let Some(id) = rule["securityGroupRuleId"].as_str() {
+                    let why = format!("the rule opened by {name}");
+                    found.extend(suggestion("revoke-ingress-rule", id, region, why));
+                }
+            }
+        }
+        "CreateAccessKey" => {
+            let key = &response["accessKey"];
+            if let (Some(user), Some(id)) = (text(&key["userName"]), text(&key["accessKeyId"])) {
+                let why = "the access key the alert's events created".to_owned();
+                found.extend(suggestion("deactivate-access-key", &format!("{user}:{id}"), None, why));
+            }
+        }
+        "CreateLoginProfile" | "UpdateLoginProfile" => {
+            if let Some(user) = text(&request["userName"]) {
+                found.extend(suggestion("delete-login-profile", &user, None, format!("{name} set its password")));
+            }
+        }
+        "CreateUser" | "AttachUserPolicy" | "PutUserPolicy" | "AddUserToGroup" => {
+            if let Some(user) = text(&request["userName"]) {
+                found.extend(suggestion("quarantine", &format!("user/{user}"), None, format!("{name} on this user")));
+            }
+        }
+        "AttachRolePolicy" => {
+            if let (Some(role), Some(policy)) = (text(&request["roleName"]), text(&request["policyArn"])) {
+                let why = "the policy the alert's events attached".to_owned();
+                found.extend(suggestion("detach-role-policy", &format!("{role}:{policy}"), None, why));
+            }
+        }
+        "AssociateIamInstanceProfile" => {
+            let instance = text(&request["AssociateIamInstanceProfileRequest"]["InstanceId"])
+                .or_else(|| text(&request["instanceId"]));
+            if let Some(instance) = instance {
+                let why = "the profile the alert's events associated".to_owned();
+                found.extend(suggestion("disassociate-instance-profile", &instance, region, why));
+                let why = "the instance that received the profile (snapshots first)".to_owned();
+                found.extend(suggestion("stop-instance", &instance, region, why));
+            }
+        }
+        "RunInstances" => {
+            for item in response["instancesSet"]["items"].as_array().into_iter().flatten() {
+                if let Some(instance) = item["instanceId"].as_str() {
+                    let why = "an instance the alert's events launched".to_owned();
+                    found.extend(suggestion("stop-instance", instance, region, why));
+                }
+            }
+        }
+        "StopLogging" => {
+            if let Some(trail) = text(&request["name"]) {
+                found.extend(suggestion("start-logging", &trail, region, "the trail StopLogging stopped".into()));
+            }
+        }
+        _ => {}
+    }
+    found
+}
+
+/// The actions that fit these events, each once, what they changed first.
+pub fn from_events(events: &[Value]) -> Vec<Suggestion> {
+    let found = events.iter().flat_map(by_call).chain(events.iter().flat_map(by_principal));
+    let mut suggestions: Vec<Suggestion> = Vec::new();
+    for (action, why) in found {
+        let target = action.target();
+        if suggestions.iter().any(|s| s.kind == action.kind() && s.target == target) {
+            continue;
+        }
+        let region = Some(action.region().to_owned()).filter(|r| r != crate::aws::GLOBAL_REGION);
+        suggestions.push(Suggestion { kind: action.kind(), target, region, why, undo: action.undo() });
+    }
+    suggestions
+}
+
+/// The actions for one alert; none if there is no such alert.
+pub async fn for_alert(pool: &PgPool, alert_id: &str) -> Result<Option<Applicable>, RespondError> {
+    if !crate::model::is_alert_id(alert_id) {
+        return Ok(None);
+    }
+    let account =
+        sqlx::query_scalar!("SELECT account_id FROM alerts WHERE alert_id = $1::text::uuid LIMIT 1", alert_id)
+            .fetch_optional(pool)
+            .await?;
+    let Some(account_id) = account else { return Ok(None) };
+    let events = sqlx::query_scalar!(
+        "SELECT c.raw FROM alert_evidence e
+         JOIN cloudtrail_events c ON c.account_id = e.account_id AND c.event_id = e.event_id AND c.event_time = e.event_time
+         WHERE e.account_id = $1 AND e.alert_id = $2::text::uuid
+         ORDER BY e.event_time, e.event_id LIMIT $3",
+        account_id,
+        alert_id,
+        MAX_EVENTS
+    )
+    .fetch_all(pool)
+    .await?;
+    let enabled = responder::load(pool, &account_id).await?.is_some();
+    Ok(Some(Applicable {
+        alert_id: alert_id.to_owned(),
+        enable_command: (!enabled).then(|| responder::enable_command(&account_id)),
+        enabled,
+        actions: from_events(&events),
+        recorded: record::list(pool, None, Some(alert_id), 100).await?,
+        account_id,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn alice(name: &str, request: Value, response: Value) -> Value {
+        json!({"eventName": name, "awsRegion": "us-east-1", "requestParameters": request, "responseElements": response,
+               "userIdentity": {"type": "IAMUser", "userName": "alice", "accessKeyId": "ASIALGDLZ7HWJPHKB6HS"}})
+    }
+
+    #[test]
+    fn the_seed_story_suggests_its_containment() {
+        let events = [
+            alice(
+                "AuthorizeSecurityGroupIngress",
+                json!({}),
+                json!({"securityGroupRuleSet": {"items": [{"securityGroupRuleId": "sgr-b275960434d835529", "isEgress": false}]}}),
+            ),
+            alice(
+                "CreateAccessKey",
+                json!({"userName": "backup-admin"}),
+                json!({"accessKey": {"userName": "backup-admin", "accessKeyId": "AKIAGM2TL5PQ3IYMYB7F"}}),
+            ),
+            alice(
+                "StopLogging",
+                json!({"name": "arn:aws:cloudtrail:us-east-1:111122223333:trail/management-trail"}),
+                Value::Null,
+            ),
+            alice(
+                "AttachRolePolicy",
+                json!({"roleName": "ssm", "policyArn": "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"}),
+                Value::Null,
+            ),
+        ];
+        let found: Vec<(&str, String)> = from_events(&events).iter().map(|s| (s.kind, s.target.clone())).collect();
+        assert_eq!(
+            found,
+            [
+                ("revoke-ingress-rule", "sgr-b275960434d835529".to_owned()),
+                ("deactivate-access-key", "backup-admin:AKIAGM2TL5PQ3IYMYB7F".to_owned()),
+                ("start-logging", "arn:aws:cloudtrail:us-east-1:111122223333:trail/management-trail".to_owned()),
+                ("detach-role-policy", "ssm:arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore".to_owned()),
+                ("quarantine", "user/alice".to_owned()),
+            ],
+            "a session key (ASIA…) is not suggested, and alice is quarantined once"
+        );
+    }
+}

@@ -1,0 +1,504 @@
+//! GuardDuty and Security Hub findings imported as alerts, end to end through the real SDK
+//! clients and the job workers: Security Hub against moto (GetFindings, BatchImportFindings),
+//! GuardDuty against a protocol-faithful fake (moto has detectors but no findings calls; see
+//! support/guardduty.rs and docs/aws-findings.md).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use skywarden::accounts::{self, LogSources, NewAccount, PollIntervals};
+use skywarden::alerts::store::{AlertFilter, AlertView, list};
+use skywarden::aws::{AccountSession, AwsSettings, Service};
+use skywarden::db::partitions::PartitionCache;
+use skywarden::model::{AlertStatus, Severity};
+use skywarden::pollers::worker::{JobReport, Worker};
+use skywarden::pollers::{PollContext, PollOptions, Source, jobs};
+
+use crate::support::TestDb;
+use crate::support::aws as fake;
+use crate::support::guardduty::FakeGuardDuty;
+
+async fn context(db: &TestDb, settings: AwsSettings) -> PollContext {
+    let base = settings.load().await;
+    PollContext {
+        pool: db.pool.clone(),
+        base,
+        settings,
+        options: PollOptions::default(),
+        geo: None,
+        partitions: Arc::new(PartitionCache::default()),
+    }
+}
+
+/// An account importing findings in `regions`, with its other jobs (LookupEvents, snapshots,
+/// the regions job) off: these tests are about the findings jobs alone.
+async fn onboard(db: &TestDb, account: &str, regions: &[&str], guardduty: bool, security_hub: bool) {
+    let new = NewAccount {
+        role_arn: format!("arn:aws:iam::{account}:role/SkywardenReadOnly"),
+        name: None,
+        regions: regions.iter().map(|r| r.to_string()).collect(),
+        endpoint_url: None,
+        sources: LogSources {
+            guardduty_findings: guardduty,
+            security_hub_findings: security_hub,
+            ..Default::default()
+        },
+    };
+    accounts::onboard(&db.pool, &new, &PollIntervals::default()).await.expect("onboarding");
+    sqlx::query(
+        "UPDATE poll_jobs SET enabled = false WHERE account_id = $1
+         AND source NOT IN ('guardduty-findings', 'securityhub-findings')",
+    )
+    .bind(account)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A GuardDuty finding as GetFindings sends it.
+fn guardduty_finding(account: &str, id: &str, updated: DateTime<Utc>, severity: f64) -> Value {
+    json!({
+        "accountId": account,
+        "arn": format!("arn:aws:guardduty:us-east-1:{account}:detector/det-1/finding/{id}"),
+        "createdAt": time(Utc::now() - chrono::Duration::days(2)),
+        "updatedAt": time(updated),
+        "id": id,
+        "partition": "aws",
+        "region": "us-east-1",
+        "schemaVersion": "2.0",
+        "type": "Recon:EC2/PortProbeUnprotectedPort",
+        "title": format!("Unprotected port on EC2 instance i-{id} is being probed."),
+        "description": "EC2 instance has an unprotected port which is being probed by a known malicious host.",
+        "severity": severity,
+        "resource": {"resourceType": "Instance", "instanceDetails": {"instanceId": format!("i-{id}")}},
+        "service": {"serviceName": "guardduty", "detectorId": "det-1", "archived": false, "count": 1,
+                    "action": {"actionType": "PORT_PROBE", "portProbeAction": {"blocked": false, "portProbeDetails": [
+                        {"remoteIpDetails": {"ipAddressV4": "192.0.2.44", "country": {"countryCode": "RU"}}}]}}}
+    })
+}
+
+/// The credential-exfiltration finding an intrusion raises: an instance role's key used outside AWS.
+fn exfiltration_finding(account: &str, updated: DateTime<Utc>, severity: f64, count: u64) -> Value {
+    json!({
+        "accountId": account,
+        "arn": format!("arn:aws:guardduty:us-east-1:{account}:detector/det-1/finding/exfil-1"),
+        "createdAt": time(Utc::now() - chrono::Duration::hours(3)),
+        "updatedAt": time(updated),
+        "id": "exfil-1",
+        "partition": "aws",
+        "region": "us-east-1",
+        "schemaVersion": "2.0",
+        "type": "UnauthorizedAccess:IAMUser/InstanceCredentialExfiltration.OutsideAWS",
+        "title": "Credentials for instance role web-role used from external IP address.",
+        "description": "Credentials created exclusively for an EC2 instance were used from 203.0.113.9.",
+        "severity": severity,
+        "resource": {
+            "resourceType": "AccessKey",
+            "accessKeyDetails": {"accessKeyId": "ASIAEXFILTRATED01", "principalId": "AROAWEBROLE:i-0web",
+                                  "userName": "web-role", "userType": "AssumedRole"},
+            "instanceDetails": {"instanceId": "i-0web", "networkInterfaces": [{"networkInterfaceId": "eni-0web"}]}
+        },
+        "service": {"serviceName": "guardduty", "detectorId": "det-1", "archived": false, "count": count,
+                    "action": {"actionType": "AWS_API_CALL", "awsApiCallAction": {
+                        "api": "ListBuckets", "serviceName": "s3.amazonaws.com", "callerType": "Remote IP",
+                        "remoteIpDetails": {"ipAddressV4": "203.0.113.9", "country": {"countryCode": "NL"}}}}}
+    })
+}
+
+fn report<'r>(reports: &'r [JobReport], account: &str, source: Source, region: &str) -> &'r JobReport {
+    reports
+        .iter()
+        .find(|r| r.account_id == account && r.source == source.as_str() && r.region == region)
+        .unwrap_or_else(|| panic!("no {} run in {region}: {reports:?}", source.as_str()))
+}
+
+async fn alerts_of(db: &TestDb, account: &str, prefix: &str) -> Vec<AlertView> {
+    let all = list(&db.pool, &AlertFilter::default()).await.unwrap();
+    all.into_iter().filter(|a| a.account_id == account && a.policy_id.starts_with(prefix)).collect()
+}
+
+#[tokio::test]
+async fn guardduty_findings_become_alerts_that_follow_their_updates() {
+    let db = TestDb::new().await;
+    let moto = fake::moto_url().await;
+    let guardduty = FakeGuardDuty::start().await;
+    let mut settings = fake::settings_for(moto);
+    settings.service_endpoints.insert(Service::GuardDuty, guardduty.url.clone());
+    let ctx = context(&db, settings).await;
+    let account = fake::random_account_id();
+    onboard(&db, &account, &["us-east-1", "eu-west-1"], true, false).await;
+    // GuardDuty on in us-east-1 only; 119 probes and one exfiltration: three pages of 50.
+    guardduty.enable("us-east-1", "det-1");
+    let first_update = Utc::now() - chrono::Duration::hours(1);
+    for n in 0..119 {
+        guardduty.put_finding(guardduty_finding(&account, &format!("probe-{n:03}"), first_update, 2.0));
+    }
+    guardduty.put_finding(exfiltration_finding(&account, first_update, 8.0, 1));
+
+    let worker = Worker::new(ctx.clone(), "worker-a", None);
+    let reports = worker.run_once().await.unwrap();
+    let east = report(&reports, &account, Source::GuardDutyFindings, "us-east-1");
+    assert!(east.error.is_none(), "{east:?}");
+    assert_eq!(east.outcome.as_ref().unwrap().stored, 120);
+    let west = report(&reports, &account, Source::GuardDutyFindings, "eu-west-1");
+    assert!(west.error.is_none(), "a region without a detector is not an error: {west:?}");
+
+    let statuses = jobs::statuses(&db.pool, Some(&account)).await.unwrap();
+    let status =
+        |region: &str| statuses.iter().find(|s| s.source == "guardduty-findings" && s.region == region).unwrap();
+    assert_eq!(status("eu-west-1").state.as_deref(), Some("not-enabled"));
+    assert!(status("eu-west-1").last_error.is_none() && status("eu-west-1").consecutive_failures == 0);
+    assert_eq!(status("us-east-1").state.as_deref(), Some("enabled"));
+    assert_eq!(status("us-east-1").items_total, 120);
+    let shown = db.skywarden(&["accounts", "status", &account]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("not enabled in this region"), "{shown}");
+
+    let listings: Vec<Option<String>> =
+        guardduty.listings().into_iter().filter(|(r, _, _)| r == "us-east-1").map(|(_, _, token)| token).collect();
+    assert_eq!(listings, [None, Some("offset-50".into()), Some("offset-100".into())], "three pages, each once");
+
+    let alerts = alerts_of(&db, &account, "aws-guardduty:").await;
+    assert_eq!(alerts.len(), 120, "one alert per finding");
+    let exfil = alerts.iter().find(|a| a.evidence == ["exfil-1"]).expect("the exfiltration alert");
+    assert_eq!(exfil.policy_id, "aws-guardduty:UnauthorizedAccess:IAMUser/InstanceCredentialExfiltration.OutsideAWS");
+    assert_eq!(exfil.severity, Severity::High);
+    assert_eq!(exfil.status, AlertStatus::Open);
+    assert_eq!(
+        exfil.principal.as_deref(),
+        Some(format!("arn:aws:sts::{account}:assumed-role/web-role/i-0web").as_str())
+    );
+    assert_eq!(exfil.source_ip.as_deref(), Some("203.0.113.9"));
+    assert_eq!(exfil.country.as_deref(), Some("NL"));
+    assert_eq!(exfil.resources, ["ASIAEXFILTRATED01", "eni-0web", "i-0web"]);
+    assert!(exfil.mitre.iter().any(|m| m.contains("TA0001")), "{:?}", exfil.mitre);
+    assert_eq!(exfil.details["finding"]["service"]["count"], 1);
+    let probe = alerts.iter().find(|a| a.evidence == ["probe-007"]).unwrap();
+    assert_eq!((probe.severity, probe.source_ip.as_deref()), (Severity::Low, Some("192.0.2.44")));
+    assert!(probe.mitre.iter().any(|m| m.contains("TA0043")), "{:?}", probe.mitre);
+
+    // An analyst resolves one probe; GuardDuty then archives it, raises the exfiltration to
+    // critical as it recurs, and archives a finding Skywarden never saw.
+    skywarden::notify::outbox::set_alert_status(
+        &db.pool,
+        &probe.id,
+        AlertStatus::Resolved,
+        None,
+        "analyst",
+        "known scanner",
+    )
+    .await
+    .unwrap();
+    let second_update = Utc::now() - chrono::Duration::minutes(1);
+    let mut archived = guardduty_finding(&account, "probe-007", second_update, 2.0);
+    archived["service"]["archived"] = json!(true);
+    guardduty.put_finding(archived);
+    guardduty.put_finding(exfiltration_finding(&account, second_update, 9.5, 7));
+    let mut never_seen = guardduty_finding(&account, "archived-before-import", second_update, 5.0);
+    never_seen["service"]["archived"] = json!(true);
+    guardduty.put_finding(never_seen);
+
+    jobs::run_now(&db.pool, &account, Some(Source::GuardDutyFindings)).await.unwrap();
+    let again = worker.run_once().await.unwrap();
+    assert!(report(&again, &account, Source::GuardDutyFindings, "us-east-1").error.is_none(), "{again:?}");
+    let (_, since, _) = guardduty.listings().into_iter().rfind(|(r, _, _)| r == "us-east-1").unwrap();
+    let since = DateTime::from_timestamp_millis(since.unwrap()).unwrap();
+    assert!(
+        since > Utc::now() - chrono::Duration::minutes(30),
+        "the next listing starts at the last one, less the overlap: {since}"
+    );
+
+    let alerts = alerts_of(&db, &account, "aws-guardduty:").await;
+    assert_eq!(alerts.len(), 120, "updates fold into their alerts; an archived finding raises none");
+    let exfil = alerts.iter().find(|a| a.evidence == ["exfil-1"]).unwrap();
+    assert_eq!(exfil.severity, Severity::Critical);
+    assert_eq!(exfil.details["finding"]["service"]["count"], 7);
+    assert_eq!(exfil.event_count, 1, "the same finding is one piece of evidence");
+    assert!(exfil.last_seen > exfil.first_seen);
+    let probe = alerts.iter().find(|a| a.evidence == ["probe-007"]).unwrap();
+    assert_eq!(probe.status, AlertStatus::Resolved, "an archived finding does not reopen a resolved alert");
+    assert_eq!(probe.details["archived"], true);
+}
+
+#[tokio::test]
+async fn an_account_whose_role_cannot_read_guardduty_shows_the_error() {
+    let db = TestDb::new().await;
+    let moto = fake::moto_url().await;
+    let guardduty = FakeGuardDuty::start().await;
+    let mut settings = fake::settings_for(moto);
+    settings.service_endpoints.insert(Service::GuardDuty, guardduty.url.clone());
+    let ctx = context(&db, settings).await;
+    // The role of this account lacks the GuardDuty actions (the fake refuses its region).
+    let denied = fake::random_account_id();
+    onboard(&db, &denied, &["ap-southeast-2"], true, false).await;
+    guardduty.deny("ap-southeast-2");
+    let healthy = fake::random_account_id();
+    onboard(&db, &healthy, &["us-east-1"], true, false).await;
+    guardduty.enable("us-east-1", "det-1");
+    guardduty.put_finding(exfiltration_finding(&healthy, Utc::now(), 8.0, 1));
+
+    let reports = Worker::new(ctx, "worker-a", None).run_once().await.unwrap();
+    let error =
+        report(&reports, &denied, Source::GuardDutyFindings, "ap-southeast-2").error.clone().unwrap_or_default();
+    assert!(
+        error.contains("guardduty:ListDetectors")
+            && error.contains("AccessDeniedException")
+            && error.contains("role's permissions"),
+        "{error}"
+    );
+    assert!(report(&reports, &healthy, Source::GuardDutyFindings, "us-east-1").error.is_none(), "{reports:?}");
+    assert_eq!(alerts_of(&db, &healthy, "aws-guardduty:").await.len(), 1);
+    let status = jobs::statuses(&db.pool, Some(&denied)).await.unwrap();
+    let job = status.iter().find(|s| s.source == "guardduty-findings").unwrap();
+    assert_eq!(job.consecutive_failures, 1);
+    assert!(job.last_error.as_deref().unwrap_or_default().contains("AccessDenied"), "{job:?}");
+    assert!(job.next_run_at > Utc::now() + chrono::Duration::seconds(10), "retried after a back-off, not in a loop");
+}
+
+/// An ASFF finding as a product sends it to BatchImportFindings.
+fn asff(account: &str, id: &str, product: &str, updated: DateTime<Utc>, label: &str) -> Value {
+    json!({
+        "SchemaVersion": "2018-10-08",
+        "Id": format!("arn:aws:securityhub:us-east-1:{account}:finding/{id}"),
+        "ProductArn": "arn:aws:securityhub:us-east-1::product/aws/securityhub",
+        "ProductName": product,
+        "CompanyName": "AWS",
+        "GeneratorId": "security-control/S3.8",
+        "AwsAccountId": account,
+        "Region": "us-east-1",
+        "Types": ["Software and Configuration Checks/Industry and Regulatory Standards"],
+        "CreatedAt": time(Utc::now() - chrono::Duration::days(1)),
+        "UpdatedAt": time(updated),
+        "Severity": {"Label": label},
+        "Title": "S3 general purpose buckets should block public access",
+        "Description": "This control checks whether an S3 bucket has bucket-level Block Public Access settings.",
+        "Compliance": {"Status": "FAILED", "SecurityControlId": "S3.8"},
+        "Resources": [{"Type": "AwsS3Bucket", "Id": format!("arn:aws:s3:::bucket-{id}"), "Region": "us-east-1"}],
+        "Workflow": {"Status": "NEW"},
+        "RecordState": "ACTIVE"
+    })
+}
+
+/// Imports ASFF findings into moto as the account's owner would (BatchImportFindings).
+async fn import_asff(session: &AccountSession, findings: &[Value]) {
+    use aws_sdk_securityhub::types::{
+        AwsSecurityFinding, Compliance, RecordState, Resource, Severity as AsffSeverity, SeverityLabel, Workflow,
+        WorkflowStatus,
+    };
+    let client = session.securityhub("us-east-1");
+    for chunk in findings.chunks(100) {
+        let built: Vec<AwsSecurityFinding> = chunk
+            .iter()
+            .map(|f| {
+                let text = |name: &str| f[name].as_str().unwrap().to_owned();
+                AwsSecurityFinding::builder()
+                    .schema_version(text("SchemaVersion"))
+                    .id(text("Id"))
+                    .product_arn(text("ProductArn"))
+                    .product_name(text("ProductName"))
+                    .company_name(text("CompanyName"))
+                    .generator_id(text("GeneratorId"))
+                    .aws_account_id(text("AwsAccountId"))
+                    .region(text("Region"))
+                    .types(f["Types"][0].as_str().unwrap())
+                    .created_at(text("CreatedAt"))
+                    .updated_at(text("UpdatedAt"))
+                    .severity(
+                        AsffSeverity::builder()
+                            .label(SeverityLabel::from(f["Severity"]["Label"].as_str().unwrap()))
+                            .build(),
+                    )
+                    .title(text("Title"))
+                    .description(text("Description"))
+                    .compliance(Compliance::builder().security_control_id("S3.8").build())
+                    .resources(
+                        Resource::builder()
+                            .r#type("AwsS3Bucket")
+                            .id(f["Resources"][0]["Id"].as_str().unwrap())
+                            .region("us-east-1")
+                            .build(),
+                    )
+                    .workflow(
+                        Workflow::builder()
+                            .status(WorkflowStatus::from(f["Workflow"]["Status"].as_str().unwrap()))
+                            .build(),
+                    )
+                    .record_state(RecordState::from(text("RecordState").as_str()))
+                    .build()
+            })
+            .collect();
+        let answer =
+            client.batch_import_findings().set_findings(Some(built)).send().await.expect("BatchImportFindings");
+        assert_eq!(answer.failed_count(), Some(0), "{answer:?}");
+    }
+}
+
+#[tokio::test]
+async fn security_hub_findings_become_alerts_without_the_guardduty_ones_read_twice() {
+    let db = TestDb::new().await;
+    let moto = fake::moto_url().await;
+    let guardduty = FakeGuardDuty::start().await;
+    let mut settings = fake::settings_for(moto);
+    settings.service_endpoints.insert(Service::GuardDuty, guardduty.url.clone());
+    let ctx = context(&db, settings).await;
+    let account = fake::random_account_id();
+    // Both imports on: Security Hub's copies of GuardDuty findings are left to the GuardDuty job.
+    onboard(&db, &account, &["us-east-1"], true, true).await;
+    let loaded = accounts::load(&db.pool, &account).await.unwrap();
+    let owner = AccountSession::assume(&ctx.base, &ctx.settings, &loaded.assume_target()).await.unwrap();
+
+    let updated = Utc::now() - chrono::Duration::hours(1);
+    let mut findings: Vec<Value> =
+        (0..149).map(|n| asff(&account, &format!("control-{n:03}"), "Security Hub", updated, "MEDIUM")).collect();
+    findings.push(asff(&account, "relayed-guardduty", "GuardDuty", updated, "HIGH"));
+    let mut resolved = asff(&account, "resolved-before", "Security Hub", updated, "HIGH");
+    resolved["Workflow"]["Status"] = json!("RESOLVED");
+    findings.push(resolved);
+    import_asff(&owner, &findings).await;
+
+    let worker = Worker::new(ctx.clone(), "worker-a", None);
+    let reports = worker.run_once().await.unwrap();
+    let hub = report(&reports, &account, Source::SecurityHubFindings, "us-east-1");
+    assert!(hub.error.is_none(), "{hub:?}");
+    let alerts = alerts_of(&db, &account, "aws-securityhub:").await;
+    assert_eq!(alerts.len(), 149, "the relayed GuardDuty finding and the resolved one raise none");
+    let statuses = jobs::statuses(&db.pool, Some(&account)).await.unwrap();
+    let job = statuses.iter().find(|s| s.source == "securityhub-findings").unwrap();
+    assert_eq!(job.target, "without-guardduty");
+    assert_eq!(job.items_total, 150, "two pages read (100 and 50), the relayed finding dropped");
+    let one = alerts.iter().find(|a| a.evidence[0].ends_with("finding/control-042")).unwrap();
+    assert_eq!(one.policy_id, "aws-securityhub:S3.8");
+    assert_eq!(one.severity, Severity::Medium);
+    assert_eq!(one.resources, ["arn:aws:s3:::bucket-control-042", "bucket-control-042"]);
+    assert_eq!(one.details["product"], "Security Hub");
+
+    // The control fails again, now rated critical: the same alert, escalated.
+    import_asff(&owner, &[asff(&account, "control-042", "Security Hub", Utc::now(), "CRITICAL")]).await;
+    jobs::run_now(&db.pool, &account, Some(Source::SecurityHubFindings)).await.unwrap();
+    let again = worker.run_once().await.unwrap();
+    assert!(report(&again, &account, Source::SecurityHubFindings, "us-east-1").error.is_none(), "{again:?}");
+    let alerts = alerts_of(&db, &account, "aws-securityhub:").await;
+    assert_eq!(alerts.len(), 149, "re-polling folds into the same alerts");
+    let one = alerts.iter().find(|a| a.evidence[0].ends_with("finding/control-042")).unwrap();
+    assert_eq!(one.severity, Severity::Critical);
+    assert_eq!(one.details["finding"]["Severity"]["Label"], "CRITICAL");
+    assert_eq!(one.event_count, 1);
+}
+
+/// `import --findings`: GuardDuty findings as the AWS CLI prints them (capitalised members),
+/// an ASFF answer, and a broken file, imported by the binary; importing again adds nothing.
+#[tokio::test]
+async fn saved_findings_files_import_as_alerts_once() {
+    fn capitalise(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => Value::Object(
+                map.iter().map(|(k, v)| (format!("{}{}", k[..1].to_uppercase(), &k[1..]), capitalise(v))).collect(),
+            ),
+            Value::Array(items) => Value::Array(items.iter().map(capitalise).collect()),
+            other => other.clone(),
+        }
+    }
+    let db = TestDb::new().await;
+    let account = fake::random_account_id();
+    let dir = tempfile::tempdir().unwrap();
+    let guardduty = dir.path().join("guardduty.json");
+    let cli_answer = json!({"findings": [exfiltration_finding(&account, Utc::now(), 8.0, 3),
+                                         guardduty_finding(&account, "probe-1", Utc::now(), 5.0)]});
+    std::fs::write(&guardduty, capitalise(&cli_answer).to_string()).unwrap();
+    let hub = dir.path().join("securityhub.json");
+    let mut broken_finding = asff(&account, "no-times", "Security Hub", Utc::now(), "LOW");
+    broken_finding.as_object_mut().unwrap().remove("CreatedAt");
+    let answer = json!({"Findings": [asff(&account, "control-1", "Security Hub", Utc::now(), "HIGH"), broken_finding]});
+    std::fs::write(&hub, answer.to_string()).unwrap();
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, "{\"Findings\": [").unwrap();
+
+    let run = || {
+        let output = db.skywarden(&[
+            "import",
+            "--findings",
+            "--json",
+            guardduty.to_str().unwrap(),
+            hub.to_str().unwrap(),
+            broken.to_str().unwrap(),
+        ]);
+        let summary: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("no JSON summary ({e}): {}", String::from_utf8_lossy(&output.stderr)));
+        (output.status.code(), summary)
+    };
+    let (code, summary) = run();
+    assert_eq!(code, Some(2), "a bad file or finding makes the exit code 2: {summary}");
+    assert_eq!(
+        (summary["files"].as_u64(), summary["findings"].as_u64(), summary["folded"].as_u64()),
+        (Some(2), Some(4), Some(3))
+    );
+    let errors = summary["errors"].to_string();
+    assert!(errors.contains("broken.json") && errors.contains("not JSON"), "{errors}");
+    assert!(errors.contains("securityhub.json: finding 1") && errors.contains("CreatedAt"), "{errors}");
+    let imported = alerts_of(&db, &account, "aws-").await;
+    assert_eq!(imported.len(), 3);
+    let exfil = imported.iter().find(|a| a.evidence == ["exfil-1"]).unwrap();
+    assert_eq!(exfil.source_ip.as_deref(), Some("203.0.113.9"));
+    assert_eq!(
+        exfil.principal.as_deref(),
+        Some(format!("arn:aws:sts::{account}:assumed-role/web-role/i-0web").as_str())
+    );
+    assert!(imported.iter().any(|a| a.policy_id == "aws-securityhub:S3.8" && a.severity == Severity::High));
+
+    let (_, again) = run();
+    assert_eq!(again["folded"].as_u64(), Some(3));
+    let after = alerts_of(&db, &account, "aws-").await;
+    assert_eq!(after.len(), 3, "importing again adds no alert");
+    assert!(after.iter().all(|a| a.event_count == 1), "nor evidence");
+}
+
+/// The imports are turned on and off on an onboarded account; its jobs follow, and Security
+/// Hub leaves GuardDuty's findings out only while GuardDuty's own import is on.
+#[tokio::test]
+async fn findings_imports_are_turned_on_and_off_per_account() {
+    let db = TestDb::new().await;
+    let account = fake::random_account_id();
+    onboard(&db, &account, &["us-east-1", "eu-west-1"], false, false).await;
+    let findings_jobs = || async {
+        let statuses = jobs::statuses(&db.pool, Some(&account)).await.unwrap();
+        let mut jobs: Vec<(String, String, String)> = statuses
+            .into_iter()
+            .filter(|s| s.enabled && s.source.ends_with("-findings"))
+            .map(|s| (s.source, s.region, s.target))
+            .collect();
+        jobs.sort();
+        jobs
+    };
+    assert!(findings_jobs().await.is_empty());
+    let both = accounts::AccountChange {
+        guardduty_findings: Some(true),
+        security_hub_findings: Some(true),
+        ..Default::default()
+    };
+    let configured = accounts::configure(&db.pool, &account, &both).await.unwrap();
+    assert!(configured.sources.guardduty_findings && configured.sources.security_hub_findings);
+    let row = |s: &str, r: &str, t: &str| (s.to_owned(), r.to_owned(), t.to_owned());
+    assert_eq!(
+        findings_jobs().await,
+        [
+            row("guardduty-findings", "eu-west-1", ""),
+            row("guardduty-findings", "us-east-1", ""),
+            row("securityhub-findings", "eu-west-1", "without-guardduty"),
+            row("securityhub-findings", "us-east-1", "without-guardduty"),
+        ]
+    );
+    let guardduty_off = accounts::AccountChange { guardduty_findings: Some(false), ..Default::default() };
+    let configured = accounts::configure(&db.pool, &account, &guardduty_off).await.unwrap();
+    assert!(!configured.sources.guardduty_findings && configured.sources.security_hub_findings);
+    assert_eq!(
+        findings_jobs().await,
+        [row("securityhub-findings", "eu-west-1", ""), row("securityhub-findings", "us-east-1", "")],
+        "Security Hub now imports the GuardDuty findings it relays"
+    );
+}
