@@ -180,6 +180,11 @@ async fn apply(
     };
     let ctx = self::context(&context)?;
     let record = respond::run::apply(&ctx, &apply).await.map_err(respond_error)?;
+    // A replayed key of an action that failed is that failure again, never a success.
+    if record.status == "failed" {
+        let error = record.error.as_deref().unwrap_or("it failed");
+        return Err(ApiError::Conflict(format!("action {} failed: {error}", record.id)));
+    }
     tracing::info!(action_id = %record.id, kind = %record.kind, status = %record.status, by = %caller.name, "response action");
     let status = if record.status == "awaiting_approval" { StatusCode::ACCEPTED } else { StatusCode::CREATED };
     Ok((status, Json(record)))

@@ -109,6 +109,10 @@ pub async fn claim(pool: &PgPool, new: &NewAction<'_>) -> Result<Claim, RespondE
     let mut tx = pool.begin().await?;
     lock_resource(&mut tx, new.account_id, &resource).await?;
     if let Some(earlier) = by_key(&mut tx, new.idempotency_key).await? {
+        // Another caller's key says nothing of their action.
+        if earlier.actor != new.actor {
+            return Err(RespondError::KeyReused("another caller's request".to_string()));
+        }
         if earlier.account_id != new.account_id || earlier.params != params {
             return Err(RespondError::KeyReused(format!(
                 "{} {} on {}",

@@ -452,8 +452,14 @@ async fn the_api_lets_analysts_act_with_a_reason_and_key_and_refuses_viewers() {
     assert_eq!((status, first["status"].as_str()), (StatusCode::CREATED, Some("applied")), "{first}");
     assert!(s.ingress(&group).await.is_empty());
     let (_, replay) =
-        api(&context, "POST", "/api/v1/responses", &analyst, Some("api-key-0001"), Some(with_reason)).await;
+        api(&context, "POST", "/api/v1/responses", &analyst, Some("api-key-0001"), Some(with_reason.clone())).await;
     assert_eq!(replay["id"], first["id"]);
+    // Another caller's key is refused and tells nothing of the action behind it.
+    let (_, other) = auth::create(&s.db.pool, "tier-2", Role::Analyst).await.unwrap();
+    let (status, error) =
+        api(&context, "POST", "/api/v1/responses", &other, Some("api-key-0001"), Some(with_reason)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{error}");
+    assert!(!error.to_string().contains(rule.as_str()) && !error.to_string().contains(&s.account), "{error}");
 
     let id = first["id"].as_str().unwrap();
     let (status, _) =
