@@ -190,6 +190,22 @@ async fn apply(
     Ok((status, Json(record)))
 }
 
+/// What an undo or an approval needs first: an analyst, a reason, an action that exists, AWS.
+async fn reasoned_change(
+    caller: &Caller,
+    context: &ApiContext,
+    id: &str,
+    body: &Bytes,
+) -> Result<(ResponseContext, String), ApiError> {
+    caller.require(Role::Analyst)?;
+    let request: UndoBody = json_body(body)?;
+    let Some(reason) = request.reason else { return Err(ApiError::bad("reason", "a reason is required")) };
+    if respond::record::get(&context.db, id).await?.is_none() {
+        return Err(ApiError::NotFound);
+    }
+    Ok((self::context(context)?, reason))
+}
+
 /// Undoes an applied action: restores exactly the state recorded before it.
 #[utoipa::path(post, path = "/api/v1/responses/{id}/undo", tag = "response", params(("id" = String, Path)), request_body = UndoBody, responses((status = 200, description = "Undone", body = ResponseRecord), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role is too low, or the CSRF token is missing", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "Cannot be undone, busy, or AWS refused", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn undo(
@@ -198,13 +214,7 @@ async fn undo(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<ResponseRecord>, ApiError> {
-    caller.require(Role::Analyst)?;
-    let request: UndoBody = json_body(&body)?;
-    let Some(reason) = request.reason else { return Err(ApiError::bad("reason", "a reason is required")) };
-    if respond::record::get(&context.db, &id).await?.is_none() {
-        return Err(ApiError::NotFound);
-    }
-    let ctx = self::context(&context)?;
+    let (ctx, reason) = reasoned_change(&caller, &context, &id, &body).await?;
     Ok(Json(respond::run::undo(&ctx, &id, &caller.actor(), &reason).await.map_err(respond_error)?))
 }
 
@@ -217,13 +227,7 @@ async fn approve(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<ResponseRecord>, ApiError> {
-    caller.require(Role::Analyst)?;
-    let request: UndoBody = json_body(&body)?;
-    let Some(reason) = request.reason else { return Err(ApiError::bad("reason", "a reason is required")) };
-    if respond::record::get(&context.db, &id).await?.is_none() {
-        return Err(ApiError::NotFound);
-    }
-    let ctx = self::context(&context)?;
+    let (ctx, reason) = reasoned_change(&caller, &context, &id, &body).await?;
     Ok(Json(respond::run::approve(&ctx, &id, &caller.actor(), &reason).await.map_err(respond_error)?))
 }
 
