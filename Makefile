@@ -119,7 +119,7 @@ test: test-tools
 	$(CARGO) build --locked --workspace --tests --bins
 	# moto server on a free loopback port, for every test that talks to "AWS".
 	moto_port=$$($(FREE_PORT))
-	$(MOTO_BIN) -H 127.0.0.1 -p $$moto_port > $(TEST_PG_DIR).moto.log 2>&1 &
+	MOTO_IAM_LOAD_MANAGED_POLICIES=true $(MOTO_BIN) -H 127.0.0.1 -p $$moto_port > $(TEST_PG_DIR).moto.log 2>&1 &
 	moto_pid=$$!
 	serve_pid=
 	export SKYWARDEN_TEST_MOTO_URL=http://127.0.0.1:$$moto_port

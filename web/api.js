@@ -45,7 +45,8 @@ export async function api(path, options = {}) {
   const reading = !options.method || options.method === "GET";
   const signal = options.signal || (reading ? navigation.signal : undefined);
   if (signal && signal.aborted) throw new Cancelled();
-  const headers = { Accept: "application/json" };
+  // A caller's own headers (e.g. Idempotency-Key) go with ours, never instead of them.
+  const headers = { ...(options.headers || {}), Accept: "application/json" };
   if (options.body !== undefined) headers["Content-Type"] = "application/json";
   if (options.method && options.method !== "GET" && csrfToken) headers["X-CSRF-Token"] = csrfToken;
   const response = await fetch(path, {

@@ -17,6 +17,8 @@ pub struct Responder {
     pub external_id: String,
     /// The account's endpoint override (an emulator, a VPC endpoint), as for its read-only role.
     pub endpoint_url: Option<String>,
+    /// Deployed with AllowGrantingUndo=true: the undos that grant access may run.
+    pub granting_undo: bool,
 }
 
 impl fmt::Debug for Responder {
@@ -24,6 +26,7 @@ impl fmt::Debug for Responder {
         f.debug_struct("Responder")
             .field("account_id", &self.account_id)
             .field("role_arn", &self.role_arn.as_str())
+            .field("granting_undo", &self.granting_undo)
             .finish_non_exhaustive()
     }
 }
@@ -82,10 +85,25 @@ pub async fn set(
     Ok(external_id)
 }
 
+/// Records whether the responder role was deployed with AllowGrantingUndo=true (the undos
+/// that grant access); false for an account without a responder role.
+pub async fn set_granting_undo(pool: &PgPool, account_id: &str, allowed: bool) -> Result<bool, AccountError> {
+    let updated = sqlx::query!(
+        "UPDATE accounts SET responder_granting_undo = $2 WHERE account_id = $1 AND responder_role_arn IS NOT NULL",
+        account_id,
+        allowed
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(updated > 0)
+}
+
 /// Forgets the responder role: no action runs on the account any more.
 pub async fn clear(pool: &PgPool, account_id: &str) -> Result<bool, AccountError> {
     let updated = sqlx::query!(
-        "UPDATE accounts SET responder_role_arn = NULL, responder_external_id = NULL, responder_set_at = NULL
+        "UPDATE accounts SET responder_role_arn = NULL, responder_external_id = NULL, responder_set_at = NULL,
+                responder_granting_undo = false
          WHERE account_id = $1 AND responder_role_arn IS NOT NULL",
         account_id
     )
@@ -98,7 +116,7 @@ pub async fn clear(pool: &PgPool, account_id: &str) -> Result<bool, AccountError
 /// The account's responder role, if one is recorded (none for an account not onboarded).
 pub async fn load(pool: &PgPool, account_id: &str) -> Result<Option<Responder>, AccountError> {
     let row = sqlx::query!(
-        "SELECT responder_role_arn, responder_external_id, endpoint_url FROM accounts
+        "SELECT responder_role_arn, responder_external_id, endpoint_url, responder_granting_undo FROM accounts
          WHERE account_id = $1 AND role_arn IS NOT NULL",
         account_id
     )
@@ -113,6 +131,7 @@ pub async fn load(pool: &PgPool, account_id: &str) -> Result<Option<Responder>, 
         role_arn: RoleArn::parse(&role_arn)?,
         external_id,
         endpoint_url: row.endpoint_url,
+        granting_undo: row.responder_granting_undo,
     }))
 }
 

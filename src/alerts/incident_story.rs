@@ -10,6 +10,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use super::incident_pages::{self, IncidentChangeView, IncidentEntry, IncidentFilter, IncidentView};
+use super::incident_timeline::{self, IncidentPlace, IncidentResponse, MergedTimeline};
 use super::investigate::{self, EventWindow, FlowSummary, IncidentConfigChange, TouchedResource, WindowEvent};
 use super::link_keys::is_linkable;
 use super::pages;
@@ -40,6 +41,18 @@ pub struct IncidentStory {
     pub resources: Vec<TouchedResource>,
     /// Who changed its status or owner, and the engine's merges and reopenings, oldest first.
     pub history: Vec<IncidentChangeView>,
+    /// Response actions taken on its alerts (asked for, approved, applied, failed, undone),
+    /// oldest first: the newest 200.
+    pub responses: Vec<IncidentResponse>,
+    /// True when there were more than the 200 responses shown.
+    pub responses_truncated: bool,
+    /// Alerts, events that changed something (or failed, or are evidence), configuration
+    /// changes, flows and responses in one list, oldest first, at most 1000 entries (`total`
+    /// says how many there were; events, then flows, are left out first).
+    pub merged_timeline: MergedTimeline,
+    /// Its outside addresses (of alerts, events, flows) and where they are, when known (at
+    /// most 100).
+    pub places: Vec<IncidentPlace>,
 }
 
 /// Outside addresses of one incident whose flows are read, at most.
@@ -68,6 +81,17 @@ pub async fn story(pool: &PgPool, id: &str) -> Result<Option<IncidentStory>, Ale
     let config_changes = investigate::config_changes(pool, &incident.account_id, &named, since, until).await?;
     let resources = investigate::touched_resources(pool, &incident.account_id, &named).await?;
     let history = incident_pages::history(pool, &incident.id).await?;
+    let (responses, responses_truncated) = incident_timeline::responses(pool, &ids).await?;
+    let parts = incident_timeline::Parts {
+        incident: &incident,
+        alerts: &alerts,
+        events: &events,
+        config_changes: &config_changes,
+        flows: &flows,
+        responses: &responses,
+    };
+    let merged_timeline = incident_timeline::merge(&parts);
+    let places = incident_timeline::places(&alerts, &events, &flows);
     Ok(Some(IncidentStory {
         incident,
         alert_count: entry.alert_count,
@@ -80,6 +104,10 @@ pub async fn story(pool: &PgPool, id: &str) -> Result<Option<IncidentStory>, Ale
         flows,
         resources,
         history,
+        responses,
+        responses_truncated,
+        merged_timeline,
+        places,
     }))
 }
 

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 
-use super::link_keys::{self, LinkKey, LinkedAlert, Strength};
+use super::link_keys::{self, AddressNetwork, LinkKey, LinkedAlert, Strength};
 use super::store::AlertStoreError;
 
 /// Alerts linked per transaction.
@@ -104,7 +104,7 @@ pub async fn link_pending_in(tx: &mut PgConnection, limit: i64) -> Result<LinkOu
     lock_linking(tx).await?;
     let rows = sqlx::query!(
         r#"SELECT account_id, alert_id::text AS "alert_id!", policy_id, principal, source_ip, resources,
-                  session_key, first_seen, last_seen
+                  session_key, first_seen, last_seen, details -> 'network' AS network
            FROM alerts WHERE incident_id IS NULL ORDER BY first_seen, alert_id LIMIT $1"#,
         limit
     )
@@ -112,12 +112,14 @@ pub async fn link_pending_in(tx: &mut PgConnection, limit: i64) -> Result<LinkOu
     .await?;
     let mut outcome = LinkOutcome::default();
     for r in rows {
+        let source_ip = r.source_ip.map(|net| net.ip());
         let alert = LinkedAlert {
+            network: address_network(r.network.as_ref(), source_ip),
             account_id: r.account_id,
             alert_id: r.alert_id,
             policy_id: r.policy_id,
             principal: r.principal,
-            source_ip: r.source_ip.map(|net| net.ip()),
+            source_ip,
             resources: r.resources,
             session_key: r.session_key,
             first_seen: r.first_seen,
@@ -126,6 +128,13 @@ pub async fn link_pending_in(tx: &mut PgConnection, limit: i64) -> Result<LinkOu
         link_one(tx, &alert, &mut outcome).await?;
     }
     Ok(outcome)
+}
+
+/// The AS of the alert's address: as the alert recorded it (from its evidence event, at
+/// ingest), else from the network data (a flow alert names only its destination).
+fn address_network(details: Option<&serde_json::Value>, ip: Option<std::net::IpAddr>) -> Option<AddressNetwork> {
+    let ip = ip.filter(|ip| link_keys::is_linkable(*ip))?;
+    details.and_then(AddressNetwork::from_details).or_else(|| link_keys::look_up_network(ip))
 }
 
 /// Takes the linking lock until the transaction ends (taking it twice is harmless).
@@ -197,17 +206,40 @@ async fn matching(
     let strength = |name: &str| keys.iter().find(|k| k.key == name).map(|k| k.strength);
     let mut incidents: BTreeMap<String, (DateTime<Utc>, String)> = BTreeMap::new();
     for m in &found {
-        let by = |s: Strength| found.iter().any(|o| o.incident_id == m.incident_id && strength(&o.link_key) == Some(s));
         let accepted = match strength(&m.link_key) {
-            Some(Strength::Strong) => true,
-            Some(Strength::Interface) => by(Strength::Network),
-            _ => false,
+            Some(Strength::Strong) => Some(reason(&m.link_key)),
+            Some(Strength::Interface) => {
+                // The narrowest network wins the reason: the /24 before the AS.
+                let network = found
+                    .iter()
+                    .filter(|o| o.incident_id == m.incident_id && strength(&o.link_key) == Some(Strength::Network))
+                    .map(|o| o.link_key.as_str())
+                    .min_by_key(|k| !k.starts_with("n24:"));
+                network.map(|network| interface_reason(&m.link_key, network, alert))
+            }
+            _ => None,
         };
-        if accepted {
-            incidents.entry(m.incident_id.clone()).or_insert((m.first_seen, reason(&m.link_key)));
+        if let Some(why) = accepted {
+            incidents.entry(m.incident_id.clone()).or_insert((m.first_seen, why));
         }
     }
     Ok(incidents)
+}
+
+/// Why a flow alert joined: its interface, of an instance the intrusion touched, talked to the
+/// intruder's network (`network 185.193.88.0/24 of address …`, `network AS64501 Org of address …`).
+fn interface_reason(interface_key: &str, network_key: &str, alert: &LinkedAlert) -> String {
+    let interface = interface_key.strip_prefix("r:").unwrap_or(interface_key);
+    let address = alert.source_ip.map(|ip| ip.to_string()).unwrap_or_default();
+    let network = match network_key.split_once(':') {
+        Some(("asn", number)) => {
+            let org =
+                alert.network.as_ref().and_then(|n| n.org.as_deref()).map(|o| format!(" {o}")).unwrap_or_default();
+            format!("AS{number}{org}")
+        }
+        _ => network_key.split_once(':').map_or(network_key, |(_, net)| net).to_string(),
+    };
+    format!("interface {interface} of a resource touched in the intrusion, to network {network} of address {address}")
 }
 
 /// Why an alert joined, from the key that tied it, for the analyst.
@@ -407,5 +439,22 @@ mod tests {
         assert_eq!(reason("ip:198.51.100.7"), "address 198.51.100.7");
         assert_eq!(reason("s:111122223333|alice|198.51.100.7"), "same session");
         assert_eq!(reason("pi:arn:aws:iam::1:user/alice|198.51.100.7"), "same principal and address 198.51.100.7");
+        let at: DateTime<Utc> = "2026-03-01T10:00:00Z".parse().unwrap();
+        let flow = LinkedAlert {
+            account_id: "111122223333".into(),
+            alert_id: "00000000-0000-0000-0000-000000000002".into(),
+            policy_id: "aws-flow-exfiltration-volume".into(),
+            principal: None,
+            source_ip: "1.2.3.4".parse().ok(),
+            resources: vec!["eni-1".into()],
+            session_key: None,
+            first_seen: at,
+            last_seen: at,
+            network: Some(AddressNetwork { asn: 12345, org: Some("Example Org".into()), is_aws: false }),
+        };
+        let why = interface_reason("r:eni-1", "asn:12345", &flow);
+        assert!(why.contains("eni-1") && why.ends_with("network AS12345 Example Org of address 1.2.3.4"), "{why}");
+        let why = interface_reason("r:eni-1", "n24:1.2.3.0/24", &flow);
+        assert!(why.ends_with("network 1.2.3.0/24 of address 1.2.3.4"), "{why}");
     }
 }

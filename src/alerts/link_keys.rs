@@ -6,14 +6,16 @@
 //! access key the intruder created links for a month.
 //!
 //! Keys are strings with a kind prefix: `s:` session, `pi:` principal at an address, `ip:`
-//! address, `n24:` its /24 (or /48) network, `k:` access key, `p:` principal, `r:` resource,
-//! `sid:` source identity.
+//! address, `n24:` its /24 (or /48) network, `asn:` its autonomous system, `k:` access key,
+//! `p:` principal, `r:` resource, `sid:` source identity.
 
 use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Duration, Utc};
 use sqlx::PgConnection;
 
+use crate::geo::GeoDb;
 use crate::net::is_internal;
 
 /// Whether an address can tie alerts together: any address outside the VPC's own ranges,
@@ -35,7 +37,8 @@ pub enum Strength {
     /// A network interface: links a flow alert only together with a [`Strength::Network`] key of
     /// the same incident (the interface talked to the intruder's network).
     Interface,
-    /// A /24: links only with an interface (a whole network is too wide alone).
+    /// A /24 or an autonomous system: links only with an interface (a whole network is too
+    /// wide alone).
     Network,
 }
 
@@ -64,6 +67,62 @@ pub struct LinkedAlert {
     pub session_key: Option<String>,
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
+    /// The autonomous system of `source_ip`: what the alert recorded (`details.network`), else
+    /// what the network data says when it is linked.
+    pub network: Option<AddressNetwork>,
+}
+
+/// The autonomous system an address belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressNetwork {
+    pub asn: u32,
+    pub org: Option<String>,
+    /// In AWS's published ranges (`--aws-ip-ranges`).
+    pub is_aws: bool,
+}
+
+impl AddressNetwork {
+    /// From an alert's `details.network` (`asn`, `as_org`, `is_aws`).
+    pub fn from_details(network: &serde_json::Value) -> Option<Self> {
+        let asn = u32::try_from(network.get("asn")?.as_u64()?).ok()?;
+        let org = network.get("as_org").and_then(|o| o.as_str()).map(str::to_owned);
+        let is_aws = network.get("is_aws").and_then(serde_json::Value::as_bool).unwrap_or(false);
+        Some(Self { asn, org, is_aws })
+    }
+
+    /// Whether the AS can tie alerts (with an interface): not AWS's, whose endpoints every
+    /// instance talks to, nor a cloud or CDN that fronts a large part of the internet.
+    pub fn links(&self) -> bool {
+        !self.is_aws && !SHARED_ASNS.contains(&self.asn)
+    }
+}
+
+/// Autonomous systems that never link: AWS's (the regions, CloudFront, Global Accelerator; the
+/// same list as the instance-credentials detector's) and the large clouds and CDNs whose
+/// addresses serve countless unrelated sites (Google, Microsoft, Cloudflare, Akamai, Fastly).
+pub const SHARED_ASNS: &[u32] = &[
+    16509, 14618, 8987, 7224, 38895, 10124, 9059, 17493, 135630, // AWS
+    15169, 396982, 19527, // Google
+    8075, 8068, 8069,  // Microsoft
+    13335, // Cloudflare
+    20940, 16625, 16702, 12222, // Akamai
+    54113, // Fastly
+];
+
+/// The network data linking reads the AS of an address from when the alert carries none (a
+/// flow alert names its destination only): the process's GeoIP/ASN databases, set once at start.
+static NETWORK_DATA: RwLock<Option<Arc<GeoDb>>> = RwLock::new(None);
+
+/// Gives linking the network data the process opened (`--geoip`); `None` forgets it.
+pub fn use_network_data(geo: Option<Arc<GeoDb>>) {
+    *NETWORK_DATA.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = geo;
+}
+
+/// The AS of a public address from the network data, if any is loaded and knows it.
+pub fn look_up_network(ip: IpAddr) -> Option<AddressNetwork> {
+    let geo = NETWORK_DATA.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()?;
+    let info = geo.lookup(ip);
+    Some(AddressNetwork { asn: info.asn?, org: info.as_org, is_aws: info.is_aws.unwrap_or(false) })
 }
 
 /// How long each kind of key links after (and before) it was seen.
@@ -133,6 +192,9 @@ pub fn own_keys(alert: &LinkedAlert) -> Vec<LinkKey> {
     if let Some(ip) = public {
         keys.push(key("ip", &ip.to_string(), from, until, Strength::Strong));
         keys.push(key("n24", &network_of(ip), from, until, Strength::Network));
+        if let Some(network) = alert.network.as_ref().filter(|n| n.links()) {
+            keys.push(key("asn", &network.asn.to_string(), from, until, Strength::Network));
+        }
     }
     if let Some(principal) = &alert.principal {
         if let Some(ip) = public {
@@ -298,6 +360,7 @@ mod tests {
             session_key: session.map(str::to_string),
             first_seen: at,
             last_seen: at,
+            network: None,
         }
     }
 
@@ -344,5 +407,23 @@ mod tests {
         );
         assert_eq!(session_instance("arn:aws:sts::1:assumed-role/app/alice"), None);
         assert_eq!(network_of("2001:db8:1:2::5".parse().unwrap()), "2001:db8:1::/48");
+    }
+
+    #[test]
+    fn an_address_keys_its_autonomous_system_unless_it_is_shared() {
+        let user = "arn:aws:iam::111122223333:user/alice";
+        let with = |details: serde_json::Value, ip: &str| LinkedAlert {
+            network: AddressNetwork::from_details(&details),
+            ..alert(user, ip, None, &[])
+        };
+        let asn_keys = |a: &LinkedAlert| -> Vec<(String, Strength)> {
+            own_keys(a).into_iter().filter(|k| k.key.starts_with("asn:")).map(|k| (k.key, k.strength)).collect()
+        };
+        let hosting = with(serde_json::json!({"asn": 64501, "as_org": "Example Hosting"}), "198.51.100.7");
+        assert_eq!(asn_keys(&hosting), [("asn:64501".to_string(), Strength::Network)]);
+        assert!(asn_keys(&with(serde_json::json!({"asn": 16509}), "198.51.100.7")).is_empty(), "AWS's AS");
+        assert!(asn_keys(&with(serde_json::json!({"asn": 64501, "is_aws": true}), "198.51.100.7")).is_empty());
+        assert!(asn_keys(&with(serde_json::json!({"asn": 64501}), "10.0.1.5")).is_empty(), "a private address");
+        assert!(asn_keys(&with(serde_json::json!({"asn": null}), "198.51.100.7")).is_empty());
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod incident_pages;
 pub mod incident_story;
+pub mod incident_timeline;
 pub mod incidents;
 pub mod investigate;
 pub mod link_keys;

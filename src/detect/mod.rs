@@ -194,6 +194,14 @@ impl PolicySet {
         all
     }
 
+    /// The policies with the network context the flow detectors look flow addresses up in (the
+    /// Tor exits of `--tor-exits`): ingest stores none for flow records. Without it, flows to
+    /// Tor exits are not detected (said once per detection run).
+    pub fn with_geo(mut self, geo: Option<std::sync::Arc<crate::geo::GeoDb>>) -> Self {
+        self.detectors.set_geo(geo);
+        self
+    }
+
     pub fn knows(&self, policy_id: &str) -> bool {
         self.list().iter().any(|m| m.id == policy_id)
     }

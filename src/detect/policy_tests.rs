@@ -643,3 +643,36 @@ fn event_selectors_alert_only_when_they_reduce_logging() {
                       "dataResources": [{"type": "AWS::S3::Object", "values": ["arn:aws:s3"]}]});
     assert!(fired(&set, &selectors(full)).is_empty(), "adding data events reduces nothing");
 }
+
+#[test]
+fn the_protection_tag_set_or_removed_in_any_request_shape() {
+    let set = policies();
+    let policy = one("aws-protected-tag-changed", Severity::Medium);
+    let tag = json!([{"key": "skywarden:protected", "value": "true"}]);
+    let cases = [
+        ("iam.amazonaws.com", "TagUser", json!({"userName": "svc-backup", "tags": tag})),
+        ("iam.amazonaws.com", "UntagRole", json!({"roleName": "ops", "tagKeys": ["skywarden:protected"]})),
+        (
+            "ec2.amazonaws.com",
+            "CreateTags",
+            json!({"resourcesSet": {"items": [{"resourceId": "sg-0a1b2c3d4e5f67890"}]},
+                   "tagSet": {"items": [{"key": "skywarden:protected", "value": "yes"}]}}),
+        ),
+        (
+            "cloudtrail.amazonaws.com",
+            "AddTags",
+            json!({"resourceId": "arn:aws:cloudtrail:us-east-1:111122223333:trail/main", "tagsList": tag}),
+        ),
+    ];
+    for (source, name, parameters) in cases {
+        let event = cloudtrail("alice", source, name, T, ATTACKER, json!({"requestParameters": parameters}));
+        assert_eq!(fired(&set, &event), policy, "{name}");
+        let mut failed = event.clone();
+        failed["errorCode"] = json!("AccessDenied");
+        assert!(fired(&set, &failed).is_empty(), "{name} that failed");
+    }
+    let other_tag = json!({"userName": "svc-backup", "tags": [{"key": "team", "value": "skywarden-ops"}]});
+    let event =
+        cloudtrail("alice", "iam.amazonaws.com", "TagUser", T, ATTACKER, json!({"requestParameters": other_tag}));
+    assert!(fired(&set, &event).is_empty(), "another tag is not protection");
+}

@@ -20,8 +20,9 @@ use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::alerts::store::{self, AlertStoreError, RecordOutcome};
 use crate::detect::detectors::exfiltration::{self, HourlyVolume};
+use crate::detect::detectors::rare_api::{self, RareApiCandidates};
 use crate::detect::detectors::recon::{self, ReconBursts};
-use crate::detect::detectors::{self, logins, network};
+use crate::detect::detectors::{self, flow_destinations, logins, network, port_scan};
 use crate::detect::event::{RawJson, SourceNetwork};
 use crate::detect::{PolicyEvent, PolicySet, health};
 use crate::model::Finding;
@@ -151,6 +152,7 @@ async fn evaluate_into(
     summary.events_evaluated = scanned.events;
     found.add(api_activity_findings(pool, policies, &scanned.first_calls).await?).await?;
     found.add(network_findings(pool, policies, &scanned.network).await?).await?;
+    found.add(rare_api::findings(pool, &policies.detectors, &scanned.rare_api).await?).await?;
     if let Some(span) = scanned.login_span {
         found.add(login_findings(pool, policies, span, only_policy, &mut summary).await?).await?;
     }
@@ -160,8 +162,11 @@ async fn evaluate_into(
     {
         found.add(recon_findings(pool, policies, span).await?).await?;
     }
-    if only_policy.is_none_or(|p| p == crate::detect::detectors::EXFILTRATION) {
-        found.add(flow_findings(pool, policies, scope, &mut summary).await?).await?;
+    if only_policy.is_none_or(|p| FLOW_POLICIES.contains(&p)) {
+        // What was found so far is stored (and linked) first: a flow to an address of the
+        // incident it opens is suspicious.
+        found.flush().await?;
+        found.add(flow_findings(pool, policies, scope, only_policy, &mut summary).await?).await?;
     }
     summary.findings = found.count;
     Ok(summary)
@@ -222,6 +227,7 @@ struct EventScan {
     /// when that option is on).
     first_calls: Vec<PolicyEvent>,
     network: NetworkCandidates,
+    rare_api: RareApiCandidates,
 }
 
 /// Events the network detectors would alert on, pending what only the database knows (the
@@ -296,6 +302,9 @@ async fn scan_events(
         let mut findings = policies.sigma.evaluate(&event, only_policy);
         findings.extend(policies.detectors.evaluate_event(&event, only_policy));
         scan.network.note(policies, only_policy, &event);
+        if only_policy.is_none_or(|p| p == detectors::RARE_SENSITIVE_API) {
+            scan.rare_api.note(&policies.detectors, &event);
+        }
         if !findings.is_empty() {
             if let Some(network) = event.network_details() {
                 findings.iter_mut().for_each(|finding| set_network(finding, network.clone()));
@@ -492,20 +501,42 @@ fn widen(span: &mut Option<(DateTime<Utc>, DateTime<Utc>)>, time: DateTime<Utc>)
     });
 }
 
-/// The exfiltration detector over the clock hours with new flow records.
+/// The detectors over flow records.
+const FLOW_POLICIES: &[&str] = &[detectors::EXFILTRATION, detectors::PORT_SCAN, detectors::SUSPICIOUS_DESTINATION];
+
+/// The flow detectors over the clock hours with new flow records.
 async fn flow_findings(
     pool: &PgPool,
     policies: &PolicySet,
     scope: Scope,
+    only_policy: Option<&str>,
     summary: &mut DetectionSummary,
 ) -> Result<Vec<Finding>, DetectError> {
     let hours = flow_hours(pool, scope).await?;
     summary.flow_hours_evaluated = hours.len() as u64;
-    if hours.is_empty() {
-        return Ok(Vec::new());
+    let wanted = |id: &str| only_policy.is_none_or(|p| p == id);
+    let mut findings = Vec::new();
+    // Flows to an incident's addresses are looked up whether or not new flows came: the
+    // incident may be what is new.
+    if wanted(detectors::SUSPICIOUS_DESTINATION) {
+        let since = match scope {
+            Scope::IngestedSince(since) => Some(since),
+            Scope::EventsSince(_) => None,
+        };
+        findings.extend(flow_destinations::findings(pool, &policies.detectors, &hours, since).await?);
     }
-    let volumes = hourly_volumes(pool, &hours, policies.detectors.settings.flow_exfiltration.bytes_per_hour).await?;
-    Ok(exfiltration::evaluate(&policies.detectors, &volumes))
+    if hours.is_empty() {
+        return Ok(findings);
+    }
+    if wanted(detectors::EXFILTRATION) {
+        let threshold = policies.detectors.settings.flow_exfiltration.bytes_per_hour;
+        let volumes = hourly_volumes(pool, &hours, threshold).await?;
+        findings.extend(exfiltration::evaluate(&policies.detectors, &volumes));
+    }
+    if wanted(detectors::PORT_SCAN) {
+        findings.extend(port_scan::findings(pool, &policies.detectors, &hours).await?);
+    }
+    Ok(findings)
 }
 
 /// A `cloudtrail_events` row as the detectors read it.

@@ -313,6 +313,13 @@ impl GeoDb {
         self.sources.iter().map(Source::path).chain(self.lists.all().map(lists::ListFile::path))
     }
 
+    /// Whether anything loaded can tell a Tor exit: the Tor list or an Anonymous-IP database.
+    /// Looking for Tor in every flow is wasted work without one.
+    pub fn knows_tor_exits(&self) -> bool {
+        self.lists.tor_exits.is_some()
+            || self.sources.iter().any(|source| matches!(source, Source::Mmdb { anonymous_ip: true, .. }))
+    }
+
     /// Changes each time a list file is read again.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)

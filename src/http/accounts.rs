@@ -337,7 +337,9 @@ async fn configure(
     };
     let account = accounts::configure(&context.db, &id, &change).await.map_err(account_error)?;
     let details = json!({"regions": change.regions, "intervals": change.intervals,
-                         "trail_queue_url": change.trail_queue_url, "flow_queue_url": change.flow_queue_url});
+                         "trail_queue_url": change.trail_queue_url, "flow_queue_url": change.flow_queue_url,
+                         "guardduty_findings": change.guardduty_findings,
+                         "security_hub_findings": change.security_hub_findings});
     crate::auth::audit::record(&context.db, &caller.actor(), "account.configure", Some(&id), None, details).await;
     Ok(Json(account))
 }

@@ -89,8 +89,10 @@ fn summary(entry: IncidentEntry) -> IncidentSummary {
 }
 
 /// One incident: its timeline of alerts, the events behind it, the configuration changes and
-/// flows, the resources it touched with their latest snapshot, and its history. A merged id
-/// answers with the incident it was merged into.
+/// flows, the resources it touched with their latest snapshot, the response actions taken on its
+/// alerts, all of these merged into one timeline (`merged_timeline`, at most 1000 entries), its
+/// outside addresses with their places (`places`), and its history. A merged id answers with
+/// the incident it was merged into.
 #[utoipa::path(get, path = "/api/v1/incidents/{id}", tag = "incidents", params(("id" = String, Path, description = "an incident id (`inc-` and 16 hex digits)")), responses((status = 200, description = "OK", body = IncidentStory), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn incident(
     _caller: Caller,

@@ -150,7 +150,7 @@ async fn plan(caller: Caller, State(context): State<ApiContext>, body: Bytes) ->
 
 /// Applies an action once per `Idempotency-Key` (a replay returns the first answer and does
 /// nothing); a reason is required.
-#[utoipa::path(post, path = "/api/v1/responses", tag = "response", request_body = ApplyBody, params(("Idempotency-Key" = String, Header, description = "8 to 200 printable characters; a replay with the same key does nothing")), responses((status = 201, description = "Applied (or the earlier outcome of the same key)", body = ResponseRecord), (status = 202, description = "Recorded, awaiting a second person's approval", body = ResponseRecord), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role is too low, or the CSRF token is missing", body = ErrorBody), (status = 409, description = "Not enabled, protected, busy, or AWS refused (recorded as failed)", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+#[utoipa::path(post, path = "/api/v1/responses", tag = "response", request_body = ApplyBody, params(("Idempotency-Key" = String, Header, description = "8 to 200 printable characters; a replay with the same key does nothing")), responses((status = 201, description = "Applied (or the earlier outcome of the same key)", body = ResponseRecord), (status = 202, description = "Recorded, awaiting a second person's approval", body = ResponseRecord), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role is too low, or the CSRF token is missing", body = ErrorBody), (status = 409, description = "Not enabled, protected, busy, AWS refused (recorded as failed), or a kind needing approval asked for by an API token (no person)", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn apply(
     caller: Caller,
     State(context): State<ApiContext>,
@@ -170,6 +170,7 @@ async fn apply(
     };
     let action = spec.action()?;
     let Some(reason) = request.reason else { return Err(ApiError::bad("reason", "a reason is required")) };
+    super::alerts::check_reason(&reason)?;
     let apply = ApplyRequest {
         account_id: spec.account_id,
         action,
@@ -177,6 +178,7 @@ async fn apply(
         reason,
         idempotency_key: key.to_owned(),
         alert_id: request.alert_id,
+        automatic_rule: None,
     };
     let ctx = self::context(&context)?;
     let record = respond::run::apply(&ctx, &apply).await.map_err(respond_error)?;
@@ -200,6 +202,7 @@ async fn reasoned_change(
     caller.require(Role::Analyst)?;
     let request: UndoBody = json_body(body)?;
     let Some(reason) = request.reason else { return Err(ApiError::bad("reason", "a reason is required")) };
+    super::alerts::check_reason(&reason)?;
     if respond::record::get(&context.db, id).await?.is_none() {
         return Err(ApiError::NotFound);
     }
@@ -207,20 +210,23 @@ async fn reasoned_change(
 }
 
 /// Undoes an applied action: restores exactly the state recorded before it.
-#[utoipa::path(post, path = "/api/v1/responses/{id}/undo", tag = "response", params(("id" = String, Path)), request_body = UndoBody, responses((status = 200, description = "Undone", body = ResponseRecord), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role is too low, or the CSRF token is missing", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "Cannot be undone, busy, or AWS refused", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+#[utoipa::path(post, path = "/api/v1/responses/{id}/undo", tag = "response", params(("id" = String, Path)), request_body = UndoBody, responses((status = 200, description = "Undone", body = ResponseRecord), (status = 202, description = "Its kind needs a second person's approval: recorded as `undo_awaiting_approval`, not done yet", body = ResponseRecord), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role is too low, or the CSRF token is missing", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "Cannot be undone, its undo would grant access and the responder role does not allow it, not asked by a dashboard user where approval is needed, busy, or AWS refused", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn undo(
     caller: Caller,
     State(context): State<ApiContext>,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Json<ResponseRecord>, ApiError> {
+) -> Result<(StatusCode, Json<ResponseRecord>), ApiError> {
     let (ctx, reason) = reasoned_change(&caller, &context, &id, &body).await?;
-    Ok(Json(respond::run::undo(&ctx, &id, &caller.actor(), &reason).await.map_err(respond_error)?))
+    let record = respond::run::undo(&ctx, &id, &caller.actor(), &reason).await.map_err(respond_error)?;
+    // Its kind needs a second person: asked for, not done yet.
+    let status = if record.status == "undo_awaiting_approval" { StatusCode::ACCEPTED } else { StatusCode::OK };
+    Ok((status, Json(record)))
 }
 
-/// Approves an action awaiting approval, which then runs; the approver must not be the one who
-/// asked for it.
-#[utoipa::path(post, path = "/api/v1/responses/{id}/approve", tag = "response", params(("id" = String, Path)), request_body = UndoBody, responses((status = 200, description = "Approved and run", body = ResponseRecord), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role is too low, or the CSRF token is missing", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "The same person, busy, or AWS refused", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
+/// Approves an action awaiting approval (or the undo of one), which then runs; the approver must
+/// be a dashboard user (a session, not an API token) other than the one who asked for it.
+#[utoipa::path(post, path = "/api/v1/responses/{id}/approve", tag = "response", params(("id" = String, Path)), request_body = UndoBody, responses((status = 200, description = "Approved and run", body = ResponseRecord), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 403, description = "The role is too low, or the CSRF token is missing", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "The same person, not a dashboard user (API tokens name no person), busy, or AWS refused", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn approve(
     caller: Caller,
     State(context): State<ApiContext>,

@@ -99,6 +99,21 @@ fn required<'v>(value: &'v Value, id: &str, field: &'static str) -> Result<&'v s
     })
 }
 
+/// The finding's account: an AWS account id is 12 digits (a finding saved from elsewhere, or
+/// edited by hand, must not raise an alert on an account that cannot exist).
+fn account_id<'v>(value: &'v Value, id: &str, field: &'static str) -> Result<&'v str, FindingError> {
+    let account = required(value, id, field)?;
+    if account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(account)
+    } else {
+        Err(FindingError::Field {
+            id: id.to_owned(),
+            field,
+            reason: format!("`{account}` is not a 12-digit AWS account id"),
+        })
+    }
+}
+
 fn time(value: &Value, id: &str, field: &'static str) -> Result<DateTime<Utc>, FindingError> {
     let raw = required(value, id, field)?;
     DateTime::parse_from_rfc3339(raw).map(|t| t.with_timezone(&Utc)).map_err(|error| FindingError::Field {
@@ -289,7 +304,7 @@ fn session_key(access_key: Option<&str>, principal: Option<&str>, source_ip: Opt
 /// A GuardDuty finding (`GetFindings`' `findings[]`, or the CLI's `Findings[]`).
 pub fn from_guardduty(value: &Value) -> Result<ExternalFinding, FindingError> {
     let id = required(value, "?", "id")?.to_owned();
-    let account = required(value, &id, "accountId")?;
+    let account = account_id(value, &id, "accountId")?;
     let finding_type = required(value, &id, "type")?;
     let created = time(value, &id, "createdAt")?;
     let updated = time(value, &id, "updatedAt")?;
@@ -403,7 +418,7 @@ fn asff_policy(value: &Value, id: &str) -> Result<String, FindingError> {
 /// A Security Hub finding in ASFF (`GetFindings`' `Findings[]`).
 pub fn from_security_hub(value: &Value) -> Result<ExternalFinding, FindingError> {
     let id = required(value, "?", "Id")?.to_owned();
-    let account = required(value, &id, "AwsAccountId")?;
+    let account = account_id(value, &id, "AwsAccountId")?;
     let created = time(value, &id, "CreatedAt")?;
     let updated = time(value, &id, "UpdatedAt")?;
     let record_state = text(value, &["RecordState"]).unwrap_or("ACTIVE");
@@ -553,6 +568,16 @@ mod tests {
         bad["createdAt"] = json!("2026-11-20T10:00:00Z");
         bad.as_object_mut().unwrap().remove("severity");
         assert!(from_guardduty(&bad).unwrap_err().to_string().contains("severity"));
+    }
+
+    #[test]
+    fn an_account_id_that_is_not_twelve_digits_is_named() {
+        for bad in ["12345", "11112222333a", "1111222233334"] {
+            let mut finding = guardduty_sample();
+            finding["accountId"] = json!(bad);
+            let error = from_guardduty(&finding).unwrap_err().to_string();
+            assert!(error.contains("accountId") && error.contains(bad) && error.contains("12-digit"), "{error}");
+        }
     }
 
     #[test]

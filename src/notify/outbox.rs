@@ -114,6 +114,30 @@ async fn enqueue_new_alert(
     Ok(())
 }
 
+/// Tells every channel that heard of an alert what was done about it (automatic containment):
+/// a status message with the alert's current status, `actor` and `note`, as a status change
+/// goes (routes that asked for no status updates are skipped). Returns how many were queued.
+pub async fn enqueue_alert_note(
+    pool: &PgPool,
+    account_id: &str,
+    alert_id: &str,
+    actor: &str,
+    note: &str,
+) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let status = sqlx::query_scalar!(
+        r#"SELECT status AS "status: AlertStatus" FROM alerts WHERE account_id = $1 AND alert_id = $2::text::uuid"#,
+        account_id,
+        alert_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(status) = status else { return Ok(0) };
+    let queued = enqueue_status_change(&mut tx, account_id, alert_id, status, actor, note).await?;
+    tx.commit().await?;
+    Ok(queued)
+}
+
 /// Queues a status change for every channel that was told about the alert, unless its route
 /// asked for no status updates.
 async fn enqueue_status_change(

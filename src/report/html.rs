@@ -1,5 +1,7 @@
 //! An incident as one HTML file an analyst can hand over: no script, no outside request (a
 //! Content-Security-Policy says so), every value escaped. It prints to PDF from any browser.
+//! The merged timeline (alerts, events, changes, flows, response actions) comes first; the
+//! tables after it hold the evidence in full.
 
 use std::fmt::Write;
 
@@ -7,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::map::{Place, world_map};
 use crate::alerts::incident_story::IncidentStory;
-use crate::alerts::investigate::WindowEvent;
+use crate::alerts::incident_timeline::{IncidentPlace, IncidentResponse};
 
 /// Text as HTML text or attribute value.
 pub fn escape(text: &str) -> String {
@@ -39,7 +41,8 @@ th,td{border:1px solid #ccd;padding:3px 6px;text-align:left;vertical-align:top}t
 .mono,pre{font-family:ui-monospace,monospace}pre{white-space:pre-wrap;margin:0;max-height:24em;overflow:auto}\
 .map{width:100%;max-width:960px;background:#dfeaf5}.land{fill:#c9d3c0;stroke:#fff;stroke-width:.5}\
 .place{fill:#c0392b}.map text{font-size:11px}.chain li{display:inline}.chain li+li:before{content:' → '}\
-.meta td:first-child{width:12em;font-weight:600}@media print{.map{max-width:100%}}";
+.meta td:first-child{width:12em;font-weight:600}#timeline td:first-child,#responses td:first-child{white-space:nowrap}\
+tr.alert td{background:#fff4e0}tr.response td{background:#e6f4ea}@media print{.map{max-width:100%}}";
 
 /// The report: everything the story holds, in the order an analyst reads it.
 pub fn report(story: &IncidentStory, generated: DateTime<Utc>) -> String {
@@ -53,8 +56,10 @@ pub fn report(story: &IncidentStory, generated: DateTime<Utc>) -> String {
         id = escape(&incident.id)
     );
     html.push_str(&summary(story, generated));
+    html.push_str(&merged_timeline(story));
+    html.push_str(&responses(story));
     html.push_str(&timeline(story));
-    html.push_str(&map(&story.events));
+    html.push_str(&map(&story.places));
     html.push_str(&events(story));
     html.push_str(&config_changes(story));
     html.push_str(&flows(story));
@@ -118,26 +123,103 @@ fn timeline(story: &IncidentStory) -> String {
     table("Alerts, in order", "alerts", &headers, rows, None)
 }
 
-fn map(events: &[WindowEvent]) -> String {
-    let mut places: Vec<Place> = Vec::new();
-    for e in events {
-        // Without a city database an address is placed at its country's centroid.
-        let centroid = e.country.as_deref().and_then(crate::geo::centroids::country_centroid);
-        let located = e.latitude.zip(e.longitude).or(centroid);
-        let Some((latitude, longitude)) = located else { continue };
-        let label = [e.source_ip.as_deref(), e.city.as_deref(), e.country.as_deref()]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join(" ");
-        if !places.iter().any(|p| p.label == label) {
-            places.push(Place { latitude, longitude, label });
-        }
-    }
+fn map(found: &[IncidentPlace]) -> String {
+    let places: Vec<Place> = found
+        .iter()
+        .filter_map(|p| {
+            let (latitude, longitude) = p.latitude.zip(p.longitude)?;
+            let label = [Some(p.address.as_str()), p.city.as_deref(), p.country.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
+            Some(Place { latitude, longitude, label })
+        })
+        .collect();
     if places.is_empty() {
         return "<h2>Map</h2><p>No located address.</p>".to_string();
     }
-    format!("<h2>Map</h2>{}", world_map(&places, escape))
+    let unplaced = found.len() - places.len();
+    let note =
+        if unplaced > 0 { format!("<p>{unplaced} outside addresses have no known place.</p>") } else { String::new() };
+    format!("<h2>Map</h2>{}{note}", world_map(&places, escape))
+}
+
+/// Alerts, events, changes, flows and response actions in one time order, as the story cut it.
+fn merged_timeline(story: &IncidentStory) -> String {
+    let merged = &story.merged_timeline;
+    let rows = merged
+        .entries
+        .iter()
+        .map(|e| {
+            format!(
+                "<tr class=\"{kind}\"><td>{}</td><td>{kind}</td><td>{}</td><td>{}<br><span class=\"mono\">{}</span></td><td>{}</td><td>{}</td></tr>",
+                time(e.time),
+                opt(e.status.as_deref()),
+                escape(&e.title),
+                opt(e.ref_id.as_deref()),
+                opt(e.actor.as_deref()),
+                opt(e.detail.as_deref()),
+                kind = escape(&e.kind),
+            )
+        })
+        .collect();
+    let note = merged.truncated.then(|| {
+        format!(
+            "Cut: {} of {} entries shown; events, then flows, were left out first (the tables below hold them).",
+            merged.entries.len(),
+            merged.total
+        )
+    });
+    let headers = ["When", "What", "Status", "Entry", "Who", "Detail"];
+    table("Timeline", "timeline", &headers, rows, note.as_deref())
+}
+
+fn response_row(r: &IncidentResponse) -> String {
+    let approved = match (&r.approved_by, r.approved_at) {
+        (Some(by), Some(at)) => format!("{} at {}<br>{}", escape(by), time(at), opt(r.approval_reason.as_deref())),
+        _ => "—".to_string(),
+    };
+    let mut when = format!("asked {}", time(r.created_at));
+    for (label, at) in [("applied", r.applied_at), ("undone", r.undone_at), ("abandoned", r.abandoned_at)] {
+        if let Some(at) = at {
+            let _ = write!(when, "<br>{label} {}", time(at));
+        }
+    }
+    let why = match &r.automatic_rule {
+        Some(rule) => format!("{} (rule {})", escape(&r.reason), escape(rule)),
+        None => escape(&r.reason),
+    };
+    let errors: String = [r.error.as_deref(), r.undo_error.as_deref()]
+        .into_iter()
+        .flatten()
+        .map(|e| format!("<br>{}", escape(e)))
+        .collect();
+    let undo = r.undone_by.as_deref().or(r.undo_requested_by.as_deref()).map(|by| {
+        let reason = r.undo_reason.as_deref().or(r.undo_request_reason.as_deref());
+        format!("<br>undo: {} ({})", escape(by), opt(reason))
+    });
+    format!(
+        "<tr><td>{when}</td><td>{}</td><td class=\"mono\">{}<br>{} {}</td><td>{}{errors}</td><td>{}</td><td>{approved}</td><td>{why}{}</td><td class=\"mono\">{}<br>{}</td></tr>",
+        escape(&r.kind),
+        escape(&r.target),
+        escape(&r.account_id),
+        escape(&r.region),
+        escape(&r.status),
+        escape(&r.actor),
+        undo.unwrap_or_default(),
+        escape(&r.id),
+        opt(r.alert_id.as_deref()),
+    )
+}
+
+/// The response actions on the incident's alerts: what, on what, how it went, who asked, who
+/// approved, why, when.
+fn responses(story: &IncidentStory) -> String {
+    let rows = story.responses.iter().map(response_row).collect();
+    let note = story.responses_truncated.then_some("The newest 200 response actions only.");
+    let headers = ["When", "Action", "Target", "Status", "Asked by", "Approved by", "Why", "Action · alert"];
+    table("Response actions", "responses", &headers, rows, note)
 }
 
 fn events(story: &IncidentStory) -> String {

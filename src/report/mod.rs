@@ -1,7 +1,8 @@
-//! Evidence to hand over: one incident as a self-contained HTML report ([`html`]: timeline, map,
-//! evidence events, configuration diffs, flows, history; no script, no outside request, prints to
-//! PDF from any browser) or as OCSF 1.1.0 JSON ([`ocsf`]: an Incident Finding and a Detection
-//! Finding per alert). Both render an [`IncidentStory`](crate::alerts::incident_story::IncidentStory)
+//! Evidence to hand over: one incident as a self-contained HTML report ([`html`]: merged
+//! timeline, response actions, alerts, map, evidence events, configuration diffs, flows,
+//! history; no script, no outside request, prints to PDF from any browser) or as OCSF 1.1.0 JSON
+//! ([`ocsf`]: an Incident Finding, a Detection Finding per alert, an Entity Management event per
+//! response action). Both render an [`IncidentStory`](crate::alerts::incident_story::IncidentStory)
 //! read from the database; nothing here writes.
 
 pub mod html;

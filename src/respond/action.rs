@@ -16,7 +16,7 @@ pub enum Action {
     DeactivateAccessKey { user_name: String, access_key_id: String },
     /// Delete a user's console password.
     DeleteLoginProfile { user_name: String },
-    /// Attach an explicit deny-all inline policy to a user or role.
+    /// Attach AWS's managed AWSDenyAll policy to a user or role.
     Quarantine { principal: Principal },
     /// Detach a managed policy from a role.
     DetachRolePolicy { role_name: String, policy_arn: String },
@@ -57,12 +57,14 @@ pub const KINDS: [&str; 8] = [
     "start-logging",
 ];
 
-/// The name of the inline policy quarantine attaches (and the only one its undo removes).
-pub const QUARANTINE_POLICY_NAME: &str = "SkywardenQuarantine";
+/// The name of AWS's managed policy that denies everything, which quarantine attaches (and the
+/// only policy the responder role may attach).
+pub const DENY_ALL_POLICY_NAME: &str = "AWSDenyAll";
 
-/// Its document: deny everything. An explicit deny wins over every allow, at once, also for
-/// sessions already open.
-pub const QUARANTINE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"SkywardenQuarantine","Effect":"Deny","Action":"*","Resource":"*"}]}"#;
+/// Its ARN in a partition (`aws`, `aws-cn`, `aws-us-gov`).
+pub fn deny_all_arn(partition: &str) -> String {
+    format!("arn:{partition}:iam::aws:policy/{DENY_ALL_POLICY_NAME}")
+}
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> RespondError {
     RespondError::Invalid { field, reason: reason.into() }
@@ -156,6 +158,12 @@ impl Action {
             },
             "detach-role-policy" => {
                 let (role, policy) = pair(target, "ROLE:POLICY_ARN")?;
+                if policy.ends_with(&format!(":policy/{DENY_ALL_POLICY_NAME}")) {
+                    return Err(invalid(
+                        "target",
+                        "detaching AWSDenyAll lifts a quarantine: undo the quarantine action instead",
+                    ));
+                }
                 Action::DetachRolePolicy {
                     role_name: check_iam_name("target", role)?,
                     policy_arn: check_policy_arn(policy)?,
@@ -224,17 +232,22 @@ impl Action {
 
     /// The resource its lease covers: two actions on one user, role or instance never run at
     /// once, whatever their kinds.
+    /// IAM names are case-insensitive (`Bob` is `bob`) and a trail is one by name or ARN, so
+    /// they are reduced to one spelling.
     pub fn resource(&self) -> String {
         match self {
             Action::RevokeIngressRule { region, rule_id } => format!("{region}/{rule_id}"),
             Action::DeactivateAccessKey { user_name, .. } | Action::DeleteLoginProfile { user_name } => {
-                format!("iam/user/{user_name}")
+                format!("iam/user/{}", user_name.to_ascii_lowercase())
             }
-            Action::Quarantine { principal } => format!("iam/{}", principal.label()),
-            Action::DetachRolePolicy { role_name, .. } => format!("iam/role/{role_name}"),
+            Action::Quarantine { principal } => format!("iam/{}", principal.label().to_ascii_lowercase()),
+            Action::DetachRolePolicy { role_name, .. } => format!("iam/role/{}", role_name.to_ascii_lowercase()),
             Action::DisassociateInstanceProfile { region, instance_id }
             | Action::StopInstance { region, instance_id } => format!("{region}/{instance_id}"),
-            Action::StartLogging { region, trail } => format!("{region}/trail/{trail}"),
+            Action::StartLogging { region, trail } => {
+                let name = trail.rsplit_once(":trail/").map_or(trail.as_str(), |(_, name)| name);
+                format!("{region}/trail/{name}")
+            }
         }
     }
 
@@ -246,7 +259,7 @@ impl Action {
             Action::DeleteLoginProfile { .. } => Undo::Impossible(
                 "a console password cannot be restored without knowing it; the user needs a new one from an administrator",
             ),
-            Action::Quarantine { .. } => Undo::Possible("removes exactly the quarantine policy Skywarden attached"),
+            Action::Quarantine { .. } => Undo::Possible("detaches the AWSDenyAll policy Skywarden attached"),
             Action::DetachRolePolicy { .. } => Undo::Possible("re-attaches the detached policy"),
             Action::DisassociateInstanceProfile { .. } => Undo::Possible("re-associates the recorded instance profile"),
             Action::StopInstance { .. } => {
@@ -256,6 +269,21 @@ impl Action {
                 Undo::Impossible("Skywarden never stops logging; stop it yourself if it must be off")
             }
         }
+    }
+}
+
+impl Action {
+    /// Whether its undo has to grant access (re-open a rule, re-attach a policy, pass a role):
+    /// allowed only where the responder role was deployed with AllowGrantingUndo=true.
+    /// Re-activating an access key counts: the key deactivated may be a stolen one.
+    pub fn undo_grants(&self) -> bool {
+        matches!(
+            self,
+            Action::RevokeIngressRule { .. }
+                | Action::DeactivateAccessKey { .. }
+                | Action::DetachRolePolicy { .. }
+                | Action::DisassociateInstanceProfile { .. }
+        )
     }
 }
 
@@ -306,6 +334,7 @@ mod tests {
         assert_eq!(field("detach-role-policy", "ci:arn:aws:s3:::bucket", None), "target");
         assert_eq!(field("terminate-instance", "i-0123456789abcdef0", Some("us-east-1")), "kind");
         assert_eq!(field("quarantine", "user/al ice", None), "target");
+        assert_eq!(field("detach-role-policy", "ci:arn:aws:iam::aws:policy/AWSDenyAll", None), "target");
     }
 
     #[test]
@@ -316,5 +345,18 @@ mod tests {
         let stop = Action::parse("stop-instance", "i-0123456789abcdef0", Some("us-east-1")).unwrap();
         let profile = Action::parse("disassociate-instance-profile", "i-0123456789abcdef0", Some("us-east-1")).unwrap();
         assert_eq!(stop.resource(), profile.resource());
+        // IAM names are case-insensitive; a trail is the same by name or ARN.
+        let upper = Action::parse("quarantine", "user/Bob", None).unwrap();
+        assert_eq!(upper.resource(), quarantine.resource());
+        let role = Action::parse("quarantine", "role/CI-Deploy", None).unwrap();
+        let detach =
+            Action::parse("detach-role-policy", "ci-deploy:arn:aws:iam::aws:policy/ReadOnlyAccess", None).unwrap();
+        assert_eq!(role.resource(), detach.resource());
+        let by_name = Action::parse("start-logging", "main", Some("us-east-1")).unwrap();
+        let by_arn =
+            Action::parse("start-logging", "arn:aws:cloudtrail:us-east-1:111122223333:trail/main", Some("us-east-1"))
+                .unwrap();
+        assert_eq!(by_name.resource(), by_arn.resource());
+        assert_ne!(by_name.resource(), Action::parse("start-logging", "other", Some("us-east-1")).unwrap().resource());
     }
 }

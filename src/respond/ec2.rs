@@ -199,8 +199,40 @@ pub(super) fn stop_calls(state: &Value) -> Vec<ApiCall> {
         .flatten()
         .map(|volume| ApiCall::new("ec2:CreateSnapshot", json!({"VolumeId": volume})))
         .collect();
+    calls.push(tag_stopped_call(&state["instance_id"], &json!("ACTION_ID")));
     calls.push(ApiCall::new("ec2:StopInstances", json!({"InstanceIds": [state["instance_id"]]})));
     calls
+}
+
+/// The tag a stop leaves on the instance: the responder role may start only instances that
+/// carry it (the undo of a stop), and may create no other tag on an instance.
+pub const STOPPED_TAG: &str = "skywarden:stopped-by-response";
+
+fn tag_stopped_call(instance_id: &Value, action_id: &Value) -> ApiCall {
+    ApiCall::new(
+        "ec2:CreateTags",
+        json!({"Resources": [instance_id], "Tags": [{"Key": STOPPED_TAG, "Value": action_id}]}),
+    )
+}
+
+/// Tags the instance with [`STOPPED_TAG`] (the action's id) before stopping it.
+async fn tag_stopped(
+    ec2: &Client,
+    region: &str,
+    instance_id: &str,
+    action_id: &str,
+    log: &mut CallLog,
+) -> Result<(), RespondError> {
+    let call = tag_stopped_call(&json!(instance_id), &json!(action_id));
+    ec2.create_tags()
+        .resources(instance_id)
+        .tags(Tag::builder().key(STOPPED_TAG).value(action_id).build())
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("ec2:CreateTags", region, e))
+        .inspect_err(|error| log.failed(&call, error))?;
+    log.ok(&call, json!({}));
+    Ok(())
 }
 
 /// Snapshots each volume (tagged with the action's id, for the forensic record), then stops the
@@ -235,6 +267,8 @@ pub(super) async fn stop_instance(
             snapshots.push(json!({"volume_id": volume, "snapshot_id": answer.snapshot_id()}));
         }
     }
+    tag_stopped(ec2, region, instance_id, action_id, log).await?;
+    after["tagged"] = json!(STOPPED_TAG);
     let call = ApiCall::new("ec2:StopInstances", json!({"InstanceIds": [instance_id]}));
     let answer = ec2
         .stop_instances()

@@ -1,11 +1,11 @@
 //! IAM actions: deactivate an access key, delete a console password, quarantine a user or role
-//! with a deny-all inline policy, detach a role policy; each with the read its dry run shows and
+//! by attaching AWS's managed AWSDenyAll policy, detach a role policy; each with the read its dry run shows and
 //! the undo that restores the recorded state.
 
 use aws_sdk_iam::types::StatusType;
 use serde_json::{Value, json};
 
-use super::action::{Principal, QUARANTINE_POLICY, QUARANTINE_POLICY_NAME};
+use super::action::Principal;
 use super::{ApiCall, CallLog, Observed, RespondError, is_protected};
 use crate::aws::{AwsError, GLOBAL_REGION};
 
@@ -133,161 +133,132 @@ pub(super) async fn delete_login_profile(iam: &Client, user: &str, log: &mut Cal
     Ok(json!({"user_name": user, "exists": false}))
 }
 
-/// IAM returns policy documents URL-encoded (RFC 3986); emulators sometimes do not.
-fn policy_json(document: &str) -> Option<Value> {
-    serde_json::from_str(document).ok().or_else(|| serde_json::from_str(&percent_decode(document)).ok())
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The quarantine policy the principal holds now, if any (by its name).
-async fn quarantine_document(iam: &Client, principal: &Principal) -> Result<Option<Value>, RespondError> {
-    let answer = match principal {
-        Principal::User(name) => iam
-            .get_user_policy()
-            .user_name(name)
-            .policy_name(QUARANTINE_POLICY_NAME)
-            .send()
-            .await
-            .map(|a| a.policy_document().to_owned())
-            .map_err(|e| AwsError::from_sdk("iam:GetUserPolicy", GLOBAL_REGION, e)),
-        Principal::Role(name) => iam
-            .get_role_policy()
-            .role_name(name)
-            .policy_name(QUARANTINE_POLICY_NAME)
-            .send()
-            .await
-            .map(|a| a.policy_document().to_owned())
-            .map_err(|e| AwsError::from_sdk("iam:GetRolePolicy", GLOBAL_REGION, e)),
+/// The managed policies attached to the user or role now.
+async fn attached_policies(iam: &Client, principal: &Principal) -> Result<Vec<String>, RespondError> {
+    let arns = |policies: &[aws_sdk_iam::types::AttachedPolicy]| {
+        policies.iter().filter_map(|p| p.policy_arn()).map(str::to_owned).collect::<Vec<_>>()
     };
-    match answer {
-        Ok(document) => Ok(Some(policy_json(&document).unwrap_or(Value::String(document)))),
-        Err(error) if no_such_entity(&error) => Ok(None),
-        Err(error) => Err(error.into()),
-    }
-}
-
-fn ours() -> Value {
-    serde_json::from_str(QUARANTINE_POLICY).unwrap_or_default()
-}
-
-pub(super) async fn observe_quarantine(iam: &Client, principal: &Principal) -> Result<Observed, RespondError> {
-    let protected = principal_protected(iam, principal).await?;
-    let existing = quarantine_document(iam, principal).await?;
-    if existing.as_ref().is_some_and(|document| *document != ours()) {
-        return Err(RespondError::Conflict(format!(
-            "{} already has an inline policy named {QUARANTINE_POLICY_NAME} that is not Skywarden's; rename it first",
-            principal.label()
-        )));
-    }
-    let state =
-        json!({"principal": principal.label(), "policy_name": QUARANTINE_POLICY_NAME, "attached": existing.is_some()});
-    Ok(Observed { changes: existing.is_none(), state, protected })
-}
-
-pub(super) fn quarantine_call(principal: &Principal) -> ApiCall {
     match principal {
-        Principal::User(name) => ApiCall::new(
-            "iam:PutUserPolicy",
-            json!({"UserName": name, "PolicyName": QUARANTINE_POLICY_NAME, "PolicyDocument": ours()}),
-        ),
-        Principal::Role(name) => ApiCall::new(
-            "iam:PutRolePolicy",
-            json!({"RoleName": name, "PolicyName": QUARANTINE_POLICY_NAME, "PolicyDocument": ours()}),
-        ),
+        Principal::User(name) => iam
+            .list_attached_user_policies()
+            .user_name(name)
+            .max_items(1000)
+            .send()
+            .await
+            .map(|a| arns(a.attached_policies()))
+            .map_err(|e| AwsError::from_sdk("iam:ListAttachedUserPolicies", GLOBAL_REGION, e))
+            .map_err(missing(format!("no IAM {}", principal.label()))),
+        Principal::Role(name) => iam
+            .list_attached_role_policies()
+            .role_name(name)
+            .max_items(1000)
+            .send()
+            .await
+            .map(|a| arns(a.attached_policies()))
+            .map_err(|e| AwsError::from_sdk("iam:ListAttachedRolePolicies", GLOBAL_REGION, e))
+            .map_err(missing(format!("no IAM {}", principal.label()))),
     }
 }
 
-pub(super) async fn quarantine(iam: &Client, principal: &Principal, log: &mut CallLog) -> Result<Value, RespondError> {
-    let call = quarantine_call(principal);
-    let answer = match principal {
-        Principal::User(name) => iam
-            .put_user_policy()
-            .user_name(name)
-            .policy_name(QUARANTINE_POLICY_NAME)
-            .policy_document(QUARANTINE_POLICY)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| AwsError::from_sdk("iam:PutUserPolicy", GLOBAL_REGION, e)),
-        Principal::Role(name) => iam
-            .put_role_policy()
-            .role_name(name)
-            .policy_name(QUARANTINE_POLICY_NAME)
-            .policy_document(QUARANTINE_POLICY)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| AwsError::from_sdk("iam:PutRolePolicy", GLOBAL_REGION, e)),
-    };
-    answer.inspect_err(|error| log.failed(&call, error))?;
-    log.ok(&call, json!({}));
-    Ok(json!({"principal": principal.label(), "policy_name": QUARANTINE_POLICY_NAME, "attached": true}))
+fn quarantine_state(principal: &Principal, deny_all: &str, attached: bool) -> Value {
+    json!({"principal": principal.label(), "policy_arn": deny_all, "attached": attached})
 }
 
-/// Removes exactly the quarantine policy, and only if it is still Skywarden's document.
-pub(super) async fn release(iam: &Client, principal: &Principal, log: &mut CallLog) -> Result<Value, RespondError> {
-    if quarantine_document(iam, principal).await?.is_some_and(|document| document != ours()) {
-        return Err(RespondError::Conflict(format!(
-            "the {QUARANTINE_POLICY_NAME} policy of {} was changed since; it was left as it is",
-            principal.label()
-        )));
+/// Whether AWS's managed deny-all policy (`deny_all`, in the account's partition) is attached.
+pub(super) async fn observe_quarantine(
+    iam: &Client,
+    principal: &Principal,
+    deny_all: &str,
+) -> Result<Observed, RespondError> {
+    let protected = principal_protected(iam, principal).await?;
+    let attached = attached_policies(iam, principal).await?.iter().any(|arn| arn == deny_all);
+    Ok(Observed { changes: !attached, state: quarantine_state(principal, deny_all, attached), protected })
+}
+
+fn principal_policy_call(operation: &'static str, principal: &Principal, deny_all: &str) -> ApiCall {
+    match principal {
+        Principal::User(name) => ApiCall::new(operation, json!({"UserName": name, "PolicyArn": deny_all})),
+        Principal::Role(name) => ApiCall::new(operation, json!({"RoleName": name, "PolicyArn": deny_all})),
     }
-    let (operation, params) = match principal {
-        Principal::User(name) => {
-            ("iam:DeleteUserPolicy", json!({"UserName": name, "PolicyName": QUARANTINE_POLICY_NAME}))
-        }
-        Principal::Role(name) => {
-            ("iam:DeleteRolePolicy", json!({"RoleName": name, "PolicyName": QUARANTINE_POLICY_NAME}))
-        }
+}
+
+pub(super) fn quarantine_call(principal: &Principal, deny_all: &str) -> ApiCall {
+    let operation = match principal {
+        Principal::User(_) => "iam:AttachUserPolicy",
+        Principal::Role(_) => "iam:AttachRolePolicy",
     };
-    let call = ApiCall::new(operation, params);
+    principal_policy_call(operation, principal, deny_all)
+}
+
+/// Attaches AWSDenyAll: an explicit deny of everything, which wins over every allow at once,
+/// also for sessions already open. The responder role may attach no other policy.
+pub(super) async fn quarantine(
+    iam: &Client,
+    principal: &Principal,
+    deny_all: &str,
+    log: &mut CallLog,
+) -> Result<Value, RespondError> {
+    let call = quarantine_call(principal, deny_all);
     let answer = match principal {
         Principal::User(name) => iam
-            .delete_user_policy()
+            .attach_user_policy()
             .user_name(name)
-            .policy_name(QUARANTINE_POLICY_NAME)
+            .policy_arn(deny_all)
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| AwsError::from_sdk("iam:DeleteUserPolicy", GLOBAL_REGION, e)),
+            .map_err(|e| AwsError::from_sdk("iam:AttachUserPolicy", GLOBAL_REGION, e)),
         Principal::Role(name) => iam
-            .delete_role_policy()
+            .attach_role_policy()
             .role_name(name)
-            .policy_name(QUARANTINE_POLICY_NAME)
+            .policy_arn(deny_all)
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| AwsError::from_sdk("iam:DeleteRolePolicy", GLOBAL_REGION, e)),
+            .map_err(|e| AwsError::from_sdk("iam:AttachRolePolicy", GLOBAL_REGION, e)),
     };
     answer.inspect_err(|error| log.failed(&call, error))?;
     log.ok(&call, json!({}));
-    Ok(json!({"principal": principal.label(), "attached": false}))
+    Ok(quarantine_state(principal, deny_all, true))
+}
+
+/// Detaches exactly the AWSDenyAll policy the quarantine attached (the caller checked it was
+/// not attached before).
+pub(super) async fn release(
+    iam: &Client,
+    principal: &Principal,
+    deny_all: &str,
+    log: &mut CallLog,
+) -> Result<Value, RespondError> {
+    if !attached_policies(iam, principal).await?.iter().any(|arn| arn == deny_all) {
+        return Ok(json!({"principal": principal.label(), "attached": false, "unchanged": true}));
+    }
+    let operation = match principal {
+        Principal::User(_) => "iam:DetachUserPolicy",
+        Principal::Role(_) => "iam:DetachRolePolicy",
+    };
+    let call = principal_policy_call(operation, principal, deny_all);
+    let answer = match principal {
+        Principal::User(name) => iam
+            .detach_user_policy()
+            .user_name(name)
+            .policy_arn(deny_all)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| AwsError::from_sdk("iam:DetachUserPolicy", GLOBAL_REGION, e)),
+        Principal::Role(name) => iam
+            .detach_role_policy()
+            .role_name(name)
+            .policy_arn(deny_all)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| AwsError::from_sdk("iam:DetachRolePolicy", GLOBAL_REGION, e)),
+    };
+    answer.inspect_err(|error| log.failed(&call, error))?;
+    log.ok(&call, json!({}));
+    Ok(quarantine_state(principal, deny_all, false))
 }
 
 pub(super) async fn observe_role_policy(iam: &Client, role: &str, policy_arn: &str) -> Result<Observed, RespondError> {
@@ -343,16 +314,4 @@ pub(super) async fn reattach(iam: &Client, before: &Value, log: &mut CallLog) ->
         .inspect_err(|error| log.failed(&call, error))?;
     log.ok(&call, json!({}));
     Ok(json!({"role_name": role, "policy_arn": policy_arn, "attached": true}))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn url_encoded_policy_documents_are_read() {
-        let encoded = "%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%5D%7D";
-        assert_eq!(policy_json(encoded).unwrap(), json!({"Version": "2012-10-17", "Statement": []}));
-        assert_eq!(policy_json(QUARANTINE_POLICY).unwrap(), ours());
-    }
 }

@@ -6,11 +6,15 @@
 //! ([`run::plan`]) reads the live state and names the exact calls; [`run::apply`] records that
 //! state before the first write and what it changed after (also when it fails half-way);
 //! [`run::undo`] restores exactly the recorded state, only for actions Skywarden applied.
+//! [`containment`] runs the rules of `policies/response.yaml` ([`auto`]) over new alerts.
 //!
 //! Sits on top beside `http` and the CLI: imports `accounts`, `alerts`, `auth` (the audit log),
-//! `aws`, `db`, `model`. Nothing below imports it.
+//! `aws`, `db`, `model`, `notify` (the outbox, to tell an alert's routes of automatic actions)
+//! and `policy_files`. Nothing below imports it.
 
 pub mod action;
+pub mod auto;
+pub mod containment;
 mod ec2;
 mod iam;
 #[cfg(test)]
@@ -51,6 +55,22 @@ pub enum RespondError {
     NotUndoable { id: String, status: String },
     #[error("a second person must approve this action: the one who asked for it cannot")]
     SecondPerson,
+    #[error(
+        "{what} needs a person: an enabled dashboard user with the analyst or admin role, which {actor} is not \
+         (an API token or a CLI login names no person; in the CLI name yourself with --as USER)"
+    )]
+    NotAPerson { what: &'static str, actor: String },
+    #[error(
+        "approvals come only from a dashboard session of another analyst or admin: approve action {id} in the \
+         dashboard, or with POST /api/v1/responses/{id}/approve from a user session ({actor} cannot approve)"
+    )]
+    ApproveInDashboard { id: String, actor: String },
+    #[error(
+        "undoing {kind} has to grant access, which the responder role of account {account_id} is not deployed to \
+         do: redeploy deploy/skywarden-responder-role.yaml with AllowGrantingUndo=true and run `skywarden accounts \
+         responder set {account_id} --role-arn ... --granting-undo`, or restore it yourself in AWS"
+    )]
+    UndoGrants { kind: &'static str, account_id: String },
     #[error("the idempotency key was used for another request ({0})")]
     KeyReused(String),
     #[error("{0}")]

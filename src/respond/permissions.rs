@@ -3,6 +3,8 @@
 
 use std::collections::BTreeSet;
 
+use yaml_serde::{Mapping, Value};
+
 const TEMPLATE: &str = include_str!("../../deploy/skywarden-responder-role.yaml");
 
 /// The source files that call AWS with the responder role.
@@ -47,34 +49,103 @@ fn named_operations(source: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The actions the template's Allow statements list (`- service:Action` items under `Action:`);
-/// the Deny statements use one-line wildcards (`Action: "iam:*"`).
-fn allowed_actions(template: &str) -> BTreeSet<String> {
-    let mut allowed = BTreeSet::new();
-    let mut effect_allow = false;
-    let mut in_actions = false;
-    for line in template.lines() {
-        let trimmed = line.trim();
-        if let Some(effect) = trimmed.strip_prefix("Effect:") {
-            effect_allow = effect.trim() == "Allow";
-        }
-        if trimmed == "Action:" {
-            in_actions = true;
-            continue;
-        }
-        if trimmed.starts_with('#') {
-            continue;
-        }
-        match trimmed.strip_prefix("- ") {
-            Some(item) if in_actions => {
-                assert!(effect_allow, "an action list outside an Allow statement: {item}");
-                allowed.insert(item.trim().to_owned());
-            }
-            _ => in_actions = false,
+/// One policy statement of the template, and whether it sits in the `!If [GrantingUndo, …]`
+/// of the opt-in undos.
+struct Statement<'a> {
+    body: &'a Mapping,
+    opt_in: bool,
+}
+
+impl Statement<'_> {
+    fn allows(&self) -> bool {
+        self.body.get("Effect").and_then(Value::as_str) == Some("Allow")
+    }
+
+    fn actions(&self) -> Vec<String> {
+        match self.body.get("Action") {
+            Some(Value::String(one)) => vec![one.clone()],
+            Some(Value::Sequence(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+            _ => Vec::new(),
         }
     }
-    allowed
+
+    /// The `iam:PolicyARN` an `ArnEquals` condition pins, as written (`!Sub …`).
+    fn pinned_policy(&self) -> Option<String> {
+        let pinned = &self.body.get("Condition")?.get("ArnEquals")?.get("iam:PolicyARN")?;
+        match pinned {
+            Value::Tagged(tagged) => tagged.value.as_str().map(str::to_owned),
+            other => other.as_str().map(str::to_owned),
+        }
+    }
 }
+
+fn is_tag(tagged: &yaml_serde::value::TaggedValue, name: &str) -> bool {
+    tagged.tag.to_string().trim_start_matches('!') == name
+}
+
+/// The statements under `value`, inside `!If`s too (`opt_in` under `!If [GrantingUndo, …]`).
+fn statements(value: &Value, opt_in: bool) -> Vec<Statement<'_>> {
+    match value {
+        Value::Mapping(body) if body.contains_key("Effect") => vec![Statement { body, opt_in }],
+        Value::Mapping(body) => body.values().flat_map(|v| statements(v, opt_in)).collect(),
+        Value::Sequence(items) => items.iter().flat_map(|v| statements(v, opt_in)).collect(),
+        Value::Tagged(tagged) if is_tag(tagged, "If") => {
+            let condition = tagged.value.get(0).and_then(Value::as_str);
+            statements(&tagged.value, opt_in || condition == Some("GrantingUndo"))
+        }
+        Value::Tagged(tagged) => statements(&tagged.value, opt_in),
+        _ => Vec::new(),
+    }
+}
+
+fn template() -> Value {
+    yaml_serde::from_str(TEMPLATE).expect("the responder template is YAML")
+}
+
+fn role_statements(template: &Value) -> Vec<Statement<'_>> {
+    statements(&template["Resources"]["SkywardenResponderRole"]["Properties"]["Policies"], false)
+}
+
+/// The actions the template's Allow statements grant, the opt-in ones included.
+fn allowed_actions(template: &Value) -> BTreeSet<String> {
+    role_statements(template).iter().filter(|s| s.allows()).flat_map(Statement::actions).collect()
+}
+
+/// Calls that can grant access: attach or write a policy, open a rule, pass a role.
+const GRANTING: &[&str] = &[
+    "iam:AttachUserPolicy",
+    "iam:AttachRolePolicy",
+    "iam:AttachGroupPolicy",
+    "iam:PutUserPolicy",
+    "iam:PutRolePolicy",
+    "iam:PutGroupPolicy",
+    "iam:CreatePolicyVersion",
+    "iam:SetDefaultPolicyVersion",
+    "iam:UpdateAssumeRolePolicy",
+    "iam:CreateAccessKey",
+    "iam:UpdateAccessKey",
+    "ec2:StartInstances",
+    "iam:CreateLoginProfile",
+    "iam:UpdateLoginProfile",
+    "iam:AddUserToGroup",
+    "iam:PassRole",
+    "ec2:AuthorizeSecurityGroupIngress",
+    "ec2:AuthorizeSecurityGroupEgress",
+    "ec2:ModifySecurityGroupRules",
+    "ec2:AssociateIamInstanceProfile",
+    "ec2:ReplaceIamInstanceProfileAssociation",
+];
+
+/// Granting calls IAM cannot pin, allowed without the opt-in, and how each is held back:
+/// UpdateAccessKey (Active or Inactive alike) by the code, which refuses the undo of a
+/// deactivated key without the opt-in; StartInstances by the tag a stop leaves.
+const GATED: &[(&str, &str)] =
+    &[("iam:UpdateAccessKey", "code"), ("ec2:StartInstances", "aws:ResourceTag/skywarden:stopped-by-response")];
+
+/// The undo calls that have to grant, behind AllowGrantingUndo (the kinds whose
+/// `Action::undo_grants` is true).
+const OPT_IN_UNDO: &[&str] =
+    &["ec2:AuthorizeSecurityGroupIngress", "iam:AttachRolePolicy", "ec2:AssociateIamInstanceProfile", "iam:PassRole"];
 
 #[test]
 fn the_template_allows_exactly_the_calls_the_actions_make() {
@@ -84,7 +155,8 @@ fn the_template_allows_exactly_the_calls_the_actions_make() {
     assert!(calls.contains("ec2:RevokeSecurityGroupIngress") && calls.contains("cloudtrail:StartLogging"));
     assert!(calls.len() >= 25, "{calls:?}");
 
-    let allowed = allowed_actions(TEMPLATE);
+    let template = template();
+    let allowed = allowed_actions(&template);
     let missing: Vec<&String> = calls.iter().filter(|c| !allowed.contains(*c)).collect();
     assert!(missing.is_empty(), "calls the template does not allow: {missing:?}");
     let unused: Vec<&String> = allowed
@@ -92,6 +164,64 @@ fn the_template_allows_exactly_the_calls_the_actions_make() {
         .filter(|a| !calls.contains(*a) && !IMPLIED.iter().any(|(p, by)| p == a && calls.contains(*by)))
         .collect();
     assert!(unused.is_empty(), "permissions no call needs: {unused:?}");
+}
+
+/// Without the opt-in, every call that could grant is pinned to AWSDenyAll by an
+/// `iam:PolicyARN` condition or is one of the [`GATED`] residual powers (docs/response.md);
+/// the AllowGrantingUndo opt-in holds exactly the undo calls that grant.
+#[test]
+fn every_granting_call_is_pinned_gated_or_behind_the_opt_in() {
+    let template = template();
+    let deny_all = "arn:${AWS::Partition}:iam::aws:policy/AWSDenyAll";
+    let mut opted = BTreeSet::new();
+    for statement in role_statements(&template).iter().filter(|s| s.allows()) {
+        for action in statement.actions() {
+            assert!(!action.starts_with("iam:Put"), "{action}: an inline policy can say anything");
+            if statement.opt_in {
+                opted.insert(action);
+            } else if let Some((_, gate)) = GATED.iter().find(|(a, _)| *a == action) {
+                let condition = statement.body.get("Condition").map(|c| format!("{c:?}")).unwrap_or_default();
+                assert!(*gate == "code" || condition.contains(gate), "{action} is not conditioned on {gate}");
+            } else if GRANTING.contains(&action.as_str()) {
+                assert_eq!(
+                    statement.pinned_policy().as_deref(),
+                    Some(deny_all),
+                    "{action} is not pinned to AWSDenyAll"
+                );
+            }
+        }
+    }
+    assert_eq!(opted, OPT_IN_UNDO.iter().map(|a| (*a).to_owned()).collect(), "the opt-in statements");
+    assert!(TEMPLATE.contains("GrantingUndo: !Equals [!Ref AllowGrantingUndo, \"true\"]"));
+    let parameter = &template["Parameters"]["AllowGrantingUndo"];
+    assert_eq!(parameter["Default"].as_str(), Some("false"), "{parameter:?}");
+    assert_eq!(parameter["AllowedValues"], Value::Sequence(vec!["false".into(), "true".into()]));
+    // The code refuses those undos up front unless the account records the opt-in.
+    let sample = [
+        super::Action::parse("revoke-ingress-rule", "sgr-0123456789abcdef0", Some("us-east-1")).unwrap(),
+        super::Action::parse("deactivate-access-key", "alice:AKIAIOSFODNN7EXAMPLE", None).unwrap(),
+        super::Action::parse("detach-role-policy", "r:arn:aws:iam::aws:policy/ReadOnlyAccess", None).unwrap(),
+        super::Action::parse("disassociate-instance-profile", "i-0123456789abcdef0", Some("us-east-1")).unwrap(),
+        super::Action::parse("quarantine", "user/alice", None).unwrap(),
+        super::Action::parse("stop-instance", "i-0123456789abcdef0", Some("us-east-1")).unwrap(),
+    ];
+    let grants: Vec<&str> = sample.iter().filter(|a| a.undo_grants()).map(|a| a.kind()).collect();
+    assert_eq!(
+        grants,
+        ["revoke-ingress-rule", "deactivate-access-key", "detach-role-policy", "disassociate-instance-profile"]
+    );
+    // StartInstances only on what a stop tagged, and CreateTags on instances only of that key.
+    let starts = role_statements(&template)
+        .into_iter()
+        .filter(|s| s.allows() && s.actions().iter().any(|a| a == "ec2:StartInstances"))
+        .count();
+    assert_eq!(starts, 1);
+    let instance_tags: Vec<String> = role_statements(&template)
+        .iter()
+        .filter(|s| s.allows() && s.actions().iter().any(|a| a == "ec2:CreateTags"))
+        .map(|s| format!("{:?}", s.body.get("Condition")))
+        .collect();
+    assert!(instance_tags.iter().all(|c| c.contains("ec2:CreateAction") || c.contains(super::ec2::STOPPED_TAG)));
 }
 
 #[test]
@@ -106,6 +236,7 @@ fn the_template_denies_skywardens_own_roles_and_protected_resources() {
         assert!(TEMPLATE.contains(needle), "{needle}");
     }
     assert_eq!(TEMPLATE.matches("Effect: Deny").count(), 4);
+    assert!(TEMPLATE.contains("iam:PolicyARN: !Sub \"arn:${AWS::Partition}:iam::aws:policy/AWSDenyAll\""));
     assert!(!TEMPLATE.contains("TerminateInstances") && !TEMPLATE.contains("StopLogging"));
 }
 

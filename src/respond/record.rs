@@ -25,7 +25,8 @@ pub struct ResponseRecord {
     /// The action as parsed (`kind` and its fields).
     pub params: Value,
     pub alert_id: Option<String>,
-    /// awaiting_approval, planned, applied, failed or undone.
+    /// awaiting_approval, planned, applied, failed, undone, undo_awaiting_approval (its undo
+    /// waits for a second person) or dry_run (what automatic containment would have done).
     pub status: String,
     /// The state read just before the first write call.
     pub state_before: Option<Value>,
@@ -47,6 +48,17 @@ pub struct ResponseRecord {
     pub created_at: DateTime<Utc>,
     pub applied_at: Option<DateTime<Utc>>,
     pub undone_at: Option<DateTime<Utc>>,
+    /// Who asked for the undo, when its kind needs a second person's approval.
+    pub undo_requested_by: Option<String>,
+    pub undo_request_reason: Option<String>,
+    pub undo_requested_at: Option<DateTime<Utc>>,
+    pub undo_approved_by: Option<String>,
+    pub undo_approval_reason: Option<String>,
+    pub undo_approved_at: Option<DateTime<Utc>>,
+    /// When its apply or undo was found abandoned (the lease ran out with no outcome recorded).
+    pub abandoned_at: Option<DateTime<Utc>>,
+    /// The rule of policies/response.yaml, for an automatic action (actor `automatic`).
+    pub automatic_rule: Option<String>,
 }
 
 impl ResponseRecord {
@@ -77,6 +89,7 @@ pub struct NewAction<'a> {
     pub lease_owner: &'a str,
     /// Its kind needs a second person's approval: recorded, not leased, not run.
     pub awaiting_approval: bool,
+    pub automatic_rule: Option<&'a str>,
 }
 
 async fn lock_resource(tx: &mut sqlx::PgConnection, account_id: &str, resource: &str) -> Result<(), sqlx::Error> {
@@ -126,10 +139,10 @@ pub async fn claim(pool: &PgPool, new: &NewAction<'_>) -> Result<Claim, RespondE
     }
     let id = sqlx::query_scalar!(
         r#"INSERT INTO response_actions (account_id, region, kind, target, resource, params, alert_id, status, actor,
-                                         reason, idempotency_key, lease_owner, lease_expires_at)
+                                         reason, idempotency_key, lease_owner, lease_expires_at, automatic_rule)
            VALUES ($1, $2, $3, $4, $5, $6, $7::text::uuid, CASE WHEN $13 THEN 'awaiting_approval' ELSE 'planned' END,
                    $8, $9, $10, CASE WHEN $13 THEN NULL ELSE $11 END,
-                   CASE WHEN $13 THEN NULL ELSE now() + make_interval(mins => $12::float8::int) END)
+                   CASE WHEN $13 THEN NULL ELSE now() + make_interval(mins => $12::float8::int) END, $14)
            ON CONFLICT (idempotency_key) DO NOTHING
            RETURNING id::text AS "id!""#,
         new.account_id,
@@ -144,7 +157,8 @@ pub async fn claim(pool: &PgPool, new: &NewAction<'_>) -> Result<Claim, RespondE
         new.idempotency_key,
         new.lease_owner,
         LEASE_MINUTES,
-        new.awaiting_approval
+        new.awaiting_approval,
+        new.automatic_rule
     )
     .fetch_optional(&mut *tx)
     .await?;
@@ -162,7 +176,10 @@ macro_rules! select_record {
             ResponseRecord,
             r#"SELECT id::text AS "id!", account_id, region, kind, target, params, alert_id::text AS alert_id, status,
                       state_before, state_after, calls, error, actor, reason, approved_by, approval_reason, approved_at,
-                      undo_state, undone_by, undo_reason, undo_error, created_at, applied_at, undone_at
+                      undo_state, undone_by, undo_reason, undo_error, created_at, applied_at, undone_at,
+                      undo_requested_by, undo_request_reason, undo_requested_at, undo_approved_by,
+                      undo_approval_reason, undo_approved_at,
+                      abandoned_at, automatic_rule
                FROM response_actions "# + $where,
             $($arg),*
         )
@@ -171,6 +188,12 @@ macro_rules! select_record {
 
 async fn by_key(tx: &mut sqlx::PgConnection, key: &str) -> Result<Option<ResponseRecord>, sqlx::Error> {
     select_record!("WHERE idempotency_key = $1", key).fetch_optional(&mut *tx).await
+}
+
+/// The action recorded under an idempotency key, if any.
+pub async fn get_by_key(pool: &PgPool, key: &str) -> Result<Option<ResponseRecord>, sqlx::Error> {
+    let mut connection = pool.acquire().await?;
+    by_key(&mut connection, key).await
 }
 
 /// One recorded action (its id checked as a UUID first).
@@ -191,6 +214,8 @@ pub async fn list(
     if alert_id.is_some_and(|id| !crate::model::is_alert_id(id)) {
         return Ok(Vec::new());
     }
+    // What died mid-way shows as such, whether or not a worker swept it already.
+    sweep_abandoned(pool).await?;
     select_record!(
         "WHERE ($1::text IS NULL OR account_id = $1) AND ($2::text IS NULL OR alert_id = $2::text::uuid)
          ORDER BY created_at DESC, id LIMIT $3",
@@ -200,6 +225,45 @@ pub async fn list(
     )
     .fetch_all(pool)
     .await
+}
+
+/// Records an automatic action that calls nothing: what dry-run mode would have done (status
+/// `dry_run`: the state it read and the calls it would make, or why it could not tell), or one
+/// not run (status `failed`, with why). Once per key: `None` when the key was recorded before.
+pub async fn record_unrun(
+    pool: &PgPool,
+    new: &NewAction<'_>,
+    status: &str,
+    state: Option<&Value>,
+    calls: &Value,
+    error: Option<&str>,
+) -> Result<Option<String>, RespondError> {
+    let params = serde_json::to_value(new.action).map_err(|e| RespondError::Conflict(e.to_string()))?;
+    let id = sqlx::query_scalar!(
+        r#"INSERT INTO response_actions (account_id, region, kind, target, resource, params, alert_id, status, actor,
+                                         reason, idempotency_key, state_before, calls, error, automatic_rule)
+           VALUES ($1, $2, $3, $4, $5, $6, $7::text::uuid, $15, $8, $9, $10, $11, $12, $13, $14)
+           ON CONFLICT (idempotency_key) DO NOTHING
+           RETURNING id::text AS "id!""#,
+        new.account_id,
+        new.action.region(),
+        new.action.kind(),
+        new.action.target(),
+        new.action.resource(),
+        params,
+        new.alert_id,
+        new.actor,
+        new.reason,
+        new.idempotency_key,
+        state,
+        calls,
+        error,
+        new.automatic_rule,
+        status
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(id)
 }
 
 /// The state read before the first write call, recorded before it is made.
@@ -295,6 +359,71 @@ pub async fn finish_undo(pool: &PgPool, id: &str, outcome: &UndoOutcome<'_>) -> 
     Ok(())
 }
 
+/// Records the undo of an applied action as asked for, to wait for a second person; asked
+/// again, the waiting record is returned as it is.
+pub async fn request_undo(pool: &PgPool, id: &str, actor: &str, reason: &str) -> Result<ResponseRecord, RespondError> {
+    let updated = sqlx::query!(
+        "UPDATE response_actions SET status = 'undo_awaiting_approval', undo_requested_by = $2,
+                undo_request_reason = $3, undo_requested_at = now(), undo_error = NULL
+         WHERE id = $1::text::uuid AND status = 'applied' AND (lease_owner IS NULL OR lease_expires_at <= now())",
+        id,
+        actor,
+        reason
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    let record = get(pool, id).await?.ok_or_else(|| RespondError::NotFound(format!("no response action {id}")))?;
+    match record.status.as_str() {
+        _ if updated == 1 => Ok(record),
+        "undo_awaiting_approval" | "undone" => Ok(record),
+        "applied" => Err(RespondError::Busy { resource: record.target.clone(), action_id: record.id.clone() }),
+        other => Err(RespondError::NotUndoable { id: id.to_owned(), status: other.to_owned() }),
+    }
+}
+
+/// Leases an undo awaiting approval for its run, approved by a second person (not the one who
+/// asked for the undo); anything else is returned as it is (`Replayed`).
+pub async fn claim_undo_approval(
+    pool: &PgPool,
+    id: &str,
+    approver: &str,
+    reason: &str,
+    lease_owner: &str,
+) -> Result<Claim, RespondError> {
+    let record = get(pool, id).await?.ok_or_else(|| RespondError::NotFound(format!("no response action {id}")))?;
+    let resource = record.action()?.resource();
+    let mut tx = pool.begin().await?;
+    lock_resource(&mut tx, &record.account_id, &resource).await?;
+    let Some(record) = select_record!("WHERE id = $1::text::uuid", id).fetch_optional(&mut *tx).await? else {
+        return Err(RespondError::NotFound(format!("no response action {id}")));
+    };
+    if record.status != "undo_awaiting_approval" {
+        return Ok(Claim::Replayed(Box::new(record)));
+    }
+    if record.undo_requested_by.as_deref().is_some_and(|asker| same_person(asker, approver)) {
+        return Err(RespondError::SecondPerson);
+    }
+    if let Some(holder) = lease_holder(&mut tx, &record.account_id, &resource).await? {
+        return Err(RespondError::Busy { resource, action_id: holder });
+    }
+    sqlx::query!(
+        "UPDATE response_actions SET status = 'applied', undo_approved_by = $2, undo_approved_at = now(),
+                undo_approval_reason = $3, lease_owner = $4,
+                lease_expires_at = now() + make_interval(mins => $5::float8::int)
+         WHERE id = $1::text::uuid",
+        id,
+        approver,
+        reason,
+        lease_owner,
+        LEASE_MINUTES
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Claim::New(id.to_owned()))
+}
+
 /// Leases an action awaiting approval for its run, approved by a second person.
 pub async fn claim_approval(
     pool: &PgPool,
@@ -313,7 +442,7 @@ pub async fn claim_approval(
     if record.status != "awaiting_approval" {
         return Ok(Claim::Replayed(Box::new(record)));
     }
-    if record.actor == approver {
+    if same_person(&record.actor, approver) {
         return Err(RespondError::SecondPerson);
     }
     if let Some(holder) = lease_holder(&mut tx, &record.account_id, &resource).await? {
@@ -333,6 +462,87 @@ pub async fn claim_approval(
     .await?;
     tx.commit().await?;
     Ok(Claim::New(id.to_owned()))
+}
+
+/// Refuses an alert that does not exist or belongs to another account than the action's.
+pub async fn check_alert(pool: &PgPool, alert_id: &str, account_id: &str) -> Result<(), RespondError> {
+    let invalid = |reason: String| RespondError::Invalid { field: "alert_id", reason };
+    if !crate::model::is_alert_id(alert_id) {
+        return Err(invalid("an alert id is a UUID".into()));
+    }
+    let account =
+        sqlx::query_scalar!("SELECT account_id FROM alerts WHERE alert_id = $1::text::uuid LIMIT 1", alert_id)
+            .fetch_optional(pool)
+            .await?;
+    match account {
+        None => Err(invalid(format!("no alert {alert_id}"))),
+        Some(alert_account) if alert_account != account_id => {
+            Err(invalid(format!("alert {alert_id} is not of account {account_id}")))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// The dashboard user an actor names: `user:NAME` (a dashboard session), or the `NAME` of
+/// `cli:LOGIN as user:NAME` (the CLI's `--as`); none for a token, a bare CLI login, `automatic`.
+pub fn person_of(actor: &str) -> Option<&str> {
+    let user = match actor.split_once(" as ") {
+        Some((login, user)) if login.starts_with("cli:") => user,
+        Some(_) => return None,
+        None => actor,
+    };
+    user.strip_prefix("user:").filter(|name| !name.is_empty())
+}
+
+/// Whether two actors are one person: the same dashboard user, whatever the case of the name
+/// or the way in (session or CLI `--as`); else the same actor.
+pub fn same_person(a: &str, b: &str) -> bool {
+    match (person_of(a), person_of(b)) {
+        (Some(a), Some(b)) => a.to_lowercase() == b.to_lowercase(),
+        _ => a.to_lowercase() == b.to_lowercase(),
+    }
+}
+
+/// Refuses an actor who is not a person approvals can tell apart: an enabled dashboard user
+/// with the analyst or admin role (never a viewer), named by a session or by the CLI's `--as`.
+/// API tokens belong to no user, and a CLI login is not a dashboard user.
+pub async fn check_person(pool: &PgPool, actor: &str, what: &'static str) -> Result<(), RespondError> {
+    let refused = || RespondError::NotAPerson { what, actor: actor.to_owned() };
+    let Some(name) = person_of(actor) else { return Err(refused()) };
+    let enabled = sqlx::query_scalar!(
+        "SELECT username FROM users WHERE username = $1 AND disabled_at IS NULL AND role IN ('analyst', 'admin')",
+        name
+    )
+    .fetch_optional(pool)
+    .await?;
+    enabled.map(|_| ()).ok_or_else(refused)
+}
+
+/// Ends the actions whose process died mid-way: a lease that ran out with no outcome recorded.
+/// An apply is recorded failed (abandoned), with what is known (the state before, if read); an
+/// undo leaves the action applied with the undo's error. Returns how many were ended.
+pub async fn sweep_abandoned(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let swept = sqlx::query!(
+        "UPDATE response_actions SET
+                status = CASE WHEN status = 'planned' THEN 'failed' ELSE status END,
+                error = CASE WHEN status = 'planned' THEN
+                    'abandoned: the process running it stopped before recording its outcome (lease expired '
+                    || to_char(lease_expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC); '
+                    || CASE WHEN state_before IS NULL THEN 'no AWS call had been made'
+                            ELSE 'it read the state before and may have changed it: compare state_before with AWS' END
+                    ELSE error END,
+                undo_error = CASE WHEN status = 'planned' THEN undo_error ELSE
+                    'abandoned: the undo stopped before recording its outcome; compare state_before with AWS' END,
+                abandoned_at = now(), lease_owner = NULL, lease_expires_at = NULL
+         WHERE lease_owner IS NOT NULL AND lease_expires_at <= now()"
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if swept > 0 {
+        tracing::warn!(swept, "response actions abandoned mid-way were recorded as such");
+    }
+    Ok(swept)
 }
 
 /// Whether actions of this kind need a second person's approval.

@@ -5,6 +5,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
+use super::action::deny_all_arn;
 use super::record::{self, Claim, NewAction, ResponseRecord, UndoOutcome};
 use super::{Action, ApiCall, CallLog, Observed, RespondError, Undo, ec2, iam, trail};
 use crate::accounts::responder;
@@ -46,15 +47,18 @@ pub struct ApplyRequest {
     pub reason: String,
     pub idempotency_key: String,
     pub alert_id: Option<String>,
+    /// The rule of policies/response.yaml when automatic containment asks.
+    pub automatic_rule: Option<String>,
 }
 
-/// A reason a person can read later: 1 to 1000 characters, no control characters.
+/// A reason a person can read later: 1 to 2000 bytes (as the alerts' reasons), no control
+/// characters.
 pub fn check_reason(reason: &str) -> Result<(), RespondError> {
     let reason = reason.trim();
-    if reason.is_empty() || reason.len() > 1000 || reason.chars().any(char::is_control) {
+    if reason.is_empty() || reason.len() > 2000 || reason.chars().any(char::is_control) {
         return Err(RespondError::Invalid {
             field: "reason",
-            reason: "a reason is required: 1 to 1000 characters, without control characters".into(),
+            reason: "a reason is required: 1 to 2000 bytes, without control characters".into(),
         });
     }
     Ok(())
@@ -72,25 +76,37 @@ pub fn check_key(key: &str) -> Result<(), RespondError> {
     }
 }
 
-/// The responder session of the account, or "not enabled" with the command that enables it.
-async fn session(ctx: &ResponseContext, account_id: &str) -> Result<AccountSession, RespondError> {
-    let Some(responder) = responder::load(&ctx.pool, account_id).await? else {
-        return Err(RespondError::NotEnabled {
-            account_id: account_id.to_owned(),
-            command: responder::enable_command(account_id),
-        });
-    };
-    AccountSession::assume(&ctx.base, &ctx.settings, &responder.assume_target()).await.map_err(RespondError::AssumeRole)
+/// The responder session of an account, with what its role was deployed to allow.
+struct Responding {
+    session: AccountSession,
+    /// AWSDenyAll's ARN in the account's partition.
+    deny_all: String,
 }
 
-async fn observe(session: &AccountSession, action: &Action) -> Result<Observed, RespondError> {
+fn not_enabled(account_id: &str) -> RespondError {
+    RespondError::NotEnabled { account_id: account_id.to_owned(), command: responder::enable_command(account_id) }
+}
+
+/// The responder session of the account, or "not enabled" with the command that enables it.
+async fn session(ctx: &ResponseContext, account_id: &str) -> Result<Responding, RespondError> {
+    let Some(responder) = responder::load(&ctx.pool, account_id).await? else {
+        return Err(not_enabled(account_id));
+    };
+    let session = AccountSession::assume(&ctx.base, &ctx.settings, &responder.assume_target())
+        .await
+        .map_err(RespondError::AssumeRole)?;
+    Ok(Responding { session, deny_all: deny_all_arn(responder.role_arn.partition()) })
+}
+
+async fn observe(r: &Responding, action: &Action) -> Result<Observed, RespondError> {
+    let session = &r.session;
     match action {
         Action::RevokeIngressRule { region, rule_id } => ec2::observe_rule(&session.ec2(region), region, rule_id).await,
         Action::DeactivateAccessKey { user_name, access_key_id } => {
             iam::observe_key(&session.iam(), user_name, access_key_id).await
         }
         Action::DeleteLoginProfile { user_name } => iam::observe_login_profile(&session.iam(), user_name).await,
-        Action::Quarantine { principal } => iam::observe_quarantine(&session.iam(), principal).await,
+        Action::Quarantine { principal } => iam::observe_quarantine(&session.iam(), principal, &r.deny_all).await,
         Action::DetachRolePolicy { role_name, policy_arn } => {
             iam::observe_role_policy(&session.iam(), role_name, policy_arn).await
         }
@@ -104,12 +120,12 @@ async fn observe(session: &AccountSession, action: &Action) -> Result<Observed, 
     }
 }
 
-fn write_calls(action: &Action, state: &Value) -> Vec<ApiCall> {
+fn write_calls(action: &Action, state: &Value, deny_all: &str) -> Vec<ApiCall> {
     match action {
         Action::RevokeIngressRule { .. } => vec![ec2::revoke_call(state)],
         Action::DeactivateAccessKey { .. } => vec![iam::key_call(state, "Inactive")],
         Action::DeleteLoginProfile { user_name } => vec![iam::delete_login_call(user_name)],
-        Action::Quarantine { principal } => vec![iam::quarantine_call(principal)],
+        Action::Quarantine { principal } => vec![iam::quarantine_call(principal, deny_all)],
         Action::DetachRolePolicy { role_name, policy_arn } => {
             vec![iam::role_policy_call("iam:DetachRolePolicy", role_name, policy_arn)]
         }
@@ -121,9 +137,9 @@ fn write_calls(action: &Action, state: &Value) -> Vec<ApiCall> {
 
 /// The dry run: reads the live state with the responder role and changes nothing.
 pub async fn plan(ctx: &ResponseContext, account_id: &str, action: &Action) -> Result<Plan, RespondError> {
-    let session = session(ctx, account_id).await?;
-    let observed = observe(&session, action).await?;
-    let calls = if observed.changes { write_calls(action, &observed.state) } else { Vec::new() };
+    let responding = session(ctx, account_id).await?;
+    let observed = observe(&responding, action).await?;
+    let calls = if observed.changes { write_calls(action, &observed.state, &responding.deny_all) } else { Vec::new() };
     Ok(Plan {
         account_id: account_id.to_owned(),
         kind: action.kind(),
@@ -139,18 +155,19 @@ pub async fn plan(ctx: &ResponseContext, account_id: &str, action: &Action) -> R
 
 /// The write calls, each logged with its answer; `after` holds what changed so far.
 async fn execute(
-    session: &AccountSession,
+    r: &Responding,
     action: &Action,
     action_id: &str,
     before: &Value,
     log: &mut CallLog,
     after: &mut Value,
 ) -> Result<(), RespondError> {
+    let session = &r.session;
     *after = match action {
         Action::RevokeIngressRule { region, .. } => ec2::revoke_rule(&session.ec2(region), region, before, log).await?,
         Action::DeactivateAccessKey { .. } => iam::set_key_status(&session.iam(), before, "Inactive", log).await?,
         Action::DeleteLoginProfile { user_name } => iam::delete_login_profile(&session.iam(), user_name, log).await?,
-        Action::Quarantine { principal } => iam::quarantine(&session.iam(), principal, log).await?,
+        Action::Quarantine { principal } => iam::quarantine(&session.iam(), principal, &r.deny_all, log).await?,
         Action::DetachRolePolicy { role_name, policy_arn } => {
             iam::detach(&session.iam(), role_name, policy_arn, log).await?
         }
@@ -167,24 +184,28 @@ async fn execute(
     Ok(())
 }
 
+/// The actor of automatic containment (policies/response.yaml) in records and the audit log.
+pub const AUTOMATIC_ACTOR: &str = "automatic";
+
 /// Applies an action once per idempotency key: records it planned (leasing its resource), reads
 /// and records the state before, makes the calls, records what it left; a failure half-way is
 /// recorded with what it changed. A replayed key returns the earlier record and calls nothing.
 pub async fn apply(ctx: &ResponseContext, request: &ApplyRequest) -> Result<ResponseRecord, RespondError> {
     check_reason(&request.reason)?;
     check_key(&request.idempotency_key)?;
-    if request.alert_id.as_deref().is_some_and(|id| !crate::model::is_alert_id(id)) {
-        return Err(RespondError::Invalid { field: "alert_id", reason: "an alert id is a UUID".into() });
+    if let Some(alert_id) = request.alert_id.as_deref() {
+        record::check_alert(&ctx.pool, alert_id, &request.account_id).await?;
     }
     // Refused before anything is recorded: no responder role, no action.
     if responder::load(&ctx.pool, &request.account_id).await?.is_none() {
-        return Err(RespondError::NotEnabled {
-            account_id: request.account_id.clone(),
-            command: responder::enable_command(&request.account_id),
-        });
+        return Err(not_enabled(&request.account_id));
     }
     let awaiting_approval = record::approval_required(&ctx.pool, request.action.kind()).await?;
-    let lease_owner = crate::auth::random_secret(12).map_err(|e| RespondError::Conflict(e.to_string()))?;
+    // A second person is only a second person if the first one is a person too.
+    if awaiting_approval && request.actor != AUTOMATIC_ACTOR {
+        record::check_person(&ctx.pool, &request.actor, "asking for an action that needs approval").await?;
+    }
+    let lease_owner = new_lease_owner()?;
     let new = NewAction {
         account_id: &request.account_id,
         action: &request.action,
@@ -194,24 +215,34 @@ pub async fn apply(ctx: &ResponseContext, request: &ApplyRequest) -> Result<Resp
         idempotency_key: &request.idempotency_key,
         lease_owner: &lease_owner,
         awaiting_approval,
+        automatic_rule: request.automatic_rule.as_deref(),
     };
     let id = match record::claim(&ctx.pool, &new).await? {
         Claim::Replayed(earlier) => return Ok(*earlier),
         Claim::New(id) => id,
     };
     if awaiting_approval {
-        let record = record::get(&ctx.pool, &id).await?.ok_or_else(|| RespondError::NotFound(id.clone()))?;
+        let record = fetch(&ctx.pool, &id).await?;
         audit(&ctx.pool, &request.actor, "response.request", &record, &Value::Array(Vec::new())).await;
         return Ok(record);
     }
     let outcome = run_claimed(ctx, &request.account_id, &request.action, &id).await;
-    let record = record::get(&ctx.pool, &id).await?.ok_or_else(|| RespondError::NotFound(id.clone()))?;
+    let record = fetch(&ctx.pool, &id).await?;
     audit(&ctx.pool, &request.actor, "response.apply", &record, &record.calls).await;
     outcome.map(|()| record)
 }
 
-/// Runs an action awaiting approval, approved by a second person (not the one who asked). An
-/// action no longer awaiting approval is returned as it is.
+fn new_lease_owner() -> Result<String, RespondError> {
+    crate::auth::random_secret(12).map_err(|e| RespondError::Conflict(e.to_string()))
+}
+
+async fn fetch(pool: &PgPool, id: &str) -> Result<ResponseRecord, RespondError> {
+    record::get(pool, id).await?.ok_or_else(|| RespondError::NotFound(format!("no response action {id}")))
+}
+
+/// Runs what waits for a second person: an action awaiting approval, or the undo of one whose
+/// kind needs approval. The approver must be an enabled dashboard user (`user:NAME`) other than
+/// the one who asked. Anything no longer waiting is returned as it is.
 pub async fn approve(
     ctx: &ResponseContext,
     id: &str,
@@ -219,27 +250,57 @@ pub async fn approve(
     reason: &str,
 ) -> Result<ResponseRecord, RespondError> {
     check_reason(reason)?;
-    let lease_owner = crate::auth::random_secret(12).map_err(|e| RespondError::Conflict(e.to_string()))?;
+    // A dashboard session's user only: the CLI's `--as` names a user it cannot prove it is.
+    if !approver.starts_with("user:") || approver.contains(' ') {
+        return Err(RespondError::ApproveInDashboard { id: id.to_owned(), actor: approver.to_owned() });
+    }
+    record::check_person(&ctx.pool, approver, "approving an action").await?;
+    let record = fetch(&ctx.pool, id).await?;
+    if record.status == "undo_awaiting_approval" {
+        return approve_undo(ctx, &record, approver, reason).await;
+    }
+    let lease_owner = new_lease_owner()?;
     if let Claim::Replayed(record) =
         record::claim_approval(&ctx.pool, id, approver, reason.trim(), &lease_owner).await?
     {
         return Ok(*record);
     }
-    let record = record::get(&ctx.pool, id).await?.ok_or_else(|| RespondError::NotFound(id.to_owned()))?;
     let outcome = run_claimed(ctx, &record.account_id, &record.action()?, id).await;
-    let record = record::get(&ctx.pool, id).await?.ok_or_else(|| RespondError::NotFound(id.to_owned()))?;
+    let record = fetch(&ctx.pool, id).await?;
     audit(&ctx.pool, approver, "response.approve", &record, &record.calls).await;
+    outcome.map(|()| record)
+}
+
+async fn approve_undo(
+    ctx: &ResponseContext,
+    record: &ResponseRecord,
+    approver: &str,
+    reason: &str,
+) -> Result<ResponseRecord, RespondError> {
+    let action = record.action()?;
+    check_undo_allowed(ctx, record, &action).await?;
+    let lease_owner = new_lease_owner()?;
+    if let Claim::Replayed(done) =
+        record::claim_undo_approval(&ctx.pool, &record.id, approver, reason.trim(), &lease_owner).await?
+    {
+        return Ok(*done);
+    }
+    let requester = record.undo_requested_by.clone().unwrap_or_else(|| approver.to_owned());
+    let request_reason = record.undo_request_reason.clone().unwrap_or_else(|| reason.to_owned());
+    let (outcome, calls) = run_undo(ctx, record, &action, &requester, &request_reason).await?;
+    let record = fetch(&ctx.pool, &record.id).await?;
+    audit(&ctx.pool, approver, "response.approve_undo", &record, &calls).await;
     outcome.map(|()| record)
 }
 
 /// Everything after the claim; every way out records the outcome and releases the lease.
 async fn run_claimed(ctx: &ResponseContext, account_id: &str, action: &Action, id: &str) -> Result<(), RespondError> {
     let fail = |error, after, log| failed(&ctx.pool, id, error, after, log);
-    let session = match session(ctx, account_id).await {
-        Ok(session) => session,
+    let responding = match session(ctx, account_id).await {
+        Ok(responding) => responding,
         Err(error) => return fail(error, None, CallLog::default()).await,
     };
-    let observed = match observe(&session, action).await {
+    let observed = match observe(&responding, action).await {
         Ok(observed) => observed,
         Err(error) => return fail(error, None, CallLog::default()).await,
     };
@@ -254,7 +315,7 @@ async fn run_claimed(ctx: &ResponseContext, account_id: &str, action: &Action, i
         return Ok(record::finish(&ctx.pool, id, "applied", Some(&observed.state), &log.into_value(), None).await?);
     }
     let mut after = Value::Null;
-    match execute(&session, action, id, &observed.state, &mut log, &mut after).await {
+    match execute(&responding, action, id, &observed.state, &mut log, &mut after).await {
         Ok(()) => Ok(record::finish(&ctx.pool, id, "applied", Some(&after), &log.into_value(), None).await?),
         Err(error) => {
             let partial = (!after.is_null()).then_some(&after);
@@ -275,12 +336,8 @@ async fn failed(
     Err(error)
 }
 
-async fn restore(
-    session: &AccountSession,
-    action: &Action,
-    before: &Value,
-    log: &mut CallLog,
-) -> Result<Value, RespondError> {
+async fn restore(r: &Responding, action: &Action, before: &Value, log: &mut CallLog) -> Result<Value, RespondError> {
+    let session = &r.session;
     match action {
         Action::RevokeIngressRule { region, .. } => ec2::restore_rule(&session.ec2(region), region, before, log).await,
         Action::DeactivateAccessKey { .. } => {
@@ -291,11 +348,11 @@ async fn restore(
             iam::set_key_status(&session.iam(), before, status, log).await
         }
         Action::Quarantine { principal } => {
-            if before["attached"] == json!(true) {
-                // The policy was there before Skywarden's action: it stays.
+            if before["attached"] != json!(false) {
+                // AWSDenyAll was there before Skywarden's action (or nothing was recorded): it stays.
                 return Ok(json!({"unchanged": true}));
             }
-            iam::release(&session.iam(), principal, log).await
+            iam::release(&session.iam(), principal, &r.deny_all, log).await
         }
         Action::DetachRolePolicy { .. } => iam::reattach(&session.iam(), before, log).await,
         Action::DisassociateInstanceProfile { region, .. } => {
@@ -309,24 +366,66 @@ async fn restore(
     }
 }
 
-/// Undoes an action Skywarden applied, restoring exactly the state it recorded before. An
-/// action already undone is returned as it is.
-pub async fn undo(ctx: &ResponseContext, id: &str, actor: &str, reason: &str) -> Result<ResponseRecord, RespondError> {
-    check_reason(reason)?;
-    let record =
-        record::get(&ctx.pool, id).await?.ok_or_else(|| RespondError::NotFound(format!("no response action {id}")))?;
-    let action = record.action()?;
+/// Refuses up front the undos the account's responder role cannot make: those that grant
+/// access, unless it was deployed with AllowGrantingUndo=true.
+async fn check_undo_allowed(
+    ctx: &ResponseContext,
+    record: &ResponseRecord,
+    action: &Action,
+) -> Result<(), RespondError> {
     if let Undo::Impossible(why) = action.undo() {
         return Err(RespondError::NoUndo { kind: action.kind(), why });
     }
-    let lease_owner = crate::auth::random_secret(12).map_err(|e| RespondError::Conflict(e.to_string()))?;
+    if !action.undo_grants() {
+        return Ok(());
+    }
+    let Some(responder) = responder::load(&ctx.pool, &record.account_id).await? else {
+        return Err(not_enabled(&record.account_id));
+    };
+    if responder.granting_undo {
+        Ok(())
+    } else {
+        Err(RespondError::UndoGrants { kind: action.kind(), account_id: record.account_id.clone() })
+    }
+}
+
+/// Undoes an action Skywarden applied, restoring exactly the state it recorded before. When
+/// its kind needs a second person's approval, the undo is recorded as asked for and waits for
+/// [`approve`]. An action already undone is returned as it is.
+pub async fn undo(ctx: &ResponseContext, id: &str, actor: &str, reason: &str) -> Result<ResponseRecord, RespondError> {
+    check_reason(reason)?;
+    let record = fetch(&ctx.pool, id).await?;
+    let action = record.action()?;
+    check_undo_allowed(ctx, &record, &action).await?;
+    if record.status != "undone" && record::approval_required(&ctx.pool, action.kind()).await? {
+        record::check_person(&ctx.pool, actor, "asking for the undo of an action that needs approval").await?;
+        let record = record::request_undo(&ctx.pool, id, actor, reason.trim()).await?;
+        audit(&ctx.pool, actor, "response.undo_request", &record, &Value::Array(Vec::new())).await;
+        return Ok(record);
+    }
+    let lease_owner = new_lease_owner()?;
     if let Claim::Replayed(done) = record::claim_undo(&ctx.pool, id, &lease_owner).await? {
         return Ok(*done);
     }
+    let (outcome, calls) = run_undo(ctx, &record, &action, actor, reason).await?;
+    let record = fetch(&ctx.pool, id).await?;
+    audit(&ctx.pool, actor, "response.undo", &record, &calls).await;
+    outcome.map(|()| record)
+}
+
+/// The undo after its claim; every way out records the outcome and releases the lease. The
+/// outcome, and the calls this undo made (for the audit log).
+async fn run_undo(
+    ctx: &ResponseContext,
+    record: &ResponseRecord,
+    action: &Action,
+    actor: &str,
+    reason: &str,
+) -> Result<(Result<(), RespondError>, Value), RespondError> {
     let before = record.state_before.clone().unwrap_or(Value::Null);
     let mut log = CallLog::default();
     let result = match session(ctx, &record.account_id).await {
-        Ok(session) => restore(&session, &action, &before, &mut log).await,
+        Ok(responding) => restore(&responding, action, &before, &mut log).await,
         Err(error) => Err(error),
     };
     let error = result.as_ref().err().map(ToString::to_string);
@@ -339,10 +438,8 @@ pub async fn undo(ctx: &ResponseContext, id: &str, actor: &str, reason: &str) ->
         actor,
         reason: reason.trim(),
     };
-    record::finish_undo(&ctx.pool, id, &outcome).await?;
-    let record = record::get(&ctx.pool, id).await?.ok_or_else(|| RespondError::NotFound(id.to_owned()))?;
-    audit(&ctx.pool, actor, "response.undo", &record, &calls).await;
-    result.map(|_| record)
+    record::finish_undo(&ctx.pool, &record.id, &outcome).await?;
+    Ok((result.map(|_| ()), calls))
 }
 
 /// Who did what, why, the calls (of this apply or undo) and their answers; secrets masked.
@@ -356,15 +453,20 @@ async fn audit(pool: &PgPool, actor: &str, what: &str, record: &ResponseRecord, 
         "reason": match what {
             "response.undo" => record.undo_reason.clone(),
             "response.approve" => record.approval_reason.clone(),
+            "response.undo_request" | "response.approve_undo" => record.undo_request_reason.clone(),
             _ => Some(record.reason.clone()),
         },
         "requested_by": record.actor,
         "approved_by": record.approved_by,
+        "undo_requested_by": record.undo_requested_by,
+        "undo_approved_by": record.undo_approved_by,
+        "undo_approval_reason": record.undo_approval_reason,
+        "automatic_rule": record.automatic_rule,
         "alert_id": record.alert_id,
         "state_before": record.state_before,
-        "state_after": if what == "response.undo" { record.undo_state.clone() } else { record.state_after.clone() },
+        "state_after": if what.contains("undo") { record.undo_state.clone() } else { record.state_after.clone() },
         "calls": calls,
-        "error": if what == "response.undo" { record.undo_error.clone() } else { record.error.clone() },
+        "error": if what.contains("undo") { record.undo_error.clone() } else { record.error.clone() },
     });
     let target = format!("{}:{}", record.account_id, record.target);
     crate::auth::audit::record(pool, actor, what, Some(&target), None, super::mask_secrets(&details)).await;

@@ -18,11 +18,13 @@ const SEED_STORY: &[&str] = &[
     "aws-console-login-without-mfa",
     "aws-excessive-login-failures",
     "aws-flow-exfiltration-volume",
+    "aws-flow-suspicious-destination",
     "aws-iam-access-key-created",
     "aws-iam-instance-profile-associated",
     "aws-iam-role-policy-attached",
     "aws-iam-user-created",
     "aws-impossible-travel",
+    "aws-rare-sensitive-api",
     "aws-security-group-ingress-opened",
     "aws-ssm-session-started",
 ];

@@ -502,3 +502,234 @@ async fn findings_imports_are_turned_on_and_off_per_account() {
         "Security Hub now imports the GuardDuty findings it relays"
     );
 }
+
+/// Runs the account's job of `source` until it has caught up (each run reads `max_pages_per_run`
+/// pages; the worker runs a job with more pending again at once), asserting every run succeeds;
+/// returns how many calls to the worker it took.
+async fn run_until_caught_up(db: &TestDb, worker: &Worker, account: &str, source: Source, region: &str) -> usize {
+    for call in 1..=20 {
+        jobs::run_now(&db.pool, account, Some(source)).await.unwrap();
+        let reports = worker.run_once().await.unwrap();
+        let runs: Vec<&JobReport> = reports
+            .iter()
+            .filter(|r| r.account_id == account && r.source == source.as_str() && r.region == region)
+            .collect();
+        assert!(runs.iter().all(|r| r.error.is_none()), "call {call}: {runs:?}");
+        if runs.last().is_some_and(|r| !r.outcome.as_ref().unwrap().more_pending) {
+            return call;
+        }
+    }
+    panic!("the job never caught up");
+}
+
+/// A GuardDuty poller reading one page a run (a job with more pending runs again at once),
+/// against the fake with a detector in us-east-1.
+async fn one_page_a_run(db: &TestDb, account: &str) -> (FakeGuardDuty, PollContext) {
+    let moto = fake::moto_url().await;
+    let guardduty = FakeGuardDuty::start().await;
+    let mut settings = fake::settings_for(moto);
+    settings.service_endpoints.insert(Service::GuardDuty, guardduty.url.clone());
+    let mut ctx = context(db, settings).await;
+    ctx.options.max_pages_per_run = 1;
+    onboard(db, account, &["us-east-1"], true, false).await;
+    guardduty.enable("us-east-1", "det-1");
+    (guardduty, ctx)
+}
+
+/// A worker that calls `between` once, at the start of the job's second run (after one page).
+fn after_first_page(ctx: PollContext, between: impl Fn() + Send + Sync + 'static) -> Worker {
+    let runs = std::sync::atomic::AtomicUsize::new(0);
+    Worker::new(ctx, "worker-a", None).with_job_hook(move |_| {
+        if runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            between();
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_finding_updated_while_a_listing_is_under_way_skips_no_other() {
+    let db = TestDb::new().await;
+    let account = fake::random_account_id();
+    let (guardduty, ctx) = one_page_a_run(&db, &account).await;
+    let base = Utc::now() - chrono::Duration::hours(2);
+    for n in 0..120 {
+        let updated = base + chrono::Duration::seconds(n);
+        guardduty.put_finding(guardduty_finding(&account, &format!("f{n:03}"), updated, 2.0));
+    }
+    // After the first page GuardDuty updates a finding already read: it moves to the end of the
+    // listing, and every finding after it moves up one place.
+    let fake = guardduty.clone();
+    let account_of_hook = account.clone();
+    let worker = after_first_page(ctx, move || {
+        let updated = Utc::now() - chrono::Duration::minutes(1);
+        fake.put_finding(guardduty_finding(&account_of_hook, "f010", updated, 8.0));
+    });
+    let runs = run_until_caught_up(&db, &worker, &account, Source::GuardDutyFindings, "us-east-1").await;
+    assert_eq!(runs, 1, "a run with more pending runs again at once");
+    assert!(guardduty.listings().len() >= 3, "one page a run: {:?}", guardduty.listings());
+    let alerts = alerts_of(&db, &account, "aws-guardduty:").await;
+    let missing: Vec<String> =
+        (0..120).map(|n| format!("f{n:03}")).filter(|id| !alerts.iter().any(|a| a.evidence == [id.clone()])).collect();
+    assert!(missing.is_empty(), "findings never read: {missing:?}");
+    assert_eq!(alerts.len(), 120);
+    let updated = alerts.iter().find(|a| a.evidence == ["f010"]).unwrap();
+    assert_eq!(updated.severity, Severity::High, "the update itself is read");
+}
+
+#[tokio::test]
+async fn an_expired_page_token_restarts_the_listing_at_the_cursor_and_says_so() {
+    let db = TestDb::new().await;
+    let account = fake::random_account_id();
+    let (guardduty, ctx) = one_page_a_run(&db, &account).await;
+    // 119 findings updated at one instant: only a page token walks through them. The token
+    // saved after the first page expires before the next run.
+    let updated = Utc::now() - chrono::Duration::hours(1);
+    for n in 0..119 {
+        guardduty.put_finding(guardduty_finding(&account, &format!("probe-{n:03}"), updated, 2.0));
+    }
+    let fake = guardduty.clone();
+    let worker = after_first_page(ctx, move || fake.expire_tokens());
+    run_until_caught_up(&db, &worker, &account, Source::GuardDutyFindings, "us-east-1").await;
+    assert_eq!(
+        alerts_of(&db, &account, "aws-guardduty:").await.len(),
+        119,
+        "every finding read once the listing restarted"
+    );
+    let listings: Vec<Option<String>> = guardduty.listings().into_iter().map(|(_, _, token)| token).collect();
+    assert_eq!(listings[..3], [None, Some("offset-50".into()), None], "the refused token, then the cursor");
+    let statuses = jobs::statuses(&db.pool, Some(&account)).await.unwrap();
+    let state = statuses.iter().find(|s| s.source == "guardduty-findings").unwrap().state.clone().unwrap_or_default();
+    assert!(state.starts_with("enabled; 1 expired page token"), "the job's status says so: {state}");
+    let restarts: i64 = sqlx::query_scalar(
+        "SELECT (checkpoint->>'token_restarts')::bigint FROM poll_jobs WHERE account_id = $1 AND source = 'guardduty-findings'",
+    )
+    .bind(&account)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(restarts, 1);
+}
+
+#[tokio::test]
+async fn an_archived_finding_closes_its_open_alert_and_notifies_no_one() {
+    use skywarden::notify::channels::{self, ChannelKind, ChannelSpec, SecretInput};
+    use skywarden::notify::network::NetworkPolicy;
+    use skywarden::notify::routes::{self, RouteSpec};
+    use skywarden::notify::secrets::{Secret, SecretKey};
+    let db = TestDb::new().await;
+    let spec = ChannelSpec {
+        name: "soc-hook".into(),
+        kind: ChannelKind::Webhook,
+        settings: json!({"url": "http://127.0.0.1:9/hook"}),
+        secrets: [("signing_secret".to_string(), SecretInput::Value(Secret::new("whsec-findings")))].into(),
+        enabled: true,
+    };
+    let loopback = NetworkPolicy::allowing("127.0.0.1/32").unwrap();
+    channels::create(&db.pool, &spec, &SecretKey::generate(), &loopback).await.unwrap();
+    // Routes hear of alerts that reach high: an escalation of this one would be their news.
+    let route: RouteSpec =
+        serde_json::from_value(json!({"name": "high", "channel": "soc-hook", "min_severity": "high"})).unwrap();
+    routes::create(&db.pool, &route).await.unwrap();
+    let account = fake::random_account_id();
+    let (guardduty, ctx) = one_page_a_run(&db, &account).await;
+    let worker = Worker::new(ctx, "worker-a", None);
+    guardduty.put_finding(guardduty_finding(&account, "probe-1", Utc::now() - chrono::Duration::hours(1), 5.0));
+    run_until_caught_up(&db, &worker, &account, Source::GuardDutyFindings, "us-east-1").await;
+    let alert = alerts_of(&db, &account, "aws-guardduty:").await.pop().unwrap();
+    assert_eq!((alert.status, alert.severity), (AlertStatus::Open, Severity::Medium));
+    let queued = || db.count("SELECT count(*) FROM notification_outbox");
+    let before = queued().await;
+    assert_eq!(before, 0, "a medium alert is below the route");
+
+    // GuardDuty archives it, rated higher: the alert follows and closes, silently.
+    let mut archived = guardduty_finding(&account, "probe-1", Utc::now() - chrono::Duration::minutes(1), 9.0);
+    archived["service"]["archived"] = json!(true);
+    guardduty.put_finding(archived);
+    run_until_caught_up(&db, &worker, &account, Source::GuardDutyFindings, "us-east-1").await;
+    let alert = alerts_of(&db, &account, "aws-guardduty:").await.pop().unwrap();
+    assert_eq!(alert.status, AlertStatus::Resolved, "AWS closed it");
+    assert_eq!(alert.details["archived"], true);
+    assert_eq!(alert.severity, Severity::Medium, "no escalation of a closed finding");
+    assert_eq!(queued().await, before, "no route hears of an archived finding");
+    let actor: String = sqlx::query_scalar("SELECT actor FROM alert_status_changes WHERE alert_id = $1::uuid")
+        .bind(&alert.id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(actor, "guardduty");
+}
+
+#[tokio::test]
+async fn a_security_hub_finding_that_names_another_control_stays_one_alert() {
+    let db = TestDb::new().await;
+    let account = fake::random_account_id();
+    let dir = tempfile::tempdir().unwrap();
+    let first = asff(&account, "renamed", "Security Hub", Utc::now() - chrono::Duration::hours(1), "MEDIUM");
+    let mut later = asff(&account, "renamed", "Security Hub", Utc::now(), "HIGH");
+    later["GeneratorId"] = json!("security-control/S3.19");
+    later["Compliance"]["SecurityControlId"] = json!("S3.19");
+    for (name, finding) in [("first.json", first), ("later.json", later)] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, json!({"Findings": [finding]}).to_string()).unwrap();
+        let imported = skywarden::pollers::findings::import_files(&db.pool, &[path]).await.unwrap();
+        assert_eq!((imported.folded, imported.errors.len()), (1, 0), "{imported:?}");
+    }
+    let alerts = alerts_of(&db, &account, "aws-securityhub:").await;
+    assert_eq!(alerts.len(), 1, "one finding id, one alert: {alerts:#?}");
+    assert_eq!(alerts[0].policy_id, "aws-securityhub:S3.8", "the alert keeps the policy it was raised under");
+    assert_eq!(alerts[0].details["generator_id"], "security-control/S3.19", "its details follow the finding");
+    assert_eq!(alerts[0].severity, Severity::High);
+}
+
+#[tokio::test]
+async fn an_oversized_answer_is_refused_before_it_is_read() {
+    let db = TestDb::new().await;
+    let account = fake::random_account_id();
+    let (guardduty, ctx) = one_page_a_run(&db, &account).await;
+    let worker = Worker::new(ctx, "worker-a", None);
+    guardduty.put_finding(guardduty_finding(&account, "probe-1", Utc::now(), 5.0));
+    guardduty.answer_oversized(skywarden::pollers::findings::MAX_PAGE_BYTES + 1);
+    jobs::run_now(&db.pool, &account, Some(Source::GuardDutyFindings)).await.unwrap();
+    let reports = worker.run_once().await.unwrap();
+    let error = report(&reports, &account, Source::GuardDutyFindings, "us-east-1").error.clone().unwrap_or_default();
+    assert!(
+        error.contains("guardduty:GetFindings") && error.contains("33554433 bytes") && error.contains("not read"),
+        "refused by its announced length, not by a parser: {error}"
+    );
+    assert!(alerts_of(&db, &account, "aws-guardduty:").await.is_empty());
+}
+
+#[tokio::test]
+async fn import_findings_names_a_bad_account_id() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("guardduty.json");
+    let mut bad = guardduty_finding("111122223333", "short-account", Utc::now(), 5.0);
+    bad["accountId"] = json!("12345");
+    std::fs::write(&path, json!({"findings": [bad]}).to_string()).unwrap();
+    let output = db.skywarden(&["import", "--findings", "--json", path.to_str().unwrap()]);
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(2), "{summary}");
+    let errors = summary["errors"].to_string();
+    assert!(
+        errors.contains("guardduty.json: finding 0") && errors.contains("accountId") && errors.contains("12-digit"),
+        "{errors}"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM alerts").await, 0);
+}
+
+#[tokio::test]
+async fn turning_findings_imports_on_is_audited_with_the_flags() {
+    let db = TestDb::new().await;
+    let account = fake::random_account_id();
+    onboard(&db, &account, &["us-east-1"], false, false).await;
+    let (_, admin) = skywarden::auth::create(&db.pool, "admin", skywarden::auth::Role::Admin).await.unwrap();
+    let change = json!({"guardduty_findings": true, "security_hub_findings": false});
+    let (status, body) =
+        crate::api::call(&db, "PATCH", &format!("/api/v1/accounts/{account}"), Some(&admin), Some(change)).await;
+    assert_eq!(status, axum::http::StatusCode::OK, "{body}");
+    let log = skywarden::auth::audit::list(&db.pool, None, Some("account.configure"), 10).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].details["guardduty_findings"], true, "{}", log[0].details);
+    assert_eq!(log[0].details["security_hub_findings"], false, "{}", log[0].details);
+}

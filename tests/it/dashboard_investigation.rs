@@ -20,7 +20,7 @@ const TRAIL: &str = "arn:aws:cloudtrail:us-east-1:111122223333:trail/management-
 /// alice's console login from Ukraine (samples/README.md).
 const UKRAINE_LOGIN: &str = "7be373d5-779d-48f1-9993-cb01e400034f";
 /// axe-core, as `make test-tools` unpacks it (SKYWARDEN_TEST_AXE_JS overrides).
-const AXE_JS: &str = ".cache/axe-core-4.10.3/axe.min.js";
+pub(crate) const AXE_JS: &str = ".cache/axe-core-4.10.3/axe.min.js";
 
 /// The sample incident (with countries), its two configuration snapshots, and an admin `ana`.
 fn sample_incident_with_snapshots(db: &TestDb, dir: &Path) {
@@ -88,7 +88,7 @@ async fn open(browser: &Browser, base: &str, route: &str) -> bool {
 
 /// The serious and critical WCAG 2.1 A/AA violations axe-core finds on the page, as
 /// "rule: target (summary)" lines.
-async fn axe_violations(browser: &Browser, axe: &str) -> Vec<String> {
+pub(crate) async fn axe_violations(browser: &Browser, axe: &str) -> Vec<String> {
     // Executed as a WebDriver script, not an inline <script>: the page's CSP forbids those.
     let loaded = browser.script(&format!("{axe}\n; return typeof window.axe;")).await;
     assert_eq!(loaded, json!("object"), "axe-core did not load");

@@ -188,7 +188,7 @@ async fn the_on_call_analyst_answers_the_four_questions_from_the_overview() {
     assert!(at("TA0006") < at("TA0001") && at("TA0001") < at("TA0010") && at("TA0010") < at("TA0005"), "{chain:?}");
     let mut sorted = chain.clone();
     sorted.sort();
-    assert_eq!(sorted, ["TA0001", "TA0002", "TA0003", "TA0004", "TA0005", "TA0006", "TA0010"]);
+    assert_eq!(sorted, ["TA0001", "TA0002", "TA0003", "TA0004", "TA0005", "TA0006", "TA0010", "TA0011"]);
     let clicks_next = analyst.clicks;
     analyst.browser.script("document.getElementById('incident-events').scrollIntoView(); return null").await;
     analyst.browser.screenshot("02-incident-what-next").await;
@@ -229,7 +229,7 @@ async fn the_on_call_analyst_answers_the_four_questions_from_the_overview() {
     analyst.back_to_overview().await;
     analyst.click("nav a[href='#/incidents']").await;
     let listed = analyst.browser.wait_for_text("#incidents", "11 failed console logins for alice").await;
-    assert!(listed.contains(ALICE) && listed.contains("176.36.10.20") && listed.contains("12 open"), "{listed}");
+    assert!(listed.contains(ALICE) && listed.contains("176.36.10.20") && listed.contains("14 open"), "{listed}");
     analyst.click("#incidents a.incident-link").await;
     analyst.browser.wait_for_text("#fact-login", "2026-11-12 03:17:42Z").await;
 
@@ -243,14 +243,14 @@ async fn the_on_call_analyst_answers_the_four_questions_from_the_overview() {
     // Triage of the whole incident: every alert of it, one reason.
     analyst.browser.type_into("#incident-reason", "alice's password was stolen: reset, sessions revoked").await;
     analyst.browser.click("#incident-acknowledged").await;
-    analyst.browser.wait_for_text("main p.muted", "12 alerts, 0 open").await;
+    analyst.browser.wait_for_text("main p.muted", "14 alerts, 0 open").await;
     let acknowledged = db
         .count(
             "SELECT count(*) FROM alert_status_changes
              WHERE new_status = 'acknowledged' AND reason = 'alice''s password was stolen: reset, sessions revoked'",
         )
         .await;
-    assert_eq!(acknowledged, 12);
+    assert_eq!(acknowledged, 14);
     assert_eq!(db.count("SELECT count(*) FROM alerts WHERE status = 'open' AND policy_id NOT LIKE 'posture:%' AND first_seen >= '2026-11-12'").await, 0);
 }
 

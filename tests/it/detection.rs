@@ -272,6 +272,31 @@ async fn policies_lint_names_a_broken_rule_and_loads_the_rest() {
 }
 
 #[tokio::test]
+async fn policies_lint_checks_the_automatic_containment_rules_as_serve_does() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"), &policies);
+    let path = policies.to_str().unwrap();
+    let output = db.skywarden(&["policies", "--policies", path, "lint"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("automatic containment rules (off), 0 problems"), "{stdout}");
+
+    // A rule naming a policy that does not exist would silently never act: a problem, by line.
+    let rules = std::fs::read_to_string(policies.join("response.yaml")).unwrap();
+    let broken = rules.replacen("policy: aws-security-group-ingress-opened", "policy: aws-no-such-policy", 1);
+    assert_ne!(broken, rules, "the shipped response.yaml has the rule this test breaks");
+    std::fs::write(policies.join("response.yaml"), &broken).unwrap();
+    let line = broken.lines().position(|l| l.contains("aws-no-such-policy")).unwrap() + 1;
+    let output = db.skywarden(&["policies", "--policies", path, "lint"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains(&format!("response.yaml:{line}: ")), "{stdout}");
+    assert!(stdout.contains("no policy `aws-no-such-policy`"), "{stdout}");
+}
+
+#[tokio::test]
 async fn policies_lint_warns_of_a_rule_field_that_holds_an_object_in_real_events() {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();

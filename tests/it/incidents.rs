@@ -482,14 +482,15 @@ async fn a_closed_incident_reopens_when_the_intrusion_goes_on() {
     );
 }
 
-/// Every error of each event against its OCSF 1.1.0 class (Incident or Detection Finding).
+/// Every error of each event against its OCSF 1.1.0 class (Incident or Detection Finding, or
+/// Entity Management for a response action).
 const OCSF_CHECK: &str = r#"
 import json, sys
 import jsonschema_rs
 from ocsf_json_schema import OcsfJsonSchemaEmbedded, get_ocsf_schema
 
 schema = OcsfJsonSchemaEmbedded(get_ocsf_schema(version="1.1.0"))
-names = {2004: "detection_finding", 2005: "incident_finding"}
+names = {2004: "detection_finding", 2005: "incident_finding", 3004: "entity_management"}
 errors = []
 for index, event in enumerate(json.load(sys.stdin)):
     profiles = sorted(event.get("metadata", {}).get("profiles", []))
@@ -499,6 +500,137 @@ for index, event in enumerate(json.load(sys.stdin)):
         errors.append("event %d at %s: %s" % (index, list(error.instance_path), error.message[:300]))
 json.dump(errors, sys.stdout)
 "#;
+
+/// The response action's reason: hostile, it must come out as text.
+const RESPONSE_REASON: &str = "backdoor key <script>alert(2)</script> used by the intruder";
+const RESPONSE_TARGET: &str = "svc-sync:AKIAFAKEREPORTKEY001";
+
+/// A response action on the incident's first alert, asked for by one person, approved by
+/// another and applied, recorded through the responder's own functions. Returns its id.
+async fn record_response(db: &TestDb, incident_id: &str) -> String {
+    use skywarden::respond::record::{self, Claim, NewAction};
+    let (alert_id, account_id): (String, String) = sqlx::query_as(
+        "SELECT alert_id::text, account_id FROM alerts WHERE incident_id = $1 ORDER BY first_seen, alert_id LIMIT 1",
+    )
+    .bind(incident_id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let action = skywarden::respond::Action::DeactivateAccessKey {
+        user_name: "svc-sync".into(),
+        access_key_id: "AKIAFAKEREPORTKEY001".into(),
+    };
+    let new = NewAction {
+        account_id: &account_id,
+        action: &action,
+        alert_id: Some(&alert_id),
+        actor: "user:oncall",
+        reason: RESPONSE_REASON,
+        idempotency_key: "report-test-deactivate",
+        lease_owner: "report-test",
+        awaiting_approval: true,
+        automatic_rule: None,
+    };
+    let Claim::New(action_id) = record::claim(&db.pool, &new).await.unwrap() else { panic!("a new action") };
+    let approval = record::claim_approval(&db.pool, &action_id, "user:lead", "seen from 176.36.10.20", "report-test");
+    let Claim::New(_) = approval.await.unwrap() else { panic!("approved by a second person") };
+    let calls = json!([{"call": "UpdateAccessKey", "status": "Inactive"}]);
+    record::finish(&db.pool, &action_id, "applied", Some(&json!({"Status": "Inactive"})), &calls, None).await.unwrap();
+    action_id
+}
+
+/// The HTML report: self-contained, escaped, with the merged timeline and the response action.
+fn assert_html_report(html: &str, story: &skywarden::alerts::incident_story::IncidentStory, action_id: &str) {
+    assert!(html.contains("Content-Security-Policy") && !html.contains("<script"), "no script runs in it");
+    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "it asks nothing of the network");
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    for alert in &story.alerts {
+        assert!(html.contains(&alert.id), "alert {} is in the report", alert.id);
+    }
+    for event in &story.events {
+        assert!(html.contains(&event.event_id), "event {} is in the report", event.event_id);
+    }
+    assert!(html.contains("<circle class=\"place\"") && html.contains("176.36.10.20"), "the map places the intruder");
+    assert!(html.contains("id=\"flows\"") && html.contains("id=\"config-changes\""));
+    // The merged timeline: every entry, the action as asked for, approved and applied.
+    let rows = html.matches("<tr class=\"").count();
+    assert_eq!(rows, story.merged_timeline.entries.len(), "a row per timeline entry");
+    assert_eq!(html.matches("<tr class=\"response\">").count(), 3, "asked, approved, applied");
+    assert!(html.contains("id=\"timeline\"") && !html.contains("Cut: "), "not cut, so it says nothing of a cut");
+    // The action in full: what, target, status, who asked, who approved, why, when.
+    let start = html.find("id=\"responses\"").expect("a response actions table");
+    let responses = &html[start..html[start..].find("</table>").unwrap() + start];
+    for expected in [
+        "deactivate-access-key",
+        RESPONSE_TARGET,
+        "<td>applied</td>",
+        "user:oncall",
+        "user:lead at ",
+        "seen from 176.36.10.20",
+        "backdoor key &lt;script&gt;alert(2)&lt;/script&gt; used by the intruder",
+        "<br>applied 20",
+        action_id,
+    ] {
+        assert!(responses.contains(expected), "{expected:?} in {responses}");
+    }
+}
+
+/// The OCSF export: the incident, each alert, and the response action as Entity Management.
+fn assert_ocsf_report(events: &[Value], story: &skywarden::alerts::incident_story::IncidentStory, action_id: &str) {
+    let id = story.incident.id.as_str();
+    assert_eq!(events[0]["class_uid"], 2005);
+    assert_eq!(events[0]["metadata"]["uid"], id);
+    assert_eq!(events[0]["finding_info_list"].as_array().unwrap().len(), story.alerts.len());
+    assert_eq!(events[0]["src_url"], format!("https://skywarden.example/#/incident/{id}"));
+    assert_eq!(events.len(), 1 + story.alerts.len() + 1, "a Detection Finding per alert, and the action");
+    assert!(events[1..=story.alerts.len()].iter().all(|e| e["class_uid"] == 2004));
+    let action = events.last().unwrap();
+    assert_eq!(action["class_uid"], 3004);
+    assert_eq!(action["metadata"]["uid"], action_id);
+    assert_eq!(action["metadata"]["correlation_uid"], id);
+    assert_eq!((&action["status_id"], &action["status"]), (&json!(1), &json!("Success")));
+    assert_eq!(action["entity"]["uid"], RESPONSE_TARGET);
+    assert_eq!(action["actor"]["user"]["name"], "user:oncall");
+    assert_eq!(action["comment"], RESPONSE_REASON);
+    let details = &action["unmapped"]["skywarden"];
+    assert_eq!(
+        (&details["approved_by"], &details["approval_reason"]),
+        (&json!("user:lead"), &json!("seen from 176.36.10.20"))
+    );
+    assert_eq!(details["alert_uid"], story.responses[0].alert_id.as_deref().unwrap());
+    assert!(details["applied_time"].as_i64().is_some_and(|t| t >= action["start_time"].as_i64().unwrap()));
+    let errors = crate::outbound_limits::run_python(OCSF_CHECK, &Value::Array(events.to_vec()));
+    assert_eq!(errors, json!([]), "OCSF 1.1.0 schema errors");
+}
+
+/// `incidents show`: the merged timeline (here whole) and the action with its people.
+fn assert_shown(db: &TestDb, story: &skywarden::alerts::incident_story::IncidentStory, action_id: &str) {
+    let out = db.skywarden(&["incidents", "show", &story.incident.id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let section = |from: &str, to: &str| text[text.find(from).unwrap()..text.find(to).unwrap()].to_string();
+    let timeline = section("  timeline:", "  response actions:");
+    assert_eq!(timeline.lines().count() - 1, story.merged_timeline.entries.len(), "{timeline}");
+    assert!(!timeline.contains("(cut:"), "{timeline}");
+    let applied = format!("response      applied           deactivate-access-key {RESPONSE_TARGET} by user:lead");
+    assert!(timeline.contains(&applied), "{timeline}");
+    let responses = section("  response actions:", "  history:");
+    let account = &story.responses[0].account_id;
+    for expected in [
+        format!(
+            "deactivate-access-key {RESPONSE_TARGET} on {account} global: applied  asked by user:oncall: {RESPONSE_REASON}"
+        ),
+        "approved by user:lead at ".to_string(),
+        ": seen from 176.36.10.20".to_string(),
+        format!("action {action_id}  alert "),
+    ] {
+        assert!(responses.contains(&expected), "{expected:?} in {responses}");
+    }
+    let out = db.skywarden(&["incidents", "show", &story.incident.id, "--json"]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["responses"][0]["id"], action_id);
+    assert_eq!(shown["merged_timeline"]["total"], story.merged_timeline.total);
+}
 
 #[tokio::test]
 async fn an_incident_is_handed_over_as_html_and_as_ocsf() {
@@ -517,35 +649,197 @@ async fn an_incident_is_handed_over_as_html_and_as_ocsf() {
         .execute(&db.pool)
         .await
         .unwrap();
+    let action_id = record_response(&db, &id).await;
 
     let html_path = dir.path().join("report.html");
     let out = db.skywarden(&["incidents", "report", &id, "--output", html_path.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let html = std::fs::read_to_string(&html_path).unwrap();
-    assert!(html.contains("Content-Security-Policy") && !html.contains("<script"), "no script runs in it");
-    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "it asks nothing of the network");
-    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     let story = skywarden::alerts::incident_story::story(&db.pool, &id).await.unwrap().unwrap();
-    for alert in &story.alerts {
-        assert!(html.contains(&alert.id), "alert {} is in the report", alert.id);
-    }
-    for event in &story.events {
-        assert!(html.contains(&event.event_id), "event {} is in the report", event.event_id);
-    }
-    assert!(html.contains("<circle class=\"place\"") && html.contains("176.36.10.20"), "the map places the intruder");
-    assert!(html.contains("id=\"flows\"") && html.contains("id=\"config-changes\""));
+    assert_eq!(story.responses.len(), 1);
+    assert_html_report(&html, &story, &action_id);
+    // A cut timeline says so, with how much was left out.
+    let mut cut = story.clone();
+    cut.merged_timeline.total += 700;
+    cut.merged_timeline.truncated = true;
+    let cut_html = skywarden::report::html::report(&cut, Utc::now());
+    let note = format!("Cut: {} of {} entries shown", cut.merged_timeline.entries.len(), cut.merged_timeline.total);
+    assert!(cut_html.contains(&note), "the cut is named");
 
     let out =
         db.skywarden(&["incidents", "report", &id, "--format", "ocsf", "--public-url", "https://skywarden.example"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let events: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let events = events.as_array().unwrap();
-    assert_eq!(events[0]["class_uid"], 2005);
-    assert_eq!(events[0]["metadata"]["uid"], id.as_str());
-    assert_eq!(events[0]["finding_info_list"].as_array().unwrap().len(), story.alerts.len());
-    assert_eq!(events[0]["src_url"], format!("https://skywarden.example/#/incident/{id}"));
-    assert_eq!(events.len(), 1 + story.alerts.len(), "and a Detection Finding per alert");
-    assert!(events[1..].iter().all(|e| e["class_uid"] == 2004));
-    let errors = crate::outbound_limits::run_python(OCSF_CHECK, &Value::Array(events.clone()));
-    assert_eq!(errors, json!([]), "OCSF 1.1.0 schema errors");
+    assert_ocsf_report(events.as_array().unwrap(), &story, &action_id);
+    assert_shown(&db, &story, &action_id);
+}
+
+/// Intrusion C, for linking by autonomous system: a console login from a hosting network
+/// (AS64501), a backdoor key later used from an EC2 address (AWS's AS14618), and an instance
+/// the intruder took over sending data to three places: another network of AS64501 (not the
+/// login's /24), an unrelated AS, and AWS.
+const C_LOGIN_IP: &str = "5.188.10.20";
+const C_EXFIL_SAME_AS: &str = "5.188.77.9";
+const C_UNRELATED: &str = "37.120.1.5";
+const C_AWS_IP: &str = "3.80.10.10";
+const C_AWS_DESTINATION: &str = "3.90.5.5";
+const C_INSTANCE: &str = "i-0cccc5555dddd6666";
+const C_ENI: &str = "eni-0cccc5555dddd6666";
+const C_BACKDOOR_KEY: &str = "AKIAFAKEASNBACKDOOR1";
+const C_ASN_TABLE: &str = "5.188.0.0,5.188.255.255,64501,Example Bulletproof Hosting\n\
+                           37.120.1.0,37.120.1.255,64502,Unrelated Transit\n\
+                           3.80.0.0,3.95.255.255,14618,AMAZON-AES\n";
+
+fn intrusion_c() -> (Vec<Value>, String) {
+    let (iam, ec2) = ("iam.amazonaws.com", "ec2.amazonaws.com");
+    let events = vec![
+        console(hours(9), "frank", C_LOGIN_IP, false),
+        console_call(
+            hours(9) + Duration::minutes(4),
+            "frank",
+            C_LOGIN_IP,
+            "CreateAccessKey",
+            iam,
+            json!({"readOnly": false, "requestParameters": {"userName": "svc-sync"},
+                   "responseElements": {"accessKey": {"accessKeyId": C_BACKDOOR_KEY, "status": "Active",
+                                                      "userName": "svc-sync"}}}),
+        ),
+        console_call(
+            hours(9) + Duration::minutes(8),
+            "frank",
+            C_LOGIN_IP,
+            "AssociateIamInstanceProfile",
+            ec2,
+            json!({"readOnly": false,
+                   "requestParameters": {"AssociateIamInstanceProfileRequest": {"InstanceId": C_INSTANCE,
+                       "IamInstanceProfile": {"Name": "ssm-admin"}}},
+                   "responseElements": {"AssociateIamInstanceProfileResponse": {"iamInstanceProfileAssociation": {
+                       "associationId": "iip-assoc-0ccc", "instanceId": C_INSTANCE, "state": "associating"}}}}),
+        ),
+        event(
+            hours(11),
+            "StopLogging",
+            "cloudtrail.amazonaws.com",
+            iam_user("svc-sync", C_BACKDOOR_KEY, false),
+            C_AWS_IP,
+            json!({"readOnly": false, "requestParameters": {"name": format!("arn:aws:cloudtrail:us-east-1:{ACCOUNT}:trail/main")}}),
+        ),
+    ];
+    let mut flows = String::from(
+        "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status vpc-id subnet-id instance-id\n",
+    );
+    for (hour, destination) in [(12, C_EXFIL_SAME_AS), (13, C_UNRELATED), (14, C_AWS_DESTINATION)] {
+        for i in 0..4 {
+            let start = hours(hour) + Duration::minutes(10 * i);
+            flows.push_str(&format!(
+                "5 {ACCOUNT} {C_ENI} 10.0.3.25 {destination} 44321 443 6 400000 600000000 {} {} ACCEPT OK vpc-0c1 subnet-0c1 {C_INSTANCE}\n",
+                start.timestamp(),
+                (start + Duration::minutes(9)).timestamp()
+            ));
+        }
+    }
+    (events, flows)
+}
+
+/// (incident, link reason) of the alert on `address`.
+async fn linked(db: &TestDb, address: &str) -> (String, String) {
+    sqlx::query_as("SELECT incident_id, coalesce(link_reason, '') FROM alerts WHERE host(source_ip) = $1")
+        .bind(address)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("no alert on {address}: {e}"))
+}
+
+/// Intrusion C's files imported without detection (stored with their network, as an import
+/// with `--geoip` does), then detection and linking run here with the same network data.
+struct AsLinking {
+    dir: tempfile::TempDir,
+    asn_table: PathBuf,
+    policies: skywarden::detect::PolicySet,
+}
+
+impl AsLinking {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let asn_table = dir.path().join("asn-ipv4.csv");
+        std::fs::write(&asn_table, C_ASN_TABLE).unwrap();
+        let geo = skywarden::geo::GeoDb::open(std::slice::from_ref(&asn_table)).unwrap();
+        skywarden::alerts::link_keys::use_network_data(Some(std::sync::Arc::new(geo)));
+        let mut policies = skywarden::detect::PolicySet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"));
+        // `aws-flow-suspicious-destination` alerts, on the next run, on every flow of the
+        // instance to an address of any open incident (each flow alert's own included) and names
+        // the instance, which ties them all to the intrusion whatever their AS: off here, so
+        // these tests judge the AS key alone (the interaction is an open question for that
+        // detector).
+        policies.detectors.settings.flow_suspicious_destination.enabled = false;
+        Self { dir, asn_table, policies }
+    }
+
+    /// Imports `events` (and `flows`, if any) and runs detection over everything.
+    async fn import_and_detect(&self, db: &TestDb, name: &str, events: Vec<Value>, flows: Option<String>) {
+        let mut paths = vec![write_trail(self.dir.path(), name, events)];
+        if let Some(flows) = flows {
+            let flow_path = self.dir.path().join(format!("{name}-flows.log"));
+            std::fs::write(&flow_path, flows).unwrap();
+            paths.push(flow_path);
+        }
+        let mut args = vec!["import", "--no-detect", "--geoip", self.asn_table.to_str().unwrap()];
+        args.extend(paths.iter().map(|p| p.to_str().unwrap()));
+        let out = db.skywarden(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        self.detect(db).await;
+    }
+
+    async fn detect(&self, db: &TestDb) {
+        let epoch = DateTime::<Utc>::from_timestamp(0, 0).unwrap();
+        let scope = skywarden::detect::runner::Scope::EventsSince(epoch);
+        skywarden::detect::runner::run(&db.pool, &self.policies, scope).await.unwrap();
+    }
+}
+
+/// The AS link's verdicts on intrusion C: the flow to the intruder's AS joins, the others not.
+/// Returns why the flow to the intruder's AS joined (or opened) its incident.
+async fn assert_linked_by_as(db: &TestDb) -> String {
+    let (intrusion, _) = linked(db, C_LOGIN_IP).await;
+    let (backdoor, _) = linked(db, C_AWS_IP).await;
+    assert_eq!(backdoor, intrusion, "the backdoor key's use from EC2 joins through the key");
+    let (exfil, why) = linked(db, C_EXFIL_SAME_AS).await;
+    assert_eq!(exfil, intrusion, "a flow to another network of the intruder's AS joins: {why}");
+    let (unrelated, unrelated_why) = linked(db, C_UNRELATED).await;
+    assert_ne!(unrelated, intrusion, "a flow to an unrelated AS stays apart: {unrelated_why}");
+    let (to_aws, aws_why) = linked(db, C_AWS_DESTINATION).await;
+    assert_ne!(to_aws, intrusion, "AWS's AS never links, though the intruder also came from it: {aws_why}");
+    why
+}
+
+#[tokio::test]
+async fn an_exfiltration_to_the_intruders_autonomous_system_joins_but_not_to_aws_or_elsewhere() {
+    let db = TestDb::new().await;
+    let harness = AsLinking::new();
+    let (events, flows) = intrusion_c();
+    harness.import_and_detect(&db, "c", events, Some(flows)).await;
+    let why = assert_linked_by_as(&db).await;
+    assert!(why.contains(C_ENI), "{why}");
+    assert!(why.ends_with("network AS64501 Example Bulletproof Hosting of address 5.188.77.9"), "{why}");
+
+    // Re-running detection moves nothing and opens nothing.
+    let groups = incidents_of_alerts(&db).await;
+    let count = db.count("SELECT count(*) FROM incidents").await;
+    harness.detect(&db).await;
+    assert_eq!(incidents_of_alerts(&db).await, groups);
+    assert_eq!(db.count("SELECT count(*) FROM incidents").await, count);
+}
+
+#[tokio::test]
+async fn the_as_link_holds_when_the_intrusions_start_arrives_last() {
+    let db = TestDb::new().await;
+    let harness = AsLinking::new();
+    let (mut events, flows) = intrusion_c();
+    let later = events.split_off(3);
+    harness.import_and_detect(&db, "c-later", later, Some(flows)).await;
+    let apart = incidents_of_alerts(&db).await;
+    assert_eq!(apart.len(), 4, "alone, the backdoor's use and each flow tie to nothing: {apart:#?}");
+    harness.import_and_detect(&db, "c-start", events, None).await;
+    assert_linked_by_as(&db).await;
+    assert_eq!(incidents_of_alerts(&db).await.len(), 3, "merged into the intrusion, never split");
 }

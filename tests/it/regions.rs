@@ -246,13 +246,16 @@ async fn global_service_events_reach_an_account_that_polls_only_eu_west_1_and_th
     // us-east-1 call is not wanted (the account polls eu-west-1); an eu-west-1 one is.
     let days = chrono::Duration::days;
     let hijack = console_login(&account_id, "login-ua", "176.36.10.20", chrono::Duration::minutes(10));
+    // One event value for both deliveries: made twice, a second boundary between would give two
+    // event times, two events.
+    let run_eu = event_in(&account_id, "run-eu", "eu-west-1", "RunInstances");
     cloudtrail.add_events([
         console_login(&account_id, "login-1", "73.202.1.10", days(3)),
         console_login(&account_id, "login-2", "73.202.1.10", days(2)),
         console_login(&account_id, "login-3", "24.5.7.8", days(1)),
         hijack.clone(),
         event_in(&account_id, "run-us", "us-east-1", "RunInstances"),
-        event_in(&account_id, "run-eu", "eu-west-1", "RunInstances"),
+        run_eu.clone(),
     ]);
     // The trail also delivers the Ukrainian login (and the eu-west-1 call) as a file: stored once.
     let owner = AccountSession::assume(&ctx.base, &ctx.settings, &account.assume_target()).await.unwrap();
@@ -263,7 +266,7 @@ async fn global_service_events_reach_an_account_that_polls_only_eu_west_1_and_th
     let key = format!(
         "AWSLogs/{account_id}/CloudTrail/eu-west-1/{today}/{account_id}_CloudTrail_eu-west-1_{stamp}_x.json.gz"
     );
-    let records = json!({"Records": [hijack, event_in(&account_id, "run-eu", "eu-west-1", "RunInstances")]});
+    let records = json!({"Records": [hijack, run_eu]});
     s3.put_object().bucket(&bucket).key(key).body(gzip(&records).into()).send().await.unwrap();
 
     let policies = skywarden::detect::PolicySet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"));

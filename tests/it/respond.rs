@@ -18,20 +18,37 @@ use skywarden::respond::{Action, RespondError, ResponseRecord};
 use crate::support::TestDb;
 use crate::support::aws as fake;
 
-const REGION: &str = "us-east-1";
+pub const REGION: &str = "us-east-1";
+const DENY_ALL: &str = "arn:aws:iam::aws:policy/AWSDenyAll";
 
 /// A database, an onboarded account with a responder role, the context, and the owner's
 /// clients to set up and inspect moto's state.
-struct Setup {
-    db: TestDb,
-    ctx: ResponseContext,
-    account: String,
-    owner: AccountSession,
+pub(crate) struct Setup {
+    pub db: TestDb,
+    pub ctx: ResponseContext,
+    pub account: String,
+    pub owner: AccountSession,
 }
 
-async fn setup(with_responder: bool) -> Setup {
+/// AWSDenyAll, which quarantine attaches, is in every AWS account; moto has AWS's managed
+/// policies only when started with MOTO_IAM_LOAD_MANAGED_POLICIES=true (as `make test` does).
+pub async fn assert_deny_all(owner: &AccountSession) {
+    let found = owner.iam().get_policy().policy_arn(DENY_ALL).send().await;
+    assert!(found.is_ok(), "moto has no AWSDenyAll: start moto_server with MOTO_IAM_LOAD_MANAGED_POLICIES=true");
+}
+
+/// The dashboard users the tests act as: `user:analyst` asks, `user:lead` and `user:other`
+/// approve or undo.
+pub async fn people(pool: &sqlx::PgPool) {
+    for name in ["analyst", "lead", "other"] {
+        auth::users::create(pool, name, "correct horse battery staple", Role::Analyst).await.unwrap();
+    }
+}
+
+pub(crate) async fn setup(with_responder: bool) -> Setup {
     let db = TestDb::new().await;
     let moto = fake::moto_url().await;
+    people(&db.pool).await;
     let settings = fake::settings_for(moto);
     let base = settings.load().await;
     let account = fake::random_account_id();
@@ -45,14 +62,17 @@ async fn setup(with_responder: bool) -> Setup {
         let role = format!("arn:aws:iam::{account}:role/SkywardenResponder");
         let external_id = responder::set(&db.pool, &account, &role, None).await.unwrap();
         assert!(external_id.starts_with("skywarden-"));
+        // Deployed with AllowGrantingUndo=true; respond_safety shows the refusal without it.
+        assert!(responder::set_granting_undo(&db.pool, &account, true).await.unwrap());
     }
     let owner = AccountSession::assume(&base, &settings, &onboarded.assume_target()).await.unwrap();
+    assert_deny_all(&owner).await;
     let ctx = ResponseContext { pool: db.pool.clone(), settings, base };
     Setup { db, ctx, account, owner }
 }
 
 impl Setup {
-    fn request(&self, action: Action, key: &str) -> ApplyRequest {
+    pub fn request(&self, action: Action, key: &str) -> ApplyRequest {
         ApplyRequest {
             account_id: self.account.clone(),
             action,
@@ -60,14 +80,15 @@ impl Setup {
             reason: "contain the intrusion".into(),
             idempotency_key: key.into(),
             alert_id: None,
+            automatic_rule: None,
         }
     }
 
-    async fn apply(&self, action: Action, key: &str) -> Result<ResponseRecord, RespondError> {
+    pub async fn apply(&self, action: Action, key: &str) -> Result<ResponseRecord, RespondError> {
         run::apply(&self.ctx, &self.request(action, key)).await
     }
 
-    async fn audit(&self, action: &str) -> Vec<Value> {
+    pub async fn audit(&self, action: &str) -> Vec<Value> {
         sqlx::query_scalar("SELECT details FROM audit_log WHERE action = $1 ORDER BY id")
             .bind(action)
             .fetch_all(&self.db.pool)
@@ -76,7 +97,7 @@ impl Setup {
     }
 
     /// A security group with one ingress rule from `cidr` on port 22; (group id, rule id).
-    async fn open_ssh(&self, cidr: &str) -> (String, String) {
+    pub async fn open_ssh(&self, cidr: &str) -> (String, String) {
         use aws_sdk_ec2::types::{IpPermission, IpRange};
         let ec2 = self.owner.ec2(REGION);
         let vpc = ec2.create_vpc().cidr_block("10.9.0.0/16").send().await.unwrap().vpc.unwrap().vpc_id.unwrap();
@@ -103,7 +124,7 @@ impl Setup {
     }
 
     /// The ingress rules of a group as (protocol, from, to, cidr, description).
-    async fn ingress(&self, group: &str) -> Vec<(String, i32, i32, String, String)> {
+    pub async fn ingress(&self, group: &str) -> Vec<(String, i32, i32, String, String)> {
         use aws_sdk_ec2::types::Filter;
         let answer = self
             .owner
@@ -130,11 +151,11 @@ impl Setup {
     }
 }
 
-fn ssh_rule(cidr: &str) -> (String, i32, i32, String, String) {
+pub fn ssh_rule(cidr: &str) -> (String, i32, i32, String, String) {
     ("tcp".to_owned(), 22, 22, cidr.to_owned(), "opened by alice".to_owned())
 }
 
-fn revoke(rule: &str) -> Action {
+pub fn revoke(rule: &str) -> Action {
     Action::parse("revoke-ingress-rule", rule, Some(REGION)).unwrap()
 }
 
@@ -218,36 +239,31 @@ async fn keys_passwords_and_principals_are_contained_and_restored_where_possible
         }
         let quarantine = Action::parse("quarantine", principal, None).unwrap();
         let applied = s.apply(quarantine, key).await.unwrap();
-        assert_eq!(
-            applied.calls[0]["operation"],
-            if principal.starts_with("user/") { "iam:PutUserPolicy" } else { "iam:PutRolePolicy" }
-        );
-        let document = match principal.split_once('/').unwrap() {
-            ("user", name) => iam
-                .get_user_policy()
-                .user_name(name)
-                .policy_name("SkywardenQuarantine")
-                .send()
-                .await
-                .map(|p| p.policy_document().to_owned())
-                .map_err(|e| e.to_string()),
-            (_, name) => iam
-                .get_role_policy()
-                .role_name(name)
-                .policy_name("SkywardenQuarantine")
-                .send()
-                .await
-                .map(|p| p.policy_document().to_owned())
-                .map_err(|e| e.to_string()),
+        let user = principal.starts_with("user/");
+        assert_eq!(applied.calls[0]["operation"], if user { "iam:AttachUserPolicy" } else { "iam:AttachRolePolicy" });
+        assert_eq!(applied.calls[0]["params"]["PolicyArn"], DENY_ALL);
+        let attached = async || {
+            let arns: Vec<String> = match principal.split_once('/').unwrap() {
+                ("user", name) => {
+                    iam.list_attached_user_policies().user_name(name).send().await.unwrap().attached_policies().to_vec()
+                }
+                (_, name) => {
+                    iam.list_attached_role_policies().role_name(name).send().await.unwrap().attached_policies().to_vec()
+                }
+            }
+            .iter()
+            .filter_map(|p| p.policy_arn().map(str::to_owned))
+            .collect();
+            arns
         };
-        let document = document.unwrap();
-        assert!(document.contains("Deny"), "{document}");
-        run::undo(&s.ctx, &applied.id, "user:lead", "contained otherwise").await.unwrap();
-        let after = match principal.split_once('/').unwrap() {
+        assert_eq!(attached().await, [DENY_ALL], "AWS's managed AWSDenyAll is attached");
+        let inline = match principal.split_once('/').unwrap() {
             ("user", name) => iam.list_user_policies().user_name(name).send().await.unwrap().policy_names().to_vec(),
             (_, name) => iam.list_role_policies().role_name(name).send().await.unwrap().policy_names().to_vec(),
         };
-        assert!(after.is_empty(), "exactly the quarantine policy is removed: {after:?}");
+        assert!(inline.is_empty(), "no inline policy is written: {inline:?}");
+        run::undo(&s.ctx, &applied.id, "user:lead", "contained otherwise").await.unwrap();
+        assert!(attached().await.is_empty(), "exactly AWSDenyAll is detached");
     }
     let audit: Vec<Value> = sqlx::query_scalar("SELECT details FROM audit_log WHERE action LIKE 'response.%'")
         .fetch_all(&s.db.pool)
@@ -312,7 +328,8 @@ async fn role_policies_profiles_instances_and_trails() {
     let plan = run::plan(&s.ctx, &s.account, &stop).await.unwrap();
     let volumes = plan.current["volumes"].as_array().unwrap().len();
     assert!(volumes >= 1, "{plan:?}");
-    assert_eq!(plan.calls.len(), volumes + 1);
+    assert_eq!(plan.calls.len(), volumes + 2);
+    assert_eq!(plan.calls[volumes].operation, "ec2:CreateTags");
     assert_eq!(plan.calls.last().unwrap().operation, "ec2:StopInstances");
     assert_eq!(state_of().await, InstanceStateName::Running, "the dry run changed nothing");
     let applied = s.apply(stop, "stop-instance-1").await.unwrap();
@@ -325,6 +342,15 @@ async fn role_policies_profiles_instances_and_trails() {
         tags.iter().any(|t| t.key() == Some("skywarden:response-action") && t.value() == Some(applied.id.as_str()))
     );
     assert!(matches!(state_of().await, InstanceStateName::Stopped | InstanceStateName::Stopping));
+    // The tag the responder role's StartInstances is conditioned on (the undo of a stop).
+    let described = ec2.describe_instances().instance_ids(&instance).send().await.unwrap();
+    let instance_tags = described.reservations()[0].instances()[0].tags();
+    assert!(
+        instance_tags
+            .iter()
+            .any(|t| t.key() == Some("skywarden:stopped-by-response") && t.value() == Some(applied.id.as_str())),
+        "{instance_tags:?}"
+    );
     run::undo(&s.ctx, &applied.id, "user:lead", "forensics done").await.unwrap();
     assert!(matches!(state_of().await, InstanceStateName::Running | InstanceStateName::Pending));
 
@@ -368,7 +394,9 @@ async fn protected_resources_accounts_without_a_responder_and_held_leases_are_re
     iam.create_user().user_name("break-glass").tags(protected).send().await.unwrap();
     let quarantine = Action::parse("quarantine", "user/break-glass", None).unwrap();
     assert!(matches!(s.apply(quarantine, "protected-0002").await, Err(RespondError::Protected { .. })));
-    assert!(iam.list_user_policies().user_name("break-glass").send().await.unwrap().policy_names().is_empty());
+    assert!(
+        iam.list_attached_user_policies().user_name("break-glass").send().await.unwrap().attached_policies().is_empty()
+    );
 
     // A lease held by a running action on the same resource (another user, another kind).
     iam.create_user().user_name("mallory").send().await.unwrap();
@@ -384,7 +412,9 @@ async fn protected_resources_accounts_without_a_responder_and_held_leases_are_re
     .unwrap();
     let busy = s.apply(Action::parse("quarantine", "user/mallory", None).unwrap(), "busy-00000001").await;
     assert!(matches!(busy, Err(RespondError::Busy { .. })), "{busy:?}");
-    assert!(iam.list_user_policies().user_name("mallory").send().await.unwrap().policy_names().is_empty());
+    assert!(
+        iam.list_attached_user_policies().user_name("mallory").send().await.unwrap().attached_policies().is_empty()
+    );
 
     // Without a responder role nothing runs, and the answer says how to enable it.
     responder::clear(&s.db.pool, &s.account).await.unwrap();
@@ -399,7 +429,7 @@ async fn protected_resources_accounts_without_a_responder_and_held_leases_are_re
     assert!(matches!(run::plan(&s.ctx, &s.account, &revoke(&rule2)).await, Err(RespondError::NotEnabled { .. })));
 }
 
-async fn api(
+pub async fn api(
     context: &ApiContext,
     method: &str,
     uri: &str,
@@ -489,7 +519,9 @@ async fn an_action_of_a_kind_needing_approval_waits_for_a_second_person() {
     skywarden::respond::record::set_approval(&s.db.pool, "quarantine", true, "user:admin").await.unwrap();
     let iam = s.owner.iam();
     iam.create_user().user_name("alice").send().await.unwrap();
-    let policies = async || iam.list_user_policies().user_name("alice").send().await.unwrap().policy_names().to_vec();
+    let policies = async || {
+        iam.list_attached_user_policies().user_name("alice").send().await.unwrap().attached_policies().to_vec()
+    };
 
     let asked = s.apply(Action::parse("quarantine", "user/alice", None).unwrap(), "approval-0001").await.unwrap();
     assert_eq!(asked.status, "awaiting_approval");
@@ -502,7 +534,8 @@ async fn an_action_of_a_kind_needing_approval_waits_for_a_second_person() {
     assert!(policies().await.is_empty());
     let approved = run::approve(&s.ctx, &asked.id, "user:lead", "confirmed on the bridge call").await.unwrap();
     assert_eq!((approved.status.as_str(), approved.approved_by.as_deref()), ("applied", Some("user:lead")));
-    assert_eq!(policies().await, ["SkywardenQuarantine"]);
+    let attached = iam.list_attached_user_policies().user_name("alice").send().await.unwrap();
+    assert_eq!(attached.attached_policies()[0].policy_arn(), Some(DENY_ALL));
     let again = run::approve(&s.ctx, &asked.id, "user:other", "late click").await.unwrap();
     assert_eq!(again.applied_at, approved.applied_at, "a second approval runs nothing");
 
@@ -545,7 +578,7 @@ async fn the_cli_records_the_responder_role_then_plans_applies_and_undoes() {
     assert!(!refused.status.success() && stderr.contains("skywarden accounts responder set"), "{stderr}");
 
     let role = format!("arn:aws:iam::{}:role/SkywardenResponder", s.account);
-    let set = skywarden(&["accounts", "responder", "set", &s.account, "--role-arn", &role]);
+    let set = skywarden(&["accounts", "responder", "set", &s.account, "--role-arn", &role, "--granting-undo"]);
     let stdout = String::from_utf8_lossy(&set.stdout);
     assert!(set.status.success() && stdout.contains("external ID"), "{stdout}");
 

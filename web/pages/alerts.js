@@ -7,6 +7,7 @@ import { addressLink, eventLink, findingLink, incidentLink, principalLink, resou
 import { eventsTable, flowsTable, mitreList, outcomeBadge, resourcesTable, triageForm } from "./incident.js";
 import { appendRows, loadMore } from "./paging.js";
 import { networkNote, networkText } from "./event.js";
+import { alertResponse } from "./alert-response.js";
 
 const FILTERS = ["status", "severity", "policy", "account", "principal", "sort"];
 const SORTS = [["newest", "newest first"], ["oldest", "oldest first"], ["severity", "most severe first"], ["last_seen", "last seen first"]];
@@ -139,7 +140,7 @@ function summaryPanel(ctx, alert, resources) {
 export async function alertPage(ctx, id) {
   const detail = await api(`/api/v1/alerts/${encodeURIComponent(id)}`);
   const { alert, evidence_events: evidence, history, flows, resources, activity } = detail;
-  const map = await loginMap(alert, evidence);
+  const [map, respond] = await Promise.all([loginMap(alert, evidence), alertResponse(ctx, id)]);
   const status = alert.status === "snoozed" ? `snoozed until ${fmtTime(alert.snoozed_until)}` : alert.status;
   render(
     el("h1", {}, sev(alert.severity), " ", alert.title),
@@ -147,6 +148,7 @@ export async function alertPage(ctx, id) {
       ` · account ${alert.account_id} · MITRE ${mitreList(alert.mitre)}`),
     el("div", { class: "grid" }, summaryPanel(ctx, alert, resources), map),
     postureFinding(alert, resources),
+    respond,
     el("h2", {}, "Triage history"),
     historyTable(history),
     evidence.length ? [el("h2", {}, "Evidence"), evidenceEvents(id, alert, evidence, detail.evidence_next_cursor)] : null,

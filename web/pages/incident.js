@@ -7,6 +7,7 @@ import { worldMap } from "../charts.js";
 import { el, fmtBytes, fmtTime, query, render, sev, table } from "../dom.js";
 import { addressLink, alertLink, eventLink, incidentLink, principalLink, resourceEntityLink } from "../links.js";
 import { appendRows, loadMore } from "./paging.js";
+import { incidentResponse } from "./alert-response.js";
 
 // ATT&CK Enterprise tactics in kill-chain order.
 const TACTICS = [
@@ -288,17 +289,48 @@ function configChangesTable(changes) {
   return drawn;
 }
 
+const TIMELINE_KIND = { alert: "alert", event: "event", config_change: "configuration change", flow: "flow", response: "response" };
+
+// Alerts, changes, flows and response actions in one list, oldest first (the API's
+// `merged_timeline`, cut at its limit: said when it was).
+function mergedTimeline(merged) {
+  if (!merged.entries.length) return el("p", { class: "muted", id: "incident-timeline" }, "Nothing to show.");
+  const list = el("ol", { class: "timeline merged", id: "incident-timeline" }, merged.entries.map((e) => {
+    const ref = e.kind === "alert" ? alertLink(e.ref_id, e.title) : e.kind === "event" ? eventLink(e.ref_id, e.title) : e.title;
+    return el("li", { class: `tl-${e.kind} tl-${e.status || "none"}`, "data-kind": e.kind, "data-status": e.status || "", "data-ref": e.ref_id || "" },
+      el("time", { class: "when", datetime: e.time }, fmtTime(e.time)),
+      el("span", { class: "timeline-kind" }, TIMELINE_KIND[e.kind] || e.kind),
+      el("div", { class: "timeline-body" },
+        e.kind === "alert" ? [sev(e.status), " "] : e.status ? el("span", { class: `timeline-status ${e.status}` }, e.status.replace(/_/g, " "), " ") : null,
+        el("span", { class: e.kind === "response" ? "mono" : null }, ref),
+        e.actor ? el("span", { class: "timeline-actor" }, " · ", e.kind === "response" ? e.actor : principalLink(e.actor)) : null,
+        e.detail ? el("div", { class: "timeline-detail" }, e.detail) : null));
+  }));
+  return el("div", {}, list, merged.truncated
+    ? el("p", { class: "muted", id: "incident-timeline-cut" }, `The first ${merged.entries.length} of ${merged.total} entries: events, then flows, were left out first.`)
+    : null);
+}
+
+// The incident's outside addresses on the map; those with no known place listed under it.
+async function placesMap(places) {
+  const located = places.filter((p) => p.latitude != null);
+  const unplaced = places.filter((p) => p.latitude == null);
+  if (!places.length) return null;
+  const points = located.map((p) => ({ source_ip: p.address, latitude: p.latitude, longitude: p.longitude, city: p.city, country: p.country }));
+  const map = located.length ? await worldMap([], points) : null;
+  if (map) map.setAttribute("data-testid", "incident-map");
+  return el("div", { id: "incident-places" },
+    el("div", { class: "legend" }, el("span", {}, el("i", { class: "dot alert" }), `the incident's outside addresses (${located.length} placed)`)),
+    map,
+    el("ul", { class: "places" }, places.map((p) => el("li", { "data-address": p.address },
+      addressLink(p.address), ` ${[p.city, p.country].filter(Boolean).join(", ") || "place unknown"} · in ${p.seen_in.join(", ")}`))),
+    unplaced.length ? el("p", { class: "muted" }, `${unplaced.length} not placed: no country known for them.`) : null);
+}
+
 export async function incidentPage(ctx, id) {
   const detail = await api(`/api/v1/incidents/${encodeURIComponent(id)}`);
-  const seen = new Set();
-  const points = detail.events.filter((e) => {
-    const key = `${e.source_ip} ${e.city} ${e.country}`;
-    if (e.latitude == null || seen.has(key)) return false;
-    seen.add(key);
-    return true;
-  });
-  const map = points.length ? await worldMap([], points) : null;
   const ids = detail.alerts.map((a) => a.id);
+  const [map, respond] = await Promise.all([placesMap(detail.places || []), incidentResponse(ctx, ids)]);
   render(
     el("h1", {}, sev(detail.severity), " Incident ", el("span", { class: "mono" }, detail.id), " ",
       el("span", { class: `status ${detail.status}`, id: "incident-state" }, detail.status)),
@@ -312,11 +344,16 @@ export async function incidentPage(ctx, id) {
     el("div", { class: "grid" },
       el("div", { class: "panel" }, keyFacts(detail),
         ctx.can("analyst") ? [el("h2", {}, "Triage every alert of the incident"), triageForm(() => ids, () => ctx.refresh(), "incident")] : null),
-      map ? el("div", {}, el("div", { class: "legend" }, el("span", {}, el("i", { class: "dot alert" }), "where the incident came from")), map) : null),
+      map),
     el("h2", {}, "ATT&CK chain"),
     attackChain(detail.alerts, detail.tactics),
     el("h2", {}, "Alerts"),
     incidentAlerts(detail.alerts, detail.timeline),
+    respond,
+    el("h2", {}, "Timeline"),
+    el("p", { class: "muted" }, "Alerts, changes, failures and evidence, configuration changes, flows and response actions, in time order."),
+    mergedTimeline(detail.merged_timeline),
+    detail.responses_truncated ? el("p", { class: "muted" }, "The newest 200 response actions.") : null,
     el("h2", {}, "What happened, in order"),
     el("p", { class: "muted" }, "Events from the incident's address while it lasted, and its alerts' evidence."),
     (() => { const t = eventsTable(detail.events, { alertColumn: true }); t.id = "incident-events"; return t; })(),

@@ -1,6 +1,8 @@
 //! `aws-excessive-login-failures`: too many failed console logins of one principal within a
 //! sliding window; `aws-password-spray`: failed logins from one source address against many
-//! principals within a window.
+//! principals within a window, and from one AS (several of its addresses) against many
+//! principals: a spray spread over a provider's addresses. An AS spray is not raised in an hour
+//! in which one of its addresses raised a spray of its own (that alert already tells it).
 //!
 //! A failure belongs to a burst when some window that holds it qualifies (`threshold` failures
 //! for a principal; `min_principals` distinct principals for a source). Each window keeps only
@@ -12,7 +14,7 @@
 //! A burst only grows as more failures arrive (windows only gain failures), so a finding is the
 //! whole alert as far as the failures seen say; the alert store keeps the largest.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -37,6 +39,19 @@ struct Kind {
 }
 
 impl Kind {
+    /// Failures from one AS: `asn_min_principals` principals from `asn_min_addresses` addresses.
+    fn asn(detectors: &Detectors, on: bool) -> Self {
+        let settings = &detectors.settings.password_spray;
+        let bucket_seconds = detectors.meta(PASSWORD_SPRAY).dedup_window.num_seconds().max(1);
+        Self {
+            on: on && settings.by_asn,
+            policy: PASSWORD_SPRAY,
+            window: Duration::minutes(settings.window_minutes.max(0)),
+            needs: settings.asn_min_principals.max(2),
+            bucket_seconds,
+        }
+    }
+
     fn new(detectors: &Detectors, spray: bool, on: bool) -> Self {
         let (policy, minutes, needs) = if spray {
             let settings = &detectors.settings.password_spray;
@@ -63,11 +78,17 @@ pub(super) struct FailureBursts<'d> {
     detectors: &'d Detectors,
     principal: Kind,
     spray: Kind,
+    asn: Kind,
+    /// Distinct addresses an AS window needs.
+    asn_addresses: usize,
     /// Failures in this span can change a burst (new failures, and a window either side of
     /// them): only the alerts of such bursts are reported.
     changed: (DateTime<Utc>, Option<DateTime<Utc>>),
     by_principal: HashMap<(String, String), Window>,
     by_source: HashMap<(String, String), Window>,
+    by_asn: HashMap<(String, i64), Window>,
+    /// (account, AS, alert bucket) of address sprays: no AS spray there.
+    sprayed: HashSet<(String, i64, i64)>,
     /// When windows with nothing inside the window length were last dropped.
     swept: Option<DateTime<Utc>>,
     /// Per account, spraying or not, subject and alert bucket.
@@ -85,14 +106,19 @@ impl<'d> FailureBursts<'d> {
     ) -> Self {
         let principal = Kind::new(detectors, false, per_principal);
         let spray = Kind::new(detectors, true, per_source);
+        let asn = Kind::asn(detectors, per_source);
         let window = principal.window.max(spray.window);
         Self {
             detectors,
             principal,
             spray,
+            asn,
+            asn_addresses: detectors.settings.password_spray.asn_min_addresses.max(2),
             changed: (from - window, until.map(|until| until + window)),
             by_principal: HashMap::new(),
             by_source: HashMap::new(),
+            by_asn: HashMap::new(),
+            sprayed: HashSet::new(),
             swept: None,
             bursts: BTreeMap::new(),
         }
@@ -112,7 +138,7 @@ impl<'d> FailureBursts<'d> {
         if self.principal.on && !is_hidden(event) {
             let window = self.by_principal.entry((event.account_id.clone(), principal.to_string())).or_default();
             window.slide(&failure, self.principal.window, false);
-            for qualified in window.take_burst(self.principal.needs, 0) {
+            for qualified in window.take_burst(self.principal.needs, 0, 0) {
                 self.add(false, principal, &qualified);
             }
         }
@@ -122,7 +148,18 @@ impl<'d> FailureBursts<'d> {
             let window = self.by_source.entry((event.account_id.clone(), source.clone())).or_default();
             window.slide(&failure, self.spray.window, true);
             let subject = format!("source:{source}");
-            for qualified in window.take_burst(1, self.spray.needs) {
+            for qualified in window.take_burst(1, self.spray.needs, 0) {
+                self.add(true, &subject, &qualified);
+            }
+        }
+        if self.asn.on
+            && let Some(asn) = event.geo_asn
+            && event.source_ip_text.is_some()
+        {
+            let window = self.by_asn.entry((event.account_id.clone(), asn)).or_default();
+            window.slide(&failure, self.asn.window, true);
+            let subject = format!("asn:{asn}");
+            for qualified in window.take_burst(1, self.asn.needs, self.asn_addresses) {
                 self.add(true, &subject, &qualified);
             }
         }
@@ -142,6 +179,8 @@ impl<'d> FailureBursts<'d> {
         };
         self.by_principal.retain(live(now - self.principal.window));
         self.by_source.retain(live(now - self.spray.window));
+        let asn_start = now - self.asn.window;
+        self.by_asn.retain(|_, window| window.failures.back().is_some_and(|f| f.event_time >= asn_start));
     }
 
     fn add(&mut self, spray: bool, subject: &str, failure: &PolicyEvent) {
@@ -149,6 +188,12 @@ impl<'d> FailureBursts<'d> {
         let time = failure.event_time;
         let bucket = time.timestamp().div_euclid(kind.bucket_seconds) * kind.bucket_seconds;
         let changed = time >= self.changed.0 && self.changed.1.is_none_or(|until| time <= until);
+        if spray
+            && subject.starts_with("source:")
+            && let Some(asn) = failure.geo_asn
+        {
+            self.sprayed.insert((failure.account_id.clone(), asn, bucket));
+        }
         let detectors = self.detectors;
         let policy = kind.policy;
         self.bursts
@@ -158,6 +203,9 @@ impl<'d> FailureBursts<'d> {
                 let mut finding = meta.finding_for(failure, meta.severity, String::new());
                 // Per-principal bursts fold with the principal's other alerts; sprays by source.
                 finding.subject = subject.to_string();
+                if subject.starts_with("asn:") {
+                    finding.details = serde_json::json!({ "as_org": failure.network.as_org });
+                }
                 let who = failure.user_name.as_deref().or(failure.principal()).unwrap_or("?").to_string();
                 Accumulated::new(finding, spray, who)
             })
@@ -166,12 +214,20 @@ impl<'d> FailureBursts<'d> {
 
     /// One finding per alert that the failures in the changed span reached.
     pub(super) fn finish(self) -> Vec<Finding> {
-        let (principal, spray) = (self.principal, self.spray);
+        let (principal, spray, asn, sprayed) = (self.principal, self.spray, self.asn, self.sprayed);
         self.bursts
-            .into_values()
-            .filter(|burst| burst.changed)
-            .map(|burst| {
-                let kind = if burst.spray { &spray } else { &principal };
+            .into_iter()
+            .filter(|(_, burst)| burst.changed)
+            .filter(|((account, _, subject, bucket), _)| {
+                let of_asn = subject.strip_prefix("asn:").and_then(|a| a.parse::<i64>().ok());
+                of_asn.is_none_or(|a| !sprayed.contains(&(account.clone(), a, *bucket)))
+            })
+            .map(|((_, _, subject, _), burst)| {
+                let kind = match (burst.spray, subject.starts_with("asn:")) {
+                    (true, true) => &asn,
+                    (true, false) => &spray,
+                    _ => &principal,
+                };
                 burst.into_finding(kind.needs, kind.window.num_minutes())
             })
             .collect()
@@ -231,6 +287,8 @@ struct Window {
     pending: usize,
     /// Failures per principal (kept for sources: spraying means more than one).
     principals: HashMap<String, usize>,
+    /// Failures per source address (kept with the principals: an AS spray needs several).
+    sources: HashMap<String, usize>,
 }
 
 impl Window {
@@ -239,6 +297,9 @@ impl Window {
         self.pending += 1;
         if count_principals && let Some(principal) = distinct_principal(failure) {
             *self.principals.entry(principal).or_default() += 1;
+        }
+        if count_principals && let Some(source) = &failure.source_ip_text {
+            *self.sources.entry(source.clone()).or_default() += 1;
         }
         let start = failure.event_time - length;
         while let Some(oldest) = self.failures.front().filter(|f| f.event_time < start) {
@@ -254,14 +315,24 @@ impl Window {
                     self.principals.remove(&principal);
                 }
             }
+            if count_principals
+                && let Some(source) = &oldest.source_ip_text
+                && let Some(count) = self.sources.get_mut(source)
+            {
+                *count -= 1;
+                if *count == 0 {
+                    self.sources.remove(source);
+                }
+            }
             self.failures.pop_front();
         }
     }
 
-    /// When the window holds a burst (`failures` failures of `principals` distinct principals at
-    /// least), the failures in it not yet part of one (the newest).
-    fn take_burst(&mut self, failures: usize, principals: usize) -> Vec<Arc<PolicyEvent>> {
-        if self.failures.len() < failures || self.principals.len() < principals {
+    /// When the window holds a burst (`failures` failures of `principals` distinct principals
+    /// from `sources` distinct addresses at least), the failures in it not yet part of one (the
+    /// newest).
+    fn take_burst(&mut self, failures: usize, principals: usize, sources: usize) -> Vec<Arc<PolicyEvent>> {
+        if self.failures.len() < failures || self.principals.len() < principals || self.sources.len() < sources {
             return Vec::new();
         }
         let pending = std::mem::take(&mut self.pending);
@@ -321,7 +392,15 @@ impl Accumulated {
         let count = burst.count;
         let (sources, source_count) = most(sources);
         let (principals, principal_count) = most(principals);
-        finding.title = if spray {
+        finding.title = if let Some(asn) = finding.subject.strip_prefix("asn:").filter(|_| spray) {
+            let org = finding.details.get("as_org").and_then(|o| o.as_str()).unwrap_or("");
+            let within = format!("at least {needs} principals within {window_minutes} minutes");
+            format!(
+                "{count} failed console logins from {source_count} addresses of AS{asn} {org} against \
+                 {principal_count} principals ({within})"
+            )
+            .replace("  against", " against")
+        } else if spray {
             let source = finding.subject.trim_start_matches("source:");
             let within = format!("at least {needs} principals within {window_minutes} minutes");
             format!("{count} failed console logins from {source} against {principal_count} principals ({within})")
@@ -347,6 +426,9 @@ impl Accumulated {
             "principals": named(principals, "principal"),
             "principal_count": principal_count,
         });
+        if let Some(asn) = finding.subject.strip_prefix("asn:").and_then(|a| a.parse::<i64>().ok()) {
+            finding.details["asn"] = asn.into();
+        }
         burst.attach(&mut finding);
         finding
     }
@@ -390,6 +472,57 @@ mod tests {
             console_session: None,
             raw: RawJson::new(r#"{"responseElements":{"ConsoleLogin":"Failure"}}"#.into()),
         }
+    }
+
+    /// Failures of `users` distinct users from `sources` addresses of AS64500, one a minute.
+    fn asn_spray(users: usize, sources: &[&str], start: DateTime<Utc>) -> Vec<PolicyEvent> {
+        (0..users)
+            .map(|i| {
+                let mut event =
+                    failure(&format!("user{i}"), sources[i % sources.len()], start + Duration::minutes(i as i64));
+                event.geo_asn = Some(64500);
+                event.network.as_org = Some("Example Hosting".into());
+                event
+            })
+            .collect()
+    }
+
+    fn run(events: &[PolicyEvent], start: DateTime<Utc>) -> Vec<Finding> {
+        let set = crate::detect::PolicySet::builtin();
+        let mut bursts = FailureBursts::new(&set.detectors, (true, true), start, None);
+        events.iter().for_each(|event| bursts.push(event));
+        bursts.finish()
+    }
+
+    #[test]
+    fn a_spray_spread_over_an_as_is_one_alert_and_not_a_second_one_beside_an_address_spray() {
+        let start: DateTime<Utc> = "2026-11-12T05:00:00Z".parse().unwrap();
+        let spread = ["45.137.21.9", "45.137.21.77", "45.137.22.130"];
+        // Nine users, three per address: no address reaches five principals; the AS does.
+        let found = run(&asn_spray(9, &spread, start), start);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].subject, "asn:64500");
+        assert_eq!(found[0].details["asn"], 64500);
+        assert_eq!(found[0].details["source_count"], 3);
+        assert_eq!(
+            found[0].title,
+            "9 failed console logins from 3 addresses of AS64500 Example Hosting against 9 principals \
+             (at least 8 principals within 30 minutes)"
+        );
+        // Eight users from two addresses: too few addresses for an AS spray (and too few users
+        // per address for an address spray).
+        assert!(run(&asn_spray(8, &spread[..2], start), start).is_empty());
+        // One address tries six users: its own spray is the alert, the AS adds none.
+        let mut events = asn_spray(9, &spread, start);
+        events.extend((0..6).map(|i| {
+            let mut event = failure(&format!("admin{i}"), "45.137.21.200", start + Duration::seconds(30 + i));
+            event.geo_asn = Some(64500);
+            event
+        }));
+        events.sort_by_key(|e| e.event_time);
+        let found = run(&events, start);
+        let subjects: Vec<&str> = found.iter().map(|f| f.subject.as_str()).collect();
+        assert_eq!(subjects, ["source:45.137.21.200"]);
     }
 
     #[test]

@@ -8,11 +8,19 @@
 //! - `aws-flow-exfiltration-volume`: bytes from the VPC to one external address per hour.
 //! - `aws-instance-credentials-used-outside`, `aws-login-from-anonymizing-network`: the network
 //!   a call came from ([`network`]).
+//! - `aws-rare-sensitive-api`: a principal's first sensitive write call in its baseline
+//!   ([`rare_api`]).
+//! - `aws-flow-port-scan`, `aws-flow-suspicious-destination`: flow records of scans, and of
+//!   instances talking to Tor exits or to an open incident's addresses ([`port_scan`],
+//!   [`flow_destinations`]).
 
 pub mod exfiltration;
 mod failures;
+pub mod flow_destinations;
 pub mod logins;
 pub mod network;
+pub mod port_scan;
+pub mod rare_api;
 pub mod recon;
 pub mod security_group;
 
@@ -35,6 +43,9 @@ pub const SG_INGRESS: &str = "aws-security-group-ingress-opened";
 pub const EXFILTRATION: &str = "aws-flow-exfiltration-volume";
 pub const INSTANCE_CREDENTIALS: &str = "aws-instance-credentials-used-outside";
 pub const ANONYMIZING_NETWORK: &str = "aws-login-from-anonymizing-network";
+pub const RARE_SENSITIVE_API: &str = "aws-rare-sensitive-api";
+pub const PORT_SCAN: &str = "aws-flow-port-scan";
+pub const SUSPICIOUS_DESTINATION: &str = "aws-flow-suspicious-destination";
 
 /// Everything `detectors.yaml` can set; every field has a default.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -49,6 +60,9 @@ pub struct DetectorSettings {
     pub flow_exfiltration: ExfiltrationSettings,
     pub instance_credentials: InstanceCredentialSettings,
     pub anonymizing_network: AnonymizingSettings,
+    pub rare_sensitive_api: rare_api::RareApiSettings,
+    pub flow_port_scan: port_scan::PortScanSettings,
+    pub flow_suspicious_destination: flow_destinations::DestinationSettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -114,7 +128,7 @@ impl Default for FailureSettings {
     }
 }
 
-/// Failed console logins from one source address against many principals.
+/// Failed console logins from one source address (or one AS) against many principals.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SpraySettings {
@@ -123,11 +137,25 @@ pub struct SpraySettings {
     pub min_principals: usize,
     pub window_minutes: i64,
     pub severity: Severity,
+    /// Also group the failures by the source's AS (a spray spread over an AS's addresses).
+    pub by_asn: bool,
+    /// Distinct principals whose logins failed from one AS within the window ...
+    pub asn_min_principals: usize,
+    /// ... from this many of its addresses at least.
+    pub asn_min_addresses: usize,
 }
 
 impl Default for SpraySettings {
     fn default() -> Self {
-        Self { enabled: true, min_principals: 5, window_minutes: 30, severity: Severity::High }
+        Self {
+            enabled: true,
+            min_principals: 5,
+            window_minutes: 30,
+            severity: Severity::High,
+            by_asn: true,
+            asn_min_principals: 8,
+            asn_min_addresses: 3,
+        }
     }
 }
 
@@ -253,6 +281,12 @@ pub(crate) struct NetworkAllowlist {
     pub(crate) asns: Vec<u32>,
 }
 
+impl NetworkAllowlist {
+    pub(crate) fn contains(&self, ip: std::net::IpAddr) -> bool {
+        self.cidrs.iter().any(|cidr| cidr.contains(ip))
+    }
+}
+
 impl Declaration {
     fn meta(&self, settings: &DetectorSettings, file: &PolicyFile) -> PolicyMeta {
         PolicyMeta {
@@ -297,6 +331,10 @@ pub struct Detectors {
     pub(crate) hijack_allowed: Vec<crate::net::Cidr>,
     pub(crate) instance_allowed: NetworkAllowlist,
     pub(crate) anonymizing_allowed: NetworkAllowlist,
+    pub(crate) port_scan_allowed: NetworkAllowlist,
+    pub(crate) destination_allowed: NetworkAllowlist,
+    /// The network context (Tor exits) for flow destinations, which ingest does not store.
+    pub(crate) geo: Option<std::sync::Arc<crate::geo::GeoDb>>,
 }
 
 /// What each detector declares, but its severity and whether it is on (from the settings).
@@ -374,6 +412,30 @@ const DECLARATIONS: &[Declaration] = &[
         window_hours: 24,
         mitre: ("TA0001", "T1078.004"),
     },
+    Declaration {
+        id: RARE_SENSITIVE_API,
+        title: "Sensitive write API (IAM, KMS, bucket policy, logging, security services) new for the principal",
+        subject: Subject::Principal,
+        window_hours: 24,
+        // Account manipulation; each finding adds the technique of the services it names.
+        mitre: ("TA0003", "T1098"),
+    },
+    Declaration {
+        id: PORT_SCAN,
+        title: "Port scan or host sweep in flow logs: many ports or hosts, mostly rejected",
+        subject: Subject::SourceIp,
+        window_hours: 24,
+        // Network service discovery (an inbound scan is reconnaissance, T1595, per finding).
+        mitre: ("TA0007", "T1046"),
+    },
+    Declaration {
+        id: SUSPICIOUS_DESTINATION,
+        title: "Instance connected to a Tor exit or to an address of an open incident",
+        subject: Subject::Resource,
+        window_hours: 24,
+        // Command and control (Tor: multi-hop proxy, T1090.003, per finding).
+        mitre: ("TA0011", "T1071"),
+    },
 ];
 
 impl DetectorSettings {
@@ -388,6 +450,9 @@ impl DetectorSettings {
             EXFILTRATION => self.flow_exfiltration.enabled,
             INSTANCE_CREDENTIALS => self.instance_credentials.enabled,
             ANONYMIZING_NETWORK => self.anonymizing_network.enabled,
+            RARE_SENSITIVE_API => self.rare_sensitive_api.enabled,
+            PORT_SCAN => self.flow_port_scan.enabled,
+            SUSPICIOUS_DESTINATION => self.flow_suspicious_destination.enabled,
             _ => false,
         }
     }
@@ -403,6 +468,9 @@ impl DetectorSettings {
             EXFILTRATION => self.flow_exfiltration.enabled = false,
             INSTANCE_CREDENTIALS => self.instance_credentials.enabled = false,
             ANONYMIZING_NETWORK => self.anonymizing_network.enabled = false,
+            RARE_SENSITIVE_API => self.rare_sensitive_api.enabled = false,
+            PORT_SCAN => self.flow_port_scan.enabled = false,
+            SUSPICIOUS_DESTINATION => self.flow_suspicious_destination.enabled = false,
             _ => {}
         }
     }
@@ -419,6 +487,9 @@ impl DetectorSettings {
             EXFILTRATION => self.flow_exfiltration.severity,
             INSTANCE_CREDENTIALS => self.instance_credentials.severity,
             ANONYMIZING_NETWORK => self.anonymizing_network.severity,
+            RARE_SENSITIVE_API => self.rare_sensitive_api.severity,
+            PORT_SCAN => self.flow_port_scan.internal_severity,
+            SUSPICIOUS_DESTINATION => self.flow_suspicious_destination.severity,
             _ => Severity::Medium,
         }
     }
@@ -462,11 +533,48 @@ impl Detectors {
             cidrs: cidrs(&settings.anonymizing_network.allow_cidrs, "anonymizing_network.allow_cidrs"),
             asns: settings.anonymizing_network.allow_asns.clone(),
         };
+        let port_scan_allowed = NetworkAllowlist {
+            cidrs: cidrs(&settings.flow_port_scan.allow_cidrs, "flow_port_scan.allow_cidrs"),
+            asns: vec![],
+        };
+        let destination_allowed = NetworkAllowlist {
+            cidrs: cidrs(&settings.flow_suspicious_destination.allow_cidrs, "flow_suspicious_destination.allow_cidrs"),
+            asns: vec![],
+        };
+        problems.extend(
+            settings.rare_sensitive_api.problems().into_iter().map(|problem| PolicyProblem {
+                file: file.location(),
+                problem: format!("rare_sensitive_api.{problem}"),
+            }),
+        );
+        problems.extend(
+            settings
+                .flow_port_scan
+                .problems()
+                .into_iter()
+                .map(|problem| PolicyProblem { file: file.location(), problem: format!("flow_port_scan.{problem}") }),
+        );
         for declaration in DECLARATIONS.iter().filter(|d| disable.contains(d.id)) {
             settings.switch_off(declaration.id);
         }
         let metas = DECLARATIONS.iter().map(|declaration| declaration.meta(&settings, file)).collect();
-        Self { settings, metas, trusted, hijack_allowed, instance_allowed, anonymizing_allowed }
+        Self {
+            settings,
+            metas,
+            trusted,
+            hijack_allowed,
+            instance_allowed,
+            anonymizing_allowed,
+            port_scan_allowed,
+            destination_allowed,
+            geo: None,
+        }
+    }
+
+    /// Gives the flow detectors the network context (the Tor exits of `--tor-exits` or an
+    /// Anonymous-IP database): flow records store none.
+    pub fn set_geo(&mut self, geo: Option<std::sync::Arc<crate::geo::GeoDb>>) {
+        self.geo = geo;
     }
 
     pub fn metas(&self) -> impl Iterator<Item = &PolicyMeta> {

@@ -34,9 +34,10 @@ pub async fn moto_url() -> &'static str {
         }
         let binary = std::env::var("SKYWARDEN_TEST_MOTO_BIN").unwrap_or_else(|_| "moto_server".into());
         let port = free_port();
-        // A shell watches this test process and stops moto when it is gone.
+        // A shell watches this test process and stops moto when it is gone. AWS's managed
+        // policies loaded, as `make test` starts it: quarantine attaches `AWSDenyAll`.
         let script = r#"
-            "$1" -H 127.0.0.1 -p "$2" >/dev/null 2>&1 & moto=$!
+            MOTO_IAM_LOAD_MANAGED_POLICIES=true "$1" -H 127.0.0.1 -p "$2" >/dev/null 2>&1 & moto=$!
             while kill -0 "$3" 2>/dev/null && kill -0 "$moto" 2>/dev/null; do sleep 1; done
             kill "$moto" 2>/dev/null"#;
         let mut watcher = Command::new("sh")

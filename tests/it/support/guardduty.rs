@@ -10,7 +10,9 @@
 //!   camel case.
 //!
 //! Errors are GuardDuty's: `x-amzn-ErrorType` with a JSON `message` (`AccessDeniedException`
-//! 403, `BadRequestException` 400 for an unknown detector). Each region (the SigV4 credential
+//! 403, `BadRequestException` 400 for an unknown detector, or a page token it no longer accepts
+//! or sent with other criteria: [`FakeGuardDuty::expire_tokens`] forgets the tokens it gave). A test can also make
+//! GetFindings answer more than the poller reads ([`FakeGuardDuty::answer_oversized`]). Each region (the SigV4 credential
 //! scope) has its own detector and findings. docs/aws-findings.md says what it stands in for.
 
 use std::collections::{HashMap, HashSet};
@@ -35,6 +37,11 @@ struct GuardDutyState {
     denied: HashSet<String>,
     /// ListFindings requests: (region, updatedAt lower bound, next token).
     listings: Vec<(String, Option<i64>, Option<String>)>,
+    /// Page tokens given out and still accepted, with the `updatedAt` bound of their listing (a
+    /// token goes on only with the criteria that gave it, as GuardDuty's do).
+    tokens: HashMap<String, Option<i64>>,
+    /// GetFindings answers with a body of this many bytes (not JSON), when set.
+    oversized: Option<usize>,
 }
 
 #[derive(Clone)]
@@ -75,6 +82,17 @@ impl FakeGuardDuty {
         state.findings.push(finding);
     }
 
+    /// Forgets every page token given out: a later request carrying one is refused, as GuardDuty
+    /// refuses an expired token.
+    pub fn expire_tokens(&self) {
+        self.state.lock().unwrap().tokens.clear();
+    }
+
+    /// Makes GetFindings answer `bytes` bytes (that are not JSON), announced in Content-Length.
+    pub fn answer_oversized(&self, bytes: usize) {
+        self.state.lock().unwrap().oversized = Some(bytes);
+    }
+
     pub fn listings(&self) -> Vec<(String, Option<i64>, Option<String>)> {
         self.state.lock().unwrap().listings.clone()
     }
@@ -91,6 +109,10 @@ fn error(status: StatusCode, kind: &str, message: &str) -> Response {
 
 fn json_ok(body: Value) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+fn json_ok_bytes(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// The region a SigV4 request was signed for (its credential scope).
@@ -168,10 +190,17 @@ async fn list_findings(
     if !(1..=MAX_PAGE).contains(&max) {
         return error(StatusCode::BAD_REQUEST, "BadRequestException", "maxResults must be between 1 and 50");
     }
-    let token = request["nextToken"].as_str().map(str::to_owned);
+    let token = request["nextToken"].as_str().filter(|t| !t.is_empty()).map(str::to_owned);
+    state.listings.push((region.clone(), since, token.clone()));
+    if token.as_ref().is_some_and(|t| state.tokens.get(t) != Some(&since)) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadRequestException",
+            "The request is rejected because the input nextToken is not valid or has expired.",
+        );
+    }
     let offset: usize =
         token.as_deref().and_then(|t| t.strip_prefix("offset-")).and_then(|t| t.parse().ok()).unwrap_or(0);
-    state.listings.push((region.clone(), since, token));
     let mut matching: Vec<&Value> = state
         .findings
         .iter()
@@ -185,9 +214,13 @@ async fn list_findings(
             matching.reverse();
         }
     }
-    let ids: Vec<&Value> = matching.iter().skip(offset).take(max).map(|f| &f["id"]).collect();
+    let ids: Vec<Value> = matching.iter().skip(offset).take(max).map(|f| f["id"].clone()).collect();
+    let total = matching.len();
     // GuardDuty ends a listing with an empty token.
-    let next = if offset + max < matching.len() { format!("offset-{}", offset + max) } else { String::new() };
+    let next = if offset + max < total { format!("offset-{}", offset + max) } else { String::new() };
+    if !next.is_empty() {
+        state.tokens.insert(next.clone(), since);
+    }
     json_ok(json!({"findingIds": ids, "nextToken": next}))
 }
 
@@ -202,6 +235,9 @@ async fn get_findings(
     let state = state.lock().unwrap();
     if let Some(refused) = refusal(&state, &region, &id) {
         return refused;
+    }
+    if let Some(bytes) = state.oversized {
+        return json_ok_bytes(vec![b' '; bytes]);
     }
     let Some(ids) = request["findingIds"].as_array() else {
         return error(StatusCode::BAD_REQUEST, "BadRequestException", "findingIds is required");

@@ -167,6 +167,9 @@ async fn status(db: &Database, account_id: Option<&str>, json: bool) -> anyhow::
         );
         if status.state.as_deref() == Some(skywarden::pollers::findings::NOT_ENABLED) {
             println!("    not enabled in this region: nothing to import (not an error)");
+        } else if let Some(note) = status.state.as_deref().and_then(|s| s.strip_prefix("enabled; ")) {
+            // What the listing had to work around (e.g. expired page tokens), never silent.
+            println!("    {note}");
         }
         if let Some(at) = status.parked_at {
             println!(

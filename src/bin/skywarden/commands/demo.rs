@@ -46,7 +46,7 @@ async fn demo_user(db: &Database, username: &str, role: Role) -> anyhow::Result<
 
 pub(crate) async fn run_demo(db_options: &DbOptions, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let geo = open_geo(&args.geo)?;
-    let policies = Some(load_policies(&args.policies)?);
+    let policies = Some(load_policies(&args.policies)?.with_geo(geo.clone()));
     let checks = load_checks(&args.policies)?;
     let db = Database::open(db_options).await?;
     // Before the import: routes from a notifications config file apply to the sample's alerts.

@@ -36,7 +36,8 @@ pub(crate) async fn import(db_options: &DbOptions, args: ImportArgs) -> anyhow::
     }
     let geo = open_geo(&args.geo)?;
     let flow_format = args.flow_format.as_deref().map(FlowFormat::parse).transpose().context("--flow-format")?;
-    let policies = if args.no_detect { None } else { Some(load_policies(&args.policies)?) };
+    // The flow detectors look Tor exits up at detection time (flows store no network context).
+    let policies = if args.no_detect { None } else { Some(load_policies(&args.policies)?.with_geo(geo.clone())) };
     let options = ImportOptions {
         geo,
         default_account: args.account,

@@ -1,10 +1,12 @@
-//! `skywarden incidents`: list them, show one, change one's status or owner.
+//! `skywarden incidents`: list them, show one (its merged timeline and response actions), change
+//! one's status or owner.
 
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use skywarden::alerts::incident_pages::{self, IncidentEntry, IncidentFilter, IncidentUpdate};
-use skywarden::alerts::incident_story;
+use skywarden::alerts::incident_pages::{self, IncidentEntry, IncidentFilter, IncidentUpdate, IncidentView};
+use skywarden::alerts::incident_story::{self, IncidentStory};
+use skywarden::alerts::incident_timeline::{IncidentResponse, TimelineEntry};
 use skywarden::alerts::incidents::{IncidentStatus, is_incident_id};
 use skywarden::db::DbOptions;
 use skywarden::report::ReportFormat;
@@ -14,6 +16,9 @@ use crate::cli::{IncidentsAction, IncidentsArgs};
 
 /// Incidents read per page while listing them all.
 const PAGE: i64 = 200;
+/// Merged-timeline entries `incidents show` prints, at most (`--json` and the report hold all
+/// the story has).
+const SHOWN_TIMELINE: usize = 200;
 
 pub(crate) async fn run(db_options: &DbOptions, args: IncidentsArgs) -> anyhow::Result<ExitCode> {
     with_db(db_options, async |db| match args.action {
@@ -50,6 +55,15 @@ fn print_entry(entry: &IncidentEntry, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(incident)?);
         return Ok(());
     }
+    print_header(incident, entry.alert_count, entry.open_count);
+    for step in &incident.timeline {
+        let why = step.link_reason.as_deref().map(|r| format!("  ({r})")).unwrap_or_default();
+        println!("    {}  {:<8} {}{why}", step.time.format("%Y-%m-%d %H:%M:%S"), step.severity, step.title);
+    }
+    Ok(())
+}
+
+fn print_header(incident: &IncidentView, alert_count: i64, open_count: i64) {
     println!(
         "{}  {:<8} {:<13} {} from {}  {} .. {}  {} alerts ({} open){}",
         incident.id,
@@ -59,37 +73,33 @@ fn print_entry(entry: &IncidentEntry, json: bool) -> anyhow::Result<()> {
         incident.source_ip.as_deref().unwrap_or("?"),
         incident.first_seen.format("%Y-%m-%d %H:%M"),
         incident.last_seen.format("%Y-%m-%d %H:%M"),
-        entry.alert_count,
-        entry.open_count,
+        alert_count,
+        open_count,
         incident.owner.as_deref().map(|o| format!("  owner {o}")).unwrap_or_default(),
     );
     if !incident.tactics.is_empty() {
         let chain: Vec<&str> = incident.tactics.iter().map(|t| t.name.as_str()).collect();
         println!("    tactics: {}", chain.join(" -> "));
     }
-    for step in &incident.timeline {
-        let why = step.link_reason.as_deref().map(|r| format!("  ({r})")).unwrap_or_default();
-        println!("    {}  {:<8} {}{why}", step.time.format("%Y-%m-%d %H:%M:%S"), step.severity, step.title);
-    }
-    Ok(())
 }
 
 async fn show(pool: &sqlx::PgPool, id: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let entry = find(pool, id).await?;
-    let history = incident_pages::history(pool, &entry.incident.id).await?;
+    if !is_incident_id(id) {
+        bail!("{id:?} is not an incident id (`inc-` and 16 hex digits)");
+    }
+    let story = incident_story::story(pool, id).await?.with_context(|| format!("no incident {id}"))?;
     if json {
-        let mut value = serde_json::to_value(&entry.incident)?;
-        value["alert_count"] = entry.alert_count.into();
-        value["open_count"] = entry.open_count.into();
-        value["history"] = serde_json::to_value(&history)?;
-        println!("{value}");
+        println!("{}", serde_json::to_string(&story)?);
         return Ok(ExitCode::SUCCESS);
     }
-    if entry.incident.id != id {
-        println!("{id} was merged into {}", entry.incident.id);
+    if let Some(from) = &story.merged_from {
+        println!("{from} was merged into {}", story.incident.id);
     }
-    print_entry(&entry, false)?;
-    for change in &history {
+    print_header(&story.incident, story.alert_count, story.open_count);
+    print_timeline(&story);
+    print_responses(&story);
+    println!("  history:");
+    for change in &story.history {
         println!(
             "    {}  {} set {} {} -> {}: {}",
             change.changed_at.format("%Y-%m-%d %H:%M:%S"),
@@ -101,6 +111,101 @@ async fn show(pool: &sqlx::PgPool, id: &str, json: bool) -> anyhow::Result<ExitC
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where an entry goes when the timeline is cut: what people and the detectors did is kept
+/// first, then flows, then events (as the story cuts it).
+fn keep_rank(entry: &TimelineEntry) -> u8 {
+    match entry.kind.as_str() {
+        "event" => 2,
+        "flow" => 1,
+        _ => 0,
+    }
+}
+
+/// The entries printed, oldest first: at most `limit`, the lowest ranks kept first.
+fn shown(entries: &[TimelineEntry], limit: usize) -> Vec<&TimelineEntry> {
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by_key(|&i| (keep_rank(&entries[i]), i));
+    order.truncate(limit);
+    order.sort_unstable();
+    order.into_iter().map(|i| &entries[i]).collect()
+}
+
+fn print_timeline(story: &IncidentStory) {
+    let merged = &story.merged_timeline;
+    let lines = shown(&merged.entries, SHOWN_TIMELINE);
+    println!("  timeline:");
+    for e in &lines {
+        let who = e.actor.as_deref().map(|a| format!(" by {}", one_line(a, 160))).unwrap_or_default();
+        let detail = e.detail.as_deref().map(|d| format!(": {}", one_line(d, 160))).unwrap_or_default();
+        println!(
+            "    {}  {:<13} {:<17} {}{who}{detail}",
+            e.time.format("%Y-%m-%d %H:%M:%S"),
+            e.kind,
+            e.status.as_deref().unwrap_or("-"),
+            one_line(&e.title, 160)
+        );
+    }
+    if lines.len() < merged.total {
+        println!(
+            "    (cut: {} of {} entries shown, events then flows left out first; --json or `incidents report` has {})",
+            lines.len(),
+            merged.total,
+            merged.entries.len()
+        );
+    }
+}
+
+fn print_responses(story: &IncidentStory) {
+    println!("  response actions:");
+    if story.responses.is_empty() {
+        println!("    none");
+    }
+    for r in &story.responses {
+        print_response(r);
+    }
+    if story.responses_truncated {
+        println!("    (cut: the newest {} only)", story.responses.len());
+    }
+}
+
+fn print_response(r: &IncidentResponse) {
+    let rule = r.automatic_rule.as_deref().map(|rule| format!(" (rule {rule})")).unwrap_or_default();
+    println!(
+        "    {}  {} {} on {} {}: {}  asked by {}: {}{rule}",
+        r.created_at.format("%Y-%m-%d %H:%M:%S"),
+        r.kind,
+        r.target,
+        r.account_id,
+        r.region,
+        r.status,
+        r.actor,
+        one_line(&r.reason, 160)
+    );
+    if let (Some(by), Some(at)) = (&r.approved_by, r.approved_at) {
+        let why = r.approval_reason.as_deref().map(|w| format!(": {}", one_line(w, 160))).unwrap_or_default();
+        println!("      approved by {by} at {}{why}", at.format("%Y-%m-%d %H:%M:%S"));
+    }
+    for (label, at) in [("applied", r.applied_at), ("undone", r.undone_at), ("abandoned", r.abandoned_at)] {
+        if let Some(at) = at {
+            println!("      {label} at {}", at.format("%Y-%m-%d %H:%M:%S"));
+        }
+    }
+    for error in [r.error.as_deref(), r.undo_error.as_deref()].into_iter().flatten() {
+        println!("      error: {}", one_line(error, 300));
+    }
+    println!("      action {}  alert {}", r.id, r.alert_id.as_deref().unwrap_or("-"));
+}
+
+/// Text on one terminal line: control characters (a newline in a reason) shown as spaces, at
+/// most `max` characters.
+fn one_line(text: &str, max: usize) -> String {
+    let mut out: String = text.chars().take(max).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if text.chars().count() > max {
+        out.push('…');
+    }
+    out
 }
 
 async fn report(
@@ -176,4 +281,39 @@ async fn set(
         entry.incident.owner.map(|o| format!(", owner {o}")).unwrap_or_default()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+    use skywarden::alerts::incident_timeline::TimelineEntry;
+
+    use super::{one_line, shown};
+
+    fn line(minute: u32, kind: &str) -> TimelineEntry {
+        TimelineEntry {
+            time: Utc.with_ymd_and_hms(2026, 11, 12, 4, minute, 0).unwrap(),
+            kind: kind.into(),
+            status: None,
+            title: format!("{kind} at {minute}"),
+            actor: None,
+            detail: None,
+            ref_id: None,
+        }
+    }
+
+    #[test]
+    fn a_cut_timeline_keeps_alerts_and_responses_then_flows_in_time_order() {
+        let kinds = ["event", "alert", "event", "flow", "response", "event", "config_change"];
+        let entries: Vec<TimelineEntry> = kinds.iter().enumerate().map(|(i, k)| line(i as u32, k)).collect();
+        let kept: Vec<&str> = shown(&entries, 4).iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kept, ["alert", "flow", "response", "config_change"]);
+        assert_eq!(shown(&entries, 100).len(), entries.len());
+    }
+
+    #[test]
+    fn a_line_of_text_stays_one_line_and_bounded() {
+        assert_eq!(one_line("a\nb\u{1b}[2Jc", 100), "a b [2Jc");
+        assert_eq!(one_line("abcdef", 3), "abc…");
+    }
 }

@@ -114,7 +114,10 @@ pub(crate) fn open_geo(args: &GeoArgs) -> anyhow::Result<Option<Arc<GeoDb>>> {
     if args.geoip.is_empty() && lists.is_empty() {
         return Ok(None);
     }
-    Ok(Some(Arc::new(GeoDb::open_with(&args.geoip, lists)?)))
+    let geo = Arc::new(GeoDb::open_with(&args.geoip, lists)?);
+    // Incident linking reads a flow destination's AS from the same data (link_keys).
+    skywarden::alerts::link_keys::use_network_data(Some(geo.clone()));
+    Ok(Some(geo))
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -12,6 +12,7 @@ use skywarden::db::{Database, DbOptions};
 use skywarden::detect::{self, PolicySet, Scope};
 use skywarden::policy_files::PolicyFiles;
 use skywarden::posture::checks::CheckSet;
+use skywarden::respond::auto::AutoRules;
 
 use super::{check_problem, policy_files};
 use crate::cli::{PolicyAction, PolicyArgs};
@@ -45,8 +46,40 @@ fn lint(files: &PolicyFiles, policies: &PolicySet) -> ExitCode {
         println!("{}", check_problem(problem));
     }
     println!("{} posture checks, {} problems", checks.checks.len(), checks.problems.len());
-    let clean = policies.problems.is_empty() && checks.problems.is_empty() && !checks.checks.is_empty();
+    let containment_clean = lint_containment(files, policies, &checks);
+    let clean =
+        policies.problems.is_empty() && checks.problems.is_empty() && !checks.checks.is_empty() && containment_clean;
     if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// The automatic-containment rules (response.yaml) as `serve` checks them: each names a policy
+/// or posture check that exists. False, with the problem printed, if they do not load.
+fn lint_containment(files: &PolicyFiles, policies: &PolicySet, checks: &CheckSet) -> bool {
+    let checked = AutoRules::from_files(files).and_then(|rules| {
+        rules.check_policies(|id| match id.strip_prefix("posture:") {
+            Some(check) => checks.checks.iter().any(|c| c.meta.id == check),
+            None => policies.knows(id),
+        })?;
+        Ok(rules)
+    });
+    match checked {
+        Ok(rules) => {
+            let state = if !rules.enabled {
+                "off"
+            } else if rules.dry_run {
+                "dry run"
+            } else {
+                "acting"
+            };
+            println!("{} automatic containment rules ({state}), 0 problems", rules.rules.len());
+            true
+        }
+        Err(problem) => {
+            println!("{problem}");
+            println!("automatic containment rules: 1 problem");
+            false
+        }
+    }
 }
 
 /// The most events `policies lint --events` reads, over all its files.

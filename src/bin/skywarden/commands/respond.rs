@@ -39,31 +39,39 @@ pub enum RespondAction {
         /// Replaying a request with the same key does nothing again (a fresh key by default).
         #[arg(long)]
         idempotency_key: Option<String>,
-        /// The alert this action contains.
+        /// The alert this action contains (of the same account).
         #[arg(long)]
         alert: Option<String>,
+        /// The enabled dashboard user asking (required for a kind that needs approval).
+        #[arg(long = "as", value_name = "USER")]
+        as_user: Option<String>,
     },
-    /// Undo an applied action: restores exactly the state recorded before it.
+    /// Undo an applied action: restores exactly the state recorded before it (for a kind that
+    /// needs approval: asks for the undo, which a second person approves).
     Undo {
         /// The action's id (from `respond list` or `apply`).
         id: String,
         /// Why, for the record and the audit log.
         #[arg(long)]
         reason: String,
+        /// The enabled dashboard user asking (required for a kind that needs approval).
+        #[arg(long = "as", value_name = "USER")]
+        as_user: Option<String>,
         /// One JSON object with the record.
         #[arg(long)]
         json: bool,
     },
-    /// Approve (and so run) an action awaiting a second person's approval.
+    /// Refused: approvals come only from a dashboard session of another analyst or admin
+    /// (the dashboard, or POST /api/v1/responses/{id}/approve); the CLI cannot prove who it is.
     Approve {
         /// The action's id.
         id: String,
-        /// Why, for the record and the audit log.
+        /// Not used: approve in the dashboard.
         #[arg(long)]
-        reason: String,
-        /// One JSON object with the record.
-        #[arg(long)]
-        json: bool,
+        reason: Option<String>,
+        /// Not accepted: `--as` names a user the CLI cannot prove it is.
+        #[arg(long = "as", value_name = "USER")]
+        as_user: Option<String>,
     },
     /// Require (or stop requiring) a second person's approval for a kind of action; without
     /// arguments, list the kinds that need one.
@@ -107,6 +115,10 @@ pub enum ResponderAction {
         /// The ExternalId the role's stack was deployed with (generated when absent).
         #[arg(long)]
         external_id: Option<String>,
+        /// The stack was deployed with AllowGrantingUndo=true: the undos that grant access
+        /// (re-authorize a rule, re-attach a role policy, re-associate a profile) may run.
+        #[arg(long)]
+        granting_undo: bool,
     },
     /// Forget the account's responder role: no action runs on it any more.
     Clear {
@@ -118,12 +130,18 @@ pub enum ResponderAction {
 pub(crate) async fn responder(db: &Database, action: ResponderAction) -> anyhow::Result<ExitCode> {
     let actor = cli_actor();
     match action {
-        ResponderAction::Set { account_id, role_arn, external_id } => {
+        ResponderAction::Set { account_id, role_arn, external_id, granting_undo } => {
             let stored = responder::set(&db.pool, &account_id, &role_arn, external_id.as_deref()).await?;
-            let details = serde_json::json!({"role_arn": role_arn});
+            responder::set_granting_undo(&db.pool, &account_id, granting_undo).await?;
+            let details = serde_json::json!({"role_arn": role_arn, "granting_undo": granting_undo});
             skywarden::auth::audit::record(&db.pool, &actor, "account.responder_set", Some(&account_id), None, details)
                 .await;
             println!("responder role {role_arn} recorded for {account_id}");
+            if !granting_undo {
+                println!(
+                    "undos that grant access are refused (deploy with AllowGrantingUndo=true and add --granting-undo)"
+                );
+            }
             if external_id.is_none() {
                 println!("its external ID (shown only now; deploy the role's stack with it): {stored}");
             }
@@ -166,7 +184,7 @@ pub(crate) async fn run(db: &Database, action: RespondAction) -> anyhow::Result<
             Ok(ExitCode::SUCCESS)
         }
         RespondAction::Plan(args) => plan(db, &args).await,
-        RespondAction::Apply { action, reason, idempotency_key, alert } => {
+        RespondAction::Apply { action, reason, idempotency_key, alert, as_user } => {
             let key = match idempotency_key {
                 Some(key) => key,
                 None => skywarden::auth::random_secret(16)?,
@@ -174,27 +192,42 @@ pub(crate) async fn run(db: &Database, action: RespondAction) -> anyhow::Result<
             let request = ApplyRequest {
                 account_id: action.account_id.clone(),
                 action: parse(&action)?,
-                actor: cli_actor(),
+                actor: actor(db, as_user.as_deref()).await?,
                 reason,
                 idempotency_key: key,
                 alert_id: alert,
+                automatic_rule: None,
             };
             let record = respond::run::apply(&context(db).await?, &request).await?;
             print_record(&record, action.json)?;
             Ok(ExitCode::SUCCESS)
         }
-        RespondAction::Approve { id, reason, json } => {
-            let record = respond::run::approve(&context(db).await?, &id, &cli_actor(), &reason).await?;
-            print_record(&record, json)?;
-            Ok(ExitCode::SUCCESS)
+        RespondAction::Approve { id, reason, as_user } => {
+            let actor = match as_user {
+                Some(name) => format!("{} as user:{name}", cli_actor()),
+                None => cli_actor(),
+            };
+            let details = serde_json::json!({"action_id": id, "reason": reason, "refused": "approval from the CLI"});
+            skywarden::auth::audit::record(&db.pool, &actor, "response.approve_refused", None, None, details).await;
+            Err(respond::RespondError::ApproveInDashboard { id, actor }.into())
         }
         RespondAction::Approval { kind, off } => approval(db, kind, off).await,
-        RespondAction::Undo { id, reason, json } => {
-            let record = respond::run::undo(&context(db).await?, &id, &cli_actor(), &reason).await?;
+        RespondAction::Undo { id, reason, as_user, json } => {
+            let actor = actor(db, as_user.as_deref()).await?;
+            let record = respond::run::undo(&context(db).await?, &id, &actor, &reason).await?;
             print_record(&record, json)?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `cli:LOGIN as user:NAME` for `--as NAME` (an enabled analyst or admin of the dashboard):
+/// the record and the audit log keep the real login beside the user named; else the CLI login.
+async fn actor(db: &Database, as_user: Option<&str>) -> anyhow::Result<String> {
+    let Some(name) = as_user else { return Ok(cli_actor()) };
+    let actor = format!("{} as user:{name}", cli_actor());
+    respond::record::check_person(&db.pool, &actor, "--as").await?;
+    Ok(actor)
 }
 
 async fn approval(db: &Database, kind: Option<String>, off: bool) -> anyhow::Result<ExitCode> {

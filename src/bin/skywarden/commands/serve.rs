@@ -47,6 +47,7 @@ pub(crate) async fn serve(db_options: &DbOptions, args: ServeArgs) -> anyhow::Re
     let aws_base = aws_settings.load().await;
     let (key, sender) = notifications::set_up(db_options, &db, &args.notify, Some(args.listen)).await?;
     let api_db = api_pool(&db, &args.api);
+    let containment = loaded.containment(&db).await;
     let context = http::ApiContext::new(api_db.clone())
         .with_limits(api_limits(&args.api))
         .with_aws(aws_settings, aws_base)
@@ -81,7 +82,13 @@ pub(crate) async fn serve(db_options: &DbOptions, args: ServeArgs) -> anyhow::Re
     } else {
         Some(tokio::spawn(sender.run(until_stopped(stopped.clone()))))
     };
+    // Automatic containment beside the pollers (off by its file unless enabled; it also ends
+    // response actions abandoned mid-way).
+    let containment = (!args.no_pollers).then(|| tokio::spawn(containment.run(until_stopped(stopped.clone()))));
     http::serve(context, listener, until_stopped(stopped)).await?;
+    if let Some(containment) = containment {
+        containment.await?;
+    }
     if let Some(notifications) = notifications {
         notifications.await?;
     }

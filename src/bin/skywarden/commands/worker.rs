@@ -9,25 +9,53 @@ use skywarden::aws::AwsSettings;
 use skywarden::db::partitions::PartitionCache;
 use skywarden::db::{Database, DbOptions};
 use skywarden::detect::PolicySet;
+use skywarden::geo::GeoDb;
 use skywarden::notify::sender::Sender;
 use skywarden::pollers::worker::Worker;
 use skywarden::pollers::{PollContext, PollOptions};
 use skywarden::posture::checks::CheckSet;
+use skywarden::respond::auto::AutoRules;
+use skywarden::respond::containment::Containment;
+use skywarden::respond::run::ResponseContext;
 
 use super::{EXIT_PARTIAL, load_checks, load_policies, notifications, open_geo, shutdown_signal, with_db};
 use crate::cli::{NotifyArgs, PollerArgs, WorkerArgs};
 
-/// What a worker evaluates: detection policies (none with `--no-detect`) and posture checks,
-/// loaded before anything starts so broken ones stop the command.
+/// What a worker evaluates: detection policies (none with `--no-detect`), posture checks and
+/// the automatic-containment rules, loaded before anything starts so broken ones stop the
+/// command.
 pub(crate) struct WorkerPolicies {
+    /// The network data (--geoip and the lists), opened once: enrichment at ingest and the flow
+    /// detectors' Tor lookups share it.
+    pub(crate) geo: Option<Arc<GeoDb>>,
     pub(crate) policies: Option<Arc<PolicySet>>,
     pub(crate) checks: CheckSet,
+    pub(crate) containment: AutoRules,
 }
 
 impl WorkerPolicies {
     pub(crate) fn load(args: &PollerArgs) -> anyhow::Result<Self> {
-        let policies = if args.no_detect { None } else { Some(Arc::new(load_policies(&args.policies)?)) };
-        Ok(Self { policies, checks: load_checks(&args.policies)? })
+        let geo = open_geo(&args.geo)?;
+        let policies =
+            if args.no_detect { None } else { Some(Arc::new(load_policies(&args.policies)?.with_geo(geo.clone()))) };
+        let checks = load_checks(&args.policies)?;
+        // A broken response.yaml stops the command too, naming its file and line; a rule naming
+        // no policy would silently never act.
+        let containment = AutoRules::from_files(&super::policy_files(&args.policies)?)?;
+        containment.check_policies(|id| match id.strip_prefix("posture:") {
+            Some(check) => checks.checks.iter().any(|c| c.meta.id == check),
+            None => policies.as_ref().is_none_or(|p| p.knows(id)),
+        })?;
+        Ok(Self { geo, policies, checks, containment })
+    }
+
+    /// The automatic-containment job (it also ends response actions abandoned mid-way). Safe in
+    /// every process: its steps take one lock in PostgreSQL, so `serve` and workers share it.
+    pub(crate) async fn containment(&self, db: &Database) -> Containment {
+        let settings = AwsSettings::from_env();
+        let base = settings.load().await;
+        let ctx = ResponseContext { pool: db.pool.clone(), settings, base };
+        Containment { rules: self.containment.clone(), ctx }
     }
 }
 
@@ -39,7 +67,7 @@ pub(crate) async fn build_worker(
 ) -> anyhow::Result<Arc<Worker>> {
     let settings = AwsSettings::from_env();
     let base = settings.load().await;
-    let geo = open_geo(&args.geo)?;
+    let geo = loaded.geo.clone();
     let context = PollContext {
         pool: db.pool.clone(),
         base,
@@ -58,6 +86,7 @@ pub(crate) async fn build_worker(
 pub(crate) async fn worker(db_options: &DbOptions, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let loaded = WorkerPolicies::load(&args.poller)?;
     with_db(db_options, async |db| {
+        let containment = loaded.containment(db).await;
         let worker = build_worker(db, &args.poller, loaded).await?;
         let sender = sender(db_options, db, &args.notify).await?;
         if args.once {
@@ -81,7 +110,12 @@ pub(crate) async fn worker(db_options: &DbOptions, args: WorkerArgs) -> anyhow::
             shutdown_signal().await;
             let _ = stop.send(true);
         };
+        let mut stopped_containment = stopped.clone();
+        let containing = tokio::spawn(containment.run(async move {
+            let _ = stopped_containment.wait_for(|stop| *stop).await;
+        }));
         worker.run(args.poller.poll_concurrency, shutdown).await;
+        containing.await?;
         if let Some(sending) = sending {
             sending.await?;
         }

@@ -1,0 +1,606 @@
+//! `aws-rare-sensitive-api`: a principal makes a sensitive write call (IAM, KMS, bucket policies
+//! and ACLs, CloudTrail, Organizations, GuardDuty, Config) that it has not made in its baseline
+//! window: a stolen identity doing what its owner never does.
+//!
+//! The baseline is the stored events, as for `aws-login-from-anonymizing-network`: the scan of
+//! new events notes the span of each principal's new events; [`findings`] then finds the UTC
+//! days with sensitive writes of that principal from the span's start to a baseline after its
+//! end (new events can give later calls their history or baseline), reads each such day's first
+//! call of each sensitive API back from the database and asks whether the principal made the
+//! same call in the `baseline_days` before it. So re-running detection gives the same alert, and
+//! importing older data after newer data judges the newer calls again, as if imported in order.
+//! A principal with no event older than `min_history_days` is not judged (no baseline yet).
+//! Role sessions share their role's baseline. All the new APIs of one principal and day fold
+//! into one alert that lists them (a new admin's busy first day is one alert, not forty).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::IpAddr;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
+use sqlx::PgPool;
+
+use super::{Detectors, RARE_SENSITIVE_API};
+use crate::alerts::store::Burst;
+use crate::detect::PolicyEvent;
+use crate::detect::event::{RawJson, SourceNetwork};
+use crate::model::{Finding, Mitre, Severity};
+
+/// How many APIs an alert's details name.
+const NAMED: usize = 50;
+/// Distinct APIs read back per principal and day, at most.
+const MAX_APIS_PER_DAY: i64 = 2_000;
+
+/// A principal's first call of a sensitive write API within its baseline.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RareApiSettings {
+    pub enabled: bool,
+    /// How far back a principal's earlier calls make its baseline.
+    pub baseline_days: i64,
+    /// No alert for a principal whose oldest stored event in the baseline is younger than this.
+    pub min_history_days: i64,
+    /// `service:Call` patterns (`iam:*`, `s3:PutBucketPolicy`; `*` matches any run of characters).
+    pub apis: Vec<String>,
+    /// Patterns never counted (crypto operations of KMS are data access, not administration).
+    pub ignore_apis: Vec<String>,
+    /// Calls whose name starts so are reads, when the event does not say (`readOnly`).
+    pub read_prefixes: Vec<String>,
+    /// ARNs or user names never alerted on (`*` matches any run of characters).
+    pub allow_principals: Vec<String>,
+    pub severity: Severity,
+}
+
+impl Default for RareApiSettings {
+    fn default() -> Self {
+        let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+        Self {
+            enabled: true,
+            baseline_days: 30,
+            min_history_days: 7,
+            apis: strings(&[
+                "iam:*",
+                "kms:*",
+                "s3:PutBucketPolicy",
+                "s3:DeleteBucketPolicy",
+                "s3:PutBucketAcl",
+                "s3:PutObjectAcl",
+                "s3:PutBucketPublicAccessBlock",
+                "s3:DeleteBucketPublicAccessBlock",
+                "cloudtrail:*",
+                "organizations:*",
+                "guardduty:*",
+                "config:*",
+            ]),
+            ignore_apis: strings(&[
+                "kms:Decrypt",
+                "kms:Encrypt",
+                "kms:GenerateDataKey*",
+                "kms:ReEncrypt*",
+                "kms:Sign",
+                "kms:Verify*",
+                "kms:GenerateMac",
+                "kms:GenerateRandom",
+                "config:PutEvaluations",
+                // Restoring visibility is the response to an attack, not one.
+                "cloudtrail:StartLogging",
+                "config:StartConfigurationRecorder",
+            ]),
+            read_prefixes: strings(&["Get", "List", "Describe", "Lookup", "Search", "BatchGet", "Head", "Simulate"]),
+            allow_principals: strings(&["arn:aws:sts::*:assumed-role/AWSServiceRoleFor*"]),
+            severity: Severity::Medium,
+        }
+    }
+}
+
+impl RareApiSettings {
+    /// What is wrong with the settings, each naming its field.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.baseline_days < 1 {
+            problems.push(format!("baseline_days: {} is not a number of days (1 or more)", self.baseline_days));
+        }
+        if !(0..=self.baseline_days).contains(&self.min_history_days) {
+            problems.push(format!(
+                "min_history_days: {} must lie between 0 and baseline_days ({})",
+                self.min_history_days, self.baseline_days
+            ));
+        }
+        for (field, list) in [("apis", &self.apis), ("ignore_apis", &self.ignore_apis)] {
+            for pattern in list.iter().filter(|p| p.split_once(':').is_none_or(|(s, c)| s.is_empty() || c.is_empty())) {
+                problems.push(format!("{field}: {pattern:?} is not service:Call (e.g. iam:CreateUser or iam:*)"));
+            }
+        }
+        problems
+    }
+
+    /// The event sources (`iam.amazonaws.com`) the API patterns name.
+    fn event_sources(&self) -> Vec<String> {
+        let services: BTreeSet<&str> = self.apis.iter().filter_map(|p| p.split_once(':')).map(|(s, _)| s).collect();
+        services.into_iter().map(|s| format!("{s}.amazonaws.com")).collect()
+    }
+
+    /// Whether `api` (`iam:CreateUser`) is a sensitive write; `read_only` is the event's own say.
+    pub fn is_sensitive_write(&self, api: &str, read_only: Option<bool>) -> bool {
+        let call = api.split_once(':').map_or(api, |(_, call)| call);
+        let write = read_only.map_or_else(|| !self.read_prefixes.iter().any(|p| call.starts_with(p.as_str())), |r| !r);
+        write && self.apis.iter().any(|p| glob(p, api)) && !self.ignore_apis.iter().any(|p| glob(p, api))
+    }
+
+    fn allowed(&self, event: &PolicyEvent) -> bool {
+        let names = [event.principal_arn.as_deref(), event.user_name.as_deref()];
+        self.allow_principals.iter().any(|p| names.iter().flatten().any(|name| glob(p, name)))
+    }
+}
+
+/// `pattern` with `*` matching any run of characters, against the whole of `text`.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else { return false };
+    let middle: Vec<&str> = parts.collect();
+    let Some((last, middle)) = middle.split_last() else { return rest.is_empty() };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// `iam:CreateUser` for an event of `iam.amazonaws.com`.
+pub fn api_name(event_source: &str, event_name: &str) -> String {
+    let service = event_source.strip_suffix(".amazonaws.com").unwrap_or(event_source);
+    format!("{service}:{event_name}")
+}
+
+/// Whom a baseline belongs to: the principal, or for a role session its role
+/// (`arn:aws:sts::…:assumed-role/ROLE`), so every session of a role shares one.
+pub fn identity(principal: &str) -> &str {
+    match principal.rsplit_once('/') {
+        Some((role, _session)) if role.contains(":assumed-role/") => role,
+        _ => principal,
+    }
+}
+
+/// The `LIKE` pattern of an identity's events.
+fn like_pattern(identity: &str) -> String {
+    let escaped = identity.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    if identity.contains(":assumed-role/") { format!("{escaped}/%") } else { escaped }
+}
+
+/// Whether one stored call is one the detector judges: a successful sensitive write by a
+/// principal that is not allowed (what `first_calls` selects, for one event).
+pub fn is_candidate(detectors: &Detectors, event: &PolicyEvent) -> bool {
+    let settings = &detectors.settings.rare_sensitive_api;
+    let (Some(source), Some(name)) = (event.event_source.as_deref(), event.event_name.as_deref()) else {
+        return false;
+    };
+    settings.enabled
+        && event.error_code.is_none()
+        && event.principal_type.as_deref() != Some("AWSService")
+        && event.principal().is_some()
+        && settings
+            .apis
+            .iter()
+            .any(|p| p.split_once(':').is_some_and(|(s, _)| source.strip_prefix(s) == Some(".amazonaws.com")))
+        && settings.is_sensitive_write(&api_name(source, name), read_only(&event.raw))
+        && !settings.allowed(event)
+}
+
+fn read_only(raw: &RawJson) -> Option<bool> {
+    let value = raw.value().get("readOnly")?;
+    value.as_bool().or_else(|| value.as_str().and_then(|s| s.parse().ok()))
+}
+
+/// The principals whose new events can change a verdict, with the span of those events, noted
+/// during the scan (bounded: more are left for the next run, their events stay stored).
+#[derive(Default)]
+pub struct RareApiCandidates {
+    /// (account, identity) → (earliest, latest) new event.
+    spans: BTreeMap<(String, String), (DateTime<Utc>, DateTime<Utc>)>,
+    full: bool,
+}
+
+impl RareApiCandidates {
+    const MAX: usize = 10_000;
+
+    pub fn note(&mut self, detectors: &Detectors, event: &PolicyEvent) {
+        let settings = &detectors.settings.rare_sensitive_api;
+        if !settings.enabled || event.principal_type.as_deref() == Some("AWSService") {
+            return;
+        }
+        let Some(principal) = event.principal() else { return };
+        let key = (event.account_id.clone(), identity(principal).to_string());
+        let time = event.event_time;
+        if let Some((first, last)) = self.spans.get_mut(&key) {
+            (*first, *last) = ((*first).min(time), (*last).max(time));
+        } else if self.spans.len() < Self::MAX {
+            self.spans.insert(key, (time, time));
+        } else {
+            self.full = true;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+}
+
+/// The first call of one API by a principal on one day.
+#[derive(Clone, Debug)]
+pub struct FirstCall {
+    pub api: String,
+    pub event_source: String,
+    pub event_name: String,
+    pub event: PolicyEvent,
+}
+
+/// The alerts of the noted principals and days: per principal and day, the APIs it called that
+/// its baseline does not hold.
+pub async fn findings(
+    pool: &PgPool,
+    detectors: &Detectors,
+    candidates: &RareApiCandidates,
+) -> Result<Vec<Finding>, sqlx::Error> {
+    if candidates.full {
+        tracing::warn!(
+            max = RareApiCandidates::MAX,
+            "aws-rare-sensitive-api: too many principals and days in one run; the rest wait for the next"
+        );
+    }
+    let settings = &detectors.settings.rare_sensitive_api;
+    let mut findings = Vec::new();
+    for ((account, identity), (first, last)) in &candidates.spans {
+        let reach = (*first, *last + Duration::days(settings.baseline_days));
+        for day in days_with_writes(pool, settings, account, identity, reach).await? {
+            findings.extend(judge_day(pool, detectors, account, identity, day).await?);
+        }
+    }
+    Ok(findings)
+}
+
+/// The UTC days in `from..=until` on which the identity made a successful call to one of the
+/// services the patterns name.
+async fn days_with_writes(
+    pool: &PgPool,
+    settings: &RareApiSettings,
+    account: &str,
+    identity: &str,
+    (from, until): (DateTime<Utc>, DateTime<Utc>),
+) -> Result<Vec<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT DISTINCT date_bin('1 day', event_time, timestamptz '1970-01-01 00:00:00+00') AS "day!"
+           FROM cloudtrail_events
+           WHERE account_id = $1 AND coalesce(principal_arn, user_name) LIKE $2
+             AND event_time >= $3 AND event_time <= $4 AND error_code IS NULL AND event_source = ANY($5)
+             AND read_only IS NOT TRUE
+           ORDER BY 1"#,
+        account,
+        like_pattern(identity),
+        from,
+        until,
+        &settings.event_sources(),
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// The finding of one identity's day, if it called sensitive APIs its baseline does not hold.
+async fn judge_day(
+    pool: &PgPool,
+    detectors: &Detectors,
+    account: &str,
+    identity: &str,
+    day: DateTime<Utc>,
+) -> Result<Option<Finding>, sqlx::Error> {
+    let settings = &detectors.settings.rare_sensitive_api;
+    let calls = first_calls(pool, settings, account, identity, day).await?;
+    let Some(earliest) = calls.iter().map(|c| c.event.event_time).min() else { return Ok(None) };
+    if !has_history(pool, settings, account, identity, earliest).await? {
+        return Ok(None);
+    }
+    let seen = called_before(pool, settings, account, identity, &calls).await?;
+    let new: Vec<FirstCall> = calls.into_iter().filter(|c| !seen.contains(&c.api)).collect();
+    Ok(finding(detectors, identity, new))
+}
+
+/// The day's first successful call of each sensitive write API by the identity, in time order.
+async fn first_calls(
+    pool: &PgPool,
+    settings: &RareApiSettings,
+    account: &str,
+    identity: &str,
+    day: DateTime<Utc>,
+) -> Result<Vec<FirstCall>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"SELECT * FROM (
+               SELECT DISTINCT ON (event_source, event_name)
+                      event_source AS "event_source!", event_name AS "event_name!", read_only, event_id, event_time,
+                      principal_arn, principal_type, user_name, access_key_id, host(source_ip) AS source_ip,
+                      source_ip_text, user_agent, resource_ids, geo_country, geo_asn, geo_as_org,
+                      source_is_tor, source_is_vpn, source_is_hosting, source_is_aws,
+                      raw->>'sessionCredentialFromConsole' = 'true' AS console_session
+               FROM cloudtrail_events
+               WHERE account_id = $1 AND coalesce(principal_arn, user_name) LIKE $2
+                 AND event_time >= $3 AND event_time < $3 + interval '1 day'
+                 AND error_code IS NULL AND event_name IS NOT NULL AND event_source = ANY($4)
+               ORDER BY event_source, event_name, event_time, event_id
+               LIMIT $5) AS firsts
+           ORDER BY event_time, event_id"#,
+        account,
+        like_pattern(identity),
+        day,
+        &settings.event_sources(),
+        MAX_APIS_PER_DAY,
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter(|r| settings.is_sensitive_write(&api_name(&r.event_source, &r.event_name), r.read_only))
+        .map(|r| FirstCall {
+            api: api_name(&r.event_source, &r.event_name),
+            event: PolicyEvent {
+                account_id: account.to_string(),
+                event_id: r.event_id,
+                event_time: r.event_time,
+                event_source: Some(r.event_source.clone()),
+                event_name: Some(r.event_name.clone()),
+                principal_arn: r.principal_arn,
+                principal_type: r.principal_type,
+                user_name: r.user_name,
+                access_key_id: r.access_key_id,
+                source_ip: r.source_ip.and_then(|ip| ip.parse::<IpAddr>().ok()),
+                source_ip_text: r.source_ip_text,
+                user_agent: r.user_agent,
+                error_code: None,
+                resource_ids: r.resource_ids,
+                geo_country: r.geo_country,
+                geo_city: None,
+                geo_latitude: None,
+                geo_longitude: None,
+                geo_asn: r.geo_asn,
+                network: SourceNetwork {
+                    as_org: r.geo_as_org,
+                    is_tor: r.source_is_tor,
+                    is_vpn: r.source_is_vpn,
+                    is_hosting: r.source_is_hosting,
+                    is_aws: r.source_is_aws,
+                },
+                console_session: Some(r.console_session.unwrap_or(false)),
+                raw: RawJson::new(String::new()),
+            },
+            event_source: r.event_source,
+            event_name: r.event_name,
+        })
+        .filter(|call| !settings.allowed(&call.event))
+        .collect())
+}
+
+/// Whether the identity has an event older than `min_history_days` within its baseline.
+async fn has_history(
+    pool: &PgPool,
+    settings: &RareApiSettings,
+    account: &str,
+    identity: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM cloudtrail_events
+                          WHERE account_id = $1 AND coalesce(principal_arn, user_name) LIKE $2
+                            AND event_time >= $3 AND event_time < $4) AS "history!""#,
+        account,
+        like_pattern(identity),
+        at - Duration::days(settings.baseline_days),
+        at - Duration::days(settings.min_history_days),
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// The APIs of `calls` the identity also called (and was not refused) in the baseline before.
+async fn called_before(
+    pool: &PgPool,
+    settings: &RareApiSettings,
+    account: &str,
+    identity: &str,
+    calls: &[FirstCall],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let sources: Vec<String> = calls.iter().map(|c| c.event_source.clone()).collect();
+    let names: Vec<String> = calls.iter().map(|c| c.event_name.clone()).collect();
+    let times: Vec<DateTime<Utc>> = calls.iter().map(|c| c.event.event_time).collect();
+    let rows = sqlx::query!(
+        r#"SELECT f.source AS "source!", f.name AS "name!"
+           FROM unnest($3::text[], $4::text[], $5::timestamptz[]) AS f(source, name, at)
+           WHERE EXISTS (
+               SELECT 1 FROM cloudtrail_events c
+               WHERE c.account_id = $1 AND c.event_name = f.name AND c.event_source = f.source
+                 AND c.event_time >= f.at - make_interval(days => $6::int) AND c.event_time < f.at
+                 AND coalesce(c.principal_arn, c.user_name) LIKE $2
+                 -- recon::is_refusal, in SQL: a refused call is no baseline.
+                 AND (c.error_code IS NULL OR NOT (c.error_code IN ('AccessDenied', 'AccessDeniedException',
+                      'UnauthorizedAccess', 'AuthorizationError') OR c.error_code LIKE '%UnauthorizedOperation')))"#,
+        account,
+        like_pattern(identity),
+        &sources,
+        &names,
+        &times,
+        i32::try_from(settings.baseline_days).unwrap_or(i32::MAX),
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| api_name(&r.source, &r.name)).collect())
+}
+
+/// The ATT&CK technique a sensitive call of `api`'s service stands for.
+fn mitre_of(api: &str) -> Mitre {
+    match api.split_once(':').map_or(api, |(service, _)| service) {
+        "cloudtrail" | "config" => Mitre::new("TA0005", "T1562.008"),
+        "guardduty" => Mitre::new("TA0005", "T1562.001"),
+        "kms" => Mitre::new("TA0040", "T1486"),
+        _ => Mitre::new("TA0003", "T1098"),
+    }
+}
+
+/// One finding for a principal's new APIs of one day (none without any), as a burst: the count
+/// is the number of new APIs, the evidence their first calls.
+pub fn finding(detectors: &Detectors, identity: &str, new: Vec<FirstCall>) -> Option<Finding> {
+    let first = new.first()?;
+    let settings = &detectors.settings.rare_sensitive_api;
+    let meta = detectors.meta(RARE_SENSITIVE_API);
+    let who = first.event.user_name.as_deref().unwrap_or(identity);
+    let mut names: Vec<&str> = new.iter().map(|c| c.api.as_str()).collect();
+    let more = names.len().saturating_sub(8);
+    names.truncate(8);
+    let title = format!(
+        "{who} made {} sensitive write call{} new for this principal (none in {} days): {}{}",
+        new.len(),
+        if new.len() == 1 { "" } else { "s" },
+        settings.baseline_days,
+        names.join(", "),
+        if more > 0 { format!(" and {more} more") } else { String::new() }
+    );
+    let mut finding = meta.finding_for(&first.event, settings.severity, title);
+    finding.subject = identity.to_string();
+    // The alert stays TA0003/T1098 (it is dated by its first call: a logging call hours later
+    // must not put defence evasion first in the incident's chain); each API names its own.
+    let mut burst = Burst::starting(first.event.event_time);
+    let mut resources: BTreeSet<String> = BTreeSet::new();
+    for call in &new {
+        burst.push(call.event.event_id.clone(), call.event.event_time);
+        resources.extend(call.event.resource_ids.iter().cloned());
+    }
+    finding.resources = resources.into_iter().take(crate::alerts::store::MAX_ALERT_RESOURCES).collect();
+    let apis: Vec<serde_json::Value> = new
+        .iter()
+        .take(NAMED)
+        .map(|c| {
+            let technique = mitre_of(&c.api);
+            serde_json::json!({
+                "api": c.api, "first_call": c.event.event_time, "event_id": c.event.event_id,
+                "mitre": technique.label(),
+            })
+        })
+        .collect();
+    finding.details = serde_json::json!({
+        "identity": identity, "apis": apis, "api_count": new.len(),
+        "baseline_days": settings.baseline_days, "min_history_days": settings.min_history_days,
+    });
+    if let Some(network) = first.event.network_details() {
+        finding.details["network"] = network;
+    }
+    burst.attach(&mut finding);
+    Some(finding)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::PolicySet;
+    use crate::ingest::cloudtrail::CloudTrailEvent;
+
+    fn call(arn: &str, kind: &str, source: &str, name: &str, read_only: bool, error: Option<&str>) -> PolicyEvent {
+        let error = error.map_or(String::new(), |e| format!(r#""errorCode":"{e}","errorMessage":"no","#));
+        let raw = format!(
+            r#"{{"eventVersion":"1.08","userIdentity":{{"type":"{kind}","arn":"{arn}","accountId":"111122223333",
+            "userName":"alice"}},"eventTime":"2026-11-12T05:00:00Z","eventSource":"{source}","eventName":"{name}",
+            "awsRegion":"us-east-1","sourceIPAddress":"198.51.100.7","userAgent":"aws-cli/2.15.0",{error}
+            "requestParameters":{{}},"responseElements":null,"eventID":"e-{name}","readOnly":{read_only},
+            "eventType":"AwsApiCall","recipientAccountId":"111122223333"}}"#
+        );
+        PolicyEvent::from_parsed(CloudTrailEvent::parse(&raw, None).unwrap(), None)
+    }
+
+    const ALICE: &str = "arn:aws:iam::111122223333:user/alice";
+
+    #[test]
+    fn globs_match_the_whole_text() {
+        assert!(glob("iam:*", "iam:CreateUser"));
+        assert!(glob("kms:GenerateDataKey*", "kms:GenerateDataKeyWithoutPlaintext"));
+        assert!(glob(
+            "arn:aws:sts::*:assumed-role/AWSServiceRoleFor*",
+            "arn:aws:sts::1:assumed-role/AWSServiceRoleForConfig/x"
+        ));
+        assert!(glob("a*b*c", "a-b-b-c"));
+        assert!(!glob("iam:*", "kms:CreateKey"));
+        assert!(!glob("s3:PutBucketPolicy", "s3:PutBucketPolicyStatus"));
+        assert!(!glob("a*bc", "abc-"));
+    }
+
+    #[test]
+    fn sensitive_writes_are_candidates_and_reads_refusals_and_services_are_not() {
+        let set = PolicySet::builtin();
+        let d = &set.detectors;
+        let iam = "iam.amazonaws.com";
+        assert!(is_candidate(d, &call(ALICE, "IAMUser", iam, "CreateUser", false, None)));
+        assert!(is_candidate(d, &call(ALICE, "IAMUser", "s3.amazonaws.com", "PutBucketPolicy", false, None)));
+        assert!(is_candidate(d, &call(ALICE, "IAMUser", "cloudtrail.amazonaws.com", "StopLogging", false, None)));
+        assert!(!is_candidate(d, &call(ALICE, "IAMUser", iam, "ListUsers", true, None)), "a read");
+        assert!(!is_candidate(d, &call(ALICE, "IAMUser", "kms.amazonaws.com", "Decrypt", false, None)), "data access");
+        assert!(!is_candidate(d, &call(ALICE, "IAMUser", "s3.amazonaws.com", "PutObject", false, None)), "not listed");
+        assert!(!is_candidate(d, &call(ALICE, "IAMUser", iam, "CreateUser", false, Some("AccessDenied"))), "refused");
+        let linked = "arn:aws:sts::111122223333:assumed-role/AWSServiceRoleForConfig/AWSConfig-Describe";
+        assert!(!is_candidate(d, &call(linked, "AssumedRole", iam, "CreateServiceLinkedRole", false, None)));
+        assert!(!is_candidate(d, &call("config.amazonaws.com", "AWSService", iam, "CreateRole", false, None)));
+    }
+
+    #[test]
+    fn role_sessions_share_their_role_and_patterns_escape() {
+        let session = "arn:aws:sts::111122223333:assumed-role/ci_deploy/i-0a1b2c3d4e5f60718";
+        assert_eq!(identity(session), "arn:aws:sts::111122223333:assumed-role/ci_deploy");
+        assert_eq!(identity(ALICE), ALICE);
+        assert_eq!(like_pattern(identity(session)), "arn:aws:sts::111122223333:assumed-role/ci\\_deploy/%");
+        assert_eq!(like_pattern(ALICE), ALICE);
+    }
+
+    #[test]
+    fn a_day_of_new_apis_is_one_finding_listing_them() {
+        let set = PolicySet::builtin();
+        let names = ["CreateUser", "CreateAccessKey", "AttachUserPolicy", "PutRolePolicy", "CreateLoginProfile"];
+        let mut calls: Vec<FirstCall> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let mut event = call(ALICE, "IAMUser", "iam.amazonaws.com", name, false, None);
+                event.event_time += Duration::minutes(i as i64);
+                FirstCall {
+                    api: format!("iam:{name}"),
+                    event_source: "iam.amazonaws.com".into(),
+                    event_name: name.to_string(),
+                    event,
+                }
+            })
+            .collect();
+        let mut trail = call(ALICE, "IAMUser", "cloudtrail.amazonaws.com", "StopLogging", false, None);
+        trail.event_time += Duration::minutes(10);
+        calls.push(FirstCall {
+            api: "cloudtrail:StopLogging".into(),
+            event_source: String::new(),
+            event_name: String::new(),
+            event: trail,
+        });
+        let finding = finding(&set.detectors, ALICE, calls).unwrap();
+        assert_eq!(finding.policy_id, RARE_SENSITIVE_API);
+        assert_eq!(finding.subject, ALICE);
+        assert!(finding.title.starts_with("alice made 6 sensitive write calls new for this principal (none in 30 days): iam:CreateUser, iam:CreateAccessKey"), "{}", finding.title);
+        assert_eq!(finding.details["api_count"], 6);
+        let (burst, _) = Burst::of(&finding).unwrap();
+        assert_eq!(burst.count, 6);
+        assert_eq!(finding.mitre, [Mitre::new("TA0003", "T1098")]);
+        assert_eq!(finding.details["apis"][5]["mitre"], "TA0005/T1562.008", "StopLogging");
+        assert_eq!(finding.details["apis"][0]["mitre"], "TA0003/T1098");
+        assert!(self::finding(&set.detectors, ALICE, Vec::new()).is_none());
+    }
+
+    #[test]
+    fn settings_problems_name_the_field() {
+        let settings = RareApiSettings { baseline_days: 0, apis: vec!["iam".into()], ..Default::default() };
+        let problems = settings.problems();
+        assert!(problems.iter().any(|p| p.starts_with("baseline_days:")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.starts_with("min_history_days:")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.starts_with("apis: \"iam\"")), "{problems:?}");
+        assert!(RareApiSettings::default().problems().is_empty());
+    }
+}

@@ -1,0 +1,336 @@
+//! What keeps response actions safe, against moto and PostgreSQL: undos that would grant access
+//! are refused without the responder role's opt-in; an approval comes from another dashboard
+//! user (not a second token or session of the same one, not the CLI's login); an undo of a kind
+//! needing approval waits too; actions abandoned mid-way are ended and listed; an alert of
+//! another account is refused; reasons are bounded.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use skywarden::accounts::responder;
+use skywarden::auth::{self, Role, sessions};
+use skywarden::http::{ApiContext, router};
+use skywarden::model::{Finding, Severity};
+use skywarden::respond::auto::AutoRules;
+use skywarden::respond::containment::Containment;
+use skywarden::respond::run;
+use skywarden::respond::{Action, RespondError, record};
+
+use crate::respond::{REGION, api, revoke, setup};
+use crate::support::aws as fake;
+
+const DENY_ALL: &str = "arn:aws:iam::aws:policy/AWSDenyAll";
+
+async fn deny_all_attached(s: &crate::respond::Setup, user: &str) -> bool {
+    let answer = s.owner.iam().list_attached_user_policies().user_name(user).send().await.unwrap();
+    answer.attached_policies().iter().any(|p| p.policy_arn() == Some(DENY_ALL))
+}
+
+#[tokio::test]
+async fn undos_that_would_grant_are_refused_up_front_without_the_opt_in() {
+    let s = setup(true).await;
+    assert!(responder::set_granting_undo(&s.db.pool, &s.account, false).await.unwrap());
+    let (group, rule) = s.open_ssh("198.51.100.7/32").await;
+    let applied = s.apply(revoke(&rule), "grant-undo-0001").await.unwrap();
+    assert!(s.ingress(&group).await.is_empty());
+
+    let refused = run::undo(&s.ctx, &applied.id, "user:lead", "false positive").await;
+    let Err(error @ RespondError::UndoGrants { .. }) = refused else { panic!("{refused:?}") };
+    assert!(error.to_string().contains("AllowGrantingUndo=true"), "{error}");
+    assert!(s.ingress(&group).await.is_empty(), "nothing was re-opened");
+    let record = record::get(&s.db.pool, &applied.id).await.unwrap().unwrap();
+    assert_eq!((record.status.as_str(), record.calls.as_array().unwrap().len()), ("applied", 1), "no call was made");
+
+    // Re-activating a deactivated key counts as granting: the key may be a stolen one.
+    s.owner.iam().create_user().user_name("keyholder").send().await.unwrap();
+    let key = s.owner.iam().create_access_key().user_name("keyholder").send().await.unwrap();
+    let key_id = key.access_key().unwrap().access_key_id().to_owned();
+    let deactivate = Action::parse("deactivate-access-key", &format!("keyholder:{key_id}"), None).unwrap();
+    let deactivated = s.apply(deactivate, "grant-undo-0003").await.unwrap();
+    let refused = run::undo(&s.ctx, &deactivated.id, "user:lead", "false positive").await;
+    assert!(matches!(refused, Err(RespondError::UndoGrants { kind: "deactivate-access-key", .. })), "{refused:?}");
+    let keys = s.owner.iam().list_access_keys().user_name("keyholder").send().await.unwrap();
+    assert_eq!(keys.access_key_metadata()[0].status().unwrap().as_str(), "Inactive", "the key stays inactive");
+
+    // Undos that grant nothing still run: a quarantine is lifted.
+    s.owner.iam().create_user().user_name("alice").send().await.unwrap();
+    let quarantined =
+        s.apply(Action::parse("quarantine", "user/alice", None).unwrap(), "grant-undo-0002").await.unwrap();
+    assert!(deny_all_attached(&s, "alice").await);
+    run::undo(&s.ctx, &quarantined.id, "user:lead", "cleared").await.unwrap();
+    assert!(!deny_all_attached(&s, "alice").await);
+
+    // With the opt-in recorded, the same undo runs.
+    responder::set_granting_undo(&s.db.pool, &s.account, true).await.unwrap();
+    run::undo(&s.ctx, &applied.id, "user:lead", "false positive").await.unwrap();
+    assert_eq!(s.ingress(&group).await.len(), 1);
+}
+
+/// A request as a dashboard session (cookie and CSRF token) or a bearer token.
+enum As<'a> {
+    Session(&'a sessions::NewSession),
+    Token(&'a str),
+}
+
+async fn call(context: &ApiContext, who: As<'_>, uri: &str, body: Value, key: Option<&str>) -> (StatusCode, Value) {
+    let mut request = Request::builder().method("POST").uri(uri).header("content-type", "application/json");
+    request = match who {
+        As::Session(session) => request
+            .header("cookie", format!("skywarden_session={}", session.cookie))
+            .header("x-csrf-token", &session.csrf_token),
+        As::Token(token) => request.header("authorization", format!("Bearer {token}")),
+    };
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = router(context.clone()).oneshot(request.body(Body::from(body.to_string())).unwrap()).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 24).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn an_approval_comes_from_another_dashboard_user_never_a_second_token_or_session() {
+    let s = setup(true).await;
+    let context = ApiContext::new(s.db.pool.clone()).with_aws(s.ctx.settings.clone(), s.ctx.base.clone());
+    record::set_approval(&s.db.pool, "quarantine", true, "user:admin").await.unwrap();
+    s.owner.iam().create_user().user_name("alice").send().await.unwrap();
+    let (_, token) = auth::create(&s.db.pool, "analyst's script", Role::Analyst).await.unwrap();
+    let first = sessions::create(&s.db.pool, "user:analyst", "analyst", Role::Analyst).await.unwrap();
+    let second = sessions::create(&s.db.pool, "user:analyst", "analyst", Role::Analyst).await.unwrap();
+    let lead = sessions::create(&s.db.pool, "user:lead", "lead", Role::Analyst).await.unwrap();
+    let body = json!({"account_id": s.account, "kind": "quarantine", "target": "user/alice", "reason": "hijack"});
+
+    // A token names no person: it cannot ask for an action someone else must approve.
+    let (status, error) =
+        call(&context, As::Token(&token), "/api/v1/responses", body.clone(), Some("token-ask-01")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{error}");
+    assert!(error["error"].as_str().unwrap().contains("needs a person"), "{error}");
+
+    let (status, asked) = call(&context, As::Session(&first), "/api/v1/responses", body, Some("session-ask-1")).await;
+    assert_eq!((status, asked["status"].as_str()), (StatusCode::ACCEPTED, Some("awaiting_approval")), "{asked}");
+    let approve = format!("/api/v1/responses/{}/approve", asked["id"].as_str().unwrap());
+    let reason = json!({"reason": "confirmed"});
+    let same = "a second person must approve";
+    let no_session = "approvals come only from a dashboard session";
+    for (who, message) in [(As::Session(&second), same), (As::Session(&first), same), (As::Token(&token), no_session)] {
+        let (status, error) = call(&context, who, &approve, reason.clone(), None).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{error}");
+        assert!(error["error"].as_str().unwrap().contains(message), "{error}");
+    }
+    assert!(!deny_all_attached(&s, "alice").await, "nothing ran on a refused approval");
+    let (status, approved) = call(&context, As::Session(&lead), &approve, reason, None).await;
+    assert_eq!((status, approved["status"].as_str()), (StatusCode::OK, Some("applied")), "{approved}");
+    assert_eq!(approved["approved_by"], "user:lead");
+    assert!(deny_all_attached(&s, "alice").await);
+}
+
+/// The CLI never approves (it cannot prove who it is); its `--as` asks as a dashboard analyst
+/// and the record keeps the real login beside the name; a viewer, a disabled or unknown user
+/// is no person; the same user in another case is the same person.
+#[tokio::test]
+async fn the_cli_never_approves_and_its_as_keeps_the_real_login() {
+    let s = setup(true).await;
+    record::set_approval(&s.db.pool, "quarantine", true, "user:admin").await.unwrap();
+    s.owner.iam().create_user().user_name("bob").send().await.unwrap();
+    auth::users::create(&s.db.pool, "watcher", "correct horse battery staple", Role::Viewer).await.unwrap();
+    auth::users::create(&s.db.pool, "Analyst", "correct horse battery staple", Role::Analyst).await.unwrap();
+    auth::users::set_disabled(&s.db.pool, "other", true).await.unwrap();
+    let moto = fake::moto_url().await;
+    let skywarden = |args: &[&str]| {
+        let mut command = crate::support::skywarden_command(&s.db.url);
+        command.env("USER", "opsbox").args(["respond"]).args(args);
+        for (key, value) in fake::aws_env(moto) {
+            command.env(key, value);
+        }
+        command.output().expect("running skywarden")
+    };
+    let apply = |who: &str| {
+        let mut args =
+            vec!["apply".to_owned(), s.account.clone(), "quarantine".into(), "user/bob".into(), "--reason".into()];
+        args.extend(["hijack".into(), "--json".into(), "--as".into(), who.to_owned()]);
+        skywarden(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    for name in ["watcher", "nobody", "other"] {
+        let refused = apply(name);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success() && stderr.contains("needs a person"), "--as {name}: {stderr}");
+    }
+    let asked = apply("analyst");
+    let asked: Value = serde_json::from_slice(&asked.stdout).unwrap_or_else(|e| panic!("{e}: {asked:?}"));
+    assert_eq!(asked["status"], "awaiting_approval");
+    assert_eq!(asked["actor"], "cli:opsbox as user:analyst", "the real login is kept");
+    let id = asked["id"].as_str().unwrap();
+    let audit_actor: String = sqlx::query_scalar("SELECT actor FROM audit_log WHERE action = 'response.request'")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(audit_actor, "cli:opsbox as user:analyst");
+
+    for args in [vec!["approve", id, "--reason", "ok"], vec!["approve", id, "--reason", "ok", "--as", "lead"]] {
+        let refused = skywarden(&args);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{stderr}");
+        assert!(stderr.contains("approve action") && stderr.contains("in the dashboard"), "{stderr}");
+    }
+    for (approver, same) in [("user:watcher", false), ("user:Analyst", true), ("cli:opsbox as user:lead", false)] {
+        let refused = run::approve(&s.ctx, id, approver, "ok").await;
+        match refused {
+            Err(RespondError::SecondPerson) if same => {}
+            Err(RespondError::NotAPerson { .. } | RespondError::ApproveInDashboard { .. }) if !same => {}
+            other => panic!("{approver}: {other:?}"),
+        }
+    }
+    assert!(!deny_all_attached(&s, "bob").await, "nothing ran on a refused approval");
+    let approved = run::approve(&s.ctx, id, "user:lead", "confirmed").await.unwrap();
+    assert_eq!((approved.status.as_str(), approved.approved_by.as_deref()), ("applied", Some("user:lead")));
+    assert!(deny_all_attached(&s, "bob").await);
+}
+
+#[tokio::test]
+async fn the_undo_of_a_kind_needing_approval_waits_for_a_second_person() {
+    let s = setup(true).await;
+    record::set_approval(&s.db.pool, "quarantine", true, "user:admin").await.unwrap();
+    s.owner.iam().create_user().user_name("carol").send().await.unwrap();
+    let asked = s.apply(Action::parse("quarantine", "user/carol", None).unwrap(), "undo-approval-1").await.unwrap();
+    run::approve(&s.ctx, &asked.id, "user:lead", "confirmed").await.unwrap();
+    assert!(deny_all_attached(&s, "carol").await);
+
+    let refused = run::undo(&s.ctx, &asked.id, "token:abc123", "not a person").await;
+    assert!(matches!(refused, Err(RespondError::NotAPerson { .. })), "{refused:?}");
+    let waiting = run::undo(&s.ctx, &asked.id, "user:analyst", "false positive").await.unwrap();
+    assert_eq!(waiting.status, "undo_awaiting_approval");
+    assert_eq!(waiting.undo_requested_by.as_deref(), Some("user:analyst"));
+    assert!(deny_all_attached(&s, "carol").await, "the undo waits: the quarantine holds");
+    let same = run::approve(&s.ctx, &asked.id, "user:analyst", "my own undo").await;
+    assert!(matches!(same, Err(RespondError::SecondPerson)), "{same:?}");
+    assert!(deny_all_attached(&s, "carol").await);
+
+    let undone = run::approve(&s.ctx, &asked.id, "user:lead", "agreed").await.unwrap();
+    assert_eq!((undone.status.as_str(), undone.undo_approved_by.as_deref()), ("undone", Some("user:lead")));
+    assert_eq!(undone.undone_by.as_deref(), Some("user:analyst"));
+    assert_eq!(undone.undo_approval_reason.as_deref(), Some("agreed"));
+    assert!(!deny_all_attached(&s, "carol").await);
+    assert_eq!(s.audit("response.approve_undo").await.len(), 1);
+}
+
+#[tokio::test]
+async fn actions_abandoned_mid_way_are_ended_and_listed() {
+    let s = setup(true).await;
+    let insert = async |key: &str, status: &str, minutes: i32, before: Option<Value>| -> String {
+        sqlx::query_scalar(
+            "INSERT INTO response_actions (account_id, region, kind, target, resource, params, status, actor, reason,
+                                           idempotency_key, lease_owner, lease_expires_at, state_before)
+             VALUES ($1, 'global', 'quarantine', 'user/dave', 'iam/user/dave', '{}', $2, 'user:analyst', 'crash',
+                     $3, 'dead-process', now() + make_interval(mins => $4), $5)
+             RETURNING id::text",
+        )
+        .bind(&s.account)
+        .bind(status)
+        .bind(key)
+        .bind(minutes)
+        .bind(before)
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap()
+    };
+    let read_before = insert("abandoned-0001", "planned", -1, Some(json!({"attached": false}))).await;
+    let nothing_read = insert("abandoned-0002", "planned", -5, None).await;
+    let undo_in_flight = insert("abandoned-0003", "applied", -1, Some(json!({"attached": false}))).await;
+    let running = insert("running-00001", "planned", 10, None).await;
+
+    // The containment job sweeps even when automatic containment is off.
+    let job = Containment { rules: AutoRules::off(), ctx: s.ctx.clone() };
+    job.step().await.unwrap();
+    let listed = record::list(&s.db.pool, Some(&s.account), None, 100).await.unwrap();
+    let find = |id: &str| listed.iter().find(|r| r.id == id).unwrap();
+    let swept = find(&read_before);
+    assert_eq!(swept.status, "failed");
+    assert!(swept.abandoned_at.is_some());
+    let error = swept.error.as_deref().unwrap();
+    assert!(error.starts_with("abandoned:") && error.contains("may have changed"), "{error}");
+    assert!(find(&nothing_read).error.as_deref().unwrap().contains("no AWS call had been made"));
+    let undo = find(&undo_in_flight);
+    assert_eq!(undo.status, "applied", "an abandoned undo leaves the action applied");
+    assert!(undo.undo_error.as_deref().unwrap().starts_with("abandoned:"));
+    assert_eq!((find(&running).status.as_str(), find(&running).abandoned_at), ("planned", None), "a live lease stays");
+    let leased = s.db.count("SELECT count(*) FROM response_actions WHERE lease_owner IS NOT NULL").await;
+    assert_eq!(leased, 1);
+}
+
+fn alert_of(account: &str, principal: &str) -> Finding {
+    Finding {
+        policy_id: "aws-account-hijacking-attempt".into(),
+        title: "Console login from a country new for the user".into(),
+        severity: Severity::High,
+        account_id: account.into(),
+        subject: principal.into(),
+        dedup_window: chrono::Duration::hours(24),
+        principal: Some(principal.into()),
+        source_ip: Some("203.0.113.10".parse().unwrap()),
+        country: Some("RU".into()),
+        resources: vec![],
+        evidence_id: format!("evt-{account}-{principal}"),
+        time: chrono::Utc::now(),
+        mitre: vec![],
+        session_key: None,
+        details: json!({}),
+    }
+}
+
+async fn alert_id(pool: &sqlx::PgPool, account: &str) -> String {
+    sqlx::query_scalar("SELECT alert_id::text FROM alerts WHERE account_id = $1")
+        .bind(account)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_alert_of_another_account_and_unbounded_reasons_are_refused() {
+    let s = setup(true).await;
+    let other_account = fake::random_account_id();
+    skywarden::notify::outbox::record_alerts(
+        &s.db.pool,
+        &[alert_of(&other_account, "mallory"), alert_of(&s.account, "erin")],
+    )
+    .await
+    .unwrap();
+    let foreign = alert_id(&s.db.pool, &other_account).await;
+    let own = alert_id(&s.db.pool, &s.account).await;
+    let (_, rule) = s.open_ssh("198.51.100.9/32").await;
+    for (alert, key) in [(foreign.clone(), "alert-check-01"), (uuid_like(), "alert-check-02")] {
+        let mut request = s.request(revoke(&rule), key);
+        request.alert_id = Some(alert);
+        let refused = run::apply(&s.ctx, &request).await;
+        assert!(matches!(refused, Err(RespondError::Invalid { field: "alert_id", .. })), "{refused:?}");
+    }
+    assert_eq!(s.db.count("SELECT count(*) FROM response_actions").await, 0, "refused before anything is recorded");
+
+    let context = ApiContext::new(s.db.pool.clone()).with_aws(s.ctx.settings.clone(), s.ctx.base.clone());
+    let (_, analyst) = auth::create(&s.db.pool, "tier-1", Role::Analyst).await.unwrap();
+    let body = |alert: &str, reason: &str| {
+        json!({"account_id": s.account, "kind": "revoke-ingress-rule", "target": rule, "region": REGION,
+               "reason": reason, "alert_id": alert})
+    };
+    let long = "x".repeat(2001);
+    for (alert, reason, field) in
+        [(&foreign, "hijack", "alert_id"), (&own, long.as_str(), "reason"), (&own, "  ", "reason")]
+    {
+        let (status, error) =
+            api(&context, "POST", "/api/v1/responses", &analyst, Some("api-bounds-1"), Some(body(alert, reason))).await;
+        assert_eq!((status, error["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{error}");
+    }
+    let (status, applied) =
+        api(&context, "POST", "/api/v1/responses", &analyst, Some("api-bounds-2"), Some(body(&own, "hijack"))).await;
+    assert_eq!((status, applied["alert_id"].as_str()), (StatusCode::CREATED, Some(own.as_str())), "{applied}");
+    let undo = format!("/api/v1/responses/{}/undo", applied["id"].as_str().unwrap());
+    let (status, error) = api(&context, "POST", &undo, &analyst, None, Some(json!({"reason": long}))).await;
+    assert_eq!((status, error["field"].as_str()), (StatusCode::BAD_REQUEST, Some("reason")), "{error}");
+}
+
+fn uuid_like() -> String {
+    "00000000-0000-4000-8000-000000000000".into()
+}
