@@ -51,7 +51,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("demo", &["alerts", "db", "model"]),
     // Containment actions through the responder role; on top, beside http and the CLI.
-    ("respond", &["accounts", "alerts", "auth", "aws", "db", "inventory", "model"]),
+    // Automatic containment reads its rules from the policy tree and tells the alert's routes.
+    (
+        "respond",
+        &["accounts", "alerts", "auth", "aws", "db", "inventory", "model", "notify", "policy_files", "supervise"],
+    ),
     (
         "http",
         &[

@@ -130,11 +130,12 @@ pub async fn link_pending_in(tx: &mut PgConnection, limit: i64) -> Result<LinkOu
     Ok(outcome)
 }
 
-/// The AS of the alert's address: as the alert recorded it (from its evidence event, at
-/// ingest), else from the network data (a flow alert names only its destination).
+/// The AS of the alert's address, as the alert recorded it: from its evidence event (stored at
+/// ingest), or for a flow alert from the network data when detection raised it. Never looked up
+/// here: linking gives the same answer in every process.
 fn address_network(details: Option<&serde_json::Value>, ip: Option<std::net::IpAddr>) -> Option<AddressNetwork> {
-    let ip = ip.filter(|ip| link_keys::is_linkable(*ip))?;
-    details.and_then(AddressNetwork::from_details).or_else(|| link_keys::look_up_network(ip))
+    ip.filter(|ip| link_keys::is_linkable(*ip))?;
+    details.and_then(AddressNetwork::from_details)
 }
 
 /// Takes the linking lock until the transaction ends (taking it twice is harmless).

@@ -10,12 +10,10 @@
 //! `p:` principal, `r:` resource, `sid:` source identity.
 
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Duration, Utc};
 use sqlx::PgConnection;
 
-use crate::geo::GeoDb;
 use crate::net::is_internal;
 
 /// Whether an address can tie alerts together: any address outside the VPC's own ranges,
@@ -67,8 +65,7 @@ pub struct LinkedAlert {
     pub session_key: Option<String>,
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
-    /// The autonomous system of `source_ip`: what the alert recorded (`details.network`), else
-    /// what the network data says when it is linked.
+    /// The autonomous system of `source_ip`, as the alert recorded it (`details.network`).
     pub network: Option<AddressNetwork>,
 }
 
@@ -108,22 +105,6 @@ pub const SHARED_ASNS: &[u32] = &[
     20940, 16625, 16702, 12222, // Akamai
     54113, // Fastly
 ];
-
-/// The network data linking reads the AS of an address from when the alert carries none (a
-/// flow alert names its destination only): the process's GeoIP/ASN databases, set once at start.
-static NETWORK_DATA: RwLock<Option<Arc<GeoDb>>> = RwLock::new(None);
-
-/// Gives linking the network data the process opened (`--geoip`); `None` forgets it.
-pub fn use_network_data(geo: Option<Arc<GeoDb>>) {
-    *NETWORK_DATA.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = geo;
-}
-
-/// The AS of a public address from the network data, if any is loaded and knows it.
-pub fn look_up_network(ip: IpAddr) -> Option<AddressNetwork> {
-    let geo = NETWORK_DATA.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()?;
-    let info = geo.lookup(ip);
-    Some(AddressNetwork { asn: info.asn?, org: info.as_org, is_aws: info.is_aws.unwrap_or(false) })
-}
 
 /// How long each kind of key links after (and before) it was seen.
 pub fn window(kind: &str, value: &str) -> Duration {

@@ -671,6 +671,24 @@ fn the_protection_tag_set_or_removed_in_any_request_shape() {
         failed["errorCode"] = json!("AccessDenied");
         assert!(fired(&set, &failed).is_empty(), "{name} that failed");
     }
+    let tagging_api = json!({"ResourceARNList": ["arn:aws:ec2:us-east-1:111122223333:security-group/sg-1"],
+                             "Tags": {"skywarden:protected": "true"}});
+    let event = cloudtrail(
+        "alice",
+        "tagging.amazonaws.com",
+        "TagResources",
+        T,
+        ATTACKER,
+        json!({"requestParameters": tagging_api}),
+    );
+    assert_eq!(fired(&set, &event), policy, "the Resource Groups Tagging API");
+    let template = json!({"launchTemplateId": "lt-1", "tagSpecificationSet": {"items": [{"tags": [{"key": "skywarden:protected"}]}]}});
+    let mut scaled =
+        cloudtrail("alice", "ec2.amazonaws.com", "RunInstances", T, ATTACKER, json!({"requestParameters": template}));
+    assert_eq!(fired(&set, &scaled), policy, "an instance started protected by a person");
+    scaled["userIdentity"]["arn"] =
+        json!("arn:aws:sts::111122223333:assumed-role/AWSServiceRoleForAutoScaling/AutoScaling");
+    assert!(fired(&set, &scaled).is_empty(), "Auto Scaling starting it from the protected template");
     let other_tag = json!({"userName": "svc-backup", "tags": [{"key": "team", "value": "skywarden-ops"}]});
     let event =
         cloudtrail("alice", "iam.amazonaws.com", "TagUser", T, ATTACKER, json!({"requestParameters": other_tag}));

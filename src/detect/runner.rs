@@ -11,6 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use futures_util::TryStreamExt;
@@ -25,6 +26,7 @@ use crate::detect::detectors::recon::{self, ReconBursts};
 use crate::detect::detectors::{self, flow_destinations, logins, network, port_scan};
 use crate::detect::event::{RawJson, SourceNetwork};
 use crate::detect::{PolicyEvent, PolicySet, health};
+use crate::geo::GeoDb;
 use crate::model::Finding;
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +77,7 @@ const RECORD_CHUNK: usize = 10_000;
 /// ([`RECORD_CHUNK`] at a time, each chunk in one transaction; folding is idempotent and does
 /// not depend on order, so chunks give the alerts and changes one write would).
 pub async fn run(pool: &PgPool, policies: &PolicySet, scope: Scope) -> Result<DetectionSummary, DetectError> {
-    let mut found = Found::storing(pool);
+    let mut found = Found::storing(pool, policies.detectors.geo.clone());
     let mut summary = evaluate_into(pool, policies, scope, None, &mut found).await?;
     found.flush().await?;
     summary.new_alerts = found.recorded.new_alerts;
@@ -182,11 +184,13 @@ struct Found<'p> {
     recorded: RecordOutcome,
     /// The withdrawable login verdicts stored: (alert id, event id).
     kept: Vec<(String, String)>,
+    /// The network data, for addresses no stored event tells the network of (flow alerts).
+    geo: Option<Arc<GeoDb>>,
 }
 
 impl<'p> Found<'p> {
-    fn storing(pool: &'p PgPool) -> Self {
-        Self { store: Some(pool), ..Self::default() }
+    fn storing(pool: &'p PgPool, geo: Option<Arc<GeoDb>>) -> Self {
+        Self { store: Some(pool), geo, ..Self::default() }
     }
 
     async fn add(&mut self, findings: Vec<Finding>) -> Result<(), DetectError> {
@@ -206,6 +210,7 @@ impl<'p> Found<'p> {
         }
         let mut chunk = std::mem::take(&mut self.pending);
         attach_network(pool, &mut chunk).await?;
+        look_up_network(self.geo.as_deref(), &mut chunk);
         let withdrawable = chunk.iter().filter(|f| WITHDRAWABLE_POLICIES.contains(&f.policy_id.as_str()));
         self.kept.extend(withdrawable.map(|f| (f.alert_id(), f.evidence_id.clone())));
         let outcome = crate::notify::outbox::record_alerts(pool, &chunk).await?;
@@ -454,6 +459,27 @@ async fn attach_network(pool: &PgPool, findings: &mut [Finding]) -> Result<(), s
         }
     }
     Ok(())
+}
+
+/// Gives the findings whose address no stored event tells the network of (a flow alert names
+/// only the outside address) its network from the network data, so that the alert carries it and
+/// incident linking reads it from the alert, the same in every process and on every re-run.
+fn look_up_network(geo: Option<&GeoDb>, findings: &mut [Finding]) {
+    let Some(geo) = geo else { return };
+    for finding in findings.iter_mut().filter(|f| f.details.get("network").is_none()) {
+        let Some(ip) = finding.source_ip.filter(|ip| crate::alerts::link_keys::is_linkable(*ip)) else { continue };
+        let info = geo.lookup(ip);
+        if info.asn.is_none() && info.is_tor.is_none() && info.is_aws.is_none() {
+            continue;
+        }
+        set_network(
+            finding,
+            serde_json::json!({
+                "asn": info.asn, "as_org": info.as_org, "is_tor": info.is_tor,
+                "is_vpn": info.is_vpn, "is_hosting": info.is_hosting, "is_aws": info.is_aws,
+            }),
+        );
+    }
 }
 
 /// The login detectors over every console login within reach of the new ones (`first`..`last`),

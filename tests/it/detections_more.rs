@@ -218,6 +218,9 @@ fn attack_days() -> Vec<Value> {
         .enumerate()
         .map(|(i, name)| call(at + Duration::seconds(20 * i as i64), "iam", name, &bob, INTRUDER_IP, None))
         .collect();
+    // A deliberately failing call a second before the real one does not make it familiar.
+    let decoy = Some("MalformedPolicyDocument");
+    records.push(call(at - Duration::seconds(1), "iam", ATTACK_IAM[0], &bob, INTRUDER_IP, decoy));
     records.push(call(at + Duration::minutes(14), "iam", "CreateUser", &bob, INTRUDER_IP, None));
     records.push(call(at + Duration::minutes(15), "cloudtrail", "StopLogging", &bob, INTRUDER_IP, None));
     records.push(call(at + Duration::minutes(16), "kms", "ScheduleKeyDeletion", &bob, INTRUDER_IP, None));
@@ -235,6 +238,8 @@ fn attack_days() -> Vec<Value> {
         records.push(call(morning + Duration::minutes(i as i64), service, name, &alice, "84.128.1.2", None));
     }
     records.push(call(morning, "kms", "GenerateDataKey", &alice, "84.128.1.2", None));
+    // EBS creating a KMS grant on alice's behalf (an encrypted volume) is not alice's own.
+    records.push(call(morning + Duration::hours(1), "kms", "CreateGrant", &alice, "ec2.amazonaws.com", None));
     let ci = role_session("ci-deploy", "build-35");
     records.push(call(morning + Duration::hours(2), "iam", "CreateRole", &ci, "10.0.4.7", None));
     let config = role_session("AWSServiceRoleForConfig", "AWSConfig-Describe");
@@ -323,12 +328,15 @@ fn scan_flows() -> String {
         let at = hour + Duration::minutes(20) + Duration::seconds(i64::from(port));
         text += &flow(at, "eni-0web0000000000001", ("198.51.100.23", 61_000), ("10.0.1.5", port), action);
     }
-    // The compromised app server sweeps the database subnet for SMB over two hours.
+    // The compromised app server sweeps the database subnet for SMB over two hours. Each probe
+    // leaves two records, as in a real VPC: accepted where it left the app server, rejected
+    // where the target's security group dropped it (one target answers).
     for host in 1..=60u32 {
         let action = if host == 10 { "ACCEPT" } else { "REJECT" };
         let at = hour + Duration::minutes(40) + Duration::seconds(i64::from(host) * 60);
-        text +=
-            &flow(at, "eni-0app0000000000001", ("10.0.1.25", 49_000 + host), (&format!("10.0.2.{host}"), 445), action);
+        let (probe, target) = (("10.0.1.25", 49_000 + host), (format!("10.0.2.{host}"), 445));
+        text += &flow(at, "eni-0app0000000000001", probe, (&target.0, target.1), "ACCEPT");
+        text += &flow(at, &format!("eni-0db{host:014}"), probe, (&target.0, target.1), action);
     }
     for i in 0..50 {
         let at = hour + Duration::minutes(i);

@@ -764,8 +764,9 @@ impl AsLinking {
         let asn_table = dir.path().join("asn-ipv4.csv");
         std::fs::write(&asn_table, C_ASN_TABLE).unwrap();
         let geo = skywarden::geo::GeoDb::open(std::slice::from_ref(&asn_table)).unwrap();
-        skywarden::alerts::link_keys::use_network_data(Some(std::sync::Arc::new(geo)));
-        let mut policies = skywarden::detect::PolicySet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"));
+        // Detection gives flow alerts their destination's network from this data.
+        let mut policies = skywarden::detect::PolicySet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
+            .with_geo(Some(std::sync::Arc::new(geo)));
         // `aws-flow-suspicious-destination` alerts, on the next run, on every flow of the
         // instance to an address of any open incident (each flow alert's own included) and names
         // the instance, which ties them all to the intrusion whatever their AS: off here, so

@@ -7,6 +7,10 @@
 //! records, so the verdict does not depend on the order records arrive in. Only windows that got
 //! new records are counted again. The REJECT share keeps busy servers out: a server answering
 //! many clients reaches many ports (the clients' ephemeral ones), but its traffic is accepted.
+//!
+//! The share is of connection *attempts* (destination address and port), not of records: inside a
+//! VPC one probe leaves two records, an ACCEPT where it left the scanner and a REJECT where the
+//! target's security group dropped it. An attempt with any REJECT record was refused.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -35,7 +39,7 @@ pub struct PortScanSettings {
     pub min_ports: i64,
     /// ... or distinct destination hosts (a sweep) ...
     pub min_hosts: i64,
-    /// ... with at least this share of its flow records rejected (0 to 1).
+    /// ... with at least this share of its attempts (destination and port) refused (0 to 1).
     pub min_reject_ratio: f64,
     /// Outside addresses scanning in.
     pub include_inbound: bool,
@@ -95,8 +99,10 @@ pub struct SourceWindow {
     pub window_start: DateTime<Utc>,
     pub ports: i64,
     pub hosts: i64,
-    pub records: i64,
-    pub rejected: i64,
+    /// Distinct (destination address, port) pairs tried.
+    pub attempts: i64,
+    /// Attempts with a REJECT record (at either end).
+    pub refused: i64,
     pub sample_ports: Vec<i32>,
     pub sample_hosts: Vec<String>,
     pub interfaces: Vec<String>,
@@ -147,8 +153,9 @@ async fn source_windows(
     let rows = sqlx::query!(
         r#"SELECT account_id, host(srcaddr) AS "source!",
                   date_bin(make_interval(mins => $3::int), bucket_time, timestamptz '1970-01-01 00:00:00+00') AS "window_start!",
-                  count(DISTINCT dstport) AS "ports!", count(DISTINCT dstaddr) AS "hosts!", count(*) AS "records!",
-                  count(*) FILTER (WHERE action = 'REJECT') AS "rejected!",
+                  count(DISTINCT dstport) AS "ports!", count(DISTINCT dstaddr) AS "hosts!",
+                  count(DISTINCT host(dstaddr) || ':' || coalesce(dstport, -1)) AS "attempts!",
+                  count(DISTINCT host(dstaddr) || ':' || coalesce(dstport, -1)) FILTER (WHERE action = 'REJECT') AS "refused!",
                   (array_agg(DISTINCT dstport) FILTER (WHERE dstport IS NOT NULL))[1:$7] AS "sample_ports!: Vec<i32>",
                   (array_agg(DISTINCT host(dstaddr)))[1:$7] AS "sample_hosts!: Vec<String>",
                   (array_agg(DISTINCT interface_id) FILTER (WHERE interface_id IS NOT NULL))[1:$7] AS "interfaces!: Vec<String>",
@@ -159,7 +166,8 @@ async fn source_windows(
              AND srcaddr IS NOT NULL AND dstaddr IS NOT NULL AND NOT srcaddr <<= ANY($5::inet[])
            GROUP BY account_id, srcaddr, 3
            HAVING (count(DISTINCT dstport) >= $6 OR count(DISTINCT dstaddr) >= $8)
-              AND count(*) FILTER (WHERE action = 'REJECT') >= $9::float8 * count(*)
+              AND count(DISTINCT host(dstaddr) || ':' || coalesce(dstport, -1)) FILTER (WHERE action = 'REJECT')
+                  >= $9::float8 * count(DISTINCT host(dstaddr) || ':' || coalesce(dstport, -1))
            ORDER BY count(DISTINCT dstport) + count(DISTINCT dstaddr) DESC, 1, 2, 3
            LIMIT $10"#,
         first,
@@ -184,8 +192,8 @@ async fn source_windows(
                 window_start: r.window_start,
                 ports: r.ports,
                 hosts: r.hosts,
-                records: r.records,
-                rejected: r.rejected,
+                attempts: r.attempts,
+                refused: r.refused,
                 sample_ports: r.sample_ports,
                 sample_hosts: r.sample_hosts,
                 interfaces: r.interfaces,
@@ -202,8 +210,8 @@ pub fn finding(detectors: &Detectors, w: &SourceWindow) -> Option<Finding> {
     let settings = &detectors.settings.flow_port_scan;
     let internal = is_internal(w.source);
     let qualifies = (w.ports >= settings.min_ports || w.hosts >= settings.min_hosts)
-        && w.records > 0
-        && w.rejected as f64 >= settings.min_reject_ratio * w.records as f64
+        && w.attempts > 0
+        && w.refused as f64 >= settings.min_reject_ratio * w.attempts as f64
         && if internal { settings.include_internal } else { settings.include_inbound };
     if !settings.enabled || !qualifies || detectors.port_scan_allowed.contains(w.source) {
         return None;
@@ -216,11 +224,11 @@ pub fn finding(detectors: &Detectors, w: &SourceWindow) -> Option<Finding> {
         ("from outside", settings.inbound_severity, Mitre::new("TA0043", "T1595.001"))
     };
     let title = format!(
-        "Port scan {what}: {source} reached {} ports on {} hosts in {} minutes, {}% rejected",
+        "Port scan {what}: {source} reached {} ports on {} hosts in {} minutes, {}% refused",
         w.ports,
         w.hosts,
         settings.window_minutes,
-        w.rejected * 100 / w.records
+        w.refused * 100 / w.attempts
     );
     Some(Finding {
         policy_id: meta.id.clone(),
@@ -233,16 +241,20 @@ pub fn finding(detectors: &Detectors, w: &SourceWindow) -> Option<Finding> {
         // An outside scanner is an address an incident can link on; an inside one is ours.
         source_ip: Some(w.source),
         country: w.source_country.clone(),
-        resources: w.interfaces.clone(),
+        // An inside scanner's interface is what the intruder may hold. An outside scanner's
+        // targets are only where it knocked: as link resources they would pull every scanner of
+        // the intruder's network into the intrusion, so they stay in the details.
+        resources: if internal { w.interfaces.clone() } else { Vec::new() },
         evidence_id: format!("flows:scan:{source}@{}", w.window_start.to_rfc3339()),
         time: w.first,
         mitre: vec![mitre],
         session_key: None,
         details: serde_json::json!({
             "direction": if internal { "internal" } else { "inbound" },
+            "interfaces": w.interfaces,
             "window_start": w.window_start, "window_minutes": settings.window_minutes,
             "first_record": w.first, "last_record": w.last,
-            "ports": w.ports, "hosts": w.hosts, "records": w.records, "rejected": w.rejected,
+            "ports": w.ports, "hosts": w.hosts, "attempts": w.attempts, "refused": w.refused,
             "sample_ports": w.sample_ports, "sample_hosts": w.sample_hosts,
             "thresholds": {"min_ports": settings.min_ports, "min_hosts": settings.min_hosts,
                            "min_reject_ratio": settings.min_reject_ratio},
@@ -255,7 +267,7 @@ mod tests {
     use super::*;
     use crate::detect::PolicySet;
 
-    fn window(source: &str, ports: i64, hosts: i64, records: i64, rejected: i64) -> SourceWindow {
+    fn window(source: &str, ports: i64, hosts: i64, attempts: i64, refused: i64) -> SourceWindow {
         let start: DateTime<Utc> = "2026-11-12T05:00:00Z".parse().unwrap();
         SourceWindow {
             account_id: "111122223333".into(),
@@ -263,8 +275,8 @@ mod tests {
             window_start: start,
             ports,
             hosts,
-            records,
-            rejected,
+            attempts,
+            refused,
             sample_ports: vec![22, 23, 80],
             sample_hosts: vec!["10.0.1.5".into()],
             interfaces: vec!["eni-0a1b2c3d4e5f60718".into()],
@@ -280,6 +292,10 @@ mod tests {
         let inbound = finding(&set.detectors, &window("198.51.100.23", 300, 1, 300, 297)).unwrap();
         assert_eq!((inbound.severity, inbound.mitre[0].technique.as_str()), (Severity::Low, "T1595.001"));
         assert_eq!(inbound.details["direction"], "inbound");
+        // Where it knocked is told, but links nothing: every scanner of the intruder's network
+        // would otherwise join the intrusion.
+        assert!(inbound.resources.is_empty());
+        assert_eq!(inbound.details["interfaces"], serde_json::json!(["eni-0a1b2c3d4e5f60718"]));
         assert!(
             inbound.title.starts_with("Port scan from outside: 198.51.100.23 reached 300 ports on 1 hosts"),
             "{}",
@@ -288,6 +304,7 @@ mod tests {
         let sweep = finding(&set.detectors, &window("10.0.1.25", 2, 40, 80, 70)).unwrap();
         assert_eq!((sweep.severity, sweep.mitre[0].technique.as_str()), (Severity::High, "T1046"));
         assert_eq!(sweep.subject, "10.0.1.25");
+        assert_eq!(sweep.resources, ["eni-0a1b2c3d4e5f60718"]);
     }
 
     #[test]

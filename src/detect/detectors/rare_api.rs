@@ -181,12 +181,21 @@ pub fn is_candidate(detectors: &Detectors, event: &PolicyEvent) -> bool {
         && event.error_code.is_none()
         && event.principal_type.as_deref() != Some("AWSService")
         && event.principal().is_some()
+        && !made_by_a_service(event)
         && settings
             .apis
             .iter()
             .any(|p| p.split_once(':').is_some_and(|(s, _)| source.strip_prefix(s) == Some(".amazonaws.com")))
         && settings.is_sensitive_write(&api_name(source, name), read_only(&event.raw))
         && !settings.allowed(event)
+}
+
+/// A call an AWS service made on the principal's behalf (EBS creating a KMS grant, a service
+/// creating its service-linked role): `invokedBy`, or a service name as the source address. Not
+/// the principal's own administration; `first_calls` leaves the same calls out.
+fn made_by_a_service(event: &PolicyEvent) -> bool {
+    event.raw.value().pointer("/userIdentity/invokedBy").is_some_and(|v| !v.is_null())
+        || event.source_ip_text.as_deref().is_some_and(|s| s.ends_with(".amazonaws.com"))
 }
 
 fn read_only(raw: &RawJson) -> Option<bool> {
@@ -326,6 +335,8 @@ async fn first_calls(
                WHERE account_id = $1 AND coalesce(principal_arn, user_name) LIKE $2
                  AND event_time >= $3 AND event_time < $3 + interval '1 day'
                  AND error_code IS NULL AND event_name IS NOT NULL AND event_source = ANY($4)
+                 -- made_by_a_service, in SQL: a service's call on the principal's behalf is not theirs.
+                 AND raw->'userIdentity'->>'invokedBy' IS NULL AND coalesce(source_ip_text, '') NOT LIKE '%.amazonaws.com'
                ORDER BY event_source, event_name, event_time, event_id
                LIMIT $5) AS firsts
            ORDER BY event_time, event_id"#,
@@ -419,9 +430,9 @@ async fn called_before(
                WHERE c.account_id = $1 AND c.event_name = f.name AND c.event_source = f.source
                  AND c.event_time >= f.at - make_interval(days => $6::int) AND c.event_time < f.at
                  AND coalesce(c.principal_arn, c.user_name) LIKE $2
-                 -- recon::is_refusal, in SQL: a refused call is no baseline.
-                 AND (c.error_code IS NULL OR NOT (c.error_code IN ('AccessDenied', 'AccessDeniedException',
-                      'UnauthorizedAccess', 'AuthorizationError') OR c.error_code LIKE '%UnauthorizedOperation')))"#,
+                 -- Only a call that succeeded is baseline: a deliberately failing one (a malformed
+                 -- document, an existing name) a second earlier must not make the real call familiar.
+                 AND c.error_code IS NULL)"#,
         account,
         like_pattern(identity),
         &sources,
@@ -544,6 +555,11 @@ mod tests {
         let linked = "arn:aws:sts::111122223333:assumed-role/AWSServiceRoleForConfig/AWSConfig-Describe";
         assert!(!is_candidate(d, &call(linked, "AssumedRole", iam, "CreateServiceLinkedRole", false, None)));
         assert!(!is_candidate(d, &call("config.amazonaws.com", "AWSService", iam, "CreateRole", false, None)));
+        // EBS creating a KMS grant on alice's behalf is not alice administering KMS.
+        let mut grant = call(ALICE, "IAMUser", "kms.amazonaws.com", "CreateGrant", false, None);
+        assert!(is_candidate(d, &grant), "her own grant is a candidate");
+        grant.source_ip_text = Some("ec2.amazonaws.com".into());
+        assert!(!is_candidate(d, &grant), "a service's call on her behalf");
     }
 
     #[test]

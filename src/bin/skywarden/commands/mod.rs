@@ -114,10 +114,7 @@ pub(crate) fn open_geo(args: &GeoArgs) -> anyhow::Result<Option<Arc<GeoDb>>> {
     if args.geoip.is_empty() && lists.is_empty() {
         return Ok(None);
     }
-    let geo = Arc::new(GeoDb::open_with(&args.geoip, lists)?);
-    // Incident linking reads a flow destination's AS from the same data (link_keys).
-    skywarden::alerts::link_keys::use_network_data(Some(geo.clone()));
-    Ok(Some(geo))
+    Ok(Some(Arc::new(GeoDb::open_with(&args.geoip, lists)?)))
 }
 
 /// Completes on SIGINT or SIGTERM.
