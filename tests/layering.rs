@@ -22,7 +22,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("accounts", &["aws", "db", "model"]),
     ("inventory", &["aws", "db", "model"]),
     ("ingest", &["db", "geo", "model", "net"]),
-    ("alerts", &["db", "model", "net"]),
+    ("alerts", &["db", "geo", "model", "net"]),
     ("notify", &["alerts", "db", "model", "net", "supervise"]),
     ("detect", &["alerts", "db", "geo", "ingest", "model", "net", "notify", "policy_files"]),
     ("posture", &["alerts", "db", "inventory", "model", "notify", "policy_files", "supervise"]),
