@@ -382,6 +382,35 @@ pub async fn request_undo(pool: &PgPool, id: &str, actor: &str, reason: &str) ->
     }
 }
 
+/// The action `id` reloaded under its resource's lock, for a second person's approval: the
+/// transaction holding the lock when it still has `awaiting` status, `approver` is not who asked
+/// (`asker`) and no other run holds the resource; else what to answer (`Replayed`).
+async fn lock_for_approval(
+    pool: &PgPool,
+    id: &str,
+    awaiting: &str,
+    approver: &str,
+    asker: fn(&ResponseRecord) -> Option<&str>,
+) -> Result<Result<sqlx::Transaction<'static, sqlx::Postgres>, Claim>, RespondError> {
+    let record = get(pool, id).await?.ok_or_else(|| RespondError::NotFound(format!("no response action {id}")))?;
+    let resource = record.action()?.resource();
+    let mut tx = pool.begin().await?;
+    lock_resource(&mut tx, &record.account_id, &resource).await?;
+    let Some(record) = select_record!("WHERE id = $1::text::uuid", id).fetch_optional(&mut *tx).await? else {
+        return Err(RespondError::NotFound(format!("no response action {id}")));
+    };
+    if record.status != awaiting {
+        return Ok(Err(Claim::Replayed(Box::new(record))));
+    }
+    if asker(&record).is_some_and(|asker| same_person(asker, approver)) {
+        return Err(RespondError::SecondPerson);
+    }
+    if let Some(holder) = lease_holder(&mut tx, &record.account_id, &resource).await? {
+        return Err(RespondError::Busy { resource, action_id: holder });
+    }
+    Ok(Ok(tx))
+}
+
 /// Leases an undo awaiting approval for its run, approved by a second person (not the one who
 /// asked for the undo); anything else is returned as it is (`Replayed`).
 pub async fn claim_undo_approval(
@@ -391,22 +420,11 @@ pub async fn claim_undo_approval(
     reason: &str,
     lease_owner: &str,
 ) -> Result<Claim, RespondError> {
-    let record = get(pool, id).await?.ok_or_else(|| RespondError::NotFound(format!("no response action {id}")))?;
-    let resource = record.action()?.resource();
-    let mut tx = pool.begin().await?;
-    lock_resource(&mut tx, &record.account_id, &resource).await?;
-    let Some(record) = select_record!("WHERE id = $1::text::uuid", id).fetch_optional(&mut *tx).await? else {
-        return Err(RespondError::NotFound(format!("no response action {id}")));
+    let asker: fn(&ResponseRecord) -> Option<&str> = |r| r.undo_requested_by.as_deref();
+    let mut tx = match lock_for_approval(pool, id, "undo_awaiting_approval", approver, asker).await? {
+        Ok(tx) => tx,
+        Err(answer) => return Ok(answer),
     };
-    if record.status != "undo_awaiting_approval" {
-        return Ok(Claim::Replayed(Box::new(record)));
-    }
-    if record.undo_requested_by.as_deref().is_some_and(|asker| same_person(asker, approver)) {
-        return Err(RespondError::SecondPerson);
-    }
-    if let Some(holder) = lease_holder(&mut tx, &record.account_id, &resource).await? {
-        return Err(RespondError::Busy { resource, action_id: holder });
-    }
     sqlx::query!(
         "UPDATE response_actions SET status = 'applied', undo_approved_by = $2, undo_approved_at = now(),
                 undo_approval_reason = $3, lease_owner = $4,
@@ -432,22 +450,11 @@ pub async fn claim_approval(
     reason: &str,
     lease_owner: &str,
 ) -> Result<Claim, RespondError> {
-    let record = get(pool, id).await?.ok_or_else(|| RespondError::NotFound(format!("no response action {id}")))?;
-    let resource = record.action()?.resource();
-    let mut tx = pool.begin().await?;
-    lock_resource(&mut tx, &record.account_id, &resource).await?;
-    let Some(record) = select_record!("WHERE id = $1::text::uuid", id).fetch_optional(&mut *tx).await? else {
-        return Err(RespondError::NotFound(format!("no response action {id}")));
+    let asker: fn(&ResponseRecord) -> Option<&str> = |r| Some(r.actor.as_str());
+    let mut tx = match lock_for_approval(pool, id, "awaiting_approval", approver, asker).await? {
+        Ok(tx) => tx,
+        Err(answer) => return Ok(answer),
     };
-    if record.status != "awaiting_approval" {
-        return Ok(Claim::Replayed(Box::new(record)));
-    }
-    if same_person(&record.actor, approver) {
-        return Err(RespondError::SecondPerson);
-    }
-    if let Some(holder) = lease_holder(&mut tx, &record.account_id, &resource).await? {
-        return Err(RespondError::Busy { resource, action_id: holder });
-    }
     sqlx::query!(
         "UPDATE response_actions SET status = 'planned', approved_by = $2, approval_reason = $3, approved_at = now(),
                 lease_owner = $4, lease_expires_at = now() + make_interval(mins => $5::float8::int)

@@ -25,6 +25,7 @@ use skywarden::detect::PolicySet;
 use skywarden::geo::GeoDb;
 use skywarden::policy_files::PolicyFiles;
 use skywarden::posture::checks::{CheckProblem, CheckSet};
+use skywarden::respond::auto::{AutoRules, RulesError};
 
 use crate::cli::{GeoArgs, PolicyArgs};
 
@@ -69,6 +70,22 @@ pub(crate) fn load_policies(args: &PolicyArgs) -> anyhow::Result<PolicySet> {
 
 /// Loads the posture checks for a command that evaluates them: broken ones as for
 /// [`load_policies`], and no check at all is an error whatever the flag says.
+/// The automatic-containment rules (response.yaml) of `files`, each naming a detection policy
+/// of `policies` (any, when detection is off) or a posture check of `checks`: a rule naming
+/// neither would silently never act.
+pub(crate) fn load_containment(
+    files: &PolicyFiles,
+    policies: Option<&PolicySet>,
+    checks: &CheckSet,
+) -> Result<AutoRules, RulesError> {
+    let rules = AutoRules::from_files(files)?;
+    rules.check_policies(|id| match id.strip_prefix("posture:") {
+        Some(check) => checks.checks.iter().any(|c| c.meta.id == check),
+        None => policies.is_none_or(|p| p.knows(id)),
+    })?;
+    Ok(rules)
+}
+
 pub(crate) fn load_checks(args: &PolicyArgs) -> anyhow::Result<CheckSet> {
     let checks = CheckSet::from_files(&policy_files(args)?);
     let problems: Vec<String> = checks.problems.iter().map(check_problem).collect();

@@ -12,7 +12,6 @@ use skywarden::db::{Database, DbOptions};
 use skywarden::detect::{self, PolicySet, Scope};
 use skywarden::policy_files::PolicyFiles;
 use skywarden::posture::checks::CheckSet;
-use skywarden::respond::auto::AutoRules;
 
 use super::{check_problem, policy_files};
 use crate::cli::{PolicyAction, PolicyArgs};
@@ -55,14 +54,7 @@ fn lint(files: &PolicyFiles, policies: &PolicySet) -> ExitCode {
 /// The automatic-containment rules (response.yaml) as `serve` checks them: each names a policy
 /// or posture check that exists. False, with the problem printed, if they do not load.
 fn lint_containment(files: &PolicyFiles, policies: &PolicySet, checks: &CheckSet) -> bool {
-    let checked = AutoRules::from_files(files).and_then(|rules| {
-        rules.check_policies(|id| match id.strip_prefix("posture:") {
-            Some(check) => checks.checks.iter().any(|c| c.meta.id == check),
-            None => policies.knows(id),
-        })?;
-        Ok(rules)
-    });
-    match checked {
+    match super::load_containment(files, Some(policies), checks) {
         Ok(rules) => {
             let state = if !rules.enabled {
                 "off"

@@ -41,11 +41,7 @@ impl WorkerPolicies {
         let checks = load_checks(&args.policies)?;
         // A broken response.yaml stops the command too, naming its file and line; a rule naming
         // no policy would silently never act.
-        let containment = AutoRules::from_files(&super::policy_files(&args.policies)?)?;
-        containment.check_policies(|id| match id.strip_prefix("posture:") {
-            Some(check) => checks.checks.iter().any(|c| c.meta.id == check),
-            None => policies.as_ref().is_none_or(|p| p.knows(id)),
-        })?;
+        let containment = super::load_containment(&super::policy_files(&args.policies)?, policies.as_deref(), &checks)?;
         Ok(Self { geo, policies, checks, containment })
     }
 
