@@ -31,7 +31,10 @@ BENCH_DEBUG_BIN := $(TARGET_DIR)/debug/skywarden-bench
 # Test tools from PyPI: the AWS emulator (moto server), the API fuzzer (schemathesis) and the
 # SMTP server the email tests talk to (aiosmtpd). The ones on PATH, else a private venv.
 TEST_VENV := $(CACHE_DIR)/test-venv
-MOTO_SPEC := moto[server]>=5.1,<6
+# 5.2.2 fixes CompleteMultipartUpload's answer (getmoto/moto#10055), which the archive's
+# multipart upload reads; an older moto on PATH is not used.
+MOTO_SPEC := moto[server]>=5.2.2,<6
+MOTO_MIN := (5, 2, 2)
 SCHEMATHESIS_SPEC := schemathesis>=4.32,<5
 AIOSMTPD_SPEC := aiosmtpd>=1.4,<2
 # pyarrow writes and checks Parquet flow logs in the tests; cfn-lint checks the CloudFormation
@@ -39,7 +42,7 @@ AIOSMTPD_SPEC := aiosmtpd>=1.4,<2
 PYARROW_SPEC := pyarrow>=17,<23
 CFN_LINT_SPEC := cfn-lint>=1.20,<2
 OCSF_SCHEMA_SPEC := 'ocsf-json-schema>=1.2,<2' 'jsonschema-rs>=0.20,<1'
-MOTO_BIN = $(shell command -v moto_server 2>/dev/null || echo $(TEST_VENV)/bin/moto_server)
+MOTO_BIN = $(TEST_VENV)/bin/moto_server
 SCHEMATHESIS_BIN = $(shell command -v schemathesis 2>/dev/null || echo $(TEST_VENV)/bin/schemathesis)
 # The CloudFormation templates users deploy; cfn-lint checks each in make test.
 CFN_TEMPLATES := deploy/skywarden-readonly-role.yaml deploy/skywarden-readonly-stackset.yaml deploy/skywarden-responder-role.yaml
@@ -78,7 +81,7 @@ demo: build geoip
 	$(BIN) --data-dir $(DEMO_DATA_DIR) demo --samples samples/incident --geoip $(GEOIP_ALL)
 
 test-tools:
-	if ! command -v moto_server >/dev/null 2>&1 && [ ! -x $(TEST_VENV)/bin/moto_server ]; then
+	if ! $(TEST_VENV)/bin/python -c 'import importlib.metadata as m, sys; sys.exit(tuple(int(p) for p in m.version("moto").split(".")[:3]) < $(MOTO_MIN))' >/dev/null 2>&1 || [ ! -x $(MOTO_BIN) ]; then
 		[ -x $(TEST_VENV)/bin/pip ] || python3 -m venv $(TEST_VENV)
 		$(TEST_VENV)/bin/pip install --quiet '$(MOTO_SPEC)'
 	fi
@@ -151,11 +154,13 @@ test: test-tools
 		|| { df -h $(TEST_PG_DIR) $(TARGET_DIR); exit 1; }
 	# Every benchmark at a tiny size, so none can rot (the ratios printed mean nothing at this size).
 	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) import --events 2000
+	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) archive --events 2000
 	$(BENCH_DEBUG_BIN) detect --events 2000 --policies policies
 	$(BENCH_DEBUG_BIN) posture --resources 100
 	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) queries --events 20000 --samples 3
 	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) spray --events 10000
 	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) latency --objects 2 --listing-interval 30
+	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) workers --accounts 6 --regions us-east-1,eu-west-1 --seconds 8 --interval 30
 	if [ -d ../shared/fixtures ]; then echo "dataset tests ran over ../shared/fixtures"; \
 	else echo "NOTE: ../shared/fixtures is absent: the tests over public datasets checked nothing"; fi
 
@@ -164,6 +169,7 @@ test: test-tools
 bench:
 	$(CARGO) build --release --locked -p skywarden-bench
 	$(BENCH_BIN) --data-dir $(DEMO_DATA_DIR) import --events 200000
+	$(BENCH_BIN) --data-dir $(DEMO_DATA_DIR) archive --events 200000
 	$(BENCH_BIN) detect --events 100000 --policies policies
 	$(BENCH_BIN) posture --resources 5000
 	$(BENCH_BIN) --data-dir $(DEMO_DATA_DIR) queries --events 1000000
@@ -175,6 +181,11 @@ bench:
 	trap 'kill $$moto_pid 2>/dev/null' EXIT
 	for _ in $$(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$$moto_port) 2>/dev/null && break; sleep 0.1; done
 	$(BENCH_BIN) --data-dir $(DEMO_DATA_DIR) latency --objects 20 --listing-interval 60 \
+		--moto-url http://127.0.0.1:$$moto_port
+	# 300 accounts x 3 regions polled by 1, 2 and 4 `skywarden worker` processes (the release
+	# binary beside the bench's), against the same moto and a LookupEvents fake of the bench's own.
+	$(CARGO) build --release --locked -p skywarden --bin skywarden
+	$(BENCH_BIN) --data-dir $(DEMO_DATA_DIR) workers --accounts 300 --workers 1,2,4 --seconds 180 \
 		--moto-url http://127.0.0.1:$$moto_port
 
 # Refresh .sqlx/ after changing a query. Uses the embedded cluster of an earlier debug build

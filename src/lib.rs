@@ -20,6 +20,8 @@
 #[cfg(feature = "aws")]
 pub mod accounts;
 pub mod alerts;
+#[cfg(feature = "aws")]
+pub mod archive;
 pub mod auth;
 #[cfg(feature = "aws")]
 pub mod aws;

@@ -26,7 +26,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("notify", &["alerts", "db", "model", "net", "supervise"]),
     ("detect", &["alerts", "db", "geo", "ingest", "model", "net", "notify", "policy_files"]),
     ("posture", &["alerts", "db", "inventory", "model", "notify", "policy_files", "supervise"]),
-    ("search", &["db", "geo", "model", "net"]),
+    // The full-text indexer is a periodic job: `supervise` catches its panics.
+    ("search", &["db", "geo", "model", "net", "supervise"]),
+    // The open security lake: reads storage, writes Parquet to a folder or S3 (beside ingest).
+    // Dropping a month also drops its full-text index entries (`search::index::forget_range`).
+    ("archive", &["aws", "search"]),
     // Incident reports (HTML, OCSF): read alerts, render, write nothing.
     ("report", &["alerts", "geo", "model", "notify"]),
     // Fuzz target bodies (fuzz/ and tests/fuzz_corpus.rs): the readers of outside input.
@@ -61,6 +65,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "accounts",
             "alerts",
+            "archive",
             "auth",
             "aws",
             "db",

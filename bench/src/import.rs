@@ -48,6 +48,8 @@ pub struct BenchReport {
     pub average_event_bytes: usize,
     pub import_rate: f64,
     pub copy_rate: f64,
+    /// Raw COPY plus the rare-API baseline rollup ingest writes beside each batch.
+    pub copy_rollup_rate: f64,
 }
 
 impl BenchReport {
@@ -61,7 +63,9 @@ impl std::fmt::Display for BenchReport {
         writeln!(f, "events:               {} (~{} bytes each)", self.events, self.average_event_bytes)?;
         writeln!(f, "raw COPY ({STREAMS} streams):   {:>10.0} events/s", self.copy_rate)?;
         writeln!(f, "skywarden import:     {:>10.0} events/s", self.import_rate)?;
-        write!(f, "ratio import/COPY:    {:>10.2}", self.ratio())
+        writeln!(f, "ratio import/COPY:    {:>10.2}", self.ratio())?;
+        writeln!(f, "COPY + API rollup:    {:>10.0} events/s", self.copy_rollup_rate)?;
+        write!(f, "ratio COPY+rollup/COPY: {:>8.2}", self.copy_rollup_rate / self.copy_rate)
     }
 }
 
@@ -83,9 +87,12 @@ pub async fn run(server: &PgConnectOptions, events: usize, work_dir: &Path) -> R
 
     let mut best_import = Duration::MAX;
     let mut best_copy = Duration::MAX;
+    let mut best_rollup = Duration::MAX;
     for round in 0..ROUNDS {
         reset(&pool).await?;
-        let copy = time_raw_copy(&pool, &rows).await?;
+        best_rollup = best_rollup.min(time_raw_copy(&pool, &rows, true).await?);
+        reset(&pool).await?;
+        let copy = time_raw_copy(&pool, &rows, false).await?;
         reset(&pool).await?;
         let import = time_import(&pool, &file, events).await?;
         tracing::info!(round, copy_ms = copy.as_millis() as u64, import_ms = import.as_millis() as u64, "bench round");
@@ -101,12 +108,13 @@ pub async fn run(server: &PgConnectOptions, events: usize, work_dir: &Path) -> R
         average_event_bytes: bytes / events.max(1),
         import_rate: events as f64 / best_import.as_secs_f64(),
         copy_rate: events as f64 / best_copy.as_secs_f64(),
+        copy_rollup_rate: events as f64 / best_rollup.as_secs_f64(),
     })
 }
 
 async fn reset(pool: &PgPool) -> Result<(), sqlx::Error> {
     // CASCADE: in the scratch database, whatever references accounts goes too.
-    sqlx::raw_sql("TRUNCATE cloudtrail_events, accounts CASCADE; CHECKPOINT").execute(pool).await?;
+    sqlx::raw_sql("TRUNCATE cloudtrail_events, api_call_days, accounts CASCADE; CHECKPOINT").execute(pool).await?;
     Ok(())
 }
 
@@ -149,10 +157,12 @@ fn encode_rows(file: &Path) -> Result<Vec<StreamRows>, BenchError> {
     Ok(streams)
 }
 
-/// Plain COPY of pre-encoded rows on parallel connections, in batches of the importer's size.
+/// Plain COPY of pre-encoded rows on parallel connections, in batches of the importer's size;
+/// `with_rollup`: each batch followed by the rare-API baseline rollup ingest writes with it.
 async fn time_raw_copy(
     pool: &PgPool,
     streams: &[(CopyBuffer, Vec<chrono::DateTime<Utc>>)],
+    with_rollup: bool,
 ) -> Result<Duration, BenchError> {
     let partitions = PartitionCache::default();
     let mut conn = pool.acquire().await?;
@@ -168,6 +178,9 @@ async fn time_raw_copy(
         tasks.push(tokio::spawn(async move {
             for chunk in split_rows(&data, 2_000) {
                 ingest::store::copy_raw(&pool, PartitionedTable::CloudTrailEvents, chunk).await?;
+                if with_rollup {
+                    ingest::api_rollup::record(&mut *pool.acquire().await?, chunk).await?;
+                }
             }
             Ok::<(), sqlx::Error>(())
         }));

@@ -2,6 +2,7 @@
 //! baseline in the same run and prints its ratio to it; `make bench` runs them at full size,
 //! `make test` at a tiny size so none can rot.
 
+mod archive;
 mod detect;
 mod import;
 mod latency;
@@ -9,6 +10,7 @@ mod posture;
 mod queries;
 mod spray;
 mod synthetic;
+mod workers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +45,16 @@ enum Bench {
         #[arg(long, default_value_t = 200_000)]
         events: usize,
         /// Folder for the generated file (the system's temporary folder by default).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
+    /// Archive throughput (OCSF Parquet to a folder, verified, partitions dropped) against
+    /// `COPY ... TO STDOUT` of the same rows.
+    Archive {
+        /// Events to generate.
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        /// Folder for the generated file and the lake (the system's temporary folder by default).
         #[arg(long)]
         work_dir: Option<PathBuf>,
     },
@@ -122,6 +134,39 @@ enum Bench {
         #[arg(long)]
         reuse: bool,
     },
+    /// Many accounts, many workers: N accounts × R regions polled by K `skywarden worker`
+    /// processes for each K given; schedule lag p50/p95/max per K, slots run twice, jobs never
+    /// run, peak PostgreSQL connections against the budget. Fails on a slot run twice or
+    /// connections over the budget.
+    Workers(WorkersArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct WorkersArgs {
+    /// Simulated accounts.
+    #[arg(long, default_value_t = 300)]
+    accounts: usize,
+    /// Regions each account polls (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "us-east-1,eu-west-1,ap-southeast-2")]
+    regions: Vec<String>,
+    /// Worker counts to measure, one after the other (the first is the baseline).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    workers: Vec<usize>,
+    /// Seconds each worker count runs.
+    #[arg(long, default_value_t = 180)]
+    seconds: u64,
+    /// Seconds between two runs of a LookupEvents job (at least 30).
+    #[arg(long, default_value_t = 60)]
+    interval: u64,
+    /// `--poll-concurrency` of each worker.
+    #[arg(long, default_value_t = 4)]
+    poll_concurrency: usize,
+    /// `--db-connections` of each worker (the connection budget is workers × this).
+    #[arg(long, default_value_t = 4)]
+    worker_db_connections: u32,
+    /// The moto server (STS).
+    #[arg(long, env = "SKYWARDEN_TEST_MOTO_URL")]
+    moto_url: String,
 }
 
 #[tokio::main]
@@ -145,6 +190,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 with_server(&db_options, async |server| Ok(import::run(server, events, &work_dir).await?)).await?;
             println!("{report}");
         }
+        Bench::Archive { events, work_dir } => println!("{}", archive_bench(&db_options, events, work_dir).await?),
         Bench::Queries { events, samples, reuse } => {
             let report =
                 with_server(&db_options, async |server| Ok(queries::run(server, events, samples, reuse).await?))
@@ -180,6 +226,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = with_server(&db_options, async |server| Ok(latency::run(server, &settings).await?)).await?;
             println!("{report}");
         }
+        Bench::Workers(args) => workers_bench(&db_options, args).await?,
         Bench::Detect { events, policies } => println!("{}", detect_bench(events, policies).await?),
         Bench::Posture { resources, snapshot, policies } => {
             let dump = SnapshotDump::load(&snapshot)?;
@@ -206,6 +253,15 @@ async fn with_server<T>(
     result
 }
 
+async fn archive_bench(
+    options: &DbOptions,
+    events: usize,
+    work_dir: Option<PathBuf>,
+) -> anyhow::Result<archive::ArchiveReport> {
+    let work_dir = work_dir.unwrap_or_else(std::env::temp_dir);
+    with_server(options, async |server| archive::run(server, events, &work_dir).await).await
+}
+
 async fn detect_bench(events: usize, policies: PathBuf) -> anyhow::Result<detect::DetectBenchReport> {
     anyhow::ensure!(policies.is_dir(), "no policies folder at {}", policies.display());
     let set = PolicySet::load_with(&policies, true);
@@ -216,4 +272,23 @@ async fn detect_bench(events: usize, policies: PathBuf) -> anyhow::Result<detect
     let report = tokio::task::spawn_blocking(move || detect::detection(&set, &file)).await?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(report?)
+}
+
+/// `workers`: fails when a slot ran twice or connections went over the budget.
+async fn workers_bench(db_options: &DbOptions, args: WorkersArgs) -> anyhow::Result<()> {
+    let settings = workers::Settings {
+        accounts: args.accounts.max(1),
+        regions: args.regions,
+        workers: args.workers,
+        duration: std::time::Duration::from_secs(args.seconds.max(1)),
+        interval: std::time::Duration::from_secs(args.interval),
+        concurrency: args.poll_concurrency.max(1),
+        db_connections: args.worker_db_connections.max(2),
+        moto_url: args.moto_url,
+        database_url: db_options.database_url.as_ref().map(|url| url.expose().to_owned()),
+    };
+    let report = with_server(db_options, async |server| Ok(workers::run(server, &settings).await?)).await?;
+    println!("{report}");
+    anyhow::ensure!(!report.failed(), "a job ran twice in one slot or connections went over the budget");
+    Ok(())
 }

@@ -1,10 +1,13 @@
 //! Monthly partitions of the time-partitioned tables, created on demand before a batch is
-//! written. Each process remembers which months it has already ensured.
+//! written. Each process remembers which months it has already ensured, but trusts that memory
+//! only for months no archive run can have dropped yet (those not yet ended): `skywarden archive`
+//! drops past months, possibly from another process, so a past month is checked (and
+//! re-created: a late event) at every batch, in one round trip.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use chrono::{DateTime, Datelike, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, Months, TimeZone, Utc};
 use futures_util::future::BoxFuture;
 use sqlx::PgConnection;
 
@@ -51,22 +54,55 @@ impl PartitionCache {
         table: PartitionedTable,
         months: Vec<DateTime<Utc>>,
     ) -> Result<(), sqlx::Error> {
+        let now = Utc::now();
         let mut missing = Vec::new();
         {
             let known = self.known.lock().expect("partition cache poisoned");
             for month in months {
                 let month = month_start(month);
-                if !known.contains(&(table, month)) && !missing.contains(&month) {
+                let trusted = known.contains(&(table, month)) && !droppable(month, now);
+                if !trusted && !missing.contains(&month) {
                     missing.push(month);
                 }
             }
         }
-        for month in missing {
-            sqlx::query!("SELECT skywarden_ensure_month_partition($1, $2)", table.name(), month)
-                .fetch_one(&mut *conn)
-                .await?;
-            self.known.lock().expect("partition cache poisoned").insert((table, month));
+        if missing.is_empty() {
+            return Ok(());
         }
+        // The function creates only what is absent, under a per-partition lock held to the end
+        // of this statement: always taken in month order, so two writers cannot deadlock.
+        missing.sort();
+        sqlx::query!(
+            "SELECT skywarden_ensure_month_partition($1, m) FROM unnest($2::timestamptz[]) AS m",
+            table.name(),
+            &missing
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        self.known.lock().expect("partition cache poisoned").extend(missing.into_iter().map(|m| (table, m)));
         Ok(())
+    }
+}
+
+/// Whether an archive run may have dropped the month's partition behind this process's back:
+/// it archives only months that ended (`--older-than 0` at the least). A day of margin covers
+/// clocks that disagree between hosts at the turn of a month.
+fn droppable(month: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    month.checked_add_months(Months::new(1)).is_none_or(|end| end <= now + Duration::days(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_months_not_yet_ended_are_trusted() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 10, 12, 0, 0).unwrap();
+        assert!(!droppable(month_start(now), now));
+        assert!(!droppable(Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap(), now));
+        assert!(droppable(Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap(), now));
+        // The last day of a month: another host may already be in the next one.
+        let last_day = Utc.with_ymd_and_hms(2026, 12, 31, 8, 0, 0).unwrap();
+        assert!(droppable(month_start(last_day), last_day));
     }
 }

@@ -19,6 +19,23 @@ pub struct DetectionHealth {
     pub failing_since: Option<DateTime<Utc>>,
     pub consecutive_failures: i32,
     pub last_error: Option<String>,
+    /// Work detectors skipped or left for later runs because a per-run bound was reached.
+    #[serde(default)]
+    pub skips: Vec<DetectionSkip>,
+}
+
+/// A detector that reached a per-run bound: what it skipped or deferred, and whether that is
+/// still outstanding (no later run of it finished with nothing left over).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct DetectionSkip {
+    pub policy_id: String,
+    pub last_skipped_at: DateTime<Utc>,
+    /// Items (principals, sources, connections, hours) the latest such run skipped or deferred.
+    pub last_skipped: i64,
+    pub skipped_total: i64,
+    pub note: String,
+    /// Still behind: no run of the detector since finished with nothing left over.
+    pub outstanding: bool,
 }
 
 impl DetectionHealth {
@@ -28,15 +45,105 @@ impl DetectionHealth {
 }
 
 pub async fn read(pool: &PgPool) -> Result<DetectionHealth, sqlx::Error> {
-    let row = sqlx::query_as!(
-        DetectionHealth,
+    let row = sqlx::query!(
         "SELECT pending_since AS \"pending_since?\", last_success_at, failing_since, consecutive_failures,
                 last_error
          FROM detection_watermark"
     )
     .fetch_optional(pool)
     .await?;
-    Ok(row.unwrap_or_default())
+    let mut health = row.map_or_else(DetectionHealth::default, |r| DetectionHealth {
+        pending_since: r.pending_since,
+        last_success_at: r.last_success_at,
+        failing_since: r.failing_since,
+        consecutive_failures: r.consecutive_failures,
+        last_error: r.last_error,
+        skips: Vec::new(),
+    });
+    health.skips = skips(pool).await?;
+    Ok(health)
+}
+
+/// What detectors skipped or deferred, by policy.
+pub async fn skips(pool: &PgPool) -> Result<Vec<DetectionSkip>, sqlx::Error> {
+    sqlx::query_as!(
+        DetectionSkip,
+        r#"SELECT policy_id, last_skipped_at, last_skipped, skipped_total, note,
+                  (cleared_at IS NULL OR cleared_at < last_skipped_at) AS "outstanding!"
+           FROM detection_skips ORDER BY policy_id"#
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Records that `policy` reached a per-run bound and skipped or deferred `skipped` items (and
+/// logs it): detection health, the API and `/metrics` show it. `new`: how many of them no
+/// earlier run had deferred already (the running total counts each item once).
+pub async fn record_skip(pool: &PgPool, policy: &str, skipped: i64, new: i64, note: &str) -> Result<(), sqlx::Error> {
+    tracing::warn!(policy, skipped, new, note, "detector reached its per-run bound");
+    sqlx::query!(
+        "INSERT INTO detection_skips (policy_id, last_skipped_at, last_skipped, skipped_total, note)
+         VALUES ($1, clock_timestamp(), $2, $3, $4)
+         ON CONFLICT (policy_id) DO UPDATE
+         SET last_skipped_at = clock_timestamp(), last_skipped = $2,
+             skipped_total = detection_skips.skipped_total + $3, note = $4",
+        policy,
+        skipped,
+        new,
+        note,
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records that a run of `policy` finished with nothing left over.
+pub async fn clear_skip(pool: &PgPool, policy: &str) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE detection_skips SET cleared_at = clock_timestamp()
+         WHERE policy_id = $1 AND (cleared_at IS NULL OR cleared_at < last_skipped_at)",
+        policy,
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Clock hours `policy` left for a later run, with the scope they were left from.
+pub async fn backlog(pool: &PgPool, policy: &str) -> Result<Vec<(DateTime<Utc>, Option<DateTime<Utc>>)>, sqlx::Error> {
+    let rows = sqlx::query!("SELECT hour, since FROM detection_backlog WHERE policy_id = $1 ORDER BY hour", policy)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.hour, r.since)).collect())
+}
+
+/// Leaves `hours` for a later run of `policy` (the earliest scope wins for an hour left twice).
+pub async fn defer(
+    pool: &PgPool,
+    policy: &str,
+    hours: &[DateTime<Utc>],
+    since: Option<DateTime<Utc>>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO detection_backlog (policy_id, hour, since) SELECT $1, unnest($2::timestamptz[]), $3
+         ON CONFLICT (policy_id, hour) DO UPDATE
+         SET since = CASE WHEN detection_backlog.since IS NULL OR EXCLUDED.since IS NULL THEN NULL
+                          ELSE least(detection_backlog.since, EXCLUDED.since) END",
+        policy,
+        hours,
+        since,
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Removes `hours` from `policy`'s backlog: they were evaluated.
+pub async fn done(pool: &PgPool, policy: &str, hours: &[DateTime<Utc>]) -> Result<(), sqlx::Error> {
+    sqlx::query!("DELETE FROM detection_backlog WHERE policy_id = $1 AND hour = ANY($2)", policy, hours)
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 /// Records a failed run (best effort: when the database itself is the failure, the log has it).
@@ -56,4 +163,91 @@ pub async fn record_failure(pool: &PgPool, error: &str) {
     if let Err(record_error) = recorded {
         tracing::warn!(%record_error, detection_error = %error, "cannot record the failed detection run");
     }
+}
+
+/// What a detection run changes in the backlog and the skips, kept until its alerts are stored
+/// ([`StateChanges::apply`]): a run that fails before storing leaves the backlog as it was, and
+/// one that stores nothing (a backtest) changes nothing.
+#[derive(Debug, Default)]
+pub struct StateChanges {
+    changes: Vec<Change>,
+}
+
+#[derive(Debug)]
+enum Change {
+    Done { policy: String, hours: Vec<DateTime<Utc>> },
+    Defer { policy: String, hours: Vec<DateTime<Utc>>, since: Option<DateTime<Utc>> },
+    Skip { policy: String, skipped: i64, new: i64, note: String },
+    Clear { policy: String },
+    Expire { key: String, policy: String },
+}
+
+/// Backlog rows older than this are dropped unevaluated (and detection health says so): a
+/// detector that can never catch up must not carry them for ever.
+pub const BACKLOG_MAX_DAYS: i32 = 7;
+
+impl StateChanges {
+    pub fn done(&mut self, policy: &str, hours: &[DateTime<Utc>]) {
+        if !hours.is_empty() {
+            self.changes.push(Change::Done { policy: policy.to_string(), hours: hours.to_vec() });
+        }
+    }
+
+    pub fn defer(&mut self, policy: &str, hours: &[DateTime<Utc>], since: Option<DateTime<Utc>>) {
+        if !hours.is_empty() {
+            self.changes.push(Change::Defer { policy: policy.to_string(), hours: hours.to_vec(), since });
+        }
+    }
+
+    pub fn record_skip(&mut self, policy: &str, skipped: i64, new: i64, note: String) {
+        self.changes.push(Change::Skip { policy: policy.to_string(), skipped, new, note });
+    }
+
+    pub fn clear_skip(&mut self, policy: &str) {
+        self.changes.push(Change::Clear { policy: policy.to_string() });
+    }
+
+    /// Drops the rows of backlog `key` older than [`BACKLOG_MAX_DAYS`] once the rest is applied,
+    /// as a skip of `policy`.
+    pub fn expire(&mut self, key: &str, policy: &str) {
+        self.changes.push(Change::Expire { key: key.to_string(), policy: policy.to_string() });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// Writes the changes, in the order they were made, and forgets them.
+    pub async fn apply(&mut self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        for change in std::mem::take(&mut self.changes) {
+            match change {
+                Change::Done { policy, hours } => done(pool, &policy, &hours).await?,
+                Change::Defer { policy, hours, since } => defer(pool, &policy, &hours, since).await?,
+                Change::Skip { policy, skipped, new, note } => record_skip(pool, &policy, skipped, new, &note).await?,
+                Change::Clear { policy } => clear_skip(pool, &policy).await?,
+                Change::Expire { key, policy } => expire(pool, &key, &policy).await?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Drops the rows of backlog `key` older than [`BACKLOG_MAX_DAYS`], as a skip of `policy`.
+async fn expire(pool: &PgPool, key: &str, policy: &str) -> Result<(), sqlx::Error> {
+    let expired = sqlx::query_scalar!(
+        r#"WITH gone AS (DELETE FROM detection_backlog
+                         WHERE policy_id = $1 AND added_at < now() - make_interval(days => $2) RETURNING 1)
+           SELECT count(*) AS "n!" FROM gone"#,
+        key,
+        BACKLOG_MAX_DAYS,
+    )
+    .fetch_one(pool)
+    .await?;
+    if expired > 0 {
+        let note = format!(
+            "{expired} clock hours left in the backlog for more than {BACKLOG_MAX_DAYS} days were dropped unevaluated"
+        );
+        record_skip(pool, policy, expired, expired, &note).await?;
+    }
+    Ok(())
 }

@@ -80,6 +80,8 @@ pub async fn run(pool: &PgPool, policies: &PolicySet, scope: Scope) -> Result<De
     let mut found = Found::storing(pool, policies.detectors.geo.clone());
     let mut summary = evaluate_into(pool, policies, scope, None, &mut found).await?;
     found.flush().await?;
+    // The backlog and skips change only once the alerts they account for are stored.
+    found.state.apply(pool).await?;
     summary.new_alerts = found.recorded.new_alerts;
     summary.new_evidence = found.recorded.new_evidence;
     if let Some((from, to)) = summary.login_range {
@@ -168,7 +170,8 @@ async fn evaluate_into(
         // What was found so far is stored (and linked) first: a flow to an address of the
         // incident it opens is suspicious.
         found.flush().await?;
-        found.add(flow_findings(pool, policies, scope, only_policy, &mut summary).await?).await?;
+        let flows = flow_findings(pool, policies, scope, only_policy, &mut summary, &mut found.state).await?;
+        found.add(flows).await?;
     }
     summary.findings = found.count;
     Ok(summary)
@@ -186,6 +189,9 @@ struct Found<'p> {
     kept: Vec<(String, String)>,
     /// The network data, for addresses no stored event tells the network of (flow alerts).
     geo: Option<Arc<GeoDb>>,
+    /// Backlog and skip changes, applied by [`run`] after the last flush; never by [`evaluate`]
+    /// (a backtest changes no detector state).
+    state: health::StateChanges,
 }
 
 impl<'p> Found<'p> {
@@ -537,6 +543,7 @@ async fn flow_findings(
     scope: Scope,
     only_policy: Option<&str>,
     summary: &mut DetectionSummary,
+    state: &mut health::StateChanges,
 ) -> Result<Vec<Finding>, DetectError> {
     let hours = flow_hours(pool, scope).await?;
     summary.flow_hours_evaluated = hours.len() as u64;
@@ -549,18 +556,16 @@ async fn flow_findings(
             Scope::IngestedSince(since) => Some(since),
             Scope::EventsSince(_) => None,
         };
-        findings.extend(flow_destinations::findings(pool, &policies.detectors, &hours, since).await?);
+        findings.extend(flow_destinations::findings(pool, &policies.detectors, &hours, since, state).await?);
     }
-    if hours.is_empty() {
-        return Ok(findings);
+    // Port scans run without new hours too: hours a capped run left in the backlog wait for it.
+    if wanted(detectors::PORT_SCAN) {
+        findings.extend(port_scan::findings(pool, &policies.detectors, &hours, state).await?);
     }
-    if wanted(detectors::EXFILTRATION) {
+    if !hours.is_empty() && wanted(detectors::EXFILTRATION) {
         let threshold = policies.detectors.settings.flow_exfiltration.bytes_per_hour;
         let volumes = hourly_volumes(pool, &hours, threshold).await?;
         findings.extend(exfiltration::evaluate(&policies.detectors, &volumes));
-    }
-    if wanted(detectors::PORT_SCAN) {
-        findings.extend(port_scan::findings(pool, &policies.detectors, &hours).await?);
     }
     Ok(findings)
 }
@@ -679,7 +684,8 @@ fn console_logins(
                     LATERAL (SELECT CASE raw->'responseElements'->>'ConsoleLogin'
                                         WHEN 'Success' THEN true WHEN 'Failure' THEN false
                                         ELSE error_code IS NULL AND raw->'errorMessage' IS NULL END AS succeeded) AS outcome
-               WHERE event_name = 'ConsoleLogin' AND event_time >= $1 AND event_time <= $2
+               -- lower(): the indexed form (migration 0036); the exact name keeps the meaning.
+               WHERE lower(event_name) = 'consolelogin' AND event_name = 'ConsoleLogin' AND event_time >= $1 AND event_time <= $2
                  AND (succeeded OR (event_time >= $3 AND event_time <= $4))
                ORDER BY event_time, event_id"#,
             range.0,

@@ -75,7 +75,11 @@ struct EventQuery {
     failed: Option<bool>,
     /// Only reads, or only changes.
     read_only: Option<bool>,
-    /// Text anywhere in the raw event, 3 to 200 characters (a scan: slow over much data).
+    /// Text, 3 to 200 characters, any case, anywhere in the event's searchable fields: event name
+    /// and source, event and request ids, access key id, principal ARN, id and user name (and the
+    /// session issuer's ARN), source address, user agent, error code and
+    /// message, request and response parameter values, resource ARNs (not JSON keys or other
+    /// fields). Indexed shortly after import; events not indexed yet are scanned.
     #[serde(default, deserialize_with = "full_text")]
     q: Option<String>,
     /// Events per page.
@@ -170,7 +174,11 @@ struct ExportQuery {
     failed: Option<bool>,
     /// Only reads, or only changes.
     read_only: Option<bool>,
-    /// Text anywhere in the raw event, 3 to 200 characters (a scan: slow over much data).
+    /// Text, 3 to 200 characters, any case, anywhere in the event's searchable fields: event name
+    /// and source, event and request ids, access key id, principal ARN, id and user name (and the
+    /// session issuer's ARN), source address, user agent, error code and
+    /// message, request and response parameter values, resource ARNs (not JSON keys or other
+    /// fields). Indexed shortly after import; events not indexed yet are scanned.
     #[serde(default, deserialize_with = "full_text")]
     q: Option<String>,
     /// Events in the file, newest first.

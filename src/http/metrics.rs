@@ -77,8 +77,15 @@ async fn render(State(context): State<ApiContext>) -> String {
         write_s3_failures(&mut out, &counts);
     }
     write_posture_problems(&mut out, &context.db).await;
+    crate::archive::status::write_metrics(&mut out, &context.db).await;
+    if let Ok(counters) = crate::pollers::findings::listing_counters(&context.db).await {
+        write_findings_counters(&mut out, &counters);
+    }
     if let Ok(health) = crate::detect::health::read(&context.db).await {
         write_detection_health(&mut out, &health);
+    }
+    if let Ok(lag) = crate::search::index::lag(&context.db).await {
+        write_search_index_lag(&mut out, &lag);
     }
     if let Ok((events, flows)) = stored {
         out.push_str("# HELP skywarden_events_stored Stored CloudTrail events (planner estimate).\n# TYPE skywarden_events_stored gauge\n");
@@ -87,6 +94,26 @@ async fn render(State(context): State<ApiContext>) -> String {
         let _ = writeln!(out, "skywarden_flow_records_stored {flows}");
     }
     out
+}
+
+/// How far the full-text index is behind: events stored but not indexed (searched by a scan
+/// meanwhile), and how old the oldest of them is.
+fn write_search_index_lag(out: &mut String, lag: &crate::search::index::IndexLag) {
+    out.push_str(
+        "# HELP skywarden_search_index_rows_behind Stored events not yet in the full-text index (counted up to 100000).\n# TYPE skywarden_search_index_rows_behind gauge\n",
+    );
+    let _ = writeln!(out, "skywarden_search_index_rows_behind {}", lag.rows_behind);
+    out.push_str(
+        "# HELP skywarden_search_index_lag_seconds Age of the oldest stored event not yet in the full-text index (0: none).\n# TYPE skywarden_search_index_lag_seconds gauge\n",
+    );
+    let age = lag
+        .oldest_unindexed
+        .map_or(0.0, |oldest| (chrono::Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0);
+    let _ = writeln!(out, "skywarden_search_index_lag_seconds {age}");
+    if let Some(last) = lag.last_run_at {
+        out.push_str("# HELP skywarden_search_index_last_run_timestamp_seconds When the full-text indexer last ran.\n# TYPE skywarden_search_index_last_run_timestamp_seconds gauge\n");
+        let _ = writeln!(out, "skywarden_search_index_last_run_timestamp_seconds {}", last.timestamp());
+    }
 }
 
 /// Whether detection after imports and polls keeps up: failed runs in a row (0 when the last
@@ -101,6 +128,30 @@ fn write_detection_health(out: &mut String, health: &crate::detect::health::Dete
         out.push_str("# HELP skywarden_detection_last_success_timestamp_seconds When a detection run last succeeded (Unix time).\n");
         out.push_str("# TYPE skywarden_detection_last_success_timestamp_seconds gauge\n");
         let _ = writeln!(out, "skywarden_detection_last_success_timestamp_seconds {}", success.timestamp());
+    }
+    if !health.skips.is_empty() {
+        out.push_str("# HELP skywarden_detection_skipped_total Work detectors skipped or deferred at a per-run bound, by policy.\n");
+        out.push_str("# TYPE skywarden_detection_skipped_total counter\n");
+        for skip in &health.skips {
+            let _ = writeln!(
+                out,
+                "skywarden_detection_skipped_total{{policy=\"{}\"}} {}",
+                label(&skip.policy_id),
+                skip.skipped_total
+            );
+        }
+        out.push_str(
+            "# HELP skywarden_detection_behind Detectors with work left for a later run (1) or none (0), by policy.\n",
+        );
+        out.push_str("# TYPE skywarden_detection_behind gauge\n");
+        for skip in &health.skips {
+            let _ = writeln!(
+                out,
+                "skywarden_detection_behind{{policy=\"{}\"}} {}",
+                label(&skip.policy_id),
+                u8::from(skip.outstanding)
+            );
+        }
     }
 }
 
@@ -229,6 +280,41 @@ fn write_parked_jobs(out: &mut String, jobs: &[JobStatus]) {
             label(account),
             label(source)
         );
+    }
+}
+
+/// What each GuardDuty / Security Hub findings job had to work around: malformed findings
+/// skipped (the rest of their page imported), expired page tokens, runs stopped at the page cap.
+fn write_findings_counters(out: &mut String, counters: &[crate::pollers::findings::ListingCounters]) {
+    type Counter = fn(&crate::pollers::findings::ListingCounters) -> i64;
+    let metrics: [(&str, &str, Counter); 4] = [
+        ("skywarden_findings_malformed_total", "Findings skipped as malformed (named in the job's state).", |c| {
+            c.malformed
+        }),
+        ("skywarden_findings_token_restarts_total", "Expired page tokens; the listing restarted at its cursor.", |c| {
+            c.token_restarts
+        }),
+        (
+            "skywarden_findings_capped_runs_total",
+            "Runs stopped at the page cap; the rest follows from the cursor.",
+            |c| c.capped_runs,
+        ),
+        ("skywarden_findings_rejected_total", "GetFindings answers of another account, region or id; dropped.", |c| {
+            c.rejected
+        }),
+    ];
+    for (name, help, value) in metrics {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for counter in counters {
+            let _ = writeln!(
+                out,
+                "{name}{{account=\"{}\",region=\"{}\",source=\"{}\"}} {}",
+                label(&counter.account_id),
+                label(&counter.region),
+                label(&counter.source),
+                value(counter)
+            );
+        }
     }
 }
 

@@ -56,9 +56,11 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError
 struct ActionBody {
     account_id: String,
     /// revoke-ingress-rule, deactivate-access-key, delete-login-profile, quarantine,
-    /// detach-role-policy, disassociate-instance-profile, stop-instance, start-logging.
+    /// detach-role-policy, disassociate-instance-profile, stop-instance, start-logging,
+    /// revoke-principal-ingress.
     kind: String,
-    /// sgr-…; USER:AKIA…; USER; user/NAME or role/NAME; ROLE:POLICY_ARN; i-…; trail name or ARN.
+    /// sgr-… (or sg-…:sgr-…); USER:AKIA…; USER; user/NAME or role/NAME; ROLE:POLICY_ARN; i-…; trail
+    /// name or ARN; user/NAME or role/NAME (revoke-principal-ingress).
     target: String,
     region: Option<String>,
 }

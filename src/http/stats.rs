@@ -121,7 +121,7 @@ async fn overview(
                   count(*) FILTER (WHERE error_code IS NOT NULL OR error_message IS NOT NULL
                                    OR raw->'responseElements'->>'ConsoleLogin' = 'Failure') AS "failed!"
            FROM cloudtrail_events
-           WHERE event_name = 'ConsoleLogin' AND event_time >= $1 AND event_time < $2
+           WHERE lower(event_name) = 'consolelogin' AND event_name = 'ConsoleLogin' AND event_time >= $1 AND event_time < $2
            GROUP BY 1 ORDER BY 2 DESC LIMIT 50"#,
         since,
         until
@@ -174,7 +174,7 @@ async fn login_locations(
                   count(*) FILTER (WHERE error_code IS NOT NULL OR error_message IS NOT NULL) AS "failed!",
                   min(event_time) AS "first_seen!", max(event_time) AS "last_seen!"
            FROM cloudtrail_events
-           WHERE event_name = 'ConsoleLogin' AND (principal_arn = $1 OR user_name = $1)
+           WHERE lower(event_name) = 'consolelogin' AND event_name = 'ConsoleLogin' AND (principal_arn = $1 OR user_name = $1)
              AND ($2::text IS NULL OR account_id = $2)
              AND ($3::timestamptz IS NULL OR event_time >= $3)
              AND ($4::timestamptz IS NULL OR event_time < $4)

@@ -40,8 +40,40 @@ pub struct ExternalFinding {
     pub id: String,
     pub updated_at: DateTime<Utc>,
     /// Not archived, resolved or suppressed: only an active finding raises an alert; an
-    /// inactive one updates the alert it raised before, and never reopens it.
+    /// inactive one updates the alert it raised before and closes it if open. The alert's
+    /// details keep it (`active`), so a finding active again is told from one still active.
     pub active: bool,
+    /// Active but for a compliance status Security Hub could not determine (`NOT_AVAILABLE`,
+    /// as during an AWS Config outage): no change to the alert's status either way.
+    pub undetermined: bool,
+}
+
+impl ExternalFinding {
+    /// The finding's state besides its `updatedAt`: ASFF's `RecordState`, `Workflow.Status` and
+    /// `Compliance.Status`, GuardDuty's `archived`. Security Hub's `BatchUpdateFindings` (how
+    /// the console sets a workflow status) changes these without changing `UpdatedAt`, so two
+    /// versions at one instant are told apart by it. The same text as `concat_ws('|', ...)` of
+    /// [`VERSION_STATE_FIELDS`] in SQL.
+    pub fn version_state(&self) -> String {
+        version_state_of(&self.finding.details)
+    }
+}
+
+/// The fields of an alert's details that make up a finding's [`ExternalFinding::version_state`].
+pub const VERSION_STATE_FIELDS: [&str; 4] = ["record_state", "workflow_status", "compliance_status", "archived"];
+
+/// [`ExternalFinding::version_state`] of the details an alert keeps (absent fields left out,
+/// as SQL's `concat_ws` leaves out NULLs).
+pub fn version_state_of(details: &Value) -> String {
+    let parts: Vec<String> = VERSION_STATE_FIELDS
+        .iter()
+        .filter_map(|field| match &details[*field] {
+            Value::String(s) => Some(s.clone()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        })
+        .collect();
+    parts.join("|")
 }
 
 /// Which service a finding comes from.
@@ -116,11 +148,29 @@ fn account_id<'v>(value: &'v Value, id: &str, field: &'static str) -> Result<&'v
 
 fn time(value: &Value, id: &str, field: &'static str) -> Result<DateTime<Utc>, FindingError> {
     let raw = required(value, id, field)?;
-    DateTime::parse_from_rfc3339(raw).map(|t| t.with_timezone(&Utc)).map_err(|error| FindingError::Field {
+    parse_time(raw).map_err(|error| FindingError::Field {
         id: id.to_owned(),
         field,
-        reason: format!("`{raw}` is not an RFC 3339 time: {error}"),
+        reason: format!("`{raw}` is not an ISO 8601 time: {error}"),
     })
+}
+
+/// A finding's time in any form ASFF documents: RFC 3339, an offset without its colon
+/// (`2024-01-04T15:25:10-1759`) or without minutes (`+05`), and `Z` or `z`.
+pub fn parse_time(raw: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
+    let rfc3339 = DateTime::parse_from_rfc3339(raw);
+    if let Ok(at) = rfc3339 {
+        return Ok(at.with_timezone(&Utc));
+    }
+    if let Ok(at) = DateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S%.f%#z") {
+        return Ok(at.with_timezone(&Utc));
+    }
+    match raw.strip_suffix(['Z', 'z']) {
+        Some(local) => {
+            chrono::NaiveDateTime::parse_from_str(local, "%Y-%m-%dT%H:%M:%S%.f").map(|naive| naive.and_utc())
+        }
+        None => rfc3339.map(|at| at.with_timezone(&Utc)),
+    }
 }
 
 /// GuardDuty's numeric severity: 1.0–3.9 low, 4.0–6.9 medium, 7.0–8.9 high, 9.0–10.0 critical.
@@ -326,6 +376,7 @@ pub fn from_guardduty(value: &Value) -> Result<ExternalFinding, FindingError> {
         "type": finding_type,
         "region": text(value, &["region"]),
         "updated_at": updated,
+        "active": !archived,
         "archived": archived,
         "count": at(service, &["count"]),
         "finding": bounded_details(value),
@@ -347,7 +398,7 @@ pub fn from_guardduty(value: &Value) -> Result<ExternalFinding, FindingError> {
         mitre: guardduty_tactic(finding_type).into_iter().collect(),
         details,
     };
-    Ok(ExternalFinding { finding, id, updated_at: updated, active: !archived })
+    Ok(ExternalFinding { finding, id, updated_at: updated, active: !archived, undetermined: false })
 }
 
 /// The short id of an ASFF resource AWS names by ARN: an instance, ENI or bucket name, as
@@ -426,7 +477,9 @@ pub fn from_security_hub(value: &Value) -> Result<ExternalFinding, FindingError>
     // A control that passes (or could not be checked) is no finding to act on.
     let compliance = text(value, &["Compliance", "Status"]);
     let failing = compliance.is_none_or(|status| matches!(status, "FAILED" | "WARNING"));
-    let active = record_state == "ACTIVE" && !matches!(workflow, "RESOLVED" | "SUPPRESSED") && failing;
+    let open = record_state == "ACTIVE" && !matches!(workflow, "RESOLVED" | "SUPPRESSED");
+    let active = open && failing;
+    let undetermined = open && compliance == Some("NOT_AVAILABLE");
     let resources: Vec<Value> = get(value, "Resources").and_then(Value::as_array).cloned().unwrap_or_default();
     let principal = asff_principal(&resources);
     let (source_ip, country) = asff_remote(value);
@@ -440,6 +493,7 @@ pub fn from_security_hub(value: &Value) -> Result<ExternalFinding, FindingError>
         "generator_id": text(value, &["GeneratorId"]),
         "region": text(value, &["Region"]),
         "updated_at": updated,
+        "active": active,
         "record_state": record_state,
         "workflow_status": workflow,
         "compliance_status": text(value, &["Compliance", "Status"]),
@@ -462,7 +516,7 @@ pub fn from_security_hub(value: &Value) -> Result<ExternalFinding, FindingError>
         mitre: asff_tactics(get(value, "Types")),
         details,
     };
-    Ok(ExternalFinding { finding, id, updated_at: updated, active })
+    Ok(ExternalFinding { finding, id, updated_at: updated, active, undetermined })
 }
 
 /// The findings of a saved answer: `{"findings": [...]}` / `{"Findings": [...]}` or a bare list.
@@ -617,6 +671,34 @@ mod tests {
         }
         open.as_object_mut().unwrap().remove("Compliance");
         assert!(from_security_hub(&open).unwrap().active, "a threat finding has no compliance");
+    }
+
+    #[test]
+    fn asff_times_parse_in_every_documented_form() {
+        // The examples of ASFF's timestamp formats in Security Hub's documentation.
+        let documented = [
+            ("2024-01-04T15:25:10Z", "2024-01-04T15:25:10Z"),
+            ("2024-01-04T15:25:10.123456789Z", "2024-01-04T15:25:10.123456789Z"),
+            ("2024-01-04T15:25:10+17:59", "2024-01-03T21:26:10Z"),
+            ("2024-01-04T15:25:10-1759", "2024-01-05T09:24:10Z"),
+            ("2024-01-04T15:25:10.123456789+17:59", "2024-01-03T21:26:10.123456789Z"),
+            ("2024-01-04T15:25:10+05", "2024-01-04T10:25:10Z"),
+            ("2024-01-04T15:25:10z", "2024-01-04T15:25:10Z"),
+        ];
+        for (raw, utc) in documented {
+            let expected = DateTime::parse_from_rfc3339(utc).unwrap().with_timezone(&Utc);
+            assert_eq!(parse_time(raw).map_err(|e| format!("{raw}: {e}")), Ok(expected), "{raw}");
+        }
+        for bad in ["yesterday", "2024-01-04", "2024-01-04T15:25:10+1"] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
+        let mut asff = json!({"Id": "x", "AwsAccountId": "111122223333", "GeneratorId": "g",
+            "CreatedAt": "2024-01-04T15:25:10-1759", "UpdatedAt": "2024-01-04T15:25:10.123456789+17:59"});
+        assert!(from_security_hub(&asff).is_ok());
+        asff["Compliance"] = json!({"Status": "NOT_AVAILABLE"});
+        let undetermined = from_security_hub(&asff).unwrap();
+        assert!(!undetermined.active && undetermined.undetermined);
+        assert_eq!(undetermined.version_state(), "ACTIVE|NEW|NOT_AVAILABLE");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! PostgreSQL on their own connections. A bad file or record is reported and skipped; only a
 //! database failure stops an import.
 
+pub mod api_rollup;
 pub mod cloudtrail;
 pub mod findings;
 pub mod flowlogs;

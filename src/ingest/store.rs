@@ -17,7 +17,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::db::copy::CopyBuffer;
 use crate::db::partitions::{PartitionCache, PartitionedTable};
-use crate::ingest::{cloudtrail, flowlogs};
+use crate::ingest::{api_rollup, cloudtrail, flowlogs};
 
 /// Rows for one table from one file.
 pub struct Batch {
@@ -157,6 +157,9 @@ impl BatchWriter {
             return Err(error);
         }
         copy.finish().await?;
+        if table == PartitionedTable::CloudTrailEvents {
+            api_rollup::record(&mut tx, data).await?;
+        }
         tx.commit().await
     }
 
@@ -264,15 +267,22 @@ pub fn insert_in_transaction<'a>(
             Ok(inserted) => {
                 outcome.inserted = inserted;
                 sqlx::query("RELEASE SAVEPOINT skywarden_rows").execute(&mut *tx).await?;
+                rollup(tx, table, rows.as_bytes()).await?;
             }
             Err(error) if is_data_error(&error) => {
                 sqlx::query("ROLLBACK TO SAVEPOINT skywarden_rows").execute(&mut *tx).await?;
+                // The rows accepted, rolled up once after the loop (one sorted upsert, not one a row).
+                let mut accepted = Vec::with_capacity(rows.as_bytes().len());
                 for (index, line) in split_lines(rows.as_bytes()).into_iter().enumerate() {
                     sqlx::query("SAVEPOINT skywarden_row").execute(&mut *tx).await?;
                     match stage_and_insert(tx, table, &stage, line).await {
                         Ok(inserted) => {
                             outcome.inserted += inserted;
                             sqlx::query("RELEASE SAVEPOINT skywarden_row").execute(&mut *tx).await?;
+                            accepted.extend_from_slice(line);
+                            if !line.ends_with(b"\n") {
+                                accepted.push(b'\n');
+                            }
                         }
                         Err(error) if is_data_error(&error) => {
                             sqlx::query("ROLLBACK TO SAVEPOINT skywarden_row").execute(&mut *tx).await?;
@@ -282,6 +292,7 @@ pub fn insert_in_transaction<'a>(
                     }
                 }
                 sqlx::query("RELEASE SAVEPOINT skywarden_rows").execute(&mut *tx).await?;
+                rollup(tx, table, &accepted).await?;
             }
             Err(error) => return Err(error),
         }
@@ -299,6 +310,15 @@ pub struct TransactionInsert {
 
 /// Loads `data` into the (temporary) staging table with COPY, then stores the rows not already
 /// stored. Runs inside the caller's transaction.
+/// Rolls up stored CloudTrail rows (`api_rollup`; rows already stored roll up as before: first
+/// and last seen are idempotent).
+async fn rollup(tx: &mut PgConnection, table: PartitionedTable, data: &[u8]) -> Result<(), sqlx::Error> {
+    if table == PartitionedTable::CloudTrailEvents {
+        api_rollup::record(tx, data).await?;
+    }
+    Ok(())
+}
+
 async fn stage_and_insert(
     tx: &mut PgConnection,
     table: PartitionedTable,

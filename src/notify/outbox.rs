@@ -138,6 +138,57 @@ pub async fn enqueue_alert_note(
     Ok(queued)
 }
 
+/// Tells what automatic containment did about an alert (event `alert.automatic_action`, rendered
+/// as a status message with the alert's current status, `actor` and `note`) to every channel of
+/// every enabled route the alert matches now, whatever the route's status-update or digest
+/// setting, and to every channel told of the alert before; one message per channel. Returns how
+/// many were queued.
+pub async fn enqueue_automatic_action(
+    pool: &PgPool,
+    account_id: &str,
+    alert_id: &str,
+    actor: &str,
+    note: &str,
+) -> Result<u64, sqlx::Error> {
+    let queued = sqlx::query!(
+        r#"WITH alert AS (
+               SELECT account_id, alert_id, policy_id, severity, mitre, status FROM alerts
+               WHERE account_id = $1 AND alert_id = $2::text::uuid
+           ),
+           matching AS (
+               SELECT r.channel_id, r.id AS route_id
+               FROM alert a, notification_routes r JOIN notification_channels c ON c.id = r.channel_id
+               WHERE r.enabled AND c.enabled
+                 AND a.severity >= r.min_severity
+                 AND (cardinality(r.account_ids) = 0 OR a.account_id = ANY(r.account_ids))
+                 AND (cardinality(r.policy_ids) = 0 OR EXISTS (
+                        SELECT 1 FROM unnest(r.policy_ids) AS p
+                        WHERE a.policy_id LIKE replace(replace(replace(replace(p, '\', '\\'), '%', '\%'), '_', '\_'), '*', '%')))
+                 AND (cardinality(r.tags) = 0 OR EXISTS (
+                        SELECT 1 FROM unnest(a.mitre) AS m, unnest(r.tags) AS t
+                        WHERE upper(split_part(m, '/', 1)) = t OR upper(split_part(m, '/', 2)) = t
+                           OR upper(split_part(m, '/', 2)) LIKE t || '.%'))
+               UNION ALL
+               SELECT o.channel_id, o.route_id
+               FROM notification_outbox o JOIN notification_channels c ON c.id = o.channel_id
+               WHERE o.event = 'alert.opened' AND o.account_id = $1 AND o.alert_id = $2::text::uuid AND c.enabled
+           )
+           INSERT INTO notification_outbox (channel_id, route_id, event, account_id, alert_id, alert_status, status_actor,
+                                            status_reason, dedup_key)
+           SELECT DISTINCT ON (m.channel_id) m.channel_id, m.route_id, 'alert.automatic_action', a.account_id, a.alert_id,
+                  a.status, $3, $4, 'skywarden-' || $2
+           FROM matching m, alert a
+           ORDER BY m.channel_id, m.route_id"#,
+        account_id,
+        alert_id,
+        actor,
+        note,
+    )
+    .execute(pool)
+    .await?;
+    Ok(queued.rows_affected())
+}
+
 /// Queues a status change for every channel that was told about the alert, unless its route
 /// asked for no status updates.
 async fn enqueue_status_change(

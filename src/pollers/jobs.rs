@@ -68,6 +68,23 @@ pub async fn claim_due(pool: &PgPool, owner: &str, lease: Duration) -> Result<Op
     }))
 }
 
+/// How long until the next job a worker could claim is due (zero if one is due now), or `None`
+/// when none is scheduled. Mirrors `claim_due`'s conditions, so an idle worker sleeps until a
+/// job's slot, not a fixed poll interval past it; a running job counts from its lease's end.
+pub async fn next_due_in(pool: &PgPool) -> Result<Option<Duration>, sqlx::Error> {
+    let seconds = sqlx::query_scalar!(
+        r#"SELECT EXTRACT(EPOCH FROM p.next_run_at - now())::float8 AS "seconds!"
+           FROM poll_jobs p JOIN accounts a USING (account_id)
+           WHERE p.enabled AND a.enabled AND p.parked_at IS NULL
+             AND (p.lease_expires_at IS NULL OR p.lease_expires_at < now())
+           ORDER BY p.next_run_at
+           LIMIT 1"#
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(seconds.map(|s| Duration::from_secs_f64(s.max(0.0))))
+}
+
 async fn release(pool: &PgPool, job_id: i64, owner: &str, delay: Duration) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE poll_jobs SET lease_owner = NULL, lease_expires_at = NULL,

@@ -24,8 +24,12 @@ use crate::supervise::catch_panic;
 
 /// Assumed-role sessions are reused for this long (their credentials last an hour).
 const SESSION_REUSE: Duration = Duration::from_secs(45 * 60);
-/// How often an idle worker looks for due jobs.
+/// The longest an idle worker waits before looking for due jobs again (jobs made due by "poll
+/// now" or onboarding wait this long at most); it wakes sooner when a job's slot comes first.
 const IDLE_POLL: Duration = Duration::from_secs(5);
+/// The shortest idle wait: a due job another worker holds locked this instant is not polled for
+/// in a busy loop.
+const MIN_IDLE_POLL: Duration = Duration::from_millis(50);
 /// The longest pause of a loop whose steps keep panicking outside any job.
 const MAX_PANIC_PAUSE: Duration = Duration::from_secs(300);
 /// Accounts whose config changes one run links to the events it stored (an organization's
@@ -150,7 +154,7 @@ impl Worker {
             let pause = match catch_panic(Box::pin(self.step())).await {
                 Ok(Ok(ran)) => {
                     panics_in_a_row = 0;
-                    if ran { Duration::ZERO } else { IDLE_POLL }
+                    if ran { Duration::ZERO } else { self.idle_pause().await }
                 }
                 Ok(Err(error)) => {
                     tracing::warn!(error = %error, "worker could not reach the database");
@@ -172,6 +176,19 @@ impl Worker {
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = stopped.changed() => return,
+            }
+        }
+    }
+
+    /// How long an idle loop waits: until the next job's slot, within [`MIN_IDLE_POLL`] and
+    /// [`IDLE_POLL`] (a fixed poll alone made every run start up to `IDLE_POLL` late).
+    async fn idle_pause(&self) -> Duration {
+        match jobs::next_due_in(&self.ctx.pool).await {
+            Ok(Some(due_in)) => due_in.clamp(MIN_IDLE_POLL, IDLE_POLL),
+            Ok(None) => IDLE_POLL,
+            Err(error) => {
+                tracing::warn!(error = %error, "worker could not reach the database");
+                IDLE_POLL
             }
         }
     }

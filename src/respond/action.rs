@@ -10,8 +10,14 @@ use crate::aws::{GLOBAL_REGION, is_region_name};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Action {
-    /// Revoke one security-group ingress rule, by its rule id.
-    RevokeIngressRule { region: String, rule_id: String },
+    /// Revoke one security-group ingress rule, by its rule id. With its group (`sg-…:sgr-…`),
+    /// the lease is the group's.
+    RevokeIngressRule {
+        region: String,
+        rule_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group_id: Option<String>,
+    },
     /// Make an access key inactive.
     DeactivateAccessKey { user_name: String, access_key_id: String },
     /// Delete a user's console password.
@@ -26,6 +32,9 @@ pub enum Action {
     StopInstance { region: String, instance_id: String },
     /// Restart the logging of a trail that StopLogging stopped.
     StartLogging { region: String, trail: String },
+    /// Revoke every ingress rule a principal authorised that still exists (one
+    /// `revoke-ingress-rule` per rule, recorded each, leased per security group).
+    RevokePrincipalIngress { principal: Principal },
 }
 
 /// A user or a role, by name.
@@ -37,6 +46,15 @@ pub enum Principal {
 }
 
 impl Principal {
+    /// `user/NAME` or `role/NAME`.
+    pub fn parse(target: &str) -> Result<Self, RespondError> {
+        match target.split_once('/') {
+            Some(("user", name)) => Ok(Principal::User(check_iam_name("target", name)?)),
+            Some(("role", name)) => Ok(Principal::Role(check_iam_name("target", name)?)),
+            _ => Err(invalid("target", format!("expected user/NAME or role/NAME, got `{target}`"))),
+        }
+    }
+
     pub fn label(&self) -> String {
         match self {
             Principal::User(name) => format!("user/{name}"),
@@ -46,7 +64,7 @@ impl Principal {
 }
 
 /// Every kind, as the CLI and API name it.
-pub const KINDS: [&str; 8] = [
+pub const KINDS: [&str; 9] = [
     "revoke-ingress-rule",
     "deactivate-access-key",
     "delete-login-profile",
@@ -55,6 +73,7 @@ pub const KINDS: [&str; 8] = [
     "disassociate-instance-profile",
     "stop-instance",
     "start-logging",
+    "revoke-principal-ingress",
 ];
 
 /// The name of AWS's managed policy that denies everything, which quarantine attaches (and the
@@ -137,10 +156,17 @@ impl Action {
     pub fn parse(kind: &str, target: &str, region: Option<&str>) -> Result<Self, RespondError> {
         let target = target.trim();
         Ok(match kind {
-            "revoke-ingress-rule" => Action::RevokeIngressRule {
-                region: check_region(region, kind)?,
-                rule_id: check_aws_id("target", target, "sgr-")?,
-            },
+            "revoke-ingress-rule" => {
+                let (group_id, rule_id) = match target.split_once(':') {
+                    Some((group, rule)) => (Some(check_aws_id("target", group, "sg-")?), rule),
+                    None => (None, target),
+                };
+                Action::RevokeIngressRule {
+                    region: check_region(region, kind)?,
+                    rule_id: check_aws_id("target", rule_id, "sgr-")?,
+                    group_id,
+                }
+            }
             "deactivate-access-key" => {
                 let (user, key) = pair(target, "USER:ACCESS_KEY_ID")?;
                 Action::DeactivateAccessKey {
@@ -149,13 +175,8 @@ impl Action {
                 }
             }
             "delete-login-profile" => Action::DeleteLoginProfile { user_name: check_iam_name("target", target)? },
-            "quarantine" => Action::Quarantine {
-                principal: match target.split_once('/') {
-                    Some(("user", name)) => Principal::User(check_iam_name("target", name)?),
-                    Some(("role", name)) => Principal::Role(check_iam_name("target", name)?),
-                    _ => return Err(invalid("target", format!("expected user/NAME or role/NAME, got `{target}`"))),
-                },
-            },
+            "quarantine" => Action::Quarantine { principal: Principal::parse(target)? },
+            "revoke-principal-ingress" => Action::RevokePrincipalIngress { principal: Principal::parse(target)? },
             "detach-role-policy" => {
                 let (role, policy) = pair(target, "ROLE:POLICY_ARN")?;
                 if policy.ends_with(&format!(":policy/{DENY_ALL_POLICY_NAME}")) {
@@ -201,16 +222,18 @@ impl Action {
             Action::DisassociateInstanceProfile { .. } => KINDS[5],
             Action::StopInstance { .. } => KINDS[6],
             Action::StartLogging { .. } => KINDS[7],
+            Action::RevokePrincipalIngress { .. } => KINDS[8],
         }
     }
 
     /// The target as `parse` takes it.
     pub fn target(&self) -> String {
         match self {
-            Action::RevokeIngressRule { rule_id, .. } => rule_id.clone(),
+            Action::RevokeIngressRule { rule_id, group_id: None, .. } => rule_id.clone(),
+            Action::RevokeIngressRule { rule_id, group_id: Some(group), .. } => format!("{group}:{rule_id}"),
             Action::DeactivateAccessKey { user_name, access_key_id } => format!("{user_name}:{access_key_id}"),
             Action::DeleteLoginProfile { user_name } => user_name.clone(),
-            Action::Quarantine { principal } => principal.label(),
+            Action::Quarantine { principal } | Action::RevokePrincipalIngress { principal } => principal.label(),
             Action::DetachRolePolicy { role_name, policy_arn } => format!("{role_name}:{policy_arn}"),
             Action::DisassociateInstanceProfile { instance_id, .. } | Action::StopInstance { instance_id, .. } => {
                 instance_id.clone()
@@ -236,11 +259,17 @@ impl Action {
     /// they are reduced to one spelling.
     pub fn resource(&self) -> String {
         match self {
-            Action::RevokeIngressRule { region, rule_id } => format!("{region}/{rule_id}"),
+            Action::RevokeIngressRule { region, rule_id, group_id } => {
+                format!("{region}/{}", group_id.as_deref().unwrap_or(rule_id))
+            }
             Action::DeactivateAccessKey { user_name, .. } | Action::DeleteLoginProfile { user_name } => {
                 format!("iam/user/{}", user_name.to_ascii_lowercase())
             }
             Action::Quarantine { principal } => format!("iam/{}", principal.label().to_ascii_lowercase()),
+            // Its own lease: each rule it revokes takes its group's lease in turn.
+            Action::RevokePrincipalIngress { principal } => {
+                format!("ingress-of/iam/{}", principal.label().to_ascii_lowercase())
+            }
             Action::DetachRolePolicy { role_name, .. } => format!("iam/role/{}", role_name.to_ascii_lowercase()),
             Action::DisassociateInstanceProfile { region, instance_id }
             | Action::StopInstance { region, instance_id } => format!("{region}/{instance_id}"),
@@ -268,6 +297,7 @@ impl Action {
             Action::StartLogging { .. } => {
                 Undo::Impossible("Skywarden never stops logging; stop it yourself if it must be off")
             }
+            Action::RevokePrincipalIngress { .. } => Undo::Possible("re-authorizes exactly the rules it revoked"),
         }
     }
 }
@@ -280,6 +310,7 @@ impl Action {
         matches!(
             self,
             Action::RevokeIngressRule { .. }
+                | Action::RevokePrincipalIngress { .. }
                 | Action::DeactivateAccessKey { .. }
                 | Action::DetachRolePolicy { .. }
                 | Action::DisassociateInstanceProfile { .. }
@@ -310,6 +341,7 @@ mod tests {
             ("disassociate-instance-profile", "i-0123456789abcdef0", Some("us-east-1")),
             ("stop-instance", "i-0123456789abcdef0", Some("us-east-1")),
             ("start-logging", "arn:aws:cloudtrail:us-east-1:111122223333:trail/main", Some("us-east-1")),
+            ("revoke-principal-ingress", "user/alice", None),
         ];
         for (kind, target, region) in cases {
             let action = Action::parse(kind, target, region).unwrap();
@@ -358,5 +390,25 @@ mod tests {
                 .unwrap();
         assert_eq!(by_name.resource(), by_arn.resource());
         assert_ne!(by_name.resource(), Action::parse("start-logging", "other", Some("us-east-1")).unwrap().resource());
+    }
+
+    #[test]
+    fn a_rule_named_with_its_group_is_leased_by_the_group() {
+        let one = Action::parse("revoke-ingress-rule", "sg-0123456789abcdef0:sgr-0123456789abcdef0", Some("us-east-1"))
+            .unwrap();
+        let two = Action::parse("revoke-ingress-rule", "sg-0123456789abcdef0:sgr-00000000000000001", Some("us-east-1"))
+            .unwrap();
+        assert_eq!(one.resource(), two.resource());
+        assert_eq!(one.resource(), "us-east-1/sg-0123456789abcdef0");
+        assert_eq!(one.target(), "sg-0123456789abcdef0:sgr-0123456789abcdef0");
+        let stored: Action = serde_json::from_value(serde_json::to_value(&one).unwrap()).unwrap();
+        assert_eq!(stored.validated().unwrap(), one);
+        // Rows stored before the group was recorded still read.
+        let old = serde_json::json!({"kind": "revoke-ingress-rule", "region": "us-east-1", "rule_id": "sgr-0123456789abcdef0"});
+        let old: Action = serde_json::from_value(old).unwrap();
+        assert_eq!(old.resource(), "us-east-1/sgr-0123456789abcdef0");
+        let principal = Action::parse("revoke-principal-ingress", "user/Alice", None).unwrap();
+        assert_ne!(principal.resource(), Action::parse("quarantine", "user/alice", None).unwrap().resource());
+        assert!(principal.undo_grants());
     }
 }

@@ -177,6 +177,17 @@ impl AutoRules {
             if !seen.insert(rule.id.clone()) {
                 return Err(fail(&at, format!("two rules have the id {}", rule.id)));
             }
+            if rule.action.0 == "revoke-principal-ingress" {
+                // One alert on a shared role must not revoke every rule the role ever opened.
+                return Err(fail(
+                    &at,
+                    format!(
+                        "rule {}: revoke-principal-ingress is never automatic (it revokes every rule the principal \
+                         opened, not only the alert's): use revoke-ingress-rule, or run it by hand",
+                        rule.id
+                    ),
+                ));
+            }
             if rule.policy.trim().is_empty() {
                 return Err(fail(&at, format!("rule {}: `policy` names the alert's policy id", rule.id)));
             }
@@ -252,6 +263,10 @@ mod tests {
         assert!(error.message.contains("two rules"), "{error}");
         let nowhere = "enabled: true\nrules: []\n";
         assert_eq!(AutoRules::parse("f", nowhere).unwrap_err().line, Some(1));
+        let wide = "rules:\n  - id: wide\n    policy: p\n    action: revoke-principal-ingress\n";
+        let error = AutoRules::parse("f", wide).unwrap_err();
+        assert_eq!(error.line, Some(2), "{error}");
+        assert!(error.message.contains("rule wide") && error.message.contains("never automatic"), "{error}");
         let unknown = "enabled: false\nrate_limits: {}\n";
         assert_eq!(AutoRules::parse("f", unknown).unwrap_err().line, Some(2));
     }

@@ -206,28 +206,46 @@ impl Containment {
             awaiting_approval: false,
             automatic_rule: Some(&rule.id),
         };
-        let (status, note) = if let Some(limit) = self.over_limit(&alert.account_id).await? {
-            report.not_run += 1;
-            let error = format!("{NOT_RUN}{limit}");
-            record::record_unrun(&self.ctx.pool, &new, "failed", None, &json!([]), Some(&error)).await?;
-            ("failed".to_owned(), format!("NOT run ({limit}): {} {}", action.kind(), action.target()))
-        } else if self.rules.dry_run {
-            report.dry_runs += 1;
-            self.dry_run(&new).await?;
-            ("dry_run".to_owned(), format!("dry run, nothing changed: would {} {}", action.kind(), action.target()))
-        } else {
-            self.apply(&new, action, report).await?
+        let outcome = self.act_recorded(&new, action, report).await;
+        // Told to the alert's routes even when recording the outcome failed.
+        let note = match &outcome {
+            Ok((_, note)) => note.clone(),
+            Err(error) => format!("FAILED: {} {}: {error}", action.kind(), action.target()),
         };
         let note = format!("Skywarden automatic containment (rule {}): {note}. {}", rule.id, reason_suffix(&key));
-        crate::notify::outbox::enqueue_alert_note(
+        let told = crate::notify::outbox::enqueue_automatic_action(
             &self.ctx.pool,
             &alert.account_id,
             &alert.alert_id,
             AUTOMATIC_ACTOR,
             &note,
         )
-        .await?;
+        .await;
+        let (status, _) = outcome?;
+        told?;
         Ok(status)
+    }
+
+    /// The rate limit, then the dry run or the apply: the recorded status and the note telling it.
+    async fn act_recorded(
+        &self,
+        new: &NewAction<'_>,
+        action: &Action,
+        report: &mut StepReport,
+    ) -> Result<(String, String), RespondError> {
+        if let Some(limit) = self.over_limit(new.account_id).await? {
+            report.not_run += 1;
+            let error = format!("{NOT_RUN}{limit}");
+            record::record_unrun(&self.ctx.pool, new, "failed", None, &json!([]), Some(&error)).await?;
+            return Ok(("failed".to_owned(), format!("NOT run ({limit}): {} {}", action.kind(), action.target())));
+        }
+        if self.rules.dry_run {
+            report.dry_runs += 1;
+            self.dry_run(new).await?;
+            let note = format!("dry run, nothing changed: would {} {}", action.kind(), action.target());
+            return Ok(("dry_run".to_owned(), note));
+        }
+        self.apply(new, action, report).await
     }
 
     async fn apply(
@@ -273,8 +291,13 @@ impl Containment {
         match run::plan(&self.ctx, new.account_id, new.action).await {
             Ok(plan) => {
                 let calls = serde_json::to_value(&plan.calls).unwrap_or_default();
-                let error = plan.protected.then_some("the resource is tagged skywarden:protected: apply would refuse");
-                record::record_unrun(&self.ctx.pool, new, "dry_run", Some(&plan.current), &calls, error).await?;
+                let error = if plan.protected {
+                    Some("the resource is tagged skywarden:protected: apply would refuse".to_owned())
+                } else {
+                    plan.will_fail.as_ref().map(|why| format!("apply would fail: {why}"))
+                };
+                record::record_unrun(&self.ctx.pool, new, "dry_run", Some(&plan.current), &calls, error.as_deref())
+                    .await?;
             }
             Err(RespondError::Database(error)) => return Err(RespondError::Database(error)),
             Err(error) => {

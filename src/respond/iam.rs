@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::action::Principal;
 use super::{ApiCall, CallLog, Observed, RespondError, is_protected};
-use crate::aws::{AwsError, GLOBAL_REGION};
+use crate::aws::{AwsError, AwsErrorKind, GLOBAL_REGION};
 
 type Client = aws_sdk_iam::Client;
 
@@ -171,8 +171,61 @@ pub(super) async fn observe_quarantine(
     deny_all: &str,
 ) -> Result<Observed, RespondError> {
     let protected = principal_protected(iam, principal).await?;
-    let attached = attached_policies(iam, principal).await?.iter().any(|arn| arn == deny_all);
-    Ok(Observed { changes: !attached, state: quarantine_state(principal, deny_all, attached), protected })
+    let policies = attached_policies(iam, principal).await?;
+    let attached = policies.iter().any(|arn| arn == deny_all);
+    let mut state = quarantine_state(principal, deny_all, attached);
+    if !attached {
+        let (quota, known) = attached_quota(iam, principal).await?;
+        state["attached_count"] = json!(policies.len());
+        state["attached_quota"] = json!(quota);
+        if !known {
+            state["attached_quota_unknown"] = json!(QUOTA_UNKNOWN);
+        }
+        if policies.len() >= quota {
+            // AWS would refuse the attach (LimitExceeded): said in the dry run, refused before any call.
+            state[WILL_FAIL] = json!(format!(
+                "{} already has {} managed policies attached and the account's quota is {quota}: AWS refuses a \
+                 further one (LimitExceeded), so AWSDenyAll cannot be attached. Detach a policy from it first \
+                 (or contain it otherwise: deactivate its keys, revoke its sessions), or raise the IAM quota",
+                principal.label(),
+                policies.len()
+            ));
+        }
+    }
+    Ok(Observed { changes: !attached, state, protected })
+}
+
+/// The member of a dry run's state that says why apply would fail, before any call.
+pub(super) const WILL_FAIL: &str = "will_fail";
+
+/// AWS's default quota of managed policies per user or role, when the account summary has none.
+const DEFAULT_ATTACHED_QUOTA: usize = 10;
+
+/// Said in the dry run when the responder role may not read the account summary.
+const QUOTA_UNKNOWN: &str = "the responder role may not call iam:GetAccountSummary (deployed from a template before \
+     it was added): AWS's default quota of 10 is assumed; redeploy the role to read the account's own quota";
+
+/// The account's quota of managed policies attached to one user or role (10 unless raised), and
+/// whether it was read: a role deployed before iam:GetAccountSummary was added assumes the default.
+async fn attached_quota(iam: &Client, principal: &Principal) -> Result<(usize, bool), RespondError> {
+    let answer = iam.get_account_summary().send().await;
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(error) => {
+            let error = AwsError::from_sdk("iam:GetAccountSummary", GLOBAL_REGION, error);
+            if error.kind != AwsErrorKind::AccessDenied {
+                return Err(error.into());
+            }
+            tracing::warn!(error = %error, "quarantine: the account's policy quota is unknown; the default 10 is assumed");
+            return Ok((DEFAULT_ATTACHED_QUOTA, false));
+        }
+    };
+    let key = match principal {
+        Principal::User(_) => aws_sdk_iam::types::SummaryKeyType::AttachedPoliciesPerUserQuota,
+        Principal::Role(_) => aws_sdk_iam::types::SummaryKeyType::AttachedPoliciesPerRoleQuota,
+    };
+    let quota = answer.summary_map().and_then(|map| map.get(&key)).and_then(|q| usize::try_from(*q).ok());
+    Ok((quota.unwrap_or(DEFAULT_ATTACHED_QUOTA), true))
 }
 
 fn principal_policy_call(operation: &'static str, principal: &Principal, deny_all: &str) -> ApiCall {

@@ -19,6 +19,7 @@ mod ec2;
 mod iam;
 #[cfg(test)]
 mod permissions;
+mod principal_ingress;
 pub mod record;
 pub mod run;
 pub mod suggest;

@@ -227,8 +227,12 @@ fn every_granting_call_is_pinned_gated_or_behind_the_opt_in() {
 #[test]
 fn the_template_denies_skywardens_own_roles_and_protected_resources() {
     for needle in [
-        "role/${RoleName}",
-        "role/${ReadOnlyRoleName}",
+        "role/${RoleName}\"",
+        "role/*/${RoleName}\"",
+        "role/${ReadOnlyRoleName}\"",
+        "role/*/${ReadOnlyRoleName}\"",
+        "- !Ref SkywardenPrincipalArn",
+        "- Key: skywarden:protected",
         "aws:ResourceTag/skywarden:protected",
         "iam:ResourceTag/skywarden:protected",
         "sts:ExternalId: !Ref ExternalId",
@@ -244,4 +248,156 @@ fn the_template_denies_skywardens_own_roles_and_protected_resources() {
 fn the_scanner_reads_calls_across_lines() {
     let source = "let a = ec2\n    .describe_instances()\n    .send();\nsession.ec2(region); \"ec2.amazonaws.com\"";
     assert_eq!(sdk_calls(source), BTreeSet::from(["ec2:DescribeInstances".to_owned()]));
+}
+
+/// Condition keys IAM documents, with the services whose actions may use them (`aws:` keys are
+/// global). Moto enforces no IAM policy, so a misspelt key (which IAM would simply never match,
+/// silently widening a Deny's gap or closing an Allow) can only be caught here.
+const CONDITION_KEYS: &[(&str, &[&str])] = &[
+    ("iam:PolicyARN", &["iam"]),
+    ("iam:PassedToService", &["iam"]),
+    ("iam:ResourceTag/", &["iam"]),
+    ("ec2:ResourceTag/", &["ec2"]),
+    ("ec2:CreateAction", &["ec2"]),
+    ("aws:ResourceTag/", &["ec2", "iam", "cloudtrail"]),
+    ("aws:RequestTag/", &["ec2", "iam", "cloudtrail"]),
+    ("aws:TagKeys", &["ec2", "iam", "cloudtrail"]),
+    ("sts:ExternalId", &["sts"]),
+];
+
+/// Condition operators IAM documents, as the template may use them.
+const OPERATORS: &[&str] = &[
+    "StringEquals",
+    "StringNotEquals",
+    "StringLike",
+    "StringNotLike",
+    "ArnEquals",
+    "ArnNotEquals",
+    "ArnLike",
+    "ArnNotLike",
+    "Null",
+    "Bool",
+    "ForAllValues:StringEquals",
+    "ForAnyValue:StringEquals",
+];
+
+/// The tag keys Skywarden's conditions may name.
+const TAG_KEYS: &[&str] = &[super::PROTECTED_TAG, super::ec2::STOPPED_TAG];
+
+/// A condition's values as written (`!Sub` bodies as their text).
+fn condition_values(value: &Value) -> Vec<String> {
+    match value {
+        Value::String(one) => vec![one.clone()],
+        Value::Bool(one) => vec![one.to_string()],
+        Value::Sequence(items) => items.iter().flat_map(condition_values).collect(),
+        Value::Tagged(tagged) => condition_values(&tagged.value),
+        _ => Vec::new(),
+    }
+}
+
+/// Every (operator, key, values, services of the statement's actions) of the template: the
+/// role's policies and its trust policy.
+fn conditions(template: &Value) -> Vec<(String, String, Vec<String>, BTreeSet<String>)> {
+    let role = &template["Resources"]["SkywardenResponderRole"]["Properties"];
+    let all: Vec<Statement<'_>> = statements(&role["Policies"], false)
+        .into_iter()
+        .chain(statements(&role["AssumeRolePolicyDocument"], false))
+        .collect();
+    let mut found = Vec::new();
+    for statement in all {
+        let services: BTreeSet<String> =
+            statement.actions().iter().filter_map(|a| a.split_once(':')).map(|(s, _)| s.to_owned()).collect();
+        let Some(Value::Mapping(condition)) = statement.body.get("Condition") else { continue };
+        for (operator, keys) in condition {
+            let operator = operator.as_str().expect("an operator is a string").to_owned();
+            let Value::Mapping(keys) = keys else { panic!("{operator}: keys are a mapping") };
+            for (key, value) in keys {
+                let key = key.as_str().expect("a condition key is a string").to_owned();
+                found.push((operator.clone(), key, condition_values(value), services.clone()));
+            }
+        }
+    }
+    found
+}
+
+/// Whether a key and its values are IAM's as documented and spelled right: a key of the
+/// statement's service (or a global `aws:` one) with a tag key Skywarden uses, and values of the
+/// key's kind.
+fn check_condition(operator: &str, key: &str, values: &[String], services: &BTreeSet<String>) -> Result<(), String> {
+    if !OPERATORS.contains(&operator) {
+        return Err(format!("`{operator}` is not an IAM condition operator"));
+    }
+    // Condition key names are case-insensitive in IAM (`iam:PolicyArn` is `iam:PolicyARN`).
+    let lower = key.to_ascii_lowercase();
+    let Some((documented, allowed)) = CONDITION_KEYS.iter().find(|(k, _)| {
+        let k = k.to_ascii_lowercase();
+        if k.ends_with('/') { lower.starts_with(&k) } else { lower == k }
+    }) else {
+        return Err(format!("`{key}` is not a documented IAM condition key"));
+    };
+    if let Some(tag) = documented.ends_with('/').then(|| &key[documented.len()..])
+        && !TAG_KEYS.contains(&tag)
+    {
+        return Err(format!("`{key}`: `{tag}` is not a tag Skywarden uses ({TAG_KEYS:?})"));
+    }
+    if let Some(service) = services.iter().find(|s| !allowed.contains(&s.as_str())) {
+        return Err(format!("`{key}` does not apply to {service} actions"));
+    }
+    if values.is_empty() {
+        return Err(format!("`{key}` has no value"));
+    }
+    for value in values {
+        let ok = match (operator, *documented) {
+            ("Null", _) => value == "true" || value == "false",
+            (_, "iam:PolicyARN") => value.starts_with("arn:${AWS::Partition}:iam::aws:policy/"),
+            (_, "iam:PassedToService") => value.ends_with(".amazonaws.com") && !value.contains('*'),
+            (_, "ec2:CreateAction") => SOURCES.iter().any(|s| sdk_calls(s).contains(&format!("ec2:{value}"))),
+            (_, "aws:TagKeys") => TAG_KEYS.contains(&value.as_str()),
+            (_, "sts:ExternalId") => value == "ExternalId",
+            ("StringLike", _) => value == "*",
+            _ => !value.is_empty(),
+        };
+        if !ok {
+            return Err(format!("{operator} `{key}`: `{value}` is not a value of its kind"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_condition_key_and_value_is_iams_as_documented() {
+    let template = template();
+    let found = conditions(&template);
+    for (operator, key, values, services) in &found {
+        if let Err(problem) = check_condition(operator, key, values, services) {
+            panic!("{problem}");
+        }
+    }
+    let keys: BTreeSet<&str> = found.iter().map(|(_, k, _, _)| k.as_str()).collect();
+    for expected in [
+        "iam:PolicyARN",
+        "iam:PassedToService",
+        "aws:TagKeys",
+        "ec2:CreateAction",
+        "sts:ExternalId",
+        "aws:ResourceTag/skywarden:protected",
+        "iam:ResourceTag/skywarden:protected",
+        "aws:ResourceTag/skywarden:stopped-by-response",
+    ] {
+        assert!(keys.contains(expected), "{expected} is not in the template's conditions: {keys:?}");
+    }
+    // The checker itself catches the misspellings IAM would silently never match (not a case).
+    let iam: BTreeSet<String> = ["iam".to_owned()].into();
+    let ec2: BTreeSet<String> = ["ec2".to_owned()].into();
+    let arn = vec!["arn:${AWS::Partition}:iam::aws:policy/AWSDenyAll".to_owned()];
+    assert!(check_condition("ArnEquals", "iam:PolicyARN", &arn, &iam).is_ok());
+    assert!(check_condition("ArnEquals", "iam:PolicyArn", &arn, &iam).is_ok(), "key names are case-insensitive");
+    assert!(check_condition("ArnEquals", "iam:PolicyArns", &arn, &iam).is_err());
+    assert!(check_condition("ArnEqual", "iam:PolicyARN", &arn, &iam).is_err());
+    assert!(check_condition("ArnEquals", "iam:PolicyARN", &arn, &ec2).is_err());
+    let any = vec!["*".to_owned()];
+    assert!(check_condition("StringLike", "aws:ResourceTag/skywarden:protect", &any, &ec2).is_err());
+    assert!(check_condition("StringLike", "ec2:ResourceTags/skywarden:protected", &any, &ec2).is_err());
+    assert!(check_condition("Null", "aws:TagKeys", &["False".to_owned()], &ec2).is_err());
+    assert!(check_condition("StringEquals", "ec2:CreateAction", &["CreateSnapshots".to_owned()], &ec2).is_err());
 }

@@ -214,8 +214,6 @@ pub async fn list(
     if alert_id.is_some_and(|id| !crate::model::is_alert_id(id)) {
         return Ok(Vec::new());
     }
-    // What died mid-way shows as such, whether or not a worker swept it already.
-    sweep_abandoned(pool).await?;
     select_record!(
         "WHERE ($1::text IS NULL OR account_id = $1) AND ($2::text IS NULL OR alert_id = $2::text::uuid)
          ORDER BY created_at DESC, id LIMIT $3",
@@ -266,15 +264,85 @@ pub async fn record_unrun(
     Ok(id)
 }
 
-/// The state read before the first write call, recorded before it is made.
-pub async fn record_before(pool: &PgPool, id: &str, state: &Value) -> Result<(), sqlx::Error> {
-    sqlx::query!("UPDATE response_actions SET state_before = $2 WHERE id = $1::text::uuid", id, state)
-        .execute(pool)
-        .await?;
+/// The lease of one run (apply or undo) of an action: every write of the run names its owner, so a
+/// run whose lease ran out (and was swept, or claimed by another run) changes nothing recorded.
+#[derive(Clone, Copy, Debug)]
+pub struct Lease<'a> {
+    pub id: &'a str,
+    pub owner: &'a str,
+}
+
+/// The heartbeat of a running action (or undo): its lease runs [`LEASE_MINUTES`] from now again.
+/// A lease already run out, or now another run's, is left alone (the sweep may have ended the
+/// action). Whether it was renewed: if not, the run must stop.
+pub async fn renew_lease(pool: &PgPool, lease: Lease<'_>) -> Result<bool, sqlx::Error> {
+    let renewed = sqlx::query!(
+        "UPDATE response_actions SET lease_expires_at = now() + make_interval(mins => $2::float8::int)
+         WHERE id = $1::text::uuid AND lease_owner = $3 AND lease_expires_at > now()",
+        lease.id,
+        LEASE_MINUTES,
+        lease.owner
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(renewed == 1)
+}
+
+/// The state read before the first write call, recorded before it is made; refused (Conflict)
+/// when the run no longer holds its lease, so that no write call follows.
+pub async fn record_before(pool: &PgPool, lease: Lease<'_>, state: &Value) -> Result<(), RespondError> {
+    let updated = sqlx::query!(
+        "UPDATE response_actions SET state_before = $2 WHERE id = $1::text::uuid AND lease_owner = $3",
+        lease.id,
+        state,
+        lease.owner
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if updated == 1 { Ok(()) } else { Err(lease_lost(lease.id)) }
+}
+
+/// The error of a run that lost its lease (it ran out and was swept or claimed again).
+pub fn lease_lost(id: &str) -> RespondError {
+    RespondError::Conflict(format!(
+        "action {id} lost its lease mid-run (it ran out): the run stopped; compare its state_before with AWS"
+    ))
+}
+
+/// [`finish`] by the run holding the lease only: a run that lost it records nothing (warned).
+pub async fn finish_leased(
+    pool: &PgPool,
+    lease: Lease<'_>,
+    status: &str,
+    after: Option<&Value>,
+    calls: &Value,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let updated = sqlx::query!(
+        "UPDATE response_actions SET status = $2, state_after = $3, calls = $4, error = $5,
+                applied_at = CASE WHEN $2 = 'applied' THEN now() END, lease_owner = NULL, lease_expires_at = NULL
+         WHERE id = $1::text::uuid AND lease_owner = $6",
+        lease.id,
+        status,
+        after,
+        calls,
+        error,
+        lease.owner
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        tracing::warn!(action_id = lease.id, status, calls = %calls, after = ?after,
+            "a response action's run lost its lease: its outcome is not recorded over the sweep's");
+    }
     Ok(())
 }
 
-/// The outcome of an apply: status, what it left, its calls; the lease is released.
+/// The outcome of an apply: status, what it left, its calls; the lease is released. For a record
+/// no run holds (tests, imports); a run uses [`finish_leased`].
 pub async fn finish(
     pool: &PgPool,
     id: &str,
@@ -311,6 +379,8 @@ pub async fn claim_undo(pool: &PgPool, id: &str, lease_owner: &str) -> Result<Cl
     match record.status.as_str() {
         "undone" => return Ok(Claim::Replayed(Box::new(record))),
         "applied" => {}
+        // Partly done: the rules it did revoke are restored.
+        "failed" if revoked_some(&record) => {}
         other => return Err(RespondError::NotUndoable { id: id.to_owned(), status: other.to_owned() }),
     }
     if let Some(holder) = lease_holder(&mut tx, &record.account_id, &resource).await? {
@@ -329,6 +399,33 @@ pub async fn claim_undo(pool: &PgPool, id: &str, lease_owner: &str) -> Result<Cl
     Ok(Claim::New(id.to_owned()))
 }
 
+/// A revoke-principal-ingress action that failed part-way but revoked some rules (each with its
+/// own record): its undo restores those.
+fn revoked_some(record: &ResponseRecord) -> bool {
+    record.kind == super::KINDS[8]
+        && record
+            .state_after
+            .as_ref()
+            .and_then(|a| a["rules"].as_array())
+            .is_some_and(|rules| rules.iter().any(|r| r["action_id"].is_string() && r["status"] == "applied"))
+}
+
+/// Records on a rule of a revoke-principal-ingress action the second person who approved the
+/// whole action, if one did.
+pub async fn inherit_approval(pool: &PgPool, child_id: &str, parent_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE response_actions c SET approved_by = p.approved_by, approval_reason = p.approval_reason,
+                approved_at = p.approved_at
+         FROM response_actions p
+         WHERE c.id = $1::text::uuid AND p.id = $2::text::uuid AND p.approved_by IS NOT NULL AND c.approved_by IS NULL",
+        child_id,
+        parent_id
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// The outcome of an undo; the lease is released. A failed undo leaves the action applied,
 /// with the error and what the undo changed.
 pub struct UndoOutcome<'a> {
@@ -340,35 +437,45 @@ pub struct UndoOutcome<'a> {
     pub reason: &'a str,
 }
 
-pub async fn finish_undo(pool: &PgPool, id: &str, outcome: &UndoOutcome<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query!(
+/// The undo's outcome, by the run holding the lease only: a run that lost it records nothing.
+pub async fn finish_undo(pool: &PgPool, lease: Lease<'_>, outcome: &UndoOutcome<'_>) -> Result<(), sqlx::Error> {
+    let updated = sqlx::query!(
         "UPDATE response_actions SET status = CASE WHEN $2 THEN 'undone' ELSE status END, undo_state = $3,
                 calls = calls || $4, undo_error = $5, undone_by = $6, undo_reason = $7,
                 undone_at = CASE WHEN $2 THEN now() END, lease_owner = NULL, lease_expires_at = NULL
-         WHERE id = $1::text::uuid",
-        id,
+         WHERE id = $1::text::uuid AND lease_owner = $8",
+        lease.id,
         outcome.undone,
         outcome.state,
         outcome.calls,
         outcome.error,
         outcome.actor,
-        outcome.reason
+        outcome.reason,
+        lease.owner
     )
     .execute(pool)
-    .await?;
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        tracing::warn!(action_id = lease.id, calls = %outcome.calls, error = ?outcome.error,
+            "a response action's undo lost its lease: its outcome is not recorded over the sweep's");
+    }
     Ok(())
 }
 
 /// Records the undo of an applied action as asked for, to wait for a second person; asked
 /// again, the waiting record is returned as it is.
 pub async fn request_undo(pool: &PgPool, id: &str, actor: &str, reason: &str) -> Result<ResponseRecord, RespondError> {
+    let partly = get(pool, id).await?.is_some_and(|record| revoked_some(&record));
     let updated = sqlx::query!(
         "UPDATE response_actions SET status = 'undo_awaiting_approval', undo_requested_by = $2,
                 undo_request_reason = $3, undo_requested_at = now(), undo_error = NULL
-         WHERE id = $1::text::uuid AND status = 'applied' AND (lease_owner IS NULL OR lease_expires_at <= now())",
+         WHERE id = $1::text::uuid AND (status = 'applied' OR (status = 'failed' AND $4))
+           AND (lease_owner IS NULL OR lease_expires_at <= now())",
         id,
         actor,
-        reason
+        reason,
+        partly
     )
     .execute(pool)
     .await?

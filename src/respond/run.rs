@@ -5,9 +5,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
+use super::action::Principal;
 use super::action::deny_all_arn;
-use super::record::{self, Claim, NewAction, ResponseRecord, UndoOutcome};
-use super::{Action, ApiCall, CallLog, Observed, RespondError, Undo, ec2, iam, trail};
+use super::record::{self, Claim, Lease, NewAction, ResponseRecord, UndoOutcome};
+use super::{Action, ApiCall, CallLog, Observed, RespondError, Undo, ec2, iam, principal_ingress, trail};
 use crate::accounts::responder;
 use crate::aws::{AccountSession, AwsSettings};
 
@@ -35,6 +36,9 @@ pub struct Plan {
     pub changes: bool,
     /// Tagged skywarden:protected: apply refuses.
     pub protected: bool,
+    /// Why apply would fail before any call (e.g. the principal's quota of managed policies is
+    /// full), when it would.
+    pub will_fail: Option<String>,
     pub undo: Undo,
 }
 
@@ -101,7 +105,19 @@ async fn session(ctx: &ResponseContext, account_id: &str) -> Result<Responding, 
 async fn observe(r: &Responding, action: &Action) -> Result<Observed, RespondError> {
     let session = &r.session;
     match action {
-        Action::RevokeIngressRule { region, rule_id } => ec2::observe_rule(&session.ec2(region), region, rule_id).await,
+        Action::RevokeIngressRule { region, rule_id, group_id } => {
+            let observed = ec2::observe_rule(&session.ec2(region), region, rule_id).await?;
+            let found = observed.state["group_id"].as_str();
+            if let (Some(group), Some(found)) = (group_id.as_deref(), found)
+                && group != found
+            {
+                return Err(RespondError::Invalid {
+                    field: "target",
+                    reason: format!("{rule_id} is a rule of {found}, not of {group}"),
+                });
+            }
+            Ok(observed)
+        }
         Action::DeactivateAccessKey { user_name, access_key_id } => {
             iam::observe_key(&session.iam(), user_name, access_key_id).await
         }
@@ -117,6 +133,9 @@ async fn observe(r: &Responding, action: &Action) -> Result<Observed, RespondErr
             ec2::observe_stop(&session.ec2(region), region, instance_id).await
         }
         Action::StartLogging { region, trail } => trail::observe(&session.cloudtrail(region), region, trail).await,
+        Action::RevokePrincipalIngress { .. } => {
+            Err(RespondError::Conflict("revoke-principal-ingress is observed rule by rule (principal_ingress)".into()))
+        }
     }
 }
 
@@ -132,12 +151,16 @@ fn write_calls(action: &Action, state: &Value, deny_all: &str) -> Vec<ApiCall> {
         Action::DisassociateInstanceProfile { .. } => vec![ec2::disassociate_call(state)],
         Action::StopInstance { .. } => ec2::stop_calls(state),
         Action::StartLogging { .. } => vec![trail::start_call(state)],
+        Action::RevokePrincipalIngress { .. } => Vec::new(),
     }
 }
 
 /// The dry run: reads the live state with the responder role and changes nothing.
 pub async fn plan(ctx: &ResponseContext, account_id: &str, action: &Action) -> Result<Plan, RespondError> {
     let responding = session(ctx, account_id).await?;
+    if let Action::RevokePrincipalIngress { principal } = action {
+        return plan_principal_ingress(ctx, &responding, account_id, action, principal).await;
+    }
     let observed = observe(&responding, action).await?;
     let calls = if observed.changes { write_calls(action, &observed.state, &responding.deny_all) } else { Vec::new() };
     Ok(Plan {
@@ -145,10 +168,43 @@ pub async fn plan(ctx: &ResponseContext, account_id: &str, action: &Action) -> R
         kind: action.kind(),
         target: action.target(),
         region: action.region().to_owned(),
+        will_fail: will_fail(&observed.state),
         current: observed.state,
         calls,
         changes: observed.changes,
         protected: observed.protected,
+        undo: action.undo(),
+    })
+}
+
+/// Why apply would fail before any call, as the dry run read it.
+fn will_fail(state: &Value) -> Option<String> {
+    state.get(iam::WILL_FAIL).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// The dry run of revoke-principal-ingress: every rule the principal opened, with its state now;
+/// one RevokeSecurityGroupIngress per rule that exists and is not protected.
+async fn plan_principal_ingress(
+    ctx: &ResponseContext,
+    responding: &Responding,
+    account_id: &str,
+    action: &Action,
+    principal: &Principal,
+) -> Result<Plan, RespondError> {
+    let observed = principal_ingress::observe(&ctx.pool, &responding.session, account_id, principal, None).await?;
+    let calls = observed.calls();
+    let existing = observed.rules.iter().filter(|r| r.exists && r.problem.is_none()).count();
+    Ok(Plan {
+        account_id: account_id.to_owned(),
+        kind: action.kind(),
+        target: action.target(),
+        region: action.region().to_owned(),
+        current: observed.state,
+        changes: !calls.is_empty(),
+        // Every rule left is protected: apply refuses them all.
+        protected: existing > 0 && calls.is_empty(),
+        will_fail: None,
+        calls,
         undo: action.undo(),
     })
 }
@@ -180,8 +236,21 @@ async fn execute(
         Action::StartLogging { region, .. } => {
             trail::start_logging(&session.cloudtrail(region), region, before, log).await?
         }
+        Action::RevokePrincipalIngress { .. } => {
+            return Err(RespondError::Conflict("revoke-principal-ingress runs rule by rule".into()));
+        }
     };
     Ok(())
+}
+
+/// Whether the action (or its undo) waits for a second person: its kind needs one, or it is
+/// made of actions whose kind does (revoke-principal-ingress of revoke-ingress-rule).
+async fn needs_approval(pool: &PgPool, action: &Action) -> Result<bool, RespondError> {
+    if record::approval_required(pool, action.kind()).await? {
+        return Ok(true);
+    }
+    Ok(matches!(action, Action::RevokePrincipalIngress { .. })
+        && record::approval_required(pool, super::KINDS[0]).await?)
 }
 
 /// The actor of automatic containment (policies/response.yaml) in records and the audit log.
@@ -191,6 +260,16 @@ pub const AUTOMATIC_ACTOR: &str = "automatic";
 /// and records the state before, makes the calls, records what it left; a failure half-way is
 /// recorded with what it changed. A replayed key returns the earlier record and calls nothing.
 pub async fn apply(ctx: &ResponseContext, request: &ApplyRequest) -> Result<ResponseRecord, RespondError> {
+    apply_with(ctx, request, true).await
+}
+
+/// [`apply`]; `approval: false` for the rules of an action already asked for (and approved
+/// where its kind needs it) as a whole.
+async fn apply_with(
+    ctx: &ResponseContext,
+    request: &ApplyRequest,
+    approval: bool,
+) -> Result<ResponseRecord, RespondError> {
     check_reason(&request.reason)?;
     check_key(&request.idempotency_key)?;
     if let Some(alert_id) = request.alert_id.as_deref() {
@@ -200,7 +279,7 @@ pub async fn apply(ctx: &ResponseContext, request: &ApplyRequest) -> Result<Resp
     if responder::load(&ctx.pool, &request.account_id).await?.is_none() {
         return Err(not_enabled(&request.account_id));
     }
-    let awaiting_approval = record::approval_required(&ctx.pool, request.action.kind()).await?;
+    let awaiting_approval = approval && needs_approval(&ctx.pool, &request.action).await?;
     // A second person is only a second person if the first one is a person too.
     if awaiting_approval && request.actor != AUTOMATIC_ACTOR {
         record::check_person(&ctx.pool, &request.actor, "asking for an action that needs approval").await?;
@@ -226,7 +305,8 @@ pub async fn apply(ctx: &ResponseContext, request: &ApplyRequest) -> Result<Resp
         audit(&ctx.pool, &request.actor, "response.request", &record, &Value::Array(Vec::new())).await;
         return Ok(record);
     }
-    let outcome = run_claimed(ctx, &request.account_id, &request.action, &id).await;
+    let lease = Lease { id: &id, owner: &lease_owner };
+    let outcome = with_heartbeat(&ctx.pool, lease, run_any(ctx, &request.account_id, &request.action, lease)).await;
     let record = fetch(&ctx.pool, &id).await?;
     audit(&ctx.pool, &request.actor, "response.apply", &record, &record.calls).await;
     outcome.map(|()| record)
@@ -265,7 +345,8 @@ pub async fn approve(
     {
         return Ok(*record);
     }
-    let outcome = run_claimed(ctx, &record.account_id, &record.action()?, id).await;
+    let lease = Lease { id, owner: &lease_owner };
+    let outcome = with_heartbeat(&ctx.pool, lease, run_any(ctx, &record.account_id, &record.action()?, lease)).await;
     let record = fetch(&ctx.pool, id).await?;
     audit(&ctx.pool, approver, "response.approve", &record, &record.calls).await;
     outcome.map(|()| record)
@@ -287,15 +368,276 @@ async fn approve_undo(
     }
     let requester = record.undo_requested_by.clone().unwrap_or_else(|| approver.to_owned());
     let request_reason = record.undo_request_reason.clone().unwrap_or_else(|| reason.to_owned());
-    let (outcome, calls) = run_undo(ctx, record, &action, &requester, &request_reason).await?;
+    let lease = Lease { id: &record.id, owner: &lease_owner };
+    let (outcome, calls) =
+        with_heartbeat(&ctx.pool, lease, run_undo(ctx, record, &action, &requester, &request_reason, lease)).await?;
     let record = fetch(&ctx.pool, &record.id).await?;
     audit(&ctx.pool, approver, "response.approve_undo", &record, &calls).await;
     outcome.map(|()| record)
 }
 
+/// How often a running action renews its lease: a slow action that is alive is never swept.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs `work` while renewing its `lease` every [`HEARTBEAT`] (an undo's too). A lease that ran
+/// out (the sweep may have ended the action) or is another run's is not renewed: `work` is
+/// dropped there, before its next call, and the run answers that it lost its lease.
+pub async fn with_heartbeat<T>(
+    pool: &PgPool,
+    lease: Lease<'_>,
+    work: impl std::future::Future<Output = Result<T, RespondError>>,
+) -> Result<T, RespondError> {
+    with_heartbeat_every(pool, lease, HEARTBEAT, work).await
+}
+
+/// [`with_heartbeat`] at any period (tests).
+pub async fn with_heartbeat_every<T>(
+    pool: &PgPool,
+    lease: Lease<'_>,
+    period: std::time::Duration,
+    work: impl std::future::Future<Output = Result<T, RespondError>>,
+) -> Result<T, RespondError> {
+    tokio::pin!(work);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = ticks.tick() => {
+                match record::renew_lease(pool, lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!(action_id = lease.id, "a response action lost its lease mid-run: it stops");
+                        return Err(record::lease_lost(lease.id));
+                    }
+                    Err(error) => {
+                        tracing::warn!(action_id = lease.id, error = %error, "could not renew a response action's lease");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The run of a claimed action, whatever its kind.
+async fn run_any(
+    ctx: &ResponseContext,
+    account_id: &str,
+    action: &Action,
+    lease: Lease<'_>,
+) -> Result<(), RespondError> {
+    match action {
+        Action::RevokePrincipalIngress { principal } => run_principal_ingress(ctx, principal, lease).await,
+        _ => run_claimed(ctx, account_id, action, lease).await,
+    }
+}
+
+/// Revokes every rule the principal opened that exists, is the event's and is not protected,
+/// each as its own `revoke-ingress-rule` (recorded, leased by its security group, keyed by this
+/// action and the rule so a re-run does nothing twice). The action is applied only when nothing
+/// was left (cut off, unresolved, mismatched, unreadable, refused or failed); else failed, with
+/// each rule's outcome in `state_after` (what was changed) and what was left in the error.
+async fn run_principal_ingress(
+    ctx: &ResponseContext,
+    principal: &Principal,
+    lease: Lease<'_>,
+) -> Result<(), RespondError> {
+    let parent = fetch(&ctx.pool, lease.id).await?;
+    let fail = |error, after, log| failed(&ctx.pool, lease, error, after, log);
+    let responding = match session(ctx, &parent.account_id).await {
+        Ok(responding) => responding,
+        Err(error) => return fail(error, None, CallLog::default()).await,
+    };
+    // Only the events stored when it was asked for: what its dry run showed and was approved.
+    let as_of = Some(parent.created_at);
+    let observed =
+        match principal_ingress::observe(&ctx.pool, &responding.session, &parent.account_id, principal, as_of).await {
+            Ok(observed) => observed,
+            Err(error) => return fail(error, None, CallLog::default()).await,
+        };
+    record::record_before(&ctx.pool, lease, &observed.state).await?;
+    let mut outcomes = Vec::new();
+    let mut calls = Vec::new();
+    let mut left = observed.incomplete.clone();
+    for live in &observed.rules {
+        let (outcome, made) = revoke_one(ctx, &parent, live, &mut left).await;
+        outcomes.push(outcome);
+        calls.extend(made);
+    }
+    let after = json!({"principal": principal.label(), "rules": outcomes});
+    let calls = Value::Array(calls);
+    if left.is_empty() {
+        return Ok(record::finish_leased(&ctx.pool, lease, "applied", Some(&after), &calls, None).await?);
+    }
+    let error = format!("partial: {} of the principal's rules or events were left: {}", left.len(), left.join("; "));
+    record::finish_leased(&ctx.pool, lease, "failed", Some(&after), &calls, Some(&error)).await?;
+    Err(RespondError::Conflict(error))
+}
+
+/// One rule of a revoke-principal-ingress action: its outcome and the calls it made. A rule
+/// that fails (or whose record cannot be read back) is added to `left`, never an early return:
+/// the action's `state_after` always holds what was changed.
+async fn revoke_one(
+    ctx: &ResponseContext,
+    parent: &ResponseRecord,
+    live: &principal_ingress::LiveRule,
+    left: &mut Vec<String>,
+) -> (Value, Vec<Value>) {
+    let rule = &live.rule;
+    let mut outcome = json!({"rule_id": rule.rule_id, "region": rule.region, "group_id": live.state["group_id"]});
+    if let Some((problem, why)) = &live.problem {
+        outcome["status"] = json!(problem);
+        outcome["error"] = json!(why);
+        return (outcome, Vec::new());
+    }
+    if !live.exists {
+        outcome["status"] = json!("gone");
+        return (outcome, Vec::new());
+    }
+    if live.protected {
+        outcome["status"] = json!("refused");
+        outcome["error"] = json!(RespondError::Protected { resource: rule.rule_id.clone() }.to_string());
+        return (outcome, Vec::new());
+    }
+    let child = match principal_ingress::child_action(live) {
+        Ok(action) => child_request(parent, action, &rule.rule_id),
+        Err(error) => {
+            outcome["status"] = json!("mismatch");
+            outcome["error"] = json!(error.to_string());
+            left.push(format!("{}: {error}", rule.rule_id));
+            return (outcome, Vec::new());
+        }
+    };
+    let result = Box::pin(apply_with(ctx, &child, false)).await;
+    let done = match &result {
+        Ok(done) => Ok(Some(done.clone())),
+        Err(_) => record::get_by_key(&ctx.pool, &child.idempotency_key).await,
+    };
+    let done = done.unwrap_or_else(|error| {
+        left.push(format!("{}: its record could not be read: {error}", rule.rule_id));
+        None
+    });
+    if let Some(done) = &done
+        && let Err(error) = record::inherit_approval(&ctx.pool, &done.id, &parent.id).await
+    {
+        left.push(format!("{}: the approval was not copied to its record: {error}", rule.rule_id));
+    }
+    outcome["action_id"] = json!(done.as_ref().map(|d| d.id.clone()));
+    let made = done.as_ref().and_then(|d| d.calls.as_array().cloned()).unwrap_or_default();
+    match result {
+        Ok(done) => outcome["status"] = json!(done.status),
+        Err(error) => {
+            outcome["status"] = json!("failed");
+            outcome["error"] = json!(error.to_string());
+            left.push(format!("{}: {error}", rule.rule_id));
+        }
+    }
+    (outcome, made)
+}
+
+/// The `revoke-ingress-rule` of one rule of a revoke-principal-ingress action: same person,
+/// reason, alert and rule; keyed by the action and the rule.
+fn child_request(parent: &ResponseRecord, action: Action, rule_id: &str) -> ApplyRequest {
+    let suffix = format!(" (part of action {})", parent.id);
+    let mut reason = parent.reason.clone();
+    if reason.len() + suffix.len() > 2000 {
+        let mut cut = 2000 - suffix.len();
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+    }
+    ApplyRequest {
+        account_id: parent.account_id.clone(),
+        action,
+        actor: parent.actor.clone(),
+        reason: reason + &suffix,
+        idempotency_key: format!("{}:{rule_id}", parent.id),
+        alert_id: parent.alert_id.clone(),
+        automatic_rule: parent.automatic_rule.clone(),
+    }
+}
+
+/// Undoes every rule a revoke-principal-ingress action revoked (each rule's own undo, which
+/// re-authorizes exactly that rule). What each undo did is in the answer, also on failure.
+async fn undo_principal_ingress(
+    ctx: &ResponseContext,
+    record: &ResponseRecord,
+    actor: &str,
+    reason: &str,
+) -> Result<Value, RespondError> {
+    // Read again: an approved undo's approver is recorded by its claim.
+    let parent = fetch(&ctx.pool, &record.id).await?;
+    let rules = parent.state_after.as_ref().and_then(|a| a["rules"].as_array().cloned()).unwrap_or_default();
+    let mut outcomes = Vec::new();
+    let mut failures = Vec::new();
+    for rule in rules {
+        let Some(child_id) = rule["action_id"].as_str() else { continue };
+        let mut outcome = json!({"rule_id": rule["rule_id"], "action_id": child_id});
+        match Box::pin(undo_child(ctx, &parent, child_id, actor, reason)).await {
+            Ok(done) => {
+                outcome["status"] = json!(done.status);
+                outcome["undo_state"] = done.undo_state.unwrap_or(Value::Null);
+            }
+            Err(error) => {
+                outcome["status"] = json!("failed");
+                outcome["error"] = json!(error.to_string());
+                failures.push(format!("{child_id}: {error}"));
+            }
+        }
+        outcomes.push(outcome);
+    }
+    if failures.is_empty() {
+        return Ok(json!({"rules": outcomes}));
+    }
+    Err(RespondError::Conflict(format!(
+        "{} rules were not restored: {}; the rules restored: {}",
+        failures.len(),
+        failures.join("; "),
+        Value::Array(outcomes)
+    )))
+}
+
+/// The undo of one rule of a revoke-principal-ingress action. Its kind's approval is the whole
+/// action's: refused unless a second person approved the parent's undo when the kind needs one.
+async fn undo_child(
+    ctx: &ResponseContext,
+    parent: &ResponseRecord,
+    id: &str,
+    actor: &str,
+    reason: &str,
+) -> Result<ResponseRecord, RespondError> {
+    let record = fetch(&ctx.pool, id).await?;
+    let action = record.action()?;
+    check_undo_allowed(ctx, &record, &action).await?;
+    if record.status != "undone"
+        && parent.undo_approved_by.is_none()
+        && record::approval_required(&ctx.pool, action.kind()).await?
+    {
+        return Err(RespondError::Conflict(format!(
+            "the undo of {} needs a second person's approval: ask for the undo of action {} and have it approved",
+            action.kind(),
+            parent.id
+        )));
+    }
+    let lease_owner = new_lease_owner()?;
+    if let Claim::Replayed(done) = record::claim_undo(&ctx.pool, id, &lease_owner).await? {
+        return Ok(*done);
+    }
+    let (outcome, calls) = run_undo(ctx, &record, &action, actor, reason, Lease { id, owner: &lease_owner }).await?;
+    let record = fetch(&ctx.pool, id).await?;
+    audit(&ctx.pool, actor, "response.undo", &record, &calls).await;
+    outcome.map(|()| record)
+}
+
 /// Everything after the claim; every way out records the outcome and releases the lease.
-async fn run_claimed(ctx: &ResponseContext, account_id: &str, action: &Action, id: &str) -> Result<(), RespondError> {
-    let fail = |error, after, log| failed(&ctx.pool, id, error, after, log);
+async fn run_claimed(
+    ctx: &ResponseContext,
+    account_id: &str,
+    action: &Action,
+    lease: Lease<'_>,
+) -> Result<(), RespondError> {
+    let id = lease.id;
+    let fail = |error, after, log| failed(&ctx.pool, lease, error, after, log);
     let responding = match session(ctx, account_id).await {
         Ok(responding) => responding,
         Err(error) => return fail(error, None, CallLog::default()).await,
@@ -304,19 +646,24 @@ async fn run_claimed(ctx: &ResponseContext, account_id: &str, action: &Action, i
         Ok(observed) => observed,
         Err(error) => return fail(error, None, CallLog::default()).await,
     };
-    record::record_before(&ctx.pool, id, &observed.state).await?;
+    record::record_before(&ctx.pool, lease, &observed.state).await?;
     if observed.protected {
         let error = RespondError::Protected { resource: format!("{} {}", action.kind(), action.target()) };
         return fail(error, None, CallLog::default()).await;
     }
+    if let Some(why) = will_fail(&observed.state) {
+        // Refused before any call: nothing is half-done.
+        return fail(RespondError::Conflict(why), None, CallLog::default()).await;
+    }
     let mut log = CallLog::default();
     if !observed.changes {
         // Already contained: applied, with nothing called and nothing for undo to restore.
-        return Ok(record::finish(&ctx.pool, id, "applied", Some(&observed.state), &log.into_value(), None).await?);
+        let calls = log.into_value();
+        return Ok(record::finish_leased(&ctx.pool, lease, "applied", Some(&observed.state), &calls, None).await?);
     }
     let mut after = Value::Null;
     match execute(&responding, action, id, &observed.state, &mut log, &mut after).await {
-        Ok(()) => Ok(record::finish(&ctx.pool, id, "applied", Some(&after), &log.into_value(), None).await?),
+        Ok(()) => Ok(record::finish_leased(&ctx.pool, lease, "applied", Some(&after), &log.into_value(), None).await?),
         Err(error) => {
             let partial = (!after.is_null()).then_some(&after);
             fail(error, partial, log).await
@@ -327,12 +674,12 @@ async fn run_claimed(ctx: &ResponseContext, account_id: &str, action: &Action, i
 /// Records a failure with what it changed (`after`) and its calls; the lease is released.
 async fn failed(
     pool: &PgPool,
-    id: &str,
+    lease: Lease<'_>,
     error: RespondError,
     after: Option<&Value>,
     log: CallLog,
 ) -> Result<(), RespondError> {
-    record::finish(pool, id, "failed", after, &log.into_value(), Some(&error.to_string())).await?;
+    record::finish_leased(pool, lease, "failed", after, &log.into_value(), Some(&error.to_string())).await?;
     Err(error)
 }
 
@@ -359,6 +706,9 @@ async fn restore(r: &Responding, action: &Action, before: &Value, log: &mut Call
             ec2::restore_profile(&session.ec2(region), region, before, log).await
         }
         Action::StopInstance { region, .. } => ec2::restore_instance(&session.ec2(region), region, before, log).await,
+        Action::RevokePrincipalIngress { .. } => {
+            Err(RespondError::Conflict("revoke-principal-ingress is undone rule by rule".into()))
+        }
         Action::DeleteLoginProfile { .. } | Action::StartLogging { .. } => match action.undo() {
             Undo::Impossible(why) => Err(RespondError::NoUndo { kind: action.kind(), why }),
             Undo::Possible(_) => Ok(Value::Null),
@@ -397,7 +747,7 @@ pub async fn undo(ctx: &ResponseContext, id: &str, actor: &str, reason: &str) ->
     let record = fetch(&ctx.pool, id).await?;
     let action = record.action()?;
     check_undo_allowed(ctx, &record, &action).await?;
-    if record.status != "undone" && record::approval_required(&ctx.pool, action.kind()).await? {
+    if record.status != "undone" && needs_approval(&ctx.pool, &action).await? {
         record::check_person(&ctx.pool, actor, "asking for the undo of an action that needs approval").await?;
         let record = record::request_undo(&ctx.pool, id, actor, reason.trim()).await?;
         audit(&ctx.pool, actor, "response.undo_request", &record, &Value::Array(Vec::new())).await;
@@ -407,7 +757,9 @@ pub async fn undo(ctx: &ResponseContext, id: &str, actor: &str, reason: &str) ->
     if let Claim::Replayed(done) = record::claim_undo(&ctx.pool, id, &lease_owner).await? {
         return Ok(*done);
     }
-    let (outcome, calls) = run_undo(ctx, &record, &action, actor, reason).await?;
+    let lease = Lease { id, owner: &lease_owner };
+    let (outcome, calls) =
+        with_heartbeat(&ctx.pool, lease, run_undo(ctx, &record, &action, actor, reason, lease)).await?;
     let record = fetch(&ctx.pool, id).await?;
     audit(&ctx.pool, actor, "response.undo", &record, &calls).await;
     outcome.map(|()| record)
@@ -421,12 +773,14 @@ async fn run_undo(
     action: &Action,
     actor: &str,
     reason: &str,
+    lease: Lease<'_>,
 ) -> Result<(Result<(), RespondError>, Value), RespondError> {
     let before = record.state_before.clone().unwrap_or(Value::Null);
     let mut log = CallLog::default();
-    let result = match session(ctx, &record.account_id).await {
-        Ok(responding) => restore(&responding, action, &before, &mut log).await,
-        Err(error) => Err(error),
+    let result = match (action, session(ctx, &record.account_id).await) {
+        (Action::RevokePrincipalIngress { .. }, Ok(_)) => undo_principal_ingress(ctx, record, actor, reason).await,
+        (_, Ok(responding)) => restore(&responding, action, &before, &mut log).await,
+        (_, Err(error)) => Err(error),
     };
     let error = result.as_ref().err().map(ToString::to_string);
     let calls = log.into_value();
@@ -438,7 +792,7 @@ async fn run_undo(
         actor,
         reason: reason.trim(),
     };
-    record::finish_undo(&ctx.pool, &record.id, &outcome).await?;
+    record::finish_undo(&ctx.pool, lease, &outcome).await?;
     Ok((result.map(|_| ()), calls))
 }
 

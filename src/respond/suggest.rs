@@ -7,7 +7,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use super::record::{self, ResponseRecord};
-use super::{Action, RespondError, Undo};
+use super::{Action, Principal, RespondError, Undo};
 use crate::accounts::responder;
 
 /// At most this many evidence events are read for suggestions.
@@ -22,6 +22,9 @@ pub struct Suggestion {
     pub region: Option<String>,
     pub why: String,
     pub undo: Undo,
+    /// What could not be checked for this suggestion (it is shown anyway).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// What the alert page shows: the actions, whether the account can run them, and those run.
@@ -148,9 +151,51 @@ pub fn from_events(events: &[Value]) -> Vec<Suggestion> {
             continue;
         }
         let region = Some(action.region().to_owned()).filter(|r| r != crate::aws::GLOBAL_REGION);
-        suggestions.push(Suggestion { kind: action.kind(), target, region, why, undo: action.undo() });
+        suggestions.push(Suggestion { kind: action.kind(), target, region, why, undo: action.undo(), note: None });
     }
     suggestions
+}
+
+/// "Revoke every rule opened by" each principal of the events who opened ingress rules in the
+/// account (any of its events within the lookback, not only the alert's): one indexed row read
+/// each, on every alert page. A failed read is a note on that suggestion, never an error for all.
+async fn principal_ingress(pool: &PgPool, account_id: &str, events: &[Value]) -> Vec<Suggestion> {
+    let mut principals: Vec<Principal> = Vec::new();
+    for (action, _) in events.iter().flat_map(by_principal) {
+        if let Action::Quarantine { principal } = action
+            && !principals.iter().any(|p| p.label().eq_ignore_ascii_case(&principal.label()))
+        {
+            principals.push(principal);
+        }
+    }
+    let mut found = Vec::new();
+    for principal in principals {
+        let note = match super::principal_ingress::opened_any(pool, account_id, &principal).await {
+            Ok(false) => continue,
+            Ok(true) => None,
+            Err(error) => {
+                tracing::warn!(account_id, principal = %principal.label(), error = %error,
+                    "suggestions: could not check the principal's ingress rules");
+                Some(format!("could not check whether it opened ingress rules ({error}): the dry run will tell"))
+            }
+        };
+        let action = Action::RevokePrincipalIngress { principal };
+        let why = format!(
+            "every security-group ingress rule {} opened (its AuthorizeSecurityGroupIngress events of the last {} days): \
+             the dry run lists those still there",
+            action.target(),
+            super::principal_ingress::LOOKBACK_DAYS
+        );
+        found.push(Suggestion {
+            kind: action.kind(),
+            target: action.target(),
+            region: None,
+            why,
+            undo: action.undo(),
+            note,
+        });
+    }
+    found
 }
 
 /// The actions for one alert; none if there is no such alert.
@@ -175,11 +220,13 @@ pub async fn for_alert(pool: &PgPool, alert_id: &str) -> Result<Option<Applicabl
     .fetch_all(pool)
     .await?;
     let enabled = responder::load(pool, &account_id).await?.is_some();
+    let mut actions = from_events(&events);
+    actions.extend(principal_ingress(pool, &account_id, &events).await);
     Ok(Some(Applicable {
         alert_id: alert_id.to_owned(),
         enable_command: (!enabled).then(|| responder::enable_command(&account_id)),
         enabled,
-        actions: from_events(&events),
+        actions,
         recorded: record::list(pool, None, Some(alert_id), 100).await?,
         account_id,
     }))

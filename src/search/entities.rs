@@ -254,7 +254,7 @@ async fn principal_logins(
                   source_ip_text AS source_ip, geo_country AS country, geo_city AS city,
                   raw #>> '{responseElements,ConsoleLogin}' AS outcome, raw #>> '{additionalEventData,MFAUsed}' AS mfa_used
            FROM cloudtrail_events
-           WHERE event_name = 'ConsoleLogin'
+           WHERE lower(event_name) = 'consolelogin' AND event_name = 'ConsoleLogin'
              AND ($1::text IS NULL OR lower(principal_arn) = $1) AND ($2::text IS NULL OR lower(user_name) = $2)
              AND event_time >= $3 AND event_time <= $4
            ORDER BY event_time DESC LIMIT 200"#,

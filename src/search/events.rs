@@ -8,6 +8,8 @@ use serde::Serialize;
 
 use super::principal_columns;
 
+mod text_search;
+
 /// An audit-trail search: every filter is optional; `limit` is the page size and `after` the
 /// position of the previous page's last event (newest first).
 #[derive(Debug, Default, Clone)]
@@ -26,8 +28,9 @@ pub struct EventFilter {
     pub until: Option<DateTime<Utc>>,
     pub failed: Option<bool>,
     pub read_only: Option<bool>,
-    /// An `ILIKE` pattern over the raw event ([`super::contains_pattern`]); a scan, the last
-    /// resort when no field filter fits.
+    /// An `ILIKE` pattern ([`super::contains_pattern`]) over the event's searchable fields
+    /// (`skywarden_event_search_text`, migration 0036): through the trigram index of
+    /// `event_search` for what the indexer has copied ([`super::index`]), computed for the rest.
     pub text: Option<String>,
     pub limit: i64,
     /// Where the previous page ended.
@@ -84,6 +87,9 @@ pub struct EventSummary {
 
 /// Runs a search: the query behind the audit trail (and its benchmark), newest first.
 pub async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Vec<EventSummary>, sqlx::Error> {
+    if filter.text.is_some() {
+        return text_search::search(db, filter).await;
+    }
     let (after_time, after_account, after_id) = match filter.after.clone() {
         Some((t, a, i)) => (Some(t), Some(a), Some(i)),
         None => (None, None, None),
@@ -113,7 +119,8 @@ pub async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Vec<Event
                  AND ($10::bool IS NULL OR (error_code IS NOT NULL OR error_message IS NOT NULL) = $10)
                  AND ($11::bool IS NULL OR read_only = $11)
                  AND ($12::timestamptz IS NULL OR (event_time, account_id, event_id) < ($12, $13::text, $14::text))
-                 AND ($16::text IS NULL OR raw::text ILIKE $16)
+                 -- Text searches take `text_search` instead.
+                 AND $16::text IS NULL
                ORDER BY event_time DESC, account_id DESC, event_id DESC
                LIMIT $15)
            SELECT c.account_id, c.event_id, c.event_time, c.region, c.event_source, c.event_name, c.principal_arn,
@@ -151,6 +158,9 @@ pub async fn search_newer(
     filter: &EventFilter,
     before: &EventKey,
 ) -> Result<Vec<EventSummary>, sqlx::Error> {
+    if filter.text.is_some() {
+        return text_search::search_newer(db, filter, before).await;
+    }
     let (principal_arn, user_name) = filter.principal_columns();
     let (before_time, before_account, before_id) = before.clone();
     let mut events = sqlx::query_as!(
@@ -174,7 +184,7 @@ pub async fn search_newer(
                  AND ($10::bool IS NULL OR (error_code IS NOT NULL OR error_message IS NOT NULL) = $10)
                  AND ($11::bool IS NULL OR read_only = $11)
                  AND (event_time, account_id, event_id) > ($12, $13::text, $14::text)
-                 AND ($15::text IS NULL OR raw::text ILIKE $15)
+                 AND $15::text IS NULL
                ORDER BY event_time, account_id, event_id
                LIMIT $17)
            SELECT c.account_id, c.event_id, c.event_time, c.region, c.event_source, c.event_name, c.principal_arn,
@@ -209,6 +219,9 @@ pub async fn search_newer(
 
 /// How many events match the filter (its paging aside), counting no further than `cap`.
 pub async fn count(db: &sqlx::PgPool, filter: &EventFilter, cap: i64) -> Result<i64, sqlx::Error> {
+    if filter.text.is_some() {
+        return text_search::count(db, filter, cap).await;
+    }
     let (principal_arn, user_name) = filter.principal_columns();
     sqlx::query_scalar!(
         r#"SELECT count(*) AS "count!" FROM (
@@ -228,7 +241,7 @@ pub async fn count(db: &sqlx::PgPool, filter: &EventFilter, cap: i64) -> Result<
                  AND ($9::timestamptz IS NULL OR event_time < $9)
                  AND ($10::bool IS NULL OR (error_code IS NOT NULL OR error_message IS NOT NULL) = $10)
                  AND ($11::bool IS NULL OR read_only = $11)
-                 AND ($12::text IS NULL OR raw::text ILIKE $12)
+                 AND $12::text IS NULL
                LIMIT $14) matching"#,
         filter.account,
         principal_arn,

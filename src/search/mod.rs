@@ -7,6 +7,7 @@
 pub mod entities;
 pub mod events;
 pub mod flows;
+pub mod index;
 
 /// An `ILIKE` pattern that finds `text` anywhere, its own `%`, `_` and `\` taken literally.
 pub fn contains_pattern(text: &str) -> String {

@@ -288,8 +288,8 @@ fn asff(account: &str, id: &str, product: &str, updated: DateTime<Utc>, label: &
 /// Imports ASFF findings into moto as the account's owner would (BatchImportFindings).
 async fn import_asff(session: &AccountSession, findings: &[Value]) {
     use aws_sdk_securityhub::types::{
-        AwsSecurityFinding, Compliance, RecordState, Resource, Severity as AsffSeverity, SeverityLabel, Workflow,
-        WorkflowStatus,
+        AwsSecurityFinding, Compliance, ComplianceStatus, RecordState, Resource, Severity as AsffSeverity,
+        SeverityLabel, Workflow, WorkflowStatus,
     };
     let client = session.securityhub("us-east-1");
     for chunk in findings.chunks(100) {
@@ -316,7 +316,12 @@ async fn import_asff(session: &AccountSession, findings: &[Value]) {
                     )
                     .title(text("Title"))
                     .description(text("Description"))
-                    .compliance(Compliance::builder().security_control_id("S3.8").build())
+                    .compliance(
+                        Compliance::builder()
+                            .security_control_id("S3.8")
+                            .status(ComplianceStatus::from(f["Compliance"]["Status"].as_str().unwrap()))
+                            .build(),
+                    )
                     .resources(
                         Resource::builder()
                             .r#type("AwsS3Bucket")
@@ -732,4 +737,519 @@ async fn turning_findings_imports_on_is_audited_with_the_flags() {
     assert_eq!(log.len(), 1);
     assert_eq!(log[0].details["guardduty_findings"], true, "{}", log[0].details);
     assert_eq!(log[0].details["security_hub_findings"], false, "{}", log[0].details);
+}
+
+/// GuardDuty updates findings between the ListFindings that names them and the GetFindings that
+/// reads them: they come back newer than the listing ordered them. The cursor must not jump to
+/// their new time, past the findings listed after them.
+#[tokio::test]
+async fn a_finding_updated_between_listing_and_reading_skips_none_listed_later() {
+    let db = TestDb::new().await;
+    let account = fake::random_account_id();
+    let (guardduty, mut ctx) = one_page_a_run(&db, &account).await;
+    ctx.options.max_pages_per_run = 200;
+    let base = Utc::now() - chrono::Duration::hours(2);
+    for n in 0..120 {
+        guardduty.put_finding(guardduty_finding(
+            &account,
+            &format!("f{n:03}"),
+            base + chrono::Duration::seconds(n),
+            2.0,
+        ));
+    }
+    // Once the first page (f000–f049) is listed, GuardDuty updates f010 and f049, the last one
+    // listed (only the listing's time can tell it was updated since).
+    guardduty.update_between_list_and_get(guardduty_finding(&account, "f010", base, 8.0));
+    guardduty.update_between_list_and_get(guardduty_finding(&account, "f049", base, 8.0));
+    let worker = Worker::new(ctx, "worker-a", None);
+    run_until_caught_up(&db, &worker, &account, Source::GuardDutyFindings, "us-east-1").await;
+    let alerts = alerts_of(&db, &account, "aws-guardduty:").await;
+    let missing: Vec<String> =
+        (0..120).map(|n| format!("f{n:03}")).filter(|id| !alerts.iter().any(|a| a.evidence == [id.clone()])).collect();
+    assert!(missing.is_empty(), "findings never read: {missing:?}");
+    assert_eq!(alerts.len(), 120);
+    for id in ["f010", "f049"] {
+        let updated = alerts.iter().find(|a| a.evidence == [id]).unwrap();
+        assert_eq!(updated.severity, Severity::High, "the update of {id} is read");
+    }
+    let second = guardduty.listings()[1].1.unwrap();
+    assert_eq!(
+        second,
+        (base + chrono::Duration::seconds(48)).timestamp_millis(),
+        "the next listing starts at the last finding proven read in listing order (f048)"
+    );
+}
+
+/// A webhook channel and a route for alerts of `min_severity` and above, so the outbox shows
+/// what routes hear of.
+async fn webhook_route(db: &TestDb, min_severity: &str) {
+    use skywarden::notify::channels::{self, ChannelKind, ChannelSpec, SecretInput};
+    use skywarden::notify::network::NetworkPolicy;
+    use skywarden::notify::routes::{self, RouteSpec};
+    use skywarden::notify::secrets::{Secret, SecretKey};
+    let spec = ChannelSpec {
+        name: "soc-hook".into(),
+        kind: ChannelKind::Webhook,
+        settings: json!({"url": "http://127.0.0.1:9/hook"}),
+        secrets: [("signing_secret".to_string(), SecretInput::Value(Secret::new("whsec-findings")))].into(),
+        enabled: true,
+    };
+    let loopback = NetworkPolicy::allowing("127.0.0.1/32").unwrap();
+    channels::create(&db.pool, &spec, &SecretKey::generate(), &loopback).await.unwrap();
+    let route: RouteSpec =
+        serde_json::from_value(json!({"name": "findings", "channel": "soc-hook", "min_severity": min_severity}))
+            .unwrap();
+    routes::create(&db.pool, &route).await.unwrap();
+}
+
+/// An outbox message: (event, status, actor, reason).
+type Queued = (String, Option<String>, Option<String>, Option<String>);
+
+/// The outbox messages of an alert.
+async fn outbox_of(db: &TestDb, alert_id: &str) -> Vec<Queued> {
+    sqlx::query_as(
+        "SELECT event, alert_status::text, status_actor, status_reason FROM notification_outbox
+         WHERE alert_id = $1::uuid ORDER BY id",
+    )
+    .bind(alert_id)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// The alert's history: (new status, actor, reason), oldest first.
+async fn history_of(db: &TestDb, alert_id: &str) -> Vec<(String, String, String)> {
+    sqlx::query_as(
+        "SELECT new_status::text, actor, reason FROM alert_status_changes WHERE alert_id = $1::uuid ORDER BY changed_at",
+    )
+    .bind(alert_id)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_guardduty_finding_active_again_reopens_its_alert_unless_dismissed_at_the_same_severity() {
+    let db = TestDb::new().await;
+    webhook_route(&db, "medium").await;
+    let account = fake::random_account_id();
+    let (guardduty, ctx) = one_page_a_run(&db, &account).await;
+    let worker = Worker::new(ctx, "worker-a", None);
+    // Each update after the run before it, as GuardDuty stamps them.
+    let step = |severity: f64, archived: bool| {
+        let mut finding = guardduty_finding(&account, "probe-1", Utc::now(), severity);
+        finding["service"]["archived"] = json!(archived);
+        guardduty.put_finding(finding);
+    };
+    let poll = || run_until_caught_up(&db, &worker, &account, Source::GuardDutyFindings, "us-east-1");
+    let alert = || async { alerts_of(&db, &account, "aws-guardduty:").await.pop().unwrap() };
+
+    step(5.0, false);
+    poll().await;
+    let id = alert().await.id;
+    assert_eq!(alert().await.status, AlertStatus::Open);
+    step(5.0, true);
+    poll().await;
+    assert_eq!(alert().await.status, AlertStatus::Resolved, "archived: closed");
+    let events = |outbox: Vec<Queued>| {
+        outbox
+            .into_iter()
+            .map(|(event, status, _, _)| format!("{event}:{}", status.unwrap_or_default()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(events(outbox_of(&db, &id).await), ["alert.opened:"], "closed silently");
+
+    // Unarchived within a day of GuardDuty closing it: the same alert reopens, on its history,
+    // and as silently as it was closed (a flapping finding floods no route).
+    step(5.0, false);
+    poll().await;
+    let reopened = alert().await;
+    assert_eq!((reopened.id.as_str(), reopened.status), (id.as_str(), AlertStatus::Open));
+    let history = history_of(&db, &id).await;
+    let (status, actor, reason) = history.last().unwrap();
+    assert_eq!((status.as_str(), actor.as_str()), ("open", "guardduty"), "{history:?}");
+    assert!(reason.contains("probe-1") && reason.contains("active again"), "{reason}");
+    assert_eq!(events(outbox_of(&db, &id).await), ["alert.opened:"], "reopened silently");
+    assert_eq!(alerts_of(&db, &account, "aws-guardduty:").await.len(), 1, "reopened, not a second alert");
+
+    // Archived, and unarchived more than a day after: the reopen is told as a reopen.
+    step(5.0, true);
+    poll().await;
+    assert_eq!(alert().await.status, AlertStatus::Resolved);
+    sqlx::query(
+        "UPDATE alert_status_changes SET changed_at = changed_at - interval '25 hours'
+         WHERE alert_id = $1::uuid AND actor = 'guardduty' AND new_status = 'resolved'",
+    )
+    .bind(&id)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    step(5.0, false);
+    poll().await;
+    assert_eq!(alert().await.status, AlertStatus::Open);
+    let outbox = outbox_of(&db, &id).await;
+    assert_eq!(events(outbox.clone()), ["alert.opened:", "alert.status_changed:open"]);
+    assert!(outbox[1].3.as_deref().unwrap_or_default().contains("active again"), "{outbox:?}");
+
+    // An analyst dismisses it as a false positive: archived and unarchived at the same
+    // severity, it stays dismissed; rated higher, it reopens.
+    skywarden::notify::outbox::set_alert_status(
+        &db.pool,
+        &id,
+        AlertStatus::Dismissed,
+        None,
+        "analyst",
+        "false positive",
+    )
+    .await
+    .unwrap();
+    let outbox_before = outbox_of(&db, &id).await;
+    step(5.0, true);
+    poll().await;
+    step(5.0, false);
+    poll().await;
+    assert_eq!(alert().await.status, AlertStatus::Dismissed, "a false positive stays closed");
+    assert_eq!(outbox_of(&db, &id).await, outbox_before, "and no route hears of it");
+    step(8.0, false);
+    poll().await;
+    let raised = alert().await;
+    assert_eq!((raised.status, raised.severity), (AlertStatus::Open, Severity::High));
+    let (_, actor, reason) = history_of(&db, &id).await.pop().unwrap();
+    assert_eq!(actor, "guardduty");
+    assert!(reason.contains("high") && reason.contains("medium") && reason.contains("dismissed"), "{reason}");
+    let outbox = outbox_of(&db, &id).await;
+    assert_eq!(events(outbox[outbox_before.len()..].to_vec()), ["alert.status_changed:open"], "{outbox:?}");
+
+    // An analyst resolves it while the finding stays active; rated critical, it reopens, as a
+    // dismissed one does, and routes hear of it as a reopen.
+    skywarden::notify::outbox::set_alert_status(&db.pool, &id, AlertStatus::Resolved, None, "analyst", "fixed")
+        .await
+        .unwrap();
+    let outbox_before = outbox_of(&db, &id).await;
+    step(8.0, false);
+    poll().await;
+    assert_eq!(alert().await.status, AlertStatus::Resolved, "the same severity: the analyst's call stands");
+    assert_eq!(outbox_of(&db, &id).await, outbox_before, "no route hears of it");
+    step(9.5, false);
+    poll().await;
+    let raised = alert().await;
+    assert_eq!((raised.status, raised.severity), (AlertStatus::Open, Severity::Critical), "a rise reopens it");
+    let (_, actor, reason) = history_of(&db, &id).await.pop().unwrap();
+    assert_eq!(actor, "guardduty");
+    assert!(reason.contains("critical") && reason.contains("when resolved"), "{reason}");
+    let outbox = outbox_of(&db, &id).await;
+    let added = events(outbox[outbox_before.len()..].to_vec());
+    assert!(added.contains(&"alert.status_changed:open".to_owned()), "{added:?}");
+}
+
+#[tokio::test]
+async fn a_security_hub_finding_back_to_new_reopens_its_alert() {
+    let db = TestDb::new().await;
+    let moto = fake::moto_url().await;
+    let ctx = context(&db, fake::settings_for(moto)).await;
+    let account = fake::random_account_id();
+    onboard(&db, &account, &["us-east-1"], false, true).await;
+    let loaded = accounts::load(&db.pool, &account).await.unwrap();
+    let owner = AccountSession::assume(&ctx.base, &ctx.settings, &loaded.assume_target()).await.unwrap();
+    let worker = Worker::new(ctx, "worker-a", None);
+    let poll = || run_until_caught_up(&db, &worker, &account, Source::SecurityHubFindings, "us-east-1");
+    let status = || async { alerts_of(&db, &account, "aws-securityhub:").await.pop().unwrap().status };
+
+    let mut finding = asff(&account, "control-1", "Security Hub", Utc::now() - chrono::Duration::minutes(12), "HIGH");
+    import_asff(&owner, std::slice::from_ref(&finding)).await;
+    poll().await;
+    assert_eq!(status().await, AlertStatus::Open);
+    finding["Workflow"]["Status"] = json!("RESOLVED");
+    finding["UpdatedAt"] = json!(time(Utc::now() - chrono::Duration::minutes(8)));
+    import_asff(&owner, std::slice::from_ref(&finding)).await;
+    poll().await;
+    assert_eq!(status().await, AlertStatus::Resolved, "resolved in Security Hub: closed");
+    finding["Workflow"]["Status"] = json!("NOTIFIED");
+    finding["UpdatedAt"] = json!(time(Utc::now() - chrono::Duration::minutes(4)));
+    import_asff(&owner, std::slice::from_ref(&finding)).await;
+    poll().await;
+    assert_eq!(status().await, AlertStatus::Open, "workflow back to NOTIFIED, record ACTIVE: reopened");
+    let alert = alerts_of(&db, &account, "aws-securityhub:").await.pop().unwrap();
+    let (_, actor, reason) = history_of(&db, &alert.id).await.pop().unwrap();
+    assert_eq!(actor, "securityhub");
+    assert!(reason.contains("active again"), "{reason}");
+}
+
+#[tokio::test]
+async fn an_older_version_imported_after_a_newer_one_changes_nothing() {
+    let db = TestDb::new().await;
+    webhook_route(&db, "high").await;
+    let account = fake::random_account_id();
+    let dir = tempfile::tempdir().unwrap();
+    let import = |name: &str, findings: Vec<Value>| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, json!({"findings": findings}).to_string()).unwrap();
+        let pool = db.pool.clone();
+        async move { skywarden::pollers::findings::import_files(&pool, &[path]).await.unwrap() }
+    };
+    let t = |minutes: i64| Utc::now() - chrono::Duration::minutes(minutes);
+    // v1 medium and active, v3 archived; then v2 arrives late: rated high and active.
+    let v1 = guardduty_finding(&account, "probe-1", t(30), 5.0);
+    let mut v3 = guardduty_finding(&account, "probe-1", t(10), 5.0);
+    v3["service"]["archived"] = json!(true);
+    v3["service"]["count"] = json!(3);
+    let mut v2 = guardduty_finding(&account, "probe-1", t(20), 8.0);
+    v2["service"]["count"] = json!(2);
+    import("v1.json", vec![v1]).await;
+    import("v3.json", vec![v3.clone()]).await;
+    let late = import("v2.json", vec![v2.clone()]).await;
+    assert_eq!((late.folded, late.stale, late.reopened), (0, 1, 0), "{late:?}");
+    let alert = alerts_of(&db, &account, "aws-guardduty:").await.pop().unwrap();
+    assert_eq!(alert.status, AlertStatus::Resolved, "the newest version is archived");
+    assert_eq!(alert.severity, Severity::Medium, "an older rating does not escalate it");
+    assert_eq!(alert.details["finding"]["service"]["count"], 3);
+    assert_eq!(alert.details["archived"], true);
+    assert!(outbox_of(&db, &alert.id).await.is_empty(), "no route hears of an old version");
+
+    // Both versions in one file, the newer first: the newer wins.
+    let mut w3 = guardduty_finding(&account, "probe-2", t(10), 5.0);
+    w3["service"]["count"] = json!(3);
+    let mut w2 = guardduty_finding(&account, "probe-2", t(20), 8.0);
+    w2["service"]["count"] = json!(2);
+    import("both.json", vec![w3, w2]).await;
+    let alerts = alerts_of(&db, &account, "aws-guardduty:").await;
+    let two = alerts.iter().find(|a| a.evidence == ["probe-2"]).unwrap();
+    assert_eq!((two.severity, two.details["finding"]["service"]["count"].clone()), (Severity::Medium, json!(3)));
+}
+
+/// Scrapes `/metrics` (served in-process on the metrics router).
+async fn metrics(db: &TestDb) -> String {
+    use tower::ServiceExt;
+    let request = axum::http::Request::builder().uri("/metrics").body(axum::body::Body::empty()).unwrap();
+    let context = skywarden::http::ApiContext::new(db.pool.clone());
+    let response = skywarden::http::metrics::router(context).oneshot(request).await.unwrap();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 24).await.unwrap();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[tokio::test]
+async fn a_malformed_finding_is_counted_and_named_and_the_rest_of_its_page_imported() {
+    let db = TestDb::new().await;
+    let account = fake::random_account_id();
+    let (guardduty, ctx) = one_page_a_run(&db, &account).await;
+    // Recent: the overlap of the next listing reads it again, and it is counted once.
+    let updated = Utc::now() - chrono::Duration::minutes(5);
+    guardduty.put_finding(guardduty_finding(&account, "good-1", updated, 5.0));
+    let mut bad = guardduty_finding(&account, "bad-1", updated + chrono::Duration::seconds(1), 5.0);
+    bad["severity"] = json!("high");
+    guardduty.put_finding(bad);
+    guardduty.put_finding(guardduty_finding(&account, "good-2", updated + chrono::Duration::seconds(2), 5.0));
+    let worker = Worker::new(ctx, "worker-a", None);
+    run_until_caught_up(&db, &worker, &account, Source::GuardDutyFindings, "us-east-1").await;
+    let listed_before = guardduty.listings().len();
+    run_until_caught_up(&db, &worker, &account, Source::GuardDutyFindings, "us-east-1").await;
+    assert!(guardduty.listings().len() > listed_before, "polled again");
+
+    let alerts = alerts_of(&db, &account, "aws-guardduty:").await;
+    let mut read: Vec<&str> = alerts.iter().map(|a| a.evidence[0].as_str()).collect();
+    read.sort();
+    assert_eq!(read, ["good-1", "good-2"]);
+    let statuses = jobs::statuses(&db.pool, Some(&account)).await.unwrap();
+    let state = statuses.iter().find(|s| s.source == "guardduty-findings").unwrap().state.clone().unwrap_or_default();
+    assert!(
+        state.starts_with("enabled; 1 malformed finding(s) skipped (last: finding bad-1: field `severity`"),
+        "the job's state names it: {state}"
+    );
+    let shown = db.skywarden(&["accounts", "status", &account]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("1 malformed finding(s) skipped") && shown.contains("bad-1"), "{shown}");
+    let scraped = metrics(&db).await;
+    let line = format!(
+        "skywarden_findings_malformed_total{{account=\"{account}\",region=\"us-east-1\",source=\"guardduty-findings\"}} 1"
+    );
+    assert!(scraped.contains(&line), "{scraped}");
+}
+
+#[tokio::test]
+async fn a_run_stopped_at_its_page_cap_says_so_and_the_next_resumes_at_the_cursor() {
+    let db = TestDb::new().await;
+    let account = fake::random_account_id();
+    let (guardduty, ctx) = one_page_a_run(&db, &account).await;
+    let base = Utc::now() - chrono::Duration::hours(2);
+    for n in 0..120 {
+        guardduty.put_finding(guardduty_finding(
+            &account,
+            &format!("f{n:03}"),
+            base + chrono::Duration::seconds(n),
+            2.0,
+        ));
+    }
+    let worker = Worker::new(ctx, "worker-a", None);
+    let state = || async {
+        let statuses = jobs::statuses(&db.pool, Some(&account)).await.unwrap();
+        statuses.iter().find(|s| s.source == "guardduty-findings").unwrap().state.clone().unwrap_or_default()
+    };
+    jobs::run_now(&db.pool, &account, Some(Source::GuardDutyFindings)).await.unwrap();
+    worker.run_once().await.unwrap();
+    let behind = state().await;
+    assert!(behind.contains("run(s) stopped at the page cap with more to read"), "while behind: {behind}");
+    run_until_caught_up(&db, &worker, &account, Source::GuardDutyFindings, "us-east-1").await;
+    let listings = guardduty.listings();
+    let bounds: Vec<i64> = listings.iter().map(|(_, since, _)| since.unwrap()).collect();
+    let at = |n: i64| (base + chrono::Duration::seconds(n)).timestamp_millis();
+    // Three pages, one a run; a run after them (asked for while one ran) lists from its start.
+    assert!(bounds.len() >= 3 && bounds[3..].iter().all(|b| *b > at(119)), "one page a run: {listings:?}");
+    // The last id of a page with more to follow is never proven: the cursor stops before it.
+    assert_eq!(bounds[1..3], [at(48), at(96)], "each run resumes at the cursor the capped one left");
+    assert_eq!(alerts_of(&db, &account, "aws-guardduty:").await.len(), 120);
+    let statuses = jobs::statuses(&db.pool, Some(&account)).await.unwrap();
+    let job = statuses.iter().find(|s| s.source == "guardduty-findings").unwrap();
+    assert_eq!(job.items_total, 120, "nothing read twice");
+    let caught_up = job.state.clone().unwrap_or_default();
+    assert!(!caught_up.contains("page cap"), "caught up, the state no longer names the cap: {caught_up}");
+    let scraped = metrics(&db).await;
+    assert!(scraped.contains(&format!("skywarden_findings_capped_runs_total{{account=\"{account}\",region=\"us-east-1\",source=\"guardduty-findings\"}} 2")), "{scraped}");
+}
+
+/// A Security Hub finding whose workflow status changes without a new `UpdatedAt`, as
+/// `BatchUpdateFindings` (the console's "Set workflow status") does. moto 5.2 has no
+/// BatchUpdateFindings; BatchImportFindings of the same finding with the same `UpdatedAt` and
+/// another workflow status leaves moto holding what BatchUpdateFindings leaves Security Hub
+/// holding. The change is older than the listing's overlap: only the re-check by `Id` sees it.
+#[tokio::test]
+async fn a_security_hub_workflow_change_without_a_new_updated_at_is_seen_by_the_recheck() {
+    let db = TestDb::new().await;
+    webhook_route(&db, "medium").await;
+    let moto = fake::moto_url().await;
+    let ctx = context(&db, fake::settings_for(moto)).await;
+    let account = fake::random_account_id();
+    onboard(&db, &account, &["us-east-1"], false, true).await;
+    let loaded = accounts::load(&db.pool, &account).await.unwrap();
+    let owner = AccountSession::assume(&ctx.base, &ctx.settings, &loaded.assume_target()).await.unwrap();
+    let worker = Worker::new(ctx, "worker-a", None);
+    let poll = || run_until_caught_up(&db, &worker, &account, Source::SecurityHubFindings, "us-east-1");
+    let alert = || async { alerts_of(&db, &account, "aws-securityhub:").await.pop().unwrap() };
+
+    let mut finding = asff(&account, "control-9", "Security Hub", Utc::now() - chrono::Duration::minutes(40), "HIGH");
+    import_asff(&owner, std::slice::from_ref(&finding)).await;
+    poll().await;
+    let id = alert().await.id;
+    assert_eq!(alert().await.status, AlertStatus::Open);
+    poll().await; // the listing's cursor is now past the finding's UpdatedAt, overlap and all
+
+    finding["Workflow"]["Status"] = json!("RESOLVED");
+    import_asff(&owner, std::slice::from_ref(&finding)).await;
+    poll().await;
+    let resolved = alert().await;
+    assert_eq!(resolved.status, AlertStatus::Resolved, "resolved at the same UpdatedAt: closed");
+    assert_eq!(resolved.details["workflow_status"], "RESOLVED");
+    let (_, actor, _) = history_of(&db, &id).await.pop().unwrap();
+    assert_eq!(actor, "securityhub");
+
+    finding["Workflow"]["Status"] = json!("NOTIFIED");
+    import_asff(&owner, std::slice::from_ref(&finding)).await;
+    poll().await;
+    assert_eq!(alert().await.status, AlertStatus::Open, "back to NOTIFIED at the same UpdatedAt: reopened");
+    let (_, actor, reason) = history_of(&db, &id).await.pop().unwrap();
+    assert_eq!(actor, "securityhub");
+    assert!(reason.contains("active again"), "{reason}");
+    let events: Vec<String> = outbox_of(&db, &id).await.into_iter().map(|(event, ..)| event).collect();
+    assert_eq!(events, ["alert.opened"], "closed and reopened by the service within a day: silently");
+}
+
+/// A control flapping FAILED → NOT_AVAILABLE → FAILED (AWS Config could not evaluate it for a
+/// while) neither closes nor reopens its alert, and no route hears of it.
+#[tokio::test]
+async fn a_control_not_available_for_a_while_changes_no_alert() {
+    let db = TestDb::new().await;
+    webhook_route(&db, "medium").await;
+    let moto = fake::moto_url().await;
+    let ctx = context(&db, fake::settings_for(moto)).await;
+    let account = fake::random_account_id();
+    onboard(&db, &account, &["us-east-1"], false, true).await;
+    let loaded = accounts::load(&db.pool, &account).await.unwrap();
+    let owner = AccountSession::assume(&ctx.base, &ctx.settings, &loaded.assume_target()).await.unwrap();
+    let worker = Worker::new(ctx, "worker-a", None);
+    let poll = || run_until_caught_up(&db, &worker, &account, Source::SecurityHubFindings, "us-east-1");
+    let alert = || async { alerts_of(&db, &account, "aws-securityhub:").await.pop().unwrap() };
+
+    let mut finding = asff(&account, "flappy", "Security Hub", Utc::now() - chrono::Duration::minutes(12), "HIGH");
+    import_asff(&owner, std::slice::from_ref(&finding)).await;
+    poll().await;
+    let id = alert().await.id;
+    let outbox_before = outbox_of(&db, &id).await;
+    finding["Compliance"]["Status"] = json!("NOT_AVAILABLE");
+    finding["UpdatedAt"] = json!(time(Utc::now() - chrono::Duration::minutes(8)));
+    import_asff(&owner, std::slice::from_ref(&finding)).await;
+    poll().await;
+    let unknown = alert().await;
+    assert_eq!(unknown.status, AlertStatus::Open, "NOT_AVAILABLE is no verdict: the alert stays open");
+    assert_eq!(unknown.details["compliance_status"], "NOT_AVAILABLE", "the version is recorded");
+    finding["Compliance"]["Status"] = json!("FAILED");
+    finding["UpdatedAt"] = json!(time(Utc::now() - chrono::Duration::minutes(4)));
+    import_asff(&owner, std::slice::from_ref(&finding)).await;
+    poll().await;
+    assert_eq!(alert().await.status, AlertStatus::Open);
+    assert!(history_of(&db, &id).await.is_empty(), "neither closed nor reopened");
+    assert_eq!(outbox_of(&db, &id).await, outbox_before, "no route hears of it");
+
+    // An analyst resolved it while it was failing: NOT_AVAILABLE then FAILED does not reopen it.
+    skywarden::notify::outbox::set_alert_status(&db.pool, &id, AlertStatus::Resolved, None, "analyst", "accepted")
+        .await
+        .unwrap();
+    finding["Compliance"]["Status"] = json!("NOT_AVAILABLE");
+    finding["UpdatedAt"] = json!(time(Utc::now() - chrono::Duration::minutes(3)));
+    import_asff(&owner, std::slice::from_ref(&finding)).await;
+    poll().await;
+    finding["Compliance"]["Status"] = json!("FAILED");
+    finding["UpdatedAt"] = json!(time(Utc::now() - chrono::Duration::minutes(2)));
+    import_asff(&owner, std::slice::from_ref(&finding)).await;
+    poll().await;
+    assert_eq!(alert().await.status, AlertStatus::Resolved, "the analyst's call stands");
+}
+
+/// GetFindings answering a finding not asked for (another account's, another region's, an id
+/// not listed): dropped, counted in the job's state and /metrics; the asked-for one imported.
+#[tokio::test]
+async fn guardduty_answers_not_asked_for_are_dropped_and_counted() {
+    let db = TestDb::new().await;
+    let account = fake::random_account_id();
+    let (guardduty, ctx) = one_page_a_run(&db, &account).await;
+    let updated = Utc::now() - chrono::Duration::hours(1);
+    guardduty.put_finding(guardduty_finding(&account, "mine-1", updated, 5.0));
+    let other_account = fake::random_account_id();
+    guardduty.answer_extra(guardduty_finding(&other_account, "member-1", updated, 8.0));
+    let mut other_region = guardduty_finding(&account, "west-1", updated, 8.0);
+    other_region["region"] = json!("us-west-2");
+    guardduty.answer_extra(other_region);
+    guardduty.answer_extra(guardduty_finding(&account, "unlisted-1", updated, 8.0));
+    let worker = Worker::new(ctx, "worker-a", None);
+    run_until_caught_up(&db, &worker, &account, Source::GuardDutyFindings, "us-east-1").await;
+
+    let alerts = alerts_of(&db, &account, "aws-guardduty:").await;
+    let read: Vec<&str> = alerts.iter().map(|a| a.evidence[0].as_str()).collect();
+    assert_eq!(read, ["mine-1"]);
+    assert!(alerts_of(&db, &other_account, "aws-guardduty:").await.is_empty(), "no alert on the member");
+    let statuses = jobs::statuses(&db.pool, Some(&account)).await.unwrap();
+    let state = statuses.iter().find(|s| s.source == "guardduty-findings").unwrap().state.clone().unwrap_or_default();
+    assert!(state.contains("3 finding(s) of another account, region or id dropped"), "{state}");
+    let scraped = metrics(&db).await;
+    let line = format!(
+        "skywarden_findings_rejected_total{{account=\"{account}\",region=\"us-east-1\",source=\"guardduty-findings\"}} 3"
+    );
+    assert!(scraped.contains(&line), "{scraped}");
+}
+
+/// The listing's time is GuardDuty's, from ListFindings' `Date` header: with GuardDuty's clock
+/// an hour behind ours, the next listing starts an hour (plus the overlap) before ours would.
+#[tokio::test]
+async fn the_listing_time_is_taken_from_guardduty_s_date_header() {
+    let db = TestDb::new().await;
+    let account = fake::random_account_id();
+    let (guardduty, ctx) = one_page_a_run(&db, &account).await;
+    guardduty.clock_offset(-chrono::Duration::hours(1));
+    guardduty.put_finding(guardduty_finding(&account, "early-1", Utc::now() - chrono::Duration::hours(3), 5.0));
+    let worker = Worker::new(ctx, "worker-a", None);
+    let before = Utc::now();
+    run_until_caught_up(&db, &worker, &account, Source::GuardDutyFindings, "us-east-1").await;
+    run_until_caught_up(&db, &worker, &account, Source::GuardDutyFindings, "us-east-1").await;
+    let listings = guardduty.listings();
+    let second = listings.get(1).and_then(|(_, since, _)| *since).expect("a second listing");
+    let expected = (before - chrono::Duration::hours(1) - chrono::Duration::minutes(15)).timestamp_millis();
+    assert!((second - expected).abs() < 10_000, "from GuardDuty's time less the overlap: {second} vs {expected}");
 }

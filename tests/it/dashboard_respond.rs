@@ -422,6 +422,58 @@ async fn undo_from_the_incident_page(browser: &Browser, story: &Story) {
     assert_eq!(story.ingress().await, 0, "the rule stays revoked");
 }
 
+/// Alice opens one more rule (port 8443 from the intruder), logged as CloudTrail logs it: the
+/// principal's step has a rule to revoke. Its rule id.
+async fn alice_opens_another_rule(db: &TestDb, story: &Story) -> String {
+    use aws_sdk_ec2::types::{IpPermission, IpRange};
+    let cidr = format!("{INTRUDER}/32");
+    let permission = IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(8443)
+        .to_port(8443)
+        .ip_ranges(IpRange::builder().cidr_ip(&cidr).build())
+        .build();
+    let ec2 = story.owner.ec2(REGION);
+    let answer =
+        ec2.authorize_security_group_ingress().group_id(&story.group).ip_permissions(permission).send().await.unwrap();
+    let rule = answer.security_group_rules()[0].security_group_rule_id().unwrap().to_owned();
+    let request = json!({"groupId": story.group});
+    let mut event = alice_call(story, "ev-one-more", 1, "ec2.amazonaws.com", "AuthorizeSecurityGroupIngress", request);
+    event["responseElements"] = json!({"_return": true, "securityGroupRuleSet": {"items": [{
+        "groupId": story.group, "securityGroupRuleId": rule, "isEgress": false, "ipProtocol": "tcp",
+        "fromPort": 8443, "toPort": 8443, "cidrIpv4": cidr}]}});
+    sqlx::query(
+        "INSERT INTO cloudtrail_events (account_id, event_time, event_id, region, event_source, event_name, user_name, raw)
+         VALUES ($1, now() - interval '1 minute', 'ev-one-more', $2, 'ec2.amazonaws.com',
+                 'AuthorizeSecurityGroupIngress', 'alice', $3)",
+    )
+    .bind(&story.account)
+    .bind(REGION)
+    .bind(&event)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    rule
+}
+
+/// From the incident page: "revoke every rule opened by alice" as one action; its dry run lists
+/// each rule alice's events opened with its state now (the SSH rule, revoked already, and the
+/// one she opened since), and applying it revokes that one and records each rule's outcome.
+async fn every_rule_of_the_principal_from_the_incident_page(browser: &Browser, db: &TestDb, story: &Story) {
+    let kind = "revoke-principal-ingress";
+    let another = alice_opens_another_rule(db, story).await;
+    assert_eq!(story.ingress().await, 1, "an open rule before the step");
+    browser.find(&format!("#response-actions li[data-kind={kind}][data-target=\"user/alice\"]")).await;
+    dry_run(browser, kind, "user/alice", "ec2:RevokeSecurityGroupIngress").await;
+    let ident = slug(&format!("{kind}-user/alice"));
+    let current = browser.text(&format!("#plan-{ident} .plan-current")).await;
+    assert!(current.contains(&story.rule) && current.contains("\"exists\": false"), "{current}");
+    assert!(current.contains(&another) && current.contains("\"exists\": true"), "{current}");
+    apply_twice(browser, kind, "user/alice", "close everything alice opened").await;
+    assert_eq!(recorded_status(browser, kind).await, "applied");
+    assert_eq!(story.ingress().await, 0, "the rule she opened since is revoked");
+}
+
 /// Once the account's responder role is cleared, the page says response is not enabled, with
 /// the command that enables it, and offers no dry run.
 async fn not_enabled_without_a_responder_role(browser: &Browser, base: &str, db: &TestDb, story: &Story, alert: &str) {
@@ -458,5 +510,6 @@ async fn the_seed_story_is_contained_from_the_alert_page_with_a_second_person_fo
     second_person_approves(&browser, &base, &logging_alert, &story).await;
     on_the_incident_timeline(&browser, &base, &db).await;
     undo_from_the_incident_page(&browser, &story).await;
+    every_rule_of_the_principal_from_the_incident_page(&browser, &db, &story).await;
     not_enabled_without_a_responder_role(&browser, &base, &db, &story, &logging_alert).await;
 }

@@ -16,26 +16,26 @@ use skywarden::geo::{GeoDb, NetworkLists};
 
 use crate::support::TestDb;
 
-const ACCOUNT: &str = "111122223333";
-const INTRUDER_IP: &str = "203.0.113.50";
+pub(crate) const ACCOUNT: &str = "111122223333";
+pub(crate) const INTRUDER_IP: &str = "203.0.113.50";
 
-struct Dir(PathBuf);
+pub(crate) struct Dir(pub(crate) PathBuf);
 
 impl Dir {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("skywarden-more-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Self(dir)
     }
 
-    fn write(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.0.join(name);
         std::fs::write(&path, text).unwrap();
         path
     }
 
-    fn trail(&self, name: &str, records: &[Value]) -> PathBuf {
+    pub(crate) fn trail(&self, name: &str, records: &[Value]) -> PathBuf {
         self.write(name, &json!({ "Records": records }).to_string())
     }
 }
@@ -46,17 +46,17 @@ impl Drop for Dir {
     }
 }
 
-fn day(n: i64) -> DateTime<Utc> {
+pub(crate) fn day(n: i64) -> DateTime<Utc> {
     "2026-10-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + Duration::days(n)
 }
 
-fn user(name: &str) -> Value {
+pub(crate) fn user(name: &str) -> Value {
     json!({"type": "IAMUser", "principalId": format!("AIDA{}", name.to_uppercase()),
            "arn": format!("arn:aws:iam::{ACCOUNT}:user/{name}"), "accountId": ACCOUNT,
            "accessKeyId": format!("AKIA{:0>16}", name.to_uppercase()), "userName": name})
 }
 
-fn role_session(role: &str, session: &str) -> Value {
+pub(crate) fn role_session(role: &str, session: &str) -> Value {
     json!({"type": "AssumedRole", "principalId": format!("AROAEXAMPLE:{session}"),
            "arn": format!("arn:aws:sts::{ACCOUNT}:assumed-role/{role}/{session}"), "accountId": ACCOUNT,
            "accessKeyId": "ASIAEXAMPLEKEY000001",
@@ -66,7 +66,14 @@ fn role_session(role: &str, session: &str) -> Value {
 }
 
 /// A CloudTrail record of `service` (`iam`) call `name`, read-only when its name says so.
-fn call(time: DateTime<Utc>, service: &str, name: &str, identity: &Value, ip: &str, error: Option<&str>) -> Value {
+pub(crate) fn call(
+    time: DateTime<Utc>,
+    service: &str,
+    name: &str,
+    identity: &Value,
+    ip: &str,
+    error: Option<&str>,
+) -> Value {
     let read_only = ["Get", "List", "Describe"].iter().any(|p| name.starts_with(p));
     let mut record = json!({
         "eventVersion": "1.09", "userIdentity": identity,
@@ -84,7 +91,7 @@ fn call(time: DateTime<Utc>, service: &str, name: &str, identity: &Value, ip: &s
     record
 }
 
-fn import(db: &TestDb, extra: &[&str], paths: &[&Path]) -> Value {
+pub(crate) fn import(db: &TestDb, extra: &[&str], paths: &[&Path]) -> Value {
     let mut args = vec!["import", "--json"];
     args.extend(extra);
     let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
@@ -95,7 +102,7 @@ fn import(db: &TestDb, extra: &[&str], paths: &[&Path]) -> Value {
 }
 
 /// (subject, severity, event count, details, incident) of a policy's alerts, by subject.
-async fn alerts(db: &TestDb, policy: &str) -> Vec<(String, String, i64, Value, Option<String>)> {
+pub(crate) async fn alerts(db: &TestDb, policy: &str) -> Vec<(String, String, i64, Value, Option<String>)> {
     sqlx::query_as::<_, (String, String, i64, Value, Option<String>)>(
         "SELECT split_part(dedup_key, '@', 1), severity::text, event_count, details, incident_id
          FROM alerts WHERE policy_id = $1 ORDER BY 1",
@@ -110,7 +117,7 @@ const BENIGN_ADMIN_APIS: [(&str, &str); 4] =
     [("iam", "AttachUserPolicy"), ("iam", "CreateAccessKey"), ("s3", "PutBucketPolicy"), ("kms", "PutKeyPolicy")];
 
 /// Five weeks of an admin, a deploy role (a new session a day), a developer and AWS Config.
-fn benign_weeks() -> Vec<Value> {
+pub(crate) fn benign_weeks() -> Vec<Value> {
     let (alice, bob) = (user("alice"), user("bob"));
     let mut records = Vec::new();
     for d in 0..35 {
@@ -210,7 +217,7 @@ const ATTACK_IAM: [&str; 38] = [
 
 /// Day 35: bob's stolen keys make 40 sensitive calls new for him; the others do their usual.
 /// Day 36: bob's keys call CreateUser again (no longer new).
-fn attack_days() -> Vec<Value> {
+pub(crate) fn attack_days() -> Vec<Value> {
     let (alice, bob) = (user("alice"), user("bob"));
     let at = day(35) + Duration::hours(10);
     let mut records: Vec<Value> = ATTACK_IAM
@@ -293,9 +300,15 @@ async fn a_principal_s_new_sensitive_calls_are_one_alert_and_weeks_of_benign_wor
     assert_eq!((later[0].0.as_str(), later[0].2, &later[0].3["api_count"]), (subject.as_str(), 40, &json!(40)));
 }
 
-const FLOW_HEADER: &str = "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status\n";
+pub(crate) const FLOW_HEADER: &str = "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status\n";
 
-fn flow(at: DateTime<Utc>, eni: &str, (src, sport): (&str, u32), (dst, dport): (&str, u32), action: &str) -> String {
+pub(crate) fn flow(
+    at: DateTime<Utc>,
+    eni: &str,
+    (src, sport): (&str, u32),
+    (dst, dport): (&str, u32),
+    action: &str,
+) -> String {
     let end = at + Duration::seconds(50);
     format!(
         "2 {ACCOUNT} {eni} {src} {dst} {sport} {dport} 6 3 180 {} {} {action} OK\n",
@@ -305,7 +318,7 @@ fn flow(at: DateTime<Utc>, eni: &str, (src, sport): (&str, u32), (dst, dport): (
 }
 
 /// Two hours of a web server's clients, background noise, an outside scan and an inside sweep.
-fn scan_flows() -> String {
+pub(crate) fn scan_flows() -> String {
     let hour = day(42) + Duration::hours(5);
     let mut text = String::from(FLOW_HEADER);
     for i in 0..300u32 {
@@ -351,6 +364,7 @@ async fn port_scans_from_outside_and_inside_alert_and_busy_servers_do_not() {
     let flows = dir.write("flows.log", &scan_flows());
     let db = TestDb::new().await;
     import(&db, &[], &[&flows]);
+    // Scans from outside are off by default (the internet scans every public address).
     let found = alerts(&db, "aws-flow-port-scan").await;
     let summary: Vec<(&str, &str, &str)> = found
         .iter()
@@ -358,24 +372,36 @@ async fn port_scans_from_outside_and_inside_alert_and_busy_servers_do_not() {
             (subject.as_str(), severity.as_str(), details["direction"].as_str().unwrap())
         })
         .collect();
-    assert_eq!(summary, [("10.0.1.25", "high", "internal"), ("198.51.100.23", "low", "inbound")]);
-    let (_, _, _, inbound, _) = &found[1];
-    assert_eq!((inbound["ports"].as_i64(), inbound["hosts"].as_i64()), (Some(200), Some(1)));
+    assert_eq!(summary, [("10.0.1.25", "high", "internal")]);
     let (_, _, _, sweep, _) = &found[0];
     assert!(sweep["hosts"].as_i64().unwrap() >= 25, "{sweep}");
     assert_eq!(sweep["sample_ports"], json!([445]));
     let again = import(&db, &[], &[&flows]);
     assert_eq!(again["detection"]["new_alerts"], 0, "{again}");
-    assert_eq!(alerts(&db, "aws-flow-port-scan").await.len(), 2);
+    assert_eq!(alerts(&db, "aws-flow-port-scan").await.len(), 1);
+
+    // Switched on, the scan from outside is one alert for the interface it knocked on.
+    let policies = dir.0.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("detectors.yaml"), "flow_port_scan:\n  include_inbound: true\n").unwrap();
+    let inbound_db = TestDb::new().await;
+    import(&inbound_db, &["--policies", &policies.display().to_string()], &[&flows]);
+    let found = alerts(&inbound_db, "aws-flow-port-scan").await;
+    let subjects: Vec<&str> = found.iter().map(|(subject, ..)| subject.as_str()).collect();
+    assert_eq!(subjects, ["10.0.1.25", "inbound:eni-0web0000000000001"]);
+    let inbound = &found[1].3;
+    assert_eq!((found[1].1.as_str(), &inbound["scanner_count"]), ("low", &json!(1)));
+    assert_eq!(inbound["scanners"][0]["source"], "198.51.100.23");
+    assert_eq!(inbound["scanners"][0]["ports"], 200);
 }
 
-const TOR_EXIT: &str = "185.220.101.4";
-const APP_ENI: &str = "eni-0app0000000000001";
+pub(crate) const TOR_EXIT: &str = "185.220.101.4";
+pub(crate) const APP_ENI: &str = "eni-0app0000000000001";
 
 /// The intruder stops the trail from 203.0.113.50 (an alert, so an open incident holding the
 /// address); the app server then calls back to that address and to a Tor exit, the web server
 /// answers a client at that address, and the app server reaches a neighbour of it.
-fn callback_files(dir: &Dir) -> (PathBuf, PathBuf) {
+pub(crate) fn callback_files(dir: &Dir) -> (PathBuf, PathBuf) {
     let at = day(50) + Duration::hours(3);
     let trail = dir.trail("trail.json", &[call(at, "cloudtrail", "StopLogging", &user("bob"), INTRUDER_IP, None)]);
     let mut text = String::from(FLOW_HEADER);

@@ -5,6 +5,7 @@
 #![allow(clippy::too_many_lines)]
 
 mod api;
+mod archive;
 mod as_shipped;
 mod aws;
 mod aws_findings;
@@ -15,6 +16,7 @@ mod dashboard_respond;
 mod dashboard_triage;
 mod detection;
 mod detections_more;
+mod detections_review;
 mod faults;
 mod flow_log_delivery;
 mod import;
@@ -34,6 +36,8 @@ mod respond;
 mod respond_auto;
 mod respond_safety;
 mod sample_incident;
+mod search_index;
 mod security;
 mod shared_fixtures;
 mod support;
+mod worker_schedule;

@@ -607,3 +607,491 @@ async fn the_cli_records_the_responder_role_then_plans_applies_and_undoes() {
         .unwrap();
     assert!(actor.starts_with("cli:"), "{actor}");
 }
+
+/// Stores a successful AuthorizeSecurityGroupIngress event of `identity` for the account, with
+/// `request` as its requestParameters and the rule ids AWS answered (none: an answer without).
+pub async fn store_ingress_event(s: &Setup, id: &str, identity: Value, request: Value, rules: &[(&str, &str)]) {
+    let items: Vec<Value> = rules
+        .iter()
+        .map(|(group, rule)| json!({"groupId": group, "securityGroupRuleId": rule, "isEgress": false}))
+        .collect();
+    store_event(s, id, identity, request, items, 0, json!({})).await;
+}
+
+/// An AuthorizeSecurityGroupIngress event `age_minutes` old whose answer holds `items`, stored as
+/// the importer would (region and user_name columns from the record); `overrides` replaces
+/// top-level members of the record (another account, another source, a bad region).
+pub async fn store_event(
+    s: &Setup,
+    id: &str,
+    identity: Value,
+    request: Value,
+    items: Vec<Value>,
+    age_minutes: i64,
+    overrides: Value,
+) {
+    let response = if items.is_empty() {
+        json!({"_return": true})
+    } else {
+        json!({"_return": true, "securityGroupRuleSet": {"items": items}})
+    };
+    use skywarden::db::partitions::{PartitionCache, PartitionedTable};
+    let mut conn = s.db.pool.acquire().await.unwrap();
+    let month = vec![chrono::Utc::now()];
+    PartitionCache::default().ensure(&mut conn, PartitionedTable::CloudTrailEvents, month).await.unwrap();
+    let user_name = identity["userName"]
+        .as_str()
+        .or(identity["sessionContext"]["sessionIssuer"]["userName"].as_str())
+        .map(str::to_owned);
+    let mut raw = json!({"eventID": id, "eventName": "AuthorizeSecurityGroupIngress", "awsRegion": REGION,
+                         "eventSource": "ec2.amazonaws.com", "recipientAccountId": s.account, "userIdentity": identity,
+                         "requestParameters": request, "responseElements": response});
+    for (key, value) in overrides.as_object().into_iter().flatten() {
+        raw[key] = value.clone();
+    }
+    sqlx::query(
+        "INSERT INTO cloudtrail_events (account_id, event_time, event_id, region, event_source, event_name, user_name, raw)
+         VALUES ($1, now() - make_interval(mins => $5::int), $2, $3, 'ec2.amazonaws.com', 'AuthorizeSecurityGroupIngress',
+                 $6, $4)",
+    )
+    .bind(&s.account)
+    .bind(id)
+    .bind(raw["awsRegion"].as_str())
+    .bind(&raw)
+    .bind(age_minutes as i32)
+    .bind(user_name)
+    .execute(&s.db.pool)
+    .await
+    .unwrap();
+}
+
+pub fn iam_user(name: &str) -> Value {
+    json!({"type": "IAMUser", "userName": name, "accessKeyId": "AKIAIOSFODNN7EXAMPLE"})
+}
+
+/// An ingress rule from `cidr` on `port` added to a group; its rule id.
+async fn add_rule(s: &Setup, group: &str, cidr: &str, port: i32) -> String {
+    use aws_sdk_ec2::types::{IpPermission, IpRange};
+    let permission = IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(port)
+        .to_port(port)
+        .ip_ranges(IpRange::builder().cidr_ip(cidr).build())
+        .build();
+    let ec2 = s.owner.ec2(REGION);
+    let answer =
+        ec2.authorize_security_group_ingress().group_id(group).ip_permissions(permission).send().await.unwrap();
+    answer.security_group_rules()[0].security_group_rule_id().unwrap().to_owned()
+}
+
+/// The record of an idempotency key.
+pub async fn by_key(s: &Setup, key: &str) -> ResponseRecord {
+    skywarden::respond::record::get_by_key(&s.db.pool, key).await.unwrap().expect("recorded")
+}
+
+#[tokio::test]
+async fn every_rule_the_principal_opened_is_revoked_as_one_action_and_restored_exactly() {
+    let s = setup(true).await;
+    let (web, ssh) = s.open_ssh("198.51.100.7/32").await;
+    let (db_group, db_ssh) = s.open_ssh("203.0.113.9/32").await;
+    let (bastion, kept) = s.open_ssh("192.0.2.44/32").await;
+    let https = add_rule(&s, &web, "198.51.100.7/32", 443).await;
+    let bobs = add_rule(&s, &web, "192.0.2.10/32", 8080).await;
+    let gone = add_rule(&s, &db_group, "203.0.113.9/32", 5432).await;
+    let tag = aws_sdk_ec2::types::Tag::builder().key("skywarden:protected").value("bastion").build();
+    s.owner.ec2(REGION).create_tags().resources(&bastion).tags(tag).send().await.unwrap();
+    s.owner
+        .ec2(REGION)
+        .revoke_security_group_ingress()
+        .group_id(&db_group)
+        .security_group_rule_ids(&gone)
+        .send()
+        .await
+        .unwrap();
+
+    // Alice's calls in every request shape: the old single-rule form, by group name, the
+    // ipPermissions form with two rules; Bob's rule and an answer without rule ids.
+    let legacy =
+        json!({"groupId": web, "cidrIp": "198.51.100.7/32", "ipProtocol": "tcp", "fromPort": 22, "toPort": 22});
+    store_ingress_event(&s, "ev-1", iam_user("alice"), legacy, &[(&web, &ssh)]).await;
+    let by_name = json!({"groupName": "web-203", "ipPermissions": {"items": [{"ipProtocol": "tcp", "fromPort": 22}]}});
+    store_ingress_event(&s, "ev-2", iam_user("Alice"), by_name, &[(&db_group, &db_ssh), (&db_group, &gone)]).await;
+    let permissions = json!({"groupId": web, "ipPermissions": {"items": [{"ipProtocol": "tcp", "fromPort": 443}]}});
+    store_ingress_event(&s, "ev-3", iam_user("alice"), permissions, &[(&web, &https)]).await;
+    store_ingress_event(&s, "ev-4", iam_user("alice"), json!({"groupId": bastion}), &[(&bastion, &kept)]).await;
+    store_ingress_event(&s, "ev-5", iam_user("bob"), json!({"groupId": web}), &[(&web, &bobs)]).await;
+    store_ingress_event(&s, "ev-6", iam_user("alice"), json!({"groupId": web}), &[]).await;
+    let sorted = |mut rules: Vec<(String, i32, i32, String, String)>| {
+        rules.sort();
+        rules
+    };
+    let before_web = sorted(s.ingress(&web).await);
+    let before_db = s.ingress(&db_group).await;
+
+    let action = Action::parse("revoke-principal-ingress", "user/alice", None).unwrap();
+    let plan = run::plan(&s.ctx, &s.account, &action).await.unwrap();
+    let listed: Vec<(String, bool, bool)> = plan.current["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["rule_id"].as_str().unwrap().to_owned(), r["exists"] == json!(true), r["protected"] == json!(true)))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (kept.clone(), true, true),
+            (https.clone(), true, false),
+            (db_ssh.clone(), true, false),
+            (gone.clone(), false, false),
+            (ssh.clone(), true, false),
+        ],
+        "every rule alice opened, newest first, with its state now; not bob's: {}",
+        plan.current
+    );
+    assert_eq!(plan.current["unresolved_events"][0]["event_id"], "ev-6", "an answer without rule ids is said");
+    let revoked: Vec<&Value> = plan.calls.iter().map(|c| &c.params["SecurityGroupRuleIds"][0]).collect();
+    assert_eq!(revoked, [&json!(https), &json!(db_ssh), &json!(ssh)]);
+    let incomplete = plan.current["incomplete"].to_string();
+    assert!(incomplete.contains(&kept) && incomplete.contains("unresolved"), "{incomplete}");
+    assert!(plan.changes && !plan.protected);
+    assert_eq!(sorted(s.ingress(&web).await), before_web, "the dry run changed nothing");
+
+    // The protected rule and the event without rule ids are left: recorded failed (partial), never
+    // applied, with what was revoked on the record.
+    let refused = s.apply(action.clone(), "alice-ingress-0001").await.expect_err("partial");
+    assert!(refused.to_string().starts_with("partial:") && refused.to_string().contains(&kept), "{refused}");
+    let applied = by_key(&s, "alice-ingress-0001").await;
+    assert_eq!(applied.status, "failed", "{applied:?}");
+    let web_left: Vec<i32> = s.ingress(&web).await.iter().map(|r| r.1).collect();
+    assert_eq!(web_left, [8080], "only bob's rule is left in web");
+    assert!(s.ingress(&db_group).await.is_empty());
+    assert_eq!(s.ingress(&bastion).await.len(), 1, "the protected group is left alone");
+    let outcomes = &applied.state_after.as_ref().unwrap()["rules"];
+    let statuses: Vec<&str> = outcomes.as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["refused", "applied", "applied", "gone", "applied"], "{outcomes}");
+    assert_eq!(applied.calls.as_array().unwrap().len(), 3, "each rule's call is on the record");
+    // Each rule is its own record, leased by its security group.
+    let children: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT target, resource, status FROM response_actions WHERE kind = 'revoke-ingress-rule' ORDER BY created_at",
+    )
+    .fetch_all(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        children,
+        [
+            (format!("{web}:{https}"), format!("{REGION}/{web}"), "applied".to_owned()),
+            (format!("{db_group}:{db_ssh}"), format!("{REGION}/{db_group}"), "applied".to_owned()),
+            (format!("{web}:{ssh}"), format!("{REGION}/{web}"), "applied".to_owned()),
+        ]
+    );
+
+    // Once per key: a replay returns the record and calls nothing.
+    let replayed = s.apply(action.clone(), "alice-ingress-0001").await.unwrap();
+    assert_eq!(replayed.id, applied.id);
+    assert_eq!(s.db.count("SELECT count(*) FROM response_actions").await, 4);
+    // Applied again under a new key: nothing of alice's is left to revoke (what is left is said).
+    assert!(s.apply(action.clone(), "alice-ingress-0002").await.is_err());
+    let again = by_key(&s, "alice-ingress-0002").await;
+    assert_eq!((again.status.as_str(), again.calls.as_array().unwrap().len()), ("failed", 0));
+
+    let undone = run::undo(&s.ctx, &applied.id, "user:lead", "false positive").await.unwrap();
+    assert_eq!(undone.status, "undone", "{undone:?}");
+    assert_eq!(sorted(s.ingress(&web).await), before_web, "exactly alice's rules are back, bob's untouched");
+    assert_eq!(s.ingress(&db_group).await, before_db);
+    assert_eq!(s.db.count("SELECT count(*) FROM response_actions WHERE status = 'undone'").await, 4);
+}
+
+#[tokio::test]
+async fn quarantine_of_a_principal_at_its_managed_policy_quota_is_refused_before_any_call() {
+    let s = setup(true).await;
+    let iam = s.owner.iam();
+    iam.create_user().user_name("full").send().await.unwrap();
+    let managed =
+        iam.list_policies().scope(aws_sdk_iam::types::PolicyScopeType::Aws).max_items(20).send().await.unwrap();
+    let arns: Vec<String> = managed
+        .policies()
+        .iter()
+        .filter_map(|p| p.arn())
+        .filter(|arn| !arn.ends_with("/AWSDenyAll"))
+        .take(10)
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(arns.len(), 10);
+    for arn in &arns {
+        iam.attach_user_policy().user_name("full").policy_arn(arn).send().await.unwrap();
+    }
+    let action = Action::parse("quarantine", "user/full", None).unwrap();
+    let plan = run::plan(&s.ctx, &s.account, &action).await.unwrap();
+    assert_eq!(plan.current["attached_count"], 10, "{}", plan.current);
+    assert_eq!(plan.current["attached_quota"], 10);
+    let why = plan.will_fail.clone().expect("the dry run says apply will fail");
+    assert!(why.contains("10 managed policies") && why.contains("quota"), "{why}");
+
+    let refused = s.apply(action, "quarantine-full-0001").await;
+    let error = refused.expect_err("refused").to_string();
+    assert!(error.contains("quota"), "{error}");
+    let record: (String, Value) =
+        sqlx::query_as("SELECT status, calls FROM response_actions WHERE idempotency_key = 'quarantine-full-0001'")
+            .fetch_one(&s.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(record, ("failed".to_owned(), json!([])), "no call was made");
+    let attached = iam.list_attached_user_policies().user_name("full").send().await.unwrap();
+    assert_eq!(attached.attached_policies().len(), 10, "nothing half-done");
+}
+
+#[tokio::test]
+async fn a_rule_that_cannot_be_revoked_fails_the_action_with_what_was_changed_recorded() {
+    let s = setup(true).await;
+    let (web, ssh) = s.open_ssh("198.51.100.8/32").await;
+    let (busy, held) = s.open_ssh("203.0.113.8/32").await;
+    store_ingress_event(&s, "ev-a", iam_user("carol"), json!({"groupId": web}), &[(&web, &ssh)]).await;
+    store_ingress_event(&s, "ev-b", iam_user("carol"), json!({"groupId": busy}), &[(&busy, &held)]).await;
+    // Another action is running on the second group: its lease is held.
+    sqlx::query(
+        "INSERT INTO response_actions (account_id, region, kind, target, resource, params, status, actor, reason,
+                                       idempotency_key, lease_owner, lease_expires_at)
+         VALUES ($1, $2, 'revoke-ingress-rule', $3, $4, '{}', 'planned', 'user:other', 'busy', 'holding-the-group',
+                 'another-process', now() + interval '10 minutes')",
+    )
+    .bind(&s.account)
+    .bind(REGION)
+    .bind(format!("{busy}:sgr-00000000000000001"))
+    .bind(format!("{REGION}/{busy}"))
+    .execute(&s.db.pool)
+    .await
+    .unwrap();
+
+    let action = Action::parse("revoke-principal-ingress", "user/carol", None).unwrap();
+    let failed = s.apply(action.clone(), "carol-ingress-0001").await;
+    assert!(matches!(&failed, Err(RespondError::Conflict(e)) if e.contains("holds the lease")), "{failed:?}");
+    let record = sqlx::query_scalar::<_, String>("SELECT id::text FROM response_actions WHERE idempotency_key = $1")
+        .bind("carol-ingress-0001")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    let record = skywarden::respond::record::get(&s.db.pool, &record).await.unwrap().unwrap();
+    assert_eq!(record.status, "failed");
+    let rules = &record.state_after.as_ref().unwrap()["rules"];
+    // Newest event first: the held group's rule, then the first one.
+    assert_eq!((rules[0]["rule_id"].as_str(), rules[0]["status"].as_str()), (Some(held.as_str()), Some("failed")));
+    assert_eq!((rules[1]["rule_id"].as_str(), rules[1]["status"].as_str()), (Some(ssh.as_str()), Some("applied")));
+    assert!(s.ingress(&web).await.is_empty(), "what was changed is on the record");
+    assert_eq!(s.ingress(&busy).await.len(), 1);
+
+    // Once the other action is done, the rest is revoked; the first rule is gone already.
+    sqlx::query("DELETE FROM response_actions WHERE idempotency_key = 'holding-the-group'")
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    let finished = s.apply(action, "carol-ingress-0002").await.unwrap();
+    assert_eq!(finished.status, "applied");
+    let statuses: Vec<&str> = finished.state_after.as_ref().unwrap()["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["applied", "gone"]);
+    assert!(s.ingress(&busy).await.is_empty());
+}
+
+/// An ingress rule of `group` on port 22 from each of `cidrs`, in one call; their rule ids.
+async fn open_many(s: &Setup, group: &str, cidrs: &[String]) -> Vec<String> {
+    use aws_sdk_ec2::types::{IpPermission, IpRange};
+    let ranges = cidrs.iter().map(|cidr| IpRange::builder().cidr_ip(cidr).build());
+    let permission = IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(22)
+        .to_port(22)
+        .set_ip_ranges(Some(ranges.collect()))
+        .build();
+    let answer = s
+        .owner
+        .ec2(REGION)
+        .authorize_security_group_ingress()
+        .group_id(group)
+        .ip_permissions(permission)
+        .send()
+        .await
+        .unwrap();
+    answer.security_group_rules().iter().map(|r| r.security_group_rule_id().unwrap().to_owned()).collect()
+}
+
+fn items(group: &str, rules: &[String]) -> Vec<Value> {
+    rules.iter().map(|rule| json!({"groupId": group, "securityGroupRuleId": rule, "isEgress": false})).collect()
+}
+
+/// More rules than one action revokes: the newest are reached first, only rules that still exist
+/// count against the cap, and an action cut off is recorded failed (partial), never applied; the
+/// next one revokes the rest.
+#[tokio::test]
+async fn past_the_cap_the_newest_rules_come_first_and_the_action_is_partial() {
+    let s = setup(true).await;
+    let ec2 = s.owner.ec2(REGION);
+    // Moto, as AWS, holds at most 60 rules per group: 6 groups of one VPC.
+    let vpc = ec2.create_vpc().cidr_block("10.8.0.0/16").send().await.unwrap().vpc.unwrap().vpc_id.unwrap();
+    let mut groups = Vec::new();
+    for i in 0..6 {
+        let group = ec2.create_security_group().group_name(format!("cap-{i}")).description("cap").vpc_id(&vpc);
+        groups.push(group.send().await.unwrap().group_id.unwrap());
+    }
+    // 260 rules opened an hour ago (52 in each of 5 groups), of which 60 are gone already; 2
+    // opened a minute ago.
+    let identity = json!({"type": "IAMUser", "userName": "mallory", "accountId": s.account});
+    let mut old = Vec::new();
+    for (i, group) in groups[..5].iter().enumerate() {
+        let cidrs: Vec<String> = (0..52).map(|j| format!("10.{i}.{j}.0/24")).collect();
+        let rules = open_many(&s, group, &cidrs).await;
+        let id = format!("ev-old-{i}");
+        store_event(
+            &s,
+            &id,
+            identity.clone(),
+            json!({"groupId": group}),
+            items(group, &rules),
+            60 + i as i64,
+            json!({}),
+        )
+        .await;
+        old.extend(rules.into_iter().map(|rule| (group.clone(), rule)));
+    }
+    assert_eq!(old.len(), 260);
+    for (group, rule) in &old[..60] {
+        ec2.revoke_security_group_ingress().group_id(group).security_group_rule_ids(rule).send().await.unwrap();
+    }
+    let newest = &groups[5];
+    let new = open_many(&s, newest, &["192.0.2.1/32".to_owned(), "192.0.2.2/32".to_owned()]).await;
+    store_event(&s, "ev-new", identity, json!({"groupId": newest}), items(newest, &new), 1, json!({})).await;
+    let left = async || {
+        let mut count = 0;
+        for group in &groups {
+            count += s.ingress(group).await.len();
+        }
+        count
+    };
+
+    let action = Action::parse("revoke-principal-ingress", "user/mallory", None).unwrap();
+    let plan = run::plan(&s.ctx, &s.account, &action).await.unwrap();
+    assert_eq!(plan.calls.len(), 200, "200 rules that exist, whatever the gone ones: {}", plan.current["incomplete"]);
+    let planned: Vec<&str> = plan.calls.iter().map(|c| c.params["SecurityGroupRuleIds"][0].as_str().unwrap()).collect();
+    assert_eq!(planned[..2], [new[0].as_str(), new[1].as_str()], "the newest event's rules first");
+    assert!(plan.current["cut_off"].as_str().unwrap().contains("200"), "{}", plan.current["cut_off"]);
+
+    let error = s.apply(action.clone(), "mallory-ingress-1").await.expect_err("cut off");
+    assert!(error.to_string().starts_with("partial:"), "{error}");
+    assert_eq!(by_key(&s, "mallory-ingress-1").await.status, "failed", "cut off: never applied");
+    assert_eq!(left().await, 200 + 2 - 200, "200 revoked, the oldest left");
+    assert!(s.ingress(newest).await.is_empty(), "the newest are revoked");
+
+    // The next action reaches the rest: the revoked rules no longer count.
+    let done = s.apply(action, "mallory-ingress-2").await.unwrap();
+    assert_eq!(done.status, "applied", "{:?}", done.error);
+    assert_eq!(left().await, 0);
+}
+
+/// Only the principal's own events are followed: a role's sessions, a user's federation sessions;
+/// never an event of another account, another service or no region, and never a live rule that is
+/// not the one the event opened (listed as mismatch, left alone).
+#[tokio::test]
+async fn only_trusted_events_and_matching_rules_are_revoked() {
+    let s = setup(true).await;
+    let (web, by_role) = s.open_ssh("198.51.100.20/32").await;
+    let other_account = add_rule(&s, &web, "198.51.100.21/32", 2222).await;
+    let other_source = add_rule(&s, &web, "198.51.100.22/32", 2223).await;
+    let bad_region = add_rule(&s, &web, "198.51.100.23/32", 2224).await;
+    let reused = add_rule(&s, &web, "198.51.100.24/32", 2225).await;
+    let by_federation = add_rule(&s, &web, "198.51.100.25/32", 2226).await;
+    let role = json!({"type": "AssumedRole", "accountId": s.account,
+                      "arn": format!("arn:aws:sts::{}:assumed-role/deployer/ci", s.account),
+                      "sessionContext": {"sessionIssuer": {"type": "Role", "userName": "deployer"}}});
+    let item = |rule: &str| vec![json!({"groupId": web, "securityGroupRuleId": rule, "isEgress": false})];
+    let request = json!({"groupId": web});
+    store_event(&s, "r-1", role.clone(), request.clone(), item(&by_role), 5, json!({})).await;
+    store_event(
+        &s,
+        "r-2",
+        role.clone(),
+        request.clone(),
+        item(&other_account),
+        4,
+        json!({"recipientAccountId": "444455556666"}),
+    )
+    .await;
+    store_event(
+        &s,
+        "r-3",
+        role.clone(),
+        request.clone(),
+        item(&other_source),
+        3,
+        json!({"eventSource": "evil.amazonaws.com"}),
+    )
+    .await;
+    store_event(&s, "r-4", role.clone(), request.clone(), item(&bad_region), 2, json!({"awsRegion": "Mars-1"})).await;
+    // The event says port 0-65535 for a rule that is port 2225 now: not the event's rule.
+    let wider = vec![json!({"groupId": web, "securityGroupRuleId": reused, "isEgress": false,
+                            "ipProtocol": "tcp", "fromPort": 0, "toPort": 65535})];
+    store_event(&s, "r-5", role, request.clone(), wider, 1, json!({})).await;
+    let federated = json!({"type": "FederatedUser", "accountId": s.account,
+                           "sessionContext": {"sessionIssuer": {"type": "IAMUser", "userName": "fed"}}});
+    store_event(&s, "f-1", federated, request, item(&by_federation), 1, json!({})).await;
+
+    let action = Action::parse("revoke-principal-ingress", "role/deployer", None).unwrap();
+    let plan = run::plan(&s.ctx, &s.account, &action).await.unwrap();
+    let rejected: Vec<&str> =
+        plan.current["rejected_events"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+    assert_eq!(rejected, ["r-4", "r-3", "r-2"], "{}", plan.current);
+    let mismatched = &plan.current["rules"][0];
+    assert_eq!(
+        (mismatched["rule_id"].as_str(), mismatched["problem"].as_str()),
+        (Some(reused.as_str()), Some("mismatch"))
+    );
+    let planned: Vec<&Value> = plan.calls.iter().map(|c| &c.params["SecurityGroupRuleIds"][0]).collect();
+    assert_eq!(planned, [&json!(by_role)], "only the role session's own, matching rule");
+
+    let error = s.apply(action, "deployer-ingress-1").await.expect_err("partial");
+    assert!(error.to_string().contains("mismatch") && error.to_string().contains("not trusted"), "{error}");
+    let ports: Vec<i32> = s.ingress(&web).await.iter().map(|r| r.1).collect();
+    assert_eq!(ports.len(), 5, "{ports:?}");
+    assert!(!ports.contains(&22), "the role's rule is revoked: {ports:?}");
+
+    let federated = Action::parse("revoke-principal-ingress", "user/fed", None).unwrap();
+    let done = s.apply(federated, "fed-ingress-1").await.unwrap();
+    assert_eq!(done.status, "applied", "{:?}", done.error);
+    assert!(!s.ingress(&web).await.iter().any(|r| r.1 == 2226), "the federation session's rule is revoked");
+}
+
+/// When revoke-ingress-rule needs a second person, so does revoke-principal-ingress (its apply and
+/// its undo); the rules' records carry the approver.
+#[tokio::test]
+async fn the_rules_of_a_principal_need_the_approval_their_kind_needs() {
+    let s = setup(true).await;
+    let (web, ssh) = s.open_ssh("198.51.100.30/32").await;
+    store_ingress_event(&s, "a-1", iam_user("dave"), json!({"groupId": web}), &[(&web, &ssh)]).await;
+    skywarden::respond::record::set_approval(&s.db.pool, "revoke-ingress-rule", true, "user:lead").await.unwrap();
+    let action = Action::parse("revoke-principal-ingress", "user/dave", None).unwrap();
+    let asked = s.apply(action, "dave-ingress-1").await.unwrap();
+    assert_eq!(asked.status, "awaiting_approval", "not run without a second person");
+    assert_eq!(s.ingress(&web).await.len(), 1);
+    // A rule dave opens after the request was not in the dry run the approver saw: left alone.
+    let later = add_rule(&s, &web, "198.51.100.31/32", 9443).await;
+    store_ingress_event(&s, "a-2", iam_user("dave"), json!({"groupId": web}), &[(&web, &later)]).await;
+    let approved = run::approve(&s.ctx, &asked.id, "user:lead", "confirmed").await.unwrap();
+    assert_eq!(approved.status, "applied", "{:?}", approved.error);
+    let ports: Vec<i32> = s.ingress(&web).await.iter().map(|r| r.1).collect();
+    assert_eq!(ports, [9443], "only the rule of the request's time is revoked");
+    let child: Option<String> =
+        sqlx::query_scalar("SELECT approved_by FROM response_actions WHERE kind = 'revoke-ingress-rule'")
+            .fetch_one(&s.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(child.as_deref(), Some("user:lead"));
+    let undo = run::undo(&s.ctx, &asked.id, "user:analyst", "false positive").await.unwrap();
+    assert_eq!(undo.status, "undo_awaiting_approval", "the undo waits too");
+    assert_eq!(s.ingress(&web).await.len(), 1, "nothing restored without the second person");
+    let undone = run::approve(&s.ctx, &asked.id, "user:other", "agreed").await.unwrap();
+    assert_eq!(undone.status, "undone", "{:?}", undone.undo_error);
+    assert_eq!(s.ingress(&web).await.len(), 2);
+}

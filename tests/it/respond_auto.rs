@@ -85,7 +85,8 @@ async fn hijack_alert(s: &Setup) {
 }
 
 /// A webhook channel and a route for every alert, to a receiver on loopback.
-async fn webhook(s: &Setup) -> (Receiver, Sender) {
+/// Also the key its channels' secrets are sealed with.
+async fn webhook_and_key(s: &Setup) -> (Receiver, Sender, Arc<SecretKey>) {
     let receiver = Receiver::start(Answer::status(200, "ok")).await;
     let key = Arc::new(SecretKey::generate());
     let policy = NetworkPolicy::allowing("127.0.0.1/32").unwrap();
@@ -100,7 +101,28 @@ async fn webhook(s: &Setup) -> (Receiver, Sender) {
     let route: RouteSpec = serde_json::from_value(json!({"name": "all", "channel": "soc"})).unwrap();
     routes::create(&s.db.pool, &route).await.unwrap();
     let options = SenderOptions { public_url: "https://skywarden.example.com".into(), ..Default::default() };
-    (receiver, Sender::new(s.db.pool.clone(), key, SafeHttpClient::new(policy), options))
+    (receiver, Sender::new(s.db.pool.clone(), key.clone(), SafeHttpClient::new(policy), options), key)
+}
+
+/// Two more webhook channels to the same receiver: one whose route asked for no status updates,
+/// one whose route is digest-only. Automatic actions reach both all the same.
+async fn quiet_routes(s: &Setup, receiver: &Receiver, key: &SecretKey) {
+    let policy = NetworkPolicy::allowing("127.0.0.1/32").unwrap();
+    for (name, route) in [
+        ("quiet", json!({"name": "no-status", "channel": "quiet", "status_updates": false})),
+        ("digest", json!({"name": "hourly", "channel": "digest", "digest_minutes": 60})),
+    ] {
+        let spec = ChannelSpec {
+            name: name.into(),
+            kind: ChannelKind::Webhook,
+            settings: json!({"url": receiver.url("/hook")}),
+            secrets: BTreeMap::from([("signing_secret".to_owned(), SecretInput::Value(Secret::new("s")))]),
+            enabled: true,
+        };
+        channels::create(&s.db.pool, &spec, key, &policy).await.unwrap();
+        let route: RouteSpec = serde_json::from_value(route).unwrap();
+        routes::create(&s.db.pool, &route).await.unwrap();
+    }
 }
 
 async fn automatic(s: &Setup) -> Vec<(String, String, Option<String>)> {
@@ -111,10 +133,11 @@ async fn automatic(s: &Setup) -> Vec<(String, String, Option<String>)> {
 #[tokio::test]
 async fn dry_run_changes_nothing_records_what_it_would_do_and_tells_the_routes() {
     let s = setup(true).await;
-    let (receiver, sender) = webhook(&s).await;
+    let (receiver, sender, key) = webhook_and_key(&s).await;
     let (group, rule) = s.open_ssh("8.8.8.8/32").await;
     import_opening(&s, &group, &rule, "8.8.8.8/32");
     hijack_alert(&s).await;
+    quiet_routes(&s, &receiver, &key).await;
 
     let job = Containment { rules: rules(&[&s.account], true, 3, 10), ctx: s.ctx.clone() };
     // Another process's step holds the lock: this one judges nothing; the lock ends with the
@@ -142,15 +165,30 @@ async fn dry_run_changes_nothing_records_what_it_would_do_and_tells_the_routes()
     let rejudged = job.step().await.unwrap();
     assert_eq!((rejudged.dry_runs, rejudged.not_run, rejudged.failed), (0, 0, 0), "{rejudged:?}");
 
+    // Its own kind of message, to every route the alert matches: also the route that asked for
+    // no status updates and the digest-only one (which got no message of the alert itself).
+    let told: Vec<(String, String)> = sqlx::query_as(
+        "SELECT c.name, o.event FROM notification_outbox o JOIN notification_channels c ON c.id = o.channel_id
+         WHERE o.status_actor = 'automatic' ORDER BY c.name",
+    )
+    .fetch_all(&s.db.pool)
+    .await
+    .unwrap();
+    let action = "alert.automatic_action".to_owned();
+    assert_eq!(
+        told,
+        [("digest".to_owned(), action.clone()), ("quiet".to_owned(), action.clone()), ("soc".to_owned(), action)]
+    );
+
     let mut delivered = 0;
     for _ in 0..5 {
         delivered += sender.deliver_due().await.unwrap().delivered;
     }
-    assert!(delivered >= 2, "{delivered}");
+    assert!(delivered >= 4, "{delivered}");
     let received = receiver.wait_for(usize::try_from(delivered).unwrap()).await;
     let notes: Vec<Value> =
         received.iter().map(|r| r.json()).filter(|body| body["status_change"]["actor"] == "automatic").collect();
-    assert_eq!(notes.len(), 1, "{received:?}");
+    assert_eq!(notes.len(), 3, "one per channel: {received:?}");
     let note = notes[0]["status_change"]["reason"].as_str().unwrap();
     assert!(note.contains("dry run") && note.contains(&rule), "{note}");
 }

@@ -241,6 +241,15 @@ async fn actions_abandoned_mid_way_are_ended_and_listed() {
     let undo_in_flight = insert("abandoned-0003", "applied", -1, Some(json!({"attached": false}))).await;
     let running = insert("running-00001", "planned", 10, None).await;
 
+    // A read writes nothing: listing (API or library) leaves the sweep to the containment job.
+    let context = ApiContext::new(s.db.pool.clone()).with_aws(s.ctx.settings.clone(), s.ctx.base.clone());
+    let (_, viewer) = auth::create(&s.db.pool, "reader", Role::Viewer).await.unwrap();
+    let (status, listed) = crate::respond::api(&context, "GET", "/api/v1/responses", &viewer, None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let shown = listed.as_array().unwrap().iter().find(|r| r["id"] == json!(read_before)).unwrap().clone();
+    assert_eq!((shown["status"].as_str(), shown["abandoned_at"].is_null()), (Some("planned"), true), "{shown}");
+    assert_eq!(s.db.count("SELECT count(*) FROM response_actions WHERE abandoned_at IS NOT NULL").await, 0);
+
     // The containment job sweeps even when automatic containment is off.
     let job = Containment { rules: AutoRules::off(), ctx: s.ctx.clone() };
     job.step().await.unwrap();
@@ -333,4 +342,110 @@ async fn an_alert_of_another_account_and_unbounded_reasons_are_refused() {
 
 fn uuid_like() -> String {
     "00000000-0000-4000-8000-000000000000".into()
+}
+
+/// A slow action that is alive renews its lease (a heartbeat), so the sweep never ends it; an
+/// action whose process died stops renewing and is swept once its lease runs out.
+#[tokio::test]
+async fn a_slow_action_that_is_alive_keeps_its_lease_and_is_never_swept() {
+    let s = setup(true).await;
+    let insert = async |key: &str| -> String {
+        sqlx::query_scalar(
+            "INSERT INTO response_actions (account_id, region, kind, target, resource, params, status, actor, reason,
+                                           idempotency_key, lease_owner, lease_expires_at)
+             VALUES ($1, 'global', 'quarantine', 'user/slow', $2, '{}', 'planned', 'user:analyst', 'slow',
+                     $2, 'live-process', now() + interval '1 second')
+             RETURNING id::text",
+        )
+        .bind(&s.account)
+        .bind(key)
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap()
+    };
+    let alive = insert("slow-but-alive").await;
+    let dead = insert("died-mid-way-1").await;
+    let job = Containment { rules: AutoRules::off(), ctx: s.ctx.clone() };
+    // The live action works for 3 seconds, three times its lease, renewing it every 300 ms.
+    let slow_work = async {
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        job.step().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        Ok(())
+    };
+    let lease = |id| record::Lease { id, owner: "live-process" };
+    run::with_heartbeat_every(&s.db.pool, lease(&alive), std::time::Duration::from_millis(300), slow_work)
+        .await
+        .unwrap();
+    let status = |id: String| {
+        let pool = s.db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, Option<String>)>(
+                "SELECT status, error FROM response_actions WHERE id = $1::uuid",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(status(alive.clone()).await, ("planned".to_owned(), None), "the live action kept its lease");
+    let (dead_status, error) = status(dead.clone()).await;
+    assert_eq!(dead_status, "failed");
+    assert!(error.unwrap().starts_with("abandoned:"));
+    // A lease that ran out is not renewed: the sweep may have ended the action.
+    assert!(!record::renew_lease(&s.db.pool, lease(&dead)).await.unwrap());
+    assert!(record::renew_lease(&s.db.pool, lease(&alive)).await.unwrap());
+    let other = record::Lease { id: &alive, owner: "another-process" };
+    assert!(!record::renew_lease(&s.db.pool, other).await.unwrap(), "only the lease's owner renews it");
+}
+
+/// A run whose lease ran out (swept, or claimed by another run) stops at its next heartbeat,
+/// before its next call, and records nothing over what the sweep recorded.
+#[tokio::test]
+async fn a_run_that_lost_its_lease_stops_and_records_nothing() {
+    let s = setup(true).await;
+    let id: String = sqlx::query_scalar(
+        "INSERT INTO response_actions (account_id, region, kind, target, resource, params, status, actor, reason,
+                                       idempotency_key, lease_owner, lease_expires_at)
+         VALUES ($1, 'global', 'quarantine', 'user/lost', 'iam/user/lost', '{}', 'planned', 'user:analyst', 'lost',
+                 'lost-its-lease-1', 'old-run', now() + interval '1 second')
+         RETURNING id::text",
+    )
+    .bind(&s.account)
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    let old = record::Lease { id: &id, owner: "old-run" };
+    // The old run stalls past its lease; meanwhile the sweep ends it and another run takes it.
+    let called = std::sync::atomic::AtomicBool::new(false);
+    let stalled = async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        sqlx::query(
+            "UPDATE response_actions SET status = 'failed', error = 'abandoned', lease_owner = 'new-run',
+                    lease_expires_at = now() + interval '5 minutes'
+             WHERE id = $1::uuid",
+        )
+        .bind(&id)
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        called.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    };
+    let outcome = run::with_heartbeat_every(&s.db.pool, old, std::time::Duration::from_millis(400), stalled).await;
+    let error = outcome.expect_err("the run stops").to_string();
+    assert!(error.contains("lost its lease"), "{error}");
+    assert!(!called.load(std::sync::atomic::Ordering::SeqCst), "stopped before its next call");
+    // Its writes are refused: the record keeps the sweep's outcome and the new run's lease.
+    assert!(record::record_before(&s.db.pool, old, &json!({"late": true})).await.is_err());
+    record::finish_leased(&s.db.pool, old, "applied", None, &json!([]), None).await.unwrap();
+    let (status, owner, before): (String, Option<String>, Option<Value>) =
+        sqlx::query_as("SELECT status, lease_owner, state_before FROM response_actions WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&s.db.pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), owner.as_deref(), before), ("failed", Some("new-run"), None));
 }

@@ -69,9 +69,17 @@ function planView(action, plan, apply) {
         ? el("ol", {}, plan.calls.map((c) => el("li", {}, el("code", { class: "plan-operation" }, c.operation), json(c.params))))
         : "none: already contained (applying records it with no call)"),
       el("dt", {}, "Undo"), el("dd", {}, `${plan.undo.undo === "possible" ? "possible" : "not possible"}: ${plan.undo.how}`)),
+    plan.will_fail
+      ? el("p", { class: "error", id: `will-fail-${ident}` }, `Apply would fail before any call: ${plan.will_fail}`)
+      : null,
+    // revoke-principal-ingress: what it would leave (cut off, unresolved, mismatched, refused…).
+    plan.current && Array.isArray(plan.current.incomplete) && plan.current.incomplete.length
+      ? el("div", { class: "error", id: `incomplete-${ident}` }, "It would leave (recorded failed, partial): ",
+        el("ul", {}, plan.current.incomplete.map((why) => el("li", {}, why))))
+      : null,
     plan.protected
       ? el("p", { class: "error", id: `protected-${ident}` }, "Tagged skywarden:protected: Skywarden refuses to act on it.")
-      : apply);
+      : plan.will_fail ? null : apply);
 }
 
 // Reason + Apply for one action: one key per intent, kept through double clicks and retries
@@ -125,7 +133,8 @@ function actionRow(ctx, action, state) {
   return el("li", { class: "response-action", "data-kind": action.kind, "data-target": action.target },
     el("strong", {}, action.kind), " ", el("code", {}, action.target), action.region ? ` (${action.region})` : "",
     el("div", { class: "muted" }, action.why, " · undo: ", action.undo.undo === "possible" ? action.undo.how : `none (${action.undo.how})`,
-      action.alert_id && state.showAlert ? [" · ", alertLink(action.alert_id)] : null),
+      action.alert_id && state.showAlert ? [" · ", alertLink(action.alert_id)] : null,
+      action.note ? el("div", { class: "error suggestion-note" }, action.note) : null),
     can ? el("button", { type: "button", class: "secondary dry-run-button", id: `dry-run-${ident}`, onclick: dryRun }, "Dry run") : null,
     result, slot);
 }
@@ -156,7 +165,9 @@ function recordedTable(records, state) {
   if (!records.length) return el("p", { class: "muted", id: "responses-recorded" }, "No action taken yet.");
   const rows = records.map((r) => {
     let control = null;
-    if (state.analyst && r.status === "applied" && !NO_UNDO.has(r.kind)) control = recordAction(r, "undo", state.done);
+    const partial = r.kind === "revoke-principal-ingress" && r.status === "failed"
+      && (r.state_after?.rules || []).some((rule) => rule.action_id && rule.status === "applied");
+    if (state.analyst && (r.status === "applied" || partial) && !NO_UNDO.has(r.kind)) control = recordAction(r, "undo", state.done);
     if (r.status === "awaiting_approval" || r.status === "undo_awaiting_approval") {
       const asker = r.status === "awaiting_approval" ? r.actor : r.undo_requested_by;
       control = !state.analyst ? el("span", { class: "muted" }, "an analyst or admin approves")

@@ -171,6 +171,10 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::commands::respond::RespondAction,
     },
+    /// Copy months older than the hot retention to Parquet (OCSF, Security Lake layout) in a
+    /// folder or S3, then drop them from PostgreSQL; `archive status` shows the runs.
+    #[command(after_help = ENVIRONMENT_HELP)]
+    Archive(crate::commands::archive::ArchiveArgs),
 }
 
 /// Which policies run: the built-in ones, and a folder that adds to or overrides them.
@@ -340,6 +344,10 @@ pub struct ImportArgs {
     /// Store only; do not run detection.
     #[arg(long)]
     pub no_detect: bool,
+    /// Do not update the full-text index at the end (`serve` or a worker does it later;
+    /// searches are exact meanwhile, only slower).
+    #[arg(long)]
+    pub no_search_index: bool,
     /// Print one JSON summary object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -386,6 +394,8 @@ pub struct ServeArgs {
     pub worker: PollerArgs,
     #[command(flatten)]
     pub notify: NotifyArgs,
+    #[command(flatten)]
+    pub archive: crate::commands::archive::ArchiveScheduleArgs,
 }
 
 /// What one client can take from the API: time, requests at once, database connections.

@@ -58,5 +58,6 @@ async fn run(command: Command, db: DbOptions) -> anyhow::Result<ExitCode> {
         Command::Respond { action } => {
             commands::with_db(&db, async |db| commands::respond::run(db, action).await).await
         }
+        Command::Archive(args) => commands::with_db(&db, async |db| commands::archive::run(db, args).await).await,
     }
 }

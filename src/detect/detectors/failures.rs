@@ -155,6 +155,7 @@ impl<'d> FailureBursts<'d> {
         if self.asn.on
             && let Some(asn) = event.geo_asn
             && event.source_ip_text.is_some()
+            && !self.asn_allowed(asn)
         {
             let window = self.by_asn.entry((event.account_id.clone(), asn)).or_default();
             window.slide(&failure, self.asn.window, true);
@@ -163,6 +164,11 @@ impl<'d> FailureBursts<'d> {
                 self.add(true, &subject, &qualified);
             }
         }
+    }
+
+    /// Whether `asn` is one `password_spray.allow_asns` keeps out of AS sprays.
+    fn asn_allowed(&self, asn: i64) -> bool {
+        self.detectors.settings.password_spray.allow_asns.iter().any(|&allowed| i64::from(allowed) == asn)
     }
 
     /// Drops the windows whose failures all lie before `now`'s window (the next failure of their
@@ -523,6 +529,27 @@ mod tests {
         let found = run(&events, start);
         let subjects: Vec<&str> = found.iter().map(|f| f.subject.as_str()).collect();
         assert_eq!(subjects, ["source:45.137.21.200"]);
+    }
+
+    #[test]
+    fn an_allowed_as_makes_no_as_spray() {
+        let start: DateTime<Utc> = "2026-11-12T05:00:00Z".parse().unwrap();
+        let spread = ["45.137.21.9", "45.137.21.77", "45.137.22.130"];
+        let yaml = "password_spray:\n  allow_asns: [64500]\n";
+        let file = crate::policy_files::PolicyFile::new("detectors.yaml", yaml, crate::policy_files::Origin::Builtin);
+        let mut problems = Vec::new();
+        let detectors = Detectors::new(yaml_serde::from_str(yaml).unwrap(), &file, &Default::default(), &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        let mut bursts = FailureBursts::new(&detectors, (true, true), start, None);
+        asn_spray(9, &spread, start).iter().for_each(|event| bursts.push(event));
+        assert!(bursts.finish().is_empty(), "the corporate VPN's AS");
+        // Another AS doing the same is still a spray.
+        let mut bursts = FailureBursts::new(&detectors, (true, true), start, None);
+        for mut event in asn_spray(9, &spread, start) {
+            event.geo_asn = Some(64501);
+            bursts.push(&event);
+        }
+        assert_eq!(bursts.finish().len(), 1);
     }
 
     #[test]

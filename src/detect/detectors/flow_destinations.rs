@@ -9,12 +9,22 @@
 //! exfiltration's destination would otherwise make its own flows suspicious); read only. Every
 //! run looks up the flows to those addresses within `incident_reach_days` of the alerts, new or
 //! not, so the verdict does not depend on whether the flows or the intrusion's events arrived
-//! first. A record counts as the instance's own connection when its destination port is not
-//! above its source port (a reply from a server on the instance goes to the client's higher,
-//! ephemeral port). One alert per interface and address per day; each clock hour with such
-//! traffic is one piece of evidence, so re-running detection adds nothing.
+//! first. Who opened a connection is decided by its handshake where the records show it (the
+//! opener's SYN alone, the answering side's SYN-ACK, in any record of the connection on the
+//! interface; `skywarden_flow_opened`, migration 0033): a server's replies leave its interface
+//! as `egress` too, and only their first interval carries the SYN-ACK. Without a handshake the
+//! record must not be ingress and its destination port not above its source port (a reply goes
+//! to the client's higher, ephemeral port). The Tor half reads the packet's own addresses
+//! (`pkt-srcaddr`, `pkt-dstaddr`) where logged.
+//! One alert per interface and address per day; each clock hour with such traffic is one piece
+//! of evidence, so re-running detection adds nothing.
+//!
+//! Bounds: the open incidents' addresses are read a page at a time, all of them. Each half
+//! reports at most [`MAX_FINDINGS`] connections a run, stopping at the end of a clock hour; the
+//! hours left (the Tor half) or the hour to resume from and the scope (the incident half) wait
+//! in the detector's backlog for the next run, and detection health says so.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -22,15 +32,20 @@ use chrono::{DateTime, Duration, Utc};
 use futures_util::TryStreamExt;
 use serde::Deserialize;
 use sqlx::PgPool;
+use sqlx::types::ipnetwork::IpNetwork;
 
 use super::{Detectors, SUSPICIOUS_DESTINATION};
 use crate::alerts::link_keys::is_linkable;
+use crate::detect::health;
 use crate::model::{Finding, Mitre, Severity};
 
-/// Open incidents' addresses read per run, at most.
-const MAX_INCIDENT_ADDRESSES: i64 = 5_000;
-/// Findings per run, at most (each is an interface, an address and an hour).
-const MAX_FINDINGS: usize = 10_000;
+/// Open incidents' addresses read per query (all are read, a page at a time).
+const INCIDENT_ADDRESS_PAGE: i64 = 5_000;
+/// Findings per half and run, at most (each is an interface, an address and an hour); the
+/// rest waits in the backlog.
+pub const MAX_FINDINGS: usize = 10_000;
+/// The backlog key of the incident half (the Tor half's is the policy id).
+const INCIDENT_BACKLOG: &str = "aws-flow-suspicious-destination#incidents";
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -96,30 +111,162 @@ pub async fn findings(
     detectors: &Detectors,
     hours: &[DateTime<Utc>],
     since: Option<DateTime<Utc>>,
+    state: &mut health::StateChanges,
+) -> Result<Vec<Finding>, sqlx::Error> {
+    findings_into(pool, detectors, hours, since, MAX_FINDINGS, state).await
+}
+
+/// [`findings`] with the bound on findings per half and run given, its state changes written at
+/// once (tests reach the bound cheaply).
+pub async fn findings_bounded(
+    pool: &PgPool,
+    detectors: &Detectors,
+    hours: &[DateTime<Utc>],
+    since: Option<DateTime<Utc>>,
+    max_findings: usize,
+) -> Result<Vec<Finding>, sqlx::Error> {
+    let mut state = health::StateChanges::default();
+    let found = findings_into(pool, detectors, hours, since, max_findings, &mut state).await?;
+    state.apply(pool).await?;
+    Ok(found)
+}
+
+async fn findings_into(
+    pool: &PgPool,
+    detectors: &Detectors,
+    hours: &[DateTime<Utc>],
+    since: Option<DateTime<Utc>>,
+    max_findings: usize,
+    state: &mut health::StateChanges,
 ) -> Result<Vec<Finding>, sqlx::Error> {
     let settings = &detectors.settings.flow_suspicious_destination;
-    if !settings.enabled {
-        return Ok(Vec::new());
-    }
-    let tor = settings.include_tor && detectors.geo.as_ref().is_some_and(|geo| geo.knows_tor_exits());
-    if settings.include_tor && !tor && !SAID_NO_TOR.swap(true, Ordering::Relaxed) {
+    let tor =
+        settings.enabled && settings.include_tor && detectors.geo.as_ref().is_some_and(|geo| geo.knows_tor_exits());
+    if settings.enabled && settings.include_tor && !tor && !SAID_NO_TOR.swap(true, Ordering::Relaxed) {
         tracing::warn!(
             "aws-flow-suspicious-destination: no network context (--tor-exits, Anonymous-IP) given to detection; \
              flows to Tor exits are not looked for"
         );
     }
-    let incidents = if settings.include_incident_addresses { incident_addresses(pool).await? } else { Vec::new() };
+    let incidents = if settings.enabled && settings.include_incident_addresses {
+        incident_addresses(pool).await?
+    } else {
+        Vec::new()
+    };
     let by_address: HashMap<String, Vec<String>> =
         incidents.iter().map(|a| (a.address.clone(), a.incidents.clone())).collect();
-    let mut found = Found::default();
-    if tor && !hours.is_empty() {
-        found.extend(detectors, &by_address, connections_in(pool, hours)).await?;
+    let mut found = Found { max: max_findings, ..Found::default() };
+    let mut skipped = 0;
+    if tor {
+        skipped += tor_half(pool, detectors, &by_address, hours, &mut found, state).await?;
+    } else {
+        // No Tor list (any more), or the half is off: the hours left for it wait for nothing.
+        drop_backlog(pool, SUSPICIOUS_DESTINATION, state).await?;
     }
     if !incidents.is_empty() {
-        let reach = Duration::days(settings.incident_reach_days.max(0));
-        found.extend(detectors, &by_address, connections_to(pool, &incidents, reach, since)).await?;
+        skipped += incident_half(pool, detectors, &by_address, &incidents, since, &mut found, state).await?;
+    } else {
+        // No open incident: nothing to resume.
+        drop_backlog(pool, INCIDENT_BACKLOG, state).await?;
     }
+    if skipped == 0 {
+        state.clear_skip(SUSPICIOUS_DESTINATION);
+    }
+    state.expire(SUSPICIOUS_DESTINATION, SUSPICIOUS_DESTINATION);
+    state.expire(INCIDENT_BACKLOG, SUSPICIOUS_DESTINATION);
     Ok(found.findings)
+}
+
+/// Forgets what an earlier run left under `key`.
+async fn drop_backlog(pool: &PgPool, key: &str, state: &mut health::StateChanges) -> Result<(), sqlx::Error> {
+    let left: Vec<DateTime<Utc>> = health::backlog(pool, key).await?.into_iter().map(|(h, _)| h).collect();
+    state.done(key, &left);
+    Ok(())
+}
+
+/// Connections to Tor exits in `hours` and the hours an earlier run left; returns how many hours
+/// this run leaves (recorded in the backlog and detection health).
+async fn tor_half(
+    pool: &PgPool,
+    detectors: &Detectors,
+    by_address: &HashMap<String, Vec<String>>,
+    hours: &[DateTime<Utc>],
+    found: &mut Found,
+    state: &mut health::StateChanges,
+) -> Result<i64, sqlx::Error> {
+    let left: Vec<DateTime<Utc>> =
+        health::backlog(pool, SUSPICIOUS_DESTINATION).await?.into_iter().map(|(h, _)| h).collect();
+    let all: Vec<DateTime<Utc>> = hours.iter().chain(&left).copied().collect::<BTreeSet<_>>().into_iter().collect();
+    if all.is_empty() {
+        return Ok(0);
+    }
+    // Contiguous runs of hours, each its own range: an old backlog hour beside new ones does not
+    // scan the days between.
+    let start = found.findings.len();
+    let mut stopped = None;
+    for run in contiguous_hours(&all) {
+        let room = found.max.saturating_sub(found.findings.len() - start);
+        if room == 0 {
+            stopped = Some(run[0]);
+            break;
+        }
+        if let Some(at) = found.extend_up_to(detectors, by_address, connections_in(pool, run), room).await? {
+            stopped = Some(at);
+            break;
+        }
+    }
+    let deferred: Vec<DateTime<Utc>> =
+        stopped.map_or_else(Vec::new, |at| all.iter().filter(|h| **h >= at).copied().collect());
+    let done: Vec<DateTime<Utc>> = left.iter().filter(|h| !deferred.contains(h)).copied().collect();
+    state.done(SUSPICIOUS_DESTINATION, &done);
+    if deferred.is_empty() {
+        return Ok(0);
+    }
+    state.defer(SUSPICIOUS_DESTINATION, &deferred, None);
+    let note = format!(
+        "more than {} connections to Tor exits in one run: {} clock hours left for the next run",
+        found.max,
+        deferred.len()
+    );
+    let new = deferred.iter().filter(|h| !left.contains(h)).count() as i64;
+    state.record_skip(SUSPICIOUS_DESTINATION, deferred.len() as i64, new, note);
+    Ok(deferred.len() as i64)
+}
+
+/// Connections to the incidents' addresses, resuming where an earlier run stopped; returns 1
+/// when this run stops early in turn (the hour it stopped at is kept to resume from).
+async fn incident_half(
+    pool: &PgPool,
+    detectors: &Detectors,
+    by_address: &HashMap<String, Vec<String>>,
+    incidents: &[IncidentAddress],
+    since: Option<DateTime<Utc>>,
+    found: &mut Found,
+    state: &mut health::StateChanges,
+) -> Result<i64, sqlx::Error> {
+    let reach =
+        Duration::days(detectors.settings.flow_suspicious_destination.incident_reach_days.clamp(0, super::MAX_DAYS));
+    // One resume point at most: the earliest hour, from the widest scope.
+    let left = health::backlog(pool, INCIDENT_BACKLOG).await?;
+    let resume = left.first().map(|(hour, _)| (*hour, left.iter().map(|(_, s)| *s).min().flatten()));
+    let resume = resume.map(|(hour, s)| (hour, if left.iter().any(|(_, s)| s.is_none()) { None } else { s }));
+    let stopped = found.extend(detectors, by_address, connections_to(pool, incidents, reach, since, resume)).await?;
+    let old: Vec<DateTime<Utc>> = left.iter().map(|(h, _)| *h).collect();
+    state.done(INCIDENT_BACKLOG, &old);
+    let Some(at) = stopped else { return Ok(0) };
+    // What is left: the hours from `at` on, of this run's scope and of the one resumed.
+    let scope = match (since, resume) {
+        (None, _) | (_, Some((_, None))) => None,
+        (Some(since), Some((_, Some(earlier)))) => Some(since.min(earlier)),
+        (Some(since), None) => Some(since),
+    };
+    state.defer(INCIDENT_BACKLOG, &[at], scope);
+    let note = format!(
+        "more than {} connections to open incidents' addresses in one run: the hours from {at} wait for the next run",
+        found.max
+    );
+    state.record_skip(SUSPICIOUS_DESTINATION, 1, i64::from(old.is_empty()), note);
+    Ok(1)
 }
 
 /// The findings of a run, each once (both halves can see one connection).
@@ -127,23 +274,37 @@ pub async fn findings(
 struct Found {
     findings: Vec<Finding>,
     evidence: HashSet<String>,
+    /// New findings per half before it stops at the next hour.
+    max: usize,
 }
 
 impl Found {
+    /// Adds the findings of `rows` (in hour order); past `max` new findings, stops at
+    /// the next clock hour and returns it.
     async fn extend(
         &mut self,
         detectors: &Detectors,
         incidents: &HashMap<String, Vec<String>>,
+        rows: ConnectionStream<'_>,
+    ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+        self.extend_up_to(detectors, incidents, rows, self.max).await
+    }
+
+    /// [`Self::extend`] with `max` new findings.
+    async fn extend_up_to(
+        &mut self,
+        detectors: &Detectors,
+        incidents: &HashMap<String, Vec<String>>,
         mut rows: ConnectionStream<'_>,
-    ) -> Result<(), sqlx::Error> {
+        max: usize,
+    ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+        let start = self.findings.len();
+        let mut last_hour = None;
         while let Some(connection) = rows.try_next().await? {
-            if self.findings.len() >= MAX_FINDINGS {
-                tracing::warn!(
-                    max = MAX_FINDINGS,
-                    "aws-flow-suspicious-destination: more connections than one run reports"
-                );
-                break;
+            if self.findings.len() - start >= max && last_hour.is_some_and(|h| connection.hour > h) {
+                return Ok(Some(connection.hour));
             }
+            last_hour = Some(connection.hour);
             let verdict = verdict(detectors, incidents, connection.destination);
             if let Some(finding) = finding(detectors, &connection, &verdict)
                 && self.evidence.insert(finding.evidence_id.clone())
@@ -151,7 +312,7 @@ impl Found {
                 self.findings.push(finding);
             }
         }
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -183,37 +344,62 @@ pub struct IncidentAddress {
 }
 
 /// The addresses the alerts of open incidents came from (flow alerts left out), each with its
-/// incidents and when.
+/// incidents and when: all of them, read a page at a time.
 async fn incident_addresses(pool: &PgPool) -> Result<Vec<IncidentAddress>, sqlx::Error> {
     let flow_policies: Vec<String> =
         [super::EXFILTRATION, super::PORT_SCAN, SUSPICIOUS_DESTINATION].iter().map(|p| p.to_string()).collect();
-    let rows = sqlx::query!(
-        r#"SELECT host(a.source_ip) AS "address!", array_agg(DISTINCT a.incident_id ORDER BY a.incident_id) AS "incidents!: Vec<String>",
-                  min(a.first_seen) AS "first!", max(a.last_seen) AS "last!",
-                  greatest(max(a.updated_at), max(i.updated_at)) AS "changed!"
-           FROM alerts a JOIN incidents i ON i.incident_id = a.incident_id
-           WHERE a.source_ip IS NOT NULL AND a.policy_id <> ALL($1) AND i.merged_into IS NULL
-             AND i.status IN ('open', 'investigating', 'contained')
-           GROUP BY 1 ORDER BY 1 LIMIT $2"#,
-        &flow_policies,
-        MAX_INCIDENT_ADDRESSES
-    )
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .filter(|r| r.address.parse::<IpAddr>().is_ok_and(is_linkable))
-        .map(|r| IncidentAddress {
-            address: r.address,
-            incidents: r.incidents,
-            first: r.first,
-            last: r.last,
-            changed: r.changed,
-        })
-        .collect())
+    let mut addresses = Vec::new();
+    let mut after: Option<IpNetwork> = None;
+    loop {
+        let rows = sqlx::query!(
+            r#"SELECT a.source_ip AS "ip!: IpNetwork", host(a.source_ip) AS "address!",
+                      array_agg(DISTINCT a.incident_id ORDER BY a.incident_id) AS "incidents!: Vec<String>",
+                      min(a.first_seen) AS "first!", max(a.last_seen) AS "last!",
+                      greatest(max(a.updated_at), max(i.updated_at)) AS "changed!"
+               FROM alerts a JOIN incidents i ON i.incident_id = a.incident_id
+               WHERE a.source_ip IS NOT NULL AND a.policy_id <> ALL($1) AND i.merged_into IS NULL
+                 AND i.status IN ('open', 'investigating', 'contained')
+                 AND ($3::inet IS NULL OR a.source_ip > $3)
+               GROUP BY a.source_ip ORDER BY a.source_ip LIMIT $2"#,
+            &flow_policies,
+            INCIDENT_ADDRESS_PAGE,
+            after,
+        )
+        .fetch_all(pool)
+        .await?;
+        let Some(last) = rows.last() else { break };
+        after = Some(last.ip);
+        let full = rows.len() as i64 == INCIDENT_ADDRESS_PAGE;
+        addresses.extend(rows.into_iter().filter(|r| r.address.parse::<IpAddr>().is_ok_and(is_linkable)).map(|r| {
+            IncidentAddress {
+                address: r.address,
+                incidents: r.incidents,
+                first: r.first,
+                last: r.last,
+                changed: r.changed,
+            }
+        }));
+        if !full {
+            break;
+        }
+    }
+    Ok(addresses)
 }
 
 type ConnectionStream<'a> = futures_util::stream::BoxStream<'a, Result<Connection, sqlx::Error>>;
+
+/// `hours` (sorted) cut where one hour does not follow the last.
+fn contiguous_hours(hours: &[DateTime<Utc>]) -> Vec<&[DateTime<Utc>]> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..=hours.len() {
+        if i == hours.len() || hours[i] - hours[i - 1] > Duration::hours(1) {
+            runs.push(&hours[start..i]);
+            start = i;
+        }
+    }
+    runs
+}
 
 /// Accepted connections the VPC started to outside addresses in `hours`, per interface, address
 /// and hour.
@@ -222,18 +408,23 @@ fn connections_in<'a>(pool: &'a PgPool, hours: &'a [DateTime<Utc>]) -> Connectio
     Box::pin(
         sqlx::query_as!(
             ConnectionRow,
-            r#"SELECT account_id, interface_id AS "interface!", max(instance_id) AS instance, host(dstaddr) AS "destination!",
+            r#"SELECT account_id, interface_id AS "interface!", max(instance_id) AS instance,
+                      host(coalesce(pkt_dstaddr, dstaddr)) AS "destination!",
                       date_trunc('hour', bucket_time) AS "hour!", min(bucket_time) AS "first!", count(*) AS "records!",
                       coalesce(sum(bytes), 0)::bigint AS "bytes!",
                       (array_agg(DISTINCT dstport) FILTER (WHERE dstport IS NOT NULL))[1:10] AS "ports!: Vec<i32>",
-                      (array_agg(DISTINCT host(srcaddr)))[1:10] AS "sources!: Vec<String>",
+                      (array_agg(DISTINCT host(coalesce(pkt_srcaddr, srcaddr))))[1:10] AS "sources!: Vec<String>",
                       max(dst_country) AS destination_country
                FROM flow_records
                WHERE bucket_time >= $1 AND bucket_time < $2 AND date_trunc('hour', bucket_time) = ANY($3)
                  AND action = 'ACCEPT' AND interface_id IS NOT NULL AND dstaddr IS NOT NULL
-                 AND srcaddr <<= ANY($4::inet[]) AND NOT dstaddr <<= ANY($4::inet[])
-                 AND (srcport IS NULL OR dstport IS NULL OR dstport <= srcport)
-               GROUP BY account_id, interface_id, dstaddr, date_trunc('hour', bucket_time)
+                 -- The packet's own addresses where logged (behind a NAT gateway, a load balancer).
+                 AND coalesce(pkt_srcaddr, srcaddr) <<= ANY($4::inet[])
+                 AND NOT coalesce(pkt_dstaddr, dstaddr) <<= ANY($4::inet[])
+                 -- The instance's own connection: see the module's notes (migration 0033).
+                 AND skywarden_flow_opened(interface_id, bucket_time, srcaddr, srcport, dstaddr, dstport, protocol,
+                                           tcp_flags, flow_direction)
+               GROUP BY account_id, interface_id, coalesce(pkt_dstaddr, dstaddr), date_trunc('hour', bucket_time)
                ORDER BY 5, 1, 2, 4"#,
             first,
             last,
@@ -254,6 +445,7 @@ fn connections_to<'a>(
     incidents: &[IncidentAddress],
     reach: Duration,
     since: Option<DateTime<Utc>>,
+    resume: Option<(DateTime<Utc>, Option<DateTime<Utc>>)>,
 ) -> ConnectionStream<'a> {
     let addresses: Vec<String> = incidents.iter().map(|a| a.address.clone()).collect();
     let from: Vec<DateTime<Utc>> = incidents.iter().map(|a| a.first - reach).collect();
@@ -271,8 +463,12 @@ fn connections_to<'a>(
                FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $5::timestamptz[]) AS t(address, since, until, changed)
                JOIN flow_records f ON f.dstaddr = t.address::inet AND f.bucket_time >= t.since AND f.bucket_time <= t.until
                WHERE f.action = 'ACCEPT' AND f.interface_id IS NOT NULL AND f.srcaddr <<= ANY($4::inet[])
-                 AND ($6::timestamptz IS NULL OR t.changed >= $6 OR f.ingested_at >= $6)
-                 AND (f.srcport IS NULL OR f.dstport IS NULL OR f.dstport <= f.srcport)
+                 AND ($6::timestamptz IS NULL OR t.changed >= $6 OR f.ingested_at >= $6
+                      -- Where an earlier run stopped: its hours from there on, in its scope.
+                      OR (f.bucket_time >= $7::timestamptz
+                          AND ($8::timestamptz IS NULL OR t.changed >= $8 OR f.ingested_at >= $8)))
+                 AND skywarden_flow_opened(f.interface_id, f.bucket_time, f.srcaddr, f.srcport, f.dstaddr, f.dstport,
+                                           f.protocol, f.tcp_flags, f.flow_direction)
                GROUP BY f.account_id, f.interface_id, f.dstaddr, date_trunc('hour', f.bucket_time)
                ORDER BY 5, 1, 2, 4"#,
             &addresses,
@@ -281,6 +477,8 @@ fn connections_to<'a>(
             &crate::net::internal_networks(),
             &changed,
             since,
+            resume.map(|(hour, _)| hour),
+            resume.and_then(|(_, scope)| scope),
         )
         .fetch(pool)
         .map_ok(ConnectionRow::into_connection),
@@ -381,6 +579,14 @@ mod tests {
             sources: vec!["10.0.1.25".into()],
             destination_country: Some("DE".into()),
         }
+    }
+
+    #[test]
+    fn hours_are_cut_into_contiguous_runs() {
+        let at = |h: i64| "2026-11-12T00:00:00Z".parse::<DateTime<Utc>>().unwrap() + Duration::hours(h);
+        let hours = [at(0), at(1), at(2), at(240), at(241)];
+        assert_eq!(contiguous_hours(&hours), [&hours[..3], &hours[3..]]);
+        assert!(contiguous_hours(&[]).is_empty());
     }
 
     #[test]

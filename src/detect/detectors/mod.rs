@@ -47,6 +47,12 @@ pub const RARE_SENSITIVE_API: &str = "aws-rare-sensitive-api";
 pub const PORT_SCAN: &str = "aws-flow-port-scan";
 pub const SUSPICIOUS_DESTINATION: &str = "aws-flow-suspicious-destination";
 
+/// The longest span in days a setting may name (ten years): longer ones are refused at load
+/// (they would overflow time arithmetic) and the default applies.
+pub const MAX_DAYS: i64 = 3_650;
+/// The longest window in minutes a setting may name (a day).
+pub const MAX_WINDOW_MINUTES: i64 = 1_440;
+
 /// Everything `detectors.yaml` can set; every field has a default.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -143,6 +149,9 @@ pub struct SpraySettings {
     pub asn_min_principals: usize,
     /// ... from this many of its addresses at least.
     pub asn_min_addresses: usize,
+    /// AS numbers never grouped into an AS spray (the corporate VPN's or proxy's AS, whose many
+    /// users mistype from a few shared addresses).
+    pub allow_asns: Vec<u32>,
 }
 
 impl Default for SpraySettings {
@@ -155,6 +164,7 @@ impl Default for SpraySettings {
             by_asn: true,
             asn_min_principals: 8,
             asn_min_addresses: 3,
+            allow_asns: vec![],
         }
     }
 }
@@ -439,6 +449,86 @@ const DECLARATIONS: &[Declaration] = &[
 ];
 
 impl DetectorSettings {
+    /// Checks every span of days and window of minutes against its bounds; one out of bounds is
+    /// a problem naming its field and is replaced by its default (a detector never computes
+    /// with it).
+    pub fn bound_spans(&mut self) -> Vec<String> {
+        let defaults = DetectorSettings::default();
+        let mut problems = Vec::new();
+        let mut check = |field: &str, value: &mut i64, (low, high): (i64, i64), default: i64, unit: &str| {
+            if !(low..=high).contains(value) {
+                problems.push(format!("{field}: {value} is not between {low} and {high} {unit}"));
+                *value = default;
+            }
+        };
+        let days = (1, MAX_DAYS);
+        let minutes = (1, MAX_WINDOW_MINUTES);
+        check(
+            "account_hijacking.baseline_days",
+            &mut self.account_hijacking.baseline_days,
+            days,
+            defaults.account_hijacking.baseline_days,
+            "days",
+        );
+        check(
+            "anonymizing_network.baseline_days",
+            &mut self.anonymizing_network.baseline_days,
+            days,
+            defaults.anonymizing_network.baseline_days,
+            "days",
+        );
+        check(
+            "rare_sensitive_api.baseline_days",
+            &mut self.rare_sensitive_api.baseline_days,
+            days,
+            defaults.rare_sensitive_api.baseline_days,
+            "days",
+        );
+        check(
+            "rare_sensitive_api.min_history_days",
+            &mut self.rare_sensitive_api.min_history_days,
+            (0, MAX_DAYS),
+            defaults.rare_sensitive_api.min_history_days.min(self.rare_sensitive_api.baseline_days),
+            "days",
+        );
+        check(
+            "flow_suspicious_destination.incident_reach_days",
+            &mut self.flow_suspicious_destination.incident_reach_days,
+            (0, MAX_DAYS),
+            defaults.flow_suspicious_destination.incident_reach_days,
+            "days",
+        );
+        check(
+            "login_failures.window_minutes",
+            &mut self.login_failures.window_minutes,
+            minutes,
+            defaults.login_failures.window_minutes,
+            "minutes",
+        );
+        check(
+            "password_spray.window_minutes",
+            &mut self.password_spray.window_minutes,
+            minutes,
+            defaults.password_spray.window_minutes,
+            "minutes",
+        );
+        check(
+            "reconnaissance.window_minutes",
+            &mut self.reconnaissance.window_minutes,
+            minutes,
+            defaults.reconnaissance.window_minutes,
+            "minutes",
+        );
+        check(
+            "flow_port_scan.window_minutes",
+            &mut self.flow_port_scan.window_minutes,
+            minutes,
+            defaults.flow_port_scan.window_minutes,
+            "minutes",
+        );
+        problems
+    }
+
     fn enabled(&self, id: &str) -> bool {
         match id {
             HIJACK => self.account_hijacking.enabled,
@@ -541,6 +631,9 @@ impl Detectors {
             cidrs: cidrs(&settings.flow_suspicious_destination.allow_cidrs, "flow_suspicious_destination.allow_cidrs"),
             asns: vec![],
         };
+        for problem in settings.bound_spans() {
+            problems.push(PolicyProblem { file: file.location(), problem });
+        }
         problems.extend(
             settings.rare_sensitive_api.problems().into_iter().map(|problem| PolicyProblem {
                 file: file.location(),

@@ -2,16 +2,24 @@
 //! and ACLs, CloudTrail, Organizations, GuardDuty, Config) that it has not made in its baseline
 //! window: a stolen identity doing what its owner never does.
 //!
-//! The baseline is the stored events, as for `aws-login-from-anonymizing-network`: the scan of
-//! new events notes the span of each principal's new events; [`findings`] then finds the UTC
-//! days with sensitive writes of that principal from the span's start to a baseline after its
-//! end (new events can give later calls their history or baseline), reads each such day's first
-//! call of each sensitive API back from the database and asks whether the principal made the
-//! same call in the `baseline_days` before it. So re-running detection gives the same alert, and
-//! importing older data after newer data judges the newer calls again, as if imported in order.
+//! The baseline is the rollup `api_call_days` (per identity, API and UTC day, the first and last
+//! successful write call; per identity and day, the first and last event of any kind), filled
+//! at ingest ([`crate::ingest::api_rollup`]) and, for events stored before it existed,
+//! backfilled a month a detection run (no alert until that is done; detection health says so):
+//! no scan of the events. The scan of new events notes the span of each principal's new events;
+//! [`findings`] then finds the UTC days with sensitive writes of that principal from the span's start to a
+//! baseline after its end (new events can give later calls their history or baseline), reads
+//! each such day's first call of each sensitive API back from the events (by name and day) and
+//! asks the rollup whether the principal made the same call in the `baseline_days` before it. So
+//! re-running detection gives the same alert, and importing older data after newer data judges
+//! the newer calls again, as if imported in order: a call the older data puts in the baseline
+//! raises nothing new. An alert already raised for it stays (an analyst may have acted on it);
+//! its evidence is not withdrawn.
 //! A principal with no event older than `min_history_days` is not judged (no baseline yet).
-//! Role sessions share their role's baseline. All the new APIs of one principal and day fold
-//! into one alert that lists them (a new admin's busy first day is one alert, not forty).
+//! Role sessions share their role's baseline, except those of IAM Identity Center permission
+//! sets (`AWSReservedSSO_…`): one role for everyone given the set, so each session (the human)
+//! has its own. All the new APIs of one principal and day fold into one alert that lists them (a
+//! new admin's busy first day is one alert, not forty).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
@@ -22,8 +30,9 @@ use sqlx::PgPool;
 
 use super::{Detectors, RARE_SENSITIVE_API};
 use crate::alerts::store::Burst;
-use crate::detect::PolicyEvent;
 use crate::detect::event::{RawJson, SourceNetwork};
+use crate::detect::{PolicyEvent, health};
+use crate::ingest::api_rollup;
 use crate::model::{Finding, Mitre, Severity};
 
 /// How many APIs an alert's details name.
@@ -156,18 +165,17 @@ pub fn api_name(event_source: &str, event_name: &str) -> String {
 }
 
 /// Whom a baseline belongs to: the principal, or for a role session its role
-/// (`arn:aws:sts::…:assumed-role/ROLE`), so every session of a role shares one.
+/// (`arn:aws:sts::…:assumed-role/ROLE`), so every session of a role shares one; the sessions of
+/// an SSO permission set (`AWSReservedSSO_…`, one role for many humans) each have their own.
 pub fn identity(principal: &str) -> &str {
-    match principal.rsplit_once('/') {
-        Some((role, _session)) if role.contains(":assumed-role/") => role,
-        _ => principal,
-    }
+    crate::ingest::api_rollup::baseline_identity(principal)
 }
 
-/// The `LIKE` pattern of an identity's events.
+/// The `LIKE` pattern of an identity's events: a role's matches each of its sessions.
 fn like_pattern(identity: &str) -> String {
     let escaped = identity.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-    if identity.contains(":assumed-role/") { format!("{escaped}/%") } else { escaped }
+    let is_role = identity.split_once(":assumed-role/").is_some_and(|(_, role)| !role.contains('/'));
+    if is_role { format!("{escaped}/%") } else { escaped }
 }
 
 /// Whether one stored call is one the detector judges: a successful sensitive write by a
@@ -204,16 +212,30 @@ fn read_only(raw: &RawJson) -> Option<bool> {
 }
 
 /// The principals whose new events can change a verdict, with the span of those events, noted
-/// during the scan (bounded: more are left for the next run, their events stay stored).
-#[derive(Default)]
+/// during the scan. Past [`RareApiCandidates::MAX`] principals, only each account's span is
+/// kept, and [`findings`] pages through the identities the rollup holds for that span: a busy
+/// import judges everyone it touched, in bounded pieces, and leaves none for later.
 pub struct RareApiCandidates {
     /// (account, identity) → (earliest, latest) new event.
     spans: BTreeMap<(String, String), (DateTime<Utc>, DateTime<Utc>)>,
-    full: bool,
+    /// account → (earliest, latest) new event of principals beyond the bound.
+    overflow: BTreeMap<String, (DateTime<Utc>, DateTime<Utc>)>,
+    max: usize,
+}
+
+impl Default for RareApiCandidates {
+    fn default() -> Self {
+        Self::with_max(Self::MAX)
+    }
 }
 
 impl RareApiCandidates {
-    const MAX: usize = 10_000;
+    pub const MAX: usize = 10_000;
+
+    /// Candidates that keep at most `max` identities (tests reach the bound cheaply).
+    pub fn with_max(max: usize) -> Self {
+        Self { spans: BTreeMap::new(), overflow: BTreeMap::new(), max }
+    }
 
     pub fn note(&mut self, detectors: &Detectors, event: &PolicyEvent) {
         let settings = &detectors.settings.rare_sensitive_api;
@@ -223,17 +245,23 @@ impl RareApiCandidates {
         let Some(principal) = event.principal() else { return };
         let key = (event.account_id.clone(), identity(principal).to_string());
         let time = event.event_time;
-        if let Some((first, last)) = self.spans.get_mut(&key) {
-            (*first, *last) = ((*first).min(time), (*last).max(time));
-        } else if self.spans.len() < Self::MAX {
-            self.spans.insert(key, (time, time));
+        let span = if let Some(span) = self.spans.get_mut(&key) {
+            span
+        } else if self.spans.len() < self.max {
+            self.spans.entry(key).or_insert((time, time))
         } else {
-            self.full = true;
-        }
+            self.overflow.entry(event.account_id.clone()).or_insert((time, time))
+        };
+        *span = (span.0.min(time), span.1.max(time));
     }
 
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.spans.is_empty() && self.overflow.is_empty()
+    }
+
+    /// Whether principals beyond the bound were noted (their accounts' spans only).
+    pub fn overflowed(&self) -> bool {
+        !self.overflow.is_empty()
     }
 }
 
@@ -253,25 +281,91 @@ pub async fn findings(
     detectors: &Detectors,
     candidates: &RareApiCandidates,
 ) -> Result<Vec<Finding>, sqlx::Error> {
-    if candidates.full {
-        tracing::warn!(
-            max = RareApiCandidates::MAX,
-            "aws-rare-sensitive-api: too many principals and days in one run; the rest wait for the next"
-        );
+    if !detectors.settings.rare_sensitive_api.enabled {
+        return Ok(Vec::new());
     }
-    let settings = &detectors.settings.rare_sensitive_api;
+    // The baseline of events stored before the rollup existed is built a month a run; until it
+    // is, every call would look new: no one is judged, and detection health says why.
+    match api_rollup::backfill_step(pool).await? {
+        api_rollup::Backfill::Done => health::clear_skip(pool, super::RARE_SENSITIVE_API).await?,
+        api_rollup::Backfill::Building { months_done, next_month } => {
+            let note = format!(
+                "baseline still being built from the events stored before the upgrade: {months_done} months done, \
+                 {next_month} next; no rare-API alerts until it is done"
+            );
+            let principals = candidates.spans.len() as i64;
+            health::record_skip(pool, super::RARE_SENSITIVE_API, principals, principals, &note).await?;
+            return Ok(Vec::new());
+        }
+    }
     let mut findings = Vec::new();
-    for ((account, identity), (first, last)) in &candidates.spans {
-        let reach = (*first, *last + Duration::days(settings.baseline_days));
-        for day in days_with_writes(pool, settings, account, identity, reach).await? {
-            findings.extend(judge_day(pool, detectors, account, identity, day).await?);
+    for ((account, identity), span) in &candidates.spans {
+        findings.extend(judge_identity(pool, detectors, account, identity, *span).await?);
+    }
+    for (account, span) in &candidates.overflow {
+        // Every identity with an event in the span, a page at a time.
+        let mut after = String::new();
+        loop {
+            let page = identities_active(pool, account, *span, &after).await?;
+            let Some(last) = page.last().cloned() else { break };
+            tracing::info!(
+                account,
+                identities = page.len(),
+                "aws-rare-sensitive-api: more principals than one pass holds; judging the next page"
+            );
+            for identity in &page {
+                findings.extend(judge_identity(pool, detectors, account, identity, *span).await?);
+            }
+            after = last;
         }
     }
     Ok(findings)
 }
 
-/// The UTC days in `from..=until` on which the identity made a successful call to one of the
-/// services the patterns name.
+/// One identity's days with sensitive writes from its new events' start to a baseline after
+/// their end (new events can give later calls their history or baseline), each judged.
+async fn judge_identity(
+    pool: &PgPool,
+    detectors: &Detectors,
+    account: &str,
+    identity: &str,
+    (first, last): (DateTime<Utc>, DateTime<Utc>),
+) -> Result<Vec<Finding>, sqlx::Error> {
+    let settings = &detectors.settings.rare_sensitive_api;
+    let reach = (first, last + Duration::days(settings.baseline_days));
+    let mut findings = Vec::new();
+    for day in days_with_writes(pool, settings, account, identity, reach).await? {
+        findings.extend(judge_day(pool, detectors, account, identity, day).await?);
+    }
+    Ok(findings)
+}
+
+/// Identities after `after` (in order) with any event in `span` in the rollup, a page's worth.
+async fn identities_active(
+    pool: &PgPool,
+    account: &str,
+    (first, last): (DateTime<Utc>, DateTime<Utc>),
+    after: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT DISTINCT identity FROM api_call_days
+           WHERE account_id = $1 AND day >= $2::date AND day <= $3::date AND event_source = '' AND event_name = ''
+             AND last_seen >= $4 AND first_seen <= $5 AND identity > $6
+           ORDER BY identity LIMIT $7"#,
+        account,
+        first.date_naive(),
+        last.date_naive(),
+        first,
+        last,
+        after,
+        RareApiCandidates::MAX as i64,
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// The UTC days in `from..=until` on which the identity made a successful write call to one of
+/// the services the patterns name (from the rollup).
 async fn days_with_writes(
     pool: &PgPool,
     settings: &RareApiSettings,
@@ -279,21 +373,22 @@ async fn days_with_writes(
     identity: &str,
     (from, until): (DateTime<Utc>, DateTime<Utc>),
 ) -> Result<Vec<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar!(
-        r#"SELECT DISTINCT date_bin('1 day', event_time, timestamptz '1970-01-01 00:00:00+00') AS "day!"
-           FROM cloudtrail_events
-           WHERE account_id = $1 AND coalesce(principal_arn, user_name) LIKE $2
-             AND event_time >= $3 AND event_time <= $4 AND error_code IS NULL AND event_source = ANY($5)
-             AND read_only IS NOT TRUE
+    let days = sqlx::query_scalar!(
+        r#"SELECT DISTINCT day FROM api_call_days
+           WHERE account_id = $1 AND identity = $2 AND day >= $3::date AND day <= $4::date
+             AND event_source = ANY($5) AND last_seen >= $6 AND first_seen <= $7
            ORDER BY 1"#,
         account,
-        like_pattern(identity),
+        identity,
+        from.date_naive(),
+        until.date_naive(),
+        &settings.event_sources(),
         from,
         until,
-        &settings.event_sources(),
     )
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(days.into_iter().filter_map(|d| d.and_hms_opt(0, 0, 0)).map(|d| d.and_utc()).collect())
 }
 
 /// The finding of one identity's day, if it called sensitive APIs its baseline does not hold.
@@ -305,7 +400,11 @@ async fn judge_day(
     day: DateTime<Utc>,
 ) -> Result<Option<Finding>, sqlx::Error> {
     let settings = &detectors.settings.rare_sensitive_api;
-    let calls = first_calls(pool, settings, account, identity, day).await?;
+    let names = day_apis(pool, settings, account, identity, day).await?;
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let calls = first_calls(pool, settings, account, identity, day, &names).await?;
     let Some(earliest) = calls.iter().map(|c| c.event.event_time).min() else { return Ok(None) };
     if !has_history(pool, settings, account, identity, earliest).await? {
         return Ok(None);
@@ -315,13 +414,45 @@ async fn judge_day(
     Ok(finding(detectors, identity, new))
 }
 
-/// The day's first successful call of each sensitive write API by the identity, in time order.
+/// The names of the day's sensitive write APIs of the identity (from the rollup).
+async fn day_apis(
+    pool: &PgPool,
+    settings: &RareApiSettings,
+    account: &str,
+    identity: &str,
+    day: DateTime<Utc>,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"SELECT event_source, event_name FROM api_call_days
+           WHERE account_id = $1 AND identity = $2 AND day = $3::date AND event_source = ANY($4)
+           ORDER BY first_seen LIMIT $5"#,
+        account,
+        identity,
+        day.date_naive(),
+        &settings.event_sources(),
+        MAX_APIS_PER_DAY,
+    )
+    .fetch_all(pool)
+    .await?;
+    // Whether the call is a write is the event's to say (readOnly); the name decides no more.
+    Ok(rows
+        .into_iter()
+        .filter(|r| settings.is_sensitive_write(&api_name(&r.event_source, &r.event_name), Some(false)))
+        .map(|r| r.event_name)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect())
+}
+
+/// The day's first successful call of each sensitive write API (named in `names`) by the
+/// identity, in time order.
 async fn first_calls(
     pool: &PgPool,
     settings: &RareApiSettings,
     account: &str,
     identity: &str,
     day: DateTime<Utc>,
+    names: &[String],
 ) -> Result<Vec<FirstCall>, sqlx::Error> {
     let rows = sqlx::query!(
         r#"SELECT * FROM (
@@ -332,9 +463,9 @@ async fn first_calls(
                       source_is_tor, source_is_vpn, source_is_hosting, source_is_aws,
                       raw->>'sessionCredentialFromConsole' = 'true' AS console_session
                FROM cloudtrail_events
-               WHERE account_id = $1 AND coalesce(principal_arn, user_name) LIKE $2
-                 AND event_time >= $3 AND event_time < $3 + interval '1 day'
-                 AND error_code IS NULL AND event_name IS NOT NULL AND event_source = ANY($4)
+               WHERE event_name = ANY($6) AND event_time >= $3 AND event_time < $3 + interval '1 day'
+                 AND account_id = $1 AND coalesce(principal_arn, user_name) LIKE $2
+                 AND error_code IS NULL AND event_source = ANY($4)
                  -- made_by_a_service, in SQL: a service's call on the principal's behalf is not theirs.
                  AND raw->'userIdentity'->>'invokedBy' IS NULL AND coalesce(source_ip_text, '') NOT LIKE '%.amazonaws.com'
                ORDER BY event_source, event_name, event_time, event_id
@@ -345,6 +476,7 @@ async fn first_calls(
         day,
         &settings.event_sources(),
         MAX_APIS_PER_DAY,
+        names,
     )
     .fetch_all(pool)
     .await?;
@@ -390,7 +522,8 @@ async fn first_calls(
         .collect())
 }
 
-/// Whether the identity has an event older than `min_history_days` within its baseline.
+/// Whether the identity has an event older than `min_history_days` within its baseline (from
+/// the rollup's any-event rows: a day's first or last event in the range is one).
 async fn has_history(
     pool: &PgPool,
     settings: &RareApiSettings,
@@ -398,20 +531,26 @@ async fn has_history(
     identity: &str,
     at: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
+    let (from, until) = (at - Duration::days(settings.baseline_days), at - Duration::days(settings.min_history_days));
     sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM cloudtrail_events
-                          WHERE account_id = $1 AND coalesce(principal_arn, user_name) LIKE $2
-                            AND event_time >= $3 AND event_time < $4) AS "history!""#,
+        r#"SELECT EXISTS (SELECT 1 FROM api_call_days
+                          WHERE account_id = $1 AND identity = $2 AND event_source = '' AND event_name = ''
+                            AND day >= $3::date AND day <= $4::date
+                            AND ((first_seen >= $5 AND first_seen < $6) OR (last_seen >= $5 AND last_seen < $6))) AS "history!""#,
         account,
-        like_pattern(identity),
-        at - Duration::days(settings.baseline_days),
-        at - Duration::days(settings.min_history_days),
+        identity,
+        from.date_naive(),
+        until.date_naive(),
+        from,
+        until,
     )
     .fetch_one(pool)
     .await
 }
 
-/// The APIs of `calls` the identity also called (and was not refused) in the baseline before.
+/// The APIs of `calls` the identity also called (and was not refused) in the baseline before,
+/// from the rollup: a day holds a call in `[at - baseline, at)` exactly when its first call is
+/// before `at` and its last at or after `at - baseline` (a day is shorter than a baseline).
 async fn called_before(
     pool: &PgPool,
     settings: &RareApiSettings,
@@ -426,15 +565,15 @@ async fn called_before(
         r#"SELECT f.source AS "source!", f.name AS "name!"
            FROM unnest($3::text[], $4::text[], $5::timestamptz[]) AS f(source, name, at)
            WHERE EXISTS (
-               SELECT 1 FROM cloudtrail_events c
-               WHERE c.account_id = $1 AND c.event_name = f.name AND c.event_source = f.source
-                 AND c.event_time >= f.at - make_interval(days => $6::int) AND c.event_time < f.at
-                 AND coalesce(c.principal_arn, c.user_name) LIKE $2
-                 -- Only a call that succeeded is baseline: a deliberately failing one (a malformed
-                 -- document, an existing name) a second earlier must not make the real call familiar.
-                 AND c.error_code IS NULL)"#,
+               SELECT 1 FROM api_call_days d
+               WHERE d.account_id = $1 AND d.identity = $2 AND d.event_source = f.source AND d.event_name = f.name
+                 AND d.day >= ((f.at - make_interval(days => $6::int)) AT TIME ZONE 'UTC')::date
+                 AND d.day <= (f.at AT TIME ZONE 'UTC')::date
+                 -- Only a call that succeeded is baseline (the rollup holds no other): a deliberately
+                 -- failing one a second earlier must not make the real call familiar.
+                 AND d.first_seen < f.at AND d.last_seen >= f.at - make_interval(days => $6::int))"#,
         account,
-        like_pattern(identity),
+        identity,
         &sources,
         &names,
         &times,

@@ -12,8 +12,12 @@
 //! Errors are GuardDuty's: `x-amzn-ErrorType` with a JSON `message` (`AccessDeniedException`
 //! 403, `BadRequestException` 400 for an unknown detector, or a page token it no longer accepts
 //! or sent with other criteria: [`FakeGuardDuty::expire_tokens`] forgets the tokens it gave). A test can also make
-//! GetFindings answer more than the poller reads ([`FakeGuardDuty::answer_oversized`]). Each region (the SigV4 credential
-//! scope) has its own detector and findings. docs/aws-findings.md says what it stands in for.
+//! GetFindings answer more than the poller reads ([`FakeGuardDuty::answer_oversized`]), or update
+//! a finding between the ListFindings that names it and the GetFindings that reads it, stamped
+//! with the time of the update as GuardDuty does ([`FakeGuardDuty::update_between_list_and_get`]).
+//! [`FakeGuardDuty::answer_extra`] adds findings not asked for to every GetFindings answer.
+//! Answers carry a `Date` header (axum's server adds it), as AWS's do.
+//! Each region (the SigV4 credential scope) has its own detector and findings. docs/aws-findings.md says what it stands in for.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -42,6 +46,14 @@ struct GuardDutyState {
     tokens: HashMap<String, Option<i64>>,
     /// GetFindings answers with a body of this many bytes (not JSON), when set.
     oversized: Option<usize>,
+    /// Updates GuardDuty makes when the next GetFindings arrives, after the listing that
+    /// named the finding: each replaces its finding, stamped `updatedAt` at that moment.
+    updates_before_get: Vec<Value>,
+    /// Findings added to every GetFindings answer, asked for or not (an administrator answering
+    /// for a member, an endpoint answering more than asked).
+    extra: Vec<Value>,
+    /// How far GuardDuty's clock is from ours: ListFindings' `Date` header tells its time.
+    clock_offset: Option<chrono::Duration>,
 }
 
 #[derive(Clone)]
@@ -82,6 +94,13 @@ impl FakeGuardDuty {
         state.findings.push(finding);
     }
 
+    /// Updates `finding` (replacing the one with its id) when the next GetFindings arrives, with
+    /// `updatedAt` set to that moment: GuardDuty updating a finding between the ListFindings
+    /// that named it and the GetFindings that reads it.
+    pub fn update_between_list_and_get(&self, finding: Value) {
+        self.state.lock().unwrap().updates_before_get.push(finding);
+    }
+
     /// Forgets every page token given out: a later request carrying one is refused, as GuardDuty
     /// refuses an expired token.
     pub fn expire_tokens(&self) {
@@ -91,6 +110,16 @@ impl FakeGuardDuty {
     /// Makes GetFindings answer `bytes` bytes (that are not JSON), announced in Content-Length.
     pub fn answer_oversized(&self, bytes: usize) {
         self.state.lock().unwrap().oversized = Some(bytes);
+    }
+
+    /// Sets GuardDuty's clock `offset` from ours, as ListFindings' `Date` header tells it.
+    pub fn clock_offset(&self, offset: chrono::Duration) {
+        self.state.lock().unwrap().clock_offset = Some(offset);
+    }
+
+    /// Adds `finding` to every GetFindings answer, whatever ids were asked for.
+    pub fn answer_extra(&self, finding: Value) {
+        self.state.lock().unwrap().extra.push(finding);
     }
 
     pub fn listings(&self) -> Vec<(String, Option<i64>, Option<String>)> {
@@ -221,7 +250,14 @@ async fn list_findings(
     if !next.is_empty() {
         state.tokens.insert(next.clone(), since);
     }
-    json_ok(json!({"findingIds": ids, "nextToken": next}))
+    let body = json!({"findingIds": ids, "nextToken": next}).to_string();
+    match state.clock_offset {
+        Some(offset) => {
+            let date = (chrono::Utc::now() + offset).format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+            ([(header::CONTENT_TYPE, "application/json".to_owned()), (header::DATE, date)], body).into_response()
+        }
+        None => json_ok_bytes(body.into_bytes()),
+    }
 }
 
 async fn get_findings(
@@ -232,9 +268,14 @@ async fn get_findings(
 ) -> Response {
     let region = signed_region(&headers);
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let state = state.lock().unwrap();
+    let mut state = state.lock().unwrap();
     if let Some(refused) = refusal(&state, &region, &id) {
         return refused;
+    }
+    for mut update in std::mem::take(&mut state.updates_before_get) {
+        update["updatedAt"] = json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        state.findings.retain(|f| f["id"] != update["id"]);
+        state.findings.push(update);
     }
     if let Some(bytes) = state.oversized {
         return json_ok_bytes(vec![b' '; bytes]);
@@ -245,7 +286,8 @@ async fn get_findings(
     if ids.len() > MAX_PAGE {
         return error(StatusCode::BAD_REQUEST, "BadRequestException", "at most 50 findingIds");
     }
-    let findings: Vec<&Value> =
+    let mut findings: Vec<&Value> =
         state.findings.iter().filter(|f| f["region"] == region.as_str() && ids.contains(&f["id"])).collect();
+    findings.extend(state.extra.iter());
     json_ok(json!({"findings": findings}))
 }

@@ -193,7 +193,7 @@ fn detection_line(health: &skywarden::detect::health::DetectionHealth) -> String
     let at = |time: Option<chrono::DateTime<chrono::Utc>>| {
         time.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_else(|| "never".into())
     };
-    if health.failing() {
+    let mut line = if health.failing() {
         format!(
             "detection: FAILING since {} ({} runs in a row; last success {}): {}\n    events are stored but raise no \
              alert until a run succeeds; the next import or poll retries them",
@@ -204,7 +204,17 @@ fn detection_line(health: &skywarden::detect::health::DetectionHealth) -> String
         )
     } else {
         format!("detection: ok, last run {}", at(health.last_success_at))
+    };
+    // Work a detector left at a per-run bound: said until a later run catches up.
+    for skip in health.skips.iter().filter(|s| s.outstanding) {
+        line.push_str(&format!(
+            "\n    {} behind since {}: {}",
+            skip.policy_id,
+            at(Some(skip.last_skipped_at)),
+            skip.note
+        ));
     }
+    line
 }
 
 /// The S3 objects a job could not read, for the line under it: `2 objects failed after 5 tries,

@@ -28,6 +28,8 @@ struct ImportReport<'a> {
     #[serde(flatten)]
     import: &'a ImportSummary,
     detection: Option<&'a DetectionSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    search_index: Option<&'a skywarden::search::index::IndexRun>,
 }
 
 pub(crate) async fn import(db_options: &DbOptions, args: ImportArgs) -> anyhow::Result<ExitCode> {
@@ -49,22 +51,42 @@ pub(crate) async fn import(db_options: &DbOptions, args: ImportArgs) -> anyhow::
         max_gzip_ratio: args.max_gzip_ratio,
         ..ImportOptions::new(args.paths)
     };
-    let (summary, detection) = with_db(db_options, async |db| {
+    let no_search_index = args.no_search_index;
+    let (summary, detection, search_index) = with_db(db_options, async |db| {
         let started = detect::database_now(&db.pool).await?;
         let summary = ingest::import(&db.pool, options).await?;
         let detection = detect_after_import(&db.pool, policies.as_ref(), started).await?;
-        Ok((summary, detection))
+        let search_index = if no_search_index { None } else { index_after_import(&db.pool).await };
+        Ok((summary, detection, search_index))
     })
     .await?;
     if args.json {
-        println!("{}", serde_json::to_string(&ImportReport { import: &summary, detection: detection.as_ref() })?);
+        let report =
+            ImportReport { import: &summary, detection: detection.as_ref(), search_index: search_index.as_ref() };
+        println!("{}", serde_json::to_string(&report)?);
     } else {
         print_summary(&summary);
         if let Some(detection) = &detection {
             print_detection(detection);
         }
+        if let Some(run) = &search_index {
+            println!("full-text index: {} events added", run.indexed);
+        }
     }
     Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PARTIAL) })
+}
+
+/// Brings the full-text index up to date after an import. A failure loses nothing (the events
+/// are stored, searches stay exact, `serve` or a worker indexes them later): a warning, not an
+/// error.
+async fn index_after_import(pool: &sqlx::PgPool) -> Option<skywarden::search::index::IndexRun> {
+    match skywarden::search::index::run(pool).await {
+        Ok(run) => Some(run),
+        Err(error) => {
+            tracing::warn!(error = %error, "full-text indexing failed; `serve` or a worker will index these events later");
+            None
+        }
+    }
 }
 
 pub(crate) fn print_summary(summary: &ImportSummary) {
@@ -104,6 +126,12 @@ async fn import_findings(db_options: &DbOptions, args: ImportArgs) -> anyhow::Re
             "{} findings from {} files; {} raised or updated an alert",
             summary.findings, summary.files, summary.folded
         );
+        if summary.stale > 0 || summary.reopened > 0 {
+            println!(
+                "{} older than the version their alert holds (changed nothing); {} alerts reopened (finding active again)",
+                summary.stale, summary.reopened
+            );
+        }
         for error in &summary.errors {
             eprintln!("error: {error}");
         }

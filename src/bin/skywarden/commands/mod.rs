@@ -4,6 +4,7 @@
 
 pub(crate) mod accounts;
 pub(crate) mod alerts;
+pub(crate) mod archive;
 pub(crate) mod auth;
 pub(crate) mod aws_credentials;
 pub(crate) mod collect;

@@ -90,9 +90,11 @@ pub struct ActionArgs {
     /// The account id (12 digits).
     pub account_id: String,
     /// revoke-ingress-rule, deactivate-access-key, delete-login-profile, quarantine,
-    /// detach-role-policy, disassociate-instance-profile, stop-instance or start-logging.
+    /// detach-role-policy, disassociate-instance-profile, stop-instance, start-logging or
+    /// revoke-principal-ingress (every rule a user or role opened).
     pub kind: String,
-    /// sgr-…; USER:AKIA…; USER; user/NAME or role/NAME; ROLE:POLICY_ARN; i-…; i-…; trail name or ARN.
+    /// sgr-… (or sg-…:sgr-…); USER:AKIA…; USER; user/NAME or role/NAME; ROLE:POLICY_ARN; i-…; i-…;
+    /// trail name or ARN; user/NAME or role/NAME.
     pub target: String,
     /// The resource's region (EC2 and CloudTrail actions).
     #[arg(long)]
@@ -272,6 +274,9 @@ async fn plan(db: &Database, args: &ActionArgs) -> anyhow::Result<ExitCode> {
     }
     println!("{} {} on {} ({})", plan.kind, plan.target, plan.account_id, plan.region);
     println!("now: {}", plan.current);
+    if let Some(why) = &plan.will_fail {
+        println!("WILL FAIL (refused before any call): {why}");
+    }
     if plan.protected {
         println!("REFUSED: the resource is tagged {}", respond::PROTECTED_TAG);
     } else if plan.calls.is_empty() {

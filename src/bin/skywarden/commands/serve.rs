@@ -85,7 +85,25 @@ pub(crate) async fn serve(db_options: &DbOptions, args: ServeArgs) -> anyhow::Re
     // Automatic containment beside the pollers (off by its file unless enabled; it also ends
     // response actions abandoned mid-way).
     let containment = (!args.no_pollers).then(|| tokio::spawn(containment.run(until_stopped(stopped.clone()))));
+    // The lake, when configured (`--archive-after-days`, `--archive-to`).
+    let archive = match (args.archive.archive_after_days, args.archive.archive_to.clone()) {
+        (Some(days), Some(to)) => Some(tokio::spawn(super::archive::schedule(
+            db.pool.clone(),
+            args.archive.clone(),
+            days,
+            to,
+            until_stopped(stopped.clone()),
+        ))),
+        _ => None,
+    };
+    // The full-text index, filled after the fact (searches are exact before it catches up).
+    let search_index =
+        tokio::spawn(skywarden::search::index::schedule(db.pool.clone(), until_stopped(stopped.clone())));
     http::serve(context, listener, until_stopped(stopped)).await?;
+    search_index.await?;
+    if let Some(archive) = archive {
+        archive.await?;
+    }
     if let Some(containment) = containment {
         containment.await?;
     }

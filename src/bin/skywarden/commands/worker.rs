@@ -110,8 +110,14 @@ pub(crate) async fn worker(db_options: &DbOptions, args: WorkerArgs) -> anyhow::
         let containing = tokio::spawn(containment.run(async move {
             let _ = stopped_containment.wait_for(|stop| *stop).await;
         }));
+        // The full-text index, filled after the fact (searches are exact before it catches up).
+        let mut stopped_index = stopped.clone();
+        let indexing = tokio::spawn(skywarden::search::index::schedule(db.pool.clone(), async move {
+            let _ = stopped_index.wait_for(|stop| *stop).await;
+        }));
         worker.run(args.poller.poll_concurrency, shutdown).await;
         containing.await?;
+        indexing.await?;
         if let Some(sending) = sending {
             sending.await?;
         }

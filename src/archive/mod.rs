@@ -1,0 +1,387 @@
+//! The open security lake: months older than the hot retention, copied from PostgreSQL to
+//! Parquet in OCSF classes, in the layout Amazon Security Lake gives custom sources
+//! (`ext/<source>/region=<region>/accountId=<id>/eventDay=<YYYYMMDD>/<file>.parquet`), in a
+//! folder or S3. A month of events or flows is dropped only after every object is written and
+//! read back (row count and id checksum equal to the database's); alerts are copied, never
+//! dropped. `archive_partitions` records each month's state, so a killed run resumes.
+//! docs/archive.md tells the layout, the field mapping and how to query the lake.
+
+mod columns;
+pub mod destination;
+pub mod ocsf;
+pub mod status;
+pub mod store;
+mod verify;
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use sqlx::PgPool;
+
+use self::columns::{ClassSchema, ClassWriter};
+use self::destination::Destination;
+use self::store::{LakeRow, MonthState, Source, Tally};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("destination: {0}")]
+    Destination(String),
+    #[error("{0}: Parquet: {1}")]
+    Parquet(String, #[source] parquet::errors::ParquetError),
+    #[error("{table} {month}: verification failed: {detail}")]
+    Verification { table: &'static str, month: String, detail: String },
+    #[error("another archive run holds the lock (archive_runs lists it)")]
+    Busy,
+    #[error("stopped after {0} objects (test hook)")]
+    Injected(usize),
+}
+
+pub struct ArchiveOptions {
+    /// Months that ended more than this many days before `now` are archived.
+    pub older_than_days: u32,
+    /// As given (`s3://bucket/prefix` or a folder), recorded with each month.
+    pub destination_text: String,
+    pub dry_run: bool,
+    /// Rows per Parquet row group (the memory bound of a writer).
+    pub row_group_rows: usize,
+    pub now: DateTime<Utc>,
+    /// Tests: fail once this many objects were written in the run, as a killed process would.
+    #[doc(hidden)]
+    pub fail_after_objects: Option<usize>,
+}
+
+impl ArchiveOptions {
+    pub fn cutoff(&self) -> DateTime<Utc> {
+        self.now - chrono::Duration::days(i64::from(self.older_than_days))
+    }
+}
+
+/// What a run did with one month.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MonthReport {
+    pub source: &'static str,
+    pub month: String,
+    pub rows: i64,
+    pub objects: usize,
+    /// `would-archive` (dry run), `unchanged`, `verified` (alerts), `dropped`, or `failed`.
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RunReport {
+    pub run_id: i64,
+    pub cutoff: DateTime<Utc>,
+    pub months: Vec<MonthReport>,
+}
+
+impl RunReport {
+    pub fn failed(&self) -> usize {
+        self.months.iter().filter(|m| m.outcome == "failed").count()
+    }
+}
+
+/// One archive run over every source. A month that fails is recorded and logged and the run
+/// goes on with the next; the run itself fails only when it cannot start or the test hook stops it.
+pub async fn run(
+    pool: &PgPool,
+    destination: &Destination,
+    options: &ArchiveOptions,
+) -> Result<RunReport, ArchiveError> {
+    let mut lock = pool.acquire().await?;
+    if !status::try_lock(&mut lock).await? {
+        return Err(ArchiveError::Busy);
+    }
+    let result = run_locked(pool, destination, options).await;
+    status::unlock(&mut lock).await?;
+    result
+}
+
+async fn run_locked(
+    pool: &PgPool,
+    destination: &Destination,
+    options: &ArchiveOptions,
+) -> Result<RunReport, ArchiveError> {
+    status::fail_interrupted_runs(pool).await?;
+    let run_id = status::start_run(pool, options).await?;
+    let cutoff = options.cutoff();
+    tracing::info!(run_id, %cutoff, destination = %options.destination_text, dry_run = options.dry_run, "archive run started");
+    let mut report = RunReport { run_id, cutoff, months: Vec::new() };
+    let mut budget = ObjectBudget { left: options.fail_after_objects, written: 0 };
+    let outcome = archive_sources(pool, destination, options, &mut report, &mut budget).await;
+    let error = outcome.as_ref().err().map(ToString::to_string);
+    status::finish_run(pool, run_id, &report, budget.written, error.as_deref()).await?;
+    outcome?;
+    tracing::info!(run_id, months = report.months.len(), failed = report.failed(), "archive run finished");
+    Ok(report)
+}
+
+async fn archive_sources(
+    pool: &PgPool,
+    destination: &Destination,
+    options: &ArchiveOptions,
+    report: &mut RunReport,
+    budget: &mut ObjectBudget,
+) -> Result<(), ArchiveError> {
+    for source in Source::ALL {
+        for month in store::months(pool, source, report.cutoff).await? {
+            let context = MonthContext { pool, destination, options, run_id: report.run_id, source, month };
+            let month_report = match context.archive(budget).await {
+                Ok(month_report) => month_report,
+                Err(ArchiveError::Injected(n)) => return Err(ArchiveError::Injected(n)),
+                Err(error) => context.failed(&error).await,
+            };
+            report.months.push(month_report);
+        }
+    }
+    Ok(())
+}
+
+/// Objects this run may still write before the test hook stops it.
+struct ObjectBudget {
+    left: Option<usize>,
+    written: usize,
+}
+
+impl ObjectBudget {
+    fn spend(&mut self) -> Result<(), ArchiveError> {
+        if self.left == Some(0) {
+            return Err(ArchiveError::Injected(self.written));
+        }
+        self.left = self.left.map(|n| n - 1);
+        self.written += 1;
+        Ok(())
+    }
+}
+
+struct MonthContext<'a> {
+    pool: &'a PgPool,
+    destination: &'a Destination,
+    options: &'a ArchiveOptions,
+    run_id: i64,
+    source: Source,
+    month: DateTime<Utc>,
+}
+
+impl MonthContext<'_> {
+    fn report(&self, rows: i64, objects: usize, outcome: &str) -> MonthReport {
+        MonthReport {
+            source: self.source.table(),
+            month: self.month.format("%Y-%m").to_string(),
+            rows,
+            objects,
+            outcome: outcome.to_owned(),
+            error: None,
+        }
+    }
+
+    async fn failed(&self, error: &ArchiveError) -> MonthReport {
+        tracing::error!(source = self.source.table(), month = %self.month.format("%Y-%m"), %error, "archiving a month failed");
+        if let Ok(Some(state)) = store::month_state(self.pool, self.source, self.month).await {
+            let _ = store::set_error(self.pool, self.source, self.month, state.generation, &error.to_string()).await;
+        }
+        MonthReport { error: Some(error.to_string()), ..self.report(0, 0, "failed") }
+    }
+
+    async fn archive(&self, budget: &mut ObjectBudget) -> Result<MonthReport, ArchiveError> {
+        let (source, month, pool) = (self.source, self.month, self.pool);
+        if self.options.dry_run {
+            let tally = store::tally(&mut *pool.acquire().await?, source, month).await?;
+            return Ok(self.report(tally.rows, 0, "would-archive"));
+        }
+        let previous = store::month_state(pool, source, month).await?;
+        let same_destination = previous.as_ref().is_some_and(|p| p.destination == self.options.destination_text);
+        let (generation, mut verified) = match &previous {
+            None => (0, None),
+            // A dropped month came back (late rows re-created its partition): a new generation,
+            // new object names.
+            Some(p) if p.state == "dropped" => (p.generation + 1, None),
+            Some(p) if p.state == "verified" && same_destination => (p.generation, Some(p.tally)),
+            Some(p) => (p.generation, None),
+        };
+        if let (Some(tally), false) = (verified, source.drops()) {
+            // Alerts: copied again only when the month's closed alerts changed.
+            if store::tally(&mut *pool.acquire().await?, source, month).await? == tally {
+                return Ok(self.report(tally.rows, previous.map_or(0, |p| p.objects.len()), "unchanged"));
+            }
+            verified = None;
+        }
+        // Two attempts: rows that arrive between verification and the drop send the month
+        // round once more.
+        for _ in 0..2 {
+            let tally = match verified.take() {
+                Some(tally) => tally,
+                None => self.write_and_verify(generation, previous.as_ref(), budget).await?,
+            };
+            if !source.drops() {
+                return Ok(self.report(tally.rows, self.objects(generation).await?, "verified"));
+            }
+            if store::drop_if_unchanged(pool, source, month, generation, tally).await? {
+                tracing::info!(source = source.table(), month = %month.format("%Y-%m"), rows = tally.rows, "partition archived and dropped");
+                return Ok(self.report(tally.rows, self.objects(generation).await?, "dropped"));
+            }
+            tracing::warn!(source = source.table(), month = %month.format("%Y-%m"), "rows changed after verification: writing the month again");
+            store::set_writing(pool, source, month, generation, &self.options.destination_text, self.run_id).await?;
+        }
+        Err(ArchiveError::Verification {
+            table: source.table(),
+            month: month.format("%Y-%m").to_string(),
+            detail: "rows kept changing between verification and drop; left in PostgreSQL".into(),
+        })
+    }
+
+    async fn objects(&self, generation: i32) -> Result<usize, ArchiveError> {
+        Ok(store::month_state(self.pool, self.source, self.month)
+            .await?
+            .filter(|s| s.generation == generation)
+            .map_or(0, |s| s.objects.len()))
+    }
+
+    /// Writes the month's objects, removes those of an earlier attempt no longer written, reads
+    /// every object back and compares with the database. The verified tally.
+    async fn write_and_verify(
+        &self,
+        generation: i32,
+        previous: Option<&MonthState>,
+        budget: &mut ObjectBudget,
+    ) -> Result<Tally, ArchiveError> {
+        let (source, month, pool) = (self.source, self.month, self.pool);
+        store::set_writing(pool, source, month, generation, &self.options.destination_text, self.run_id).await?;
+        let written = self.write(generation, budget).await?;
+        let keys: Vec<String> = written.iter().map(|(key, _)| key.clone()).collect();
+        store::set_objects(pool, source, month, generation, &keys).await?;
+        if let Some(previous) =
+            previous.filter(|p| p.generation == generation && p.destination == self.options.destination_text)
+        {
+            for stale in previous.objects.iter().filter(|k| !keys.contains(k)) {
+                self.destination.delete(stale).await?;
+            }
+        }
+        let read_back = verify::read_back(self.destination, &written).await?;
+        let database = store::tally(&mut *pool.acquire().await?, source, month).await?;
+        if read_back != database {
+            return Err(ArchiveError::Verification {
+                table: source.table(),
+                month: month.format("%Y-%m").to_string(),
+                detail: format!(
+                    "objects hold {} rows (checksum {}), the database {} (checksum {})",
+                    read_back.rows, read_back.checksum, database.rows, database.checksum
+                ),
+            });
+        }
+        store::set_verified(pool, source, month, generation, read_back).await?;
+        Ok(read_back)
+    }
+
+    /// Streams the month into one file per (region, account, day); the keys and row counts.
+    async fn write(&self, generation: i32, budget: &mut ObjectBudget) -> Result<Vec<(String, Tally)>, ArchiveError> {
+        let schema = class_schema(self.source);
+        let mut rows = store::rows(self.pool, self.source, self.month);
+        let mut written = Vec::new();
+        let mut open: Option<OpenFile<'_>> = None;
+        while let Some(row) = rows.next().await {
+            let row = row?;
+            let key = object_key(self.source, self.month, generation, &row);
+            if open.as_ref().is_some_and(|f| f.key != key) {
+                let file = open.take().expect("an open file");
+                written.push(self.close(file, budget).await?);
+            }
+            if open.is_none() {
+                let staged = self.destination.stage(&key)?;
+                let file = std::fs::File::create(&staged)
+                    .map_err(|e| ArchiveError::Destination(format!("{}: {e}", staged.display())))?;
+                let writer = schema
+                    .writer(file, self.options.row_group_rows)
+                    .map_err(|e| ArchiveError::Parquet(key.clone(), e))?;
+                open = Some(OpenFile { key, staged, writer, tally: Tally::default() });
+            }
+            let file = open.as_mut().expect("an open file");
+            file.tally.add(&row.account, &row.id);
+            file.writer.push(row.values).map_err(|e| ArchiveError::Parquet(file.key.clone(), e))?;
+        }
+        if let Some(file) = open {
+            written.push(self.close(file, budget).await?);
+        }
+        Ok(written)
+    }
+
+    async fn close(&self, file: OpenFile<'_>, budget: &mut ObjectBudget) -> Result<(String, Tally), ArchiveError> {
+        let committed = match file.writer.finish().map_err(|e| ArchiveError::Parquet(file.key.clone(), e)) {
+            Ok(_) => match budget.spend() {
+                Ok(()) => self.destination.commit(&file.staged, &file.key).await,
+                Err(stop) => Err(stop),
+            },
+            Err(error) => Err(error),
+        };
+        if committed.is_err() {
+            // Never leave a half-made object behind (a folder would show it).
+            let _ = std::fs::remove_file(&file.staged);
+        }
+        committed.map(|()| (file.key, file.tally))
+    }
+}
+
+struct OpenFile<'a> {
+    key: String,
+    staged: std::path::PathBuf,
+    writer: ClassWriter<'a>,
+    tally: Tally,
+}
+
+/// The class schema of a source (built once per process).
+fn class_schema(source: Source) -> &'static ClassSchema {
+    use std::sync::OnceLock;
+    static SCHEMAS: [OnceLock<ClassSchema>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    match source {
+        Source::CloudTrail => SCHEMAS[0].get_or_init(|| ClassSchema::new(ocsf::API_ACTIVITY, "time")),
+        Source::Flows => SCHEMAS[1].get_or_init(|| ClassSchema::new(ocsf::NETWORK_ACTIVITY, "time")),
+        Source::Alerts => SCHEMAS[2].get_or_init(|| ClassSchema::new(ocsf::DETECTION_FINDING, "time")),
+    }
+}
+
+/// `ext/<source>/region=<region>/accountId=<id>/eventDay=<YYYYMMDD>/<table>-<YYYYMM>-g<n>.parquet`:
+/// the same month written again gets the same names (re-archiving overwrites, never adds).
+pub fn object_key(source: Source, month: DateTime<Utc>, generation: i32, row: &LakeRow) -> String {
+    let region = row.region.as_deref().filter(|r| !r.is_empty()).unwrap_or("global");
+    format!(
+        "ext/{}/region={region}/accountId={}/eventDay={}/{}-{}-g{generation}.parquet",
+        source.lake_name(),
+        row.account,
+        row.time.format("%Y%m%d"),
+        source.table(),
+        month.format("%Y%m"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_class_lists_its_groups_together() {
+        for source in Source::ALL {
+            // Panics (a schema that does not parse) when a group is split.
+            let schema = class_schema(source);
+            assert!(schema.leaves.iter().any(|(p, _)| *p == "cloud.account.uid"));
+        }
+    }
+
+    #[test]
+    fn partition_names_give_their_month() {
+        let month = store::partition_month(Source::Flows, "flow_records_p202402").unwrap();
+        assert_eq!(month.format("%Y-%m").to_string(), "2024-02");
+        assert_eq!(store::partition_name(Source::Flows, month), "flow_records_p202402");
+        assert!(store::partition_month(Source::Flows, "flow_records_default").is_none());
+        assert!(store::partition_month(Source::Flows, "cloudtrail_events_p202402").is_none());
+    }
+
+    #[test]
+    fn verbs_give_api_activities() {
+        assert_eq!(ocsf::api_activity("CreateUser").0, 1);
+        assert_eq!(ocsf::api_activity("DescribeInstances").0, 2);
+        assert_eq!(ocsf::api_activity("PutBucketPolicy").0, 3);
+        assert_eq!(ocsf::api_activity("DeleteTrail").0, 4);
+        assert_eq!(ocsf::api_activity("ConsoleLogin").0, 99);
+    }
+}

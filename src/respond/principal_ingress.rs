@@ -1,0 +1,421 @@
+//! "Revoke every rule opened by the principal": the security-group ingress rules a user or role
+//! authorised (its `AuthorizeSecurityGroupIngress` events, whatever the request's shape: the
+//! rule ids come from the answer) that still exist, read live with the responder role.
+//!
+//! The events are read newest first (the attacker's latest rules first), page by page; only
+//! rules that still exist count against [`MAX_RULES`]. An event is trusted only when it is EC2's,
+//! of this account, in a region; a rule only when its live group, protocol, ports and source are
+//! the event's. Anything cut off, unresolved, mismatched, unreadable or refused is listed in
+//! `incomplete`: the action then records `failed`, never `applied`.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use super::action::Principal;
+use super::{Action, ApiCall, RespondError, ec2};
+use crate::aws::{AccountSession, is_region_name};
+
+/// Events older than this are not read (the lower(...) indexes are walked in time order).
+pub(super) const LOOKBACK_DAYS: i32 = 90;
+/// Events read per query page.
+const PAGE: i64 = 500;
+/// At most this many of the principal's events are read by one action; more is said.
+const MAX_EVENTS: usize = 20_000;
+/// At most this many rules that still exist are revoked by one action (two reads each).
+const MAX_RULES: usize = 200;
+/// At most this many rules are read live by one action (gone ones included).
+const MAX_READS: usize = 1_000;
+
+/// A rule the principal's events opened, with the event's item describing it.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct RuleRef {
+    pub region: String,
+    pub group_id: Option<String>,
+    pub rule_id: String,
+    pub event_id: String,
+    /// The answer's `securityGroupRuleSet` item: what the live rule must still be.
+    pub item: Value,
+}
+
+/// Why an event is not trusted: not EC2's, of another account, or no region.
+pub(super) fn event_problem(raw: &Value, account_id: &str, region: Option<&str>) -> Option<String> {
+    if raw["eventSource"].as_str() != Some("ec2.amazonaws.com") {
+        return Some(format!("eventSource is {}, not ec2.amazonaws.com", raw["eventSource"]));
+    }
+    let accounts = [&raw["recipientAccountId"], &raw["userIdentity"]["accountId"]];
+    if accounts.iter().all(|a| a.is_null()) {
+        return Some("the event names no account (recipientAccountId, userIdentity.accountId)".into());
+    }
+    if let Some(other) = accounts.iter().find(|a| !a.is_null() && a.as_str() != Some(account_id)) {
+        return Some(format!("the event is of account {other}, not {account_id}"));
+    }
+    match region.or_else(|| raw["awsRegion"].as_str()) {
+        Some(region) if is_region_name(region) => None,
+        other => Some(format!("the event's region {other:?} is not an AWS region name")),
+    }
+}
+
+/// The ingress rules one `AuthorizeSecurityGroupIngress` event created, from its answer; `None`
+/// when the answer names no rule id (CloudTrail before rule ids, or an answer left out).
+pub(super) fn rules_of_event(event_id: &str, region: Option<&str>, raw: &Value) -> Option<Vec<RuleRef>> {
+    let items = raw["responseElements"]["securityGroupRuleSet"]["items"].as_array()?;
+    let region = region.or_else(|| raw["awsRegion"].as_str())?;
+    let rules: Vec<RuleRef> = items
+        .iter()
+        .filter(|rule| rule["isEgress"] != Value::Bool(true))
+        .filter_map(|rule| {
+            let rule_id = rule["securityGroupRuleId"].as_str()?;
+            Some(RuleRef {
+                region: region.to_owned(),
+                group_id: rule["groupId"].as_str().map(str::to_owned),
+                rule_id: rule_id.to_owned(),
+                event_id: event_id.to_owned(),
+                item: rule.clone(),
+            })
+        })
+        .collect();
+    (!rules.is_empty()).then_some(rules)
+}
+
+/// Why the live rule is not the one the event opened (its id reused, or an event that lies):
+/// its group must be the item's, and its protocol, ports and source where the item names them.
+pub(super) fn mismatch(item: &Value, live: &Value) -> Option<String> {
+    let Some(group) = item["groupId"].as_str() else {
+        return Some("the event's answer names no group for the rule".into());
+    };
+    let pairs = [
+        ("groupId", json!(group), &live["group_id"]),
+        ("ipProtocol", item["ipProtocol"].clone(), &live["ip_protocol"]),
+        ("fromPort", item["fromPort"].clone(), &live["from_port"]),
+        ("toPort", item["toPort"].clone(), &live["to_port"]),
+        ("cidrIpv4", item["cidrIpv4"].clone(), &live["cidr_ipv4"]),
+        ("cidrIpv6", item["cidrIpv6"].clone(), &live["cidr_ipv6"]),
+        ("prefixListId", item["prefixListId"].clone(), &live["prefix_list_id"]),
+        ("referencedGroupInfo.groupId", item["referencedGroupInfo"]["groupId"].clone(), &live["referenced_group_id"]),
+    ];
+    let differ: Vec<String> = pairs
+        .iter()
+        .filter(|(_, event, _)| !event.is_null())
+        .filter(|(_, event, now)| same(event) != same(now))
+        .map(|(field, event, now)| format!("{field} {event} in the event, {now} now"))
+        .collect();
+    (!differ.is_empty()).then(|| differ.join(", "))
+}
+
+/// A value as text, so that `22` and `"22"` (CloudTrail writes both) compare equal.
+fn same(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.to_ascii_lowercase(),
+        other => other.to_string(),
+    }
+}
+
+/// One page of the principal's successful `AuthorizeSecurityGroupIngress` events in the account,
+/// newest first, before `cursor`: a user's own calls and its federation sessions, or the
+/// sessions of a role. `limit` rows at most; with `as_of`, only the events stored by then (those
+/// the request's dry run and approval saw).
+async fn page(
+    pool: &PgPool,
+    account_id: &str,
+    principal: &Principal,
+    cursor: Option<&(DateTime<Utc>, String)>,
+    limit: i64,
+    as_of: Option<DateTime<Utc>>,
+) -> Result<Vec<(String, DateTime<Utc>, Option<String>, Value)>, sqlx::Error> {
+    let (kind, name) = match principal {
+        Principal::User(name) => ("user", name.as_str()),
+        Principal::Role(name) => ("role", name.as_str()),
+    };
+    let rows = sqlx::query!(
+        r#"SELECT event_id, event_time, region, raw FROM cloudtrail_events
+           WHERE account_id = $1 AND lower(event_name) = 'authorizesecuritygroupingress' AND error_code IS NULL
+             AND lower(user_name) = lower($3) AND event_time > now() - make_interval(days => $5)
+             AND ($6::timestamptz IS NULL OR (event_time, event_id) < ($6, $7))
+             AND ($8::timestamptz IS NULL OR ingested_at <= $8)
+             AND CASE WHEN $2 = 'user'
+                      THEN (raw->'userIdentity'->>'type' = 'IAMUser'
+                            AND lower(raw->'userIdentity'->>'userName') = lower($3))
+                        OR (raw->'userIdentity'->>'type' = 'FederatedUser'
+                            AND raw->'userIdentity'->'sessionContext'->'sessionIssuer'->>'type' = 'IAMUser'
+                            AND lower(raw->'userIdentity'->'sessionContext'->'sessionIssuer'->>'userName') = lower($3))
+                      ELSE raw->'userIdentity'->>'type' = 'AssumedRole'
+                           AND raw->'userIdentity'->'sessionContext'->'sessionIssuer'->>'type' = 'Role'
+                           AND lower(raw->'userIdentity'->'sessionContext'->'sessionIssuer'->>'userName') = lower($3)
+                 END
+           ORDER BY event_time DESC, event_id DESC LIMIT $4"#,
+        account_id,
+        kind,
+        name,
+        limit,
+        LOOKBACK_DAYS,
+        cursor.map(|c| c.0),
+        cursor.map(|c| c.1.as_str()).unwrap_or_default(),
+        as_of,
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.event_id, r.event_time, r.region, r.raw)).collect())
+}
+
+/// Whether the principal opened any ingress rule in the account within [`LOOKBACK_DAYS`] (one
+/// indexed row read: the suggestions on every alert page ask).
+pub(super) async fn opened_any(pool: &PgPool, account_id: &str, principal: &Principal) -> Result<bool, sqlx::Error> {
+    Ok(!page(pool, account_id, principal, None, 1, None).await?.is_empty())
+}
+
+/// One rule as read now: its recorded state, whether it is protected, whether it exists, and
+/// why it must not be revoked (`mismatch`, `unreadable`) when it must not.
+#[derive(Debug)]
+pub(super) struct LiveRule {
+    pub rule: RuleRef,
+    pub state: Value,
+    pub protected: bool,
+    pub exists: bool,
+    pub problem: Option<(&'static str, String)>,
+}
+
+/// What the action would do: every rule with its live state, newest event first, and what it
+/// leaves undone (cut off, unresolved, mismatched, unreadable, refused).
+pub(super) struct Observed {
+    pub rules: Vec<LiveRule>,
+    pub state: Value,
+    pub incomplete: Vec<String>,
+}
+
+impl Observed {
+    /// The rules apply revokes: those that exist, are the event's and are not protected.
+    pub fn to_revoke(&self) -> impl Iterator<Item = &LiveRule> {
+        self.rules.iter().filter(|r| r.exists && !r.protected && r.problem.is_none())
+    }
+
+    pub fn calls(&self) -> Vec<ApiCall> {
+        self.to_revoke().map(|r| ec2::revoke_call(&r.state)).collect()
+    }
+}
+
+/// Reads one rule live; a read error is that rule's outcome (`unreadable`), not the action's.
+async fn read(session: &AccountSession, rule: RuleRef) -> LiveRule {
+    match ec2::observe_rule(&session.ec2(&rule.region), &rule.region, &rule.rule_id).await {
+        Ok(observed) => {
+            let exists = observed.state["exists"] == json!(true);
+            let problem =
+                if exists { mismatch(&rule.item, &observed.state).map(|why| ("mismatch", why)) } else { None };
+            LiveRule { rule, exists, protected: observed.protected, state: observed.state, problem }
+        }
+        Err(error) => {
+            tracing::warn!(rule_id = %rule.rule_id, region = %rule.region, error = %error,
+                "revoke-principal-ingress: a rule could not be read; it is left alone");
+            let state = json!({"rule_id": rule.rule_id, "exists": Value::Null});
+            LiveRule { rule, exists: false, protected: false, state, problem: Some(("unreadable", error.to_string())) }
+        }
+    }
+}
+
+/// What the events named, as read so far.
+#[derive(Default)]
+struct Reading {
+    rules: Vec<LiveRule>,
+    seen: HashSet<(String, String)>,
+    unresolved: Vec<Value>,
+    rejected: Vec<Value>,
+    events: usize,
+    existing: usize,
+    cut_off: Option<String>,
+}
+
+impl Reading {
+    /// Reads the rules of one event; false once the action's bounds are reached.
+    async fn event(&mut self, session: &AccountSession, account_id: &str, row: &EventRow) -> bool {
+        let (event_id, region, raw) = (&row.0, row.2.as_deref(), &row.3);
+        if self.events == MAX_EVENTS {
+            self.cut_off = Some(format!("more than {MAX_EVENTS} events: the oldest were not read"));
+            return false;
+        }
+        self.events += 1;
+        if let Some(why) = event_problem(raw, account_id, region) {
+            self.rejected.push(json!({"event_id": event_id, "why": why}));
+            return true;
+        }
+        let Some(found) = rules_of_event(event_id, region, raw) else {
+            let request = &raw["requestParameters"];
+            self.unresolved.push(json!({
+                "event_id": event_id,
+                "group": request["groupId"].as_str().or(request["groupName"].as_str()),
+                "why": "the event's answer names no rule id: compare the group's rules with its requestParameters",
+            }));
+            return true;
+        };
+        for rule in found {
+            if !self.seen.insert((rule.region.clone(), rule.rule_id.clone())) {
+                continue;
+            }
+            if self.existing == MAX_RULES || self.rules.len() == MAX_READS {
+                self.cut_off = Some(format!(
+                    "more than {MAX_RULES} rules still exist (or {MAX_READS} were read): the older ones were not \
+                     read; apply again once this action is done for the rest"
+                ));
+                return false;
+            }
+            let live = read(session, rule).await;
+            self.existing += usize::from(live.exists);
+            self.rules.push(live);
+        }
+        true
+    }
+}
+
+type EventRow = (String, DateTime<Utc>, Option<String>, Value);
+
+/// Reads every rule the principal's events opened with the responder session, newest first;
+/// with `as_of` (the time the action was asked for), only the events stored by then: a rule
+/// opened after the dry run and approval is not revoked by them.
+pub(super) async fn observe(
+    pool: &PgPool,
+    session: &AccountSession,
+    account_id: &str,
+    principal: &Principal,
+    as_of: Option<DateTime<Utc>>,
+) -> Result<Observed, RespondError> {
+    let mut reading = Reading::default();
+    let mut cursor = None;
+    'pages: loop {
+        let rows = page(pool, account_id, principal, cursor.as_ref(), PAGE, as_of).await?;
+        let last_page = (rows.len() as i64) < PAGE;
+        for row in &rows {
+            if !reading.event(session, account_id, row).await {
+                break 'pages;
+            }
+        }
+        match rows.last() {
+            Some(last) if !last_page => cursor = Some((last.1, last.0.clone())),
+            _ => break,
+        }
+    }
+    Ok(summarize(principal, reading))
+}
+
+/// The dry run's state and what the action leaves undone.
+fn summarize(principal: &Principal, reading: Reading) -> Observed {
+    let mut incomplete: Vec<String> = reading.cut_off.iter().cloned().collect();
+    if !reading.unresolved.is_empty() {
+        incomplete.push(format!("{} events name no rule id (unresolved_events)", reading.unresolved.len()));
+    }
+    if !reading.rejected.is_empty() {
+        incomplete.push(format!("{} events are not trusted (rejected_events)", reading.rejected.len()));
+    }
+    let listed: Vec<Value> = reading
+        .rules
+        .iter()
+        .map(|r| {
+            let mut state = r.state.clone();
+            state["region"] = json!(r.rule.region);
+            state["event_id"] = json!(r.rule.event_id);
+            state["protected"] = json!(r.protected);
+            if state["group_id"].is_null() {
+                state["group_id"] = json!(r.rule.group_id);
+            }
+            if let Some((problem, why)) = &r.problem {
+                state["problem"] = json!(problem);
+                state["why"] = json!(why);
+            }
+            state
+        })
+        .collect();
+    for rule in &reading.rules {
+        match &rule.problem {
+            Some((problem, why)) => incomplete.push(format!("{} {problem}: {why}", rule.rule.rule_id)),
+            None if rule.exists && rule.protected => {
+                incomplete.push(format!("{} refused: tagged skywarden:protected", rule.rule.rule_id));
+            }
+            None => {}
+        }
+    }
+    if !incomplete.is_empty() {
+        tracing::warn!(principal = %principal.label(), left = incomplete.len(),
+            "revoke-principal-ingress: some of the principal's rules are left: {}", incomplete.join("; "));
+    }
+    let state = json!({
+        "principal": principal.label(),
+        "events_read": reading.events,
+        "lookback_days": LOOKBACK_DAYS,
+        "cut_off": reading.cut_off,
+        "rules": listed,
+        "unresolved_events": reading.unresolved,
+        "rejected_events": reading.rejected,
+        "incomplete": incomplete,
+    });
+    Observed { rules: reading.rules, state, incomplete }
+}
+
+/// The `revoke-ingress-rule` action of one rule, checked as the CLI's would be.
+pub(super) fn child_action(live: &LiveRule) -> Result<Action, RespondError> {
+    let group = live.state["group_id"].as_str().map(str::to_owned).or_else(|| live.rule.group_id.clone());
+    let target = match group {
+        Some(group) => format!("{group}:{}", live.rule.rule_id),
+        None => live.rule.rule_id.clone(),
+    };
+    Action::parse("revoke-ingress-rule", &target, Some(&live.rule.region))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_ids_come_from_the_answer_whatever_the_request_shape() {
+        // The old single-rule shape (cidrIp at the top), by group name, with an egress item.
+        let legacy = json!({
+            "awsRegion": "eu-west-1",
+            "requestParameters": {"groupName": "web", "cidrIp": "0.0.0.0/0", "ipProtocol": "tcp", "fromPort": 22, "toPort": 22},
+            "responseElements": {"securityGroupRuleSet": {"items": [
+                {"securityGroupRuleId": "sgr-0000000000000000a", "groupId": "sg-0000000000000000b", "isEgress": false},
+                {"securityGroupRuleId": "sgr-0000000000000000c", "groupId": "sg-0000000000000000b", "isEgress": true}]}}
+        });
+        let rules = rules_of_event("e1", None, &legacy).unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].rule_id, "sgr-0000000000000000a");
+        assert_eq!(rules[0].group_id.as_deref(), Some("sg-0000000000000000b"));
+        assert_eq!(rules[0].region, "eu-west-1");
+        // No rule id in the answer: unresolved, not silently nothing.
+        assert!(rules_of_event("e2", Some("us-east-1"), &json!({"responseElements": {"_return": true}})).is_none());
+    }
+
+    #[test]
+    fn only_ec2_events_of_the_account_in_a_region_are_trusted() {
+        let ok = json!({"eventSource": "ec2.amazonaws.com", "awsRegion": "eu-west-1",
+                        "recipientAccountId": "111122223333", "userIdentity": {"accountId": "111122223333"}});
+        assert_eq!(event_problem(&ok, "111122223333", None), None);
+        let mut other = ok.clone();
+        other["recipientAccountId"] = json!("444455556666");
+        assert!(event_problem(&other, "111122223333", None).unwrap().contains("444455556666"));
+        let mut caller = ok.clone();
+        caller["userIdentity"]["accountId"] = json!("444455556666");
+        assert!(event_problem(&caller, "111122223333", None).is_some(), "a caller of another account");
+        let mut source = ok.clone();
+        source["eventSource"] = json!("evil.example.com");
+        assert!(event_problem(&source, "111122223333", None).unwrap().contains("eventSource"));
+        assert!(event_problem(&ok, "111122223333", Some("../../etc")).unwrap().contains("region"));
+        assert!(
+            event_problem(&json!({"eventSource": "ec2.amazonaws.com", "awsRegion": "eu-west-1"}), "1", None)
+                .unwrap()
+                .contains("no account")
+        );
+    }
+
+    #[test]
+    fn a_live_rule_must_be_the_one_the_event_opened() {
+        let live = json!({"group_id": "sg-1", "ip_protocol": "tcp", "from_port": 22, "to_port": 22,
+                          "cidr_ipv4": "198.51.100.7/32", "cidr_ipv6": null});
+        let item = json!({"groupId": "sg-1", "ipProtocol": "tcp", "fromPort": 22, "toPort": 22, "cidrIpv4": "198.51.100.7/32"});
+        assert_eq!(mismatch(&item, &live), None);
+        assert_eq!(mismatch(&json!({"groupId": "sg-1"}), &live), None, "fields the event lacks are not compared");
+        let other_group = json!({"groupId": "sg-2"});
+        assert!(mismatch(&other_group, &live).unwrap().contains("groupId"));
+        let wider = json!({"groupId": "sg-1", "fromPort": 0, "toPort": 65535});
+        assert!(mismatch(&wider, &live).unwrap().contains("fromPort"));
+        assert!(mismatch(&json!({}), &live).is_some(), "no group: not trusted");
+    }
+}

@@ -1,0 +1,113 @@
+//! An idle worker wakes for a job's slot: runs start on time, not up to a poll interval late,
+//! and jobs no worker may claim (a disabled account's, a running one's) never wake it early.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use crate::support::TestDb;
+use crate::support::aws::{self as fake, FakeCloudTrail};
+use skywarden::accounts::{self, NewAccount, PollIntervals};
+use skywarden::pollers::worker::Worker;
+use skywarden::pollers::{PollContext, PollOptions, jobs};
+
+async fn onboard(pool: &PgPool) -> String {
+    let account_id = fake::random_account_id();
+    let new = NewAccount {
+        role_arn: format!("arn:aws:iam::{account_id}:role/SkywardenReadOnly"),
+        regions: vec!["us-east-1".into()],
+        ..Default::default()
+    };
+    accounts::onboard(pool, &new, &PollIntervals::default()).await.unwrap();
+    account_id
+}
+
+/// Leaves the account's LookupEvents job alone enabled, due `in_seconds` from now; its due time.
+async fn only_lookup_due_in(pool: &PgPool, account_id: &str, in_seconds: f64) -> DateTime<Utc> {
+    sqlx::query("UPDATE poll_jobs SET enabled = (source = 'cloudtrail-lookup') WHERE account_id = $1")
+        .bind(account_id)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "UPDATE poll_jobs SET next_run_at = now() + make_interval(secs => $2)
+         WHERE account_id = $1 AND source = 'cloudtrail-lookup' RETURNING next_run_at",
+    )
+    .bind(account_id)
+    .bind(in_seconds)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_idle_worker_starts_a_job_at_its_slot_not_a_poll_interval_later() {
+    let db = TestDb::new().await;
+    let moto = fake::moto_url().await;
+    let cloudtrail = FakeCloudTrail::start(moto).await;
+    let settings = fake::settings_with_cloudtrail(moto, &cloudtrail.url);
+    let ctx = PollContext {
+        pool: db.pool.clone(),
+        base: settings.load().await,
+        settings,
+        options: PollOptions::default(),
+        geo: None,
+        partitions: Default::default(),
+    };
+    let account_id = onboard(&db.pool).await;
+    let due = only_lookup_due_in(&db.pool, &account_id, 2.0).await;
+    // Another account's jobs are overdue, but the account is disabled: no worker may claim them,
+    // so they must not count as due (an idle loop would spin on them).
+    let disabled = onboard(&db.pool).await;
+    sqlx::query("UPDATE poll_jobs SET next_run_at = now() - interval '1 hour' WHERE account_id = $1")
+        .bind(&disabled)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE accounts SET enabled = false WHERE account_id = $1")
+        .bind(&disabled)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let due_in = jobs::next_due_in(&db.pool).await.unwrap().expect("a job is scheduled");
+    assert!(due_in > Duration::from_millis(500) && due_in <= Duration::from_secs(2), "{due_in:?}");
+
+    let worker = Arc::new(Worker::new(ctx, "punctual-worker", None));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(1, async move {
+        let _ = stopped.await;
+    }));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let started = loop {
+        let started: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT last_started_at FROM poll_jobs WHERE account_id = $1 AND source = 'cloudtrail-lookup'",
+        )
+        .bind(&account_id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if let Some(started) = started {
+            break started;
+        }
+        assert!(Instant::now() < deadline, "the job never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = stop.send(());
+    running.await.unwrap();
+    let lag = (started - due).to_std().unwrap_or_default();
+    // A fixed 5 s idle poll started it about 3 s late.
+    assert!(started >= due && lag < Duration::from_millis(1500), "started {lag:?} after its slot");
+    // A running job counts from its lease's end, not from its (past) slot.
+    sqlx::query(
+        "UPDATE poll_jobs SET next_run_at = now() - interval '1 minute', lease_owner = 'elsewhere',
+                lease_expires_at = now() + interval '1 hour'
+         WHERE account_id = $1 AND source = 'cloudtrail-lookup'",
+    )
+    .bind(&account_id)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(jobs::next_due_in(&db.pool).await.unwrap(), None, "only a leased job is left");
+}
