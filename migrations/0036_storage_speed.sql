@@ -64,30 +64,37 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 -- Costly enough that plans compute it after a LIMIT, not for every row they sort.
 COST 1000
 AS $$
+    -- The bounded identifying fields first, the resources next, then each free-form block cut
+    -- on its own: a large policy document must not push an ARN or an id past the final cut.
     SELECT left(concat_ws(' ',
         raw ->> 'eventName',
         raw ->> 'eventSource',
         raw ->> 'eventID',
         raw ->> 'requestID',
         raw ->> 'sharedEventID',
+        raw ->> 'recipientAccountId',
+        raw ->> 'awsRegion',
         raw #>> '{userIdentity,accessKeyId}',
         raw #>> '{userIdentity,principalId}',
         raw #>> '{userIdentity,arn}',
         raw #>> '{userIdentity,userName}',
         raw #>> '{userIdentity,sessionContext,sessionIssuer,arn}',
         raw ->> 'sourceIPAddress',
-        raw ->> 'userAgent',
+        left(raw ->> 'userAgent', 256),
         raw ->> 'errorCode',
-        raw ->> 'errorMessage',
-        (SELECT string_agg(v #>> '{}', ' ')
+        left(raw ->> 'errorMessage', 512),
+        (SELECT left(string_agg(r ->> 'ARN', ' '), 1024)
+         FROM jsonb_path_query(raw -> 'resources', 'lax $[*]') r),
+        (SELECT left(string_agg(v #>> '{}', ' '), 1500)
          FROM jsonb_path_query(raw -> 'requestParameters', 'strict $.**') v
          WHERE jsonb_typeof(v) IN ('string', 'number', 'boolean')),
-        (SELECT string_agg(v #>> '{}', ' ')
+        (SELECT left(string_agg(v #>> '{}', ' '), 1500)
          FROM jsonb_path_query(raw -> 'responseElements', 'strict $.**') v
          WHERE jsonb_typeof(v) IN ('string', 'number', 'boolean')),
-        (SELECT string_agg(r ->> 'ARN', ' ')
-         FROM jsonb_path_query(raw -> 'resources', 'lax $[*]') r)
-    ), 4096)
+        (SELECT left(string_agg(v #>> '{}', ' '), 512)
+         FROM jsonb_path_query(raw -> 'additionalEventData', 'strict $.**') v
+         WHERE jsonb_typeof(v) IN ('string', 'number', 'boolean'))
+    ), 6144)
 $$;
 
 -- One row per indexed event, keyed as `cloudtrail_events` is. Not partitioned: the archive

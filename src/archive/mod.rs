@@ -89,12 +89,17 @@ pub async fn run(
     destination: &Destination,
     options: &ArchiveOptions,
 ) -> Result<RunReport, ArchiveError> {
-    let mut lock = pool.acquire().await?;
+    // A connection of its own, outside the pool: if the run panics or is dropped, closing it
+    // releases the session lock, where a pooled one would go back to the pool still holding it.
+    let mut lock = pool.acquire().await?.detach();
     if !status::try_lock(&mut lock).await? {
         return Err(ArchiveError::Busy);
     }
     let result = run_locked(pool, destination, options).await;
     status::unlock(&mut lock).await?;
+    if let Err(error) = sqlx::Connection::close(lock).await {
+        tracing::debug!(%error, "closing the archive lock's connection");
+    }
     result
 }
 
@@ -343,20 +348,56 @@ fn class_schema(source: Source) -> &'static ClassSchema {
 /// `ext/<source>/region=<region>/accountId=<id>/eventDay=<YYYYMMDD>/<table>-<YYYYMM>-g<n>.parquet`:
 /// the same month written again gets the same names (re-archiving overwrites, never adds).
 pub fn object_key(source: Source, month: DateTime<Utc>, generation: i32, row: &LakeRow) -> String {
-    let region = row.region.as_deref().filter(|r| !r.is_empty()).unwrap_or("global");
+    let region = match row.region.as_deref().filter(|r| !r.is_empty()) {
+        None => "global".to_owned(),
+        Some(region) => path_segment(region, crate::aws::is_region_name),
+    };
+    let account = path_segment(&row.account, |a| a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()));
     format!(
-        "ext/{}/region={region}/accountId={}/eventDay={}/{}-{}-g{generation}.parquet",
+        "ext/{}/region={region}/accountId={account}/eventDay={}/{}-{}-g{generation}.parquet",
         source.lake_name(),
-        row.account,
         row.time.format("%Y%m%d"),
         source.table(),
         month.format("%Y%m"),
     )
 }
 
+/// `value` as one path segment: itself when `valid`, else `invalid-` and a digest of it. The
+/// region and account come from the event's own JSON, so a crafted `awsRegion` such as
+/// `x/../../y` must never become a path; the digest keeps distinct values in distinct files.
+fn path_segment(value: &str, valid: impl Fn(&str) -> bool) -> String {
+    use sha2::{Digest, Sha256};
+    if valid(value) {
+        return value.to_owned();
+    }
+    let digest = Sha256::digest(value.as_bytes());
+    format!("invalid-{}", digest[..8].iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_crafted_region_or_account_never_leaves_its_path_segment() {
+        let month = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 1, 1, 0, 0, 0).unwrap();
+        let row = |region: Option<&str>, account: &str| LakeRow {
+            account: account.to_owned(),
+            region: region.map(str::to_owned),
+            time: month,
+            id: "event".to_owned(),
+            values: Vec::new(),
+        };
+        let key = |r: &LakeRow| object_key(Source::CloudTrail, month, 0, r);
+        let good = key(&row(Some("eu-west-1"), "123456789012"));
+        assert!(good.contains("/region=eu-west-1/accountId=123456789012/"), "{good}");
+        assert!(key(&row(None, "123456789012")).contains("/region=global/"));
+        assert!(key(&row(Some(""), "123456789012")).contains("/region=global/"));
+        let crafted = key(&row(Some("x/../../../../tmp/y"), "../../etc"));
+        assert!(!crafted.contains(".."), "{crafted}");
+        assert_eq!(crafted.matches('/').count(), good.matches('/').count(), "{crafted}");
+        assert_ne!(key(&row(Some("bad/1"), "123456789012")), key(&row(Some("bad/2"), "123456789012")));
+    }
 
     #[test]
     fn every_class_lists_its_groups_together() {

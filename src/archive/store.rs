@@ -130,7 +130,7 @@ pub fn rows<'a>(pool: &'a PgPool, source: Source, month: DateTime<Utc>) -> BoxSt
                     geo_country, geo_city, raw, read_only, resource_ids, geo_asn, geo_as_org, source_is_tor,
                     source_is_vpn, source_is_hosting, source_is_aws, geo_latitude, geo_longitude
              FROM cloudtrail_events WHERE event_time >= $1 AND event_time < $2
-             ORDER BY account_id, region, event_time, event_id",
+             ORDER BY account_id, NULLIF(region, ''), event_time, event_id",
             month,
             end
         )
@@ -163,7 +163,7 @@ fn flow_rows<'a>(
                   host(pkt_dstaddr) AS pkt_dstaddr, region, az_id, flow_direction, traffic_path, pkt_src_aws_service,
                   pkt_dst_aws_service, src_country, dst_country, extra
            FROM flow_records WHERE bucket_time >= $1 AND bucket_time < $2
-           ORDER BY account_id, region, bucket_time, record_hash"#,
+           ORDER BY account_id, NULLIF(region, ''), bucket_time, record_hash"#,
         month,
         end
     )

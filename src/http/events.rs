@@ -78,8 +78,9 @@ struct EventQuery {
     /// Text, 3 to 200 characters, any case, anywhere in the event's searchable fields: event name
     /// and source, event and request ids, access key id, principal ARN, id and user name (and the
     /// session issuer's ARN), source address, user agent, error code and
-    /// message, request and response parameter values, resource ARNs (not JSON keys or other
-    /// fields). Indexed shortly after import; events not indexed yet are scanned.
+    /// message, resource ARNs, request, response and additional-data values (each free-form
+    /// block up to its first 1,500 characters or less; not JSON keys). Indexed shortly after
+    /// import; events not indexed yet are scanned.
     #[serde(default, deserialize_with = "full_text")]
     q: Option<String>,
     /// Events per page.
@@ -177,8 +178,9 @@ struct ExportQuery {
     /// Text, 3 to 200 characters, any case, anywhere in the event's searchable fields: event name
     /// and source, event and request ids, access key id, principal ARN, id and user name (and the
     /// session issuer's ARN), source address, user agent, error code and
-    /// message, request and response parameter values, resource ARNs (not JSON keys or other
-    /// fields). Indexed shortly after import; events not indexed yet are scanned.
+    /// message, resource ARNs, request, response and additional-data values (each free-form
+    /// block up to its first 1,500 characters or less; not JSON keys). Indexed shortly after
+    /// import; events not indexed yet are scanned.
     #[serde(default, deserialize_with = "full_text")]
     q: Option<String>,
     /// Events in the file, newest first.

@@ -103,10 +103,30 @@ impl BatchWriter {
     }
 
     async fn write_batch(&mut self, batch: &Batch) -> Result<BatchOutcome, StoreError> {
+        let mut attempt = 1;
+        loop {
+            match self.write_batch_once(batch).await {
+                // Two writers whose batches hold the same events in different orders can each
+                // wait for the other's uncommitted copy; PostgreSQL rolls one back. The batch is
+                // idempotent (duplicates are skipped), so the victim writes it again.
+                Err(error) if is_deadlock(&error) && attempt < DEADLOCK_ATTEMPTS => {
+                    tracing::warn!(
+                        table = batch.table.name(),
+                        attempt,
+                        "batch was a deadlock victim; writing it again"
+                    );
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * attempt as u64)).await;
+                }
+                result => return result.map_err(StoreError::for_table(batch.table)),
+            }
+        }
+    }
+
+    async fn write_batch_once(&mut self, batch: &Batch) -> Result<BatchOutcome, sqlx::Error> {
         let table = batch.table;
-        let err = StoreError::for_table(table);
-        self.register_accounts(&batch.accounts).await.map_err(err)?;
-        self.partitions.ensure(&mut self.conn, table, batch.months.iter().copied().collect()).await.map_err(err)?;
+        self.register_accounts(&batch.accounts).await?;
+        self.partitions.ensure(&mut self.conn, table, batch.months.iter().copied().collect()).await?;
         let rows = batch.rows.rows() as u64;
         match self.copy_direct(table, batch.rows.as_bytes()).await {
             Ok(()) => Ok(BatchOutcome { inserted: rows, ..Default::default() }),
@@ -114,12 +134,12 @@ impl BatchWriter {
                 let inserted = self.copy_deduplicated(table, batch.rows.as_bytes()).await;
                 match inserted {
                     Ok(inserted) => Ok(BatchOutcome { inserted, duplicates: rows - inserted, ..Default::default() }),
-                    Err(error) if is_data_error(&error) => self.write_row_by_row(batch).await.map_err(err),
-                    Err(error) => Err(err(error)),
+                    Err(error) if is_data_error(&error) => self.write_row_by_row(batch).await,
+                    Err(error) => Err(error),
                 }
             }
-            Err(error) if is_data_error(&error) => self.write_row_by_row(batch).await.map_err(err),
-            Err(error) => Err(err(error)),
+            Err(error) if is_data_error(&error) => self.write_row_by_row(batch).await,
+            Err(error) => Err(error),
         }
     }
 
@@ -231,6 +251,14 @@ pub async fn copy_raw(pool: &PgPool, table: PartitionedTable, data: &[u8]) -> Re
 
 fn is_unique_violation(error: &sqlx::Error) -> bool {
     error.as_database_error().and_then(|e| e.code()).is_some_and(|code| code == UNIQUE_VIOLATION)
+}
+
+/// How many times a batch is written when PostgreSQL picks it as a deadlock's victim.
+const DEADLOCK_ATTEMPTS: u32 = 4;
+
+/// SQLSTATE 40P01: this transaction was rolled back to break a deadlock.
+fn is_deadlock(error: &sqlx::Error) -> bool {
+    error.as_database_error().and_then(|e| e.code()).is_some_and(|code| code == "40P01")
 }
 
 /// SQLSTATE class 22 (data exception): a value PostgreSQL cannot store, such as bad JSON.

@@ -501,7 +501,7 @@ async fn serve_archives_on_its_schedule_and_exports_the_state() {
 
 /// CloudTrail events through the importer's own parser and writer, on a long-lived partition
 /// cache shared as a poller's is.
-async fn store_events(
+pub(crate) async fn store_events(
     writer: &mut skywarden::ingest::store::BatchWriter,
     events: &[(&str, &str)],
 ) -> skywarden::ingest::store::BatchOutcome {

@@ -283,3 +283,49 @@ async fn an_unreachable_database_is_a_clear_error_without_the_password() {
     assert!(stderr.contains("Connection refused"), "{stderr}");
     assert!(!stderr.contains("s3cret-pass"), "the password never reaches the output: {stderr}");
 }
+
+/// Two writers whose batches hold the same events in opposite orders deadlock; PostgreSQL rolls
+/// one back. Here the writer waits first, so its deadlock check runs first and it is the
+/// victim: it must write its batch again (finding both events stored) instead of failing.
+#[tokio::test]
+async fn a_writer_picked_as_a_deadlock_victim_writes_its_batch_again() {
+    use skywarden::db::partitions::PartitionCache;
+    use skywarden::ingest::store::BatchWriter;
+    let db = TestDb::new().await;
+    let cache = std::sync::Arc::new(PartitionCache::default());
+    let mut writer = BatchWriter::connect(&db.pool, cache).await.unwrap();
+    crate::archive::store_events(&mut writer, &[("evt-0", "2024-01-10T09:00:00Z")]).await;
+
+    // Another session holds an uncommitted copy of evt-y.
+    let mut other = db.pool.begin().await.unwrap();
+    // A copy of evt-0 under another id and time: the key the writer's batch also holds.
+    let copy_as = |id: &str, time: &str| {
+        format!(
+            "INSERT INTO cloudtrail_events SELECT (jsonb_populate_record(c, jsonb_build_object('event_id', '{id}', \
+             'event_time', '{time}'))).* FROM cloudtrail_events c WHERE event_id = 'evt-0'"
+        )
+    };
+    sqlx::query(&copy_as("evt-y", "2024-01-10T11:00:00Z")).execute(&mut *other).await.unwrap();
+
+    // The writer copies evt-x, then waits for the other session's evt-y.
+    let write = tokio::spawn(async move {
+        crate::archive::store_events(
+            &mut writer,
+            &[("evt-x", "2024-01-10T10:00:00Z"), ("evt-y", "2024-01-10T11:00:00Z")],
+        )
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!write.is_finished(), "the writer should be waiting for evt-y");
+    // The other session now copies evt-x and waits for the writer: a deadlock.
+    sqlx::query(&copy_as("evt-x", "2024-01-10T10:00:00Z"))
+        .execute(&mut *other)
+        .await
+        .expect("the writer, waiting longer, is the victim");
+    other.commit().await.unwrap();
+
+    let outcome = write.await.expect("the writer writes its batch again rather than fail");
+    assert_eq!(outcome.inserted, 0, "both events were stored by the other session");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM cloudtrail_events").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(stored, 3);
+}
