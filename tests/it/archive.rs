@@ -389,12 +389,8 @@ fn check_lake(read: &BTreeMap<String, Value>, root: &Path, max_group_rows: i64) 
     assert!(unmapped.get("source_is_vpn").is_none(), "a null stays absent");
 }
 
-#[tokio::test]
-async fn the_cli_archives_to_s3_on_moto_after_a_dry_run() {
-    let db = TestDb::new().await;
-    seed(&db).await;
-    let moto = fake::moto_url().await;
-    let settings = fake::settings_for(moto);
+/// An S3 client on moto and a new bucket for a lake.
+async fn lake_bucket(settings: &skywarden::aws::AwsSettings) -> (aws_sdk_s3::Client, String) {
     let base = settings.load().await;
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&base)
@@ -404,6 +400,16 @@ async fn the_cli_archives_to_s3_on_moto_after_a_dry_run() {
     );
     let bucket = format!("lake-{}", fake::random_account_id());
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    (s3, bucket)
+}
+
+#[tokio::test]
+async fn the_cli_archives_to_s3_on_moto_after_a_dry_run() {
+    let db = TestDb::new().await;
+    seed(&db).await;
+    let moto = fake::moto_url().await;
+    let settings = fake::settings_for(moto);
+    let (s3, bucket) = lake_bucket(&settings).await;
     let to = format!("s3://{bucket}/security-lake");
     let run = |extra: &[&str]| {
         let mut command = crate::support::skywarden_command(&db.url);
@@ -580,15 +586,7 @@ async fn a_late_event_for_a_dropped_month_lands_in_the_running_process() {
 async fn an_object_past_the_part_size_goes_up_in_parts_on_moto() {
     let moto = fake::moto_url().await;
     let settings = fake::settings_for(moto);
-    let base = settings.load().await;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&base)
-            .endpoint_url(settings.endpoint_for(Service::S3).unwrap())
-            .force_path_style(true)
-            .build(),
-    );
-    let bucket = format!("lake-{}", fake::random_account_id());
-    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let (s3, bucket) = lake_bucket(&settings).await;
     // S3's smallest part (5 MiB): 11 MiB go up as three parts.
     let destination =
         Destination::open(&format!("s3://{bucket}/lake"), &settings).await.unwrap().with_part_size(5 << 20);
