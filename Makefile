@@ -158,6 +158,7 @@ test: test-tools
 	$(BENCH_DEBUG_BIN) detect --events 2000 --policies policies
 	$(BENCH_DEBUG_BIN) posture --resources 100
 	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) queries --events 20000 --samples 3
+	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) flows --records 5000 --sample 20
 	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) spray --events 10000
 	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) latency --objects 2 --listing-interval 30
 	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) workers --accounts 6 --regions us-east-1,eu-west-1 --seconds 8 --interval 30
@@ -173,6 +174,7 @@ bench:
 	$(BENCH_BIN) detect --events 100000 --policies policies
 	$(BENCH_BIN) posture --resources 5000
 	$(BENCH_BIN) --data-dir $(DEMO_DATA_DIR) queries --events 1000000
+	$(BENCH_BIN) --data-dir $(DEMO_DATA_DIR) flows --records 2000000
 	$(BENCH_BIN) --data-dir $(DEMO_DATA_DIR) spray --events 500000
 	# Object written -> alert raised, through SQS against the listing, in a moto server of its own.
 	moto_port=$$($(FREE_PORT))

@@ -111,8 +111,10 @@ async fn measure(pool: &PgPool, file: &Path, lake: &Path, events: usize) -> anyh
         destination_text: to.to_owned(),
         dry_run: false,
         row_group_rows: 65_536,
+        row_group_bytes: archive::DEFAULT_ROW_GROUP_BYTES,
         now: Utc::now(),
         fail_after_objects: None,
+        test_hook: None,
     };
     let started = Instant::now();
     let report = archive::run(pool, &destination, &options).await?;

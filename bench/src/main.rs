@@ -2,8 +2,10 @@
 //! baseline in the same run and prints its ratio to it; `make bench` runs them at full size,
 //! `make test` at a tiny size so none can rot.
 
+#![recursion_limit = "256"]
 mod archive;
 mod detect;
+mod flows;
 mod import;
 mod latency;
 mod posture;
@@ -134,6 +136,17 @@ enum Bench {
         #[arg(long)]
         reuse: bool,
     },
+    /// The flow detectors' per-record lookups (`skywarden_flow_opened`'s handshake lookup, the
+    /// port-scan reply check) on a large flow table, against a lookup of the same records by
+    /// primary key, with and without the handshake index.
+    Flows {
+        /// Flow records to generate (five per connection).
+        #[arg(long, default_value_t = 2_000_000)]
+        records: i64,
+        /// Records looked up.
+        #[arg(long, default_value_t = 2_000)]
+        sample: i64,
+    },
     /// Many accounts, many workers: N accounts × R regions polled by K `skywarden worker`
     /// processes for each K given; schedule lag p50/p95/max per K, slots run twice, jobs never
     /// run, peak PostgreSQL connections against the budget. Fails on a slot run twice or
@@ -227,6 +240,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{report}");
         }
         Bench::Workers(args) => workers_bench(&db_options, args).await?,
+        Bench::Flows { records, sample } => {
+            let report =
+                with_server(&db_options, async |server| Ok(flows::run(server, records, sample).await?)).await?;
+            println!("{report}");
+        }
         Bench::Detect { events, policies } => println!("{}", detect_bench(events, policies).await?),
         Bench::Posture { resources, snapshot, policies } => {
             let dump = SnapshotDump::load(&snapshot)?;

@@ -97,6 +97,10 @@ pub struct Phase {
     /// The most one worker held, against its `--db-connections`.
     peak_one: i64,
     budget_one: i64,
+    /// The most backends under the workers' names that were not connections (parallel query
+    /// workers: PostgreSQL starts them for a statement, from `max_parallel_workers`, not from
+    /// `max_connections`), shown apart from the budget.
+    peak_helpers: i64,
 }
 
 pub struct WorkersReport {
@@ -119,14 +123,14 @@ impl std::fmt::Display for WorkersReport {
         writeln!(f, "  {} LookupEvents jobs; the fake answered {} requests", self.jobs, self.lookups_served)?;
         writeln!(
             f,
-            "  workers   runs  lag p50 s  p95 s   max s  twice  never-run  missed  failed  peak-conn/budget  one-worker  p95 vs K=1"
+            "  workers   runs  lag p50 s  p95 s   max s  twice  never-run  missed  failed  peak-conn/budget  one-worker  p95 vs K=1  parallel-workers"
         )?;
         let base = self.phases.first().map(|p| p.p95).unwrap_or(0.0);
         for p in &self.phases {
             let ratio = if base > 0.0 { format!("{:.2}x", p.p95 / base) } else { "-".into() };
             writeln!(
                 f,
-                "  {:>7} {:>6} {:>10.2} {:>6.2} {:>7.2} {:>6} {:>10} {:>7} {:>7} {:>10}/{:<6} {:>7}/{:<3} {:>10}",
+                "  {:>7} {:>6} {:>10.2} {:>6.2} {:>7.2} {:>6} {:>10} {:>7} {:>7} {:>10}/{:<6} {:>7}/{:<3} {:>10} {:>17}",
                 p.workers,
                 p.runs,
                 p.p50,
@@ -140,7 +144,8 @@ impl std::fmt::Display for WorkersReport {
                 p.budget,
                 p.peak_one,
                 p.budget_one,
-                ratio
+                ratio,
+                p.peak_helpers
             )?;
         }
         let verdict = if self.failed() { "FAILED (a slot ran twice or connections over budget)" } else { "ok" };
@@ -309,13 +314,19 @@ async fn phase(
     let mut peak = Connections::default();
     while Instant::now() < until {
         let now = worker_connections(pool).await?;
-        peak = Connections { total: peak.total.max(now.total), one: peak.one.max(now.one), ..peak };
+        peak = Connections {
+            total: peak.total.max(now.total),
+            one: peak.one.max(now.one),
+            helpers: peak.helpers.max(now.helpers),
+            ..peak
+        };
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let end: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(pool).await?;
     stop_workers(&mut children).await;
     let mut phase = tally(pool, workers, start, end, peak.total, budget).await?;
     (phase.peak_one, phase.budget_one) = (peak.one, i64::from(settings.db_connections));
+    phase.peak_helpers = peak.helpers;
     Ok(phase)
 }
 
@@ -367,25 +378,37 @@ async fn stop_workers(children: &mut [tokio::process::Child]) {
 }
 
 /// The workers' connections to the scratch database: in all, of the worker holding most, and
-/// how many workers hold one (each names itself in `application_name`).
+/// how many workers hold one (each names itself in `application_name`); and the other backends
+/// under their names (parallel query workers, which carry their leader's `application_name`).
 #[derive(Clone, Copy, Debug, Default)]
 struct Connections {
     total: i64,
     one: i64,
     started: i64,
+    helpers: i64,
 }
 
 async fn worker_connections(pool: &PgPool) -> Result<Connections, sqlx::Error> {
+    // A connection is a client backend: what `max_connections` and a pool's size count. A
+    // parallel worker is started by PostgreSQL for one statement of a leader already counted.
     let row = sqlx::query(
-        "SELECT COALESCE(sum(n), 0)::bigint AS total, COALESCE(max(n), 0) AS one, count(*) AS started
-         FROM (SELECT count(*) AS n FROM pg_stat_activity
+        "SELECT COALESCE(sum(n), 0)::bigint AS total, COALESCE(max(n), 0) AS one, count(*) FILTER (WHERE n > 0) AS started,
+                COALESCE(sum(helpers), 0)::bigint AS helpers
+         FROM (SELECT count(*) FILTER (WHERE backend_type = 'client backend') AS n,
+                      count(*) FILTER (WHERE backend_type IS DISTINCT FROM 'client backend') AS helpers
+               FROM pg_stat_activity
                WHERE datname = $1 AND application_name LIKE $2 || '-%' GROUP BY application_name) w",
     )
     .bind(DATABASE)
     .bind(WORKER_APPLICATION)
     .fetch_one(pool)
     .await?;
-    Ok(Connections { total: row.try_get("total")?, one: row.try_get("one")?, started: row.try_get("started")? })
+    Ok(Connections {
+        total: row.try_get("total")?,
+        one: row.try_get("one")?,
+        started: row.try_get("started")?,
+        helpers: row.try_get("helpers")?,
+    })
 }
 
 /// `url` with `application_name` set, so each worker's connections can be told apart.
@@ -459,6 +482,7 @@ async fn tally(
         budget,
         peak_one: 0,
         budget_one: 0,
+        peak_helpers: 0,
     })
 }
 

@@ -2,7 +2,10 @@
 //! Arrow). A class is a list of leaf paths (`src_endpoint.location.country`); every group and
 //! leaf is optional, and a group is present in a row when any leaf under it has a value, so a
 //! reader sees `{"ip": "…"}` and never an empty object. Rows are buffered one row group at a
-//! time: memory is bounded by the row-group size, whatever the file holds.
+//! time, and a row group closes at a number of rows or of buffered bytes, whichever comes
+//! first: memory is bounded whatever the file holds, huge events included. Writing is
+//! blocking (encoding, compression, file I/O): async callers run [`ClassWriter::flush`] and
+//! [`ClassWriter::finish`] on a blocking thread.
 
 use std::fs::File;
 use std::sync::Arc;
@@ -90,7 +93,14 @@ impl ClassSchema {
         Self { leaves, ancestors, groups: group_names.len(), schema, time_leaf }
     }
 
-    pub fn writer(&self, file: File, row_group_rows: usize) -> Result<ClassWriter<'_>, parquet::errors::ParquetError> {
+    /// A writer closing a row group at `row_group_rows` rows or `row_group_bytes` buffered
+    /// bytes (values and levels), whichever is reached first.
+    pub fn writer(
+        &self,
+        file: File,
+        row_group_rows: usize,
+        row_group_bytes: usize,
+    ) -> Result<ClassWriter<'_>, parquet::errors::ParquetError> {
         let properties = WriterProperties::builder()
             .set_compression(Compression::GZIP(GzipLevel::default()))
             .set_statistics_enabled(EnabledStatistics::Page)
@@ -103,7 +113,16 @@ impl ClassSchema {
             .set_created_by(concat!("skywarden ", env!("CARGO_PKG_VERSION")).to_owned())
             .build();
         let writer = SerializedFileWriter::new(file, self.schema.clone(), Arc::new(properties))?;
-        Ok(ClassWriter { class: self, writer, buffer: self.empty_buffer(), rows: 0, row_group_rows, written: 0 })
+        Ok(ClassWriter {
+            class: self,
+            writer,
+            buffer: self.empty_buffer(),
+            rows: 0,
+            bytes: 0,
+            row_group_rows,
+            row_group_bytes,
+            written: 0,
+        })
     }
 
     fn empty_buffer(&self) -> Vec<LeafBuffer> {
@@ -173,17 +192,34 @@ impl LeafBuffer {
         Self { values, definitions: Vec::new() }
     }
 
-    /// Adds a value (false when its type is not the leaf's: a bug in a mapping).
-    fn push(&mut self, value: Value) -> bool {
-        match (&mut self.values, value) {
-            (LeafValues::Utf8(v), Value::Str(s)) => v.push(ByteArray::from(s.into_bytes())),
-            (LeafValues::Int32(v), Value::I32(n)) => v.push(n),
-            (LeafValues::Int64(v), Value::I64(n)) => v.push(n),
-            (LeafValues::Bool(v), Value::Bool(b)) => v.push(b),
-            (LeafValues::Double(v), Value::F64(f)) => v.push(f),
-            _ => return false,
-        }
-        true
+    /// Adds a value: the bytes it holds, or None when its type is not the leaf's (a bug in a
+    /// mapping).
+    fn push(&mut self, value: Value) -> Option<usize> {
+        let bytes = match (&mut self.values, value) {
+            (LeafValues::Utf8(v), Value::Str(s)) => {
+                let len = s.len();
+                v.push(ByteArray::from(s.into_bytes()));
+                len
+            }
+            (LeafValues::Int32(v), Value::I32(n)) => {
+                v.push(n);
+                4
+            }
+            (LeafValues::Int64(v), Value::I64(n)) => {
+                v.push(n);
+                8
+            }
+            (LeafValues::Bool(v), Value::Bool(b)) => {
+                v.push(b);
+                1
+            }
+            (LeafValues::Double(v), Value::F64(f)) => {
+                v.push(f);
+                8
+            }
+            _ => return None,
+        };
+        Some(bytes)
     }
 }
 
@@ -193,12 +229,26 @@ pub struct ClassWriter<'a> {
     writer: SerializedFileWriter<File>,
     buffer: Vec<LeafBuffer>,
     rows: usize,
+    /// Bytes held by the buffered values and levels.
+    bytes: usize,
     row_group_rows: usize,
+    row_group_bytes: usize,
     written: u64,
 }
 
 impl ClassWriter<'_> {
+    /// Adds a row and writes the row group when it is full (blocking).
+    #[cfg(test)]
     pub fn push(&mut self, row: Vec<Value>) -> Result<(), parquet::errors::ParquetError> {
+        if self.buffer(row)? {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Adds a row to the row group in memory; true when the group is full and the caller
+    /// should [`Self::flush`] it before the next row.
+    pub fn buffer(&mut self, row: Vec<Value>) -> Result<bool, parquet::errors::ParquetError> {
         let class = self.class;
         if row.len() != class.leaves.len() {
             return Err(parquet::errors::ParquetError::General(format!(
@@ -222,21 +272,21 @@ impl ClassWriter<'_> {
             let level = if value == Value::Null {
                 groups_present
             } else {
-                if !leaf.push(value) {
+                let Some(bytes) = leaf.push(value) else {
                     return Err(parquet::errors::ParquetError::General(format!("{path}: a value of the wrong type")));
-                }
+                };
+                self.bytes += bytes;
                 ancestors.len() + 1
             };
             leaf.definitions.push(i16::try_from(level).unwrap_or(i16::MAX));
+            self.bytes += std::mem::size_of::<i16>();
         }
         self.rows += 1;
-        if self.rows >= self.row_group_rows {
-            self.flush()?;
-        }
-        Ok(())
+        Ok(self.rows >= self.row_group_rows || self.bytes >= self.row_group_bytes)
     }
 
-    fn flush(&mut self) -> Result<(), parquet::errors::ParquetError> {
+    /// Writes the buffered rows as one row group (blocking: encoding, compression, file I/O).
+    pub fn flush(&mut self) -> Result<(), parquet::errors::ParquetError> {
         if self.rows == 0 {
             return Ok(());
         }
@@ -259,6 +309,7 @@ impl ClassWriter<'_> {
         group.close()?;
         self.written += self.rows as u64;
         self.rows = 0;
+        self.bytes = 0;
         Ok(())
     }
 
@@ -289,7 +340,7 @@ mod tests {
     fn rows_round_trip_with_absent_groups() {
         let schema = ClassSchema::new(LEAVES, "t");
         let path = std::env::temp_dir().join(format!("skywarden-columns-{}.parquet", std::process::id()));
-        let mut writer = schema.writer(File::create(&path).unwrap(), 2).unwrap();
+        let mut writer = schema.writer(File::create(&path).unwrap(), 2, usize::MAX).unwrap();
         writer.push(vec![Value::from("x1"), Value::Null, Value::I32(3), Value::I64(1)]).unwrap();
         writer.push(vec![Value::Null, Value::Null, Value::Null, Value::I64(2)]).unwrap();
         writer.push(vec![Value::Null, Value::I64(9), Value::Null, Value::I64(3)]).unwrap();
@@ -309,6 +360,23 @@ mod tests {
             ]
         );
         assert_eq!(parquet::file::reader::FileReader::metadata(&reader).num_row_groups(), 2);
+    }
+
+    #[test]
+    fn a_row_group_closes_at_its_byte_bound_whatever_its_rows() {
+        let schema = ClassSchema::new(LEAVES, "t");
+        let path = std::env::temp_dir().join(format!("skywarden-columns-bytes-{}.parquet", std::process::id()));
+        // 300 KB values, a 1 MB bound: four rows a group at most, never 65,536.
+        let mut writer = schema.writer(File::create(&path).unwrap(), 65_536, 1 << 20).unwrap();
+        for t in 0..10 {
+            writer.push(vec![Value::Str("x".repeat(300_000)), Value::Null, Value::Null, Value::I64(t)]).unwrap();
+        }
+        assert_eq!(writer.finish().unwrap(), 10);
+        let reader = parquet::file::serialized_reader::SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
+        let metadata = parquet::file::reader::FileReader::metadata(&reader);
+        let groups: Vec<i64> = metadata.row_groups().iter().map(|g| g.num_rows()).collect();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(groups, [4, 4, 2]);
     }
 
     impl ClassSchema {

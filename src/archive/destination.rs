@@ -77,17 +77,17 @@ impl Destination {
         match self {
             Self::Folder(root) => {
                 let target = root.join(key);
-                std::fs::rename(staged, &target).map_err(|e| io_error(&target, &e))
+                tokio::fs::rename(staged, &target).await.map_err(|e| io_error(&target, &e))
             }
             Self::S3 { client, bucket, prefix, part_size } => {
-                let size = std::fs::metadata(staged).map_err(|e| io_error(staged, &e))?.len();
+                let size = tokio::fs::metadata(staged).await.map_err(|e| io_error(staged, &e))?.len();
                 let upload = Upload { client, bucket, key: object_key(prefix, key), staged };
                 let result = if size > *part_size {
                     upload.multipart(size, (*part_size).max(size.div_ceil(MAX_PARTS))).await
                 } else {
                     upload.put().await
                 };
-                let _ = std::fs::remove_file(staged);
+                let _ = tokio::fs::remove_file(staged).await;
                 result.map_err(|e| ArchiveError::Destination(format!("s3://{bucket}/{}: {e}", object_key(prefix, key))))
             }
         }
@@ -118,7 +118,7 @@ impl Destination {
     /// Removes an object no longer part of the month (a rewrite wrote fewer files).
     pub async fn delete(&self, key: &str) -> Result<(), ArchiveError> {
         match self {
-            Self::Folder(root) => match std::fs::remove_file(root.join(key)) {
+            Self::Folder(root) => match tokio::fs::remove_file(root.join(key)).await {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error(&root.join(key), &e)),
                 _ => Ok(()),
             },

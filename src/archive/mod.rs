@@ -2,13 +2,15 @@
 //! Parquet in OCSF classes, in the layout Amazon Security Lake gives custom sources
 //! (`ext/<source>/region=<region>/accountId=<id>/eventDay=<YYYYMMDD>/<file>.parquet`), in a
 //! folder or S3. A month of events or flows is dropped only after every object is written and
-//! read back (row count and id checksum equal to the database's); alerts are copied, never
-//! dropped. `archive_partitions` records each month's state, so a killed run resumes.
+//! read back (each row's id, time and stored JSON checksummed against what was written), and
+//! then only once its partition, detached without locking the parent, still holds exactly the
+//! verified rows; alerts are copied, never dropped (copied again when one changes). `archive_partitions` records each month's state, so a killed run resumes.
 //! docs/archive.md tells the layout, the field mapping and how to query the lake.
 
 mod columns;
 pub mod destination;
 pub mod ocsf;
+pub mod read;
 pub mod status;
 pub mod store;
 mod verify;
@@ -19,7 +21,7 @@ use sqlx::PgPool;
 
 use self::columns::{ClassSchema, ClassWriter};
 use self::destination::Destination;
-use self::store::{LakeRow, MonthState, Source, Tally};
+use self::store::{LakeRow, Source, Tally};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -43,12 +45,55 @@ pub struct ArchiveOptions {
     /// As given (`s3://bucket/prefix` or a folder), recorded with each month.
     pub destination_text: String,
     pub dry_run: bool,
-    /// Rows per Parquet row group (the memory bound of a writer).
+    /// Rows per Parquet row group (a memory bound of a writer).
     pub row_group_rows: usize,
+    /// Buffered bytes per row group (the other bound: a few huge events close a group early).
+    pub row_group_bytes: usize,
     pub now: DateTime<Utc>,
     /// Tests: fail once this many objects were written in the run, as a killed process would.
     #[doc(hidden)]
     pub fail_after_objects: Option<usize>,
+    /// Tests: awaited at each [`HookPoint`] (to hold a run there, or kill its process).
+    #[doc(hidden)]
+    pub test_hook: Option<TestHook>,
+}
+
+/// Bytes of values a writer buffers per row group by default.
+pub const DEFAULT_ROW_GROUP_BYTES: usize = 64 << 20;
+
+/// Where a run calls its test hook.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookPoint {
+    /// An object was committed; `objects` in this run so far.
+    ObjectWritten { objects: usize },
+    /// A month's objects are verified; its partition is still attached.
+    Verified { source: Source, month: DateTime<Utc> },
+    /// The month's partition is detached and locked, before its rows are counted again.
+    Detached { source: Source, month: DateTime<Utc> },
+}
+
+#[doc(hidden)]
+pub type TestHook = std::sync::Arc<dyn Fn(HookPoint) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
+
+/// `SKYWARDEN_ARCHIVE_TEST_PAUSE` (`objects:N`, `verified` or `detached`): the process says so
+/// on stderr and sleeps at that point, for tests that kill a real run there.
+#[doc(hidden)]
+pub fn hook_from_env() -> Option<TestHook> {
+    let at = std::env::var("SKYWARDEN_ARCHIVE_TEST_PAUSE").ok()?;
+    Some(std::sync::Arc::new(move |point: HookPoint| {
+        let hit = match point {
+            HookPoint::ObjectWritten { objects } => at.strip_prefix("objects:") == Some(objects.to_string().as_str()),
+            HookPoint::Verified { .. } => at == "verified",
+            HookPoint::Detached { .. } => at == "detached",
+        };
+        Box::pin(async move {
+            if hit {
+                eprintln!("archive test pause at {point:?}");
+                tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            }
+        })
+    }))
 }
 
 impl ArchiveOptions {
@@ -66,6 +111,9 @@ pub struct MonthReport {
     pub objects: usize,
     /// `would-archive` (dry run), `unchanged`, `verified` (alerts), `dropped`, or `failed`.
     pub outcome: String,
+    /// Rows dropped without being written again: an earlier generation of the month holds them
+    /// (the same file imported again after the month was archived).
+    pub already_archived: i64,
     pub error: Option<String>,
 }
 
@@ -177,6 +225,7 @@ impl MonthContext<'_> {
             rows,
             objects,
             outcome: outcome.to_owned(),
+            already_archived: 0,
             error: None,
         }
     }
@@ -189,51 +238,108 @@ impl MonthContext<'_> {
         MonthReport { error: Some(error.to_string()), ..self.report(0, 0, "failed") }
     }
 
+    /// The test hook at `point` (nothing without one).
+    fn hook(&self, point: HookPoint) -> futures_util::future::BoxFuture<'static, ()> {
+        match &self.options.test_hook {
+            Some(hook) => hook(point),
+            None => Box::pin(async {}),
+        }
+    }
+
     async fn archive(&self, budget: &mut ObjectBudget) -> Result<MonthReport, ArchiveError> {
         let (source, month, pool) = (self.source, self.month, self.pool);
         if self.options.dry_run {
-            let tally = store::tally(&mut *pool.acquire().await?, source, month).await?;
-            return Ok(self.report(tally.rows, 0, "would-archive"));
+            return Ok(self.report(store::count(pool, source, month).await?, 0, "would-archive"));
         }
         let previous = store::month_state(pool, source, month).await?;
         let same_destination = previous.as_ref().is_some_and(|p| p.destination == self.options.destination_text);
         let (generation, mut verified) = match &previous {
             None => (0, None),
             // A dropped month came back (late rows re-created its partition): a new generation,
-            // new object names.
+            // new object names, holding only the rows the ledger does not list.
             Some(p) if p.state == "dropped" => (p.generation + 1, None),
-            Some(p) if p.state == "verified" && same_destination => (p.generation, Some(p.tally)),
+            Some(p) if p.state == "verified" && same_destination => (p.generation, Some((p.tally, p.keys))),
             Some(p) => (p.generation, None),
         };
-        if let (Some(tally), false) = (verified, source.drops()) {
-            // Alerts: copied again only when the month's closed alerts changed.
-            if store::tally(&mut *pool.acquire().await?, source, month).await? == tally {
-                return Ok(self.report(tally.rows, previous.map_or(0, |p| p.objects.len()), "unchanged"));
-            }
-            verified = None;
+        if !source.drops() {
+            return self.copy_alerts(generation, verified.map(|(tally, _)| tally), budget).await;
         }
         // Two attempts: rows that arrive between verification and the drop send the month
         // round once more.
         for _ in 0..2 {
-            let tally = match verified.take() {
-                Some(tally) => tally,
-                None => self.write_and_verify(generation, previous.as_ref(), budget).await?,
+            let (tally, keys) = match verified.take() {
+                Some(verified) => verified,
+                None => {
+                    // A month a killed run left detached is read through its parent again.
+                    store::ensure_attached(pool, source, month).await?;
+                    self.write_and_verify(generation, budget).await?
+                }
             };
-            if !source.drops() {
-                return Ok(self.report(tally.rows, self.objects(generation).await?, "verified"));
-            }
-            if store::drop_if_unchanged(pool, source, month, generation, tally).await? {
-                tracing::info!(source = source.table(), month = %month.format("%Y-%m"), rows = tally.rows, "partition archived and dropped");
-                return Ok(self.report(tally.rows, self.objects(generation).await?, "dropped"));
+            self.hook(HookPoint::Verified { source, month }).await;
+            if let Some(report) = self.drop_verified(generation, tally, keys).await? {
+                return Ok(report);
             }
             tracing::warn!(source = source.table(), month = %month.format("%Y-%m"), "rows changed after verification: writing the month again");
             store::set_writing(pool, source, month, generation, &self.options.destination_text, self.run_id).await?;
         }
-        Err(ArchiveError::Verification {
-            table: source.table(),
-            month: month.format("%Y-%m").to_string(),
-            detail: "rows kept changing between verification and drop; left in PostgreSQL".into(),
-        })
+        Err(self.verification_error("rows kept changing between verification and drop; left in PostgreSQL".into()))
+    }
+
+    fn verification_error(&self, detail: String) -> ArchiveError {
+        ArchiveError::Verification { table: self.source.table(), month: self.month.format("%Y-%m").to_string(), detail }
+    }
+
+    /// Detaches the verified month and drops it if it still holds the verified rows: the
+    /// report, or None when rows changed (the month is attached again).
+    async fn drop_verified(
+        &self,
+        generation: i32,
+        tally: Tally,
+        keys: Tally,
+    ) -> Result<Option<MonthReport>, ArchiveError> {
+        let (source, month, pool) = (self.source, self.month, self.pool);
+        let link = store::detach(pool, source, month).await?;
+        if link != store::PartitionLink::Detached {
+            return Err(self.verification_error(format!("the partition is {link:?} after detaching it")));
+        }
+        let pause = self.hook(HookPoint::Detached { source, month });
+        match store::drop_detached(pool, source, month, generation, keys, pause).await? {
+            store::DropOutcome::Changed => Ok(None),
+            store::DropOutcome::Dropped { already_archived } => {
+                tracing::info!(source = source.table(), month = %month.format("%Y-%m"), rows = tally.rows, already_archived, "partition archived and dropped");
+                let report = self.report(tally.rows, self.objects(generation).await?, "dropped");
+                Ok(Some(MonthReport { already_archived, ..report }))
+            }
+        }
+    }
+
+    /// Closed alerts are copied, never dropped; a month already copied is copied again (same
+    /// names, overwritten) when any of its alerts changed: the content checksum covers every
+    /// column, `updated_at` and status included.
+    async fn copy_alerts(
+        &self,
+        generation: i32,
+        verified: Option<Tally>,
+        budget: &mut ObjectBudget,
+    ) -> Result<MonthReport, ArchiveError> {
+        if let Some(tally) = verified
+            && self.content_tally().await? == tally
+        {
+            return Ok(self.report(tally.rows, self.objects(generation).await?, "unchanged"));
+        }
+        let (tally, _) = self.write_and_verify(generation, budget).await?;
+        Ok(self.report(tally.rows, self.objects(generation).await?, "verified"))
+    }
+
+    /// Rows and content checksum of the month as PostgreSQL holds it now, as it would be written.
+    async fn content_tally(&self) -> Result<Tally, ArchiveError> {
+        let content = ContentLeaves::of(class_schema(self.source));
+        let mut rows = store::rows(self.pool, self.source, self.month);
+        let mut tally = Tally::default();
+        while let Some(row) = rows.next().await {
+            tally.add_parts(&content.parts(&row?.values));
+        }
+        Ok(tally)
     }
 
     async fn objects(&self, generation: i32) -> Result<usize, ArchiveError> {
@@ -244,94 +350,169 @@ impl MonthContext<'_> {
     }
 
     /// Writes the month's objects, removes those of an earlier attempt no longer written, reads
-    /// every object back and compares with the database. The verified tally.
+    /// every object back and compares each row's content with what was written. The verified
+    /// content tally and the key tally of the rows written.
     async fn write_and_verify(
         &self,
         generation: i32,
-        previous: Option<&MonthState>,
         budget: &mut ObjectBudget,
-    ) -> Result<Tally, ArchiveError> {
+    ) -> Result<(Tally, Tally), ArchiveError> {
         let (source, month, pool) = (self.source, self.month, self.pool);
+        // Every object an earlier attempt of this generation recorded (one by one, as written).
+        let previous = store::month_state(pool, source, month)
+            .await?
+            .filter(|p| p.generation == generation && p.destination == self.options.destination_text);
         store::set_writing(pool, source, month, generation, &self.options.destination_text, self.run_id).await?;
-        let written = self.write(generation, budget).await?;
-        let keys: Vec<String> = written.iter().map(|(key, _)| key.clone()).collect();
-        store::set_objects(pool, source, month, generation, &keys).await?;
-        if let Some(previous) =
-            previous.filter(|p| p.generation == generation && p.destination == self.options.destination_text)
-        {
-            for stale in previous.objects.iter().filter(|k| !keys.contains(k)) {
-                self.destination.delete(stale).await?;
-            }
+        let (written, keys) = self.write(generation, budget).await?;
+        let names: Vec<String> = written.iter().map(|(key, _)| key.clone()).collect();
+        store::set_objects(pool, source, month, generation, &names).await?;
+        let stale: Vec<String> = previous.into_iter().flat_map(|p| p.objects).filter(|k| !names.contains(k)).collect();
+        for key in &stale {
+            self.destination.delete(key).await?;
         }
         let read_back = verify::read_back(self.destination, &written).await?;
-        let database = store::tally(&mut *pool.acquire().await?, source, month).await?;
-        if read_back != database {
-            return Err(ArchiveError::Verification {
-                table: source.table(),
-                month: month.format("%Y-%m").to_string(),
-                detail: format!(
-                    "objects hold {} rows (checksum {}), the database {} (checksum {})",
-                    read_back.rows, read_back.checksum, database.rows, database.checksum
-                ),
-            });
+        let mut expected = Tally::default();
+        for (_, tally) in &written {
+            expected.merge(*tally);
         }
-        store::set_verified(pool, source, month, generation, read_back).await?;
-        Ok(read_back)
+        if read_back != expected || keys.rows != expected.rows {
+            return Err(self.verification_error(format!(
+                "objects hold {} rows (checksum {}), {} were written (checksum {})",
+                read_back.rows, read_back.checksum, expected.rows, expected.checksum
+            )));
+        }
+        store::set_verified(pool, source, month, generation, read_back, keys).await?;
+        Ok((read_back, keys))
     }
 
-    /// Streams the month into one file per (region, account, day); the keys and row counts.
-    async fn write(&self, generation: i32, budget: &mut ObjectBudget) -> Result<Vec<(String, Tally)>, ArchiveError> {
+    /// Streams the month into one file per (region, account, day): the keys and content
+    /// tallies of the files, and the key tally of every row written. Encoding, compression and
+    /// file I/O run on blocking threads; what waits in memory is one row group per open file.
+    async fn write(
+        &self,
+        generation: i32,
+        budget: &mut ObjectBudget,
+    ) -> Result<(Vec<(String, Tally)>, Tally), ArchiveError> {
         let schema = class_schema(self.source);
+        let content = ContentLeaves::of(schema);
         let mut rows = store::rows(self.pool, self.source, self.month);
         let mut written = Vec::new();
-        let mut open: Option<OpenFile<'_>> = None;
-        while let Some(row) = rows.next().await {
-            let row = row?;
-            let key = object_key(self.source, self.month, generation, &row);
-            if open.as_ref().is_some_and(|f| f.key != key) {
-                let file = open.take().expect("an open file");
-                written.push(self.close(file, budget).await?);
+        let mut keys = Tally::default();
+        let mut open: Option<OpenFile> = None;
+        let streamed: Result<(), ArchiveError> = async {
+            while let Some(row) = rows.next().await {
+                let row = row?;
+                let key = object_key(self.source, self.month, generation, &row);
+                if let Some(file) = open.take_if(|f| f.key != key) {
+                    written.push(self.close(file, generation, budget).await?);
+                }
+                let mut file = match open.take() {
+                    Some(file) => file,
+                    None => self.open(schema, key).await?,
+                };
+                keys.add_key(&row.account, &row.id, row.time);
+                file.tally.add_parts(&content.parts(&row.values));
+                let full = file.writer.buffer(row.values).map_err(|e| ArchiveError::Parquet(file.key.clone(), e))?;
+                if full {
+                    let writer = file.writer;
+                    file.writer = blocking(&file.key, move || {
+                        let mut writer = writer;
+                        writer.flush().map(|()| writer)
+                    })
+                    .await?;
+                }
+                open = Some(file);
             }
-            if open.is_none() {
-                let staged = self.destination.stage(&key)?;
-                let file = std::fs::File::create(&staged)
-                    .map_err(|e| ArchiveError::Destination(format!("{}: {e}", staged.display())))?;
-                let writer = schema
-                    .writer(file, self.options.row_group_rows)
-                    .map_err(|e| ArchiveError::Parquet(key.clone(), e))?;
-                open = Some(OpenFile { key, staged, writer, tally: Tally::default() });
+            Ok(())
+        }
+        .await;
+        if let Err(error) = streamed {
+            if let Some(file) = open {
+                // Never leave a half-made object behind (a folder would show it).
+                let _ = tokio::fs::remove_file(&file.staged).await;
             }
-            let file = open.as_mut().expect("an open file");
-            file.tally.add(&row.account, &row.id);
-            file.writer.push(row.values).map_err(|e| ArchiveError::Parquet(file.key.clone(), e))?;
+            return Err(error);
         }
         if let Some(file) = open {
-            written.push(self.close(file, budget).await?);
+            written.push(self.close(file, generation, budget).await?);
         }
-        Ok(written)
+        Ok((written, keys))
     }
 
-    async fn close(&self, file: OpenFile<'_>, budget: &mut ObjectBudget) -> Result<(String, Tally), ArchiveError> {
-        let committed = match file.writer.finish().map_err(|e| ArchiveError::Parquet(file.key.clone(), e)) {
+    /// A staged file and its writer, for the object `key`.
+    async fn open(&self, schema: &'static ClassSchema, key: String) -> Result<OpenFile, ArchiveError> {
+        let staged = self.destination.stage(&key)?;
+        let (rows, bytes) = (self.options.row_group_rows, self.options.row_group_bytes);
+        let path = staged.clone();
+        let writer = blocking(&key, move || {
+            let file = std::fs::File::create(&path)
+                .map_err(|e| parquet::errors::ParquetError::General(format!("{}: {e}", path.display())))?;
+            schema.writer(file, rows, bytes)
+        })
+        .await?;
+        Ok(OpenFile { key, staged, writer, tally: Tally::default() })
+    }
+
+    async fn close(
+        &self,
+        file: OpenFile,
+        generation: i32,
+        budget: &mut ObjectBudget,
+    ) -> Result<(String, Tally), ArchiveError> {
+        let OpenFile { key, staged, writer, tally } = file;
+        let committed = match blocking(&key, move || writer.finish()).await {
             Ok(_) => match budget.spend() {
-                Ok(()) => self.destination.commit(&file.staged, &file.key).await,
+                Ok(()) => self.destination.commit(&staged, &key).await,
                 Err(stop) => Err(stop),
             },
             Err(error) => Err(error),
         };
         if committed.is_err() {
             // Never leave a half-made object behind (a folder would show it).
-            let _ = std::fs::remove_file(&file.staged);
+            let _ = tokio::fs::remove_file(&staged).await;
         }
-        committed.map(|()| (file.key, file.tally))
+        committed?;
+        store::add_object(self.pool, self.source, self.month, generation, &key).await?;
+        self.hook(HookPoint::ObjectWritten { objects: budget.written }).await;
+        Ok((key, tally))
     }
 }
 
-struct OpenFile<'a> {
+/// Runs blocking Parquet work (encoding, compression, file I/O) off the async runtime.
+async fn blocking<T: Send + 'static>(
+    key: &str,
+    work: impl FnOnce() -> Result<T, parquet::errors::ParquetError> + Send + 'static,
+) -> Result<T, ArchiveError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ArchiveError::Destination(format!("{key}: the writing thread failed: {e}")))?
+        .map_err(|e| ArchiveError::Parquet(key.to_owned(), e))
+}
+
+struct OpenFile {
     key: String,
     staged: std::path::PathBuf,
-    writer: ClassWriter<'a>,
+    writer: ClassWriter<'static>,
     tally: Tally,
+}
+
+/// Where a class's content leaves ([`verify::CONTENT_LEAVES`]) are in its rows.
+struct ContentLeaves([usize; 4]);
+
+impl ContentLeaves {
+    fn of(schema: &ClassSchema) -> Self {
+        Self(verify::CONTENT_LEAVES.map(|leaf| {
+            schema.leaves.iter().position(|(path, _)| *path == leaf).expect("every class has the content leaves")
+        }))
+    }
+
+    /// A row's content as the read-back hashes it.
+    fn parts<'a>(&self, values: &'a [columns::Value]) -> [&'a str; 4] {
+        verify::content_parts(self.0.map(|i| match values.get(i) {
+            Some(columns::Value::Str(text)) => Some(text.as_str()),
+            _ => None,
+        }))
+    }
 }
 
 /// The class schema of a source (built once per process).

@@ -29,7 +29,7 @@ const BASE: &[(&str, Kind)] = &[
 ];
 
 /// API Activity: the base leaves, then the class's.
-pub const API_ACTIVITY: &[(&str, Kind)] = &concat_leaves::<{ BASE.len() + 35 }>(
+pub const API_ACTIVITY: &[(&str, Kind)] = &concat_leaves::<{ BASE.len() + 37 }>(
     BASE,
     &[
         ("status_id", Kind::Int32),
@@ -69,6 +69,10 @@ pub const API_ACTIVITY: &[(&str, Kind)] = &concat_leaves::<{ BASE.len() + 35 }>(
         ("unmapped.source_is_aws", Kind::Bool),
         ("unmapped.geo_latitude", Kind::Double),
         ("unmapped.geo_longitude", Kind::Double),
+        // What the audit trail shows of an archived event and no other field keeps exactly
+        // (archive::read puts the stored row back together from these).
+        ("unmapped.event_type", Kind::Utf8),
+        ("unmapped.ingested_at", Kind::Utf8),
     ],
 );
 
@@ -142,7 +146,9 @@ pub struct CloudTrailRow {
     pub error_message: Option<String>,
     pub geo_country: Option<String>,
     pub geo_city: Option<String>,
-    pub raw: serde_json::Value,
+    /// `raw::text`: the event exactly as PostgreSQL renders it, so `raw_data` reads back as the
+    /// same JSON byte for byte (and verification can compare it).
+    pub raw: String,
     pub read_only: Option<bool>,
     pub resource_ids: Vec<String>,
     pub geo_asn: Option<i64>,
@@ -153,6 +159,8 @@ pub struct CloudTrailRow {
     pub source_is_aws: Option<bool>,
     pub geo_latitude: Option<f64>,
     pub geo_longitude: Option<f64>,
+    pub event_type: Option<String>,
+    pub ingested_at: DateTime<Utc>,
 }
 
 /// OCSF API Activity's activity from the call's verb: Create 1, Read 2, Update 3, Delete 4.
@@ -210,7 +218,7 @@ impl CloudTrailRow {
             self.geo_country.into(),
             self.geo_city.into(),
             self.user_agent.into(),
-            Value::Str(self.raw.to_string()),
+            Value::Str(self.raw),
             "AWS".into(),
             self.region.into(),
             self.account_id.into(),
@@ -225,6 +233,8 @@ impl CloudTrailRow {
             flag(self.source_is_aws),
             self.geo_latitude.map_or(Value::Null, Value::F64),
             self.geo_longitude.map_or(Value::Null, Value::F64),
+            self.event_type.into(),
+            micros_text(self.ingested_at),
         ]);
         row
     }

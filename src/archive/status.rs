@@ -100,6 +100,9 @@ pub struct MonthStatus {
     pub run_id: i64,
     pub objects: i32,
     pub row_count: i64,
+    /// Rows of a month that came back which an earlier generation already held: dropped, not
+    /// written again.
+    pub already_archived: i64,
     pub error: Option<String>,
     pub updated_at: DateTime<Utc>,
 }
@@ -122,7 +125,7 @@ pub async fn months(pool: &PgPool) -> Result<Vec<MonthStatus>, sqlx::Error> {
     sqlx::query_as!(
         MonthStatus,
         r#"SELECT source, month_start, generation, destination, state, run_id,
-                  coalesce(cardinality(objects), 0) AS "objects!", row_count, error, updated_at
+                  coalesce(cardinality(objects), 0) AS "objects!", row_count, already_archived, error, updated_at
            FROM archive_partitions ORDER BY source, month_start, generation"#
     )
     .fetch_all(pool)
@@ -146,6 +149,24 @@ pub async fn write_metrics(out: &mut String, pool: &PgPool) {
     out.push_str("# HELP skywarden_archive_month_errors Months whose last archive attempt failed.\n");
     out.push_str("# TYPE skywarden_archive_month_errors gauge\n");
     let _ = writeln!(out, "skywarden_archive_month_errors {}", months.iter().filter(|m| m.error.is_some()).count());
+    out.push_str(
+        "# HELP skywarden_archive_rows_already_archived Rows of returning months dropped because an earlier generation holds them.\n",
+    );
+    out.push_str("# TYPE skywarden_archive_rows_already_archived gauge\n");
+    let _ = writeln!(
+        out,
+        "skywarden_archive_rows_already_archived {}",
+        months.iter().map(|m| m.already_archived).sum::<i64>()
+    );
+    // A month a killed run left detached (or half-detached) is invisible to search and refuses
+    // late rows until the next run: it must show.
+    if let Ok(detached) = detached_months(pool).await {
+        out.push_str(
+            "# HELP skywarden_archive_detached_partitions Month tables taken out of their parent and not yet dropped (the next run finishes them).\n",
+        );
+        out.push_str("# TYPE skywarden_archive_detached_partitions gauge\n");
+        let _ = writeln!(out, "skywarden_archive_detached_partitions {detached}");
+    }
     if let Some(run) = runs.first() {
         out.push_str(
             "# HELP skywarden_archive_last_run_failed Whether the latest archive run failed (1) or not (0).\n",
@@ -163,4 +184,16 @@ pub async fn write_metrics(out: &mut String, pool: &PgPool) {
             let _ = writeln!(out, "skywarden_archive_last_run_finished_seconds {}", finished.timestamp());
         }
     }
+}
+
+/// Month tables of events or flows detached (or pending detach) and not dropped.
+pub async fn detached_months(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM pg_class c LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
+           WHERE c.relkind = 'r' AND (i.inhrelid IS NULL OR i.inhdetachpending)
+             AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = 'cloudtrail_events'::regclass)
+             AND (c.relname ~ '^cloudtrail_events_p[0-9]{6}$' OR c.relname ~ '^flow_records_p[0-9]{6}$')"#
+    )
+    .fetch_one(pool)
+    .await
 }

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use futures_util::stream::{BoxStream, StreamExt};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::columns::Value;
@@ -43,6 +43,15 @@ impl Source {
     pub fn drops(self) -> bool {
         self != Source::Alerts
     }
+
+    /// Its code in `archive_ledger` (0: never dropped, so never in the ledger).
+    pub fn ledger_code(self) -> i16 {
+        match self {
+            Source::CloudTrail => 1,
+            Source::Flows => 2,
+            Source::Alerts => 0,
+        }
+    }
 }
 
 /// Order-independent checksum over rows' `account/id`: a wrapping sum of xxh3, so the database
@@ -55,8 +64,27 @@ pub struct Tally {
 
 impl Tally {
     pub fn add(&mut self, account: &str, id: &str) {
+        self.add_hash(xxh3_64(format!("{account}/{id}").as_bytes()));
+    }
+
+    /// Adds a row by the hash of its parts (each followed by a NUL, so `ab`+`c` ≠ `a`+`bc`).
+    pub fn add_parts(&mut self, parts: &[&str]) {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for part in parts {
+            hasher.update(part.as_bytes());
+            hasher.update(&[0]);
+        }
+        self.add_hash(hasher.digest());
+    }
+
+    /// A row's key: account, id and time in microseconds (a key tally compares which rows a
+    /// month holds, whatever their content).
+    pub fn add_key(&mut self, account: &str, id: &str, time: DateTime<Utc>) {
+        self.add_parts(&[account, id, &time.timestamp_micros().to_string()]);
+    }
+
+    fn add_hash(&mut self, hash: u64) {
         self.rows += 1;
-        let hash = xxh3_64(format!("{account}/{id}").as_bytes());
         self.checksum = self.checksum.wrapping_add(i64::from_ne_bytes(hash.to_ne_bytes()));
     }
 
@@ -87,9 +115,13 @@ pub async fn months(pool: &PgPool, source: Source, cutoff: DateTime<Utc>) -> Res
         .fetch_all(pool)
         .await;
     }
+    // Partitions, and month tables a killed run left detached (not yet dropped): the schema
+    // the parent lives in, tables named as partitions are.
     let names = sqlx::query_scalar!(
-        r#"SELECT c.relname::text AS "name!" FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-           WHERE i.inhparent = to_regclass($1) ORDER BY 1"#,
+        r#"SELECT c.relname::text AS "name!" FROM pg_class c
+           WHERE c.relkind = 'r' AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = to_regclass($1))
+             AND starts_with(c.relname::text, $1 || '_p')
+           ORDER BY 1"#,
         source.table()
     )
     .fetch_all(pool)
@@ -125,12 +157,14 @@ pub fn rows<'a>(pool: &'a PgPool, source: Source, month: DateTime<Utc>) -> BoxSt
     match source {
         Source::CloudTrail => sqlx::query_as!(
             CloudTrailRow,
-            "SELECT account_id, event_time, event_id, region, event_source, event_name, principal_arn, principal_type,
+            r#"SELECT account_id, event_time, event_id, region, event_source, event_name, principal_arn, principal_type,
                     principal_id, user_name, access_key_id, source_ip_text, user_agent, error_code, error_message,
-                    geo_country, geo_city, raw, read_only, resource_ids, geo_asn, geo_as_org, source_is_tor,
-                    source_is_vpn, source_is_hosting, source_is_aws, geo_latitude, geo_longitude
-             FROM cloudtrail_events WHERE event_time >= $1 AND event_time < $2
-             ORDER BY account_id, NULLIF(region, ''), event_time, event_id",
+                    geo_country, geo_city, raw::text AS "raw!", read_only, resource_ids, geo_asn, geo_as_org, source_is_tor,
+                    source_is_vpn, source_is_hosting, source_is_aws, geo_latitude, geo_longitude, event_type, ingested_at
+             FROM cloudtrail_events e WHERE event_time >= $1 AND event_time < $2
+               AND NOT EXISTS (SELECT FROM archive_ledger l WHERE l.source = 1 AND l.month_start = $1
+                                 AND l.key = skywarden_archive_key(e.account_id, e.event_id, e.event_time))
+             ORDER BY account_id, NULLIF(region, ''), event_time, event_id"#,
             month,
             end
         )
@@ -162,7 +196,9 @@ fn flow_rows<'a>(
                   log_status, vpc_id, subnet_id, instance_id, tcp_flags, traffic_type, host(pkt_srcaddr) AS pkt_srcaddr,
                   host(pkt_dstaddr) AS pkt_dstaddr, region, az_id, flow_direction, traffic_path, pkt_src_aws_service,
                   pkt_dst_aws_service, src_country, dst_country, extra
-           FROM flow_records WHERE bucket_time >= $1 AND bucket_time < $2
+           FROM flow_records f WHERE bucket_time >= $1 AND bucket_time < $2
+             AND NOT EXISTS (SELECT FROM archive_ledger l WHERE l.source = 2 AND l.month_start = $1
+                               AND l.key = skywarden_archive_key(f.account_id, encode(f.record_hash, 'hex'), f.bucket_time))
            ORDER BY account_id, NULLIF(region, ''), bucket_time, record_hash"#,
         month,
         end
@@ -208,47 +244,39 @@ fn alert_rows<'a>(
     .boxed()
 }
 
-/// Count and checksum of the month's rows in PostgreSQL (on `conn`, so a caller holding a lock
-/// counts what it locked).
-pub async fn tally(conn: &mut PgConnection, source: Source, month: DateTime<Utc>) -> Result<Tally, sqlx::Error> {
+/// Rows of the month in PostgreSQL (what a dry run reports).
+pub async fn count(pool: &PgPool, source: Source, month: DateTime<Utc>) -> Result<i64, sqlx::Error> {
     let end = next_month(month);
-    let mut tally = Tally::default();
-    let mut ids = match source {
-        Source::CloudTrail => sqlx::query_as!(
-            Id,
-            r#"SELECT account_id AS "account!", event_id AS "id!" FROM cloudtrail_events
-               WHERE event_time >= $1 AND event_time < $2"#,
-            month,
-            end
-        )
-        .fetch(&mut *conn),
-        Source::Flows => sqlx::query_as!(
-            Id,
-            r#"SELECT account_id AS "account!", encode(record_hash, 'hex') AS "id!" FROM flow_records
-               WHERE bucket_time >= $1 AND bucket_time < $2"#,
-            month,
-            end
-        )
-        .fetch(&mut *conn),
-        Source::Alerts => sqlx::query_as!(
-            Id,
-            r#"SELECT account_id AS "account!", alert_id::text AS "id!" FROM alerts
-               WHERE status IN ('resolved', 'dismissed') AND last_seen >= $1 AND last_seen < $2"#,
-            month,
-            end
-        )
-        .fetch(&mut *conn),
-    };
-    while let Some(id) = ids.next().await {
-        let id = id?;
-        tally.add(&id.account, &id.id);
+    match source {
+        Source::CloudTrail => {
+            sqlx::query_scalar!(
+                r#"SELECT count(*) AS "n!" FROM cloudtrail_events WHERE event_time >= $1 AND event_time < $2"#,
+                month,
+                end
+            )
+            .fetch_one(pool)
+            .await
+        }
+        Source::Flows => {
+            sqlx::query_scalar!(
+                r#"SELECT count(*) AS "n!" FROM flow_records WHERE bucket_time >= $1 AND bucket_time < $2"#,
+                month,
+                end
+            )
+            .fetch_one(pool)
+            .await
+        }
+        Source::Alerts => {
+            sqlx::query_scalar!(
+                r#"SELECT count(*) AS "n!" FROM alerts
+                   WHERE status IN ('resolved', 'dismissed') AND last_seen >= $1 AND last_seen < $2"#,
+                month,
+                end
+            )
+            .fetch_one(pool)
+            .await
+        }
     }
-    Ok(tally)
-}
-
-struct Id {
-    account: String,
-    id: String,
 }
 
 /// A month's archive state, as last recorded.
@@ -258,7 +286,10 @@ pub struct MonthState {
     pub destination: String,
     pub state: String,
     pub objects: Vec<String>,
+    /// Rows and content checksum of the objects, as read back.
     pub tally: Tally,
+    /// Rows and key checksum of what was written (see [`Tally::add_key`]).
+    pub keys: Tally,
 }
 
 pub async fn month_state(
@@ -267,7 +298,7 @@ pub async fn month_state(
     month: DateTime<Utc>,
 ) -> Result<Option<MonthState>, sqlx::Error> {
     let row = sqlx::query!(
-        "SELECT generation, destination, state, objects, row_count, checksum FROM archive_partitions
+        "SELECT generation, destination, state, objects, row_count, checksum, key_checksum FROM archive_partitions
          WHERE source = $1 AND month_start = $2 ORDER BY generation DESC LIMIT 1",
         source.table(),
         month
@@ -280,6 +311,7 @@ pub async fn month_state(
         state: r.state,
         objects: r.objects,
         tally: Tally { rows: r.row_count, checksum: r.checksum },
+        keys: Tally { rows: r.row_count, checksum: r.key_checksum },
     }))
 }
 
@@ -330,21 +362,47 @@ pub async fn set_objects(
     Ok(())
 }
 
+/// Adds one object to the month's list as soon as it is written, so a run killed mid-month
+/// leaves the next one every name to overwrite or delete.
+pub async fn add_object(
+    pool: &PgPool,
+    source: Source,
+    month: DateTime<Utc>,
+    generation: i32,
+    object: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE archive_partitions
+         SET objects = CASE WHEN $4 = ANY (objects) THEN objects ELSE array_append(objects, $4) END, updated_at = now()
+         WHERE source = $1 AND month_start = $2 AND generation = $3",
+        source.table(),
+        month,
+        generation,
+        object
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 pub async fn set_verified(
     pool: &PgPool,
     source: Source,
     month: DateTime<Utc>,
     generation: i32,
     tally: Tally,
+    keys: Tally,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "UPDATE archive_partitions SET state = 'verified', row_count = $4, checksum = $5, error = NULL, updated_at = now()
+        "UPDATE archive_partitions SET state = 'verified', row_count = $4, checksum = $5, key_checksum = $6,
+                error = NULL, updated_at = now()
          WHERE source = $1 AND month_start = $2 AND generation = $3",
         source.table(),
         month,
         generation,
         tally.rows,
-        tally.checksum
+        tally.checksum,
+        keys.checksum
     )
     .execute(pool)
     .await?;
@@ -371,39 +429,182 @@ pub async fn set_error(
     Ok(())
 }
 
-/// Drops the month's partition if it still holds exactly the verified rows, in one transaction
-/// with the state change: the parent table is locked while the rows are counted again, so no
-/// row can arrive between the count and the drop. False (nothing dropped) when rows changed.
-pub async fn drop_if_unchanged(
+/// Where a month's partition stands between the parent table and the drop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartitionLink {
+    Attached,
+    /// `DETACH … CONCURRENTLY` was interrupted (killed, cancelled, timed out): queries no
+    /// longer see it, inserts into the month fail until it is finalized.
+    DetachPending,
+    /// A table of its own: nothing reaches it through the parent any more.
+    Detached,
+    Absent,
+}
+
+pub async fn partition_link(pool: &PgPool, source: Source, month: DateTime<Utc>) -> Result<PartitionLink, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"SELECT c.relispartition AS "attached!", coalesce(i.inhdetachpending, false) AS "pending!"
+           FROM pg_class c LEFT JOIN pg_inherits i ON i.inhrelid = c.oid WHERE c.oid = to_regclass($1)"#,
+        partition_name(source, month)
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(match row {
+        None => PartitionLink::Absent,
+        Some(r) if r.pending => PartitionLink::DetachPending,
+        Some(r) if r.attached => PartitionLink::Attached,
+        Some(_) => PartitionLink::Detached,
+    })
+}
+
+/// One DDL statement alone, outside any transaction block (`DETACH … CONCURRENTLY` and
+/// `FINALIZE` refuse one), on a connection of its own so its lock timeout goes with it.
+async fn ddl_alone(pool: &PgPool, statement: &str) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?.detach();
+    // The detach waits for every transaction that may still see the partition; bounded, it
+    // fails instead and leaves the detach pending, which the next attempt finalizes.
+    sqlx::query("SET lock_timeout = '5min'").execute(&mut conn).await?;
+    let result = sqlx::query(statement).execute(&mut conn).await;
+    let _ = sqlx::Connection::close(conn).await;
+    result.map(|_| ())
+}
+
+/// Takes the month's partition out of its parent without locking the parent against reads
+/// or writes (`DETACH PARTITION … CONCURRENTLY`, SHARE UPDATE EXCLUSIVE), or completes a detach
+/// a killed run left pending (`FINALIZE`).
+pub async fn detach(pool: &PgPool, source: Source, month: DateTime<Utc>) -> Result<PartitionLink, sqlx::Error> {
+    // Table names are ours (Source::table and partition_name), never outside input.
+    let (parent, partition) = (source.table(), partition_name(source, month));
+    match partition_link(pool, source, month).await? {
+        PartitionLink::Attached => {
+            ddl_alone(pool, &format!("ALTER TABLE {parent} DETACH PARTITION {partition} CONCURRENTLY")).await?;
+        }
+        PartitionLink::DetachPending => {
+            tracing::warn!(partition, "finalizing a detach an earlier run left pending");
+            ddl_alone(pool, &format!("ALTER TABLE {parent} DETACH PARTITION {partition} FINALIZE")).await?;
+        }
+        PartitionLink::Detached | PartitionLink::Absent => {}
+    }
+    partition_link(pool, source, month).await
+}
+
+/// Puts a month taken out by [`detach`] back under its parent (before it is written again:
+/// the rows are read through the parent).
+pub async fn ensure_attached(pool: &PgPool, source: Source, month: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    let link = partition_link(pool, source, month).await?;
+    if link == PartitionLink::DetachPending {
+        detach(pool, source, month).await?;
+    }
+    if matches!(link, PartitionLink::DetachPending | PartitionLink::Detached) {
+        tracing::warn!(source = source.table(), month = %month.format("%Y-%m"), "attaching a detached month again");
+        let mut conn = pool.acquire().await?;
+        sqlx::query(&attach_statement(source, month)).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+fn attach_statement(source: Source, month: DateTime<Utc>) -> String {
+    format!(
+        "ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ('{}') TO ('{}')",
+        source.table(),
+        partition_name(source, month),
+        month.to_rfc3339(),
+        next_month(month).to_rfc3339()
+    )
+}
+
+/// The key columns of a source's table and the ledger filter, for SQL on a detached month
+/// (a table name the compile-time checked queries cannot take).
+fn key_columns(source: Source) -> (&'static str, &'static str, &'static str) {
+    match source {
+        Source::Flows => ("account_id", "encode(record_hash, 'hex')", "bucket_time"),
+        _ => ("account_id", "event_id", "event_time"),
+    }
+}
+
+/// What the drop found in the detached month.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropOutcome {
+    /// Dropped; this many of its rows were already in the lake (an earlier generation).
+    Dropped { already_archived: i64 },
+    /// Its rows are not the verified ones: attached again, nothing dropped.
+    Changed,
+}
+
+/// Drops a detached month if its rows not already archived are exactly the verified ones, in
+/// one transaction with the ledger and the state: only the detached table is locked (nothing
+/// reaches it through the parent any more), so ingest and search go on. `pause` runs while the
+/// lock is held (tests). A month whose rows changed is attached again.
+pub async fn drop_detached(
     pool: &PgPool,
     source: Source,
     month: DateTime<Utc>,
     generation: i32,
-    verified: Tally,
-) -> Result<bool, sqlx::Error> {
+    verified_keys: Tally,
+    pause: futures_util::future::BoxFuture<'static, ()>,
+) -> Result<DropOutcome, sqlx::Error> {
+    let partition = partition_name(source, month);
+    let (account, id, time) = key_columns(source);
     let mut tx = pool.begin().await?;
     sqlx::query("SET LOCAL lock_timeout = '30s'").execute(&mut *tx).await?;
-    // Table names are ours (Source::table and partition_name), never outside input.
-    sqlx::query(&format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", source.table())).execute(&mut *tx).await?;
-    let now = tally(&mut tx, source, month).await?;
-    if now != verified {
-        tx.rollback().await?;
-        return Ok(false);
+    sqlx::query(&format!("LOCK TABLE {partition} IN ACCESS EXCLUSIVE MODE")).execute(&mut *tx).await?;
+    pause.await;
+    let not_archived = format!(
+        "NOT EXISTS (SELECT FROM archive_ledger l WHERE l.source = $1 AND l.month_start = $2
+                     AND l.key = skywarden_archive_key({account}, {id}, {time}))"
+    );
+    let sql = format!("SELECT {account}, {id}, {time} FROM {partition} WHERE {not_archived}");
+    let keys = key_tally(&mut tx, &sql, source, month).await?;
+    if keys != verified_keys {
+        sqlx::query(&attach_statement(source, month)).execute(&mut *tx).await?;
+        tx.commit().await?;
+        return Ok(DropOutcome::Changed);
     }
-    sqlx::query(&format!("DROP TABLE {}", partition_name(source, month))).execute(&mut *tx).await?;
+    let ledgered = sqlx::query(&format!(
+        "INSERT INTO archive_ledger (key, month_start, source)
+         SELECT skywarden_archive_key({account}, {id}, {time}), $2, $1 FROM {partition} ON CONFLICT DO NOTHING"
+    ))
+    .bind(source.ledger_code())
+    .bind(month)
+    .execute(&mut *tx)
+    .await?;
+    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {partition}")).fetch_one(&mut *tx).await?;
+    let already_archived = total - keys.rows;
+    tracing::debug!(partition, ledgered = ledgered.rows_affected(), already_archived, "ledger updated");
     if source == Source::CloudTrail {
         // The full-text index entries of the month go with it: searches join back to the events.
         crate::search::index::forget_range(&mut tx, month, next_month(month)).await?;
     }
     sqlx::query!(
-        "UPDATE archive_partitions SET state = 'dropped', updated_at = now()
+        "UPDATE archive_partitions SET state = 'dropped', already_archived = $4, updated_at = now()
          WHERE source = $1 AND month_start = $2 AND generation = $3",
         source.table(),
         month,
-        generation
+        generation,
+        already_archived
     )
     .execute(&mut *tx)
     .await?;
+    // A table of its own now: dropping it locks nothing else.
+    sqlx::query(&format!("DROP TABLE {partition}")).execute(&mut *tx).await?;
     tx.commit().await?;
-    Ok(true)
+    Ok(DropOutcome::Dropped { already_archived })
+}
+
+/// The key tally of the rows `sql` selects (account, id, time; bound to the ledger code and
+/// month), streamed.
+async fn key_tally(
+    conn: &mut sqlx::PgConnection,
+    sql: &str,
+    source: Source,
+    month: DateTime<Utc>,
+) -> Result<Tally, sqlx::Error> {
+    let mut keys = Tally::default();
+    let mut rows =
+        sqlx::query_as::<_, (String, String, DateTime<Utc>)>(sql).bind(source.ledger_code()).bind(month).fetch(conn);
+    while let Some(row) = rows.next().await {
+        let (account, id, time) = row?;
+        keys.add_key(&account, &id, time);
+    }
+    Ok(keys)
 }

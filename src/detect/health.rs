@@ -146,6 +146,83 @@ pub async fn done(pool: &PgPool, policy: &str, hours: &[DateTime<Utc>]) -> Resul
     Ok(())
 }
 
+/// A piece of paged work a detector left for a later run (migration 0041): the items of `key`'s
+/// scope active from `from` to `until`, resuming after `after` (in the detector's order; empty
+/// when none was judged yet).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cursor {
+    pub key: String,
+    pub from: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub after: String,
+    pub added_at: DateTime<Utc>,
+}
+
+/// The paged work left under keys starting with `prefix`, oldest first.
+pub async fn cursors(pool: &PgPool, prefix: &str) -> Result<Vec<Cursor>, sqlx::Error> {
+    sqlx::query_as!(
+        Cursor,
+        r#"SELECT policy_id AS key, hour AS from, until AS "until!", coalesce(cursor, '') AS "after!", added_at
+           FROM detection_backlog WHERE starts_with(policy_id, $1) AND until IS NOT NULL
+           ORDER BY added_at, policy_id, hour"#,
+        prefix,
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Leaves paged work for a later run. The same piece left twice resumes from the earlier point
+/// over the wider span: judging an item again changes nothing, missing one would.
+async fn leave(pool: &PgPool, cursor: &Cursor) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO detection_backlog (policy_id, hour, until, cursor) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (policy_id, hour) DO UPDATE
+         SET until = greatest(detection_backlog.until, EXCLUDED.until),
+             cursor = least(coalesce(detection_backlog.cursor, ''), EXCLUDED.cursor)",
+        cursor.key,
+        cursor.from,
+        cursor.until,
+        cursor.after,
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Moves resumed paged work on to `after`, or removes it (`None`: finished), unless another run
+/// changed it meanwhile (then it stays as that run left it, to be resumed again).
+async fn resume(pool: &PgPool, was: &Cursor, after: Option<&str>) -> Result<(), sqlx::Error> {
+    let (key, from, until, old) = (&was.key, was.from, was.until, &was.after);
+    match after {
+        Some(after) => {
+            sqlx::query!(
+                "UPDATE detection_backlog SET cursor = $5
+                 WHERE policy_id = $1 AND hour = $2 AND until = $3 AND coalesce(cursor, '') = $4",
+                key,
+                from,
+                until,
+                old,
+                after,
+            )
+            .execute(pool)
+            .await?
+        }
+        None => {
+            sqlx::query!(
+                "DELETE FROM detection_backlog
+                 WHERE policy_id = $1 AND hour = $2 AND until = $3 AND coalesce(cursor, '') = $4",
+                key,
+                from,
+                until,
+                old,
+            )
+            .execute(pool)
+            .await?
+        }
+    };
+    Ok(())
+}
+
 /// Records a failed run (best effort: when the database itself is the failure, the log has it).
 pub async fn record_failure(pool: &PgPool, error: &str) {
     let recorded = sqlx::query!(
@@ -180,6 +257,9 @@ enum Change {
     Skip { policy: String, skipped: i64, new: i64, note: String },
     Clear { policy: String },
     Expire { key: String, policy: String },
+    ExpirePrefix { prefix: String, policy: String },
+    Leave { cursor: Cursor },
+    Resume { was: Cursor, after: Option<String> },
 }
 
 /// Backlog rows older than this are dropped unevaluated (and detection health says so): a
@@ -213,6 +293,21 @@ impl StateChanges {
         self.changes.push(Change::Expire { key: key.to_string(), policy: policy.to_string() });
     }
 
+    /// [`Self::expire`] for every backlog key starting with `prefix` (paged work, a key a scope).
+    pub fn expire_prefix(&mut self, prefix: &str, policy: &str) {
+        self.changes.push(Change::ExpirePrefix { prefix: prefix.to_string(), policy: policy.to_string() });
+    }
+
+    /// Leaves paged work for a later run ([`cursors`] reads it back).
+    pub fn leave(&mut self, cursor: Cursor) {
+        self.changes.push(Change::Leave { cursor });
+    }
+
+    /// Moves paged work an earlier run left on to `after`, or drops it once finished (`None`).
+    pub fn resume(&mut self, was: &Cursor, after: Option<String>) {
+        self.changes.push(Change::Resume { was: was.clone(), after });
+    }
+
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
     }
@@ -226,6 +321,9 @@ impl StateChanges {
                 Change::Skip { policy, skipped, new, note } => record_skip(pool, &policy, skipped, new, &note).await?,
                 Change::Clear { policy } => clear_skip(pool, &policy).await?,
                 Change::Expire { key, policy } => expire(pool, &key, &policy).await?,
+                Change::ExpirePrefix { prefix, policy } => expire_prefix(pool, &prefix, &policy).await?,
+                Change::Leave { cursor } => leave(pool, &cursor).await?,
+                Change::Resume { was, after } => resume(pool, &was, after.as_deref()).await?,
             }
         }
         Ok(())
@@ -246,6 +344,27 @@ async fn expire(pool: &PgPool, key: &str, policy: &str) -> Result<(), sqlx::Erro
     if expired > 0 {
         let note = format!(
             "{expired} clock hours left in the backlog for more than {BACKLOG_MAX_DAYS} days were dropped unevaluated"
+        );
+        record_skip(pool, policy, expired, expired, &note).await?;
+    }
+    Ok(())
+}
+
+/// Drops the backlog rows under keys starting with `prefix` older than [`BACKLOG_MAX_DAYS`], as
+/// a skip of `policy`.
+async fn expire_prefix(pool: &PgPool, prefix: &str, policy: &str) -> Result<(), sqlx::Error> {
+    let expired = sqlx::query_scalar!(
+        r#"WITH gone AS (DELETE FROM detection_backlog
+                         WHERE starts_with(policy_id, $1) AND added_at < now() - make_interval(days => $2) RETURNING 1)
+           SELECT count(*) AS "n!" FROM gone"#,
+        prefix,
+        BACKLOG_MAX_DAYS,
+    )
+    .fetch_one(pool)
+    .await?;
+    if expired > 0 {
+        let note = format!(
+            "{expired} pieces of work left in the backlog for more than {BACKLOG_MAX_DAYS} days were dropped unevaluated"
         );
         record_skip(pool, policy, expired, expired, &note).await?;
     }

@@ -156,7 +156,11 @@ async fn evaluate_into(
     summary.events_evaluated = scanned.events;
     found.add(api_activity_findings(pool, policies, &scanned.first_calls).await?).await?;
     found.add(network_findings(pool, policies, &scanned.network).await?).await?;
-    found.add(rare_api::findings(pool, &policies.detectors, &scanned.rare_api).await?).await?;
+    if only_policy.is_none_or(|p| p == detectors::RARE_SENSITIVE_API) {
+        // Runs without new events too: principals a capped run left in the backlog wait for it.
+        let rare = rare_api::findings(pool, &policies.detectors, &scanned.rare_api, &mut found.state).await?;
+        found.add(rare).await?;
+    }
     if let Some(span) = scanned.login_span {
         found.add(login_findings(pool, policies, span, only_policy, &mut summary).await?).await?;
     }

@@ -19,6 +19,7 @@ use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
 use super::extractor::Caller;
 use super::query::{Limit, TypedQuery, checked, time};
+use crate::archive::read::{Direction, LakeDay, LakeError, LakeRead, Reading, Span};
 use crate::net::Cidr;
 use crate::search::contains_pattern;
 use crate::search::entities::{self, AddressActivity, EventDetail, PrincipalActivity};
@@ -268,8 +269,13 @@ pub struct EventPage {
     pub previous_cursor: Option<String>,
     /// Events matching the filters, counted up to `COUNT_CAP` (10,000).
     pub total: i64,
-    /// True when there are more matches than `total`.
+    /// True when there are more matches than `total` (or archived days in the range were not
+    /// counted: `archive.complete` is then false).
     pub total_is_lower_bound: bool,
+    /// Present when the range touches archived months: what was read from the lake for this
+    /// answer, and whether it is complete (a bound reached or an object unreadable says which).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive: Option<LakeRead>,
 }
 
 fn key_cursor(event: &EventSummary) -> String {
@@ -293,9 +299,21 @@ async fn list(
     let paged_back = filter.after.is_some();
     filter.limit += 1;
     let page_size = usize::try_from(limit).unwrap_or(0);
+    let settings = aws_settings(&context);
+    let span = Span { since: filter.since, until: filter.until, account: filter.account.clone() };
+    let days = context.lake.days(&context.db, &span).await.map_err(lake_error)?;
+    let mut reading = days.as_ref().map(|days| context.lake.begin(days));
+    let (db, full) = (&context.db, usize::try_from(filter.limit).unwrap_or(0));
     let (events, next_cursor, previous_cursor) = match &before {
         Some(key) => {
-            let mut events = event_search::search_newer(&context.db, &filter, key).await?;
+            let newer = || async {
+                let events = event_search::search_newer(db, &filter, key).await?;
+                let newest = (events.len() >= full).then(|| events.first().map(|e| e.event_time)).flatten();
+                Ok((events, newest))
+            };
+            let page_span = Span { since: Some(span.since.map_or(key.0, |s| s.max(key.0))), ..span.clone() };
+            let lake = (&mut reading, days.as_deref(), &settings);
+            let mut events = with_lake(db, lake, &page_span, Direction::OldestFirst, newer).await?;
             let more = events.len() > page_size;
             if more {
                 events.remove(0);
@@ -305,7 +323,18 @@ async fn list(
             (events, next, previous)
         }
         None => {
-            let mut events = search(&context.db, &filter).await?;
+            let older = || async {
+                let events = search(db, &filter).await?;
+                let oldest = (events.len() >= full).then(|| events.last().map(|e| e.event_time)).flatten();
+                Ok((events, oldest))
+            };
+            // The cursor's own time may still hold events after it (the key goes on with the
+            // account and id): one microsecond past it.
+            let after = filter.after.as_ref().map(|k| k.0 + chrono::Duration::microseconds(1));
+            let page_span =
+                Span { until: after.map(|a| span.until.map_or(a, |u| u.min(a))).or(span.until), ..span.clone() };
+            let lake = (&mut reading, days.as_deref(), &settings);
+            let mut events = with_lake(db, lake, &page_span, Direction::NewestFirst, older).await?;
             let more = events.len() > page_size;
             events.truncate(page_size);
             let next = more.then(|| events.last().map(key_cursor)).flatten();
@@ -314,14 +343,81 @@ async fn list(
         }
     };
     filter.after = None;
+    if let (Some(reading), Some(days)) = (&mut reading, &days) {
+        reading.ensure_all(db, &settings, &span, days).await;
+    }
     let counted = event_search::count(&context.db, &filter, COUNT_CAP + 1).await?;
+    let archive = match reading {
+        Some(reading) => Some(reading.finish(db).await),
+        None => None,
+    };
+    let uncounted = archive.as_ref().is_some_and(|a| !a.complete);
     Ok(Json(EventPage {
         events,
         next_cursor,
         previous_cursor,
         total: counted.min(COUNT_CAP),
-        total_is_lower_bound: counted > COUNT_CAP,
+        total_is_lower_bound: counted > COUNT_CAP || uncounted,
+        archive,
     }))
+}
+
+/// Skywarden's own AWS settings, for a lake in S3.
+fn aws_settings(context: &ApiContext) -> crate::aws::AwsSettings {
+    context.aws.as_ref().map_or_else(crate::aws::AwsSettings::from_env, |aws| aws.0.clone())
+}
+
+fn lake_error(error: LakeError) -> ApiError {
+    match error {
+        LakeError::Database(error) => error.into(),
+        LakeError::Read(message) => ApiError::Internal(anyhow::anyhow!(message)),
+    }
+}
+
+/// A page from `search`, the archived days of `span` loaded first as the page needs them when
+/// the search's range touches any.
+async fn with_lake<F, Fut>(
+    db: &sqlx::PgPool,
+    (reading, days, settings): (&mut Option<Reading<'_>>, Option<&[LakeDay]>, &crate::aws::AwsSettings),
+    span: &Span,
+    direction: Direction,
+    search: F,
+) -> Result<Vec<EventSummary>, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<EventSummary>, Option<DateTime<Utc>>), sqlx::Error>>,
+{
+    let mut search = search;
+    match (reading, days) {
+        (Some(reading), Some(days)) => {
+            reading.ensure_page(db, settings, span, &days_in(days, span), direction, search).await
+        }
+        _ => Ok(search().await?.0),
+    }
+}
+
+/// The days of `days` that `span` reaches.
+fn days_in(days: &[LakeDay], span: &Span) -> Vec<LakeDay> {
+    days.iter()
+        .filter(|d| span.since.is_none_or(|s| d.end() > s) && span.until.is_none_or(|u| d.start() < u))
+        .cloned()
+        .collect()
+}
+
+/// Loads every archived day `filter`'s range touches, for an answer that must hold all of them
+/// (an export, one event): a range the bounds do not allow, or an unreadable object, is a 400
+/// naming the bound or the object, never a shorter answer.
+async fn load_all(context: &ApiContext, filter: &EventFilter) -> Result<(), ApiError> {
+    let span = Span { since: filter.since, until: filter.until, account: filter.account.clone() };
+    let Some(days) = context.lake.days(&context.db, &span).await.map_err(lake_error)? else { return Ok(()) };
+    let mut reading: Reading<'_> = context.lake.begin(&days);
+    reading.ensure_all(&context.db, &aws_settings(context), &span, &days).await;
+    let read = reading.finish(&context.db).await;
+    if read.complete {
+        return Ok(());
+    }
+    let why = read.limit.into_iter().chain(read.errors).collect::<Vec<_>>().join("; ");
+    Err(ApiError::bad("since", format!("archived months in the range could not all be read from the lake: {why}")))
 }
 
 /// Events an export reads from the database at a time: its memory is one such page, whatever
@@ -342,6 +438,7 @@ async fn export(
     let mut filter = EventFilter::from(query);
     let total = filter.limit;
     filter.limit = EXPORT_PAGE.min(total);
+    load_all(&context, &filter).await?;
     // The first page before the answer starts, so a bad filter or a timeout is a proper error.
     let first = search(&context.db, &filter).await?;
     tracing::info!(token = %caller.token_id, format = format.extension(), "event export");
@@ -525,7 +622,8 @@ async fn one(
     Path((account, event_id)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let row = sqlx::query!(
-        r#"SELECT event_time, event_name, raw FROM cloudtrail_events WHERE account_id = $1 AND event_id = $2 LIMIT 1"#,
+        r#"SELECT event_time AS "event_time!", event_name, raw AS "raw!" FROM audit_events
+           WHERE account_id = $1 AND event_id = $2 LIMIT 1"#,
         account,
         event_id
     )
@@ -545,6 +643,11 @@ async fn one(
 struct DetailQuery {
     /// The account, when an event id repeats across accounts (else the newest such event).
     account: Option<String>,
+    /// The event's time (RFC 3339), for an event of an archived month: its day is read from
+    /// the lake first (the audit trail's links give it; without it, only archived events
+    /// already loaded are found).
+    #[serde(default, deserialize_with = "time")]
+    time: Option<DateTime<Utc>>,
 }
 
 /// One event: every stored field, its raw record and the alerts it is evidence of.
@@ -558,6 +661,15 @@ async fn detail(
     bounded_text("event_id", &event_id)?;
     if let Some(account) = &query.account {
         bounded_text("account", account)?;
+    }
+    if let Some(time) = query.time {
+        let filter = EventFilter {
+            account: query.account.clone(),
+            since: Some(time),
+            until: Some(time + chrono::Duration::microseconds(1)),
+            ..EventFilter::default()
+        };
+        load_all(&context, &filter).await?;
     }
     let event = entities::event(&context.db, &event_id, query.account.as_deref()).await?;
     Ok(Json(event.ok_or(ApiError::NotFound)?))

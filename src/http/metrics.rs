@@ -78,6 +78,7 @@ async fn render(State(context): State<ApiContext>) -> String {
     }
     write_posture_problems(&mut out, &context.db).await;
     crate::archive::status::write_metrics(&mut out, &context.db).await;
+    crate::archive::read::write_metrics(&mut out, &context.db).await;
     if let Ok(counters) = crate::pollers::findings::listing_counters(&context.db).await {
         write_findings_counters(&mut out, &counters);
     }

@@ -43,6 +43,8 @@ pub struct ApiContext {
     pub posture: Option<std::sync::Arc<PostureContext>>,
     /// The request timeout and the concurrency limit, with the slots in use.
     pub limiter: std::sync::Arc<limits::Limiter>,
+    /// Reads archived months back for the audit trail (docs/archive.md), with its bounds.
+    pub lake: std::sync::Arc<crate::archive::read::Lake>,
 }
 
 pub struct PostureContext {
@@ -64,7 +66,21 @@ impl NotifyContext {
 
 impl ApiContext {
     pub fn new(db: PgPool) -> Self {
-        Self { db, metrics: Default::default(), aws: None, notify: None, posture: None, limiter: Default::default() }
+        Self {
+            db,
+            metrics: Default::default(),
+            aws: None,
+            notify: None,
+            posture: None,
+            limiter: Default::default(),
+            lake: Default::default(),
+        }
+    }
+
+    /// Other bounds for reading the lake.
+    pub fn with_lake(mut self, limits: crate::archive::read::LakeLimits) -> Self {
+        self.lake = std::sync::Arc::new(crate::archive::read::Lake::new(limits));
+        self
     }
 
     pub fn with_limits(mut self, limits: limits::ApiLimits) -> Self {

@@ -163,8 +163,14 @@ async fn spawn_writers(
 ) -> Result<Vec<JoinHandle<Result<(), StoreError>>>, ImportError> {
     let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
     let partitions = Arc::new(PartitionCache::default());
+    // Each writer holds one of the pool's connections until the import ends: no more writers
+    // than the pool has, or the last would wait for one that never frees.
+    let pool_size = pool.options().get_max_connections() as usize;
+    if count > pool_size {
+        tracing::warn!(writers = count, pool_size, "fewer writers than asked: each holds one database connection");
+    }
     let mut writers = Vec::new();
-    for _ in 0..count {
+    for _ in 0..count.min(pool_size).max(1) {
         let writer = BatchWriter::connect(pool, partitions.clone()).await.map_err(ImportError::Connect)?;
         writers.push(tokio::spawn(write_batches(writer, receiver.clone(), summary.clone())));
     }

@@ -5,6 +5,11 @@
 //! table and `INSERT ... ON CONFLICT DO NOTHING`, which stores only the new rows. If a row is
 //! malformed for PostgreSQL, rows are written one at a time so only that row is lost, and it is
 //! named in the error.
+//!
+//! Partitions: the writer trusts its partition cache for every month it knows, so a batch costs
+//! no partition check. A month the archive dropped behind its back fails the write with "no
+//! partition of relation found for row"; the writer then forgets the table's months and writes
+//! the batch again, which re-creates the partition (see `db::partitions`).
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
@@ -12,11 +17,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolCopyExt;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
 use crate::db::copy::CopyBuffer;
-use crate::db::partitions::{PartitionCache, PartitionedTable};
+use crate::db::partitions::{PartitionCache, PartitionedTable, is_missing_partition};
 use crate::ingest::{api_rollup, cloudtrail, flowlogs};
 
 /// Rows for one table from one file.
@@ -82,17 +88,19 @@ fn columns(table: PartitionedTable) -> &'static str {
     }
 }
 
-/// Writes batches on one connection.
+/// Writes batches on one connection of the pool, held (not detached) for the writer's life:
+/// the pool counts it, so a process stays within its `--db-connections`.
 pub struct BatchWriter {
-    conn: PgConnection,
+    conn: PoolConnection<Postgres>,
     partitions: Arc<PartitionCache>,
     known_accounts: HashSet<String>,
     staging_ready: HashSet<PartitionedTable>,
 }
 
 impl BatchWriter {
+    /// Takes a connection from `pool` until the writer is dropped.
     pub async fn connect(pool: &PgPool, partitions: Arc<PartitionCache>) -> Result<Self, sqlx::Error> {
-        let conn = pool.acquire().await?.detach();
+        let conn = pool.acquire().await?;
         Ok(Self { conn, partitions, known_accounts: HashSet::new(), staging_ready: HashSet::new() })
     }
 
@@ -118,6 +126,18 @@ impl BatchWriter {
                     attempt += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(50 * attempt as u64)).await;
                 }
+                // An archive run dropped a month this writer's cache still knows: forget the
+                // table's months so the next attempt re-creates the partition. The batch is
+                // idempotent, as above.
+                Err(error) if is_missing_partition(&error) && attempt < DEADLOCK_ATTEMPTS => {
+                    tracing::info!(
+                        table = batch.table.name(),
+                        attempt,
+                        "a partition this writer knew is gone (archived); re-creating it and writing the batch again"
+                    );
+                    self.partitions.forget(batch.table);
+                    attempt += 1;
+                }
                 result => return result.map_err(StoreError::for_table(batch.table)),
             }
         }
@@ -126,7 +146,7 @@ impl BatchWriter {
     async fn write_batch_once(&mut self, batch: &Batch) -> Result<BatchOutcome, sqlx::Error> {
         let table = batch.table;
         self.register_accounts(&batch.accounts).await?;
-        self.partitions.ensure(&mut self.conn, table, batch.months.iter().copied().collect()).await?;
+        self.partitions.ensure_trusted(&mut self.conn, table, batch.months.iter().copied().collect()).await?;
         let rows = batch.rows.rows() as u64;
         match self.copy_direct(table, batch.rows.as_bytes()).await {
             Ok(()) => Ok(BatchOutcome { inserted: rows, ..Default::default() }),
@@ -154,7 +174,7 @@ impl BatchWriter {
             return Ok(());
         }
         sqlx::query!("INSERT INTO accounts (account_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", &new)
-            .execute(&mut self.conn)
+            .execute(&mut *self.conn)
             .await?;
         self.known_accounts.extend(new);
         Ok(())
@@ -199,11 +219,13 @@ impl BatchWriter {
                 "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
                 table.name()
             );
-            sqlx::query(&create).execute(&mut self.conn).await?;
+            sqlx::query(&create).execute(&mut *self.conn).await?;
             self.staging_ready.insert(table);
         }
         let mut tx = self.conn.begin().await?;
         let inserted = stage_and_insert(&mut tx, table, &stage, data).await?;
+        // Rows already stored roll up again harmlessly (first and last seen are idempotent).
+        rollup(&mut tx, table, data).await?;
         tx.commit().await?;
         Ok(inserted)
     }
@@ -253,7 +275,8 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
     error.as_database_error().and_then(|e| e.code()).is_some_and(|code| code == UNIQUE_VIOLATION)
 }
 
-/// How many times a batch is written when PostgreSQL picks it as a deadlock's victim.
+/// How many times a batch is written when PostgreSQL picks it as a deadlock's victim (or a
+/// partition it needs was dropped behind the writer's back).
 const DEADLOCK_ATTEMPTS: u32 = 4;
 
 /// SQLSTATE 40P01: this transaction was rolled back to break a deadlock.

@@ -2,7 +2,7 @@
 //! country), when, a link back to the alert page, and what to do next.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::limits;
 use super::targets::{Notification, digest_lines, digest_title};
@@ -182,12 +182,141 @@ pub fn email_subject_and_body(notification: &Notification<'_>) -> (String, Strin
             subject(format!("Re: {}", alert.summary())),
             format!("The alert was {}.\n\n{}", status_line(*status, actor, reason), alert.text()),
         ),
+        Notification::AutomaticAction { alert, action, .. } => {
+            (subject(format!("{} (Re: {})", action.headline(), alert.summary())), action.text(alert))
+        }
         Notification::Digest { alerts, period_minutes } => {
             let lines = digest_lines(alerts);
             let body = limits::join_within(&lines, usize::MAX, "\n", limits::EMAIL_DIGEST_BODY);
             (subject(digest_title(alerts, *period_minutes)), format!("{body}\n"))
         }
     }
+}
+
+/// What became of an automatic containment action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionOutcome {
+    /// Applied: the resource was changed (or was already contained).
+    Taken,
+    /// Tried and failed; a failure half-way says what it changed in the record.
+    Failed,
+    /// Its kind needs a second person's approval: nothing runs until someone approves it.
+    AwaitingApproval,
+    /// Dry-run mode: recorded what it would do, changed nothing.
+    DryRun,
+    /// Not run: a rate limit, or no responder role for the account.
+    NotRun,
+}
+
+impl ActionOutcome {
+    /// The words of headlines and subjects.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Taken => "Automatic action taken",
+            Self::Failed => "Automatic action FAILED",
+            Self::AwaitingApproval => "Automatic action awaiting approval",
+            Self::DryRun => "Automatic action (dry run, nothing changed)",
+            Self::NotRun => "Automatic action NOT run",
+        }
+    }
+}
+
+/// What automatic containment did about an alert, as every channel renders it: what was done,
+/// to which resource, where, the result and how to undo it. Stored with the outbox row
+/// (`automatic_action`); documented in docs/webhooks.md.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AutomaticAction {
+    pub outcome: ActionOutcome,
+    /// The action's kind (`revoke-ingress-rule`, `quarantine`, …).
+    pub kind: String,
+    /// The resource it acts on (`sg-…:sgr-…`, `user/alice`, …).
+    pub resource: String,
+    pub account_id: String,
+    pub region: String,
+    /// The rule of policies/response.yaml that asked for it.
+    pub rule: String,
+    /// What happened, in a sentence (the recorded status, or the error).
+    pub result: String,
+    /// The recorded action (`skywarden respond list`), when one was recorded.
+    pub action_id: Option<String>,
+    /// How to undo it, in a sentence (or why there is nothing to undo).
+    pub undo: String,
+    /// The command that undoes it, when it can be undone now.
+    pub undo_command: Option<String>,
+    /// The incident the alert belongs to, filled in when it is sent.
+    #[serde(default)]
+    pub incident_id: Option<String>,
+    /// The incident's dashboard page, filled in when it is sent.
+    #[serde(default)]
+    pub incident_url: Option<String>,
+}
+
+impl AutomaticAction {
+    /// `Automatic action taken: revoke-ingress-rule sg-1:sgr-1 in 111122223333/eu-west-1`, one line.
+    pub fn headline(&self) -> String {
+        let line =
+            format!("{}: {} {} in {}/{}", self.outcome.label(), self.kind, self.resource, self.account_id, self.region);
+        limits::truncate(&limits::single_line(&line), TITLE_MAX * 2)
+    }
+
+    /// The facts, one line each and cut, for every receiver.
+    pub fn facts(&self, alert: &AlertMessage) -> Vec<(&'static str, String)> {
+        let mut facts = vec![
+            ("Action", self.kind.clone()),
+            ("Resource", self.resource.clone()),
+            ("Account", self.account_id.clone()),
+            ("Region", self.region.clone()),
+            ("Result", self.result.clone()),
+            ("Alert", format!("{} ({})", alert.title_line(), alert.id)),
+            ("Incident", self.incident_id.clone().unwrap_or_else(|| "none yet".into())),
+            ("Rule", self.rule.clone()),
+            ("Undo", self.undo.clone()),
+        ];
+        if let Some(id) = &self.action_id {
+            facts.push(("Action id", id.clone()));
+        }
+        facts
+            .into_iter()
+            .map(|(name, value)| (name, limits::truncate(&limits::single_line(&value), FACT_MAX)))
+            .collect()
+    }
+
+    /// The links of a body: the alert page (its Respond section undoes) and the incident's.
+    pub fn links(&self, alert: &AlertMessage) -> Vec<(&'static str, String)> {
+        let mut links = vec![("Open the alert (Respond section: undo, approve)", alert.url.clone())];
+        if let Some(url) = &self.incident_url {
+            links.push(("Open the incident", url.clone()));
+        }
+        links
+    }
+
+    /// A plain-text body: the headline, one line per fact, the undo command and the links.
+    pub fn text(&self, alert: &AlertMessage) -> String {
+        self.text_head(alert) + &self.text_links(alert)
+    }
+
+    /// The headline, one line per fact and the undo command (what markup must escape).
+    pub fn text_head(&self, alert: &AlertMessage) -> String {
+        let mut text = format!("{}\n\n", self.headline());
+        for (name, value) in self.facts(alert) {
+            text.push_str(&format!("{name}: {value}\n"));
+        }
+        if let Some(command) = &self.undo_command {
+            text.push_str(&format!("\nTo undo: {}\n", limits::single_line(command)));
+        }
+        text
+    }
+
+    /// The links, a line each (Skywarden's own URLs).
+    pub fn text_links(&self, alert: &AlertMessage) -> String {
+        self.links(alert).into_iter().map(|(name, url)| format!("\n{name}: {url}\n")).collect()
+    }
+}
+
+/// The dashboard page of an incident.
+pub fn incident_url(public_url: &str, incident_id: &str) -> String {
+    format!("{}/#/incident/{incident_id}", public_url.trim_end_matches('/'))
 }
 
 /// The receiver-visible dedup key of an alert.

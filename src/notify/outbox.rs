@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
+use super::message::AutomaticAction;
 use crate::alerts::incidents;
 use crate::alerts::store::{self as alert_store, AlertChange, AlertStoreError, RecordOutcome};
 use crate::model::{AlertStatus, Finding, Severity};
@@ -138,18 +139,21 @@ pub async fn enqueue_alert_note(
     Ok(queued)
 }
 
-/// Tells what automatic containment did about an alert (event `alert.automatic_action`, rendered
-/// as a status message with the alert's current status, `actor` and `note`) to every channel of
+/// Tells what automatic containment did about an alert (event `alert.automatic_action`: the
+/// action itself, rendered by every receiver as what was done, to what, where, the result and
+/// how to undo it; `note` is its one-line summary in the deliveries list) to every channel of
 /// every enabled route the alert matches now, whatever the route's status-update or digest
 /// setting, and to every channel told of the alert before; one message per channel. Returns how
 /// many were queued.
 pub async fn enqueue_automatic_action(
     pool: &PgPool,
-    account_id: &str,
     alert_id: &str,
     actor: &str,
     note: &str,
+    action: &AutomaticAction,
 ) -> Result<u64, sqlx::Error> {
+    let account_id = action.account_id.as_str();
+    let action = serde_json::to_value(action).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let queued = sqlx::query!(
         r#"WITH alert AS (
                SELECT account_id, alert_id, policy_id, severity, mitre, status FROM alerts
@@ -174,15 +178,16 @@ pub async fn enqueue_automatic_action(
                WHERE o.event = 'alert.opened' AND o.account_id = $1 AND o.alert_id = $2::text::uuid AND c.enabled
            )
            INSERT INTO notification_outbox (channel_id, route_id, event, account_id, alert_id, alert_status, status_actor,
-                                            status_reason, dedup_key)
+                                            status_reason, dedup_key, automatic_action)
            SELECT DISTINCT ON (m.channel_id) m.channel_id, m.route_id, 'alert.automatic_action', a.account_id, a.alert_id,
-                  a.status, $3, $4, 'skywarden-' || $2
+                  a.status, $3, $4, 'skywarden-' || $2, $5
            FROM matching m, alert a
            ORDER BY m.channel_id, m.route_id"#,
         account_id,
         alert_id,
         actor,
         note,
+        action,
     )
     .execute(pool)
     .await?;
@@ -265,6 +270,9 @@ pub struct Claimed {
     pub dedup_key: String,
     /// Including this one.
     pub attempts: i32,
+    /// What automatic containment did (`alert.automatic_action`; absent in rows queued before
+    /// it was stored, which are sent as status messages).
+    pub automatic_action: Option<AutomaticAction>,
 }
 
 /// Claims up to `limit` due rows for `lease_seconds`. A row waits while an earlier row for the
@@ -284,7 +292,8 @@ pub async fn claim(pool: &PgPool, limit: i64, lease_seconds: f64) -> Result<Vec<
                FOR UPDATE SKIP LOCKED)
            RETURNING o.id, o.channel_id, o.route_id, o.event, o.account_id, o.alert_id::text AS alert_id,
                      o.alert_status AS "alert_status: AlertStatus", o.status_actor, o.status_reason,
-                     ARRAY(SELECT a::text FROM unnest(o.digest_alerts) AS a) AS "digest_alerts!", o.dedup_key, o.attempts"#,
+                     ARRAY(SELECT a::text FROM unnest(o.digest_alerts) AS a) AS "digest_alerts!", o.dedup_key, o.attempts,
+                     o.automatic_action"#,
         limit,
         lease_seconds,
     )
@@ -305,10 +314,19 @@ pub async fn claim(pool: &PgPool, limit: i64, lease_seconds: f64) -> Result<Vec<
             digest_alerts: r.digest_alerts,
             dedup_key: r.dedup_key,
             attempts: r.attempts,
+            automatic_action: r.automatic_action.and_then(|value| parse_action(r.id, value)),
         })
         .collect();
     claimed.sort_by_key(|c| c.id);
     Ok(claimed)
+}
+
+/// A stored automatic action; one that does not read (written by a later release) is logged
+/// and sent as the status message it also is.
+fn parse_action(id: i64, value: serde_json::Value) -> Option<AutomaticAction> {
+    serde_json::from_value(value)
+        .map_err(|error| tracing::warn!(delivery = id, %error, "an automatic action that does not read; sent as a status message"))
+        .ok()
 }
 
 /// The receiver took it.

@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use super::channels::{self, Channel, ChannelKind};
 use super::error_chain;
 use super::http_client::{HttpError, Reply, SafeHttpClient};
-use super::message::AlertMessage;
+use super::message::{AlertMessage, incident_url};
 use super::outbox::{self, Claimed};
 use super::secrets::SecretKey;
 use super::targets::{self, Envelope, Notification, email};
@@ -243,49 +243,69 @@ impl Sender {
                 let period = self.digest_period(row.route_id).await;
                 self.send(&channel, &Notification::Digest { alerts: &alerts, period_minutes: period }, &envelope).await
             }
-            event => {
-                let Some(alert_id) = row.alert_id.as_deref() else {
-                    return Attempt::Rejected { http_status: None, error: "an alert message without an alert".into() };
-                };
-                let alert = match self.alert(alert_id).await {
-                    Ok(Some(alert)) => alert,
-                    Ok(None) => {
-                        return Attempt::Delivered {
-                            http_status: None,
-                            remote_ref: None,
-                            note: Some("the alert was withdrawn".into()),
-                        };
-                    }
-                    Err(error) => return Attempt::Failed { http_status: None, error: error.to_string(), after: None },
-                };
-                if event == "alert.opened" {
-                    return self.send(&channel, &Notification::Opened(&alert), &envelope).await;
-                }
-                let remote = match outbox::remote_ref(&self.pool, channel.id, &alert.account_id, &alert.id).await {
-                    Ok(remote) => remote,
-                    Err(error) => return Attempt::Failed { http_status: None, error: error.to_string(), after: None },
-                };
-                let Some(status) = row.alert_status else {
-                    return Attempt::Rejected { http_status: None, error: "a status change without a status".into() };
-                };
-                let notification = Notification::StatusChanged {
-                    alert: &alert,
-                    status,
-                    actor: row.status_actor.as_deref().unwrap_or("someone"),
-                    reason: row.status_reason.as_deref().unwrap_or(""),
-                    remote_ref: remote.as_deref(),
-                };
-                self.send(&channel, &notification, &envelope).await
-            }
+            event => self.alert_event(&channel, row, &envelope, event).await,
         }
     }
 
+    /// A message about one alert: its opening, a status change or an automatic action.
+    async fn alert_event(&self, channel: &Channel, row: &Claimed, envelope: &Envelope, event: &str) -> Attempt {
+        let Some(alert_id) = row.alert_id.as_deref() else {
+            return Attempt::Rejected { http_status: None, error: "an alert message without an alert".into() };
+        };
+        let alert = match self.alert_and_incident(alert_id).await {
+            Ok(Some(alert)) => alert,
+            Ok(None) => {
+                return Attempt::Delivered {
+                    http_status: None,
+                    remote_ref: None,
+                    note: Some("the alert was withdrawn".into()),
+                };
+            }
+            Err(error) => return Attempt::Failed { http_status: None, error: error.to_string(), after: None },
+        };
+        let (alert, incident_id) = alert;
+        if event == "alert.opened" {
+            return self.send(channel, &Notification::Opened(&alert), envelope).await;
+        }
+        let remote = match outbox::remote_ref(&self.pool, channel.id, &alert.account_id, &alert.id).await {
+            Ok(remote) => remote,
+            Err(error) => return Attempt::Failed { http_status: None, error: error.to_string(), after: None },
+        };
+        if let Some(action) = &row.automatic_action {
+            let mut action = action.clone();
+            action.incident_url = incident_id.as_deref().map(|id| incident_url(&self.options.public_url, id));
+            action.incident_id = incident_id;
+            let notification =
+                Notification::AutomaticAction { alert: &alert, action: &action, remote_ref: remote.as_deref() };
+            return self.send(channel, &notification, envelope).await;
+        }
+        let Some(status) = row.alert_status else {
+            return Attempt::Rejected { http_status: None, error: "a status change without a status".into() };
+        };
+        let notification = Notification::StatusChanged {
+            alert: &alert,
+            status,
+            actor: row.status_actor.as_deref().unwrap_or("someone"),
+            reason: row.status_reason.as_deref().unwrap_or(""),
+            remote_ref: remote.as_deref(),
+        };
+        self.send(channel, &notification, envelope).await
+    }
+
     async fn alert(&self, id: &str) -> Result<Option<AlertMessage>, alert_store::AlertStoreError> {
+        Ok(self.alert_and_incident(id).await?.map(|(alert, _)| alert))
+    }
+
+    /// The alert as channels render it, and the incident it belongs to now.
+    async fn alert_and_incident(
+        &self,
+        id: &str,
+    ) -> Result<Option<(AlertMessage, Option<String>)>, alert_store::AlertStoreError> {
         let filter = AlertFilter { alert_id: Some(id.to_string()), ..Default::default() };
         Ok(alert_store::list(&self.pool, &filter)
             .await?
             .first()
-            .map(|a| AlertMessage::from_alert(a, &self.options.public_url)))
+            .map(|a| (AlertMessage::from_alert(a, &self.options.public_url), a.incident_id.clone())))
     }
 
     async fn digest_period(&self, route_id: Option<i64>) -> i32 {

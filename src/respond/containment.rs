@@ -13,8 +13,9 @@ use sqlx::PgPool;
 use super::auto::{AutoRules, Rule};
 use super::record::{self, NewAction};
 use super::run::{self, AUTOMATIC_ACTOR, ApplyRequest, ResponseContext};
-use super::{Action, RespondError};
+use super::{Action, RespondError, Undo};
 use crate::model::Severity;
+use crate::notify::message::{ActionOutcome, AutomaticAction};
 
 /// How often the job looks for new alerts.
 const INTERVAL: Duration = Duration::from_secs(30);
@@ -213,12 +214,14 @@ impl Containment {
             Err(error) => format!("FAILED: {} {}: {error}", action.kind(), action.target()),
         };
         let note = format!("Skywarden automatic containment (rule {}): {note}. {}", rule.id, reason_suffix(&key));
+        let recorded = record::get_by_key(&self.ctx.pool, &key).await.ok().flatten();
+        let notice = notice(rule, &alert.account_id, action, recorded.as_ref(), outcome.as_ref().err());
         let told = crate::notify::outbox::enqueue_automatic_action(
             &self.ctx.pool,
-            &alert.account_id,
             &alert.alert_id,
             AUTOMATIC_ACTOR,
             &note,
+            &notice,
         )
         .await;
         let (status, _) = outcome?;
@@ -347,6 +350,79 @@ fn bounded_reason(text: &str) -> String {
         reason.push(c);
     }
     reason
+}
+
+/// What receivers are told of an automatic action: from its record (what was done, the result,
+/// how to undo it), or from the error when not even that was recorded.
+fn notice(
+    rule: &Rule,
+    account_id: &str,
+    action: &Action,
+    recorded: Option<&record::ResponseRecord>,
+    error: Option<&RespondError>,
+) -> AutomaticAction {
+    let status = recorded.map_or("failed", |r| r.status.as_str());
+    let recorded_error = recorded.and_then(|r| r.error.as_deref());
+    let outcome = match status {
+        "applied" => ActionOutcome::Taken,
+        "awaiting_approval" => ActionOutcome::AwaitingApproval,
+        "dry_run" => ActionOutcome::DryRun,
+        "failed" if recorded_error.is_some_and(|e| e.starts_with(NOT_RUN)) => ActionOutcome::NotRun,
+        _ => ActionOutcome::Failed,
+    };
+    let error = recorded_error.map(str::to_owned).or_else(|| error.map(ToString::to_string));
+    let result = match (outcome, error) {
+        (ActionOutcome::Taken, _) if recorded.is_some_and(|r| r.calls.as_array().is_some_and(Vec::is_empty)) => {
+            "applied: it was already contained, nothing was called".to_owned()
+        }
+        (ActionOutcome::Taken, _) => "applied".to_owned(),
+        (ActionOutcome::AwaitingApproval, _) => {
+            "waits for a second person's approval: nothing runs until an analyst approves it on the alert page"
+                .to_owned()
+        }
+        (ActionOutcome::DryRun, Some(error)) => format!("dry run, nothing changed; {error}"),
+        (ActionOutcome::DryRun, None) => "dry run, nothing changed".to_owned(),
+        (_, Some(error)) => format!("{status}: {error}"),
+        (_, None) => status.to_owned(),
+    };
+    let action_id = recorded.map(|r| r.id.clone());
+    let (undo, undo_command) = undo_of(outcome, action, action_id.as_deref());
+    AutomaticAction {
+        outcome,
+        kind: action.kind().to_owned(),
+        resource: action.target(),
+        account_id: account_id.to_owned(),
+        region: action.region().to_owned(),
+        rule: rule.id.clone(),
+        result,
+        action_id,
+        undo,
+        undo_command,
+        incident_id: None,
+        incident_url: None,
+    }
+}
+
+/// How to undo an automatic action: the command (and the alert page's Undo) for one applied,
+/// else why there is nothing to undo.
+fn undo_of(outcome: ActionOutcome, action: &Action, id: Option<&str>) -> (String, Option<String>) {
+    match (outcome, action.undo(), id) {
+        (ActionOutcome::Taken, Undo::Possible(how), Some(id)) => {
+            let command = format!("skywarden respond undo {id} --reason \"REASON\"");
+            (format!("{command}, or Undo on the alert page ({how})"), Some(command))
+        }
+        (ActionOutcome::Taken, Undo::Impossible(why), _) => (format!("cannot be undone: {why}"), None),
+        (ActionOutcome::Failed, _, Some(id)) => (
+            format!(
+                "nothing to undo unless it changed something before failing: see action {id} (skywarden respond list)"
+            ),
+            None,
+        ),
+        (ActionOutcome::AwaitingApproval, _, _) => {
+            ("nothing to undo: nothing ran; refuse it by leaving it unapproved".to_owned(), None)
+        }
+        _ => ("nothing to undo: nothing was changed".to_owned(), None),
+    }
 }
 
 fn reason_suffix(key: &str) -> String {

@@ -17,6 +17,9 @@ fn not_found(error: &AwsError) -> bool {
     error.code.as_deref().is_some_and(|code| code.contains("NotFound") || code.contains("Malformed"))
 }
 
+/// How the refusal of an egress rule ends (revoke-principal-ingress tells it from other errors).
+pub(super) const EGRESS: &str = " is an egress rule";
+
 /// The rule as recorded: everything AuthorizeSecurityGroupIngress needs to re-create it.
 pub(super) async fn observe_rule(ec2: &Client, region: &str, rule_id: &str) -> Result<Observed, RespondError> {
     let answer = ec2.describe_security_group_rules().security_group_rule_ids(rule_id).send().await;
@@ -31,7 +34,7 @@ pub(super) async fn observe_rule(ec2: &Client, region: &str, rule_id: &str) -> R
         return Ok(Observed { state: json!({"exists": false, "rule_id": rule_id}), protected: false, changes: false });
     };
     if rule.is_egress() == Some(true) {
-        return Err(RespondError::Invalid { field: "target", reason: format!("{rule_id} is an egress rule") });
+        return Err(RespondError::Invalid { field: "target", reason: format!("{rule_id}{EGRESS}") });
     }
     let group_id = rule.group_id().unwrap_or_default().to_owned();
     let groups = ec2

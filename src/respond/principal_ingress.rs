@@ -1,12 +1,15 @@
 //! "Revoke every rule opened by the principal": the security-group ingress rules a user or role
 //! authorised (its `AuthorizeSecurityGroupIngress` events, whatever the request's shape: the
-//! rule ids come from the answer) that still exist, read live with the responder role.
+//! rule ids come from the answer) or widened (its `ModifySecurityGroupRules` events: a rule whose
+//! source, protocol or ports the principal changed is one it opened, by the rule id the request
+//! names) that still exist, read live with the responder role.
 //!
 //! The events are read newest first (the attacker's latest rules first), page by page; only
 //! rules that still exist count against [`MAX_RULES`]. An event is trusted only when it is EC2's,
 //! of this account, in a region; a rule only when its live group, protocol, ports and source are
-//! the event's. Anything cut off, unresolved, mismatched, unreadable or refused is listed in
-//! `incomplete`: the action then records `failed`, never `applied`.
+//! the event's (for a modification: what it set). Anything cut off, unresolved, mismatched,
+//! unreadable or refused is listed in `incomplete`: the action then records `failed`, never
+//! `applied`. A modified rule that turns out to be an egress rule is not ingress: listed, left.
 
 use std::collections::HashSet;
 
@@ -58,11 +61,15 @@ pub(super) fn event_problem(raw: &Value, account_id: &str, region: Option<&str>)
     }
 }
 
-/// The ingress rules one `AuthorizeSecurityGroupIngress` event created, from its answer; `None`
-/// when the answer names no rule id (CloudTrail before rule ids, or an answer left out).
+/// The ingress rules one `AuthorizeSecurityGroupIngress` event created, from its answer (or
+/// those a `ModifySecurityGroupRules` event changed, from its request); `None` when it names no
+/// rule id (CloudTrail before rule ids, or an answer left out).
 pub(super) fn rules_of_event(event_id: &str, region: Option<&str>, raw: &Value) -> Option<Vec<RuleRef>> {
-    let items = raw["responseElements"]["securityGroupRuleSet"]["items"].as_array()?;
     let region = region.or_else(|| raw["awsRegion"].as_str())?;
+    if raw["eventName"].as_str().is_some_and(|name| name.eq_ignore_ascii_case(MODIFY)) {
+        return rules_of_modification(event_id, region, raw);
+    }
+    let items = raw["responseElements"]["securityGroupRuleSet"]["items"].as_array()?;
     let rules: Vec<RuleRef> = items
         .iter()
         .filter(|rule| rule["isEgress"] != Value::Bool(true))
@@ -74,6 +81,46 @@ pub(super) fn rules_of_event(event_id: &str, region: Option<&str>, raw: &Value) 
                 rule_id: rule_id.to_owned(),
                 event_id: event_id.to_owned(),
                 item: rule.clone(),
+            })
+        })
+        .collect();
+    (!rules.is_empty()).then_some(rules)
+}
+
+/// The event that changes existing rules in place (the rule id stays).
+const MODIFY: &str = "ModifySecurityGroupRules";
+
+/// The rules a `ModifySecurityGroupRules` request changed, each with what it set as the item
+/// the live rule must still be (the request's fields in the answer items' names). CloudTrail
+/// writes `ModifySecurityGroupRulesRequest.SecurityGroupRule` as one object, or a list for
+/// several: `{SecurityGroupRuleId, SecurityGroupRule: {IpProtocol, FromPort, ToPort, CidrIpv4,
+/// CidrIpv6, PrefixListId, ReferencedGroupId, Description}}`.
+fn rules_of_modification(event_id: &str, region: &str, raw: &Value) -> Option<Vec<RuleRef>> {
+    let request = &raw["requestParameters"]["ModifySecurityGroupRulesRequest"];
+    let group = request["GroupId"].as_str()?;
+    let updates = match &request["SecurityGroupRule"] {
+        Value::Array(items) => items.clone(),
+        Value::Object(_) => vec![request["SecurityGroupRule"].clone()],
+        _ => return None,
+    };
+    let rules: Vec<RuleRef> = updates
+        .iter()
+        .filter_map(|update| {
+            let rule_id = update["SecurityGroupRuleId"].as_str()?;
+            let set = &update["SecurityGroupRule"];
+            let mut item = json!({"groupId": group, "securityGroupRuleId": rule_id, "modified": true,
+                                  "ipProtocol": set["IpProtocol"], "fromPort": set["FromPort"], "toPort": set["ToPort"],
+                                  "cidrIpv4": set["CidrIpv4"], "cidrIpv6": set["CidrIpv6"],
+                                  "prefixListId": set["PrefixListId"]});
+            if let Some(referenced) = set["ReferencedGroupId"].as_str() {
+                item["referencedGroupInfo"] = json!({"groupId": referenced});
+            }
+            Some(RuleRef {
+                region: region.to_owned(),
+                group_id: Some(group.to_owned()),
+                rule_id: rule_id.to_owned(),
+                event_id: event_id.to_owned(),
+                item,
             })
         })
         .collect();
@@ -113,7 +160,8 @@ fn same(value: &Value) -> String {
     }
 }
 
-/// One page of the principal's successful `AuthorizeSecurityGroupIngress` events in the account,
+/// One page of the principal's successful `AuthorizeSecurityGroupIngress` and
+/// `ModifySecurityGroupRules` events in the account,
 /// newest first, before `cursor`: a user's own calls and its federation sessions, or the
 /// sessions of a role. `limit` rows at most; with `as_of`, only the events stored by then (those
 /// the request's dry run and approval saw).
@@ -131,7 +179,8 @@ async fn page(
     };
     let rows = sqlx::query!(
         r#"SELECT event_id, event_time, region, raw FROM cloudtrail_events
-           WHERE account_id = $1 AND lower(event_name) = 'authorizesecuritygroupingress' AND error_code IS NULL
+           WHERE account_id = $1 AND lower(event_name) IN ('authorizesecuritygroupingress', 'modifysecuritygrouprules')
+             AND error_code IS NULL
              AND lower(user_name) = lower($3) AND event_time > now() - make_interval(days => $5)
              AND ($6::timestamptz IS NULL OR (event_time, event_id) < ($6, $7))
              AND ($8::timestamptz IS NULL OR ingested_at <= $8)
@@ -205,6 +254,11 @@ async fn read(session: &AccountSession, rule: RuleRef) -> LiveRule {
                 if exists { mismatch(&rule.item, &observed.state).map(|why| ("mismatch", why)) } else { None };
             LiveRule { rule, exists, protected: observed.protected, state: observed.state, problem }
         }
+        Err(RespondError::Invalid { reason, .. }) if reason.ends_with(ec2::EGRESS) => {
+            // A modification names no direction: an egress rule it changed opened no ingress.
+            let state = json!({"rule_id": rule.rule_id, "exists": true, "egress": true});
+            LiveRule { rule, exists: false, protected: false, state, problem: Some((EGRESS_PROBLEM, reason)) }
+        }
         Err(error) => {
             tracing::warn!(rule_id = %rule.rule_id, region = %rule.region, error = %error,
                 "revoke-principal-ingress: a rule could not be read; it is left alone");
@@ -213,6 +267,9 @@ async fn read(session: &AccountSession, rule: RuleRef) -> LiveRule {
         }
     }
 }
+
+/// The problem of a modified rule that is an egress rule: not this action's, never incomplete.
+const EGRESS_PROBLEM: &str = "egress";
 
 /// What the events named, as read so far.
 #[derive(Default)]
@@ -243,7 +300,10 @@ impl Reading {
             let request = &raw["requestParameters"];
             self.unresolved.push(json!({
                 "event_id": event_id,
-                "group": request["groupId"].as_str().or(request["groupName"].as_str()),
+                "group": request["groupId"]
+                    .as_str()
+                    .or(request["groupName"].as_str())
+                    .or(request["ModifySecurityGroupRulesRequest"]["GroupId"].as_str()),
                 "why": "the event's answer names no rule id: compare the group's rules with its requestParameters",
             }));
             return true;
@@ -326,6 +386,7 @@ fn summarize(principal: &Principal, reading: Reading) -> Observed {
         .collect();
     for rule in &reading.rules {
         match &rule.problem {
+            Some((EGRESS_PROBLEM, _)) => {}
             Some((problem, why)) => incomplete.push(format!("{} {problem}: {why}", rule.rule.rule_id)),
             None if rule.exists && rule.protected => {
                 incomplete.push(format!("{} refused: tagged skywarden:protected", rule.rule.rule_id));
@@ -348,6 +409,74 @@ fn summarize(principal: &Principal, reading: Reading) -> Observed {
         "incomplete": incomplete,
     });
     Observed { rules: reading.rules, state, incomplete }
+}
+
+/// The plan an action fixes when it is asked for: the exact rules (id, region, group, the event
+/// that opened them and that event's item: protocol, ports, source) and what the events left
+/// undone. Approval acts on exactly these rules, each re-read and re-checked live
+/// ([`observe_plan`]), whatever events arrive or go meanwhile.
+pub(super) fn plan_of(observed: &Observed) -> Value {
+    let rules: Vec<Value> = observed
+        .rules
+        .iter()
+        .map(|r| {
+            json!({"rule_id": r.rule.rule_id, "region": r.rule.region, "group_id": r.rule.group_id,
+                   "event_id": r.rule.event_id, "item": r.rule.item})
+        })
+        .collect();
+    let state = &observed.state;
+    json!({
+        "rules": rules,
+        "events_read": state["events_read"],
+        "cut_off": state["cut_off"],
+        "unresolved_events": state["unresolved_events"],
+        "rejected_events": state["rejected_events"],
+    })
+}
+
+/// The rules of a stored plan; an entry that does not read is an error naming it.
+fn planned_rules(plan: &Value) -> Result<Vec<RuleRef>, RespondError> {
+    let bad = |why: String| RespondError::Invalid { field: "plan", reason: why };
+    let rules = plan["rules"].as_array().ok_or_else(|| bad("the stored plan has no rules list".into()))?;
+    rules
+        .iter()
+        .enumerate()
+        .map(|(at, rule)| {
+            let text = |field: &str| rule[field].as_str().map(str::to_owned);
+            let (Some(rule_id), Some(region), Some(event_id)) = (text("rule_id"), text("region"), text("event_id"))
+            else {
+                return Err(bad(format!("rules[{at}] lacks rule_id, region or event_id")));
+            };
+            if !is_region_name(&region) {
+                return Err(bad(format!("rules[{at}].region {region:?} is not an AWS region name")));
+            }
+            Ok(RuleRef { region, group_id: text("group_id"), rule_id, event_id, item: rule["item"].clone() })
+        })
+        .collect()
+}
+
+/// The rules of a stored plan read live: each must still be the rule its event opened (group,
+/// protocol, ports, source), else it is left alone and reported; the plan's unresolved,
+/// rejected and cut-off events stay reported. No event is read again.
+pub(super) async fn observe_plan(
+    session: &AccountSession,
+    principal: &Principal,
+    plan: &Value,
+) -> Result<Observed, RespondError> {
+    let list = |field: &str| plan[field].as_array().cloned().unwrap_or_default();
+    let mut reading = Reading {
+        unresolved: list("unresolved_events"),
+        rejected: list("rejected_events"),
+        events: plan["events_read"].as_u64().and_then(|n| usize::try_from(n).ok()).unwrap_or_default(),
+        cut_off: plan["cut_off"].as_str().map(str::to_owned),
+        ..Reading::default()
+    };
+    for rule in planned_rules(plan)? {
+        let live = read(session, rule).await;
+        reading.existing += usize::from(live.exists);
+        reading.rules.push(live);
+    }
+    Ok(summarize(principal, reading))
 }
 
 /// The `revoke-ingress-rule` action of one rule, checked as the CLI's would be.
@@ -381,6 +510,51 @@ mod tests {
         assert_eq!(rules[0].region, "eu-west-1");
         // No rule id in the answer: unresolved, not silently nothing.
         assert!(rules_of_event("e2", Some("us-east-1"), &json!({"responseElements": {"_return": true}})).is_none());
+    }
+
+    #[test]
+    fn a_modification_names_the_rules_it_widened_with_what_it_set() {
+        // CloudTrail's shape: one update as an object, several as a list; the answer has no rule.
+        let one = json!({"eventName": "ModifySecurityGroupRules", "awsRegion": "eu-west-1",
+            "requestParameters": {"ModifySecurityGroupRulesRequest": {"GroupId": "sg-1", "SecurityGroupRule": {
+                "SecurityGroupRuleId": "sgr-0000000000000000a", "tag": 1,
+                "SecurityGroupRule": {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "0.0.0.0/0"}}}},
+            "responseElements": {"ModifySecurityGroupRulesResponse": {"return": true}}});
+        let rules = rules_of_event("m1", None, &one).unwrap();
+        assert_eq!(
+            (rules.len(), rules[0].rule_id.as_str(), rules[0].group_id.as_deref()),
+            (1, "sgr-0000000000000000a", Some("sg-1"))
+        );
+        let live =
+            json!({"group_id": "sg-1", "ip_protocol": "tcp", "from_port": 22, "to_port": 22, "cidr_ipv4": "0.0.0.0/0"});
+        assert_eq!(mismatch(&rules[0].item, &live), None);
+        let narrowed = json!({"group_id": "sg-1", "ip_protocol": "tcp", "from_port": 22, "to_port": 22, "cidr_ipv4": "10.0.0.0/8"});
+        assert!(mismatch(&rules[0].item, &narrowed).unwrap().contains("cidrIpv4"), "changed back since: left alone");
+        let mut two = one.clone();
+        let update = two["requestParameters"]["ModifySecurityGroupRulesRequest"]["SecurityGroupRule"].clone();
+        let mut other = update.clone();
+        other["SecurityGroupRuleId"] = json!("sgr-0000000000000000b");
+        other["SecurityGroupRule"] =
+            json!({"IpProtocol": "-1", "FromPort": -1, "ToPort": -1, "ReferencedGroupId": "sg-9"});
+        two["requestParameters"]["ModifySecurityGroupRulesRequest"]["SecurityGroupRule"] = json!([update, other]);
+        let rules = rules_of_event("m2", None, &two).unwrap();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[1].item["referencedGroupInfo"]["groupId"], "sg-9");
+        let mut none = one.clone();
+        none["requestParameters"]["ModifySecurityGroupRulesRequest"]["SecurityGroupRule"] = json!({"tag": 1});
+        assert!(rules_of_event("m3", None, &none).is_none(), "no rule id: unresolved");
+    }
+
+    #[test]
+    fn a_stored_plan_reads_back_and_a_bad_one_is_refused_naming_the_entry() {
+        let plan = json!({"rules": [{"rule_id": "sgr-1", "region": "eu-west-1", "group_id": "sg-1", "event_id": "e1",
+                                     "item": {"groupId": "sg-1", "fromPort": 22}}]});
+        let rules = planned_rules(&plan).unwrap();
+        assert_eq!((rules[0].rule_id.as_str(), rules[0].item["fromPort"].as_i64()), ("sgr-1", Some(22)));
+        let bad =
+            json!({"rules": [plan["rules"][0].clone(), {"rule_id": "sgr-2", "region": "../x", "event_id": "e2"}]});
+        assert!(planned_rules(&bad).unwrap_err().to_string().contains("rules[1].region"));
+        assert!(planned_rules(&json!({})).is_err());
     }
 
     #[test]

@@ -59,6 +59,10 @@ pub struct ResponseRecord {
     pub abandoned_at: Option<DateTime<Utc>>,
     /// The rule of policies/response.yaml, for an automatic action (actor `automatic`).
     pub automatic_rule: Option<String>,
+    /// revoke-principal-ingress: the rules fixed when it was asked for (rule id, region, group,
+    /// the event that opened each and its protocol, ports and source), exactly what apply
+    /// revokes once each is re-checked live.
+    pub plan: Option<Value>,
 }
 
 impl ResponseRecord {
@@ -117,6 +121,11 @@ async fn lease_holder(
 
 /// Records a planned action and leases its resource, or finds the key's earlier action.
 pub async fn claim(pool: &PgPool, new: &NewAction<'_>) -> Result<Claim, RespondError> {
+    claim_planned(pool, new, None).await
+}
+
+/// [`claim`], recording the plan the action must run (revoke-principal-ingress).
+pub async fn claim_planned(pool: &PgPool, new: &NewAction<'_>, plan: Option<&Value>) -> Result<Claim, RespondError> {
     let resource = new.action.resource();
     let params = serde_json::to_value(new.action).map_err(|e| RespondError::Conflict(e.to_string()))?;
     let mut tx = pool.begin().await?;
@@ -139,10 +148,10 @@ pub async fn claim(pool: &PgPool, new: &NewAction<'_>) -> Result<Claim, RespondE
     }
     let id = sqlx::query_scalar!(
         r#"INSERT INTO response_actions (account_id, region, kind, target, resource, params, alert_id, status, actor,
-                                         reason, idempotency_key, lease_owner, lease_expires_at, automatic_rule)
+                                         reason, idempotency_key, lease_owner, lease_expires_at, automatic_rule, plan)
            VALUES ($1, $2, $3, $4, $5, $6, $7::text::uuid, CASE WHEN $13 THEN 'awaiting_approval' ELSE 'planned' END,
                    $8, $9, $10, CASE WHEN $13 THEN NULL ELSE $11 END,
-                   CASE WHEN $13 THEN NULL ELSE now() + make_interval(mins => $12::float8::int) END, $14)
+                   CASE WHEN $13 THEN NULL ELSE now() + make_interval(mins => $12::float8::int) END, $14, $15)
            ON CONFLICT (idempotency_key) DO NOTHING
            RETURNING id::text AS "id!""#,
         new.account_id,
@@ -158,7 +167,8 @@ pub async fn claim(pool: &PgPool, new: &NewAction<'_>) -> Result<Claim, RespondE
         new.lease_owner,
         LEASE_MINUTES,
         new.awaiting_approval,
-        new.automatic_rule
+        new.automatic_rule,
+        plan
     )
     .fetch_optional(&mut *tx)
     .await?;
@@ -179,7 +189,7 @@ macro_rules! select_record {
                       undo_state, undone_by, undo_reason, undo_error, created_at, applied_at, undone_at,
                       undo_requested_by, undo_request_reason, undo_requested_at, undo_approved_by,
                       undo_approval_reason, undo_approved_at,
-                      abandoned_at, automatic_rule
+                      abandoned_at, automatic_rule, plan
                FROM response_actions "# + $where,
             $($arg),*
         )
@@ -194,6 +204,20 @@ async fn by_key(tx: &mut sqlx::PgConnection, key: &str) -> Result<Option<Respons
 pub async fn get_by_key(pool: &PgPool, key: &str) -> Result<Option<ResponseRecord>, sqlx::Error> {
     let mut connection = pool.acquire().await?;
     by_key(&mut connection, key).await
+}
+
+/// Records the plan a leased action runs (one asked for before plans were stored, or applied at
+/// once: its plan is read when it runs).
+pub async fn set_plan(pool: &PgPool, lease: Lease<'_>, plan: &Value) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE response_actions SET plan = $3 WHERE id = $1::text::uuid AND lease_owner = $2 AND plan IS NULL",
+        lease.id,
+        lease.owner,
+        plan
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// One recorded action (its id checked as a UUID first).

@@ -296,7 +296,13 @@ async fn apply_with(
         awaiting_approval,
         automatic_rule: request.automatic_rule.as_deref(),
     };
-    let id = match record::claim(&ctx.pool, &new).await? {
+    let plan = match &request.action {
+        Action::RevokePrincipalIngress { principal } if awaiting_approval => {
+            request_plan(ctx, &request.account_id, &request.idempotency_key, principal).await?
+        }
+        _ => None,
+    };
+    let id = match record::claim_planned(&ctx.pool, &new, plan.as_ref()).await? {
         Claim::Replayed(earlier) => return Ok(*earlier),
         Claim::New(id) => id,
     };
@@ -310,6 +316,22 @@ async fn apply_with(
     let record = fetch(&ctx.pool, &id).await?;
     audit(&ctx.pool, &request.actor, "response.apply", &record, &record.calls).await;
     outcome.map(|()| record)
+}
+
+/// The plan a revoke-principal-ingress asked for now fixes for its approval: the rules its dry
+/// run shows (read with the responder role). None for a replayed key (its record has its plan).
+async fn request_plan(
+    ctx: &ResponseContext,
+    account_id: &str,
+    key: &str,
+    principal: &Principal,
+) -> Result<Option<Value>, RespondError> {
+    if record::get_by_key(&ctx.pool, key).await?.is_some() {
+        return Ok(None);
+    }
+    let responding = session(ctx, account_id).await?;
+    let observed = principal_ingress::observe(&ctx.pool, &responding.session, account_id, principal, None).await?;
+    Ok(Some(principal_ingress::plan_of(&observed)))
 }
 
 fn new_lease_owner() -> Result<String, RespondError> {
@@ -447,13 +469,10 @@ async fn run_principal_ingress(
         Ok(responding) => responding,
         Err(error) => return fail(error, None, CallLog::default()).await,
     };
-    // Only the events stored when it was asked for: what its dry run showed and was approved.
-    let as_of = Some(parent.created_at);
-    let observed =
-        match principal_ingress::observe(&ctx.pool, &responding.session, &parent.account_id, principal, as_of).await {
-            Ok(observed) => observed,
-            Err(error) => return fail(error, None, CallLog::default()).await,
-        };
+    let observed = match observe_planned(ctx, &responding, &parent, principal, lease).await {
+        Ok(observed) => observed,
+        Err(error) => return fail(error, None, CallLog::default()).await,
+    };
     record::record_before(&ctx.pool, lease, &observed.state).await?;
     let mut outcomes = Vec::new();
     let mut calls = Vec::new();
@@ -471,6 +490,27 @@ async fn run_principal_ingress(
     let error = format!("partial: {} of the principal's rules or events were left: {}", left.len(), left.join("; "));
     record::finish_leased(&ctx.pool, lease, "failed", Some(&after), &calls, Some(&error)).await?;
     Err(RespondError::Conflict(error))
+}
+
+/// The rules a revoke-principal-ingress action runs: exactly its stored plan (what was shown
+/// when it was asked for and approved), each rule re-read live; without one (applied at once,
+/// or asked for before plans were stored) the events stored by the time it was asked for, and
+/// that plan is recorded.
+async fn observe_planned(
+    ctx: &ResponseContext,
+    responding: &Responding,
+    parent: &ResponseRecord,
+    principal: &Principal,
+    lease: Lease<'_>,
+) -> Result<principal_ingress::Observed, RespondError> {
+    if let Some(plan) = &parent.plan {
+        return principal_ingress::observe_plan(&responding.session, principal, plan).await;
+    }
+    let as_of = Some(parent.created_at);
+    let observed =
+        principal_ingress::observe(&ctx.pool, &responding.session, &parent.account_id, principal, as_of).await?;
+    record::set_plan(&ctx.pool, lease, &principal_ingress::plan_of(&observed)).await?;
+    Ok(observed)
 }
 
 /// One rule of a revoke-principal-ingress action: its outcome and the calls it made. A rule

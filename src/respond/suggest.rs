@@ -71,6 +71,27 @@ fn by_principal(event: &Value) -> Vec<(Action, String)> {
     found
 }
 
+/// The rules a ModifySecurityGroupRules request changed: widening a rule (its source, protocol
+/// or ports) opens it as much as authorizing one.
+fn modified_rules(request: &Value, region: Option<&str>) -> Vec<(Action, String)> {
+    let request = &request["ModifySecurityGroupRulesRequest"];
+    let updates = match &request["SecurityGroupRule"] {
+        Value::Array(items) => items.iter().collect(),
+        update => vec![update],
+    };
+    updates
+        .into_iter()
+        .filter_map(|u| u["SecurityGroupRuleId"].as_str())
+        .filter_map(|id| {
+            let target = match request["GroupId"].as_str() {
+                Some(group) => format!("{group}:{id}"),
+                None => id.to_owned(),
+            };
+            suggestion("revoke-ingress-rule", &target, region, "the rule changed by ModifySecurityGroupRules".into())
+        })
+        .collect()
+}
+
 /// What the call created or changed.
 fn by_call(event: &Value) -> Vec<(Action, String)> {
     let (request, response) = (&event["requestParameters"], &event["responseElements"]);
@@ -90,6 +111,7 @@ fn by_call(event: &Value) -> Vec<(Action, String)> {
                 }
             }
         }
+        "ModifySecurityGroupRules" => found.extend(modified_rules(request, region)),
         "CreateAccessKey" => {
             let key = &response["accessKey"];
             if let (Some(user), Some(id)) = (text(&key["userName"]), text(&key["accessKeyId"])) {

@@ -55,17 +55,21 @@ pub struct EventDetail {
     #[schema(value_type = Object)]
     pub raw: serde_json::Value,
     pub ingested_at: DateTime<Utc>,
+    /// Read from the open lake (an archived month), not from the hot tables.
+    pub archived: bool,
     pub alerts: Vec<AlertRef>,
 }
 
-/// The event with this id (in `account` when given; the newest when ids repeat across accounts).
+/// The event with this id (in `account` when given; the newest when ids repeat across accounts),
+/// hot or archived and loaded from the lake (the caller loads the lake's day first).
 pub async fn event(db: &PgPool, event_id: &str, account: Option<&str>) -> Result<Option<EventDetail>, sqlx::Error> {
     let found = sqlx::query!(
-        r#"SELECT account_id, event_id, event_time, region, event_source, event_name, event_type, principal_arn,
-                  principal_type, user_name, access_key_id, source_ip_text, user_agent, error_code, error_message,
-                  read_only, resource_ids, geo_country, geo_city, geo_asn, geo_as_org, raw, ingested_at,
-                  source_is_tor, source_is_vpn, source_is_hosting, source_is_aws
-           FROM cloudtrail_events WHERE event_id = $1 AND ($2::text IS NULL OR account_id = $2)
+        r#"SELECT account_id AS "account_id!", event_id AS "event_id!", event_time AS "event_time!", region,
+                  event_source, event_name, event_type, principal_arn, principal_type, user_name, access_key_id,
+                  source_ip_text, user_agent, error_code, error_message, read_only, resource_ids AS "resource_ids!",
+                  geo_country, geo_city, geo_asn, geo_as_org, raw AS "raw!", ingested_at AS "ingested_at!",
+                  source_is_tor, source_is_vpn, source_is_hosting, source_is_aws, archived AS "archived!"
+           FROM audit_events WHERE event_id = $1 AND ($2::text IS NULL OR account_id = $2)
            ORDER BY event_time DESC LIMIT 1"#,
         event_id,
         account,
@@ -113,6 +117,7 @@ pub async fn event(db: &PgPool, event_id: &str, account: Option<&str>) -> Result
         is_aws: r.source_is_aws,
         raw: r.raw,
         ingested_at: r.ingested_at,
+        archived: r.archived,
         alerts,
     }))
 }

@@ -83,6 +83,9 @@ pub struct EventSummary {
     pub is_vpn: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub is_hosting: Option<bool>,
+    /// Read from the open lake (an archived month loaded for this search), not from the hot
+    /// tables: the same fields, exactly as stored before archiving (docs/archive.md).
+    pub archived: bool,
 }
 
 /// Runs a search: the query behind the audit trail (and its benchmark), newest first.
@@ -101,7 +104,7 @@ pub async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Vec<Event
         // sorting thousands of matches by time needs only their keys.
         r#"WITH page AS (
                SELECT account_id, event_time, event_id
-               FROM cloudtrail_events
+               FROM audit_events
                WHERE ($1::text IS NULL OR account_id = $1)
                  AND ($2::text IS NULL OR lower(principal_arn) = $2)
                  AND ($17::text IS NULL OR lower(user_name) = $17)
@@ -123,11 +126,12 @@ pub async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Vec<Event
                  AND $16::text IS NULL
                ORDER BY event_time DESC, account_id DESC, event_id DESC
                LIMIT $15)
-           SELECT c.account_id, c.event_id, c.event_time, c.region, c.event_source, c.event_name, c.principal_arn,
-                  c.user_name, c.source_ip_text AS source_ip, c.user_agent, c.error_code, c.read_only, c.resource_ids,
-                  c.geo_country AS country, c.geo_city AS city, c.geo_asn AS asn, c.geo_as_org AS as_org,
-                  c.source_is_tor AS is_tor, c.source_is_vpn AS is_vpn, c.source_is_hosting AS is_hosting
-           FROM cloudtrail_events c JOIN page USING (account_id, event_time, event_id)
+           SELECT c.account_id AS "account_id!", c.event_id AS "event_id!", c.event_time AS "event_time!", c.region,
+                  c.event_source, c.event_name, c.principal_arn, c.user_name, c.source_ip_text AS source_ip, c.user_agent,
+                  c.error_code, c.read_only, c.resource_ids AS "resource_ids!", c.geo_country AS country,
+                  c.geo_city AS city, c.geo_asn AS asn, c.geo_as_org AS as_org, c.source_is_tor AS is_tor,
+                  c.source_is_vpn AS is_vpn, c.source_is_hosting AS is_hosting, c.archived AS "archived!"
+           FROM audit_events c JOIN page USING (account_id, event_time, event_id)
            ORDER BY c.event_time DESC, c.account_id DESC, c.event_id DESC"#,
         filter.account,
         principal_arn,
@@ -167,7 +171,7 @@ pub async fn search_newer(
         EventSummary,
         r#"WITH page AS (
                SELECT account_id, event_time, event_id
-               FROM cloudtrail_events
+               FROM audit_events
                WHERE ($1::text IS NULL OR account_id = $1)
                  AND ($2::text IS NULL OR lower(principal_arn) = $2)
                  AND ($16::text IS NULL OR lower(user_name) = $16)
@@ -187,11 +191,12 @@ pub async fn search_newer(
                  AND $15::text IS NULL
                ORDER BY event_time, account_id, event_id
                LIMIT $17)
-           SELECT c.account_id, c.event_id, c.event_time, c.region, c.event_source, c.event_name, c.principal_arn,
-                  c.user_name, c.source_ip_text AS source_ip, c.user_agent, c.error_code, c.read_only, c.resource_ids,
-                  c.geo_country AS country, c.geo_city AS city, c.geo_asn AS asn, c.geo_as_org AS as_org,
-                  c.source_is_tor AS is_tor, c.source_is_vpn AS is_vpn, c.source_is_hosting AS is_hosting
-           FROM cloudtrail_events c JOIN page USING (account_id, event_time, event_id)
+           SELECT c.account_id AS "account_id!", c.event_id AS "event_id!", c.event_time AS "event_time!", c.region,
+                  c.event_source, c.event_name, c.principal_arn, c.user_name, c.source_ip_text AS source_ip, c.user_agent,
+                  c.error_code, c.read_only, c.resource_ids AS "resource_ids!", c.geo_country AS country,
+                  c.geo_city AS city, c.geo_asn AS asn, c.geo_as_org AS as_org, c.source_is_tor AS is_tor,
+                  c.source_is_vpn AS is_vpn, c.source_is_hosting AS is_hosting, c.archived AS "archived!"
+           FROM audit_events c JOIN page USING (account_id, event_time, event_id)
            ORDER BY c.event_time, c.account_id, c.event_id"#,
         filter.account,
         principal_arn,
@@ -225,7 +230,7 @@ pub async fn count(db: &sqlx::PgPool, filter: &EventFilter, cap: i64) -> Result<
     let (principal_arn, user_name) = filter.principal_columns();
     sqlx::query_scalar!(
         r#"SELECT count(*) AS "count!" FROM (
-               SELECT 1 FROM cloudtrail_events
+               SELECT 1 FROM audit_events
                WHERE ($1::text IS NULL OR account_id = $1)
                  AND ($2::text IS NULL OR lower(principal_arn) = $2)
                  AND ($13::text IS NULL OR lower(user_name) = $13)
@@ -272,9 +277,9 @@ pub async fn raw_records(
     let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.event_time).collect();
     let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
     let rows = sqlx::query!(
-        r#"SELECT c.account_id, c.event_id, c.raw
+        r#"SELECT c.account_id AS "account_id!", c.event_id AS "event_id!", c.raw AS "raw!"
            FROM unnest($1::text[], $2::timestamptz[], $3::text[]) AS k(account_id, event_time, event_id)
-           JOIN cloudtrail_events c USING (account_id, event_time, event_id)"#,
+           JOIN audit_events c USING (account_id, event_time, event_id)"#,
         &accounts,
         &times,
         &ids,

@@ -7,16 +7,19 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures_util::TryStreamExt;
+use futures_util::future::BoxFuture;
 use serde::Serialize;
+use sqlx::{Connection, Row};
 
-/// Events written by one `INSERT`: bounded work and memory per statement.
-pub const BATCH: usize = 5_000;
+/// Events indexed by one transaction, which also moves the watermark past them: a run over a
+/// long backlog (a large import) keeps what each chunk did, and a crash redoes one chunk.
+pub const CHUNK: usize = 5_000;
 
 /// How often `serve` and `skywarden worker` run the indexer.
 pub const INTERVAL: Duration = Duration::from_secs(30);
 
-/// How far the watermark stays behind while pg_stat_activity hides some session's transaction.
+/// How far the watermark stays behind while another role's session, which pg_stat_activity
+/// hides from an unprivileged role, holds a transaction open (a snapshot or a transaction id).
 pub const HIDDEN_HOLD_BACK: Duration = Duration::from_secs(15 * 60);
 
 /// What one run did.
@@ -43,108 +46,196 @@ pub struct IndexLag {
 /// The lag count stops here: it scans the tail, which is small unless the indexer is stuck.
 pub const LAG_COUNT_CAP: i64 = 100_000;
 
-/// Indexes every event stored since the watermark, then moves the watermark. One run at a time
-/// over all processes (an advisory lock); a second one returns at once. Idempotent: events
-/// already indexed are skipped, and a run cut short only leaves more for the next one.
+/// Indexes every event stored since the watermark, [`CHUNK`] events a transaction, moving the
+/// watermark with each. One run at a time over all processes (an advisory lock); a second one
+/// returns at once. Idempotent: events already indexed are skipped, and a run cut short keeps
+/// every chunk it committed.
 pub async fn run(pool: &sqlx::PgPool) -> Result<IndexRun, sqlx::Error> {
-    let mut reader = pool.begin().await?;
+    run_in_chunks(pool, CHUNK).await
+}
+
+/// [`run`] with chunks of `chunk_rows` events.
+///
+/// One connection of the pool throughout, never two: a run holding one connection while it
+/// waits for another could wait for ever beside writers that hold the rest of the pool.
+/// (Boxed so the future's `Send` bound is proven here, with concrete lifetimes, rather than in
+/// the task that spawns [`schedule`].)
+pub fn run_in_chunks(pool: &sqlx::PgPool, chunk_rows: usize) -> BoxFuture<'_, Result<IndexRun, sqlx::Error>> {
+    Box::pin(run_on_one_connection(pool, chunk_rows))
+}
+
+async fn run_on_one_connection(pool: &sqlx::PgPool, chunk_rows: usize) -> Result<IndexRun, sqlx::Error> {
+    let mut session = Session { conn: pool.acquire().await?, clean: false };
     let locked: bool =
-        sqlx::query_scalar!(r#"SELECT pg_try_advisory_xact_lock(hashtext('skywarden-event-search-index')) AS "l!""#)
-            .fetch_one(&mut *reader)
+        sqlx::query_scalar!(r#"SELECT pg_try_advisory_lock(hashtext('skywarden-event-search-index')) AS "l!""#)
+            .fetch_one(&mut *session.conn)
             .await?;
     if !locked {
+        session.clean = true;
         return Ok(IndexRun::default());
     }
-    // `ingested_at` is the inserting transaction's start time, and a transaction may commit
-    // long after it: the new watermark stays at or before the start of every transaction open
-    // now, so rows this run cannot see yet are all newer than it. pg_stat_activity hides other
-    // roles' transactions from an unprivileged role: while any is hidden, the watermark stays
-    // [`HIDDEN_HOLD_BACK`] behind instead.
-    let mark: DateTime<Utc> = sqlx::query_scalar!(
-        r#"SELECT LEAST(clock_timestamp(),
-                        (SELECT min(xact_start) FROM pg_stat_activity
-                         WHERE datname = current_database() AND pid <> pg_backend_pid()),
-                        (SELECT clock_timestamp() - make_interval(secs => $1) FROM pg_stat_activity
-                         WHERE datname = current_database() AND query = '<insufficient privilege>'
-                         LIMIT 1)) AS "mark!""#,
-        HIDDEN_HOLD_BACK.as_secs_f64(),
-    )
-    .fetch_one(&mut *reader)
-    .await?;
-    let mut indexed = 0u64;
-    {
-        // A new snapshot (read committed), taken after the mark.
-        let mut rows = sqlx::query!(
-            r#"SELECT c.account_id, c.event_time, c.event_id, skywarden_event_search_text(c.raw) AS "search_text!"
-               FROM cloudtrail_events c
-               WHERE c.ingested_at >= skywarden_event_search_tail_start()
-                 AND NOT EXISTS (SELECT 1 FROM event_search s
-                                 WHERE s.account_id = c.account_id AND s.event_time = c.event_time
-                                   AND s.event_id = c.event_id)"#
-        )
-        .fetch(&mut *reader);
-        let mut batch = Batch::default();
-        while let Some(row) = rows.try_next().await? {
-            batch.push(row.account_id, row.event_time, row.event_id, row.search_text);
-            if batch.len() >= BATCH {
-                indexed += batch.write(pool).await?;
-            }
-        }
-        indexed += batch.write(pool).await?;
-    }
-    sqlx::query!(
-        "UPDATE event_search_watermark
-         SET indexed_until = GREATEST(indexed_until, $1), last_run_at = now(), last_indexed = $2",
-        mark,
-        i64::try_from(indexed).unwrap_or(i64::MAX),
-    )
-    .execute(&mut *reader)
-    .await?;
-    reader.commit().await?;
+    let indexed = index_backlog(&mut session.conn, chunk_rows.max(1)).await?;
+    sqlx::query(&format!("CLOSE {CURSOR}")).persistent(false).execute(&mut *session.conn).await?;
+    sqlx::query_scalar!(r#"SELECT pg_advisory_unlock(hashtext('skywarden-event-search-index')) AS "u!""#)
+        .fetch_one(&mut *session.conn)
+        .await?;
+    session.clean = true;
     if indexed > 0 {
         tracing::info!(indexed, "full-text index updated");
     }
     Ok(IndexRun { indexed, ran: true })
 }
 
-/// Up to [`BATCH`] rows for `event_search`, as columns.
+/// The cursor over the keys a run indexes (one run a session: the advisory lock).
+const CURSOR: &str = "skywarden_index_backlog";
+
+/// A run's connection, which holds the advisory lock and the cursor between chunks: unless the
+/// run released both, it is closed rather than returned to the pool (an error, a panic caught
+/// by the scheduler, a cancelled task), which releases them.
+struct Session {
+    conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    clean: bool,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if !self.clean {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+/// Indexes the backlog on `conn`, `chunk_rows` events a transaction; returns the rows added.
+/// (Boxed for `Send`: see [`run_in_chunks`].)
+fn index_backlog(conn: &mut sqlx::PgConnection, chunk_rows: usize) -> BoxFuture<'_, Result<u64, sqlx::Error>> {
+    Box::pin(async move {
+        let mut tx = conn.begin().await?;
+        let mark = hold_back(&mut tx).await?;
+        // The keys to index, oldest stored first, so that after each chunk every event stored
+        // before the chunk's last one is indexed (the event time only makes the chunks the same
+        // from run to run). A cursor WITH HOLD: its snapshot is taken now, after the mark, and
+        // its rows (keys only: the projection is computed as each chunk is written) are kept
+        // when this transaction commits, so no lock on `cloudtrail_events` is held while the
+        // chunks are written (an import creating a partition would wait for it). Not
+        // compile-checked: the query macros cannot describe DECLARE or FETCH; each is sent
+        // unnamed, never cached.
+        sqlx::query(&format!(
+            "DECLARE {CURSOR} NO SCROLL CURSOR WITH HOLD FOR
+             SELECT c.account_id, c.event_time, c.event_id, c.ingested_at
+             FROM cloudtrail_events c
+             WHERE c.ingested_at >= skywarden_event_search_tail_start()
+               AND NOT EXISTS (SELECT 1 FROM event_search s
+                               WHERE s.account_id = c.account_id AND s.event_time = c.event_time
+                                 AND s.event_id = c.event_id)
+             ORDER BY c.ingested_at, c.event_time"
+        ))
+        .persistent(false)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut indexed = 0u64;
+        loop {
+            let rows = sqlx::query(&format!("FETCH FORWARD {chunk_rows} FROM {CURSOR}"))
+                .persistent(false)
+                .fetch_all(&mut *conn)
+                .await?;
+            let mut chunk = Chunk::default();
+            for row in &rows {
+                chunk.push(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
+            }
+            if rows.len() < chunk_rows {
+                // The last chunk: every event stored before the mark was in the cursor.
+                return Ok(indexed + chunk.write(conn, mark, indexed).await?);
+            }
+            // Events stored at the same instant as the chunk's last one may be in the next chunk:
+            // the watermark stops at that instant (it is exclusive).
+            let until = chunk.last_stored.map_or(mark, |stored| stored.min(mark));
+            indexed += chunk.write(conn, until, indexed).await?;
+        }
+    })
+}
+
+/// How far the watermark may go now: no later than the start of any transaction open in this
+/// database, since `ingested_at` is the inserting transaction's start time and a transaction may
+/// commit long after it; rows not visible yet are then all newer than the watermark.
+///
+/// Only client sessions in a transaction count: idle sessions (no `xact_start`), autovacuum,
+/// parallel workers (their leader counts) and other background processes, and the caller's own
+/// connection do not. pg_stat_activity hides other roles' sessions from an unprivileged role,
+/// but not their `backend_xid`/`backend_xmin`: a hidden session holding either (a transaction
+/// that wrote or is running a statement) keeps the watermark [`HIDDEN_HOLD_BACK`] behind; an idle
+/// hidden one, or a hidden process with no user (autovacuum), does not.
+pub async fn hold_back(conn: &mut sqlx::PgConnection) -> Result<DateTime<Utc>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT LEAST(clock_timestamp(),
+                        (SELECT min(xact_start) FROM pg_stat_activity
+                         WHERE datname = current_database() AND pid <> pg_backend_pid()
+                           AND backend_type = 'client backend'),
+                        (SELECT clock_timestamp() - make_interval(secs => $1) FROM pg_stat_activity
+                         WHERE datname = current_database() AND pid <> pg_backend_pid()
+                           AND query = '<insufficient privilege>' AND usesysid IS NOT NULL
+                           AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL)
+                         LIMIT 1)) AS "mark!""#,
+        HIDDEN_HOLD_BACK.as_secs_f64(),
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// The keys of up to one chunk of events for `event_search`, as columns.
 #[derive(Default)]
-struct Batch {
+struct Chunk {
     accounts: Vec<String>,
     times: Vec<DateTime<Utc>>,
     ids: Vec<String>,
-    texts: Vec<String>,
+    /// When the last event pushed was stored (the stream is in that order).
+    last_stored: Option<DateTime<Utc>>,
 }
 
-impl Batch {
-    fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    fn push(&mut self, account: String, time: DateTime<Utc>, id: String, text: String) {
+impl Chunk {
+    fn push(&mut self, account: String, time: DateTime<Utc>, id: String, stored: DateTime<Utc>) {
         self.accounts.push(account);
         self.times.push(time);
         self.ids.push(id);
-        self.texts.push(text);
+        self.last_stored = Some(stored);
     }
 
-    /// Writes and empties the batch; returns the rows added.
-    async fn write(&mut self, pool: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
-        if self.ids.is_empty() {
-            return Ok(0);
-        }
-        let written = sqlx::query!(
-            "INSERT INTO event_search (account_id, event_time, event_id, search_text)
-             SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[])
-             ON CONFLICT DO NOTHING",
-            &self.accounts,
-            &self.times,
-            &self.ids,
-            &self.texts,
+    /// In one transaction: indexes the chunk's events and moves the watermark to `until` (never
+    /// back). Empties the chunk; returns the rows added. `before` is what the run added so far.
+    async fn write(
+        &mut self,
+        conn: &mut sqlx::PgConnection,
+        until: DateTime<Utc>,
+        before: u64,
+    ) -> Result<u64, sqlx::Error> {
+        let mut tx = conn.begin().await?;
+        let written = if self.ids.is_empty() {
+            0
+        } else {
+            sqlx::query!(
+                "INSERT INTO event_search (account_id, event_time, event_id, search_text)
+                 SELECT c.account_id, c.event_time, c.event_id, skywarden_event_search_text(c.raw)
+                 FROM unnest($1::text[], $2::timestamptz[], $3::text[]) AS k(account_id, event_time, event_id)
+                 JOIN cloudtrail_events c ON c.account_id = k.account_id AND c.event_time = k.event_time
+                                         AND c.event_id = k.event_id
+                 ON CONFLICT DO NOTHING",
+                &self.accounts,
+                &self.times,
+                &self.ids,
+            )
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+        };
+        sqlx::query!(
+            "UPDATE event_search_watermark
+             SET indexed_until = GREATEST(indexed_until, $1), last_run_at = now(), last_indexed = $2",
+            until,
+            i64::try_from(before + written).unwrap_or(i64::MAX),
         )
-        .execute(pool)
-        .await?
-        .rows_affected();
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         *self = Self::default();
         Ok(written)
     }

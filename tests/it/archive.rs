@@ -174,8 +174,10 @@ fn options(to: &str, fail_after_objects: Option<usize>) -> ArchiveOptions {
         dry_run: false,
         // Small row groups: several per file, so pruning statistics per group are checked.
         row_group_rows: 20,
+        row_group_bytes: archive::DEFAULT_ROW_GROUP_BYTES,
         now: Utc::now(),
         fail_after_objects,
+        test_hook: None,
     }
 }
 
@@ -299,30 +301,46 @@ async fn a_killed_archive_resumes_and_the_lake_validates_as_ocsf() {
 
 #[tokio::test]
 async fn a_partition_is_dropped_only_while_it_holds_the_verified_rows() {
-    use skywarden::archive::store::{self, Source, Tally};
+    use skywarden::archive::store::{self, DropOutcome, PartitionLink, Source, Tally};
     let db = TestDb::new().await;
     seed(&db).await;
     let month = Utc.with_ymd_and_hms(2024, 3, 1, 0, 0, 0).unwrap();
-    let mut conn = db.pool.acquire().await.unwrap();
-    let stored = store::tally(&mut conn, Source::Flows, month).await.unwrap();
-    drop(conn);
-    assert_eq!(stored.rows, 100);
+    let stored: Vec<(String, String, chrono::DateTime<Utc>)> =
+        sqlx::query_as("SELECT account_id, encode(record_hash, 'hex'), bucket_time FROM flow_records")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let mut keys = Tally::default();
+    for (account, id, time) in &stored {
+        keys.add_key(account, id, *time);
+    }
+    assert_eq!(keys.rows, 100);
     sqlx::query("INSERT INTO archive_runs (destination, older_than_days, dry_run) VALUES ('x', 1, false)")
         .execute(&db.pool)
         .await
         .unwrap();
     let run_id: i64 = sqlx::query_scalar("SELECT max(run_id) FROM archive_runs").fetch_one(&db.pool).await.unwrap();
     store::set_writing(&db.pool, Source::Flows, month, 0, "x", run_id).await.unwrap();
-    // A row more than was verified (one arrived after the read-back): nothing is dropped.
-    let fewer = Tally { rows: stored.rows - 1, ..stored };
-    assert!(!store::drop_if_unchanged(&db.pool, Source::Flows, month, 0, fewer).await.unwrap());
-    let other = Tally { checksum: stored.checksum.wrapping_add(1), ..stored };
-    assert!(!store::drop_if_unchanged(&db.pool, Source::Flows, month, 0, other).await.unwrap());
-    assert_eq!(db.count("SELECT count(*) FROM flow_records").await, 100);
-    assert!(store::drop_if_unchanged(&db.pool, Source::Flows, month, 0, stored).await.unwrap());
+    let attached = || async { partitions(&db).await.contains(&"flow_records_p202403".to_owned()) };
+    // A row more than was verified (one arrived after the read-back), or another row: nothing
+    // is dropped, and the month is a partition again.
+    for wrong in [Tally { rows: keys.rows - 1, ..keys }, Tally { checksum: keys.checksum.wrapping_add(1), ..keys }] {
+        assert_eq!(store::detach(&db.pool, Source::Flows, month).await.unwrap(), PartitionLink::Detached);
+        assert!(!attached().await);
+        let outcome = store::drop_detached(&db.pool, Source::Flows, month, 0, wrong, Box::pin(async {})).await.unwrap();
+        assert_eq!(outcome, DropOutcome::Changed);
+        assert!(attached().await);
+        assert_eq!(db.count("SELECT count(*) FROM flow_records").await, 100);
+    }
+    store::detach(&db.pool, Source::Flows, month).await.unwrap();
+    let outcome = store::drop_detached(&db.pool, Source::Flows, month, 0, keys, Box::pin(async {})).await.unwrap();
+    assert_eq!(outcome, DropOutcome::Dropped { already_archived: 0 });
     assert_eq!(db.count("SELECT count(*) FROM flow_records").await, 0);
+    assert_eq!(store::partition_link(&db.pool, Source::Flows, month).await.unwrap(), PartitionLink::Absent);
     let state: String = sqlx::query_scalar("SELECT state FROM archive_partitions").fetch_one(&db.pool).await.unwrap();
     assert_eq!(state, "dropped");
+    // The ledger lists every row dropped.
+    assert_eq!(db.count("SELECT count(*) FROM archive_ledger WHERE source = 2").await, 100);
 }
 
 /// Every row once, valid OCSF, under its Security Lake path, sorted by time with statistics.
@@ -610,4 +628,432 @@ async fn an_object_past_the_part_size_goes_up_in_parts_on_moto() {
     let (path, temporary) = destination.fetch("ext/big.parquet").await.unwrap();
     assert!(temporary && std::fs::read(&path).unwrap() == content);
     std::fs::remove_file(path).unwrap();
+}
+
+// ---- Hardening (issue 18): drops that lock only the month, the id ledger, content
+// verification, the byte bound of row groups, alerts copied again, a real process killed.
+
+use skywarden::archive::store::Source;
+use skywarden::archive::{HookPoint, TestHook};
+
+/// What a test hook that holds a run reports and how the test lets it go on.
+struct Held {
+    reached: tokio::sync::mpsc::UnboundedReceiver<HookPoint>,
+    release: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl Held {
+    async fn next(&mut self) -> HookPoint {
+        let wait = std::time::Duration::from_secs(60);
+        tokio::time::timeout(wait, self.reached.recv()).await.expect("no hold point within 60 s").expect("run ended")
+    }
+
+    fn go(&self) {
+        self.release.add_permits(1);
+    }
+}
+
+/// A hook holding the run at every point `hold` picks until the test calls [`Held::go`].
+fn hold_at(hold: impl Fn(&HookPoint) -> bool + Send + Sync + 'static) -> (TestHook, Held) {
+    let (tx, reached) = tokio::sync::mpsc::unbounded_channel();
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let permits = release.clone();
+    let hook: TestHook = std::sync::Arc::new(move |point| {
+        let (tx, permits, held) = (tx.clone(), permits.clone(), hold(&point));
+        Box::pin(async move {
+            if held {
+                let _ = tx.send(point);
+                permits.acquire().await.expect("semaphore open").forget();
+            }
+        })
+    });
+    (hook, Held { reached, release })
+}
+
+/// An archive run in the background, to a folder.
+fn spawn_run(
+    db: &TestDb,
+    to: &str,
+    options: ArchiveOptions,
+) -> tokio::task::JoinHandle<Result<archive::RunReport, ArchiveError>> {
+    let (pool, to) = (db.pool.clone(), to.to_owned());
+    tokio::spawn(async move {
+        let destination = Destination::open(&to, &fake::settings_for("http://127.0.0.1:1")).await.unwrap();
+        archive::run(&pool, &destination, &options).await
+    })
+}
+
+async fn insert_event(executor: impl sqlx::PgExecutor<'_>, id: &str, time: &str) {
+    sqlx::query(
+        "INSERT INTO cloudtrail_events (account_id, event_time, event_id, region, event_name, source_ip_text, raw)
+         VALUES ('111111111111', $2::timestamptz, $1, 'us-east-1', 'ListUsers', '198.51.100.7',
+                 jsonb_build_object('eventID', $1::text))",
+    )
+    .bind(id)
+    .bind(time)
+    .execute(executor)
+    .await
+    .unwrap_or_else(|e| panic!("inserting {id}: {e}"));
+}
+
+/// Every API Activity uid in the lake (with repeats).
+fn lake_event_ids(root: &Path) -> Vec<String> {
+    let files: Vec<String> = parquet_files(root).into_iter().filter(|f| f.contains("skywarden-api")).collect();
+    let mut ids: Vec<String> = read_lake(&files)
+        .values()
+        .flat_map(|f| f["rows"].as_array().unwrap().clone())
+        .map(|r| r["metadata"]["uid"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn month_report<'a>(report: &'a archive::RunReport, source: &str, month: &str) -> &'a archive::MonthReport {
+    report.months.iter().find(|m| m.source == source && m.month == month).unwrap_or_else(|| panic!("{report:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_month_holds_up_no_other_month_and_loses_no_row_that_arrives() {
+    let db = TestDb::new().await;
+    seed(&db).await;
+    let lake = tempfile::tempdir().unwrap();
+    let to = lake.path().to_str().unwrap().to_owned();
+    let january = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+    let (hook, mut held) = hold_at(move |point| {
+        matches!(point, HookPoint::Verified { source: Source::CloudTrail, month }
+            | HookPoint::Detached { source: Source::CloudTrail, month } if *month == january)
+    });
+    let run = spawn_run(&db, &to, ArchiveOptions { test_hook: Some(hook), ..options(&to, None) });
+
+    // January is verified, not dropped yet: an event for January arrives.
+    assert!(matches!(held.next().await, HookPoint::Verified { .. }));
+    insert_event(&db.pool, "evt-during", "2024-01-15T12:00:00Z").await;
+    held.go();
+    // January is detached and locked for its last count: February takes inserts and the parent
+    // answers searches meanwhile (the old drop locked the parent: this insert waited for it).
+    assert!(matches!(held.next().await, HookPoint::Detached { .. }));
+    let mut other = db.pool.acquire().await.unwrap();
+    sqlx::query("SET statement_timeout = '5s'").execute(&mut *other).await.unwrap();
+    insert_event(&mut *other, "evt-feb-during", "2024-02-20T12:00:00Z").await;
+    let later: i64 = sqlx::query_scalar("SELECT count(*) FROM cloudtrail_events WHERE event_time >= '2024-02-01'")
+        .fetch_one(&mut *other)
+        .await
+        .expect("a search over the parent waits for nothing");
+    assert_eq!(later, 405 + 1 + 1);
+    sqlx::query("RESET statement_timeout").execute(&mut *other).await.unwrap();
+    drop(other);
+    held.go();
+    // The last count found the row that arrived: January is attached again, written again
+    // with it, and only then dropped.
+    assert!(matches!(held.next().await, HookPoint::Verified { .. }));
+    held.go();
+    assert!(matches!(held.next().await, HookPoint::Detached { .. }));
+    held.go();
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(report.failed(), 0, "{report:?}");
+    let jan = month_report(&report, "cloudtrail_events", "2024-01");
+    assert_eq!((jan.outcome.as_str(), jan.rows), ("dropped", 496));
+    let feb = month_report(&report, "cloudtrail_events", "2024-02");
+    assert_eq!((feb.outcome.as_str(), feb.rows), ("dropped", 406));
+    let ids = lake_event_ids(lake.path());
+    assert_eq!(ids.len(), 902);
+    assert_eq!(ids.iter().filter(|id| *id == "evt-during").count(), 1);
+    assert_eq!(ids.iter().filter(|id| *id == "evt-feb-during").count(), 1);
+    assert_eq!(db.count("SELECT count(*) FROM cloudtrail_events").await, 1);
+}
+
+#[tokio::test]
+async fn a_month_imported_again_after_archiving_is_not_archived_twice() {
+    use skywarden::db::partitions::PartitionCache;
+    use skywarden::ingest::store::BatchWriter;
+    let db = TestDb::new().await;
+    let file = [("evt-a", "2024-01-10T10:00:00Z"), ("evt-b", "2024-01-11T10:00:00.5Z")];
+    let import = |events: Vec<(&'static str, &'static str)>| {
+        let pool = db.pool.clone();
+        async move {
+            let mut writer = BatchWriter::connect(&pool, std::sync::Arc::new(PartitionCache::default())).await.unwrap();
+            store_events(&mut writer, &events).await.inserted
+        }
+    };
+    assert_eq!(import(file.to_vec()).await, 2);
+    let lake = tempfile::tempdir().unwrap();
+    let to = lake.path().to_str().unwrap().to_owned();
+    let destination = Destination::open(&to, &fake::settings_for("http://127.0.0.1:1")).await.unwrap();
+    let first = archive::run(&db.pool, &destination, &options(&to, None)).await.unwrap();
+    assert_eq!((first.months[0].outcome.as_str(), first.months[0].rows), ("dropped", 2));
+
+    // The same file imported again (its month comes back), with one event truly new.
+    assert_eq!(import(file.to_vec()).await, 2);
+    assert_eq!(import(vec![("evt-new", "2024-01-12T10:00:00Z")]).await, 1);
+    let second = archive::run(&db.pool, &destination, &options(&to, None)).await.unwrap();
+    let month = &second.months[0];
+    assert_eq!((month.outcome.as_str(), month.rows, month.already_archived), ("dropped", 1, 2), "{second:?}");
+    assert_eq!(lake_event_ids(lake.path()), ["evt-a", "evt-b", "evt-new"]);
+    let second_generation: Vec<String> =
+        parquet_files(lake.path()).into_iter().filter(|f| f.ends_with("-g1.parquet")).collect();
+    assert_eq!(second_generation.len(), 1, "{second_generation:?}");
+    assert!(second_generation[0].contains("eventDay=20240112"), "{second_generation:?}");
+    assert!(partitions(&db).await.is_empty());
+    assert_eq!(db.count("SELECT already_archived FROM archive_partitions WHERE generation = 1").await, 2);
+
+    // Everything once more: all of it is in the lake already, nothing is written.
+    let files = parquet_files(lake.path());
+    assert_eq!(import(vec![file[0], file[1], ("evt-new", "2024-01-12T10:00:00Z")]).await, 3);
+    let third = archive::run(&db.pool, &destination, &options(&to, None)).await.unwrap();
+    let month = &third.months[0];
+    assert_eq!((month.outcome.as_str(), month.rows, month.already_archived, month.objects), ("dropped", 0, 3, 0));
+    assert_eq!(parquet_files(lake.path()), files);
+    assert!(partitions(&db).await.is_empty());
+    let status = db.skywarden(&["archive", "status"]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("3 already archived"), "{status:?}");
+}
+
+/// Rewrites `path` with pyarrow, one space added to the first row's `raw_data` (the same JSON
+/// to a parser, other bytes): that row's `metadata.uid`.
+fn alter_raw_data(path: &str) -> String {
+    const ALTER: &str = r#"
+import sys, pyarrow as pa, pyarrow.parquet as pq
+path = sys.argv[1]
+table = pq.read_table(path)
+i = table.schema.get_field_index("raw_data")
+raw = table.column(i).to_pylist()
+raw[0] = raw[0] + " "
+table = table.set_column(i, table.schema.field(i), pa.array(raw, type=table.schema.field(i).type))
+pq.write_table(table, path, compression="gzip")
+print(table.column(table.schema.get_field_index("metadata")).to_pylist()[0]["uid"])
+"#;
+    let output = Command::new(python()).args(["-c", ALTER, path]).output().unwrap();
+    assert!(output.status.success(), "pyarrow: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lake_object_whose_raw_data_was_altered_fails_verification_and_nothing_is_dropped() {
+    let db = TestDb::new().await;
+    seed(&db).await;
+    let lake = tempfile::tempdir().unwrap();
+    let to = lake.path().to_str().unwrap().to_owned();
+    let (hook, mut held) = hold_at(|point| *point == HookPoint::ObjectWritten { objects: 1 });
+    let run = spawn_run(&db, &to, ArchiveOptions { test_hook: Some(hook), ..options(&to, None) });
+    held.next().await;
+    let files = parquet_files(lake.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    let altered = alter_raw_data(&files[0]);
+    held.go();
+    let report = run.await.unwrap().unwrap();
+    let jan = month_report(&report, "cloudtrail_events", "2024-01");
+    assert_eq!(jan.outcome, "failed", "{report:?}");
+    assert!(jan.error.as_deref().unwrap_or("").contains("read back"), "{jan:?}");
+    // January stays in PostgreSQL, attached; the month's error is recorded.
+    assert!(partitions(&db).await.contains(&"cloudtrail_events_p202401".to_owned()));
+    let january = "SELECT count(*) FROM cloudtrail_events WHERE event_time < '2024-02-01'";
+    assert_eq!(db.count(january).await, 495);
+    let error: Option<String> = sqlx::query_scalar(
+        "SELECT error FROM archive_partitions WHERE source = 'cloudtrail_events' AND month_start = '2024-01-01'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(error.is_some_and(|e| e.contains("read back")));
+
+    // The next run writes the month again and drops it; raw_data is raw::text byte for byte.
+    let stored: String = sqlx::query_scalar("SELECT raw::text FROM cloudtrail_events WHERE event_id = $1")
+        .bind(&altered)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let destination = Destination::open(&to, &fake::settings_for("http://127.0.0.1:1")).await.unwrap();
+    let again = archive::run(&db.pool, &destination, &options(&to, None)).await.unwrap();
+    assert_eq!(month_report(&again, "cloudtrail_events", "2024-01").outcome, "dropped");
+    let read = read_lake(&parquet_files(lake.path()));
+    let row = read
+        .values()
+        .flat_map(|f| f["rows"].as_array().unwrap())
+        .find(|r| r["metadata"]["uid"] == altered.as_str())
+        .unwrap();
+    assert_eq!(row["raw_data"].as_str().unwrap(), stored);
+}
+
+#[tokio::test]
+async fn a_month_of_huge_events_splits_into_row_groups_under_the_byte_bound() {
+    use parquet::file::reader::FileReader;
+    let db = TestDb::new().await;
+    sqlx::query("SELECT skywarden_ensure_month_partition('cloudtrail_events', '2024-01-10')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // Six events of a MiB each, one account, region and day: one file.
+    sqlx::query(
+        "INSERT INTO cloudtrail_events (account_id, event_time, event_id, region, event_name, raw)
+         SELECT '111111111111', timestamptz '2024-01-10' + i * interval '1 minute', 'big-' || i, 'us-east-1',
+                'PutObject', jsonb_build_object('eventID', 'big-' || i, 'blob', repeat(md5(i::text), 32768))
+         FROM generate_series(1, 6) i",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let to = lake.path().to_str().unwrap().to_owned();
+    let destination = Destination::open(&to, &fake::settings_for("http://127.0.0.1:1")).await.unwrap();
+    let bound = 2 << 20;
+    let options = ArchiveOptions { row_group_rows: 65_536, row_group_bytes: bound, ..options(&to, None) };
+    let report = archive::run(&db.pool, &destination, &options).await.unwrap();
+    assert_eq!((report.months[0].outcome.as_str(), report.months[0].rows), ("dropped", 6));
+    let files = parquet_files(lake.path());
+    assert_eq!(files.len(), 1);
+    let reader =
+        parquet::file::serialized_reader::SerializedFileReader::new(std::fs::File::open(&files[0]).unwrap()).unwrap();
+    let groups: Vec<(i64, i64)> =
+        reader.metadata().row_groups().iter().map(|g| (g.num_rows(), g.total_byte_size())).collect();
+    // A group closes once it holds 2 MiB: two rows of a MiB and a bit, never all six.
+    assert_eq!(groups.iter().map(|g| g.0).collect::<Vec<_>>(), [2, 2, 2], "{groups:?}");
+    assert!(groups.iter().all(|g| g.1 < 3 * (1 << 20)), "{groups:?}");
+}
+
+#[tokio::test]
+async fn a_closed_alert_that_changes_after_its_copy_is_copied_again() {
+    let db = TestDb::new().await;
+    seed(&db).await;
+    let lake = tempfile::tempdir().unwrap();
+    let to = lake.path().to_str().unwrap().to_owned();
+    let destination = Destination::open(&to, &fake::settings_for("http://127.0.0.1:1")).await.unwrap();
+    archive::run(&db.pool, &destination, &options(&to, None)).await.unwrap();
+    let findings = || {
+        let files: Vec<String> =
+            parquet_files(lake.path()).into_iter().filter(|f| f.contains("skywarden-finding")).collect();
+        read_lake(&files).values().flat_map(|f| f["rows"].as_array().unwrap().clone()).collect::<Vec<Value>>()
+    };
+    let before = findings();
+    assert_eq!(before.len(), 3);
+
+    // Its title and status change (updated_at moves with them): same id, same count.
+    sqlx::query("UPDATE alerts SET title = 'Root login (confirmed)', status = 'dismissed' WHERE dedup_key = 'a'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let again = archive::run(&db.pool, &destination, &options(&to, None)).await.unwrap();
+    let outcomes: Vec<(&str, &str)> = again.months.iter().map(|m| (m.month.as_str(), m.outcome.as_str())).collect();
+    assert_eq!(outcomes, [("2024-01", "verified"), ("2024-02", "unchanged")]);
+    let after = findings();
+    assert_eq!(after.len(), 3, "each alert once");
+    let changed = after.iter().find(|r| r["finding_info"]["title"] == "Root login (confirmed)").unwrap();
+    assert_eq!(changed["status"], "Suppressed");
+    let raw: Value = serde_json::from_str(changed["raw_data"].as_str().unwrap()).unwrap();
+    assert_eq!(raw["status"], "dismissed");
+    let third = archive::run(&db.pool, &destination, &options(&to, None)).await.unwrap();
+    assert!(third.months.iter().all(|m| m.outcome == "unchanged"), "{third:?}");
+}
+
+/// Runs the real binary with the test pause at `pause` and SIGKILLs it there.
+fn kill_archive_at(db: &TestDb, to: &str, pause: &str) {
+    use std::io::BufRead;
+    let mut child = crate::support::skywarden_command(&db.url)
+        .args(["archive", "--older-than", "30", "--to", to, "--row-group-rows", "20"])
+        .env("SKYWARDEN_ARCHIVE_TEST_PAUSE", pause)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("archive test pause") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let paused = rx.recv_timeout(std::time::Duration::from_secs(120));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    paused.unwrap_or_else(|_| panic!("skywarden archive never reached {pause}"));
+}
+
+#[tokio::test]
+async fn a_killed_archive_process_resumes_without_loss_or_duplicates() {
+    let db = TestDb::new().await;
+    seed(&db).await;
+    let lake = tempfile::tempdir().unwrap();
+    let to = lake.path().to_str().unwrap().to_owned();
+    let before = partitions(&db).await;
+
+    // Killed after seven objects: nothing dropped, the objects are recorded as written.
+    kill_archive_at(&db, &to, "objects:7");
+    assert_eq!(parquet_files(lake.path()).len(), 7);
+    assert_eq!(partitions(&db).await, before);
+    assert_eq!(db.count("SELECT cardinality(objects)::bigint FROM archive_partitions").await, 7);
+
+    // Killed with January verified, detached and locked for its last count: the month is out
+    // of the parent, not dropped, and shows as such.
+    kill_archive_at(&db, &to, "detached");
+    assert!(!partitions(&db).await.contains(&"cloudtrail_events_p202401".to_owned()));
+    assert_eq!(db.count("SELECT count(*) FROM cloudtrail_events_p202401").await, 495);
+    assert_eq!(skywarden::archive::status::detached_months(&db.pool).await.unwrap(), 1);
+
+    let done = crate::support::skywarden_command(&db.url)
+        .args(["archive", "--older-than", "30", "--to", &to, "--row-group-rows", "20", "--json"])
+        .output()
+        .unwrap();
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert_eq!(partitions(&db).await, [before[2].clone()]);
+    assert_eq!(skywarden::archive::status::detached_months(&db.pool).await.unwrap(), 0);
+    assert_eq!(db.count("SELECT count(*) FROM cloudtrail_events").await, 1);
+    // Every row once in the lake, each month dropped once (no second generation).
+    check_lake(&read_lake(&parquet_files(lake.path())), lake.path(), 20);
+    let months: Vec<(String, i32, String)> =
+        sqlx::query_as("SELECT source, generation, state FROM archive_partitions ORDER BY source, month_start")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        months,
+        [
+            ("alerts".into(), 0, "verified".into()),
+            ("alerts".into(), 0, "verified".into()),
+            ("cloudtrail_events".into(), 0, "dropped".into()),
+            ("cloudtrail_events".into(), 0, "dropped".into()),
+            ("flow_records".into(), 0, "dropped".into()),
+        ]
+    );
+    assert_eq!(db.count("SELECT count(*) FROM archive_runs WHERE error LIKE 'interrupted%'").await, 2);
+}
+
+#[tokio::test]
+async fn a_detach_left_pending_is_finalized_and_the_month_archived() {
+    use skywarden::archive::store::{self, PartitionLink};
+    let db = TestDb::new().await;
+    seed(&db).await;
+    // A reader holds the parent while a detach runs with a short lock timeout: the detach's
+    // first step commits, its wait times out, and the partition is left pending, as a killed
+    // run leaves it.
+    let mut reader = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT count(*) FROM cloudtrail_events").execute(&mut *reader).await.unwrap();
+    let mut detacher = db.pool.acquire().await.unwrap();
+    sqlx::query("SET lock_timeout = '500ms'").execute(&mut *detacher).await.unwrap();
+    let timed_out =
+        sqlx::raw_sql("ALTER TABLE cloudtrail_events DETACH PARTITION cloudtrail_events_p202401 CONCURRENTLY")
+            .execute(&mut *detacher)
+            .await;
+    assert!(timed_out.is_err(), "the detach should have waited for the reader");
+    sqlx::query("RESET lock_timeout").execute(&mut *detacher).await.unwrap();
+    drop(detacher);
+    reader.commit().await.unwrap();
+    let january = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+    assert_eq!(
+        store::partition_link(&db.pool, Source::CloudTrail, january).await.unwrap(),
+        PartitionLink::DetachPending
+    );
+    assert_eq!(skywarden::archive::status::detached_months(&db.pool).await.unwrap(), 1);
+
+    // The run writes January (attached again first: its rows are read through the parent),
+    // then detaches, checks and drops it.
+    let lake = tempfile::tempdir().unwrap();
+    let to = lake.path().to_str().unwrap().to_owned();
+    let destination = Destination::open(&to, &fake::settings_for("http://127.0.0.1:1")).await.unwrap();
+    let report = archive::run(&db.pool, &destination, &options(&to, None)).await.unwrap();
+    let jan = month_report(&report, "cloudtrail_events", "2024-01");
+    assert_eq!((jan.outcome.as_str(), jan.rows), ("dropped", 495), "{report:?}");
+    assert_eq!(store::partition_link(&db.pool, Source::CloudTrail, january).await.unwrap(), PartitionLink::Absent);
+    assert_eq!(skywarden::archive::status::detached_months(&db.pool).await.unwrap(), 0);
+    assert_eq!(lake_event_ids(lake.path()).len(), 900);
 }

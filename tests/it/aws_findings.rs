@@ -1253,3 +1253,106 @@ async fn the_listing_time_is_taken_from_guardduty_s_date_header() {
     let expected = (before - chrono::Duration::hours(1) - chrono::Duration::minutes(15)).timestamp_millis();
     assert!((second - expected).abs() < 10_000, "from GuardDuty's time less the overlap: {second} vs {expected}");
 }
+
+/// Waits until a backend of this test's database waits for a lock (the other side of a race
+/// is blocked), failing after ten seconds.
+async fn until_one_waits_for_a_lock(db: &TestDb) {
+    for _ in 0..400 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the other side of the race never waited for the alert's row lock");
+}
+
+#[tokio::test]
+async fn an_analyst_s_status_change_racing_the_import_of_a_newer_version_loses_neither() {
+    use skywarden::ingest::findings::from_guardduty;
+    use skywarden::pollers::findings::fold_findings;
+    let db = TestDb::new().await;
+    let account = fake::random_account_id();
+    let t = |minutes: i64| Utc::now() - chrono::Duration::minutes(minutes);
+    let version = |minutes: i64, severity: f64, count: u64| {
+        let mut finding = guardduty_finding(&account, "race-1", t(minutes), severity);
+        finding["service"]["count"] = json!(count);
+        from_guardduty(&finding).unwrap()
+    };
+    let mut tx = db.pool.begin().await.unwrap();
+    fold_findings(&mut tx, &[version(30, 5.0, 1)]).await.unwrap();
+    tx.commit().await.unwrap();
+    let alert = alerts_of(&db, &account, "aws-guardduty:").await.pop().unwrap();
+    assert_eq!((alert.status, alert.severity), (AlertStatus::Open, Severity::Medium));
+
+    // 1. The import of a newer version at the same rating holds its transaction open (folded,
+    // not committed) while an analyst resolves the alert through the path the dashboard uses:
+    // the analyst waits for it, then resolves. The rule: an update that stayed active at the
+    // same severity never reopens the analyst's resolved alert; the update itself is kept.
+    let mut import = db.pool.begin().await.unwrap();
+    fold_findings(&mut import, &[version(20, 5.0, 2)]).await.unwrap();
+    let (pool, id) = (db.pool.clone(), alert.id.clone());
+    let analyst = tokio::spawn(async move {
+        skywarden::notify::outbox::set_alert_status(
+            &pool,
+            &id,
+            AlertStatus::Resolved,
+            None,
+            "user:alice",
+            "a benign scanner",
+        )
+        .await
+    });
+    until_one_waits_for_a_lock(&db).await;
+    assert!(!analyst.is_finished(), "the analyst's change waits for the import's");
+    import.commit().await.unwrap();
+    assert_eq!(analyst.await.unwrap().unwrap(), AlertStatus::Open);
+    let after = alerts_of(&db, &account, "aws-guardduty:").await.pop().unwrap();
+    assert_eq!(after.status, AlertStatus::Resolved, "the analyst's change is not lost");
+    assert_eq!(after.details["finding"]["service"]["count"], 2, "nor the newer version");
+    // The same version read again (a later poll) leaves the analyst's resolve alone.
+    let mut again = db.pool.begin().await.unwrap();
+    fold_findings(&mut again, &[version(20, 5.0, 2)]).await.unwrap();
+    again.commit().await.unwrap();
+    assert_eq!(alerts_of(&db, &account, "aws-guardduty:").await.pop().unwrap().status, AlertStatus::Resolved);
+
+    // 2. The other way round: the analyst's dismissal holds its transaction open while a version
+    // rated higher is imported. The import waits, then sees the dismissal, and the rule for a
+    // rise in severity applies to it: the alert reopens, rated high, with the reason.
+    let mut analyst = db.pool.begin().await.unwrap();
+    skywarden::alerts::store::set_status_in(
+        &mut analyst,
+        &alert.id,
+        AlertStatus::Dismissed,
+        None,
+        "user:alice",
+        "noise",
+    )
+    .await
+    .unwrap();
+    let pool = db.pool.clone();
+    let higher = version(10, 8.0, 3);
+    let import = tokio::spawn(async move {
+        let mut tx = pool.begin().await.unwrap();
+        let folded = fold_findings(&mut tx, &[higher]).await.unwrap();
+        tx.commit().await.unwrap();
+        folded
+    });
+    until_one_waits_for_a_lock(&db).await;
+    assert!(!import.is_finished(), "the import waits for the analyst's change");
+    analyst.commit().await.unwrap();
+    let folded = import.await.unwrap();
+    assert_eq!((folded.folded, folded.reopened), (1, 1), "{folded:?}");
+    let last = alerts_of(&db, &account, "aws-guardduty:").await.pop().unwrap();
+    assert_eq!((last.status, last.severity), (AlertStatus::Open, Severity::High));
+    assert_eq!(last.details["finding"]["service"]["count"], 3);
+    let history = history_of(&db, &alert.id).await;
+    let statuses: Vec<&str> = history.iter().map(|(status, ..)| status.as_str()).collect();
+    assert_eq!(statuses[statuses.len() - 3..], ["resolved", "dismissed", "open"], "{history:?}");
+    assert!(history.last().unwrap().2.contains("now rates finding race-1 high"), "{history:?}");
+}

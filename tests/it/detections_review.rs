@@ -96,27 +96,171 @@ async fn the_rare_api_baseline_is_a_rollup_filled_at_ingest_and_backfilled_a_mon
     assert_eq!((found[0].0.as_str(), found[0].2), (bob.as_str(), 40));
 }
 
-#[tokio::test]
-async fn principals_beyond_the_per_run_bound_are_judged_in_the_same_run() {
-    let dir = Dir::new("rare-bound");
-    let weeks = dir.trail("weeks.json", &benign_weeks());
-    let attack = dir.trail("attack.json", &attack_days());
-    let db = TestDb::new().await;
-    import(&db, &["--no-detect"], &[&weeks, &attack]);
-    let policies = PolicySet::builtin();
-    let events: Vec<Value> = attack_days();
-    // Room for one identity: alice's event takes it, bob's (the intruder's) is beyond the bound.
-    let mut candidates = RareApiCandidates::with_max(1);
-    let mut noted: Vec<&Value> = events.iter().filter(|e| e["userIdentity"]["userName"] == "alice").collect();
-    noted.extend(events.iter().filter(|e| e["userIdentity"]["userName"] == "bob"));
-    for record in noted {
-        let parsed = skywarden::ingest::cloudtrail::CloudTrailEvent::parse(&record.to_string(), None).unwrap();
-        candidates.note(&policies.detectors, &skywarden::detect::PolicyEvent::from_parsed(parsed, None));
+/// Six users with five weeks of history; on day 35 four of them (p1..p4) create a user in the
+/// morning, two (p5, p6) in the evening: each a call new for them.
+fn six_principals() -> Vec<Value> {
+    let mut records = Vec::new();
+    for n in 1..=6 {
+        let who = user(&format!("p{n}"));
+        for d in 0..35 {
+            records.push(call(day(d) + Duration::hours(9), "sts", "GetCallerIdentity", &who, "84.128.1.2", None));
+        }
+        let hour = if n <= 4 { 9 } else { 20 };
+        let at = day(35) + Duration::hours(hour) + Duration::minutes(n);
+        records.push(call(at, "iam", "CreateUser", &who, "84.128.1.2", None));
     }
-    assert!(candidates.overflowed());
-    let found = rare_api::findings(&db.pool, &policies.detectors, &candidates).await.unwrap();
-    let subjects: Vec<&str> = found.iter().map(|f| f.subject.as_str()).collect();
-    assert_eq!(subjects, [format!("arn:aws:iam::{ACCOUNT}:user/bob")]);
+    records
+}
+
+/// Candidates of the day-35 events of `records` (in time order), keeping at most `max`.
+fn noted(policies: &PolicySet, records: &[Value], max: usize) -> RareApiCandidates {
+    let mut events: Vec<skywarden::detect::PolicyEvent> = records
+        .iter()
+        .map(|r| skywarden::ingest::cloudtrail::CloudTrailEvent::parse(&r.to_string(), None).unwrap())
+        .map(|parsed| skywarden::detect::PolicyEvent::from_parsed(parsed, None))
+        .filter(|e| e.event_time >= day(35))
+        .collect();
+    events.sort_by_key(|e| e.event_time);
+    let mut candidates = RareApiCandidates::with_max(max);
+    events.iter().for_each(|e| candidates.note(&policies.detectors, e));
+    candidates
+}
+
+/// One run of the rare-API detector as detection runs it: its state changes written after it.
+async fn rare_run(db: &TestDb, policies: &PolicySet, candidates: &RareApiCandidates) -> Vec<skywarden::model::Finding> {
+    let mut state = skywarden::detect::health::StateChanges::default();
+    let found = rare_api::findings(&db.pool, &policies.detectors, candidates, &mut state).await.unwrap();
+    state.apply(&db.pool).await.unwrap();
+    found
+}
+
+/// (subject, evidence, title, details) of findings, in order: what makes the alerts.
+fn fingerprint(found: &[skywarden::model::Finding]) -> Vec<(String, String, String, String)> {
+    let mut prints: Vec<_> = found
+        .iter()
+        .map(|f| (f.subject.clone(), f.evidence_id.clone(), f.title.clone(), f.details.to_string()))
+        .collect();
+    prints.sort();
+    prints
+}
+
+async fn rare_backlog(db: &TestDb) -> Vec<(String, String)> {
+    sqlx::query_as("SELECT policy_id, cursor FROM detection_backlog WHERE cursor IS NOT NULL ORDER BY 1")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+}
+
+fn arn(name: &str) -> String {
+    format!("arn:aws:iam::{ACCOUNT}:user/{name}")
+}
+
+#[tokio::test]
+async fn principals_beyond_the_per_run_bound_wait_in_the_backlog_and_give_the_uncapped_alerts() {
+    let records = six_principals();
+    let dir = Dir::new("rare-bound");
+    let trail = dir.trail("six.json", &records);
+    let db = TestDb::new().await;
+    import(&db, &["--no-detect"], &[&trail]);
+    let policies = PolicySet::builtin();
+    let uncapped = rare_run(&db, &policies, &noted(&policies, &records, 100)).await;
+    assert_eq!(uncapped.len(), 6, "each user's first CreateUser");
+    assert!(rare_backlog(&db).await.is_empty());
+
+    // A bound of four: the morning's four are judged, the evening's two wait (their account's
+    // span, from its start) and detection health says so.
+    let first = rare_run(&db, &policies, &noted(&policies, &records, 4)).await;
+    let subjects: Vec<String> = fingerprint(&first).into_iter().map(|f| f.0).collect();
+    assert_eq!(subjects, ["p1", "p2", "p3", "p4"].map(arn));
+    let key = format!("{RARE}#principals/{ACCOUNT}");
+    assert_eq!(rare_backlog(&db).await, [(key.clone(), String::new())]);
+    let skip = health_skip(&status(&db), RARE).expect("the backlog is in detection health");
+    assert_eq!((skip["outstanding"].as_bool(), skip["last_skipped"].as_i64()), (Some(true), Some(2)), "{skip}");
+    // A run with room for one (nothing new) judges p5 and moves the cursor past it; the next p6.
+    let second = rare_run(&db, &policies, &RareApiCandidates::with_max(1)).await;
+    assert_eq!(fingerprint(&second).into_iter().map(|f| f.0).collect::<Vec<_>>(), [arn("p5")]);
+    assert_eq!(rare_backlog(&db).await, [(key, arn("p5"))]);
+    let skip = health_skip(&status(&db), RARE).unwrap();
+    assert_eq!((skip["outstanding"].as_bool(), skip["last_skipped"].as_i64()), (Some(true), Some(1)), "{skip}");
+    let third = rare_run(&db, &policies, &RareApiCandidates::with_max(1)).await;
+    assert_eq!(fingerprint(&third).into_iter().map(|f| f.0).collect::<Vec<_>>(), [arn("p6")]);
+    assert!(rare_backlog(&db).await.is_empty(), "drained");
+    assert_eq!(health_skip(&status(&db), RARE).unwrap()["outstanding"], false);
+    assert!(rare_run(&db, &policies, &RareApiCandidates::with_max(1)).await.is_empty());
+    // The capped runs together found what the uncapped run found.
+    let capped: Vec<_> = first.into_iter().chain(second).chain(third).collect();
+    assert_eq!(fingerprint(&capped), fingerprint(&uncapped));
+    let totals = skywarden::detect::health::skips(&db.pool).await.unwrap();
+    assert_eq!(totals.iter().find(|s| s.policy_id == RARE).unwrap().skipped_total, 2, "each principal counted once");
+}
+
+#[tokio::test]
+async fn a_run_whose_alerts_cannot_be_stored_keeps_the_backlog_for_the_next_which_alerts_once() {
+    let records = six_principals();
+    let dir = Dir::new("rare-flush");
+    let trail = dir.trail("six.json", &records);
+    let db = TestDb::new().await;
+    import(&db, &["--no-detect"], &[&trail]);
+    let policies = PolicySet::builtin();
+    rare_run(&db, &policies, &noted(&policies, &records, 4)).await;
+    let left = rare_backlog(&db).await;
+    assert_eq!(left.len(), 1);
+    // The alert store refuses every alert: the run fails, and the backlog stays as it was.
+    for statement in [
+        "CREATE FUNCTION refuse_alerts() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'the alert store is down'; END $$",
+        "CREATE TRIGGER refuse_alerts BEFORE INSERT OR UPDATE ON alerts FOR EACH ROW EXECUTE FUNCTION refuse_alerts()",
+    ] {
+        sqlx::query(statement).execute(&db.pool).await.unwrap();
+    }
+    let now = skywarden::detect::runner::database_now(&db.pool).await.unwrap();
+    let failed = skywarden::detect::run(&db.pool, &policies, skywarden::detect::Scope::IngestedSince(now)).await;
+    let error = format!("{:#}", anyhow::Error::from(failed.expect_err("storing the alerts fails")));
+    assert!(error.contains("the alert store is down"), "{error}");
+    assert_eq!(rare_backlog(&db).await, left, "nothing judged was stored: the backlog is kept");
+    assert_eq!(health_skip(&status(&db), RARE).unwrap()["outstanding"], true);
+    // The store is back: the next run (nothing new) raises the two alerts left, once.
+    sqlx::query("DROP TRIGGER refuse_alerts ON alerts").execute(&db.pool).await.unwrap();
+    for _ in 0..2 {
+        let now = skywarden::detect::runner::database_now(&db.pool).await.unwrap();
+        skywarden::detect::run(&db.pool, &policies, skywarden::detect::Scope::IngestedSince(now)).await.unwrap();
+    }
+    let found = alerts(&db, RARE).await;
+    let raised: Vec<(&str, i64)> = found.iter().map(|(subject, _, count, ..)| (subject.as_str(), *count)).collect();
+    assert_eq!(raised, [(arn("p5").as_str(), 1), (arn("p6").as_str(), 1)]);
+    assert!(rare_backlog(&db).await.is_empty());
+    assert_eq!(health_skip(&status(&db), RARE).unwrap()["outstanding"], false);
+}
+
+#[tokio::test]
+async fn backlog_left_longer_than_its_expiry_is_dropped_and_detection_health_says_so() {
+    let records = six_principals();
+    let dir = Dir::new("rare-expiry");
+    let trail = dir.trail("six.json", &records);
+    let db = TestDb::new().await;
+    import(&db, &["--no-detect"], &[&trail]);
+    let policies = PolicySet::builtin();
+    rare_run(&db, &policies, &noted(&policies, &records, 4)).await;
+    assert_eq!(rare_backlog(&db).await.len(), 1);
+    // A fresh piece of work is kept by a run with no room for it ...
+    let busy = noted(&policies, &records[..36], 1);
+    rare_run(&db, &policies, &busy).await;
+    assert_eq!(rare_backlog(&db).await.len(), 1);
+    // ... one older than the expiry is dropped unjudged, as a skip.
+    let days = skywarden::detect::health::BACKLOG_MAX_DAYS + 1;
+    sqlx::query("UPDATE detection_backlog SET added_at = now() - make_interval(days => $1)")
+        .bind(days)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    rare_run(&db, &policies, &busy).await;
+    assert!(rare_backlog(&db).await.is_empty(), "expired");
+    let skip = health_skip(&status(&db), RARE).unwrap();
+    assert_eq!(skip["outstanding"], true, "{skip}");
+    assert!(skip["note"].as_str().unwrap().contains("dropped unevaluated"), "{skip}");
+    // Nothing is left: the next run clears it.
+    rare_run(&db, &policies, &RareApiCandidates::with_max(1)).await;
+    assert_eq!(health_skip(&status(&db), RARE).unwrap()["outstanding"], false);
 }
 
 const SSO_ROLE: &str = "AWSReservedSSO_AdministratorAccess_0123456789abcdef";
@@ -530,4 +674,150 @@ async fn hours_deferred_again_are_counted_once_in_the_skip_total() {
     // Two hours left by the first run, one of them left again by the second: two in all.
     let skips = skywarden::detect::health::skips(&db.pool).await.unwrap();
     assert_eq!((skips[0].skipped_total, skips[0].last_skipped, skips[0].outstanding), (2, 1, false));
+}
+
+/// Version 5 with the packet's own addresses (`pkt-srcaddr`, `pkt-dstaddr`).
+const PKT_HEADER: &str = "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status tcp-flags flow-direction pkt-srcaddr pkt-dstaddr\n";
+
+/// An instance's SYN as logged where the record's destination is not the packet's.
+fn through(
+    at: DateTime<Utc>,
+    eni: &str,
+    (src, sport): (&str, u32),
+    dst: &str,
+    (pkt_dst, dport): (&str, u32),
+) -> String {
+    format!(
+        "5 {ACCOUNT} {eni} {src} {dst} {sport} {dport} 6 1 60 {} {} ACCEPT OK 2 egress {src} {pkt_dst}\n",
+        at.timestamp(),
+        (at + Duration::seconds(50)).timestamp()
+    )
+}
+
+#[tokio::test]
+async fn connections_to_an_incident_s_address_are_judged_by_the_packet_s_own_destination() {
+    let at = day(50) + Duration::hours(3);
+    let dir = Dir::new("pkt-dst");
+    let trail = dir.trail("trail.json", &[call(at, "cloudtrail", "StopLogging", &user("bob"), INTRUDER_IP, None)]);
+    let nat = "10.0.2.236";
+    let mut text = String::from(PKT_HEADER);
+    // Behind the NAT gateway: the record's destination is the gateway's interface, the packet's
+    // the intruder.
+    text += &through(at + Duration::hours(1), "eni-0nat0000000000001", ("10.0.1.25", 50_123), nat, (INTRUDER_IP, 4444));
+    // The record names the intruder but the packet went elsewhere: not a connection to them.
+    let elsewhere = "198.51.100.77";
+    text += &through(at + Duration::hours(2), APP_ENI, ("10.0.1.26", 50_124), INTRUDER_IP, (elsewhere, 443));
+    let flows = dir.write("v5.log", &text);
+    let db = TestDb::new().await;
+    import(&db, &[], &[&trail, &flows]);
+    let found = alerts(&db, DESTINATION).await;
+    let subjects: Vec<&str> = found.iter().map(|(subject, ..)| subject.as_str()).collect();
+    assert_eq!(subjects, [format!("eni-0nat0000000000001>{INTRUDER_IP}")], "{found:?}");
+    assert_eq!(found[0].3["sources"], json!(["10.0.1.25"]));
+    assert!(found[0].4.is_some(), "it joins the intruder's incident");
+}
+
+/// A week of alice's calls, each new or repeated.
+fn alice_week() -> Vec<Value> {
+    let alice = user("alice");
+    let mut records = Vec::new();
+    for d in 0..7 {
+        let at = day(d) + Duration::hours(9);
+        records.push(call(at, "iam", "CreateUser", &alice, "84.128.1.2", None));
+        records.push(call(at + Duration::minutes(d), "kms", "PutKeyPolicy", &alice, "84.128.1.2", None));
+        records.push(call(at + Duration::hours(1), "s3", "ListBuckets", &alice, "84.128.1.2", None));
+    }
+    records
+}
+
+/// A call of alice's that PostgreSQL refuses to store (a number too large for jsonb), though
+/// the parser reads it: the text of one CloudTrail record.
+fn refused_record() -> String {
+    let mut bad = call(day(3) + Duration::hours(12), "iam", "DeleteUser", &user("alice"), "84.128.1.2", None);
+    bad["requestParameters"] = json!({"maxItems": "HUGE"});
+    bad.to_string().replace("\"HUGE\"", "1e999999")
+}
+
+/// A trail of `records` with [`refused_record`] among them.
+fn with_refused_row(records: &[Value]) -> String {
+    let mut texts: Vec<String> = records.iter().map(Value::to_string).collect();
+    texts.insert(5, refused_record());
+    format!("{{\"Records\": [{}]}}", texts.join(","))
+}
+
+#[tokio::test]
+async fn batches_stored_row_by_row_give_the_rollup_one_batch_gives() {
+    let dir = Dir::new("rollup-fallback");
+    let records = alice_week();
+    let clean = TestDb::new().await;
+    import(&clean, &["--no-detect"], &[&dir.trail("all.json", &records)]);
+    let expected = rollup(&clean).await;
+    assert!(expected.len() >= 14, "{expected:?}");
+
+    // A batch holding a row PostgreSQL refuses is stored row by row: the other rows roll up as
+    // the batch would have.
+    let refused = TestDb::new().await;
+    let broken = dir.write("broken.json", &with_refused_row(&records));
+    let output = refused.skywarden(&["import", "--json", "--no-detect", &broken.display().to_string()]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "the refused row is an error: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (&summary["cloudtrail_events"], summary["errors"].as_array().map(Vec::len)),
+        (&json!(21), Some(1)),
+        "{summary}"
+    );
+    assert_eq!(rollup(&refused).await, expected, "the row-by-row path rolls up the rows it stores");
+
+    // A batch partly stored before (a LookupEvents export overlapping the trail) goes the
+    // deduplicating way: its new rows roll up too.
+    let overlap = TestDb::new().await;
+    import(&overlap, &["--no-detect"], &[&dir.trail("first.json", &records[..9])]);
+    import(&overlap, &["--no-detect"], &[&dir.trail("all-again.json", &records)]);
+    assert_eq!(rollup(&overlap).await, expected, "the deduplicating path rolls up the new rows");
+}
+
+#[tokio::test]
+async fn a_poller_s_batch_refused_in_part_rolls_up_what_it_stores() {
+    use skywarden::db::copy::CopyBuffer;
+    use skywarden::db::partitions::PartitionedTable;
+    let records = alice_week();
+    let rows = |records: &[String]| {
+        let mut buffer = CopyBuffer::with_capacity(64 * 1024);
+        for record in records {
+            let event = skywarden::ingest::cloudtrail::CloudTrailEvent::parse(record, None).unwrap();
+            event.write_row(None, &mut buffer);
+        }
+        buffer
+    };
+    let store = |db: &TestDb, buffer: CopyBuffer| {
+        let pool = db.pool.clone();
+        async move {
+            let mut conn = pool.acquire().await.unwrap();
+            let months = vec![skywarden::db::partitions::month_start(day(0))];
+            let cache = skywarden::db::partitions::PartitionCache::default();
+            cache.ensure(&mut conn, PartitionedTable::CloudTrailEvents, months).await.unwrap();
+            drop(conn);
+            let mut tx = pool.begin().await.unwrap();
+            let outcome =
+                skywarden::ingest::store::insert_in_transaction(&mut tx, PartitionedTable::CloudTrailEvents, &buffer)
+                    .await
+                    .unwrap();
+            tx.commit().await.unwrap();
+            outcome
+        }
+    };
+    let clean = TestDb::new().await;
+    let texts: Vec<String> = records.iter().map(Value::to_string).collect();
+    assert_eq!(store(&clean, rows(&texts)).await.inserted, 21);
+    let mut broken = texts.clone();
+    broken.insert(5, refused_record());
+    let refused = TestDb::new().await;
+    let outcome = store(&refused, rows(&broken)).await;
+    assert_eq!((outcome.inserted, outcome.rejected.len()), (21, 1), "{:?}", outcome.rejected);
+    assert_eq!(rollup(&refused).await, rollup(&clean).await);
 }

@@ -6,6 +6,7 @@
 
 mod api;
 mod archive;
+mod archive_read;
 mod as_shipped;
 mod aws;
 mod aws_findings;
@@ -29,6 +30,7 @@ mod notifications;
 mod organizations;
 mod outbound_limits;
 mod packaging;
+mod partition_cache;
 mod poll_control;
 mod posture;
 mod regions;

@@ -1030,3 +1030,60 @@ async fn an_alert_that_escalates_reaches_the_routes_of_its_new_severity_once() {
     assert_eq!((chat.received().len(), pager.received().len()), (1, 1));
     assert_eq!(pager.received()[0].json()["payload"]["severity"], "error");
 }
+
+/// A route's policy patterns have one wildcard, `*`; every other character is itself, a
+/// backslash included (it escapes nothing, and LIKE's own `%` and `_` are plain too). Both ways a
+/// route is matched (a new alert, and an automatic action's notice) follow the same rule.
+#[tokio::test]
+async fn a_backslash_in_a_route_pattern_is_a_plain_character() {
+    let db = TestDb::new().await;
+    let routing = routing(&db, loopback(), 5);
+    let hooks = Receiver::start(Answer::status(204, "")).await;
+    routing
+        .channel(&db, "siem", ChannelKind::Webhook, json!({"url": hooks.url("/hook")}), &[("signing_secret", "s")])
+        .await;
+    route(&db, "team-a", "siem", json!({"policies": ["team\\a_*"]})).await;
+    let finding = |policy: &str, principal: &str| {
+        let mut finding = hijack(principal, 1);
+        finding.policy_id = policy.into();
+        finding
+    };
+    let policies = [
+        ("team\\a_1", "one-backslash"),     // the pattern's own characters, then anything
+        ("teama_1", "no-backslash"),        // the backslash is not an escape that vanishes
+        ("team\\\\a_1", "two-backslashes"), // nor does `\\` in the data match one
+        ("team\\aX1", "underscore-as-any"), // `_` is not LIKE's any-character
+        ("team\\a_", "empty-rest"),         // `*` matches nothing too
+    ];
+    let findings: Vec<Finding> = policies.iter().map(|(policy, who)| finding(policy, who)).collect();
+    outbox::record_alerts(&db.pool, &findings).await.unwrap();
+    let routed: Vec<String> = sqlx::query_scalar(
+        "SELECT a.principal FROM notification_outbox o JOIN alerts a ON a.alert_id = o.alert_id ORDER BY a.principal",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(routed, ["empty-rest", "one-backslash"]);
+
+    // An automatic action's notice goes by the same rule.
+    let notice = |alert: &str| skywarden::notify::message::AutomaticAction {
+        outcome: skywarden::notify::message::ActionOutcome::DryRun,
+        kind: "quarantine".into(),
+        resource: "user/alice".into(),
+        account_id: "111122223333".into(),
+        region: "global".into(),
+        rule: "r".into(),
+        result: "dry run, nothing changed".into(),
+        action_id: None,
+        undo: "nothing to undo: nothing was changed".into(),
+        undo_command: None,
+        incident_id: Some(alert.into()),
+        incident_url: None,
+    };
+    for (_, who) in policies {
+        let alert = alert_id(&db, who).await;
+        let queued =
+            outbox::enqueue_automatic_action(&db.pool, &alert, "automatic", "note", &notice(&alert)).await.unwrap();
+        assert_eq!(queued, u64::from(["one-backslash", "empty-rest"].contains(&who)), "{who}");
+    }
+}

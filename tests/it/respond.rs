@@ -1095,3 +1095,307 @@ async fn the_rules_of_a_principal_need_the_approval_their_kind_needs() {
     assert_eq!(undone.status, "undone", "{:?}", undone.undo_error);
     assert_eq!(s.ingress(&web).await.len(), 2);
 }
+
+/// A successful EC2 event `name` of `identity`, stored on `conn` as the importer would (a
+/// transaction's connection holds it uncommitted, as an import under way does).
+async fn insert_event(
+    conn: &mut sqlx::PgConnection,
+    s: &Setup,
+    (id, name): (&str, &str),
+    identity: Value,
+    request: Value,
+    response: Value,
+) {
+    use skywarden::db::partitions::{PartitionCache, PartitionedTable};
+    PartitionCache::default()
+        .ensure(&mut *conn, PartitionedTable::CloudTrailEvents, vec![chrono::Utc::now()])
+        .await
+        .unwrap();
+    let user_name = identity["userName"].as_str().map(str::to_owned);
+    let raw = json!({"eventID": id, "eventName": name, "awsRegion": REGION, "eventSource": "ec2.amazonaws.com",
+                     "recipientAccountId": s.account, "userIdentity": identity, "requestParameters": request,
+                     "responseElements": response});
+    sqlx::query(
+        "INSERT INTO cloudtrail_events (account_id, event_time, event_id, region, event_source, event_name, user_name, raw)
+         VALUES ($1, now(), $2, $3, 'ec2.amazonaws.com', $4, $5, $6)",
+    )
+    .bind(&s.account)
+    .bind(id)
+    .bind(REGION)
+    .bind(name)
+    .bind(user_name)
+    .bind(&raw)
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+}
+
+/// An answer item of AuthorizeSecurityGroupIngress naming everything the live rule must still be.
+fn full_item(group: &str, rule: &str, port: i32, cidr: &str) -> Value {
+    json!({"groupId": group, "securityGroupRuleId": rule, "isEgress": false, "ipProtocol": "tcp",
+           "fromPort": port, "toPort": port, "cidrIpv4": cidr})
+}
+
+fn ports(rules: &[(String, i32, i32, String, String)]) -> Vec<i32> {
+    let mut ports: Vec<i32> = rules.iter().map(|r| r.1).collect();
+    ports.sort_unstable();
+    ports
+}
+
+/// What the approver saw is what runs: the plan (rule ids, their events, group, protocol, ports,
+/// source) is stored with the request and approval acts on exactly it, each rule re-checked
+/// live. An import that began before the request and commits after it (its rows carry the
+/// import's start as ingested_at), or the event of a planned rule going (its month archived and
+/// dropped), changes nothing; a planned rule changed since is left alone and reported.
+#[tokio::test]
+async fn approval_runs_exactly_the_plan_stored_with_the_request() {
+    let s = setup(true).await;
+    let (web, ssh) = s.open_ssh("198.51.100.60/32").await;
+    let https = add_rule(&s, &web, "198.51.100.60/32", 443).await;
+    let changed = add_rule(&s, &web, "198.51.100.60/32", 3389).await;
+    let late = add_rule(&s, &web, "198.51.100.61/32", 8443).await;
+    store_ingress_event(&s, "p-1", iam_user("erin"), json!({"groupId": web}), &[(&web, &ssh)]).await;
+    store_ingress_event(&s, "p-2", iam_user("erin"), json!({"groupId": web}), &[(&web, &https)]).await;
+    let item = full_item(&web, &changed, 3389, "198.51.100.60/32");
+    store_event(&s, "p-3", iam_user("erin"), json!({"groupId": web}), vec![item], 0, json!({})).await;
+    skywarden::respond::record::set_approval(&s.db.pool, "revoke-ingress-rule", true, "user:lead").await.unwrap();
+
+    let mut import = s.db.pool.begin().await.unwrap();
+    let answer =
+        json!({"_return": true, "securityGroupRuleSet": {"items": [full_item(&web, &late, 8443, "198.51.100.61/32")]}});
+    let late_event = ("p-4", "AuthorizeSecurityGroupIngress");
+    insert_event(&mut import, &s, late_event, iam_user("erin"), json!({"groupId": web}), answer).await;
+    let action = Action::parse("revoke-principal-ingress", "user/erin", None).unwrap();
+    let asked = s.apply(action, "erin-ingress-1").await.unwrap();
+    assert_eq!(asked.status, "awaiting_approval");
+    let plan = asked.plan.clone().expect("the plan is stored with the request");
+    let mut planned: Vec<&str> =
+        plan["rules"].as_array().unwrap().iter().map(|r| r["rule_id"].as_str().unwrap()).collect();
+    planned.sort_unstable();
+    let mut expected = vec![ssh.as_str(), https.as_str(), changed.as_str()];
+    expected.sort_unstable();
+    assert_eq!(planned, expected);
+    let shown = plan["rules"].as_array().unwrap().iter().find(|r| r["rule_id"] == changed.as_str()).unwrap().clone();
+    assert_eq!((shown["event_id"].as_str(), shown["item"]["fromPort"].as_i64()), (Some("p-3"), Some(3389)));
+    import.commit().await.unwrap();
+    sqlx::query("DELETE FROM cloudtrail_events WHERE event_id = 'p-2'").execute(&s.db.pool).await.unwrap();
+    // The planned 3389 rule is narrowed by someone else meanwhile: no longer what erin opened.
+    use aws_sdk_ec2::types::{SecurityGroupRuleRequest, SecurityGroupRuleUpdate};
+    let narrowed = SecurityGroupRuleRequest::builder()
+        .ip_protocol("tcp")
+        .from_port(3389)
+        .to_port(3389)
+        .cidr_ipv4("10.0.0.0/8")
+        .build();
+    let update =
+        SecurityGroupRuleUpdate::builder().security_group_rule_id(&changed).security_group_rule(narrowed).build();
+    s.owner.ec2(REGION).modify_security_group_rules().group_id(&web).security_group_rules(update).send().await.unwrap();
+
+    let error = run::approve(&s.ctx, &asked.id, "user:lead", "confirmed").await.unwrap_err().to_string();
+    assert!(error.contains(&format!("{changed} mismatch")) && error.contains("cidrIpv4"), "{error}");
+    assert_eq!(ports(&s.ingress(&web).await), [3389, 8443], "exactly the plan: 22 and 443 revoked, the late rule kept");
+    let done = skywarden::respond::record::get(&s.db.pool, &asked.id).await.unwrap().unwrap();
+    assert_eq!(done.status, "failed", "a planned rule was left: never applied");
+    let outcomes = done.state_after.unwrap()["rules"].clone();
+    let status =
+        |rule: &str| outcomes.as_array().unwrap().iter().find(|o| o["rule_id"] == rule).unwrap()["status"].clone();
+    assert_eq!(
+        (status(&ssh), status(&https), status(&changed)),
+        (json!("applied"), json!("applied"), json!("mismatch"))
+    );
+}
+
+/// A principal can widen an existing rule with ModifySecurityGroupRules instead of authorizing
+/// one: that counts as opening it (by its rule id), revoked like the others with the same
+/// trust and mismatch checks; an egress rule it changed is listed and left (no ingress).
+#[tokio::test]
+async fn a_rule_the_principal_widened_is_revoked_like_one_it_opened() {
+    use aws_sdk_ec2::types::{Filter, SecurityGroupRuleRequest, SecurityGroupRuleUpdate};
+    let s = setup(true).await;
+    let (web, rule) = s.open_ssh("10.20.0.0/16").await;
+    let ec2 = s.owner.ec2(REGION);
+    let widened =
+        SecurityGroupRuleRequest::builder().ip_protocol("tcp").from_port(22).to_port(22).cidr_ipv4("0.0.0.0/0").build();
+    let update = SecurityGroupRuleUpdate::builder().security_group_rule_id(&rule).security_group_rule(widened).build();
+    ec2.modify_security_group_rules().group_id(&web).security_group_rules(update).send().await.unwrap();
+    let egress = ec2
+        .describe_security_group_rules()
+        .filters(Filter::builder().name("group-id").values(&web).build())
+        .send()
+        .await
+        .unwrap()
+        .security_group_rules()
+        .iter()
+        .find(|r| r.is_egress() == Some(true))
+        .and_then(|r| r.security_group_rule_id().map(str::to_owned))
+        .expect("the group's default egress rule");
+    // CloudTrail's record of frank's call: both updates in the request, nothing in the answer.
+    let request = json!({"ModifySecurityGroupRulesRequest": {"GroupId": web, "SecurityGroupRule": [
+        {"SecurityGroupRuleId": rule, "SecurityGroupRule": {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "0.0.0.0/0"}, "tag": 1},
+        {"SecurityGroupRuleId": egress, "SecurityGroupRule": {"IpProtocol": "-1", "FromPort": -1, "ToPort": -1, "CidrIpv4": "0.0.0.0/0"}, "tag": 2}]}});
+    let answer = json!({"ModifySecurityGroupRulesResponse": {"requestId": "r-1", "return": true}});
+    let mut conn = s.db.pool.acquire().await.unwrap();
+    insert_event(&mut conn, &s, ("w-1", "ModifySecurityGroupRules"), iam_user("frank"), request, answer).await;
+    drop(conn);
+
+    let action = Action::parse("revoke-principal-ingress", "user/frank", None).unwrap();
+    let plan = run::plan(&s.ctx, &s.account, &action).await.unwrap();
+    assert_eq!(plan.calls.len(), 1, "{:?}", plan.current);
+    assert_eq!(plan.calls[0].params["SecurityGroupRuleIds"], json!([rule]));
+    assert_eq!(plan.current["incomplete"], json!([]), "an egress rule is not left undone: {}", plan.current);
+    let listed = plan.current["rules"].as_array().unwrap();
+    assert!(listed.iter().any(|r| r["rule_id"] == egress.as_str() && r["problem"] == "egress"), "{listed:?}");
+
+    let done = s.apply(action, "frank-ingress-1").await.unwrap();
+    assert_eq!(done.status, "applied", "{:?}", done.error);
+    assert!(s.ingress(&web).await.is_empty(), "the widened rule is revoked");
+    let undone = run::undo(&s.ctx, &done.id, "user:analyst", "frank's change was approved").await.unwrap();
+    assert_eq!(undone.status, "undone", "{:?}", undone.undo_error);
+    let restored = s.ingress(&web).await;
+    assert_eq!((restored.len(), restored[0].1, restored[0].3.as_str()), (1, 22, "0.0.0.0/0"), "restored as it was");
+}
+
+/// A loopback proxy in front of moto that answers `iam:GetAccountSummary` as AWS answers a
+/// responder role deployed from the template before that call was added (403 and the IAM Query
+/// API's `ErrorResponse` with code `AccessDenied`); every other request goes to moto unchanged.
+/// moto does not enforce IAM policies, so this one denial has to come from in front of it.
+async fn denying_account_summary(moto: &str) -> String {
+    use axum::response::IntoResponse;
+    use hyper_util::client::legacy::Client;
+    let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Body>();
+    let moto = moto.trim_end_matches('/').to_owned();
+    let app = axum::Router::new().fallback(move |request: Request<Body>| {
+        let (client, moto) = (client.clone(), moto.clone());
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, 1 << 24).await.unwrap();
+            if body.windows(24).any(|w| w == b"Action=GetAccountSummary") {
+                let denied = r#"<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>User: arn:aws:sts::123456789012:assumed-role/SkywardenResponder/skywarden is not authorized to perform: iam:GetAccountSummary on resource: * because no identity-based policy allows the iam:GetAccountSummary action</Message></Error><RequestId>6a1d1b6e-3c4d-4e5f-8a9b-0c1d2e3f4a5b</RequestId></ErrorResponse>"#;
+                return (StatusCode::FORBIDDEN, [("content-type", "text/xml")], denied).into_response();
+            }
+            let uri = format!("{moto}{}", parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+            let mut forward = Request::builder().method(parts.method).uri(uri);
+            for (name, value) in &parts.headers {
+                if name != "host" {
+                    forward = forward.header(name, value);
+                }
+            }
+            let answer = client.request(forward.body(Body::from(body)).unwrap()).await.unwrap();
+            answer.map(Body::new).into_response()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{address}")
+}
+
+/// Stacks deployed from the older responder template may not call iam:GetAccountSummary:
+/// quarantine then assumes AWS's default quota of 10 and says so in its dry run and record,
+/// instead of failing (or guessing silently).
+#[tokio::test]
+async fn quarantine_without_get_account_summary_assumes_the_default_quota_and_says_so() {
+    let s = setup(true).await;
+    let proxy = denying_account_summary(fake::moto_url().await).await;
+    let settings = fake::settings_for(&proxy);
+    let base = settings.load().await;
+    let ctx = ResponseContext { pool: s.db.pool.clone(), settings: settings.clone(), base: base.clone() };
+    // The proxy is in the way: the summary is denied, as AWS denies it.
+    let owner = AccountSession::assume(
+        &base,
+        &settings,
+        &accounts::load(&s.db.pool, &s.account).await.unwrap().assume_target(),
+    )
+    .await
+    .unwrap();
+    let denied = owner.iam().get_account_summary().send().await.unwrap_err();
+    let denied = skywarden::aws::AwsError::from_sdk("iam:GetAccountSummary", "us-east-1", denied);
+    assert_eq!(denied.kind, skywarden::aws::AwsErrorKind::AccessDenied, "{denied}");
+
+    let iam = s.owner.iam();
+    for user in ["nearly", "full"] {
+        iam.create_user().user_name(user).send().await.unwrap();
+    }
+    let managed =
+        iam.list_policies().scope(aws_sdk_iam::types::PolicyScopeType::Aws).max_items(20).send().await.unwrap();
+    let arns: Vec<&str> = managed
+        .policies()
+        .iter()
+        .filter_map(|p| p.arn())
+        .filter(|arn| !arn.ends_with("/AWSDenyAll"))
+        .take(10)
+        .collect();
+    for (at, arn) in arns.iter().enumerate() {
+        iam.attach_user_policy().user_name("full").policy_arn(*arn).send().await.unwrap();
+        if at < 9 {
+            iam.attach_user_policy().user_name("nearly").policy_arn(*arn).send().await.unwrap();
+        }
+    }
+    let full = Action::parse("quarantine", "user/full", None).unwrap();
+    let plan = run::plan(&ctx, &s.account, &full).await.unwrap();
+    assert_eq!(
+        (plan.current["attached_count"].as_i64(), plan.current["attached_quota"].as_i64()),
+        (Some(10), Some(10))
+    );
+    let said = plan.current["attached_quota_unknown"].as_str().expect("the dry run says the quota is assumed");
+    assert!(said.contains("iam:GetAccountSummary") && said.contains("default quota of 10"), "{said}");
+    assert!(plan.will_fail.as_deref().is_some_and(|why| why.contains("quota is 10")), "{:?}", plan.will_fail);
+
+    let nearly = Action::parse("quarantine", "user/nearly", None).unwrap();
+    let done = run::apply(&ctx, &s.request(nearly, "quarantine-nearly-01")).await.unwrap();
+    assert_eq!(done.status, "applied", "{:?}", done.error);
+    let before = done.state_before.expect("recorded");
+    assert_eq!(before["attached_quota"], 10);
+    assert!(before["attached_quota_unknown"].as_str().is_some_and(|s| s.contains("default quota of 10")), "{before}");
+    let attached = iam.list_attached_user_policies().user_name("nearly").send().await.unwrap();
+    assert!(attached.attached_policies().iter().any(|p| p.policy_arn() == Some(DENY_ALL)));
+}
+
+/// A suggestion whose check fails (here: the principal's ingress events cannot be read, the
+/// database refusing the query) is still listed by the suggestions API, with a note saying what
+/// could not be checked and why: visible, never silently dropped, never a 500 for the page.
+#[tokio::test]
+async fn a_suggestion_whose_check_fails_is_listed_with_what_could_not_be_checked() {
+    let s = setup(true).await;
+    let context = ApiContext::new(s.db.pool.clone()).with_aws(s.ctx.settings.clone(), s.ctx.base.clone());
+    let (_, viewer) = auth::create(&s.db.pool, "wallboard", Role::Viewer).await.unwrap();
+    let (web, ssh) = s.open_ssh("198.51.100.70/32").await;
+    store_ingress_event(&s, "g-1", iam_user("gina"), json!({"groupId": web}), &[(&web, &ssh)]).await;
+    let mut finding = crate::respond_safety::alert_of(&s.account, "gina");
+    finding.evidence_id = "g-1".into();
+    skywarden::notify::outbox::record_alerts(&s.db.pool, &[finding]).await.unwrap();
+    let alert: String = sqlx::query_scalar("SELECT alert_id::text FROM alerts").fetch_one(&s.db.pool).await.unwrap();
+    sqlx::query(
+        "INSERT INTO alert_evidence (account_id, alert_id, event_id, event_time)
+         SELECT account_id, $1::uuid, event_id, event_time FROM cloudtrail_events WHERE event_id = 'g-1'
+         ON CONFLICT (account_id, alert_id, event_id) DO UPDATE SET event_time = EXCLUDED.event_time",
+    )
+    .bind(&alert)
+    .execute(&s.db.pool)
+    .await
+    .unwrap();
+    let uri = format!("/api/v1/alerts/{alert}/responses");
+    let principal_ingress = |answer: &Value| {
+        answer["actions"].as_array().unwrap().iter().find(|a| a["kind"] == "revoke-principal-ingress").cloned()
+    };
+    let (status, answer) = api(&context, "GET", &uri, &viewer, None, None).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let checked = principal_ingress(&answer).expect("gina opened a rule");
+    assert!(checked.get("note").is_none(), "{checked}");
+
+    // The check's query fails (a column it reads is gone, as in a half-applied migration): the
+    // other queries of the page do not read it.
+    sqlx::query("ALTER TABLE cloudtrail_events RENAME COLUMN error_code TO error_code_moved")
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    let (status, answer) = api(&context, "GET", &uri, &viewer, None, None).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let unchecked = principal_ingress(&answer).expect("listed all the same");
+    let note = unchecked["note"].as_str().expect("with a note");
+    assert!(
+        note.starts_with("could not check whether it opened ingress rules") && note.contains("error_code"),
+        "{note}"
+    );
+    assert!(answer["actions"].as_array().unwrap().iter().any(|a| a["kind"] == "quarantine"), "the rest is listed");
+}

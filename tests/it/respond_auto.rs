@@ -19,8 +19,9 @@ use skywarden::respond::auto::AutoRules;
 use skywarden::respond::containment::{Containment, StepReport};
 use skywarden::respond::record;
 
-use crate::respond::{Setup, setup};
+use crate::respond::{REGION, Setup, setup};
 use crate::support::receiver::{Answer, Receiver};
+use crate::support::smtp::SmtpSink;
 
 const SG_POLICY: &str = "aws-security-group-ingress-opened";
 const HIJACK: &str = "aws-account-hijacking-attempt";
@@ -187,10 +188,201 @@ async fn dry_run_changes_nothing_records_what_it_would_do_and_tells_the_routes()
     assert!(delivered >= 4, "{delivered}");
     let received = receiver.wait_for(usize::try_from(delivered).unwrap()).await;
     let notes: Vec<Value> =
-        received.iter().map(|r| r.json()).filter(|body| body["status_change"]["actor"] == "automatic").collect();
+        received.iter().map(|r| r.json()).filter(|body| body["event"] == "alert.automatic_action").collect();
     assert_eq!(notes.len(), 3, "one per channel: {received:?}");
-    let note = notes[0]["status_change"]["reason"].as_str().unwrap();
-    assert!(note.contains("dry run") && note.contains(&rule), "{note}");
+    let action = &notes[0]["automatic_action"];
+    assert_eq!(action["outcome"], "dry_run", "{action}");
+    assert_eq!(
+        (action["kind"].as_str(), action["resource"].as_str()),
+        (Some("revoke-ingress-rule"), Some(rule.as_str()))
+    );
+    assert_eq!((action["account_id"].as_str(), action["region"].as_str()), (Some(s.account.as_str()), Some(REGION)));
+    assert_eq!(action["undo"], "nothing to undo: nothing was changed");
+    assert!(notes[0].get("status_change").is_none(), "not a status message");
+}
+
+/// Every kind of channel, each to its own receiver on loopback (email to the SMTP test server),
+/// with a route for every alert.
+async fn seven_channels(s: &Setup, key: &SecretKey) -> (BTreeMap<&'static str, Receiver>, SmtpSink) {
+    let policy =
+        NetworkPolicy::allowing("127.0.0.1/32").unwrap().with_ca_dir(crate::support::smtp::ca_file().parent().unwrap());
+    let issue = Answer::status(201, r#"{"id":"10001","key":"SEC-42"}"#);
+    let incident = Answer::status(201, r#"{"result":{"sys_id":"46d44a5dc0a8010e0032c5c2d35c2e5b"}}"#);
+    let mut receivers = BTreeMap::new();
+    for (name, answer) in [
+        ("slack", Answer::status(200, "ok")),
+        ("teams", Answer::status(202, "")),
+        ("pagerduty", Answer::status(202, r#"{"status":"success"}"#)),
+        ("webhook", Answer::status(204, "")),
+        ("ocsf", Answer::status(204, "")),
+        ("jira", issue),
+        ("servicenow", incident),
+    ] {
+        receivers.insert(name, Receiver::start(answer).await);
+    }
+    let sink = SmtpSink::start();
+    let url = |name: &str, path: &str| receivers[name].url(path);
+    let channels = [
+        ("slack", ChannelKind::Slack, json!({}), vec![("webhook_url", url("slack", "/services/T/B/x"))]),
+        ("teams", ChannelKind::Teams, json!({}), vec![("webhook_url", url("teams", "/webhookb2/x"))]),
+        (
+            "pagerduty",
+            ChannelKind::Pagerduty,
+            json!({"events_url": url("pagerduty", "/v2/enqueue")}),
+            vec![("routing_key", "R0UT1NG".into())],
+        ),
+        (
+            "webhook",
+            ChannelKind::Webhook,
+            json!({"url": url("webhook", "/hook")}),
+            vec![("signing_secret", "s".into())],
+        ),
+        (
+            "ocsf",
+            ChannelKind::Webhook,
+            json!({"url": url("ocsf", "/hook"), "format": "ocsf"}),
+            vec![("signing_secret", "s".into())],
+        ),
+        (
+            "jira",
+            ChannelKind::Jira,
+            json!({"base_url": url("jira", ""), "project_key": "SEC", "email": "soc@acme.example", "api_version": 2}),
+            vec![("api_token", "t".into())],
+        ),
+        (
+            "servicenow",
+            ChannelKind::Servicenow,
+            json!({"instance_url": url("servicenow", ""), "username": "sw"}),
+            vec![("password", "p".into())],
+        ),
+        (
+            "email",
+            ChannelKind::Email,
+            json!({"host": "127.0.0.1", "port": sink.port, "security": "starttls", "username": crate::support::smtp::USER,
+            "from": "skywarden@acme.example", "to": ["soc@acme.example"], "ca_file": "ca.pem"}),
+            vec![("password", crate::support::smtp::PASSWORD.to_owned())],
+        ),
+    ];
+    for (name, kind, settings, secrets) in channels {
+        let secrets = secrets.into_iter().map(|(k, v)| (k.to_owned(), SecretInput::Value(Secret::new(&v)))).collect();
+        let spec = ChannelSpec { name: name.into(), kind, settings, secrets, enabled: true };
+        channels::create(&s.db.pool, &spec, key, &policy).await.unwrap();
+        let route: RouteSpec = serde_json::from_value(json!({"name": format!("to-{name}"), "channel": name})).unwrap();
+        routes::create(&s.db.pool, &route).await.unwrap();
+    }
+    (receivers, sink)
+}
+
+/// The one request of a receiver that `is` picks out.
+fn the_one(receiver: &Receiver, is: impl Fn(&crate::support::receiver::Received) -> bool) -> Value {
+    let found: Vec<_> = receiver.received().into_iter().filter(|r| is(r)).collect();
+    assert_eq!(found.len(), 1, "{:?}", receiver.received());
+    found[0].json()
+}
+
+#[tokio::test]
+async fn an_automatic_action_reaches_all_seven_kinds_of_receiver_as_what_where_result_and_undo() {
+    let s = setup(true).await;
+    let key = Arc::new(SecretKey::generate());
+    let (receivers, sink) = seven_channels(&s, &key).await;
+    let (group, rule) = s.open_ssh("8.8.8.8/32").await;
+    import_opening(&s, &group, &rule, "8.8.8.8/32");
+    hijack_alert(&s).await;
+    let policy =
+        NetworkPolicy::allowing("127.0.0.1/32").unwrap().with_ca_dir(crate::support::smtp::ca_file().parent().unwrap());
+    let options = SenderOptions { public_url: "https://skywarden.example.com".into(), ..Default::default() };
+    let sender = Sender::new(s.db.pool.clone(), key.clone(), SafeHttpClient::new(policy), options);
+    let drain = || async {
+        for _ in 0..6 {
+            sender.deliver_due().await.unwrap();
+        }
+    };
+    drain().await; // the alerts' own messages first: Jira and ServiceNow open their tickets
+
+    let job = Containment { rules: rules(&[&s.account], false, 3, 10), ctx: s.ctx.clone() };
+    assert_eq!(job.step().await.unwrap().applied, 1);
+    assert!(s.ingress(&group).await.is_empty(), "the rule was revoked");
+    let action = record::list(&s.db.pool, Some(&s.account), None, 10).await.unwrap();
+    let action = action.iter().find(|r| r.actor == "automatic").unwrap();
+    let (alert, incident): (String, Option<String>) =
+        sqlx::query_as("SELECT alert_id::text, incident_id FROM alerts WHERE policy_id = $1")
+            .bind(SG_POLICY)
+            .fetch_one(&s.db.pool)
+            .await
+            .unwrap();
+    let incident = incident.expect("the alert is linked into an incident");
+    drain().await;
+    let states: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT c.name, o.state, o.last_error FROM notification_outbox o JOIN notification_channels c ON c.id = o.channel_id
+         WHERE o.event = 'alert.automatic_action' ORDER BY c.name",
+    )
+    .fetch_all(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(states.len(), 8, "{states:?}");
+    assert!(states.iter().all(|(_, state, _)| state == "delivered"), "{states:?}");
+    let undo = format!("skywarden respond undo {} --reason \"REASON\"", action.id);
+    let incident_url = format!("https://skywarden.example.com/#/incident/{incident}");
+
+    let webhook = the_one(&receivers["webhook"], |r| r.json()["event"] == "alert.automatic_action");
+    let told = &webhook["automatic_action"];
+    assert_eq!((told["outcome"].as_str(), told["kind"].as_str()), (Some("taken"), Some("revoke-ingress-rule")));
+    assert_eq!((told["resource"].as_str(), told["region"].as_str()), (Some(action.target.as_str()), Some(REGION)));
+    assert_eq!(told["account_id"], s.account);
+    assert_eq!((told["result"].as_str(), told["rule"].as_str()), (Some("applied"), Some("revoke-hijacker-ingress")));
+    assert_eq!(
+        (told["undo_command"].as_str(), told["incident_id"].as_str()),
+        (Some(undo.as_str()), Some(incident.as_str()))
+    );
+    assert_eq!(webhook["alert"]["id"], alert);
+
+    let ocsf = the_one(&receivers["ocsf"], |r| r.json()["unmapped"]["automatic_action"].is_object());
+    assert_eq!((ocsf["class_uid"].as_i64(), ocsf["activity_id"].as_i64()), (Some(2004), Some(2)));
+    assert_eq!(ocsf["finding_info"]["uid"], alert);
+    assert!(ocsf["remediation"]["desc"].as_str().unwrap().contains(&format!("To undo: {undo}")));
+
+    let change = the_one(&receivers["pagerduty"], |r| r.path == "/v2/change/enqueue");
+    assert_eq!(change["routing_key"], "R0UT1NG");
+    let summary = change["payload"]["summary"].as_str().unwrap();
+    assert_eq!(
+        summary,
+        format!("Automatic action taken: revoke-ingress-rule {} in {}/{REGION}", action.target, s.account)
+    );
+    assert_eq!(change["payload"]["custom_details"]["Undo command"], undo);
+    assert_eq!(change["links"][1]["href"], incident_url);
+
+    let slack = the_one(&receivers["slack"], |r| r.json()["blocks"][0]["text"]["text"] == "Automatic action taken");
+    assert!(slack["blocks"][3]["text"]["text"].as_str().unwrap().contains(&undo), "{slack}");
+    let teams = the_one(&receivers["teams"], |r| {
+        r.json()["attachments"][0]["content"]["body"][0]["text"] == "Automatic action taken"
+    });
+    let facts = teams["attachments"][0]["content"]["body"][2]["facts"].as_array().unwrap().clone();
+    assert!(facts.contains(&json!({"title": "Incident", "value": incident})), "{facts:?}");
+
+    let comment = the_one(&receivers["jira"], |r| {
+        r.path == "/rest/api/2/issue/SEC-42/comment" && r.body.windows(9).any(|w| w == b"Automatic")
+    });
+    let comment = comment["body"].as_str().unwrap();
+    assert!(
+        comment.contains(&format!("Open the incident: {incident_url}")) && comment.contains("Region: us\\-east\\-1"),
+        "{comment}"
+    );
+    let note = the_one(&receivers["servicenow"], |r| r.method == "PATCH");
+    let note = note["work_notes"].as_str().unwrap();
+    assert!(
+        note.starts_with("Automatic action taken: revoke-ingress-rule") && note.contains(&format!("To undo: {undo}")),
+        "{note}"
+    );
+
+    let mail = sink.wait_for(3).await;
+    let mail: Vec<String> = mail.iter().map(|m| m["data"].as_str().unwrap().replace("\r\n ", " ")).collect();
+    let mail = mail.iter().find(|m| m.contains("Subject: Automatic action taken")).expect("the action's own email");
+    assert!(mail.contains(&format!("In-Reply-To: <skywarden-{alert}@skywarden>")), "{mail}");
+    let body = mail.replace("=\r\n", "").replace("=3D", "=");
+    assert!(
+        body.contains(&format!("Account: {}", s.account)) && body.contains(&format!("Incident: {incident}")),
+        "{body}"
+    );
 }
 
 #[tokio::test]

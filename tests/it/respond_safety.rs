@@ -269,7 +269,7 @@ async fn actions_abandoned_mid_way_are_ended_and_listed() {
     assert_eq!(leased, 1);
 }
 
-fn alert_of(account: &str, principal: &str) -> Finding {
+pub(crate) fn alert_of(account: &str, principal: &str) -> Finding {
     Finding {
         policy_id: "aws-account-hijacking-attempt".into(),
         title: "Console login from a country new for the user".into(),

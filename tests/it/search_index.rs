@@ -160,3 +160,183 @@ async fn an_event_committed_after_the_watermark_moved_is_still_found_and_indexed
     assert_eq!(index::forget_range(&mut conn, from, to).await.unwrap(), 5);
     assert_eq!(indexed_rows(&db).await, 0);
 }
+
+/// Stores events `first..first+count` one a minute as [`store`] does, in `transactions`
+/// transactions of their own, each a moment after the previous one: their `ingested_at` differ.
+async fn store_in_transactions(db: &TestDb, first: i64, count: i64, transactions: i64) {
+    let per = (count + transactions - 1) / transactions;
+    let mut next = first;
+    while next < first + count {
+        let n = per.min(first + count - next);
+        store(db, next, n).await;
+        // `now()` has microseconds; make sure the next transaction starts later.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        next += n;
+    }
+}
+
+async fn watermark(db: &TestDb) -> Option<DateTime<Utc>> {
+    sqlx::query_scalar("SELECT CASE WHEN isfinite(indexed_until) THEN indexed_until END FROM event_search_watermark")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+/// Events stored before the watermark that are not in the index: always none.
+async fn missed_below_watermark(db: &TestDb) -> i64 {
+    db.count(
+        "SELECT count(*) FROM cloudtrail_events c, event_search_watermark w
+         WHERE c.ingested_at < w.indexed_until
+           AND NOT EXISTS (SELECT 1 FROM event_search s WHERE s.account_id = c.account_id
+                           AND s.event_time = c.event_time AND s.event_id = c.event_id)",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_run_that_fails_mid_way_keeps_its_chunks_and_the_next_one_finishes_without_duplicates() {
+    let db = TestDb::new().await;
+    // 50 events in 10 transactions: five stored at each instant.
+    store_in_transactions(&db, 1, 50, 10).await;
+    // A real failure from PostgreSQL in the middle of the run: the chunk holding e-23 cannot be
+    // written.
+    sqlx::raw_sql(
+        "CREATE FUNCTION fail_on_e23() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'injected failure'; END $$;
+         CREATE TRIGGER fail_on_e23 BEFORE INSERT ON event_search FOR EACH ROW
+             WHEN (NEW.event_id = 'e-23') EXECUTE FUNCTION fail_on_e23();",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let error = index::run_in_chunks(&db.pool, 7).await.expect_err("the injected failure stops the run");
+    assert!(format!("{error:?}").contains("injected failure"), "{error:?}");
+    // Chunks of 7 in the order stored: e-1..e-7, e-8..e-14 and e-15..e-21 were committed, with
+    // the watermark; e-22..e-28 were not.
+    assert_eq!(indexed_rows(&db).await, 21);
+    let mark = watermark(&db).await.expect("the committed chunks moved the watermark");
+    let stored_e21: DateTime<Utc> =
+        sqlx::query_scalar("SELECT ingested_at FROM cloudtrail_events WHERE event_id = 'e-21'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(mark, stored_e21, "the watermark stops at the last chunk's instant (e-21 shares it with e-22..e-25)");
+    assert_eq!(missed_below_watermark(&db).await, 0);
+    // Searches stay exact meanwhile: indexed rows and tail together.
+    assert_eq!(ids(&all_pages(&db, 4).await), expected(1..=50));
+    assert_eq!(events::count(&db.pool, &filter(4), 1000).await.unwrap(), 16);
+
+    sqlx::raw_sql("DROP TRIGGER fail_on_e23 ON event_search").execute(&db.pool).await.unwrap();
+    let run = index::run_in_chunks(&db.pool, 7).await.unwrap();
+    assert_eq!(run.indexed, 29, "the next run indexes only what the failed one had not");
+    assert_eq!(indexed_rows(&db).await, 50);
+    assert_eq!(db.count("SELECT count(DISTINCT event_id) FROM event_search").await, 50);
+    assert_eq!(index::lag(&db.pool).await.unwrap().rows_behind, 0);
+    assert!(watermark(&db).await.unwrap() > mark);
+    assert_eq!(ids(&all_pages(&db, 4).await), expected(1..=50));
+}
+
+#[tokio::test]
+async fn events_committed_out_of_order_around_the_watermark_are_found_and_indexed_once() {
+    let db = TestDb::new().await;
+    store(&db, 1, 9).await;
+    // A slow transaction stores an event between e-4 and e-5 in time, and commits only after
+    // later transactions have committed and the indexer has run over them.
+    let mut slow = db.pool.begin().await.unwrap();
+    let slow_start: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(&mut *slow).await.unwrap();
+    sqlx::query(
+        "INSERT INTO cloudtrail_events (account_id, event_time, event_id, raw)
+         VALUES ('111122223333', $1, 'slow', '{\"requestParameters\": {\"groupId\": \"sg-0abc123\"}}')",
+    )
+    .bind(base() + Duration::seconds(4 * 60 + 30))
+    .execute(&mut *slow)
+    .await
+    .unwrap();
+    store_in_transactions(&db, 10, 21, 3).await;
+
+    // In chunks of 4: everything committed is indexed, but the watermark stays at the slow
+    // transaction's start, which may still add events stored at that instant.
+    let run = index::run_in_chunks(&db.pool, 4).await.unwrap();
+    assert_eq!(run.indexed, 30);
+    let mark = watermark(&db).await.unwrap();
+    assert!(mark <= slow_start, "watermark {mark} passed the open transaction's start {slow_start}");
+    assert_eq!(ids(&all_pages(&db, 4).await), expected(1..=30));
+
+    slow.commit().await.unwrap();
+    // Committed behind the watermark's back in time order, but after it in storage order: the
+    // tail holds it, and the pages place it between e-3 and e-6, each event once.
+    let mut with_slow = expected(1..=30);
+    with_slow.insert(with_slow.iter().position(|id| id == "e-3").unwrap(), "slow".into());
+    assert_eq!(ids(&all_pages(&db, 4).await), with_slow);
+    assert_eq!(events::count(&db.pool, &filter(4), 1000).await.unwrap(), 11);
+
+    assert_eq!(index::run_in_chunks(&db.pool, 4).await.unwrap().indexed, 1);
+    assert_eq!(indexed_rows(&db).await, 31);
+    assert_eq!(ids(&all_pages(&db, 4).await), with_slow);
+    assert!(watermark(&db).await.unwrap() > slow_start);
+    assert_eq!(missed_below_watermark(&db).await, 0);
+}
+
+/// A role of its own that sees other roles' sessions as pg_stat_activity shows them to an
+/// unprivileged role; dropped at the end.
+struct Unprivileged(String);
+
+impl Unprivileged {
+    async fn create(db: &TestDb) -> Self {
+        let name = format!("sw_test_role_{}", std::process::id() ^ rand_suffix());
+        sqlx::query(&format!("CREATE ROLE {name}")).execute(&db.pool).await.unwrap();
+        Self(name)
+    }
+
+    async fn drop_role(self, db: &TestDb) {
+        sqlx::query(&format!("DROP ROLE {}", self.0)).execute(&db.pool).await.unwrap();
+    }
+}
+
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+}
+
+#[tokio::test]
+async fn the_hold_back_waits_for_open_transactions_only() {
+    let db = TestDb::new().await;
+    let mut own = db.pool.acquire().await.unwrap();
+    // An idle session: no transaction, nothing to wait for.
+    let mut idle = db.pool.acquire().await.unwrap();
+    sqlx::query("SELECT 1").execute(&mut *idle).await.unwrap();
+    let before: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()").fetch_one(&mut *own).await.unwrap();
+    let mark = index::hold_back(&mut own).await.unwrap();
+    assert!(mark >= before, "an idle session held the watermark back to {mark}");
+
+    // A long transaction that has written nothing yet: it may still insert events stored at its
+    // start, so the mark waits for it; indexing itself goes on (see the test above).
+    let mut open = db.pool.begin().await.unwrap();
+    let started: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(&mut *open).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(index::hold_back(&mut own).await.unwrap(), started);
+    open.rollback().await.unwrap();
+
+    // Seen by a role that may not read other roles' sessions: the idle ones are still ignored
+    // (they show no transaction id and no snapshot) ...
+    let role = Unprivileged::create(&db).await;
+    sqlx::query(&format!("SET ROLE {}", role.0)).execute(&mut *own).await.unwrap();
+    let hidden_query: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = '<insufficient privilege>'",
+    )
+    .fetch_one(&mut *own)
+    .await
+    .unwrap();
+    assert!(hidden_query >= 1, "the idle session is hidden from the role");
+    let before: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()").fetch_one(&mut *own).await.unwrap();
+    assert!(index::hold_back(&mut own).await.unwrap() >= before, "a hidden idle session held the watermark back");
+    // ... and a hidden transaction that wrote holds it back the fixed margin.
+    let mut writing = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT txid_current()").execute(&mut *writing).await.unwrap();
+    let mark = index::hold_back(&mut own).await.unwrap();
+    let margin = chrono::Duration::from_std(index::HIDDEN_HOLD_BACK).unwrap();
+    assert!(mark <= Utc::now() - margin + Duration::seconds(5), "{mark}");
+    writing.rollback().await.unwrap();
+    sqlx::query("RESET ROLE").execute(&mut *own).await.unwrap();
+    drop((own, idle));
+    role.drop_role(&db).await;
+}

@@ -1,5 +1,7 @@
 //! An idle worker wakes for a job's slot: runs start on time, not up to a poll interval late,
 //! and jobs no worker may claim (a disabled account's, a running one's) never wake it early.
+//! A process's background work (an import's writers beside the full-text indexer) stays within
+//! its pool's connections.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,4 +112,89 @@ async fn an_idle_worker_starts_a_job_at_its_slot_not_a_poll_interval_later() {
     .await
     .unwrap();
     assert_eq!(jobs::next_due_in(&db.pool).await.unwrap(), None, "only a leased job is left");
+}
+
+/// Samples, until `done`, the most client connections PostgreSQL lists under `application`.
+fn sample_connections(
+    pool: PgPool,
+    application: String,
+    done: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<i64> {
+    tokio::spawn(async move {
+        let mut peak = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            let now: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND backend_type = 'client backend'",
+            )
+            .bind(&application)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            peak = peak.max(now);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        peak
+    })
+}
+
+#[tokio::test]
+async fn an_import_beside_the_indexer_stays_within_its_pool() {
+    use skywarden::ingest::{self, ImportOptions};
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    use std::str::FromStr;
+
+    const BUDGET: u32 = 3;
+    const EVENTS: usize = 20_000;
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("trail.json");
+    crate::support::synthetic::generate_events(&file, EVENTS).unwrap();
+    let application = format!("sw-budget-{}", std::process::id());
+    let options = PgConnectOptions::from_str(&db.url).unwrap().application_name(&application);
+    // Whoever waits for a connection waits for the import at worst.
+    let pool = PgPoolOptions::new()
+        .max_connections(BUDGET)
+        .acquire_timeout(Duration::from_secs(300))
+        .connect_with(options)
+        .await
+        .unwrap();
+
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_connections(db.pool.clone(), application.clone(), done.clone());
+    // Beside the import, as in `serve` or a worker: the full-text indexer, and the lag figures
+    // `/metrics` reads, each over and over.
+    let indexing = {
+        let (pool, done) = (pool.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut runs = 0u32;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                skywarden::search::index::run(&pool).await.unwrap();
+                skywarden::search::index::lag(&pool).await.unwrap();
+                runs += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            runs
+        })
+    };
+    let lagging = {
+        let (pool, done) = (pool.clone(), done.clone());
+        tokio::spawn(async move {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                skywarden::search::index::lag(&pool).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let summary = ingest::import(&pool, ImportOptions { writers: 2, ..ImportOptions::new(vec![file]) }).await.unwrap();
+    assert_eq!(summary.cloudtrail_events, EVENTS as u64, "{:?}", summary.errors);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let runs = indexing.await.unwrap();
+    lagging.await.unwrap();
+    let peak = sampler.await.unwrap();
+    assert!(runs >= 1);
+    // The two writers held two of the pool's connections throughout; before, each detached its
+    // connection and the pool opened others for the work beside them.
+    assert!(peak >= 2, "the sampler saw the writers: {peak}");
+    assert!(peak <= i64::from(BUDGET), "{peak} connections for a pool of {BUDGET}");
+    pool.close().await;
 }

@@ -161,6 +161,23 @@ function recordAction(record, verb, done) {
   return el("div", { class: "actions record-action" }, reason, button, result);
 }
 
+// One planned rule: protocol, ports and source as its event set them.
+function ruleText(rule) {
+  const item = rule.item || {};
+  const ports = item.fromPort === undefined ? "" : item.fromPort === item.toPort ? ` ${item.fromPort}` : ` ${item.fromPort}-${item.toPort}`;
+  const source = item.cidrIpv4 || item.cidrIpv6 || item.prefixListId || (item.referencedGroupInfo || {}).groupId || "?";
+  return `${rule.group_id || "?"} ${item.ipProtocol || "?"}${ports} from ${source} (event ${rule.event_id}${item.modified ? ", widened by ModifySecurityGroupRules" : ""})`;
+}
+
+// revoke-principal-ingress: the rules fixed when it was asked for, exactly what approval revokes.
+function plannedRules(record) {
+  const rules = record.plan && Array.isArray(record.plan.rules) ? record.plan.rules : null;
+  if (!rules) return null;
+  return el("details", { class: "planned-rules", open: record.status === "awaiting_approval" ? "" : undefined },
+    el("summary", {}, `${rules.length} rule${rules.length === 1 ? "" : "s"} planned when asked for (exactly these run)`),
+    el("ul", {}, rules.map((rule) => el("li", {}, el("code", {}, rule.rule_id), " ", ruleText(rule)))));
+}
+
 function recordedTable(records, state) {
   if (!records.length) return el("p", { class: "muted", id: "responses-recorded" }, "No action taken yet.");
   const rows = records.map((r) => {
@@ -186,7 +203,7 @@ function recordedTable(records, state) {
       el("td", {}, (r.calls || []).length
         ? el("details", {}, el("summary", {}, `${r.calls.length} call${r.calls.length > 1 ? "s" : ""}`), json(r.calls),
           r.state_before ? [el("div", {}, "state before"), json(r.state_before)] : null)
-        : "—"),
+        : "—", plannedRules(r)),
       el("td", {}, control));
   });
   return el("table", { id: "responses-recorded" },

@@ -34,12 +34,17 @@ export async function auditPage(params) {
   for (const name of PAGE_PARAMS) if (params.get(name)) paging[name] = params.get(name);
   let page = null;
   let failure = null;
+  // A range reaching archived months is read from the lake first: say so while it loads.
+  const loading = setTimeout(() => location.hash.startsWith("#/audit") && render(el("h1", {}, "Audit trail"),
+    el("p", { id: "lake-loading", class: "muted", role: "status" }, "Searching… reading archived months from the lake where the range reaches them.")), 300);
   try {
     page = await api("/api/v1/events" + query({ ...filters, ...paging, limit: 100 }));
   } catch (error) {
     // A refused filter is shown next to its control; the page stays.
     if (!(error instanceof ApiError) || error.status !== 400) throw error;
     failure = error;
+  } finally {
+    clearTimeout(loading);
   }
   const accounts = await api("/api/v1/accounts").catch(() => []);
   const form = filterForm(params, accounts, page);
@@ -121,6 +126,7 @@ function results(params, filters, page) {
   for (const event of page.events) rows.push(...eventRows(event));
   return [
     el("p", { id: "result-count", class: "count", role: "status" }, total, shown),
+    page.archive ? archiveNote(page.archive) : null,
     el("p", { class: "exports" },
       el("a", { href: "/api/v1/events/export" + query({ ...filters, format: "csv" }), id: "export-csv" }, "Export CSV"), " · ",
       el("a", { href: "/api/v1/events/export" + query({ ...filters, format: "jsonl" }), id: "export-jsonl" }, "Export JSON lines (with the raw events)"),
@@ -133,6 +139,15 @@ function results(params, filters, page) {
     page.events.length ? null : el("p", { class: "muted" }, "No events match."),
     pager(),
   ];
+}
+
+// What reading the lake did: archived events are marked in the rows; an incomplete answer says
+// which bound stopped it or which object could not be read.
+function archiveNote(archive) {
+  const read = `${archive.archived_days} archived day${archive.archived_days === 1 ? "" : "s"} in range; read from the lake: ${archive.days_loaded} day(s), ${archive.row_groups_read} row group(s) (${archive.row_groups_skipped} skipped on time)`;
+  if (archive.complete) return el("p", { id: "archive-status", class: "muted" }, `Includes archived months. ${read}.`);
+  const why = [archive.limit, ...(archive.errors || [])].filter(Boolean).join("; ");
+  return el("p", { id: "archive-status", class: "fail-text", role: "alert" }, `Incomplete: archived events may be missing (${why}). ${read}.`);
 }
 
 // A row (its time links to the event's page) and the hidden row of its raw record.
@@ -150,7 +165,8 @@ function eventRows(event) {
   };
   toggle.addEventListener("click", (e) => { e.stopPropagation(); flip(); });
   const row = el("tr", { class: "clickable event-row", "data-event": event.event_id, onclick: flip },
-    el("td", {}, eventLink(event.event_id, fmtTime(event.event_time))),
+    el("td", {}, eventLink(event.event_id, fmtTime(event.event_time)),
+      event.archived ? [" ", el("span", { class: "badge archived", title: "Read from the open lake (an archived month)" }, "archived")] : null),
     el("td", {}, event.event_name),
     el("td", {}, event.user_name || event.principal_arn || "—"),
     el("td", {}, event.source_ip || "—", networkNote(event)),

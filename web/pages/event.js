@@ -30,6 +30,7 @@ export async function eventPage(ctx, id) {
       ["Account", e.account_id],
       ["Event id", e.event_id],
       ["Imported", fmtTime(e.ingested_at)],
+      ["Stored", e.archived ? "archived: read from the open lake" : "in PostgreSQL"],
     ]),
     e.asn ? el("p", { class: "muted", id: "network-attribution" }, "AS data: RouteViews and ",
       el("a", { href: "https://db-ip.com" }, "IP Geolocation by DB-IP"), " (CC BY 4.0) when the default ASN table is loaded.") : null,

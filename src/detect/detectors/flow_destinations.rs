@@ -14,8 +14,9 @@
 //! interface; `skywarden_flow_opened`, migration 0033): a server's replies leave its interface
 //! as `egress` too, and only their first interval carries the SYN-ACK. Without a handshake the
 //! record must not be ingress and its destination port not above its source port (a reply goes
-//! to the client's higher, ephemeral port). The Tor half reads the packet's own addresses
-//! (`pkt-srcaddr`, `pkt-dstaddr`) where logged.
+//! to the client's higher, ephemeral port). Both halves read the packet's own addresses
+//! (`pkt-srcaddr`, `pkt-dstaddr`) where logged: behind a NAT gateway the record's destination is
+//! the gateway's interface, the packet's the outside address.
 //! One alert per interface and address per day; each clock hour with such traffic is one piece
 //! of evidence, so re-running detection adds nothing.
 //!
@@ -454,22 +455,33 @@ fn connections_to<'a>(
     Box::pin(
         sqlx::query_as!(
             ConnectionRow,
-            r#"SELECT f.account_id, f.interface_id AS "interface!", max(f.instance_id) AS instance,
-                      host(f.dstaddr) AS "destination!", date_trunc('hour', f.bucket_time) AS "hour!",
+            r#"SELECT f.account_id AS "account_id!", f.interface_id AS "interface!", max(f.instance_id) AS instance,
+                      host(coalesce(f.pkt_dstaddr, f.dstaddr)) AS "destination!", date_trunc('hour', f.bucket_time) AS "hour!",
                       min(f.bucket_time) AS "first!", count(*) AS "records!", coalesce(sum(f.bytes), 0)::bigint AS "bytes!",
                       (array_agg(DISTINCT f.dstport) FILTER (WHERE f.dstport IS NOT NULL))[1:10] AS "ports!: Vec<i32>",
-                      (array_agg(DISTINCT host(f.srcaddr)))[1:10] AS "sources!: Vec<String>",
+                      (array_agg(DISTINCT host(coalesce(f.pkt_srcaddr, f.srcaddr))))[1:10] AS "sources!: Vec<String>",
                       max(f.dst_country) AS destination_country
                FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $5::timestamptz[]) AS t(address, since, until, changed)
-               JOIN flow_records f ON f.dstaddr = t.address::inet AND f.bucket_time >= t.since AND f.bucket_time <= t.until
-               WHERE f.action = 'ACCEPT' AND f.interface_id IS NOT NULL AND f.srcaddr <<= ANY($4::inet[])
+               -- The packet's own destination where logged (`pkt-dstaddr`: behind a NAT gateway the
+               -- record's is the gateway's interface), else the record's: two arms, each by its index
+               -- (the second partial, migration 0041: only records whose two destinations differ).
+               JOIN LATERAL (
+                   SELECT * FROM flow_records r
+                   WHERE r.dstaddr = t.address::inet AND r.bucket_time >= t.since AND r.bucket_time <= t.until
+                     AND (r.pkt_dstaddr IS NULL OR r.pkt_dstaddr = r.dstaddr)
+                   UNION ALL
+                   SELECT * FROM flow_records r
+                   WHERE r.pkt_dstaddr = t.address::inet AND r.pkt_dstaddr <> r.dstaddr
+                     AND r.bucket_time >= t.since AND r.bucket_time <= t.until
+               ) f ON true
+               WHERE f.action = 'ACCEPT' AND f.interface_id IS NOT NULL AND coalesce(f.pkt_srcaddr, f.srcaddr) <<= ANY($4::inet[])
                  AND ($6::timestamptz IS NULL OR t.changed >= $6 OR f.ingested_at >= $6
                       -- Where an earlier run stopped: its hours from there on, in its scope.
                       OR (f.bucket_time >= $7::timestamptz
                           AND ($8::timestamptz IS NULL OR t.changed >= $8 OR f.ingested_at >= $8)))
                  AND skywarden_flow_opened(f.interface_id, f.bucket_time, f.srcaddr, f.srcport, f.dstaddr, f.dstport,
                                            f.protocol, f.tcp_flags, f.flow_direction)
-               GROUP BY f.account_id, f.interface_id, f.dstaddr, date_trunc('hour', f.bucket_time)
+               GROUP BY f.account_id, f.interface_id, coalesce(f.pkt_dstaddr, f.dstaddr), date_trunc('hour', f.bucket_time)
                ORDER BY 5, 1, 2, 4"#,
             &addresses,
             &from,

@@ -213,8 +213,9 @@ fn read_only(raw: &RawJson) -> Option<bool> {
 
 /// The principals whose new events can change a verdict, with the span of those events, noted
 /// during the scan. Past [`RareApiCandidates::MAX`] principals, only each account's span is
-/// kept, and [`findings`] pages through the identities the rollup holds for that span: a busy
-/// import judges everyone it touched, in bounded pieces, and leaves none for later.
+/// kept, and [`findings`] pages through the identities the rollup holds for that span: at most
+/// the bound a run, the rest left in the detector's backlog (a cursor per account and span) for
+/// the next runs, and detection health says so until it is drained.
 pub struct RareApiCandidates {
     /// (account, identity) → (earliest, latest) new event.
     spans: BTreeMap<(String, String), (DateTime<Utc>, DateTime<Utc>)>,
@@ -230,11 +231,13 @@ impl Default for RareApiCandidates {
 }
 
 impl RareApiCandidates {
+    /// Principals one run notes and judges, at most.
     pub const MAX: usize = 10_000;
 
-    /// Candidates that keep at most `max` identities (tests reach the bound cheaply).
+    /// Candidates that keep, and a run that judges, at most `max` identities (tests reach the
+    /// bound cheaply).
     pub fn with_max(max: usize) -> Self {
-        Self { spans: BTreeMap::new(), overflow: BTreeMap::new(), max }
+        Self { spans: BTreeMap::new(), overflow: BTreeMap::new(), max: max.max(1) }
     }
 
     pub fn note(&mut self, detectors: &Detectors, event: &PolicyEvent) {
@@ -274,52 +277,117 @@ pub struct FirstCall {
     pub event: PolicyEvent,
 }
 
+/// The backlog keys of the principals left for later runs start so (then the account).
+const BACKLOG_PREFIX: &str = "aws-rare-sensitive-api#principals/";
+
+/// Identities read per query while paging.
+const PAGE: usize = 1_000;
+
 /// The alerts of the noted principals and days: per principal and day, the APIs it called that
-/// its baseline does not hold.
+/// its baseline does not hold. At most the candidates' bound of principals is judged a run: the
+/// noted ones first, then the principals beyond the bound that earlier runs and this one left
+/// (per account and span), a page at a time; what is left waits in the backlog. The backlog and
+/// skip changes go to `state`, written once the findings are stored.
 pub async fn findings(
     pool: &PgPool,
     detectors: &Detectors,
     candidates: &RareApiCandidates,
+    state: &mut health::StateChanges,
 ) -> Result<Vec<Finding>, sqlx::Error> {
+    let left = health::cursors(pool, BACKLOG_PREFIX).await?;
     if !detectors.settings.rare_sensitive_api.enabled {
+        // Switched off: the principals left wait for nothing.
+        left.iter().for_each(|cursor| state.resume(cursor, None));
         return Ok(Vec::new());
     }
     // The baseline of events stored before the rollup existed is built a month a run; until it
     // is, every call would look new: no one is judged, and detection health says why.
-    match api_rollup::backfill_step(pool).await? {
-        api_rollup::Backfill::Done => health::clear_skip(pool, super::RARE_SENSITIVE_API).await?,
-        api_rollup::Backfill::Building { months_done, next_month } => {
-            let note = format!(
-                "baseline still being built from the events stored before the upgrade: {months_done} months done, \
-                 {next_month} next; no rare-API alerts until it is done"
-            );
-            let principals = candidates.spans.len() as i64;
-            health::record_skip(pool, super::RARE_SENSITIVE_API, principals, principals, &note).await?;
-            return Ok(Vec::new());
-        }
+    if let api_rollup::Backfill::Building { months_done, next_month } = api_rollup::backfill_step(pool).await? {
+        let note = format!(
+            "baseline still being built from the events stored before the upgrade: {months_done} months done, \
+             {next_month} next; no rare-API alerts until it is done"
+        );
+        let principals = candidates.spans.len() as i64;
+        state.record_skip(RARE_SENSITIVE_API, principals, principals, note);
+        candidates.overflow.iter().for_each(|(account, span)| state.leave(overflow_cursor(account, *span)));
+        return Ok(Vec::new());
     }
     let mut findings = Vec::new();
     for ((account, identity), span) in &candidates.spans {
         findings.extend(judge_identity(pool, detectors, account, identity, *span).await?);
     }
-    for (account, span) in &candidates.overflow {
-        // Every identity with an event in the span, a page at a time.
-        let mut after = String::new();
-        loop {
-            let page = identities_active(pool, account, *span, &after).await?;
-            let Some(last) = page.last().cloned() else { break };
-            tracing::info!(
-                account,
-                identities = page.len(),
-                "aws-rare-sensitive-api: more principals than one pass holds; judging the next page"
-            );
-            for identity in &page {
-                findings.extend(judge_identity(pool, detectors, account, identity, *span).await?);
-            }
-            after = last;
+    let mut budget = candidates.max.saturating_sub(candidates.spans.len());
+    // The work earlier runs left first (oldest first), then this run's.
+    let mut work: Vec<(health::Cursor, bool)> = left.into_iter().map(|c| (c, false)).collect();
+    work.extend(candidates.overflow.iter().map(|(account, span)| (overflow_cursor(account, *span), true)));
+    let (mut remaining, mut new_remaining) = (0, 0);
+    for (cursor, is_new) in &work {
+        let (cursor, is_new) = (cursor, *is_new);
+        let stopped = page_through(pool, detectors, cursor, &mut budget, &mut findings).await?;
+        match (is_new, &stopped) {
+            (false, Some(after)) if *after == cursor.after => {}
+            (false, _) => state.resume(cursor, stopped.clone()),
+            (true, Some(after)) => state.leave(health::Cursor { after: after.clone(), ..cursor.clone() }),
+            (true, None) => {}
+        }
+        if let Some(after) = stopped {
+            let count = identities_left(pool, cursor, &after).await?;
+            remaining += count;
+            new_remaining += if is_new { count } else { 0 };
         }
     }
+    if remaining == 0 {
+        state.clear_skip(RARE_SENSITIVE_API);
+    } else {
+        let note = format!(
+            "more than {} principals to judge in one run: {remaining} left in the backlog for the next runs",
+            candidates.max
+        );
+        state.record_skip(RARE_SENSITIVE_API, remaining, new_remaining, note);
+    }
+    state.expire_prefix(BACKLOG_PREFIX, RARE_SENSITIVE_API);
     Ok(findings)
+}
+
+/// The paged work of an account's principals beyond the bound, from its start.
+fn overflow_cursor(account: &str, (first, last): (DateTime<Utc>, DateTime<Utc>)) -> health::Cursor {
+    health::Cursor {
+        key: format!("{BACKLOG_PREFIX}{account}"),
+        from: first,
+        until: last,
+        after: String::new(),
+        added_at: Utc::now(),
+    }
+}
+
+/// Judges the identities of `cursor`'s account active in its span, after its cursor, while the
+/// budget lasts; returns the last one judged when some are left (`None`: none are).
+async fn page_through(
+    pool: &PgPool,
+    detectors: &Detectors,
+    cursor: &health::Cursor,
+    budget: &mut usize,
+    findings: &mut Vec<Finding>,
+) -> Result<Option<String>, sqlx::Error> {
+    let account = cursor.key.strip_prefix(BACKLOG_PREFIX).unwrap_or(&cursor.key);
+    let span = (cursor.from, cursor.until);
+    let mut after = cursor.after.clone();
+    loop {
+        // One more than the budget allows: whether any are left after it.
+        let page = identities_active(pool, account, span, &after, (*budget).min(PAGE) + 1).await?;
+        if page.is_empty() {
+            return Ok(None);
+        }
+        if *budget == 0 {
+            return Ok(Some(after));
+        }
+        tracing::info!(account, identities = page.len(), "aws-rare-sensitive-api: judging principals beyond the bound");
+        for identity in page.iter().take(*budget) {
+            findings.extend(judge_identity(pool, detectors, account, identity, span).await?);
+            after.clone_from(identity);
+            *budget -= 1;
+        }
+    }
 }
 
 /// One identity's days with sensitive writes from its new events' start to a baseline after
@@ -346,6 +414,7 @@ async fn identities_active(
     account: &str,
     (first, last): (DateTime<Utc>, DateTime<Utc>),
     after: &str,
+    limit: usize,
 ) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar!(
         r#"SELECT DISTINCT identity FROM api_call_days
@@ -358,9 +427,27 @@ async fn identities_active(
         first,
         last,
         after,
-        RareApiCandidates::MAX as i64,
+        limit as i64,
     )
     .fetch_all(pool)
+    .await
+}
+
+/// How many identities `cursor`'s paging has left after `after` (what detection health shows).
+async fn identities_left(pool: &PgPool, cursor: &health::Cursor, after: &str) -> Result<i64, sqlx::Error> {
+    let account = cursor.key.strip_prefix(BACKLOG_PREFIX).unwrap_or(&cursor.key);
+    sqlx::query_scalar!(
+        r#"SELECT count(DISTINCT identity) AS "n!" FROM api_call_days
+           WHERE account_id = $1 AND day >= $2::date AND day <= $3::date AND event_source = '' AND event_name = ''
+             AND last_seen >= $4 AND first_seen <= $5 AND identity > $6"#,
+        account,
+        cursor.from.date_naive(),
+        cursor.until.date_naive(),
+        cursor.from,
+        cursor.until,
+        after,
+    )
+    .fetch_one(pool)
     .await
 }
 

@@ -62,7 +62,7 @@ pub fn message(
     // Status changes thread under the alert's first message in mail clients.
     builder = match notification {
         Notification::Opened(_) | Notification::Digest { .. } => builder.message_id(Some(message_id(dedup_key))),
-        Notification::StatusChanged { .. } => {
+        Notification::StatusChanged { .. } | Notification::AutomaticAction { .. } => {
             builder.in_reply_to(message_id(dedup_key)).references(message_id(dedup_key))
         }
     };

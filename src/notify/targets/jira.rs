@@ -57,13 +57,24 @@ fn description(settings: &JiraSettings, alert: &AlertMessage) -> Value {
     Value::String(wiki(&alert.text_head(), room) + &tail)
 }
 
+/// A comment of what automatic containment did (a line per fact), cut within Jira's limit,
+/// and its links whole (never escaped: they are Skywarden's own).
+fn note(settings: &JiraSettings, text: &str, links: &str) -> Value {
+    let room = JIRA_TEXT.saturating_sub(links.chars().count());
+    if settings.api_version == 3 {
+        adf(&(limits::truncate(text, room) + links))
+    } else {
+        Value::String(wiki(text, room) + links)
+    }
+}
+
 /// A comment: "Skywarden: the alert was …" and the link.
-fn comment(settings: &JiraSettings, sentence: &str, url: &str) -> Value {
+fn comment(settings: &JiraSettings, text: &str, url: &str) -> Value {
     let room = JIRA_TEXT.saturating_sub(url.chars().count() + 1);
     if settings.api_version == 3 {
-        adf(&format!("{}\n{url}", limits::truncate(sentence, room)))
+        adf(&format!("{}\n{url}", limits::truncate(text, room)))
     } else {
-        Value::String(format!("{}\n{url}", wiki(sentence, room)))
+        Value::String(format!("{}\n{url}", wiki(text, room)))
     }
 }
 
@@ -131,6 +142,12 @@ pub fn request(
             let Some(key) = remote_ref else { return Ok(None) };
             let sentence = format!("Skywarden: the alert was {}.", status_line(*status, actor, reason));
             let body = json!({"body": comment(&settings, &sentence, &alert.url)});
+            authorised(&settings, channel, format!("{base}/rest/api/{api}/issue/{key}/comment"), &body).map(Some)
+        }
+        Notification::AutomaticAction { alert, action, remote_ref } => {
+            // No issue was created (the opening delivery gave up): nothing to comment on.
+            let Some(key) = remote_ref else { return Ok(None) };
+            let body = json!({"body": note(&settings, &action.text_head(alert), &action.text_links(alert))});
             authorised(&settings, channel, format!("{base}/rest/api/{api}/issue/{key}/comment"), &body).map(Some)
         }
         Notification::Digest { .. } => Ok(None),

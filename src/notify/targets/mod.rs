@@ -12,7 +12,7 @@ pub mod webhook;
 
 use super::channels::{Channel, ChannelError, ChannelKind};
 use super::http_client::{OutgoingRequest, Reply};
-use super::message::AlertMessage;
+use super::message::{AlertMessage, AutomaticAction};
 use crate::model::AlertStatus;
 
 /// What is being announced.
@@ -31,15 +31,25 @@ pub enum Notification<'a> {
         alerts: &'a [AlertMessage],
         period_minutes: i32,
     },
+    /// Automatic containment acted on the alert (or failed, or waits for approval): what was
+    /// done, to what, where, the result and how to undo it.
+    AutomaticAction {
+        alert: &'a AlertMessage,
+        action: &'a AutomaticAction,
+        /// What this channel called the alert when it was opened (Jira key, ServiceNow sys_id).
+        remote_ref: Option<&'a str>,
+    },
 }
 
 impl Notification<'_> {
-    /// The event name receivers see (`alert.opened`, `alert.status_changed`, `digest`).
+    /// The event name receivers see (`alert.opened`, `alert.status_changed`, `digest`,
+    /// `alert.automatic_action`).
     pub fn event(&self) -> &'static str {
         match self {
             Self::Opened(_) => "alert.opened",
             Self::StatusChanged { .. } => "alert.status_changed",
             Self::Digest { .. } => "digest",
+            Self::AutomaticAction { .. } => "alert.automatic_action",
         }
     }
 }
@@ -158,6 +168,26 @@ pub(crate) mod test_support {
         alert.country = Some(big("R\nU"));
         alert.resources = (0..300).map(|i| format!("arn:aws:s3:::bucket-{i}|<x>")).collect();
         alert
+    }
+
+    /// A revoke-ingress-rule automatic containment applied to the hijack alert.
+    pub fn revoked() -> AutomaticAction {
+        AutomaticAction {
+            outcome: crate::notify::message::ActionOutcome::Taken,
+            kind: "revoke-ingress-rule".into(),
+            resource: "sg-0123456789abcdef0:sgr-0fedcba9876543210".into(),
+            account_id: "123456789012".into(),
+            region: "eu-west-1".into(),
+            rule: "revoke-hijacker-ingress".into(),
+            result: "applied".into(),
+            action_id: Some("7c9e6679-7425-40de-944b-e07fc1f90ae7".into()),
+            undo:
+                "skywarden respond undo 7c9e6679-7425-40de-944b-e07fc1f90ae7 --reason REASON, or Undo on the alert page"
+                    .into(),
+            undo_command: Some("skywarden respond undo 7c9e6679-7425-40de-944b-e07fc1f90ae7 --reason REASON".into()),
+            incident_id: Some("inc-20261112-0001".into()),
+            incident_url: Some("https://skywarden.example.com/#/incident/inc-20261112-0001".into()),
+        }
     }
 
     pub fn envelope() -> Envelope {

@@ -1,6 +1,14 @@
 //! PagerDuty Events API v2: `trigger` with the alert's dedup key, then `acknowledge` and
 //! `resolve` on the same key when analysts triage it.
 //! https://developer.pagerduty.com/docs/events-api-v2/trigger-events/
+//!
+//! What automatic containment did is a *change event* (`/v2/change/enqueue`, same routing key):
+//! PagerDuty's type for "a change in a system that does not represent a problem" (a secret
+//! rotated, a configuration applied). It pages nobody and shows in the service's Recent Changes
+//! and on its open incidents beside the alert's, which is where an on-call responder looks. A
+//! second `trigger` on the alert's key would be dropped as a duplicate, and a note on the
+//! incident needs the REST API and a user's API key, which a routing key is not.
+//! https://developer.pagerduty.com/docs/events-api-v2/send-change-events/
 
 use serde_json::{Value, json};
 
@@ -9,6 +17,7 @@ use crate::model::{AlertStatus, Severity};
 use crate::notify::channels::{Channel, ChannelError, PagerDutySettings};
 use crate::notify::http_client::OutgoingRequest;
 use crate::notify::limits::{self, PAGERDUTY_SUMMARY};
+use crate::notify::message::{AlertMessage, AutomaticAction};
 
 /// PagerDuty's severities are critical, error, warning and info.
 fn severity(severity: Severity) -> &'static str {
@@ -55,6 +64,39 @@ pub fn event(routing_key: &str, notification: &Notification<'_>, envelope: &Enve
         }
         // Routes refuse digests for PagerDuty; an incident per alert is the point.
         Notification::Digest { .. } => None,
+        Notification::AutomaticAction { alert, action, .. } => Some(change_event(routing_key, alert, action)),
+    }
+}
+
+/// The change event telling what automatic containment did: every fact in `custom_details`,
+/// the alert's dedup key (to find its incident), links to the alert and the incident.
+pub fn change_event(routing_key: &str, alert: &AlertMessage, action: &AutomaticAction) -> Value {
+    let mut details: serde_json::Map<String, Value> =
+        action.facts(alert).into_iter().map(|(name, value)| (name.to_string(), Value::String(value))).collect();
+    details.insert("Alert dedup key".into(), Value::String(alert.dedup_key.clone()));
+    if let Some(command) = &action.undo_command {
+        details.insert("Undo command".into(), Value::String(limits::single_line(command)));
+    }
+    let links: Vec<Value> =
+        action.links(alert).into_iter().map(|(text, href)| json!({"href": href, "text": text})).collect();
+    json!({
+        "routing_key": routing_key,
+        "payload": {
+            "summary": limits::truncate(&action.headline(), PAGERDUTY_SUMMARY),
+            "source": format!("aws:{}", action.account_id),
+            "custom_details": Value::Object(details)
+        },
+        "links": links
+    })
+}
+
+/// The Change Events endpoint beside the channel's Events API endpoint (`…/v2/enqueue` →
+/// `…/v2/change/enqueue`).
+pub fn change_url(events_url: &str) -> String {
+    let base = events_url.trim_end_matches('/');
+    match base.strip_suffix("/enqueue") {
+        Some(prefix) => format!("{prefix}/change/enqueue"),
+        None => format!("{base}/change/enqueue"),
     }
 }
 
@@ -65,7 +107,11 @@ pub fn request(
 ) -> Result<Option<OutgoingRequest>, ChannelError> {
     let settings: PagerDutySettings = channel.typed()?;
     let routing_key = channel.secret("routing_key")?.expose();
-    Ok(event(routing_key, notification, envelope).map(|body| OutgoingRequest::post_json(settings.events_url, &body)))
+    let url = match notification {
+        Notification::AutomaticAction { .. } => change_url(&settings.events_url),
+        _ => settings.events_url,
+    };
+    Ok(event(routing_key, notification, envelope).map(|body| OutgoingRequest::post_json(url, &body)))
 }
 
 #[cfg(test)]
@@ -117,6 +163,30 @@ mod tests {
             resolve,
             json!({"routing_key": "R0UT1NGKEY", "event_action": "resolve", "dedup_key": alert.dedup_key})
         );
+    }
+
+    #[test]
+    fn automatic_actions_are_change_events_beside_the_alert() {
+        let (alert, action) = (hijack(), revoked());
+        let notification = Notification::AutomaticAction { alert: &alert, action: &action, remote_ref: None };
+        let request = request(&pagerduty(), &notification, &envelope()).unwrap().unwrap();
+        assert_eq!(request.url, "https://events.pagerduty.com/v2/change/enqueue");
+        let body = body(&request);
+        assert_eq!(body["routing_key"], "R0UT1NGKEY");
+        assert!(body.get("event_action").is_none() && body.get("dedup_key").is_none(), "{body}");
+        assert_eq!(
+            body["payload"]["summary"],
+            "Automatic action taken: revoke-ingress-rule sg-0123456789abcdef0:sgr-0fedcba9876543210 in 123456789012/eu-west-1"
+        );
+        let details = &body["payload"]["custom_details"];
+        assert_eq!(details["Region"], "eu-west-1");
+        assert_eq!(details["Incident"], "inc-20261112-0001");
+        assert_eq!(details["Alert dedup key"], alert.dedup_key);
+        assert!(details["Undo command"].as_str().unwrap().starts_with("skywarden respond undo 7c9e6679"));
+        assert_eq!(body["links"][0]["href"], alert.url);
+        assert_eq!(body["links"][1]["href"], "https://skywarden.example.com/#/incident/inc-20261112-0001");
+        assert_eq!(change_url("http://127.0.0.1:9/v2/enqueue/"), "http://127.0.0.1:9/v2/change/enqueue");
+        assert_eq!(change_url("http://127.0.0.1:9/pd"), "http://127.0.0.1:9/pd/change/enqueue");
     }
 
     #[test]

@@ -89,6 +89,16 @@ pub fn request(
             request.method = http::Method::PATCH;
             authorised(&settings, channel, request).map(Some)
         }
+        Notification::AutomaticAction { alert, action, remote_ref } => {
+            // A work note on the alert's incident; the incident's state is the analysts' to change.
+            let Some(sys_id) = remote_ref else { return Ok(None) };
+            let links = action.text_links(alert);
+            let room = SERVICENOW_TEXT.saturating_sub(links.chars().count());
+            let note = limits::truncate(&action.text_head(alert), room) + &links;
+            let mut request = OutgoingRequest::post_json(format!("{table}/{sys_id}"), &json!({"work_notes": note}));
+            request.method = http::Method::PATCH;
+            authorised(&settings, channel, request).map(Some)
+        }
         Notification::Digest { .. } => Ok(None),
     }
 }

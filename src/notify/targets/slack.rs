@@ -7,7 +7,7 @@ use super::{DIGEST_SHOWN, Notification, digest_title};
 use crate::notify::channels::{Channel, ChannelError};
 use crate::notify::http_client::OutgoingRequest;
 use crate::notify::limits::{self, SLACK_FIELD_TEXT, SLACK_FIELDS, SLACK_HEADER_TEXT, SLACK_SECTION_TEXT, SLACK_TEXT};
-use crate::notify::message::{AlertMessage, status_line};
+use crate::notify::message::{AlertMessage, AutomaticAction, status_line};
 
 /// A fact's value in a field: short enough that ten fit a message comfortably.
 const FIELD_VALUE: usize = 500;
@@ -42,8 +42,20 @@ fn context(alert: &AlertMessage) -> Value {
 }
 
 fn alert_blocks(alert: &AlertMessage) -> Vec<Value> {
-    let fields: Vec<Value> = alert
-        .facts()
+    vec![
+        header(&alert.title_line()),
+        section(escape(&alert.who_and_where(), SLACK_SECTION_TEXT)),
+        fields(alert.facts()),
+        section(format!("*Next step:* {}", escape(&alert.next_step, SLACK_SECTION_TEXT - 13))),
+        json!({"type": "actions", "elements": [
+            {"type": "button", "text": {"type": "plain_text", "text": "Open alert"}, "url": alert.url, "style": "danger"}
+        ]}),
+        context(alert),
+    ]
+}
+
+fn fields(facts: Vec<(&'static str, String)>) -> Value {
+    let fields: Vec<Value> = facts
         .into_iter()
         .take(SLACK_FIELDS)
         .map(|(name, value)| {
@@ -52,16 +64,30 @@ fn alert_blocks(alert: &AlertMessage) -> Vec<Value> {
             json!({"type": "mrkdwn", "text": format!("{name}{}", escape(&value, room))})
         })
         .collect();
-    vec![
-        header(&alert.title_line()),
-        section(escape(&alert.who_and_where(), SLACK_SECTION_TEXT)),
-        json!({"type": "section", "fields": fields}),
-        section(format!("*Next step:* {}", escape(&alert.next_step, SLACK_SECTION_TEXT - 13))),
-        json!({"type": "actions", "elements": [
-            {"type": "button", "text": {"type": "plain_text", "text": "Open alert"}, "url": alert.url, "style": "danger"}
-        ]}),
-        context(alert),
-    ]
+    json!({"type": "section", "fields": fields})
+}
+
+/// What automatic containment did: the outcome as header, the facts, the undo command and
+/// buttons to the alert (whose Respond section undoes or approves) and the incident.
+fn automatic_payload(alert: &AlertMessage, action: &AutomaticAction) -> Value {
+    let buttons: Vec<Value> = action
+        .links(alert)
+        .into_iter()
+        .zip(["Open alert", "Open incident"])
+        .map(|((_, url), text)| json!({"type": "button", "text": {"type": "plain_text", "text": text}, "url": url}))
+        .collect();
+    let mut blocks = vec![
+        header(action.outcome.label()),
+        section(escape(&action.headline(), SLACK_SECTION_TEXT)),
+        fields(action.facts(alert)),
+    ];
+    if let Some(command) = &action.undo_command {
+        blocks
+            .push(section(format!("*To undo:* `{}`", escape(&limits::single_line(command), SLACK_SECTION_TEXT - 20))));
+    }
+    blocks.push(json!({"type": "actions", "elements": buttons}));
+    blocks.push(context(alert));
+    json!({"text": escape(&action.headline(), SLACK_TEXT), "blocks": blocks})
 }
 
 fn status_payload(alert: &AlertMessage, line: &str) -> Value {
@@ -101,6 +127,7 @@ pub fn payload(notification: &Notification<'_>) -> Value {
             status_payload(alert, &status_line(*status, actor, reason))
         }
         Notification::Digest { alerts, period_minutes } => digest_payload(alerts, *period_minutes),
+        Notification::AutomaticAction { alert, action, .. } => automatic_payload(alert, action),
     }
 }
 
@@ -129,6 +156,32 @@ mod tests {
         assert!(fields.len() <= 10);
         assert!(fields.iter().any(|f| f["text"] == "*Country*\nRU"));
         assert_eq!(body["blocks"][4]["elements"][0]["url"], alert.url);
+    }
+
+    #[test]
+    fn automatic_actions_say_what_where_the_result_and_how_to_undo() {
+        let (alert, mut action) = (hijack(), revoked());
+        action.result = "FAILED: <!channel> denied".into();
+        action.outcome = crate::notify::message::ActionOutcome::Failed;
+        let body = payload(&Notification::AutomaticAction { alert: &alert, action: &action, remote_ref: None });
+        assert_eq!(body["blocks"][0]["text"]["text"], "Automatic action FAILED");
+        let fields = body["blocks"][2]["fields"].as_array().unwrap();
+        let field = |name: &str| {
+            fields.iter().find(|f| f["text"].as_str().unwrap().starts_with(&format!("*{name}*"))).unwrap()["text"]
+                .clone()
+        };
+        assert_eq!(field("Account"), "*Account*\n123456789012");
+        assert_eq!(field("Region"), "*Region*\neu-west-1");
+        assert_eq!(field("Result"), "*Result*\nFAILED: &lt;!channel&gt; denied");
+        assert_eq!(field("Incident"), "*Incident*\ninc-20261112-0001");
+        assert!(
+            body["blocks"][3]["text"]["text"].as_str().unwrap().starts_with("*To undo:* `skywarden respond undo 7c9e")
+        );
+        let buttons = body["blocks"][4]["elements"].as_array().unwrap();
+        assert_eq!(
+            (buttons[0]["url"].as_str(), buttons[1]["url"].as_str()),
+            (Some(alert.url.as_str()), action.incident_url.as_deref())
+        );
     }
 
     #[test]

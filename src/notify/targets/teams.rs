@@ -8,7 +8,7 @@ use super::{DIGEST_SHOWN, Notification, digest_title};
 use crate::notify::channels::{Channel, ChannelError};
 use crate::notify::http_client::OutgoingRequest;
 use crate::notify::limits::{self, TEAMS_PAYLOAD_BYTES};
-use crate::notify::message::{AlertMessage, status_line};
+use crate::notify::message::{AlertMessage, AutomaticAction, status_line};
 
 /// How long a title, who-and-where or fact value may be, from the most to the least: the card
 /// takes the first that fits [`TEAMS_PAYLOAD_BYTES`] (multi-byte text and escapes weigh more).
@@ -17,6 +17,10 @@ const VALUE_LIMITS: [usize; 4] = [500, 200, 80, 30];
 fn card(body: Vec<Value>, url: Option<&str>) -> Value {
     let actions: Vec<Value> =
         url.map(|u| json!({"type": "Action.OpenUrl", "title": "Open in Skywarden", "url": u})).into_iter().collect();
+    card_with(body, actions)
+}
+
+fn card_with(body: Vec<Value>, actions: Vec<Value>) -> Value {
     json!({
         "type": "message",
         "attachments": [{
@@ -84,6 +88,31 @@ fn opened(alert: &AlertMessage, max: usize) -> Value {
     )
 }
 
+/// What automatic containment did: the outcome, the facts, the undo command, and buttons to the
+/// alert (whose Respond section undoes or approves) and the incident.
+fn automatic(alert: &AlertMessage, action: &AutomaticAction, max: usize) -> Value {
+    let facts: Vec<Value> = action
+        .facts(alert)
+        .into_iter()
+        .map(|(title, value)| json!({"title": title, "value": plain(&value, max)}))
+        .collect();
+    let mut body = vec![
+        text_block(&plain(action.outcome.label(), max), true),
+        text_block(&plain(&action.headline(), max), false),
+        json!({"type": "FactSet", "facts": facts}),
+    ];
+    if let Some(command) = &action.undo_command {
+        body.push(text_block(&format!("To undo: {}", plain(&limits::single_line(command), max)), false));
+    }
+    let actions = action
+        .links(alert)
+        .into_iter()
+        .zip(["Open the alert", "Open the incident"])
+        .map(|((_, url), title)| json!({"type": "Action.OpenUrl", "title": title, "url": url}))
+        .collect();
+    card_with(body, actions)
+}
+
 /// Whole alerts while the card stays within the size limit (at most [`DIGEST_SHOWN`]), then
 /// "…and N more".
 fn digest(alerts: &[AlertMessage], period_minutes: i32, max: usize) -> Value {
@@ -124,6 +153,7 @@ pub fn payload(notification: &Notification<'_>) -> Value {
                 Some(&alert.url),
             )
         }),
+        Notification::AutomaticAction { alert, action, .. } => fitted(|max| automatic(alert, action, max)),
         // Digest lines are cut shorter: more alerts fit.
         Notification::Digest { alerts, period_minutes } => digest(alerts, *period_minutes, VALUE_LIMITS[1]),
     }
@@ -155,6 +185,20 @@ mod tests {
         assert_eq!(attachment["content"]["actions"][0]["url"], alert.url);
         let facts = attachment["content"]["body"][2]["facts"].as_array().unwrap();
         assert!(facts.contains(&json!({"title": "Source IP", "value": "203.0.113.10"})));
+    }
+
+    #[test]
+    fn automatic_actions_are_cards_with_their_facts_and_undo() {
+        let (alert, action) = (hijack(), revoked());
+        let body = payload(&Notification::AutomaticAction { alert: &alert, action: &action, remote_ref: None });
+        let content = &body["attachments"][0]["content"];
+        assert_eq!(content["body"][0]["text"], "Automatic action taken");
+        let facts = content["body"][2]["facts"].as_array().unwrap();
+        assert!(facts.contains(&json!({"title": "Region", "value": "eu-west-1"})));
+        assert!(facts.contains(&json!({"title": "Account", "value": "123456789012"})));
+        assert!(content["body"][3]["text"].as_str().unwrap().starts_with("To undo: skywarden respond undo 7c9e"));
+        assert_eq!(content["actions"][1]["url"], "https://skywarden.example.com/#/incident/inc-20261112-0001");
+        assert!(size(&body) <= TEAMS_PAYLOAD_BYTES);
     }
 
     #[test]

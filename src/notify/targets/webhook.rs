@@ -11,7 +11,7 @@ use crate::model::{AlertStatus, Severity};
 use crate::notify::channels::{Channel, ChannelError, WebhookFormat, WebhookSettings};
 use crate::notify::http_client::OutgoingRequest;
 use crate::notify::limits::{self, OCSF_STRING};
-use crate::notify::message::AlertMessage;
+use crate::notify::message::{AlertMessage, AutomaticAction};
 
 pub const SCHEMA: &str = "skywarden.notification/v1";
 pub const SIGNATURE_HEADER: &str = "x-skywarden-signature";
@@ -48,6 +48,10 @@ fn skywarden_body(notification: &Notification<'_>, envelope: &Envelope, now: Dat
         Notification::Digest { alerts, period_minutes } => {
             body["alerts"] = json!(alerts);
             body["period_minutes"] = json!(period_minutes);
+        }
+        Notification::AutomaticAction { alert, action, .. } => {
+            body["alert"] = json!(alert);
+            body["automatic_action"] = json!(action);
         }
     }
     body
@@ -151,11 +155,28 @@ fn ocsf_body(notification: &Notification<'_>, now: DateTime<Utc>) -> Value {
             };
             ocsf_finding(alert, activity, *status, now)
         }
+        Notification::AutomaticAction { alert, action, .. } => ocsf_automatic_action(alert, action, now),
         // A digest in OCSF is a list of findings.
         Notification::Digest { alerts, .. } => {
             Value::Array(alerts.iter().map(|a| ocsf_finding(a, (1, "Create"), a.status, now)).collect())
         }
     }
+}
+
+/// What automatic containment did, in OCSF 1.1.0: an Update of the alert's Detection Finding
+/// (the finding a SIEM already holds, same `finding_info.uid`) whose `remediation` says what was
+/// done, the result and how to undo it, with the links in `remediation.references`; the
+/// structured action is in `unmapped.automatic_action` (OCSF's place for what it has no field
+/// for). OCSF 1.1.0 has no remediation class (Remediation Activity came in 1.3.0).
+pub fn ocsf_automatic_action(alert: &AlertMessage, action: &AutomaticAction, now: DateTime<Utc>) -> Value {
+    let mut finding = ocsf_finding(alert, (2, "Update"), alert.status, now);
+    let mut desc = action.text(alert);
+    desc.truncate(desc.char_indices().nth(OCSF_STRING).map_or(desc.len(), |(at, _)| at));
+    let references: Vec<String> = action.links(alert).into_iter().map(|(_, url)| url).collect();
+    finding["message"] = json!(limits::truncate(&action.headline(), OCSF_STRING));
+    finding["remediation"] = json!({"desc": desc, "references": references});
+    finding["unmapped"] = json!({"automatic_action": action});
+    finding
 }
 
 pub fn request(
@@ -240,6 +261,30 @@ mod tests {
         let tag = hmac::sign(&key, b"what do ya want for nothing?");
         let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    }
+
+    #[test]
+    fn automatic_actions_have_their_own_documented_shape() {
+        let now: DateTime<Utc> = "2026-11-12T03:05:00Z".parse().unwrap();
+        let (alert, action) = (hijack(), revoked());
+        let notification = Notification::AutomaticAction { alert: &alert, action: &action, remote_ref: None };
+        let request = request(&webhook("skywarden"), &notification, &envelope(), now).unwrap();
+        assert_eq!(request.header(EVENT_HEADER), Some("alert.automatic_action"));
+        let body = body(&request);
+        assert_eq!(body["event"], "alert.automatic_action");
+        assert_eq!(body["alert"]["id"], alert.id);
+        assert_eq!(body["automatic_action"]["outcome"], "taken");
+        assert_eq!(body["automatic_action"]["resource"], "sg-0123456789abcdef0:sgr-0fedcba9876543210");
+        assert_eq!(body["automatic_action"]["incident_id"], "inc-20261112-0001");
+        assert!(body.get("status_change").is_none());
+
+        let ocsf = ocsf_body(&notification, now);
+        assert_eq!((ocsf["class_uid"].as_i64(), ocsf["activity_id"].as_i64()), (Some(2004), Some(2)));
+        assert_eq!(ocsf["finding_info"]["uid"], alert.id);
+        let desc = ocsf["remediation"]["desc"].as_str().unwrap();
+        assert!(desc.contains("To undo: skywarden respond undo 7c9e6679"), "{desc}");
+        assert_eq!(ocsf["remediation"]["references"][1], "https://skywarden.example.com/#/incident/inc-20261112-0001");
+        assert_eq!(ocsf["unmapped"]["automatic_action"]["kind"], "revoke-ingress-rule");
     }
 
     #[test]

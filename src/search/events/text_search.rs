@@ -4,7 +4,9 @@
 //! by computing the same projection. Within one statement an event is in exactly one of the two,
 //! so pages and counts are exact whether the indexer has run or not. The account, time and page
 //! bounds are repeated in both branches so each reads only its range; every other filter applies
-//! to the matched events.
+//! to the matched events. Archived events loaded from the lake (`audit_events.archived`) are
+//! never in `event_search` (dropping a month forgets its entries): they always take the
+//! computed branch.
 
 use super::{EventFilter, EventKey, EventSummary};
 
@@ -30,8 +32,8 @@ pub(super) async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Ve
                SELECT t.account_id, t.event_time, t.event_id
                -- The fence: the costly projection only for events not in the index.
                FROM (SELECT t.account_id, t.event_time, t.event_id, t.raw
-               FROM cloudtrail_events t
-               WHERE t.ingested_at >= $18
+               FROM audit_events t
+               WHERE (t.archived OR t.ingested_at >= $18)
                  AND ($1::text IS NULL OR t.account_id = $1)
                  AND ($8::timestamptz IS NULL OR t.event_time >= $8)
                  AND ($9::timestamptz IS NULL OR t.event_time < $9)
@@ -43,7 +45,7 @@ pub(super) async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Ve
                WHERE skywarden_event_search_text(t.raw) ILIKE $16),
            page AS (
                SELECT c.account_id, c.event_time, c.event_id
-               FROM cloudtrail_events c JOIN matched m USING (account_id, event_time, event_id)
+               FROM audit_events c JOIN matched m USING (account_id, event_time, event_id)
                WHERE ($2::text IS NULL OR lower(c.principal_arn) = $2)
                  AND ($17::text IS NULL OR lower(c.user_name) = $17)
                  AND ($3::text IS NULL OR lower(c.event_name) = $3)
@@ -55,11 +57,12 @@ pub(super) async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Ve
                  AND ($11::bool IS NULL OR c.read_only = $11)
                ORDER BY c.event_time DESC, c.account_id DESC, c.event_id DESC
                LIMIT $15)
-           SELECT c.account_id, c.event_id, c.event_time, c.region, c.event_source, c.event_name, c.principal_arn,
-                  c.user_name, c.source_ip_text AS source_ip, c.user_agent, c.error_code, c.read_only, c.resource_ids,
-                  c.geo_country AS country, c.geo_city AS city, c.geo_asn AS asn, c.geo_as_org AS as_org,
-                  c.source_is_tor AS is_tor, c.source_is_vpn AS is_vpn, c.source_is_hosting AS is_hosting
-           FROM cloudtrail_events c JOIN page USING (account_id, event_time, event_id)
+           SELECT c.account_id AS "account_id!", c.event_id AS "event_id!", c.event_time AS "event_time!", c.region,
+                  c.event_source, c.event_name, c.principal_arn, c.user_name, c.source_ip_text AS source_ip, c.user_agent,
+                  c.error_code, c.read_only, c.resource_ids AS "resource_ids!", c.geo_country AS country,
+                  c.geo_city AS city, c.geo_asn AS asn, c.geo_as_org AS as_org, c.source_is_tor AS is_tor,
+                  c.source_is_vpn AS is_vpn, c.source_is_hosting AS is_hosting, c.archived AS "archived!"
+           FROM audit_events c JOIN page USING (account_id, event_time, event_id)
            ORDER BY c.event_time DESC, c.account_id DESC, c.event_id DESC"#,
         filter.account,
         principal_arn,
@@ -107,8 +110,8 @@ pub(super) async fn search_newer(
                SELECT t.account_id, t.event_time, t.event_id
                -- The fence: the costly projection only for events not in the index.
                FROM (SELECT t.account_id, t.event_time, t.event_id, t.raw
-               FROM cloudtrail_events t
-               WHERE t.ingested_at >= $18
+               FROM audit_events t
+               WHERE (t.archived OR t.ingested_at >= $18)
                  AND ($1::text IS NULL OR t.account_id = $1)
                  AND ($8::timestamptz IS NULL OR t.event_time >= $8)
                  AND ($9::timestamptz IS NULL OR t.event_time < $9)
@@ -120,7 +123,7 @@ pub(super) async fn search_newer(
                WHERE skywarden_event_search_text(t.raw) ILIKE $15),
            page AS (
                SELECT c.account_id, c.event_time, c.event_id
-               FROM cloudtrail_events c JOIN matched m USING (account_id, event_time, event_id)
+               FROM audit_events c JOIN matched m USING (account_id, event_time, event_id)
                WHERE ($2::text IS NULL OR lower(c.principal_arn) = $2)
                  AND ($16::text IS NULL OR lower(c.user_name) = $16)
                  AND ($3::text IS NULL OR lower(c.event_name) = $3)
@@ -132,11 +135,12 @@ pub(super) async fn search_newer(
                  AND ($11::bool IS NULL OR c.read_only = $11)
                ORDER BY c.event_time, c.account_id, c.event_id
                LIMIT $17)
-           SELECT c.account_id, c.event_id, c.event_time, c.region, c.event_source, c.event_name, c.principal_arn,
-                  c.user_name, c.source_ip_text AS source_ip, c.user_agent, c.error_code, c.read_only, c.resource_ids,
-                  c.geo_country AS country, c.geo_city AS city, c.geo_asn AS asn, c.geo_as_org AS as_org,
-                  c.source_is_tor AS is_tor, c.source_is_vpn AS is_vpn, c.source_is_hosting AS is_hosting
-           FROM cloudtrail_events c JOIN page USING (account_id, event_time, event_id)
+           SELECT c.account_id AS "account_id!", c.event_id AS "event_id!", c.event_time AS "event_time!", c.region,
+                  c.event_source, c.event_name, c.principal_arn, c.user_name, c.source_ip_text AS source_ip, c.user_agent,
+                  c.error_code, c.read_only, c.resource_ids AS "resource_ids!", c.geo_country AS country,
+                  c.geo_city AS city, c.geo_asn AS asn, c.geo_as_org AS as_org, c.source_is_tor AS is_tor,
+                  c.source_is_vpn AS is_vpn, c.source_is_hosting AS is_hosting, c.archived AS "archived!"
+           FROM audit_events c JOIN page USING (account_id, event_time, event_id)
            ORDER BY c.event_time, c.account_id, c.event_id"#,
         filter.account,
         principal_arn,
@@ -170,7 +174,7 @@ pub(super) async fn count(db: &sqlx::PgPool, filter: &EventFilter, cap: i64) -> 
     sqlx::query_scalar!(
         r#"SELECT count(*) AS "count!" FROM (
                SELECT 1
-               FROM cloudtrail_events c
+               FROM audit_events c
                JOIN (SELECT s.account_id, s.event_time, s.event_id
                      FROM event_search s
                      WHERE s.search_text ILIKE $12
@@ -180,8 +184,8 @@ pub(super) async fn count(db: &sqlx::PgPool, filter: &EventFilter, cap: i64) -> 
                      UNION ALL
                      SELECT t.account_id, t.event_time, t.event_id
                      FROM (SELECT t.account_id, t.event_time, t.event_id, t.raw
-                     FROM cloudtrail_events t
-                     WHERE t.ingested_at >= $15
+                     FROM audit_events t
+                     WHERE (t.archived OR t.ingested_at >= $15)
                        AND ($1::text IS NULL OR t.account_id = $1)
                        AND ($8::timestamptz IS NULL OR t.event_time >= $8)
                        AND ($9::timestamptz IS NULL OR t.event_time < $9)

@@ -28,6 +28,11 @@ pub struct ArchiveArgs {
     /// Rows per Parquet row group: what one writer holds in memory.
     #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub row_group_rows: u64,
+    /// Buffered bytes per Parquet row group: the other bound of a writer's memory (a few huge
+    /// events close a row group before its rows are reached).
+    #[arg(long, value_name = "BYTES", default_value_t = archive::DEFAULT_ROW_GROUP_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(1 << 16..=1 << 34))]
+    pub row_group_bytes: u64,
     /// Print JSON lines.
     #[arg(long)]
     pub json: bool,
@@ -74,8 +79,10 @@ pub(crate) async fn run(db: &Database, args: ArchiveArgs) -> anyhow::Result<Exit
         destination_text: to,
         dry_run: args.dry_run,
         row_group_rows: usize::try_from(args.row_group_rows).unwrap_or(65_536),
+        row_group_bytes: usize::try_from(args.row_group_bytes).unwrap_or(archive::DEFAULT_ROW_GROUP_BYTES),
         now: chrono::Utc::now(),
         fail_after_objects: args.fail_after_objects,
+        test_hook: archive::hook_from_env(),
     };
     let report = archive::run(&db.pool, &destination, &options).await?;
     for month in &report.months {
@@ -83,8 +90,12 @@ pub(crate) async fn run(db: &Database, args: ArchiveArgs) -> anyhow::Result<Exit
             println!("{}", serde_json::to_string(month)?);
         } else {
             let error = month.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default();
+            let again = match month.already_archived {
+                0 => String::new(),
+                n => format!(", {n} already archived"),
+            };
             println!(
-                "{} {} {}: {} rows, {} objects{error}",
+                "{} {} {}: {} rows, {} objects{again}{error}",
                 month.source, month.month, month.outcome, month.rows, month.objects
             );
         }
@@ -132,8 +143,12 @@ async fn status(db: &Database, json: bool) -> anyhow::Result<ExitCode> {
     println!("months:");
     for month in &months {
         let error = month.error.as_deref().map(|e| format!(" error: {e}")).unwrap_or_default();
+        let again = match month.already_archived {
+            0 => String::new(),
+            n => format!(", {n} already archived"),
+        };
         println!(
-            "  {} {} g{} {} ({} rows, {} objects) at {}{error}",
+            "  {} {} g{} {} ({} rows, {} objects{again}) at {}{error}",
             month.source,
             month.month_start.format("%Y-%m"),
             month.generation,
@@ -169,8 +184,10 @@ pub(crate) async fn schedule(
             destination_text: to.clone(),
             dry_run: false,
             row_group_rows: 65_536,
+            row_group_bytes: archive::DEFAULT_ROW_GROUP_BYTES,
             now: chrono::Utc::now(),
             fail_after_objects: None,
+            test_hook: None,
         };
         match archive::run(&pool, &destination, &options).await {
             Ok(report) if report.failed() > 0 => tracing::warn!(
