@@ -4,17 +4,22 @@
 -- `until` are clock hours, as before.
 ALTER TABLE detection_backlog ADD COLUMN until timestamptz, ADD COLUMN cursor text;
 
+-- Work a detector dropped unevaluated (backlog pieces past their age, or the backlog of a detector
+-- switched off), apart from the skips: a later run with nothing left clears a skip, not this.
+ALTER TABLE detection_skips ADD COLUMN last_dropped_at timestamptz, ADD COLUMN last_dropped bigint NOT NULL DEFAULT 0,
+    ADD COLUMN dropped_total bigint NOT NULL DEFAULT 0, ADD COLUMN dropped_note text;
+
 -- Flows by the packet's own destination (`pkt-dstaddr`) where it is not the record's (a NAT
 -- gateway's or load balancer's interface): `aws-flow-suspicious-destination` looks up the flows
 -- to an open incident's addresses by either destination. Partial: the records whose two
 -- destinations agree are found by `flow_records_dst_idx`.
-CREATE INDEX flow_records_pkt_dst_idx ON flow_records (pkt_dstaddr, bucket_time) WHERE pkt_dstaddr <> dstaddr;
+CREATE INDEX IF NOT EXISTS flow_records_pkt_dst_idx ON flow_records (pkt_dstaddr, bucket_time) WHERE pkt_dstaddr <> dstaddr;
 
 -- The handshake lookup of `skywarden_flow_opened` (migration 0033): a connection's SYN or
 -- SYN-ACK on the interface, by its addresses and ports, each direction a probe of its own (one
 -- condition with OR could only use the interface and time, reading every handshake of a busy
 -- interface's day; `skywarden-bench flows` measures it). Partial: only records with a SYN.
-CREATE INDEX flow_records_handshake_idx ON flow_records (interface_id, srcaddr, srcport, dstaddr, dstport, bucket_time)
+CREATE INDEX IF NOT EXISTS flow_records_handshake_idx ON flow_records (interface_id, srcaddr, srcport, dstaddr, dstport, bucket_time)
     WHERE protocol = 6 AND tcp_flags & 2 = 2;
 
 -- The same verdicts as migration 0033's, the two directions looked up apart (each by the index
@@ -50,3 +55,14 @@ RETURNS boolean LANGUAGE sql STABLE COST 1000 AS $$
             p_sport IS NULL OR p_dport IS NULL OR p_dport <= p_sport)
     END
 $$;
+
+-- The reply check of `aws-flow-port-scan` (an attempt is answered when an accepted record runs
+-- back between the same addresses and ports within 15 minutes): one probe per record, whatever
+-- the address's traffic (by `flow_records_dst_idx` it read every record to a NAT's address in
+-- the window). Ports by coalesce(-1) so a record without ports is found too; flow logs carry no
+-- negative port. `skywarden-bench flows` measures the lookup and its cost to COPY.
+-- The three indexes here are plain CREATE INDEX (writes to flow_records wait until the migration
+-- commits; CONCURRENTLY cannot run in a migration): on a large table build them beforehand as
+-- docs/network-context.md says (upgrading to migration 0041), which IF NOT EXISTS then skips.
+CREATE INDEX IF NOT EXISTS flow_records_reply_idx ON flow_records (srcaddr, dstaddr, coalesce(srcport, -1), coalesce(dstport, -1), bucket_time)
+    WHERE action = 'ACCEPT';

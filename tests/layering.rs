@@ -56,9 +56,22 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("demo", &["alerts", "db", "model"]),
     // Containment actions through the responder role; on top, beside http and the CLI.
     // Automatic containment reads its rules from the policy tree and tells the alert's routes.
+    // `net`: whether a modified rule's source is exposed (public), as the detector judges it.
     (
         "respond",
-        &["accounts", "alerts", "auth", "aws", "db", "inventory", "model", "notify", "policy_files", "supervise"],
+        &[
+            "accounts",
+            "alerts",
+            "auth",
+            "aws",
+            "db",
+            "inventory",
+            "model",
+            "net",
+            "notify",
+            "policy_files",
+            "supervise",
+        ],
     ),
     (
         "http",

@@ -4,14 +4,19 @@
 //! log them (the opener's SYN and the answer's SYN-ACK in the first interval, data later, a FIN
 //! at the end), over two days, on many instance interfaces and one busy NAT gateway interface
 //! that carries half the connections (the interface where a lookup that reads the interface's
-//! day would show). Then it times, per record, on the same sample of later-interval records:
+//! day would show), which also sends UDP queries (port 53) that are answered. Then it times, per
+//! record:
 //!
-//! - `skywarden_flow_opened` (migration 0033), whose handshake lookup those records need;
-//! - the port-scan reply check (`port_scan`'s `NOT EXISTS` for a reply of the connection);
-//! - the baseline: each record looked up by its primary key.
+//! - `skywarden_flow_opened` (migration 0033), on later-interval egress records (no flags of
+//!   their own: they need the handshake lookup), with and without the handshake index;
+//! - the port-scan reply check (`port_scan`'s `NOT EXISTS` for a reply of the connection), on
+//!   the records port_scan checks: SYN-only TCP records and UDP records, half of them the NAT's,
+//!   with and without the reply index (`flow_records_reply_idx`);
+//! - the baseline: each record looked up by its primary key;
+//! - COPY of flow records with and without the reply index (its cost to ingest).
 //!
-//! Both lookups are timed again with the handshake index of migration 0041 dropped (inside a
-//! transaction that is rolled back), so the index's effect is measured in the same run.
+//! An index is dropped inside a transaction that is rolled back, so each effect is measured in
+//! the same run.
 
 use std::time::{Duration, Instant};
 
@@ -50,8 +55,14 @@ pub struct FlowBenchReport {
     pub baseline: Timing,
     pub opened: Timing,
     pub opened_without_index: Timing,
+    /// Records of the reply-check sample (SYN-only TCP and UDP).
+    pub reply_sample: i64,
     pub reply: Timing,
     pub reply_without_index: Timing,
+    /// Rows copied to time COPY, and its time per row with and without the reply index.
+    pub copy_rows: i64,
+    pub copy_with_index: Duration,
+    pub copy_without_index: Duration,
     /// The plan of the handshake lookup for one record of the busy interface (with the index).
     pub opened_plan: String,
     /// The plan of the reply check over the sample.
@@ -66,16 +77,21 @@ impl std::fmt::Display for FlowBenchReport {
         writeln!(f, "  of them on the busy NAT interface:   {}", self.busy_interface_records)?;
         writeln!(f, "generated in:                          {:.1} s", self.generate_seconds)?;
         writeln!(f, "sample (later-interval records):       {}", self.sample)?;
+        writeln!(f, "reply sample (SYN-only TCP and UDP):   {}", self.reply_sample)?;
         writeln!(f, "{:<46} {:>12} {:>12} {:>6}", "per record", "µs", "x baseline", "yes")?;
         for (name, t) in [
             ("baseline: lookup by primary key", &self.baseline),
             ("skywarden_flow_opened", &self.opened),
             ("skywarden_flow_opened, handshake index dropped", &self.opened_without_index),
             ("port-scan reply check", &self.reply),
-            ("port-scan reply check, handshake index dropped", &self.reply_without_index),
+            ("port-scan reply check, reply index dropped", &self.reply_without_index),
         ] {
             writeln!(f, "{name:<46} {:>12.1} {:>12.1} {:>6}", us(t.per_record), ratio(t), t.yes)?;
         }
+        let per_row = |d: Duration| us(d) / self.copy_rows.max(1) as f64;
+        writeln!(f, "COPY of {} flow records, µs per row:", self.copy_rows)?;
+        writeln!(f, "  with the reply index:                {:.2}", per_row(self.copy_with_index))?;
+        writeln!(f, "  without it:                          {:.2}", per_row(self.copy_without_index))?;
         writeln!(f, "plan of the handshake lookup (busy interface):\n{}", self.opened_plan)?;
         write!(f, "plan of the reply check:\n{}", self.reply_plan)
     }
@@ -115,33 +131,37 @@ async fn generate(pool: &sqlx::PgPool, start: DateTime<Utc>, connections: i64) -
 
 /// Connection g of N, spread over two days: every other one through the NAT gateway's
 /// interface (a busy interface), the rest on one of 200 instance interfaces; each to one of
-/// 5,000 outside addresses from an ephemeral port.
+/// 5,000 outside addresses from an ephemeral port. The NAT's also send a UDP query (port 53)
+/// that is answered.
 const GENERATE_SQL: &str = r#"
 INSERT INTO flow_records (account_id, bucket_time, record_hash, version, interface_id, srcaddr, dstaddr, srcport,
                           dstport, protocol, packets, bytes, start_time, end_time, action, log_status, tcp_flags,
                           flow_direction)
-SELECT '111122223333', t, decode(md5(g || '/' || part), 'hex'), 5, eni, src, dst, sport, dport, 6, packets, bytes,
+SELECT '111122223333', t, decode(md5(g || '/' || part), 'hex'), 5, eni, src, dst, sport, dport, proto, packets, bytes,
        t, t + interval '50 seconds', 'ACCEPT', 'OK', flags, direction
 FROM (
     SELECT g, c.part, c.eni,
            c.t0 + c.later * interval '1 minute' AS t,
            CASE WHEN c.outbound THEN c.inst ELSE c.peer END AS src,
            CASE WHEN c.outbound THEN c.peer ELSE c.inst END AS dst,
-           CASE WHEN c.outbound THEN c.eph ELSE 443 END AS sport,
-           CASE WHEN c.outbound THEN 443 ELSE c.eph END AS dport,
+           CASE WHEN c.outbound THEN c.eph ELSE c.port END AS sport,
+           CASE WHEN c.outbound THEN c.port ELSE c.eph END AS dport, c.proto,
            c.flags, CASE WHEN c.outbound THEN 'egress' ELSE 'ingress' END AS direction,
-           CASE WHEN c.flags & 2 = 2 THEN 1 ELSE 40 END AS packets,
-           CASE WHEN c.flags & 2 = 2 THEN 60 ELSE 48000 END AS bytes
+           CASE WHEN c.proto = 17 OR c.flags & 2 = 2 THEN 1 ELSE 40 END AS packets,
+           CASE WHEN c.proto = 17 OR c.flags & 2 = 2 THEN 60 ELSE 48000 END AS bytes
     FROM generate_series($1::bigint, $2::bigint) AS g,
     LATERAL (
-        SELECT part, outbound, flags, later,
+        SELECT part, outbound, flags, later, proto, port,
                CASE WHEN g % 2 = 0 THEN 'eni-0nat000000000001' ELSE 'eni-' || lpad(to_hex(g % 200), 17, '0') END AS eni,
                CASE WHEN g % 2 = 0 THEN inet '10.0.0.5' ELSE ('10.0.1.' || (g % 200) + 1)::inet END AS inst,
                ('198.' || (18 + (g * 7) % 2) || '.' || ((g * 13) % 250) || '.' || ((g * 31) % 10 + 1))::inet AS peer,
                (1024 + (g * 104729) % 64000)::int AS eph,
                $4::timestamptz + (g::float8 / $3::float8) * interval '2 days' AS t0
-        FROM (VALUES (1, true, 2, 0), (2, false, 18, 0), (3, true, 0, 10), (4, false, 0, 10), (5, true, 1, 20))
-             AS parts(part, outbound, flags, later)
+        FROM (VALUES (1, true, 2, 0, 6, 443), (2, false, 18, 0, 6, 443), (3, true, 0, 10, 6, 443),
+                     (4, false, 0, 10, 6, 443), (5, true, 1, 20, 6, 443),
+                     (6, true, NULL, 0, 17, 53), (7, false, NULL, 0, 17, 53))
+             AS parts(part, outbound, flags, later, proto, port)
+        WHERE part <= 5 OR g % 2 = 0
     ) c
 ) r
 "#;
@@ -170,17 +190,37 @@ async fn measure(
     .await?;
     sqlx::raw_sql("ANALYZE bench_sample").execute(&mut *conn).await?;
     let sample: i64 = sqlx::query_scalar("SELECT count(*) FROM bench_sample").fetch_one(&mut *conn).await?;
+    // The reply check's sample: what port_scan checks (SYN-only TCP, every UDP record), half
+    // SYNs and half UDP, of every interface (the NAT's UDP to its busy address among them).
+    sqlx::raw_sql("DROP TABLE IF EXISTS bench_reply_sample").execute(&mut *conn).await?;
+    sqlx::query(
+        "CREATE TEMP TABLE bench_reply_sample AS
+         (SELECT srcaddr, srcport, dstaddr, dstport, protocol, bucket_time FROM flow_records
+          WHERE protocol = 6 AND tcp_flags = 2 ORDER BY md5(record_hash::text) LIMIT $1)
+         UNION ALL
+         (SELECT srcaddr, srcport, dstaddr, dstport, protocol, bucket_time FROM flow_records
+          WHERE protocol = 17 ORDER BY md5(record_hash::text) LIMIT $1)",
+    )
+    .bind(sample / 2)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::raw_sql("ANALYZE bench_reply_sample").execute(&mut *conn).await?;
+    let reply_sample: i64 = sqlx::query_scalar("SELECT count(*) FROM bench_reply_sample").fetch_one(&mut *conn).await?;
     let baseline = timed(conn, BASELINE_SQL, sample).await?;
     let opened = timed(conn, OPENED_SQL, sample).await?;
-    let reply = timed(conn, REPLY_SQL, sample).await?;
+    let reply = timed(conn, REPLY_SQL, reply_sample).await?;
     let plan = handshake_plan(conn).await?;
     let explain = format!("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) {REPLY_SQL}");
     let reply_plan: Vec<String> = sqlx::query_scalar(&explain).fetch_all(&mut *conn).await?;
     let mut tx = conn.begin().await?;
     sqlx::raw_sql("DROP INDEX IF EXISTS flow_records_handshake_idx").execute(&mut *tx).await?;
     let opened_without_index = timed(&mut tx, OPENED_SQL, sample).await?;
-    let reply_without_index = timed(&mut tx, REPLY_SQL, sample).await?;
     tx.rollback().await?;
+    let mut tx = conn.begin().await?;
+    sqlx::raw_sql("DROP INDEX IF EXISTS flow_records_reply_idx").execute(&mut *tx).await?;
+    let reply_without_index = timed(&mut tx, REPLY_SQL, reply_sample).await?;
+    tx.rollback().await?;
+    let (copy_rows, copy_with_index, copy_without_index) = copy_cost(conn, records.min(200_000)).await?;
     Ok(FlowBenchReport {
         records,
         busy_interface_records: busy,
@@ -189,11 +229,52 @@ async fn measure(
         baseline,
         opened,
         opened_without_index,
+        reply_sample,
         reply,
         reply_without_index,
+        copy_rows,
+        copy_with_index,
+        copy_without_index,
         opened_plan: plan,
         reply_plan: reply_plan.join("\n"),
     })
+}
+
+/// The columns the generator fills (and COPY writes).
+const COPY_COLUMNS: &str = "account_id, bucket_time, record_hash, version, interface_id, srcaddr, dstaddr, srcport, \
+    dstport, protocol, packets, bytes, start_time, end_time, action, log_status, tcp_flags, flow_direction";
+
+/// COPY of `rows` flow records (copies of stored ones, a day later) with every index, and with
+/// the reply index dropped, each in a transaction rolled back: the best of two each, alternated.
+async fn copy_cost(conn: &mut PgConnection, rows: i64) -> Result<(i64, Duration, Duration), sqlx::Error> {
+    let out = format!(
+        "COPY (SELECT {} FROM flow_records ORDER BY bucket_time LIMIT {rows}) TO STDOUT",
+        COPY_COLUMNS.replace("bucket_time,", "bucket_time + interval '1 day',")
+    );
+    let mut data = Vec::new();
+    let mut stream = conn.copy_out_raw(&out).await?;
+    while let Some(chunk) = futures_util::TryStreamExt::try_next(&mut stream).await? {
+        data.extend_from_slice(&chunk);
+    }
+    drop(stream);
+    let (mut with, mut without) = (Duration::MAX, Duration::MAX);
+    for _ in 0..2 {
+        for drop_index in [false, true] {
+            let mut tx = conn.begin().await?;
+            if drop_index {
+                sqlx::raw_sql("DROP INDEX flow_records_reply_idx").execute(&mut *tx).await?;
+            }
+            let started = Instant::now();
+            let mut copy = tx.copy_in_raw(&format!("COPY flow_records ({COPY_COLUMNS}) FROM STDIN")).await?;
+            copy.send(data.as_slice()).await?;
+            copy.finish().await?;
+            let took = started.elapsed();
+            tx.rollback().await?;
+            let best = if drop_index { &mut without } else { &mut with };
+            *best = (*best).min(took);
+        }
+    }
+    Ok((rows, with, without))
 }
 
 /// Runs `sql` (one count over the sample) twice and keeps the faster: time per sample record.
@@ -260,7 +341,7 @@ async fn handshake_plan(conn: &mut PgConnection) -> Result<String, sqlx::Error> 
 const REPLY_SQL: &str = "SELECT count(*) FILTER (WHERE EXISTS (
     SELECT FROM flow_records r
     WHERE r.srcaddr = f.dstaddr AND r.dstaddr = f.srcaddr AND r.protocol = f.protocol
-      AND r.srcport IS NOT DISTINCT FROM f.dstport AND r.dstport IS NOT DISTINCT FROM f.srcport
+      AND coalesce(r.srcport, -1) = coalesce(f.dstport, -1) AND coalesce(r.dstport, -1) = coalesce(f.srcport, -1)
       AND r.bucket_time >= f.bucket_time - interval '15 minutes'
       AND r.bucket_time <= f.bucket_time + interval '15 minutes'
-      AND r.action = 'ACCEPT' AND coalesce(r.tcp_flags, 0) & 20 <> 4)) FROM bench_sample f";
+      AND r.action = 'ACCEPT' AND coalesce(r.tcp_flags, 0) & 20 <> 4)) FROM bench_reply_sample f";

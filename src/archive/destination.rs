@@ -76,8 +76,10 @@ impl Destination {
     pub async fn commit(&self, staged: &Path, key: &str) -> Result<(), ArchiveError> {
         match self {
             Self::Folder(root) => {
-                let target = root.join(key);
-                tokio::fs::rename(staged, &target).await.map_err(|e| io_error(&target, &e))
+                let (root, target, staged) = (root.clone(), root.join(key), staged.to_path_buf());
+                tokio::task::spawn_blocking(move || commit_durably(&root, &staged, &target))
+                    .await
+                    .map_err(|e| ArchiveError::Destination(format!("{key}: the committing thread failed: {e}")))?
             }
             Self::S3 { client, bucket, prefix, part_size } => {
                 let size = tokio::fs::metadata(staged).await.map_err(|e| io_error(staged, &e))?.len();
@@ -231,4 +233,21 @@ fn chain(error: &impl std::error::Error) -> String {
         source = cause.source();
     }
     message
+}
+
+/// Renames `staged` to `target` so that both the content and the name survive a power loss
+/// before the month is dropped from PostgreSQL: the file is synced, renamed, then its folder
+/// and every folder up to `root` (some were just created) are synced.
+fn commit_durably(root: &Path, staged: &Path, target: &Path) -> Result<(), ArchiveError> {
+    std::fs::File::open(staged).and_then(|f| f.sync_all()).map_err(|e| io_error(staged, &e))?;
+    std::fs::rename(staged, target).map_err(|e| io_error(target, &e))?;
+    let mut folder = target.parent();
+    while let Some(dir) = folder {
+        std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(|e| io_error(dir, &e))?;
+        if dir == root || !dir.starts_with(root) {
+            break;
+        }
+        folder = dir.parent();
+    }
+    Ok(())
 }

@@ -77,8 +77,18 @@ pub enum HookPoint {
 pub type TestHook = std::sync::Arc<dyn Fn(HookPoint) -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
 
 /// `SKYWARDEN_ARCHIVE_TEST_PAUSE` (`objects:N`, `verified` or `detached`): the process says so
-/// on stderr and sleeps at that point, for tests that kill a real run there.
+/// on stderr and sleeps at that point, for tests that kill a real run there. Debug builds only
+/// (the kill tests run target/debug/skywarden): in a release build a stray variable must never
+/// make a production run sleep an hour holding a detached month.
 #[doc(hidden)]
+#[cfg(not(debug_assertions))]
+pub fn hook_from_env() -> Option<TestHook> {
+    None
+}
+
+/// See the release build's version: this one honours the variable.
+#[doc(hidden)]
+#[cfg(debug_assertions)]
 pub fn hook_from_env() -> Option<TestHook> {
     let at = std::env::var("SKYWARDEN_ARCHIVE_TEST_PAUSE").ok()?;
     Some(std::sync::Arc::new(move |point: HookPoint| {
@@ -109,7 +119,9 @@ pub struct MonthReport {
     pub month: String,
     pub rows: i64,
     pub objects: usize,
-    /// `would-archive` (dry run), `unchanged`, `verified` (alerts), `dropped`, or `failed`.
+    /// `would-archive` (dry run), `unchanged`, `verified` (alerts), `dropped`, `deferred`
+    /// (verified, left attached: a long transaction holds its table; the next run drops it), or
+    /// `failed`.
     pub outcome: String,
     /// Rows dropped without being written again: an earlier generation of the month holds them
     /// (the same file imported again after the month was archived).
@@ -137,17 +149,16 @@ pub async fn run(
     destination: &Destination,
     options: &ArchiveOptions,
 ) -> Result<RunReport, ArchiveError> {
-    // A connection of its own, outside the pool: if the run panics or is dropped, closing it
-    // releases the session lock, where a pooled one would go back to the pool still holding it.
-    let mut lock = pool.acquire().await?.detach();
+    // A connection of the pool (counted in the process's budget) that is closed, never returned
+    // to the pool: if the run panics or is dropped, closing it releases the session locks (the
+    // run's, and a month's held across its detach), where a returned one would keep them.
+    let mut lock = pool.acquire().await?;
+    lock.close_on_drop();
     if !status::try_lock(&mut lock).await? {
         return Err(ArchiveError::Busy);
     }
-    let result = run_locked(pool, destination, options).await;
+    let result = run_locked(pool, destination, options, &mut lock).await;
     status::unlock(&mut lock).await?;
-    if let Err(error) = sqlx::Connection::close(lock).await {
-        tracing::debug!(%error, "closing the archive lock's connection");
-    }
     result
 }
 
@@ -155,6 +166,7 @@ async fn run_locked(
     pool: &PgPool,
     destination: &Destination,
     options: &ArchiveOptions,
+    lock: &mut sqlx::PgConnection,
 ) -> Result<RunReport, ArchiveError> {
     status::fail_interrupted_runs(pool).await?;
     let run_id = status::start_run(pool, options).await?;
@@ -162,7 +174,7 @@ async fn run_locked(
     tracing::info!(run_id, %cutoff, destination = %options.destination_text, dry_run = options.dry_run, "archive run started");
     let mut report = RunReport { run_id, cutoff, months: Vec::new() };
     let mut budget = ObjectBudget { left: options.fail_after_objects, written: 0 };
-    let outcome = archive_sources(pool, destination, options, &mut report, &mut budget).await;
+    let outcome = archive_sources(pool, destination, options, &mut report, &mut budget, lock).await;
     let error = outcome.as_ref().err().map(ToString::to_string);
     status::finish_run(pool, run_id, &report, budget.written, error.as_deref()).await?;
     outcome?;
@@ -176,11 +188,12 @@ async fn archive_sources(
     options: &ArchiveOptions,
     report: &mut RunReport,
     budget: &mut ObjectBudget,
+    lock: &mut sqlx::PgConnection,
 ) -> Result<(), ArchiveError> {
     for source in Source::ALL {
         for month in store::months(pool, source, report.cutoff).await? {
             let context = MonthContext { pool, destination, options, run_id: report.run_id, source, month };
-            let month_report = match context.archive(budget).await {
+            let month_report = match context.archive(budget, lock).await {
                 Ok(month_report) => month_report,
                 Err(ArchiveError::Injected(n)) => return Err(ArchiveError::Injected(n)),
                 Err(error) => context.failed(&error).await,
@@ -246,7 +259,11 @@ impl MonthContext<'_> {
         }
     }
 
-    async fn archive(&self, budget: &mut ObjectBudget) -> Result<MonthReport, ArchiveError> {
+    async fn archive(
+        &self,
+        budget: &mut ObjectBudget,
+        lock: &mut sqlx::PgConnection,
+    ) -> Result<MonthReport, ArchiveError> {
         let (source, month, pool) = (self.source, self.month, self.pool);
         if self.options.dry_run {
             return Ok(self.report(store::count(pool, source, month).await?, 0, "would-archive"));
@@ -258,12 +275,19 @@ impl MonthContext<'_> {
             // A dropped month came back (late rows re-created its partition): a new generation,
             // new object names, holding only the rows the ledger does not list.
             Some(p) if p.state == "dropped" => (p.generation + 1, None),
+            // Verified before 0039 recorded key checksums (0): recomputed below, not a mismatch.
+            Some(p) if p.state == "verified" && same_destination && source.drops() && keys_unknown(p) => {
+                (p.generation, self.recompute_keys(p.tally).await?)
+            }
             Some(p) if p.state == "verified" && same_destination => (p.generation, Some((p.tally, p.keys))),
             Some(p) => (p.generation, None),
         };
         if !source.drops() {
             return self.copy_alerts(generation, verified.map(|(tally, _)| tally), budget).await;
         }
+        // PostgreSQL allows one pending detach per parent: one a timed-out or killed run left
+        // would make this month's detach fail after all its writing.
+        store::finalize_pending(pool, source).await?;
         // Two attempts: rows that arrive between verification and the drop send the month
         // round once more.
         for _ in 0..2 {
@@ -276,7 +300,10 @@ impl MonthContext<'_> {
                 }
             };
             self.hook(HookPoint::Verified { source, month }).await;
-            if let Some(report) = self.drop_verified(generation, tally, keys).await? {
+            if let Some(report) = self.defer_for_old_transactions(tally).await? {
+                return Ok(report);
+            }
+            if let Some(report) = self.drop_verified(generation, tally, keys, lock).await? {
                 return Ok(report);
             }
             tracing::warn!(source = source.table(), month = %month.format("%Y-%m"), "rows changed after verification: writing the month again");
@@ -289,9 +316,55 @@ impl MonthContext<'_> {
         ArchiveError::Verification { table: self.source.table(), month: self.month.format("%Y-%m").to_string(), detail }
     }
 
+    /// A verified month's key tally when the recorded one is unknown (verified before 0039):
+    /// the rows PostgreSQL holds now, if their content is still exactly the verified content;
+    /// None (write the month again) otherwise.
+    async fn recompute_keys(&self, verified: Tally) -> Result<Option<(Tally, Tally)>, ArchiveError> {
+        let (content, keys) = self.current_tallies().await?;
+        tracing::info!(source = self.source.table(), month = %self.month.format("%Y-%m"), same = content == verified, "recomputed the key checksum of a month verified before the upgrade");
+        Ok((content == verified).then_some((verified, keys)))
+    }
+
+    /// A verified month is left attached (`deferred`, and so recorded) while an old
+    /// transaction holds its parent: a detach would wait for it until its lock timeout, then
+    /// leave the month pending, hidden and refusing inserts.
+    async fn defer_for_old_transactions(&self, tally: Tally) -> Result<Option<MonthReport>, ArchiveError> {
+        let holders = store::old_lock_holders(self.pool, self.source, old_holder_age()).await?;
+        if holders.is_empty() {
+            return Ok(None);
+        }
+        let detail = format!(
+            "{DEFERRED_PREFIX} transactions hold {} ({}); verified, left attached, dropped by a later run",
+            self.source.table(),
+            holders.join(", ")
+        );
+        tracing::warn!(source = self.source.table(), month = %self.month.format("%Y-%m"), %detail, "archive drop deferred");
+        if let Some(state) = store::month_state(self.pool, self.source, self.month).await? {
+            store::set_error(self.pool, self.source, self.month, state.generation, &detail).await?;
+        }
+        let report = self.report(tally.rows, 0, "deferred");
+        Ok(Some(MonthReport { error: Some(detail), ..report }))
+    }
+
     /// Detaches the verified month and drops it if it still holds the verified rows: the
-    /// report, or None when rows changed (the month is attached again).
+    /// report, or None when rows changed (the month is attached again). The month's partition
+    /// lock is held on `lock` throughout (see [`store::lock_month`]).
     async fn drop_verified(
+        &self,
+        generation: i32,
+        tally: Tally,
+        keys: Tally,
+        lock: &mut sqlx::PgConnection,
+    ) -> Result<Option<MonthReport>, ArchiveError> {
+        store::lock_month(lock, self.source, self.month).await?;
+        let result = self.detach_and_drop(generation, tally, keys).await;
+        // On an error the connection may be unusable: it is closed when the run ends, and the
+        // lock with it.
+        store::unlock_month(lock, self.source, self.month).await?;
+        result
+    }
+
+    async fn detach_and_drop(
         &self,
         generation: i32,
         tally: Tally,
@@ -333,13 +406,20 @@ impl MonthContext<'_> {
 
     /// Rows and content checksum of the month as PostgreSQL holds it now, as it would be written.
     async fn content_tally(&self) -> Result<Tally, ArchiveError> {
+        Ok(self.current_tallies().await?.0)
+    }
+
+    /// The content and key tallies of the month as PostgreSQL holds it now.
+    async fn current_tallies(&self) -> Result<(Tally, Tally), ArchiveError> {
         let content = ContentLeaves::of(class_schema(self.source));
         let mut rows = store::rows(self.pool, self.source, self.month);
-        let mut tally = Tally::default();
+        let (mut tally, mut keys) = (Tally::default(), Tally::default());
         while let Some(row) = rows.next().await {
-            tally.add_parts(&content.parts(&row?.values));
+            let row = row?;
+            tally.add_parts(&content.parts(&row.values));
+            keys.add_key(&row.account, &row.id, row.time);
         }
-        Ok(tally)
+        Ok((tally, keys))
     }
 
     async fn objects(&self, generation: i32) -> Result<usize, ArchiveError> {
@@ -475,6 +555,36 @@ impl MonthContext<'_> {
         store::add_object(self.pool, self.source, self.month, generation, &key).await?;
         self.hook(HookPoint::ObjectWritten { objects: budget.written }).await;
         Ok((key, tally))
+    }
+}
+
+/// What a deferred month's recorded error starts with (status and /metrics tell these apart
+/// from failures).
+pub const DEFERRED_PREFIX: &str = "deferred:";
+
+/// A month verified before migration 0039 has no key checksum (0 with rows: a real sum is 0
+/// with odds 2^-64).
+fn keys_unknown(state: &store::MonthState) -> bool {
+    state.keys.checksum == 0 && state.keys.rows > 0
+}
+
+/// How old a transaction holding a parent must be to defer a detach: older than any batch of
+/// ingest or search, far younger than the detach's lock timeout (5 min).
+const OLD_HOLDER_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+static OLD_HOLDER_AGE_OVERRIDE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Tests: a shorter age for [`OLD_HOLDER_AGE`] (process-wide; 0 restores it).
+#[doc(hidden)]
+pub fn set_old_holder_age_for_tests(age: std::time::Duration) {
+    let ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+    OLD_HOLDER_AGE_OVERRIDE_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn old_holder_age() -> std::time::Duration {
+    match OLD_HOLDER_AGE_OVERRIDE_MS.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => OLD_HOLDER_AGE,
+        ms => std::time::Duration::from_millis(ms),
     }
 }
 

@@ -146,9 +146,16 @@ pub async fn write_metrics(out: &mut String, pool: &PgPool) {
     for ((source, state), count) in &counts {
         let _ = writeln!(out, "skywarden_archive_months{{source=\"{source}\",state=\"{state}\"}} {count}");
     }
+    let deferred = |m: &&MonthStatus| m.error.as_deref().is_some_and(|e| e.starts_with(super::DEFERRED_PREFIX));
     out.push_str("# HELP skywarden_archive_month_errors Months whose last archive attempt failed.\n");
     out.push_str("# TYPE skywarden_archive_month_errors gauge\n");
-    let _ = writeln!(out, "skywarden_archive_month_errors {}", months.iter().filter(|m| m.error.is_some()).count());
+    let errors = months.iter().filter(|m| m.error.is_some() && !deferred(m)).count();
+    let _ = writeln!(out, "skywarden_archive_month_errors {errors}");
+    out.push_str(
+        "# HELP skywarden_archive_months_deferred Verified months left attached because a long transaction held their table.\n",
+    );
+    out.push_str("# TYPE skywarden_archive_months_deferred gauge\n");
+    let _ = writeln!(out, "skywarden_archive_months_deferred {}", months.iter().filter(deferred).count());
     out.push_str(
         "# HELP skywarden_archive_rows_already_archived Rows of returning months dropped because an earlier generation holds them.\n",
     );

@@ -460,13 +460,79 @@ pub async fn partition_link(pool: &PgPool, source: Source, month: DateTime<Utc>)
 /// One DDL statement alone, outside any transaction block (`DETACH … CONCURRENTLY` and
 /// `FINALIZE` refuse one), on a connection of its own so its lock timeout goes with it.
 async fn ddl_alone(pool: &PgPool, statement: &str) -> Result<(), sqlx::Error> {
-    let mut conn = pool.acquire().await?.detach();
+    // Counted by the pool while in use, closed (not returned) afterwards so its lock timeout
+    // goes with it.
+    let mut conn = pool.acquire().await?;
+    conn.close_on_drop();
     // The detach waits for every transaction that may still see the partition; bounded, it
     // fails instead and leaves the detach pending, which the next attempt finalizes.
-    sqlx::query("SET lock_timeout = '5min'").execute(&mut conn).await?;
-    let result = sqlx::query(statement).execute(&mut conn).await;
-    let _ = sqlx::Connection::close(conn).await;
-    result.map(|_| ())
+    sqlx::query("SET lock_timeout = '5min'").execute(&mut *conn).await?;
+    sqlx::query(statement).execute(&mut *conn).await.map(|_| ())
+}
+
+/// Holds (on `conn`, for its session) the advisory lock `skywarden_ensure_month_partition`
+/// takes for the month's partition: from before the detach until the drop or the re-attach has
+/// committed, a writer that needs the month waits instead of failing on a partition it cannot
+/// see, then creates it anew.
+pub async fn lock_month(
+    conn: &mut sqlx::PgConnection,
+    source: Source,
+    month: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    // The same key as migrations/0001 (and 0039): hashtext of the partition's name.
+    sqlx::query("SELECT pg_advisory_lock(hashtext($1))").bind(partition_name(source, month)).execute(conn).await?;
+    Ok(())
+}
+
+pub async fn unlock_month(
+    conn: &mut sqlx::PgConnection,
+    source: Source,
+    month: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_unlock(hashtext($1))").bind(partition_name(source, month)).execute(conn).await?;
+    Ok(())
+}
+
+/// Completes every detach left pending on the parent of `source` (a run killed or timed out
+/// mid-detach): PostgreSQL allows one pending detach per parent, so a later month's detach
+/// would fail after all its writing. The month is then a table of its own, finished by its
+/// own turn (in this run when it is old enough).
+pub async fn finalize_pending(pool: &PgPool, source: Source) -> Result<(), sqlx::Error> {
+    let pending = sqlx::query_scalar!(
+        r#"SELECT c.relname::text AS "name!" FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+           WHERE i.inhparent = to_regclass($1) AND i.inhdetachpending"#,
+        source.table()
+    )
+    .fetch_all(pool)
+    .await?;
+    for partition in pending {
+        tracing::warn!(partition, "finalizing a detach an earlier run left pending");
+        ddl_alone(pool, &format!("ALTER TABLE {} DETACH PARTITION {partition} FINALIZE", source.table())).await?;
+    }
+    Ok(())
+}
+
+/// Sessions of this database whose transaction, older than `age`, holds a lock on the parent
+/// of `source` (pg_dump, a forgotten `BEGIN`): a detach now would wait for them until its lock
+/// timeout and leave the month pending. "pid N since T" each.
+pub async fn old_lock_holders(
+    pool: &PgPool,
+    source: Source,
+    age: std::time::Duration,
+) -> Result<Vec<String>, sqlx::Error> {
+    let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+    sqlx::query_scalar!(
+        r#"SELECT DISTINCT format('pid %s since %s', a.pid, a.xact_start) AS "holder!"
+           FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+           WHERE l.locktype = 'relation' AND l.relation = to_regclass($1)
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+             AND l.pid <> pg_backend_pid()
+             AND a.xact_start < statement_timestamp() - make_interval(secs => ($2::bigint / 1000.0)::float8)"#,
+        source.table(),
+        age_ms
+    )
+    .fetch_all(pool)
+    .await
 }
 
 /// Takes the month's partition out of its parent without locking the parent against reads
@@ -499,6 +565,22 @@ pub async fn ensure_attached(pool: &PgPool, source: Source, month: DateTime<Utc>
         tracing::warn!(source = source.table(), month = %month.format("%Y-%m"), "attaching a detached month again");
         let mut conn = pool.acquire().await?;
         sqlx::query(&attach_statement(source, month)).execute(&mut *conn).await?;
+        index_reattached(&mut conn, source, month).await?;
+    }
+    Ok(())
+}
+
+/// Indexes for full-text search the rows of a month attached again: while it was detached the
+/// indexer's watermark moved past them, so neither a later run nor the search's unindexed tail
+/// would see them.
+async fn index_reattached(
+    conn: &mut sqlx::PgConnection,
+    source: Source,
+    month: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    if source == Source::CloudTrail {
+        let indexed = crate::search::index::index_partition(conn, &partition_name(source, month)).await?;
+        tracing::debug!(month = %month.format("%Y-%m"), indexed, "re-attached month indexed for search");
     }
     Ok(())
 }
@@ -557,6 +639,7 @@ pub async fn drop_detached(
     let keys = key_tally(&mut tx, &sql, source, month).await?;
     if keys != verified_keys {
         sqlx::query(&attach_statement(source, month)).execute(&mut *tx).await?;
+        index_reattached(&mut tx, source, month).await?;
         tx.commit().await?;
         return Ok(DropOutcome::Changed);
     }

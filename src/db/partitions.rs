@@ -9,6 +9,10 @@
 //!   known. The caller must handle the write failing with "no partition of relation found for
 //!   row" ([`is_missing_partition`]): [`PartitionCache::forget`] the table and write again. The
 //!   bulk writer (`ingest::store::BatchWriter`) does, so an import's batches cost no check.
+//!
+//! While an archive run has a month detached and not yet dropped, it holds the advisory lock
+//! the partition creator takes for that month (migration 0039): creating the month waits for
+//! the drop, then creates it anew, instead of failing on a partition nothing can see.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -105,11 +109,18 @@ impl PartitionCache {
             return Ok(());
         }
         // The function creates only what is absent, under a per-partition lock held to the end
-        // of this statement: always taken in month order, so two writers cannot deadlock.
+        // of this statement: always taken in month order, so two writers cannot deadlock. Every
+        // month's lock is taken first (the one-time filter runs before any row), so a writer
+        // waiting for a month an archive run is detaching (the run holds that month's lock)
+        // has created nothing yet: creating a partition locks the parent, which the run's
+        // detach would then wait for.
         missing.sort();
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         sqlx::query!(
-            "SELECT skywarden_ensure_month_partition($1, m) FROM unnest($2::timestamptz[]) AS m",
+            "SELECT skywarden_ensure_month_partition($1, m) FROM unnest($2::timestamptz[]) AS m
+             WHERE (SELECT count(*) FROM (
+                      SELECT pg_advisory_xact_lock(hashtext($1 || '_p' || to_char(x AT TIME ZONE 'UTC', 'YYYYMM')))
+                      FROM unnest($2::timestamptz[]) AS x) AS locks) >= 0",
             table.name(),
             &missing
         )

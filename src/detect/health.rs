@@ -36,6 +36,13 @@ pub struct DetectionSkip {
     pub note: String,
     /// Still behind: no run of the detector since finished with nothing left over.
     pub outstanding: bool,
+    /// When work was last dropped unevaluated (backlog past its age, or a detector switched off
+    /// with work left): kept when a later run clears the skip.
+    pub last_dropped_at: Option<DateTime<Utc>>,
+    /// Items (principals, hours) dropped that time.
+    pub last_dropped: i64,
+    pub dropped_total: i64,
+    pub dropped_note: Option<String>,
 }
 
 impl DetectionHealth {
@@ -69,7 +76,8 @@ pub async fn skips(pool: &PgPool) -> Result<Vec<DetectionSkip>, sqlx::Error> {
     sqlx::query_as!(
         DetectionSkip,
         r#"SELECT policy_id, last_skipped_at, last_skipped, skipped_total, note,
-                  (cleared_at IS NULL OR cleared_at < last_skipped_at) AS "outstanding!"
+                  (cleared_at IS NULL OR cleared_at < last_skipped_at) AS "outstanding!",
+                  last_dropped_at, last_dropped, dropped_total, dropped_note
            FROM detection_skips ORDER BY policy_id"#
     )
     .fetch_all(pool)
@@ -90,6 +98,26 @@ pub async fn record_skip(pool: &PgPool, policy: &str, skipped: i64, new: i64, no
         policy,
         skipped,
         new,
+        note,
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records that `policy` dropped `dropped` items unevaluated (and logs it): apart from the skip,
+/// so the next run's [`clear_skip`] does not hide it.
+pub async fn record_dropped(pool: &PgPool, policy: &str, dropped: i64, note: &str) -> Result<(), sqlx::Error> {
+    tracing::warn!(policy, dropped, note, "detector dropped work unevaluated");
+    sqlx::query!(
+        "INSERT INTO detection_skips (policy_id, last_skipped_at, last_skipped, skipped_total, note, cleared_at,
+                                      last_dropped_at, last_dropped, dropped_total, dropped_note)
+         VALUES ($1, clock_timestamp(), 0, 0, '', clock_timestamp(), clock_timestamp(), $2, $2, $3)
+         ON CONFLICT (policy_id) DO UPDATE
+         SET last_dropped_at = clock_timestamp(), last_dropped = $2,
+             dropped_total = detection_skips.dropped_total + $2, dropped_note = $3",
+        policy,
+        dropped,
         note,
     )
     .execute(pool)
@@ -171,11 +199,28 @@ pub async fn cursors(pool: &PgPool, prefix: &str) -> Result<Vec<Cursor>, sqlx::E
     .await
 }
 
-/// Leaves paged work for a later run. The same piece left twice resumes from the earlier point
-/// over the wider span: judging an item again changes nothing, missing one would.
+/// Leaves paged work for a later run. Work not yet started (`after` empty) merges into the key's
+/// piece not yet started, over the wider span: a key has at most that one and the one being
+/// drained, so the backlog and its probes stay bounded, and new work never resets the place of
+/// the piece being drained (one cursor for both would, and under sustained import it would never
+/// drain). A piece left with progress is its key's only one (the earlier ones got the budget
+/// first). Two pieces never share a start: a new one starts a microsecond earlier (judging the
+/// principals active in it too changes nothing; missing one would).
 async fn leave(pool: &PgPool, cursor: &Cursor) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "INSERT INTO detection_backlog (policy_id, hour, until, cursor) VALUES ($1, $2, $3, $4)
+        "WITH merged AS (
+             UPDATE detection_backlog b
+             SET hour = least(b.hour, $2) - CASE WHEN EXISTS (
+                            SELECT FROM detection_backlog o
+                            WHERE o.policy_id = $1 AND o.hour = least(b.hour, $2) AND o.hour <> b.hour)
+                        THEN interval '1 microsecond' ELSE interval '0' END,
+                 until = greatest(b.until, $3)
+             WHERE b.policy_id = $1 AND b.until IS NOT NULL AND coalesce(b.cursor, '') = $4 AND $4 = ''
+             RETURNING 1)
+         INSERT INTO detection_backlog (policy_id, hour, until, cursor)
+         SELECT $1, $2 - CASE WHEN EXISTS (SELECT FROM detection_backlog WHERE policy_id = $1 AND hour = $2)
+                         THEN interval '1 microsecond' ELSE interval '0' END, $3, $4
+         WHERE NOT EXISTS (SELECT FROM merged)
          ON CONFLICT (policy_id, hour) DO UPDATE
          SET until = greatest(detection_backlog.until, EXCLUDED.until),
              cursor = least(coalesce(detection_backlog.cursor, ''), EXCLUDED.cursor)",
@@ -195,8 +240,9 @@ async fn resume(pool: &PgPool, was: &Cursor, after: Option<&str>) -> Result<(), 
     let (key, from, until, old) = (&was.key, was.from, was.until, &was.after);
     match after {
         Some(after) => {
+            // Progress: the piece is drained, not stuck, so its age starts again.
             sqlx::query!(
-                "UPDATE detection_backlog SET cursor = $5
+                "UPDATE detection_backlog SET cursor = $5, added_at = CASE WHEN $5 <> $4 THEN now() ELSE added_at END
                  WHERE policy_id = $1 AND hour = $2 AND until = $3 AND coalesce(cursor, '') = $4",
                 key,
                 from,
@@ -255,6 +301,7 @@ enum Change {
     Done { policy: String, hours: Vec<DateTime<Utc>> },
     Defer { policy: String, hours: Vec<DateTime<Utc>>, since: Option<DateTime<Utc>> },
     Skip { policy: String, skipped: i64, new: i64, note: String },
+    Dropped { policy: String, dropped: i64, note: String },
     Clear { policy: String },
     Expire { key: String, policy: String },
     ExpirePrefix { prefix: String, policy: String },
@@ -281,6 +328,11 @@ impl StateChanges {
 
     pub fn record_skip(&mut self, policy: &str, skipped: i64, new: i64, note: String) {
         self.changes.push(Change::Skip { policy: policy.to_string(), skipped, new, note });
+    }
+
+    /// Records work dropped unevaluated ([`record_dropped`]).
+    pub fn record_dropped(&mut self, policy: &str, dropped: i64, note: String) {
+        self.changes.push(Change::Dropped { policy: policy.to_string(), dropped, note });
     }
 
     pub fn clear_skip(&mut self, policy: &str) {
@@ -319,6 +371,7 @@ impl StateChanges {
                 Change::Done { policy, hours } => done(pool, &policy, &hours).await?,
                 Change::Defer { policy, hours, since } => defer(pool, &policy, &hours, since).await?,
                 Change::Skip { policy, skipped, new, note } => record_skip(pool, &policy, skipped, new, &note).await?,
+                Change::Dropped { policy, dropped, note } => record_dropped(pool, &policy, dropped, &note).await?,
                 Change::Clear { policy } => clear_skip(pool, &policy).await?,
                 Change::Expire { key, policy } => expire(pool, &key, &policy).await?,
                 Change::ExpirePrefix { prefix, policy } => expire_prefix(pool, &prefix, &policy).await?,
@@ -345,7 +398,7 @@ async fn expire(pool: &PgPool, key: &str, policy: &str) -> Result<(), sqlx::Erro
         let note = format!(
             "{expired} clock hours left in the backlog for more than {BACKLOG_MAX_DAYS} days were dropped unevaluated"
         );
-        record_skip(pool, policy, expired, expired, &note).await?;
+        record_dropped(pool, policy, expired, &note).await?;
     }
     Ok(())
 }
@@ -366,7 +419,7 @@ async fn expire_prefix(pool: &PgPool, prefix: &str, policy: &str) -> Result<(), 
         let note = format!(
             "{expired} pieces of work left in the backlog for more than {BACKLOG_MAX_DAYS} days were dropped unevaluated"
         );
-        record_skip(pool, policy, expired, expired, &note).await?;
+        record_dropped(pool, policy, expired, &note).await?;
     }
     Ok(())
 }

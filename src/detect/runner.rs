@@ -17,7 +17,7 @@ use chrono::{DateTime, Duration, Utc};
 use futures_util::TryStreamExt;
 use serde::Serialize;
 use sqlx::types::ipnetwork::IpNetwork;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool};
 
 use crate::alerts::store::{self, AlertStoreError, RecordOutcome};
 use crate::detect::detectors::exfiltration::{self, HourlyVolume};
@@ -299,9 +299,12 @@ async fn scan_events(
         && policies.detectors.settings.account_hijacking.enabled
         && only_policy.is_none_or(|p| p == crate::detect::detectors::HIJACK);
     let mut seen_calls: std::collections::HashSet<(String, Option<String>, Option<String>)> = Default::default();
-    // Findings are stored mid-scan: reading on a pool connection while waiting for another to
-    // write could take the whole pool when several detections run at once.
-    let mut reader = PgConnection::connect_with(&pool.connect_options()).await?;
+    // The reader is a connection of the pool (the process's connection budget is its pool).
+    // Findings are stored mid-scan on another: readers at once are kept to one fewer than the
+    // pool holds, so detections running together never take the whole pool and wait for ever.
+    let readers = reader_permits(pool);
+    let _permit = readers.acquire().await.ok();
+    let mut reader = Reader { conn: pool.acquire().await?, done: false };
     let mut rows = match scope {
         Scope::IngestedSince(since) => events_ingested_since(&mut reader, since),
         Scope::EventsSince(since) => events_since(&mut reader, since),
@@ -334,8 +337,55 @@ async fn scan_events(
         }
     }
     drop(rows);
-    reader.close().await?;
+    reader.done = true;
     Ok(scan)
+}
+
+/// A detection's reader: returned to the pool once read to the end, closed if the scan stopped
+/// mid-stream (an error, a cancelled task), so no half-read result goes back to the pool.
+struct Reader {
+    conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    done: bool,
+}
+
+impl std::ops::Deref for Reader {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Reader {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if !self.done {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+/// The semaphore bounding a pool's detection readers to one fewer than its connections (at
+/// least one), shared by every detection on that pool. Keyed by the pool's options (one `Arc`
+/// per pool); an entry no detection holds is dropped and made again when needed.
+fn reader_permits(pool: &PgPool) -> Arc<tokio::sync::Semaphore> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock, Weak};
+    static READERS: OnceLock<Mutex<HashMap<usize, Weak<tokio::sync::Semaphore>>>> = OnceLock::new();
+    let key = Arc::as_ptr(&pool.connect_options()) as usize;
+    let mut readers = READERS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(live) = readers.get(&key).and_then(Weak::upgrade) {
+        return live;
+    }
+    readers.retain(|_, semaphore| semaphore.strong_count() > 0);
+    let permits = (pool.options().get_max_connections() as usize).saturating_sub(1).max(1);
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(permits));
+    readers.insert(key, Arc::downgrade(&semaphore));
+    semaphore
 }
 
 /// API calls from a country outside each caller's baseline of the preceding days.

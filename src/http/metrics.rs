@@ -85,9 +85,11 @@ async fn render(State(context): State<ApiContext>) -> String {
     if let Ok(health) = crate::detect::health::read(&context.db).await {
         write_detection_health(&mut out, &health);
     }
-    if let Ok(lag) = crate::search::index::lag(&context.db).await {
-        write_search_index_lag(&mut out, &lag);
+    match crate::search::index::lag(&context.db).await {
+        Ok(lag) => write_search_index_lag(&mut out, &lag),
+        Err(error) => crate::search::index::note_lag_failure(&error),
     }
+    write_search_index_health(&mut out);
     if let Ok((events, flows)) = stored {
         out.push_str("# HELP skywarden_events_stored Stored CloudTrail events (planner estimate).\n# TYPE skywarden_events_stored gauge\n");
         let _ = writeln!(out, "skywarden_events_stored {events}");
@@ -111,9 +113,29 @@ fn write_search_index_lag(out: &mut String, lag: &crate::search::index::IndexLag
         .oldest_unindexed
         .map_or(0.0, |oldest| (chrono::Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0);
     let _ = writeln!(out, "skywarden_search_index_lag_seconds {age}");
+    if let Some(until) = lag.indexed_until {
+        out.push_str("# HELP skywarden_search_index_watermark_age_seconds How far the full-text index watermark is behind now (a stalled watermark grows).\n# TYPE skywarden_search_index_watermark_age_seconds gauge\n");
+        let age = (chrono::Utc::now() - until).num_milliseconds().max(0) as f64 / 1000.0;
+        let _ = writeln!(out, "skywarden_search_index_watermark_age_seconds {age}");
+    }
     if let Some(last) = lag.last_run_at {
         out.push_str("# HELP skywarden_search_index_last_run_timestamp_seconds When the full-text indexer last ran.\n# TYPE skywarden_search_index_last_run_timestamp_seconds gauge\n");
         let _ = writeln!(out, "skywarden_search_index_last_run_timestamp_seconds {}", last.timestamp());
+    }
+}
+
+/// The full-text indexer's health in this process: lag queries that failed, runs locked out in
+/// a row by another process's lease, and whether the role sees every session (0: the watermark
+/// is blind to other roles' idle transactions; see docs/scaling.md).
+fn write_search_index_health(out: &mut String) {
+    use crate::search::index;
+    out.push_str("# HELP skywarden_search_index_lag_errors_total Full-text index lag queries that failed.\n# TYPE skywarden_search_index_lag_errors_total counter\n");
+    let _ = writeln!(out, "skywarden_search_index_lag_errors_total {}", index::lag_failures());
+    out.push_str("# HELP skywarden_search_index_lockouts_in_a_row Full-text indexer runs of this process locked out in a row by another's lease.\n# TYPE skywarden_search_index_lockouts_in_a_row gauge\n");
+    let _ = writeln!(out, "skywarden_search_index_lockouts_in_a_row {}", index::lockouts_in_a_row());
+    if let Some(sees) = index::sees_all_sessions() {
+        out.push_str("# HELP skywarden_search_index_sees_all_sessions 1 if the role may read every session (superuser or pg_read_all_stats), 0 if not.\n# TYPE skywarden_search_index_sees_all_sessions gauge\n");
+        let _ = writeln!(out, "skywarden_search_index_sees_all_sessions {}", u8::from(sees));
     }
 }
 

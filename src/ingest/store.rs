@@ -126,9 +126,11 @@ impl BatchWriter {
                     attempt += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(50 * attempt as u64)).await;
                 }
-                // An archive run dropped a month this writer's cache still knows: forget the
-                // table's months so the next attempt re-creates the partition. The batch is
-                // idempotent, as above.
+                // An archive run detached or dropped a month this writer's cache still knows:
+                // forget the table's months so the next attempt re-creates the partition (its
+                // ensure waits for the archive's lock on the month until the drop or re-attach
+                // has committed). The batch is idempotent, as above; a short pause keeps the
+                // attempts from racing the archive's own statements.
                 Err(error) if is_missing_partition(&error) && attempt < DEADLOCK_ATTEMPTS => {
                     tracing::info!(
                         table = batch.table.name(),
@@ -136,6 +138,7 @@ impl BatchWriter {
                         "a partition this writer knew is gone (archived); re-creating it and writing the batch again"
                     );
                     self.partitions.forget(batch.table);
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt))).await;
                     attempt += 1;
                 }
                 result => return result.map_err(StoreError::for_table(batch.table)),

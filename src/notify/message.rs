@@ -244,6 +244,10 @@ pub struct AutomaticAction {
     pub undo: String,
     /// The command that undoes it, when it can be undone now.
     pub undo_command: Option<String>,
+    /// When it happened: the record's `applied_at`, else its `created_at` (none only in outbox
+    /// rows written before this field).
+    #[serde(default)]
+    pub at: Option<DateTime<Utc>>,
     /// The incident the alert belongs to, filled in when it is sent.
     #[serde(default)]
     pub incident_id: Option<String>,
@@ -268,6 +272,7 @@ impl AutomaticAction {
             ("Account", self.account_id.clone()),
             ("Region", self.region.clone()),
             ("Result", self.result.clone()),
+            ("At", self.at_text()),
             ("Alert", format!("{} ({})", alert.title_line(), alert.id)),
             ("Incident", self.incident_id.clone().unwrap_or_else(|| "none yet".into())),
             ("Rule", self.rule.clone()),
@@ -280,6 +285,11 @@ impl AutomaticAction {
             .into_iter()
             .map(|(name, value)| (name, limits::truncate(&limits::single_line(&value), FACT_MAX)))
             .collect()
+    }
+
+    /// When it happened, ISO 8601 in UTC (`unknown` for an old outbox row without it).
+    pub fn at_text(&self) -> String {
+        self.at.map_or_else(|| "unknown".into(), |at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
     }
 
     /// The links of a body: the alert page (its Respond section undoes) and the incident's.

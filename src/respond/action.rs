@@ -283,7 +283,9 @@ impl Action {
     /// What undo does, or why there is none.
     pub fn undo(&self) -> Undo {
         match self {
-            Action::RevokeIngressRule { .. } => Undo::Possible("re-authorizes exactly the revoked rule"),
+            Action::RevokeIngressRule { .. } => Undo::Possible(
+                "re-authorizes the rule as it was live just before the revoke: a rule a modification widened comes back widened",
+            ),
             Action::DeactivateAccessKey { .. } => Undo::Possible("makes the key active again"),
             Action::DeleteLoginProfile { .. } => Undo::Impossible(
                 "a console password cannot be restored without knowing it; the user needs a new one from an administrator",
@@ -297,7 +299,9 @@ impl Action {
             Action::StartLogging { .. } => {
                 Undo::Impossible("Skywarden never stops logging; stop it yourself if it must be off")
             }
-            Action::RevokePrincipalIngress { .. } => Undo::Possible("re-authorizes exactly the rules it revoked"),
+            Action::RevokePrincipalIngress { .. } => Undo::Possible(
+                "re-authorizes each rule as it was live just before the revoke: a rule a modification widened comes back widened",
+            ),
         }
     }
 }

@@ -398,6 +398,7 @@ fn notice(
         action_id,
         undo,
         undo_command,
+        at: recorded.map(|r| r.applied_at.unwrap_or(r.created_at)),
         incident_id: None,
         incident_url: None,
     }

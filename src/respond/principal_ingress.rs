@@ -20,6 +20,7 @@ use sqlx::PgPool;
 use super::action::Principal;
 use super::{Action, ApiCall, RespondError, ec2};
 use crate::aws::{AccountSession, is_region_name};
+use crate::net::{Cidr, is_public};
 
 /// Events older than this are not read (the lower(...) indexes are walked in time order).
 pub(super) const LOOKBACK_DAYS: i32 = 90;
@@ -90,38 +91,103 @@ pub(super) fn rules_of_event(event_id: &str, region: Option<&str>, raw: &Value) 
 /// The event that changes existing rules in place (the rule id stays).
 const MODIFY: &str = "ModifySecurityGroupRules";
 
-/// The rules a `ModifySecurityGroupRules` request changed, each with what it set as the item
-/// the live rule must still be (the request's fields in the answer items' names). CloudTrail
+/// One update of a `ModifySecurityGroupRules` request, judged: only an update that set an
+/// exposed source opened the rule; any other (narrowing, a description, a private source) left
+/// a pre-existing rule that is not the principal's to revoke.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Update {
+    /// It set an exposed source: the rule is one the principal opened.
+    Opened(RuleRef),
+    /// It set a source that is not exposed: the rule was there before, and is left.
+    PreExisting { rule_id: String, why: String },
+    /// It names no protocol or not exactly one source: it cannot be judged or matched.
+    Unresolved { rule_id: String, why: String },
+}
+
+/// The updates of a `ModifySecurityGroupRules` request, each with what it set as the item the
+/// live rule must still be (the request's fields in the answer items' names). CloudTrail
 /// writes `ModifySecurityGroupRulesRequest.SecurityGroupRule` as one object, or a list for
 /// several: `{SecurityGroupRuleId, SecurityGroupRule: {IpProtocol, FromPort, ToPort, CidrIpv4,
-/// CidrIpv6, PrefixListId, ReferencedGroupId, Description}}`.
-fn rules_of_modification(event_id: &str, region: &str, raw: &Value) -> Option<Vec<RuleRef>> {
-    let request = &raw["requestParameters"]["ModifySecurityGroupRulesRequest"];
+/// CidrIpv6, PrefixListId, ReferencedGroupId, Description}}`. `None` without a group.
+pub(super) fn modification_updates(request: &Value) -> Option<(String, Vec<Update>)> {
+    let request = &request["ModifySecurityGroupRulesRequest"];
     let group = request["GroupId"].as_str()?;
     let updates = match &request["SecurityGroupRule"] {
-        Value::Array(items) => items.clone(),
-        Value::Object(_) => vec![request["SecurityGroupRule"].clone()],
+        Value::Array(items) => items.iter().collect(),
+        Value::Object(_) => vec![&request["SecurityGroupRule"]],
         _ => return None,
     };
-    let rules: Vec<RuleRef> = updates
+    let judged = updates
+        .into_iter()
+        .filter_map(|update| Some((update["SecurityGroupRuleId"].as_str()?, &update["SecurityGroupRule"])))
+        .map(|(rule_id, set)| judge_update(group, rule_id, set))
+        .collect();
+    Some((group.to_owned(), judged))
+}
+
+fn judge_update(group: &str, rule_id: &str, set: &Value) -> Update {
+    let sources = ["CidrIpv4", "CidrIpv6", "PrefixListId", "ReferencedGroupId"];
+    let named = sources.iter().filter(|field| !set[**field].is_null()).count();
+    if set["IpProtocol"].is_null() || named != 1 {
+        let why = format!(
+            "the update names {named} sources and protocol {}: exactly one of each is needed",
+            set["IpProtocol"]
+        );
+        return Update::Unresolved { rule_id: rule_id.to_owned(), why };
+    }
+    let cidr = set["CidrIpv4"].as_str().or(set["CidrIpv6"].as_str());
+    if let Some(text) = cidr
+        && text.parse::<Cidr>().is_err()
+    {
+        return Update::Unresolved {
+            rule_id: rule_id.to_owned(),
+            why: format!("the update's source {text:?} is not a CIDR"),
+        };
+    }
+    if !cidr.is_some_and(exposed) {
+        let why =
+            format!("the update set a source that is not exposed ({}): the rule was there before", source_of(set));
+        return Update::PreExisting { rule_id: rule_id.to_owned(), why };
+    }
+    let mut item = json!({"groupId": group, "securityGroupRuleId": rule_id, "modified": true,
+                          "ipProtocol": set["IpProtocol"], "fromPort": set["FromPort"], "toPort": set["ToPort"],
+                          "cidrIpv4": set["CidrIpv4"], "cidrIpv6": set["CidrIpv6"],
+                          "prefixListId": set["PrefixListId"]});
+    if let Some(referenced) = set["ReferencedGroupId"].as_str() {
+        item["referencedGroupInfo"] = json!({"groupId": referenced});
+    }
+    Update::Opened(RuleRef {
+        region: String::new(),
+        group_id: Some(group.to_owned()),
+        rule_id: rule_id.to_owned(),
+        event_id: String::new(),
+        item,
+    })
+}
+
+fn source_of(set: &Value) -> String {
+    ["CidrIpv4", "CidrIpv6", "PrefixListId", "ReferencedGroupId"]
         .iter()
-        .filter_map(|update| {
-            let rule_id = update["SecurityGroupRuleId"].as_str()?;
-            let set = &update["SecurityGroupRule"];
-            let mut item = json!({"groupId": group, "securityGroupRuleId": rule_id, "modified": true,
-                                  "ipProtocol": set["IpProtocol"], "fromPort": set["FromPort"], "toPort": set["ToPort"],
-                                  "cidrIpv4": set["CidrIpv4"], "cidrIpv6": set["CidrIpv6"],
-                                  "prefixListId": set["PrefixListId"]});
-            if let Some(referenced) = set["ReferencedGroupId"].as_str() {
-                item["referencedGroupInfo"] = json!({"groupId": referenced});
-            }
-            Some(RuleRef {
-                region: region.to_owned(),
-                group_id: Some(group.to_owned()),
-                rule_id: rule_id.to_owned(),
-                event_id: event_id.to_owned(),
-                item,
-            })
+        .find_map(|field| set[*field].as_str().map(|v| format!("{field} {v}")))
+        .unwrap_or_else(|| "no source".into())
+}
+
+/// Whether a source CIDR lets in the internet: the whole of it (any `/0`) or a public range.
+/// The same notion as the `aws-security-group-ingress-opened` detector's, less its trusted
+/// ranges (`detectors.yaml`, which `respond` cannot read: layering), so an opening to a
+/// trusted public office range still counts here. A prefix list or a group is never exposed.
+pub(super) fn exposed(cidr: &str) -> bool {
+    cidr.parse::<Cidr>().is_ok_and(|c| c.is_world() || is_public(c.address))
+}
+
+/// The rules a `ModifySecurityGroupRules` request opened (set an exposed source).
+fn rules_of_modification(event_id: &str, region: &str, raw: &Value) -> Option<Vec<RuleRef>> {
+    let (_, updates) = modification_updates(&raw["requestParameters"])?;
+    let rules: Vec<RuleRef> = updates
+        .into_iter()
+        .filter_map(|update| match update {
+            Update::Opened(rule) => Some(RuleRef { region: region.to_owned(), event_id: event_id.to_owned(), ..rule }),
+            _ => None,
         })
         .collect();
     (!rules.is_empty()).then_some(rules)
@@ -129,27 +195,86 @@ fn rules_of_modification(event_id: &str, region: &str, raw: &Value) -> Option<Ve
 
 /// Why the live rule is not the one the event opened (its id reused, or an event that lies):
 /// its group must be the item's, and its protocol, ports and source where the item names them.
+/// Both sides are normalised as AWS stores them first: protocol numbers as names (`6` is
+/// `tcp`), no ports for all protocols, CIDRs with their host bits cleared in canonical form.
 pub(super) fn mismatch(item: &Value, live: &Value) -> Option<String> {
     let Some(group) = item["groupId"].as_str() else {
         return Some("the event's answer names no group for the rule".into());
     };
+    let all_protocols = protocol(&live["ip_protocol"]) == "-1" || protocol(&item["ipProtocol"]) == "-1";
     let pairs = [
-        ("groupId", json!(group), &live["group_id"]),
-        ("ipProtocol", item["ipProtocol"].clone(), &live["ip_protocol"]),
-        ("fromPort", item["fromPort"].clone(), &live["from_port"]),
-        ("toPort", item["toPort"].clone(), &live["to_port"]),
-        ("cidrIpv4", item["cidrIpv4"].clone(), &live["cidr_ipv4"]),
-        ("cidrIpv6", item["cidrIpv6"].clone(), &live["cidr_ipv6"]),
-        ("prefixListId", item["prefixListId"].clone(), &live["prefix_list_id"]),
-        ("referencedGroupInfo.groupId", item["referencedGroupInfo"]["groupId"].clone(), &live["referenced_group_id"]),
+        ("groupId", json!(group), &live["group_id"], Norm::Text),
+        ("ipProtocol", item["ipProtocol"].clone(), &live["ip_protocol"], Norm::Protocol),
+        ("fromPort", item["fromPort"].clone(), &live["from_port"], Norm::Port(all_protocols)),
+        ("toPort", item["toPort"].clone(), &live["to_port"], Norm::Port(all_protocols)),
+        ("cidrIpv4", item["cidrIpv4"].clone(), &live["cidr_ipv4"], Norm::Cidr),
+        ("cidrIpv6", item["cidrIpv6"].clone(), &live["cidr_ipv6"], Norm::Cidr),
+        ("prefixListId", item["prefixListId"].clone(), &live["prefix_list_id"], Norm::Text),
+        (
+            "referencedGroupInfo.groupId",
+            item["referencedGroupInfo"]["groupId"].clone(),
+            &live["referenced_group_id"],
+            Norm::Text,
+        ),
     ];
     let differ: Vec<String> = pairs
         .iter()
-        .filter(|(_, event, _)| !event.is_null())
-        .filter(|(_, event, now)| same(event) != same(now))
-        .map(|(field, event, now)| format!("{field} {event} in the event, {now} now"))
+        .filter(|(_, event, _, _)| !event.is_null())
+        .filter(|(_, event, now, norm)| norm.apply(event) != norm.apply(now))
+        .map(|(field, event, now, _)| format!("{field} {event} in the event, {now} now"))
         .collect();
     (!differ.is_empty()).then(|| differ.join(", "))
+}
+
+/// How a field is compared.
+#[derive(Clone, Copy)]
+enum Norm {
+    Text,
+    Protocol,
+    /// Ports, ignored when either side is all protocols (AWS stores -1/-1, requests say 0-65535).
+    Port(bool),
+    Cidr,
+}
+
+impl Norm {
+    fn apply(self, value: &Value) -> String {
+        match self {
+            Norm::Text => same(value),
+            Norm::Protocol => protocol(value),
+            Norm::Port(true) => String::new(),
+            Norm::Port(false) => same(value),
+            Norm::Cidr => value.as_str().map_or_else(|| same(value), canonical_cidr),
+        }
+    }
+}
+
+/// A protocol as AWS answers it: `tcp`, `udp`, `icmp`, `icmpv6` for their numbers, `-1` for all.
+fn protocol(value: &Value) -> String {
+    match same(value).trim() {
+        "6" => "tcp".into(),
+        "17" => "udp".into(),
+        "1" => "icmp".into(),
+        "58" => "icmpv6".into(),
+        "all" | "-1" => "-1".into(),
+        other => other.to_owned(),
+    }
+}
+
+/// A CIDR with its host bits cleared, the address in canonical form (`2001:DB8:0::1/64` is
+/// `2001:db8::/64`); text that is no CIDR stays as it is (and so matches nothing parsed).
+fn canonical_cidr(text: &str) -> String {
+    let Ok(cidr) = text.parse::<Cidr>() else { return text.to_ascii_lowercase() };
+    let address = match cidr.address {
+        std::net::IpAddr::V4(v4) => {
+            let mask = if cidr.prefix == 0 { 0 } else { u32::MAX << (32 - cidr.prefix) };
+            std::net::IpAddr::V4((u32::from(v4) & mask).into())
+        }
+        std::net::IpAddr::V6(v6) => {
+            let mask = if cidr.prefix == 0 { 0 } else { u128::MAX << (128 - cidr.prefix) };
+            std::net::IpAddr::V6((u128::from(v6) & mask).into())
+        }
+    };
+    format!("{address}/{}", cidr.prefix)
 }
 
 /// A value as text, so that `22` and `"22"` (CloudTrail writes both) compare equal.
@@ -278,6 +403,8 @@ struct Reading {
     seen: HashSet<(String, String)>,
     unresolved: Vec<Value>,
     rejected: Vec<Value>,
+    /// Rules a modification changed without opening them (left alone, listed).
+    pre_existing: Vec<Value>,
     events: usize,
     existing: usize,
     cut_off: Option<String>,
@@ -296,7 +423,13 @@ impl Reading {
             self.rejected.push(json!({"event_id": event_id, "why": why}));
             return true;
         }
+        if raw["eventName"].as_str().is_some_and(|name| name.eq_ignore_ascii_case(MODIFY)) {
+            self.modification(event_id, raw);
+        }
         let Some(found) = rules_of_event(event_id, region, raw) else {
+            if self.modification_judged(raw) {
+                return true;
+            }
             let request = &raw["requestParameters"];
             self.unresolved.push(json!({
                 "event_id": event_id,
@@ -324,6 +457,32 @@ impl Reading {
             self.rules.push(live);
         }
         true
+    }
+}
+
+impl Reading {
+    /// Lists a modification's updates that opened nothing (pre-existing rules, left) and those
+    /// that cannot be judged (unresolved: never matched by their group alone).
+    fn modification(&mut self, event_id: &str, raw: &Value) {
+        let Some((group, updates)) = modification_updates(&raw["requestParameters"]) else { return };
+        for update in updates {
+            match update {
+                Update::Opened(_) => {}
+                Update::PreExisting { rule_id, why } => {
+                    self.pre_existing.push(json!({"event_id": event_id, "group_id": group, "rule_id": rule_id,
+                                                  "pre_existing": true, "why": why}));
+                }
+                Update::Unresolved { rule_id, why } => {
+                    self.unresolved.push(json!({"event_id": event_id, "group": group, "rule_id": rule_id, "why": why}));
+                }
+            }
+        }
+    }
+
+    /// Whether a modification that opened no rule was fully listed by [`Self::modification`].
+    fn modification_judged(&self, raw: &Value) -> bool {
+        raw["eventName"].as_str().is_some_and(|name| name.eq_ignore_ascii_case(MODIFY))
+            && modification_updates(&raw["requestParameters"]).is_some_and(|(_, updates)| !updates.is_empty())
     }
 }
 
@@ -406,6 +565,7 @@ fn summarize(principal: &Principal, reading: Reading) -> Observed {
         "rules": listed,
         "unresolved_events": reading.unresolved,
         "rejected_events": reading.rejected,
+        "pre_existing": reading.pre_existing,
         "incomplete": incomplete,
     });
     Observed { rules: reading.rules, state, incomplete }
@@ -420,18 +580,44 @@ pub(super) fn plan_of(observed: &Observed) -> Value {
         .rules
         .iter()
         .map(|r| {
+            let (status, why) = request_time_status(r);
             json!({"rule_id": r.rule.rule_id, "region": r.rule.region, "group_id": r.rule.group_id,
-                   "event_id": r.rule.event_id, "item": r.rule.item})
+                   "event_id": r.rule.event_id, "item": r.rule.item, "status": status, "why": why,
+                   "revoke": status == "exists", "pre_existing": r.rule.item["modified"] == json!(true)})
         })
         .collect();
     let state = &observed.state;
     json!({
         "rules": rules,
+        "to_revoke": observed.to_revoke().count(),
+        "pre_existing": state["pre_existing"],
         "events_read": state["events_read"],
         "cut_off": state["cut_off"],
         "unresolved_events": state["unresolved_events"],
         "rejected_events": state["rejected_events"],
     })
+}
+
+/// The plan of a request whose rules could not be read (a throttle, AssumeRole refused): it is
+/// recorded so (with its audit entry), and its approval is refused: it must be asked again.
+pub(super) fn unreadable_plan(error: &RespondError) -> Value {
+    json!({"unreadable": error.to_string(), "rules": [], "to_revoke": 0})
+}
+
+/// Why a stored plan could not be read when it was asked for, if it could not.
+pub(super) fn plan_unreadable(plan: &Value) -> Option<String> {
+    plan["unreadable"].as_str().map(str::to_owned)
+}
+
+/// A rule's status when the plan was fixed: `exists` (approval revokes it, if it is still the
+/// same rule then), `gone`, `protected`, or its problem (`mismatch`, `unreadable`, `egress`).
+fn request_time_status(rule: &LiveRule) -> (&'static str, Option<String>) {
+    match &rule.problem {
+        Some((problem, why)) => (problem, Some(why.clone())),
+        None if !rule.exists => ("gone", None),
+        None if rule.protected => ("protected", Some("tagged skywarden:protected".into())),
+        None => ("exists", None),
+    }
 }
 
 /// The rules of a stored plan; an entry that does not read is an error naming it.
@@ -467,12 +653,26 @@ pub(super) async fn observe_plan(
     let mut reading = Reading {
         unresolved: list("unresolved_events"),
         rejected: list("rejected_events"),
+        pre_existing: list("pre_existing"),
         events: plan["events_read"].as_u64().and_then(|n| usize::try_from(n).ok()).unwrap_or_default(),
         cut_off: plan["cut_off"].as_str().map(str::to_owned),
         ..Reading::default()
     };
-    for rule in planned_rules(plan)? {
-        let live = read(session, rule).await;
+    let statuses: Vec<Option<String>> = plan["rules"]
+        .as_array()
+        .map(|rules| rules.iter().map(|r| r["status"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    for (at, rule) in planned_rules(plan)?.into_iter().enumerate() {
+        let mut live = read(session, rule).await;
+        // Approval runs exactly what the plan showed: a rule not revocable then is not now.
+        if let Some(Some(status)) = statuses.get(at)
+            && status != "exists"
+            && live.problem.is_none()
+            && live.exists
+        {
+            let why = format!("the plan showed it as {status}: approval revokes only the rules shown as existing");
+            live.problem = Some(("not_planned", why));
+        }
         reading.existing += usize::from(live.exists);
         reading.rules.push(live);
     }
@@ -538,11 +738,114 @@ mod tests {
             json!({"IpProtocol": "-1", "FromPort": -1, "ToPort": -1, "ReferencedGroupId": "sg-9"});
         two["requestParameters"]["ModifySecurityGroupRulesRequest"]["SecurityGroupRule"] = json!([update, other]);
         let rules = rules_of_event("m2", None, &two).unwrap();
-        assert_eq!(rules.len(), 2);
-        assert_eq!(rules[1].item["referencedGroupInfo"]["groupId"], "sg-9");
+        assert_eq!(rules.len(), 1, "a group as source opens nothing to the internet: {rules:?}");
         let mut none = one.clone();
         none["requestParameters"]["ModifySecurityGroupRulesRequest"]["SecurityGroupRule"] = json!({"tag": 1});
         assert!(rules_of_event("m3", None, &none).is_none(), "no rule id: unresolved");
+    }
+
+    fn modify(updates: Value) -> Value {
+        json!({"eventName": "ModifySecurityGroupRules", "awsRegion": "eu-west-1",
+               "requestParameters": {"ModifySecurityGroupRulesRequest": {"GroupId": "sg-1", "SecurityGroupRule": updates}}})
+    }
+
+    fn update(rule_id: &str, set: Value) -> Value {
+        json!({"SecurityGroupRuleId": rule_id, "SecurityGroupRule": set})
+    }
+
+    #[test]
+    fn only_updates_that_set_an_exposed_source_are_openings() {
+        // A opens 22 to the world; B only changes the description of the office rule.
+        let event = modify(json!([
+            update("sgr-a", json!({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "0.0.0.0/0"})),
+            update(
+                "sgr-b",
+                json!({"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "CidrIpv4": "10.0.0.0/8",
+                                   "Description": "office"})
+            ),
+            update("sgr-c", json!({"IpProtocol": "-1", "CidrIpv6": "::/0"})),
+            update("sgr-d", json!({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "81.2.69.160/32"})),
+            update("sgr-e", json!({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "PrefixListId": "pl-1"})),
+        ]));
+        let ids: Vec<String> = rules_of_event("m", None, &event).unwrap().into_iter().map(|r| r.rule_id).collect();
+        assert_eq!(ids, ["sgr-a", "sgr-c", "sgr-d"], "the world, ::/0 and a public address; not 10/8, not a list");
+        let (_, judged) = modification_updates(&event["requestParameters"]).unwrap();
+        assert!(matches!(&judged[1], Update::PreExisting { rule_id, .. } if rule_id == "sgr-b"));
+        let narrowed = modify(update(
+            "sgr-a",
+            json!({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "192.168.1.0/24"}),
+        ));
+        assert!(rules_of_event("m", None, &narrowed).is_none(), "narrowing to a private range opens nothing");
+    }
+
+    #[test]
+    fn an_update_without_protocol_or_one_source_is_unresolved_never_matched_by_group() {
+        let no_protocol = update("sgr-a", json!({"CidrIpv4": "0.0.0.0/0"}));
+        let two_sources = update("sgr-b", json!({"IpProtocol": "tcp", "CidrIpv4": "0.0.0.0/0", "CidrIpv6": "::/0"}));
+        let no_source = update("sgr-c", json!({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22}));
+        let event = modify(json!([no_protocol, two_sources, no_source]));
+        assert!(rules_of_event("m", None, &event).is_none());
+        let (_, judged) = modification_updates(&event["requestParameters"]).unwrap();
+        assert!(judged.iter().all(|u| matches!(u, Update::Unresolved { .. })), "{judged:?}");
+    }
+
+    #[test]
+    fn request_values_compare_as_aws_stores_them() {
+        let live = json!({"group_id": "sg-1", "ip_protocol": "tcp", "from_port": 22, "to_port": 22,
+                          "cidr_ipv4": "0.0.0.0/0", "cidr_ipv6": null});
+        let numbered =
+            json!({"groupId": "sg-1", "ipProtocol": "6", "fromPort": 22, "toPort": 22, "cidrIpv4": "0.0.0.0/0"});
+        assert_eq!(mismatch(&numbered, &live), None, "6 is tcp");
+        assert_eq!(mismatch(&json!({"groupId": "sg-1", "ipProtocol": "TCP"}), &live), None, "names in any case");
+        for (number, name) in [("17", "udp"), ("1", "icmp"), ("58", "icmpv6")] {
+            let live = json!({"group_id": "sg-1", "ip_protocol": name});
+            assert_eq!(mismatch(&json!({"groupId": "sg-1", "ipProtocol": number}), &live), None, "{number}");
+        }
+        let all_live = json!({"group_id": "sg-1", "ip_protocol": "-1", "from_port": -1, "to_port": -1});
+        let all_item = json!({"groupId": "sg-1", "ipProtocol": "-1", "fromPort": 0, "toPort": 65535});
+        assert_eq!(mismatch(&all_item, &all_live), None, "ports mean nothing for all protocols");
+        let v6_live = json!({"group_id": "sg-1", "cidr_ipv6": "2001:db8::/64"});
+        let v6_item = json!({"groupId": "sg-1", "cidrIpv6": "2001:DB8:0:0:0000::1/64"});
+        assert_eq!(mismatch(&v6_item, &v6_live), None, "canonical IPv6, host bits cleared");
+        let v4_live = json!({"group_id": "sg-1", "cidr_ipv4": "203.0.113.0/24"});
+        assert_eq!(mismatch(&json!({"groupId": "sg-1", "cidrIpv4": "203.0.113.9/24"}), &v4_live), None);
+        assert!(mismatch(&json!({"groupId": "sg-1", "cidrIpv4": "203.0.114.0/24"}), &v4_live).is_some());
+        assert!(mismatch(&json!({"groupId": "sg-1", "ipProtocol": "17"}), &live).is_some(), "udp is not tcp");
+    }
+
+    #[test]
+    fn the_plan_keeps_each_rules_status_when_asked_for() {
+        let rule = |id: &str| RuleRef {
+            region: "eu-west-1".into(),
+            group_id: Some("sg-1".into()),
+            rule_id: id.into(),
+            event_id: "e".into(),
+            item: json!({"groupId": "sg-1"}),
+        };
+        let live = |id: &str, exists: bool, problem: Option<(&'static str, String)>| LiveRule {
+            rule: rule(id),
+            state: json!({"rule_id": id, "group_id": "sg-1", "exists": exists}),
+            protected: false,
+            exists,
+            problem,
+        };
+        let reading = Reading {
+            rules: vec![
+                live("sgr-1", true, None),
+                live("sgr-2", false, None),
+                live("sgr-3", true, Some(("mismatch", "cidrIpv4".into()))),
+            ],
+            ..Reading::default()
+        };
+        let observed = summarize(&Principal::User("alice".into()), reading);
+        let plan = plan_of(&observed);
+        let statuses: Vec<&str> =
+            plan["rules"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+        assert_eq!(statuses, ["exists", "gone", "mismatch"]);
+        assert_eq!(plan["to_revoke"], 1);
+        let unreadable = unreadable_plan(&RespondError::Conflict("Throttling".into()));
+        assert_eq!(plan_unreadable(&unreadable).as_deref(), Some("Throttling"));
+        assert_eq!(plan_unreadable(&plan), None);
     }
 
     #[test]

@@ -329,9 +329,21 @@ async fn request_plan(
     if record::get_by_key(&ctx.pool, key).await?.is_some() {
         return Ok(None);
     }
-    let responding = session(ctx, account_id).await?;
-    let observed = principal_ingress::observe(&ctx.pool, &responding.session, account_id, principal, None).await?;
-    Ok(Some(principal_ingress::plan_of(&observed)))
+    let read = async {
+        let responding = session(ctx, account_id).await?;
+        principal_ingress::observe(&ctx.pool, &responding.session, account_id, principal, None).await
+    };
+    match read.await {
+        Ok(observed) => Ok(Some(principal_ingress::plan_of(&observed))),
+        // Our own database failing is the request's error; AWS (a throttle, AssumeRole) is not:
+        // the request is recorded and audited with a plan that says why it could not be read.
+        Err(error @ RespondError::Database(_)) => Err(error),
+        Err(error) => {
+            tracing::warn!(account_id, principal = %principal.label(), error = %error,
+                "revoke-principal-ingress: the plan could not be read; recorded as unreadable");
+            Ok(Some(principal_ingress::unreadable_plan(&error)))
+        }
+    }
 }
 
 fn new_lease_owner() -> Result<String, RespondError> {
@@ -360,6 +372,14 @@ pub async fn approve(
     let record = fetch(&ctx.pool, id).await?;
     if record.status == "undo_awaiting_approval" {
         return approve_undo(ctx, &record, approver, reason).await;
+    }
+    if record.status == "awaiting_approval"
+        && let Some(why) = record.plan.as_ref().and_then(principal_ingress::plan_unreadable)
+    {
+        return Err(RespondError::Conflict(format!(
+            "action {id} has no plan to approve: its rules could not be read when it was asked for ({why}); \
+             ask for it again (a new request reads them again)"
+        )));
     }
     let lease_owner = new_lease_owner()?;
     if let Claim::Replayed(record) =

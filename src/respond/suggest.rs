@@ -71,29 +71,31 @@ fn by_principal(event: &Value) -> Vec<(Action, String)> {
     found
 }
 
-/// The rules a ModifySecurityGroupRules request changed: widening a rule (its source, protocol
-/// or ports) opens it as much as authorizing one.
+/// The rules a ModifySecurityGroupRules request opened: an update that set an exposed source
+/// (the internet, a public range). Narrowing a rule, changing its description or setting a
+/// private source leaves a pre-existing rule that is not the caller's to revoke.
 fn modified_rules(request: &Value, region: Option<&str>) -> Vec<(Action, String)> {
-    let request = &request["ModifySecurityGroupRulesRequest"];
-    let updates = match &request["SecurityGroupRule"] {
-        Value::Array(items) => items.iter().collect(),
-        update => vec![update],
-    };
+    use super::principal_ingress::{Update, modification_updates};
+    let Some((group, updates)) = modification_updates(request) else { return Vec::new() };
     updates
         .into_iter()
-        .filter_map(|u| u["SecurityGroupRuleId"].as_str())
+        .filter_map(|update| match update {
+            Update::Opened(rule) => Some(rule.rule_id),
+            _ => None,
+        })
         .filter_map(|id| {
-            let target = match request["GroupId"].as_str() {
-                Some(group) => format!("{group}:{id}"),
-                None => id.to_owned(),
-            };
-            suggestion("revoke-ingress-rule", &target, region, "the rule changed by ModifySecurityGroupRules".into())
+            let why = "the rule ModifySecurityGroupRules widened to an exposed source (undo restores it widened)";
+            suggestion("revoke-ingress-rule", &format!("{group}:{id}"), region, why.into())
         })
         .collect()
 }
 
 /// What the call created or changed.
 fn by_call(event: &Value) -> Vec<(Action, String)> {
+    // A refused call changed nothing (recon alerts keep them as evidence): nothing to undo.
+    if !event["errorCode"].is_null() {
+        return Vec::new();
+    }
     let (request, response) = (&event["requestParameters"], &event["responseElements"]);
     let region = event["awsRegion"].as_str();
     let name = event["eventName"].as_str().unwrap_or_default();
@@ -203,7 +205,7 @@ async fn principal_ingress(pool: &PgPool, account_id: &str, events: &[Value]) ->
         };
         let action = Action::RevokePrincipalIngress { principal };
         let why = format!(
-            "every security-group ingress rule {} opened (its AuthorizeSecurityGroupIngress events of the last {} days): \
+            "every security-group ingress rule {} opened (its AuthorizeSecurityGroupIngress events, and its ModifySecurityGroupRules updates that set an exposed source, of the last {} days): \
              the dry run lists those still there",
             action.target(),
             super::principal_ingress::LOOKBACK_DAYS
@@ -300,5 +302,48 @@ mod tests {
             ],
             "a session key (ASIA…) is not suggested, and alice is quarantined once"
         );
+    }
+
+    fn modify(updates: Value) -> Value {
+        alice(
+            "ModifySecurityGroupRules",
+            json!({"ModifySecurityGroupRulesRequest": {"GroupId": "sg-0000000000000000f", "SecurityGroupRule": updates}}),
+            json!({"ModifySecurityGroupRulesResponse": {"return": true}}),
+        )
+    }
+
+    fn revokes(events: &[Value]) -> Vec<String> {
+        from_events(events).into_iter().filter(|s| s.kind == "revoke-ingress-rule").map(|s| s.target).collect()
+    }
+
+    #[test]
+    fn a_modification_suggests_only_the_rules_it_opened() {
+        let event = modify(json!([
+            {"SecurityGroupRuleId": "sgr-0000000000000000a", "SecurityGroupRule": {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "0.0.0.0/0"}},
+            {"SecurityGroupRuleId": "sgr-0000000000000000b", "SecurityGroupRule": {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443,
+                                                                   "CidrIpv4": "10.0.0.0/8", "Description": "office"}},
+        ]));
+        assert_eq!(
+            revokes(&[event]),
+            ["sg-0000000000000000f:sgr-0000000000000000a"],
+            "the office rule's description change opened nothing"
+        );
+    }
+
+    #[test]
+    fn refused_calls_suggest_nothing_they_would_have_changed() {
+        let mut modified = modify(json!({"SecurityGroupRuleId": "sgr-0000000000000000a",
+            "SecurityGroupRule": {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "0.0.0.0/0"}}));
+        assert_eq!(revokes(std::slice::from_ref(&modified)), ["sg-0000000000000000f:sgr-0000000000000000a"]);
+        modified["errorCode"] = json!("Client.UnauthorizedOperation");
+        let mut authorized = alice(
+            "AuthorizeSecurityGroupIngress",
+            json!({"groupId": "sg-1"}),
+            json!({"securityGroupRuleSet": {"items": [{"securityGroupRuleId": "sgr-0000000000000000b", "isEgress": false}]}}),
+        );
+        authorized["errorCode"] = json!("Client.InvalidPermission.Duplicate");
+        let found = from_events(&[modified, authorized]);
+        assert!(found.iter().all(|s| s.kind != "revoke-ingress-rule"), "{found:?}");
+        assert!(found.iter().any(|s| s.kind == "quarantine"), "the caller still tried");
     }
 }

@@ -983,6 +983,17 @@ async fn a_killed_archive_process_resumes_without_loss_or_duplicates() {
     assert_eq!(partitions(&db).await, before);
     assert_eq!(db.count("SELECT cardinality(objects)::bigint FROM archive_partitions").await, 7);
 
+    // Killed with January written and verified, still attached: nothing is detached, the
+    // month is recorded as verified.
+    kill_archive_at(&db, &to, "verified");
+    assert_eq!(partitions(&db).await, before);
+    assert_eq!(skywarden::archive::status::detached_months(&db.pool).await.unwrap(), 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM archive_partitions WHERE source = 'cloudtrail_events' AND state = 'verified'")
+            .await,
+        1
+    );
+
     // Killed with January verified, detached and locked for its last count: the month is out
     // of the parent, not dropped, and shows as such.
     kill_archive_at(&db, &to, "detached");
@@ -1015,7 +1026,7 @@ async fn a_killed_archive_process_resumes_without_loss_or_duplicates() {
             ("flow_records".into(), 0, "dropped".into()),
         ]
     );
-    assert_eq!(db.count("SELECT count(*) FROM archive_runs WHERE error LIKE 'interrupted%'").await, 2);
+    assert_eq!(db.count("SELECT count(*) FROM archive_runs WHERE error LIKE 'interrupted%'").await, 3);
 }
 
 #[tokio::test]
@@ -1056,4 +1067,176 @@ async fn a_detach_left_pending_is_finalized_and_the_month_archived() {
     assert_eq!(store::partition_link(&db.pool, Source::CloudTrail, january).await.unwrap(), PartitionLink::Absent);
     assert_eq!(skywarden::archive::status::detached_months(&db.pool).await.unwrap(), 0);
     assert_eq!(lake_event_ids(lake.path()).len(), 900);
+}
+
+// ---- Review of issue 18: a month being dropped and the writers, deferred detaches, the
+// ledger's key encoding, months verified before 0039.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_row_for_a_month_being_dropped_waits_and_lands_as_the_next_generation() {
+    use skywarden::db::partitions::PartitionCache;
+    use skywarden::ingest::store::BatchWriter;
+    let db = TestDb::new().await;
+    seed(&db).await;
+    let lake = tempfile::tempdir().unwrap();
+    let to = lake.path().to_str().unwrap().to_owned();
+    let january = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+    let (hook, mut held) = hold_at(
+        move |point| matches!(point, HookPoint::Detached { source: Source::CloudTrail, month } if *month == january),
+    );
+    let run = spawn_run(&db, &to, ArchiveOptions { test_hook: Some(hook), ..options(&to, None) });
+    assert!(matches!(held.next().await, HookPoint::Detached { .. }));
+
+    // January is detached, not yet dropped: an import brings a late January event. Before,
+    // the partition's name existed, nothing was created and the import failed.
+    let pool = db.pool.clone();
+    let import = tokio::spawn(async move {
+        let mut writer = BatchWriter::connect(&pool, std::sync::Arc::new(PartitionCache::default())).await.unwrap();
+        store_events(&mut writer, &[("evt-late", "2024-01-20T10:00:00Z")]).await
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(!import.is_finished(), "the import waits for the month's drop");
+    held.go();
+    let report = run.await.unwrap().unwrap();
+    let jan = month_report(&report, "cloudtrail_events", "2024-01");
+    assert_eq!((jan.outcome.as_str(), jan.rows), ("dropped", 495), "{report:?}");
+    let late = tokio::time::timeout(std::time::Duration::from_secs(30), import).await.unwrap().unwrap();
+    assert_eq!((late.inserted, late.rejected.len()), (1, 0));
+    assert!(partitions(&db).await.contains(&"cloudtrail_events_p202401".to_owned()), "January created anew");
+    assert_eq!(db.count("SELECT count(*) FROM cloudtrail_events WHERE event_id = 'evt-late'").await, 1);
+
+    // The next run archives it as January's next generation.
+    let second = spawn_run(&db, &to, options(&to, None)).await.unwrap().unwrap();
+    let jan = month_report(&second, "cloudtrail_events", "2024-01");
+    assert_eq!((jan.outcome.as_str(), jan.rows), ("dropped", 1), "{second:?}");
+    let files = parquet_files(lake.path());
+    assert!(files.iter().any(|f| f.ends_with("eventDay=20240120/cloudtrail_events-202401-g1.parquet")), "{files:?}");
+    let ids = lake_event_ids(lake.path());
+    assert_eq!(ids.iter().filter(|id| *id == "evt-late").count(), 1);
+    assert_eq!(ids.len(), 901);
+}
+
+#[tokio::test]
+async fn ledger_keys_of_rows_whose_fields_only_split_differently_differ() {
+    let db = TestDb::new().await;
+    let keys: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT skywarden_archive_key(a1, i1, t1), skywarden_archive_key(a2, i2, t2)
+         FROM (VALUES ('1/2', '3', timestamptz '2024-01-01', '1', '2/3', timestamptz '2024-01-01'),
+                      ('12', '3', '2024-01-01', '1', '23', '2024-01-01'),
+                      ('1', '1', '1970-01-01 00:00:00.1+00', '1', '11', '1970-01-01 00:00:00.01+00'))
+              AS v(a1, i1, t1, a2, i2, t2)",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    for (a, b) in keys {
+        assert_ne!(a, b);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_month_whose_table_a_long_transaction_holds_is_deferred_not_detached() {
+    let db = TestDb::new().await;
+    seed(&db).await;
+    let lake = tempfile::tempdir().unwrap();
+    let to = lake.path().to_str().unwrap().to_owned();
+    // As pg_dump does: a transaction holds the events table for longer than the bound.
+    let mut dump = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT count(*) FROM cloudtrail_events").execute(&mut *dump).await.unwrap();
+    archive::set_old_holder_age_for_tests(std::time::Duration::from_secs(3));
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let report = spawn_run(&db, &to, options(&to, None)).await.unwrap().unwrap();
+    archive::set_old_holder_age_for_tests(std::time::Duration::ZERO);
+    for month in ["2024-01", "2024-02"] {
+        let m = month_report(&report, "cloudtrail_events", month);
+        assert_eq!(m.outcome, "deferred", "{report:?}");
+        assert!(m.error.as_deref().is_some_and(|e| e.starts_with("deferred:") && e.contains("pid ")), "{m:?}");
+    }
+    assert_eq!(month_report(&report, "flow_records", "2024-03").outcome, "dropped");
+    assert_eq!(report.failed(), 0);
+    // Attached and whole: nothing pending, nothing hidden.
+    assert_eq!(partitions(&db).await.iter().filter(|p| p.starts_with("cloudtrail_events_p2024")).count(), 2);
+    assert_eq!(skywarden::archive::status::detached_months(&db.pool).await.unwrap(), 0);
+    let mut metrics = String::new();
+    skywarden::archive::status::write_metrics(&mut metrics, &db.pool).await;
+    assert!(metrics.contains("skywarden_archive_months_deferred 2\n"), "{metrics}");
+    assert!(metrics.contains("skywarden_archive_month_errors 0\n"), "{metrics}");
+    dump.commit().await.unwrap();
+
+    // Once the transaction is gone, the next run drops both without writing them again.
+    let second = spawn_run(&db, &to, options(&to, None)).await.unwrap().unwrap();
+    for month in ["2024-01", "2024-02"] {
+        assert_eq!(month_report(&second, "cloudtrail_events", month).outcome, "dropped", "{second:?}");
+    }
+    assert_eq!(db.count("SELECT objects::bigint FROM archive_runs ORDER BY run_id DESC LIMIT 1").await, 0);
+    assert_eq!(lake_event_ids(lake.path()).len(), 900);
+}
+
+#[tokio::test]
+async fn a_detach_another_month_left_pending_is_finalized_before_the_next_detach() {
+    let db = TestDb::new().await;
+    seed(&db).await;
+    // February's detach timed out (a reader held the parent): pending, as a 5-minute lock
+    // timeout leaves it. PostgreSQL refuses any other detach on the parent until it is finished.
+    let mut reader = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT count(*) FROM cloudtrail_events").execute(&mut *reader).await.unwrap();
+    let mut detacher = db.pool.acquire().await.unwrap();
+    sqlx::query("SET lock_timeout = '500ms'").execute(&mut *detacher).await.unwrap();
+    let timed_out =
+        sqlx::raw_sql("ALTER TABLE cloudtrail_events DETACH PARTITION cloudtrail_events_p202402 CONCURRENTLY")
+            .execute(&mut *detacher)
+            .await;
+    assert!(timed_out.is_err(), "the detach should have waited for the reader");
+    sqlx::query("RESET lock_timeout").execute(&mut *detacher).await.unwrap();
+    drop(detacher);
+    reader.commit().await.unwrap();
+
+    let lake = tempfile::tempdir().unwrap();
+    let to = lake.path().to_str().unwrap().to_owned();
+    let report = spawn_run(&db, &to, options(&to, None)).await.unwrap().unwrap();
+    assert_eq!(report.failed(), 0, "{report:?}");
+    for (month, rows) in [("2024-01", 495), ("2024-02", 405)] {
+        let m = month_report(&report, "cloudtrail_events", month);
+        assert_eq!((m.outcome.as_str(), m.rows), ("dropped", rows), "{report:?}");
+    }
+    assert_eq!(skywarden::archive::status::detached_months(&db.pool).await.unwrap(), 0);
+    assert_eq!(lake_event_ids(lake.path()).len(), 900);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_month_verified_before_key_checksums_is_dropped_without_writing_it_again() {
+    let db = TestDb::new().await;
+    seed(&db).await;
+    let lake = tempfile::tempdir().unwrap();
+    let to = lake.path().to_str().unwrap().to_owned();
+    let january = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+    let (hook, mut held) = hold_at(
+        move |point| matches!(point, HookPoint::Verified { source: Source::CloudTrail, month } if *month == january),
+    );
+    let run = spawn_run(&db, &to, ArchiveOptions { test_hook: Some(hook), ..options(&to, None) });
+    assert!(matches!(held.next().await, HookPoint::Verified { .. }));
+    run.abort();
+    let _ = run.await;
+    // What a month verified by the released 0037 looks like after the upgrade to 0039.
+    sqlx::query("UPDATE archive_partitions SET key_checksum = 0").execute(&db.pool).await.unwrap();
+
+    // No object may be written before January is dropped: it must not be written again. (The
+    // aborted run's lock goes with its connection, closed in the background.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let result = loop {
+        match spawn_run(&db, &to, options(&to, Some(0))).await.unwrap() {
+            Err(ArchiveError::Busy) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            result => break result,
+        }
+    };
+    assert!(matches!(result, Err(ArchiveError::Injected(0))), "{result:?}");
+    let state: (i32, String) = sqlx::query_as(
+        "SELECT generation, state FROM archive_partitions WHERE source = 'cloudtrail_events' AND month_start = '2024-01-01'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(state, (0, "dropped".to_owned()));
 }

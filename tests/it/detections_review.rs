@@ -255,12 +255,103 @@ async fn backlog_left_longer_than_its_expiry_is_dropped_and_detection_health_say
         .unwrap();
     rare_run(&db, &policies, &busy).await;
     assert!(rare_backlog(&db).await.is_empty(), "expired");
-    let skip = health_skip(&status(&db), RARE).unwrap();
-    assert_eq!(skip["outstanding"], true, "{skip}");
-    assert!(skip["note"].as_str().unwrap().contains("dropped unevaluated"), "{skip}");
-    // Nothing is left: the next run clears it.
+    // Counted in principals (p5 and p6), apart from the skip: the next run with nothing left
+    // clears the skip, not the record of what was dropped.
     rare_run(&db, &policies, &RareApiCandidates::with_max(1)).await;
-    assert_eq!(health_skip(&status(&db), RARE).unwrap()["outstanding"], false);
+    let skip = health_skip(&status(&db), RARE).unwrap();
+    assert_eq!(skip["outstanding"], false, "{skip}");
+    assert_eq!((skip["last_dropped"].as_i64(), skip["dropped_total"].as_i64()), (Some(2), Some(2)), "{skip}");
+    assert!(skip["last_dropped_at"].is_string(), "{skip}");
+    assert!(skip["dropped_note"].as_str().unwrap().contains("2 principals dropped unevaluated"), "{skip}");
+    assert_eq!(skip["skipped_total"], 2, "the dropped principals are not counted again as skipped: {skip}");
+}
+
+/// (key, cursor) rows of the rare-API backlog per account key.
+async fn rare_rows_per_key(db: &TestDb) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT policy_id, count(*) FROM detection_backlog WHERE cursor IS NOT NULL GROUP BY 1 ORDER BY 1")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+}
+
+fn subjects(found: &[skywarden::model::Finding]) -> std::collections::BTreeSet<String> {
+    found.iter().map(|f| f.subject.clone()).collect()
+}
+
+#[tokio::test]
+async fn under_sustained_overflow_the_backlog_gets_its_share_stays_bounded_and_drains() {
+    let records = six_principals();
+    let dir = Dir::new("rare-sustained");
+    let trail = dir.trail("six.json", &records);
+    let db = TestDb::new().await;
+    import(&db, &["--no-detect"], &[&trail]);
+    let policies = PolicySet::builtin();
+    // Every run notes the same six again (a bound of four): the noted ones do not take the
+    // whole budget once there is a backlog, so p5 and p6 are judged while it goes on.
+    let mut judged = std::collections::BTreeSet::new();
+    for run in 0..5 {
+        judged.extend(subjects(&rare_run(&db, &policies, &noted(&policies, &records, 4)).await));
+        let rows = rare_rows_per_key(&db).await;
+        assert!(rows.iter().all(|(_, n)| *n <= 2), "run {run}: at most a piece being drained and one new: {rows:?}");
+        assert_eq!(rows.len(), 1, "run {run}: one account");
+    }
+    let all: std::collections::BTreeSet<String> = (1..=6).map(|n| arn(&format!("p{n}"))).collect();
+    assert_eq!(judged, all, "no one starved");
+    // The import stops: the backlog drains.
+    for _ in 0..4 {
+        rare_run(&db, &policies, &RareApiCandidates::with_max(4)).await;
+    }
+    assert!(rare_backlog(&db).await.is_empty(), "drained");
+    let skips = skywarden::detect::health::skips(&db.pool).await.unwrap();
+    assert!(!skips.iter().find(|s| s.policy_id == RARE).unwrap().outstanding);
+}
+
+#[tokio::test]
+async fn principals_noted_while_the_baseline_is_built_are_judged_once_it_is() {
+    let records = six_principals();
+    let dir = Dir::new("rare-building");
+    let trail = dir.trail("six.json", &records);
+    let db = TestDb::new().await;
+    import(&db, &["--no-detect"], &[&trail]);
+    sqlx::query(
+        "UPDATE api_call_days_backfill SET done_at = NULL, next_month = NULL, months_done = 0, started_at = now()",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let policies = PolicySet::builtin();
+    // Noted: p1..p4 within the bound, p5 and p6 beyond it; none judged on half a baseline.
+    assert!(rare_run(&db, &policies, &noted(&policies, &records, 4)).await.is_empty());
+    let mut judged = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        judged.extend(subjects(&rare_run(&db, &policies, &RareApiCandidates::with_max(100)).await));
+        if rare_backlog(&db).await.is_empty() {
+            break;
+        }
+    }
+    let all: std::collections::BTreeSet<String> = (1..=6).map(|n| arn(&format!("p{n}"))).collect();
+    assert_eq!(judged, all, "the noted ones too, not only those beyond the bound");
+}
+
+#[tokio::test]
+async fn switching_the_rare_api_detector_off_drops_its_backlog_and_says_how_much() {
+    let records = six_principals();
+    let dir = Dir::new("rare-off");
+    let trail = dir.trail("six.json", &records);
+    let db = TestDb::new().await;
+    import(&db, &["--no-detect"], &[&trail]);
+    rare_run(&db, &PolicySet::builtin(), &noted(&PolicySet::builtin(), &records, 4)).await;
+    assert_eq!(rare_backlog(&db).await.len(), 1);
+    let off = dir.0.join("off");
+    std::fs::create_dir_all(&off).unwrap();
+    std::fs::write(off.join("detectors.yaml"), "rare_sensitive_api:\n  enabled: false\n").unwrap();
+    let off = PolicySet::load(&off);
+    assert!(rare_run(&db, &off, &RareApiCandidates::with_max(4)).await.is_empty());
+    assert!(rare_backlog(&db).await.is_empty());
+    let skips = skywarden::detect::health::skips(&db.pool).await.unwrap();
+    let skip = skips.iter().find(|s| s.policy_id == RARE).unwrap();
+    assert_eq!(skip.last_dropped, 2, "{skip:?}");
+    assert!(skip.dropped_note.as_deref().unwrap().contains("disabled"), "{skip:?}");
 }
 
 const SSO_ROLE: &str = "AWSReservedSSO_AdministratorAccess_0123456789abcdef";
@@ -715,6 +806,28 @@ async fn connections_to_an_incident_s_address_are_judged_by_the_packet_s_own_des
     assert_eq!(subjects, [format!("eni-0nat0000000000001>{INTRUDER_IP}")], "{found:?}");
     assert_eq!(found[0].3["sources"], json!(["10.0.1.25"]));
     assert!(found[0].4.is_some(), "it joins the intruder's incident");
+}
+
+#[tokio::test]
+async fn a_connection_through_a_nat_gateway_is_counted_once_on_its_interface() {
+    let at = day(50) + Duration::hours(3);
+    let dir = Dir::new("nat-once");
+    let trail = dir.trail("trail.json", &[call(at, "cloudtrail", "StopLogging", &user("bob"), INTRUDER_IP, None)]);
+    let (nat, eni) = ("10.0.2.236", "eni-0nat0000000000001");
+    let mut text = String::from(PKT_HEADER);
+    // One connection, as the gateway's interface logs it: the instance's packet in (the
+    // record's destination the gateway, the packet's the intruder) and the gateway's out.
+    let when = at + Duration::hours(1);
+    text += &through(when, eni, ("10.0.1.25", 50_123), nat, (INTRUDER_IP, 4444));
+    text += &through(when, eni, (nat, 61_001), INTRUDER_IP, (INTRUDER_IP, 4444));
+    let flows = dir.write("v5.log", &text);
+    let db = TestDb::new().await;
+    import(&db, &[], &[&trail, &flows]);
+    let found = alerts(&db, DESTINATION).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].3["records"], 1, "one connection: {:?}", found[0].3);
+    assert_eq!(found[0].3["bytes"], 60, "{:?}", found[0].3);
+    assert_eq!(found[0].3["sources"], json!(["10.0.1.25"]), "the instance, not the gateway");
 }
 
 /// A week of alice's calls, each new or repeated.

@@ -1077,6 +1077,7 @@ async fn a_backslash_in_a_route_pattern_is_a_plain_character() {
         action_id: None,
         undo: "nothing to undo: nothing was changed".into(),
         undo_command: None,
+        at: None,
         incident_id: Some(alert.into()),
         incident_url: None,
     };

@@ -45,3 +45,27 @@ async fn a_known_month_costs_no_check_and_a_dropped_one_is_recreated_on_failure(
     assert_eq!(store_events(&mut writer, &[("evt-feb", "2024-02-02T10:00:00Z")]).await.inserted, 1);
     assert_eq!(cache.round_trips(), 3);
 }
+
+#[tokio::test]
+async fn a_table_in_the_way_of_a_partition_is_named_in_the_error() {
+    use skywarden::db::partitions::PartitionedTable;
+    let db = TestDb::new().await;
+    // What a killed archive run leaves: January detached from its parent, not dropped.
+    sqlx::query("SELECT skywarden_ensure_month_partition('cloudtrail_events', '2024-01-10')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE cloudtrail_events DETACH PARTITION cloudtrail_events_p202401")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let cache = PartitionCache::default();
+    let mut conn = db.pool.acquire().await.unwrap();
+    let january = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2024, 1, 10, 0, 0, 0).unwrap();
+    let error = cache.ensure(&mut conn, PartitionedTable::CloudTrailEvents, vec![january]).await.unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("cloudtrail_events_p202401 exists but is not an attached partition of cloudtrail_events"),
+        "{message}"
+    );
+}

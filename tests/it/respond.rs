@@ -1255,6 +1255,42 @@ async fn a_rule_the_principal_widened_is_revoked_like_one_it_opened() {
     assert_eq!((restored.len(), restored[0].1, restored[0].3.as_str()), (1, 22, "0.0.0.0/0"), "restored as it was");
 }
 
+/// Review of issue 17: update A widens a rule to the world with IpProtocol "6" (AWS stores
+/// `tcp`: a raw compare let it escape); update B of the same call only re-describes the office
+/// rule 10.0.0.0/8:443. Only A is revoked; B is listed as pre-existing and stays.
+#[tokio::test]
+async fn only_the_rule_a_modification_opened_is_revoked_whatever_its_protocol_spelling() {
+    use aws_sdk_ec2::types::{SecurityGroupRuleRequest, SecurityGroupRuleUpdate};
+    let s = setup(true).await;
+    let (web, rule) = s.open_ssh("10.20.0.0/16").await;
+    let office = add_rule(&s, &web, "10.0.0.0/8", 443).await;
+    let ec2 = s.owner.ec2(REGION);
+    let widened =
+        SecurityGroupRuleRequest::builder().ip_protocol("tcp").from_port(22).to_port(22).cidr_ipv4("0.0.0.0/0").build();
+    let update = SecurityGroupRuleUpdate::builder().security_group_rule_id(&rule).security_group_rule(widened).build();
+    ec2.modify_security_group_rules().group_id(&web).security_group_rules(update).send().await.unwrap();
+    let request = json!({"ModifySecurityGroupRulesRequest": {"GroupId": web, "SecurityGroupRule": [
+        {"SecurityGroupRuleId": rule, "SecurityGroupRule": {"IpProtocol": "6", "FromPort": 22, "ToPort": 22, "CidrIpv4": "0.0.0.0/0"}},
+        {"SecurityGroupRuleId": office, "SecurityGroupRule": {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443,
+                                                               "CidrIpv4": "10.0.0.0/8", "Description": "office"}}]}});
+    let answer = json!({"ModifySecurityGroupRulesResponse": {"requestId": "r-1", "return": true}});
+    let mut conn = s.db.pool.acquire().await.unwrap();
+    insert_event(&mut conn, &s, ("w-6", "ModifySecurityGroupRules"), iam_user("frank"), request, answer).await;
+    drop(conn);
+
+    let action = Action::parse("revoke-principal-ingress", "user/frank", None).unwrap();
+    let plan = run::plan(&s.ctx, &s.account, &action).await.unwrap();
+    assert_eq!(plan.calls.len(), 1, "{}", plan.current);
+    assert_eq!(plan.calls[0].params["SecurityGroupRuleIds"], json!([rule]), "protocol 6 is tcp: {}", plan.current);
+    let pre = plan.current["pre_existing"].as_array().unwrap();
+    assert!(pre.iter().any(|p| p["rule_id"] == office.as_str() && p["pre_existing"] == true), "{pre:?}");
+    let done = s.apply(action, "frank-ingress-6").await.unwrap();
+    assert_eq!(done.status, "applied", "{:?}", done.error);
+    let left = s.ingress(&web).await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!((left[0].1, left[0].3.as_str()), (443, "10.0.0.0/8"), "the office rule stays");
+}
+
 /// A loopback proxy in front of moto that answers `iam:GetAccountSummary` as AWS answers a
 /// responder role deployed from the template before that call was added (403 and the IAM Query
 /// API's `ErrorResponse` with code `AccessDenied`); every other request goes to moto unchanged.

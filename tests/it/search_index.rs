@@ -82,7 +82,7 @@ async fn q_finds_the_same_events_and_counts_before_after_and_across_indexing() {
     assert_eq!(events::count(&db.pool, &filter(4), 1000).await.unwrap(), 10);
 
     let run = index::run(&db.pool).await.unwrap();
-    assert_eq!(run, index::IndexRun { indexed: 30, ran: true });
+    assert_eq!(run, index::IndexRun { indexed: 30, ran: true, held_by: None });
     assert_eq!(index::lag(&db.pool).await.unwrap().rows_behind, 0);
     assert_eq!(all_pages(&db, 4).await, before, "the index finds what the scan found");
     assert_eq!(events::count(&db.pool, &filter(4), 1000).await.unwrap(), 10);
@@ -211,16 +211,23 @@ async fn a_run_that_fails_mid_way_keeps_its_chunks_and_the_next_one_finishes_wit
     .unwrap();
     let error = index::run_in_chunks(&db.pool, 7).await.expect_err("the injected failure stops the run");
     assert!(format!("{error:?}").contains("injected failure"), "{error:?}");
-    // Chunks of 7 in the order stored: e-1..e-7, e-8..e-14 and e-15..e-21 were committed, with
-    // the watermark; e-22..e-28 were not.
-    assert_eq!(indexed_rows(&db).await, 21);
+    // Pages of at most 7 in the order stored (each one window of `ingested_at`, so some are
+    // shorter): every page before the one holding e-23 was committed with the watermark, in
+    // storage order, and nothing from e-23 on.
+    let committed = indexed_rows(&db).await;
+    assert!((7..=22).contains(&committed), "{committed}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM event_search WHERE substr(event_id, 3)::int <= 22").await,
+        committed,
+        "a prefix of the storage order"
+    );
     let mark = watermark(&db).await.expect("the committed chunks moved the watermark");
-    let stored_e21: DateTime<Utc> =
-        sqlx::query_scalar("SELECT ingested_at FROM cloudtrail_events WHERE event_id = 'e-21'")
+    let stored_e23: DateTime<Utc> =
+        sqlx::query_scalar("SELECT ingested_at FROM cloudtrail_events WHERE event_id = 'e-23'")
             .fetch_one(&db.pool)
             .await
             .unwrap();
-    assert_eq!(mark, stored_e21, "the watermark stops at the last chunk's instant (e-21 shares it with e-22..e-25)");
+    assert!(mark <= stored_e23, "the watermark {mark} passed the failed chunk's instant {stored_e23}");
     assert_eq!(missed_below_watermark(&db).await, 0);
     // Searches stay exact meanwhile: indexed rows and tail together.
     assert_eq!(ids(&all_pages(&db, 4).await), expected(1..=50));
@@ -228,7 +235,7 @@ async fn a_run_that_fails_mid_way_keeps_its_chunks_and_the_next_one_finishes_wit
 
     sqlx::raw_sql("DROP TRIGGER fail_on_e23 ON event_search").execute(&db.pool).await.unwrap();
     let run = index::run_in_chunks(&db.pool, 7).await.unwrap();
-    assert_eq!(run.indexed, 29, "the next run indexes only what the failed one had not");
+    assert_eq!(run.indexed, 50 - committed as u64, "the next run indexes only what the failed one had not");
     assert_eq!(indexed_rows(&db).await, 50);
     assert_eq!(db.count("SELECT count(DISTINCT event_id) FROM event_search").await, 50);
     assert_eq!(index::lag(&db.pool).await.unwrap().rows_behind, 0);
@@ -339,4 +346,180 @@ async fn the_hold_back_waits_for_open_transactions_only() {
     sqlx::query("RESET ROLE").execute(&mut *own).await.unwrap();
     drop((own, idle));
     role.drop_role(&db).await;
+}
+
+async fn lease(db: &TestDb) -> (Option<String>, bool) {
+    let row: (Option<String>, bool) =
+        sqlx::query_as("SELECT lease_owner, lease_until > now() FROM event_search_watermark")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    row
+}
+
+#[tokio::test]
+async fn a_run_holds_a_lease_not_a_session_lock_and_a_held_lease_skips_the_run_visibly() {
+    let db = TestDb::new().await;
+    store(&db, 1, 9).await;
+    // Another process's live lease: this run does nothing and says who holds it.
+    sqlx::query(
+        "UPDATE event_search_watermark SET lease_owner = 'other/42/run', lease_until = now() + interval '1 minute'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let run = index::run(&db.pool).await.unwrap();
+    assert_eq!(run, index::IndexRun { indexed: 0, ran: false, held_by: Some("other/42/run".into()) });
+    assert!(index::lockouts_in_a_row() >= 1);
+    assert_eq!(indexed_rows(&db).await, 0);
+    // An expired lease (its process died) is taken over.
+    sqlx::query("UPDATE event_search_watermark SET lease_until = now() - interval '1 second'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        index::run_in_chunks(&db.pool, 2).await.unwrap(),
+        index::IndexRun { indexed: 9, ran: true, held_by: None }
+    );
+    // Released at the end, and nothing of the run's is left on a session: no advisory lock.
+    assert_eq!(lease(&db).await, (None, false));
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+        .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn keyset_pages_lose_and_repeat_nothing_when_many_events_share_every_ordering_column() {
+    let db = TestDb::new().await;
+    store(&db, 1, 1).await;
+    // 23 events stored by one transaction (one `ingested_at`) at the same event time, under
+    // accounts and ids that only the last two key columns tell apart: pages of 5 must cut
+    // inside the tie.
+    sqlx::query(
+        "INSERT INTO cloudtrail_events (account_id, event_time, event_id, raw)
+         SELECT lpad((g % 3)::text, 12, '9'), $1, 'tie-' || g, '{\"requestParameters\": {\"groupId\": \"sg-0abc123\"}}'
+         FROM generate_series(1, 23) g",
+    )
+    .bind(base() + Duration::minutes(5))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let run = index::run_in_chunks(&db.pool, 5).await.unwrap();
+    assert_eq!(run.indexed, 24);
+    assert_eq!(indexed_rows(&db).await, 24);
+    assert_eq!(missed_below_watermark(&db).await, 0);
+    assert_eq!(index::lag(&db.pool).await.unwrap().rows_behind, 0);
+}
+
+#[tokio::test]
+async fn shutdown_stops_a_run_between_chunks_and_releases_its_lease() {
+    let db = TestDb::new().await;
+    store_in_transactions(&db, 1, 50, 10).await;
+    let stop = std::sync::atomic::AtomicBool::new(true);
+    let run = index::run_until(&db.pool, 7, &stop).await.unwrap();
+    assert_eq!(run.indexed, 7, "one chunk, then the stop is seen");
+    assert_eq!(lease(&db).await, (None, false));
+    assert_eq!(missed_below_watermark(&db).await, 0);
+    assert_eq!(index::run_in_chunks(&db.pool, 7).await.unwrap().indexed, 43);
+}
+
+#[tokio::test]
+async fn a_run_cancelled_mid_chunk_frees_the_lease_for_the_next_run_at_once() {
+    let db = TestDb::new().await;
+    store(&db, 1, 9).await;
+    // Writing e-3 to the index sleeps while `slow_index` says so.
+    sqlx::raw_sql(
+        "CREATE TABLE slow_index (slow boolean NOT NULL);
+         INSERT INTO slow_index VALUES (true);
+         CREATE FUNCTION sleep_on_e3() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF (SELECT slow FROM slow_index) THEN PERFORM pg_sleep(3); END IF; RETURN NEW; END $$;
+         CREATE TRIGGER sleep_on_e3 BEFORE INSERT ON event_search FOR EACH ROW
+             WHEN (NEW.event_id = 'e-3') EXECUTE FUNCTION sleep_on_e3();",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let pool = db.pool.clone();
+    let running = tokio::spawn(async move { index::run_in_chunks(&pool, 2).await });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while lease(&db).await.0.is_none() {
+        assert!(std::time::Instant::now() < deadline, "the run never took the lease");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Into the chunk holding e-3 (the first, e-1 and e-2, is committed).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    running.abort();
+    assert!(running.await.unwrap_err().is_cancelled());
+    sqlx::query("UPDATE slow_index SET slow = false").execute(&db.pool).await.unwrap();
+    // Released by the dropped run, long before the lease would expire.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while lease(&db).await.0.is_some() {
+        assert!(std::time::Instant::now() < deadline, "the cancelled run's lease was not released");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let run = index::run_in_chunks(&db.pool, 2).await.unwrap();
+    assert!(run.ran, "{run:?}");
+    assert_eq!(indexed_rows(&db).await, 9);
+    assert_eq!(db.count("SELECT count(DISTINCT event_id) FROM event_search").await, 9);
+}
+
+#[tokio::test]
+async fn index_partition_indexes_a_reattached_months_hidden_events_once() {
+    let db = TestDb::new().await;
+    store(&db, 1, 30).await;
+    assert_eq!(index::run(&db.pool).await.unwrap().indexed, 30);
+    // As if the month had been detached while the watermark moved on: stored long before the
+    // watermark, not in the index, so neither the tail nor the indexer would ever cover them.
+    sqlx::raw_sql(
+        "UPDATE cloudtrail_events SET ingested_at = ingested_at - interval '1 hour';
+         DELETE FROM event_search;",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(index::run(&db.pool).await.unwrap().indexed, 0);
+    assert!(all_pages(&db, 4).await.is_empty(), "hidden from q");
+    let partition: String = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'cloudtrail_events'::regclass
+           AND EXISTS (SELECT 1 FROM cloudtrail_events e WHERE e.tableoid = c.oid)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    assert_eq!(index::index_partition(&mut conn, &partition).await.unwrap(), 30);
+    assert_eq!(ids(&all_pages(&db, 4).await), expected(1..=30));
+    assert_eq!(index::index_partition(&mut conn, &partition).await.unwrap(), 0, "idempotent");
+    for bad in ["cloudtrail_events", "event_search", "x\"; DROP TABLE event_search; --"] {
+        let error = index::index_partition(&mut conn, bad).await.unwrap_err();
+        assert!(matches!(error, sqlx::Error::RowNotFound), "{bad}: {error:?}");
+    }
+    assert_eq!(indexed_rows(&db).await, 30);
+}
+
+#[tokio::test]
+async fn the_role_check_tells_whether_other_roles_idle_transactions_are_visible() {
+    let db = TestDb::new().await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    assert!(index::check_sees_all_sessions(&mut conn).await.unwrap(), "the test role is a superuser");
+    let role = Unprivileged::create(&db).await;
+    sqlx::query(&format!("SET ROLE {}", role.0)).execute(&mut *conn).await.unwrap();
+    assert!(!index::check_sees_all_sessions(&mut conn).await.unwrap());
+    sqlx::query("RESET ROLE").execute(&mut *conn).await.unwrap();
+    sqlx::query(&format!("GRANT pg_read_all_stats TO {}", role.0)).execute(&db.pool).await.unwrap();
+    sqlx::query(&format!("SET ROLE {}", role.0)).execute(&mut *conn).await.unwrap();
+    assert!(index::check_sees_all_sessions(&mut conn).await.unwrap(), "the documented grant");
+    sqlx::query("RESET ROLE").execute(&mut *conn).await.unwrap();
+    drop(conn);
+    sqlx::query(&format!("REVOKE pg_read_all_stats FROM {}", role.0)).execute(&db.pool).await.unwrap();
+    role.drop_role(&db).await;
+    // A run records the answer for `/metrics`.
+    index::run(&db.pool).await.unwrap();
+    assert_eq!(index::sees_all_sessions(), Some(true));
 }

@@ -198,3 +198,49 @@ async fn an_import_beside_the_indexer_stays_within_its_pool() {
     assert!(peak <= i64::from(BUDGET), "{peak} connections for a pool of {BUDGET}");
     pool.close().await;
 }
+
+#[tokio::test]
+async fn detections_running_together_read_on_connections_of_their_pool() {
+    use skywarden::detect::{PolicySet, Scope};
+    use skywarden::ingest::{self, ImportOptions};
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    use std::str::FromStr;
+
+    const BUDGET: u32 = 3;
+    const DETECTIONS: usize = 6;
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("trail.json");
+    crate::support::synthetic::generate_events(&file, 3_000).unwrap();
+    ingest::import(&db.pool, ImportOptions::new(vec![file])).await.unwrap();
+    let application = format!("sw-detect-budget-{}", std::process::id());
+    let options = PgConnectOptions::from_str(&db.url).unwrap().application_name(&application);
+    let pool = PgPoolOptions::new()
+        .max_connections(BUDGET)
+        .acquire_timeout(Duration::from_secs(120))
+        .connect_with(options)
+        .await
+        .unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_connections(db.pool.clone(), application.clone(), done.clone());
+    // As a worker with --poll-concurrency above its --db-connections: more detections at once
+    // than the pool has connections. Each finishes (no reader waits for ever on the writers).
+    let policies = Arc::new(PolicySet::builtin());
+    let since: DateTime<Utc> = "2000-01-01T00:00:00Z".parse().unwrap();
+    let detections: Vec<_> = (0..DETECTIONS)
+        .map(|_| {
+            let (pool, policies) = (pool.clone(), policies.clone());
+            tokio::spawn(async move { skywarden::detect::run(&pool, &policies, Scope::EventsSince(since)).await })
+        })
+        .collect();
+    for detection in detections {
+        let summary = detection.await.unwrap().unwrap();
+        assert!(summary.events_evaluated >= 3_000, "{}", summary.events_evaluated);
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.await.unwrap();
+    // Before, each detection opened a reader of its own beside the pool.
+    assert!(peak >= 2, "the sampler saw the detections: {peak}");
+    assert!(peak <= i64::from(BUDGET), "{peak} connections for a pool of {BUDGET}");
+    pool.close().await;
+}

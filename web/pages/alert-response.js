@@ -161,21 +161,48 @@ function recordAction(record, verb, done) {
   return el("div", { class: "actions record-action" }, reason, button, result);
 }
 
-// One planned rule: protocol, ports and source as its event set them.
+// One planned rule: protocol, ports and source as its event set them (no ports, or all
+// protocols, is every port).
 function ruleText(rule) {
   const item = rule.item || {};
-  const ports = item.fromPort === undefined ? "" : item.fromPort === item.toPort ? ` ${item.fromPort}` : ` ${item.fromPort}-${item.toPort}`;
+  const all = item.ipProtocol === "-1" || item.ipProtocol === -1 || String(item.ipProtocol).toLowerCase() === "all";
+  const missing = (p) => p === undefined || p === null || p === -1 || p === "-1";
+  const ports = all || (missing(item.fromPort) && missing(item.toPort)) ? " all ports"
+    : item.fromPort === item.toPort ? ` ${item.fromPort}` : ` ${item.fromPort}-${item.toPort}`;
+  const protocol = all ? "all protocols" : item.ipProtocol || "?";
   const source = item.cidrIpv4 || item.cidrIpv6 || item.prefixListId || (item.referencedGroupInfo || {}).groupId || "?";
-  return `${rule.group_id || "?"} ${item.ipProtocol || "?"}${ports} from ${source} (event ${rule.event_id}${item.modified ? ", widened by ModifySecurityGroupRules" : ""})`;
+  const widened = item.modified ? ", pre-existing rule widened by ModifySecurityGroupRules: undo restores it widened" : "";
+  return `${rule.group_id || "?"} ${protocol}${all ? "" : ports} from ${source} (event ${rule.event_id}${widened})`;
+}
+
+// A planned rule's status when it was asked for: only "exists" is revoked on approval.
+function ruleStatus(rule) {
+  if (rule.status === undefined) return "";
+  if (rule.status === "exists") return " — will be revoked";
+  return ` — not revoked: ${rule.status}${rule.why ? ` (${rule.why})` : ""}`;
 }
 
 // revoke-principal-ingress: the rules fixed when it was asked for, exactly what approval revokes.
 function plannedRules(record) {
-  const rules = record.plan && Array.isArray(record.plan.rules) ? record.plan.rules : null;
+  const plan = record.plan;
+  if (plan && plan.unreadable) {
+    return el("p", { class: "error planned-rules" },
+      `The rules could not be read when this was asked for (${plan.unreadable}): it cannot be approved; ask for it again.`);
+  }
+  const rules = plan && Array.isArray(plan.rules) ? plan.rules : null;
   if (!rules) return null;
+  // Old plans have no status: every rule counted, as before.
+  const revoked = rules.filter((r) => r.status === undefined || r.status === "exists").length;
+  const left = rules.length - revoked;
+  const preExisting = Array.isArray(plan.pre_existing) ? plan.pre_existing : [];
   return el("details", { class: "planned-rules", open: record.status === "awaiting_approval" ? "" : undefined },
-    el("summary", {}, `${rules.length} rule${rules.length === 1 ? "" : "s"} planned when asked for (exactly these run)`),
-    el("ul", {}, rules.map((rule) => el("li", {}, el("code", {}, rule.rule_id), " ", ruleText(rule)))));
+    el("summary", {}, `${revoked} rule${revoked === 1 ? "" : "s"} to revoke, fixed when asked for (exactly these run)`
+      + (left ? `; ${left} listed but left (gone, changed or unreadable then)` : "")),
+    el("ul", {}, rules.map((rule) => el("li", {}, el("code", {}, rule.rule_id), " ", ruleText(rule), ruleStatus(rule)))),
+    preExisting.length
+      ? el("div", {}, el("p", {}, "Pre-existing rules the principal modified without opening them (left alone):"),
+        el("ul", {}, preExisting.map((p) => el("li", {}, el("code", {}, p.rule_id), ` ${p.group_id || "?"}: ${p.why}`))))
+      : null);
 }
 
 function recordedTable(records, state) {

@@ -457,20 +457,33 @@ fn connections_to<'a>(
             ConnectionRow,
             r#"SELECT f.account_id AS "account_id!", f.interface_id AS "interface!", max(f.instance_id) AS instance,
                       host(coalesce(f.pkt_dstaddr, f.dstaddr)) AS "destination!", date_trunc('hour', f.bucket_time) AS "hour!",
-                      min(f.bucket_time) AS "first!", count(*) AS "records!", coalesce(sum(f.bytes), 0)::bigint AS "bytes!",
-                      (array_agg(DISTINCT f.dstport) FILTER (WHERE f.dstport IS NOT NULL))[1:10] AS "ports!: Vec<i32>",
-                      (array_agg(DISTINCT host(coalesce(f.pkt_srcaddr, f.srcaddr))))[1:10] AS "sources!: Vec<String>",
+                      -- One direction per interface: on a NAT gateway's the instance's packet in
+                      -- (`forwarded`) and the gateway's out are one connection; the first names the
+                      -- instance, so where the hour has it, the gateway's own records are not counted.
+                      CASE WHEN bool_or(f.forwarded) THEN min(f.bucket_time) FILTER (WHERE f.forwarded)
+                           ELSE min(f.bucket_time) END AS "first!",
+                      CASE WHEN bool_or(f.forwarded) THEN count(*) FILTER (WHERE f.forwarded) ELSE count(*) END AS "records!",
+                      coalesce(CASE WHEN bool_or(f.forwarded) THEN sum(f.bytes) FILTER (WHERE f.forwarded)
+                                    ELSE sum(f.bytes) END, 0)::bigint AS "bytes!",
+                      (CASE WHEN bool_or(f.forwarded)
+                            THEN array_agg(DISTINCT f.dstport) FILTER (WHERE f.forwarded AND f.dstport IS NOT NULL)
+                            ELSE array_agg(DISTINCT f.dstport) FILTER (WHERE f.dstport IS NOT NULL) END)[1:10]
+                          AS "ports!: Vec<i32>",
+                      (CASE WHEN bool_or(f.forwarded)
+                            THEN array_agg(DISTINCT host(coalesce(f.pkt_srcaddr, f.srcaddr))) FILTER (WHERE f.forwarded)
+                            ELSE array_agg(DISTINCT host(coalesce(f.pkt_srcaddr, f.srcaddr))) END)[1:10]
+                          AS "sources!: Vec<String>",
                       max(f.dst_country) AS destination_country
                FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $5::timestamptz[]) AS t(address, since, until, changed)
                -- The packet's own destination where logged (`pkt-dstaddr`: behind a NAT gateway the
                -- record's is the gateway's interface), else the record's: two arms, each by its index
                -- (the second partial, migration 0041: only records whose two destinations differ).
                JOIN LATERAL (
-                   SELECT * FROM flow_records r
+                   SELECT r.*, false AS forwarded FROM flow_records r
                    WHERE r.dstaddr = t.address::inet AND r.bucket_time >= t.since AND r.bucket_time <= t.until
                      AND (r.pkt_dstaddr IS NULL OR r.pkt_dstaddr = r.dstaddr)
                    UNION ALL
-                   SELECT * FROM flow_records r
+                   SELECT r.*, true FROM flow_records r
                    WHERE r.pkt_dstaddr = t.address::inet AND r.pkt_dstaddr <> r.dstaddr
                      AND r.bucket_time >= t.since AND r.bucket_time <= t.until
                ) f ON true

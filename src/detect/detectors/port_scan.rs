@@ -346,7 +346,10 @@ async fn source_windows(
                            THEN NOT EXISTS (
                                SELECT FROM flow_records r
                                WHERE r.srcaddr = f.dstaddr AND r.dstaddr = f.srcaddr AND r.protocol = f.protocol
-                                 AND r.srcport IS NOT DISTINCT FROM f.dstport AND r.dstport IS NOT DISTINCT FROM f.srcport
+                                 -- Flow logs carry no negative port, so coalesce(-1) equals IS NOT
+                                 -- DISTINCT FROM, in the form `flow_records_reply_idx` (migration 0041) serves.
+                                 AND coalesce(r.srcport, -1) = coalesce(f.dstport, -1)
+                                 AND coalesce(r.dstport, -1) = coalesce(f.srcport, -1)
                                  AND r.bucket_time >= f.bucket_time - interval '15 minutes'
                                  AND r.bucket_time <= f.bucket_time + interval '15 minutes'
                                  -- A reset alone is a refusal, not an answer.

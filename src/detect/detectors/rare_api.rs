@@ -296,8 +296,8 @@ pub async fn findings(
 ) -> Result<Vec<Finding>, sqlx::Error> {
     let left = health::cursors(pool, BACKLOG_PREFIX).await?;
     if !detectors.settings.rare_sensitive_api.enabled {
-        // Switched off: the principals left wait for nothing.
-        left.iter().for_each(|cursor| state.resume(cursor, None));
+        // Switched off: the principals left wait for nothing; detection health says how many.
+        drop_pieces(pool, &left, state, "the detector is disabled").await?;
         return Ok(Vec::new());
     }
     // The baseline of events stored before the rollup existed is built a month a run; until it
@@ -309,17 +309,31 @@ pub async fn findings(
         );
         let principals = candidates.spans.len() as i64;
         state.record_skip(RARE_SENSITIVE_API, principals, principals, note);
-        candidates.overflow.iter().for_each(|(account, span)| state.leave(overflow_cursor(account, *span)));
+        // The noted principals too, not only those beyond the bound: judged once it is built.
+        let accounts = account_spans(candidates.spans.iter().map(|((account, _), span)| (account, *span)));
+        let accounts = merge_spans(accounts, candidates.overflow.iter().map(|(account, span)| (account, *span)));
+        accounts.iter().for_each(|(account, span)| state.leave(overflow_cursor(account, *span)));
         return Ok(Vec::new());
     }
+    // Pieces left longer than the expiry are dropped (counted in principals); the rest resume.
+    let cutoff = Utc::now() - Duration::days(i64::from(health::BACKLOG_MAX_DAYS));
+    let (expired, left): (Vec<_>, Vec<_>) = left.into_iter().partition(|c| c.added_at < cutoff);
+    let reason = format!("left in the backlog for more than {} days", health::BACKLOG_MAX_DAYS);
+    drop_pieces(pool, &expired, state, &reason).await?;
+    // With a backlog, half the bound is kept for it: noted principals alone must not starve it
+    // under sustained import. The noted ones that do not fit are left as their accounts' spans.
+    let reserve = if left.is_empty() { 0 } else { candidates.max / 2 };
+    let judge_now = candidates.max.saturating_sub(reserve);
     let mut findings = Vec::new();
-    for ((account, identity), span) in &candidates.spans {
+    for ((account, identity), span) in candidates.spans.iter().take(judge_now) {
         findings.extend(judge_identity(pool, detectors, account, identity, *span).await?);
     }
-    let mut budget = candidates.max.saturating_sub(candidates.spans.len());
+    let later = account_spans(candidates.spans.iter().skip(judge_now).map(|((account, _), span)| (account, *span)));
+    let later = merge_spans(later, candidates.overflow.iter().map(|(account, span)| (account, *span)));
+    let mut budget = candidates.max.saturating_sub(candidates.spans.len().min(judge_now));
     // The work earlier runs left first (oldest first), then this run's.
     let mut work: Vec<(health::Cursor, bool)> = left.into_iter().map(|c| (c, false)).collect();
-    work.extend(candidates.overflow.iter().map(|(account, span)| (overflow_cursor(account, *span), true)));
+    work.extend(later.iter().map(|(account, span)| (overflow_cursor(account, *span), true)));
     let (mut remaining, mut new_remaining) = (0, 0);
     for (cursor, is_new) in &work {
         let (cursor, is_new) = (cursor, *is_new);
@@ -345,8 +359,46 @@ pub async fn findings(
         );
         state.record_skip(RARE_SENSITIVE_API, remaining, new_remaining, note);
     }
-    state.expire_prefix(BACKLOG_PREFIX, RARE_SENSITIVE_API);
     Ok(findings)
+}
+
+/// Drops backlog pieces unjudged (each only if no other run moved it meanwhile), recording how
+/// many principals they still held as dropped work.
+async fn drop_pieces(
+    pool: &PgPool,
+    pieces: &[health::Cursor],
+    state: &mut health::StateChanges,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    let mut dropped = 0;
+    for piece in pieces {
+        dropped += identities_left(pool, piece, &piece.after).await?;
+        state.resume(piece, None);
+    }
+    if !pieces.is_empty() {
+        let note = format!("{dropped} principals dropped unevaluated from the backlog: {reason}");
+        state.record_dropped(RARE_SENSITIVE_API, dropped, note);
+    }
+    Ok(())
+}
+
+/// Per account, the span from the earliest to the latest of `spans`.
+fn account_spans<'a>(
+    spans: impl Iterator<Item = (&'a String, (DateTime<Utc>, DateTime<Utc>))>,
+) -> BTreeMap<String, (DateTime<Utc>, DateTime<Utc>)> {
+    merge_spans(BTreeMap::new(), spans)
+}
+
+/// `into` with each of `spans` merged into its account's span.
+fn merge_spans<'a>(
+    mut into: BTreeMap<String, (DateTime<Utc>, DateTime<Utc>)>,
+    spans: impl Iterator<Item = (&'a String, (DateTime<Utc>, DateTime<Utc>))>,
+) -> BTreeMap<String, (DateTime<Utc>, DateTime<Utc>)> {
+    for (account, (first, last)) in spans {
+        let span = into.entry(account.clone()).or_insert((first, last));
+        *span = (span.0.min(first), span.1.max(last));
+    }
+    into
 }
 
 /// The paged work of an account's principals beyond the bound, from its start.
@@ -433,19 +485,27 @@ async fn identities_active(
     .await
 }
 
-/// How many identities `cursor`'s paging has left after `after` (what detection health shows).
+/// The most principals counted in one backlog piece (what health shows is then a lower bound):
+/// counting a busy account's whole span every run would cost more than judging a page.
+const LEFT_COUNTED_MAX: i64 = 100_000;
+
+/// How many identities `cursor`'s paging has left after `after` (what detection health shows),
+/// at most [`LEFT_COUNTED_MAX`].
 async fn identities_left(pool: &PgPool, cursor: &health::Cursor, after: &str) -> Result<i64, sqlx::Error> {
     let account = cursor.key.strip_prefix(BACKLOG_PREFIX).unwrap_or(&cursor.key);
     sqlx::query_scalar!(
-        r#"SELECT count(DISTINCT identity) AS "n!" FROM api_call_days
-           WHERE account_id = $1 AND day >= $2::date AND day <= $3::date AND event_source = '' AND event_name = ''
-             AND last_seen >= $4 AND first_seen <= $5 AND identity > $6"#,
+        r#"SELECT count(*) AS "n!" FROM (
+               SELECT DISTINCT identity FROM api_call_days
+               WHERE account_id = $1 AND day >= $2::date AND day <= $3::date AND event_source = '' AND event_name = ''
+                 AND last_seen >= $4 AND first_seen <= $5 AND identity > $6
+               LIMIT $7) AS left_over"#,
         account,
         cursor.from.date_naive(),
         cursor.until.date_naive(),
         cursor.from,
         cursor.until,
         after,
+        LEFT_COUNTED_MAX,
     )
     .fetch_one(pool)
     .await

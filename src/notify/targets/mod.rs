@@ -185,6 +185,7 @@ pub(crate) mod test_support {
                 "skywarden respond undo 7c9e6679-7425-40de-944b-e07fc1f90ae7 --reason REASON, or Undo on the alert page"
                     .into(),
             undo_command: Some("skywarden respond undo 7c9e6679-7425-40de-944b-e07fc1f90ae7 --reason REASON".into()),
+            at: Some("2026-11-12T08:15:00Z".parse().unwrap()),
             incident_id: Some("inc-20261112-0001".into()),
             incident_url: Some("https://skywarden.example.com/#/incident/inc-20261112-0001".into()),
         }

@@ -79,7 +79,7 @@ pub fn change_event(routing_key: &str, alert: &AlertMessage, action: &AutomaticA
     }
     let links: Vec<Value> =
         action.links(alert).into_iter().map(|(text, href)| json!({"href": href, "text": text})).collect();
-    json!({
+    let mut event = json!({
         "routing_key": routing_key,
         "payload": {
             "summary": limits::truncate(&action.headline(), PAGERDUTY_SUMMARY),
@@ -87,7 +87,12 @@ pub fn change_event(routing_key: &str, alert: &AlertMessage, action: &AutomaticA
             "custom_details": Value::Object(details)
         },
         "links": links
-    })
+    });
+    // When the change happened (PagerDuty's timeline orders by it); unknown only in old rows.
+    if action.at.is_some() {
+        event["payload"]["timestamp"] = Value::String(action.at_text());
+    }
+    event
 }
 
 /// The Change Events endpoint beside the channel's Events API endpoint (`…/v2/enqueue` →
@@ -180,11 +185,19 @@ mod tests {
         );
         let details = &body["payload"]["custom_details"];
         assert_eq!(details["Region"], "eu-west-1");
+        assert_eq!(body["payload"]["timestamp"], "2026-11-12T08:15:00Z", "when it was applied, ISO 8601");
+        assert_eq!(details["At"], "2026-11-12T08:15:00Z");
         assert_eq!(details["Incident"], "inc-20261112-0001");
         assert_eq!(details["Alert dedup key"], alert.dedup_key);
         assert!(details["Undo command"].as_str().unwrap().starts_with("skywarden respond undo 7c9e6679"));
         assert_eq!(body["links"][0]["href"], alert.url);
         assert_eq!(body["links"][1]["href"], "https://skywarden.example.com/#/incident/inc-20261112-0001");
+        let old_row = AutomaticAction { at: None, ..action.clone() };
+        let notification = Notification::AutomaticAction { alert: &alert, action: &old_row, remote_ref: None };
+        let old_body = super::super::test_support::body(
+            &super::request(&pagerduty(), &notification, &envelope()).unwrap().unwrap(),
+        );
+        assert!(old_body["payload"].get("timestamp").is_none(), "no time known: none invented");
         assert_eq!(change_url("http://127.0.0.1:9/v2/enqueue/"), "http://127.0.0.1:9/v2/change/enqueue");
         assert_eq!(change_url("http://127.0.0.1:9/pd"), "http://127.0.0.1:9/pd/change/enqueue");
     }

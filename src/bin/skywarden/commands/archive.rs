@@ -102,11 +102,12 @@ pub(crate) async fn run(db: &Database, args: ArchiveArgs) -> anyhow::Result<Exit
     }
     if !args.json {
         println!(
-            "run {}: {} months before {}, {} failed",
+            "run {}: {} months before {}, {} failed, {} deferred",
             report.run_id,
             report.months.len(),
             report.cutoff.format("%Y-%m-%d"),
-            report.failed()
+            report.failed(),
+            report.months.iter().filter(|m| m.outcome == "deferred").count()
         );
     }
     Ok(if report.failed() > 0 { ExitCode::from(EXIT_PARTIAL) } else { ExitCode::SUCCESS })

@@ -69,8 +69,13 @@ pub(crate) async fn import(db_options: &DbOptions, args: ImportArgs) -> anyhow::
         if let Some(detection) = &detection {
             print_detection(detection);
         }
-        if let Some(run) = &search_index {
-            println!("full-text index: {} events added", run.indexed);
+        match &search_index {
+            Some(run) if run.ran => println!("full-text index: {} events added", run.indexed),
+            Some(run) => println!(
+                "full-text index: skipped, another process is indexing ({}); it indexes these events too",
+                run.held_by.as_deref().unwrap_or("unknown")
+            ),
+            None => {}
         }
     }
     Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PARTIAL) })
