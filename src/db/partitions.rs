@@ -137,6 +137,15 @@ pub fn is_missing_partition(error: &sqlx::Error) -> bool {
     error.as_database_error().is_some_and(|e| e.code().is_some_and(|code| code == "23514") && e.constraint().is_none())
 }
 
+/// Whether the ensure function found the month's table detached (SQLSTATE 55000): an archive
+/// run dropping it. The statement that waited for the archive's lock may still see the table in
+/// its catalog snapshot; a new statement sees the drop, so the caller retries.
+pub fn is_detached_partition(error: &sqlx::Error) -> bool {
+    error.as_database_error().is_some_and(|e| {
+        e.code().is_some_and(|code| code == "55000") && e.message().contains("is not an attached partition")
+    })
+}
+
 /// Whether an archive run may have dropped the month's partition behind this process's back:
 /// it archives only months that ended (`--older-than 0` at the least). A day of margin covers
 /// clocks that disagree between hosts at the turn of a month.

@@ -22,7 +22,7 @@ use sqlx::postgres::PgPoolCopyExt;
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
 use crate::db::copy::CopyBuffer;
-use crate::db::partitions::{PartitionCache, PartitionedTable, is_missing_partition};
+use crate::db::partitions::{PartitionCache, PartitionedTable, is_detached_partition, is_missing_partition};
 use crate::ingest::{api_rollup, cloudtrail, flowlogs};
 
 /// Rows for one table from one file.
@@ -131,7 +131,10 @@ impl BatchWriter {
                 // ensure waits for the archive's lock on the month until the drop or re-attach
                 // has committed). The batch is idempotent, as above; a short pause keeps the
                 // attempts from racing the archive's own statements.
-                Err(error) if is_missing_partition(&error) && attempt < DEADLOCK_ATTEMPTS => {
+                Err(error)
+                    if (is_missing_partition(&error) || is_detached_partition(&error))
+                        && attempt < DEADLOCK_ATTEMPTS =>
+                {
                     tracing::info!(
                         table = batch.table.name(),
                         attempt,
