@@ -225,7 +225,7 @@ fn s3_error(bucket: &str, prefix: &str, key: &str, error: &impl std::error::Erro
 }
 
 /// An error with its causes (the SDK's own message is only "service error").
-fn chain(error: &impl std::error::Error) -> String {
+pub(super) fn chain(error: &impl std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -30,7 +30,7 @@ use serde::Serialize;
 use serde_json::{Value as Json, json};
 use sqlx::PgPool;
 
-use super::destination::Destination;
+use super::destination::{Destination, chain};
 use super::store::Source;
 use crate::aws::AwsSettings;
 
@@ -857,17 +857,6 @@ async fn read_range(
 
 fn s3_key(prefix: &str, key: &str) -> String {
     if prefix.is_empty() { key.to_owned() } else { format!("{prefix}/{key}") }
-}
-
-/// An error with its causes (the SDK's own message is only "service error").
-fn chain(error: &impl std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message = format!("{message}: {cause}");
-        source = cause.source();
-    }
-    message
 }
 
 /// The parts of an object read so far (the footer, the row groups wanted), as the Parquet
