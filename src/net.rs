@@ -171,6 +171,33 @@ pub fn non_public_reason(address: IpAddr) -> Option<&'static str> {
     NON_PUBLIC.iter().find(|range| range.contains(address)).map(|range| range.reason)
 }
 
+/// Why a whole range is not on the public internet: only when it lies entirely within one
+/// non-public range. A range judged by its first address alone would call `0.0.0.0/1` (half the
+/// internet) unspecified. IPv4 written as IPv6 (mapped, 6to4, NAT64) is judged as the IPv4
+/// range it carries; a range wider than such a prefix holds public addresses.
+pub fn range_non_public_reason(range: Cidr) -> Option<&'static str> {
+    if let IpAddr::V6(v6) = range.address {
+        // (prefix of the embedding, where the IPv4 address starts in bits)
+        let embeddings = [
+            (Cidr { address: IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0)), prefix: 96 }, 96),
+            (Cidr { address: IpAddr::V6(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0)), prefix: 96 }, 96),
+            (Cidr { address: IpAddr::V6(Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0)), prefix: 16 }, 16),
+        ];
+        for (embedding, start) in embeddings {
+            if range.within(&embedding) {
+                let bits = u128::from(v6);
+                let v4 = Ipv4Addr::from(((bits >> (96 - start)) & u128::from(u32::MAX)) as u32);
+                let prefix = range.prefix.saturating_sub(start).min(32);
+                return range_non_public_reason(Cidr { address: IpAddr::V4(v4), prefix });
+            }
+            if embedding.within(&range) {
+                return None;
+            }
+        }
+    }
+    NON_PUBLIC.iter().find(|non_public| range.within(&non_public.cidr)).map(|non_public| non_public.reason)
+}
+
 /// Whether an address is routable on the internet.
 pub fn is_public(address: IpAddr) -> bool {
     non_public_reason(address).is_none()
@@ -295,6 +322,26 @@ mod tests {
         ] {
             assert!(is_public(ip(address)), "{address}");
         }
+    }
+
+    #[test]
+    fn a_range_is_non_public_only_when_it_lies_within_one_non_public_range() {
+        let range = |text: &str| range_non_public_reason(text.parse().unwrap());
+        // Their first addresses are unspecified or reserved; the ranges hold half the internet.
+        for public in ["0.0.0.0/1", "192.0.0.0/2", "0.0.0.0/7", "10.0.0.0/7", "192.0.0.0/16", "::/0", "2000::/3"] {
+            assert_eq!(range(public), None, "{public}");
+        }
+        assert_eq!(range("10.1.0.0/16"), Some(PRIVATE));
+        assert_eq!(range("10.0.0.0/8"), Some(PRIVATE));
+        assert_eq!(range("192.168.1.7/32"), Some(PRIVATE));
+        assert_eq!(range("0.0.0.0/8"), Some("an unspecified address"));
+        assert_eq!(range("fd00::/8"), Some(UNIQUE_LOCAL));
+        assert_eq!(range("::ffff:10.0.0.0/104"), Some(PRIVATE), "mapped IPv4 is judged as IPv4");
+        assert_eq!(range("::ffff:0.0.0.0/97"), None);
+        assert_eq!(range("2002:0a00::/24"), Some(PRIVATE), "6to4 of 10/8");
+        assert_eq!(range("2002::/16"), None);
+        assert_eq!(range("64:ff9b::/64"), None, "wider than NAT64: it carries public addresses");
+        assert_eq!(range("8.8.8.0/24"), None);
     }
 
     #[test]

@@ -124,8 +124,14 @@ pub async fn resolve_id(pool: &PgPool, id: &str) -> Result<Option<String>, Alert
 }
 
 /// Incidents newest first, after `after`, at most `limit`. A list shows incidents with alerts
-/// of at least two policies (one policy firing again and again is not an intrusion story);
-/// asked by id, any incident. Alerts not linked yet are linked first.
+/// of at least two policies, or with a high or critical alert of activity: one detector that
+/// sees a whole intrusion (instance credentials used outside) is one, while one low or medium
+/// policy firing again and again, or a posture finding (a misconfiguration, not an intrusion:
+/// the posture page lists those), is not an intrusion story. Asked by id, any incident. Alerts
+/// not linked yet are linked first.
+///
+/// Incidents are walked in page order and each one's alerts summed on its own (its alerts by
+/// `alerts_incident_idx`), so a page costs the incidents it looks at, not the alerts table.
 pub async fn incidents(
     pool: &PgPool,
     filter: &IncidentFilter,
@@ -135,25 +141,27 @@ pub async fn incidents(
     incidents::link_pending(pool).await?;
     let rows = sqlx::query_as!(
         IncidentRow,
-        r#"WITH stats AS (
-               SELECT a.incident_id, count(*) AS alert_count, max(a.severity) AS severity,
-                      count(*) FILTER (WHERE a.status = 'open' OR (a.status = 'snoozed' AND a.snoozed_until <= now()))
-                          AS open_count,
-                      (array_agg(host(a.source_ip) ORDER BY a.first_seen, a.policy_id, a.alert_id)
-                          FILTER (WHERE a.source_ip IS NOT NULL))[1] AS source_ip,
-                      (array_agg(a.principal ORDER BY a.first_seen, a.policy_id, a.alert_id)
-                          FILTER (WHERE a.principal IS NOT NULL))[1] AS principal
-               FROM alerts a
-               WHERE a.incident_id IS NOT NULL AND ($5::text IS NULL OR a.incident_id = $5)
-               GROUP BY a.incident_id
-               HAVING $5::text IS NOT NULL OR count(DISTINCT a.policy_id) > 1),
-           page AS (
+        r#"WITH page AS (
                SELECT i.incident_id, i.account_id, i.status, i.owner, i.first_seen, i.last_seen, s.alert_count,
                       s.severity, s.open_count, s.source_ip, s.principal
-               FROM incidents i JOIN stats s USING (incident_id)
+               FROM incidents i
+               CROSS JOIN LATERAL (
+                   SELECT count(*) AS alert_count, max(a.severity) AS severity,
+                          count(DISTINCT a.policy_id) AS policies,
+                          max(a.severity) FILTER (WHERE a.policy_id NOT LIKE 'posture:%') AS activity_severity,
+                          count(*) FILTER (WHERE a.status = 'open'
+                                           OR (a.status = 'snoozed' AND a.snoozed_until <= now())) AS open_count,
+                          (array_agg(host(a.source_ip) ORDER BY a.first_seen, a.policy_id, a.alert_id)
+                              FILTER (WHERE a.source_ip IS NOT NULL))[1] AS source_ip,
+                          (array_agg(a.principal ORDER BY a.first_seen, a.policy_id, a.alert_id)
+                              FILTER (WHERE a.principal IS NOT NULL))[1] AS principal
+                   FROM alerts a WHERE a.incident_id = i.incident_id) s
                WHERE i.merged_into IS NULL
+                 AND ($5::text IS NULL OR i.incident_id = $5)
                  AND ($1::timestamptz IS NULL OR (i.first_seen, i.incident_id) < ($1, $2::text))
                  AND (NOT $6 OR i.status IN ('open', 'investigating', 'contained'))
+                 AND s.alert_count > 0
+                 AND ($5::text IS NOT NULL OR s.policies > 1 OR s.activity_severity >= 'high'::alert_severity)
                ORDER BY i.first_seen DESC, i.incident_id DESC
                LIMIT $3)
            SELECT p.incident_id AS "incident_id!", p.account_id AS "account_id!", p.status AS "status!",

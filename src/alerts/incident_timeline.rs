@@ -102,6 +102,47 @@ pub struct IncidentPlace {
     pub longitude: Option<f64>,
     /// Where the incident names it: alerts, events, flows.
     pub seen_in: Vec<String>,
+    /// Its network, as its alerts carry it (`details.network`, from the ASN data and the Tor,
+    /// VPN and hosting lists at detection); none when no alert of the incident names it.
+    pub asn: Option<i64>,
+    pub as_org: Option<String>,
+    pub is_tor: Option<bool>,
+    pub is_vpn: Option<bool>,
+    pub is_hosting: Option<bool>,
+}
+
+impl IncidentPlace {
+    /// `AS60729 Stiftung Erneuerbare Freiheit · Tor exit`, or none when nothing is known.
+    pub fn network_label(&self) -> Option<String> {
+        let mut parts: Vec<String> = Vec::new();
+        match (self.asn, self.as_org.as_deref()) {
+            (Some(asn), Some(org)) => parts.push(format!("AS{asn} {org}")),
+            (Some(asn), None) => parts.push(format!("AS{asn}")),
+            (None, Some(org)) => parts.push(org.to_owned()),
+            (None, None) => {}
+        }
+        parts.extend(self.flags().into_iter().map(str::to_owned));
+        (!parts.is_empty()).then(|| parts.join(" · "))
+    }
+
+    /// The anonymising flags set: `Tor exit`, `VPN`, `hosting`.
+    pub fn flags(&self) -> Vec<&'static str> {
+        [(self.is_tor, "Tor exit"), (self.is_vpn, "VPN"), (self.is_hosting, "hosting")]
+            .into_iter()
+            .filter_map(|(flag, name)| (flag == Some(true)).then_some(name))
+            .collect()
+    }
+
+    /// Takes the network an alert carries, where the place has none yet.
+    fn set_network(&mut self, network: &serde_json::Value) {
+        if self.asn.is_some() || self.as_org.is_some() || self.is_tor.is_some() {
+            return;
+        }
+        self.asn = network.get("asn").and_then(serde_json::Value::as_i64);
+        self.as_org = network.get("as_org").and_then(serde_json::Value::as_str).map(str::to_owned);
+        let flag = |name: &str| network.get(name).and_then(serde_json::Value::as_bool);
+        (self.is_tor, self.is_vpn, self.is_hosting) = (flag("is_tor"), flag("is_vpn"), flag("is_hosting"));
+    }
 }
 
 /// The response actions of these alerts, oldest first (the newest [`MAX_RESPONSES`]), and
@@ -299,6 +340,11 @@ fn note<'m>(
         latitude: None,
         longitude: None,
         seen_in: Vec::new(),
+        asn: None,
+        as_org: None,
+        is_tor: None,
+        is_vpn: None,
+        is_hosting: None,
     });
     if !place.seen_in.iter().any(|s| s == source) {
         place.seen_in.push(source.to_owned());
@@ -307,7 +353,8 @@ fn note<'m>(
 }
 
 /// The incident's outside addresses (of its alerts, events and flows), with a city's
-/// coordinates or the country's centroid when known, at most [`MAX_PLACES`].
+/// coordinates or the country's centroid when known and the network its alerts name, at most
+/// [`MAX_PLACES`].
 pub fn places(alerts: &[AlertView], events: &[WindowEvent], flows: &[FlowSummary]) -> Vec<IncidentPlace> {
     let mut found: BTreeMap<String, IncidentPlace> = BTreeMap::new();
     for e in events {
@@ -322,6 +369,9 @@ pub fn places(alerts: &[AlertView], events: &[WindowEvent], flows: &[FlowSummary
         let Some(ip) = a.source_ip.as_deref() else { continue };
         let Some(place) = note(&mut found, ip, "alerts") else { continue };
         place.country = place.country.take().or_else(|| a.country.clone());
+        if let Some(network) = a.details.get("network") {
+            place.set_network(network);
+        }
     }
     for f in flows {
         for address in [f.srcaddr.as_deref(), f.dstaddr.as_deref()].into_iter().flatten() {
@@ -478,5 +528,17 @@ mod tests {
         assert_eq!((found[0].latitude, found[0].city.as_deref()), (Some(50.45), Some("Kyiv")));
         assert!(found[1].latitude.is_some(), "a country alone places it at the centroid");
         assert_eq!(found[1].seen_in, ["events"]);
+        assert_eq!(found[1].network_label(), None, "no alert named its network");
+    }
+
+    #[test]
+    fn a_place_takes_the_network_its_alert_carries() {
+        let mut place = places(&[], &[event("185.220.101.4", None, None)], &[]).pop().unwrap();
+        let network = serde_json::json!({"asn": 60729, "as_org": "Stiftung Erneuerbare Freiheit",
+                                         "is_tor": true, "is_vpn": false, "is_hosting": false});
+        place.set_network(&network);
+        place.set_network(&serde_json::json!({"asn": 1, "is_tor": false}));
+        assert_eq!(place.network_label().as_deref(), Some("AS60729 Stiftung Erneuerbare Freiheit · Tor exit"));
+        assert_eq!(place.flags(), ["Tor exit"], "the first alert's network stays");
     }
 }

@@ -104,7 +104,8 @@ pub async fn link_pending_in(tx: &mut PgConnection, limit: i64) -> Result<LinkOu
     lock_linking(tx).await?;
     let rows = sqlx::query!(
         r#"SELECT account_id, alert_id::text AS "alert_id!", policy_id, principal, source_ip, resources,
-                  session_key, first_seen, last_seen, details -> 'network' AS network
+                  session_key, first_seen, last_seen, details -> 'network' AS network,
+                  details -> 'links_resources' AS links_resources
            FROM alerts WHERE incident_id IS NULL ORDER BY first_seen, alert_id LIMIT $1"#,
         limit
     )
@@ -112,22 +113,55 @@ pub async fn link_pending_in(tx: &mut PgConnection, limit: i64) -> Result<LinkOu
     .await?;
     let mut outcome = LinkOutcome::default();
     for r in rows {
-        let source_ip = r.source_ip.map(|net| net.ip());
-        let alert = LinkedAlert {
-            network: address_network(r.network.as_ref(), source_ip),
+        let alert = linked_alert(AlertRow {
             account_id: r.account_id,
             alert_id: r.alert_id,
             policy_id: r.policy_id,
             principal: r.principal,
-            source_ip,
+            source_ip: r.source_ip,
             resources: r.resources,
             session_key: r.session_key,
             first_seen: r.first_seen,
             last_seen: r.last_seen,
-        };
+            network: r.network,
+            links_resources: r.links_resources,
+        });
         link_one(tx, &alert, &mut outcome).await?;
     }
     Ok(outcome)
+}
+
+/// An alert's row as linking reads it.
+struct AlertRow {
+    account_id: String,
+    alert_id: String,
+    policy_id: String,
+    principal: Option<String>,
+    source_ip: Option<sqlx::types::ipnetwork::IpNetwork>,
+    resources: Vec<String>,
+    session_key: Option<String>,
+    first_seen: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
+    network: Option<serde_json::Value>,
+    links_resources: Option<serde_json::Value>,
+}
+
+fn linked_alert(r: AlertRow) -> LinkedAlert {
+    let source_ip = r.source_ip.map(|net| net.ip());
+    LinkedAlert {
+        network: address_network(r.network.as_ref(), source_ip),
+        shared_address: r.network.as_ref().is_some_and(link_keys::is_shared_address),
+        links_resources: r.links_resources.and_then(|v| v.as_bool()).unwrap_or(true),
+        account_id: r.account_id,
+        alert_id: r.alert_id,
+        policy_id: r.policy_id,
+        principal: r.principal,
+        source_ip,
+        resources: r.resources,
+        session_key: r.session_key,
+        first_seen: r.first_seen,
+        last_seen: r.last_seen,
+    }
 }
 
 /// The AS of the alert's address, as the alert recorded it: from its evidence event (stored at
@@ -260,15 +294,30 @@ fn reason(link_key: &str) -> String {
     format!("{what} {shown}")
 }
 
+/// Merges the incidents an alert matched into the oldest (which survives: ids shown never
+/// change). Returns it and why the alert joined it; `None` when nothing matched.
+async fn fold(
+    tx: &mut PgConnection,
+    found: &BTreeMap<String, (DateTime<Utc>, String)>,
+    alert: &LinkedAlert,
+    outcome: &mut LinkOutcome,
+) -> Result<Option<(String, String)>, sqlx::Error> {
+    let mut ordered: Vec<(&String, &(DateTime<Utc>, String))> = found.iter().collect();
+    ordered.sort_by(|a, b| (a.1.0, a.0).cmp(&(b.1.0, b.0)));
+    let Some((survivor, (_, why))) = ordered.first() else { return Ok(None) };
+    for (absorbed, _) in ordered.iter().skip(1) {
+        merge(tx, survivor, absorbed, alert).await?;
+        outcome.merged += 1;
+    }
+    Ok(Some(((*survivor).clone(), why.clone())))
+}
+
 /// Links one alert: into the incident(s) it matches (merging them), else a new one.
 async fn link_one(tx: &mut PgConnection, alert: &LinkedAlert, outcome: &mut LinkOutcome) -> Result<(), sqlx::Error> {
     let keys = all_keys(tx, alert).await?;
     let found = matching(tx, alert, &keys).await?;
-    // The oldest incident survives a merge.
-    let mut ordered: Vec<(&String, &(DateTime<Utc>, String))> = found.iter().collect();
-    ordered.sort_by(|a, b| (a.1.0, a.0).cmp(&(b.1.0, b.0)));
-    let (incident_id, link_reason) = match ordered.first() {
-        Some((id, (_, why))) => ((*id).clone(), why.clone()),
+    let (incident_id, link_reason) = match fold(tx, &found, alert, outcome).await? {
+        Some(joined) => joined,
         None => {
             let id = incident_id_for(&alert.alert_id);
             open_incident(tx, &id, alert).await?;
@@ -276,10 +325,6 @@ async fn link_one(tx: &mut PgConnection, alert: &LinkedAlert, outcome: &mut Link
             (id, "first alert".to_string())
         }
     };
-    for (absorbed, _) in ordered.iter().skip(1) {
-        merge(tx, &incident_id, absorbed, alert).await?;
-        outcome.merged += 1;
-    }
     sqlx::query!(
         "UPDATE alerts SET incident_id = $3, link_reason = $4 WHERE account_id = $1 AND alert_id = $2::text::uuid",
         alert.account_id,
@@ -295,6 +340,138 @@ async fn link_one(tx: &mut PgConnection, alert: &LinkedAlert, outcome: &mut Link
     }
     outcome.linked += 1;
     Ok(())
+}
+
+/// Events that tie one principal's work to another's (a role session, a user or key created, an
+/// instance handed a profile or entered), whose alerts were linked before the event was known.
+const BRIDGE_EVENTS: &[&str] = &[
+    "AssumeRole",
+    "AssumeRoleWithSAML",
+    "AssumeRoleWithWebIdentity",
+    "CreateAccessKey",
+    "CreateUser",
+    "CreateLoginProfile",
+    "AssociateIamInstanceProfile",
+    "ReplaceIamInstanceProfileAssociation",
+    "StartSession",
+];
+
+/// Alerts re-keyed per pass, at most, the caller's side first: the work a pass adds stays
+/// bounded (the bridging events themselves are the pass's own, which it read anyway).
+const RELINKS_PER_PASS: i64 = 1_000;
+
+/// How far from a bridging event the alerts it ties can be.
+const BRIDGE_REACH_HOURS: i32 = 24;
+
+/// Re-links the already-linked alerts a bridging event stored since `since` ties together (the
+/// `(ingested, event time)` bound of a detection pass): an alert's derived keys were computed
+/// when it was linked, so a role assumption imported after the alerts of both its caller and its
+/// session would otherwise leave one intrusion split. The caller's alerts are re-keyed first
+/// (they keep what the bridge derived), then the other side's, and what they match is merged.
+pub async fn relink_bridged(
+    pool: &PgPool,
+    since: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+) -> Result<LinkOutcome, AlertStoreError> {
+    let mut tx = pool.begin().await?;
+    lock_linking(&mut tx).await?;
+    let bridged = sqlx::query!(
+        r#"WITH bridges AS (
+               SELECT account_id, event_time, principal_arn, source_ip, access_key_id, resource_ids,
+                      raw #>> '{responseElements,assumedRoleUser,arn}' AS assumed_arn,
+                      'key:' || (raw #>> '{responseElements,credentials,accessKeyId}') AS assumed_key,
+                      'key:' || (raw #>> '{responseElements,accessKey,accessKeyId}') AS created_key,
+                      'arn:aws:iam::' || account_id || ':user/' || (raw #>> '{requestParameters,userName}') AS user_arn
+               FROM cloudtrail_events
+               WHERE event_name = ANY($1) AND error_code IS NULL
+                 AND ingested_at >= coalesce($2::timestamptz, '-infinity')
+                 AND event_time >= coalesce($3::timestamptz, '-infinity'))
+           SELECT a.account_id, a.alert_id::text AS "alert_id!",
+                  coalesce(bool_or(a.principal = b.principal_arn), false) AS "caller!",
+                  min(a.first_seen) AS first_seen
+           FROM bridges b
+           JOIN alerts a ON a.account_id = b.account_id AND a.incident_id IS NOT NULL
+                AND a.first_seen <= b.event_time + make_interval(hours => $5)
+                AND a.last_seen >= b.event_time - make_interval(hours => $5)
+           WHERE (a.principal = b.principal_arn AND (a.source_ip = b.source_ip OR a.session_key = 'key:' || b.access_key_id))
+              OR a.principal IN (b.assumed_arn, b.user_arn)
+              OR a.session_key IN (b.assumed_key, b.created_key)
+              OR a.resources && b.resource_ids
+           GROUP BY a.account_id, a.alert_id
+           ORDER BY "caller!" DESC, first_seen, a.alert_id
+           LIMIT $4"#,
+        BRIDGE_EVENTS as &[&str],
+        since.0,
+        since.1,
+        RELINKS_PER_PASS,
+        BRIDGE_REACH_HOURS,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut outcome = LinkOutcome::default();
+    for row in bridged {
+        if let Some((alert, incident_id)) = linked_row(&mut tx, &row.account_id, &row.alert_id).await? {
+            relink_one(&mut tx, &alert, &incident_id, &mut outcome).await?;
+        }
+    }
+    tx.commit().await?;
+    if outcome.merged > 0 {
+        tracing::info!(merged = outcome.merged, "bridging events tied incidents together");
+    }
+    Ok(outcome)
+}
+
+/// A linked alert as linking reads it, and its incident now (merges move it).
+async fn linked_row(
+    tx: &mut PgConnection,
+    account_id: &str,
+    alert_id: &str,
+) -> Result<Option<(LinkedAlert, String)>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"SELECT account_id, alert_id::text AS "alert_id!", policy_id, principal, source_ip, resources,
+                  session_key, first_seen, last_seen, details -> 'network' AS network,
+                  details -> 'links_resources' AS links_resources, incident_id AS "incident_id!"
+           FROM alerts WHERE account_id = $1 AND alert_id = $2::text::uuid AND incident_id IS NOT NULL"#,
+        account_id,
+        alert_id,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(row.map(|r| {
+        let alert = linked_alert(AlertRow {
+            account_id: r.account_id,
+            alert_id: r.alert_id,
+            policy_id: r.policy_id,
+            principal: r.principal,
+            source_ip: r.source_ip,
+            resources: r.resources,
+            session_key: r.session_key,
+            first_seen: r.first_seen,
+            last_seen: r.last_seen,
+            network: r.network,
+            links_resources: r.links_resources,
+        });
+        (alert, r.incident_id)
+    }))
+}
+
+/// Re-keys a linked alert: its incident keeps the keys the alert has now, and the incidents
+/// they match are merged with it.
+async fn relink_one(
+    tx: &mut PgConnection,
+    alert: &LinkedAlert,
+    incident_id: &str,
+    outcome: &mut LinkOutcome,
+) -> Result<(), sqlx::Error> {
+    let keys = all_keys(tx, alert).await?;
+    let mut found = matching(tx, alert, &keys).await?;
+    if !found.contains_key(incident_id) {
+        let first_seen = sqlx::query_scalar!("SELECT first_seen FROM incidents WHERE incident_id = $1", incident_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        found.insert(incident_id.to_string(), (first_seen, String::new()));
+    }
+    let survivor = fold(tx, &found, alert, outcome).await?.map_or_else(|| incident_id.to_string(), |(id, _)| id);
+    keep_keys(tx, &survivor, &keys).await
 }
 
 async fn open_incident(tx: &mut PgConnection, id: &str, alert: &LinkedAlert) -> Result<(), sqlx::Error> {
@@ -355,8 +532,10 @@ async fn widen_and_reopen(tx: &mut PgConnection, incident_id: &str, alert: &Link
     Ok(reopened)
 }
 
-/// Folds `absorbed` into `survivor`: its alerts, keys and owner (if the survivor has none).
+/// Folds `absorbed` into `survivor`: its alerts, keys, owner (if the survivor has none) and
+/// status (if further along).
 async fn merge(tx: &mut PgConnection, survivor: &str, absorbed: &str, alert: &LinkedAlert) -> Result<(), sqlx::Error> {
+    keep_status(tx, survivor, absorbed).await?;
     sqlx::query!("UPDATE alerts SET incident_id = $1 WHERE incident_id = $2", survivor, absorbed)
         .execute(&mut *tx)
         .await?;
@@ -392,6 +571,43 @@ async fn merge(tx: &mut PgConnection, survivor: &str, absorbed: &str, alert: &Li
     record_change(tx, absorbed, "skywarden", "merged_into", None, Some(survivor), &why).await?;
     let why = format!("alert {} ({}) tied {absorbed} to it", alert.alert_id, alert.policy_id);
     record_change(tx, survivor, "skywarden", "merged", None, Some(absorbed), &why).await
+}
+
+/// Where a merged incident stands: the further along of the two open statuses (an analyst
+/// investigating either part still is), else the survivor's (a new alert reopens it anyway).
+fn merged_status(survivor: IncidentStatus, absorbed: IncidentStatus) -> IncidentStatus {
+    let rank = |status| match status {
+        IncidentStatus::Open => 1,
+        IncidentStatus::Investigating => 2,
+        IncidentStatus::Contained => 3,
+        _ => 0,
+    };
+    if rank(absorbed) > rank(survivor) { absorbed } else { survivor }
+}
+
+/// Gives the survivor of a merge the absorbed incident's status when further along, and says
+/// so in its history.
+async fn keep_status(tx: &mut PgConnection, survivor: &str, absorbed: &str) -> Result<(), sqlx::Error> {
+    let row = sqlx::query!(
+        "SELECT s.status AS survivor, a.status AS absorbed FROM incidents s, incidents a
+         WHERE s.incident_id = $1 AND a.incident_id = $2",
+        survivor,
+        absorbed,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let (Some(old), Some(theirs)) = (IncidentStatus::parse(&row.survivor), IncidentStatus::parse(&row.absorbed)) else {
+        return Ok(());
+    };
+    let new = merged_status(old, theirs);
+    if new == old {
+        return Ok(());
+    }
+    sqlx::query!("UPDATE incidents SET status = $2 WHERE incident_id = $1", survivor, new.as_str())
+        .execute(&mut *tx)
+        .await?;
+    let why = format!("merged with {absorbed}, which was {}", theirs.as_str());
+    record_change(tx, survivor, "skywarden", "status", Some(old.as_str()), Some(new.as_str()), &why).await
 }
 
 /// Records a change of an incident: who, which field, from what to what, why.
@@ -436,6 +652,16 @@ mod tests {
     }
 
     #[test]
+    fn a_merge_keeps_the_status_furthest_along() {
+        use IncidentStatus::*;
+        assert_eq!(merged_status(Open, Investigating), Investigating);
+        assert_eq!(merged_status(Contained, Investigating), Contained);
+        assert_eq!(merged_status(Resolved, Investigating), Investigating, "the open part wins");
+        assert_eq!(merged_status(Open, Dismissed), Open);
+        assert_eq!(merged_status(Resolved, Dismissed), Resolved);
+    }
+
+    #[test]
     fn reasons_name_what_tied_the_alert() {
         assert_eq!(reason("ip:198.51.100.7"), "address 198.51.100.7");
         assert_eq!(reason("s:111122223333|alice|198.51.100.7"), "same session");
@@ -452,6 +678,8 @@ mod tests {
             first_seen: at,
             last_seen: at,
             network: Some(AddressNetwork { asn: 12345, org: Some("Example Org".into()), is_aws: false }),
+            shared_address: false,
+            links_resources: true,
         };
         let why = interface_reason("r:eni-1", "asn:12345", &flow);
         assert!(why.contains("eni-1") && why.ends_with("network AS12345 Example Org of address 1.2.3.4"), "{why}");

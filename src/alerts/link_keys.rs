@@ -67,6 +67,12 @@ pub struct LinkedAlert {
     pub last_seen: DateTime<Utc>,
     /// The autonomous system of `source_ip`, as the alert recorded it (`details.network`).
     pub network: Option<AddressNetwork>,
+    /// `source_ip` is shared by strangers (a Tor exit, a VPN, a hosting provider, AWS, as
+    /// `details.network` flagged it): the address alone is no tie.
+    pub shared_address: bool,
+    /// Whether the alert's resources tie it (not when they are the target of traffic from
+    /// outside, as in a GuardDuty port probe: `details.links_resources: false`).
+    pub links_resources: bool,
 }
 
 /// The autonomous system an address belongs to.
@@ -76,6 +82,14 @@ pub struct AddressNetwork {
     pub org: Option<String>,
     /// In AWS's published ranges (`--aws-ip-ranges`).
     pub is_aws: bool,
+}
+
+/// Whether `details.network` flags the address as shared by strangers: Tor, a VPN, a hosting
+/// provider, AWS, or an AS that never links ([`SHARED_ASNS`]).
+pub fn is_shared_address(network: &serde_json::Value) -> bool {
+    let flag = |name: &str| network.get(name).and_then(serde_json::Value::as_bool) == Some(true);
+    ["is_tor", "is_vpn", "is_hosting", "is_aws"].into_iter().any(flag)
+        || AddressNetwork::from_details(network).is_some_and(|n| !n.links())
 }
 
 impl AddressNetwork {
@@ -171,7 +185,9 @@ pub fn own_keys(alert: &LinkedAlert) -> Vec<LinkKey> {
     }
     let public = alert.source_ip.filter(|ip| is_linkable(*ip));
     if let Some(ip) = public {
-        keys.push(key("ip", &ip.to_string(), from, until, Strength::Strong));
+        // Strangers share a Tor exit or a VPN's address: it ties only a flow (with an interface).
+        let strength = if alert.shared_address { Strength::Network } else { Strength::Strong };
+        keys.push(key("ip", &ip.to_string(), from, until, strength));
         keys.push(key("n24", &network_of(ip), from, until, Strength::Network));
         if let Some(network) = alert.network.as_ref().filter(|n| n.links()) {
             keys.push(key("asn", &network.asn.to_string(), from, until, Strength::Network));
@@ -186,11 +202,15 @@ pub fn own_keys(alert: &LinkedAlert) -> Vec<LinkKey> {
             keys.push(LinkKey { kept: false, ..key("r", instance, from, until, Strength::Strong) });
         }
     }
-    for resource in alert.resources.iter().filter(|r| is_link_resource(r)) {
+    for resource in alert.resources.iter().filter(|r| alert.links_resources && is_link_resource(r)) {
         keys.push(resource_key(resource, from, until));
     }
     keys
 }
+
+/// The inventory's type of an EC2 instance (`inventory::resource_types::INSTANCE`, which this
+/// layer may not import).
+const INSTANCE_TYPE: &str = "ec2:instance";
 
 /// Events read per alert, at most (an alert's evidence, or its session's changes).
 const MAX_EVENTS: i64 = 500;
@@ -238,7 +258,8 @@ pub async fn derived_keys(tx: &mut PgConnection, alert: &LinkedAlert) -> Result<
                   raw #>> '{responseElements,accessKey,accessKeyId}' AS created_key,
                   raw #>> '{responseElements,credentials,accessKeyId}' AS assumed_key,
                   raw #>> '{responseElements,assumedRoleUser,arn}' AS assumed_arn,
-                  raw #>> '{requestParameters,userName}' AS user_name
+                  raw #>> '{requestParameters,userName}' AS user_name,
+                  raw #>> '{requestParameters,sourceIdentity}' AS source_identity
            FROM cloudtrail_events
            WHERE account_id = $1 AND principal_arn = $2 AND event_time BETWEEN $3 AND $4
              AND error_code IS NULL AND read_only IS NOT TRUE
@@ -267,6 +288,10 @@ pub async fn derived_keys(tx: &mut PgConnection, alert: &LinkedAlert) -> Result<
         if let Some(arn) = row.assumed_arn {
             keys.push(key("p", &arn, at, at, Strength::Strong));
         }
+        // The identity set on AssumeRole follows every role the session chains into.
+        if let Some(identity) = row.source_identity.filter(|s| !s.is_empty()) {
+            keys.push(key("sid", &identity, at, at, Strength::Strong));
+        }
         let creates_user = matches!(
             row.event_name.as_deref(),
             Some("CreateUser" | "CreateLoginProfile" | "UpdateLoginProfile" | "CreateAccessKey")
@@ -278,8 +303,9 @@ pub async fn derived_keys(tx: &mut PgConnection, alert: &LinkedAlert) -> Result<
     Ok(keys)
 }
 
-/// The network interfaces of the instances among `keys`, from the inventory and from flow
-/// records that name their instance, as interface keys valid while the instance key is.
+/// The network interfaces of the instances among `keys`, from the inventory (every version, so a
+/// terminated instance's too) and from flow records that name their instance (only custom
+/// formats do), as interface keys valid while the instance key is.
 pub async fn interface_keys(
     tx: &mut PgConnection,
     account_id: &str,
@@ -294,9 +320,13 @@ pub async fn interface_keys(
     let until = instances.iter().map(|k| k.valid_until).max().unwrap_or_default();
     let rows = sqlx::query!(
         r#"SELECT DISTINCT instance AS "instance!", interface AS "interface!" FROM (
-               SELECT r.resource_id AS instance, n ->> 'NetworkInterfaceId' AS interface
-               FROM resources r, jsonb_array_elements(coalesce(r.config -> 'NetworkInterfaces', '[]')) n
-               WHERE r.account_id = $1 AND r.resource_id = ANY($2)
+               SELECT r.resource_id AS instance, n AS interface
+               FROM resources r, jsonb_array_elements_text(coalesce(r.config -> 'network_interface_ids', '[]')) n
+               WHERE r.account_id = $1 AND r.resource_type = $6 AND r.resource_id = ANY($2)
+               UNION
+               SELECT v.resource_id, n
+               FROM resource_versions v, jsonb_array_elements_text(coalesce(v.config -> 'network_interface_ids', '[]')) n
+               WHERE v.account_id = $1 AND v.resource_type = $6 AND v.resource_id = ANY($2)
                UNION
                SELECT instance_id, interface_id FROM flow_records
                WHERE account_id = $1 AND instance_id = ANY($2) AND bucket_time BETWEEN $3 AND $4) found
@@ -307,6 +337,7 @@ pub async fn interface_keys(
         from,
         until,
         MAX_EVENTS,
+        INSTANCE_TYPE,
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -342,6 +373,8 @@ mod tests {
             first_seen: at,
             last_seen: at,
             network: None,
+            shared_address: false,
+            links_resources: true,
         }
     }
 
@@ -388,6 +421,27 @@ mod tests {
         );
         assert_eq!(session_instance("arn:aws:sts::1:assumed-role/app/alice"), None);
         assert_eq!(network_of("2001:db8:1:2::5".parse().unwrap()), "2001:db8:1::/48");
+    }
+
+    #[test]
+    fn a_shared_address_ties_only_a_flow_and_probed_resources_tie_nothing() {
+        let user = "arn:aws:iam::111122223333:user/alice";
+        let strength = |a: &LinkedAlert| own_keys(a).into_iter().find(|k| k.key.starts_with("ip:")).map(|k| k.strength);
+        for network in [
+            serde_json::json!({"asn": 60729, "is_tor": true}),
+            serde_json::json!({"asn": null, "is_vpn": true}),
+            serde_json::json!({"asn": 64501, "is_hosting": true}),
+            serde_json::json!({"asn": 16509}),
+        ] {
+            let shared =
+                LinkedAlert { shared_address: is_shared_address(&network), ..alert(user, "185.220.101.4", None, &[]) };
+            assert_eq!(strength(&shared), Some(Strength::Network), "{network}");
+        }
+        let plain = serde_json::json!({"asn": 64501, "is_tor": false, "is_vpn": false, "is_hosting": false});
+        assert!(!is_shared_address(&plain));
+        assert_eq!(strength(&alert(user, "185.220.101.4", None, &[])), Some(Strength::Strong));
+        let probed = LinkedAlert { links_resources: false, ..alert(user, "198.51.100.7", None, &["i-0abc", "eni-1"]) };
+        assert!(own_keys(&probed).iter().all(|k| !k.key.starts_with("r:")), "{:?}", names(&own_keys(&probed)));
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub struct DetectionHealth {
     /// Work detectors skipped or left for later runs because a per-run bound was reached.
     #[serde(default)]
     pub skips: Vec<DetectionSkip>,
+    /// Who runs detection now (one pass at a time over every process), what waits for a pass,
+    /// and how often callers found it held and left their rows to it. None when it could not
+    /// be read (the rest of the health still is).
+    pub lease: Option<super::lease::LeaseState>,
 }
 
 /// A detector that reached a per-run bound: what it skipped or deferred, and whether that is
@@ -65,9 +69,13 @@ pub async fn read(pool: &PgPool) -> Result<DetectionHealth, sqlx::Error> {
         failing_since: r.failing_since,
         consecutive_failures: r.consecutive_failures,
         last_error: r.last_error,
-        skips: Vec::new(),
+        ..DetectionHealth::default()
     });
     health.skips = skips(pool).await?;
+    health.lease = super::lease::state(pool)
+        .await
+        .inspect_err(|error| tracing::warn!(%error, "cannot read the detection lease for detection health"))
+        .ok();
     Ok(health)
 }
 

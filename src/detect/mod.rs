@@ -17,6 +17,7 @@
 pub mod detectors;
 pub mod event;
 pub mod health;
+pub mod lease;
 pub mod lint;
 pub mod runner;
 pub mod sigma;
@@ -35,7 +36,9 @@ pub use crate::policy_files::PolicyProblem;
 use crate::policy_files::{Origin, PolicyFiles};
 pub use detectors::DetectorSettings;
 pub use event::PolicyEvent;
-pub use runner::{DetectError, DetectionSummary, Scope, database_now, evaluate, run, run_pending};
+pub use runner::{
+    DetectError, DetectionSummary, PendingOptions, Scope, database_now, evaluate, run, run_pending, run_pending_with,
+};
 
 /// What a finding deduplicates on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]

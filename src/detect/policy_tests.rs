@@ -293,6 +293,9 @@ fn security_group_ingress() {
     // Stratus Red Team's anonymised /0 is still the whole internet.
     assert_eq!(fired(&set, &ingress("208.236.235.254/0", "tcp", 22, 22)), one(policy, Severity::High));
     assert!(fired(&set, &ingress("10.0.0.0/16", "tcp", 22, 22)).is_empty(), "private ranges are not exposure");
+    // A range is judged whole, not by its first (unspecified, reserved) address.
+    assert_eq!(fired(&set, &ingress("0.0.0.0/1", "tcp", 22, 22)), one(policy, Severity::High));
+    assert_eq!(fired(&set, &ingress("192.0.0.0/2", "tcp", 443, 443)), one(policy, Severity::Medium));
     assert!(fired(&set, &ingress("fd00::/8", "tcp", 22, 22)).is_empty());
     let mut failed = ingress("0.0.0.0/0", "tcp", 22, 22);
     failed["errorCode"] = json!("Client.InvalidPermission.Duplicate");

@@ -25,6 +25,7 @@ use crate::detect::detectors::rare_api::{self, RareApiCandidates};
 use crate::detect::detectors::recon::{self, ReconBursts};
 use crate::detect::detectors::{self, flow_destinations, logins, network, port_scan};
 use crate::detect::event::{RawJson, SourceNetwork};
+use crate::detect::lease::{self, LeaseError};
 use crate::detect::{PolicyEvent, PolicySet, health};
 use crate::geo::GeoDb;
 use crate::model::Finding;
@@ -35,6 +36,8 @@ pub enum DetectError {
     Db(#[from] sqlx::Error),
     #[error("storing alerts")]
     Store(#[from] AlertStoreError),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
 }
 
 /// Which stored data to evaluate.
@@ -59,6 +62,27 @@ pub struct DetectionSummary {
     /// The console logins the login detectors re-decided.
     #[serde(skip)]
     pub login_range: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Passes run under the detection lease: more than one when callers elsewhere left rows
+    /// to this one meanwhile; none when `deferred_to` is set.
+    pub passes: u32,
+    /// Another process's pass held the detection lease (named here): these rows were left to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deferred_to: Option<String>,
+}
+
+impl DetectionSummary {
+    /// Adds another pass's counts to these.
+    fn add(&mut self, pass: DetectionSummary) {
+        self.events_evaluated += pass.events_evaluated;
+        self.logins_evaluated += pass.logins_evaluated;
+        self.flow_hours_evaluated += pass.flow_hours_evaluated;
+        self.findings += pass.findings;
+        self.new_alerts += pass.new_alerts;
+        self.new_evidence += pass.new_evidence;
+        self.retracted_evidence += pass.retracted_evidence;
+        self.login_range = pass.login_range.or(self.login_range);
+        self.passes += pass.passes;
+    }
 }
 
 /// Policies whose verdict on a login later data can withdraw. (Failure bursts only grow as more
@@ -75,16 +99,38 @@ const RECORD_CHUNK: usize = 10_000;
 
 /// Evaluates `scope` and stores the findings as alerts, with their messages, as they are found
 /// ([`RECORD_CHUNK`] at a time, each chunk in one transaction; folding is idempotent and does
-/// not depend on order, so chunks give the alerts and changes one write would).
+/// not depend on order, so chunks give the alerts and changes one write would). Takes no
+/// lease: the product runs it through [`run_pending`]; tests call it to drive a pass directly.
 pub async fn run(pool: &PgPool, policies: &PolicySet, scope: Scope) -> Result<DetectionSummary, DetectError> {
+    store_findings(pool, policies, scope, None).await
+}
+
+/// [`run`], under `lease` when given: login evidence is withdrawn only while it is held.
+async fn store_findings(
+    pool: &PgPool,
+    policies: &PolicySet,
+    scope: Scope,
+    lease: Option<&lease::Lease>,
+) -> Result<DetectionSummary, DetectError> {
     let mut found = Found::storing(pool, policies.detectors.geo.clone());
     let mut summary = evaluate_into(pool, policies, scope, None, &mut found).await?;
     found.flush().await?;
+    // Bridging events in this pass tie alerts linked before they were known.
+    let since = match scope {
+        Scope::IngestedSince(t) => (Some(t), None),
+        Scope::EventsSince(t) => (None, Some(t)),
+    };
+    crate::alerts::incidents::relink_bridged(pool, since).await?;
     // The backlog and skips change only once the alerts they account for are stored.
     found.state.apply(pool).await?;
     summary.new_alerts = found.recorded.new_alerts;
     summary.new_evidence = found.recorded.new_evidence;
     if let Some((from, to)) = summary.login_range {
+        // A pass that lost the lease leaves this to the holder: it could withdraw what the
+        // holder's pass just recorded.
+        if let Some(lease) = lease {
+            lease.still_held().await?;
+        }
         // The login detectors re-decided every console login in this range: evidence they no
         // longer find (an older file showed the "new" country was not new) is withdrawn.
         summary.retracted_evidence =
@@ -101,34 +147,161 @@ pub async fn run(pool: &PgPool, policies: &PolicySet, scope: Scope) -> Result<De
     Ok(summary)
 }
 
+/// How a caller runs detection under the lease ([`run_pending_with`]).
+#[derive(Clone, Copy)]
+pub struct PendingOptions<'a> {
+    /// How long to wait for a pass running elsewhere to end before leaving the rows to it.
+    pub wait: std::time::Duration,
+    /// Told the holder's name once when the caller begins to wait.
+    pub waiting: &'a (dyn Fn(&str) + Sync),
+    /// One pass over the caller's rows (and the watermark's), leaving requests of other
+    /// callers to the passes they run (`skywarden import`: it reports what its rows raised).
+    pub own_pass_only: bool,
+    /// Passes back to back for waiting requests before the lease is let go.
+    pub max_passes: u32,
+    pub timing: lease::Timing,
+}
+
+impl Default for PendingOptions<'_> {
+    fn default() -> Self {
+        Self {
+            wait: std::time::Duration::ZERO,
+            waiting: &ignore_holder,
+            own_pass_only: false,
+            max_passes: lease::MAX_PASSES,
+            timing: lease::Timing::default(),
+        }
+    }
+}
+
+fn ignore_holder(_: &str) {}
+
 /// Detection over what a run that began at `started` (the database's clock) stored, and over
 /// whatever an earlier run stored but never got through detection (its detection failed, or
 /// the process died between storing and detecting). The durable mark moves on only once this
 /// succeeds. Detection is idempotent, so the little it evaluates twice changes nothing.
+///
+/// One pass at a time over every process, under the detection lease ([`lease`]): when another
+/// pass holds it, this leaves its rows to that pass and returns at once (`deferred_to` names
+/// the holder).
 pub async fn run_pending(
     pool: &PgPool,
     policies: &PolicySet,
     started: DateTime<Utc>,
 ) -> Result<DetectionSummary, DetectError> {
-    let scan_start = database_now(pool).await?;
-    let pending = sqlx::query_scalar!("SELECT pending_since FROM detection_watermark").fetch_optional(pool).await?;
-    let since = pending.map_or(started, |pending| pending.min(started));
-    let summary = match run(pool, policies, Scope::IngestedSince(since)).await {
-        Ok(summary) => summary,
-        Err(error) => {
-            health::record_failure(pool, &crate::notify::error_chain(&error)).await;
-            return Err(error);
+    run_pending_with(pool, policies, started, &PendingOptions::default()).await
+}
+
+/// [`run_pending`] as `options` say. A failure is recorded for detection health; the rows stay
+/// requested for the next pass anywhere.
+pub async fn run_pending_with(
+    pool: &PgPool,
+    policies: &PolicySet,
+    started: DateTime<Utc>,
+    options: &PendingOptions<'_>,
+) -> Result<DetectionSummary, DetectError> {
+    let outcome = leased_detection(pool, policies, started, options).await;
+    if let Err(error) = &outcome {
+        health::record_failure(pool, &crate::notify::error_chain(error)).await;
+    }
+    outcome
+}
+
+async fn leased_detection(
+    pool: &PgPool,
+    policies: &PolicySet,
+    started: DateTime<Utc>,
+    options: &PendingOptions<'_>,
+) -> Result<DetectionSummary, DetectError> {
+    // First, so that whatever happens next (the lease held, this process killed), the rows
+    // stay asked for.
+    request(pool, started).await?;
+    let mut lease = match lease::acquire(pool, options.timing, options.wait, options.waiting).await? {
+        lease::Acquired::Taken(lease) => lease,
+        lease::Acquired::Held(holder) => {
+            tracing::info!(%holder, "detection left to the pass another process is running");
+            return Ok(DetectionSummary { deferred_to: Some(holder), ..DetectionSummary::default() });
         }
     };
-    sqlx::query!(
-        "INSERT INTO detection_watermark (pending_since, last_success_at) VALUES ($1, now())
-         ON CONFLICT (only_row) DO UPDATE
-         SET pending_since = GREATEST(detection_watermark.pending_since, EXCLUDED.pending_since),
-             last_success_at = now(), failing_since = NULL, consecutive_failures = 0, last_error = NULL",
-        scan_start
-    )
-    .execute(pool)
-    .await?;
+    let outcome = leased_passes(pool, policies, &mut lease, started, options).await;
+    if !lease.is_released()
+        && let Err(error) = lease.release().await
+    {
+        tracing::warn!(error = %error, "could not release the detection lease; it expires by itself");
+    }
+    outcome
+}
+
+/// Leaves the caller's request, once more after a pause if the first try fails.
+async fn request(pool: &PgPool, since: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    let Err(error) = lease::leave_request(pool, since).await else { return Ok(()) };
+    tracing::warn!(%error, %since, "cannot leave a detection request; trying once more");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    lease::leave_request(pool, since).await
+}
+
+/// Passes under `lease` until no request waits (at most `options.max_passes`; one with
+/// `own_pass_only`); requests left then wait for the next pass anywhere.
+async fn leased_passes(
+    pool: &PgPool,
+    policies: &PolicySet,
+    lease: &mut lease::Lease,
+    started: DateTime<Utc>,
+    options: &PendingOptions<'_>,
+) -> Result<DetectionSummary, DetectError> {
+    let mut total = DetectionSummary::default();
+    for n in 0..options.max_passes.max(1) {
+        let reads = match (n, options.own_pass_only) {
+            (_, true) => Reads::Own(started),
+            (0, false) => Reads::Requested(Some(started)),
+            _ => Reads::Requested(None),
+        };
+        let done = match lease.guard(pass(pool, policies, lease, reads)).await {
+            Ok(done) => done,
+            Err(lost) => Err(LeaseError::from(lost).into()),
+        };
+        match done {
+            Ok(summary) => total.add(summary),
+            Err(error) => {
+                // Its requests and the watermark stay as they were: the next pass reads them.
+                lease::count_failed_pass(pool).await;
+                return Err(error);
+            }
+        }
+        if options.own_pass_only || !lease.next_pass().await? {
+            return Ok(total);
+        }
+    }
+    tracing::warn!(passes = options.max_passes, "detection passes in a row; leaving the rest to the next pass");
+    Ok(total)
+}
+
+/// What a pass reads besides the watermark's rows.
+#[derive(Clone, Copy)]
+enum Reads {
+    /// The caller's rows (from the given time) and every waiting request.
+    Requested(Option<DateTime<Utc>>),
+    /// Only the caller's rows.
+    Own(DateTime<Utc>),
+}
+
+/// One pass over what the watermark still holds and what `reads` asks, under `lease`; moves the
+/// watermark on and deletes the requests it covered only when it succeeds.
+async fn pass(
+    pool: &PgPool,
+    policies: &PolicySet,
+    lease: &lease::Lease,
+    reads: Reads,
+) -> Result<DetectionSummary, DetectError> {
+    let start = lease.begin_pass().await?;
+    let asked = match reads {
+        Reads::Requested(started) => [start.requested, started],
+        Reads::Own(started) => [Some(started), None],
+    };
+    let since = asked.into_iter().chain([start.pending]).flatten().min().unwrap_or(start.scan_from);
+    let mut summary = store_findings(pool, policies, Scope::IngestedSince(since), Some(lease)).await?;
+    summary.passes = 1;
+    lease.finish_pass(since, &start).await?;
     Ok(summary)
 }
 

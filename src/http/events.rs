@@ -19,7 +19,8 @@ use super::ApiContext;
 use super::error::{ApiError, ErrorBody};
 use super::extractor::Caller;
 use super::query::{Limit, TypedQuery, checked, time};
-use crate::archive::read::{Direction, LakeDay, LakeError, LakeRead, Reading, Span};
+use crate::archive::read::{Direction, Hold, LakeDay, LakeError, LakeRead, Reading, Span};
+use crate::auth::Role;
 use crate::net::Cidr;
 use crate::search::contains_pattern;
 use crate::search::entities::{self, AddressActivity, EventDetail, PrincipalActivity};
@@ -294,61 +295,23 @@ async fn list(
     let before = query.before.clone();
     let mut filter = EventFilter::from(query);
     tracing::debug!(token = %caller.token_id, ?filter, "event search");
-    // One more than the page: a cursor only when an event follows, so the last page has none.
-    let limit = filter.limit;
-    let paged_back = filter.after.is_some();
-    filter.limit += 1;
-    let page_size = usize::try_from(limit).unwrap_or(0);
     let settings = aws_settings(&context);
     let span = Span { since: filter.since, until: filter.until, account: filter.account.clone() };
     let days = context.lake.days(&context.db, &span).await.map_err(lake_error)?;
     let mut reading = days.as_ref().map(|days| context.lake.begin(days));
-    let (db, full) = (&context.db, usize::try_from(filter.limit).unwrap_or(0));
+    let lake = (&mut reading, days.as_deref(), &settings);
     let (events, next_cursor, previous_cursor) = match &before {
-        Some(key) => {
-            let newer = || async {
-                let events = event_search::search_newer(db, &filter, key).await?;
-                let newest = (events.len() >= full).then(|| events.first().map(|e| e.event_time)).flatten();
-                Ok((events, newest))
-            };
-            let page_span = Span { since: Some(span.since.map_or(key.0, |s| s.max(key.0))), ..span.clone() };
-            let lake = (&mut reading, days.as_deref(), &settings);
-            let mut events = with_lake(db, lake, &page_span, Direction::OldestFirst, newer).await?;
-            let more = events.len() > page_size;
-            if more {
-                events.remove(0);
-            }
-            let previous = more.then(|| events.first().map(key_cursor)).flatten();
-            let next = events.last().map(key_cursor);
-            (events, next, previous)
-        }
-        None => {
-            let older = || async {
-                let events = search(db, &filter).await?;
-                let oldest = (events.len() >= full).then(|| events.last().map(|e| e.event_time)).flatten();
-                Ok((events, oldest))
-            };
-            // The cursor's own time may still hold events after it (the key goes on with the
-            // account and id): one microsecond past it.
-            let after = filter.after.as_ref().map(|k| k.0 + chrono::Duration::microseconds(1));
-            let page_span =
-                Span { until: after.map(|a| span.until.map_or(a, |u| u.min(a))).or(span.until), ..span.clone() };
-            let lake = (&mut reading, days.as_deref(), &settings);
-            let mut events = with_lake(db, lake, &page_span, Direction::NewestFirst, older).await?;
-            let more = events.len() > page_size;
-            events.truncate(page_size);
-            let next = more.then(|| events.last().map(key_cursor)).flatten();
-            let previous = paged_back.then(|| events.first().map(key_cursor)).flatten();
-            (events, next, previous)
-        }
+        Some(key) => newer_page(&context.db, lake, &filter, &span, key).await?,
+        None => older_page(&context.db, lake, &filter, &span).await?,
     };
     filter.after = None;
+    let db = &context.db;
     if let (Some(reading), Some(days)) = (&mut reading, &days) {
         reading.ensure_all(db, &settings, &span, days).await;
     }
-    let counted = event_search::count(&context.db, &filter, COUNT_CAP + 1).await?;
+    let counted = event_search::count(db, &filter, COUNT_CAP + 1).await?;
     let archive = match reading {
-        Some(reading) => Some(reading.finish(db).await),
+        Some(reading) => Some(reading.finish(db, caller.role >= Role::Admin).await),
         None => None,
     };
     let uncounted = archive.as_ref().is_some_and(|a| !a.complete);
@@ -362,6 +325,106 @@ async fn list(
     }))
 }
 
+/// A page, its `next_cursor` and its `previous_cursor`.
+type Paged = (Vec<EventSummary>, Option<String>, Option<String>);
+/// A request's reading of the lake (when its range touches archived days) and its settings.
+type LakeArgs<'r, 'l> = (&'r mut Option<Reading<'l>>, Option<&'r [LakeDay]>, &'r crate::aws::AwsSettings);
+
+/// Where a page that stopped at an unread day goes on: a key at the gap's time whose empty
+/// account and id sort before every stored key at that time (event ids are never empty), so
+/// the next page is exactly the events past it.
+fn gap_key(gap: DateTime<Utc>) -> EventKey {
+    (gap, String::new(), String::new())
+}
+
+/// The page of older events (`cursor`, or the newest page).
+async fn older_page(
+    db: &sqlx::PgPool,
+    lake: LakeArgs<'_, '_>,
+    filter: &EventFilter,
+    span: &Span,
+) -> Result<Paged, ApiError> {
+    // One more than the page: a cursor only when an event follows, so the last page has none.
+    let page_size = usize::try_from(filter.limit).unwrap_or(0);
+    let full = page_size + 1;
+    let older = |floor: Option<DateTime<Utc>>| {
+        let mut filter = EventFilter { limit: filter.limit + 1, ..filter.clone() };
+        filter.since = floor.map_or(filter.since, |f| Some(filter.since.map_or(f, |s| s.max(f))));
+        async move {
+            let events = search(db, &filter).await?;
+            let filled = events.len() >= full;
+            Ok((events, filled))
+        }
+    };
+    // The cursor's own time may still hold events after it (the key goes on with the account
+    // and id): one microsecond past it.
+    let after = match &filter.after {
+        Some(key) => Some(
+            key.0
+                .checked_add_signed(chrono::Duration::microseconds(1))
+                .ok_or_else(|| ApiError::bad("cursor", "the cursor's time is out of range"))?,
+        ),
+        None => None,
+    };
+    let page_span = Span { until: after.map(|a| span.until.map_or(a, |u| u.min(a))).or(span.until), ..span.clone() };
+    let (mut events, gap) = with_lake(db, lake, &page_span, Direction::NewestFirst, older).await?;
+    let more = events.len() > page_size;
+    events.truncate(page_size);
+    let next = match (more, gap.map(gap_key)) {
+        (true, _) => events.last().map(key_cursor),
+        // Stopped at a day not read: the next page starts there, if that is past this one.
+        (false, Some(gap)) => {
+            // Past the last event shown, else past where the page started.
+            let shown = events.last().map(|e| (e.event_time, e.account_id.clone(), e.event_id.clone()));
+            let start = shown.or_else(|| filter.after.clone()).or_else(|| span.until.map(gap_key));
+            let past = start.is_none_or(|k| gap < k);
+            past.then(|| encode_cursor(gap.0, &gap.1, &gap.2))
+        }
+        (false, None) => None,
+    };
+    let previous = filter.after.is_some().then(|| events.first().map(key_cursor)).flatten();
+    Ok((events, next, previous))
+}
+
+/// The page of newer events before `key` (`before`).
+async fn newer_page(
+    db: &sqlx::PgPool,
+    lake: LakeArgs<'_, '_>,
+    filter: &EventFilter,
+    span: &Span,
+    key: &EventKey,
+) -> Result<Paged, ApiError> {
+    let page_size = usize::try_from(filter.limit).unwrap_or(0);
+    let full = page_size + 1;
+    let newer = |ceiling: Option<DateTime<Utc>>| {
+        let mut filter = EventFilter { limit: filter.limit + 1, ..filter.clone() };
+        filter.until = ceiling.map_or(filter.until, |c| Some(filter.until.map_or(c, |u| u.min(c))));
+        async move {
+            let events = event_search::search_newer(db, &filter, key).await?;
+            let filled = events.len() >= full;
+            Ok((events, filled))
+        }
+    };
+    let page_span = Span { since: Some(span.since.map_or(key.0, |s| s.max(key.0))), ..span.clone() };
+    let (mut events, gap) = with_lake(db, lake, &page_span, Direction::OldestFirst, newer).await?;
+    let more = events.len() > page_size;
+    if more {
+        events.remove(0);
+    }
+    let previous = match (more, gap.map(gap_key)) {
+        (true, _) => events.first().map(key_cursor),
+        // Stopped at a day not read: the page of newer events starts there, if past this one.
+        (false, Some(gap)) => {
+            let shown = events.first().map(|e| (e.event_time, e.account_id.clone(), e.event_id.clone()));
+            let past = gap > shown.unwrap_or_else(|| key.clone());
+            past.then(|| encode_cursor(gap.0, &gap.1, &gap.2))
+        }
+        (false, None) => None,
+    };
+    let next = events.last().map(key_cursor);
+    Ok((events, next, previous))
+}
+
 /// Skywarden's own AWS settings, for a lake in S3.
 fn aws_settings(context: &ApiContext) -> crate::aws::AwsSettings {
     context.aws.as_ref().map_or_else(crate::aws::AwsSettings::from_env, |aws| aws.0.clone())
@@ -370,29 +433,28 @@ fn aws_settings(context: &ApiContext) -> crate::aws::AwsSettings {
 fn lake_error(error: LakeError) -> ApiError {
     match error {
         LakeError::Database(error) => error.into(),
-        LakeError::Read(message) => ApiError::Internal(anyhow::anyhow!(message)),
+        other => ApiError::Internal(anyhow::anyhow!(other.to_string())),
     }
 }
 
 /// A page from `search`, the archived days of `span` loaded first as the page needs them when
-/// the search's range touches any.
+/// the search's range touches any; with the edge where it stopped at a day it could not read.
 async fn with_lake<F, Fut>(
     db: &sqlx::PgPool,
-    (reading, days, settings): (&mut Option<Reading<'_>>, Option<&[LakeDay]>, &crate::aws::AwsSettings),
+    (reading, days, settings): LakeArgs<'_, '_>,
     span: &Span,
     direction: Direction,
-    search: F,
-) -> Result<Vec<EventSummary>, sqlx::Error>
+    mut search: F,
+) -> Result<(Vec<EventSummary>, Option<DateTime<Utc>>), sqlx::Error>
 where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(Vec<EventSummary>, Option<DateTime<Utc>>), sqlx::Error>>,
+    F: FnMut(Option<DateTime<Utc>>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<EventSummary>, bool), sqlx::Error>>,
 {
-    let mut search = search;
     match (reading, days) {
         (Some(reading), Some(days)) => {
             reading.ensure_page(db, settings, span, &days_in(days, span), direction, search).await
         }
-        _ => Ok(search().await?.0),
+        _ => Ok((search(None).await?.0, None)),
     }
 }
 
@@ -406,15 +468,25 @@ fn days_in(days: &[LakeDay], span: &Span) -> Vec<LakeDay> {
 
 /// Loads every archived day `filter`'s range touches, for an answer that must hold all of them
 /// (an export, one event): a range the bounds do not allow, or an unreadable object, is a 400
-/// naming the bound or the object, never a shorter answer.
-async fn load_all(context: &ApiContext, filter: &EventFilter) -> Result<(), ApiError> {
+/// naming the bound (and, for an administrator, the object), never a shorter answer. With
+/// `hold`, the row groups read stay cached until the returned hold is dropped (an export reads
+/// them page by page).
+async fn load_all(
+    context: &ApiContext,
+    caller: &Caller,
+    filter: &EventFilter,
+    hold: bool,
+) -> Result<Option<Hold>, ApiError> {
     let span = Span { since: filter.since, until: filter.until, account: filter.account.clone() };
-    let Some(days) = context.lake.days(&context.db, &span).await.map_err(lake_error)? else { return Ok(()) };
-    let mut reading: Reading<'_> = context.lake.begin(&days);
+    let Some(days) = context.lake.days(&context.db, &span).await.map_err(lake_error)? else { return Ok(None) };
+    // A held reading puts each row group in its hold as it uses it; dropped midway (the client
+    // gone), the reading releases the hold.
+    let mut reading = if hold { context.lake.begin_held(&days, &context.db) } else { context.lake.begin(&days) };
     reading.ensure_all(&context.db, &aws_settings(context), &span, &days).await;
-    let read = reading.finish(&context.db).await;
+    let admin = caller.role >= Role::Admin;
+    let (read, held) = reading.finish_held(&context.db, admin).await;
     if read.complete {
-        return Ok(());
+        return Ok(held);
     }
     let why = read.limit.into_iter().chain(read.errors).collect::<Vec<_>>().join("; ");
     Err(ApiError::bad("since", format!("archived months in the range could not all be read from the lake: {why}")))
@@ -438,11 +510,11 @@ async fn export(
     let mut filter = EventFilter::from(query);
     let total = filter.limit;
     filter.limit = EXPORT_PAGE.min(total);
-    load_all(&context, &filter).await?;
+    let hold = load_all(&context, &caller, &filter, true).await?;
     // The first page before the answer starts, so a bad filter or a timeout is a proper error.
     let first = search(&context.db, &filter).await?;
     tracing::info!(token = %caller.token_id, format = format.extension(), "event export");
-    let export = Export { db: context.db.clone(), filter, format, total, sent: 0, first: true };
+    let export = Export { db: context.db.clone(), filter, format, total, sent: 0, first: true, hold };
     let steps = futures_util::stream::unfold(Some(ExportStep::Page(Box::new(export), first)), next_chunk);
     let body = axum::body::Body::from_stream(steps);
     let content_type = match format {
@@ -469,6 +541,9 @@ struct Export {
     total: i64,
     sent: i64,
     first: bool,
+    /// The archived row groups it reads, kept in the cache while it goes on (renewed with
+    /// each page) and released when it ends.
+    hold: Option<Hold>,
 }
 
 type ExportChunk = Result<axum::body::Bytes, std::io::Error>;
@@ -512,6 +587,21 @@ async fn next_chunk(step: Option<ExportStep>) -> Option<(ExportChunk, Option<Exp
     };
     export.filter.after = Some((last.event_time, last.account_id.clone(), last.event_id.clone()));
     export.filter.limit = EXPORT_PAGE.min(export.total - export.sent);
+    if let Some(hold) = &export.hold {
+        match hold.renew().await {
+            Ok(true) => {}
+            // Rows the export reads were evicted (it stalled past its hold): a shorter file
+            // must not pass for the whole search.
+            Ok(false) => {
+                tracing::warn!(rows = export.sent, "event export stopped: its archived row groups were evicted");
+                return Some((Ok(chunk.into()), Some(ExportStep::Failed)));
+            }
+            Err(error) => {
+                tracing::warn!(%error, rows = export.sent, "event export stopped");
+                return Some((Ok(chunk.into()), Some(ExportStep::Failed)));
+            }
+        }
+    }
     match search(&export.db, &export.filter).await {
         Ok(next) => Some((Ok(chunk.into()), Some(ExportStep::Page(export, next)))),
         Err(error) => {
@@ -653,7 +743,7 @@ struct DetailQuery {
 /// One event: every stored field, its raw record and the alerts it is evidence of.
 #[utoipa::path(get, path = "/api/v1/events/{event_id}", tag = "audit trail", params(("event_id" = String, Path, description = "CloudTrail's eventID"), DetailQuery), responses((status = 200, description = "OK", body = EventDetail), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn detail(
-    _caller: Caller,
+    caller: Caller,
     State(context): State<ApiContext>,
     Path(event_id): Path<String>,
     TypedQuery(query): TypedQuery<DetailQuery>,
@@ -666,10 +756,13 @@ async fn detail(
         let filter = EventFilter {
             account: query.account.clone(),
             since: Some(time),
-            until: Some(time + chrono::Duration::microseconds(1)),
+            until: Some(
+                time.checked_add_signed(chrono::Duration::microseconds(1))
+                    .ok_or_else(|| ApiError::bad("time", "time is out of range"))?,
+            ),
             ..EventFilter::default()
         };
-        load_all(&context, &filter).await?;
+        load_all(&context, &caller, &filter, false).await?;
     }
     let event = entities::event(&context.db, &event_id, query.account.as_deref()).await?;
     Ok(Json(event.ok_or(ApiError::NotFound)?))

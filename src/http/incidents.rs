@@ -69,7 +69,8 @@ pub struct IncidentPage {
     pub next_cursor: Option<String>,
 }
 
-/// Incidents (alerts of at least two policies linked into one intrusion), newest first.
+/// Incidents (alerts of at least two policies linked into one intrusion, or one high or critical
+/// detection that is not a posture finding), newest first.
 #[utoipa::path(get, path = "/api/v1/incidents", tag = "incidents", params(IncidentQuery), responses((status = 200, description = "OK", body = IncidentPage), (status = 400, description = "A bad parameter; `field` names it", body = ErrorBody), (status = 401, description = "No valid token or session", body = ErrorBody)), security(("bearer" = []), ("session" = [])))]
 async fn incidents(
     _caller: Caller,

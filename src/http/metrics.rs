@@ -147,6 +147,9 @@ fn write_detection_health(out: &mut String, health: &crate::detect::health::Dete
     );
     out.push_str("# TYPE skywarden_detection_consecutive_failures gauge\n");
     let _ = writeln!(out, "skywarden_detection_consecutive_failures {}", health.consecutive_failures);
+    if let Some(lease) = &health.lease {
+        write_detection_lease(out, lease);
+    }
     if let Some(success) = health.last_success_at {
         out.push_str("# HELP skywarden_detection_last_success_timestamp_seconds When a detection run last succeeded (Unix time).\n");
         out.push_str("# TYPE skywarden_detection_last_success_timestamp_seconds gauge\n");
@@ -176,6 +179,55 @@ fn write_detection_health(out: &mut String, health: &crate::detect::health::Dete
             );
         }
     }
+}
+
+/// The detection lease (one pass at a time over every process): whether it is held and by
+/// which process, passes finished and failed, requests waiting, and how often callers found it
+/// held and left their rows to the holder.
+fn write_detection_lease(out: &mut String, lease: &crate::detect::lease::LeaseState) {
+    let counters = [
+        (
+            "skywarden_detection_lease_skips_total",
+            "Detection calls that found another process's pass running and left their rows to it.",
+            lease.skips_total,
+        ),
+        (
+            "skywarden_detection_lease_takeovers_total",
+            "Detection leases taken over from a holder that stopped renewing.",
+            lease.takeovers_total,
+        ),
+        ("skywarden_detection_passes_total", "Detection passes that finished under the lease.", lease.passes_total),
+        (
+            "skywarden_detection_passes_failed_total",
+            "Detection passes that failed or were cut short (their requests wait for the next).",
+            lease.passes_failed_total,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    }
+    out.push_str("# HELP skywarden_detection_lease_held 1 while a process runs a detection pass, 0 when none does.\n");
+    out.push_str("# TYPE skywarden_detection_lease_held gauge\n");
+    let _ = writeln!(out, "skywarden_detection_lease_held {}", u8::from(lease.holder.is_some()));
+    if let Some(holder) = &lease.holder {
+        // The owner is `host/pid/run`: the run part changes every pass, so it is left out.
+        let mut parts = holder.split('/');
+        let (host, pid) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+        out.push_str("# HELP skywarden_detection_lease_holder_info The process running a detection pass now.\n");
+        out.push_str("# TYPE skywarden_detection_lease_holder_info gauge\n");
+        let _ =
+            writeln!(out, "skywarden_detection_lease_holder_info{{host=\"{}\",pid=\"{}\"}} 1", label(host), label(pid));
+    }
+    out.push_str("# HELP skywarden_detection_requests_waiting Detection requests no successful pass covered yet.\n");
+    out.push_str("# TYPE skywarden_detection_requests_waiting gauge\n");
+    let _ = writeln!(out, "skywarden_detection_requests_waiting {}", lease.waiting_requests);
+    out.push_str("# HELP skywarden_detection_oldest_request_age_seconds How long the oldest waiting detection request has waited (0: none waits).\n");
+    out.push_str("# TYPE skywarden_detection_oldest_request_age_seconds gauge\n");
+    let _ = writeln!(
+        out,
+        "skywarden_detection_oldest_request_age_seconds {}",
+        lease.oldest_request_age_secs.unwrap_or(0.0)
+    );
 }
 
 /// A label value with its backslashes and quotes escaped.

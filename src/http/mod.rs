@@ -45,6 +45,9 @@ pub struct ApiContext {
     pub limiter: std::sync::Arc<limits::Limiter>,
     /// Reads archived months back for the audit trail (docs/archive.md), with its bounds.
     pub lake: std::sync::Arc<crate::archive::read::Lake>,
+    /// The detector's trusted ranges (`security_group_ingress.trusted_cidrs`), which response
+    /// actions judge rules by: a rule widened to one of them is not exposed.
+    pub trusted_cidrs: std::sync::Arc<Vec<crate::net::Cidr>>,
 }
 
 pub struct PostureContext {
@@ -74,7 +77,13 @@ impl ApiContext {
             posture: None,
             limiter: Default::default(),
             lake: Default::default(),
+            trusted_cidrs: Default::default(),
         }
+    }
+
+    pub fn with_trusted_cidrs(mut self, trusted: Vec<crate::net::Cidr>) -> Self {
+        self.trusted_cidrs = std::sync::Arc::new(trusted);
+        self
     }
 
     /// Other bounds for reading the lake.

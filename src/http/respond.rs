@@ -43,7 +43,12 @@ fn context(context: &ApiContext) -> Result<ResponseContext, ApiError> {
         return Err(ApiError::Conflict("this server has no AWS configuration; no action can run".into()));
     };
     let (settings, base) = &*aws;
-    Ok(ResponseContext { pool: context.db.clone(), settings: settings.clone(), base: base.clone() })
+    Ok(ResponseContext {
+        pool: context.db.clone(),
+        settings: settings.clone(),
+        base: base.clone(),
+        trusted_cidrs: context.trusted_cidrs.to_vec(),
+    })
 }
 
 fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
@@ -102,7 +107,8 @@ async fn for_alert(
     State(context): State<ApiContext>,
     Path(id): Path<String>,
 ) -> Result<Json<Applicable>, ApiError> {
-    let applicable = respond::suggest::for_alert(&context.db, &id).await.map_err(respond_error)?;
+    let applicable =
+        respond::suggest::for_alert(&context.db, &id, &context.trusted_cidrs).await.map_err(respond_error)?;
     applicable.map(Json).ok_or(ApiError::NotFound)
 }
 

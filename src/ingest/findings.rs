@@ -299,6 +299,23 @@ fn guardduty_remote(service: &Value) -> (Option<IpAddr>, Option<String>) {
     (None, None)
 }
 
+/// Whether the finding's resource is the target of traffic from outside (a port probe, an SSH or
+/// RDP brute force against the instance): the internet does that to any exposed instance all
+/// day, so the instance ties the alert to no intrusion (incident linking reads
+/// `links_resources`).
+fn is_inbound_to_target(service: &Value) -> bool {
+    let target = text(service, &["resourceRole"]).is_some_and(|r| r.eq_ignore_ascii_case("TARGET"));
+    let action = at(service, &["action"]).unwrap_or(&Value::Null);
+    let inbound = match text(action, &["actionType"]) {
+        Some("PORT_PROBE") => true,
+        Some("NETWORK_CONNECTION") => {
+            text(action, &["networkConnectionAction", "connectionDirection"]) == Some("INBOUND")
+        }
+        _ => false,
+    };
+    target && inbound
+}
+
 /// The principal of a GuardDuty finding's access key, as CloudTrail names it (an ARN), so the
 /// alert links with Skywarden's own alerts on that principal.
 fn guardduty_principal(finding: &Value, account: &str) -> Option<String> {
@@ -379,6 +396,7 @@ pub fn from_guardduty(value: &Value) -> Result<ExternalFinding, FindingError> {
         "active": !archived,
         "archived": archived,
         "count": at(service, &["count"]),
+        "links_resources": !is_inbound_to_target(service),
         "finding": bounded_details(value),
     });
     let finding = Finding {
@@ -570,6 +588,24 @@ mod tests {
         assert_eq!(f.evidence_id, "f1");
         assert!(external.active);
         assert_eq!(f.details["finding"]["id"], "f1");
+    }
+
+    #[test]
+    fn an_inbound_probe_of_an_instance_does_not_link_by_the_instance() {
+        let links = |service: Value| {
+            let mut finding = guardduty_sample();
+            finding["service"] = service;
+            from_guardduty(&finding).unwrap().finding.details["links_resources"].clone()
+        };
+        let probe = json!({"resourceRole": "TARGET", "action": {"actionType": "PORT_PROBE", "portProbeAction": {}}});
+        assert_eq!(links(probe), json!(false));
+        let brute_force = json!({"resourceRole": "TARGET", "action": {"actionType": "NETWORK_CONNECTION",
+            "networkConnectionAction": {"connectionDirection": "INBOUND"}}});
+        assert_eq!(links(brute_force), json!(false));
+        let outbound = json!({"resourceRole": "ACTOR", "action": {"actionType": "NETWORK_CONNECTION",
+            "networkConnectionAction": {"connectionDirection": "OUTBOUND"}}});
+        assert_eq!(links(outbound), json!(true), "the instance does it: it links");
+        assert_eq!(links(guardduty_sample()["service"].clone()), json!(true), "an API call with its credentials");
     }
 
     #[test]

@@ -7,7 +7,13 @@
 //! and the ids folded at that instant), oldest update first, in bounded pages. Each page after
 //! one that moved the cursor is a new listing from the cursor, so a finding updated while a
 //! listing is under way (which moves to its end and shifts the others) is never skipped; a page
-//! token is followed only through findings that share one instant. GuardDuty lists ids and
+//! token is followed only through findings that share one instant. Security Hub documents
+//! nothing about its tokens (they may be offsets): there such an instant is walked in a window
+//! closed on it, and the cursor passes it only after a walk answered in one page or two
+//! complete walks that returned the same findings ([`GroupWalk`]); each request asks from 1 ms
+//! before the cursor (whether `Start` is inclusive is observed, not documented), sorts ties by
+//! `Id`, and a listing ends an hour before it began, a day every 6 hours (a provider sets
+//! `UpdatedAt` and may import a finding later than that). GuardDuty lists ids and
 //! reads findings in two calls: the cursor passes only findings read as they were listed
 //! ([`proven_ids`]), never one updated in between. A saved token the service no
 //! longer accepts restarts the listing at the cursor, with a warning and a count in the job's
@@ -68,6 +74,16 @@ const RECHECK_BATCH: usize = 20;
 /// A status message for a reopen is left out when the service itself closed the alert this
 /// recently: the close was silent, so the reopen is too (flapping findings would flood routes).
 const SILENT_REOPEN_WITHIN: chrono::Duration = chrono::Duration::hours(24);
+/// Security Hub's overlap at a listing's end: at least this, as a provider sets `UpdatedAt` and
+/// may import a finding into Security Hub well after it.
+const SECURITY_HUB_OVERLAP: chrono::Duration = chrono::Duration::hours(1);
+/// Every this long, a Security Hub listing ends with its cursor [`WIDE_RELIST_SPAN`] back, so
+/// a finding imported later than the overlap is read within a few hours (folding is idempotent).
+const WIDE_RELIST_EVERY: chrono::Duration = chrono::Duration::hours(6);
+const WIDE_RELIST_SPAN: chrono::Duration = chrono::Duration::hours(24);
+/// Complete walks of one instant ([`GroupWalk`]) before one that finds nothing new is taken as
+/// complete even when no two walks agreed (a service that reorders ties per request).
+const MAX_WALKS: u32 = 4;
 /// The checkpoint's state for a region where the service is not enabled.
 pub const NOT_ENABLED: &str = "not-enabled";
 pub const ENABLED: &str = "enabled";
@@ -131,6 +147,58 @@ struct Listing {
     capped_runs: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     capped_at: Option<DateTime<Utc>>,
+    /// Security Hub: the walk of the findings at the cursor's instant under way, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    walk: Option<GroupWalk>,
+    /// Security Hub: when the last wide re-listing began (or the first listing ended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    wide_at_ms: Option<i64>,
+}
+
+/// A walk by page token through the findings of one instant `at_ms` of Security Hub's listing,
+/// in a window closed on it (from 1 ms before, to its last nanosecond). A page token may name an
+/// offset: a finding of the window updated between two pages leaves it and the next page skips
+/// one. Such a walk returns a set of findings the previous complete walk did not (the one that
+/// left is gone for good, `UpdatedAt` never goes back), so the cursor passes the instant only
+/// after a walk answered in one page, or two complete walks in a row returned the same findings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct GroupWalk {
+    at_ms: i64,
+    /// This walk so far: pages, findings, the sum of their ids' hashes, whether any was new.
+    #[serde(default)]
+    pages: u32,
+    #[serde(default)]
+    count: u64,
+    #[serde(default)]
+    digest: i64,
+    #[serde(default)]
+    added: bool,
+    /// Complete walks before this one, and the last one's `(count, digest)`.
+    #[serde(default)]
+    walks: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last: Option<(u64, i64)>,
+}
+
+impl GroupWalk {
+    fn at(at_ms: i64) -> Self {
+        GroupWalk { at_ms, ..GroupWalk::default() }
+    }
+
+    /// The walk starts over (a refused token): what it read so far counts for nothing.
+    fn restart(&mut self) {
+        *self = GroupWalk { at_ms: self.at_ms, walks: self.walks, last: self.last, ..GroupWalk::default() };
+    }
+
+    fn contains(&self, finding: &ExternalFinding) -> bool {
+        (self.at_ms - 1..=self.at_ms).contains(&finding.updated_at.timestamp_millis())
+    }
+}
+
+/// A hash of a finding id that stays the same across builds and processes (FNV-1a).
+fn id_hash(id: &str) -> i64 {
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    hash as i64
 }
 
 /// What one page changed in the listing: how many findings were new to it, whether more pages
@@ -170,9 +238,12 @@ impl Listing {
         at > self.since_ms() || (at == self.since_ms() && !self.seen_at_from.contains(&finding.id))
     }
 
-    /// The saved token was refused: the listing goes on from the cursor, and says so.
+    /// The saved token was refused: the listing (or walk) goes on from the cursor, and says so.
     fn restart_at_cursor(&mut self, job: &Job, error: &AwsError) {
         self.next_token = None;
+        if let Some(walk) = &mut self.walk {
+            walk.restart();
+        }
         self.token_restarts = Some(self.token_restarts.unwrap_or(0) + 1);
         self.token_restarted_at = Some(Utc::now());
         tracing::warn!(job_id = job.job_id, account_id = %job.account_id, region = %job.region,
@@ -250,13 +321,34 @@ impl Listing {
         self.state = self.state_line();
         let requested = self.request_since_ms();
         let is_proven = |f: &&&ExternalFinding| proven.is_none_or(|p| p.contains(&f.id));
+        let moved = self.advance(fresh.iter().filter(is_proven).copied());
+        let spans = page.iter().filter(is_proven).any(|f| f.updated_at.timestamp_millis() < self.since_ms());
+        let (more, covered) = match next_token {
+            Some(token) => {
+                self.next_token = (!spans || !moved).then_some(token);
+                self.token_from_ms = self.next_token.as_ref().map(|_| requested);
+                (true, None)
+            }
+            None => (false, self.end_listing(overlap.as_millis() as i64)),
+        };
+        let checkpoint = serde_json::to_value(&*self).unwrap_or_default();
+        // An unproven finding is read again by the next listing from the cursor, and counted
+        // then; a page token walks on past it, so it is counted now.
+        let counted = if self.next_token.is_some() { fresh.len() } else { fresh.iter().filter(is_proven).count() };
+        let fresh = counted as u64;
+        PageStep { checkpoint, fresh, more, covered }
+    }
+
+    /// Moves the cursor to the newest of `fresh` (proven findings new to the listing), keeping
+    /// the ids at its instant. Whether the cursor (or the ids at it) changed.
+    fn advance<'f>(&mut self, fresh: impl Iterator<Item = &'f ExternalFinding> + Clone) -> bool {
         let before = (self.since_ms(), self.seen_at_from.len());
-        if let Some(newest) = fresh.iter().filter(is_proven).map(|f| f.updated_at.timestamp_millis()).max() {
+        if let Some(newest) = fresh.clone().map(|f| f.updated_at.timestamp_millis()).max() {
             if newest > self.since_ms() {
                 self.from_ms = Some(newest);
                 self.seen_at_from.clear();
             }
-            let at_cursor = fresh.iter().filter(|f| f.updated_at.timestamp_millis() == newest);
+            let at_cursor = fresh.filter(|f| f.updated_at.timestamp_millis() == newest);
             for finding in at_cursor {
                 if self.seen_at_from.len() >= MAX_SEEN_AT_CURSOR {
                     tracing::warn!(
@@ -269,30 +361,139 @@ impl Listing {
                 self.seen_at_from.insert(finding.id.clone());
             }
         }
-        let moved = (self.since_ms(), self.seen_at_from.len()) != before;
-        let spans = page.iter().filter(is_proven).any(|f| f.updated_at.timestamp_millis() < self.since_ms());
-        let (more, covered) = match next_token {
-            Some(token) => {
-                self.next_token = (!spans || !moved).then_some(token);
-                self.token_from_ms = self.next_token.as_ref().map(|_| requested);
-                (true, None)
-            }
+        (self.since_ms(), self.seen_at_from.len()) != before
+    }
+
+    /// The listing reached its end: the next one starts where this one began, less `back_ms`.
+    /// How far the findings are covered.
+    fn end_listing(&mut self, back_ms: i64) -> Option<DateTime<Utc>> {
+        let started = self.started_ms.take().unwrap_or_else(|| Utc::now().timestamp_millis());
+        self.from_ms = Some(started - back_ms);
+        self.seen_at_from.clear();
+        self.next_token = None;
+        self.token_from_ms = None;
+        self.behind = false;
+        self.walk = None;
+        DateTime::from_timestamp_millis(started)
+    }
+
+    /// The window of the next Security Hub request (`Start`, `End`): the walk's instant, from
+    /// 1 ms before it to its last nanosecond; else from 1 ms before the cursor (or the bound of
+    /// the listing whose token it follows) on. Whether `Start` is inclusive is observed, not
+    /// documented: 1 ms earlier covers the cursor's instant either way, and [`Self::is_fresh`]
+    /// drops what was folded.
+    fn hub_window(&self) -> (DateTime<Utc>, Option<DateTime<Utc>>) {
+        let at = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap_or_default();
+        match &self.walk {
+            Some(walk) => (at(walk.at_ms - 1), Some(at(walk.at_ms + 1) - chrono::Duration::nanoseconds(1))),
+            None => (at(self.request_since_ms() - 1), None),
+        }
+    }
+
+    /// Whether a Security Hub finding of the page is to be folded now: new to the listing, and
+    /// within the walk's instant while one is under way (a later one is read by the listing).
+    fn hub_foldable(&self, finding: &ExternalFinding) -> bool {
+        self.is_fresh(finding) && self.walk.as_ref().is_none_or(|walk| walk.contains(finding))
+    }
+
+    /// [`Self::after_page`] for Security Hub, where one answer lists and reads at once (every
+    /// finding proven). A listing from the cursor never follows a token across a page it read:
+    /// a page that reached past the next request's lower bound is followed by a new listing
+    /// from the cursor; one that did not (all at the cursor's instant or 1 ms before) by a
+    /// [`GroupWalk`] of that instant; a page token is followed only through an empty page, or
+    /// when the service answered below the lower bound asked (nothing else makes progress).
+    fn after_hub_page(
+        &mut self,
+        page: &[&ExternalFinding],
+        fresh: &[&ExternalFinding],
+        next_token: Option<String>,
+        overlap_ms: i64,
+    ) -> PageStep {
+        self.state = self.state_line();
+        let (more, covered) = match self.walk.take() {
+            Some(walk) => (self.after_walk_page(walk, page, fresh, next_token), None),
             None => {
-                let started = self.started_ms.take().unwrap_or_else(|| Utc::now().timestamp_millis());
-                self.from_ms = Some(started - overlap.as_millis() as i64);
-                self.seen_at_from.clear();
-                self.next_token = None;
-                self.token_from_ms = None;
-                self.behind = false;
-                (false, DateTime::from_timestamp_millis(started))
+                let requested = self.request_since_ms();
+                let moved = self.advance(fresh.iter().copied());
+                let bound = self.since_ms() - 1;
+                let spans = page.iter().any(|f| f.updated_at.timestamp_millis() < bound);
+                match next_token {
+                    Some(token) if page.is_empty() || (spans && !moved) => {
+                        self.next_token = Some(token);
+                        self.token_from_ms = Some(requested);
+                        (true, None)
+                    }
+                    Some(_) => {
+                        self.next_token = None;
+                        self.token_from_ms = None;
+                        self.walk = (!spans).then(|| GroupWalk::at(self.since_ms()));
+                        (true, None)
+                    }
+                    None => (false, self.end_hub_listing(overlap_ms)),
+                }
             }
         };
         let checkpoint = serde_json::to_value(&*self).unwrap_or_default();
-        // An unproven finding is read again by the next listing from the cursor, and counted
-        // then; a page token walks on past it, so it is counted now.
-        let counted = if self.next_token.is_some() { fresh.len() } else { fresh.iter().filter(is_proven).count() };
-        let fresh = counted as u64;
-        PageStep { checkpoint, fresh, more, covered }
+        PageStep { checkpoint, fresh: fresh.len() as u64, more, covered }
+    }
+
+    /// A page of a [`GroupWalk`]: its new findings join those seen at the cursor; at the walk's
+    /// end the cursor passes the instant if the walk is proven complete, else the walk starts
+    /// again. Always more to read.
+    fn after_walk_page(
+        &mut self,
+        mut walk: GroupWalk,
+        page: &[&ExternalFinding],
+        fresh: &[&ExternalFinding],
+        next_token: Option<String>,
+    ) -> bool {
+        walk.pages += 1;
+        walk.added |= !fresh.is_empty();
+        self.advance(fresh.iter().copied());
+        let within: Vec<i64> = page.iter().filter(|f| walk.contains(f)).map(|f| id_hash(&f.id)).collect();
+        walk.count += within.len() as u64;
+        walk.digest = within.into_iter().fold(walk.digest, i64::wrapping_add);
+        self.next_token = next_token;
+        if self.next_token.is_some() {
+            self.walk = Some(walk);
+            return true;
+        }
+        let this = (walk.count, walk.digest);
+        let proven = walk.pages == 1 || walk.last == Some(this);
+        if proven || (walk.walks + 1 >= MAX_WALKS && !walk.added) {
+            if !proven {
+                tracing::warn!(
+                    at_ms = walk.at_ms,
+                    walks = walk.walks + 1,
+                    "no two walks of the findings at one instant agreed; the last found nothing new, so the listing goes on"
+                );
+            }
+            self.from_ms = Some(walk.at_ms + 1);
+            self.seen_at_from.clear();
+        } else {
+            self.walk = Some(GroupWalk { walks: walk.walks + 1, last: Some(this), ..GroupWalk::at(walk.at_ms) });
+        }
+        true
+    }
+
+    /// A Security Hub listing ended: the next starts [`SECURITY_HUB_OVERLAP`] (or the job's
+    /// overlap, if longer) before this one began, and every [`WIDE_RELIST_EVERY`]
+    /// [`WIDE_RELIST_SPAN`] before it.
+    fn end_hub_listing(&mut self, overlap_ms: i64) -> Option<DateTime<Utc>> {
+        let started = self.started_ms.unwrap_or_else(|| Utc::now().timestamp_millis());
+        let overlap = overlap_ms.max(SECURITY_HUB_OVERLAP.num_milliseconds());
+        let back = match self.wide_at_ms {
+            None => {
+                self.wide_at_ms = Some(started);
+                overlap
+            }
+            Some(at) if started - at >= WIDE_RELIST_EVERY.num_milliseconds() => {
+                self.wide_at_ms = Some(started);
+                WIDE_RELIST_SPAN.num_milliseconds().max(overlap)
+            }
+            Some(_) => overlap,
+        };
+        self.end_listing(back)
     }
 }
 
@@ -625,6 +826,11 @@ async fn get_guardduty_findings(
     }
 }
 
+fn ascending(field: &str) -> aws_sdk_securityhub::types::SortCriterion {
+    use aws_sdk_securityhub::types::{SortCriterion, SortOrder};
+    SortCriterion::builder().field(field).sort_order(SortOrder::Ascending).build()
+}
+
 /// One Security Hub page: the findings of this account and region updated since the cursor,
 /// and the next page's token.
 async fn security_hub_page(
@@ -637,12 +843,10 @@ async fn security_hub_page(
     let sent = client
         .get_findings()
         .filters(security_hub_filters(job, listing))
-        .sort_criteria(
-            aws_sdk_securityhub::types::SortCriterion::builder()
-                .field("UpdatedAt")
-                .sort_order(aws_sdk_securityhub::types::SortOrder::Ascending)
-                .build(),
-        )
+        .sort_criteria(ascending("UpdatedAt"))
+        // Ties broken by `Id`, so a walk through one instant pages through one order (that
+        // Security Hub honours a second criterion is not verified against AWS).
+        .sort_criteria(ascending("Id"))
         .max_results(SECURITY_HUB_PAGE)
         .set_next_token(listing.next_token.clone())
         .customize()
@@ -657,15 +861,7 @@ async fn security_hub_page(
             (None, None) => return Err(AwsError::from_sdk("securityhub:GetFindings", &job.region, error).into()),
         },
     };
-    // The filters again, here: an aggregation region answers for its linked regions, an
-    // administrator for its members, and not every endpoint honours every filter.
-    let excluded = job.target == WITHOUT_GUARDDUTY_TARGET;
-    let findings: Vec<Value> = findings
-        .into_iter()
-        .filter(|f| f["AwsAccountId"] == job.account_id.as_str() && f["Region"] == job.region.as_str())
-        .filter(|f| !(excluded && f["ProductName"] == "GuardDuty"))
-        .collect();
-    Ok((findings, next_token, raw.date().unwrap_or(sent_at)))
+    Ok((keep_hub_findings(job, findings), next_token, raw.date().unwrap_or(sent_at)))
 }
 
 /// One Security Hub run: the findings of this account and region updated since the cursor
@@ -781,8 +977,8 @@ async fn security_hub_by_id(
     let filters = AwsSecurityFindingFilters::builder()
         .set_id(Some(ids.iter().map(|id| equals(id)).collect()))
         .aws_account_id(equals(&job.account_id))
-        .region(equals(&job.region))
-        .build();
+        .region(equals(&job.region));
+    let filters = without_guardduty(job, filters).build();
     let raw = RawBody::default();
     let sent =
         client.get_findings().filters(filters).max_results(SECURITY_HUB_PAGE).customize().interceptor(raw.clone());
@@ -796,9 +992,8 @@ async fn security_hub_by_id(
         },
     };
     let asked: HashSet<&str> = ids.iter().map(String::as_str).collect();
-    Ok(findings
+    Ok(keep_hub_findings(job, findings)
         .into_iter()
-        .filter(|f| f["AwsAccountId"] == job.account_id.as_str() && f["Region"] == job.region.as_str())
         .filter(|f| f["Id"].as_str().is_some_and(|id| asked.contains(id)))
         .collect())
 }
@@ -806,29 +1001,67 @@ async fn security_hub_by_id(
 fn security_hub_filters(job: &Job, listing: &Listing) -> aws_sdk_securityhub::types::AwsSecurityFindingFilters {
     use aws_sdk_securityhub::types::{AwsSecurityFindingFilters, DateFilter, StringFilter, StringFilterComparison};
     let equals = |value: &str| StringFilter::builder().value(value).comparison(StringFilterComparison::Equals).build();
-    let from = DateTime::from_timestamp_millis(listing.request_since_ms()).unwrap_or_default();
-    let mut filters = AwsSecurityFindingFilters::builder()
-        // Security Hub refuses a date range without its end: a fixed far one keeps every page's
-        // request the same.
+    let (from, to) = listing.hub_window();
+    // Security Hub refuses a date range without its end: a fixed far one keeps every page's
+    // request of a listing the same.
+    let to = to.map_or_else(
+        || "2999-12-31T23:59:59.999Z".to_owned(),
+        |to| to.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+    );
+    let filters = AwsSecurityFindingFilters::builder()
         .updated_at(
-            DateFilter::builder()
-                .start(from.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-                .end("2999-12-31T23:59:59.999Z")
-                .build(),
+            DateFilter::builder().start(from.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)).end(to).build(),
         )
         .aws_account_id(equals(&job.account_id))
         .region(equals(&job.region));
-    if job.target == WITHOUT_GUARDDUTY_TARGET {
-        filters = filters.product_name(
-            StringFilter::builder().value("GuardDuty").comparison(StringFilterComparison::NotEquals).build(),
-        );
+    without_guardduty(job, filters).build()
+}
+
+/// When the account imports GuardDuty's own findings, the Security Hub job leaves out those
+/// GuardDuty relays, by their product ARN (its name is a display string).
+fn without_guardduty(
+    job: &Job,
+    filters: aws_sdk_securityhub::types::builders::AwsSecurityFindingFiltersBuilder,
+) -> aws_sdk_securityhub::types::builders::AwsSecurityFindingFiltersBuilder {
+    use aws_sdk_securityhub::types::{StringFilter, StringFilterComparison};
+    if job.target != WITHOUT_GUARDDUTY_TARGET {
+        return filters;
     }
-    filters.build()
+    let prefix = format!("arn:{}:securityhub:{}::product/aws/guardduty", partition(&job.region), job.region);
+    filters
+        .product_arn(StringFilter::builder().value(prefix).comparison(StringFilterComparison::PrefixNotEquals).build())
+}
+
+/// The partition of a region's ARNs.
+fn partition(region: &str) -> &'static str {
+    match region {
+        r if r.starts_with("cn-") => "aws-cn",
+        r if r.starts_with("us-gov-") => "aws-us-gov",
+        r if r.starts_with("us-isob-") => "aws-iso-b",
+        r if r.starts_with("us-iso-") => "aws-iso",
+        _ => "aws",
+    }
+}
+
+/// What a Security Hub answer holds for this job: findings of its account and region (an
+/// aggregation region answers for its linked regions, an administrator for its members, and not
+/// every endpoint honours every filter), without GuardDuty's relays when it imports those.
+fn keep_hub_findings(job: &Job, findings: Vec<Value>) -> Vec<Value> {
+    let excluded = job.target == WITHOUT_GUARDDUTY_TARGET;
+    let relayed = |f: &Value| f["ProductArn"].as_str().is_some_and(|arn| arn.ends_with("::product/aws/guardduty"));
+    findings
+        .into_iter()
+        .filter(|f| f["AwsAccountId"] == job.account_id.as_str() && f["Region"] == job.region.as_str())
+        .filter(|f| !(excluded && relayed(f)))
+        .collect()
 }
 
 /// Security Hub's answer in a region where the account has not enabled it.
+/// ("Account 111122223333 is not subscribed to AWS Security Hub"). The error type alone does not
+/// say: AWS answers `InvalidAccessException` to a missing permission too.
 fn is_not_subscribed(error: &AwsError) -> bool {
-    error.code.as_deref() == Some("InvalidAccessException") && error.message.contains("not subscribed")
+    error.code.as_deref() == Some("InvalidAccessException")
+        && error.message.to_ascii_lowercase().contains("not subscribed")
 }
 
 /// The service is not enabled in this region: a state, recorded with the job's checkpoint
@@ -837,6 +1070,9 @@ async fn record_not_enabled(ctx: &PollContext, job: &mut Job, mut listing: Listi
     listing.state = NOT_ENABLED.into();
     listing.detector_id = None;
     listing.next_token = None;
+    if let Some(walk) = &mut listing.walk {
+        walk.restart();
+    }
     let checkpoint = serde_json::to_value(&listing).unwrap_or_default();
     let mut tx = ctx.pool.begin().await?;
     job.save_checkpoint(&mut tx, checkpoint, Some(Utc::now()), 0).await?;
@@ -868,9 +1104,15 @@ async fn store_page(
     }
     let proven = listed.map(|listed| proven_ids(listed, &converted));
     let page: Vec<&ExternalFinding> = converted.iter().collect();
-    let fresh: Vec<&ExternalFinding> = converted.iter().filter(|f| listing.is_fresh(f)).collect();
+    let hub = source == FindingSource::SecurityHub;
+    let fresh: Vec<&ExternalFinding> =
+        converted.iter().filter(|f| if hub { listing.hub_foldable(f) } else { listing.is_fresh(f) }).collect();
     let to_fold: Vec<ExternalFinding> = fresh.iter().map(|f| (*f).clone()).collect();
-    let step = listing.after_page(&page, &fresh, proven.as_ref(), next_token, ctx.options.overlap);
+    let step = if hub {
+        listing.after_hub_page(&page, &fresh, next_token, ctx.options.overlap.as_millis() as i64)
+    } else {
+        listing.after_page(&page, &fresh, proven.as_ref(), next_token, ctx.options.overlap)
+    };
     let mut tx = ctx.pool.begin().await?;
     let folded = fold_findings(&mut tx, &to_fold).await?;
     job.save_checkpoint(&mut tx, step.checkpoint, step.covered, step.fresh).await?;
@@ -1368,6 +1610,37 @@ mod tests {
         let mut hub = Listing { from_ms: Some(at(0).timestamp_millis()), ..Listing::default() };
         hub.after_page(&refs, &refs, None, Some("t3".into()), overlap);
         assert_eq!(hub.from_ms, Some(at(30).timestamp_millis()));
+    }
+
+    #[test]
+    fn security_hub_passes_an_instant_only_after_two_walks_agree() {
+        let c = at(5).timestamp_millis();
+        let f = |id: &str| guardduty(id, at(5), 2.0, false);
+        let (a, b, x, y) = (f("a"), f("b"), f("x"), f("y"));
+        let mut listing = Listing { from_ms: Some(c), ..Listing::default() };
+        // A full page all at the cursor's instant: a walk of it, no token followed.
+        let step = listing.after_hub_page(&[&a, &b], &[&a, &b], Some("t0".into()), 0);
+        assert!(step.more && listing.next_token.is_none());
+        assert_eq!(listing.walk.as_ref().map(|w| w.at_ms), Some(c));
+        let (from, to) = listing.hub_window();
+        assert_eq!((from.timestamp_millis(), to.map(|t| t.timestamp_millis())), (c - 1, Some(c)));
+        // Walk 1: two pages (a, b | x): not proven alone.
+        listing.after_hub_page(&[&a, &b], &[], Some("t1".into()), 0);
+        listing.after_hub_page(&[&x], &[&x], None, 0);
+        assert_eq!(listing.walk.as_ref().map(|w| w.walks), Some(1), "walked again");
+        // Walk 2 returns another set (b left, y was skipped before): again.
+        listing.after_hub_page(&[&a, &x], &[], Some("t2".into()), 0);
+        listing.after_hub_page(&[&y], &[&y], None, 0);
+        assert_eq!(listing.from_ms, Some(c), "the cursor stays on the instant");
+        // Walk 3 agrees with walk 2: the cursor passes the instant.
+        listing.after_hub_page(&[&a, &x], &[], Some("t3".into()), 0);
+        let step = listing.after_hub_page(&[&y], &[], None, 0);
+        assert!(step.more && listing.walk.is_none());
+        assert_eq!(listing.from_ms, Some(c + 1));
+        // A walk answered in one page is proven at once.
+        let mut one = Listing { from_ms: Some(c), walk: Some(GroupWalk::at(c)), ..Listing::default() };
+        one.after_hub_page(&[&a], &[&a], None, 0);
+        assert_eq!((one.from_ms, one.walk.is_none()), (Some(c + 1), true));
     }
 
     #[test]

@@ -35,6 +35,12 @@ const MAX_PANIC_PAUSE: Duration = Duration::from_secs(300);
 /// Accounts whose config changes one run links to the events it stored (an organization's
 /// archive may hold thousands); any others are linked by their account's next snapshot.
 const MAX_LINKED_ACCOUNTS: i64 = 5000;
+/// How soon a worker runs detection again after its own failed, and how often it looks for
+/// detection requests nobody runs (their holder died or stopped at its limit of passes).
+const DETECTION_RETRY: Duration = Duration::from_secs(15);
+/// A waiting request counts as nobody's once it has waited this long with the lease free (its
+/// caller takes the lease right after leaving it).
+const UNATTENDED_AFTER: Duration = Duration::from_secs(10);
 
 /// Sources that store CloudTrail events, which may explain config changes seen before them.
 fn links_changes(source: Source) -> bool {
@@ -76,12 +82,29 @@ pub struct Worker {
     posture: Option<Posture>,
     sessions: Mutex<HashMap<String, (Instant, String, AccountSession)>>,
     job_hook: Option<JobHook>,
+    detection_retry: std::sync::Mutex<DetectionRetry>,
+}
+
+/// When the worker next looks for detection left undone, and what its own failed detection
+/// asked for (retried then).
+struct DetectionRetry {
+    next_check: Instant,
+    failed_since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Worker {
     /// `id` names the worker in leases (`accounts status` shows where a job runs).
     pub fn new(ctx: PollContext, id: impl Into<String>, policies: Option<Arc<PolicySet>>) -> Self {
-        Self { ctx, id: id.into(), policies, posture: None, sessions: Mutex::new(HashMap::new()), job_hook: None }
+        let detection_retry = DetectionRetry { next_check: Instant::now(), failed_since: None };
+        Self {
+            ctx,
+            id: id.into(),
+            policies,
+            posture: None,
+            sessions: Mutex::new(HashMap::new()),
+            job_hook: None,
+            detection_retry: std::sync::Mutex::new(detection_retry),
+        }
     }
 
     /// Evaluates `checks` over an account after each snapshot of it.
@@ -195,6 +218,7 @@ impl Worker {
 
     /// Claims and runs one due job; false when none was due.
     async fn step(&self) -> Result<bool, sqlx::Error> {
+        self.detect_left_undone().await;
         let Some(job) = jobs::claim_due(&self.ctx.pool, &self.id, self.ctx.options.lease).await? else {
             return Ok(false);
         };
@@ -428,20 +452,65 @@ impl Worker {
     }
 
     /// Detection over what the runs since `started` stored (and anything stored earlier whose
-    /// detection never finished: see [`detect::run_pending`]).
+    /// detection never finished: see [`detect::run_pending`]). A failure is retried soon.
     async fn detect(&self, started: chrono::DateTime<chrono::Utc>) {
         let Some(policies) = &self.policies else { return };
-        match catch_panic(detect::run_pending(&self.ctx.pool, policies, started)).await {
-            Ok(Ok(summary)) => tracing::info!(new_alerts = summary.new_alerts, "detection after polling"),
+        let failed = match catch_panic(detect::run_pending(&self.ctx.pool, policies, started)).await {
+            // Another process's pass held the detection lease: these rows were left to it.
+            Ok(Ok(summary)) if summary.deferred_to.is_some() => {
+                tracing::debug!(
+                    holder = summary.deferred_to.as_deref(),
+                    "detection after polling left to the running pass"
+                );
+                false
+            }
+            Ok(Ok(summary)) => {
+                tracing::info!(new_alerts = summary.new_alerts, "detection after polling");
+                false
+            }
             // Recorded by `run_pending` for `accounts status`, the API and `/metrics`.
             Ok(Err(error)) => {
-                tracing::warn!(error = %crate::notify::error_chain(&error), "detection after polling failed")
+                tracing::warn!(error = %crate::notify::error_chain(&error), "detection after polling failed");
+                true
             }
-            // The events stay stored; the next import's or run's detection covers them again.
+            // The events stay stored and requested; the retry or the next pass anywhere covers them.
             Err(panic) => {
                 tracing::error!(%panic, "detection after polling panicked");
                 detect::health::record_failure(&self.ctx.pool, &format!("detection panicked: {panic}")).await;
+                true
             }
+        };
+        if failed {
+            let mut retry = self.detection_retry.lock().unwrap_or_else(|e| e.into_inner());
+            retry.failed_since = Some(retry.failed_since.map_or(started, |since| since.min(started)));
+            retry.next_check = Instant::now() + DETECTION_RETRY;
+        }
+    }
+
+    /// Every [`DETECTION_RETRY`]: detection again after this worker's failed, or for requests
+    /// waiting with nobody holding the detection lease (a holder killed or stopped at its limit).
+    async fn detect_left_undone(&self) {
+        if self.policies.is_none() {
+            return;
+        }
+        let failed_since = {
+            let mut retry = self.detection_retry.lock().unwrap_or_else(|e| e.into_inner());
+            if Instant::now() < retry.next_check {
+                return;
+            }
+            retry.next_check = Instant::now() + DETECTION_RETRY;
+            retry.failed_since.take()
+        };
+        let since = match failed_since {
+            Some(since) => Some(since),
+            None => detect::lease::unattended(&self.ctx.pool, UNATTENDED_AFTER).await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "cannot look for detection requests left waiting");
+                None
+            }),
+        };
+        if let Some(since) = since {
+            tracing::info!(%since, "detection for rows left waiting");
+            self.detect(since).await;
         }
     }
 }

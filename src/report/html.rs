@@ -128,7 +128,8 @@ fn map(found: &[IncidentPlace]) -> String {
         .iter()
         .filter_map(|p| {
             let (latitude, longitude) = p.latitude.zip(p.longitude)?;
-            let label = [Some(p.address.as_str()), p.city.as_deref(), p.country.as_deref()]
+            let network = p.network_label();
+            let label = [Some(p.address.as_str()), p.city.as_deref(), p.country.as_deref(), network.as_deref()]
                 .into_iter()
                 .flatten()
                 .collect::<Vec<_>>()
@@ -136,13 +137,36 @@ fn map(found: &[IncidentPlace]) -> String {
             Some(Place { latitude, longitude, label })
         })
         .collect();
+    let addresses = addresses(found);
     if places.is_empty() {
-        return "<h2>Map</h2><p>No located address.</p>".to_string();
+        return format!("<h2>Map</h2><p>No located address.</p>{addresses}");
     }
     let unplaced = found.len() - places.len();
     let note =
         if unplaced > 0 { format!("<p>{unplaced} outside addresses have no known place.</p>") } else { String::new() };
-    format!("<h2>Map</h2>{}{note}", world_map(&places, escape))
+    format!("<h2>Map</h2>{}{note}{addresses}", world_map(&places, escape))
+}
+
+/// Every outside address with its place and network, placed or not: the AS and the Tor, VPN
+/// and hosting flags tell an analyst as much as the map.
+fn addresses(found: &[IncidentPlace]) -> String {
+    let rows = found
+        .iter()
+        .map(|p| {
+            let place = [p.city.as_deref(), p.country.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(", ");
+            format!(
+                "<tr><td class=\"mono\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&p.address),
+                escape(&place),
+                p.asn.map(|a| format!("AS{a}")).unwrap_or_else(|| "—".into()),
+                opt(p.as_org.as_deref()),
+                escape(&p.flags().join(", ")),
+                escape(&p.seen_in.join(", ")),
+            )
+        })
+        .collect();
+    let headers = ["Address", "Place", "AS", "Organisation", "Anonymising", "Seen in"];
+    table("Outside addresses", "addresses", &headers, rows, None)
 }
 
 /// Alerts, events, changes, flows and response actions in one time order, as the story cut it.

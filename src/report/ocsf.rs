@@ -3,6 +3,7 @@
 //! (class 2004, as the OCSF webhook sends them), then each response action taken on its alerts
 //! as an Entity Management event (class 3004: OCSF 1.1.0 has no remediation class; the action
 //! changes one AWS entity, asked for by an actor, with a comment saying why), in one JSON array.
+//! The incident's configuration diffs and flows ride in its `unmapped.skywarden`.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -83,6 +84,12 @@ fn incident_finding(story: &IncidentStory, public_url: &str, now: DateTime<Utc>)
             "uid": incident.id,
         },
     });
+    // OCSF 1.1.0 has no place for configuration diffs or flow summaries on an Incident
+    // Finding: they travel as Skywarden's own data, whole, so the evidence is handed over too.
+    finding["unmapped"] = json!({"skywarden": {
+        "config_changes": story.config_changes,
+        "flows": story.flows,
+    }});
     // OCSF needs an assignee or a group: an incident nobody owns yet says so.
     match &incident.owner {
         Some(owner) => finding["assignee"] = json!({"name": owner}),

@@ -10,8 +10,8 @@ use crate::aws::{GLOBAL_REGION, is_region_name};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Action {
-    /// Revoke one security-group ingress rule, by its rule id. With its group (`sg-…:sgr-…`),
-    /// the lease is the group's.
+    /// Revoke one security-group ingress rule, by its rule id (with its group, `sg-…:sgr-…`, the
+    /// group is checked). The lease is the rule's, however it is named.
     RevokeIngressRule {
         region: String,
         rule_id: String,
@@ -33,7 +33,7 @@ pub enum Action {
     /// Restart the logging of a trail that StopLogging stopped.
     StartLogging { region: String, trail: String },
     /// Revoke every ingress rule a principal authorised that still exists (one
-    /// `revoke-ingress-rule` per rule, recorded each, leased per security group).
+    /// `revoke-ingress-rule` per rule, recorded each, leased per rule).
     RevokePrincipalIngress { principal: Principal },
 }
 
@@ -259,14 +259,13 @@ impl Action {
     /// they are reduced to one spelling.
     pub fn resource(&self) -> String {
         match self {
-            Action::RevokeIngressRule { region, rule_id, group_id } => {
-                format!("{region}/{}", group_id.as_deref().unwrap_or(rule_id))
-            }
+            // By the rule id, however it is spelled (`sg-…:sgr-…` or `sgr-…`): one rule, one lease.
+            Action::RevokeIngressRule { region, rule_id, .. } => format!("{region}/{rule_id}"),
             Action::DeactivateAccessKey { user_name, .. } | Action::DeleteLoginProfile { user_name } => {
                 format!("iam/user/{}", user_name.to_ascii_lowercase())
             }
             Action::Quarantine { principal } => format!("iam/{}", principal.label().to_ascii_lowercase()),
-            // Its own lease: each rule it revokes takes its group's lease in turn.
+            // Its own lease: each rule it revokes takes that rule's lease in turn.
             Action::RevokePrincipalIngress { principal } => {
                 format!("ingress-of/iam/{}", principal.label().to_ascii_lowercase())
             }
@@ -397,13 +396,15 @@ mod tests {
     }
 
     #[test]
-    fn a_rule_named_with_its_group_is_leased_by_the_group() {
+    fn a_rule_is_leased_by_its_id_however_it_is_named() {
         let one = Action::parse("revoke-ingress-rule", "sg-0123456789abcdef0:sgr-0123456789abcdef0", Some("us-east-1"))
             .unwrap();
+        let bare = Action::parse("revoke-ingress-rule", "sgr-0123456789abcdef0", Some("us-east-1")).unwrap();
+        assert_eq!(one.resource(), bare.resource(), "two spellings of one rule share one lease");
         let two = Action::parse("revoke-ingress-rule", "sg-0123456789abcdef0:sgr-00000000000000001", Some("us-east-1"))
             .unwrap();
-        assert_eq!(one.resource(), two.resource());
-        assert_eq!(one.resource(), "us-east-1/sg-0123456789abcdef0");
+        assert_ne!(one.resource(), two.resource(), "another rule of the group is another lease");
+        assert_eq!(one.resource(), "us-east-1/sgr-0123456789abcdef0");
         assert_eq!(one.target(), "sg-0123456789abcdef0:sgr-0123456789abcdef0");
         let stored: Action = serde_json::from_value(serde_json::to_value(&one).unwrap()).unwrap();
         assert_eq!(stored.validated().unwrap(), one);

@@ -154,7 +154,7 @@ impl Containment {
             tracing::info!(alert_id = %alert.alert_id, account_id = %alert.account_id, "automatic containment: account not on the allow-list");
             return Ok("rules matched; the account is not on the allow-list".into());
         }
-        let suggested = super::suggest::for_alert(&self.ctx.pool, &alert.alert_id).await?;
+        let suggested = super::suggest::for_alert(&self.ctx.pool, &alert.alert_id, &self.ctx.trusted_cidrs).await?;
         let suggestions = suggested.map(|s| s.actions).unwrap_or_default();
         let mut done = Vec::new();
         for rule in matched {

@@ -63,6 +63,18 @@ pub(super) async fn observe_rule(ec2: &Client, region: &str, rule_id: &str) -> R
     Ok(Observed { state, protected, changes: true })
 }
 
+/// Whether a security group is tagged `skywarden:protected` (checked again by the undo of a
+/// revoke: the rule itself is gone).
+pub(super) async fn group_protected(ec2: &Client, region: &str, group_id: &str) -> Result<bool, RespondError> {
+    let groups = ec2
+        .describe_security_groups()
+        .group_ids(group_id)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("ec2:DescribeSecurityGroups", region, e))?;
+    Ok(is_protected(groups.security_groups().iter().flat_map(|g| g.tags()).filter_map(|t| t.key())))
+}
+
 pub(super) fn revoke_call(state: &Value) -> ApiCall {
     ApiCall::new(
         "ec2:RevokeSecurityGroupIngress",
@@ -202,8 +214,8 @@ pub(super) fn stop_calls(state: &Value) -> Vec<ApiCall> {
         .flatten()
         .map(|volume| ApiCall::new("ec2:CreateSnapshot", json!({"VolumeId": volume})))
         .collect();
-    calls.push(tag_stopped_call(&state["instance_id"], &json!("ACTION_ID")));
     calls.push(ApiCall::new("ec2:StopInstances", json!({"InstanceIds": [state["instance_id"]]})));
+    calls.push(tag_stopped_call(&state["instance_id"], &json!("ACTION_ID")));
     calls
 }
 
@@ -218,7 +230,7 @@ fn tag_stopped_call(instance_id: &Value, action_id: &Value) -> ApiCall {
     )
 }
 
-/// Tags the instance with [`STOPPED_TAG`] (the action's id) before stopping it.
+/// Tags the instance with [`STOPPED_TAG`] (the action's id) once it is stopping.
 async fn tag_stopped(
     ec2: &Client,
     region: &str,
@@ -238,8 +250,10 @@ async fn tag_stopped(
     Ok(())
 }
 
-/// Snapshots each volume (tagged with the action's id, for the forensic record), then stops the
-/// instance. A failure half-way leaves the snapshots taken so far in `after`.
+/// Snapshots each volume (tagged with the action's id, for the forensic record), stops the
+/// instance, then tags it [`STOPPED_TAG`] (what lets the undo start it): only after the stop,
+/// so no refused stop leaves a tag claiming one on a running instance. A failure half-way
+/// leaves the snapshots taken so far (and the state, once stopped) in `after`.
 pub(super) async fn stop_instance(
     ec2: &Client,
     region: &str,
@@ -270,8 +284,6 @@ pub(super) async fn stop_instance(
             snapshots.push(json!({"volume_id": volume, "snapshot_id": answer.snapshot_id()}));
         }
     }
-    tag_stopped(ec2, region, instance_id, action_id, log).await?;
-    after["tagged"] = json!(STOPPED_TAG);
     let call = ApiCall::new("ec2:StopInstances", json!({"InstanceIds": [instance_id]}));
     let answer = ec2
         .stop_instances()
@@ -284,6 +296,8 @@ pub(super) async fn stop_instance(
         answer.stopping_instances().first().and_then(|s| s.current_state()).and_then(|s| s.name()).map(|n| n.as_str());
     log.ok(&call, json!({"CurrentState": now}));
     after["state"] = json!(now);
+    tag_stopped(ec2, region, instance_id, action_id, log).await?;
+    after["tagged"] = json!(STOPPED_TAG);
     Ok(())
 }
 

@@ -20,7 +20,7 @@ use sqlx::PgPool;
 use super::action::Principal;
 use super::{Action, ApiCall, RespondError, ec2};
 use crate::aws::{AccountSession, is_region_name};
-use crate::net::{Cidr, is_public};
+use crate::net::{Cidr, range_non_public_reason};
 
 /// Events older than this are not read (the lower(...) indexes are walked in time order).
 pub(super) const LOOKBACK_DAYS: i32 = 90;
@@ -65,10 +65,15 @@ pub(super) fn event_problem(raw: &Value, account_id: &str, region: Option<&str>)
 /// The ingress rules one `AuthorizeSecurityGroupIngress` event created, from its answer (or
 /// those a `ModifySecurityGroupRules` event changed, from its request); `None` when it names no
 /// rule id (CloudTrail before rule ids, or an answer left out).
-pub(super) fn rules_of_event(event_id: &str, region: Option<&str>, raw: &Value) -> Option<Vec<RuleRef>> {
+pub(super) fn rules_of_event(
+    event_id: &str,
+    region: Option<&str>,
+    raw: &Value,
+    trusted: &[Cidr],
+) -> Option<Vec<RuleRef>> {
     let region = region.or_else(|| raw["awsRegion"].as_str())?;
     if raw["eventName"].as_str().is_some_and(|name| name.eq_ignore_ascii_case(MODIFY)) {
-        return rules_of_modification(event_id, region, raw);
+        return rules_of_modification(event_id, region, raw, trusted);
     }
     let items = raw["responseElements"]["securityGroupRuleSet"]["items"].as_array()?;
     let rules: Vec<RuleRef> = items
@@ -108,8 +113,9 @@ pub(super) enum Update {
 /// live rule must still be (the request's fields in the answer items' names). CloudTrail
 /// writes `ModifySecurityGroupRulesRequest.SecurityGroupRule` as one object, or a list for
 /// several: `{SecurityGroupRuleId, SecurityGroupRule: {IpProtocol, FromPort, ToPort, CidrIpv4,
-/// CidrIpv6, PrefixListId, ReferencedGroupId, Description}}`. `None` without a group.
-pub(super) fn modification_updates(request: &Value) -> Option<(String, Vec<Update>)> {
+/// CidrIpv6, PrefixListId, ReferencedGroupId, Description}}`. `None` without a group. A public
+/// source within `trusted` (the detector's `security_group_ingress.trusted_cidrs`) is not exposed.
+pub(super) fn modification_updates(request: &Value, trusted: &[Cidr]) -> Option<(String, Vec<Update>)> {
     let request = &request["ModifySecurityGroupRulesRequest"];
     let group = request["GroupId"].as_str()?;
     let updates = match &request["SecurityGroupRule"] {
@@ -120,12 +126,12 @@ pub(super) fn modification_updates(request: &Value) -> Option<(String, Vec<Updat
     let judged = updates
         .into_iter()
         .filter_map(|update| Some((update["SecurityGroupRuleId"].as_str()?, &update["SecurityGroupRule"])))
-        .map(|(rule_id, set)| judge_update(group, rule_id, set))
+        .map(|(rule_id, set)| judge_update(group, rule_id, set, trusted))
         .collect();
     Some((group.to_owned(), judged))
 }
 
-fn judge_update(group: &str, rule_id: &str, set: &Value) -> Update {
+fn judge_update(group: &str, rule_id: &str, set: &Value, trusted: &[Cidr]) -> Update {
     let sources = ["CidrIpv4", "CidrIpv6", "PrefixListId", "ReferencedGroupId"];
     let named = sources.iter().filter(|field| !set[**field].is_null()).count();
     if set["IpProtocol"].is_null() || named != 1 {
@@ -144,9 +150,12 @@ fn judge_update(group: &str, rule_id: &str, set: &Value) -> Update {
             why: format!("the update's source {text:?} is not a CIDR"),
         };
     }
-    if !cidr.is_some_and(exposed) {
-        let why =
-            format!("the update set a source that is not exposed ({}): the rule was there before", source_of(set));
+    if !cidr.is_some_and(|cidr| exposed(cidr, trusted)) {
+        let trusted_range = if cidr.is_some_and(|cidr| exposed(cidr, &[])) { ", a trusted range" } else { "" };
+        let why = format!(
+            "the update set a source that is not exposed ({}{trusted_range}): the rule was there before",
+            source_of(set)
+        );
         return Update::PreExisting { rule_id: rule_id.to_owned(), why };
     }
     let mut item = json!({"groupId": group, "securityGroupRuleId": rule_id, "modified": true,
@@ -172,17 +181,31 @@ fn source_of(set: &Value) -> String {
         .unwrap_or_else(|| "no source".into())
 }
 
-/// Whether a source CIDR lets in the internet: the whole of it (any `/0`) or a public range.
-/// The same notion as the `aws-security-group-ingress-opened` detector's, less its trusted
-/// ranges (`detectors.yaml`, which `respond` cannot read: layering), so an opening to a
-/// trusted public office range still counts here. A prefix list or a group is never exposed.
-pub(super) fn exposed(cidr: &str) -> bool {
-    cidr.parse::<Cidr>().is_ok_and(|c| c.is_world() || is_public(c.address))
+/// Whether a source CIDR lets in the internet: the whole of it (any `/0`), or a range that does
+/// not lie entirely within one non-public range or one of `trusted` (`0.0.0.0/1` starts with
+/// an unspecified address and holds half the internet). The same notion as the
+/// `aws-security-group-ingress-opened` detector's: its trusted ranges (`detectors.yaml`, which
+/// `respond` cannot read: layering) come from the caller
+/// ([`super::ResponseContext::trusted_cidrs`]). A prefix list or a group is never exposed.
+pub(super) fn exposed(cidr: &str, trusted: &[Cidr]) -> bool {
+    cidr.parse::<Cidr>()
+        .is_ok_and(|c| c.is_world() || (range_non_public_reason(c).is_none() && !trusted.iter().any(|t| c.within(t))))
+}
+
+/// Whether the rule an `AuthorizeSecurityGroupIngress` answer item describes is exposed (see
+/// [`exposed`]; a prefix list or a group is not); `None` when the item names no source (an
+/// answer of before rule sources were written): it cannot be judged.
+pub(super) fn item_exposed(item: &Value, trusted: &[Cidr]) -> Option<bool> {
+    if let Some(cidr) = item["cidrIpv4"].as_str().or(item["cidrIpv6"].as_str()) {
+        return Some(exposed(cidr, trusted));
+    }
+    let other = !item["prefixListId"].is_null() || !item["referencedGroupInfo"].is_null();
+    other.then_some(false)
 }
 
 /// The rules a `ModifySecurityGroupRules` request opened (set an exposed source).
-fn rules_of_modification(event_id: &str, region: &str, raw: &Value) -> Option<Vec<RuleRef>> {
-    let (_, updates) = modification_updates(&raw["requestParameters"])?;
+fn rules_of_modification(event_id: &str, region: &str, raw: &Value, trusted: &[Cidr]) -> Option<Vec<RuleRef>> {
+    let (_, updates) = modification_updates(&raw["requestParameters"], trusted)?;
     let rules: Vec<RuleRef> = updates
         .into_iter()
         .filter_map(|update| match update {
@@ -412,7 +435,7 @@ struct Reading {
 
 impl Reading {
     /// Reads the rules of one event; false once the action's bounds are reached.
-    async fn event(&mut self, session: &AccountSession, account_id: &str, row: &EventRow) -> bool {
+    async fn event(&mut self, session: &AccountSession, account_id: &str, row: &EventRow, trusted: &[Cidr]) -> bool {
         let (event_id, region, raw) = (&row.0, row.2.as_deref(), &row.3);
         if self.events == MAX_EVENTS {
             self.cut_off = Some(format!("more than {MAX_EVENTS} events: the oldest were not read"));
@@ -424,10 +447,10 @@ impl Reading {
             return true;
         }
         if raw["eventName"].as_str().is_some_and(|name| name.eq_ignore_ascii_case(MODIFY)) {
-            self.modification(event_id, raw);
+            self.modification(event_id, region.or_else(|| raw["awsRegion"].as_str()), raw, trusted);
         }
-        let Some(found) = rules_of_event(event_id, region, raw) else {
-            if self.modification_judged(raw) {
+        let Some(found) = rules_of_event(event_id, region, raw, trusted) else {
+            if self.modification_judged(raw, trusted) {
                 return true;
             }
             let request = &raw["requestParameters"];
@@ -462,13 +485,18 @@ impl Reading {
 
 impl Reading {
     /// Lists a modification's updates that opened nothing (pre-existing rules, left) and those
-    /// that cannot be judged (unresolved: never matched by their group alone).
-    fn modification(&mut self, event_id: &str, raw: &Value) {
-        let Some((group, updates)) = modification_updates(&raw["requestParameters"]) else { return };
+    /// that cannot be judged (unresolved: never matched by their group alone). Events are read
+    /// newest first: a rule this update set to a source that is not exposed is seen, so an
+    /// older opening of it (widened, then narrowed to a trusted range) is not revoked.
+    fn modification(&mut self, event_id: &str, region: Option<&str>, raw: &Value, trusted: &[Cidr]) {
+        let Some((group, updates)) = modification_updates(&raw["requestParameters"], trusted) else { return };
         for update in updates {
             match update {
                 Update::Opened(_) => {}
                 Update::PreExisting { rule_id, why } => {
+                    if let Some(region) = region {
+                        self.seen.insert((region.to_owned(), rule_id.clone()));
+                    }
                     self.pre_existing.push(json!({"event_id": event_id, "group_id": group, "rule_id": rule_id,
                                                   "pre_existing": true, "why": why}));
                 }
@@ -480,9 +508,9 @@ impl Reading {
     }
 
     /// Whether a modification that opened no rule was fully listed by [`Self::modification`].
-    fn modification_judged(&self, raw: &Value) -> bool {
+    fn modification_judged(&self, raw: &Value, trusted: &[Cidr]) -> bool {
         raw["eventName"].as_str().is_some_and(|name| name.eq_ignore_ascii_case(MODIFY))
-            && modification_updates(&raw["requestParameters"]).is_some_and(|(_, updates)| !updates.is_empty())
+            && modification_updates(&raw["requestParameters"], trusted).is_some_and(|(_, updates)| !updates.is_empty())
     }
 }
 
@@ -490,13 +518,14 @@ type EventRow = (String, DateTime<Utc>, Option<String>, Value);
 
 /// Reads every rule the principal's events opened with the responder session, newest first;
 /// with `as_of` (the time the action was asked for), only the events stored by then: a rule
-/// opened after the dry run and approval is not revoked by them.
+/// opened after the dry run and approval is not revoked by them. A modification to a source
+/// within `trusted` opened nothing (the rule is listed as pre-existing).
 pub(super) async fn observe(
     pool: &PgPool,
     session: &AccountSession,
-    account_id: &str,
-    principal: &Principal,
+    (account_id, principal): (&str, &Principal),
     as_of: Option<DateTime<Utc>>,
+    trusted: &[Cidr],
 ) -> Result<Observed, RespondError> {
     let mut reading = Reading::default();
     let mut cursor = None;
@@ -504,7 +533,7 @@ pub(super) async fn observe(
         let rows = page(pool, account_id, principal, cursor.as_ref(), PAGE, as_of).await?;
         let last_page = (rows.len() as i64) < PAGE;
         for row in &rows {
-            if !reading.event(session, account_id, row).await {
+            if !reading.event(session, account_id, row, trusted).await {
                 break 'pages;
             }
         }
@@ -703,13 +732,15 @@ mod tests {
                 {"securityGroupRuleId": "sgr-0000000000000000a", "groupId": "sg-0000000000000000b", "isEgress": false},
                 {"securityGroupRuleId": "sgr-0000000000000000c", "groupId": "sg-0000000000000000b", "isEgress": true}]}}
         });
-        let rules = rules_of_event("e1", None, &legacy).unwrap();
+        let rules = rules_of_event("e1", None, &legacy, &[]).unwrap();
         assert_eq!(rules.len(), 1);
         assert_eq!(rules[0].rule_id, "sgr-0000000000000000a");
         assert_eq!(rules[0].group_id.as_deref(), Some("sg-0000000000000000b"));
         assert_eq!(rules[0].region, "eu-west-1");
         // No rule id in the answer: unresolved, not silently nothing.
-        assert!(rules_of_event("e2", Some("us-east-1"), &json!({"responseElements": {"_return": true}})).is_none());
+        assert!(
+            rules_of_event("e2", Some("us-east-1"), &json!({"responseElements": {"_return": true}}), &[]).is_none()
+        );
     }
 
     #[test]
@@ -720,7 +751,7 @@ mod tests {
                 "SecurityGroupRuleId": "sgr-0000000000000000a", "tag": 1,
                 "SecurityGroupRule": {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "0.0.0.0/0"}}}},
             "responseElements": {"ModifySecurityGroupRulesResponse": {"return": true}}});
-        let rules = rules_of_event("m1", None, &one).unwrap();
+        let rules = rules_of_event("m1", None, &one, &[]).unwrap();
         assert_eq!(
             (rules.len(), rules[0].rule_id.as_str(), rules[0].group_id.as_deref()),
             (1, "sgr-0000000000000000a", Some("sg-1"))
@@ -737,11 +768,11 @@ mod tests {
         other["SecurityGroupRule"] =
             json!({"IpProtocol": "-1", "FromPort": -1, "ToPort": -1, "ReferencedGroupId": "sg-9"});
         two["requestParameters"]["ModifySecurityGroupRulesRequest"]["SecurityGroupRule"] = json!([update, other]);
-        let rules = rules_of_event("m2", None, &two).unwrap();
+        let rules = rules_of_event("m2", None, &two, &[]).unwrap();
         assert_eq!(rules.len(), 1, "a group as source opens nothing to the internet: {rules:?}");
         let mut none = one.clone();
         none["requestParameters"]["ModifySecurityGroupRulesRequest"]["SecurityGroupRule"] = json!({"tag": 1});
-        assert!(rules_of_event("m3", None, &none).is_none(), "no rule id: unresolved");
+        assert!(rules_of_event("m3", None, &none, &[]).is_none(), "no rule id: unresolved");
     }
 
     fn modify(updates: Value) -> Value {
@@ -767,15 +798,52 @@ mod tests {
             update("sgr-d", json!({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "81.2.69.160/32"})),
             update("sgr-e", json!({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "PrefixListId": "pl-1"})),
         ]));
-        let ids: Vec<String> = rules_of_event("m", None, &event).unwrap().into_iter().map(|r| r.rule_id).collect();
+        let ids: Vec<String> = rules_of_event("m", None, &event, &[]).unwrap().into_iter().map(|r| r.rule_id).collect();
         assert_eq!(ids, ["sgr-a", "sgr-c", "sgr-d"], "the world, ::/0 and a public address; not 10/8, not a list");
-        let (_, judged) = modification_updates(&event["requestParameters"]).unwrap();
+        let (_, judged) = modification_updates(&event["requestParameters"], &[]).unwrap();
         assert!(matches!(&judged[1], Update::PreExisting { rule_id, .. } if rule_id == "sgr-b"));
         let narrowed = modify(update(
             "sgr-a",
             json!({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "192.168.1.0/24"}),
         ));
-        assert!(rules_of_event("m", None, &narrowed).is_none(), "narrowing to a private range opens nothing");
+        assert!(rules_of_event("m", None, &narrowed, &[]).is_none(), "narrowing to a private range opens nothing");
+    }
+
+    #[test]
+    fn a_source_within_the_trusted_ranges_is_not_exposed_the_world_always_is() {
+        let trusted: Vec<Cidr> = vec!["81.2.69.0/24".parse().unwrap()];
+        let event = modify(json!([
+            update("sgr-a", json!({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "81.2.69.160/32"})),
+            update("sgr-b", json!({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "81.2.70.1/32"})),
+            update("sgr-c", json!({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "0.0.0.0/0"})),
+        ]));
+        let ids: Vec<String> =
+            rules_of_event("m", None, &event, &trusted).unwrap().into_iter().map(|r| r.rule_id).collect();
+        assert_eq!(ids, ["sgr-b", "sgr-c"], "the office /24 is trusted; its neighbour and the world are not");
+        let (_, judged) = modification_updates(&event["requestParameters"], &trusted).unwrap();
+        assert!(
+            matches!(&judged[0], Update::PreExisting { rule_id, why } if rule_id == "sgr-a" && why.contains("a trusted range")),
+            "{judged:?}"
+        );
+        assert!(exposed("81.2.69.160/32", &[]), "without trusted ranges a public address is exposed");
+        let world: Vec<Cidr> = vec!["0.0.0.0/0".parse().unwrap()];
+        assert!(exposed("0.0.0.0/0", &world), "the whole internet is exposed even when declared trusted");
+    }
+
+    #[test]
+    fn a_range_is_not_exposed_only_when_all_of_it_is_non_public_or_trusted() {
+        // Their first addresses (0.0.0.0, 192.0.0.0) are not public; the ranges are mostly public.
+        assert!(exposed("0.0.0.0/1", &[]), "half the internet");
+        assert!(exposed("192.0.0.0/2", &[]), "a quarter of the internet");
+        assert!(!exposed("10.0.0.0/8", &[]) && !exposed("10.20.0.0/16", &[]) && !exposed("fd00::/8", &[]));
+        let trusted: Vec<Cidr> = vec!["81.2.69.0/24".parse().unwrap()];
+        assert!(exposed("81.2.68.0/23", &trusted), "wider than the trusted /24");
+        assert!(!exposed("81.2.69.128/25", &trusted));
+        let event = modify(update(
+            "sgr-a",
+            json!({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": "0.0.0.0/1"}),
+        ));
+        assert_eq!(rules_of_event("m", None, &event, &[]).map(|r| r.len()), Some(1), "a /1 opens the rule");
     }
 
     #[test]
@@ -784,8 +852,8 @@ mod tests {
         let two_sources = update("sgr-b", json!({"IpProtocol": "tcp", "CidrIpv4": "0.0.0.0/0", "CidrIpv6": "::/0"}));
         let no_source = update("sgr-c", json!({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22}));
         let event = modify(json!([no_protocol, two_sources, no_source]));
-        assert!(rules_of_event("m", None, &event).is_none());
-        let (_, judged) = modification_updates(&event["requestParameters"]).unwrap();
+        assert!(rules_of_event("m", None, &event, &[]).is_none());
+        let (_, judged) = modification_updates(&event["requestParameters"], &[]).unwrap();
         assert!(judged.iter().all(|u| matches!(u, Update::Unresolved { .. })), "{judged:?}");
     }
 

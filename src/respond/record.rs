@@ -425,7 +425,7 @@ pub async fn claim_undo(pool: &PgPool, id: &str, lease_owner: &str) -> Result<Cl
 
 /// A revoke-principal-ingress action that failed part-way but revoked some rules (each with its
 /// own record): its undo restores those.
-fn revoked_some(record: &ResponseRecord) -> bool {
+pub(super) fn revoked_some(record: &ResponseRecord) -> bool {
     record.kind == super::KINDS[8]
         && record
             .state_after

@@ -11,6 +11,7 @@ use super::record::{self, Claim, Lease, NewAction, ResponseRecord, UndoOutcome};
 use super::{Action, ApiCall, CallLog, Observed, RespondError, Undo, ec2, iam, principal_ingress, trail};
 use crate::accounts::responder;
 use crate::aws::{AccountSession, AwsSettings};
+use crate::net::Cidr;
 
 /// What the actions need besides the action itself.
 #[derive(Clone)]
@@ -18,6 +19,9 @@ pub struct ResponseContext {
     pub pool: PgPool,
     pub settings: AwsSettings,
     pub base: aws_types::SdkConfig,
+    /// The detector's `security_group_ingress.trusted_cidrs` (read by the caller: `respond`
+    /// may not import `detect`): a rule widened to one of them is not exposed, so not opened.
+    pub trusted_cidrs: Vec<Cidr>,
 }
 
 /// A dry run: the calls apply would make and the live state they would change.
@@ -191,7 +195,9 @@ async fn plan_principal_ingress(
     action: &Action,
     principal: &Principal,
 ) -> Result<Plan, RespondError> {
-    let observed = principal_ingress::observe(&ctx.pool, &responding.session, account_id, principal, None).await?;
+    let observed =
+        principal_ingress::observe(&ctx.pool, &responding.session, (account_id, principal), None, &ctx.trusted_cidrs)
+            .await?;
     let calls = observed.calls();
     let existing = observed.rules.iter().filter(|r| r.exists && r.problem.is_none()).count();
     Ok(Plan {
@@ -260,7 +266,15 @@ pub const AUTOMATIC_ACTOR: &str = "automatic";
 /// and records the state before, makes the calls, records what it left; a failure half-way is
 /// recorded with what it changed. A replayed key returns the earlier record and calls nothing.
 pub async fn apply(ctx: &ResponseContext, request: &ApplyRequest) -> Result<ResponseRecord, RespondError> {
-    apply_with(ctx, request, true).await
+    let result = apply_with(ctx, request, true).await;
+    // Refused before anything was recorded: the attempt is audited all the same.
+    if let Err(error @ (RespondError::NotEnabled { .. } | RespondError::Busy { .. } | RespondError::KeyReused(_))) =
+        &result
+    {
+        let (account, action) = (&request.account_id, &request.action);
+        audit_refusal(&ctx.pool, &request.actor, "response.apply_refused", (account, action), error).await;
+    }
+    result
 }
 
 /// [`apply`]; `approval: false` for the rules of an action already asked for (and approved
@@ -331,7 +345,8 @@ async fn request_plan(
     }
     let read = async {
         let responding = session(ctx, account_id).await?;
-        principal_ingress::observe(&ctx.pool, &responding.session, account_id, principal, None).await
+        principal_ingress::observe(&ctx.pool, &responding.session, (account_id, principal), None, &ctx.trusted_cidrs)
+            .await
     };
     match read.await {
         Ok(observed) => Ok(Some(principal_ingress::plan_of(&observed))),
@@ -474,7 +489,7 @@ async fn run_any(
 }
 
 /// Revokes every rule the principal opened that exists, is the event's and is not protected,
-/// each as its own `revoke-ingress-rule` (recorded, leased by its security group, keyed by this
+/// each as its own `revoke-ingress-rule` (recorded, leased by its rule id, keyed by this
 /// action and the rule so a re-run does nothing twice). The action is applied only when nothing
 /// was left (cut off, unresolved, mismatched, unreadable, refused or failed); else failed, with
 /// each rule's outcome in `state_after` (what was changed) and what was left in the error.
@@ -527,8 +542,14 @@ async fn observe_planned(
         return principal_ingress::observe_plan(&responding.session, principal, plan).await;
     }
     let as_of = Some(parent.created_at);
-    let observed =
-        principal_ingress::observe(&ctx.pool, &responding.session, &parent.account_id, principal, as_of).await?;
+    let observed = principal_ingress::observe(
+        &ctx.pool,
+        &responding.session,
+        (&parent.account_id, principal),
+        as_of,
+        &ctx.trusted_cidrs,
+    )
+    .await?;
     record::set_plan(&ctx.pool, lease, &principal_ingress::plan_of(&observed)).await?;
     Ok(observed)
 }
@@ -776,6 +797,43 @@ async fn restore(r: &Responding, action: &Action, before: &Value, log: &mut Call
     }
 }
 
+/// [`restore`], unless the resource has been tagged `skywarden:protected` since: an undo is a
+/// write like any other, refused (and recorded so) on a protected resource.
+async fn restore_unprotected(
+    r: &Responding,
+    action: &Action,
+    before: &Value,
+    log: &mut CallLog,
+) -> Result<Value, RespondError> {
+    let protected = match action {
+        Action::RevokeIngressRule { region, .. } => match before["group_id"].as_str() {
+            Some(group) if before["exists"] == json!(true) => {
+                ec2::group_protected(&r.session.ec2(region), region, group).await?
+            }
+            _ => false,
+        },
+        // Rule by rule (each its own undo); or no undo at all.
+        Action::RevokePrincipalIngress { .. } | Action::DeleteLoginProfile { .. } | Action::StartLogging { .. } => {
+            false
+        }
+        _ => Box::pin(observe(r, action)).await?.protected,
+    };
+    if protected {
+        return Err(RespondError::Protected { resource: format!("{} {}", action.kind(), action.target()) });
+    }
+    restore(r, action, before, log).await
+}
+
+/// Refuses at once the undo of what Skywarden did not apply (planned, a dry run, awaiting
+/// approval, failed before changing anything): there is nothing of Skywarden's to restore.
+fn check_undoable(record: &ResponseRecord) -> Result<(), RespondError> {
+    match record.status.as_str() {
+        "applied" | "undone" | "undo_awaiting_approval" => Ok(()),
+        "failed" if record::revoked_some(record) => Ok(()),
+        other => Err(RespondError::NotUndoable { id: record.id.clone(), status: other.to_owned() }),
+    }
+}
+
 /// Refuses up front the undos the account's responder role cannot make: those that grant
 /// access, unless it was deployed with AllowGrantingUndo=true.
 async fn check_undo_allowed(
@@ -806,7 +864,14 @@ pub async fn undo(ctx: &ResponseContext, id: &str, actor: &str, reason: &str) ->
     check_reason(reason)?;
     let record = fetch(&ctx.pool, id).await?;
     let action = record.action()?;
-    check_undo_allowed(ctx, &record, &action).await?;
+    let allowed = match check_undoable(&record) {
+        Ok(()) => check_undo_allowed(ctx, &record, &action).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = allowed {
+        audit_refusal(&ctx.pool, actor, "response.undo_refused", (&record.account_id, &action), &error).await;
+        return Err(error);
+    }
     if record.status != "undone" && needs_approval(&ctx.pool, &action).await? {
         record::check_person(&ctx.pool, actor, "asking for the undo of an action that needs approval").await?;
         let record = record::request_undo(&ctx.pool, id, actor, reason.trim()).await?;
@@ -814,8 +879,13 @@ pub async fn undo(ctx: &ResponseContext, id: &str, actor: &str, reason: &str) ->
         return Ok(record);
     }
     let lease_owner = new_lease_owner()?;
-    if let Claim::Replayed(done) = record::claim_undo(&ctx.pool, id, &lease_owner).await? {
-        return Ok(*done);
+    match record::claim_undo(&ctx.pool, id, &lease_owner).await {
+        Ok(Claim::Replayed(done)) => return Ok(*done),
+        Ok(Claim::New(_)) => {}
+        Err(error) => {
+            audit_refusal(&ctx.pool, actor, "response.undo_refused", (&record.account_id, &action), &error).await;
+            return Err(error);
+        }
     }
     let lease = Lease { id, owner: &lease_owner };
     let (outcome, calls) =
@@ -839,7 +909,8 @@ async fn run_undo(
     let mut log = CallLog::default();
     let result = match (action, session(ctx, &record.account_id).await) {
         (Action::RevokePrincipalIngress { .. }, Ok(_)) => undo_principal_ingress(ctx, record, actor, reason).await,
-        (_, Ok(responding)) => restore(&responding, action, &before, &mut log).await,
+        // Boxed: the undo's future stays small (callers poll it on their own stack).
+        (_, Ok(responding)) => Box::pin(restore_unprotected(&responding, action, &before, &mut log)).await,
         (_, Err(error)) => Err(error),
     };
     let error = result.as_ref().err().map(ToString::to_string);
@@ -854,6 +925,21 @@ async fn run_undo(
     };
     record::finish_undo(&ctx.pool, lease, &outcome).await?;
     Ok((result.map(|_| ()), calls))
+}
+
+/// An attempt refused before it ran (not enabled, busy, key reused, not undoable): who tried
+/// what, and why it was refused.
+async fn audit_refusal(
+    pool: &PgPool,
+    actor: &str,
+    what: &str,
+    (account_id, action): (&str, &Action),
+    error: &RespondError,
+) {
+    let details = json!({"kind": action.kind(), "target": action.target(), "region": action.region(),
+                         "refused": true, "error": error.to_string()});
+    let target = format!("{account_id}:{}", action.target());
+    crate::auth::audit::record(pool, actor, what, Some(&target), None, super::mask_secrets(&details)).await;
 }
 
 /// Who did what, why, the calls (of this apply or undo) and their answers; secrets masked.

@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use super::record::{self, ResponseRecord};
 use super::{Action, Principal, RespondError, Undo};
 use crate::accounts::responder;
+use crate::net::Cidr;
 
 /// At most this many evidence events are read for suggestions.
 const MAX_EVENTS: i64 = 500;
@@ -73,10 +74,10 @@ fn by_principal(event: &Value) -> Vec<(Action, String)> {
 
 /// The rules a ModifySecurityGroupRules request opened: an update that set an exposed source
 /// (the internet, a public range). Narrowing a rule, changing its description or setting a
-/// private source leaves a pre-existing rule that is not the caller's to revoke.
-fn modified_rules(request: &Value, region: Option<&str>) -> Vec<(Action, String)> {
+/// private or trusted source leaves a pre-existing rule that is not the caller's to revoke.
+fn modified_rules(request: &Value, region: Option<&str>, trusted: &[Cidr]) -> Vec<(Action, String)> {
     use super::principal_ingress::{Update, modification_updates};
-    let Some((group, updates)) = modification_updates(request) else { return Vec::new() };
+    let Some((group, updates)) = modification_updates(request, trusted) else { return Vec::new() };
     updates
         .into_iter()
         .filter_map(|update| match update {
@@ -91,7 +92,7 @@ fn modified_rules(request: &Value, region: Option<&str>) -> Vec<(Action, String)
 }
 
 /// What the call created or changed.
-fn by_call(event: &Value) -> Vec<(Action, String)> {
+fn by_call(event: &Value, trusted: &[Cidr]) -> Vec<(Action, String)> {
     // A refused call changed nothing (recon alerts keep them as evidence): nothing to undo.
     if !event["errorCode"].is_null() {
         return Vec::new();
@@ -104,7 +105,11 @@ fn by_call(event: &Value) -> Vec<(Action, String)> {
     match name {
         "AuthorizeSecurityGroupIngress" => {
             for rule in response["securityGroupRuleSet"]["items"].as_array().into_iter().flatten() {
-                if rule["isEgress"] == Value::Bool(true) {
+                // An egress rule, or one to a private or trusted source (created in the same call
+                // as an opening to the world, say), opened nothing: automatic containment must
+                // not revoke the office's rule. An item naming no source cannot be judged: kept.
+                let exposed = super::principal_ingress::item_exposed(rule, trusted);
+                if rule["isEgress"] == Value::Bool(true) || exposed == Some(false) {
                     continue;
                 }
                 if let Some(id) = rule["securityGroupRuleId"].as_str() {
@@ -113,7 +118,7 @@ fn by_call(event: &Value) -> Vec<(Action, String)> {
                 }
             }
         }
-        "ModifySecurityGroupRules" => found.extend(modified_rules(request, region)),
+        "ModifySecurityGroupRules" => found.extend(modified_rules(request, region, trusted)),
         "CreateAccessKey" => {
             let key = &response["accessKey"];
             if let (Some(user), Some(id)) = (text(&key["userName"]), text(&key["accessKeyId"])) {
@@ -165,9 +170,10 @@ fn by_call(event: &Value) -> Vec<(Action, String)> {
     found
 }
 
-/// The actions that fit these events, each once, what they changed first.
-pub fn from_events(events: &[Value]) -> Vec<Suggestion> {
-    let found = events.iter().flat_map(by_call).chain(events.iter().flat_map(by_principal));
+/// The actions that fit these events, each once, what they changed first; `trusted`: the
+/// detector's trusted ranges (a rule widened to one of them opened nothing).
+pub fn from_events(events: &[Value], trusted: &[Cidr]) -> Vec<Suggestion> {
+    let found = events.iter().flat_map(|e| by_call(e, trusted)).chain(events.iter().flat_map(by_principal));
     let mut suggestions: Vec<Suggestion> = Vec::new();
     for (action, why) in found {
         let target = action.target();
@@ -222,8 +228,8 @@ async fn principal_ingress(pool: &PgPool, account_id: &str, events: &[Value]) ->
     found
 }
 
-/// The actions for one alert; none if there is no such alert.
-pub async fn for_alert(pool: &PgPool, alert_id: &str) -> Result<Option<Applicable>, RespondError> {
+/// The actions for one alert; none if there is no such alert. `trusted`: as for [`from_events`].
+pub async fn for_alert(pool: &PgPool, alert_id: &str, trusted: &[Cidr]) -> Result<Option<Applicable>, RespondError> {
     if !crate::model::is_alert_id(alert_id) {
         return Ok(None);
     }
@@ -244,7 +250,7 @@ pub async fn for_alert(pool: &PgPool, alert_id: &str) -> Result<Option<Applicabl
     .fetch_all(pool)
     .await?;
     let enabled = responder::load(pool, &account_id).await?.is_some();
-    let mut actions = from_events(&events);
+    let mut actions = from_events(&events, trusted);
     actions.extend(principal_ingress(pool, &account_id, &events).await);
     Ok(Some(Applicable {
         alert_id: alert_id.to_owned(),
@@ -290,7 +296,7 @@ mod tests {
                 Value::Null,
             ),
         ];
-        let found: Vec<(&str, String)> = from_events(&events).iter().map(|s| (s.kind, s.target.clone())).collect();
+        let found: Vec<(&str, String)> = from_events(&events, &[]).iter().map(|s| (s.kind, s.target.clone())).collect();
         assert_eq!(
             found,
             [
@@ -312,8 +318,42 @@ mod tests {
         )
     }
 
+    #[test]
+    fn an_authorized_rule_to_a_private_or_trusted_source_is_not_suggested() {
+        let item = |id: &str, source: Value| {
+            let mut item = json!({"securityGroupRuleId": id, "groupId": "sg-0000000000000000f", "isEgress": false,
+                                  "ipProtocol": "tcp", "fromPort": 22, "toPort": 22});
+            item.as_object_mut().unwrap().extend(source.as_object().unwrap().clone());
+            item
+        };
+        let authorized = alice(
+            "AuthorizeSecurityGroupIngress",
+            json!({}),
+            json!({"securityGroupRuleSet": {"items": [
+                item("sgr-000000000000000a1", json!({"cidrIpv4": "0.0.0.0/0"})),
+                item("sgr-000000000000000a2", json!({"cidrIpv4": "81.2.69.0/24"})),
+                item("sgr-000000000000000a3", json!({"cidrIpv4": "10.0.0.0/8"})),
+                item("sgr-000000000000000a4", json!({"referencedGroupInfo": {"groupId": "sg-1"}})),
+                item("sgr-000000000000000a5", json!({"cidrIpv4": "0.0.0.0/1"})),
+                item("sgr-000000000000000a6", json!({})),
+            ]}}),
+        );
+        let trusted: Vec<Cidr> = vec!["81.2.69.0/24".parse().unwrap()];
+        let ids: Vec<String> = from_events(std::slice::from_ref(&authorized), &trusted)
+            .into_iter()
+            .filter(|s| s.kind == "revoke-ingress-rule")
+            .map(|s| s.target)
+            .collect();
+        assert_eq!(
+            ids,
+            ["sgr-000000000000000a1", "sgr-000000000000000a5", "sgr-000000000000000a6"],
+            "the world, a /1 and an item naming no source; not the office, 10/8 or a group"
+        );
+        assert_eq!(revokes(&[authorized]).len(), 4, "without trusted ranges the office /24 is exposed");
+    }
+
     fn revokes(events: &[Value]) -> Vec<String> {
-        from_events(events).into_iter().filter(|s| s.kind == "revoke-ingress-rule").map(|s| s.target).collect()
+        from_events(events, &[]).into_iter().filter(|s| s.kind == "revoke-ingress-rule").map(|s| s.target).collect()
     }
 
     #[test]
@@ -342,7 +382,7 @@ mod tests {
             json!({"securityGroupRuleSet": {"items": [{"securityGroupRuleId": "sgr-0000000000000000b", "isEgress": false}]}}),
         );
         authorized["errorCode"] = json!("Client.InvalidPermission.Duplicate");
-        let found = from_events(&[modified, authorized]);
+        let found = from_events(&[modified, authorized], &[]);
         assert!(found.iter().all(|s| s.kind != "revoke-ingress-rule"), "{found:?}");
         assert!(found.iter().any(|s| s.kind == "quarantine"), "the caller still tried");
     }

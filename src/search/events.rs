@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::principal_columns;
 
-mod text_search;
+pub mod text_search;
 
 /// An audit-trail search: every filter is optional; `limit` is the page size and `after` the
 /// position of the previous page's last event (newest first).
@@ -103,8 +103,8 @@ pub async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Vec<Event
         // The page's keys first, from the narrowest rows the indexes give, then its columns:
         // sorting thousands of matches by time needs only their keys.
         r#"WITH page AS (
-               SELECT account_id, event_time, event_id
-               FROM audit_events
+               SELECT account_id, event_time, event_id, archived
+               FROM audit_event_copies e
                WHERE ($1::text IS NULL OR account_id = $1)
                  AND ($2::text IS NULL OR lower(principal_arn) = $2)
                  AND ($17::text IS NULL OR lower(user_name) = $17)
@@ -124,6 +124,16 @@ pub async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Vec<Event
                  AND ($12::timestamptz IS NULL OR (event_time, account_id, event_id) < ($12, $13::text, $14::text))
                  -- Text searches take `text_search` instead.
                  AND $16::text IS NULL
+                 -- Each key once, without a sort of the range: an archived copy is left out when
+                 -- the hot table holds the event again, or the cache holds it twice (loaded from two
+                 -- objects) and this is not the first copy.
+                 AND NOT (archived AND (EXISTS (SELECT 1 FROM cloudtrail_events h
+                                                WHERE h.account_id = e.account_id AND h.event_time = e.event_time
+                                                  AND h.event_id = e.event_id)
+                                        OR EXISTS (SELECT 1 FROM lake_events d
+                                                   WHERE d.account_id = e.account_id AND d.event_time = e.event_time
+                                                     AND d.event_id = e.event_id
+                                                     AND (d.lake_object, d.lake_row_group) < (e.lake_object, e.lake_row_group))))
                ORDER BY event_time DESC, account_id DESC, event_id DESC
                LIMIT $15)
            SELECT c.account_id AS "account_id!", c.event_id AS "event_id!", c.event_time AS "event_time!", c.region,
@@ -131,7 +141,12 @@ pub async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Vec<Event
                   c.error_code, c.read_only, c.resource_ids AS "resource_ids!", c.geo_country AS country,
                   c.geo_city AS city, c.geo_asn AS asn, c.geo_as_org AS as_org, c.source_is_tor AS is_tor,
                   c.source_is_vpn AS is_vpn, c.source_is_hosting AS is_hosting, c.archived AS "archived!"
-           FROM audit_events c JOIN page USING (account_id, event_time, event_id)
+           -- One copy per key: the cache may hold an event twice (loaded from two objects).
+           FROM page p CROSS JOIN LATERAL (
+               SELECT * FROM audit_event_copies c
+               WHERE c.account_id = p.account_id AND c.event_time = p.event_time AND c.event_id = p.event_id
+                 AND c.archived = p.archived
+               LIMIT 1) c
            ORDER BY c.event_time DESC, c.account_id DESC, c.event_id DESC"#,
         filter.account,
         principal_arn,
@@ -170,8 +185,8 @@ pub async fn search_newer(
     let mut events = sqlx::query_as!(
         EventSummary,
         r#"WITH page AS (
-               SELECT account_id, event_time, event_id
-               FROM audit_events
+               SELECT account_id, event_time, event_id, archived
+               FROM audit_event_copies e
                WHERE ($1::text IS NULL OR account_id = $1)
                  AND ($2::text IS NULL OR lower(principal_arn) = $2)
                  AND ($16::text IS NULL OR lower(user_name) = $16)
@@ -189,6 +204,16 @@ pub async fn search_newer(
                  AND ($11::bool IS NULL OR read_only = $11)
                  AND (event_time, account_id, event_id) > ($12, $13::text, $14::text)
                  AND $15::text IS NULL
+                 -- Each key once, without a sort of the range: an archived copy is left out when
+                 -- the hot table holds the event again, or the cache holds it twice (loaded from two
+                 -- objects) and this is not the first copy.
+                 AND NOT (archived AND (EXISTS (SELECT 1 FROM cloudtrail_events h
+                                                WHERE h.account_id = e.account_id AND h.event_time = e.event_time
+                                                  AND h.event_id = e.event_id)
+                                        OR EXISTS (SELECT 1 FROM lake_events d
+                                                   WHERE d.account_id = e.account_id AND d.event_time = e.event_time
+                                                     AND d.event_id = e.event_id
+                                                     AND (d.lake_object, d.lake_row_group) < (e.lake_object, e.lake_row_group))))
                ORDER BY event_time, account_id, event_id
                LIMIT $17)
            SELECT c.account_id AS "account_id!", c.event_id AS "event_id!", c.event_time AS "event_time!", c.region,
@@ -196,7 +221,12 @@ pub async fn search_newer(
                   c.error_code, c.read_only, c.resource_ids AS "resource_ids!", c.geo_country AS country,
                   c.geo_city AS city, c.geo_asn AS asn, c.geo_as_org AS as_org, c.source_is_tor AS is_tor,
                   c.source_is_vpn AS is_vpn, c.source_is_hosting AS is_hosting, c.archived AS "archived!"
-           FROM audit_events c JOIN page USING (account_id, event_time, event_id)
+           -- One copy per key: the cache may hold an event twice (loaded from two objects).
+           FROM page p CROSS JOIN LATERAL (
+               SELECT * FROM audit_event_copies c
+               WHERE c.account_id = p.account_id AND c.event_time = p.event_time AND c.event_id = p.event_id
+                 AND c.archived = p.archived
+               LIMIT 1) c
            ORDER BY c.event_time, c.account_id, c.event_id"#,
         filter.account,
         principal_arn,
@@ -229,8 +259,8 @@ pub async fn count(db: &sqlx::PgPool, filter: &EventFilter, cap: i64) -> Result<
     }
     let (principal_arn, user_name) = filter.principal_columns();
     sqlx::query_scalar!(
-        r#"SELECT count(*) AS "count!" FROM (
-               SELECT 1 FROM audit_events
+        r#"WITH f AS NOT MATERIALIZED (
+               SELECT account_id, event_time, event_id, archived FROM audit_event_copies e
                WHERE ($1::text IS NULL OR account_id = $1)
                  AND ($2::text IS NULL OR lower(principal_arn) = $2)
                  AND ($13::text IS NULL OR lower(user_name) = $13)
@@ -246,7 +276,19 @@ pub async fn count(db: &sqlx::PgPool, filter: &EventFilter, cap: i64) -> Result<
                  AND ($9::timestamptz IS NULL OR event_time < $9)
                  AND ($10::bool IS NULL OR (error_code IS NOT NULL OR error_message IS NOT NULL) = $10)
                  AND ($11::bool IS NULL OR read_only = $11)
-                 AND $12::text IS NULL
+                 AND $12::text IS NULL)
+           -- Hot keys are unique, so only the cache's copies need de-duplicating: the hot side
+           -- keeps any plan (and the cap stops it), never a sort of the whole range.
+           SELECT count(*) AS "count!" FROM (
+               SELECT 1 FROM f WHERE NOT archived
+               UNION ALL
+               SELECT 1 FROM (
+                   SELECT DISTINCT account_id, event_time, event_id FROM f
+                   WHERE archived
+                     -- An archived copy of an event the hot table holds again is not shown twice.
+                     AND NOT EXISTS (SELECT 1 FROM cloudtrail_events h
+                                     WHERE h.account_id = f.account_id AND h.event_time = f.event_time
+                                       AND h.event_id = f.event_id)) copies
                LIMIT $14) matching"#,
         filter.account,
         principal_arn,
@@ -276,13 +318,16 @@ pub async fn raw_records(
     let accounts: Vec<String> = events.iter().map(|e| e.account_id.clone()).collect();
     let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.event_time).collect();
     let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+    let archived: Vec<bool> = events.iter().map(|e| e.archived).collect();
+    // The copy each event of the page came from (a key alone may name a hot and a cached one).
     let rows = sqlx::query!(
         r#"SELECT c.account_id AS "account_id!", c.event_id AS "event_id!", c.raw AS "raw!"
-           FROM unnest($1::text[], $2::timestamptz[], $3::text[]) AS k(account_id, event_time, event_id)
-           JOIN audit_events c USING (account_id, event_time, event_id)"#,
+           FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::bool[]) AS k(account_id, event_time, event_id, archived)
+           JOIN audit_event_copies c USING (account_id, event_time, event_id, archived)"#,
         &accounts,
         &times,
         &ids,
+        &archived,
     )
     .fetch_all(db)
     .await?;

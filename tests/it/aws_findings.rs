@@ -1,5 +1,7 @@
 //! GuardDuty and Security Hub findings imported as alerts, end to end through the real SDK
-//! clients and the job workers: Security Hub against moto (GetFindings, BatchImportFindings),
+//! clients and the job workers: Security Hub against moto (GetFindings, BatchImportFindings) and
+//! against a protocol-faithful fake that honours filters, sort and page tokens and serves
+//! BatchUpdateFindings (moto ignores the first and lacks the last; support/securityhub.rs),
 //! GuardDuty against a protocol-faithful fake (moto has detectors but no findings calls; see
 //! support/guardduty.rs and docs/aws-findings.md).
 
@@ -19,6 +21,7 @@ use skywarden::pollers::{PollContext, PollOptions, Source, jobs};
 use crate::support::TestDb;
 use crate::support::aws as fake;
 use crate::support::guardduty::FakeGuardDuty;
+use crate::support::securityhub::FakeSecurityHub;
 
 async fn context(db: &TestDb, settings: AwsSettings) -> PollContext {
     let base = settings.load().await;
@@ -261,12 +264,14 @@ async fn an_account_whose_role_cannot_read_guardduty_shows_the_error() {
     assert!(job.next_run_at > Utc::now() + chrono::Duration::seconds(10), "retried after a back-off, not in a loop");
 }
 
-/// An ASFF finding as a product sends it to BatchImportFindings.
+/// An ASFF finding as a product sends it to BatchImportFindings; GuardDuty's with GuardDuty's
+/// product ARN.
 fn asff(account: &str, id: &str, product: &str, updated: DateTime<Utc>, label: &str) -> Value {
+    let product_arn = if product.contains("GuardDuty") { "guardduty" } else { "securityhub" };
     json!({
         "SchemaVersion": "2018-10-08",
         "Id": format!("arn:aws:securityhub:us-east-1:{account}:finding/{id}"),
-        "ProductArn": "arn:aws:securityhub:us-east-1::product/aws/securityhub",
+        "ProductArn": format!("arn:aws:securityhub:us-east-1::product/aws/{product_arn}"),
         "ProductName": product,
         "CompanyName": "AWS",
         "GeneratorId": "security-control/S3.8",
@@ -1355,4 +1360,585 @@ async fn an_analyst_s_status_change_racing_the_import_of_a_newer_version_loses_n
     let statuses: Vec<&str> = history.iter().map(|(status, ..)| status.as_str()).collect();
     assert_eq!(statuses[statuses.len() - 3..], ["resolved", "dismissed", "open"], "{history:?}");
     assert!(history.last().unwrap().2.contains("now rates finding race-1 high"), "{history:?}");
+}
+
+// Security Hub against the protocol-faithful fake (support/securityhub.rs): its filters, sort,
+// page tokens and refusals are Security Hub's, so the listing's window is really tested.
+
+/// A Security Hub poller for `account` in us-east-1 against the fake; with `guardduty` the account
+/// imports GuardDuty too (the Security Hub job leaves out GuardDuty's findings), its GuardDuty job
+/// off. Returns the fake, the worker's context and a session as the account's owner.
+async fn hub_poller(db: &TestDb, account: &str, guardduty: bool) -> (FakeSecurityHub, PollContext, AccountSession) {
+    let moto = fake::moto_url().await;
+    let hub = FakeSecurityHub::start().await;
+    let mut settings = fake::settings_for(moto);
+    settings.service_endpoints.insert(Service::SecurityHub, hub.url.clone());
+    let ctx = context(db, settings).await;
+    onboard(db, account, &["us-east-1"], guardduty, true).await;
+    sqlx::query("UPDATE poll_jobs SET enabled = false WHERE account_id = $1 AND source = 'guardduty-findings'")
+        .bind(account)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let loaded = accounts::load(&db.pool, account).await.unwrap();
+    let owner = AccountSession::assume(&ctx.base, &ctx.settings, &loaded.assume_target()).await.unwrap();
+    (hub, ctx, owner)
+}
+
+fn hub_id(account: &str, id: &str) -> String {
+    format!("arn:aws:securityhub:us-east-1:{account}:finding/{id}")
+}
+
+/// The listing's calls (not the re-check's, which filter by `Id`).
+fn listing_calls(hub: &FakeSecurityHub) -> Vec<crate::support::securityhub::HubCall> {
+    hub.get_findings_calls().into_iter().filter(|c| c.values("Id").is_empty()).collect()
+}
+
+async fn hub_job(db: &TestDb, account: &str) -> skywarden::pollers::jobs::JobStatus {
+    let statuses = jobs::statuses(&db.pool, Some(account)).await.unwrap();
+    statuses.into_iter().find(|s| s.source == "securityhub-findings").unwrap()
+}
+
+async fn hub_cursor_ms(db: &TestDb, account: &str) -> Option<i64> {
+    sqlx::query_scalar(
+        "SELECT (checkpoint->>'from_ms')::bigint FROM poll_jobs WHERE account_id = $1 AND source = 'securityhub-findings'",
+    )
+    .bind(account)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn security_hub_findings_at_a_window_s_edge_or_indexed_late_are_each_imported_once() {
+    let db = TestDb::new().await;
+    let account = fake::random_account_id();
+    let (hub, ctx, _) = hub_poller(&db, &account, false).await;
+    let worker = Worker::new(ctx, "worker-a", None);
+    let poll = || run_until_caught_up(&db, &worker, &account, Source::SecurityHubFindings, "us-east-1");
+    let minutes = chrono::Duration::minutes;
+    let before_first = Utc::now();
+    hub.put_finding(asff(&account, "early", "Security Hub", before_first - minutes(120), "MEDIUM"));
+    hub.put_finding(asff(&account, "later", "Security Hub", before_first - minutes(90), "MEDIUM"));
+    poll().await;
+    assert_eq!(alerts_of(&db, &account, "aws-securityhub:").await.len(), 2);
+    let first = listing_calls(&hub);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let asked = &first[0];
+    let lookback = asked.updated_since().unwrap();
+    assert!((before_first - chrono::Duration::days(90) - lookback).num_seconds().abs() < 60, "{lookback}");
+    assert_eq!(asked.body["Filters"]["UpdatedAt"][0]["End"], "2999-12-31T23:59:59.999Z");
+    assert_eq!(asked.values("AwsAccountId"), std::slice::from_ref(&account));
+    assert_eq!(asked.values("Region"), ["us-east-1"]);
+    assert!(asked.body["Filters"].get("ProductArn").is_none(), "GuardDuty not imported: its findings are kept");
+    let sort = json!([{"Field": "UpdatedAt", "SortOrder": "asc"}, {"Field": "Id", "SortOrder": "asc"}]);
+    assert_eq!(asked.body["SortCriteria"], sort);
+    assert_eq!(asked.body["MaxResults"], 100);
+
+    // The next listing starts where this one began, less Security Hub's one-hour overlap.
+    let edge = DateTime::from_timestamp_millis(hub_cursor_ms(&db, &account).await.unwrap()).unwrap();
+    assert!(edge >= before_first - minutes(61) && edge <= Utc::now() - minutes(60), "{edge}");
+    // Updated exactly at the window's edge; updated before the last listing began but indexed
+    // only after it (within the overlap); and an update of a finding already imported.
+    hub.put_finding(asff(&account, "at-the-edge", "Security Hub", edge, "HIGH"));
+    hub.put_finding(asff(&account, "indexed-late", "Security Hub", before_first - minutes(5), "LOW"));
+    hub.put_finding(asff(&account, "early", "Security Hub", Utc::now(), "CRITICAL"));
+    poll().await;
+    let second = listing_calls(&hub);
+    assert_eq!(second.len(), 2, "{second:?}");
+    let millisecond = chrono::Duration::milliseconds(1);
+    assert_eq!(
+        second[1].updated_since(),
+        Some(edge - millisecond),
+        "from 1 ms before the cursor: Start may be exclusive"
+    );
+    assert_eq!(second[1].ids.len(), 3, "the fake honours the window: {:?}", second[1].ids);
+    let alerts = alerts_of(&db, &account, "aws-securityhub:").await;
+    assert_eq!(alerts.len(), 4);
+    for id in ["early", "later", "at-the-edge", "indexed-late"] {
+        let alert = alerts.iter().find(|a| a.evidence == [hub_id(&account, id)]);
+        assert!(alert.is_some_and(|a| a.event_count == 1), "{id}: {alerts:?}");
+    }
+    let early = alerts.iter().find(|a| a.evidence == [hub_id(&account, "early")]).unwrap();
+    assert_eq!(early.severity, Severity::Critical, "the update changed the alert");
+    assert_eq!(hub_job(&db, &account).await.items_total, 5, "two, then three: each imported once");
+
+    // Nothing new: the overlap reads the newest again, changing nothing.
+    poll().await;
+    let again = alerts_of(&db, &account, "aws-securityhub:").await;
+    assert_eq!(again.len(), 4);
+    let early = again.iter().find(|a| a.evidence == [hub_id(&account, "early")]).unwrap();
+    assert_eq!((early.severity, early.event_count), (Severity::Critical, 1));
+}
+
+#[tokio::test]
+async fn security_hub_paging_through_more_than_a_page_loses_none() {
+    let hub = page_through_250_security_hub_findings(None, |_, _, _| ()).await;
+    assert!(hub.iter().all(|c| c.answer.is_ok()), "{hub:?}");
+}
+
+/// One page a run: the token through the findings at one instant is saved with the checkpoint
+/// and sent, with the request that gave it, by the next run.
+#[tokio::test]
+async fn security_hub_paging_one_page_a_run_resumes_with_the_saved_token_and_loses_none() {
+    page_through_250_security_hub_findings(Some(1), |_, _, _| ()).await;
+}
+
+/// The findings at one instant are walked by an offset-like page token. Findings of that instant
+/// updated between runs 2 and 3 and between runs 3 and 4 (one page a run: inside the walk) leave
+/// it, and the pages after skip one each: the walk is repeated until two agree, none lost.
+#[tokio::test]
+async fn security_hub_findings_of_one_instant_updated_while_walked_skip_no_other() {
+    let calls = page_through_250_security_hub_findings(Some(1), |run, hub, account| {
+        let id = match run {
+            2 => "f100",
+            3 => "f120",
+            _ => return,
+        };
+        hub.put_finding(asff(account, id, "Security Hub", Utc::now() - chrono::Duration::minutes(1), "HIGH"));
+    })
+    .await;
+    let walks = calls.iter().filter(|c| c.body["Filters"]["UpdatedAt"][0]["End"] != "2999-12-31T23:59:59.999Z");
+    assert!(walks.count() >= 6, "three walks of two pages at least: {calls:?}");
+}
+
+/// Security Hub documents no order for findings with the same sort keys: the fake reorders
+/// them per request; the listing breaks ties by `Id` and loses none.
+#[tokio::test]
+async fn security_hub_ties_in_any_order_lose_no_finding() {
+    page_through_250_security_hub_findings(Some(1), |run, hub, _| {
+        if run == 0 {
+            hub.shuffle_ties(Some(7));
+        }
+    })
+    .await;
+}
+
+/// An expired token in the middle of a walk (between runs 3 and 4) restarts the walk, and says so.
+#[tokio::test]
+async fn security_hub_expired_token_restarts_the_walk_and_loses_none() {
+    let db_check = page_through_250_security_hub_findings(Some(1), |run, hub, _| {
+        if run == 3 {
+            hub.expire_tokens();
+        }
+    })
+    .await;
+    let refused = db_check.iter().filter(|c| c.answer.as_ref().err().is_some_and(|e| e == "InvalidInputException"));
+    assert_eq!(refused.count(), 1, "the expired token, refused once: {db_check:?}");
+}
+
+/// Pages through 250 Security Hub findings (130 at one instant), with `between(run, fake, account)`
+/// called at the start of each run of the job; asserts each imported once, and returns the calls.
+async fn page_through_250_security_hub_findings(
+    max_pages_per_run: Option<usize>,
+    between: impl Fn(usize, &FakeSecurityHub, &str) + Send + Sync + 'static,
+) -> Vec<crate::support::securityhub::HubCall> {
+    let db = TestDb::new().await;
+    let account = fake::random_account_id();
+    // GuardDuty imported too: the listing asks Security Hub to leave GuardDuty's findings out.
+    let (hub, mut ctx, _) = hub_poller(&db, &account, true).await;
+    if let Some(pages) = max_pages_per_run {
+        ctx.options.max_pages_per_run = pages;
+    }
+    // To the millisecond, as the findings carry it.
+    let base = DateTime::from_timestamp_millis((Utc::now() - chrono::Duration::hours(2)).timestamp_millis()).unwrap();
+    let seconds = chrono::Duration::seconds;
+    // 90 findings at their own instants, 130 at one instant (more than a page: only a page
+    // token walks through them), then 30 more; the first page ends inside the 130.
+    for n in 0..250i64 {
+        let at = match n {
+            0..90 => base + seconds(n),
+            90..220 => base + seconds(100),
+            _ => base + seconds(n),
+        };
+        hub.put_finding(asff(&account, &format!("f{n:03}"), "Security Hub", at, "MEDIUM"));
+    }
+    // What the filters leave out: GuardDuty's copies, another account's, another region's.
+    // Left out by GuardDuty's product ARN, whatever name it shows.
+    hub.put_finding(asff(&account, "relayed", "Amazon GuardDuty", base + seconds(100), "HIGH"));
+    hub.put_finding(asff(&fake::random_account_id(), "theirs", "Security Hub", base + seconds(100), "HIGH"));
+    let mut elsewhere = asff(&account, "elsewhere", "Security Hub", base + seconds(100), "HIGH");
+    elsewhere["Region"] = json!("eu-west-1");
+    hub.put_finding(elsewhere);
+
+    let runs = std::sync::atomic::AtomicUsize::new(0);
+    let (fake_hub, hook_account) = (hub.clone(), account.clone());
+    let worker = Worker::new(ctx, "worker-a", None).with_job_hook(move |_| {
+        between(runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst), &fake_hub, &hook_account)
+    });
+    let runs = run_until_caught_up(&db, &worker, &account, Source::SecurityHubFindings, "us-east-1").await;
+    assert_eq!(runs, 1, "a run with more pending runs again at once");
+    let alerts = alerts_of(&db, &account, "aws-securityhub:").await;
+    let missing: Vec<String> = (0..250)
+        .map(|n| hub_id(&account, &format!("f{n:03}")))
+        .filter(|id| !alerts.iter().any(|a| a.evidence == [id.clone()]))
+        .collect();
+    assert!(missing.is_empty(), "findings never read: {missing:?}");
+    assert_eq!(alerts.len(), 250);
+    let updated: Vec<&AlertView> = alerts.iter().filter(|a| a.severity == Severity::High).collect();
+    let calls = hub.get_findings_calls();
+    if !updated.is_empty() {
+        return calls; // an update is read again at its new time
+    }
+    assert_eq!(hub_job(&db, &account).await.items_total, 250, "none read twice");
+
+    let listings = listing_calls(&hub);
+    assert!(listings.iter().all(|c| c.body["MaxResults"] == 100), "{listings:?}");
+    assert_eq!(listings[0].ids.len(), 100);
+    assert_eq!(listings[0].ids[99], hub_id(&account, "f099"), "the first page ends inside the 130");
+    let millisecond = chrono::Duration::milliseconds(1);
+    assert_eq!(listings[1].updated_since(), Some(base + seconds(100) - millisecond), "the next starts at the cursor");
+    let walked = listings.iter().position(|c| c.token().is_some());
+    let walked = walked.expect("the 130 at one instant are walked by token");
+    assert_eq!(listings[walked].token(), listings[walked - 1].next_token.as_deref(), "the token just given");
+    assert_eq!(listings[walked].updated_since(), listings[walked - 1].updated_since(), "with the same request");
+    assert!(listings.iter().all(|c| c.region == "us-east-1"));
+    let product = &listings[0].body["Filters"]["ProductArn"];
+    let guardduty = "arn:aws:securityhub:us-east-1::product/aws/guardduty";
+    assert_eq!(*product, json!([{"Value": guardduty, "Comparison": "PREFIX_NOT_EQUALS"}]));
+    let answered: Vec<&String> = listings.iter().flat_map(|c| &c.ids).collect();
+    for other in ["relayed", "theirs", "elsewhere"] {
+        assert!(!answered.iter().any(|id| id.ends_with(&format!("finding/{other}"))), "{other} was asked for");
+    }
+    // The re-check by Id asks for at most 20 ids a call (Security Hub's limit for one field).
+    let rechecks: Vec<_> = hub.get_findings_calls().into_iter().filter(|c| !c.values("Id").is_empty()).collect();
+    assert_eq!(rechecks.len(), 5, "100 alerts re-checked a run, 20 a call");
+    assert!(rechecks.iter().all(|c| c.values("Id").len() == 20 && c.answer == Ok(20)), "{rechecks:?}");
+    assert!(rechecks.iter().all(|c| c.values("ProductArn") == [guardduty]), "the re-check leaves GuardDuty's out too");
+    calls
+}
+
+#[tokio::test]
+async fn the_fake_security_hub_refuses_what_security_hub_refuses_and_the_job_says_so() {
+    let db = TestDb::new().await;
+    let account = fake::random_account_id();
+    let (hub, ctx, owner) = hub_poller(&db, &account, false).await;
+    let updated = Utc::now() - chrono::Duration::hours(1);
+    for n in 0..25 {
+        hub.put_finding(asff(&account, &format!("c{n:02}"), "Security Hub", updated, "MEDIUM"));
+    }
+
+    // Requests Security Hub refuses, refused the same way (on a thread with room for the SDK's
+    // deserializers of ASFF, as the poller has).
+    let client = owner.securityhub("us-east-1");
+    let owner_account = account.clone();
+    // The test's runtime serves the fake meanwhile: the thread is awaited, not joined on it.
+    let checked = tokio::task::spawn_blocking(move || {
+        std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                runtime.block_on(refused_as_security_hub_refuses(client, owner_account, updated));
+            })
+            .unwrap()
+            .join()
+    });
+    checked.await.unwrap().expect("the fake refuses what Security Hub refuses");
+
+    // What the poller asks is accepted.
+    let worker = Worker::new(ctx, "worker-a", None);
+    run_until_caught_up(&db, &worker, &account, Source::SecurityHubFindings, "us-east-1").await;
+    assert_eq!(alerts_of(&db, &account, "aws-securityhub:").await.len(), 25);
+
+    // The re-check's 20 ids refused (a lower limit, as a regression sending more would be): the
+    // run fails visibly, in its report and the job's status.
+    hub.limit_values_per_field(Some(10));
+    jobs::run_now(&db.pool, &account, Some(Source::SecurityHubFindings)).await.unwrap();
+    let reports = worker.run_once().await.unwrap();
+    let error = report(&reports, &account, Source::SecurityHubFindings, "us-east-1").error.clone().unwrap_or_default();
+    assert!(error.contains("securityhub:GetFindings") && error.contains("InvalidInputException"), "{error}");
+    let job = hub_job(&db, &account).await;
+    assert!(job.last_error.as_deref().unwrap_or_default().contains("InvalidInputException"), "{job:?}");
+    assert_eq!(job.consecutive_failures, 1);
+
+    // A refused listing: nothing folded, the cursor where it was, the error in the status.
+    hub.limit_values_per_field(None);
+    hub.refuse_listings(Some(("InvalidInputException", "Invalid UpdatedAt filter")));
+    hub.put_finding(asff(&account, "new-one", "Security Hub", Utc::now(), "HIGH"));
+    let cursor = hub_cursor_ms(&db, &account).await;
+    jobs::run_now(&db.pool, &account, Some(Source::SecurityHubFindings)).await.unwrap();
+    let reports = worker.run_once().await.unwrap();
+    let error = report(&reports, &account, Source::SecurityHubFindings, "us-east-1").error.clone().unwrap_or_default();
+    assert!(error.contains("Invalid UpdatedAt filter"), "{error}");
+    let job = hub_job(&db, &account).await;
+    assert_eq!(job.consecutive_failures, 2);
+    assert!(job.last_error.as_deref().unwrap_or_default().contains("Invalid UpdatedAt filter"), "{job:?}");
+    assert_eq!(hub_cursor_ms(&db, &account).await, cursor);
+    assert_eq!(alerts_of(&db, &account, "aws-securityhub:").await.len(), 25);
+
+    hub.refuse_listings(None);
+    run_until_caught_up(&db, &worker, &account, Source::SecurityHubFindings, "us-east-1").await;
+    assert_eq!(alerts_of(&db, &account, "aws-securityhub:").await.len(), 26);
+    let job = hub_job(&db, &account).await;
+    assert_eq!(job.consecutive_failures, 0, "{job:?}");
+}
+
+/// Archived and resolved findings as the code treats them today: none raises an alert; a
+/// customer's BatchUpdateFindings (the console's workflow status, `UpdatedAt` unchanged) closes
+/// and reopens through the re-check by `Id`; a provider archiving a finding (a new `UpdatedAt`)
+/// closes its alert through the listing.
+#[tokio::test]
+async fn security_hub_archived_and_resolved_findings_close_their_alerts_and_raise_none() {
+    use aws_sdk_securityhub::types::{AwsSecurityFindingIdentifier, WorkflowStatus, WorkflowUpdate};
+    let db = TestDb::new().await;
+    let account = fake::random_account_id();
+    let (hub, ctx, owner) = hub_poller(&db, &account, false).await;
+    let worker = Worker::new(ctx, "worker-a", None);
+    let poll = || run_until_caught_up(&db, &worker, &account, Source::SecurityHubFindings, "us-east-1");
+    let alert = |id: &'static str| {
+        let db = &db;
+        let account = &account;
+        async move {
+            let alerts = alerts_of(db, account, "aws-securityhub:").await;
+            alerts.into_iter().find(|a| a.evidence == [hub_id(account, id)])
+        }
+    };
+    let old = Utc::now() - chrono::Duration::minutes(40);
+    hub.put_finding(asff(&account, "open-1", "Security Hub", old, "HIGH"));
+    hub.put_finding(asff(&account, "open-2", "Security Hub", old, "HIGH"));
+    let mut archived = asff(&account, "archived", "Security Hub", old, "HIGH");
+    archived["RecordState"] = json!("ARCHIVED");
+    let mut resolved = asff(&account, "resolved", "Security Hub", old, "HIGH");
+    resolved["Workflow"]["Status"] = json!("RESOLVED");
+    let mut suppressed = asff(&account, "suppressed", "Security Hub", old, "HIGH");
+    suppressed["Workflow"]["Status"] = json!("SUPPRESSED");
+    for finding in [archived, resolved, suppressed] {
+        hub.put_finding(finding);
+    }
+    poll().await;
+    assert_eq!(alerts_of(&db, &account, "aws-securityhub:").await.len(), 2, "archived, resolved, suppressed: none");
+    poll().await; // the cursor is now past the findings' UpdatedAt, overlap and all
+
+    // The analyst resolves open-1 in the console: BatchUpdateFindings, UpdatedAt unchanged.
+    let client = owner.securityhub("us-east-1");
+    let identifier = |id: &str| {
+        AwsSecurityFindingIdentifier::builder()
+            .id(hub_id(&account, id))
+            .product_arn("arn:aws:securityhub:us-east-1::product/aws/securityhub")
+            .build()
+    };
+    let set_status = |status: WorkflowStatus| {
+        client
+            .batch_update_findings()
+            .finding_identifiers(identifier("open-1"))
+            .workflow(WorkflowUpdate::builder().status(status).build())
+            .send()
+    };
+    let answer = set_status(WorkflowStatus::Resolved).await.unwrap();
+    assert_eq!(answer.processed_findings().len(), 1, "{answer:?}");
+    assert_eq!(hub.finding(&hub_id(&account, "open-1")).unwrap()["UpdatedAt"], time(old), "UpdatedAt as it was");
+    poll().await;
+    let closed = alert("open-1").await.unwrap();
+    assert_eq!(closed.status, AlertStatus::Resolved, "the re-check by Id saw the workflow change");
+    assert_eq!(closed.details["workflow_status"], "RESOLVED");
+    let (_, actor, _) = history_of(&db, &closed.id).await.pop().unwrap();
+    assert_eq!(actor, "securityhub");
+    let rechecked = hub.get_findings_calls().into_iter().rfind(|c| !c.values("Id").is_empty()).unwrap();
+    assert!(rechecked.values("Id").contains(&hub_id(&account, "open-1")), "{rechecked:?}");
+
+    // The provider archives open-2 (a new UpdatedAt): the listing closes its alert.
+    let mut gone = asff(&account, "open-2", "Security Hub", Utc::now(), "HIGH");
+    gone["RecordState"] = json!("ARCHIVED");
+    hub.put_finding(gone);
+    poll().await;
+    let archived = alert("open-2").await.unwrap();
+    assert_eq!(archived.status, AlertStatus::Resolved);
+    assert_eq!(archived.details["record_state"], "ARCHIVED");
+
+    // Back to NOTIFIED in the console: open-1 is active again and its alert reopens.
+    set_status(WorkflowStatus::Notified).await.unwrap();
+    poll().await;
+    assert_eq!(alert("open-1").await.unwrap().status, AlertStatus::Open);
+    assert_eq!(alerts_of(&db, &account, "aws-securityhub:").await.len(), 2, "still none for the other three");
+}
+
+/// Security Hub answering "not subscribed" (moto never does): a state, not an error.
+#[tokio::test]
+async fn security_hub_not_enabled_in_a_region_is_a_state_not_an_error() {
+    let db = TestDb::new().await;
+    let account = fake::random_account_id();
+    let (hub, ctx, _) = hub_poller(&db, &account, false).await;
+    hub.disable("us-east-1");
+    let worker = Worker::new(ctx, "worker-a", None);
+    run_until_caught_up(&db, &worker, &account, Source::SecurityHubFindings, "us-east-1").await;
+    let job = hub_job(&db, &account).await;
+    assert_eq!(job.state.as_deref(), Some("not-enabled"), "{job:?}");
+    assert!(job.last_error.is_none() && job.consecutive_failures == 0, "{job:?}");
+    let refused = hub.get_findings_calls();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].answer, Err("InvalidAccessException".to_owned()));
+    // Another InvalidAccessException (a missing permission, say) is an error, not a state.
+    hub.refuse_listings(Some((
+        "InvalidAccessException",
+        "The account doesn't have permission to perform this action.",
+    )));
+    jobs::run_now(&db.pool, &account, Some(Source::SecurityHubFindings)).await.unwrap();
+    let reports = worker.run_once().await.unwrap();
+    let error = report(&reports, &account, Source::SecurityHubFindings, "us-east-1").error.clone().unwrap_or_default();
+    assert!(error.contains("InvalidAccessException"), "{error}");
+}
+
+/// Requests Security Hub refuses (`InvalidInputException`), sent to the fake holding at least 20
+/// findings of `account` in us-east-1.
+async fn refused_as_security_hub_refuses(client: aws_sdk_securityhub::Client, account: String, updated: DateTime<Utc>) {
+    use aws_sdk_securityhub::types::{AwsSecurityFindingFilters, DateFilter, StringFilter, StringFilterComparison};
+    let filter = |value: &str, comparison| StringFilter::builder().value(value).comparison(comparison).build();
+    let since = DateFilter::builder().start(time(updated - chrono::Duration::days(1))).build();
+    let cases = [
+        ("MaxResults above 100", None, Some(101)),
+        ("a date filter without its End", Some(AwsSecurityFindingFilters::builder().updated_at(since).build()), None),
+        (
+            "21 values for one field",
+            Some(
+                AwsSecurityFindingFilters::builder()
+                    .set_id(Some((0..21).map(|n| filter(&format!("id-{n}"), StringFilterComparison::Equals)).collect()))
+                    .build(),
+            ),
+            None,
+        ),
+        (
+            "EQUALS and NOT_EQUALS on one field",
+            Some(
+                AwsSecurityFindingFilters::builder()
+                    .aws_account_id(filter(&account, StringFilterComparison::Equals))
+                    .aws_account_id(filter("111122223333", StringFilterComparison::NotEquals))
+                    .build(),
+            ),
+            None,
+        ),
+    ];
+    for (case, filters, max) in cases {
+        let refused = client.get_findings().set_filters(filters).set_max_results(max).send().await;
+        let error = refused.expect_err(case).into_service_error();
+        assert!(error.is_invalid_input_exception(), "{case}: {error:?}");
+    }
+    let first = client.get_findings().max_results(10).send().await.unwrap();
+    let token = first.next_token().unwrap().to_owned();
+    let other =
+        AwsSecurityFindingFilters::builder().region(filter("us-east-1", StringFilterComparison::Equals)).build();
+    let moved = client.get_findings().filters(other).max_results(10).next_token(&token).send().await;
+    assert!(moved.expect_err("a token with other filters").into_service_error().is_invalid_input_exception());
+    let forged = client.get_findings().max_results(10).next_token("0123456789abcdef").send().await;
+    assert!(forged.expect_err("a token never given").into_service_error().is_invalid_input_exception());
+    let next = client.get_findings().max_results(10).next_token(&token).send().await.unwrap();
+    assert_eq!(next.findings().len(), 10, "the token, with the request that gave it, goes on");
+}
+
+/// The re-check by `Id` goes on each run from the last alert it re-read, 100 a run: 130 alerts
+/// are re-read as 100, then the other 30 (none twice), then from the first again.
+#[tokio::test]
+async fn security_hub_recheck_rotates_through_the_alerts_and_wraps() {
+    let db = TestDb::new().await;
+    let account = fake::random_account_id();
+    let (hub, ctx, _) = hub_poller(&db, &account, false).await;
+    let base = Utc::now() - chrono::Duration::hours(3);
+    for n in 0..130i64 {
+        hub.put_finding(asff(
+            &account,
+            &format!("r{n:03}"),
+            "Security Hub",
+            base + chrono::Duration::seconds(n),
+            "HIGH",
+        ));
+    }
+    let worker = Worker::new(ctx, "worker-a", None);
+    let mut passes: Vec<Vec<String>> = Vec::new();
+    for _ in 0..3 {
+        let before = hub.get_findings_calls().len();
+        run_until_caught_up(&db, &worker, &account, Source::SecurityHubFindings, "us-east-1").await;
+        let calls = hub.get_findings_calls().split_off(before);
+        passes.push(calls.iter().flat_map(|c| c.values("Id")).collect());
+    }
+    assert_eq!(alerts_of(&db, &account, "aws-securityhub:").await.len(), 130);
+    assert_eq!((passes[0].len(), passes[1].len()), (100, 30), "100 a run, then the rest");
+    let first: std::collections::HashSet<&String> = passes[0].iter().collect();
+    assert!(passes[1].iter().all(|id| !first.contains(id)), "the second pass goes on, no overlap");
+    let all: std::collections::HashSet<&String> = passes[0].iter().chain(&passes[1]).collect();
+    assert_eq!(all.len(), 130, "every alert re-checked over two runs");
+    assert_eq!(passes[2], passes[0], "then it wraps round to the first");
+}
+
+/// A finding a provider imports with an `UpdatedAt` older than the listing's overlap is missed
+/// by the listing and read by the wide re-listing (every 6 hours, the last 24 hours).
+#[tokio::test]
+async fn security_hub_finding_imported_later_than_the_overlap_is_read_by_the_wide_relisting() {
+    let db = TestDb::new().await;
+    let account = fake::random_account_id();
+    let (hub, ctx, _) = hub_poller(&db, &account, false).await;
+    let worker = Worker::new(ctx, "worker-a", None);
+    let poll = || run_until_caught_up(&db, &worker, &account, Source::SecurityHubFindings, "us-east-1");
+    hub.put_finding(asff(&account, "first", "Security Hub", Utc::now() - chrono::Duration::hours(5), "HIGH"));
+    poll().await;
+    hub.put_finding(asff(&account, "late", "Security Hub", Utc::now() - chrono::Duration::hours(3), "HIGH"));
+    poll().await;
+    let late = hub_id(&account, "late");
+    let imported = |alerts: &[AlertView]| alerts.iter().any(|a| a.evidence == [late.clone()]);
+    assert!(!imported(&alerts_of(&db, &account, "aws-securityhub:").await), "older than the overlap: missed");
+    // Six hours and more since the last wide re-listing.
+    sqlx::query(
+        "UPDATE poll_jobs SET checkpoint = jsonb_set(checkpoint, '{wide_at_ms}',
+           to_jsonb((checkpoint->>'wide_at_ms')::bigint - 7 * 3600 * 1000))
+         WHERE account_id = $1 AND source = 'securityhub-findings'",
+    )
+    .bind(&account)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    poll().await; // this listing ends with the cursor a day back
+    poll().await;
+    assert!(imported(&alerts_of(&db, &account, "aws-securityhub:").await), "read by the wide re-listing");
+    let starts: Vec<DateTime<Utc>> = listing_calls(&hub).iter().filter_map(|c| c.updated_since()).collect();
+    let last = *starts.last().unwrap();
+    assert!(last < Utc::now() - chrono::Duration::hours(23), "the wide re-listing reads a day back: {last}");
+}
+
+/// Security Hub keeps the customer's workflow when a provider updates a finding: an alert the
+/// analyst suppressed stays closed; one resolved goes back to NEW when its control fails again.
+#[tokio::test]
+async fn security_hub_provider_updates_keep_the_analyst_s_workflow() {
+    use aws_sdk_securityhub::types::{AwsSecurityFindingIdentifier, WorkflowStatus, WorkflowUpdate};
+    let db = TestDb::new().await;
+    let account = fake::random_account_id();
+    let (hub, ctx, owner) = hub_poller(&db, &account, false).await;
+    let worker = Worker::new(ctx, "worker-a", None);
+    let poll = || run_until_caught_up(&db, &worker, &account, Source::SecurityHubFindings, "us-east-1");
+    let status = |id: &'static str| {
+        let (db, account) = (&db, &account);
+        async move {
+            let alerts = alerts_of(db, account, "aws-securityhub:").await;
+            alerts.into_iter().find(|a| a.evidence == [hub_id(account, id)]).unwrap().status
+        }
+    };
+    let old = Utc::now() - chrono::Duration::minutes(90);
+    hub.put_finding(asff(&account, "noisy", "Security Hub", old, "HIGH"));
+    hub.put_finding(asff(&account, "fixed", "Security Hub", old, "HIGH"));
+    poll().await;
+    let client = owner.securityhub("us-east-1");
+    for (id, workflow) in [("noisy", WorkflowStatus::Suppressed), ("fixed", WorkflowStatus::Resolved)] {
+        let identifier = AwsSecurityFindingIdentifier::builder()
+            .id(hub_id(&account, id))
+            .product_arn("arn:aws:securityhub:us-east-1::product/aws/securityhub")
+            .build();
+        let update = WorkflowUpdate::builder().status(workflow).build();
+        client.batch_update_findings().finding_identifiers(identifier).workflow(update).send().await.unwrap();
+    }
+    poll().await;
+    assert_eq!((status("noisy").await, status("fixed").await), (AlertStatus::Resolved, AlertStatus::Resolved));
+
+    // The provider updates both (its payload says NEW): the customer's workflow stays.
+    hub.put_finding(asff(&account, "noisy", "Security Hub", Utc::now(), "CRITICAL"));
+    let mut passed = asff(&account, "fixed", "Security Hub", Utc::now(), "HIGH");
+    passed["Compliance"]["Status"] = json!("PASSED");
+    hub.put_finding(passed);
+    poll().await;
+    assert_eq!(hub.finding(&hub_id(&account, "noisy")).unwrap()["Workflow"]["Status"], "SUPPRESSED");
+    assert_eq!(status("noisy").await, AlertStatus::Resolved, "suppressed by the analyst: stays closed");
+    assert_eq!(status("fixed").await, AlertStatus::Resolved);
+
+    // The control fails again: Security Hub sets a RESOLVED finding back to NEW, and it reopens.
+    hub.put_finding(asff(&account, "fixed", "Security Hub", Utc::now(), "HIGH"));
+    poll().await;
+    assert_eq!(hub.finding(&hub_id(&account, "fixed")).unwrap()["Workflow"]["Status"], "NEW");
+    assert_eq!(status("fixed").await, AlertStatus::Open, "failing again after it passed: reopened");
+    assert_eq!(status("noisy").await, AlertStatus::Resolved);
 }

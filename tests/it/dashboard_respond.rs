@@ -6,7 +6,9 @@
 //! inactive, alice quarantined; restarting logging needs a second person, who approves it from
 //! the same page; a viewer sees no apply button and gets 403 from the API. The incident's
 //! timeline shows every action with who and why, and the incident page undoes the quarantine
-//! (and shows why the rule's undo is refused). Without a responder role the page says response
+//! (and shows why the rule's undo is refused); "every rule alice opened", once rules need a
+//! second person, shows the rules it fixed with each one's status until another analyst
+//! approves it. Without a responder role the page says response
 //! is not enabled, with the command that enables it. The alert and incident pages pass axe.
 //! Screenshots are kept in `target/test-artifacts/dashboard-respond/`.
 
@@ -458,10 +460,14 @@ async fn alice_opens_another_rule(db: &TestDb, story: &Story) -> String {
 
 /// From the incident page: "revoke every rule opened by alice" as one action; its dry run lists
 /// each rule alice's events opened with its state now (the SSH rule, revoked already, and the
-/// one she opened since), and applying it revokes that one and records each rule's outcome.
-async fn every_rule_of_the_principal_from_the_incident_page(browser: &Browser, db: &TestDb, story: &Story) {
+/// one she opened since). Revoking rules needs a second person here: the request shows the
+/// rules it fixed, each with its status (the SSH rule gone, the new one to be revoked), nothing
+/// changes until another analyst approves, and the approval revokes exactly that one.
+async fn every_rule_of_the_principal_from_the_incident_page(browser: &Browser, base: &str, db: &TestDb, story: &Story) {
     let kind = "revoke-principal-ingress";
     let another = alice_opens_another_rule(db, story).await;
+    let approval = db.skywarden(&["respond", "approval", "revoke-ingress-rule"]);
+    assert!(approval.status.success(), "{}", String::from_utf8_lossy(&approval.stderr));
     assert_eq!(story.ingress().await, 1, "an open rule before the step");
     browser.find(&format!("#response-actions li[data-kind={kind}][data-target=\"user/alice\"]")).await;
     dry_run(browser, kind, "user/alice", "ec2:RevokeSecurityGroupIngress").await;
@@ -470,8 +476,42 @@ async fn every_rule_of_the_principal_from_the_incident_page(browser: &Browser, d
     assert!(current.contains(&story.rule) && current.contains("\"exists\": false"), "{current}");
     assert!(current.contains(&another) && current.contains("\"exists\": true"), "{current}");
     apply_twice(browser, kind, "user/alice", "close everything alice opened").await;
+    browser.wait_for_text("#respond-flash", "awaiting a second person's approval").await;
+    assert_eq!(recorded_status(browser, kind).await, "awaiting_approval");
+    let planned = planned_rules(browser, kind).await;
+    assert_eq!(planned.len(), 2, "{planned:#?}");
+    let line = |rule: &str| planned.iter().find(|l| l.contains(rule)).cloned().unwrap_or_default();
+    let (gone, open) = (line(&story.rule), line(&another));
+    assert!(gone.contains(&story.group) && gone.ends_with("not revoked: gone"), "{planned:#?}");
+    assert!(
+        open.contains(&format!("tcp 8443 from {INTRUDER}/32")) && open.ends_with("will be revoked"),
+        "{planned:#?}"
+    );
+    let summary = browser.text(&format!("#responses-recorded tr[data-kind={kind}] .planned-rules summary")).await;
+    assert!(summary.starts_with("1 rule to revoke") && summary.contains("1 listed but left"), "{summary}");
+    assert_eq!(story.ingress().await, 1, "nothing runs before the approval");
+    browser.screenshot("06-planned-rules").await;
+
+    let incident: String = browser.script("return location.hash").await.as_str().unwrap().to_owned();
+    sign_out(browser).await;
+    sign_in(browser, base, "oncall").await;
+    browser.goto(&format!("{base}/{incident}")).await;
+    browser.find(&format!("#responses-recorded tr[data-kind={kind}] button[id^=approve-]")).await;
+    let id = recorded_id(browser, kind).await;
+    assert_eq!(planned_rules(browser, kind).await, planned, "the approver sees the same rules");
+    browser.type_into(&format!("#reason-approve-{id}"), "checked: only the rule she opened since").await;
+    browser.click(&format!("#approve-{id}")).await;
+    browser.wait_for_text("#respond-flash", "applied").await;
     assert_eq!(recorded_status(browser, kind).await, "applied");
     assert_eq!(story.ingress().await, 0, "the rule she opened since is revoked");
+}
+
+/// The planned rules of the recorded action of this kind, one line each as the page shows them.
+async fn planned_rules(browser: &Browser, kind: &str) -> Vec<String> {
+    let selector = format!("#responses-recorded tr[data-kind={kind}] .planned-rules > ul > li");
+    browser.find(&selector).await;
+    let script = format!("return [...document.querySelectorAll('{selector}')].map((li) => li.textContent.trim())");
+    serde_json::from_value(browser.script(&script).await).unwrap()
 }
 
 /// Once the account's responder role is cleared, the page says response is not enabled, with
@@ -484,7 +524,7 @@ async fn not_enabled_without_a_responder_role(browser: &Browser, base: &str, db:
     assert!(notice.contains(&command), "{notice}");
     browser.find("#response-actions li.response-action").await;
     assert_eq!(browser.count("button.dry-run-button").await, 0);
-    browser.screenshot("06-not-enabled").await;
+    browser.screenshot("07-not-enabled").await;
 }
 
 #[tokio::test]
@@ -510,6 +550,6 @@ async fn the_seed_story_is_contained_from_the_alert_page_with_a_second_person_fo
     second_person_approves(&browser, &base, &logging_alert, &story).await;
     on_the_incident_timeline(&browser, &base, &db).await;
     undo_from_the_incident_page(&browser, &story).await;
-    every_rule_of_the_principal_from_the_incident_page(&browser, &db, &story).await;
+    every_rule_of_the_principal_from_the_incident_page(&browser, &base, &db, &story).await;
     not_enabled_without_a_responder_role(&browser, &base, &db, &story, &logging_alert).await;
 }

@@ -1,6 +1,9 @@
-//! The incident engine on generated data: two intrusions (one that creates a backdoor user and
+//! The incident engine on generated data: six intrusions (one that creates a backdoor user and
 //! key and exfiltrates from an instance it took over, one that escalates through an assumed
-//! role from a second address) mixed with three weeks of benign work. Each intrusion must be
+//! role from a second address, a password spray that gets in, a login from Tor that probes
+//! what it may call, an instance's stolen credentials used from a hosting provider for IAM
+//! writes, and a port sweep from inside the VPC) mixed with three weeks of benign work, imported
+//! with network context (ASN data, Tor/VPN/hosting lists, AWS's ip-ranges.json). Each intrusion must be
 //! exactly one incident holding all its alerts, flows included; benign alerts never join one;
 //! re-running detection changes nothing; importing the intrusion's later half first and its
 //! start afterwards ends with the same single incident (merged, never split).
@@ -284,6 +287,198 @@ fn benign() -> Vec<Value> {
     events
 }
 
+/// Intrusion D: a password spray from a residential proxy (an ISP's address, on no list) that
+/// gets into henry's account. From a listed hosting address it would not be one incident: each
+/// failed login raises `aws-login-from-anonymizing-network` for its principal, and addresses of
+/// hosting networks link only with the same principal, so each sprayed principal stays apart.
+const D_SPRAY_IP: &str = "193.32.162.40";
+/// Intrusion E: heidi (weeks of office work) logs in from a Tor exit and probes what she may call.
+const E_TOR_IP: &str = "185.220.101.4";
+/// Intrusion F: the app server's instance credentials used from a hosting provider for IAM writes.
+const F_IP: &str = "45.137.21.9";
+const APP_ROLE: &str = "app-role";
+const APP_INSTANCE: &str = "i-0eeee7777ffff8888";
+/// Intrusion G: a host inside the VPC sweeps the database subnet for SMB.
+const G_SCANNER: &str = "10.0.5.30";
+/// The AWS addresses the app server's credentials come from every day: one in `ip-ranges.json`,
+/// one in AWS's AS only.
+const AWS_RANGES_IP: &str = "3.5.141.9";
+const AWS_AS_IP: &str = "54.239.28.85";
+
+/// The network data the import is given: ASN table (ip-location-db's CSV), Tor exits, VPN and
+/// hosting lists, AWS's ip-ranges.json. The office is a home ISP; the intruders rent servers.
+const NETWORK_ASN_CSV: &str = "\
+3.5.140.0,3.5.143.255,16509,\"Amazon.com, Inc.\"\n\
+45.133.1.0,45.133.1.255,64520,Example Transit One\n\
+45.137.21.0,45.137.21.255,211252,\"Delis, LLC\"\n\
+54.239.0.0,54.239.255.255,16509,\"Amazon.com, Inc.\"\n\
+80.94.95.0,80.94.95.255,64521,Example Transit Two\n\
+81.2.69.0,81.2.69.255,20712,Andrews & Arnold Ltd\n\
+91.92.109.0,91.92.109.255,64522,Example Transit Three\n\
+185.193.88.0,185.193.88.255,64523,Example Transit Four\n\
+185.220.101.0,185.220.101.255,60729,Stiftung Erneuerbare Freiheit\n\
+193.32.162.0,193.32.162.255,64530,Example Residential Broadband\n";
+const NETWORK_TOR: &str = "ExitNode 0011BD2485AD45D984EC4159C88FC066E5E3300E\nPublished 2026-03-01 19:15:18\n\
+    LastStatus 2026-03-12 20:00:00\nExitAddress 185.220.101.4 2026-03-12 20:04:13\n";
+const NETWORK_AWS_RANGES: &str = r#"{"syncToken":"1731000000","createDate":"2026-03-01-00-00-00",
+  "prefixes":[{"ip_prefix":"3.5.140.0/22","region":"ap-northeast-2","service":"AMAZON","network_border_group":"ap-northeast-2"}],
+  "ipv6_prefixes":[]}"#;
+
+/// Writes the network data into `dir` and returns the import's arguments for it.
+fn network_args(dir: &Path) -> Vec<String> {
+    let files = [
+        ("--geoip", "asn-ipv4.csv", NETWORK_ASN_CSV),
+        ("--tor-exits", "tor-exits.txt", NETWORK_TOR),
+        ("--vpn-ranges", "vpn.txt", "# VPN providers\nAS9009\n"),
+        ("--hosting-ranges", "hosting.txt", "# hosting providers\nAS211252\n"),
+        ("--aws-ip-ranges", "ip-ranges.json", NETWORK_AWS_RANGES),
+    ];
+    files
+        .iter()
+        .flat_map(|(flag, name, text)| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            [flag.to_string(), path.display().to_string()]
+        })
+        .collect()
+}
+
+/// The detections of issue 16 that the benign principals must never raise.
+const NEW_DETECTIONS: [&str; 9] = [
+    "aws-password-spray",
+    "aws-reconnaissance-burst",
+    "aws-login-from-anonymizing-network",
+    "aws-instance-credentials-used-outside",
+    "aws-rare-sensitive-api",
+    "aws-flow-port-scan",
+    "aws-flow-suspicious-destination",
+    "aws-guardduty-disabled",
+    "aws-security-hub-disabled",
+];
+
+/// A call with the app server's instance profile credentials.
+fn instance_call(time: DateTime<Utc>, name: &str, service: &str, ip: &str, read_only: bool) -> Value {
+    let identity = json!({
+        "type": "AssumedRole", "principalId": format!("AROAAPPROLE:{APP_INSTANCE}"),
+        "arn": format!("arn:aws:sts::{ACCOUNT}:assumed-role/{APP_ROLE}/{APP_INSTANCE}"), "accountId": ACCOUNT,
+        "accessKeyId": "ASIAFAKEAPPINSTANCE1",
+        "sessionContext": {"sessionIssuer": {"type": "Role", "principalId": "AROAAPPROLE",
+            "arn": format!("arn:aws:iam::{ACCOUNT}:role/{APP_ROLE}"), "accountId": ACCOUNT, "userName": APP_ROLE},
+            "attributes": {"creationDate": DAY, "mfaAuthenticated": "false"}, "ec2RoleDelivery": "2.0"},
+    });
+    let mut record =
+        event(time, name, &format!("{service}.amazonaws.com"), identity, ip, json!({"readOnly": read_only}));
+    record["userAgent"] = json!("aws-cli/2.15.0 Python/3.11.6 Linux/6.1 exe/x86_64.amzn.2023");
+    record
+}
+
+/// Weeks of the app server's own calls (from AWS and from inside the VPC) and of heidi's office
+/// work: the baselines the intrusions break.
+fn benign_baselines() -> Vec<Value> {
+    let mut events = Vec::new();
+    for day in -14..7 {
+        let night = hours(24 * day + 2);
+        events.push(instance_call(night, "ListBuckets", "s3", AWS_RANGES_IP, true));
+        events.push(instance_call(night + Duration::minutes(1), "DescribeInstances", "ec2", AWS_AS_IP, true));
+        events.push(instance_call(night + Duration::minutes(2), "GetObject", "s3", "10.0.4.20", true));
+        if day < 2 {
+            let morning = hours(24 * day + 8);
+            events.push(console(morning, "heidi", OFFICE_IP, true));
+            let mut record = console_call(
+                morning + Duration::minutes(2),
+                "heidi",
+                OFFICE_IP,
+                "DescribeInstances",
+                "ec2.amazonaws.com",
+                json!({}),
+            );
+            record["userIdentity"]["sessionContext"]["attributes"]["mfaAuthenticated"] = json!("true");
+            events.push(record);
+        }
+    }
+    events
+}
+
+/// D: six principals' passwords tried from one rented server in six minutes; henry's works.
+fn intrusion_d() -> Vec<Value> {
+    let start = hours(48 + 3);
+    let mut events: Vec<Value> = ["admin", "backup", "henry", "ivan", "judy", "ken"]
+        .into_iter()
+        .enumerate()
+        .map(|(i, user)| {
+            let mut record = console(start + Duration::minutes(i as i64), user, D_SPRAY_IP, false);
+            record["responseElements"] = json!({"ConsoleLogin": "Failure"});
+            record["errorMessage"] = json!("Failed authentication");
+            record
+        })
+        .collect();
+    events.push(console(start + Duration::minutes(8), "henry", D_SPRAY_IP, false));
+    events
+}
+
+/// E: heidi from a Tor exit, refused on twelve different APIs within six minutes.
+fn intrusion_e() -> Vec<Value> {
+    let start = hours(48 + 6);
+    let mut events = vec![console(start, "heidi", E_TOR_IP, true)];
+    let apis = [
+        ("iam", "ListUsers"),
+        ("iam", "ListRoles"),
+        ("iam", "GetAccountAuthorizationDetails"),
+        ("iam", "ListPolicies"),
+        ("s3", "ListBuckets"),
+        ("ec2", "DescribeInstances"),
+        ("ec2", "DescribeSnapshots"),
+        ("ec2", "DescribeVpcs"),
+        ("kms", "ListKeys"),
+        ("secretsmanager", "ListSecrets"),
+        ("lambda", "ListFunctions"),
+        ("rds", "DescribeDBInstances"),
+    ];
+    for (i, (service, name)) in apis.into_iter().enumerate() {
+        let time = start + Duration::seconds(60 + 30 * i as i64);
+        let code = if service == "ec2" { "Client.UnauthorizedOperation" } else { "AccessDenied" };
+        let mut record = console_call(time, "heidi", E_TOR_IP, name, &format!("{service}.amazonaws.com"), json!({}));
+        record["userIdentity"]["sessionContext"]["attributes"]["mfaAuthenticated"] = json!("true");
+        record["errorCode"] = json!(code);
+        record["errorMessage"] = json!(format!("User is not authorized to perform: {service}:{name}"));
+        events.push(record);
+    }
+    events
+}
+
+/// F: the app server's credentials from a hosting provider: a look around, then IAM writes the
+/// role never made in its three weeks.
+fn intrusion_f() -> Vec<Value> {
+    let start = hours(48 + 10);
+    vec![
+        instance_call(start, "ListBuckets", "s3", F_IP, true),
+        instance_call(start + Duration::minutes(3), "GetCallerIdentity", "sts", F_IP, true),
+        instance_call(start + Duration::minutes(6), "CreatePolicyVersion", "iam", F_IP, false),
+    ]
+}
+
+/// Three weeks of a web server's clients (every day) and, on day 3, G: one host inside the VPC
+/// sweeping 40 database hosts for SMB, each probe refused where it lands.
+fn flows_benign_and_g() -> String {
+    use crate::detections_more::{FLOW_HEADER, flow};
+    let mut text = String::from(FLOW_HEADER);
+    for day in -14..7 {
+        for i in 0..40u32 {
+            let at = hours(24 * day + 12) + Duration::seconds(i64::from(i) * 90);
+            let client = format!("198.18.{}.{}", day + 14, i + 1);
+            text += &flow(at, "eni-0web0000000000001", (&client, 40_000 + i), ("10.0.1.5", 443), "ACCEPT");
+            text += &flow(at, "eni-0web0000000000001", ("10.0.1.5", 443), (&client, 40_000 + i), "ACCEPT");
+        }
+    }
+    for host in 1..=40u32 {
+        let at = hours(72 + 2) + Duration::seconds(i64::from(host) * 45);
+        let target = format!("10.0.2.{host}");
+        text += &flow(at, "eni-0gggg9999hhhh0000", (G_SCANNER, 49_000 + host), (&target, 445), "ACCEPT");
+        text += &flow(at, &format!("eni-0db{host:014}"), (G_SCANNER, 49_000 + host), (&target, 445), "REJECT");
+    }
+    text
+}
+
 fn write_trail(dir: &Path, name: &str, records: Vec<Value>) -> PathBuf {
     let path = dir.join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_vec(&json!({"Records": records})).unwrap()).unwrap();
@@ -336,45 +531,153 @@ fn write_all(dir: &Path) -> Vec<PathBuf> {
     let (later, flows) = intrusion_a_later();
     let flow_path = dir.join("flows.log");
     std::fs::write(&flow_path, flows).unwrap();
+    let other_flows = dir.join("flows-web-and-g.log");
+    std::fs::write(&other_flows, flows_benign_and_g()).unwrap();
     vec![
         write_trail(dir, "benign", benign()),
+        write_trail(dir, "baselines", benign_baselines()),
         write_trail(dir, "a-start", intrusion_a_start()),
         write_trail(dir, "a-later", later),
         flow_path,
+        other_flows,
         write_trail(dir, "b", intrusion_b()),
+        write_trail(dir, "d", intrusion_d()),
+        write_trail(dir, "e", intrusion_e()),
+        write_trail(dir, "f", intrusion_f()),
     ]
 }
+
+/// `skywarden import` of `paths` with the network data.
+fn import_with_network(db: &TestDb, dir: &Path, paths: &[PathBuf]) -> Value {
+    let mut args = vec!["import".to_string(), "--json".into()];
+    args.extend(network_args(dir));
+    args.extend(paths.iter().map(|p| p.display().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = db.skywarden(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// An intrusion of the generated data: the addresses its alerts come from and the policies it
+/// must raise.
+struct Intrusion {
+    name: &'static str,
+    addresses: &'static [&'static str],
+    policies: &'static [&'static str],
+}
+
+const INTRUSIONS: [Intrusion; 6] = [
+    Intrusion {
+        name: "A",
+        addresses: &[A_LOGIN_IP, A_BACKDOOR_IP, A_EXFIL_IP],
+        policies: &["aws-console-login-without-mfa", "aws-flow-exfiltration-volume", "aws-cloudtrail-logging-disabled"],
+    },
+    Intrusion { name: "B", addresses: &[B_IP, B_SECOND_IP], policies: &["aws-guardduty-disabled"] },
+    Intrusion {
+        name: "D",
+        addresses: &[D_SPRAY_IP],
+        policies: &["aws-password-spray", "aws-console-login-without-mfa"],
+    },
+    Intrusion {
+        name: "E",
+        addresses: &[E_TOR_IP],
+        policies: &["aws-login-from-anonymizing-network", "aws-reconnaissance-burst"],
+    },
+    Intrusion {
+        name: "F",
+        addresses: &[F_IP],
+        policies: &["aws-instance-credentials-used-outside", "aws-rare-sensitive-api"],
+    },
+    Intrusion { name: "G", addresses: &[G_SCANNER], policies: &["aws-flow-port-scan"] },
+];
+
+/// An alert's policy, principal, incident and why it joined (what a failed grouping shows).
+type AlertLink = (String, Option<String>, Option<String>, Option<String>);
+
+/// The principals of the benign work alone (heidi and the app server are intrusions' victims,
+/// checked through their benign addresses below).
+const BENIGN_USERS: [&str; 3] = ["carol", "dave", "erin"];
 
 #[tokio::test]
 async fn each_intrusion_is_one_incident_with_all_its_alerts() {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
     let paths = write_all(dir.path());
-    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-    import(&db, &refs);
-
-    let a_alerts = alerts_from(&db, &[A_LOGIN_IP, A_BACKDOOR_IP, A_EXFIL_IP]).await;
-    let b_alerts = alerts_from(&db, &[B_IP, B_SECOND_IP]).await;
-    let benign_alerts = alerts_from(&db, &[OFFICE_IP]).await;
-    let a_policies = policies_of(&db, &a_alerts).await;
-    for policy in ["aws-console-login-without-mfa", "aws-flow-exfiltration-volume", "aws-cloudtrail-logging-disabled"] {
-        assert!(a_policies.iter().any(|p| p == policy), "intrusion A raised {policy}: {a_policies:?}");
-    }
-    assert!(b_alerts.len() >= 3, "intrusion B: the policy, GuardDuty and SSM alerts: {b_alerts:?}");
-    assert!(!benign_alerts.is_empty(), "the administrator's new user and key raise alerts");
+    let summary = import_with_network(&db, dir.path(), &paths);
+    assert!(
+        db.count("SELECT count(*) FROM cloudtrail_events WHERE geo_asn IS NOT NULL").await > 0,
+        "the network data reached the events: {summary}"
+    );
 
     let groups = incidents_of_alerts(&db).await;
     let holding = |alerts: &BTreeSet<String>| -> BTreeSet<String> {
         groups.iter().filter(|(_, members)| !members.is_disjoint(alerts)).map(|(id, _)| id.clone()).collect()
     };
-    let (a_incidents, b_incidents) = (holding(&a_alerts), holding(&b_alerts));
-    assert_eq!(a_incidents.len(), 1, "intrusion A is one incident: {groups:#?}");
-    assert_eq!(b_incidents.len(), 1, "intrusion B is one incident: {groups:#?}");
-    let a_id = a_incidents.first().unwrap();
-    let b_id = b_incidents.first().unwrap();
-    assert_eq!(&groups[a_id], &a_alerts, "A's incident holds exactly A's alerts (the flow alert among them)");
-    assert_eq!(&groups[b_id], &b_alerts, "B's incident holds exactly B's alerts");
-    assert!(holding(&benign_alerts).is_disjoint(&[a_id.clone(), b_id.clone()].into()));
+    let mut incident_of: BTreeMap<&str, String> = BTreeMap::new();
+    let mut intrusion_alerts = BTreeSet::new();
+    for intrusion in &INTRUSIONS {
+        let alerts = alerts_from(&db, intrusion.addresses).await;
+        let policies = policies_of(&db, &alerts).await;
+        for policy in intrusion.policies {
+            assert!(policies.contains(*policy), "intrusion {} raised {policy}: {policies:?}", intrusion.name);
+        }
+        let held = holding(&alerts);
+        let rows: Vec<AlertLink> = sqlx::query_as(
+            "SELECT policy_id, principal, incident_id, link_reason FROM alerts WHERE alert_id::text = ANY($1)
+             ORDER BY first_seen",
+        )
+        .bind(alerts.iter().cloned().collect::<Vec<_>>())
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(held.len(), 1, "intrusion {} is one incident: {rows:#?}", intrusion.name);
+        let id = held.into_iter().next().unwrap();
+        assert_eq!(
+            groups[&id], alerts,
+            "{}'s incident holds exactly its alerts (flow alerts among them)",
+            intrusion.name
+        );
+        assert!(!incident_of.values().any(|other| *other == id), "{} shares an incident", intrusion.name);
+        incident_of.insert(intrusion.name, id);
+        intrusion_alerts.extend(alerts);
+    }
+    let (a_id, b_id) = (&incident_of["A"], &incident_of["B"]);
+    let a_alerts = &groups[a_id];
+    let b_alerts = &groups[b_id];
+    assert!(b_alerts.len() >= 3, "intrusion B: the policy, GuardDuty and SSM alerts: {b_alerts:?}");
+
+    // Benign work: the administrator's new user and key alert (no intrusion, no incident of
+    // one), and no benign principal or benign address raises any of the new detections.
+    let benign_alerts = alerts_from(&db, &[OFFICE_IP, AWS_RANGES_IP, AWS_AS_IP, "10.0.4.20", "10.0.1.5"]).await;
+    assert!(!benign_alerts.is_empty(), "the administrator's new user and key raise alerts");
+    assert!(benign_alerts.is_disjoint(&intrusion_alerts));
+    assert!(holding(&benign_alerts).iter().all(|id| !incident_of.values().any(|i| i == id)));
+    let benign_principals: Vec<String> = BENIGN_USERS.iter().map(|u| user_arn(u)).collect();
+    let benign_new: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT policy_id, principal, host(source_ip) FROM alerts
+         WHERE policy_id = ANY($1) AND (principal = ANY($2) OR NOT (alert_id::text = ANY($3)))",
+    )
+    .bind(NEW_DETECTIONS.map(String::from).to_vec())
+    .bind(&benign_principals)
+    .bind(intrusion_alerts.iter().cloned().collect::<Vec<_>>())
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(benign_new, [], "benign principals and addresses raise none of the new detections");
+
+    let events = db.count("SELECT count(*) FROM cloudtrail_events").await;
+    let flows = db.count("SELECT count(*) FROM flow_records").await;
+    let alerts = db.count("SELECT count(*) FROM alerts").await;
+    println!(
+        "FIGURES: {} intrusions, {} benign principals ({} with the victims heidi and app-role), {events} CloudTrail \
+         events, {flows} flow records, {alerts} alerts ({} of intrusions, {} benign), {} incidents",
+        INTRUSIONS.len(),
+        BENIGN_USERS.len(),
+        BENIGN_USERS.len() + 2,
+        intrusion_alerts.len(),
+        alerts as usize - intrusion_alerts.len(),
+        groups.len()
+    );
 
     // Listed as incidents, with the tactic chain in time order and why each alert joined.
     let listed = incident_pages::incidents(&db.pool, &IncidentFilter::default(), None, 50).await.unwrap();
@@ -388,7 +691,33 @@ async fn each_intrusion_is_one_incident_with_all_its_alerts() {
         "the backdoor's use joined through the key or user the intrusion created: {reasons:?}"
     );
     let b = listed.iter().find(|e| &e.incident.id == b_id).expect("B is listed");
+    // Every intrusion is listed, G's sweep too (one policy, but high).
+    for (name, id) in &incident_of {
+        assert!(listed.iter().any(|e| &e.incident.id == id), "intrusion {name} is listed");
+    }
     assert_eq!(b.incident.severity, *b.incident.timeline.iter().map(|s| &s.severity).max().unwrap());
+
+    // The map's addresses carry their network: E's Tor exit and F's hosting provider, in the
+    // API's story and on the report.
+    for (name, address, network) in [
+        ("E", E_TOR_IP, "AS60729 Stiftung Erneuerbare Freiheit · Tor exit"),
+        ("F", F_IP, "AS211252 Delis, LLC · hosting"),
+    ] {
+        let story = skywarden::alerts::incident_story::story(&db.pool, &incident_of[name]).await.unwrap().unwrap();
+        let place = story.places.iter().find(|p| p.address == address).expect("the intruder's address is a place");
+        assert_eq!(place.network_label().as_deref(), Some(network));
+        let json = serde_json::to_value(place).unwrap();
+        assert_eq!((&json["asn"], &json["is_tor"]), (&json!(place.asn.unwrap()), &json!(name == "E")), "{json}");
+        let html = skywarden::report::html::report(&story, Utc::now());
+        let row = format!("<td class=\"mono\">{address}</td>");
+        let addresses = &html[html.find("id=\"addresses\"").expect("the addresses table")..];
+        let row = &addresses[addresses.find(&row).expect("the address's row")..];
+        let row = &row[..row.find("</tr>").unwrap()];
+        let (asn, org) = network.split_once(' ').unwrap();
+        let org = org.split(" · ").next().unwrap();
+        assert!(row.contains(asn) && row.contains(&escape_html(org)), "{row}");
+        assert!(row.contains(if name == "E" { "Tor exit" } else { "hosting" }), "{row}");
+    }
 
     // Re-running detection over everything changes no incident.
     let policies = skywarden::detect::PolicySet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"));
@@ -428,6 +757,9 @@ async fn older_data_imported_later_merges_into_one_incident() {
     // The survivor is an id the analyst already had (ids shown never change), the status they
     // set is kept, and an import in time order groups the same alerts.
     assert!(early.contains(&survivor), "{survivor} is one of {early:?}");
+    let filter = IncidentFilter { id: Some(survivor.clone()), open_only: false };
+    let kept = incident_pages::incidents(&db.pool, &filter, None, 1).await.unwrap().pop().unwrap();
+    assert_eq!(kept.incident.status, IncidentStatus::Investigating, "the merge keeps the status the analyst set");
     let in_order = {
         let db = TestDb::new().await;
         import(&db, &[&start_path, &later_path, &flow_path]);
@@ -501,6 +833,10 @@ for index, event in enumerate(json.load(sys.stdin)):
 json.dump(errors, sys.stdout)
 "#;
 
+fn escape_html(text: &str) -> String {
+    skywarden::report::html::escape(text)
+}
+
 /// The response action's reason: hostile, it must come out as text.
 const RESPONSE_REASON: &str = "backdoor key <script>alert(2)</script> used by the intruder";
 const RESPONSE_TARGET: &str = "svc-sync:AKIAFAKEREPORTKEY001";
@@ -551,7 +887,28 @@ fn assert_html_report(html: &str, story: &skywarden::alerts::incident_story::Inc
         assert!(html.contains(&event.event_id), "event {} is in the report", event.event_id);
     }
     assert!(html.contains("<circle class=\"place\"") && html.contains("176.36.10.20"), "the map places the intruder");
-    assert!(html.contains("id=\"flows\"") && html.contains("id=\"config-changes\""));
+    // A configuration diff and a flow, as rows with their content.
+    let section = |id: &str| {
+        let start = html.find(&format!("<table id=\"{id}\"")).unwrap_or_else(|| panic!("a {id} table"));
+        &html[start..html[start..].find("</table>").unwrap() + start]
+    };
+    let change = story.config_changes.first().expect("the sample's snapshots hold a change the intrusion made");
+    let changes = section("config-changes");
+    let diff = serde_json::to_string_pretty(&change.diff).unwrap();
+    let diff_leaf = diff.lines().find(|l| l.contains(':') && !l.trim_end().ends_with(['{', '['])).unwrap();
+    assert!(changes.contains(&change.resource_id) && changes.contains(&change.kind), "{changes}");
+    assert!(changes.contains("<pre>") && changes.contains(&escape_html(diff_leaf.trim())), "{diff_leaf} in {changes}");
+    let flow = story.flows.first().expect("the sample's flows of the intruder's address");
+    let flows = section("flows");
+    let flow_row = format!(
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
+        flow.srcaddr.as_deref().unwrap(),
+        flow.dstaddr.as_deref().unwrap(),
+        flow.dstport.map(|p| p.to_string()).unwrap_or_default(),
+        flow.action.as_deref().unwrap(),
+        flow.bytes
+    );
+    assert!(flows.contains(&flow_row), "{flow_row} in {flows}");
     // The merged timeline: every entry, the action as asked for, approved and applied.
     let rows = html.matches("<tr class=\"").count();
     assert_eq!(rows, story.merged_timeline.entries.len(), "a row per timeline entry");
@@ -581,6 +938,19 @@ fn assert_ocsf_report(events: &[Value], story: &skywarden::alerts::incident_stor
     assert_eq!(events[0]["class_uid"], 2005);
     assert_eq!(events[0]["metadata"]["uid"], id);
     assert_eq!(events[0]["finding_info_list"].as_array().unwrap().len(), story.alerts.len());
+    // The configuration diffs and flows, whole.
+    let evidence = &events[0]["unmapped"]["skywarden"];
+    let change = &story.config_changes[0];
+    assert_eq!(evidence["config_changes"].as_array().map(Vec::len), Some(story.config_changes.len()));
+    assert_eq!(
+        (&evidence["config_changes"][0]["resource_id"], &evidence["config_changes"][0]["diff"]),
+        (&json!(change.resource_id), &change.diff)
+    );
+    assert_eq!(evidence["flows"].as_array().map(Vec::len), Some(story.flows.len()));
+    assert_eq!(
+        (&evidence["flows"][0]["dstaddr"], &evidence["flows"][0]["bytes"]),
+        (&json!(story.flows[0].dstaddr), &json!(story.flows[0].bytes))
+    );
     assert_eq!(events[0]["src_url"], format!("https://skywarden.example/#/incident/{id}"));
     assert_eq!(events.len(), 1 + story.alerts.len() + 1, "a Detection Finding per alert, and the action");
     assert!(events[1..=story.alerts.len()].iter().all(|e| e["class_uid"] == 2004));
@@ -640,8 +1010,19 @@ async fn an_incident_is_handed_over_as_html_and_as_ocsf() {
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/incident");
     let imported = db.skywarden(&["import", "--geoip", geo.to_str().unwrap(), sample.to_str().unwrap()]);
     assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    // The sample's two configuration snapshots: the security group the intruder opened changes.
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/incident.config.json");
+    let snapshots = db.skywarden(&["posture", "import", config.to_str().unwrap()]);
+    assert!(snapshots.status.success(), "{}", String::from_utf8_lossy(&snapshots.stderr));
     let listed = incident_pages::incidents(&db.pool, &IncidentFilter::default(), None, 10).await.unwrap();
-    assert_eq!(listed.len(), 1, "the sample is one intrusion");
+    let summary: Vec<(&str, Option<&str>, Vec<&str>)> = listed
+        .iter()
+        .map(|e| {
+            let policies = e.incident.timeline.iter().map(|s| s.policy_id.as_str()).collect();
+            (e.incident.severity.as_str(), e.incident.source_ip.as_deref(), policies)
+        })
+        .collect();
+    assert_eq!(listed.len(), 1, "the sample is one intrusion: {summary:#?}");
     let id = listed[0].incident.id.clone();
     // A hostile title must come out as text.
     sqlx::query("UPDATE alerts SET title = title || ' <script>alert(1)</script>' WHERE incident_id = $1")
@@ -765,14 +1146,8 @@ impl AsLinking {
         std::fs::write(&asn_table, C_ASN_TABLE).unwrap();
         let geo = skywarden::geo::GeoDb::open(std::slice::from_ref(&asn_table)).unwrap();
         // Detection gives flow alerts their destination's network from this data.
-        let mut policies = skywarden::detect::PolicySet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
+        let policies = skywarden::detect::PolicySet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
             .with_geo(Some(std::sync::Arc::new(geo)));
-        // `aws-flow-suspicious-destination` alerts, on the next run, on every flow of the
-        // instance to an address of any open incident (each flow alert's own included) and names
-        // the instance, which ties them all to the intrusion whatever their AS: off here, so
-        // these tests judge the AS key alone (the interaction is an open question for that
-        // detector).
-        policies.detectors.settings.flow_suspicious_destination.enabled = false;
         Self { dir, asn_table, policies }
     }
 

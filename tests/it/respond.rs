@@ -67,7 +67,7 @@ pub(crate) async fn setup(with_responder: bool) -> Setup {
     }
     let owner = AccountSession::assume(&base, &settings, &onboarded.assume_target()).await.unwrap();
     assert_deny_all(&owner).await;
-    let ctx = ResponseContext { pool: db.pool.clone(), settings, base };
+    let ctx = ResponseContext { pool: db.pool.clone(), settings, base, trusted_cidrs: vec![] };
     Setup { db, ctx, account, owner }
 }
 
@@ -225,8 +225,28 @@ async fn keys_passwords_and_principals_are_contained_and_restored_where_possible
     assert_eq!(key_status().await, "Active");
 
     let delete = Action::parse("delete-login-profile", "backup-admin", None).unwrap();
+    let plan = run::plan(&s.ctx, &s.account, &delete).await.unwrap();
+    assert_eq!((plan.changes, plan.calls[0].operation), (true, "iam:DeleteLoginProfile"));
+    let kept = iam.get_login_profile().user_name("backup-admin").send().await;
+    assert!(kept.is_ok(), "the dry run changed nothing");
     let applied = s.apply(delete, "delete-password-1").await.unwrap();
     assert_eq!(applied.state_before.as_ref().unwrap()["exists"], true);
+    // Its audit row masks every member whose name says secret (the login profile's
+    // `password_reset_required`), and only there: the record keeps what was read.
+    let row: Value = sqlx::query_scalar(
+        "SELECT details FROM audit_log WHERE action = 'response.apply' AND details->>'action_id' = $1",
+    )
+    .bind(&applied.id)
+    .fetch_one(&s.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(row["state_before"]["password_reset_required"], "***", "{row}");
+    assert_eq!(
+        (row["state_before"]["user_name"].as_str(), row["calls"][0]["operation"].as_str()),
+        (Some("backup-admin"), Some("iam:DeleteLoginProfile")),
+        "{row}"
+    );
+    assert_eq!(applied.state_before.as_ref().unwrap()["password_reset_required"], false);
     let gone = iam.get_login_profile().user_name("backup-admin").send().await;
     assert!(gone.is_err(), "the console password is deleted");
     let no_undo = run::undo(&s.ctx, &applied.id, "user:lead", "oops").await;
@@ -238,6 +258,8 @@ async fn keys_passwords_and_principals_are_contained_and_restored_where_possible
             iam.create_role().role_name("ci-deploy").assume_role_policy_document(trust).send().await.unwrap();
         }
         let quarantine = Action::parse("quarantine", principal, None).unwrap();
+        let plan = run::plan(&s.ctx, &s.account, &quarantine).await.unwrap();
+        assert!(plan.changes && plan.calls[0].params["PolicyArn"] == DENY_ALL, "{plan:?}");
         let applied = s.apply(quarantine, key).await.unwrap();
         let user = principal.starts_with("user/");
         assert_eq!(applied.calls[0]["operation"], if user { "iam:AttachUserPolicy" } else { "iam:AttachRolePolicy" });
@@ -256,7 +278,7 @@ async fn keys_passwords_and_principals_are_contained_and_restored_where_possible
             .collect();
             arns
         };
-        assert_eq!(attached().await, [DENY_ALL], "AWS's managed AWSDenyAll is attached");
+        assert_eq!(attached().await, [DENY_ALL], "AWS's managed AWSDenyAll is attached (by apply, not the dry run)");
         let inline = match principal.split_once('/').unwrap() {
             ("user", name) => iam.list_user_policies().user_name(name).send().await.unwrap().policy_names().to_vec(),
             (_, name) => iam.list_role_policies().role_name(name).send().await.unwrap().policy_names().to_vec(),
@@ -287,6 +309,9 @@ async fn role_policies_profiles_instances_and_trails() {
         async || iam.list_attached_role_policies().role_name("ssm").send().await.unwrap().attached_policies().len();
 
     let detach = Action::parse("detach-role-policy", &format!("ssm:{policy_arn}"), None).unwrap();
+    let plan = run::plan(&s.ctx, &s.account, &detach).await.unwrap();
+    assert_eq!((plan.changes, plan.calls[0].operation), (true, "iam:DetachRolePolicy"));
+    assert_eq!(attached().await, 1, "the dry run changed nothing");
     let applied = s.apply(detach, "detach-policy-1").await.unwrap();
     assert_eq!(attached().await, 0);
     run::undo(&s.ctx, &applied.id, "user:lead", "needed").await.unwrap();
@@ -324,14 +349,17 @@ async fn role_policies_profiles_instances_and_trails() {
         let answer = ec2.describe_instances().instance_ids(&instance).send().await.unwrap();
         answer.reservations()[0].instances()[0].state().unwrap().name().unwrap().clone()
     };
+    let snapshot_count = async || ec2.describe_snapshots().owner_ids("self").send().await.unwrap().snapshots().len();
+    let snapshots_before = snapshot_count().await;
     let stop = Action::parse("stop-instance", &instance, Some(REGION)).unwrap();
     let plan = run::plan(&s.ctx, &s.account, &stop).await.unwrap();
     let volumes = plan.current["volumes"].as_array().unwrap().len();
     assert!(volumes >= 1, "{plan:?}");
     assert_eq!(plan.calls.len(), volumes + 2);
-    assert_eq!(plan.calls[volumes].operation, "ec2:CreateTags");
-    assert_eq!(plan.calls.last().unwrap().operation, "ec2:StopInstances");
+    assert_eq!(plan.calls[volumes].operation, "ec2:StopInstances");
+    assert_eq!(plan.calls.last().unwrap().operation, "ec2:CreateTags", "tagged only once stopping");
     assert_eq!(state_of().await, InstanceStateName::Running, "the dry run changed nothing");
+    assert_eq!(snapshot_count().await, snapshots_before, "the dry run took no snapshot");
     let applied = s.apply(stop, "stop-instance-1").await.unwrap();
     let snapshots = applied.state_after.as_ref().unwrap()["snapshots"].as_array().unwrap().clone();
     assert_eq!(snapshots.len(), volumes);
@@ -670,7 +698,7 @@ pub fn iam_user(name: &str) -> Value {
 }
 
 /// An ingress rule from `cidr` on `port` added to a group; its rule id.
-async fn add_rule(s: &Setup, group: &str, cidr: &str, port: i32) -> String {
+pub async fn add_rule(s: &Setup, group: &str, cidr: &str, port: i32) -> String {
     use aws_sdk_ec2::types::{IpPermission, IpRange};
     let permission = IpPermission::builder()
         .ip_protocol("tcp")
@@ -770,7 +798,7 @@ async fn every_rule_the_principal_opened_is_revoked_as_one_action_and_restored_e
     let statuses: Vec<&str> = outcomes.as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["refused", "applied", "applied", "gone", "applied"], "{outcomes}");
     assert_eq!(applied.calls.as_array().unwrap().len(), 3, "each rule's call is on the record");
-    // Each rule is its own record, leased by its security group.
+    // Each rule is its own record, leased by its rule id.
     let children: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT target, resource, status FROM response_actions WHERE kind = 'revoke-ingress-rule' ORDER BY created_at",
     )
@@ -780,9 +808,9 @@ async fn every_rule_the_principal_opened_is_revoked_as_one_action_and_restored_e
     assert_eq!(
         children,
         [
-            (format!("{web}:{https}"), format!("{REGION}/{web}"), "applied".to_owned()),
-            (format!("{db_group}:{db_ssh}"), format!("{REGION}/{db_group}"), "applied".to_owned()),
-            (format!("{web}:{ssh}"), format!("{REGION}/{web}"), "applied".to_owned()),
+            (format!("{web}:{https}"), format!("{REGION}/{https}"), "applied".to_owned()),
+            (format!("{db_group}:{db_ssh}"), format!("{REGION}/{db_ssh}"), "applied".to_owned()),
+            (format!("{web}:{ssh}"), format!("{REGION}/{ssh}"), "applied".to_owned()),
         ]
     );
 
@@ -848,7 +876,7 @@ async fn a_rule_that_cannot_be_revoked_fails_the_action_with_what_was_changed_re
     let (busy, held) = s.open_ssh("203.0.113.8/32").await;
     store_ingress_event(&s, "ev-a", iam_user("carol"), json!({"groupId": web}), &[(&web, &ssh)]).await;
     store_ingress_event(&s, "ev-b", iam_user("carol"), json!({"groupId": busy}), &[(&busy, &held)]).await;
-    // Another action is running on the second group: its lease is held.
+    // Another action is running on the second rule: its lease is held.
     sqlx::query(
         "INSERT INTO response_actions (account_id, region, kind, target, resource, params, status, actor, reason,
                                        idempotency_key, lease_owner, lease_expires_at)
@@ -857,8 +885,8 @@ async fn a_rule_that_cannot_be_revoked_fails_the_action_with_what_was_changed_re
     )
     .bind(&s.account)
     .bind(REGION)
-    .bind(format!("{busy}:sgr-00000000000000001"))
-    .bind(format!("{REGION}/{busy}"))
+    .bind(format!("{busy}:{held}"))
+    .bind(format!("{REGION}/{held}"))
     .execute(&s.db.pool)
     .await
     .unwrap();
@@ -1255,6 +1283,182 @@ async fn a_rule_the_principal_widened_is_revoked_like_one_it_opened() {
     assert_eq!((restored.len(), restored[0].1, restored[0].3.as_str()), (1, 22, "0.0.0.0/0"), "restored as it was");
 }
 
+/// An alert of `principal` whose evidence is the stored event `event_id`; its id.
+async fn alert_on_event(s: &Setup, principal: &str, event_id: &str) -> String {
+    let mut finding = crate::respond_safety::alert_of(&s.account, principal);
+    finding.evidence_id = event_id.into();
+    skywarden::notify::outbox::record_alerts(&s.db.pool, &[finding]).await.unwrap();
+    let alert: String = sqlx::query_scalar("SELECT alert_id::text FROM alerts WHERE principal = $1")
+        .bind(principal)
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO alert_evidence (account_id, alert_id, event_id, event_time)
+         SELECT account_id, $1::uuid, event_id, event_time FROM cloudtrail_events WHERE event_id = $2
+         ON CONFLICT (account_id, alert_id, event_id) DO UPDATE SET event_time = EXCLUDED.event_time",
+    )
+    .bind(&alert)
+    .bind(event_id)
+    .execute(&s.db.pool)
+    .await
+    .unwrap();
+    alert
+}
+
+/// The detector's trusted ranges (`security_group_ingress.trusted_cidrs`, which respond cannot
+/// read: serve, the worker and the CLI pass them in) hold for response too. frank widens one SSH
+/// rule to an address of the office range declared trusted and another to a public address
+/// outside it: only the second is suggested, planned and revoked; the first is listed as
+/// pre-existing (a trusted range) and stays. Without the trusted ranges both are exposed.
+#[tokio::test]
+async fn a_rule_widened_to_a_trusted_range_is_left_and_one_widened_elsewhere_is_revoked() {
+    use aws_sdk_ec2::types::{SecurityGroupRuleRequest, SecurityGroupRuleUpdate};
+    let s = setup(true).await;
+    let (web, office) = s.open_ssh("10.20.0.0/16").await;
+    let elsewhere = add_rule(&s, &web, "10.30.0.0/16", 22).await;
+    let ec2 = s.owner.ec2(REGION);
+    let mut updates = Vec::new();
+    for (rule, cidr) in [(&office, "81.2.69.160/32"), (&elsewhere, "81.2.70.7/32")] {
+        let set = SecurityGroupRuleRequest::builder().ip_protocol("tcp").from_port(22).to_port(22).cidr_ipv4(cidr);
+        let update = SecurityGroupRuleUpdate::builder().security_group_rule_id(rule).security_group_rule(set.build());
+        ec2.modify_security_group_rules().group_id(&web).security_group_rules(update.build()).send().await.unwrap();
+        updates.push(json!({"SecurityGroupRuleId": rule,
+                            "SecurityGroupRule": {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": cidr}}));
+    }
+    let request = json!({"ModifySecurityGroupRulesRequest": {"GroupId": web, "SecurityGroupRule": updates}});
+    let answer = json!({"ModifySecurityGroupRulesResponse": {"requestId": "r-1", "return": true}});
+    let mut conn = s.db.pool.acquire().await.unwrap();
+    insert_event(&mut conn, &s, ("t-1", "ModifySecurityGroupRules"), iam_user("frank"), request, answer).await;
+    drop(conn);
+    let trusted: Vec<skywarden::net::Cidr> = vec!["81.2.69.0/24".parse().unwrap()];
+    let trusting = ResponseContext { trusted_cidrs: trusted.clone(), ..s.ctx.clone() };
+    let revoked = |plan: &run::Plan| -> Vec<Value> {
+        let mut ids: Vec<Value> = plan
+            .calls
+            .iter()
+            .flat_map(|c| c.params["SecurityGroupRuleIds"].as_array().cloned().unwrap_or_default())
+            .collect();
+        ids.sort_by_key(|id| id.to_string());
+        ids
+    };
+
+    let action = Action::parse("revoke-principal-ingress", "user/frank", None).unwrap();
+    let mut both = vec![json!(office), json!(elsewhere)];
+    both.sort_by_key(|id| id.to_string());
+    assert_eq!(revoked(&run::plan(&s.ctx, &s.account, &action).await.unwrap()), both, "nothing trusted");
+    let plan = run::plan(&trusting, &s.account, &action).await.unwrap();
+    assert_eq!(revoked(&plan), [json!(elsewhere)], "{}", plan.current);
+    let pre = plan.current["pre_existing"].as_array().unwrap();
+    assert!(
+        pre.iter().any(|p| p["rule_id"] == office.as_str() && p["why"].as_str().unwrap().contains("a trusted range")),
+        "{pre:?}"
+    );
+    assert_eq!(plan.current["incomplete"], json!([]), "a trusted rule is not left undone");
+
+    // The alert's suggestions, with the ranges serve gives the API, and without.
+    let alert = alert_on_event(&s, "frank", "t-1").await;
+    let (_, viewer) = auth::create(&s.db.pool, "wallboard", Role::Viewer).await.unwrap();
+    let context = ApiContext::new(s.db.pool.clone()).with_aws(s.ctx.settings.clone(), s.ctx.base.clone());
+    let uri = format!("/api/v1/alerts/{alert}/responses");
+    let suggested = async |context: ApiContext| {
+        let (status, answer) = api(&context, "GET", &uri, &viewer, None, None).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let mut targets: Vec<String> = answer["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["kind"] == "revoke-ingress-rule")
+            .map(|a| a["target"].as_str().unwrap().to_owned())
+            .collect();
+        targets.sort();
+        targets
+    };
+    let mut all = vec![format!("{web}:{office}"), format!("{web}:{elsewhere}")];
+    all.sort();
+    assert_eq!(suggested(context.clone()).await, all);
+    assert_eq!(suggested(context.with_trusted_cidrs(trusted)).await, [format!("{web}:{elsewhere}")]);
+
+    // The CLI reads them from the policy folder's detectors.yaml (`--policies`): an entry that
+    // is no range is named on stderr, the others apply.
+    let policies = tempfile::tempdir().unwrap();
+    let settings = "security_group_ingress:\n  trusted_cidrs: ['81.2.69.0/24', 'the-office']\n";
+    std::fs::write(policies.path().join("detectors.yaml"), settings).unwrap();
+    let mut command = crate::support::skywarden_command(&s.db.url);
+    command.args(["respond", "plan", &s.account, "revoke-principal-ingress", "user/frank", "--json", "--policies"]);
+    command.arg(policies.path());
+    for (key, value) in fake::aws_env(fake::moto_url().await) {
+        command.env(key, value);
+    }
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("detectors.yaml") && stderr.contains("the-office"), "{stderr}");
+    let cli_plan: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let cli_revoked: Vec<&Value> = cli_plan["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["params"]["SecurityGroupRuleIds"].as_array().unwrap())
+        .collect();
+    assert_eq!(cli_revoked, [&json!(elsewhere)], "{cli_plan}");
+
+    let done = run::apply(&trusting, &s.request(action, "frank-trusted-1")).await.unwrap();
+    assert_eq!(done.status, "applied", "{:?}", done.error);
+    let left = s.ingress(&web).await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!((left[0].1, left[0].3.as_str()), (22, "81.2.69.160/32"), "the rule to the office stays");
+}
+
+/// Review of issue 17: a newer change of a rule to a source that is not exposed ends an older
+/// opening of it. frank widens an SSH rule to the world, then narrows it to the trusted office;
+/// he authorises 443 to the world, then narrows it to 10/8. Read newest first, both rules are
+/// seen narrowed: nothing is revoked, nothing is read against the live rule (no `mismatch`), and
+/// the action is applied, not "failed: partial".
+#[tokio::test]
+async fn a_newer_change_to_a_trusted_or_private_source_ends_an_older_opening() {
+    use aws_sdk_ec2::types::{SecurityGroupRuleRequest, SecurityGroupRuleUpdate};
+    let s = setup(true).await;
+    let (web, widened) = s.open_ssh("10.20.0.0/16").await;
+    let authorized = add_rule(&s, &web, "0.0.0.0/0", 443).await;
+    let ec2 = s.owner.ec2(REGION);
+    let modify = async |rule: &str, port: i32, cidr: &str| {
+        let set = SecurityGroupRuleRequest::builder().ip_protocol("tcp").from_port(port).to_port(port).cidr_ipv4(cidr);
+        let update = SecurityGroupRuleUpdate::builder().security_group_rule_id(rule).security_group_rule(set.build());
+        ec2.modify_security_group_rules().group_id(&web).security_group_rules(update.build()).send().await.unwrap();
+        json!({"ModifySecurityGroupRulesRequest": {"GroupId": web, "SecurityGroupRule": {"SecurityGroupRuleId": rule,
+               "SecurityGroupRule": {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, "CidrIpv4": cidr}}}})
+    };
+    let answer = json!({"ModifySecurityGroupRulesResponse": {"return": true}});
+    // t1: the openings, 10 and 5 minutes ago.
+    let opened = vec![full_item(&web, &authorized, 443, "0.0.0.0/0")];
+    store_event(&s, "n-0", iam_user("frank"), json!({"groupId": web}), opened, 10, json!({})).await;
+    let widen = modify(&widened, 22, "0.0.0.0/0").await;
+    let mut conn = s.db.pool.acquire().await.unwrap();
+    insert_event(&mut conn, &s, ("n-1", "ModifySecurityGroupRules"), iam_user("frank"), widen, answer.clone()).await;
+    sqlx::query("UPDATE cloudtrail_events SET event_time = event_time - interval '5 minutes' WHERE event_id = 'n-1'")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    // t2: both narrowed, now.
+    let narrow = modify(&widened, 22, "81.2.69.160/32").await;
+    insert_event(&mut conn, &s, ("n-2", "ModifySecurityGroupRules"), iam_user("frank"), narrow, answer.clone()).await;
+    let private = modify(&authorized, 443, "10.0.0.0/8").await;
+    insert_event(&mut conn, &s, ("n-3", "ModifySecurityGroupRules"), iam_user("frank"), private, answer).await;
+    drop(conn);
+
+    let trusting = ResponseContext { trusted_cidrs: vec!["81.2.69.0/24".parse().unwrap()], ..s.ctx.clone() };
+    let action = Action::parse("revoke-principal-ingress", "user/frank", None).unwrap();
+    let plan = run::plan(&trusting, &s.account, &action).await.unwrap();
+    assert!(plan.calls.is_empty(), "{}", plan.current);
+    assert_eq!(plan.current["rules"], json!([]), "no older opening is read against a narrowed rule");
+    assert_eq!(plan.current["incomplete"], json!([]), "{}", plan.current);
+    assert_eq!(plan.current["pre_existing"].as_array().map(Vec::len), Some(2), "{}", plan.current);
+    let done = run::apply(&trusting, &s.request(action, "frank-narrowed-1")).await.unwrap();
+    assert_eq!(done.status, "applied", "{:?}", done.error);
+    assert_eq!(s.ingress(&web).await.len(), 2, "both narrowed rules stay");
+}
+
 /// Review of issue 17: update A widens a rule to the world with IpProtocol "6" (AWS stores
 /// `tcp`: a raw compare let it escape); update B of the same call only re-describes the office
 /// rule 10.0.0.0/8:443. Only A is revoked; B is listed as pre-existing and stays.
@@ -1296,6 +1500,19 @@ async fn only_the_rule_a_modification_opened_is_revoked_whatever_its_protocol_sp
 /// API's `ErrorResponse` with code `AccessDenied`); every other request goes to moto unchanged.
 /// moto does not enforce IAM policies, so this one denial has to come from in front of it.
 async fn denying_account_summary(moto: &str) -> String {
+    let denied = r#"<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>User: arn:aws:sts::123456789012:assumed-role/SkywardenResponder/skywarden is not authorized to perform: iam:GetAccountSummary on resource: * because no identity-based policy allows the iam:GetAccountSummary action</Message></Error><RequestId>6a1d1b6e-3c4d-4e5f-8a9b-0c1d2e3f4a5b</RequestId></ErrorResponse>"#;
+    refusing_proxy(moto, |body| contains(body, b"Action=GetAccountSummary"), denied).await
+}
+
+/// Whether a request body holds `needle`.
+pub fn contains(body: &[u8], needle: &[u8]) -> bool {
+    body.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A loopback proxy in front of moto that answers every request `refuse` picks (by its body)
+/// with 403 and `refusal` (a Query API `ErrorResponse`), as AWS refuses what moto allows; every
+/// other request goes to moto unchanged.
+pub async fn refusing_proxy(moto: &str, refuse: fn(&[u8]) -> bool, refusal: &'static str) -> String {
     use axum::response::IntoResponse;
     use hyper_util::client::legacy::Client;
     let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Body>();
@@ -1305,9 +1522,8 @@ async fn denying_account_summary(moto: &str) -> String {
         async move {
             let (parts, body) = request.into_parts();
             let body = axum::body::to_bytes(body, 1 << 24).await.unwrap();
-            if body.windows(24).any(|w| w == b"Action=GetAccountSummary") {
-                let denied = r#"<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>User: arn:aws:sts::123456789012:assumed-role/SkywardenResponder/skywarden is not authorized to perform: iam:GetAccountSummary on resource: * because no identity-based policy allows the iam:GetAccountSummary action</Message></Error><RequestId>6a1d1b6e-3c4d-4e5f-8a9b-0c1d2e3f4a5b</RequestId></ErrorResponse>"#;
-                return (StatusCode::FORBIDDEN, [("content-type", "text/xml")], denied).into_response();
+            if refuse(&body) {
+                return (StatusCode::FORBIDDEN, [("content-type", "text/xml")], refusal).into_response();
             }
             let uri = format!("{moto}{}", parts.uri.path_and_query().map_or("/", |p| p.as_str()));
             let mut forward = Request::builder().method(parts.method).uri(uri);
@@ -1335,7 +1551,12 @@ async fn quarantine_without_get_account_summary_assumes_the_default_quota_and_sa
     let proxy = denying_account_summary(fake::moto_url().await).await;
     let settings = fake::settings_for(&proxy);
     let base = settings.load().await;
-    let ctx = ResponseContext { pool: s.db.pool.clone(), settings: settings.clone(), base: base.clone() };
+    let ctx = ResponseContext {
+        pool: s.db.pool.clone(),
+        settings: settings.clone(),
+        base: base.clone(),
+        trusted_cidrs: vec![],
+    };
     // The proxy is in the way: the summary is denied, as AWS denies it.
     let owner = AccountSession::assume(
         &base,

@@ -201,6 +201,137 @@ async fn dry_run_changes_nothing_records_what_it_would_do_and_tells_the_routes()
     assert!(notes[0].get("status_change").is_none(), "not a status message");
 }
 
+/// Automatic containment judges rules by the detector's trusted ranges too (serve and the worker
+/// put them in its context): of one ModifySecurityGroupRules call that widened an SSH rule to
+/// the office range declared trusted and another to an address outside it, the detected alert's
+/// action is taken only on the second.
+#[tokio::test]
+async fn automatic_containment_leaves_a_rule_widened_to_a_trusted_range() {
+    let s = setup(true).await;
+    let (group, office) = s.open_ssh("10.20.0.0/16").await;
+    let elsewhere = crate::respond::add_rule(&s, &group, "10.30.0.0/16", 22).await;
+    let update = |rule: &str, cidr: &str| {
+        json!({"SecurityGroupRuleId": rule,
+               "SecurityGroupRule": {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIpv4": cidr}})
+    };
+    let request = json!({"ModifySecurityGroupRulesRequest": {"GroupId": group, "SecurityGroupRule": [
+        update(&office, "81.2.69.160/32"), update(&elsewhere, "81.2.70.7/32")]}});
+    let mut event = crate::support::aws::cloudtrail_event(
+        &s.account,
+        "evt-modify",
+        chrono::Utc::now(),
+        "ModifySecurityGroupRules",
+        request,
+    );
+    event["responseElements"] = json!({"ModifySecurityGroupRulesResponse": {"requestId": "r-1", "return": true}});
+    // One AuthorizeSecurityGroupIngress call that opened 443 to the world and to the office.
+    let world = crate::respond::add_rule(&s, &group, "0.0.0.0/0", 443).await;
+    let office_443 = crate::respond::add_rule(&s, &group, "81.2.69.0/24", 443).await;
+    let permission = |cidr: &str| json!({"ipProtocol": "tcp", "fromPort": 443, "toPort": 443, "ipRanges": {"items": [{"cidrIp": cidr}]}});
+    let mut authorize = crate::support::aws::cloudtrail_event(
+        &s.account,
+        "evt-authorize",
+        chrono::Utc::now(),
+        "AuthorizeSecurityGroupIngress",
+        json!({"groupId": group, "ipPermissions": {"items": [permission("0.0.0.0/0"), permission("81.2.69.0/24")]}}),
+    );
+    let item = |rule: &str, cidr: &str| {
+        json!({"groupId": group, "securityGroupRuleId": rule, "isEgress": false,
+        "ipProtocol": "tcp", "fromPort": 443, "toPort": 443, "cidrIpv4": cidr})
+    };
+    authorize["responseElements"] = json!({"_return": true, "securityGroupRuleSet": {"items": [
+        item(&world, "0.0.0.0/0"), item(&office_443, "81.2.69.0/24")]}});
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("trail.json");
+    std::fs::write(&file, json!({"Records": [event, authorize]}).to_string()).unwrap();
+    let (code, summary) = s.db.import_json(&[&file]);
+    assert_eq!(code, 0, "{summary}");
+    assert!(s.db.count(&format!("SELECT count(*) FROM alerts WHERE policy_id = '{SG_POLICY}'")).await >= 1);
+    // Without the trusted range every rule of both calls is one to revoke: the range decides.
+    let alerts: Vec<String> = sqlx::query_scalar("SELECT alert_id::text FROM alerts WHERE policy_id = $1")
+        .bind(SG_POLICY)
+        .fetch_all(&s.db.pool)
+        .await
+        .unwrap();
+    let mut untrusted = std::collections::BTreeSet::new();
+    for alert in &alerts {
+        let applicable = skywarden::respond::suggest::for_alert(&s.db.pool, alert, &[]).await.unwrap().unwrap();
+        untrusted.extend(applicable.actions.into_iter().filter(|a| a.kind == "revoke-ingress-rule").map(|a| a.target));
+    }
+    let all: std::collections::BTreeSet<String> =
+        [format!("{group}:{office}"), format!("{group}:{elsewhere}"), world.clone(), office_443.clone()].into();
+    assert_eq!(untrusted, all);
+
+    let text = format!(
+        "enabled: true\ndry_run: true\naccounts: [\"{}\"]\nrules:\n  - id: revoke-exposed\n    policy: {SG_POLICY}\n\
+         \x20   min_severity: low\n    action: revoke-ingress-rule\n",
+        s.account
+    );
+    let rules = AutoRules::parse("test-response.yaml", &text).unwrap();
+    let trusted = vec!["81.2.69.0/24".parse().unwrap()];
+    let ctx = skywarden::respond::ResponseContext { trusted_cidrs: trusted, ..s.ctx.clone() };
+    let report = Containment { rules, ctx }.step().await.unwrap();
+    assert!(report.dry_runs >= 1, "{report:?}");
+    let targets: std::collections::BTreeSet<String> =
+        automatic(&s).await.into_iter().map(|(_, target, _)| target).collect();
+    assert_eq!(
+        targets,
+        [format!("{group}:{elsewhere}"), world].into(),
+        "never a rule to the trusted office range, widened or authorised"
+    );
+}
+
+/// Notices queued before their action was stored (migration 0042 added `automatic_action`; the
+/// row has only who and the one-line note), or whose stored action this release cannot read,
+/// are still delivered, after the alert's own message: as the status message they also are,
+/// with who and the note, never as an empty action.
+#[tokio::test]
+async fn notices_queued_before_their_action_was_stored_are_delivered_as_status_messages() {
+    let s = setup(true).await;
+    let (receiver, sender, _key) = webhook_and_key(&s).await;
+    let finding = crate::respond_safety::alert_of(&s.account, "gina");
+    skywarden::notify::outbox::record_alerts(&s.db.pool, &[finding]).await.unwrap();
+    let alert: String = sqlx::query_scalar("SELECT alert_id::text FROM alerts").fetch_one(&s.db.pool).await.unwrap();
+    let old = "automatic containment: revoke-ingress-rule sgr-0123456789abcdef0 applied (rule revoke-hijacker-ingress)";
+    let later = "automatic containment: quarantine user/gina applied (written by a later release)";
+    for (note, action) in [(old, None), (later, Some(json!({"kind": 7, "outcome": {"future": true}})))] {
+        sqlx::query(
+            "INSERT INTO notification_outbox (channel_id, route_id, event, account_id, alert_id, alert_status,
+                                              status_actor, status_reason, dedup_key, automatic_action)
+             SELECT channel_id, route_id, 'alert.automatic_action', account_id, alert_id, 'open', 'automatic', $2,
+                    dedup_key, $3
+             FROM notification_outbox WHERE event = 'alert.opened' AND alert_id = $1::uuid",
+        )
+        .bind(&alert)
+        .bind(note)
+        .bind(action)
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    }
+
+    let mut delivered = 0;
+    for _ in 0..5 {
+        delivered += sender.deliver_due().await.unwrap().delivered;
+    }
+    assert_eq!(delivered, 3, "the alert and both notices");
+    let bodies: Vec<Value> = receiver.wait_for(3).await.iter().map(|r| r.json()).collect();
+    assert_eq!(bodies[0]["event"], "alert.opened", "the alert's own message first: {bodies:#?}");
+    let notices: Vec<&Value> = bodies.iter().filter(|b| b["event"] == "alert.status_changed").collect();
+    assert_eq!(notices.len(), 2, "{bodies:#?}");
+    for (notice, note) in notices.iter().zip([old, later]) {
+        assert_eq!(notice["alert"]["id"], alert.as_str());
+        assert_eq!(notice["status_change"], json!({"status": "open", "actor": "automatic", "reason": note}));
+        assert!(notice.get("automatic_action").is_none(), "no empty action: {notice}");
+    }
+    let states: Vec<String> =
+        sqlx::query_scalar("SELECT state FROM notification_outbox WHERE event = 'alert.automatic_action' ORDER BY id")
+            .fetch_all(&s.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(states, ["delivered", "delivered"]);
+}
+
 /// Every kind of channel, each to its own receiver on loopback (email to the SMTP test server),
 /// with a route for every alert.
 async fn seven_channels(s: &Setup, key: &SecretKey) -> (BTreeMap<&'static str, Receiver>, SmtpSink) {
@@ -453,6 +584,29 @@ async fn it_acts_only_on_allow_listed_accounts_within_its_rate_limits_and_never_
     assert!(last.iter().any(
         |(_, target, error)| target == &fourth && error.as_deref().is_some_and(|e| e.contains("per hour reached"))
     ));
+}
+
+/// `skywarden serve` whose trusted ranges (detectors.yaml) cannot be read stops as it does for a
+/// bad response.yaml, naming the file, even with --allow-broken-policies (which lets detection
+/// run on the defaults): response would judge a rule to the office range as exposed.
+#[test]
+fn serve_refuses_trusted_ranges_it_cannot_read() {
+    let cases: [(&[u8], &str); 2] = [
+        (b"security_group_ingress:\n  trusted_cidrs: ['81.2.69.0/24', 'the-office']\n", "the-office"),
+        (&[0xff, 0xfe, 0x00], "detectors.yaml"),
+    ];
+    for (text, named) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("detectors.yaml"), text).unwrap();
+        let output = crate::support::skywarden_command("postgres://postgres@127.0.0.1:1/unused")
+            .args(["serve", "--listen", "127.0.0.1:0", "--allow-broken-policies", "--policies"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert!(stderr.contains("trusted_cidrs") && stderr.contains(named), "expected {named}: {stderr}");
+    }
 }
 
 /// `skywarden serve` with a bad `response.yaml` in its policies folder stops before it opens

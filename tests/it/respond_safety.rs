@@ -127,6 +127,65 @@ async fn an_approval_comes_from_another_dashboard_user_never_a_second_token_or_s
     assert!(deny_all_attached(&s, "alice").await);
 }
 
+/// A request whose rules cannot be read when it is asked for (here AWS refuses AssumeRole on
+/// the responder role; moto would allow it, so a loopback proxy refuses) is recorded and audited
+/// with an unreadable plan that says why; its approval is refused with that reason, also once
+/// AWS answers again (a new request reads the rules again), and nothing changes in AWS.
+#[tokio::test]
+async fn a_request_whose_rules_cannot_be_read_is_recorded_unreadable_and_never_approved() {
+    use crate::respond::{contains, iam_user, refusing_proxy, ssh_rule, store_ingress_event};
+    let s = setup(true).await;
+    record::set_approval(&s.db.pool, "revoke-ingress-rule", true, "user:admin").await.unwrap();
+    let (group, rule) = s.open_ssh("198.51.100.66/32").await;
+    store_ingress_event(&s, "h-1", iam_user("hank"), json!({"groupId": group}), &[(&group, &rule)]).await;
+    let refusal = r#"<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>User: arn:aws:iam::123456789012:user/skywarden is not authorized to perform: sts:AssumeRole on resource: arn:aws:iam::123456789012:role/SkywardenResponder</Message></Error><RequestId>0d5e3c1a-2b4f-4c6d-8e9f-a0b1c2d3e4f5</RequestId></ErrorResponse>"#;
+    let refuse = |body: &[u8]| contains(body, b"Action=AssumeRole") && contains(body, b"SkywardenResponder");
+    let proxy = refusing_proxy(fake::moto_url().await, refuse, refusal).await;
+    let settings = fake::settings_for(&proxy);
+    let base = settings.load().await;
+    let context = ApiContext::new(s.db.pool.clone()).with_aws(settings, base);
+    let analyst = sessions::create(&s.db.pool, "user:analyst", "analyst", Role::Analyst).await.unwrap();
+    let lead = sessions::create(&s.db.pool, "user:lead", "lead", Role::Analyst).await.unwrap();
+    let body = json!({"account_id": s.account, "kind": "revoke-principal-ingress", "target": "user/hank",
+                      "reason": "hank's key is in the wrong hands"});
+
+    let (status, asked) = call(&context, As::Session(&analyst), "/api/v1/responses", body, Some("unreadable-01")).await;
+    assert_eq!((status, asked["status"].as_str()), (StatusCode::ACCEPTED, Some("awaiting_approval")), "{asked}");
+    let id = asked["id"].as_str().unwrap().to_owned();
+    let why = asked["plan"]["unreadable"].as_str().expect("the plan says it could not be read");
+    assert!(why.contains("cannot assume the responder role") && why.contains("AccessDenied"), "{why}");
+    assert_eq!((asked["plan"]["rules"].clone(), asked["plan"]["to_revoke"].clone()), (json!([]), json!(0)));
+    let stored = record::get(&s.db.pool, &id).await.unwrap().unwrap();
+    assert_eq!(stored.plan.as_ref().and_then(|p| p["unreadable"].as_str()), Some(why), "stored as unreadable");
+    let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'response.request'")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(audited, 1, "the request is on the audit log");
+
+    let approve = format!("/api/v1/responses/{id}/approve");
+    let (status, error) = call(&context, As::Session(&lead), &approve, json!({"reason": "go"}), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{error}");
+    let said = error["error"].as_str().unwrap();
+    assert!(
+        said.contains("has no plan to approve") && said.contains(why) && said.contains("ask for it again"),
+        "{said}"
+    );
+    // AWS answers again: the plan stays what it was, so the approval stays refused.
+    let refused = run::approve(&s.ctx, &id, "user:lead", "go").await;
+    assert!(matches!(&refused, Err(RespondError::Conflict(m)) if m.contains("has no plan to approve")), "{refused:?}");
+
+    let after = record::get(&s.db.pool, &id).await.unwrap().unwrap();
+    assert_eq!((after.status.as_str(), after.approved_by.as_deref()), ("awaiting_approval", None));
+    assert_eq!(after.calls, json!([]), "no call was made");
+    assert_eq!(s.ingress(&group).await, [ssh_rule("198.51.100.66/32")], "the rule is still there");
+    let children: i64 = sqlx::query_scalar("SELECT count(*) FROM response_actions WHERE kind = 'revoke-ingress-rule'")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(children, 0, "no rule was acted on");
+}
+
 /// The CLI never approves (it cannot prove who it is); its `--as` asks as a dashboard analyst
 /// and the record keeps the real login beside the name; a viewer, a disabled or unknown user
 /// is no person; the same user in another case is the same person.
@@ -448,4 +507,213 @@ async fn a_run_that_lost_its_lease_stops_and_records_nothing() {
             .await
             .unwrap();
     assert_eq!((status.as_str(), owner.as_deref(), before), ("failed", Some("new-run"), None));
+}
+
+/// Review of issue 17: one rule is one lease however it is named (`sg-…:sgr-…` or `sgr-…`).
+/// While a run of one spelling holds it (claimed, not yet finished), the other is busy.
+#[tokio::test]
+async fn two_spellings_of_one_rule_share_one_lease() {
+    let s = setup(true).await;
+    let (group, rule) = s.open_ssh("198.51.100.9/32").await;
+    let spellings = [revoke(&format!("{group}:{rule}")), revoke(&rule)];
+    for (at, (held, asked)) in [(&spellings[0], &spellings[1]), (&spellings[1], &spellings[0])].into_iter().enumerate()
+    {
+        let key = format!("spelling-held-{at}");
+        let running = record::NewAction {
+            account_id: &s.account,
+            action: held,
+            alert_id: None,
+            actor: "user:other",
+            reason: "running",
+            idempotency_key: &key,
+            lease_owner: "another-process",
+            awaiting_approval: false,
+            automatic_rule: None,
+        };
+        assert!(matches!(record::claim(&s.db.pool, &running).await.unwrap(), record::Claim::New(_)));
+        let busy = s.apply(asked.clone(), &format!("spelling-asked-{at}")).await;
+        assert!(
+            matches!(busy, Err(RespondError::Busy { .. })),
+            "{} while {} runs: {busy:?}",
+            asked.target(),
+            held.target()
+        );
+        assert_eq!(s.ingress(&group).await.len(), 1, "nothing revoked while the other run holds the rule");
+        sqlx::query("UPDATE response_actions SET lease_owner = NULL, status = 'failed' WHERE idempotency_key = $1")
+            .bind(&key)
+            .execute(&s.db.pool)
+            .await
+            .unwrap();
+    }
+    // Each refusal is audited, though nothing was recorded for it.
+    let refused = s.audit("response.apply_refused").await;
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(refused[0]["error"].as_str().unwrap().contains("holds the lease"), "{refused:?}");
+}
+
+/// Undo is only for what Skywarden applied: a failed action (refused on a protected group), an
+/// automatic dry run, an action awaiting approval and one still planned are each refused as not
+/// undoable, through the API with the reason, and nothing is called.
+#[tokio::test]
+async fn only_what_skywarden_applied_can_be_undone() {
+    let s = setup(true).await;
+    let context = ApiContext::new(s.db.pool.clone()).with_aws(s.ctx.settings.clone(), s.ctx.base.clone());
+    let (_, token) = auth::create(&s.db.pool, "analyst's script", Role::Analyst).await.unwrap();
+    let (group, rule) = s.open_ssh("198.51.100.11/32").await;
+    let tag = aws_sdk_ec2::types::Tag::builder().key("skywarden:protected").value("bastion").build();
+    s.owner.ec2(REGION).create_tags().resources(&group).tags(tag).send().await.unwrap();
+    let failed = s.apply(revoke(&rule), "not-undoable-1").await.unwrap_err();
+    assert!(matches!(failed, RespondError::Protected { .. }), "{failed:?}");
+    let failed = crate::respond::by_key(&s, "not-undoable-1").await;
+
+    let (_, other) = s.open_ssh("192.0.2.11/32").await;
+    let action = revoke(&other);
+    let new = |key: &'static str, awaiting_approval: bool| record::NewAction {
+        account_id: &s.account,
+        action: &action,
+        alert_id: None,
+        actor: "user:analyst",
+        reason: "contain",
+        idempotency_key: key,
+        lease_owner: "",
+        awaiting_approval,
+        automatic_rule: None,
+    };
+    let dry_run =
+        record::record_unrun(&s.db.pool, &new("not-undoable-2", false), "dry_run", Some(&json!({})), &json!([]), None)
+            .await
+            .unwrap()
+            .unwrap();
+    let awaiting = match record::claim(&s.db.pool, &new("not-undoable-3", true)).await.unwrap() {
+        record::Claim::New(id) => id,
+        record::Claim::Replayed(_) => panic!("a new key"),
+    };
+    let planned = match record::claim(&s.db.pool, &new("not-undoable-4", false)).await.unwrap() {
+        record::Claim::New(id) => id,
+        record::Claim::Replayed(_) => panic!("a new key"),
+    };
+    for (id, status) in
+        [(&failed.id, "failed"), (&dry_run, "dry_run"), (&awaiting, "awaiting_approval"), (&planned, "planned")]
+    {
+        let refused = run::undo(&s.ctx, id, "user:lead", "undo it").await;
+        assert!(
+            matches!(&refused, Err(RespondError::NotUndoable { status: found, .. }) if found == status),
+            "{refused:?}"
+        );
+        let uri = format!("/api/v1/responses/{id}/undo");
+        let (code, error) = call(&context, As::Token(&token), &uri, json!({"reason": "undo it"}), None).await;
+        assert_eq!(code, StatusCode::CONFLICT, "{error}");
+        let message = error["error"].as_str().unwrap();
+        assert!(message.contains(status) && message.contains("only an applied action can be undone"), "{message}");
+        let after: (String, Option<Value>) =
+            sqlx::query_as("SELECT status, undo_state FROM response_actions WHERE id = $1::uuid")
+                .bind(id)
+                .fetch_one(&s.db.pool)
+                .await
+                .unwrap();
+        assert_eq!(after, (status.to_owned(), None), "nothing undone");
+    }
+    assert_eq!(s.ingress(&group).await.len(), 1);
+    assert_eq!(s.audit("response.undo_refused").await.len(), 8, "each refused undo is audited");
+    assert!(s.audit("response.undo").await.is_empty(), "no undo ran");
+}
+
+/// A stop that AWS refuses half-way (StopInstances denied after the snapshots) is recorded
+/// `failed` with the snapshots taken in `state_after` and the refusal in `calls`, and leaves no
+/// `skywarden:stopped-by-response` tag on the still running instance (which would let the
+/// responder role start it); its undo is refused.
+#[tokio::test]
+async fn a_stop_refused_half_way_records_its_snapshots_and_tags_nothing() {
+    use aws_sdk_ec2::types::InstanceStateName;
+    let s = setup(true).await;
+    let refusal = r#"<Response><Errors><Error><Code>UnauthorizedOperation</Code><Message>You are not authorized to perform this operation.</Message></Error></Errors><RequestID>2b1c5e0e-1a2b-4c3d-8e9f-0a1b2c3d4e5f</RequestID></Response>"#;
+    let refuse_stop = |body: &[u8]| crate::respond::contains(body, b"Action=StopInstances");
+    let proxy = crate::respond::refusing_proxy(fake::moto_url().await, refuse_stop, refusal).await;
+    let settings = fake::settings_for(&proxy);
+    let base = settings.load().await;
+    let ctx = run::ResponseContext { pool: s.db.pool.clone(), settings, base, trusted_cidrs: vec![] };
+    let ec2 = s.owner.ec2(REGION);
+    let launched = ec2.run_instances().image_id("ami-12c6146b").min_count(1).max_count(1).send().await.unwrap();
+    let instance = launched.instances()[0].instance_id().unwrap().to_owned();
+
+    let stop = Action::parse("stop-instance", &instance, Some(REGION)).unwrap();
+    let refused = run::apply(&ctx, &s.request(stop, "stop-refused-1")).await;
+    assert!(refused.as_ref().is_err_and(|e| e.to_string().contains("UnauthorizedOperation")), "{refused:?}");
+    let record = crate::respond::by_key(&s, "stop-refused-1").await;
+    assert_eq!(record.status, "failed");
+    let volumes = record.state_before.as_ref().unwrap()["volumes"].as_array().unwrap().len();
+    assert!(volumes >= 1, "{record:?}");
+    let after = record.state_after.as_ref().expect("what it changed is recorded");
+    assert_eq!(after["snapshots"].as_array().unwrap().len(), volumes, "{after}");
+    assert!(after.get("tagged").is_none(), "{after}");
+    let calls = record.calls.as_array().unwrap();
+    let operations: Vec<&str> = calls.iter().map(|c| c["operation"].as_str().unwrap()).collect();
+    assert_eq!(operations.len(), volumes + 1, "{operations:?}");
+    assert_eq!(operations.last(), Some(&"ec2:StopInstances"));
+    assert_eq!(calls.last().unwrap()["answer"]["error"], "UnauthorizedOperation", "{calls:?}");
+
+    let described = ec2.describe_instances().instance_ids(&instance).send().await.unwrap();
+    let found = &described.reservations()[0].instances()[0];
+    assert_eq!(found.state().and_then(|s| s.name()), Some(&InstanceStateName::Running));
+    assert!(
+        !found.tags().iter().any(|t| t.key() == Some("skywarden:stopped-by-response")),
+        "no tag claims a stop that did not happen: {:?}",
+        found.tags()
+    );
+    let undo = run::undo(&s.ctx, &record.id, "user:lead", "nothing to undo").await;
+    assert!(matches!(undo, Err(RespondError::NotUndoable { .. })), "{undo:?}");
+}
+
+/// The undo of an action is a write like any other: refused (and recorded so) once its resource
+/// has been tagged `skywarden:protected` since it was applied.
+#[tokio::test]
+async fn an_undo_on_a_resource_protected_since_is_refused() {
+    let s = setup(true).await;
+    let (group, rule) = s.open_ssh("198.51.100.12/32").await;
+    let applied = s.apply(revoke(&rule), "protected-undo-1").await.unwrap();
+    assert!(s.ingress(&group).await.is_empty());
+    let tag = aws_sdk_ec2::types::Tag::builder().key("skywarden:protected").value("locked down").build();
+    s.owner.ec2(REGION).create_tags().resources(&group).tags(tag).send().await.unwrap();
+    let refused = run::undo(&s.ctx, &applied.id, "user:lead", "false positive").await;
+    assert!(matches!(refused, Err(RespondError::Protected { .. })), "{refused:?}");
+    assert!(s.ingress(&group).await.is_empty(), "the rule is not re-authorized");
+    let record = crate::respond::by_key(&s, "protected-undo-1").await;
+    assert_eq!(record.status, "applied", "still applied: the undo did not happen");
+    assert!(record.undo_error.as_deref().is_some_and(|e| e.contains("skywarden:protected")), "{record:?}");
+
+    s.owner.iam().create_user().user_name("henry").send().await.unwrap();
+    let quarantined = s.apply(Action::parse("quarantine", "user/henry", None).unwrap(), "protected-undo-2").await;
+    let quarantined = quarantined.unwrap();
+    let tag = aws_sdk_iam::types::Tag::builder().key("skywarden:protected").value("x").build().unwrap();
+    s.owner.iam().tag_user().user_name("henry").tags(tag).send().await.unwrap();
+    let refused = run::undo(&s.ctx, &quarantined.id, "user:lead", "cleared").await;
+    assert!(matches!(refused, Err(RespondError::Protected { .. })), "{refused:?}");
+    assert!(deny_all_attached(&s, "henry").await, "AWSDenyAll stays on a user protected since");
+}
+
+/// A stop of an instance already stopped (by its owner) changes nothing: applied with no call,
+/// and its undo starts nothing (it restores the state it found: stopped).
+#[tokio::test]
+async fn the_undo_of_a_stop_that_found_the_instance_stopped_starts_nothing() {
+    use aws_sdk_ec2::types::InstanceStateName;
+    let s = setup(true).await;
+    let ec2 = s.owner.ec2(REGION);
+    let launched = ec2.run_instances().image_id("ami-12c6146b").min_count(1).max_count(1).send().await.unwrap();
+    let instance = launched.instances()[0].instance_id().unwrap().to_owned();
+    ec2.stop_instances().instance_ids(&instance).send().await.unwrap();
+    let stop = Action::parse("stop-instance", &instance, Some(REGION)).unwrap();
+    let idle = s.apply(stop, "stop-stopped-1").await.unwrap();
+    assert_eq!((idle.status.as_str(), idle.calls.as_array().unwrap().len()), ("applied", 0), "{idle:?}");
+    let undone = run::undo(&s.ctx, &idle.id, "user:lead", "nothing to restore").await.unwrap();
+    assert_eq!(undone.status, "undone");
+    assert_eq!(undone.undo_state, Some(json!({"unchanged": true})), "{undone:?}");
+    let described = ec2.describe_instances().instance_ids(&instance).send().await.unwrap();
+    let state = described.reservations()[0].instances()[0].state().and_then(|s| s.name()).cloned();
+    assert!(matches!(state, Some(InstanceStateName::Stopped | InstanceStateName::Stopping)), "left stopped: {state:?}");
+    assert!(
+        !described.reservations()[0].instances()[0]
+            .tags()
+            .iter()
+            .any(|t| t.key() == Some("skywarden:stopped-by-response"))
+    );
 }

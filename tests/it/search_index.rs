@@ -523,3 +523,245 @@ async fn the_role_check_tells_whether_other_roles_idle_transactions_are_visible(
     index::run(&db.pool).await.unwrap();
     assert_eq!(index::sees_all_sessions(), Some(true));
 }
+
+/// The keys and marks of a page, to compare two ways of answering it.
+fn keys(page: &[events::EventSummary]) -> Vec<(EventKey, bool)> {
+    page.iter().map(|e| ((e.event_time, e.account_id.clone(), e.event_id.clone()), e.archived)).collect()
+}
+
+#[tokio::test]
+async fn the_window_answers_common_words_exactly_as_the_trigram_path() {
+    use skywarden::search::events::text_search::page_by;
+    let db = TestDb::new().await;
+    // 6,000 indexed events, a third naming sg-0abc123 (a common word), then 40 newer ones not
+    // indexed yet (the tail), interleaved in time with the newest indexed ones.
+    store(&db, 1, 6000).await;
+    // A rare word, only in old events.
+    sqlx::query(
+        "INSERT INTO cloudtrail_events (account_id, event_time, event_id, raw)
+         SELECT '111122223333', $1 + g * interval '1 minute' + interval '10 seconds', 'n-' || g,
+                jsonb_build_object('requestParameters', jsonb_build_object('bucketName', 'needle-7'))
+         FROM generate_series(10, 15) g",
+    )
+    .bind(base())
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(index::run(&db.pool).await.unwrap().indexed, 6006);
+    sqlx::query(
+        "INSERT INTO cloudtrail_events (account_id, event_time, event_id, event_name, raw)
+         SELECT '111122223333', $1 + g * interval '1 minute' + interval '30 seconds', 't-' || g, 'RunInstances',
+                jsonb_build_object('eventName', 'RunInstances', 'requestParameters', jsonb_build_object('groupId', 'sg-0abc123'))
+         FROM generate_series(5960, 5999) g",
+    )
+    .bind(base())
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    let common = filter(50);
+    let rare = EventFilter { text: Some(contains_pattern("NEEDLE-7")), ..filter(4) };
+    let ranged = EventFilter {
+        since: Some(base() + Duration::minutes(1000)),
+        until: Some(base() + Duration::minutes(3000)),
+        ..filter(50)
+    };
+    let named = EventFilter { event_name: Some("runinstances".into()), ..filter(20) };
+    let mut windowed = 0;
+    for search in [common, rare.clone(), ranged, named] {
+        // Every page, older and older, then each page again as "newer" from the next one.
+        let mut pages = Vec::new();
+        let mut at = search.clone();
+        loop {
+            let plain = page_by(&db.pool, &at, None, false).await.unwrap().unwrap();
+            let window = page_by(&db.pool, &at, None, true).await.unwrap();
+            if let Some(window) = &window {
+                assert_eq!(keys(window), keys(&plain), "{at:?}");
+                windowed += 1;
+            }
+            assert_eq!(keys(&events::search(&db.pool, &at).await.unwrap()), keys(&plain));
+            let Some(last) = plain.last() else { break };
+            at.after = Some((last.event_time, last.account_id.clone(), last.event_id.clone()));
+            pages.push(plain);
+        }
+        assert!(!pages.is_empty(), "{search:?} finds events");
+        for pair in pages.windows(2) {
+            let first = &pair[1][0];
+            let before = (first.event_time, first.account_id.clone(), first.event_id.clone());
+            let plain = page_by(&db.pool, &search, Some(&before), false).await.unwrap().unwrap();
+            assert_eq!(keys(&plain), keys(&pair[0]));
+            if let Some(window) = page_by(&db.pool, &search, Some(&before), true).await.unwrap() {
+                assert_eq!(keys(&window), keys(&pair[0]));
+                windowed += 1;
+            }
+            assert_eq!(keys(&events::search_newer(&db.pool, &search, &before).await.unwrap()), keys(&pair[0]));
+        }
+        let total: usize = pages.iter().map(Vec::len).sum();
+        assert_eq!(events::count(&db.pool, &search, 100_000).await.unwrap() as usize, total);
+    }
+    assert!(windowed > 100, "the window answered the common word's pages ({windowed})");
+    // The rare word is not in the newest 2,000 rows: the window's page would not be exact, and
+    // the trigram path answers.
+    assert!(page_by(&db.pool, &rare, None, true).await.unwrap().is_none());
+    let found = events::search(&db.pool, &EventFilter { limit: 10, ..rare }).await.unwrap();
+    let ids: Vec<&str> = found.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids, ["n-15", "n-14", "n-13", "n-12", "n-11", "n-10"]);
+}
+
+/// An event of the verdict cases: `id` at `minutes` and `seconds` past `base()`, naming the
+/// word orchid-5.
+async fn store_orchid(db: &TestDb, id: &str, minutes: i64, seconds: i64) -> EventKey {
+    let time = base() + Duration::minutes(minutes) + Duration::seconds(seconds);
+    sqlx::query(
+        "INSERT INTO cloudtrail_events (account_id, event_time, event_id, raw)
+         VALUES ('111122223333', $1, $2, '{\"requestParameters\": {\"bucketName\": \"orchid-5\"}}')",
+    )
+    .bind(time)
+    .bind(id)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    (time, "111122223333".to_owned(), id.to_owned())
+}
+
+#[tokio::test]
+async fn the_window_answers_only_pages_it_proves_exact() {
+    use skywarden::search::events::text_search::page_by;
+    let db = TestDb::new().await;
+    // 3,000 indexed events, two of them (o-) naming orchid-5; then six more naming it, not
+    // indexed yet (u-): a window (2,000 index rows for pages of 3 or 10) reaches from any of
+    // them to about 1,000 minutes away, so matches lie both inside and beyond it.
+    store(&db, 1, 3000).await;
+    let o100 = store_orchid(&db, "o-100", 100, 20).await;
+    let o2991 = store_orchid(&db, "o-2991", 2991, 20).await;
+    assert_eq!(index::run(&db.pool).await.unwrap().indexed, 3002);
+    let mut tail = std::collections::HashMap::new();
+    for minute in [50, 400, 500, 2990, 2992, 2993] {
+        let id = format!("u-{minute}");
+        tail.insert(minute, store_orchid(&db, &id, minute, 40).await);
+    }
+    let word = EventFilter { text: Some(contains_pattern("Orchid-5")), ..EventFilter::default() };
+    let older = |limit: i64, after: Option<&EventKey>| EventFilter { limit, after: after.cloned(), ..word.clone() };
+    // (page size, cursor, newer or older, the page newest first, whether the window may
+    // answer it)
+    let cases = vec![
+        // Full pages within the window.
+        (3, None, false, vec!["u-2993", "u-2992", "o-2991"], true),
+        (3, Some(tail[&50].clone()), true, vec!["u-500", "u-400", "o-100"], true),
+        // A page that is not full while the window is: tail events newer than its edge and
+        // a few older (and an indexed one older, which the window did not read).
+        (10, None, false, vec!["u-2993", "u-2992", "o-2991", "u-2990", "u-500", "u-400", "o-100", "u-50"], false),
+        (
+            10,
+            Some(tail[&50].clone()),
+            true,
+            vec!["u-2993", "u-2992", "o-2991", "u-2990", "u-500", "u-400", "o-100"],
+            false,
+        ),
+        (3, Some(o2991.clone()), false, vec!["u-2990", "u-500", "u-400"], false),
+        // Tail events beyond the edge would fill the page, with an indexed one between them.
+        (3, Some(tail[&2990].clone()), false, vec!["u-500", "u-400", "o-100"], false),
+        (3, Some(tail[&500].clone()), true, vec!["u-2992", "o-2991", "u-2990"], false),
+        // The window held the whole range: exact, even empty.
+        (3, Some(tail[&400].clone()), false, vec!["o-100", "u-50"], true),
+        (3, Some(tail[&50].clone()), false, vec![], true),
+        (3, Some(tail[&2993].clone()), true, vec![], true),
+    ];
+    for (limit, cursor, newer, expected, exact) in cases {
+        let (search, before) = match newer {
+            true => (older(limit, None), cursor.as_ref()),
+            false => (older(limit, cursor.as_ref()), None),
+        };
+        let plain = page_by(&db.pool, &search, before, false).await.unwrap().unwrap();
+        let window = page_by(&db.pool, &search, before, true).await.unwrap();
+        let ids = |page: &[events::EventSummary]| page.iter().map(|e| e.event_id.clone()).collect::<Vec<_>>();
+        let case = format!("{limit} {} {cursor:?}", if newer { "newer than" } else { "older than" });
+        assert_eq!(ids(&plain), expected, "{case}");
+        match exact {
+            true => assert_eq!(window.as_deref().map(ids), Some(ids(&plain)), "{case}"),
+            false => assert!(window.is_none(), "{case}: the window answered {:?}", window.map(|w| ids(&w))),
+        }
+        let answered = match before {
+            Some(before) => events::search_newer(&db.pool, &search, before).await.unwrap(),
+            None => events::search(&db.pool, &search).await.unwrap(),
+        };
+        assert_eq!(ids(&answered), expected, "{case}");
+    }
+    assert_eq!(events::count(&db.pool, &older(3, None), 100).await.unwrap(), 8);
+    assert_eq!(o100.2, "o-100");
+}
+
+/// Walks every page of `search` older and older, then each again as "newer" from the next one,
+/// comparing the window (where it answers) with the trigram path; returns the pages, newest
+/// first, and the cursors of the pages the window answered.
+async fn compare_paths(db: &TestDb, search: &EventFilter) -> (Vec<Vec<events::EventSummary>>, Vec<EventKey>) {
+    use skywarden::search::events::text_search::page_by;
+    let key = |e: &events::EventSummary| (e.event_time, e.account_id.clone(), e.event_id.clone());
+    let mut pages = Vec::new();
+    let mut windowed = Vec::new();
+    let mut at = search.clone();
+    loop {
+        let plain = page_by(&db.pool, &at, None, false).await.unwrap().unwrap();
+        if let Some(window) = page_by(&db.pool, &at, None, true).await.unwrap() {
+            assert_eq!(keys(&window), keys(&plain), "{at:?}");
+            windowed.extend(at.after.clone());
+        }
+        assert_eq!(keys(&events::search(&db.pool, &at).await.unwrap()), keys(&plain));
+        let Some(last) = plain.last() else { break };
+        at.after = Some(key(last));
+        pages.push(plain);
+    }
+    for pair in pages.windows(2) {
+        let before = key(&pair[1][0]);
+        let plain = page_by(&db.pool, search, Some(&before), false).await.unwrap().unwrap();
+        assert_eq!(keys(&plain), keys(&pair[0]));
+        if let Some(window) = page_by(&db.pool, search, Some(&before), true).await.unwrap() {
+            assert_eq!(keys(&window), keys(&pair[0]), "newer than {before:?}");
+            windowed.push(before.clone());
+        }
+        assert_eq!(keys(&events::search_newer(&db.pool, search, &before).await.unwrap()), keys(&pair[0]));
+    }
+    (pages, windowed)
+}
+
+#[tokio::test]
+async fn window_pages_are_exact_when_the_cursor_and_the_windows_edge_fall_inside_a_tie() {
+    let db = TestDb::new().await;
+    store(&db, 1, 600).await;
+    // 2,500 events at one time under three accounts (more than a window), every fourth naming
+    // the word; indexed, then 30 more at that time not indexed yet.
+    let tie = base() + Duration::minutes(300) + Duration::seconds(30);
+    let insert = "INSERT INTO cloudtrail_events (account_id, event_time, event_id, raw)
+         SELECT lpad((g % 3)::text, 12, '9'), $1, $2 || g,
+                jsonb_build_object('requestParameters', jsonb_build_object('groupId',
+                    CASE WHEN g % 4 = 0 THEN 'sg-0abc123' ELSE 'sg-0fff999' END))
+         FROM generate_series(1, $3) g";
+    sqlx::query(insert).bind(tie).bind("tie-").bind(2500).execute(&db.pool).await.unwrap();
+    assert_eq!(index::run(&db.pool).await.unwrap().indexed, 3100);
+    sqlx::query(insert).bind(tie).bind("late-").bind(30).execute(&db.pool).await.unwrap();
+
+    let (pages, windowed) = compare_paths(&db, &filter(7)).await;
+    let total: usize = pages.iter().map(Vec::len).sum();
+    assert_eq!(total, 200 + 625 + 7);
+    assert_eq!(events::count(&db.pool, &filter(7), 100_000).await.unwrap() as usize, total);
+    // Pages the window answered from a cursor inside the tie while its 2,000th index row, the
+    // edge, was inside the tie too.
+    let mut both_inside = 0;
+    for (time, account, id) in windowed.iter().filter(|k| k.0 == tie) {
+        let edges: Vec<DateTime<Utc>> = sqlx::query_scalar(
+            "(SELECT event_time FROM event_search WHERE (event_time, account_id, event_id) < ($1, $2, $3)
+              ORDER BY event_time DESC, account_id DESC, event_id DESC OFFSET 1999 LIMIT 1)
+             UNION ALL
+             (SELECT event_time FROM event_search WHERE (event_time, account_id, event_id) > ($1, $2, $3)
+              ORDER BY event_time, account_id, event_id OFFSET 1999 LIMIT 1)",
+        )
+        .bind(time)
+        .bind(account)
+        .bind(id)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        both_inside += usize::from(edges.contains(&tie));
+    }
+    assert!(both_inside > 5, "{both_inside} of {} windowed pages", windowed.len());
+}

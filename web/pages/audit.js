@@ -3,7 +3,7 @@
 // record inline and exports (CSV, JSON lines with the raw event).
 import { ApiError, api } from "../api.js";
 import { countries, countryCode, countryName, el, field, fmtTime, query, render, resourceLink, showFieldError } from "../dom.js";
-import { eventLink } from "../links.js";
+import { href } from "../links.js";
 import { networkNote } from "./event.js";
 
 // Filters the API takes as they are; `range` is the page's own (a preset turned into `since`).
@@ -150,6 +150,13 @@ function archiveNote(archive) {
   return el("p", { id: "archive-status", class: "fail-text", role: "alert" }, `Incomplete: archived events may be missing (${why}). ${read}.`);
 }
 
+// The event's page, with its account and time: an archived event's day is read from the lake
+// (the link works after the cache evicted it), and an id repeated across accounts is this one.
+function eventLink(event) {
+  const address = href.event(event.event_id) + query({ account: event.account_id, time: event.event_time });
+  return el("a", { href: address, class: "entity event-link mono" }, fmtTime(event.event_time));
+}
+
 // A row (its time links to the event's page) and the hidden row of its raw record.
 function eventRows(event) {
   const detail = el("tr", { hidden: true, class: "raw-row" }, el("td", { colspan: 9 }, el("pre", { class: "raw" }, "…")));
@@ -165,7 +172,7 @@ function eventRows(event) {
   };
   toggle.addEventListener("click", (e) => { e.stopPropagation(); flip(); });
   const row = el("tr", { class: "clickable event-row", "data-event": event.event_id, onclick: flip },
-    el("td", {}, eventLink(event.event_id, fmtTime(event.event_time)),
+    el("td", {}, eventLink(event),
       event.archived ? [" ", el("span", { class: "badge archived", title: "Read from the open lake (an archived month)" }, "archived")] : null),
     el("td", {}, event.event_name),
     el("td", {}, event.user_name || event.principal_arn || "—"),

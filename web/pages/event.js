@@ -5,7 +5,9 @@ import { captioned, countryName, el, facts, fmtTime, query, render, resourceLink
 import { addressLink, alertLink, principalLink } from "../links.js";
 
 export async function eventPage(ctx, id) {
-  const e = await api(`/api/v1/events/${encodeURIComponent(id)}`);
+  // The audit trail's links give the account and time (an archived event's day is then loaded).
+  const params = new URLSearchParams(location.hash.split("?")[1] || "");
+  const e = await api(`/api/v1/events/${encodeURIComponent(id)}` + query({ account: params.get("account"), time: params.get("time") }));
   const who = e.user_name || e.principal_arn || "unknown principal";
   const outcome = e.error_code || e.error_message
     ? el("span", { class: "fail-text" }, `failed: ${[e.error_code, e.error_message].filter(Boolean).join(" — ")}`)

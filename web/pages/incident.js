@@ -311,6 +311,15 @@ function mergedTimeline(merged) {
     : null);
 }
 
+// An address's network as its alerts carry it: AS, organisation, Tor/VPN/hosting flags.
+function placeNetwork(p) {
+  const flags = [[p.is_tor, "Tor exit"], [p.is_vpn, "VPN"], [p.is_hosting, "hosting"]].filter(([on]) => on).map(([, name]) => name);
+  const as = p.asn != null ? `AS${p.asn}${p.as_org ? ` ${p.as_org}` : ""}` : p.as_org || "";
+  if (!as && !flags.length) return null;
+  return el("span", { class: "place-network", "data-asn": p.asn ?? "", "data-flags": flags.join(",") },
+    " · ", as, flags.map((f) => [" ", el("span", { class: "flag" }, f)]));
+}
+
 // The incident's outside addresses on the map; those with no known place listed under it.
 async function placesMap(places) {
   const located = places.filter((p) => p.latitude != null);
@@ -323,7 +332,8 @@ async function placesMap(places) {
     el("div", { class: "legend" }, el("span", {}, el("i", { class: "dot alert" }), `the incident's outside addresses (${located.length} placed)`)),
     map,
     el("ul", { class: "places" }, places.map((p) => el("li", { "data-address": p.address },
-      addressLink(p.address), ` ${[p.city, p.country].filter(Boolean).join(", ") || "place unknown"} · in ${p.seen_in.join(", ")}`))),
+      addressLink(p.address), ` ${[p.city, p.country].filter(Boolean).join(", ") || "place unknown"}`,
+      placeNetwork(p), ` · in ${p.seen_in.join(", ")}`))),
     unplaced.length ? el("p", { class: "muted" }, `${unplaced.length} not placed: no country known for them.`) : null);
 }
 

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::{Detectors, SG_INGRESS};
 use crate::detect::PolicyEvent;
 use crate::model::{Finding, Severity};
-use crate::net::{Cidr, is_public};
+use crate::net::{Cidr, range_non_public_reason};
 
 /// One permission the call adds.
 #[derive(Debug, PartialEq)]
@@ -103,18 +103,21 @@ fn openings(event: &PolicyEvent, params: &Value) -> Vec<Opening> {
     found
 }
 
+/// Whether a source range lets in the internet: all of it (any `/0`), or a range that does not
+/// lie entirely within one non-public range or one trusted range (judged by its first address,
+/// `0.0.0.0/1` would pass as unspecified).
+fn exposed(cidr: &Cidr, trusted: &[Cidr]) -> bool {
+    cidr.is_world() || (range_non_public_reason(*cidr).is_none() && !trusted.iter().any(|t| cidr.within(t)))
+}
+
 pub(super) fn evaluate(detectors: &Detectors, event: &PolicyEvent) -> Vec<Finding> {
     if event.error_code.is_some() || event.event_source.as_deref() != Some("ec2.amazonaws.com") {
         return vec![];
     }
     let settings = &detectors.settings.security_group_ingress;
     let params = event.raw.request_parameters();
-    let exposed: Vec<Opening> = openings(event, &params)
-        .into_iter()
-        .filter(|o| {
-            o.cidr.is_world() || (is_public(o.cidr.address) && !detectors.trusted.iter().any(|t| o.cidr.within(t)))
-        })
-        .collect();
+    let exposed: Vec<Opening> =
+        openings(event, &params).into_iter().filter(|o| exposed(&o.cidr, &detectors.trusted)).collect();
     if exposed.is_empty() {
         return vec![];
     }
@@ -172,5 +175,17 @@ mod tests {
         assert!("::/0".parse::<Cidr>().unwrap().is_world());
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
         assert_eq!("176.36.10.20".parse::<Cidr>().unwrap().prefix, 32);
+    }
+
+    #[test]
+    fn a_wide_range_starting_at_a_non_public_address_is_exposed() {
+        let cidr = |text: &str| text.parse::<Cidr>().unwrap();
+        assert!(exposed(&cidr("0.0.0.0/1"), &[]), "0.0.0.0 is unspecified, the /1 is half the internet");
+        assert!(exposed(&cidr("192.0.0.0/2"), &[]), "192.0.0.0/24 is reserved, the /2 is not");
+        assert!(!exposed(&cidr("10.0.0.0/8"), &[]) && !exposed(&cidr("192.168.4.0/24"), &[]));
+        let trusted = [cidr("81.2.69.0/24")];
+        assert!(!exposed(&cidr("81.2.69.160/32"), &trusted));
+        assert!(exposed(&cidr("81.2.0.0/16"), &trusted), "wider than the trusted range");
+        assert!(exposed(&cidr("0.0.0.0/0"), &[cidr("0.0.0.0/0")]), "the world is never trusted");
     }
 }

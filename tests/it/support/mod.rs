@@ -10,6 +10,7 @@ pub mod browser;
 pub mod guardduty;
 pub mod mmdb;
 pub mod receiver;
+pub mod securityhub;
 pub mod smtp;
 // The benchmarks' generator of realistic CloudTrail, shared with the tests by path.
 #[path = "../../../bench/src/synthetic.rs"]

@@ -12,15 +12,36 @@ use skywarden::ingest::{self, ImportOptions, ImportSummary};
 use super::{EXIT_PARTIAL, load_policies, open_geo, with_db};
 use crate::cli::ImportArgs;
 
+/// How long an import waits for a detection pass a running service holds (one pass at a time
+/// over every process) before it leaves its events to that pass.
+const DETECTION_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Runs detection over what an import stored, and over what an earlier import or poll stored
-/// but never evaluated (one killed half-way).
+/// but never evaluated (one killed half-way): one pass of its own, so the command reports what
+/// its events raised (requests of other processes are left to the passes they run). Its request
+/// is left first; while a running service holds the detection lease, it says so on stderr and
+/// waits for that pass to end; after [`DETECTION_LEASE_WAIT`] it leaves its events to that
+/// service's next pass.
 pub(crate) async fn detect_after_import(
     pool: &sqlx::PgPool,
     policies: Option<&PolicySet>,
     since: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<Option<DetectionSummary>> {
     let Some(policies) = policies else { return Ok(None) };
-    Ok(Some(detect::run_pending(pool, policies, since).await.context("detection")?))
+    let waiting = |holder: &str| {
+        eprintln!(
+            "Detection: waiting up to {} minutes for the detection pass of {holder} to end.",
+            DETECTION_LEASE_WAIT.as_secs() / 60
+        )
+    };
+    let options = detect::PendingOptions {
+        wait: DETECTION_LEASE_WAIT,
+        waiting: &waiting,
+        own_pass_only: true,
+        ..detect::PendingOptions::default()
+    };
+    let detection = detect::run_pending_with(pool, policies, since, &options);
+    Ok(Some(detection.await.context("detection")?))
 }
 
 #[derive(Serialize)]
@@ -113,6 +134,13 @@ pub(crate) fn print_summary(summary: &ImportSummary) {
 }
 
 pub(crate) fn print_detection(detection: &DetectionSummary) {
+    if let Some(holder) = &detection.deferred_to {
+        return println!(
+            "Detection: deferred after {} minutes waiting for the detection pass of another process ({holder}); \
+             it detects these events in its next pass (`skywarden accounts status` shows when one succeeds).",
+            DETECTION_LEASE_WAIT.as_secs() / 60
+        );
+    }
     println!(
         "Detection: {} events and {} console logins evaluated, {} findings, {} new alerts.",
         detection.events_evaluated, detection.logins_evaluated, detection.findings, detection.new_alerts

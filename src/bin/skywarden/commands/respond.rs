@@ -1,11 +1,15 @@
 //! `skywarden respond list|plan|apply|undo` and `skywarden accounts responder set|clear`:
 //! containment actions through an account's responder role, each recorded and audited.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Subcommand;
 use skywarden::accounts::responder;
 use skywarden::db::Database;
+use skywarden::detect::DetectorSettings;
+use skywarden::net::Cidr;
+use skywarden::policy_files::{PolicyFiles, PolicyProblem};
 use skywarden::respond::{self, Action, ApplyRequest, ResponseContext, ResponseRecord};
 
 use super::{aws_credentials, cli_actor};
@@ -26,6 +30,10 @@ pub enum RespondAction {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+        /// The policy folder whose detectors.yaml names the trusted ranges
+        /// (security_group_ingress.trusted_cidrs): a rule widened to one opened nothing.
+        #[arg(long, env = "SKYWARDEN_POLICIES")]
+        policies: Option<PathBuf>,
     },
     /// Dry run: the exact calls and the live state they would change; changes nothing.
     Plan(ActionArgs),
@@ -102,6 +110,10 @@ pub struct ActionArgs {
     /// One JSON object.
     #[arg(long)]
     pub json: bool,
+    /// The policy folder whose detectors.yaml names the trusted ranges
+    /// (security_group_ingress.trusted_cidrs): a rule widened to one opened nothing.
+    #[arg(long, env = "SKYWARDEN_POLICIES")]
+    pub policies: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,9 +178,67 @@ pub(crate) async fn responder(db: &Database, action: ResponderAction) -> anyhow:
     Ok(ExitCode::SUCCESS)
 }
 
-async fn context(db: &Database) -> anyhow::Result<ResponseContext> {
+/// Where the detector's settings, and so the trusted ranges, are read from.
+const DETECTORS_FILE: &str = "detectors.yaml";
+
+/// The detector's trusted ranges (`security_group_ingress.trusted_cidrs` of the tree's
+/// `detectors.yaml`): `respond` takes them from its caller, as it may not import `detect`. With
+/// each problem that changes them: the file unreadable or not parsing (no trusted range then),
+/// an entry that is no range (left out).
+pub(crate) fn trusted_cidrs(files: &PolicyFiles) -> (Vec<Cidr>, Vec<PolicyProblem>) {
+    let mut problems: Vec<PolicyProblem> = files.unreadable_at(DETECTORS_FILE).cloned().collect();
+    let Some(file) = files.get(DETECTORS_FILE) else { return (Vec::new(), problems) };
+    let settings: DetectorSettings = match yaml_serde::from_str(&file.text) {
+        Ok(settings) => settings,
+        Err(error) => {
+            problems.push(PolicyProblem { file: file.location(), problem: error.to_string() });
+            return (Vec::new(), problems);
+        }
+    };
+    let mut trusted = Vec::new();
+    for text in &settings.security_group_ingress.trusted_cidrs {
+        match text.parse::<Cidr>() {
+            Ok(cidr) => trusted.push(cidr),
+            Err(error) => problems.push(PolicyProblem {
+                file: file.location(),
+                problem: format!("security_group_ingress.trusted_cidrs: {error}"),
+            }),
+        }
+    }
+    (trusted, problems)
+}
+
+/// The trusted ranges for `serve` and `worker`: a problem with them stops the command, as a
+/// broken response.yaml does (without them a rule to a trusted range would count as exposed).
+pub(crate) fn load_trusted_cidrs(files: &PolicyFiles) -> anyhow::Result<Vec<Cidr>> {
+    let (trusted, problems) = trusted_cidrs(files);
+    if problems.is_empty() {
+        return Ok(trusted);
+    }
+    for problem in &problems {
+        tracing::warn!(%problem, "the trusted ranges response judges rules by could not be read");
+    }
+    let listed: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    anyhow::bail!(
+        "the trusted ranges (security_group_ingress.trusted_cidrs) could not be read: {}; response judges \
+         security-group rules by them",
+        listed.join("; ")
+    )
+}
+
+/// The trusted ranges for one CLI command: each problem is printed to stderr, the rest apply.
+fn cli_trusted_cidrs(policies: Option<&Path>) -> anyhow::Result<Vec<Cidr>> {
+    let (trusted, problems) = trusted_cidrs(&PolicyFiles::builtin_with(policies)?);
+    for problem in &problems {
+        eprintln!("warning: trusted ranges: {problem} (the ranges that read apply)");
+    }
+    Ok(trusted)
+}
+
+async fn context(db: &Database, policies: Option<&Path>) -> anyhow::Result<ResponseContext> {
     let (settings, base) = aws_credentials::load_checked("no action can run without them").await?;
-    Ok(ResponseContext { pool: db.pool.clone(), settings, base })
+    let trusted_cidrs = cli_trusted_cidrs(policies)?;
+    Ok(ResponseContext { pool: db.pool.clone(), settings, base, trusted_cidrs })
 }
 
 fn parse(args: &ActionArgs) -> anyhow::Result<Action> {
@@ -177,8 +247,10 @@ fn parse(args: &ActionArgs) -> anyhow::Result<Action> {
 
 pub(crate) async fn run(db: &Database, action: RespondAction) -> anyhow::Result<ExitCode> {
     match action {
-        RespondAction::List { alert: Some(alert), json, .. } => suggestions(db, &alert, json).await,
-        RespondAction::List { alert: None, account, limit, json } => {
+        RespondAction::List { alert: Some(alert), json, policies, .. } => {
+            suggestions(db, &alert, json, policies.as_deref()).await
+        }
+        RespondAction::List { alert: None, account, limit, json, .. } => {
             let records = respond::record::list(&db.pool, account.as_deref(), None, limit.clamp(1, 1000)).await?;
             for record in &records {
                 print_record(record, json)?;
@@ -200,7 +272,7 @@ pub(crate) async fn run(db: &Database, action: RespondAction) -> anyhow::Result<
                 alert_id: alert,
                 automatic_rule: None,
             };
-            let record = respond::run::apply(&context(db).await?, &request).await?;
+            let record = respond::run::apply(&context(db, action.policies.as_deref()).await?, &request).await?;
             print_record(&record, action.json)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -216,7 +288,7 @@ pub(crate) async fn run(db: &Database, action: RespondAction) -> anyhow::Result<
         RespondAction::Approval { kind, off } => approval(db, kind, off).await,
         RespondAction::Undo { id, reason, as_user, json } => {
             let actor = actor(db, as_user.as_deref()).await?;
-            let record = respond::run::undo(&context(db).await?, &id, &actor, &reason).await?;
+            let record = respond::run::undo(&context(db, None).await?, &id, &actor, &reason).await?;
             print_record(&record, json)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -244,8 +316,9 @@ async fn approval(db: &Database, kind: Option<String>, off: bool) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
-async fn suggestions(db: &Database, alert: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let Some(applicable) = respond::suggest::for_alert(&db.pool, alert).await? else {
+async fn suggestions(db: &Database, alert: &str, json: bool, policies: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let trusted = cli_trusted_cidrs(policies)?;
+    let Some(applicable) = respond::suggest::for_alert(&db.pool, alert, &trusted).await? else {
         anyhow::bail!("no alert {alert}");
     };
     if json {
@@ -267,7 +340,7 @@ async fn suggestions(db: &Database, alert: &str, json: bool) -> anyhow::Result<E
 
 async fn plan(db: &Database, args: &ActionArgs) -> anyhow::Result<ExitCode> {
     let action = parse(args)?;
-    let plan = respond::run::plan(&context(db).await?, &args.account_id, &action).await?;
+    let plan = respond::run::plan(&context(db, args.policies.as_deref()).await?, &args.account_id, &action).await?;
     if args.json {
         println!("{}", serde_json::to_string(&plan)?);
         return Ok(ExitCode::SUCCESS);
@@ -307,4 +380,39 @@ fn print_record(record: &ResponseRecord, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trusted_in(detectors_yaml: &[u8]) -> (Vec<Cidr>, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(DETECTORS_FILE), detectors_yaml).unwrap();
+        let (trusted, problems) = trusted_cidrs(&PolicyFiles::builtin_with(Some(dir.path())).unwrap());
+        (trusted, problems.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn trusted_ranges_come_from_the_override_folder_and_each_problem_is_named() {
+        let (trusted, problems) =
+            trusted_in(b"security_group_ingress: {trusted_cidrs: ['81.2.69.0/24', '2001:67c::/32']}\n");
+        assert_eq!(trusted, ["81.2.69.0/24".parse::<Cidr>().unwrap(), "2001:67c::/32".parse().unwrap()]);
+        assert!(problems.is_empty(), "{problems:?}");
+
+        let (trusted, problems) = trusted_in(b"security_group_ingress: {trusted_cidrs: ['81.2.69.0/24', 'office']}\n");
+        assert_eq!(trusted.len(), 1, "the entry that reads applies");
+        assert!(
+            problems.len() == 1 && problems[0].contains("detectors.yaml") && problems[0].contains("office"),
+            "{problems:?}"
+        );
+
+        let (trusted, problems) = trusted_in(b"security_group_ingress: {trusted_cidrs: 81.2.69.0/24, typo: 1}\n");
+        assert!(trusted.is_empty() && problems.len() == 1, "a file that does not parse: {problems:?}");
+
+        let (trusted, problems) = trusted_in(&[0xff, 0xfe, 0x00]);
+        assert!(trusted.is_empty(), "{trusted:?}");
+        assert!(problems.len() == 1 && problems[0].contains("detectors.yaml"), "unreadable: {problems:?}");
+        assert!(load_trusted_cidrs(&PolicyFiles::builtin_with(None).unwrap()).unwrap().is_empty(), "shipped: none");
+    }
 }

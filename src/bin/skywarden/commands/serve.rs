@@ -52,7 +52,8 @@ pub(crate) async fn serve(db_options: &DbOptions, args: ServeArgs) -> anyhow::Re
         .with_limits(api_limits(&args.api))
         .with_aws(aws_settings, aws_base)
         .with_notify(key, sender.clone())
-        .with_posture(loaded.checks.clone(), args.worker.posture.alert_severity.0);
+        .with_posture(loaded.checks.clone(), args.worker.posture.alert_severity.0)
+        .with_trusted_cidrs(loaded.trusted_cidrs.clone());
     // One signal stops both listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

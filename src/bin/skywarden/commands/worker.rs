@@ -31,6 +31,8 @@ pub(crate) struct WorkerPolicies {
     pub(crate) policies: Option<Arc<PolicySet>>,
     pub(crate) checks: CheckSet,
     pub(crate) containment: AutoRules,
+    /// The detector's trusted ranges, which response judges rules by (it cannot read them).
+    pub(crate) trusted_cidrs: Vec<skywarden::net::Cidr>,
 }
 
 impl WorkerPolicies {
@@ -41,8 +43,10 @@ impl WorkerPolicies {
         let checks = load_checks(&args.policies)?;
         // A broken response.yaml stops the command too, naming its file and line; a rule naming
         // no policy would silently never act.
-        let containment = super::load_containment(&super::policy_files(&args.policies)?, policies.as_deref(), &checks)?;
-        Ok(Self { geo, policies, checks, containment })
+        let files = super::policy_files(&args.policies)?;
+        let containment = super::load_containment(&files, policies.as_deref(), &checks)?;
+        let trusted_cidrs = super::respond::load_trusted_cidrs(&files)?;
+        Ok(Self { geo, policies, checks, containment, trusted_cidrs })
     }
 
     /// The automatic-containment job (it also ends response actions abandoned mid-way). Safe in
@@ -50,7 +54,7 @@ impl WorkerPolicies {
     pub(crate) async fn containment(&self, db: &Database) -> Containment {
         let settings = AwsSettings::from_env();
         let base = settings.load().await;
-        let ctx = ResponseContext { pool: db.pool.clone(), settings, base };
+        let ctx = ResponseContext { pool: db.pool.clone(), settings, base, trusted_cidrs: self.trusted_cidrs.clone() };
         Containment { rules: self.containment.clone(), ctx }
     }
 }
