@@ -158,6 +158,10 @@ test: test-tools
 	$(BENCH_DEBUG_BIN) detect --events 2000 --policies policies
 	$(BENCH_DEBUG_BIN) posture --resources 100
 	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) queries --events 20000 --samples 3
+	# The audit trail in headless Chromium over the queries database (debug `skywarden serve`).
+	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) dashboard --events 5000 --baseline-events 500 --loads 2
+	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) import-memory --mib 2
+	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) flow-import --records 5000
 	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) flows --records 5000 --sample 20
 	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) spray --events 10000
 	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) latency --objects 2 --listing-interval 30
@@ -173,7 +177,14 @@ bench:
 	$(BENCH_BIN) --data-dir $(DEMO_DATA_DIR) archive --events 200000
 	$(BENCH_BIN) detect --events 100000 --policies policies
 	$(BENCH_BIN) posture --resources 5000
-	$(BENCH_BIN) --data-dir $(DEMO_DATA_DIR) queries --events 1000000
+	# Issue 18's size: 10M events, generated once and kept (--reuse) for the dashboard below.
+	$(BENCH_BIN) --data-dir $(DEMO_DATA_DIR) queries --events 10000000 --reuse
+	# The two below run the release `skywarden` beside the bench's: `serve` for the dashboard (over
+	# the queries database, filled up to 10M events), `import` for its peak memory on a 1 GiB dump.
+	$(CARGO) build --release --locked -p skywarden --bin skywarden
+	$(BENCH_BIN) --data-dir $(DEMO_DATA_DIR) dashboard --events 10000000 --loads 7
+	$(BENCH_BIN) --data-dir $(DEMO_DATA_DIR) import-memory --mib 1024
+	$(BENCH_BIN) --data-dir $(DEMO_DATA_DIR) flow-import --records 1000000
 	$(BENCH_BIN) --data-dir $(DEMO_DATA_DIR) flows --records 2000000
 	$(BENCH_BIN) --data-dir $(DEMO_DATA_DIR) spray --events 500000
 	# Object written -> alert raised, through SQS against the listing, in a moto server of its own.

@@ -4,17 +4,26 @@
 //! importer, then loads the very same rows with plain COPY on the same number of connections
 //! into the same schema (no parsing, no deduplication). Both run in one process against a
 //! scratch database, twice each, alternating, and the best of each is compared.
+//!
+//! Two more figures from the same run: the import end to end as `skywarden import` does it
+//! (GeoIP and ASN lookups when `make geoip` has left its files in `.cache/geoip`, storage, then
+//! one detection pass with the built-in policies; the full-text index is built off the import
+//! path, as `--no-search-index` leaves it), and issue 18's own baseline: the raw events as
+//! `jsonb` by plain two-stream COPY into a table with three indexes (key, time, event id).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolCopyExt, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
 use skywarden::db::MIGRATOR;
 use skywarden::db::copy::CopyBuffer;
 use skywarden::db::partitions::{PartitionCache, PartitionedTable, month_start};
+use skywarden::detect::{self, PolicySet};
+use skywarden::geo::{GeoDb, NetworkLists};
 use skywarden::ingest::cloudtrail::CloudTrailEvent;
 use skywarden::ingest::{self, ImportOptions};
 
@@ -40,6 +49,8 @@ pub enum BenchError {
     ImportErrors(String),
     #[error("a benchmark run in a child process failed: {0}")]
     Child(String),
+    #[error("opening the GeoIP files")]
+    Geo(#[from] skywarden::geo::GeoError),
 }
 
 #[derive(Debug)]
@@ -50,6 +61,12 @@ pub struct BenchReport {
     pub copy_rate: f64,
     /// Raw COPY plus the rare-API baseline rollup ingest writes beside each batch.
     pub copy_rollup_rate: f64,
+    /// Import with geo and one detection pass, as `skywarden import` does.
+    pub end_to_end_rate: f64,
+    /// Issue 18's baseline: raw `jsonb` COPY into a table with three indexes.
+    pub jsonb_copy_rate: f64,
+    /// The GeoIP files the end-to-end import used (none: no geo).
+    pub geo_files: usize,
 }
 
 impl BenchReport {
@@ -65,7 +82,15 @@ impl std::fmt::Display for BenchReport {
         writeln!(f, "skywarden import:     {:>10.0} events/s", self.import_rate)?;
         writeln!(f, "ratio import/COPY:    {:>10.2}", self.ratio())?;
         writeln!(f, "COPY + API rollup:    {:>10.0} events/s", self.copy_rollup_rate)?;
-        write!(f, "ratio COPY+rollup/COPY: {:>8.2}", self.copy_rollup_rate / self.copy_rate)
+        writeln!(f, "ratio COPY+rollup/COPY: {:>8.2}", self.copy_rollup_rate / self.copy_rate)?;
+        writeln!(
+            f,
+            "end to end (geo: {} files, store, one detection pass): {:>10.0} events/s",
+            self.geo_files, self.end_to_end_rate
+        )?;
+        writeln!(f, "raw jsonb COPY, 3 indexes ({STREAMS} streams): {:>10.0} events/s", self.jsonb_copy_rate)?;
+        writeln!(f, "ratio end to end/raw jsonb COPY: {:>6.2}", self.end_to_end_rate / self.jsonb_copy_rate)?;
+        write!(f, "ratio import/raw jsonb COPY:     {:>6.2}", self.import_rate / self.jsonb_copy_rate)
     }
 }
 
@@ -84,11 +109,20 @@ pub async fn run(server: &PgConnectOptions, events: usize, work_dir: &Path) -> R
     let file = work_dir.join("bench-cloudtrail.json");
     let bytes = generate_events(&file, events)?;
     let rows = encode_rows(&file)?;
+    let jsonb_rows = encode_jsonb_rows(&file)?;
+    let geo_files = geo_files();
+    let geo = open_geo(&geo_files)?;
+    let policies = PolicySet::builtin().with_geo(geo.clone());
 
     let mut best_import = Duration::MAX;
     let mut best_copy = Duration::MAX;
     let mut best_rollup = Duration::MAX;
+    let mut best_end_to_end = Duration::MAX;
+    let mut best_jsonb = Duration::MAX;
     for round in 0..ROUNDS {
+        best_jsonb = best_jsonb.min(time_jsonb_copy(&pool, &jsonb_rows).await?);
+        reset(&pool).await?;
+        best_end_to_end = best_end_to_end.min(time_end_to_end(&pool, &file, events, geo.clone(), &policies).await?);
         reset(&pool).await?;
         best_rollup = best_rollup.min(time_raw_copy(&pool, &rows, true).await?);
         reset(&pool).await?;
@@ -109,13 +143,117 @@ pub async fn run(server: &PgConnectOptions, events: usize, work_dir: &Path) -> R
         import_rate: events as f64 / best_import.as_secs_f64(),
         copy_rate: events as f64 / best_copy.as_secs_f64(),
         copy_rollup_rate: events as f64 / best_rollup.as_secs_f64(),
+        end_to_end_rate: events as f64 / best_end_to_end.as_secs_f64(),
+        jsonb_copy_rate: events as f64 / best_jsonb.as_secs_f64(),
+        geo_files: geo_files.len(),
     })
 }
 
 async fn reset(pool: &PgPool) -> Result<(), sqlx::Error> {
     // CASCADE: in the scratch database, whatever references accounts goes too.
-    sqlx::raw_sql("TRUNCATE cloudtrail_events, api_call_days, accounts CASCADE; CHECKPOINT").execute(pool).await?;
+    sqlx::raw_sql("TRUNCATE cloudtrail_events, api_call_days, alerts, accounts CASCADE; CHECKPOINT")
+        .execute(pool)
+        .await?;
     Ok(())
+}
+
+/// The files `make geoip` leaves in the repository's cache (`make bench` runs at its root).
+fn geo_files() -> Vec<PathBuf> {
+    ["geo-whois-asn-country.mmdb", "asn-ipv4.csv", "asn-ipv6.csv"]
+        .iter()
+        .map(|name| Path::new(".cache/geoip").join(name))
+        .filter(|path| path.is_file())
+        .collect()
+}
+
+fn open_geo(files: &[PathBuf]) -> Result<Option<Arc<GeoDb>>, BenchError> {
+    if files.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(GeoDb::open_with(files, NetworkLists::open(None, None, None, None)?)?)))
+}
+
+/// What `skywarden import` does: the file stored with its network context, then one detection
+/// pass over what it stored.
+async fn time_end_to_end(
+    pool: &PgPool,
+    file: &Path,
+    events: usize,
+    geo: Option<Arc<GeoDb>>,
+    policies: &PolicySet,
+) -> Result<Duration, BenchError> {
+    let started = Instant::now();
+    let since = detect::database_now(pool).await?;
+    let mut options = ImportOptions::new(vec![file.to_path_buf()]);
+    options.geo = geo;
+    let summary = ingest::import(pool, options).await?;
+    if !summary.errors.is_empty() || summary.cloudtrail_events != events as u64 {
+        return Err(BenchError::ImportErrors(format!("{:?}, stored {}", summary.errors, summary.cloudtrail_events)));
+    }
+    let stored = started.elapsed();
+    let options = detect::runner::PendingOptions { own_pass_only: true, ..Default::default() };
+    detect::run_pending_with(pool, policies, since, &options).await?;
+    let elapsed = started.elapsed();
+    eprintln!("end to end: store {} ms, detect {} ms", stored.as_millis(), (elapsed - stored).as_millis());
+    Ok(elapsed)
+}
+
+/// The raw events as `(account_id, event_time, event_id, raw)` COPY text, one buffer per stream.
+fn encode_jsonb_rows(file: &Path) -> Result<Vec<CopyBuffer>, BenchError> {
+    let document: Document =
+        serde_json::from_reader(std::io::BufReader::new(std::fs::File::open(file)?)).map_err(std::io::Error::other)?;
+    let per_stream = document.records.len().div_ceil(STREAMS);
+    let mut streams = Vec::new();
+    for chunk in document.records.chunks(per_stream.max(1)) {
+        let mut buffer = CopyBuffer::with_capacity(chunk.len() * 2048);
+        for raw in chunk {
+            let event = CloudTrailEvent::parse(raw.get(), None).map_err(std::io::Error::other)?;
+            buffer.text(&event.account_id);
+            buffer.display(event.event_time.to_rfc3339());
+            buffer.text(&event.event_id);
+            buffer.text(raw.get());
+            buffer.end_row();
+        }
+        streams.push(buffer);
+    }
+    Ok(streams)
+}
+
+/// Issue 18's baseline: plain two-stream COPY of the raw events as `jsonb` into a fresh table
+/// with three indexes, in batches of the importer's size.
+async fn time_jsonb_copy(pool: &PgPool, streams: &[CopyBuffer]) -> Result<Duration, BenchError> {
+    sqlx::raw_sql(
+        "DROP TABLE IF EXISTS bench_raw_events;
+         CREATE TABLE bench_raw_events (account_id text NOT NULL, event_time timestamptz NOT NULL,
+             event_id text NOT NULL, raw jsonb NOT NULL, PRIMARY KEY (account_id, event_time, event_id));
+         CREATE INDEX ON bench_raw_events (event_time);
+         CREATE INDEX ON bench_raw_events (event_id);
+         CHECKPOINT",
+    )
+    .execute(pool)
+    .await?;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for buffer in streams {
+        let pool = pool.clone();
+        let data = buffer.as_bytes().to_vec();
+        tasks.push(tokio::spawn(async move {
+            for chunk in split_rows(&data, 2_000) {
+                let mut copy = pool
+                    .copy_in_raw("COPY bench_raw_events (account_id, event_time, event_id, raw) FROM STDIN")
+                    .await?;
+                copy.send(chunk).await?;
+                copy.finish().await?;
+            }
+            Ok::<(), sqlx::Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await.map_err(std::io::Error::other)??;
+    }
+    let elapsed = started.elapsed();
+    sqlx::raw_sql("DROP TABLE bench_raw_events").execute(pool).await?;
+    Ok(elapsed)
 }
 
 async fn time_import(pool: &PgPool, file: &Path, events: usize) -> Result<Duration, BenchError> {
@@ -128,16 +266,18 @@ async fn time_import(pool: &PgPool, file: &Path, events: usize) -> Result<Durati
     Ok(elapsed)
 }
 
+/// The generated file: a CloudTrail document, its records kept as text.
+#[derive(serde::Deserialize)]
+struct Document {
+    #[serde(rename = "Records")]
+    records: Vec<Box<serde_json::value::RawValue>>,
+}
+
 /// One stream's COPY text and the event times in it (for the partitions it needs).
 type StreamRows = (CopyBuffer, Vec<chrono::DateTime<Utc>>);
 
 /// The same rows the importer stores, as COPY text, split into one buffer per stream.
 fn encode_rows(file: &Path) -> Result<Vec<StreamRows>, BenchError> {
-    #[derive(serde::Deserialize)]
-    struct Document {
-        #[serde(rename = "Records")]
-        records: Vec<Box<serde_json::value::RawValue>>,
-    }
     let document: Document =
         serde_json::from_reader(std::io::BufReader::new(std::fs::File::open(file)?)).map_err(std::io::Error::other)?;
     let per_stream = document.records.len().div_ceil(STREAMS);
@@ -192,7 +332,7 @@ async fn time_raw_copy(
 }
 
 /// Splits COPY text into chunks of `rows` lines.
-fn split_rows(data: &[u8], rows: usize) -> Vec<&[u8]> {
+pub(crate) fn split_rows(data: &[u8], rows: usize) -> Vec<&[u8]> {
     let mut chunks = Vec::new();
     let (mut start, mut count) = (0, 0);
     for (i, byte) in data.iter().enumerate() {

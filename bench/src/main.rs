@@ -4,14 +4,19 @@
 
 #![recursion_limit = "256"]
 mod archive;
+mod dashboard;
 mod detect;
+mod flow_import;
 mod flows;
 mod import;
 mod latency;
+mod memory;
 mod posture;
+mod product;
 mod queries;
 mod spray;
 mod synthetic;
+mod webdriver;
 mod workers;
 
 use std::path::PathBuf;
@@ -136,6 +141,16 @@ enum Bench {
         #[arg(long)]
         reuse: bool,
     },
+    /// Flow-log import (ten gzip files of v2 records, stored; and stored then detected) against
+    /// plain two-stream COPY of the same records' typed columns into a table with two indexes.
+    FlowImport {
+        /// Flow records to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: usize,
+        /// Folder for the generated files (the system's temporary folder by default).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
     /// The flow detectors' per-record lookups (`skywarden_flow_opened`'s handshake lookup, the
     /// port-scan reply check) on a large flow table, against a lookup of the same records by
     /// primary key, with and without the handshake index.
@@ -152,6 +167,33 @@ enum Bench {
     /// run, peak PostgreSQL connections against the budget. Fails on a slot run twice or
     /// connections over the budget.
     Workers(WorkersArgs),
+    /// The dashboard's audit trail in headless Chromium (chromedriver): first contentful paint
+    /// and the first page of events in the table (p50/p95 over cold loads) over the `queries`
+    /// database at N events, against the same page over 1,000 events; each API request's time.
+    Dashboard {
+        /// Events in the large database (the `queries` benchmark's, reused or filled up to N).
+        #[arg(long, default_value_t = 10_000_000)]
+        events: i64,
+        /// Events in the baseline's database.
+        #[arg(long, default_value_t = 1_000)]
+        baseline_events: i64,
+        /// Measured page loads per database (after one warm-up).
+        #[arg(long, default_value_t = 7)]
+        loads: usize,
+    },
+    /// Peak RSS of `skywarden import` (a child process) on a generated CloudTrail dump, against
+    /// a dump a tenth the size; events/s.
+    ImportMemory {
+        /// The dump's size as JSON (before gzip), in MiB.
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+        /// One plain JSON document instead of gzip delivery files of 2,000 events.
+        #[arg(long)]
+        single_document: bool,
+        /// Folder for the dumps (the system's temporary folder by default).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -210,26 +252,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .await?;
             println!("{report}");
         }
-        Bench::Spray { events, policies, work_dir } => {
-            let work_dir = work_dir.unwrap_or_else(std::env::temp_dir);
-            let child = spray::ChildCommand {
-                database_url: db_options.database_url.as_ref().map(|url| url.expose().to_string()),
-                data_dir: db_options.data_dir.clone(),
-                policies,
-            };
-            let report =
-                with_server(&db_options, async |server| Ok(spray::run(server, events, &work_dir, &child).await?))
-                    .await?;
-            println!("{report}");
-        }
-        Bench::SprayRun { events, file, policies } => {
-            let policies = policies.map_or_else(PolicySet::builtin, |dir| PolicySet::load(&dir));
-            anyhow::ensure!(policies.problems.is_empty(), "policies with problems; run `skywarden policies lint`");
-            let run =
-                with_server(&db_options, async |server| Ok(spray::run_one(server, &file, events, &policies).await?))
-                    .await?;
-            println!("{}", serde_json::to_string(&run)?);
-        }
+        command @ (Bench::Spray { .. } | Bench::SprayRun { .. }) => spray_bench(&db_options, command).await?,
         Bench::Latency { objects, moto_url, listing_interval } => {
             let settings = latency::Settings {
                 objects: objects.max(1),
@@ -240,9 +263,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{report}");
         }
         Bench::Workers(args) => workers_bench(&db_options, args).await?,
+        Bench::FlowImport { records, work_dir } => {
+            let work_dir = work_dir.unwrap_or_else(std::env::temp_dir);
+            let report =
+                with_server(&db_options, async |server| Ok(flow_import::run(server, records, &work_dir).await?))
+                    .await?;
+            println!("{report}");
+        }
         Bench::Flows { records, sample } => {
             let report =
                 with_server(&db_options, async |server| Ok(flows::run(server, records, sample).await?)).await?;
+            println!("{report}");
+        }
+        Bench::Dashboard { events, baseline_events, loads } => {
+            let settings = dashboard::Settings { events, baseline_events, loads, database_url: given_url(&db_options) };
+            let report = with_server(&db_options, async |server| Ok(dashboard::run(server, &settings).await?)).await?;
+            println!("{report}");
+        }
+        Bench::ImportMemory { mib, single_document, work_dir } => {
+            let settings = memory::Settings {
+                bytes: mib.max(1) << 20,
+                work_dir: work_dir.unwrap_or_else(std::env::temp_dir),
+                single_document,
+                database_url: given_url(&db_options),
+            };
+            let report = with_server(&db_options, async |server| Ok(memory::run(server, &settings).await?)).await?;
             println!("{report}");
         }
         Bench::Detect { events, policies } => println!("{}", detect_bench(events, policies).await?),
@@ -256,6 +301,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `spray`, and `spray-run`: the child process `spray` starts for each run.
+async fn spray_bench(db_options: &DbOptions, command: Bench) -> anyhow::Result<()> {
+    match command {
+        Bench::Spray { events, policies, work_dir } => {
+            let work_dir = work_dir.unwrap_or_else(std::env::temp_dir);
+            let child = spray::ChildCommand {
+                database_url: db_options.database_url.as_ref().map(|url| url.expose().to_string()),
+                data_dir: db_options.data_dir.clone(),
+                policies,
+            };
+            let report =
+                with_server(db_options, async |server| Ok(spray::run(server, events, &work_dir, &child).await?))
+                    .await?;
+            println!("{report}");
+        }
+        Bench::SprayRun { events, file, policies } => {
+            let policies = policies.map_or_else(PolicySet::builtin, |dir| PolicySet::load(&dir));
+            anyhow::ensure!(policies.problems.is_empty(), "policies with problems; run `skywarden policies lint`");
+            let run =
+                with_server(db_options, async |server| Ok(spray::run_one(server, &file, events, &policies).await?))
+                    .await?;
+            println!("{}", serde_json::to_string(&run)?);
+        }
+        _ => unreachable!("only the spray benchmarks come here"),
+    }
+    Ok(())
+}
+
+/// The server's URL as given, for the child processes a benchmark starts.
+fn given_url(options: &DbOptions) -> Option<String> {
+    options.database_url.as_ref().map(|url| url.expose().to_owned())
 }
 
 /// Runs `work` with the server's connection options (benchmarks make their own scratch

@@ -15,7 +15,7 @@ use sqlx::{ConnectOptions, PgPool};
 use skywarden::db::MIGRATOR;
 use skywarden::search::events::{EventFilter, search, text_search};
 
-const DATABASE: &str = "skywarden_bench_queries";
+pub const DATABASE: &str = "skywarden_bench_queries";
 const CHUNK: i64 = 500_000;
 const DAYS: i64 = 90;
 
@@ -148,7 +148,7 @@ pub async fn run(
 
 /// Inserts events `from+1 ..= to` in chunks. Secondary indexes are dropped first and rebuilt
 /// after (much faster than maintaining them row by row), from their own stored definitions.
-async fn generate(pool: &PgPool, start: DateTime<Utc>, from: i64, to: i64) -> Result<(), sqlx::Error> {
+pub async fn generate(pool: &PgPool, start: DateTime<Utc>, from: i64, to: i64) -> Result<(), sqlx::Error> {
     for month in 0..4 {
         let first = start + chrono::Months::new(month);
         sqlx::query("SELECT skywarden_ensure_month_partition('cloudtrail_events', $1)")
@@ -275,9 +275,10 @@ async fn measure_full_text(
 }
 
 /// The whole request of the audit trail (its page, then its count up to the API's cap) for a
-/// common word: the page as searches answer it (the window) and through the trigram index alone
-/// (what it cost before the window), each sample by both, alternating which runs first so
-/// neither always finds the other's pages cached. Both must give the same events.
+/// common word: the page and count as searches answer them (windows first) and through the
+/// trigram index alone (what they cost before the windows), each sample by both, alternating
+/// which runs first so neither always finds the other's pages cached. Both must give the same
+/// events and count.
 async fn time_common_word(
     pool: &PgPool,
     make: &Make,
@@ -288,14 +289,18 @@ async fn time_common_word(
     let mut rows = 0;
     for i in 0..samples {
         let filter = make(i);
-        let mut pages = Vec::new();
+        let (mut pages, mut counts) = (Vec::new(), Vec::new());
         for by_window in [i % 2 == 0, i % 2 != 0] {
             let started = Instant::now();
             let page = match by_window {
                 true => search(pool, &filter).await?,
                 false => text_search::page_by(pool, &filter, None, false).await?.unwrap_or_default(),
             };
-            skywarden::search::events::count(pool, &filter, CAP).await?;
+            let count = match by_window {
+                true => skywarden::search::events::count(pool, &filter, CAP).await?,
+                false => text_search::count_by(pool, &filter, CAP, None).await?.unwrap_or_default(),
+            };
+            counts.push(count);
             let elapsed = started.elapsed();
             if by_window {
                 window.push(elapsed)
@@ -305,6 +310,7 @@ async fn time_common_word(
             pages.push(page.iter().map(|e| (e.event_time, e.event_id.clone(), e.archived)).collect::<Vec<_>>());
         }
         assert_eq!(pages[0], pages[1], "both paths give the same page: {filter:?}");
+        assert_eq!(counts[0], counts[1], "both paths give the same count: {filter:?}");
         rows = rows.max(pages[0].len());
     }
     let timing = |name, times: &mut Vec<Duration>| FilterTiming {

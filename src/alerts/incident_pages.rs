@@ -124,14 +124,18 @@ pub async fn resolve_id(pool: &PgPool, id: &str) -> Result<Option<String>, Alert
 }
 
 /// Incidents newest first, after `after`, at most `limit`. A list shows incidents with alerts
-/// of at least two policies, or with a high or critical alert of activity: one detector that
-/// sees a whole intrusion (instance credentials used outside) is one, while one low or medium
-/// policy firing again and again, or a posture finding (a misconfiguration, not an intrusion:
-/// the posture page lists those), is not an intrusion story. Asked by id, any incident. Alerts
+/// of at least two policies of activity, or with a high or critical alert of activity: one
+/// detector that sees a whole intrusion (instance credentials used outside) is one, while one
+/// low or medium policy firing again and again, or posture findings (misconfigurations, not an
+/// intrusion: the posture page lists those; Security Hub's control findings, which carry a
+/// compliance status, are posture too, however many fail on one resource), are not an
+/// intrusion story. Asked by id, any incident. Alerts
 /// not linked yet are linked first.
 ///
-/// Incidents are walked in page order and each one's alerts summed on its own (its alerts by
-/// `alerts_incident_idx`), so a page costs the incidents it looks at, not the alerts table.
+/// Whether an incident is listed is stored on it (`incidents.listed`, kept by triggers on
+/// `alerts`: migration 0049), so a page reads the listed incidents through an index of the page
+/// order and sums only their alerts (by `alerts_incident_idx`): a page costs its own incidents,
+/// however few of all qualify.
 pub async fn incidents(
     pool: &PgPool,
     filter: &IncidentFilter,
@@ -141,29 +145,42 @@ pub async fn incidents(
     incidents::link_pending(pool).await?;
     let rows = sqlx::query_as!(
         IncidentRow,
-        r#"WITH page AS (
+        r#"WITH candidates AS (
+               -- One branch runs, by the parameters: the listed incidents through the index of
+               -- the page order (all, or the open ones), or the one incident asked for.
+               (SELECT i.incident_id FROM incidents i
+                WHERE $5::text IS NULL AND NOT $6 AND i.listed AND i.merged_into IS NULL
+                  AND (i.first_seen, i.incident_id) < (coalesce($1::timestamptz, 'infinity'), coalesce($2::text, ''))
+                ORDER BY i.first_seen DESC, i.incident_id DESC
+                LIMIT $3)
+               UNION ALL
+               (SELECT i.incident_id FROM incidents i
+                WHERE $5::text IS NULL AND $6 AND i.listed AND i.merged_into IS NULL
+                  AND i.status IN ('open', 'investigating', 'contained')
+                  AND (i.first_seen, i.incident_id) < (coalesce($1::timestamptz, 'infinity'), coalesce($2::text, ''))
+                ORDER BY i.first_seen DESC, i.incident_id DESC
+                LIMIT $3)
+               UNION ALL
+               SELECT i.incident_id FROM incidents i
+               WHERE i.incident_id = $5 AND i.merged_into IS NULL
+                 AND (NOT $6 OR i.status IN ('open', 'investigating', 'contained'))
+                 AND (i.first_seen, i.incident_id) < (coalesce($1::timestamptz, 'infinity'), coalesce($2::text, ''))),
+           page AS (
                SELECT i.incident_id, i.account_id, i.status, i.owner, i.first_seen, i.last_seen, s.alert_count,
                       s.severity, s.open_count, s.source_ip, s.principal
-               FROM incidents i
+               FROM candidates c
+               JOIN incidents i ON i.incident_id = c.incident_id
                CROSS JOIN LATERAL (
                    SELECT count(*) AS alert_count, max(a.severity) AS severity,
-                          count(DISTINCT a.policy_id) AS policies,
-                          max(a.severity) FILTER (WHERE a.policy_id NOT LIKE 'posture:%') AS activity_severity,
                           count(*) FILTER (WHERE a.status = 'open'
                                            OR (a.status = 'snoozed' AND a.snoozed_until <= now())) AS open_count,
                           (array_agg(host(a.source_ip) ORDER BY a.first_seen, a.policy_id, a.alert_id)
                               FILTER (WHERE a.source_ip IS NOT NULL))[1] AS source_ip,
                           (array_agg(a.principal ORDER BY a.first_seen, a.policy_id, a.alert_id)
                               FILTER (WHERE a.principal IS NOT NULL))[1] AS principal
-                   FROM alerts a WHERE a.incident_id = i.incident_id) s
-               WHERE i.merged_into IS NULL
-                 AND ($5::text IS NULL OR i.incident_id = $5)
-                 AND ($1::timestamptz IS NULL OR (i.first_seen, i.incident_id) < ($1, $2::text))
-                 AND (NOT $6 OR i.status IN ('open', 'investigating', 'contained'))
-                 AND s.alert_count > 0
-                 AND ($5::text IS NOT NULL OR s.policies > 1 OR s.activity_severity >= 'high'::alert_severity)
-               ORDER BY i.first_seen DESC, i.incident_id DESC
-               LIMIT $3)
+                   FROM alerts a
+                   WHERE a.incident_id = i.incident_id) s
+               WHERE s.alert_count > 0)
            SELECT p.incident_id AS "incident_id!", p.account_id AS "account_id!", p.status AS "status!",
                   p.owner, p.first_seen AS "first_seen!", p.last_seen AS "last_seen!",
                   p.severity AS "severity!: Severity", p.alert_count AS "alert_count!", p.open_count AS "open_count!",

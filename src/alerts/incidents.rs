@@ -356,12 +356,29 @@ const BRIDGE_EVENTS: &[&str] = &[
     "StartSession",
 ];
 
-/// Alerts re-keyed per pass, at most, the caller's side first: the work a pass adds stays
-/// bounded (the bridging events themselves are the pass's own, which it read anyway).
-const RELINKS_PER_PASS: i64 = 1_000;
+/// Bridged alerts re-keyed per transaction: each chunk takes the linking lock on its own, so
+/// recording alerts and the API's incident reads wait for one chunk at most, never a whole pass.
+pub const RELINK_CHUNK: i64 = 200;
+
+/// Bridged alerts re-keyed per pass, at most: a pass's work stays bounded, and what it leaves
+/// stays queued (`incident_relink_queue`) for the next pass, never lost.
+pub const RELINKS_PER_PASS: i64 = 20_000;
 
 /// How far from a bridging event the alerts it ties can be.
 const BRIDGE_REACH_HOURS: i32 = 24;
+
+/// How a pass re-keys bridged alerts: per transaction, and in all.
+#[derive(Clone, Copy, Debug)]
+pub struct RelinkLimits {
+    pub chunk: i64,
+    pub per_pass: i64,
+}
+
+impl Default for RelinkLimits {
+    fn default() -> Self {
+        Self { chunk: RELINK_CHUNK, per_pass: RELINKS_PER_PASS }
+    }
+}
 
 /// Re-links the already-linked alerts a bridging event stored since `since` ties together (the
 /// `(ingested, event time)` bound of a detection pass): an alert's derived keys were computed
@@ -372,52 +389,169 @@ pub async fn relink_bridged(
     pool: &PgPool,
     since: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
 ) -> Result<LinkOutcome, AlertStoreError> {
-    let mut tx = pool.begin().await?;
-    lock_linking(&mut tx).await?;
-    let bridged = sqlx::query!(
-        r#"WITH bridges AS (
-               SELECT account_id, event_time, principal_arn, source_ip, access_key_id, resource_ids,
-                      raw #>> '{responseElements,assumedRoleUser,arn}' AS assumed_arn,
-                      'key:' || (raw #>> '{responseElements,credentials,accessKeyId}') AS assumed_key,
-                      'key:' || (raw #>> '{responseElements,accessKey,accessKeyId}') AS created_key,
-                      'arn:aws:iam::' || account_id || ':user/' || (raw #>> '{requestParameters,userName}') AS user_arn
-               FROM cloudtrail_events
-               WHERE event_name = ANY($1) AND error_code IS NULL
-                 AND ingested_at >= coalesce($2::timestamptz, '-infinity')
-                 AND event_time >= coalesce($3::timestamptz, '-infinity'))
-           SELECT a.account_id, a.alert_id::text AS "alert_id!",
-                  coalesce(bool_or(a.principal = b.principal_arn), false) AS "caller!",
-                  min(a.first_seen) AS first_seen
-           FROM bridges b
-           JOIN alerts a ON a.account_id = b.account_id AND a.incident_id IS NOT NULL
-                AND a.first_seen <= b.event_time + make_interval(hours => $5)
-                AND a.last_seen >= b.event_time - make_interval(hours => $5)
-           WHERE (a.principal = b.principal_arn AND (a.source_ip = b.source_ip OR a.session_key = 'key:' || b.access_key_id))
-              OR a.principal IN (b.assumed_arn, b.user_arn)
-              OR a.session_key IN (b.assumed_key, b.created_key)
-              OR a.resources && b.resource_ids
-           GROUP BY a.account_id, a.alert_id
-           ORDER BY "caller!" DESC, first_seen, a.alert_id
-           LIMIT $4"#,
-        BRIDGE_EVENTS as &[&str],
-        since.0,
-        since.1,
-        RELINKS_PER_PASS,
-        BRIDGE_REACH_HOURS,
-    )
-    .fetch_all(&mut *tx)
-    .await?;
+    relink_bridged_within(pool, since, RelinkLimits::default()).await
+}
+
+/// [`relink_bridged`] within `limits`: queues what the pass's bridging events tie, then works
+/// through the queue (what earlier passes left included) a chunk per transaction, up to
+/// `limits.per_pass` alerts; the rest waits for the next pass, with a warning.
+pub async fn relink_bridged_within(
+    pool: &PgPool,
+    since: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    limits: RelinkLimits,
+) -> Result<LinkOutcome, AlertStoreError> {
+    queue_bridged(pool, since).await?;
     let mut outcome = LinkOutcome::default();
-    for row in bridged {
-        if let Some((alert, incident_id)) = linked_row(&mut tx, &row.account_id, &row.alert_id).await? {
-            relink_one(&mut tx, &alert, &incident_id, &mut outcome).await?;
+    let mut done = 0;
+    while done < limits.per_pass {
+        let chunk = limits.chunk.min(limits.per_pass - done);
+        let relinked = relink_queued(pool, chunk, &mut outcome).await?;
+        done += relinked;
+        if relinked < chunk {
+            break;
         }
     }
-    tx.commit().await?;
+    if done >= limits.per_pass {
+        let left = cap_reached(pool).await?;
+        if left > 0 {
+            tracing::warn!(left, cap = limits.per_pass, "bridged alerts past this pass's cap wait for the next pass");
+        }
+    }
     if outcome.merged > 0 {
         tracing::info!(merged = outcome.merged, "bridging events tied incidents together");
     }
     Ok(outcome)
+}
+
+/// Bridged alerts queued for re-keying, and how many passes stopped at their cap (for metrics).
+pub async fn relink_backlog(pool: &PgPool) -> Result<(i64, i64), AlertStoreError> {
+    let row = sqlx::query!(
+        r#"SELECT (SELECT count(*) FROM incident_relink_queue) AS "queued!",
+                  coalesce((SELECT cap_hits_total FROM incident_relink_state), 0) AS "cap_hits!""#
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok((row.queued, row.cap_hits))
+}
+
+/// Counts a pass that stopped at its cap; returns what it left queued.
+async fn cap_reached(pool: &PgPool) -> Result<i64, AlertStoreError> {
+    let left = sqlx::query_scalar!(r#"SELECT count(*) AS "left!" FROM incident_relink_queue"#).fetch_one(pool).await?;
+    if left > 0 {
+        sqlx::query!(
+            "INSERT INTO incident_relink_state (cap_hits_total, last_cap_hit_at) VALUES (1, now())
+             ON CONFLICT (only_row) DO UPDATE
+             SET cap_hits_total = incident_relink_state.cap_hits_total + 1, last_cap_hit_at = now()"
+        )
+        .execute(pool)
+        .await?;
+    }
+    Ok(left)
+}
+
+/// Queues the linked alerts the bridging events stored since `since` tie: the caller's own
+/// (same principal, same address or key), the role session or user it assumed or created, the
+/// keys it received or created, the alerts naming what it touched (link resources only: a role
+/// ARN names every service's routine assumption), and the instance credentials of an instance
+/// it touched. AWS services' own calls bridge nothing. Each probe is its own indexed lookup
+/// (migration 0047); no linking lock is held.
+async fn queue_bridged(
+    pool: &PgPool,
+    since: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+) -> Result<(), AlertStoreError> {
+    let mut tx = pool.begin().await?;
+    // A few hundred index probes: compiling the plan (its estimate is large) took 0.6 s of 0.7.
+    sqlx::query_scalar!("SELECT set_config('jit', 'off', true)").fetch_one(&mut *tx).await?;
+    sqlx::query!(
+        r#"WITH bridges AS MATERIALIZED (
+               SELECT account_id, event_time, principal_arn, source_ip, 'key:' || access_key_id AS session_key,
+                      array_remove(ARRAY[raw #>> '{responseElements,assumedRoleUser,arn}',
+                                         'arn:aws:iam::' || account_id || ':user/' || (raw #>> '{requestParameters,userName}')],
+                                   NULL) AS principals,
+                      array_remove(ARRAY['key:' || (raw #>> '{responseElements,credentials,accessKeyId}'),
+                                         'key:' || (raw #>> '{responseElements,accessKey,accessKeyId}')], NULL) AS keys,
+                      ARRAY(SELECT r FROM unnest(resource_ids) r
+                            WHERE r LIKE 'i-%' OR r LIKE 'eni-%' OR r LIKE 'sg-%' OR r LIKE 'AKIA%' OR r LIKE 'ASIA%')
+                          AS link_ids,
+                      ARRAY(SELECT r FROM unnest(resource_ids) r WHERE r LIKE 'i-%') AS instances,
+                      event_time - make_interval(hours => $4) AS reach_from,
+                      event_time + make_interval(hours => $4) AS reach_until
+               FROM cloudtrail_events
+               WHERE event_name = ANY($1) AND error_code IS NULL
+                 AND principal_arn IS NOT NULL AND principal_type IS DISTINCT FROM 'AWSService'
+                 AND ingested_at >= coalesce($2::timestamptz, '-infinity')
+                 AND event_time >= coalesce($3::timestamptz, '-infinity')),
+           tied AS (
+               SELECT a.* FROM bridges b CROSS JOIN LATERAL (
+                   SELECT a.account_id, a.alert_id, true AS caller, a.first_seen FROM alerts a
+                   WHERE a.account_id = b.account_id AND a.principal = b.principal_arn
+                     AND a.last_seen >= b.reach_from AND a.first_seen <= b.reach_until AND a.incident_id IS NOT NULL
+                     AND (a.source_ip = b.source_ip OR a.session_key = b.session_key)
+                   UNION ALL
+                   SELECT a.account_id, a.alert_id, false, a.first_seen FROM alerts a
+                   WHERE a.account_id = b.account_id AND a.principal = ANY(b.principals)
+                     AND a.last_seen >= b.reach_from AND a.first_seen <= b.reach_until AND a.incident_id IS NOT NULL
+                   UNION ALL
+                   SELECT a.account_id, a.alert_id, false, a.first_seen FROM alerts a
+                   WHERE a.account_id = b.account_id AND a.session_key IS NOT NULL AND a.session_key = ANY(b.keys)
+                     AND a.last_seen >= b.reach_from AND a.first_seen <= b.reach_until AND a.incident_id IS NOT NULL
+                   UNION ALL
+                   SELECT a.account_id, a.alert_id, false, a.first_seen FROM alerts a
+                   WHERE cardinality(b.link_ids) > 0 AND a.resources && b.link_ids AND a.account_id = b.account_id
+                     AND a.last_seen >= b.reach_from AND a.first_seen <= b.reach_until AND a.incident_id IS NOT NULL
+                   UNION ALL
+                   SELECT a.account_id, a.alert_id, false, a.first_seen FROM alerts a
+                   WHERE cardinality(b.instances) > 0 AND a.account_id = b.account_id
+                     AND a.principal LIKE 'arn:%:sts::%:assumed-role/%/i-%'
+                     AND split_part(a.principal, '/', 3) = ANY(b.instances)
+                     AND a.last_seen >= b.reach_from AND a.first_seen <= b.reach_until AND a.incident_id IS NOT NULL
+                   -- Planned once per bridge with its values: each branch an index probe.
+                   OFFSET 0) a)
+           INSERT INTO incident_relink_queue (account_id, alert_id, caller, first_seen)
+           SELECT account_id, alert_id, bool_or(caller), min(first_seen) FROM tied
+           GROUP BY account_id, alert_id
+           ON CONFLICT (account_id, alert_id) DO UPDATE
+           SET caller = incident_relink_queue.caller OR EXCLUDED.caller"#,
+        BRIDGE_EVENTS as &[&str],
+        since.0,
+        since.1,
+        BRIDGE_REACH_HOURS,
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Re-keys up to `limit` queued alerts, the callers' first, in one transaction under the
+/// linking lock, and takes them off the queue. Returns how many it took.
+async fn relink_queued(pool: &PgPool, limit: i64, outcome: &mut LinkOutcome) -> Result<i64, AlertStoreError> {
+    let mut tx = pool.begin().await?;
+    lock_linking(&mut tx).await?;
+    let queued = sqlx::query!(
+        r#"SELECT account_id, alert_id::text AS "alert_id!" FROM incident_relink_queue
+           ORDER BY caller DESC, first_seen, alert_id LIMIT $1"#,
+        limit
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in &queued {
+        if let Some((alert, incident_id)) = linked_row(&mut tx, &row.account_id, &row.alert_id).await? {
+            relink_one(&mut tx, &alert, &incident_id, outcome).await?;
+        }
+    }
+    let accounts: Vec<String> = queued.iter().map(|r| r.account_id.clone()).collect();
+    let alerts: Vec<String> = queued.iter().map(|r| r.alert_id.clone()).collect();
+    sqlx::query!(
+        "DELETE FROM incident_relink_queue q USING unnest($1::text[], $2::text[]) AS t(account_id, alert_id)
+         WHERE q.account_id = t.account_id AND q.alert_id = t.alert_id::uuid",
+        &accounts,
+        &alerts,
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(queued.len() as i64)
 }
 
 /// A linked alert as linking reads it, and its incident now (merges move it).
@@ -535,7 +669,22 @@ async fn widen_and_reopen(tx: &mut PgConnection, incident_id: &str, alert: &Link
 /// Folds `absorbed` into `survivor`: its alerts, keys, owner (if the survivor has none) and
 /// status (if further along).
 async fn merge(tx: &mut PgConnection, survivor: &str, absorbed: &str, alert: &LinkedAlert) -> Result<(), sqlx::Error> {
+    // An analyst's change (`incident_pages::update`, which locks its row) either lands before
+    // the statuses are read here or waits for the merge: never lost, nor recorded from a stale
+    // value. Both rows in id order, as any other locker of two would.
+    sqlx::query!(
+        "SELECT incident_id FROM incidents WHERE incident_id IN ($1, $2) ORDER BY incident_id FOR UPDATE",
+        survivor,
+        absorbed,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
     keep_status(tx, survivor, absorbed).await?;
+    // Listed no more (it will have no alerts): each alert that leaves it is then a loss the
+    // trigger of migration 0049 stops at, not a new reading of the rule over what remains.
+    sqlx::query!("UPDATE incidents SET listed = false WHERE incident_id = $1 AND listed", absorbed)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query!("UPDATE alerts SET incident_id = $1 WHERE incident_id = $2", survivor, absorbed)
         .execute(&mut *tx)
         .await?;

@@ -6,8 +6,9 @@
 //! access key the intruder created links for a month.
 //!
 //! Keys are strings with a kind prefix: `s:` session, `pi:` principal at an address, `ip:`
-//! address, `n24:` its /24 (or /48) network, `asn:` its autonomous system, `k:` access key,
-//! `p:` principal, `r:` resource, `sid:` source identity.
+//! address, `sip:` an address shared by strangers (Tor, VPN, hosting, AWS), `n24:` its /24 (or
+//! /48) network, `asn:` its autonomous system, `k:` access key, `p:` principal, `r:` resource,
+//! `sid:` source identity.
 
 use std::net::IpAddr;
 
@@ -173,6 +174,22 @@ pub fn session_instance(principal: &str) -> Option<&str> {
     (principal.contains(":assumed-role/") && session.starts_with("i-")).then_some(session)
 }
 
+/// The keys of an outside address. Strangers share a Tor exit or a VPN's address: such an
+/// address is stored as `sip:`, which ties only a flow (with an interface), whoever looks it up;
+/// any other as `ip:`, enough alone. Each alert also looks the other kind up in the weaker role,
+/// so the decision is the storing alert's, made when it is stored: an alert that knows nothing
+/// of the address (a finding, a process started without the lists) never turns a stored shared
+/// address into a tie, and a flow still finds either.
+fn address_keys(ip: IpAddr, shared: bool, from: DateTime<Utc>, until: DateTime<Utc>) -> [LinkKey; 2] {
+    let ip = ip.to_string();
+    let (kept, looked_up) = if shared {
+        (key("sip", &ip, from, until, Strength::Network), key("ip", &ip, from, until, Strength::Network))
+    } else {
+        (key("ip", &ip, from, until, Strength::Strong), key("sip", &ip, from, until, Strength::Network))
+    };
+    [kept, LinkKey { kept: false, ..looked_up }]
+}
+
 /// The alert's own keys: nothing read from the database.
 pub fn own_keys(alert: &LinkedAlert) -> Vec<LinkKey> {
     let (from, until) = (alert.first_seen, alert.last_seen);
@@ -185,9 +202,7 @@ pub fn own_keys(alert: &LinkedAlert) -> Vec<LinkKey> {
     }
     let public = alert.source_ip.filter(|ip| is_linkable(*ip));
     if let Some(ip) = public {
-        // Strangers share a Tor exit or a VPN's address: it ties only a flow (with an interface).
-        let strength = if alert.shared_address { Strength::Network } else { Strength::Strong };
-        keys.push(key("ip", &ip.to_string(), from, until, strength));
+        keys.extend(address_keys(ip, alert.shared_address, from, until));
         keys.push(key("n24", &network_of(ip), from, until, Strength::Network));
         if let Some(network) = alert.network.as_ref().filter(|n| n.links()) {
             keys.push(key("asn", &network.asn.to_string(), from, until, Strength::Network));
@@ -198,8 +213,11 @@ pub fn own_keys(alert: &LinkedAlert) -> Vec<LinkKey> {
             keys.push(key("pi", &format!("{principal}|{ip}"), from, until, Strength::Strong));
         }
         keys.push(LinkKey { kept: false, ..key("p", principal, from, until, Strength::Strong) });
+        // Kept: whoever later hands the instance a profile or enters it (a bridge imported late)
+        // finds the incident of its credentials' use. Two uses of one instance's credentials are
+        // one intrusion chain; such an alert alone is no listed incident.
         if let Some(instance) = session_instance(principal) {
-            keys.push(LinkKey { kept: false, ..key("r", instance, from, until, Strength::Strong) });
+            keys.push(key("r", instance, from, until, Strength::Strong));
         }
     }
     for resource in alert.resources.iter().filter(|r| alert.links_resources && is_link_resource(r)) {
@@ -216,7 +234,10 @@ const INSTANCE_TYPE: &str = "ec2:instance";
 const MAX_EVENTS: i64 = 500;
 
 /// Keys of the alert's evidence events: the access keys they were signed with, the source
-/// identity a role chain carries.
+/// identity a role chain carries (looked up only: it is free text, often the user's name in every
+/// account, so only the `AssumeRole` that set it is kept, by [`derived_keys`]); and of the
+/// principals it names besides its own
+/// ([`named_principal_keys`]).
 pub async fn evidence_keys(tx: &mut PgConnection, alert: &LinkedAlert) -> Result<Vec<LinkKey>, sqlx::Error> {
     let rows = sqlx::query!(
         r#"SELECT c.event_time, c.access_key_id,
@@ -237,10 +258,43 @@ pub async fn evidence_keys(tx: &mut PgConnection, alert: &LinkedAlert) -> Result
             keys.push(key("k", &access_key, row.event_time, row.event_time, Strength::Strong));
         }
         if let Some(identity) = row.source_identity.filter(|s| !s.is_empty()) {
-            keys.push(key("sid", &identity, row.event_time, row.event_time, Strength::Strong));
+            let sid = key("sid", &identity, row.event_time, row.event_time, Strength::Strong);
+            keys.push(LinkKey { kept: false, ..sid });
         }
     }
+    keys.extend(named_principal_keys(tx, alert).await?);
     Ok(keys)
+}
+
+/// The most principals an alert names for linking that are read.
+const MAX_NAMED_PRINCIPALS: i64 = 5_000;
+
+/// Keys of every principal the alert stands for besides its own, each at its address
+/// (`details.link_principals`: a password spray's principals, of which its sampled evidence holds
+/// only some): each one's own alerts from that address (a login from an anonymising network,
+/// whose address alone ties nothing) join the spray.
+async fn named_principal_keys(tx: &mut PgConnection, alert: &LinkedAlert) -> Result<Vec<LinkKey>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"SELECT p ->> 'principal' AS principal, p ->> 'address' AS address
+           FROM alerts a
+           CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(a.details -> 'link_principals') = 'array'
+                                                       THEN a.details -> 'link_principals' ELSE '[]' END) p
+           WHERE a.account_id = $1 AND a.alert_id = $2::text::uuid
+           LIMIT $3"#,
+        alert.account_id,
+        alert.alert_id,
+        MAX_NAMED_PRINCIPALS,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| Some((row.principal?, row.address?.parse::<IpAddr>().ok()?)))
+        .filter(|(_, ip)| is_linkable(*ip))
+        .map(|(principal, ip)| {
+            key("pi", &format!("{principal}|{ip}"), alert.first_seen, alert.last_seen, Strength::Strong)
+        })
+        .collect())
 }
 
 /// Keys the alert's session derived: what the same principal, from the same address (or with
@@ -262,6 +316,8 @@ pub async fn derived_keys(tx: &mut PgConnection, alert: &LinkedAlert) -> Result<
                   raw #>> '{requestParameters,sourceIdentity}' AS source_identity
            FROM cloudtrail_events
            WHERE account_id = $1 AND principal_arn = $2 AND event_time BETWEEN $3 AND $4
+             -- The same rows: walks (lower(principal_arn), event_time), the only principal index.
+             AND lower(principal_arn) = lower($2)
              AND error_code IS NULL AND read_only IS NOT TRUE
              AND (source_ip = $5::text::inet OR access_key_id = $6)
            ORDER BY event_time
@@ -393,6 +449,7 @@ mod tests {
                 ("s:111122223333|key:ASIAEXAMPLE", Strength::Strong, true),
                 ("k:ASIAEXAMPLE", Strength::Strong, true),
                 ("ip:198.51.100.7", Strength::Strong, true),
+                ("sip:198.51.100.7", Strength::Network, false),
                 ("n24:198.51.100.0/24", Strength::Network, true),
                 ("pi:arn:aws:iam::111122223333:user/alice|198.51.100.7", Strength::Strong, true),
                 ("p:arn:aws:iam::111122223333:user/alice", Strength::Strong, false),
@@ -415,9 +472,9 @@ mod tests {
             names(&keys),
             [
                 ("p:arn:aws:sts::111122223333:assumed-role/app/i-0123456789abcdef0", Strength::Strong, false),
-                ("r:i-0123456789abcdef0", Strength::Strong, false),
+                ("r:i-0123456789abcdef0", Strength::Strong, true),
             ],
-            "a private address ties nothing; an instance's credentials point at the instance"
+            "a private address ties nothing; an instance's credentials point at the instance (kept)"
         );
         assert_eq!(session_instance("arn:aws:sts::1:assumed-role/app/alice"), None);
         assert_eq!(network_of("2001:db8:1:2::5".parse().unwrap()), "2001:db8:1::/48");
@@ -426,7 +483,15 @@ mod tests {
     #[test]
     fn a_shared_address_ties_only_a_flow_and_probed_resources_tie_nothing() {
         let user = "arn:aws:iam::111122223333:user/alice";
-        let strength = |a: &LinkedAlert| own_keys(a).into_iter().find(|k| k.key.starts_with("ip:")).map(|k| k.strength);
+        // The address key the alert stores, and how it looks up the other kind.
+        let address = |a: &LinkedAlert| -> Vec<(String, Strength, bool)> {
+            own_keys(a)
+                .into_iter()
+                .filter(|k| k.key.starts_with("ip:") || k.key.starts_with("sip:"))
+                .map(|k| (k.key, k.strength, k.kept))
+                .collect()
+        };
+        let (ip, sip) = ("ip:185.220.101.4".to_string(), "sip:185.220.101.4".to_string());
         for network in [
             serde_json::json!({"asn": 60729, "is_tor": true}),
             serde_json::json!({"asn": null, "is_vpn": true}),
@@ -435,11 +500,19 @@ mod tests {
         ] {
             let shared =
                 LinkedAlert { shared_address: is_shared_address(&network), ..alert(user, "185.220.101.4", None, &[]) };
-            assert_eq!(strength(&shared), Some(Strength::Network), "{network}");
+            assert_eq!(
+                address(&shared),
+                [(sip.clone(), Strength::Network, true), (ip.clone(), Strength::Network, false)],
+                "{network}"
+            );
         }
         let plain = serde_json::json!({"asn": 64501, "is_tor": false, "is_vpn": false, "is_hosting": false});
         assert!(!is_shared_address(&plain));
-        assert_eq!(strength(&alert(user, "185.220.101.4", None, &[])), Some(Strength::Strong));
+        assert_eq!(
+            address(&alert(user, "185.220.101.4", None, &[])),
+            [(ip, Strength::Strong, true), (sip, Strength::Network, false)],
+            "an alert that knows nothing of the address stores it as a tie, and finds a shared one only as a network"
+        );
         let probed = LinkedAlert { links_resources: false, ..alert(user, "198.51.100.7", None, &["i-0abc", "eni-1"]) };
         assert!(own_keys(&probed).iter().all(|k| !k.key.starts_with("r:")), "{:?}", names(&own_keys(&probed)));
     }

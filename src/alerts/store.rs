@@ -18,6 +18,10 @@ pub enum AlertStoreError {
     SnoozeWithoutUntil,
     #[error("{0:?} is not an enabled dashboard user: an incident's owner must be one")]
     UnknownOwner(String),
+    /// The detection lease (migration 0044) is not held by the owner a write was made under:
+    /// another process took it over, and its pass decides.
+    #[error("the detection lease is no longer held by {0}")]
+    LeaseNotHeld(String),
 }
 
 /// What folding a set of findings did.
@@ -435,8 +439,13 @@ async fn add_evidence(
 /// Withdraws console-login evidence of `policies` in `[from, to]` that is not in `keep`
 /// (alert id, event id), then removes alerts left with no evidence that nobody has triaged, and
 /// recounts the rest. Returns how much evidence was withdrawn.
+///
+/// With `lease_owner`, only while that owner holds the live detection lease, checked in the same
+/// transaction ([`AlertStoreError::LeaseNotHeld`] otherwise, nothing withdrawn): a pass that lost
+/// the lease could withdraw what the new holder's pass just recorded.
 pub async fn retract_login_evidence(
     pool: &PgPool,
+    lease_owner: Option<&str>,
     policies: &[&str],
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -445,6 +454,9 @@ pub async fn retract_login_evidence(
     let policies: Vec<String> = policies.iter().map(|p| p.to_string()).collect();
     let (keep_alerts, keep_events): (Vec<String>, Vec<String>) = keep.iter().cloned().unzip();
     let mut tx = pool.begin().await?;
+    if let Some(owner) = lease_owner {
+        hold_lease(&mut tx, owner).await?;
+    }
     let withdrawn = sqlx::query!(
         r#"DELETE FROM alert_evidence e
            USING alerts a, cloudtrail_events c
@@ -493,6 +505,22 @@ pub async fn retract_login_evidence(
         tracing::info!(evidence = withdrawn.len(), "login evidence withdrawn after re-evaluation");
     }
     Ok(withdrawn.len() as u64)
+}
+
+/// Checks that `owner` holds the live detection lease and keeps it held until the transaction
+/// ends: `FOR KEY SHARE` blocks a takeover (which locks the row `FOR UPDATE`) but not the
+/// holder's own renewals (plain updates of other columns). Rolls back when it is not held.
+async fn hold_lease(tx: &mut sqlx::PgConnection, owner: &str) -> Result<(), AlertStoreError> {
+    let held = sqlx::query_scalar!(
+        "SELECT 1 FROM detection_lease WHERE owner = $1 AND expires_at >= clock_timestamp() FOR KEY SHARE",
+        owner,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    match held {
+        Some(_) => Ok(()),
+        None => Err(AlertStoreError::LeaseNotHeld(owner.to_string())),
+    }
 }
 
 /// An alert as the CLI and API show it.

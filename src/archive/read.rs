@@ -1125,12 +1125,16 @@ async fn load_group(
 }
 
 /// Inserts records into the cache. `raw` is the event's text, cast in SQL: a JSON number such
-/// as 2.50 or 12345678901234567890 stays as the hot table stored it.
+/// as 2.50 or 12345678901234567890 stays as the hot table stored it. What `q` matches
+/// (`search_text`, migration 0046) is computed here from that same `jsonb`, by the function the
+/// hot events' index holds, so a cached event matches exactly as it did before archiving.
 async fn insert_rows(tx: &mut sqlx::PgConnection, rows: Vec<Json>) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "INSERT INTO lake_events
          SELECT * FROM jsonb_populate_recordset(NULL::lake_events,
-             (SELECT jsonb_agg(e || jsonb_build_object('raw', (e->>'raw')::jsonb)) FROM jsonb_array_elements($1) e))",
+             (SELECT jsonb_agg(e || jsonb_build_object('raw', r.raw, 'search_text', skywarden_event_search_text(r.raw)))
+              -- OFFSET 0: the event's text is cast once, not once per use.
+              FROM jsonb_array_elements($1) e CROSS JOIN LATERAL (SELECT (e->>'raw')::jsonb AS raw OFFSET 0) r))",
         Json::Array(rows)
     )
     .execute(tx)

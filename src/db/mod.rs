@@ -182,7 +182,11 @@ impl Database {
         // The audit-trail queries take optional filters (`$1 IS NULL OR col = $1`); a generic
         // plan, which PostgreSQL may switch to after five runs of a prepared statement, cannot
         // know which filters are set and picks bad plans. Plan every run for its values.
-        let connect = connect.options([("plan_cache_mode", "force_custom_plan")]);
+        // JIT compiles a plan whose estimated cost is high; Skywarden's statements are index
+        // walks that end early (a page, a capped count), so the estimate overstates them and
+        // compiling costs more than it saves: 20-500 ms on full-text counts and 0.6 s of a 0.74 s
+        // relink statement (docs/scaling.md, docs/incidents.md).
+        let connect = connect.options([("plan_cache_mode", "force_custom_plan"), ("jit", "off")]);
         // One direct connection first: it fails fast with the real reason (refused, auth,
         // unknown database) where a pool would only report a timeout.
         let probe = sqlx::PgConnection::connect_with(&connect)

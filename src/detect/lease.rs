@@ -209,8 +209,10 @@ impl Lease {
         }
     }
 
-    /// Whether this process still holds the lease (checked before a write another holder's
-    /// pass could undo, such as withdrawing login evidence).
+    /// Whether this process still holds the lease. A write another holder's pass could undo
+    /// (withdrawing login evidence) checks instead inside its own transaction, holding the lease
+    /// row until it commits (`alerts::store::retract_login_evidence`): a check before it races
+    /// with a takeover.
     pub async fn still_held(&self) -> Result<(), LeaseError> {
         if *self.lost.borrow() {
             return Err(LeaseLost.into());

@@ -262,6 +262,54 @@ fn guardduty_and_security_hub_switched_off() {
     }
 }
 
+/// `UpdateDetector` as CloudTrail records it (camelCase request parameters): the detector
+/// suspended, or a protection turned off, alerts; tuning or turning protections on does not.
+#[test]
+fn guardduty_protections_turned_off_by_update_detector() {
+    let set = policies();
+    let detector = "12abc34d567e8fa901bc2d34e56789f0";
+    let feature = |name: &str, status: &str| json!({"name": name, "status": status});
+    let turned_off = [
+        json!({"detectorId": detector, "enable": false, "findingPublishingFrequency": "SIX_HOURS"}),
+        json!({"detectorId": detector, "features": [feature("S3_DATA_EVENTS", "DISABLED")]}),
+        // Any entry of the list: the one turned off comes after one turned on.
+        json!({"detectorId": detector, "features": [
+            {"name": "RUNTIME_MONITORING", "status": "ENABLED",
+             "additionalConfiguration": [{"name": "EKS_ADDON_MANAGEMENT", "status": "ENABLED"}]},
+            feature("EBS_MALWARE_PROTECTION", "DISABLED")]}),
+        json!({"detectorId": detector, "dataSources": {"s3Logs": {"enable": false}}}),
+        json!({"detectorId": detector, "dataSources": {"kubernetes": {"auditLogs": {"enable": false}}}}),
+        json!({"detectorId": detector,
+               "dataSources": {"malwareProtection": {"scanEc2InstanceWithFindings": {"ebsVolumes": false}}}}),
+    ];
+    let left_on = [
+        json!({"detectorId": detector, "findingPublishingFrequency": "FIFTEEN_MINUTES"}),
+        json!({"detectorId": detector, "enable": true}),
+        json!({"detectorId": detector, "features": [feature("S3_DATA_EVENTS", "ENABLED"), feature("EKS_AUDIT_LOGS", "ENABLED")]}),
+        // The agent managed by hand: runtime monitoring itself stays on.
+        json!({"detectorId": detector, "features": [{"name": "RUNTIME_MONITORING", "status": "ENABLED",
+            "additionalConfiguration": [{"name": "EKS_ADDON_MANAGEMENT", "status": "DISABLED"}]}]}),
+        json!({"detectorId": detector, "dataSources": {"s3Logs": {"enable": true}, "kubernetes": {"auditLogs": {"enable": true}},
+               "malwareProtection": {"scanEc2InstanceWithFindings": {"ebsVolumes": true}}}}),
+    ];
+    let update = |parameters: &Value| {
+        let extra = json!({"requestParameters": parameters, "responseElements": null, "readOnly": false});
+        cloudtrail("alice", "guardduty.amazonaws.com", "UpdateDetector", T, ATTACKER, extra)
+    };
+    for parameters in &turned_off {
+        let event = update(parameters);
+        assert_eq!(fired(&set, &event), one("aws-guardduty-disabled", Severity::High), "{parameters}");
+        let lazy = set.sigma.matching_rules(&to_event(&event, None));
+        assert_eq!(lazy, set.sigma.matching_rules_plain(&event), "{parameters}");
+        let mut refused = event.clone();
+        refused["errorCode"] = json!("AccessDenied");
+        assert!(fired(&set, &refused).is_empty(), "{parameters} refused");
+    }
+    for parameters in &left_on {
+        assert!(fired(&set, &update(parameters)).is_empty(), "{parameters}");
+    }
+}
+
 fn ingress(cidr: &str, protocol: &str, from: i64, to: i64) -> Value {
     let range = if cidr.contains(':') {
         json!({"ipv6Ranges": {"items": [{"cidrIpv6": cidr}]}})

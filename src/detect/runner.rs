@@ -126,15 +126,16 @@ async fn store_findings(
     summary.new_alerts = found.recorded.new_alerts;
     summary.new_evidence = found.recorded.new_evidence;
     if let Some((from, to)) = summary.login_range {
-        // A pass that lost the lease leaves this to the holder: it could withdraw what the
-        // holder's pass just recorded.
-        if let Some(lease) = lease {
-            lease.still_held().await?;
-        }
         // The login detectors re-decided every console login in this range: evidence they no
-        // longer find (an older file showed the "new" country was not new) is withdrawn.
+        // longer find (an older file showed the "new" country was not new) is withdrawn. Only
+        // while the lease is held, checked in the withdrawing transaction: a pass that lost it
+        // could withdraw what the new holder's pass just recorded.
+        let owner = lease.map(lease::Lease::owner);
         summary.retracted_evidence =
-            store::retract_login_evidence(pool, WITHDRAWABLE_POLICIES, from, to, &found.kept).await?;
+            match store::retract_login_evidence(pool, owner, WITHDRAWABLE_POLICIES, from, to, &found.kept).await {
+                Err(AlertStoreError::LeaseNotHeld(_)) => return Err(LeaseError::from(lease::LeaseLost).into()),
+                withdrawn => withdrawn?,
+            };
     }
     tracing::info!(
         events = summary.events_evaluated,

@@ -90,6 +90,9 @@ async fn render(State(context): State<ApiContext>) -> String {
         Err(error) => crate::search::index::note_lag_failure(&error),
     }
     write_search_index_health(&mut out);
+    if let Ok((queued, cap_hits)) = crate::alerts::incidents::relink_backlog(&context.db).await {
+        write_relink_backlog(&mut out, queued, cap_hits);
+    }
     if let Ok((events, flows)) = stored {
         out.push_str("# HELP skywarden_events_stored Stored CloudTrail events (planner estimate).\n# TYPE skywarden_events_stored gauge\n");
         let _ = writeln!(out, "skywarden_events_stored {events}");
@@ -228,6 +231,20 @@ fn write_detection_lease(out: &mut String, lease: &crate::detect::lease::LeaseSt
         "skywarden_detection_oldest_request_age_seconds {}",
         lease.oldest_request_age_secs.unwrap_or(0.0)
     );
+}
+
+/// Alerts waiting to be linked again around late bridging events, and passes that stopped at
+/// their cap (the rest waits for the next pass: a backlog that keeps growing means incidents
+/// stay split).
+fn write_relink_backlog(out: &mut String, queued: i64, cap_hits: i64) {
+    out.push_str(
+        "# HELP skywarden_incident_relink_backlog Alerts queued to be linked again around late bridging events.\n",
+    );
+    out.push_str("# TYPE skywarden_incident_relink_backlog gauge\n");
+    let _ = writeln!(out, "skywarden_incident_relink_backlog {queued}");
+    out.push_str("# HELP skywarden_incident_relink_cap_hits_total Relinking passes that stopped at their cap, leaving the rest queued.\n");
+    out.push_str("# TYPE skywarden_incident_relink_cap_hits_total counter\n");
+    let _ = writeln!(out, "skywarden_incident_relink_cap_hits_total {cap_hits}");
 }
 
 /// A label value with its backslashes and quotes escaped.

@@ -277,8 +277,9 @@ fn ip(value: Option<&str>) -> Option<IpAddr> {
     value.and_then(|v| v.parse().ok())
 }
 
-/// The remote address of a GuardDuty finding's action, and its country code.
-fn guardduty_remote(service: &Value) -> (Option<IpAddr>, Option<String>) {
+/// The remote address of a GuardDuty finding's action, its country code, and what GuardDuty
+/// says of its network (`remoteIpDetails`).
+fn guardduty_remote(service: &Value) -> (Option<IpAddr>, Option<String>, Option<&Value>) {
     let action = at(service, &["action"]).unwrap_or(&Value::Null);
     let candidates = [
         at(action, &["awsApiCallAction", "remoteIpDetails"]),
@@ -293,10 +294,40 @@ fn guardduty_remote(service: &Value) -> (Option<IpAddr>, Option<String>) {
     for details in candidates.into_iter().flatten() {
         let address = ip(text(details, &["ipAddressV4"])).or_else(|| ip(text(details, &["ipAddressV6"])));
         if address.is_some() {
-            return (address, text(details, &["country", "countryCode"]).map(str::to_owned));
+            return (address, text(details, &["country", "countryCode"]).map(str::to_owned), Some(details));
         }
     }
-    (None, None)
+    (None, None, None)
+}
+
+/// Finding types whose remote address is a Tor node (`UnauthorizedAccess:IAMUser/TorIPCaller`,
+/// `…:EC2/TorClient`, `…/TorRelay`; in ASFF `…:IAMUser-TorIPCaller`).
+const TOR_FINDING_NAMES: [&str; 3] = ["TorIPCaller", "TorClient", "TorRelay"];
+
+/// Whether a finding type says its remote address is a Tor node.
+fn names_tor(finding_type: &str) -> bool {
+    finding_type.split(['/', '-', ':', '.', '!']).any(|part| TOR_FINDING_NAMES.contains(&part))
+}
+
+/// An AS number as a finding gives it (GuardDuty: a string, ASFF: a number).
+fn asn_of(value: Option<&Value>) -> Option<u64> {
+    let value = value?;
+    value.as_u64().or_else(|| value.as_str()?.trim().trim_start_matches("AS").parse().ok())
+}
+
+/// The finding's address network as an alert on an event records it (`details.network`: `asn`,
+/// `as_org`, `is_tor`), so linking treats the address as it treats a CloudTrail event's: the AS
+/// from the finding's own `organization` and a Tor finding type flagging a Tor address. `None`
+/// when it says neither.
+fn finding_network(remote: Option<&Value>, organization: &[&str], tor: bool) -> Option<Value> {
+    let org = remote.and_then(|r| at(r, organization));
+    let asn = asn_of(org.and_then(|o| get(o, "asn")));
+    if asn.is_none() && !tor {
+        return None;
+    }
+    let as_org = org.and_then(|o| text(o, &["asnOrg"]).or_else(|| text(o, &["org"])));
+    // A type that names no Tor node says nothing of the address: unknown, not false.
+    Some(json!({"asn": asn, "as_org": as_org, "is_tor": tor.then_some(true)}))
 }
 
 /// Whether the finding's resource is the target of traffic from outside (a port probe, an SSH or
@@ -383,11 +414,12 @@ pub fn from_guardduty(value: &Value) -> Result<ExternalFinding, FindingError> {
     let service = get(value, "service").unwrap_or(&Value::Null);
     let archived = text(service, &["archived"]).is_some_and(|a| a == "true")
         || at(service, &["archived"]).and_then(Value::as_bool).unwrap_or(false);
-    let (source_ip, country) = guardduty_remote(service);
+    let (source_ip, country, remote) = guardduty_remote(service);
+    let network = source_ip.and_then(|_| finding_network(remote, &["organization"], names_tor(finding_type)));
     let principal = guardduty_principal(value, account);
     let resource = get(value, "resource").unwrap_or(&Value::Null);
     let access_key = text(resource, &["accessKeyDetails", "accessKeyId"]);
-    let details = json!({
+    let mut details = json!({
         "source": FindingSource::GuardDuty.as_str(),
         "finding_id": id,
         "type": finding_type,
@@ -399,6 +431,10 @@ pub fn from_guardduty(value: &Value) -> Result<ExternalFinding, FindingError> {
         "links_resources": !is_inbound_to_target(service),
         "finding": bounded_details(value),
     });
+    // Absent, not null, when unknown: detection fills in what it can of an absent one.
+    if let Some(network) = network {
+        details["network"] = network;
+    }
     let finding = Finding {
         policy_id: bounded(&format!("{GUARDDUTY_POLICY_PREFIX}{finding_type}"), MAX_POLICY_CHARS),
         title: bounded(text(value, &["title"]).unwrap_or(finding_type), MAX_TITLE_CHARS),
@@ -452,7 +488,7 @@ fn asff_principal(resources: &[Value]) -> Option<String> {
     })
 }
 
-fn asff_remote(value: &Value) -> (Option<IpAddr>, Option<String>) {
+fn asff_remote(value: &Value) -> (Option<IpAddr>, Option<String>, Option<&Value>) {
     let action = get(value, "Action").unwrap_or(&Value::Null);
     let details = [
         at(action, &["AwsApiCallAction", "RemoteIpDetails"]),
@@ -464,11 +500,11 @@ fn asff_remote(value: &Value) -> (Option<IpAddr>, Option<String>) {
     ];
     for details in details.into_iter().flatten() {
         if let Some(address) = ip(text(details, &["IpAddressV4"])) {
-            return (Some(address), text(details, &["Country", "CountryCode"]).map(str::to_owned));
+            return (Some(address), text(details, &["Country", "CountryCode"]).map(str::to_owned), Some(details));
         }
     }
     let network = ip(text(value, &["Network", "SourceIpV4"])).or_else(|| ip(text(value, &["Network", "SourceIpV6"])));
-    (network, None)
+    (network, None, None)
 }
 
 /// The policy an ASFF finding stands for: its security control (`S3.1`), else its generator.
@@ -500,11 +536,14 @@ pub fn from_security_hub(value: &Value) -> Result<ExternalFinding, FindingError>
     let undetermined = open && compliance == Some("NOT_AVAILABLE");
     let resources: Vec<Value> = get(value, "Resources").and_then(Value::as_array).cloned().unwrap_or_default();
     let principal = asff_principal(&resources);
-    let (source_ip, country) = asff_remote(value);
+    let (source_ip, country, remote) = asff_remote(value);
+    let types = get(value, "Types").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str);
+    let tor = types.into_iter().any(names_tor);
+    let network = source_ip.and_then(|_| finding_network(remote, &["Organization"], tor));
     let access_key =
         resources.iter().find_map(|r| text(r, &["Details", "AwsIamAccessKey", "AccessKeyId"])).map(str::to_owned);
     let policy_id = asff_policy(value, &id)?;
-    let details = json!({
+    let mut details = json!({
         "source": FindingSource::SecurityHub.as_str(),
         "finding_id": id,
         "product": text(value, &["ProductName"]),
@@ -517,6 +556,9 @@ pub fn from_security_hub(value: &Value) -> Result<ExternalFinding, FindingError>
         "compliance_status": text(value, &["Compliance", "Status"]),
         "finding": bounded_details(value),
     });
+    if let Some(network) = network {
+        details["network"] = network;
+    }
     let finding = Finding {
         policy_id,
         title: bounded(text(value, &["Title"]).unwrap_or(&id), MAX_TITLE_CHARS),
@@ -588,6 +630,32 @@ mod tests {
         assert_eq!(f.evidence_id, "f1");
         assert!(external.active);
         assert_eq!(f.details["finding"]["id"], "f1");
+    }
+
+    #[test]
+    fn a_finding_carries_the_network_of_its_address() {
+        let plain = from_guardduty(&guardduty_sample()).unwrap().finding;
+        assert!(plain.details.get("network").is_none(), "nothing known, nothing recorded");
+        let mut tor = guardduty_sample();
+        tor["type"] = json!("UnauthorizedAccess:IAMUser/TorIPCaller");
+        tor["service"]["action"]["awsApiCallAction"]["remoteIpDetails"]["organization"] =
+            json!({"asn": "60729", "asnOrg": "Stiftung Erneuerbare Freiheit", "isp": "Tor", "org": "Tor"});
+        let network = from_guardduty(&tor).unwrap().finding.details["network"].clone();
+        assert_eq!(network, json!({"asn": 60729, "as_org": "Stiftung Erneuerbare Freiheit", "is_tor": true}));
+        let mut hosted = guardduty_sample();
+        hosted["service"]["action"]["awsApiCallAction"]["remoteIpDetails"]["organization"] =
+            json!({"asn": "64501", "asnOrg": "Example Hosting"});
+        let network = from_guardduty(&hosted).unwrap().finding.details["network"].clone();
+        assert_eq!(network, json!({"asn": 64501, "as_org": "Example Hosting", "is_tor": null}));
+        for (name, tor) in [
+            ("UnauthorizedAccess:EC2/TorClient", true),
+            ("Recon:IAMUser/TorIPCaller", true),
+            ("TTPs/Command and Control/UnauthorizedAccess:IAMUser-TorIPCaller", true),
+            ("UnauthorizedAccess:IAMUser/MaliciousIPCaller.Custom", false),
+            ("Recon:IAMUser/TorIPCallerish", false),
+        ] {
+            assert_eq!(names_tor(name), tor, "{name}");
+        }
     }
 
     #[test]

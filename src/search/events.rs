@@ -88,6 +88,74 @@ pub struct EventSummary {
     pub archived: bool,
 }
 
+/// A result row as the page statements read it back (`audit_event_summaries`, migration 0046,
+/// whose columns these fields are named after): every column may be NULL to the compiler (a
+/// view), and `exact` is the window's verdict (`text_search`; the other statements are always
+/// exact). Shared by every page statement, so each reads the columns back with `c.*`.
+pub(super) struct SummaryRow {
+    exact: Option<bool>,
+    account_id: Option<String>,
+    event_id: Option<String>,
+    event_time: Option<DateTime<Utc>>,
+    region: Option<String>,
+    event_source: Option<String>,
+    event_name: Option<String>,
+    principal_arn: Option<String>,
+    user_name: Option<String>,
+    source_ip: Option<String>,
+    user_agent: Option<String>,
+    error_code: Option<String>,
+    read_only: Option<bool>,
+    resource_ids: Option<Vec<String>>,
+    country: Option<String>,
+    city: Option<String>,
+    asn: Option<i64>,
+    as_org: Option<String>,
+    is_tor: Option<bool>,
+    is_vpn: Option<bool>,
+    is_hosting: Option<bool>,
+    archived: Option<bool>,
+}
+
+impl SummaryRow {
+    /// The events of a page's rows (a row without a key holds no event).
+    fn events(rows: Vec<Self>) -> Vec<EventSummary> {
+        rows.into_iter().filter_map(Self::event).collect()
+    }
+
+    /// A window's page, `None` when not exact; an exact empty page is final.
+    fn window_page(rows: Vec<Self>) -> Option<Vec<EventSummary>> {
+        let exact = rows.first().and_then(|r| r.exact).unwrap_or(false);
+        exact.then(|| Self::events(rows))
+    }
+
+    fn event(self) -> Option<EventSummary> {
+        Some(EventSummary {
+            account_id: self.account_id?,
+            event_id: self.event_id?,
+            event_time: self.event_time?,
+            region: self.region,
+            event_source: self.event_source,
+            event_name: self.event_name,
+            principal_arn: self.principal_arn,
+            user_name: self.user_name,
+            source_ip: self.source_ip,
+            user_agent: self.user_agent,
+            error_code: self.error_code,
+            read_only: self.read_only,
+            resource_ids: self.resource_ids.unwrap_or_default(),
+            country: self.country,
+            city: self.city,
+            asn: self.asn,
+            as_org: self.as_org,
+            is_tor: self.is_tor,
+            is_vpn: self.is_vpn,
+            is_hosting: self.is_hosting,
+            archived: self.archived?,
+        })
+    }
+}
+
 /// Runs a search: the query behind the audit trail (and its benchmark), newest first.
 pub async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Vec<EventSummary>, sqlx::Error> {
     if filter.text.is_some() {
@@ -98,8 +166,8 @@ pub async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Vec<Event
         None => (None, None, None),
     };
     let (principal_arn, user_name) = filter.principal_columns();
-    sqlx::query_as!(
-        EventSummary,
+    let rows = sqlx::query_as!(
+        SummaryRow,
         // The page's keys first, from the narrowest rows the indexes give, then its columns:
         // sorting thousands of matches by time needs only their keys.
         r#"WITH page AS (
@@ -136,14 +204,10 @@ pub async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Vec<Event
                                                      AND (d.lake_object, d.lake_row_group) < (e.lake_object, e.lake_row_group))))
                ORDER BY event_time DESC, account_id DESC, event_id DESC
                LIMIT $15)
-           SELECT c.account_id AS "account_id!", c.event_id AS "event_id!", c.event_time AS "event_time!", c.region,
-                  c.event_source, c.event_name, c.principal_arn, c.user_name, c.source_ip_text AS source_ip, c.user_agent,
-                  c.error_code, c.read_only, c.resource_ids AS "resource_ids!", c.geo_country AS country,
-                  c.geo_city AS city, c.geo_asn AS asn, c.geo_as_org AS as_org, c.source_is_tor AS is_tor,
-                  c.source_is_vpn AS is_vpn, c.source_is_hosting AS is_hosting, c.archived AS "archived!"
            -- One copy per key: the cache may hold an event twice (loaded from two objects).
+           SELECT true AS exact, c.*
            FROM page p CROSS JOIN LATERAL (
-               SELECT * FROM audit_event_copies c
+               SELECT * FROM audit_event_summaries c
                WHERE c.account_id = p.account_id AND c.event_time = p.event_time AND c.event_id = p.event_id
                  AND c.archived = p.archived
                LIMIT 1) c
@@ -167,7 +231,8 @@ pub async fn search(db: &sqlx::PgPool, filter: &EventFilter) -> Result<Vec<Event
         user_name,
     )
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(SummaryRow::events(rows))
 }
 
 /// The page of events just newer than `before` (the first event of the page shown), newest
@@ -182,8 +247,8 @@ pub async fn search_newer(
     }
     let (principal_arn, user_name) = filter.principal_columns();
     let (before_time, before_account, before_id) = before.clone();
-    let mut events = sqlx::query_as!(
-        EventSummary,
+    let rows = sqlx::query_as!(
+        SummaryRow,
         r#"WITH page AS (
                SELECT account_id, event_time, event_id, archived
                FROM audit_event_copies e
@@ -216,14 +281,10 @@ pub async fn search_newer(
                                                      AND (d.lake_object, d.lake_row_group) < (e.lake_object, e.lake_row_group))))
                ORDER BY event_time, account_id, event_id
                LIMIT $17)
-           SELECT c.account_id AS "account_id!", c.event_id AS "event_id!", c.event_time AS "event_time!", c.region,
-                  c.event_source, c.event_name, c.principal_arn, c.user_name, c.source_ip_text AS source_ip, c.user_agent,
-                  c.error_code, c.read_only, c.resource_ids AS "resource_ids!", c.geo_country AS country,
-                  c.geo_city AS city, c.geo_asn AS asn, c.geo_as_org AS as_org, c.source_is_tor AS is_tor,
-                  c.source_is_vpn AS is_vpn, c.source_is_hosting AS is_hosting, c.archived AS "archived!"
            -- One copy per key: the cache may hold an event twice (loaded from two objects).
+           SELECT true AS exact, c.*
            FROM page p CROSS JOIN LATERAL (
-               SELECT * FROM audit_event_copies c
+               SELECT * FROM audit_event_summaries c
                WHERE c.account_id = p.account_id AND c.event_time = p.event_time AND c.event_id = p.event_id
                  AND c.archived = p.archived
                LIMIT 1) c
@@ -248,6 +309,7 @@ pub async fn search_newer(
     )
     .fetch_all(db)
     .await?;
+    let mut events = SummaryRow::events(rows);
     events.reverse();
     Ok(events)
 }

@@ -8,7 +8,7 @@ use axum::http::{Request, StatusCode};
 use serde_json::Value;
 use tower::ServiceExt;
 
-use crate::support::{TestDb, mmdb};
+use crate::support::{TestDb, sample};
 use skywarden::auth::{self, Role};
 use skywarden::http::{ApiContext, router};
 
@@ -45,13 +45,16 @@ pub(crate) async fn call_with(
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())))
 }
 
+/// Makes sure the CloudTrail partition of `time`'s month exists, as an import does first.
+async fn ensure_cloudtrail_month(db: &TestDb, time: chrono::DateTime<chrono::Utc>) {
+    use skywarden::db::partitions::{PartitionCache, PartitionedTable};
+    let mut conn = db.pool.acquire().await.unwrap();
+    PartitionCache::default().ensure(&mut conn, PartitionedTable::CloudTrailEvents, vec![time]).await.unwrap();
+}
+
 async fn with_sample_incident() -> TestDb {
     let db = TestDb::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    let geo = mmdb::sample_incident_countries(dir.path());
-    let incident = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/incident");
-    let output = db.skywarden(&["import", "--geoip", geo.to_str().unwrap(), incident.to_str().unwrap()]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    sample::import_incident(&db, tempfile::tempdir().unwrap().path());
     db
 }
 
@@ -840,14 +843,7 @@ async fn fill_every_list(db: &TestDb) -> String {
     let first_alert = first_alert.unwrap();
 
     // Seven events, five of them the first alert's evidence.
-    let mut conn = db.pool.acquire().await.unwrap();
-    let partitions = skywarden::db::partitions::PartitionCache::default();
-    let month = skywarden::db::partitions::month_start(base);
-    partitions
-        .ensure(&mut conn, skywarden::db::partitions::PartitionedTable::CloudTrailEvents, vec![month])
-        .await
-        .unwrap();
-    drop(conn);
+    ensure_cloudtrail_month(db, base).await;
     for i in 0..7 {
         let time = base + chrono::Duration::minutes(i / 2);
         sqlx::query("INSERT INTO cloudtrail_events (account_id, event_time, event_id, event_name, raw) VALUES ($1, $2, $3, 'ConsoleLogin', '{}')")
@@ -1218,12 +1214,7 @@ async fn a_viewers_raw_text_scan_is_cancelled_at_the_statement_timeout_and_the_a
     let db = TestDb::new().await;
     // 150,000 events of ~600 bytes: a scan of their raw text takes far longer than 40 ms.
     let base: chrono::DateTime<chrono::Utc> = "2026-11-01T00:00:00Z".parse().unwrap();
-    let mut conn = db.pool.acquire().await.unwrap();
-    let partitions = skywarden::db::partitions::PartitionCache::default();
-    partitions
-        .ensure(&mut conn, skywarden::db::partitions::PartitionedTable::CloudTrailEvents, vec![base])
-        .await
-        .unwrap();
+    ensure_cloudtrail_month(&db, base).await;
     sqlx::query(
         "INSERT INTO cloudtrail_events (account_id, event_time, event_id, event_name, raw)
          SELECT '111122223333', $1 + g * interval '10 seconds', 'e-' || g, 'DescribeInstances',
@@ -1232,11 +1223,10 @@ async fn a_viewers_raw_text_scan_is_cancelled_at_the_statement_timeout_and_the_a
          FROM generate_series(1, 150000) g",
     )
     .bind(base)
-    .execute(&mut *conn)
+    .execute(&db.pool)
     .await
     .unwrap();
-    sqlx::query("ANALYZE cloudtrail_events").execute(&mut *conn).await.unwrap();
-    drop(conn);
+    sqlx::query("ANALYZE cloudtrail_events").execute(&db.pool).await.unwrap();
     let (_, viewer) = auth::create(&db.pool, "wallboard", Role::Viewer).await.unwrap();
     let api = ApiContext::new(api_pool(&db, std::time::Duration::from_millis(40)));
     let scan = "/api/v1/events?q=nowhere-in-any-event";
@@ -1264,23 +1254,6 @@ async fn lock(db: &TestDb, table: &str) -> sqlx::Transaction<'static, sqlx::Post
     tx
 }
 
-/// Waits (bounded) until a statement of this database waits on a lock.
-async fn until_a_query_waits_on_a_lock(db: &TestDb) {
-    for _ in 0..400 {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        if waiting > 0 {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("no request reached the locked table within 10 s");
-}
-
 #[tokio::test]
 async fn past_the_concurrency_limit_requests_get_a_quick_503_and_health_checks_still_answer() {
     let db = TestDb::new().await;
@@ -1294,7 +1267,7 @@ async fn past_the_concurrency_limit_requests_get_a_quick_503_and_health_checks_s
         let (api, viewer) = (api.clone(), viewer.clone());
         async move { call_with(&api, "GET", "/api/v1/alerts", Some(&viewer), None).await }
     });
-    until_a_query_waits_on_a_lock(&db).await;
+    db.until_a_statement_waits_for_a_lock("no request reached the locked table within 10 s").await;
     let started = std::time::Instant::now();
     let (status, body) = call_with(&api, "GET", "/api/v1/events", Some(&viewer), None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
@@ -1361,12 +1334,7 @@ async fn send_with(
 async fn an_export_of_several_database_pages_is_streamed_whole_and_in_order() {
     let db = TestDb::new().await;
     let base: chrono::DateTime<chrono::Utc> = "2026-11-01T00:00:00Z".parse().unwrap();
-    let mut conn = db.pool.acquire().await.unwrap();
-    let partitions = skywarden::db::partitions::PartitionCache::default();
-    partitions
-        .ensure(&mut conn, skywarden::db::partitions::PartitionedTable::CloudTrailEvents, vec![base])
-        .await
-        .unwrap();
+    ensure_cloudtrail_month(&db, base).await;
     // 2,500 events, pairs of them at the same second: the pages' keys have ties.
     sqlx::query(
         "INSERT INTO cloudtrail_events (account_id, event_time, event_id, event_name, user_name, raw)
@@ -1374,10 +1342,9 @@ async fn an_export_of_several_database_pages_is_streamed_whole_and_in_order() {
          FROM generate_series(1, 2500) g",
     )
     .bind(base)
-    .execute(&mut *conn)
+    .execute(&db.pool)
     .await
     .unwrap();
-    drop(conn);
     let expected =
         column(&db, "SELECT event_id FROM cloudtrail_events ORDER BY event_time DESC, account_id DESC, event_id DESC")
             .await;

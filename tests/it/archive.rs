@@ -13,10 +13,9 @@ use chrono::{TimeZone, Utc};
 use serde_json::{Value, json};
 use skywarden::archive::destination::Destination;
 use skywarden::archive::{self, ArchiveError, ArchiveOptions};
-use skywarden::aws::Service;
 
-use crate::support::TestDb;
 use crate::support::aws as fake;
+use crate::support::{TestDb, lake};
 
 fn python() -> String {
     std::env::var("SKYWARDEN_TEST_PYARROW_PYTHON")
@@ -167,6 +166,14 @@ async fn partitions(db: &TestDb) -> Vec<String> {
     .unwrap()
 }
 
+/// A new folder for a lake, its path as text, and the destination writing to it.
+async fn folder_lake() -> (tempfile::TempDir, String, Destination) {
+    let lake = tempfile::tempdir().unwrap();
+    let to = lake.path().to_str().unwrap().to_owned();
+    let destination = Destination::open(&to, &lake::no_aws()).await.unwrap();
+    (lake, to, destination)
+}
+
 fn options(to: &str, fail_after_objects: Option<usize>) -> ArchiveOptions {
     ArchiveOptions {
         older_than_days: 30,
@@ -185,9 +192,7 @@ fn options(to: &str, fail_after_objects: Option<usize>) -> ArchiveOptions {
 async fn a_killed_archive_resumes_and_the_lake_validates_as_ocsf() {
     let db = TestDb::new().await;
     seed(&db).await;
-    let lake = tempfile::tempdir().unwrap();
-    let to = lake.path().to_str().unwrap().to_owned();
-    let destination = Destination::open(&to, &fake::settings_for("http://127.0.0.1:1")).await.unwrap();
+    let (lake, to, destination) = folder_lake().await;
     let before = partitions(&db).await;
     assert_eq!(before.len(), 4, "{before:?}");
 
@@ -407,27 +412,13 @@ fn check_lake(read: &BTreeMap<String, Value>, root: &Path, max_group_rows: i64) 
     assert!(unmapped.get("source_is_vpn").is_none(), "a null stays absent");
 }
 
-/// An S3 client on moto and a new bucket for a lake.
-async fn lake_bucket(settings: &skywarden::aws::AwsSettings) -> (aws_sdk_s3::Client, String) {
-    let base = settings.load().await;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&base)
-            .endpoint_url(settings.endpoint_for(Service::S3).unwrap())
-            .force_path_style(true)
-            .build(),
-    );
-    let bucket = format!("lake-{}", fake::random_account_id());
-    s3.create_bucket().bucket(&bucket).send().await.unwrap();
-    (s3, bucket)
-}
-
 #[tokio::test]
 async fn the_cli_archives_to_s3_on_moto_after_a_dry_run() {
     let db = TestDb::new().await;
     seed(&db).await;
     let moto = fake::moto_url().await;
     let settings = fake::settings_for(moto);
-    let (s3, bucket) = lake_bucket(&settings).await;
+    let (s3, bucket) = lake::bucket(&settings).await;
     let to = format!("s3://{bucket}/security-lake");
     let run = |extra: &[&str]| {
         let mut command = crate::support::skywarden_command(&db.url);
@@ -576,9 +567,7 @@ async fn a_late_event_for_a_dropped_month_lands_in_the_running_process() {
         store_events(&mut writer, &[("evt-a", "2024-01-10T10:00:00Z"), ("evt-b", "2024-01-11T10:00:00Z")]).await;
     assert_eq!(stored.inserted, 2);
 
-    let lake = tempfile::tempdir().unwrap();
-    let to = lake.path().to_str().unwrap().to_owned();
-    let destination = Destination::open(&to, &fake::settings_for("http://127.0.0.1:1")).await.unwrap();
+    let (lake, to, destination) = folder_lake().await;
     let first = archive::run(&db.pool, &destination, &options(&to, None)).await.unwrap();
     assert_eq!((first.months[0].outcome.as_str(), first.months[0].rows), ("dropped", 2));
     assert!(partitions(&db).await.is_empty());
@@ -604,7 +593,7 @@ async fn a_late_event_for_a_dropped_month_lands_in_the_running_process() {
 async fn an_object_past_the_part_size_goes_up_in_parts_on_moto() {
     let moto = fake::moto_url().await;
     let settings = fake::settings_for(moto);
-    let (s3, bucket) = lake_bucket(&settings).await;
+    let (s3, bucket) = lake::bucket(&settings).await;
     // S3's smallest part (5 MiB): 11 MiB go up as three parts.
     let destination =
         Destination::open(&format!("s3://{bucket}/lake"), &settings).await.unwrap().with_part_size(5 << 20);
@@ -670,17 +659,60 @@ fn hold_at(hold: impl Fn(&HookPoint) -> bool + Send + Sync + 'static) -> (TestHo
     (hook, Held { reached, release })
 }
 
-/// An archive run in the background, to a folder.
+/// An archive run in the background, to the folder `options` name.
 fn spawn_run(
     db: &TestDb,
-    to: &str,
     options: ArchiveOptions,
 ) -> tokio::task::JoinHandle<Result<archive::RunReport, ArchiveError>> {
-    let (pool, to) = (db.pool.clone(), to.to_owned());
-    tokio::spawn(async move {
-        let destination = Destination::open(&to, &fake::settings_for("http://127.0.0.1:1")).await.unwrap();
-        archive::run(&pool, &destination, &options).await
-    })
+    let pool = db.pool.clone();
+    tokio::spawn(async move { lake::run(&pool, &lake::no_aws(), &options).await })
+}
+
+/// A run over the seeded database to a new folder, in the background, held at every point
+/// `hold` picks (see [`hold_at`]).
+struct HeldRun {
+    db: TestDb,
+    lake: tempfile::TempDir,
+    to: String,
+    run: tokio::task::JoinHandle<Result<archive::RunReport, ArchiveError>>,
+    held: Held,
+}
+
+async fn seeded_run_held_at(hold: impl Fn(&HookPoint) -> bool + Send + Sync + 'static) -> HeldRun {
+    let db = TestDb::new().await;
+    seed(&db).await;
+    let lake = tempfile::tempdir().unwrap();
+    let to = lake.path().to_str().unwrap().to_owned();
+    let (hook, held) = hold_at(hold);
+    let run = spawn_run(&db, ArchiveOptions { test_hook: Some(hook), ..options(&to, None) });
+    HeldRun { db, lake, to, run, held }
+}
+
+/// The stage January 2024's CloudTrail month reached at `point` ("verified" or "detached"), if
+/// the point is that month's.
+fn january_stage(point: &HookPoint) -> Option<&'static str> {
+    let january = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+    match *point {
+        HookPoint::Verified { source: Source::CloudTrail, month } if month == january => Some("verified"),
+        HookPoint::Detached { source: Source::CloudTrail, month } if month == january => Some("detached"),
+        _ => None,
+    }
+}
+
+/// Leaves the detach of `partition` pending, as a detach whose lock wait timed out (a reader
+/// held the parent) or a killed run leaves it: its first step committed, its second not run.
+async fn leave_detach_pending(db: &TestDb, partition: &str) {
+    let mut reader = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT count(*) FROM cloudtrail_events").execute(&mut *reader).await.unwrap();
+    let mut detacher = db.pool.acquire().await.unwrap();
+    sqlx::query("SET lock_timeout = '500ms'").execute(&mut *detacher).await.unwrap();
+    let timed_out = sqlx::raw_sql(&format!("ALTER TABLE cloudtrail_events DETACH PARTITION {partition} CONCURRENTLY"))
+        .execute(&mut *detacher)
+        .await;
+    assert!(timed_out.is_err(), "the detach should have waited for the reader");
+    sqlx::query("RESET lock_timeout").execute(&mut *detacher).await.unwrap();
+    drop(detacher);
+    reader.commit().await.unwrap();
 }
 
 async fn insert_event(executor: impl sqlx::PgExecutor<'_>, id: &str, time: &str) {
@@ -714,16 +746,7 @@ fn month_report<'a>(report: &'a archive::RunReport, source: &str, month: &str) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_month_holds_up_no_other_month_and_loses_no_row_that_arrives() {
-    let db = TestDb::new().await;
-    seed(&db).await;
-    let lake = tempfile::tempdir().unwrap();
-    let to = lake.path().to_str().unwrap().to_owned();
-    let january = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
-    let (hook, mut held) = hold_at(move |point| {
-        matches!(point, HookPoint::Verified { source: Source::CloudTrail, month }
-            | HookPoint::Detached { source: Source::CloudTrail, month } if *month == january)
-    });
-    let run = spawn_run(&db, &to, ArchiveOptions { test_hook: Some(hook), ..options(&to, None) });
+    let HeldRun { db, lake, to: _, run, mut held } = seeded_run_held_at(|point| january_stage(point).is_some()).await;
 
     // January is verified, not dropped yet: an event for January arrives.
     assert!(matches!(held.next().await, HookPoint::Verified { .. }));
@@ -776,9 +799,7 @@ async fn a_month_imported_again_after_archiving_is_not_archived_twice() {
         }
     };
     assert_eq!(import(file.to_vec()).await, 2);
-    let lake = tempfile::tempdir().unwrap();
-    let to = lake.path().to_str().unwrap().to_owned();
-    let destination = Destination::open(&to, &fake::settings_for("http://127.0.0.1:1")).await.unwrap();
+    let (lake, to, destination) = folder_lake().await;
     let first = archive::run(&db.pool, &destination, &options(&to, None)).await.unwrap();
     assert_eq!((first.months[0].outcome.as_str(), first.months[0].rows), ("dropped", 2));
 
@@ -829,12 +850,8 @@ print(table.column(table.schema.get_field_index("metadata")).to_pylist()[0]["uid
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lake_object_whose_raw_data_was_altered_fails_verification_and_nothing_is_dropped() {
-    let db = TestDb::new().await;
-    seed(&db).await;
-    let lake = tempfile::tempdir().unwrap();
-    let to = lake.path().to_str().unwrap().to_owned();
-    let (hook, mut held) = hold_at(|point| *point == HookPoint::ObjectWritten { objects: 1 });
-    let run = spawn_run(&db, &to, ArchiveOptions { test_hook: Some(hook), ..options(&to, None) });
+    let HeldRun { db, lake, to, run, mut held } =
+        seeded_run_held_at(|point| *point == HookPoint::ObjectWritten { objects: 1 }).await;
     held.next().await;
     let files = parquet_files(lake.path());
     assert_eq!(files.len(), 1, "{files:?}");
@@ -862,7 +879,7 @@ async fn a_lake_object_whose_raw_data_was_altered_fails_verification_and_nothing
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    let destination = Destination::open(&to, &fake::settings_for("http://127.0.0.1:1")).await.unwrap();
+    let destination = Destination::open(&to, &lake::no_aws()).await.unwrap();
     let again = archive::run(&db.pool, &destination, &options(&to, None)).await.unwrap();
     assert_eq!(month_report(&again, "cloudtrail_events", "2024-01").outcome, "dropped");
     let read = read_lake(&parquet_files(lake.path()));
@@ -892,9 +909,7 @@ async fn a_month_of_huge_events_splits_into_row_groups_under_the_byte_bound() {
     .execute(&db.pool)
     .await
     .unwrap();
-    let lake = tempfile::tempdir().unwrap();
-    let to = lake.path().to_str().unwrap().to_owned();
-    let destination = Destination::open(&to, &fake::settings_for("http://127.0.0.1:1")).await.unwrap();
+    let (lake, to, destination) = folder_lake().await;
     let bound = 2 << 20;
     let options = ArchiveOptions { row_group_rows: 65_536, row_group_bytes: bound, ..options(&to, None) };
     let report = archive::run(&db.pool, &destination, &options).await.unwrap();
@@ -914,9 +929,7 @@ async fn a_month_of_huge_events_splits_into_row_groups_under_the_byte_bound() {
 async fn a_closed_alert_that_changes_after_its_copy_is_copied_again() {
     let db = TestDb::new().await;
     seed(&db).await;
-    let lake = tempfile::tempdir().unwrap();
-    let to = lake.path().to_str().unwrap().to_owned();
-    let destination = Destination::open(&to, &fake::settings_for("http://127.0.0.1:1")).await.unwrap();
+    let (lake, to, destination) = folder_lake().await;
     archive::run(&db.pool, &destination, &options(&to, None)).await.unwrap();
     let findings = || {
         let files: Vec<String> =
@@ -1037,18 +1050,7 @@ async fn a_detach_left_pending_is_finalized_and_the_month_archived() {
     // A reader holds the parent while a detach runs with a short lock timeout: the detach's
     // first step commits, its wait times out, and the partition is left pending, as a killed
     // run leaves it.
-    let mut reader = db.pool.begin().await.unwrap();
-    sqlx::query("SELECT count(*) FROM cloudtrail_events").execute(&mut *reader).await.unwrap();
-    let mut detacher = db.pool.acquire().await.unwrap();
-    sqlx::query("SET lock_timeout = '500ms'").execute(&mut *detacher).await.unwrap();
-    let timed_out =
-        sqlx::raw_sql("ALTER TABLE cloudtrail_events DETACH PARTITION cloudtrail_events_p202401 CONCURRENTLY")
-            .execute(&mut *detacher)
-            .await;
-    assert!(timed_out.is_err(), "the detach should have waited for the reader");
-    sqlx::query("RESET lock_timeout").execute(&mut *detacher).await.unwrap();
-    drop(detacher);
-    reader.commit().await.unwrap();
+    leave_detach_pending(&db, "cloudtrail_events_p202401").await;
     let january = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
     assert_eq!(
         store::partition_link(&db.pool, Source::CloudTrail, january).await.unwrap(),
@@ -1058,9 +1060,7 @@ async fn a_detach_left_pending_is_finalized_and_the_month_archived() {
 
     // The run writes January (attached again first: its rows are read through the parent),
     // then detaches, checks and drops it.
-    let lake = tempfile::tempdir().unwrap();
-    let to = lake.path().to_str().unwrap().to_owned();
-    let destination = Destination::open(&to, &fake::settings_for("http://127.0.0.1:1")).await.unwrap();
+    let (lake, to, destination) = folder_lake().await;
     let report = archive::run(&db.pool, &destination, &options(&to, None)).await.unwrap();
     let jan = month_report(&report, "cloudtrail_events", "2024-01");
     assert_eq!((jan.outcome.as_str(), jan.rows), ("dropped", 495), "{report:?}");
@@ -1076,15 +1076,8 @@ async fn a_detach_left_pending_is_finalized_and_the_month_archived() {
 async fn a_late_row_for_a_month_being_dropped_waits_and_lands_as_the_next_generation() {
     use skywarden::db::partitions::PartitionCache;
     use skywarden::ingest::store::BatchWriter;
-    let db = TestDb::new().await;
-    seed(&db).await;
-    let lake = tempfile::tempdir().unwrap();
-    let to = lake.path().to_str().unwrap().to_owned();
-    let january = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
-    let (hook, mut held) = hold_at(
-        move |point| matches!(point, HookPoint::Detached { source: Source::CloudTrail, month } if *month == january),
-    );
-    let run = spawn_run(&db, &to, ArchiveOptions { test_hook: Some(hook), ..options(&to, None) });
+    let HeldRun { db, lake, to, run, mut held } =
+        seeded_run_held_at(|point| january_stage(point) == Some("detached")).await;
     assert!(matches!(held.next().await, HookPoint::Detached { .. }));
 
     // January is detached, not yet dropped: an import brings a late January event. Before,
@@ -1106,7 +1099,7 @@ async fn a_late_row_for_a_month_being_dropped_waits_and_lands_as_the_next_genera
     assert_eq!(db.count("SELECT count(*) FROM cloudtrail_events WHERE event_id = 'evt-late'").await, 1);
 
     // The next run archives it as January's next generation.
-    let second = spawn_run(&db, &to, options(&to, None)).await.unwrap().unwrap();
+    let second = spawn_run(&db, options(&to, None)).await.unwrap().unwrap();
     let jan = month_report(&second, "cloudtrail_events", "2024-01");
     assert_eq!((jan.outcome.as_str(), jan.rows), ("dropped", 1), "{second:?}");
     let files = parquet_files(lake.path());
@@ -1145,7 +1138,7 @@ async fn a_month_whose_table_a_long_transaction_holds_is_deferred_not_detached()
     sqlx::query("SELECT count(*) FROM cloudtrail_events").execute(&mut *dump).await.unwrap();
     archive::set_old_holder_age_for_tests(std::time::Duration::from_secs(3));
     tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
-    let report = spawn_run(&db, &to, options(&to, None)).await.unwrap().unwrap();
+    let report = spawn_run(&db, options(&to, None)).await.unwrap().unwrap();
     archive::set_old_holder_age_for_tests(std::time::Duration::ZERO);
     for month in ["2024-01", "2024-02"] {
         let m = month_report(&report, "cloudtrail_events", month);
@@ -1164,7 +1157,7 @@ async fn a_month_whose_table_a_long_transaction_holds_is_deferred_not_detached()
     dump.commit().await.unwrap();
 
     // Once the transaction is gone, the next run drops both without writing them again.
-    let second = spawn_run(&db, &to, options(&to, None)).await.unwrap().unwrap();
+    let second = spawn_run(&db, options(&to, None)).await.unwrap().unwrap();
     for month in ["2024-01", "2024-02"] {
         assert_eq!(month_report(&second, "cloudtrail_events", month).outcome, "dropped", "{second:?}");
     }
@@ -1178,22 +1171,11 @@ async fn a_detach_another_month_left_pending_is_finalized_before_the_next_detach
     seed(&db).await;
     // February's detach timed out (a reader held the parent): pending, as a 5-minute lock
     // timeout leaves it. PostgreSQL refuses any other detach on the parent until it is finished.
-    let mut reader = db.pool.begin().await.unwrap();
-    sqlx::query("SELECT count(*) FROM cloudtrail_events").execute(&mut *reader).await.unwrap();
-    let mut detacher = db.pool.acquire().await.unwrap();
-    sqlx::query("SET lock_timeout = '500ms'").execute(&mut *detacher).await.unwrap();
-    let timed_out =
-        sqlx::raw_sql("ALTER TABLE cloudtrail_events DETACH PARTITION cloudtrail_events_p202402 CONCURRENTLY")
-            .execute(&mut *detacher)
-            .await;
-    assert!(timed_out.is_err(), "the detach should have waited for the reader");
-    sqlx::query("RESET lock_timeout").execute(&mut *detacher).await.unwrap();
-    drop(detacher);
-    reader.commit().await.unwrap();
+    leave_detach_pending(&db, "cloudtrail_events_p202402").await;
 
     let lake = tempfile::tempdir().unwrap();
     let to = lake.path().to_str().unwrap().to_owned();
-    let report = spawn_run(&db, &to, options(&to, None)).await.unwrap().unwrap();
+    let report = spawn_run(&db, options(&to, None)).await.unwrap().unwrap();
     assert_eq!(report.failed(), 0, "{report:?}");
     for (month, rows) in [("2024-01", 495), ("2024-02", 405)] {
         let m = month_report(&report, "cloudtrail_events", month);
@@ -1205,15 +1187,8 @@ async fn a_detach_another_month_left_pending_is_finalized_before_the_next_detach
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_month_verified_before_key_checksums_is_dropped_without_writing_it_again() {
-    let db = TestDb::new().await;
-    seed(&db).await;
-    let lake = tempfile::tempdir().unwrap();
-    let to = lake.path().to_str().unwrap().to_owned();
-    let january = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
-    let (hook, mut held) = hold_at(
-        move |point| matches!(point, HookPoint::Verified { source: Source::CloudTrail, month } if *month == january),
-    );
-    let run = spawn_run(&db, &to, ArchiveOptions { test_hook: Some(hook), ..options(&to, None) });
+    let HeldRun { db, lake: _lake, to, run, mut held } =
+        seeded_run_held_at(|point| january_stage(point) == Some("verified")).await;
     assert!(matches!(held.next().await, HookPoint::Verified { .. }));
     run.abort();
     let _ = run.await;
@@ -1224,7 +1199,7 @@ async fn a_month_verified_before_key_checksums_is_dropped_without_writing_it_aga
     // aborted run's lock goes with its connection, closed in the background.)
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let result = loop {
-        match spawn_run(&db, &to, options(&to, Some(0))).await.unwrap() {
+        match spawn_run(&db, options(&to, Some(0))).await.unwrap() {
             Err(ArchiveError::Busy) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }

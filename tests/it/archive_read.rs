@@ -5,8 +5,6 @@
 //! answer say it is incomplete, never shorter in silence; concurrent requests load a row
 //! group once; the cache evicts what was used least recently.
 
-use std::path::Path;
-
 use axum::http::StatusCode;
 use serde_json::Value;
 use skywarden::archive::read::LakeLimits;
@@ -15,17 +13,13 @@ use skywarden::http::ApiContext;
 
 use crate::api::call_with;
 use crate::support::aws as fake;
-use crate::support::{TestDb, mmdb};
+use crate::support::{TestDb, lake, sample};
 
 const ACCOUNT: &str = "111122223333";
 
 async fn with_sample_incident() -> (TestDb, String) {
     let db = TestDb::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    let geo = mmdb::sample_incident_countries(dir.path());
-    let incident = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/incident");
-    let output = db.skywarden(&["import", "--geoip", geo.to_str().unwrap(), incident.to_str().unwrap()]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    sample::import_incident(&db, tempfile::tempdir().unwrap().path());
     let (_, token) = auth::create(&db.pool, "lake-reader", Role::Viewer).await.unwrap();
     (db, token)
 }
@@ -152,25 +146,6 @@ fn strip(value: &mut Value, marks: &mut Vec<bool>, reports: &mut Vec<Value>) {
     }
 }
 
-/// Archives every month before December 2026 (the sample is November's), with row groups of 7
-/// rows so pruning has groups to skip.
-async fn archive(db: &TestDb, to: &str, settings: &skywarden::aws::AwsSettings) {
-    use skywarden::archive::{self, ArchiveOptions, destination::Destination};
-    let destination = Destination::open(to, settings).await.unwrap();
-    let options = ArchiveOptions {
-        older_than_days: 1,
-        destination_text: to.to_owned(),
-        dry_run: false,
-        row_group_rows: 7,
-        row_group_bytes: archive::DEFAULT_ROW_GROUP_BYTES,
-        now: chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 12, 20, 0, 0, 0).unwrap(),
-        fail_after_objects: None,
-        test_hook: None,
-    };
-    let report = archive::run(&db.pool, &destination, &options).await.unwrap();
-    assert_eq!(report.failed(), 0, "{:?}", report.months);
-}
-
 /// Imports, answers, archives to `to`, answers again: identical but for the marks. The hot
 /// events left and the lake's object keys, for the later checks.
 async fn answers_survive_archiving(
@@ -190,7 +165,8 @@ async fn answers_survive_archiving(
     let stored = db.count("SELECT count(*) FROM cloudtrail_events").await;
     assert!(stored > 100, "{stored}");
 
-    archive(db, to, settings).await;
+    // Row groups of 7 rows, so pruning has groups to skip.
+    lake::archive_before_december_2026(db, to, settings, 7).await;
     assert_eq!(db.count("SELECT count(*) FROM cloudtrail_events").await, 0, "November is dropped");
     assert!(db.count("SELECT count(*) FROM archive_partitions WHERE state = 'dropped'").await >= 1);
 
@@ -218,7 +194,7 @@ async fn an_archived_folder_answers_through_the_api_exactly_as_before() {
     let lake = tempfile::tempdir().unwrap();
     let to = lake.path().to_str().unwrap().to_owned();
     let context = ApiContext::new(db.pool.clone());
-    answers_survive_archiving(&db, &token, &context, &to, &fake::settings_for("http://127.0.0.1:1")).await;
+    answers_survive_archiving(&db, &token, &context, &to, &lake::no_aws()).await;
     let doc = get(&context, &token, "/api/v1/openapi.json").await;
     let schemas = &doc["components"]["schemas"];
     assert_eq!(schemas["EventSummary"]["properties"]["archived"]["type"], "boolean", "{}", schemas["EventSummary"]);
@@ -364,14 +340,7 @@ async fn an_archived_range_on_s3_answers_through_the_api_exactly_as_before() {
     let moto = fake::moto_url().await;
     let settings = fake::settings_for(moto);
     let base = settings.load().await;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&base)
-            .endpoint_url(settings.endpoint_for(skywarden::aws::Service::S3).unwrap())
-            .force_path_style(true)
-            .build(),
-    );
-    let bucket = format!("lake-{}", fake::random_account_id());
-    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let (s3, bucket) = lake::bucket(&settings).await;
     let to = format!("s3://{bucket}/security-lake");
     let context = ApiContext::new(db.pool.clone()).with_aws(settings.clone(), base.clone());
     answers_survive_archiving(&db, &token, &context, &to, &settings).await;

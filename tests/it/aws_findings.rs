@@ -35,6 +35,13 @@ async fn context(db: &TestDb, settings: AwsSettings) -> PollContext {
     }
 }
 
+/// A poll context against moto but for `service`, whose calls go to the fake at `url`.
+async fn context_with_fake(db: &TestDb, service: Service, url: &str) -> PollContext {
+    let mut settings = fake::settings_for(fake::moto_url().await);
+    settings.service_endpoints.insert(service, url.to_owned());
+    context(db, settings).await
+}
+
 /// An account importing findings in `regions`, with its other jobs (LookupEvents, snapshots,
 /// the regions job) off: these tests are about the findings jobs alone.
 async fn onboard(db: &TestDb, account: &str, regions: &[&str], guardduty: bool, security_hub: bool) {
@@ -129,11 +136,8 @@ async fn alerts_of(db: &TestDb, account: &str, prefix: &str) -> Vec<AlertView> {
 #[tokio::test]
 async fn guardduty_findings_become_alerts_that_follow_their_updates() {
     let db = TestDb::new().await;
-    let moto = fake::moto_url().await;
     let guardduty = FakeGuardDuty::start().await;
-    let mut settings = fake::settings_for(moto);
-    settings.service_endpoints.insert(Service::GuardDuty, guardduty.url.clone());
-    let ctx = context(&db, settings).await;
+    let ctx = context_with_fake(&db, Service::GuardDuty, &guardduty.url).await;
     let account = fake::random_account_id();
     onboard(&db, &account, &["us-east-1", "eu-west-1"], true, false).await;
     // GuardDuty on in us-east-1 only; 119 probes and one exfiltration: three pages of 50.
@@ -232,11 +236,8 @@ async fn guardduty_findings_become_alerts_that_follow_their_updates() {
 #[tokio::test]
 async fn an_account_whose_role_cannot_read_guardduty_shows_the_error() {
     let db = TestDb::new().await;
-    let moto = fake::moto_url().await;
     let guardduty = FakeGuardDuty::start().await;
-    let mut settings = fake::settings_for(moto);
-    settings.service_endpoints.insert(Service::GuardDuty, guardduty.url.clone());
-    let ctx = context(&db, settings).await;
+    let ctx = context_with_fake(&db, Service::GuardDuty, &guardduty.url).await;
     // The role of this account lacks the GuardDuty actions (the fake refuses its region).
     let denied = fake::random_account_id();
     onboard(&db, &denied, &["ap-southeast-2"], true, false).await;
@@ -352,11 +353,8 @@ async fn import_asff(session: &AccountSession, findings: &[Value]) {
 #[tokio::test]
 async fn security_hub_findings_become_alerts_without_the_guardduty_ones_read_twice() {
     let db = TestDb::new().await;
-    let moto = fake::moto_url().await;
     let guardduty = FakeGuardDuty::start().await;
-    let mut settings = fake::settings_for(moto);
-    settings.service_endpoints.insert(Service::GuardDuty, guardduty.url.clone());
-    let ctx = context(&db, settings).await;
+    let ctx = context_with_fake(&db, Service::GuardDuty, &guardduty.url).await;
     let account = fake::random_account_id();
     // Both imports on: Security Hub's copies of GuardDuty findings are left to the GuardDuty job.
     onboard(&db, &account, &["us-east-1"], true, true).await;
@@ -535,11 +533,8 @@ async fn run_until_caught_up(db: &TestDb, worker: &Worker, account: &str, source
 /// A GuardDuty poller reading one page a run (a job with more pending runs again at once),
 /// against the fake with a detector in us-east-1.
 async fn one_page_a_run(db: &TestDb, account: &str) -> (FakeGuardDuty, PollContext) {
-    let moto = fake::moto_url().await;
     let guardduty = FakeGuardDuty::start().await;
-    let mut settings = fake::settings_for(moto);
-    settings.service_endpoints.insert(Service::GuardDuty, guardduty.url.clone());
-    let mut ctx = context(db, settings).await;
+    let mut ctx = context_with_fake(db, Service::GuardDuty, &guardduty.url).await;
     ctx.options.max_pages_per_run = 1;
     onboard(db, account, &["us-east-1"], true, false).await;
     guardduty.enable("us-east-1", "det-1");
@@ -554,6 +549,18 @@ fn after_first_page(ctx: PollContext, between: impl Fn() + Send + Sync + 'static
             between();
         }
     })
+}
+
+/// Findings f000 to f119 of `account`, low, updated one a second from `base`.
+fn put_120_findings(guardduty: &FakeGuardDuty, account: &str, base: DateTime<Utc>) {
+    for n in 0..120 {
+        guardduty.put_finding(guardduty_finding(
+            account,
+            &format!("f{n:03}"),
+            base + chrono::Duration::seconds(n),
+            2.0,
+        ));
+    }
 }
 
 #[tokio::test]
@@ -622,24 +629,9 @@ async fn an_expired_page_token_restarts_the_listing_at_the_cursor_and_says_so() 
 
 #[tokio::test]
 async fn an_archived_finding_closes_its_open_alert_and_notifies_no_one() {
-    use skywarden::notify::channels::{self, ChannelKind, ChannelSpec, SecretInput};
-    use skywarden::notify::network::NetworkPolicy;
-    use skywarden::notify::routes::{self, RouteSpec};
-    use skywarden::notify::secrets::{Secret, SecretKey};
     let db = TestDb::new().await;
-    let spec = ChannelSpec {
-        name: "soc-hook".into(),
-        kind: ChannelKind::Webhook,
-        settings: json!({"url": "http://127.0.0.1:9/hook"}),
-        secrets: [("signing_secret".to_string(), SecretInput::Value(Secret::new("whsec-findings")))].into(),
-        enabled: true,
-    };
-    let loopback = NetworkPolicy::allowing("127.0.0.1/32").unwrap();
-    channels::create(&db.pool, &spec, &SecretKey::generate(), &loopback).await.unwrap();
     // Routes hear of alerts that reach high: an escalation of this one would be their news.
-    let route: RouteSpec =
-        serde_json::from_value(json!({"name": "high", "channel": "soc-hook", "min_severity": "high"})).unwrap();
-    routes::create(&db.pool, &route).await.unwrap();
+    webhook_route(&db, "high").await;
     let account = fake::random_account_id();
     let (guardduty, ctx) = one_page_a_run(&db, &account).await;
     let worker = Worker::new(ctx, "worker-a", None);
@@ -754,14 +746,7 @@ async fn a_finding_updated_between_listing_and_reading_skips_none_listed_later()
     let (guardduty, mut ctx) = one_page_a_run(&db, &account).await;
     ctx.options.max_pages_per_run = 200;
     let base = Utc::now() - chrono::Duration::hours(2);
-    for n in 0..120 {
-        guardduty.put_finding(guardduty_finding(
-            &account,
-            &format!("f{n:03}"),
-            base + chrono::Duration::seconds(n),
-            2.0,
-        ));
-    }
+    put_120_findings(&guardduty, &account, base);
     // Once the first page (f000–f049) is listed, GuardDuty updates f010 and f049, the last one
     // listed (only the listing's time can tell it was updated since).
     guardduty.update_between_list_and_get(guardduty_finding(&account, "f010", base, 8.0));
@@ -947,34 +932,61 @@ async fn a_guardduty_finding_active_again_reopens_its_alert_unless_dismissed_at_
     assert!(added.contains(&"alert.status_changed:open".to_owned()), "{added:?}");
 }
 
+/// An account importing Security Hub findings in us-east-1 from moto, a session as its owner
+/// to import findings with, and a worker polling it.
+struct HubOnMoto {
+    account: String,
+    owner: AccountSession,
+    worker: Worker,
+}
+
+impl HubOnMoto {
+    async fn start(db: &TestDb) -> Self {
+        let moto = fake::moto_url().await;
+        let ctx = context(db, fake::settings_for(moto)).await;
+        let account = fake::random_account_id();
+        onboard(db, &account, &["us-east-1"], false, true).await;
+        let loaded = accounts::load(&db.pool, &account).await.unwrap();
+        let owner = AccountSession::assume(&ctx.base, &ctx.settings, &loaded.assume_target()).await.unwrap();
+        Self { account, owner, worker: Worker::new(ctx, "worker-a", None) }
+    }
+
+    /// Runs the Security Hub job until it has caught up.
+    async fn poll(&self, db: &TestDb) {
+        run_until_caught_up(db, &self.worker, &self.account, Source::SecurityHubFindings, "us-east-1").await;
+    }
+
+    /// Imports `finding` into moto (BatchImportFindings), then polls.
+    async fn import_and_poll(&self, db: &TestDb, finding: &Value) {
+        import_asff(&self.owner, std::slice::from_ref(finding)).await;
+        self.poll(db).await;
+    }
+
+    /// The account's newest Security Hub alert.
+    async fn alert(&self, db: &TestDb) -> AlertView {
+        alerts_of(db, &self.account, "aws-securityhub:").await.pop().unwrap()
+    }
+}
+
 #[tokio::test]
 async fn a_security_hub_finding_back_to_new_reopens_its_alert() {
     let db = TestDb::new().await;
-    let moto = fake::moto_url().await;
-    let ctx = context(&db, fake::settings_for(moto)).await;
-    let account = fake::random_account_id();
-    onboard(&db, &account, &["us-east-1"], false, true).await;
-    let loaded = accounts::load(&db.pool, &account).await.unwrap();
-    let owner = AccountSession::assume(&ctx.base, &ctx.settings, &loaded.assume_target()).await.unwrap();
-    let worker = Worker::new(ctx, "worker-a", None);
-    let poll = || run_until_caught_up(&db, &worker, &account, Source::SecurityHubFindings, "us-east-1");
-    let status = || async { alerts_of(&db, &account, "aws-securityhub:").await.pop().unwrap().status };
+    let hub = HubOnMoto::start(&db).await;
+    let status = || async { hub.alert(&db).await.status };
 
-    let mut finding = asff(&account, "control-1", "Security Hub", Utc::now() - chrono::Duration::minutes(12), "HIGH");
-    import_asff(&owner, std::slice::from_ref(&finding)).await;
-    poll().await;
+    let mut finding =
+        asff(&hub.account, "control-1", "Security Hub", Utc::now() - chrono::Duration::minutes(12), "HIGH");
+    hub.import_and_poll(&db, &finding).await;
     assert_eq!(status().await, AlertStatus::Open);
     finding["Workflow"]["Status"] = json!("RESOLVED");
     finding["UpdatedAt"] = json!(time(Utc::now() - chrono::Duration::minutes(8)));
-    import_asff(&owner, std::slice::from_ref(&finding)).await;
-    poll().await;
+    hub.import_and_poll(&db, &finding).await;
     assert_eq!(status().await, AlertStatus::Resolved, "resolved in Security Hub: closed");
     finding["Workflow"]["Status"] = json!("NOTIFIED");
     finding["UpdatedAt"] = json!(time(Utc::now() - chrono::Duration::minutes(4)));
-    import_asff(&owner, std::slice::from_ref(&finding)).await;
-    poll().await;
+    hub.import_and_poll(&db, &finding).await;
     assert_eq!(status().await, AlertStatus::Open, "workflow back to NOTIFIED, record ACTIVE: reopened");
-    let alert = alerts_of(&db, &account, "aws-securityhub:").await.pop().unwrap();
+    let alert = hub.alert(&db).await;
     let (_, actor, reason) = history_of(&db, &alert.id).await.pop().unwrap();
     assert_eq!(actor, "securityhub");
     assert!(reason.contains("active again"), "{reason}");
@@ -1076,14 +1088,7 @@ async fn a_run_stopped_at_its_page_cap_says_so_and_the_next_resumes_at_the_curso
     let account = fake::random_account_id();
     let (guardduty, ctx) = one_page_a_run(&db, &account).await;
     let base = Utc::now() - chrono::Duration::hours(2);
-    for n in 0..120 {
-        guardduty.put_finding(guardduty_finding(
-            &account,
-            &format!("f{n:03}"),
-            base + chrono::Duration::seconds(n),
-            2.0,
-        ));
-    }
+    put_120_findings(&guardduty, &account, base);
     let worker = Worker::new(ctx, "worker-a", None);
     let state = || async {
         let statuses = jobs::statuses(&db.pool, Some(&account)).await.unwrap();
@@ -1120,26 +1125,18 @@ async fn a_run_stopped_at_its_page_cap_says_so_and_the_next_resumes_at_the_curso
 async fn a_security_hub_workflow_change_without_a_new_updated_at_is_seen_by_the_recheck() {
     let db = TestDb::new().await;
     webhook_route(&db, "medium").await;
-    let moto = fake::moto_url().await;
-    let ctx = context(&db, fake::settings_for(moto)).await;
-    let account = fake::random_account_id();
-    onboard(&db, &account, &["us-east-1"], false, true).await;
-    let loaded = accounts::load(&db.pool, &account).await.unwrap();
-    let owner = AccountSession::assume(&ctx.base, &ctx.settings, &loaded.assume_target()).await.unwrap();
-    let worker = Worker::new(ctx, "worker-a", None);
-    let poll = || run_until_caught_up(&db, &worker, &account, Source::SecurityHubFindings, "us-east-1");
-    let alert = || async { alerts_of(&db, &account, "aws-securityhub:").await.pop().unwrap() };
+    let hub = HubOnMoto::start(&db).await;
+    let alert = || hub.alert(&db);
 
-    let mut finding = asff(&account, "control-9", "Security Hub", Utc::now() - chrono::Duration::minutes(40), "HIGH");
-    import_asff(&owner, std::slice::from_ref(&finding)).await;
-    poll().await;
+    let mut finding =
+        asff(&hub.account, "control-9", "Security Hub", Utc::now() - chrono::Duration::minutes(40), "HIGH");
+    hub.import_and_poll(&db, &finding).await;
     let id = alert().await.id;
     assert_eq!(alert().await.status, AlertStatus::Open);
-    poll().await; // the listing's cursor is now past the finding's UpdatedAt, overlap and all
+    hub.poll(&db).await; // the listing's cursor is now past the finding's UpdatedAt, overlap and all
 
     finding["Workflow"]["Status"] = json!("RESOLVED");
-    import_asff(&owner, std::slice::from_ref(&finding)).await;
-    poll().await;
+    hub.import_and_poll(&db, &finding).await;
     let resolved = alert().await;
     assert_eq!(resolved.status, AlertStatus::Resolved, "resolved at the same UpdatedAt: closed");
     assert_eq!(resolved.details["workflow_status"], "RESOLVED");
@@ -1147,8 +1144,7 @@ async fn a_security_hub_workflow_change_without_a_new_updated_at_is_seen_by_the_
     assert_eq!(actor, "securityhub");
 
     finding["Workflow"]["Status"] = json!("NOTIFIED");
-    import_asff(&owner, std::slice::from_ref(&finding)).await;
-    poll().await;
+    hub.import_and_poll(&db, &finding).await;
     assert_eq!(alert().await.status, AlertStatus::Open, "back to NOTIFIED at the same UpdatedAt: reopened");
     let (_, actor, reason) = history_of(&db, &id).await.pop().unwrap();
     assert_eq!(actor, "securityhub");
@@ -1163,32 +1159,22 @@ async fn a_security_hub_workflow_change_without_a_new_updated_at_is_seen_by_the_
 async fn a_control_not_available_for_a_while_changes_no_alert() {
     let db = TestDb::new().await;
     webhook_route(&db, "medium").await;
-    let moto = fake::moto_url().await;
-    let ctx = context(&db, fake::settings_for(moto)).await;
-    let account = fake::random_account_id();
-    onboard(&db, &account, &["us-east-1"], false, true).await;
-    let loaded = accounts::load(&db.pool, &account).await.unwrap();
-    let owner = AccountSession::assume(&ctx.base, &ctx.settings, &loaded.assume_target()).await.unwrap();
-    let worker = Worker::new(ctx, "worker-a", None);
-    let poll = || run_until_caught_up(&db, &worker, &account, Source::SecurityHubFindings, "us-east-1");
-    let alert = || async { alerts_of(&db, &account, "aws-securityhub:").await.pop().unwrap() };
+    let hub = HubOnMoto::start(&db).await;
+    let alert = || hub.alert(&db);
 
-    let mut finding = asff(&account, "flappy", "Security Hub", Utc::now() - chrono::Duration::minutes(12), "HIGH");
-    import_asff(&owner, std::slice::from_ref(&finding)).await;
-    poll().await;
+    let mut finding = asff(&hub.account, "flappy", "Security Hub", Utc::now() - chrono::Duration::minutes(12), "HIGH");
+    hub.import_and_poll(&db, &finding).await;
     let id = alert().await.id;
     let outbox_before = outbox_of(&db, &id).await;
     finding["Compliance"]["Status"] = json!("NOT_AVAILABLE");
     finding["UpdatedAt"] = json!(time(Utc::now() - chrono::Duration::minutes(8)));
-    import_asff(&owner, std::slice::from_ref(&finding)).await;
-    poll().await;
+    hub.import_and_poll(&db, &finding).await;
     let unknown = alert().await;
     assert_eq!(unknown.status, AlertStatus::Open, "NOT_AVAILABLE is no verdict: the alert stays open");
     assert_eq!(unknown.details["compliance_status"], "NOT_AVAILABLE", "the version is recorded");
     finding["Compliance"]["Status"] = json!("FAILED");
     finding["UpdatedAt"] = json!(time(Utc::now() - chrono::Duration::minutes(4)));
-    import_asff(&owner, std::slice::from_ref(&finding)).await;
-    poll().await;
+    hub.import_and_poll(&db, &finding).await;
     assert_eq!(alert().await.status, AlertStatus::Open);
     assert!(history_of(&db, &id).await.is_empty(), "neither closed nor reopened");
     assert_eq!(outbox_of(&db, &id).await, outbox_before, "no route hears of it");
@@ -1199,12 +1185,10 @@ async fn a_control_not_available_for_a_while_changes_no_alert() {
         .unwrap();
     finding["Compliance"]["Status"] = json!("NOT_AVAILABLE");
     finding["UpdatedAt"] = json!(time(Utc::now() - chrono::Duration::minutes(3)));
-    import_asff(&owner, std::slice::from_ref(&finding)).await;
-    poll().await;
+    hub.import_and_poll(&db, &finding).await;
     finding["Compliance"]["Status"] = json!("FAILED");
     finding["UpdatedAt"] = json!(time(Utc::now() - chrono::Duration::minutes(2)));
-    import_asff(&owner, std::slice::from_ref(&finding)).await;
-    poll().await;
+    hub.import_and_poll(&db, &finding).await;
     assert_eq!(alert().await.status, AlertStatus::Resolved, "the analyst's call stands");
 }
 
@@ -1259,22 +1243,9 @@ async fn the_listing_time_is_taken_from_guardduty_s_date_header() {
     assert!((second - expected).abs() < 10_000, "from GuardDuty's time less the overlap: {second} vs {expected}");
 }
 
-/// Waits until a backend of this test's database waits for a lock (the other side of a race
-/// is blocked), failing after ten seconds.
+/// Waits until the other side of a race waits for the alert's row lock (10 s at most).
 async fn until_one_waits_for_a_lock(db: &TestDb) {
-    for _ in 0..400 {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        if waiting > 0 {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("the other side of the race never waited for the alert's row lock");
+    db.until_a_statement_waits_for_a_lock("the other side of the race never waited for the alert's row lock").await;
 }
 
 #[tokio::test]
@@ -1369,11 +1340,8 @@ async fn an_analyst_s_status_change_racing_the_import_of_a_newer_version_loses_n
 /// imports GuardDuty too (the Security Hub job leaves out GuardDuty's findings), its GuardDuty job
 /// off. Returns the fake, the worker's context and a session as the account's owner.
 async fn hub_poller(db: &TestDb, account: &str, guardduty: bool) -> (FakeSecurityHub, PollContext, AccountSession) {
-    let moto = fake::moto_url().await;
     let hub = FakeSecurityHub::start().await;
-    let mut settings = fake::settings_for(moto);
-    settings.service_endpoints.insert(Service::SecurityHub, hub.url.clone());
-    let ctx = context(db, settings).await;
+    let ctx = context_with_fake(db, Service::SecurityHub, &hub.url).await;
     onboard(db, account, &["us-east-1"], guardduty, true).await;
     sqlx::query("UPDATE poll_jobs SET enabled = false WHERE account_id = $1 AND source = 'guardduty-findings'")
         .bind(account)

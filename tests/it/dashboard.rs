@@ -5,60 +5,38 @@
 //! Screenshots are kept in `target/test-artifacts/dashboard/`.
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::json;
 
 use crate::support::browser::{Browser, artifacts_dir};
+use crate::support::dashboard::{self, PASSWORD, add_user};
 use crate::support::receiver::{Answer, Receiver};
-use crate::support::{KillOnDrop, TestDb, mmdb, skywarden_command};
+use crate::support::{KillOnDrop, TestDb, sample};
 use skywarden::notify::channels::{self, ChannelKind, ChannelSpec, SecretInput};
 use skywarden::notify::network::NetworkPolicy;
 use skywarden::notify::secrets::{Secret, SecretKey};
 
-const PASSWORD: &str = "a long enough passphrase";
-
 /// Imports the sample incident (with countries, for the map) and adds a user with `role`.
 fn sample_incident_with_user(db: &TestDb, dir: &Path, user: &str, role: &str) {
-    let geo = mmdb::sample_incident_countries(dir);
-    let incident = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/incident");
-    let imported = db.skywarden(&["import", "--geoip", geo.to_str().unwrap(), incident.to_str().unwrap()]);
-    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    sample::import_incident(db, dir);
     add_user(db, user, role);
-}
-
-fn add_user(db: &TestDb, user: &str, role: &str) {
-    let mut create = skywarden_command(&db.url);
-    create.args(["users", "create", "--username", user, "--role", role]).env("SKYWARDEN_USER_PASSWORD", PASSWORD);
-    assert!(create.output().unwrap().status.success());
 }
 
 /// `skywarden serve` on a free port, its secret key in `dir`, loopback receivers allowed; returns
 /// the process guard and the base URL once it listens.
 async fn serve(db: &TestDb, dir: &Path, extra: &[&str]) -> (KillOnDrop, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let server = KillOnDrop(
-        skywarden_command(&db.url)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--no-pollers"])
+    dashboard::serve(db, |serve| {
+        serve
+            .arg("--no-pollers")
             .args(extra)
             .env("SKYWARDEN_NOTIFY_ALLOW_NETWORKS", "127.0.0.1/32")
-            .env("SKYWARDEN_SECRET_KEY_FILE", dir.join("secret.key"))
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "serve did not listen within 20 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (server, format!("http://127.0.0.1:{port}"))
+            .env("SKYWARDEN_SECRET_KEY_FILE", dir.join("secret.key"));
+    })
+    .await
 }
 
 async fn sign_in(browser: &Browser, base: &str, user: &str, role: &str) {
-    browser.goto(&format!("{base}/#/login")).await;
-    browser.type_into("#username", user).await;
-    browser.type_into("#password", PASSWORD).await;
-    browser.click("#sign-in").await;
+    dashboard::sign_in(browser, base, user).await;
     browser.wait_for_text("main h1", "Overview").await;
     browser.wait_for_text("#who", &format!("{user} ({role})")).await;
 }
@@ -356,9 +334,7 @@ async fn an_analyst_follows_a_failing_check_to_its_cause_and_suppresses_it() {
     sample_incident_with_user(&db, dir.path(), "maria", "analyst");
     add_user(&db, "ana", "admin");
     add_user(&db, "vic", "viewer");
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/incident.config.json");
-    let imported = db.skywarden(&["posture", "import", config.to_str().unwrap()]);
-    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    sample::import_snapshots(&db);
     let trail: (i64, Option<String>) = sqlx::query_as(
         "SELECT id, alert_id::text FROM posture_findings
          WHERE account_id = $1 AND check_id = 'aws-cloudtrail-multi-region' AND status = 'open'",

@@ -7,14 +7,13 @@
 //! Screenshots go to `$CARGO_TARGET_TMPDIR/screenshots/` (the test prints the path).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::support::browser::Browser;
-use crate::support::{KillOnDrop, TestDb, mmdb, skywarden_command};
+use crate::support::dashboard::{self, screenshots_dir};
+use crate::support::{KillOnDrop, TestDb, sample};
 
-const PASSWORD: &str = "a long enough passphrase";
 const ACCOUNT: &str = "111122223333";
 const TRAIL: &str = "arn:aws:cloudtrail:us-east-1:111122223333:trail/management-trail";
 /// alice's console login from Ukraine (samples/README.md).
@@ -24,40 +23,16 @@ pub(crate) const AXE_JS: &str = ".cache/axe-core-4.10.3/axe.min.js";
 
 /// The sample incident (with countries), its two configuration snapshots, and an admin `ana`.
 fn sample_incident_with_snapshots(db: &TestDb, dir: &Path) {
-    let geo = mmdb::sample_incident_countries(dir);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let incident = root.join("samples/incident");
-    let imported = db.skywarden(&["import", "--geoip", geo.to_str().unwrap(), incident.to_str().unwrap()]);
-    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
-    let config = root.join("samples/incident.config.json");
-    let snapshots = db.skywarden(&["posture", "import", config.to_str().unwrap()]);
-    assert!(snapshots.status.success(), "{}", String::from_utf8_lossy(&snapshots.stderr));
-    let mut create = skywarden_command(&db.url);
-    create.args(["users", "create", "--username", "ana", "--role", "admin"]).env("SKYWARDEN_USER_PASSWORD", PASSWORD);
-    assert!(create.output().unwrap().status.success());
+    sample::import_incident(db, dir);
+    sample::import_snapshots(db);
+    dashboard::add_user(db, "ana", "admin");
 }
 
 async fn serve(db: &TestDb, dir: &Path) -> (KillOnDrop, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let server = KillOnDrop(
-        skywarden_command(&db.url)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--no-pollers", "--no-notifications"])
-            .env("SKYWARDEN_SECRET_KEY_FILE", dir.join("secret.key"))
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "serve did not listen within 20 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (server, format!("http://127.0.0.1:{port}"))
-}
-
-fn screenshots_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
-    std::fs::create_dir_all(&dir).expect("creating the screenshots folder");
-    dir
+    dashboard::serve(db, |serve| {
+        serve.args(["--no-pollers", "--no-notifications"]).env("SKYWARDEN_SECRET_KEY_FILE", dir.join("secret.key"));
+    })
+    .await
 }
 
 async fn signed_in_browser(base: &str) -> Browser {
@@ -67,11 +42,31 @@ async fn signed_in_browser(base: &str) -> Browser {
 }
 
 async fn sign_in(browser: &Browser, base: &str) {
-    browser.goto(&format!("{base}/#/login")).await;
-    browser.type_into("#username", "ana").await;
-    browser.type_into("#password", PASSWORD).await;
-    browser.click("#sign-in").await;
+    dashboard::sign_in(browser, base, "ana").await;
     browser.wait_for_text("#who", "ana (admin)").await;
+}
+
+/// The sample incident with its snapshots served, and a browser signed in as `ana`. Tests bind
+/// every field in this order (`let Investigation { db, _dir, _server, base, browser } = ...`), so
+/// the browser goes first and the database last.
+struct Investigation {
+    db: TestDb,
+    /// The server's secret key.
+    _dir: tempfile::TempDir,
+    _server: KillOnDrop,
+    base: String,
+    browser: Browser,
+}
+
+impl Investigation {
+    async fn start() -> Self {
+        let db = TestDb::new().await;
+        let dir = tempfile::tempdir().unwrap();
+        sample_incident_with_snapshots(&db, dir.path());
+        let (server, base) = serve(&db, dir.path()).await;
+        let browser = signed_in_browser(&base).await;
+        Self { db, _dir: dir, _server: server, base, browser }
+    }
 }
 
 /// Opens `route` and waits until the page is drawn: no load under way, a heading in place.
@@ -194,11 +189,7 @@ async fn every_page_passes_axe_and_is_photographed() {
 
 #[tokio::test]
 async fn the_audit_trail_finds_the_ukrainian_login_by_country_name_and_opens_it_by_keyboard() {
-    let db = TestDb::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    sample_incident_with_snapshots(&db, dir.path());
-    let (_server, base) = serve(&db, dir.path()).await;
-    let browser = signed_in_browser(&base).await;
+    let Investigation { db, _dir, _server, base, browser } = Investigation::start().await;
     assert!(open(&browser, &base, "#/audit").await);
     assert_eq!(browser.script("return document.title").await, json!("Audit trail · Skywarden"));
     // Every control has a real label.
@@ -274,11 +265,7 @@ async fn the_audit_trail_finds_the_ukrainian_login_by_country_name_and_opens_it_
 
 #[tokio::test]
 async fn the_audit_trail_pages_both_ways_and_exports_raw_events_saying_when_cut() {
-    let db = TestDb::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    sample_incident_with_snapshots(&db, dir.path());
-    let (_server, base) = serve(&db, dir.path()).await;
-    let browser = signed_in_browser(&base).await;
+    let Investigation { db, _dir, _server, base, browser } = Investigation::start().await;
     assert!(open(&browser, &base, "#/audit").await);
     let total = db.count("SELECT count(*) FROM cloudtrail_events").await;
     let count = browser.wait_for_text("#result-count", "events match").await;
@@ -387,11 +374,7 @@ fn total_text(total: i64) -> String {
 
 #[tokio::test]
 async fn a_slow_page_never_replaces_the_page_the_user_moved_to() {
-    let db = TestDb::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    sample_incident_with_snapshots(&db, dir.path());
-    let (_server, base) = serve(&db, dir.path()).await;
-    let browser = signed_in_browser(&base).await;
+    let Investigation { db: _db, _dir, _server, base, browser } = Investigation::start().await;
     assert!(open(&browser, &base, "#/audit").await);
     // The network page's answers arrive two seconds late, whatever happens meanwhile.
     browser
@@ -434,11 +417,7 @@ async fn a_slow_page_never_replaces_the_page_the_user_moved_to() {
 
 #[tokio::test]
 async fn a_resource_is_shown_as_of_its_snapshot_with_the_changes_recorded_since() {
-    let db = TestDb::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    sample_incident_with_snapshots(&db, dir.path());
-    let (_server, base) = serve(&db, dir.path()).await;
-    let browser = signed_in_browser(&base).await;
+    let Investigation { db: _db, _dir, _server, base, browser } = Investigation::start().await;
     let part = |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
     let route = format!("#/resource/{ACCOUNT}/{}/{}", part("cloudtrail:trail"), part(TRAIL));
     assert!(open(&browser, &base, &route).await);
@@ -460,11 +439,7 @@ async fn a_resource_is_shown_as_of_its_snapshot_with_the_changes_recorded_since(
 
 #[tokio::test]
 async fn an_admin_onboards_an_account_and_keeps_its_external_id_on_the_page() {
-    let db = TestDb::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    sample_incident_with_snapshots(&db, dir.path());
-    let (_server, base) = serve(&db, dir.path()).await;
-    let browser = signed_in_browser(&base).await;
+    let Investigation { db, _dir, _server, base, browser } = Investigation::start().await;
     assert!(open(&browser, &base, "#/accounts").await);
     // The import's detection succeeded: said quietly.
     assert_eq!(browser.script("return document.querySelector('#detection-health').dataset.failing").await, "false");
@@ -563,11 +538,7 @@ async fn compliance_dates_findings_by_their_snapshot_and_rates_a_direct_administ
 
 #[tokio::test]
 async fn an_analyst_takes_an_incident_and_its_history_says_so() {
-    let db = TestDb::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    sample_incident_with_snapshots(&db, dir.path());
-    let (_server, base) = serve(&db, dir.path()).await;
-    let browser = signed_in_browser(&base).await;
+    let Investigation { db, _dir, _server, base, browser } = Investigation::start().await;
     let incidents = api_json(&browser, "/api/v1/incidents?limit=1").await;
     let incident = incidents["incidents"][0]["id"].as_str().expect("the sample's incident").to_owned();
     assert!(open(&browser, &base, &format!("#/incident/{incident}")).await);

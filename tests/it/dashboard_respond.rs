@@ -13,7 +13,6 @@
 //! Screenshots are kept in `target/test-artifacts/dashboard-respond/`.
 
 use std::path::Path;
-use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::{Value, json};
@@ -21,11 +20,10 @@ use serde_json::{Value, json};
 use crate::dashboard_investigation::{AXE_JS, axe_violations};
 use crate::support::aws as fake;
 use crate::support::browser::{Browser, artifacts_dir};
-use crate::support::{KillOnDrop, TestDb, mmdb, skywarden_command};
+use crate::support::{KillOnDrop, TestDb, dashboard, mmdb};
 use skywarden::accounts::{self, NewAccount, PollIntervals, responder};
 use skywarden::aws::AccountSession;
 
-const PASSWORD: &str = "a long enough passphrase";
 const REGION: &str = "us-east-1";
 const INTRUDER: &str = "176.36.10.20";
 const TRAIL: &str = "management-trail";
@@ -125,31 +123,19 @@ fn import_events(db: &TestDb, dir: &Path, story: &Story) {
     let imported = db.skywarden(&["import", "--geoip", geo.to_str().unwrap(), path.to_str().unwrap()]);
     assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
     for (name, role) in [("oncall", "analyst"), ("lead", "analyst"), ("watcher", "viewer")] {
-        let mut create = skywarden_command(&db.url);
-        create.args(["users", "create", "--username", name, "--role", role]).env("SKYWARDEN_USER_PASSWORD", PASSWORD);
-        assert!(create.output().unwrap().status.success());
+        dashboard::add_user(db, name, role);
     }
 }
 
 async fn serve(db: &TestDb, moto: &str) -> (KillOnDrop, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut command = skywarden_command(&db.url);
-    command.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--no-pollers", "--no-notifications"]);
-    command.envs(fake::aws_env(moto));
-    let server = KillOnDrop(command.spawn().unwrap());
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "serve did not listen within 20 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (server, format!("http://127.0.0.1:{port}"))
+    dashboard::serve(db, |serve| {
+        serve.args(["--no-pollers", "--no-notifications"]).envs(fake::aws_env(moto));
+    })
+    .await
 }
 
 async fn sign_in(browser: &Browser, base: &str, user: &str) {
-    browser.goto(&format!("{base}/#/login")).await;
-    browser.type_into("#username", user).await;
-    browser.type_into("#password", PASSWORD).await;
-    browser.click("#sign-in").await;
+    dashboard::sign_in(browser, base, user).await;
     browser.wait_for_text("#who", user).await;
 }
 

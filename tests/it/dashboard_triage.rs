@@ -7,51 +7,32 @@
 //! Screenshots are kept in `target/test-artifacts/dashboard-triage/`.
 
 use std::path::Path;
-use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::api::call;
 use crate::support::browser::{Browser, artifacts_dir};
-use crate::support::{KillOnDrop, TestDb, mmdb, skywarden_command};
+use crate::support::{KillOnDrop, TestDb, dashboard, sample};
 use skywarden::auth::{self, Role};
 
-const PASSWORD: &str = "a long enough passphrase";
 const ALICE: &str = "arn:aws:iam::111122223333:user/alice";
 const GROUP: &str = "sg-0a1b2c3d4e5f67890";
 
 /// The sample incident (logs with countries, then its two configuration snapshots), and a user.
 fn sample_incident(db: &TestDb, dir: &Path, user: Option<(&str, &str)>) {
-    let geo = mmdb::sample_incident_countries(dir);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let incident = root.join("samples/incident");
-    let imported = db.skywarden(&["import", "--geoip", geo.to_str().unwrap(), incident.to_str().unwrap()]);
-    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
-    let config = root.join("samples/incident.config.json");
-    let snapshots = db.skywarden(&["posture", "import", config.to_str().unwrap()]);
-    assert!(snapshots.status.success(), "{}", String::from_utf8_lossy(&snapshots.stderr));
+    sample::import_incident(db, dir);
+    sample::import_snapshots(db);
     if let Some((name, role)) = user {
-        let mut create = skywarden_command(&db.url);
-        create.args(["users", "create", "--username", name, "--role", role]).env("SKYWARDEN_USER_PASSWORD", PASSWORD);
-        assert!(create.output().unwrap().status.success());
+        dashboard::add_user(db, name, role);
     }
 }
 
 async fn serve(db: &TestDb) -> (KillOnDrop, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let server = KillOnDrop(
-        skywarden_command(&db.url)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--no-pollers", "--no-notifications"])
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "serve did not listen within 20 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (server, format!("http://127.0.0.1:{port}"))
+    dashboard::serve(db, |serve| {
+        serve.args(["--no-pollers", "--no-notifications"]);
+    })
+    .await
 }
 
 /// The browser, and the clicks made since the last `back_to_overview`.
@@ -64,10 +45,7 @@ struct Analyst {
 impl Analyst {
     async fn sign_in(base: &str, user: &str) -> Self {
         let browser = Browser::start(artifacts_dir("dashboard-triage")).await;
-        browser.goto(&format!("{base}/#/login")).await;
-        browser.type_into("#username", user).await;
-        browser.type_into("#password", PASSWORD).await;
-        browser.click("#sign-in").await;
+        dashboard::sign_in(&browser, base, user).await;
         browser.wait_for_text("main h1", "Overview").await;
         Self { browser, base: base.to_string(), clicks: 0 }
     }

@@ -3,14 +3,15 @@
 //! one makes the caller skip, counted, and leave its rows to the holder's next pass; requests
 //! survive a holder killed mid-pass, a takeover and the limit of passes; the lease holds through
 //! a pass longer than its renewal on a one-connection pool; `skywarden import` waits for a
-//! running pass, then runs one pass of its own.
+//! running pass, then runs one pass of its own; login evidence is withdrawn only by the holder,
+//! checked in the withdrawing transaction.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{Value, json};
 use skywarden::detect::lease::{self, Acquired, Timing};
 use skywarden::detect::{DetectError, PendingOptions, PolicySet, database_now, run_pending, run_pending_with};
 use skywarden::ingest::{self, ImportOptions};
@@ -430,4 +431,55 @@ async fn import_waits_for_a_running_pass_then_runs_one_of_its_own() {
     let now = database_now(&db.pool).await.unwrap();
     let next = run_pending(&db.pool, &PolicySet::builtin(), now).await.unwrap();
     assert_eq!(next.new_alerts, 2, "{next:?}");
+}
+
+/// Withdrawing login evidence checks the lease inside its own transaction: a process whose
+/// lease another took over (or that let it expire) withdraws nothing, whatever it checked
+/// before; the holder withdraws.
+#[tokio::test]
+async fn a_retract_by_a_process_that_does_not_hold_the_lease_withdraws_nothing() {
+    use skywarden::alerts::store::{AlertStoreError, retract_login_evidence};
+    const HIJACK: &str = "aws-account-hijacking-attempt";
+    let db = TestDb::new().await;
+    let dir = Dir::new("lease-retract");
+    let login = |day: u32, ip: &str| {
+        json!({"eventVersion": "1.09", "eventTime": format!("2026-11-{day:02}T10:00:00Z"),
+            "eventSource": "signin.amazonaws.com", "eventName": "ConsoleLogin", "awsRegion": "us-east-1",
+            "sourceIPAddress": ip, "userAgent": "Mozilla/5.0", "eventID": format!("login-{day}"),
+            "eventType": "AwsConsoleSignIn", "recipientAccountId": "111122223333",
+            "responseElements": {"ConsoleLogin": "Success"}, "additionalEventData": {"MFAUsed": "Yes"},
+            "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/alice",
+                "accountId": "111122223333", "userName": "alice"}})
+    };
+    // Three logins from home, then one from Ukraine: a hijacking verdict with one piece of evidence.
+    let trail = dir.trail(
+        "logins.json",
+        &[login(1, "73.202.18.40"), login(2, "73.202.18.40"), login(3, "73.202.18.40"), login(12, "176.36.10.20")],
+    );
+    let geo = crate::support::mmdb::sample_incident_countries(&dir.0);
+    let output = db.skywarden(&["import", "--geoip", geo.to_str().unwrap(), trail.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let evidence = || {
+        count(
+            &db.pool,
+            "SELECT count(*) FROM alert_evidence e JOIN alerts a USING (account_id, alert_id)
+             WHERE a.policy_id = 'aws-account-hijacking-attempt'",
+        )
+    };
+    assert_eq!(evidence().await, 1);
+    let (from, to) = ("2026-11-01T00:00:00Z".parse().unwrap(), "2026-11-30T00:00:00Z".parse().unwrap());
+    let me = "worker-host/7/0000000000000007";
+
+    hold(&db.pool, "serve-host/9/0000000000000009", 3600).await;
+    let refused = retract_login_evidence(&db.pool, Some(me), &[HIJACK], from, to, &[]).await;
+    assert!(matches!(refused, Err(AlertStoreError::LeaseNotHeld(_))), "{refused:?}");
+    assert_eq!(evidence().await, 1, "a process another took the lease from withdraws nothing");
+    hold(&db.pool, me, -1).await;
+    let expired = retract_login_evidence(&db.pool, Some(me), &[HIJACK], from, to, &[]).await;
+    assert!(matches!(expired, Err(AlertStoreError::LeaseNotHeld(_))), "{expired:?}");
+    assert_eq!(evidence().await, 1, "nor one whose lease expired");
+
+    hold(&db.pool, me, 3600).await;
+    let withdrawn = retract_login_evidence(&db.pool, Some(me), &[HIJACK], from, to, &[]).await.unwrap();
+    assert_eq!((withdrawn, evidence().await), (1, 0), "the holder withdraws");
 }

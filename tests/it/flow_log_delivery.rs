@@ -30,7 +30,7 @@ use skywarden::pollers::{PollContext, PollOptions, Source, jobs, s3_objects};
 use crate::api::call;
 use crate::support::aws::{self as fake, FakeCloudTrail};
 use crate::support::browser::{Browser, artifacts_dir};
-use crate::support::{KillOnDrop, TestDb, skywarden_command};
+use crate::support::{KillOnDrop, TestDb, dashboard};
 
 /// One request the proxy saw.
 #[derive(Clone, Debug)]
@@ -571,7 +571,7 @@ async fn a_corrupt_parquet_object_is_retried_then_shown_as_failed_while_the_good
 
     // The dashboard shows it under the account, with its error; analysts retry it there.
     let dashboard = Dashboard::start(&s.db).await;
-    dashboard.sign_in("vic", "viewer").await;
+    dashboard.sign_in(&s.db, "vic", "viewer").await;
     let browser = &dashboard.browser;
     let jobs_table = format!("div[data-account='{id}'] .jobs table");
     let jobs = browser.wait_for_text(&jobs_table, "1 object failed after 6 tries").await;
@@ -583,7 +583,7 @@ async fn a_corrupt_parquet_object_is_retried_then_shown_as_failed_while_the_good
     assert_eq!(browser.count(&format!("div[data-account='{id}'] .objects-not-read.error")).await, 1, "as an error");
     assert_eq!(browser.count("button.retry-object").await, 0, "viewers cannot retry");
     browser.screenshot("accounts-failed-object").await;
-    dashboard.sign_in("ana", "analyst").await;
+    dashboard.sign_in(&s.db, "ana", "analyst").await;
     browser.click(&format!("button.retry-object[data-key='{corrupt_key}']")).await;
     browser.wait_for_text(&jobs_table, "1 object retrying").await;
     let log = auth::audit::list(&s.db.pool, None, Some("account.retry_failed_objects"), 10).await.unwrap();
@@ -603,42 +603,25 @@ fn assert_failed_once(job: &Value, object: &str, tries: i64) {
 struct Dashboard {
     browser: Browser,
     base: String,
-    db_url: String,
     _server: KillOnDrop,
     _dir: tempfile::TempDir,
 }
 
 impl Dashboard {
-    const PASSWORD: &str = "a long enough passphrase";
-
     async fn start(db: &TestDb) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let server = KillOnDrop(
-            skywarden_command(&db.url)
-                .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--no-pollers"])
-                .env("SKYWARDEN_SECRET_KEY_FILE", dir.path().join("secret.key"))
-                .spawn()
-                .unwrap(),
-        );
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(std::time::Instant::now() < deadline, "serve did not listen within 20 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let (server, base) = dashboard::serve(db, |serve| {
+            serve.arg("--no-pollers").env("SKYWARDEN_SECRET_KEY_FILE", dir.path().join("secret.key"));
+        })
+        .await;
         let browser = Browser::start(artifacts_dir("flow-log-delivery")).await;
-        Self { browser, base: format!("http://127.0.0.1:{port}"), db_url: db.url.clone(), _server: server, _dir: dir }
+        Self { browser, base, _server: server, _dir: dir }
     }
 
     /// Creates the user, signs in as them and opens the accounts page.
-    async fn sign_in(&self, user: &str, role: &str) {
-        let mut create = skywarden_command(&self.db_url);
-        create.args(["users", "create", "--username", user, "--role", role]);
-        assert!(create.env("SKYWARDEN_USER_PASSWORD", Self::PASSWORD).output().unwrap().status.success());
-        self.browser.goto(&format!("{}/#/login", self.base)).await;
-        self.browser.type_into("#username", user).await;
-        self.browser.type_into("#password", Self::PASSWORD).await;
-        self.browser.click("#sign-in").await;
+    async fn sign_in(&self, db: &TestDb, user: &str, role: &str) {
+        dashboard::add_user(db, user, role);
+        dashboard::sign_in(&self.browser, &self.base, user).await;
         self.browser.wait_for_text("main h1", "Overview").await;
         self.browser.goto(&format!("{}/#/accounts", self.base)).await;
     }

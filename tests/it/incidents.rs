@@ -1,6 +1,7 @@
 //! The incident engine on generated data: six intrusions (one that creates a backdoor user and
 //! key and exfiltrates from an instance it took over, one that escalates through an assumed
-//! role from a second address, a password spray that gets in, a login from Tor that probes
+//! role from a second address, a password spray from a hosting provider that gets in (its
+//! logins from an anonymising network tied to it), a login from Tor that probes
 //! what it may call, an instance's stolen credentials used from a hosting provider for IAM
 //! writes, and a port sweep from inside the VPC) mixed with three weeks of benign work, imported
 //! with network context (ASN data, Tor/VPN/hosting lists, AWS's ip-ranges.json). Each intrusion must be
@@ -17,8 +18,10 @@ use skywarden::alerts::incident_pages::{self, IncidentFilter, IncidentUpdate};
 use skywarden::alerts::incidents::IncidentStatus;
 
 use crate::support::TestDb;
+use crate::support::incident_setup::{
+    self as setup, ACCOUNT, Detection, NetworkContext, event, incidents_of_alerts, user_arn, write_trail,
+};
 
-const ACCOUNT: &str = "111122223333";
 const DAY: &str = "2026-03-10T00:00:00Z";
 /// Intrusion A: console login, then a backdoor used from elsewhere, and exfiltration to the
 /// login's network.
@@ -43,41 +46,6 @@ fn hours(h: i64) -> DateTime<Utc> {
     at(Duration::hours(h))
 }
 
-fn user_arn(name: &str) -> String {
-    format!("arn:aws:iam::{ACCOUNT}:user/{name}")
-}
-
-/// A CloudTrail record as AWS writes it (the fields the engine and the rules read).
-fn event(time: DateTime<Utc>, name: &str, source: &str, identity: Value, ip: &str, extra: Value) -> Value {
-    let mut record = json!({
-        "eventVersion": "1.09",
-        "userIdentity": identity,
-        "eventTime": time.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        "eventSource": source,
-        "eventName": name,
-        "awsRegion": "us-east-1",
-        "sourceIPAddress": ip,
-        "userAgent": "aws-cli/2.15.0",
-        "requestParameters": null,
-        "responseElements": null,
-        "eventID": uuid_like(time, name, ip),
-        "readOnly": name.starts_with("Describe") || name.starts_with("Get") || name.starts_with("List"),
-        "eventType": "AwsApiCall",
-        "managementEvent": true,
-        "recipientAccountId": ACCOUNT,
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        record[k] = v.clone();
-    }
-    record
-}
-
-fn uuid_like(time: DateTime<Utc>, name: &str, ip: &str) -> String {
-    let hash = xxhash_rust::xxh3::xxh3_128(format!("{time}{name}{ip}").as_bytes());
-    let hex = format!("{hash:032x}");
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
-}
-
 fn iam_user(name: &str, key: &str, console: bool) -> Value {
     let mut identity = json!({
         "type": "IAMUser", "principalId": format!("AIDA{}", name.to_uppercase()), "arn": user_arn(name),
@@ -91,17 +59,11 @@ fn iam_user(name: &str, key: &str, console: bool) -> Value {
 }
 
 fn console(time: DateTime<Utc>, user: &str, ip: &str, mfa: bool) -> Value {
-    let identity = json!({"type": "IAMUser", "principalId": format!("AIDA{}", user.to_uppercase()),
-                          "arn": user_arn(user), "accountId": ACCOUNT, "userName": user});
-    event(
-        time,
-        "ConsoleLogin",
-        "signin.amazonaws.com",
-        identity,
-        ip,
-        json!({"eventType": "AwsConsoleSignIn", "readOnly": false, "responseElements": {"ConsoleLogin": "Success"},
-               "additionalEventData": {"MFAUsed": if mfa { "Yes" } else { "No" }, "MobileVersion": "No"}}),
-    )
+    let mut record = setup::console_login(time, user, ip, true);
+    if mfa {
+        record["additionalEventData"]["MFAUsed"] = json!("Yes");
+    }
+    record
 }
 
 /// A call made from the console (a temporary key of the user's own session,
@@ -287,11 +249,9 @@ fn benign() -> Vec<Value> {
     events
 }
 
-/// Intrusion D: a password spray from a residential proxy (an ISP's address, on no list) that
-/// gets into henry's account. From a listed hosting address it would not be one incident: each
-/// failed login raises `aws-login-from-anonymizing-network` for its principal, and addresses of
-/// hosting networks link only with the same principal, so each sprayed principal stays apart.
-const D_SPRAY_IP: &str = "193.32.162.40";
+/// Intrusion D: a password spray from a rented server (a listed hosting provider's address) that
+/// gets into henry's account.
+const D_SPRAY_IP: &str = "45.137.21.40";
 /// Intrusion E: heidi (weeks of office work) logs in from a Tor exit and probes what she may call.
 const E_TOR_IP: &str = "185.220.101.4";
 /// Intrusion F: the app server's instance credentials used from a hosting provider for IAM writes.
@@ -316,32 +276,21 @@ const NETWORK_ASN_CSV: &str = "\
 81.2.69.0,81.2.69.255,20712,Andrews & Arnold Ltd\n\
 91.92.109.0,91.92.109.255,64522,Example Transit Three\n\
 185.193.88.0,185.193.88.255,64523,Example Transit Four\n\
-185.220.101.0,185.220.101.255,60729,Stiftung Erneuerbare Freiheit\n\
-193.32.162.0,193.32.162.255,64530,Example Residential Broadband\n";
+185.220.101.0,185.220.101.255,60729,Stiftung Erneuerbare Freiheit\n";
 const NETWORK_TOR: &str = "ExitNode 0011BD2485AD45D984EC4159C88FC066E5E3300E\nPublished 2026-03-01 19:15:18\n\
     LastStatus 2026-03-12 20:00:00\nExitAddress 185.220.101.4 2026-03-12 20:04:13\n";
 const NETWORK_AWS_RANGES: &str = r#"{"syncToken":"1731000000","createDate":"2026-03-01-00-00-00",
   "prefixes":[{"ip_prefix":"3.5.140.0/22","region":"ap-northeast-2","service":"AMAZON","network_border_group":"ap-northeast-2"}],
   "ipv6_prefixes":[]}"#;
 
-/// Writes the network data into `dir` and returns the import's arguments for it.
-fn network_args(dir: &Path) -> Vec<String> {
-    let files = [
-        ("--geoip", "asn-ipv4.csv", NETWORK_ASN_CSV),
-        ("--tor-exits", "tor-exits.txt", NETWORK_TOR),
-        ("--vpn-ranges", "vpn.txt", "# VPN providers\nAS9009\n"),
-        ("--hosting-ranges", "hosting.txt", "# hosting providers\nAS211252\n"),
-        ("--aws-ip-ranges", "ip-ranges.json", NETWORK_AWS_RANGES),
-    ];
-    files
-        .iter()
-        .flat_map(|(flag, name, text)| {
-            let path = dir.join(name);
-            std::fs::write(&path, text).unwrap();
-            [flag.to_string(), path.display().to_string()]
-        })
-        .collect()
-}
+/// The network data each import of the generated intrusions is given.
+const NETWORK: NetworkContext<'static> = NetworkContext {
+    asn_csv: Some(NETWORK_ASN_CSV),
+    tor_exits: Some(NETWORK_TOR),
+    vpn: Some("# VPN providers\nAS9009\n"),
+    hosting: Some("# hosting providers\nAS211252\n"),
+    aws_ip_ranges: Some(NETWORK_AWS_RANGES),
+};
 
 /// The detections of issue 16 that the benign principals must never raise.
 const NEW_DETECTIONS: [&str; 9] = [
@@ -399,18 +348,14 @@ fn benign_baselines() -> Vec<Value> {
     events
 }
 
-/// D: six principals' passwords tried from one rented server in six minutes; henry's works.
+/// D: six principals' passwords tried from one rented server in six minutes; henry's works. Each
+/// failure is also a login from an anonymising network for its principal: the spray ties them.
 fn intrusion_d() -> Vec<Value> {
     let start = hours(48 + 3);
     let mut events: Vec<Value> = ["admin", "backup", "henry", "ivan", "judy", "ken"]
         .into_iter()
         .enumerate()
-        .map(|(i, user)| {
-            let mut record = console(start + Duration::minutes(i as i64), user, D_SPRAY_IP, false);
-            record["responseElements"] = json!({"ConsoleLogin": "Failure"});
-            record["errorMessage"] = json!("Failed authentication");
-            record
-        })
+        .map(|(i, user)| setup::console_login(start + Duration::minutes(i as i64), user, D_SPRAY_IP, false))
         .collect();
     events.push(console(start + Duration::minutes(8), "henry", D_SPRAY_IP, false));
     events
@@ -479,29 +424,9 @@ fn flows_benign_and_g() -> String {
     text
 }
 
-fn write_trail(dir: &Path, name: &str, records: Vec<Value>) -> PathBuf {
-    let path = dir.join(format!("{name}.json"));
-    std::fs::write(&path, serde_json::to_vec(&json!({"Records": records})).unwrap()).unwrap();
-    path
-}
-
-fn import(db: &TestDb, paths: &[&Path]) {
-    let (code, summary) = db.import_json(paths);
-    assert_eq!(code, 0, "{summary}");
-}
-
-/// Alert ids grouped by the incident they are linked to.
-async fn incidents_of_alerts(db: &TestDb) -> BTreeMap<String, BTreeSet<String>> {
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT incident_id, alert_id::text FROM alerts WHERE incident_id IS NOT NULL")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
-    let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (incident, alert) in rows {
-        groups.entry(incident).or_default().insert(alert);
-    }
-    groups
+/// `skywarden import` of `paths` without network data, detection included.
+fn import(db: &TestDb, dir: &Path, paths: &[&Path]) {
+    setup::import(db, dir, &NetworkContext::default(), Detection::Import, paths);
 }
 
 /// The alerts raised on events from these addresses, and the flow alert to `flow_to`.
@@ -547,17 +472,6 @@ fn write_all(dir: &Path) -> Vec<PathBuf> {
     ]
 }
 
-/// `skywarden import` of `paths` with the network data.
-fn import_with_network(db: &TestDb, dir: &Path, paths: &[PathBuf]) -> Value {
-    let mut args = vec!["import".to_string(), "--json".into()];
-    args.extend(network_args(dir));
-    args.extend(paths.iter().map(|p| p.display().to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = db.skywarden(&args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// An intrusion of the generated data: the addresses its alerts come from and the policies it
 /// must raise.
 struct Intrusion {
@@ -576,7 +490,7 @@ const INTRUSIONS: [Intrusion; 6] = [
     Intrusion {
         name: "D",
         addresses: &[D_SPRAY_IP],
-        policies: &["aws-password-spray", "aws-console-login-without-mfa"],
+        policies: &["aws-password-spray", "aws-console-login-without-mfa", "aws-login-from-anonymizing-network"],
     },
     Intrusion {
         name: "E",
@@ -603,7 +517,8 @@ async fn each_intrusion_is_one_incident_with_all_its_alerts() {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
     let paths = write_all(dir.path());
-    let summary = import_with_network(&db, dir.path(), &paths);
+    let paths: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let summary = setup::import(&db, dir.path(), &NETWORK, Detection::Import, &paths);
     assert!(
         db.count("SELECT count(*) FROM cloudtrail_events WHERE geo_asn IS NOT NULL").await > 0,
         "the network data reached the events: {summary}"
@@ -720,11 +635,7 @@ async fn each_intrusion_is_one_incident_with_all_its_alerts() {
     }
 
     // Re-running detection over everything changes no incident.
-    let policies = skywarden::detect::PolicySet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"));
-    let epoch = DateTime::<Utc>::from_timestamp(0, 0).unwrap();
-    skywarden::detect::runner::run(&db.pool, &policies, skywarden::detect::runner::Scope::EventsSince(epoch))
-        .await
-        .unwrap();
+    setup::detect_all(&db, &setup::shipped_policies()).await;
     assert_eq!(incidents_of_alerts(&db).await, groups, "re-running detection splits or moves nothing");
     let count = db.count("SELECT count(*) FROM incidents").await;
     assert_eq!(count as usize, groups.len(), "and opens no incident");
@@ -738,16 +649,25 @@ async fn older_data_imported_later_merges_into_one_incident() {
     let flow_path = dir.path().join("flows.log");
     std::fs::write(&flow_path, flows).unwrap();
     let later_path = write_trail(dir.path(), "a-later", later);
-    import(&db, &[&later_path, &flow_path]);
+    import(&db, dir.path(), &[&later_path, &flow_path]);
     let before = incidents_of_alerts(&db).await;
     assert_eq!(before.len(), 2, "alone, the backdoor's use and the exfiltration tie to nothing: {before:#?}");
     let early = before.keys().cloned().collect::<Vec<_>>();
+    // The one that started later: the merge folds it into the other, so its status survives
+    // only through the merge (the lowest id may well be the survivor, proving nothing).
+    let absorbed: String = sqlx::query_scalar(
+        "SELECT incident_id FROM incidents WHERE incident_id = ANY($1) ORDER BY first_seen DESC, incident_id DESC LIMIT 1",
+    )
+    .bind(&early)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
 
-    // An analyst starts on one of them; then the intrusion's start arrives.
+    // An analyst starts on it; then the intrusion's start arrives.
     let update = IncidentUpdate { status: Some(IncidentStatus::Investigating), owner: None };
-    assert!(incident_pages::update(&db.pool, &early[0], &update, "test", "looking").await.unwrap());
+    assert!(incident_pages::update(&db.pool, &absorbed, &update, "test", "looking").await.unwrap());
     let start_path = write_trail(dir.path(), "a-start", intrusion_a_start());
-    import(&db, &[&start_path]);
+    import(&db, dir.path(), &[&start_path]);
 
     let after = incidents_of_alerts(&db).await;
     assert_eq!(after.len(), 1, "one incident once the start is known: {after:#?}");
@@ -757,12 +677,18 @@ async fn older_data_imported_later_merges_into_one_incident() {
     // The survivor is an id the analyst already had (ids shown never change), the status they
     // set is kept, and an import in time order groups the same alerts.
     assert!(early.contains(&survivor), "{survivor} is one of {early:?}");
+    assert_ne!(survivor, absorbed, "the incident the analyst worked on was folded into the other");
     let filter = IncidentFilter { id: Some(survivor.clone()), open_only: false };
     let kept = incident_pages::incidents(&db.pool, &filter, None, 1).await.unwrap().pop().unwrap();
     assert_eq!(kept.incident.status, IncidentStatus::Investigating, "the merge keeps the status the analyst set");
+    let history = incident_pages::history(&db.pool, &survivor).await.unwrap();
+    assert!(
+        history.iter().any(|c| c.field == "status" && c.actor == "skywarden" && c.reason.contains(&absorbed)),
+        "the survivor took the status from the absorbed incident: {history:?}"
+    );
     let in_order = {
         let db = TestDb::new().await;
-        import(&db, &[&start_path, &later_path, &flow_path]);
+        import(&db, dir.path(), &[&start_path, &later_path, &flow_path]);
         incidents_of_alerts(&db).await.into_values().collect::<Vec<_>>()
     };
     assert_eq!(in_order, [members]);
@@ -779,7 +705,7 @@ async fn a_closed_incident_reopens_when_the_intrusion_goes_on() {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
     let start_path = write_trail(dir.path(), "a-start", intrusion_a_start());
-    import(&db, &[&start_path]);
+    import(&db, dir.path(), &[&start_path]);
     let id = incidents_of_alerts(&db).await.into_keys().next().unwrap();
     let (_, _) = skywarden::auth::create(&db.pool, "x", skywarden::auth::Role::Viewer).await.unwrap();
     skywarden::auth::users::create(&db.pool, "maria", "a long enough password", skywarden::auth::Role::Analyst)
@@ -792,7 +718,7 @@ async fn a_closed_incident_reopens_when_the_intrusion_goes_on() {
 
     let (later, _) = intrusion_a_later();
     let later_path = write_trail(dir.path(), "a-later", later);
-    import(&db, &[&later_path]);
+    import(&db, dir.path(), &[&later_path]);
     let entry =
         incident_pages::incidents(&db.pool, &IncidentFilter { id: Some(id.clone()), open_only: false }, None, 1)
             .await
@@ -1135,41 +1061,37 @@ async fn linked(db: &TestDb, address: &str) -> (String, String) {
 /// with `--geoip` does), then detection and linking run here with the same network data.
 struct AsLinking {
     dir: tempfile::TempDir,
-    asn_table: PathBuf,
     policies: skywarden::detect::PolicySet,
 }
+
+/// Intrusion C's network data: the ASN table alone.
+const C_NETWORK: NetworkContext<'static> =
+    NetworkContext { asn_csv: Some(C_ASN_TABLE), tor_exits: None, vpn: None, hosting: None, aws_ip_ranges: None };
 
 impl AsLinking {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let asn_table = dir.path().join("asn-ipv4.csv");
+        let asn_table = dir.path().join("c-asn-ipv4.csv");
         std::fs::write(&asn_table, C_ASN_TABLE).unwrap();
         let geo = skywarden::geo::GeoDb::open(std::slice::from_ref(&asn_table)).unwrap();
         // Detection gives flow alerts their destination's network from this data.
-        let policies = skywarden::detect::PolicySet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
-            .with_geo(Some(std::sync::Arc::new(geo)));
-        Self { dir, asn_table, policies }
+        let policies = setup::shipped_policies().with_geo(Some(std::sync::Arc::new(geo)));
+        Self { dir, policies }
     }
 
     /// Imports `events` (and `flows`, if any) and runs detection over everything.
     async fn import_and_detect(&self, db: &TestDb, name: &str, events: Vec<Value>, flows: Option<String>) {
         let mut paths = vec![write_trail(self.dir.path(), name, events)];
         if let Some(flows) = flows {
-            let flow_path = self.dir.path().join(format!("{name}-flows.log"));
-            std::fs::write(&flow_path, flows).unwrap();
-            paths.push(flow_path);
+            paths.push(setup::write_flows(self.dir.path(), &format!("{name}-flows.log"), &flows));
         }
-        let mut args = vec!["import", "--no-detect", "--geoip", self.asn_table.to_str().unwrap()];
-        args.extend(paths.iter().map(|p| p.to_str().unwrap()));
-        let out = db.skywarden(&args);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let paths: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        setup::import(db, self.dir.path(), &C_NETWORK, Detection::Later, &paths);
         self.detect(db).await;
     }
 
     async fn detect(&self, db: &TestDb) {
-        let epoch = DateTime::<Utc>::from_timestamp(0, 0).unwrap();
-        let scope = skywarden::detect::runner::Scope::EventsSince(epoch);
-        skywarden::detect::runner::run(&db.pool, &self.policies, scope).await.unwrap();
+        setup::detect_all(db, &self.policies).await;
     }
 }
 

@@ -16,8 +16,8 @@ use skywarden::http::{ApiContext, router};
 use tower::ServiceExt;
 
 use crate::api::call_with;
-use crate::support::TestDb;
 use crate::support::aws as fake;
+use crate::support::{TestDb, lake};
 
 const A: &str = "111111111111";
 const RAW_NUMBERS: &str = r#""price": 2.50, "big": 12345678901234567890"#;
@@ -45,24 +45,11 @@ async fn january(db: &TestDb) {
 
 /// Archives January to `to` (row groups of 30 rows: three a day).
 async fn archive(db: &TestDb, to: &str) {
-    archive_with(db, to, &fake::settings_for("http://127.0.0.1:1")).await;
+    archive_with(db, to, &lake::no_aws()).await;
 }
 
 async fn archive_with(db: &TestDb, to: &str, settings: &skywarden::aws::AwsSettings) {
-    use skywarden::archive::{self, ArchiveOptions, destination::Destination};
-    let destination = Destination::open(to, settings).await.unwrap();
-    let options = ArchiveOptions {
-        older_than_days: 1,
-        destination_text: to.to_owned(),
-        dry_run: false,
-        row_group_rows: 30,
-        row_group_bytes: archive::DEFAULT_ROW_GROUP_BYTES,
-        now: chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 12, 20, 0, 0, 0).unwrap(),
-        fail_after_objects: None,
-        test_hook: None,
-    };
-    let report = archive::run(&db.pool, &destination, &options).await.unwrap();
-    assert_eq!(report.failed(), 0, "{:?}", report.months);
+    lake::archive_before_december_2026(db, to, settings, 30).await;
     assert_eq!(db.count("SELECT count(*) FROM cloudtrail_events").await, 0);
 }
 
@@ -527,14 +514,7 @@ async fn a_missing_key_fails_its_object_and_a_missing_bucket_its_destination() {
     let moto = fake::moto_url().await;
     let settings = fake::settings_for(moto);
     let base = settings.load().await;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&base)
-            .endpoint_url(settings.endpoint_for(skywarden::aws::Service::S3).unwrap())
-            .force_path_style(true)
-            .build(),
-    );
-    let bucket = format!("lake-{}", fake::random_account_id());
-    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let (s3, bucket) = lake::bucket(&settings).await;
     archive_with(&db, &format!("s3://{bucket}/lake"), &settings).await;
     let key: String = sqlx::query_scalar(
         "SELECT o FROM archive_partitions, unnest(objects) o WHERE o LIKE '%accountId=111111111111/eventDay=20240111/%'",

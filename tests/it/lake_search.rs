@@ -5,8 +5,6 @@
 //! opens it after the cache let its day go.
 
 use std::collections::HashSet;
-use std::path::Path;
-use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde_json::Value;
@@ -19,35 +17,11 @@ use skywarden::search::events::{self, EventFilter, EventKey, EventSummary, text_
 
 use crate::api::call_with;
 use crate::support::browser::Browser;
-use crate::support::{KillOnDrop, TestDb, mmdb, skywarden_command};
-
-const PASSWORD: &str = "a long enough passphrase";
-
-fn import_sample_incident(db: &TestDb) {
-    let dir = tempfile::tempdir().unwrap();
-    let geo = mmdb::sample_incident_countries(dir.path());
-    let incident = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/incident");
-    let output = db.skywarden(&["import", "--geoip", geo.to_str().unwrap(), incident.to_str().unwrap()]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-}
+use crate::support::{TestDb, dashboard, lake, sample};
 
 /// Archives November 2026 (the sample's month) to a folder, as `tests/it/archive_read.rs` does.
 async fn archive(db: &TestDb, to: &str) {
-    use skywarden::archive::{self, ArchiveOptions, destination::Destination};
-    let settings = crate::support::aws::settings_for("http://127.0.0.1:1");
-    let destination = Destination::open(to, &settings).await.unwrap();
-    let options = ArchiveOptions {
-        older_than_days: 1,
-        destination_text: to.to_owned(),
-        dry_run: false,
-        row_group_rows: 7,
-        row_group_bytes: archive::DEFAULT_ROW_GROUP_BYTES,
-        now: chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 12, 20, 0, 0, 0).unwrap(),
-        fail_after_objects: None,
-        test_hook: None,
-    };
-    let report = archive::run(&db.pool, &destination, &options).await.unwrap();
-    assert_eq!(report.failed(), 0, "{:?}", report.months);
+    lake::archive_before_december_2026(db, to, &lake::no_aws(), 7).await;
 }
 
 async fn get(context: &ApiContext, token: &str, uri: &str) -> Value {
@@ -188,7 +162,7 @@ async fn pages_both_ways(db: &TestDb, filter: &EventFilter, size: usize) -> Vec<
 #[tokio::test]
 async fn an_event_both_hot_and_archived_is_answered_once() {
     let db = TestDb::new().await;
-    import_sample_incident(&db);
+    sample::import_incident(&db, tempfile::tempdir().unwrap().path());
     let (_, token) = auth::create(&db.pool, "lake-search", Role::Viewer).await.unwrap();
     let context =
         ApiContext::new(db.pool.clone()).with_lake(LakeLimits { max_days_per_request: 1000, ..LakeLimits::default() });
@@ -282,42 +256,23 @@ async fn an_event_both_hot_and_archived_is_answered_once() {
     assert_eq!(detail["archived"], false, "{detail}");
 }
 
-async fn serve(db: &TestDb, dir: &Path) -> (KillOnDrop, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let server = KillOnDrop(
-        skywarden_command(&db.url)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--no-pollers", "--no-notifications"])
-            .env("SKYWARDEN_SECRET_KEY_FILE", dir.join("secret.key"))
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "serve did not listen within 20 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (server, format!("http://127.0.0.1:{port}"))
-}
-
 #[tokio::test]
 async fn an_archived_rows_link_opens_its_event_after_the_cache_let_it_go() {
     let db = TestDb::new().await;
-    import_sample_incident(&db);
-    let mut create = skywarden_command(&db.url);
-    create.args(["users", "create", "--username", "ana", "--role", "admin"]).env("SKYWARDEN_USER_PASSWORD", PASSWORD);
-    assert!(create.output().unwrap().status.success());
+    sample::import_incident(&db, tempfile::tempdir().unwrap().path());
+    dashboard::add_user(&db, "ana", "admin");
     let lake = tempfile::tempdir().unwrap();
     archive(&db, lake.path().to_str().unwrap()).await;
     let dir = tempfile::tempdir().unwrap();
-    let (_server, base) = serve(&db, dir.path()).await;
+    let (_server, base) = dashboard::serve(&db, |serve| {
+        serve
+            .args(["--no-pollers", "--no-notifications"])
+            .env("SKYWARDEN_SECRET_KEY_FILE", dir.path().join("secret.key"));
+    })
+    .await;
 
-    let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
-    std::fs::create_dir_all(&screenshots).unwrap();
-    let browser = Browser::start(screenshots).await;
-    browser.goto(&format!("{base}/#/login")).await;
-    browser.type_into("#username", "ana").await;
-    browser.type_into("#password", PASSWORD).await;
-    browser.click("#sign-in").await;
+    let browser = Browser::start(dashboard::screenshots_dir()).await;
+    dashboard::sign_in(&browser, &base, "ana").await;
     browser.wait_for_text("#who", "ana (admin)").await;
     browser.goto(&format!("{base}/#/audit?failed=true")).await;
     browser.wait_for_text("#result-count", "events match").await;

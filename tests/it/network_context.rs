@@ -336,13 +336,61 @@ fn a_refreshed_list_file_is_read_again_without_a_restart() {
     assert!(!geo.reload_lists_now(), "unchanged: not read again");
 }
 
-#[test]
-fn maxmind_anonymous_ip_database() {
-    let Some(path) = shared_fixture("maxmind-test-db/test-data/GeoIP2-Anonymous-IP-Test.mmdb") else {
-        eprintln!("NOTE: ../shared/fixtures/maxmind-test-db is not present; this dataset test checks nothing here");
+/// A GeoIP2 Anonymous-IP database, built here in MaxMind's format (so the test always runs):
+/// each flag read into the address's network context, an address it does not list looked up as
+/// "not listed", and a console login from its Tor exit raising the anonymising-network alert.
+/// MaxMind's own test database is checked too when the shared fixtures hold it.
+#[tokio::test]
+async fn maxmind_anonymous_ip_database() {
+    use crate::support::mmdb::{Anonymous, MmdbWriter, anonymous_ip_record as record};
+    let files = Files::new("anonymous-ip");
+    let path = files.dir.join("GeoIP2-Anonymous-IP.mmdb");
+    MmdbWriter::new("GeoIP2-Anonymous-IP")
+        .insert("185.220.101.0", 24, &record(Anonymous { tor_exit: true, ..Default::default() }))
+        .insert("146.70.12.0", 24, &record(Anonymous { vpn: true, ..Default::default() }))
+        .insert("45.137.21.0", 24, &record(Anonymous { hosting: true, ..Default::default() }))
+        .insert("91.219.237.0", 24, &record(Anonymous { public_proxy: true, ..Default::default() }))
+        .insert("81.2.69.0", 24, &record(Anonymous { vpn: true, hosting: true, tor_exit: true, public_proxy: false }))
+        .write(&path);
+    let geo = GeoDb::open(std::slice::from_ref(&path)).unwrap();
+    assert!(geo.knows_tor_exits(), "an Anonymous-IP database tells Tor exits");
+    let flags = |ip: &str| {
+        let info = geo.lookup(ip.parse().unwrap());
+        (info.is_tor, info.is_vpn, info.is_hosting)
+    };
+    assert_eq!(flags("185.220.101.4"), (Some(true), Some(false), Some(false)), "Tor exit");
+    assert_eq!(flags("146.70.12.9"), (Some(false), Some(true), Some(false)), "VPN");
+    assert_eq!(flags("45.137.21.9"), (Some(false), Some(false), Some(true)), "hosting provider");
+    assert_eq!(
+        flags("91.219.237.5"),
+        (Some(false), Some(true), Some(false)),
+        "a public proxy anonymises as a VPN does"
+    );
+    assert_eq!(flags("81.2.69.160"), (Some(true), Some(true), Some(true)), "every flag");
+    assert_eq!(flags("8.8.8.8"), (Some(false), Some(false), Some(false)), "not listed: looked up, all false");
+
+    // Through the import: the login's event stores the flags and the detector reads them.
+    let db = TestDb::new().await;
+    let trail = files.trail("tor-login.json", &[console_login("mallory", "185.220.101.4", "2026-11-10T08:00:00Z")]);
+    let output = db.skywarden(&["import", "--geoip", path.to_str().unwrap(), trail.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(db.count("SELECT count(*) FROM cloudtrail_events WHERE source_is_tor").await, 1);
+    let tor_alerts = db
+        .count(
+            "SELECT count(*) FROM alerts WHERE policy_id = 'aws-login-from-anonymizing-network'
+             AND (details #>> '{network,is_tor}')::boolean",
+        )
+        .await;
+    assert_eq!(tor_alerts, 1);
+
+    let Some(maxmind) = shared_fixture("maxmind-test-db/test-data/GeoIP2-Anonymous-IP-Test.mmdb") else {
+        println!(
+            "NOTE: ../shared/fixtures/maxmind-test-db is absent: MaxMind's own Anonymous-IP test database was not \
+             checked (the database built above was)"
+        );
         return;
     };
-    let geo = GeoDb::open(&[path]).unwrap();
+    let geo = GeoDb::open(&[maxmind]).unwrap();
     let all = geo.lookup("81.2.69.1".parse().unwrap());
     assert_eq!((all.is_tor, all.is_vpn, all.is_hosting), (Some(true), Some(true), Some(true)));
     let vpn = geo.lookup("1.2.0.1".parse().unwrap());

@@ -14,7 +14,7 @@ use skywarden::pollers::{RunOutcome, Source, jobs};
 
 use crate::api::call;
 use crate::support::browser::{Browser, artifacts_dir};
-use crate::support::{KillOnDrop, TestDb, skywarden_command};
+use crate::support::{TestDb, dashboard};
 
 const ACCOUNT: &str = "111122223333";
 
@@ -194,19 +194,8 @@ async fn a_job_asked_for_while_it_runs_runs_again_when_it_ends() {
     assert!(next_of_regions().await <= Utc::now() + chrono::Duration::hours(6) + chrono::Duration::seconds(5));
 }
 
-const PASSWORD: &str = "a long enough passphrase";
-
-fn add_user(db: &TestDb, user: &str, role: &str) {
-    let mut create = skywarden_command(&db.url);
-    create.args(["users", "create", "--username", user, "--role", role]).env("SKYWARDEN_USER_PASSWORD", PASSWORD);
-    assert!(create.output().unwrap().status.success());
-}
-
 async fn sign_in(browser: &Browser, base: &str, user: &str) {
-    browser.goto(&format!("{base}/#/login")).await;
-    browser.type_into("#username", user).await;
-    browser.type_into("#password", PASSWORD).await;
-    browser.click("#sign-in").await;
+    dashboard::sign_in(browser, base, user).await;
     browser.wait_for_text("main h1", "Overview").await;
 }
 
@@ -240,23 +229,13 @@ async fn the_accounts_page_shows_each_job_and_polls_now_for_analysts() {
     .execute(&db.pool)
     .await
     .unwrap();
-    add_user(&db, "ana", "analyst");
-    add_user(&db, "vic", "viewer");
+    dashboard::add_user(&db, "ana", "analyst");
+    dashboard::add_user(&db, "vic", "viewer");
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let _server = KillOnDrop(
-        skywarden_command(&db.url)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--no-pollers"])
-            .env("SKYWARDEN_SECRET_KEY_FILE", dir.path().join("secret.key"))
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "serve did not listen within 20 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let base = format!("http://127.0.0.1:{port}");
+    let (_server, base) = dashboard::serve(&db, |serve| {
+        serve.arg("--no-pollers").env("SKYWARDEN_SECRET_KEY_FILE", dir.path().join("secret.key"));
+    })
+    .await;
 
     let browser = Browser::start(artifacts_dir("poll-control")).await;
     sign_in(&browser, &base, "vic").await;

@@ -14,7 +14,7 @@
 //! A burst only grows as more failures arrive (windows only gain failures), so a finding is the
 //! whole alert as far as the failures seen say; the alert store keeps the largest.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -27,6 +27,11 @@ use crate::model::Finding;
 
 /// How many source addresses or principals an alert names (with how many failures each).
 const NAMED: usize = 10;
+
+/// How many (principal, address) pairs a spray keeps for linking (`details.link_principals`):
+/// IAM's quota of users per account, so every principal of a real spray (CloudTrail hides names
+/// that are no IAM user), while a stored alert stays bounded.
+const MAX_LINK_PRINCIPALS: usize = 5_000;
 
 /// One policy's bursts: per principal (excessive failures) or per source (spraying).
 struct Kind {
@@ -357,6 +362,9 @@ struct Accumulated {
     burst: Burst,
     sources: HashMap<String, i64>,
     principals: HashMap<String, i64>,
+    /// A spray's principals, each at the address it was tried from: each one's own alerts from
+    /// there (a login from an anonymising network, say) are part of the spray's intrusion.
+    link_principals: BTreeSet<(String, String)>,
     /// Whether a failure in the changed span is part of it.
     changed: bool,
 }
@@ -370,6 +378,7 @@ impl Accumulated {
             who,
             sources: HashMap::new(),
             principals: HashMap::new(),
+            link_principals: BTreeSet::new(),
             changed: false,
         }
     }
@@ -389,12 +398,19 @@ impl Accumulated {
         } else {
             self.principals.insert(who.to_string(), 1);
         }
+        if self.spray
+            && !is_hidden(failure)
+            && self.link_principals.len() < MAX_LINK_PRINCIPALS
+            && let (Some(principal), Some(address)) = (failure.principal(), &failure.source_ip_text)
+        {
+            self.link_principals.insert((principal.to_string(), address.clone()));
+        }
     }
 
     /// The finding of the whole burst; `needs` is what a window needed (failures of a
     /// principal, or distinct principals of a source).
     fn into_finding(self, needs: usize, window_minutes: i64) -> Finding {
-        let Self { mut finding, spray, who, burst, sources, principals, .. } = self;
+        let Self { mut finding, spray, who, burst, sources, principals, link_principals, .. } = self;
         let count = burst.count;
         let (sources, source_count) = most(sources);
         let (principals, principal_count) = most(principals);
@@ -432,6 +448,13 @@ impl Accumulated {
             "principals": named(principals, "principal"),
             "principal_count": principal_count,
         });
+        if spray {
+            let pairs: Vec<serde_json::Value> = link_principals
+                .into_iter()
+                .map(|(principal, address)| serde_json::json!({ "principal": principal, "address": address }))
+                .collect();
+            finding.details["link_principals"] = pairs.into();
+        }
         if let Some(asn) = finding.subject.strip_prefix("asn:").and_then(|a| a.parse::<i64>().ok()) {
             finding.details["asn"] = asn.into();
         }
@@ -529,6 +552,35 @@ mod tests {
         let found = run(&events, start);
         let subjects: Vec<&str> = found.iter().map(|f| f.subject.as_str()).collect();
         assert_eq!(subjects, ["source:45.137.21.200"]);
+    }
+
+    #[test]
+    fn a_spray_names_each_principal_it_tried_at_its_address() {
+        let start: DateTime<Utc> = "2026-11-12T05:00:00Z".parse().unwrap();
+        let mut events: Vec<PolicyEvent> =
+            (0..6).map(|i| failure(&format!("user{i}"), "45.137.21.40", start + Duration::minutes(i))).collect();
+        let mut guessed = failure("guessed", "45.137.21.40", start + Duration::minutes(7));
+        (guessed.principal_arn, guessed.user_name) = (None, Some(HIDDEN_USER.into()));
+        events.push(guessed);
+        let found = run(&events, start);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let named: Vec<(&str, &str)> = found[0].details["link_principals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["principal"].as_str().unwrap(), p["address"].as_str().unwrap()))
+            .collect();
+        let expected: Vec<String> = (0..6).map(|i| format!("arn:aws:iam::111122223333:user/user{i}")).collect();
+        let expected: Vec<(&str, &str)> = expected.iter().map(|p| (p.as_str(), "45.137.21.40")).collect();
+        assert_eq!(named, expected, "every principal but the name CloudTrail hid");
+        // An AS spray names each principal at the address it was tried from.
+        let spread = ["45.137.21.9", "45.137.21.77", "45.137.22.130"];
+        let found = run(&asn_spray(9, &spread, start), start);
+        let named = found[0].details["link_principals"].as_array().unwrap();
+        assert_eq!(named.len(), 9);
+        assert!(
+            named.iter().any(|p| p["principal"].as_str().unwrap().ends_with("user4") && p["address"] == "45.137.21.77")
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! A small MaxMind DB writer, so tests build their own GeoIP databases instead of shipping
 //! third-party ones. Implements the parts of the MaxMind DB 2.0 format the tests need: an IPv6
-//! search tree (IPv4 networks under ::/96) with 32-bit records, and maps of strings, doubles
-//! and unsigned integers.
+//! search tree (IPv4 networks under ::/96) with 32-bit records, and maps of strings, doubles,
+//! unsigned integers and booleans.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -13,6 +13,7 @@ pub enum Value {
     Str(String),
     Double(f64),
     U32(u32),
+    Bool(bool),
     Map(BTreeMap<String, Value>),
 }
 
@@ -36,6 +37,30 @@ pub fn city_record(country: &str, city: &str, latitude: f64, longitude: f64) -> 
 /// A GeoLite2-ASN-shaped record.
 pub fn asn_record(asn: u32, organisation: &str) -> Value {
     map([("autonomous_system_number", Value::U32(asn)), ("autonomous_system_organization", s(organisation))])
+}
+
+/// What a GeoIP2 Anonymous-IP record says of an address.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Anonymous {
+    pub vpn: bool,
+    pub hosting: bool,
+    pub tor_exit: bool,
+    pub public_proxy: bool,
+}
+
+/// A GeoIP2-Anonymous-IP-shaped record: `is_anonymous` and the flags that are set (MaxMind
+/// leaves out the false ones).
+pub fn anonymous_ip_record(flags: Anonymous) -> Value {
+    let set = [
+        ("is_anonymous_vpn", flags.vpn),
+        ("is_hosting_provider", flags.hosting),
+        ("is_tor_exit_node", flags.tor_exit),
+        ("is_public_proxy", flags.public_proxy),
+    ];
+    let mut record: BTreeMap<String, Value> =
+        set.into_iter().filter(|(_, on)| *on).map(|(name, _)| (name.to_string(), Value::Bool(true))).collect();
+    record.insert("is_anonymous".into(), Value::Bool(true));
+    Value::Map(record)
 }
 
 /// An ip-location-db-shaped (flat) record.
@@ -181,6 +206,11 @@ fn encode(value: &Value, out: &mut Vec<u8>) {
         Value::U32(number) => {
             control(6, 4, out);
             out.extend_from_slice(&number.to_be_bytes());
+        }
+        // Extended type 14: the value is the size field (0 or 1), no payload.
+        Value::Bool(flag) => {
+            out.push(u8::from(*flag));
+            out.push(14 - 7);
         }
         Value::Map(entries) => {
             control(7, entries.len(), out);

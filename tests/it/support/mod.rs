@@ -7,9 +7,14 @@
 
 pub mod aws;
 pub mod browser;
+pub mod dashboard;
 pub mod guardduty;
+pub mod incident_setup;
+pub mod lake;
+pub mod metrics;
 pub mod mmdb;
 pub mod receiver;
+pub mod sample;
 pub mod securityhub;
 pub mod smtp;
 // The benchmarks' generator of realistic CloudTrail, shared with the tests by path.
@@ -187,5 +192,22 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+impl TestDb {
+    /// Waits (10 s at most) until a statement of this database waits for a lock, i.e. the other
+    /// side of a race is blocked; panics with `never` if none does.
+    pub async fn until_a_statement_waits_for_a_lock(&self, never: &str) {
+        for _ in 0..400 {
+            let waiting = self
+                .count("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+                .await;
+            if waiting > 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("{never}");
     }
 }

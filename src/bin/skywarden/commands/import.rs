@@ -147,18 +147,32 @@ pub(crate) fn print_detection(detection: &DetectionSummary) {
     );
 }
 
-/// `import --findings`: GuardDuty or Security Hub findings saved from `get-findings`, as alerts.
+#[derive(Serialize)]
+struct FindingsReport<'a> {
+    #[serde(flatten)]
+    import: &'a skywarden::pollers::findings::FindingsImport,
+    incidents: &'a skywarden::alerts::incidents::LinkOutcome,
+}
+
+/// `import --findings`: GuardDuty or Security Hub findings saved from `get-findings`, as alerts,
+/// linked into incidents before the command returns (as detection links what it raises), so
+/// nothing waits for a reader to link them.
 async fn import_findings(db_options: &DbOptions, args: ImportArgs) -> anyhow::Result<ExitCode> {
     let paths = args.paths;
-    let summary =
-        with_db(db_options, async |db| Ok(skywarden::pollers::findings::import_files(&db.pool, &paths).await?)).await?;
+    let (summary, linked) = with_db(db_options, async |db| {
+        let summary = skywarden::pollers::findings::import_files(&db.pool, &paths).await?;
+        let linked = skywarden::alerts::incidents::link_pending(&db.pool).await.context("linking into incidents")?;
+        Ok((summary, linked))
+    })
+    .await?;
     if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+        println!("{}", serde_json::to_string(&FindingsReport { import: &summary, incidents: &linked })?);
     } else {
         println!(
             "{} findings from {} files; {} raised or updated an alert",
             summary.findings, summary.files, summary.folded
         );
+        println!("{} alerts linked into incidents ({} incidents opened)", linked.linked, linked.opened);
         if summary.stale > 0 || summary.reopened > 0 {
             println!(
                 "{} older than the version their alert holds (changed nothing); {} alerts reopened (finding active again)",
