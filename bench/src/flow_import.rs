@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeZone, Utc};
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use sqlx::postgres::{PgConnectOptions, PgPoolCopyExt, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
 use skywarden::db::MIGRATOR;
@@ -51,6 +51,8 @@ pub enum FlowImportBenchError {
     Io(#[from] std::io::Error),
     #[error("the import reported errors: {0}")]
     ImportErrors(String),
+    #[error(transparent)]
+    Copy(#[from] crate::import::BenchError),
 }
 
 #[derive(Debug)]
@@ -243,22 +245,9 @@ async fn time_store_copy(
         partitions.ensure(&mut conn, PartitionedTable::FlowRecords, months.clone()).await?;
     }
     drop(conn);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for (buffer, _) in streams {
-        let pool = pool.clone();
-        let data = buffer.as_bytes().to_vec();
-        tasks.push(tokio::spawn(async move {
-            for chunk in crate::import::split_rows(&data, 2_000) {
-                ingest::store::copy_raw(&pool, PartitionedTable::FlowRecords, chunk).await?;
-            }
-            Ok::<(), sqlx::Error>(())
-        }));
-    }
-    for task in tasks {
-        task.await.map_err(std::io::Error::other)??;
-    }
-    Ok(started.elapsed())
+    let statement = format!("COPY flow_records ({}) FROM STDIN", skywarden::ingest::flowlogs::COLUMNS);
+    let data = streams.iter().map(|(buffer, _)| buffer.as_bytes().to_vec()).collect();
+    Ok(crate::import::copy_streams(pool, &statement, data).await?)
 }
 
 /// The record as a line of AWS's v2 format.
@@ -336,24 +325,8 @@ async fn time_typed_copy(pool: &PgPool, streams: &[CopyBuffer]) -> Result<Durati
     )
     .execute(pool)
     .await?;
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for buffer in streams {
-        let pool = pool.clone();
-        let data = buffer.as_bytes().to_vec();
-        tasks.push(tokio::spawn(async move {
-            for chunk in crate::import::split_rows(&data, 2_000) {
-                let mut copy = pool.copy_in_raw("COPY bench_raw_flows FROM STDIN").await?;
-                copy.send(chunk).await?;
-                copy.finish().await?;
-            }
-            Ok::<(), sqlx::Error>(())
-        }));
-    }
-    for task in tasks {
-        task.await.map_err(std::io::Error::other)??;
-    }
-    let elapsed = started.elapsed();
+    let data = streams.iter().map(|buffer| buffer.as_bytes().to_vec()).collect();
+    let elapsed = crate::import::copy_streams(pool, "COPY bench_raw_flows FROM STDIN", data).await?;
     sqlx::raw_sql("DROP TABLE bench_raw_flows").execute(pool).await?;
     Ok(elapsed)
 }

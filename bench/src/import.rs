@@ -232,26 +232,8 @@ async fn time_jsonb_copy(pool: &PgPool, streams: &[CopyBuffer]) -> Result<Durati
     )
     .execute(pool)
     .await?;
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for buffer in streams {
-        let pool = pool.clone();
-        let data = buffer.as_bytes().to_vec();
-        tasks.push(tokio::spawn(async move {
-            for chunk in split_rows(&data, 2_000) {
-                let mut copy = pool
-                    .copy_in_raw("COPY bench_raw_events (account_id, event_time, event_id, raw) FROM STDIN")
-                    .await?;
-                copy.send(chunk).await?;
-                copy.finish().await?;
-            }
-            Ok::<(), sqlx::Error>(())
-        }));
-    }
-    for task in tasks {
-        task.await.map_err(std::io::Error::other)??;
-    }
-    let elapsed = started.elapsed();
+    let statement = "COPY bench_raw_events (account_id, event_time, event_id, raw) FROM STDIN";
+    let elapsed = copy_streams(pool, statement, streams.iter().map(|b| b.as_bytes().to_vec()).collect()).await?;
     sqlx::raw_sql("DROP TABLE bench_raw_events").execute(pool).await?;
     Ok(elapsed)
 }
@@ -321,6 +303,32 @@ async fn time_raw_copy(
                 if with_rollup {
                     ingest::api_rollup::record(&mut *pool.acquire().await?, chunk).await?;
                 }
+            }
+            Ok::<(), sqlx::Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await.map_err(std::io::Error::other)??;
+    }
+    Ok(started.elapsed())
+}
+
+/// Plain COPY of pre-encoded rows with `statement`, one connection a stream, in batches of the
+/// importer's size; the time it took.
+pub(crate) async fn copy_streams(
+    pool: &PgPool,
+    statement: &str,
+    streams: Vec<Vec<u8>>,
+) -> Result<Duration, BenchError> {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for data in streams {
+        let (pool, statement) = (pool.clone(), statement.to_owned());
+        tasks.push(tokio::spawn(async move {
+            for chunk in split_rows(&data, 2_000) {
+                let mut copy = pool.copy_in_raw(&statement).await?;
+                copy.send(chunk).await?;
+                copy.finish().await?;
             }
             Ok::<(), sqlx::Error>(())
         }));

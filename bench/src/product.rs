@@ -65,6 +65,8 @@ mod tests {
             "postgres://u:p@127.0.0.1:5432/scratch?sslmode=disable"
         );
         assert_eq!(with_database("postgres://u@h", "scratch"), "postgres://u@h/scratch");
+        assert_eq!(with_database("postgres://u@/skywarden?host=/tmp&port=5", "x"), "postgres://u@/x?host=/tmp&port=5");
+        assert_eq!(with_database("postgres://u@h?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
     }
 
     #[test]

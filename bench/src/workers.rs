@@ -177,7 +177,7 @@ async fn measure(
     let jobs = onboard(pool, settings).await?;
     record_claims(pool).await?;
     let fake = FakeLookup::start().await?;
-    let url = scratch_url(server, settings.database_url.as_deref());
+    let url = crate::product::scratch_url(server, settings.database_url.as_deref(), DATABASE);
     let mut phases = Vec::new();
     for &workers in &settings.workers {
         let env = WorkerEnv { binary, database_url: &url, cloudtrail_url: &fake.url, settings };
@@ -486,29 +486,6 @@ async fn tally(
     })
 }
 
-/// The scratch database's URL for the workers: the given URL with its database replaced, or
-/// one built from the connection options (the embedded cluster: a socket, no password).
-fn scratch_url(server: &PgConnectOptions, given: Option<&str>) -> String {
-    if let Some(given) = given {
-        return with_database(given, DATABASE);
-    }
-    let (user, port) = (server.get_username(), server.get_port());
-    let socket = server.get_socket().map(|dir| dir.display().to_string());
-    match socket.or_else(|| server.get_host().starts_with('/').then(|| server.get_host().to_owned())) {
-        Some(dir) => format!("postgres://{user}@localhost/{DATABASE}?host={dir}&port={port}"),
-        None => format!("postgres://{user}@{}:{port}/{DATABASE}", server.get_host()),
-    }
-}
-
-/// `url` naming `database` instead of its own.
-fn with_database(url: &str, database: &str) -> String {
-    let authority_start = url.find("://").map_or(0, |i| i + 3);
-    let rest = &url[authority_start..];
-    let path_start = rest.find(['/', '?']).map_or(url.len(), |i| authority_start + i);
-    let query_start = url[path_start..].find('?').map_or(url.len(), |i| path_start + i);
-    format!("{}/{database}{}", &url[..path_start], &url[query_start..])
-}
-
 /// LookupEvents over JSON 1.1, as AWS answers it (see the module's comment).
 struct FakeLookup {
     url: String,
@@ -605,17 +582,4 @@ fn lookup_event(region: &str, time: i64) -> Value {
         "EventSource": "ec2.amazonaws.com", "Username": "bench-user", "Resources": [],
         "CloudTrailEvent": raw.to_string(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_database_of_a_url_is_replaced() {
-        assert_eq!(with_database("postgres://u:p@h:5432/skywarden", "x"), "postgres://u:p@h:5432/x");
-        assert_eq!(with_database("postgres://u@/skywarden?host=/tmp&port=5", "x"), "postgres://u@/x?host=/tmp&port=5");
-        assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
-        assert_eq!(with_database("postgres://u@h?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
-    }
 }
