@@ -20,10 +20,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeZone, Utc};
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool};
+use sqlx::PgPool;
+use sqlx::postgres::PgConnectOptions;
 
-use skywarden::db::MIGRATOR;
 use skywarden::db::copy::CopyBuffer;
 use skywarden::db::partitions::{PartitionCache, PartitionedTable, month_start};
 use skywarden::detect::{self, PolicySet};
@@ -85,15 +84,7 @@ pub async fn run(
     records: usize,
     work_dir: &Path,
 ) -> Result<FlowImportReport, FlowImportBenchError> {
-    let admin = server.clone().database("postgres");
-    let mut admin_conn = admin.connect().await?;
-    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")).execute(&mut admin_conn).await?;
-    sqlx::raw_sql(&format!("CREATE DATABASE {DATABASE}")).execute(&mut admin_conn).await?;
-    let pool = PgPoolOptions::new()
-        .max_connections(STREAMS as u32 + 2)
-        .connect_with(server.clone().database(DATABASE))
-        .await?;
-    MIGRATOR.run(&pool).await?;
+    let (mut admin_conn, pool) = crate::import::scratch_database(server, DATABASE, STREAMS as u32 + 2).await?;
 
     let dir = work_dir.join("skywarden-bench-flows");
     std::fs::create_dir_all(&dir)?;

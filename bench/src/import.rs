@@ -96,15 +96,7 @@ impl std::fmt::Display for BenchReport {
 
 /// Runs the benchmark on a scratch database next to `server` (dropped afterwards).
 pub async fn run(server: &PgConnectOptions, events: usize, work_dir: &Path) -> Result<BenchReport, BenchError> {
-    let admin = server.clone().database("postgres");
-    let mut admin_conn = admin.connect().await?;
-    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")).execute(&mut admin_conn).await?;
-    sqlx::raw_sql(&format!("CREATE DATABASE {BENCH_DATABASE}")).execute(&mut admin_conn).await?;
-    let pool = PgPoolOptions::new()
-        .max_connections(STREAMS as u32 + 1)
-        .connect_with(server.clone().database(BENCH_DATABASE))
-        .await?;
-    MIGRATOR.run(&pool).await?;
+    let (mut admin_conn, pool) = scratch_database(server, BENCH_DATABASE, STREAMS as u32 + 1).await?;
 
     let file = work_dir.join("bench-cloudtrail.json");
     let bytes = generate_events(&file, events)?;
@@ -147,6 +139,22 @@ pub async fn run(server: &PgConnectOptions, events: usize, work_dir: &Path) -> R
         jsonb_copy_rate: events as f64 / best_jsonb.as_secs_f64(),
         geo_files: geo_files.len(),
     })
+}
+
+/// A fresh, migrated database `name` next to `server` (one of that name is dropped first), with
+/// a pool of `connections` on it, and a connection to the server's `postgres` database to drop
+/// it with afterwards.
+pub(crate) async fn scratch_database(
+    server: &PgConnectOptions,
+    name: &str,
+    connections: u32,
+) -> Result<(sqlx::PgConnection, PgPool), BenchError> {
+    let mut admin_conn = server.clone().database("postgres").connect().await?;
+    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin_conn).await?;
+    sqlx::raw_sql(&format!("CREATE DATABASE {name}")).execute(&mut admin_conn).await?;
+    let pool = PgPoolOptions::new().max_connections(connections).connect_with(server.clone().database(name)).await?;
+    MIGRATOR.run(&pool).await?;
+    Ok((admin_conn, pool))
 }
 
 async fn reset(pool: &PgPool) -> Result<(), sqlx::Error> {
