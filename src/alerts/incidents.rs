@@ -102,7 +102,8 @@ pub async fn link_pending(pool: &PgPool) -> Result<LinkOutcome, AlertStoreError>
 /// that recorded them, so an alert is never seen without its incident for long).
 pub async fn link_pending_in(tx: &mut PgConnection, limit: i64) -> Result<LinkOutcome, AlertStoreError> {
     lock_linking(tx).await?;
-    let rows = sqlx::query!(
+    let rows = sqlx::query_as!(
+        AlertRow,
         r#"SELECT account_id, alert_id::text AS "alert_id!", policy_id, principal, source_ip, resources,
                   session_key, first_seen, last_seen, details -> 'network' AS network,
                   details -> 'links_resources' AS links_resources
@@ -112,21 +113,8 @@ pub async fn link_pending_in(tx: &mut PgConnection, limit: i64) -> Result<LinkOu
     .fetch_all(&mut *tx)
     .await?;
     let mut outcome = LinkOutcome::default();
-    for r in rows {
-        let alert = linked_alert(AlertRow {
-            account_id: r.account_id,
-            alert_id: r.alert_id,
-            policy_id: r.policy_id,
-            principal: r.principal,
-            source_ip: r.source_ip,
-            resources: r.resources,
-            session_key: r.session_key,
-            first_seen: r.first_seen,
-            last_seen: r.last_seen,
-            network: r.network,
-            links_resources: r.links_resources,
-        });
-        link_one(tx, &alert, &mut outcome).await?;
+    for row in rows {
+        link_one(tx, &linked_alert(row), &mut outcome).await?;
     }
     Ok(outcome)
 }
