@@ -37,7 +37,8 @@ use crate::policy_files::{Origin, PolicyFiles};
 pub use detectors::DetectorSettings;
 pub use event::PolicyEvent;
 pub use runner::{
-    DetectError, DetectionSummary, PendingOptions, Scope, database_now, evaluate, run, run_pending, run_pending_with,
+    DetectError, DetectionSummary, PendingOptions, Scope, Stage, StageTimes, database_now, evaluate, run, run_pending,
+    run_pending_with, stage_seconds_total,
 };
 
 /// What a finding deduplicates on.

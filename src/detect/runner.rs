@@ -12,6 +12,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Duration, Utc};
 use futures_util::TryStreamExt;
@@ -68,6 +69,8 @@ pub struct DetectionSummary {
     /// Another process's pass held the detection lease (named here): these rows were left to it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deferred_to: Option<String>,
+    /// Where the passes spent their time.
+    pub stage_ms: StageTimes,
 }
 
 impl DetectionSummary {
@@ -82,6 +85,107 @@ impl DetectionSummary {
         self.retracted_evidence += pass.retracted_evidence;
         self.login_range = pass.login_range.or(self.login_range);
         self.passes += pass.passes;
+        self.stage_ms.add(&pass.stage_ms);
+    }
+}
+
+/// The steps of a detection pass, timed apart so an operator (and `make bench`) sees where a
+/// slow pass spends its time: in the summary, the log and `/metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Reading the new events back and running the event rules over each.
+    Events,
+    ApiActivity,
+    Network,
+    RareApi,
+    Logins,
+    Reconnaissance,
+    Flows,
+    /// Storing alerts and linking them into incidents (whichever step found them).
+    Storing,
+    /// Re-keying incidents that this pass's bridging events tie together.
+    Relinking,
+    /// Withdrawing login evidence later data disproved.
+    Retraction,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 10] = [
+        Stage::Events,
+        Stage::ApiActivity,
+        Stage::Network,
+        Stage::RareApi,
+        Stage::Logins,
+        Stage::Reconnaissance,
+        Stage::Flows,
+        Stage::Storing,
+        Stage::Relinking,
+        Stage::Retraction,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Events => "events",
+            Stage::ApiActivity => "api_activity",
+            Stage::Network => "network",
+            Stage::RareApi => "rare_api",
+            Stage::Logins => "logins",
+            Stage::Reconnaissance => "reconnaissance",
+            Stage::Flows => "flows",
+            Stage::Storing => "storing",
+            Stage::Relinking => "relinking",
+            Stage::Retraction => "retraction",
+        }
+    }
+}
+
+/// Milliseconds spent in each [`Stage`], by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct StageTimes(std::collections::BTreeMap<&'static str, u64>);
+
+impl StageTimes {
+    fn record(&mut self, stage: Stage, spent: std::time::Duration) {
+        *self.0.entry(stage.name()).or_default() += spent.as_millis() as u64;
+        STAGE_MICROS[stage as usize].fetch_add(spent.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn add(&mut self, other: &StageTimes) {
+        for (stage, ms) in &other.0 {
+            *self.0.entry(stage).or_default() += ms;
+        }
+    }
+
+    /// Milliseconds spent in `stage`.
+    pub fn get(&self, stage: Stage) -> u64 {
+        self.0.get(stage.name()).copied().unwrap_or_default()
+    }
+}
+
+/// Microseconds this process's detection passes spent in each [`Stage`], for `/metrics`.
+static STAGE_MICROS: [AtomicU64; Stage::ALL.len()] = [const { AtomicU64::new(0) }; Stage::ALL.len()];
+
+/// Seconds this process's detection passes spent in each stage since it started.
+pub fn stage_seconds_total() -> Vec<(&'static str, f64)> {
+    Stage::ALL.iter().map(|s| (s.name(), STAGE_MICROS[*s as usize].load(Ordering::Relaxed) as f64 / 1e6)).collect()
+}
+
+/// Times the stages of one pass: each lap is charged to its stage less what storing alerts took
+/// meanwhile (charged to [`Stage::Storing`] by [`Found::flush`]).
+struct StageClock {
+    lap_started: std::time::Instant,
+    storing_before: std::time::Duration,
+}
+
+impl StageClock {
+    fn start(found: &Found<'_>) -> Self {
+        Self { lap_started: std::time::Instant::now(), storing_before: found.storing }
+    }
+
+    fn lap(&mut self, stage: Stage, found: &Found<'_>, times: &mut StageTimes) {
+        let stored = found.storing.saturating_sub(self.storing_before);
+        times.record(stage, self.lap_started.elapsed().saturating_sub(stored));
+        *self = Self::start(found);
     }
 }
 
@@ -115,12 +219,15 @@ async fn store_findings(
     let mut found = Found::storing(pool, policies.detectors.geo.clone());
     let mut summary = evaluate_into(pool, policies, scope, None, &mut found).await?;
     found.flush().await?;
+    summary.stage_ms.record(Stage::Storing, found.storing);
     // Bridging events in this pass tie alerts linked before they were known.
     let since = match scope {
         Scope::IngestedSince(t) => (Some(t), None),
         Scope::EventsSince(t) => (None, Some(t)),
     };
+    let started = std::time::Instant::now();
     crate::alerts::incidents::relink_bridged(pool, since).await?;
+    summary.stage_ms.record(Stage::Relinking, started.elapsed());
     // The backlog and skips change only once the alerts they account for are stored.
     found.state.apply(pool).await?;
     summary.new_alerts = found.recorded.new_alerts;
@@ -131,11 +238,13 @@ async fn store_findings(
         // while the lease is held, checked in the withdrawing transaction: a pass that lost it
         // could withdraw what the new holder's pass just recorded.
         let owner = lease.map(lease::Lease::owner);
+        let started = std::time::Instant::now();
         summary.retracted_evidence =
             match store::retract_login_evidence(pool, owner, WITHDRAWABLE_POLICIES, from, to, &found.kept).await {
                 Err(AlertStoreError::LeaseNotHeld(_)) => return Err(LeaseError::from(lease::LeaseLost).into()),
                 withdrawn => withdrawn?,
             };
+        summary.stage_ms.record(Stage::Retraction, started.elapsed());
     }
     tracing::info!(
         events = summary.events_evaluated,
@@ -143,6 +252,7 @@ async fn store_findings(
         flow_hours = summary.flow_hours_evaluated,
         findings = summary.findings,
         new_alerts = summary.new_alerts,
+        stage_ms = ?summary.stage_ms,
         "detection finished"
     );
     Ok(summary)
@@ -326,32 +436,43 @@ async fn evaluate_into(
     found: &mut Found<'_>,
 ) -> Result<DetectionSummary, DetectError> {
     let mut summary = DetectionSummary::default();
+    let mut times = StageTimes::default();
+    let mut clock = StageClock::start(found);
     let scanned = scan_events(pool, policies, scope, only_policy, found).await?;
     summary.events_evaluated = scanned.events;
+    clock.lap(Stage::Events, found, &mut times);
     found.add(api_activity_findings(pool, policies, &scanned.first_calls).await?).await?;
+    clock.lap(Stage::ApiActivity, found, &mut times);
     found.add(network_findings(pool, policies, &scanned.network).await?).await?;
+    clock.lap(Stage::Network, found, &mut times);
     if only_policy.is_none_or(|p| p == detectors::RARE_SENSITIVE_API) {
         // Runs without new events too: principals a capped run left in the backlog wait for it.
         let rare = rare_api::findings(pool, &policies.detectors, &scanned.rare_api, &mut found.state).await?;
         found.add(rare).await?;
+        clock.lap(Stage::RareApi, found, &mut times);
     }
     if let Some(span) = scanned.login_span {
         found.add(login_findings(pool, policies, span, only_policy, &mut summary).await?).await?;
+        clock.lap(Stage::Logins, found, &mut times);
     }
     if let Some(span) = scanned.refusal_span
         && policies.detectors.settings.reconnaissance.enabled
         && only_policy.is_none_or(|p| p == crate::detect::detectors::RECON_BURST)
     {
         found.add(recon_findings(pool, policies, span).await?).await?;
+        clock.lap(Stage::Reconnaissance, found, &mut times);
     }
     if only_policy.is_none_or(|p| FLOW_POLICIES.contains(&p)) {
         // What was found so far is stored (and linked) first: a flow to an address of the
         // incident it opens is suspicious.
         found.flush().await?;
+        clock = StageClock::start(found);
         let flows = flow_findings(pool, policies, scope, only_policy, &mut summary, &mut found.state).await?;
         found.add(flows).await?;
+        clock.lap(Stage::Flows, found, &mut times);
     }
     summary.findings = found.count;
+    summary.stage_ms = times;
     Ok(summary)
 }
 
@@ -370,6 +491,8 @@ struct Found<'p> {
     /// Backlog and skip changes, applied by [`run`] after the last flush; never by [`evaluate`]
     /// (a backtest changes no detector state).
     state: health::StateChanges,
+    /// Time spent storing what was found so far.
+    storing: std::time::Duration,
 }
 
 impl<'p> Found<'p> {
@@ -392,6 +515,13 @@ impl<'p> Found<'p> {
         if self.pending.is_empty() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
+        let stored = self.store_pending(pool).await;
+        self.storing += started.elapsed();
+        stored
+    }
+
+    async fn store_pending(&mut self, pool: &PgPool) -> Result<(), DetectError> {
         let mut chunk = std::mem::take(&mut self.pending);
         attach_network(pool, &mut chunk).await?;
         look_up_network(self.geo.as_deref(), &mut chunk);

@@ -85,6 +85,7 @@ async fn render(State(context): State<ApiContext>) -> String {
     if let Ok(health) = crate::detect::health::read(&context.db).await {
         write_detection_health(&mut out, &health);
     }
+    write_detection_stages(&mut out);
     match crate::search::index::lag(&context.db).await {
         Ok(lag) => write_search_index_lag(&mut out, &lag),
         Err(error) => crate::search::index::note_lag_failure(&error),
@@ -181,6 +182,17 @@ fn write_detection_health(out: &mut String, health: &crate::detect::health::Dete
                 u8::from(skip.outstanding)
             );
         }
+    }
+}
+
+/// Where this process's detection passes spent their time, by stage.
+fn write_detection_stages(out: &mut String) {
+    out.push_str(
+        "# HELP skywarden_detection_stage_seconds_total Time this process's detection passes spent in each stage.\n",
+    );
+    out.push_str("# TYPE skywarden_detection_stage_seconds_total counter\n");
+    for (stage, seconds) in crate::detect::stage_seconds_total() {
+        let _ = writeln!(out, "skywarden_detection_stage_seconds_total{{stage=\"{stage}\"}} {seconds:.6}");
     }
 }
 

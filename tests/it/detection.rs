@@ -755,3 +755,35 @@ async fn reconnaissance_split_over_two_imports_is_one_alert_with_every_refusal()
     import(&db, &geo, &[&dir.path().join("first.jsonl"), &dir.path().join("more.jsonl")]);
     assert_eq!(alerts(&db, &["--policy", "aws-reconnaissance-burst"]), found);
 }
+
+/// A pass reports where its time went, stage by stage, as `skywarden import --json` shows it
+/// beside each step of the command; `/metrics` adds the stages up over the process's passes.
+#[tokio::test]
+async fn a_pass_reports_its_time_by_stage() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let geo = country_db(dir.path());
+    let summary = import(&db, &geo, &[&incident()]);
+    let stages = summary["detection"]["stage_ms"].as_object().expect("stage times in the summary");
+    // The sample holds console logins and raises alerts: those stages ran.
+    for stage in ["events", "api_activity", "network", "logins", "storing", "relinking"] {
+        assert!(stages.get(stage).is_some_and(Value::is_u64), "{stage} in {summary}");
+    }
+    for step in ["import", "detection", "search_index"] {
+        assert!(summary["steps_ms"][step].is_u64(), "{step} in {summary}");
+    }
+
+    let events = |metrics: &str| -> f64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with("skywarden_detection_stage_seconds_total{stage=\"events\"}"))
+            .expect("the events stage in /metrics");
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let scope = skywarden::detect::Scope::EventsSince(chrono::DateTime::UNIX_EPOCH);
+    let before = events(&crate::support::metrics::scrape(&db.pool).await);
+    let pass = skywarden::detect::run(&db.pool, &skywarden::detect::PolicySet::builtin(), scope).await.unwrap();
+    assert!(pass.events_evaluated > 0);
+    let after = events(&crate::support::metrics::scrape(&db.pool).await);
+    assert!(after > before, "the pass's time is added: {before} -> {after}");
+}

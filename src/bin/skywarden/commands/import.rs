@@ -51,6 +51,20 @@ struct ImportReport<'a> {
     detection: Option<&'a DetectionSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     search_index: Option<&'a skywarden::search::index::IndexRun>,
+    /// Wall time of each step of the command.
+    steps_ms: StepTimes,
+}
+
+/// Wall time of each step of `skywarden import`, in milliseconds.
+#[derive(Serialize, Default, Clone, Copy)]
+struct StepTimes {
+    import: u64,
+    detection: u64,
+    search_index: u64,
+}
+
+fn millis_since(started: std::time::Instant) -> u64 {
+    started.elapsed().as_millis() as u64
 }
 
 pub(crate) async fn import(db_options: &DbOptions, args: ImportArgs) -> anyhow::Result<ExitCode> {
@@ -73,17 +87,28 @@ pub(crate) async fn import(db_options: &DbOptions, args: ImportArgs) -> anyhow::
         ..ImportOptions::new(args.paths)
     };
     let no_search_index = args.no_search_index;
-    let (summary, detection, search_index) = with_db(db_options, async |db| {
+    let (summary, detection, search_index, steps_ms) = with_db(db_options, async |db| {
+        let mut steps = StepTimes::default();
         let started = detect::database_now(&db.pool).await?;
+        let step = std::time::Instant::now();
         let summary = ingest::import(&db.pool, options).await?;
+        steps.import = millis_since(step);
+        let step = std::time::Instant::now();
         let detection = detect_after_import(&db.pool, policies.as_ref(), started).await?;
+        steps.detection = millis_since(step);
+        let step = std::time::Instant::now();
         let search_index = if no_search_index { None } else { index_after_import(&db.pool).await };
-        Ok((summary, detection, search_index))
+        steps.search_index = millis_since(step);
+        Ok((summary, detection, search_index, steps))
     })
     .await?;
     if args.json {
-        let report =
-            ImportReport { import: &summary, detection: detection.as_ref(), search_index: search_index.as_ref() };
+        let report = ImportReport {
+            import: &summary,
+            detection: detection.as_ref(),
+            search_index: search_index.as_ref(),
+            steps_ms,
+        };
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print_summary(&summary);
