@@ -200,9 +200,14 @@ async fn time_end_to_end(
     }
     let stored = started.elapsed();
     let options = detect::runner::PendingOptions { own_pass_only: true, ..Default::default() };
-    detect::run_pending_with(pool, policies, since, &options).await?;
+    let detection = detect::run_pending_with(pool, policies, since, &options).await?;
     let elapsed = started.elapsed();
-    eprintln!("end to end: store {} ms, detect {} ms", stored.as_millis(), (elapsed - stored).as_millis());
+    eprintln!(
+        "end to end: store {} ms, detect {} ms (by stage: {})",
+        stored.as_millis(),
+        (elapsed - stored).as_millis(),
+        serde_json::to_string(&detection.stage_ms).unwrap_or_default()
+    );
     Ok(elapsed)
 }
 

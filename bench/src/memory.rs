@@ -76,6 +76,8 @@ pub struct ImportRun {
     disk_bytes: u64,
     stored: u64,
     seconds: f64,
+    /// Where the command's time went: its steps and detection's stages, in seconds.
+    breakdown: Vec<(String, f64)>,
     /// From `wait4` (GNU time), in KiB, when it is installed.
     exact_kib: Option<u64>,
     /// The highest `VmHWM` polled, in KiB.
@@ -336,6 +338,7 @@ fn import(binary: &Path, url: &str, dump: &Dump, log: &Path) -> Result<ImportRun
         None
     };
     Ok(ImportRun {
+        breakdown: breakdown(&summary),
         events: dump.events,
         files: dump.files,
         json_bytes: dump.json_bytes,
@@ -345,6 +348,19 @@ fn import(binary: &Path, url: &str, dump: &Dump, log: &Path) -> Result<ImportRun
         exact_kib,
         polled_kib: Some(peak.load(Ordering::Relaxed)).filter(|&kib| kib > 0),
     })
+}
+
+/// The command's steps (`steps_ms`) and detection's stages (`detection.stage_ms`) from its
+/// summary, in seconds, the stages under `detection.`.
+fn breakdown(summary: &serde_json::Value) -> Vec<(String, f64)> {
+    let seconds = |value: &serde_json::Value| value.as_u64().unwrap_or_default() as f64 / 1000.0;
+    let mut parts = Vec::new();
+    for (prefix, times) in [("", &summary["steps_ms"]), ("detection.", &summary["detection"]["stage_ms"])] {
+        if let Some(times) = times.as_object() {
+            parts.extend(times.iter().map(|(name, ms)| (format!("{prefix}{name}"), seconds(ms))));
+        }
+    }
+    parts
 }
 
 /// Polls the import's `VmHWM` every 10 ms into `peak` until `done`. Under GNU time the import
@@ -400,6 +416,10 @@ impl std::fmt::Display for MemoryReport {
                 mb(run.exact_kib.or(run.polled_kib)),
                 mb(run.polled_kib),
             )?;
+        }
+        for (name, run) in [("baseline", &self.baseline), ("full", &self.full)] {
+            let parts: Vec<String> = run.breakdown.iter().map(|(part, s)| format!("{part} {s:.1}")).collect();
+            writeln!(f, "  {name} seconds by step and detection stage: {}", parts.join(", "))?;
         }
         let how = if self.full.exact_kib.is_some() { "wait4 via GNU time" } else { "VmHWM polled every 10 ms" };
         match (self.full.peak_mb(), self.baseline.peak_mb()) {

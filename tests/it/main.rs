@@ -46,6 +46,7 @@ mod respond_auto;
 mod respond_safety;
 mod sample_incident;
 mod search_index;
+mod search_scale;
 mod security;
 mod shared_fixtures;
 mod support;

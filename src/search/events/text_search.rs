@@ -1,14 +1,17 @@
 //! The audit-trail search with `q`: the events whose searchable fields contain the text, from
 //! three sources in one statement. Indexed hot events match through the trigram index of
-//! `event_search`; cached archived events (`archived`, the lake cache) through the trigram index
-//! of the search text stored with them when loaded (migration 0046); the hot tail the indexer has
-//! not copied yet (stored since `skywarden_event_search_tail_start()` and not in `event_search`)
-//! by computing the same projection. All three hold `skywarden_event_search_text(raw)`, and
-//! within one statement a hot event is indexed or tail, never both, so pages and counts are exact
-//! whether the indexer has run or not. The account, time and page bounds are repeated in each
-//! branch so each reads only its range; every other filter applies to the matched events. The
-//! matches are a `MATERIALIZED` CTE: computed once, whatever plan the join back to the events
-//! gets (inlined, a generic plan could recompute the projection for each event).
+//! `event_search`, asked for the pattern's selective part, or through its token index for words
+//! whose trigrams are all common ([`index_query`], migration 0051); cached archived events
+//! (`archived`, the lake cache) through the trigram index of the search text stored with them
+//! when loaded (migration 0046); the hot tail the indexer has not copied yet (stored since
+//! `skywarden_event_search_tail_start()` and not in `event_search`) by computing the same
+//! projection. All three hold `skywarden_event_search_text(raw)`, and within one statement a hot
+//! event is indexed or tail, never both, so pages and counts are exact whether the indexer has
+//! run or not. The account, time and page bounds are repeated in each branch so each reads only
+//! its range (beside an index asked for a selective part, after it: the part is rare in the whole
+//! table); every other filter applies to the matched events. The matches are a `MATERIALIZED`
+//! CTE: computed once, whatever plan the join back to the events gets (inlined, a generic plan
+//! could recompute the projection for each event).
 //!
 //! A page first tries a window (issue 18, docs/scaling.md "Common words"): the index rows and
 //! cached rows of the range nearest the cursor, read by time alone and filtered, without the
@@ -120,6 +123,28 @@ async fn without_jit(db: &sqlx::PgPool) -> Result<sqlx::Transaction<'static, sql
     let mut tx = db.begin().await?;
     sqlx::query_scalar!("SELECT set_config('jit', 'off', true)").fetch_one(&mut *tx).await?;
     Ok(tx)
+}
+
+/// What the indexes are asked for a text search (`skywarden_search_index`, migration 0051): a
+/// pattern for the trigram indexes (the selective part of the search's pattern, or the pattern
+/// itself) or else a query of the token index of `event_search`, whose words hold only
+/// trigrams common to most texts (`sg-0000000000000000e`). Either is implied by the pattern,
+/// which every trigram statement then matches on the rows found: results are those of the
+/// pattern alone. Computed before the statement, so a custom plan sees the values (a function
+/// call in the statement would be estimated blind).
+struct IndexQuery {
+    trigrams: Option<String>,
+    tokens: Option<String>,
+}
+
+async fn index_query<'e, E: sqlx::PgExecutor<'e>>(db: E, text: Option<&str>) -> Result<IndexQuery, sqlx::Error> {
+    sqlx::query_as!(
+        IndexQuery,
+        r#"SELECT trigram_pattern AS trigrams, token_query::text AS tokens FROM skywarden_search_index($1)"#,
+        text
+    )
+    .fetch_one(db)
+    .await
 }
 
 /// The page after the cursor from the window: `None` when it would not be exact.
@@ -277,12 +302,34 @@ async fn older_by_trigrams(
         Some((t, a, i)) => (Some(t), Some(a), Some(i)),
         None => (None, None, None),
     };
+    let index = index_query(db, filter.text.as_deref()).await?;
     let (principal_arn, user_name) = filter.principal_columns();
     let rows = sqlx::query_as!(
         SummaryRow,
         r#"WITH matched AS MATERIALIZED (
                SELECT s.account_id, s.event_time, s.event_id, false AS archived
-               FROM event_search s
+               -- The fence (migration 0051): the trigram index alone reads the pattern's
+               -- selective part ($19), or the token index its words ($20); a bound on time or
+               -- account beside them would lead the planner to AND in the range's index (3.3M
+               -- entries read for 169 matches at 10M events). With neither, the pattern beside the
+               -- bounds, as before. The pattern itself and the bounds are matched on what they find.
+               FROM (SELECT s.account_id, s.event_time, s.event_id, s.search_text
+                     FROM event_search s
+                     WHERE s.search_text ILIKE $19::text
+                     UNION ALL
+                     SELECT s.account_id, s.event_time, s.event_id, s.search_text
+                     FROM event_search s
+                     WHERE skywarden_search_tokens(s.search_text) @@ $20::text::tsquery
+                     UNION ALL
+                     -- Neither (no selective part): the pattern beside the bounds, as before.
+                     SELECT s.account_id, s.event_time, s.event_id, s.search_text
+                     FROM event_search s
+                     WHERE $19::text IS NULL AND $20::text IS NULL AND s.search_text ILIKE $16
+                       AND ($1::text IS NULL OR s.account_id = $1)
+                       AND ($8::timestamptz IS NULL OR s.event_time >= $8)
+                       AND ($9::timestamptz IS NULL OR s.event_time < $9)
+                       AND ($12::timestamptz IS NULL OR (s.event_time, s.account_id, s.event_id) < ($12, $13::text, $14::text))
+                     OFFSET 0) s
                WHERE s.search_text ILIKE $16
                  AND ($1::text IS NULL OR s.account_id = $1)
                  AND ($8::timestamptz IS NULL OR s.event_time >= $8)
@@ -292,7 +339,19 @@ async fn older_by_trigrams(
                -- The cache's stored text, through its trigram index. DISTINCT: the cache may hold
                -- an event twice (loaded from two objects).
                SELECT DISTINCT l.account_id, l.event_time, l.event_id, true
+               -- Fenced as the index rows are: the selective part, else the pattern and bounds.
+               FROM (SELECT l.account_id, l.event_time, l.event_id, l.lake_object, l.lake_row_group, l.search_text
                FROM lake_events l
+               WHERE l.search_text ILIKE $19::text
+               UNION ALL
+               SELECT l.account_id, l.event_time, l.event_id, l.lake_object, l.lake_row_group, l.search_text
+               FROM lake_events l
+               WHERE $19::text IS NULL AND l.search_text ILIKE $16
+                 AND ($1::text IS NULL OR l.account_id = $1)
+                 AND ($8::timestamptz IS NULL OR l.event_time >= $8)
+                 AND ($9::timestamptz IS NULL OR l.event_time < $9)
+                 AND ($12::timestamptz IS NULL OR (l.event_time, l.account_id, l.event_id) < ($12, $13::text, $14::text))
+               OFFSET 0) l
                WHERE l.search_text ILIKE $16
                  AND ($1::text IS NULL OR l.account_id = $1)
                  AND ($8::timestamptz IS NULL OR l.event_time >= $8)
@@ -360,6 +419,8 @@ async fn older_by_trigrams(
         filter.text,
         user_name,
         tail_start,
+        index.trigrams,
+        index.tokens,
     )
     .fetch_all(db)
     .await?;
@@ -505,13 +566,35 @@ async fn newer_by_trigrams(
     before: &EventKey,
     tail_start: DateTime<Utc>,
 ) -> Result<Vec<EventSummary>, sqlx::Error> {
+    let index = index_query(db, filter.text.as_deref()).await?;
     let (principal_arn, user_name) = filter.principal_columns();
     let (before_time, before_account, before_id) = before.clone();
     let rows = sqlx::query_as!(
         SummaryRow,
         r#"WITH matched AS MATERIALIZED (
                SELECT s.account_id, s.event_time, s.event_id, false AS archived
-               FROM event_search s
+               -- The fence (migration 0051): the trigram index alone reads the pattern's
+               -- selective part ($19), or the token index its words ($20); a bound on time or
+               -- account beside them would lead the planner to AND in the range's index (3.3M
+               -- entries read for 169 matches at 10M events). With neither, the pattern beside the
+               -- bounds, as before. The pattern itself and the bounds are matched on what they find.
+               FROM (SELECT s.account_id, s.event_time, s.event_id, s.search_text
+                     FROM event_search s
+                     WHERE s.search_text ILIKE $19::text
+                     UNION ALL
+                     SELECT s.account_id, s.event_time, s.event_id, s.search_text
+                     FROM event_search s
+                     WHERE skywarden_search_tokens(s.search_text) @@ $20::text::tsquery
+                     UNION ALL
+                     -- Neither (no selective part): the pattern beside the bounds, as before.
+                     SELECT s.account_id, s.event_time, s.event_id, s.search_text
+                     FROM event_search s
+                     WHERE $19::text IS NULL AND $20::text IS NULL AND s.search_text ILIKE $15
+                       AND ($1::text IS NULL OR s.account_id = $1)
+                       AND ($8::timestamptz IS NULL OR s.event_time >= $8)
+                       AND ($9::timestamptz IS NULL OR s.event_time < $9)
+                       AND (s.event_time, s.account_id, s.event_id) > ($12, $13::text, $14::text)
+                     OFFSET 0) s
                WHERE s.search_text ILIKE $15
                  AND ($1::text IS NULL OR s.account_id = $1)
                  AND ($8::timestamptz IS NULL OR s.event_time >= $8)
@@ -520,7 +603,19 @@ async fn newer_by_trigrams(
                UNION ALL
                -- As in `older_by_trigrams`.
                SELECT DISTINCT l.account_id, l.event_time, l.event_id, true
+               -- Fenced as the index rows are: the selective part, else the pattern and bounds.
+               FROM (SELECT l.account_id, l.event_time, l.event_id, l.lake_object, l.lake_row_group, l.search_text
                FROM lake_events l
+               WHERE l.search_text ILIKE $19::text
+               UNION ALL
+               SELECT l.account_id, l.event_time, l.event_id, l.lake_object, l.lake_row_group, l.search_text
+               FROM lake_events l
+               WHERE $19::text IS NULL AND l.search_text ILIKE $15
+                 AND ($1::text IS NULL OR l.account_id = $1)
+                 AND ($8::timestamptz IS NULL OR l.event_time >= $8)
+                 AND ($9::timestamptz IS NULL OR l.event_time < $9)
+                 AND (l.event_time, l.account_id, l.event_id) > ($12, $13::text, $14::text)
+               OFFSET 0) l
                WHERE l.search_text ILIKE $15
                  AND ($1::text IS NULL OR l.account_id = $1)
                  AND ($8::timestamptz IS NULL OR l.event_time >= $8)
@@ -587,6 +682,8 @@ async fn newer_by_trigrams(
         user_name,
         filter.limit,
         tail_start,
+        index.trigrams,
+        index.tokens,
     )
     .fetch_all(db)
     .await?;
@@ -742,11 +839,32 @@ async fn count_by_trigrams(
     cap: i64,
     tail_start: DateTime<Utc>,
 ) -> Result<i64, sqlx::Error> {
+    let index = index_query(&mut *db, filter.text.as_deref()).await?;
     let (principal_arn, user_name) = filter.principal_columns();
     sqlx::query_scalar!(
         r#"WITH matched AS MATERIALIZED (
                SELECT s.account_id, s.event_time, s.event_id, false AS archived
-               FROM event_search s
+               -- The fence (migration 0051): the trigram index alone reads the pattern's
+               -- selective part ($16), or the token index its words ($17); a bound on time or
+               -- account beside them would lead the planner to AND in the range's index (3.3M
+               -- entries read for 169 matches at 10M events). With neither, the pattern beside the
+               -- bounds, as before. The pattern itself and the bounds are matched on what they find.
+               FROM (SELECT s.account_id, s.event_time, s.event_id, s.search_text
+                     FROM event_search s
+                     WHERE s.search_text ILIKE $16::text
+                     UNION ALL
+                     SELECT s.account_id, s.event_time, s.event_id, s.search_text
+                     FROM event_search s
+                     WHERE skywarden_search_tokens(s.search_text) @@ $17::text::tsquery
+                     UNION ALL
+                     -- Neither (no selective part): the pattern beside the bounds, as before.
+                     SELECT s.account_id, s.event_time, s.event_id, s.search_text
+                     FROM event_search s
+                     WHERE $16::text IS NULL AND $17::text IS NULL AND s.search_text ILIKE $12
+                       AND ($1::text IS NULL OR s.account_id = $1)
+                       AND ($8::timestamptz IS NULL OR s.event_time >= $8)
+                       AND ($9::timestamptz IS NULL OR s.event_time < $9)
+                     OFFSET 0) s
                WHERE s.search_text ILIKE $12
                  AND ($1::text IS NULL OR s.account_id = $1)
                  AND ($8::timestamptz IS NULL OR s.event_time >= $8)
@@ -756,7 +874,18 @@ async fn count_by_trigrams(
                -- DISTINCT (which would read every match before the cap): an archived copy is left
                -- out when the hot table holds the event again, or when it is not the first copy.
                SELECT l.account_id, l.event_time, l.event_id, true
+               -- Fenced as the index rows are: the selective part, else the pattern and bounds.
+               FROM (SELECT l.account_id, l.event_time, l.event_id, l.lake_object, l.lake_row_group, l.search_text
                FROM lake_events l
+               WHERE l.search_text ILIKE $16::text
+               UNION ALL
+               SELECT l.account_id, l.event_time, l.event_id, l.lake_object, l.lake_row_group, l.search_text
+               FROM lake_events l
+               WHERE $16::text IS NULL AND l.search_text ILIKE $12
+                 AND ($1::text IS NULL OR l.account_id = $1)
+                 AND ($8::timestamptz IS NULL OR l.event_time >= $8)
+                 AND ($9::timestamptz IS NULL OR l.event_time < $9)
+               OFFSET 0) l
                WHERE l.search_text ILIKE $12
                  AND ($1::text IS NULL OR l.account_id = $1)
                  AND ($8::timestamptz IS NULL OR l.event_time >= $8)
@@ -813,6 +942,8 @@ async fn count_by_trigrams(
         user_name,
         cap,
         tail_start,
+        index.trigrams,
+        index.tokens,
     )
     .fetch_one(db)
     .await
