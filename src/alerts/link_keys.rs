@@ -316,7 +316,7 @@ pub async fn derived_keys(tx: &mut PgConnection, alert: &LinkedAlert) -> Result<
                   raw #>> '{requestParameters,sourceIdentity}' AS source_identity
            FROM cloudtrail_events
            WHERE account_id = $1 AND principal_arn = $2 AND event_time BETWEEN $3 AND $4
-             -- The same rows: walks (lower(principal_arn), event_time), the only principal index.
+             -- The same rows: walks the principal's successful writes (migration 0052).
              AND lower(principal_arn) = lower($2)
              AND error_code IS NULL AND read_only IS NOT TRUE
              AND (source_ip = $5::text::inet OR access_key_id = $6)
