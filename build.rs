@@ -55,8 +55,12 @@ fn files_under(manifest_dir: &Path, folder: &str) -> Vec<(String, PathBuf)> {
     files
 }
 
-fn absolute(path: &Path) -> &str {
-    path.to_str().unwrap_or_else(|| panic!("{} is not UTF-8", path.display()))
+/// The path of `relative` (under the package) as the compiler resolves it when it builds the
+/// crate, not as this script saw it: a generated file that Cargo did not rerun the script for
+/// (one target folder shared by two checkouts) still embeds the files of the checkout built.
+fn in_checkout(relative: &str) -> String {
+    assert!(!relative.contains('"') && !relative.contains('\\'), "{relative}: a path to quote as is");
+    format!("concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/{relative}\")")
 }
 
 fn write_out(out_dir: &Path, name: &str, text: &str) {
@@ -77,10 +81,10 @@ fn web_assets(manifest_dir: &Path, out_dir: &Path) {
             println!("cargo:warning=web/{relative} is not served: no content type for its extension");
             continue;
         };
-        let absolute = absolute(path);
+        let source = in_checkout(&format!("web/{relative}"));
         writeln!(
             out,
-            "    Asset {{ path: {relative:?}, content_type: {content_type:?}, body: include_bytes!({absolute:?}) }},"
+            "    Asset {{ path: {relative:?}, content_type: {content_type:?}, body: include_bytes!({source}) }},"
         )
         .expect("writing to a String");
     }
@@ -100,7 +104,8 @@ fn policy_files(manifest_dir: &Path, out_dir: &Path) {
         if !POLICY_EXTENSIONS.contains(&extension) {
             continue;
         }
-        writeln!(out, "    ({relative:?}, include_str!({:?})),", absolute(path)).expect("writing to a String");
+        writeln!(out, "    ({relative:?}, include_str!({})),", in_checkout(&format!("policies/{relative}")))
+            .expect("writing to a String");
     }
     out.push_str("];\n");
     write_out(out_dir, "policy_files.rs", &out);
