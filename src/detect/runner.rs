@@ -155,11 +155,6 @@ impl StageTimes {
             *self.0.entry(stage).or_default() += ms;
         }
     }
-
-    /// Milliseconds spent in `stage`.
-    pub fn get(&self, stage: Stage) -> u64 {
-        self.0.get(stage.name()).copied().unwrap_or_default()
-    }
 }
 
 /// Microseconds this process's detection passes spent in each [`Stage`], for `/metrics`.
