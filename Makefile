@@ -154,6 +154,7 @@ test: test-tools
 		|| { df -h $(TEST_PG_DIR) $(TARGET_DIR); exit 1; }
 	# Every benchmark at a tiny size, so none can rot (the ratios printed mean nothing at this size).
 	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) import --events 2000
+	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) import --events 2000 --mix write-heavy
 	DATABASE_URL=$$api_db $(BENCH_DEBUG_BIN) archive --events 2000
 	$(BENCH_DEBUG_BIN) detect --events 2000 --policies policies
 	$(BENCH_DEBUG_BIN) posture --resources 100
@@ -174,6 +175,7 @@ test: test-tools
 bench:
 	$(CARGO) build --release --locked -p skywarden-bench
 	$(BENCH_BIN) --data-dir $(DEMO_DATA_DIR) import --events 200000
+	$(BENCH_BIN) --data-dir $(DEMO_DATA_DIR) import --events 200000 --mix write-heavy
 	$(BENCH_BIN) --data-dir $(DEMO_DATA_DIR) archive --events 200000
 	$(BENCH_BIN) detect --events 100000 --policies policies
 	$(BENCH_BIN) posture --resources 5000

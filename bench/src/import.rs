@@ -1,6 +1,7 @@
 //! `skywarden-bench import`: import speed against the raw speed of PostgreSQL COPY.
 //!
-//! Generates realistic CloudTrail events into an S3-shaped file, imports it with the real
+//! Generates CloudTrail events into an S3-shaped file (issue 18's realistic mix, or with
+//! `--mix write-heavy` half of them writes, detection's worst case), imports it with the real
 //! importer, then loads the very same rows with plain COPY on the same number of connections
 //! into the same schema (no parsing, no deduplication). Both run in one process against a
 //! scratch database, twice each, alternating, and the best of each is compared.
@@ -27,7 +28,7 @@ use skywarden::geo::{GeoDb, NetworkLists};
 use skywarden::ingest::cloudtrail::CloudTrailEvent;
 use skywarden::ingest::{self, ImportOptions};
 
-use crate::synthetic::generate_events;
+use crate::synthetic::{Mix, generate_mix};
 
 const BENCH_DATABASE: &str = "skywarden_bench";
 const STREAMS: usize = 2;
@@ -56,6 +57,7 @@ pub enum BenchError {
 #[derive(Debug)]
 pub struct BenchReport {
     pub events: usize,
+    pub mix: Mix,
     pub average_event_bytes: usize,
     pub import_rate: f64,
     pub copy_rate: f64,
@@ -77,7 +79,11 @@ impl BenchReport {
 
 impl std::fmt::Display for BenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "events:               {} (~{} bytes each)", self.events, self.average_event_bytes)?;
+        writeln!(
+            f,
+            "events:               {} (~{} bytes each, {} mix)",
+            self.events, self.average_event_bytes, self.mix
+        )?;
         writeln!(f, "raw COPY ({STREAMS} streams):   {:>10.0} events/s", self.copy_rate)?;
         writeln!(f, "skywarden import:     {:>10.0} events/s", self.import_rate)?;
         writeln!(f, "ratio import/COPY:    {:>10.2}", self.ratio())?;
@@ -95,11 +101,16 @@ impl std::fmt::Display for BenchReport {
 }
 
 /// Runs the benchmark on a scratch database next to `server` (dropped afterwards).
-pub async fn run(server: &PgConnectOptions, events: usize, work_dir: &Path) -> Result<BenchReport, BenchError> {
+pub async fn run(
+    server: &PgConnectOptions,
+    events: usize,
+    mix: Mix,
+    work_dir: &Path,
+) -> Result<BenchReport, BenchError> {
     let (mut admin_conn, pool) = scratch_database(server, BENCH_DATABASE, STREAMS as u32 + 1).await?;
 
     let file = work_dir.join("bench-cloudtrail.json");
-    let bytes = generate_events(&file, events)?;
+    let bytes = generate_mix(&file, events, mix)?;
     let rows = encode_rows(&file)?;
     let jsonb_rows = encode_jsonb_rows(&file)?;
     let geo_files = geo_files();
@@ -131,6 +142,7 @@ pub async fn run(server: &PgConnectOptions, events: usize, work_dir: &Path) -> R
 
     Ok(BenchReport {
         events,
+        mix,
         average_event_bytes: bytes / events.max(1),
         import_rate: events as f64 / best_import.as_secs_f64(),
         copy_rate: events as f64 / best_copy.as_secs_f64(),

@@ -51,6 +51,10 @@ enum Bench {
         /// Events to generate.
         #[arg(long, default_value_t = 200_000)]
         events: usize,
+        /// What they are made of: `realistic` (issue 18's mix: 400 principals, 1% console
+        /// logins, 0.5% writes) or `write-heavy` (half writes: detection's stress test).
+        #[arg(long, default_value_t = synthetic::Mix::Realistic)]
+        mix: synthetic::Mix,
         /// Folder for the generated file (the system's temporary folder by default).
         #[arg(long)]
         work_dir: Option<PathBuf>,
@@ -239,10 +243,10 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let db_options = DbOptions { database_url: cli.database_url, data_dir: cli.data_dir, db_connections: 4 };
     match cli.command {
-        Bench::Import { events, work_dir } => {
+        Bench::Import { events, mix, work_dir } => {
             let work_dir = work_dir.unwrap_or_else(std::env::temp_dir);
             let report =
-                with_server(&db_options, async |server| Ok(import::run(server, events, &work_dir).await?)).await?;
+                with_server(&db_options, async |server| Ok(import::run(server, events, mix, &work_dir).await?)).await?;
             println!("{report}");
         }
         Bench::Archive { events, work_dir } => println!("{}", archive_bench(&db_options, events, work_dir).await?),
