@@ -190,7 +190,7 @@ fn busy_principal(i: usize) -> usize {
 /// session of one of 31 roles.
 fn identity(p: usize, time: DateTime<Utc>) -> String {
     let time = time.format("%Y-%m-%dT%H:%M:%SZ");
-    if p % 4 == 0 {
+    if p.is_multiple_of(4) {
         return format!(
             concat!(
                 r#"{{"type":"IAMUser","principalId":"AIDA{p:016X}","arn":"arn:aws:iam::111122223333:user/user-{p}","#,
@@ -243,7 +243,7 @@ fn console_login(i: usize, time: DateTime<Utc>, p: usize) -> String {
         p = p,
         time = time.format("%Y-%m-%dT%H:%M:%SZ"),
         ip = ip,
-        mfa = if p % 40 == 0 { "No" } else { "Yes" },
+        mfa = if p.is_multiple_of(40) { "No" } else { "Yes" },
         eid = i,
     )
 }
