@@ -92,21 +92,50 @@ fn write_document(
 
 /// The `i`th event as a failed console login of the spray's target.
 fn failed_login(i: usize, time: DateTime<Utc>) -> String {
+    let login = Login {
+        principal_id: "AIDA0000000000000SPRAY",
+        user: SPRAY_USER,
+        ip: SPRAY_SOURCE,
+        succeeded: false,
+        mfa: false,
+    };
+    console_login_event(i, time, &login)
+}
+
+/// Who signs in to the console, from where, and how it went.
+struct Login<'a> {
+    principal_id: &'a str,
+    user: &'a str,
+    ip: &'a str,
+    succeeded: bool,
+    mfa: bool,
+}
+
+/// The `i`th event as `login`'s console sign-in, at `time`.
+fn console_login_event(i: usize, time: DateTime<Utc>, login: &Login) -> String {
+    let outcome = if login.succeeded {
+        r#""requestParameters":null,"responseElements":{"ConsoleLogin":"Success"},"#
+    } else {
+        r#""errorMessage":"Failed authentication","requestParameters":null,"responseElements":{"ConsoleLogin":"Failure"},"#
+    };
     format!(
         concat!(
-            r#"{{"eventVersion":"1.09","userIdentity":{{"type":"IAMUser","principalId":"AIDA0000000000000SPRAY","#,
+            r#"{{"eventVersion":"1.09","userIdentity":{{"type":"IAMUser","principalId":"{principal_id}","#,
             r#""arn":"arn:aws:iam::111122223333:user/{user}","accountId":"111122223333","userName":"{user}"}},"#,
             r#""eventTime":"{time}","eventSource":"signin.amazonaws.com","eventName":"ConsoleLogin","awsRegion":"us-east-1","#,
             r#""sourceIPAddress":"{ip}","userAgent":"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0","#,
-            r#""errorMessage":"Failed authentication","requestParameters":null,"responseElements":{{"ConsoleLogin":"Failure"}},"#,
-            r#""additionalEventData":{{"LoginTo":"https://console.aws.amazon.com/console/home","MobileVersion":"No","MFAUsed":"No"}},"#,
+            r#"{outcome}"#,
+            r#""additionalEventData":{{"LoginTo":"https://console.aws.amazon.com/console/home","MobileVersion":"No","MFAUsed":"{mfa}"}},"#,
             r#""eventID":"{eid:08x}-98f8-4744-bd45-{eid:012x}","readOnly":false,"eventType":"AwsConsoleSignIn","#,
             r#""managementEvent":true,"recipientAccountId":"111122223333","eventCategory":"Management","#,
             r#""tlsDetails":{{"tlsVersion":"TLSv1.3","cipherSuite":"TLS_AES_128_GCM_SHA256","clientProvidedHostHeader":"signin.aws.amazon.com"}}}}"#
         ),
-        user = SPRAY_USER,
+        principal_id = login.principal_id,
+        user = login.user,
         time = time.format("%Y-%m-%dT%H:%M:%SZ"),
-        ip = SPRAY_SOURCE,
+        ip = login.ip,
+        outcome = outcome,
+        mfa = if login.mfa { "Yes" } else { "No" },
         eid = i,
     )
 }
@@ -228,24 +257,10 @@ fn console_login(i: usize, time: DateTime<Utc>, p: usize) -> String {
     } else {
         address(p, 0)
     };
-    format!(
-        concat!(
-            r#"{{"eventVersion":"1.09","userIdentity":{{"type":"IAMUser","principalId":"AIDA{p:016X}","#,
-            r#""arn":"arn:aws:iam::111122223333:user/user-{p}","accountId":"111122223333","userName":"user-{p}"}},"#,
-            r#""eventTime":"{time}","eventSource":"signin.amazonaws.com","eventName":"ConsoleLogin","awsRegion":"us-east-1","#,
-            r#""sourceIPAddress":"{ip}","userAgent":"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0","#,
-            r#""requestParameters":null,"responseElements":{{"ConsoleLogin":"Success"}},"#,
-            r#""additionalEventData":{{"LoginTo":"https://console.aws.amazon.com/console/home","MobileVersion":"No","MFAUsed":"{mfa}"}},"#,
-            r#""eventID":"{eid:08x}-98f8-4744-bd45-{eid:012x}","readOnly":false,"eventType":"AwsConsoleSignIn","#,
-            r#""managementEvent":true,"recipientAccountId":"111122223333","eventCategory":"Management","#,
-            r#""tlsDetails":{{"tlsVersion":"TLSv1.3","cipherSuite":"TLS_AES_128_GCM_SHA256","clientProvidedHostHeader":"signin.aws.amazon.com"}}}}"#
-        ),
-        p = p,
-        time = time.format("%Y-%m-%dT%H:%M:%SZ"),
-        ip = ip,
-        mfa = if p.is_multiple_of(40) { "No" } else { "Yes" },
-        eid = i,
-    )
+    let (principal_id, user) = (format!("AIDA{p:016X}"), format!("user-{p}"));
+    let login =
+        Login { principal_id: &principal_id, user: &user, ip: &ip, succeeded: true, mfa: !p.is_multiple_of(40) };
+    console_login_event(i, time, &login)
 }
 
 /// The `i`th read: event source, event name and request parameters (JSON).
