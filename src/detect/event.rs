@@ -2,7 +2,8 @@
 //! filled (geo included) and the raw event for rules that look deeper.
 
 use std::net::IpAddr;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 
@@ -81,19 +82,57 @@ pub enum NetworkValue<'a> {
 
 /// The raw event as text, parsed into a JSON value only when a policy looks past the typed
 /// fields (most events never are: rules reject them on `eventSource`/`eventName`).
+///
+/// Detection's scan reads events without it ([`RawJson::absent`]): an absent raw event reads
+/// as `null` and remembers it was asked for, so the scan fetches the few events whose rules
+/// looked deeper ([`RawJson::fill`]) and evaluates those again. Clones share the text: filling
+/// one fills every copy kept meanwhile.
 #[derive(Clone, Debug)]
-pub struct RawJson {
-    text: String,
+pub struct RawJson(Arc<RawText>);
+
+#[derive(Debug, Default)]
+struct RawText {
+    text: OnceLock<String>,
     value: OnceLock<serde_json::Value>,
+    /// Read while absent: whatever was decided then did not see the event.
+    asked: AtomicBool,
 }
 
 impl RawJson {
     pub fn new(text: String) -> Self {
-        Self { text, value: OnceLock::new() }
+        Self(Arc::new(RawText { text: OnceLock::from(text), ..RawText::default() }))
     }
 
+    /// Not read yet: [`RawJson::fill`] gives it.
+    pub fn absent() -> Self {
+        Self(Arc::new(RawText::default()))
+    }
+
+    /// Gives an absent raw event its text (no change if it has one).
+    pub fn fill(&self, text: String) {
+        let _ = self.0.text.set(text);
+    }
+
+    pub fn is_absent(&self) -> bool {
+        self.0.text.get().is_none()
+    }
+
+    /// Whether anything read it while it was absent.
+    pub fn was_asked_while_absent(&self) -> bool {
+        self.0.asked.load(Ordering::Relaxed)
+    }
+
+    fn present_text(&self) -> Option<&str> {
+        let text = self.0.text.get().map(String::as_str);
+        if text.is_none() {
+            self.0.asked.store(true, Ordering::Relaxed);
+        }
+        text
+    }
+
+    /// The text (empty while absent).
     pub fn text(&self) -> &str {
-        &self.text
+        self.present_text().unwrap_or_default()
     }
 
     /// Only `requestParameters`, parsed without building the rest of the event.
@@ -103,15 +142,19 @@ impl RawJson {
             #[serde(rename = "requestParameters", default)]
             parameters: serde_json::Value,
         }
-        match self.value.get() {
-            Some(value) => value["requestParameters"].clone(),
-            None => serde_json::from_str::<Request>(&self.text).map(|r| r.parameters).unwrap_or_default(),
+        if let Some(value) = self.0.value.get() {
+            return value["requestParameters"].clone();
         }
+        let Some(text) = self.present_text() else { return serde_json::Value::Null };
+        serde_json::from_str::<Request>(text).map(|r| r.parameters).unwrap_or_default()
     }
 
-    /// The parsed event (`null` if the text is not JSON, which the importer never stores).
+    /// The parsed event (`null` if the text is not JSON, which the importer never stores, or
+    /// while absent).
     pub fn value(&self) -> &serde_json::Value {
-        self.value.get_or_init(|| serde_json::from_str(&self.text).unwrap_or(serde_json::Value::Null))
+        static ABSENT: serde_json::Value = serde_json::Value::Null;
+        let Some(text) = self.present_text() else { return &ABSENT };
+        self.0.value.get_or_init(|| serde_json::from_str(text).unwrap_or(serde_json::Value::Null))
     }
 }
 
@@ -260,5 +303,52 @@ mod tests {
             (details["asn"].as_i64(), details["is_tor"].as_bool(), details["is_vpn"].as_bool()),
             (Some(60729), Some(true), None)
         );
+    }
+
+    fn without_raw(event: &PolicyEvent) -> PolicyEvent {
+        PolicyEvent { raw: RawJson::absent(), ..event.clone() }
+    }
+
+    #[test]
+    fn an_absent_raw_event_reads_as_null_until_filled_and_every_copy_sees_it() {
+        let full = login(GeoInfo::default());
+        let absent = without_raw(&full);
+        let kept = absent.clone();
+        assert!(!absent.raw.was_asked_while_absent());
+        assert_eq!(absent.raw.value(), &serde_json::Value::Null);
+        assert_eq!((absent.raw.text(), absent.raw.request_parameters()), ("", serde_json::Value::Null));
+        assert!(kept.raw.was_asked_while_absent(), "asked through a copy");
+        absent.raw.fill(full.raw.text().to_string());
+        assert!(!kept.raw.is_absent());
+        assert_eq!(kept.raw.value(), full.raw.value());
+        assert_eq!(kept.login_succeeded(), Some(true));
+    }
+
+    #[test]
+    fn rules_reject_most_events_without_their_raw_record() {
+        let set = PolicySet::builtin();
+        let read = r#"{"eventTime":"2026-11-12T05:00:00Z","eventSource":"s3.amazonaws.com","eventName":"GetObject",
+            "userIdentity":{"type":"AssumedRole","arn":"arn:aws:sts::111122223333:assumed-role/app/i-1"},
+            "sourceIPAddress":"10.0.0.1","requestParameters":{"bucketName":"b"},"eventID":"e2"}"#;
+        let read = PolicyEvent::from_parsed(CloudTrailEvent::parse(read, None).unwrap(), None);
+        let absent = without_raw(&read);
+        assert!(set.sigma.evaluate(&absent, None).is_empty());
+        assert!(set.detectors.evaluate_event(&absent, None).is_empty());
+        // Detection's scan fetches the raw record only for events whose rules ask for it.
+        assert!(!absent.raw.was_asked_while_absent(), "a plain read is decided on its typed fields");
+        // One whose rules look deeper asks, and with its record gets what the full event gets.
+        let text = login(GeoInfo::default())
+            .raw
+            .text()
+            .replace(r#""eventID""#, r#""additionalEventData":{"MFAUsed":"No"},"eventID""#);
+        let full = PolicyEvent::from_parsed(CloudTrailEvent::parse(&text, None).unwrap(), None);
+        let absent = without_raw(&full);
+        set.sigma.evaluate(&absent, None);
+        assert!(absent.raw.was_asked_while_absent());
+        absent.raw.fill(full.raw.text().to_string());
+        let titles =
+            |event: &PolicyEvent| set.sigma.evaluate(event, None).into_iter().map(|f| f.title).collect::<Vec<_>>();
+        assert_eq!(titles(&absent), titles(&full));
+        assert!(!titles(&full).is_empty(), "a console login without MFA is found");
     }
 }

@@ -533,6 +533,8 @@ impl<'p> Found<'p> {
 #[derive(Default)]
 struct EventScan {
     events: u64,
+    /// Events whose raw record was fetched (their rules asked for it, or a later step keeps them).
+    raw_read: u64,
     /// The time span of new console logins.
     login_span: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// The time span of new refused calls.
@@ -559,12 +561,14 @@ impl NetworkCandidates {
     /// Candidates one run keeps; more are left to the next run (they stay in the database).
     const MAX: usize = 10_000;
 
-    fn note(&mut self, policies: &PolicySet, only_policy: Option<&str>, event: &PolicyEvent) {
+    /// Keeps `event` if it is a candidate not seen yet; says whether it did.
+    fn note(&mut self, policies: &PolicySet, only_policy: Option<&str>, event: &PolicyEvent) -> bool {
         let detectors = &policies.detectors;
         let wanted = |id: &str| only_policy.is_none_or(|p| p == id);
         if self.seen.len() >= Self::MAX {
-            return;
+            return false;
         }
+        let mut kept = false;
         if wanted(detectors::INSTANCE_CREDENTIALS) && network::instance_credentials_candidate(detectors, event) {
             let key = (
                 event.account_id.clone(),
@@ -573,6 +577,7 @@ impl NetworkCandidates {
             );
             if self.seen.insert(key) {
                 self.instance_credentials.push(event.clone());
+                kept = true;
             }
         }
         if wanted(detectors::ANONYMIZING_NETWORK)
@@ -581,11 +586,23 @@ impl NetworkCandidates {
             && self.seen.insert((event.account_id.clone(), pattern, String::new()))
         {
             self.anonymizing.push(event.clone());
+            kept = true;
         }
+        kept
     }
 }
 
+/// Events the scan reads at a time; the raw events their rules asked for are then fetched in
+/// one statement.
+const SCAN_WINDOW: usize = 1_000;
+
 /// Runs the event rules over every event in scope, in event-time order, into `found`.
+///
+/// The events are read without their raw record: turning it back into text is most of what
+/// reading an event costs the database, and most rules reject an event on its typed fields.
+/// An event whose rules asked for more, or that a later step keeps, has its raw record fetched
+/// (a window's at once) and its rules run again with it. One connection, in one snapshot: a
+/// cursor over the scope, read a window at a time.
 async fn scan_events(
     pool: &PgPool,
     policies: &PolicySet,
@@ -597,18 +614,77 @@ async fn scan_events(
     let api_activity = policies.detectors.settings.account_hijacking.include_api_activity
         && policies.detectors.settings.account_hijacking.enabled
         && only_policy.is_none_or(|p| p == crate::detect::detectors::HIJACK);
-    let mut seen_calls: std::collections::HashSet<(String, Option<String>, Option<String>)> = Default::default();
+    let mut rules = ScanRules { policies, only_policy, api_activity, seen_calls: Default::default() };
     // The reader is a connection of the pool (the process's connection budget is its pool).
     // Findings are stored mid-scan on another: readers at once are kept to one fewer than the
     // pool holds, so detections running together never take the whole pool and wait for ever.
     let readers = reader_permits(pool);
     let _permit = readers.acquire().await.ok();
     let mut reader = Reader { conn: pool.acquire().await?, done: false };
-    let mut rows = match scope {
-        Scope::IngestedSince(since) => events_ingested_since(&mut reader, since),
-        Scope::EventsSince(since) => events_since(&mut reader, since),
+    open_scan(&mut reader, scope).await?;
+    loop {
+        let window: Vec<PolicyEvent> = sqlx::query_as::<_, EventRow>(FETCH_WINDOW)
+            .persistent(false)
+            .fetch_all(&mut *reader)
+            .await?
+            .into_iter()
+            .map(EventRow::into_event_without_raw)
+            .collect();
+        if window.is_empty() {
+            break;
+        }
+        scan_window(&mut reader, &mut rules, &window, &mut scan, found).await?;
+    }
+    // Ends the snapshot and closes the cursor.
+    sqlx::query("COMMIT").execute(&mut *reader).await?;
+    reader.done = true;
+    tracing::debug!(events = scan.events, raw_read = scan.raw_read, "detection scan read");
+    Ok(scan)
+}
+
+const FETCH_WINDOW: &str = "FETCH 1000 FROM detection_scan";
+const _: () = assert!(SCAN_WINDOW == 1_000, "FETCH_WINDOW fetches SCAN_WINDOW rows");
+
+/// Opens the scan's cursor over `scope`, in event-time order, in a read-only snapshot that the
+/// raw records fetched later share.
+async fn open_scan(conn: &mut PgConnection, scope: Scope) -> Result<(), sqlx::Error> {
+    const COLUMNS: &str = "account_id, event_id, event_time, event_source, event_name, principal_arn, principal_type,
+         user_name, access_key_id, host(source_ip) AS source_ip, source_ip_text, user_agent, error_code,
+         resource_ids, geo_country, geo_city, geo_latitude, geo_longitude, geo_asn,
+         geo_as_org, source_is_tor, source_is_vpn, source_is_hosting, source_is_aws";
+    let (filter, since) = match scope {
+        Scope::IngestedSince(since) => ("ingested_at", since),
+        Scope::EventsSince(since) => ("event_time", since),
     };
-    while let Some(event) = rows.try_next().await? {
+    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut *conn).await?;
+    let declare = format!(
+        "DECLARE detection_scan NO SCROLL CURSOR FOR SELECT {COLUMNS} FROM cloudtrail_events
+         WHERE {filter} >= $1 ORDER BY event_time, event_id"
+    );
+    sqlx::query(&declare).bind(since).persistent(false).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// What the scan carries from event to event besides [`EventScan`].
+struct ScanRules<'a> {
+    policies: &'a PolicySet,
+    only_policy: Option<&'a str>,
+    /// Whether calls are checked against the caller's countries (`include_api_activity`).
+    api_activity: bool,
+    seen_calls: std::collections::HashSet<(String, Option<String>, Option<String>)>,
+}
+
+impl ScanRules<'_> {
+    /// The event rules' findings on `event`.
+    fn evaluate(&self, event: &PolicyEvent) -> Vec<Finding> {
+        let mut findings = self.policies.sigma.evaluate(event, self.only_policy);
+        findings.extend(self.policies.detectors.evaluate_event(event, self.only_policy));
+        findings
+    }
+
+    /// Notes what the later steps need from `event`, from its typed fields; true when one of
+    /// them keeps the event itself.
+    fn note(&mut self, scan: &mut EventScan, event: &PolicyEvent) -> bool {
         scan.events += 1;
         if event.is_console_login() {
             widen(&mut scan.login_span, event.event_time);
@@ -616,28 +692,86 @@ async fn scan_events(
         if event.error_code.as_deref().is_some_and(recon::is_refusal) {
             widen(&mut scan.refusal_span, event.event_time);
         }
-        let mut findings = policies.sigma.evaluate(&event, only_policy);
-        findings.extend(policies.detectors.evaluate_event(&event, only_policy));
-        scan.network.note(policies, only_policy, &event);
-        if only_policy.is_none_or(|p| p == detectors::RARE_SENSITIVE_API) {
-            scan.rare_api.note(&policies.detectors, &event);
+        let mut kept = scan.network.note(self.policies, self.only_policy, event);
+        if self.only_policy.is_none_or(|p| p == detectors::RARE_SENSITIVE_API) {
+            scan.rare_api.note(&self.policies.detectors, event);
         }
+        if self.api_activity && !event.is_console_login() && event.source_ip.is_some() && event.geo_country.is_some() {
+            let key = (event.account_id.clone(), event.principal().map(str::to_string), event.geo_country.clone());
+            if self.seen_calls.insert(key) {
+                scan.first_calls.push(event.clone());
+                kept = true;
+            }
+        }
+        kept
+    }
+}
+
+/// Scans one window of events read without their raw record, into `found` in event order.
+async fn scan_window(
+    conn: &mut PgConnection,
+    rules: &mut ScanRules<'_>,
+    window: &[PolicyEvent],
+    scan: &mut EventScan,
+    found: &mut Found<'_>,
+) -> Result<(), DetectError> {
+    // The findings of the events whose rules never asked for the raw record are final.
+    let mut first_findings = Vec::with_capacity(window.len());
+    let mut wanted = Vec::new();
+    for (at, event) in window.iter().enumerate() {
+        let kept = rules.note(scan, event);
+        debug_assert!(!event.raw.was_asked_while_absent(), "the scan's notes read typed fields only");
+        let findings = rules.evaluate(event);
+        let asked = event.raw.was_asked_while_absent();
+        if kept || asked {
+            wanted.push(at);
+        }
+        first_findings.push((!asked).then_some(findings));
+    }
+    fill_raw(conn, window, &wanted).await?;
+    scan.raw_read += wanted.len() as u64;
+    for (event, findings) in window.iter().zip(first_findings) {
+        let mut findings = findings.unwrap_or_else(|| rules.evaluate(event));
         if !findings.is_empty() {
             if let Some(network) = event.network_details() {
                 findings.iter_mut().for_each(|finding| set_network(finding, network.clone()));
             }
             found.add(findings).await?;
         }
-        if api_activity && !event.is_console_login() && event.source_ip.is_some() && event.geo_country.is_some() {
-            let key = (event.account_id.clone(), event.principal().map(str::to_string), event.geo_country.clone());
-            if seen_calls.insert(key) {
-                scan.first_calls.push(event);
-            }
+    }
+    Ok(())
+}
+
+/// Fetches the raw records of `wanted` (positions in `window`), in the scan's snapshot: every
+/// one is there.
+async fn fill_raw(conn: &mut PgConnection, window: &[PolicyEvent], wanted: &[usize]) -> Result<(), sqlx::Error> {
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let accounts: Vec<String> = wanted.iter().map(|&at| window[at].account_id.clone()).collect();
+    let times: Vec<DateTime<Utc>> = wanted.iter().map(|&at| window[at].event_time).collect();
+    let ids: Vec<String> = wanted.iter().map(|&at| window[at].event_id.clone()).collect();
+    let rows = sqlx::query!(
+        r#"SELECT k.n AS "n!", e.raw::text AS "raw!"
+           FROM unnest($1::text[], $2::timestamptz[], $3::text[]) WITH ORDINALITY AS k(account_id, event_time, event_id, n)
+           JOIN cloudtrail_events e
+             ON e.account_id = k.account_id AND e.event_time = k.event_time AND e.event_id = k.event_id"#,
+        &accounts,
+        &times,
+        &ids,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        if let Some(&at) = usize::try_from(row.n - 1).ok().and_then(|n| wanted.get(n)) {
+            window[at].raw.fill(row.raw);
         }
     }
-    drop(rows);
-    reader.done = true;
-    Ok(scan)
+    debug_assert!(
+        wanted.iter().all(|&at| !window[at].raw.is_absent()),
+        "every scanned event is in the scan's snapshot"
+    );
+    Ok(())
 }
 
 /// A detection's reader: returned to the pool once read to the end, closed if the scan stopped
@@ -924,6 +1058,7 @@ async fn flow_findings(
 }
 
 /// A `cloudtrail_events` row as the detectors read it.
+#[derive(sqlx::FromRow)]
 struct EventRow {
     account_id: String,
     event_id: String,
@@ -949,10 +1084,17 @@ struct EventRow {
     source_is_vpn: Option<bool>,
     source_is_hosting: Option<bool>,
     source_is_aws: Option<bool>,
+    /// Left out by the detection scan's cursor.
+    #[sqlx(default)]
     raw: String,
 }
 
 impl EventRow {
+    /// The event, its raw record to be fetched when asked for ([`RawJson::absent`]).
+    fn into_event_without_raw(self) -> PolicyEvent {
+        PolicyEvent { raw: RawJson::absent(), ..self.into_event() }
+    }
+
     fn into_event(self) -> PolicyEvent {
         PolicyEvent {
             account_id: self.account_id,
@@ -987,31 +1129,7 @@ impl EventRow {
     }
 }
 
-macro_rules! policy_event_query {
-    ($pool:expr, $filter:literal, $($arg:expr),*) => {
-        sqlx::query_as!(
-            EventRow,
-            r#"SELECT account_id, event_id, event_time, event_source, event_name, principal_arn, principal_type,
-                      user_name, access_key_id, host(source_ip) AS source_ip, source_ip_text, user_agent, error_code,
-                      resource_ids, geo_country, geo_city, geo_latitude, geo_longitude, geo_asn,
-                      geo_as_org, source_is_tor, source_is_vpn, source_is_hosting, source_is_aws, raw::text AS "raw!"
-               FROM cloudtrail_events "# + $filter + r#" ORDER BY event_time, event_id"#,
-            $($arg),*
-        )
-        .fetch($pool)
-        .map_ok(EventRow::into_event)
-    };
-}
-
 type EventStream<'a> = futures_util::stream::BoxStream<'a, Result<PolicyEvent, sqlx::Error>>;
-
-fn events_ingested_since(conn: &mut PgConnection, since: DateTime<Utc>) -> EventStream<'_> {
-    Box::pin(policy_event_query!(conn, "WHERE ingested_at >= $1", since))
-}
-
-fn events_since(conn: &mut PgConnection, since: DateTime<Utc>) -> EventStream<'_> {
-    Box::pin(policy_event_query!(conn, "WHERE event_time >= $1", since))
-}
 
 /// Console logins in `range`, failed ones only within `failures`, in time order. Their raw event
 /// is cut to what the login detectors read (the outcome and whether MFA was used): a spray's

@@ -787,3 +787,47 @@ async fn a_pass_reports_its_time_by_stage() {
     let after = events(&crate::support::metrics::scrape(&db.pool).await);
     assert!(after > before, "the pass's time is added: {before} -> {after}");
 }
+
+/// Detection's scan reads events without their raw record and fetches it, a window at a time,
+/// only for events whose rules ask for it: over several windows of a realistic trail, the event
+/// rules' evidence is exactly what the same rules give on the fully parsed events.
+#[tokio::test]
+async fn event_rules_find_over_a_scan_without_raw_records_what_they_find_on_full_events() {
+    use skywarden::detect::{PolicyEvent, PolicySet};
+    use skywarden::ingest::cloudtrail::CloudTrailEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("trail.json");
+    // Several of the scan's windows, with logins and writes (whose rules read the record) in each.
+    crate::support::synthetic::generate_events(&file, 4_500).unwrap();
+    #[derive(serde::Deserialize)]
+    struct Document<'a> {
+        #[serde(rename = "Records", borrow)]
+        records: Vec<&'a serde_json::value::RawValue>,
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    let document: Document = serde_json::from_str(&text).unwrap();
+    let policies = PolicySet::builtin();
+    let mut expected = std::collections::BTreeSet::new();
+    for record in document.records {
+        let event = PolicyEvent::from_parsed(CloudTrailEvent::parse(record.get(), None).unwrap(), None);
+        let mut findings = policies.sigma.evaluate(&event, None);
+        findings.extend(policies.detectors.evaluate_event(&event, None));
+        expected.extend(findings.into_iter().map(|f| (f.policy_id, f.evidence_id)));
+    }
+    let event_policies: std::collections::BTreeSet<String> = expected.iter().map(|(p, _)| p.clone()).collect();
+    assert!(expected.len() >= 10 && event_policies.len() >= 2, "the trail exercises the rules: {expected:?}");
+
+    let db = TestDb::new().await;
+    let output = db.skywarden(&["import", "--json", &file.display().to_string()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stored: Vec<(String, String)> = sqlx::query_as(
+        "SELECT a.policy_id, e.event_id FROM alert_evidence e JOIN alerts a USING (account_id, alert_id)
+         WHERE a.policy_id = ANY($1)",
+    )
+    .bind(event_policies.iter().cloned().collect::<Vec<String>>())
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let stored: std::collections::BTreeSet<(String, String)> = stored.into_iter().collect();
+    assert_eq!(stored, expected);
+}
