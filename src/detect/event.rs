@@ -327,15 +327,26 @@ mod tests {
     #[test]
     fn rules_reject_most_events_without_their_raw_record() {
         let set = PolicySet::builtin();
-        let read = r#"{"eventTime":"2026-11-12T05:00:00Z","eventSource":"s3.amazonaws.com","eventName":"GetObject",
-            "userIdentity":{"type":"AssumedRole","arn":"arn:aws:sts::111122223333:assumed-role/app/i-1"},
-            "sourceIPAddress":"10.0.0.1","requestParameters":{"bucketName":"b"},"eventID":"e2"}"#;
-        let read = PolicyEvent::from_parsed(CloudTrailEvent::parse(read, None).unwrap(), None);
-        let absent = without_raw(&read);
-        assert!(set.sigma.evaluate(&absent, None).is_empty());
-        assert!(set.detectors.evaluate_event(&absent, None).is_empty());
-        // Detection's scan fetches the raw record only for events whose rules ask for it.
-        assert!(!absent.raw.was_asked_while_absent(), "a plain read is decided on its typed fields");
+        let reads = [
+            ("s3.amazonaws.com", "GetObject"),
+            ("ec2.amazonaws.com", "DescribeInstances"),
+            ("ec2.amazonaws.com", "DescribeSecurityGroups"),
+            ("sts.amazonaws.com", "AssumeRole"),
+            ("iam.amazonaws.com", "GetRole"),
+        ];
+        for (source, name) in reads {
+            let text = format!(
+                r#"{{"eventTime":"2026-11-12T05:00:00Z","eventSource":"{source}","eventName":"{name}",
+                "userIdentity":{{"type":"AssumedRole","arn":"arn:aws:sts::111122223333:assumed-role/app/i-1"}},
+                "sourceIPAddress":"10.0.0.1","requestParameters":{{"bucketName":"b"}},"eventID":"e2"}}"#
+            );
+            let read = PolicyEvent::from_parsed(CloudTrailEvent::parse(&text, None).unwrap(), None);
+            let absent = without_raw(&read);
+            assert!(set.sigma.evaluate(&absent, None).is_empty());
+            assert!(set.detectors.evaluate_event(&absent, None).is_empty());
+            // Detection's scan fetches the raw record only for events whose rules ask for it.
+            assert!(!absent.raw.was_asked_while_absent(), "{name} is decided on its typed fields");
+        }
         // One whose rules look deeper asks, and with its record gets what the full event gets.
         let text = login(GeoInfo::default())
             .raw

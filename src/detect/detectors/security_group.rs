@@ -110,8 +110,14 @@ fn exposed(cidr: &Cidr, trusted: &[Cidr]) -> bool {
     cidr.is_world() || (range_non_public_reason(*cidr).is_none() && !trusted.iter().any(|t| cidr.within(t)))
 }
 
+/// The calls [`openings`] reads: any other EC2 call is passed over without parsing its request.
+const OPENING_CALLS: &[&str] = &["AuthorizeSecurityGroupIngress", "ModifySecurityGroupRules"];
+
 pub(super) fn evaluate(detectors: &Detectors, event: &PolicyEvent) -> Vec<Finding> {
-    if event.error_code.is_some() || event.event_source.as_deref() != Some("ec2.amazonaws.com") {
+    if event.error_code.is_some()
+        || event.event_source.as_deref() != Some("ec2.amazonaws.com")
+        || !event.event_name.as_deref().is_some_and(|name| OPENING_CALLS.contains(&name))
+    {
         return vec![];
     }
     let settings = &detectors.settings.security_group_ingress;
