@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Duration, Utc};
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use sqlx::types::ipnetwork::IpNetwork;
 use sqlx::{PgConnection, PgPool};
@@ -592,17 +592,33 @@ impl NetworkCandidates {
     }
 }
 
-/// Events the scan reads at a time; the raw events their rules asked for are then fetched in
-/// one statement.
+/// Events the scan evaluates at a time; the raw records their rules asked for are then
+/// fetched in one statement.
 const SCAN_WINDOW: usize = 1_000;
+
+/// The scan's events in time order, `$raw` as their raw record, `$filter` choosing them.
+macro_rules! scan_query {
+    ($conn:expr, $raw:literal, $filter:literal, $($arg:expr),*) => {
+        sqlx::query_as!(
+            EventRow,
+            r#"SELECT account_id, event_id, event_time, event_source, event_name, principal_arn, principal_type,
+                      user_name, access_key_id, host(source_ip) AS source_ip, source_ip_text, user_agent, error_code,
+                      resource_ids, geo_country, geo_city, geo_latitude, geo_longitude, geo_asn,
+                      geo_as_org, source_is_tor, source_is_vpn, source_is_hosting, source_is_aws, "# + $raw + r#" AS "raw!"
+               FROM cloudtrail_events "# + $filter + r#" ORDER BY event_time, event_id"#,
+            $($arg),*
+        )
+        .fetch($conn)
+        .boxed()
+    };
+}
 
 /// Runs the event rules over every event in scope, in event-time order, into `found`.
 ///
 /// The events are read without their raw record: turning it back into text is most of what
 /// reading an event costs the database, and most rules reject an event on its typed fields.
 /// An event whose rules asked for more, or that a later step keeps, has its raw record fetched
-/// (a window's at once) and its rules run again with it. One connection, in one snapshot: a
-/// cursor over the scope, read a window at a time.
+/// on another connection (a window's at once) and its rules run again with it.
 async fn scan_events(
     pool: &PgPool,
     policies: &PolicySet,
@@ -615,54 +631,38 @@ async fn scan_events(
         && policies.detectors.settings.account_hijacking.enabled
         && only_policy.is_none_or(|p| p == crate::detect::detectors::HIJACK);
     let mut rules = ScanRules { policies, only_policy, api_activity, seen_calls: Default::default() };
+    // A pool of one connection has none to fetch raw records on while the scan reads: there the
+    // scan reads them all.
+    let with_raw = pool.options().get_max_connections() < 2;
     // The reader is a connection of the pool (the process's connection budget is its pool).
     // Findings are stored mid-scan on another: readers at once are kept to one fewer than the
     // pool holds, so detections running together never take the whole pool and wait for ever.
     let readers = reader_permits(pool);
     let _permit = readers.acquire().await.ok();
     let mut reader = Reader { conn: pool.acquire().await?, done: false };
-    open_scan(&mut reader, scope).await?;
+    let mut rows: futures_util::stream::BoxStream<'_, Result<EventRow, sqlx::Error>> = match (scope, with_raw) {
+        (Scope::IngestedSince(since), false) => scan_query!(&mut *reader, "''", "WHERE ingested_at >= $1", since),
+        (Scope::IngestedSince(since), true) => scan_query!(&mut *reader, "raw::text", "WHERE ingested_at >= $1", since),
+        (Scope::EventsSince(since), false) => scan_query!(&mut *reader, "''", "WHERE event_time >= $1", since),
+        (Scope::EventsSince(since), true) => scan_query!(&mut *reader, "raw::text", "WHERE event_time >= $1", since),
+    };
+    let mut window = Vec::with_capacity(SCAN_WINDOW);
     loop {
-        let window: Vec<PolicyEvent> = sqlx::query_as::<_, EventRow>(FETCH_WINDOW)
-            .persistent(false)
-            .fetch_all(&mut *reader)
-            .await?
-            .into_iter()
-            .map(EventRow::into_event_without_raw)
-            .collect();
-        if window.is_empty() {
+        let next = rows.try_next().await?;
+        let ended = next.is_none();
+        window.extend(next.map(|row| if with_raw { row.into_event() } else { row.into_event_without_raw() }));
+        if window.len() >= SCAN_WINDOW || (ended && !window.is_empty()) {
+            scan_window(pool, &mut rules, &window, &mut scan, found).await?;
+            window.clear();
+        }
+        if ended {
             break;
         }
-        scan_window(&mut reader, &mut rules, &window, &mut scan, found).await?;
     }
-    // Ends the snapshot and closes the cursor.
-    sqlx::query("COMMIT").execute(&mut *reader).await?;
+    drop(rows);
     reader.done = true;
     tracing::debug!(events = scan.events, raw_read = scan.raw_read, "detection scan read");
     Ok(scan)
-}
-
-const FETCH_WINDOW: &str = "FETCH 1000 FROM detection_scan";
-const _: () = assert!(SCAN_WINDOW == 1_000, "FETCH_WINDOW fetches SCAN_WINDOW rows");
-
-/// Opens the scan's cursor over `scope`, in event-time order, in a read-only snapshot that the
-/// raw records fetched later share.
-async fn open_scan(conn: &mut PgConnection, scope: Scope) -> Result<(), sqlx::Error> {
-    const COLUMNS: &str = "account_id, event_id, event_time, event_source, event_name, principal_arn, principal_type,
-         user_name, access_key_id, host(source_ip) AS source_ip, source_ip_text, user_agent, error_code,
-         resource_ids, geo_country, geo_city, geo_latitude, geo_longitude, geo_asn,
-         geo_as_org, source_is_tor, source_is_vpn, source_is_hosting, source_is_aws";
-    let (filter, since) = match scope {
-        Scope::IngestedSince(since) => ("ingested_at", since),
-        Scope::EventsSince(since) => ("event_time", since),
-    };
-    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").execute(&mut *conn).await?;
-    let declare = format!(
-        "DECLARE detection_scan NO SCROLL CURSOR FOR SELECT {COLUMNS} FROM cloudtrail_events
-         WHERE {filter} >= $1 ORDER BY event_time, event_id"
-    );
-    sqlx::query(&declare).bind(since).persistent(false).execute(&mut *conn).await?;
-    Ok(())
 }
 
 /// What the scan carries from event to event besides [`EventScan`].
@@ -709,27 +709,25 @@ impl ScanRules<'_> {
 
 /// Scans one window of events read without their raw record, into `found` in event order.
 async fn scan_window(
-    conn: &mut PgConnection,
+    pool: &PgPool,
     rules: &mut ScanRules<'_>,
     window: &[PolicyEvent],
     scan: &mut EventScan,
     found: &mut Found<'_>,
 ) -> Result<(), DetectError> {
     // The findings of the events whose rules never asked for the raw record are final.
+    let kept: Vec<bool> = window.iter().map(|event| rules.note(scan, event)).collect();
+    debug_assert!(window.iter().all(|e| !e.raw.was_asked_while_absent()), "the scan's notes read typed fields only");
     let mut first_findings = Vec::with_capacity(window.len());
     let mut wanted = Vec::new();
-    for (at, event) in window.iter().enumerate() {
-        let kept = rules.note(scan, event);
-        debug_assert!(!event.raw.was_asked_while_absent(), "the scan's notes read typed fields only");
-        let findings = rules.evaluate(event);
+    for (at, (event, findings)) in window.iter().zip(evaluate_window(rules, window)).enumerate() {
         let asked = event.raw.was_asked_while_absent();
-        if kept || asked {
+        if kept[at] || asked {
             wanted.push(at);
         }
         first_findings.push((!asked).then_some(findings));
     }
-    fill_raw(conn, window, &wanted).await?;
-    scan.raw_read += wanted.len() as u64;
+    scan.raw_read += fill_raw(pool, window, &wanted).await?;
     for (event, findings) in window.iter().zip(first_findings) {
         let mut findings = findings.unwrap_or_else(|| rules.evaluate(event));
         if !findings.is_empty() {
@@ -742,11 +740,34 @@ async fn scan_window(
     Ok(())
 }
 
-/// Fetches the raw records of `wanted` (positions in `window`), in the scan's snapshot: every
-/// one is there.
-async fn fill_raw(conn: &mut PgConnection, window: &[PolicyEvent], wanted: &[usize]) -> Result<(), sqlx::Error> {
+/// Threads the event rules of one window run on at most: the scan's database work is light, so
+/// the rules are most of a pass's work while it reads.
+const MAX_RULE_THREADS: usize = 4;
+
+/// The event rules' findings on each event of `window`, in order, split over the machine's
+/// cores (a window takes milliseconds: the caller's task blocks that long).
+fn evaluate_window(rules: &ScanRules<'_>, window: &[PolicyEvent]) -> Vec<Vec<Finding>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_RULE_THREADS);
+    if threads < 2 || window.len() < 2 * threads {
+        return window.iter().map(|event| rules.evaluate(event)).collect();
+    }
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = window
+            .chunks(window.len().div_ceil(threads))
+            .map(|part| scope.spawn(move || part.iter().map(|event| rules.evaluate(event)).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|part| part.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    })
+}
+
+/// Fetches the raw records `wanted` (positions in `window`) lack; returns how many it fetched.
+async fn fill_raw(pool: &PgPool, window: &[PolicyEvent], wanted: &[usize]) -> Result<u64, sqlx::Error> {
+    let wanted: Vec<usize> = wanted.iter().copied().filter(|&at| window[at].raw.is_absent()).collect();
     if wanted.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let accounts: Vec<String> = wanted.iter().map(|&at| window[at].account_id.clone()).collect();
     let times: Vec<DateTime<Utc>> = wanted.iter().map(|&at| window[at].event_time).collect();
@@ -760,18 +781,19 @@ async fn fill_raw(conn: &mut PgConnection, window: &[PolicyEvent], wanted: &[usi
         &times,
         &ids,
     )
-    .fetch_all(&mut *conn)
+    .fetch_all(pool)
     .await?;
+    let fetched = rows.len() as u64;
     for row in rows {
         if let Some(&at) = usize::try_from(row.n - 1).ok().and_then(|n| wanted.get(n)) {
             window[at].raw.fill(row.raw);
         }
     }
-    debug_assert!(
-        wanted.iter().all(|&at| !window[at].raw.is_absent()),
-        "every scanned event is in the scan's snapshot"
-    );
-    Ok(())
+    if fetched < wanted.len() as u64 {
+        // Deleted since the scan read them (retention): evaluated as they were read.
+        tracing::warn!(missing = wanted.len() as u64 - fetched, "events gone before their raw record was read");
+    }
+    Ok(fetched)
 }
 
 /// A detection's reader: returned to the pool once read to the end, closed if the scan stopped
@@ -1058,7 +1080,6 @@ async fn flow_findings(
 }
 
 /// A `cloudtrail_events` row as the detectors read it.
-#[derive(sqlx::FromRow)]
 struct EventRow {
     account_id: String,
     event_id: String,
@@ -1084,8 +1105,6 @@ struct EventRow {
     source_is_vpn: Option<bool>,
     source_is_hosting: Option<bool>,
     source_is_aws: Option<bool>,
-    /// Left out by the detection scan's cursor.
-    #[sqlx(default)]
     raw: String,
 }
 
