@@ -747,7 +747,10 @@ const MAX_RULE_THREADS: usize = 4;
 /// The event rules' findings on each event of `window`, in order, split over the machine's
 /// cores (a window takes milliseconds: the caller's task blocks that long).
 fn evaluate_window(rules: &ScanRules<'_>, window: &[PolicyEvent]) -> Vec<Vec<Finding>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_RULE_THREADS);
+    // Asked once: it reads the process's CPU affinity and cgroup quota.
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let threads =
+        *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_RULE_THREADS));
     if threads < 2 || window.len() < 2 * threads {
         return window.iter().map(|event| rules.evaluate(event)).collect();
     }

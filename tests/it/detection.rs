@@ -465,6 +465,16 @@ fn spray_file(dir: &Path) -> PathBuf {
     file
 }
 
+/// The records of a CloudTrail delivery document, each as written.
+fn records(text: &str) -> Vec<&serde_json::value::RawValue> {
+    #[derive(serde::Deserialize)]
+    struct Document<'a> {
+        #[serde(rename = "Records", borrow)]
+        records: Vec<&'a serde_json::value::RawValue>,
+    }
+    serde_json::from_str::<Document>(text).unwrap().records
+}
+
 #[tokio::test]
 async fn a_password_spray_is_one_alert_an_hour_with_its_count_span_source_and_a_sample() {
     use crate::support::synthetic::{SPRAY_SOURCE, SPRAY_USER};
@@ -512,21 +522,15 @@ async fn a_password_spray_imported_in_pieces_out_of_order_gives_the_same_alerts(
 
     // The same events in four files, imported newest first, each on its own. (Raw, as written:
     // what the importer takes for an event's first resource depends on key order.)
-    #[derive(serde::Deserialize)]
-    struct Document<'a> {
-        #[serde(rename = "Records", borrow)]
-        records: Vec<&'a serde_json::value::RawValue>,
-    }
     let text = std::fs::read_to_string(&file).unwrap();
-    let document: Document = serde_json::from_str(&text).unwrap();
-    let pieces: Vec<PathBuf> = document
-        .records
-        .chunks(document.records.len().div_ceil(4))
+    let records = records(&text);
+    let pieces: Vec<PathBuf> = records
+        .chunks(records.len().div_ceil(4))
         .enumerate()
         .map(|(i, chunk)| {
             let piece = dir.path().join(format!("piece-{i}.json"));
-            let records: Vec<&str> = chunk.iter().map(|r| r.get()).collect();
-            std::fs::write(&piece, format!("{{\"Records\":[{}]}}", records.join(","))).unwrap();
+            let texts: Vec<&str> = chunk.iter().map(|r| r.get()).collect();
+            std::fs::write(&piece, format!("{{\"Records\":[{}]}}", texts.join(","))).unwrap();
             piece
         })
         .collect();
@@ -799,16 +803,11 @@ async fn event_rules_find_over_a_scan_without_raw_records_what_they_find_on_full
     let file = dir.path().join("trail.json");
     // Several of the scan's windows, with logins and writes (whose rules read the record) in each.
     crate::support::synthetic::generate_events(&file, 4_500).unwrap();
-    #[derive(serde::Deserialize)]
-    struct Document<'a> {
-        #[serde(rename = "Records", borrow)]
-        records: Vec<&'a serde_json::value::RawValue>,
-    }
     let text = std::fs::read_to_string(&file).unwrap();
-    let document: Document = serde_json::from_str(&text).unwrap();
+    let records = records(&text);
     let policies = PolicySet::builtin();
     let mut expected = std::collections::BTreeSet::new();
-    for record in document.records {
+    for record in records {
         let event = PolicyEvent::from_parsed(CloudTrailEvent::parse(record.get(), None).unwrap(), None);
         let mut findings = policies.sigma.evaluate(&event, None);
         findings.extend(policies.detectors.evaluate_event(&event, None));
