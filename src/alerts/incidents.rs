@@ -21,6 +21,11 @@ const LINK_CHUNK: i64 = 200;
 /// would otherwise open two incidents for one intrusion).
 const LINK_LOCK: i64 = 0x736b_7977_696e_6331;
 
+/// The advisory lock held by whatever writes the relink queue's rows: two passes queueing an
+/// overlapping set, or one queueing while another deletes what it re-keyed, would otherwise lock
+/// the same rows in different orders and deadlock. Taken after [`LINK_LOCK`] when both are held.
+const RELINK_QUEUE_LOCK: i64 = 0x736b_7977_7271_7565;
+
 /// Where an incident stands, as an analyst sets it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -163,6 +168,12 @@ fn address_network(details: Option<&serde_json::Value>, ip: Option<std::net::IpA
 /// Takes the linking lock until the transaction ends (taking it twice is harmless).
 pub async fn lock_linking(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query!("SELECT pg_advisory_xact_lock($1)", LINK_LOCK).execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// Takes [`RELINK_QUEUE_LOCK`] until the transaction ends.
+async fn lock_relink_queue(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query!("SELECT pg_advisory_xact_lock($1)", RELINK_QUEUE_LOCK).execute(&mut *tx).await?;
     Ok(())
 }
 
@@ -450,6 +461,7 @@ async fn queue_bridged(
     let mut tx = pool.begin().await?;
     // A few hundred index probes: compiling the plan (its estimate is large) took 0.6 s of 0.7.
     sqlx::query_scalar!("SELECT set_config('jit', 'off', true)").fetch_one(&mut *tx).await?;
+    lock_relink_queue(&mut tx).await?;
     sqlx::query!(
         r#"WITH bridges AS MATERIALIZED (
                SELECT account_id, event_time, principal_arn, source_ip, 'key:' || access_key_id AS session_key,
@@ -534,6 +546,7 @@ async fn relink_queued(pool: &PgPool, limit: i64, outcome: &mut LinkOutcome) -> 
     }
     let accounts: Vec<String> = queued.iter().map(|r| r.account_id.clone()).collect();
     let alerts: Vec<String> = queued.iter().map(|r| r.alert_id.clone()).collect();
+    lock_relink_queue(&mut tx).await?;
     sqlx::query!(
         "DELETE FROM incident_relink_queue q USING unnest($1::text[], $2::text[]) AS t(account_id, alert_id)
          WHERE q.account_id = t.account_id AND q.alert_id = t.alert_id::uuid",

@@ -458,3 +458,64 @@ async fn posture_and_control_findings_are_not_listed_as_intrusions() {
     let filter = IncidentFilter { id: Some(of[&1].clone()), open_only: false };
     assert_eq!(incident_pages::incidents(&db.pool, &filter, None, 1).await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn passes_relinking_at_once_queue_and_take_the_same_alerts_without_deadlock() {
+    // Each pass queues what the bridges tie while the others take chunks off the queue: the
+    // queue's rows were written in different orders (the grouped insert, a chunk's delete),
+    // which deadlocked two detections once (CI, 2026-12-02; not reproduced here on demand, so
+    // this is a stress run of the interleaving, and a check that passes at once tie the same).
+    const PASSES: usize = 8;
+    const USERS: u32 = 30;
+    let db = TestDb::new().await;
+    // Each user's three alerts from their address, and the three of the session each assumes.
+    let mut bridges = Vec::new();
+    for user in 0..USERS {
+        let (name, ip) = (format!("user{user}"), format!("203.0.113.{}", user + 1));
+        let session_ip = format!("198.51.100.{}", user + 1);
+        let (arn, session) = (user_arn(&name), role_session("ops", &name));
+        let key = format!("ASIAFAKE{user:012}");
+        let session_key = format!("key:{key}");
+        for k in 0..3 {
+            let at = hours(10) + Duration::minutes(i64::from(user * 3 + k));
+            let (n, policy) = (user * 10 + k + 1, format!("caller-{k}"));
+            store(&db, Alert { n, policy: &policy, principal: Some(&arn), ip: Some(&ip), at, ..Alert::default() })
+                .await;
+            let (n, policy) = (user * 10 + k + 5, format!("session-{k}"));
+            let alert = Alert {
+                n,
+                policy: &policy,
+                principal: Some(&session),
+                ip: Some(&session_ip),
+                session_key: Some(&session_key),
+                at,
+                ..Alert::default()
+            };
+            store(&db, alert).await;
+        }
+        let identity = iam_user(&name, &format!("AKIAFAKE{user:012}"));
+        bridges.push(assume_role(hours(11), identity, &ip, "ops", &name, &key));
+    }
+    incidents::link_pending(&db.pool).await.unwrap();
+    import_bridges(&db, bridges).await;
+    let limits = RelinkLimits { chunk: 1, per_pass: 100_000 };
+    for round in 0..3 {
+        let passes: Vec<_> = (0..PASSES)
+            .map(|_| {
+                let pool = db.pool.clone();
+                tokio::spawn(async move { incidents::relink_bridged_within(&pool, (None, None), limits).await })
+            })
+            .collect();
+        for pass in passes {
+            pass.await.unwrap().unwrap_or_else(|error| panic!("round {round}: {error}"));
+        }
+        assert_eq!(incidents::relink_backlog(&db.pool).await.unwrap().0, 0, "round {round} left the queue empty");
+    }
+    // Each user's alerts and their session's are one incident, and no two users share one.
+    let of = incident_of(&db).await;
+    for user in 0..USERS {
+        let mine: BTreeSet<_> = (1..=3).chain(5..=7).map(|k| &of[&(user * 10 + k)]).collect();
+        assert_eq!(mine.len(), 1, "user {user}: {mine:?}");
+    }
+    assert_eq!(of.values().collect::<BTreeSet<_>>().len(), USERS as usize, "{of:#?}");
+}
