@@ -19,6 +19,10 @@ pub const CHUNK: usize = 5_000;
 /// How often `serve` and `skywarden worker` run the indexer.
 pub const INTERVAL: Duration = Duration::from_secs(30);
 
+/// How long after its last note a scheduled indexer (`serve`, a worker) counts as alive: two
+/// intervals, so one late start is not taken for a stopped process.
+pub const SCHEDULED_ALIVE: Duration = Duration::from_secs(2 * INTERVAL.as_secs());
+
 /// How far the watermark stays behind while another role's session, which pg_stat_activity
 /// hides from an unprivileged role, holds a transaction open (a snapshot or a transaction id).
 pub const HIDDEN_HOLD_BACK: Duration = Duration::from_secs(15 * 60);
@@ -178,11 +182,16 @@ async fn run_leased(pool: &sqlx::PgPool, chunk_rows: usize, stop: &AtomicBool) -
     Ok(IndexRun { indexed, ran: true, held_by: None })
 }
 
+/// This process, for the operator: `host/pid`.
+fn process_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+    format!("{host}/{}", std::process::id())
+}
+
 /// A run's lease owner: unique to the run, naming its process for the operator.
 fn new_owner() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
     let run = getrandom::u64().unwrap_or_default();
-    format!("{host}/{}/{run:016x}", std::process::id())
+    format!("{}/{run:016x}", process_name())
 }
 
 /// Takes the lease if it is free or expired: `None`, or who holds it.
@@ -511,10 +520,15 @@ impl Chunk {
 /// Runs the indexer every [`INTERVAL`] until `shutdown`; a failed or panicked run is logged
 /// and the loop goes on (the next run takes over from the same watermark). Shutdown during a
 /// run stops it after the chunk in progress, which then releases its lease.
+///
+/// Before each run it notes itself alive ([`live_scheduled_indexer`]), so that `skywarden import`
+/// leaves what it stores to it; it clears the note when it stops.
 pub async fn schedule(pool: sqlx::PgPool, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
     let stop = AtomicBool::new(false);
+    let me = process_name();
     loop {
+        note_scheduled(&pool, &me).await;
         let run = crate::supervise::catch_panic(run_until(&pool, CHUNK, &stop));
         tokio::pin!(run);
         let (outcome, stopping) = tokio::select! {
@@ -538,13 +552,50 @@ pub async fn schedule(pool: sqlx::PgPool, shutdown: impl std::future::Future<Out
             Err(panic) => tracing::error!(panic = %panic, "full-text indexing panicked"),
         }
         if stopping {
-            return;
+            break;
         }
         tokio::select! {
-            () = &mut shutdown => return,
+            () = &mut shutdown => break,
             () = tokio::time::sleep(INTERVAL) => {}
         }
     }
+    leave_schedule(&pool, &me).await;
+}
+
+/// Notes that `me` runs the indexer on a schedule. A failure only means imports index for
+/// themselves meanwhile.
+async fn note_scheduled(pool: &sqlx::PgPool, me: &str) {
+    let noted = sqlx::query!("UPDATE event_search_watermark SET scheduled_at = now(), scheduled_by = $1", me)
+        .execute(pool)
+        .await;
+    if let Err(error) = noted {
+        tracing::warn!(error = %error, "could not note the scheduled indexer as alive; imports index for themselves");
+    }
+}
+
+/// Clears `me`'s note when it stops, so imports do not leave their events to a stopped process.
+async fn leave_schedule(pool: &sqlx::PgPool, me: &str) {
+    let left = sqlx::query!("UPDATE event_search_watermark SET scheduled_at = NULL WHERE scheduled_by = $1", me)
+        .execute(pool)
+        .await;
+    if let Err(error) = left {
+        tracing::warn!(error = %error, "could not clear the scheduled indexer's note; it lapses by itself");
+    }
+}
+
+/// The scheduled indexer (`host/pid`) that will index what was just stored, if one is alive: it
+/// noted itself within [`SCHEDULED_ALIVE`], or it is in a run now (a long one renews its lease
+/// every chunk but notes itself only between runs).
+pub async fn live_scheduled_indexer(pool: &sqlx::PgPool) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT scheduled_by AS "scheduled_by!" FROM event_search_watermark
+           WHERE scheduled_by IS NOT NULL AND scheduled_at IS NOT NULL
+             AND (scheduled_at > now() - make_interval(secs => $1)
+                  OR (lease_until > now() AND starts_with(lease_owner, scheduled_by || '/')))"#,
+        SCHEDULED_ALIVE.as_secs_f64(),
+    )
+    .fetch_optional(pool)
+    .await
 }
 
 /// Where the tail starts: events stored since then may not be indexed yet.

@@ -765,3 +765,76 @@ async fn window_pages_are_exact_when_the_cursor_and_the_windows_edge_fall_inside
     }
     assert!(both_inside > 5, "{both_inside} of {} windowed pages", windowed.len());
 }
+
+/// `skywarden import` leaves the full-text index to a live scheduled indexer (`serve`, a
+/// worker) and says so; `--index-now` indexes anyway; once the indexer stops, or its note lapses,
+/// imports index for themselves again.
+#[tokio::test]
+async fn an_import_leaves_the_index_to_a_live_scheduled_indexer() {
+    use crate::support::incident_setup::{event, user_arn, write_trail};
+    use serde_json::{Value, json};
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let trail = |name: &str, first: i64| {
+        let records = (first..first + 3)
+            .map(|n| {
+                let identity = json!({"type": "IAMUser", "arn": user_arn("ana"), "accountId": "111122223333"});
+                let time = base() + Duration::minutes(n);
+                event(time, "DescribeInstances", "ec2.amazonaws.com", identity, "192.0.2.7", json!({}))
+            })
+            .collect();
+        write_trail(dir.path(), name, records)
+    };
+    let import = |path: std::path::PathBuf, extra: &[&str]| -> Value {
+        let mut args = vec!["import", "--json", "--no-detect"];
+        args.extend_from_slice(extra);
+        let path = path.display().to_string();
+        args.push(&path);
+        let output = db.skywarden(&args);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let scheduled = tokio::spawn(index::schedule(db.pool.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let mut live = None;
+    for _ in 0..100 {
+        live = index::live_scheduled_indexer(&db.pool).await.unwrap();
+        if live.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let live = live.expect("the scheduled indexer notes itself alive");
+    assert_eq!(live, format!("{}/{}", std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()), std::process::id()));
+
+    let left = import(trail("first", 0), &[]);
+    assert_eq!(left["search_index_left_to"], live.as_str(), "{left}");
+    assert!(left.get("search_index").is_none(), "{left}");
+    let indexed: i64 = sqlx::query_scalar("SELECT count(*) FROM event_search").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(indexed, 0, "left to the scheduled indexer (its next run is 30 s away)");
+
+    let now = import(trail("second", 10), &["--index-now"]);
+    assert_eq!(now["search_index"]["ran"], true, "{now}");
+    assert_eq!(now["search_index"]["indexed"], 6, "both imports' events: {now}");
+    assert!(now.get("search_index_left_to").is_none(), "{now}");
+
+    stop.send(()).unwrap();
+    scheduled.await.unwrap();
+    assert_eq!(index::live_scheduled_indexer(&db.pool).await.unwrap(), None, "a stopped indexer clears its note");
+    let alone = import(trail("third", 20), &[]);
+    assert_eq!(alone["search_index"]["indexed"], 3, "{alone}");
+
+    // A note older than two intervals, of a process that died without clearing it, has lapsed.
+    sqlx::query(
+        "UPDATE event_search_watermark SET scheduled_at = now() - interval '61 seconds', scheduled_by = 'gone/1'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(index::live_scheduled_indexer(&db.pool).await.unwrap(), None);
+    let lapsed = import(trail("fourth", 30), &[]);
+    assert_eq!(lapsed["search_index"]["indexed"], 3, "{lapsed}");
+}

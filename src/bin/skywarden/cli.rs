@@ -346,8 +346,12 @@ pub struct ImportArgs {
     pub no_detect: bool,
     /// Do not update the full-text index at the end (`serve` or a worker does it later;
     /// searches are exact meanwhile, only slower).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "index_now")]
     pub no_search_index: bool,
+    /// Update the full-text index at the end even while `serve` or a worker runs its indexer
+    /// (which otherwise indexes these events within its next runs).
+    #[arg(long)]
+    pub index_now: bool,
     /// Print one JSON summary object on stdout.
     #[arg(long)]
     pub json: bool,

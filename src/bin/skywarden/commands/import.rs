@@ -51,6 +51,9 @@ struct ImportReport<'a> {
     detection: Option<&'a DetectionSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     search_index: Option<&'a skywarden::search::index::IndexRun>,
+    /// The scheduled indexer (`host/pid` of `serve` or a worker) left to index these events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    search_index_left_to: Option<&'a str>,
     /// Wall time of each step of the command.
     steps_ms: StepTimes,
 }
@@ -86,7 +89,11 @@ pub(crate) async fn import(db_options: &DbOptions, args: ImportArgs) -> anyhow::
         max_gzip_ratio: args.max_gzip_ratio,
         ..ImportOptions::new(args.paths)
     };
-    let no_search_index = args.no_search_index;
+    let indexing = match (args.no_search_index, args.index_now) {
+        (true, _) => Indexing::Off,
+        (false, true) => Indexing::Now,
+        (false, false) => Indexing::UnlessScheduled,
+    };
     let (summary, detection, search_index, steps_ms) = with_db(db_options, async |db| {
         let mut steps = StepTimes::default();
         let started = detect::database_now(&db.pool).await?;
@@ -97,7 +104,7 @@ pub(crate) async fn import(db_options: &DbOptions, args: ImportArgs) -> anyhow::
         let detection = detect_after_import(&db.pool, policies.as_ref(), started).await?;
         steps.detection = millis_since(step);
         let step = std::time::Instant::now();
-        let search_index = if no_search_index { None } else { index_after_import(&db.pool).await };
+        let search_index = index_after_import(&db.pool, indexing).await;
         steps.search_index = millis_since(step);
         Ok((summary, detection, search_index, steps))
     })
@@ -106,7 +113,8 @@ pub(crate) async fn import(db_options: &DbOptions, args: ImportArgs) -> anyhow::
         let report = ImportReport {
             import: &summary,
             detection: detection.as_ref(),
-            search_index: search_index.as_ref(),
+            search_index: search_index.run(),
+            search_index_left_to: search_index.left_to(),
             steps_ms,
         };
         println!("{}", serde_json::to_string(&report)?);
@@ -116,26 +124,77 @@ pub(crate) async fn import(db_options: &DbOptions, args: ImportArgs) -> anyhow::
             print_detection(detection);
         }
         match &search_index {
-            Some(run) if run.ran => println!("full-text index: {} events added", run.indexed),
-            Some(run) => println!(
+            IndexStep::Ran(run) if run.ran => println!("full-text index: {} events added", run.indexed),
+            IndexStep::Ran(run) => println!(
                 "full-text index: skipped, another process is indexing ({}); it indexes these events too",
                 run.held_by.as_deref().unwrap_or("unknown")
             ),
-            None => {}
+            IndexStep::LeftTo(by) => println!(
+                "full-text index: left to the indexer of {by}, which runs every {} s (--index-now indexes here); \
+                 searches find these events meanwhile",
+                skywarden::search::index::INTERVAL.as_secs()
+            ),
+            IndexStep::None => {}
         }
     }
     Ok(if summary.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_PARTIAL) })
 }
 
-/// Brings the full-text index up to date after an import. A failure loses nothing (the events
-/// are stored, searches stay exact, `serve` or a worker indexes them later): a warning, not an
-/// error.
-async fn index_after_import(pool: &sqlx::PgPool) -> Option<skywarden::search::index::IndexRun> {
-    match skywarden::search::index::run(pool).await {
-        Ok(run) => Some(run),
+/// Whether an import brings the full-text index up to date at its end.
+#[derive(Clone, Copy)]
+enum Indexing {
+    Off,
+    Now,
+    /// Unless `serve` or a worker runs the indexer: it indexes the events within its next runs,
+    /// and the import ends sooner (indexing was most of a large import's time).
+    UnlessScheduled,
+}
+
+/// What an import did about the full-text index.
+enum IndexStep {
+    Ran(skywarden::search::index::IndexRun),
+    LeftTo(String),
+    None,
+}
+
+impl IndexStep {
+    fn run(&self) -> Option<&skywarden::search::index::IndexRun> {
+        match self {
+            IndexStep::Ran(run) => Some(run),
+            _ => None,
+        }
+    }
+
+    fn left_to(&self) -> Option<&str> {
+        match self {
+            IndexStep::LeftTo(by) => Some(by),
+            _ => None,
+        }
+    }
+}
+
+/// Brings the full-text index up to date after an import, as `indexing` says. A failure loses
+/// nothing (the events are stored, searches stay exact, `serve` or a worker indexes them
+/// later): a warning, not an error.
+async fn index_after_import(pool: &sqlx::PgPool, indexing: Indexing) -> IndexStep {
+    use skywarden::search::index;
+    if let Indexing::Off = indexing {
+        return IndexStep::None;
+    }
+    if let Indexing::UnlessScheduled = indexing {
+        match index::live_scheduled_indexer(pool).await {
+            Ok(Some(by)) => return IndexStep::LeftTo(by),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(error = %error, "could not tell whether a scheduled indexer runs; indexing here")
+            }
+        }
+    }
+    match index::run(pool).await {
+        Ok(run) => IndexStep::Ran(run),
         Err(error) => {
             tracing::warn!(error = %error, "full-text indexing failed; `serve` or a worker will index these events later");
-            None
+            IndexStep::None
         }
     }
 }
