@@ -299,8 +299,10 @@ const MIN_GROWN_WINDOW: chrono::Duration = chrono::Duration::seconds(1);
 /// stored at the same instant are neither skipped nor read twice. Each reads one window of
 /// `ingested_at` (the BRIN index answers a window; an open-ended `ingested_at >= x` would re-read
 /// the rest of the backlog every page): a full page narrows the next window to the span it
-/// took, a short one moves to the next window and widens it. (Boxed for `Send`: see
-/// [`run_until`].)
+/// took, a short one moves to the next window and widens it. `OFFSET 0` keeps the check that an
+/// event is not indexed yet a probe of `event_search`'s key per row read: planned as an anti-join,
+/// it could hash the whole of `event_search` for every page (seen at 10M events). (Boxed for
+/// `Send`: see [`run_until`].)
 // One loop over pages, read best whole; its steps are the SQL.
 #[allow(clippy::too_many_lines)]
 fn index_backlog<'a>(
@@ -339,7 +341,8 @@ fn index_backlog<'a>(
                              > ($3::timestamptz, $4::timestamptz, $5::text, $6::text))
                      AND NOT EXISTS (SELECT 1 FROM event_search s
                                      WHERE s.account_id = c.account_id AND s.event_time = c.event_time
-                                       AND s.event_id = c.event_id)
+                                       AND s.event_id = c.event_id
+                                     OFFSET 0)
                    ORDER BY c.ingested_at, c.event_time, c.account_id, c.event_id
                    LIMIT $7"#,
                 from,
