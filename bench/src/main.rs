@@ -144,6 +144,10 @@ enum Bench {
         /// Keep using the scratch database of an earlier run if it has enough events.
         #[arg(long)]
         reuse: bool,
+        /// With --reuse: keep its full-text index too (caught up, not rebuilt), and measure only
+        /// the indexed searches (no tail-scan baseline).
+        #[arg(long, requires = "reuse")]
+        keep_index: bool,
     },
     /// Flow-log import (ten gzip files of v2 records, stored; and stored then detected) against
     /// plain two-stream COPY of the same records' typed columns into a table with two indexes.
@@ -250,7 +254,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{report}");
         }
         Bench::Archive { events, work_dir } => println!("{}", archive_bench(&db_options, events, work_dir).await?),
-        Bench::Queries { events, samples, reuse } => {
+        Bench::Queries { events, samples, reuse, keep_index } => {
+            let reuse = queries::Reuse { database: reuse, index: keep_index };
             let report =
                 with_server(&db_options, async |server| Ok(queries::run(server, events, samples, reuse).await?))
                     .await?;
