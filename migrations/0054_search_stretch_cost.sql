@@ -3,11 +3,11 @@
 --
 -- 0051 took the maximal stretch of not-common trigrams with the fewest estimated candidates (the
 -- product of the trigrams' frequencies): a longer stretch always won, so a security-group id
--- `sg-000000000000003cc6` was asked as `%003cc6%`, whose trigram `003` (zero padding) is in a
+-- `sg-000000000000002b6d` was asked as `%002b6d%`, whose trigram `002` (zero padding) is in a
 -- large share of the events. Measured at 10M events (the queries bench, an index grown by the
--- indexer): `%003cc6%` reads 1,326 buffers (826 of them GIN pages) for 500 candidates, 8 ms
--- cached and 15 to 32 ms not; `%3cc6%` reads 516 (16 GIN pages) for the same 500 candidates,
--- 0.4 ms. Now every stretch of 2 to 8 such trigrams is scored by the pages it reads (each
+-- indexer): `%002b6d%` reads 1,324 buffers (~820 of them GIN pages) for 500 candidates, 8 ms
+-- cached and 15 to 32 ms not; `%02b6d%`, asked now, 571 for the same 500 candidates, 1.1 to
+-- 1.8 ms. Every stretch of 2 to 8 such trigrams is scored by the pages it reads (each
 -- trigram's posting list, and one heap page per candidate) and the cheapest is asked. The
 -- search matches the whole pattern on what comes back, so results do not change.
 

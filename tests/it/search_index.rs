@@ -799,10 +799,17 @@ async fn an_import_leaves_the_index_to_a_live_scheduled_indexer() {
     let scheduled = tokio::spawn(index::schedule(db.pool.clone(), async move {
         let _ = stopped.await;
     }));
+    // Its note, then the end of its first run (which it starts at once, and which would hold
+    // the lease against `--index-now` below); the next one is 30 s away.
     let mut live = None;
-    for _ in 0..100 {
+    for _ in 0..200 {
         live = index::live_scheduled_indexer(&db.pool).await.unwrap();
-        if live.is_some() {
+        let first_run_over: bool =
+            sqlx::query_scalar("SELECT last_run_at IS NOT NULL AND lease_owner IS NULL FROM event_search_watermark")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        if live.is_some() && first_run_over {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

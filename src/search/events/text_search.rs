@@ -125,7 +125,7 @@ async fn without_jit(db: &sqlx::PgPool) -> Result<sqlx::Transaction<'static, sql
     Ok(tx)
 }
 
-/// What the indexes are asked for a text search (`skywarden_search_index`, migration 0051): a
+/// What the indexes are asked for a text search (`skywarden_search_index`, migrations 0051 and 0054): a
 /// pattern for the trigram indexes (the selective part of the search's pattern, or the pattern
 /// itself) or else a query of the token index of `event_search`, whose words hold only
 /// trigrams common to most texts (`sg-0000000000000000e`). Either is implied by the pattern,
