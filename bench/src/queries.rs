@@ -193,16 +193,14 @@ pub async fn generate(pool: &PgPool, start: DateTime<Utc>, from: i64, to: i64) -
     let stored_from = Utc::now() - chrono::Duration::milliseconds(instants * MILLIS_BETWEEN_INSTANTS);
     // Rows stamped before an earlier run's watermark would be neither indexed nor scanned as
     // the tail: the index of a database being filled up starts again.
-    let indexed_until: Option<DateTime<Utc>> =
-        sqlx::query_scalar("SELECT indexed_until FROM event_search_watermark WHERE indexed_until > $1")
+    let below_watermark: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM event_search_watermark WHERE indexed_until > $1)")
             .bind(stored_from)
-            .fetch_optional(pool)
+            .fetch_one(pool)
             .await?;
-    if indexed_until.is_some() {
+    if below_watermark {
         tracing::info!("bench-queries: the full-text index is rebuilt (events are added below its watermark)");
-        sqlx::raw_sql("TRUNCATE event_search; UPDATE event_search_watermark SET indexed_until = '-infinity'")
-            .execute(pool)
-            .await?;
+        empty_index(pool).await?;
     }
     let mut next = from + 1;
     while next <= to {
@@ -264,6 +262,15 @@ FROM (
 ) e
 "#;
 
+/// Empties the full-text index and moves its watermark back to the start: the next run indexes
+/// every event.
+async fn empty_index(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql("TRUNCATE event_search; UPDATE event_search_watermark SET indexed_until = '-infinity'")
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// A cheap deterministic sequence of varied values (no dependency on a random source).
 fn pick(i: usize, modulo: usize) -> usize {
     (i.wrapping_mul(2_654_435_761) >> 7) % modulo
@@ -301,9 +308,7 @@ async fn measure_full_text(
 ) -> Result<FullTextFigures, QueryBenchError> {
     if !keep_index {
         // A reused database may be indexed from an earlier run: start from nothing.
-        sqlx::raw_sql("TRUNCATE event_search; UPDATE event_search_watermark SET indexed_until = '-infinity'")
-            .execute(pool)
-            .await?;
+        empty_index(pool).await?;
     }
     let make: Make = Box::new(move |i| {
         let since = start + chrono::Duration::days(pick(i, (DAYS - 30) as usize) as i64);
