@@ -7,6 +7,9 @@
 //!   (Sigma rules, the selection and detector settings, posture checks in Rego; not READMEs or
 //!   licences), its text compiled into the binary, so detection works wherever the binary runs.
 //!   Writes `$OUT_DIR/policy_files.rs`.
+//!
+//! It also reruns when a file under `migrations/` changes: `sqlx::migrate!` (src/db/mod.rs)
+//! embeds them, and without this a new migration file would not rebuild the crate.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -116,4 +119,5 @@ fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     web_assets(&manifest_dir, &out_dir);
     policy_files(&manifest_dir, &out_dir);
+    println!("cargo:rerun-if-changed=migrations");
 }

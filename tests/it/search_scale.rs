@@ -1,7 +1,8 @@
-//! Full text at scale (issue 18, migration 0051): the indexes are asked for the selective part
-//! of a `q` pattern (a stretch of its trigrams, or the tokens its words start), and the pattern
-//! itself is matched on what they return. Whichever way a search goes, its pages and counts are
-//! those of the pattern alone: compared here with a scan, for searches that take each way.
+//! Full text at scale (issue 18, migrations 0051, 0054 and 0055): the indexes are asked for the
+//! selective part of a `q` pattern (a stretch of its trigrams, or the tokens its words start),
+//! and the pattern itself is matched on what they return. Whichever way a search goes, its pages
+//! and counts are those of the pattern alone: compared here with a scan, for searches that take
+//! each way.
 
 use chrono::{DateTime, Duration, Utc};
 use skywarden::db::partitions::{PartitionCache, PartitionedTable};
@@ -73,10 +74,13 @@ async fn selective_parts_and_tokens_give_the_patterns_own_pages_and_counts() {
     sqlx::raw_sql("ANALYZE event_search").execute(&db.pool).await.unwrap();
 
     let texts = [
-        // A selective stretch of trigrams (`0012b`), any case.
+        // A selective stretch of trigrams (`0012b`), in a word that starts a token (after `-`),
+        // any case: that word alone, of the token index (migration 0055).
         "SG-0000000000000012B",
         "sg-0000000000000012b",
+        // The stretch itself, when no separator before it says a token starts there.
         "0000012b",
+        "0000000000000012b",
         // Only common trigrams: the token its last word starts (a prefix, then a whole token),
         // and one that no event holds.
         "sg-0000000000000000e",
@@ -144,4 +148,9 @@ async fn selective_parts_and_tokens_give_the_patterns_own_pages_and_counts() {
     // The cheapest stretch, not the longest (migration 0054): `nt1` is in one sampled text in
     // seven (`Event1`), not common, but its posting list costs more to read than it saves.
     assert_eq!(route(&db, &contains_pattern("Event1qzx")).await, (Some("%t1qzx%".to_string()), None));
+    // The word the stretch lies in, when it starts a token, alone (migration 0055): as a prefix
+    // when the literal ends inside it, whole when a separator follows; not the other words.
+    let word = |query: &str| (None, Some(query.to_string()));
+    assert_eq!(route(&db, &contains_pattern("SG-0000000000000012B")).await, word("'0000000000000012b':*"));
+    assert_eq!(route(&db, &contains_pattern("user10 sg-0000000000000012b x")).await, word("'0000000000000012b'"));
 }
