@@ -12,7 +12,12 @@
 -- no other word's posting list is read. Otherwise as migration 0054: the cheapest stretch of the
 -- trigram index, else every word that starts a token, else neither.
 
-CREATE OR REPLACE FUNCTION skywarden_search_index(pattern text, OUT trigram_pattern text, OUT token_query tsquery)
+-- `lake_pattern`: the stretch whichever the hot side is asked, for the lake cache (`lake_events`),
+-- which has a trigram index and no token index. A new output, so the function is dropped and
+-- created again.
+DROP FUNCTION skywarden_search_index(text);
+CREATE FUNCTION skywarden_search_index(pattern text, OUT trigram_pattern text, OUT token_query tsquery,
+                                       OUT lake_pattern text)
 LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
 DECLARE
     literal text := '';
@@ -114,8 +119,8 @@ BEGIN
     -- literal): whole tokens (four characters or more: shorter ones are not indexed) when a
     -- separator follows too, else token prefixes of five characters or more. None common
     -- (ANALYZE's most common elements, over 1%). The word the stretch lies in alone, when it is
-    -- one of them (and the stretch within the 200 characters a token keeps); else the stretch;
-    -- else all of them.
+    -- one of them (and the whole word within the 200 characters a token keeps); else the
+    -- stretch; else all of them.
     SELECT s.most_common_elems::text::text[], s.most_common_elem_freqs INTO common, common_freqs
     FROM pg_stats s
     WHERE s.schemaname = current_schema() AND s.tablename = 'event_search_tokens_idx';
@@ -146,6 +151,9 @@ BEGIN
         END IF;
         pos := pos + length(run);
     END LOOP;
+    IF best IS NOT NULL THEN
+        lake_pattern := '%' || best || '%';
+    END IF;
     IF best_term IS NOT NULL THEN
         token_query := best_term::tsquery;
     ELSIF best IS NOT NULL THEN

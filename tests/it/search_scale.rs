@@ -152,5 +152,12 @@ async fn selective_parts_and_tokens_give_the_patterns_own_pages_and_counts() {
     // when the literal ends inside it, whole when a separator follows; not the other words.
     let word = |query: &str| (None, Some(query.to_string()));
     assert_eq!(route(&db, &contains_pattern("SG-0000000000000012B")).await, word("'0000000000000012b':*"));
+    // The lake cache has no token index: it is still asked for the stretch.
+    let lake: Option<String> = sqlx::query_scalar("SELECT lake_pattern FROM skywarden_search_index($1)")
+        .bind(contains_pattern("SG-0000000000000012B"))
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(lake.as_deref().is_some_and(|p| p.starts_with('%') && p.contains("12b")), "{lake:?}");
     assert_eq!(route(&db, &contains_pattern("user10 sg-0000000000000012b x")).await, word("'0000000000000012b'"));
 }

@@ -1,7 +1,8 @@
 //! The audit-trail search with `q`: the events whose searchable fields contain the text, from
 //! three sources in one statement. Indexed hot events match through the trigram index of
-//! `event_search`, asked for the pattern's selective part, or through its token index for words
-//! whose trigrams are all common ([`index_query`], migration 0051); cached archived events
+//! `event_search`, asked for the pattern's selective part, or through its token index for the
+//! word that part lies in or for words whose trigrams are all common ([`index_query`],
+//! migrations 0051 and 0055); cached archived events
 //! (`archived`, the lake cache) through the trigram index of the search text stored with them
 //! when loaded (migration 0046); the hot tail the indexer has not copied yet (stored since
 //! `skywarden_event_search_tail_start()` and not in `event_search`) by computing the same
@@ -125,22 +126,26 @@ async fn without_jit(db: &sqlx::PgPool) -> Result<sqlx::Transaction<'static, sql
     Ok(tx)
 }
 
-/// What the indexes are asked for a text search (`skywarden_search_index`, migrations 0051 and 0054): a
-/// pattern for the trigram indexes (the selective part of the search's pattern, or the pattern
-/// itself) or else a query of the token index of `event_search`, whose words hold only
-/// trigrams common to most texts (`sg-0000000000000000e`). Either is implied by the pattern,
-/// which every trigram statement then matches on the rows found: results are those of the
-/// pattern alone. Computed before the statement, so a custom plan sees the values (a function
-/// call in the statement would be estimated blind).
+/// What the indexes are asked for a text search (`skywarden_search_index`, migrations 0051, 0054
+/// and 0055): a pattern for the trigram indexes (the selective part of the search's pattern, or
+/// the pattern itself) or else a query of the token index of `event_search`: the word that
+/// selective part lies in, when it starts a token, or words whose trigrams are all common
+/// (`sg-0000000000000000e`); and the selective part for the lake cache, which has no token
+/// index. Each is implied by the pattern, which every trigram statement then matches on the
+/// rows found: results are those of the pattern alone. Computed before the statement, so a
+/// custom plan sees the values (a function call in the statement would be estimated blind).
 struct IndexQuery {
     trigrams: Option<String>,
     tokens: Option<String>,
+    /// The stretch for the lake cache's trigram index (it has no token index), whichever way
+    /// `event_search` is asked.
+    lake: Option<String>,
 }
 
 async fn index_query<'e, E: sqlx::PgExecutor<'e>>(db: E, text: Option<&str>) -> Result<IndexQuery, sqlx::Error> {
     sqlx::query_as!(
         IndexQuery,
-        r#"SELECT trigram_pattern AS trigrams, token_query::text AS tokens FROM skywarden_search_index($1)"#,
+        r#"SELECT trigram_pattern AS trigrams, token_query::text AS tokens, lake_pattern AS lake FROM skywarden_search_index($1)"#,
         text
     )
     .fetch_one(db)
@@ -342,11 +347,11 @@ async fn older_by_trigrams(
                -- Fenced as the index rows are: the selective part, else the pattern and bounds.
                FROM (SELECT l.account_id, l.event_time, l.event_id, l.lake_object, l.lake_row_group, l.search_text
                FROM lake_events l
-               WHERE l.search_text ILIKE $19::text
+               WHERE l.search_text ILIKE $21::text
                UNION ALL
                SELECT l.account_id, l.event_time, l.event_id, l.lake_object, l.lake_row_group, l.search_text
                FROM lake_events l
-               WHERE $19::text IS NULL AND l.search_text ILIKE $16
+               WHERE $21::text IS NULL AND l.search_text ILIKE $16
                  AND ($1::text IS NULL OR l.account_id = $1)
                  AND ($8::timestamptz IS NULL OR l.event_time >= $8)
                  AND ($9::timestamptz IS NULL OR l.event_time < $9)
@@ -421,6 +426,7 @@ async fn older_by_trigrams(
         tail_start,
         index.trigrams,
         index.tokens,
+        index.lake,
     )
     .fetch_all(db)
     .await?;
@@ -606,11 +612,11 @@ async fn newer_by_trigrams(
                -- Fenced as the index rows are: the selective part, else the pattern and bounds.
                FROM (SELECT l.account_id, l.event_time, l.event_id, l.lake_object, l.lake_row_group, l.search_text
                FROM lake_events l
-               WHERE l.search_text ILIKE $19::text
+               WHERE l.search_text ILIKE $21::text
                UNION ALL
                SELECT l.account_id, l.event_time, l.event_id, l.lake_object, l.lake_row_group, l.search_text
                FROM lake_events l
-               WHERE $19::text IS NULL AND l.search_text ILIKE $15
+               WHERE $21::text IS NULL AND l.search_text ILIKE $15
                  AND ($1::text IS NULL OR l.account_id = $1)
                  AND ($8::timestamptz IS NULL OR l.event_time >= $8)
                  AND ($9::timestamptz IS NULL OR l.event_time < $9)
@@ -684,6 +690,7 @@ async fn newer_by_trigrams(
         tail_start,
         index.trigrams,
         index.tokens,
+        index.lake,
     )
     .fetch_all(db)
     .await?;
@@ -877,11 +884,11 @@ async fn count_by_trigrams(
                -- Fenced as the index rows are: the selective part, else the pattern and bounds.
                FROM (SELECT l.account_id, l.event_time, l.event_id, l.lake_object, l.lake_row_group, l.search_text
                FROM lake_events l
-               WHERE l.search_text ILIKE $16::text
+               WHERE l.search_text ILIKE $18::text
                UNION ALL
                SELECT l.account_id, l.event_time, l.event_id, l.lake_object, l.lake_row_group, l.search_text
                FROM lake_events l
-               WHERE $16::text IS NULL AND l.search_text ILIKE $12
+               WHERE $18::text IS NULL AND l.search_text ILIKE $12
                  AND ($1::text IS NULL OR l.account_id = $1)
                  AND ($8::timestamptz IS NULL OR l.event_time >= $8)
                  AND ($9::timestamptz IS NULL OR l.event_time < $9)
@@ -944,6 +951,7 @@ async fn count_by_trigrams(
         tail_start,
         index.trigrams,
         index.tokens,
+        index.lake,
     )
     .fetch_one(db)
     .await
