@@ -29,8 +29,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // The full-text indexer is a periodic job: `supervise` catches its panics.
     ("search", &["db", "geo", "model", "net", "supervise"]),
     // The open security lake: reads storage, writes Parquet to a folder or S3 (beside ingest).
-    // Dropping a month also drops its full-text index entries (`search::index::forget_range`).
-    ("archive", &["aws", "search"]),
+    // Dropping a month also drops its full-text index entries (`search::index::forget_range`);
+    // its transactions begin through `db::begin`.
+    ("archive", &["aws", "db", "search"]),
     // Incident reports (HTML, OCSF): read alerts, render, write nothing.
     ("report", &["alerts", "geo", "model", "notify"]),
     // Fuzz target bodies (fuzz/ and tests/fuzz_corpus.rs): the readers of outside input.

@@ -88,7 +88,7 @@ pub async fn add(pool: &PgPool, new: &NewLogArchive, intervals: &PollIntervals) 
     let external_id = generate_external_id()?;
     let stored = serde_json::to_value(&as_account.sources)
         .map_err(|e| AccountError::Invalid { field: "sources", reason: e.to_string() })?;
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let existing = sqlx::query_scalar!("SELECT role_arn FROM accounts WHERE account_id = $1 FOR UPDATE", entry)
         .fetch_optional(&mut *tx)
         .await?;

@@ -482,7 +482,7 @@ pub async fn onboard(pool: &PgPool, new: &NewAccount, intervals: &PollIntervals)
     let role_arn = validate_new(new)?;
     let account_id = role_arn.account().to_string();
     let external_id = generate_external_id()?;
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     log_archive::refuse_double_reading(&mut tx, &new.sources).await?;
     // Two onboardings of one new account at once: the second waits, then finds the first.
     sqlx::query!("SELECT pg_advisory_xact_lock(hashtext('skywarden-onboard:' || $1))", account_id)
@@ -580,7 +580,7 @@ pub async fn list(pool: &PgPool) -> Result<Vec<Account>, AccountError> {
 /// Stops polling an account and forgets its role and external ID. Its events, flows, resources
 /// and alerts stay: they are the audit record.
 pub async fn remove(pool: &PgPool, account_id: &str) -> Result<(), AccountError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let updated = sqlx::query!(
         "UPDATE accounts SET role_arn = NULL, external_id = NULL, enabled = false, verified_at = NULL
          WHERE account_id = $1 AND role_arn IS NOT NULL",
@@ -694,7 +694,7 @@ pub async fn configure(pool: &PgPool, account_id: &str, change: &AccountChange) 
         validate_regions(regions)?;
     }
     let queues = queue_changes(change)?;
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let updated = sqlx::query!(
         "UPDATE accounts SET regions = COALESCE($2, regions), poll_intervals = COALESCE($3, poll_intervals)
          WHERE account_id = $1 AND role_arn IS NOT NULL",

@@ -100,7 +100,7 @@ pub async fn onboard(pool: &PgPool, new: &NewOrganization, intervals: &PollInter
     validate_role_name(&new.member_role_name)?;
     let entry = format!("{ENTRY_PREFIX}{}", role_arn.account());
     let external_id = generate_external_id()?;
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let existing = sqlx::query_scalar!("SELECT role_arn FROM accounts WHERE account_id = $1 FOR UPDATE", entry)
         .fetch_optional(&mut *tx)
         .await?;
@@ -190,7 +190,7 @@ pub async fn sync(
         .await
         .map_err(AccountError::AssumeRole)?;
     let listing = list(&session, settings.home_region()).await.map_err(AccountError::Organizations)?;
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let change = record(&mut tx, entry, &listing).await?;
     tx.commit().await?;
     Ok(change)

@@ -44,7 +44,7 @@ pub async fn discover_and_record(
     account_id: &str,
 ) -> Result<RegionChange, AccountError> {
     let enabled = discover(session, region).await.map_err(AccountError::DescribeRegions)?;
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let change = record(&mut tx, account_id, &enabled).await?;
     tx.commit().await?;
     Ok(change)

@@ -321,7 +321,7 @@ pub async fn update(
             return Err(AlertStoreError::UnknownOwner(name.clone()));
         }
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let Some(old) = sqlx::query!(
         "SELECT status, owner FROM incidents WHERE incident_id = $1 AND merged_into IS NULL FOR UPDATE",
         incident_id

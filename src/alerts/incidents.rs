@@ -89,7 +89,7 @@ pub struct LinkOutcome {
 pub async fn link_pending(pool: &PgPool) -> Result<LinkOutcome, AlertStoreError> {
     let mut total = LinkOutcome::default();
     loop {
-        let mut tx = pool.begin().await?;
+        let mut tx = crate::db::begin(pool).await?;
         let outcome = link_pending_in(&mut tx, LINK_CHUNK).await?;
         tx.commit().await?;
         let done = outcome.linked < LINK_CHUNK as u64;
@@ -458,7 +458,7 @@ async fn queue_bridged(
     pool: &PgPool,
     since: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
 ) -> Result<(), AlertStoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     // A few hundred index probes: compiling the plan (its estimate is large) took 0.6 s of 0.7.
     sqlx::query_scalar!("SELECT set_config('jit', 'off', true)").fetch_one(&mut *tx).await?;
     lock_relink_queue(&mut tx).await?;
@@ -530,7 +530,7 @@ async fn queue_bridged(
 /// Re-keys up to `limit` queued alerts, the callers' first, in one transaction under the
 /// linking lock, and takes them off the queue. Returns how many it took.
 async fn relink_queued(pool: &PgPool, limit: i64, outcome: &mut LinkOutcome) -> Result<i64, AlertStoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     lock_linking(&mut tx).await?;
     let queued = sqlx::query!(
         r#"SELECT account_id, alert_id::text AS "alert_id!" FROM incident_relink_queue

@@ -453,7 +453,7 @@ pub async fn retract_login_evidence(
 ) -> Result<u64, AlertStoreError> {
     let policies: Vec<String> = policies.iter().map(|p| p.to_string()).collect();
     let (keep_alerts, keep_events): (Vec<String>, Vec<String>) = keep.iter().cloned().unzip();
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     if let Some(owner) = lease_owner {
         hold_lease(&mut tx, owner).await?;
     }

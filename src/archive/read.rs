@@ -1072,7 +1072,7 @@ async fn load_group(
     ctx: &mut LoadCtx<'_>,
 ) -> Result<bool, LakeError> {
     let number = group_number(group);
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended('skywarden lake ' || $1, 0))", object.key)
         .execute(&mut *tx)
         .await?;

@@ -627,7 +627,7 @@ pub async fn drop_detached(
 ) -> Result<DropOutcome, sqlx::Error> {
     let partition = partition_name(source, month);
     let (account, id, time) = key_columns(source);
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     sqlx::query("SET LOCAL lock_timeout = '30s'").execute(&mut *tx).await?;
     sqlx::query(&format!("LOCK TABLE {partition} IN ACCESS EXCLUSIVE MODE")).execute(&mut *tx).await?;
     pause.await;

@@ -82,7 +82,7 @@ pub struct Reservation(i64);
 /// transaction-scoped advisory locks, so that parallel guesses cannot all pass a check made
 /// before any of them is recorded.
 pub async fn reserve_attempt(pool: &PgPool, username: &str, client: &str) -> Result<Option<Reservation>, AuthError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     // Always user before client, so two attempts never wait for each other in a circle.
     sqlx::query!(
         "SELECT pg_advisory_xact_lock(hashtextextended('skywarden.login.user:' || $1, 0)),

@@ -121,7 +121,7 @@ pub async fn list(pool: &PgPool) -> Result<Vec<UserInfo>, AuthError> {
 /// Disables a user and ends their sessions at once (in one transaction), or enables them
 /// again. `NotFound` if there is no such user; disabling a disabled user changes nothing.
 pub async fn set_disabled(pool: &PgPool, username: &str, disabled: bool) -> Result<(), AuthError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let found = sqlx::query!(
         "UPDATE users SET disabled_at = CASE WHEN $2 THEN coalesce(disabled_at, now()) END WHERE username = $1",
         username,

@@ -159,6 +159,28 @@ pub fn pool_with(connect: PgConnectOptions, settings: &PoolSettings) -> PgPool {
         .connect_lazy_with(connect)
 }
 
+/// A transaction on a connection of `pool`, begun whatever happens to the caller meanwhile.
+///
+/// sqlx (0.8.6, and 0.9.0) counts a transaction only once PostgreSQL has answered its `BEGIN`.
+/// A caller dropped while that answer is on its way (a browser that went away, a timeout) sends
+/// the connection back to the pool inside a transaction nothing will end; whoever takes it next
+/// runs in it, so their writes are never committed and the rows they change stay locked (sqlx
+/// issues 4385 and 4393; a CI run here showed its signature: a dashboard session's row stayed
+/// locked, and the user's next requests waited out the statement timeout). The `BEGIN` here is
+/// read by a task of its own: a transaction nobody waits for any more is dropped there, and sqlx
+/// rolls it back as any dropped transaction. `Pool::begin` is a disallowed method (clippy.toml) for this.
+pub async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let pool = pool.clone();
+    #[allow(clippy::disallowed_methods)]
+    let begun = tokio::spawn(async move { pool.begin().await });
+    match begun.await {
+        Ok(transaction) => transaction,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        // The runtime is shutting down.
+        Err(_) => Err(sqlx::Error::WorkerCrashed),
+    }
+}
+
 /// The database's clock, so "stored since" compares like with like across machines.
 pub async fn now(pool: &PgPool) -> Result<chrono::DateTime<chrono::Utc>, sqlx::Error> {
     sqlx::query_scalar!(r#"SELECT now() AS "now!""#).fetch_one(pool).await

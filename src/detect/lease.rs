@@ -248,7 +248,7 @@ impl Lease {
     /// while this process holds the lease, moves the watermark to where the pass began reading,
     /// deletes the requests it covered and counts it.
     pub async fn finish_pass(&self, since: DateTime<Utc>, start: &PassStart) -> Result<(), LeaseError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         let held = sqlx::query!(
             "UPDATE detection_lease SET passes_total = passes_total + 1 WHERE owner = $1 AND expires_at >= clock_timestamp()",
             self.owner,

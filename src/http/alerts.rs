@@ -329,7 +329,7 @@ async fn set_statuses(
         snoozed_until = crate::alerts::store::check_status_change(id, status, change.until).map_err(status_error)?;
     }
     let actor = format!("{} ({})", caller.actor(), caller.name);
-    let mut tx = context.db.begin().await?;
+    let mut tx = crate::db::begin(&context.db).await?;
     let mut changed = Vec::with_capacity(ids.len());
     for id in &ids {
         let outcome = crate::alerts::store::set_status_in(&mut tx, id, status, snoozed_until, &actor, &change.reason)

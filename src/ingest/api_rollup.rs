@@ -189,7 +189,7 @@ pub enum Backfill {
 /// the rows ingested since it began (workers of the old version may have stored some without
 /// rolling them up). Resumable: the progress row says where it stands. Idempotent upserts.
 pub async fn backfill_step(pool: &sqlx::PgPool) -> Result<Backfill, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let Some(row) =
         sqlx::query!("SELECT started_at, next_month, months_done, done_at FROM api_call_days_backfill FOR UPDATE")
             .fetch_optional(&mut *tx)

@@ -95,19 +95,35 @@ pub struct BatchWriter {
     partitions: Arc<PartitionCache>,
     known_accounts: HashSet<String>,
     staging_ready: HashSet<PartitionedTable>,
+    /// Set while a batch is written: a writer dropped then (its task cancelled) may have left
+    /// its connection inside a transaction, so the connection is closed, not lent on.
+    mid_batch: bool,
+}
+
+impl Drop for BatchWriter {
+    fn drop(&mut self) {
+        if self.mid_batch {
+            self.conn.close_on_drop();
+        }
+    }
 }
 
 impl BatchWriter {
     /// Takes a connection from `pool` until the writer is dropped.
     pub async fn connect(pool: &PgPool, partitions: Arc<PartitionCache>) -> Result<Self, sqlx::Error> {
         let conn = pool.acquire().await?;
-        Ok(Self { conn, partitions, known_accounts: HashSet::new(), staging_ready: HashSet::new() })
+        Ok(Self { conn, partitions, known_accounts: HashSet::new(), staging_ready: HashSet::new(), mid_batch: false })
     }
 
     /// Boxed so the future's `Send` bound is proven here, with concrete lifetimes, rather than in
     /// the spawned task (where the compiler cannot prove it for every lifetime).
     pub fn write<'a>(&'a mut self, batch: &'a Batch) -> BoxFuture<'a, Result<BatchOutcome, StoreError>> {
-        Box::pin(self.write_batch(batch))
+        Box::pin(async move {
+            self.mid_batch = true;
+            let outcome = self.write_batch(batch).await;
+            self.mid_batch = false;
+            outcome
+        })
     }
 
     async fn write_batch(&mut self, batch: &Batch) -> Result<BatchOutcome, StoreError> {

@@ -123,7 +123,7 @@ impl SnapshotDump {
         let Some(snapshot) = self.snapshots.get(index) else { return Ok(0) };
         let previous_at = index.checked_sub(1).map(|i| self.snapshots[i].captured_at);
         let mut versions = 0;
-        let mut tx = pool.begin().await?;
+        let mut tx = crate::db::begin(pool).await?;
         {
             for (region, content) in &snapshot.regions {
                 let types: Vec<&'static str> = content.collected.iter().filter_map(|t| known_type(t)).collect();

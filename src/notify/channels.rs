@@ -609,7 +609,7 @@ pub async fn update(
     key: &SecretKey,
     policy: &NetworkPolicy,
 ) -> Result<ChannelView, ChannelError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let row = sqlx::query!(
         "SELECT name, kind, settings, sealed_secrets, managed_by, enabled FROM notification_channels WHERE id = $1 FOR UPDATE",
         id

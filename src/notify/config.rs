@@ -106,7 +106,7 @@ impl NotificationsFile {
         policy: &NetworkPolicy,
     ) -> Result<(usize, usize), ConfigError> {
         let invalid = |source| ConfigError::Invalid { path: path.into(), source };
-        let mut tx = pool.begin().await.map_err(|e| invalid(e.into()))?;
+        let mut tx = crate::db::begin(pool).await.map_err(|e| invalid(e.into()))?;
         // Upserts by name keep ids, so queued deliveries and waiting digest items keep their
         // route; a channel that left the file takes its routes with it (ON DELETE CASCADE).
         channels::sync_file_channels(&mut tx, &self.channel_specs(), key, policy).await.map_err(invalid)?;

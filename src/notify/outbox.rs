@@ -18,7 +18,7 @@ const INCIDENT_LINKS_PER_RECORD: i64 = 2_000;
 /// Folds findings into alerts, links them into incidents and queues what routes must hear of, in one transaction: a crash
 /// cannot keep an alert and lose its notification.
 pub async fn record_alerts(pool: &PgPool, findings: &[Finding]) -> Result<RecordOutcome, AlertStoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     // The linking lock first: taken after the alert rows it could wait on a linker that waits
     // on those rows.
     incidents::lock_linking(&mut tx).await?;
@@ -40,7 +40,7 @@ pub async fn set_alert_status(
     reason: &str,
 ) -> Result<AlertStatus, AlertStoreError> {
     let snoozed_until = alert_store::check_status_change(alert_id, status, snoozed_until)?;
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let outcome = alert_store::set_status_in(&mut tx, alert_id, status, snoozed_until, actor, reason).await?;
     enqueue(&mut tx, outcome.change.as_slice()).await?;
     tx.commit().await?;
@@ -125,7 +125,7 @@ pub async fn enqueue_alert_note(
     actor: &str,
     note: &str,
 ) -> Result<u64, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let status = sqlx::query_scalar!(
         r#"SELECT status AS "status: AlertStatus" FROM alerts WHERE account_id = $1 AND alert_id = $2::text::uuid"#,
         account_id,
@@ -226,7 +226,7 @@ async fn enqueue_status_change(
 
 /// Turns the waiting items of each digest route whose period has passed into one outbox row.
 pub async fn flush_digests(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let flushed = sqlx::query!(
         r#"WITH due AS (
                SELECT i.route_id

@@ -755,7 +755,7 @@ fn proven_ids(listed: &ListedPage, read: &[ExternalFinding]) -> HashSet<String> 
 async fn capped(ctx: &PollContext, job: &mut Job, listing: &mut Listing, pages: usize) -> Result<(), PollError> {
     listing.capped(job, pages);
     let checkpoint = serde_json::to_value(&*listing).unwrap_or_default();
-    let mut tx = ctx.pool.begin().await?;
+    let mut tx = crate::db::begin(&ctx.pool).await?;
     job.save_checkpoint(&mut tx, checkpoint, None, 0).await?;
     tx.commit().await?;
     Ok(())
@@ -949,7 +949,7 @@ async fn recheck_security_hub(
             }
         }
         listing.recheck_after = batch.last().map(|row| row.alert_id.clone());
-        let mut tx = ctx.pool.begin().await?;
+        let mut tx = crate::db::begin(&ctx.pool).await?;
         folded += fold_findings(&mut tx, &converted).await?.folded;
         let checkpoint = serde_json::to_value(&*listing).unwrap_or_default();
         job.save_checkpoint(&mut tx, checkpoint, None, 0).await?;
@@ -958,7 +958,7 @@ async fn recheck_security_hub(
     if wrapped {
         listing.recheck_after = None;
         let checkpoint = serde_json::to_value(&*listing).unwrap_or_default();
-        let mut tx = ctx.pool.begin().await?;
+        let mut tx = crate::db::begin(&ctx.pool).await?;
         job.save_checkpoint(&mut tx, checkpoint, None, 0).await?;
         tx.commit().await?;
     }
@@ -1074,7 +1074,7 @@ async fn record_not_enabled(ctx: &PollContext, job: &mut Job, mut listing: Listi
         walk.restart();
     }
     let checkpoint = serde_json::to_value(&listing).unwrap_or_default();
-    let mut tx = ctx.pool.begin().await?;
+    let mut tx = crate::db::begin(&ctx.pool).await?;
     job.save_checkpoint(&mut tx, checkpoint, Some(Utc::now()), 0).await?;
     tx.commit().await?;
     tracing::info!(job_id = job.job_id, account_id = %job.account_id, region = %job.region,
@@ -1113,7 +1113,7 @@ async fn store_page(
     } else {
         listing.after_page(&page, &fresh, proven.as_ref(), next_token, ctx.options.overlap)
     };
-    let mut tx = ctx.pool.begin().await?;
+    let mut tx = crate::db::begin(&ctx.pool).await?;
     let folded = fold_findings(&mut tx, &to_fold).await?;
     job.save_checkpoint(&mut tx, step.checkpoint, step.covered, step.fresh).await?;
     tx.commit().await?;
@@ -1514,7 +1514,7 @@ pub async fn import_files(pool: &sqlx::PgPool, paths: &[std::path::PathBuf]) -> 
             }
         }
         for chunk in converted.chunks(IMPORT_CHUNK) {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::db::begin(pool).await?;
             let folded = fold_findings(&mut tx, chunk).await?;
             summary.folded += folded.folded;
             summary.stale += folded.stale;

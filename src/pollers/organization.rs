@@ -12,7 +12,7 @@ use crate::aws::AccountSession;
 
 pub async fn run(ctx: &PollContext, session: &AccountSession, job: &mut Job) -> Result<RunOutcome, PollError> {
     let listing = organization::list(session, ctx.settings.home_region()).await?;
-    let mut tx = ctx.pool.begin().await?;
+    let mut tx = crate::db::begin(&ctx.pool).await?;
     let change = organization::record(&mut tx, &job.account_id, &listing).await?;
     let checkpoint = json!({
         "organization_id": change.organization_id,

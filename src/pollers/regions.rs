@@ -13,7 +13,7 @@ pub async fn run(ctx: &PollContext, session: &AccountSession, job: &mut Job) -> 
     // DescribeRegions answers for the whole account in any enabled region; the home region is
     // enabled in every account of its partition.
     let enabled = regions::discover(session, ctx.settings.home_region()).await?;
-    let mut tx = ctx.pool.begin().await?;
+    let mut tx = crate::db::begin(&ctx.pool).await?;
     let change = regions::record(&mut tx, &job.account_id, &enabled).await?;
     let checkpoint = json!({"enabled_regions": change.enabled, "added": change.added, "retired": change.retired});
     // Covered until now: the job's lag is the age of the account's region list.

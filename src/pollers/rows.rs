@@ -111,7 +111,7 @@ impl PageRows {
         covered_until: Option<DateTime<Utc>>,
     ) -> Result<u64, super::PollError> {
         self.prepare(ctx).await?;
-        let mut tx = ctx.pool.begin().await?;
+        let mut tx = crate::db::begin(&ctx.pool).await?;
         let stored = self.store(&mut tx).await?;
         job.save_checkpoint(&mut tx, checkpoint, covered_until, stored).await?;
         tx.commit().await?;

@@ -433,7 +433,7 @@ async fn save_position(
     if checkpoint == job.checkpoint {
         return Ok(());
     }
-    let mut tx = ctx.pool.begin().await?;
+    let mut tx = crate::db::begin(&ctx.pool).await?;
     job.save_checkpoint(&mut tx, checkpoint, None, 0).await?;
     tx.commit().await?;
     Ok(())
@@ -530,7 +530,7 @@ pub(crate) async fn ingest_object(
         }
         Err(ObjectError::Gone) => {
             tracing::info!(job_id = job.job_id, bucket = %bucket.name, key = %object.key, "object deleted since listed");
-            let mut tx = ctx.pool.begin().await?;
+            let mut tx = crate::db::begin(&ctx.pool).await?;
             forget_failures(&mut tx, &job.account_id, &bucket.name, &object.key).await?;
             job.save_checkpoint(&mut tx, checkpoint, None, 0).await?;
             tx.commit().await?;
@@ -725,7 +725,7 @@ async fn store_object(
     checkpoint: serde_json::Value,
 ) -> Result<u64, PollError> {
     rows.prepare(ctx).await?;
-    let mut tx = ctx.pool.begin().await?;
+    let mut tx = crate::db::begin(&ctx.pool).await?;
     let stored = rows.store(&mut tx).await?;
     let mut all_errors = errors;
     all_errors.extend(rows.rejected.iter().cloned());
@@ -764,7 +764,7 @@ async fn record_failure(
     checkpoint: serde_json::Value,
 ) -> Result<(), PollError> {
     let options = &*OPTIONS;
-    let mut tx = ctx.pool.begin().await?;
+    let mut tx = crate::db::begin(&ctx.pool).await?;
     let row = sqlx::query!(
         r#"INSERT INTO s3_object_failures (account_id, bucket, object_key, etag, size, job_id, source, last_error,
                                            next_attempt_at)

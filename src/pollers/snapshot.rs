@@ -70,7 +70,7 @@ pub async fn run(
     }
 
     let checkpoint: Checkpoint = serde_json::from_value(job.checkpoint.clone()).unwrap_or_default();
-    let mut tx = ctx.pool.begin().await?;
+    let mut tx = crate::db::begin(&ctx.pool).await?;
     if types.contains(&collect::TRAIL) {
         adopt_trails(&mut tx, &job.account_id).await?;
     }

@@ -40,7 +40,7 @@ pub struct RecordOutcome {
 
 /// Stores the checks' metadata for the API and dashboard.
 pub async fn save_checks(pool: &PgPool, checks: &[CheckMeta]) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     for check in checks {
         sqlx::query!(
             "INSERT INTO posture_checks (id, title, description, section, severity, resource_type, remediation, frameworks, mitre, updated_at)
@@ -135,7 +135,7 @@ pub async fn record(
     alert_at: Option<Severity>,
 ) -> Result<RecordOutcome, FindingsError> {
     let account = evaluation.account_id.as_str();
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     lock_account(&mut tx, account).await?;
     let mut current = current_findings(&mut tx, account).await?;
     let suppressions = active_suppressions(&mut tx, account).await?;

@@ -94,7 +94,7 @@ impl Containment {
         if !self.rules.enabled {
             return Ok(report);
         }
-        let mut lock = self.ctx.pool.begin().await?;
+        let mut lock = crate::db::begin(&self.ctx.pool).await?;
         let locked: bool =
             sqlx::query_scalar!(r#"SELECT pg_try_advisory_xact_lock(hashtext('skywarden-respond-auto')) AS "l!""#)
                 .fetch_one(&mut *lock)

@@ -128,7 +128,7 @@ pub async fn claim(pool: &PgPool, new: &NewAction<'_>) -> Result<Claim, RespondE
 pub async fn claim_planned(pool: &PgPool, new: &NewAction<'_>, plan: Option<&Value>) -> Result<Claim, RespondError> {
     let resource = new.action.resource();
     let params = serde_json::to_value(new.action).map_err(|e| RespondError::Conflict(e.to_string()))?;
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     lock_resource(&mut tx, new.account_id, &resource).await?;
     if let Some(earlier) = by_key(&mut tx, new.idempotency_key).await? {
         // Another caller's key says nothing of their action.
@@ -395,7 +395,7 @@ pub async fn finish(
 pub async fn claim_undo(pool: &PgPool, id: &str, lease_owner: &str) -> Result<Claim, RespondError> {
     let record = get(pool, id).await?.ok_or_else(|| RespondError::NotFound(format!("no response action {id}")))?;
     let resource = record.action()?.resource();
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     lock_resource(&mut tx, &record.account_id, &resource).await?;
     let Some(record) = select_record!("WHERE id = $1::text::uuid", id).fetch_optional(&mut *tx).await? else {
         return Err(RespondError::NotFound(format!("no response action {id}")));
@@ -525,7 +525,7 @@ async fn lock_for_approval(
 ) -> Result<Result<sqlx::Transaction<'static, sqlx::Postgres>, Claim>, RespondError> {
     let record = get(pool, id).await?.ok_or_else(|| RespondError::NotFound(format!("no response action {id}")))?;
     let resource = record.action()?.resource();
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     lock_resource(&mut tx, &record.account_id, &resource).await?;
     let Some(record) = select_record!("WHERE id = $1::text::uuid", id).fetch_optional(&mut *tx).await? else {
         return Err(RespondError::NotFound(format!("no response action {id}")));

@@ -1249,7 +1249,7 @@ async fn a_viewers_raw_text_scan_is_cancelled_at_the_statement_timeout_and_the_a
 /// Holds `table` locked (ACCESS EXCLUSIVE) until the returned transaction ends, so a request that
 /// reads it waits, for as long as the test wants, without any sleep.
 async fn lock(db: &TestDb, table: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
-    let mut tx = db.pool.begin().await.unwrap();
+    let mut tx = skywarden::db::begin(&db.pool).await.unwrap();
     sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")).execute(&mut *tx).await.unwrap();
     tx
 }

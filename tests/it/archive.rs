@@ -702,7 +702,7 @@ fn january_stage(point: &HookPoint) -> Option<&'static str> {
 /// Leaves the detach of `partition` pending, as a detach whose lock wait timed out (a reader
 /// held the parent) or a killed run leaves it: its first step committed, its second not run.
 async fn leave_detach_pending(db: &TestDb, partition: &str) {
-    let mut reader = db.pool.begin().await.unwrap();
+    let mut reader = skywarden::db::begin(&db.pool).await.unwrap();
     sqlx::query("SELECT count(*) FROM cloudtrail_events").execute(&mut *reader).await.unwrap();
     let mut detacher = db.pool.acquire().await.unwrap();
     sqlx::query("SET lock_timeout = '500ms'").execute(&mut *detacher).await.unwrap();
@@ -1134,7 +1134,7 @@ async fn a_month_whose_table_a_long_transaction_holds_is_deferred_not_detached()
     let lake = tempfile::tempdir().unwrap();
     let to = lake.path().to_str().unwrap().to_owned();
     // As pg_dump does: a transaction holds the events table for longer than the bound.
-    let mut dump = db.pool.begin().await.unwrap();
+    let mut dump = skywarden::db::begin(&db.pool).await.unwrap();
     sqlx::query("SELECT count(*) FROM cloudtrail_events").execute(&mut *dump).await.unwrap();
     archive::set_old_holder_age_for_tests(std::time::Duration::from_secs(3));
     tokio::time::sleep(std::time::Duration::from_millis(3500)).await;

@@ -1260,7 +1260,7 @@ async fn an_analyst_s_status_change_racing_the_import_of_a_newer_version_loses_n
         finding["service"]["count"] = json!(count);
         from_guardduty(&finding).unwrap()
     };
-    let mut tx = db.pool.begin().await.unwrap();
+    let mut tx = skywarden::db::begin(&db.pool).await.unwrap();
     fold_findings(&mut tx, &[version(30, 5.0, 1)]).await.unwrap();
     tx.commit().await.unwrap();
     let alert = alerts_of(&db, &account, "aws-guardduty:").await.pop().unwrap();
@@ -1270,7 +1270,7 @@ async fn an_analyst_s_status_change_racing_the_import_of_a_newer_version_loses_n
     // not committed) while an analyst resolves the alert through the path the dashboard uses:
     // the analyst waits for it, then resolves. The rule: an update that stayed active at the
     // same severity never reopens the analyst's resolved alert; the update itself is kept.
-    let mut import = db.pool.begin().await.unwrap();
+    let mut import = skywarden::db::begin(&db.pool).await.unwrap();
     fold_findings(&mut import, &[version(20, 5.0, 2)]).await.unwrap();
     let (pool, id) = (db.pool.clone(), alert.id.clone());
     let analyst = tokio::spawn(async move {
@@ -1292,7 +1292,7 @@ async fn an_analyst_s_status_change_racing_the_import_of_a_newer_version_loses_n
     assert_eq!(after.status, AlertStatus::Resolved, "the analyst's change is not lost");
     assert_eq!(after.details["finding"]["service"]["count"], 2, "nor the newer version");
     // The same version read again (a later poll) leaves the analyst's resolve alone.
-    let mut again = db.pool.begin().await.unwrap();
+    let mut again = skywarden::db::begin(&db.pool).await.unwrap();
     fold_findings(&mut again, &[version(20, 5.0, 2)]).await.unwrap();
     again.commit().await.unwrap();
     assert_eq!(alerts_of(&db, &account, "aws-guardduty:").await.pop().unwrap().status, AlertStatus::Resolved);
@@ -1300,7 +1300,7 @@ async fn an_analyst_s_status_change_racing_the_import_of_a_newer_version_loses_n
     // 2. The other way round: the analyst's dismissal holds its transaction open while a version
     // rated higher is imported. The import waits, then sees the dismissal, and the rule for a
     // rise in severity applies to it: the alert reopens, rated high, with the reason.
-    let mut analyst = db.pool.begin().await.unwrap();
+    let mut analyst = skywarden::db::begin(&db.pool).await.unwrap();
     skywarden::alerts::store::set_status_in(
         &mut analyst,
         &alert.id,
@@ -1314,7 +1314,7 @@ async fn an_analyst_s_status_change_racing_the_import_of_a_newer_version_loses_n
     let pool = db.pool.clone();
     let higher = version(10, 8.0, 3);
     let import = tokio::spawn(async move {
-        let mut tx = pool.begin().await.unwrap();
+        let mut tx = skywarden::db::begin(&pool).await.unwrap();
         let folded = fold_findings(&mut tx, &[higher]).await.unwrap();
         tx.commit().await.unwrap();
         folded

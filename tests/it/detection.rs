@@ -567,7 +567,7 @@ async fn findings_of_one_alert_fold_in_one_write_as_if_one_at_a_time() {
     use skywarden::alerts::store::{self, AlertChange, AlertFilter, MAX_ALERT_RESOURCES};
     use skywarden::model::Severity;
     let record = async |db: &TestDb, findings: &[skywarden::model::Finding]| {
-        let mut tx = db.pool.begin().await.unwrap();
+        let mut tx = skywarden::db::begin(&db.pool).await.unwrap();
         let outcome = store::record_in(&mut tx, findings).await.unwrap();
         tx.commit().await.unwrap();
         outcome

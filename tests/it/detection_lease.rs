@@ -94,7 +94,7 @@ async fn lease_state(pool: &PgPool) -> lease::LeaseState {
 /// Locks `flow_records` from another session until the returned transaction ends: a pass stops
 /// there, after it read the events, until then.
 async fn stall_flows(db: &TestDb) -> sqlx::Transaction<'static, sqlx::Postgres> {
-    let mut tx = process(db).await.begin().await.unwrap();
+    let mut tx = skywarden::db::begin(&process(db).await).await.unwrap();
     sqlx::query("LOCK TABLE flow_records IN ACCESS EXCLUSIVE MODE").execute(&mut *tx).await.unwrap();
     tx
 }

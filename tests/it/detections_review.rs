@@ -915,7 +915,7 @@ async fn a_poller_s_batch_refused_in_part_rolls_up_what_it_stores() {
             let cache = skywarden::db::partitions::PartitionCache::default();
             cache.ensure(&mut conn, PartitionedTable::CloudTrailEvents, months).await.unwrap();
             drop(conn);
-            let mut tx = pool.begin().await.unwrap();
+            let mut tx = skywarden::db::begin(&pool).await.unwrap();
             let outcome =
                 skywarden::ingest::store::insert_in_transaction(&mut tx, PartitionedTable::CloudTrailEvents, &buffer)
                     .await

@@ -297,7 +297,7 @@ async fn a_writer_picked_as_a_deadlock_victim_writes_its_batch_again() {
     crate::archive::store_events(&mut writer, &[("evt-0", "2024-01-10T09:00:00Z")]).await;
 
     // Another session holds an uncommitted copy of evt-y.
-    let mut other = db.pool.begin().await.unwrap();
+    let mut other = skywarden::db::begin(&db.pool).await.unwrap();
     // A copy of evt-0 under another id and time: the key the writer's batch also holds.
     let copy_as = |id: &str, time: &str| {
         format!(

@@ -344,7 +344,7 @@ async fn a_status_an_analyst_sets_during_a_merge_is_kept() {
 
     // An analyst's change to the later incident is under way (its row locked, as
     // `incident_pages::update` locks it) when an alert ties both incidents.
-    let mut analyst = db.pool.begin().await.unwrap();
+    let mut analyst = skywarden::db::begin(&db.pool).await.unwrap();
     sqlx::query("SELECT status FROM incidents WHERE incident_id = $1 FOR UPDATE")
         .bind(&absorbed)
         .fetch_one(&mut *analyst)

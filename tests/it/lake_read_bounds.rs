@@ -193,7 +193,7 @@ async fn a_group_touched_while_eviction_runs_stays() {
             .await
             .unwrap();
     // A request marks the group used, not committed yet when eviction picks its candidates.
-    let mut touching = a.db.pool.begin().await.unwrap();
+    let mut touching = skywarden::db::begin(&a.db.pool).await.unwrap();
     sqlx::query("UPDATE lake_loaded_groups SET used_at = now() WHERE lake_object = $1 AND row_group = $2")
         .bind(&object)
         .bind(group)

@@ -10,6 +10,7 @@ mod archive_read;
 mod as_shipped;
 mod aws;
 mod aws_findings;
+mod cancelled_transactions;
 mod cli;
 mod dashboard;
 mod dashboard_investigation;

@@ -1188,7 +1188,7 @@ async fn approval_runs_exactly_the_plan_stored_with_the_request() {
     store_event(&s, "p-3", iam_user("erin"), json!({"groupId": web}), vec![item], 0, json!({})).await;
     skywarden::respond::record::set_approval(&s.db.pool, "revoke-ingress-rule", true, "user:lead").await.unwrap();
 
-    let mut import = s.db.pool.begin().await.unwrap();
+    let mut import = skywarden::db::begin(&s.db.pool).await.unwrap();
     let answer =
         json!({"_return": true, "securityGroupRuleSet": {"items": [full_item(&web, &late, 8443, "198.51.100.61/32")]}});
     let late_event = ("p-4", "AuthorizeSecurityGroupIngress");

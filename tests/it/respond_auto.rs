@@ -143,7 +143,7 @@ async fn dry_run_changes_nothing_records_what_it_would_do_and_tells_the_routes()
     let job = Containment { rules: rules(&[&s.account], true, 3, 10), ctx: s.ctx.clone() };
     // Another process's step holds the lock: this one judges nothing; the lock ends with the
     // other's transaction.
-    let mut other = s.db.pool.begin().await.unwrap();
+    let mut other = skywarden::db::begin(&s.db.pool).await.unwrap();
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('skywarden-respond-auto'))").execute(&mut *other).await.unwrap();
     assert_eq!(job.step().await.unwrap(), StepReport::default());
     other.rollback().await.unwrap();

@@ -119,7 +119,7 @@ async fn an_event_committed_after_the_watermark_moved_is_still_found_and_indexed
     store(&db, 1, 3).await;
     // A transaction stores an event and stays open while the indexer runs: the watermark must
     // not pass its start (its `ingested_at`), or the event would never be indexed.
-    let mut open = db.pool.begin().await.unwrap();
+    let mut open = skywarden::db::begin(&db.pool).await.unwrap();
     let started: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(&mut *open).await.unwrap();
     sqlx::query(
         "INSERT INTO cloudtrail_events (account_id, event_time, event_id, raw)
@@ -249,7 +249,7 @@ async fn events_committed_out_of_order_around_the_watermark_are_found_and_indexe
     store(&db, 1, 9).await;
     // A slow transaction stores an event between e-4 and e-5 in time, and commits only after
     // later transactions have committed and the indexer has run over them.
-    let mut slow = db.pool.begin().await.unwrap();
+    let mut slow = skywarden::db::begin(&db.pool).await.unwrap();
     let slow_start: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(&mut *slow).await.unwrap();
     sqlx::query(
         "INSERT INTO cloudtrail_events (account_id, event_time, event_id, raw)
@@ -317,7 +317,7 @@ async fn the_hold_back_waits_for_open_transactions_only() {
 
     // A long transaction that has written nothing yet: it may still insert events stored at its
     // start, so the mark waits for it; indexing itself goes on (see the test above).
-    let mut open = db.pool.begin().await.unwrap();
+    let mut open = skywarden::db::begin(&db.pool).await.unwrap();
     let started: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(&mut *open).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     assert_eq!(index::hold_back(&mut own).await.unwrap(), started);
@@ -337,7 +337,7 @@ async fn the_hold_back_waits_for_open_transactions_only() {
     let before: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()").fetch_one(&mut *own).await.unwrap();
     assert!(index::hold_back(&mut own).await.unwrap() >= before, "a hidden idle session held the watermark back");
     // ... and a hidden transaction that wrote holds it back the fixed margin.
-    let mut writing = db.pool.begin().await.unwrap();
+    let mut writing = skywarden::db::begin(&db.pool).await.unwrap();
     sqlx::query("SELECT txid_current()").execute(&mut *writing).await.unwrap();
     let mark = index::hold_back(&mut own).await.unwrap();
     let margin = chrono::Duration::from_std(index::HIDDEN_HOLD_BACK).unwrap();

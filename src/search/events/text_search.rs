@@ -121,7 +121,7 @@ pub async fn count_by(
 /// (every row of its range), so PostgreSQL compiles it (0.2 to 0.5 s on the development machine)
 /// although the cap stops it after a fraction of that: measured in docs/scaling.md.
 async fn without_jit(db: &sqlx::PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-    let mut tx = db.begin().await?;
+    let mut tx = crate::db::begin(db).await?;
     sqlx::query_scalar!("SELECT set_config('jit', 'off', true)").fetch_one(&mut *tx).await?;
     Ok(tx)
 }
