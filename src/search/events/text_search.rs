@@ -126,12 +126,12 @@ async fn without_jit(db: &sqlx::PgPool) -> Result<sqlx::Transaction<'static, sql
     Ok(tx)
 }
 
-/// What the indexes are asked for a text search (`skywarden_search_index`, migrations 0051, 0054
-/// and 0055): a pattern for the trigram indexes (the selective part of the search's pattern, or
-/// the pattern itself) or else a query of the token index of `event_search`: the word that
-/// selective part lies in, when it starts a token, or words whose trigrams are all common
-/// (`sg-0000000000000000e`); and the selective part for the lake cache, which has no token
-/// index. Each is implied by the pattern, which every trigram statement then matches on the
+/// What the indexes are asked for a text search (`skywarden_search_index`, migrations 0051, 0054,
+/// 0055 and 0056): a pattern for the trigram indexes (the selective part of the search's pattern,
+/// or the pattern itself) or else a query of the token index of `event_search`: the word that
+/// selective part lies in, when it starts a token, words whose trigrams are all common
+/// (`sg-0000000000000000e`), or dotted numbers (`176.36.17.19`); and the selective part for the
+/// lake cache, which has no token index. Each is implied by the pattern, which every trigram statement then matches on the
 /// rows found: results are those of the pattern alone. Computed before the statement, so a
 /// custom plan sees the values (a function call in the statement would be estimated blind).
 struct IndexQuery {
