@@ -212,10 +212,14 @@ async fn measure(
     let plan = handshake_plan(conn).await?;
     let explain = format!("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) {REPLY_SQL}");
     let reply_plan: Vec<String> = sqlx::query_scalar(&explain).fetch_all(&mut *conn).await?;
+    // The benchmark's own connection: nothing cancels it mid-way.
+    #[allow(clippy::disallowed_methods)]
     let mut tx = conn.begin().await?;
     sqlx::raw_sql("DROP INDEX IF EXISTS flow_records_handshake_idx").execute(&mut *tx).await?;
     let opened_without_index = timed(&mut tx, OPENED_SQL, sample).await?;
     tx.rollback().await?;
+    // The benchmark's own connection: nothing cancels it mid-way.
+    #[allow(clippy::disallowed_methods)]
     let mut tx = conn.begin().await?;
     sqlx::raw_sql("DROP INDEX IF EXISTS flow_records_reply_idx").execute(&mut *tx).await?;
     let reply_without_index = timed(&mut tx, REPLY_SQL, reply_sample).await?;
@@ -260,6 +264,8 @@ async fn copy_cost(conn: &mut PgConnection, rows: i64) -> Result<(i64, Duration,
     let (mut with, mut without) = (Duration::MAX, Duration::MAX);
     for _ in 0..2 {
         for drop_index in [false, true] {
+            // The benchmark's own connection: nothing cancels it mid-way.
+            #[allow(clippy::disallowed_methods)]
             let mut tx = conn.begin().await?;
             if drop_index {
                 sqlx::raw_sql("DROP INDEX flow_records_reply_idx").execute(&mut *tx).await?;

@@ -166,13 +166,14 @@ pub fn pool_with(connect: PgConnectOptions, settings: &PoolSettings) -> PgPool {
 /// the connection back to the pool inside a transaction nothing will end; whoever takes it next
 /// runs in it, so their writes are never committed and the rows they change stay locked (sqlx
 /// issues 4385 and 4393; a CI run here showed its signature: a dashboard session's row stayed
-/// locked, and the user's next requests waited out the statement timeout). The `BEGIN` here is
-/// read by a task of its own: a transaction nobody waits for any more is dropped there, and sqlx
-/// rolls it back as any dropped transaction. `Pool::begin` is a disallowed method (clippy.toml) for this.
+/// locked, and the user's next requests waited out the statement timeout). The connection is
+/// taken here (a caller dropped while waiting for one takes nothing), and its `BEGIN` is read by
+/// a task of its own: a transaction nobody waits for any more is dropped there, and sqlx rolls it
+/// back as any dropped transaction. `Pool::begin` and its kin are disallowed (clippy.toml).
 pub async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-    let pool = pool.clone();
-    #[allow(clippy::disallowed_methods)]
-    let begun = tokio::spawn(async move { pool.begin().await });
+    let conn = pool.acquire().await?;
+    // What `Pool::begin` does after its acquire (a public, if undocumented, sqlx function).
+    let begun = tokio::spawn(sqlx::Transaction::begin(conn, None));
     match begun.await {
         Ok(transaction) => transaction,
         Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),

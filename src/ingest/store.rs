@@ -211,6 +211,8 @@ impl BatchWriter {
     }
 
     async fn copy_direct_inner(&mut self, table: PartitionedTable, data: &[u8]) -> Result<(), sqlx::Error> {
+        // A writer dropped mid-batch closes this connection (`mid_batch`) rather than lend it on.
+        #[allow(clippy::disallowed_methods)]
         let mut tx = self.conn.begin().await?;
         let statement = format!("COPY {} ({}) FROM STDIN", table.name(), columns(table));
         let mut copy = tx.copy_in_raw(&statement).await?;
@@ -244,6 +246,8 @@ impl BatchWriter {
             sqlx::query(&create).execute(&mut *self.conn).await?;
             self.staging_ready.insert(table);
         }
+        // A writer dropped mid-batch closes this connection (`mid_batch`) rather than lend it on.
+        #[allow(clippy::disallowed_methods)]
         let mut tx = self.conn.begin().await?;
         let inserted = stage_and_insert(&mut tx, table, &stage, data).await?;
         // Rows already stored roll up again harmlessly (first and last seen are idempotent).

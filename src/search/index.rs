@@ -331,6 +331,8 @@ fn index_backlog<'a>(
         let limit = i64::try_from(chunk_rows).unwrap_or(i64::MAX);
         while from < end {
             let to = (from + window).min(end);
+            // `Held` closes this connection, rather than lend it on, unless the run ends cleanly.
+            #[allow(clippy::disallowed_methods)]
             let mut tx = conn.begin().await?;
             let rows = sqlx::query!(
                 r#"SELECT c.account_id, c.event_time, c.event_id, c.ingested_at
@@ -399,6 +401,8 @@ fn index_backlog<'a>(
             }
         }
         // Nothing (left) to read: the watermark still moves to the mark, and the run is recorded.
+        // `Held` closes this connection, rather than lend it on, unless the run ends cleanly.
+        #[allow(clippy::disallowed_methods)]
         let mut tx = conn.begin().await?;
         if Chunk::default().write(&mut tx, owner, mark, indexed).await?.is_some() {
             tx.commit().await?;
